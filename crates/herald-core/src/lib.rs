@@ -1,0 +1,22 @@
+//! Herald's domain: validated value types, identifiers, statuses and secrets, with no I/O.
+//!
+//! Every type here has one validating constructor, so a value that exists is
+//! valid and nothing downstream checks it again.
+
+pub mod address;
+pub mod ids;
+pub mod invalid;
+pub mod secret;
+pub mod settings;
+pub mod status;
+pub mod text;
+pub mod timestamp;
+pub mod token;
+
+pub use address::EmailAddress;
+pub use ids::{AccountId, MessageId, ProviderId, RecipientId, ServerId, TenantId, TokenId};
+pub use invalid::{FieldError, Invalid};
+pub use secret::{Secret, SealError, Sealer};
+pub use settings::{Mechanism, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug};
+pub use status::{MessageStatus, RecipientStatus};
+pub use text::{DisplayName, HeaderName, HeaderValue, Subject};

@@ -1,0 +1,211 @@
+//! Validated configuration values: tenant slugs, SMTP hosts and ports, and the closed sets of modes.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::Invalid;
+use crate::address::is_domain;
+
+/// A tenant's URL name: 2 to 63 lowercase letters, digits and hyphens, starting with a letter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct TenantSlug(String);
+
+impl TenantSlug {
+    /// Parses a slug, naming the rule it breaks.
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let ok_chars = input
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let starts = input.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        if !(2..=63).contains(&input.len()) || !ok_chars || !starts || input.ends_with('-') {
+            return Err(Invalid::new(
+                "must be 2 to 63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen",
+            ));
+        }
+        Ok(TenantSlug(input.to_owned()))
+    }
+}
+
+impl AsRef<str> for TenantSlug {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An SMTP server's address: a DNS name or an IP address (IPv6 without brackets).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct SmtpHost(String);
+
+impl SmtpHost {
+    /// Parses a host name or IP address.
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let s = input.trim_start_matches('[').trim_end_matches(']');
+        if s.parse::<IpAddr>().is_ok() || is_domain(s) {
+            return Ok(SmtpHost(s.to_ascii_lowercase()));
+        }
+        Err(Invalid::new(
+            "must be a host name (letters, digits, hyphens and dots) or an IP address",
+        ))
+    }
+
+    /// The address when the host is an IP literal rather than a name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.0.parse().ok()
+    }
+}
+
+impl AsRef<str> for SmtpHost {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SmtpHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Port(u16);
+
+impl Port {
+    /// Accepts 1 to 65535.
+    pub fn new(port: i64) -> Result<Self, Invalid> {
+        match u16::try_from(port) {
+            Ok(p) if p != 0 => Ok(Port(p)),
+            _ => Err(Invalid::new("must be a port from 1 to 65535")),
+        }
+    }
+
+    /// The port number.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// Declares a closed set of words, with parsing that lists the accepted ones.
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $word)] $variant),+
+        }
+
+        impl $name {
+            /// Every accepted word, in order.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+
+            /// The word as written in the API and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+
+            /// Parses one of [`Self::WORDS`].
+            pub fn parse(input: &str) -> Result<Self, Invalid> {
+                match input {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(Invalid::new(format!("must be one of: {}", Self::WORDS.join(", ")))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// How the connection to an SMTP server is protected.
+    Security {
+        /// Plaintext for the whole session.
+        None = "none",
+        /// Plaintext greeting, then STARTTLS, which must succeed: never a fallback to plaintext.
+        StartTls = "starttls",
+        /// TLS from the first byte (implicit TLS, on any port).
+        Tls = "tls",
+    }
+);
+
+word_enum!(
+    /// Whose address a provider's messages carry in From.
+    SenderPolicy {
+        /// Always the provider's From address.
+        Fixed = "fixed",
+        /// The person a message is sent on behalf of, with the provider's address in Sender.
+        OnBehalf = "on_behalf",
+    }
+);
+
+word_enum!(
+    /// What an API token may do.
+    Role {
+        /// Runs the installation: tenants, entitlements, every tenant's objects.
+        Operator = "operator",
+        /// Configures one tenant: servers, accounts, providers, properties, tokens.
+        TenantAdmin = "tenant_admin",
+        /// Submits and reads one tenant's messages.
+        Sender = "sender",
+    }
+);
+
+word_enum!(
+    /// How an SMTP account authenticates.
+    Mechanism {
+        /// AUTH PLAIN with a password.
+        Plain = "plain",
+        /// AUTH LOGIN with a password.
+        Login = "login",
+        /// AUTH XOAUTH2 with an OAuth2 access token.
+        Xoauth2 = "xoauth2",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert!(TenantSlug::parse("acme").is_ok());
+        assert!(TenantSlug::parse("acme-2").is_ok());
+        for bad in ["", "a", "Acme", "2acme", "acme-", "ac me", "acme/x"] {
+            assert!(TenantSlug::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn hosts_and_ports() {
+        assert_eq!(SmtpHost::parse("Mail.Acme.Example").unwrap().as_ref(), "mail.acme.example");
+        assert!(SmtpHost::parse("10.0.0.5").unwrap().ip().is_some());
+        assert!(SmtpHost::parse("[::1]").unwrap().ip().is_some());
+        assert!(SmtpHost::parse("mail.acme.example\r\n").is_err());
+        assert!(SmtpHost::parse("http://x").is_err());
+        assert!(Port::new(0).is_err());
+        assert!(Port::new(65536).is_err());
+        assert_eq!(Port::new(587).unwrap().get(), 587);
+    }
+
+    #[test]
+    fn words_list_the_choices() {
+        assert_eq!(Security::parse("starttls").unwrap(), Security::StartTls);
+        assert_eq!(
+            Security::parse("ssl").unwrap_err().to_string(),
+            "must be one of: none, starttls, tls"
+        );
+    }
+}

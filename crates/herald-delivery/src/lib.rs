@@ -1,0 +1,12 @@
+//! Delivery: resolving a tenant's effective provider, rendering messages, and the
+//! worker loop that claims due recipients, sends them and records every attempt.
+
+mod render;
+mod retry;
+mod route;
+mod worker;
+
+pub use render::render;
+pub use retry::RetryPolicy;
+pub use route::{DefaultProvider, ResolveError, Route, Transport, fallback_recipient, resolve};
+pub use worker::{Worker, WorkerConfig};

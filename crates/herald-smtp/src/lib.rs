@@ -1,0 +1,18 @@
+//! Herald's SMTP client: connection, TLS, authentication and pipelined transactions
+//! with a reply for every recipient.
+//!
+//! It is written for throughput and honesty: `TCP_NODELAY`, one write for a
+//! whole pipelined envelope and one for a whole message body, and every reply
+//! kept with the server's own words so the tenant can read them.
+
+mod client;
+mod error;
+mod reply;
+mod stream;
+mod tls;
+pub mod wire;
+
+pub use client::{Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, Transaction};
+pub use error::{ErrorKind, SmtpError, Step};
+pub use reply::Reply;
+pub use tls::{TlsSettings, validate_ca_pem};

@@ -1,0 +1,121 @@
+//! Herald's storage interface and its SQLite implementation.
+//!
+//! Everything durable goes through [`Store`]; only this crate contains SQL.
+//! A PostgreSQL implementation will satisfy the same trait.
+
+pub mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+use herald_core::{
+    AccountId, FieldError, MessageId, ProviderId, RecipientId, ServerId, TenantId, TenantSlug,
+};
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+/// Why a storage operation did not happen.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist, or belongs to another tenant.
+    #[error("not found")]
+    NotFound,
+    /// The change conflicts with what is stored (a duplicate name, an object still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// A field refers to something that does not exist for this tenant.
+    #[error("{0}")]
+    Invalid(FieldError),
+    /// The database could not be reached or written (disk full, locked, gone).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back as valid domain values.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The result of a storage operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Durable state of a Herald installation. Tenant-scoped methods take the
+/// tenant's id and never return another tenant's objects.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// True when the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates a tenant; a taken slug is a conflict.
+    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant>;
+    /// The tenant with this slug.
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant>;
+    /// Every tenant, oldest first.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Grants or withdraws the credential storage entitlement.
+    async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
+    /// Makes a provider (or, with `None`, the system default) the tenant's active one.
+    async fn set_active_provider(&self, tenant: TenantId, provider: Option<ProviderId>) -> Result<Tenant>;
+
+    /// Stores a token's hash.
+    async fn create_token(&self, token: NewToken) -> Result<TokenRecord>;
+    /// The token with this hash, marking it used.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// True when any operator token exists (the database is not new).
+    async fn operator_token_exists(&self) -> Result<bool>;
+
+    /// Creates an SMTP server.
+    async fn create_server(&self, tenant: TenantId, settings: ServerSettings) -> Result<SmtpServer>;
+    /// One SMTP server.
+    async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer>;
+    /// The tenant's SMTP servers.
+    async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>>;
+    /// Replaces a server's settings; a new host, port or security clears its accounts' secrets.
+    async fn update_server(&self, tenant: TenantId, id: ServerId, settings: ServerSettings) -> Result<SmtpServer>;
+    /// Deletes a server and its accounts; a conflict while a provider uses it.
+    async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()>;
+
+    /// Creates an SMTP account on a server.
+    async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount>;
+    /// One account of a server.
+    async fn account(&self, tenant: TenantId, server: ServerId, id: AccountId) -> Result<SmtpAccount>;
+    /// The accounts of a server.
+    async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>>;
+    /// Deletes an account; a conflict while a provider uses it.
+    async fn delete_account(&self, tenant: TenantId, server: ServerId, id: AccountId) -> Result<()>;
+
+    /// Creates a notification provider.
+    async fn create_provider(&self, tenant: TenantId, settings: ProviderSettings) -> Result<Provider>;
+    /// One provider.
+    async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider>;
+    /// The tenant's providers.
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>>;
+    /// Replaces a provider's settings.
+    async fn update_provider(&self, tenant: TenantId, id: ProviderId, settings: ProviderSettings) -> Result<Provider>;
+    /// Deletes a provider; a conflict while it is the tenant's active one.
+    async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()>;
+    /// The tenant's active provider with its server and account, or `None` for the system default.
+    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
+
+    /// Stores a message and its recipients durably, or returns the message
+    /// stored earlier under the same idempotency key.
+    async fn submit(&self, message: NewMessage) -> Result<Submitted>;
+    /// One message with its recipients and attempts.
+    async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
+    /// The tenant's newest messages.
+    async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>>;
+    /// What is needed to render messages for sending.
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
+
+    /// Claims due recipients under a lease: queued or deferred ones whose time
+    /// has come, and sending ones whose lease expired.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Records attempts and new states; an outcome whose lease token is no
+    /// longer current is refused (`false` at its index) and changes nothing.
+    async fn complete(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Result<Vec<bool>>;
+    /// Gives claimed recipients back without an attempt (at shutdown).
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+    /// The time of the earliest pending recipient, if any.
+    async fn next_due(&self) -> Result<Option<i64>>;
+
+    /// The newest messages in the tenant's capture mailbox.
+    async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>>;
+}

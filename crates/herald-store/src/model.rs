@@ -1,0 +1,328 @@
+//! The records the store takes and gives: configuration objects, messages, claims and outcomes.
+//!
+//! Times are milliseconds since the Unix epoch.
+
+use herald_core::{
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, Port,
+    ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy, ServerId, SmtpHost,
+    Subject, TenantId, TokenId,
+};
+use serde::Serialize;
+
+/// A tenant.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+    /// Whether the operator allows this tenant to store passwords and tokens.
+    pub credential_storage: bool,
+    /// The active notification provider; `None` means the system default.
+    pub notification_provider_id: Option<ProviderId>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+}
+
+/// A token to store: only its hash.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub id: TokenId,
+    /// `None` for an operator token.
+    pub tenant_id: Option<TenantId>,
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+}
+
+/// A stored token, without its hash.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub tenant_id: Option<TenantId>,
+    pub name: String,
+    pub role: Role,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub last_used_at: Option<i64>,
+}
+
+/// An SMTP server's settings, as created or replaced.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ServerSettings {
+    pub name: String,
+    pub host: SmtpHost,
+    pub port: Port,
+    pub security: Security,
+    pub requires_auth: bool,
+    pub tls_verify: bool,
+    pub tls_ca_pem: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub helo_name: Option<String>,
+}
+
+/// A stored SMTP server.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmtpServer {
+    pub id: ServerId,
+    pub tenant_id: TenantId,
+    #[serde(flatten)]
+    pub settings: ServerSettings,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub updated_at: i64,
+}
+
+/// An SMTP account to create; its secret already sealed.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub id: AccountId,
+    pub server_id: ServerId,
+    pub username: String,
+    pub mechanism: Mechanism,
+    /// The secret sealed by [`herald_core::Sealer`] with the account id as context.
+    pub sealed_secret: Option<String>,
+}
+
+/// A stored SMTP account. The sealed secret is never serialised.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmtpAccount {
+    pub id: AccountId,
+    pub server_id: ServerId,
+    pub tenant_id: TenantId,
+    pub username: String,
+    pub mechanism: Mechanism,
+    /// Whether a secret is stored (the secret itself is write-only).
+    pub secret_set: bool,
+    #[serde(skip)]
+    pub sealed_secret: Option<String>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+}
+
+/// A notification provider's settings, as created or replaced.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub smtp_server_id: ServerId,
+    pub account_id: Option<AccountId>,
+    pub from_address: EmailAddress,
+    pub from_name: Option<DisplayName>,
+    pub reply_to: Option<EmailAddress>,
+    pub fallback_recipient: Option<EmailAddress>,
+    pub sender_policy: SenderPolicy,
+}
+
+/// A stored notification provider.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provider {
+    pub id: ProviderId,
+    pub tenant_id: TenantId,
+    #[serde(flatten)]
+    pub settings: ProviderSettings,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub updated_at: i64,
+}
+
+/// A provider with the server and account it sends through.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub provider: Provider,
+    pub server: SmtpServer,
+    pub account: Option<SmtpAccount>,
+}
+
+/// Which header a recipient appears in, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    To,
+    Cc,
+    Bcc,
+}
+
+impl RecipientKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::To => "to",
+            RecipientKind::Cc => "cc",
+            RecipientKind::Bcc => "bcc",
+        }
+    }
+
+    pub(crate) fn from_stored(s: &str) -> RecipientKind {
+        match s {
+            "cc" => RecipientKind::Cc,
+            "bcc" => RecipientKind::Bcc,
+            _ => RecipientKind::To,
+        }
+    }
+}
+
+/// A message to store, already validated.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub idempotency_key: Option<String>,
+    pub subject: Subject,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub reply_to: Option<EmailAddress>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub to: Vec<EmailAddress>,
+    pub cc: Vec<EmailAddress>,
+    pub bcc: Vec<EmailAddress>,
+    /// True when `to` is the provider's fallback recipient because none was given.
+    pub used_fallback: bool,
+    pub created_at: i64,
+}
+
+/// The answer to a submission.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    pub id: MessageId,
+    pub status: RecipientStatus,
+    /// True when the idempotency key matched an earlier message, which is returned instead.
+    pub duplicate: bool,
+}
+
+/// What a worker needs to render a message.
+#[derive(Clone, Debug)]
+pub struct MessageContent {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub created_at: i64,
+    pub subject: Subject,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub reply_to: Option<EmailAddress>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub to: Vec<EmailAddress>,
+    pub cc: Vec<EmailAddress>,
+}
+
+/// A list entry for a message.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageSummary {
+    pub id: MessageId,
+    pub status: RecipientStatus,
+    pub subject: String,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+}
+
+/// One message with everything that happened to it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageView {
+    pub id: MessageId,
+    pub status: RecipientStatus,
+    pub subject: String,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    pub idempotency_key: Option<String>,
+    pub used_fallback: bool,
+    pub recipients: Vec<RecipientView>,
+}
+
+/// One recipient with its attempts.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecipientView {
+    pub id: RecipientId,
+    pub address: String,
+    pub kind: RecipientKind,
+    pub status: RecipientStatus,
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub next_attempt_at: Option<i64>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One delivery attempt of one recipient.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub at: i64,
+    /// The node that made the attempt.
+    pub node: String,
+    /// The server it spoke to, `host:port`, or `capture` for the capture mailbox.
+    pub server: String,
+    /// `sent`, `deferred` or `failed`.
+    pub outcome: RecipientStatus,
+    /// The SMTP step that decided the outcome, such as `rcpt` or `data`.
+    pub step: Option<String>,
+    pub code: Option<u16>,
+    pub enhanced_code: Option<String>,
+    /// The server's reply in its own words, or what went wrong when there was no reply.
+    pub response: String,
+    pub duration_ms: i64,
+    /// The IP address and port connected to.
+    pub remote_addr: Option<String>,
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
+}
+
+/// A worker's request for due recipients.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub node: String,
+    pub now: i64,
+    pub lease_ms: i64,
+    pub limit: u32,
+}
+
+/// A recipient claimed under a lease.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub recipient: RecipientId,
+    pub message: MessageId,
+    pub tenant: TenantId,
+    pub address: EmailAddress,
+    /// The fencing token: only an outcome carrying it is accepted.
+    pub lease_token: i64,
+    /// Attempts made so far, this one included.
+    pub attempt: u32,
+}
+
+/// The state a recipient moves to after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextState {
+    Sent,
+    Deferred { until: i64 },
+    Failed,
+}
+
+/// The result of one attempt for one claimed recipient.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub recipient: RecipientId,
+    pub lease_token: i64,
+    pub next: NextState,
+    pub attempt: AttemptRecord,
+}
+
+/// A message stored in the capture mailbox.
+#[derive(Clone, Debug)]
+pub struct NewCapture {
+    pub message: MessageId,
+    pub tenant: TenantId,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub content: Vec<u8>,
+    pub at: i64,
+}
+
+/// A message in the capture mailbox, as read back.
+#[derive(Clone, Debug, Serialize)]
+pub struct Captured {
+    pub message_id: MessageId,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub captured_at: i64,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    /// The message exactly as it would have gone on the wire, before dot-stuffing.
+    pub content: String,
+}

@@ -1,0 +1,167 @@
+//! SQLite connections: one writer thread that commits many jobs per transaction
+//! (group commit), and a pool of reader connections beside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, StoreError};
+
+/// The schema, one migration per entry, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[include_str!("0001_initial.sql")];
+
+/// How many queued write jobs one transaction takes at most.
+const MAX_GROUP: usize = 512;
+
+/// What a write job hands back to the writer: a function that delivers the
+/// job's result once the transaction's fate is known.
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write job runs on the connection, or is told why the transaction could not begin.
+type WriteJob = Box<dyn FnOnce(std::result::Result<&Connection, &StoreError>) -> Finish + Send>;
+
+pub(crate) struct Db {
+    writer: mpsc::UnboundedSender<WriteJob>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // FULL makes each commit durable in the WAL before it returns: a 202 is never
+    // answered for a message a power cut could lose.
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    Ok(conn)
+}
+
+impl Db {
+    /// Opens (creating when needed) the database, applies migrations and starts the writer thread.
+    pub(crate) fn open(path: &Path) -> Result<Db> {
+        let mut conn = open(path, false).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        migrate(&mut conn)?;
+        let (writer, jobs) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || write_loop(conn, jobs))
+            .map_err(unavailable)?;
+        Ok(Db {
+            writer,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` inside the writer's current transaction, in a savepoint of its
+    /// own, and answers once the transaction is committed. An error from `f`
+    /// rolls back only its own savepoint.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
+            let result = conn.map_err(Clone::clone).and_then(|conn| savepoint(conn, f));
+            Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                };
+                let _ = tx.send(result);
+            })
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("reader pool lock").pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open(&path, true).map_err(unavailable)?,
+            };
+            let result = f(&conn);
+            readers.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
+    let result = f(conn);
+    let end = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end).map_err(unavailable)?;
+    result
+}
+
+/// Takes every job waiting (up to [`MAX_GROUP`]) into one transaction and one fsync.
+fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let error = unavailable(e);
+            for job in batch {
+                job(Err(&error))(None);
+            }
+            continue;
+        }
+        let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let outcome = conn.execute_batch("COMMIT").map_err(unavailable);
+        if outcome.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in finishers {
+            finish(outcome.as_ref().err());
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(unavailable)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute_batch(sql).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        tracing::info!(migration = i + 1, "applied database migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,1032 @@
+//! The SQLite store: WAL mode, `synchronous = FULL`, group commit through one writer thread.
+
+mod db;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use herald_core::status::message_status;
+use herald_core::{
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mechanism, MessageId,
+    Port, ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy, ServerId,
+    SmtpHost, Subject, TenantId, TenantSlug,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::model::*;
+use crate::{Result, Store, StoreError};
+use db::{Db, unavailable};
+
+/// Herald's embedded store: one SQLite file.
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        Ok(SqliteStore { db: Db::open(path)? })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    unavailable(e)
+}
+
+/// Maps a unique-constraint violation to a conflict that says what is taken.
+fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(what.to_owned())
+        }
+        _ => unavailable(e),
+    }
+}
+
+/// Parses a stored value back into its domain type; failure means the file was changed behind Herald's back.
+fn stored<T, E: std::fmt::Display>(what: &str, parsed: std::result::Result<T, E>) -> Result<T> {
+    parsed.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn id<T: FromStr<Err = Invalid>>(s: String) -> Result<T> {
+    stored("id", T::from_str(&s))
+}
+
+fn opt_id<T: FromStr<Err = Invalid>>(s: Option<String>) -> Result<Option<T>> {
+    s.map(id).transpose()
+}
+
+fn address(s: String) -> Result<EmailAddress> {
+    stored("address", EmailAddress::parse(&s))
+}
+
+fn addresses(json: &str) -> Result<Vec<EmailAddress>> {
+    let list: Vec<String> = stored("address list", serde_json::from_str(json))?;
+    list.into_iter().map(address).collect()
+}
+
+fn addresses_json(list: &[EmailAddress]) -> String {
+    serde_json::to_string(&list.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
+        .expect("a list of strings serialises")
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, created_at";
+
+fn tenant_row(row: &Row) -> rusqlite::Result<(String, String, String, bool, Option<String>, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+fn tenant(raw: (String, String, String, bool, Option<String>, i64)) -> Result<Tenant> {
+    let (tid, slug, name, credential_storage, provider, created_at) = raw;
+    Ok(Tenant {
+        id: id(tid)?,
+        slug,
+        name,
+        credential_storage,
+        notification_provider_id: opt_id(provider)?,
+        created_at,
+    })
+}
+
+fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+            [tenant_id.to_string()],
+            tenant_row,
+        )
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?;
+    tenant(raw)
+}
+
+const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
+     tls_ca_pem, tls_server_name, helo_name, created_at, updated_at";
+
+type ServerRow = (
+    String, String, String, String, i64, String, bool, bool,
+    Option<String>, Option<String>, Option<String>, i64, i64,
+);
+
+fn server_row(r: &Row) -> rusqlite::Result<ServerRow> {
+    Ok((
+        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
+        r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?,
+    ))
+}
+
+fn server(raw: ServerRow) -> Result<SmtpServer> {
+    let (sid, tid, name, host, port, security, requires_auth, tls_verify, ca, sni, helo, created, updated) = raw;
+    Ok(SmtpServer {
+        id: id(sid)?,
+        tenant_id: id(tid)?,
+        settings: ServerSettings {
+            name,
+            host: stored("host", SmtpHost::parse(&host))?,
+            port: stored("port", Port::new(port))?,
+            security: stored("security", Security::parse(&security))?,
+            requires_auth,
+            tls_verify,
+            tls_ca_pem: ca,
+            tls_server_name: sni,
+            helo_name: helo,
+        },
+        created_at: created,
+        updated_at: updated,
+    })
+}
+
+fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2"),
+            [server_id.to_string(), tenant_id.to_string()],
+            server_row,
+        )
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?;
+    server(raw)
+}
+
+const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, created_at";
+
+type AccountRow = (String, String, String, String, String, Option<String>, i64);
+
+fn account_row(r: &Row) -> rusqlite::Result<AccountRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn account(raw: AccountRow) -> Result<SmtpAccount> {
+    let (aid, sid, tid, username, mechanism, sealed, created) = raw;
+    Ok(SmtpAccount {
+        id: id(aid)?,
+        server_id: id(sid)?,
+        tenant_id: id(tid)?,
+        username,
+        mechanism: stored("mechanism", Mechanism::parse(&mechanism))?,
+        secret_set: sealed.is_some(),
+        sealed_secret: sealed,
+        created_at: created,
+    })
+}
+
+fn load_account(conn: &Connection, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<SmtpAccount> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE id = ?1 AND server_id = ?2 AND tenant_id = ?3"),
+            [account_id.to_string(), server_id.to_string(), tenant_id.to_string()],
+            account_row,
+        )
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?;
+    account(raw)
+}
+
+const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
+     reply_to, fallback_recipient, sender_policy, created_at, updated_at";
+
+type ProviderRow = (
+    String, String, String, String, Option<String>, String, Option<String>,
+    Option<String>, Option<String>, String, i64, i64,
+);
+
+fn provider_row(r: &Row) -> rusqlite::Result<ProviderRow> {
+    Ok((
+        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
+        r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+    ))
+}
+
+fn provider(raw: ProviderRow) -> Result<Provider> {
+    let (pid, tid, name, sid, aid, from, from_name, reply_to, fallback, policy, created, updated) = raw;
+    Ok(Provider {
+        id: id(pid)?,
+        tenant_id: id(tid)?,
+        settings: ProviderSettings {
+            name,
+            smtp_server_id: id(sid)?,
+            account_id: opt_id(aid)?,
+            from_address: address(from)?,
+            from_name: from_name
+                .map(|n| stored("from_name", DisplayName::parse(&n)))
+                .transpose()?,
+            reply_to: reply_to.map(address).transpose()?,
+            fallback_recipient: fallback.map(address).transpose()?,
+            sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
+        },
+        created_at: created,
+        updated_at: updated,
+    })
+}
+
+fn load_provider(conn: &Connection, tenant_id: TenantId, provider_id: ProviderId) -> Result<Provider> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?1 AND tenant_id = ?2"),
+            [provider_id.to_string(), tenant_id.to_string()],
+            provider_row,
+        )
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?;
+    provider(raw)
+}
+
+/// Checks that a provider's server and account exist for the tenant and fit together.
+fn check_provider_references(conn: &Connection, tenant_id: TenantId, settings: &ProviderSettings) -> Result<()> {
+    let server = match load_server(conn, tenant_id, settings.smtp_server_id) {
+        Err(StoreError::NotFound) => {
+            return Err(StoreError::Invalid(
+                Invalid::new("must name an SMTP server of this tenant").at("smtp_server_id"),
+            ));
+        }
+        other => other?,
+    };
+    match settings.account_id {
+        Some(account_id) => match load_account(conn, tenant_id, server.id, account_id) {
+            Err(StoreError::NotFound) => Err(StoreError::Invalid(
+                Invalid::new("must name an account of the provider's SMTP server").at("account_id"),
+            )),
+            other => other.map(drop),
+        },
+        None if server.settings.requires_auth => Err(StoreError::Invalid(
+            Invalid::new("is required because the SMTP server requires authentication").at("account_id"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn list<T>(conn: &Connection, query: &str, args: impl rusqlite::Params, map: impl Fn(&Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(query).map_err(sql)?;
+    let rows = stmt.query_map(args, map).map_err(sql)?;
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(sql)
+}
+
+fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    let pairs: Vec<(String, String)> = stored("headers", serde_json::from_str(json))?;
+    pairs
+        .into_iter()
+        .map(|(n, v)| {
+            Ok((
+                stored("header name", HeaderName::parse(&n))?,
+                stored("header value", HeaderValue::parse(&v))?,
+            ))
+        })
+        .collect()
+}
+
+fn status(s: &str) -> Result<RecipientStatus> {
+    RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
+}
+
+fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>> {
+    let rows = list(
+        conn,
+        "SELECT at, node, server, outcome, step, code, enhanced_code, response, duration_ms, \
+         remote_addr, tls_version, tls_cipher FROM attempts WHERE recipient_id = ?1 ORDER BY id",
+        [recipient],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, Option<u16>>(5)?,
+                r.get::<_, Option<String>>(6)?, r.get::<_, String>(7)?, r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ))
+        },
+    )?;
+    rows.into_iter()
+        .map(|(at, node, server, outcome, step, code, enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher)| {
+            Ok(AttemptRecord {
+                at, node, server, outcome: status(&outcome)?, step, code, enhanced_code,
+                response, duration_ms, remote_addr, tls_version, tls_cipher,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.db.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql)).await
+    }
+
+    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                let tenant_id = TenantId::new();
+                c.execute(
+                    "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant_id.to_string(), slug.as_ref(), name, now_ms()],
+                )
+                .map_err(unique("a tenant with this slug exists"))?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
+        let slug = slug.to_owned();
+        self.db
+            .read(move |c| {
+                let raw = c
+                    .query_row(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"), [slug], tenant_row)
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or(StoreError::NotFound)?;
+                tenant(raw)
+            })
+            .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.db
+            .read(|c| {
+                list(c, &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at"), [], tenant_row)?
+                    .into_iter()
+                    .map(tenant)
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_entitlements(&self, tenant_id: TenantId, credential_storage: bool) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE tenants SET credential_storage = ?1 WHERE id = ?2",
+                    params![credential_storage, tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn set_active_provider(&self, tenant_id: TenantId, provider_id: Option<ProviderId>) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                if let Some(pid) = provider_id {
+                    match load_provider(c, tenant_id, pid) {
+                        Err(StoreError::NotFound) => {
+                            return Err(StoreError::Invalid(
+                                Invalid::new("must name a notification provider of this tenant, or be null")
+                                    .at("notification_provider_id"),
+                            ));
+                        }
+                        other => other?,
+                    };
+                }
+                c.execute(
+                    "UPDATE tenants SET notification_provider_id = ?1 WHERE id = ?2",
+                    params![provider_id.map(|p| p.to_string()), tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
+        self.db
+            .write(move |c| {
+                let created_at = now_ms();
+                c.execute(
+                    "INSERT INTO tokens (id, tenant_id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        token.id.to_string(),
+                        token.tenant_id.map(|t| t.to_string()),
+                        token.name,
+                        token.role.as_str(),
+                        token.hash,
+                        created_at
+                    ],
+                )
+                .map_err(unique("this token exists already"))?;
+                Ok(TokenRecord {
+                    id: token.id,
+                    tenant_id: token.tenant_id,
+                    name: token.name,
+                    role: token.role,
+                    created_at,
+                    last_used_at: None,
+                })
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let hash = hash.to_owned();
+        let found = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT id, tenant_id, name, role, created_at, last_used_at FROM tokens WHERE hash = ?1",
+                    [hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, Option<i64>>(5)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(sql)
+            })
+            .await?;
+        let Some((tid, tenant_id, name, role, created_at, last_used_at)) = found else {
+            return Ok(None);
+        };
+        let record = TokenRecord {
+            id: id(tid)?,
+            tenant_id: opt_id(tenant_id)?,
+            name,
+            role: stored("role", Role::parse(&role))?,
+            created_at,
+            last_used_at,
+        };
+        // Recording every use would put a write on every request; a minute's precision is enough.
+        let now = now_ms();
+        if last_used_at.is_none_or(|t| now - t > 60_000) {
+            let token_id = record.id.to_string();
+            self.db
+                .write(move |c| {
+                    c.execute("UPDATE tokens SET last_used_at = ?1 WHERE id = ?2", params![now, token_id])
+                        .map_err(sql)
+                        .map(drop)
+                })
+                .await?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn operator_token_exists(&self) -> Result<bool> {
+        self.db
+            .read(|c| {
+                c.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator')", [], |r| r.get(0))
+                    .map_err(sql)
+            })
+            .await
+    }
+
+    async fn create_server(&self, tenant_id: TenantId, s: ServerSettings) -> Result<SmtpServer> {
+        self.db
+            .write(move |c| {
+                let server_id = ServerId::new();
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
+                     tls_verify, tls_ca_pem, tls_server_name, helo_name, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                    params![
+                        server_id.to_string(), tenant_id.to_string(), s.name, s.host.as_ref(),
+                        s.port.get(), s.security.as_str(), s.requires_auth, s.tls_verify,
+                        s.tls_ca_pem, s.tls_server_name, s.helo_name, now
+                    ],
+                )
+                .map_err(unique("an SMTP server with this name exists"))?;
+                load_server(c, tenant_id, server_id)
+            })
+            .await
+    }
+
+    async fn server(&self, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
+        self.db.read(move |c| load_server(c, tenant_id, server_id)).await
+    }
+
+    async fn list_servers(&self, tenant_id: TenantId) -> Result<Vec<SmtpServer>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    server_row,
+                )?
+                .into_iter()
+                .map(server)
+                .collect()
+            })
+            .await
+    }
+
+    async fn update_server(&self, tenant_id: TenantId, server_id: ServerId, s: ServerSettings) -> Result<SmtpServer> {
+        self.db
+            .write(move |c| {
+                let old = load_server(c, tenant_id, server_id)?.settings;
+                c.execute(
+                    "UPDATE smtp_servers SET name = ?1, host = ?2, port = ?3, security = ?4, requires_auth = ?5, \
+                     tls_verify = ?6, tls_ca_pem = ?7, tls_server_name = ?8, helo_name = ?9, updated_at = ?10 \
+                     WHERE id = ?11 AND tenant_id = ?12",
+                    params![
+                        s.name, s.host.as_ref(), s.port.get(), s.security.as_str(), s.requires_auth,
+                        s.tls_verify, s.tls_ca_pem, s.tls_server_name, s.helo_name, now_ms(),
+                        server_id.to_string(), tenant_id.to_string()
+                    ],
+                )
+                .map_err(unique("an SMTP server with this name exists"))?;
+                // A stored password must never follow the server entry to a new destination.
+                if (old.host, old.port, old.security) != (s.host, s.port, s.security) {
+                    c.execute(
+                        "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = ?1",
+                        [server_id.to_string()],
+                    )
+                    .map_err(sql)?;
+                }
+                load_server(c, tenant_id, server_id)
+            })
+            .await
+    }
+
+    async fn delete_server(&self, tenant_id: TenantId, server_id: ServerId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                load_server(c, tenant_id, server_id)?;
+                let user: Option<String> = c
+                    .query_row("SELECT name FROM providers WHERE smtp_server_id = ?1 LIMIT 1", [server_id.to_string()], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(name) = user {
+                    return Err(StoreError::Conflict(format!("the SMTP server is used by the provider {name:?}")));
+                }
+                c.execute("DELETE FROM smtp_servers WHERE id = ?1", [server_id.to_string()]).map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_account(&self, tenant_id: TenantId, a: NewAccount) -> Result<SmtpAccount> {
+        self.db
+            .write(move |c| {
+                load_server(c, tenant_id, a.server_id)?;
+                c.execute(
+                    "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        a.id.to_string(), tenant_id.to_string(), a.server_id.to_string(), a.username,
+                        a.mechanism.as_str(), a.sealed_secret, now_ms()
+                    ],
+                )
+                .map_err(unique("an account with this username exists on the server"))?;
+                load_account(c, tenant_id, a.server_id, a.id)
+            })
+            .await
+    }
+
+    async fn account(&self, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<SmtpAccount> {
+        self.db.read(move |c| load_account(c, tenant_id, server_id, account_id)).await
+    }
+
+    async fn list_accounts(&self, tenant_id: TenantId, server_id: ServerId) -> Result<Vec<SmtpAccount>> {
+        self.db
+            .read(move |c| {
+                load_server(c, tenant_id, server_id)?;
+                list(
+                    c,
+                    &format!("SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE server_id = ?1 AND tenant_id = ?2 ORDER BY created_at"),
+                    [server_id.to_string(), tenant_id.to_string()],
+                    account_row,
+                )?
+                .into_iter()
+                .map(account)
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_account(&self, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                load_account(c, tenant_id, server_id, account_id)?;
+                let user: Option<String> = c
+                    .query_row("SELECT name FROM providers WHERE account_id = ?1 LIMIT 1", [account_id.to_string()], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(name) = user {
+                    return Err(StoreError::Conflict(format!("the account is used by the provider {name:?}")));
+                }
+                c.execute("DELETE FROM smtp_accounts WHERE id = ?1", [account_id.to_string()]).map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_provider(&self, tenant_id: TenantId, s: ProviderSettings) -> Result<Provider> {
+        self.db
+            .write(move |c| {
+                check_provider_references(c, tenant_id, &s)?;
+                let provider_id = ProviderId::new();
+                c.execute(
+                    "INSERT INTO providers (id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
+                     reply_to, fallback_recipient, sender_policy, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                    params![
+                        provider_id.to_string(), tenant_id.to_string(), s.name, s.smtp_server_id.to_string(),
+                        s.account_id.map(|a| a.to_string()), s.from_address.as_ref(),
+                        s.from_name.as_ref().map(AsRef::<str>::as_ref), s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(), now_ms()
+                    ],
+                )
+                .map_err(unique("a provider with this name exists"))?;
+                load_provider(c, tenant_id, provider_id)
+            })
+            .await
+    }
+
+    async fn provider(&self, tenant_id: TenantId, provider_id: ProviderId) -> Result<Provider> {
+        self.db.read(move |c| load_provider(c, tenant_id, provider_id)).await
+    }
+
+    async fn list_providers(&self, tenant_id: TenantId) -> Result<Vec<Provider>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    provider_row,
+                )?
+                .into_iter()
+                .map(provider)
+                .collect()
+            })
+            .await
+    }
+
+    async fn update_provider(&self, tenant_id: TenantId, provider_id: ProviderId, s: ProviderSettings) -> Result<Provider> {
+        self.db
+            .write(move |c| {
+                load_provider(c, tenant_id, provider_id)?;
+                check_provider_references(c, tenant_id, &s)?;
+                c.execute(
+                    "UPDATE providers SET name = ?1, smtp_server_id = ?2, account_id = ?3, from_address = ?4, \
+                     from_name = ?5, reply_to = ?6, fallback_recipient = ?7, sender_policy = ?8, updated_at = ?9 \
+                     WHERE id = ?10 AND tenant_id = ?11",
+                    params![
+                        s.name, s.smtp_server_id.to_string(), s.account_id.map(|a| a.to_string()),
+                        s.from_address.as_ref(), s.from_name.as_ref().map(AsRef::<str>::as_ref),
+                        s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(),
+                        now_ms(), provider_id.to_string(), tenant_id.to_string()
+                    ],
+                )
+                .map_err(unique("a provider with this name exists"))?;
+                load_provider(c, tenant_id, provider_id)
+            })
+            .await
+    }
+
+    async fn delete_provider(&self, tenant_id: TenantId, provider_id: ProviderId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                load_provider(c, tenant_id, provider_id)?;
+                if load_tenant(c, tenant_id)?.notification_provider_id == Some(provider_id) {
+                    return Err(StoreError::Conflict(
+                        "the provider is the tenant's active provider; choose another in the tenant properties first".into(),
+                    ));
+                }
+                c.execute("DELETE FROM providers WHERE id = ?1", [provider_id.to_string()]).map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn active_provider(&self, tenant_id: TenantId) -> Result<Option<ProviderConfig>> {
+        self.db
+            .read(move |c| {
+                let Some(provider_id) = load_tenant(c, tenant_id)?.notification_provider_id else {
+                    return Ok(None);
+                };
+                let provider = load_provider(c, tenant_id, provider_id)?;
+                let server = load_server(c, tenant_id, provider.settings.smtp_server_id)?;
+                let account = provider
+                    .settings
+                    .account_id
+                    .map(|a| load_account(c, tenant_id, server.id, a))
+                    .transpose()?;
+                Ok(Some(ProviderConfig { provider, server, account }))
+            })
+            .await
+    }
+
+    async fn submit(&self, m: NewMessage) -> Result<Submitted> {
+        self.db
+            .write(move |c| {
+                let headers: Vec<(&str, &str)> = m.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+                let inserted = c
+                    .execute(
+                        "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
+                         headers, header_to, header_cc, used_fallback, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                        params![
+                            m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
+                            m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                            serde_json::to_string(&headers).expect("header pairs serialise"),
+                            addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at
+                        ],
+                    )
+                    .map_err(sql)?;
+                if inserted == 0 {
+                    let earlier: String = c
+                        .query_row(
+                            "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                            params![m.tenant_id.to_string(), m.idempotency_key],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql)?;
+                    let statuses = list(c, "SELECT status FROM recipients WHERE message_id = ?1", [&earlier], |r| r.get::<_, String>(0))?;
+                    let statuses = statuses.iter().map(|s| status(s)).collect::<Result<Vec<_>>>()?;
+                    return Ok(Submitted { id: id(earlier)?, status: message_status(statuses), duplicate: true });
+                }
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
+                    )
+                    .map_err(sql)?;
+                let all = m.to.iter().map(|a| (a, RecipientKind::To))
+                    .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
+                    .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
+                for (position, (addr, kind)) in all.enumerate() {
+                    insert
+                        .execute(params![
+                            RecipientId::new().to_string(), m.id.to_string(), m.tenant_id.to_string(),
+                            addr.as_ref(), kind.as_str(), position as i64, m.created_at
+                        ])
+                        .map_err(sql)?;
+                }
+                Ok(Submitted { id: m.id, status: RecipientStatus::Queued, duplicate: false })
+            })
+            .await
+    }
+
+    async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
+        self.db
+            .read(move |c| {
+                let (subject, created_at, idempotency_key, used_fallback) = c
+                    .query_row(
+                        "SELECT subject, created_at, idempotency_key, used_fallback FROM messages WHERE id = ?1 AND tenant_id = ?2",
+                        [message_id.to_string(), tenant_id.to_string()],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?)),
+                    )
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or(StoreError::NotFound)?;
+                let rows = list(
+                    c,
+                    "SELECT id, address, kind, status, due_at FROM recipients WHERE message_id = ?1 ORDER BY position",
+                    [message_id.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
+                )?;
+                let mut recipients = Vec::with_capacity(rows.len());
+                for (rid, address, kind, st, due_at) in rows {
+                    let st = status(&st)?;
+                    recipients.push(RecipientView {
+                        attempts: attempts_of(c, &rid)?,
+                        id: id(rid)?,
+                        address,
+                        kind: RecipientKind::from_stored(&kind),
+                        status: st,
+                        next_attempt_at: if st.is_final() { None } else { due_at },
+                    });
+                }
+                Ok(MessageView {
+                    id: message_id,
+                    status: message_status(recipients.iter().map(|r| r.status)),
+                    subject,
+                    created_at,
+                    idempotency_key,
+                    used_fallback,
+                    recipients,
+                })
+            })
+            .await
+    }
+
+    async fn list_messages(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status) FROM messages m \
+                     JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
+                     GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?2",
+                    params![tenant_id.to_string(), limit],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)),
+                )?;
+                rows.into_iter()
+                    .map(|(mid, subject, created_at, statuses)| {
+                        let statuses = statuses.split(',').map(status).collect::<Result<Vec<_>>>()?;
+                        Ok(MessageSummary { id: id(mid)?, status: message_status(statuses), subject, created_at })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc \
+                         FROM messages WHERE id = ?1",
+                    )
+                    .map_err(sql)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for message_id in ids {
+                    let row = stmt
+                        .query_row([message_id.to_string()], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
+                                r.get::<_, Option<String>>(5)?, r.get::<_, String>(6)?,
+                                r.get::<_, String>(7)?, r.get::<_, String>(8)?,
+                            ))
+                        })
+                        .optional()
+                        .map_err(sql)?;
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc)) = row else {
+                        continue;
+                    };
+                    out.push(MessageContent {
+                        id: message_id,
+                        tenant_id: id(tid)?,
+                        created_at,
+                        subject: stored("subject", Subject::parse(&subject))?,
+                        text,
+                        html,
+                        reply_to: reply_to.map(address).transpose()?,
+                        headers: headers_from_json(&headers)?,
+                        to: addresses(&to)?,
+                        cc: addresses(&cc)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        self.db
+            .write(move |c| {
+                let rows = list(
+                    c,
+                    "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
+                     lease_token = lease_token + 1, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
+                                  AND due_at <= ?3 ORDER BY due_at LIMIT ?4) \
+                     RETURNING id, message_id, tenant_id, address, lease_token, attempts",
+                    params![req.now + req.lease_ms, req.node, req.now, req.limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, u32>(5)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(rid, mid, tid, addr, lease_token, attempt)| {
+                        Ok(Claimed {
+                            recipient: id(rid)?,
+                            message: id(mid)?,
+                            tenant: id(tid)?,
+                            address: address(addr)?,
+                            lease_token,
+                            attempt,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn complete(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Result<Vec<bool>> {
+        self.db
+            .write(move |c| {
+                let mut update = c
+                    .prepare_cached(
+                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL \
+                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending'",
+                    )
+                    .map_err(sql)?;
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+                         response, duration_ms, remote_addr, tls_version, tls_cipher) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    )
+                    .map_err(sql)?;
+                let mut accepted = Vec::with_capacity(outcomes.len());
+                for o in outcomes {
+                    let (st, due_at) = match o.next {
+                        NextState::Sent => ("sent", None),
+                        NextState::Failed => ("failed", None),
+                        NextState::Deferred { until } => ("deferred", Some(until)),
+                    };
+                    let rid = o.recipient.to_string();
+                    // The fencing check: a lease taken over by another claim has a newer token.
+                    let current = update.execute(params![st, due_at, rid, o.lease_token]).map_err(sql)? == 1;
+                    if current {
+                        let a = &o.attempt;
+                        insert
+                            .execute(params![
+                                rid, a.at, a.node, a.server, a.outcome.as_str(), a.step, a.code,
+                                a.enhanced_code, a.response, a.duration_ms, a.remote_addr,
+                                a.tls_version, a.tls_cipher
+                            ])
+                            .map_err(sql)?;
+                    }
+                    accepted.push(current);
+                }
+                if accepted.iter().any(|a| *a) {
+                    for cap in captures {
+                        c.execute(
+                            "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                cap.message.to_string(), cap.tenant.to_string(), cap.envelope_from,
+                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
+                                cap.content, cap.at
+                            ],
+                        )
+                        .map_err(sql)?;
+                    }
+                }
+                Ok(accepted)
+            })
+            .await
+    }
+
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                for (rid, token) in leases {
+                    c.execute(
+                        "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL \
+                         WHERE id = ?2 AND lease_token = ?3 AND status = 'sending'",
+                        params![now, rid.to_string(), token],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>> {
+        self.db
+            .read(|c| {
+                c.query_row(
+                    "SELECT MIN(due_at) FROM recipients WHERE status IN ('queued', 'deferred', 'sending')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT message_id, at, envelope_from, recipients, content FROM captured \
+                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+                    params![tenant_id.to_string(), limit],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Vec<u8>>(4)?)),
+                )?;
+                rows.into_iter()
+                    .map(|(mid, at, from, rcpts, content)| {
+                        Ok(Captured {
+                            message_id: id(mid)?,
+                            captured_at: at,
+                            envelope_from: from,
+                            recipients: stored("recipients", serde_json::from_str(&rcpts))?,
+                            content: String::from_utf8_lossy(&content).into_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+}
