@@ -1,1 +1,15 @@
-fn main() {}
+//! The `herald` command: parse the command line, set up logging, run the chosen subcommand.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = herald::config::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(herald::run(cli))
+}

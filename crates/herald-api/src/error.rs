@@ -1,0 +1,139 @@
+//! API errors as RFC 9457 problem details (`application/problem+json`) with stable types.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_core::FieldError;
+use herald_store::StoreError;
+use serde::Serialize;
+
+/// An error answer. 5xx details are logged, never sent.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON, or not the JSON this endpoint takes.
+    Malformed(String),
+    /// Fields broke their rules.
+    Invalid(Vec<FieldError>),
+    /// No valid token.
+    Unauthorized,
+    /// The token is valid but its role may not do this.
+    Forbidden(String),
+    /// The tenant has not been granted credential storage.
+    NotEntitled,
+    /// No such object for this caller (also for another tenant's objects).
+    NotFound(&'static str),
+    /// The change conflicts with what is stored.
+    Conflict(String),
+    /// The database is unreachable or full: the request was not stored.
+    Unavailable(String),
+    /// Something that should not happen.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    /// One invalid field.
+    pub fn field(error: FieldError) -> Self {
+        ApiError::Invalid(vec![error])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("object"),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::Invalid(field) => ApiError::field(field),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Corrupt(why) => ApiError::Internal(format!("stored data is corrupt: {why}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title, detail, errors) = match self {
+            ApiError::Malformed(why) => (
+                StatusCode::BAD_REQUEST,
+                "urn:herald:problem:malformed-request",
+                "Malformed request",
+                why,
+                vec![],
+            ),
+            ApiError::Invalid(errors) => {
+                let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "urn:herald:problem:invalid-fields",
+                    "Invalid fields",
+                    detail,
+                    errors,
+                )
+            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "urn:herald:problem:unauthorized",
+                "Unauthorized",
+                "a valid token is required: Authorization: Bearer <token>".to_owned(),
+                vec![],
+            ),
+            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "urn:herald:problem:forbidden", "Forbidden", why, vec![]),
+            ApiError::NotEntitled => (
+                StatusCode::FORBIDDEN,
+                "urn:herald:problem:credential-storage-not-granted",
+                "Credential storage not granted",
+                "this tenant may not store passwords or tokens until the operator grants the credential storage entitlement"
+                    .to_owned(),
+                vec![],
+            ),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                "urn:herald:problem:not-found",
+                "Not found",
+                format!("{what} not found"),
+                vec![],
+            ),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, "urn:herald:problem:conflict", "Conflict", why, vec![]),
+            ApiError::Unavailable(why) => {
+                tracing::error!(error = %why, "storage unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "urn:herald:problem:unavailable",
+                    "Service unavailable",
+                    "the database is unavailable; nothing was stored, try again".to_owned(),
+                    vec![],
+                )
+            }
+            ApiError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:herald:problem:internal",
+                    "Internal error",
+                    "an internal error occurred; it has been logged".to_owned(),
+                    vec![],
+                )
+            }
+        };
+        let problem = Problem { kind, title, status: status.as_u16(), detail, errors };
+        let mut response = (status, axum::Json(problem)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

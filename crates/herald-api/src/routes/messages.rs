@@ -1,0 +1,178 @@
+//! Submitting messages (answered only once they are committed) and reading what happened to them.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_core::{EmailAddress, HeaderName, HeaderValue, Invalid, MessageId, Role, Subject};
+use herald_store::{MessageSummary, MessageView, NewMessage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Check, path_id};
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+const READERS: &[Role] = &[Role::TenantAdmin, Role::Sender];
+
+/// Most recipients (to, cc and bcc together) of one message.
+const MAX_RECIPIENTS: usize = 100;
+/// Most custom headers of one message.
+const MAX_HEADERS: usize = 50;
+/// Largest text plus HTML body, in bytes.
+const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/messages", post(submit).get(list))
+        .route("/v1/tenants/{tenant}/messages/{id}", get(show))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    to: Option<Vec<String>>,
+    #[serde(default)]
+    cc: Vec<String>,
+    #[serde(default)]
+    bcc: Vec<String>,
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+    reply_to: Option<String>,
+    on_behalf_of: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    idempotency_key: Option<String>,
+}
+
+fn address_list(check: &mut Check, field: &str, raw: &[String]) -> Vec<EmailAddress> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, a)| check.take(&format!("{field}[{i}]"), EmailAddress::parse(a)))
+        .collect()
+}
+
+fn body_text(input: &str) -> Result<(), Invalid> {
+    if input.contains('\0') {
+        return Err(Invalid::new("must not contain NUL"));
+    }
+    Ok(())
+}
+
+fn idempotency_key(input: &str) -> Result<String, Invalid> {
+    if input.is_empty() || input.len() > 200 || !input.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(Invalid::new("must be 1 to 200 printable ASCII characters without spaces"));
+    }
+    Ok(input.to_owned())
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<MessageBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let mut check = Check::default();
+    let given_to = body.to.unwrap_or_default();
+    let mut to = address_list(&mut check, "to", &given_to);
+    let cc = address_list(&mut check, "cc", &body.cc);
+    let bcc = address_list(&mut check, "bcc", &body.bcc);
+    let total = given_to.len() + body.cc.len() + body.bcc.len();
+    if total > MAX_RECIPIENTS {
+        check.fail("to", &format!("with cc and bcc must hold at most {MAX_RECIPIENTS} recipients (got {total})"));
+    }
+    let subject = check.take("subject", Subject::parse(&body.subject));
+    if body.text.is_none() && body.html.is_none() {
+        check.fail("text", "or html is required");
+    }
+    let size = body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
+    if size > MAX_BODY_BYTES {
+        check.fail("text", &format!("and html together must be at most {MAX_BODY_BYTES} bytes (got {size})"));
+    }
+    check.opt("text", body.text.as_deref(), body_text);
+    check.opt("html", body.html.as_deref(), body_text);
+    let reply_to = check.opt("reply_to", body.reply_to.as_deref(), EmailAddress::parse);
+    check.opt("on_behalf_of", body.on_behalf_of.as_deref(), EmailAddress::parse);
+    if body.headers.len() > MAX_HEADERS {
+        check.fail("headers", &format!("must hold at most {MAX_HEADERS} fields"));
+    }
+    let headers: Vec<(HeaderName, HeaderValue)> = body
+        .headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let name = check.take(&format!("headers.{n}"), HeaderName::parse(n));
+            let value = check.take(&format!("headers.{n}"), HeaderValue::parse(v));
+            name.zip(value)
+        })
+        .collect();
+    let key = check.opt("idempotency_key", body.idempotency_key.as_deref(), idempotency_key);
+    check.finish()?;
+
+    let used_fallback = given_to.is_empty() && cc.is_empty() && bcc.is_empty();
+    if used_fallback {
+        let fallback = herald_delivery::fallback_recipient(&*state.store, &state.default_provider, tenant.id).await?;
+        match fallback {
+            Some(address) => to.push(address),
+            None => {
+                return Err(ApiError::field(
+                    Invalid::new("is required: the tenant's provider has no fallback recipient").at("to"),
+                ));
+            }
+        }
+    }
+    let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+    let message = NewMessage {
+        id: MessageId::new(),
+        tenant_id: tenant.id,
+        idempotency_key: key,
+        subject: subject.expect("checked above"),
+        text: body.text,
+        html: body.html,
+        reply_to,
+        headers,
+        to,
+        cc,
+        bcc,
+        used_fallback,
+        created_at,
+    };
+    // The store answers only after the commit's fsync: a 202 is a durable promise.
+    let submitted = state.store.submit(message).await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<MessageSummary>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(state.store.list_messages(tenant.id, limit).await?))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<MessageView>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, READERS).await?;
+    Ok(Json(state.store.message(tenant.id, path_id(&id, "message")?).await?))
+}

@@ -1,0 +1,84 @@
+//! Route table and the helpers every handler shares.
+
+mod messages;
+mod providers;
+mod servers;
+mod tenants;
+
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use herald_core::{FieldError, Invalid};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .merge(tenants::router())
+        .merge(servers::router())
+        .merge(providers::router())
+        .merge(messages::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+}
+
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// Parses an id from the path; a malformed id names nothing, so it is a 404.
+fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(what))
+}
+
+/// Collects every field error of a request before answering, so a client
+/// learns about all of them at once.
+#[derive(Default)]
+struct Check {
+    errors: Vec<FieldError>,
+}
+
+impl Check {
+    /// Keeps a parsed value, or records why the field was refused.
+    fn take<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(invalid) => {
+                self.errors.push(invalid.at(field));
+                None
+            }
+        }
+    }
+
+    /// Parses an optional field.
+    fn opt<T>(&mut self, field: &str, raw: Option<&str>, parse: impl Fn(&str) -> Result<T, Invalid>) -> Option<T> {
+        raw.and_then(|raw| self.take(field, parse(raw)))
+    }
+
+    fn fail(&mut self, field: &str, rule: &str) {
+        self.errors.push(Invalid::new(rule).at(field));
+    }
+
+    /// Answers 422 with every recorded error, or lets the handler go on.
+    fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid(self.errors))
+        }
+    }
+}
+
+/// A short human name: 1 to 100 characters, no control characters.
+fn name(input: &str) -> Result<String, Invalid> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control) {
+        return Err(Invalid::new("must be 1 to 100 characters without control characters"));
+    }
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,162 @@
+//! Notification providers: which server and account a tenant's mail goes through, and as whom.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_core::{AccountId, DisplayName, EmailAddress, ProviderId, Role, SenderPolicy, ServerId};
+use herald_store::{Provider, ProviderSettings};
+use serde::Deserialize;
+
+use super::{Check, name, path_id};
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+const ADMIN: &[Role] = &[Role::TenantAdmin];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/providers", post(create).get(list))
+        .route("/v1/tenants/{tenant}/providers/{id}", get(show).patch(update).delete(remove))
+}
+
+/// A provider's fields; all optional so the same shape serves create and PATCH.
+/// For PATCH, an empty string clears `account_id`, `from_name`, `reply_to` or `fallback_recipient`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderBody {
+    name: Option<String>,
+    smtp_server_id: Option<String>,
+    account_id: Option<String>,
+    from_address: Option<String>,
+    from_name: Option<String>,
+    reply_to: Option<String>,
+    fallback_recipient: Option<String>,
+    sender_policy: Option<String>,
+}
+
+/// Parses an optional field on top of its stored value: absent keeps it, empty clears it.
+fn optional<T: Clone>(
+    check: &mut Check,
+    field: &str,
+    given: Option<String>,
+    base: Option<&T>,
+    parse: impl Fn(&str) -> Result<T, herald_core::Invalid>,
+) -> Option<T> {
+    match given {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => check.take(field, parse(&s)),
+        None => base.cloned(),
+    }
+}
+
+impl ProviderBody {
+    fn settings(self, base: Option<&ProviderSettings>) -> Result<ProviderSettings, ApiError> {
+        let mut check = Check::default();
+        let required = |check: &mut Check, field: &str, present: bool| {
+            if !present && base.is_none() {
+                check.fail(field, "is required");
+            }
+        };
+        required(&mut check, "name", self.name.is_some());
+        required(&mut check, "smtp_server_id", self.smtp_server_id.is_some());
+        required(&mut check, "from_address", self.from_address.is_some());
+        let name = match self.name {
+            Some(n) => check.take("name", name(&n)),
+            None => base.map(|b| b.name.clone()),
+        };
+        let smtp_server_id = match self.smtp_server_id {
+            Some(s) => check.take("smtp_server_id", s.parse::<ServerId>()),
+            None => base.map(|b| b.smtp_server_id),
+        };
+        let account_id = optional(&mut check, "account_id", self.account_id, base.and_then(|b| b.account_id.as_ref()), |s| {
+            s.parse::<AccountId>()
+        });
+        let from_address = match self.from_address {
+            Some(a) => check.take("from_address", EmailAddress::parse(&a)),
+            None => base.map(|b| b.from_address.clone()),
+        };
+        let from_name = optional(&mut check, "from_name", self.from_name, base.and_then(|b| b.from_name.as_ref()), DisplayName::parse);
+        let reply_to = optional(&mut check, "reply_to", self.reply_to, base.and_then(|b| b.reply_to.as_ref()), EmailAddress::parse);
+        let fallback_recipient = optional(
+            &mut check,
+            "fallback_recipient",
+            self.fallback_recipient,
+            base.and_then(|b| b.fallback_recipient.as_ref()),
+            EmailAddress::parse,
+        );
+        let sender_policy = match self.sender_policy {
+            Some(p) => check.take("sender_policy", SenderPolicy::parse(&p)),
+            None => Some(base.map_or(SenderPolicy::Fixed, |b| b.sender_policy)),
+        };
+        check.finish()?;
+        let (Some(name), Some(smtp_server_id), Some(from_address), Some(sender_policy)) =
+            (name, smtp_server_id, from_address, sender_policy)
+        else {
+            unreachable!("checked above")
+        };
+        Ok(ProviderSettings {
+            name,
+            smtp_server_id,
+            account_id,
+            from_address,
+            from_name,
+            reply_to,
+            fallback_recipient,
+            sender_policy,
+        })
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<ProviderBody>,
+) -> Result<(StatusCode, Json<Provider>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let settings = body.settings(None)?;
+    Ok((StatusCode::CREATED, Json(state.store.create_provider(tenant.id, settings).await?)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<Provider>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.list_providers(tenant.id).await?))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<Provider>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.provider(tenant.id, path_id::<ProviderId>(&id, "provider")?).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    Body(body): Body<ProviderBody>,
+) -> Result<Json<Provider>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id = path_id::<ProviderId>(&id, "provider")?;
+    let current = state.store.provider(tenant.id, id).await?;
+    let settings = body.settings(Some(&current.settings))?;
+    Ok(Json(state.store.update_provider(tenant.id, id, settings).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    state.store.delete_provider(tenant.id, path_id(&id, "provider")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

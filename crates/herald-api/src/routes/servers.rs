@@ -1,0 +1,266 @@
+//! SMTP servers and their accounts. Secrets are write-only: sealed on arrival, never returned.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_core::{AccountId, Invalid, Mechanism, Port, Role, Secret, Security, ServerId, SmtpHost};
+use herald_store::{NewAccount, ServerSettings, SmtpAccount, SmtpServer};
+use serde::Deserialize;
+
+use super::{Check, name, path_id};
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+const ADMIN: &[Role] = &[Role::TenantAdmin];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/smtp-servers", post(create).get(list))
+        .route("/v1/tenants/{tenant}/smtp-servers/{id}", get(show).patch(update).delete(remove))
+        .route("/v1/tenants/{tenant}/smtp-servers/{id}/accounts", post(create_account).get(list_accounts))
+        .route(
+            "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
+            get(show_account).delete(remove_account),
+        )
+}
+
+/// The fields of a server; all optional so the same shape serves create and PATCH.
+/// For PATCH, an empty string clears `tls_ca_pem`, `tls_server_name` or `helo_name`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerBody {
+    name: Option<String>,
+    host: Option<String>,
+    port: Option<i64>,
+    security: Option<String>,
+    requires_auth: Option<bool>,
+    tls_verify: Option<bool>,
+    tls_ca_pem: Option<String>,
+    tls_server_name: Option<String>,
+    helo_name: Option<String>,
+}
+
+/// An optional text field: `None` keeps the base value, an empty string clears it.
+fn optional(given: Option<String>, base: Option<&String>) -> Option<String> {
+    match given {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s),
+        None => base.cloned(),
+    }
+}
+
+impl ServerBody {
+    /// Validates the body on top of `base` (the stored settings for PATCH).
+    fn settings(self, base: Option<&ServerSettings>) -> Result<ServerSettings, ApiError> {
+        let mut check = Check::default();
+        let name = match (self.name, base) {
+            (Some(n), _) => check.take("name", name(&n)),
+            (None, Some(b)) => Some(b.name.clone()),
+            (None, None) => {
+                check.fail("name", "is required");
+                None
+            }
+        };
+        let host = match (self.host, base) {
+            (Some(h), _) => check.take("host", SmtpHost::parse(&h)),
+            (None, Some(b)) => Some(b.host.clone()),
+            (None, None) => {
+                check.fail("host", "is required");
+                None
+            }
+        };
+        let port = match (self.port, base) {
+            (Some(p), _) => check.take("port", Port::new(p)),
+            (None, Some(b)) => Some(b.port),
+            (None, None) => {
+                check.fail("port", "is required");
+                None
+            }
+        };
+        // Without a word from the administrator, 465 means implicit TLS and
+        // every other port STARTTLS, which never falls back to plaintext.
+        let security = match (self.security, base) {
+            (Some(s), _) => check.take("security", Security::parse(&s)),
+            (None, Some(b)) => Some(b.security),
+            (None, None) => Some(if port.map(Port::get) == Some(465) { Security::Tls } else { Security::StartTls }),
+        };
+        let tls_ca_pem = optional(self.tls_ca_pem, base.and_then(|b| b.tls_ca_pem.as_ref()));
+        if let Some(pem) = &tls_ca_pem {
+            check.take("tls_ca_pem", herald_smtp::validate_ca_pem(pem).map_err(Invalid::new));
+        }
+        let tls_server_name = optional(self.tls_server_name, base.and_then(|b| b.tls_server_name.as_ref()));
+        if let Some(sni) = &tls_server_name {
+            check.take("tls_server_name", SmtpHost::parse(sni));
+        }
+        let helo_name = optional(self.helo_name, base.and_then(|b| b.helo_name.as_ref()));
+        if let Some(helo) = &helo_name {
+            check.take("helo_name", SmtpHost::parse(helo));
+        }
+        check.finish()?;
+        let (Some(name), Some(host), Some(port), Some(security)) = (name, host, port, security) else {
+            unreachable!("checked above")
+        };
+        Ok(ServerSettings {
+            name,
+            host,
+            port,
+            security,
+            requires_auth: self.requires_auth.or(base.map(|b| b.requires_auth)).unwrap_or(false),
+            tls_verify: self.tls_verify.or(base.map(|b| b.tls_verify)).unwrap_or(true),
+            tls_ca_pem,
+            tls_server_name,
+            helo_name,
+        })
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<ServerBody>,
+) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let settings = body.settings(None)?;
+    Ok((StatusCode::CREATED, Json(state.store.create_server(tenant.id, settings).await?)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<SmtpServer>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.list_servers(tenant.id).await?))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<SmtpServer>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    Body(body): Body<ServerBody>,
+) -> Result<Json<SmtpServer>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id = path_id::<ServerId>(&id, "SMTP server")?;
+    let current = state.store.server(tenant.id, id).await?;
+    let settings = body.settings(Some(&current.settings))?;
+    Ok(Json(state.store.update_server(tenant.id, id, settings).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    state.store.delete_server(tenant.id, path_id(&id, "SMTP server")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    username: String,
+    mechanism: Option<String>,
+    password: Option<String>,
+    access_token: Option<String>,
+    oauth2: Option<serde_json::Value>,
+}
+
+/// A secret must survive SMTP AUTH intact: no line breaks, no NUL (PLAIN's separator).
+fn secret(input: &str) -> Result<Secret, Invalid> {
+    if input.is_empty() || input.len() > 8192 || input.contains(['\r', '\n', '\0']) {
+        return Err(Invalid::new("must be 1 to 8192 characters without CR, LF or NUL"));
+    }
+    Ok(Secret::new(input))
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    Body(body): Body<AccountBody>,
+) -> Result<(StatusCode, Json<SmtpAccount>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let server_id = path_id::<ServerId>(&id, "SMTP server")?;
+    state.store.server(tenant.id, server_id).await?;
+    let mut check = Check::default();
+    let username = body.username.trim().to_owned();
+    if username.is_empty() || username.len() > 320 || username.contains(['\r', '\n', '\0']) {
+        check.fail("username", "must be 1 to 320 characters without CR, LF or NUL");
+    }
+    let mechanism = check.take("mechanism", Mechanism::parse(body.mechanism.as_deref().unwrap_or("plain")));
+    if body.oauth2.is_some() {
+        check.fail("oauth2", "client-credential flows are not supported yet; give an access_token");
+    }
+    let secret = match mechanism {
+        Some(Mechanism::Xoauth2) => {
+            if body.password.is_some() {
+                check.fail("password", "is not used by xoauth2; give access_token");
+            }
+            check.opt("access_token", body.access_token.as_deref(), secret)
+        }
+        Some(_) => {
+            if body.access_token.is_some() {
+                check.fail("access_token", "is only used by the xoauth2 mechanism");
+            }
+            check.opt("password", body.password.as_deref(), secret)
+        }
+        None => None,
+    };
+    check.finish()?;
+    let mechanism = mechanism.expect("checked above");
+    if secret.is_some() && !tenant.credential_storage {
+        return Err(ApiError::NotEntitled);
+    }
+    let account_id = AccountId::new();
+    let sealed_secret = secret.map(|s| state.sealer.seal(&s, &account_id.to_string()));
+    let account = NewAccount { id: account_id, server_id, username, mechanism, sealed_secret };
+    Ok((StatusCode::CREATED, Json(state.store.create_account(tenant.id, account).await?)))
+}
+
+async fn list_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.list_accounts(tenant.id, path_id(&id, "SMTP server")?).await?))
+}
+
+async fn show_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id, account)): Path<(String, String, String)>,
+) -> Result<Json<SmtpAccount>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let account = state
+        .store
+        .account(tenant.id, path_id(&id, "SMTP server")?, path_id(&account, "SMTP account")?)
+        .await?;
+    Ok(Json(account))
+}
+
+async fn remove_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id, account)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    state
+        .store
+        .delete_account(tenant.id, path_id(&id, "SMTP server")?, path_id(&account, "SMTP account")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

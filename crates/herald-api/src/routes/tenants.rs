@@ -1,0 +1,186 @@
+//! Tenants, entitlements, tokens, tenant properties and the capture mailbox.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use herald_core::{ProviderId, Role, TenantSlug, TokenId, token};
+use herald_store::{NewToken, Tenant};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Check, name};
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{tenant}", get(get_tenant))
+        .route("/v1/tenants/{tenant}/entitlements", put(set_entitlements))
+        .route("/v1/tenants/{tenant}/tokens", post(create_token))
+        .route("/v1/tenants/{tenant}/properties", get(get_properties).put(set_properties))
+        .route("/v1/tenants/{tenant}/properties/refresh", post(refresh_properties))
+        .route("/v1/tenants/{tenant}/captured", get(captured))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenantBody {
+    slug: String,
+    name: String,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<NewTenantBody>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    caller.operator()?;
+    let mut check = Check::default();
+    let slug = check.take("slug", TenantSlug::parse(&body.slug));
+    let name = check.take("name", name(&body.name));
+    check.finish()?;
+    let (Some(slug), Some(name)) = (slug, name) else { unreachable!("checked above") };
+    let tenant = state.store.create_tenant(slug, name).await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+async fn list_tenants(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Tenant>>, ApiError> {
+    caller.operator()?;
+    Ok(Json(state.store.list_tenants().await?))
+}
+
+async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(caller.tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender]).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntitlementsBody {
+    credential_storage: bool,
+}
+
+async fn set_entitlements(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<EntitlementsBody>,
+) -> Result<Json<Tenant>, ApiError> {
+    caller.operator()?;
+    let tenant = caller.tenant(&state, &slug, &[]).await?;
+    Ok(Json(state.store.set_entitlements(tenant.id, body.credential_storage).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenBody {
+    name: String,
+    role: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<NewTokenBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let mut check = Check::default();
+    let name = check.take("name", name(&body.name));
+    let role = match Role::parse(&body.role) {
+        Ok(Role::Operator) | Err(_) => {
+            check.fail("role", "must be one of: tenant_admin, sender");
+            None
+        }
+        Ok(role) => Some(role),
+    };
+    check.finish()?;
+    let (Some(name), Some(role)) = (name, role) else { unreachable!("checked above") };
+    let secret = token::generate();
+    let record = state
+        .store
+        .create_token(NewToken { id: TokenId::new(), tenant_id: Some(tenant.id), name, role, hash: token::hash(&secret) })
+        .await?;
+    let mut answer = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The only time the token itself is ever shown.
+    answer["token"] = Value::String(secret);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// The properties of a tenant: the chosen provider and what is in effect.
+async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError> {
+    let effective = match tenant.notification_provider_id {
+        Some(id) => {
+            let provider = state.store.provider(tenant.id, id).await?;
+            json!({"kind": "provider", "provider_id": provider.id, "name": provider.settings.name})
+        }
+        None => json!({
+            "kind": "system_default",
+            "provider_id": null,
+            "name": match state.default_provider.transport {
+                herald_delivery::Transport::Capture => "capture mailbox",
+                herald_delivery::Transport::Smtp { .. } => "system default relay",
+            },
+        }),
+    };
+    Ok(json!({
+        "notification_provider_id": tenant.notification_provider_id,
+        "effective": effective,
+        // A single node reads the properties at every send: nothing is ever pending.
+        "pending": null,
+    }))
+}
+
+async fn get_properties(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    Ok(Json(properties(&state, &tenant).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PropertiesBody {
+    notification_provider_id: Option<String>,
+}
+
+async fn set_properties(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    Body(body): Body<PropertiesBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let mut check = Check::default();
+    let provider = check.opt("notification_provider_id", body.notification_provider_id.as_deref(), str::parse::<ProviderId>);
+    check.finish()?;
+    let tenant = state.store.set_active_provider(tenant.id, provider).await?;
+    Ok(Json(properties(&state, &tenant).await?))
+}
+
+async fn refresh_properties(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    Ok(Json(properties(&state, &tenant).await?))
+}
+
+async fn captured(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender]).await?;
+    let messages = state.store.list_captured(tenant.id, 100).await?;
+    Ok(Json(json!({ "messages": messages })))
+}

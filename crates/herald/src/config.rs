@@ -1,0 +1,282 @@
+//! Settings of a node, from flags, then environment, then an optional TOML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
+use herald_delivery::{DefaultProvider, RetryPolicy, Transport};
+use herald_smtp::{Credentials, Target, Timeouts, TlsSettings};
+use serde::Deserialize;
+
+/// Herald, a multi-tenant notification mail gateway.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: the REST API and the delivery worker.
+    Serve(ServeArgs),
+}
+
+/// Flags of `herald serve`. Each also reads an environment variable, and each
+/// has a key of the same name (with underscores) in the TOML file.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings; flags and environment override it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8025].
+    #[arg(long = "http", env = "HERALD_HTTP_ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Directory for the embedded database and the master key file [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database: sqlite://PATH [default: sqlite file in the data directory].
+    #[arg(long, env = "HERALD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The system default relay: smtp://host[:port], smtp+starttls://host[:port] or smtps://host[:port].
+    /// Without it, the default provider is the capture mailbox.
+    #[arg(long, env = "HERALD_DEFAULT_SMTP")]
+    pub default_smtp: Option<String>,
+    /// User name for the default relay; the password comes from HERALD_DEFAULT_SMTP_PASSWORD.
+    #[arg(long, env = "HERALD_DEFAULT_SMTP_USER")]
+    pub default_smtp_user: Option<String>,
+    /// Verify the default relay's certificate [default: true].
+    #[arg(long, env = "HERALD_DEFAULT_SMTP_TLS_VERIFY")]
+    pub default_smtp_tls_verify: Option<bool>,
+    /// From address of the system default provider.
+    #[arg(long, env = "HERALD_DEFAULT_FROM")]
+    pub default_from: Option<String>,
+    /// Display name of the system default provider.
+    #[arg(long, env = "HERALD_DEFAULT_FROM_NAME")]
+    pub default_from_name: Option<String>,
+    /// Where the system default provider sends messages that name no recipient.
+    #[arg(long, env = "HERALD_DEFAULT_FALLBACK")]
+    pub default_fallback: Option<String>,
+    /// This node's name on leases and attempts [default: the host name].
+    #[arg(long, env = "HERALD_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Delay after the first failed attempt, e.g. 60s [default: 60s].
+    #[arg(long, env = "HERALD_RETRY_BASE")]
+    pub retry_base: Option<String>,
+    /// Longest delay between attempts [default: 1h].
+    #[arg(long, env = "HERALD_RETRY_MAX")]
+    pub retry_max: Option<String>,
+    /// Age after which undelivered mail fails [default: 2d].
+    #[arg(long, env = "HERALD_MAX_AGE")]
+    pub max_age: Option<String>,
+    /// How often the worker looks for due mail when nothing wakes it [default: 5s].
+    #[arg(long, env = "HERALD_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+    /// How long a claim holds a recipient [default: 5m].
+    #[arg(long, env = "HERALD_LEASE")]
+    pub lease: Option<String>,
+    /// Timeout of each SMTP command [default: 60s].
+    #[arg(long, env = "HERALD_SMTP_TIMEOUT")]
+    pub smtp_timeout: Option<String>,
+    /// Messages delivered at once by this node [default: 64].
+    #[arg(long, env = "HERALD_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+}
+
+/// Everything a node needs, resolved and validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: PathBuf,
+    pub default_provider: DefaultProvider,
+    pub node_name: String,
+    pub retry: RetryPolicy,
+    pub poll: Duration,
+    pub lease: Duration,
+    pub timeouts: Timeouts,
+    pub concurrency: usize,
+    /// From HERALD_BOOTSTRAP_TOKEN: an operator token accepted from the first start on.
+    pub bootstrap_token: Option<Secret>,
+    /// From HERALD_MASTER_KEY: the key that seals secrets, instead of the key file.
+    pub master_key: Option<Secret>,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h` or `2d`.
+pub fn parse_duration(input: &str) -> anyhow::Result<Duration> {
+    let input = input.trim();
+    let split = input.find(|c: char| !c.is_ascii_digit()).unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let n: u64 = number.parse().with_context(|| format!("{input:?} is not a duration like 30s"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => bail!("{input:?} has an unknown unit; use ms, s, m, h or d"),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    value.map_or(Ok(default), |v| parse_duration(&v).with_context(|| format!("--{name}")))
+}
+
+fn address(name: &str, value: &str) -> anyhow::Result<EmailAddress> {
+    EmailAddress::parse(value).map_err(|e| anyhow::anyhow!("--{name} {e}"))
+}
+
+fn env_secret(name: &str) -> Option<Secret> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".into())
+}
+
+/// Parses the default relay's URL into a target.
+fn relay_target(url: &str, timeouts: Timeouts, tls_verify: bool, helo: &str) -> anyhow::Result<Target> {
+    let (scheme, rest) = url.split_once("://").context("--default-smtp must look like smtp://host:port")?;
+    let (security, default_port) = match scheme {
+        "smtp" => (Security::None, 25),
+        "smtp+starttls" => (Security::StartTls, 587),
+        "smtps" => (Security::Tls, 465),
+        _ => bail!("--default-smtp scheme must be smtp, smtp+starttls or smtps"),
+    };
+    let authority = rest.trim_end_matches('/');
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (h, p.parse::<i64>().context("--default-smtp port")?),
+        _ => (authority, default_port),
+    };
+    Ok(Target {
+        host: SmtpHost::parse(host).map_err(|e| anyhow::anyhow!("--default-smtp host {e}"))?,
+        port: Port::new(port).map_err(|e| anyhow::anyhow!("--default-smtp port {e}"))?,
+        security,
+        tls: TlsSettings { verify: tls_verify, ..TlsSettings::default() },
+        helo_name: helo.to_owned(),
+        timeouts,
+    })
+}
+
+impl ServeArgs {
+    /// Fills what flags and environment left unset from the TOML file, then from defaults.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<ServeArgs>(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => ServeArgs::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.or(file.$field)
+            };
+        }
+        let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("herald-data"));
+        let database = match pick!(database_url) {
+            None => data_dir.join("herald.db"),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) => PathBuf::from(path),
+                None => bail!("HERALD_DATABASE_URL must be sqlite://PATH (PostgreSQL support comes later)"),
+            },
+        };
+        let command = duration("smtp-timeout", pick!(smtp_timeout), Duration::from_secs(60))?;
+        let timeouts = Timeouts { connect: command.min(Duration::from_secs(30)), command, data: command * 3 };
+        let default_provider = match pick!(default_smtp) {
+            None => DefaultProvider {
+                transport: Transport::Capture,
+                from: address("default-from", pick!(default_from).as_deref().unwrap_or("herald@herald.localhost"))?,
+                from_name: pick!(default_from_name).or(Some("Herald".into())),
+                fallback: Some(address(
+                    "default-fallback",
+                    pick!(default_fallback).as_deref().unwrap_or("fallback@herald.localhost"),
+                )?),
+            },
+            Some(url) => {
+                let from = address("default-from", &pick!(default_from).context("--default-from is required with --default-smtp")?)?;
+                let target = relay_target(&url, timeouts, pick!(default_smtp_tls_verify).unwrap_or(true), from.domain())?;
+                let credentials = match pick!(default_smtp_user) {
+                    None => None,
+                    Some(username) => Some(Credentials {
+                        mechanism: Mechanism::Plain,
+                        username,
+                        secret: env_secret("HERALD_DEFAULT_SMTP_PASSWORD")
+                            .context("HERALD_DEFAULT_SMTP_PASSWORD is required with --default-smtp-user")?,
+                    }),
+                };
+                DefaultProvider {
+                    transport: Transport::Smtp { target, credentials },
+                    from,
+                    from_name: pick!(default_from_name),
+                    fallback: pick!(default_fallback).map(|a| address("default-fallback", &a)).transpose()?,
+                }
+            }
+        };
+        Ok(Settings {
+            http: pick!(http).unwrap_or_else(|| "127.0.0.1:8025".parse().expect("a valid address")),
+            data_dir,
+            database,
+            default_provider,
+            node_name: pick!(node_name).unwrap_or_else(host_name),
+            retry: RetryPolicy {
+                base: duration("retry-base", pick!(retry_base), Duration::from_secs(60))?,
+                max: duration("retry-max", pick!(retry_max), Duration::from_secs(3600))?,
+                max_age: duration("max-age", pick!(max_age), Duration::from_secs(2 * 86_400))?,
+            },
+            poll: duration("poll-interval", pick!(poll_interval), Duration::from_secs(5))?,
+            lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
+            timeouts,
+            concurrency: pick!(concurrency).unwrap_or(64).max(1),
+            bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
+            master_key: env_secret("HERALD_MASTER_KEY"),
+        })
+    }
+}
+
+/// Where the master key lives in embedded mode.
+pub fn key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("master.key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nnode_name = \"from-file\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), node_name: Some("from-flag".into()), ..Default::default() };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.http.port(), 9000);
+        assert_eq!(settings.node_name, "from-flag");
+    }
+
+    #[test]
+    fn relay_urls() {
+        let t = relay_target("smtps://mail.example", Timeouts::default(), true, "x").unwrap();
+        assert_eq!((t.security, t.port.get()), (Security::Tls, 465));
+        let t = relay_target("smtp://127.0.0.1:2525", Timeouts::default(), true, "x").unwrap();
+        assert_eq!((t.security, t.port.get()), (Security::None, 2525));
+        assert!(relay_target("http://x", Timeouts::default(), true, "x").is_err());
+    }
+}
