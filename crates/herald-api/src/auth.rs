@@ -42,7 +42,9 @@ impl Caller {
         if self.is_operator() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this requires an operator token".into()))
+            Err(ApiError::Forbidden(
+                "this requires an operator token".into(),
+            ))
         }
     }
 
@@ -51,7 +53,12 @@ impl Caller {
     ///
     /// Another tenant's slug answers 404 exactly like a missing one, so a
     /// token never learns which other tenants exist.
-    pub async fn tenant(&self, state: &AppState, slug: &str, roles: &[Role]) -> Result<Tenant, ApiError> {
+    pub async fn tenant(
+        &self,
+        state: &AppState,
+        slug: &str,
+        roles: &[Role],
+    ) -> Result<Tenant, ApiError> {
         let tenant = match state.store.tenant_by_slug(slug).await {
             Err(StoreError::NotFound) => return Err(ApiError::NotFound("tenant")),
             other => other?,

@@ -54,7 +54,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::Invalid(field) => ApiError::field(field),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
-            StoreError::Corrupt(why) => ApiError::Internal(format!("stored data is corrupt: {why}")),
+            StoreError::Corrupt(why) => {
+                ApiError::Internal(format!("stored data is corrupt: {why}"))
+            }
         }
     }
 }
@@ -124,11 +126,18 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let problem = Problem { kind, title, status: status.as_u16(), detail, errors };
+        let problem = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
         let mut response = (status, axum::Json(problem)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -40,7 +40,10 @@ impl EmailAddress {
             return Err(Invalid::new("must have a local part of 1 to 64 characters"));
         }
         let atom_ok = |c: char| c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c);
-        if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(atom_ok)) {
+        if local
+            .split('.')
+            .any(|atom| atom.is_empty() || !atom.chars().all(atom_ok))
+        {
             return Err(Invalid::new(
                 "must have a local part of letters, digits, dots (not leading, trailing or doubled) and !#$%&'*+/=?^_`{|}~-",
             ));
@@ -91,7 +94,11 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_addresses() {
-        for ok in ["a@b.example", "first.last+tag@mail.acme.example", "x_y@localhost"] {
+        for ok in [
+            "a@b.example",
+            "first.last+tag@mail.acme.example",
+            "x_y@localhost",
+        ] {
             assert_eq!(EmailAddress::parse(ok).unwrap().as_ref(), ok);
         }
     }
@@ -120,6 +127,9 @@ mod tests {
     #[test]
     fn names_the_rule() {
         let err = EmailAddress::parse("a@b\r\nX: y").unwrap_err();
-        assert_eq!(err.at("to[0]").to_string(), "to[0] must not contain CR, LF or NUL");
+        assert_eq!(
+            err.at("to[0]").to_string(),
+            "to[0] must not contain CR, LF or NUL"
+        );
     }
 }

@@ -150,9 +150,18 @@ mod tests {
         let sealer = Sealer::new(&Sealer::generate_key());
         let sealed = sealer.seal(&Secret::new("hunter2"), "account-1");
         assert!(!sealed.contains("hunter2"));
-        assert_eq!(sealer.open(&sealed, "account-1").unwrap().expose(), "hunter2");
-        assert!(matches!(sealer.open(&sealed, "account-2"), Err(SealError::Tampered)));
+        assert_eq!(
+            sealer.open(&sealed, "account-1").unwrap().expose(),
+            "hunter2"
+        );
+        assert!(matches!(
+            sealer.open(&sealed, "account-2"),
+            Err(SealError::Tampered)
+        ));
         let other = Sealer::new(&Sealer::generate_key());
-        assert!(matches!(other.open(&sealed, "account-1"), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            other.open(&sealed, "account-1"),
+            Err(SealError::UnknownKey(_))
+        ));
     }
 }

@@ -190,7 +190,10 @@ mod tests {
 
     #[test]
     fn hosts_and_ports() {
-        assert_eq!(SmtpHost::parse("Mail.Acme.Example").unwrap().as_ref(), "mail.acme.example");
+        assert_eq!(
+            SmtpHost::parse("Mail.Acme.Example").unwrap().as_ref(),
+            "mail.acme.example"
+        );
         assert!(SmtpHost::parse("10.0.0.5").unwrap().ip().is_some());
         assert!(SmtpHost::parse("[::1]").unwrap().ip().is_some());
         assert!(SmtpHost::parse("mail.acme.example\r\n").is_err());

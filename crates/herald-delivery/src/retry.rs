@@ -47,9 +47,19 @@ mod tests {
             max: Duration::from_secs(100),
             max_age: Duration::from_secs(1000),
         };
-        for (attempt, nominal) in [(1, 10.0), (2, 20.0), (3, 40.0), (4, 80.0), (5, 100.0), (40, 100.0)] {
+        for (attempt, nominal) in [
+            (1, 10.0),
+            (2, 20.0),
+            (3, 40.0),
+            (4, 80.0),
+            (5, 100.0),
+            (40, 100.0),
+        ] {
             let d = policy.delay_after(attempt).as_secs_f64();
-            assert!((nominal * 0.8..=nominal * 1.2).contains(&d), "attempt {attempt}: {d}s");
+            assert!(
+                (nominal * 0.8..=nominal * 1.2).contains(&d),
+                "attempt {attempt}: {d}s"
+            );
         }
     }
 }

@@ -81,7 +81,11 @@ pub async fn resolve(
     let Some(config) = store.active_provider(tenant).await? else {
         return Ok(default.route());
     };
-    let ProviderConfig { provider, server, account } = config;
+    let ProviderConfig {
+        provider,
+        server,
+        account,
+    } = config;
     let credentials = match account {
         Some(account) => {
             let sealed = account.sealed_secret.as_deref().ok_or_else(|| {
@@ -102,7 +106,9 @@ pub async fn resolve(
     };
     let s = server.settings;
     let target = Target {
-        helo_name: s.helo_name.unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
+        helo_name: s
+            .helo_name
+            .unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
         host: s.host,
         port: s.port,
         security: s.security,
@@ -114,7 +120,10 @@ pub async fn resolve(
         timeouts,
     };
     Ok(Route {
-        transport: Transport::Smtp { target, credentials },
+        transport: Transport::Smtp {
+            target,
+            credentials,
+        },
         from: provider.settings.from_address,
         from_name: provider.settings.from_name.map(|n| n.as_ref().to_owned()),
         reply_to: provider.settings.reply_to,

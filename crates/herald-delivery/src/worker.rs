@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::{MessageId, RecipientStatus, Sealer};
 use herald_smtp::{Connection, Envelope, Reply, SmtpError, Timeouts, wire};
-use herald_store::{AttemptRecord, ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store};
+use herald_store::{
+    AttemptRecord, ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store,
+};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
@@ -119,9 +121,14 @@ impl Worker {
                 continue;
             }
             for (message, recipients) in group_by_message(claimed) {
-                let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 let worker = self.clone();
-                let span = info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
+                let span =
+                    info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
                 in_flight.spawn(
                     async move {
                         worker.deliver(message, recipients).await;
@@ -158,10 +165,24 @@ impl Worker {
             }
         };
         let tenant = recipients[0].tenant;
-        let route = match resolve(&*self.store, &self.sealer, &self.default, self.config.timeouts, tenant).await {
+        let route = match resolve(
+            &*self.store,
+            &self.sealer,
+            &self.default,
+            self.config.timeouts,
+            tenant,
+        )
+        .await
+        {
             Ok(route) => route,
             Err(error) => {
-                let attempt = self.attempt(&started, "provider", None, None, format!("the provider cannot be used: {error}"));
+                let attempt = self.attempt(
+                    &started,
+                    "provider",
+                    None,
+                    None,
+                    format!("the provider cannot be used: {error}"),
+                );
                 let outcomes = recipients
                     .iter()
                     .map(|r| self.deferred_or_expired(r, &contents, attempt.clone()))
@@ -173,7 +194,10 @@ impl Worker {
         let content = render(&contents, &route);
         let (outcomes, captures) = match &route.transport {
             Transport::Capture => self.capture(&route, &contents, &recipients, content, &started),
-            Transport::Smtp { target, credentials } => {
+            Transport::Smtp {
+                target,
+                credentials,
+            } => {
                 let envelope = Envelope {
                     from: route.from.clone(),
                     to: recipients.iter().map(|r| r.address.clone()).collect(),
@@ -200,7 +224,8 @@ impl Worker {
                             } else {
                                 "data"
                             };
-                            let mut attempt = self.attempt(&started, step, Some(reply), None, reply.text.clone());
+                            let mut attempt =
+                                self.attempt(&started, step, Some(reply), None, reply.text.clone());
                             attempt.server = route.server_label();
                             attempt.remote_addr = Some(remote.to_string());
                             attempt.tls_version = tls.as_ref().map(|t| t.version.clone());
@@ -208,7 +233,9 @@ impl Worker {
                             self.classify(r, &contents, attempt, reply)
                         })
                         .collect(),
-                    Err(error) => self.smtp_failed(&route, &contents, &recipients, &error, &started),
+                    Err(error) => {
+                        self.smtp_failed(&route, &contents, &recipients, &error, &started)
+                    }
                 };
                 (outcomes, Vec::new())
             }
@@ -263,11 +290,22 @@ impl Worker {
         recipients
             .iter()
             .map(|r| {
-                let mut attempt = self.attempt(started, error.step.as_str(), error.reply(), None, error.to_string());
+                let mut attempt = self.attempt(
+                    started,
+                    error.step.as_str(),
+                    error.reply(),
+                    None,
+                    error.to_string(),
+                );
                 attempt.server = route.server_label();
                 if error.is_permanent() {
                     attempt.outcome = RecipientStatus::Failed;
-                    Outcome { recipient: r.recipient, lease_token: r.lease_token, next: NextState::Failed, attempt }
+                    Outcome {
+                        recipient: r.recipient,
+                        lease_token: r.lease_token,
+                        next: NextState::Failed,
+                        attempt,
+                    }
                 } else {
                     self.deferred_or_expired(r, contents, attempt)
                 }
@@ -276,7 +314,13 @@ impl Worker {
     }
 
     /// Sent on 2xx, failed on 5xx, deferred (or expired) otherwise.
-    fn classify(&self, r: &Claimed, contents: &MessageContent, mut attempt: AttemptRecord, reply: &Reply) -> Outcome {
+    fn classify(
+        &self,
+        r: &Claimed,
+        contents: &MessageContent,
+        mut attempt: AttemptRecord,
+        reply: &Reply,
+    ) -> Outcome {
         let next = if reply.is_positive() {
             NextState::Sent
         } else if reply.is_permanent() {
@@ -284,24 +328,48 @@ impl Worker {
         } else {
             return self.deferred_or_expired(r, contents, attempt);
         };
-        attempt.outcome = if next == NextState::Sent { RecipientStatus::Sent } else { RecipientStatus::Failed };
-        Outcome { recipient: r.recipient, lease_token: r.lease_token, next, attempt }
+        attempt.outcome = if next == NextState::Sent {
+            RecipientStatus::Sent
+        } else {
+            RecipientStatus::Failed
+        };
+        Outcome {
+            recipient: r.recipient,
+            lease_token: r.lease_token,
+            next,
+            attempt,
+        }
     }
 
     /// Defers with backoff, or fails once the message is older than the maximum age.
-    fn deferred_or_expired(&self, r: &Claimed, contents: &MessageContent, mut attempt: AttemptRecord) -> Outcome {
+    fn deferred_or_expired(
+        &self,
+        r: &Claimed,
+        contents: &MessageContent,
+        mut attempt: AttemptRecord,
+    ) -> Outcome {
         let now = now_ms();
         let delay = self.config.retry.delay_after(r.attempt);
         let max_age = self.config.retry.max_age.as_millis() as i64;
         let next = if now + delay.as_millis() as i64 - contents.created_at > max_age {
-            attempt.response = format!("expired after the maximum age of {:?}; last: {}", self.config.retry.max_age, attempt.response);
+            attempt.response = format!(
+                "expired after the maximum age of {:?}; last: {}",
+                self.config.retry.max_age, attempt.response
+            );
             attempt.outcome = RecipientStatus::Failed;
             NextState::Failed
         } else {
             attempt.outcome = RecipientStatus::Deferred;
-            NextState::Deferred { until: now + delay.as_millis() as i64 }
+            NextState::Deferred {
+                until: now + delay.as_millis() as i64,
+            }
         };
-        Outcome { recipient: r.recipient, lease_token: r.lease_token, next, attempt }
+        Outcome {
+            recipient: r.recipient,
+            lease_token: r.lease_token,
+            next,
+            attempt,
+        }
     }
 
     fn attempt(
@@ -340,7 +408,9 @@ impl Worker {
                     }
                 }
             }
-            Err(error) => warn!(%error, "could not record outcomes; the leases will expire and the recipients will be retried"),
+            Err(error) => {
+                warn!(%error, "could not record outcomes; the leases will expire and the recipients will be retried")
+            }
         }
     }
 }

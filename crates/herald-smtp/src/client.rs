@@ -125,7 +125,10 @@ pub struct Connection {
 
 impl Connection {
     /// Resolves, connects, reads the greeting, says EHLO, secures and authenticates.
-    pub async fn open(target: &Target, credentials: Option<&Credentials>) -> Result<Connection, SmtpError> {
+    pub async fn open(
+        target: &Target,
+        credentials: Option<&Credentials>,
+    ) -> Result<Connection, SmtpError> {
         let (tcp, remote) = connect(target).await?;
         let mut conn = Connection {
             stream: Stream::Plain(tcp),
@@ -143,7 +146,10 @@ impl Connection {
         conn.ehlo(&target.helo_name).await?;
         if target.security == Security::StartTls {
             if !conn.extensions.contains("STARTTLS") {
-                return Err(SmtpError::new(Step::StartTls, ErrorKind::StartTlsNotOffered));
+                return Err(SmtpError::new(
+                    Step::StartTls,
+                    ErrorKind::StartTlsNotOffered,
+                ));
             }
             conn.command(Step::StartTls, b"STARTTLS\r\n").await?;
             // Anything the server sent after its 220 was sent in plaintext
@@ -173,9 +179,17 @@ impl Connection {
     /// When the server offers PIPELINING, MAIL, every RCPT and DATA leave in
     /// one write and the body in another. A refused recipient does not stop the
     /// others; the connection stays usable for the next transaction.
-    pub async fn send(&mut self, envelope: &Envelope, content: &[u8]) -> Result<Transaction, SmtpError> {
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<Transaction, SmtpError> {
         let mail_cmd = format!("MAIL FROM:<{}>\r\n", envelope.from);
-        let rcpt_cmds: Vec<String> = envelope.to.iter().map(|to| format!("RCPT TO:<{to}>\r\n")).collect();
+        let rcpt_cmds: Vec<String> = envelope
+            .to
+            .iter()
+            .map(|to| format!("RCPT TO:<{to}>\r\n"))
+            .collect();
 
         if self.extensions.contains("PIPELINING") {
             let mut batch = mail_cmd.into_bytes();
@@ -211,7 +225,11 @@ impl Connection {
         let mail = self.reply(Step::Mail).await?;
         if !mail.is_positive() {
             self.reset().await?;
-            return Ok(Transaction { mail, rcpt: Vec::new(), data: None });
+            return Ok(Transaction {
+                mail,
+                rcpt: Vec::new(),
+                data: None,
+            });
         }
         let mut rcpt = Vec::with_capacity(rcpt_cmds.len());
         for cmd in &rcpt_cmds {
@@ -220,7 +238,11 @@ impl Connection {
         }
         if !rcpt.iter().any(Reply::is_positive) {
             self.reset().await?;
-            return Ok(Transaction { mail, rcpt, data: None });
+            return Ok(Transaction {
+                mail,
+                rcpt,
+                data: None,
+            });
         }
         self.write(Step::Data, b"DATA\r\n").await?;
         let data_cmd = self.reply(Step::Data).await?;
@@ -233,7 +255,11 @@ impl Connection {
         if !data.is_positive() {
             self.reset().await?;
         }
-        Ok(Transaction { mail, rcpt, data: Some(data) })
+        Ok(Transaction {
+            mail,
+            rcpt,
+            data: Some(data),
+        })
     }
 
     /// Says QUIT and closes, ignoring what the server answers: the work is done.
@@ -249,7 +275,9 @@ impl Connection {
     }
 
     async fn ehlo(&mut self, helo_name: &str) -> Result<(), SmtpError> {
-        let reply = self.command(Step::Ehlo, format!("EHLO {helo_name}\r\n").as_bytes()).await?;
+        let reply = self
+            .command(Step::Ehlo, format!("EHLO {helo_name}\r\n").as_bytes())
+            .await?;
         self.extensions.clear();
         self.auth_mechanisms.clear();
         for line in reply.text.lines().skip(1) {
@@ -273,23 +301,30 @@ impl Connection {
             } else {
                 self.auth_mechanisms.join(" ")
             };
-            return Err(SmtpError::new(Step::Auth, ErrorKind::AuthNotOffered { wanted, offered }));
+            return Err(SmtpError::new(
+                Step::Auth,
+                ErrorKind::AuthNotOffered { wanted, offered },
+            ));
         }
         let user = &credentials.username;
         let secret = credentials.secret.expose();
         match credentials.mechanism {
             Mechanism::Plain => {
                 let token = B64.encode(format!("\0{user}\0{secret}"));
-                self.command(Step::Auth, format!("AUTH PLAIN {token}\r\n").as_bytes()).await?;
+                self.command(Step::Auth, format!("AUTH PLAIN {token}\r\n").as_bytes())
+                    .await?;
             }
             Mechanism::Login => {
                 self.intermediate(b"AUTH LOGIN\r\n").await?;
-                self.intermediate(format!("{}\r\n", B64.encode(user)).as_bytes()).await?;
-                self.command(Step::Auth, format!("{}\r\n", B64.encode(secret)).as_bytes()).await?;
+                self.intermediate(format!("{}\r\n", B64.encode(user)).as_bytes())
+                    .await?;
+                self.command(Step::Auth, format!("{}\r\n", B64.encode(secret)).as_bytes())
+                    .await?;
             }
             Mechanism::Xoauth2 => {
                 let token = B64.encode(format!("user={user}\x01auth=Bearer {secret}\x01\x01"));
-                self.write(Step::Auth, format!("AUTH XOAUTH2 {token}\r\n").as_bytes()).await?;
+                self.write(Step::Auth, format!("AUTH XOAUTH2 {token}\r\n").as_bytes())
+                    .await?;
                 let mut reply = self.reply(Step::Auth).await?;
                 if reply.is_intermediate() {
                     // The server explains the refusal in a base64 JSON challenge;
@@ -318,7 +353,10 @@ impl Connection {
     async fn upgrade(&mut self, target: &Target) -> Result<(), SmtpError> {
         let tls_error = |e: String| SmtpError::new(Step::Tls, ErrorKind::Tls(e));
         let connector = target.tls.connector().map_err(tls_error)?;
-        let name = target.tls.server_name(target.host.as_ref()).map_err(tls_error)?;
+        let name = target
+            .tls
+            .server_name(target.host.as_ref())
+            .map_err(tls_error)?;
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(tls_error("the session is already encrypted".into()));
         };
@@ -329,7 +367,10 @@ impl Connection {
             .map_err(|e| tls_error(e.to_string()))?;
         let (_, session) = tls.get_ref();
         self.tls = Some(TlsInfo {
-            version: session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            version: session
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
             cipher: session
                 .negotiated_cipher_suite()
                 .map(|c| format!("{:?}", c.suite()))
@@ -384,7 +425,10 @@ impl Connection {
             if !last && !continues {
                 return Err(protocol("malformed reply line"));
             }
-            if lines.first().is_some_and(|first: &String| first.get(..3) != line.get(..3)) {
+            if lines
+                .first()
+                .is_some_and(|first: &String| first.get(..3) != line.get(..3))
+            {
                 return Err(protocol("reply lines with different codes"));
             }
             lines.push(line);
@@ -409,7 +453,10 @@ impl Connection {
                 return Ok(String::from_utf8_lossy(&line).into_owned());
             }
             if self.buffer.len() > MAX_REPLY_LINE {
-                return Err(SmtpError::new(step, ErrorKind::Protocol("reply line too long".into())));
+                return Err(SmtpError::new(
+                    step,
+                    ErrorKind::Protocol("reply line too long".into()),
+                ));
             }
             let mut chunk = [0u8; 4096];
             let n = self
@@ -444,7 +491,10 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> 
         .collect(),
     };
     if addrs.is_empty() {
-        return Err(SmtpError::new(Step::Dns, ErrorKind::Dns("no address".into())));
+        return Err(SmtpError::new(
+            Step::Dns,
+            ErrorKind::Dns("no address".into()),
+        ));
     }
     let mut last_error = None;
     for addr in addrs {

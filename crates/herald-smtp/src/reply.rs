@@ -58,7 +58,9 @@ impl Reply {
 fn is_enhanced_code(word: &str, code: u16) -> bool {
     let parts: Vec<&str> = word.split('.').collect();
     parts.len() == 3
-        && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
         && parts[0].parse::<u16>().ok() == Some(code / 100)
 }
 

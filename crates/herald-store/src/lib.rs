@@ -53,7 +53,11 @@ pub trait Store: Send + Sync + 'static {
     /// Grants or withdraws the credential storage entitlement.
     async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
     /// Makes a provider (or, with `None`, the system default) the tenant's active one.
-    async fn set_active_provider(&self, tenant: TenantId, provider: Option<ProviderId>) -> Result<Tenant>;
+    async fn set_active_provider(
+        &self,
+        tenant: TenantId,
+        provider: Option<ProviderId>,
+    ) -> Result<Tenant>;
 
     /// Stores a token's hash.
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord>;
@@ -63,33 +67,54 @@ pub trait Store: Send + Sync + 'static {
     async fn operator_token_exists(&self) -> Result<bool>;
 
     /// Creates an SMTP server.
-    async fn create_server(&self, tenant: TenantId, settings: ServerSettings) -> Result<SmtpServer>;
+    async fn create_server(&self, tenant: TenantId, settings: ServerSettings)
+    -> Result<SmtpServer>;
     /// One SMTP server.
     async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer>;
     /// The tenant's SMTP servers.
     async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>>;
     /// Replaces a server's settings; a new host, port or security clears its accounts' secrets.
-    async fn update_server(&self, tenant: TenantId, id: ServerId, settings: ServerSettings) -> Result<SmtpServer>;
+    async fn update_server(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+        settings: ServerSettings,
+    ) -> Result<SmtpServer>;
     /// Deletes a server and its accounts; a conflict while a provider uses it.
     async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()>;
 
     /// Creates an SMTP account on a server.
     async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount>;
     /// One account of a server.
-    async fn account(&self, tenant: TenantId, server: ServerId, id: AccountId) -> Result<SmtpAccount>;
+    async fn account(
+        &self,
+        tenant: TenantId,
+        server: ServerId,
+        id: AccountId,
+    ) -> Result<SmtpAccount>;
     /// The accounts of a server.
     async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>>;
     /// Deletes an account; a conflict while a provider uses it.
-    async fn delete_account(&self, tenant: TenantId, server: ServerId, id: AccountId) -> Result<()>;
+    async fn delete_account(&self, tenant: TenantId, server: ServerId, id: AccountId)
+    -> Result<()>;
 
     /// Creates a notification provider.
-    async fn create_provider(&self, tenant: TenantId, settings: ProviderSettings) -> Result<Provider>;
+    async fn create_provider(
+        &self,
+        tenant: TenantId,
+        settings: ProviderSettings,
+    ) -> Result<Provider>;
     /// One provider.
     async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider>;
     /// The tenant's providers.
     async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>>;
     /// Replaces a provider's settings.
-    async fn update_provider(&self, tenant: TenantId, id: ProviderId, settings: ProviderSettings) -> Result<Provider>;
+    async fn update_provider(
+        &self,
+        tenant: TenantId,
+        id: ProviderId,
+        settings: ProviderSettings,
+    ) -> Result<Provider>;
     /// Deletes a provider; a conflict while it is the tenant's active one.
     async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()>;
     /// The tenant's active provider with its server and account, or `None` for the system default.
@@ -110,7 +135,11 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
     /// Records attempts and new states; an outcome whose lease token is no
     /// longer current is refused (`false` at its index) and changes nothing.
-    async fn complete(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Result<Vec<bool>>;
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>>;
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
     /// The time of the earliest pending recipient, if any.

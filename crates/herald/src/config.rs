@@ -110,9 +110,13 @@ pub struct Settings {
 /// Parses `500ms`, `30s`, `5m`, `2h` or `2d`.
 pub fn parse_duration(input: &str) -> anyhow::Result<Duration> {
     let input = input.trim();
-    let split = input.find(|c: char| !c.is_ascii_digit()).unwrap_or(input.len());
+    let split = input
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(input.len());
     let (number, unit) = input.split_at(split);
-    let n: u64 = number.parse().with_context(|| format!("{input:?} is not a duration like 30s"))?;
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{input:?} is not a duration like 30s"))?;
     let ms = match unit {
         "ms" => n,
         "s" | "" => n * 1000,
@@ -125,7 +129,9 @@ pub fn parse_duration(input: &str) -> anyhow::Result<Duration> {
 }
 
 fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
-    value.map_or(Ok(default), |v| parse_duration(&v).with_context(|| format!("--{name}")))
+    value.map_or(Ok(default), |v| {
+        parse_duration(&v).with_context(|| format!("--{name}"))
+    })
 }
 
 fn address(name: &str, value: &str) -> anyhow::Result<EmailAddress> {
@@ -133,7 +139,10 @@ fn address(name: &str, value: &str) -> anyhow::Result<EmailAddress> {
 }
 
 fn env_secret(name: &str) -> Option<Secret> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new)
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
 }
 
 fn host_name() -> String {
@@ -145,8 +154,15 @@ fn host_name() -> String {
 }
 
 /// Parses the default relay's URL into a target.
-fn relay_target(url: &str, timeouts: Timeouts, tls_verify: bool, helo: &str) -> anyhow::Result<Target> {
-    let (scheme, rest) = url.split_once("://").context("--default-smtp must look like smtp://host:port")?;
+fn relay_target(
+    url: &str,
+    timeouts: Timeouts,
+    tls_verify: bool,
+    helo: &str,
+) -> anyhow::Result<Target> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .context("--default-smtp must look like smtp://host:port")?;
     let (security, default_port) = match scheme {
         "smtp" => (Security::None, 25),
         "smtp+starttls" => (Security::StartTls, 587),
@@ -162,7 +178,10 @@ fn relay_target(url: &str, timeouts: Timeouts, tls_verify: bool, helo: &str) -> 
         host: SmtpHost::parse(host).map_err(|e| anyhow::anyhow!("--default-smtp host {e}"))?,
         port: Port::new(port).map_err(|e| anyhow::anyhow!("--default-smtp port {e}"))?,
         security,
-        tls: TlsSettings { verify: tls_verify, ..TlsSettings::default() },
+        tls: TlsSettings {
+            verify: tls_verify,
+            ..TlsSettings::default()
+        },
         helo_name: helo.to_owned(),
         timeouts,
     })
@@ -173,8 +192,10 @@ impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<Settings> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<ServeArgs>(&text).with_context(|| format!("parsing {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<ServeArgs>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
             }
             None => ServeArgs::default(),
         };
@@ -188,38 +209,66 @@ impl ServeArgs {
             None => data_dir.join("herald.db"),
             Some(url) => match url.strip_prefix("sqlite://") {
                 Some(path) => PathBuf::from(path),
-                None => bail!("HERALD_DATABASE_URL must be sqlite://PATH (PostgreSQL support comes later)"),
+                None => bail!(
+                    "HERALD_DATABASE_URL must be sqlite://PATH (PostgreSQL support comes later)"
+                ),
             },
         };
         let command = duration("smtp-timeout", pick!(smtp_timeout), Duration::from_secs(60))?;
-        let timeouts = Timeouts { connect: command.min(Duration::from_secs(30)), command, data: command * 3 };
+        let timeouts = Timeouts {
+            connect: command.min(Duration::from_secs(30)),
+            command,
+            data: command * 3,
+        };
         let default_provider = match pick!(default_smtp) {
             None => DefaultProvider {
                 transport: Transport::Capture,
-                from: address("default-from", pick!(default_from).as_deref().unwrap_or("herald@herald.localhost"))?,
+                from: address(
+                    "default-from",
+                    pick!(default_from)
+                        .as_deref()
+                        .unwrap_or("herald@herald.localhost"),
+                )?,
                 from_name: pick!(default_from_name).or(Some("Herald".into())),
                 fallback: Some(address(
                     "default-fallback",
-                    pick!(default_fallback).as_deref().unwrap_or("fallback@herald.localhost"),
+                    pick!(default_fallback)
+                        .as_deref()
+                        .unwrap_or("fallback@herald.localhost"),
                 )?),
             },
             Some(url) => {
-                let from = address("default-from", &pick!(default_from).context("--default-from is required with --default-smtp")?)?;
-                let target = relay_target(&url, timeouts, pick!(default_smtp_tls_verify).unwrap_or(true), from.domain())?;
+                let from = address(
+                    "default-from",
+                    &pick!(default_from)
+                        .context("--default-from is required with --default-smtp")?,
+                )?;
+                let target = relay_target(
+                    &url,
+                    timeouts,
+                    pick!(default_smtp_tls_verify).unwrap_or(true),
+                    from.domain(),
+                )?;
                 let credentials = match pick!(default_smtp_user) {
                     None => None,
                     Some(username) => Some(Credentials {
                         mechanism: Mechanism::Plain,
                         username,
-                        secret: env_secret("HERALD_DEFAULT_SMTP_PASSWORD")
-                            .context("HERALD_DEFAULT_SMTP_PASSWORD is required with --default-smtp-user")?,
+                        secret: env_secret("HERALD_DEFAULT_SMTP_PASSWORD").context(
+                            "HERALD_DEFAULT_SMTP_PASSWORD is required with --default-smtp-user",
+                        )?,
                     }),
                 };
                 DefaultProvider {
-                    transport: Transport::Smtp { target, credentials },
+                    transport: Transport::Smtp {
+                        target,
+                        credentials,
+                    },
                     from,
                     from_name: pick!(default_from_name),
-                    fallback: pick!(default_fallback).map(|a| address("default-fallback", &a)).transpose()?,
+                    fallback: pick!(default_fallback)
+                        .map(|a| address("default-fallback", &a))
+                        .transpose()?,
                 }
             }
         };
@@ -234,7 +283,11 @@ impl ServeArgs {
                 max: duration("retry-max", pick!(retry_max), Duration::from_secs(3600))?,
                 max_age: duration("max-age", pick!(max_age), Duration::from_secs(2 * 86_400))?,
             },
-            poll: duration("poll-interval", pick!(poll_interval), Duration::from_secs(5))?,
+            poll: duration(
+                "poll-interval",
+                pick!(poll_interval),
+                Duration::from_secs(5),
+            )?,
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(64).max(1),
@@ -264,8 +317,16 @@ mod tests {
     fn flags_beat_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.toml");
-        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nnode_name = \"from-file\"\n").unwrap();
-        let args = ServeArgs { config: Some(path), node_name: Some("from-flag".into()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\nnode_name = \"from-file\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            node_name: Some("from-flag".into()),
+            ..Default::default()
+        };
         let settings = args.resolve().unwrap();
         assert_eq!(settings.http.port(), 9000);
         assert_eq!(settings.node_name, "from-flag");

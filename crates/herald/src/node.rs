@@ -35,9 +35,19 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
     };
     let hash = token::hash(&secret);
     if store.token_by_hash(&hash).await?.is_none() {
-        let name = if generated { "generated at first start" } else { "HERALD_BOOTSTRAP_TOKEN" };
+        let name = if generated {
+            "generated at first start"
+        } else {
+            "HERALD_BOOTSTRAP_TOKEN"
+        };
         store
-            .create_token(NewToken { id: TokenId::new(), tenant_id: None, name: name.into(), role: Role::Operator, hash })
+            .create_token(NewToken {
+                id: TokenId::new(),
+                tenant_id: None,
+                name: name.into(),
+                role: Role::Operator,
+                hash,
+            })
             .await?;
     }
     Ok(generated.then_some(secret))
@@ -45,12 +55,20 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
 
 /// Starts a node with these settings.
 pub async fn start(settings: Settings) -> anyhow::Result<Node> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&settings.database).with_context(|| format!("opening {}", settings.database.display()))?,
+        SqliteStore::open(&settings.database)
+            .with_context(|| format!("opening {}", settings.database.display()))?,
     );
-    let sealer = Arc::new(keys::load(settings.master_key.as_ref(), &key_file(&settings.data_dir))?);
+    let sealer = Arc::new(keys::load(
+        settings.master_key.as_ref(),
+        &key_file(&settings.data_dir),
+    )?);
     let generated_operator_token = bootstrap(&*store, &settings).await?;
     if let Some(token) = &generated_operator_token {
         // Printed once, to standard output, so it does not end up in log collectors.
@@ -80,7 +98,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             timeouts: settings.timeouts,
         },
     );
-    let state = AppState { store, sealer, default_provider, wake: worker.waker() };
+    let state = AppState {
+        store,
+        sealer,
+        default_provider,
+        wake: worker.waker(),
+    };
     let (shutdown, stop) = watch::channel(false);
     let worker = tokio::spawn(worker.run(stop.clone()));
 
@@ -99,7 +122,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         }
     });
     tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database.display(), "herald is running");
-    Ok(Node { http_addr, generated_operator_token, shutdown, http, worker })
+    // One plain line on standard output that people and scripts can read the address from.
+    println!("herald listening on http://{http_addr}");
+    Ok(Node {
+        http_addr,
+        generated_operator_token,
+        shutdown,
+        http,
+        worker,
+    })
 }
 
 impl Node {
@@ -108,8 +139,9 @@ impl Node {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

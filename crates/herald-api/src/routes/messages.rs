@@ -66,7 +66,9 @@ fn body_text(input: &str) -> Result<(), Invalid> {
 
 fn idempotency_key(input: &str) -> Result<String, Invalid> {
     if input.is_empty() || input.len() > 200 || !input.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(Invalid::new("must be 1 to 200 printable ASCII characters without spaces"));
+        return Err(Invalid::new(
+            "must be 1 to 200 printable ASCII characters without spaces",
+        ));
     }
     Ok(input.to_owned())
 }
@@ -85,22 +87,36 @@ async fn submit(
     let bcc = address_list(&mut check, "bcc", &body.bcc);
     let total = given_to.len() + body.cc.len() + body.bcc.len();
     if total > MAX_RECIPIENTS {
-        check.fail("to", &format!("with cc and bcc must hold at most {MAX_RECIPIENTS} recipients (got {total})"));
+        check.fail(
+            "to",
+            &format!("with cc and bcc must hold at most {MAX_RECIPIENTS} recipients (got {total})"),
+        );
     }
     let subject = check.take("subject", Subject::parse(&body.subject));
     if body.text.is_none() && body.html.is_none() {
         check.fail("text", "or html is required");
     }
-    let size = body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
+    let size =
+        body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
     if size > MAX_BODY_BYTES {
-        check.fail("text", &format!("and html together must be at most {MAX_BODY_BYTES} bytes (got {size})"));
+        check.fail(
+            "text",
+            &format!("and html together must be at most {MAX_BODY_BYTES} bytes (got {size})"),
+        );
     }
     check.opt("text", body.text.as_deref(), body_text);
     check.opt("html", body.html.as_deref(), body_text);
     let reply_to = check.opt("reply_to", body.reply_to.as_deref(), EmailAddress::parse);
-    check.opt("on_behalf_of", body.on_behalf_of.as_deref(), EmailAddress::parse);
+    check.opt(
+        "on_behalf_of",
+        body.on_behalf_of.as_deref(),
+        EmailAddress::parse,
+    );
     if body.headers.len() > MAX_HEADERS {
-        check.fail("headers", &format!("must hold at most {MAX_HEADERS} fields"));
+        check.fail(
+            "headers",
+            &format!("must hold at most {MAX_HEADERS} fields"),
+        );
     }
     let headers: Vec<(HeaderName, HeaderValue)> = body
         .headers
@@ -111,22 +127,32 @@ async fn submit(
             name.zip(value)
         })
         .collect();
-    let key = check.opt("idempotency_key", body.idempotency_key.as_deref(), idempotency_key);
+    let key = check.opt(
+        "idempotency_key",
+        body.idempotency_key.as_deref(),
+        idempotency_key,
+    );
     check.finish()?;
 
     let used_fallback = given_to.is_empty() && cc.is_empty() && bcc.is_empty();
     if used_fallback {
-        let fallback = herald_delivery::fallback_recipient(&*state.store, &state.default_provider, tenant.id).await?;
+        let fallback =
+            herald_delivery::fallback_recipient(&*state.store, &state.default_provider, tenant.id)
+                .await?;
         match fallback {
             Some(address) => to.push(address),
             None => {
                 return Err(ApiError::field(
-                    Invalid::new("is required: the tenant's provider has no fallback recipient").at("to"),
+                    Invalid::new("is required: the tenant's provider has no fallback recipient")
+                        .at("to"),
                 ));
             }
         }
     }
-    let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+    let created_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
     let message = NewMessage {
         id: MessageId::new(),
         tenant_id: tenant.id,
@@ -147,7 +173,9 @@ async fn submit(
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate})),
+        Json(
+            json!({"id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate}),
+        ),
     ))
 }
 
@@ -174,5 +202,10 @@ async fn show(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
     let tenant = caller.tenant(&state, &slug, READERS).await?;
-    Ok(Json(state.store.message(tenant.id, path_id(&id, "message")?).await?))
+    Ok(Json(
+        state
+            .store
+            .message(tenant.id, path_id(&id, "message")?)
+            .await?,
+    ))
 }

@@ -56,7 +56,12 @@ impl Check {
     }
 
     /// Parses an optional field.
-    fn opt<T>(&mut self, field: &str, raw: Option<&str>, parse: impl Fn(&str) -> Result<T, Invalid>) -> Option<T> {
+    fn opt<T>(
+        &mut self,
+        field: &str,
+        raw: Option<&str>,
+        parse: impl Fn(&str) -> Result<T, Invalid>,
+    ) -> Option<T> {
         raw.and_then(|raw| self.take(field, parse(raw)))
     }
 
@@ -77,8 +82,11 @@ impl Check {
 /// A short human name: 1 to 100 characters, no control characters.
 fn name(input: &str) -> Result<String, Invalid> {
     let trimmed = input.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control) {
-        return Err(Invalid::new("must be 1 to 100 characters without control characters"));
+    if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control)
+    {
+        return Err(Invalid::new(
+            "must be 1 to 100 characters without control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }

@@ -18,7 +18,10 @@ const ADMIN: &[Role] = &[Role::TenantAdmin];
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/providers", post(create).get(list))
-        .route("/v1/tenants/{tenant}/providers/{id}", get(show).patch(update).delete(remove))
+        .route(
+            "/v1/tenants/{tenant}/providers/{id}",
+            get(show).patch(update).delete(remove),
+        )
 }
 
 /// A provider's fields; all optional so the same shape serves create and PATCH.
@@ -70,15 +73,31 @@ impl ProviderBody {
             Some(s) => check.take("smtp_server_id", s.parse::<ServerId>()),
             None => base.map(|b| b.smtp_server_id),
         };
-        let account_id = optional(&mut check, "account_id", self.account_id, base.and_then(|b| b.account_id.as_ref()), |s| {
-            s.parse::<AccountId>()
-        });
+        let account_id = optional(
+            &mut check,
+            "account_id",
+            self.account_id,
+            base.and_then(|b| b.account_id.as_ref()),
+            |s| s.parse::<AccountId>(),
+        );
         let from_address = match self.from_address {
             Some(a) => check.take("from_address", EmailAddress::parse(&a)),
             None => base.map(|b| b.from_address.clone()),
         };
-        let from_name = optional(&mut check, "from_name", self.from_name, base.and_then(|b| b.from_name.as_ref()), DisplayName::parse);
-        let reply_to = optional(&mut check, "reply_to", self.reply_to, base.and_then(|b| b.reply_to.as_ref()), EmailAddress::parse);
+        let from_name = optional(
+            &mut check,
+            "from_name",
+            self.from_name,
+            base.and_then(|b| b.from_name.as_ref()),
+            DisplayName::parse,
+        );
+        let reply_to = optional(
+            &mut check,
+            "reply_to",
+            self.reply_to,
+            base.and_then(|b| b.reply_to.as_ref()),
+            EmailAddress::parse,
+        );
         let fallback_recipient = optional(
             &mut check,
             "fallback_recipient",
@@ -117,7 +136,10 @@ async fn create(
 ) -> Result<(StatusCode, Json<Provider>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let settings = body.settings(None)?;
-    Ok((StatusCode::CREATED, Json(state.store.create_provider(tenant.id, settings).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_provider(tenant.id, settings).await?),
+    ))
 }
 
 async fn list(
@@ -135,7 +157,12 @@ async fn show(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Json<Provider>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(state.store.provider(tenant.id, path_id::<ProviderId>(&id, "provider")?).await?))
+    Ok(Json(
+        state
+            .store
+            .provider(tenant.id, path_id::<ProviderId>(&id, "provider")?)
+            .await?,
+    ))
 }
 
 async fn update(
@@ -148,7 +175,9 @@ async fn update(
     let id = path_id::<ProviderId>(&id, "provider")?;
     let current = state.store.provider(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
-    Ok(Json(state.store.update_provider(tenant.id, id, settings).await?))
+    Ok(Json(
+        state.store.update_provider(tenant.id, id, settings).await?,
+    ))
 }
 
 async fn remove(
@@ -157,6 +186,9 @@ async fn remove(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    state.store.delete_provider(tenant.id, path_id(&id, "provider")?).await?;
+    state
+        .store
+        .delete_provider(tenant.id, path_id(&id, "provider")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{AccountId, Invalid, Mechanism, Port, Role, Secret, Security, ServerId, SmtpHost};
+use herald_core::{
+    AccountId, Invalid, Mechanism, Port, Role, Secret, Security, ServerId, SmtpHost,
+};
 use herald_store::{NewAccount, ServerSettings, SmtpAccount, SmtpServer};
 use serde::Deserialize;
 
@@ -18,8 +20,14 @@ const ADMIN: &[Role] = &[Role::TenantAdmin];
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/smtp-servers", post(create).get(list))
-        .route("/v1/tenants/{tenant}/smtp-servers/{id}", get(show).patch(update).delete(remove))
-        .route("/v1/tenants/{tenant}/smtp-servers/{id}/accounts", post(create_account).get(list_accounts))
+        .route(
+            "/v1/tenants/{tenant}/smtp-servers/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route(
+            "/v1/tenants/{tenant}/smtp-servers/{id}/accounts",
+            post(create_account).get(list_accounts),
+        )
         .route(
             "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
             get(show_account).delete(remove_account),
@@ -84,13 +92,23 @@ impl ServerBody {
         let security = match (self.security, base) {
             (Some(s), _) => check.take("security", Security::parse(&s)),
             (None, Some(b)) => Some(b.security),
-            (None, None) => Some(if port.map(Port::get) == Some(465) { Security::Tls } else { Security::StartTls }),
+            (None, None) => Some(if port.map(Port::get) == Some(465) {
+                Security::Tls
+            } else {
+                Security::StartTls
+            }),
         };
         let tls_ca_pem = optional(self.tls_ca_pem, base.and_then(|b| b.tls_ca_pem.as_ref()));
         if let Some(pem) = &tls_ca_pem {
-            check.take("tls_ca_pem", herald_smtp::validate_ca_pem(pem).map_err(Invalid::new));
+            check.take(
+                "tls_ca_pem",
+                herald_smtp::validate_ca_pem(pem).map_err(Invalid::new),
+            );
         }
-        let tls_server_name = optional(self.tls_server_name, base.and_then(|b| b.tls_server_name.as_ref()));
+        let tls_server_name = optional(
+            self.tls_server_name,
+            base.and_then(|b| b.tls_server_name.as_ref()),
+        );
         if let Some(sni) = &tls_server_name {
             check.take("tls_server_name", SmtpHost::parse(sni));
         }
@@ -99,7 +117,8 @@ impl ServerBody {
             check.take("helo_name", SmtpHost::parse(helo));
         }
         check.finish()?;
-        let (Some(name), Some(host), Some(port), Some(security)) = (name, host, port, security) else {
+        let (Some(name), Some(host), Some(port), Some(security)) = (name, host, port, security)
+        else {
             unreachable!("checked above")
         };
         Ok(ServerSettings {
@@ -107,8 +126,14 @@ impl ServerBody {
             host,
             port,
             security,
-            requires_auth: self.requires_auth.or(base.map(|b| b.requires_auth)).unwrap_or(false),
-            tls_verify: self.tls_verify.or(base.map(|b| b.tls_verify)).unwrap_or(true),
+            requires_auth: self
+                .requires_auth
+                .or(base.map(|b| b.requires_auth))
+                .unwrap_or(false),
+            tls_verify: self
+                .tls_verify
+                .or(base.map(|b| b.tls_verify))
+                .unwrap_or(true),
             tls_ca_pem,
             tls_server_name,
             helo_name,
@@ -124,7 +149,10 @@ async fn create(
 ) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let settings = body.settings(None)?;
-    Ok((StatusCode::CREATED, Json(state.store.create_server(tenant.id, settings).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_server(tenant.id, settings).await?),
+    ))
 }
 
 async fn list(
@@ -142,7 +170,12 @@ async fn show(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Json<SmtpServer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(state.store.server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?).await?))
+    Ok(Json(
+        state
+            .store
+            .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
+            .await?,
+    ))
 }
 
 async fn update(
@@ -155,7 +188,9 @@ async fn update(
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let current = state.store.server(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
-    Ok(Json(state.store.update_server(tenant.id, id, settings).await?))
+    Ok(Json(
+        state.store.update_server(tenant.id, id, settings).await?,
+    ))
 }
 
 async fn remove(
@@ -164,7 +199,10 @@ async fn remove(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    state.store.delete_server(tenant.id, path_id(&id, "SMTP server")?).await?;
+    state
+        .store
+        .delete_server(tenant.id, path_id(&id, "SMTP server")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -181,7 +219,9 @@ struct AccountBody {
 /// A secret must survive SMTP AUTH intact: no line breaks, no NUL (PLAIN's separator).
 fn secret(input: &str) -> Result<Secret, Invalid> {
     if input.is_empty() || input.len() > 8192 || input.contains(['\r', '\n', '\0']) {
-        return Err(Invalid::new("must be 1 to 8192 characters without CR, LF or NUL"));
+        return Err(Invalid::new(
+            "must be 1 to 8192 characters without CR, LF or NUL",
+        ));
     }
     Ok(Secret::new(input))
 }
@@ -198,11 +238,20 @@ async fn create_account(
     let mut check = Check::default();
     let username = body.username.trim().to_owned();
     if username.is_empty() || username.len() > 320 || username.contains(['\r', '\n', '\0']) {
-        check.fail("username", "must be 1 to 320 characters without CR, LF or NUL");
+        check.fail(
+            "username",
+            "must be 1 to 320 characters without CR, LF or NUL",
+        );
     }
-    let mechanism = check.take("mechanism", Mechanism::parse(body.mechanism.as_deref().unwrap_or("plain")));
+    let mechanism = check.take(
+        "mechanism",
+        Mechanism::parse(body.mechanism.as_deref().unwrap_or("plain")),
+    );
     if body.oauth2.is_some() {
-        check.fail("oauth2", "client-credential flows are not supported yet; give an access_token");
+        check.fail(
+            "oauth2",
+            "client-credential flows are not supported yet; give an access_token",
+        );
     }
     let secret = match mechanism {
         Some(Mechanism::Xoauth2) => {
@@ -226,8 +275,17 @@ async fn create_account(
     }
     let account_id = AccountId::new();
     let sealed_secret = secret.map(|s| state.sealer.seal(&s, &account_id.to_string()));
-    let account = NewAccount { id: account_id, server_id, username, mechanism, sealed_secret };
-    Ok((StatusCode::CREATED, Json(state.store.create_account(tenant.id, account).await?)))
+    let account = NewAccount {
+        id: account_id,
+        server_id,
+        username,
+        mechanism,
+        sealed_secret,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_account(tenant.id, account).await?),
+    ))
 }
 
 async fn list_accounts(
@@ -236,7 +294,12 @@ async fn list_accounts(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(state.store.list_accounts(tenant.id, path_id(&id, "SMTP server")?).await?))
+    Ok(Json(
+        state
+            .store
+            .list_accounts(tenant.id, path_id(&id, "SMTP server")?)
+            .await?,
+    ))
 }
 
 async fn show_account(
@@ -247,7 +310,11 @@ async fn show_account(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account = state
         .store
-        .account(tenant.id, path_id(&id, "SMTP server")?, path_id(&account, "SMTP account")?)
+        .account(
+            tenant.id,
+            path_id(&id, "SMTP server")?,
+            path_id(&account, "SMTP account")?,
+        )
         .await?;
     Ok(Json(account))
 }
@@ -260,7 +327,11 @@ async fn remove_account(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     state
         .store
-        .delete_account(tenant.id, path_id(&id, "SMTP server")?, path_id(&account, "SMTP account")?)
+        .delete_account(
+            tenant.id,
+            path_id(&id, "SMTP server")?,
+            path_id(&account, "SMTP account")?,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,8 +20,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}", get(get_tenant))
         .route("/v1/tenants/{tenant}/entitlements", put(set_entitlements))
         .route("/v1/tenants/{tenant}/tokens", post(create_token))
-        .route("/v1/tenants/{tenant}/properties", get(get_properties).put(set_properties))
-        .route("/v1/tenants/{tenant}/properties/refresh", post(refresh_properties))
+        .route(
+            "/v1/tenants/{tenant}/properties",
+            get(get_properties).put(set_properties),
+        )
+        .route(
+            "/v1/tenants/{tenant}/properties/refresh",
+            post(refresh_properties),
+        )
         .route("/v1/tenants/{tenant}/captured", get(captured))
 }
 
@@ -42,12 +48,17 @@ async fn create_tenant(
     let slug = check.take("slug", TenantSlug::parse(&body.slug));
     let name = check.take("name", name(&body.name));
     check.finish()?;
-    let (Some(slug), Some(name)) = (slug, name) else { unreachable!("checked above") };
+    let (Some(slug), Some(name)) = (slug, name) else {
+        unreachable!("checked above")
+    };
     let tenant = state.store.create_tenant(slug, name).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
-async fn list_tenants(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Tenant>>, ApiError> {
+async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Tenant>>, ApiError> {
     caller.operator()?;
     Ok(Json(state.store.list_tenants().await?))
 }
@@ -57,7 +68,11 @@ async fn get_tenant(
     caller: Caller,
     Path(slug): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(caller.tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender]).await?))
+    Ok(Json(
+        caller
+            .tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender])
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -74,7 +89,12 @@ async fn set_entitlements(
 ) -> Result<Json<Tenant>, ApiError> {
     caller.operator()?;
     let tenant = caller.tenant(&state, &slug, &[]).await?;
-    Ok(Json(state.store.set_entitlements(tenant.id, body.credential_storage).await?))
+    Ok(Json(
+        state
+            .store
+            .set_entitlements(tenant.id, body.credential_storage)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -101,13 +121,22 @@ async fn create_token(
         Ok(role) => Some(role),
     };
     check.finish()?;
-    let (Some(name), Some(role)) = (name, role) else { unreachable!("checked above") };
+    let (Some(name), Some(role)) = (name, role) else {
+        unreachable!("checked above")
+    };
     let secret = token::generate();
     let record = state
         .store
-        .create_token(NewToken { id: TokenId::new(), tenant_id: Some(tenant.id), name, role, hash: token::hash(&secret) })
+        .create_token(NewToken {
+            id: TokenId::new(),
+            tenant_id: Some(tenant.id),
+            name,
+            role,
+            hash: token::hash(&secret),
+        })
         .await?;
-    let mut answer = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut answer =
+        serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     // The only time the token itself is ever shown.
     answer["token"] = Value::String(secret);
     Ok((StatusCode::CREATED, Json(answer)))
@@ -160,7 +189,11 @@ async fn set_properties(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     let mut check = Check::default();
-    let provider = check.opt("notification_provider_id", body.notification_provider_id.as_deref(), str::parse::<ProviderId>);
+    let provider = check.opt(
+        "notification_provider_id",
+        body.notification_provider_id.as_deref(),
+        str::parse::<ProviderId>,
+    );
     check.finish()?;
     let tenant = state.store.set_active_provider(tenant.id, provider).await?;
     Ok(Json(properties(&state, &tenant).await?))
@@ -180,7 +213,9 @@ async fn captured(
     caller: Caller,
     Path(slug): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender]).await?;
+    let tenant = caller
+        .tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender])
+        .await?;
     let messages = state.store.list_captured(tenant.id, 100).await?;
     Ok(Json(json!({ "messages": messages })))
 }

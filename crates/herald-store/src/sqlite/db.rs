@@ -35,7 +35,9 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -49,7 +51,8 @@ impl Db {
     /// Opens (creating when needed) the database, applies migrations and starts the writer thread.
     pub(crate) fn open(path: &Path) -> Result<Db> {
         let mut conn = open(path, false).map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
         migrate(&mut conn)?;
         let (writer, jobs) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -73,7 +76,9 @@ impl Db {
     {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
-            let result = conn.map_err(Clone::clone).and_then(|conn| savepoint(conn, f));
+            let result = conn
+                .map_err(Clone::clone)
+                .and_then(|conn| savepoint(conn, f));
             Box::new(move |commit_error: Option<&StoreError>| {
                 let result = match commit_error {
                     Some(e) => Err(e.clone()),
@@ -159,7 +164,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction().map_err(unavailable)?;
         tx.execute_batch(sql).map_err(unavailable)?;
-        tx.pragma_update(None, "user_version", i + 1).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", i + 1)
+            .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         tracing::info!(migration = i + 1, "applied database migration");
     }

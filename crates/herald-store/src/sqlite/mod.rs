@@ -27,7 +27,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens or creates the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        Ok(SqliteStore { db: Db::open(path)? })
+        Ok(SqliteStore {
+            db: Db::open(path)?,
+        })
     }
 }
 
@@ -81,10 +83,18 @@ fn addresses_json(list: &[EmailAddress]) -> String {
         .expect("a list of strings serialises")
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, created_at";
+const TENANT_COLUMNS: &str =
+    "id, slug, name, credential_storage, notification_provider_id, created_at";
 
 fn tenant_row(row: &Row) -> rusqlite::Result<(String, String, String, bool, Option<String>, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
 }
 
 fn tenant(raw: (String, String, String, bool, Option<String>, i64)) -> Result<Tenant> {
@@ -116,19 +126,55 @@ const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, require
      tls_ca_pem, tls_server_name, helo_name, created_at, updated_at";
 
 type ServerRow = (
-    String, String, String, String, i64, String, bool, bool,
-    Option<String>, Option<String>, Option<String>, i64, i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    bool,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
 );
 
 fn server_row(r: &Row) -> rusqlite::Result<ServerRow> {
     Ok((
-        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
-        r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?,
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
     ))
 }
 
 fn server(raw: ServerRow) -> Result<SmtpServer> {
-    let (sid, tid, name, host, port, security, requires_auth, tls_verify, ca, sni, helo, created, updated) = raw;
+    let (
+        sid,
+        tid,
+        name,
+        host,
+        port,
+        security,
+        requires_auth,
+        tls_verify,
+        ca,
+        sni,
+        helo,
+        created,
+        updated,
+    ) = raw;
     Ok(SmtpServer {
         id: id(sid)?,
         tenant_id: id(tid)?,
@@ -161,12 +207,21 @@ fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> R
     server(raw)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, created_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, server_id, tenant_id, username, mechanism, sealed_secret, created_at";
 
 type AccountRow = (String, String, String, String, String, Option<String>, i64);
 
 fn account_row(r: &Row) -> rusqlite::Result<AccountRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 fn account(raw: AccountRow) -> Result<SmtpAccount> {
@@ -183,7 +238,12 @@ fn account(raw: AccountRow) -> Result<SmtpAccount> {
     })
 }
 
-fn load_account(conn: &Connection, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<SmtpAccount> {
+fn load_account(
+    conn: &Connection,
+    tenant_id: TenantId,
+    server_id: ServerId,
+    account_id: AccountId,
+) -> Result<SmtpAccount> {
     let raw = conn
         .query_row(
             &format!("SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE id = ?1 AND server_id = ?2 AND tenant_id = ?3"),
@@ -200,19 +260,40 @@ const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id,
      reply_to, fallback_recipient, sender_policy, created_at, updated_at";
 
 type ProviderRow = (
-    String, String, String, String, Option<String>, String, Option<String>,
-    Option<String>, Option<String>, String, i64, i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    i64,
 );
 
 fn provider_row(r: &Row) -> rusqlite::Result<ProviderRow> {
     Ok((
-        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
-        r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn provider(raw: ProviderRow) -> Result<Provider> {
-    let (pid, tid, name, sid, aid, from, from_name, reply_to, fallback, policy, created, updated) = raw;
+    let (pid, tid, name, sid, aid, from, from_name, reply_to, fallback, policy, created, updated) =
+        raw;
     Ok(Provider {
         id: id(pid)?,
         tenant_id: id(tid)?,
@@ -233,7 +314,11 @@ fn provider(raw: ProviderRow) -> Result<Provider> {
     })
 }
 
-fn load_provider(conn: &Connection, tenant_id: TenantId, provider_id: ProviderId) -> Result<Provider> {
+fn load_provider(
+    conn: &Connection,
+    tenant_id: TenantId,
+    provider_id: ProviderId,
+) -> Result<Provider> {
     let raw = conn
         .query_row(
             &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?1 AND tenant_id = ?2"),
@@ -247,7 +332,11 @@ fn load_provider(conn: &Connection, tenant_id: TenantId, provider_id: ProviderId
 }
 
 /// Checks that a provider's server and account exist for the tenant and fit together.
-fn check_provider_references(conn: &Connection, tenant_id: TenantId, settings: &ProviderSettings) -> Result<()> {
+fn check_provider_references(
+    conn: &Connection,
+    tenant_id: TenantId,
+    settings: &ProviderSettings,
+) -> Result<()> {
     let server = match load_server(conn, tenant_id, settings.smtp_server_id) {
         Err(StoreError::NotFound) => {
             return Err(StoreError::Invalid(
@@ -264,13 +353,19 @@ fn check_provider_references(conn: &Connection, tenant_id: TenantId, settings: &
             other => other.map(drop),
         },
         None if server.settings.requires_auth => Err(StoreError::Invalid(
-            Invalid::new("is required because the SMTP server requires authentication").at("account_id"),
+            Invalid::new("is required because the SMTP server requires authentication")
+                .at("account_id"),
         )),
         None => Ok(()),
     }
 }
 
-fn list<T>(conn: &Connection, query: &str, args: impl rusqlite::Params, map: impl Fn(&Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+fn list<T>(
+    conn: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+    map: impl Fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
     let mut stmt = conn.prepare_cached(query).map_err(sql)?;
     let rows = stmt.query_map(args, map).map_err(sql)?;
     rows.collect::<rusqlite::Result<Vec<T>>>().map_err(sql)
@@ -301,28 +396,62 @@ fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>>
         [recipient],
         |r| {
             Ok((
-                r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, Option<u16>>(5)?,
-                r.get::<_, Option<String>>(6)?, r.get::<_, String>(7)?, r.get::<_, i64>(8)?,
-                r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?,
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<u16>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
                 r.get::<_, Option<String>>(11)?,
             ))
         },
     )?;
     rows.into_iter()
-        .map(|(at, node, server, outcome, step, code, enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher)| {
-            Ok(AttemptRecord {
-                at, node, server, outcome: status(&outcome)?, step, code, enhanced_code,
-                response, duration_ms, remote_addr, tls_version, tls_cipher,
-            })
-        })
+        .map(
+            |(
+                at,
+                node,
+                server,
+                outcome,
+                step,
+                code,
+                enhanced_code,
+                response,
+                duration_ms,
+                remote_addr,
+                tls_version,
+                tls_cipher,
+            )| {
+                Ok(AttemptRecord {
+                    at,
+                    node,
+                    server,
+                    outcome: status(&outcome)?,
+                    step,
+                    code,
+                    enhanced_code,
+                    response,
+                    duration_ms,
+                    remote_addr,
+                    tls_version,
+                    tls_cipher,
+                })
+            },
+        )
         .collect()
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.db.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql)).await
+        self.db
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
+            .await
     }
 
     async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
@@ -344,7 +473,11 @@ impl Store for SqliteStore {
         self.db
             .read(move |c| {
                 let raw = c
-                    .query_row(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"), [slug], tenant_row)
+                    .query_row(
+                        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
+                        [slug],
+                        tenant_row,
+                    )
                     .optional()
                     .map_err(sql)?
                     .ok_or(StoreError::NotFound)?;
@@ -356,15 +489,24 @@ impl Store for SqliteStore {
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         self.db
             .read(|c| {
-                list(c, &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at"), [], tenant_row)?
-                    .into_iter()
-                    .map(tenant)
-                    .collect()
+                list(
+                    c,
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at"),
+                    [],
+                    tenant_row,
+                )?
+                .into_iter()
+                .map(tenant)
+                .collect()
             })
             .await
     }
 
-    async fn set_entitlements(&self, tenant_id: TenantId, credential_storage: bool) -> Result<Tenant> {
+    async fn set_entitlements(
+        &self,
+        tenant_id: TenantId,
+        credential_storage: bool,
+    ) -> Result<Tenant> {
         self.db
             .write(move |c| {
                 c.execute(
@@ -377,15 +519,21 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn set_active_provider(&self, tenant_id: TenantId, provider_id: Option<ProviderId>) -> Result<Tenant> {
+    async fn set_active_provider(
+        &self,
+        tenant_id: TenantId,
+        provider_id: Option<ProviderId>,
+    ) -> Result<Tenant> {
         self.db
             .write(move |c| {
                 if let Some(pid) = provider_id {
                     match load_provider(c, tenant_id, pid) {
                         Err(StoreError::NotFound) => {
                             return Err(StoreError::Invalid(
-                                Invalid::new("must name a notification provider of this tenant, or be null")
-                                    .at("notification_provider_id"),
+                                Invalid::new(
+                                    "must name a notification provider of this tenant, or be null",
+                                )
+                                .at("notification_provider_id"),
                             ));
                         }
                         other => other?,
@@ -465,9 +613,12 @@ impl Store for SqliteStore {
             let token_id = record.id.to_string();
             self.db
                 .write(move |c| {
-                    c.execute("UPDATE tokens SET last_used_at = ?1 WHERE id = ?2", params![now, token_id])
-                        .map_err(sql)
-                        .map(drop)
+                    c.execute(
+                        "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2",
+                        params![now, token_id],
+                    )
+                    .map_err(sql)
+                    .map(drop)
                 })
                 .await?;
         }
@@ -477,8 +628,12 @@ impl Store for SqliteStore {
     async fn operator_token_exists(&self) -> Result<bool> {
         self.db
             .read(|c| {
-                c.query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator')", [], |r| r.get(0))
-                    .map_err(sql)
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql)
             })
             .await
     }
@@ -505,7 +660,9 @@ impl Store for SqliteStore {
     }
 
     async fn server(&self, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
-        self.db.read(move |c| load_server(c, tenant_id, server_id)).await
+        self.db
+            .read(move |c| load_server(c, tenant_id, server_id))
+            .await
     }
 
     async fn list_servers(&self, tenant_id: TenantId) -> Result<Vec<SmtpServer>> {
@@ -524,7 +681,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn update_server(&self, tenant_id: TenantId, server_id: ServerId, s: ServerSettings) -> Result<SmtpServer> {
+    async fn update_server(
+        &self,
+        tenant_id: TenantId,
+        server_id: ServerId,
+        s: ServerSettings,
+    ) -> Result<SmtpServer> {
         self.db
             .write(move |c| {
                 let old = load_server(c, tenant_id, server_id)?.settings;
@@ -557,13 +719,23 @@ impl Store for SqliteStore {
             .write(move |c| {
                 load_server(c, tenant_id, server_id)?;
                 let user: Option<String> = c
-                    .query_row("SELECT name FROM providers WHERE smtp_server_id = ?1 LIMIT 1", [server_id.to_string()], |r| r.get(0))
+                    .query_row(
+                        "SELECT name FROM providers WHERE smtp_server_id = ?1 LIMIT 1",
+                        [server_id.to_string()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(sql)?;
                 if let Some(name) = user {
-                    return Err(StoreError::Conflict(format!("the SMTP server is used by the provider {name:?}")));
+                    return Err(StoreError::Conflict(format!(
+                        "the SMTP server is used by the provider {name:?}"
+                    )));
                 }
-                c.execute("DELETE FROM smtp_servers WHERE id = ?1", [server_id.to_string()]).map_err(sql)?;
+                c.execute(
+                    "DELETE FROM smtp_servers WHERE id = ?1",
+                    [server_id.to_string()],
+                )
+                .map_err(sql)?;
                 Ok(())
             })
             .await
@@ -587,11 +759,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn account(&self, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<SmtpAccount> {
-        self.db.read(move |c| load_account(c, tenant_id, server_id, account_id)).await
+    async fn account(
+        &self,
+        tenant_id: TenantId,
+        server_id: ServerId,
+        account_id: AccountId,
+    ) -> Result<SmtpAccount> {
+        self.db
+            .read(move |c| load_account(c, tenant_id, server_id, account_id))
+            .await
     }
 
-    async fn list_accounts(&self, tenant_id: TenantId, server_id: ServerId) -> Result<Vec<SmtpAccount>> {
+    async fn list_accounts(
+        &self,
+        tenant_id: TenantId,
+        server_id: ServerId,
+    ) -> Result<Vec<SmtpAccount>> {
         self.db
             .read(move |c| {
                 load_server(c, tenant_id, server_id)?;
@@ -608,18 +791,33 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_account(&self, tenant_id: TenantId, server_id: ServerId, account_id: AccountId) -> Result<()> {
+    async fn delete_account(
+        &self,
+        tenant_id: TenantId,
+        server_id: ServerId,
+        account_id: AccountId,
+    ) -> Result<()> {
         self.db
             .write(move |c| {
                 load_account(c, tenant_id, server_id, account_id)?;
                 let user: Option<String> = c
-                    .query_row("SELECT name FROM providers WHERE account_id = ?1 LIMIT 1", [account_id.to_string()], |r| r.get(0))
+                    .query_row(
+                        "SELECT name FROM providers WHERE account_id = ?1 LIMIT 1",
+                        [account_id.to_string()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(sql)?;
                 if let Some(name) = user {
-                    return Err(StoreError::Conflict(format!("the account is used by the provider {name:?}")));
+                    return Err(StoreError::Conflict(format!(
+                        "the account is used by the provider {name:?}"
+                    )));
                 }
-                c.execute("DELETE FROM smtp_accounts WHERE id = ?1", [account_id.to_string()]).map_err(sql)?;
+                c.execute(
+                    "DELETE FROM smtp_accounts WHERE id = ?1",
+                    [account_id.to_string()],
+                )
+                .map_err(sql)?;
                 Ok(())
             })
             .await
@@ -648,7 +846,9 @@ impl Store for SqliteStore {
     }
 
     async fn provider(&self, tenant_id: TenantId, provider_id: ProviderId) -> Result<Provider> {
-        self.db.read(move |c| load_provider(c, tenant_id, provider_id)).await
+        self.db
+            .read(move |c| load_provider(c, tenant_id, provider_id))
+            .await
     }
 
     async fn list_providers(&self, tenant_id: TenantId) -> Result<Vec<Provider>> {
@@ -667,7 +867,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn update_provider(&self, tenant_id: TenantId, provider_id: ProviderId, s: ProviderSettings) -> Result<Provider> {
+    async fn update_provider(
+        &self,
+        tenant_id: TenantId,
+        provider_id: ProviderId,
+        s: ProviderSettings,
+    ) -> Result<Provider> {
         self.db
             .write(move |c| {
                 load_provider(c, tenant_id, provider_id)?;
@@ -718,7 +923,11 @@ impl Store for SqliteStore {
                     .account_id
                     .map(|a| load_account(c, tenant_id, server.id, a))
                     .transpose()?;
-                Ok(Some(ProviderConfig { provider, server, account }))
+                Ok(Some(ProviderConfig {
+                    provider,
+                    server,
+                    account,
+                }))
             })
             .await
     }
@@ -827,12 +1036,27 @@ impl Store for SqliteStore {
                      JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
                      GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?2",
                     params![tenant_id.to_string(), limit],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
                 )?;
                 rows.into_iter()
                     .map(|(mid, subject, created_at, statuses)| {
-                        let statuses = statuses.split(',').map(status).collect::<Result<Vec<_>>>()?;
-                        Ok(MessageSummary { id: id(mid)?, status: message_status(statuses), subject, created_at })
+                        let statuses = statuses
+                            .split(',')
+                            .map(status)
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(MessageSummary {
+                            id: id(mid)?,
+                            status: message_status(statuses),
+                            subject,
+                            created_at,
+                        })
                     })
                     .collect()
             })
@@ -917,7 +1141,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn complete(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Result<Vec<bool>> {
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>> {
         self.db
             .write(move |c| {
                 let mut update = c
@@ -1013,7 +1241,15 @@ impl Store for SqliteStore {
                     "SELECT message_id, at, envelope_from, recipients, content FROM captured \
                      WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
                     params![tenant_id.to_string(), limit],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Vec<u8>>(4)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    },
                 )?;
                 rows.into_iter()
                     .map(|(mid, at, from, rcpts, content)| {

@@ -1,0 +1,269 @@
+//! End-to-end delivery: configuration over HTTP, messages over SMTP into the test server,
+//! and what the attempts record when the server defers, refuses or drops the connection.
+
+use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn delivers_three_messages_through_the_tenants_provider() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let id = app
+            .submit(&acme, json!({"to": [format!("user{i}@acme.example")], "subject": format!("Alert {i}"), "text": "disk full"}))
+            .await;
+        ids.push(id);
+    }
+
+    let received = smtp.wait_for_messages(3, DEADLINE).await;
+    assert_eq!(received.len(), 3);
+    for i in 1..=3 {
+        let to = format!("user{i}@acme.example");
+        let m = received
+            .iter()
+            .find(|m| m.rcpt_to == vec![to.clone()])
+            .unwrap_or_else(|| panic!("no message for {to}"));
+        assert_eq!(m.mail_from, "alerts@acme.example");
+        assert_eq!(
+            m.header("Subject").as_deref(),
+            Some(format!("Alert {i}").as_str())
+        );
+        assert_eq!(
+            m.header("From").as_deref(),
+            Some("\"Acme Alerts\" <alerts@acme.example>")
+        );
+        assert_eq!(m.header("To").as_deref(), Some(format!("<{to}>").as_str()));
+    }
+    for id in &ids {
+        let message = app.wait_for_status(&acme, id, "sent").await;
+        let attempt = &message["recipients"][0]["attempts"][0];
+        assert_eq!(attempt["code"], 250, "{message}");
+        assert_eq!(attempt["outcome"], "sent");
+        assert_eq!(attempt["server"], format!("127.0.0.1:{}", smtp.port()));
+        assert!(
+            attempt["response"].as_str().unwrap().starts_with("250"),
+            "{attempt}"
+        );
+    }
+    // Nothing beyond the three was sent.
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+#[tokio::test]
+async fn a_message_without_recipient_goes_to_the_fallback_recipient() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(&acme, json!({"subject": "No recipient", "text": "x"}))
+        .await;
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(received[0].rcpt_to, vec!["ops@acme.example".to_owned()]);
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert_eq!(message["used_fallback"], true);
+    assert_eq!(message["recipients"][0]["address"], "ops@acme.example");
+}
+
+#[tokio::test]
+async fn without_a_provider_mail_lands_in_the_capture_mailbox() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+
+    let id = app
+        .submit(&acme, json!({"subject": "Hello", "text": "first message"}))
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert_eq!(message["used_fallback"], true);
+    assert_eq!(
+        message["recipients"][0]["address"],
+        "fallback@herald.localhost"
+    );
+    assert_eq!(message["recipients"][0]["attempts"][0]["server"], "capture");
+
+    let (_, captured) = app.get("/v1/tenants/acme/captured", &acme.sender).await;
+    let first = &captured["messages"][0];
+    assert_eq!(first["message_id"], id.as_str());
+    assert_eq!(first["recipients"], json!(["fallback@herald.localhost"]));
+    assert!(
+        first["content"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: Hello"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn a_451_defers_and_a_later_attempt_sends() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(
+        Rule::new(
+            Command::Rcpt,
+            Action::Reply(451, "4.3.0 mailbox busy, try later".into()),
+        )
+        .times(1),
+    );
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "Retry me", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{message}");
+    assert_eq!(attempts[0]["outcome"], "deferred");
+    assert_eq!(attempts[0]["code"], 451);
+    assert_eq!(attempts[0]["enhanced_code"], "4.3.0");
+    assert_eq!(attempts[0]["step"], "rcpt");
+    assert_eq!(attempts[0]["response"], "451 4.3.0 mailbox busy, try later");
+    assert_eq!(attempts[1]["outcome"], "sent");
+    assert_eq!(attempts[1]["code"], 250);
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_550_fails_one_recipient_with_the_servers_words_and_not_the_others() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(
+        Rule::new(
+            Command::Rcpt,
+            Action::Reply(550, "5.1.1 <gone@acme.example>: user unknown".into()),
+        )
+        .matching("gone@"),
+    );
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(&acme, json!({"to": ["gone@acme.example", "here@acme.example"], "subject": "Two", "text": "x"}))
+        .await;
+    let message = app.wait_for_status(&acme, &id, "failed").await;
+    let recipients = message["recipients"].as_array().unwrap();
+    let gone = recipients
+        .iter()
+        .find(|r| r["address"] == "gone@acme.example")
+        .unwrap();
+    let here = recipients
+        .iter()
+        .find(|r| r["address"] == "here@acme.example")
+        .unwrap();
+    assert_eq!(gone["status"], "failed");
+    assert_eq!(gone["attempts"][0]["code"], 550);
+    assert_eq!(gone["attempts"][0]["enhanced_code"], "5.1.1");
+    assert_eq!(
+        gone["attempts"][0]["response"],
+        "550 5.1.1 <gone@acme.example>: user unknown"
+    );
+    assert_eq!(
+        gone["attempts"].as_array().unwrap().len(),
+        1,
+        "a 5xx is not retried"
+    );
+    assert_eq!(here["status"], "sent");
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(received[0].rcpt_to, vec!["here@acme.example".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_data_is_retried() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(Rule::new(Command::Data, Action::DropMidData).times(1));
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "Dropped", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{message}");
+    assert_eq!(attempts[0]["outcome"], "deferred");
+    assert_eq!(attempts[0]["step"], "data");
+    assert!(attempts[0]["code"].is_null());
+    assert!(
+        attempts[0]["response"].as_str().unwrap().contains("closed"),
+        "{}",
+        attempts[0]
+    );
+    assert_eq!(attempts[1]["outcome"], "sent");
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_421_greeting_defers_with_the_step_named() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(
+        Rule::new(
+            Command::Connect,
+            Action::Reply(421, "4.3.2 service not available".into()),
+        )
+        .times(1),
+    );
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "Greeting", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let first = &message["recipients"][0]["attempts"][0];
+    assert_eq!(first["outcome"], "deferred");
+    assert_eq!(first["step"], "greeting");
+    assert_eq!(first["code"], 421);
+    assert_eq!(first["enhanced_code"], "4.3.2");
+}
+
+#[tokio::test]
+async fn bodies_reach_the_server_as_crlf_text_dot_stuffed() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let text = "line one\nbare cr\rhere\n.\nafter a lone dot\n.\r\nand\r\n.\r\n end";
+    app.submit(
+        &acme,
+        json!({"to": ["a@acme.example"], "subject": "Dots", "text": text}),
+    )
+    .await;
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    let raw = &received[0].raw_data;
+    // No bare CR or LF on the wire.
+    for (i, b) in raw.iter().enumerate() {
+        if *b == b'\n' {
+            assert_eq!(raw.get(i.wrapping_sub(1)), Some(&b'\r'), "bare LF at {i}");
+        }
+        if *b == b'\r' {
+            assert_eq!(raw.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+        }
+    }
+    let body = String::from_utf8(received[0].body()).unwrap();
+    assert_eq!(
+        body.trim_end(),
+        "line one\r\nbare cr\r\nhere\r\n.\r\nafter a lone dot\r\n.\r\nand\r\n.\r\n end"
+    );
+    // Every dot line was stuffed on the wire.
+    assert!(String::from_utf8_lossy(raw).contains("\r\n..\r\nafter a lone dot"));
+}

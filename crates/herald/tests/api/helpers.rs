@@ -1,0 +1,241 @@
+//! `spawn_app()` and typed helpers for talking to a running node like a client would.
+
+use std::future::Future;
+use std::time::Duration;
+
+use herald::config::{ServeArgs, Settings};
+use herald::node::{Node, start};
+use herald_core::Secret;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The operator token every test node accepts.
+pub const OPERATOR: &str = "hrld_test_operator_token";
+
+/// How long any test waits for a condition before failing.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A node running in this process, with its own data directory.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub node: Option<Node>,
+    pub dir: TempDir,
+}
+
+/// A tenant created for a test, with an admin and a sender token.
+pub struct TestTenant {
+    pub slug: String,
+    pub admin: String,
+    pub sender: String,
+}
+
+/// Settings for a test node: port 0, fast retries and polls.
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let args = ServeArgs {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.path().to_owned()),
+        node_name: Some("test-node".into()),
+        retry_base: Some("200ms".into()),
+        retry_max: Some("1s".into()),
+        poll_interval: Some("200ms".into()),
+        smtp_timeout: Some("5s".into()),
+        ..ServeArgs::default()
+    };
+    let mut settings = args.resolve().expect("test settings are valid");
+    settings.bootstrap_token = Some(Secret::new(OPERATOR));
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut settings = test_settings(&dir);
+    adjust(&mut settings);
+    let node = start(settings).await.expect("the node starts");
+    TestApp {
+        base: format!("http://{}", node.http_addr),
+        client: reqwest::Client::new(),
+        node: Some(node),
+        dir,
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl TestApp {
+    /// Sends a request with a token and an optional JSON body; returns status and parsed body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the request reaches the node");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends a raw body with a content type.
+    pub async fn call_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the request reaches the node");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Creates a tenant with an admin and a sender token.
+    pub async fn tenant(&self, slug: &str) -> TestTenant {
+        let (status, body) = self
+            .post("/v1/tenants", OPERATOR, json!({"slug": slug, "name": slug}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let token = |role: &'static str| async move {
+            let (status, body) = self
+                .post(
+                    &format!("/v1/tenants/{slug}/tokens"),
+                    OPERATOR,
+                    json!({"name": role, "role": role}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["token"].as_str().unwrap().to_owned()
+        };
+        TestTenant {
+            slug: slug.into(),
+            admin: token("tenant_admin").await,
+            sender: token("sender").await,
+        }
+    }
+
+    /// Points the tenant at an SMTP server on 127.0.0.1:`port` without TLS, through a new active provider.
+    pub async fn use_smtp_server(&self, tenant: &TestTenant, port: u16) -> String {
+        let slug = &tenant.slug;
+        let (status, server) = self
+            .post(
+                &format!("/v1/tenants/{slug}/smtp-servers"),
+                &tenant.admin,
+                json!({"name": "test", "host": "127.0.0.1", "port": port, "security": "none"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{server}");
+        let (status, provider) = self
+            .post(
+                &format!("/v1/tenants/{slug}/providers"),
+                &tenant.admin,
+                json!({
+                    "name": "corporate", "smtp_server_id": server["id"],
+                    "from_address": "alerts@acme.example", "from_name": "Acme Alerts",
+                    "fallback_recipient": "ops@acme.example"
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{provider}");
+        let (status, props) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/{slug}/properties"),
+                Some(&tenant.admin),
+                Some(json!({"notification_provider_id": provider["id"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{props}");
+        provider["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits a message and returns its id.
+    pub async fn submit(&self, tenant: &TestTenant, message: Value) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/{}/messages", tenant.slug),
+                &tenant.sender,
+                message,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn message(&self, tenant: &TestTenant, id: &str) -> Value {
+        let (status, body) = self
+            .get(
+                &format!("/v1/tenants/{}/messages/{id}", tenant.slug),
+                &tenant.sender,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until the message reaches `status` and returns it.
+    pub async fn wait_for_status(&self, tenant: &TestTenant, id: &str, status: &str) -> Value {
+        eventually(&format!("message {id} to be {status}"), || async {
+            let message = self.message(tenant, id).await;
+            (message["status"] == status).then_some(message)
+        })
+        .await
+    }
+
+    /// Counts messages stored for a tenant.
+    pub async fn message_count(&self, tenant: &TestTenant) -> usize {
+        let (status, body) = self
+            .get(
+                &format!("/v1/tenants/{}/messages?limit=500", tenant.slug),
+                &tenant.sender,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array().unwrap().len()
+    }
+}

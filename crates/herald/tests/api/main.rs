@@ -1,0 +1,8 @@
+//! Integration tests: the whole node on port 0 with its own database, driven over HTTP,
+//! delivering to the project's test SMTP server.
+
+mod helpers;
+
+mod crash;
+mod delivery;
+mod validation;
