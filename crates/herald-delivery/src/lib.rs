@@ -1,12 +1,17 @@
 //! Delivery: resolving a tenant's effective provider, rendering messages, and the
 //! worker loop that claims due recipients, sends them and records every attempt.
 
+mod oauth;
+mod pool;
 mod render;
 mod retry;
 mod route;
 mod worker;
 
+pub use pool::PoolLimits;
 pub use render::render;
 pub use retry::RetryPolicy;
-pub use route::{DefaultProvider, ResolveError, Route, Transport, fallback_recipient, resolve};
+pub use route::{
+    DefaultProvider, Login, ResolveError, Route, Transport, fallback_recipient, resolve,
+};
 pub use worker::{Worker, WorkerConfig};

@@ -1,18 +1,41 @@
 //! Which provider a tenant's mail goes through now, resolved into everything a send needs.
 
-use herald_core::{EmailAddress, ProviderId, Sealer, TenantId};
+use std::time::Duration;
+
+use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, TenantId};
 use herald_smtp::{Credentials, Target, Timeouts, TlsSettings};
-use herald_store::{ProviderConfig, Store, StoreError};
+use herald_store::{OAuth2Client, ProviderConfig, Store, StoreError};
+
+use crate::pool::PoolLimits;
+
+/// How a route logs in to its server.
+#[derive(Clone, Debug)]
+pub enum Login {
+    /// No AUTH: the server trusts the sender's address (a relay or a connector).
+    None,
+    /// A stored password, or a stored XOAUTH2 access token.
+    Stored(Credentials),
+    /// XOAUTH2 with a token obtained from OAuth2 client credentials.
+    OAuth2 {
+        account: AccountId,
+        username: String,
+        client: OAuth2Client,
+        client_secret: Secret,
+    },
+}
 
 /// How a route delivers.
 #[derive(Clone, Debug)]
 pub enum Transport {
     /// The built-in capture mailbox: stored and readable through the API, sent nowhere.
     Capture,
-    /// An SMTP server, with the account's login when it needs one.
+    /// An SMTP server.
     Smtp {
-        target: Target,
-        credentials: Option<Credentials>,
+        target: Box<Target>,
+        login: Login,
+        limits: PoolLimits,
+        /// Names the pool: routes with the same key share connections.
+        pool_key: String,
     },
 }
 
@@ -49,6 +72,19 @@ pub struct DefaultProvider {
 }
 
 impl DefaultProvider {
+    /// The default provider as an operator's relay.
+    pub fn relay(target: Target, credentials: Option<Credentials>) -> Transport {
+        Transport::Smtp {
+            target: Box::new(target),
+            login: credentials.map_or(Login::None, Login::Stored),
+            limits: PoolLimits {
+                max_connections: 16,
+                ..PoolLimits::default()
+            },
+            pool_key: "system-default".into(),
+        }
+    }
+
     fn route(&self) -> Route {
         Route {
             transport: self.transport.clone(),
@@ -86,25 +122,64 @@ pub async fn resolve(
         server,
         account,
     } = config;
-    let credentials = match account {
-        Some(account) => {
-            let sealed = account.sealed_secret.as_deref().ok_or_else(|| {
-                ResolveError::Secret(
-                    "no secret is stored (it is cleared when the server's host, port or security changes)".into(),
-                )
-            })?;
-            let secret = sealer
-                .open(sealed, &account.id.to_string())
-                .map_err(|e| ResolveError::Secret(e.to_string()))?;
-            Some(Credentials {
-                mechanism: account.mechanism,
-                username: account.username,
-                secret,
-            })
-        }
-        None => None,
-    };
     let s = server.settings;
+    let login = match &account {
+        None => Login::None,
+        Some(account) => match &account.sealed_secret {
+            None if s.requires_auth => {
+                return Err(ResolveError::Secret(
+                    "no secret is stored (it is cleared when the server's host, port or security changes)".into(),
+                ));
+            }
+            None => Login::None,
+            Some(sealed) => {
+                let secret = sealer
+                    .open(sealed, &account.id.to_string())
+                    .map_err(|e| ResolveError::Secret(e.to_string()))?;
+                match &account.oauth2 {
+                    Some(client) => Login::OAuth2 {
+                        account: account.id,
+                        username: account.username.clone(),
+                        client: client.clone(),
+                        client_secret: secret,
+                    },
+                    None => Login::Stored(Credentials {
+                        mechanism: account.mechanism,
+                        username: account.username.clone(),
+                        secret,
+                    }),
+                }
+            }
+        },
+    };
+    let timeouts = match s.command_timeout_secs {
+        Some(secs) => {
+            let command = Duration::from_secs(secs.into());
+            Timeouts {
+                connect: command.min(timeouts.connect),
+                command,
+                data: command * 3,
+            }
+        }
+        None => timeouts,
+    };
+    let limits = PoolLimits {
+        max_connections: s.max_connections,
+        max_messages_per_connection: s.max_messages_per_connection,
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs.into()),
+        rate_per_minute: s.rate_limit_per_minute,
+    };
+    // A changed server entry (updated_at) or another account gets a new pool,
+    // so no connection opened under old settings is reused.
+    let pool_key = format!(
+        "{}@{}/{}",
+        server.id,
+        server.updated_at,
+        account
+            .as_ref()
+            .map(|a| a.id.to_string())
+            .unwrap_or_default()
+    );
     let target = Target {
         helo_name: s
             .helo_name
@@ -121,8 +196,10 @@ pub async fn resolve(
     };
     Ok(Route {
         transport: Transport::Smtp {
-            target,
-            credentials,
+            target: Box::new(target),
+            login,
+            limits,
+            pool_key,
         },
         from: provider.settings.from_address,
         from_name: provider.settings.from_name.map(|n| n.as_ref().to_owned()),

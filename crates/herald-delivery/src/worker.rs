@@ -2,19 +2,31 @@
 //! message through its tenant's route, and record every attempt, fenced by the lease.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herald_core::{MessageId, RecipientStatus, Sealer};
-use herald_smtp::{Connection, Envelope, Reply, SmtpError, Timeouts, wire};
+use herald_core::Mechanism;
+use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
+use herald_smtp::{
+    Connection, Credentials, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
+    Transaction, wire,
+};
 use herald_store::{
     AttemptRecord, ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store,
 };
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
 
-use crate::{DefaultProvider, RetryPolicy, Route, Transport, render, resolve};
+use crate::oauth::TokenCache;
+use crate::pool::{Lease, Pools};
+use crate::{DefaultProvider, Login, RetryPolicy, Route, Transport, render, resolve};
+
+/// A send is not started when less than this is left of its lease (or a
+/// quarter of the lease, when that is shorter): its outcome could be refused
+/// after the server accepted it, and the mail sent twice.
+const LEASE_MARGIN_MS: i64 = 2_000;
 
 /// How a node's worker behaves.
 #[derive(Clone, Debug)]
@@ -52,6 +64,8 @@ pub struct Worker {
     default: Arc<DefaultProvider>,
     config: Arc<WorkerConfig>,
     wake: Arc<Notify>,
+    pools: Arc<Pools>,
+    tokens: Arc<TokenCache>,
 }
 
 fn now_ms() -> i64 {
@@ -59,6 +73,37 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Why a send did not produce a transaction.
+enum SendError {
+    Smtp(SmtpError),
+    /// The OAuth2 token endpoint did not give a token.
+    OAuth2(String),
+    /// The lease ran out while the message waited for the rate limit: nothing was sent.
+    LeaseLost,
+    /// Every connection of the route is in use: nothing was sent.
+    Busy,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Smtp(e) => e.fmt(f),
+            SendError::OAuth2(e) => write!(f, "auth: {e}"),
+            SendError::LeaseLost => {
+                f.write_str("the lease ran out before the rate limit allowed the message")
+            }
+            SendError::Busy => f.write_str("every connection to the server is in use"),
+        }
+    }
+}
+
+/// A completed transaction and where it ran.
+struct Sent {
+    tx: Transaction,
+    remote: String,
+    tls: Option<herald_smtp::TlsInfo>,
 }
 
 impl Worker {
@@ -74,6 +119,8 @@ impl Worker {
             default,
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
+            pools: Arc::new(Pools::default()),
+            tokens: Arc::new(TokenCache::default()),
         }
     }
 
@@ -84,11 +131,12 @@ impl Worker {
 
     /// Runs until `shutdown` turns true, then finishes the messages in flight.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let mut in_flight = JoinSet::new();
         while !*shutdown.borrow() {
             while in_flight.try_join_next().is_some() {}
-            let free = permits.available_permits();
+            self.pools.sweep();
+            let free = self.config.concurrency.saturating_sub(in_flight.len());
+            let busy = self.pools.saturated_tenants();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -97,6 +145,7 @@ impl Worker {
                     now: now_ms(),
                     lease_ms: self.config.lease.as_millis() as i64,
                     limit: free as u32,
+                    exclude_tenants: busy.clone(),
                 };
                 self.store.claim(request).await.unwrap_or_else(|error| {
                     warn!(%error, "could not claim due mail");
@@ -104,37 +153,25 @@ impl Worker {
                 })
             };
             if claimed.is_empty() {
-                if free == 0 {
-                    // Every permit is busy: wait for a message to finish.
-                    tokio::select! {
-                        _ = in_flight.join_next() => {}
-                        _ = shutdown.changed() => {}
-                    }
+                let pause = if free == 0 {
+                    self.config.poll
                 } else {
-                    let pause = self.pause().await;
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.changed() => {}
-                    }
+                    self.pause(&busy).await
+                };
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
                 continue;
             }
             for (message, recipients) in group_by_message(claimed) {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
                 let worker = self.clone();
                 let span =
                     info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
                 in_flight.spawn(
-                    async move {
-                        worker.deliver(message, recipients).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
+                    async move { worker.deliver(message, recipients).await }.instrument(span),
                 );
             }
         }
@@ -143,8 +180,8 @@ impl Worker {
     }
 
     /// How long to wait when nothing is due: until the next due recipient, at most the poll interval.
-    async fn pause(&self) -> Duration {
-        match self.store.next_due().await {
+    async fn pause(&self, busy: &[TenantId]) -> Duration {
+        match self.store.next_due(busy).await {
             Ok(Some(due)) => {
                 let until = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
                 until.min(self.config.poll).max(Duration::from_millis(10))
@@ -180,7 +217,6 @@ impl Worker {
                     &started,
                     "provider",
                     None,
-                    None,
                     format!("the provider cannot be used: {error}"),
                 );
                 let outcomes = recipients
@@ -194,53 +230,137 @@ impl Worker {
         let content = render(&contents, &route);
         let (outcomes, captures) = match &route.transport {
             Transport::Capture => self.capture(&route, &contents, &recipients, content, &started),
-            Transport::Smtp {
-                target,
-                credentials,
-            } => {
+            Transport::Smtp { .. } => {
                 let envelope = Envelope {
                     from: route.from.clone(),
                     to: recipients.iter().map(|r| r.address.clone()).collect(),
                 };
                 let data = wire::dot_stuffed(&content);
-                let result = async {
-                    let mut conn = Connection::open(target, credentials.as_ref()).await?;
-                    let tx = conn.send(&envelope, &data).await;
-                    let details = (conn.remote(), conn.tls().cloned());
-                    conn.quit().await;
-                    tx.map(|tx| (tx, details))
-                }
-                .await;
-                let outcomes = match result {
-                    Ok((tx, (remote, tls))) => recipients
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            let reply = tx.outcome_for(i);
-                            let step = if !tx.mail.is_positive() {
-                                "mail"
-                            } else if tx.rcpt.get(i).is_some_and(|rr| !rr.is_positive()) {
-                                "rcpt"
-                            } else {
-                                "data"
-                            };
-                            let mut attempt =
-                                self.attempt(&started, step, Some(reply), None, reply.text.clone());
-                            attempt.server = route.server_label();
-                            attempt.remote_addr = Some(remote.to_string());
-                            attempt.tls_version = tls.as_ref().map(|t| t.version.clone());
-                            attempt.tls_cipher = tls.as_ref().map(|t| t.cipher.clone());
-                            self.classify(r, &contents, attempt, reply)
-                        })
-                        .collect(),
-                    Err(error) => {
-                        self.smtp_failed(&route, &contents, &recipients, &error, &started)
+                let lease_until = recipients
+                    .iter()
+                    .map(|r| r.lease_until)
+                    .min()
+                    .unwrap_or_default();
+                match self
+                    .send(&route, tenant, &envelope, &data, lease_until)
+                    .await
+                {
+                    Ok(sent) => (
+                        self.classify_all(&route, &contents, &recipients, &sent, &started),
+                        Vec::new(),
+                    ),
+                    Err(SendError::Busy | SendError::LeaseLost) => {
+                        // Nothing was sent: give the recipients back without an attempt.
+                        let leases = recipients
+                            .iter()
+                            .map(|r| (r.recipient, r.lease_token))
+                            .collect();
+                        if let Err(error) = self.store.release(leases).await {
+                            warn!(%error, "could not give recipients back; their leases will expire");
+                        }
+                        return;
                     }
-                };
-                (outcomes, Vec::new())
+                    Err(error) => (
+                        self.failed_all(&route, &contents, &recipients, &error, &started),
+                        Vec::new(),
+                    ),
+                }
             }
         };
         self.record(outcomes, captures).await;
+    }
+
+    /// Sends over the route's pool: take a connection slot (and wait for the
+    /// rate limit), then reuse an idle connection or open one.
+    async fn send(
+        &self,
+        route: &Route,
+        tenant: TenantId,
+        envelope: &Envelope,
+        data: &[u8],
+        lease_until: i64,
+    ) -> Result<Sent, SendError> {
+        let Transport::Smtp {
+            target,
+            login,
+            limits,
+            pool_key,
+        } = &route.transport
+        else {
+            unreachable!("send is only called for SMTP routes")
+        };
+        let pool = self.pools.get(pool_key, *limits, tenant);
+        let _slot = pool.try_slot().await.ok_or(SendError::Busy)?;
+        let margin = LEASE_MARGIN_MS.min(self.config.lease.as_millis() as i64 / 4);
+        if now_ms() + margin >= lease_until {
+            return Err(SendError::LeaseLost);
+        }
+        let mut lease = match pool.take_idle() {
+            Some(lease) => lease,
+            None => self.open(target, login).await?,
+        };
+        let result = match lease.conn.send(envelope, data).await {
+            // A pooled connection the server closed while it was idle fails at
+            // its first command; that message deserves a fresh connection.
+            Err(e) if lease.reused && e.step == Step::Mail && e.reply().is_none() => {
+                lease = self.open(target, login).await?;
+                lease.conn.send(envelope, data).await
+            }
+            other => other,
+        };
+        let tx = result.map_err(SendError::Smtp)?;
+        let sent = Sent {
+            tx,
+            remote: lease.conn.remote().to_string(),
+            tls: lease.conn.tls().cloned(),
+        };
+        lease.sent += 1;
+        pool.put_back(lease).await;
+        Ok(sent)
+    }
+
+    /// Opens and logs in a new connection. An OAuth2 token the server refuses is renewed once.
+    async fn open(&self, target: &Target, login: &Login) -> Result<Lease, SendError> {
+        let conn = match login {
+            Login::None => Connection::open(target, None).await,
+            Login::Stored(credentials) => Connection::open(target, Some(credentials)).await,
+            Login::OAuth2 {
+                account,
+                username,
+                client,
+                client_secret,
+            } => {
+                let mut renew = false;
+                loop {
+                    let token = self
+                        .tokens
+                        .token(*account, client, client_secret, renew)
+                        .await
+                        .map_err(SendError::OAuth2)?;
+                    let credentials = Credentials {
+                        mechanism: Mechanism::Xoauth2,
+                        username: username.clone(),
+                        secret: token,
+                    };
+                    match Connection::open(target, Some(&credentials)).await {
+                        Err(e)
+                            if !renew
+                                && e.step == Step::Auth
+                                && matches!(e.kind, ErrorKind::Rejected(_)) =>
+                        {
+                            tracing::info!("the server refused the OAuth2 token; renewing it once");
+                            renew = true;
+                        }
+                        other => break other,
+                    }
+                }
+            }
+        };
+        Ok(Lease {
+            conn: conn.map_err(SendError::Smtp)?,
+            sent: 0,
+            reused: false,
+        })
     }
 
     fn capture(
@@ -266,10 +386,10 @@ impl Worker {
                     started,
                     "capture",
                     None,
-                    Some("2.0.0"),
                     "250 2.0.0 stored in Herald's capture mailbox (no system default relay is configured)".into(),
                 );
                 attempt.code = Some(250);
+                attempt.enhanced_code = Some("2.0.0".into());
                 attempt.server = route.server_label();
                 attempt.outcome = RecipientStatus::Sent;
                 Outcome { recipient: r.recipient, lease_token: r.lease_token, next: NextState::Sent, attempt }
@@ -278,27 +398,57 @@ impl Worker {
         (outcomes, vec![capture])
     }
 
-    /// Outcomes for every recipient when the session failed before per-recipient replies.
-    fn smtp_failed(
+    /// One outcome per recipient from a completed transaction.
+    fn classify_all(
         &self,
         route: &Route,
         contents: &MessageContent,
         recipients: &[Claimed],
-        error: &SmtpError,
+        sent: &Sent,
         started: &Instant,
     ) -> Vec<Outcome> {
+        let tx = &sent.tx;
+        recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let reply = tx.outcome_for(i);
+                let step = if !tx.mail.is_positive() {
+                    "mail"
+                } else if tx.rcpt.get(i).is_some_and(|rr| !rr.is_positive()) {
+                    "rcpt"
+                } else {
+                    "data"
+                };
+                let mut attempt = self.attempt(started, step, Some(reply), reply.text.clone());
+                attempt.server = route.server_label();
+                attempt.remote_addr = Some(sent.remote.clone());
+                attempt.tls_version = sent.tls.as_ref().map(|t| t.version.clone());
+                attempt.tls_cipher = sent.tls.as_ref().map(|t| t.cipher.clone());
+                self.classify(r, contents, attempt, reply)
+            })
+            .collect()
+    }
+
+    /// Outcomes for every recipient when the session failed before per-recipient replies.
+    fn failed_all(
+        &self,
+        route: &Route,
+        contents: &MessageContent,
+        recipients: &[Claimed],
+        error: &SendError,
+        started: &Instant,
+    ) -> Vec<Outcome> {
+        let (step, reply, permanent) = match error {
+            SendError::Smtp(e) => (e.step.as_str(), e.reply(), e.is_permanent()),
+            _ => ("auth", None, false),
+        };
         recipients
             .iter()
             .map(|r| {
-                let mut attempt = self.attempt(
-                    started,
-                    error.step.as_str(),
-                    error.reply(),
-                    None,
-                    error.to_string(),
-                );
+                let mut attempt = self.attempt(started, step, reply, error.to_string());
                 attempt.server = route.server_label();
-                if error.is_permanent() {
+                if permanent {
                     attempt.outcome = RecipientStatus::Failed;
                     Outcome {
                         recipient: r.recipient,
@@ -341,7 +491,7 @@ impl Worker {
         }
     }
 
-    /// Defers with backoff, or fails once the message is older than the maximum age.
+    /// Defers with backoff, or fails once the next attempt would come after the maximum age.
     fn deferred_or_expired(
         &self,
         r: &Claimed,
@@ -349,19 +499,20 @@ impl Worker {
         mut attempt: AttemptRecord,
     ) -> Outcome {
         let now = now_ms();
-        let delay = self.config.retry.delay_after(r.attempt);
-        let max_age = self.config.retry.max_age.as_millis() as i64;
-        let next = if now + delay.as_millis() as i64 - contents.created_at > max_age {
+        let next_attempt = now + self.config.retry.delay_after(r.attempt).as_millis() as i64;
+        let max_age = self.config.retry.max_age;
+        let next = if next_attempt - contents.created_at > max_age.as_millis() as i64 {
             attempt.response = format!(
-                "expired after the maximum age of {:?}; last: {}",
-                self.config.retry.max_age, attempt.response
+                "expired: not delivered within the maximum age of {}s; the last attempt: {}",
+                max_age.as_secs(),
+                attempt.response
             );
             attempt.outcome = RecipientStatus::Failed;
             NextState::Failed
         } else {
             attempt.outcome = RecipientStatus::Deferred;
             NextState::Deferred {
-                until: now + delay.as_millis() as i64,
+                until: next_attempt,
             }
         };
         Outcome {
@@ -377,7 +528,6 @@ impl Worker {
         started: &Instant,
         step: &str,
         reply: Option<&Reply>,
-        enhanced: Option<&str>,
         response: String,
     ) -> AttemptRecord {
         AttemptRecord {
@@ -387,9 +537,7 @@ impl Worker {
             outcome: RecipientStatus::Deferred,
             step: Some(step.to_owned()),
             code: reply.map(|r| r.code),
-            enhanced_code: reply
-                .and_then(|r| r.enhanced_code.clone())
-                .or(enhanced.map(str::to_owned)),
+            enhanced_code: reply.and_then(|r| r.enhanced_code.clone()),
             response,
             duration_ms: started.elapsed().as_millis() as i64,
             remote_addr: None,

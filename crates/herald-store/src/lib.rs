@@ -142,8 +142,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<bool>>;
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
-    /// The time of the earliest pending recipient, if any.
-    async fn next_due(&self) -> Result<Option<i64>>;
+    /// The time of the earliest pending recipient of a tenant not excluded, if any.
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 
     /// The newest messages in the tenant's capture mailbox.
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>>;

@@ -60,6 +60,16 @@ pub struct ServerSettings {
     pub tls_ca_pem: Option<String>,
     pub tls_server_name: Option<String>,
     pub helo_name: Option<String>,
+    /// Connections Herald opens to this server at once (the pool's size).
+    pub max_connections: u32,
+    /// Messages sent over one connection before it is closed and a new one opened.
+    pub max_messages_per_connection: u32,
+    /// How long an idle pooled connection is kept open.
+    pub idle_timeout_secs: u32,
+    /// Messages per minute at most; mail over the limit waits, it is never dropped.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Timeout of each SMTP command; the node's default when unset.
+    pub command_timeout_secs: Option<u32>,
 }
 
 /// A stored SMTP server.
@@ -75,6 +85,14 @@ pub struct SmtpServer {
     pub updated_at: i64,
 }
 
+/// OAuth2 client credentials from which Herald obtains XOAUTH2 access tokens.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct OAuth2Client {
+    pub token_url: String,
+    pub client_id: String,
+    pub scope: Option<String>,
+}
+
 /// An SMTP account to create; its secret already sealed.
 #[derive(Clone, Debug)]
 pub struct NewAccount {
@@ -84,6 +102,8 @@ pub struct NewAccount {
     pub mechanism: Mechanism,
     /// The secret sealed by [`herald_core::Sealer`] with the account id as context.
     pub sealed_secret: Option<String>,
+    /// For XOAUTH2 by client credentials; the sealed secret is then the client secret.
+    pub oauth2: Option<OAuth2Client>,
 }
 
 /// A stored SMTP account. The sealed secret is never serialised.
@@ -98,6 +118,9 @@ pub struct SmtpAccount {
     pub secret_set: bool,
     #[serde(skip)]
     pub sealed_secret: Option<String>,
+    /// For XOAUTH2 by client credentials (the client secret is the write-only secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Client>,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
 }
@@ -272,6 +295,8 @@ pub struct ClaimRequest {
     pub now: i64,
     pub lease_ms: i64,
     pub limit: u32,
+    /// Tenants whose mail this worker cannot start now (their provider is at its connection limit).
+    pub exclude_tenants: Vec<TenantId>,
 }
 
 /// A recipient claimed under a lease.
@@ -283,6 +308,8 @@ pub struct Claimed {
     pub address: EmailAddress,
     /// The fencing token: only an outcome carrying it is accepted.
     pub lease_token: i64,
+    /// When the lease ends; after that the outcome will be refused, so nothing may be sent.
+    pub lease_until: i64,
     /// Attempts made so far, this one included.
     pub attempt: u32,
 }

@@ -260,10 +260,7 @@ impl ServeArgs {
                     }),
                 };
                 DefaultProvider {
-                    transport: Transport::Smtp {
-                        target,
-                        credentials,
-                    },
+                    transport: DefaultProvider::relay(target, credentials),
                     from,
                     from_name: pick!(default_from_name),
                     fallback: pick!(default_fallback)

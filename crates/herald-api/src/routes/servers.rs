@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use herald_core::{
     AccountId, Invalid, Mechanism, Port, Role, Secret, Security, ServerId, SmtpHost,
 };
-use herald_store::{NewAccount, ServerSettings, SmtpAccount, SmtpServer};
+use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer};
 use serde::Deserialize;
 
 use super::{Check, name, path_id};
@@ -48,6 +48,44 @@ struct ServerBody {
     tls_ca_pem: Option<String>,
     tls_server_name: Option<String>,
     helo_name: Option<String>,
+    max_connections: Option<i64>,
+    max_messages_per_connection: Option<i64>,
+    idle_timeout_secs: Option<i64>,
+    /// 0 removes the limit.
+    rate_limit_per_minute: Option<i64>,
+    /// 0 returns to the node's default.
+    command_timeout_secs: Option<i64>,
+}
+
+/// A whole number within `range`.
+fn within(value: i64, range: std::ops::RangeInclusive<i64>) -> Result<u32, Invalid> {
+    if range.contains(&value) {
+        Ok(value as u32)
+    } else {
+        Err(Invalid::new(format!(
+            "must be from {} to {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// A limit within `range` where 0 means none.
+fn limit(
+    check: &mut Check,
+    field: &str,
+    given: Option<i64>,
+    base: Option<u32>,
+    range: std::ops::RangeInclusive<i64>,
+) -> Option<u32> {
+    match given {
+        Some(0) => None,
+        Some(n) => check.take(
+            field,
+            within(n, range).map_err(|e| Invalid::new(format!("{e}, or 0 for none"))),
+        ),
+        None => base,
+    }
 }
 
 /// An optional text field: `None` keeps the base value, an empty string clears it.
@@ -116,6 +154,46 @@ impl ServerBody {
         if let Some(helo) = &helo_name {
             check.take("helo_name", SmtpHost::parse(helo));
         }
+        let mut number =
+            |field: &str, given: Option<i64>, base: Option<u32>, default: u32, range| match given {
+                Some(n) => check.take(field, within(n, range)).unwrap_or(default),
+                None => base.unwrap_or(default),
+            };
+        let max_connections = number(
+            "max_connections",
+            self.max_connections,
+            base.map(|b| b.max_connections),
+            4,
+            1..=100,
+        );
+        let max_messages_per_connection = number(
+            "max_messages_per_connection",
+            self.max_messages_per_connection,
+            base.map(|b| b.max_messages_per_connection),
+            100,
+            1..=100_000,
+        );
+        let idle_timeout_secs = number(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            base.map(|b| b.idle_timeout_secs),
+            30,
+            1..=3600,
+        );
+        let rate_limit_per_minute = limit(
+            &mut check,
+            "rate_limit_per_minute",
+            self.rate_limit_per_minute,
+            base.and_then(|b| b.rate_limit_per_minute),
+            1..=1_000_000,
+        );
+        let command_timeout_secs = limit(
+            &mut check,
+            "command_timeout_secs",
+            self.command_timeout_secs,
+            base.and_then(|b| b.command_timeout_secs),
+            1..=600,
+        );
         check.finish()?;
         let (Some(name), Some(host), Some(port), Some(security)) = (name, host, port, security)
         else {
@@ -137,6 +215,11 @@ impl ServerBody {
             tls_ca_pem,
             tls_server_name,
             helo_name,
+            max_connections,
+            max_messages_per_connection,
+            idle_timeout_secs,
+            rate_limit_per_minute,
+            command_timeout_secs,
         })
     }
 }
@@ -213,7 +296,43 @@ struct AccountBody {
     mechanism: Option<String>,
     password: Option<String>,
     access_token: Option<String>,
-    oauth2: Option<serde_json::Value>,
+    oauth2: Option<OAuth2Body>,
+}
+
+/// OAuth2 client credentials for XOAUTH2 (Microsoft 365, Google).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuth2Body {
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    scope: Option<String>,
+}
+
+/// A token endpoint: https, or http only to this machine (a local token proxy, the tests).
+fn token_url(input: &str) -> Result<String, Invalid> {
+    let rule = || Invalid::new("must be an https:// URL (http:// only to localhost or 127.0.0.1)");
+    let (scheme, rest) = input.split_once("://").ok_or_else(rule)?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    if input.contains(char::is_whitespace)
+        || host.is_empty()
+        || !(scheme == "https" || (scheme == "http" && local))
+    {
+        return Err(rule());
+    }
+    Ok(input.to_owned())
+}
+
+/// A short printable value such as a client id or a scope.
+fn printable(input: &str) -> Result<String, Invalid> {
+    if input.is_empty() || input.len() > 1024 || input.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            "must be 1 to 1024 characters without control characters",
+        ));
+    }
+    Ok(input.to_owned())
 }
 
 /// A secret must survive SMTP AUTH intact: no line breaks, no NUL (PLAIN's separator).
@@ -247,26 +366,43 @@ async fn create_account(
         "mechanism",
         Mechanism::parse(body.mechanism.as_deref().unwrap_or("plain")),
     );
-    if body.oauth2.is_some() {
-        check.fail(
-            "oauth2",
-            "client-credential flows are not supported yet; give an access_token",
-        );
-    }
-    let secret = match mechanism {
-        Some(Mechanism::Xoauth2) => {
+    let mut oauth2 = None;
+    let secret = match (mechanism, body.oauth2) {
+        (Some(Mechanism::Xoauth2), Some(o)) => {
+            if body.password.is_some() || body.access_token.is_some() {
+                check.fail("oauth2", "cannot be combined with password or access_token");
+            }
+            let token_url = check.take("oauth2.token_url", token_url(&o.token_url));
+            let client_id = check.take("oauth2.client_id", printable(&o.client_id));
+            let scope = check.opt("oauth2.scope", o.scope.as_deref(), printable);
+            if let (Some(token_url), Some(client_id)) = (token_url, client_id) {
+                oauth2 = Some(OAuth2Client {
+                    token_url,
+                    client_id,
+                    scope,
+                });
+            }
+            check.take("oauth2.client_secret", secret(&o.client_secret))
+        }
+        (Some(Mechanism::Xoauth2), None) => {
             if body.password.is_some() {
-                check.fail("password", "is not used by xoauth2; give access_token");
+                check.fail(
+                    "password",
+                    "is not used by xoauth2; give access_token or oauth2",
+                );
             }
             check.opt("access_token", body.access_token.as_deref(), secret)
         }
-        Some(_) => {
+        (Some(_), oauth) => {
             if body.access_token.is_some() {
                 check.fail("access_token", "is only used by the xoauth2 mechanism");
             }
+            if oauth.is_some() {
+                check.fail("oauth2", "is only used by the xoauth2 mechanism");
+            }
             check.opt("password", body.password.as_deref(), secret)
         }
-        None => None,
+        (None, _) => None,
     };
     check.finish()?;
     let mechanism = mechanism.expect("checked above");
@@ -281,6 +417,7 @@ async fn create_account(
         username,
         mechanism,
         sealed_secret,
+        oauth2,
     };
     Ok((
         StatusCode::CREATED,

@@ -10,7 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Result, StoreError};
 
 /// The schema, one migration per entry, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("0001_initial.sql"),
+    include_str!("0002_delivery_limits_and_oauth2.sql"),
+];
 
 /// How many queued write jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;

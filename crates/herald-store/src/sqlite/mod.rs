@@ -123,75 +123,43 @@ fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
 }
 
 const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
-     tls_ca_pem, tls_server_name, helo_name, created_at, updated_at";
+     tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
+     idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
 
-type ServerRow = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    bool,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
-
-fn server_row(r: &Row) -> rusqlite::Result<ServerRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-    ))
-}
-
-fn server(raw: ServerRow) -> Result<SmtpServer> {
-    let (
-        sid,
-        tid,
-        name,
-        host,
-        port,
-        security,
-        requires_auth,
-        tls_verify,
-        ca,
-        sni,
-        helo,
-        created,
-        updated,
-    ) = raw;
-    Ok(SmtpServer {
-        id: id(sid)?,
-        tenant_id: id(tid)?,
-        settings: ServerSettings {
-            name,
+/// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
+    let host: String = r.get("host")?;
+    let port: i64 = r.get("port")?;
+    let security: String = r.get("security")?;
+    let settings = || -> Result<ServerSettings> {
+        Ok(ServerSettings {
+            name: r.get("name").map_err(sql)?,
             host: stored("host", SmtpHost::parse(&host))?,
             port: stored("port", Port::new(port))?,
             security: stored("security", Security::parse(&security))?,
-            requires_auth,
-            tls_verify,
-            tls_ca_pem: ca,
-            tls_server_name: sni,
-            helo_name: helo,
-        },
-        created_at: created,
-        updated_at: updated,
-    })
+            requires_auth: r.get("requires_auth").map_err(sql)?,
+            tls_verify: r.get("tls_verify").map_err(sql)?,
+            tls_ca_pem: r.get("tls_ca_pem").map_err(sql)?,
+            tls_server_name: r.get("tls_server_name").map_err(sql)?,
+            helo_name: r.get("helo_name").map_err(sql)?,
+            max_connections: r.get("max_connections").map_err(sql)?,
+            max_messages_per_connection: r.get("max_messages_per_connection").map_err(sql)?,
+            idle_timeout_secs: r.get("idle_timeout_secs").map_err(sql)?,
+            rate_limit_per_minute: r.get("rate_limit_per_minute").map_err(sql)?,
+            command_timeout_secs: r.get("command_timeout_secs").map_err(sql)?,
+        })
+    };
+    let (sid, tid): (String, String) = (r.get("id")?, r.get("tenant_id")?);
+    let (created_at, updated_at) = (r.get("created_at")?, r.get("updated_at")?);
+    Ok((|| {
+        Ok(SmtpServer {
+            id: id(sid)?,
+            tenant_id: id(tid)?,
+            settings: settings()?,
+            created_at,
+            updated_at,
+        })
+    })())
 }
 
 fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
@@ -204,38 +172,44 @@ fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> R
         .optional()
         .map_err(sql)?
         .ok_or(StoreError::NotFound)?;
-    server(raw)
+    raw
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "id, server_id, tenant_id, username, mechanism, sealed_secret, created_at";
+const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
+     oauth2_token_url, oauth2_client_id, oauth2_scope, created_at";
 
-type AccountRow = (String, String, String, String, String, Option<String>, i64);
-
-fn account_row(r: &Row) -> rusqlite::Result<AccountRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
-
-fn account(raw: AccountRow) -> Result<SmtpAccount> {
-    let (aid, sid, tid, username, mechanism, sealed, created) = raw;
-    Ok(SmtpAccount {
-        id: id(aid)?,
-        server_id: id(sid)?,
-        tenant_id: id(tid)?,
-        username,
-        mechanism: stored("mechanism", Mechanism::parse(&mechanism))?,
-        secret_set: sealed.is_some(),
-        sealed_secret: sealed,
-        created_at: created,
-    })
+/// Reads an account row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
+    let (aid, sid, tid): (String, String, String) =
+        (r.get("id")?, r.get("server_id")?, r.get("tenant_id")?);
+    let mechanism: String = r.get("mechanism")?;
+    let sealed: Option<String> = r.get("sealed_secret")?;
+    let token_url: Option<String> = r.get("oauth2_token_url")?;
+    let oauth2 = match token_url {
+        Some(token_url) => Some(OAuth2Client {
+            token_url,
+            client_id: r
+                .get::<_, Option<String>>("oauth2_client_id")?
+                .unwrap_or_default(),
+            scope: r.get("oauth2_scope")?,
+        }),
+        None => None,
+    };
+    let username: String = r.get("username")?;
+    let created_at: i64 = r.get("created_at")?;
+    Ok((|| {
+        Ok(SmtpAccount {
+            id: id(aid)?,
+            server_id: id(sid)?,
+            tenant_id: id(tid)?,
+            username,
+            mechanism: stored("mechanism", Mechanism::parse(&mechanism))?,
+            secret_set: sealed.is_some(),
+            sealed_secret: sealed,
+            oauth2,
+            created_at,
+        })
+    })())
 }
 
 fn load_account(
@@ -253,7 +227,7 @@ fn load_account(
         .optional()
         .map_err(sql)?
         .ok_or(StoreError::NotFound)?;
-    account(raw)
+    raw
 }
 
 const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
@@ -645,12 +619,16 @@ impl Store for SqliteStore {
                 let now = now_ms();
                 c.execute(
                     "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
-                     tls_verify, tls_ca_pem, tls_server_name, helo_name, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                     tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+                     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
+                     command_timeout_secs, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
                     params![
                         server_id.to_string(), tenant_id.to_string(), s.name, s.host.as_ref(),
                         s.port.get(), s.security.as_str(), s.requires_auth, s.tls_verify,
-                        s.tls_ca_pem, s.tls_server_name, s.helo_name, now
+                        s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
+                        s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
+                        s.command_timeout_secs, now
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
@@ -675,7 +653,6 @@ impl Store for SqliteStore {
                     server_row,
                 )?
                 .into_iter()
-                .map(server)
                 .collect()
             })
             .await
@@ -692,12 +669,15 @@ impl Store for SqliteStore {
                 let old = load_server(c, tenant_id, server_id)?.settings;
                 c.execute(
                     "UPDATE smtp_servers SET name = ?1, host = ?2, port = ?3, security = ?4, requires_auth = ?5, \
-                     tls_verify = ?6, tls_ca_pem = ?7, tls_server_name = ?8, helo_name = ?9, updated_at = ?10 \
-                     WHERE id = ?11 AND tenant_id = ?12",
+                     tls_verify = ?6, tls_ca_pem = ?7, tls_server_name = ?8, helo_name = ?9, \
+                     max_connections = ?10, max_messages_per_connection = ?11, idle_timeout_secs = ?12, \
+                     rate_limit_per_minute = ?13, command_timeout_secs = ?14, updated_at = ?15 \
+                     WHERE id = ?16 AND tenant_id = ?17",
                     params![
                         s.name, s.host.as_ref(), s.port.get(), s.security.as_str(), s.requires_auth,
-                        s.tls_verify, s.tls_ca_pem, s.tls_server_name, s.helo_name, now_ms(),
-                        server_id.to_string(), tenant_id.to_string()
+                        s.tls_verify, s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
+                        s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
+                        s.command_timeout_secs, now_ms(), server_id.to_string(), tenant_id.to_string()
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
@@ -746,11 +726,15 @@ impl Store for SqliteStore {
             .write(move |c| {
                 load_server(c, tenant_id, a.server_id)?;
                 c.execute(
-                    "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, \
+                     oauth2_token_url, oauth2_client_id, oauth2_scope, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         a.id.to_string(), tenant_id.to_string(), a.server_id.to_string(), a.username,
-                        a.mechanism.as_str(), a.sealed_secret, now_ms()
+                        a.mechanism.as_str(), a.sealed_secret,
+                        a.oauth2.as_ref().map(|o| o.token_url.as_str()),
+                        a.oauth2.as_ref().map(|o| o.client_id.as_str()),
+                        a.oauth2.as_ref().and_then(|o| o.scope.as_deref()), now_ms()
                     ],
                 )
                 .map_err(unique("an account with this username exists on the server"))?;
@@ -785,7 +769,6 @@ impl Store for SqliteStore {
                     account_row,
                 )?
                 .into_iter()
-                .map(account)
                 .collect()
             })
             .await
@@ -1108,6 +1091,13 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let lease_until = req.now + req.lease_ms;
+        let excluded: Vec<String> = req
+            .exclude_tenants
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let excluded = serde_json::to_string(&excluded).expect("strings serialise");
         self.db
             .write(move |c| {
                 let rows = list(
@@ -1115,9 +1105,11 @@ impl Store for SqliteStore {
                     "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
                      lease_token = lease_token + 1, attempts = attempts + 1 \
                      WHERE id IN (SELECT id FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
-                                  AND due_at <= ?3 ORDER BY due_at LIMIT ?4) \
+                                  AND due_at <= ?3 \
+                                  AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
+                                  ORDER BY due_at LIMIT ?4) \
                      RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-                    params![req.now + req.lease_ms, req.node, req.now, req.limit],
+                    params![lease_until, req.node, req.now, req.limit, excluded],
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
@@ -1133,6 +1125,7 @@ impl Store for SqliteStore {
                             tenant: id(tid)?,
                             address: address(addr)?,
                             lease_token,
+                            lease_until,
                             attempt,
                         })
                     })
@@ -1220,12 +1213,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn next_due(&self) -> Result<Option<i64>> {
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
+        let excluded = serde_json::to_string(&excluded).expect("strings serialise");
         self.db
-            .read(|c| {
+            .read(move |c| {
                 c.query_row(
-                    "SELECT MIN(due_at) FROM recipients WHERE status IN ('queued', 'deferred', 'sending')",
-                    [],
+                    "SELECT MIN(due_at) FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
+                     AND tenant_id NOT IN (SELECT value FROM json_each(?1))",
+                    [excluded],
                     |r| r.get(0),
                 )
                 .map_err(sql)

@@ -20,7 +20,11 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
+    /// The in-process node, if any; held so it runs for the whole test.
+    #[allow(dead_code)]
     pub node: Option<Node>,
+    /// The node's data directory, removed when the test ends.
+    #[allow(dead_code)]
     pub dir: TempDir,
 }
 

@@ -1,1 +1,979 @@
-//! placeholder
+//! Refused requests: bad JSON, bad fields, header injection, missing or foreign tenants and
+//! tokens, roles and entitlements each get the right 4xx as problem+json naming the cause,
+//! and none of them stores anything.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A response as a client sees it, headers included.
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    www_authenticate: Option<String>,
+    text: String,
+    body: Value,
+}
+
+/// Sends a request with an optional token and an optional raw body with its content type.
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(Option<&str>, String)>,
+) -> Reply {
+    let mut request = app.client.request(method, format!("{}{path}", app.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some((content_type, body)) = body {
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request = request.body(body);
+    }
+    let response = request.send().await.expect("the request reaches the node");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().expect("an ASCII header").to_owned())
+    };
+    let content_type = header("content-type");
+    let www_authenticate = header("www-authenticate");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        content_type,
+        www_authenticate,
+        text,
+        body,
+    }
+}
+
+/// Sends a JSON body.
+async fn send_json(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Reply {
+    send(
+        app,
+        method,
+        path,
+        token,
+        Some((Some("application/json"), body.to_string())),
+    )
+    .await
+}
+
+/// Asserts a problem+json answer with this status and type, and returns its detail.
+fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) -> String {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(
+        reply.content_type.as_deref(),
+        Some("application/problem+json"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["type"], kind, "{}", reply.text);
+    assert_eq!(reply.body["status"], status.as_u16(), "{}", reply.text);
+    let detail = reply.body["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        !detail.is_empty(),
+        "a problem without a detail: {}",
+        reply.text
+    );
+    detail
+}
+
+/// Asserts a 422 that names `field` in `errors` and in the detail, and returns the field's rule.
+fn assert_invalid_field(reply: &Reply, field: &str) -> String {
+    let detail = assert_problem(
+        reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "urn:herald:problem:invalid-fields",
+    );
+    assert!(
+        detail.contains(field),
+        "the detail {detail:?} does not name {field}"
+    );
+    let errors = reply.body["errors"].as_array().expect("an errors array");
+    let error = errors
+        .iter()
+        .find(|e| e["field"] == field)
+        .unwrap_or_else(|| panic!("no error for {field}: {}", reply.text));
+    let rule = error["rule"].as_str().unwrap_or_default().to_owned();
+    assert!(!rule.is_empty(), "no rule for {field}: {}", reply.text);
+    rule
+}
+
+/// The fields a 422 names, in order.
+fn fields(reply: &Reply) -> Vec<String> {
+    reply.body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn messages_path(tenant: &TestTenant) -> String {
+    format!("/v1/tenants/{}/messages", tenant.slug)
+}
+
+/// A message that would be accepted.
+fn valid_message() -> Value {
+    json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "92% used"})
+}
+
+/// A tenant holding one accepted message, so "nothing stored" means "still exactly one".
+async fn tenant_with_one_message(app: &TestApp, slug: &str) -> TestTenant {
+    let tenant = app.tenant(slug).await;
+    app.submit(&tenant, valid_message()).await;
+    assert_eq!(app.message_count(&tenant).await, 1);
+    tenant
+}
+
+/// Lists a tenant's objects (`smtp-servers`, `providers`) with its admin token.
+async fn list(app: &TestApp, tenant: &TestTenant, what: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get(
+            &format!("/v1/tenants/{}/{what}", tenant.slug),
+            &tenant.admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().expect("a list").clone()
+}
+
+/// Creates an SMTP server for the tenant and returns its id.
+async fn create_server(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
+    let (status, server) = app
+        .post(
+            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
+            &tenant.admin,
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{server}");
+    server["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_and_stores_nothing() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    for broken in [
+        r#"{"to": ["user@acme.example"], "subject": "Disk full", "#,
+        "",
+        "not json",
+        "[1, 2",
+    ] {
+        let reply = send(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            Some((Some("application/json"), broken.to_owned())),
+        )
+        .await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            "urn:herald:problem:malformed-request",
+        );
+        assert!(detail.contains("not valid"), "{broken:?}: {detail}");
+    }
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    let valid = valid_message().to_string();
+
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let reply = send(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            Some((content_type, valid.clone())),
+        )
+        .await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            "urn:herald:problem:malformed-request",
+        );
+        assert!(
+            detail.contains("application/json"),
+            "{content_type:?}: {detail}"
+        );
+    }
+    assert_eq!(app.message_count(&acme).await, 1);
+
+    // The same body with a JSON content type (parameters allowed) is accepted:
+    // the refusals above were about the content type alone.
+    let (status, body) = app
+        .call_raw(
+            &messages_path(&acme),
+            &acme.sender,
+            "application/json; charset=utf-8",
+            &valid,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(app.message_count(&acme).await, 2);
+}
+
+#[tokio::test]
+async fn an_unknown_field_is_a_400_naming_it() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    let mut message = valid_message();
+    message["priority_level"] = json!("high");
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        message,
+    )
+    .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "urn:herald:problem:malformed-request",
+    );
+    assert!(detail.contains("priority_level"), "{detail}");
+
+    // Unknown fields are refused on configuration endpoints too.
+    let reply = send_json(
+        &app,
+        Method::POST,
+        "/v1/tenants/acme/smtp-servers",
+        Some(&acme.admin),
+        json!({"name": "x", "host": "mail.acme.example", "port": 587, "password": "hunter2"}),
+    )
+    .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "urn:herald:problem:malformed-request",
+    );
+    assert!(detail.contains("password"), "{detail}");
+
+    assert_eq!(app.message_count(&acme).await, 1);
+    assert!(list(&app, &acme, "smtp-servers").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_field_of_the_wrong_type_is_a_400() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    for wrong in [
+        json!({"to": ["user@acme.example"], "subject": 5, "text": "x"}),
+        json!({"to": "user@acme.example", "subject": "Disk full", "text": "x"}),
+        json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "x", "headers": ["X-Tag"]}),
+    ] {
+        let reply = send_json(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            wrong.clone(),
+        )
+        .await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::BAD_REQUEST,
+            "urn:herald:problem:malformed-request",
+        );
+        assert!(detail.contains("invalid type"), "{wrong}: {detail}");
+    }
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn an_invalid_address_is_a_422_naming_its_position() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        json!({"to": ["user@acme.example", "not-an-address"], "subject": "Disk full", "text": "x"}),
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "to[1]");
+    assert!(rule.contains("name@domain"), "{rule}");
+    assert_eq!(fields(&reply), ["to[1]"], "only the bad address is blamed");
+
+    // Every bad field is reported at once.
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        json!({
+            "to": ["user@acme.example"], "cc": ["a@b@"], "bcc": ["ok@acme.example", "x@-bad-.example"],
+            "reply_to": "nobody", "subject": "Disk full", "text": "x"
+        }),
+    )
+    .await;
+    for field in ["cc[0]", "bcc[1]", "reply_to"] {
+        assert_invalid_field(&reply, field);
+    }
+    assert_eq!(fields(&reply).len(), 3, "{}", reply.text);
+
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn line_breaks_in_a_subject_or_header_are_a_422() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    for subject in [
+        "Disk full\r\nBcc: victim@evil.example",
+        "Disk\nfull",
+        "Disk\rfull",
+    ] {
+        let mut message = valid_message();
+        message["subject"] = json!(subject);
+        let reply = send_json(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            message,
+        )
+        .await;
+        let rule = assert_invalid_field(&reply, "subject");
+        assert!(rule.contains("CR, LF"), "{subject:?}: {rule}");
+    }
+
+    let mut message = valid_message();
+    message["headers"] = json!({"X-Tag": "a\nBcc: victim@evil.example"});
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        message,
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "headers.X-Tag");
+    assert!(rule.contains("CR, LF"), "{rule}");
+
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn reserved_or_malformed_header_names_are_a_422() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    for name in ["Bcc", "from", "Message-ID", "X Tag", "X:Tag"] {
+        let mut message = valid_message();
+        message["headers"] = json!({ name: "victim@evil.example" });
+        let reply = send_json(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            message,
+        )
+        .await;
+        assert_invalid_field(&reply, &format!("headers.{name}"));
+    }
+    let mut message = valid_message();
+    message["headers"] = json!({"Bcc": "victim@evil.example"});
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        message,
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "headers.Bcc");
+    assert!(rule.contains("set by Herald"), "{rule}");
+
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn an_address_smuggling_smtp_commands_is_a_422() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    let smuggled = "a@b>\r\nRCPT TO:<x@y>";
+
+    for (key, value, field) in [
+        ("to", json!([smuggled]), "to[0]"),
+        ("cc", json!([smuggled]), "cc[0]"),
+        ("bcc", json!(["ok@acme.example", smuggled]), "bcc[1]"),
+        ("reply_to", json!(smuggled), "reply_to"),
+        ("on_behalf_of", json!(smuggled), "on_behalf_of"),
+        // Without the line break it is still no address.
+        ("to", json!(["a@b>RCPT TO:<x@y>"]), "to[0]"),
+    ] {
+        let mut message = valid_message();
+        message[key] = value;
+        let reply = send_json(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            message,
+        )
+        .await;
+        assert_invalid_field(&reply, field);
+    }
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_tenant_is_a_404() {
+    let app = spawn_app().await;
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        "/v1/tenants/nosuch/messages",
+        Some(OPERATOR),
+        valid_message(),
+    )
+    .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "urn:herald:problem:not-found",
+    );
+    assert!(detail.contains("tenant"), "{detail}");
+
+    for path in [
+        "/v1/tenants/nosuch",
+        "/v1/tenants/nosuch/messages",
+        "/v1/tenants/nosuch/smtp-servers",
+    ] {
+        let reply = send(&app, Method::GET, path, Some(OPERATOR), None).await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::NOT_FOUND,
+            "urn:herald:problem:not-found",
+        );
+        assert!(detail.contains("tenant"), "{path}: {detail}");
+    }
+
+    // The submission did not create the tenant.
+    let (status, tenants) = app.get("/v1/tenants", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "{tenants}");
+    assert_eq!(tenants, json!([]));
+}
+
+#[tokio::test]
+async fn no_token_or_a_wrong_token_is_a_401() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    let path = messages_path(&acme);
+
+    let no_token = send_json(&app, Method::POST, &path, None, valid_message()).await;
+    let wrong_token = send_json(
+        &app,
+        Method::POST,
+        &path,
+        Some("hrld_not_a_token_of_this_node"),
+        valid_message(),
+    )
+    .await;
+    let empty_token = send_json(&app, Method::POST, &path, Some(""), valid_message()).await;
+    for reply in [&no_token, &wrong_token, &empty_token] {
+        let detail = assert_problem(
+            reply,
+            StatusCode::UNAUTHORIZED,
+            "urn:herald:problem:unauthorized",
+        );
+        assert!(detail.contains("Bearer"), "{detail}");
+        assert_eq!(
+            reply.www_authenticate.as_deref(),
+            Some("Bearer"),
+            "{}",
+            reply.text
+        );
+    }
+
+    // A token given with another scheme is no bearer token.
+    let response = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .header("authorization", format!("Basic {}", acme.sender))
+        .json(&valid_message())
+        .send()
+        .await
+        .expect("the request reaches the node");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+
+    // Reading needs a token too.
+    let reply = send(
+        &app,
+        Method::GET,
+        &path,
+        Some("hrld_not_a_token_of_this_node"),
+        None,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "urn:herald:problem:unauthorized",
+    );
+
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn a_token_of_another_tenant_sees_only_404s() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let globex_message = app.submit(&globex, valid_message()).await;
+
+    // Another tenant answers exactly like a missing one: 404, never 403.
+    let foreign = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&globex),
+        Some(&acme.sender),
+        valid_message(),
+    )
+    .await;
+    assert_problem(
+        &foreign,
+        StatusCode::NOT_FOUND,
+        "urn:herald:problem:not-found",
+    );
+    let missing = send_json(
+        &app,
+        Method::POST,
+        "/v1/tenants/nosuch/messages",
+        Some(&acme.sender),
+        valid_message(),
+    )
+    .await;
+    assert_eq!(
+        foreign.body, missing.body,
+        "another tenant must look like a missing one"
+    );
+
+    for path in [
+        messages_path(&globex),
+        format!("/v1/tenants/globex/messages/{globex_message}"),
+        "/v1/tenants/globex".to_owned(),
+    ] {
+        for token in [&acme.sender, &acme.admin] {
+            let reply = send(&app, Method::GET, &path, Some(token), None).await;
+            assert_problem(
+                &reply,
+                StatusCode::NOT_FOUND,
+                "urn:herald:problem:not-found",
+            );
+        }
+    }
+    // Asking for globex's message under acme's own slug finds nothing either.
+    let reply = send(
+        &app,
+        Method::GET,
+        &format!("/v1/tenants/acme/messages/{globex_message}"),
+        Some(&acme.sender),
+        None,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "urn:herald:problem:not-found",
+    );
+
+    // An admin of acme cannot configure globex.
+    let reply = send_json(
+        &app,
+        Method::POST,
+        "/v1/tenants/globex/smtp-servers",
+        Some(&acme.admin),
+        json!({"name": "x", "host": "mail.acme.example", "port": 587}),
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "urn:herald:problem:not-found",
+    );
+
+    assert_eq!(app.message_count(&globex).await, 1);
+    assert_eq!(app.message_count(&acme).await, 0);
+    assert!(list(&app, &globex, "smtp-servers").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sender_token_may_not_configure_its_own_tenant() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+
+    for (path, body) in [
+        (
+            "/v1/tenants/acme/smtp-servers",
+            json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
+        ),
+        // Minting an admin token would be a privilege escalation.
+        (
+            "/v1/tenants/acme/tokens",
+            json!({"name": "escalate", "role": "tenant_admin"}),
+        ),
+    ] {
+        let reply = send_json(&app, Method::POST, path, Some(&acme.sender), body).await;
+        let detail = assert_problem(
+            &reply,
+            StatusCode::FORBIDDEN,
+            "urn:herald:problem:forbidden",
+        );
+        assert!(detail.contains("sender"), "{detail}");
+        assert!(reply.body["token"].is_null(), "{}", reply.text);
+    }
+    let reply = send(
+        &app,
+        Method::GET,
+        "/v1/tenants/acme/providers",
+        Some(&acme.sender),
+        None,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "urn:herald:problem:forbidden",
+    );
+
+    assert!(list(&app, &acme, "smtp-servers").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_tenant_admin_token_may_not_use_operator_routes() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        Some(&acme.admin),
+        json!({"slug": "evil", "name": "Evil"}),
+    )
+    .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "urn:herald:problem:forbidden",
+    );
+    assert!(detail.contains("operator"), "{detail}");
+
+    let reply = send_json(
+        &app,
+        Method::PUT,
+        "/v1/tenants/acme/entitlements",
+        Some(&acme.admin),
+        json!({"credential_storage": true}),
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "urn:herald:problem:forbidden",
+    );
+
+    let (status, tenants) = app.get("/v1/tenants", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "{tenants}");
+    let slugs: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["slug"].as_str())
+        .collect();
+    assert_eq!(slugs, ["acme"]);
+    let (status, tenant) = app.get("/v1/tenants/acme", &acme.admin).await;
+    assert_eq!(status, StatusCode::OK, "{tenant}");
+    assert_eq!(tenant["credential_storage"], false, "{tenant}");
+}
+
+#[tokio::test]
+async fn smtp_server_fields_are_validated_and_nothing_is_created() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let path = "/v1/tenants/acme/smtp-servers";
+    let server = |overrides: Value| {
+        let mut body = json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"});
+        for (k, v) in overrides.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    for port in [0, 65536, -25] {
+        let reply = send_json(
+            &app,
+            Method::POST,
+            path,
+            Some(&acme.admin),
+            server(json!({"port": port})),
+        )
+        .await;
+        let rule = assert_invalid_field(&reply, "port");
+        assert!(rule.contains("1 to 65535"), "{port}: {rule}");
+    }
+
+    for host in [
+        "mail.acme.example\r\nRCPT TO:<x@y>",
+        "mail.acme.example\n",
+        "http://mail.acme.example",
+    ] {
+        let reply = send_json(
+            &app,
+            Method::POST,
+            path,
+            Some(&acme.admin),
+            server(json!({"host": host})),
+        )
+        .await;
+        assert_invalid_field(&reply, "host");
+    }
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        path,
+        Some(&acme.admin),
+        server(json!({"security": "ssl"})),
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "security");
+    assert!(rule.contains("none, starttls, tls"), "{rule}");
+
+    // All at once.
+    let reply = send_json(
+        &app,
+        Method::POST,
+        path,
+        Some(&acme.admin),
+        json!({"name": "relay", "host": "a\r\nb", "port": 0, "security": "ssl"}),
+    )
+    .await;
+    for field in ["host", "port", "security"] {
+        assert_invalid_field(&reply, field);
+    }
+
+    assert!(list(&app, &acme, "smtp-servers").await.is_empty());
+}
+
+#[tokio::test]
+async fn provider_fields_are_validated_and_nothing_is_created() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let server =
+        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"});
+    let acme_server = create_server(&app, &acme, server.clone()).await;
+    let globex_server = create_server(&app, &globex, server).await;
+    let provider = |server_id: &str, from_address: &str| json!({"name": "corporate", "smtp_server_id": server_id, "from_address": from_address});
+    let path = "/v1/tenants/acme/providers";
+
+    for bad in ["not an address", "alerts@acme.example\r\nRCPT TO:<x@y>", ""] {
+        let reply = send_json(
+            &app,
+            Method::POST,
+            path,
+            Some(&acme.admin),
+            provider(&acme_server, bad),
+        )
+        .await;
+        assert_invalid_field(&reply, "from_address");
+    }
+
+    // Another tenant's server is not one of acme's, and says so without revealing anything else.
+    let reply = send_json(
+        &app,
+        Method::POST,
+        path,
+        Some(&acme.admin),
+        provider(&globex_server, "alerts@acme.example"),
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "smtp_server_id");
+    assert!(rule.contains("this tenant"), "{rule}");
+    assert_eq!(fields(&reply), ["smtp_server_id"]);
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        path,
+        Some(&acme.admin),
+        provider("nonsense", "alerts@acme.example"),
+    )
+    .await;
+    assert_invalid_field(&reply, "smtp_server_id");
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        path,
+        Some(&acme.admin),
+        json!({"name": "corporate", "smtp_server_id": acme_server, "from_address": "alerts@acme.example",
+               "sender_policy": "anyone"}),
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "sender_policy");
+    assert!(rule.contains("fixed, on_behalf"), "{rule}");
+
+    assert!(list(&app, &acme, "providers").await.is_empty());
+    assert!(list(&app, &globex, "providers").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_idempotency_key_stores_a_message_once() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let mut message = valid_message();
+    message["idempotency_key"] = json!("alert-4711");
+
+    let (status, first) = app
+        .post(&messages_path(&acme), &acme.sender, message.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["duplicate"], false, "{first}");
+    let (status, second) = app
+        .post(&messages_path(&acme), &acme.sender, message.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["duplicate"], true, "{second}");
+    assert_eq!(app.message_count(&acme).await, 1);
+
+    // Another key is another message; the same key in another tenant is that tenant's own.
+    message["idempotency_key"] = json!("alert-4712");
+    let third = app.submit(&acme, message.clone()).await;
+    assert_ne!(json!(third), first["id"]);
+    assert_eq!(app.message_count(&acme).await, 2);
+    message["idempotency_key"] = json!("alert-4711");
+    let other = app.submit(&globex, message.clone()).await;
+    assert_ne!(json!(other), first["id"]);
+    assert_eq!(app.message_count(&globex).await, 1);
+
+    // A key must be printable ASCII without spaces.
+    message["idempotency_key"] = json!("alert 4711");
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        message,
+    )
+    .await;
+    assert_invalid_field(&reply, "idempotency_key");
+    assert_eq!(app.message_count(&acme).await, 2);
+}
+
+#[tokio::test]
+async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let server = create_server(
+        &app,
+        &acme,
+        json!({"name": "exchange", "host": "mail.acme.example", "port": 587, "security": "starttls",
+               "requires_auth": true}),
+    )
+    .await;
+    let accounts = format!("/v1/tenants/acme/smtp-servers/{server}/accounts");
+    let password = "correct-horse-battery-staple-7f3a";
+    let account =
+        json!({"username": "herald@acme.example", "password": password, "mechanism": "plain"});
+
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &accounts,
+        Some(&acme.admin),
+        account.clone(),
+    )
+    .await;
+    let detail = assert_problem(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "urn:herald:problem:credential-storage-not-granted",
+    );
+    assert!(detail.contains("credential storage"), "{detail}");
+    assert!(!reply.text.contains(password));
+    let (status, stored) = app.get(&accounts, &acme.admin).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored, json!([]));
+
+    let (status, tenant) = app
+        .call(
+            Method::PUT,
+            "/v1/tenants/acme/entitlements",
+            Some(OPERATOR),
+            Some(json!({"credential_storage": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tenant}");
+    assert_eq!(tenant["credential_storage"], true, "{tenant}");
+
+    let reply = send_json(&app, Method::POST, &accounts, Some(&acme.admin), account).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert!(
+        !reply.text.contains(password),
+        "the password came back: {}",
+        reply.text
+    );
+    assert_eq!(reply.body["secret_set"], true, "{}", reply.text);
+    assert_eq!(
+        reply.body["username"], "herald@acme.example",
+        "{}",
+        reply.text
+    );
+    let id = reply.body["id"].as_str().expect("an account id");
+
+    // Nor does any later read show it.
+    for path in [accounts.clone(), format!("{accounts}/{id}")] {
+        let reply = send(&app, Method::GET, &path, Some(&acme.admin), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert!(reply.text.contains(id), "{}", reply.text);
+        assert!(
+            !reply.text.contains(password),
+            "the password came back from {path}: {}",
+            reply.text
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Connection pools, one per provider route: a limit on connections open at
+//! once, reuse of idle connections up to a message cap, and a rate limit that
+//! delays mail and never drops it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_core::TenantId;
+use herald_smtp::Connection;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How a route's connections are shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Connections (and so messages in flight) at once.
+    pub max_connections: u32,
+    /// Messages over one connection before it is replaced.
+    pub max_messages_per_connection: u32,
+    /// How long an unused connection stays open.
+    pub idle_timeout: Duration,
+    /// Messages per minute at most.
+    pub rate_per_minute: Option<u32>,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout: Duration::from_secs(30),
+            rate_per_minute: None,
+        }
+    }
+}
+
+/// An open connection waiting for its next message.
+struct Idle {
+    conn: Connection,
+    since: Instant,
+    sent: u32,
+}
+
+/// The pool of one route.
+pub struct RoutePool {
+    limits: PoolLimits,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    /// The earliest time the next message may start, for the rate limit.
+    next_start: Mutex<Instant>,
+}
+
+/// A connection taken from a pool, with the count of messages it has carried.
+pub struct Lease {
+    pub conn: Connection,
+    pub sent: u32,
+    /// True when the connection was reused rather than opened for this message.
+    pub reused: bool,
+}
+
+impl RoutePool {
+    fn new(limits: PoolLimits) -> Self {
+        RoutePool {
+            limits,
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1) as usize)),
+            idle: Mutex::new(Vec::new()),
+            next_start: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes a free connection slot, if there is one, then waits for the rate limit.
+    ///
+    /// A full pool answers `None` at once instead of queueing: the caller gives
+    /// the message back, and the worker claims none of the route's mail until a
+    /// slot is free, so a stalled provider never holds up anybody else's mail.
+    pub async fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        if let Some(per_minute) = self.limits.rate_per_minute {
+            let interval = Duration::from_secs(60) / per_minute.max(1);
+            let start = {
+                let mut next = self.next_start.lock().expect("rate lock");
+                let start = (*next).max(Instant::now());
+                *next = start + interval;
+                start
+            };
+            tokio::time::sleep_until(start.into()).await;
+        }
+        Some(permit)
+    }
+
+    /// True when every connection slot is in use.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
+    /// An idle connection that is still within its idle timeout, if any.
+    pub fn take_idle(&self) -> Option<Lease> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.limits.idle_timeout {
+                return Some(Lease {
+                    conn: entry.conn,
+                    sent: entry.sent,
+                    reused: true,
+                });
+            }
+        }
+        None
+    }
+
+    /// Gives a healthy connection back, or closes it when it reached its message cap.
+    pub async fn put_back(&self, lease: Lease) {
+        if lease.sent >= self.limits.max_messages_per_connection {
+            lease.conn.quit().await;
+            return;
+        }
+        self.idle.lock().expect("pool lock").push(Idle {
+            conn: lease.conn,
+            since: Instant::now(),
+            sent: lease.sent,
+        });
+    }
+
+    /// Closes connections idle for longer than the timeout.
+    fn sweep(&self) {
+        let timeout = self.limits.idle_timeout;
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .retain(|entry| entry.since.elapsed() < timeout);
+    }
+}
+
+/// Every route's pool on this node, and which tenants last used which route.
+#[derive(Default)]
+pub struct Pools {
+    routes: Mutex<HashMap<String, Arc<RoutePool>>>,
+    tenants: Mutex<HashMap<TenantId, String>>,
+}
+
+impl Pools {
+    /// The pool for a route key, created with `limits` on first use (or when
+    /// the limits changed, which happens only when the server entry changed).
+    pub fn get(&self, key: &str, limits: PoolLimits, tenant: TenantId) -> Arc<RoutePool> {
+        self.tenants
+            .lock()
+            .expect("pools lock")
+            .insert(tenant, key.to_owned());
+        let mut routes = self.routes.lock().expect("pools lock");
+        match routes.get(key) {
+            Some(pool) if pool.limits == limits => pool.clone(),
+            _ => {
+                let pool = Arc::new(RoutePool::new(limits));
+                routes.insert(key.to_owned(), pool.clone());
+                pool
+            }
+        }
+    }
+
+    /// Tenants whose route has every connection slot in use: claiming more of
+    /// their mail now would only make it wait, and hold up nobody else's.
+    pub fn saturated_tenants(&self) -> Vec<TenantId> {
+        let routes = self.routes.lock().expect("pools lock");
+        self.tenants
+            .lock()
+            .expect("pools lock")
+            .iter()
+            .filter(|(_, key)| routes.get(*key).is_some_and(|pool| pool.is_full()))
+            .map(|(tenant, _)| *tenant)
+            .collect()
+    }
+
+    /// Closes idle connections past their timeout in every pool.
+    pub fn sweep(&self) {
+        for pool in self.routes.lock().expect("pools lock").values() {
+            pool.sweep();
+        }
+    }
+}
