@@ -6,6 +6,7 @@ mod pool;
 mod render;
 mod retry;
 mod route;
+mod stats;
 mod worker;
 
 pub use pool::PoolLimits;
@@ -14,4 +15,5 @@ pub use retry::RetryPolicy;
 pub use route::{
     DefaultProvider, Login, ResolveError, Route, Transport, fallback_recipient, resolve,
 };
+pub use stats::WorkerStats;
 pub use worker::{Worker, WorkerConfig};

@@ -21,7 +21,7 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::oauth::TokenCache;
 use crate::pool::{Lease, Pools};
-use crate::{DefaultProvider, Login, RetryPolicy, Route, Transport, render, resolve};
+use crate::{DefaultProvider, Login, RetryPolicy, Route, Transport, WorkerStats, render, resolve};
 
 /// A send is not started when less than this is left of its lease (or a
 /// quarter of the lease, when that is shorter): its outcome could be refused
@@ -66,6 +66,7 @@ pub struct Worker {
     wake: Arc<Notify>,
     pools: Arc<Pools>,
     tokens: Arc<TokenCache>,
+    stats: Arc<WorkerStats>,
 }
 
 fn now_ms() -> i64 {
@@ -121,12 +122,18 @@ impl Worker {
             wake: Arc::new(Notify::new()),
             pools: Arc::new(Pools::default()),
             tokens: Arc::new(TokenCache::default()),
+            stats: Arc::new(WorkerStats::default()),
         }
     }
 
     /// A handle that makes the worker look for mail at once (after a submission).
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// What the worker has done so far.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
     }
 
     /// Runs until `shutdown` turns true, then finishes the messages in flight.
@@ -166,6 +173,7 @@ impl Worker {
                 }
                 continue;
             }
+            WorkerStats::add(&self.stats.claimed, claimed.len());
             for (message, recipients) in group_by_message(claimed) {
                 let worker = self.clone();
                 let span =
@@ -551,6 +559,14 @@ impl Worker {
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {
                 for (id, ok) in ids.iter().zip(accepted) {
+                    WorkerStats::add(
+                        if ok {
+                            &self.stats.recorded
+                        } else {
+                            &self.stats.refused
+                        },
+                        1,
+                    );
                     if !ok {
                         warn!(recipient = %id, "outcome refused: the lease expired and another claim took the recipient");
                     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
-use herald_delivery::{Transport, Worker, WorkerConfig};
+use herald_delivery::{Transport, Worker, WorkerConfig, WorkerStats};
 use herald_store::{NewToken, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,6 +21,8 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// The operator token generated on this start, when the database was new and none was given.
     pub generated_operator_token: Option<String>,
+    /// What this node's worker has done.
+    pub worker_stats: Arc<WorkerStats>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
@@ -98,6 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             timeouts: settings.timeouts,
         },
     );
+    let worker_stats = worker.stats();
     let state = AppState {
         store,
         sealer,
@@ -127,6 +130,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     Ok(Node {
         http_addr,
         generated_operator_token,
+        worker_stats,
         shutdown,
         http,
         worker,

@@ -198,6 +198,83 @@ impl TestApp {
         provider["id"].as_str().unwrap().to_owned()
     }
 
+    /// Grants the tenant credential storage, creates the server (and the
+    /// account, when given), a provider through them, and makes it active.
+    /// Returns the server's JSON.
+    pub async fn configure(
+        &self,
+        tenant: &TestTenant,
+        server: Value,
+        account: Option<Value>,
+    ) -> Value {
+        let slug = &tenant.slug;
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/{slug}/entitlements"),
+                Some(OPERATOR),
+                Some(json!({"credential_storage": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, server) = self
+            .post(
+                &format!("/v1/tenants/{slug}/smtp-servers"),
+                &tenant.admin,
+                server,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{server}");
+        let mut provider = json!({
+            "name": "corporate", "smtp_server_id": server["id"],
+            "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"
+        });
+        if let Some(account) = account {
+            let (status, account) = self
+                .post(
+                    &format!(
+                        "/v1/tenants/{slug}/smtp-servers/{}/accounts",
+                        server["id"].as_str().unwrap()
+                    ),
+                    &tenant.admin,
+                    account,
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{account}");
+            provider["account_id"] = account["id"].clone();
+        }
+        let (status, provider) = self
+            .post(
+                &format!("/v1/tenants/{slug}/providers"),
+                &tenant.admin,
+                provider,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{provider}");
+        let (status, props) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/{slug}/properties"),
+                Some(&tenant.admin),
+                Some(json!({"notification_provider_id": provider["id"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{props}");
+        server
+    }
+
+    /// Waits until the message's first recipient has at least `n` attempts and returns the message.
+    pub async fn wait_for_attempts(&self, tenant: &TestTenant, id: &str, n: usize) -> Value {
+        eventually(&format!("message {id} to have {n} attempts"), || async {
+            let message = self.message(tenant, id).await;
+            let count = message["recipients"][0]["attempts"]
+                .as_array()
+                .map_or(0, Vec::len);
+            (count >= n).then_some(message)
+        })
+        .await
+    }
+
     /// Submits a message and returns its id.
     pub async fn submit(&self, tenant: &TestTenant, message: Value) -> String {
         let (status, body) = self

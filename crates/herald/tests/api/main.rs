@@ -5,4 +5,7 @@ mod helpers;
 
 mod crash;
 mod delivery;
+mod interop;
+mod resilience;
+mod tls_auth;
 mod validation;
