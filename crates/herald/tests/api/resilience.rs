@@ -1,1 +1,228 @@
-//! placeholder
+//! Pools, isolation between providers, leases with fencing, and the maximum age.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_pool_reuses_connections_within_its_limit() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "max_connections": 2});
+    app.configure(&acme, entry, None).await;
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            app.submit(
+                &acme,
+                json!({"to": [format!("u{i}@acme.example")], "subject": "pooled", "text": "x"}),
+            )
+            .await,
+        );
+    }
+    smtp.wait_for_messages(20, DEADLINE).await;
+    for id in &ids {
+        app.wait_for_status(&acme, id, "sent").await;
+    }
+    assert!(
+        smtp.connections() <= 2,
+        "{} connections for a pool of 2",
+        smtp.connections()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_replaced_after_its_message_cap() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({
+        "name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
+        "max_connections": 1, "max_messages_per_connection": 2
+    });
+    app.configure(&acme, entry, None).await;
+    for i in 0..6 {
+        let id = app
+            .submit(
+                &acme,
+                json!({"to": [format!("u{i}@acme.example")], "subject": "capped", "text": "x"}),
+            )
+            .await;
+        app.wait_for_status(&acme, &id, "sent").await;
+    }
+    assert_eq!(smtp.connections(), 3, "six messages, two per connection");
+}
+
+#[tokio::test]
+async fn a_stalled_provider_does_not_delay_another_tenants_mail() {
+    let stalled = TestSmtpServer::start().await;
+    stalled.script(Rule::new(Command::Connect, Action::Stall));
+    let healthy = TestSmtpServer::start().await;
+    // A small node: without isolation the stalled provider's mail would take every slot.
+    let app = spawn_app_with(|s| {
+        s.concurrency = 2;
+        s.timeouts.command = Duration::from_secs(60);
+        s.timeouts.connect = Duration::from_secs(60);
+    })
+    .await;
+    let slow = app.tenant("slow").await;
+    let fast = app.tenant("fast").await;
+    let entry = |port: u16| json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none", "max_connections": 1});
+    app.configure(&slow, entry(stalled.port()), None).await;
+    app.configure(&fast, entry(healthy.port()), None).await;
+
+    let mut stuck = Vec::new();
+    for i in 0..5 {
+        stuck.push(
+            app.submit(
+                &slow,
+                json!({"to": [format!("s{i}@slow.example")], "subject": "stuck", "text": "x"}),
+            )
+            .await,
+        );
+    }
+    eventually("the stalled server to be connected", || async {
+        (stalled.connections() >= 1).then_some(())
+    })
+    .await;
+    let id = app
+        .submit(
+            &fast,
+            json!({"to": ["ops@fast.example"], "subject": "through", "text": "x"}),
+        )
+        .await;
+
+    app.wait_for_status(&fast, &id, "sent").await;
+    assert_eq!(healthy.messages().len(), 1);
+    for id in &stuck {
+        let status = app.message(&slow, id).await["status"].clone();
+        assert!(status == "queued" || status == "sending", "{status}");
+    }
+    assert_eq!(
+        stalled.connections(),
+        1,
+        "the stalled provider's pool holds one connection"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
+    let smtp = TestSmtpServer::start().await;
+    // The first session stalls after the message content: its worker holds
+    // the recipient past the lease and only later learns of the failure.
+    smtp.script(Rule::new(Command::DataEnd, Action::Stall).times(1));
+    let app = spawn_app_with(|s| {
+        s.lease = Duration::from_millis(1500);
+        s.timeouts.command = Duration::from_secs(2);
+        s.timeouts.data = Duration::from_secs(4);
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
+    app.configure(&acme, entry, None).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "Fenced", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "delivered once, by the second claim"
+    );
+
+    let stats = app.node.as_ref().unwrap().worker_stats.clone();
+    eventually("the stale worker's outcome to be refused", || async {
+        (stats.refused.load(Ordering::Relaxed) >= 1).then_some(())
+    })
+    .await;
+    let after = app.message(&acme, &id).await;
+    assert_eq!(after["status"], "sent");
+    assert_eq!(
+        after["recipients"][0]["attempts"], message["recipients"][0]["attempts"],
+        "the refused outcome left no attempt"
+    );
+    assert_eq!(
+        after["recipients"][0]["attempts"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn mail_still_deferred_at_the_maximum_age_fails_once_with_the_reason() {
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(Rule::new(
+        Command::Rcpt,
+        Action::Reply(452, "4.2.2 mailbox full".into()),
+    ));
+    let app = spawn_app_with(|s| s.retry.max_age = Duration::from_secs(1)).await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
+    app.configure(&acme, entry, None).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "Old", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "failed").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let last = attempts.last().unwrap();
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["code"], 452);
+    assert!(
+        last["response"].as_str().unwrap().starts_with("expired"),
+        "{last}"
+    );
+    assert!(
+        last["response"]
+            .as_str()
+            .unwrap()
+            .contains("452 4.2.2 mailbox full"),
+        "{last}"
+    );
+    assert_eq!(
+        attempts.iter().filter(|a| a["outcome"] == "failed").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn changing_the_host_clears_the_accounts_secret() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
+    let account = json!({"username": "herald@acme.example", "password": "pw-before-move"});
+    let server = app.configure(&acme, entry, Some(account)).await;
+    let server_id = server["id"].as_str().unwrap();
+    let accounts = format!("/v1/tenants/acme/smtp-servers/{server_id}/accounts");
+    assert_eq!(
+        app.get(&accounts, &acme.admin).await.1[0]["secret_set"],
+        true
+    );
+
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/acme/smtp-servers/{server_id}"),
+            Some(&acme.admin),
+            Some(json!({"host": "mail.elsewhere.example"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.get(&accounts, &acme.admin).await.1[0]["secret_set"],
+        false
+    );
+}
