@@ -1,16 +1,25 @@
-//! The JSON body extractor: malformed JSON, wrong types and unknown fields become problem+json.
+//! The JSON body extractor. It only reads the bytes; the handler parses them
+//! after it has checked the caller, so a token on another tenant's route learns
+//! nothing from a validation answer. Malformed JSON, wrong types and unknown
+//! fields become problem+json naming the field.
+
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
-/// A JSON request body of type `T` (whose fields are declared with `deny_unknown_fields`).
-pub struct Body<T>(pub T);
+/// A JSON request body of type `T` (declared with `deny_unknown_fields`), read but not yet parsed.
+pub struct Body<T> {
+    bytes: Result<Bytes, ApiError>,
+    _type: PhantomData<fn() -> T>,
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -18,21 +27,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !is_json {
-            return Err(ApiError::Malformed(
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        let bytes = if is_json {
+            Bytes::from_request(req, state).await.map_err(|rejection| {
+                if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::Malformed("the body could not be read".into())
+                }
+            })
+        } else {
+            Err(ApiError::Malformed(
                 "the body must be JSON, sent with Content-Type: application/json".into(),
+            ))
+        };
+        Ok(Body {
+            bytes,
+            _type: PhantomData,
+        })
+    }
+}
+
+impl<T: DeserializeOwned> Body<T> {
+    /// Parses the body, naming the field of the first error.
+    pub fn parse(self) -> Result<T, ApiError> {
+        let bytes = self.bytes?;
+        // Serde would read a struct from an array too; the API takes objects only.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::Malformed(
+                "the body is not valid for this endpoint: it must be a JSON object".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::Malformed(format!("the body could not be read: {e}")))?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
-            ApiError::Malformed(format!("the body is not valid for this endpoint: {e}"))
-        })
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || inner.is_syntax() || inner.is_eof() {
+                ApiError::Malformed(format!(
+                    "the body is not valid JSON for this endpoint: {inner}"
+                ))
+            } else {
+                ApiError::Malformed(format!("field {path}: {inner}"))
+            }
+        })?;
+        json.end()
+            .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
+        Ok(value)
     }
 }

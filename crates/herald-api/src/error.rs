@@ -11,6 +11,10 @@ use serde::Serialize;
 pub enum ApiError {
     /// The body is not JSON, or not the JSON this endpoint takes.
     Malformed(String),
+    /// The body is larger than any request may be.
+    TooLarge,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
     /// Fields broke their rules.
     Invalid(Vec<FieldError>),
     /// No valid token.
@@ -69,6 +73,20 @@ impl IntoResponse for ApiError {
                 "urn:herald:problem:malformed-request",
                 "Malformed request",
                 why,
+                vec![],
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:herald:problem:too-large",
+                "Request too large",
+                format!("the body is larger than the limit of {} bytes", crate::MAX_BODY),
+                vec![],
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "urn:herald:problem:method-not-allowed",
+                "Method not allowed",
+                "this route does not take this method".to_owned(),
                 vec![],
             ),
             ApiError::Invalid(errors) => {

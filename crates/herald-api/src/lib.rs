@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 pub use error::ApiError;
 
 /// The largest request body accepted; message content has its own, smaller limits.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -77,9 +78,10 @@ async fn submit(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<MessageBody>,
+    body: Body<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let body = body.parse()?;
     let mut check = Check::default();
     let given_to = body.to.unwrap_or_default();
     let mut to = address_list(&mut check, "to", &given_to);
@@ -117,6 +119,15 @@ async fn submit(
             "headers",
             &format!("must hold at most {MAX_HEADERS} fields"),
         );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in body.headers.keys() {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            check.fail(
+                &format!("headers.{name}"),
+                "is given twice (header names are case-insensitive)",
+            );
+        }
     }
     let headers: Vec<(HeaderName, HeaderValue)> = body
         .headers
@@ -189,9 +200,12 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<MessageSummary>>, ApiError> {
     let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
+    })?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(state.store.list_messages(tenant.id, limit).await?))
 }

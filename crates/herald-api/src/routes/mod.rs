@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .merge(providers::router())
         .merge(messages::router())
         .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -132,9 +132,10 @@ async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<ProviderBody>,
+    body: Body<ProviderBody>,
 ) -> Result<(StatusCode, Json<Provider>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
     let settings = body.settings(None)?;
     Ok((
         StatusCode::CREATED,
@@ -169,9 +170,10 @@ async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
-    Body(body): Body<ProviderBody>,
+    body: Body<ProviderBody>,
 ) -> Result<Json<Provider>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
     let current = state.store.provider(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;

@@ -228,9 +228,10 @@ async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<ServerBody>,
+    body: Body<ServerBody>,
 ) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
     let settings = body.settings(None)?;
     Ok((
         StatusCode::CREATED,
@@ -265,9 +266,10 @@ async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
-    Body(body): Body<ServerBody>,
+    body: Body<ServerBody>,
 ) -> Result<Json<SmtpServer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let current = state.store.server(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
@@ -349,9 +351,10 @@ async fn create_account(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
-    Body(body): Body<AccountBody>,
+    body: Body<AccountBody>,
 ) -> Result<(StatusCode, Json<SmtpAccount>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
     let server_id = path_id::<ServerId>(&id, "SMTP server")?;
     state.store.server(tenant.id, server_id).await?;
     let mut check = Check::default();

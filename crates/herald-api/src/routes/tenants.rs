@@ -41,9 +41,10 @@ struct NewTenantBody {
 async fn create_tenant(
     State(state): State<AppState>,
     caller: Caller,
-    Body(body): Body<NewTenantBody>,
+    body: Body<NewTenantBody>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     caller.operator()?;
+    let body = body.parse()?;
     let mut check = Check::default();
     let slug = check.take("slug", TenantSlug::parse(&body.slug));
     let name = check.take("name", name(&body.name));
@@ -85,10 +86,11 @@ async fn set_entitlements(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<EntitlementsBody>,
+    body: Body<EntitlementsBody>,
 ) -> Result<Json<Tenant>, ApiError> {
     caller.operator()?;
     let tenant = caller.tenant(&state, &slug, &[]).await?;
+    let body = body.parse()?;
     Ok(Json(
         state
             .store
@@ -108,9 +110,10 @@ async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<NewTokenBody>,
+    body: Body<NewTokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let body = body.parse()?;
     let mut check = Check::default();
     let name = check.take("name", name(&body.name));
     let role = match Role::parse(&body.role) {
@@ -185,9 +188,10 @@ async fn set_properties(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-    Body(body): Body<PropertiesBody>,
+    body: Body<PropertiesBody>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let body = body.parse()?;
     let mut check = Check::default();
     let provider = check.opt(
         "notification_provider_id",

@@ -163,16 +163,14 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
 }
 
 fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2"),
-            [server_id.to_string(), tenant_id.to_string()],
-            server_row,
-        )
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?;
-    raw
+    conn.query_row(
+        &format!("SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2"),
+        [server_id.to_string(), tenant_id.to_string()],
+        server_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .ok_or(StoreError::NotFound)?
 }
 
 const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
@@ -218,7 +216,7 @@ fn load_account(
     server_id: ServerId,
     account_id: AccountId,
 ) -> Result<SmtpAccount> {
-    let raw = conn
+    conn
         .query_row(
             &format!("SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE id = ?1 AND server_id = ?2 AND tenant_id = ?3"),
             [account_id.to_string(), server_id.to_string(), tenant_id.to_string()],
@@ -226,8 +224,7 @@ fn load_account(
         )
         .optional()
         .map_err(sql)?
-        .ok_or(StoreError::NotFound)?;
-    raw
+        .ok_or(StoreError::NotFound)?
 }
 
 const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \

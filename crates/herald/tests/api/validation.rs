@@ -290,10 +290,19 @@ async fn a_field_of_the_wrong_type_is_a_400() {
     let app = spawn_app().await;
     let acme = tenant_with_one_message(&app, "acme").await;
 
-    for wrong in [
-        json!({"to": ["user@acme.example"], "subject": 5, "text": "x"}),
-        json!({"to": "user@acme.example", "subject": "Disk full", "text": "x"}),
-        json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "x", "headers": ["X-Tag"]}),
+    for (field, wrong) in [
+        (
+            "subject",
+            json!({"to": ["user@acme.example"], "subject": 5, "text": "x"}),
+        ),
+        (
+            "to",
+            json!({"to": "user@acme.example", "subject": "Disk full", "text": "x"}),
+        ),
+        (
+            "headers",
+            json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "x", "headers": ["X-Tag"]}),
+        ),
     ] {
         let reply = send_json(
             &app,
@@ -309,7 +318,126 @@ async fn a_field_of_the_wrong_type_is_a_400() {
             "urn:herald:problem:malformed-request",
         );
         assert!(detail.contains("invalid type"), "{wrong}: {detail}");
+        assert!(
+            detail.contains(&format!("field {field}")),
+            "{wrong}: {detail} does not name {field}"
+        );
     }
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn query_method_and_size_errors_are_problems_too() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+
+    let reply = send(
+        &app,
+        Method::GET,
+        &format!("{}?limit=abc", messages_path(&acme)),
+        Some(&acme.sender),
+        None,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "urn:herald:problem:malformed-request",
+    );
+
+    let reply = send(
+        &app,
+        Method::PUT,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        None,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "urn:herald:problem:method-not-allowed",
+    );
+
+    let huge = json!({"to": ["user@acme.example"], "subject": "big", "text": "x".repeat(17 * 1024 * 1024)});
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        huge,
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "urn:herald:problem:too-large",
+    );
+    assert_eq!(app.message_count(&acme).await, 1);
+}
+
+#[tokio::test]
+async fn another_tenants_route_answers_404_before_looking_at_the_body() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = tenant_with_one_message(&app, "globex").await;
+    let reply = send(
+        &app,
+        Method::POST,
+        &messages_path(&globex),
+        Some(&acme.sender),
+        Some((Some("application/json"), "{not json".into())),
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "urn:herald:problem:not-found",
+    );
+    let reply = send(
+        &app,
+        Method::POST,
+        "/v1/tenants/acme/smtp-servers",
+        Some(&acme.sender),
+        Some((Some("application/json"), "{not json".into())),
+    )
+    .await;
+    assert_problem(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "urn:herald:problem:forbidden",
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_header_names_are_unique() {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    let response = app
+        .client
+        .get(format!("{}{}", app.base, messages_path(&acme)))
+        .header("authorization", format!("bearer {}", acme.sender))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let twice = json!({"to": ["user@acme.example"], "subject": "x", "text": "x", "headers": {"X-Tag": "a", "x-tag": "b"}});
+    let reply = send_json(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        twice,
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("given twice"), "{}", reply.text);
     assert_eq!(app.message_count(&acme).await, 1);
 }
 
