@@ -200,7 +200,7 @@ impl Worker {
 
     /// Sends one message to its claimed recipients and records the outcome of each.
     async fn deliver(&self, message: MessageId, recipients: Vec<Claimed>) {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let contents = match self.store.message_contents(&[message]).await {
             Ok(mut contents) if !contents.is_empty() => contents.remove(0),
             Ok(_) => return,
@@ -250,7 +250,7 @@ impl Worker {
                     .min()
                     .unwrap_or_default();
                 match self
-                    .send(&route, tenant, &envelope, &data, lease_until)
+                    .send(&route, tenant, &envelope, &data, lease_until, &mut started)
                     .await
                 {
                     Ok(sent) => (
@@ -279,7 +279,9 @@ impl Worker {
     }
 
     /// Sends over the route's pool: take a connection slot (and wait for the
-    /// rate limit), then reuse an idle connection or open one.
+    /// rate limit), then reuse an idle connection or open one. `started` is
+    /// reset once the rate limit lets the message go, so an attempt's duration
+    /// is the time spent with the server.
     async fn send(
         &self,
         route: &Route,
@@ -287,6 +289,7 @@ impl Worker {
         envelope: &Envelope,
         data: &[u8],
         lease_until: i64,
+        started: &mut Instant,
     ) -> Result<Sent, SendError> {
         let Transport::Smtp {
             target,
@@ -299,6 +302,7 @@ impl Worker {
         };
         let pool = self.pools.get(pool_key, *limits, tenant);
         let _slot = pool.try_slot().await.ok_or(SendError::Busy)?;
+        *started = Instant::now();
         let margin = LEASE_MARGIN_MS.min(self.config.lease.as_millis() as i64 / 4);
         if now_ms() + margin >= lease_until {
             return Err(SendError::LeaseLost);

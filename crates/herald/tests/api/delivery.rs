@@ -267,3 +267,22 @@ async fn bodies_reach_the_server_as_crlf_text_dot_stuffed() {
     // Every dot line was stuffed on the wire.
     assert!(String::from_utf8_lossy(raw).contains("\r\n..\r\nafter a lone dot"));
 }
+
+#[tokio::test]
+async fn long_lines_are_encoded_within_the_rfc_5321_line_limit() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let long = "word ".repeat(1000);
+    app.submit(&acme, json!({"to": ["a@acme.example"], "subject": "Long", "text": long, "html": format!("<p>{long}</p>")})).await;
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    for line in received[0].raw_data.split(|b| *b == b'\n') {
+        assert!(
+            line.len() <= 999,
+            "a line of {} octets went on the wire",
+            line.len()
+        );
+    }
+}

@@ -226,3 +226,91 @@ async fn changing_the_host_clears_the_accounts_secret() {
         false
     );
 }
+
+#[tokio::test]
+async fn a_rate_limit_spaces_messages_and_drops_none() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    // 120 a minute: one start every 500 ms.
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "rate_limit_per_minute": 120});
+    app.configure(&acme, entry, None).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            app.submit(
+                &acme,
+                json!({"to": [format!("u{i}@acme.example")], "subject": "paced", "text": "x"}),
+            )
+            .await,
+        );
+    }
+    let mut starts = Vec::new();
+    for id in &ids {
+        let message = app.wait_for_status(&acme, id, "sent").await;
+        let attempt = &message["recipients"][0]["attempts"][0];
+        let at = time_ms(attempt["at"].as_str().unwrap());
+        starts.push(at - attempt["duration_ms"].as_i64().unwrap());
+    }
+    starts.sort();
+    // Attempt times are rounded to milliseconds; allow that rounding and no more.
+    assert!(
+        starts[2] - starts[0] >= 1000 - 5,
+        "three messages started within {} ms",
+        starts[2] - starts[0]
+    );
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+fn time_ms(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_deliveries_in_flight() {
+    let smtp = TestSmtpServer::start().await;
+    smtp.script(Rule::new(Command::Connect, Action::Stall));
+    let mut app = spawn_app_with(|s| {
+        s.timeouts.connect = Duration::from_secs(1);
+        s.timeouts.command = Duration::from_secs(1);
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
+    app.configure(&acme, entry, None).await;
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "in flight", "text": "x"}),
+        )
+        .await;
+    eventually("the worker to connect", || async {
+        (smtp.connections() >= 1).then_some(())
+    })
+    .await;
+
+    let base = app.base.clone();
+    app.node.take().unwrap().shutdown().await;
+    // The attempt that was in flight was recorded before the node stopped.
+    let restarted = {
+        let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+        let mut settings = test_settings(&dir);
+        settings.poll = Duration::from_secs(3600);
+        settings.retry.base = Duration::from_secs(3600);
+        let node = herald::node::start(settings).await.unwrap();
+        TestApp {
+            base: format!("http://{}", node.http_addr),
+            client: reqwest::Client::new(),
+            node: Some(node),
+            dir,
+        }
+    };
+    assert_ne!(restarted.base, base);
+    let message = restarted.message(&acme, &id).await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{message}");
+    assert_eq!(attempts[0]["step"], "greeting");
+    assert_eq!(message["status"], "deferred");
+}
