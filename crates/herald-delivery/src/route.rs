@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, TenantId};
-use herald_smtp::{Credentials, Target, Timeouts, TlsSettings};
+use std::sync::Arc;
+
+use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
 use herald_store::{OAuth2Client, ProviderConfig, Store, StoreError};
 
 use crate::pool::PoolLimits;
@@ -112,6 +114,7 @@ pub async fn resolve(
     sealer: &Sealer,
     default: &DefaultProvider,
     timeouts: Timeouts,
+    egress: &Arc<Egress>,
     tenant: TenantId,
 ) -> Result<Route, ResolveError> {
     let Some(config) = store.active_provider(tenant).await? else {
@@ -193,6 +196,7 @@ pub async fn resolve(
             server_name: s.tls_server_name,
         },
         timeouts,
+        egress: Some(egress.clone()),
     };
     Ok(Route {
         transport: Transport::Smtp {

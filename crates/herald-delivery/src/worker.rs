@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_core::Mechanism;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
 use herald_smtp::{
+    Egress,
     Connection, Credentials, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
     Transaction, wire,
 };
@@ -41,6 +42,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
+    /// Where tenants' SMTP servers may be.
+    pub egress: Arc<Egress>,
 }
 
 impl Default for WorkerConfig {
@@ -52,6 +55,7 @@ impl Default for WorkerConfig {
             concurrency: 64,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            egress: Arc::new(Egress::default()),
         }
     }
 }
@@ -215,6 +219,7 @@ impl Worker {
             &self.sealer,
             &self.default,
             self.config.timeouts,
+            &self.config.egress,
             tenant,
         )
         .await

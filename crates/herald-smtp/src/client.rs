@@ -55,6 +55,8 @@ pub struct Target {
     pub helo_name: String,
     /// Per-step timeouts.
     pub timeouts: Timeouts,
+    /// The addresses this target may be connected to; `None` for the operator's own relay.
+    pub egress: Option<std::sync::Arc<crate::Egress>>,
 }
 
 /// An SMTP account's login.

@@ -75,6 +75,9 @@ pub enum ErrorKind {
         /// What the server offered in EHLO.
         offered: String,
     },
+    /// The egress policy forbids every address of the host. The error is the
+    /// same whatever the reason, and nothing was connected to.
+    EgressDenied,
     /// The server broke the protocol (a malformed or oversized reply).
     Protocol(String),
 }
@@ -129,6 +132,7 @@ impl fmt::Display for SmtpError {
                 f,
                 "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
             ),
+            ErrorKind::EgressDenied => write!(f, "{step}: the destination is not allowed by this installation's egress policy"),
             ErrorKind::Protocol(e) => write!(f, "{step}: protocol error: {e}"),
         }
     }

@@ -6,6 +6,7 @@
 //! kept with the server's own words so the tenant can read them.
 
 mod client;
+mod egress;
 mod error;
 mod reply;
 mod stream;
@@ -13,6 +14,7 @@ mod tls;
 pub mod wire;
 
 pub use client::{Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, Transaction};
+pub use egress::Egress;
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;
 pub use tls::{TlsSettings, validate_ca_pem};

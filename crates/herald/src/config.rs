@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
 use herald_delivery::{DefaultProvider, RetryPolicy, Transport};
-use herald_smtp::{Credentials, Target, Timeouts, TlsSettings};
+use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
 use serde::Deserialize;
 
 /// Herald, a multi-tenant notification mail gateway.
@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// Timeout of each SMTP command [default: 60s].
     #[arg(long, env = "HERALD_SMTP_TIMEOUT")]
     pub smtp_timeout: Option<String>,
+    /// CIDR ranges tenants' SMTP servers may be in even when the built-in rules forbid them (e.g. 127.0.0.0/8 for tests).
+    #[arg(long, env = "HERALD_EGRESS_ALLOW")]
+    pub egress_allow: Option<String>,
+    /// CIDR ranges tenants' SMTP servers may never be in, besides loopback, link-local, unspecified and multicast.
+    #[arg(long, env = "HERALD_EGRESS_DENY")]
+    pub egress_deny: Option<String>,
     /// Messages delivered at once by this node [default: 64].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -101,6 +107,8 @@ pub struct Settings {
     pub lease: Duration,
     pub timeouts: Timeouts,
     pub concurrency: usize,
+    /// Where tenants' SMTP servers may be.
+    pub egress: Egress,
     /// From HERALD_BOOTSTRAP_TOKEN: an operator token accepted from the first start on.
     pub bootstrap_token: Option<Secret>,
     /// From HERALD_MASTER_KEY: the key that seals secrets, instead of the key file.
@@ -184,6 +192,7 @@ fn relay_target(
         },
         helo_name: helo.to_owned(),
         timeouts,
+        egress: None,
     })
 }
 
@@ -288,6 +297,12 @@ impl ServeArgs {
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(64).max(1),
+            egress: Egress::new(
+                Egress::parse_list(&pick!(egress_allow).unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("--egress-allow: {e}"))?,
+                Egress::parse_list(&pick!(egress_deny).unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("--egress-deny: {e}"))?,
+            ),
             bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
             master_key: env_secret("HERALD_MASTER_KEY"),
         })

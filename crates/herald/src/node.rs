@@ -98,6 +98,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             concurrency: settings.concurrency,
             retry: settings.retry,
             timeouts: settings.timeouts,
+            egress: Arc::new(settings.egress),
         },
     );
     let worker_stats = worker.stats();

@@ -45,6 +45,8 @@ pub fn test_settings(dir: &TempDir) -> Settings {
         retry_max: Some("1s".into()),
         poll_interval: Some("200ms".into()),
         smtp_timeout: Some("5s".into()),
+        // The test SMTP servers listen on loopback, which tenants may not use by default.
+        egress_allow: Some("127.0.0.0/8".into()),
         ..ServeArgs::default()
     };
     let mut settings = args.resolve().expect("test settings are valid");

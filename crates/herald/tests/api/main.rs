@@ -7,5 +7,6 @@ mod crash;
 mod delivery;
 mod interop;
 mod resilience;
+mod properties;
 mod tls_auth;
 mod validation;
