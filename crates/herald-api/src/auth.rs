@@ -1,15 +1,18 @@
 //! Who is calling: the bearer token's role and tenant, and the checks every route makes.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
-use herald_core::{Role, token};
-use herald_store::{StoreError, Tenant, TokenRecord};
+use herald_core::{Role, TenantId, token};
+use herald_store::{AuditEntry, StoreError, Tenant, TokenRecord};
+use serde_json::Value;
 
 use crate::{ApiError, AppState};
 
-/// The authenticated caller.
-pub struct Caller(pub TokenRecord);
+/// The authenticated caller: its token, and the address it called from.
+pub struct Caller(pub TokenRecord, pub Option<SocketAddr>);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -30,7 +33,11 @@ impl FromRequestParts<AppState> for Caller {
             .token_by_hash(&token::hash(presented))
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Caller(record))
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        Ok(Caller(record, remote))
     }
 }
 
@@ -80,5 +87,38 @@ impl Caller {
             )));
         }
         Ok(tenant)
+    }
+
+    /// Records a change in the audit log. The change is already committed, so a
+    /// failure to record it is logged loudly rather than reported to the caller.
+    pub async fn audit(
+        &self,
+        state: &AppState,
+        tenant: Option<TenantId>,
+        action: &str,
+        object: Option<String>,
+        details: Value,
+    ) {
+        let token = &self.0;
+        let actor = match token.person_id {
+            Some(person) => format!("{} token {:?} of person {person}", token.role, token.name),
+            None => format!("{} token {:?}", token.role, token.name),
+        };
+        let entry = AuditEntry {
+            tenant_id: tenant,
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default(),
+            actor,
+            token_id: Some(token.id),
+            remote_addr: self.1.map(|a| a.to_string()),
+            action: action.to_owned(),
+            object_id: object,
+            details,
+        };
+        if let Err(error) = state.store.audit(entry).await {
+            tracing::error!(%error, action, "could not record an audit entry");
+        }
     }
 }

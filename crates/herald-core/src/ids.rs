@@ -55,4 +55,6 @@ id_type!(
     MessageId,
     /// One recipient of one message.
     RecipientId,
+    /// A person of a tenant.
+    PersonId,
 );

@@ -14,9 +14,13 @@ pub mod timestamp;
 pub mod token;
 
 pub use address::EmailAddress;
-pub use ids::{AccountId, MessageId, ProviderId, RecipientId, ServerId, TenantId, TokenId};
+pub use ids::{
+    AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
+};
 pub use invalid::{FieldError, Invalid};
 pub use secret::{SealError, Sealer, Secret};
-pub use settings::{Mechanism, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug};
+pub use settings::{
+    Mechanism, PersonRole, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
+};
 pub use status::{MessageStatus, RecipientStatus};
 pub use text::{DisplayName, HeaderName, HeaderValue, Subject};

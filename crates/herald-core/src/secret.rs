@@ -55,12 +55,20 @@ pub enum SealError {
 /// Seals and opens secrets with XChaCha20-Poly1305 under a master key kept outside the database.
 ///
 /// A sealed value reads `hk1.<key id>.<base64 nonce and ciphertext>`; the key id
-/// lets a later key rotation find what each value was sealed with. The
-/// associated data binds a value to the row it belongs to, so a ciphertext
-/// copied into another row does not open.
+/// says which key of the keyring opens it, which is what lets a key rotation
+/// re-seal everything under a new key while the old one still opens what is
+/// not done yet. The associated data binds a value to the row it belongs to,
+/// so a ciphertext copied into another row does not open.
 pub struct Sealer {
-    key_id: String,
-    cipher: XChaCha20Poly1305,
+    /// The primary key first: it seals; every key opens what it sealed.
+    keys: Vec<(String, XChaCha20Poly1305)>,
+}
+
+fn key_id(key: &[u8; Sealer::KEY_LEN]) -> String {
+    Sha256::digest(key)[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Sealer {
@@ -69,12 +77,16 @@ impl Sealer {
 
     /// A sealer for a 32-byte master key.
     pub fn new(key: &[u8; Self::KEY_LEN]) -> Self {
-        let digest = Sha256::digest(key);
-        let key_id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Sealer {
-            key_id,
-            cipher: XChaCha20Poly1305::new(key.into()),
-        }
+        Self::with_keys(key, &[])
+    }
+
+    /// A sealer that seals with `primary` and also opens what `older` keys sealed.
+    pub fn with_keys(primary: &[u8; Self::KEY_LEN], older: &[[u8; Self::KEY_LEN]]) -> Self {
+        let keys = std::iter::once(primary)
+            .chain(older)
+            .map(|key| (key_id(key), XChaCha20Poly1305::new(key.into())))
+            .collect();
+        Sealer { keys }
     }
 
     /// A fresh random master key.
@@ -84,9 +96,17 @@ impl Sealer {
         key
     }
 
-    /// The short id of this sealer's key.
+    /// The short id of the primary key, which seals.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.keys[0].0
+    }
+
+    /// The id of the key a sealed value names, if it is in Herald's format.
+    pub fn sealed_key_id(sealed: &str) -> Option<&str> {
+        let mut parts = sealed.splitn(3, '.');
+        (parts.next() == Some("hk1"))
+            .then(|| parts.next())
+            .flatten()
     }
 
     /// Seals a secret for the row named by `context`.
@@ -97,13 +117,13 @@ impl Sealer {
             msg: secret.expose().as_bytes(),
             aad: context.as_bytes(),
         };
-        let ciphertext = self
-            .cipher
+        let (key_id, cipher) = &self.keys[0];
+        let ciphertext = cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ciphertext);
-        format!("hk1.{}.{}", self.key_id, B64.encode(blob))
+        format!("hk1.{key_id}.{}", B64.encode(blob))
     }
 
     /// Opens a value sealed for the row named by `context`.
@@ -113,9 +133,9 @@ impl Sealer {
         else {
             return Err(SealError::Malformed);
         };
-        if key_id != self.key_id {
+        let Some((_, cipher)) = self.keys.iter().find(|(id, _)| id == key_id) else {
             return Err(SealError::UnknownKey(key_id.to_owned()));
-        }
+        };
         let blob = B64.decode(data).map_err(|_| SealError::Malformed)?;
         if blob.len() < 24 {
             return Err(SealError::Malformed);
@@ -125,8 +145,7 @@ impl Sealer {
             msg: ciphertext,
             aad: context.as_bytes(),
         };
-        let plain = self
-            .cipher
+        let plain = cipher
             .decrypt(XNonce::from_slice(nonce), payload)
             .map_err(|_| SealError::Tampered)?;
         String::from_utf8(plain)

@@ -164,6 +164,16 @@ word_enum!(
 );
 
 word_enum!(
+    /// What a person of a tenant may do.
+    PersonRole {
+        /// Configures the tenant; their personal tokens have the `tenant_admin` role.
+        TenantAdmin = "tenant_admin",
+        /// Sends and reads messages; their personal tokens have the `sender` role.
+        Member = "member",
+    }
+);
+
+word_enum!(
     /// How an SMTP account authenticates.
     Mechanism {
         /// AUTH PLAIN with a password.

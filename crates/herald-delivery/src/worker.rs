@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_core::Mechanism;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
 use herald_smtp::{
-    Egress,
-    Connection, Credentials, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
+    Connection, Credentials, Egress, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
     Transaction, wire,
 };
 use herald_store::{

@@ -29,8 +29,13 @@ pub struct Egress {
 impl Egress {
     /// A policy with the operator's allow and deny lists.
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>) -> Self {
-        let forbidden = FORBIDDEN.iter().map(|net| net.parse().expect("the built-in ranges parse"));
-        Egress { allow, deny: forbidden.chain(deny).collect() }
+        let forbidden = FORBIDDEN
+            .iter()
+            .map(|net| net.parse().expect("the built-in ranges parse"));
+        Egress {
+            allow,
+            deny: forbidden.chain(deny).collect(),
+        }
     }
 
     /// Parses a comma-separated list of CIDRs (a bare address is a single host).
@@ -77,10 +82,26 @@ mod tests {
     #[test]
     fn refuses_this_machine_metadata_and_multicast() {
         let egress = Egress::default();
-        for bad in ["127.0.0.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "169.254.169.254", "fe80::1", "224.0.0.1", "255.255.255.255", "::"] {
+        for bad in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "fe80::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+        ] {
             assert!(!egress.permits(ip(bad)), "{bad} was permitted");
         }
-        for good in ["10.0.0.25", "192.168.1.10", "172.16.0.1", "203.0.113.7", "2001:db8::1"] {
+        for good in [
+            "10.0.0.25",
+            "192.168.1.10",
+            "172.16.0.1",
+            "203.0.113.7",
+            "2001:db8::1",
+        ] {
             assert!(egress.permits(ip(good)), "{good} was refused");
         }
     }

@@ -132,7 +132,10 @@ impl fmt::Display for SmtpError {
                 f,
                 "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
             ),
-            ErrorKind::EgressDenied => write!(f, "{step}: the destination is not allowed by this installation's egress policy"),
+            ErrorKind::EgressDenied => write!(
+                f,
+                "{step}: the destination is not allowed by this installation's egress policy"
+            ),
             ErrorKind::Protocol(e) => write!(f, "{step}: protocol error: {e}"),
         }
     }

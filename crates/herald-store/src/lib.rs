@@ -8,7 +8,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use herald_core::{
-    AccountId, FieldError, MessageId, ProviderId, RecipientId, ServerId, TenantId, TenantSlug,
+    AccountId, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId,
+    TenantSlug, TokenId,
 };
 
 pub use model::*;
@@ -33,6 +34,9 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
+
+/// Re-seals one secret given its sealed value and its context (the row it belongs to).
+pub type Resealer = Box<dyn Fn(&str, &str) -> std::result::Result<String, String> + Send + 'static>;
 
 /// The result of a storage operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -63,8 +67,29 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord>;
     /// The token with this hash, marking it used.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// The tenant's tokens (never their hashes).
+    async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>>;
+    /// Revokes (deletes) a token of the tenant.
+    async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()>;
     /// True when any operator token exists (the database is not new).
     async fn operator_token_exists(&self) -> Result<bool>;
+
+    /// Creates a person; a taken e-mail address is a conflict.
+    async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person>;
+    /// One person.
+    async fn person(&self, tenant: TenantId, id: PersonId) -> Result<Person>;
+    /// The tenant's persons.
+    async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>>;
+    /// Deletes a person and their tokens; a conflict while an account is bound to them.
+    async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()>;
+
+    /// Appends to the audit log.
+    async fn audit(&self, entry: AuditEntry) -> Result<()>;
+    /// The tenant's newest audit entries.
+    async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Re-seals every stored secret with `reseal(sealed, context)`, all in one
+    /// transaction; returns how many were re-sealed.
+    async fn reseal_secrets(&self, reseal: Resealer) -> Result<usize>;
 
     /// Creates an SMTP server.
     async fn create_server(&self, tenant: TenantId, settings: ServerSettings)

@@ -3,9 +3,9 @@
 //! Times are milliseconds since the Unix epoch.
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, Port,
-    ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy, ServerId, SmtpHost,
-    Subject, TenantId, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
+    PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy,
+    ServerId, SmtpHost, Subject, TenantId, TokenId,
 };
 use serde::Serialize;
 
@@ -23,6 +23,37 @@ pub struct Tenant {
     pub created_at: i64,
 }
 
+/// A person of a tenant.
+#[derive(Clone, Debug, Serialize)]
+pub struct Person {
+    pub id: PersonId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub email: EmailAddress,
+    pub role: PersonRole,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+}
+
+/// One entry of the audit log. Details never hold a secret value.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEntry {
+    /// `None` for installation-wide changes.
+    pub tenant_id: Option<TenantId>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub at: i64,
+    /// Who: the token's name, and its person when it has one.
+    pub actor: String,
+    pub token_id: Option<TokenId>,
+    /// The client's address as the node saw it.
+    pub remote_addr: Option<String>,
+    /// What, such as `smtp_server.update`.
+    pub action: String,
+    /// The object changed, when there is one.
+    pub object_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
 /// A token to store: only its hash.
 #[derive(Clone, Debug)]
 pub struct NewToken {
@@ -31,6 +62,8 @@ pub struct NewToken {
     pub tenant_id: Option<TenantId>,
     pub name: String,
     pub role: Role,
+    /// The person a personal token acts as; `None` for service and operator tokens.
+    pub person_id: Option<PersonId>,
     /// SHA-256 of the token, hex.
     pub hash: String,
 }
@@ -42,6 +75,7 @@ pub struct TokenRecord {
     pub tenant_id: Option<TenantId>,
     pub name: String,
     pub role: Role,
+    pub person_id: Option<PersonId>,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
@@ -104,6 +138,8 @@ pub struct NewAccount {
     pub sealed_secret: Option<String>,
     /// For XOAUTH2 by client credentials; the sealed secret is then the client secret.
     pub oauth2: Option<OAuth2Client>,
+    /// The person whose mailbox the account is.
+    pub person_id: Option<PersonId>,
 }
 
 /// A stored SMTP account. The sealed secret is never serialised.
@@ -121,6 +157,7 @@ pub struct SmtpAccount {
     /// For XOAUTH2 by client credentials (the client secret is the write-only secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2Client>,
+    pub person_id: Option<PersonId>,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
 }

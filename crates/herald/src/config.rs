@@ -23,6 +23,17 @@ pub struct Cli {
 pub enum Command {
     /// Run a node: the REST API and the delivery worker.
     Serve(ServeArgs),
+    /// Manage the master keys that seal stored secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Re-seal every stored secret under a new key (run it while the nodes are stopped).
+    Rotate(ServeArgs),
+    /// Print a new random key, for keyrings kept in HERALD_MASTER_KEY.
+    Generate,
 }
 
 /// Flags of `herald serve`. Each also reads an environment variable, and each

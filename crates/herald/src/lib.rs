@@ -7,7 +7,10 @@ pub mod node;
 
 use anyhow::Context;
 
-use config::{Cli, Command};
+use std::sync::Arc;
+
+use config::{Cli, Command, KeysCommand};
+use herald_store::{SqliteStore, Store};
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -17,6 +20,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let node = node::start(settings).await?;
             node.wait_for_signal().await;
             node.shutdown().await;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            println!("{}", keys::generate());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate(args)) => {
+            let settings = args.resolve().context("invalid configuration")?;
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database)?);
+            let key_file = config::key_file(&settings.data_dir);
+            let summary = keys::rotate(&*store, settings.master_key.as_ref(), &key_file).await?;
+            println!("{summary}");
             Ok(())
         }
     }

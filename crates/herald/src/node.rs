@@ -48,6 +48,7 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
                 tenant_id: None,
                 name: name.into(),
                 role: Role::Operator,
+                person_id: None,
                 hash,
             })
             .await?;
@@ -118,6 +119,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     let mut stop_http = stop;
     let app = herald_api::router(state);
     let http = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_http.wait_for(|stopping| *stopping).await;
         });

@@ -1,6 +1,7 @@
 //! Route table and the helpers every handler shares.
 
 mod messages;
+mod people;
 mod providers;
 mod servers;
 mod tenants;
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .merge(tenants::router())
+        .merge(people::router())
         .merge(servers::router())
         .merge(providers::router())
         .merge(messages::router())

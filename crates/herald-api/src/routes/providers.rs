@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use herald_core::{AccountId, DisplayName, EmailAddress, ProviderId, Role, SenderPolicy, ServerId};
 use herald_store::{Provider, ProviderSettings};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{Check, name, path_id};
 use crate::auth::Caller;
@@ -137,10 +138,17 @@ async fn create(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let settings = body.settings(None)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_provider(tenant.id, settings).await?),
-    ))
+    let provider = state.store.create_provider(tenant.id, settings).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "provider.create",
+            Some(provider.id.to_string()),
+            json!(provider.settings),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(provider)))
 }
 
 async fn list(
@@ -177,9 +185,17 @@ async fn update(
     let id = path_id::<ProviderId>(&id, "provider")?;
     let current = state.store.provider(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
-    Ok(Json(
-        state.store.update_provider(tenant.id, id, settings).await?,
-    ))
+    let provider = state.store.update_provider(tenant.id, id, settings).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "provider.update",
+            Some(id.to_string()),
+            json!({"before": current.settings, "after": provider.settings}),
+        )
+        .await;
+    Ok(Json(provider))
 }
 
 async fn remove(
@@ -188,9 +204,16 @@ async fn remove(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    state
-        .store
-        .delete_provider(tenant.id, path_id(&id, "provider")?)
-        .await?;
+    let id: ProviderId = path_id(&id, "provider")?;
+    state.store.delete_provider(tenant.id, id).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "provider.delete",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

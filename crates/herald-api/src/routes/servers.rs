@@ -5,10 +5,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{
-    AccountId, Invalid, Mechanism, Port, Role, Secret, Security, ServerId, SmtpHost,
+    AccountId, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId, SmtpHost,
 };
 use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{Check, name, path_id};
 use crate::auth::Caller;
@@ -233,10 +234,17 @@ async fn create(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let settings = body.settings(None)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_server(tenant.id, settings).await?),
-    ))
+    let server = state.store.create_server(tenant.id, settings).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "smtp_server.create",
+            Some(server.id.to_string()),
+            json!(server.settings),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(server)))
 }
 
 async fn list(
@@ -273,9 +281,20 @@ async fn update(
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let current = state.store.server(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
-    Ok(Json(
-        state.store.update_server(tenant.id, id, settings).await?,
-    ))
+    let old = &current.settings;
+    let secrets_cleared =
+        (&old.host, old.port, old.security) != (&settings.host, settings.port, settings.security);
+    let server = state.store.update_server(tenant.id, id, settings).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "smtp_server.update",
+            Some(id.to_string()),
+            json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}),
+        )
+        .await;
+    Ok(Json(server))
 }
 
 async fn remove(
@@ -284,10 +303,17 @@ async fn remove(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    state
-        .store
-        .delete_server(tenant.id, path_id(&id, "SMTP server")?)
-        .await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    state.store.delete_server(tenant.id, id).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "smtp_server.delete",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -299,6 +325,7 @@ struct AccountBody {
     password: Option<String>,
     access_token: Option<String>,
     oauth2: Option<OAuth2Body>,
+    person_id: Option<String>,
 }
 
 /// OAuth2 client credentials for XOAUTH2 (Microsoft 365, Google).
@@ -407,8 +434,20 @@ async fn create_account(
         }
         (None, _) => None,
     };
+    let person_id = check.opt(
+        "person_id",
+        body.person_id.as_deref(),
+        str::parse::<PersonId>,
+    );
     check.finish()?;
     let mechanism = mechanism.expect("checked above");
+    // The account is the mailbox of a person: the one named, or the caller's own.
+    let Some(person_id) = person_id.or(caller.0.person_id) else {
+        return Err(ApiError::field(
+            Invalid::new("is required: this token acts for no person, so name the person whose mailbox the account is")
+                .at("person_id"),
+        ));
+    };
     if secret.is_some() && !tenant.credential_storage {
         return Err(ApiError::NotEntitled);
     }
@@ -421,11 +460,21 @@ async fn create_account(
         mechanism,
         sealed_secret,
         oauth2,
+        person_id: Some(person_id),
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_account(tenant.id, account).await?),
-    ))
+    let account = state.store.create_account(tenant.id, account).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "smtp_account.create",
+            Some(account.id.to_string()),
+            // What was stored, never the secret itself.
+            json!({"server_id": server_id, "username": account.username, "mechanism": account.mechanism,
+                   "person_id": person_id, "secret_set": account.secret_set, "oauth2": account.oauth2}),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(account)))
 }
 
 async fn list_accounts(
@@ -465,13 +514,19 @@ async fn remove_account(
     Path((slug, id, account)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let account: AccountId = path_id(&account, "SMTP account")?;
     state
         .store
-        .delete_account(
-            tenant.id,
-            path_id(&id, "SMTP server")?,
-            path_id(&account, "SMTP account")?,
-        )
+        .delete_account(tenant.id, path_id(&id, "SMTP server")?, account)
         .await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "smtp_account.delete",
+            Some(account.to_string()),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

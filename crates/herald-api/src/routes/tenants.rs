@@ -4,8 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use herald_core::{ProviderId, Role, TenantSlug, TokenId, token};
-use herald_store::{NewToken, Tenant};
+use herald_core::{ProviderId, Role, TenantSlug};
+use herald_store::Tenant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,7 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/tenants/{tenant}", get(get_tenant))
         .route("/v1/tenants/{tenant}/entitlements", put(set_entitlements))
-        .route("/v1/tenants/{tenant}/tokens", post(create_token))
         .route(
             "/v1/tenants/{tenant}/properties",
             get(get_properties).put(set_properties),
@@ -29,6 +28,7 @@ pub fn router() -> Router<AppState> {
             post(refresh_properties),
         )
         .route("/v1/tenants/{tenant}/captured", get(captured))
+        .route("/v1/tenants/{tenant}/audit", get(audit))
 }
 
 #[derive(Deserialize)]
@@ -53,6 +53,15 @@ async fn create_tenant(
         unreachable!("checked above")
     };
     let tenant = state.store.create_tenant(slug, name).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "tenant.create",
+            Some(tenant.id.to_string()),
+            json!({"slug": tenant.slug, "name": tenant.name}),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
@@ -91,58 +100,20 @@ async fn set_entitlements(
     caller.operator()?;
     let tenant = caller.tenant(&state, &slug, &[]).await?;
     let body = body.parse()?;
-    Ok(Json(
-        state
-            .store
-            .set_entitlements(tenant.id, body.credential_storage)
-            .await?,
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTokenBody {
-    name: String,
-    role: String,
-}
-
-async fn create_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
-    body: Body<NewTokenBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
-    let body = body.parse()?;
-    let mut check = Check::default();
-    let name = check.take("name", name(&body.name));
-    let role = match Role::parse(&body.role) {
-        Ok(Role::Operator) | Err(_) => {
-            check.fail("role", "must be one of: tenant_admin, sender");
-            None
-        }
-        Ok(role) => Some(role),
-    };
-    check.finish()?;
-    let (Some(name), Some(role)) = (name, role) else {
-        unreachable!("checked above")
-    };
-    let secret = token::generate();
-    let record = state
+    let updated = state
         .store
-        .create_token(NewToken {
-            id: TokenId::new(),
-            tenant_id: Some(tenant.id),
-            name,
-            role,
-            hash: token::hash(&secret),
-        })
+        .set_entitlements(tenant.id, body.credential_storage)
         .await?;
-    let mut answer =
-        serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // The only time the token itself is ever shown.
-    answer["token"] = Value::String(secret);
-    Ok((StatusCode::CREATED, Json(answer)))
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "entitlements.update",
+            Some(tenant.id.to_string()),
+            json!({"credential_storage": {"before": tenant.credential_storage, "after": updated.credential_storage}}),
+        )
+        .await;
+    Ok(Json(updated))
 }
 
 /// The properties of a tenant: the chosen provider and what is in effect.
@@ -199,7 +170,17 @@ async fn set_properties(
         str::parse::<ProviderId>,
     );
     check.finish()?;
+    let before = tenant.notification_provider_id;
     let tenant = state.store.set_active_provider(tenant.id, provider).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "properties.update",
+            Some(tenant.id.to_string()),
+            json!({"notification_provider_id": {"before": before, "after": tenant.notification_provider_id}}),
+        )
+        .await;
     Ok(Json(properties(&state, &tenant).await?))
 }
 
@@ -222,4 +203,14 @@ async fn captured(
         .await?;
     let messages = state.store.list_captured(tenant.id, 100).await?;
     Ok(Json(json!({ "messages": messages })))
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let entries = state.store.list_audit(tenant.id, 500).await?;
+    Ok(Json(json!({ "entries": entries })))
 }

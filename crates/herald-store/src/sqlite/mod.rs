@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mechanism, MessageId,
-    Port, ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug,
+    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
+    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -122,6 +122,61 @@ fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
     tenant(raw)
 }
 
+const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
+
+/// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
+    let (tid, tenant, name, role, person): (
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let (created_at, last_used_at) = (r.get(5)?, r.get(6)?);
+    Ok((|| {
+        Ok(TokenRecord {
+            id: id(tid)?,
+            tenant_id: opt_id(tenant)?,
+            name,
+            role: stored("role", Role::parse(&role))?,
+            person_id: opt_id(person)?,
+            created_at,
+            last_used_at,
+        })
+    })())
+}
+
+const PERSON_COLUMNS: &str = "id, tenant_id, name, email, role, created_at";
+
+/// Reads a person row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn person_row(r: &Row) -> rusqlite::Result<Result<Person>> {
+    let (pid, tid, name, email, role): (String, String, String, String, String) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+    let created_at = r.get(5)?;
+    Ok((|| {
+        Ok(Person {
+            id: id(pid)?,
+            tenant_id: id(tid)?,
+            name,
+            email: address(email)?,
+            role: stored("role", PersonRole::parse(&role))?,
+            created_at,
+        })
+    })())
+}
+
+fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
+    conn.query_row(
+        &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE id = ?1 AND tenant_id = ?2"),
+        [person_id.to_string(), tenant_id.to_string()],
+        person_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .ok_or(StoreError::NotFound)?
+}
+
 const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
      tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
      idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
@@ -174,7 +229,7 @@ fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> R
 }
 
 const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
-     oauth2_token_url, oauth2_client_id, oauth2_scope, created_at";
+     oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at";
 
 /// Reads an account row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
@@ -194,6 +249,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
         None => None,
     };
     let username: String = r.get("username")?;
+    let person: Option<String> = r.get("person_id")?;
     let created_at: i64 = r.get("created_at")?;
     Ok((|| {
         Ok(SmtpAccount {
@@ -205,6 +261,7 @@ fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
             secret_set: sealed.is_some(),
             sealed_secret: sealed,
             oauth2,
+            person_id: opt_id(person)?,
             created_at,
         })
     })())
@@ -523,27 +580,29 @@ impl Store for SqliteStore {
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
         self.db
             .write(move |c| {
-                let created_at = now_ms();
+                if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
+                    load_person(c, tenant_id, person_id)?;
+                }
                 c.execute(
-                    "INSERT INTO tokens (id, tenant_id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         token.id.to_string(),
                         token.tenant_id.map(|t| t.to_string()),
                         token.name,
                         token.role.as_str(),
+                        token.person_id.map(|p| p.to_string()),
                         token.hash,
-                        created_at
+                        now_ms()
                     ],
                 )
                 .map_err(unique("this token exists already"))?;
-                Ok(TokenRecord {
-                    id: token.id,
-                    tenant_id: token.tenant_id,
-                    name: token.name,
-                    role: token.role,
-                    created_at,
-                    last_used_at: None,
-                })
+                c.query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                    [token.id.to_string()],
+                    token_row,
+                )
+                .map_err(sql)?
             })
             .await
     }
@@ -554,33 +613,20 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(
-                    "SELECT id, tenant_id, name, role, created_at, last_used_at FROM tokens WHERE hash = ?1",
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
                     [hash],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, Option<i64>>(5)?,
-                        ))
-                    },
+                    token_row,
                 )
                 .optional()
                 .map_err(sql)
             })
             .await?;
-        let Some((tid, tenant_id, name, role, created_at, last_used_at)) = found else {
+        let Some(record) = found.transpose()? else {
             return Ok(None);
-        };
-        let record = TokenRecord {
-            id: id(tid)?,
-            tenant_id: opt_id(tenant_id)?,
-            name,
-            role: stored("role", Role::parse(&role))?,
-            created_at,
-            last_used_at,
         };
         // Recording every use would put a write on every request; a minute's precision is enough.
         let now = now_ms();
-        if last_used_at.is_none_or(|t| now - t > 60_000) {
+        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
             let token_id = record.id.to_string();
             self.db
                 .write(move |c| {
@@ -594,6 +640,189 @@ impl Store for SqliteStore {
                 .await?;
         }
         Ok(Some(record))
+    }
+
+    async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    token_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, tenant_id: TenantId, token_id: TokenId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let deleted = c
+                    .execute(
+                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id = ?2",
+                        [token_id.to_string(), tenant_id.to_string()],
+                    )
+                    .map_err(sql)?;
+                if deleted == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn create_person(&self, tenant_id: TenantId, person: Person) -> Result<Person> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO persons (id, tenant_id, name, email, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        person.id.to_string(),
+                        tenant_id.to_string(),
+                        person.name,
+                        person.email.as_ref(),
+                        person.role.as_str(),
+                        person.created_at
+                    ],
+                )
+                .map_err(unique("a person with this e-mail address exists"))?;
+                load_person(c, tenant_id, person.id)
+            })
+            .await
+    }
+
+    async fn person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
+        self.db
+            .read(move |c| load_person(c, tenant_id, person_id))
+            .await
+    }
+
+    async fn list_persons(&self, tenant_id: TenantId) -> Result<Vec<Person>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    person_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                load_person(c, tenant_id, person_id)?;
+                let bound: Option<String> = c
+                    .query_row(
+                        "SELECT username FROM smtp_accounts WHERE person_id = ?1 LIMIT 1",
+                        [person_id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(username) = bound {
+                    return Err(StoreError::Conflict(format!(
+                        "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
+                    )));
+                }
+                c.execute("DELETE FROM persons WHERE id = ?1", [person_id.to_string()]).map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, details) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        entry.tenant_id.map(|t| t.to_string()),
+                        entry.at,
+                        entry.actor,
+                        entry.token_id.map(|t| t.to_string()),
+                        entry.remote_addr,
+                        entry.action,
+                        entry.object_id,
+                        entry.details.to_string()
+                    ],
+                )
+                .map_err(sql)
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn list_audit(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM audit \
+                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+                    params![tenant_id.to_string(), limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                            r.get::<_, String>(7)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(tid, at, actor, token_id, remote_addr, action, object_id, details)| {
+                        Ok(AuditEntry {
+                            tenant_id: opt_id(tid)?,
+                            at,
+                            actor,
+                            token_id: opt_id(token_id)?,
+                            remote_addr,
+                            action,
+                            object_id,
+                            details: stored("audit details", serde_json::from_str(&details))?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn reseal_secrets(&self, reseal: crate::Resealer) -> Result<usize> {
+        self.db
+            .write(move |c| {
+                let sealed = list(
+                    c,
+                    "SELECT id, sealed_secret FROM smtp_accounts WHERE sealed_secret IS NOT NULL",
+                    [],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )?;
+                for (account_id, value) in &sealed {
+                    let resealed = reseal(value, account_id).map_err(|e| {
+                        StoreError::Corrupt(format!("the secret of account {account_id}: {e}"))
+                    })?;
+                    c.execute(
+                        "UPDATE smtp_accounts SET sealed_secret = ?1 WHERE id = ?2",
+                        [resealed, account_id.clone()],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(sealed.len())
+            })
+            .await
     }
 
     async fn operator_token_exists(&self) -> Result<bool> {
@@ -722,16 +951,24 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 load_server(c, tenant_id, a.server_id)?;
+                if let Some(person_id) = a.person_id {
+                    if matches!(load_person(c, tenant_id, person_id), Err(StoreError::NotFound)) {
+                        return Err(StoreError::Invalid(
+                            Invalid::new("must name a person of this tenant").at("person_id"),
+                        ));
+                    }
+                }
                 c.execute(
                     "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, \
-                     oauth2_token_url, oauth2_client_id, oauth2_scope, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         a.id.to_string(), tenant_id.to_string(), a.server_id.to_string(), a.username,
                         a.mechanism.as_str(), a.sealed_secret,
                         a.oauth2.as_ref().map(|o| o.token_url.as_str()),
                         a.oauth2.as_ref().map(|o| o.client_id.as_str()),
-                        a.oauth2.as_ref().and_then(|o| o.scope.as_deref()), now_ms()
+                        a.oauth2.as_ref().and_then(|o| o.scope.as_deref()),
+                        a.person_id.map(|p| p.to_string()), now_ms()
                     ],
                 )
                 .map_err(unique("an account with this username exists on the server"))?;

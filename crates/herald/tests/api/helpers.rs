@@ -147,21 +147,26 @@ impl TestApp {
             .post("/v1/tenants", OPERATOR, json!({"slug": slug, "name": slug}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        let token = |role: &'static str| async move {
+        // The administrator is a person with a personal token; the sender a service token.
+        let (status, person) = self
+            .post(
+                &format!("/v1/tenants/{slug}/persons"),
+                OPERATOR,
+                json!({"name": "Admin", "email": format!("admin@{slug}.example"), "role": "tenant_admin"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{person}");
+        let token = |body: Value| async move {
             let (status, body) = self
-                .post(
-                    &format!("/v1/tenants/{slug}/tokens"),
-                    OPERATOR,
-                    json!({"name": role, "role": role}),
-                )
+                .post(&format!("/v1/tenants/{slug}/tokens"), OPERATOR, body)
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
             body["token"].as_str().unwrap().to_owned()
         };
         TestTenant {
             slug: slug.into(),
-            admin: token("tenant_admin").await,
-            sender: token("sender").await,
+            admin: token(json!({"name": "admin", "person_id": person["id"]})).await,
+            sender: token(json!({"name": "sender", "role": "sender"})).await,
         }
     }
 

@@ -6,7 +6,7 @@ mod helpers;
 mod crash;
 mod delivery;
 mod interop;
-mod resilience;
 mod properties;
+mod resilience;
 mod tls_auth;
 mod validation;

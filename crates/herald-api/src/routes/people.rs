@@ -1,0 +1,268 @@
+//! Persons of a tenant and API tokens: personal tokens act as their person,
+//! service tokens send; every token is shown once and can be listed and revoked.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
+use herald_store::{NewToken, Person, TokenRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Check, name, path_id};
+use crate::auth::Caller;
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+const ADMIN: &[Role] = &[Role::TenantAdmin];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/persons",
+            post(create_person).get(list_persons),
+        )
+        .route(
+            "/v1/tenants/{tenant}/persons/{id}",
+            get(show_person).delete(remove_person),
+        )
+        .route(
+            "/v1/tenants/{tenant}/tokens",
+            post(create_token).get(list_tokens),
+        )
+        .route("/v1/tenants/{tenant}/tokens/{id}", delete(revoke_token))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonBody {
+    name: String,
+    email: String,
+    role: Option<String>,
+}
+
+async fn create_person(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    body: Body<PersonBody>,
+) -> Result<(StatusCode, Json<Person>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
+    let mut check = Check::default();
+    let name = check.take("name", name(&body.name));
+    let email = check.take("email", EmailAddress::parse(&body.email));
+    let role = check.take(
+        "role",
+        PersonRole::parse(body.role.as_deref().unwrap_or("member")),
+    );
+    check.finish()?;
+    let (Some(name), Some(email), Some(role)) = (name, email, role) else {
+        unreachable!("checked above")
+    };
+    let person = Person {
+        id: PersonId::new(),
+        tenant_id: tenant.id,
+        name,
+        email,
+        role,
+        created_at: now_ms(),
+    };
+    let person = state.store.create_person(tenant.id, person).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "person.create",
+            Some(person.id.to_string()),
+            json!({"email": person.email, "role": person.role}),
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(person)))
+}
+
+async fn list_persons(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<Person>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.list_persons(tenant.id).await?))
+}
+
+async fn show_person(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<Person>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(
+        state
+            .store
+            .person(tenant.id, path_id(&id, "person")?)
+            .await?,
+    ))
+}
+
+async fn remove_person(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id: PersonId = path_id(&id, "person")?;
+    state.store.delete_person(tenant.id, id).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "person.delete",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    role: Option<String>,
+    person_id: Option<String>,
+}
+
+/// The most a personal token of a person with this role may do.
+fn token_role(person: PersonRole) -> Role {
+    match person {
+        PersonRole::TenantAdmin => Role::TenantAdmin,
+        PersonRole::Member => Role::Sender,
+    }
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    body: Body<TokenBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse()?;
+    let mut check = Check::default();
+    let name = check.take("name", name(&body.name));
+    let role = match body.role.as_deref().map(Role::parse) {
+        Some(Ok(Role::Operator)) | Some(Err(_)) => {
+            check.fail("role", "must be one of: tenant_admin, sender");
+            None
+        }
+        Some(Ok(role)) => Some(role),
+        None => None,
+    };
+    let person_id = check.opt(
+        "person_id",
+        body.person_id.as_deref(),
+        str::parse::<PersonId>,
+    );
+    check.finish()?;
+    let name = name.expect("checked above");
+    let role = match person_id {
+        Some(person_id) => {
+            let person = match state.store.person(tenant.id, person_id).await {
+                Err(herald_store::StoreError::NotFound) => {
+                    return Err(ApiError::field(
+                        herald_core::Invalid::new("must name a person of this tenant")
+                            .at("person_id"),
+                    ));
+                }
+                other => other?,
+            };
+            let most = token_role(person.role);
+            match role {
+                Some(Role::TenantAdmin) if most != Role::TenantAdmin => {
+                    return Err(ApiError::field(
+                        herald_core::Invalid::new(
+                            "may be tenant_admin only for a person whose role is tenant_admin",
+                        )
+                        .at("role"),
+                    ));
+                }
+                Some(role) => role,
+                None => most,
+            }
+        }
+        None => match role {
+            Some(Role::Sender) | None => Role::Sender,
+            Some(_) => {
+                return Err(ApiError::field(
+                    herald_core::Invalid::new(
+                        "tenant_admin needs a person_id: administrator tokens are personal",
+                    )
+                    .at("role"),
+                ));
+            }
+        },
+    };
+    let secret = token::generate();
+    let record = state
+        .store
+        .create_token(NewToken {
+            id: TokenId::new(),
+            tenant_id: Some(tenant.id),
+            name,
+            role,
+            person_id,
+            hash: token::hash(&secret),
+        })
+        .await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "token.create",
+            Some(record.id.to_string()),
+            json!({"name": record.name, "role": record.role, "person_id": record.person_id}),
+        )
+        .await;
+    let mut answer =
+        serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The only time the token itself is ever shown.
+    answer["token"] = Value::String(secret);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<TokenRecord>>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    Ok(Json(state.store.list_tokens(tenant.id).await?))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id: TokenId = path_id(&id, "token")?;
+    state.store.revoke_token(tenant.id, id).await?;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "token.revoke",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
