@@ -31,7 +31,7 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Re-seal every stored secret under a new key (run it while the nodes are stopped).
-    Rotate(ServeArgs),
+    Rotate(Box<ServeArgs>),
     /// Print a new random key, for keyrings kept in HERALD_MASTER_KEY.
     Generate,
 }

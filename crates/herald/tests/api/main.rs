@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod interop;
 mod properties;
+mod isolation;
 mod resilience;
 mod tls_auth;
 mod validation;
