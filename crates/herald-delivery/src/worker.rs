@@ -177,6 +177,7 @@ impl Worker {
                 continue;
             }
             WorkerStats::add(&self.stats.claimed, claimed.len());
+            tracing::debug!(count = claimed.len(), "claimed due recipients");
             for (message, recipients) in group_by_message(claimed) {
                 let worker = self.clone();
                 let span =
@@ -563,6 +564,15 @@ impl Worker {
     }
 
     async fn record(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) {
+        for o in &outcomes {
+            tracing::debug!(
+                recipient = %o.recipient,
+                outcome = %o.attempt.outcome,
+                step = o.attempt.step.as_deref().unwrap_or_default(),
+                response = %o.attempt.response,
+                "attempt"
+            );
+        }
         let ids: Vec<_> = outcomes.iter().map(|o| o.recipient).collect();
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {

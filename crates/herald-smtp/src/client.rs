@@ -162,6 +162,7 @@ impl Connection {
         }
         if let Some(credentials) = credentials {
             conn.authenticate(credentials).await?;
+            tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
         }
         Ok(conn)
     }
@@ -280,6 +281,7 @@ impl Connection {
         let reply = self
             .command(Step::Ehlo, format!("EHLO {helo_name}\r\n").as_bytes())
             .await?;
+        tracing::debug!(reply = %reply, "EHLO answered");
         self.extensions.clear();
         self.auth_mechanisms.clear();
         for line in reply.text.lines().skip(1) {
@@ -378,6 +380,7 @@ impl Connection {
                 .map(|c| format!("{:?}", c.suite()))
                 .unwrap_or_default(),
         });
+        tracing::debug!(tls = ?self.tls, "TLS established");
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
@@ -498,6 +501,18 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> 
             ErrorKind::Dns("no address".into()),
         ));
     }
+    // Checked on the resolved addresses, which are then the ones connected to,
+    // so a DNS answer that changes between check and connect cannot slip through.
+    let addrs: Vec<SocketAddr> = match &target.egress {
+        Some(egress) => addrs
+            .into_iter()
+            .filter(|a| egress.permits(a.ip()))
+            .collect(),
+        None => addrs,
+    };
+    if addrs.is_empty() {
+        return Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied));
+    }
     let mut last_error = None;
     for addr in addrs {
         match tokio::time::timeout(target.timeouts.connect, TcpStream::connect(addr)).await {
@@ -505,6 +520,7 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> 
                 // Without this, Nagle holds small writes until the peer's delayed ACK (FINDINGS.md).
                 tcp.set_nodelay(true)
                     .map_err(|e| SmtpError::new(Step::Connect, ErrorKind::Io(e)))?;
+                tracing::debug!(remote = %addr, "connected");
                 return Ok((tcp, addr));
             }
             Ok(Err(e)) => last_error = Some(SmtpError::new(Step::Connect, ErrorKind::Io(e))),

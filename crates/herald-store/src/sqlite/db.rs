@@ -47,7 +47,11 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // FULL makes each commit durable in the WAL before it returns: a 202 is never
     // answered for a message a power cut could lose.
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    // secure_delete zeroes what an update or delete frees, so a replaced secret
+    // does not linger in free space of the file.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+    )?;
     Ok(conn)
 }
 
@@ -96,6 +100,19 @@ impl Db {
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+    }
+
+    /// Copies the write-ahead log into the database file and empties it, so
+    /// that old versions of rewritten rows are gone from disk.
+    pub(crate) async fn checkpoint(&self) -> Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open(&path, false).map_err(unavailable)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     /// Runs `f` on a reader connection on the blocking pool.

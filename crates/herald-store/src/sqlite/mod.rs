@@ -802,7 +802,8 @@ impl Store for SqliteStore {
     }
 
     async fn reseal_secrets(&self, reseal: crate::Resealer) -> Result<usize> {
-        self.db
+        let count = self
+            .db
             .write(move |c| {
                 let sealed = list(
                     c,
@@ -822,7 +823,10 @@ impl Store for SqliteStore {
                 }
                 Ok(sealed.len())
             })
-            .await
+            .await?;
+        // The old ciphertexts must not stay behind in the log.
+        self.db.checkpoint().await?;
+        Ok(count)
     }
 
     async fn operator_token_exists(&self) -> Result<bool> {

@@ -327,3 +327,94 @@ impl TestApp {
         body.as_array().unwrap().len()
     }
 }
+
+/// A node running as a child process of the real `herald` binary.
+pub struct NodeProcess {
+    pub child: tokio::process::Child,
+    /// Its API, `http://127.0.0.1:port`.
+    pub base: String,
+    /// Everything it printed on standard output and standard error so far.
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl NodeProcess {
+    /// A client for its API.
+    pub fn app(&self) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            client: reqwest::Client::new(),
+            node: None,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+/// Starts `herald serve` on port 0 with its data in `dir`, loopback SMTP servers
+/// allowed, fast retries, and `args` and `envs` added; returns once it listens.
+pub async fn start_process(
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> NodeProcess {
+    use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--egress-allow",
+            "127.0.0.0/8",
+        ])
+        .args(["--retry-base", "200ms", "--poll-interval", "200ms"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("HERALD_BOOTSTRAP_TOKEN", OPERATOR)
+        .env("NO_COLOR", "1")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the herald binary starts");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (listening, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    fn collect(
+        stream: impl AsyncRead + Unpin + Send + 'static,
+        output: std::sync::Arc<std::sync::Mutex<String>>,
+        listening: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("herald listening on ") {
+                    let _ = listening.send(url.to_owned());
+                }
+                let mut output = output.lock().unwrap();
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
+    }
+    collect(
+        child.stdout.take().unwrap(),
+        output.clone(),
+        listening.clone(),
+    );
+    collect(child.stderr.take().unwrap(), output.clone(), listening);
+    let base = tokio::time::timeout(DEADLINE, heard.recv())
+        .await
+        .expect("the node listens within the deadline")
+        .unwrap_or_else(|| {
+            panic!(
+                "the node exited before listening: {}",
+                output.lock().unwrap()
+            )
+        });
+    NodeProcess {
+        child,
+        base,
+        output,
+    }
+}
