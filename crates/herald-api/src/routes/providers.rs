@@ -49,7 +49,8 @@ fn optional<T: Clone>(
     parse: impl Fn(&str) -> Result<T, herald_core::Invalid>,
 ) -> Option<T> {
     match given {
-        Some(s) if s.trim().is_empty() => None,
+        // Only spaces and tabs count as blank: a line break is validated, and refused.
+        Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
         Some(s) => check.take(field, parse(&s)),
         None => base.cloned(),
     }

@@ -92,7 +92,8 @@ fn limit(
 /// An optional text field: `None` keeps the base value, an empty string clears it.
 fn optional(given: Option<String>, base: Option<&String>) -> Option<String> {
     match given {
-        Some(s) if s.trim().is_empty() => None,
+        // Only spaces and tabs count as blank: a line break is validated, and refused.
+        Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
         Some(s) => Some(s),
         None => base.cloned(),
     }
