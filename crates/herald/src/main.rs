@@ -9,6 +9,9 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs go to standard error; standard output carries only what a
+        // person or a script reads: the one-time operator token and the address.
+        .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(herald::run(cli))
