@@ -16,6 +16,8 @@ use crate::ApiError;
 /// A JSON request body of type `T` (declared with `deny_unknown_fields`), read but not yet parsed.
 pub struct Body<T> {
     bytes: Result<Bytes, ApiError>,
+    /// The request declared no body at all (no content type, no length).
+    empty: bool,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -29,6 +31,11 @@ impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        let empty = req.headers().get(header::CONTENT_TYPE).is_none()
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
         let bytes = if is_json {
             Bytes::from_request(req, state).await.map_err(|rejection| {
                 if rejection.into_response().status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -44,8 +51,22 @@ impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
         };
         Ok(Body {
             bytes,
+            empty,
             _type: PhantomData,
         })
+    }
+}
+
+impl<T: DeserializeOwned + Default> Body<T> {
+    /// Parses the body, or gives the default when the request has none.
+    pub fn parse_or_default(self) -> Result<T, ApiError> {
+        if matches!(&self.bytes, Ok(bytes) if bytes.is_empty()) {
+            return Ok(T::default());
+        }
+        if matches!(&self.bytes, Err(ApiError::Malformed(_))) && self.empty {
+            return Ok(T::default());
+        }
+        self.parse()
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound(&'static str),
     /// The change conflicts with what is stored.
     Conflict(String),
+    /// No node with the worker role is alive to run a job.
+    NoWorker,
     /// The database is unreachable or full: the request was not stored.
     Unavailable(String),
     /// Something that should not happen.
@@ -123,6 +125,14 @@ impl IntoResponse for ApiError {
                 vec![],
             ),
             ApiError::Conflict(why) => (StatusCode::CONFLICT, "urn:herald:problem:conflict", "Conflict", why, vec![]),
+            ApiError::NoWorker => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:herald:problem:no-worker-alive",
+                "No worker node is alive",
+                "no node with the worker role has sent a heartbeat recently, so nothing would run the test; nothing was queued"
+                    .to_owned(),
+                vec![],
+            ),
             ApiError::Unavailable(why) => {
                 tracing::error!(error = %why, "storage unavailable");
                 (

@@ -11,11 +11,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use herald_core::Sealer;
-use herald_delivery::DefaultProvider;
+use herald_delivery::{DefaultProvider, ProviderCache};
 use herald_store::Store;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
+
+/// How often a node records that it is alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A node whose last heartbeat is older than this is taken for gone.
+pub const ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The largest request body accepted; message content has its own, smaller limits.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -28,11 +33,14 @@ pub struct AppState {
     pub default_provider: Arc<DefaultProvider>,
     /// Wakes this node's worker when a message is stored.
     pub wake: Arc<Notify>,
+    /// This node's view of tenants' providers.
+    pub cache: Arc<ProviderCache>,
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
-    routes::router()
+/// The HTTP API: everything on a node with the api role, else only the health checks.
+pub fn router(state: AppState, api: bool) -> Router {
+    let routes = if api { routes::router() } else { routes::health() };
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

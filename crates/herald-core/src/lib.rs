@@ -6,6 +6,7 @@
 pub mod address;
 pub mod ids;
 pub mod invalid;
+pub mod presets;
 pub mod secret;
 pub mod settings;
 pub mod status;

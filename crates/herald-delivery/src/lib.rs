@@ -1,6 +1,7 @@
 //! Delivery: resolving a tenant's effective provider, rendering messages, and the
 //! worker loop that claims due recipients, sends them and records every attempt.
 
+mod cache;
 mod oauth;
 mod pool;
 mod render;
@@ -10,10 +11,11 @@ mod stats;
 mod worker;
 
 pub use pool::PoolLimits;
-pub use render::render;
+pub use render::{Rendered, render};
 pub use retry::RetryPolicy;
+pub use cache::ProviderCache;
 pub use route::{
-    DefaultProvider, Login, ResolveError, Route, Transport, fallback_recipient, resolve,
+    DefaultProvider, Login, ResolveError, Route, Transport, fallback_recipient, load_config, route,
 };
 pub use stats::WorkerStats;
 pub use worker::{Worker, WorkerConfig};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, TenantId};
+use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, SenderPolicy, TenantId};
 use std::sync::Arc;
 
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
@@ -50,6 +50,10 @@ pub struct Route {
     pub reply_to: Option<EmailAddress>,
     /// The tenant's provider; `None` for the system default.
     pub provider: Option<ProviderId>,
+    /// The version of the provider's configuration: its newest change, in ms.
+    pub config_version: Option<i64>,
+    /// How From is chosen for mail sent on behalf of a person.
+    pub sender_policy: SenderPolicy,
 }
 
 impl Route {
@@ -94,6 +98,8 @@ impl DefaultProvider {
             from_name: self.from_name.clone(),
             reply_to: None,
             provider: None,
+            config_version: None,
+            sender_policy: SenderPolicy::Fixed,
         }
     }
 }
@@ -108,25 +114,40 @@ pub enum ResolveError {
     Secret(String),
 }
 
-/// Resolves the tenant's effective provider into a route.
-pub async fn resolve(
+/// Loads a provider with its server and account: the tenant's active one, or
+/// (for a test message) the one named.
+pub async fn load_config(
     store: &dyn Store,
+    tenant: TenantId,
+    provider: Option<ProviderId>,
+) -> Result<Option<ProviderConfig>, StoreError> {
+    let Some(provider_id) = provider else {
+        return store.active_provider(tenant).await;
+    };
+    let provider = store.provider(tenant, provider_id).await?;
+    let server = store.server(tenant, provider.settings.smtp_server_id).await?;
+    let account = match provider.settings.account_id {
+        Some(account) => Some(store.account(tenant, server.id, account).await?),
+        None => None,
+    };
+    Ok(Some(ProviderConfig { provider, server, account }))
+}
+
+/// Turns a provider's configuration (or the system default, for `None`) into a
+/// route, opening the account's secret: this happens for each send, so a
+/// secret is never kept open longer than one delivery.
+pub fn route(
+    config: Option<&ProviderConfig>,
     sealer: &Sealer,
     default: &DefaultProvider,
     timeouts: Timeouts,
     egress: &Arc<Egress>,
-    tenant: TenantId,
 ) -> Result<Route, ResolveError> {
-    let Some(config) = store.active_provider(tenant).await? else {
+    let Some(ProviderConfig { provider, server, account }) = config else {
         return Ok(default.route());
     };
-    let ProviderConfig {
-        provider,
-        server,
-        account,
-    } = config;
-    let s = server.settings;
-    let login = match &account {
+    let s = &server.settings;
+    let login = match account {
         None => Login::None,
         Some(account) => match &account.sealed_secret {
             None if s.requires_auth => {
@@ -158,11 +179,7 @@ pub async fn resolve(
     let timeouts = match s.command_timeout_secs {
         Some(secs) => {
             let command = Duration::from_secs(secs.into());
-            Timeouts {
-                connect: command.min(timeouts.connect),
-                command,
-                data: command * 3,
-            }
+            Timeouts { connect: command.min(timeouts.connect), command, data: command * 3 }
         }
         None => timeouts,
     };
@@ -178,37 +195,29 @@ pub async fn resolve(
         "{}@{}/{}",
         server.id,
         server.updated_at,
-        account
-            .as_ref()
-            .map(|a| a.id.to_string())
-            .unwrap_or_default()
+        account.as_ref().map(|a| a.id.to_string()).unwrap_or_default()
     );
+    let config_version = [provider.updated_at, server.updated_at]
+        .into_iter()
+        .chain(account.as_ref().map(|a| a.created_at))
+        .max();
     let target = Target {
-        helo_name: s
-            .helo_name
-            .unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
-        host: s.host,
+        helo_name: s.helo_name.clone().unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
+        host: s.host.clone(),
         port: s.port,
         security: s.security,
-        tls: TlsSettings {
-            verify: s.tls_verify,
-            ca_pem: s.tls_ca_pem,
-            server_name: s.tls_server_name,
-        },
+        tls: TlsSettings { verify: s.tls_verify, ca_pem: s.tls_ca_pem.clone(), server_name: s.tls_server_name.clone() },
         timeouts,
         egress: Some(egress.clone()),
     };
     Ok(Route {
-        transport: Transport::Smtp {
-            target: Box::new(target),
-            login,
-            limits,
-            pool_key,
-        },
-        from: provider.settings.from_address,
-        from_name: provider.settings.from_name.map(|n| n.as_ref().to_owned()),
-        reply_to: provider.settings.reply_to,
+        transport: Transport::Smtp { target: Box::new(target), login, limits, pool_key },
+        from: provider.settings.from_address.clone(),
+        from_name: provider.settings.from_name.as_ref().map(|n| n.as_ref().to_owned()),
+        reply_to: provider.settings.reply_to.clone(),
         provider: Some(provider.id),
+        config_version,
+        sender_policy: provider.settings.sender_policy,
     })
 }
 

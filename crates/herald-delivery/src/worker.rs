@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_core::Mechanism;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
 use herald_smtp::{
+    Tracer,
     Connection, Credentials, Egress, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
     Transaction, wire,
 };
@@ -21,7 +22,10 @@ use tracing::{Instrument, info_span, warn};
 
 use crate::oauth::TokenCache;
 use crate::pool::{Lease, Pools};
-use crate::{DefaultProvider, Login, RetryPolicy, Route, Transport, WorkerStats, render, resolve};
+use crate::{
+    DefaultProvider, Login, ProviderCache, Rendered, ResolveError, RetryPolicy, Route, Transport, WorkerStats, load_config,
+    render, route,
+};
 
 /// A send is not started when less than this is left of its lease (or a
 /// quarter of the lease, when that is shorter): its outcome could be refused
@@ -70,6 +74,7 @@ pub struct Worker {
     pools: Arc<Pools>,
     tokens: Arc<TokenCache>,
     stats: Arc<WorkerStats>,
+    cache: Arc<ProviderCache>,
 }
 
 fn now_ms() -> i64 {
@@ -103,6 +108,19 @@ impl fmt::Display for SendError {
     }
 }
 
+/// A route, and the sender policy the message was rendered with.
+struct RouteInfo {
+    route: Route,
+    sender_policy: &'static str,
+}
+
+impl std::ops::Deref for RouteInfo {
+    type Target = Route;
+    fn deref(&self) -> &Route {
+        &self.route
+    }
+}
+
 /// A completed transaction and where it ran.
 struct Sent {
     tx: Transaction,
@@ -115,6 +133,7 @@ impl Worker {
         store: Arc<dyn Store>,
         sealer: Arc<Sealer>,
         default: Arc<DefaultProvider>,
+        cache: Arc<ProviderCache>,
         config: WorkerConfig,
     ) -> Self {
         Worker {
@@ -126,6 +145,7 @@ impl Worker {
             pools: Arc::new(Pools::default()),
             tokens: Arc::new(TokenCache::default()),
             stats: Arc::new(WorkerStats::default()),
+            cache,
         }
     }
 
@@ -214,24 +234,19 @@ impl Worker {
             }
         };
         let tenant = recipients[0].tenant;
-        let route = match resolve(
-            &*self.store,
-            &self.sealer,
-            &self.default,
-            self.config.timeouts,
-            &self.config.egress,
-            tenant,
-        )
-        .await
-        {
+        // A test message tests its provider; other mail goes through the tenant's
+        // effective provider, as this node's cache knows it.
+        let config = match contents.test_provider {
+            Some(provider) => load_config(&*self.store, tenant, Some(provider)).await,
+            None => self.cache.get(&*self.store, tenant).await,
+        };
+        let route = config.map_err(ResolveError::from).and_then(|config| {
+            route(config.as_ref(), &self.sealer, &self.default, self.config.timeouts, &self.config.egress)
+        });
+        let route = match route {
             Ok(route) => route,
             Err(error) => {
-                let attempt = self.attempt(
-                    &started,
-                    "provider",
-                    None,
-                    format!("the provider cannot be used: {error}"),
-                );
+                let attempt = self.attempt(None, &started, "provider", None, format!("the provider cannot be used: {error}"));
                 let outcomes = recipients
                     .iter()
                     .map(|r| self.deferred_or_expired(r, &contents, attempt.clone()))
@@ -240,9 +255,10 @@ impl Worker {
                 return;
             }
         };
-        let content = render(&contents, &route);
+        let Rendered { content, sender_policy } = render(&contents, &route);
+        let route = &RouteInfo { route, sender_policy };
         let (outcomes, captures) = match &route.transport {
-            Transport::Capture => self.capture(&route, &contents, &recipients, content, &started),
+            Transport::Capture => self.capture(route, &contents, &recipients, content, &started),
             Transport::Smtp { .. } => {
                 let envelope = Envelope {
                     from: route.from.clone(),
@@ -254,12 +270,14 @@ impl Worker {
                     .map(|r| r.lease_until)
                     .min()
                     .unwrap_or_default();
-                match self
-                    .send(&route, tenant, &envelope, &data, lease_until, &mut started)
-                    .await
-                {
+                let tracer = contents.test_provider.map(|_| Tracer::default());
+                let sent = match &tracer {
+                    Some(tracer) => self.send_traced(route, &envelope, &data, tracer).await,
+                    None => self.send(route, tenant, &envelope, &data, lease_until, &mut started).await,
+                };
+                let mut outcomes = match sent {
                     Ok(sent) => (
-                        self.classify_all(&route, &contents, &recipients, &sent, &started),
+                        self.classify_all(route, &contents, &recipients, &sent, &started),
                         Vec::new(),
                     ),
                     Err(SendError::Busy | SendError::LeaseLost) => {
@@ -268,16 +286,24 @@ impl Worker {
                             .iter()
                             .map(|r| (r.recipient, r.lease_token))
                             .collect();
-                        if let Err(error) = self.store.release(leases).await {
-                            warn!(%error, "could not give recipients back; their leases will expire");
+                        match self.store.release(leases).await {
+                            Ok(()) => WorkerStats::add(&self.stats.released, recipients.len()),
+                            Err(error) => warn!(%error, "could not give recipients back; their leases will expire"),
                         }
                         return;
                     }
                     Err(error) => (
-                        self.failed_all(&route, &contents, &recipients, &error, &started),
+                        self.failed_all(route, &contents, &recipients, &error, &started),
                         Vec::new(),
                     ),
+                };
+                if let Some(tracer) = tracer {
+                    let diagnosis = diagnosis(&tracer);
+                    for outcome in &mut outcomes.0 {
+                        outcome.attempt.diagnosis = Some(diagnosis.clone());
+                    }
                 }
+                outcomes
             }
         };
         self.record(outcomes, captures).await;
@@ -289,7 +315,7 @@ impl Worker {
     /// is the time spent with the server.
     async fn send(
         &self,
-        route: &Route,
+        route: &RouteInfo,
         tenant: TenantId,
         envelope: &Envelope,
         data: &[u8],
@@ -314,13 +340,13 @@ impl Worker {
         }
         let mut lease = match pool.take_idle() {
             Some(lease) => lease,
-            None => self.open(target, login).await?,
+            None => self.open(target, login, None).await?,
         };
         let result = match lease.conn.send(envelope, data).await {
             // A pooled connection the server closed while it was idle fails at
             // its first command; that message deserves a fresh connection.
             Err(e) if lease.reused && e.step == Step::Mail && e.reply().is_none() => {
-                lease = self.open(target, login).await?;
+                lease = self.open(target, login, None).await?;
                 lease.conn.send(envelope, data).await
             }
             other => other,
@@ -337,10 +363,32 @@ impl Worker {
     }
 
     /// Opens and logs in a new connection. An OAuth2 token the server refuses is renewed once.
-    async fn open(&self, target: &Target, login: &Login) -> Result<Lease, SendError> {
+    /// Sends a test message over a connection of its own, recording every step.
+    async fn send_traced(&self, route: &RouteInfo, envelope: &Envelope, data: &[u8], tracer: &Tracer) -> Result<Sent, SendError> {
+        let Transport::Smtp { target, login, .. } = &route.transport else {
+            unreachable!("send_traced is only called for SMTP routes")
+        };
+        let mut lease = self.open(target, login, Some(tracer)).await?;
+        let tx = lease.conn.send(envelope, data).await.map_err(|e| {
+            tracer.fail(&e);
+            SendError::Smtp(e)
+        })?;
+        let sent = Sent { tx, remote: lease.conn.remote().to_string(), tls: lease.conn.tls().cloned() };
+        lease.conn.quit().await;
+        Ok(sent)
+    }
+
+    /// Opens and logs in a new connection, recording each step in `tracer` when given.
+    async fn open(&self, target: &Target, login: &Login, tracer: Option<&Tracer>) -> Result<Lease, SendError> {
+        let open = |credentials: Option<Credentials>| async move {
+            match tracer {
+                Some(tracer) => Connection::open_traced(target, credentials.as_ref(), tracer).await,
+                None => Connection::open(target, credentials.as_ref()).await,
+            }
+        };
         let conn = match login {
-            Login::None => Connection::open(target, None).await,
-            Login::Stored(credentials) => Connection::open(target, Some(credentials)).await,
+            Login::None => open(None).await,
+            Login::Stored(credentials) => open(Some(credentials.clone())).await,
             Login::OAuth2 {
                 account,
                 username,
@@ -353,13 +401,18 @@ impl Worker {
                         .tokens
                         .token(*account, client, client_secret, renew)
                         .await
-                        .map_err(SendError::OAuth2)?;
+                        .map_err(|e| {
+                            if let Some(tracer) = tracer {
+                                tracer.note(Step::Auth, false, format!("OAuth2 token: {e}"));
+                            }
+                            SendError::OAuth2(e)
+                        })?;
                     let credentials = Credentials {
                         mechanism: Mechanism::Xoauth2,
                         username: username.clone(),
                         secret: token,
                     };
-                    match Connection::open(target, Some(&credentials)).await {
+                    match open(Some(credentials)).await {
                         Err(e)
                             if !renew
                                 && e.step == Step::Auth
@@ -382,7 +435,7 @@ impl Worker {
 
     fn capture(
         &self,
-        route: &Route,
+        route: &RouteInfo,
         contents: &MessageContent,
         recipients: &[Claimed],
         content: Vec<u8>,
@@ -400,6 +453,7 @@ impl Worker {
             .iter()
             .map(|r| {
                 let mut attempt = self.attempt(
+                    Some(route),
                     started,
                     "capture",
                     None,
@@ -407,7 +461,6 @@ impl Worker {
                 );
                 attempt.code = Some(250);
                 attempt.enhanced_code = Some("2.0.0".into());
-                attempt.server = route.server_label();
                 attempt.outcome = RecipientStatus::Sent;
                 Outcome { recipient: r.recipient, lease_token: r.lease_token, next: NextState::Sent, attempt }
             })
@@ -418,7 +471,7 @@ impl Worker {
     /// One outcome per recipient from a completed transaction.
     fn classify_all(
         &self,
-        route: &Route,
+        route: &RouteInfo,
         contents: &MessageContent,
         recipients: &[Claimed],
         sent: &Sent,
@@ -437,8 +490,7 @@ impl Worker {
                 } else {
                     "data"
                 };
-                let mut attempt = self.attempt(started, step, Some(reply), reply.text.clone());
-                attempt.server = route.server_label();
+                let mut attempt = self.attempt(Some(route), started, step, Some(reply), reply.text.clone());
                 attempt.remote_addr = Some(sent.remote.clone());
                 attempt.tls_version = sent.tls.as_ref().map(|t| t.version.clone());
                 attempt.tls_cipher = sent.tls.as_ref().map(|t| t.cipher.clone());
@@ -450,7 +502,7 @@ impl Worker {
     /// Outcomes for every recipient when the session failed before per-recipient replies.
     fn failed_all(
         &self,
-        route: &Route,
+        route: &RouteInfo,
         contents: &MessageContent,
         recipients: &[Claimed],
         error: &SendError,
@@ -463,8 +515,7 @@ impl Worker {
         recipients
             .iter()
             .map(|r| {
-                let mut attempt = self.attempt(started, step, reply, error.to_string());
-                attempt.server = route.server_label();
+                let mut attempt = self.attempt(Some(route), started, step, reply, error.to_string());
                 if permanent {
                     attempt.outcome = RecipientStatus::Failed;
                     Outcome {
@@ -540,8 +591,10 @@ impl Worker {
         }
     }
 
+    /// A new attempt record; `route` is `None` when no route could be resolved.
     fn attempt(
         &self,
+        route: Option<&RouteInfo>,
         started: &Instant,
         step: &str,
         reply: Option<&Reply>,
@@ -550,7 +603,7 @@ impl Worker {
         AttemptRecord {
             at: now_ms(),
             node: self.config.node.clone(),
-            server: String::new(),
+            server: route.map(|r| r.server_label()).unwrap_or_default(),
             outcome: RecipientStatus::Deferred,
             step: Some(step.to_owned()),
             code: reply.map(|r| r.code),
@@ -560,6 +613,10 @@ impl Worker {
             remote_addr: None,
             tls_version: None,
             tls_cipher: None,
+            provider_id: route.and_then(|r| r.provider),
+            config_version: route.and_then(|r| r.config_version),
+            sender_policy: route.map(|r| r.sender_policy.to_owned()),
+            diagnosis: None,
         }
     }
 
@@ -603,4 +660,14 @@ fn group_by_message(claimed: Vec<Claimed>) -> BTreeMap<MessageId, Vec<Claimed>> 
         groups.entry(c.message).or_default().push(c);
     }
     groups
+}
+
+/// The steps of a traced session as the attempt's `diagnosis`.
+fn diagnosis(tracer: &Tracer) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = tracer
+        .steps()
+        .into_iter()
+        .map(|s| serde_json::json!({"step": s.step.as_str(), "ok": s.ok, "detail": s.detail, "elapsed_ms": s.elapsed_ms}))
+        .collect();
+    serde_json::Value::Array(steps)
 }

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{ErrorKind, SmtpError, Step};
 use crate::stream::Stream;
-use crate::{Reply, TlsSettings};
+use crate::{Reply, TlsSettings, Tracer};
 
 /// The longest reply line accepted, and the most lines in one reply; a server
 /// that sends more is broken or hostile.
@@ -123,6 +123,7 @@ pub struct Connection {
     remote: SocketAddr,
     tls: Option<TlsInfo>,
     timeouts: Timeouts,
+    tracer: Option<Tracer>,
 }
 
 impl Connection {
@@ -131,7 +132,29 @@ impl Connection {
         target: &Target,
         credentials: Option<&Credentials>,
     ) -> Result<Connection, SmtpError> {
-        let (tcp, remote) = connect(target).await?;
+        Self::open_inner(target, credentials, None).await
+    }
+
+    /// Like [`Connection::open`], recording every step of the session in
+    /// `tracer`, including the step that failed.
+    pub async fn open_traced(
+        target: &Target,
+        credentials: Option<&Credentials>,
+        tracer: &Tracer,
+    ) -> Result<Connection, SmtpError> {
+        let result = Self::open_inner(target, credentials, Some(tracer.clone())).await;
+        if let Err(error) = &result {
+            tracer.fail(error);
+        }
+        result
+    }
+
+    async fn open_inner(
+        target: &Target,
+        credentials: Option<&Credentials>,
+        tracer: Option<Tracer>,
+    ) -> Result<Connection, SmtpError> {
+        let (tcp, remote) = connect(target, tracer.as_ref()).await?;
         let mut conn = Connection {
             stream: Stream::Plain(tcp),
             buffer: Vec::new(),
@@ -140,6 +163,7 @@ impl Connection {
             remote,
             tls: None,
             timeouts: target.timeouts,
+            tracer,
         };
         if target.security == Security::Tls {
             conn.upgrade(target).await?;
@@ -161,6 +185,11 @@ impl Connection {
             conn.ehlo(&target.helo_name).await?;
         }
         if let Some(credentials) = credentials {
+            let offered = conn.auth_mechanisms.join(" ");
+            conn.note(
+                Step::Auth,
+                format!("offered: {offered}; using {} as {}", credentials.mechanism.as_str().to_ascii_uppercase(), credentials.username),
+            );
             conn.authenticate(credentials).await?;
             tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
         }
@@ -273,6 +302,24 @@ impl Connection {
         let _ = self.stream.shutdown().await;
     }
 
+    /// Asks MAIL FROM and RCPT TO for each recipient, then resets: whether the
+    /// server would take the envelope, without sending a message.
+    pub async fn check_envelope(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
+        let mut replies = Vec::with_capacity(envelope.to.len() + 1);
+        self.write(Step::Mail, format!("MAIL FROM:<{}>\r\n", envelope.from).as_bytes()).await?;
+        let mail = self.reply(Step::Mail).await?;
+        let accepted = mail.is_positive();
+        replies.push(mail);
+        if accepted {
+            for to in &envelope.to {
+                self.write(Step::Rcpt, format!("RCPT TO:<{to}>\r\n").as_bytes()).await?;
+                replies.push(self.reply(Step::Rcpt).await?);
+            }
+        }
+        self.reset().await?;
+        Ok(replies)
+    }
+
     async fn reset(&mut self) -> Result<(), SmtpError> {
         self.command(Step::Data, b"RSET\r\n").await.map(drop)
     }
@@ -381,6 +428,15 @@ impl Connection {
                 .unwrap_or_default(),
         });
         tracing::debug!(tls = ?self.tls, "TLS established");
+        if self.tracer.is_some() {
+            let certificate = session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| crate::trace::describe_certificate(cert))
+                .unwrap_or_else(|| "no certificate".into());
+            let info = self.tls.clone().unwrap_or(TlsInfo { version: String::new(), cipher: String::new() });
+            self.note(Step::Tls, format!("{} {}; {certificate}", info.version, info.cipher));
+        }
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
@@ -415,9 +471,18 @@ impl Connection {
     }
 
     async fn reply_within(&mut self, step: Step, limit: Duration) -> Result<Reply, SmtpError> {
-        tokio::time::timeout(limit, self.read_reply(step))
+        let reply = tokio::time::timeout(limit, self.read_reply(step))
             .await
-            .map_err(|_| SmtpError::new(step, ErrorKind::Timeout))?
+            .map_err(|_| SmtpError::new(step, ErrorKind::Timeout))??;
+        self.note(step, reply.text.clone());
+        Ok(reply)
+    }
+
+    /// Records a step when the session is traced.
+    fn note(&self, step: Step, detail: impl Into<String>) {
+        if let Some(tracer) = &self.tracer {
+            tracer.note(step, true, detail);
+        }
     }
 
     async fn read_reply(&mut self, step: Step) -> Result<Reply, SmtpError> {
@@ -482,7 +547,7 @@ impl Connection {
 }
 
 /// Resolves the host and connects to the first address that answers.
-async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> {
+async fn connect(target: &Target, tracer: Option<&Tracer>) -> Result<(TcpStream, SocketAddr), SmtpError> {
     let port = target.port.get();
     let addrs: Vec<SocketAddr> = match target.host.ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -513,6 +578,10 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> 
     if addrs.is_empty() {
         return Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied));
     }
+    if let Some(tracer) = tracer {
+        let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        tracer.note(Step::Dns, true, format!("{} resolves to {}", target.host, list.join(", ")));
+    }
     let mut last_error = None;
     for addr in addrs {
         match tokio::time::timeout(target.timeouts.connect, TcpStream::connect(addr)).await {
@@ -521,6 +590,9 @@ async fn connect(target: &Target) -> Result<(TcpStream, SocketAddr), SmtpError> 
                 tcp.set_nodelay(true)
                     .map_err(|e| SmtpError::new(Step::Connect, ErrorKind::Io(e)))?;
                 tracing::debug!(remote = %addr, "connected");
+                if let Some(tracer) = tracer {
+                    tracer.note(Step::Connect, true, format!("connected to {addr}"));
+                }
                 return Ok((tcp, addr));
             }
             Ok(Err(e)) => last_error = Some(SmtpError::new(Step::Connect, ErrorKind::Io(e))),

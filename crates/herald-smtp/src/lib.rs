@@ -11,10 +11,12 @@ mod error;
 mod reply;
 mod stream;
 mod tls;
+mod trace;
 pub mod wire;
 
 pub use client::{Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, Transaction};
 pub use egress::Egress;
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;
+pub use trace::{TraceStep, Tracer};
 pub use tls::{TlsSettings, validate_ca_pem};

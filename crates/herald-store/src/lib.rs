@@ -1,9 +1,10 @@
-//! Herald's storage interface and its SQLite implementation.
+//! Herald's storage interface and its SQLite and PostgreSQL implementations.
 //!
 //! Everything durable goes through [`Store`]; only this crate contains SQL.
-//! A PostgreSQL implementation will satisfy the same trait.
+//! Both implementations pass the same conformance suite (`tests/conformance.rs`).
 
 pub mod model;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use herald_core::{
 };
 
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation did not happen.
@@ -56,12 +58,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Grants or withdraws the credential storage entitlement.
     async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
-    /// Makes a provider (or, with `None`, the system default) the tenant's active one.
+    /// Makes a provider (or, with `None`, the system default) the tenant's
+    /// active one, in effect on every node from `effective_from`.
     async fn set_active_provider(
         &self,
         tenant: TenantId,
         provider: Option<ProviderId>,
+        effective_from: i64,
     ) -> Result<Tenant>;
+    /// Makes the latest change of the active provider in effect from `now` (after a refresh).
+    async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant>;
+    /// Records that a node is alive.
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()>;
+    /// Every node that ever reported, newest heartbeat first.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
 
     /// Stores a token's hash.
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord>;

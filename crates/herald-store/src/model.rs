@@ -19,6 +19,11 @@ pub struct Tenant {
     pub credential_storage: bool,
     /// The active notification provider; `None` means the system default.
     pub notification_provider_id: Option<ProviderId>,
+    /// What was active before the latest change, until that change is in effect everywhere.
+    pub previous_provider_id: Option<ProviderId>,
+    /// From when the latest change of the active provider is in effect on every node.
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub properties_effective_from: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
 }
@@ -240,6 +245,19 @@ pub struct NewMessage {
     /// True when `to` is the provider's fallback recipient because none was given.
     pub used_fallback: bool,
     pub created_at: i64,
+    /// The person the message is sent on behalf of.
+    pub on_behalf_of: Option<OnBehalf>,
+    /// For a test message: the provider to test, whatever the tenant's active one.
+    pub test_provider: Option<ProviderId>,
+    /// Higher goes first; test messages jump the queue.
+    pub priority: i32,
+}
+
+/// The person a message is sent on behalf of.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct OnBehalf {
+    pub name: String,
+    pub email: EmailAddress,
 }
 
 /// The answer to a submission.
@@ -264,6 +282,8 @@ pub struct MessageContent {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub to: Vec<EmailAddress>,
     pub cc: Vec<EmailAddress>,
+    pub on_behalf_of: Option<OnBehalf>,
+    pub test_provider: Option<ProviderId>,
 }
 
 /// A list entry for a message.
@@ -286,6 +306,9 @@ pub struct MessageView {
     pub created_at: i64,
     pub idempotency_key: Option<String>,
     pub used_fallback: bool,
+    pub on_behalf_of: Option<OnBehalf>,
+    /// For a test message, the provider it tests.
+    pub test_provider_id: Option<ProviderId>,
     pub recipients: Vec<RecipientView>,
 }
 
@@ -323,6 +346,28 @@ pub struct AttemptRecord {
     pub remote_addr: Option<String>,
     pub tls_version: Option<String>,
     pub tls_cipher: Option<String>,
+    /// The provider used; `None` for the system default.
+    pub provider_id: Option<ProviderId>,
+    /// The version of the provider's configuration used (its newest change, in ms).
+    pub config_version: Option<i64>,
+    /// How From and Sender were chosen: `fixed`, `fixed, reply-to the person` or `on_behalf`.
+    pub sender_policy: Option<String>,
+    /// For test messages: every step of the session with the server's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<serde_json::Value>,
+}
+
+/// A node as it reports itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// `api`, `worker`, or both.
+    pub roles: Vec<String>,
+    pub version: String,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub started_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub heartbeat_at: i64,
 }
 
 /// A worker's request for due recipients.

@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a node: the REST API and the delivery worker.
     Serve(Box<ServeArgs>),
+    /// Diagnose an SMTP server step by step (DNS, TCP, TLS, EHLO, AUTH, MAIL, RCPT) without queueing anything.
+    SmtpCheck(crate::smtp_check::SmtpCheckArgs),
+    /// Print the ready server and provider templates for common setups.
+    Presets,
     /// Manage the master keys that seal stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -100,6 +104,12 @@ pub struct ServeArgs {
     /// CIDR ranges tenants' SMTP servers may never be in, besides loopback, link-local, unspecified and multicast.
     #[arg(long, env = "HERALD_EGRESS_DENY")]
     pub egress_deny: Option<String>,
+    /// How stale a node's view of a tenant's provider may be; a refresh applies a change at once [default: 30s].
+    #[arg(long, env = "HERALD_PROVIDER_STALENESS")]
+    pub provider_staleness: Option<String>,
+    /// What this node does: api (the REST API), worker (delivery), or both [default: api,worker].
+    #[arg(long, env = "HERALD_ROLES")]
+    pub roles: Option<String>,
     /// Messages delivered at once by this node [default: 64].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -118,6 +128,12 @@ pub struct Settings {
     pub lease: Duration,
     pub timeouts: Timeouts,
     pub concurrency: usize,
+    /// This node serves the REST API.
+    pub api: bool,
+    /// This node delivers mail.
+    pub worker: bool,
+    /// The staleness bound of the provider cache.
+    pub provider_staleness: Duration,
     /// Where tenants' SMTP servers may be.
     pub egress: Egress,
     /// From HERALD_BOOTSTRAP_TOKEN: an operator token accepted from the first start on.
@@ -235,6 +251,11 @@ impl ServeArgs {
             },
         };
         let command = duration("smtp-timeout", pick!(smtp_timeout), Duration::from_secs(60))?;
+        let roles_given = pick!(roles).unwrap_or_else(|| "api,worker".into());
+        let roles: Vec<&str> = roles_given.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+        if roles.is_empty() || roles.iter().any(|r| !["api", "worker"].contains(r)) {
+            bail!("--roles must be api, worker or api,worker (got {roles_given:?})");
+        }
         let timeouts = Timeouts {
             connect: command.min(Duration::from_secs(30)),
             command,
@@ -308,6 +329,9 @@ impl ServeArgs {
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(64).max(1),
+            api: roles.contains(&"api"),
+            worker: roles.contains(&"worker"),
+            provider_staleness: duration("provider-staleness", pick!(provider_staleness), Duration::from_secs(30))?,
             egress: Egress::new(
                 Egress::parse_list(&pick!(egress_allow).unwrap_or_default())
                     .map_err(|e| anyhow::anyhow!("--egress-allow: {e}"))?,

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod keys;
+pub mod smtp_check;
 pub mod node;
 
 use anyhow::Context;
@@ -20,6 +21,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let node = node::start(settings).await?;
             node.wait_for_signal().await;
             node.shutdown().await;
+            Ok(())
+        }
+        Command::SmtpCheck(args) => smtp_check::run(args).await,
+        Command::Presets => {
+            println!("{}", serde_json::to_string_pretty(&herald_core::presets::all())?);
             Ok(())
         }
         Command::Keys(KeysCommand::Generate) => {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
-use herald_delivery::{Transport, Worker, WorkerConfig, WorkerStats};
-use herald_store::{NewToken, SqliteStore, Store};
+use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
+use herald_store::{NewToken, NodeRecord, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -26,6 +26,7 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
 }
 
 /// Makes sure an operator token exists: the bootstrap token's hash, or a new token printed once.
@@ -54,6 +55,35 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
             .await?;
     }
     Ok(generated.then_some(secret))
+}
+
+
+/// Records this node's heartbeat until shutdown.
+async fn heartbeat(store: Arc<dyn Store>, name: String, roles: Vec<String>, mut stop: watch::Receiver<bool>) {
+    let started_at = now_ms();
+    while !*stop.borrow() {
+        let record = NodeRecord {
+            name: name.clone(),
+            roles: roles.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at,
+            heartbeat_at: now_ms(),
+        };
+        if let Err(error) = store.heartbeat(record).await {
+            tracing::warn!(%error, "could not record this node's heartbeat");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(herald_api::HEARTBEAT) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Starts a node with these settings.
@@ -88,10 +118,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         }
     }
 
+    let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
     let worker = Worker::new(
         store.clone(),
         sealer.clone(),
         default_provider.clone(),
+        cache.clone(),
         WorkerConfig {
             node: settings.node_name.clone(),
             lease: settings.lease,
@@ -103,21 +135,34 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker_stats = worker.stats();
+    let (shutdown, stop) = watch::channel(false);
+    let mut roles = Vec::new();
+    if settings.api {
+        roles.push("api".to_owned());
+    }
+    if settings.worker {
+        roles.push("worker".to_owned());
+    }
+    let heartbeat = tokio::spawn(heartbeat(store.clone(), settings.node_name.clone(), roles, stop.clone()));
     let state = AppState {
         store,
         sealer,
         default_provider,
         wake: worker.waker(),
+        cache,
     };
-    let (shutdown, stop) = watch::channel(false);
-    let worker = tokio::spawn(worker.run(stop.clone()));
+    let worker = if settings.worker {
+        tokio::spawn(worker.run(stop.clone()))
+    } else {
+        tokio::spawn(async {})
+    };
 
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("listening on {}", settings.http))?;
     let http_addr = listener.local_addr()?;
     let mut stop_http = stop;
-    let app = herald_api::router(state);
+    let app = herald_api::router(state, settings.api);
     let http = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -137,6 +182,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         shutdown,
         http,
         worker,
+        heartbeat,
     })
 }
 
@@ -164,6 +210,7 @@ impl Node {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
         let _ = self.worker.await;
+        let _ = self.heartbeat.await;
         tracing::info!("stopped");
     }
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{EmailAddress, HeaderName, HeaderValue, Invalid, MessageId, Role, Subject};
-use herald_store::{MessageSummary, MessageView, NewMessage};
+use herald_store::{MessageSummary, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -109,11 +109,7 @@ async fn submit(
     check.opt("text", body.text.as_deref(), body_text);
     check.opt("html", body.html.as_deref(), body_text);
     let reply_to = check.opt("reply_to", body.reply_to.as_deref(), EmailAddress::parse);
-    check.opt(
-        "on_behalf_of",
-        body.on_behalf_of.as_deref(),
-        EmailAddress::parse,
-    );
+    let on_behalf = check.opt("on_behalf_of", body.on_behalf_of.as_deref(), EmailAddress::parse);
     if body.headers.len() > MAX_HEADERS {
         check.fail(
             "headers",
@@ -145,11 +141,28 @@ async fn submit(
     );
     check.finish()?;
 
+    // The person a message is sent on behalf of must be one of the tenant's.
+    let on_behalf_of = match on_behalf {
+        Some(email) => {
+            let persons = state.store.list_persons(tenant.id).await?;
+            match persons.into_iter().find(|p| p.email == email) {
+                Some(person) => Some(OnBehalf { name: person.name, email: person.email }),
+                None => {
+                    return Err(ApiError::field(
+                        Invalid::new("must be the e-mail address of a person of this tenant").at("on_behalf_of"),
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
     let used_fallback = given_to.is_empty() && cc.is_empty() && bcc.is_empty();
     if used_fallback {
-        let fallback =
-            herald_delivery::fallback_recipient(&*state.store, &state.default_provider, tenant.id)
-                .await?;
+        // The provider this node would send through now, as its cache knows it.
+        let fallback = match state.cache.get(&*state.store, tenant.id).await? {
+            Some(config) => config.provider.settings.fallback_recipient,
+            None => state.default_provider.fallback.clone(),
+        };
         match fallback {
             Some(address) => to.push(address),
             None => {
@@ -177,6 +190,9 @@ async fn submit(
         cc,
         bcc,
         used_fallback,
+        on_behalf_of,
+        test_provider: None,
+        priority: 0,
         created_at,
     };
     // The store answers only after the commit's fsync: a 202 is a durable promise.

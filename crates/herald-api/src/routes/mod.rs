@@ -16,22 +16,67 @@ use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
+/// Liveness and readiness, served by every node.
+pub fn health() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::NotFound("route") })
+}
+
+/// The whole API, served by nodes with the api role.
+pub fn router() -> Router<AppState> {
+    health()
+        .route("/v1/presets", get(presets))
+        .route("/v1/nodes", get(nodes))
         .merge(tenants::router())
         .merge(people::router())
         .merge(servers::router())
         .merge(providers::router())
         .merge(messages::router())
-        .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+async fn presets(_caller: crate::auth::Caller) -> Json<Value> {
+    Json(herald_core::presets::all())
+}
+
+async fn nodes(State(state): State<AppState>, caller: crate::auth::Caller) -> Result<Json<Value>, ApiError> {
+    caller.operator()?;
+    let now = now_ms();
+    let nodes: Vec<Value> = state
+        .store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|node| {
+            let alive = now - node.heartbeat_at <= crate::ALIVE_WITHIN.as_millis() as i64;
+            let mut view = serde_json::to_value(&node).unwrap_or_default();
+            view["alive"] = Value::Bool(alive);
+            view
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// True when some node with the worker role sent a heartbeat recently.
+async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
+    let now = now_ms();
+    Ok(state.store.list_nodes().await?.iter().any(|node| {
+        node.roles.iter().any(|r| r == "worker") && now - node.heartbeat_at <= crate::ALIVE_WITHIN.as_millis() as i64
+    }))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Parses an id from the path; a malformed id names nothing, so it is a 404.

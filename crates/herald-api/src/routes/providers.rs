@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}/providers/{id}",
             get(show).patch(update).delete(remove),
         )
+        .route("/v1/tenants/{tenant}/providers/{id}/test", post(test_message))
 }
 
 /// A provider's fields; all optional so the same shape serves create and PATCH.
@@ -217,4 +218,73 @@ async fn remove(
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    to: Option<String>,
+}
+
+/// Queues a test message through this provider, ahead of other mail; its
+/// attempt carries the step-by-step diagnosis. Answers at once.
+async fn test_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    body: Body<TestBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let body = body.parse_or_default()?;
+    let provider = state.store.provider(tenant.id, path_id::<ProviderId>(&id, "provider")?).await?;
+    let mut check = Check::default();
+    let to = check.opt("to", body.to.as_deref(), EmailAddress::parse);
+    check.finish()?;
+    let Some(to) = to.or(provider.settings.fallback_recipient.clone()) else {
+        return Err(ApiError::field(
+            herald_core::Invalid::new("is required: the provider has no fallback recipient").at("to"),
+        ));
+    };
+    if !super::worker_alive(&state).await? {
+        return Err(ApiError::NoWorker);
+    }
+    let server = state.store.server(tenant.id, provider.settings.smtp_server_id).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let text = format!(
+        "This is a test message from Herald, sent through the notification provider {:?} \
+         ({}:{}, {}) at {}.\r\n\r\nIf you can read it, the provider works.",
+        provider.settings.name,
+        server.settings.host,
+        server.settings.port.get(),
+        server.settings.security,
+        herald_core::timestamp::rfc3339(now),
+    );
+    let message = herald_store::NewMessage {
+        id: herald_core::MessageId::new(),
+        tenant_id: tenant.id,
+        idempotency_key: None,
+        subject: herald_core::Subject::parse(&format!("Herald test message: {}", provider.settings.name))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        text: Some(text),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: vec![to],
+        cc: vec![],
+        bcc: vec![],
+        used_fallback: body.to.is_none(),
+        created_at: now,
+        on_behalf_of: None,
+        test_provider: Some(provider.id),
+        priority: 100,
+    };
+    let submitted = state.store.submit(message).await?;
+    state.wake.notify_one();
+    caller
+        .audit(&state, Some(tenant.id), "provider.test", Some(provider.id.to_string()), json!({"message_id": submitted.id}))
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(json!({"message_id": submitted.id, "status": submitted.status}))))
 }

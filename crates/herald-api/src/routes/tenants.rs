@@ -118,11 +118,12 @@ async fn set_entitlements(
 
 /// The properties of a tenant: the chosen provider and what is in effect.
 async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError> {
-    let effective = match tenant.notification_provider_id {
-        Some(id) => {
-            let provider = state.store.provider(tenant.id, id).await?;
-            json!({"kind": "provider", "provider_id": provider.id, "name": provider.settings.name})
-        }
+    let now = now_ms();
+    let pending = now < tenant.properties_effective_from;
+    // Until a change is in effect everywhere, some node may still use what was before.
+    let effective = if pending { tenant.previous_provider_id } else { tenant.notification_provider_id };
+    let describe = |provider: Option<herald_store::Provider>| match provider {
+        Some(p) => json!({"kind": "provider", "provider_id": p.id, "name": p.settings.name}),
         None => json!({
             "kind": "system_default",
             "provider_id": null,
@@ -132,12 +133,38 @@ async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError
             },
         }),
     };
+    let load = |id: Option<ProviderId>| async move {
+        match id {
+            Some(id) => match state.store.provider(tenant.id, id).await {
+                Ok(p) => Ok(Some(p)),
+                // A provider deleted since is shown as gone, not as an error.
+                Err(herald_store::StoreError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
+        }
+    };
+    let effective_view = describe(load(effective).await?);
+    let pending_view = if pending {
+        let mut view = describe(load(tenant.notification_provider_id).await?);
+        view["takes_effect_by"] = Value::String(herald_core::timestamp::rfc3339(tenant.properties_effective_from));
+        view
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "notification_provider_id": tenant.notification_provider_id,
-        "effective": effective,
-        // A single node reads the properties at every send: nothing is ever pending.
-        "pending": null,
+        "effective": effective_view,
+        "pending": pending_view,
+        "staleness_seconds": state.cache.staleness().as_secs(),
     }))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 async fn get_properties(
@@ -171,7 +198,8 @@ async fn set_properties(
     );
     check.finish()?;
     let before = tenant.notification_provider_id;
-    let tenant = state.store.set_active_provider(tenant.id, provider).await?;
+    let takes_effect_by = now_ms() + state.cache.staleness().as_millis() as i64;
+    let tenant = state.store.set_active_provider(tenant.id, provider, takes_effect_by).await?;
     caller
         .audit(
             &state,
@@ -190,6 +218,10 @@ async fn refresh_properties(
     Path(slug): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let tenant = state.store.refresh_properties(tenant.id, now_ms()).await?;
+    // This node forgets its cached view at once; other nodes hear of it through the store.
+    state.cache.invalidate(tenant.id);
+    caller.audit(&state, Some(tenant.id), "properties.refresh", Some(tenant.id.to_string()), json!({})).await;
     Ok(Json(properties(&state, &tenant).await?))
 }
 

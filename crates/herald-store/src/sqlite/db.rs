@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0001_initial.sql"),
     include_str!("0002_delivery_limits_and_oauth2.sql"),
     include_str!("0003_people_and_audit.sql"),
+    include_str!("0004_admin_flows.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

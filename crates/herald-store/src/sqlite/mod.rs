@@ -83,43 +83,38 @@ fn addresses_json(list: &[EmailAddress]) -> String {
         .expect("a list of strings serialises")
 }
 
-const TENANT_COLUMNS: &str =
-    "id, slug, name, credential_storage, notification_provider_id, created_at";
+const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, \
+     previous_provider_id, properties_effective_from, created_at";
 
-fn tenant_row(row: &Row) -> rusqlite::Result<(String, String, String, bool, Option<String>, i64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
-}
-
-fn tenant(raw: (String, String, String, bool, Option<String>, i64)) -> Result<Tenant> {
-    let (tid, slug, name, credential_storage, provider, created_at) = raw;
-    Ok(Tenant {
-        id: id(tid)?,
-        slug,
-        name,
-        credential_storage,
-        notification_provider_id: opt_id(provider)?,
-        created_at,
-    })
+/// Reads a tenant row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn tenant_row(r: &Row) -> rusqlite::Result<Result<Tenant>> {
+    let (tid, slug, name, credential_storage): (String, String, String, bool) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (provider, previous): (Option<String>, Option<String>) = (r.get(4)?, r.get(5)?);
+    let (properties_effective_from, created_at) = (r.get(6)?, r.get(7)?);
+    Ok((|| {
+        Ok(Tenant {
+            id: id(tid)?,
+            slug,
+            name,
+            credential_storage,
+            notification_provider_id: opt_id(provider)?,
+            previous_provider_id: opt_id(previous)?,
+            properties_effective_from,
+            created_at,
+        })
+    })())
 }
 
 fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-            [tenant_id.to_string()],
-            tenant_row,
-        )
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?;
-    tenant(raw)
+    conn.query_row(
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+        [tenant_id.to_string()],
+        tenant_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .ok_or(StoreError::NotFound)?
 }
 
 const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
@@ -412,6 +407,13 @@ fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
         .collect()
 }
 
+fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<OnBehalf>> {
+    match stored_pair {
+        (Some(name), Some(email)) => Ok(Some(OnBehalf { name, email: address(email)? })),
+        _ => Ok(None),
+    }
+}
+
 fn status(s: &str) -> Result<RecipientStatus> {
     RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
@@ -420,57 +422,43 @@ fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>>
     let rows = list(
         conn,
         "SELECT at, node, server, outcome, step, code, enhanced_code, response, duration_ms, \
-         remote_addr, tls_version, tls_cipher FROM attempts WHERE recipient_id = ?1 ORDER BY id",
+         remote_addr, tls_version, tls_cipher, provider_id, config_version, sender_policy, diagnosis \
+         FROM attempts WHERE recipient_id = ?1 ORDER BY id",
         [recipient],
         |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<u16>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-            ))
+            let outcome: String = r.get("outcome")?;
+            let provider: Option<String> = r.get("provider_id")?;
+            let diagnosis: Option<String> = r.get("diagnosis")?;
+            let record = AttemptRecord {
+                at: r.get("at")?,
+                node: r.get("node")?,
+                server: r.get("server")?,
+                outcome: RecipientStatus::Queued,
+                step: r.get("step")?,
+                code: r.get("code")?,
+                enhanced_code: r.get("enhanced_code")?,
+                response: r.get("response")?,
+                duration_ms: r.get("duration_ms")?,
+                remote_addr: r.get("remote_addr")?,
+                tls_version: r.get("tls_version")?,
+                tls_cipher: r.get("tls_cipher")?,
+                provider_id: None,
+                config_version: r.get("config_version")?,
+                sender_policy: r.get("sender_policy")?,
+                diagnosis: None,
+            };
+            Ok((record, outcome, provider, diagnosis))
         },
     )?;
     rows.into_iter()
-        .map(
-            |(
-                at,
-                node,
-                server,
-                outcome,
-                step,
-                code,
-                enhanced_code,
-                response,
-                duration_ms,
-                remote_addr,
-                tls_version,
-                tls_cipher,
-            )| {
-                Ok(AttemptRecord {
-                    at,
-                    node,
-                    server,
-                    outcome: status(&outcome)?,
-                    step,
-                    code,
-                    enhanced_code,
-                    response,
-                    duration_ms,
-                    remote_addr,
-                    tls_version,
-                    tls_cipher,
-                })
-            },
-        )
+        .map(|(mut record, outcome, provider, diagnosis)| {
+            record.outcome = status(&outcome)?;
+            record.provider_id = opt_id(provider)?;
+            record.diagnosis = diagnosis
+                .map(|d| stored("diagnosis", serde_json::from_str(&d)))
+                .transpose()?;
+            Ok(record)
+        })
         .collect()
 }
 
@@ -500,16 +488,14 @@ impl Store for SqliteStore {
         let slug = slug.to_owned();
         self.db
             .read(move |c| {
-                let raw = c
-                    .query_row(
-                        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
-                        [slug],
-                        tenant_row,
-                    )
-                    .optional()
-                    .map_err(sql)?
-                    .ok_or(StoreError::NotFound)?;
-                tenant(raw)
+                c.query_row(
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
+                    [slug],
+                    tenant_row,
+                )
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)?
             })
             .await
     }
@@ -524,7 +510,6 @@ impl Store for SqliteStore {
                     tenant_row,
                 )?
                 .into_iter()
-                .map(tenant)
                 .collect()
             })
             .await
@@ -551,6 +536,7 @@ impl Store for SqliteStore {
         &self,
         tenant_id: TenantId,
         provider_id: Option<ProviderId>,
+        effective_from: i64,
     ) -> Result<Tenant> {
         self.db
             .write(move |c| {
@@ -567,12 +553,66 @@ impl Store for SqliteStore {
                         other => other?,
                     };
                 }
+                // What applies until this change is in effect: the provider in
+                // effect now, which is the previous one while a change is pending.
                 c.execute(
-                    "UPDATE tenants SET notification_provider_id = ?1 WHERE id = ?2",
-                    params![provider_id.map(|p| p.to_string()), tenant_id.to_string()],
+                    "UPDATE tenants SET \
+                     previous_provider_id = CASE WHEN properties_effective_from <= ?3 \
+                         THEN notification_provider_id ELSE previous_provider_id END, \
+                     notification_provider_id = ?1, properties_effective_from = ?4 WHERE id = ?2",
+                    params![provider_id.map(|p| p.to_string()), tenant_id.to_string(), now_ms(), effective_from],
                 )
                 .map_err(sql)?;
                 load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE tenants SET properties_effective_from = MIN(properties_effective_from, ?1) WHERE id = ?2",
+                    params![now, tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+                    params![node.name, node.roles.join(","), node.version, node.started_at, node.heartbeat_at],
+                )
+                .map_err(sql)
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.db
+            .read(|c| {
+                list(
+                    c,
+                    "SELECT name, roles, version, started_at, heartbeat_at FROM nodes ORDER BY heartbeat_at DESC",
+                    [],
+                    |r| {
+                        Ok(NodeRecord {
+                            name: r.get(0)?,
+                            roles: r.get::<_, String>(1)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                            version: r.get(2)?,
+                            started_at: r.get(3)?,
+                            heartbeat_at: r.get(4)?,
+                        })
+                    },
+                )
             })
             .await
     }
@@ -1160,14 +1200,18 @@ impl Store for SqliteStore {
                 let inserted = c
                     .execute(
                         "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
-                         headers, header_to, header_cc, used_fallback, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                         headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
+                         test_provider_id) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
                         params![
                             m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
                             m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
                             serde_json::to_string(&headers).expect("header pairs serialise"),
-                            addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at
+                            addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at,
+                            m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
+                            m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
+                            m.test_provider.map(|p| p.to_string())
                         ],
                     )
                     .map_err(sql)?;
@@ -1185,8 +1229,8 @@ impl Store for SqliteStore {
                 }
                 let mut insert = c
                     .prepare_cached(
-                        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7)",
+                        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
                     )
                     .map_err(sql)?;
                 let all = m.to.iter().map(|a| (a, RecipientKind::To))
@@ -1196,7 +1240,7 @@ impl Store for SqliteStore {
                     insert
                         .execute(params![
                             RecipientId::new().to_string(), m.id.to_string(), m.tenant_id.to_string(),
-                            addr.as_ref(), kind.as_str(), position as i64, m.created_at
+                            addr.as_ref(), kind.as_str(), position as i64, m.created_at, m.priority
                         ])
                         .map_err(sql)?;
                 }
@@ -1208,11 +1252,21 @@ impl Store for SqliteStore {
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
         self.db
             .read(move |c| {
-                let (subject, created_at, idempotency_key, used_fallback) = c
+                let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider) = c
                     .query_row(
-                        "SELECT subject, created_at, idempotency_key, used_fallback FROM messages WHERE id = ?1 AND tenant_id = ?2",
+                        "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, on_behalf_email, \
+                         test_provider_id FROM messages WHERE id = ?1 AND tenant_id = ?2",
                         [message_id.to_string(), tenant_id.to_string()],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?)),
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                                r.get::<_, bool>(3)?,
+                                (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
+                                r.get::<_, Option<String>>(6)?,
+                            ))
+                        },
                     )
                     .optional()
                     .map_err(sql)?
@@ -1242,6 +1296,8 @@ impl Store for SqliteStore {
                     created_at,
                     idempotency_key,
                     used_fallback,
+                    on_behalf_of: on_behalf_of(on_behalf)?,
+                    test_provider_id: opt_id(test_provider)?,
                     recipients,
                 })
             })
@@ -1290,8 +1346,8 @@ impl Store for SqliteStore {
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc \
-                         FROM messages WHERE id = ?1",
+                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
+                         on_behalf_name, on_behalf_email, test_provider_id FROM messages WHERE id = ?1",
                     )
                     .map_err(sql)?;
                 let mut out = Vec::with_capacity(ids.len());
@@ -1303,11 +1359,13 @@ impl Store for SqliteStore {
                                 r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
                                 r.get::<_, Option<String>>(5)?, r.get::<_, String>(6)?,
                                 r.get::<_, String>(7)?, r.get::<_, String>(8)?,
+                                (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
+                                r.get::<_, Option<String>>(11)?,
                             ))
                         })
                         .optional()
                         .map_err(sql)?;
-                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc)) = row else {
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider)) = row else {
                         continue;
                     };
                     out.push(MessageContent {
@@ -1321,6 +1379,8 @@ impl Store for SqliteStore {
                         headers: headers_from_json(&headers)?,
                         to: addresses(&to)?,
                         cc: addresses(&cc)?,
+                        on_behalf_of: on_behalf_of(on_behalf)?,
+                        test_provider: opt_id(test_provider)?,
                     });
                 }
                 Ok(out)
@@ -1345,7 +1405,7 @@ impl Store for SqliteStore {
                      WHERE id IN (SELECT id FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
                                   AND due_at <= ?3 \
                                   AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
-                                  ORDER BY due_at LIMIT ?4) \
+                                  ORDER BY priority DESC, due_at LIMIT ?4) \
                      RETURNING id, message_id, tenant_id, address, lease_token, attempts",
                     params![lease_until, req.node, req.now, req.limit, excluded],
                     |r| {
@@ -1388,8 +1448,9 @@ impl Store for SqliteStore {
                 let mut insert = c
                     .prepare_cached(
                         "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
-                         response, duration_ms, remote_addr, tls_version, tls_cipher) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+                         sender_policy, diagnosis) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                     )
                     .map_err(sql)?;
                 let mut accepted = Vec::with_capacity(outcomes.len());
@@ -1408,7 +1469,8 @@ impl Store for SqliteStore {
                             .execute(params![
                                 rid, a.at, a.node, a.server, a.outcome.as_str(), a.step, a.code,
                                 a.enhanced_code, a.response, a.duration_ms, a.remote_addr,
-                                a.tls_version, a.tls_cipher
+                                a.tls_version, a.tls_cipher, a.provider_id.map(|p| p.to_string()),
+                                a.config_version, a.sender_policy, a.diagnosis.as_ref().map(|d| d.to_string())
                             ])
                             .map_err(sql)?;
                     }

@@ -202,6 +202,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{props}");
+        self.refresh(tenant).await;
         provider["id"].as_str().unwrap().to_owned()
     }
 
@@ -267,7 +268,16 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{props}");
+        self.refresh(tenant).await;
         server
+    }
+
+    /// Makes the tenant's latest provider change effective at once.
+    pub async fn refresh(&self, tenant: &TestTenant) {
+        let (status, body) = self
+            .call(Method::POST, &format!("/v1/tenants/{}/properties/refresh", tenant.slug), Some(&tenant.admin), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 
     /// Waits until the message's first recipient has at least `n` attempts and returns the message.

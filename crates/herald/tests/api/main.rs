@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin_flows;
 mod crash;
 mod delivery;
 mod interop;

@@ -730,6 +730,20 @@ impl Harness<'_> {
                 "activating the provider answered {status}: {props}"
             ));
         }
+        // A change of provider reaches the nodes within the staleness bound;
+        // the refresh makes it effective at once.
+        let (status, props) = self
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/tenants/{}/properties/refresh", self.tenant.slug),
+                Some(&self.tenant.admin),
+                None,
+            )
+            .await;
+        if status != StatusCode::OK {
+            return Err(format!("refreshing the properties answered {status}: {props}"));
+        }
         let from_address = provider["from_address"].as_str().unwrap_or_default();
         let fallback = provider["fallback_recipient"].as_str();
         let mut message = json!({"subject": "Provider case", "text": "fixed body"});

@@ -1,0 +1,188 @@
+//! PostgreSQL connections: a pool, the mapping of database errors to store
+//! errors, and migrations that several nodes may start at the same moment.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use crate::{Result, StoreError};
+
+/// The schema, one migration per entry, applied in order and recorded in `herald_migrations`.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("0001_initial.sql"))];
+
+/// The advisory lock every node takes while it migrates: "herald" in ASCII.
+/// Nodes that start together wait for each other here instead of racing to
+/// create the same tables.
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
+
+/// Connections one node keeps open at most. Beyond it, callers wait for a free
+/// connection, which bounds the load one node can put on the server.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long opening a connection may take when the URL does not say.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Describes a database error. tokio-postgres prints only "db error" for
+/// errors the server reports, so the server's code and message are added; its
+/// detail is left out because it repeats the values of the row.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Any database error the caller cannot do anything about.
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(describe(&e))
+}
+
+/// Maps an integrity constraint violation (SQLSTATE class 23: a unique key,
+/// a foreign key, a NOT NULL) to a conflict that says what is taken, as the
+/// SQLite store does for every constraint violation of the same statements.
+pub(crate) fn unique(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| match e.code() {
+        Some(code) if code.code().starts_with("23") => StoreError::Conflict(what.to_owned()),
+        _ => pg(e),
+    }
+}
+
+/// A connection from the pool.
+pub(crate) async fn client(pool: &Pool) -> Result<Object> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => unavailable(other),
+    })
+}
+
+/// Runs a statement (prepared once per connection) and returns its rows.
+pub(crate) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query(&statement, params).await.map_err(pg)
+}
+
+/// Runs a statement (prepared once per connection) and returns its row, if any.
+pub(crate) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query_opt(&statement, params).await.map_err(pg)
+}
+
+/// Runs a statement (prepared once per connection) and returns how many rows it changed.
+pub(crate) async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.execute(&statement, params).await
+}
+
+/// Opens a pool on the database at `url` and brings its schema up to date.
+pub(crate) async fn open(url: &str) -> Result<Pool> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Unavailable(format!("the database url is not valid: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("herald");
+    }
+    // Fast recycling only checks that the connection is still open: checking
+    // it with a query would cost a round trip on every use, and a connection
+    // the server dropped fails its next query and is then discarded.
+    let manager = Manager::from_config(
+        config,
+        // No TLS to the database for now: nodes reach PostgreSQL on a trusted
+        // network. Supporting TLS means a rustls connector here and an
+        // sslmode in the URL.
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(MAX_CONNECTIONS)
+        .build()
+        .map_err(unavailable)?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies the migrations this database lacks, all in one transaction under an
+/// advisory lock, so that one node migrates and the others find it done.
+async fn migrate(pool: &Pool) -> Result<()> {
+    let mut conn = client(pool).await?;
+    let tx = conn.transaction().await.map_err(pg)?;
+    // The transaction-level lock is released by the commit or the rollback,
+    // so a node that dies while migrating does not block the others.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS herald_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .await
+    .map_err(pg)?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM herald_migrations", &[])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(newest) = applied.iter().max() {
+        if *newest as usize > MIGRATIONS.len() {
+            // A newer node has migrated the database further. The older schema
+            // version is a subset, so this node can run during a rolling upgrade.
+            tracing::warn!(
+                database = newest,
+                known = MIGRATIONS.len(),
+                "the database schema is newer than this node"
+            );
+        }
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
+        let version = i as i32 + 1;
+        if applied.contains(&version) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO herald_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[&version, name, &now_ms()],
+        )
+        .await
+        .map_err(pg)?;
+        tracing::info!(migration = version, name, "applied database migration");
+    }
+    tx.commit().await.map_err(pg)
+}

@@ -1,0 +1,119 @@
+//! `herald smtp-check`: the step-by-step diagnosis of a test message, from the
+//! command line, against a stored server or one given by flags; nothing is queued.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
+use herald_smtp::{Connection, Credentials, Egress, Envelope, Target, Timeouts, TlsSettings, Tracer};
+
+/// Flags of `herald smtp-check`.
+#[derive(Args, Debug)]
+pub struct SmtpCheckArgs {
+    /// The server's host name or IP address.
+    #[arg(long)]
+    pub host: String,
+    /// Its port.
+    #[arg(long, default_value_t = 587)]
+    pub port: u16,
+    /// none, starttls or tls.
+    #[arg(long, default_value = "starttls")]
+    pub security: String,
+    /// Log in as this user; the password comes from HERALD_SMTP_PASSWORD or a prompt.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// plain, login or xoauth2 (the secret is then the access token).
+    #[arg(long, default_value = "plain")]
+    pub mechanism: String,
+    /// A PEM file of CAs to trust instead of the system's.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The certificate name to verify, for a server addressed by IP.
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// Do not verify the certificate (shown in the output).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// The name to give in EHLO.
+    #[arg(long, default_value = "herald.localhost")]
+    pub helo: String,
+    /// With --to: ask whether the server would take MAIL FROM this address (nothing is sent).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// With --from: ask whether the server would take RCPT TO this address.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Timeout of each step, e.g. 30s.
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+}
+
+fn invalid(field: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("--{field} {e}")
+}
+
+/// Runs the check and prints each step; an error when a step failed.
+pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
+    let timeout = crate::config::parse_duration(&args.timeout).context("--timeout")?;
+    let ca_pem = match &args.tls_ca_file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let target = Target {
+        host: SmtpHost::parse(&args.host).map_err(|e| invalid("host", e))?,
+        port: Port::new(args.port.into()).map_err(|e| invalid("port", e))?,
+        security: Security::parse(&args.security).map_err(|e| invalid("security", e))?,
+        tls: TlsSettings { verify: !args.no_verify, ca_pem, server_name: args.tls_server_name.clone() },
+        helo_name: args.helo.clone(),
+        timeouts: Timeouts { connect: timeout, command: timeout, data: timeout },
+        // An operator checking a relay by hand may point anywhere, loopback included.
+        egress: Some(Arc::new(Egress::new(Egress::parse_list("0.0.0.0/0,::/0").expect("valid"), vec![]))),
+    };
+    let credentials = match &args.user {
+        Some(user) => Some(Credentials {
+            mechanism: Mechanism::parse(&args.mechanism).map_err(|e| invalid("mechanism", e))?,
+            username: user.clone(),
+            secret: secret()?,
+        }),
+        None => None,
+    };
+    if args.no_verify {
+        println!("note: certificate verification is OFF for this check");
+    }
+    let tracer = Tracer::default();
+    let result = async {
+        let mut conn = Connection::open_traced(&target, credentials.as_ref(), &tracer).await?;
+        if let (Some(from), Some(to)) = (&args.from, &args.to) {
+            let envelope = Envelope {
+                from: EmailAddress::parse(from).map_err(|e| invalid("from", e))?,
+                to: vec![EmailAddress::parse(to).map_err(|e| invalid("to", e))?],
+            };
+            let replies = conn.check_envelope(&envelope).await.inspect_err(|e| tracer.fail(e))?;
+            if let Some(refused) = replies.iter().find(|r| !r.is_positive()) {
+                conn.quit().await;
+                bail!("the server refused the envelope: {refused}");
+            }
+        }
+        conn.quit().await;
+        anyhow::Ok(())
+    }
+    .await;
+    for step in tracer.steps() {
+        let mark = if step.ok { "ok  " } else { "FAIL" };
+        let detail = step.detail.replace('\n', "\n               ");
+        println!("{mark} {:<9} {:>5} ms  {detail}", step.step.as_str(), step.elapsed_ms);
+    }
+    result
+}
+
+/// The password from HERALD_SMTP_PASSWORD, or a prompt without echo.
+fn secret() -> anyhow::Result<Secret> {
+    if let Ok(password) = std::env::var("HERALD_SMTP_PASSWORD") {
+        return Ok(Secret::new(password));
+    }
+    let password = rpassword::prompt_password("password: ").context("reading the password")?;
+    Ok(Secret::new(password))
+}
+
