@@ -12,8 +12,21 @@ use herald_smtp::{Connection, Credentials, Egress, Envelope, Target, Timeouts, T
 /// Flags of `herald smtp-check`.
 #[derive(Args, Debug)]
 pub struct SmtpCheckArgs {
+    /// Check a stored server: the tenant's slug (with --server; the database
+    /// and keyring come from --data-dir, HERALD_DATABASE_URL and HERALD_MASTER_KEY).
+    #[arg(long, requires = "server")]
+    pub tenant: Option<String>,
+    /// The stored server's id; its first account logs in (or --account).
+    #[arg(long, requires = "tenant")]
+    pub server: Option<String>,
+    /// The stored account's id.
+    #[arg(long, requires = "server")]
+    pub account: Option<String>,
+    /// Where the embedded database and key file are [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The server's host name or IP address.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "server", default_value = "")]
     pub host: String,
     /// Its port.
     #[arg(long, default_value_t = 587)]
@@ -61,8 +74,9 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
+    let stored_mode = args.server.is_some();
     let target = Target {
-        host: SmtpHost::parse(&args.host).map_err(|e| invalid("host", e))?,
+        host: SmtpHost::parse(if stored_mode { "placeholder.invalid" } else { &args.host }).map_err(|e| invalid("host", e))?,
         port: Port::new(args.port.into()).map_err(|e| invalid("port", e))?,
         security: Security::parse(&args.security).map_err(|e| invalid("security", e))?,
         tls: TlsSettings { verify: !args.no_verify, ca_pem, server_name: args.tls_server_name.clone() },
@@ -71,7 +85,7 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         // An operator checking a relay by hand may point anywhere, loopback included.
         egress: Some(Arc::new(Egress::new(Egress::parse_list("0.0.0.0/0,::/0").expect("valid"), vec![]))),
     };
-    let credentials = match &args.user {
+    let credentials = match if stored_mode { &None } else { &args.user } {
         Some(user) => Some(Credentials {
             mechanism: Mechanism::parse(&args.mechanism).map_err(|e| invalid("mechanism", e))?,
             username: user.clone(),
@@ -82,6 +96,10 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
     if args.no_verify {
         println!("note: certificate verification is OFF for this check");
     }
+    let (target, credentials) = match (&args.tenant, &args.server) {
+        (Some(tenant), Some(server)) => stored(&args, tenant, server, timeout).await?,
+        _ => (target, credentials),
+    };
     let tracer = Tracer::default();
     let result = async {
         let mut conn = Connection::open_traced(&target, credentials.as_ref(), &tracer).await?;
@@ -106,6 +124,63 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         println!("{mark} {:<9} {:>5} ms  {detail}", step.step.as_str(), step.elapsed_ms);
     }
     result
+}
+
+/// The target and login of a stored server, its secret opened with the keyring.
+async fn stored(
+    args: &SmtpCheckArgs,
+    tenant: &str,
+    server: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(Target, Option<Credentials>)> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let serve = crate::config::ServeArgs {
+        data_dir: args.data_dir.clone(),
+        database_url: env("HERALD_DATABASE_URL"),
+        egress_allow: env("HERALD_EGRESS_ALLOW"),
+        egress_deny: env("HERALD_EGRESS_DENY"),
+        ..Default::default()
+    };
+    let settings = serve.resolve()?;
+    let store = herald_store::SqliteStore::open(&settings.database)?;
+    let sealer = crate::keys::load(settings.master_key.as_ref(), &crate::config::key_file(&settings.data_dir))?;
+    let store: &dyn herald_store::Store = &store;
+    let tenant = store.tenant_by_slug(tenant).await.context("no such tenant")?;
+    let server_id = server.parse().map_err(|e| invalid("server", e))?;
+    let server = store.server(tenant.id, server_id).await.context("no such SMTP server in the tenant")?;
+    let accounts = store.list_accounts(tenant.id, server.id).await?;
+    let account = match &args.account {
+        Some(id) => Some(
+            accounts
+                .into_iter()
+                .find(|a| a.id.to_string() == *id)
+                .context("no such account on the server")?,
+        ),
+        None => accounts.into_iter().next(),
+    };
+    let s = server.settings;
+    let credentials = match account {
+        Some(account) if account.oauth2.is_none() => match &account.sealed_secret {
+            Some(sealed) => Some(Credentials {
+                mechanism: account.mechanism,
+                username: account.username,
+                secret: sealer.open(sealed, &account.id.to_string())?,
+            }),
+            None => None,
+        },
+        _ => None,
+    };
+    let target = Target {
+        host: s.host,
+        port: s.port,
+        security: s.security,
+        tls: TlsSettings { verify: s.tls_verify, ca_pem: s.tls_ca_pem, server_name: s.tls_server_name },
+        helo_name: s.helo_name.unwrap_or_else(|| args.helo.clone()),
+        timeouts: Timeouts { connect: timeout, command: timeout, data: timeout },
+        egress: Some(Arc::new(settings.egress)),
+    };
+    println!("checking the stored server {:?} of tenant {} ({}:{})", s.name, tenant.slug, target.host, target.port.get());
+    Ok((target, credentials))
 }
 
 /// The password from HERALD_SMTP_PASSWORD, or a prompt without echo.

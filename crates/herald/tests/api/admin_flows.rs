@@ -289,3 +289,25 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
     assert_eq!(node["roles"], json!(["api", "worker"]));
     assert_eq!(app.get("/v1/nodes", &acme.admin).await.0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
+    let smtp = TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "stored-pw")).await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
+    let server = app.configure(&acme, entry, Some(json!({"username": "herald@acme.example", "password": "stored-pw"}))).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["smtp-check", "--tenant", "acme", "--server", server["id"].as_str().unwrap()])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .env("HERALD_EGRESS_ALLOW", "127.0.0.0/8")
+        .env("HERALD_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.lines().any(|l| l.starts_with("ok") && l.contains("auth") && l.contains("235")), "{out}");
+    assert!(!out.contains("stored-pw"));
+}
