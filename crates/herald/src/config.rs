@@ -24,7 +24,7 @@ pub enum Command {
     /// Run a node: the REST API and the delivery worker.
     Serve(Box<ServeArgs>),
     /// Diagnose an SMTP server step by step (DNS, TCP, TLS, EHLO, AUTH, MAIL, RCPT) without queueing anything.
-    SmtpCheck(crate::smtp_check::SmtpCheckArgs),
+    SmtpCheck(Box<crate::smtp_check::SmtpCheckArgs>),
     /// Print the ready server and provider templates for common setups.
     Presets,
     /// Manage the master keys that seal stored secrets.

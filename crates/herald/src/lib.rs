@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
-        Command::SmtpCheck(args) => smtp_check::run(args).await,
+        Command::SmtpCheck(args) => smtp_check::run(*args).await,
         Command::Presets => {
             println!("{}", serde_json::to_string_pretty(&herald_core::presets::all())?);
             Ok(())
