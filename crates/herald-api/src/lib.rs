@@ -17,11 +17,6 @@ use tokio::sync::Notify;
 
 pub use error::ApiError;
 
-/// How often a node records that it is alive.
-pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// A node whose last heartbeat is older than this is taken for gone.
-pub const ALIVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// The largest request body accepted; message content has its own, smaller limits.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -35,6 +30,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// This node's view of tenants' providers.
     pub cache: Arc<ProviderCache>,
+    /// A node whose last heartbeat is older than this is taken for gone.
+    pub alive_within: std::time::Duration,
 }
 
 /// The HTTP API: everything on a node with the api role, else only the health checks.

@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// What this node does: api (the REST API), worker (delivery), or both [default: api,worker].
     #[arg(long, env = "HERALD_ROLES")]
     pub roles: Option<String>,
+    /// How often the node records that it is alive; three missed beats and it is taken for gone [default: 5s].
+    #[arg(long, env = "HERALD_HEARTBEAT")]
+    pub heartbeat: Option<String>,
     /// Messages delivered at once by this node [default: 64].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -120,7 +123,7 @@ pub struct ServeArgs {
 pub struct Settings {
     pub http: SocketAddr,
     pub data_dir: PathBuf,
-    pub database: PathBuf,
+    pub database: Database,
     pub default_provider: DefaultProvider,
     pub node_name: String,
     pub retry: RetryPolicy,
@@ -128,6 +131,8 @@ pub struct Settings {
     pub lease: Duration,
     pub timeouts: Timeouts,
     pub concurrency: usize,
+    /// How often the node records that it is alive.
+    pub heartbeat: Duration,
     /// This node serves the REST API.
     pub api: bool,
     /// This node delivers mail.
@@ -140,6 +145,59 @@ pub struct Settings {
     pub bootstrap_token: Option<Secret>,
     /// From HERALD_MASTER_KEY: the key that seals secrets, instead of the key file.
     pub master_key: Option<Secret>,
+}
+
+/// Where a node's data lives.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// The embedded database: one SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server shared by many nodes (the URL may hold a password).
+    Postgres(String),
+}
+
+impl Database {
+    /// Parses `sqlite://PATH` or `postgres://…` (also `postgresql://…`).
+    pub fn parse(url: &str) -> anyhow::Result<Database> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        bail!("the database URL must be sqlite://PATH or postgres://USER@HOST:PORT/DATABASE")
+    }
+
+    /// Opens the store, applying migrations.
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn herald_store::Store>> {
+        Ok(match self {
+            Database::Sqlite(path) => std::sync::Arc::new(
+                herald_store::SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+            ),
+            Database::Postgres(url) => std::sync::Arc::new(
+                herald_store::PgStore::connect(url).await.with_context(|| format!("connecting to {self}"))?,
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// The location without any password, for logs and errors.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Database::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                match rest.split_once('@') {
+                    Some((user, host)) => {
+                        let user = user.split(':').next().unwrap_or_default();
+                        write!(f, "{scheme}://{user}@{host}")
+                    }
+                    None => write!(f, "{scheme}://{rest}"),
+                }
+            }
+        }
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h` or `2d`.
@@ -242,13 +300,8 @@ impl ServeArgs {
         }
         let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("herald-data"));
         let database = match pick!(database_url) {
-            None => data_dir.join("herald.db"),
-            Some(url) => match url.strip_prefix("sqlite://") {
-                Some(path) => PathBuf::from(path),
-                None => bail!(
-                    "HERALD_DATABASE_URL must be sqlite://PATH (PostgreSQL support comes later)"
-                ),
-            },
+            None => Database::Sqlite(data_dir.join("herald.db")),
+            Some(url) => Database::parse(&url)?,
         };
         let command = duration("smtp-timeout", pick!(smtp_timeout), Duration::from_secs(60))?;
         let roles_given = pick!(roles).unwrap_or_else(|| "api,worker".into());
@@ -329,6 +382,7 @@ impl ServeArgs {
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(64).max(1),
+            heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
             api: roles.contains(&"api"),
             worker: roles.contains(&"worker"),
             provider_staleness: duration("provider-staleness", pick!(provider_staleness), Duration::from_secs(30))?,

@@ -8,10 +8,7 @@ pub mod node;
 
 use anyhow::Context;
 
-use std::sync::Arc;
-
 use config::{Cli, Command, KeysCommand};
-use herald_store::{SqliteStore, Store};
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -34,7 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Rotate(args)) => {
             let settings = args.resolve().context("invalid configuration")?;
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database)?);
+            let store = settings.database.open().await?;
             let key_file = config::key_file(&settings.data_dir);
             let summary = keys::rotate(&*store, settings.master_key.as_ref(), &key_file).await?;
             println!("{summary}");

@@ -8,7 +8,7 @@ use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
-use herald_store::{NewToken, NodeRecord, SqliteStore, Store};
+use herald_store::{NewToken, NodeRecord, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -59,7 +59,13 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
 
 
 /// Records this node's heartbeat until shutdown.
-async fn heartbeat(store: Arc<dyn Store>, name: String, roles: Vec<String>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(
+    store: Arc<dyn Store>,
+    name: String,
+    roles: Vec<String>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let started_at = now_ms();
     while !*stop.borrow() {
         let record = NodeRecord {
@@ -73,7 +79,7 @@ async fn heartbeat(store: Arc<dyn Store>, name: String, roles: Vec<String>, mut 
             tracing::warn!(%error, "could not record this node's heartbeat");
         }
         tokio::select! {
-            _ = tokio::time::sleep(herald_api::HEARTBEAT) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
     }
@@ -94,10 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             settings.data_dir.display()
         )
     })?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&settings.database)
-            .with_context(|| format!("opening {}", settings.database.display()))?,
-    );
+    let store = settings.database.open().await?;
     let sealer = Arc::new(keys::load(
         settings.master_key.as_ref(),
         &key_file(&settings.data_dir),
@@ -143,13 +146,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     if settings.worker {
         roles.push("worker".to_owned());
     }
-    let heartbeat = tokio::spawn(heartbeat(store.clone(), settings.node_name.clone(), roles, stop.clone()));
+    let heartbeat = tokio::spawn(heartbeat(
+        store.clone(),
+        settings.node_name.clone(),
+        roles,
+        settings.heartbeat,
+        stop.clone(),
+    ));
     let state = AppState {
         store,
         sealer,
         default_provider,
         wake: worker.waker(),
         cache,
+        alive_within: settings.heartbeat * 3,
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))
@@ -172,7 +182,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             tracing::error!(%error, "the HTTP server stopped");
         }
     });
-    tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database.display(), "herald is running");
+    tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database, "herald is running");
     // One plain line on standard output that people and scripts can read the address from.
     println!("herald listening on http://{http_addr}");
     Ok(Node {

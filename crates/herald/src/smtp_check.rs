@@ -142,9 +142,9 @@ async fn stored(
         ..Default::default()
     };
     let settings = serve.resolve()?;
-    let store = herald_store::SqliteStore::open(&settings.database)?;
+    let store = settings.database.open().await?;
     let sealer = crate::keys::load(settings.master_key.as_ref(), &crate::config::key_file(&settings.data_dir))?;
-    let store: &dyn herald_store::Store = &store;
+    let store = &*store;
     let tenant = store.tenant_by_slug(tenant).await.context("no such tenant")?;
     let server_id = server.parse().map_err(|e| invalid("server", e))?;
     let server = store.server(tenant.id, server_id).await.context("no such SMTP server in the tenant")?;

@@ -55,7 +55,7 @@ async fn nodes(State(state): State<AppState>, caller: crate::auth::Caller) -> Re
         .await?
         .into_iter()
         .map(|node| {
-            let alive = now - node.heartbeat_at <= crate::ALIVE_WITHIN.as_millis() as i64;
+            let alive = now - node.heartbeat_at <= state.alive_within.as_millis() as i64;
             let mut view = serde_json::to_value(&node).unwrap_or_default();
             view["alive"] = Value::Bool(alive);
             view
@@ -68,7 +68,7 @@ async fn nodes(State(state): State<AppState>, caller: crate::auth::Caller) -> Re
 async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     Ok(state.store.list_nodes().await?.iter().any(|node| {
-        node.roles.iter().any(|r| r == "worker") && now - node.heartbeat_at <= crate::ALIVE_WITHIN.as_millis() as i64
+        node.roles.iter().any(|r| r == "worker") && now - node.heartbeat_at <= state.alive_within.as_millis() as i64
     }))
 }
 
