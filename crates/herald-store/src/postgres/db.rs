@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
@@ -23,6 +25,11 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// How long opening a connection may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for a free connection before the database counts
+/// as unavailable: long enough for a burst, short enough that a request whose
+/// connections are all stuck gets an answer.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -127,6 +134,8 @@ pub(crate) async fn open(url: &str) -> Result<Pool> {
     );
     let pool = Pool::builder(manager)
         .max_size(MAX_CONNECTIONS)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(WAIT_TIMEOUT))
         .build()
         .map_err(unavailable)?;
     migrate(&pool).await?;

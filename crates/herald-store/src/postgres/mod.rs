@@ -462,7 +462,12 @@ impl Store for PgStore {
                 ))
                 .await
                 .map_err(pg)?,
-                &[&TenantId::new().to_string(), &slug.as_ref(), &name, &now_ms()],
+                &[
+                    &TenantId::new().to_string(),
+                    &slug.as_ref(),
+                    &name,
+                    &now_ms(),
+                ],
             )
             .await
             .map_err(unique("a tenant with this slug exists"))?;
@@ -1290,7 +1295,8 @@ impl Store for PgStore {
             return Ok(None);
         };
         let provider = load_provider(&tx, tenant_id, provider_id, Lock::None).await?;
-        let server = load_server(&tx, tenant_id, provider.settings.smtp_server_id, Lock::None).await?;
+        let server =
+            load_server(&tx, tenant_id, provider.settings.smtp_server_id, Lock::None).await?;
         let account = match provider.settings.account_id {
             Some(a) => Some(load_account(&tx, tenant_id, server.id, a, Lock::None).await?),
             None => None,
@@ -1310,12 +1316,11 @@ impl Store for PgStore {
             .map(|(n, v)| (n.as_ref(), v.as_ref()))
             .collect();
         let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
-        let all = m
-            .to
-            .iter()
-            .map(|a| (a, RecipientKind::To))
-            .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
-            .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
+        let all =
+            m.to.iter()
+                .map(|a| (a, RecipientKind::To))
+                .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
+                .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
         for (position, (addr, kind)) in all.enumerate() {
             ids.push(RecipientId::new().to_string());
             addrs.push(addr.as_ref());
@@ -1325,10 +1330,11 @@ impl Store for PgStore {
         let (message_id, tenant_id) = (m.id.to_string(), m.tenant_id.to_string());
         let mut c = client(&self.pool).await?;
         // Another node may be storing the same idempotency key right now: the
-        // insert then waits for its commit and does nothing, and the earlier
-        // message is read back. Only if that message vanished again (its
-        // transaction rolled back after all, or it was deleted) is there nothing
-        // to read, and the insert is tried once more.
+        // insert then waits for that transaction. If it commits, the insert
+        // does nothing and the earlier message is read back (each statement
+        // sees what was committed before it began); if it rolls back, the
+        // insert goes ahead. Only a message deleted between the insert and the
+        // read leaves nothing to read, and then the insert is tried again.
         for _ in 0..3 {
             let tx = c.transaction().await.map_err(pg)?;
             let inserted = execute(
@@ -1552,16 +1558,20 @@ impl Store for PgStore {
         // taking are passed over instead of waited for, and a row whose claim
         // committed after this statement began is checked again against the
         // conditions (it is 'sending' with a future due_at then, so it is left).
+        // The selection is a materialised CTE so that it runs exactly once,
+        // whatever plan the update gets: a second run could lock other rows.
         let rows = query(
             &c,
-            "UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+            "WITH due AS MATERIALIZED ( \
+                 SELECT id FROM recipients \
+                 WHERE status IN ('queued', 'deferred', 'sending') \
+                 AND due_at <= $3 \
+                 AND NOT (tenant_id = ANY($5)) \
+                 ORDER BY priority DESC, due_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
              lease_token = lease_token + 1, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM recipients \
-                          WHERE status IN ('queued', 'deferred', 'sending') \
-                          AND due_at <= $3 \
-                          AND NOT (tenant_id = ANY($5)) \
-                          ORDER BY priority DESC, due_at LIMIT $4 \
-                          FOR UPDATE SKIP LOCKED) \
+             WHERE id IN (SELECT id FROM due) \
              RETURNING id, message_id, tenant_id, address, lease_token, attempts",
             &[
                 &lease_until,

@@ -409,7 +409,10 @@ fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
 
 fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<OnBehalf>> {
     match stored_pair {
-        (Some(name), Some(email)) => Ok(Some(OnBehalf { name, email: address(email)? })),
+        (Some(name), Some(email)) => Ok(Some(OnBehalf {
+            name,
+            email: address(email)?,
+        })),
         _ => Ok(None),
     }
 }
@@ -560,7 +563,12 @@ impl Store for SqliteStore {
                      previous_provider_id = CASE WHEN properties_effective_from <= ?3 \
                          THEN notification_provider_id ELSE previous_provider_id END, \
                      notification_provider_id = ?1, properties_effective_from = ?4 WHERE id = ?2",
-                    params![provider_id.map(|p| p.to_string()), tenant_id.to_string(), now_ms(), effective_from],
+                    params![
+                        provider_id.map(|p| p.to_string()),
+                        tenant_id.to_string(),
+                        now_ms(),
+                        effective_from
+                    ],
                 )
                 .map_err(sql)?;
                 load_tenant(c, tenant_id)
