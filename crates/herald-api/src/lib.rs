@@ -36,7 +36,11 @@ pub struct AppState {
 
 /// The HTTP API: everything on a node with the api role, else only the health checks.
 pub fn router(state: AppState, api: bool) -> Router {
-    let routes = if api { routes::router() } else { routes::health() };
+    let routes = if api {
+        routes::router()
+    } else {
+        routes::health()
+    };
     routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -20,7 +20,10 @@ pub struct ProviderCache {
 impl ProviderCache {
     /// A cache whose entries are at most `staleness` old.
     pub fn new(staleness: Duration) -> Self {
-        ProviderCache { staleness, entries: Mutex::new(HashMap::new()) }
+        ProviderCache {
+            staleness,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The staleness bound.
@@ -30,7 +33,11 @@ impl ProviderCache {
 
     /// The tenant's active provider (`None`: the system default), from the
     /// cache while the entry is fresh, else from the store.
-    pub async fn get(&self, store: &dyn Store, tenant: TenantId) -> Result<Option<ProviderConfig>, StoreError> {
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        tenant: TenantId,
+    ) -> Result<Option<ProviderConfig>, StoreError> {
         if let Some((config, at)) = self.entries.lock().expect("cache lock").get(&tenant) {
             if at.elapsed() < self.staleness {
                 return Ok(config.clone());

@@ -10,10 +10,10 @@ mod route;
 mod stats;
 mod worker;
 
+pub use cache::ProviderCache;
 pub use pool::PoolLimits;
 pub use render::{Rendered, render};
 pub use retry::RetryPolicy;
-pub use cache::ProviderCache;
 pub use route::{
     DefaultProvider, Login, ResolveError, Route, Transport, fallback_recipient, load_config, route,
 };

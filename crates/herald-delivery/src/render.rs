@@ -36,12 +36,18 @@ fn mailbox<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> Address<'a> 
 /// or base64, so no line exceeds the RFC 5322 limit.
 pub fn render(message: &MessageContent, route: &Route) -> Rendered {
     let provider = mailbox(route.from_name.as_deref(), &route.from);
-    let mut reply_to = message.reply_to.as_ref().or(route.reply_to.as_ref()).map(|a| mailbox(None, a));
+    let mut reply_to = message
+        .reply_to
+        .as_ref()
+        .or(route.reply_to.as_ref())
+        .map(|a| mailbox(None, a));
     let (from, sender, sender_policy) = match (&message.on_behalf_of, route.sender_policy) {
         (None, _) => (provider, None, "fixed"),
-        (Some(person), SenderPolicy::OnBehalf) => {
-            (mailbox(Some(person.name.as_str()), &person.email), Some(provider), "on_behalf")
-        }
+        (Some(person), SenderPolicy::OnBehalf) => (
+            mailbox(Some(person.name.as_str()), &person.email),
+            Some(provider),
+            "on_behalf",
+        ),
         (Some(person), SenderPolicy::Fixed) => {
             if message.reply_to.is_none() {
                 reply_to = Some(mailbox(Some(person.name.as_str()), &person.email));
@@ -75,6 +81,11 @@ pub fn render(message: &MessageContent, route: &Route) -> Rendered {
     if let Some(html) = &message.html {
         builder = builder.html_body(html.as_str());
     }
-    let content = builder.write_to_vec().expect("writing a message into a Vec cannot fail");
-    Rendered { content, sender_policy }
+    let content = builder
+        .write_to_vec()
+        .expect("writing a message into a Vec cannot fail");
+    Rendered {
+        content,
+        sender_policy,
+    }
 }

@@ -125,12 +125,18 @@ pub async fn load_config(
         return store.active_provider(tenant).await;
     };
     let provider = store.provider(tenant, provider_id).await?;
-    let server = store.server(tenant, provider.settings.smtp_server_id).await?;
+    let server = store
+        .server(tenant, provider.settings.smtp_server_id)
+        .await?;
     let account = match provider.settings.account_id {
         Some(account) => Some(store.account(tenant, server.id, account).await?),
         None => None,
     };
-    Ok(Some(ProviderConfig { provider, server, account }))
+    Ok(Some(ProviderConfig {
+        provider,
+        server,
+        account,
+    }))
 }
 
 /// Turns a provider's configuration (or the system default, for `None`) into a
@@ -143,7 +149,12 @@ pub fn route(
     timeouts: Timeouts,
     egress: &Arc<Egress>,
 ) -> Result<Route, ResolveError> {
-    let Some(ProviderConfig { provider, server, account }) = config else {
+    let Some(ProviderConfig {
+        provider,
+        server,
+        account,
+    }) = config
+    else {
         return Ok(default.route());
     };
     let s = &server.settings;
@@ -179,7 +190,11 @@ pub fn route(
     let timeouts = match s.command_timeout_secs {
         Some(secs) => {
             let command = Duration::from_secs(secs.into());
-            Timeouts { connect: command.min(timeouts.connect), command, data: command * 3 }
+            Timeouts {
+                connect: command.min(timeouts.connect),
+                command,
+                data: command * 3,
+            }
         }
         None => timeouts,
     };
@@ -195,25 +210,44 @@ pub fn route(
         "{}@{}/{}",
         server.id,
         server.updated_at,
-        account.as_ref().map(|a| a.id.to_string()).unwrap_or_default()
+        account
+            .as_ref()
+            .map(|a| a.id.to_string())
+            .unwrap_or_default()
     );
     let config_version = [provider.updated_at, server.updated_at]
         .into_iter()
         .chain(account.as_ref().map(|a| a.created_at))
         .max();
     let target = Target {
-        helo_name: s.helo_name.clone().unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
+        helo_name: s
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
         host: s.host.clone(),
         port: s.port,
         security: s.security,
-        tls: TlsSettings { verify: s.tls_verify, ca_pem: s.tls_ca_pem.clone(), server_name: s.tls_server_name.clone() },
+        tls: TlsSettings {
+            verify: s.tls_verify,
+            ca_pem: s.tls_ca_pem.clone(),
+            server_name: s.tls_server_name.clone(),
+        },
         timeouts,
         egress: Some(egress.clone()),
     };
     Ok(Route {
-        transport: Transport::Smtp { target: Box::new(target), login, limits, pool_key },
+        transport: Transport::Smtp {
+            target: Box::new(target),
+            login,
+            limits,
+            pool_key,
+        },
         from: provider.settings.from_address.clone(),
-        from_name: provider.settings.from_name.as_ref().map(|n| n.as_ref().to_owned()),
+        from_name: provider
+            .settings
+            .from_name
+            .as_ref()
+            .map(|n| n.as_ref().to_owned()),
         reply_to: provider.settings.reply_to.clone(),
         provider: Some(provider.id),
         config_version,

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_core::Mechanism;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
 use herald_smtp::{
-    Tracer,
     Connection, Credentials, Egress, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
-    Transaction, wire,
+    Tracer, Transaction, wire,
 };
 use herald_store::{
     AttemptRecord, ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store,
@@ -23,8 +22,8 @@ use tracing::{Instrument, info_span, warn};
 use crate::oauth::TokenCache;
 use crate::pool::{Lease, Pools};
 use crate::{
-    DefaultProvider, Login, ProviderCache, Rendered, ResolveError, RetryPolicy, Route, Transport, WorkerStats, load_config,
-    render, route,
+    DefaultProvider, Login, ProviderCache, Rendered, ResolveError, RetryPolicy, Route, Transport,
+    WorkerStats, load_config, render, route,
 };
 
 /// A send is not started when less than this is left of its lease (or a
@@ -241,12 +240,24 @@ impl Worker {
             None => self.cache.get(&*self.store, tenant).await,
         };
         let route = config.map_err(ResolveError::from).and_then(|config| {
-            route(config.as_ref(), &self.sealer, &self.default, self.config.timeouts, &self.config.egress)
+            route(
+                config.as_ref(),
+                &self.sealer,
+                &self.default,
+                self.config.timeouts,
+                &self.config.egress,
+            )
         });
         let route = match route {
             Ok(route) => route,
             Err(error) => {
-                let attempt = self.attempt(None, &started, "provider", None, format!("the provider cannot be used: {error}"));
+                let attempt = self.attempt(
+                    None,
+                    &started,
+                    "provider",
+                    None,
+                    format!("the provider cannot be used: {error}"),
+                );
                 let outcomes = recipients
                     .iter()
                     .map(|r| self.deferred_or_expired(r, &contents, attempt.clone()))
@@ -255,8 +266,14 @@ impl Worker {
                 return;
             }
         };
-        let Rendered { content, sender_policy } = render(&contents, &route);
-        let route = &RouteInfo { route, sender_policy };
+        let Rendered {
+            content,
+            sender_policy,
+        } = render(&contents, &route);
+        let route = &RouteInfo {
+            route,
+            sender_policy,
+        };
         let (outcomes, captures) = match &route.transport {
             Transport::Capture => self.capture(route, &contents, &recipients, content, &started),
             Transport::Smtp { .. } => {
@@ -273,7 +290,10 @@ impl Worker {
                 let tracer = contents.test_provider.map(|_| Tracer::default());
                 let sent = match &tracer {
                     Some(tracer) => self.send_traced(route, &envelope, &data, tracer).await,
-                    None => self.send(route, tenant, &envelope, &data, lease_until, &mut started).await,
+                    None => {
+                        self.send(route, tenant, &envelope, &data, lease_until, &mut started)
+                            .await
+                    }
                 };
                 let mut outcomes = match sent {
                     Ok(sent) => (
@@ -288,7 +308,9 @@ impl Worker {
                             .collect();
                         match self.store.release(leases).await {
                             Ok(()) => WorkerStats::add(&self.stats.released, recipients.len()),
-                            Err(error) => warn!(%error, "could not give recipients back; their leases will expire"),
+                            Err(error) => {
+                                warn!(%error, "could not give recipients back; their leases will expire")
+                            }
                         }
                         return;
                     }
@@ -364,7 +386,13 @@ impl Worker {
 
     /// Opens and logs in a new connection. An OAuth2 token the server refuses is renewed once.
     /// Sends a test message over a connection of its own, recording every step.
-    async fn send_traced(&self, route: &RouteInfo, envelope: &Envelope, data: &[u8], tracer: &Tracer) -> Result<Sent, SendError> {
+    async fn send_traced(
+        &self,
+        route: &RouteInfo,
+        envelope: &Envelope,
+        data: &[u8],
+        tracer: &Tracer,
+    ) -> Result<Sent, SendError> {
         let Transport::Smtp { target, login, .. } = &route.transport else {
             unreachable!("send_traced is only called for SMTP routes")
         };
@@ -373,13 +401,22 @@ impl Worker {
             tracer.fail(&e);
             SendError::Smtp(e)
         })?;
-        let sent = Sent { tx, remote: lease.conn.remote().to_string(), tls: lease.conn.tls().cloned() };
+        let sent = Sent {
+            tx,
+            remote: lease.conn.remote().to_string(),
+            tls: lease.conn.tls().cloned(),
+        };
         lease.conn.quit().await;
         Ok(sent)
     }
 
     /// Opens and logs in a new connection, recording each step in `tracer` when given.
-    async fn open(&self, target: &Target, login: &Login, tracer: Option<&Tracer>) -> Result<Lease, SendError> {
+    async fn open(
+        &self,
+        target: &Target,
+        login: &Login,
+        tracer: Option<&Tracer>,
+    ) -> Result<Lease, SendError> {
         let open = |credentials: Option<Credentials>| async move {
             match tracer {
                 Some(tracer) => Connection::open_traced(target, credentials.as_ref(), tracer).await,
@@ -490,7 +527,8 @@ impl Worker {
                 } else {
                     "data"
                 };
-                let mut attempt = self.attempt(Some(route), started, step, Some(reply), reply.text.clone());
+                let mut attempt =
+                    self.attempt(Some(route), started, step, Some(reply), reply.text.clone());
                 attempt.remote_addr = Some(sent.remote.clone());
                 attempt.tls_version = sent.tls.as_ref().map(|t| t.version.clone());
                 attempt.tls_cipher = sent.tls.as_ref().map(|t| t.cipher.clone());
@@ -515,7 +553,8 @@ impl Worker {
         recipients
             .iter()
             .map(|r| {
-                let mut attempt = self.attempt(Some(route), started, step, reply, error.to_string());
+                let mut attempt =
+                    self.attempt(Some(route), started, step, reply, error.to_string());
                 if permanent {
                     attempt.outcome = RecipientStatus::Failed;
                     Outcome {

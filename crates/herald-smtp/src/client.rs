@@ -188,7 +188,11 @@ impl Connection {
             let offered = conn.auth_mechanisms.join(" ");
             conn.note(
                 Step::Auth,
-                format!("offered: {offered}; using {} as {}", credentials.mechanism.as_str().to_ascii_uppercase(), credentials.username),
+                format!(
+                    "offered: {offered}; using {} as {}",
+                    credentials.mechanism.as_str().to_ascii_uppercase(),
+                    credentials.username
+                ),
             );
             conn.authenticate(credentials).await?;
             tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
@@ -306,13 +310,18 @@ impl Connection {
     /// server would take the envelope, without sending a message.
     pub async fn check_envelope(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
         let mut replies = Vec::with_capacity(envelope.to.len() + 1);
-        self.write(Step::Mail, format!("MAIL FROM:<{}>\r\n", envelope.from).as_bytes()).await?;
+        self.write(
+            Step::Mail,
+            format!("MAIL FROM:<{}>\r\n", envelope.from).as_bytes(),
+        )
+        .await?;
         let mail = self.reply(Step::Mail).await?;
         let accepted = mail.is_positive();
         replies.push(mail);
         if accepted {
             for to in &envelope.to {
-                self.write(Step::Rcpt, format!("RCPT TO:<{to}>\r\n").as_bytes()).await?;
+                self.write(Step::Rcpt, format!("RCPT TO:<{to}>\r\n").as_bytes())
+                    .await?;
                 replies.push(self.reply(Step::Rcpt).await?);
             }
         }
@@ -434,8 +443,14 @@ impl Connection {
                 .and_then(|chain| chain.first())
                 .map(|cert| crate::trace::describe_certificate(cert))
                 .unwrap_or_else(|| "no certificate".into());
-            let info = self.tls.clone().unwrap_or(TlsInfo { version: String::new(), cipher: String::new() });
-            self.note(Step::Tls, format!("{} {}; {certificate}", info.version, info.cipher));
+            let info = self.tls.clone().unwrap_or(TlsInfo {
+                version: String::new(),
+                cipher: String::new(),
+            });
+            self.note(
+                Step::Tls,
+                format!("{} {}; {certificate}", info.version, info.cipher),
+            );
         }
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
@@ -547,7 +562,10 @@ impl Connection {
 }
 
 /// Resolves the host and connects to the first address that answers.
-async fn connect(target: &Target, tracer: Option<&Tracer>) -> Result<(TcpStream, SocketAddr), SmtpError> {
+async fn connect(
+    target: &Target,
+    tracer: Option<&Tracer>,
+) -> Result<(TcpStream, SocketAddr), SmtpError> {
     let port = target.port.get();
     let addrs: Vec<SocketAddr> = match target.host.ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -580,7 +598,11 @@ async fn connect(target: &Target, tracer: Option<&Tracer>) -> Result<(TcpStream,
     }
     if let Some(tracer) = tracer {
         let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-        tracer.note(Step::Dns, true, format!("{} resolves to {}", target.host, list.join(", ")));
+        tracer.note(
+            Step::Dns,
+            true,
+            format!("{} resolves to {}", target.host, list.join(", ")),
+        );
     }
     let mut last_error = None;
     for addr in addrs {

@@ -18,5 +18,5 @@ pub use client::{Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, T
 pub use egress::Egress;
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;
-pub use trace::{TraceStep, Tracer};
 pub use tls::{TlsSettings, validate_ca_pem};
+pub use trace::{TraceStep, Tracer};

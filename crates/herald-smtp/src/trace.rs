@@ -27,7 +27,10 @@ pub struct Tracer {
 
 impl Default for Tracer {
     fn default() -> Self {
-        Tracer { steps: Arc::default(), last: Arc::new(Mutex::new(Instant::now())) }
+        Tracer {
+            steps: Arc::default(),
+            last: Arc::new(Mutex::new(Instant::now())),
+        }
     }
 }
 
@@ -40,7 +43,12 @@ impl Tracer {
             *last = Instant::now();
             elapsed
         };
-        self.steps.lock().expect("trace lock").push(TraceStep { step, ok, detail: detail.into(), elapsed_ms });
+        self.steps.lock().expect("trace lock").push(TraceStep {
+            step,
+            ok,
+            detail: detail.into(),
+            elapsed_ms,
+        });
     }
 
     /// Records the error that ended the session.

@@ -50,6 +50,12 @@ pub trait Store: Send + Sync + 'static {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// What other nodes published: new mail, refreshed properties. `None`
+    /// for a store only one node uses (SQLite), where the node tells itself.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
+
     /// Creates a tenant; a taken slug is a conflict.
     async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant>;
     /// The tenant with this slug.

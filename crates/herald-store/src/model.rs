@@ -357,6 +357,15 @@ pub struct AttemptRecord {
     pub diagnosis: Option<serde_json::Value>,
 }
 
+/// A change another node made that this node should hear of at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Mail was submitted: workers should look for due recipients.
+    Mail,
+    /// A tenant's properties were refreshed: forget the cached provider.
+    Properties(TenantId),
+}
+
 /// A node as it reports itself.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeRecord {

@@ -172,10 +172,13 @@ impl Database {
     pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn herald_store::Store>> {
         Ok(match self {
             Database::Sqlite(path) => std::sync::Arc::new(
-                herald_store::SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?,
+                herald_store::SqliteStore::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
             ),
             Database::Postgres(url) => std::sync::Arc::new(
-                herald_store::PgStore::connect(url).await.with_context(|| format!("connecting to {self}"))?,
+                herald_store::PgStore::connect(url)
+                    .await
+                    .with_context(|| format!("connecting to {self}"))?,
             ),
         })
     }
@@ -305,7 +308,11 @@ impl ServeArgs {
         };
         let command = duration("smtp-timeout", pick!(smtp_timeout), Duration::from_secs(60))?;
         let roles_given = pick!(roles).unwrap_or_else(|| "api,worker".into());
-        let roles: Vec<&str> = roles_given.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+        let roles: Vec<&str> = roles_given
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
         if roles.is_empty() || roles.iter().any(|r| !["api", "worker"].contains(r)) {
             bail!("--roles must be api, worker or api,worker (got {roles_given:?})");
         }
@@ -385,7 +392,11 @@ impl ServeArgs {
             heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
             api: roles.contains(&"api"),
             worker: roles.contains(&"worker"),
-            provider_staleness: duration("provider-staleness", pick!(provider_staleness), Duration::from_secs(30))?,
+            provider_staleness: duration(
+                "provider-staleness",
+                pick!(provider_staleness),
+                Duration::from_secs(30),
+            )?,
             egress: Egress::new(
                 Egress::parse_list(&pick!(egress_allow).unwrap_or_default())
                     .map_err(|e| anyhow::anyhow!("--egress-allow: {e}"))?,

@@ -3,8 +3,8 @@
 
 pub mod config;
 mod keys;
-pub mod smtp_check;
 pub mod node;
+pub mod smtp_check;
 
 use anyhow::Context;
 
@@ -22,7 +22,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::SmtpCheck(args) => smtp_check::run(*args).await,
         Command::Presets => {
-            println!("{}", serde_json::to_string_pretty(&herald_core::presets::all())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&herald_core::presets::all())?
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Generate) => {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
-use herald_store::{NewToken, NodeRecord, Store};
+use herald_store::{NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -57,7 +57,6 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
     Ok(generated.then_some(secret))
 }
 
-
 /// Records this node's heartbeat until shutdown.
 async fn heartbeat(
     store: Arc<dyn Store>,
@@ -81,6 +80,33 @@ async fn heartbeat(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Acts on other nodes' notifications: new mail wakes the worker, a refresh
+/// empties the tenant's cached provider.
+async fn follow(
+    mut events: tokio::sync::broadcast::Receiver<StoreEvent>,
+    wake: Arc<tokio::sync::Notify>,
+    cache: Arc<ProviderCache>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stop.changed() => return,
+        };
+        match event {
+            Ok(StoreEvent::Mail) => wake.notify_one(),
+            Ok(StoreEvent::Properties(tenant)) => cache.invalidate(tenant),
+            // Too many to keep up with: assume everything changed.
+            Err(RecvError::Lagged(_)) => {
+                cache.clear();
+                wake.notify_one();
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }
@@ -153,6 +179,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         settings.heartbeat,
         stop.clone(),
     ));
+    if let Some(events) = store.subscribe() {
+        tokio::spawn(follow(events, worker.waker(), cache.clone(), stop.clone()));
+    }
     let state = AppState {
         store,
         sealer,

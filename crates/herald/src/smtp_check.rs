@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
-use herald_smtp::{Connection, Credentials, Egress, Envelope, Target, Timeouts, TlsSettings, Tracer};
+use herald_smtp::{
+    Connection, Credentials, Egress, Envelope, Target, Timeouts, TlsSettings, Tracer,
+};
 
 /// Flags of `herald smtp-check`.
 #[derive(Args, Debug)]
@@ -71,19 +73,37 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> anyhow::Error {
 pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
     let timeout = crate::config::parse_duration(&args.timeout).context("--timeout")?;
     let ca_pem = match &args.tls_ca_file {
-        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
         None => None,
     };
     let stored_mode = args.server.is_some();
     let target = Target {
-        host: SmtpHost::parse(if stored_mode { "placeholder.invalid" } else { &args.host }).map_err(|e| invalid("host", e))?,
+        host: SmtpHost::parse(if stored_mode {
+            "placeholder.invalid"
+        } else {
+            &args.host
+        })
+        .map_err(|e| invalid("host", e))?,
         port: Port::new(args.port.into()).map_err(|e| invalid("port", e))?,
         security: Security::parse(&args.security).map_err(|e| invalid("security", e))?,
-        tls: TlsSettings { verify: !args.no_verify, ca_pem, server_name: args.tls_server_name.clone() },
+        tls: TlsSettings {
+            verify: !args.no_verify,
+            ca_pem,
+            server_name: args.tls_server_name.clone(),
+        },
         helo_name: args.helo.clone(),
-        timeouts: Timeouts { connect: timeout, command: timeout, data: timeout },
+        timeouts: Timeouts {
+            connect: timeout,
+            command: timeout,
+            data: timeout,
+        },
         // An operator checking a relay by hand may point anywhere, loopback included.
-        egress: Some(Arc::new(Egress::new(Egress::parse_list("0.0.0.0/0,::/0").expect("valid"), vec![]))),
+        egress: Some(Arc::new(Egress::new(
+            Egress::parse_list("0.0.0.0/0,::/0").expect("valid"),
+            vec![],
+        ))),
     };
     let credentials = match if stored_mode { &None } else { &args.user } {
         Some(user) => Some(Credentials {
@@ -108,7 +128,10 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
                 from: EmailAddress::parse(from).map_err(|e| invalid("from", e))?,
                 to: vec![EmailAddress::parse(to).map_err(|e| invalid("to", e))?],
             };
-            let replies = conn.check_envelope(&envelope).await.inspect_err(|e| tracer.fail(e))?;
+            let replies = conn
+                .check_envelope(&envelope)
+                .await
+                .inspect_err(|e| tracer.fail(e))?;
             if let Some(refused) = replies.iter().find(|r| !r.is_positive()) {
                 conn.quit().await;
                 bail!("the server refused the envelope: {refused}");
@@ -121,7 +144,11 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
     for step in tracer.steps() {
         let mark = if step.ok { "ok  " } else { "FAIL" };
         let detail = step.detail.replace('\n', "\n               ");
-        println!("{mark} {:<9} {:>5} ms  {detail}", step.step.as_str(), step.elapsed_ms);
+        println!(
+            "{mark} {:<9} {:>5} ms  {detail}",
+            step.step.as_str(),
+            step.elapsed_ms
+        );
     }
     result
 }
@@ -143,11 +170,20 @@ async fn stored(
     };
     let settings = serve.resolve()?;
     let store = settings.database.open().await?;
-    let sealer = crate::keys::load(settings.master_key.as_ref(), &crate::config::key_file(&settings.data_dir))?;
+    let sealer = crate::keys::load(
+        settings.master_key.as_ref(),
+        &crate::config::key_file(&settings.data_dir),
+    )?;
     let store = &*store;
-    let tenant = store.tenant_by_slug(tenant).await.context("no such tenant")?;
+    let tenant = store
+        .tenant_by_slug(tenant)
+        .await
+        .context("no such tenant")?;
     let server_id = server.parse().map_err(|e| invalid("server", e))?;
-    let server = store.server(tenant.id, server_id).await.context("no such SMTP server in the tenant")?;
+    let server = store
+        .server(tenant.id, server_id)
+        .await
+        .context("no such SMTP server in the tenant")?;
     let accounts = store.list_accounts(tenant.id, server.id).await?;
     let account = match &args.account {
         Some(id) => Some(
@@ -174,12 +210,26 @@ async fn stored(
         host: s.host,
         port: s.port,
         security: s.security,
-        tls: TlsSettings { verify: s.tls_verify, ca_pem: s.tls_ca_pem, server_name: s.tls_server_name },
+        tls: TlsSettings {
+            verify: s.tls_verify,
+            ca_pem: s.tls_ca_pem,
+            server_name: s.tls_server_name,
+        },
         helo_name: s.helo_name.unwrap_or_else(|| args.helo.clone()),
-        timeouts: Timeouts { connect: timeout, command: timeout, data: timeout },
+        timeouts: Timeouts {
+            connect: timeout,
+            command: timeout,
+            data: timeout,
+        },
         egress: Some(Arc::new(settings.egress)),
     };
-    println!("checking the stored server {:?} of tenant {} ({}:{})", s.name, tenant.slug, target.host, target.port.get());
+    println!(
+        "checking the stored server {:?} of tenant {} ({}:{})",
+        s.name,
+        tenant.slug,
+        target.host,
+        target.port.get()
+    );
     Ok((target, credentials))
 }
 
@@ -191,4 +241,3 @@ fn secret() -> anyhow::Result<Secret> {
     let password = rpassword::prompt_password("password: ").context("reading the password")?;
     Ok(Secret::new(password))
 }
-

@@ -109,7 +109,11 @@ async fn submit(
     check.opt("text", body.text.as_deref(), body_text);
     check.opt("html", body.html.as_deref(), body_text);
     let reply_to = check.opt("reply_to", body.reply_to.as_deref(), EmailAddress::parse);
-    let on_behalf = check.opt("on_behalf_of", body.on_behalf_of.as_deref(), EmailAddress::parse);
+    let on_behalf = check.opt(
+        "on_behalf_of",
+        body.on_behalf_of.as_deref(),
+        EmailAddress::parse,
+    );
     if body.headers.len() > MAX_HEADERS {
         check.fail(
             "headers",
@@ -146,10 +150,14 @@ async fn submit(
         Some(email) => {
             let persons = state.store.list_persons(tenant.id).await?;
             match persons.into_iter().find(|p| p.email == email) {
-                Some(person) => Some(OnBehalf { name: person.name, email: person.email }),
+                Some(person) => Some(OnBehalf {
+                    name: person.name,
+                    email: person.email,
+                }),
                 None => {
                     return Err(ApiError::field(
-                        Invalid::new("must be the e-mail address of a person of this tenant").at("on_behalf_of"),
+                        Invalid::new("must be the e-mail address of a person of this tenant")
+                            .at("on_behalf_of"),
                     ));
                 }
             }

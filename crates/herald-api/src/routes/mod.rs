@@ -46,7 +46,10 @@ async fn presets(_caller: crate::auth::Caller) -> Json<Value> {
     Json(herald_core::presets::all())
 }
 
-async fn nodes(State(state): State<AppState>, caller: crate::auth::Caller) -> Result<Json<Value>, ApiError> {
+async fn nodes(
+    State(state): State<AppState>,
+    caller: crate::auth::Caller,
+) -> Result<Json<Value>, ApiError> {
     caller.operator()?;
     let now = now_ms();
     let nodes: Vec<Value> = state
@@ -68,7 +71,8 @@ async fn nodes(State(state): State<AppState>, caller: crate::auth::Caller) -> Re
 async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     Ok(state.store.list_nodes().await?.iter().any(|node| {
-        node.roles.iter().any(|r| r == "worker") && now - node.heartbeat_at <= state.alive_within.as_millis() as i64
+        node.roles.iter().any(|r| r == "worker")
+            && now - node.heartbeat_at <= state.alive_within.as_millis() as i64
     }))
 }
 

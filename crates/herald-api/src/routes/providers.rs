@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}/providers/{id}",
             get(show).patch(update).delete(remove),
         )
-        .route("/v1/tenants/{tenant}/providers/{id}/test", post(test_message))
+        .route(
+            "/v1/tenants/{tenant}/providers/{id}/test",
+            post(test_message),
+        )
 }
 
 /// A provider's fields; all optional so the same shape serves create and PATCH.
@@ -236,19 +239,26 @@ async fn test_message(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse_or_default()?;
-    let provider = state.store.provider(tenant.id, path_id::<ProviderId>(&id, "provider")?).await?;
+    let provider = state
+        .store
+        .provider(tenant.id, path_id::<ProviderId>(&id, "provider")?)
+        .await?;
     let mut check = Check::default();
     let to = check.opt("to", body.to.as_deref(), EmailAddress::parse);
     check.finish()?;
     let Some(to) = to.or(provider.settings.fallback_recipient.clone()) else {
         return Err(ApiError::field(
-            herald_core::Invalid::new("is required: the provider has no fallback recipient").at("to"),
+            herald_core::Invalid::new("is required: the provider has no fallback recipient")
+                .at("to"),
         ));
     };
     if !super::worker_alive(&state).await? {
         return Err(ApiError::NoWorker);
     }
-    let server = state.store.server(tenant.id, provider.settings.smtp_server_id).await?;
+    let server = state
+        .store
+        .server(tenant.id, provider.settings.smtp_server_id)
+        .await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -266,8 +276,11 @@ async fn test_message(
         id: herald_core::MessageId::new(),
         tenant_id: tenant.id,
         idempotency_key: None,
-        subject: herald_core::Subject::parse(&format!("Herald test message: {}", provider.settings.name))
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        subject: herald_core::Subject::parse(&format!(
+            "Herald test message: {}",
+            provider.settings.name
+        ))
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
         text: Some(text),
         html: None,
         reply_to: None,
@@ -284,7 +297,16 @@ async fn test_message(
     let submitted = state.store.submit(message).await?;
     state.wake.notify_one();
     caller
-        .audit(&state, Some(tenant.id), "provider.test", Some(provider.id.to_string()), json!({"message_id": submitted.id}))
+        .audit(
+            &state,
+            Some(tenant.id),
+            "provider.test",
+            Some(provider.id.to_string()),
+            json!({"message_id": submitted.id}),
+        )
         .await;
-    Ok((StatusCode::ACCEPTED, Json(json!({"message_id": submitted.id, "status": submitted.status}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message_id": submitted.id, "status": submitted.status})),
+    ))
 }

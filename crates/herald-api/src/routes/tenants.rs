@@ -121,7 +121,11 @@ async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError
     let now = now_ms();
     let pending = now < tenant.properties_effective_from;
     // Until a change is in effect everywhere, some node may still use what was before.
-    let effective = if pending { tenant.previous_provider_id } else { tenant.notification_provider_id };
+    let effective = if pending {
+        tenant.previous_provider_id
+    } else {
+        tenant.notification_provider_id
+    };
     let describe = |provider: Option<herald_store::Provider>| match provider {
         Some(p) => json!({"kind": "provider", "provider_id": p.id, "name": p.settings.name}),
         None => json!({
@@ -147,7 +151,9 @@ async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError
     let effective_view = describe(load(effective).await?);
     let pending_view = if pending {
         let mut view = describe(load(tenant.notification_provider_id).await?);
-        view["takes_effect_by"] = Value::String(herald_core::timestamp::rfc3339(tenant.properties_effective_from));
+        view["takes_effect_by"] = Value::String(herald_core::timestamp::rfc3339(
+            tenant.properties_effective_from,
+        ));
         view
     } else {
         Value::Null
@@ -199,7 +205,10 @@ async fn set_properties(
     check.finish()?;
     let before = tenant.notification_provider_id;
     let takes_effect_by = now_ms() + state.cache.staleness().as_millis() as i64;
-    let tenant = state.store.set_active_provider(tenant.id, provider, takes_effect_by).await?;
+    let tenant = state
+        .store
+        .set_active_provider(tenant.id, provider, takes_effect_by)
+        .await?;
     caller
         .audit(
             &state,
@@ -221,7 +230,15 @@ async fn refresh_properties(
     let tenant = state.store.refresh_properties(tenant.id, now_ms()).await?;
     // This node forgets its cached view at once; other nodes hear of it through the store.
     state.cache.invalidate(tenant.id);
-    caller.audit(&state, Some(tenant.id), "properties.refresh", Some(tenant.id.to_string()), json!({})).await;
+    caller
+        .audit(
+            &state,
+            Some(tenant.id),
+            "properties.refresh",
+            Some(tenant.id.to_string()),
+            json!({}),
+        )
+        .await;
     Ok(Json(properties(&state, &tenant).await?))
 }
 

@@ -7,6 +7,7 @@
 //! outcomes a single SQLite writer would give.
 
 mod db;
+mod listen;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -29,15 +30,18 @@ use db::{client, execute, now_ms, pg, query, query_opt, unique};
 /// Herald's store for many nodes: one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    events: tokio::sync::broadcast::Sender<StoreEvent>,
 }
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/dbname`)
     /// and brings its schema up to date. Several nodes may do this at once.
+    /// A listener hears other nodes' notifications (LISTEN/NOTIFY).
     pub async fn connect(url: &str) -> Result<PgStore> {
-        Ok(PgStore {
-            pool: db::open(url).await?,
-        })
+        let pool = db::open(url).await?;
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        tokio::spawn(listen::run(url.to_owned(), events.clone()));
+        Ok(PgStore { pool, events })
     }
 }
 
@@ -447,6 +451,10 @@ async fn statuses_of(
 
 #[async_trait]
 impl Store for PgStore {
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        Some(self.events.subscribe())
+    }
+
     async fn ping(&self) -> Result<()> {
         let c = client(&self.pool).await?;
         c.simple_query("SELECT 1").await.map_err(pg).map(drop)
@@ -574,11 +582,14 @@ impl Store for PgStore {
 
     async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
         let c = client(&self.pool).await?;
+        // The notification goes out with the update: every node forgets its cached provider.
         let row = query_opt(
             &c,
             &format!(
-                "UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
-                 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
+                "WITH notified AS (SELECT pg_notify('{}', $2)) \
+                 UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM notified) RETURNING {TENANT_COLUMNS}",
+                listen::PROPERTIES
             ),
             &[&now, &tenant_id.to_string()],
         )
@@ -1398,6 +1409,14 @@ impl Store for PgStore {
                     &kinds,
                     &positions,
                 ],
+            )
+            .await
+            .map_err(pg)?;
+            // Delivered at commit: the workers of every node look for mail at once.
+            execute(
+                &tx,
+                &format!("SELECT pg_notify('{}', '')", listen::MAIL),
+                &[],
             )
             .await
             .map_err(pg)?;

@@ -58,30 +58,59 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
     activate(&app, &acme, &provider_a).await;
     app.refresh(&acme).await;
 
-    let first = app.submit(&acme, json!({"subject": "one", "text": "x"})).await;
+    let first = app
+        .submit(&acme, json!({"subject": "one", "text": "x"}))
+        .await;
     let sent = app.wait_for_status(&acme, &first, "sent").await;
     let attempt = &sent["recipients"][0]["attempts"][0];
     assert_eq!(attempt["provider_id"], provider_a.as_str());
-    let version_a = attempt["config_version"].as_i64().expect("a configuration version");
+    let version_a = attempt["config_version"]
+        .as_i64()
+        .expect("a configuration version");
 
     // Switch to B: the answer says it is pending, and mail still goes to A.
     let props = activate(&app, &acme, &provider_b).await;
     assert_eq!(props["notification_provider_id"], provider_b.as_str());
-    assert_eq!(props["effective"]["provider_id"], provider_a.as_str(), "{props}");
-    assert_eq!(props["pending"]["provider_id"], provider_b.as_str(), "{props}");
+    assert_eq!(
+        props["effective"]["provider_id"],
+        provider_a.as_str(),
+        "{props}"
+    );
+    assert_eq!(
+        props["pending"]["provider_id"],
+        provider_b.as_str(),
+        "{props}"
+    );
     assert!(props["pending"]["takes_effect_by"].is_string());
-    let second = app.submit(&acme, json!({"subject": "two", "text": "x"})).await;
+    let second = app
+        .submit(&acme, json!({"subject": "two", "text": "x"}))
+        .await;
     let sent = app.wait_for_status(&acme, &second, "sent").await;
-    assert_eq!(sent["recipients"][0]["attempts"][0]["provider_id"], provider_a.as_str());
+    assert_eq!(
+        sent["recipients"][0]["attempts"][0]["provider_id"],
+        provider_a.as_str()
+    );
     assert_eq!(a.messages().len(), 2);
     assert!(b.messages().is_empty());
 
     // Refresh: B at once, and the properties show nothing pending.
-    let (status, props) = app.post(&format!("/v1/tenants/{}/properties/refresh", acme.slug), &acme.admin, json!({})).await;
+    let (status, props) = app
+        .post(
+            &format!("/v1/tenants/{}/properties/refresh", acme.slug),
+            &acme.admin,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{props}");
-    assert_eq!(props["effective"]["provider_id"], provider_b.as_str(), "{props}");
+    assert_eq!(
+        props["effective"]["provider_id"],
+        provider_b.as_str(),
+        "{props}"
+    );
     assert!(props["pending"].is_null());
-    let third = app.submit(&acme, json!({"subject": "three", "text": "x"})).await;
+    let third = app
+        .submit(&acme, json!({"subject": "three", "text": "x"}))
+        .await;
     let sent = app.wait_for_status(&acme, &third, "sent").await;
     let attempt = &sent["recipients"][0]["attempts"][0];
     assert_eq!(attempt["provider_id"], provider_b.as_str());
@@ -98,57 +127,130 @@ async fn a_changed_provider_shows_a_new_configuration_version() {
     let id = provider(&app, &acme, "main", smtp.port()).await;
     activate(&app, &acme, &id).await;
     app.refresh(&acme).await;
-    let first = app.submit(&acme, json!({"subject": "one", "text": "x"})).await;
+    let first = app
+        .submit(&acme, json!({"subject": "one", "text": "x"}))
+        .await;
     let v1 = app.wait_for_status(&acme, &first, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
 
     let (status, _) = app
-        .call(Method::PATCH, &format!("/v1/tenants/acme/providers/{id}"), Some(&acme.admin), Some(json!({"from_name": "Renamed"})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/tenants/acme/providers/{id}"),
+            Some(&acme.admin),
+            Some(json!({"from_name": "Renamed"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     app.refresh(&acme).await;
-    let second = app.submit(&acme, json!({"subject": "two", "text": "x"})).await;
+    let second = app
+        .submit(&acme, json!({"subject": "two", "text": "x"}))
+        .await;
     let v2 = app.wait_for_status(&acme, &second, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
-    assert!(v2.as_i64().unwrap() > v1.as_i64().unwrap(), "{v1} then {v2}");
+    assert!(
+        v2.as_i64().unwrap() > v1.as_i64().unwrap(),
+        "{v1} then {v2}"
+    );
 }
 
 /// Waits for the test message and returns the diagnosis of its attempt.
 async fn diagnosis(app: &TestApp, tenant: &TestTenant, message_id: &str) -> (Value, Vec<Value>) {
     let message = app.wait_for_attempts(tenant, message_id, 1).await;
     let attempt = message["recipients"][0]["attempts"][0].clone();
-    let steps = attempt["diagnosis"].as_array().cloned().unwrap_or_else(|| panic!("no diagnosis: {message}"));
+    let steps = attempt["diagnosis"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no diagnosis: {message}"));
     (attempt, steps)
 }
 
 fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
-    steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no {name} step: {steps:?}"))
+    steps
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("no {name} step: {steps:?}"))
 }
 
 #[tokio::test]
 async fn a_test_message_reports_every_step_in_the_servers_words() {
     let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone()).auth("herald@acme.example", "right-pw")).await;
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new()
+            .starttls(tls.clone())
+            .auth("herald@acme.example", "right-pw"),
+    )
+    .await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
-    app.configure(&acme, entry, Some(json!({"username": "herald@acme.example", "password": "right-pw"}))).await;
+    app.configure(
+        &acme,
+        entry,
+        Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
+    )
+    .await;
     let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
     let id = providers[0]["id"].as_str().unwrap();
 
-    let (status, answer) = app.post(&format!("/v1/tenants/acme/providers/{id}/test"), &acme.admin, json!({})).await;
+    let (status, answer) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{id}/test"),
+            &acme.admin,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let message_id = answer["message_id"].as_str().unwrap();
     let (attempt, steps) = diagnosis(&app, &acme, message_id).await;
     assert_eq!(attempt["outcome"], "sent", "{attempt}");
-    assert!(step(&steps, "dns")["detail"].as_str().unwrap().contains("127.0.0.1"));
-    assert!(step(&steps, "connect")["detail"].as_str().unwrap().contains(&smtp.port().to_string()));
+    assert!(
+        step(&steps, "dns")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
+    assert!(
+        step(&steps, "connect")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&smtp.port().to_string())
+    );
     let tls_step = step(&steps, "tls")["detail"].as_str().unwrap().to_owned();
-    assert!(tls_step.contains("TLSv1_") && tls_step.contains("subject") && tls_step.contains("valid until"), "{tls_step}");
-    assert!(step(&steps, "ehlo")["detail"].as_str().unwrap().contains("STARTTLS"));
-    assert!(steps.iter().any(|s| s["step"] == "auth" && s["detail"].as_str().unwrap().starts_with("235")), "{steps:?}");
-    assert!(step(&steps, "mail")["detail"].as_str().unwrap().starts_with("250"));
-    assert!(step(&steps, "rcpt")["detail"].as_str().unwrap().starts_with("250"));
-    assert!(steps.iter().any(|s| s["step"] == "data" && s["detail"].as_str().unwrap().starts_with("354")));
+    assert!(
+        tls_step.contains("TLSv1_")
+            && tls_step.contains("subject")
+            && tls_step.contains("valid until"),
+        "{tls_step}"
+    );
+    assert!(
+        step(&steps, "ehlo")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("STARTTLS")
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["step"] == "auth" && s["detail"].as_str().unwrap().starts_with("235")),
+        "{steps:?}"
+    );
+    assert!(
+        step(&steps, "mail")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("250")
+    );
+    assert!(
+        step(&steps, "rcpt")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("250")
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["step"] == "data" && s["detail"].as_str().unwrap().starts_with("354"))
+    );
     assert!(steps.iter().all(|s| s["elapsed_ms"].is_u64()));
     let received = smtp.wait_for_messages(1, DEADLINE).await;
     assert_eq!(received[0].rcpt_to, vec!["ops@acme.example".to_owned()]);
@@ -157,15 +259,26 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
 
 #[tokio::test]
 async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
-    let smtp = TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw")).await;
+    let smtp =
+        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
+            .await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
-    app.configure(&acme, entry, Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"}))).await;
+    app.configure(
+        &acme,
+        entry,
+        Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"})),
+    )
+    .await;
     let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, answer) = app
-        .post(&format!("/v1/tenants/acme/providers/{id}/test"), &acme.admin, json!({"to": "someone@acme.example"}))
+        .post(
+            &format!("/v1/tenants/acme/providers/{id}/test"),
+            &acme.admin,
+            json!({"to": "someone@acme.example"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let (attempt, steps) = diagnosis(&app, &acme, answer["message_id"].as_str().unwrap()).await;
@@ -173,10 +286,21 @@ async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
     let failed: Vec<&Value> = steps.iter().filter(|s| s["ok"] == false).collect();
     assert_eq!(failed.len(), 1, "{steps:?}");
     assert_eq!(failed[0]["step"], "auth");
-    assert!(failed[0]["detail"].as_str().unwrap().contains("535 5.7.8"), "{failed:?}");
-    assert!(step(&steps, "auth")["detail"].as_str().unwrap().contains("offered: PLAIN LOGIN XOAUTH2"));
+    assert!(
+        failed[0]["detail"].as_str().unwrap().contains("535 5.7.8"),
+        "{failed:?}"
+    );
+    assert!(
+        step(&steps, "auth")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("offered: PLAIN LOGIN XOAUTH2")
+    );
     assert!(!steps.iter().any(|s| s["step"] == "mail"));
-    let everything = app.message(&acme, answer["message_id"].as_str().unwrap()).await.to_string();
+    let everything = app
+        .message(&acme, answer["message_id"].as_str().unwrap())
+        .await
+        .to_string();
     assert!(!everything.contains("wrong-pw-42"));
 }
 
@@ -185,7 +309,13 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
     let app = spawn_app_with(|s| s.worker = false).await;
     let acme = app.tenant("acme").await;
     let id = provider(&app, &acme, "main", 25).await;
-    let (status, problem) = app.post(&format!("/v1/tenants/acme/providers/{id}/test"), &acme.admin, json!({})).await;
+    let (status, problem) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{id}/test"),
+            &acme.admin,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert_eq!(problem["type"], "urn:herald:problem:no-worker-alive");
     assert_eq!(app.message_count(&acme).await, 0, "nothing was queued");
@@ -194,15 +324,35 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
 #[tokio::test]
 async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
     let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone()).auth("herald@acme.example", "right-pw")).await;
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new()
+            .starttls(tls.clone())
+            .auth("herald@acme.example", "right-pw"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, tls.ca_pem()).unwrap();
     // The test SMTP server runs on this test's runtime, so the child is awaited, not waited for.
     let check = |password: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["smtp-check", "--host", "127.0.0.1", "--port", &smtp.port().to_string(), "--security", "starttls"])
-            .args(["--user", "herald@acme.example", "--from", "alerts@acme.example", "--to", "ops@acme.example"])
+            .args([
+                "smtp-check",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &smtp.port().to_string(),
+                "--security",
+                "starttls",
+            ])
+            .args([
+                "--user",
+                "herald@acme.example",
+                "--from",
+                "alerts@acme.example",
+                "--to",
+                "ops@acme.example",
+            ])
             .arg("--tls-ca-file")
             .arg(&ca)
             .env("HERALD_SMTP_PASSWORD", password)
@@ -211,16 +361,29 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
     };
     let good = check("right-pw").await.unwrap();
     let out = String::from_utf8_lossy(&good.stdout).into_owned();
-    assert!(good.status.success(), "{out}{}", String::from_utf8_lossy(&good.stderr));
-    for name in ["dns", "connect", "greeting", "ehlo", "starttls", "tls", "auth", "mail", "rcpt"] {
-        assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(name)), "no {name} step:\n{out}");
+    assert!(
+        good.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    for name in [
+        "dns", "connect", "greeting", "ehlo", "starttls", "tls", "auth", "mail", "rcpt",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(name)),
+            "no {name} step:\n{out}"
+        );
     }
     assert!(!out.contains("right-pw"));
 
     let bad = check("wrong-pw").await.unwrap();
     let out = String::from_utf8_lossy(&bad.stdout).into_owned();
     assert!(!bad.status.success(), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("auth") && l.contains("535")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("auth") && l.contains("535")),
+        "{out}"
+    );
     assert!(!out.contains("wrong-pw"));
     assert!(smtp.messages().is_empty(), "smtp-check sends no message");
 }
@@ -228,8 +391,18 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
 #[tokio::test]
 async fn sender_policies_shape_from_sender_and_reply_to() {
     for (policy, expected_from, expected_sender, expected_reply_to) in [
-        ("on_behalf", "\"Mia Member\" <mia@acme.example>", Some("\"Acme Alerts\" <alerts@acme.example>"), None),
-        ("fixed", "\"Acme Alerts\" <alerts@acme.example>", None, Some("\"Mia Member\" <mia@acme.example>")),
+        (
+            "on_behalf",
+            "\"Mia Member\" <mia@acme.example>",
+            Some("\"Acme Alerts\" <alerts@acme.example>"),
+            None,
+        ),
+        (
+            "fixed",
+            "\"Acme Alerts\" <alerts@acme.example>",
+            None,
+            Some("\"Mia Member\" <mia@acme.example>"),
+        ),
     ] {
         let smtp = TestSmtpServer::start().await;
         let app = spawn_app().await;
@@ -238,11 +411,22 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
         let id = providers[0]["id"].as_str().unwrap();
         let (status, _) = app
-            .call(Method::PATCH, &format!("/v1/tenants/acme/providers/{id}"), Some(&acme.admin), Some(json!({"sender_policy": policy})))
+            .call(
+                Method::PATCH,
+                &format!("/v1/tenants/acme/providers/{id}"),
+                Some(&acme.admin),
+                Some(json!({"sender_policy": policy})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         app.refresh(&acme).await;
-        let (status, _) = app.post("/v1/tenants/acme/persons", &acme.admin, json!({"name": "Mia Member", "email": "mia@acme.example"})).await;
+        let (status, _) = app
+            .post(
+                "/v1/tenants/acme/persons",
+                &acme.admin,
+                json!({"name": "Mia Member", "email": "mia@acme.example"}),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED);
 
         let message = app.submit(&acme, json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "mia@acme.example"})).await;
@@ -251,9 +435,18 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         let m = &received[0];
         assert_eq!(m.header("From").as_deref(), Some(expected_from), "{policy}");
         assert_eq!(m.header("Sender").as_deref(), expected_sender, "{policy}");
-        assert_eq!(m.header("Reply-To").as_deref(), expected_reply_to, "{policy}");
-        assert_eq!(m.mail_from, "alerts@acme.example", "the envelope stays the provider's");
-        let applied = sent["recipients"][0]["attempts"][0]["sender_policy"].as_str().unwrap();
+        assert_eq!(
+            m.header("Reply-To").as_deref(),
+            expected_reply_to,
+            "{policy}"
+        );
+        assert_eq!(
+            m.mail_from, "alerts@acme.example",
+            "the envelope stays the provider's"
+        );
+        let applied = sent["recipients"][0]["attempts"][0]["sender_policy"]
+            .as_str()
+            .unwrap();
         assert!(applied.starts_with(policy), "{policy}: {applied}");
         assert_eq!(sent["on_behalf_of"]["email"], "mia@acme.example");
 
@@ -272,12 +465,31 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
     let acme = app.tenant("acme").await;
     let (status, presets) = app.get("/v1/presets", &acme.sender).await;
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = presets.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
-    for id in ["exchange-account", "gateway-relay", "m365-connector", "m365-submission", "google-relay-ip", "google-relay-auth"] {
+    let ids: Vec<&str> = presets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "exchange-account",
+        "gateway-relay",
+        "m365-connector",
+        "m365-submission",
+        "google-relay-ip",
+        "google-relay-auth",
+    ] {
         assert!(ids.contains(&id), "{ids:?}");
     }
-    assert!(presets.as_array().unwrap().iter().all(|p| p["mail_service_setup"].as_str().is_some_and(|s| !s.is_empty())));
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_herald")).arg("presets").output().unwrap();
+    assert!(presets.as_array().unwrap().iter().all(|p| {
+        p["mail_service_setup"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    }));
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("presets")
+        .output()
+        .unwrap();
     let printed: Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(printed, presets);
 
@@ -287,18 +499,35 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
     assert_eq!(node["name"], "test-node");
     assert_eq!(node["alive"], true);
     assert_eq!(node["roles"], json!(["api", "worker"]));
-    assert_eq!(app.get("/v1/nodes", &acme.admin).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/v1/nodes", &acme.admin).await.0,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
 async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
-    let smtp = TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "stored-pw")).await;
+    let smtp =
+        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "stored-pw"))
+            .await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
-    let server = app.configure(&acme, entry, Some(json!({"username": "herald@acme.example", "password": "stored-pw"}))).await;
+    let server = app
+        .configure(
+            &acme,
+            entry,
+            Some(json!({"username": "herald@acme.example", "password": "stored-pw"})),
+        )
+        .await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["smtp-check", "--tenant", "acme", "--server", server["id"].as_str().unwrap()])
+        .args([
+            "smtp-check",
+            "--tenant",
+            "acme",
+            "--server",
+            server["id"].as_str().unwrap(),
+        ])
         .arg("--data-dir")
         .arg(app.dir.path())
         .env("HERALD_EGRESS_ALLOW", "127.0.0.0/8")
@@ -307,7 +536,15 @@ async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
         .await
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(out.lines().any(|l| l.starts_with("ok") && l.contains("auth") && l.contains("235")), "{out}");
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("auth") && l.contains("235")),
+        "{out}"
+    );
     assert!(!out.contains("stored-pw"));
 }

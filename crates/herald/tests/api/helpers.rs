@@ -177,7 +177,7 @@ impl TestApp {
             .post(
                 &format!("/v1/tenants/{slug}/smtp-servers"),
                 &tenant.admin,
-                json!({"name": "test", "host": "127.0.0.1", "port": port, "security": "none"}),
+                json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
@@ -186,7 +186,7 @@ impl TestApp {
                 &format!("/v1/tenants/{slug}/providers"),
                 &tenant.admin,
                 json!({
-                    "name": "corporate", "smtp_server_id": server["id"],
+                    "name": format!("corporate-{port}"), "smtp_server_id": server["id"],
                     "from_address": "alerts@acme.example", "from_name": "Acme Alerts",
                     "fallback_recipient": "ops@acme.example"
                 }),
@@ -275,7 +275,12 @@ impl TestApp {
     /// Makes the tenant's latest provider change effective at once.
     pub async fn refresh(&self, tenant: &TestTenant) {
         let (status, body) = self
-            .call(Method::POST, &format!("/v1/tenants/{}/properties/refresh", tenant.slug), Some(&tenant.admin), None)
+            .call(
+                Method::POST,
+                &format!("/v1/tenants/{}/properties/refresh", tenant.slug),
+                Some(&tenant.admin),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
@@ -376,7 +381,13 @@ pub async fn start_process(
             "--egress-allow",
             "127.0.0.0/8",
         ])
-        .args(["--retry-base", "200ms", "--poll-interval", "200ms"])
+        .args(
+            // Fast retries and polls, unless the test chose its own.
+            [["--retry-base", "200ms"], ["--poll-interval", "200ms"]]
+                .iter()
+                .filter(|[flag, _]| !args.contains(flag))
+                .flatten(),
+        )
         .arg("--data-dir")
         .arg(dir)
         .args(args)

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_flows;
+mod cluster;
 mod crash;
 mod delivery;
 mod interop;

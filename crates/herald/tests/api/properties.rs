@@ -742,7 +742,9 @@ impl Harness<'_> {
             )
             .await;
         if status != StatusCode::OK {
-            return Err(format!("refreshing the properties answered {status}: {props}"));
+            return Err(format!(
+                "refreshing the properties answered {status}: {props}"
+            ));
         }
         let from_address = provider["from_address"].as_str().unwrap_or_default();
         let fallback = provider["fallback_recipient"].as_str();

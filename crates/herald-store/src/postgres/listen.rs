@@ -1,0 +1,77 @@
+//! LISTEN/NOTIFY: one dedicated connection per node hears other nodes' new
+//! mail and refreshed properties, so nobody waits for the next poll. Polling
+//! stays the fallback: a lost connection is reopened, and nothing is lost
+//! meanwhile, only heard later.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use herald_core::TenantId;
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::StoreEvent;
+
+/// The channel on which submissions are announced.
+pub(crate) const MAIL: &str = "herald_mail";
+/// The channel on which refreshed properties are announced, with the tenant id.
+pub(crate) const PROPERTIES: &str = "herald_properties";
+
+/// Listens until the process ends, reconnecting after a failure.
+pub(crate) async fn run(url: String, events: broadcast::Sender<StoreEvent>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match listen(&url, &events).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(error) => {
+                tracing::warn!(%error, "the LISTEN connection failed; polling covers the gap until it is back");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn listen(
+    url: &str,
+    events: &broadcast::Sender<StoreEvent>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let commands = format!("LISTEN {MAIL}; LISTEN {PROPERTIES}");
+    let subscribe = client.batch_execute(&commands);
+    tokio::pin!(subscribe);
+    // The connection must be driven while the LISTEN commands run.
+    loop {
+        tokio::select! {
+            done = &mut subscribe => { done?; break; }
+            message = messages.next() => match message {
+                Some(Ok(message)) => forward(message, events),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+        }
+    }
+    // A missed notification is possible while reconnecting: wake the worker once.
+    let _ = events.send(StoreEvent::Mail);
+    while let Some(message) = messages.next().await {
+        forward(message?, events);
+    }
+    Ok(())
+}
+
+fn forward(message: AsyncMessage, events: &broadcast::Sender<StoreEvent>) {
+    let AsyncMessage::Notification(note) = message else {
+        return;
+    };
+    let event = match note.channel() {
+        MAIL => StoreEvent::Mail,
+        PROPERTIES => match note.payload().parse::<TenantId>() {
+            Ok(tenant) => StoreEvent::Properties(tenant),
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    // No receiver yet (a node still starting) is fine: nothing is waiting.
+    let _ = events.send(event);
+}

@@ -1,0 +1,338 @@
+//! Many nodes on one PostgreSQL database: a SIGKILLed node loses no mail and
+//! doubles at most what it had in flight; api-only and worker-only nodes share
+//! the queue, and NOTIFY wakes the worker; `/v1/nodes` sees a node die.
+//!
+//! The tests find PostgreSQL through `HERALD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Without a server they are
+//! skipped with one line; under CI a missing server fails them.
+
+use std::collections::HashMap;
+
+use herald_testsmtp::TestSmtpServer;
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+use crate::helpers::*;
+
+/// A fresh database for one test, dropped at the end.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Option<TestDatabase> {
+        let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let (client, connection) = match tokio_postgres::connect(&admin_url, NoTls).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL is required under CI: {error}"
+                );
+                eprintln!("skipped: PostgreSQL tests (no server at {admin_url})");
+                return None;
+            }
+        };
+        tokio::spawn(connection);
+        let name = format!("herald_test_{}", uuid_like());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creating the test database");
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("HERALD_TEST_POSTGRES_URL must end with a database name"),
+        };
+        Some(TestDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn drop_database(self) {
+        if let Ok((client, connection)) = tokio_postgres::connect(&self.admin_url, NoTls).await {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}{:x}", std::process::id())
+}
+
+/// One node process on the shared database.
+async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut args = vec![
+        "--database-url",
+        &db.url,
+        "--node-name",
+        name,
+        "--heartbeat",
+        "300ms",
+    ];
+    args.extend_from_slice(extra);
+    // Every node needs the same keyring to open the secrets the others stored.
+    start_process(
+        &dir,
+        &args,
+        &[("HERALD_MASTER_KEY", MASTER_KEY), ("HERALD_LOG", "warn")],
+    )
+    .await
+}
+
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let smtp = TestSmtpServer::start().await;
+    let fast = [
+        "--lease",
+        "3s",
+        "--poll-interval",
+        "200ms",
+        "--concurrency",
+        "16",
+    ];
+    let mut nodes = vec![
+        node(&db, "n1", &fast).await,
+        node(&db, "n2", &fast).await,
+        node(&db, "n3", &fast).await,
+    ];
+    let apps: Vec<TestApp> = nodes.iter().map(NodeProcess::app).collect();
+    let acme = apps[0].tenant("acme").await;
+    apps[0].use_smtp_server(&acme, smtp.port()).await;
+
+    // 1,000 messages, spread over the three APIs, ten at a time; a client whose
+    // node is gone submits to the next one, as a client behind a balancer would.
+    let total = 1000;
+    let client = db.client().await;
+    let held = "SELECT count(*) FROM recipients WHERE status = 'sending' AND lease_owner = 'n2'";
+    let submit_all = async {
+        for chunk in (0..total).collect::<Vec<usize>>().chunks(10) {
+            let submissions = chunk.iter().map(|i| {
+                let (apps, acme) = (&apps, &acme);
+                async move {
+                    let body = json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
+                    for attempt in 0..3 {
+                        let app = &apps[(i + attempt) % 3];
+                        let sent = app
+                            .client
+                            .post(format!("{}/v1/tenants/{}/messages", app.base, acme.slug))
+                            .bearer_auth(&acme.sender)
+                            .json(&body)
+                            .send()
+                            .await;
+                        if let Ok(response) = sent {
+                            assert_eq!(response.status(), 202);
+                            return;
+                        }
+                    }
+                    panic!("no node took message {i}");
+                }
+            });
+            futures_util::future::join_all(submissions).await;
+        }
+    };
+    // Mid-run, at a moment n2 holds leases: kill it and count what it held.
+    let kill = async {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let n: i64 = client.query_one(held, &[]).await.unwrap().get(0);
+            if n > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "n2 never held a lease"
+            );
+        }
+        nodes[1].child.start_kill().unwrap();
+        nodes[1].child.wait().await.unwrap();
+        let in_flight: i64 = client.query_one(held, &[]).await.unwrap().get(0);
+        in_flight
+    };
+    let ((), in_flight) = tokio::join!(submit_all, kill);
+
+    let received = smtp.wait_for_messages(total, DEADLINE * 3).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in &received {
+        *counts.entry(m.header("Subject").unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), total, "every message arrived");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!("n2 had {in_flight} in flight when killed; {duplicates} duplicates");
+    assert!(
+        duplicates as i64 <= in_flight,
+        "{duplicates} duplicates, but n2 had only {in_flight} in flight"
+    );
+    let unfinished: i64 = eventually("every recipient to be recorded sent", || async {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM recipients WHERE status <> 'sent'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(n)
+    })
+    .await;
+    assert_eq!(unfinished, 0);
+    drop(nodes);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_worker() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let smtp = TestSmtpServer::start().await;
+    // A poll far longer than the test: only NOTIFY can wake the worker in time.
+    let api = node(&db, "api-1", &["--roles", "api", "--poll-interval", "1h"]).await;
+    let mut worker = node(
+        &db,
+        "worker-1",
+        &["--roles", "worker", "--poll-interval", "1h"],
+    )
+    .await;
+    let app = api.app();
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    // The worker-only node serves health checks but not the API.
+    let health = reqwest::get(format!("{}/healthz", worker.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let api_on_worker = reqwest::Client::new()
+        .get(format!("{}/v1/tenants", worker.base))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_on_worker.status(), 404);
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["a@acme.example"], "subject": "notified", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert_eq!(message["recipients"][0]["attempts"][0]["node"], "worker-1");
+    assert_eq!(smtp.messages().len(), 1);
+
+    // The nodes list sees both, then the worker's death once its heartbeat lapses.
+    let (_, nodes) = app.get("/v1/nodes", OPERATOR).await;
+    let alive = |nodes: &serde_json::Value, name: &str| {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["alive"] == true)
+    };
+    assert_eq!(alive(&nodes, "worker-1"), Some(true), "{nodes}");
+    assert_eq!(alive(&nodes, "api-1"), Some(true), "{nodes}");
+    let (_, node_info) = app.get("/v1/nodes", OPERATOR).await;
+    let roles = node_info["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "worker-1")
+        .unwrap()["roles"]
+        .clone();
+    assert_eq!(roles, json!(["worker"]));
+    worker.child.start_kill().unwrap();
+    worker.child.wait().await.unwrap();
+    eventually("the killed worker to be reported gone", || async {
+        let (_, nodes) = app.get("/v1/nodes", OPERATOR).await;
+        (alive(&nodes, "worker-1") == Some(false)).then_some(())
+    })
+    .await;
+
+    // With no worker alive, a test message is refused at once.
+    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let provider = providers[0]["id"].as_str().unwrap();
+    let (status, problem) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{provider}/test"),
+            &acme.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
+    drop(api);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_on_one_node_reaches_the_others_at_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = TestSmtpServer::start().await;
+    let b = TestSmtpServer::start().await;
+    let stale = ["--provider-staleness", "1h"];
+    let api = node(
+        &db,
+        "front",
+        &[&["--roles", "api"][..], &stale[..]].concat(),
+    )
+    .await;
+    let _worker = node(
+        &db,
+        "back",
+        &[&["--roles", "worker"][..], &stale[..]].concat(),
+    )
+    .await;
+    let app = api.app();
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, a.port()).await;
+    let first = app
+        .submit(
+            &acme,
+            json!({"to": ["x@acme.example"], "subject": "one", "text": "x"}),
+        )
+        .await;
+    app.wait_for_status(&acme, &first, "sent").await;
+
+    // Switch to B through the API node; the worker node only learns of it from the refresh.
+    app.use_smtp_server(&acme, b.port()).await;
+    let second = app
+        .submit(
+            &acme,
+            json!({"to": ["x@acme.example"], "subject": "two", "text": "x"}),
+        )
+        .await;
+    app.wait_for_status(&acme, &second, "sent").await;
+    assert_eq!(b.messages().len(), 1, "the worker node heard the refresh");
+    assert_eq!(a.messages().len(), 1);
+    db.drop_database().await;
+}
