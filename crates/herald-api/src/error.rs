@@ -67,9 +67,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, kind, title, detail, errors) = match self {
+impl ApiError {
+    /// The problem document of this error, for answers that carry several (batch submission).
+    pub fn problem(self) -> serde_json::Value {
+        let (status, kind, title, detail, errors) = self.describe();
+        serde_json::to_value(Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        })
+        .expect("a problem serialises")
+    }
+
+    /// Status, type, title, detail and field errors; 5xx causes are logged here, never sent.
+    fn describe(
+        self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        &'static str,
+        String,
+        Vec<FieldError>,
+    ) {
+        match self {
             ApiError::Malformed(why) => (
                 StatusCode::BAD_REQUEST,
                 "urn:herald:problem:malformed-request",
@@ -153,7 +175,13 @@ impl IntoResponse for ApiError {
                     vec![],
                 )
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title, detail, errors) = self.describe();
         let problem = Problem {
             kind,
             title,

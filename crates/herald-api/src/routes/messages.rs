@@ -30,6 +30,7 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/messages", post(submit).get(list))
+        .route("/v1/tenants/{tenant}/messages/batch", post(submit_batch))
         .route("/v1/tenants/{tenant}/messages/{id}", get(show))
 }
 
@@ -81,7 +82,95 @@ async fn submit(
     body: Body<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = caller.tenant(&state, &slug, READERS).await?;
-    let body = body.parse()?;
+    let message = prepare(&state, &tenant, body.parse()?).await?;
+    // The store answers only after the commit's fsync: a 202 is a durable promise.
+    let submitted = state.store.submit(message).await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate}),
+        ),
+    ))
+}
+
+/// Most messages in one batch submission.
+const MAX_BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    messages: Vec<Value>,
+}
+
+/// Submits up to 1,000 messages at once. Each is validated on its own and
+/// answered on its own: a refused message does not refuse the others. The
+/// accepted ones are committed together (group commit) before the answer.
+async fn submit_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(slug): Path<String>,
+    body: Body<BatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let batch = body.parse()?;
+    if batch.messages.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            Invalid::new(format!(
+                "must hold at most {MAX_BATCH} messages (got {})",
+                batch.messages.len()
+            ))
+            .at("messages"),
+        ));
+    }
+    let mut results: Vec<Value> = Vec::with_capacity(batch.messages.len());
+    let mut ready = Vec::new();
+    for (index, raw) in batch.messages.into_iter().enumerate() {
+        let parsed = serde_path_to_error::deserialize::<_, MessageBody>(raw).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::Malformed(format!("field {path}: {}", e.into_inner()))
+        });
+        let prepared = match parsed {
+            Ok(body) => prepare(&state, &tenant, body).await,
+            Err(e) => Err(e),
+        };
+        match prepared {
+            Ok(message) => {
+                ready.push((index, message));
+                results.push(Value::Null);
+            }
+            Err(error) => results.push(json!({"index": index, "error": error.problem()})),
+        }
+    }
+    let submissions = ready.into_iter().map(|(index, message)| {
+        let store = state.store.clone();
+        async move { (index, store.submit(message).await) }
+    });
+    let mut accepted = 0;
+    for (index, outcome) in futures_util::future::join_all(submissions).await {
+        results[index] = match outcome {
+            Ok(submitted) => {
+                accepted += 1;
+                json!({"index": index, "id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate})
+            }
+            Err(error) => json!({"index": index, "error": ApiError::from(error).problem()}),
+        };
+    }
+    if accepted > 0 {
+        state.wake.notify_one();
+    }
+    let refused = results.len() - accepted;
+    Ok(Json(
+        json!({"results": results, "accepted": accepted, "refused": refused}),
+    ))
+}
+
+/// Validates a submission and turns it into a message to store.
+async fn prepare(
+    state: &AppState,
+    tenant: &herald_store::Tenant,
+    body: MessageBody,
+) -> Result<NewMessage, ApiError> {
     let mut check = Check::default();
     let given_to = body.to.unwrap_or_default();
     let mut to = address_list(&mut check, "to", &given_to);
@@ -203,15 +292,7 @@ async fn submit(
         priority: 0,
         created_at,
     };
-    // The store answers only after the commit's fsync: a 202 is a durable promise.
-    let submitted = state.store.submit(message).await?;
-    state.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            json!({"id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate}),
-        ),
-    ))
+    Ok(message)
 }
 
 #[derive(Deserialize)]

@@ -45,3 +45,44 @@ async fn an_acknowledged_message_survives_sigkill() {
     );
     assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_committed_submissions_survive_a_sigkill_right_after_their_202() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = TestSmtpServer::start().await;
+    // Nothing is delivered while the node lives, so only the store can keep the messages.
+    smtp.script(Rule::new(Command::Connect, Action::Stall));
+    let args = ["--lease", "1s", "--smtp-timeout", "30s"];
+    let mut node = start_process(dir.path(), &args, &[]).await;
+    let app = node.app();
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    // Many concurrent submissions share commits; the node dies the moment the last is answered.
+    let submissions = (0..200).map(|i| {
+        let (app, acme) = (&app, &acme);
+        async move { app.submit(acme, json!({"to": [format!("u{i}@acme.example")], "subject": format!("g{i}"), "text": "x"})).await }
+    });
+    let acknowledged = futures_util::future::join_all(submissions).await;
+    node.child.start_kill().expect("SIGKILL");
+    node.child.wait().await.unwrap();
+
+    smtp.clear_script();
+    let restarted = start_process(dir.path(), &args, &[]).await;
+    let app = restarted.app();
+    let received = smtp.wait_for_messages(acknowledged.len(), DEADLINE).await;
+    let mut subjects: Vec<String> = received
+        .iter()
+        .map(|m| m.header("Subject").unwrap())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(
+        subjects.len(),
+        200,
+        "every acknowledged message was delivered"
+    );
+    for id in acknowledged.iter().take(20) {
+        app.wait_for_status(&acme, id, "sent").await;
+    }
+}

@@ -286,3 +286,62 @@ async fn long_lines_are_encoded_within_the_rfc_5321_line_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_message_and_delivers_the_accepted_ones() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let mut messages: Vec<serde_json::Value> = (0..20)
+        .map(|i| json!({"to": [format!("u{i}@acme.example")], "subject": format!("batch {i}"), "text": "x"}))
+        .collect();
+    messages[3] = json!({"to": ["not an address"], "subject": "bad", "text": "x"});
+    messages[7] = json!({"to": ["a@acme.example"], "subject": "bad", "text": "x", "priority": 1});
+    let (status, answer) = app
+        .post(
+            "/v1/tenants/acme/messages/batch",
+            &acme.sender,
+            json!({"messages": messages}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 18);
+    assert_eq!(answer["refused"], 2);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 20);
+    assert_eq!(
+        results[3]["error"]["type"],
+        "urn:herald:problem:invalid-fields"
+    );
+    assert_eq!(results[3]["error"]["errors"][0]["field"], "to[0]");
+    assert_eq!(
+        results[7]["error"]["type"],
+        "urn:herald:problem:malformed-request"
+    );
+    assert!(
+        results[7]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("priority")
+    );
+    assert!(results.iter().enumerate().all(|(i, r)| r["index"] == i));
+    let received = smtp.wait_for_messages(18, DEADLINE).await;
+    assert_eq!(received.len(), 18);
+    assert_eq!(app.message_count(&acme).await, 18);
+
+    let too_many: Vec<serde_json::Value> = (0..1001)
+        .map(|_| json!({"subject": "x", "text": "x"}))
+        .collect();
+    let (status, problem) = app
+        .post(
+            "/v1/tenants/acme/messages/batch",
+            &acme.sender,
+            json!({"messages": too_many}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "messages");
+    assert_eq!(app.message_count(&acme).await, 18);
+}

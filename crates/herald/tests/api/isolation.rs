@@ -111,6 +111,7 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("DELETE", "/v1/tenants/{tenant}/providers/{id}", Access::Admin, GONE),
     ep("POST", "/v1/tenants/{tenant}/providers/{id}/test", Access::Admin, ACCEPTED),
     ep("POST", "/v1/tenants/{tenant}/messages", Access::Reader, ACCEPTED),
+    ep("POST", "/v1/tenants/{tenant}/messages/batch", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages/{id}", Access::Reader, OK),
 ];
@@ -626,6 +627,9 @@ impl World {
             }
             ("POST", "/v1/tenants/{tenant}/messages") => {
                 json!({"to": ["someone@example.com"], "subject": tag, "text": "hello"})
+            }
+            ("POST", "/v1/tenants/{tenant}/messages/batch") => {
+                json!({"messages": [{"to": ["someone@example.com"], "subject": tag, "text": "hello"}]})
             }
             _ => return None,
         };
