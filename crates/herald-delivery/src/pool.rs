@@ -68,13 +68,17 @@ impl RoutePool {
         }
     }
 
-    /// Takes a free connection slot, if there is one, then waits for the rate limit.
+    /// Takes a connection slot within `patience`, then waits for the rate limit.
     ///
-    /// A full pool answers `None` at once instead of queueing: the caller gives
-    /// the message back, and the worker claims none of the route's mail until a
-    /// slot is free, so a stalled provider never holds up anybody else's mail.
-    pub async fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
+    /// A healthy server frees a slot within milliseconds; a pool still full
+    /// after `patience` answers `None`: the caller gives the message back, and
+    /// the worker claims none of the route's mail until a slot is free, so a
+    /// stalled provider never holds up anybody else's mail for long.
+    pub async fn slot_within(&self, patience: Duration) -> Option<OwnedSemaphorePermit> {
+        let permit = tokio::time::timeout(patience, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
         if let Some(per_minute) = self.limits.rate_per_minute {
             let interval = Duration::from_secs(60) / per_minute.max(1);
             let start = {

@@ -31,6 +31,10 @@ use crate::{
 /// after the server accepted it, and the mail sent twice.
 const LEASE_MARGIN_MS: i64 = 2_000;
 
+/// How long a message waits for a free connection of its route before it is
+/// given back: long enough for a busy healthy pool, short for a stalled one.
+const SLOT_PATIENCE: Duration = Duration::from_millis(500);
+
 /// How a node's worker behaves.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -197,12 +201,29 @@ impl Worker {
             }
             WorkerStats::add(&self.stats.claimed, claimed.len());
             tracing::debug!(count = claimed.len(), "claimed due recipients");
-            for (message, recipients) in group_by_message(claimed) {
+            let groups = group_by_message(claimed);
+            // One read for the whole claim, not one per message.
+            let ids: Vec<MessageId> = groups.keys().copied().collect();
+            let mut contents: std::collections::HashMap<MessageId, MessageContent> = match self
+                .store
+                .message_contents(&ids)
+                .await
+            {
+                Ok(list) => list.into_iter().map(|c| (c.id, c)).collect(),
+                Err(error) => {
+                    warn!(%error, "could not load the claimed messages; their leases will expire and they will be retried");
+                    continue;
+                }
+            };
+            for (message, recipients) in groups {
+                let Some(content) = contents.remove(&message) else {
+                    continue;
+                };
                 let worker = self.clone();
                 let span =
                     info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
                 in_flight.spawn(
-                    async move { worker.deliver(message, recipients).await }.instrument(span),
+                    async move { worker.deliver(content, recipients).await }.instrument(span),
                 );
             }
         }
@@ -222,16 +243,8 @@ impl Worker {
     }
 
     /// Sends one message to its claimed recipients and records the outcome of each.
-    async fn deliver(&self, message: MessageId, recipients: Vec<Claimed>) {
+    async fn deliver(&self, contents: MessageContent, recipients: Vec<Claimed>) {
         let mut started = Instant::now();
-        let contents = match self.store.message_contents(&[message]).await {
-            Ok(mut contents) if !contents.is_empty() => contents.remove(0),
-            Ok(_) => return,
-            Err(error) => {
-                warn!(%error, "could not load the message; its lease will expire and it will be retried");
-                return;
-            }
-        };
         let tenant = recipients[0].tenant;
         // A test message tests its provider; other mail goes through the tenant's
         // effective provider, as this node's cache knows it.
@@ -354,7 +367,10 @@ impl Worker {
             unreachable!("send is only called for SMTP routes")
         };
         let pool = self.pools.get(pool_key, *limits, tenant);
-        let _slot = pool.try_slot().await.ok_or(SendError::Busy)?;
+        let _slot = pool
+            .slot_within(SLOT_PATIENCE)
+            .await
+            .ok_or(SendError::Busy)?;
         *started = Instant::now();
         let margin = LEASE_MARGIN_MS.min(self.config.lease.as_millis() as i64 / 4);
         if now_ms() + margin >= lease_until {
