@@ -535,7 +535,9 @@ impl Connection {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                return Ok(String::from_utf8_lossy(&line).into_owned());
+                // A NUL in a reply is the server's fault; it must not make the
+                // attempt unstorable, so it becomes U+FFFD like any invalid byte.
+                return Ok(String::from_utf8_lossy(&line).replace('\0', "\u{FFFD}"));
             }
             if self.buffer.len() > MAX_REPLY_LINE {
                 return Err(SmtpError::new(

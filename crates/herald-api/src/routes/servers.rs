@@ -346,7 +346,7 @@ fn token_url(input: &str) -> Result<String, Invalid> {
     let host = rest.split(['/', '?']).next().unwrap_or_default();
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
-    if input.contains(char::is_whitespace)
+    if input.contains(|c: char| c.is_whitespace() || c.is_control())
         || host.is_empty()
         || !(scheme == "https" || (scheme == "http" && local))
     {

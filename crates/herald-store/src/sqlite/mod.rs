@@ -47,8 +47,11 @@ fn sql(e: rusqlite::Error) -> StoreError {
 /// Maps a unique-constraint violation to a conflict that says what is taken.
 fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| match &e {
+        // Only a unique or primary key violation means "taken"; a foreign key
+        // violation is a bug or a race, reported as such.
         rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
             StoreError::Conflict(what.to_owned())
         }
