@@ -30,6 +30,35 @@ pub enum Command {
     /// Manage the master keys that seal stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy an embedded installation's data into an empty PostgreSQL database, in one transaction (stop the node first).
+    MigrateStore(Box<MigrateArgs>),
+}
+
+/// Flags of `herald migrate-store`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The embedded database to copy from: sqlite://PATH, e.g. sqlite://herald-data/herald.db.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The PostgreSQL database to copy into: postgres://USER@HOST:PORT/DATABASE; it must hold no Herald data yet.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+}
+
+impl MigrateArgs {
+    /// The SQLite file to read and the PostgreSQL database to fill. Only that
+    /// direction is supported: it is the one an installation grows in.
+    pub fn endpoints(&self) -> anyhow::Result<(PathBuf, String)> {
+        let Database::Sqlite(from) = Database::parse(&self.from).context("--from")? else {
+            bail!(
+                "--from must be the embedded database, sqlite://PATH; only copying from SQLite to PostgreSQL is supported"
+            )
+        };
+        let Database::Postgres(to) = Database::parse(&self.to).context("--to")? else {
+            bail!("--to must be a PostgreSQL database, postgres://USER@HOST:PORT/DATABASE")
+        };
+        Ok((from, to))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -442,6 +471,26 @@ mod tests {
         let settings = args.resolve().unwrap();
         assert_eq!(settings.http.port(), 9000);
         assert_eq!(settings.node_name, "from-flag");
+    }
+
+    #[test]
+    fn migrate_store_copies_from_sqlite_to_postgres_only() {
+        let args = |from: &str, to: &str| MigrateArgs {
+            from: from.into(),
+            to: to.into(),
+        };
+        let (from, to) = args("sqlite://data/herald.db", "postgres://h@db:5432/herald")
+            .endpoints()
+            .unwrap();
+        assert_eq!(from, PathBuf::from("data/herald.db"));
+        assert_eq!(to, "postgres://h@db:5432/herald");
+        assert!(
+            args("postgres://h@db/a", "postgres://h@db/b")
+                .endpoints()
+                .is_err()
+        );
+        assert!(args("sqlite://a.db", "sqlite://b.db").endpoints().is_err());
+        assert!(args("a.db", "postgres://h@db/b").endpoints().is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod smtp_check;
 
 use anyhow::Context;
 
-use config::{Cli, Command, KeysCommand};
+use config::{Cli, Command, Database, KeysCommand};
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,5 +40,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::MigrateStore(args) => {
+            let (from, to) = args.endpoints()?;
+            let (source, target) = (
+                Database::Sqlite(from.clone()),
+                Database::Postgres(to.clone()),
+            );
+            let report = herald_store::migrate::copy_sqlite_to_postgres(&from, &to)
+                .await
+                .with_context(|| format!("copying {source} to {target}"))?;
+            print_copy_report(&report, &source, &target);
+            Ok(())
+        }
     }
+}
+
+/// Says what `herald migrate-store` copied, and what the PostgreSQL nodes need.
+fn print_copy_report(
+    report: &herald_store::migrate::CopyReport,
+    source: &Database,
+    target: &Database,
+) {
+    println!("copied {source} to {target} in one transaction:");
+    let width = report
+        .tables
+        .iter()
+        .map(|(t, _)| t.len())
+        .max()
+        .unwrap_or(0)
+        .max("table".len());
+    println!("  {:<width$}  {:>10}", "table", "rows");
+    for (table, rows) in &report.tables {
+        println!("  {table:<width$}  {rows:>10}");
+    }
+    println!("  {:<width$}  {:>10}", "total", report.total());
+    for table in herald_store::migrate::NOT_COPIED {
+        println!(
+            "  {table:<width$}  {:>10}  (per-run state: each node reports itself when it starts)",
+            "-"
+        );
+    }
+    if report.nul_replaced > 0 {
+        println!(
+            "{} text values held NUL characters, which PostgreSQL cannot store; each became U+FFFD",
+            report.nul_replaced
+        );
+    }
+    // Without the key the nodes would start, but every stored SMTP password
+    // and client secret would fail to open at the first send.
+    println!(
+        "Sealed SMTP secrets were copied as they are: give the PostgreSQL nodes the same master key \
+         as the embedded node (HERALD_MASTER_KEY, or a copy of its key file, master.key in its data directory)."
+    );
 }

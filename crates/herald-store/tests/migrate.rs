@@ -1,0 +1,1034 @@
+//! `herald_store::migrate`: an embedded installation copied into PostgreSQL reads
+//! back the same through the `Store` trait, and goes on working there.
+//!
+//! PostgreSQL is reached at `HERALD_TEST_POSTGRES_URL` (default
+//! [`DEFAULT_POSTGRES_URL`]); each test creates a database `herald_test_<random>`
+//! there and drops it afterwards. Without a server the tests are skipped with
+//! one line on stderr, except under CI (the `CI` variable set), where they fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use herald_core::{
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
+    PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy, ServerId,
+    SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+};
+use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
+use herald_store::{
+    AttemptRecord, AuditEntry, ClaimRequest, Claimed, NewAccount, NewCapture, NewMessage, NewToken,
+    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
+    ServerSettings, SqliteStore, Store, StoreError,
+};
+use serde_json::{Value, json};
+
+/// Where the tests find a server when `HERALD_TEST_POSTGRES_URL` is not set.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The token hashes looked up by hash in the snapshots.
+const LOOKED_UP: &[&str] = &["hash-operator", "hash-acme-sender", "hash-ada"];
+
+/// A database created for one test; dropped (best effort) when the guard is.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database, or returns `None` after saying (once) why
+    /// the PostgreSQL tests are skipped. Under CI a missing server fails the test.
+    async fn create() -> Option<TestDatabase> {
+        let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let admin = match admin_connect(&admin_url).await {
+            Ok(client) => client,
+            Err(e) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!(
+                        "PostgreSQL tests must run in CI, but there is no server at {admin_url}: {e}"
+                    );
+                }
+                static SKIPPED: Once = Once::new();
+                SKIPPED.call_once(|| {
+                    // Written to the stream itself: the test harness captures
+                    // eprintln! and would hide the line.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "skipped: PostgreSQL tests (no server at {admin_url})"
+                    );
+                });
+                return None;
+            }
+        };
+        let name = format!("herald_test_{}", uuid::Uuid::now_v7().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        Some(TestDatabase {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be shutting down, so
+        // the database is dropped from a thread with a runtime of its own.
+        // FORCE ends the connections the stores' pools still hold.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(admin) = admin_connect(&admin_url).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn admin_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The URL with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(slash) => &base[..authority + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn address(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        tenant_id: tenant,
+        idempotency_key: None,
+        subject: Subject::parse("subject").unwrap(),
+        text: Some("body".into()),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: to.iter().map(|a| address(a)).collect(),
+        cc: vec![],
+        bcc: vec![],
+        used_fallback: false,
+        created_at: at,
+        on_behalf_of: None,
+        test_provider: None,
+        priority: 0,
+    }
+}
+
+fn claim(now: i64) -> ClaimRequest {
+    ClaimRequest {
+        node: "n1".into(),
+        now,
+        lease_ms: 60_000,
+        limit: 100,
+        exclude_tenants: vec![],
+    }
+}
+
+fn attempt(outcome: RecipientStatus, at: i64) -> AttemptRecord {
+    AttemptRecord {
+        at,
+        node: "n1".into(),
+        server: "mail.acme.example:465".into(),
+        outcome,
+        step: Some("data".into()),
+        code: Some(250),
+        enhanced_code: None,
+        response: "250 ok".into(),
+        duration_ms: 7,
+        remote_addr: None,
+        tls_version: None,
+        tls_cipher: None,
+        provider_id: None,
+        config_version: None,
+        sender_policy: None,
+        diagnosis: None,
+    }
+}
+
+fn outcome(claimed: &[Claimed], to: &str, next: NextState, attempt: AttemptRecord) -> Outcome {
+    let c = claimed
+        .iter()
+        .find(|c| c.address.as_ref() == to)
+        .unwrap_or_else(|| panic!("{to} was not claimed"));
+    Outcome {
+        recipient: c.recipient,
+        lease_token: c.lease_token,
+        next,
+        attempt,
+    }
+}
+
+fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
+    ServerSettings {
+        name: name.into(),
+        host: SmtpHost::parse("mail.acme.example").unwrap(),
+        port: Port::new(587).unwrap(),
+        security: Security::StartTls,
+        requires_auth,
+        tls_verify: true,
+        tls_ca_pem: None,
+        tls_server_name: None,
+        helo_name: None,
+        max_connections: 4,
+        max_messages_per_connection: 100,
+        idle_timeout_secs: 30,
+        rate_limit_per_minute: None,
+        command_timeout_secs: None,
+    }
+}
+
+fn provider_settings(name: &str, server: ServerId, account: Option<AccountId>) -> ProviderSettings {
+    ProviderSettings {
+        name: name.into(),
+        smtp_server_id: server,
+        account_id: account,
+        from_address: address("alerts@acme.example"),
+        from_name: None,
+        reply_to: None,
+        fallback_recipient: None,
+        sender_policy: SenderPolicy::Fixed,
+    }
+}
+
+fn person(name: &str, email: &str, role: PersonRole, at: i64) -> Person {
+    Person {
+        id: PersonId::new(),
+        tenant_id: TenantId::new(),
+        name: name.into(),
+        email: address(email),
+        role,
+        created_at: at,
+    }
+}
+
+fn token(tenant: Option<TenantId>, person: Option<PersonId>, role: Role, hash: &str) -> NewToken {
+    NewToken {
+        id: TokenId::new(),
+        tenant_id: tenant,
+        name: format!("token {hash}"),
+        role,
+        person_id: person,
+        hash: hash.into(),
+    }
+}
+
+fn audit(tenant: Option<TenantId>, at: i64, action: &str, details: Value) -> AuditEntry {
+    AuditEntry {
+        tenant_id: tenant,
+        at,
+        actor: "ada (token ada)".into(),
+        token_id: Some(TokenId::new()),
+        remote_addr: Some("192.0.2.1".into()),
+        action: action.into(),
+        object_id: Some(format!("object-{at}")),
+        details,
+    }
+}
+
+/// What the test keeps of the installation it builds.
+struct Installation {
+    acme: TenantId,
+    relay: ServerId,
+    mailer: AccountId,
+    sealer: Sealer,
+}
+
+/// Fills a store with a realistic installation: two tenants with persons,
+/// tokens, servers, accounts (one with a sealed secret) and providers; mail in
+/// every state with attempts, a diagnosis and a capture; audit entries; a node.
+async fn fill(s: &dyn Store) -> Installation {
+    let acme = s
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme Corp".into())
+        .await
+        .unwrap()
+        .id;
+    let other = s
+        .create_tenant(TenantSlug::parse("other").unwrap(), "Other".into())
+        .await
+        .unwrap()
+        .id;
+    s.set_entitlements(acme, true).await.unwrap();
+
+    let ada = s
+        .create_person(
+            acme,
+            person("Ada", "ada@acme.example", PersonRole::TenantAdmin, 1_000),
+        )
+        .await
+        .unwrap()
+        .id;
+    let bob = s
+        .create_person(
+            acme,
+            person("Bob", "bob@acme.example", PersonRole::Member, 1_000),
+        )
+        .await
+        .unwrap()
+        .id;
+    s.create_person(
+        other,
+        person("Cy", "cy@other.example", PersonRole::Member, 900),
+    )
+    .await
+    .unwrap();
+
+    s.create_token(token(None, None, Role::Operator, "hash-operator"))
+        .await
+        .unwrap();
+    s.create_token(token(Some(acme), None, Role::Sender, "hash-acme-sender"))
+        .await
+        .unwrap();
+    s.create_token(token(Some(acme), Some(ada), Role::TenantAdmin, "hash-ada"))
+        .await
+        .unwrap();
+    // Never used: its last use stays empty.
+    s.create_token(token(Some(other), None, Role::Sender, "hash-other"))
+        .await
+        .unwrap();
+    for hash in LOOKED_UP {
+        assert!(s.token_by_hash(hash).await.unwrap().is_some());
+    }
+
+    let relay = s
+        .create_server(
+            acme,
+            ServerSettings {
+                port: Port::new(465).unwrap(),
+                security: Security::Tls,
+                tls_verify: false,
+                tls_ca_pem: Some(
+                    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+                ),
+                tls_server_name: Some("relay.acme.example".into()),
+                helo_name: Some("herald.acme.example".into()),
+                max_connections: 2,
+                max_messages_per_connection: 50,
+                idle_timeout_secs: 10,
+                rate_limit_per_minute: Some(600),
+                command_timeout_secs: Some(20),
+                ..server_settings("relay", true)
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let open = s
+        .create_server(acme, server_settings("open", false))
+        .await
+        .unwrap()
+        .id;
+    let other_server = s
+        .create_server(other, server_settings("relay", false))
+        .await
+        .unwrap()
+        .id;
+
+    let sealer = Sealer::new(&Sealer::generate_key());
+    let mailer = AccountId::new();
+    s.create_account(
+        acme,
+        NewAccount {
+            id: mailer,
+            server_id: relay,
+            username: "mailer".into(),
+            mechanism: Mechanism::Plain,
+            sealed_secret: Some(sealer.seal(&Secret::new("hunter2"), &mailer.to_string())),
+            oauth2: None,
+            person_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let oauth = AccountId::new();
+    s.create_account(
+        acme,
+        NewAccount {
+            id: oauth,
+            server_id: relay,
+            username: "bob@acme.example".into(),
+            mechanism: Mechanism::Xoauth2,
+            sealed_secret: Some(sealer.seal(&Secret::new("client-secret"), &oauth.to_string())),
+            oauth2: Some(OAuth2Client {
+                token_url: "https://login.acme.example/token".into(),
+                client_id: "herald".into(),
+                scope: Some("https://outlook.office.com/.default".into()),
+            }),
+            person_id: Some(bob),
+        },
+    )
+    .await
+    .unwrap();
+
+    let main = s
+        .create_provider(
+            acme,
+            ProviderSettings {
+                from_name: Some(DisplayName::parse("Acme Alerts").unwrap()),
+                reply_to: Some(address("support@acme.example")),
+                fallback_recipient: Some(address("ops@acme.example")),
+                sender_policy: SenderPolicy::OnBehalf,
+                ..provider_settings("main", relay, Some(mailer))
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let backup = s
+        .create_provider(acme, provider_settings("backup", open, None))
+        .await
+        .unwrap()
+        .id;
+    let other_provider = s
+        .create_provider(other, provider_settings("default", other_server, None))
+        .await
+        .unwrap()
+        .id;
+    // Two changes, so that the tenant remembers the previous provider too.
+    s.set_active_provider(acme, Some(backup), 5_000)
+        .await
+        .unwrap();
+    s.set_active_provider(acme, Some(main), 6_000)
+        .await
+        .unwrap();
+    s.set_active_provider(other, Some(other_provider), i64::MAX / 2)
+        .await
+        .unwrap();
+    s.refresh_properties(other, 7_000).await.unwrap();
+
+    let detailed = NewMessage {
+        idempotency_key: Some("order-17".into()),
+        html: Some("<p>body ✓</p>".into()),
+        reply_to: Some(address("reply@acme.example")),
+        headers: vec![
+            (
+                HeaderName::parse("X-Tag").unwrap(),
+                HeaderValue::parse("one").unwrap(),
+            ),
+            (
+                HeaderName::parse("X-Another").unwrap(),
+                HeaderValue::parse("two ✓").unwrap(),
+            ),
+        ],
+        cc: vec![address("c@acme.example")],
+        bcc: vec![address("d@acme.example")],
+        used_fallback: true,
+        on_behalf_of: Some(OnBehalf {
+            name: "Ada".into(),
+            email: address("ada@acme.example"),
+        }),
+        test_provider: Some(main),
+        priority: 1,
+        ..message(acme, &["a@acme.example", "b@acme.example"], 1_000)
+    };
+    s.submit(detailed).await.unwrap();
+    let captured = message(acme, &["x@acme.example", "y@acme.example"], 1_100);
+    let captured_id = captured.id;
+    s.submit(captured).await.unwrap();
+    s.submit(message(other, &["z@other.example"], 1_200))
+        .await
+        .unwrap();
+
+    let claimed = s.claim(claim(2_000)).await.unwrap();
+    assert_eq!(claimed.len(), 7);
+    let diagnosis = json!({"steps": [{"step": "ehlo", "reply": "250 hello", "ms": 3}], "ok": true});
+    let outcomes = vec![
+        outcome(
+            &claimed,
+            "a@acme.example",
+            NextState::Sent,
+            AttemptRecord {
+                code: Some(250),
+                enhanced_code: Some("2.0.0".into()),
+                remote_addr: Some("192.0.2.7:465".into()),
+                tls_version: Some("TLSv1.3".into()),
+                tls_cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
+                provider_id: Some(main),
+                config_version: Some(1_234),
+                sender_policy: Some("on_behalf".into()),
+                diagnosis: Some(diagnosis),
+                ..attempt(RecipientStatus::Sent, 2_100)
+            },
+        ),
+        outcome(
+            &claimed,
+            "b@acme.example",
+            NextState::Deferred { until: 9_000 },
+            AttemptRecord {
+                code: Some(451),
+                // A remote server's reply may hold any byte.
+                response: "451 try\0later".into(),
+                ..attempt(RecipientStatus::Deferred, 2_200)
+            },
+        ),
+        outcome(
+            &claimed,
+            "c@acme.example",
+            NextState::Failed,
+            AttemptRecord {
+                step: Some("rcpt".into()),
+                code: Some(550),
+                enhanced_code: Some("5.1.1".into()),
+                response: "550 5.1.1 no such user".into(),
+                ..attempt(RecipientStatus::Failed, 2_300)
+            },
+        ),
+        outcome(
+            &claimed,
+            "x@acme.example",
+            NextState::Sent,
+            AttemptRecord {
+                server: "capture".into(),
+                ..attempt(RecipientStatus::Sent, 2_400)
+            },
+        ),
+        outcome(
+            &claimed,
+            "z@other.example",
+            NextState::Deferred { until: 3_000 },
+            attempt(RecipientStatus::Deferred, 2_500),
+        ),
+    ];
+    let capture = NewCapture {
+        message: captured_id,
+        tenant: acme,
+        envelope_from: "alerts@acme.example".into(),
+        recipients: vec!["x@acme.example".into()],
+        content: b"Subject: subject\r\n\r\nbody \xe2\x9c\x93\r\n".to_vec(),
+        at: 2_400,
+    };
+    assert_eq!(
+        s.complete(outcomes, vec![capture]).await.unwrap(),
+        vec![true; 5]
+    );
+    // y is given back without an attempt; d stays leased until 62 000.
+    let y = claimed
+        .iter()
+        .find(|c| c.address.as_ref() == "y@acme.example")
+        .unwrap();
+    s.release(vec![(y.recipient, y.lease_token)]).await.unwrap();
+
+    // b and z are due again; b is sent on its second attempt, z deferred once more.
+    let again = s.claim(claim(10_000)).await.unwrap();
+    assert_eq!(again.len(), 2);
+    s.complete(
+        vec![
+            outcome(
+                &again,
+                "b@acme.example",
+                NextState::Sent,
+                attempt(RecipientStatus::Sent, 10_100),
+            ),
+            outcome(
+                &again,
+                "z@other.example",
+                NextState::Deferred { until: 20_000 },
+                attempt(RecipientStatus::Deferred, 10_200),
+            ),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.submit(message(acme, &["q@acme.example"], 1_300))
+        .await
+        .unwrap();
+
+    s.audit(audit(
+        Some(acme),
+        1_000,
+        "smtp_server.create",
+        json!({"name": "relay"}),
+    ))
+    .await
+    .unwrap();
+    s.audit(audit(
+        Some(acme),
+        1_000,
+        "provider.activate",
+        json!({"provider": main.to_string(), "n": 1.5}),
+    ))
+    .await
+    .unwrap();
+    s.audit(audit(Some(other), 1_100, "person.create", json!({})))
+        .await
+        .unwrap();
+    s.audit(AuditEntry {
+        token_id: None,
+        remote_addr: None,
+        object_id: None,
+        ..audit(None, 1_200, "tenant.create", json!({"slug": "other"}))
+    })
+    .await
+    .unwrap();
+
+    s.heartbeat(NodeRecord {
+        name: "embedded".into(),
+        roles: vec!["api".into(), "worker".into()],
+        version: "0.1.0".into(),
+        started_at: 500,
+        heartbeat_at: 3_000,
+    })
+    .await
+    .unwrap();
+
+    Installation {
+        acme,
+        relay,
+        mailer,
+        sealer,
+    }
+}
+
+/// Everything the trait can read of an installation, as JSON; sealed secrets
+/// included, which serialisation otherwise leaves out.
+async fn snapshot(s: &dyn Store) -> Value {
+    let tenants = s.list_tenants().await.unwrap();
+    let mut out = json!({
+        "tenants": tenants,
+        "operator_token_exists": s.operator_token_exists().await.unwrap(),
+        "next_due": s.next_due(&[]).await.unwrap(),
+        "nodes": s.list_nodes().await.unwrap(),
+    });
+    let mut by_hash = Vec::new();
+    for hash in LOOKED_UP {
+        by_hash.push(
+            s.token_by_hash(hash)
+                .await
+                .unwrap()
+                .expect("the token exists"),
+        );
+    }
+    out["tokens_by_hash"] = json!(by_hash);
+    for tenant in &tenants {
+        let t = tenant.id;
+        let mut servers = Vec::new();
+        for server in s.list_servers(t).await.unwrap() {
+            let mut accounts = Vec::new();
+            for account in s.list_accounts(t, server.id).await.unwrap() {
+                let one = s.account(t, server.id, account.id).await.unwrap();
+                accounts.push(json!({
+                    "listed": account,
+                    "sealed_secret": account.sealed_secret,
+                    "one": one,
+                    "one_sealed_secret": one.sealed_secret,
+                }));
+            }
+            servers.push(json!({
+                "listed": server,
+                "one": s.server(t, server.id).await.unwrap(),
+                "accounts": accounts,
+            }));
+        }
+        let mut providers = Vec::new();
+        for provider in s.list_providers(t).await.unwrap() {
+            providers.push(json!({
+                "listed": provider,
+                "one": s.provider(t, provider.id).await.unwrap(),
+            }));
+        }
+        let active = s.active_provider(t).await.unwrap().map(|config| {
+            json!({
+                "provider": config.provider,
+                "server": config.server,
+                "account": config.account.as_ref(),
+                "sealed_secret": config.account.and_then(|a| a.sealed_secret),
+            })
+        });
+        let summaries = s.list_messages(t, 100).await.unwrap();
+        let ids: Vec<MessageId> = summaries.iter().map(|m| m.id).collect();
+        let mut views = Vec::new();
+        for id in &ids {
+            views.push(s.message(t, *id).await.unwrap());
+        }
+        // MessageContent is not serialisable; its debug form shows every field.
+        let contents: Vec<String> = s
+            .message_contents(&ids)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        let mut persons = Vec::new();
+        for p in s.list_persons(t).await.unwrap() {
+            persons.push(json!({"listed": p, "one": s.person(t, p.id).await.unwrap()}));
+        }
+        out[tenant.slug.as_str()] = json!({
+            "tenant": s.tenant_by_slug(&tenant.slug).await.unwrap(),
+            "persons": persons,
+            "tokens": s.list_tokens(t).await.unwrap(),
+            "servers": servers,
+            "providers": providers,
+            "active_provider": active,
+            "messages": summaries,
+            "views": views,
+            "contents": contents,
+            "captured": s.list_captured(t, 100).await.unwrap(),
+            "audit": s.list_audit(t, 100).await.unwrap(),
+        });
+    }
+    out
+}
+
+/// PostgreSQL cannot store NUL in text and keeps a replacement character; the
+/// SQLite snapshot is compared with that in mind.
+fn without_nul(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace('\0', "\u{fffd}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.replace('\0', "\u{fffd}"), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Compares two snapshots part by part, so that a failure names the part.
+fn assert_same(sqlite: Value, postgres: &Value) {
+    let sqlite = without_nul(sqlite);
+    let (Value::Object(expected), Value::Object(found)) = (&sqlite, postgres) else {
+        panic!("snapshots are objects");
+    };
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        found.keys().collect::<Vec<_>>()
+    );
+    for (key, value) in expected {
+        assert_eq!(value, &found[key], "{key} differs");
+    }
+}
+
+/// Table name to column names, of every table but each database's own
+/// bookkeeping (`sqlite_sequence`, `herald_migrations`).
+type Columns = BTreeMap<String, BTreeSet<String>>;
+
+fn sqlite_columns(path: &Path) -> Columns {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut statement = conn
+        .prepare(
+            "SELECT m.name, c.name FROM sqlite_master m, pragma_table_info(m.name) c \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .unwrap();
+    let mut columns = Columns::new();
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (table, column) = row.unwrap();
+        columns.entry(table).or_default().insert(column);
+    }
+    columns
+}
+
+async fn postgres_columns(client: &tokio_postgres::Client) -> Columns {
+    let mut columns = Columns::new();
+    for row in client
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name <> 'herald_migrations'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        columns
+            .entry(row.get::<_, String>(0))
+            .or_default()
+            .insert(row.get(1));
+    }
+    columns
+}
+
+fn sqlite_count(path: &Path, table: &str) -> u64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The highest id of a table whose ids the database hands out.
+async fn postgres_max_id(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT max(id) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn sqlite_max_id(path: &Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+fn sorted(mut claimed: Vec<Claimed>) -> Vec<String> {
+    claimed.sort_by_key(|c| c.recipient);
+    claimed
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {} token={} until={} attempt={}",
+                c.recipient,
+                c.message,
+                c.tenant,
+                c.address.as_ref(),
+                c.lease_token,
+                c.lease_until,
+                c.attempt
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_installation_moves_to_postgres_whole() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let sqlite = SqliteStore::open(&path).unwrap();
+    let installation = fill(&sqlite).await;
+    let before = snapshot(&sqlite).await;
+
+    let report: CopyReport = copy_sqlite_to_postgres(&path, &database.url).await.unwrap();
+
+    // Every table but nodes, with every row.
+    let tables = sqlite_columns(&path);
+    for table in tables.keys() {
+        if table == "nodes" {
+            assert_eq!(report.rows(table), None, "nodes are per-run state");
+        } else {
+            let rows = sqlite_count(&path, table);
+            assert!(rows > 0, "the installation leaves {table} empty");
+            assert_eq!(report.rows(table), Some(rows), "rows of {table}");
+        }
+    }
+    assert_eq!(report.tables.len(), tables.len() - 1);
+    assert_eq!(report.nul_replaced, 1, "one reply held a NUL");
+
+    // Both schemas have the same tables with the same columns.
+    let admin = admin_connect(&database.url).await.unwrap();
+    assert_eq!(tables, postgres_columns(&admin).await);
+
+    let postgres = PgStore::connect(&database.url).await.unwrap();
+    let after = snapshot(&postgres).await;
+    assert!(
+        after["nodes"].as_array().unwrap().is_empty(),
+        "nodes are not copied"
+    );
+    let mut before_without_nodes = before.clone();
+    before_without_nodes["nodes"] = json!([]);
+    assert_same(before_without_nodes, &after);
+
+    // The sealed secret arrived as it was, and opens with the same key.
+    let account = postgres
+        .account(installation.acme, installation.relay, installation.mailer)
+        .await
+        .unwrap();
+    let sealed = account.sealed_secret.expect("the secret was copied");
+    let opened = installation
+        .sealer
+        .open(&sealed, &installation.mailer.to_string())
+        .unwrap();
+    assert_eq!(opened.expose(), "hunter2");
+
+    // Claims go on where SQLite left off: the queued, deferred and expired
+    // recipients are due, the sent and failed ones are not, and lease tokens
+    // and attempt counts continue.
+    let later = claim(i64::MAX / 4);
+    let on_postgres = postgres.claim(later.clone()).await.unwrap();
+    let mut addresses: Vec<&str> = on_postgres.iter().map(|c| c.address.as_ref()).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        vec![
+            "d@acme.example",
+            "q@acme.example",
+            "y@acme.example",
+            "z@other.example"
+        ]
+    );
+    let on_sqlite = sqlite.claim(later).await.unwrap();
+    assert_eq!(sorted(on_postgres.clone()), sorted(on_sqlite.clone()));
+    assert!(
+        postgres
+            .claim(claim(i64::MAX / 4))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is claimed twice"
+    );
+
+    // New attempts, captures and audit entries get ids after the copied ones.
+    let finish = |claimed: &[Claimed]| {
+        let mut outcomes = Vec::new();
+        for to in ["d@acme.example", "q@acme.example", "z@other.example"] {
+            outcomes.push(outcome(
+                claimed,
+                to,
+                NextState::Sent,
+                attempt(RecipientStatus::Sent, 20_000),
+            ));
+        }
+        outcomes.push(outcome(
+            claimed,
+            "y@acme.example",
+            NextState::Failed,
+            attempt(RecipientStatus::Failed, 20_000),
+        ));
+        outcomes
+    };
+    let y = on_postgres
+        .iter()
+        .find(|c| c.address.as_ref() == "y@acme.example")
+        .unwrap();
+    let capture = NewCapture {
+        message: y.message,
+        tenant: installation.acme,
+        envelope_from: "alerts@acme.example".into(),
+        recipients: vec!["y@acme.example".into()],
+        content: b"Subject: later\r\n\r\nbody\r\n".to_vec(),
+        at: 20_000,
+    };
+    let entry = audit(Some(installation.acme), 20_000, "tenant.refresh", json!({}));
+    for (store, claimed) in [
+        (&postgres as &dyn Store, &on_postgres),
+        (&sqlite as &dyn Store, &on_sqlite),
+    ] {
+        assert_eq!(
+            store
+                .complete(finish(claimed), vec![capture.clone()])
+                .await
+                .unwrap(),
+            vec![true; 4]
+        );
+        store.audit(entry.clone()).await.unwrap();
+    }
+    let mut sqlite_now = snapshot(&sqlite).await;
+    sqlite_now["nodes"] = json!([]);
+    assert_same(sqlite_now, &snapshot(&postgres).await);
+    for table in ["attempts", "captured", "audit"] {
+        assert_eq!(
+            postgres_max_id(&admin, table).await,
+            sqlite_max_id(&path, table),
+            "ids of {table} continue at max(id) + 1"
+        );
+    }
+
+    // A second copy into the same target is refused and changes nothing.
+    let refused = copy_sqlite_to_postgres(&path, &database.url).await;
+    match refused {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains("already holds Herald data"), "{message}");
+            assert!(message.contains("2 in tenants"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(postgres.list_tenants().await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_leaves_nothing_behind() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // A mistyped path is refused, and no empty database is left there.
+    let missing = dir.path().join("missing.db");
+    let error = copy_sqlite_to_postgres(&missing, &database.url)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no database file"), "{error}");
+    assert!(!missing.exists());
+
+    // Another program's database gets no Herald tables added to it.
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    let error = copy_sqlite_to_postgres(&foreign, &database.url)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not a Herald database"),
+        "{error}"
+    );
+    assert_eq!(sqlite_columns(&foreign).len(), 1);
+
+    // A value that cannot be converted, in the last table that holds rows,
+    // fails the whole copy: the tables copied before it are rolled back.
+    let path = dir.path().join("herald.db");
+    let sqlite = SqliteStore::open(&path).unwrap();
+    let acme = sqlite
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap()
+        .id;
+    sqlite
+        .submit(message(acme, &["a@acme.example"], 1_000))
+        .await
+        .unwrap();
+    let corrupt = rusqlite::Connection::open(&path).unwrap();
+    corrupt
+        .execute("UPDATE messages SET headers = '[[\"X-Tag\"'", [])
+        .unwrap();
+    let error = copy_sqlite_to_postgres(&path, &database.url)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt(m) if m.contains("messages.headers")),
+        "{error}"
+    );
+    let postgres = PgStore::connect(&database.url).await.unwrap();
+    assert!(postgres.list_tenants().await.unwrap().is_empty());
+
+    // Once the value is repaired, the same target takes the copy.
+    corrupt
+        .execute("UPDATE messages SET headers = '[]'", [])
+        .unwrap();
+    let report = copy_sqlite_to_postgres(&path, &database.url).await.unwrap();
+    assert_eq!(report.rows("tenants"), Some(1));
+    assert_eq!(report.rows("recipients"), Some(1));
+    assert_eq!(report.total(), 3);
+    assert_eq!(postgres.list_tenants().await.unwrap()[0].id, acme);
+}
