@@ -103,7 +103,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:herald:problem:too-large",
                 "Request too large",
-                format!("the body is larger than the limit of {} bytes", crate::MAX_BODY),
+                "the body is larger than this node accepts (see --max-message-size)".to_owned(),
                 vec![],
             ),
             ApiError::MethodNotAllowed => (

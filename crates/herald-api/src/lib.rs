@@ -18,7 +18,35 @@ use tokio::sync::Notify;
 pub use error::ApiError;
 
 /// The largest request body accepted; message content has its own, smaller limits.
-pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Limits on what a submitter may send; over one is a 422 (or 413) naming it.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Text and HTML together, in bytes.
+    pub max_message_bytes: usize,
+    /// To, cc and bcc together.
+    pub max_recipients: usize,
+    /// Custom header fields.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 10 * 1024 * 1024,
+            max_recipients: 100,
+            max_headers: 50,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest request body: a batch of large messages needs room beyond one message.
+    pub fn max_body(&self) -> usize {
+        (self.max_message_bytes * 2).max(MAX_BODY)
+    }
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,6 +60,8 @@ pub struct AppState {
     pub cache: Arc<ProviderCache>,
     /// A node whose last heartbeat is older than this is taken for gone.
     pub alive_within: std::time::Duration,
+    /// Limits on submitted messages.
+    pub limits: Limits,
 }
 
 /// The HTTP API: everything on a node with the api role, else only the health checks.
@@ -42,6 +72,6 @@ pub fn router(state: AppState, api: bool) -> Router {
         routes::health()
     };
     routes
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(state.limits.max_body()))
         .with_state(state)
 }

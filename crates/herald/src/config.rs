@@ -142,6 +142,15 @@ pub struct ServeArgs {
     /// How often the node records that it is alive; three missed beats and it is taken for gone [default: 5s].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<String>,
+    /// Largest text plus HTML of one message, in bytes [default: 10485760].
+    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Most recipients (to, cc and bcc together) of one message [default: 100].
+    #[arg(long, env = "HERALD_MAX_RECIPIENTS")]
+    pub max_recipients: Option<usize>,
+    /// Most custom header fields of one message [default: 50].
+    #[arg(long, env = "HERALD_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
     /// Messages delivered at once by this node [default: 64].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -162,6 +171,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// How often the node records that it is alive.
     pub heartbeat: Duration,
+    /// Limits on submitted messages.
+    pub limits: herald_api::Limits,
     /// This node serves the REST API.
     pub api: bool,
     /// This node delivers mail.
@@ -419,6 +430,14 @@ impl ServeArgs {
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(64).max(1),
             heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
+            limits: {
+                let default = herald_api::Limits::default();
+                herald_api::Limits {
+                    max_message_bytes: pick!(max_message_size).unwrap_or(default.max_message_bytes),
+                    max_recipients: pick!(max_recipients).unwrap_or(default.max_recipients),
+                    max_headers: pick!(max_headers).unwrap_or(default.max_headers),
+                }
+            },
             api: roles.contains(&"api"),
             worker: roles.contains(&"worker"),
             provider_staleness: duration(

@@ -189,6 +189,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         wake: worker.waker(),
         cache,
         alive_within: settings.heartbeat * 3,
+        limits: settings.limits,
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))

@@ -20,13 +20,6 @@ use crate::{ApiError, AppState};
 
 const READERS: &[Role] = &[Role::TenantAdmin, Role::Sender];
 
-/// Most recipients (to, cc and bcc together) of one message.
-const MAX_RECIPIENTS: usize = 100;
-/// Most custom headers of one message.
-const MAX_HEADERS: usize = 50;
-/// Largest text plus HTML body, in bytes.
-const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/messages", post(submit).get(list))
@@ -177,10 +170,13 @@ async fn prepare(
     let cc = address_list(&mut check, "cc", &body.cc);
     let bcc = address_list(&mut check, "bcc", &body.bcc);
     let total = given_to.len() + body.cc.len() + body.bcc.len();
-    if total > MAX_RECIPIENTS {
+    if total > state.limits.max_recipients {
         check.fail(
             "to",
-            &format!("with cc and bcc must hold at most {MAX_RECIPIENTS} recipients (got {total})"),
+            &format!(
+                "with cc and bcc must hold at most {} recipients (got {total})",
+                state.limits.max_recipients
+            ),
         );
     }
     let subject = check.take("subject", Subject::parse(&body.subject));
@@ -189,10 +185,13 @@ async fn prepare(
     }
     let size =
         body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
-    if size > MAX_BODY_BYTES {
+    if size > state.limits.max_message_bytes {
         check.fail(
             "text",
-            &format!("and html together must be at most {MAX_BODY_BYTES} bytes (got {size})"),
+            &format!(
+                "and html together must be at most {} bytes (got {size})",
+                state.limits.max_message_bytes
+            ),
         );
     }
     check.opt("text", body.text.as_deref(), body_text);
@@ -203,10 +202,10 @@ async fn prepare(
         body.on_behalf_of.as_deref(),
         EmailAddress::parse,
     );
-    if body.headers.len() > MAX_HEADERS {
+    if body.headers.len() > state.limits.max_headers {
         check.fail(
             "headers",
-            &format!("must hold at most {MAX_HEADERS} fields"),
+            &format!("must hold at most {} fields", state.limits.max_headers),
         );
     }
     let mut seen = std::collections::BTreeSet::new();

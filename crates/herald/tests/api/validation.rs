@@ -359,7 +359,7 @@ async fn query_method_and_size_errors_are_problems_too() {
         "urn:herald:problem:method-not-allowed",
     );
 
-    let huge = json!({"to": ["user@acme.example"], "subject": "big", "text": "x".repeat(17 * 1024 * 1024)});
+    let huge = json!({"to": ["user@acme.example"], "subject": "big", "text": "x".repeat(21 * 1024 * 1024)});
     let reply = send_json(
         &app,
         Method::POST,
@@ -1104,4 +1104,45 @@ async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
             reply.text
         );
     }
+}
+
+#[tokio::test]
+async fn the_limits_are_configurable_and_named_when_exceeded() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_recipients = 2;
+        s.limits.max_headers = 1;
+        s.limits.max_message_bytes = 100;
+    })
+    .await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    let cases = [
+        (
+            json!({"to": ["a@x.example", "b@x.example"], "cc": ["c@x.example"], "subject": "s", "text": "x"}),
+            "to",
+            "at most 2 recipients",
+        ),
+        (
+            json!({"to": ["a@x.example"], "subject": "s", "text": "x", "headers": {"X-A": "1", "X-B": "2"}}),
+            "headers",
+            "at most 1 fields",
+        ),
+        (
+            json!({"to": ["a@x.example"], "subject": "s", "text": "x".repeat(101)}),
+            "text",
+            "at most 100 bytes",
+        ),
+    ];
+    for (body, field, rule) in cases {
+        let reply = send_json(
+            &app,
+            Method::POST,
+            &messages_path(&acme),
+            Some(&acme.sender),
+            body,
+        )
+        .await;
+        let found = assert_invalid_field(&reply, field);
+        assert!(found.contains(rule), "{field}: {found}");
+    }
+    assert_eq!(app.message_count(&acme).await, 1);
 }
