@@ -106,10 +106,7 @@ impl Caller {
         };
         let entry = AuditEntry {
             tenant_id: tenant,
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or_default(),
+            at: herald_core::timestamp::now_ms(),
             actor,
             token_id: Some(token.id),
             remote_addr: self.1.map(|a| a.to_string()),

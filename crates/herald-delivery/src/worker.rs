@@ -1,10 +1,11 @@
 //! The delivery loop of a node: claim due recipients under a lease, send each
 //! message through its tenant's route, and record every attempt, fenced by the lease.
 
+use herald_core::timestamp::now_ms;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herald_core::Mechanism;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
@@ -78,13 +79,6 @@ pub struct Worker {
     tokens: Arc<TokenCache>,
     stats: Arc<WorkerStats>,
     cache: Arc<ProviderCache>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Why a send did not produce a transaction.

@@ -2,15 +2,16 @@
 //! back the same through the `Store` trait, and goes on working there.
 //!
 //! PostgreSQL is reached at `HERALD_TEST_POSTGRES_URL` (default
-//! [`DEFAULT_POSTGRES_URL`]); each test creates a database `herald_test_<random>`
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates a database `herald_test_<random>`
 //! there and drops it afterwards. Without a server the tests are skipped with
 //! one line on stderr, except under CI (the `CI` variable set), where they fail.
 
+mod support;
+
+use support::{TestDatabase, admin_connect};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
-use std::sync::Once;
-use std::time::Duration;
 
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
@@ -25,105 +26,8 @@ use herald_store::{
 };
 use serde_json::{Value, json};
 
-/// Where the tests find a server when `HERALD_TEST_POSTGRES_URL` is not set.
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// The token hashes looked up by hash in the snapshots.
 const LOOKED_UP: &[&str] = &["hash-operator", "hash-acme-sender", "hash-ada"];
-
-/// A database created for one test; dropped (best effort) when the guard is.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    /// Creates an empty database, or returns `None` after saying (once) why
-    /// the PostgreSQL tests are skipped. Under CI a missing server fails the test.
-    async fn create() -> Option<TestDatabase> {
-        let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let admin = match admin_connect(&admin_url).await {
-            Ok(client) => client,
-            Err(e) => {
-                if std::env::var_os("CI").is_some() {
-                    panic!(
-                        "PostgreSQL tests must run in CI, but there is no server at {admin_url}: {e}"
-                    );
-                }
-                static SKIPPED: Once = Once::new();
-                SKIPPED.call_once(|| {
-                    // Written to the stream itself: the test harness captures
-                    // eprintln! and would hide the line.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "skipped: PostgreSQL tests (no server at {admin_url})"
-                    );
-                });
-                return None;
-            }
-        };
-        let name = format!("herald_test_{}", uuid::Uuid::now_v7().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        Some(TestDatabase {
-            url: with_database(&admin_url, &name),
-            admin_url,
-            name,
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be shutting down, so
-        // the database is dropped from a thread with a runtime of its own.
-        // FORCE ends the connections the stores' pools still hold.
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                if let Ok(admin) = admin_connect(&admin_url).await {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-async fn admin_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    config.connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// The URL with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority..].find('/') {
-        Some(slash) => &base[..authority + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
 
 fn address(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()

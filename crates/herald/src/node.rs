@@ -1,6 +1,7 @@
 //! Starting and stopping a node: open the store, bootstrap the operator token,
 //! start the worker and the HTTP listener, and shut both down gracefully.
 
+use herald_core::timestamp::now_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -109,13 +110,6 @@ async fn follow(
             Err(RecvError::Closed) => return,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Starts a node with these settings.

@@ -1,7 +1,6 @@
 //! Submitting messages (answered only once they are committed) and reading what happened to them.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -269,10 +268,7 @@ async fn prepare(
             }
         }
     }
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let created_at = herald_core::timestamp::now_ms();
     let message = NewMessage {
         id: MessageId::new(),
         tenant_id: tenant.id,

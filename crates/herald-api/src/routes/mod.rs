@@ -6,6 +6,7 @@ mod providers;
 mod servers;
 mod tenants;
 
+use herald_core::timestamp::now_ms;
 use std::str::FromStr;
 
 use axum::extract::State;
@@ -74,13 +75,6 @@ async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
         node.roles.iter().any(|r| r == "worker")
             && now - node.heartbeat_at <= state.alive_within.as_millis() as i64
     }))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Parses an id from the path; a malformed id names nothing, so it is a 404.

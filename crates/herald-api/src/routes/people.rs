@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
 use herald_store::{NewToken, Person, TokenRecord};
 use serde::Deserialize;
@@ -258,11 +259,4 @@ async fn revoke_token(
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

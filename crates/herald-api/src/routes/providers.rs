@@ -259,10 +259,7 @@ async fn test_message(
         .store
         .server(tenant.id, provider.settings.smtp_server_id)
         .await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let now = herald_core::timestamp::now_ms();
     let text = format!(
         "This is a test message from Herald, sent through the notification provider {:?} \
          ({}:{}, {}) at {}.\r\n\r\nIf you can read it, the provider works.",

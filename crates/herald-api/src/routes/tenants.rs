@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use herald_core::timestamp::now_ms;
 use herald_core::{ProviderId, Role, TenantSlug};
 use herald_store::Tenant;
 use serde::Deserialize;
@@ -164,13 +165,6 @@ async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError
         "pending": pending_view,
         "staleness_seconds": state.cache.staleness().as_secs(),
     }))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 async fn get_properties(

@@ -1,7 +1,8 @@
 //! PostgreSQL connections: a pool, the mapping of database errors to store
 //! errors, and migrations that several nodes may start at the same moment.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub(crate) use herald_core::timestamp::now_ms;
+use std::time::Duration;
 
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
@@ -30,13 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// as unavailable: long enough for a burst, short enough that a request whose
 /// connections are all stuck gets an answer.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())

@@ -2,9 +2,9 @@
 
 mod db;
 
+use herald_core::timestamp::now_ms;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
@@ -31,13 +31,6 @@ impl SqliteStore {
             db: Db::open(path)?,
         })
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn sql(e: rusqlite::Error) -> StoreError {
