@@ -1,0 +1,147 @@
+//! Talking to a node over its REST API like a client would: one keep-alive HTTP
+//! client, and the set-up of a tenant whose provider delivers to the sink.
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::place::OPERATOR;
+
+/// The tenant every phase uses.
+pub const TENANT: &str = "bench";
+
+/// A node's API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// A tenant ready to submit: its slug and a sender token.
+#[derive(Clone)]
+pub struct Tenant {
+    pub slug: String,
+    pub sender: String,
+}
+
+impl Api {
+    /// A client for the node at `addr`, keeping every connection it opens.
+    pub fn new(addr: std::net::SocketAddr) -> anyhow::Result<Api> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .build()?;
+        Ok(Api {
+            base: format!("http://{addr}"),
+            client,
+        })
+    }
+
+    /// Sends a request with the operator token and an optional JSON body.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(OPERATOR);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{method} {path} answered {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates the tenant, a sender token, an SMTP server pointing at the sink
+    /// (no TLS, `connections` connections, each reused for up to 100,000
+    /// messages) and a provider through it, makes the provider active and
+    /// refreshes, so it applies at once.
+    pub async fn set_up_tenant(
+        &self,
+        sink_port: u16,
+        connections: usize,
+    ) -> anyhow::Result<Tenant> {
+        self.call(
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"slug": TENANT, "name": "Benchmark"})),
+        )
+        .await?;
+        let base = format!("/v1/tenants/{TENANT}");
+        let token = self
+            .call(
+                Method::POST,
+                &format!("{base}/tokens"),
+                Some(json!({"name": "bench-sender", "role": "sender"})),
+            )
+            .await?;
+        let sender = token["token"]
+            .as_str()
+            .context("the token answer has no token")?
+            .to_owned();
+        let server = self
+            .call(
+                Method::POST,
+                &format!("{base}/smtp-servers"),
+                Some(json!({
+                    "name": "sink", "host": "127.0.0.1", "port": sink_port, "security": "none",
+                    "max_connections": connections, "max_messages_per_connection": 100_000,
+                    "idle_timeout_secs": 600
+                })),
+            )
+            .await?;
+        let provider = self
+            .call(
+                Method::POST,
+                &format!("{base}/providers"),
+                Some(json!({
+                    "name": "sink", "smtp_server_id": server["id"],
+                    "from_address": "alerts@bench.example", "from_name": "Bench Alerts",
+                    "fallback_recipient": "ops@bench.example"
+                })),
+            )
+            .await?;
+        self.call(
+            Method::PUT,
+            &format!("{base}/properties"),
+            Some(json!({"notification_provider_id": provider["id"]})),
+        )
+        .await?;
+        self.call(Method::POST, &format!("{base}/properties/refresh"), None)
+            .await?;
+        Ok(Tenant {
+            slug: TENANT.into(),
+            sender,
+        })
+    }
+
+    /// Whether the batch endpoint exists on this node (an empty batch is
+    /// answered by it; a missing route answers 404 or 405).
+    pub async fn has_batch(&self, tenant: &Tenant) -> anyhow::Result<bool> {
+        let response = self
+            .client
+            .post(self.batch_url(tenant))
+            .bearer_auth(&tenant.sender)
+            .json(&json!({"messages": []}))
+            .send()
+            .await?;
+        Ok(!matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ))
+    }
+
+    pub fn messages_url(&self, tenant: &Tenant) -> String {
+        format!("{}/v1/tenants/{}/messages", self.base, tenant.slug)
+    }
+
+    pub fn batch_url(&self, tenant: &Tenant) -> String {
+        format!("{}/v1/tenants/{}/messages/batch", self.base, tenant.slug)
+    }
+}

@@ -1,0 +1,302 @@
+//! The load generators: closed-loop clients on the single and batch APIs (as
+//! fast as the node answers), and an open-loop generator that submits on a
+//! fixed schedule whatever the node does, for honest latencies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::api::{Api, Tenant};
+use crate::sys::round;
+
+/// What one load run got back.
+#[derive(Default)]
+pub struct Outcome {
+    /// Messages answered as queued (202, or `queued` in a batch).
+    pub accepted: u64,
+    /// Messages refused by the node (4xx or an error in a batch).
+    pub refused: u64,
+    /// Requests that failed without an answer, or with a 5xx.
+    pub failed_requests: u64,
+    pub requests: u64,
+    pub seconds: f64,
+    /// Each request's time to its answer.
+    pub latencies: Vec<Duration>,
+    /// The first problem seen, to show what went wrong.
+    pub first_problem: Option<String>,
+}
+
+impl Outcome {
+    /// Accepted messages per second.
+    pub fn rate(&self) -> f64 {
+        self.accepted as f64 / self.seconds.max(1e-9)
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.failed_requests += other.failed_requests;
+        self.requests += other.requests;
+        self.latencies.extend(other.latencies);
+        if self.first_problem.is_none() {
+            self.first_problem = other.first_problem;
+        }
+    }
+
+    fn problem(&mut self, what: String) {
+        if self.first_problem.is_none() {
+            self.first_problem = Some(what);
+        }
+    }
+
+    /// The figures as JSON, latencies as percentiles in milliseconds.
+    pub fn json(&self) -> Value {
+        json!({
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "failed_requests": self.failed_requests,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "accepted_per_second": round(self.rate(), 0),
+            "request_latency_ms": percentiles(&self.latencies),
+            "first_problem": self.first_problem,
+        })
+    }
+}
+
+/// p50, p90, p99, p99.9 and max of `samples` in milliseconds (nearest rank).
+pub fn percentiles(samples: &[Duration]) -> Value {
+    if samples.is_empty() {
+        return Value::Null;
+    }
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+        round(ms[rank - 1], 2)
+    };
+    json!({
+        "p50": at(0.50),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "p999": at(0.999),
+        "max": round(ms[ms.len() - 1], 2),
+        "mean": round(ms.iter().sum::<f64>() / ms.len() as f64, 2),
+        "samples": ms.len(),
+    })
+}
+
+/// Posts one single-message submission and reads the verdict.
+async fn post_one(api: &Api, url: &str, token: &str, body: &'static [u8], out: &mut Outcome) {
+    let started = Instant::now();
+    let sent = api
+        .client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    out.requests += 1;
+    match sent {
+        Ok(response) => {
+            let status = response.status();
+            // The body is read to the end so the connection can be reused.
+            let text = response.text().await.unwrap_or_default();
+            out.latencies.push(started.elapsed());
+            if status == StatusCode::ACCEPTED {
+                out.accepted += 1;
+            } else if status.is_server_error() {
+                out.failed_requests += 1;
+                out.problem(format!("{status}: {text}"));
+            } else {
+                out.refused += 1;
+                out.problem(format!("{status}: {text}"));
+            }
+        }
+        Err(error) => {
+            out.failed_requests += 1;
+            out.problem(error.to_string());
+        }
+    }
+}
+
+/// `clients` clients, each submitting one message at a time through the single
+/// API until `count` have been submitted; spread over the nodes' APIs.
+pub async fn single(
+    apis: &[Api],
+    tenant: &Tenant,
+    body: &'static [u8],
+    count: u64,
+    clients: usize,
+) -> Outcome {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let api = apis[client % apis.len()].clone();
+        let url = api.messages_url(tenant);
+        let token = tenant.sender.clone();
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut out = Outcome::default();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                post_one(&api, &url, &token, body, &mut out).await;
+            }
+            out
+        });
+    }
+    let mut total = Outcome::default();
+    while let Some(Ok(out)) = tasks.join_next().await {
+        total.merge(out);
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    total
+}
+
+/// A prepared batch request body and how many messages it holds.
+#[derive(Clone, Copy)]
+pub struct Batch {
+    pub body: &'static [u8],
+    pub size: u64,
+}
+
+/// `clients` clients, each posting one batch at a time until `batches`
+/// batches have been posted; spread over the nodes' APIs.
+pub async fn batches(
+    apis: &[Api],
+    tenant: &Tenant,
+    batch: Batch,
+    batches: u64,
+    clients: usize,
+) -> Outcome {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let api = apis[client % apis.len()].clone();
+        let url = api.batch_url(tenant);
+        let token = tenant.sender.clone();
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut out = Outcome::default();
+            while next.fetch_add(1, Ordering::Relaxed) < batches {
+                let sent_at = Instant::now();
+                let sent = api
+                    .client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(batch.body)
+                    .send()
+                    .await;
+                out.requests += 1;
+                let response = match sent {
+                    Ok(response) => response,
+                    Err(error) => {
+                        out.failed_requests += 1;
+                        out.problem(error.to_string());
+                        continue;
+                    }
+                };
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                out.latencies.push(sent_at.elapsed());
+                if status != StatusCode::OK {
+                    out.failed_requests += 1;
+                    out.problem(format!("{status}: {text}"));
+                    continue;
+                }
+                let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+                let accepted = answer["accepted"].as_u64().unwrap_or(0);
+                out.accepted += accepted;
+                out.refused += batch.size.saturating_sub(accepted);
+                if accepted < batch.size {
+                    let refusal = answer["results"]
+                        .as_array()
+                        .and_then(|r| r.iter().find(|r| r.get("error").is_some()))
+                        .map_or_else(|| text.chars().take(300).collect(), Value::to_string);
+                    out.problem(format!(
+                        "batch refused {}: {refusal}",
+                        batch.size - accepted
+                    ));
+                }
+            }
+            out
+        });
+    }
+    let mut total = Outcome::default();
+    while let Some(Ok(out)) = tasks.join_next().await {
+        total.merge(out);
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    total
+}
+
+/// What the open-loop generator measured.
+pub struct OpenLoop {
+    pub outcome: Outcome,
+    /// The rate asked for, and the rate the schedule actually achieved.
+    pub offered_per_second: f64,
+    pub achieved_per_second: f64,
+    /// How late the generator itself issued requests, at worst.
+    pub worst_dispatch_lag: Duration,
+}
+
+/// Issues single-API submissions at `rate` per second for `seconds`, each on
+/// its own task at its scheduled time whether or not earlier ones have been
+/// answered (open loop). A request's latency counts from its scheduled time,
+/// so a stalled node or generator shows in the figures instead of quietly
+/// lowering the offered rate.
+pub async fn open_loop(
+    api: &Api,
+    tenant: &Tenant,
+    body: &'static [u8],
+    rate: f64,
+    seconds: f64,
+) -> OpenLoop {
+    let count = (rate * seconds).round().max(1.0) as u64;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let url = Arc::new(api.messages_url(tenant));
+    let results = Arc::new(Mutex::new(Outcome::default()));
+    let mut tasks = JoinSet::new();
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut worst_lag = Duration::ZERO;
+    for i in 0..count {
+        let at = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(at).await;
+        worst_lag = worst_lag.max(tokio::time::Instant::now().saturating_duration_since(at));
+        let (api, url, token, results) = (
+            api.clone(),
+            url.clone(),
+            tenant.sender.clone(),
+            results.clone(),
+        );
+        tasks.spawn(async move {
+            let mut one = Outcome::default();
+            post_one(&api, &url, &token, body, &mut one).await;
+            // Latency from the scheduled time, not from when the task ran.
+            one.latencies = vec![at.elapsed()];
+            results.lock().await.merge(one);
+        });
+        // Finished tasks are reaped as we go, so they do not pile up.
+        while tasks.try_join_next().is_some() {}
+    }
+    // The offered rate is what the schedule managed, before waiting for the last answers.
+    let dispatched = start.elapsed().as_secs_f64();
+    while tasks.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut outcome = std::mem::take(&mut *results.lock().await);
+    outcome.seconds = elapsed;
+    OpenLoop {
+        achieved_per_second: count as f64 / dispatched.max(1e-9),
+        offered_per_second: rate,
+        worst_dispatch_lag: worst_lag,
+        outcome,
+    }
+}

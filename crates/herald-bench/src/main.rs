@@ -1,0 +1,594 @@
+//! `herald-bench`: Herald's throughput benchmark. Run it with
+//! `cargo run --release -p herald-bench` (add `--quick` for a smoke run).
+//!
+//! In one process it starts a fast SMTP sink on 127.0.0.1:0, measures the
+//! ceiling (Herald's SMTP client straight into the sink), then nodes on fresh
+//! stores: durable ingest through the single and batch APIs, end-to-end
+//! delivery, ingest latency at a fixed offered rate, memory with a large queue
+//! (in a child process) and the claim rate with a long queue against a short
+//! one. It prints a table and writes every figure as JSON.
+
+mod api;
+mod ceiling;
+mod claim;
+mod content;
+mod load;
+mod place;
+mod report;
+mod rss;
+mod sink;
+mod sys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use herald::node::Node;
+use serde_json::{Map, Value, json};
+
+use crate::api::{Api, Tenant};
+use crate::load::{Batch, Outcome};
+use crate::place::{Leftovers, NodeSpec, Place};
+use crate::sink::Sink;
+use crate::sys::{CpuMark, memory_mib, round};
+
+/// Herald's throughput benchmark: SMTP ceiling, durable ingest, end-to-end
+/// delivery, ingest latency, memory and claim rate, on this machine's loopback.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Messages per phase: single and batch ingest, end to end; the ceiling sends four times as many,
+    /// at least 100,000, so that it runs for seconds [default: 100000; --quick 20000].
+    #[arg(long)]
+    count: Option<u64>,
+    /// Text body of each message in bytes [default: 2048].
+    #[arg(long)]
+    size: Option<usize>,
+    /// SMTP connections: the ceiling's and the sink server's `max_connections` [default: 8].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// The node's delivery concurrency (messages in flight) [default: 64].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Concurrent HTTP clients on the single-message API [default: 32].
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Concurrent HTTP clients on the batch API, each posting 1,000 messages at a time [default: 4].
+    #[arg(long)]
+    batch_clients: Option<usize>,
+    /// Offered rate of the latency measurement, in messages per second [default: 1000].
+    #[arg(long)]
+    offered_rate: Option<f64>,
+    /// How long the latency measurement offers load, in seconds [default: 10; --quick 5].
+    #[arg(long)]
+    latency_seconds: Option<f64>,
+    /// Messages queued for the memory measurement [default: 100000; --quick 20000].
+    #[arg(long)]
+    rss_queue: Option<u64>,
+    /// Messages in the long queue of the claim measurement [default: 1000000; --quick 200000].
+    #[arg(long)]
+    claim_queue: Option<u64>,
+    /// Messages in the short queue of the claim measurement [default: 10000].
+    #[arg(long)]
+    claim_short: Option<u64>,
+    /// Nodes delivering in the end-to-end and latency phases (more than one makes sense on PostgreSQL) [default: 1].
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// A PostgreSQL URL used as an administrative connection: each phase creates a fresh
+    /// database next to it (`herald_bench_<phase>_<id>`) and drops it at the end.
+    /// Without it, each phase uses a fresh SQLite file in a temporary directory.
+    #[arg(long, env = "HERALD_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where the JSON results go [default: target/bench/results.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A smoke run of about 30 seconds with small counts.
+    #[arg(long)]
+    quick: bool,
+    /// Phases to leave out, comma-separated: ceiling, ingest, e2e, latency, memory, claims.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Longest wait for deliveries in a phase, in seconds [default: 180].
+    #[arg(long)]
+    deadline_seconds: Option<u64>,
+    /// Internal: run the memory scenario as the child process.
+    #[arg(long, hide = true)]
+    rss_child: bool,
+}
+
+/// The options of a run, with defaults filled in.
+pub struct Options {
+    pub count: u64,
+    pub size: usize,
+    pub connections: usize,
+    pub concurrency: usize,
+    pub clients: usize,
+    pub batch_clients: usize,
+    pub offered_rate: f64,
+    pub latency_seconds: f64,
+    pub rss_queue: u64,
+    pub claim_queue: u64,
+    pub claim_short: u64,
+    pub nodes: usize,
+    pub database_url: Option<String>,
+    pub out: PathBuf,
+    pub quick: bool,
+    pub skip: Vec<String>,
+    pub deadline: Duration,
+}
+
+impl Options {
+    fn from(cli: &Cli) -> anyhow::Result<Options> {
+        let quick = cli.quick;
+        let pick = |given: Option<u64>, normal: u64, smoke: u64| {
+            given.unwrap_or(if quick { smoke } else { normal })
+        };
+        let options = Options {
+            count: pick(cli.count, 100_000, 20_000).max(1),
+            size: cli.size.unwrap_or(2048),
+            connections: cli.connections.unwrap_or(8).clamp(1, 100),
+            concurrency: cli.concurrency.unwrap_or(64).max(1),
+            clients: cli.clients.unwrap_or(32).max(1),
+            batch_clients: cli.batch_clients.unwrap_or(4).max(1),
+            offered_rate: cli.offered_rate.unwrap_or(1000.0),
+            latency_seconds: cli
+                .latency_seconds
+                .unwrap_or(if quick { 5.0 } else { 10.0 }),
+            rss_queue: pick(cli.rss_queue, 100_000, 20_000).max(1),
+            claim_queue: pick(cli.claim_queue, 1_000_000, 200_000).max(1),
+            claim_short: pick(cli.claim_short, 10_000, 10_000).max(1),
+            nodes: cli.nodes.unwrap_or(1).max(1),
+            database_url: cli.database_url.clone(),
+            out: cli
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("target/bench/results.json")),
+            quick,
+            skip: cli.skip.iter().map(|s| s.trim().to_owned()).collect(),
+            deadline: Duration::from_secs(cli.deadline_seconds.unwrap_or(180)),
+        };
+        anyhow::ensure!(
+            options.offered_rate > 0.0 && options.latency_seconds > 0.0,
+            "--offered-rate and --latency-seconds must be positive"
+        );
+        const PHASES: [&str; 6] = ["ceiling", "ingest", "e2e", "latency", "memory", "claims"];
+        if let Some(unknown) = options.skip.iter().find(|s| !PHASES.contains(&s.as_str())) {
+            anyhow::bail!("--skip {unknown:?}: the phases are {}", PHASES.join(", "));
+        }
+        Ok(options)
+    }
+
+    /// The ceiling is fast: four times the count, at least 100,000, keeps it
+    /// running long enough for a steady rate.
+    fn ceiling_count(&self) -> u64 {
+        (self.count * 4).max(100_000)
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        !self.skip.iter().any(|s| s == phase)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "size": self.size,
+            "connections": self.connections,
+            "concurrency": self.concurrency,
+            "clients": self.clients,
+            "batch_clients": self.batch_clients,
+            "offered_rate": self.offered_rate,
+            "latency_seconds": self.latency_seconds,
+            "rss_queue": self.rss_queue,
+            "claim_queue": self.claim_queue,
+            "claim_short": self.claim_short,
+            "nodes": self.nodes,
+            "database": self.database_label(),
+            "out": self.out.display().to_string(),
+            "quick": self.quick,
+            "skip": self.skip,
+            "deadline_seconds": self.deadline.as_secs(),
+        })
+    }
+
+    /// The database kind and location, without a password.
+    fn database_label(&self) -> String {
+        match &self.database_url {
+            None => "sqlite (a fresh file per phase in a temporary directory)".into(),
+            Some(url) => match herald::config::Database::parse(url) {
+                Ok(db) => format!("{db} (as admin URL: a fresh database per phase)"),
+                Err(_) => "an unparsable URL".into(),
+            },
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The node's own warnings (a failed claim, a lost LISTEN connection) go
+    // to standard error, except the node's notice that no system default
+    // relay is set, which does not matter here: the benchmark's tenant has a
+    // provider of its own. RUST_LOG shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,herald::node=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = Options::from(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if cli.rss_child {
+        return runtime.block_on(rss::child(rss::ChildArgs {
+            queue: options.rss_queue,
+            size: options.size,
+            connections: options.connections,
+            concurrency: options.concurrency,
+            batch_clients: options.batch_clients,
+            clients: options.clients,
+            deadline: options.deadline,
+            database_url: options.database_url.clone(),
+        }));
+    }
+    runtime.block_on(run(options))
+}
+
+/// Says which phase is starting, on standard error, so the table stays clean.
+fn phase(name: &str) {
+    eprintln!("▶ {name}");
+}
+
+/// Runs every phase in order and reports.
+async fn run(options: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let date = sys::now_rfc3339();
+    let sink = Sink::start().await?;
+    let mut results = Map::new();
+    let mut leftovers = Leftovers::default();
+    let single_body: &'static [u8] = content::submission_bytes(options.size).leak();
+    let per_batch = options.count.clamp(1, 1000);
+    let batch = Batch {
+        body: content::batch_bytes(options.size, per_batch as usize).leak(),
+        size: per_batch,
+    };
+
+    let mut ceiling_rate = None;
+    if options.runs("ceiling") {
+        phase("ceiling: Herald's SMTP client straight into the sink");
+        let cpu = CpuMark::now();
+        let bytes_before = sink.bytes();
+        let c = ceiling::run(
+            &sink,
+            options.ceiling_count(),
+            options.size,
+            options.connections,
+        )
+        .await?;
+        ceiling_rate = Some(c.rate());
+        results.insert(
+            "ceiling".into(),
+            json!({
+                "what": "herald_smtp::Connection (PIPELINING, one write per body) into the sink, each connection sending message after message",
+                "messages": c.messages,
+                "failed": c.failed,
+                "connections": options.connections,
+                "seconds": round(c.seconds, 3),
+                "messages_per_second": round(c.rate(), 0),
+                "wire_bytes_per_message": (sink.bytes() - bytes_before) / c.messages.max(1),
+                "cpu": cpu.since(),
+            }),
+        );
+    }
+
+    if options.runs("ingest") {
+        phase("ingest: single and batch API on an API-only node (delivery off)");
+        let figures = ingest(&options, &sink, single_body, batch, &mut leftovers).await?;
+        results.insert("ingest".into(), figures);
+    }
+
+    if options.runs("e2e") || options.runs("latency") {
+        let place = Place::fresh(options.database_url.as_deref(), "e2e").await?;
+        let mut nodes = Vec::new();
+        for i in 0..options.nodes {
+            let name = format!("bench-node-{}", i + 1);
+            nodes.push(
+                place
+                    .start(&NodeSpec {
+                        name: &name,
+                        worker: true,
+                        concurrency: options.concurrency,
+                    })
+                    .await?,
+            );
+        }
+        let apis: Vec<Api> = nodes
+            .iter()
+            .map(|n| Api::new(n.http_addr))
+            .collect::<anyhow::Result<_>>()?;
+        let tenant = apis[0]
+            .set_up_tenant(sink.port(), options.connections)
+            .await?;
+        let has_batch = apis[0].has_batch(&tenant).await?;
+        if options.runs("e2e") {
+            phase("end to end: submit, deliver into the sink");
+            let e2e = end_to_end(
+                &options,
+                &sink,
+                &nodes,
+                &apis,
+                &tenant,
+                single_body,
+                has_batch.then_some(batch),
+            )
+            .await?;
+            let mut e2e = e2e;
+            if let (Some(ceiling), Some(rate)) =
+                (ceiling_rate, e2e["delivered_per_second"].as_f64())
+            {
+                e2e["ratio_to_ceiling"] = json!(round(rate / ceiling, 3));
+            }
+            results.insert("end_to_end".into(), e2e);
+        }
+        if options.runs("latency") {
+            phase("latency: open-loop submissions at a fixed rate, delivery running");
+            results.insert(
+                "latency".into(),
+                latency(&options, &sink, &apis[0], &tenant, single_body).await,
+            );
+        }
+        let (rss, hwm) = memory_mib();
+        results.insert(
+            "memory_after_e2e".into(),
+            json!({
+                "what": "this benchmark process after the phases so far: sink, load generator and the node(s) of the end-to-end phase",
+                "rss_mib": round(rss, 1),
+                "peak_rss_mib": round(hwm, 1),
+            }),
+        );
+        for node in nodes {
+            node.shutdown().await;
+        }
+        leftovers.retire(place).await;
+    }
+
+    if options.runs("memory") {
+        phase(&format!(
+            "memory: {} messages queued on an API-only node, then drained, in a child process",
+            options.rss_queue
+        ));
+        results.insert("memory_with_queue".into(), rss::run(&options).await?);
+    }
+
+    if options.runs("claims") {
+        phase(&format!(
+            "claims: a queue of {} against one of {} (filling takes a while)",
+            options.claim_queue, options.claim_short
+        ));
+        let claims = claim::run(
+            &mut leftovers,
+            options.database_url.as_deref(),
+            options.claim_short,
+            options.claim_queue,
+            5,
+        )
+        .await?;
+        results.insert("claims".into(), claims);
+    }
+
+    leftovers.remove_all().await;
+    let (rss, hwm) = memory_mib();
+    results.insert(
+        "memory_process".into(),
+        json!({
+            "what": "this benchmark process at the end: everything above except the memory child, including the claim phase's stores",
+            "rss_mib": round(rss, 1),
+            "peak_rss_mib": round(hwm, 1),
+        }),
+    );
+    let mut report = json!({
+        "tool": format!("herald-bench {}", env!("CARGO_PKG_VERSION")),
+        "date": date,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": sys::machine(),
+        "options": options.json(),
+        "results": Value::Object(results),
+        "total_seconds": round(started.elapsed().as_secs_f64(), 1),
+    });
+    report["targets"] = report::targets(&report, &options);
+    report::print(&report);
+    if let Some(dir) = options.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&options.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", options.out.display()))?;
+    println!("\nJSON written to {}", options.out.display());
+    Ok(())
+}
+
+/// Durable ingest on a node without a worker, so that nothing but accepting
+/// and committing runs: first the single API, then the batch API.
+async fn ingest(
+    options: &Options,
+    sink: &Sink,
+    single_body: &'static [u8],
+    batch: Batch,
+    leftovers: &mut Leftovers,
+) -> anyhow::Result<Value> {
+    let place = Place::fresh(options.database_url.as_deref(), "ingest").await?;
+    let node = place
+        .start(&NodeSpec {
+            name: "bench-ingest",
+            worker: false,
+            concurrency: options.concurrency,
+        })
+        .await?;
+    let api = Api::new(node.http_addr)?;
+    let tenant = api.set_up_tenant(sink.port(), options.connections).await?;
+    let apis = std::slice::from_ref(&api);
+
+    let cpu = CpuMark::now();
+    let single = load::single(apis, &tenant, single_body, options.count, options.clients).await;
+    let single_cpu = cpu.since();
+
+    let batch_json = if api.has_batch(&tenant).await? {
+        let cpu = CpuMark::now();
+        let batches = (options.count / batch.size).max(1);
+        let out = load::batches(apis, &tenant, batch, batches, options.batch_clients).await;
+        let mut json = out.json();
+        json["messages_per_request"] = json!(batch.size);
+        json["clients"] = json!(options.batch_clients);
+        json["cpu"] = cpu.since();
+        json
+    } else {
+        json!("not available: POST /v1/tenants/{tenant}/messages/batch answered 404")
+    };
+    drop(api);
+    node.shutdown().await;
+    let sqlite_mib = place.sqlite_mib();
+    leftovers.retire(place).await;
+    let mut single_json = single.json();
+    single_json["clients"] = json!(options.clients);
+    single_json["cpu"] = single_cpu;
+    Ok(json!({
+        "what": "POSTs answered 202 (committed) per second on a node with the worker role off; nothing is delivered meanwhile",
+        "single": single_json,
+        "batch": batch_json,
+        "sqlite_file_mib_after": round(sqlite_mib, 1),
+    }))
+}
+
+/// Submits `count` messages (batch API when there is one) and measures from
+/// the first submission until the sink has them all.
+async fn end_to_end(
+    options: &Options,
+    sink: &Sink,
+    nodes: &[Node],
+    apis: &[Api],
+    tenant: &Tenant,
+    single_body: &'static [u8],
+    batch: Option<Batch>,
+) -> anyhow::Result<Value> {
+    let before = sink.messages();
+    let bytes_before = sink.bytes();
+    let connections_before = sink.connections();
+    let worker_before: Vec<[u64; 3]> = nodes.iter().map(worker_counts).collect();
+    let cpu = CpuMark::now();
+    let started = Instant::now();
+    // Until the submissions are answered, the target is everything submitted;
+    // then it is what was accepted.
+    let expected = Arc::new(AtomicU64::new(options.count));
+    let submit = {
+        let (apis, tenant, expected) = (apis.to_vec(), tenant.clone(), expected.clone());
+        let (count, clients, batch_clients) =
+            (options.count, options.clients, options.batch_clients);
+        tokio::spawn(async move {
+            let out = match batch {
+                Some(batch) => {
+                    let batches = (count / batch.size).max(1);
+                    load::batches(&apis, &tenant, batch, batches, batch_clients).await
+                }
+                None => load::single(&apis, &tenant, single_body, count, clients).await,
+            };
+            expected.store(out.accepted, Ordering::Relaxed);
+            out
+        })
+    };
+    let deadline = Instant::now() + options.deadline;
+    let mut submitted: Option<Outcome> = None;
+    let mut submit = Some(submit);
+    loop {
+        if let Some(handle) = submit.take_if(|h| h.is_finished()) {
+            submitted = Some(handle.await?);
+        }
+        let target = before + expected.load(Ordering::Relaxed);
+        let reached = sink.wait_for(target, Duration::from_millis(200)).await;
+        if (reached >= target && submitted.is_some()) || Instant::now() >= deadline {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu.since();
+    let submitted = match submitted {
+        Some(out) => out,
+        None => submit.context("the submission task")?.await?,
+    };
+    let delivered = sink.messages() - before;
+    let worker: Vec<Value> = nodes
+        .iter()
+        .zip(&worker_before)
+        .map(|(node, before)| {
+            let now = worker_counts(node);
+            json!({
+                "claimed": now[0] - before[0],
+                "recorded": now[1] - before[1],
+                "released_busy": now[2] - before[2],
+            })
+        })
+        .collect();
+    Ok(json!({
+        "what": "from the first submission until the sink has every accepted message; submissions and delivery run at once",
+        "submitted_through": if batch.is_some() { "batch API" } else { "single API" },
+        "accepted": submitted.accepted,
+        "delivered": delivered,
+        "complete": delivered >= submitted.accepted,
+        "seconds": round(seconds, 3),
+        "delivered_per_second": round(delivered as f64 / seconds.max(1e-9), 0),
+        "submission": submitted.json(),
+        "smtp_connections_opened": sink.connections() - connections_before,
+        // What the node put on the wire per message, to compare with the ceiling's.
+        "wire_bytes_per_message": (sink.bytes() - bytes_before) / delivered.max(1),
+        "worker_per_node": worker,
+        "nodes": nodes.len(),
+        "cpu": cpu,
+    }))
+}
+
+/// A node's worker counters: claimed, recorded, released.
+fn worker_counts(node: &Node) -> [u64; 3] {
+    let stats = &node.worker_stats;
+    [
+        stats.claimed.load(Ordering::Relaxed),
+        stats.recorded.load(Ordering::Relaxed),
+        stats.released.load(Ordering::Relaxed),
+    ]
+}
+
+/// Open-loop submissions at the offered rate while the node delivers them.
+async fn latency(
+    options: &Options,
+    sink: &Sink,
+    api: &Api,
+    tenant: &Tenant,
+    body: &'static [u8],
+) -> Value {
+    let before = sink.messages();
+    let cpu = CpuMark::now();
+    let run = load::open_loop(
+        api,
+        tenant,
+        body,
+        options.offered_rate,
+        options.latency_seconds,
+    )
+    .await;
+    let cpu = cpu.since();
+    // Whether delivery kept up: everything accepted should reach the sink soon after.
+    let delivered = sink
+        .wait_for(before + run.outcome.accepted, Duration::from_secs(30))
+        .await
+        - before;
+    let mut json = run.outcome.json();
+    json["what"] = json!(
+        "single-API submissions issued on a fixed schedule (open loop), each latency counted from its scheduled time, on the end-to-end node while it delivers"
+    );
+    json["offered_per_second"] = json!(run.offered_per_second);
+    json["achieved_offered_per_second"] = json!(round(run.achieved_per_second, 1));
+    json["worst_dispatch_lag_ms"] = json!(round(run.worst_dispatch_lag.as_secs_f64() * 1000.0, 2));
+    json["delivered_within_30s_after"] = json!(delivered);
+    json["cpu"] = cpu;
+    json
+}
