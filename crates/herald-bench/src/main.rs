@@ -50,7 +50,7 @@ struct Cli {
     /// SMTP connections: the ceiling's and the sink server's `max_connections` [default: 8].
     #[arg(long)]
     connections: Option<usize>,
-    /// The node's delivery concurrency (messages in flight) [default: 64].
+    /// The node's delivery concurrency (messages in flight) [default: 256, the node's own default].
     #[arg(long)]
     concurrency: Option<usize>,
     /// Concurrent HTTP clients on the single-message API [default: 32].
@@ -130,7 +130,7 @@ impl Options {
             count: pick(cli.count, 100_000, 20_000).max(1),
             size: cli.size.unwrap_or(2048),
             connections: cli.connections.unwrap_or(8).clamp(1, 100),
-            concurrency: cli.concurrency.unwrap_or(64).max(1),
+            concurrency: cli.concurrency.unwrap_or(256).max(1),
             clients: cli.clients.unwrap_or(32).max(1),
             batch_clients: cli.batch_clients.unwrap_or(4).max(1),
             offered_rate: cli.offered_rate.unwrap_or(1000.0),

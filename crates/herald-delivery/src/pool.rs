@@ -3,6 +3,7 @@
 //! delays mail and never drops it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,10 @@ impl Default for PoolLimits {
     }
 }
 
+/// A route whose connections are all in use and none of which has come free
+/// for this long is stalled: its mail is not claimed until one does.
+const STALLED_AFTER: Duration = Duration::from_millis(50);
+
 /// An open connection waiting for its next message.
 struct Idle {
     conn: Connection,
@@ -48,6 +53,24 @@ pub struct RoutePool {
     idle: Mutex<Vec<Idle>>,
     /// The earliest time the next message may start, for the rate limit.
     next_start: Mutex<Instant>,
+    /// When a connection slot last came free, in microseconds since `born`.
+    last_freed_us: Arc<AtomicU64>,
+    born: Instant,
+}
+
+/// A connection slot of a route, held while one message is sent; it records
+/// when it comes free, which tells a busy route from a stalled one.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    last_freed_us: Arc<AtomicU64>,
+    born: Instant,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let now = self.born.elapsed().as_micros() as u64;
+        self.last_freed_us.fetch_max(now, Ordering::Relaxed);
+    }
 }
 
 /// A connection taken from a pool, with the count of messages it has carried.
@@ -65,6 +88,8 @@ impl RoutePool {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
             next_start: Mutex::new(Instant::now()),
+            last_freed_us: Arc::new(AtomicU64::new(0)),
+            born: Instant::now(),
         }
     }
 
@@ -74,7 +99,7 @@ impl RoutePool {
     /// after `patience` answers `None`: the caller gives the message back, and
     /// the worker claims none of the route's mail until a slot is free, so a
     /// stalled provider never holds up anybody else's mail for long.
-    pub async fn slot_within(&self, patience: Duration) -> Option<OwnedSemaphorePermit> {
+    pub async fn slot_within(&self, patience: Duration) -> Option<Slot> {
         let permit = tokio::time::timeout(patience, self.slots.clone().acquire_owned())
             .await
             .ok()?
@@ -89,12 +114,20 @@ impl RoutePool {
             };
             tokio::time::sleep_until(start.into()).await;
         }
-        Some(permit)
+        Some(Slot {
+            _permit: permit,
+            last_freed_us: self.last_freed_us.clone(),
+            born: self.born,
+        })
     }
 
-    /// True when every connection slot is in use.
-    pub fn is_full(&self) -> bool {
-        self.slots.available_permits() == 0
+    /// True when every connection slot is in use and none has come free for
+    /// [`STALLED_AFTER`]: a slow server, or a rate limit holding mail back.
+    /// A fast server's slots are all busy too under load, but one frees every
+    /// few milliseconds, and its mail keeps being claimed.
+    pub fn is_stalled(&self) -> bool {
+        let last_freed = Duration::from_micros(self.last_freed_us.load(Ordering::Relaxed));
+        self.slots.available_permits() == 0 && self.born.elapsed() > last_freed + STALLED_AFTER
     }
 
     /// An idle connection that is still within its idle timeout, if any.
@@ -161,15 +194,15 @@ impl Pools {
         }
     }
 
-    /// Tenants whose route has every connection slot in use: claiming more of
-    /// their mail now would only make it wait, and hold up nobody else's.
-    pub fn saturated_tenants(&self) -> Vec<TenantId> {
+    /// Tenants whose route is stalled: claiming more of their mail now would
+    /// only make it wait, and hold up nobody else's.
+    pub fn stalled_tenants(&self) -> Vec<TenantId> {
         let routes = self.routes.lock().expect("pools lock");
         self.tenants
             .lock()
             .expect("pools lock")
             .iter()
-            .filter(|(_, key)| routes.get(*key).is_some_and(|pool| pool.is_full()))
+            .filter(|(_, key)| routes.get(*key).is_some_and(|pool| pool.is_stalled()))
             .map(|(tenant, _)| *tenant)
             .collect()
     }

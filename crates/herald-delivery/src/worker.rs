@@ -16,7 +16,7 @@ use herald_smtp::{
 use herald_store::{
     AttemptRecord, ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
 
@@ -35,6 +35,13 @@ const LEASE_MARGIN_MS: i64 = 2_000;
 /// How long a message waits for a free connection of its route before it is
 /// given back: long enough for a busy healthy pool, short for a stalled one.
 const SLOT_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Outcomes recorded in one call at most; more wait for the next.
+const RECORD_BATCH: usize = 1024;
+
+/// What one delivery leaves to record: an outcome per recipient, and the
+/// captured copies when the route was the capture mailbox.
+type Finished = (Vec<Outcome>, Vec<NewCapture>);
 
 /// How a node's worker behaves.
 #[derive(Clone, Debug)]
@@ -59,7 +66,7 @@ impl Default for WorkerConfig {
             node: "herald".into(),
             lease: Duration::from_secs(300),
             poll: Duration::from_secs(5),
-            concurrency: 64,
+            concurrency: 256,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
             egress: Arc::new(Egress::default()),
@@ -157,14 +164,26 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true, then finishes the messages in flight.
+    ///
+    /// A delivery hands its outcomes to one recorder task and is done, so its
+    /// connection and its place among the `concurrency` serve the next message
+    /// while the outcomes wait for their commit; the recorder takes whatever
+    /// has gathered during the previous commit into the next one.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let (finished, outcomes) = mpsc::channel(self.config.concurrency.max(1));
+        let recorder = tokio::spawn(self.clone().record_all(outcomes));
         let mut in_flight = JoinSet::new();
         while !*shutdown.borrow() {
             while in_flight.try_join_next().is_some() {}
             self.pools.sweep();
             let free = self.config.concurrency.saturating_sub(in_flight.len());
-            let busy = self.pools.saturated_tenants();
-            let claimed = if free == 0 {
+            let busy = self.pools.stalled_tenants();
+            // Under load, claim only once half the places are free: one claim
+            // costs a commit, and many small ones would leave connections idle
+            // while each waits for its own.
+            let wait_for_places =
+                free == 0 || (free < self.config.concurrency / 2 && !in_flight.is_empty());
+            let claimed = if wait_for_places {
                 Vec::new()
             } else {
                 let request = ClaimRequest {
@@ -180,7 +199,7 @@ impl Worker {
                 })
             };
             if claimed.is_empty() {
-                let pause = if free == 0 {
+                let pause = if wait_for_places {
                     self.config.poll
                 } else {
                     self.pause(&busy).await
@@ -214,15 +233,41 @@ impl Worker {
                     continue;
                 };
                 let worker = self.clone();
+                let finished = finished.clone();
                 let span =
                     info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
                 in_flight.spawn(
-                    async move { worker.deliver(content, recipients).await }.instrument(span),
+                    async move {
+                        if let Some(done) = worker.deliver(content, recipients).await {
+                            // The recorder outlives every sender but this one.
+                            let _ = finished.send(done).await;
+                        }
+                    }
+                    .instrument(span),
                 );
             }
         }
         // Shutdown: the messages already handed to a server finish and are recorded.
         while in_flight.join_next().await.is_some() {}
+        drop(finished);
+        let _ = recorder.await;
+    }
+
+    /// Records finished deliveries until every sender is gone, as many at once
+    /// as have gathered (up to [`RECORD_BATCH`] outcomes).
+    async fn record_all(self, mut finished: mpsc::Receiver<Finished>) {
+        while let Some((mut outcomes, mut captures)) = finished.recv().await {
+            while outcomes.len() < RECORD_BATCH {
+                match finished.try_recv() {
+                    Ok((more, copies)) => {
+                        outcomes.extend(more);
+                        captures.extend(copies);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.record(outcomes, captures).await;
+        }
     }
 
     /// How long to wait when nothing is due: until the next due recipient, at most the poll interval.
@@ -236,8 +281,13 @@ impl Worker {
         }
     }
 
-    /// Sends one message to its claimed recipients and records the outcome of each.
-    async fn deliver(&self, contents: MessageContent, recipients: Vec<Claimed>) {
+    /// Sends one message to its claimed recipients; returns the outcome of each,
+    /// or nothing when the recipients were given back unsent.
+    async fn deliver(
+        &self,
+        contents: MessageContent,
+        recipients: Vec<Claimed>,
+    ) -> Option<Finished> {
         let mut started = Instant::now();
         let tenant = recipients[0].tenant;
         // A test message tests its provider; other mail goes through the tenant's
@@ -269,8 +319,7 @@ impl Worker {
                     .iter()
                     .map(|r| self.deferred_or_expired(r, &contents, attempt.clone()))
                     .collect();
-                self.record(outcomes, Vec::new()).await;
-                return;
+                return Some((outcomes, Vec::new()));
             }
         };
         let Rendered {
@@ -319,7 +368,7 @@ impl Worker {
                                 warn!(%error, "could not give recipients back; their leases will expire")
                             }
                         }
-                        return;
+                        return None;
                     }
                     Err(error) => (
                         self.failed_all(route, &contents, &recipients, &error, &started),
@@ -335,7 +384,7 @@ impl Worker {
                 outcomes
             }
         };
-        self.record(outcomes, captures).await;
+        Some((outcomes, captures))
     }
 
     /// Sends over the route's pool: take a connection slot (and wait for the

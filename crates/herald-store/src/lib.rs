@@ -165,6 +165,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a message and its recipients durably, or returns the message
     /// stored earlier under the same idempotency key.
     async fn submit(&self, message: NewMessage) -> Result<Submitted>;
+    /// Stores many messages in one transaction, each answered as [`Store::submit`]
+    /// would answer it, in order; all are stored, or none (and the error says why).
+    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>>;
     /// One message with its recipients and attempts.
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
     /// The tenant's newest messages.

@@ -424,6 +424,56 @@ async fn higher_priority_is_claimed_first(f: Fixture) {
     assert_eq!(first[0].address.as_ref(), "test@x.example");
 }
 
+async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let earlier = f
+        .store
+        .submit(message(t, &["a@x.example"], Some("k0"), 1_000))
+        .await
+        .unwrap();
+    let batch = vec![
+        message(t, &["b@x.example", "c@x.example"], None, 2_000),
+        message(t, &["d@x.example"], Some("k0"), 2_000),
+        message(t, &["e@x.example"], Some("k1"), 2_000),
+        message(t, &["f@x.example"], Some("k1"), 2_000),
+    ];
+    let new_ids = [batch[0].id, batch[2].id];
+    let submitted = f.store.submit_batch(batch).await.unwrap();
+    assert_eq!(submitted.len(), 4);
+    assert_eq!(
+        (submitted[0].id, submitted[0].duplicate),
+        (new_ids[0], false)
+    );
+    // A key used before the batch, and a key used twice within it.
+    assert_eq!(
+        (submitted[1].id, submitted[1].duplicate),
+        (earlier.id, true)
+    );
+    assert_eq!(
+        (submitted[2].id, submitted[2].duplicate),
+        (new_ids[1], false)
+    );
+    assert_eq!(
+        (submitted[3].id, submitted[3].duplicate),
+        (new_ids[1], true)
+    );
+    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 3);
+    let mut claimed: Vec<String> = f
+        .store
+        .claim(claim("n1", 3_000, 60_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.address.to_string())
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ["a@x.example", "b@x.example", "c@x.example", "e@x.example"]
+    );
+    assert!(f.store.submit_batch(Vec::new()).await.unwrap().is_empty());
+}
+
 async fn an_idempotency_key_returns_the_first_message(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
@@ -1585,6 +1635,7 @@ conformance!(
     claims_skip_excluded_tenants,
     higher_priority_is_claimed_first,
     an_idempotency_key_returns_the_first_message,
+    a_batch_is_stored_in_order_with_its_duplicates_answered,
     another_tenants_objects_are_not_found,
     concurrent_submissions_all_commit,
     concurrent_submissions_with_one_key_store_one_message,

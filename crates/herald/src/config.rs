@@ -428,7 +428,7 @@ impl ServeArgs {
             )?,
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
-            concurrency: pick!(concurrency).unwrap_or(64).max(1),
+            concurrency: pick!(concurrency).unwrap_or(256).max(1),
             heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
             limits: {
                 let default = herald_api::Limits::default();

@@ -97,7 +97,7 @@ struct BatchBody {
 
 /// Submits up to 1,000 messages at once. Each is validated on its own and
 /// answered on its own: a refused message does not refuse the others. The
-/// accepted ones are committed together (group commit) before the answer.
+/// accepted ones are stored in one transaction before the answer.
 async fn submit_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,19 +134,24 @@ async fn submit_batch(
             Err(error) => results.push(json!({"index": index, "error": error.problem()})),
         }
     }
-    let submissions = ready.into_iter().map(|(index, message)| {
-        let store = state.store.clone();
-        async move { (index, store.submit(message).await) }
-    });
+    // The accepted messages are stored in one transaction: one commit for the batch.
+    let (indexes, messages): (Vec<usize>, Vec<NewMessage>) = ready.into_iter().unzip();
     let mut accepted = 0;
-    for (index, outcome) in futures_util::future::join_all(submissions).await {
-        results[index] = match outcome {
+    if !messages.is_empty() {
+        match state.store.submit_batch(messages).await {
             Ok(submitted) => {
-                accepted += 1;
-                json!({"index": index, "id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate})
+                for (index, submitted) in indexes.into_iter().zip(submitted) {
+                    accepted += 1;
+                    results[index] = json!({"index": index, "id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate});
+                }
             }
-            Err(error) => json!({"index": index, "error": ApiError::from(error).problem()}),
-        };
+            Err(error) => {
+                let problem = ApiError::from(error).problem();
+                for index in indexes {
+                    results[index] = json!({"index": index, "error": problem});
+                }
+            }
+        }
     }
     if accepted > 0 {
         state.wake.notify_one();

@@ -433,6 +433,119 @@ fn on_behalf_of(r: &Row) -> Result<Option<OnBehalf>> {
 }
 
 /// The statuses of a message's recipients.
+/// Inserts a message's row; `false` when its tenant already has a message
+/// under the same idempotency key (nothing is inserted then).
+async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool> {
+    let headers: Vec<(&str, &str)> = m
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect();
+    let inserted = execute(
+        tx,
+        "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
+         headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
+         test_provider_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        &[
+            &m.id.to_string(),
+            &m.tenant_id.to_string(),
+            &m.idempotency_key,
+            &m.subject.as_ref(),
+            &m.text,
+            &m.html,
+            &m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+            &Json(&headers),
+            &Json(address_strings(&m.to)),
+            &Json(address_strings(&m.cc)),
+            &m.used_fallback,
+            &m.created_at,
+            &m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
+            &m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
+            &m.test_provider.map(|p| p.to_string()),
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(inserted == 1)
+}
+
+/// Inserts one row per recipient of a new message, queued and due at once.
+async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
+    let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
+    let all =
+        m.to.iter()
+            .map(|a| (a, RecipientKind::To))
+            .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
+            .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
+    for (position, (addr, kind)) in all.enumerate() {
+        ids.push(RecipientId::new().to_string());
+        addrs.push(addr.as_ref());
+        kinds.push(kind.as_str());
+        positions.push(position as i32);
+    }
+    execute(
+        tx,
+        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
+         SELECT r.id, $1, $2, r.address, r.kind, r.position, 'queued', $3, $4 \
+         FROM unnest($5::text[], $6::text[], $7::text[], $8::integer[]) AS r (id, address, kind, position)",
+        &[
+            &m.id.to_string(),
+            &m.tenant_id.to_string(),
+            &m.created_at,
+            &m.priority,
+            &ids,
+            &addrs,
+            &kinds,
+            &positions,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// The message stored earlier under `m`'s idempotency key, as a duplicate
+/// submission is answered; `None` when it has gone meanwhile.
+async fn stored_earlier(tx: &impl GenericClient, m: &NewMessage) -> Result<Option<Submitted>> {
+    let tenant_id = m.tenant_id.to_string();
+    let earlier = query_opt(
+        tx,
+        "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2",
+        &[&tenant_id, &m.idempotency_key],
+    )
+    .await?;
+    let Some(earlier) = earlier else {
+        return Ok(None);
+    };
+    let earlier: String = get(&earlier, "id")?;
+    let statuses = statuses_of(tx, &tenant_id, &earlier).await?;
+    Ok(Some(Submitted {
+        id: id(earlier)?,
+        status: message_status(statuses),
+        duplicate: true,
+    }))
+}
+
+/// Tells every node's worker, at commit, that there is new mail to look at.
+async fn notify_mail(tx: &impl GenericClient, new_mail: bool) -> Result<()> {
+    if new_mail {
+        execute(
+            tx,
+            &format!("SELECT pg_notify('{}', '')", listen::MAIL),
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(())
+}
+
+fn vanishing() -> StoreError {
+    StoreError::Unavailable("the message stored under this idempotency key keeps vanishing".into())
+}
+
 async fn statuses_of(
     c: &impl GenericClient,
     tenant_id: &str,
@@ -1321,24 +1434,6 @@ impl Store for PgStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
-        let headers: Vec<(&str, &str)> = m
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_ref(), v.as_ref()))
-            .collect();
-        let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
-        let all =
-            m.to.iter()
-                .map(|a| (a, RecipientKind::To))
-                .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
-                .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
-        for (position, (addr, kind)) in all.enumerate() {
-            ids.push(RecipientId::new().to_string());
-            addrs.push(addr.as_ref());
-            kinds.push(kind.as_str());
-            positions.push(position as i32);
-        }
-        let (message_id, tenant_id) = (m.id.to_string(), m.tenant_id.to_string());
         let mut c = client(&self.pool).await?;
         // Another node may be storing the same idempotency key right now: the
         // insert then waits for that transaction. If it commits, the insert
@@ -1348,88 +1443,52 @@ impl Store for PgStore {
         // read leaves nothing to read, and then the insert is tried again.
         for _ in 0..3 {
             let tx = c.transaction().await.map_err(pg)?;
-            let inserted = execute(
-                &tx,
-                "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
-                 headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
-                 test_provider_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                &[
-                    &message_id,
-                    &tenant_id,
-                    &m.idempotency_key,
-                    &m.subject.as_ref(),
-                    &m.text,
-                    &m.html,
-                    &m.reply_to.as_ref().map(AsRef::<str>::as_ref),
-                    &Json(&headers),
-                    &Json(address_strings(&m.to)),
-                    &Json(address_strings(&m.cc)),
-                    &m.used_fallback,
-                    &m.created_at,
-                    &m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
-                    &m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
-                    &m.test_provider.map(|p| p.to_string()),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-            if inserted == 0 {
-                let earlier = query_opt(
-                    &tx,
-                    "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2",
-                    &[&tenant_id, &m.idempotency_key],
-                )
-                .await?;
-                let Some(earlier) = earlier else {
-                    continue;
-                };
-                let earlier: String = get(&earlier, "id")?;
-                let statuses = statuses_of(&tx, &tenant_id, &earlier).await?;
-                tx.commit().await.map_err(pg)?;
-                return Ok(Submitted {
-                    id: id(earlier)?,
-                    status: message_status(statuses),
-                    duplicate: true,
-                });
-            }
-            execute(
-                &tx,
-                "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
-                 SELECT r.id, $1, $2, r.address, r.kind, r.position, 'queued', $3, $4 \
-                 FROM unnest($5::text[], $6::text[], $7::text[], $8::integer[]) AS r (id, address, kind, position)",
-                &[
-                    &message_id,
-                    &tenant_id,
-                    &m.created_at,
-                    &m.priority,
-                    &ids,
-                    &addrs,
-                    &kinds,
-                    &positions,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-            // Delivered at commit: the workers of every node look for mail at once.
-            execute(
-                &tx,
-                &format!("SELECT pg_notify('{}', '')", listen::MAIL),
-                &[],
-            )
-            .await
-            .map_err(pg)?;
+            let submitted = if insert_message(&tx, &m).await? {
+                insert_recipients(&tx, &m).await?;
+                Submitted {
+                    id: m.id,
+                    status: RecipientStatus::Queued,
+                    duplicate: false,
+                }
+            } else {
+                match stored_earlier(&tx, &m).await? {
+                    Some(earlier) => earlier,
+                    None => continue,
+                }
+            };
+            notify_mail(&tx, !submitted.duplicate).await?;
             tx.commit().await.map_err(pg)?;
-            return Ok(Submitted {
-                id: m.id,
-                status: RecipientStatus::Queued,
-                duplicate: false,
+            return Ok(submitted);
+        }
+        Err(vanishing())
+    }
+
+    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The statements are sent without waiting for each other's answers
+        // (tokio-postgres pipelines what is polled at once on one connection),
+        // and run in order: every message row, then the recipients of the new ones.
+        let inserted =
+            futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
+                .await?;
+        let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
+        futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m))).await?;
+        let mut submitted = Vec::with_capacity(messages.len());
+        for (m, new) in messages.iter().zip(inserted) {
+            submitted.push(if new {
+                Submitted {
+                    id: m.id,
+                    status: RecipientStatus::Queued,
+                    duplicate: false,
+                }
+            } else {
+                stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
             });
         }
-        Err(StoreError::Unavailable(
-            "the message stored under this idempotency key keeps vanishing".into(),
-        ))
+        notify_mail(&tx, submitted.iter().any(|s| !s.duplicate)).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(submitted)
     }
 
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
@@ -1624,63 +1683,77 @@ impl Store for PgStore {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
         // Rows are updated in id order, whatever order the outcomes come in,
-        // so that two completions over the same rows cannot deadlock.
+        // so that two completions over the same rows cannot deadlock. The
+        // statements are pipelined: sent at once, run in the order sent.
         let mut order: Vec<usize> = (0..outcomes.len()).collect();
         order.sort_by_key(|&i| outcomes[i].recipient);
-        let mut accepted = vec![false; outcomes.len()];
-        for i in order {
+        let updates = order.iter().map(|&i| {
             let o = &outcomes[i];
             let (st, due_at) = match o.next {
                 NextState::Sent => ("sent", None),
                 NextState::Failed => ("failed", None),
                 NextState::Deferred { until } => ("deferred", Some(until)),
             };
-            let rid = o.recipient.to_string();
-            // The fencing check: a lease taken over by another claim has a
-            // newer token. A claim running concurrently holds the row, so this
-            // waits for it and then sees the newer token.
-            let current = execute(
-                &tx,
-                "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                 WHERE id = $3 AND lease_token = $4 AND status = 'sending'",
-                &[&st, &due_at, &rid, &o.lease_token],
-            )
-            .await
-            .map_err(pg)?
-                == 1;
-            if current {
-                let a = &o.attempt;
-                execute(
-                    &tx,
-                    "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
-                     response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
-                     sender_policy, diagnosis) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                    &[
-                        &rid,
-                        &a.at,
-                        &text(&a.node),
-                        &text(&a.server),
-                        &a.outcome.as_str(),
-                        &opt_text(&a.step),
-                        &a.code.map(i32::from),
-                        &opt_text(&a.enhanced_code),
-                        &text(&a.response),
-                        &a.duration_ms,
-                        &opt_text(&a.remote_addr),
-                        &opt_text(&a.tls_version),
-                        &opt_text(&a.tls_cipher),
-                        &a.provider_id.map(|p| p.to_string()),
-                        &a.config_version,
-                        &opt_text(&a.sender_policy),
-                        &a.diagnosis.as_ref().map(|d| d.to_string()),
-                    ],
+            let tx = &tx;
+            async move {
+                // The fencing check: a lease taken over by another claim has a
+                // newer token. A claim running concurrently holds the row, so
+                // this waits for it and then sees the newer token.
+                let changed = execute(
+                    tx,
+                    "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
+                     WHERE id = $3 AND lease_token = $4 AND status = 'sending'",
+                    &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                 )
                 .await
                 .map_err(pg)?;
+                Ok::<_, StoreError>(changed == 1)
             }
+        });
+        let current = futures_util::future::try_join_all(updates).await?;
+        let mut accepted = vec![false; outcomes.len()];
+        for (&i, current) in order.iter().zip(current) {
             accepted[i] = current;
         }
+        let inserts = outcomes
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, current)| **current)
+            .map(|(o, _)| {
+                let a = &o.attempt;
+                let tx = &tx;
+                async move {
+                    execute(
+                        tx,
+                        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+                         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+                         sender_policy, diagnosis) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                        &[
+                            &o.recipient.to_string(),
+                            &a.at,
+                            &text(&a.node),
+                            &text(&a.server),
+                            &a.outcome.as_str(),
+                            &opt_text(&a.step),
+                            &a.code.map(i32::from),
+                            &opt_text(&a.enhanced_code),
+                            &text(&a.response),
+                            &a.duration_ms,
+                            &opt_text(&a.remote_addr),
+                            &opt_text(&a.tls_version),
+                            &opt_text(&a.tls_cipher),
+                            &a.provider_id.map(|p| p.to_string()),
+                            &a.config_version,
+                            &opt_text(&a.sender_policy),
+                            &a.diagnosis.as_ref().map(|d| d.to_string()),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)
+                }
+            });
+        futures_util::future::try_join_all(inserts).await?;
         if accepted.iter().any(|a| *a) {
             for cap in &captures {
                 execute(
@@ -1729,12 +1802,12 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         let rows = query(
             &c,
-            "SELECT MIN(due_at) AS due FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
-             AND NOT (tenant_id = ANY($1))",
+            "SELECT due_at AS due FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
+             AND NOT (tenant_id = ANY($1)) ORDER BY due_at LIMIT 1",
             &[&excluded],
         )
         .await?;
-        get(&rows[0], "due")
+        rows.first().map(|r| get(r, "due")).transpose()
     }
 
     async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0002_delivery_limits_and_oauth2.sql"),
     include_str!("0003_people_and_audit.sql"),
     include_str!("0004_admin_flows.sql"),
+    include_str!("0005_due_by_tenant.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.
@@ -50,8 +51,11 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     // answered for a message a power cut could lose.
     // secure_delete zeroes what an update or delete frees, so a replaced secret
     // does not linger in free space of the file.
+    // temp_store keeps each job's savepoint journal in memory: it only serves
+    // rolling back a job within the open transaction, never recovery.
     conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; \
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }

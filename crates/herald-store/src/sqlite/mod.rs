@@ -413,6 +413,89 @@ fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<
     }
 }
 
+/// Stores a message and its recipients, or answers with the message stored
+/// earlier under the same idempotency key.
+fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
+    let headers: Vec<(&str, &str)> = m
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect();
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
+             headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
+             test_provider_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        )
+        .map_err(sql)?
+        .execute(params![
+                m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
+                m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                serde_json::to_string(&headers).expect("header pairs serialise"),
+                addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at,
+                m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
+                m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
+                m.test_provider.map(|p| p.to_string())
+            ])
+        .map_err(sql)?;
+    if inserted == 0 {
+        let earlier: String = c
+            .query_row(
+                "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                params![m.tenant_id.to_string(), m.idempotency_key],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        let statuses = list(
+            c,
+            "SELECT status FROM recipients WHERE message_id = ?1",
+            [&earlier],
+            |r| r.get::<_, String>(0),
+        )?;
+        let statuses = statuses
+            .iter()
+            .map(|s| status(s))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Submitted {
+            id: id(earlier)?,
+            status: message_status(statuses),
+            duplicate: true,
+        });
+    }
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+        )
+        .map_err(sql)?;
+    let all =
+        m.to.iter()
+            .map(|a| (a, RecipientKind::To))
+            .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
+            .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
+    for (position, (addr, kind)) in all.enumerate() {
+        insert
+            .execute(params![
+                RecipientId::new().to_string(),
+                m.id.to_string(),
+                m.tenant_id.to_string(),
+                addr.as_ref(),
+                kind.as_str(),
+                position as i64,
+                m.created_at,
+                m.priority
+            ])
+            .map_err(sql)?;
+    }
+    Ok(Submitted {
+        id: m.id,
+        status: RecipientStatus::Queued,
+        duplicate: false,
+    })
+}
+
 fn status(s: &str) -> Result<RecipientStatus> {
     RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
@@ -1198,58 +1281,12 @@ impl Store for SqliteStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
+        self.db.write(move |c| insert_message(c, &m)).await
+    }
+
+    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
         self.db
-            .write(move |c| {
-                let headers: Vec<(&str, &str)> = m.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
-                let inserted = c
-                    .execute(
-                        "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
-                         headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
-                         test_provider_id) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-                         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                        params![
-                            m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
-                            m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
-                            serde_json::to_string(&headers).expect("header pairs serialise"),
-                            addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at,
-                            m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
-                            m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
-                            m.test_provider.map(|p| p.to_string())
-                        ],
-                    )
-                    .map_err(sql)?;
-                if inserted == 0 {
-                    let earlier: String = c
-                        .query_row(
-                            "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
-                            params![m.tenant_id.to_string(), m.idempotency_key],
-                            |r| r.get(0),
-                        )
-                        .map_err(sql)?;
-                    let statuses = list(c, "SELECT status FROM recipients WHERE message_id = ?1", [&earlier], |r| r.get::<_, String>(0))?;
-                    let statuses = statuses.iter().map(|s| status(s)).collect::<Result<Vec<_>>>()?;
-                    return Ok(Submitted { id: id(earlier)?, status: message_status(statuses), duplicate: true });
-                }
-                let mut insert = c
-                    .prepare_cached(
-                        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
-                    )
-                    .map_err(sql)?;
-                let all = m.to.iter().map(|a| (a, RecipientKind::To))
-                    .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
-                    .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
-                for (position, (addr, kind)) in all.enumerate() {
-                    insert
-                        .execute(params![
-                            RecipientId::new().to_string(), m.id.to_string(), m.tenant_id.to_string(),
-                            addr.as_ref(), kind.as_str(), position as i64, m.created_at, m.priority
-                        ])
-                        .map_err(sql)?;
-                }
-                Ok(Submitted { id: m.id, status: RecipientStatus::Queued, duplicate: false })
-            })
+            .write(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
             .await
     }
 
@@ -1523,11 +1560,13 @@ impl Store for SqliteStore {
         self.db
             .read(move |c| {
                 c.query_row(
-                    "SELECT MIN(due_at) FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
-                     AND tenant_id NOT IN (SELECT value FROM json_each(?1))",
+                    "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
+                     WHERE status IN ('queued', 'deferred', 'sending') \
+                     AND tenant_id NOT IN (SELECT value FROM json_each(?1)) ORDER BY due_at LIMIT 1",
                     [excluded],
                     |r| r.get(0),
                 )
+                .optional()
                 .map_err(sql)
             })
             .await
