@@ -214,3 +214,61 @@ impl Pools {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_connection() -> RoutePool {
+        RoutePool::new(PoolLimits {
+            max_connections: 1,
+            ..PoolLimits::default()
+        })
+    }
+
+    /// Polls `condition` until it holds, failing after a generous deadline.
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_with_its_slots_held_stalls_and_recovers_when_one_frees() {
+        let pool = one_connection();
+        assert!(!pool.is_stalled(), "a free slot means not stalled");
+        let slot = pool.slot_within(Duration::from_secs(1)).await.unwrap();
+        until("the held slot to make the route stalled", || {
+            pool.is_stalled()
+        })
+        .await;
+        assert!(pool.slot_within(Duration::from_millis(1)).await.is_none());
+        drop(slot);
+        assert!(!pool.is_stalled(), "a free slot means not stalled");
+    }
+
+    #[tokio::test]
+    async fn stalled_tenants_are_those_of_stalled_routes() {
+        let pools = Pools::default();
+        let (slow, fast) = (TenantId::new(), TenantId::new());
+        let limits = PoolLimits {
+            max_connections: 1,
+            ..PoolLimits::default()
+        };
+        let held = pools
+            .get("slow", limits, slow)
+            .slot_within(Duration::from_secs(1))
+            .await
+            .unwrap();
+        pools.get("fast", limits, fast);
+        until("the slow route to stall", || {
+            !pools.stalled_tenants().is_empty()
+        })
+        .await;
+        assert_eq!(pools.stalled_tenants(), vec![slow]);
+        drop(held);
+        assert!(pools.stalled_tenants().is_empty());
+    }
+}

@@ -15,7 +15,10 @@ use crate::{Result, StoreError};
 /// The schema, one migration per entry, applied in order and recorded in `herald_migrations`.
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial", include_str!("0001_initial.sql")),
-    ("0002_due_by_tenant", include_str!("0002_due_by_tenant.sql")),
+    (
+        "0002_next_due_index",
+        include_str!("0002_next_due_index.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -15,7 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0002_delivery_limits_and_oauth2.sql"),
     include_str!("0003_people_and_audit.sql"),
     include_str!("0004_admin_flows.sql"),
-    include_str!("0005_due_by_tenant.sql"),
+    include_str!("0005_next_due_index.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -1443,7 +1443,8 @@ impl Store for SqliteStore {
                     c,
                     "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
                      lease_token = lease_token + 1, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
+                     WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_due \
+                                  WHERE status IN ('queued', 'deferred', 'sending') \
                                   AND due_at <= ?3 \
                                   AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
                                   ORDER BY priority DESC, due_at LIMIT ?4) \
@@ -1451,8 +1452,12 @@ impl Store for SqliteStore {
                     params![lease_until, req.node, req.now, req.limit, excluded],
                     |r| {
                         Ok((
-                            r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, u32>(5)?,
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, u32>(5)?,
                         ))
                     },
                 )?;
