@@ -128,7 +128,9 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
     apps[0].use_smtp_server(&acme, smtp.port()).await;
 
     // 1,000 messages, spread over the three APIs, ten at a time; a client whose
-    // node is gone submits to the next one, as a client behind a balancer would.
+    // node is gone submits to the next one, as a client behind a balancer would,
+    // with the same idempotency key: a submission the killed node committed but
+    // could not answer is then not stored twice.
     let total = 1000;
     let client = db.client().await;
     let held = "SELECT count(*) FROM recipients WHERE status = 'sending' AND lease_owner = 'n2'";
@@ -137,7 +139,7 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
             let submissions = chunk.iter().map(|i| {
                 let (apps, acme) = (&apps, &acme);
                 async move {
-                    let body = json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
+                    let body = json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x", "idempotency_key": format!("m{i}")});
                     for attempt in 0..3 {
                         let app = &apps[(i + attempt) % 3];
                         let sent = app
