@@ -185,7 +185,11 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         html: None,
         reply_to: None,
         headers: Vec::new(),
-        to: vec![EmailAddress::parse(crate::content::RECIPIENT).map_err(invalid)?],
+        to: vec![
+            EmailAddress::parse(crate::content::RECIPIENT)
+                .map_err(invalid)?
+                .into(),
+        ],
         cc: Vec::new(),
         bcc: Vec::new(),
         used_fallback: false,

@@ -14,7 +14,7 @@ pub mod text;
 pub mod timestamp;
 pub mod token;
 
-pub use address::EmailAddress;
+pub use address::{EmailAddress, Mailbox};
 pub use ids::{
     AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
 };

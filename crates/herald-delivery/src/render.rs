@@ -1,6 +1,6 @@
 //! Turns a stored message and the route it takes into RFC 5322 bytes.
 
-use herald_core::{EmailAddress, SenderPolicy};
+use herald_core::{EmailAddress, Mailbox, SenderPolicy};
 use herald_store::MessageContent;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
@@ -8,8 +8,12 @@ use mail_builder::headers::text::Text;
 
 use crate::Route;
 
-fn address_list(list: &[EmailAddress]) -> Address<'_> {
-    Address::new_list(list.iter().map(|a| Address::from(a.as_ref())).collect())
+fn address_list(list: &[Mailbox]) -> Address<'_> {
+    Address::new_list(
+        list.iter()
+            .map(|m| mailbox(m.name.as_ref().map(AsRef::as_ref), &m.address))
+            .collect(),
+    )
 }
 
 /// A message ready for the wire, and which sender policy shaped its From.

@@ -210,6 +210,22 @@ impl Connection {
         self.tls.as_ref()
     }
 
+    /// `MAIL FROM`, with `SMTPUTF8` when an address of the envelope or the
+    /// header section is internationalised (RFC 6531); such a message cannot go
+    /// to a server that does not offer it, which retrying does not mend.
+    fn mail_command(&self, envelope: &Envelope, ascii_headers: bool) -> Result<String, SmtpError> {
+        let ascii = ascii_headers
+            && envelope.from.is_ascii()
+            && envelope.to.iter().all(EmailAddress::is_ascii);
+        if ascii {
+            return Ok(format!("MAIL FROM:<{}>\r\n", envelope.from));
+        }
+        if !self.extensions.contains("SMTPUTF8") {
+            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+        }
+        Ok(format!("MAIL FROM:<{}> SMTPUTF8\r\n", envelope.from))
+    }
+
     /// Runs one transaction. `content` must come from [`crate::wire::dot_stuffed`].
     ///
     /// When the server offers PIPELINING, MAIL, every RCPT and DATA leave in
@@ -220,7 +236,13 @@ impl Connection {
         envelope: &Envelope,
         content: &[u8],
     ) -> Result<Transaction, SmtpError> {
-        let mail_cmd = format!("MAIL FROM:<{}>\r\n", envelope.from);
+        // Only addresses put UTF-8 in a header section: mail-builder encodes names
+        // and the subject as encoded words.
+        let head_end = content
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(content.len());
+        let mail_cmd = self.mail_command(envelope, content[..head_end].is_ascii())?;
         let rcpt_cmds: Vec<String> = envelope
             .to
             .iter()
@@ -310,11 +332,8 @@ impl Connection {
     /// server would take the envelope, without sending a message.
     pub async fn check_envelope(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
         let mut replies = Vec::with_capacity(envelope.to.len() + 1);
-        self.write(
-            Step::Mail,
-            format!("MAIL FROM:<{}>\r\n", envelope.from).as_bytes(),
-        )
-        .await?;
+        self.write(Step::Mail, self.mail_command(envelope, true)?.as_bytes())
+            .await?;
         let mail = self.reply(Step::Mail).await?;
         let accepted = mail.is_positive();
         replies.push(mail);

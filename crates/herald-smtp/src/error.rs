@@ -80,6 +80,9 @@ pub enum ErrorKind {
     EgressDenied,
     /// The server broke the protocol (a malformed or oversized reply).
     Protocol(String),
+    /// An address of the envelope is internationalised and the server does not
+    /// offer SMTPUTF8, so it cannot be given the message at all.
+    Utf8NotOffered,
 }
 
 /// An error of an SMTP session, with the step where it happened.
@@ -110,8 +113,9 @@ impl SmtpError {
     /// refused login, which an administrator fixes in the settings; the maximum
     /// age ends the retries of what never recovers.
     pub fn is_permanent(&self) -> bool {
-        matches!(self.step, Step::Mail | Step::Rcpt | Step::Data)
-            && self.reply().is_some_and(Reply::is_permanent)
+        matches!(self.kind, ErrorKind::Utf8NotOffered)
+            || (matches!(self.step, Step::Mail | Step::Rcpt | Step::Data)
+                && self.reply().is_some_and(Reply::is_permanent))
     }
 }
 
@@ -124,6 +128,10 @@ impl fmt::Display for SmtpError {
             ErrorKind::Timeout => write!(f, "{step}: the server did not answer in time"),
             ErrorKind::Tls(e) => write!(f, "{step}: TLS failed: {e}"),
             ErrorKind::Rejected(reply) => write!(f, "{step}: the server answered {reply}"),
+            ErrorKind::Utf8NotOffered => write!(
+                f,
+                "{step}: the server does not offer SMTPUTF8, which an internationalised address of this message needs"
+            ),
             ErrorKind::StartTlsNotOffered => write!(
                 f,
                 "{step}: the server does not offer STARTTLS and the server entry requires it; nothing was sent in plaintext"

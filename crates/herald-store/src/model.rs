@@ -3,9 +3,9 @@
 //! Times are milliseconds since the Unix epoch.
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
-    PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security, SenderPolicy,
-    ServerId, SmtpHost, Subject, TenantId, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
+    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TokenId,
 };
 use serde::Serialize;
 
@@ -239,8 +239,9 @@ pub struct NewMessage {
     pub html: Option<String>,
     pub reply_to: Option<EmailAddress>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub to: Vec<EmailAddress>,
-    pub cc: Vec<EmailAddress>,
+    /// The To and Cc mailboxes: each address is a recipient, and the header shows the names.
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
     pub bcc: Vec<EmailAddress>,
     /// True when `to` is the provider's fallback recipient because none was given.
     pub used_fallback: bool,
@@ -251,6 +252,16 @@ pub struct NewMessage {
     pub test_provider: Option<ProviderId>,
     /// Higher goes first; test messages jump the queue.
     pub priority: i32,
+}
+
+impl NewMessage {
+    /// Every recipient's address with its kind, in order: To, then Cc, then Bcc.
+    pub fn recipients(&self) -> impl Iterator<Item = (&EmailAddress, RecipientKind)> {
+        let to = self.to.iter().map(|m| (&m.address, RecipientKind::To));
+        let cc = self.cc.iter().map(|m| (&m.address, RecipientKind::Cc));
+        let bcc = self.bcc.iter().map(|a| (a, RecipientKind::Bcc));
+        to.chain(cc).chain(bcc)
+    }
 }
 
 /// The person a message is sent on behalf of.
@@ -280,8 +291,8 @@ pub struct MessageContent {
     pub html: Option<String>,
     pub reply_to: Option<EmailAddress>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub to: Vec<EmailAddress>,
-    pub cc: Vec<EmailAddress>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
     pub on_behalf_of: Option<OnBehalf>,
     pub test_provider: Option<ProviderId>,
 }

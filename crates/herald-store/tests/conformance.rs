@@ -84,7 +84,7 @@ fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMess
         html: None,
         reply_to: None,
         headers: vec![],
-        to: to.iter().map(|a| address(a)).collect(),
+        to: to.iter().map(|a| address(a).into()).collect(),
         cc: vec![],
         bcc: vec![],
         used_fallback: false,
@@ -1249,7 +1249,7 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
     let b = tenant(&*f.store, "other").await;
     let test_provider = ProviderId::new();
     let m = NewMessage {
-        cc: vec![address("c@x.example")],
+        cc: vec![address("c@x.example").into()],
         bcc: vec![address("d@x.example")],
         html: Some("<p>body</p>".into()),
         reply_to: Some(address("reply@x.example")),

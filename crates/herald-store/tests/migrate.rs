@@ -43,7 +43,7 @@ fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
         html: None,
         reply_to: None,
         headers: vec![],
-        to: to.iter().map(|a| address(a)).collect(),
+        to: to.iter().map(|a| address(a).into()).collect(),
         cc: vec![],
         bcc: vec![],
         used_fallback: false,
@@ -349,7 +349,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 HeaderValue::parse("two ✓").unwrap(),
             ),
         ],
-        cc: vec![address("c@acme.example")],
+        cc: vec![address("c@acme.example").into()],
         bcc: vec![address("d@acme.example")],
         used_fallback: true,
         on_behalf_of: Some(OnBehalf {

@@ -28,6 +28,7 @@ pub struct ServerConfig {
     pub(crate) hide_starttls: bool,
     pub(crate) extra_after_starttls: bool,
     pub(crate) max_message_size: usize,
+    pub(crate) smtputf8: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +42,7 @@ impl Default for ServerConfig {
             hide_starttls: false,
             extra_after_starttls: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            smtputf8: true,
         }
     }
 }
@@ -62,6 +64,13 @@ impl ServerConfig {
     pub fn implicit_tls(mut self, tls: TestTls) -> Self {
         self.tls = Some(tls);
         self.tls_mode = TlsMode::Implicit;
+        self
+    }
+
+    /// Does not offer SMTPUTF8 (RFC 6531), so non-ASCII addresses are refused
+    /// with 553 5.6.7, as by a server without internationalised mail.
+    pub fn without_smtputf8(mut self) -> Self {
+        self.smtputf8 = false;
         self
     }
 

@@ -17,6 +17,8 @@ pub struct ReceivedMessage {
     pub tls: bool,
     /// The username the session authenticated as, if any.
     pub authenticated_as: Option<String>,
+    /// Whether MAIL FROM carried SMTPUTF8, which allows UTF-8 in addresses and headers.
+    pub smtputf8: bool,
 }
 
 impl ReceivedMessage {
@@ -78,6 +80,7 @@ mod tests {
             raw_data: data.as_bytes().to_vec(),
             tls: false,
             authenticated_as: None,
+            smtputf8: false,
         }
     }
 

@@ -75,7 +75,7 @@ pub struct TestSmtpServer {
 
 impl TestSmtpServer {
     /// Plaintext server on 127.0.0.1:0 advertising PIPELINING, 8BITMIME,
-    /// ENHANCEDSTATUSCODES, SIZE.
+    /// ENHANCEDSTATUSCODES, SIZE and SMTPUTF8.
     ///
     /// # Panics
     ///

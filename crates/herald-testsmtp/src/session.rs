@@ -136,6 +136,8 @@ struct Session {
     no_service: bool,
     authenticated_as: Option<String>,
     mail_from: Option<String>,
+    /// The transaction was opened with the SMTPUTF8 parameter (RFC 6531).
+    smtputf8: bool,
     rcpt_to: Vec<String>,
 }
 
@@ -150,6 +152,7 @@ impl Session {
             no_service: false,
             authenticated_as: None,
             mail_from: None,
+            smtputf8: false,
             rcpt_to: Vec::new(),
         }
     }
@@ -262,6 +265,9 @@ impl Session {
             "ENHANCEDSTATUSCODES".to_owned(),
             format!("SIZE {}", config.max_message_size),
         ];
+        if config.smtputf8 {
+            lines.push("SMTPUTF8".to_owned());
+        }
         let offer_starttls = self.shared.acceptor.is_some()
             && config.tls_mode == TlsMode::StartTls
             && !self.tls
@@ -331,12 +337,24 @@ impl Session {
             }
             Ok(_) => {}
         }
+        let smtputf8 = params
+            .split_whitespace()
+            .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"));
+        if smtputf8 && !config.smtputf8 {
+            return self.respond(555, "5.5.4 SMTPUTF8 is not supported").await;
+        }
+        if !smtputf8 && !address.is_ascii() {
+            return self
+                .respond(553, "5.6.7 a non-ASCII address needs SMTPUTF8")
+                .await;
+        }
         let default = "2.1.0 sender ok".to_owned();
         match self.decide(Command::Mail, arg, 250, default).await {
             Decision::Close => Ok(Flow::Close),
             Decision::Reply(code, text) => {
                 if is_positive(code) {
                     self.mail_from = Some(address);
+                    self.smtputf8 = smtputf8;
                     self.rcpt_to.clear();
                 }
                 self.respond(code, &text).await
@@ -354,6 +372,11 @@ impl Session {
         if address.is_empty() {
             return self
                 .respond(501, "5.1.3 bad recipient address syntax")
+                .await;
+        }
+        if !self.smtputf8 && !address.is_ascii() {
+            return self
+                .respond(553, "5.6.7 a non-ASCII address needs SMTPUTF8")
                 .await;
         }
         let default = "2.1.5 recipient ok".to_owned();
@@ -417,6 +440,7 @@ impl Session {
             raw_data: body.raw,
             tls: self.tls,
             authenticated_as: self.authenticated_as.clone(),
+            smtputf8: self.smtputf8,
         };
         match self.shared.take_action(Command::DataEnd, recipients) {
             None => {

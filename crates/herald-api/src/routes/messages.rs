@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{EmailAddress, HeaderName, HeaderValue, Invalid, MessageId, Role, Subject};
+use herald_core::{
+    EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, Role, Subject,
+};
 use herald_store::{MessageSummary, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,10 +46,11 @@ struct MessageBody {
     idempotency_key: Option<String>,
 }
 
-fn address_list(check: &mut Check, field: &str, raw: &[String]) -> Vec<EmailAddress> {
+/// Mailboxes (`addr`, `Name <addr>`, `"Name" <addr>`), each checked under its own index.
+fn mailbox_list(check: &mut Check, field: &str, raw: &[String]) -> Vec<Mailbox> {
     raw.iter()
         .enumerate()
-        .filter_map(|(i, a)| check.take(&format!("{field}[{i}]"), EmailAddress::parse(a)))
+        .filter_map(|(i, a)| check.take(&format!("{field}[{i}]"), Mailbox::parse(a)))
         .collect()
 }
 
@@ -170,9 +173,13 @@ async fn prepare(
 ) -> Result<NewMessage, ApiError> {
     let mut check = Check::default();
     let given_to = body.to.unwrap_or_default();
-    let mut to = address_list(&mut check, "to", &given_to);
-    let cc = address_list(&mut check, "cc", &body.cc);
-    let bcc = address_list(&mut check, "bcc", &body.bcc);
+    let mut to = mailbox_list(&mut check, "to", &given_to);
+    let cc = mailbox_list(&mut check, "cc", &body.cc);
+    // Nobody sees a Bcc recipient's name: only the address is kept.
+    let bcc: Vec<EmailAddress> = mailbox_list(&mut check, "bcc", &body.bcc)
+        .into_iter()
+        .map(|m| m.address)
+        .collect();
     let total = given_to.len() + body.cc.len() + body.bcc.len();
     if total > state.limits.max_recipients {
         check.fail(
@@ -264,7 +271,7 @@ async fn prepare(
             None => state.default_provider.fallback.clone(),
         };
         match fallback {
-            Some(address) => to.push(address),
+            Some(address) => to.push(address.into()),
             None => {
                 return Err(ApiError::field(
                     Invalid::new("is required: the tenant's provider has no fallback recipient")

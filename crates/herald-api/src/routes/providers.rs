@@ -282,7 +282,7 @@ async fn test_message(
         html: None,
         reply_to: None,
         headers: vec![],
-        to: vec![to],
+        to: vec![to.into()],
         cc: vec![],
         bcc: vec![],
         used_fallback: body.to.is_none(),

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mechanism, MessageId,
-    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, Mechanism,
+    MessageId, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role,
+    Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use tokio_postgres::types::{FromSql, Json};
 use tokio_postgres::{IsolationLevel, Row};
@@ -88,12 +88,15 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
-fn addresses(list: Vec<String>) -> Result<Vec<EmailAddress>> {
-    list.into_iter().map(address).collect()
+/// A header's mailboxes, stored as a JSON list of their canonical strings.
+fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
+    list.iter()
+        .map(|m| stored("mailbox", Mailbox::parse(m)))
+        .collect()
 }
 
-fn address_strings(list: &[EmailAddress]) -> Vec<&str> {
-    list.iter().map(AsRef::as_ref).collect()
+fn mailbox_strings(list: &[Mailbox]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
 }
 
 /// A count the store hands out as `u32`, stored as BIGINT.
@@ -457,8 +460,8 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
             &m.html,
             &m.reply_to.as_ref().map(AsRef::<str>::as_ref),
             &Json(&headers),
-            &Json(address_strings(&m.to)),
-            &Json(address_strings(&m.cc)),
+            &Json(mailbox_strings(&m.to)),
+            &Json(mailbox_strings(&m.cc)),
             &m.used_fallback,
             &m.created_at,
             &m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
@@ -474,12 +477,7 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
 /// Inserts one row per recipient of a new message, queued and due at once.
 async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
     let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
-    let all =
-        m.to.iter()
-            .map(|a| (a, RecipientKind::To))
-            .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
-            .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
-    for (position, (addr, kind)) in all.enumerate() {
+    for (position, (addr, kind)) in m.recipients().enumerate() {
         ids.push(RecipientId::new().to_string());
         addrs.push(addr.as_ref());
         kinds.push(kind.as_str());
@@ -1613,8 +1611,8 @@ impl Store for PgStore {
                 html: get(r, "html_body")?,
                 reply_to: reply_to.map(address).transpose()?,
                 headers: headers_from_json(json(r, "headers")?)?,
-                to: addresses(json(r, "header_to")?)?,
-                cc: addresses(json(r, "header_cc")?)?,
+                to: mailboxes(json(r, "header_to")?)?,
+                cc: mailboxes(json(r, "header_cc")?)?,
                 on_behalf_of: on_behalf_of(r)?,
                 test_provider: opt_id(get(r, "test_provider_id")?)?,
             };

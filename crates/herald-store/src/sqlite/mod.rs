@@ -9,9 +9,9 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mechanism, MessageId,
-    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, Mechanism,
+    MessageId, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role,
+    Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -69,14 +69,22 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
-fn addresses(json: &str) -> Result<Vec<EmailAddress>> {
-    let list: Vec<String> = stored("address list", serde_json::from_str(json))?;
-    list.into_iter().map(address).collect()
+/// A header's mailboxes, stored as a JSON list of their canonical strings.
+fn mailboxes(json: &str) -> Result<Vec<Mailbox>> {
+    let list: Vec<String> = stored("mailbox list", serde_json::from_str(json))?;
+    list.iter()
+        .map(|m| stored("mailbox", Mailbox::parse(m)))
+        .collect()
 }
 
-fn addresses_json(list: &[EmailAddress]) -> String {
-    serde_json::to_string(&list.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
-        .expect("a list of strings serialises")
+fn mailboxes_json(list: &[Mailbox]) -> String {
+    serde_json::to_string(
+        &list
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<String>>(),
+    )
+    .expect("a list of strings serialises")
 }
 
 const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, \
@@ -434,7 +442,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
                 m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
                 m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
                 serde_json::to_string(&headers).expect("header pairs serialise"),
-                addresses_json(&m.to), addresses_json(&m.cc), m.used_fallback, m.created_at,
+                mailboxes_json(&m.to), mailboxes_json(&m.cc), m.used_fallback, m.created_at,
                 m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
                 m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
                 m.test_provider.map(|p| p.to_string())
@@ -470,12 +478,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
         )
         .map_err(sql)?;
-    let all =
-        m.to.iter()
-            .map(|a| (a, RecipientKind::To))
-            .chain(m.cc.iter().map(|a| (a, RecipientKind::Cc)))
-            .chain(m.bcc.iter().map(|a| (a, RecipientKind::Bcc)));
-    for (position, (addr, kind)) in all.enumerate() {
+    for (position, (addr, kind)) in m.recipients().enumerate() {
         insert
             .execute(params![
                 RecipientId::new().to_string(),
@@ -1418,8 +1421,8 @@ impl Store for SqliteStore {
                         html,
                         reply_to: reply_to.map(address).transpose()?,
                         headers: headers_from_json(&headers)?,
-                        to: addresses(&to)?,
-                        cc: addresses(&cc)?,
+                        to: mailboxes(&to)?,
+                        cc: mailboxes(&cc)?,
                         on_behalf_of: on_behalf_of(on_behalf)?,
                         test_provider: opt_id(test_provider)?,
                     });

@@ -1,7 +1,7 @@
 //! End-to-end delivery: configuration over HTTP, messages over SMTP into the test server,
 //! and what the attempts record when the server defers, refuses or drops the connection.
 
-use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
+use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -344,4 +344,87 @@ async fn a_batch_answers_each_message_and_delivers_the_accepted_ones() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "messages");
     assert_eq!(app.message_count(&acme).await, 18);
+}
+
+#[tokio::test]
+async fn names_quoted_local_parts_and_internationalised_addresses_reach_the_server() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let to = [
+        "Ada Lovelace <ada@acme.example>",
+        "\"john doe\"@acme.example",
+        "\"Müller, Jörg\" <jörg@münchen.example>",
+    ];
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": to, "cc": ["用户@例子.广告"], "subject": "Names", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let addresses: Vec<&str> = message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "ada@acme.example",
+            "\"john doe\"@acme.example",
+            "jörg@münchen.example",
+            "用户@例子.广告"
+        ]
+    );
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    // The envelope has the bare addresses, with SMTPUTF8 for the non-ASCII ones.
+    assert_eq!(received[0].rcpt_to, addresses);
+    let commands = smtp.commands();
+    let mail = commands.iter().find(|c| c.starts_with("MAIL")).unwrap();
+    assert_eq!(mail, "MAIL FROM:<alerts@acme.example> SMTPUTF8");
+    // The header shows the names.
+    let header = received[0].header("To").unwrap();
+    assert!(header.contains("Ada Lovelace"), "{header}");
+    assert!(header.contains("<ada@acme.example>"), "{header}");
+    assert!(header.contains("\"john doe\"@acme.example"), "{header}");
+    assert!(header.contains("jörg@münchen.example"), "{header}");
+    let cc = received[0].header("Cc").unwrap();
+    assert!(cc.contains("用户@例子.广告"), "{cc}");
+}
+
+#[tokio::test]
+async fn an_internationalised_address_fails_at_once_where_the_server_lacks_smtputf8() {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start_with(ServerConfig::new().without_smtputf8()).await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["jörg@acme.example"], "subject": "x", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "failed").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "retrying cannot help: {message}");
+    let response = attempts[0]["response"].as_str().unwrap();
+    assert!(response.contains("SMTPUTF8"), "{response}");
+    assert!(smtp.commands().iter().all(|c| !c.starts_with("MAIL")));
+
+    // ASCII mail still goes to the same server, without the parameter.
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["joerg@acme.example"], "subject": "x", "text": "x"}),
+        )
+        .await;
+    app.wait_for_status(&acme, &id, "sent").await;
+    let commands = smtp.commands();
+    let mail = commands.iter().find(|c| c.starts_with("MAIL")).unwrap();
+    assert_eq!(mail, "MAIL FROM:<alerts@acme.example>");
 }

@@ -488,7 +488,7 @@ fn check_wire(received: &[ReceivedMessage], expected: &Expected) -> Result<(), S
             }
             rcpt.insert(address.clone());
         }
-        check_header_section(&message.raw_data, expected)?;
+        check_header_section(message, expected)?;
     }
     if rcpt != expected.recipients {
         return Err(format!(
@@ -499,7 +499,8 @@ fn check_wire(received: &[ReceivedMessage], expected: &Expected) -> Result<(), S
     Ok(())
 }
 
-fn check_header_section(raw: &[u8], expected: &Expected) -> Result<(), String> {
+fn check_header_section(message: &ReceivedMessage, expected: &Expected) -> Result<(), String> {
+    let raw = &message.raw_data;
     let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Err("no blank line ends the header section".into());
     };
@@ -517,8 +518,12 @@ fn check_header_section(raw: &[u8], expected: &Expected) -> Result<(), String> {
             ));
         }
     }
-    if !head.is_ascii() {
-        return Err(format!("the header section is not 7-bit: {shown:?}"));
+    // UTF-8 in the header section (an internationalised address) is allowed
+    // only in a transaction opened with SMTPUTF8 (RFC 6531, RFC 6532).
+    if !head.is_ascii() && !message.smtputf8 {
+        return Err(format!(
+            "the header section is not 7-bit, and SMTPUTF8 was not used: {shown:?}"
+        ));
     }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut from = String::new();
