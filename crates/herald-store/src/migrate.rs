@@ -116,6 +116,22 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "operators",
+        columns: &[
+            ("email", Text),
+            ("password_hash", Text),
+            ("updated_at", BigInt),
+        ],
+    },
+    Table {
+        name: "person_passwords",
+        columns: &[
+            ("person_id", Text),
+            ("password_hash", Text),
+            ("updated_at", BigInt),
+        ],
+    },
+    Table {
         name: "tokens",
         columns: &[
             ("id", Text),
@@ -275,8 +291,9 @@ const TABLES: &[Table] = &[
 ];
 
 /// Herald's tables that are deliberately not copied: `nodes` holds per-run
-/// state, which every node reports afresh when it starts.
-pub const NOT_COPIED: &[&str] = &["nodes"];
+/// state, which every node reports afresh when it starts; `sessions` are
+/// console sign-ins, and people sign in again on the new database.
+pub const NOT_COPIED: &[&str] = &["nodes", "sessions"];
 
 /// Bookkeeping tables of each database's own migrations, which are not data.
 const SQLITE_BOOKKEEPING: &[&str] = &[];

@@ -13,7 +13,14 @@ use tokio_postgres::types::ToSql;
 use crate::{Result, StoreError};
 
 /// The schema, one migration per entry, applied in order and recorded in `herald_migrations`.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("0001_initial.sql")),
+    // 0005 comes from a change made at the same time and goes before this one.
+    (
+        "0006_console_sign_in",
+        include_str!("0006_console_sign_in.sql"),
+    ),
+];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.
 /// Nodes that start together wait for each other here instead of racing to

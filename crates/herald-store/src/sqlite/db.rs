@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0002_delivery_limits_and_oauth2.sql"),
     include_str!("0003_people_and_audit.sql"),
     include_str!("0004_admin_flows.sql"),
+    // 0005 comes from a change made at the same time and goes before this one.
+    include_str!("0006_console_sign_in.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -1,0 +1,26 @@
+-- Sign-in to the web console: passwords of operators and persons (argon2 hashes,
+-- never the password), and sessions (stored only as a hash of the session id).
+-- Numbered 0006: 0005 is another change made at the same time.
+
+CREATE TABLE operators (
+    email TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE person_passwords (
+    person_id TEXT PRIMARY KEY REFERENCES persons (id) ON DELETE CASCADE,
+    password_hash TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE sessions (
+    hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    operator_email TEXT REFERENCES operators (email) ON DELETE CASCADE,
+    person_id TEXT REFERENCES persons (id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    CHECK ((operator_email IS NULL) <> (person_id IS NULL))
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
