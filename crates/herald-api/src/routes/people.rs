@@ -3,11 +3,11 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
-use herald_store::{NewToken, Person, TokenRecord};
+use herald_store::{NewToken, Person, Tenant, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -27,6 +27,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/tenants/{tenant}/persons/{id}",
             get(show_person).delete(remove_person),
+        )
+        .route(
+            "/v1/tenants/{tenant}/persons/{id}/password",
+            put(put_password),
         )
         .route(
             "/v1/tenants/{tenant}/tokens",
@@ -124,6 +128,56 @@ async fn remove_person(
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn put_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    body: Body<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id: PersonId = path_id(&id, "person")?;
+    let body = body.parse()?;
+    set_person_password(&state, &caller, &tenant, id, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets the console password of a person of the tenant (stored as an argon2
+/// hash) and ends the person's console sessions.
+pub async fn set_person_password(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    person: PersonId,
+    password: &str,
+) -> Result<(), ApiError> {
+    let password =
+        crate::password::parse(password).map_err(|e| ApiError::field(e.at("password")))?;
+    // Hashing is deliberately slow: keep it off the async workers.
+    let hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .set_person_password(tenant.id, person, hash)
+        .await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "person.set_password",
+            Some(person.to_string()),
+            json!({}),
+        )
+        .await;
+    Ok(())
 }
 
 #[derive(Deserialize)]
