@@ -190,6 +190,12 @@ pub trait Store: Send + Sync + 'static {
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
     /// The tenant's newest messages.
     async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>>;
+    /// The tenant's newest messages that match `query`.
+    async fn search_messages(
+        &self,
+        tenant: TenantId,
+        query: MessageQuery,
+    ) -> Result<Vec<MessageSummary>>;
     /// What is needed to render messages for sending.
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
 

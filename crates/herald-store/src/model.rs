@@ -500,3 +500,17 @@ impl Session {
         }
     }
 }
+
+/// Which of a tenant's messages to list, newest first. Status is derived from
+/// the recipients, so it is filtered by the caller on what this returns.
+#[derive(Clone, Debug, Default)]
+pub struct MessageQuery {
+    /// Only messages with this recipient (to, cc or bcc; compared without regard to case).
+    pub recipient: Option<String>,
+    /// Only messages created at or after this time.
+    pub since: Option<i64>,
+    /// Only messages created before this time.
+    pub until: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}

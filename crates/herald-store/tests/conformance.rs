@@ -1629,6 +1629,74 @@ async fn passwords_and_sessions_keep_their_rules(f: Fixture) {
     assert!(s.session_by_hash("s-ada-2", 4_000).await.unwrap().is_none());
 }
 
+/// Message searches filter by recipient (any case), by time, and stay within the tenant.
+async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
+    let s = &*f.store;
+    let acme = tenant(s, "acme").await;
+    let other = tenant(s, "other").await;
+    let a = s
+        .submit(message(acme, &["ops@acme.example"], None, 1_000))
+        .await
+        .unwrap();
+    let b = s
+        .submit(message(
+            acme,
+            &["dev@acme.example", "ops@acme.example"],
+            None,
+            2_000,
+        ))
+        .await
+        .unwrap();
+    let c = s
+        .submit(message(acme, &["dev@acme.example"], None, 3_000))
+        .await
+        .unwrap();
+    s.submit(message(other, &["ops@acme.example"], None, 2_500))
+        .await
+        .unwrap();
+    let ids = |found: Vec<herald_store::MessageSummary>| -> Vec<MessageId> {
+        found.into_iter().map(|m| m.id).collect()
+    };
+    let query = |recipient: Option<&str>, since, until| herald_store::MessageQuery {
+        recipient: recipient.map(str::to_owned),
+        since,
+        until,
+        limit: 10,
+    };
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(None, None, None))
+            .await
+            .unwrap()),
+        [c.id, b.id, a.id]
+    );
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(Some("OPS@acme.example"), None, None))
+            .await
+            .unwrap()),
+        [b.id, a.id]
+    );
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(None, Some(2_000), Some(3_000)))
+            .await
+            .unwrap()),
+        [b.id]
+    );
+    let found = s
+        .search_messages(acme, query(Some("dev@acme.example"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(found[0].status, RecipientStatus::Queued);
+    assert!(
+        s.search_messages(acme, query(Some("nobody@acme.example"), None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Runs every case on SQLite (`sqlite::<case>`) and on PostgreSQL (`postgres::<case>`).
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1715,4 +1783,5 @@ conformance!(
     captures_are_kept_only_with_an_accepted_outcome,
     nodes_report_their_heartbeats,
     passwords_and_sessions_keep_their_rules,
+    message_searches_filter_by_recipient_and_time,
 );

@@ -1692,6 +1692,47 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn search_messages(
+        &self,
+        tenant_id: TenantId,
+        q: MessageQuery,
+    ) -> Result<Vec<MessageSummary>> {
+        let c = client(&self.pool).await?;
+        let recipient = q.recipient.map(|r| r.trim().to_lowercase());
+        query(
+            &c,
+            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses FROM messages m \
+             JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
+             WHERE m.tenant_id = $1 \
+             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                  WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
+             AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
+             GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $5",
+            &[
+                &tenant_id.to_string(),
+                &recipient,
+                &q.since,
+                &q.until,
+                &i64::from(q.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let statuses = get::<Vec<String>>(r, "statuses")?
+                .iter()
+                .map(|s| status(s))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(MessageSummary {
+                id: id(get(r, "id")?)?,
+                status: message_status(statuses),
+                subject: get(r, "subject")?,
+                created_at: get(r, "created_at")?,
+            })
+        })
+        .collect()
+    }
+
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
         let wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let c = client(&self.pool).await?;

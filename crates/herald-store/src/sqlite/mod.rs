@@ -1514,6 +1514,55 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn search_messages(
+        &self,
+        tenant_id: TenantId,
+        q: MessageQuery,
+    ) -> Result<Vec<MessageSummary>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status) FROM messages m \
+                     JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
+                     AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                          WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
+                     AND (?3 IS NULL OR m.created_at >= ?3) AND (?4 IS NULL OR m.created_at < ?4) \
+                     GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?5",
+                    params![
+                        tenant_id.to_string(),
+                        q.recipient.map(|r| r.trim().to_owned()),
+                        q.since,
+                        q.until,
+                        q.limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(mid, subject, created_at, statuses)| {
+                        let statuses = statuses
+                            .split(',')
+                            .map(status)
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(MessageSummary {
+                            id: id(mid)?,
+                            status: message_status(statuses),
+                            subject,
+                            created_at,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
         let ids = ids.to_vec();
         self.db
