@@ -1,0 +1,65 @@
+//! Herald's web console: pages rendered on the server (minijinja templates,
+//! htmx for partial updates, both compiled into the binary), mounted by
+//! `herald serve` next to the REST API.
+//!
+//! Every action goes through the API's own services (`herald_api::service`)
+//! with a [`Caller`](herald_api::Caller) made from the console session, so
+//! roles, tenant isolation, validation and the audit log are the API's.
+
+mod forms;
+mod operator;
+mod pages;
+mod render;
+mod session;
+mod tenant;
+
+use axum::Router;
+use axum::http::header;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use herald_api::AppState;
+
+/// htmx, vendored from the npm package `htmx.org`: no CDN, no front-end build.
+const HTMX: &str = include_str!("../assets/htmx.min.js");
+const CSS: &str = include_str!("../assets/console.css");
+
+/// The console's routes. Every POST passes the CSRF check first.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route(
+            "/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/sign-out", post(session::sign_out))
+        .route("/static/htmx.min.js", get(htmx))
+        .route("/static/console.css", get(css))
+        .merge(tenant::router())
+        .merge(operator::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::csrf_guard,
+        ))
+        .with_state(state)
+}
+
+async fn htmx() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        HTMX,
+    )
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+}
