@@ -106,9 +106,12 @@ async fn set_operator_password(args: config::SetPasswordArgs) -> anyhow::Result<
         Err(_) => {
             let first = rpassword::prompt_password("new console password: ")
                 .context("reading the password")?;
-            let again = rpassword::prompt_password("the same again: ")
-                .context("reading the password")?;
-            anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+            let again =
+                rpassword::prompt_password("the same again: ").context("reading the password")?;
+            anyhow::ensure!(
+                first == again,
+                "the two passwords differ; nothing was changed"
+            );
             first
         }
     };
@@ -117,8 +120,7 @@ async fn set_operator_password(args: config::SetPasswordArgs) -> anyhow::Result<
     let hash = herald_api::password::hash(&password);
     if let Database::Sqlite(path) = &settings.database {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
     let store = settings.database.open().await?;
