@@ -5,7 +5,7 @@
 //! Every function takes a tenant already loaded through [`Caller::tenant`](crate::Caller::tenant),
 //! which is where role and tenant isolation are enforced.
 
-pub use crate::routes::people::set_person_password;
+pub use crate::routes::people::{PersonBody, create_person, set_person_password};
 pub use crate::routes::providers::{
     ProviderBody, create_provider, delete_provider, send_test_message, update_provider,
 };

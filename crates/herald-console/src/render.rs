@@ -46,6 +46,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/test_steps.html"),
     ),
     ("audit.html", include_str!("../templates/audit.html")),
+    ("persons.html", include_str!("../templates/persons.html")),
     ("tenants.html", include_str!("../templates/tenants.html")),
     ("nodes.html", include_str!("../templates/nodes.html")),
 ];

@@ -59,6 +59,8 @@ pub fn router() -> Router<AppState> {
         .route("/t/{tenant}/messages", get(messages))
         .route("/t/{tenant}/messages/{id}", get(message))
         .route("/t/{tenant}/audit", get(audit))
+        .route("/t/{tenant}/persons", get(persons).post(create_person))
+        .route("/t/{tenant}/persons/{id}/password", post(set_password))
 }
 
 type PageResult = Result<Response, PageError>;
@@ -768,4 +770,119 @@ async fn audit(State(state): State<AppState>, me: Signed, Path(slug): Path<Strin
         "audit.html",
         context! { entries, ..base(&me, &tenant, "audit") },
     ))
+}
+
+// Persons and their console passwords.
+
+#[derive(Deserialize, Default, serde::Serialize)]
+#[serde(default)]
+struct PersonForm {
+    name: String,
+    email: String,
+    role: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    password: String,
+}
+
+/// The persons page, with the new-person form as typed and any errors; a
+/// password error is shown beside the person it was for.
+async fn persons_page(
+    state: &AppState,
+    me: &Signed,
+    tenant: &Tenant,
+    form: &PersonForm,
+    problems: Problems,
+    password_problem: Option<(String, Problems)>,
+    status: StatusCode,
+) -> PageResult {
+    let persons = store(state.store.list_persons(tenant.id).await)?;
+    let (password_for, password_problems) = match password_problem {
+        Some((person, problems)) => (Some(person), problems),
+        None => (None, Problems::default()),
+    };
+    Ok(page_with(
+        status,
+        "persons.html",
+        context! {
+            persons, form, problems, password_for, password_problems,
+            ..base(me, tenant, "persons")
+        },
+    ))
+}
+
+async fn persons(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let form = PersonForm {
+        role: "member".into(),
+        ..PersonForm::default()
+    };
+    persons_page(
+        &state,
+        &me,
+        &tenant,
+        &form,
+        Problems::default(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn create_person(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Form(form): Form<PersonForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let body = service::PersonBody {
+        name: form.name.clone(),
+        email: form.email.trim().to_owned(),
+        role: Some(form.role.clone()).filter(|r| !r.is_empty()),
+    };
+    match service::create_person(&state, &me.caller, &tenant, body).await {
+        Ok(_) => Ok(see(format!("/t/{slug}/persons"))),
+        Err(error) => {
+            let (status, problems) = Problems::from_api(error);
+            persons_page(&state, &me, &tenant, &form, problems, None, status).await
+        }
+    }
+}
+
+async fn set_password(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+    Form(form): Form<PasswordForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let person: herald_core::PersonId = path_id(&id, "person")?;
+    match service::set_person_password(&state, &me.caller, &tenant, person, &form.password).await {
+        Ok(()) => Ok(see(format!("/t/{slug}/persons"))),
+        Err(error) => {
+            let (status, problems) = Problems::from_api(error);
+            let form = PersonForm {
+                role: "member".into(),
+                ..PersonForm::default()
+            };
+            persons_page(
+                &state,
+                &me,
+                &tenant,
+                &form,
+                Problems::default(),
+                Some((id, problems)),
+                status,
+            )
+            .await
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/tenants/{tenant}/persons",
-            post(create_person).get(list_persons),
+            post(post_person).get(list_persons),
         )
         .route(
             "/v1/tenants/{tenant}/persons/{id}",
@@ -39,15 +39,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/tokens/{id}", delete(revoke_token))
 }
 
-#[derive(Deserialize)]
+/// A person to create; the role is `tenant_admin` or `member` (the default).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PersonBody {
-    name: String,
-    email: String,
-    role: Option<String>,
+pub struct PersonBody {
+    pub name: String,
+    pub email: String,
+    pub role: Option<String>,
 }
 
-async fn create_person(
+async fn post_person(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
@@ -55,6 +56,17 @@ async fn create_person(
 ) -> Result<(StatusCode, Json<Person>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
+    let person = create_person(&state, &caller, &tenant, body).await?;
+    Ok((StatusCode::CREATED, Json(person)))
+}
+
+/// Creates a person of the tenant, and records it in the audit log.
+pub async fn create_person(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    body: PersonBody,
+) -> Result<Person, ApiError> {
     let mut check = Check::default();
     let name = check.take("name", name(&body.name));
     let email = check.take("email", EmailAddress::parse(&body.email));
@@ -77,14 +89,14 @@ async fn create_person(
     let person = state.store.create_person(tenant.id, person).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "person.create",
             Some(person.id.to_string()),
             json!({"email": person.email, "role": person.role}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(person)))
+    Ok(person)
 }
 
 async fn list_persons(

@@ -383,6 +383,51 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.goto(&format!("{base}/t/acme")).await;
     browser.screenshot("console-dashboard.png").await;
     browser.goto(&format!("{base}/t/acme/audit")).await;
+
+    // A person added in the console gets a password there; a short one is refused beside it.
+    browser.goto(&format!("{base}/t/acme/persons")).await;
+    browser.fill("name", "Bob Member").await;
+    browser.fill("email", "bob@acme.example").await;
+    browser.press("Add the person", "td").await;
+    browser.wait_for_text("table", "bob@acme.example").await;
+    let bob_row = "//tr[td[normalize-space()='bob@acme.example']]";
+    let password = browser
+        .client
+        .find(Locator::XPath(&format!(
+            "{bob_row}//input[@type='password']"
+        )))
+        .await
+        .unwrap();
+    password.send_keys("short").await.unwrap();
+    browser
+        .client
+        .find(Locator::XPath(&format!("{bob_row}//button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for_text("p.error", "Password must be").await;
+    let password = browser
+        .client
+        .find(Locator::XPath(&format!(
+            "{bob_row}//input[@type='password']"
+        )))
+        .await
+        .unwrap();
+    password.send_keys("bob-console-password").await.unwrap();
+    browser
+        .client
+        .find(Locator::XPath(&format!("{bob_row}//button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("table").await;
+    browser.keep().await;
+    let (_, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
+    assert!(audit.to_string().contains("person.set_password"), "{audit}");
     browser.goto(&format!("{base}/t/acme/servers")).await;
 
     // Another tenant's pages answer as if they did not exist.
@@ -467,6 +512,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         SMTP_PASSWORD,
         encoded.as_str(),
         ADA_PASSWORD,
+        "bob-console-password",
         acme.admin.as_str(),
         acme.sender.as_str(),
         OPERATOR,
