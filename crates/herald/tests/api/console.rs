@@ -548,3 +548,186 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .await
         .ok();
 }
+
+/// A `Set-Cookie` answer's cookie as `name=value`, with its attributes.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let (pair, attributes) = v.split_once(';').unwrap_or((v, ""));
+            (pair.to_owned(), attributes.to_owned())
+        })
+}
+
+/// The value of the first hidden `csrf` field of a page.
+fn csrf_field(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Over plain HTTP, without a browser: the operator's password comes from
+/// `herald operator set-password`, the sign-in form has its own CSRF cookie,
+/// the session cookie is Secure behind a TLS proxy, and the operator's pages
+/// create a tenant and grant it credential storage through the API's services.
+#[tokio::test]
+async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
+    let app = spawn_app().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["operator", "set-password", "--email", "Root@Herald.example"])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .env("HERALD_OPERATOR_PASSWORD", "operator password 1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let short = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["operator", "set-password", "--email", "root@herald.example"])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .env("HERALD_OPERATOR_PASSWORD", "short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("the password must be"));
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = &app.base;
+    // Signed out, every page leads to the sign-in form.
+    let answer = http.get(format!("{base}/t/acme")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers()["location"], "/sign-in");
+
+    let form = http
+        .get(format!("{base}/sign-in"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let (sign_in_cookie, attributes) = set_cookie(&form, "herald_sign_in").unwrap();
+    assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
+    assert!(attributes.contains("Secure"), "{attributes}");
+    let token = csrf_field(&form.text().await.unwrap());
+    let sign_in = |cookie: Option<String>, fields: Vec<(&'static str, String)>| {
+        let mut request = http
+            .post(format!("{base}/sign-in"))
+            .header("x-forwarded-proto", "https")
+            .form(&fields);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+    let fields = |password: &str| {
+        vec![
+            ("csrf", token.clone()),
+            ("email", "root@herald.example".to_owned()),
+            ("password", password.to_owned()),
+        ]
+    };
+    // Without the sign-in cookie the token proves nothing: refused.
+    let refused = sign_in(None, fields("operator password 1")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let wrong = sign_in(Some(sign_in_cookie.clone()), fields("operator password 2"))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let signed = sign_in(Some(sign_in_cookie), fields("operator password 1"))
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let (session, attributes) = set_cookie(&signed, "herald_session").unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(
+            attributes.contains(attribute),
+            "{attribute} in {attributes}"
+        );
+    }
+
+    let page = |path: String| {
+        http.get(format!("{base}{path}"))
+            .header("cookie", &session)
+            .send()
+    };
+    let home = page("/".into()).await.unwrap();
+    assert_eq!(home.headers()["location"], "/operator/tenants");
+    let tenants = page("/operator/tenants".into()).await.unwrap();
+    assert_eq!(tenants.status(), StatusCode::OK);
+    let html = tenants.text().await.unwrap();
+    assert!(html.contains("No tenant yet"), "an empty state says so");
+    let csrf = csrf_field(&html);
+    let post = |path: &str, fields: Vec<(&'static str, String)>| {
+        http.post(format!("{base}{path}"))
+            .header("cookie", &session)
+            .form(&fields)
+            .send()
+    };
+
+    // Invalid input: the page again, the field's message beside it, what was typed kept.
+    let invalid = post(
+        "/operator/tenants",
+        vec![
+            ("csrf", csrf.clone()),
+            ("slug", "Not A Slug".into()),
+            ("name", "Initech".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = invalid.text().await.unwrap();
+    assert!(html.contains("id=\"e-slug\""), "{html}");
+    assert!(html.contains("value=\"Not A Slug\"") && html.contains("value=\"Initech\""));
+
+    let created = post(
+        "/operator/tenants",
+        vec![
+            ("csrf", csrf.clone()),
+            ("slug", "initech".into()),
+            ("name", "Initech".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let granted = post(
+        "/operator/tenants/initech/entitlements",
+        vec![("csrf", csrf.clone()), ("credential_storage", "on".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.status(), StatusCode::SEE_OTHER);
+    let (_, tenant) = app.get("/v1/tenants/initech", OPERATOR).await;
+    assert_eq!(tenant["credential_storage"], true, "{tenant}");
+    let (_, audit) = app.get("/v1/tenants/initech/audit", OPERATOR).await;
+    assert!(
+        audit
+            .to_string()
+            .contains("console session of root@herald.example"),
+        "{audit}"
+    );
+
+    let nodes = page("/operator/nodes".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        nodes.contains("test-node") && nodes.contains("alive"),
+        "{nodes}"
+    );
+    // The operator reaches any tenant's pages.
+    let dashboard = page("/t/initech".into()).await.unwrap();
+    assert_eq!(dashboard.status(), StatusCode::OK);
+    let missing = page("/t/no-such-tenant".into()).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
