@@ -37,10 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/console.css", get(css))
         .merge(tenant::router())
         .merge(operator::router())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            session::csrf_guard,
-        ))
+        .layer(middleware::from_fn(session::csrf_guard))
         .with_state(state)
 }
 

@@ -40,8 +40,7 @@ pub async fn home(State(state): State<AppState>, me: Signed) -> Result<Response,
     match &me.session.person {
         None => Ok(Redirect::to("/operator/tenants").into_response()),
         Some(person) => {
-            // The person's tenant by id: list_tenants is the operator's, so
-            // look it up through the slug the store gives for this id.
+            // The store finds tenants by slug; the session knows the id.
             let tenants = state
                 .store
                 .list_tenants()

@@ -152,7 +152,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Refuses every POST whose CSRF token is missing or wrong, before any handler runs.
-pub async fn csrf_guard(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn csrf_guard(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }

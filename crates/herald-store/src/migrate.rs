@@ -113,20 +113,14 @@ const TABLES: &[Table] = &[
             ("email", Text),
             ("role", Text),
             ("created_at", BigInt),
+            ("password_hash", Text),
         ],
     },
     Table {
         name: "operators",
         columns: &[
+            ("id", Text),
             ("email", Text),
-            ("password_hash", Text),
-            ("updated_at", BigInt),
-        ],
-    },
-    Table {
-        name: "person_passwords",
-        columns: &[
-            ("person_id", Text),
             ("password_hash", Text),
             ("updated_at", BigInt),
         ],

@@ -830,10 +830,15 @@ impl Store for PgStore {
         let email = email.as_ref().to_lowercase();
         execute(
             &tx,
-            "INSERT INTO operators (email, password_hash, updated_at) VALUES ($1, $2, $3) \
+            "INSERT INTO operators (id, email, password_hash, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, \
              updated_at = excluded.updated_at",
-            &[&email, &password_hash, &now_ms()],
+            &[
+                &uuid::Uuid::now_v7().to_string(),
+                &email,
+                &password_hash,
+                &now_ms(),
+            ],
         )
         .await
         .map_err(pg)?;
@@ -859,10 +864,8 @@ impl Store for PgStore {
         let person = person_id.to_string();
         execute(
             &tx,
-            "INSERT INTO person_passwords (person_id, password_hash, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (person_id) DO UPDATE SET password_hash = excluded.password_hash, \
-             updated_at = excluded.updated_at",
-            &[&person, &password_hash, &now_ms()],
+            "UPDATE persons SET password_hash = $1 WHERE id = $2",
+            &[&password_hash, &person],
         )
         .await
         .map_err(pg)?;
@@ -891,10 +894,10 @@ impl Store for PgStore {
         }
         for row in query(
             &c,
-            "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, w.password_hash \
-             FROM persons p JOIN person_passwords w ON w.person_id = p.id \
-             JOIN tenants t ON t.id = p.tenant_id \
-             WHERE lower(p.email) = $1 ORDER BY t.created_at, t.id",
+            "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, p.password_hash \
+             FROM persons p JOIN tenants t ON t.id = p.tenant_id \
+             WHERE lower(p.email) = $1 AND p.password_hash IS NOT NULL \
+             ORDER BY t.created_at, t.id",
             &[&email],
         )
         .await?

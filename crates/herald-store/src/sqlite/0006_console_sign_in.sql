@@ -3,16 +3,14 @@
 -- Numbered 0006: 0005 is another change made at the same time.
 
 CREATE TABLE operators (
-    email TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
 
-CREATE TABLE person_passwords (
-    person_id TEXT PRIMARY KEY REFERENCES persons(id) ON DELETE CASCADE,
-    password_hash TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
+-- NULL until the person's password is set: then they may sign in.
+ALTER TABLE persons ADD COLUMN password_hash TEXT;
 
 CREATE TABLE sessions (
     hash TEXT PRIMARY KEY,

@@ -792,10 +792,10 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let email = email.as_ref().to_lowercase();
                 c.execute(
-                    "INSERT INTO operators (email, password_hash, updated_at) VALUES (?1, ?2, ?3) \
+                    "INSERT INTO operators (id, email, password_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, \
                      updated_at = excluded.updated_at",
-                    params![email, password_hash, now_ms()],
+                    params![uuid::Uuid::now_v7().to_string(), email, password_hash, now_ms()],
                 )
                 .map_err(sql)?;
                 c.execute("DELETE FROM sessions WHERE operator_email = ?1", [email])
@@ -816,10 +816,8 @@ impl Store for SqliteStore {
                 load_person(c, tenant_id, person_id)?;
                 let person = person_id.to_string();
                 c.execute(
-                    "INSERT INTO person_passwords (person_id, password_hash, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (person_id) DO UPDATE SET password_hash = excluded.password_hash, \
-                     updated_at = excluded.updated_at",
-                    params![person, password_hash, now_ms()],
+                    "UPDATE persons SET password_hash = ?1 WHERE id = ?2",
+                    params![password_hash, person],
                 )
                 .map_err(sql)?;
                 c.execute("DELETE FROM sessions WHERE person_id = ?1", [person])
@@ -847,10 +845,10 @@ impl Store for SqliteStore {
                 )?;
                 let persons = list(
                     c,
-                    "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, w.password_hash \
-                     FROM persons p JOIN person_passwords w ON w.person_id = p.id \
-                     JOIN tenants t ON t.id = p.tenant_id \
-                     WHERE lower(p.email) = ?1 ORDER BY t.created_at, t.id",
+                    "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, p.password_hash \
+                     FROM persons p JOIN tenants t ON t.id = p.tenant_id \
+                     WHERE lower(p.email) = ?1 AND p.password_hash IS NOT NULL \
+                     ORDER BY t.created_at, t.id",
                     [&email],
                     |r| Ok((person_row(r)?, r.get::<_, String>(6)?)),
                 )?;
