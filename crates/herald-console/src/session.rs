@@ -333,3 +333,50 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Resp
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; herald_session=abc; b="),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, "b"), None);
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn the_cookie_is_secure_only_behind_tls() {
+        let plain = set_cookie(SESSION_COOKIE, "x", 60, false);
+        assert_eq!(
+            plain,
+            "herald_session=x; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        let mut headers = HeaderMap::new();
+        assert!(!over_tls(&headers));
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("for=1.2.3.4;proto=https"),
+        );
+        assert!(over_tls(&headers));
+        assert!(
+            set_cookie(SESSION_COOKIE, "x", 60, true)
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session_and_compare_exactly() {
+        let (a, b) = (csrf_token("one"), csrf_token("two"));
+        assert_ne!(a, b);
+        assert!(same(&a, &csrf_token("one")));
+        assert!(!same(&a, &b) && !same(&a, &a[1..]));
+    }
+}
