@@ -38,7 +38,30 @@ pub fn router(state: AppState) -> Router {
         .merge(tenant::router())
         .merge(operator::router())
         .layer(middleware::from_fn(session::csrf_guard))
+        .layer(middleware::map_response(protect))
         .with_state(state)
+}
+
+/// Headers every console answer carries: only the console's own scripts and
+/// styles run, no other site may frame it, and pages (which show a tenant's
+/// configuration) are not kept in caches; the static assets set their own.
+async fn protect(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name, value: &'static str| {
+        headers
+            .entry(name)
+            .or_insert(axum::http::HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "same-origin");
+    set(headers, header::CACHE_CONTROL, "no-store");
+    response
 }
 
 async fn htmx() -> impl IntoResponse {

@@ -380,6 +380,63 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.keep().await;
     assert!(message_url.ends_with(submitted["id"].as_str().unwrap()));
 
+    // A test message still in flight: the page shows it unfinished, and htmx
+    // swaps in the steps when the attempt is recorded, without a reload. The
+    // test server stalls at RCPT once, so the attempt ends in a timeout.
+    smtp.script(
+        herald_testsmtp::Rule::new(
+            herald_testsmtp::Command::Rcpt,
+            herald_testsmtp::Action::Stall,
+        )
+        .matching("stall@acme.example")
+        .times(1),
+    );
+    browser.goto(&format!("{base}/t/acme/providers")).await;
+    browser
+        .client
+        .find(Locator::Css("input[name=to]"))
+        .await
+        .unwrap()
+        .send_keys("stall@acme.example")
+        .await
+        .unwrap();
+    browser.press("Send a test message", "#test-steps").await;
+    let htmx = browser
+        .client
+        .execute("return typeof htmx === 'object' && htmx.version", vec![])
+        .await
+        .unwrap();
+    assert!(
+        htmx.is_string(),
+        "htmx runs under the console's CSP: {htmx}"
+    );
+    let first = browser.wait_for("#test-status").await.text().await.unwrap();
+    assert!(first == "queued" || first == "sending", "{first}");
+    // The attempt times out and is deferred; the retry may already have sent it.
+    let client = browser.client.clone();
+    let last = eventually("the test result to be filled in", || {
+        let client = client.clone();
+        async move {
+            let status = client
+                .find(Locator::Css("#test-status"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (status == "deferred" || status == "sent").then_some(status)
+        }
+    })
+    .await;
+    browser.wait_for(".steps li").await;
+    browser.keep().await;
+    let polled = browser.wait_for("#test-steps").await;
+    assert_eq!(
+        polled.attr("hx-get").await.unwrap(),
+        None,
+        "polling stops at {last}"
+    );
+
     browser.goto(&format!("{base}/t/acme")).await;
     browser.screenshot("console-dashboard.png").await;
     browser.goto(&format!("{base}/t/acme/audit")).await;
@@ -658,6 +715,9 @@ async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
             .send()
     };
     let home = page("/".into()).await.unwrap();
+    let csp = home.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(home.headers()["cache-control"], "no-store");
     assert_eq!(home.headers()["location"], "/operator/tenants");
     let tenants = page("/operator/tenants".into()).await.unwrap();
     assert_eq!(tenants.status(), StatusCode::OK);
