@@ -6,7 +6,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use herald_core::{Role, TenantId, token};
-use herald_store::{AuditEntry, StoreError, Tenant, TokenRecord};
+use herald_store::{AuditEntry, Session, StoreError, Tenant, TokenRecord};
 use serde_json::Value;
 
 use crate::{ApiError, AppState};
@@ -42,6 +42,25 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// The caller behind a web console session: it acts with the role of its
+    /// person as stored now (or as the operator), like a personal token would.
+    pub fn from_session(session: &Session, remote: Option<SocketAddr>) -> Caller {
+        let name = match &session.operator_email {
+            Some(email) => format!("console session of {email}"),
+            None => "console session".to_owned(),
+        };
+        let record = TokenRecord {
+            id: session.id,
+            tenant_id: session.person.as_ref().map(|p| p.tenant_id),
+            name,
+            role: session.role(),
+            person_id: session.person.as_ref().map(|p| p.id),
+            created_at: session.created_at,
+            last_used_at: None,
+        };
+        Caller(record, remote)
+    }
+
     pub fn is_operator(&self) -> bool {
         self.0.role == Role::Operator
     }

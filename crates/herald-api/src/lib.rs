@@ -4,7 +4,9 @@
 mod auth;
 mod body;
 mod error;
+pub mod password;
 mod routes;
+pub mod service;
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use herald_delivery::{DefaultProvider, ProviderCache};
 use herald_store::Store;
 use tokio::sync::Notify;
 
+pub use auth::Caller;
 pub use error::ApiError;
 
 /// The largest request body accepted; message content has its own, smaller limits.

@@ -10,8 +10,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use herald_core::{
-    AccountId, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId,
-    TenantSlug, TokenId,
+    AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId,
+    TenantId, TenantSlug, TokenId,
 };
 
 pub use model::*;
@@ -100,6 +100,27 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a person and their tokens; a conflict while an account is bound to them.
     async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()>;
 
+    /// Sets an operator's console password (an argon2 hash), creating the
+    /// operator if new; ends the operator's sessions.
+    async fn set_operator_password(&self, email: EmailAddress, password_hash: String)
+    -> Result<()>;
+    /// Sets a person's console password (an argon2 hash); ends their sessions.
+    async fn set_person_password(
+        &self,
+        tenant: TenantId,
+        person: PersonId,
+        password_hash: String,
+    ) -> Result<()>;
+    /// Everyone who may sign in with this e-mail address (compared without
+    /// regard to case): operators first, then persons, oldest tenant first.
+    async fn credentials(&self, email: &str) -> Result<Vec<Credential>>;
+    /// Stores a console session, and forgets sessions that expired.
+    async fn create_session(&self, session: NewSession) -> Result<()>;
+    /// The session with this hash, unless it expired before `now`.
+    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>>;
+    /// Ends a session (sign-out); ending one that does not exist is not an error.
+    async fn delete_session(&self, hash: &str) -> Result<()>;
+
     /// Appends to the audit log.
     async fn audit(&self, entry: AuditEntry) -> Result<()>;
     /// The tenant's newest audit entries.
@@ -172,6 +193,12 @@ pub trait Store: Send + Sync + 'static {
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
     /// The tenant's newest messages.
     async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>>;
+    /// The tenant's newest messages that match `query`.
+    async fn search_messages(
+        &self,
+        tenant: TenantId,
+        query: MessageQuery,
+    ) -> Result<Vec<MessageSummary>>;
     /// What is needed to render messages for sending.
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
 

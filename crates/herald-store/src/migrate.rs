@@ -113,6 +113,16 @@ const TABLES: &[Table] = &[
             ("email", Text),
             ("role", Text),
             ("created_at", BigInt),
+            ("password_hash", Text),
+        ],
+    },
+    Table {
+        name: "operators",
+        columns: &[
+            ("id", Text),
+            ("email", Text),
+            ("password_hash", Text),
+            ("updated_at", BigInt),
         ],
     },
     Table {
@@ -275,8 +285,9 @@ const TABLES: &[Table] = &[
 ];
 
 /// Herald's tables that are deliberately not copied: `nodes` holds per-run
-/// state, which every node reports afresh when it starts.
-pub const NOT_COPIED: &[&str] = &["nodes"];
+/// state, which every node reports afresh when it starts; `sessions` are
+/// console sign-ins, and people sign in again on the new database.
+pub const NOT_COPIED: &[&str] = &["nodes", "sessions"];
 
 /// Bookkeeping tables of each database's own migrations, which are not data.
 const SQLITE_BOOKKEEPING: &[&str] = &[];

@@ -455,3 +455,73 @@ pub struct Captured {
     /// The message exactly as it would have gone on the wire, before dot-stuffing.
     pub content: String,
 }
+
+/// Someone who may sign in to the console with a password: an operator, or a
+/// person of a tenant whose password has been set.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// The operator's e-mail address, for an operator.
+    pub operator_email: Option<String>,
+    /// The person, for a person of a tenant.
+    pub person: Option<Person>,
+    /// The argon2 hash (PHC string) of the password; never the password.
+    pub password_hash: String,
+}
+
+/// Who a console session acts for: an operator, or a person of a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionSubject {
+    /// An operator, by e-mail address.
+    Operator(String),
+    /// A person of a tenant.
+    Person(PersonId),
+}
+
+/// A console session to store. Only a hash of the session id is kept.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// SHA-256 of the session id the browser holds in its cookie.
+    pub hash: String,
+    /// The session's public id, recorded in the audit log as what acted.
+    pub id: TokenId,
+    pub subject: SessionSubject,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A stored console session, with the person it acts for as they are now.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: TokenId,
+    /// The operator's e-mail address, for an operator's session.
+    pub operator_email: Option<String>,
+    /// The person, for a person's session: their role and tenant as stored now.
+    pub person: Option<Person>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl Session {
+    /// The role the session acts with: the person's role as it is now.
+    pub fn role(&self) -> Role {
+        match &self.person {
+            None => Role::Operator,
+            Some(p) if p.role == PersonRole::TenantAdmin => Role::TenantAdmin,
+            Some(_) => Role::Sender,
+        }
+    }
+}
+
+/// Which of a tenant's messages to list, newest first. Status is derived from
+/// the recipients, so it is filtered by the caller on what this returns.
+#[derive(Clone, Debug, Default)]
+pub struct MessageQuery {
+    /// Only messages with this recipient (to, cc or bcc; compared without regard to case).
+    pub recipient: Option<String>,
+    /// Only messages created at or after this time.
+    pub since: Option<i64>,
+    /// Only messages created before this time.
+    pub until: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}

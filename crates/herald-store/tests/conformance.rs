@@ -1564,6 +1564,189 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
     assert!(nodes[2].roles.is_empty());
 }
 
+/// Console sign-in: passwords are found by e-mail address (any case), a new
+/// password ends the sessions made with the old one, sessions expire, and a
+/// person's session follows the person's current role and disappears with them.
+async fn passwords_and_sessions_keep_their_rules(f: Fixture) {
+    let s = &*f.store;
+    let acme = tenant(s, "acme").await;
+    let other = tenant(s, "other").await;
+    let mut ada = person("Ada", "Ada@acme.example");
+    ada.role = PersonRole::TenantAdmin;
+    let ada = s.create_person(acme, ada).await.unwrap();
+    let twin = s
+        .create_person(other, person("Ada", "ada@acme.example"))
+        .await
+        .unwrap();
+    let nobody = s
+        .create_person(acme, person("No Password", "nobody@acme.example"))
+        .await
+        .unwrap();
+
+    // No password yet: nobody signs in.
+    assert!(s.credentials("ada@acme.example").await.unwrap().is_empty());
+    s.set_operator_password(address("ada@acme.example"), "hash-operator".into())
+        .await
+        .unwrap();
+    s.set_person_password(acme, ada.id, "hash-ada".into())
+        .await
+        .unwrap();
+    s.set_person_password(other, twin.id, "hash-twin".into())
+        .await
+        .unwrap();
+    // Another tenant's person is not found through this tenant.
+    assert!(matches!(
+        s.set_person_password(acme, twin.id, "x".into()).await,
+        Err(StoreError::NotFound)
+    ));
+    let found = s.credentials("ADA@acme.example ").await.unwrap();
+    let hashes: Vec<&str> = found.iter().map(|c| c.password_hash.as_str()).collect();
+    assert_eq!(hashes, ["hash-operator", "hash-ada", "hash-twin"]);
+    assert_eq!(found[0].operator_email.as_deref(), Some("ada@acme.example"));
+    assert_eq!(found[1].person.as_ref().unwrap().id, ada.id);
+    assert!(
+        s.credentials("nobody@acme.example")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let session = |subject, hash: &str, expires_at| herald_store::NewSession {
+        hash: hash.into(),
+        id: TokenId::new(),
+        subject,
+        created_at: 1_000,
+        expires_at,
+    };
+    use herald_store::SessionSubject;
+    s.create_session(session(SessionSubject::Person(ada.id), "s-ada", 5_000))
+        .await
+        .unwrap();
+    s.create_session(session(
+        SessionSubject::Operator("ada@acme.example".into()),
+        "s-op",
+        5_000,
+    ))
+    .await
+    .unwrap();
+    s.create_session(session(
+        SessionSubject::Person(nobody.id),
+        "s-nobody",
+        5_000,
+    ))
+    .await
+    .unwrap();
+    let found = s.session_by_hash("s-ada", 4_000).await.unwrap().unwrap();
+    assert_eq!(found.person.as_ref().unwrap().id, ada.id);
+    assert_eq!(found.role(), Role::TenantAdmin);
+    let op = s.session_by_hash("s-op", 4_000).await.unwrap().unwrap();
+    assert_eq!(op.operator_email.as_deref(), Some("ada@acme.example"));
+    assert_eq!(op.role(), Role::Operator);
+    // Expired, unknown.
+    assert!(s.session_by_hash("s-ada", 5_001).await.unwrap().is_none());
+    assert!(s.session_by_hash("s-unknown", 0).await.unwrap().is_none());
+
+    // A new password ends the person's sessions, and only theirs.
+    s.set_person_password(acme, ada.id, "hash-ada-2".into())
+        .await
+        .unwrap();
+    assert!(s.session_by_hash("s-ada", 4_000).await.unwrap().is_none());
+    assert!(s.session_by_hash("s-op", 4_000).await.unwrap().is_some());
+    s.set_operator_password(address("ada@acme.example"), "hash-operator-2".into())
+        .await
+        .unwrap();
+    assert!(s.session_by_hash("s-op", 4_000).await.unwrap().is_none());
+
+    // Sign-out; deleting the person ends their sessions too.
+    s.delete_session("s-nobody-not-there").await.unwrap();
+    assert!(
+        s.session_by_hash("s-nobody", 4_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.delete_person(acme, nobody.id).await.unwrap();
+    assert!(
+        s.session_by_hash("s-nobody", 4_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.create_session(session(SessionSubject::Person(ada.id), "s-ada-2", 5_000))
+        .await
+        .unwrap();
+    s.delete_session("s-ada-2").await.unwrap();
+    assert!(s.session_by_hash("s-ada-2", 4_000).await.unwrap().is_none());
+}
+
+/// Message searches filter by recipient (any case), by time, and stay within the tenant.
+async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
+    let s = &*f.store;
+    let acme = tenant(s, "acme").await;
+    let other = tenant(s, "other").await;
+    let a = s
+        .submit(message(acme, &["ops@acme.example"], None, 1_000))
+        .await
+        .unwrap();
+    let b = s
+        .submit(message(
+            acme,
+            &["dev@acme.example", "ops@acme.example"],
+            None,
+            2_000,
+        ))
+        .await
+        .unwrap();
+    let c = s
+        .submit(message(acme, &["dev@acme.example"], None, 3_000))
+        .await
+        .unwrap();
+    s.submit(message(other, &["ops@acme.example"], None, 2_500))
+        .await
+        .unwrap();
+    let ids = |found: Vec<herald_store::MessageSummary>| -> Vec<MessageId> {
+        found.into_iter().map(|m| m.id).collect()
+    };
+    let query = |recipient: Option<&str>, since, until| herald_store::MessageQuery {
+        recipient: recipient.map(str::to_owned),
+        since,
+        until,
+        limit: 10,
+    };
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(None, None, None))
+            .await
+            .unwrap()),
+        [c.id, b.id, a.id]
+    );
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(Some("OPS@acme.example"), None, None))
+            .await
+            .unwrap()),
+        [b.id, a.id]
+    );
+    assert_eq!(
+        ids(s
+            .search_messages(acme, query(None, Some(2_000), Some(3_000)))
+            .await
+            .unwrap()),
+        [b.id]
+    );
+    let found = s
+        .search_messages(acme, query(Some("dev@acme.example"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(found[0].status, RecipientStatus::Queued);
+    assert!(
+        s.search_messages(acme, query(Some("nobody@acme.example"), None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Runs every case on SQLite (`sqlite::<case>`) and on PostgreSQL (`postgres::<case>`).
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1650,4 +1833,6 @@ conformance!(
     message_lists_are_newest_first,
     captures_are_kept_only_with_an_accepted_outcome,
     nodes_report_their_heartbeats,
+    passwords_and_sessions_keep_their_rules,
+    message_searches_filter_by_recipient_and_time,
 );

@@ -212,6 +212,26 @@ async fn fill(s: &dyn Store) -> Installation {
     .await
     .unwrap();
 
+    // Console sign-in: an operator's and a person's password, and a session (not copied).
+    s.set_operator_password(
+        EmailAddress::parse("root@herald.example").unwrap(),
+        "$argon2id$operator".into(),
+    )
+    .await
+    .unwrap();
+    s.set_person_password(acme, ada, "$argon2id$ada".into())
+        .await
+        .unwrap();
+    s.create_session(herald_store::NewSession {
+        hash: "session-hash".into(),
+        id: TokenId::new(),
+        subject: herald_store::SessionSubject::Person(ada),
+        created_at: 1_000,
+        expires_at: i64::MAX,
+    })
+    .await
+    .unwrap();
+
     s.create_token(token(None, None, Role::Operator, "hash-operator"))
         .await
         .unwrap();
@@ -539,6 +559,13 @@ async fn snapshot(s: &dyn Store) -> Value {
         );
     }
     out["tokens_by_hash"] = json!(by_hash);
+    let mut credentials = Vec::new();
+    for email in ["root@herald.example", "ada@acme.example"] {
+        for c in s.credentials(email).await.unwrap() {
+            credentials.push(json!([c.operator_email, c.person, c.password_hash]));
+        }
+    }
+    out["credentials"] = json!(credentials);
     for tenant in &tenants {
         let t = tenant.id;
         let mut servers = Vec::new();
@@ -737,15 +764,15 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     // Every table but nodes, with every row.
     let tables = sqlite_columns(&path);
     for table in tables.keys() {
-        if table == "nodes" {
-            assert_eq!(report.rows(table), None, "nodes are per-run state");
+        if table == "nodes" || table == "sessions" {
+            assert_eq!(report.rows(table), None, "{table} are per-run state");
         } else {
             let rows = sqlite_count(&path, table);
             assert!(rows > 0, "the installation leaves {table} empty");
             assert_eq!(report.rows(table), Some(rows), "rows of {table}");
         }
     }
-    assert_eq!(report.tables.len(), tables.len() - 1);
+    assert_eq!(report.tables.len(), tables.len() - 2);
     assert_eq!(report.nul_replaced, 1, "one reply held a NUL");
 
     // Both schemas have the same tables with the same columns.

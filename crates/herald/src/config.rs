@@ -32,6 +32,26 @@ pub enum Command {
     Keys(KeysCommand),
     /// Copy an embedded installation's data into an empty PostgreSQL database, in one transaction (stop the node first).
     MigrateStore(Box<MigrateArgs>),
+    /// Manage the operators who sign in to the web console.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Set an operator's console password, from HERALD_OPERATOR_PASSWORD or a
+    /// prompt; a new address becomes an operator. Ends the operator's sessions.
+    SetPassword(Box<SetPasswordArgs>),
+}
+
+/// Flags of `herald operator set-password`: the address, and where the database is.
+#[derive(Args, Debug)]
+pub struct SetPasswordArgs {
+    /// The operator's e-mail address, with which they sign in.
+    #[arg(long, env = "HERALD_OPERATOR_EMAIL")]
+    pub email: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `herald migrate-store`.

@@ -8,7 +8,7 @@ pub mod smtp_check;
 
 use anyhow::Context;
 
-use config::{Cli, Command, Database, KeysCommand};
+use config::{Cli, Command, Database, KeysCommand, OperatorCommand};
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Operator(OperatorCommand::SetPassword(args)) => set_operator_password(*args).await,
         Command::MigrateStore(args) => {
             let (from, to) = args.endpoints()?;
             let (source, target) = (
@@ -92,4 +93,44 @@ fn print_copy_report(
         "Sealed SMTP secrets were copied as they are: give the PostgreSQL nodes the same master key \
          as the embedded node (HERALD_MASTER_KEY, or a copy of its key file, master.key in its data directory)."
     );
+}
+
+/// `herald operator set-password`: hashes the password (argon2id) and stores
+/// only the hash; the operator signs in to the console with it.
+async fn set_operator_password(args: config::SetPasswordArgs) -> anyhow::Result<()> {
+    let email = herald_core::EmailAddress::parse(args.email.trim())
+        .map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let settings = args.serve.resolve().context("invalid configuration")?;
+    let typed = match std::env::var("HERALD_OPERATOR_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let first = rpassword::prompt_password("new console password: ")
+                .context("reading the password")?;
+            let again =
+                rpassword::prompt_password("the same again: ").context("reading the password")?;
+            anyhow::ensure!(
+                first == again,
+                "the two passwords differ; nothing was changed"
+            );
+            first
+        }
+    };
+    let password =
+        herald_api::password::parse(&typed).map_err(|e| anyhow::anyhow!("the password {e}"))?;
+    let hash = herald_api::password::hash(&password);
+    if let Database::Sqlite(path) = &settings.database {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let store = settings.database.open().await?;
+    store
+        .set_operator_password(email.clone(), hash)
+        .await
+        .context("storing the password")?;
+    println!(
+        "{email} can sign in to the console at http://{}/ as an operator",
+        settings.http
+    );
+    Ok(())
 }

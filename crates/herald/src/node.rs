@@ -196,7 +196,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         .with_context(|| format!("listening on {}", settings.http))?;
     let http_addr = listener.local_addr()?;
     let mut stop_http = stop;
-    let app = herald_api::router(state, settings.api);
+    // The web console is served next to the API by nodes with the api role.
+    let app = if settings.api {
+        herald_api::router(state.clone(), true).merge(herald_console::router(state))
+    } else {
+        herald_api::router(state, false)
+    };
     let http = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

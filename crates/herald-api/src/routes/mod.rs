@@ -1,10 +1,10 @@
 //! Route table and the helpers every handler shares.
 
 mod messages;
-mod people;
-mod providers;
-mod servers;
-mod tenants;
+pub(crate) mod people;
+pub(crate) mod providers;
+pub(crate) mod servers;
+pub(crate) mod tenants;
 
 use herald_core::timestamp::now_ms;
 use std::str::FromStr;
@@ -69,7 +69,7 @@ async fn nodes(
 }
 
 /// True when some node with the worker role sent a heartbeat recently.
-async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
+pub(crate) async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     Ok(state.store.list_nodes().await?.iter().any(|node| {
         node.roles.iter().any(|r| r == "worker")

@@ -3,11 +3,11 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
-use herald_store::{NewToken, Person, TokenRecord};
+use herald_store::{NewToken, Person, Tenant, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,11 +22,15 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/tenants/{tenant}/persons",
-            post(create_person).get(list_persons),
+            post(post_person).get(list_persons),
         )
         .route(
             "/v1/tenants/{tenant}/persons/{id}",
             get(show_person).delete(remove_person),
+        )
+        .route(
+            "/v1/tenants/{tenant}/persons/{id}/password",
+            put(put_password),
         )
         .route(
             "/v1/tenants/{tenant}/tokens",
@@ -35,15 +39,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/tokens/{id}", delete(revoke_token))
 }
 
-#[derive(Deserialize)]
+/// A person to create; the role is `tenant_admin` or `member` (the default).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PersonBody {
-    name: String,
-    email: String,
-    role: Option<String>,
+pub struct PersonBody {
+    pub name: String,
+    pub email: String,
+    pub role: Option<String>,
 }
 
-async fn create_person(
+async fn post_person(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
@@ -51,6 +56,17 @@ async fn create_person(
 ) -> Result<(StatusCode, Json<Person>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
+    let person = create_person(&state, &caller, &tenant, body).await?;
+    Ok((StatusCode::CREATED, Json(person)))
+}
+
+/// Creates a person of the tenant, and records it in the audit log.
+pub async fn create_person(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    body: PersonBody,
+) -> Result<Person, ApiError> {
     let mut check = Check::default();
     let name = check.take("name", name(&body.name));
     let email = check.take("email", EmailAddress::parse(&body.email));
@@ -73,14 +89,14 @@ async fn create_person(
     let person = state.store.create_person(tenant.id, person).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "person.create",
             Some(person.id.to_string()),
             json!({"email": person.email, "role": person.role}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(person)))
+    Ok(person)
 }
 
 async fn list_persons(
@@ -124,6 +140,56 @@ async fn remove_person(
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn put_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((slug, id)): Path<(String, String)>,
+    body: Body<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
+    let id: PersonId = path_id(&id, "person")?;
+    let body = body.parse()?;
+    set_person_password(&state, &caller, &tenant, id, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets the console password of a person of the tenant (stored as an argon2
+/// hash) and ends the person's console sessions.
+pub async fn set_person_password(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    person: PersonId,
+    password: &str,
+) -> Result<(), ApiError> {
+    let password =
+        crate::password::parse(password).map_err(|e| ApiError::field(e.at("password")))?;
+    // Hashing is deliberately slow: keep it off the async workers.
+    let hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .set_person_password(tenant.id, person, hash)
+        .await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "person.set_password",
+            Some(person.to_string()),
+            json!({}),
+        )
+        .await;
+    Ok(())
 }
 
 #[derive(Deserialize)]

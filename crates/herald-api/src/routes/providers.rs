@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{AccountId, DisplayName, EmailAddress, ProviderId, Role, SenderPolicy, ServerId};
-use herald_store::{Provider, ProviderSettings};
+use herald_store::{Provider, ProviderSettings, Submitted, Tenant};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,17 +31,17 @@ pub fn router() -> Router<AppState> {
 
 /// A provider's fields; all optional so the same shape serves create and PATCH.
 /// For PATCH, an empty string clears `account_id`, `from_name`, `reply_to` or `fallback_recipient`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ProviderBody {
-    name: Option<String>,
-    smtp_server_id: Option<String>,
-    account_id: Option<String>,
-    from_address: Option<String>,
-    from_name: Option<String>,
-    reply_to: Option<String>,
-    fallback_recipient: Option<String>,
-    sender_policy: Option<String>,
+pub struct ProviderBody {
+    pub name: Option<String>,
+    pub smtp_server_id: Option<String>,
+    pub account_id: Option<String>,
+    pub from_address: Option<String>,
+    pub from_name: Option<String>,
+    pub reply_to: Option<String>,
+    pub fallback_recipient: Option<String>,
+    pub sender_policy: Option<String>,
 }
 
 /// Parses an optional field on top of its stored value: absent keeps it, empty clears it.
@@ -141,19 +141,29 @@ async fn create(
     body: Body<ProviderBody>,
 ) -> Result<(StatusCode, Json<Provider>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    let body = body.parse()?;
+    let provider = create_provider(&state, &caller, &tenant, body.parse()?).await?;
+    Ok((StatusCode::CREATED, Json(provider)))
+}
+
+/// Creates a notification provider of an authorised tenant, and records it in the audit log.
+pub async fn create_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    body: ProviderBody,
+) -> Result<Provider, ApiError> {
     let settings = body.settings(None)?;
     let provider = state.store.create_provider(tenant.id, settings).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "provider.create",
             Some(provider.id.to_string()),
             json!(provider.settings),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(provider)))
+    Ok(provider)
 }
 
 async fn list(
@@ -188,19 +198,32 @@ async fn update(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
+    Ok(Json(
+        update_provider(&state, &caller, &tenant, id, body).await?,
+    ))
+}
+
+/// Changes a provider: the fields given replace the stored ones.
+pub async fn update_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+    body: ProviderBody,
+) -> Result<Provider, ApiError> {
     let current = state.store.provider(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
     let provider = state.store.update_provider(tenant.id, id, settings).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "provider.update",
             Some(id.to_string()),
             json!({"before": current.settings, "after": provider.settings}),
         )
         .await;
-    Ok(Json(provider))
+    Ok(provider)
 }
 
 async fn remove(
@@ -210,17 +233,28 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ProviderId = path_id(&id, "provider")?;
+    delete_provider(&state, &caller, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a provider; a conflict while it is the tenant's active one.
+pub async fn delete_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+) -> Result<(), ApiError> {
     state.store.delete_provider(tenant.id, id).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "provider.delete",
             Some(id.to_string()),
             json!({}),
         )
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -239,12 +273,27 @@ async fn test_message(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse_or_default()?;
-    let provider = state
-        .store
-        .provider(tenant.id, path_id::<ProviderId>(&id, "provider")?)
-        .await?;
+    let id = path_id::<ProviderId>(&id, "provider")?;
+    let submitted = send_test_message(&state, &caller, &tenant, id, body.to).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message_id": submitted.id, "status": submitted.status})),
+    ))
+}
+
+/// Queues a test message through a provider of the tenant, to `to` or the
+/// provider's fallback recipient; refused at once when no worker is alive.
+pub async fn send_test_message(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+    to: Option<String>,
+) -> Result<Submitted, ApiError> {
+    let provider = state.store.provider(tenant.id, id).await?;
     let mut check = Check::default();
-    let to = check.opt("to", body.to.as_deref(), EmailAddress::parse);
+    let used_fallback = to.is_none();
+    let to = check.opt("to", to.as_deref(), EmailAddress::parse);
     check.finish()?;
     let Some(to) = to.or(provider.settings.fallback_recipient.clone()) else {
         return Err(ApiError::field(
@@ -252,7 +301,7 @@ async fn test_message(
                 .at("to"),
         ));
     };
-    if !super::worker_alive(&state).await? {
+    if !super::worker_alive(state).await? {
         return Err(ApiError::NoWorker);
     }
     let server = state
@@ -285,7 +334,7 @@ async fn test_message(
         to: vec![to.into()],
         cc: vec![],
         bcc: vec![],
-        used_fallback: body.to.is_none(),
+        used_fallback,
         created_at: now,
         on_behalf_of: None,
         test_provider: Some(provider.id),
@@ -295,15 +344,12 @@ async fn test_message(
     state.wake.notify_one();
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "provider.test",
             Some(provider.id.to_string()),
             json!({"message_id": submitted.id}),
         )
         .await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"message_id": submitted.id, "status": submitted.status})),
-    ))
+    Ok(submitted)
 }

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use herald_core::{
     AccountId, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId, SmtpHost,
 };
-use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer};
+use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer, Tenant};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/tenants/{tenant}/smtp-servers/{id}/accounts",
-            post(create_account).get(list_accounts),
+            post(post_account).get(list_accounts),
         )
         .route(
             "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
@@ -37,25 +37,25 @@ pub fn router() -> Router<AppState> {
 
 /// The fields of a server; all optional so the same shape serves create and PATCH.
 /// For PATCH, an empty string clears `tls_ca_pem`, `tls_server_name` or `helo_name`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ServerBody {
-    name: Option<String>,
-    host: Option<String>,
-    port: Option<i64>,
-    security: Option<String>,
-    requires_auth: Option<bool>,
-    tls_verify: Option<bool>,
-    tls_ca_pem: Option<String>,
-    tls_server_name: Option<String>,
-    helo_name: Option<String>,
-    max_connections: Option<i64>,
-    max_messages_per_connection: Option<i64>,
-    idle_timeout_secs: Option<i64>,
+pub struct ServerBody {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub security: Option<String>,
+    pub requires_auth: Option<bool>,
+    pub tls_verify: Option<bool>,
+    pub tls_ca_pem: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub helo_name: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_messages_per_connection: Option<i64>,
+    pub idle_timeout_secs: Option<i64>,
     /// 0 removes the limit.
-    rate_limit_per_minute: Option<i64>,
+    pub rate_limit_per_minute: Option<i64>,
     /// 0 returns to the node's default.
-    command_timeout_secs: Option<i64>,
+    pub command_timeout_secs: Option<i64>,
 }
 
 /// A whole number within `range`.
@@ -233,19 +233,29 @@ async fn create(
     body: Body<ServerBody>,
 ) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    let body = body.parse()?;
+    let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
+    Ok((StatusCode::CREATED, Json(server)))
+}
+
+/// Creates an SMTP server of an authorised tenant, and records it in the audit log.
+pub async fn create_server(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    body: ServerBody,
+) -> Result<SmtpServer, ApiError> {
     let settings = body.settings(None)?;
     let server = state.store.create_server(tenant.id, settings).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "smtp_server.create",
             Some(server.id.to_string()),
             json!(server.settings),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(server)))
+    Ok(server)
 }
 
 async fn list(
@@ -280,6 +290,20 @@ async fn update(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
+    Ok(Json(
+        update_server(&state, &caller, &tenant, id, body).await?,
+    ))
+}
+
+/// Changes an SMTP server: the fields given replace the stored ones. A new
+/// host, port or security clears the secrets of the server's accounts.
+pub async fn update_server(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ServerId,
+    body: ServerBody,
+) -> Result<SmtpServer, ApiError> {
     let current = state.store.server(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
     let old = &current.settings;
@@ -288,14 +312,14 @@ async fn update(
     let server = state.store.update_server(tenant.id, id, settings).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "smtp_server.update",
             Some(id.to_string()),
             json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}),
         )
         .await;
-    Ok(Json(server))
+    Ok(server)
 }
 
 async fn remove(
@@ -305,38 +329,50 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ServerId = path_id(&id, "SMTP server")?;
+    delete_server(&state, &caller, &tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an SMTP server and its accounts; a conflict while a provider uses it.
+pub async fn delete_server(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ServerId,
+) -> Result<(), ApiError> {
     state.store.delete_server(tenant.id, id).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "smtp_server.delete",
             Some(id.to_string()),
             json!({}),
         )
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
-#[derive(Deserialize)]
+/// An SMTP account to create; the secret is one of `password`, `access_token` or `oauth2.client_secret`.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
-    username: String,
-    mechanism: Option<String>,
-    password: Option<String>,
-    access_token: Option<String>,
-    oauth2: Option<OAuth2Body>,
-    person_id: Option<String>,
+pub struct AccountBody {
+    pub username: String,
+    pub mechanism: Option<String>,
+    pub password: Option<String>,
+    pub access_token: Option<String>,
+    pub oauth2: Option<OAuth2Body>,
+    pub person_id: Option<String>,
 }
 
 /// OAuth2 client credentials for XOAUTH2 (Microsoft 365, Google).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OAuth2Body {
-    token_url: String,
-    client_id: String,
-    client_secret: String,
-    scope: Option<String>,
+pub struct OAuth2Body {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: Option<String>,
 }
 
 /// A token endpoint: https, or http only to this machine (a local token proxy, the tests).
@@ -375,7 +411,7 @@ fn secret(input: &str) -> Result<Secret, Invalid> {
     Ok(Secret::new(input))
 }
 
-async fn create_account(
+async fn post_account(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
@@ -384,6 +420,19 @@ async fn create_account(
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let server_id = path_id::<ServerId>(&id, "SMTP server")?;
+    let account = create_account(&state, &caller, &tenant, server_id, body).await?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+/// Creates an account on a server of the tenant, sealing its secret; storing
+/// a secret needs the tenant's credential storage entitlement.
+pub async fn create_account(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    server_id: ServerId,
+    body: AccountBody,
+) -> Result<SmtpAccount, ApiError> {
     state.store.server(tenant.id, server_id).await?;
     let mut check = Check::default();
     let username = body.username.trim().to_owned();
@@ -466,7 +515,7 @@ async fn create_account(
     let account = state.store.create_account(tenant.id, account).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "smtp_account.create",
             Some(account.id.to_string()),
@@ -475,7 +524,7 @@ async fn create_account(
                    "person_id": person_id, "secret_set": account.secret_set, "oauth2": account.oauth2}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(account)))
+    Ok(account)
 }
 
 async fn list_accounts(
@@ -516,18 +565,31 @@ async fn remove_account(
 ) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account: AccountId = path_id(&account, "SMTP account")?;
+    let server: ServerId = path_id(&id, "SMTP server")?;
+    delete_account(&state, &caller, &tenant, server, account).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an account of a server; a conflict while a provider uses it.
+pub async fn delete_account(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    server: ServerId,
+    account: AccountId,
+) -> Result<(), ApiError> {
     state
         .store
-        .delete_account(tenant.id, path_id(&id, "SMTP server")?, account)
+        .delete_account(tenant.id, server, account)
         .await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "smtp_account.delete",
             Some(account.to_string()),
             json!({}),
         )
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

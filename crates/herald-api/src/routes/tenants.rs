@@ -17,9 +17,9 @@ use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants", post(post_tenant).get(list_tenants))
         .route("/v1/tenants/{tenant}", get(get_tenant))
-        .route("/v1/tenants/{tenant}/entitlements", put(set_entitlements))
+        .route("/v1/tenants/{tenant}/entitlements", put(put_entitlements))
         .route(
             "/v1/tenants/{tenant}/properties",
             get(get_properties).put(set_properties),
@@ -39,16 +39,28 @@ struct NewTenantBody {
     name: String,
 }
 
-async fn create_tenant(
+async fn post_tenant(
     State(state): State<AppState>,
     caller: Caller,
     body: Body<NewTenantBody>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     caller.operator()?;
     let body = body.parse()?;
+    let tenant = create_tenant(&state, &caller, &body.slug, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+/// Creates a tenant (operator only), and records it in the audit log.
+pub async fn create_tenant(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+    tenant_name: &str,
+) -> Result<Tenant, ApiError> {
+    caller.operator()?;
     let mut check = Check::default();
-    let slug = check.take("slug", TenantSlug::parse(&body.slug));
-    let name = check.take("name", name(&body.name));
+    let slug = check.take("slug", TenantSlug::parse(slug));
+    let name = check.take("name", name(tenant_name));
     check.finish()?;
     let (Some(slug), Some(name)) = (slug, name) else {
         unreachable!("checked above")
@@ -56,14 +68,14 @@ async fn create_tenant(
     let tenant = state.store.create_tenant(slug, name).await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "tenant.create",
             Some(tenant.id.to_string()),
             json!({"slug": tenant.slug, "name": tenant.name}),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(tenant)))
+    Ok(tenant)
 }
 
 async fn list_tenants(
@@ -92,7 +104,7 @@ struct EntitlementsBody {
     credential_storage: bool,
 }
 
-async fn set_entitlements(
+async fn put_entitlements(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
@@ -101,24 +113,37 @@ async fn set_entitlements(
     caller.operator()?;
     let tenant = caller.tenant(&state, &slug, &[]).await?;
     let body = body.parse()?;
+    Ok(Json(
+        set_entitlements(&state, &caller, &tenant, body.credential_storage).await?,
+    ))
+}
+
+/// Grants or withdraws the credential storage entitlement (operator only).
+pub async fn set_entitlements(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    credential_storage: bool,
+) -> Result<Tenant, ApiError> {
+    caller.operator()?;
     let updated = state
         .store
-        .set_entitlements(tenant.id, body.credential_storage)
+        .set_entitlements(tenant.id, credential_storage)
         .await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "entitlements.update",
             Some(tenant.id.to_string()),
             json!({"credential_storage": {"before": tenant.credential_storage, "after": updated.credential_storage}}),
         )
         .await;
-    Ok(Json(updated))
+    Ok(updated)
 }
 
 /// The properties of a tenant: the chosen provider and what is in effect.
-async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError> {
+pub async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiError> {
     let now = now_ms();
     let pending = now < tenant.properties_effective_from;
     // Until a change is in effect everywhere, some node may still use what was before.
@@ -190,10 +215,22 @@ async fn set_properties(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     let body = body.parse()?;
+    let tenant = set_provider(&state, &caller, &tenant, body.notification_provider_id).await?;
+    Ok(Json(properties(&state, &tenant).await?))
+}
+
+/// Makes a provider (by id; `None` for the system default) the tenant's
+/// active one, in effect everywhere within the staleness bound.
+pub async fn set_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    provider_id: Option<String>,
+) -> Result<Tenant, ApiError> {
     let mut check = Check::default();
     let provider = check.opt(
         "notification_provider_id",
-        body.notification_provider_id.as_deref(),
+        provider_id.as_deref(),
         str::parse::<ProviderId>,
     );
     check.finish()?;
@@ -205,14 +242,14 @@ async fn set_properties(
         .await?;
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "properties.update",
             Some(tenant.id.to_string()),
             json!({"notification_provider_id": {"before": before, "after": tenant.notification_provider_id}}),
         )
         .await;
-    Ok(Json(properties(&state, &tenant).await?))
+    Ok(tenant)
 }
 
 async fn refresh_properties(
@@ -221,19 +258,29 @@ async fn refresh_properties(
     Path(slug): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
+    let tenant = refresh(&state, &caller, &tenant).await?;
+    Ok(Json(properties(&state, &tenant).await?))
+}
+
+/// Makes the pending change of the tenant's properties effective on every node now.
+pub async fn refresh(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+) -> Result<Tenant, ApiError> {
     let tenant = state.store.refresh_properties(tenant.id, now_ms()).await?;
     // This node forgets its cached view at once; other nodes hear of it through the store.
     state.cache.invalidate(tenant.id);
     caller
         .audit(
-            &state,
+            state,
             Some(tenant.id),
             "properties.refresh",
             Some(tenant.id.to_string()),
             json!({}),
         )
         .await;
-    Ok(Json(properties(&state, &tenant).await?))
+    Ok(tenant)
 }
 
 async fn captured(

@@ -19,6 +19,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_next_due_index",
         include_str!("0002_next_due_index.sql"),
     ),
+    (
+        "0003_console_sign_in",
+        include_str!("0003_console_sign_in.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

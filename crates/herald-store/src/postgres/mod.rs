@@ -931,6 +931,171 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg)
     }
 
+    async fn set_operator_password(
+        &self,
+        email: EmailAddress,
+        password_hash: String,
+    ) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let email = email.as_ref().to_lowercase();
+        execute(
+            &tx,
+            "INSERT INTO operators (id, email, password_hash, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, \
+             updated_at = excluded.updated_at",
+            &[
+                &uuid::Uuid::now_v7().to_string(),
+                &email,
+                &password_hash,
+                &now_ms(),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        execute(
+            &tx,
+            "DELETE FROM sessions WHERE operator_email = $1",
+            &[&email],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn set_person_password(
+        &self,
+        tenant_id: TenantId,
+        person_id: PersonId,
+        password_hash: String,
+    ) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        load_person(&tx, tenant_id, person_id, Lock::Update).await?;
+        let person = person_id.to_string();
+        execute(
+            &tx,
+            "UPDATE persons SET password_hash = $1 WHERE id = $2",
+            &[&password_hash, &person],
+        )
+        .await
+        .map_err(pg)?;
+        execute(&tx, "DELETE FROM sessions WHERE person_id = $1", &[&person])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn credentials(&self, email: &str) -> Result<Vec<Credential>> {
+        let email = email.trim().to_lowercase();
+        let c = client(&self.pool).await?;
+        let mut found = Vec::new();
+        for row in query(
+            &c,
+            "SELECT email, password_hash FROM operators WHERE email = $1",
+            &[&email],
+        )
+        .await?
+        {
+            found.push(Credential {
+                operator_email: Some(get(&row, "email")?),
+                person: None,
+                password_hash: get(&row, "password_hash")?,
+            });
+        }
+        for row in query(
+            &c,
+            "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, p.password_hash \
+             FROM persons p JOIN tenants t ON t.id = p.tenant_id \
+             WHERE lower(p.email) = $1 AND p.password_hash IS NOT NULL \
+             ORDER BY t.created_at, t.id",
+            &[&email],
+        )
+        .await?
+        {
+            found.push(Credential {
+                operator_email: None,
+                person: Some(person(&row)?),
+                password_hash: get(&row, "password_hash")?,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn create_session(&self, session: NewSession) -> Result<()> {
+        let c = client(&self.pool).await?;
+        execute(
+            &c,
+            "DELETE FROM sessions WHERE expires_at < $1",
+            &[&session.created_at],
+        )
+        .await
+        .map_err(pg)?;
+        let (operator, person) = match &session.subject {
+            SessionSubject::Operator(email) => (Some(email.to_lowercase()), None),
+            SessionSubject::Person(id) => (None, Some(id.to_string())),
+        };
+        execute(
+            &c,
+            "INSERT INTO sessions (hash, id, operator_email, person_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &session.hash,
+                &session.id.to_string(),
+                &operator,
+                &person,
+                &session.created_at,
+                &session.expires_at,
+            ],
+        )
+        .await
+        .map_err(pg)
+        .map(drop)
+    }
+
+    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>> {
+        let c = client(&self.pool).await?;
+        let Some(row) = query_opt(
+            &c,
+            "SELECT id, operator_email, person_id, created_at, expires_at \
+             FROM sessions WHERE hash = $1 AND expires_at >= $2",
+            &[&hash, &now],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let person_id: Option<String> = get(&row, "person_id")?;
+        let person = match person_id {
+            Some(pid) => {
+                let found = query_opt(
+                    &c,
+                    &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE id = $1"),
+                    &[&pid],
+                )
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                Some(person(&found)?)
+            }
+            None => None,
+        };
+        Ok(Some(Session {
+            id: id(get(&row, "id")?)?,
+            operator_email: get(&row, "operator_email")?,
+            person,
+            created_at: get(&row, "created_at")?,
+            expires_at: get(&row, "expires_at")?,
+        }))
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        let c = client(&self.pool).await?;
+        execute(&c, "DELETE FROM sessions WHERE hash = $1", &[&hash])
+            .await
+            .map_err(pg)
+            .map(drop)
+    }
+
     async fn audit(&self, entry: AuditEntry) -> Result<()> {
         let c = client(&self.pool).await?;
         execute(
@@ -1569,6 +1734,47 @@ impl Store for PgStore {
              WHERE m.tenant_id = $1 \
              GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
             &[&tenant_id.to_string(), &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let statuses = get::<Vec<String>>(r, "statuses")?
+                .iter()
+                .map(|s| status(s))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(MessageSummary {
+                id: id(get(r, "id")?)?,
+                status: message_status(statuses),
+                subject: get(r, "subject")?,
+                created_at: get(r, "created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn search_messages(
+        &self,
+        tenant_id: TenantId,
+        q: MessageQuery,
+    ) -> Result<Vec<MessageSummary>> {
+        let c = client(&self.pool).await?;
+        let recipient = q.recipient.map(|r| r.trim().to_lowercase());
+        query(
+            &c,
+            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses FROM messages m \
+             JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
+             WHERE m.tenant_id = $1 \
+             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                  WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
+             AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
+             GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $5",
+            &[
+                &tenant_id.to_string(),
+                &recipient,
+                &q.since,
+                &q.until,
+                &i64::from(q.limit),
+            ],
         )
         .await?
         .iter()

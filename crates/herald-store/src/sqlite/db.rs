@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0003_people_and_audit.sql"),
     include_str!("0004_admin_flows.sql"),
     include_str!("0005_next_due_index.sql"),
+    include_str!("0006_console_sign_in.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -92,6 +92,7 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/v1/tenants/{tenant}/persons", Access::Admin, OK),
     ep("GET", "/v1/tenants/{tenant}/persons/{id}", Access::Admin, OK),
     ep("DELETE", "/v1/tenants/{tenant}/persons/{id}", Access::Admin, GONE),
+    ep("PUT", "/v1/tenants/{tenant}/persons/{id}/password", Access::Admin, GONE),
     ep("POST", "/v1/tenants/{tenant}/tokens", Access::Admin, CREATED),
     ep("GET", "/v1/tenants/{tenant}/tokens", Access::Admin, OK),
     ep("DELETE", "/v1/tenants/{tenant}/tokens/{id}", Access::Admin, GONE),
@@ -609,6 +610,9 @@ impl World {
             }
             ("POST", "/v1/tenants/{tenant}/persons") => {
                 json!({"name": tag, "email": format!("{tag}@acme.example"), "role": "member"})
+            }
+            ("PUT", "/v1/tenants/{tenant}/persons/{id}/password") => {
+                json!({"password": format!("password of {tag}")})
             }
             ("POST", "/v1/tenants/{tenant}/tokens") => json!({"name": tag, "role": "sender"}),
             ("POST", "/v1/tenants/{tenant}/smtp-servers") => json!({

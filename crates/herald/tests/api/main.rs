@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin_flows;
 mod cluster;
+mod console;
 mod crash;
 mod delivery;
 mod interop;

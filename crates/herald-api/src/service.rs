@@ -1,0 +1,23 @@
+//! What the API's handlers do once the caller is authorised, for other front
+//! ends on the same node (the web console): the same validation, store calls
+//! and audit entries, so there is one implementation of each action.
+//!
+//! Every function takes a tenant already loaded through [`Caller::tenant`](crate::Caller::tenant),
+//! which is where role and tenant isolation are enforced.
+
+pub use crate::routes::people::{PersonBody, create_person, set_person_password};
+pub use crate::routes::providers::{
+    ProviderBody, create_provider, delete_provider, send_test_message, update_provider,
+};
+pub use crate::routes::servers::{
+    AccountBody, OAuth2Body, ServerBody, create_account, create_server, delete_account,
+    delete_server, update_server,
+};
+pub use crate::routes::tenants::{
+    create_tenant, properties, refresh, set_entitlements, set_provider,
+};
+
+/// True when some node with the worker role sent a heartbeat recently.
+pub async fn worker_alive(state: &crate::AppState) -> Result<bool, crate::ApiError> {
+    crate::routes::worker_alive(state).await
+}

@@ -1,0 +1,316 @@
+//! HTML forms as typed, and their translation into the API's request bodies.
+//!
+//! A form keeps exactly what was typed, so a page with errors shows it again;
+//! secrets are the exception and are never sent back. Only what HTML cannot
+//! express (a number typed as text, a checkbox) is checked here: every other
+//! rule is the API's, and its field errors are shown beside the fields.
+
+use std::collections::BTreeMap;
+
+use herald_api::ApiError;
+use herald_api::service::{AccountBody, OAuth2Body, ProviderBody, ServerBody};
+use herald_store::{Provider, SmtpServer};
+use serde::{Deserialize, Serialize};
+
+/// Field name to the rule it broke, as shown beside the field.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// What a failed submission shows: the errors beside their fields, and any
+/// error that belongs to no field (a conflict, a missing entitlement).
+#[derive(Default, Serialize)]
+pub struct Problems {
+    pub fields: FieldErrors,
+    pub general: Option<String>,
+}
+
+impl Problems {
+    /// The API's error, split into field errors and a general one. The API
+    /// names nested fields `oauth2.client_id`; the form names them `client_id`.
+    pub fn from_api(error: ApiError) -> (axum::http::StatusCode, Problems) {
+        match error {
+            ApiError::Invalid(errors) => {
+                let fields = errors
+                    .into_iter()
+                    .map(|e| {
+                        let field = e.field.strip_prefix("oauth2.").unwrap_or(&e.field);
+                        (field.to_owned(), e.rule)
+                    })
+                    .collect();
+                (
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    Problems {
+                        fields,
+                        general: None,
+                    },
+                )
+            }
+            other => {
+                let (status, message) = crate::render::describe(other);
+                (
+                    status,
+                    Problems {
+                        fields: FieldErrors::new(),
+                        general: Some(message),
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// A whole number typed in a text field; empty is `None`.
+fn number(errors: &mut FieldErrors, field: &str, typed: &str) -> Option<i64> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return None;
+    }
+    match typed.parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.insert(field.to_owned(), "must be a whole number".into());
+            None
+        }
+    }
+}
+
+/// A required text field: when creating, empty means absent (the API says
+/// "is required"); when editing, it is sent as typed so that it is checked.
+fn required(typed: &str, editing: bool) -> Option<String> {
+    if typed.trim().is_empty() && !editing {
+        None
+    } else {
+        Some(typed.to_owned())
+    }
+}
+
+/// An SMTP server as typed in its form.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ServerForm {
+    pub name: String,
+    pub host: String,
+    pub port: String,
+    pub security: String,
+    /// A checkbox: present when ticked.
+    pub requires_auth: Option<String>,
+    pub tls_verify: Option<String>,
+    pub tls_ca_pem: String,
+    pub tls_server_name: String,
+    pub helo_name: String,
+    pub max_connections: String,
+    pub max_messages_per_connection: String,
+    pub idle_timeout_secs: String,
+    pub rate_limit_per_minute: String,
+    pub command_timeout_secs: String,
+}
+
+impl ServerForm {
+    /// The form of a new server, filled from a preset's `smtp_server` (or defaults).
+    pub fn from_preset(preset: Option<&serde_json::Value>) -> ServerForm {
+        let field = |name: &str| preset.and_then(|p| p.get(name));
+        let text = |name: &str| {
+            field(name)
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default()
+        };
+        let ticked = |on: bool| on.then(|| "on".to_owned());
+        ServerForm {
+            host: text("host"),
+            port: text("port"),
+            security: text("security"),
+            requires_auth: ticked(field("requires_auth").and_then(|v| v.as_bool()) == Some(true)),
+            tls_verify: ticked(true),
+            ..ServerForm::default()
+        }
+    }
+
+    /// The form of a stored server, for editing.
+    pub fn from_server(server: &SmtpServer) -> ServerForm {
+        let s = &server.settings;
+        let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+        ServerForm {
+            name: s.name.clone(),
+            host: s.host.to_string(),
+            port: s.port.get().to_string(),
+            security: s.security.as_str().to_owned(),
+            requires_auth: s.requires_auth.then(|| "on".to_owned()),
+            tls_verify: s.tls_verify.then(|| "on".to_owned()),
+            tls_ca_pem: s.tls_ca_pem.clone().unwrap_or_default(),
+            tls_server_name: s.tls_server_name.clone().unwrap_or_default(),
+            helo_name: s.helo_name.clone().unwrap_or_default(),
+            max_connections: s.max_connections.to_string(),
+            max_messages_per_connection: s.max_messages_per_connection.to_string(),
+            idle_timeout_secs: s.idle_timeout_secs.to_string(),
+            rate_limit_per_minute: opt(s.rate_limit_per_minute),
+            command_timeout_secs: opt(s.command_timeout_secs),
+        }
+    }
+
+    /// The API's body, or the fields that are not even numbers.
+    pub fn body(&self, editing: bool) -> Result<ServerBody, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let body = ServerBody {
+            name: required(&self.name, editing),
+            host: required(self.host.trim(), editing),
+            port: number(&mut errors, "port", &self.port),
+            security: Some(self.security.clone()).filter(|s| !s.is_empty()),
+            requires_auth: Some(self.requires_auth.is_some()),
+            tls_verify: Some(self.tls_verify.is_some()),
+            tls_ca_pem: Some(self.tls_ca_pem.clone()),
+            tls_server_name: Some(self.tls_server_name.trim().to_owned()),
+            helo_name: Some(self.helo_name.trim().to_owned()),
+            max_connections: number(&mut errors, "max_connections", &self.max_connections),
+            max_messages_per_connection: number(
+                &mut errors,
+                "max_messages_per_connection",
+                &self.max_messages_per_connection,
+            ),
+            idle_timeout_secs: number(&mut errors, "idle_timeout_secs", &self.idle_timeout_secs),
+            rate_limit_per_minute: number(
+                &mut errors,
+                "rate_limit_per_minute",
+                &self.rate_limit_per_minute,
+            ),
+            command_timeout_secs: number(
+                &mut errors,
+                "command_timeout_secs",
+                &self.command_timeout_secs,
+            ),
+        };
+        if errors.is_empty() {
+            Ok(body)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// An SMTP account as typed. The secrets are never shown again.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AccountForm {
+    pub username: String,
+    pub mechanism: String,
+    #[serde(skip_serializing)]
+    pub password: String,
+    #[serde(skip_serializing)]
+    pub access_token: String,
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(skip_serializing)]
+    pub client_secret: String,
+    pub scope: String,
+    pub person_id: String,
+}
+
+impl AccountForm {
+    pub fn body(&self) -> AccountBody {
+        let given = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        let oauth2 =
+            (self.mechanism == "xoauth2" && !self.token_url.trim().is_empty()).then(|| {
+                OAuth2Body {
+                    token_url: self.token_url.trim().to_owned(),
+                    client_id: self.client_id.trim().to_owned(),
+                    client_secret: self.client_secret.clone(),
+                    scope: given(self.scope.trim()),
+                }
+            });
+        AccountBody {
+            username: self.username.clone(),
+            mechanism: given(&self.mechanism),
+            password: given(&self.password),
+            access_token: given(&self.access_token),
+            oauth2,
+            person_id: given(&self.person_id),
+        }
+    }
+}
+
+/// A notification provider as typed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ProviderForm {
+    pub name: String,
+    pub smtp_server_id: String,
+    pub account_id: String,
+    pub from_address: String,
+    pub from_name: String,
+    pub reply_to: String,
+    pub fallback_recipient: String,
+    pub sender_policy: String,
+}
+
+impl ProviderForm {
+    pub fn from_provider(provider: &Provider) -> ProviderForm {
+        let s = &provider.settings;
+        ProviderForm {
+            name: s.name.clone(),
+            smtp_server_id: s.smtp_server_id.to_string(),
+            account_id: s.account_id.map(|a| a.to_string()).unwrap_or_default(),
+            from_address: s.from_address.to_string(),
+            from_name: s
+                .from_name
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            reply_to: s
+                .reply_to
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            fallback_recipient: s
+                .fallback_recipient
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            sender_policy: s.sender_policy.as_str().to_owned(),
+        }
+    }
+
+    pub fn body(&self, editing: bool) -> ProviderBody {
+        ProviderBody {
+            name: required(&self.name, editing),
+            smtp_server_id: required(&self.smtp_server_id, editing),
+            account_id: Some(self.account_id.clone()),
+            from_address: required(self.from_address.trim(), editing),
+            from_name: Some(self.from_name.clone()),
+            reply_to: Some(self.reply_to.trim().to_owned()),
+            fallback_recipient: Some(self.fallback_recipient.trim().to_owned()),
+            sender_policy: Some(self.sender_policy.clone()).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_that_are_not_numbers_are_named() {
+        let form = ServerForm {
+            port: "twenty-five".into(),
+            max_connections: "4".into(),
+            ..ServerForm::default()
+        };
+        let Err(errors) = form.body(false) else {
+            panic!("a port that is not a number is refused")
+        };
+        assert_eq!(errors["port"], "must be a whole number");
+        assert!(!errors.contains_key("max_connections"));
+    }
+
+    #[test]
+    fn secrets_are_never_serialised_back_into_a_form() {
+        let form = AccountForm {
+            username: "herald".into(),
+            password: "hunter2-hunter2".into(),
+            client_secret: "very-secret".into(),
+            ..AccountForm::default()
+        };
+        let shown = serde_json::to_string(&form).unwrap();
+        assert!(!shown.contains("hunter2") && !shown.contains("very-secret"));
+    }
+}

@@ -1,0 +1,125 @@
+//! The operator's pages: tenants (create, open, grant the credential storage
+//! entitlement) and the nodes of the installation.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use herald_api::{AppState, service};
+use herald_core::timestamp::now_ms;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use crate::forms::Problems;
+use crate::pages::{operator_base, see};
+use crate::render::{PageError, page_with};
+use crate::session::Signed;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/operator/tenants", get(tenants).post(create_tenant))
+        .route(
+            "/operator/tenants/{tenant}/entitlements",
+            post(set_entitlements),
+        )
+        .route("/operator/nodes", get(nodes))
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(default)]
+struct TenantForm {
+    slug: String,
+    name: String,
+}
+
+async fn tenants_page(
+    state: &AppState,
+    me: &Signed,
+    form: &TenantForm,
+    problems: Problems,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    me.caller.operator()?;
+    let tenants = state
+        .store
+        .list_tenants()
+        .await
+        .map_err(|e| PageError(e.into()))?;
+    Ok(page_with(
+        status,
+        "tenants.html",
+        context! { tenants, form, problems, ..operator_base(me, "tenants") },
+    ))
+}
+
+async fn tenants(State(state): State<AppState>, me: Signed) -> Result<Response, PageError> {
+    tenants_page(
+        &state,
+        &me,
+        &TenantForm::default(),
+        Problems::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    me: Signed,
+    Form(form): Form<TenantForm>,
+) -> Result<Response, PageError> {
+    match service::create_tenant(&state, &me.caller, form.slug.trim(), &form.name).await {
+        Ok(_) => Ok(see("/operator/tenants".into())),
+        Err(error) => {
+            let (status, problems) = Problems::from_api(error);
+            tenants_page(&state, &me, &form, problems, status).await
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EntitlementsForm {
+    /// A checkbox: present when ticked.
+    credential_storage: Option<String>,
+}
+
+async fn set_entitlements(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Form(form): Form<EntitlementsForm>,
+) -> Result<Response, PageError> {
+    me.caller.operator()?;
+    let tenant = me.caller.tenant(&state, &slug, &[]).await?;
+    service::set_entitlements(
+        &state,
+        &me.caller,
+        &tenant,
+        form.credential_storage.is_some(),
+    )
+    .await?;
+    Ok(see("/operator/tenants".into()))
+}
+
+async fn nodes(State(state): State<AppState>, me: Signed) -> Result<Response, PageError> {
+    me.caller.operator()?;
+    let now = now_ms();
+    let nodes: Vec<_> = state
+        .store
+        .list_nodes()
+        .await
+        .map_err(|e| PageError(e.into()))?
+        .into_iter()
+        .map(|node| {
+            let alive = now - node.heartbeat_at <= state.alive_within.as_millis() as i64;
+            context! { node, alive }
+        })
+        .collect();
+    Ok(page_with(
+        StatusCode::OK,
+        "nodes.html",
+        context! { nodes, ..operator_base(&me, "nodes") },
+    ))
+}

@@ -1,0 +1,185 @@
+//! Rendering: the templates (compiled into the binary), HTML answers, and how
+//! the API's errors become pages.
+
+use std::sync::OnceLock;
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use herald_api::ApiError;
+use minijinja::{Environment, Value, context};
+
+/// Every template, by name; `.html` names are auto-escaped.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("macros.html", include_str!("../templates/macros.html")),
+    ("sign_in.html", include_str!("../templates/sign_in.html")),
+    ("status.html", include_str!("../templates/status.html")),
+    (
+        "dashboard.html",
+        include_str!("../templates/dashboard.html"),
+    ),
+    ("servers.html", include_str!("../templates/servers.html")),
+    (
+        "server_form.html",
+        include_str!("../templates/server_form.html"),
+    ),
+    (
+        "providers.html",
+        include_str!("../templates/providers.html"),
+    ),
+    (
+        "provider_form.html",
+        include_str!("../templates/provider_form.html"),
+    ),
+    (
+        "properties.html",
+        include_str!("../templates/properties.html"),
+    ),
+    ("messages.html", include_str!("../templates/messages.html")),
+    ("message.html", include_str!("../templates/message.html")),
+    (
+        "test_result.html",
+        include_str!("../templates/test_result.html"),
+    ),
+    (
+        "test_steps.html",
+        include_str!("../templates/test_steps.html"),
+    ),
+    ("audit.html", include_str!("../templates/audit.html")),
+    ("persons.html", include_str!("../templates/persons.html")),
+    ("tenants.html", include_str!("../templates/tenants.html")),
+    ("nodes.html", include_str!("../templates/nodes.html")),
+];
+
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
+        }
+        env.add_filter("time", |ms: i64| herald_core::timestamp::rfc3339(ms));
+        env
+    })
+}
+
+/// Renders a template into a 200 HTML answer; a template error is a logged 500.
+pub fn page(name: &str, ctx: Value) -> Response {
+    let rendered = environment()
+        .get_template(name)
+        .and_then(|template| template.render(ctx));
+    match rendered {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, template = name, "a console template failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Renders a template with a status other than 200 (a form with errors is 422).
+pub fn page_with(status: StatusCode, name: &str, ctx: Value) -> Response {
+    let mut response = page(name, ctx);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+/// A page that only says what happened.
+pub fn status_page(status: StatusCode, message: &str) -> Response {
+    page_with(
+        status,
+        "status.html",
+        context! { status => status.as_u16(), message, me => Value::from(()) },
+    )
+}
+
+/// An API error shown as a page: the same status, a message people can read,
+/// and never a 5xx cause (those are logged).
+pub struct PageError(pub ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, message) = describe(self.0);
+        status_page(status, &message)
+    }
+}
+
+/// The status and a readable message of an error; 5xx causes are logged, not shown.
+pub fn describe(error: ApiError) -> (StatusCode, String) {
+    match error {
+        ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("No such {what}.")),
+        ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, why),
+        ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Please sign in.".into()),
+        ApiError::Conflict(why) => (StatusCode::CONFLICT, why),
+        ApiError::NotEntitled => (
+            StatusCode::FORBIDDEN,
+            "This tenant may not store passwords or tokens: the operator has not granted it the credential storage entitlement.".into(),
+        ),
+        ApiError::NoWorker => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No worker node is alive, so the test message would not be sent now. Start a node with the worker role and try again.".into(),
+        ),
+        ApiError::Invalid(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.rule))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
+        ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
+        ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),
+        ApiError::Unavailable(why) => {
+            tracing::error!(%why, "the database is unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is not available; nothing was changed. Try again shortly.".into(),
+            )
+        }
+        ApiError::Internal(why) => {
+            tracing::error!(%why, "internal error in the console");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; it has been logged.".into(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses() {
+        let env = environment();
+        for (name, _) in TEMPLATES {
+            env.get_template(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let html = environment()
+            .get_template("status.html")
+            .unwrap()
+            .render(context! { status => 404, message => "<script>x</script>" })
+            .unwrap();
+        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>x"));
+    }
+}
