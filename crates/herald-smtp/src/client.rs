@@ -322,8 +322,8 @@ impl Connection {
 
     /// Says QUIT and closes, ignoring what the server answers: the work is done.
     pub async fn quit(mut self) {
-        if self.write(Step::Data, b"QUIT\r\n").await.is_ok() {
-            let _ = self.reply(Step::Data).await;
+        if self.write(Step::Quit, b"QUIT\r\n").await.is_ok() {
+            let _ = self.reply(Step::Quit).await;
         }
         let _ = self.stream.shutdown().await;
     }

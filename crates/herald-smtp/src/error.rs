@@ -27,6 +27,8 @@ pub enum Step {
     Rcpt,
     /// The DATA command and the message content.
     Data,
+    /// QUIT, at the end of a session.
+    Quit,
 }
 
 impl Step {
@@ -43,6 +45,7 @@ impl Step {
             Step::Mail => "mail",
             Step::Rcpt => "rcpt",
             Step::Data => "data",
+            Step::Quit => "quit",
         }
     }
 }
