@@ -105,6 +105,18 @@ fn quoted_local_part(local: &str) -> Result<(), Invalid> {
 
 /// True for a DNS name of letter-digit-hyphen labels (RFC 1035), at most 253 octets.
 pub(crate) fn is_domain(s: &str) -> bool {
+    labels_made_of(s, |c| c.is_ascii_alphanumeric())
+}
+
+/// True for an internationalised domain name written in U-labels: labels of
+/// letters and digits of any script and hyphens, at least one non-ASCII.
+fn is_international_domain(s: &str) -> bool {
+    !s.is_ascii() && labels_made_of(s, char::is_alphanumeric)
+}
+
+/// True for dot-separated labels of 1 to 63 octets, each of `letter_or_digit`
+/// characters and inner hyphens, at most 253 octets in all (a final dot aside).
+fn labels_made_of(s: &str, letter_or_digit: fn(char) -> bool) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253
@@ -113,22 +125,7 @@ pub(crate) fn is_domain(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-/// True for an internationalised domain name written in U-labels: labels of
-/// letters and digits of any script and hyphens, at least one non-ASCII.
-fn is_international_domain(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_ascii()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && label.chars().all(|c| letter_or_digit(c) || c == '-')
         })
 }
 

@@ -192,7 +192,13 @@ pub trait Store: Send + Sync + 'static {
     /// One message with its recipients and attempts.
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
     /// The tenant's newest messages.
-    async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>>;
+    async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
+        let query = MessageQuery {
+            limit,
+            ..MessageQuery::default()
+        };
+        self.search_messages(tenant, query).await
+    }
     /// The tenant's newest messages that match `query`.
     async fn search_messages(
         &self,

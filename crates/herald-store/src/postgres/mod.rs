@@ -1725,33 +1725,6 @@ impl Store for PgStore {
         })
     }
 
-    async fn list_messages(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
-        let c = client(&self.pool).await?;
-        query(
-            &c,
-            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses FROM messages m \
-             JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
-             WHERE m.tenant_id = $1 \
-             GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $2",
-            &[&tenant_id.to_string(), &i64::from(limit)],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            let statuses = get::<Vec<String>>(r, "statuses")?
-                .iter()
-                .map(|s| status(s))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(MessageSummary {
-                id: id(get(r, "id")?)?,
-                status: message_status(statuses),
-                subject: get(r, "subject")?,
-                created_at: get(r, "created_at")?,
-            })
-        })
-        .collect()
-    }
-
     async fn search_messages(
         &self,
         tenant_id: TenantId,

@@ -1516,42 +1516,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_messages(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
-        self.db
-            .read(move |c| {
-                let rows = list(
-                    c,
-                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status) FROM messages m \
-                     JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
-                     GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?2",
-                    params![tenant_id.to_string(), limit],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, String>(3)?,
-                        ))
-                    },
-                )?;
-                rows.into_iter()
-                    .map(|(mid, subject, created_at, statuses)| {
-                        let statuses = statuses
-                            .split(',')
-                            .map(status)
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok(MessageSummary {
-                            id: id(mid)?,
-                            status: message_status(statuses),
-                            subject,
-                            created_at,
-                        })
-                    })
-                    .collect()
-            })
-            .await
-    }
-
     async fn search_messages(
         &self,
         tenant_id: TenantId,
