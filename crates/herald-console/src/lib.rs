@@ -12,6 +12,7 @@ mod pages;
 mod render;
 mod session;
 mod tenant;
+mod throttle;
 
 use axum::Router;
 use axum::http::header;
@@ -38,6 +39,9 @@ pub fn router(state: AppState) -> Router {
         .merge(tenant::router())
         .merge(operator::router())
         .layer(middleware::from_fn(session::csrf_guard))
+        .layer(axum::Extension(std::sync::Arc::new(
+            throttle::SignInThrottle::default(),
+        )))
         .layer(middleware::map_response(protect))
         .with_state(state)
 }

@@ -9,7 +9,8 @@
 //! before there is a session, is protected the same way by a cookie of its own.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::render::{page, status_page};
+use crate::throttle::SignInThrottle;
 
 /// The session cookie.
 const SESSION_COOKIE: &str = "herald_session";
@@ -237,9 +239,24 @@ pub async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    axum::Extension(throttle): axum::Extension<Arc<SignInThrottle>>,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
     let email = form.email.trim().to_owned();
+    // A locked-out address is refused before its password is even looked at.
+    if let Some(wait) = throttle.locked_for(&email, Instant::now()) {
+        let minutes = wait.as_secs().div_ceil(60);
+        let message = format!(
+            "Too many failed sign-ins for this address. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        return sign_in_form(
+            &headers,
+            &email,
+            Some(&message),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
     let candidates = match state.store.credentials(&email).await {
         Ok(found) => found,
         Err(e) => {
@@ -260,6 +277,7 @@ pub async fn sign_in(
     .ok()
     .flatten();
     let Some(credential) = matched else {
+        throttle.failed(&email, Instant::now());
         return sign_in_form(
             &headers,
             &email,
@@ -267,6 +285,7 @@ pub async fn sign_in(
             StatusCode::UNAUTHORIZED,
         );
     };
+    throttle.succeeded(&email);
     let subject = match (&credential.operator_email, &credential.person) {
         (Some(email), _) => SessionSubject::Operator(email.clone()),
         (None, Some(person)) => SessionSubject::Person(person.id),

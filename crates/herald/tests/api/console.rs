@@ -807,3 +807,56 @@ async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
     let missing = page("/t/no-such-tenant".into()).await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_lock_the_address_out() {
+    let app = spawn_app().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["operator", "set-password", "--email", "root@herald.example"])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .env("HERALD_OPERATOR_PASSWORD", "operator password 1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = &app.base;
+    let attempt = |email: &'static str, password: &'static str| {
+        let http = &http;
+        async move {
+            let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
+            let (cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
+            let token = csrf_field(&form.text().await.unwrap());
+            let answer = http
+                .post(format!("{base}/sign-in"))
+                .header("cookie", cookie)
+                .form(&[
+                    ("csrf", token.as_str()),
+                    ("email", email),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (answer.status(), answer.text().await.unwrap())
+        }
+    };
+    for _ in 0..5 {
+        let (status, _) = attempt("root@herald.example", "a wrong password").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked out: even the right password is refused, and the page says why.
+    let (status, html) = attempt("Root@Herald.example", "operator password 1").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        html.contains("Too many failed sign-ins for this address"),
+        "{html}"
+    );
+    // Another address is not affected.
+    let (status, _) = attempt("ops@herald.example", "a wrong password").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
