@@ -31,6 +31,9 @@ use db::{client, execute, now_ms, pg, query, query_opt, unique};
 pub struct PgStore {
     pool: Pool,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
+    /// Asks the mail notifier for one NOTIFY; a request made while one is
+    /// waiting adds nothing.
+    new_mail: tokio::sync::mpsc::Sender<()>,
 }
 
 impl PgStore {
@@ -41,7 +44,37 @@ impl PgStore {
         let pool = db::open(url).await?;
         let (events, _) = tokio::sync::broadcast::channel(1024);
         tokio::spawn(listen::run(url.to_owned(), events.clone()));
-        Ok(PgStore { pool, events })
+        let (new_mail, requests) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(notify_new_mail(pool.clone(), requests));
+        Ok(PgStore {
+            pool,
+            events,
+            new_mail,
+        })
+    }
+
+    /// Tells every node's worker, after the commit, that there is new mail.
+    fn announce_mail(&self) {
+        // Full means a NOTIFY is already due to be sent, which will do.
+        let _ = self.new_mail.try_send(());
+    }
+}
+
+/// Sends a NOTIFY for each request, outside the submitting transactions:
+/// PostgreSQL serialises the commits of transactions that notify, which would
+/// leave each submission waiting for its own flush. Requests that arrive while
+/// one is sent are answered by the next one. Ends with the store.
+async fn notify_new_mail(pool: Pool, mut requests: tokio::sync::mpsc::Receiver<()>) {
+    let sql = format!("SELECT pg_notify('{}', '')", listen::MAIL);
+    while requests.recv().await.is_some() {
+        let sent = match client(&pool).await {
+            Ok(c) => execute(&c, &sql, &[]).await.map_err(pg),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = sent {
+            // The other nodes find the mail at their next poll.
+            tracing::warn!(%error, "could not notify other nodes of new mail");
+        }
     }
 }
 
@@ -524,20 +557,6 @@ async fn stored_earlier(tx: &impl GenericClient, m: &NewMessage) -> Result<Optio
         status: message_status(statuses),
         duplicate: true,
     }))
-}
-
-/// Tells every node's worker, at commit, that there is new mail to look at.
-async fn notify_mail(tx: &impl GenericClient, new_mail: bool) -> Result<()> {
-    if new_mail {
-        execute(
-            tx,
-            &format!("SELECT pg_notify('{}', '')", listen::MAIL),
-            &[],
-        )
-        .await
-        .map_err(pg)?;
-    }
-    Ok(())
 }
 
 fn vanishing() -> StoreError {
@@ -1619,8 +1638,10 @@ impl Store for PgStore {
                     None => continue,
                 }
             };
-            notify_mail(&tx, !submitted.duplicate).await?;
             tx.commit().await.map_err(pg)?;
+            if !submitted.duplicate {
+                self.announce_mail();
+            }
             return Ok(submitted);
         }
         Err(vanishing())
@@ -1649,8 +1670,10 @@ impl Store for PgStore {
                 stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
             });
         }
-        notify_mail(&tx, submitted.iter().any(|s| !s.duplicate)).await?;
         tx.commit().await.map_err(pg)?;
+        if submitted.iter().any(|s| !s.duplicate) {
+            self.announce_mail();
+        }
         Ok(submitted)
     }
 
