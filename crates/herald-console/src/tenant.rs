@@ -102,20 +102,7 @@ async fn dashboard(
 ) -> PageResult {
     let tenant = tenant(&state, &me, &slug, READERS).await?;
     let since = now_ms() - 24 * 3_600_000;
-    let recent = store(
-        state
-            .store
-            .search_messages(
-                tenant.id,
-                MessageQuery {
-                    since: Some(since),
-                    limit: 10_000,
-                    ..MessageQuery::default()
-                },
-            )
-            .await,
-    )?;
-    let count = |status: RecipientStatus| recent.iter().filter(|m| m.status == status).count();
+    let counts = store(state.store.count_messages(tenant.id, since).await)?;
     let nodes = store(state.store.list_nodes().await)?;
     let admin = me.caller.is_operator() || me.session.role() == Role::TenantAdmin;
     let (servers, providers, properties) = if admin {
@@ -131,10 +118,10 @@ async fn dashboard(
         "dashboard.html",
         context! {
             servers, providers, properties,
-            queued => count(RecipientStatus::Queued) + count(RecipientStatus::Sending),
-            deferred => count(RecipientStatus::Deferred),
-            failed => count(RecipientStatus::Failed),
-            sent => count(RecipientStatus::Sent),
+            queued => counts.queued + counts.sending,
+            deferred => counts.deferred,
+            failed => counts.failed,
+            sent => counts.sent,
             workers => alive_workers(&state, &nodes),
             ..base(&me, &tenant, "dashboard")
         },

@@ -199,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
         };
         self.search_messages(tenant, query).await
     }
+    /// How many of the tenant's messages created since `since` (ms) are in each
+    /// status, as [`message_status`](herald_core::status::message_status) derives it.
+    async fn count_messages(&self, tenant: TenantId, since: i64) -> Result<MessageCounts>;
     /// The tenant's newest messages that match `query`.
     async fn search_messages(
         &self,

@@ -512,6 +512,36 @@ impl Session {
     }
 }
 
+/// Messages counted by their derived status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MessageCounts {
+    pub sending: u64,
+    pub queued: u64,
+    pub deferred: u64,
+    pub failed: u64,
+    pub sent: u64,
+}
+
+/// Ranks recipient statuses in SQL so that a message's least rank is its
+/// derived status: `message_status` takes the first present of sending,
+/// queued, deferred and failed, and else sent.
+pub(crate) const STATUS_RANK: &str = "CASE r.status WHEN 'sending' THEN 0 WHEN 'queued' THEN 1 \
+     WHEN 'deferred' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END";
+
+impl MessageCounts {
+    /// Adds `count` messages whose least recipient rank (see [`STATUS_RANK`]) is `rank`.
+    pub(crate) fn add(&mut self, rank: i64, count: u64) {
+        let slot = match rank {
+            0 => &mut self.sending,
+            1 => &mut self.queued,
+            2 => &mut self.deferred,
+            3 => &mut self.failed,
+            _ => &mut self.sent,
+        };
+        *slot += count;
+    }
+}
+
 /// Which of a tenant's messages to list, newest first. Status is derived from
 /// the recipients, so it is filtered by the caller on what this returns.
 #[derive(Clone, Debug, Default)]

@@ -474,6 +474,73 @@ async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
     assert!(f.store.submit_batch(Vec::new()).await.unwrap().is_empty());
 }
 
+async fn messages_are_counted_by_their_derived_status(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let submit = |tenant, to: &'static [&'static str], at| {
+        let store = f.store.clone();
+        async move { store.submit(message(tenant, to, None, at)).await.unwrap() }
+    };
+    submit(t, &["old@x.example"], 100).await;
+    submit(other, &["else@x.example"], 1_000).await;
+    // Claimed at 2,000, then: one recipient sent, its sibling failed (the
+    // message failed); a lone recipient sent; a lone recipient deferred.
+    let mixed = submit(t, &["a@x.example", "b@x.example"], 1_000).await;
+    let sent = submit(t, &["c@x.example"], 1_000).await;
+    let deferred = submit(t, &["d@x.example"], 1_000).await;
+    let claimed = f.store.claim(claim("n1", 2_000, 60_000)).await.unwrap();
+    let outcome = |c: &herald_store::Claimed| Outcome {
+        recipient: c.recipient,
+        lease_token: c.lease_token,
+        next: match c.address.as_ref() {
+            "b@x.example" => NextState::Failed,
+            "d@x.example" => NextState::Deferred { until: 99_999 },
+            _ => NextState::Sent,
+        },
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    let finished: Vec<Outcome> = claimed
+        .iter()
+        .filter(|c| [mixed.id, sent.id, deferred.id].contains(&c.message))
+        .map(outcome)
+        .collect();
+    assert_eq!(finished.len(), 4);
+    f.store.complete(finished, vec![]).await.unwrap();
+    // Queued after the claim: one message still waiting, one half sent.
+    let waiting = submit(t, &["e@x.example"], 3_000).await;
+    let half = submit(t, &["f@x.example", "g@x.example"], 3_000).await;
+    let claimed = f.store.claim(claim("n1", 4_000, 60_000)).await.unwrap();
+    let f_recipient = claimed
+        .iter()
+        .find(|c| c.message == half.id && c.address.as_ref() == "f@x.example")
+        .unwrap();
+    f.store
+        .complete(vec![outcome(f_recipient)], vec![])
+        .await
+        .unwrap();
+    let still_sending: Vec<_> = claimed
+        .iter()
+        .filter(|c| c.message == waiting.id)
+        .map(|c| (c.recipient, c.lease_token))
+        .collect();
+    f.store.release(still_sending).await.unwrap();
+
+    let counts = f.store.count_messages(t, 500).await.unwrap();
+    assert_eq!(
+        counts,
+        herald_store::MessageCounts {
+            // g@ is still under its lease, so its message is sending.
+            sending: 1,
+            queued: 1,
+            deferred: 1,
+            failed: 1,
+            sent: 1,
+        }
+    );
+    // The older message counts from an earlier time on; the first claim took it.
+    assert_eq!(f.store.count_messages(t, 0).await.unwrap().sending, 2);
+}
+
 async fn an_idempotency_key_returns_the_first_message(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
@@ -1819,6 +1886,7 @@ conformance!(
     higher_priority_is_claimed_first,
     an_idempotency_key_returns_the_first_message,
     a_batch_is_stored_in_order_with_its_duplicates_answered,
+    messages_are_counted_by_their_derived_status,
     another_tenants_objects_are_not_found,
     concurrent_submissions_all_commit,
     concurrent_submissions_with_one_key_store_one_message,

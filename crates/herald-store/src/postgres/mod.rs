@@ -1748,6 +1748,27 @@ impl Store for PgStore {
         })
     }
 
+    async fn count_messages(&self, tenant_id: TenantId, since: i64) -> Result<MessageCounts> {
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            &format!(
+                "SELECT rank, count(*) AS n FROM (SELECT min({STATUS_RANK}) AS rank FROM messages m \
+                 JOIN recipients r ON r.message_id = m.id \
+                 WHERE m.tenant_id = $1 AND m.created_at >= $2 GROUP BY m.id) AS per_message GROUP BY rank"
+            ),
+            &[&tenant_id.to_string(), &since],
+        )
+        .await?;
+        let mut counts = MessageCounts::default();
+        for row in &rows {
+            let rank: i32 = get(row, "rank")?;
+            let n: i64 = get(row, "n")?;
+            counts.add(i64::from(rank), n as u64);
+        }
+        Ok(counts)
+    }
+
     async fn search_messages(
         &self,
         tenant_id: TenantId,

@@ -1516,6 +1516,28 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn count_messages(&self, tenant_id: TenantId, since: i64) -> Result<MessageCounts> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    &format!(
+                        "SELECT rank, count(*) FROM (SELECT min({STATUS_RANK}) AS rank FROM messages m \
+                         JOIN recipients r ON r.message_id = m.id \
+                         WHERE m.tenant_id = ?1 AND m.created_at >= ?2 GROUP BY m.id) GROUP BY rank"
+                    ),
+                    params![tenant_id.to_string(), since],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?;
+                let mut counts = MessageCounts::default();
+                for (rank, count) in rows {
+                    counts.add(rank, count as u64);
+                }
+                Ok(counts)
+            })
+            .await
+    }
+
     async fn search_messages(
         &self,
         tenant_id: TenantId,
