@@ -216,6 +216,8 @@ pub trait Store: Send + Sync + 'static {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
     /// Records attempts and new states; an outcome whose lease token is no
     /// longer current is refused (`false` at its index) and changes nothing.
+    /// A capture is kept only when an outcome of its own message was accepted,
+    /// so one call may carry the outcomes of many deliveries.
     async fn complete(
         &self,
         outcomes: Vec<Outcome>,

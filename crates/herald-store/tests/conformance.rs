@@ -1597,6 +1597,50 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
     assert_eq!(captured[1].envelope_from, "alerts@x.example");
     assert_eq!(captured[1].recipients, vec!["a@x.example", "b@x.example"]);
     assert_eq!(f.store.list_captured(a, 1).await.unwrap().len(), 1);
+
+    // One call with two deliveries: the capture of the one whose lease is
+    // gone is dropped, the other's is kept.
+    let (kept, dropped) = (
+        f.store
+            .submit(message(a, &["k@x.example"], None, 4_000))
+            .await
+            .unwrap(),
+        f.store
+            .submit(message(a, &["d@x.example"], None, 4_000))
+            .await
+            .unwrap(),
+    );
+    let claimed = f.store.claim(claim("n1", 5_000, 60_000)).await.unwrap();
+    let of = |id: MessageId| claimed.iter().find(|c| c.message == id).unwrap();
+    let outcome = |c: &herald_store::Claimed, token: i64| Outcome {
+        recipient: c.recipient,
+        lease_token: token,
+        next: NextState::Sent,
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    let copy = |id: MessageId, content: &[u8]| NewCapture {
+        message: id,
+        content: content.to_vec(),
+        ..capture(6_000, b"")
+    };
+    let recorded = f
+        .store
+        .complete(
+            vec![
+                outcome(of(dropped.id), of(dropped.id).lease_token + 1),
+                outcome(of(kept.id), of(kept.id).lease_token),
+            ],
+            vec![copy(dropped.id, b"dropped"), copy(kept.id, b"kept")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![false, true]);
+    let captured = f.store.list_captured(a, 10).await.unwrap();
+    assert_eq!(captured.len(), 3);
+    assert_eq!(
+        (captured[0].message_id, captured[0].content.as_str()),
+        (kept.id, "kept")
+    );
     assert!(f.store.list_captured(b, 10).await.unwrap().is_empty());
 }
 

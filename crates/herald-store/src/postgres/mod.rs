@@ -9,7 +9,7 @@
 mod db;
 mod listen;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -1920,21 +1920,24 @@ impl Store for PgStore {
                 // The fencing check: a lease taken over by another claim has a
                 // newer token. A claim running concurrently holds the row, so
                 // this waits for it and then sees the newer token.
-                let changed = execute(
+                let changed = query_opt(
                     tx,
                     "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                     WHERE id = $3 AND lease_token = $4 AND status = 'sending'",
+                     WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
                     &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                 )
-                .await
-                .map_err(pg)?;
-                Ok::<_, StoreError>(changed == 1)
+                .await?;
+                changed
+                    .map(|row| get::<String>(&row, "message_id"))
+                    .transpose()
             }
         });
-        let current = futures_util::future::try_join_all(updates).await?;
+        let changed = futures_util::future::try_join_all(updates).await?;
         let mut accepted = vec![false; outcomes.len()];
-        for (&i, current) in order.iter().zip(current) {
-            accepted[i] = current;
+        let mut recorded_messages = HashSet::new();
+        for (&i, message) in order.iter().zip(changed) {
+            accepted[i] = message.is_some();
+            recorded_messages.extend(message);
         }
         let inserts = outcomes
             .iter()
@@ -1975,8 +1978,8 @@ impl Store for PgStore {
                 }
             });
         futures_util::future::try_join_all(inserts).await?;
-        if accepted.iter().any(|a| *a) {
-            for cap in &captures {
+        for cap in &captures {
+            if recorded_messages.contains(&cap.message.to_string()) {
                 execute(
                     &tx,
                     "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \

@@ -3,6 +3,7 @@
 mod db;
 
 use herald_core::timestamp::now_ms;
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -1694,7 +1695,7 @@ impl Store for SqliteStore {
                 let mut update = c
                     .prepare_cached(
                         "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL \
-                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending'",
+                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' RETURNING message_id",
                     )
                     .map_err(sql)?;
                 let mut insert = c
@@ -1706,6 +1707,7 @@ impl Store for SqliteStore {
                     )
                     .map_err(sql)?;
                 let mut accepted = Vec::with_capacity(outcomes.len());
+                let mut recorded_messages = HashSet::new();
                 for o in outcomes {
                     let (st, due_at) = match o.next {
                         NextState::Sent => ("sent", None),
@@ -1714,7 +1716,12 @@ impl Store for SqliteStore {
                     };
                     let rid = o.recipient.to_string();
                     // The fencing check: a lease taken over by another claim has a newer token.
-                    let current = update.execute(params![st, due_at, rid, o.lease_token]).map_err(sql)? == 1;
+                    let message: Option<String> = update
+                        .query_row(params![st, due_at, rid, o.lease_token], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    let current = message.is_some();
+                    recorded_messages.extend(message);
                     if current {
                         let a = &o.attempt;
                         insert
@@ -1728,8 +1735,8 @@ impl Store for SqliteStore {
                     }
                     accepted.push(current);
                 }
-                if accepted.iter().any(|a| *a) {
-                    for cap in captures {
+                for cap in captures {
+                    if recorded_messages.contains(&cap.message.to_string()) {
                         c.execute(
                             "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
