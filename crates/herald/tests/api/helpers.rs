@@ -206,6 +206,21 @@ impl TestApp {
         provider["id"].as_str().unwrap().to_owned()
     }
 
+    /// The operator grants the tenant the credential storage entitlement;
+    /// returns the tenant as answered.
+    pub async fn grant_credential_storage(&self, slug: &str) -> Value {
+        let (status, tenant) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/tenants/{slug}/entitlements"),
+                Some(OPERATOR),
+                Some(json!({"credential_storage": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{tenant}");
+        tenant
+    }
+
     /// Grants the tenant credential storage, creates the server (and the
     /// account, when given), a provider through them, and makes it active.
     /// Returns the server's JSON.
@@ -216,15 +231,7 @@ impl TestApp {
         account: Option<Value>,
     ) -> Value {
         let slug = &tenant.slug;
-        let (status, body) = self
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{slug}/entitlements"),
-                Some(OPERATOR),
-                Some(json!({"credential_storage": true})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        self.grant_credential_storage(slug).await;
         let (status, server) = self
             .post(
                 &format!("/v1/tenants/{slug}/smtp-servers"),

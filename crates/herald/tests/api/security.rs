@@ -302,15 +302,7 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            "/v1/tenants/acme/entitlements",
-            Some(OPERATOR),
-            Some(json!({"credential_storage": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.grant_credential_storage("acme").await;
     let (status, account) = app
         .post(
             &accounts,

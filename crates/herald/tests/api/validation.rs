@@ -1067,15 +1067,7 @@ async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
     assert_eq!(status, StatusCode::OK, "{stored}");
     assert_eq!(stored, json!([]));
 
-    let (status, tenant) = app
-        .call(
-            Method::PUT,
-            "/v1/tenants/acme/entitlements",
-            Some(OPERATOR),
-            Some(json!({"credential_storage": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{tenant}");
+    let tenant = app.grant_credential_storage("acme").await;
     assert_eq!(tenant["credential_storage"], true, "{tenant}");
 
     let reply = send_json(&app, Method::POST, &accounts, Some(&acme.admin), account).await;
