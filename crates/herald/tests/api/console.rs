@@ -158,15 +158,25 @@ impl Browser {
         self.keep().await;
     }
 
+    /// Types into a field. The element is found again when an action on it
+    /// fails: htmx may have swapped the part of the page it was in.
     async fn fill(&self, field: &str, value: &str) {
-        let input = self.wait_for(&format!("#f-{field}")).await;
-        input.clear().await.unwrap();
-        input.send_keys(value).await.unwrap();
+        let css = format!("#f-{field}");
+        eventually(&format!("{css} to take {value:?}"), || async {
+            let input = self.client.find(Locator::Css(&css)).await.ok()?;
+            input.clear().await.ok()?;
+            input.send_keys(value).await.ok()
+        })
+        .await;
     }
 
     async fn choose(&self, field: &str, label: &str) {
-        let select = self.wait_for(&format!("#f-{field}")).await;
-        select.select_by_label(label).await.unwrap();
+        let css = format!("#f-{field}");
+        eventually(&format!("{css} to offer {label:?}"), || async {
+            let select = self.client.find(Locator::Css(&css)).await.ok()?;
+            select.select_by_label(label).await.ok()
+        })
+        .await;
     }
 
     /// Presses the button with this text and waits for `then` on the next page.
@@ -231,15 +241,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     let smtp = TestSmtpServer::start_with(ServerConfig::new().auth(SMTP_USER, SMTP_PASSWORD)).await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            "/v1/tenants/acme/entitlements",
-            Some(OPERATOR),
-            Some(json!({"credential_storage": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.grant_credential_storage("acme").await;
     give_password(&app, "acme", "admin@acme.example", ADA_PASSWORD).await;
     let base = &app.base;
 
@@ -622,6 +624,19 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .ok();
 }
 
+/// Runs `herald operator set-password` on the app's data directory, the
+/// password given through the environment.
+async fn set_operator_password(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["operator", "set-password", "--email", email])
+        .arg("--data-dir")
+        .arg(app.dir.path())
+        .env("HERALD_OPERATOR_PASSWORD", password)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// A `Set-Cookie` answer's cookie as `name=value`, with its attributes.
 fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
     response
@@ -649,23 +664,9 @@ fn csrf_field(html: &str) -> String {
 #[tokio::test]
 async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
     let app = spawn_app().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["operator", "set-password", "--email", "Root@Herald.example"])
-        .arg("--data-dir")
-        .arg(app.dir.path())
-        .env("HERALD_OPERATOR_PASSWORD", "operator password 1")
-        .output()
-        .await
-        .unwrap();
+    let output = set_operator_password(&app, "Root@Herald.example", "operator password 1").await;
     assert!(output.status.success(), "{output:?}");
-    let short = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["operator", "set-password", "--email", "root@herald.example"])
-        .arg("--data-dir")
-        .arg(app.dir.path())
-        .env("HERALD_OPERATOR_PASSWORD", "short")
-        .output()
-        .await
-        .unwrap();
+    let short = set_operator_password(&app, "root@herald.example", "short").await;
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("the password must be"));
 
@@ -811,14 +812,7 @@ async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
 #[tokio::test]
 async fn repeated_failed_sign_ins_lock_the_address_out() {
     let app = spawn_app().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["operator", "set-password", "--email", "root@herald.example"])
-        .arg("--data-dir")
-        .arg(app.dir.path())
-        .env("HERALD_OPERATOR_PASSWORD", "operator password 1")
-        .output()
-        .await
-        .unwrap();
+    let output = set_operator_password(&app, "root@herald.example", "operator password 1").await;
     assert!(output.status.success(), "{output:?}");
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
