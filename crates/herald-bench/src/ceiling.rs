@@ -39,6 +39,7 @@ pub fn target(sink: &Sink) -> anyhow::Result<Target> {
             data: Duration::from_secs(30),
         },
         egress: None,
+        allow_plaintext_auth: true,
     })
 }
 

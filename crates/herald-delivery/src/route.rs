@@ -234,6 +234,7 @@ pub fn route(
         },
         timeouts,
         egress: Some(egress.clone()),
+        allow_plaintext_auth: false,
     };
     Ok(Route {
         transport: Transport::Smtp {

@@ -57,6 +57,8 @@ pub struct Target {
     pub timeouts: Timeouts,
     /// The addresses this target may be connected to; `None` for the operator's own relay.
     pub egress: Option<std::sync::Arc<crate::Egress>>,
+    /// Whether AUTH may be sent over an unencrypted session (`security: none`).
+    pub allow_plaintext_auth: bool,
 }
 
 /// An SMTP account's login.

@@ -1,8 +1,9 @@
 //! What went wrong in an SMTP session, at which step, and whether retrying can help.
 
 use std::fmt;
+use std::net::SocketAddr;
 
-use crate::Reply;
+use crate::{Reply, TlsInfo};
 
 /// The step of a session at which an error happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,11 +96,30 @@ pub struct SmtpError {
     pub step: Step,
     /// What happened.
     pub kind: ErrorKind,
+    /// The address connected to, when the session got that far.
+    pub remote: Option<SocketAddr>,
+    /// The TLS parameters, when the session was encrypted before it failed.
+    pub tls: Option<TlsInfo>,
 }
 
 impl SmtpError {
     pub(crate) fn new(step: Step, kind: ErrorKind) -> Self {
-        SmtpError { step, kind }
+        SmtpError {
+            step,
+            kind,
+            remote: None,
+            tls: None,
+        }
+    }
+
+    /// The error with what was known of the session when it happened.
+    #[allow(dead_code)] // the client fills it in where a session fails
+    pub(crate) fn within(mut self, remote: SocketAddr, tls: Option<&TlsInfo>) -> Self {
+        self.remote.get_or_insert(remote);
+        if self.tls.is_none() {
+            self.tls = tls.cloned();
+        }
+        self
     }
 
     /// The server's reply, when the failure was one.

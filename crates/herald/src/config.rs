@@ -341,6 +341,8 @@ fn relay_target(
         helo_name: helo.to_owned(),
         timeouts,
         egress: None,
+        // The operator's own relay is the operator's choice, like its egress.
+        allow_plaintext_auth: true,
     })
 }
 

@@ -104,6 +104,7 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
             Egress::parse_list("0.0.0.0/0,::/0").expect("valid"),
             vec![],
         ))),
+        allow_plaintext_auth: false,
     };
     let credentials = match if stored_mode { &None } else { &args.user } {
         Some(user) => Some(Credentials {
@@ -222,6 +223,7 @@ async fn stored(
             data: timeout,
         },
         egress: Some(Arc::new(settings.egress)),
+        allow_plaintext_auth: false,
     };
     println!(
         "checking the stored server {:?} of tenant {} ({}:{})",
