@@ -115,9 +115,7 @@ impl Egress {
             inner.peek().is_some() && inner.all(|v4| covered(v4.into()))
         }
     }
-}
 
-impl Egress {
     /// True when the operator has allowed some ranges explicitly (so plain
     /// HTTP to a host name may find an allowed address).
     pub fn has_allow_list(&self) -> bool {
