@@ -1,6 +1,6 @@
-//! The OAuth2 token endpoint under the egress guard: validated with a URL parser,
+//! The OAuth2 token endpoint under the egress guard (validated with a URL parser,
 //! never redirected, never fetched for a forbidden SMTP server, and its refusals
-//! reduced to the OAuth2 error code and HTTP status.
+//! reduced to the OAuth2 error code and HTTP status), and SMTP hosts spelt as numbers.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -323,4 +323,28 @@ async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
         None,
         "a name is judged on its addresses at each fetch"
     );
+}
+
+#[tokio::test]
+async fn an_smtp_host_spelt_as_a_number_is_refused_with_the_field_named() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    for host in ["2130706433", "0177.0.0.1", "0x7f.1"] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/tenants/{}/smtp-servers", acme.slug),
+                &acme.admin,
+                json!({"name": "mx", "host": host, "port": 25, "security": "none"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{host}: {body}");
+        assert_eq!(body["errors"][0]["field"], "host", "{host}: {body}");
+        assert!(
+            body["errors"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("numeric last label"),
+            "{host}: {body}"
+        );
+    }
 }
