@@ -4,6 +4,7 @@
 //! valid and nothing downstream checks it again.
 
 pub mod address;
+pub mod endpoint;
 pub mod ids;
 pub mod invalid;
 pub mod presets;
@@ -15,6 +16,7 @@ pub mod timestamp;
 pub mod token;
 
 pub use address::{EmailAddress, Mailbox};
+pub use endpoint::EndpointUrl;
 pub use ids::{
     AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
 };

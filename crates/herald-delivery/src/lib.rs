@@ -2,6 +2,7 @@
 //! worker loop that claims due recipients, sends them and records every attempt.
 
 mod cache;
+pub mod guarded_http;
 mod oauth;
 mod pool;
 mod render;

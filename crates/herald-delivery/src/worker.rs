@@ -140,6 +140,7 @@ impl Worker {
         cache: Arc<ProviderCache>,
         config: WorkerConfig,
     ) -> Self {
+        let tokens = Arc::new(TokenCache::new(config.egress.clone()));
         Worker {
             store,
             sealer,
@@ -147,7 +148,7 @@ impl Worker {
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             pools: Arc::new(Pools::default()),
-            tokens: Arc::new(TokenCache::default()),
+            tokens,
             stats: Arc::new(WorkerStats::default()),
             cache,
         }
@@ -491,6 +492,13 @@ impl Worker {
                 client,
                 client_secret,
             } => {
+                // No token is fetched for a server Herald may not connect to.
+                herald_smtp::resolve(target).await.map_err(|e| {
+                    if let Some(tracer) = tracer {
+                        tracer.fail(&e);
+                    }
+                    SendError::Smtp(e)
+                })?;
                 let mut renew = false;
                 loop {
                     let token = self

@@ -584,11 +584,11 @@ impl Connection {
     }
 }
 
-/// Resolves the host and connects to the first address that answers.
-async fn connect(
-    target: &Target,
-    tracer: Option<&Tracer>,
-) -> Result<(TcpStream, SocketAddr), SmtpError> {
+/// Resolves the target's host and keeps the addresses its egress policy
+/// permits: the only ones [`Connection::open`] connects to. A caller that must
+/// not act for a forbidden server (fetch an OAuth2 token for it) checks here
+/// first; the connection checks again on its own answer.
+pub async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, SmtpError> {
     let port = target.port.get();
     let addrs: Vec<SocketAddr> = match target.host.ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -619,6 +619,15 @@ async fn connect(
     if addrs.is_empty() {
         return Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied));
     }
+    Ok(addrs)
+}
+
+/// Resolves the host and connects to the first permitted address that answers.
+async fn connect(
+    target: &Target,
+    tracer: Option<&Tracer>,
+) -> Result<(TcpStream, SocketAddr), SmtpError> {
+    let addrs = resolve(target).await?;
     if let Some(tracer) = tracer {
         let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
         tracer.note(

@@ -142,6 +142,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     }
 
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
+    let egress = Arc::new(settings.egress);
     let worker = Worker::new(
         store.clone(),
         sealer.clone(),
@@ -154,7 +155,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             concurrency: settings.concurrency,
             retry: settings.retry,
             timeouts: settings.timeouts,
-            egress: Arc::new(settings.egress),
+            egress: egress.clone(),
         },
     );
     let worker_stats = worker.stats();
@@ -184,6 +185,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         cache,
         alive_within: settings.heartbeat * 3,
         limits: settings.limits,
+        egress,
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))

@@ -4,12 +4,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::net::IpAddr;
+
 use herald_core::{
-    AccountId, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId, SmtpHost,
+    AccountId, EndpointUrl, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId,
+    SmtpHost,
 };
+use herald_smtp::Egress;
 use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer, Tenant};
 use serde::Deserialize;
 use serde_json::json;
+use url::Host;
 
 use super::{Check, name, path_id};
 use crate::auth::Caller;
@@ -375,20 +380,32 @@ pub struct OAuth2Body {
     pub scope: Option<String>,
 }
 
-/// A token endpoint: https, or http only to this machine (a local token proxy, the tests).
-fn token_url(input: &str) -> Result<String, Invalid> {
-    let rule = || Invalid::new("must be an https:// URL (http:// only to localhost or 127.0.0.1)");
-    let (scheme, rest) = input.split_once("://").ok_or_else(rule)?;
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
-    if input.contains(|c: char| c.is_whitespace() || c.is_control())
-        || host.is_empty()
-        || !(scheme == "https" || (scheme == "http" && local))
-    {
-        return Err(rule());
+/// A token endpoint: an https URL (parsed as a client would, so userinfo and
+/// fragments are refused), or plain http where the operator's --egress-allow
+/// can cover it. The egress policy is judged here as far as it can be (an IP
+/// literal); the fetch judges it again on the addresses it connects to.
+fn token_url(input: &str, egress: &Egress) -> Result<String, Invalid> {
+    let url = EndpointUrl::parse(input)?;
+    let literal: Option<IpAddr> = match url.host() {
+        Host::Ipv4(v4) => Some(v4.into()),
+        Host::Ipv6(v6) => Some(v6.into()),
+        Host::Domain(_) => None,
+    };
+    if literal.is_some_and(|ip| !egress.permits(ip)) {
+        return Err(Invalid::new(
+            "must not point at an address this installation's egress policy forbids",
+        ));
     }
-    Ok(input.to_owned())
+    let plain_http_allowed = match literal {
+        Some(ip) => egress.allows(ip),
+        None => egress.has_allow_list(),
+    };
+    if !url.is_https() && !plain_http_allowed {
+        return Err(Invalid::new(
+            "must be an https:// URL (plain http:// only to addresses in the operator's --egress-allow)",
+        ));
+    }
+    Ok(url.as_str().to_owned())
 }
 
 /// A short printable value such as a client id or a scope.
@@ -452,7 +469,7 @@ pub async fn create_account(
             if body.password.is_some() || body.access_token.is_some() {
                 check.fail("oauth2", "cannot be combined with password or access_token");
             }
-            let token_url = check.take("oauth2.token_url", token_url(&o.token_url));
+            let token_url = check.take("oauth2.token_url", token_url(&o.token_url, &state.egress));
             let client_id = check.take("oauth2.client_id", printable(&o.client_id));
             let scope = check.opt("oauth2.scope", o.scope.as_deref(), printable);
             if let (Some(token_url), Some(client_id)) = (token_url, client_id) {

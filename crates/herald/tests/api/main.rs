@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod interop;
 mod isolation;
+mod oauth_egress;
 mod postfix;
 mod properties;
 mod resilience;
