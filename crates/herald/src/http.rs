@@ -55,7 +55,7 @@ pub fn raise_file_limit() -> Option<u64> {
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
         if soft < hard {
             limit.current = Some(hard);
-            if let Err(error) = setrlimit(Resource::Nofile, limit.clone()) {
+            if let Err(error) = setrlimit(Resource::Nofile, limit) {
                 tracing::warn!(%error, soft, hard, "could not raise the open-file limit");
             }
         }
