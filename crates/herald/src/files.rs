@@ -40,11 +40,18 @@ pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Creates the SQLite database file with mode 0600 when it does not exist
 /// yet. SQLite gives its -wal and -shm files the database file's mode, so
-/// they are private too; an empty file is a new database to SQLite.
+/// they are private too; an empty file is a new database to SQLite. An
+/// existing database (and its -wal and -shm) that others could read, as
+/// earlier versions left it, is made 0600.
 pub fn create_database_file(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_data_dir(dir)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        make_private(Path::new(&name))?;
     }
     match std::fs::OpenOptions::new()
         .write(true)
@@ -56,4 +63,19 @@ pub fn create_database_file(path: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// Takes away other users' access to an existing file.
+fn make_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (chmod 600)", path.display()))?;
+        tracing::info!(path = %path.display(), was = format!("{:o}", mode & 0o777), "made the file readable only by its owner");
+    }
+    Ok(())
 }

@@ -427,6 +427,13 @@ async fn the_data_directory_and_its_files_are_private() {
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
+
+    // A database an earlier version left readable by others is made private.
+    drop(node);
+    let database = data.join("herald.db");
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _restarted = start_process(&data, &[], &[]).await;
+    assert_eq!(mode(&database), 0o600, "an existing database");
 }
 
 /// Peak memory under 500 concurrent anonymous sign-ins, each from its own
