@@ -58,8 +58,8 @@ impl Default for SignInLimits {
     }
 }
 
-/// What the console needs besides the API's state.
-#[derive(Clone, Debug)]
+/// What the console needs besides the API's state. Not `Debug`: it holds a key.
+#[derive(Clone)]
 pub struct Options {
     /// Proxies whose `X-Forwarded-For`, `-Host` and `-Proto` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
