@@ -626,7 +626,11 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
 
 /// Runs `herald operator set-password` on the app's data directory, the
 /// password given through the environment.
-async fn set_operator_password(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+pub async fn set_operator_password(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["operator", "set-password", "--email", email])
         .arg("--data-dir")
@@ -638,7 +642,7 @@ async fn set_operator_password(app: &TestApp, email: &str, password: &str) -> st
 }
 
 /// A `Set-Cookie` answer's cookie as `name=value`, with its attributes.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
     response
         .headers()
         .get_all("set-cookie")
@@ -652,7 +656,7 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, Strin
 }
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf_field(html: &str) -> String {
+pub fn csrf_field(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[start..].split('"').next().unwrap().to_owned()
 }
