@@ -2,6 +2,7 @@
 //! worker loop that claims due recipients, sends them and records every attempt.
 
 mod cache;
+mod header;
 mod oauth;
 mod pool;
 mod render;
