@@ -39,7 +39,7 @@ pub fn render(message: &MessageContent, route: &Route) -> Rendered {
         .reply_to
         .as_ref()
         .or(route.reply_to.as_ref())
-        .map(|a| named(None, a));
+        .map(NamedAddress::from);
     let (from, sender, sender_policy) = match (&message.on_behalf_of, route.sender_policy) {
         (None, _) => (provider, None, "fixed"),
         (Some(person), SenderPolicy::OnBehalf) => (

@@ -154,7 +154,7 @@ fn cases() -> Vec<Case> {
 
     // The name from the issue, with the provider's Reply-To.
     let mut r = route(Some("Acme Überwachung – Alerts"), "alerts@acme.example");
-    r.reply_to = Some(address("support@acme.example"));
+    r.reply_to = Some(mailbox(Some("Acme Störungsdienst"), "support@acme.example"));
     let mut m = message(
         "Störung: Festplatte voll",
         vec![mailbox(Some("Jürgen"), "j@example.de")],
@@ -169,7 +169,7 @@ fn cases() -> Vec<Case> {
                 "alerts@acme.example",
             )],
             to: vec![pair(Some("Jürgen"), "j@example.de")],
-            reply_to: vec![pair(None, "support@acme.example")],
+            reply_to: vec![pair(Some("Acme Störungsdienst"), "support@acme.example")],
             headers: vec![(
                 "X-Control".into(),
                 "tab\there, bell\u{7}, =?not?= a word".into(),
@@ -255,7 +255,7 @@ fn cases() -> Vec<Case> {
         name: person.clone(),
         email: address("zoe@acme.example"),
     });
-    m.reply_to = Some(address("replies@acme.example"));
+    m.reply_to = Some(mailbox(Some("Support Team"), "replies@acme.example"));
     cases.push(Case {
         name: "on-behalf",
         expected: Expected {
@@ -265,7 +265,7 @@ fn cases() -> Vec<Case> {
                 "alerts@acme.example",
             )],
             to: vec![pair(Some("Bob"), "bob@example.com")],
-            reply_to: vec![pair(None, "replies@acme.example")],
+            reply_to: vec![pair(Some("Support Team"), "replies@acme.example")],
             ..Expected::default()
         },
         message: m,
