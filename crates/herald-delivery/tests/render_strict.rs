@@ -187,14 +187,18 @@ fn cases() -> Vec<Case> {
     let long_subject = words("disk", 300);
     let long_value = words("value", 500);
     let long_token = "x".repeat(200);
+    let long_quoted_to = at_most_200_octets(&words("Lovelace, Ada (Countess)", 200));
+    let long_header_name = format!("X-{}", "N".repeat(62));
     let to = vec![
         mailbox(Some(&long_ascii_to), "long@example.com"),
         mailbox(Some("Short"), "short@example.com"),
+        mailbox(Some(&long_quoted_to), "quoted@example.com"),
     ];
     let mut m = message(&long_subject, to.clone());
     m.headers = vec![
         header("X-Long-Value", &long_value),
         header("X-Long-Token", &long_token),
+        header(&long_header_name, &long_value),
     ];
     cases.push(Case {
         name: "long-ascii",
@@ -204,6 +208,7 @@ fn cases() -> Vec<Case> {
             headers: vec![
                 ("X-Long-Value".into(), long_value.clone()),
                 ("X-Long-Token".into(), long_token.clone()),
+                (long_header_name.clone(), long_value.clone()),
             ],
             ..Expected::default()
         },
@@ -614,6 +619,7 @@ fn render_all(dir: &Path) -> Vec<(Case, Vec<u8>)> {
 #[test]
 fn rendered_headers_follow_the_rfcs_and_round_trip() {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    // HERALD_RENDER_DUMP=<dir> keeps the rendered messages for a look.
     if let Some(keep) = std::env::var_os("HERALD_RENDER_DUMP") {
         render_all(Path::new(&keep));
     }
