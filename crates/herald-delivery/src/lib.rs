@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod guarded_http;
+mod header;
 mod oauth;
 mod pool;
 mod render;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, SenderPolicy, TenantId};
+use herald_core::{
+    AccountId, EmailAddress, Mailbox, ProviderId, Sealer, Secret, SenderPolicy, TenantId,
+};
 use std::sync::Arc;
 
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
@@ -47,7 +49,7 @@ pub struct Route {
     pub transport: Transport,
     pub from: EmailAddress,
     pub from_name: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    pub reply_to: Option<Mailbox>,
     /// The tenant's provider; `None` for the system default.
     pub provider: Option<ProviderId>,
     /// The version of the provider's configuration: its newest change, in ms.

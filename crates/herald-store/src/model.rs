@@ -175,7 +175,8 @@ pub struct ProviderSettings {
     pub account_id: Option<AccountId>,
     pub from_address: EmailAddress,
     pub from_name: Option<DisplayName>,
-    pub reply_to: Option<EmailAddress>,
+    /// The Reply-To for the provider's mail, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub fallback_recipient: Option<EmailAddress>,
     pub sender_policy: SenderPolicy,
 }
@@ -237,7 +238,8 @@ pub struct NewMessage {
     pub subject: Subject,
     pub text: Option<String>,
     pub html: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    /// The message's own Reply-To, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The To and Cc mailboxes: each address is a recipient, and the header shows the names.
     pub to: Vec<Mailbox>,
@@ -289,7 +291,8 @@ pub struct MessageContent {
     pub subject: Subject,
     pub text: Option<String>,
     pub html: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    /// The message's own Reply-To, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,

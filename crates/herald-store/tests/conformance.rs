@@ -16,9 +16,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
-    PersonRole, Port, ProviderId, RecipientStatus, Role, Security, SenderPolicy, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    PersonId, PersonRole, Port, ProviderId, RecipientStatus, Role, Security, SenderPolicy,
+    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
     AttemptRecord, AuditEntry, ClaimRequest, NewAccount, NewCapture, NewMessage, NewToken,
@@ -1311,6 +1311,50 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
     );
 }
 
+/// Reply-To keeps its display name, on a message and on a provider; one
+/// without a name is stored as the bare address, as rows were before names.
+async fn reply_to_keeps_its_display_name(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let named = Mailbox::parse(r#""Support \"Team\", Störung" <support@x.example>"#).unwrap();
+    let bare: Mailbox = address("reply@x.example").into();
+    let with_name = NewMessage {
+        reply_to: Some(named.clone()),
+        ..message(t, &["a@x.example"], None, 1_000)
+    };
+    let without = NewMessage {
+        reply_to: Some(bare.clone()),
+        ..message(t, &["a@x.example"], None, 1_000)
+    };
+    f.store.submit(with_name.clone()).await.unwrap();
+    f.store.submit(without.clone()).await.unwrap();
+    let contents = f
+        .store
+        .message_contents(&[with_name.id, without.id])
+        .await
+        .unwrap();
+    let reply_to = |id| {
+        contents
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.reply_to.clone())
+    };
+    assert_eq!(reply_to(with_name.id), Some(named.clone()));
+    assert_eq!(reply_to(without.id), Some(bare));
+
+    let server = f
+        .store
+        .create_server(t, server_settings("relay", false))
+        .await
+        .unwrap();
+    let settings = ProviderSettings {
+        reply_to: Some(named.clone()),
+        ..provider_settings("named", server.id, None)
+    };
+    let provider = f.store.create_provider(t, settings).await.unwrap();
+    let read = f.store.provider(t, provider.id).await.unwrap();
+    assert_eq!(read.settings.reply_to, Some(named));
+}
+
 async fn messages_read_back_with_everything_that_happened(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -1319,7 +1363,7 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
         cc: vec![address("c@x.example").into()],
         bcc: vec![address("d@x.example")],
         html: Some("<p>body</p>".into()),
-        reply_to: Some(address("reply@x.example")),
+        reply_to: Some(address("reply@x.example").into()),
         headers: vec![
             (
                 HeaderName::parse("X-Tag").unwrap(),
@@ -1922,6 +1966,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    reply_to_keeps_its_display_name,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
     deferred_recipients_come_back_at_their_time,

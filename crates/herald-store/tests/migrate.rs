@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
-    PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy,
+    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
 use herald_store::{
@@ -324,7 +324,7 @@ async fn fill(s: &dyn Store) -> Installation {
             acme,
             ProviderSettings {
                 from_name: Some(DisplayName::parse("Acme Alerts").unwrap()),
-                reply_to: Some(address("support@acme.example")),
+                reply_to: Some(Mailbox::parse("Acme Support <support@acme.example>").unwrap()),
                 fallback_recipient: Some(address("ops@acme.example")),
                 sender_policy: SenderPolicy::OnBehalf,
                 ..provider_settings("main", relay, Some(mailer))
@@ -358,7 +358,7 @@ async fn fill(s: &dyn Store) -> Installation {
     let detailed = NewMessage {
         idempotency_key: Some("order-17".into()),
         html: Some("<p>body ✓</p>".into()),
-        reply_to: Some(address("reply@acme.example")),
+        reply_to: Some(Mailbox::parse("\"Replies, Acme\" <reply@acme.example>").unwrap()),
         headers: vec![
             (
                 HeaderName::parse("X-Tag").unwrap(),

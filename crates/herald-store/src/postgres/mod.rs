@@ -121,6 +121,12 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
+/// A Reply-To, stored as the mailbox's canonical string; rows from before
+/// Reply-To took a display name hold the bare address, which parses too.
+fn reply_to_mailbox(s: String) -> Result<Mailbox> {
+    stored("reply_to", Mailbox::parse(&s))
+}
+
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
     list.iter()
@@ -356,7 +362,7 @@ fn provider(r: &Row) -> Result<Provider> {
             from_name: from_name
                 .map(|n| stored("from_name", DisplayName::parse(&n)))
                 .transpose()?,
-            reply_to: reply_to.map(address).transpose()?,
+            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
             sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
         },
@@ -491,7 +497,7 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
             &m.subject.as_ref(),
             &m.text,
             &m.html,
-            &m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+            &m.reply_to.as_ref().map(ToString::to_string),
             &Json(&headers),
             &Json(mailbox_strings(&m.to)),
             &Json(mailbox_strings(&m.cc)),
@@ -1485,7 +1491,7 @@ impl Store for PgStore {
                     &s.account_id.map(|a| a.to_string()),
                     &s.from_address.as_ref(),
                     &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                    &s.reply_to.as_ref().map(ToString::to_string),
                     &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
                     &s.sender_policy.as_str(),
                     &now,
@@ -1546,7 +1552,7 @@ impl Store for PgStore {
                     &s.account_id.map(|a| a.to_string()),
                     &s.from_address.as_ref(),
                     &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                    &s.reply_to.as_ref().map(ToString::to_string),
                     &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
                     &s.sender_policy.as_str(),
                     &now_ms(),
@@ -1832,7 +1838,7 @@ impl Store for PgStore {
                 subject: stored("subject", Subject::parse(&subject))?,
                 text: get(r, "text_body")?,
                 html: get(r, "html_body")?,
-                reply_to: reply_to.map(address).transpose()?,
+                reply_to: reply_to.map(reply_to_mailbox).transpose()?,
                 headers: headers_from_json(json(r, "headers")?)?,
                 to: mailboxes(json(r, "header_to")?)?,
                 cc: mailboxes(json(r, "header_cc")?)?,

@@ -70,6 +70,12 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
+/// A Reply-To, stored as the mailbox's canonical string; rows from before
+/// Reply-To took a display name hold the bare address, which parses too.
+fn reply_to_mailbox(s: String) -> Result<Mailbox> {
+    stored("reply_to", Mailbox::parse(&s))
+}
+
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(json: &str) -> Result<Vec<Mailbox>> {
     let list: Vec<String> = stored("mailbox list", serde_json::from_str(json))?;
@@ -333,7 +339,7 @@ fn provider(raw: ProviderRow) -> Result<Provider> {
             from_name: from_name
                 .map(|n| stored("from_name", DisplayName::parse(&n)))
                 .transpose()?,
-            reply_to: reply_to.map(address).transpose()?,
+            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
             sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
         },
@@ -441,7 +447,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
         .map_err(sql)?
         .execute(params![
                 m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
-                m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                m.text, m.html, m.reply_to.as_ref().map(ToString::to_string),
                 serde_json::to_string(&headers).expect("header pairs serialise"),
                 mailboxes_json(&m.to), mailboxes_json(&m.cc), m.used_fallback, m.created_at,
                 m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
@@ -1355,7 +1361,7 @@ impl Store for SqliteStore {
                     params![
                         provider_id.to_string(), tenant_id.to_string(), s.name, s.smtp_server_id.to_string(),
                         s.account_id.map(|a| a.to_string()), s.from_address.as_ref(),
-                        s.from_name.as_ref().map(AsRef::<str>::as_ref), s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.from_name.as_ref().map(AsRef::<str>::as_ref), s.reply_to.as_ref().map(ToString::to_string),
                         s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(), now_ms()
                     ],
                 )
@@ -1404,7 +1410,7 @@ impl Store for SqliteStore {
                     params![
                         s.name, s.smtp_server_id.to_string(), s.account_id.map(|a| a.to_string()),
                         s.from_address.as_ref(), s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                        s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.reply_to.as_ref().map(ToString::to_string),
                         s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(),
                         now_ms(), provider_id.to_string(), tenant_id.to_string()
                     ],
@@ -1623,7 +1629,7 @@ impl Store for SqliteStore {
                         subject: stored("subject", Subject::parse(&subject))?,
                         text,
                         html,
-                        reply_to: reply_to.map(address).transpose()?,
+                        reply_to: reply_to.map(reply_to_mailbox).transpose()?,
                         headers: headers_from_json(&headers)?,
                         to: mailboxes(&to)?,
                         cc: mailboxes(&cc)?,

@@ -36,7 +36,7 @@ async fn delivers_three_messages_through_the_tenants_provider() {
         );
         assert_eq!(
             m.header("From").as_deref(),
-            Some("\"Acme Alerts\" <alerts@acme.example>")
+            Some("Acme Alerts <alerts@acme.example>")
         );
         assert_eq!(m.header("To").as_deref(), Some(format!("<{to}>").as_str()));
     }
