@@ -29,6 +29,7 @@ pub struct ServerConfig {
     pub(crate) extra_after_starttls: bool,
     pub(crate) max_message_size: usize,
     pub(crate) smtputf8: bool,
+    pub(crate) advertise_size: bool,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +44,7 @@ impl Default for ServerConfig {
             extra_after_starttls: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             smtputf8: true,
+            advertise_size: true,
         }
     }
 }
@@ -117,6 +119,13 @@ impl ServerConfig {
     /// [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Leaves SIZE out of the EHLO reply (the limit is still enforced at the
+    /// end of DATA), as a server without RFC 1870.
+    pub fn without_size(mut self) -> Self {
+        self.advertise_size = false;
         self
     }
 
