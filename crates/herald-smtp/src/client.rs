@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{ErrorKind, SmtpError, Step};
-use crate::stream::Stream;
+use crate::stream::{Acking, Stream};
 use crate::{Reply, TlsSettings, Tracer};
 
 /// The longest reply line accepted, and the most lines in one reply; a server
@@ -621,7 +621,10 @@ impl Connection {
         // From here on the plaintext stream is gone: a failed handshake leaves
         // nothing to say QUIT on.
         self.usable = false;
-        let handshake = tokio::time::timeout(target.timeouts.connect, connector.connect(name, tcp));
+        let handshake = tokio::time::timeout(
+            target.timeouts.connect,
+            connector.connect(name, Acking(tcp)),
+        );
         let tls = match handshake.await {
             Err(_) => return Err(SmtpError::new(Step::Tls, ErrorKind::Timeout)),
             Ok(Err(e)) => {
@@ -801,16 +804,6 @@ impl Connection {
                 ));
             }
             let mut chunk = [0u8; 4096];
-            // A TLS 1.3 server sends its session tickets after the handshake,
-            // then its reply to our first command. A server with Nagle's
-            // algorithm on (Postfix) holds that reply until the tickets are
-            // acknowledged, and Linux delays the acknowledgement by 40 ms.
-            // Asking for an immediate ACK before each read removes the stall;
-            // a failure only costs that latency.
-            #[cfg(target_os = "linux")]
-            if let Stream::Tls(tls) = &self.stream {
-                let _ = tls.get_ref().0.set_quickack(true);
-            }
             let n = self
                 .stream
                 .read(&mut chunk)

@@ -30,6 +30,7 @@ pub struct ServerConfig {
     pub(crate) max_message_size: usize,
     pub(crate) smtputf8: bool,
     pub(crate) advertise_size: bool,
+    pub(crate) nagle: bool,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +46,7 @@ impl Default for ServerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             smtputf8: true,
             advertise_size: true,
+            nagle: false,
         }
     }
 }
@@ -126,6 +128,14 @@ impl ServerConfig {
     /// end of DATA), as a server without RFC 1870.
     pub fn without_size(mut self) -> Self {
         self.advertise_size = false;
+        self
+    }
+
+    /// Leaves Nagle's algorithm on for its replies, as Postfix's smtpd does,
+    /// so a client that does not acknowledge promptly sees the delay a real
+    /// server would give it (the benchmark of the first command after TLS).
+    pub fn with_nagle(mut self) -> Self {
+        self.nagle = true;
         self
     }
 

@@ -45,8 +45,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
 /// Serves one connection; true when it ended with the client's QUIT.
 /// Errors only end this connection.
 async fn serve_until_end(shared: Arc<Shared>, tcp: TcpStream) -> bool {
-    // Replies are small and sent one at a time, so Nagle's algorithm would only add latency.
-    if let Err(error) = tcp.set_nodelay(true) {
+    // Replies are small and sent one at a time, so Nagle's algorithm would
+    // only add latency, unless the test asks for a server that keeps it.
+    if let Err(error) = tcp.set_nodelay(!shared.config.nagle) {
         tracing::debug!(%error, "test smtp could not disable nagle");
     }
     let mut stream = if shared.config.tls_mode == TlsMode::Implicit {
