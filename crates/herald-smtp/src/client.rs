@@ -706,6 +706,9 @@ impl Connection {
         limit: Duration,
     ) -> Result<(), SmtpError> {
         let io = |e| SmtpError::new(step, ErrorKind::Io(e));
+        // Unusable while the write is under way: a caller that gives up on it
+        // halfway must not have QUIT appended to half a command.
+        self.usable = false;
         let written = match tokio::time::timeout(limit, async {
             self.stream.write_all(bytes).await.map_err(io)?;
             self.stream.flush().await.map_err(io)
@@ -715,9 +718,7 @@ impl Connection {
             Ok(written) => written,
             Err(_) => Err(SmtpError::new(step, ErrorKind::Timeout)),
         };
-        if written.is_err() {
-            self.usable = false;
-        }
+        self.usable = written.is_ok();
         written
     }
 
@@ -728,6 +729,9 @@ impl Connection {
     /// Reads a reply and records it in the trace, marked ok only when it is
     /// the positive answer to its command.
     async fn reply_within(&mut self, step: Step, limit: Duration) -> Result<Reply, SmtpError> {
+        // Unusable until the reply is complete, for the same reason as in
+        // `write_within`: a reply half read leaves the session out of step.
+        self.usable = false;
         let reply = match tokio::time::timeout(limit, self.read_reply(step)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => Err(error),
@@ -735,16 +739,11 @@ impl Connection {
         };
         let reply = match reply {
             Ok(reply) => reply,
-            Err(error) => {
-                // A timed-out, broken or closed stream cannot carry a QUIT.
-                self.usable = false;
-                return Err(error);
-            }
+            // A timed-out, broken or closed stream cannot carry a QUIT.
+            Err(error) => return Err(error),
         };
-        if reply.code == 421 {
-            // The server is closing the connection (RFC 5321 3.8).
-            self.usable = false;
-        }
+        // After 421 the server closes the connection (RFC 5321 3.8).
+        self.usable = reply.code != 421;
         if let Some(tracer) = &self.tracer {
             tracer.note(step, is_expected(step, &reply), reply.text.clone());
         }
