@@ -15,7 +15,8 @@ mod trace;
 pub mod wire;
 
 pub use client::{
-    Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, Transaction, resolve,
+    Connection, Credentials, Envelope, RecipientOutcome, Target, Timeouts, TlsInfo, Transaction,
+    resolve,
 };
 pub use egress::Egress;
 pub use error::{ErrorKind, SmtpError, Step};

@@ -217,7 +217,7 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
     );
     let tls_step = step(&steps, "tls")["detail"].as_str().unwrap().to_owned();
     assert!(
-        tls_step.contains("TLSv1_")
+        tls_step.contains("TLSv1.")
             && tls_step.contains("subject")
             && tls_step.contains("valid until"),
         "{tls_step}"

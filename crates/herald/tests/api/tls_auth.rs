@@ -40,7 +40,7 @@ async fn starttls_with_the_servers_ca_bundle_is_sent_encrypted() {
         attempt["tls_version"]
             .as_str()
             .unwrap()
-            .starts_with("TLSv1_"),
+            .starts_with("TLSv1."),
         "{attempt}"
     );
     assert!(!attempt["tls_cipher"].as_str().unwrap().is_empty());
