@@ -282,8 +282,18 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.fill("host", "127.0.0.1").await;
     browser.fill("port", &smtp.port().to_string()).await;
     browser.choose("security", "None (plaintext)").await;
+    // The test SMTP server has no TLS: AUTH in clear must be allowed, and is warned about.
+    browser
+        .wait_for("#f-allow_plaintext_auth")
+        .await
+        .click()
+        .await
+        .unwrap();
     browser.screenshot("console-smtp-server.png").await;
     browser.press("Add the SMTP server", "#accounts").await;
+    browser
+        .wait_for_text(".alert.warn", "the password travels unencrypted")
+        .await;
 
     // Invalid input: the field's message beside the field, what was typed kept.
     browser.fill("port", "seventy").await;
