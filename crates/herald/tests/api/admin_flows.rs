@@ -346,6 +346,9 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
                 &smtp.port().to_string(),
                 "--security",
                 "starttls",
+                // Like the node, the check reaches loopback only when allowed.
+                "--egress-allow",
+                "127.0.0.0/8",
             ])
             .args([
                 "--user",

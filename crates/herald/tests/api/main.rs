@@ -15,5 +15,6 @@ mod plaintext_auth;
 mod properties;
 mod resilience;
 mod security;
+mod smtp_check;
 mod tls_auth;
 mod validation;
