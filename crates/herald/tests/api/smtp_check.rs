@@ -1,7 +1,7 @@
 //! `herald smtp-check` run as the real binary against the test SMTP server:
 //! what it prints from a hostile server, its errors, and its egress rules.
 
-use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer};
+use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -33,6 +33,10 @@ async fn smtp_check(args: &[&str], envs: &[(&str, &str)]) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Lets the check reach the test SMTP server on loopback, as a node's
+/// operator would allow an internal relay.
+const LOOPBACK: &[(&str, &str)] = &[("HERALD_EGRESS_ALLOW", "127.0.0.0/8")];
 
 /// Characters a terminal acts on, which must never reach it from a server.
 fn has_terminal_controls(text: &str) -> bool {
@@ -70,14 +74,12 @@ async fn what_the_server_says_is_printed_escaped() {
             &port,
             "--security",
             "none",
-            "--egress-allow",
-            "127.0.0.0/8",
             "--from",
             "alerts@acme.example",
             "--to",
             "gone@acme.example",
         ],
-        &[],
+        LOOPBACK,
     )
     .await;
     assert!(!run.ok, "{}{}", run.stdout, run.stderr);
@@ -98,29 +100,15 @@ async fn what_the_server_says_is_printed_escaped() {
 /// The failing step's line said it, and then the error at exit said it all again.
 #[tokio::test]
 async fn each_error_is_printed_once() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = TestSmtpServer::start().await;
     smtp.script(Rule::new(
-        Command::Auth,
-        Action::Reply(535, "5.7.8 credentials rejected by mx-7f3a".into()),
+        Command::Ehlo,
+        Action::Reply(554, "5.7.1 client rejected by mx-7f3a".into()),
     ));
     let port = smtp.port().to_string();
     let run = smtp_check(
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--security",
-            "none",
-            "--allow-plaintext-auth",
-            "--egress-allow",
-            "127.0.0.0/8",
-            "--user",
-            "herald@acme.example",
-        ],
-        &[("HERALD_SMTP_PASSWORD", "right-pw")],
+        &["--host", "127.0.0.1", "--port", &port, "--security", "none"],
+        LOOPBACK,
     )
     .await;
     assert!(!run.ok, "{}{}", run.stdout, run.stderr);
@@ -137,11 +125,10 @@ async fn each_error_is_printed_once() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("the check failed at the auth step"),
+        run.stderr.contains("the check failed at the ehlo step"),
         "{}",
         run.stderr
     );
-    assert!(!run.stdout.contains("right-pw") && !run.stderr.contains("right-pw"));
 }
 
 #[tokio::test]
@@ -160,12 +147,10 @@ async fn to_without_from_is_an_error_naming_both() {
                 &port,
                 "--security",
                 "none",
-                "--egress-allow",
-                "127.0.0.0/8",
                 flag,
                 value,
             ],
-            &[],
+            LOOPBACK,
         )
         .await;
         assert!(!run.ok, "{flag} alone was accepted: {}", run.stdout);
@@ -201,7 +186,7 @@ async fn both_modes_apply_the_nodes_egress_rules_and_say_how_to_allow() {
         refused.stderr
     );
     assert_eq!(smtp.connections(), 0, "refused before connecting");
-    let allowed = smtp_check(&flags, &[("HERALD_EGRESS_ALLOW", "127.0.0.0/8")]).await;
+    let allowed = smtp_check(&flags, LOOPBACK).await;
     assert!(allowed.ok, "{}{}", allowed.stdout, allowed.stderr);
 
     // The stored mode: the same rules, the same words.
