@@ -196,3 +196,123 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
         }
     }
 }
+
+/// The console's server page shows the entry's warnings and lets the
+/// administrator allow AUTH in clear, explained beside the checkbox.
+#[tokio::test]
+async fn the_console_server_page_shows_the_warnings_and_the_choice() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let (_, persons) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
+    let admin = persons[0]["id"].as_str().unwrap();
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/acme/persons/{admin}/password"),
+            Some(OPERATOR),
+            Some(json!({"password": "admin console password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, server) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            &acme.admin,
+            json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true}),
+        )
+        .await;
+    let id = server["id"].as_str().unwrap();
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = &app.base;
+    let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
+    let cookie = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+    };
+    let csrf = |html: &str| {
+        let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    let sign_in_cookie = cookie(&form, "herald_sign_in");
+    let token = csrf(&form.text().await.unwrap());
+    let signed = http
+        .post(format!("{base}/sign-in"))
+        .header("cookie", sign_in_cookie)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("email", "admin@acme.example"),
+            ("password", "admin console password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let session = cookie(&signed, "herald_session");
+
+    let page = format!("{base}/t/acme/servers/{id}");
+    let html = http
+        .get(&page)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("AUTH is refused unless allow_plaintext_auth is true"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"allow_plaintext_auth\""), "{html}");
+    assert!(
+        html.contains("the password then travels unencrypted"),
+        "{html}"
+    );
+
+    // Ticking the box stores the choice, and the warning says what it means now.
+    let saved = http
+        .post(&page)
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf(&html).as_str()),
+            ("name", "clear"),
+            ("host", "mail.acme.example"),
+            ("port", "25"),
+            ("security", "none"),
+            ("requires_auth", "on"),
+            ("allow_plaintext_auth", "on"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        saved.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        saved.text().await.unwrap()
+    );
+    let (_, stored) = app
+        .get(&format!("/v1/tenants/acme/smtp-servers/{id}"), &acme.admin)
+        .await;
+    assert_eq!(stored["allow_plaintext_auth"], true, "{stored}");
+    let html = http
+        .get(&page)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("the password travels unencrypted"), "{html}");
+}
