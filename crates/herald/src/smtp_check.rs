@@ -273,8 +273,9 @@ async fn stored(
         allow_plaintext_auth: s.allow_plaintext_auth,
     };
     println!(
-        "checking the stored server {:?} of tenant {} ({}:{})",
-        s.name,
+        "checking the stored server \"{}\" of tenant {} ({}:{})",
+        // A tenant typed the name: it reaches the operator's terminal escaped too.
+        escape_unprintable(&s.name),
         tenant.slug,
         target.host,
         target.port.get()
