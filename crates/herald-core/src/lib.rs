@@ -11,6 +11,7 @@ pub mod presets;
 pub mod secret;
 pub mod settings;
 pub mod status;
+pub mod terminal;
 pub mod text;
 pub mod timestamp;
 pub mod token;

@@ -56,6 +56,9 @@ pub struct Route {
     pub config_version: Option<i64>,
     /// How From is chosen for mail sent on behalf of a person.
     pub sender_policy: SenderPolicy,
+    /// What is weak about the server entry (see `ServerSettings::warnings`),
+    /// told in a test message's diagnosis.
+    pub warnings: Vec<String>,
 }
 
 impl Route {
@@ -102,6 +105,7 @@ impl DefaultProvider {
             provider: None,
             config_version: None,
             sender_policy: SenderPolicy::Fixed,
+            warnings: Vec::new(),
         }
     }
 }
@@ -236,7 +240,7 @@ pub fn route(
         },
         timeouts,
         egress: Some(egress.clone()),
-        allow_plaintext_auth: false,
+        allow_plaintext_auth: s.allow_plaintext_auth,
     };
     Ok(Route {
         transport: Transport::Smtp {
@@ -255,6 +259,7 @@ pub fn route(
         provider: Some(provider.id),
         config_version,
         sender_policy: provider.settings.sender_policy,
+        warnings: s.warnings(),
     })
 }
 

@@ -159,6 +159,7 @@ const TABLES: &[Table] = &[
             ("command_timeout_secs", BigInt),
             ("created_at", BigInt),
             ("updated_at", BigInt),
+            ("allow_plaintext_auth", Bool),
         ],
     },
     Table {

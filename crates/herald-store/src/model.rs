@@ -95,6 +95,9 @@ pub struct ServerSettings {
     pub port: Port,
     pub security: Security,
     pub requires_auth: bool,
+    /// AUTH may go over a session without TLS (`security: none`): the
+    /// administrator accepts that the password travels unencrypted.
+    pub allow_plaintext_auth: bool,
     pub tls_verify: bool,
     pub tls_ca_pem: Option<String>,
     pub tls_server_name: Option<String>,
@@ -109,6 +112,28 @@ pub struct ServerSettings {
     pub rate_limit_per_minute: Option<u32>,
     /// Timeout of each SMTP command; the node's default when unset.
     pub command_timeout_secs: Option<u32>,
+}
+
+impl ServerSettings {
+    /// What is weak about these settings, in words for the administrator: the
+    /// API's server answer, the console's server page and a test message's
+    /// diagnosis all show these.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.security == Security::None && self.requires_auth {
+            warnings.push(if self.allow_plaintext_auth {
+                "security is none and allow_plaintext_auth is true: the password travels unencrypted".to_owned()
+            } else {
+                "security is none and the server requires authentication: the password would travel unencrypted; AUTH is refused unless allow_plaintext_auth is true".to_owned()
+            });
+        }
+        if self.security != Security::None && !self.tls_verify {
+            warnings.push(
+                "tls_verify is false: the server's certificate is not checked, so anyone on the path can pose as the server and read the mail and the password".to_owned(),
+            );
+        }
+        warnings
+    }
 }
 
 /// A stored SMTP server.

@@ -141,6 +141,7 @@ fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
         port: Port::new(587).unwrap(),
         security: Security::StartTls,
         requires_auth,
+        allow_plaintext_auth: false,
         tls_verify: true,
         tls_ca_pem: None,
         tls_server_name: None,
@@ -1903,6 +1904,42 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
 }
 
 /// Runs every case on SQLite (`sqlite::<case>`) and on PostgreSQL (`postgres::<case>`).
+/// `allow_plaintext_auth` is stored, changed and read back, off unless set.
+async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let mut settings = server_settings("relay", true);
+    settings.security = Security::None;
+    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    assert!(!server.settings.allow_plaintext_auth);
+    assert_eq!(server.settings.warnings().len(), 1, "{:?}", server.settings);
+
+    settings.allow_plaintext_auth = true;
+    let updated = f
+        .store
+        .update_server(a, server.id, settings.clone())
+        .await
+        .unwrap();
+    assert!(updated.settings.allow_plaintext_auth);
+    let read = f.store.server(a, server.id).await.unwrap();
+    assert_eq!(read.settings, settings);
+    assert!(
+        f.store.list_servers(a).await.unwrap()[0]
+            .settings
+            .allow_plaintext_auth
+    );
+
+    settings.allow_plaintext_auth = false;
+    f.store.update_server(a, server.id, settings).await.unwrap();
+    assert!(
+        !f.store
+            .server(a, server.id)
+            .await
+            .unwrap()
+            .settings
+            .allow_plaintext_auth
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1992,4 +2029,5 @@ conformance!(
     nodes_report_their_heartbeats,
     passwords_and_sessions_keep_their_rules,
     message_searches_filter_by_recipient_and_time,
+    plaintext_auth_is_allowed_only_where_the_server_entry_says_so,
 );

@@ -105,6 +105,7 @@ fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
         port: Port::new(587).unwrap(),
         security: Security::StartTls,
         requires_auth,
+        allow_plaintext_auth: false,
         tls_verify: true,
         tls_ca_pem: None,
         tls_server_name: None,
@@ -255,6 +256,8 @@ async fn fill(s: &dyn Store) -> Installation {
             ServerSettings {
                 port: Port::new(465).unwrap(),
                 security: Security::Tls,
+                // Not the default, so the copy shows it carried the value.
+                allow_plaintext_auth: true,
                 tls_verify: false,
                 tls_ca_pem: Some(
                     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),

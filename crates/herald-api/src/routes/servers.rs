@@ -12,7 +12,7 @@ use herald_core::{
 };
 use herald_smtp::Egress;
 use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer, Tenant};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use url::Host;
 
@@ -50,6 +50,8 @@ pub struct ServerBody {
     pub port: Option<i64>,
     pub security: Option<String>,
     pub requires_auth: Option<bool>,
+    /// Lets AUTH go over a session without TLS (`security: none`); off by default.
+    pub allow_plaintext_auth: Option<bool>,
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub tls_server_name: Option<String>,
@@ -215,6 +217,10 @@ impl ServerBody {
                 .requires_auth
                 .or(base.map(|b| b.requires_auth))
                 .unwrap_or(false),
+            allow_plaintext_auth: self
+                .allow_plaintext_auth
+                .or(base.map(|b| b.allow_plaintext_auth))
+                .unwrap_or(false),
             tls_verify: self
                 .tls_verify
                 .or(base.map(|b| b.tls_verify))
@@ -231,15 +237,34 @@ impl ServerBody {
     }
 }
 
+/// An SMTP server as the API answers it: the stored entry and what is weak about it.
+#[derive(Serialize)]
+pub struct ServerAnswer {
+    #[serde(flatten)]
+    pub server: SmtpServer,
+    /// What the administrator should know: a password that would travel
+    /// unencrypted, a certificate that is not checked.
+    pub warnings: Vec<String>,
+}
+
+impl From<SmtpServer> for ServerAnswer {
+    fn from(server: SmtpServer) -> Self {
+        ServerAnswer {
+            warnings: server.settings.warnings(),
+            server,
+        }
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
     body: Body<ServerBody>,
-) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
+) -> Result<(StatusCode, Json<ServerAnswer>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(server)))
+    Ok((StatusCode::CREATED, Json(server.into())))
 }
 
 /// Creates an SMTP server of an authorised tenant, and records it in the audit log.
@@ -267,23 +292,23 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-) -> Result<Json<Vec<SmtpServer>>, ApiError> {
+) -> Result<Json<Vec<ServerAnswer>>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(state.store.list_servers(tenant.id).await?))
+    let servers = state.store.list_servers(tenant.id).await?;
+    Ok(Json(servers.into_iter().map(ServerAnswer::from).collect()))
 }
 
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
-) -> Result<Json<SmtpServer>, ApiError> {
+) -> Result<Json<ServerAnswer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(
-        state
-            .store
-            .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
-            .await?,
-    ))
+    let server = state
+        .store
+        .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
+        .await?;
+    Ok(Json(server.into()))
 }
 
 async fn update(
@@ -291,13 +316,12 @@ async fn update(
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
     body: Body<ServerBody>,
-) -> Result<Json<SmtpServer>, ApiError> {
+) -> Result<Json<ServerAnswer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
-    Ok(Json(
-        update_server(&state, &caller, &tenant, id, body).await?,
-    ))
+    let server = update_server(&state, &caller, &tenant, id, body).await?;
+    Ok(Json(server.into()))
 }
 
 /// Changes an SMTP server: the fields given replace the stored ones. A new

@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_console_sign_in",
         include_str!("0003_console_sign_in.sql"),
     ),
+    (
+        "0005_allow_plaintext_auth",
+        include_str!("0005_allow_plaintext_auth.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -234,9 +234,10 @@ async fn load_person(
     person(&row)
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
-     tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
-     idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
+const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
+     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
+     created_at, updated_at";
 
 fn server(r: &Row) -> Result<SmtpServer> {
     let host: String = get(r, "host")?;
@@ -256,6 +257,7 @@ fn server(r: &Row) -> Result<SmtpServer> {
             port: stored("port", Port::new(i64::from(port)))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: get(r, "requires_auth")?,
+            allow_plaintext_auth: get(r, "allow_plaintext_auth")?,
             tls_verify: get(r, "tls_verify")?,
             tls_ca_pem: get(r, "tls_ca_pem")?,
             tls_server_name: get(r, "tls_server_name")?,
@@ -1213,8 +1215,8 @@ impl Store for PgStore {
                 "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
                  tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
                  max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-                 command_timeout_secs, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+                 command_timeout_secs, created_at, updated_at, allow_plaintext_auth) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18) \
                  RETURNING {SERVER_COLUMNS}"
             ))
             .await
@@ -1240,6 +1242,7 @@ impl Store for PgStore {
                     &s.rate_limit_per_minute.map(i64::from),
                     &s.command_timeout_secs.map(i64::from),
                     &now,
+                    &s.allow_plaintext_auth,
                 ],
             )
             .await
@@ -1285,7 +1288,8 @@ impl Store for PgStore {
                 "UPDATE smtp_servers SET name = $1, host = $2, port = $3, security = $4, requires_auth = $5, \
                  tls_verify = $6, tls_ca_pem = $7, tls_server_name = $8, helo_name = $9, \
                  max_connections = $10, max_messages_per_connection = $11, idle_timeout_secs = $12, \
-                 rate_limit_per_minute = $13, command_timeout_secs = $14, updated_at = $15 \
+                 rate_limit_per_minute = $13, command_timeout_secs = $14, updated_at = $15, \
+                 allow_plaintext_auth = $18 \
                  WHERE id = $16 AND tenant_id = $17 RETURNING {SERVER_COLUMNS}"
             ))
             .await
@@ -1311,6 +1315,7 @@ impl Store for PgStore {
                     &now_ms(),
                     &server_id.to_string(),
                     &tenant_id.to_string(),
+                    &s.allow_plaintext_auth,
                 ],
             )
             .await

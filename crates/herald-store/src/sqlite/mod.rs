@@ -183,9 +183,10 @@ fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> R
     .ok_or(StoreError::NotFound)?
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
-     tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
-     idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
+const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
+     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
+     created_at, updated_at";
 
 /// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
@@ -199,6 +200,7 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
             port: stored("port", Port::new(port))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: r.get("requires_auth").map_err(sql)?,
+            allow_plaintext_auth: r.get("allow_plaintext_auth").map_err(sql)?,
             tls_verify: r.get("tls_verify").map_err(sql)?,
             tls_ca_pem: r.get("tls_ca_pem").map_err(sql)?,
             tls_server_name: r.get("tls_server_name").map_err(sql)?,
@@ -1156,14 +1158,14 @@ impl Store for SqliteStore {
                     "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
                      tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
                      max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-                     command_timeout_secs, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+                     command_timeout_secs, allow_plaintext_auth, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18)",
                     params![
                         server_id.to_string(), tenant_id.to_string(), s.name, s.host.as_ref(),
                         s.port.get(), s.security.as_str(), s.requires_auth, s.tls_verify,
                         s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
                         s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
-                        s.command_timeout_secs, now
+                        s.command_timeout_secs, s.allow_plaintext_auth, now
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
@@ -1206,13 +1208,15 @@ impl Store for SqliteStore {
                     "UPDATE smtp_servers SET name = ?1, host = ?2, port = ?3, security = ?4, requires_auth = ?5, \
                      tls_verify = ?6, tls_ca_pem = ?7, tls_server_name = ?8, helo_name = ?9, \
                      max_connections = ?10, max_messages_per_connection = ?11, idle_timeout_secs = ?12, \
-                     rate_limit_per_minute = ?13, command_timeout_secs = ?14, updated_at = ?15 \
+                     rate_limit_per_minute = ?13, command_timeout_secs = ?14, updated_at = ?15, \
+                     allow_plaintext_auth = ?18 \
                      WHERE id = ?16 AND tenant_id = ?17",
                     params![
                         s.name, s.host.as_ref(), s.port.get(), s.security.as_str(), s.requires_auth,
                         s.tls_verify, s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
                         s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
-                        s.command_timeout_secs, now_ms(), server_id.to_string(), tenant_id.to_string()
+                        s.command_timeout_secs, now_ms(), server_id.to_string(), tenant_id.to_string(),
+                        s.allow_plaintext_auth
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
