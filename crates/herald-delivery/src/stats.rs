@@ -13,6 +13,10 @@ pub struct WorkerStats {
     pub refused: AtomicU64,
     /// Recipients given back without an attempt (their route was busy).
     pub released: AtomicU64,
+    /// Calls to record outcomes that the store refused (the outcomes were kept and retried).
+    pub record_failures: AtomicU64,
+    /// Outcomes given up because their lease ended before the store accepted them.
+    pub dropped: AtomicU64,
 }
 
 impl WorkerStats {

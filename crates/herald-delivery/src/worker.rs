@@ -40,9 +40,25 @@ const SLOT_PATIENCE: Duration = Duration::from_millis(500);
 /// Outcomes recorded in one call at most; more wait for the next.
 const RECORD_BATCH: usize = 1024;
 
+/// The first wait before outcomes the store refused are offered again; it
+/// doubles with every refusal up to [`RECORD_RETRY_MAX`].
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait between two offers of outcomes the store refused.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// What one delivery leaves to record: an outcome per recipient, and the
 /// captured copies when the route was the capture mailbox.
-type Finished = (Vec<Outcome>, Vec<NewCapture>);
+type Done = (Vec<Outcome>, Vec<NewCapture>);
+
+/// One delivery's outcomes on their way to the store, with the end of the
+/// lease they were made under: until then they are kept while the store
+/// refuses them, after it they are not worth keeping.
+struct Finished {
+    outcomes: Vec<Outcome>,
+    captures: Vec<NewCapture>,
+    lease_until: i64,
+}
 
 /// How a node's worker behaves.
 #[derive(Clone, Debug)]
@@ -238,9 +254,21 @@ impl Worker {
                 let finished = finished.clone();
                 let span =
                     info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
+                let lease_until = recipients
+                    .iter()
+                    .map(|r| r.lease_until)
+                    .min()
+                    .unwrap_or_default();
                 in_flight.spawn(
                     async move {
-                        if let Some(done) = worker.deliver(content, recipients).await {
+                        if let Some((outcomes, captures)) =
+                            worker.deliver(content, recipients).await
+                        {
+                            let done = Finished {
+                                outcomes,
+                                captures,
+                                lease_until,
+                            };
                             // The recorder outlives every sender but this one.
                             let _ = finished.send(done).await;
                         }
@@ -259,20 +287,98 @@ impl Worker {
     }
 
     /// Records finished deliveries until every sender is gone, as many at once
-    /// as have gathered (up to [`RECORD_BATCH`] outcomes).
+    /// as have gathered (up to [`RECORD_BATCH`] outcomes per call).
+    ///
+    /// Outcomes the store refuses (a full disk, a lost database) are kept and
+    /// offered again with a doubling pause, together with whatever finished
+    /// meanwhile, until they commit or their lease ends: a recipient whose
+    /// outcome is lost stays `sending` until its lease expires and is then
+    /// sent a second time. At shutdown what is still kept is offered once more.
     async fn record_all(self, mut finished: mpsc::Receiver<Finished>) {
-        while let Some((mut outcomes, mut captures)) = finished.recv().await {
-            while outcomes.len() < RECORD_BATCH {
+        let mut pending: Vec<Finished> = Vec::new();
+        let mut backoff = RECORD_RETRY_FIRST;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                received = finished.recv() => match received {
+                    Some(done) => pending.push(done),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if retry_at.is_some() => retry_at = None,
+            }
+            let mut gathered: usize = pending.iter().map(|f| f.outcomes.len()).sum();
+            while gathered < RECORD_BATCH {
                 match finished.try_recv() {
-                    Ok((more, copies)) => {
-                        outcomes.extend(more);
-                        captures.extend(copies);
+                    Ok(done) => {
+                        gathered += done.outcomes.len();
+                        pending.push(done);
                     }
                     Err(_) => break,
                 }
             }
-            self.record(outcomes, captures).await;
+            // While the store refuses, new outcomes wait with the kept ones
+            // for the next offer rather than hammer it.
+            if retry_at.is_some() {
+                continue;
+            }
+            if self.record_pending(&mut pending).await {
+                backoff = RECORD_RETRY_FIRST;
+            } else {
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(RECORD_RETRY_MAX);
+            }
         }
+        if !pending.is_empty() && !self.record_pending(&mut pending).await {
+            let count: usize = pending.iter().map(|f| f.outcomes.len()).sum();
+            warn!(
+                count,
+                "stopping with outcomes the store refused; their recipients stay sending until their leases expire, and are then sent again"
+            );
+        }
+    }
+
+    /// Records the kept outcomes, oldest first, up to [`RECORD_BATCH`] per
+    /// call. Returns false when the store refused a call; what it refused
+    /// stays in `pending`. Outcomes whose lease has ended are dropped first:
+    /// the recipient may have been claimed again, and the fence would refuse them.
+    async fn record_pending(&self, pending: &mut Vec<Finished>) -> bool {
+        let now = now_ms();
+        pending.retain(|f| {
+            if f.lease_until > now {
+                return true;
+            }
+            WorkerStats::add(&self.stats.dropped, f.outcomes.len());
+            for outcome in &f.outcomes {
+                warn!(recipient = %outcome.recipient, "outcome dropped: its lease ended before the store accepted it; the recipient will be tried again");
+            }
+            false
+        });
+        while !pending.is_empty() {
+            let mut size = 0;
+            let take = pending
+                .iter()
+                .take_while(|f| {
+                    let fits = size == 0 || size + f.outcomes.len() <= RECORD_BATCH;
+                    size += f.outcomes.len();
+                    fits
+                })
+                .count();
+            let outcomes: Vec<Outcome> = pending[..take]
+                .iter()
+                .flat_map(|f| f.outcomes.iter().cloned())
+                .collect();
+            let captures: Vec<NewCapture> = pending[..take]
+                .iter()
+                .flat_map(|f| f.captures.iter().cloned())
+                .collect();
+            if !self.record(outcomes, captures).await {
+                WorkerStats::add(&self.stats.record_failures, 1);
+                return false;
+            }
+            pending.drain(..take);
+        }
+        true
     }
 
     /// How long to wait when nothing is due: until the next due recipient, at most the poll interval.
@@ -288,11 +394,7 @@ impl Worker {
 
     /// Sends one message to its claimed recipients; returns the outcome of each,
     /// or nothing when the recipients were given back unsent.
-    async fn deliver(
-        &self,
-        contents: MessageContent,
-        recipients: Vec<Claimed>,
-    ) -> Option<Finished> {
+    async fn deliver(&self, contents: MessageContent, recipients: Vec<Claimed>) -> Option<Done> {
         let mut started = Instant::now();
         let tenant = recipients[0].tenant;
         // A test message tests its provider; other mail goes through the tenant's
@@ -760,7 +862,8 @@ impl Worker {
         }
     }
 
-    async fn record(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) {
+    /// Offers outcomes to the store; false when it could not commit them.
+    async fn record(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> bool {
         let ids: Vec<_> = outcomes.iter().map(|o| o.recipient).collect();
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {
@@ -777,9 +880,11 @@ impl Worker {
                         warn!(recipient = %id, "outcome refused: the lease expired and another claim took the recipient");
                     }
                 }
+                true
             }
             Err(error) => {
-                warn!(%error, "could not record outcomes; the leases will expire and the recipients will be retried")
+                warn!(%error, count = ids.len(), "could not record outcomes; keeping them to offer again");
+                false
             }
         }
     }

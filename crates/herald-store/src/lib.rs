@@ -38,6 +38,33 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Whether the latest write that reached a database failed because the
+/// database could not take it (a full disk, a lost connection): what a node's
+/// readiness reports, without writing anything itself. A write that commits
+/// clears it; a write refused for what it contains (a conflict, a missing
+/// object) says nothing about the database and leaves it as it was.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth {
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+impl WriteHealth {
+    /// Takes note of a write's result.
+    pub(crate) fn note<T>(&self, result: &Result<T>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => self.refusing.store(false, Ordering::Relaxed),
+            Err(StoreError::Unavailable(_)) => self.refusing.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+    }
+
+    /// True when the latest write that reached the database was refused by it.
+    pub(crate) fn refusing(&self) -> bool {
+        self.refusing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Re-seals one secret given its sealed value and its context (the row it belongs to).
 pub type Resealer = Box<dyn Fn(&str, &str) -> std::result::Result<String, String> + Send + 'static>;
 
@@ -50,6 +77,12 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// True while the database refuses writes: the latest write that reached
+    /// it failed as unavailable (a full disk, a lost connection). Answered
+    /// from memory, so a readiness probe costs nothing; the node's heartbeat
+    /// and its worker write often enough to keep it current.
+    fn refusing_writes(&self) -> bool;
 
     /// What other nodes published: new mail, refreshed properties. `None`
     /// for a store only one node uses (SQLite), where the node tells itself.

@@ -50,6 +50,44 @@ impl Fixture {
     }
 }
 
+/// What makes a database refuse writes for a while: on SQLite another
+/// connection holding the write lock (writes fail once the busy timeout
+/// passes), on PostgreSQL read-only sessions.
+enum WriteBlock {
+    Sqlite(rusqlite::Connection),
+    Postgres,
+}
+
+impl Fixture {
+    /// Makes the database refuse writes until [`Fixture::accept_writes`].
+    async fn refuse_writes(&self) -> WriteBlock {
+        match &self.backend {
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                WriteBlock::Sqlite(conn)
+            }
+            Backend::Postgres(database) => {
+                database.set_read_only(true).await;
+                WriteBlock::Postgres
+            }
+        }
+    }
+
+    /// Lets the database take writes again.
+    async fn accept_writes(&self, block: WriteBlock) {
+        match (block, &self.backend) {
+            (WriteBlock::Sqlite(conn), _) => conn.execute_batch("ROLLBACK").unwrap(),
+            (WriteBlock::Postgres, Backend::Postgres(database)) => {
+                database.set_read_only(false).await
+            }
+            (WriteBlock::Postgres, Backend::Sqlite(_)) => {
+                unreachable!("a block of its own backend")
+            }
+        }
+    }
+}
+
 fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
@@ -1940,6 +1978,46 @@ async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixtur
     );
 }
 
+fn node_record(name: &str) -> NodeRecord {
+    NodeRecord {
+        name: name.into(),
+        roles: vec!["worker".into()],
+        version: "test".into(),
+        started_at: 1,
+        heartbeat_at: 2,
+    }
+}
+
+/// A store remembers whether the database took its latest write, for a
+/// node's readiness; reads go on while writes are refused.
+async fn a_store_says_while_the_database_refuses_writes(f: Fixture) {
+    let store = &f.store;
+    store.heartbeat(node_record("a")).await.unwrap();
+    assert!(!store.refusing_writes());
+
+    let block = f.refuse_writes().await;
+    // On PostgreSQL the write may meet a connection that was just ended;
+    // either way the database did not take it.
+    match store.heartbeat(node_record("a")).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("a refused write is unavailable, not {other:?}"),
+    }
+    assert!(store.refusing_writes());
+    assert!(store.ping().await.is_ok(), "the database still answers");
+
+    f.accept_writes(block).await;
+    let mut accepted = false;
+    for _ in 0..5 {
+        if store.heartbeat(node_record("a")).await.is_ok() {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the database takes writes again");
+    assert!(!store.refusing_writes());
+    assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2004,6 +2082,7 @@ macro_rules! conformance {
 
 conformance!(
     reply_to_keeps_its_display_name,
+    a_store_says_while_the_database_refuses_writes,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
     deferred_recipients_come_back_at_their_time,

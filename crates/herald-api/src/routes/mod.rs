@@ -38,8 +38,17 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
+/// Ready when the database answers and took the latest write: a node whose
+/// database refuses writes (a full disk) can accept nothing, so a load
+/// balancer should send submissions elsewhere. The write state is the
+/// store's memory of its latest write, so this costs one `ping`.
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
+    if state.store.refusing_writes() {
+        return Err(ApiError::Unavailable(
+            "the database refused the latest write".into(),
+        ));
+    }
     Ok(Json(json!({"status": "ready"})))
 }
 

@@ -34,6 +34,8 @@ pub struct PgStore {
     /// Asks the mail notifier for one NOTIFY; a request made while one is
     /// waiting adds nothing.
     new_mail: tokio::sync::mpsc::Sender<()>,
+    /// Whether the latest write that reached the database failed as unavailable.
+    writes: crate::WriteHealth,
 }
 
 impl PgStore {
@@ -50,6 +52,7 @@ impl PgStore {
             pool,
             events,
             new_mail,
+            writes: crate::WriteHealth::default(),
         })
     }
 
@@ -593,6 +596,10 @@ impl Store for PgStore {
         Some(self.events.subscribe())
     }
 
+    fn refusing_writes(&self) -> bool {
+        self.writes.refusing()
+    }
+
     async fn ping(&self) -> Result<()> {
         let c = client(&self.pool).await?;
         c.simple_query("SELECT 1").await.map_err(pg).map(drop)
@@ -737,23 +744,28 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
-        let c = client(&self.pool).await?;
-        execute(
-            &c,
-            "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
-            &[
-                &node.name,
-                &node.roles.join(","),
-                &node.version,
-                &node.started_at,
-                &node.heartbeat_at,
-            ],
-        )
-        .await
-        .map_err(pg)
-        .map(drop)
+        let result = async {
+            let c = client(&self.pool).await?;
+            execute(
+                &c,
+                "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+                &[
+                    &node.name,
+                    &node.roles.join(","),
+                    &node.version,
+                    &node.started_at,
+                    &node.heartbeat_at,
+                ],
+            )
+            .await
+            .map_err(pg)
+            .map(drop)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
@@ -1627,65 +1639,75 @@ impl Store for PgStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
-        let mut c = client(&self.pool).await?;
-        // Another node may be storing the same idempotency key right now: the
-        // insert then waits for that transaction. If it commits, the insert
-        // does nothing and the earlier message is read back (each statement
-        // sees what was committed before it began); if it rolls back, the
-        // insert goes ahead. Only a message deleted between the insert and the
-        // read leaves nothing to read, and then the insert is tried again.
-        for _ in 0..3 {
-            let tx = c.transaction().await.map_err(pg)?;
-            let submitted = if insert_message(&tx, &m).await? {
-                insert_recipients(&tx, &m).await?;
-                Submitted {
-                    id: m.id,
-                    status: RecipientStatus::Queued,
-                    duplicate: false,
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            // Another node may be storing the same idempotency key right now: the
+            // insert then waits for that transaction. If it commits, the insert
+            // does nothing and the earlier message is read back (each statement
+            // sees what was committed before it began); if it rolls back, the
+            // insert goes ahead. Only a message deleted between the insert and the
+            // read leaves nothing to read, and then the insert is tried again.
+            for _ in 0..3 {
+                let tx = c.transaction().await.map_err(pg)?;
+                let submitted = if insert_message(&tx, &m).await? {
+                    insert_recipients(&tx, &m).await?;
+                    Submitted {
+                        id: m.id,
+                        status: RecipientStatus::Queued,
+                        duplicate: false,
+                    }
+                } else {
+                    match stored_earlier(&tx, &m).await? {
+                        Some(earlier) => earlier,
+                        None => continue,
+                    }
+                };
+                tx.commit().await.map_err(pg)?;
+                if !submitted.duplicate {
+                    self.announce_mail();
                 }
-            } else {
-                match stored_earlier(&tx, &m).await? {
-                    Some(earlier) => earlier,
-                    None => continue,
-                }
-            };
-            tx.commit().await.map_err(pg)?;
-            if !submitted.duplicate {
-                self.announce_mail();
+                return Ok(submitted);
             }
-            return Ok(submitted);
+            Err(vanishing())
         }
-        Err(vanishing())
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // The statements are sent without waiting for each other's answers
-        // (tokio-postgres pipelines what is polled at once on one connection),
-        // and run in order: every message row, then the recipients of the new ones.
-        let inserted =
-            futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
-                .await?;
-        let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
-        futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m))).await?;
-        let mut submitted = Vec::with_capacity(messages.len());
-        for (m, new) in messages.iter().zip(inserted) {
-            submitted.push(if new {
-                Submitted {
-                    id: m.id,
-                    status: RecipientStatus::Queued,
-                    duplicate: false,
-                }
-            } else {
-                stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
-            });
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The statements are sent without waiting for each other's answers
+            // (tokio-postgres pipelines what is polled at once on one connection),
+            // and run in order: every message row, then the recipients of the new ones.
+            let inserted =
+                futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
+                    .await?;
+            let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
+            futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m))).await?;
+            let mut submitted = Vec::with_capacity(messages.len());
+            for (m, new) in messages.iter().zip(inserted) {
+                submitted.push(if new {
+                    Submitted {
+                        id: m.id,
+                        status: RecipientStatus::Queued,
+                        duplicate: false,
+                    }
+                } else {
+                    stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
+                });
+            }
+            tx.commit().await.map_err(pg)?;
+            if submitted.iter().any(|s| !s.duplicate) {
+                self.announce_mail();
+            }
+            Ok(submitted)
         }
-        tx.commit().await.map_err(pg)?;
-        if submitted.iter().any(|s| !s.duplicate) {
-            self.announce_mail();
-        }
-        Ok(submitted)
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
@@ -1857,54 +1879,59 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        let lease_until = req.now + req.lease_ms;
-        let excluded: Vec<String> = req
-            .exclude_tenants
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let c = client(&self.pool).await?;
-        // SKIP LOCKED lets every node claim at once: rows another claim is
-        // taking are passed over instead of waited for, and a row whose claim
-        // committed after this statement began is checked again against the
-        // conditions (it is 'sending' with a future due_at then, so it is left).
-        // The selection is a materialised CTE so that it runs exactly once,
-        // whatever plan the update gets: a second run could lock other rows.
-        let rows = query(
-            &c,
-            "WITH due AS MATERIALIZED ( \
-                 SELECT id FROM recipients \
-                 WHERE status IN ('queued', 'deferred', 'sending') \
-                 AND due_at <= $3 \
-                 AND NOT (tenant_id = ANY($5)) \
-                 ORDER BY priority DESC, due_at LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED) \
-             UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
-             lease_token = lease_token + 1, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM due) \
-             RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-            &[
-                &lease_until,
-                &req.node,
-                &req.now,
-                &i64::from(req.limit),
-                &excluded,
-            ],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Claimed {
-                    recipient: id(get(r, "id")?)?,
-                    message: id(get(r, "message_id")?)?,
-                    tenant: id(get(r, "tenant_id")?)?,
-                    address: address(get(r, "address")?)?,
-                    lease_token: get(r, "lease_token")?,
-                    lease_until,
-                    attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
+        let result = async {
+            let lease_until = req.now + req.lease_ms;
+            let excluded: Vec<String> = req
+                .exclude_tenants
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let c = client(&self.pool).await?;
+            // SKIP LOCKED lets every node claim at once: rows another claim is
+            // taking are passed over instead of waited for, and a row whose claim
+            // committed after this statement began is checked again against the
+            // conditions (it is 'sending' with a future due_at then, so it is left).
+            // The selection is a materialised CTE so that it runs exactly once,
+            // whatever plan the update gets: a second run could lock other rows.
+            let rows = query(
+                &c,
+                "WITH due AS MATERIALIZED ( \
+                     SELECT id FROM recipients \
+                     WHERE status IN ('queued', 'deferred', 'sending') \
+                     AND due_at <= $3 \
+                     AND NOT (tenant_id = ANY($5)) \
+                     ORDER BY priority DESC, due_at LIMIT $4 \
+                     FOR UPDATE SKIP LOCKED) \
+                 UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+                 lease_token = lease_token + 1, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM due) \
+                 RETURNING id, message_id, tenant_id, address, lease_token, attempts",
+                &[
+                    &lease_until,
+                    &req.node,
+                    &req.now,
+                    &i64::from(req.limit),
+                    &excluded,
+                ],
+            )
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        recipient: id(get(r, "id")?)?,
+                        message: id(get(r, "message_id")?)?,
+                        tenant: id(get(r, "tenant_id")?)?,
+                        address: address(get(r, "address")?)?,
+                        lease_token: get(r, "lease_token")?,
+                        lease_until,
+                        attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn complete(
@@ -1912,124 +1939,134 @@ impl Store for PgStore {
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Vec<bool>> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Rows are updated in id order, whatever order the outcomes come in,
-        // so that two completions over the same rows cannot deadlock. The
-        // statements are pipelined: sent at once, run in the order sent.
-        let mut order: Vec<usize> = (0..outcomes.len()).collect();
-        order.sort_by_key(|&i| outcomes[i].recipient);
-        let updates = order.iter().map(|&i| {
-            let o = &outcomes[i];
-            let (st, due_at) = match o.next {
-                NextState::Sent => ("sent", None),
-                NextState::Failed => ("failed", None),
-                NextState::Deferred { until } => ("deferred", Some(until)),
-            };
-            let tx = &tx;
-            async move {
-                // The fencing check: a lease taken over by another claim has a
-                // newer token. A claim running concurrently holds the row, so
-                // this waits for it and then sees the newer token.
-                let changed = query_opt(
-                    tx,
-                    "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                     WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
-                    &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
-                )
-                .await?;
-                changed
-                    .map(|row| get::<String>(&row, "message_id"))
-                    .transpose()
-            }
-        });
-        let changed = futures_util::future::try_join_all(updates).await?;
-        let mut accepted = vec![false; outcomes.len()];
-        let mut recorded_messages = HashSet::new();
-        for (&i, message) in order.iter().zip(changed) {
-            accepted[i] = message.is_some();
-            recorded_messages.extend(message);
-        }
-        let inserts = outcomes
-            .iter()
-            .zip(&accepted)
-            .filter(|(_, current)| **current)
-            .map(|(o, _)| {
-                let a = &o.attempt;
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Rows are updated in id order, whatever order the outcomes come in,
+            // so that two completions over the same rows cannot deadlock. The
+            // statements are pipelined: sent at once, run in the order sent.
+            let mut order: Vec<usize> = (0..outcomes.len()).collect();
+            order.sort_by_key(|&i| outcomes[i].recipient);
+            let updates = order.iter().map(|&i| {
+                let o = &outcomes[i];
+                let (st, due_at) = match o.next {
+                    NextState::Sent => ("sent", None),
+                    NextState::Failed => ("failed", None),
+                    NextState::Deferred { until } => ("deferred", Some(until)),
+                };
                 let tx = &tx;
                 async move {
-                    execute(
+                    // The fencing check: a lease taken over by another claim has a
+                    // newer token. A claim running concurrently holds the row, so
+                    // this waits for it and then sees the newer token.
+                    let changed = query_opt(
                         tx,
-                        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
-                         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
-                         sender_policy, diagnosis) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                        "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
+                         WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
+                        &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
+                    )
+                    .await?;
+                    changed
+                        .map(|row| get::<String>(&row, "message_id"))
+                        .transpose()
+                }
+            });
+            let changed = futures_util::future::try_join_all(updates).await?;
+            let mut accepted = vec![false; outcomes.len()];
+            let mut recorded_messages = HashSet::new();
+            for (&i, message) in order.iter().zip(changed) {
+                accepted[i] = message.is_some();
+                recorded_messages.extend(message);
+            }
+            let inserts = outcomes
+                .iter()
+                .zip(&accepted)
+                .filter(|(_, current)| **current)
+                .map(|(o, _)| {
+                    let a = &o.attempt;
+                    let tx = &tx;
+                    async move {
+                        execute(
+                            tx,
+                            "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+                             response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+                             sender_policy, diagnosis) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                            &[
+                                &o.recipient.to_string(),
+                                &a.at,
+                                &text(&a.node),
+                                &text(&a.server),
+                                &a.outcome.as_str(),
+                                &opt_text(&a.step),
+                                &a.code.map(i32::from),
+                                &opt_text(&a.enhanced_code),
+                                &text(&a.response),
+                                &a.duration_ms,
+                                &opt_text(&a.remote_addr),
+                                &opt_text(&a.tls_version),
+                                &opt_text(&a.tls_cipher),
+                                &a.provider_id.map(|p| p.to_string()),
+                                &a.config_version,
+                                &opt_text(&a.sender_policy),
+                                &a.diagnosis.as_ref().map(|d| d.to_string()),
+                            ],
+                        )
+                        .await
+                        .map_err(pg)
+                    }
+                });
+            futures_util::future::try_join_all(inserts).await?;
+            for cap in &captures {
+                if recorded_messages.contains(&cap.message.to_string()) {
+                    execute(
+                        &tx,
+                        "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                         &[
-                            &o.recipient.to_string(),
-                            &a.at,
-                            &text(&a.node),
-                            &text(&a.server),
-                            &a.outcome.as_str(),
-                            &opt_text(&a.step),
-                            &a.code.map(i32::from),
-                            &opt_text(&a.enhanced_code),
-                            &text(&a.response),
-                            &a.duration_ms,
-                            &opt_text(&a.remote_addr),
-                            &opt_text(&a.tls_version),
-                            &opt_text(&a.tls_cipher),
-                            &a.provider_id.map(|p| p.to_string()),
-                            &a.config_version,
-                            &opt_text(&a.sender_policy),
-                            &a.diagnosis.as_ref().map(|d| d.to_string()),
+                            &cap.message.to_string(),
+                            &cap.tenant.to_string(),
+                            &cap.envelope_from,
+                            &Json(&cap.recipients),
+                            &cap.content,
+                            &cap.at,
                         ],
                     )
                     .await
-                    .map_err(pg)
+                    .map_err(pg)?;
                 }
-            });
-        futures_util::future::try_join_all(inserts).await?;
-        for cap in &captures {
-            if recorded_messages.contains(&cap.message.to_string()) {
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(accepted)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        let result = async {
+            // In id order, like complete, so that the two cannot deadlock.
+            leases.sort();
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let now = now_ms();
+            for (rid, token) in leases {
                 execute(
                     &tx,
-                    "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &cap.message.to_string(),
-                        &cap.tenant.to_string(),
-                        &cap.envelope_from,
-                        &Json(&cap.recipients),
-                        &cap.content,
-                        &cap.at,
-                    ],
+                    "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+                     attempts = attempts - 1, due_at = $1, lease_owner = NULL \
+                     WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
+                    &[&now, &rid.to_string(), &token],
                 )
                 .await
                 .map_err(pg)?;
             }
+            tx.commit().await.map_err(pg)
         }
-        tx.commit().await.map_err(pg)?;
-        Ok(accepted)
-    }
-
-    async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
-        // In id order, like complete, so that the two cannot deadlock.
-        leases.sort();
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let now = now_ms();
-        for (rid, token) in leases {
-            execute(
-                &tx,
-                "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                 attempts = attempts - 1, due_at = $1, lease_owner = NULL \
-                 WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
-                &[&now, &rid.to_string(), &token],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {

@@ -33,6 +33,8 @@ pub(crate) struct Db {
     writer: mpsc::UnboundedSender<WriteJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// Whether the latest write failed because the database could not take it.
+    pub(crate) writes: Arc<crate::WriteHealth>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -78,6 +80,7 @@ impl Db {
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
+            writes: Arc::default(),
         })
     }
 
@@ -90,6 +93,9 @@ impl Db {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        // The result is noted on the writer thread, in the order of the
+        // commits, so the latest write's result is the one that stays.
+        let writes = self.writes.clone();
         let job: WriteJob = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
             let result = conn
                 .map_err(Clone::clone)
@@ -99,14 +105,17 @@ impl Db {
                     Some(e) => Err(e.clone()),
                     None => result,
                 };
+                writes.note(&result);
                 let _ = tx.send(result);
             })
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+        let stopped = || StoreError::Unavailable("the database writer has stopped".into());
+        if self.writer.send(job).is_err() {
+            let result = Err(stopped());
+            self.writes.note(&result);
+            return result;
+        }
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Copies the write-ahead log into the database file and empties it, so

@@ -558,6 +558,10 @@ fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>>
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn refusing_writes(&self) -> bool {
+        self.db.writes.refusing()
+    }
+
     async fn ping(&self) -> Result<()> {
         self.db
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))

@@ -55,6 +55,32 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Makes the database refuse writes (`read_only`) or take them again, as
+    /// a full disk would: new sessions start read-only, and the store's open
+    /// connections are ended so that it reconnects into such sessions.
+    #[allow(dead_code)] // used by the conformance suite, not by every test binary
+    pub async fn set_read_only(&self, read_only: bool) {
+        let admin = admin_connect(&self.admin_url).await.unwrap();
+        let change = if read_only {
+            "SET default_transaction_read_only = on"
+        } else {
+            "RESET default_transaction_read_only"
+        };
+        admin
+            .batch_execute(&format!("ALTER DATABASE {} {change}", self.name))
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&self.name],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop cannot await, and the test's runtime may be shutting down, so

@@ -314,3 +314,47 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
     assert_eq!(attempts[0]["step"], "greeting");
     assert_eq!(message["status"], "deferred");
 }
+
+/// A database that refuses writes (as with a full disk) makes submissions
+/// answer 503 and the node not ready; once it takes writes again, both recover.
+#[tokio::test]
+async fn readiness_follows_a_database_that_refuses_writes() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let ready = || async {
+        let response = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        response.status()
+    };
+    assert_eq!(ready().await, 200);
+
+    // Another connection holds SQLite's write lock: every write of the node
+    // fails once its busy timeout has passed, as writes to a full disk fail.
+    let lock = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = json!({"to": ["a@acme.example"], "subject": "refused", "text": "x"});
+    let (status, problem) = app
+        .post(
+            &format!("/v1/tenants/{}/messages", acme.slug),
+            &acme.sender,
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(ready().await, 503, "not ready while writes are refused");
+
+    lock.execute_batch("ROLLBACK").unwrap();
+    let (status, answer) = app
+        .post(
+            &format!("/v1/tenants/{}/messages", acme.slug),
+            &acme.sender,
+            body,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(ready().await, 200);
+}
