@@ -31,9 +31,18 @@ pub enum ApiError {
     NoWorker,
     /// The database is unreachable or full: the request was not stored.
     Unavailable(String),
+    /// The tenant has as many recipients waiting as the node allows.
+    QueueFull {
+        /// The most recipients a tenant may have queued.
+        limit: u64,
+    },
     /// Something that should not happen.
     Internal(String),
 }
+
+/// Seconds a client is asked to wait after a full queue: long enough for a
+/// working node to deliver a share of the backlog, short enough for alerts.
+const QUEUE_FULL_RETRY_AFTER: &str = "30";
 
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -60,6 +69,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::Invalid(field) => ApiError::field(field),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::QueueFull { limit } => ApiError::QueueFull { limit },
             StoreError::Corrupt(why) => {
                 ApiError::Internal(format!("stored data is corrupt: {why}"))
             }
@@ -165,6 +175,16 @@ impl ApiError {
                     vec![],
                 )
             }
+            ApiError::QueueFull { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:herald:problem:queue-full",
+                "Too many queued recipients",
+                format!(
+                    "the tenant has reached its limit of {limit} queued recipients \
+                     (max_queued_per_tenant); nothing was stored, try again once some are delivered"
+                ),
+                vec![],
+            ),
             ApiError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 (
@@ -194,6 +214,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Custom header fields.
     pub max_headers: usize,
+    /// Recipients one tenant may have waiting (queued, deferred or being sent).
+    pub max_queued_per_tenant: u64,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_message_bytes: 10 * 1024 * 1024,
             max_recipients: 100,
             max_headers: 50,
+            max_queued_per_tenant: 1_000_000,
         }
     }
 }

@@ -197,6 +197,7 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         on_behalf_of: None,
         test_provider: None,
         priority: 0,
+        max_queued: None,
     })
 }
 

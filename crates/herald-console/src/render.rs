@@ -141,6 +141,10 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
+        ApiError::QueueFull { limit } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("This tenant already has {limit} recipients waiting, the most this installation accepts; nothing was queued. Try again once some are delivered."),
+        ),
         ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
         ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
         ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),

@@ -292,6 +292,7 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         on_behalf_of: None,
         test_provider: None,
         priority: 0,
+        max_queued: None,
     }
 }
 

@@ -33,6 +33,12 @@ pub enum StoreError {
     /// The database could not be reached or written (disk full, locked, gone).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The tenant has as many recipients waiting as it may: nothing was stored.
+    #[error("the tenant has reached its limit of {limit} queued recipients")]
+    QueueFull {
+        /// The most recipients the tenant may have queued.
+        limit: u64,
+    },
     /// Stored data could not be read back as valid domain values.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -217,7 +223,10 @@ pub trait Store: Send + Sync + 'static {
     async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
 
     /// Stores a message and its recipients durably, or returns the message
-    /// stored earlier under the same idempotency key.
+    /// stored earlier under the same idempotency key. A new message that
+    /// would take the tenant's queued recipients (queued, deferred or
+    /// sending) past the message's `max_queued` is refused with
+    /// [`StoreError::QueueFull`].
     async fn submit(&self, message: NewMessage) -> Result<Submitted>;
     /// Stores many messages in one transaction, each answered as [`Store::submit`]
     /// would answer it, in order; all are stored, or none (and the error says why).

@@ -102,6 +102,7 @@ const TABLES: &[Table] = &[
             ("previous_provider_id", Text),
             ("properties_effective_from", BigInt),
             ("created_at", BigInt),
+            ("queued_recipients", BigInt),
         ],
     },
     Table {

@@ -279,6 +279,9 @@ pub struct NewMessage {
     pub test_provider: Option<ProviderId>,
     /// Higher goes first; test messages jump the queue.
     pub priority: i32,
+    /// The most recipients the tenant may have queued, this message's
+    /// included; `None` for no limit.
+    pub max_queued: Option<u64>,
 }
 
 impl NewMessage {

@@ -130,6 +130,7 @@ fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMess
         on_behalf_of: None,
         test_provider: None,
         priority: 0,
+        max_queued: None,
     }
 }
 
@@ -448,6 +449,7 @@ async fn higher_priority_is_claimed_first(f: Fixture) {
         .unwrap();
     let urgent = NewMessage {
         priority: 10,
+        max_queued: None,
         ..message(t, &["test@x.example"], None, 2_000)
     };
     f.store.submit(urgent).await.unwrap();
@@ -1978,6 +1980,108 @@ async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixtur
     );
 }
 
+/// A message with a limit on its tenant's queued recipients.
+fn limited(tenant: TenantId, to: &[&str], key: Option<&str>, max_queued: u64) -> NewMessage {
+    NewMessage {
+        max_queued: Some(max_queued),
+        ..message(tenant, to, key, 1_000)
+    }
+}
+
+/// A submission past the tenant's limit of queued recipients is refused and
+/// stores nothing; recipients that reach a final state make room again,
+/// deferred ones do not, and other tenants are not affected.
+async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    f.store
+        .submit(limited(t, &["a@x.example", "b@x.example"], None, 3))
+        .await
+        .unwrap();
+    let refused = f
+        .store
+        .submit(limited(t, &["c@x.example", "d@x.example"], Some("k"), 3))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::QueueFull { limit: 3 })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.store.list_messages(t, 10).await.unwrap().len(),
+        1,
+        "nothing half-stored"
+    );
+    // The refused message's idempotency key was not taken.
+    f.store
+        .submit(limited(t, &["c@x.example"], Some("k"), 3))
+        .await
+        .unwrap();
+    // A duplicate adds no recipients, so it is answered even at the limit.
+    let again = f
+        .store
+        .submit(limited(t, &["c@x.example"], Some("k"), 3))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    // A batch that would pass the limit is refused whole.
+    let batch = f
+        .store
+        .submit_batch(vec![limited(t, &["e@x.example"], None, 3)])
+        .await;
+    assert!(
+        matches!(batch, Err(StoreError::QueueFull { limit: 3 })),
+        "{batch:?}"
+    );
+    // Another tenant has a queue of its own.
+    f.store
+        .submit(limited(
+            other,
+            &["a@x.example", "b@x.example", "c@x.example"],
+            None,
+            3,
+        ))
+        .await
+        .unwrap();
+
+    // One recipient deferred, one sent, one failed: two places free.
+    let mut claimed = f.store.claim(claim("n1", 1_000, 60_000)).await.unwrap();
+    claimed.retain(|c| c.tenant == t);
+    assert_eq!(claimed.len(), 3);
+    let next = [
+        NextState::Deferred { until: 5_000 },
+        NextState::Sent,
+        NextState::Failed,
+    ];
+    let outcomes = claimed
+        .iter()
+        .zip(next)
+        .map(|(c, next)| Outcome {
+            recipient: c.recipient,
+            lease_token: c.lease_token,
+            next,
+            attempt: attempt(RecipientStatus::Sent),
+        })
+        .collect();
+    f.store.complete(outcomes, vec![]).await.unwrap();
+    f.store
+        .submit_batch(vec![
+            limited(t, &["f@x.example"], None, 3),
+            limited(t, &["g@x.example"], None, 3),
+        ])
+        .await
+        .unwrap();
+    let full = f.store.submit(limited(t, &["h@x.example"], None, 3)).await;
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { limit: 3 })),
+        "{full:?}"
+    );
+    // Without a limit nothing is refused.
+    f.store
+        .submit(message(t, &["h@x.example"], None, 1_000))
+        .await
+        .unwrap();
+}
+
 fn node_record(name: &str) -> NodeRecord {
     NodeRecord {
         name: name.into(),
@@ -2083,6 +2187,7 @@ macro_rules! conformance {
 conformance!(
     reply_to_keeps_its_display_name,
     a_store_says_while_the_database_refuses_writes,
+    submissions_past_the_queue_limit_are_refused,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
     deferred_recipients_come_back_at_their_time,

@@ -51,6 +51,7 @@ fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
         on_behalf_of: None,
         test_provider: None,
         priority: 0,
+        max_queued: None,
     }
 }
 
@@ -381,6 +382,7 @@ async fn fill(s: &dyn Store) -> Installation {
         }),
         test_provider: Some(main),
         priority: 1,
+        max_queued: None,
         ..message(acme, &["a@acme.example", "b@acme.example"], 1_000)
     };
     s.submit(detailed).await.unwrap();

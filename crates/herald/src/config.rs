@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// Most custom header fields of one message [default: 50].
     #[arg(long, env = "HERALD_MAX_HEADERS")]
     pub max_headers: Option<usize>,
+    /// Most recipients one tenant may have waiting (queued, deferred or being
+    /// sent); past it submissions answer 429 [default: 1000000].
+    #[arg(long, env = "HERALD_MAX_QUEUED_PER_TENANT")]
+    pub max_queued_per_tenant: Option<u64>,
     /// Messages delivered at once by this node [default: 64].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -485,6 +489,11 @@ impl ServeArgs {
                     max_message_bytes: pick!(max_message_size).unwrap_or(default.max_message_bytes),
                     max_recipients: pick!(max_recipients).unwrap_or(default.max_recipients),
                     max_headers: pick!(max_headers).unwrap_or(default.max_headers),
+                    max_queued_per_tenant: match pick!(max_queued_per_tenant) {
+                        Some(0) => bail!("--max-queued-per-tenant must be at least 1"),
+                        Some(n) => n,
+                        None => default.max_queued_per_tenant,
+                    },
                 }
             },
             api: roles.contains(&"api"),

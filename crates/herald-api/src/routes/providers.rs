@@ -341,6 +341,7 @@ pub async fn send_test_message(
         on_behalf_of: None,
         test_provider: Some(provider.id),
         priority: 100,
+        max_queued: Some(state.limits.max_queued_per_tenant),
     };
     let submitted = state.store.submit(message).await?;
     state.wake.notify_one();

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_allow_plaintext_auth",
         include_str!("0005_allow_plaintext_auth.sql"),
     ),
+    (
+        "0006_queued_recipients",
+        include_str!("0006_queued_recipients.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -9,7 +9,7 @@
 mod db;
 mod listen;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -545,6 +545,41 @@ async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()
     )
     .await
     .map_err(pg)?;
+    Ok(())
+}
+
+/// Adds new messages' recipients to their tenants' counts of queued ones, and
+/// refuses them (the caller's transaction is rolled back) when that takes a
+/// count past a message's limit. Run last before the commit, tenants in
+/// order: each tenant's row stays locked only for the commit, and two
+/// transactions cannot wait for each other's rows.
+async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()> {
+    let mut tenants: BTreeMap<String, (i64, Option<u64>)> = BTreeMap::new();
+    for m in new {
+        let (count, limit) = tenants.entry(m.tenant_id.to_string()).or_default();
+        *count += m.recipients().count() as i64;
+        *limit = match (*limit, m.max_queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for (tenant, (count, limit)) in tenants {
+        let row = query_opt(
+            tx,
+            "UPDATE tenants SET queued_recipients = queued_recipients + $1 WHERE id = $2 \
+             RETURNING queued_recipients",
+            &[&count, &tenant],
+        )
+        .await?;
+        let queued = row
+            .map(|r| get::<i64>(&r, "queued_recipients"))
+            .transpose()?;
+        if let (Some(queued), Some(limit)) = (queued, limit) {
+            if queued.max(0) as u64 > limit {
+                return Err(StoreError::QueueFull { limit });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1651,6 +1686,7 @@ impl Store for PgStore {
                 let tx = c.transaction().await.map_err(pg)?;
                 let submitted = if insert_message(&tx, &m).await? {
                     insert_recipients(&tx, &m).await?;
+                    count_queued(&tx, &[&m]).await?;
                     Submitted {
                         id: m.id,
                         status: RecipientStatus::Queued,
@@ -1699,6 +1735,13 @@ impl Store for PgStore {
                     stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
                 });
             }
+            let new: Vec<&NewMessage> = messages
+                .iter()
+                .zip(&submitted)
+                .filter(|(_, s)| !s.duplicate)
+                .map(|(m, _)| m)
+                .collect();
+            count_queued(&tx, &new).await?;
             tx.commit().await.map_err(pg)?;
             if submitted.iter().any(|s| !s.duplicate) {
                 self.announce_mail();
@@ -1962,21 +2005,35 @@ impl Store for PgStore {
                     let changed = query_opt(
                         tx,
                         "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                         WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
+                         WHERE id = $3 AND lease_token = $4 AND status = 'sending' \
+                         RETURNING message_id, tenant_id",
                         &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                     )
                     .await?;
                     changed
-                        .map(|row| get::<String>(&row, "message_id"))
+                        .map(|row| {
+                            Ok((
+                                get::<String>(&row, "message_id")?,
+                                get::<String>(&row, "tenant_id")?,
+                                due_at.is_none(),
+                            ))
+                        })
                         .transpose()
                 }
             });
             let changed = futures_util::future::try_join_all(updates).await?;
             let mut accepted = vec![false; outcomes.len()];
             let mut recorded_messages = HashSet::new();
-            for (&i, message) in order.iter().zip(changed) {
-                accepted[i] = message.is_some();
-                recorded_messages.extend(message);
+            // Recipients that reached a final state leave their tenant's queue.
+            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            for (&i, row) in order.iter().zip(changed) {
+                accepted[i] = row.is_some();
+                if let Some((message, tenant, is_final)) = row {
+                    recorded_messages.insert(message);
+                    if is_final {
+                        *finished.entry(tenant).or_default() += 1;
+                    }
+                }
             }
             let inserts = outcomes
                 .iter()
@@ -2035,6 +2092,16 @@ impl Store for PgStore {
                     .await
                     .map_err(pg)?;
                 }
+            }
+            // Last before the commit and in tenant order, as submissions do.
+            for (tenant, count) in finished {
+                execute(
+                    &tx,
+                    "UPDATE tenants SET queued_recipients = queued_recipients - $1 WHERE id = $2",
+                    &[&count, &tenant],
+                )
+                .await
+                .map_err(pg)?;
             }
             tx.commit().await.map_err(pg)?;
             Ok(accepted)

@@ -3,7 +3,7 @@
 mod db;
 
 use herald_core::timestamp::now_ms;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -501,11 +501,37 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             ])
             .map_err(sql)?;
     }
+    count_queued(c, m)?;
     Ok(Submitted {
         id: m.id,
         status: RecipientStatus::Queued,
         duplicate: false,
     })
+}
+
+/// Adds a new message's recipients to its tenant's count of queued ones, and
+/// refuses the message (its job's savepoint is rolled back) when that takes
+/// the count past the message's limit. The writer runs one job at a time, so
+/// jobs of one transaction see each other's counts.
+fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
+    let queued: Option<i64> = c
+        .prepare_cached(
+            "UPDATE tenants SET queued_recipients = queued_recipients + ?1 WHERE id = ?2 \
+             RETURNING queued_recipients",
+        )
+        .map_err(sql)?
+        .query_row(
+            params![m.recipients().count() as i64, m.tenant_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    match (queued, m.max_queued) {
+        (Some(queued), Some(limit)) if queued.max(0) as u64 > limit => {
+            Err(StoreError::QueueFull { limit })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn status(s: &str) -> Result<RecipientStatus> {
@@ -1709,7 +1735,8 @@ impl Store for SqliteStore {
                 let mut update = c
                     .prepare_cached(
                         "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL \
-                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' RETURNING message_id",
+                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' \
+                         RETURNING message_id, tenant_id",
                     )
                     .map_err(sql)?;
                 let mut insert = c
@@ -1722,6 +1749,8 @@ impl Store for SqliteStore {
                     .map_err(sql)?;
                 let mut accepted = Vec::with_capacity(outcomes.len());
                 let mut recorded_messages = HashSet::new();
+                // Recipients that reached a final state leave their tenant's queue.
+                let mut finished: HashMap<String, i64> = HashMap::new();
                 for o in outcomes {
                     let (st, due_at) = match o.next {
                         NextState::Sent => ("sent", None),
@@ -1730,12 +1759,19 @@ impl Store for SqliteStore {
                     };
                     let rid = o.recipient.to_string();
                     // The fencing check: a lease taken over by another claim has a newer token.
-                    let message: Option<String> = update
-                        .query_row(params![st, due_at, rid, o.lease_token], |r| r.get(0))
+                    let row: Option<(String, String)> = update
+                        .query_row(params![st, due_at, rid, o.lease_token], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .optional()
                         .map_err(sql)?;
-                    let current = message.is_some();
-                    recorded_messages.extend(message);
+                    let current = row.is_some();
+                    if let Some((message, tenant)) = row {
+                        recorded_messages.insert(message);
+                        if due_at.is_none() {
+                            *finished.entry(tenant).or_default() += 1;
+                        }
+                    }
                     if current {
                         let a = &o.attempt;
                         insert
@@ -1762,6 +1798,14 @@ impl Store for SqliteStore {
                         )
                         .map_err(sql)?;
                     }
+                }
+                let mut leave = c
+                    .prepare_cached(
+                        "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
+                    )
+                    .map_err(sql)?;
+                for (tenant, count) in finished {
+                    leave.execute(params![count, tenant]).map_err(sql)?;
                 }
                 Ok(accepted)
             })
