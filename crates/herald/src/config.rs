@@ -622,6 +622,29 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_limit_per_tenant() {
+        let default = ServeArgs::default().resolve().unwrap();
+        assert_eq!(default.limits.max_queued_per_tenant, 1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "max_queued_per_tenant = 500\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(
+            from_file.resolve().unwrap().limits.max_queued_per_tenant,
+            500
+        );
+        let zero = ServeArgs {
+            max_queued_per_tenant: Some(0),
+            ..Default::default()
+        };
+        let error = zero.resolve().unwrap_err().to_string();
+        assert!(error.contains("--max-queued-per-tenant"), "{error}");
+    }
+
+    #[test]
     fn relay_urls() {
         let t = relay_target("smtps://mail.example", Timeouts::default(), true, "x").unwrap();
         assert_eq!((t.security, t.port.get()), (Security::Tls, 465));

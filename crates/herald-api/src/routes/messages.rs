@@ -148,6 +148,9 @@ async fn submit_batch(
                     results[index] = json!({"index": index, "id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate});
                 }
             }
+            // A full queue refuses the whole request, as for a single
+            // submission: the client is to wait (Retry-After), not to fix anything.
+            Err(error @ herald_store::StoreError::QueueFull { .. }) => return Err(error.into()),
             Err(error) => {
                 let problem = ApiError::from(error).problem();
                 for index in indexes {

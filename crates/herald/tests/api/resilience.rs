@@ -358,3 +358,73 @@ async fn readiness_follows_a_database_that_refuses_writes() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(ready().await, 200);
 }
+
+/// Past the node's limit of queued recipients per tenant, single and batch
+/// submissions answer 429 with Retry-After and a problem naming the limit;
+/// what was accepted is delivered, and then the tenant may submit again.
+#[tokio::test]
+async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delivered() {
+    let smtp = TestSmtpServer::start().await;
+    // Every recipient is deferred until the script is cleared: they stay queued.
+    smtp.script(Rule::new(
+        Command::Rcpt,
+        Action::Reply(451, "4.3.0 try later".into()),
+    ));
+    let app = spawn_app_with(|s| s.limits.max_queued_per_tenant = 2).await;
+    let acme = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
+    app.configure(&acme, entry, None).await;
+    let mail = |to: &str| json!({"to": [to], "subject": "limited", "text": "x"});
+    let accepted = [
+        app.submit(&acme, mail("a@acme.example")).await,
+        app.submit(&acme, mail("b@acme.example")).await,
+    ];
+
+    let path = format!("{}/v1/tenants/acme/messages", app.base);
+    for (url, body) in [
+        (path.clone(), mail("c@acme.example")),
+        (
+            format!("{path}/batch"),
+            json!({"messages": [mail("c@acme.example")]}),
+        ),
+    ] {
+        let response = app
+            .client
+            .post(&url)
+            .bearer_auth(&acme.sender)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429, "{url}");
+        assert_eq!(response.headers()["retry-after"], "30");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:herald:problem:queue-full");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("limit of 2 queued recipients"), "{detail}");
+    }
+    // Another tenant's queue is its own.
+    app.submit(&other, mail("a@other.example")).await;
+
+    smtp.clear_script();
+    for id in &accepted {
+        app.wait_for_status(&acme, id, "sent").await;
+    }
+    let id = app.submit(&acme, mail("c@acme.example")).await;
+    app.wait_for_status(&acme, &id, "sent").await;
+    let mut delivered: Vec<String> = smtp
+        .messages()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["a@acme.example", "b@acme.example", "c@acme.example"]
+    );
+}
