@@ -291,9 +291,11 @@ const TABLES: &[Table] = &[
 /// console sign-ins, and people sign in again on the new database.
 pub const NOT_COPIED: &[&str] = &["nodes", "sessions"];
 
-/// Bookkeeping tables of each database's own migrations, which are not data.
+/// Tables of one backend that are not data to copy: each database's own
+/// migrations, and PostgreSQL's `tenant_queue_shards`, changes to the count
+/// of queued recipients whose base (`tenants.queued_recipients`) is copied.
 const SQLITE_BOOKKEEPING: &[&str] = &[];
-const POSTGRES_BOOKKEEPING: &[&str] = &["herald_migrations"];
+const POSTGRES_BOOKKEEPING: &[&str] = &["herald_migrations", "tenant_queue_shards"];
 
 /// Rows in flight between the SQLite reader and the PostgreSQL writer: enough
 /// to keep both busy, few enough that large captured messages do not pile up.

@@ -699,7 +699,8 @@ async fn postgres_columns(client: &tokio_postgres::Client) -> Columns {
     for row in client
         .query(
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name <> 'herald_migrations'",
+             WHERE table_schema = current_schema() \
+             AND table_name NOT IN ('herald_migrations', 'tenant_queue_shards')",
             &[],
         )
         .await
@@ -783,6 +784,34 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     // Both schemas have the same tables with the same columns.
     let admin = admin_connect(&database.url).await.unwrap();
     assert_eq!(tables, postgres_columns(&admin).await);
+
+    // Each tenant's count of queued recipients arrives with it, and agrees
+    // with its recipients.
+    let sqlite_queued: BTreeMap<String, i64> = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT t.id, (SELECT count(*) FROM recipients r WHERE r.tenant_id = t.id \
+                 AND r.status IN ('queued', 'deferred', 'sending')) FROM tenants t",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(
+        sqlite_queued.values().any(|&n| n > 0),
+        "some mail is queued"
+    );
+    let postgres_queued: BTreeMap<String, i64> = admin
+        .query("SELECT id, queued_recipients FROM tenants", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(postgres_queued, sqlite_queued);
 
     let postgres = PgStore::connect(&database.url).await.unwrap();
     let after = snapshot(&postgres).await;

@@ -6,3 +6,14 @@ UPDATE tenants SET queued_recipients = (
     SELECT count(*) FROM recipients r
     WHERE r.tenant_id = tenants.id AND r.status IN ('queued', 'deferred', 'sending')
 );
+-- Changes to the count go to one of several rows per tenant, chosen by the
+-- connection, so that concurrent transactions of one tenant do not queue for
+-- one row through each other's commits; the count is the column above plus
+-- these rows. `herald migrate-store` copies the column (the count from SQLite)
+-- and leaves these rows to the running nodes.
+CREATE TABLE tenant_queue_shards (
+    tenant_id TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    queued BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, shard)
+);

@@ -550,9 +550,13 @@ async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()
 
 /// Adds new messages' recipients to their tenants' counts of queued ones, and
 /// refuses them (the caller's transaction is rolled back) when that takes a
-/// count past a message's limit. Run last before the commit, tenants in
-/// order: each tenant's row stays locked only for the commit, and two
-/// transactions cannot wait for each other's rows.
+/// count past a message's limit. The count is `tenants.queued_recipients`
+/// plus the tenant's `tenant_queue_shards`; a change goes to the shard of
+/// this connection, so concurrent submissions of one tenant seldom wait for
+/// each other. What other transactions have not committed yet is not seen:
+/// the limit may be passed by what is being submitted at the same moment.
+/// Run last before the commit, tenants in order, so that a shard row stays
+/// locked only for the commit and two transactions cannot deadlock on them.
 async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()> {
     let mut tenants: BTreeMap<String, (i64, Option<u64>)> = BTreeMap::new();
     for m in new {
@@ -564,22 +568,35 @@ async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()
         };
     }
     for (tenant, (count, limit)) in tenants {
+        change_queued(tx, &tenant, count).await?;
+        let Some(limit) = limit else { continue };
         let row = query_opt(
             tx,
-            "UPDATE tenants SET queued_recipients = queued_recipients + $1 WHERE id = $2 \
-             RETURNING queued_recipients",
-            &[&count, &tenant],
+            "SELECT t.queued_recipients + coalesce((SELECT sum(s.queued) FROM tenant_queue_shards s \
+             WHERE s.tenant_id = t.id), 0)::bigint AS queued FROM tenants t WHERE t.id = $1",
+            &[&tenant],
         )
         .await?;
-        let queued = row
-            .map(|r| get::<i64>(&r, "queued_recipients"))
-            .transpose()?;
-        if let (Some(queued), Some(limit)) = (queued, limit) {
-            if queued.max(0) as u64 > limit {
-                return Err(StoreError::QueueFull { limit });
-            }
+        let queued = row.map(|r| get::<i64>(&r, "queued")).transpose()?;
+        if queued.is_some_and(|queued| queued.max(0) as u64 > limit) {
+            return Err(StoreError::QueueFull { limit });
         }
     }
+    Ok(())
+}
+
+/// Changes a tenant's count of queued recipients by `delta`, in the shard of
+/// this connection (see [`count_queued`]).
+async fn change_queued(tx: &impl GenericClient, tenant: &str, delta: i64) -> Result<()> {
+    execute(
+        tx,
+        "INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
+         VALUES ($1, pg_backend_pid() % 16, $2) \
+         ON CONFLICT (tenant_id, shard) DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued",
+        &[&tenant, &delta],
+    )
+    .await
+    .map_err(pg)?;
     Ok(())
 }
 
@@ -2095,13 +2112,7 @@ impl Store for PgStore {
             }
             // Last before the commit and in tenant order, as submissions do.
             for (tenant, count) in finished {
-                execute(
-                    &tx,
-                    "UPDATE tenants SET queued_recipients = queued_recipients - $1 WHERE id = $2",
-                    &[&count, &tenant],
-                )
-                .await
-                .map_err(pg)?;
+                change_queued(&tx, &tenant, -count).await?;
             }
             tx.commit().await.map_err(pg)?;
             Ok(accepted)
