@@ -296,25 +296,8 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
     }
 }
 
-#[tokio::test]
-async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Refusing {
-        inner: SqliteStore::open(&dir.path().join("herald.db")).unwrap(),
-        refuse: AtomicBool::new(true),
-        refused: Mutex::new(HashSet::new()),
-    });
-    let tenant = store
-        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
-        .await
-        .unwrap();
-    let addresses = ["a@example.com", "b@example.com", "c@example.com"];
-    let mut ids = Vec::new();
-    for to in addresses {
-        ids.push(store.submit(message(tenant.id, to)).await.unwrap().id);
-    }
-
-    let smtp = TestSmtpServer::start().await;
+/// A worker over `store` whose system default relay is `smtp`.
+fn worker(store: Arc<Refusing>, smtp: &TestSmtpServer, lease: Duration) -> Worker {
     let target = Target {
         host: SmtpHost::parse("127.0.0.1").unwrap(),
         port: Port::new(smtp.port().into()).unwrap(),
@@ -331,19 +314,46 @@ async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_agai
         from_name: None,
         fallback: None,
     };
-    let worker = Worker::new(
-        store.clone(),
+    Worker::new(
+        store,
         Arc::new(Sealer::new(&Sealer::generate_key())),
         Arc::new(default),
         Arc::new(ProviderCache::new(Duration::from_secs(1))),
         WorkerConfig {
-            // A lease far longer than the test: only a lost outcome could
-            // make a recipient due again, and then it would be sent twice.
-            lease: Duration::from_secs(600),
+            lease,
             poll: Duration::from_millis(50),
             ..WorkerConfig::default()
         },
-    );
+    )
+}
+
+/// A store on a fresh database that refuses outcomes until told otherwise.
+fn refusing_store(dir: &tempfile::TempDir) -> Arc<Refusing> {
+    Arc::new(Refusing {
+        inner: SqliteStore::open(&dir.path().join("herald.db")).unwrap(),
+        refuse: AtomicBool::new(true),
+        refused: Mutex::new(HashSet::new()),
+    })
+}
+
+#[tokio::test]
+async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = refusing_store(&dir);
+    let tenant = store
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap();
+    let addresses = ["a@example.com", "b@example.com", "c@example.com"];
+    let mut ids = Vec::new();
+    for to in addresses {
+        ids.push(store.submit(message(tenant.id, to)).await.unwrap().id);
+    }
+
+    let smtp = TestSmtpServer::start().await;
+    // A lease far longer than the test: only a lost outcome could make a
+    // recipient due again, and then it would be sent twice.
+    let worker = worker(store.clone(), &smtp, Duration::from_secs(600));
     let stats = worker.stats();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(shutdown));
@@ -380,4 +390,50 @@ async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_agai
     assert!(WorkerStats::get(&stats.record_failures) >= 1);
     assert_eq!(WorkerStats::get(&stats.dropped), 0);
     assert_eq!(WorkerStats::get(&stats.recorded), addresses.len() as u64);
+}
+
+/// An outcome the store still refuses when its lease ends is given up with a
+/// warning: the recipient is due again, claimed again and sent again (what a
+/// lease's expiry means), and the outcome of the latest claim is the one kept.
+#[tokio::test]
+async fn an_outcome_still_refused_when_its_lease_ends_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = refusing_store(&dir);
+    let tenant = store
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap();
+    let id = store
+        .submit(message(tenant.id, "a@example.com"))
+        .await
+        .unwrap()
+        .id;
+    let smtp = TestSmtpServer::start().await;
+    let worker = worker(store.clone(), &smtp, Duration::from_secs(2));
+    let stats = worker.stats();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(shutdown));
+
+    eventually("an outcome dropped at the end of its lease", || async {
+        (WorkerStats::get(&stats.dropped) >= 1).then_some(())
+    })
+    .await;
+    store.refuse.store(false, Ordering::SeqCst);
+    eventually("the recipient recorded as sent", || async {
+        let view = store.message(tenant.id, id).await.unwrap();
+        (view.recipients[0].status == RecipientStatus::Sent).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+
+    let sends = smtp.messages().len() as u64;
+    assert_eq!(sends, WorkerStats::get(&stats.dropped) + 1);
+    assert_eq!(WorkerStats::get(&stats.recorded), 1);
+    let view = store.message(tenant.id, id).await.unwrap();
+    assert_eq!(
+        view.recipients[0].attempts.len(),
+        1,
+        "only the kept outcome is recorded"
+    );
 }
