@@ -88,8 +88,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>>;
     /// Revokes (deletes) a token of the tenant.
     async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()>;
-    /// True when any operator token exists (the database is not new).
+    /// True when any operator token is in force (the database is not new).
     async fn operator_token_exists(&self) -> Result<bool>;
+    /// The operator tokens in force (never their hashes), oldest first.
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes an operator token. A bootstrap token is kept as revoked, so a
+    /// node started again with the same `HERALD_BOOTSTRAP_TOKEN` does not
+    /// bring it back; any other is deleted.
+    async fn revoke_operator_token(&self, id: TokenId) -> Result<()>;
+    /// Makes `token` (an operator token) the bootstrap token, in one
+    /// transaction: stores it unless it is stored already, and revokes every
+    /// earlier bootstrap token. A token revoked before stays revoked.
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome>;
 
     /// Creates a person; a taken e-mail address is a conflict.
     async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person>;

@@ -136,6 +136,8 @@ const TABLES: &[Table] = &[
             ("created_at", BigInt),
             ("last_used_at", BigInt),
             ("person_id", Text),
+            ("bootstrap", Bool),
+            ("revoked_at", BigInt),
         ],
     },
     Table {

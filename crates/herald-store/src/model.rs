@@ -85,6 +85,20 @@ pub struct TokenRecord {
     pub created_at: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
     pub last_used_at: Option<i64>,
+    /// True for the operator token that came from `HERALD_BOOTSTRAP_TOKEN`.
+    /// Only the operator's token list shows it.
+    #[serde(skip)]
+    pub bootstrap: bool,
+}
+
+/// What [`Store::set_bootstrap_token`](crate::Store::set_bootstrap_token) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// The token is the bootstrap token now (`created` when it was not stored
+    /// before); `replaced` earlier bootstrap tokens were revoked.
+    Installed { created: bool, replaced: u64 },
+    /// The token was revoked earlier and stays revoked: nothing changed.
+    Revoked,
 }
 
 /// An SMTP server's settings, as created or replaced.

@@ -21,7 +21,7 @@ use herald_core::{
     SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, ClaimRequest, NewAccount, NewCapture, NewMessage, NewToken,
+    AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage, NewToken,
     NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
     RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
 };
@@ -1184,6 +1184,82 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     );
 }
 
+/// Operator tokens are listed apart from tenants' tokens and can be revoked;
+/// a bootstrap token that was replaced or revoked is never accepted again.
+async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let made_by_hand = f.store.create_token(token(None, None, "op")).await.unwrap();
+    let tenants_token = f
+        .store
+        .create_token(token(Some(acme), None, "sender"))
+        .await
+        .unwrap();
+    let bootstrap = |hash: &str| NewToken {
+        id: TokenId::new(),
+        tenant_id: None,
+        name: "HERALD_BOOTSTRAP_TOKEN".into(),
+        role: Role::Operator,
+        person_id: None,
+        hash: hash.into(),
+    };
+    let first = bootstrap("boot-1");
+    assert_eq!(
+        f.store.set_bootstrap_token(first.clone()).await.unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 0
+        }
+    );
+    assert_eq!(
+        f.store.set_bootstrap_token(bootstrap("boot-1")).await.unwrap(),
+        BootstrapOutcome::Installed {
+            created: false,
+            replaced: 0
+        },
+        "the same value again changes nothing"
+    );
+    let listed = f.store.list_operator_tokens().await.unwrap();
+    let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
+    assert_eq!(summary, vec![(made_by_hand.id, false), (first.id, true)]);
+    assert!(listed.iter().all(|t| t.tenant_id.is_none()));
+
+    // A changed value replaces the earlier bootstrap token, and only that one.
+    let second = bootstrap("boot-2");
+    assert_eq!(
+        f.store.set_bootstrap_token(second.clone()).await.unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 1
+        }
+    );
+    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().unwrap().bootstrap);
+    assert!(f.store.token_by_hash("op").await.unwrap().is_some());
+    // Going back to the earlier value does not bring it back.
+    assert_eq!(
+        f.store.set_bootstrap_token(first).await.unwrap(),
+        BootstrapOutcome::Revoked
+    );
+    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_some());
+
+    // Revoking: a tenant's token is not an operator token; a revoked bootstrap
+    // token stays revoked when a node starts with it again.
+    not_found(f.store.revoke_operator_token(tenants_token.id).await);
+    assert!(f.store.token_by_hash("sender").await.unwrap().is_some());
+    f.store.revoke_operator_token(second.id).await.unwrap();
+    not_found(f.store.revoke_operator_token(second.id).await);
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
+    assert_eq!(
+        f.store.set_bootstrap_token(second).await.unwrap(),
+        BootstrapOutcome::Revoked
+    );
+    f.store.revoke_operator_token(made_by_hand.id).await.unwrap();
+    assert!(f.store.token_by_hash("op").await.unwrap().is_none());
+    assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
+    assert!(!f.store.operator_token_exists().await.unwrap());
+}
+
 async fn audit_entries_read_back_as_written(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -1939,6 +2015,7 @@ conformance!(
     tenants_keep_their_properties,
     servers_accounts_and_providers_keep_their_rules,
     persons_and_tokens_keep_their_rules,
+    operator_tokens_are_listed_revoked_and_replaced,
     audit_entries_read_back_as_written,
     secrets_are_resealed_all_at_once,
     messages_read_back_with_everything_that_happened,

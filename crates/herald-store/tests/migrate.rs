@@ -245,6 +245,12 @@ async fn fill(s: &dyn Store) -> Installation {
     s.create_token(token(Some(other), None, Role::Sender, "hash-other"))
         .await
         .unwrap();
+    // A bootstrap token replaced by another: the replaced one stays revoked.
+    for hash in ["hash-bootstrap-old", "hash-bootstrap"] {
+        s.set_bootstrap_token(token(None, None, Role::Operator, hash))
+            .await
+            .unwrap();
+    }
     for hash in LOOKED_UP {
         assert!(s.token_by_hash(hash).await.unwrap().is_some());
     }
@@ -559,6 +565,20 @@ async fn snapshot(s: &dyn Store) -> Value {
         );
     }
     out["tokens_by_hash"] = json!(by_hash);
+    let operator_tokens: Vec<Value> = s
+        .list_operator_tokens()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| json!([t, t.bootstrap]))
+        .collect();
+    out["operator_tokens"] = json!(operator_tokens);
+    out["replaced_bootstrap_token_stays_revoked"] = json!(
+        s.set_bootstrap_token(token(None, None, Role::Operator, "hash-bootstrap-old"))
+            .await
+            .unwrap()
+            == herald_store::BootstrapOutcome::Revoked
+    );
     let mut credentials = Vec::new();
     for email in ["root@herald.example", "ada@acme.example"] {
         for c in s.credentials(email).await.unwrap() {

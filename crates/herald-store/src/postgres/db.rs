@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_console_sign_in",
         include_str!("0003_console_sign_in.sql"),
     ),
+    (
+        "0004_operator_tokens",
+        include_str!("0004_operator_tokens.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -183,7 +183,8 @@ async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) ->
     tenant(&row)
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
 fn token_record(r: &Row) -> Result<TokenRecord> {
     let role: String = get(r, "role")?;
@@ -195,6 +196,7 @@ fn token_record(r: &Row) -> Result<TokenRecord> {
         person_id: opt_id(get(r, "person_id")?)?,
         created_at: get(r, "created_at")?,
         last_used_at: get(r, "last_used_at")?,
+        bootstrap: get(r, "bootstrap")?,
     })
 }
 
@@ -811,7 +813,7 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         let Some(row) = query_opt(
             &c,
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"),
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"),
             &[&hash],
         )
         .await?
@@ -868,11 +870,108 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         let row = query(
             &c,
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator') AS found",
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL) AS found",
             &[],
         )
         .await?;
         get(&row[0], "found")
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                 AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(token_record)
+        .collect()
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let id = token_id.to_string();
+        let revoked = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND bootstrap AND revoked_at IS NULL",
+            &[&id, &now_ms()],
+        )
+        .await
+        .map_err(pg)?;
+        let deleted = execute(
+            &tx,
+            "DELETE FROM tokens WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND NOT bootstrap",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+        if revoked + deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Nodes that start together with different values must not each keep
+        // their own: one after the other, the last one wins.
+        tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(pg)?;
+        let now = now_ms();
+        let stored = query_opt(
+            &tx,
+            "SELECT revoked_at FROM tokens WHERE hash = $1",
+            &[&token.hash],
+        )
+        .await?;
+        let created = match stored {
+            Some(row) => {
+                let revoked_at: Option<i64> = get(&row, "revoked_at")?;
+                if revoked_at.is_some() {
+                    return Ok(BootstrapOutcome::Revoked);
+                }
+                execute(
+                    &tx,
+                    "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 \
+                     AND tenant_id IS NULL AND role = 'operator'",
+                    &[&token.hash],
+                )
+                .await
+                .map_err(pg)?;
+                false
+            }
+            None => {
+                execute(
+                    &tx,
+                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                     VALUES ($1, NULL, $2, 'operator', NULL, $3, $4, TRUE)",
+                    &[&token.id.to_string(), &token.name, &token.hash, &now],
+                )
+                .await
+                .map_err(pg)?;
+                true
+            }
+        };
+        let replaced = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE bootstrap \
+             AND revoked_at IS NULL AND hash <> $1",
+            &[&token.hash, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(BootstrapOutcome::Installed { created, replaced })
     }
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {

@@ -122,7 +122,8 @@ fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
     .ok_or(StoreError::NotFound)?
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
 /// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
@@ -133,7 +134,7 @@ fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
         String,
         Option<String>,
     ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-    let (created_at, last_used_at) = (r.get(5)?, r.get(6)?);
+    let (created_at, last_used_at, bootstrap) = (r.get(5)?, r.get(6)?, r.get(7)?);
     Ok((|| {
         Ok(TokenRecord {
             id: id(tid)?,
@@ -143,6 +144,7 @@ fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
             person_id: opt_id(person)?,
             created_at,
             last_used_at,
+            bootstrap,
         })
     })())
 }
@@ -744,7 +746,7 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
                     [hash],
                     token_row,
                 )
@@ -1132,11 +1134,101 @@ impl Store for SqliteStore {
         self.db
             .read(|c| {
                 c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator')",
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL)",
                     [],
                     |r| r.get(0),
                 )
                 .map_err(sql)
+            })
+            .await
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                         AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+                    ),
+                    [],
+                    token_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let id = token_id.to_string();
+                let revoked = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 1 AND revoked_at IS NULL",
+                        params![id, now_ms()],
+                    )
+                    .map_err(sql)?;
+                let deleted = c
+                    .execute(
+                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 0",
+                        [&id],
+                    )
+                    .map_err(sql)?;
+                if revoked + deleted == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let stored: Option<Option<i64>> = c
+                    .query_row(
+                        "SELECT revoked_at FROM tokens WHERE hash = ?1",
+                        [&token.hash],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let created = match stored {
+                    Some(Some(_)) => return Ok(BootstrapOutcome::Revoked),
+                    Some(None) => {
+                        c.execute(
+                            "UPDATE tokens SET bootstrap = 1 WHERE hash = ?1 \
+                             AND tenant_id IS NULL AND role = 'operator'",
+                            [&token.hash],
+                        )
+                        .map_err(sql)?;
+                        false
+                    }
+                    None => {
+                        c.execute(
+                            "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                             VALUES (?1, NULL, ?2, 'operator', NULL, ?3, ?4, 1)",
+                            params![token.id.to_string(), token.name, token.hash, now],
+                        )
+                        .map_err(sql)?;
+                        true
+                    }
+                };
+                let replaced = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE bootstrap = 1 \
+                         AND revoked_at IS NULL AND hash <> ?1",
+                        params![token.hash, now],
+                    )
+                    .map_err(sql)? as u64;
+                Ok(BootstrapOutcome::Installed { created, replaced })
             })
             .await
     }
