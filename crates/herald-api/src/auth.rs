@@ -57,6 +57,7 @@ impl Caller {
             person_id: session.person.as_ref().map(|p| p.id),
             created_at: session.created_at,
             last_used_at: None,
+            bootstrap: false,
         };
         Caller(record, remote)
     }

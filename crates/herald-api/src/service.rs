@@ -5,6 +5,8 @@
 //! Every function takes a tenant already loaded through [`Caller::tenant`](crate::Caller::tenant),
 //! which is where role and tenant isolation are enforced.
 
+/// The rule for the names of objects and tokens.
+pub use crate::routes::name;
 pub use crate::routes::people::{PersonBody, create_person, set_person_password};
 pub use crate::routes::providers::{
     ProviderBody, create_provider, delete_provider, send_test_message, update_provider,

@@ -21,9 +21,9 @@ use herald_core::{
     SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage, NewToken,
-    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
-    RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
+    AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage,
+    NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore,
+    ProviderSettings, RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
 };
 use serde_json::json;
 
@@ -1211,7 +1211,10 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
         }
     );
     assert_eq!(
-        f.store.set_bootstrap_token(bootstrap("boot-1")).await.unwrap(),
+        f.store
+            .set_bootstrap_token(bootstrap("boot-1"))
+            .await
+            .unwrap(),
         BootstrapOutcome::Installed {
             created: false,
             replaced: 0
@@ -1233,7 +1236,14 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
         }
     );
     assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
-    assert!(f.store.token_by_hash("boot-2").await.unwrap().unwrap().bootstrap);
+    assert!(
+        f.store
+            .token_by_hash("boot-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .bootstrap
+    );
     assert!(f.store.token_by_hash("op").await.unwrap().is_some());
     // Going back to the earlier value does not bring it back.
     assert_eq!(
@@ -1254,7 +1264,10 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
         f.store.set_bootstrap_token(second).await.unwrap(),
         BootstrapOutcome::Revoked
     );
-    f.store.revoke_operator_token(made_by_hand.id).await.unwrap();
+    f.store
+        .revoke_operator_token(made_by_hand.id)
+        .await
+        .unwrap();
     assert!(f.store.token_by_hash("op").await.unwrap().is_none());
     assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
     assert!(!f.store.operator_token_exists().await.unwrap());

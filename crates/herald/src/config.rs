@@ -42,6 +42,39 @@ pub enum OperatorCommand {
     /// Set an operator's console password, from HERALD_OPERATOR_PASSWORD or a
     /// prompt; a new address becomes an operator. Ends the operator's sessions.
     SetPassword(Box<SetPasswordArgs>),
+    /// Create, list and revoke operator API tokens, on the node's database.
+    #[command(subcommand)]
+    Token(OperatorTokenCommand),
+}
+
+/// `herald operator token …`: works on the database directly, like `set-password`.
+#[derive(Subcommand, Debug)]
+pub enum OperatorTokenCommand {
+    /// Create an operator token and print it once (only its hash is stored).
+    Create(Box<TokenCreateArgs>),
+    /// List the operator tokens in force: id, name, created, last used, and which came from HERALD_BOOTSTRAP_TOKEN.
+    List(Box<ServeArgs>),
+    /// Revoke an operator token by its id (see `list`); it stops working at once.
+    Revoke(Box<TokenRevokeArgs>),
+}
+
+/// Flags of `herald operator token create`.
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    /// A name that says what the token is for.
+    #[arg(long, default_value = "created on the command line")]
+    pub name: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Flags of `herald operator token revoke`.
+#[derive(Args, Debug)]
+pub struct TokenRevokeArgs {
+    /// The token's id, as `herald operator token list` shows it.
+    pub id: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `herald operator set-password`: the address, and where the database is.

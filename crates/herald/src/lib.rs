@@ -4,6 +4,7 @@
 pub mod config;
 mod keys;
 pub mod node;
+mod operator_tokens;
 pub mod smtp_check;
 
 use anyhow::Context;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Operator(OperatorCommand::SetPassword(args)) => set_operator_password(*args).await,
+        Command::Operator(OperatorCommand::Token(command)) => operator_tokens::run(command).await,
         Command::MigrateStore(args) => {
             let (from, to) = args.endpoints()?;
             let (source, target) = (

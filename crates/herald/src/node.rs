@@ -9,7 +9,7 @@ use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
-use herald_store::{NewToken, NodeRecord, Store, StoreEvent};
+use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,32 +30,58 @@ pub struct Node {
     heartbeat: JoinHandle<()>,
 }
 
-/// Makes sure an operator token exists: the bootstrap token's hash, or a new token printed once.
+/// The shortest `HERALD_BOOTSTRAP_TOKEN` accepted: an operator token must not
+/// be guessable, and generated tokens are longer still.
+pub const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 32;
+
+/// Makes sure an operator token exists: the bootstrap token (which replaces an
+/// earlier, different one), or a new token printed once when the database is new.
 async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Option<String>> {
-    let (secret, generated) = match &settings.bootstrap_token {
-        Some(given) => (given.expose().to_owned(), false),
-        None if store.operator_token_exists().await? => return Ok(None),
-        None => (token::generate(), true),
-    };
-    let hash = token::hash(&secret);
-    if store.token_by_hash(&hash).await?.is_none() {
-        let name = if generated {
-            "generated at first start"
-        } else {
-            "HERALD_BOOTSTRAP_TOKEN"
-        };
+    let Some(given) = &settings.bootstrap_token else {
+        if store.operator_token_exists().await? {
+            return Ok(None);
+        }
+        let secret = token::generate();
         store
             .create_token(NewToken {
                 id: TokenId::new(),
                 tenant_id: None,
-                name: name.into(),
+                name: "generated at first start".into(),
                 role: Role::Operator,
                 person_id: None,
-                hash,
+                hash: token::hash(&secret),
             })
             .await?;
+        return Ok(Some(secret));
+    };
+    let chars = given.expose().chars().count();
+    anyhow::ensure!(
+        chars >= MIN_BOOTSTRAP_TOKEN_CHARS,
+        "HERALD_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters long \
+         (it has {chars}); `openssl rand -hex 32` makes a good one"
+    );
+    let outcome = store
+        .set_bootstrap_token(NewToken {
+            id: TokenId::new(),
+            tenant_id: None,
+            name: "HERALD_BOOTSTRAP_TOKEN".into(),
+            role: Role::Operator,
+            person_id: None,
+            hash: token::hash(given.expose()),
+        })
+        .await?;
+    match outcome {
+        BootstrapOutcome::Installed { replaced, .. } if replaced > 0 => tracing::warn!(
+            replaced,
+            "HERALD_BOOTSTRAP_TOKEN changed: the earlier bootstrap token is revoked"
+        ),
+        BootstrapOutcome::Installed { .. } => {}
+        BootstrapOutcome::Revoked => tracing::warn!(
+            "HERALD_BOOTSTRAP_TOKEN was revoked (or replaced) earlier and stays revoked; \
+             unset it, or set a new value to make a new bootstrap token"
+        ),
     }
-    Ok(generated.then_some(secret))
+    Ok(None)
 }
 
 /// Records this node's heartbeat until shutdown.

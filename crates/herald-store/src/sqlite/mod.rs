@@ -746,7 +746,9 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+                    ),
                     [hash],
                     token_row,
                 )

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// The operator token every test node accepts.
-pub const OPERATOR: &str = "hrld_test_operator_token";
+pub const OPERATOR: &str = "hrld_test_operator_token_0123456789abcdef";
 
 /// How long any test waits for a condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod interop;
 mod isolation;
+mod operator_tokens;
 mod properties;
 mod resilience;
 mod security;
