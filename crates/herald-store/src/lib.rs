@@ -146,7 +146,8 @@ pub trait Store: Send + Sync + 'static {
     async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer>;
     /// The tenant's SMTP servers.
     async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>>;
-    /// Replaces a server's settings; a new host, port or security clears its accounts' secrets.
+    /// Replaces a server's settings; a change that redirects or weakens trust
+    /// ([`ServerSettings::change_clears_secrets`]) clears its accounts' secrets.
     async fn update_server(
         &self,
         tenant: TenantId,

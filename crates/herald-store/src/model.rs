@@ -125,6 +125,26 @@ pub struct ServerSettings {
     pub command_timeout_secs: Option<u32>,
 }
 
+impl ServerSettings {
+    /// Whether replacing `self` by `new` must clear the secrets of the
+    /// server's accounts: a password goes only to the destination it was
+    /// entered for, and only under the same trust in that destination.
+    ///
+    /// A new host, port or security mode redirects it; turning certificate
+    /// verification off (`tls_verify` true to false) weakens it; any change of
+    /// the trusted CA (`tls_ca_pem`) or of the name the certificate must carry
+    /// (`tls_server_name`) redirects it. Turning verification on only
+    /// strengthens it, and the other settings do not touch trust.
+    pub fn change_clears_secrets(&self, new: &ServerSettings) -> bool {
+        let redirected =
+            (&self.host, self.port, self.security) != (&new.host, new.port, new.security);
+        let weakened = self.tls_verify && !new.tls_verify;
+        let trust_changed =
+            self.tls_ca_pem != new.tls_ca_pem || self.tls_server_name != new.tls_server_name;
+        redirected || weakened || trust_changed
+    }
+}
+
 /// A stored SMTP server.
 #[derive(Clone, Debug, Serialize)]
 pub struct SmtpServer {
@@ -568,4 +588,96 @@ pub struct MessageQuery {
     pub until: Option<i64>,
     /// At most this many.
     pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            name: "relay".into(),
+            host: SmtpHost::parse("mail.acme.example").unwrap(),
+            port: Port::new(587).unwrap(),
+            security: Security::StartTls,
+            requires_auth: true,
+            tls_verify: true,
+            tls_ca_pem: None,
+            tls_server_name: None,
+            helo_name: None,
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout_secs: 30,
+            rate_limit_per_minute: None,
+            command_timeout_secs: None,
+        }
+    }
+
+    /// Every change that redirects or weakens trust clears the secrets; the
+    /// others, and strengthening trust, keep them.
+    #[test]
+    fn only_changes_that_weaken_or_redirect_trust_clear_secrets() {
+        let base = settings();
+        let changed = |f: fn(&mut ServerSettings)| {
+            let mut new = base.clone();
+            f(&mut new);
+            new
+        };
+        let clears: [(&str, ServerSettings); 8] = [
+            (
+                "host",
+                changed(|s| s.host = SmtpHost::parse("evil.example").unwrap()),
+            ),
+            ("port", changed(|s| s.port = Port::new(25).unwrap())),
+            ("security to none", changed(|s| s.security = Security::None)),
+            ("security to tls", changed(|s| s.security = Security::Tls)),
+            ("tls_verify off", changed(|s| s.tls_verify = false)),
+            (
+                "a CA set",
+                changed(|s| s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into())),
+            ),
+            (
+                "a server name set",
+                changed(|s| s.tls_server_name = Some("other.example".into())),
+            ),
+            (
+                "a server name changed",
+                ServerSettings {
+                    tls_server_name: Some("b.example".into()),
+                    ..changed(|s| s.tls_server_name = Some("a.example".into()))
+                },
+            ),
+        ];
+        for (what, new) in &clears {
+            assert!(
+                base.change_clears_secrets(new),
+                "{what} must clear the secrets"
+            );
+        }
+        // From a server whose CA and name are set, removing them redirects trust too.
+        let pinned = changed(|s| {
+            s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
+            s.tls_server_name = Some("a.example".into());
+        });
+        assert!(pinned.change_clears_secrets(&base));
+
+        let unverified = changed(|s| s.tls_verify = false);
+        let keeps: [(&str, &ServerSettings, ServerSettings); 5] = [
+            ("nothing", &base, base.clone()),
+            ("tls_verify on", &unverified, base.clone()),
+            ("the name", &base, changed(|s| s.name = "renamed".into())),
+            ("the pool size", &base, changed(|s| s.max_connections = 9)),
+            (
+                "the HELO name",
+                &base,
+                changed(|s| s.helo_name = Some("h.example".into())),
+            ),
+        ];
+        for (what, old, new) in &keeps {
+            assert!(
+                !old.change_clears_secrets(new),
+                "{what} must keep the secrets"
+            );
+        }
+    }
 }

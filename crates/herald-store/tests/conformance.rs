@@ -1273,6 +1273,71 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     assert!(!f.store.operator_token_exists().await.unwrap());
 }
 
+/// A change that weakens or redirects trust in the server clears its accounts'
+/// secrets; strengthening it, or changing anything else, keeps them.
+async fn weakened_trust_clears_account_secrets(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let settings = server_settings("relay", true);
+    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    let secret_set = |id| {
+        let store = f.store.clone();
+        async move { store.account(a, server.id, id).await.unwrap().secret_set }
+    };
+    let with_secret = |name: &str| new_account(server.id, name, Some("sealed"));
+
+    let first = f.store.create_account(a, with_secret("one")).await.unwrap();
+    let unverified = ServerSettings {
+        tls_verify: false,
+        ..settings.clone()
+    };
+    f.store
+        .update_server(a, server.id, unverified.clone())
+        .await
+        .unwrap();
+    assert!(
+        !secret_set(first.id).await,
+        "tls_verify off kept the secret"
+    );
+
+    let second = f.store.create_account(a, with_secret("two")).await.unwrap();
+    f.store
+        .update_server(a, server.id, settings.clone())
+        .await
+        .unwrap();
+    assert!(
+        secret_set(second.id).await,
+        "tls_verify on cleared the secret"
+    );
+
+    for (what, changed) in [
+        (
+            "tls_ca_pem",
+            ServerSettings {
+                tls_ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+                ..settings.clone()
+            },
+        ),
+        (
+            "tls_server_name",
+            ServerSettings {
+                tls_server_name: Some("other.x.example".into()),
+                ..settings.clone()
+            },
+        ),
+    ] {
+        f.store
+            .update_server(a, server.id, settings.clone())
+            .await
+            .unwrap();
+        let account = f.store.create_account(a, with_secret(what)).await.unwrap();
+        f.store.update_server(a, server.id, changed).await.unwrap();
+        assert!(
+            !secret_set(account.id).await,
+            "a new {what} kept the secret"
+        );
+    }
+}
+
 async fn audit_entries_read_back_as_written(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -2029,6 +2094,7 @@ conformance!(
     servers_accounts_and_providers_keep_their_rules,
     persons_and_tokens_keep_their_rules,
     operator_tokens_are_listed_revoked_and_replaced,
+    weakened_trust_clears_account_secrets,
     audit_entries_read_back_as_written,
     secrets_are_resealed_all_at_once,
     messages_read_back_with_everything_that_happened,

@@ -1409,8 +1409,9 @@ impl Store for PgStore {
             .await
             .map_err(unique("an SMTP server with this name exists"))?;
         let updated = server(&row)?;
-        // A stored password must never follow the server entry to a new destination.
-        if (old.host, old.port, old.security) != (s.host, s.port, s.security) {
+        // A stored password must never follow the server entry to a new
+        // destination or to weaker trust (the rule is `change_clears_secrets`).
+        if old.change_clears_secrets(&s) {
             execute(
                 &tx,
                 "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = $1 AND tenant_id = $2",

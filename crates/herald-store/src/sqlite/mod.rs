@@ -1304,8 +1304,9 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
-                // A stored password must never follow the server entry to a new destination.
-                if (old.host, old.port, old.security) != (s.host, s.port, s.security) {
+                // A stored password must never follow the server entry to a new
+                // destination or to weaker trust (the rule is `change_clears_secrets`).
+                if old.change_clears_secrets(&s) {
                     c.execute(
                         "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = ?1",
                         [server_id.to_string()],

@@ -8,6 +8,7 @@ mod cluster;
 mod console;
 mod crash;
 mod delivery;
+mod hardening;
 mod interop;
 mod isolation;
 mod operator_tokens;
