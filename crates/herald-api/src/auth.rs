@@ -66,6 +66,14 @@ impl Caller {
         self.0.role == Role::Operator
     }
 
+    /// Whether the caller may read a test message's diagnosis: the AUTH user
+    /// name and every reply of the tenant's server are for the people who
+    /// configure servers (tenant administrators and the operator), not for
+    /// members and senders. The API and the console both ask here.
+    pub fn sees_diagnosis(&self) -> bool {
+        matches!(self.0.role, Role::Operator | Role::TenantAdmin)
+    }
+
     /// Requires the operator role.
     pub fn operator(&self) -> Result<(), ApiError> {
         if self.is_operator() {

@@ -107,3 +107,75 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
         "removing tls_server_name kept the password"
     );
 }
+
+#[tokio::test]
+async fn only_administrators_read_a_test_messages_diagnosis() {
+    let smtp = herald_testsmtp::TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let provider = providers[0]["id"].as_str().unwrap().to_owned();
+    let (status, answer) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{provider}/test"),
+            &acme.admin,
+            json!({"to": "ops@acme.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let path = format!(
+        "/v1/tenants/acme/messages/{}",
+        answer["message_id"].as_str().unwrap()
+    );
+
+    // A member's personal token and a service token both send, neither administers.
+    let (_, member) = app
+        .post(
+            "/v1/tenants/acme/persons",
+            &acme.admin,
+            json!({"name": "Member", "email": "member@acme.example", "role": "member"}),
+        )
+        .await;
+    let (status, member_token) = app
+        .post(
+            "/v1/tenants/acme/tokens",
+            &acme.admin,
+            json!({"name": "member's", "person_id": member["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member_token}");
+    let member_token = member_token["token"].as_str().unwrap().to_owned();
+
+    let attempt = |message: &Value| message["recipients"][0]["attempts"][0].clone();
+    let seen = eventually("the test message's attempt", || async {
+        let (_, message) = app.get(&path, &acme.admin).await;
+        let attempt = attempt(&message);
+        attempt.get("diagnosis").is_some().then_some(attempt)
+    })
+    .await;
+    assert!(
+        seen["diagnosis"].as_array().is_some_and(|s| !s.is_empty()),
+        "{seen}"
+    );
+    let (_, as_operator) = app.get(&path, OPERATOR).await;
+    assert!(attempt(&as_operator).get("diagnosis").is_some());
+
+    for (who, token) in [("a sender", &acme.sender), ("a member", &member_token)] {
+        let (status, message) = app.get(&path, token).await;
+        assert_eq!(status, StatusCode::OK, "{message}");
+        let attempt = attempt(&message);
+        assert_eq!(
+            attempt["outcome"], seen["outcome"],
+            "{who} sees the outcome"
+        );
+        assert_eq!(
+            attempt["response"], seen["response"],
+            "{who} sees the reply"
+        );
+        assert!(
+            attempt.get("diagnosis").is_none(),
+            "{who} reads the diagnosis: {attempt}"
+        );
+    }
+}
