@@ -204,7 +204,7 @@ pub struct ServeArgs {
     /// Most custom header fields of one message [default: 50].
     #[arg(long, env = "HERALD_MAX_HEADERS")]
     pub max_headers: Option<usize>,
-    /// Messages delivered at once by this node [default: 64].
+    /// Messages delivered at once by this node [default: 256].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
 }
@@ -520,6 +520,25 @@ pub fn key_file(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help states the default that `resolve` really applies.
+    #[test]
+    fn the_concurrency_help_states_the_real_default() {
+        use clap::CommandFactory;
+        let default = ServeArgs::default().resolve().unwrap().concurrency;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let text = help.split("--concurrency").nth(1).unwrap();
+        let text = text.split("\n      --").next().unwrap();
+        assert!(
+            text.contains(&format!("[default: {default}]")),
+            "--concurrency help: {text}"
+        );
+    }
 
     #[test]
     fn durations() {
