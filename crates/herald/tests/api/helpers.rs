@@ -317,11 +317,13 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// The message as the tenant's administrator reads it: with a test
+    /// message's diagnosis, which senders and members do not see.
     pub async fn message(&self, tenant: &TestTenant, id: &str) -> Value {
         let (status, body) = self
             .get(
                 &format!("/v1/tenants/{}/messages/{id}", tenant.slug),
-                &tenant.sender,
+                &tenant.admin,
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
