@@ -240,8 +240,9 @@ pub struct Settings {
     pub master_key: Option<Secret>,
 }
 
-/// Where a node's data lives.
-#[derive(Clone, Debug)]
+/// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
+/// without its password.
+#[derive(Clone)]
 pub enum Database {
     /// The embedded database: one SQLite file.
     Sqlite(PathBuf),
@@ -277,21 +278,18 @@ impl Database {
     }
 }
 
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
 impl std::fmt::Display for Database {
     /// The location without any password, for logs and errors.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Database::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Database::Postgres(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                match rest.split_once('@') {
-                    Some((user, host)) => {
-                        let user = user.split(':').next().unwrap_or_default();
-                        write!(f, "{scheme}://{user}@{host}")
-                    }
-                    None => write!(f, "{scheme}://{rest}"),
-                }
-            }
+            Database::Postgres(url) => f.write_str(&herald_core::redact_url(url)),
         }
     }
 }

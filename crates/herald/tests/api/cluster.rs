@@ -15,14 +15,14 @@ use tokio_postgres::NoTls;
 use crate::helpers::*;
 
 /// A fresh database for one test, dropped at the end.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDatabase {
-    async fn create() -> Option<TestDatabase> {
+    pub(crate) async fn create() -> Option<TestDatabase> {
         let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let (client, connection) = match tokio_postgres::connect(&admin_url, NoTls).await {
@@ -59,7 +59,7 @@ impl TestDatabase {
         client
     }
 
-    async fn drop_database(self) {
+    pub(crate) async fn drop_database(self) {
         if let Ok((client, connection)) = tokio_postgres::connect(&self.admin_url, NoTls).await {
             tokio::spawn(connection);
             let _ = client

@@ -179,3 +179,92 @@ async fn only_administrators_read_a_test_messages_diagnosis() {
         );
     }
 }
+
+/// Secrets in a database URL: one in the user information, one in the query.
+const USERINFO_SECRET: &str = "userinfo-pw-canary";
+const QUERY_SECRET: &str = "query-pw-canary";
+
+fn assert_no_database_secret(output: &str) {
+    for secret in [USERINFO_SECRET, QUERY_SECRET] {
+        assert!(!output.contains(secret), "{secret} shown in: {output}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_database_connection_does_not_show_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1 of loopback: the connection is refused at once.
+    let url =
+        format!("postgres://herald:{USERINFO_SECRET}@127.0.0.1:1/herald?password={QUERY_SECRET}");
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--http", "127.0.0.1:0", "--database-url", &url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("HERALD_BOOTSTRAP_TOKEN", OPERATOR)
+            .env("NO_COLOR", "1")
+            .output(),
+    )
+    .await
+    .expect("the node gives up within the deadline")
+    .unwrap();
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("postgres://herald:***@127.0.0.1:1/herald?password=***"),
+        "{printed}"
+    );
+    assert_no_database_secret(&printed);
+
+    // migrate-store says where it could not copy to, in the same way.
+    let sqlite = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["migrate-store", "--from", &sqlite, "--to", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        printed.contains("postgres://herald:***@127.0.0.1:1"),
+        "{printed}"
+    );
+    assert_no_database_secret(&printed);
+}
+
+#[tokio::test]
+async fn the_startup_log_line_shows_the_database_without_its_password() {
+    let Some(database) = crate::cluster::TestDatabase::create().await else {
+        return;
+    };
+    // The test server trusts local connections, so the passwords are never checked.
+    let (base, name) = database.url.rsplit_once('/').unwrap();
+    let (scheme, host) = base.split_once("://").unwrap();
+    let host = host.rsplit('@').next().unwrap();
+    let url =
+        format!("{scheme}://postgres:{USERINFO_SECRET}@{host}/{name}?password={QUERY_SECRET}");
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_process(dir.path(), &["--database-url", &url], &[]).await;
+    let line = eventually("the startup log line", || async {
+        let output = node.output.lock().unwrap().clone();
+        output
+            .lines()
+            .find(|l| l.contains("herald is running"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        line.contains(&format!(
+            "postgres://postgres:***@{host}/{name}?password=***"
+        )),
+        "{line}"
+    );
+    assert_no_database_secret(&node.output.lock().unwrap());
+    drop(node);
+    database.drop_database().await;
+}
