@@ -356,7 +356,7 @@ fn provider(r: &Row) -> Result<Provider> {
             account_id: opt_id(get(r, "account_id")?)?,
             from_address: address(get(r, "from_address")?)?,
             from_name: from_name
-                .map(|n| stored("from_name", DisplayName::parse(&n)))
+                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
             reply_to: reply_to.map(address).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
@@ -422,7 +422,7 @@ fn headers_from_json(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, He
         .map(|(n, v)| {
             Ok((
                 stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::parse(&v))?,
+                stored("header value", HeaderValue::from_stored(&v))?,
             ))
         })
         .collect()
@@ -1929,7 +1929,7 @@ impl Store for PgStore {
                 id: id(get(r, "id")?)?,
                 tenant_id: id(get(r, "tenant_id")?)?,
                 created_at: get(r, "created_at")?,
-                subject: stored("subject", Subject::parse(&subject))?,
+                subject: stored("subject", Subject::from_stored(&subject))?,
                 text: get(r, "text_body")?,
                 html: get(r, "html_body")?,
                 reply_to: reply_to.map(address).transpose()?,

@@ -333,7 +333,7 @@ fn provider(raw: ProviderRow) -> Result<Provider> {
             account_id: opt_id(aid)?,
             from_address: address(from)?,
             from_name: from_name
-                .map(|n| stored("from_name", DisplayName::parse(&n)))
+                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
             reply_to: reply_to.map(address).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
@@ -408,7 +408,7 @@ fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
         .map(|(n, v)| {
             Ok((
                 stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::parse(&v))?,
+                stored("header value", HeaderValue::from_stored(&v))?,
             ))
         })
         .collect()
@@ -1715,7 +1715,7 @@ impl Store for SqliteStore {
                         id: message_id,
                         tenant_id: id(tid)?,
                         created_at,
-                        subject: stored("subject", Subject::parse(&subject))?,
+                        subject: stored("subject", Subject::from_stored(&subject))?,
                         text,
                         html,
                         reply_to: reply_to.map(address).transpose()?,

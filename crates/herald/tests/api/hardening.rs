@@ -268,3 +268,77 @@ async fn the_startup_log_line_shows_the_database_without_its_password() {
     drop(node);
     database.drop_database().await;
 }
+
+/// The rule the API names for `field` in a 422.
+fn rule_for(answer: &Value, field: &str) -> String {
+    answer["errors"]
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| e["field"] == field))
+        .and_then(|e| e["rule"].as_str())
+        .unwrap_or_else(|| panic!("no error for {field}: {answer}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn controls_and_encoded_words_are_refused_in_every_header_field() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let encoded_crlf = "=?utf-8?B?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=";
+    let (status, answer) = app
+        .post(
+            "/v1/tenants/acme/messages",
+            &acme.sender,
+            json!({
+                "to": ["Ops\u{b}Team <ops@acme.example>"],
+                "cc": ["=?utf-8?Q?=1B[2J?= <cc@acme.example>"],
+                "subject": format!("Disk full {encoded_crlf}"),
+                "text": "x",
+                "headers": {"X-Tag": "red\u{1b}[31m", "X-Form": "page\u{c}break",
+                            "X-Next": "\u{85}line", "X-Word": encoded_crlf, "X-Tab": "a\tb"},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    for field in ["to[0]", "headers.X-Tag", "headers.X-Form", "headers.X-Next"] {
+        assert!(
+            rule_for(&answer, field).contains("control characters"),
+            "{answer}"
+        );
+    }
+    for field in ["cc[0]", "subject", "headers.X-Word"] {
+        assert!(
+            rule_for(&answer, field).contains("encoded word"),
+            "{answer}"
+        );
+    }
+    assert!(
+        !answer["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "headers.X-Tab"),
+        "TAB is allowed: {answer}"
+    );
+    assert_eq!(app.message_count(&acme).await, 0, "nothing is half-stored");
+
+    let (_, server) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            &acme.admin,
+            json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
+        )
+        .await;
+    let (status, answer) = app
+        .post(
+            "/v1/tenants/acme/providers",
+            &acme.admin,
+            json!({"name": "p", "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
+                   "from_name": "Alerts =?utf-8?B?DQo=?="}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        rule_for(&answer, "from_name").contains("encoded word"),
+        "{answer}"
+    );
+}
