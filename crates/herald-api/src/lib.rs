@@ -65,6 +65,9 @@ pub struct AppState {
     pub alive_within: std::time::Duration,
     /// Limits on submitted messages.
     pub limits: Limits,
+    /// Where tenants may make this node connect: checked at the edge where it
+    /// can be (IP literals), and again at every connection.
+    pub egress: Arc<herald_smtp::Egress>,
 }
 
 /// The HTTP API: everything on a node with the api role, else only the health checks.

@@ -38,6 +38,45 @@ pub fn verify(password: &str, hash: &str) -> bool {
     })
 }
 
+/// Like [`verify`], but hashes in `memory`, which the caller keeps for the
+/// next verification (grown to the size the hash asks for).
+///
+/// argon2 allocates its working memory (19 MiB with the default parameters)
+/// on every call, and the allocator kept each of those buffers rather than
+/// reusing or returning it: a thread that verifies many passwords, as the
+/// console's verifiers do, would keep 19 MiB more after each one.
+pub fn verify_in(password: &str, hash: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm);
+    let version = argon2::Version::try_from(parsed.version.unwrap_or(0x13));
+    let params = argon2::Params::try_from(&parsed);
+    let (Ok(algorithm), Ok(version), Ok(params), Some(salt), Some(expected)) =
+        (algorithm, version, params, parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut output = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut output,
+        &mut memory[..blocks],
+    );
+    // `Output` compares in constant time.
+    hashed.is_ok()
+        && argon2::password_hash::Output::new(&output).is_ok_and(|output| output == expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +88,15 @@ mod tests {
         assert!(verify("correct horse battery", &hash));
         assert!(!verify("correct horse batterz", &hash));
         assert!(!verify("correct horse battery", "not a hash"));
+        let mut memory = Vec::new();
+        assert!(verify_in("correct horse battery", &hash, &mut memory));
+        assert!(!verify_in("correct horse batterz", &hash, &mut memory));
+        assert!(!verify_in(
+            "correct horse battery",
+            "not a hash",
+            &mut memory
+        ));
+        assert_eq!(memory.len(), argon2::Params::DEFAULT_M_COST as usize);
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub struct ServerForm {
     pub security: String,
     /// A checkbox: present when ticked.
     pub requires_auth: Option<String>,
+    pub allow_plaintext_auth: Option<String>,
     pub tls_verify: Option<String>,
     pub tls_ca_pem: String,
     pub tls_server_name: String,
@@ -137,6 +138,7 @@ impl ServerForm {
             port: s.port.get().to_string(),
             security: s.security.as_str().to_owned(),
             requires_auth: s.requires_auth.then(|| "on".to_owned()),
+            allow_plaintext_auth: s.allow_plaintext_auth.then(|| "on".to_owned()),
             tls_verify: s.tls_verify.then(|| "on".to_owned()),
             tls_ca_pem: s.tls_ca_pem.clone().unwrap_or_default(),
             tls_server_name: s.tls_server_name.clone().unwrap_or_default(),
@@ -158,6 +160,7 @@ impl ServerForm {
             port: number(&mut errors, "port", &self.port),
             security: Some(self.security.clone()).filter(|s| !s.is_empty()),
             requires_auth: Some(self.requires_auth.is_some()),
+            allow_plaintext_auth: Some(self.allow_plaintext_auth.is_some()),
             tls_verify: Some(self.tls_verify.is_some()),
             tls_ca_pem: Some(self.tls_ca_pem.clone()),
             tls_server_name: Some(self.tls_server_name.trim().to_owned()),

@@ -6,6 +6,7 @@
 //! with a [`Caller`](herald_api::Caller) made from the console session, so
 //! roles, tenant isolation, validation and the audit log are the API's.
 
+mod client;
 mod forms;
 mod operator;
 mod pages;
@@ -13,6 +14,10 @@ mod render;
 mod session;
 mod tenant;
 mod throttle;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::header;
@@ -25,8 +30,64 @@ use herald_api::AppState;
 const HTMX: &str = include_str!("../assets/htmx.min.js");
 const CSS: &str = include_str!("../assets/console.css");
 
-/// The console's routes. Every POST passes the CSRF check first.
-pub fn router(state: AppState) -> Router {
+/// How much anonymous sign-in work a node takes on.
+#[derive(Clone, Copy, Debug)]
+pub struct SignInLimits {
+    /// Password verifications (argon2id, about 19 MiB each) running at once.
+    pub verifications: usize,
+    /// Sign-ins waiting for a verification; beyond, 429 at once.
+    pub waiting: usize,
+    /// Sign-in attempts one client address may make at once…
+    pub burst: u32,
+    /// …and then one more each this often.
+    pub every: Duration,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // More verifications than cores gain nothing but memory: argon2 keeps
+        // a core busy for the whole verification.
+        let verifications = (2 * cores).clamp(2, 16);
+        SignInLimits {
+            verifications,
+            waiting: 4 * verifications,
+            burst: 10,
+            every: Duration::from_secs(6),
+        }
+    }
+}
+
+/// What the console needs besides the API's state. Not `Debug`: it holds a key.
+#[derive(Clone)]
+pub struct Options {
+    /// Proxies whose `X-Forwarded-For`, `-Host` and `-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub sign_in: SignInLimits,
+    /// The key the sign-in form's CSRF token is an HMAC under. Every node
+    /// behind one balancer must have the same (it comes from the master key),
+    /// since the form and its POST may reach different nodes.
+    pub form_key: [u8; 32],
+}
+
+/// The console's own state, shared by its handlers through an extension.
+pub(crate) struct Console {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub form_key: [u8; 32],
+    pub failures: throttle::SignInThrottle,
+    pub rate: throttle::ClientRate,
+    pub verifier: verify::Verifier,
+}
+
+/// The console's routes. Every POST passes the origin and CSRF checks first.
+pub fn router(state: AppState, options: Options) -> Router {
+    let console = Console {
+        trusted_proxies: options.trusted_proxies,
+        form_key: options.form_key,
+        failures: throttle::SignInThrottle::default(),
+        rate: throttle::ClientRate::new(options.sign_in.burst, options.sign_in.every),
+        verifier: verify::Verifier::new(options.sign_in.verifications, options.sign_in.waiting),
+    };
     Router::new()
         .route("/", get(pages::home))
         .route(
@@ -39,9 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenant::router())
         .merge(operator::router())
         .layer(middleware::from_fn(session::csrf_guard))
-        .layer(axum::Extension(std::sync::Arc::new(
-            throttle::SignInThrottle::default(),
-        )))
+        .layer(axum::Extension(Arc::new(console)))
         .layer(middleware::map_response(protect))
         .with_state(state)
 }

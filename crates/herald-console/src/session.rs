@@ -5,12 +5,18 @@
 //! keeps only its SHA-256, so any node on the same database knows the session.
 //! Every form carries a CSRF token derived from the session id, and every
 //! POST without the right one (in the form or the `X-CSRF-Token` header htmx
-//! sends) is refused before it reaches a handler. The sign-in form, posted
-//! before there is a session, is protected the same way by a cookie of its own.
+//! sends) is refused before it reaches a handler, and so is every POST a
+//! browser says came from another site (`Sec-Fetch-Site`, `Origin`).
+//!
+//! The sign-in form is posted before there is a session: it sets a cookie of
+//! its own holding a random value, and its token is an HMAC of that value
+//! under a key every node derives from the master key, so a pair made up by
+//! someone who can plant a cookie is refused, and a form served by one node
+//! may be posted to another.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -24,12 +30,14 @@ use herald_api::{AppState, Caller};
 use herald_core::TokenId;
 use herald_core::timestamp::now_ms;
 use herald_store::{NewSession, Session, SessionSubject};
+use hmac::{Hmac, Mac};
 use minijinja::context;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::Console;
+use crate::client::{client_ip, from_trusted_proxy, same_origin};
 use crate::render::{page, status_page};
-use crate::throttle::SignInThrottle;
 
 /// The session cookie.
 const SESSION_COOKIE: &str = "herald_session";
@@ -41,6 +49,11 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSION_HOURS: i64 = 12;
 /// The largest form the console reads.
 const MAX_FORM: usize = 1024 * 1024;
+/// The largest sign-in form: an address and a password. Anonymous requests
+/// wait for their turn holding their body, so it is kept small.
+const MAX_SIGN_IN_FORM: usize = 8 * 1024;
+/// What a sign-in refused because too many are being verified asks the browser to wait.
+const BUSY_RETRY: Duration = Duration::from_secs(2);
 
 /// A signed-in visitor: the session, and the API caller it acts as.
 pub struct Signed {
@@ -106,6 +119,14 @@ fn csrf_token(session_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest)
 }
 
+/// The sign-in form's CSRF token: an HMAC of its cookie's random value.
+fn sign_in_token(key: &[u8; 32], cookie: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"herald console sign-in form\0");
+    mac.update(cookie.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
@@ -153,13 +174,37 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Refuses every POST whose CSRF token is missing or wrong, before any handler runs.
+/// The connection's peer, as the server recorded it.
+fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+/// Refuses every POST a browser says came from another site, and every POST
+/// whose CSRF token is missing or wrong, before any handler runs.
 pub async fn csrf_guard(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    let expected = if request.uri().path() == "/sign-in" {
-        cookie(request.headers(), SIGN_IN_COOKIE)
+    let console = request
+        .extensions()
+        .get::<Arc<Console>>()
+        .expect("the console's state is layered outside the guard")
+        .clone();
+    let trusted = from_trusted_proxy(peer(request.extensions()), &console.trusted_proxies);
+    if let Err(why) = same_origin(request.headers(), trusted) {
+        return status_page(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "This form was not sent from this console's own pages ({why}). \
+                 Open the console directly and try again."
+            ),
+        );
+    }
+    let signing_in = request.uri().path() == "/sign-in";
+    let expected = if signing_in {
+        cookie(request.headers(), SIGN_IN_COOKIE).map(|c| sign_in_token(&console.form_key, &c))
     } else {
         cookie(request.headers(), SESSION_COOKIE).map(|id| csrf_token(&id))
     };
@@ -169,7 +214,12 @@ pub async fn csrf_guard(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+    let limit = if signing_in {
+        MAX_SIGN_IN_FORM
+    } else {
+        MAX_FORM
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return status_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
     };
     let from_form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
@@ -202,28 +252,68 @@ pub struct SignInForm {
     password: String,
 }
 
-/// The sign-in form, with a fresh token for its own CSRF cookie.
-pub async fn sign_in_page(headers: HeaderMap) -> Response {
-    sign_in_form(&headers, "", None, StatusCode::OK)
+/// The sign-in form, with a fresh value for its own CSRF cookie.
+pub async fn sign_in_page(
+    headers: HeaderMap,
+    axum::Extension(console): axum::Extension<Arc<Console>>,
+) -> Response {
+    sign_in_form(&console, &headers, "", None, StatusCode::OK)
 }
 
 fn sign_in_form(
+    console: &Console,
     headers: &HeaderMap,
     email: &str,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let token = random_token();
+    let value = random_token();
     let mut response = page(
         "sign_in.html",
-        context! { csrf => token, email, error, me => minijinja::Value::from(()) },
+        context! {
+            csrf => sign_in_token(&console.form_key, &value),
+            email, error, me => minijinja::Value::from(()),
+        },
     );
     *response.status_mut() = status;
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SIGN_IN_COOKIE, &token, 3600, over_tls(headers)),
+        set_cookie(SIGN_IN_COOKIE, &value, 3600, over_tls(headers)),
     );
     response
+}
+
+/// The sign-in form again with a 429, saying why and for how long.
+fn try_again_later(
+    console: &Console,
+    headers: &HeaderMap,
+    email: &str,
+    message: &str,
+    wait: Duration,
+) -> Response {
+    let mut response = sign_in_form(
+        console,
+        headers,
+        email,
+        Some(message),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// "3 seconds", "1 minute": a wait as people say it.
+fn how_long(wait: Duration) -> String {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let (n, unit) = if seconds < 60 {
+        (seconds, "second")
+    } else {
+        (seconds.div_ceil(60), "minute")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A hash no password matches, verified when an address has no password, so
@@ -235,28 +325,42 @@ fn decoy_hash() -> &'static str {
 
 /// Signs in with e-mail and password: the first operator or person with that
 /// address whose password matches.
+///
+/// Before any password is verified, the client's address must be within its
+/// rate and the e-mail address must not be locked out; a verification then
+/// waits for its turn among a bounded few, or is refused when too many wait.
 pub async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    axum::Extension(throttle): axum::Extension<Arc<SignInThrottle>>,
+    axum::Extension(console): axum::Extension<Arc<Console>>,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
     let email = form.email.trim().to_owned();
-    // A locked-out address is refused before its password is even looked at.
-    if let Some(wait) = throttle.locked_for(&email, Instant::now()) {
-        let minutes = wait.as_secs().div_ceil(60);
+    let peer = connect.as_ref().map(|c| c.0.0);
+    let client = client_ip(peer, &headers, &console.trusted_proxies);
+    if let Err(wait) = console.rate.attempt(client, Instant::now()) {
         let message = format!(
-            "Too many failed sign-ins for this address. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
+            "Too many sign-in attempts from your network address. Try again in {}.",
+            how_long(wait)
         );
-        return sign_in_form(
-            &headers,
-            &email,
-            Some(&message),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+        return try_again_later(&console, &headers, &email, &message, wait);
     }
+    // A locked-out address is refused before its password is even looked at.
+    if let Some(wait) = console.failures.locked_for(&email, Instant::now()) {
+        let message = format!(
+            "Too many failed sign-ins for this address. Try again in {}.",
+            how_long(wait.max(Duration::from_secs(60)))
+        );
+        return try_again_later(&console, &headers, &email, &message, wait);
+    }
+    let Ok(admitted) = console.verifier.admit() else {
+        let message = format!(
+            "The console is busy with many sign-ins at once. Try again in {}.",
+            how_long(BUSY_RETRY)
+        );
+        return try_again_later(&console, &headers, &email, &message, BUSY_RETRY);
+    };
     let candidates = match state.store.credentials(&email).await {
         Ok(found) => found,
         Err(e) => {
@@ -264,28 +368,37 @@ pub async fn sign_in(
         }
     };
     let password = form.password;
-    let matched = tokio::task::spawn_blocking(move || {
-        if candidates.is_empty() {
-            herald_api::password::verify(&password, decoy_hash());
-            return None;
-        }
-        candidates
-            .into_iter()
-            .find(|c| herald_api::password::verify(&password, &c.password_hash))
-    })
-    .await
-    .ok()
-    .flatten();
+    let verified = admitted
+        .verify(move || {
+            crate::verify::with_memory(|memory| {
+                let mut verify =
+                    |hash: &str| herald_api::password::verify_in(&password, hash, memory);
+                if candidates.is_empty() {
+                    verify(decoy_hash());
+                    return None;
+                }
+                candidates.into_iter().find(|c| verify(&c.password_hash))
+            })
+        })
+        .await;
+    let Ok(matched) = verified else {
+        let message = format!(
+            "The console is busy with many sign-ins at once. Try again in {}.",
+            how_long(BUSY_RETRY)
+        );
+        return try_again_later(&console, &headers, &email, &message, BUSY_RETRY);
+    };
     let Some(credential) = matched else {
-        throttle.failed(&email, Instant::now());
+        console.failures.failed(&email, Instant::now());
         return sign_in_form(
+            &console,
             &headers,
             &email,
             Some("The e-mail address or the password is not right."),
             StatusCode::UNAUTHORIZED,
         );
     };
-    throttle.succeeded(&email);
+    console.failures.succeeded(&email);
     let subject = match (&credential.operator_email, &credential.person) {
         (Some(email), _) => SessionSubject::Operator(email.clone()),
         (None, Some(person)) => SessionSubject::Person(person.id),
@@ -310,7 +423,7 @@ pub async fn sign_in(
         created_at: new.created_at,
         expires_at: new.expires_at,
     };
-    let caller = Caller::from_session(&session, connect.map(|c| c.0.0));
+    let caller = Caller::from_session(&session, peer);
     caller
         .audit(
             &state,
@@ -389,6 +502,24 @@ mod tests {
                 .unwrap()
                 .ends_with("; Secure")
         );
+    }
+
+    #[test]
+    fn the_sign_in_token_is_bound_to_its_cookie_and_the_key() {
+        let key = [7; 32];
+        let token = sign_in_token(&key, "cookie-value");
+        assert_eq!(token, sign_in_token(&key, "cookie-value"));
+        assert_ne!(token, "cookie-value");
+        assert_ne!(token, sign_in_token(&key, "another-value"));
+        assert_ne!(token, sign_in_token(&[8; 32], "cookie-value"));
+    }
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        assert_eq!(how_long(Duration::from_millis(1500)), "2 seconds");
+        assert_eq!(how_long(Duration::from_secs(1)), "1 second");
+        assert_eq!(how_long(Duration::from_secs(60)), "1 minute");
+        assert_eq!(how_long(Duration::from_secs(61)), "2 minutes");
     }
 
     #[test]

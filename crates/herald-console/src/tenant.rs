@@ -176,11 +176,13 @@ async fn server_page(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    // The same words the API's server answer gives, from the stored entry.
+    let warnings = server.map(|s| s.settings.warnings()).unwrap_or_default();
     Ok(page_with(
         status,
         "server_form.html",
         context! {
-            server, form, problems, accounts, persons,
+            server, form, problems, accounts, persons, warnings,
             account => AccountForm::default(),
             account_problems => Problems::default(),
             presets => herald_core::presets::all(),

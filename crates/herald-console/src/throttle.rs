@@ -1,7 +1,9 @@
-//! Failed sign-ins, counted per address on each node: after a few, the address
-//! is locked out for a while that doubles with each further failure.
+//! Sign-in throttles of each node: failed sign-ins counted per e-mail address
+//! (after a few, the address is locked out for a while that doubles with each
+//! further failure), and sign-in attempts per client address (a rate).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,6 +75,54 @@ impl SignInThrottle {
     }
 }
 
+/// Sign-in attempts per client address: `burst` at once, then one more each
+/// `every` (a token bucket, kept as the time the bucket is full again).
+pub struct ClientRate {
+    burst: u32,
+    every: Duration,
+    full_at: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl ClientRate {
+    pub fn new(burst: u32, every: Duration) -> Self {
+        ClientRate {
+            burst: burst.max(1),
+            every,
+            full_at: Mutex::default(),
+        }
+    }
+
+    /// Counts an attempt from `client` at `now`, or says how long it must wait.
+    pub fn attempt(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let key = Self::key(client);
+        let mut full_at = self.full_at.lock().expect("rate lock");
+        if full_at.len() >= REMEMBERED {
+            full_at.retain(|_, at| *at > now);
+        }
+        let at = full_at.get(&key).copied().unwrap_or(now).max(now);
+        // The bucket holds `burst` attempts: one more is allowed while fewer
+        // than that are still being paid off.
+        let tolerance = self.every * (self.burst - 1);
+        if at > now + tolerance {
+            return Err(at - (now + tolerance));
+        }
+        full_at.insert(key, at + self.every);
+        Ok(())
+    }
+
+    /// The key a client is counted under: an IPv6 client usually has a whole
+    /// /64 to itself, so it is counted by that prefix.
+    fn key(client: IpAddr) -> IpAddr {
+        match client.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+            v4 => v4,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +164,45 @@ mod tests {
         let much_later = start + FORGET_AFTER;
         throttle.failed("ada@example.com", much_later);
         assert_eq!(throttle.locked_for("ada@example.com", much_later), None);
+    }
+
+    #[test]
+    fn a_client_gets_a_burst_then_one_attempt_each_interval() {
+        let every = Duration::from_secs(6);
+        let rate = ClientRate::new(3, every);
+        let start = Instant::now();
+        let ada: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(rate.attempt(ada, start), Ok(()));
+        }
+        assert_eq!(rate.attempt(ada, start), Err(every));
+        // Others are not affected.
+        assert_eq!(rate.attempt("198.51.100.8".parse().unwrap(), start), Ok(()));
+        // One interval later, one more attempt; the refusal says how long to wait.
+        let later = start + every;
+        assert_eq!(rate.attempt(ada, later), Ok(()));
+        assert_eq!(rate.attempt(ada, later), Err(every));
+        assert_eq!(
+            rate.attempt(ada, later + Duration::from_secs(2)),
+            Err(Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_prefix() {
+        let rate = ClientRate::new(1, Duration::from_secs(60));
+        let now = Instant::now();
+        assert_eq!(
+            rate.attempt("2001:db8:1:2::1".parse().unwrap(), now),
+            Ok(())
+        );
+        assert!(
+            rate.attempt("2001:db8:1:2::ffff".parse().unwrap(), now)
+                .is_err()
+        );
+        assert_eq!(
+            rate.attempt("2001:db8:1:3::1".parse().unwrap(), now),
+            Ok(())
+        );
     }
 }

@@ -202,6 +202,13 @@ impl From<EmailAddress> for Mailbox {
     }
 }
 
+/// Serialised as its canonical form (see `Display`), as the API takes it.
+impl serde::Serialize for Mailbox {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// The canonical form, which [`Mailbox::parse`] reads back: the bare address,
 /// or the name quoted (with `"` and `\` escaped) before the address in `<>`.
 impl fmt::Display for Mailbox {

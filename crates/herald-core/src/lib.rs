@@ -4,17 +4,20 @@
 //! valid and nothing downstream checks it again.
 
 pub mod address;
+pub mod endpoint;
 pub mod ids;
 pub mod invalid;
 pub mod presets;
 pub mod secret;
 pub mod settings;
 pub mod status;
+pub mod terminal;
 pub mod text;
 pub mod timestamp;
 pub mod token;
 
 pub use address::{EmailAddress, Mailbox};
+pub use endpoint::EndpointUrl;
 pub use ids::{
     AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
 };

@@ -48,7 +48,18 @@ impl SmtpHost {
     /// Parses a host name or IP address.
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         let s = input.trim_start_matches('[').trim_end_matches(']');
-        if s.parse::<IpAddr>().is_ok() || is_domain(s) {
+        if s.parse::<IpAddr>().is_ok() {
+            return Ok(SmtpHost(s.to_ascii_lowercase()));
+        }
+        if is_domain(s) && ends_in_a_number(s) {
+            // The system resolver reads these as IPv4 addresses in decimal,
+            // octal or hex (2130706433, 0177.0.0.1, 0x7f.1 are 127.0.0.1); no
+            // top-level domain is numeric, so none of them is a host name.
+            return Err(Invalid::new(
+                "must be a host name or an IP address written as a.b.c.d (a numeric last label such as 2130706433, 0177.0.0.1 or 0x7f.1 is not accepted)",
+            ));
+        }
+        if is_domain(s) {
             return Ok(SmtpHost(s.to_ascii_lowercase()));
         }
         Err(Invalid::new(
@@ -59,6 +70,17 @@ impl SmtpHost {
     /// The address when the host is an IP literal rather than a name.
     pub fn ip(&self) -> Option<IpAddr> {
         self.0.parse().ok()
+    }
+}
+
+/// True when the last label is a number (decimal, or hex after `0x`), the
+/// WHATWG URL standard's test for a host that is an IPv4 address.
+fn ends_in_a_number(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    let last = s.rsplit('.').next().unwrap_or(s);
+    match last.strip_prefix("0x").or_else(|| last.strip_prefix("0X")) {
+        Some(hex) => hex.chars().all(|c| c.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.chars().all(|c| c.is_ascii_digit()),
     }
 }
 
@@ -208,6 +230,22 @@ mod tests {
         assert!(SmtpHost::parse("[::1]").unwrap().ip().is_some());
         assert!(SmtpHost::parse("mail.acme.example\r\n").is_err());
         assert!(SmtpHost::parse("http://x").is_err());
+        // IPv4 addresses spelled so that a resolver reads them as 127.0.0.1.
+        for numeric in [
+            "2130706433",
+            "0177.0.0.1",
+            "0x7f.1",
+            "0x7f000001",
+            "127.1",
+            "10.0.0.1.",
+            "mail.0x10",
+        ] {
+            let error = SmtpHost::parse(numeric).unwrap_err().to_string();
+            assert!(error.contains("numeric last label"), "{numeric}: {error}");
+        }
+        assert!(SmtpHost::parse("smtp1.acme.example").is_ok());
+        assert!(SmtpHost::parse("0xdead.acme.example").is_ok());
+        assert!(SmtpHost::parse("127.0.0.1").is_ok());
         assert!(Port::new(0).is_err());
         assert!(Port::new(65536).is_err());
         assert_eq!(Port::new(587).unwrap().get(), 587);

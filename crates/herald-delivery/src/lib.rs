@@ -2,6 +2,8 @@
 //! worker loop that claims due recipients, sends them and records every attempt.
 
 mod cache;
+pub mod guarded_http;
+mod header;
 mod oauth;
 mod pool;
 mod render;

@@ -2,15 +2,34 @@
 //! shortly before it expires, and renew it when the server rejects it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_core::{AccountId, Secret};
+use herald_smtp::Egress;
 use herald_store::OAuth2Client;
+use reqwest::Method;
 use serde::Deserialize;
+
+use crate::guarded_http::GuardedHttp;
 
 /// Tokens are renewed this long before the endpoint says they expire.
 const EARLY_RENEWAL: Duration = Duration::from_secs(60);
+
+/// A token endpoint's answer is read up to this length.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The error codes of RFC 6749 §5.2: the only words of a refusal that are
+/// shown. Anything else the endpoint says (`error_description`, the body) is
+/// free text from wherever the URL points, and never reaches an attempt.
+const OAUTH_ERRORS: &[&str] = &[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+];
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -21,28 +40,23 @@ struct TokenResponse {
 #[derive(Deserialize)]
 struct TokenError {
     error: String,
-    error_description: Option<String>,
 }
 
-/// A cache of access tokens by account.
+/// A cache of access tokens by account, fetched through the egress guard.
 pub struct TokenCache {
-    http: reqwest::Client,
+    http: GuardedHttp,
     tokens: Mutex<HashMap<AccountId, (Secret, Instant)>>,
 }
 
-impl Default for TokenCache {
-    fn default() -> Self {
+impl TokenCache {
+    /// A cache whose token requests go only where `egress` permits.
+    pub fn new(egress: Arc<Egress>) -> Self {
         TokenCache {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("an HTTP client with default TLS settings builds"),
+            http: GuardedHttp::new(egress),
             tokens: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl TokenCache {
     /// The account's access token: the cached one while it is fresh (unless
     /// `renew`), otherwise a new one from the token endpoint.
     pub async fn token(
@@ -68,38 +82,31 @@ impl TokenCache {
         if let Some(scope) = &client.scope {
             form.push(("scope", scope.as_str()));
         }
-        // The error never includes the request, which holds the client secret.
-        let response = self
+        // No error includes the request, which holds the client secret.
+        let unusable = |e| format!("the OAuth2 token endpoint cannot be used: {e}");
+        let request = self
             .http
-            .post(&client.token_url)
-            .form(&form)
-            .send()
+            .request(Method::POST, &client.token_url)
+            .map_err(unusable)?
+            .form(&form);
+        let answer = self
+            .http
+            .send(request, MAX_ANSWER)
             .await
-            .map_err(|e| {
-                format!(
-                    "the OAuth2 token endpoint could not be reached: {}",
-                    e.without_url()
-                )
-            })?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            format!(
-                "the OAuth2 token endpoint's answer could not be read: {}",
-                e.without_url()
-            )
-        })?;
-        if !status.is_success() {
-            let reason = serde_json::from_slice::<TokenError>(&body)
-                .map(|e| match e.error_description {
-                    Some(d) => format!("{}: {d}", e.error),
-                    None => e.error,
-                })
-                .unwrap_or_else(|_| "no OAuth2 error in the answer".into());
-            return Err(format!(
-                "the OAuth2 token endpoint refused: HTTP {status}, {reason}"
-            ));
+            .map_err(unusable)?;
+        if !answer.status.is_success() {
+            let code = serde_json::from_slice::<TokenError>(&answer.body)
+                .ok()
+                .filter(|e| OAUTH_ERRORS.contains(&e.error.as_str()));
+            return Err(match code {
+                Some(e) => format!(
+                    "the OAuth2 token endpoint refused: HTTP {}, {}",
+                    answer.status, e.error
+                ),
+                None => format!("the OAuth2 token endpoint refused: HTTP {}", answer.status),
+            });
         }
-        let answer: TokenResponse = serde_json::from_slice(&body)
+        let answer: TokenResponse = serde_json::from_slice(&answer.body)
             .map_err(|_| "the OAuth2 token endpoint's answer has no access_token".to_string())?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
         let token = Secret::new(answer.access_token);

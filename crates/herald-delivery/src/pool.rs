@@ -145,10 +145,12 @@ impl RoutePool {
         None
     }
 
-    /// Gives a healthy connection back, or closes it when it reached its message cap.
+    /// Gives a healthy connection back, or closes it when it reached its
+    /// message cap: QUIT goes in a task of its own, so the delivery that
+    /// returned the connection does not wait for it.
     pub async fn put_back(&self, lease: Lease) {
         if lease.sent >= self.limits.max_messages_per_connection {
-            lease.conn.quit().await;
+            lease.conn.close();
             return;
         }
         self.idle.lock().expect("pool lock").push(Idle {
@@ -158,13 +160,28 @@ impl RoutePool {
         });
     }
 
-    /// Closes connections idle for longer than the timeout.
+    /// Closes connections idle for longer than the timeout, each with QUIT
+    /// in a task of its own.
     fn sweep(&self) {
         let timeout = self.limits.idle_timeout;
-        self.idle
-            .lock()
-            .expect("pool lock")
-            .retain(|entry| entry.since.elapsed() < timeout);
+        let expired: Vec<Idle> = {
+            let mut idle = self.idle.lock().expect("pool lock");
+            let (expired, kept) = idle
+                .drain(..)
+                .partition(|entry| entry.since.elapsed() >= timeout);
+            *idle = kept;
+            expired
+        };
+        for entry in expired {
+            entry.conn.close();
+        }
+    }
+
+    /// Every idle connection, taken out of the pool.
+    #[allow(dead_code)] // Used by `Pools::close_idle`.
+    fn take_all_idle(&self) -> Vec<Connection> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.drain(..).map(|entry| entry.conn).collect()
     }
 }
 
@@ -213,11 +230,107 @@ impl Pools {
             pool.sweep();
         }
     }
+
+    /// Says QUIT on every idle connection of every pool and waits for them
+    /// (each within its short QUIT timeout), for a node that shuts down: a
+    /// connection merely dropped says QUIT in a task of its own, which a
+    /// runtime that is ending may not run.
+    #[allow(dead_code)] // The worker is to call it when it stops (worker.rs is being reworked).
+    pub async fn close_idle(&self) {
+        let idle: Vec<Connection> = self
+            .routes
+            .lock()
+            .expect("pools lock")
+            .values()
+            .flat_map(|pool| pool.take_all_idle())
+            .collect();
+        let quits: Vec<_> = idle
+            .into_iter()
+            .map(|conn| tokio::spawn(conn.quit()))
+            .collect();
+        for quit in quits {
+            let _ = quit.await;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_core::{Port, Security, SmtpHost};
+    use herald_smtp::{Target, Timeouts, TlsSettings};
+    use herald_testsmtp::{SessionEnd, TestSmtpServer};
+
+    /// A fresh connection to the test server, as the worker would lease it.
+    async fn lease(server: &TestSmtpServer, sent: u32) -> Lease {
+        let target = Target {
+            host: SmtpHost::parse("127.0.0.1").unwrap(),
+            port: Port::new(server.port().into()).unwrap(),
+            security: Security::None,
+            tls: TlsSettings::default(),
+            helo_name: "herald.test".into(),
+            timeouts: Timeouts::default(),
+            egress: None,
+            allow_plaintext_auth: false,
+        };
+        Lease {
+            conn: Connection::open(&target, None).await.unwrap(),
+            sent,
+            reused: false,
+        }
+    }
+
+    async fn ended_with_quit(server: &TestSmtpServer) {
+        let ended = server
+            .wait_for_ended_sessions(1, Duration::from_secs(10))
+            .await;
+        assert_eq!(ended, [SessionEnd { quit: true }]);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_swept_says_quit() {
+        let server = TestSmtpServer::start().await;
+        let pool = RoutePool::new(PoolLimits {
+            idle_timeout: Duration::ZERO,
+            ..PoolLimits::default()
+        });
+        pool.put_back(lease(&server, 1).await).await;
+        pool.sweep();
+        ended_with_quit(&server).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_at_its_message_cap_says_quit() {
+        let server = TestSmtpServer::start().await;
+        let pool = RoutePool::new(PoolLimits {
+            max_messages_per_connection: 1,
+            ..PoolLimits::default()
+        });
+        pool.put_back(lease(&server, 1).await).await;
+        ended_with_quit(&server).await;
+    }
+
+    #[tokio::test]
+    async fn idle_connections_of_a_dropped_pool_say_quit() {
+        let server = TestSmtpServer::start().await;
+        let pools = Pools::default();
+        let pool = pools.get("route", PoolLimits::default(), TenantId::new());
+        pool.put_back(lease(&server, 1).await).await;
+        drop(pool);
+        drop(pools);
+        ended_with_quit(&server).await;
+    }
+
+    #[tokio::test]
+    async fn close_idle_says_quit_on_every_idle_connection() {
+        let server = TestSmtpServer::start().await;
+        let pools = Pools::default();
+        let pool = pools.get("route", PoolLimits::default(), TenantId::new());
+        pool.put_back(lease(&server, 1).await).await;
+        pools.close_idle().await;
+        assert!(pool.take_idle().is_none());
+        ended_with_quit(&server).await;
+    }
 
     fn one_connection() -> RoutePool {
         RoutePool::new(PoolLimits {

@@ -1,20 +1,12 @@
 //! Turns a stored message and the route it takes into RFC 5322 bytes.
 
-use herald_core::{EmailAddress, Mailbox, SenderPolicy};
+use herald_core::{EmailAddress, SenderPolicy};
 use herald_store::MessageContent;
 use mail_builder::MessageBuilder;
-use mail_builder::headers::address::Address;
-use mail_builder::headers::text::Text;
+use mail_builder::headers::date::Date;
 
 use crate::Route;
-
-fn address_list(list: &[Mailbox]) -> Address<'_> {
-    Address::new_list(
-        list.iter()
-            .map(|m| mailbox(m.name.as_ref().map(AsRef::as_ref), &m.address))
-            .collect(),
-    )
-}
+use crate::header::{NamedAddress, address_field, text_field};
 
 /// A message ready for the wire, and which sender policy shaped its From.
 pub struct Rendered {
@@ -23,8 +15,8 @@ pub struct Rendered {
     pub sender_policy: &'static str,
 }
 
-fn mailbox<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> Address<'a> {
-    Address::new_address(name, address.as_ref())
+fn named<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> NamedAddress<'a> {
+    NamedAddress { name, address }
 }
 
 /// Writes the message as the provider sends it.
@@ -35,58 +27,78 @@ fn mailbox<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> Address<'a> 
 /// 3.6.2); the `fixed` policy keeps the provider's From and makes the person
 /// the Reply-To, for relays that refuse foreign From addresses.
 ///
-/// Every value was validated when the message was accepted, and mail-builder
-/// encodes non-ASCII text as encoded words and long bodies as quoted-printable
-/// or base64, so no line exceeds the RFC 5322 limit.
+/// The header section is written by [`crate::header`] (display names and
+/// text encoded per RFC 2047, lines folded per RFC 5322); mail-builder writes
+/// the MIME body, encoding long or non-ASCII bodies as quoted-printable or
+/// base64, so no line exceeds the RFC 5322 limit. Mail carries
+/// `Auto-Submitted: auto-generated` (RFC 3834) unless the submitter set that
+/// header, so auto-responders do not answer it.
 pub fn render(message: &MessageContent, route: &Route) -> Rendered {
-    let provider = mailbox(route.from_name.as_deref(), &route.from);
+    let provider = named(route.from_name.as_deref(), &route.from);
     let mut reply_to = message
         .reply_to
         .as_ref()
         .or(route.reply_to.as_ref())
-        .map(|a| mailbox(None, a));
+        .map(NamedAddress::from);
     let (from, sender, sender_policy) = match (&message.on_behalf_of, route.sender_policy) {
         (None, _) => (provider, None, "fixed"),
         (Some(person), SenderPolicy::OnBehalf) => (
-            mailbox(Some(person.name.as_str()), &person.email),
+            named(Some(person.name.as_str()), &person.email),
             Some(provider),
             "on_behalf",
         ),
         (Some(person), SenderPolicy::Fixed) => {
             if message.reply_to.is_none() {
-                reply_to = Some(mailbox(Some(person.name.as_str()), &person.email));
+                reply_to = Some(named(Some(person.name.as_str()), &person.email));
             }
             (provider, None, "fixed, reply-to the person")
         }
     };
-    let mut builder = MessageBuilder::new()
-        .from(from)
-        .subject(message.subject.as_ref())
-        .date(message.created_at / 1000)
-        .message_id(format!("{}@{}", message.id, route.from.domain()));
+    let mut head = String::new();
+    head.push_str(&address_field("From", [from]));
+    if let Some(sender) = sender {
+        head.push_str(&address_field("Sender", [sender]));
+    }
     if !message.to.is_empty() {
-        builder = builder.to(address_list(&message.to));
+        head.push_str(&address_field("To", message.to.iter().map(Into::into)));
     }
     if !message.cc.is_empty() {
-        builder = builder.cc(address_list(&message.cc));
-    }
-    if let Some(sender) = sender {
-        builder = builder.sender(sender);
+        head.push_str(&address_field("Cc", message.cc.iter().map(Into::into)));
     }
     if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(reply_to);
+        head.push_str(&address_field("Reply-To", [reply_to]));
+    }
+    head.push_str(&text_field("Subject", message.subject.as_ref()));
+    head.push_str(&format!(
+        "Date: {}\r\n",
+        Date::new(message.created_at / 1000).to_rfc822()
+    ));
+    head.push_str(&format!(
+        "Message-ID: <{}@{}>\r\n",
+        message.id,
+        route.from.domain()
+    ));
+    let submitter_set_auto_submitted = message
+        .headers
+        .iter()
+        .any(|(name, _)| name.as_ref().eq_ignore_ascii_case("auto-submitted"));
+    if !submitter_set_auto_submitted {
+        head.push_str("Auto-Submitted: auto-generated\r\n");
     }
     for (name, value) in &message.headers {
-        builder = builder.header(name.as_ref(), Text::new(value.as_ref()));
+        head.push_str(&text_field(name.as_ref(), value.as_ref()));
     }
+    head.push_str("MIME-Version: 1.0\r\n");
+
+    let mut body = MessageBuilder::new();
     if let Some(text) = &message.text {
-        builder = builder.text_body(text.as_str());
+        body = body.text_body(text.as_str());
     }
     if let Some(html) = &message.html {
-        builder = builder.html_body(html.as_str());
+        body = body.html_body(html.as_str());
     }
-    let content = builder
-        .write_to_vec()
+    let mut content = head.into_bytes();
+    body.write_body(&mut content)
         .expect("writing a message into a Vec cannot fail");
     Rendered {
         content,

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use herald_core::{AccountId, EmailAddress, ProviderId, Sealer, Secret, SenderPolicy, TenantId};
+use herald_core::{
+    AccountId, EmailAddress, Mailbox, ProviderId, Sealer, Secret, SenderPolicy, TenantId,
+};
 use std::sync::Arc;
 
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
@@ -47,13 +49,16 @@ pub struct Route {
     pub transport: Transport,
     pub from: EmailAddress,
     pub from_name: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    pub reply_to: Option<Mailbox>,
     /// The tenant's provider; `None` for the system default.
     pub provider: Option<ProviderId>,
     /// The version of the provider's configuration: its newest change, in ms.
     pub config_version: Option<i64>,
     /// How From is chosen for mail sent on behalf of a person.
     pub sender_policy: SenderPolicy,
+    /// What is weak about the server entry (see `ServerSettings::warnings`),
+    /// told in a test message's diagnosis.
+    pub warnings: Vec<String>,
 }
 
 impl Route {
@@ -100,6 +105,7 @@ impl DefaultProvider {
             provider: None,
             config_version: None,
             sender_policy: SenderPolicy::Fixed,
+            warnings: Vec::new(),
         }
     }
 }
@@ -234,7 +240,7 @@ pub fn route(
         },
         timeouts,
         egress: Some(egress.clone()),
-        allow_plaintext_auth: false,
+        allow_plaintext_auth: s.allow_plaintext_auth,
     };
     Ok(Route {
         transport: Transport::Smtp {
@@ -253,6 +259,7 @@ pub fn route(
         provider: Some(provider.id),
         config_version,
         sender_policy: provider.settings.sender_policy,
+        warnings: s.warnings(),
     })
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_core::Mechanism;
+use herald_core::terminal::escape_unprintable;
 use herald_core::{MessageId, RecipientStatus, Sealer, TenantId};
 use herald_smtp::{
     Connection, Credentials, Egress, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Timeouts,
@@ -140,6 +141,7 @@ impl Worker {
         cache: Arc<ProviderCache>,
         config: WorkerConfig,
     ) -> Self {
+        let tokens = Arc::new(TokenCache::new(config.egress.clone()));
         Worker {
             store,
             sealer,
@@ -147,7 +149,7 @@ impl Worker {
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             pools: Arc::new(Pools::default()),
-            tokens: Arc::new(TokenCache::default()),
+            tokens,
             stats: Arc::new(WorkerStats::default()),
             cache,
         }
@@ -315,10 +317,11 @@ impl Worker {
                     None,
                     format!("the provider cannot be used: {error}"),
                 );
-                let outcomes = recipients
+                let outcomes: Vec<Outcome> = recipients
                     .iter()
-                    .map(|r| self.deferred_or_expired(r, &contents, attempt.clone()))
+                    .map(|r| self.retry_later(r, &contents, attempt.clone()))
                     .collect();
+                log_outcomes(&contents, &recipients, &outcomes);
                 return Some((outcomes, Vec::new()));
             }
         };
@@ -376,7 +379,7 @@ impl Worker {
                     ),
                 };
                 if let Some(tracer) = tracer {
-                    let diagnosis = diagnosis(&tracer);
+                    let diagnosis = diagnosis(&route.warnings, &tracer);
                     for outcome in &mut outcomes.0 {
                         outcome.attempt.diagnosis = Some(diagnosis.clone());
                     }
@@ -384,6 +387,7 @@ impl Worker {
                 outcomes
             }
         };
+        log_outcomes(&contents, &recipients, &outcomes);
         Some((outcomes, captures))
     }
 
@@ -491,6 +495,13 @@ impl Worker {
                 client,
                 client_secret,
             } => {
+                // No token is fetched for a server Herald may not connect to.
+                herald_smtp::resolve(target).await.map_err(|e| {
+                    if let Some(tracer) = tracer {
+                        tracer.fail(&e);
+                    }
+                    SendError::Smtp(e)
+                })?;
                 let mut renew = false;
                 loop {
                     let token = self
@@ -609,11 +620,20 @@ impl Worker {
             SendError::Smtp(e) => (e.step.as_str(), e.reply(), e.is_permanent()),
             _ => ("auth", None, false),
         };
+        // What the session had learnt before it failed: the address it reached
+        // and the TLS it negotiated tell an administrator where to look.
+        let (remote, tls) = match error {
+            SendError::Smtp(e) => (e.remote, e.tls.as_ref()),
+            _ => (None, None),
+        };
         recipients
             .iter()
             .map(|r| {
                 let mut attempt =
                     self.attempt(Some(route), started, step, reply, error.to_string());
+                attempt.remote_addr = remote.map(|a| a.to_string());
+                attempt.tls_version = tls.map(|t| t.version.clone());
+                attempt.tls_cipher = tls.map(|t| t.cipher.clone());
                 if permanent {
                     attempt.outcome = RecipientStatus::Failed;
                     Outcome {
@@ -623,13 +643,13 @@ impl Worker {
                         attempt,
                     }
                 } else {
-                    self.deferred_or_expired(r, contents, attempt)
+                    self.retry_later(r, contents, attempt)
                 }
             })
             .collect()
     }
 
-    /// Sent on 2xx, failed on 5xx, deferred (or expired) otherwise.
+    /// Sent on 2xx, failed on 5xx, otherwise as [`Self::retry_later`] decides.
     fn classify(
         &self,
         r: &Claimed,
@@ -642,7 +662,7 @@ impl Worker {
         } else if reply.is_permanent() {
             NextState::Failed
         } else {
-            return self.deferred_or_expired(r, contents, attempt);
+            return self.retry_later(r, contents, attempt);
         };
         attempt.outcome = if next == NextState::Sent {
             RecipientStatus::Sent
@@ -657,8 +677,11 @@ impl Worker {
         }
     }
 
-    /// Defers with backoff, or fails once the next attempt would come after the maximum age.
-    fn deferred_or_expired(
+    /// The outcome of an attempt that may succeed later (a 4xx, a network or
+    /// TLS failure, a refused login): deferred with backoff; failed once the
+    /// next attempt would come after the maximum age; failed at once for a
+    /// test message, which makes exactly one attempt.
+    fn retry_later(
         &self,
         r: &Claimed,
         contents: &MessageContent,
@@ -667,7 +690,18 @@ impl Worker {
         let now = now_ms();
         let next_attempt = now + self.config.retry.delay_after(r.attempt).as_millis() as i64;
         let max_age = self.config.retry.max_age;
-        let next = if next_attempt - contents.created_at > max_age.as_millis() as i64 {
+        let next = if contents.test_provider.is_some() {
+            // A test message reports on its provider. Trying again would only
+            // repeat the diagnosis, and with a wrong password log in again and
+            // again until the server's ban (fail2ban, Postfix's anvil) locks the
+            // node's address out for every tenant.
+            attempt.response = format!(
+                "not retried: a test message makes one attempt; {}",
+                attempt.response
+            );
+            attempt.outcome = RecipientStatus::Failed;
+            NextState::Failed
+        } else if next_attempt - contents.created_at > max_age.as_millis() as i64 {
             attempt.response = format!(
                 "expired: not delivered within the maximum age of {}s; the last attempt: {}",
                 max_age.as_secs(),
@@ -719,15 +753,6 @@ impl Worker {
     }
 
     async fn record(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) {
-        for o in &outcomes {
-            tracing::debug!(
-                recipient = %o.recipient,
-                outcome = %o.attempt.outcome,
-                step = o.attempt.step.as_deref().unwrap_or_default(),
-                response = %o.attempt.response,
-                "attempt"
-            );
-        }
         let ids: Vec<_> = outcomes.iter().map(|o| o.recipient).collect();
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {
@@ -760,12 +785,51 @@ fn group_by_message(claimed: Vec<Claimed>) -> BTreeMap<MessageId, Vec<Claimed>> 
     groups
 }
 
-/// The steps of a traced session as the attempt's `diagnosis`.
-fn diagnosis(tracer: &Tracer) -> serde_json::Value {
-    let steps: Vec<serde_json::Value> = tracer
-        .steps()
-        .into_iter()
-        .map(|s| serde_json::json!({"step": s.step.as_str(), "ok": s.ok, "detail": s.detail, "elapsed_ms": s.elapsed_ms}))
-        .collect();
-    serde_json::Value::Array(steps)
+/// Logs each attempt: failures and deferrals at `info`, so that a node's log
+/// at its default level says what went wrong with whose mail, and successes at
+/// `debug`. It runs inside the `deliver` span, which names the tenant and the
+/// message. The server's reply is escaped: it must not drive the terminal the
+/// log is read on. No secret is ever part of an attempt.
+fn log_outcomes(contents: &MessageContent, recipients: &[Claimed], outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        let Some(recipient) = recipients.iter().find(|r| r.recipient == outcome.recipient) else {
+            continue;
+        };
+        let a = &outcome.attempt;
+        let reply = escape_unprintable(&a.response);
+        let step = a.step.as_deref().unwrap_or_default();
+        let code = a.code.map(|c| c.to_string()).unwrap_or_default();
+        let enhanced_code = a.enhanced_code.as_deref().unwrap_or_default();
+        macro_rules! attempt {
+            ($level:ident, $what:literal) => {
+                tracing::$level!(
+                    recipient = %recipient.address,
+                    server = %a.server,
+                    step = %step,
+                    code = %code,
+                    enhanced_code = %enhanced_code,
+                    reply = %reply,
+                    test = contents.test_provider.is_some(),
+                    $what
+                )
+            };
+        }
+        match outcome.next {
+            NextState::Sent => attempt!(debug, "delivery attempt sent"),
+            NextState::Deferred { .. } => attempt!(info, "delivery attempt deferred"),
+            NextState::Failed => attempt!(info, "delivery attempt failed"),
+        }
+    }
+}
+
+/// The steps of a traced session as the attempt's `diagnosis`, after a
+/// `settings` step for each warning about the server entry.
+fn diagnosis(warnings: &[String], tracer: &Tracer) -> serde_json::Value {
+    let warnings = warnings.iter().map(|w| {
+        serde_json::json!({"step": "settings", "ok": true, "detail": format!("warning: {w}"), "elapsed_ms": 0})
+    });
+    let steps = tracer.steps().into_iter().map(|s| {
+        serde_json::json!({"step": s.step.as_str(), "ok": s.ok, "detail": s.detail, "elapsed_ms": s.elapsed_ms})
+    });
+    serde_json::Value::Array(warnings.chain(steps).collect())
 }

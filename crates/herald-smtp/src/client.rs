@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{ErrorKind, SmtpError, Step};
-use crate::stream::Stream;
+use crate::stream::{Acking, Stream};
 use crate::{Reply, TlsSettings, Tracer};
 
 /// The longest reply line accepted, and the most lines in one reply; a server
@@ -81,55 +81,94 @@ pub struct Envelope {
     pub to: Vec<EmailAddress>,
 }
 
-/// The negotiated TLS parameters of a session.
+/// The negotiated TLS parameters of a session, named as Postfix and OpenSSL name them.
 #[derive(Clone, Debug)]
 pub struct TlsInfo {
-    /// For example `TLSv1_3`.
+    /// For example `TLSv1.3`.
     pub version: String,
-    /// For example `TLS13_AES_256_GCM_SHA384`.
+    /// The IANA name, for example `TLS_AES_256_GCM_SHA384`.
     pub cipher: String,
 }
 
-/// The replies of one transaction: one for MAIL, one per recipient, and the end of DATA.
+/// What decided one recipient of a [`Transaction`].
+#[derive(Clone, Debug)]
+pub struct RecipientOutcome {
+    /// The step whose reply decided: MAIL when it was refused, RCPT when the
+    /// recipient was refused (or not offered at all), else DATA.
+    pub step: Step,
+    /// The reply; for a recipient Herald did not offer to the server (`local`),
+    /// a reply Herald made itself, saying why.
+    pub reply: Reply,
+    /// True when no command was sent for this recipient: the server could not
+    /// take it (an internationalised address without SMTPUTF8), which retrying
+    /// does not mend.
+    pub local: bool,
+}
+
+/// The replies of one message's transaction: one for MAIL, one per recipient,
+/// and the end of DATA.
 #[derive(Clone, Debug)]
 pub struct Transaction {
-    /// The reply to MAIL FROM.
+    /// The reply to MAIL FROM; when no transaction ran (no recipient could be
+    /// offered), the first recipient's local refusal.
     pub mail: Reply,
-    /// The reply to each RCPT TO, in envelope order; empty when MAIL was refused without pipelining.
+    /// One reply per envelope recipient, in envelope order: its RCPT reply, the
+    /// MAIL reply when MAIL was refused first, or its local refusal.
     pub rcpt: Vec<Reply>,
     /// The reply after the message content; `None` when no recipient was accepted.
     pub data: Option<Reply>,
+    recipients: Vec<RecipientOutcome>,
 }
 
 impl Transaction {
     /// The reply that decides recipient `i`: MAIL's when it was refused,
     /// else the recipient's own when refused, else the end of DATA's.
     pub fn outcome_for(&self, i: usize) -> &Reply {
-        if !self.mail.is_positive() {
-            return &self.mail;
-        }
-        match self.rcpt.get(i) {
-            Some(rcpt) if !rcpt.is_positive() => rcpt,
-            Some(rcpt) => self.data.as_ref().unwrap_or(rcpt),
-            None => &self.mail,
-        }
+        self.recipients.get(i).map_or(&self.mail, |r| &r.reply)
+    }
+
+    /// What decided each recipient, in envelope order.
+    pub fn recipients(&self) -> &[RecipientOutcome] {
+        &self.recipients
     }
 }
 
+/// The replies of one SMTP transaction, for the recipients that were offered.
+struct Replies {
+    mail: Reply,
+    rcpt: Vec<Reply>,
+    data: Option<Reply>,
+}
+
+/// The longest a QUIT may take before the connection is closed anyway.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// An open, greeted (and, as configured, secured and authenticated) SMTP session.
+///
+/// Dropping it says QUIT in a task of its own when the connection is still
+/// usable, so a server never logs a lost connection and no caller waits for it.
 pub struct Connection {
     stream: Stream,
     buffer: Vec<u8>,
     extensions: BTreeSet<String>,
     auth_mechanisms: Vec<String>,
+    /// The SIZE limit from EHLO, when the server advertised a nonzero one.
+    size_limit: Option<u64>,
     remote: SocketAddr,
     tls: Option<TlsInfo>,
     timeouts: Timeouts,
     tracer: Option<Tracer>,
+    /// False once the stream failed, timed out or was closed by the server:
+    /// then there is nobody to say QUIT to.
+    usable: bool,
 }
 
 impl Connection {
     /// Resolves, connects, reads the greeting, says EHLO, secures and authenticates.
+    ///
+    /// An error after the connection was made carries the remote address and,
+    /// when TLS was up, its parameters; the session is ended with QUIT when
+    /// the server is still listening.
     pub async fn open(
         target: &Target,
         credentials: Option<&Credentials>,
@@ -162,33 +201,76 @@ impl Connection {
             buffer: Vec::new(),
             extensions: BTreeSet::new(),
             auth_mechanisms: Vec::new(),
+            size_limit: None,
             remote,
             tls: None,
             timeouts: target.timeouts,
             tracer,
+            usable: true,
         };
-        if target.security == Security::Tls {
-            conn.upgrade(target).await?;
+        match conn.start(target, credentials).await {
+            Ok(()) => Ok(conn),
+            // Dropping `conn` says QUIT if the server still listens.
+            Err(error) => Err(error.within(conn.remote, conn.tls.as_ref())),
         }
-        conn.expect(Step::Greeting).await?;
-        conn.ehlo(&target.helo_name).await?;
+    }
+
+    /// Everything between the TCP connection and the first transaction.
+    async fn start(
+        &mut self,
+        target: &Target,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), SmtpError> {
+        if target.security == Security::Tls {
+            self.upgrade(target).await?;
+        }
+        self.expect(Step::Greeting).await.map_err(|e| {
+            // A server that expects TLS from the first byte waits for a
+            // ClientHello while the client waits for its greeting.
+            if matches!(e.kind, ErrorKind::Timeout) && target.security != Security::Tls {
+                let port = if target.port.get() == 465 {
+                    " (port 465 is the implicit-TLS port)"
+                } else {
+                    ""
+                };
+                e.with_hint(format!(
+                    "the server may expect implicit TLS (security: tls){port}"
+                ))
+            } else {
+                e
+            }
+        })?;
+        self.ehlo(&target.helo_name).await?;
         if target.security == Security::StartTls {
-            if !conn.extensions.contains("STARTTLS") {
+            if !self.extensions.contains("STARTTLS") {
                 return Err(SmtpError::new(
                     Step::StartTls,
                     ErrorKind::StartTlsNotOffered,
                 ));
             }
-            conn.command(Step::StartTls, b"STARTTLS\r\n").await?;
+            self.command(Step::StartTls, b"STARTTLS\r\n").await?;
             // Anything the server sent after its 220 was sent in plaintext
             // before the handshake and must not be read as a reply (CVE-2011-0411).
-            conn.buffer.clear();
-            conn.upgrade(target).await?;
-            conn.ehlo(&target.helo_name).await?;
+            self.buffer.clear();
+            self.upgrade(target).await?;
+            self.ehlo(&target.helo_name).await?;
         }
         if let Some(credentials) = credentials {
-            let offered = conn.auth_mechanisms.join(" ");
-            conn.note(
+            let starttls_offered = self.extensions.contains("STARTTLS");
+            if self.tls.is_none() {
+                if !target.allow_plaintext_auth {
+                    return Err(SmtpError::new(
+                        Step::Auth,
+                        ErrorKind::PlaintextAuthRefused { starttls_offered },
+                    ));
+                }
+                self.note(
+                    Step::Auth,
+                    "warning: the session is not encrypted, so the password travels in clear (allowed by allow_plaintext_auth)",
+                );
+            }
+            let offered = self.auth_mechanisms.join(" ");
+            self.note(
                 Step::Auth,
                 format!(
                     "offered: {offered}; using {} as {}",
@@ -196,10 +278,10 @@ impl Connection {
                     credentials.username
                 ),
             );
-            conn.authenticate(credentials).await?;
+            self.authenticate(credentials, starttls_offered).await?;
             tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
         }
-        Ok(conn)
+        Ok(())
     }
 
     /// The address actually connected to.
@@ -212,44 +294,99 @@ impl Connection {
         self.tls.as_ref()
     }
 
-    /// `MAIL FROM`, with `SMTPUTF8` when an address of the envelope or the
-    /// header section is internationalised (RFC 6531); such a message cannot go
-    /// to a server that does not offer it, which retrying does not mend.
-    fn mail_command(&self, envelope: &Envelope, ascii_headers: bool) -> Result<String, SmtpError> {
-        let ascii = ascii_headers
-            && envelope.from.is_ascii()
-            && envelope.to.iter().all(EmailAddress::is_ascii);
-        if ascii {
-            return Ok(format!("MAIL FROM:<{}>\r\n", envelope.from));
+    /// `MAIL FROM`, declaring the size when the server advertises SIZE
+    /// (RFC 1870) and SMTPUTF8 when asked to (RFC 6531).
+    fn mail_command(&self, from: &EmailAddress, size: Option<usize>, utf8: bool) -> String {
+        let mut cmd = format!("MAIL FROM:<{from}>");
+        if let Some(size) = size.filter(|_| self.extensions.contains("SIZE")) {
+            cmd.push_str(&format!(" SIZE={size}"));
         }
-        if !self.extensions.contains("SMTPUTF8") {
-            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+        if utf8 {
+            cmd.push_str(" SMTPUTF8");
         }
-        Ok(format!("MAIL FROM:<{}> SMTPUTF8\r\n", envelope.from))
+        cmd.push_str("\r\n");
+        cmd
     }
 
-    /// Runs one transaction. `content` must come from [`crate::wire::dot_stuffed`].
+    /// Runs one message's transaction. `content` must come from [`crate::wire::dot_stuffed`].
     ///
     /// When the server offers PIPELINING, MAIL, every RCPT and DATA leave in
     /// one write and the body in another. A refused recipient does not stop the
     /// others; the connection stays usable for the next transaction.
+    ///
+    /// SMTPUTF8 is decided per recipient: a header section or a sender that
+    /// is internationalised needs it for everyone (an error when the server
+    /// lacks it), an internationalised recipient only for itself. Against a
+    /// server without SMTPUTF8, such a recipient is not offered (its outcome
+    /// is a local permanent refusal) and the others go without it.
+    ///
+    /// A message larger than the server's advertised SIZE is refused at once,
+    /// before MAIL.
     pub async fn send(
         &mut self,
         envelope: &Envelope,
         content: &[u8],
     ) -> Result<Transaction, SmtpError> {
+        self.send_inner(envelope, content)
+            .await
+            .map_err(|e| e.within(self.remote, self.tls.as_ref()))
+    }
+
+    async fn send_inner(
+        &mut self,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<Transaction, SmtpError> {
+        let size = crate::wire::declared_size(content);
+        if let Some(limit) = self.size_limit {
+            if size as u64 > limit {
+                return Err(SmtpError::new(
+                    Step::Mail,
+                    ErrorKind::TooBig {
+                        size: size as u64,
+                        limit,
+                    },
+                ));
+            }
+        }
         // Only addresses put UTF-8 in a header section: mail-builder encodes names
         // and the subject as encoded words.
         let head_end = content
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .unwrap_or(content.len());
-        let mail_cmd = self.mail_command(envelope, content[..head_end].is_ascii())?;
-        let rcpt_cmds: Vec<String> = envelope
-            .to
-            .iter()
-            .map(|to| format!("RCPT TO:<{to}>\r\n"))
+        let everyone_needs_utf8 = !content[..head_end].is_ascii() || !envelope.from.is_ascii();
+        let utf8_offered = self.extensions.contains("SMTPUTF8");
+        if everyone_needs_utf8 && !utf8_offered {
+            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+        }
+        let offered: Vec<usize> = (0..envelope.to.len())
+            .filter(|&i| utf8_offered || envelope.to[i].is_ascii())
             .collect();
+        let utf8 = everyone_needs_utf8 || offered.iter().any(|&i| !envelope.to[i].is_ascii());
+        let replies = if offered.is_empty() {
+            None
+        } else {
+            let to: Vec<&EmailAddress> = offered.iter().map(|&i| &envelope.to[i]).collect();
+            Some(
+                self.transaction(&envelope.from, &to, size, utf8, content)
+                    .await?,
+            )
+        };
+        Ok(assemble(envelope, &offered, replies))
+    }
+
+    /// One SMTP transaction for the recipients `to`.
+    async fn transaction(
+        &mut self,
+        from: &EmailAddress,
+        to: &[&EmailAddress],
+        size: usize,
+        utf8: bool,
+        content: &[u8],
+    ) -> Result<Replies, SmtpError> {
+        let mail_cmd = self.mail_command(from, Some(size), utf8);
+        let rcpt_cmds: Vec<String> = to.iter().map(|to| format!("RCPT TO:<{to}>\r\n")).collect();
 
         if self.extensions.contains("PIPELINING") {
             let mut batch = mail_cmd.into_bytes();
@@ -278,14 +415,14 @@ impl Connection {
             if data.as_ref().is_none_or(|r| !r.is_positive()) {
                 self.reset().await?;
             }
-            return Ok(Transaction { mail, rcpt, data });
+            return Ok(Replies { mail, rcpt, data });
         }
 
         self.write(Step::Mail, mail_cmd.as_bytes()).await?;
         let mail = self.reply(Step::Mail).await?;
         if !mail.is_positive() {
             self.reset().await?;
-            return Ok(Transaction {
+            return Ok(Replies {
                 mail,
                 rcpt: Vec::new(),
                 data: None,
@@ -298,7 +435,7 @@ impl Connection {
         }
         if !rcpt.iter().any(Reply::is_positive) {
             self.reset().await?;
-            return Ok(Transaction {
+            return Ok(Replies {
                 mail,
                 rcpt,
                 data: None,
@@ -315,27 +452,52 @@ impl Connection {
         if !data.is_positive() {
             self.reset().await?;
         }
-        Ok(Transaction {
+        Ok(Replies {
             mail,
             rcpt,
             data: Some(data),
         })
     }
 
-    /// Says QUIT and closes, ignoring what the server answers: the work is done.
+    /// Says QUIT, waits a little for the answer, and closes: for callers that
+    /// have nothing else to do. [`Connection::close`] does the same without waiting.
     pub async fn quit(mut self) {
-        if self.write(Step::Quit, b"QUIT\r\n").await.is_ok() {
-            let _ = self.reply(Step::Quit).await;
+        if !self.usable {
+            return;
         }
-        let _ = self.stream.shutdown().await;
+        let limit = QUIT_TIMEOUT.min(self.timeouts.command);
+        if self
+            .write_within(Step::Quit, b"QUIT\r\n", limit)
+            .await
+            .is_ok()
+        {
+            let _ = self.reply_within(Step::Quit, limit).await;
+        }
+        let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
+        self.usable = false;
+    }
+
+    /// Says QUIT and closes in a task of its own, so no delivery waits for it.
+    pub fn close(self) {
+        drop(self);
     }
 
     /// Asks MAIL FROM and RCPT TO for each recipient, then resets: whether the
     /// server would take the envelope, without sending a message.
     pub async fn check_envelope(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
+        self.check_envelope_inner(envelope)
+            .await
+            .map_err(|e| e.within(self.remote, self.tls.as_ref()))
+    }
+
+    async fn check_envelope_inner(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
+        let utf8 = !envelope.from.is_ascii() || envelope.to.iter().any(|a| !a.is_ascii());
+        if utf8 && !self.extensions.contains("SMTPUTF8") {
+            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+        }
         let mut replies = Vec::with_capacity(envelope.to.len() + 1);
-        self.write(Step::Mail, self.mail_command(envelope, true)?.as_bytes())
-            .await?;
+        let mail_cmd = self.mail_command(&envelope.from, None, utf8);
+        self.write(Step::Mail, mail_cmd.as_bytes()).await?;
         let mail = self.reply(Step::Mail).await?;
         let accepted = mail.is_positive();
         replies.push(mail);
@@ -351,7 +513,7 @@ impl Connection {
     }
 
     async fn reset(&mut self) -> Result<(), SmtpError> {
-        self.command(Step::Data, b"RSET\r\n").await.map(drop)
+        self.command(Step::Rset, b"RSET\r\n").await.map(drop)
     }
 
     async fn ehlo(&mut self, helo_name: &str) -> Result<(), SmtpError> {
@@ -361,12 +523,19 @@ impl Connection {
         tracing::debug!(reply = %reply, "EHLO answered");
         self.extensions.clear();
         self.auth_mechanisms.clear();
+        self.size_limit = None;
         for line in reply.text.lines().skip(1) {
             let line = line.get(4..).unwrap_or_default().to_ascii_uppercase();
             let mut words = line.split_whitespace();
             if let Some(keyword) = words.next() {
                 if keyword == "AUTH" {
                     self.auth_mechanisms.extend(words.map(str::to_owned));
+                } else if keyword == "SIZE" {
+                    // SIZE 0 (or none) means no fixed limit (RFC 1870).
+                    self.size_limit = words
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n: &u64| n > 0);
                 }
                 self.extensions.insert(keyword.to_owned());
             }
@@ -374,7 +543,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn authenticate(&mut self, credentials: &Credentials) -> Result<(), SmtpError> {
+    async fn authenticate(
+        &mut self,
+        credentials: &Credentials,
+        starttls_offered: bool,
+    ) -> Result<(), SmtpError> {
         let wanted = credentials.mechanism.as_str().to_ascii_uppercase();
         if !self.auth_mechanisms.contains(&wanted) {
             let offered = if self.auth_mechanisms.is_empty() {
@@ -384,7 +557,11 @@ impl Connection {
             };
             return Err(SmtpError::new(
                 Step::Auth,
-                ErrorKind::AuthNotOffered { wanted, offered },
+                ErrorKind::AuthNotOffered {
+                    wanted,
+                    offered,
+                    starttls_offered,
+                },
             ));
         }
         let user = &credentials.username;
@@ -433,7 +610,7 @@ impl Connection {
 
     async fn upgrade(&mut self, target: &Target) -> Result<(), SmtpError> {
         let tls_error = |e: String| SmtpError::new(Step::Tls, ErrorKind::Tls(e));
-        let connector = target.tls.connector().map_err(tls_error)?;
+        let (connector, presented) = target.tls.connector().map_err(tls_error)?;
         let name = target
             .tls
             .server_name(target.host.as_ref())
@@ -441,20 +618,46 @@ impl Connection {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(tls_error("the session is already encrypted".into()));
         };
-        let handshake = tokio::time::timeout(target.timeouts.connect, connector.connect(name, tcp));
-        let tls = handshake
-            .await
-            .map_err(|_| SmtpError::new(Step::Tls, ErrorKind::Timeout))?
-            .map_err(|e| tls_error(e.to_string()))?;
+        // From here on the plaintext stream is gone: a failed handshake leaves
+        // nothing to say QUIT on.
+        self.usable = false;
+        let handshake = tokio::time::timeout(
+            target.timeouts.connect,
+            connector.connect(name, Acking(tcp)),
+        );
+        let tls = match handshake.await {
+            Err(_) => return Err(SmtpError::new(Step::Tls, ErrorKind::Timeout)),
+            Ok(Err(e)) => {
+                let presented = presented.lock().expect("certificate lock").take();
+                let shown_name = target
+                    .tls
+                    .server_name
+                    .as_deref()
+                    .unwrap_or(target.host.as_ref());
+                let hint = crate::tls::hint(
+                    &e,
+                    presented.as_ref(),
+                    shown_name,
+                    target.security == Security::Tls,
+                );
+                let error = tls_error(e.to_string());
+                return Err(match hint {
+                    Some(hint) => error.with_hint(hint),
+                    None => error,
+                });
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        self.usable = true;
         let (_, session) = tls.get_ref();
         self.tls = Some(TlsInfo {
             version: session
                 .protocol_version()
-                .map(|v| format!("{v:?}"))
+                .map(crate::tls::version_name)
                 .unwrap_or_default(),
             cipher: session
                 .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
+                .map(|c| crate::tls::cipher_name(c.suite()))
                 .unwrap_or_default(),
         });
         tracing::debug!(tls = ?self.tls, "TLS established");
@@ -493,24 +696,57 @@ impl Connection {
     }
 
     async fn write(&mut self, step: Step, bytes: &[u8]) -> Result<(), SmtpError> {
+        self.write_within(step, bytes, self.timeouts.command).await
+    }
+
+    async fn write_within(
+        &mut self,
+        step: Step,
+        bytes: &[u8],
+        limit: Duration,
+    ) -> Result<(), SmtpError> {
         let io = |e| SmtpError::new(step, ErrorKind::Io(e));
-        tokio::time::timeout(self.timeouts.command, async {
+        // Unusable while the write is under way: a caller that gives up on it
+        // halfway must not have QUIT appended to half a command.
+        self.usable = false;
+        let written = match tokio::time::timeout(limit, async {
             self.stream.write_all(bytes).await.map_err(io)?;
             self.stream.flush().await.map_err(io)
         })
         .await
-        .map_err(|_| SmtpError::new(step, ErrorKind::Timeout))?
+        {
+            Ok(written) => written,
+            Err(_) => Err(SmtpError::new(step, ErrorKind::Timeout)),
+        };
+        self.usable = written.is_ok();
+        written
     }
 
     async fn reply(&mut self, step: Step) -> Result<Reply, SmtpError> {
         self.reply_within(step, self.timeouts.command).await
     }
 
+    /// Reads a reply and records it in the trace, marked ok only when it is
+    /// the positive answer to its command.
     async fn reply_within(&mut self, step: Step, limit: Duration) -> Result<Reply, SmtpError> {
-        let reply = tokio::time::timeout(limit, self.read_reply(step))
-            .await
-            .map_err(|_| SmtpError::new(step, ErrorKind::Timeout))??;
-        self.note(step, reply.text.clone());
+        // Unusable until the reply is complete, for the same reason as in
+        // `write_within`: a reply half read leaves the session out of step.
+        self.usable = false;
+        let reply = match tokio::time::timeout(limit, self.read_reply(step)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(SmtpError::new(step, ErrorKind::Timeout)),
+        };
+        let reply = match reply {
+            Ok(reply) => reply,
+            // A timed-out, broken or closed stream cannot carry a QUIT.
+            Err(error) => return Err(error),
+        };
+        // After 421 the server closes the connection (RFC 5321 3.8).
+        self.usable = reply.code != 421;
+        if let Some(tracer) = &self.tracer {
+            tracer.note(step, is_expected(step, &reply), reply.text.clone());
+        }
         Ok(reply)
     }
 
@@ -584,11 +820,121 @@ impl Connection {
     }
 }
 
-/// Resolves the host and connects to the first address that answers.
-async fn connect(
-    target: &Target,
-    tracer: Option<&Tracer>,
-) -> Result<(TcpStream, SocketAddr), SmtpError> {
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !std::mem::replace(&mut self.usable, false) {
+            return;
+        }
+        // Outside a runtime there is nothing to run the QUIT on; the socket
+        // is closed without it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let stream = std::mem::replace(&mut self.stream, Stream::Closed);
+        let limit = QUIT_TIMEOUT.min(self.timeouts.command);
+        runtime.spawn(say_quit(stream, limit));
+    }
+}
+
+/// Says QUIT, reads the answer's first line and closes, all within `limit`;
+/// what the server answers changes nothing.
+async fn say_quit(mut stream: Stream, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        stream.write_all(b"QUIT\r\n").await?;
+        stream.flush().await?;
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !answer.contains(&b'\n') && answer.len() < MAX_REPLY_LINE {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// True when `reply` is the positive answer at `step`: 334 during AUTH, 354
+/// to DATA, 2xx otherwise.
+fn is_expected(step: Step, reply: &Reply) -> bool {
+    reply.is_positive()
+        || (step == Step::Auth && reply.code == 334)
+        || (step == Step::Data && reply.code == 354)
+}
+
+/// The reply Herald records for a recipient it did not offer to the server.
+fn not_offered(address: &EmailAddress) -> Reply {
+    Reply {
+        code: 553,
+        enhanced_code: Some("5.6.7".into()),
+        text: format!(
+            "553 5.6.7 not offered to the server: it does not offer SMTPUTF8, which the internationalised address {address} needs"
+        ),
+    }
+}
+
+/// One outcome per envelope recipient from the transaction of the `offered` ones.
+fn assemble(envelope: &Envelope, offered: &[usize], replies: Option<Replies>) -> Transaction {
+    let mut recipients = Vec::with_capacity(envelope.to.len());
+    for (i, address) in envelope.to.iter().enumerate() {
+        let outcome = match (offered.iter().position(|&o| o == i), &replies) {
+            (Some(_), Some(r)) if !r.mail.is_positive() => RecipientOutcome {
+                step: Step::Mail,
+                reply: r.mail.clone(),
+                local: false,
+            },
+            (Some(j), Some(r)) => match (r.rcpt.get(j), &r.data) {
+                (Some(rcpt), _) if !rcpt.is_positive() => RecipientOutcome {
+                    step: Step::Rcpt,
+                    reply: rcpt.clone(),
+                    local: false,
+                },
+                (_, Some(data)) => RecipientOutcome {
+                    step: Step::Data,
+                    reply: data.clone(),
+                    local: false,
+                },
+                (rcpt, None) => RecipientOutcome {
+                    step: Step::Rcpt,
+                    reply: rcpt.unwrap_or(&r.mail).clone(),
+                    local: false,
+                },
+            },
+            _ => RecipientOutcome {
+                step: Step::Rcpt,
+                reply: not_offered(address),
+                local: true,
+            },
+        };
+        recipients.push(outcome);
+    }
+    let (mail, data) = match replies {
+        Some(r) => (r.mail, r.data),
+        None => (
+            recipients
+                .first()
+                .map(|r| r.reply.clone())
+                .unwrap_or_else(|| not_offered(&envelope.from)),
+            None,
+        ),
+    };
+    // Each recipient's own reply, or the one that decided it before RCPT.
+    let rcpt = recipients.iter().map(|r| r.reply.clone()).collect();
+    Transaction {
+        mail,
+        rcpt,
+        data,
+        recipients,
+    }
+}
+
+/// Resolves the target's host and keeps the addresses its egress policy
+/// permits: the only ones [`Connection::open`] connects to. A caller that must
+/// not act for a forbidden server (fetch an OAuth2 token for it) checks here
+/// first; the connection checks again on its own answer.
+pub async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, SmtpError> {
     let port = target.port.get();
     let addrs: Vec<SocketAddr> = match target.host.ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -619,6 +965,15 @@ async fn connect(
     if addrs.is_empty() {
         return Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied));
     }
+    Ok(addrs)
+}
+
+/// Resolves the host and connects to the first permitted address that answers.
+async fn connect(
+    target: &Target,
+    tracer: Option<&Tracer>,
+) -> Result<(TcpStream, SocketAddr), SmtpError> {
+    let addrs = resolve(target).await?;
     if let Some(tracer) = tracer {
         let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
         tracer.note(

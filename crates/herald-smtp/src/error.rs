@@ -28,6 +28,8 @@ pub enum Step {
     Rcpt,
     /// The DATA command and the message content.
     Data,
+    /// RSET, which ends a transaction that did not deliver.
+    Rset,
     /// QUIT, at the end of a session.
     Quit,
 }
@@ -46,6 +48,7 @@ impl Step {
             Step::Mail => "mail",
             Step::Rcpt => "rcpt",
             Step::Data => "data",
+            Step::Rset => "rset",
             Step::Quit => "quit",
         }
     }
@@ -78,6 +81,22 @@ pub enum ErrorKind {
         wanted: String,
         /// What the server offered in EHLO.
         offered: String,
+        /// Whether the server offered STARTTLS: many offer AUTH only after it.
+        starttls_offered: bool,
+    },
+    /// The session is not encrypted (`security: none`) and the server entry
+    /// does not allow AUTH in clear, so the password was not sent.
+    PlaintextAuthRefused {
+        /// Whether the server offered STARTTLS, which would protect the password.
+        starttls_offered: bool,
+    },
+    /// The message is larger than the server's advertised SIZE limit (RFC 1870);
+    /// nothing was sent.
+    TooBig {
+        /// The message's size in octets, as declared in `SIZE=`.
+        size: u64,
+        /// The server's limit from its EHLO reply.
+        limit: u64,
     },
     /// The egress policy forbids every address of the host. The error is the
     /// same whatever the reason, and nothing was connected to.
@@ -100,6 +119,10 @@ pub struct SmtpError {
     pub remote: Option<SocketAddr>,
     /// The TLS parameters, when the session was encrypted before it failed.
     pub tls: Option<TlsInfo>,
+    /// What is likely wrong and how to mend it, when the failure is a
+    /// recognised one (a TLS mode that does not match the port, an untrusted
+    /// certificate); shown after the error.
+    pub hint: Option<String>,
 }
 
 impl SmtpError {
@@ -109,11 +132,17 @@ impl SmtpError {
             kind,
             remote: None,
             tls: None,
+            hint: None,
         }
     }
 
+    /// The error with a hint at its likely cause.
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// The error with what was known of the session when it happened.
-    #[allow(dead_code)] // the client fills it in where a session fails
     pub(crate) fn within(mut self, remote: SocketAddr, tls: Option<&TlsInfo>) -> Self {
         self.remote.get_or_insert(remote);
         if self.tls.is_none() {
@@ -136,14 +165,26 @@ impl SmtpError {
     /// refused login, which an administrator fixes in the settings; the maximum
     /// age ends the retries of what never recovers.
     pub fn is_permanent(&self) -> bool {
-        matches!(self.kind, ErrorKind::Utf8NotOffered)
-            || (matches!(self.step, Step::Mail | Step::Rcpt | Step::Data)
-                && self.reply().is_some_and(Reply::is_permanent))
+        matches!(
+            self.kind,
+            ErrorKind::Utf8NotOffered | ErrorKind::TooBig { .. }
+        ) || (matches!(self.step, Step::Mail | Step::Rcpt | Step::Data)
+            && self.reply().is_some_and(Reply::is_permanent))
     }
 }
 
 impl fmt::Display for SmtpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_kind(f)?;
+        match &self.hint {
+            Some(hint) => write!(f, "; {hint}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl SmtpError {
+    fn fmt_kind(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let step = self.step;
         match &self.kind {
             ErrorKind::Dns(e) => write!(f, "{step}: name resolution failed: {e}"),
@@ -159,9 +200,35 @@ impl fmt::Display for SmtpError {
                 f,
                 "{step}: the server does not offer STARTTLS and the server entry requires it; nothing was sent in plaintext"
             ),
-            ErrorKind::AuthNotOffered { wanted, offered } => write!(
+            ErrorKind::AuthNotOffered {
+                wanted,
+                offered,
+                starttls_offered,
+            } => {
+                write!(
+                    f,
+                    "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
+                )?;
+                if *starttls_offered {
+                    f.write_str(
+                        "; it offers STARTTLS, and many servers offer AUTH only after it: use security: starttls",
+                    )?;
+                }
+                Ok(())
+            }
+            ErrorKind::PlaintextAuthRefused { starttls_offered } => {
+                write!(
+                    f,
+                    "{step}: the session is not encrypted (security: none), so the password would travel unencrypted; AUTH was not sent (set allow_plaintext_auth: true on the server entry to allow it)"
+                )?;
+                if *starttls_offered {
+                    f.write_str("; the server offers STARTTLS: use security: starttls")?;
+                }
+                Ok(())
+            }
+            ErrorKind::TooBig { size, limit } => write!(
                 f,
-                "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
+                "{step}: the message is {size} bytes and the server accepts at most {limit} (its SIZE limit); nothing was sent"
             ),
             ErrorKind::EgressDenied => write!(
                 f,

@@ -14,7 +14,10 @@ mod tls;
 mod trace;
 pub mod wire;
 
-pub use client::{Connection, Credentials, Envelope, Target, Timeouts, TlsInfo, Transaction};
+pub use client::{
+    Connection, Credentials, Envelope, RecipientOutcome, Target, Timeouts, TlsInfo, Transaction,
+    resolve,
+};
 pub use egress::Egress;
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;

@@ -10,7 +10,9 @@ use crate::{SmtpError, Step};
 /// One step of a session.
 #[derive(Clone, Debug)]
 pub struct TraceStep {
+    /// The command or phase.
     pub step: Step,
+    /// True when the step went as it should: the positive reply to its command.
     pub ok: bool,
     /// What happened: the server's reply, the addresses, the certificate.
     pub detail: String,
@@ -51,9 +53,22 @@ impl Tracer {
         });
     }
 
-    /// Records the error that ended the session.
+    /// Records the error that ended the session, once: when the last step
+    /// is already the refused reply the error is about, that step becomes the
+    /// error (with its hint) instead of a second line for the same reply.
     pub fn fail(&self, error: &SmtpError) {
-        self.note(error.step, false, error.to_string());
+        let message = error.to_string();
+        {
+            let mut steps = self.steps.lock().expect("trace lock");
+            if let Some(last) = steps.last_mut() {
+                let same_reply = error.reply().is_some_and(|r| r.text == last.detail);
+                if last.step == error.step && !last.ok && (same_reply || last.detail == message) {
+                    last.detail = message;
+                    return;
+                }
+            }
+        }
+        self.note(error.step, false, message);
     }
 
     /// Every step so far.
@@ -72,5 +87,44 @@ pub(crate) fn describe_certificate(der: &[u8]) -> String {
             cert.validity().not_after
         ),
         Err(_) => "certificate could not be parsed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorKind, Reply};
+
+    fn refused(text: &str) -> SmtpError {
+        let reply = Reply {
+            code: 535,
+            enhanced_code: Some("5.7.8".into()),
+            text: text.into(),
+        };
+        SmtpError::new(Step::Auth, ErrorKind::Rejected(reply))
+    }
+
+    #[test]
+    fn a_refused_reply_already_traced_becomes_the_failure_not_a_second_line() {
+        let tracer = Tracer::default();
+        tracer.note(Step::Ehlo, true, "250 ok");
+        tracer.note(Step::Auth, false, "535 5.7.8 no");
+        let error = refused("535 5.7.8 no");
+        tracer.fail(&error);
+        tracer.fail(&error);
+        let steps = tracer.steps();
+        assert_eq!(steps.len(), 2, "{steps:#?}");
+        assert!(!steps[1].ok);
+        assert_eq!(steps[1].detail, error.to_string());
+    }
+
+    #[test]
+    fn a_failure_without_a_traced_reply_gets_its_own_line() {
+        let tracer = Tracer::default();
+        tracer.note(Step::Ehlo, true, "250 ok");
+        tracer.fail(&SmtpError::new(Step::Greeting, ErrorKind::Timeout));
+        let steps = tracer.steps();
+        assert_eq!(steps.len(), 2);
+        assert_eq!((steps[1].step, steps[1].ok), (Step::Greeting, false));
     }
 }

@@ -36,6 +36,19 @@ pub fn dot_stuffed(content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The size to declare in `MAIL FROM:<…> SIZE=` for content made by
+/// [`dot_stuffed`]: RFC 1870 counts the octets sent after the 354 reply,
+/// CRLF pairs included, but neither the terminating `.` line nor the dots
+/// added by stuffing.
+pub fn declared_size(stuffed: &[u8]) -> usize {
+    let body = stuffed.strip_suffix(b".\r\n").unwrap_or(stuffed);
+    let stuffing = body
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b"."))
+        .count();
+    body.len() - stuffing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +77,13 @@ mod tests {
         assert_eq!(out.matches("\r\n.\r\n").count(), 1);
         assert!(out.ends_with("\r\n.\r\n"));
         assert!(!out.replace("\r\n", "").contains(['\r', '\n']));
+    }
+
+    #[test]
+    fn the_declared_size_leaves_out_stuffing_and_the_terminator() {
+        assert_eq!(declared_size(&dot_stuffed(b"")), 0);
+        assert_eq!(declared_size(&dot_stuffed(b"ab\r\n")), 4);
+        assert_eq!(declared_size(&dot_stuffed(b".a\n..\nb")), 11);
+        assert_eq!(declared_size(&dot_stuffed(b"a\nb")), 6);
     }
 }

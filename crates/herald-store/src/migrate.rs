@@ -161,6 +161,7 @@ const TABLES: &[Table] = &[
             ("command_timeout_secs", BigInt),
             ("created_at", BigInt),
             ("updated_at", BigInt),
+            ("allow_plaintext_auth", Bool),
         ],
     },
     Table {

@@ -109,6 +109,9 @@ pub struct ServerSettings {
     pub port: Port,
     pub security: Security,
     pub requires_auth: bool,
+    /// AUTH may go over a session without TLS (`security: none`): the
+    /// administrator accepts that the password travels unencrypted.
+    pub allow_plaintext_auth: bool,
     pub tls_verify: bool,
     pub tls_ca_pem: Option<String>,
     pub tls_server_name: Option<String>,
@@ -133,15 +136,38 @@ impl ServerSettings {
     /// A new host, port or security mode redirects it; turning certificate
     /// verification off (`tls_verify` true to false) weakens it; any change of
     /// the trusted CA (`tls_ca_pem`) or of the name the certificate must carry
-    /// (`tls_server_name`) redirects it. Turning verification on only
-    /// strengthens it, and the other settings do not touch trust.
+    /// (`tls_server_name`) redirects it; allowing AUTH in clear
+    /// (`allow_plaintext_auth` false to true) weakens it. Turning verification
+    /// on, or plaintext AUTH off, only strengthens it, and the other settings
+    /// do not touch trust.
     pub fn change_clears_secrets(&self, new: &ServerSettings) -> bool {
         let redirected =
             (&self.host, self.port, self.security) != (&new.host, new.port, new.security);
-        let weakened = self.tls_verify && !new.tls_verify;
+        let weakened = (self.tls_verify && !new.tls_verify)
+            || (!self.allow_plaintext_auth && new.allow_plaintext_auth);
         let trust_changed =
             self.tls_ca_pem != new.tls_ca_pem || self.tls_server_name != new.tls_server_name;
         redirected || weakened || trust_changed
+    }
+
+    /// What is weak about these settings, in words for the administrator: the
+    /// API's server answer, the console's server page and a test message's
+    /// diagnosis all show these.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.security == Security::None && self.requires_auth {
+            warnings.push(if self.allow_plaintext_auth {
+                "security is none and allow_plaintext_auth is true: the password travels unencrypted".to_owned()
+            } else {
+                "security is none and the server requires authentication: the password would travel unencrypted; AUTH is refused unless allow_plaintext_auth is true".to_owned()
+            });
+        }
+        if self.security != Security::None && !self.tls_verify {
+            warnings.push(
+                "tls_verify is false: the server's certificate is not checked, so anyone on the path can pose as the server and read the mail and the password".to_owned(),
+            );
+        }
+        warnings
     }
 }
 
@@ -209,7 +235,8 @@ pub struct ProviderSettings {
     pub account_id: Option<AccountId>,
     pub from_address: EmailAddress,
     pub from_name: Option<DisplayName>,
-    pub reply_to: Option<EmailAddress>,
+    /// The Reply-To for the provider's mail, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub fallback_recipient: Option<EmailAddress>,
     pub sender_policy: SenderPolicy,
 }
@@ -271,7 +298,8 @@ pub struct NewMessage {
     pub subject: Subject,
     pub text: Option<String>,
     pub html: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    /// The message's own Reply-To, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The To and Cc mailboxes: each address is a recipient, and the header shows the names.
     pub to: Vec<Mailbox>,
@@ -323,7 +351,8 @@ pub struct MessageContent {
     pub subject: Subject,
     pub text: Option<String>,
     pub html: Option<String>,
-    pub reply_to: Option<EmailAddress>,
+    /// The message's own Reply-To, with an optional display name.
+    pub reply_to: Option<Mailbox>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
@@ -601,6 +630,7 @@ mod tests {
             port: Port::new(587).unwrap(),
             security: Security::StartTls,
             requires_auth: true,
+            allow_plaintext_auth: false,
             tls_verify: true,
             tls_ca_pem: None,
             tls_server_name: None,
@@ -623,7 +653,8 @@ mod tests {
             f(&mut new);
             new
         };
-        let clears: [(&str, ServerSettings); 8] = [
+        let clears: [(&str, ServerSettings); 9] = [
+            ("plaintext AUTH allowed", changed(|s| s.allow_plaintext_auth = true)),
             (
                 "host",
                 changed(|s| s.host = SmtpHost::parse("evil.example").unwrap()),
@@ -662,9 +693,11 @@ mod tests {
         assert!(pinned.change_clears_secrets(&base));
 
         let unverified = changed(|s| s.tls_verify = false);
-        let keeps: [(&str, &ServerSettings, ServerSettings); 5] = [
+        let plaintext = changed(|s| s.allow_plaintext_auth = true);
+        let keeps: [(&str, &ServerSettings, ServerSettings); 6] = [
             ("nothing", &base, base.clone()),
             ("tls_verify on", &unverified, base.clone()),
+            ("plaintext AUTH refused again", &plaintext, base.clone()),
             ("the name", &base, changed(|s| s.name = "renamed".into())),
             ("the pool size", &base, changed(|s| s.max_connections = 9)),
             (

@@ -16,9 +16,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
-    PersonRole, Port, ProviderId, RecipientStatus, Role, Security, SenderPolicy, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    PersonId, PersonRole, Port, ProviderId, RecipientStatus, Role, Security, SenderPolicy,
+    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
     AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage,
@@ -141,6 +141,7 @@ fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
         port: Port::new(587).unwrap(),
         security: Security::StartTls,
         requires_auth,
+        allow_plaintext_auth: false,
         tls_verify: true,
         tls_ca_pem: None,
         tls_server_name: None,
@@ -1465,6 +1466,50 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
     );
 }
 
+/// Reply-To keeps its display name, on a message and on a provider; one
+/// without a name is stored as the bare address, as rows were before names.
+async fn reply_to_keeps_its_display_name(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let named = Mailbox::parse(r#""Support \"Team\", Störung" <support@x.example>"#).unwrap();
+    let bare: Mailbox = address("reply@x.example").into();
+    let with_name = NewMessage {
+        reply_to: Some(named.clone()),
+        ..message(t, &["a@x.example"], None, 1_000)
+    };
+    let without = NewMessage {
+        reply_to: Some(bare.clone()),
+        ..message(t, &["a@x.example"], None, 1_000)
+    };
+    f.store.submit(with_name.clone()).await.unwrap();
+    f.store.submit(without.clone()).await.unwrap();
+    let contents = f
+        .store
+        .message_contents(&[with_name.id, without.id])
+        .await
+        .unwrap();
+    let reply_to = |id| {
+        contents
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.reply_to.clone())
+    };
+    assert_eq!(reply_to(with_name.id), Some(named.clone()));
+    assert_eq!(reply_to(without.id), Some(bare));
+
+    let server = f
+        .store
+        .create_server(t, server_settings("relay", false))
+        .await
+        .unwrap();
+    let settings = ProviderSettings {
+        reply_to: Some(named.clone()),
+        ..provider_settings("named", server.id, None)
+    };
+    let provider = f.store.create_provider(t, settings).await.unwrap();
+    let read = f.store.provider(t, provider.id).await.unwrap();
+    assert_eq!(read.settings.reply_to, Some(named));
+}
+
 async fn messages_read_back_with_everything_that_happened(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -1473,7 +1518,7 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
         cc: vec![address("c@x.example").into()],
         bcc: vec![address("d@x.example")],
         html: Some("<p>body</p>".into()),
-        reply_to: Some(address("reply@x.example")),
+        reply_to: Some(address("reply@x.example").into()),
         headers: vec![
             (
                 HeaderName::parse("X-Tag").unwrap(),
@@ -2013,6 +2058,42 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
 }
 
 /// Runs every case on SQLite (`sqlite::<case>`) and on PostgreSQL (`postgres::<case>`).
+/// `allow_plaintext_auth` is stored, changed and read back, off unless set.
+async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let mut settings = server_settings("relay", true);
+    settings.security = Security::None;
+    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    assert!(!server.settings.allow_plaintext_auth);
+    assert_eq!(server.settings.warnings().len(), 1, "{:?}", server.settings);
+
+    settings.allow_plaintext_auth = true;
+    let updated = f
+        .store
+        .update_server(a, server.id, settings.clone())
+        .await
+        .unwrap();
+    assert!(updated.settings.allow_plaintext_auth);
+    let read = f.store.server(a, server.id).await.unwrap();
+    assert_eq!(read.settings, settings);
+    assert!(
+        f.store.list_servers(a).await.unwrap()[0]
+            .settings
+            .allow_plaintext_auth
+    );
+
+    settings.allow_plaintext_auth = false;
+    f.store.update_server(a, server.id, settings).await.unwrap();
+    assert!(
+        !f.store
+            .server(a, server.id)
+            .await
+            .unwrap()
+            .settings
+            .allow_plaintext_auth
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2076,6 +2157,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    reply_to_keeps_its_display_name,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
     deferred_recipients_come_back_at_their_time,
@@ -2103,4 +2185,5 @@ conformance!(
     nodes_report_their_heartbeats,
     passwords_and_sessions_keep_their_rules,
     message_searches_filter_by_recipient_and_time,
+    plaintext_auth_is_allowed_only_where_the_server_entry_says_so,
 );

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mechanism, MessageId, PersonId,
-    PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy,
+    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
 use herald_store::{
@@ -105,6 +105,7 @@ fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
         port: Port::new(587).unwrap(),
         security: Security::StartTls,
         requires_auth,
+        allow_plaintext_auth: false,
         tls_verify: true,
         tls_ca_pem: None,
         tls_server_name: None,
@@ -261,6 +262,8 @@ async fn fill(s: &dyn Store) -> Installation {
             ServerSettings {
                 port: Port::new(465).unwrap(),
                 security: Security::Tls,
+                // Not the default, so the copy shows it carried the value.
+                allow_plaintext_auth: true,
                 tls_verify: false,
                 tls_ca_pem: Some(
                     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
@@ -330,7 +333,7 @@ async fn fill(s: &dyn Store) -> Installation {
             acme,
             ProviderSettings {
                 from_name: Some(DisplayName::parse("Acme Alerts").unwrap()),
-                reply_to: Some(address("support@acme.example")),
+                reply_to: Some(Mailbox::parse("Acme Support <support@acme.example>").unwrap()),
                 fallback_recipient: Some(address("ops@acme.example")),
                 sender_policy: SenderPolicy::OnBehalf,
                 ..provider_settings("main", relay, Some(mailer))
@@ -364,7 +367,7 @@ async fn fill(s: &dyn Store) -> Installation {
     let detailed = NewMessage {
         idempotency_key: Some("order-17".into()),
         html: Some("<p>body ✓</p>".into()),
-        reply_to: Some(address("reply@acme.example")),
+        reply_to: Some(Mailbox::parse("\"Replies, Acme\" <reply@acme.example>").unwrap()),
         headers: vec![
             (
                 HeaderName::parse("X-Tag").unwrap(),

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub(crate) extra_after_starttls: bool,
     pub(crate) max_message_size: usize,
     pub(crate) smtputf8: bool,
+    pub(crate) advertise_size: bool,
+    pub(crate) nagle: bool,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,8 @@ impl Default for ServerConfig {
             extra_after_starttls: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             smtputf8: true,
+            advertise_size: true,
+            nagle: false,
         }
     }
 }
@@ -117,6 +121,21 @@ impl ServerConfig {
     /// [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Leaves SIZE out of the EHLO reply (the limit is still enforced at the
+    /// end of DATA), as a server without RFC 1870.
+    pub fn without_size(mut self) -> Self {
+        self.advertise_size = false;
+        self
+    }
+
+    /// Leaves Nagle's algorithm on for its replies, as Postfix's smtpd does,
+    /// so a client that does not acknowledge promptly sees the delay a real
+    /// server would give it (the benchmark of the first command after TLS).
+    pub fn with_nagle(mut self) -> Self {
+        self.nagle = true;
         self
     }
 

@@ -24,5 +24,5 @@ mod tls;
 pub use config::{DEFAULT_MAX_MESSAGE_SIZE, ServerConfig};
 pub use message::ReceivedMessage;
 pub use script::{Action, Command, Rule};
-pub use server::TestSmtpServer;
+pub use server::{SessionEnd, TestSmtpServer};
 pub use tls::TestTls;

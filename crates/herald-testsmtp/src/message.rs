@@ -19,6 +19,8 @@ pub struct ReceivedMessage {
     pub authenticated_as: Option<String>,
     /// Whether MAIL FROM carried SMTPUTF8, which allows UTF-8 in addresses and headers.
     pub smtputf8: bool,
+    /// The parameters of MAIL FROM after the address, as sent (`SIZE=1234`, `SMTPUTF8`).
+    pub mail_parameters: Vec<String>,
 }
 
 impl ReceivedMessage {
@@ -81,6 +83,7 @@ mod tests {
             tls: false,
             authenticated_as: None,
             smtputf8: false,
+            mail_parameters: Vec::new(),
         }
     }
 

@@ -37,7 +37,17 @@ pub(crate) struct Shared {
     commands: Mutex<Vec<String>>,
     connections: AtomicUsize,
     message_count: watch::Sender<usize>,
+    sessions: Mutex<Vec<SessionEnd>>,
+    session_count: watch::Sender<usize>,
     tasks: Mutex<Tasks>,
+}
+
+/// How one connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// True when the client said QUIT; false when it closed the connection
+    /// without it (or the session broke).
+    pub quit: bool,
 }
 
 impl Shared {
@@ -49,6 +59,16 @@ impl Shared {
     /// Appends a command line to the log.
     pub(crate) fn record_command(&self, line: String) {
         lock(&self.commands).push(line);
+    }
+
+    /// Records how a connection ended.
+    pub(crate) fn record_session_end(&self, quit: bool) {
+        let count = {
+            let mut sessions = lock(&self.sessions);
+            sessions.push(SessionEnd { quit });
+            sessions.len()
+        };
+        self.session_count.send_replace(count);
     }
 
     /// Records a message and returns its 1-based sequence number.
@@ -101,6 +121,7 @@ impl TestSmtpServer {
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.server_config()));
         let (message_count, _) = watch::channel(0);
+        let (session_count, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             config,
             acceptor,
@@ -109,6 +130,8 @@ impl TestSmtpServer {
             commands: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             message_count,
+            sessions: Mutex::new(Vec::new()),
+            session_count,
             tasks: Mutex::new(Tasks::default()),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -161,6 +184,28 @@ impl TestSmtpServer {
             );
         }
         self.messages()
+    }
+
+    /// How each connection that has ended ended, in the order they ended.
+    pub fn ended_sessions(&self) -> Vec<SessionEnd> {
+        lock(&self.shared.sessions).clone()
+    }
+
+    /// Waits until at least `n` connections have ended, then returns how each ended.
+    ///
+    /// # Panics
+    ///
+    /// Panics, saying how many ended, if `timeout` passes first.
+    pub async fn wait_for_ended_sessions(&self, n: usize, timeout: Duration) -> Vec<SessionEnd> {
+        let mut count = self.shared.session_count.subscribe();
+        let reached = tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            let ended = lock(&self.shared.sessions).len();
+            panic!(
+                "timed out after {timeout:?} waiting for {n} session(s) to end on the test SMTP server; {ended} ended"
+            );
+        }
+        self.ended_sessions()
     }
 
     /// Number of TCP connections accepted so far.

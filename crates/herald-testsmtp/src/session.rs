@@ -36,21 +36,29 @@ const INJECTED: &[u8] = b"250 injected\r\n";
 const XOAUTH2_ERROR: &str =
     r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
 
-/// Serves one accepted connection until it ends; errors only end this connection.
+/// Serves one accepted connection until it ends, then records how it ended.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
-    // Replies are small and sent one at a time, so Nagle's algorithm would only add latency.
-    if let Err(error) = tcp.set_nodelay(true) {
+    let quit = serve_until_end(Arc::clone(&shared), tcp).await;
+    shared.record_session_end(quit);
+}
+
+/// Serves one connection; true when it ended with the client's QUIT.
+/// Errors only end this connection.
+async fn serve_until_end(shared: Arc<Shared>, tcp: TcpStream) -> bool {
+    // Replies are small and sent one at a time, so Nagle's algorithm would
+    // only add latency, unless the test asks for a server that keeps it.
+    if let Err(error) = tcp.set_nodelay(!shared.config.nagle) {
         tracing::debug!(%error, "test smtp could not disable nagle");
     }
     let mut stream = if shared.config.tls_mode == TlsMode::Implicit {
         let Some(acceptor) = shared.acceptor.clone() else {
-            return;
+            return false;
         };
         match acceptor.accept(tcp).await {
             Ok(tls) => Stream::Tls(Box::new(tls)),
             Err(error) => {
                 tracing::debug!(%error, "test smtp implicit tls handshake failed");
-                return;
+                return false;
             }
         }
     } else {
@@ -60,21 +68,22 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     loop {
         let mut session = Session::new(Arc::clone(&shared), stream);
         match session.run(greet).await {
-            Ok(Flow::Continue | Flow::Close) => return,
+            Ok(Flow::Quit) => return true,
+            Ok(Flow::Continue | Flow::Close) => return false,
             Ok(Flow::StartTls) => {
                 // Dropping the buffered reader discards any plaintext the client sent
                 // after STARTTLS, so nothing injected before the handshake is obeyed.
                 let Stream::Plain(tcp) = session.reader.into_inner() else {
-                    return;
+                    return false;
                 };
                 let Some(acceptor) = shared.acceptor.clone() else {
-                    return;
+                    return false;
                 };
                 match acceptor.accept(tcp).await {
                     Ok(tls) => stream = Stream::Tls(Box::new(tls)),
                     Err(error) => {
                         tracing::debug!(%error, "test smtp starttls handshake failed");
-                        return;
+                        return false;
                     }
                 }
                 // The new session starts from scratch: the client must send EHLO again
@@ -83,7 +92,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
             }
             Err(error) => {
                 tracing::debug!(%error, "test smtp connection ended with an error");
-                return;
+                return false;
             }
         }
     }
@@ -95,6 +104,8 @@ enum Flow {
     Continue,
     /// Close the connection.
     Close,
+    /// Close the connection: the client said QUIT.
+    Quit,
     /// Upgrade the connection to TLS and start a fresh session.
     StartTls,
 }
@@ -138,6 +149,8 @@ struct Session {
     mail_from: Option<String>,
     /// The transaction was opened with the SMTPUTF8 parameter (RFC 6531).
     smtputf8: bool,
+    /// The parameters of the transaction's MAIL FROM.
+    mail_parameters: Vec<String>,
     rcpt_to: Vec<String>,
 }
 
@@ -153,6 +166,7 @@ impl Session {
             authenticated_as: None,
             mail_from: None,
             smtputf8: false,
+            mail_parameters: Vec::new(),
             rcpt_to: Vec::new(),
         }
     }
@@ -263,8 +277,10 @@ impl Session {
             "PIPELINING".to_owned(),
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
-            format!("SIZE {}", config.max_message_size),
         ];
+        if config.advertise_size {
+            lines.push(format!("SIZE {}", config.max_message_size));
+        }
         if config.smtputf8 {
             lines.push("SMTPUTF8".to_owned());
         }
@@ -355,6 +371,7 @@ impl Session {
                 if is_positive(code) {
                     self.mail_from = Some(address);
                     self.smtputf8 = smtputf8;
+                    self.mail_parameters = params.split_whitespace().map(str::to_owned).collect();
                     self.rcpt_to.clear();
                 }
                 self.respond(code, &text).await
@@ -441,6 +458,7 @@ impl Session {
             tls: self.tls,
             authenticated_as: self.authenticated_as.clone(),
             smtputf8: self.smtputf8,
+            mail_parameters: std::mem::take(&mut self.mail_parameters),
         };
         match self.shared.take_action(Command::DataEnd, recipients) {
             None => {
@@ -521,7 +539,7 @@ impl Session {
             // A clean shutdown sends the TLS close_notify; failure here changes nothing.
             let _ = self.reader.get_mut().shutdown().await;
         }
-        Ok(Flow::Close)
+        Ok(Flow::Quit)
     }
 
     /// Handles a command whose only effect is its reply.

@@ -24,6 +24,8 @@ struct Material {
     leaf_der: CertificateDer<'static>,
     /// PKCS#8 DER of the leaf's private key.
     leaf_key: Vec<u8>,
+    /// The same key as PEM, for servers configured by file (Postfix).
+    leaf_key_pem: String,
     names: Vec<String>,
     expired: bool,
 }
@@ -104,6 +106,7 @@ impl TestTls {
                 leaf_pem: leaf_cert.pem(),
                 leaf_der: leaf_cert.der().clone(),
                 leaf_key: leaf_key.serialize_der(),
+                leaf_key_pem: leaf_key.serialize_pem(),
                 names: owned_names,
                 expired,
             }),
@@ -123,6 +126,12 @@ impl TestTls {
     /// PEM of the leaf certificate the server presents.
     pub fn cert_pem(&self) -> String {
         self.inner.leaf_pem.clone()
+    }
+
+    /// PEM (PKCS#8) of the leaf certificate's private key, for a server that
+    /// reads its key from a file, such as a Postfix instance in a test.
+    pub fn key_pem(&self) -> String {
+        self.inner.leaf_key_pem.clone()
     }
 
     /// A root store holding only the CA certificate.

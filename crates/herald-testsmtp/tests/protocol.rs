@@ -370,3 +370,43 @@ async fn dropping_the_server_closes_connections() {
     drop(server);
     assert!(client.is_closed().await);
 }
+
+#[tokio::test]
+async fn ended_sessions_say_whether_the_client_quit() {
+    let server = TestSmtpServer::start().await;
+    let mut polite = connect_ehlo(server.addr()).await;
+    assert_eq!(polite.cmd("QUIT").await.code, 221);
+    assert_eq!(
+        server.wait_for_ended_sessions(1, STEP).await,
+        [herald_testsmtp::SessionEnd { quit: true }]
+    );
+    let rude = connect_ehlo(server.addr()).await;
+    drop(rude);
+    let ended = server.wait_for_ended_sessions(2, STEP).await;
+    assert_eq!(ended[1], herald_testsmtp::SessionEnd { quit: false });
+}
+
+#[tokio::test]
+async fn mail_parameters_are_recorded_and_size_can_go_unadvertised() {
+    let server = TestSmtpServer::start_with(ServerConfig::default().without_size()).await;
+    let mut client = connect(server.addr()).await;
+    client.read_reply().await;
+    let ehlo = client.cmd("EHLO client.test").await;
+    assert!(
+        !ehlo.lines.iter().any(|l| l.starts_with("SIZE")),
+        "{ehlo:?}"
+    );
+    assert_eq!(
+        client
+            .cmd("MAIL FROM:<s@example.com> SIZE=17 BODY=8BITMIME")
+            .await
+            .code,
+        250
+    );
+    client.cmd("RCPT TO:<r@example.com>").await;
+    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.send("Subject: p\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(client.read_reply().await.code, 250);
+    let message = &server.wait_for_messages(1, STEP).await[0];
+    assert_eq!(message.mail_parameters, ["SIZE=17", "BODY=8BITMIME"]);
+}

@@ -207,6 +207,12 @@ pub struct ServeArgs {
     /// Messages delivered at once by this node [default: 256].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// CIDR ranges of the reverse proxies in front of this node, whose X-Forwarded-For, -Host and -Proto are believed (e.g. 10.0.0.0/8); nobody's by default.
+    #[arg(long, env = "HERALD_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// HTTP connections open at once; beyond, new connections wait until one closes [default: 10000].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// Everything a node needs, resolved and validated.
@@ -234,6 +240,12 @@ pub struct Settings {
     pub provider_staleness: Duration,
     /// Where tenants' SMTP servers may be.
     pub egress: Egress,
+    /// The HTTP server's timeouts and connection cap.
+    pub http_limits: crate::http::HttpLimits,
+    /// Reverse proxies whose forwarding headers the console believes.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How much anonymous sign-in work the console takes on.
+    pub sign_in: herald_console::SignInLimits,
     /// From HERALD_BOOTSTRAP_TOKEN: an operator token accepted from the first start on.
     pub bootstrap_token: Option<Secret>,
     /// From HERALD_MASTER_KEY: the key that seals secrets, instead of the key file.
@@ -330,6 +342,21 @@ fn env_secret(name: &str) -> Option<Secret> {
         .ok()
         .filter(|v| !v.is_empty())
         .map(Secret::new)
+}
+
+/// Parses a list of CIDR ranges (or single addresses), separated by commas.
+fn cidr_list(flag: &str, list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!("--{flag}: {item:?} is not a CIDR range such as 10.0.0.0/8")
+                })
+        })
+        .collect()
 }
 
 fn host_name() -> String {
@@ -504,6 +531,19 @@ impl ServeArgs {
                 Egress::parse_list(&pick!(egress_deny).unwrap_or_default())
                     .map_err(|e| anyhow::anyhow!("--egress-deny: {e}"))?,
             ),
+            http_limits: crate::http::HttpLimits {
+                max_connections: match pick!(max_connections) {
+                    Some(0) => bail!("--max-connections must be at least 1"),
+                    Some(n) => n,
+                    None => crate::http::HttpLimits::default().max_connections,
+                },
+                ..crate::http::HttpLimits::default()
+            },
+            trusted_proxies: cidr_list(
+                "trusted-proxies",
+                &pick!(trusted_proxies).unwrap_or_default(),
+            )?,
+            sign_in: herald_console::SignInLimits::default(),
             bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
             master_key: env_secret("HERALD_MASTER_KEY"),
         })
@@ -582,6 +622,44 @@ mod tests {
         );
         assert!(args("sqlite://a.db", "sqlite://b.db").endpoints().is_err());
         assert!(args("a.db", "postgres://h@db/b").endpoints().is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_and_the_connection_cap() {
+        let args = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/8, 192.0.2.1,2001:db8::/32".into()),
+            max_connections: Some(50),
+            ..Default::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.trusted_proxies.len(), 3);
+        assert_eq!(settings.http_limits.max_connections, 50);
+        let bad = ServeArgs {
+            trusted_proxies: Some("10.0.0.0/33".into()),
+            ..Default::default()
+        };
+        let error = format!("{:#}", bad.resolve().unwrap_err());
+        assert!(
+            error.contains("--trusted-proxies") && error.contains("10.0.0.0/33"),
+            "{error}"
+        );
+        let zero = ServeArgs {
+            max_connections: Some(0),
+            ..Default::default()
+        };
+        let error = format!("{:#}", zero.resolve().unwrap_err());
+        assert!(
+            error.contains("--max-connections must be at least 1"),
+            "{error}"
+        );
+        assert!(
+            ServeArgs::default()
+                .resolve()
+                .unwrap()
+                .trusted_proxies
+                .is_empty(),
+            "no proxy is trusted by default"
+        );
     }
 
     #[test]

@@ -66,22 +66,45 @@ fn write_ring(path: &Path, ring: &[Key]) -> anyhow::Result<()> {
 
 /// Loads the keyring, creating the key file (mode 0600) when there is none.
 pub fn load(from_env: Option<&Secret>, key_file: &Path) -> anyhow::Result<Sealer> {
+    Ok(sealer(&load_ring(from_env, key_file)?))
+}
+
+/// Loads the keyring like [`load`], and derives from its primary key the key
+/// that signs the console's sign-in forms: every node with the same master
+/// key has the same, so a form served by one node may be posted to another.
+pub fn load_with_form_key(
+    from_env: Option<&Secret>,
+    key_file: &Path,
+) -> anyhow::Result<(Sealer, [u8; 32])> {
+    let ring = load_ring(from_env, key_file)?;
+    Ok((
+        sealer(&ring),
+        derive(&ring[0], "herald console sign-in form key"),
+    ))
+}
+
+/// A key for one purpose, derived from a master key (HMAC-SHA256 as a PRF),
+/// so that it reveals nothing of the master key and serves nothing else.
+fn derive(master: &Key, purpose: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn load_ring(from_env: Option<&Secret>, key_file: &Path) -> anyhow::Result<Vec<Key>> {
     if let Some(ring) = from_env {
-        return Ok(sealer(
-            &parse_ring(ring.expose()).context("HERALD_MASTER_KEY")?,
-        ));
+        return parse_ring(ring.expose()).context("HERALD_MASTER_KEY");
     }
     if key_file.exists() {
         let text = std::fs::read_to_string(key_file)
             .with_context(|| format!("reading {}", key_file.display()))?;
-        return Ok(sealer(
-            &parse_ring(&text).with_context(|| key_file.display().to_string())?,
-        ));
+        return parse_ring(&text).with_context(|| key_file.display().to_string());
     }
     let key = Sealer::generate_key();
     write_ring(key_file, &[key])?;
     tracing::info!(path = %key_file.display(), "created the master key file; back it up: without it stored secrets cannot be opened");
-    Ok(Sealer::new(&key))
+    Ok(vec![key])
 }
 
 /// A new key, base64, for an operator who keeps the keyring in HERALD_MASTER_KEY.

@@ -2,6 +2,8 @@
 //! `herald` binary and the integration tests.
 
 pub mod config;
+pub mod files;
+pub mod http;
 mod keys;
 pub mod node;
 mod operator_tokens;
@@ -13,6 +15,9 @@ use config::{Cli, Command, Database, KeysCommand, OperatorCommand};
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Whatever a command writes (the data directory, the database, the key
+    // file, a copy) is its user's alone.
+    files::private_umask();
     match cli.command {
         Command::Serve(args) => {
             let settings = args.resolve().context("invalid configuration")?;
@@ -121,9 +126,7 @@ async fn set_operator_password(args: config::SetPasswordArgs) -> anyhow::Result<
         herald_api::password::parse(&typed).map_err(|e| anyhow::anyhow!("the password {e}"))?;
     let hash = herald_api::password::hash(&password);
     if let Database::Sqlite(path) = &settings.database {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        files::create_database_file(path)?;
     }
     let store = settings.database.open().await?;
     store

@@ -13,8 +13,8 @@ use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Settings, key_file};
-use crate::keys;
+use crate::config::{Database, Settings, key_file};
+use crate::{files, http, keys};
 
 /// A running node.
 pub struct Node {
@@ -140,17 +140,14 @@ async fn follow(
 
 /// Starts a node with these settings.
 pub async fn start(settings: Settings) -> anyhow::Result<Node> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "creating the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
+    files::create_data_dir(&settings.data_dir)?;
+    if let Database::Sqlite(path) = &settings.database {
+        files::create_database_file(path)?;
+    }
     let store = settings.database.open().await?;
-    let sealer = Arc::new(keys::load(
-        settings.master_key.as_ref(),
-        &key_file(&settings.data_dir),
-    )?);
+    let (sealer, form_key) =
+        keys::load_with_form_key(settings.master_key.as_ref(), &key_file(&settings.data_dir))?;
+    let sealer = Arc::new(sealer);
     let generated_operator_token = bootstrap(&*store, &settings).await?;
     if let Some(token) = &generated_operator_token {
         // Printed once, to standard output, so it does not end up in log collectors.
@@ -168,6 +165,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     }
 
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
+    let egress = Arc::new(settings.egress);
     let worker = Worker::new(
         store.clone(),
         sealer.clone(),
@@ -180,7 +178,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             concurrency: settings.concurrency,
             retry: settings.retry,
             timeouts: settings.timeouts,
-            egress: Arc::new(settings.egress),
+            egress: egress.clone(),
         },
     );
     let worker_stats = worker.stats();
@@ -210,6 +208,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         cache,
         alive_within: settings.heartbeat * 3,
         limits: settings.limits,
+        egress,
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))
@@ -221,22 +220,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         .await
         .with_context(|| format!("listening on {}", settings.http))?;
     let http_addr = listener.local_addr()?;
-    let mut stop_http = stop;
     // The web console is served next to the API by nodes with the api role.
     let app = if settings.api {
-        herald_api::router(state.clone(), true).merge(herald_console::router(state))
+        let console = herald_console::Options {
+            trusted_proxies: settings.trusted_proxies.clone(),
+            sign_in: settings.sign_in,
+            form_key,
+        };
+        herald_api::router(state.clone(), true).merge(herald_console::router(state, console))
     } else {
         herald_api::router(state, false)
     };
-    let http = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop_http.wait_for(|stopping| *stopping).await;
-        });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    });
+    // Every connection holds a descriptor: the cap must fit under the limit,
+    // beside the worker's SMTP connections and the store's files.
+    let mut limits = settings.http_limits;
+    limits.max_connections = http::connection_cap(
+        limits.max_connections,
+        http::raise_file_limit(),
+        settings.concurrency + 256,
+    );
+    let http = tokio::spawn(http::serve(listener, app, limits, stop));
     tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database, "herald is running");
     // One plain line on standard output that people and scripts can read the address from.
     println!("herald listening on http://{http_addr}");

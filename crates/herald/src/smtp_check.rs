@@ -6,16 +6,19 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use herald_core::terminal::escape_unprintable;
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
 use herald_smtp::{
-    Connection, Credentials, Egress, Envelope, Target, Timeouts, TlsSettings, Tracer,
+    Connection, Credentials, Egress, Envelope, ErrorKind, SmtpError, Target, Timeouts, TlsSettings,
+    Tracer,
 };
 
 /// Flags of `herald smtp-check`.
 #[derive(Args, Debug)]
 pub struct SmtpCheckArgs {
     /// Check a stored server: the tenant's slug (with --server; the database
-    /// and keyring come from --data-dir, HERALD_DATABASE_URL and HERALD_MASTER_KEY).
+    /// and keyring come from --data-dir, HERALD_DATABASE_URL and HERALD_MASTER_KEY,
+    /// and the node's egress rules from --egress-allow and --egress-deny).
     #[arg(long, requires = "server")]
     pub tenant: Option<String>,
     /// The stored server's id; its first account logs in (or --account).
@@ -39,6 +42,10 @@ pub struct SmtpCheckArgs {
     /// Log in as this user; the password comes from HERALD_SMTP_PASSWORD or a prompt.
     #[arg(long)]
     pub user: Option<String>,
+    /// With --security none: send AUTH although the password then travels
+    /// unencrypted (refused otherwise), like a server entry's allow_plaintext_auth.
+    #[arg(long)]
+    pub allow_plaintext_auth: bool,
     /// plain, login or xoauth2 (the secret is then the access token).
     #[arg(long, default_value = "plain")]
     pub mechanism: String,
@@ -60,6 +67,14 @@ pub struct SmtpCheckArgs {
     /// With --from: ask whether the server would take RCPT TO this address.
     #[arg(long)]
     pub to: Option<String>,
+    /// CIDR ranges the server may be in although the built-in egress rules
+    /// forbid them (loopback, link-local), as for `herald serve`: the check
+    /// reaches only what the node's worker would.
+    #[arg(long, env = "HERALD_EGRESS_ALLOW")]
+    pub egress_allow: Option<String>,
+    /// CIDR ranges the server may never be in, as for `herald serve`.
+    #[arg(long, env = "HERALD_EGRESS_DENY")]
+    pub egress_deny: Option<String>,
     /// Timeout of each step, e.g. 30s.
     #[arg(long, default_value = "30s")]
     pub timeout: String,
@@ -69,8 +84,29 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("--{field} {e}")
 }
 
+/// The egress rules of the node, from the same flags and variables as `herald serve`.
+fn egress(args: &SmtpCheckArgs) -> anyhow::Result<Egress> {
+    let list = |flag: &str, value: &Option<String>| {
+        Egress::parse_list(value.as_deref().unwrap_or_default()).map_err(|e| invalid(flag, e))
+    };
+    Ok(Egress::new(
+        list("egress-allow", &args.egress_allow)?,
+        list("egress-deny", &args.egress_deny)?,
+    ))
+}
+
 /// Runs the check and prints each step; an error when a step failed.
+///
+/// The failing step's line already says what went wrong, so the error that
+/// ends the command only names the step (and, when the egress rules refused
+/// the server, how to allow it) instead of saying it all again.
 pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
+    if args.from.is_some() != args.to.is_some() {
+        bail!(
+            "--from and --to go together: give both to ask whether the server would take that envelope, or neither"
+        );
+    }
+    let egress = Arc::new(egress(&args)?);
     let timeout = crate::config::parse_duration(&args.timeout).context("--timeout")?;
     let ca_pem = match &args.tls_ca_file {
         Some(path) => Some(
@@ -99,12 +135,10 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
             command: timeout,
             data: timeout,
         },
-        // An operator checking a relay by hand may point anywhere, loopback included.
-        egress: Some(Arc::new(Egress::new(
-            Egress::parse_list("0.0.0.0/0,::/0").expect("valid"),
-            vec![],
-        ))),
-        allow_plaintext_auth: false,
+        // The same rules as the node's worker: a check that succeeds here
+        // must mean the worker may reach the server too.
+        egress: Some(egress.clone()),
+        allow_plaintext_auth: args.allow_plaintext_auth,
     };
     let credentials = match if stored_mode { &None } else { &args.user } {
         Some(user) => Some(Credentials {
@@ -118,7 +152,7 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         println!("note: certificate verification is OFF for this check");
     }
     let (target, credentials) = match (&args.tenant, &args.server) {
-        (Some(tenant), Some(server)) => stored(&args, tenant, server, timeout).await?,
+        (Some(tenant), Some(server)) => stored(&args, tenant, server, timeout, egress).await?,
         _ => (target, credentials),
     };
     let tracer = Tracer::default();
@@ -133,9 +167,9 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
                 .check_envelope(&envelope)
                 .await
                 .inspect_err(|e| tracer.fail(e))?;
-            if let Some(refused) = replies.iter().find(|r| !r.is_positive()) {
+            if replies.iter().any(|r| !r.is_positive()) {
                 conn.quit().await;
-                bail!("the server refused the envelope: {refused}");
+                bail!("the server refused the envelope; its reply is above");
             }
         }
         conn.quit().await;
@@ -144,14 +178,28 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
     .await;
     for step in tracer.steps() {
         let mark = if step.ok { "ok  " } else { "FAIL" };
-        let detail = step.detail.replace('\n', "\n               ");
+        // Everything in a step may come from the server (its replies, its
+        // certificate's names): escaped, so it cannot drive the terminal.
+        let detail = step
+            .detail
+            .lines()
+            .map(escape_unprintable)
+            .collect::<Vec<_>>()
+            .join("\n               ");
         println!(
             "{mark} {:<9} {:>5} ms  {detail}",
             step.step.as_str(),
             step.elapsed_ms
         );
     }
-    result
+    result.map_err(|error| match error.downcast_ref::<SmtpError>() {
+        Some(e) if matches!(e.kind, ErrorKind::EgressDenied) => anyhow::anyhow!(
+            "the egress rules refuse every address of the server; if the node may reach it, \
+             allow its range with --egress-allow or HERALD_EGRESS_ALLOW (e.g. 192.0.2.0/24)"
+        ),
+        Some(e) => anyhow::anyhow!("the check failed at the {} step", e.step),
+        None => anyhow::anyhow!("{}", escape_unprintable(&error.to_string())),
+    })
 }
 
 /// The target and login of a stored server, its secret opened with the keyring.
@@ -160,13 +208,12 @@ async fn stored(
     tenant: &str,
     server: &str,
     timeout: std::time::Duration,
+    egress: Arc<Egress>,
 ) -> anyhow::Result<(Target, Option<Credentials>)> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let serve = crate::config::ServeArgs {
         data_dir: args.data_dir.clone(),
         database_url: env("HERALD_DATABASE_URL"),
-        egress_allow: env("HERALD_EGRESS_ALLOW"),
-        egress_deny: env("HERALD_EGRESS_DENY"),
         ..Default::default()
     };
     let settings = serve.resolve()?;
@@ -222,12 +269,13 @@ async fn stored(
             command: timeout,
             data: timeout,
         },
-        egress: Some(Arc::new(settings.egress)),
-        allow_plaintext_auth: false,
+        egress: Some(egress),
+        allow_plaintext_auth: s.allow_plaintext_auth,
     };
     println!(
-        "checking the stored server {:?} of tenant {} ({}:{})",
-        s.name,
+        "checking the stored server \"{}\" of tenant {} ({}:{})",
+        // A tenant typed the name: it reaches the operator's terminal escaped too.
+        escape_unprintable(&s.name),
         tenant.slug,
         target.host,
         target.port.get()

@@ -207,7 +207,7 @@ async fn prepare(
     }
     check.opt("text", body.text.as_deref(), body_text);
     check.opt("html", body.html.as_deref(), body_text);
-    let reply_to = check.opt("reply_to", body.reply_to.as_deref(), EmailAddress::parse);
+    let reply_to = check.opt("reply_to", body.reply_to.as_deref(), Mailbox::parse);
     let on_behalf = check.opt(
         "on_behalf_of",
         body.on_behalf_of.as_deref(),

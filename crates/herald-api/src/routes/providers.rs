@@ -4,7 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{AccountId, DisplayName, EmailAddress, ProviderId, Role, SenderPolicy, ServerId};
+use herald_core::{
+    AccountId, DisplayName, EmailAddress, Mailbox, ProviderId, Role, SenderPolicy, ServerId,
+};
 use herald_store::{Provider, ProviderSettings, Submitted, Tenant};
 use serde::Deserialize;
 use serde_json::json;
@@ -102,7 +104,7 @@ impl ProviderBody {
             "reply_to",
             self.reply_to,
             base.and_then(|b| b.reply_to.as_ref()),
-            EmailAddress::parse,
+            Mailbox::parse,
         );
         let fallback_recipient = optional(
             &mut check,

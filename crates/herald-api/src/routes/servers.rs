@@ -4,12 +4,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::net::IpAddr;
+
 use herald_core::{
-    AccountId, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId, SmtpHost,
+    AccountId, EndpointUrl, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId,
+    SmtpHost,
 };
+use herald_smtp::Egress;
 use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer, Tenant};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use url::Host;
 
 use super::{Check, name, path_id};
 use crate::auth::Caller;
@@ -45,6 +50,8 @@ pub struct ServerBody {
     pub port: Option<i64>,
     pub security: Option<String>,
     pub requires_auth: Option<bool>,
+    /// Lets AUTH go over a session without TLS (`security: none`); off by default.
+    pub allow_plaintext_auth: Option<bool>,
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub tls_server_name: Option<String>,
@@ -210,6 +217,10 @@ impl ServerBody {
                 .requires_auth
                 .or(base.map(|b| b.requires_auth))
                 .unwrap_or(false),
+            allow_plaintext_auth: self
+                .allow_plaintext_auth
+                .or(base.map(|b| b.allow_plaintext_auth))
+                .unwrap_or(false),
             tls_verify: self
                 .tls_verify
                 .or(base.map(|b| b.tls_verify))
@@ -226,15 +237,34 @@ impl ServerBody {
     }
 }
 
+/// An SMTP server as the API answers it: the stored entry and what is weak about it.
+#[derive(Serialize)]
+pub struct ServerAnswer {
+    #[serde(flatten)]
+    pub server: SmtpServer,
+    /// What the administrator should know: a password that would travel
+    /// unencrypted, a certificate that is not checked.
+    pub warnings: Vec<String>,
+}
+
+impl From<SmtpServer> for ServerAnswer {
+    fn from(server: SmtpServer) -> Self {
+        ServerAnswer {
+            warnings: server.settings.warnings(),
+            server,
+        }
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
     body: Body<ServerBody>,
-) -> Result<(StatusCode, Json<SmtpServer>), ApiError> {
+) -> Result<(StatusCode, Json<ServerAnswer>), ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(server)))
+    Ok((StatusCode::CREATED, Json(server.into())))
 }
 
 /// Creates an SMTP server of an authorised tenant, and records it in the audit log.
@@ -262,23 +292,23 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(slug): Path<String>,
-) -> Result<Json<Vec<SmtpServer>>, ApiError> {
+) -> Result<Json<Vec<ServerAnswer>>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(state.store.list_servers(tenant.id).await?))
+    let servers = state.store.list_servers(tenant.id).await?;
+    Ok(Json(servers.into_iter().map(ServerAnswer::from).collect()))
 }
 
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
-) -> Result<Json<SmtpServer>, ApiError> {
+) -> Result<Json<ServerAnswer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
-    Ok(Json(
-        state
-            .store
-            .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
-            .await?,
-    ))
+    let server = state
+        .store
+        .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
+        .await?;
+    Ok(Json(server.into()))
 }
 
 async fn update(
@@ -286,13 +316,12 @@ async fn update(
     caller: Caller,
     Path((slug, id)): Path<(String, String)>,
     body: Body<ServerBody>,
-) -> Result<Json<SmtpServer>, ApiError> {
+) -> Result<Json<ServerAnswer>, ApiError> {
     let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
-    Ok(Json(
-        update_server(&state, &caller, &tenant, id, body).await?,
-    ))
+    let server = update_server(&state, &caller, &tenant, id, body).await?;
+    Ok(Json(server.into()))
 }
 
 /// Changes an SMTP server: the fields given replace the stored ones. A change
@@ -375,20 +404,32 @@ pub struct OAuth2Body {
     pub scope: Option<String>,
 }
 
-/// A token endpoint: https, or http only to this machine (a local token proxy, the tests).
-fn token_url(input: &str) -> Result<String, Invalid> {
-    let rule = || Invalid::new("must be an https:// URL (http:// only to localhost or 127.0.0.1)");
-    let (scheme, rest) = input.split_once("://").ok_or_else(rule)?;
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let local = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
-    if input.contains(|c: char| c.is_whitespace() || c.is_control())
-        || host.is_empty()
-        || !(scheme == "https" || (scheme == "http" && local))
-    {
-        return Err(rule());
+/// A token endpoint: an https URL (parsed as a client would, so userinfo and
+/// fragments are refused), or plain http where the operator's --egress-allow
+/// can cover it. The egress policy is judged here as far as it can be (an IP
+/// literal); the fetch judges it again on the addresses it connects to.
+fn token_url(input: &str, egress: &Egress) -> Result<String, Invalid> {
+    let url = EndpointUrl::parse(input)?;
+    let literal: Option<IpAddr> = match url.host() {
+        Host::Ipv4(v4) => Some(v4.into()),
+        Host::Ipv6(v6) => Some(v6.into()),
+        Host::Domain(_) => None,
+    };
+    if literal.is_some_and(|ip| !egress.permits(ip)) {
+        return Err(Invalid::new(
+            "must not point at an address this installation's egress policy forbids",
+        ));
     }
-    Ok(input.to_owned())
+    let plain_http_allowed = match literal {
+        Some(ip) => egress.allows(ip),
+        None => egress.has_allow_list(),
+    };
+    if !url.is_https() && !plain_http_allowed {
+        return Err(Invalid::new(
+            "must be an https:// URL (plain http:// only to addresses in the operator's --egress-allow)",
+        ));
+    }
+    Ok(url.as_str().to_owned())
 }
 
 /// A short printable value such as a client id or a scope.
@@ -452,7 +493,7 @@ pub async fn create_account(
             if body.password.is_some() || body.access_token.is_some() {
                 check.fail("oauth2", "cannot be combined with password or access_token");
             }
-            let token_url = check.take("oauth2.token_url", token_url(&o.token_url));
+            let token_url = check.take("oauth2.token_url", token_url(&o.token_url, &state.egress));
             let client_id = check.take("oauth2.client_id", printable(&o.client_id));
             let scope = check.opt("oauth2.scope", o.scope.as_deref(), printable);
             if let (Some(token_url), Some(client_id)) = (token_url, client_id) {

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_operator_tokens",
         include_str!("0004_operator_tokens.sql"),
     ),
+    (
+        "0005_allow_plaintext_auth",
+        include_str!("0005_allow_plaintext_auth.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

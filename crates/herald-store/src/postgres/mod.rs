@@ -121,6 +121,12 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
+/// A Reply-To, stored as the mailbox's canonical string; rows from before
+/// Reply-To took a display name hold the bare address, which parses too.
+fn reply_to_mailbox(s: String) -> Result<Mailbox> {
+    stored("reply_to", Mailbox::parse(&s))
+}
+
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
     list.iter()
@@ -230,9 +236,10 @@ async fn load_person(
     person(&row)
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
-     tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
-     idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
+const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
+     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
+     created_at, updated_at";
 
 fn server(r: &Row) -> Result<SmtpServer> {
     let host: String = get(r, "host")?;
@@ -252,6 +259,7 @@ fn server(r: &Row) -> Result<SmtpServer> {
             port: stored("port", Port::new(i64::from(port)))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: get(r, "requires_auth")?,
+            allow_plaintext_auth: get(r, "allow_plaintext_auth")?,
             tls_verify: get(r, "tls_verify")?,
             tls_ca_pem: get(r, "tls_ca_pem")?,
             tls_server_name: get(r, "tls_server_name")?,
@@ -358,7 +366,7 @@ fn provider(r: &Row) -> Result<Provider> {
             from_name: from_name
                 .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
-            reply_to: reply_to.map(address).transpose()?,
+            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
             sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
         },
@@ -493,7 +501,7 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
             &m.subject.as_ref(),
             &m.text,
             &m.html,
-            &m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+            &m.reply_to.as_ref().map(ToString::to_string),
             &Json(&headers),
             &Json(mailbox_strings(&m.to)),
             &Json(mailbox_strings(&m.cc)),
@@ -1306,8 +1314,8 @@ impl Store for PgStore {
                 "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
                  tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
                  max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-                 command_timeout_secs, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+                 command_timeout_secs, created_at, updated_at, allow_plaintext_auth) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18) \
                  RETURNING {SERVER_COLUMNS}"
             ))
             .await
@@ -1333,6 +1341,7 @@ impl Store for PgStore {
                     &s.rate_limit_per_minute.map(i64::from),
                     &s.command_timeout_secs.map(i64::from),
                     &now,
+                    &s.allow_plaintext_auth,
                 ],
             )
             .await
@@ -1378,7 +1387,8 @@ impl Store for PgStore {
                 "UPDATE smtp_servers SET name = $1, host = $2, port = $3, security = $4, requires_auth = $5, \
                  tls_verify = $6, tls_ca_pem = $7, tls_server_name = $8, helo_name = $9, \
                  max_connections = $10, max_messages_per_connection = $11, idle_timeout_secs = $12, \
-                 rate_limit_per_minute = $13, command_timeout_secs = $14, updated_at = $15 \
+                 rate_limit_per_minute = $13, command_timeout_secs = $14, updated_at = $15, \
+                 allow_plaintext_auth = $18 \
                  WHERE id = $16 AND tenant_id = $17 RETURNING {SERVER_COLUMNS}"
             ))
             .await
@@ -1404,6 +1414,7 @@ impl Store for PgStore {
                     &now_ms(),
                     &server_id.to_string(),
                     &tenant_id.to_string(),
+                    &s.allow_plaintext_auth,
                 ],
             )
             .await
@@ -1585,7 +1596,7 @@ impl Store for PgStore {
                     &s.account_id.map(|a| a.to_string()),
                     &s.from_address.as_ref(),
                     &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                    &s.reply_to.as_ref().map(ToString::to_string),
                     &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
                     &s.sender_policy.as_str(),
                     &now,
@@ -1646,7 +1657,7 @@ impl Store for PgStore {
                     &s.account_id.map(|a| a.to_string()),
                     &s.from_address.as_ref(),
                     &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                    &s.reply_to.as_ref().map(ToString::to_string),
                     &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
                     &s.sender_policy.as_str(),
                     &now_ms(),
@@ -1932,7 +1943,7 @@ impl Store for PgStore {
                 subject: stored("subject", Subject::from_stored(&subject))?,
                 text: get(r, "text_body")?,
                 html: get(r, "html_body")?,
-                reply_to: reply_to.map(address).transpose()?,
+                reply_to: reply_to.map(reply_to_mailbox).transpose()?,
                 headers: headers_from_json(json(r, "headers")?)?,
                 to: mailboxes(json(r, "header_to")?)?,
                 cc: mailboxes(json(r, "header_cc")?)?,

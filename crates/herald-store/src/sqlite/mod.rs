@@ -70,6 +70,12 @@ fn address(s: String) -> Result<EmailAddress> {
     stored("address", EmailAddress::parse(&s))
 }
 
+/// A Reply-To, stored as the mailbox's canonical string; rows from before
+/// Reply-To took a display name hold the bare address, which parses too.
+fn reply_to_mailbox(s: String) -> Result<Mailbox> {
+    stored("reply_to", Mailbox::parse(&s))
+}
+
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(json: &str) -> Result<Vec<Mailbox>> {
     let list: Vec<String> = stored("mailbox list", serde_json::from_str(json))?;
@@ -179,9 +185,10 @@ fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> R
     .ok_or(StoreError::NotFound)?
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, tls_verify, \
-     tls_ca_pem, tls_server_name, helo_name, max_connections, max_messages_per_connection, \
-     idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, created_at, updated_at";
+const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
+     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
+     created_at, updated_at";
 
 /// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
@@ -195,6 +202,7 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
             port: stored("port", Port::new(port))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: r.get("requires_auth").map_err(sql)?,
+            allow_plaintext_auth: r.get("allow_plaintext_auth").map_err(sql)?,
             tls_verify: r.get("tls_verify").map_err(sql)?,
             tls_ca_pem: r.get("tls_ca_pem").map_err(sql)?,
             tls_server_name: r.get("tls_server_name").map_err(sql)?,
@@ -335,7 +343,7 @@ fn provider(raw: ProviderRow) -> Result<Provider> {
             from_name: from_name
                 .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
-            reply_to: reply_to.map(address).transpose()?,
+            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
             sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
         },
@@ -443,7 +451,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
         .map_err(sql)?
         .execute(params![
                 m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
-                m.text, m.html, m.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                m.text, m.html, m.reply_to.as_ref().map(ToString::to_string),
                 serde_json::to_string(&headers).expect("header pairs serialise"),
                 mailboxes_json(&m.to), mailboxes_json(&m.cc), m.used_fallback, m.created_at,
                 m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
@@ -1244,14 +1252,14 @@ impl Store for SqliteStore {
                     "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
                      tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
                      max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-                     command_timeout_secs, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+                     command_timeout_secs, allow_plaintext_auth, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18)",
                     params![
                         server_id.to_string(), tenant_id.to_string(), s.name, s.host.as_ref(),
                         s.port.get(), s.security.as_str(), s.requires_auth, s.tls_verify,
                         s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
                         s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
-                        s.command_timeout_secs, now
+                        s.command_timeout_secs, s.allow_plaintext_auth, now
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
@@ -1294,13 +1302,15 @@ impl Store for SqliteStore {
                     "UPDATE smtp_servers SET name = ?1, host = ?2, port = ?3, security = ?4, requires_auth = ?5, \
                      tls_verify = ?6, tls_ca_pem = ?7, tls_server_name = ?8, helo_name = ?9, \
                      max_connections = ?10, max_messages_per_connection = ?11, idle_timeout_secs = ?12, \
-                     rate_limit_per_minute = ?13, command_timeout_secs = ?14, updated_at = ?15 \
+                     rate_limit_per_minute = ?13, command_timeout_secs = ?14, updated_at = ?15, \
+                     allow_plaintext_auth = ?18 \
                      WHERE id = ?16 AND tenant_id = ?17",
                     params![
                         s.name, s.host.as_ref(), s.port.get(), s.security.as_str(), s.requires_auth,
                         s.tls_verify, s.tls_ca_pem, s.tls_server_name, s.helo_name, s.max_connections,
                         s.max_messages_per_connection, s.idle_timeout_secs, s.rate_limit_per_minute,
-                        s.command_timeout_secs, now_ms(), server_id.to_string(), tenant_id.to_string()
+                        s.command_timeout_secs, now_ms(), server_id.to_string(), tenant_id.to_string(),
+                        s.allow_plaintext_auth
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
@@ -1450,7 +1460,7 @@ impl Store for SqliteStore {
                     params![
                         provider_id.to_string(), tenant_id.to_string(), s.name, s.smtp_server_id.to_string(),
                         s.account_id.map(|a| a.to_string()), s.from_address.as_ref(),
-                        s.from_name.as_ref().map(AsRef::<str>::as_ref), s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.from_name.as_ref().map(AsRef::<str>::as_ref), s.reply_to.as_ref().map(ToString::to_string),
                         s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(), now_ms()
                     ],
                 )
@@ -1499,7 +1509,7 @@ impl Store for SqliteStore {
                     params![
                         s.name, s.smtp_server_id.to_string(), s.account_id.map(|a| a.to_string()),
                         s.from_address.as_ref(), s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                        s.reply_to.as_ref().map(AsRef::<str>::as_ref),
+                        s.reply_to.as_ref().map(ToString::to_string),
                         s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref), s.sender_policy.as_str(),
                         now_ms(), provider_id.to_string(), tenant_id.to_string()
                     ],
@@ -1718,7 +1728,7 @@ impl Store for SqliteStore {
                         subject: stored("subject", Subject::from_stored(&subject))?,
                         text,
                         html,
-                        reply_to: reply_to.map(address).transpose()?,
+                        reply_to: reply_to.map(reply_to_mailbox).transpose()?,
                         headers: headers_from_json(&headers)?,
                         to: mailboxes(&to)?,
                         cc: mailboxes(&cc)?,

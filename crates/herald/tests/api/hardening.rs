@@ -1,344 +1,499 @@
-//! Findings of the adversarial review (issue 11) that belong to no other suite:
-//! secrets cleared when trust weakens, who reads a test message's diagnosis,
-//! and database URLs that never show their password.
+//! The findings of the adversarial review that concern the node's edge:
+//! anonymous sign-ins are bounded (per client address, and in the password
+//! verifications running at once), slow clients are cut off and cannot take
+//! every connection, the sign-in form's CSRF token is bound to its cookie,
+//! browsers' cross-site POSTs are refused, and the data directory is private.
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use herald_core::Secret;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::console::{csrf_field, set_cookie, set_operator_password};
 use crate::helpers::*;
 
-/// PATCHes a server and returns the answer's body.
-async fn patch_server(app: &TestApp, tenant: &TestTenant, id: &str, body: Value) -> Value {
-    let (status, answer) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/{}/smtp-servers/{id}", tenant.slug),
-            Some(&tenant.admin),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    answer
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
+/// A sign-in form's cookie (`name=value`) and the token on the page.
+async fn sign_in_form(http: &reqwest::Client, base: &str) -> (String, String) {
+    let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
+    let (cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
+    (cookie, csrf_field(&form.text().await.unwrap()))
+}
+
+/// Posts the sign-in form with the given cookie, token and extra headers.
+async fn post_sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    token: &str,
+    email: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = http
+        .post(format!("{base}/sign-in"))
+        .header("cookie", cookie)
+        .form(&[("csrf", token), ("email", email), ("password", password)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// Login CSRF: a cookie and token the attacker made up together
+/// (`herald_sign_in=x`, `csrf=x`) no longer sign anyone in. A form served by
+/// one node is accepted by another with the same master key, and refused by
+/// a node with another key.
 #[tokio::test]
-async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.grant_credential_storage("acme").await;
-    let (status, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "relay", "host": "mail.acme.example", "port": 587,
-                   "security": "starttls", "requires_auth": true}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{server}");
-    let id = server["id"].as_str().unwrap().to_owned();
-    let accounts = format!("/v1/tenants/acme/smtp-servers/{id}/accounts");
-    let add_account = |name: &'static str| {
-        let (app, accounts, admin) = (&app, &accounts, &acme.admin);
-        async move {
-            let (status, account) = app
-                .post(
-                    accounts,
-                    admin,
-                    json!({"username": name, "password": "pw-entered-under-tls"}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{account}");
-            account["id"].as_str().unwrap().to_owned()
+async fn the_sign_in_token_is_bound_to_its_cookie_under_the_shared_key() {
+    let master = |key: &'static str| {
+        move |s: &mut herald::config::Settings| {
+            s.master_key = Some(Secret::new(key));
         }
     };
-    let secret_set = |account: String| {
-        let (app, accounts, admin) = (&app, &accounts, &acme.admin);
-        async move { app.get(&format!("{accounts}/{account}"), admin).await.1["secret_set"].clone() }
-    };
-    let last_update = || async {
-        let (_, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["action"] == "smtp_server.update")
-            .cloned()
-            .unwrap()
-    };
+    let one = spawn_app_with(master("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")).await;
+    let output = set_operator_password(&one, "root@herald.example", "operator password 1").await;
+    assert!(output.status.success(), "{output:?}");
+    let http = no_redirects();
 
-    let first = add_account("first").await;
-    patch_server(&app, &acme, &id, json!({"tls_verify": false})).await;
-    assert_eq!(
-        secret_set(first).await,
-        false,
-        "tls_verify off kept the password"
-    );
-    assert_eq!(
-        last_update().await["details"]["account_secrets_cleared"],
-        true
-    );
-
-    // Turning verification back on only strengthens trust.
-    let second = add_account("second").await;
-    patch_server(&app, &acme, &id, json!({"tls_verify": true})).await;
-    assert_eq!(secret_set(second.clone()).await, true);
-    assert_eq!(
-        last_update().await["details"]["account_secrets_cleared"],
-        false
-    );
-
-    patch_server(
-        &app,
-        &acme,
-        &id,
-        json!({"tls_server_name": "relay.elsewhere.example"}),
+    let forged = post_sign_in(
+        &http,
+        &one.base,
+        "herald_sign_in=x",
+        "x",
+        "root@herald.example",
+        "operator password 1",
+        &[],
     )
     .await;
-    assert_eq!(
-        secret_set(second).await,
-        false,
-        "a new tls_server_name kept the password"
-    );
-    let third = add_account("third").await;
-    patch_server(&app, &acme, &id, json!({"tls_server_name": ""})).await;
-    assert_eq!(
-        secret_set(third).await,
-        false,
-        "removing tls_server_name kept the password"
-    );
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&forged, "herald_session").is_none());
+    // A real cookie with a token of another form: refused too.
+    let (cookie, _) = sign_in_form(&http, &one.base).await;
+    let (_, other_token) = sign_in_form(&http, &one.base).await;
+    let mixed = post_sign_in(
+        &http,
+        &one.base,
+        &cookie,
+        &other_token,
+        "root@herald.example",
+        "operator password 1",
+        &[],
+    )
+    .await;
+    assert_eq!(mixed.status(), StatusCode::FORBIDDEN);
+
+    // Another node with the same master key accepts the first node's form.
+    let same_key = spawn_app_with(master("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")).await;
+    let (cookie, token) = sign_in_form(&http, &one.base).await;
+    let elsewhere = post_sign_in(
+        &http,
+        &same_key.base,
+        &cookie,
+        &token,
+        "nobody@herald.example",
+        "a wrong password",
+        &[],
+    )
+    .await;
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+    let other_key = spawn_app_with(master("HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=")).await;
+    let refused = post_sign_in(
+        &http,
+        &other_key.base,
+        &cookie,
+        &token,
+        "nobody@herald.example",
+        "a wrong password",
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // The genuine pair signs in.
+    let signed = post_sign_in(
+        &http,
+        &one.base,
+        &cookie,
+        &token,
+        "root@herald.example",
+        "operator password 1",
+        &[],
+    )
+    .await;
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
 }
 
+/// Every console POST a browser says came from another site is refused
+/// before any handler runs, even with a valid token; from the console's own
+/// pages, or from a client that is not a browser, the token decides.
 #[tokio::test]
-async fn only_administrators_read_a_test_messages_diagnosis() {
-    let smtp = herald_testsmtp::TestSmtpServer::start().await;
+async fn cross_site_posts_are_refused_before_any_handler() {
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let provider = providers[0]["id"].as_str().unwrap().to_owned();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({"to": "ops@acme.example"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let path = format!(
-        "/v1/tenants/acme/messages/{}",
-        answer["message_id"].as_str().unwrap()
-    );
-
-    // A member's personal token and a service token both send, neither administers.
-    let (_, member) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
-            json!({"name": "Member", "email": "member@acme.example", "role": "member"}),
-        )
-        .await;
-    let (status, member_token) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
-            json!({"name": "member's", "person_id": member["id"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{member_token}");
-    let member_token = member_token["token"].as_str().unwrap().to_owned();
-
-    let attempt = |message: &Value| message["recipients"][0]["attempts"][0].clone();
-    let seen = eventually("the test message's attempt", || async {
-        let (_, message) = app.get(&path, &acme.admin).await;
-        let attempt = attempt(&message);
-        attempt.get("diagnosis").is_some().then_some(attempt)
-    })
-    .await;
-    assert!(
-        seen["diagnosis"].as_array().is_some_and(|s| !s.is_empty()),
-        "{seen}"
-    );
-    let (_, as_operator) = app.get(&path, OPERATOR).await;
-    assert!(attempt(&as_operator).get("diagnosis").is_some());
-
-    for (who, token) in [("a sender", &acme.sender), ("a member", &member_token)] {
-        let (status, message) = app.get(&path, token).await;
-        assert_eq!(status, StatusCode::OK, "{message}");
-        let attempt = attempt(&message);
+    let output = set_operator_password(&app, "root@herald.example", "operator password 1").await;
+    assert!(output.status.success(), "{output:?}");
+    let http = no_redirects();
+    let base = &app.base;
+    let host = base.trim_start_matches("http://");
+    let own_origin = base.clone();
+    let (cookie, token) = sign_in_form(&http, base).await;
+    let attempt = |headers: Vec<(&'static str, String)>| {
+        let (http, cookie, token) = (&http, &cookie, &token);
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            post_sign_in(
+                http,
+                base,
+                cookie,
+                token,
+                "root@herald.example",
+                "operator password 1",
+                &headers,
+            )
+            .await
+            .status()
+        }
+    };
+    for refused in [
+        vec![("sec-fetch-site", "cross-site".to_owned())],
+        vec![("sec-fetch-site", "same-site".to_owned())],
+        vec![("origin", "http://evil.example".to_owned())],
+        vec![("origin", "null".to_owned())],
+        vec![(
+            "origin",
+            format!("http://{}", host.replace("127.0.0.1", "localhost")),
+        )],
+    ] {
         assert_eq!(
-            attempt["outcome"], seen["outcome"],
-            "{who} sees the outcome"
-        );
-        assert_eq!(
-            attempt["response"], seen["response"],
-            "{who} sees the reply"
-        );
-        assert!(
-            attempt.get("diagnosis").is_none(),
-            "{who} reads the diagnosis: {attempt}"
+            attempt(refused.clone()).await,
+            StatusCode::FORBIDDEN,
+            "{refused:?}"
         );
     }
-}
-
-/// Secrets in a database URL: one in the user information, one in the query.
-const USERINFO_SECRET: &str = "userinfo-pw-canary";
-const QUERY_SECRET: &str = "query-pw-canary";
-
-fn assert_no_database_secret(output: &str) {
-    for secret in [USERINFO_SECRET, QUERY_SECRET] {
-        assert!(!output.contains(secret), "{secret} shown in: {output}");
-    }
-}
-
-#[tokio::test]
-async fn a_failed_database_connection_does_not_show_the_password() {
-    let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on port 1 of loopback: the connection is refused at once.
-    let url =
-        format!("postgres://herald:{USERINFO_SECRET}@127.0.0.1:1/herald?password={QUERY_SECRET}");
-    let output = tokio::time::timeout(
-        DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--http", "127.0.0.1:0", "--database-url", &url])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("HERALD_BOOTSTRAP_TOKEN", OPERATOR)
-            .env("NO_COLOR", "1")
-            .output(),
+    let signed = post_sign_in(
+        &http,
+        base,
+        &cookie,
+        &token,
+        "root@herald.example",
+        "operator password 1",
+        &[("sec-fetch-site", "same-origin"), ("origin", &own_origin)],
     )
-    .await
-    .expect("the node gives up within the deadline")
-    .unwrap();
-    assert!(!output.status.success());
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        printed.contains("postgres://herald:***@127.0.0.1:1/herald?password=***"),
-        "{printed}"
-    );
-    assert_no_database_secret(&printed);
+    .await;
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let (session, _) = set_cookie(&signed, "herald_session").unwrap();
 
-    // migrate-store says where it could not copy to, in the same way.
-    let sqlite = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["migrate-store", "--from", &sqlite, "--to", &url])
-        .output()
+    // A signed-in operator's form, posted from another site: refused, nothing created.
+    let page = http
+        .get(format!("{base}/operator/tenants"))
+        .header("cookie", &session)
+        .send()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let printed = String::from_utf8_lossy(&output.stderr).into_owned();
+    let csrf = csrf_field(&page.text().await.unwrap());
+    let create = |site: &'static str| {
+        http.post(format!("{base}/operator/tenants"))
+            .header("cookie", &session)
+            .header("sec-fetch-site", site)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("slug", "initech"),
+                ("name", "Initech"),
+            ])
+            .send()
+    };
+    let refused = create("cross-site").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(
-        printed.contains("postgres://herald:***@127.0.0.1:1"),
-        "{printed}"
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("not sent from this console")
     );
-    assert_no_database_secret(&printed);
+    let (status, _) = app.get("/v1/tenants/initech", OPERATOR).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
+    assert_eq!(
+        create("same-origin").await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
 }
 
+/// Sign-in attempts per client address: beyond the burst, 429 with
+/// Retry-After and a page that says so. `X-Forwarded-For` counts only from a
+/// trusted proxy.
 #[tokio::test]
-async fn the_startup_log_line_shows_the_database_without_its_password() {
-    let Some(database) = crate::cluster::TestDatabase::create().await else {
-        return;
+async fn sign_ins_are_limited_per_client_address() {
+    let http = no_redirects();
+    let attempts = |app: &TestApp, forwarded_for: &'static str, n: usize| {
+        let (http, base) = (&http, app.base.clone());
+        async move {
+            let mut answers = Vec::new();
+            for i in 0..n {
+                let (cookie, token) = sign_in_form(http, &base).await;
+                let answer = post_sign_in(
+                    http,
+                    &base,
+                    &cookie,
+                    &token,
+                    &format!("person{i}@herald.example"),
+                    "a wrong password",
+                    &[("x-forwarded-for", forwarded_for)],
+                )
+                .await;
+                let retry_after = answer
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                answers.push((answer.status(), retry_after, answer.text().await.unwrap()));
+            }
+            answers
+        }
     };
-    // The test server trusts local connections, so the passwords are never checked.
-    let (base, name) = database.url.rsplit_once('/').unwrap();
-    let (scheme, host) = base.split_once("://").unwrap();
-    let host = host.rsplit('@').next().unwrap();
-    let url =
-        format!("{scheme}://postgres:{USERINFO_SECRET}@{host}/{name}?password={QUERY_SECRET}");
-    let dir = tempfile::tempdir().unwrap();
-    let node = start_process(dir.path(), &["--database-url", &url], &[]).await;
-    let line = eventually("the startup log line", || async {
-        let output = node.output.lock().unwrap().clone();
-        output
-            .lines()
-            .find(|l| l.contains("herald is running"))
-            .map(str::to_owned)
+    let limited = |s: &mut herald::config::Settings| {
+        s.sign_in.burst = 2;
+        s.sign_in.every = Duration::from_secs(600);
+    };
+
+    // No trusted proxy: the header is the client's own claim, and ignored.
+    let direct = spawn_app_with(limited).await;
+    let mut answers = attempts(&direct, "203.0.113.1", 2).await;
+    answers.extend(attempts(&direct, "203.0.113.2", 1).await);
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers[1].0, StatusCode::UNAUTHORIZED);
+    let (status, retry_after, html) = &answers[2];
+    assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = retry_after.expect("a Retry-After header");
+    assert!(retry_after > 0 && retry_after <= 600, "{retry_after}");
+    assert!(
+        html.contains("Too many sign-in attempts from your network address"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"csrf\""), "the form is shown again");
+
+    // Behind a trusted proxy each forwarded client has its own allowance.
+    let proxied = spawn_app_with(|s| {
+        limited(s);
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
-    assert!(
-        line.contains(&format!(
-            "postgres://postgres:***@{host}/{name}?password=***"
-        )),
-        "{line}"
+    let first = attempts(&proxied, "203.0.113.1", 3).await;
+    let statuses: Vec<_> = first.iter().map(|a| a.0).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
     );
-    assert_no_database_secret(&node.output.lock().unwrap());
-    drop(node);
-    database.drop_database().await;
+    let other = attempts(&proxied, "198.51.100.4, 203.0.113.2", 1).await;
+    assert_eq!(other[0].0, StatusCode::UNAUTHORIZED, "another client");
 }
 
-/// The rule the API names for `field` in a 422.
-fn rule_for(answer: &Value, field: &str) -> String {
-    answer["errors"]
-        .as_array()
-        .and_then(|errors| errors.iter().find(|e| e["field"] == field))
-        .and_then(|e| e["rule"].as_str())
-        .unwrap_or_else(|| panic!("no error for {field}: {answer}"))
-        .to_owned()
-}
-
+/// Slowloris: with two connections allowed, two half-sent requests hold
+/// both; a third connection's `/healthz` is answered only once the server has
+/// closed one of them (its header timeout), not before. Checked by the order
+/// of events, not by how long anything took.
 #[tokio::test]
-async fn controls_and_encoded_words_are_refused_in_every_header_field() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let encoded_crlf = "=?utf-8?B?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=";
-    let (status, answer) = app
-        .post(
-            "/v1/tenants/acme/messages",
-            &acme.sender,
-            json!({
-                "to": ["Ops\u{b}Team <ops@acme.example>"],
-                "cc": ["=?utf-8?Q?=1B[2J?= <cc@acme.example>"],
-                "subject": format!("Disk full {encoded_crlf}"),
-                "text": "x",
-                "headers": {"X-Tag": "red\u{1b}[31m", "X-Form": "page\u{c}break",
-                            "X-Next": "\u{85}line", "X-Word": encoded_crlf, "X-Tab": "a\tb"},
-            }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    for field in ["to[0]", "headers.X-Tag", "headers.X-Form", "headers.X-Next"] {
-        assert!(
-            rule_for(&answer, field).contains("control characters"),
-            "{answer}"
-        );
+async fn half_sent_requests_are_cut_off_and_cannot_hold_every_connection() {
+    let app = spawn_app_with(|s| {
+        s.http_limits.max_connections = 2;
+        s.http_limits.header_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for name in ["first", "second"] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rest = Vec::new();
+            // Ends when the server closes the connection.
+            let _ = stream.read_to_end(&mut rest).await;
+            events.lock().unwrap().push(format!("{name} closed"));
+        }));
     }
-    for field in ["cc[0]", "subject", "headers.X-Word"] {
-        assert!(
-            rule_for(&answer, field).contains("encoded word"),
-            "{answer}"
-        );
+    let mut fresh = TcpStream::connect(&addr).await.unwrap();
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut answer = String::new();
+            fresh.read_to_string(&mut answer).await.unwrap();
+            events.lock().unwrap().push("healthz answered".to_owned());
+            answer
+        })
+    };
+    let answer = tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("healthz is answered once a slot frees")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for task in tasks {
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the server closes half-sent requests")
+            .unwrap();
     }
+    let events = events.lock().unwrap().clone();
+    let answered_at = events.iter().position(|e| e == "healthz answered").unwrap();
     assert!(
-        !answer["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["field"] == "headers.X-Tab"),
-        "TAB is allowed: {answer}"
+        events[..answered_at].iter().any(|e| e.ends_with("closed")),
+        "the third connection waited for a slot: {events:?}"
     );
-    assert_eq!(app.message_count(&acme).await, 0, "nothing is half-stored");
+}
 
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
+/// A request body that stops arriving is cut off: the server answers (or
+/// closes) instead of waiting for the rest for ever.
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_off() {
+    let app = spawn_app_with(|s| {
+        s.http_limits.body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/tenants HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {OPERATOR}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"slug\": "
+            )
+            .as_bytes(),
         )
-        .await;
-    let (status, answer) = app
-        .post(
-            "/v1/tenants/acme/providers",
-            &acme.admin,
-            json!({"name": "p", "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
-                   "from_name": "Alerts =?utf-8?B?DQo=?="}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server ends the request")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
     assert!(
-        rule_for(&answer, "from_name").contains("encoded word"),
-        "{answer}"
+        !answer.starts_with("HTTP/1.1 2"),
+        "the half-sent body was not taken: {answer}"
     );
+    let (status, _) = app.get("/v1/tenants", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "the node still answers");
+}
+
+/// The data directory a node creates is 0700, and every file in it
+/// (database, -wal, -shm, key file) 0600, whatever the caller's umask.
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let node = start_process(&data, &[], &[]).await;
+    let app = node.app();
+    // Writes, so that the write-ahead log has something in it.
+    app.tenant("acme").await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in ["herald.db", "herald.db-wal", "herald.db-shm", "master.key"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    // A database an earlier version left readable by others is made private.
+    drop(node);
+    let database = data.join("herald.db");
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _restarted = start_process(&data, &[], &[]).await;
+    assert_eq!(mode(&database), 0o600, "an existing database");
+}
+
+/// Peak memory under 500 concurrent anonymous sign-ins, each from its own
+/// address (through a trusted proxy, so the per-address limit does not stop
+/// them), stays under 200 MB: only a few argon2 verifications run at once,
+/// a few more wait, and the rest are refused at once with 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_sign_ins_stay_under_200_mb() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_process(dir.path(), &["--trusted-proxies", "127.0.0.1/32"], &[]).await;
+    let pid = node.child.id().unwrap();
+    let http = no_redirects();
+    let base = node.base.clone();
+    let (cookie, token) = sign_in_form(&http, &base).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(500));
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let (http, base, cookie, token, barrier) = (
+            http.clone(),
+            base.clone(),
+            cookie.clone(),
+            token.clone(),
+            barrier.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let client = format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256);
+            barrier.wait().await;
+            let answer = post_sign_in(
+                &http,
+                &base,
+                &cookie,
+                &token,
+                &format!("person{i}@herald.example"),
+                "a wrong password",
+                &[("x-forwarded-for", &client)],
+            )
+            .await;
+            let retry_after = answer.headers().contains_key("retry-after");
+            (answer.status(), retry_after)
+        }));
+    }
+    let mut refused = 0;
+    let mut verified = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (StatusCode::UNAUTHORIZED, _) => verified += 1,
+            (StatusCode::TOO_MANY_REQUESTS, true) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(verified > 0, "some were verified");
+    assert!(refused > 0, "beyond the queue, 429 at once");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    eprintln!(
+        "peak RSS after 500 concurrent sign-ins: {peak_kb} kB ({verified} verified, {refused} refused)"
+    );
+    assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
 }

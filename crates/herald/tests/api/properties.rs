@@ -444,10 +444,18 @@ struct Expected {
 
 impl Expected {
     fn new(mail_from: &str, recipients: BTreeSet<String>) -> Self {
-        let required: BTreeSet<String> = ["from", "subject", "date", "message-id", "mime-version"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        // Auto-Submitted is Herald's unless the submitter set it: once either way.
+        let required: BTreeSet<String> = [
+            "from",
+            "subject",
+            "date",
+            "message-id",
+            "mime-version",
+            "auto-submitted",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
         let mut allowed = required.clone();
         allowed.extend(
             [

@@ -123,7 +123,8 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     let app = node.app();
 
     // One tenant logs in with the wrong user name: delivery fails with an authentication error.
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
+                       "requires_auth": true, "allow_plaintext_auth": true});
     let broken = app.tenant("broken").await;
     let broken_server = app
         .configure(

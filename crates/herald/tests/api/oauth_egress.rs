@@ -1,0 +1,350 @@
+//! The OAuth2 token endpoint under the egress guard (validated with a URL parser,
+//! never redirected, never fetched for a forbidden SMTP server, and its refusals
+//! reduced to the OAuth2 error code and HTTP status), and SMTP hosts spelt as numbers.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::{StatusCode as AxumStatus, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use herald_smtp::Egress;
+use herald_testsmtp::{ServerConfig, TestSmtpServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A loopback listener that never accepts: the kernel completes a client's
+/// handshake anyway, so afterwards it tells whether anyone connected.
+struct Untouched(std::net::TcpListener);
+
+impl Untouched {
+    fn bind() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Untouched(listener)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+
+    fn was_connected(&self) -> bool {
+        match self.0.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    }
+}
+
+/// A token endpoint on loopback answering every request with `answer()`;
+/// returns its URL and the count of requests.
+async fn token_endpoint(
+    answer: impl Fn() -> Response + Clone + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        post(move || {
+            let answer = answer.clone();
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { answer() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+fn xoauth2_account(token_url: &str) -> Value {
+    json!({
+        "username": "herald@acme.example", "mechanism": "xoauth2",
+        "oauth2": {"token_url": token_url, "client_id": "herald-app", "client_secret": "client-s3cret"}
+    })
+}
+
+fn smtp_entry(port: u16) -> Value {
+    json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none", "requires_auth": true})
+}
+
+/// Sends one message through the tenant's provider and returns it after its first attempt.
+async fn first_attempt(app: &TestApp, tenant: &TestTenant) -> Value {
+    let id = app
+        .submit(
+            tenant,
+            json!({"to": ["a@acme.example"], "subject": "Token", "text": "x"}),
+        )
+        .await;
+    app.wait_for_attempts(tenant, &id, 1).await
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_not_followed() {
+    let elsewhere = Untouched::bind();
+    let location = format!("http://127.0.0.1:{}/token", elsewhere.port());
+    let (token_url, calls) = token_endpoint(move || {
+        (
+            AxumStatus::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location.clone())],
+        )
+            .into_response()
+    })
+    .await;
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
+    )
+    .await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        smtp_entry(smtp.port()),
+        Some(xoauth2_account(&token_url)),
+    )
+    .await;
+
+    let message = first_attempt(&app, &acme).await;
+    let text = message.to_string();
+    assert!(
+        text.contains("HTTP 307 Temporary Redirect (a redirect), and redirects are not followed"),
+        "{message}"
+    );
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+    assert!(
+        !elsewhere.was_connected(),
+        "the redirect's target was connected to"
+    );
+    assert!(smtp.messages().is_empty());
+}
+
+#[tokio::test]
+async fn an_error_answer_shows_only_the_oauth2_code_and_the_status() {
+    let (token_url, _) = token_endpoint(|| {
+        (
+            AxumStatus::UNAUTHORIZED,
+            axum::Json(json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215 root:x:0:0 ami-id i-0abc meta-data"
+            })),
+        )
+            .into_response()
+    })
+    .await;
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
+    )
+    .await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        smtp_entry(smtp.port()),
+        Some(xoauth2_account(&token_url)),
+    )
+    .await;
+
+    let message = first_attempt(&app, &acme).await;
+    let text = message.to_string();
+    assert!(
+        text.contains("the OAuth2 token endpoint refused: HTTP 401 Unauthorized, invalid_client"),
+        "{message}"
+    );
+    for echoed in ["AADSTS", "root:x", "ami-id", "meta-data"] {
+        assert!(!text.contains(echoed), "{echoed} was echoed: {message}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
+    let (token_url, _) = token_endpoint(|| {
+        (
+            AxumStatus::BAD_REQUEST,
+            axum::Json(json!({"error": "ssh-rsa AAAAB3NzaC1yc2E internal-secret"})),
+        )
+            .into_response()
+    })
+    .await;
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
+    )
+    .await;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        smtp_entry(smtp.port()),
+        Some(xoauth2_account(&token_url)),
+    )
+    .await;
+
+    let message = first_attempt(&app, &acme).await;
+    let text = message.to_string();
+    assert!(
+        text.contains("the OAuth2 token endpoint refused: HTTP 400 Bad Request"),
+        "{message}"
+    );
+    assert!(!text.contains("internal-secret"), "{message}");
+}
+
+#[tokio::test]
+async fn no_token_is_fetched_for_a_forbidden_smtp_server() {
+    let token_endpoint = Untouched::bind();
+    let smtp = TestSmtpServer::start_with(
+        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
+    )
+    .await;
+    // The default policy: loopback, where the SMTP server listens, is forbidden.
+    let app = spawn_app_with(|s| s.egress = Egress::default()).await;
+    let acme = app.tenant("acme").await;
+    let token_url = format!("https://localhost:{}/token", token_endpoint.port());
+    app.configure(
+        &acme,
+        smtp_entry(smtp.port()),
+        Some(xoauth2_account(&token_url)),
+    )
+    .await;
+
+    let message = first_attempt(&app, &acme).await;
+    assert!(message.to_string().contains("egress policy"), "{message}");
+    assert!(
+        !token_endpoint.was_connected(),
+        "the token endpoint was contacted for a forbidden SMTP server"
+    );
+    assert!(smtp.messages().is_empty());
+}
+
+/// The rule the API gives for `oauth2.token_url`, or `None` when the account was created.
+async fn token_url_rule(
+    app: &TestApp,
+    tenant: &TestTenant,
+    server: &str,
+    url: &str,
+) -> Option<String> {
+    // Each accepted account needs a user name of its own on the server.
+    static ACCOUNTS: AtomicUsize = AtomicUsize::new(0);
+    let mut account = xoauth2_account(url);
+    account["username"] =
+        format!("u{}@acme.example", ACCOUNTS.fetch_add(1, Ordering::SeqCst)).into();
+    let (status, body) = app
+        .post(
+            &format!("/v1/tenants/{}/smtp-servers/{server}/accounts", tenant.slug),
+            &tenant.admin,
+            account,
+        )
+        .await;
+    if status == StatusCode::CREATED {
+        return None;
+    }
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+    let errors = body["errors"].as_array().expect("an errors array");
+    assert_eq!(errors.len(), 1, "{url}: {body}");
+    assert_eq!(errors[0]["field"], "oauth2.token_url", "{url}: {body}");
+    assert!(!body.to_string().contains("client-s3cret"));
+    Some(errors[0]["rule"].as_str().unwrap().to_owned())
+}
+
+async fn server_for(app: &TestApp, tenant: &TestTenant) -> String {
+    app.grant_credential_storage(&tenant.slug).await;
+    let (status, server) = app
+        .post(
+            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
+            &tenant.admin,
+            smtp_entry(2525),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{server}");
+    server["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
+    // This node allows loopback, as an operator with a local token proxy would.
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let server = server_for(&app, &acme).await;
+    for (url, rule) in [
+        (
+            "http://localhost:pw@169.254.169.254/latest/meta-data/",
+            "user name or password",
+        ),
+        ("https://user@login.example/token", "user name or password"),
+        ("https://login.example/token#fragment", "fragment"),
+        ("https://169.254.169.254/token", "egress policy"),
+        ("https://[fd00:ec2::254]/token", "egress policy"),
+        ("https://100.100.100.200/token", "egress policy"),
+        ("https://[64:ff9b::a9fe:a9fe]/token", "egress policy"),
+        ("https://[::ffff:169.254.169.254]/token", "egress policy"),
+        ("http://203.0.113.7/token", "https://"),
+        ("ftp://login.example/token", "https://"),
+    ] {
+        let got = token_url_rule(&app, &acme, &server, url).await;
+        assert!(
+            got.as_deref().is_some_and(|got| got.contains(rule)),
+            "{url}: {got:?}"
+        );
+    }
+    for url in [
+        "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        "http://127.0.0.1:8080/token",
+        "http://localhost:8080/token",
+    ] {
+        assert_eq!(
+            token_url_rule(&app, &acme, &server, url).await,
+            None,
+            "{url}"
+        );
+    }
+
+    // Without an allow list, plain http and loopback are refused, however spelt.
+    let strict = spawn_app_with(|s| s.egress = Egress::default()).await;
+    let acme = strict.tenant("acme").await;
+    let server = server_for(&strict, &acme).await;
+    for (url, rule) in [
+        ("http://localhost:8080/token", "https://"),
+        ("https://127.0.0.1:8443/token", "egress policy"),
+        ("http://2130706433:8080/token", "egress policy"),
+        ("http://0x7f.1:8080/token", "egress policy"),
+        ("https://0177.0.0.1/token", "egress policy"),
+        ("https://[::1]/token", "egress policy"),
+    ] {
+        let got = token_url_rule(&strict, &acme, &server, url).await;
+        assert!(
+            got.as_deref().is_some_and(|got| got.contains(rule)),
+            "{url}: {got:?}"
+        );
+    }
+    assert_eq!(
+        token_url_rule(&strict, &acme, &server, "https://localhost:8443/token").await,
+        None,
+        "a name is judged on its addresses at each fetch"
+    );
+}
+
+#[tokio::test]
+async fn an_smtp_host_spelt_as_a_number_is_refused_with_the_field_named() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    for host in ["2130706433", "0177.0.0.1", "0x7f.1"] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/tenants/{}/smtp-servers", acme.slug),
+                &acme.admin,
+                json!({"name": "mx", "host": host, "port": 25, "security": "none"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{host}: {body}");
+        assert_eq!(body["errors"][0]["field"], "host", "{host}: {body}");
+        assert!(
+            body["errors"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("numeric last label"),
+            "{host}: {body}"
+        );
+    }
+}

@@ -1,0 +1,929 @@
+//! Herald against a real Postfix: an instance each test configures in a temporary
+//! directory (STARTTLS with an rcgen certificate, AUTH through a Dovecot of its
+//! own, a per-recipient access map, a small `message_size_limit`), relaying what
+//! it accepts to Postfix's `smtp-sink`, whose files the tests parse.
+//!
+//! CI installs Postfix and Dovecot (`.ci/run`) and runs as root, which Postfix's
+//! master needs. Elsewhere a test without them says so on stderr and passes
+//! without running; under CI (the variable `CI` set) it fails instead. The
+//! system's own Postfix and Dovecot (`/etc/postfix`, `/etc/dovecot`, their queue
+//! and state) are never started, configured or written: every path these
+//! instances use is inside the test's temporary directory.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_testsmtp::TestTls;
+use mail_parser::MessageParser;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::helpers::*;
+
+const POSTFIX: &str = "/usr/sbin/postfix";
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+const DOVECOT: &str = "/usr/sbin/dovecot";
+
+/// The account Dovecot knows, and its password.
+const USERNAME: &str = "herald@acme.example";
+const PASSWORD: &str = "postfix-s3cret-pw";
+
+/// Postfix's `message_size_limit`, advertised as `SIZE 20000`.
+const SIZE_LIMIT: usize = 20_000;
+
+/// Recipients the access map refuses: one for good, one for now.
+const REJECTED: &str = "rejected@example.net";
+const LATER: &str = "later@example.net";
+
+/// A Postfix instance with its Dovecot and its `smtp-sink`, stopped when dropped
+/// (also when the test panics).
+struct Postfix {
+    /// The port smtpd listens on: STARTTLS, then AUTH PLAIN or LOGIN.
+    port: u16,
+    /// The CA that signed smtpd's certificate.
+    tls: TestTls,
+    postfix: Option<Child>,
+    dovecot: Option<Child>,
+    sink: Option<Child>,
+    /// Everything above lives in here; declared last, so it is removed after the
+    /// processes above were stopped in `drop`.
+    dir: TempDir,
+}
+
+/// Says why the Postfix tests cannot run: on a developer's machine the test passes
+/// without running, under CI it fails.
+fn unavailable(why: &str) -> Option<Postfix> {
+    // Written to the process's own stderr, not through `eprintln!`, which the test
+    // harness captures and shows only for failing tests.
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{why}: .ci/run installs postfix and dovecot-core, and CI runs as root"
+    );
+    None
+}
+
+/// The numeric user and group ids of a system user, from `/etc/passwd`.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&name) && fields.len() > 3)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+/// Two distinct ports the kernel considers free right now. Postfix's master binds
+/// its listeners itself and cannot take over a socket we hold, so the ports are
+/// released before the servers start; another process could take one in that
+/// moment. `Postfix::start` notices (the server exits on the failed bind, or the
+/// greeting is not ours) and tries again with new ports.
+fn free_ports() -> (u16, u16) {
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        first.local_addr().unwrap().port(),
+        second.local_addr().unwrap().port(),
+    )
+}
+
+/// Waits until `port` greets with a line containing `token` (and then says QUIT,
+/// so that Postfix's log holds no lost connection of ours). False when `child`
+/// exits first: it could not listen.
+async fn greets(port: u16, token: &str, child: &mut Child) -> bool {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut stream = BufReader::new(stream);
+            let mut greeting = String::new();
+            let _ = tokio::time::timeout_at(deadline, stream.read_line(&mut greeting)).await;
+            if greeting.starts_with("220 ") && greeting.contains(token) {
+                let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
+                let _ = stream.read_line(&mut String::new()).await;
+                return true;
+            }
+            // Someone else's server took the port; ours will exit on its failed bind.
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing greeted on port {port} as {token} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a child to exit, killing it when it has not after a while.
+fn reap(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn dovecot_conf(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "\
+base_dir = {d}/dovecot-run
+state_dir = {d}/dovecot-state
+log_path = {d}/dovecot.log
+instance_name = herald-test-dovecot
+# Authentication only: no IMAP or POP3 listener.
+protocols =
+ssl = no
+# Postfix offers AUTH only after STARTTLS, so what reaches Dovecot was encrypted.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# Dovecot waits 2 s before answering a failed login by default.
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+# After a failed login Dovecot delays the next from that address (2, 4, 8, then
+# 15 s), which retries in these tests would run into; anvil keeps that penalty,
+# and a socket of mode 0 keeps the auth process from reaching it.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  unix_listener {d}/auth {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+"
+    )
+}
+
+fn main_cf(dir: &Path, banner: &str, sink_port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "\
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.test
+mydomain = postfix.test
+myorigin = postfix.test
+mydestination =
+alias_maps =
+alias_database =
+biff = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.1/32
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+smtpd_banner = $myhostname ESMTP {banner}
+# A refused command is answered at once, not after a second.
+smtpd_error_sleep_time = 0
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {d}/cert.pem
+smtpd_tls_key_file = {d}/key.pem
+smtpd_tls_auth_only = yes
+smtpd_tls_received_header = yes
+smtpd_tls_session_cache_database =
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {d}/auth
+smtpd_sasl_authenticated_header = yes
+# Only a client that logged in may relay; everything is relayed to smtp-sink.
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = check_recipient_access texthash:{d}/etc/recipients
+message_size_limit = {SIZE_LIMIT}
+relayhost = [127.0.0.1]:{sink_port}
+smtp_tls_security_level = none
+"
+    )
+}
+
+/// The Debian master.cf without chroot, with smtpd on `port` and `postlogd` for
+/// `maillog_file`.
+fn master_cf(port: u16) -> String {
+    format!(
+        "\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+smtp      unix  - - n -     - smtp
+relay     unix  - - n -     - smtp
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"
+    )
+}
+
+impl Postfix {
+    /// Configures and starts Dovecot, `smtp-sink` and Postfix in a new temporary
+    /// directory; `None` (after saying why) when they cannot run here.
+    async fn start() -> Option<Postfix> {
+        let started = Instant::now();
+        if let Some(missing) = [POSTFIX, SMTP_SINK, DOVECOT]
+            .into_iter()
+            .find(|p| !Path::new(p).exists())
+        {
+            return unavailable(&format!(
+                "{missing} is missing (Debian packages postfix and dovecot-core)"
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("herald-postfix-")
+            .tempdir()
+            .unwrap();
+        if dir.path().metadata().unwrap().uid() != 0 {
+            return unavailable("Postfix's master must be started as root");
+        }
+        let Some((postfix_uid, postfix_gid)) = user_ids("postfix") else {
+            return unavailable("there is no postfix user (Debian package postfix)");
+        };
+        let path = dir.path().to_owned();
+        // Postfix's daemons (as postfix) and smtp-sink (as nobody) reach into it.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["etc", "queue", "data", "sink"] {
+            fs::create_dir(path.join(sub)).unwrap();
+        }
+        std::os::unix::fs::chown(path.join("data"), Some(postfix_uid), Some(postfix_gid)).unwrap();
+        fs::set_permissions(path.join("sink"), fs::Permissions::from_mode(0o777)).unwrap();
+
+        let tls = TestTls::generate(&["127.0.0.1"]);
+        fs::write(path.join("cert.pem"), tls.cert_pem()).unwrap();
+        fs::write(path.join("key.pem"), tls.key_pem()).unwrap();
+        fs::set_permissions(path.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(
+            path.join("passwd"),
+            format!("{USERNAME}:{{PLAIN}}{PASSWORD}\n"),
+        )
+        .unwrap();
+        fs::write(path.join("dovecot.conf"), dovecot_conf(&path)).unwrap();
+        fs::write(
+            path.join("etc/recipients"),
+            format!(
+                "{REJECTED} 550 5.1.1 rejected by the test map\n\
+                 {LATER} 450 4.2.0 later by the test map\n"
+            ),
+        )
+        .unwrap();
+
+        let mut postfix = Postfix {
+            port: 0,
+            tls,
+            postfix: None,
+            dovecot: None,
+            sink: None,
+            dir,
+        };
+        postfix.dovecot = Some(
+            Command::new(DOVECOT)
+                .arg("-F")
+                .arg("-c")
+                .arg(path.join("dovecot.conf"))
+                .stdout(postfix.output_file("dovecot.out"))
+                .stderr(postfix.output_file("dovecot.out"))
+                .spawn()
+                .expect("dovecot starts"),
+        );
+
+        // smtpd asks Dovecot for its mechanisms in every session, the first one too.
+        let deadline = Instant::now() + DEADLINE;
+        while !path.join("auth").exists() {
+            let dovecot = postfix.dovecot.as_mut().unwrap();
+            assert!(
+                dovecot.try_wait().unwrap().is_none(),
+                "dovecot exited: {}{}",
+                postfix.read("dovecot.out"),
+                postfix.read("dovecot.log")
+            );
+            assert!(
+                Instant::now() < deadline,
+                "dovecot made no auth socket in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // The names in the greetings tell our servers from anyone else's on the port.
+        let token = path.file_name().unwrap().to_string_lossy().into_owned();
+        for _ in 0..5 {
+            let (port, sink_port) = free_ports();
+            let sink_name = format!("sink-{token}");
+            let mut sink = Command::new(SMTP_SINK)
+                .args(["-u", "nobody", "-h", &sink_name, "-d"])
+                .arg(path.join("sink/%H%M%S."))
+                .arg(format!("127.0.0.1:{sink_port}"))
+                .arg("64")
+                .stdout(Stdio::null())
+                .stderr(postfix.output_file("sink.out"))
+                .spawn()
+                .expect("smtp-sink starts");
+            if !greets(sink_port, &sink_name, &mut sink).await {
+                reap_killed(sink);
+                continue;
+            }
+            postfix.sink = Some(sink);
+            fs::write(path.join("etc/main.cf"), main_cf(&path, &token, sink_port)).unwrap();
+            fs::write(path.join("etc/master.cf"), master_cf(port)).unwrap();
+            // `start-fg` keeps a process of ours for the master's lifetime, so a
+            // failed bind shows as its exit.
+            let mut master = Command::new(POSTFIX)
+                .arg("-c")
+                .arg(path.join("etc"))
+                .arg("start-fg")
+                .stdout(postfix.output_file("postfix.out"))
+                .stderr(postfix.output_file("postfix.out"))
+                .spawn()
+                .expect("postfix starts");
+            let listening = greets(port, &token, &mut master).await;
+            postfix.postfix = Some(master);
+            if listening {
+                postfix.port = port;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "postfix, dovecot and smtp-sink ready in {:?}",
+                    started.elapsed()
+                );
+                return Some(postfix);
+            }
+            postfix.stop_postfix();
+            reap_killed(postfix.sink.take().unwrap());
+        }
+        panic!(
+            "postfix could not listen on a free port: {}{}",
+            postfix.read("postfix.out"),
+            postfix.log()
+        );
+    }
+
+    /// A file in the instance's directory that a child writes its output to.
+    fn output_file(&self, name: &str) -> fs::File {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .unwrap()
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Postfix's log (`maillog_file`).
+    fn log(&self) -> String {
+        self.read("maillog")
+    }
+
+    /// Waits until Postfix's log satisfies `condition`; returns the log.
+    async fn wait_for_log(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
+        eventually(&format!("Postfix's log to show {what}"), || async {
+            let log = self.log();
+            condition(&log).then_some(log)
+        })
+        .await
+    }
+
+    /// The SMTP server entry for Herald: STARTTLS, trusting the test CA, AUTH required.
+    fn server_entry(&self) -> Value {
+        json!({"name": "postfix", "host": "127.0.0.1", "port": self.port, "security": "starttls",
+               "tls_ca_pem": self.tls.ca_pem(), "requires_auth": true})
+    }
+
+    /// Waits until Postfix has relayed a message for `recipient` to smtp-sink, and
+    /// returns what smtp-sink wrote: its `X-…-Args` lines, then the message as
+    /// Postfix relayed it, without the empty line smtp-sink adds after each dump.
+    async fn delivered(&self, recipient: &str) -> String {
+        // Postfix logs `status=sent` after smtp-sink's 250, which comes after the dump.
+        let relayed = format!("to=<{recipient}>, relay=127.0.0.1[127.0.0.1]");
+        self.wait_for_log(&format!("a message relayed to {recipient}"), |log| {
+            log.lines()
+                .any(|l| l.contains(&relayed) && l.contains("status=sent"))
+        })
+        .await;
+        let rcpt = format!("X-Rcpt-Args: <{recipient}>");
+        let dumps: Vec<String> = self
+            .sink_files()
+            .into_iter()
+            .filter(|text| text.contains(&rcpt))
+            .collect();
+        assert_eq!(dumps.len(), 1, "one message for {recipient}: {dumps:#?}");
+        let dump = &dumps[0];
+        dump.strip_suffix('\n').unwrap_or(dump).to_owned()
+    }
+
+    /// Every message smtp-sink received so far, raw.
+    fn sink_files(&self) -> Vec<String> {
+        fs::read_dir(self.dir.path().join("sink"))
+            .unwrap()
+            .filter_map(|entry| fs::read_to_string(entry.ok()?.path()).ok())
+            .collect()
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// Stops the master (`postfix stop` signals it through its pid file and waits)
+    /// and reaps the `start-fg` process.
+    fn stop_postfix(&mut self) {
+        if let Some(child) = self.postfix.take() {
+            let _ = Command::new(POSTFIX)
+                .arg("-c")
+                .arg(self.config_dir())
+                .arg("stop")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            reap(child);
+        }
+    }
+}
+
+/// Kills a child that does not need an orderly stop, and reaps it.
+fn reap_killed(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        self.stop_postfix();
+        if let Some(child) = self.dovecot.take() {
+            let _ = Command::new(DOVECOT)
+                .arg("-c")
+                .arg(self.dir.path().join("dovecot.conf"))
+                .arg("stop")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            reap(child);
+        }
+        if let Some(child) = self.sink.take() {
+            reap_killed(child);
+        }
+    }
+}
+
+/// The account for the server entry.
+fn account(mechanism: &str, password: &str) -> Value {
+    json!({"username": USERNAME, "password": password, "mechanism": mechanism})
+}
+
+/// Line endings as written, whatever the transport made of them.
+fn lf(text: &str) -> String {
+    text.replace("\r\n", "\n")
+}
+
+fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
+    message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("no recipient {address}: {message}"))
+}
+
+/// Waits until the recipient's status is one of `statuses` and returns the message.
+async fn wait_for_recipient(
+    app: &TestApp,
+    tenant: &TestTenant,
+    id: &str,
+    address: &str,
+    statuses: &[&str],
+) -> Value {
+    eventually(&format!("{address} to be {statuses:?}"), || async {
+        let message = app.message(tenant, id).await;
+        let status = recipient(&message, address)["status"].clone();
+        statuses.iter().any(|s| status == *s).then_some(message)
+    })
+    .await
+}
+
+/// The one provider of a tenant configured with `TestApp::configure`.
+async fn provider_id(app: &TestApp, tenant: &TestTenant) -> String {
+    let (status, providers) = app
+        .get(
+            &format!("/v1/tenants/{}/providers", tenant.slug),
+            &tenant.admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{providers}");
+    providers[0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn starttls_with_plain_and_login_delivers_the_message_intact() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    for mechanism in ["plain", "login"] {
+        let tenant = app.tenant(&format!("acme-{mechanism}")).await;
+        app.configure(
+            &tenant,
+            postfix.server_entry(),
+            Some(account(mechanism, PASSWORD)),
+        )
+        .await;
+        let to = format!("{mechanism}@example.net");
+        let subject = format!("Disk full on db-1 ({mechanism}) – Überwachung");
+        let text = "The disk on db-1 is 95 % full.\n.\nThe line above was a lone dot.\n\
+                    Grüße, ümlauts and a long line: "
+            .to_owned()
+            + &"0123456789".repeat(12)
+            + "\n";
+        let id = app
+            .submit(
+                &tenant,
+                json!({"to": [to], "subject": subject, "text": text}),
+            )
+            .await;
+        let message = app.wait_for_status(&tenant, &id, "sent").await;
+        let attempt = &message["recipients"][0]["attempts"][0];
+        assert!(
+            attempt["tls_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("TLSv1")),
+            "{attempt}"
+        );
+        assert!(
+            attempt["tls_cipher"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{attempt}"
+        );
+        assert_eq!(
+            attempt["remote_addr"],
+            format!("127.0.0.1:{}", postfix.port)
+        );
+        assert!(
+            attempt["response"]
+                .as_str()
+                .unwrap()
+                .starts_with("250 2.0.0 Ok: queued as"),
+            "{attempt}"
+        );
+
+        let raw = postfix.delivered(&to).await;
+        let parsed = MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("the delivered message parses");
+        assert_eq!(parsed.subject(), Some(subject.as_str()), "{raw}");
+        assert_eq!(
+            lf(&parsed.body_text(0).expect("a text body")),
+            text,
+            "{raw}"
+        );
+        // Postfix's own word on the session: encrypted (ESMTPS) and logged in (A).
+        assert!(raw.contains("with ESMTPSA id"), "{raw}");
+        assert!(raw.contains("(using TLSv1."), "{raw}");
+        assert!(
+            raw.contains(&format!("(Authenticated sender: {USERNAME})")),
+            "{raw}"
+        );
+        let sasl = format!(
+            "sasl_method={}, sasl_username={USERNAME}",
+            mechanism.to_uppercase()
+        );
+        postfix.wait_for_log(&sasl, |log| log.contains(&sasl)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_defers_with_postfixs_535() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        postfix.server_entry(),
+        Some(account("plain", "wrong-pw-123")),
+    )
+    .await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["ops@example.net"], "subject": "Wrong password", "text": "x"}),
+        )
+        .await;
+    let message = app.wait_for_attempts(&acme, &id, 1).await;
+    let attempt = &message["recipients"][0]["attempts"][0];
+    assert_eq!(attempt["outcome"], "deferred", "{attempt}");
+    assert_eq!(attempt["step"], "auth", "{attempt}");
+    assert_eq!(attempt["code"], 535, "{attempt}");
+    assert_eq!(attempt["enhanced_code"], "5.7.8", "{attempt}");
+    assert!(
+        attempt["response"]
+            .as_str()
+            .unwrap()
+            .contains("Error: authentication failed"),
+        "{attempt}"
+    );
+    assert!(!message.to_string().contains("wrong-pw-123"));
+    postfix
+        .wait_for_log("the failed login", |log| {
+            log.contains("SASL PLAIN authentication failed")
+        })
+        .await;
+    assert!(postfix.sink_files().is_empty());
+}
+
+/// Awaits the change that makes a test message final after one attempt (issue 12, defect 7).
+#[tokio::test]
+async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        postfix.server_entry(),
+        Some(account("login", "wrong-pw-456")),
+    )
+    .await;
+    let provider = provider_id(&app, &acme).await;
+    let (status, answer) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{provider}/test"),
+            &acme.admin,
+            json!({"to": "ops@example.net"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["message_id"].as_str().unwrap();
+
+    let message = app.wait_for_attempts(&acme, id, 1).await;
+    let attempt = &message["recipients"][0]["attempts"][0];
+    assert_eq!(attempt["outcome"], "failed", "final at once: {attempt}");
+    let message = app.wait_for_status(&acme, id, "failed").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "one login attempt only: {message}");
+    let attempt = &attempts[0];
+    assert_eq!(attempt["step"], "auth", "{attempt}");
+    assert_eq!(attempt["code"], 535, "{attempt}");
+    let failed: Vec<&Value> = attempt["diagnosis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{attempt}");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("535 5.7.8 Error: authentication failed"),
+        "{attempt}"
+    );
+    assert!(!message.to_string().contains("wrong-pw-456"));
+    let log = postfix.log();
+    assert_eq!(
+        log.matches("SASL LOGIN authentication failed").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_access_map_decides_per_recipient() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        postfix.server_entry(),
+        Some(account("plain", PASSWORD)),
+    )
+    .await;
+
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["ok@example.net", REJECTED, LATER], "subject": "Three", "text": "per recipient"}),
+        )
+        .await;
+    wait_for_recipient(&app, &acme, &id, "ok@example.net", &["sent"]).await;
+    wait_for_recipient(&app, &acme, &id, REJECTED, &["failed"]).await;
+    let message = wait_for_recipient(&app, &acme, &id, LATER, &["deferred", "queued"]).await;
+
+    let rejected = recipient(&message, REJECTED);
+    let attempts = rejected["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "a 550 is final: {rejected}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["step"], "rcpt", "{rejected}");
+    assert_eq!(attempts[0]["code"], 550);
+    assert_eq!(attempts[0]["enhanced_code"], "5.1.1");
+    assert_eq!(
+        attempts[0]["response"],
+        format!("550 5.1.1 <{REJECTED}>: Recipient address rejected: rejected by the test map")
+    );
+
+    let later = &recipient(&message, LATER)["attempts"][0];
+    assert_eq!(later["outcome"], "deferred", "{later}");
+    assert_eq!(later["step"], "rcpt", "{later}");
+    assert_eq!(later["code"], 450);
+    assert_eq!(
+        later["response"],
+        format!("450 4.2.0 <{LATER}>: Recipient address rejected: later by the test map")
+    );
+
+    let raw = postfix.delivered("ok@example.net").await;
+    let relayed: Vec<&str> = raw
+        .lines()
+        .filter(|l| l.starts_with("X-Rcpt-Args:"))
+        .collect();
+    assert_eq!(
+        relayed,
+        ["X-Rcpt-Args: <ok@example.net> ORCPT=rfc822;ok@example.net"],
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_under_message_size_limit_is_sent() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        postfix.server_entry(),
+        Some(account("plain", PASSWORD)),
+    )
+    .await;
+
+    // About 12 kB: under the limit with the headers Herald and Postfix add.
+    let mut text = String::new();
+    for line in 0..150 {
+        writeln!(text, "line {line:03} {}", "x".repeat(70)).unwrap();
+    }
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["ok@example.net"], "subject": "Under the limit", "text": text}),
+        )
+        .await;
+    app.wait_for_status(&acme, &id, "sent").await;
+    let raw = postfix.delivered("ok@example.net").await;
+    let parsed = MessageParser::default().parse(raw.as_bytes()).unwrap();
+    assert_eq!(lf(&parsed.body_text(0).unwrap()), text);
+}
+
+/// Awaits `SIZE=` on MAIL FROM (issue 12, defect 6): today the whole message is
+/// uploaded and refused at the end of DATA.
+#[tokio::test]
+async fn a_message_over_message_size_limit_is_refused_at_mail() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.configure(
+        &acme,
+        postfix.server_entry(),
+        Some(account("plain", PASSWORD)),
+    )
+    .await;
+
+    let text = format!("{}\n", "y".repeat(70)).repeat(SIZE_LIMIT / 70 + 50);
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["big@example.net"], "subject": "Over the limit", "text": text}),
+        )
+        .await;
+    let message = app.wait_for_status(&acme, &id, "failed").await;
+    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "a 552 is final: {message}");
+    let attempt = &attempts[0];
+    assert_eq!(attempt["outcome"], "failed", "{attempt}");
+    assert_eq!(attempt["step"], "mail", "refused at MAIL FROM: {attempt}");
+    // Either Postfix refused the declared SIZE= (it answers that at MAIL FROM; at
+    // the end of DATA it says "message file too big"), or Herald refused at once
+    // because the message exceeds the SIZE Postfix advertised.
+    let response = attempt["response"].as_str().unwrap();
+    if response == "552 5.3.4 Message size exceeds fixed limit" {
+        postfix
+            .wait_for_log("the refusal at MAIL FROM", |log| {
+                log.lines().any(|l| {
+                    l.contains("NOQUEUE: reject: MAIL from")
+                        && l.contains("552 5.3.4 Message size exceeds fixed limit")
+                })
+            })
+            .await;
+    } else {
+        assert!(
+            attempt["code"].is_null() && response.contains("SIZE"),
+            "neither Postfix's refusal at MAIL FROM nor Herald's own: {attempt}"
+        );
+    }
+    assert!(postfix.sink_files().is_empty());
+}
+
+/// Awaits QUIT before every close (issue 12, defect 3).
+#[tokio::test]
+async fn herald_says_quit_after_idling_and_after_a_failed_login() {
+    let Some(postfix) = Postfix::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut entry = postfix.server_entry();
+    entry["idle_timeout_secs"] = 1.into();
+
+    let good = app.tenant("good").await;
+    app.configure(&good, entry.clone(), Some(account("plain", PASSWORD)))
+        .await;
+    let id = app
+        .submit(
+            &good,
+            json!({"to": ["ok@example.net"], "subject": "Idle", "text": "x"}),
+        )
+        .await;
+    app.wait_for_status(&good, &id, "sent").await;
+
+    let bad = app.tenant("bad").await;
+    app.configure(&bad, entry, Some(account("plain", "wrong-pw-789")))
+        .await;
+    let id = app
+        .submit(
+            &bad,
+            json!({"to": ["ops@example.net"], "subject": "Refused", "text": "x"}),
+        )
+        .await;
+    app.wait_for_attempts(&bad, &id, 1).await;
+
+    // Every session Postfix saw has ended: the fixture's own probe, the idle
+    // connection that delivered, and at least one refused login.
+    let log = postfix
+        .wait_for_log("every session ended", |log| {
+            let connects = log.matches("]: connect from").count();
+            let disconnects: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("]: disconnect from"))
+                .collect();
+            connects == disconnects.len()
+                && disconnects.iter().any(|l| l.contains(" data=1"))
+                && disconnects.iter().any(|l| l.contains(" auth=0/1"))
+        })
+        .await;
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lost connection after"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "Herald closed without QUIT: {lost:#?}\n{log}"
+    );
+    // Postfix counts the commands of each session: `quit=1` when QUIT came.
+    let without_quit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("]: disconnect from") && !l.contains(" quit=1"))
+        .collect();
+    assert!(
+        without_quit.is_empty(),
+        "sessions that ended without QUIT: {without_quit:#?}"
+    );
+}
