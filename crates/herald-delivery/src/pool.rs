@@ -178,7 +178,6 @@ impl RoutePool {
     }
 
     /// Every idle connection, taken out of the pool.
-    #[allow(dead_code)] // Used by `Pools::close_idle`.
     fn take_all_idle(&self) -> Vec<Connection> {
         let mut idle = self.idle.lock().expect("pool lock");
         idle.drain(..).map(|entry| entry.conn).collect()
@@ -235,7 +234,6 @@ impl Pools {
     /// (each within its short QUIT timeout), for a node that shuts down: a
     /// connection merely dropped says QUIT in a task of its own, which a
     /// runtime that is ending may not run.
-    #[allow(dead_code)] // The worker is to call it when it stops (worker.rs is being reworked).
     pub async fn close_idle(&self) {
         let idle: Vec<Connection> = self
             .routes

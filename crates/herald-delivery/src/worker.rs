@@ -251,6 +251,9 @@ impl Worker {
         }
         // Shutdown: the messages already handed to a server finish and are recorded.
         while in_flight.join_next().await.is_some() {}
+        // Idle connections say QUIT before the node goes: a server logs an
+        // unannounced close as a lost connection.
+        self.pools.close_idle().await;
         drop(finished);
         let _ = recorder.await;
     }
@@ -430,7 +433,11 @@ impl Worker {
         let result = match lease.conn.send(envelope, data).await {
             // A pooled connection the server closed while it was idle fails at
             // its first command; that message deserves a fresh connection.
-            Err(e) if lease.reused && e.step == Step::Mail && e.reply().is_none() => {
+            Err(e)
+                if lease.reused
+                    && e.step == Step::Mail
+                    && matches!(e.kind, ErrorKind::Io(_) | ErrorKind::Timeout) =>
+            {
                 lease = self.open(target, login, None).await?;
                 lease.conn.send(envelope, data).await
             }
@@ -469,7 +476,7 @@ impl Worker {
             remote: lease.conn.remote().to_string(),
             tls: lease.conn.tls().cloned(),
         };
-        lease.conn.quit().await;
+        lease.conn.close();
         Ok(sent)
     }
 
@@ -589,16 +596,17 @@ impl Worker {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let reply = tx.outcome_for(i);
-                let step = if !tx.mail.is_positive() {
-                    "mail"
-                } else if tx.rcpt.get(i).is_some_and(|rr| !rr.is_positive()) {
-                    "rcpt"
-                } else {
-                    "data"
-                };
-                let mut attempt =
-                    self.attempt(Some(route), started, step, Some(reply), reply.text.clone());
+                // A recipient the server was never offered (an internationalised
+                // address, and no SMTPUTF8) has a reply Herald made itself.
+                let outcome = &tx.recipients()[i];
+                let reply = &outcome.reply;
+                let mut attempt = self.attempt(
+                    Some(route),
+                    started,
+                    outcome.step.as_str(),
+                    Some(reply),
+                    reply.text.clone(),
+                );
                 attempt.remote_addr = Some(sent.remote.clone());
                 attempt.tls_version = sent.tls.as_ref().map(|t| t.version.clone());
                 attempt.tls_cipher = sent.tls.as_ref().map(|t| t.cipher.clone());

@@ -85,6 +85,7 @@ fn route(from_name: Option<&str>, from: &str) -> Route {
         provider: None,
         config_version: None,
         sender_policy: SenderPolicy::Fixed,
+        warnings: Vec::new(),
     }
 }
 
