@@ -654,7 +654,10 @@ mod tests {
             new
         };
         let clears: [(&str, ServerSettings); 9] = [
-            ("plaintext AUTH allowed", changed(|s| s.allow_plaintext_auth = true)),
+            (
+                "plaintext AUTH allowed",
+                changed(|s| s.allow_plaintext_auth = true),
+            ),
             (
                 "host",
                 changed(|s| s.host = SmtpHost::parse("evil.example").unwrap()),
