@@ -182,6 +182,9 @@ mod tests {
         }
         // What an earlier version stored is still read back.
         assert!(Subject::from_stored("=?utf-8?B?SGk=?= \u{1b}").is_ok());
+        let stored = "\"Ops \u{b} =?utf-8?B?SGk=?=\" <ops@acme.example>";
+        assert!(crate::Mailbox::parse(stored).is_err());
+        assert!(crate::Mailbox::from_stored(stored).is_ok());
         assert!(Subject::from_stored("a\r\nb").is_err());
     }
 

@@ -1466,6 +1466,31 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
     );
 }
 
+/// Mail stored before the header text rules became stricter (a control
+/// character, an encoded word) is still read back whole, so it can be sent.
+async fn text_stored_under_earlier_rules_is_read_back(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let old = "Alert \u{1b}[1m =?utf-8?B?SGk=?=";
+    let mailbox = Mailbox::from_stored(&format!("\"{old}\" <ops@x.example>")).unwrap();
+    let m = NewMessage {
+        subject: Subject::from_stored(old).unwrap(),
+        headers: vec![(
+            HeaderName::parse("X-Old").unwrap(),
+            HeaderValue::from_stored(old).unwrap(),
+        )],
+        to: vec![mailbox.clone()],
+        reply_to: Some(mailbox.clone()),
+        ..message(t, &[], None, 1_000)
+    };
+    f.store.submit(m.clone()).await.unwrap();
+    let contents = f.store.message_contents(&[m.id]).await.unwrap();
+    assert_eq!(contents[0].subject.as_ref(), old);
+    assert_eq!(contents[0].headers[0].1.as_ref(), old);
+    assert_eq!(contents[0].to, vec![mailbox.clone()]);
+    assert_eq!(contents[0].reply_to, Some(mailbox));
+    assert_eq!(f.store.message(t, m.id).await.unwrap().subject, old);
+}
+
 /// Reply-To keeps its display name, on a message and on a provider; one
 /// without a name is stored as the bare address, as rows were before names.
 async fn reply_to_keeps_its_display_name(f: Fixture) {
@@ -2177,6 +2202,7 @@ conformance!(
     persons_and_tokens_keep_their_rules,
     operator_tokens_are_listed_revoked_and_replaced,
     weakened_trust_clears_account_secrets,
+    text_stored_under_earlier_rules_is_read_back,
     audit_entries_read_back_as_written,
     secrets_are_resealed_all_at_once,
     messages_read_back_with_everything_that_happened,

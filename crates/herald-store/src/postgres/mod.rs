@@ -124,13 +124,13 @@ fn address(s: String) -> Result<EmailAddress> {
 /// A Reply-To, stored as the mailbox's canonical string; rows from before
 /// Reply-To took a display name hold the bare address, which parses too.
 fn reply_to_mailbox(s: String) -> Result<Mailbox> {
-    stored("reply_to", Mailbox::parse(&s))
+    stored("reply_to", Mailbox::from_stored(&s))
 }
 
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
     list.iter()
-        .map(|m| stored("mailbox", Mailbox::parse(m)))
+        .map(|m| stored("mailbox", Mailbox::from_stored(m)))
         .collect()
 }
 
