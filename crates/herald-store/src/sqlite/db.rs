@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0005_next_due_index.sql"),
     include_str!("0006_console_sign_in.sql"),
     include_str!("0008_allow_plaintext_auth.sql"),
+    include_str!("0010_lease_incarnation.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.
