@@ -16,6 +16,7 @@ mod oauth_egress;
 mod plaintext_auth;
 mod postfix;
 mod properties;
+mod recovery;
 mod resilience;
 mod security;
 mod smtp_check;
