@@ -632,6 +632,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_is_taken_for_gone_only_after_more_than_one_heartbeat() {
+        let settings = ServeArgs {
+            heartbeat: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.node_stale_after, Duration::from_secs(6));
+        let error = ServeArgs {
+            heartbeat: Some("2s".into()),
+            node_stale_after: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("--node-stale-after") && error.contains("--heartbeat"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn relay_urls() {
         let t = relay_target("smtps://mail.example", Timeouts::default(), true, "x").unwrap();
         assert_eq!((t.security, t.port.get()), (Security::Tls, 465));

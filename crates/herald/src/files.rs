@@ -85,7 +85,8 @@ fn make_private(path: &Path) -> anyhow::Result<()> {
 /// held, or fails at once when another process holds it. Two nodes on one
 /// SQLite database would each take the other's leases for those of a crashed
 /// process and give them back: only one may run. The lock is the kernel's
-/// (`flock`), so it ends with the process however the process ends; the file
+/// (`flock`, through rustix: `std::fs::File::try_lock` is newer than the
+/// supported Rust), so it ends with the process however the process ends; the file
 /// itself stays.
 pub fn lock_database(database: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -101,15 +102,15 @@ pub fn lock_database(database: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match file.try_lock() {
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+        Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
             "another herald is running on the data directory {} (it holds {}); stop it first, or give this node a data directory of its own",
             dir.display(),
             path.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
+        Err(e) => {
+            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
         }
     }
 }

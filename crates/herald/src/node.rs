@@ -94,6 +94,7 @@ async fn heartbeat(
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
+        check_own_record(&*store, &identity).await;
         if let Err(error) = store.heartbeat(identity.record()).await {
             tracing::warn!(%error, "could not record this node's heartbeat");
         }
@@ -104,11 +105,15 @@ async fn heartbeat(
         {
             Ok(released) => {
                 for (node, recipients) in &released {
-                    tracing::warn!(
-                        %node,
-                        recipients,
-                        "a node stopped beating; the mail it was delivering is due again"
-                    );
+                    if *recipients > 0 {
+                        tracing::warn!(
+                            %node,
+                            recipients,
+                            "a node stopped beating; the mail it was delivering is due again"
+                        );
+                    } else {
+                        tracing::info!(%node, "a node stopped beating; it held no mail");
+                    }
                 }
                 if released.iter().any(|(_, n)| *n > 0) {
                     wake.notify_one();
@@ -120,6 +125,33 @@ async fn heartbeat(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// Says what the node's own record shows before this process overwrites it:
+/// another process's incarnation means a second node runs under the same name
+/// (each would give back the other's leases when it starts); none means
+/// another node took this one for gone, its heartbeats having been too late,
+/// and gave back the mail it was delivering (whose outcomes are now refused).
+async fn check_own_record(store: &dyn Store, identity: &Identity) {
+    let Ok(nodes) = store.list_nodes().await else {
+        return;
+    };
+    match nodes.iter().find(|n| n.name == identity.name) {
+        Some(NodeRecord {
+            incarnation: Some(other),
+            ..
+        }) if *other != identity.incarnation => tracing::error!(
+            node = %identity.name,
+            "another herald runs under this node name on the same database; give each node a name of its own (--node-name)"
+        ),
+        Some(NodeRecord {
+            incarnation: None, ..
+        }) => tracing::warn!(
+            node = %identity.name,
+            "this node's heartbeat was late and another node gave back the mail it was delivering; their outcomes here will be refused"
+        ),
+        _ => {}
     }
 }
 

@@ -439,3 +439,27 @@ fn ms(value: &serde_json::Value) -> i128 {
         .unix_timestamp_nanos()
         / 1_000_000
 }
+
+/// Two processes under one node name would each give back the other's leases
+/// when they start: the first one sees the second's incarnation in its record
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_a_node_name_is_reported() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let first = node(&db, "twin", &[]).await;
+    let second = node(&db, "twin", &[]).await;
+    eventually("a node to report the other under its name", || async {
+        let said = |n: &NodeProcess| {
+            n.output
+                .lock()
+                .unwrap()
+                .contains("another herald runs under this node name")
+        };
+        (said(&first) || said(&second)).then_some(())
+    })
+    .await;
+    drop((first, second));
+    db.drop_database().await;
+}
