@@ -157,8 +157,8 @@ async fn check_own_record(store: &dyn Store, identity: &Identity) {
 
 /// Announces this process and gives back the leases of the node's earlier
 /// processes, before its worker claims anything: what a crashed process had in
-/// flight is due again at once. The heartbeat comes first, so that no other
-/// node takes this node's new leases for a stale node's.
+/// flight is due again at once. The heartbeat comes first: it records the new
+/// incarnation, so that the node is seen alive from its first claim on.
 async fn recover(store: &dyn Store, identity: &Identity) -> anyhow::Result<()> {
     store
         .heartbeat(identity.record())
