@@ -236,6 +236,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<bool>>;
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+    /// Gives back the leases that earlier processes of `node` held (any
+    /// incarnation but `incarnation`), at start: those recipients are due at
+    /// `now`, keep their attempt count, and get no attempt recorded. A late
+    /// outcome of the old process is refused, as after any new claim.
+    /// Returns how many were given back.
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64>;
+    /// Gives back the leases of every node whose latest heartbeat is older
+    /// than `stale_before`, as [`Store::release_earlier_incarnations`] does,
+    /// and marks those nodes as taken over so they are passed over next time.
+    /// Returns each such node with how many recipients it held.
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
     /// The time of the earliest pending recipient of a tenant not excluded, if any.
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 

@@ -232,6 +232,7 @@ const TABLES: &[Table] = &[
             ("lease_owner", Text),
             ("lease_token", BigInt),
             ("priority", Int),
+            ("lease_incarnation", Text),
         ],
     },
     Table {

@@ -451,12 +451,18 @@ pub struct NodeRecord {
     pub started_at: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub heartbeat_at: i64,
+    /// The random id of the node's current process (its incarnation); `None`
+    /// once another node has taken over its leases because its heartbeat stopped.
+    pub incarnation: Option<String>,
 }
 
 /// A worker's request for due recipients.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub node: String,
+    /// The claiming process's random id: a lease of an earlier process of the
+    /// same node is known by it, and given back when the node starts again.
+    pub incarnation: String,
     pub now: i64,
     pub lease_ms: i64,
     pub limit: u32,

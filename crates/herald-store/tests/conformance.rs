@@ -98,6 +98,7 @@ fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMess
 fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
     ClaimRequest {
         node: node.into(),
+        incarnation: format!("{node}-first"),
         now,
         lease_ms,
         limit: 100,
@@ -1875,6 +1876,7 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: at,
+        incarnation: Some(format!("{name}-first")),
     };
     assert!(f.store.list_nodes().await.unwrap().is_empty());
     f.store
@@ -1897,6 +1899,175 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
     assert_eq!(nodes[0].heartbeat_at, 3_000);
     assert_eq!(nodes[0].started_at, 500);
     assert!(nodes[2].roles.is_empty());
+    assert_eq!(nodes[0].incarnation.as_deref(), Some("n1-first"));
+}
+
+/// A node started again gives back what its earlier processes held, and only
+/// that: the recipients are due at once with their attempt count kept and no
+/// attempt recorded, and the old process's late outcome is refused.
+async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let m = f
+        .store
+        .submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await
+        .unwrap();
+    let old = f.store.claim(claim("n1", 2_000, 600_000)).await.unwrap();
+    assert_eq!(old.len(), 2);
+    // Another node's lease, and the restarted process's own, are not touched.
+    let other = f
+        .store
+        .submit(message(t, &["c@x.example"], None, 2_500))
+        .await
+        .unwrap();
+    let theirs = f.store.claim(claim("n2", 3_000, 600_000)).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+
+    let released = f
+        .store
+        .release_earlier_incarnations("n1", "n1-second", 4_000)
+        .await
+        .unwrap();
+    assert_eq!(released, 2);
+    let view = f.store.message(t, m.id).await.unwrap();
+    for r in &view.recipients {
+        assert_eq!(r.status, RecipientStatus::Queued, "{r:?}");
+        assert_eq!(r.next_attempt_at, Some(4_000), "due at once");
+        assert!(r.attempts.is_empty(), "a release is no attempt");
+    }
+    let view = f.store.message(t, other.id).await.unwrap();
+    assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
+
+    let again = f
+        .store
+        .claim(ClaimRequest {
+            incarnation: "n1-second".into(),
+            ..claim("n1", 4_000, 600_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "long before the old lease ends");
+    assert!(
+        again.iter().all(|c| c.attempt == 2),
+        "the interrupted attempt counts"
+    );
+    assert_eq!(
+        f.store
+            .release_earlier_incarnations("n1", "n1-second", 5_000)
+            .await
+            .unwrap(),
+        0,
+        "a process keeps its own leases"
+    );
+
+    // The old process's outcome comes too late: its lease was taken over.
+    let late = Outcome {
+        recipient: old[0].recipient,
+        lease_token: old[0].lease_token,
+        next: NextState::Sent,
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    assert_eq!(
+        f.store.complete(vec![late], vec![]).await.unwrap(),
+        vec![false]
+    );
+}
+
+/// Leases of a node whose heartbeat stopped are given back by whoever looks,
+/// once; a live node's leases, and those of a node that never reported, stay.
+async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
+    let beat = |name: &str, at: i64| NodeRecord {
+        name: name.into(),
+        roles: vec!["worker".into()],
+        version: "0.1.0".into(),
+        started_at: 500,
+        heartbeat_at: at,
+        incarnation: Some(format!("{name}-first")),
+    };
+    let t = tenant(&*f.store, "acme").await;
+    f.store.heartbeat(beat("dead", 1_000)).await.unwrap();
+    f.store.heartbeat(beat("live", 5_000)).await.unwrap();
+    let mut held = Vec::new();
+    for (node, to) in [
+        ("dead", "a@x.example"),
+        ("live", "b@x.example"),
+        ("unknown", "c@x.example"),
+    ] {
+        let m = f
+            .store
+            .submit(message(t, &[to], None, 1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            f.store
+                .claim(ClaimRequest {
+                    limit: 1,
+                    ..claim(node, 2_000, 600_000)
+                })
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        held.push(m.id);
+    }
+
+    let released = f.store.release_stale_nodes(3_000, 6_000).await.unwrap();
+    assert_eq!(released, vec![("dead".to_owned(), 1)]);
+    let status = |view: herald_store::MessageView| {
+        (
+            view.recipients[0].status,
+            view.recipients[0].next_attempt_at,
+        )
+    };
+    assert_eq!(
+        status(f.store.message(t, held[0]).await.unwrap()),
+        (RecipientStatus::Queued, Some(6_000))
+    );
+    for id in &held[1..] {
+        assert_eq!(
+            status(f.store.message(t, *id).await.unwrap()).0,
+            RecipientStatus::Sending
+        );
+    }
+    let nodes = f.store.list_nodes().await.unwrap();
+    let dead = nodes.iter().find(|n| n.name == "dead").unwrap();
+    assert_eq!(dead.incarnation, None, "marked as taken over");
+    assert!(
+        f.store
+            .release_stale_nodes(3_000, 7_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a node is taken over once"
+    );
+
+    // The node starts again and beats: its new process's leases are its own.
+    f.store
+        .heartbeat(NodeRecord {
+            incarnation: Some("dead-second".into()),
+            ..beat("dead", 8_000)
+        })
+        .await
+        .unwrap();
+    let retaken = f
+        .store
+        .claim(ClaimRequest {
+            incarnation: "dead-second".into(),
+            ..claim("dead", 8_000, 600_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempt, 2, "the interrupted attempt counts");
+    assert!(
+        f.store
+            .release_stale_nodes(3_000, 9_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a node that beats again is alive"
+    );
 }
 
 /// Console sign-in: passwords are found by e-mail address (any case), a new
@@ -2209,6 +2380,8 @@ conformance!(
     message_lists_are_newest_first,
     captures_are_kept_only_with_an_accepted_outcome,
     nodes_report_their_heartbeats,
+    a_restarted_node_gets_back_the_leases_of_its_earlier_processes,
+    leases_of_a_node_whose_heartbeat_stopped_are_given_back,
     passwords_and_sessions_keep_their_rules,
     message_searches_filter_by_recipient_and_time,
     plaintext_auth_is_allowed_only_where_the_server_entry_says_so,

@@ -57,6 +57,7 @@ fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
 fn claim(now: i64) -> ClaimRequest {
     ClaimRequest {
         node: "n1".into(),
+        incarnation: "n1-first".into(),
         now,
         lease_ms: 60_000,
         limit: 100,
@@ -536,6 +537,7 @@ async fn fill(s: &dyn Store) -> Installation {
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: 3_000,
+        incarnation: Some("n1-first".into()),
     })
     .await
     .unwrap();
@@ -823,6 +825,17 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
         .open(&sealed, &installation.mailer.to_string())
         .unwrap();
     assert_eq!(opened.expose(), "hunter2");
+
+    // The lease d still holds names the process that took it: the same
+    // process gives nothing back, a later one would.
+    assert_eq!(
+        postgres
+            .release_earlier_incarnations("n1", "n1-first", 70_000)
+            .await
+            .unwrap(),
+        0,
+        "the lease's incarnation was copied"
+    );
 
     // Claims go on where SQLite left off: the queued, deferred and expired
     // recipients are due, the sent and failed ones are not, and lease tokens

@@ -192,9 +192,13 @@ pub struct ServeArgs {
     /// What this node does: api (the REST API), worker (delivery), or both [default: api,worker].
     #[arg(long, env = "HERALD_ROLES")]
     pub roles: Option<String>,
-    /// How often the node records that it is alive; three missed beats and it is taken for gone [default: 5s].
+    /// How often the node records that it is alive [default: 5s].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<String>,
+    /// How old a node's latest heartbeat may be before it is taken for gone and
+    /// another node gives back the mail it was delivering; longer than the heartbeat [default: three heartbeats].
+    #[arg(long, env = "HERALD_NODE_STALE_AFTER")]
+    pub node_stale_after: Option<String>,
     /// Largest text plus HTML of one message, in bytes [default: 10485760].
     #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
@@ -230,6 +234,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// How often the node records that it is alive.
     pub heartbeat: Duration,
+    /// How old a node's heartbeat may be before it is taken for gone.
+    pub node_stale_after: Duration,
     /// Limits on submitted messages.
     pub limits: herald_api::Limits,
     /// This node serves the REST API.
@@ -490,6 +496,18 @@ impl ServeArgs {
                 }
             }
         };
+        let heartbeat = duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?;
+        if heartbeat.is_zero() {
+            bail!("--heartbeat must be longer than 0s");
+        }
+        let node_stale_after =
+            duration("node-stale-after", pick!(node_stale_after), heartbeat * 3)?;
+        if node_stale_after <= heartbeat {
+            // A node would be taken for gone between two of its own beats.
+            bail!(
+                "--node-stale-after ({node_stale_after:?}) must be longer than --heartbeat ({heartbeat:?})"
+            );
+        }
         Ok(Settings {
             http: pick!(http).unwrap_or_else(|| "127.0.0.1:8025".parse().expect("a valid address")),
             data_dir,
@@ -509,7 +527,8 @@ impl ServeArgs {
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(256).max(1),
-            heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
+            heartbeat,
+            node_stale_after,
             limits: {
                 let default = herald_api::Limits::default();
                 herald_api::Limits {
@@ -659,6 +678,29 @@ mod tests {
                 .trusted_proxies
                 .is_empty(),
             "no proxy is trusted by default"
+        );
+    }
+
+    #[test]
+    fn a_node_is_taken_for_gone_only_after_more_than_one_heartbeat() {
+        let settings = ServeArgs {
+            heartbeat: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.node_stale_after, Duration::from_secs(6));
+        let error = ServeArgs {
+            heartbeat: Some("2s".into()),
+            node_stale_after: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("--node-stale-after") && error.contains("--heartbeat"),
+            "{error}"
         );
     }
 

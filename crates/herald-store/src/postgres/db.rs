@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_allow_plaintext_auth",
         include_str!("0005_allow_plaintext_auth.sql"),
     ),
+    (
+        "0007_lease_incarnation",
+        include_str!("0007_lease_incarnation.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -589,6 +589,23 @@ async fn statuses_of(
     .collect()
 }
 
+/// The statement that gives back the leases of a process that is gone
+/// (`$1` is now, `$2` the node, `$3` the incarnation `which` compares with):
+/// unlike [`Store::release`], the attempt the process had begun keeps
+/// counting, since it may have reached the server; the recipient is due at
+/// once. Rows are locked in id order, like `complete` and `release` lock
+/// them, so that none of them can deadlock with another.
+fn release_crashed(which: &str) -> String {
+    format!(
+        "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+         due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+         WHERE id IN (SELECT id FROM recipients \
+                      WHERE status = 'sending' AND lease_owner = $2 AND {which} \
+                      ORDER BY id FOR UPDATE) \
+         AND status = 'sending' AND lease_owner = $2 AND {which}"
+    )
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
@@ -742,15 +759,18 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         execute(
             &c,
-            "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+             incarnation = excluded.incarnation",
             &[
                 &node.name,
                 &node.roles.join(","),
                 &node.version,
                 &node.started_at,
                 &node.heartbeat_at,
+                &node.incarnation,
             ],
         )
         .await
@@ -762,7 +782,7 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         query(
             &c,
-            "SELECT name, roles, version, started_at, heartbeat_at FROM nodes \
+            "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
              ORDER BY heartbeat_at DESC, name",
             &[],
         )
@@ -779,6 +799,7 @@ impl Store for PgStore {
                 version: get(r, "version")?,
                 started_at: get(r, "started_at")?,
                 heartbeat_at: get(r, "heartbeat_at")?,
+                incarnation: get(r, "incarnation")?,
             })
         })
         .collect()
@@ -1980,7 +2001,7 @@ impl Store for PgStore {
                  ORDER BY priority DESC, due_at LIMIT $4 \
                  FOR UPDATE SKIP LOCKED) \
              UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
-             lease_token = lease_token + 1, attempts = attempts + 1 \
+             lease_incarnation = $6, lease_token = lease_token + 1, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM due) \
              RETURNING id, message_id, tenant_id, address, lease_token, attempts",
             &[
@@ -1989,6 +2010,7 @@ impl Store for PgStore {
                 &req.now,
                 &i64::from(req.limit),
                 &excluded,
+                &req.incarnation,
             ],
         )
         .await?;
@@ -2033,8 +2055,8 @@ impl Store for PgStore {
                 // this waits for it and then sees the newer token.
                 let changed = query_opt(
                     tx,
-                    "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                     WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
+                    "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, \
+                     lease_incarnation = NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id",
                     &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                 )
                 .await?;
@@ -2122,7 +2144,7 @@ impl Store for PgStore {
             execute(
                 &tx,
                 "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                 attempts = attempts - 1, due_at = $1, lease_owner = NULL \
+                 attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
                  WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
                 &[&now, &rid.to_string(), &token],
             )
@@ -2130,6 +2152,62 @@ impl Store for PgStore {
             .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let c = client(&self.pool).await?;
+        // A lease from before incarnations were recorded has none: it is earlier too.
+        execute(
+            &c,
+            &release_crashed("lease_incarnation IS DISTINCT FROM $3"),
+            &[&now, &node, &incarnation],
+        )
+        .await
+        .map_err(pg)
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The node rows stay locked until the commit: a node that beats again
+        // meanwhile waits, and then records its heartbeat and incarnation anew.
+        // Rows another sweep holds are skipped: that sweep releases them.
+        let stale = query(
+            &tx,
+            "SELECT name, incarnation FROM nodes \
+             WHERE heartbeat_at < $1 AND incarnation IS NOT NULL ORDER BY name \
+             FOR UPDATE SKIP LOCKED",
+            &[&stale_before],
+        )
+        .await?;
+        let mut released = Vec::with_capacity(stale.len());
+        for row in &stale {
+            let (name, incarnation): (String, String) =
+                (get(row, "name")?, get(row, "incarnation")?);
+            let n = execute(
+                &tx,
+                &release_crashed("lease_incarnation = $3"),
+                &[&now, &name, &incarnation],
+            )
+            .await
+            .map_err(pg)?;
+            // Taken over: the next sweep passes this node by, until it beats again.
+            execute(
+                &tx,
+                "UPDATE nodes SET incarnation = NULL WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(pg)?;
+            released.push((name, n));
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(released)
     }
 
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0006_console_sign_in.sql"),
     include_str!("0007_operator_tokens.sql"),
     include_str!("0008_allow_plaintext_auth.sql"),
+    include_str!("0010_lease_incarnation.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

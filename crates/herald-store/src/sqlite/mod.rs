@@ -558,6 +558,13 @@ fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>>
         .collect()
 }
 
+/// Gives back a lease whose process is gone (`?1` is now): unlike
+/// [`Store::release`], the attempt the process had begun keeps counting, since
+/// it may have reached the server; the recipient is due at once.
+const RELEASE_CRASHED: &str = "UPDATE recipients SET \
+     status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+     due_at = ?1, lease_owner = NULL, lease_incarnation = NULL";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -686,10 +693,15 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
-                    params![node.name, node.roles.join(","), node.version, node.started_at, node.heartbeat_at],
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                     incarnation = excluded.incarnation",
+                    params![
+                        node.name, node.roles.join(","), node.version, node.started_at,
+                        node.heartbeat_at, node.incarnation
+                    ],
                 )
                 .map_err(sql)
                 .map(drop)
@@ -702,15 +714,22 @@ impl Store for SqliteStore {
             .read(|c| {
                 list(
                     c,
-                    "SELECT name, roles, version, started_at, heartbeat_at FROM nodes ORDER BY heartbeat_at DESC",
+                    "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
+                     ORDER BY heartbeat_at DESC",
                     [],
                     |r| {
                         Ok(NodeRecord {
                             name: r.get(0)?,
-                            roles: r.get::<_, String>(1)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                            roles: r
+                                .get::<_, String>(1)?
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
                             version: r.get(2)?,
                             started_at: r.get(3)?,
                             heartbeat_at: r.get(4)?,
+                            incarnation: r.get(5)?,
                         })
                     },
                 )
@@ -1754,14 +1773,14 @@ impl Store for SqliteStore {
                 let rows = list(
                     c,
                     "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
-                     lease_token = lease_token + 1, attempts = attempts + 1 \
+                     lease_incarnation = ?6, lease_token = lease_token + 1, attempts = attempts + 1 \
                      WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_due \
                                   WHERE status IN ('queued', 'deferred', 'sending') \
                                   AND due_at <= ?3 \
                                   AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
                                   ORDER BY priority DESC, due_at LIMIT ?4) \
                      RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-                    params![lease_until, req.node, req.now, req.limit, excluded],
+                    params![lease_until, req.node, req.now, req.limit, excluded, req.incarnation],
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?,
@@ -1799,8 +1818,8 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let mut update = c
                     .prepare_cached(
-                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL \
-                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' RETURNING message_id",
+                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL, \
+                         lease_incarnation = NULL WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' RETURNING message_id",
                     )
                     .map_err(sql)?;
                 let mut insert = c
@@ -1866,13 +1885,70 @@ impl Store for SqliteStore {
                 for (rid, token) in leases {
                     c.execute(
                         "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL \
+                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL, lease_incarnation = NULL \
                          WHERE id = ?2 AND lease_token = ?3 AND status = 'sending'",
                         params![now, rid.to_string(), token],
                     )
                     .map_err(sql)?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let (node, incarnation) = (node.to_owned(), incarnation.to_owned());
+        self.db
+            .write(move |c| {
+                // A lease from before incarnations were recorded has none: it is earlier too.
+                c.execute(
+                    &format!(
+                        "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                         AND lease_incarnation IS NOT ?3"
+                    ),
+                    params![now, node, incarnation],
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        self.db
+            .write(move |c| {
+                let stale = list(
+                    c,
+                    "SELECT name, incarnation FROM nodes \
+                     WHERE heartbeat_at < ?1 AND incarnation IS NOT NULL ORDER BY name",
+                    [stale_before],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )?;
+                let mut released = Vec::with_capacity(stale.len());
+                for (name, incarnation) in stale {
+                    let n = c
+                        .execute(
+                            &format!(
+                                "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                                 AND lease_incarnation = ?3"
+                            ),
+                            params![now, name, incarnation],
+                        )
+                        .map_err(sql)?;
+                    // Taken over: the next sweep passes this node by, until it beats again.
+                    c.execute(
+                        "UPDATE nodes SET incarnation = NULL WHERE name = ?1",
+                        [&name],
+                    )
+                    .map_err(sql)?;
+                    released.push((name, n as u64));
+                }
+                Ok(released)
             })
             .await
     }

@@ -18,6 +18,7 @@ mod operator_tokens;
 mod plaintext_auth;
 mod postfix;
 mod properties;
+mod recovery;
 mod resilience;
 mod security;
 mod smtp_check;
