@@ -57,12 +57,21 @@ impl Caller {
             person_id: session.person.as_ref().map(|p| p.id),
             created_at: session.created_at,
             last_used_at: None,
+            bootstrap: false,
         };
         Caller(record, remote)
     }
 
     pub fn is_operator(&self) -> bool {
         self.0.role == Role::Operator
+    }
+
+    /// Whether the caller may read a test message's diagnosis: the AUTH user
+    /// name and every reply of the tenant's server are for the people who
+    /// configure servers (tenant administrators and the operator), not for
+    /// members and senders. The API and the console both ask here.
+    pub fn sees_diagnosis(&self) -> bool {
+        matches!(self.0.role, Role::Operator | Role::TenantAdmin)
     }
 
     /// Requires the operator role.

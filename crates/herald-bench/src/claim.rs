@@ -115,6 +115,7 @@ impl Queue {
                 .store
                 .claim(ClaimRequest {
                     node: "bench-claims".into(),
+                    incarnation: "bench".into(),
                     now: now_ms(),
                     // Longer than the run: a claimed recipient is never due again.
                     lease_ms: 3_600_000,
@@ -138,6 +139,7 @@ impl Queue {
             self.store
                 .claim(ClaimRequest {
                     node: "bench-claims".into(),
+                    incarnation: "bench".into(),
                     now: now_ms(),
                     lease_ms: 3_600_000,
                     limit: CLAIM_BATCH,

@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
 /// The operator token every benchmark node accepts from its first start.
-pub const OPERATOR: &str = "hrld_bench_operator_token";
+pub const OPERATOR: &str = "hrld_bench_operator_token_0123456789abcdef";
 
 /// A fresh store for one phase, removed again by [`Place::remove`].
 pub struct Place {

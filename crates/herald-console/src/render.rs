@@ -61,8 +61,63 @@ fn environment() -> &'static Environment<'static> {
                 .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
         }
         env.add_filter("time", |ms: i64| herald_core::timestamp::rfc3339(ms));
+        env.set_formatter(visible_then_escaped);
         env
     })
+}
+
+/// Whether a character is invisible or reorders the text around it: control
+/// characters (C0, DEL, C1) other than the whitespace HTML shows as space, the
+/// bidirectional embeddings, overrides, isolates and marks, and the zero-width
+/// characters. A server's reply holding one could make the page say something
+/// other than what the server said.
+fn is_invisible(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// The text with every invisible character (see [`is_invisible`]) written out
+/// as its code point, `\u{202e}`, so that it is seen and has no effect.
+fn make_visible(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if is_invisible(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Every value a template prints goes through here: invisible characters are
+/// made visible, then HTML is escaped as usual. Doing it for every value, not
+/// with a filter, means no template can forget it where text from a remote
+/// server (SMTP replies, the steps of a diagnosis) is shown.
+fn visible_then_escaped(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(text) if text.chars().any(is_invisible) => {
+            let shown = make_visible(text);
+            let shown = if value.is_safe() {
+                Value::from_safe_string(shown)
+            } else {
+                Value::from(shown)
+            };
+            minijinja::escape_formatter(out, state, &shown)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
 }
 
 /// Renders a template into a 200 HTML answer; a template error is a logged 500.
@@ -175,6 +230,46 @@ mod tests {
         for (name, _) in TEMPLATES {
             env.get_template(name).unwrap();
         }
+    }
+
+    /// A server's reply that tries to reorder or hide text is shown with those
+    /// characters written out, in the steps and in the reply alike.
+    #[test]
+    fn remote_text_cannot_reorder_or_hide_itself() {
+        let reply =
+            "250 ok \u{202e}gnp.exe\u{202c} \u{2066}x\u{2069}\u{200f}\u{1b}[2J\u{9b}\u{7f}<b>";
+        let html = environment()
+            .get_template("test_steps.html")
+            .unwrap()
+            .render(context! {
+                tenant => context! { slug => "acme" },
+                result => context! {
+                    status => "sent", finished => true, message_id => "m",
+                    steps => vec![context! { step => "data", ok => true, detail => reply, elapsed_ms => 1 }],
+                    attempt => context! { response => reply },
+                },
+            })
+            .unwrap();
+        for hidden in [
+            '\u{202e}', '\u{202c}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{1b}', '\u{9b}',
+            '\u{7f}',
+        ] {
+            assert!(
+                !html.contains(hidden),
+                "{hidden:?} reaches the page: {html}"
+            );
+        }
+        assert_eq!(
+            html.matches("\\u{202e}gnp.exe\\u{202c}").count(),
+            2,
+            "{html}"
+        );
+        assert!(
+            html.contains("\\u{1b}[2J") && html.contains("&lt;b&gt;"),
+            "{html}"
+        );
+        // Ordinary text, right-to-left scripts and line breaks are left alone.
+        assert_eq!(make_visible("שלום\n日本語 é\t"), "שלום\n日本語 é\t");
     }
 
     #[test]

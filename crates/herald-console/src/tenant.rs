@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use herald_api::{ApiError, AppState, service};
+use herald_api::{ApiError, AppState, Caller, service};
 use herald_core::timestamp::now_ms;
 use herald_core::{AccountId, MessageId, ProviderId, RecipientStatus, Role, ServerId};
 use herald_store::{MessageQuery, SmtpAccount, SmtpServer, Tenant};
@@ -528,13 +528,14 @@ async fn test_provider(
 
 /// What the test result shows: the message's status and, once its attempt is
 /// recorded, each step of the session with the server's words.
-async fn test_context(state: &AppState, tenant: &Tenant, id: &str) -> Result<Value, PageError> {
-    let message = store(
-        state
-            .store
-            .message(tenant.id, path_id::<MessageId>(id, "message")?)
-            .await,
-    )?;
+async fn test_context(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Value, PageError> {
+    let id = path_id::<MessageId>(id, "message")?;
+    let message = service::message(state, caller, tenant, id).await?;
     if message.test_provider_id.is_none() {
         return Err(PageError(ApiError::NotFound("test message")));
     }
@@ -560,7 +561,7 @@ async fn test_result(
     Path((slug, id)): Path<(String, String)>,
 ) -> PageResult {
     let tenant = tenant(&state, &me, &slug, ADMIN).await?;
-    let result = test_context(&state, &tenant, &id).await?;
+    let result = test_context(&state, &me.caller, &tenant, &id).await?;
     Ok(page(
         "test_result.html",
         context! { result, ..base(&me, &tenant, "providers") },
@@ -574,7 +575,7 @@ async fn test_steps(
     Path((slug, id)): Path<(String, String)>,
 ) -> PageResult {
     let tenant = tenant(&state, &me, &slug, ADMIN).await?;
-    let result = test_context(&state, &tenant, &id).await?;
+    let result = test_context(&state, &me.caller, &tenant, &id).await?;
     Ok(page(
         "test_steps.html",
         context! { result, ..base(&me, &tenant, "providers") },
@@ -740,12 +741,8 @@ async fn message(
     Path((slug, id)): Path<(String, String)>,
 ) -> PageResult {
     let tenant = tenant(&state, &me, &slug, READERS).await?;
-    let message = store(
-        state
-            .store
-            .message(tenant.id, path_id(&id, "message")?)
-            .await,
-    )?;
+    let id = path_id(&id, "message")?;
+    let message = service::message(&state, &me.caller, &tenant, id).await?;
     Ok(page(
         "message.html",
         context! { message, ..base(&me, &tenant, "messages") },

@@ -142,6 +142,20 @@ pub struct Mailbox {
 impl Mailbox {
     /// Parses a mailbox (RFC 5322 name-addr or addr-spec), naming the rule it breaks.
     pub fn parse(input: &str) -> Result<Self, Invalid> {
+        Self::parse_with(input, DisplayName::parse)
+    }
+
+    /// Reads back a mailbox stored earlier: its name is checked as
+    /// [`DisplayName::from_stored`] checks it, so mail stored before the
+    /// rules for names became stricter can still be read and sent.
+    pub fn from_stored(input: &str) -> Result<Self, Invalid> {
+        Self::parse_with(input, DisplayName::from_stored)
+    }
+
+    fn parse_with(
+        input: &str,
+        display_name: fn(&str) -> Result<DisplayName, Invalid>,
+    ) -> Result<Self, Invalid> {
         refuse_control_breaks(input)?;
         let s = input.trim();
         let Some(angle) = s.strip_suffix('>') else {
@@ -169,7 +183,7 @@ impl Mailbox {
         };
         let name = match name.trim() {
             "" => None,
-            name => Some(DisplayName::parse(name)?),
+            name => Some(display_name(name)?),
         };
         Ok(Mailbox { name, address })
     }

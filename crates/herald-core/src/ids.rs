@@ -58,3 +58,10 @@ id_type!(
     /// A person of a tenant.
     PersonId,
 );
+
+/// A new random id for one start of a node's process, its *incarnation*.
+/// Leases carry it, so that a node started again can tell its earlier
+/// processes' leases from its own and give them back.
+pub fn new_incarnation() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

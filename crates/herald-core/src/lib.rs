@@ -22,7 +22,7 @@ pub use ids::{
     AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
 };
 pub use invalid::{FieldError, Invalid};
-pub use secret::{SealError, Sealer, Secret};
+pub use secret::{SealError, Sealer, Secret, redact_url};
 pub use settings::{
     Mechanism, PersonRole, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
 };

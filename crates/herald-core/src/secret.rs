@@ -154,6 +154,61 @@ impl Sealer {
     }
 }
 
+/// What stands for a secret in a URL that is shown.
+const REDACTED: &str = "***";
+
+/// A URL as it may be shown in logs, errors and command output: the password
+/// of its user information, and the value of every query parameter whose name
+/// says it holds a secret (PostgreSQL's `password=`, `sslpassword=`, any
+/// `…token…`, `…secret…`), are replaced by `***`; the fragment is dropped.
+///
+/// A value that does not parse as a URL is shown only up to its `://` and
+/// after the last `@` of its authority, without query or fragment, since where
+/// a secret sits in it cannot be known.
+pub fn redact_url(input: &str) -> String {
+    let Ok(mut url) = url::Url::parse(input) else {
+        return redact_unparsed(input);
+    };
+    if url.password().is_some() {
+        // Only a URL that cannot have a password refuses one, and this one has one.
+        let _ = url.set_password(Some(REDACTED));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let lower = key.to_ascii_lowercase();
+                let secret = ["pass", "secret", "token", "key"]
+                    .iter()
+                    .any(|word| lower.contains(word));
+                let value = if secret {
+                    REDACTED.into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.set_fragment(None);
+    url.to_string()
+}
+
+/// [`redact_url`] for a value the URL parser refused (PostgreSQL's list of
+/// hosts, `postgres://u:pw@a:5432,b:5432/db`, is one).
+fn redact_unparsed(input: &str) -> String {
+    let (scheme, rest) = input.split_once("://").unwrap_or(("", input));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{host}{path}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +237,48 @@ mod tests {
             other.open(&sealed, "account-1"),
             Err(SealError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        let cases = [
+            (
+                "postgres://herald:hunter2@db.example:5432/herald",
+                "postgres://herald:***@db.example:5432/herald",
+            ),
+            // A password holding `@`: the userinfo ends at the last one.
+            (
+                "postgres://herald:pa@ss@db.example/herald",
+                "postgres://herald:***@db.example/herald",
+            ),
+            (
+                "postgresql://herald@db.example/herald?password=hunter2&application_name=x",
+                "postgresql://herald@db.example/herald?password=***&application_name=x",
+            ),
+            (
+                "postgres://db.example/herald?user=herald&PassWord=hunter2&sslpassword=hunter3",
+                "postgres://db.example/herald?user=herald&PassWord=***&sslpassword=***",
+            ),
+            (
+                "https://login.example/token?client_secret=hunter2#frag",
+                "https://login.example/token?client_secret=***",
+            ),
+            (
+                "postgres://herald:hunter2@a:5432,b:5433/herald?password=hunter2",
+                "postgres://***@a:5432,b:5433/herald",
+            ),
+            (
+                "sqlite://herald-data/herald.db",
+                "sqlite://herald-data/herald.db",
+            ),
+        ];
+        for (input, shown) in cases {
+            let redacted = redact_url(input);
+            assert_eq!(redacted, shown, "{input}");
+            assert!(
+                !redacted.contains("hunter") && !redacted.contains("ss@"),
+                "{redacted}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::Invalid;
-use crate::invalid::refuse_control_breaks;
+use crate::invalid::{refuse_control_breaks, refuse_controls, refuse_encoded_words};
 
 /// The longest line RFC 5322 allows, without its CRLF.
 pub const MAX_LINE: usize = 998;
@@ -16,8 +16,20 @@ macro_rules! text_type {
         pub struct $name(String);
 
         impl $name {
-            /// Accepts text with no CR, LF or NUL, within the length limit.
+            /// Accepts text without control characters (TAB aside) and without
+            /// RFC 2047 encoded words, within the length limit.
             pub fn parse(input: &str) -> Result<Self, Invalid> {
+                refuse_controls(input)?;
+                refuse_encoded_words(input)?;
+                Self::from_stored(input)
+            }
+
+            /// Reads back a value stored earlier. It is checked only against
+            /// the rules every stored value was accepted under (no CR, LF or
+            /// NUL, the length limit), so that mail stored before a rule
+            /// became stricter can still be read and sent; new input goes
+            /// through [`Self::parse`].
+            pub fn from_stored(input: &str) -> Result<Self, Invalid> {
                 refuse_control_breaks(input)?;
                 if input.len() > $max {
                     return Err(Invalid::new(format!("must be at most {} octets", $max)));
@@ -118,6 +130,62 @@ mod tests {
             assert!(DisplayName::parse(bad).is_err());
         }
         assert!(Subject::parse(&"x".repeat(MAX_LINE + 1)).is_err());
+    }
+
+    #[test]
+    fn header_text_refuses_controls_and_encoded_words() {
+        for fine in [
+            "Disk full\ton /var",
+            "Überwachung – 日本語 🕴",
+            "a=?b",
+            "x =? y ?= z",
+            "=?utf-8?X?abc?=",
+            "50% =?",
+        ] {
+            assert!(HeaderValue::parse(fine).is_ok(), "{fine:?} was refused");
+            assert!(Subject::parse(fine).is_ok(), "{fine:?} was refused");
+            assert!(DisplayName::parse(fine).is_ok(), "{fine:?} was refused");
+        }
+        for control in [
+            "\u{b}",
+            "\u{c}",
+            "\u{1b}[2J",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9b}",
+            "\u{1}",
+        ] {
+            let text = format!("alert {control} now");
+            for refused in [
+                HeaderValue::parse(&text).err(),
+                Subject::parse(&text).err(),
+                DisplayName::parse(&text).err(),
+            ] {
+                let rule = refused.unwrap_or_else(|| panic!("{text:?} was accepted")).0;
+                assert!(rule.contains("control characters"), "{rule}");
+            }
+        }
+        for word in [
+            "=?utf-8?B?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=",
+            "Hello =?UTF-8?q?=0D=0ABcc:_x@y.example?= there",
+            "=?iso-8859-1?Q??=",
+            "==?utf-8?b?Gw==?=",
+        ] {
+            for refused in [
+                HeaderValue::parse(word).err(),
+                Subject::parse(word).err(),
+                DisplayName::parse(word).err(),
+            ] {
+                let rule = refused.unwrap_or_else(|| panic!("{word:?} was accepted")).0;
+                assert!(rule.contains("encoded word"), "{rule}");
+            }
+        }
+        // What an earlier version stored is still read back.
+        assert!(Subject::from_stored("=?utf-8?B?SGk=?= \u{1b}").is_ok());
+        let stored = "\"Ops \u{b} =?utf-8?B?SGk=?=\" <ops@acme.example>";
+        assert!(crate::Mailbox::parse(stored).is_err());
+        assert!(crate::Mailbox::from_stored(stored).is_ok());
+        assert!(Subject::from_stored("a\r\nb").is_err());
     }
 
     #[test]

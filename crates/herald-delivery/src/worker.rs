@@ -65,6 +65,8 @@ struct Finished {
 pub struct WorkerConfig {
     /// This node's name, recorded on leases and attempts.
     pub node: String,
+    /// This process's random id, recorded on leases (see [`herald_core::ids::new_incarnation`]).
+    pub incarnation: String,
     /// How long a claim holds a recipient before another worker may take it.
     pub lease: Duration,
     /// How often to look for due mail when nothing wakes the worker.
@@ -81,6 +83,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             node: "herald".into(),
+            incarnation: herald_core::ids::new_incarnation(),
             lease: Duration::from_secs(300),
             poll: Duration::from_secs(5),
             concurrency: 256,
@@ -206,6 +209,7 @@ impl Worker {
             } else {
                 let request = ClaimRequest {
                     node: self.config.node.clone(),
+                    incarnation: self.config.incarnation.clone(),
                     now: now_ms(),
                     lease_ms: self.config.lease.as_millis() as i64,
                     limit: free as u32,

@@ -256,6 +256,28 @@ impl Store for Refusing {
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>> {
         self.inner.list_captured(tenant, limit).await
     }
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.inner.list_operator_tokens().await
+    }
+    async fn revoke_operator_token(&self, id: TokenId) -> Result<()> {
+        self.inner.revoke_operator_token(id).await
+    }
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        self.inner.set_bootstrap_token(token).await
+    }
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        self.inner
+            .release_earlier_incarnations(node, incarnation, now)
+            .await
+    }
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        self.inner.release_stale_nodes(stale_before, now).await
+    }
 }
 
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].

@@ -127,8 +127,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>>;
     /// Revokes (deletes) a token of the tenant.
     async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()>;
-    /// True when any operator token exists (the database is not new).
+    /// True when any operator token is in force (the database is not new).
     async fn operator_token_exists(&self) -> Result<bool>;
+    /// The operator tokens in force (never their hashes), oldest first.
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes an operator token. A bootstrap token is kept as revoked, so a
+    /// node started again with the same `HERALD_BOOTSTRAP_TOKEN` does not
+    /// bring it back; any other is deleted.
+    async fn revoke_operator_token(&self, id: TokenId) -> Result<()>;
+    /// Makes `token` (an operator token) the bootstrap token, in one
+    /// transaction: stores it unless it is stored already, and revokes every
+    /// earlier bootstrap token. A token revoked before stays revoked.
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome>;
 
     /// Creates a person; a taken e-mail address is a conflict.
     async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person>;
@@ -175,7 +185,8 @@ pub trait Store: Send + Sync + 'static {
     async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer>;
     /// The tenant's SMTP servers.
     async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>>;
-    /// Replaces a server's settings; a new host, port or security clears its accounts' secrets.
+    /// Replaces a server's settings; a change that redirects or weakens trust
+    /// ([`ServerSettings::change_clears_secrets`]) clears its accounts' secrets.
     async fn update_server(
         &self,
         tenant: TenantId,
@@ -267,6 +278,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<bool>>;
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+    /// Gives back the leases that earlier processes of `node` held (any
+    /// incarnation but `incarnation`), at start: those recipients are due at
+    /// `now`, keep their attempt count, and get no attempt recorded. A late
+    /// outcome of the old process is refused, as after any new claim.
+    /// Returns how many were given back.
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64>;
+    /// Gives back the leases of every node whose latest heartbeat is older
+    /// than `stale_before`, as [`Store::release_earlier_incarnations`] does,
+    /// and marks those nodes as taken over so they are passed over next time.
+    /// Returns each such node with how many recipients it held.
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
     /// The time of the earliest pending recipient of a tenant not excluded, if any.
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 

@@ -137,6 +137,8 @@ const TABLES: &[Table] = &[
             ("created_at", BigInt),
             ("last_used_at", BigInt),
             ("person_id", Text),
+            ("bootstrap", Bool),
+            ("revoked_at", BigInt),
         ],
     },
     Table {
@@ -231,6 +233,7 @@ const TABLES: &[Table] = &[
             ("lease_owner", Text),
             ("lease_token", BigInt),
             ("priority", Int),
+            ("lease_incarnation", Text),
         ],
     },
     Table {

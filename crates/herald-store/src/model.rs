@@ -85,6 +85,20 @@ pub struct TokenRecord {
     pub created_at: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
     pub last_used_at: Option<i64>,
+    /// True for the operator token that came from `HERALD_BOOTSTRAP_TOKEN`.
+    /// Only the operator's token list shows it.
+    #[serde(skip)]
+    pub bootstrap: bool,
+}
+
+/// What [`Store::set_bootstrap_token`](crate::Store::set_bootstrap_token) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// The token is the bootstrap token now (`created` when it was not stored
+    /// before); `replaced` earlier bootstrap tokens were revoked.
+    Installed { created: bool, replaced: u64 },
+    /// The token was revoked earlier and stays revoked: nothing changed.
+    Revoked,
 }
 
 /// An SMTP server's settings, as created or replaced.
@@ -115,6 +129,27 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// Whether replacing `self` by `new` must clear the secrets of the
+    /// server's accounts: a password goes only to the destination it was
+    /// entered for, and only under the same trust in that destination.
+    ///
+    /// A new host, port or security mode redirects it; turning certificate
+    /// verification off (`tls_verify` true to false) weakens it; any change of
+    /// the trusted CA (`tls_ca_pem`) or of the name the certificate must carry
+    /// (`tls_server_name`) redirects it; allowing AUTH in clear
+    /// (`allow_plaintext_auth` false to true) weakens it. Turning verification
+    /// on, or plaintext AUTH off, only strengthens it, and the other settings
+    /// do not touch trust.
+    pub fn change_clears_secrets(&self, new: &ServerSettings) -> bool {
+        let redirected =
+            (&self.host, self.port, self.security) != (&new.host, new.port, new.security);
+        let weakened = (self.tls_verify && !new.tls_verify)
+            || (!self.allow_plaintext_auth && new.allow_plaintext_auth);
+        let trust_changed =
+            self.tls_ca_pem != new.tls_ca_pem || self.tls_server_name != new.tls_server_name;
+        redirected || weakened || trust_changed
+    }
+
     /// What is weak about these settings, in words for the administrator: the
     /// API's server answer, the console's server page and a test message's
     /// diagnosis all show these.
@@ -419,12 +454,18 @@ pub struct NodeRecord {
     pub started_at: i64,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub heartbeat_at: i64,
+    /// The random id of the node's current process (its incarnation); `None`
+    /// once another node has taken over its leases because its heartbeat stopped.
+    pub incarnation: Option<String>,
 }
 
 /// A worker's request for due recipients.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub node: String,
+    /// The claiming process's random id: a lease of an earlier process of the
+    /// same node is known by it, and given back when the node starts again.
+    pub incarnation: String,
     pub now: i64,
     pub lease_ms: i64,
     pub limit: u32,
@@ -585,4 +626,103 @@ pub struct MessageQuery {
     pub until: Option<i64>,
     /// At most this many.
     pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            name: "relay".into(),
+            host: SmtpHost::parse("mail.acme.example").unwrap(),
+            port: Port::new(587).unwrap(),
+            security: Security::StartTls,
+            requires_auth: true,
+            allow_plaintext_auth: false,
+            tls_verify: true,
+            tls_ca_pem: None,
+            tls_server_name: None,
+            helo_name: None,
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout_secs: 30,
+            rate_limit_per_minute: None,
+            command_timeout_secs: None,
+        }
+    }
+
+    /// Every change that redirects or weakens trust clears the secrets; the
+    /// others, and strengthening trust, keep them.
+    #[test]
+    fn only_changes_that_weaken_or_redirect_trust_clear_secrets() {
+        let base = settings();
+        let changed = |f: fn(&mut ServerSettings)| {
+            let mut new = base.clone();
+            f(&mut new);
+            new
+        };
+        let clears: [(&str, ServerSettings); 9] = [
+            (
+                "plaintext AUTH allowed",
+                changed(|s| s.allow_plaintext_auth = true),
+            ),
+            (
+                "host",
+                changed(|s| s.host = SmtpHost::parse("evil.example").unwrap()),
+            ),
+            ("port", changed(|s| s.port = Port::new(25).unwrap())),
+            ("security to none", changed(|s| s.security = Security::None)),
+            ("security to tls", changed(|s| s.security = Security::Tls)),
+            ("tls_verify off", changed(|s| s.tls_verify = false)),
+            (
+                "a CA set",
+                changed(|s| s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into())),
+            ),
+            (
+                "a server name set",
+                changed(|s| s.tls_server_name = Some("other.example".into())),
+            ),
+            (
+                "a server name changed",
+                ServerSettings {
+                    tls_server_name: Some("b.example".into()),
+                    ..changed(|s| s.tls_server_name = Some("a.example".into()))
+                },
+            ),
+        ];
+        for (what, new) in &clears {
+            assert!(
+                base.change_clears_secrets(new),
+                "{what} must clear the secrets"
+            );
+        }
+        // From a server whose CA and name are set, removing them redirects trust too.
+        let pinned = changed(|s| {
+            s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
+            s.tls_server_name = Some("a.example".into());
+        });
+        assert!(pinned.change_clears_secrets(&base));
+
+        let unverified = changed(|s| s.tls_verify = false);
+        let plaintext = changed(|s| s.allow_plaintext_auth = true);
+        let keeps: [(&str, &ServerSettings, ServerSettings); 6] = [
+            ("nothing", &base, base.clone()),
+            ("tls_verify on", &unverified, base.clone()),
+            ("plaintext AUTH refused again", &plaintext, base.clone()),
+            ("the name", &base, changed(|s| s.name = "renamed".into())),
+            ("the pool size", &base, changed(|s| s.max_connections = 9)),
+            (
+                "the HELO name",
+                &base,
+                changed(|s| s.helo_name = Some("h.example".into())),
+            ),
+        ];
+        for (what, old, new) in &keeps {
+            assert!(
+                !old.change_clears_secrets(new),
+                "{what} must keep the secrets"
+            );
+        }
+    }
 }

@@ -21,9 +21,9 @@ use herald_core::{
     ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, ClaimRequest, NewAccount, NewCapture, NewMessage, NewToken,
-    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
-    RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
+    AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage,
+    NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore,
+    ProviderSettings, RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
 };
 use serde_json::json;
 
@@ -137,6 +137,7 @@ fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMess
 fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
     ClaimRequest {
         node: node.into(),
+        incarnation: format!("{node}-first"),
         now,
         lease_ms,
         limit: 100,
@@ -1225,6 +1226,160 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     );
 }
 
+/// Operator tokens are listed apart from tenants' tokens and can be revoked;
+/// a bootstrap token that was replaced or revoked is never accepted again.
+async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let made_by_hand = f.store.create_token(token(None, None, "op")).await.unwrap();
+    let tenants_token = f
+        .store
+        .create_token(token(Some(acme), None, "sender"))
+        .await
+        .unwrap();
+    let bootstrap = |hash: &str| NewToken {
+        id: TokenId::new(),
+        tenant_id: None,
+        name: "HERALD_BOOTSTRAP_TOKEN".into(),
+        role: Role::Operator,
+        person_id: None,
+        hash: hash.into(),
+    };
+    let first = bootstrap("boot-1");
+    assert_eq!(
+        f.store.set_bootstrap_token(first.clone()).await.unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 0
+        }
+    );
+    assert_eq!(
+        f.store
+            .set_bootstrap_token(bootstrap("boot-1"))
+            .await
+            .unwrap(),
+        BootstrapOutcome::Installed {
+            created: false,
+            replaced: 0
+        },
+        "the same value again changes nothing"
+    );
+    let listed = f.store.list_operator_tokens().await.unwrap();
+    let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
+    assert_eq!(summary, vec![(made_by_hand.id, false), (first.id, true)]);
+    assert!(listed.iter().all(|t| t.tenant_id.is_none()));
+
+    // A changed value replaces the earlier bootstrap token, and only that one.
+    let second = bootstrap("boot-2");
+    assert_eq!(
+        f.store.set_bootstrap_token(second.clone()).await.unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 1
+        }
+    );
+    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
+    assert!(
+        f.store
+            .token_by_hash("boot-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .bootstrap
+    );
+    assert!(f.store.token_by_hash("op").await.unwrap().is_some());
+    // Going back to the earlier value does not bring it back.
+    assert_eq!(
+        f.store.set_bootstrap_token(first).await.unwrap(),
+        BootstrapOutcome::Revoked
+    );
+    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_some());
+
+    // Revoking: a tenant's token is not an operator token; a revoked bootstrap
+    // token stays revoked when a node starts with it again.
+    not_found(f.store.revoke_operator_token(tenants_token.id).await);
+    assert!(f.store.token_by_hash("sender").await.unwrap().is_some());
+    f.store.revoke_operator_token(second.id).await.unwrap();
+    not_found(f.store.revoke_operator_token(second.id).await);
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
+    assert_eq!(
+        f.store.set_bootstrap_token(second).await.unwrap(),
+        BootstrapOutcome::Revoked
+    );
+    f.store
+        .revoke_operator_token(made_by_hand.id)
+        .await
+        .unwrap();
+    assert!(f.store.token_by_hash("op").await.unwrap().is_none());
+    assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
+    assert!(!f.store.operator_token_exists().await.unwrap());
+}
+
+/// A change that weakens or redirects trust in the server clears its accounts'
+/// secrets; strengthening it, or changing anything else, keeps them.
+async fn weakened_trust_clears_account_secrets(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let settings = server_settings("relay", true);
+    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    let secret_set = |id| {
+        let store = f.store.clone();
+        async move { store.account(a, server.id, id).await.unwrap().secret_set }
+    };
+    let with_secret = |name: &str| new_account(server.id, name, Some("sealed"));
+
+    let first = f.store.create_account(a, with_secret("one")).await.unwrap();
+    let unverified = ServerSettings {
+        tls_verify: false,
+        ..settings.clone()
+    };
+    f.store
+        .update_server(a, server.id, unverified.clone())
+        .await
+        .unwrap();
+    assert!(
+        !secret_set(first.id).await,
+        "tls_verify off kept the secret"
+    );
+
+    let second = f.store.create_account(a, with_secret("two")).await.unwrap();
+    f.store
+        .update_server(a, server.id, settings.clone())
+        .await
+        .unwrap();
+    assert!(
+        secret_set(second.id).await,
+        "tls_verify on cleared the secret"
+    );
+
+    for (what, changed) in [
+        (
+            "tls_ca_pem",
+            ServerSettings {
+                tls_ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+                ..settings.clone()
+            },
+        ),
+        (
+            "tls_server_name",
+            ServerSettings {
+                tls_server_name: Some("other.x.example".into()),
+                ..settings.clone()
+            },
+        ),
+    ] {
+        f.store
+            .update_server(a, server.id, settings.clone())
+            .await
+            .unwrap();
+        let account = f.store.create_account(a, with_secret(what)).await.unwrap();
+        f.store.update_server(a, server.id, changed).await.unwrap();
+        assert!(
+            !secret_set(account.id).await,
+            "a new {what} kept the secret"
+        );
+    }
+}
+
 async fn audit_entries_read_back_as_written(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -1350,6 +1505,31 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
             .as_deref(),
         Some("new:two")
     );
+}
+
+/// Mail stored before the header text rules became stricter (a control
+/// character, an encoded word) is still read back whole, so it can be sent.
+async fn text_stored_under_earlier_rules_is_read_back(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let old = "Alert \u{1b}[1m =?utf-8?B?SGk=?=";
+    let mailbox = Mailbox::from_stored(&format!("\"{old}\" <ops@x.example>")).unwrap();
+    let m = NewMessage {
+        subject: Subject::from_stored(old).unwrap(),
+        headers: vec![(
+            HeaderName::parse("X-Old").unwrap(),
+            HeaderValue::from_stored(old).unwrap(),
+        )],
+        to: vec![mailbox.clone()],
+        reply_to: Some(mailbox.clone()),
+        ..message(t, &[], None, 1_000)
+    };
+    f.store.submit(m.clone()).await.unwrap();
+    let contents = f.store.message_contents(&[m.id]).await.unwrap();
+    assert_eq!(contents[0].subject.as_ref(), old);
+    assert_eq!(contents[0].headers[0].1.as_ref(), old);
+    assert_eq!(contents[0].to, vec![mailbox.clone()]);
+    assert_eq!(contents[0].reply_to, Some(mailbox));
+    assert_eq!(f.store.message(t, m.id).await.unwrap().subject, old);
 }
 
 /// Reply-To keeps its display name, on a message and on a provider; one
@@ -1736,6 +1916,7 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: at,
+        incarnation: Some(format!("{name}-first")),
     };
     assert!(f.store.list_nodes().await.unwrap().is_empty());
     f.store
@@ -1758,6 +1939,175 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
     assert_eq!(nodes[0].heartbeat_at, 3_000);
     assert_eq!(nodes[0].started_at, 500);
     assert!(nodes[2].roles.is_empty());
+    assert_eq!(nodes[0].incarnation.as_deref(), Some("n1-first"));
+}
+
+/// A node started again gives back what its earlier processes held, and only
+/// that: the recipients are due at once with their attempt count kept and no
+/// attempt recorded, and the old process's late outcome is refused.
+async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let m = f
+        .store
+        .submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await
+        .unwrap();
+    let old = f.store.claim(claim("n1", 2_000, 600_000)).await.unwrap();
+    assert_eq!(old.len(), 2);
+    // Another node's lease, and the restarted process's own, are not touched.
+    let other = f
+        .store
+        .submit(message(t, &["c@x.example"], None, 2_500))
+        .await
+        .unwrap();
+    let theirs = f.store.claim(claim("n2", 3_000, 600_000)).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+
+    let released = f
+        .store
+        .release_earlier_incarnations("n1", "n1-second", 4_000)
+        .await
+        .unwrap();
+    assert_eq!(released, 2);
+    let view = f.store.message(t, m.id).await.unwrap();
+    for r in &view.recipients {
+        assert_eq!(r.status, RecipientStatus::Queued, "{r:?}");
+        assert_eq!(r.next_attempt_at, Some(4_000), "due at once");
+        assert!(r.attempts.is_empty(), "a release is no attempt");
+    }
+    let view = f.store.message(t, other.id).await.unwrap();
+    assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
+
+    let again = f
+        .store
+        .claim(ClaimRequest {
+            incarnation: "n1-second".into(),
+            ..claim("n1", 4_000, 600_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "long before the old lease ends");
+    assert!(
+        again.iter().all(|c| c.attempt == 2),
+        "the interrupted attempt counts"
+    );
+    assert_eq!(
+        f.store
+            .release_earlier_incarnations("n1", "n1-second", 5_000)
+            .await
+            .unwrap(),
+        0,
+        "a process keeps its own leases"
+    );
+
+    // The old process's outcome comes too late: its lease was taken over.
+    let late = Outcome {
+        recipient: old[0].recipient,
+        lease_token: old[0].lease_token,
+        next: NextState::Sent,
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    assert_eq!(
+        f.store.complete(vec![late], vec![]).await.unwrap(),
+        vec![false]
+    );
+}
+
+/// Leases of a node whose heartbeat stopped are given back by whoever looks,
+/// once; a live node's leases, and those of a node that never reported, stay.
+async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
+    let beat = |name: &str, at: i64| NodeRecord {
+        name: name.into(),
+        roles: vec!["worker".into()],
+        version: "0.1.0".into(),
+        started_at: 500,
+        heartbeat_at: at,
+        incarnation: Some(format!("{name}-first")),
+    };
+    let t = tenant(&*f.store, "acme").await;
+    f.store.heartbeat(beat("dead", 1_000)).await.unwrap();
+    f.store.heartbeat(beat("live", 5_000)).await.unwrap();
+    let mut held = Vec::new();
+    for (node, to) in [
+        ("dead", "a@x.example"),
+        ("live", "b@x.example"),
+        ("unknown", "c@x.example"),
+    ] {
+        let m = f
+            .store
+            .submit(message(t, &[to], None, 1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            f.store
+                .claim(ClaimRequest {
+                    limit: 1,
+                    ..claim(node, 2_000, 600_000)
+                })
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        held.push(m.id);
+    }
+
+    let released = f.store.release_stale_nodes(3_000, 6_000).await.unwrap();
+    assert_eq!(released, vec![("dead".to_owned(), 1)]);
+    let status = |view: herald_store::MessageView| {
+        (
+            view.recipients[0].status,
+            view.recipients[0].next_attempt_at,
+        )
+    };
+    assert_eq!(
+        status(f.store.message(t, held[0]).await.unwrap()),
+        (RecipientStatus::Queued, Some(6_000))
+    );
+    for id in &held[1..] {
+        assert_eq!(
+            status(f.store.message(t, *id).await.unwrap()).0,
+            RecipientStatus::Sending
+        );
+    }
+    let nodes = f.store.list_nodes().await.unwrap();
+    let dead = nodes.iter().find(|n| n.name == "dead").unwrap();
+    assert_eq!(dead.incarnation, None, "marked as taken over");
+    assert!(
+        f.store
+            .release_stale_nodes(3_000, 7_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a node is taken over once"
+    );
+
+    // The node starts again and beats: its new process's leases are its own.
+    f.store
+        .heartbeat(NodeRecord {
+            incarnation: Some("dead-second".into()),
+            ..beat("dead", 8_000)
+        })
+        .await
+        .unwrap();
+    let retaken = f
+        .store
+        .claim(ClaimRequest {
+            incarnation: "dead-second".into(),
+            ..claim("dead", 8_000, 600_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempt, 2, "the interrupted attempt counts");
+    assert!(
+        f.store
+            .release_stale_nodes(3_000, 9_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a node that beats again is alive"
+    );
 }
 
 /// Console sign-in: passwords are found by e-mail address (any case), a new
@@ -2089,6 +2439,7 @@ fn node_record(name: &str) -> NodeRecord {
         version: "test".into(),
         started_at: 1,
         heartbeat_at: 2,
+        incarnation: None,
     }
 }
 
@@ -2204,12 +2555,17 @@ conformance!(
     tenants_keep_their_properties,
     servers_accounts_and_providers_keep_their_rules,
     persons_and_tokens_keep_their_rules,
+    operator_tokens_are_listed_revoked_and_replaced,
+    weakened_trust_clears_account_secrets,
+    text_stored_under_earlier_rules_is_read_back,
     audit_entries_read_back_as_written,
     secrets_are_resealed_all_at_once,
     messages_read_back_with_everything_that_happened,
     message_lists_are_newest_first,
     captures_are_kept_only_with_an_accepted_outcome,
     nodes_report_their_heartbeats,
+    a_restarted_node_gets_back_the_leases_of_its_earlier_processes,
+    leases_of_a_node_whose_heartbeat_stopped_are_given_back,
     passwords_and_sessions_keep_their_rules,
     message_searches_filter_by_recipient_and_time,
     plaintext_auth_is_allowed_only_where_the_server_entry_says_so,

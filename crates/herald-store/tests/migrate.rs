@@ -58,6 +58,7 @@ fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
 fn claim(now: i64) -> ClaimRequest {
     ClaimRequest {
         node: "n1".into(),
+        incarnation: "n1-first".into(),
         now,
         lease_ms: 60_000,
         limit: 100,
@@ -247,6 +248,12 @@ async fn fill(s: &dyn Store) -> Installation {
     s.create_token(token(Some(other), None, Role::Sender, "hash-other"))
         .await
         .unwrap();
+    // A bootstrap token replaced by another: the replaced one stays revoked.
+    for hash in ["hash-bootstrap-old", "hash-bootstrap"] {
+        s.set_bootstrap_token(token(None, None, Role::Operator, hash))
+            .await
+            .unwrap();
+    }
     for hash in LOOKED_UP {
         assert!(s.token_by_hash(hash).await.unwrap().is_some());
     }
@@ -532,6 +539,7 @@ async fn fill(s: &dyn Store) -> Installation {
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: 3_000,
+        incarnation: Some("n1-first".into()),
     })
     .await
     .unwrap();
@@ -564,6 +572,20 @@ async fn snapshot(s: &dyn Store) -> Value {
         );
     }
     out["tokens_by_hash"] = json!(by_hash);
+    let operator_tokens: Vec<Value> = s
+        .list_operator_tokens()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| json!([t, t.bootstrap]))
+        .collect();
+    out["operator_tokens"] = json!(operator_tokens);
+    out["replaced_bootstrap_token_stays_revoked"] = json!(
+        s.set_bootstrap_token(token(None, None, Role::Operator, "hash-bootstrap-old"))
+            .await
+            .unwrap()
+            == herald_store::BootstrapOutcome::Revoked
+    );
     let mut credentials = Vec::new();
     for email in ["root@herald.example", "ada@acme.example"] {
         for c in s.credentials(email).await.unwrap() {
@@ -834,6 +856,17 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
         .open(&sealed, &installation.mailer.to_string())
         .unwrap();
     assert_eq!(opened.expose(), "hunter2");
+
+    // The lease d still holds names the process that took it: the same
+    // process gives nothing back, a later one would.
+    assert_eq!(
+        postgres
+            .release_earlier_incarnations("n1", "n1-first", 70_000)
+            .await
+            .unwrap(),
+        0,
+        "the lease's incarnation was copied"
+    );
 
     // Claims go on where SQLite left off: the queued, deferred and expired
     // recipients are due, the sent and failed ones are not, and lease tokens

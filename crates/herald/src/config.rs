@@ -42,6 +42,39 @@ pub enum OperatorCommand {
     /// Set an operator's console password, from HERALD_OPERATOR_PASSWORD or a
     /// prompt; a new address becomes an operator. Ends the operator's sessions.
     SetPassword(Box<SetPasswordArgs>),
+    /// Create, list and revoke operator API tokens, on the node's database.
+    #[command(subcommand)]
+    Token(OperatorTokenCommand),
+}
+
+/// `herald operator token …`: works on the database directly, like `set-password`.
+#[derive(Subcommand, Debug)]
+pub enum OperatorTokenCommand {
+    /// Create an operator token and print it once (only its hash is stored).
+    Create(Box<TokenCreateArgs>),
+    /// List the operator tokens in force: id, name, created, last used, and which came from HERALD_BOOTSTRAP_TOKEN.
+    List(Box<ServeArgs>),
+    /// Revoke an operator token by its id (see `list`); it stops working at once.
+    Revoke(Box<TokenRevokeArgs>),
+}
+
+/// Flags of `herald operator token create`.
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    /// A name that says what the token is for.
+    #[arg(long, default_value = "created on the command line")]
+    pub name: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Flags of `herald operator token revoke`.
+#[derive(Args, Debug)]
+pub struct TokenRevokeArgs {
+    /// The token's id, as `herald operator token list` shows it.
+    pub id: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `herald operator set-password`: the address, and where the database is.
@@ -159,9 +192,13 @@ pub struct ServeArgs {
     /// What this node does: api (the REST API), worker (delivery), or both [default: api,worker].
     #[arg(long, env = "HERALD_ROLES")]
     pub roles: Option<String>,
-    /// How often the node records that it is alive; three missed beats and it is taken for gone [default: 5s].
+    /// How often the node records that it is alive [default: 5s].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<String>,
+    /// How old a node's latest heartbeat may be before it is taken for gone and
+    /// another node gives back the mail it was delivering; longer than the heartbeat [default: three heartbeats].
+    #[arg(long, env = "HERALD_NODE_STALE_AFTER")]
+    pub node_stale_after: Option<String>,
     /// Largest text plus HTML of one message, in bytes [default: 10485760].
     #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
@@ -175,7 +212,7 @@ pub struct ServeArgs {
     /// sent); past it submissions answer 429 [default: 1000000].
     #[arg(long, env = "HERALD_MAX_QUEUED_PER_TENANT")]
     pub max_queued_per_tenant: Option<u64>,
-    /// Messages delivered at once by this node [default: 64].
+    /// Messages delivered at once by this node [default: 256].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// CIDR ranges of the reverse proxies in front of this node, whose X-Forwarded-For, -Host and -Proto are believed (e.g. 10.0.0.0/8); nobody's by default.
@@ -201,6 +238,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// How often the node records that it is alive.
     pub heartbeat: Duration,
+    /// How old a node's heartbeat may be before it is taken for gone.
+    pub node_stale_after: Duration,
     /// Limits on submitted messages.
     pub limits: herald_api::Limits,
     /// This node serves the REST API.
@@ -223,8 +262,9 @@ pub struct Settings {
     pub master_key: Option<Secret>,
 }
 
-/// Where a node's data lives.
-#[derive(Clone, Debug)]
+/// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
+/// without its password.
+#[derive(Clone)]
 pub enum Database {
     /// The embedded database: one SQLite file.
     Sqlite(PathBuf),
@@ -260,21 +300,18 @@ impl Database {
     }
 }
 
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
 impl std::fmt::Display for Database {
     /// The location without any password, for logs and errors.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Database::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Database::Postgres(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                match rest.split_once('@') {
-                    Some((user, host)) => {
-                        let user = user.split(':').next().unwrap_or_default();
-                        write!(f, "{scheme}://{user}@{host}")
-                    }
-                    None => write!(f, "{scheme}://{rest}"),
-                }
-            }
+            Database::Postgres(url) => f.write_str(&herald_core::redact_url(url)),
         }
     }
 }
@@ -463,6 +500,18 @@ impl ServeArgs {
                 }
             }
         };
+        let heartbeat = duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?;
+        if heartbeat.is_zero() {
+            bail!("--heartbeat must be longer than 0s");
+        }
+        let node_stale_after =
+            duration("node-stale-after", pick!(node_stale_after), heartbeat * 3)?;
+        if node_stale_after <= heartbeat {
+            // A node would be taken for gone between two of its own beats.
+            bail!(
+                "--node-stale-after ({node_stale_after:?}) must be longer than --heartbeat ({heartbeat:?})"
+            );
+        }
         Ok(Settings {
             http: pick!(http).unwrap_or_else(|| "127.0.0.1:8025".parse().expect("a valid address")),
             data_dir,
@@ -482,7 +531,8 @@ impl ServeArgs {
             lease: duration("lease", pick!(lease), Duration::from_secs(300))?,
             timeouts,
             concurrency: pick!(concurrency).unwrap_or(256).max(1),
-            heartbeat: duration("heartbeat", pick!(heartbeat), Duration::from_secs(5))?,
+            heartbeat,
+            node_stale_after,
             limits: {
                 let default = herald_api::Limits::default();
                 herald_api::Limits {
@@ -536,6 +586,25 @@ pub fn key_file(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help states the default that `resolve` really applies.
+    #[test]
+    fn the_concurrency_help_states_the_real_default() {
+        use clap::CommandFactory;
+        let default = ServeArgs::default().resolve().unwrap().concurrency;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let text = help.split("--concurrency").nth(1).unwrap();
+        let text = text.split("\n      --").next().unwrap();
+        assert!(
+            text.contains(&format!("[default: {default}]")),
+            "--concurrency help: {text}"
+        );
+    }
 
     #[test]
     fn durations() {
@@ -642,6 +711,29 @@ mod tests {
         };
         let error = zero.resolve().unwrap_err().to_string();
         assert!(error.contains("--max-queued-per-tenant"), "{error}");
+    }
+
+    #[test]
+    fn a_node_is_taken_for_gone_only_after_more_than_one_heartbeat() {
+        let settings = ServeArgs {
+            heartbeat: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.node_stale_after, Duration::from_secs(6));
+        let error = ServeArgs {
+            heartbeat: Some("2s".into()),
+            node_stale_after: Some("2s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("--node-stale-after") && error.contains("--heartbeat"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -79,3 +79,38 @@ fn make_private(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Takes the embedded database's lock file (`herald.lock` beside the database
+/// file, in the data directory by default) for as long as the returned file is
+/// held, or fails at once when another process holds it. Two nodes on one
+/// SQLite database would each take the other's leases for those of a crashed
+/// process and give them back: only one may run. The lock is the kernel's
+/// (`flock`, through rustix: `std::fs::File::try_lock` is newer than the
+/// supported Rust), so it ends with the process however the process ends; the file
+/// itself stays.
+pub fn lock_database(database: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join("herald.lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
+            "another herald is running on the data directory {} (it holds {}); stop it first, or give this node a data directory of its own",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => {
+            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod files;
 pub mod http;
 mod keys;
 pub mod node;
+mod operator_tokens;
 pub mod smtp_check;
 
 use anyhow::Context;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Operator(OperatorCommand::SetPassword(args)) => set_operator_password(*args).await,
+        Command::Operator(OperatorCommand::Token(command)) => operator_tokens::run(command).await,
         Command::MigrateStore(args) => {
             let (from, to) = args.endpoints()?;
             let (source, target) = (

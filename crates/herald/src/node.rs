@@ -9,7 +9,7 @@ use anyhow::Context;
 use herald_api::AppState;
 use herald_core::{Role, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
-use herald_store::{NewToken, NodeRecord, Store, StoreEvent};
+use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,61 +28,179 @@ pub struct Node {
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    /// The embedded database's lock, held while the node runs.
+    _lock: Option<std::fs::File>,
 }
 
-/// Makes sure an operator token exists: the bootstrap token's hash, or a new token printed once.
+/// The shortest `HERALD_BOOTSTRAP_TOKEN` accepted: an operator token must not
+/// be guessable, and generated tokens are longer still.
+pub const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 32;
+
+/// Makes sure an operator token exists: the bootstrap token (which replaces an
+/// earlier, different one), or a new token printed once when the database is new.
 async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Option<String>> {
-    let (secret, generated) = match &settings.bootstrap_token {
-        Some(given) => (given.expose().to_owned(), false),
-        None if store.operator_token_exists().await? => return Ok(None),
-        None => (token::generate(), true),
-    };
-    let hash = token::hash(&secret);
-    if store.token_by_hash(&hash).await?.is_none() {
-        let name = if generated {
-            "generated at first start"
-        } else {
-            "HERALD_BOOTSTRAP_TOKEN"
-        };
+    let Some(given) = &settings.bootstrap_token else {
+        if store.operator_token_exists().await? {
+            return Ok(None);
+        }
+        let secret = token::generate();
         store
             .create_token(NewToken {
                 id: TokenId::new(),
                 tenant_id: None,
-                name: name.into(),
+                name: "generated at first start".into(),
                 role: Role::Operator,
                 person_id: None,
-                hash,
+                hash: token::hash(&secret),
             })
             .await?;
+        return Ok(Some(secret));
+    };
+    let chars = given.expose().chars().count();
+    anyhow::ensure!(
+        chars >= MIN_BOOTSTRAP_TOKEN_CHARS,
+        "HERALD_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters long \
+         (it has {chars}); `openssl rand -hex 32` makes a good one"
+    );
+    let outcome = store
+        .set_bootstrap_token(NewToken {
+            id: TokenId::new(),
+            tenant_id: None,
+            name: "HERALD_BOOTSTRAP_TOKEN".into(),
+            role: Role::Operator,
+            person_id: None,
+            hash: token::hash(given.expose()),
+        })
+        .await?;
+    match outcome {
+        BootstrapOutcome::Installed { replaced, .. } if replaced > 0 => tracing::warn!(
+            replaced,
+            "HERALD_BOOTSTRAP_TOKEN changed: the earlier bootstrap token is revoked"
+        ),
+        BootstrapOutcome::Installed { .. } => {}
+        BootstrapOutcome::Revoked => tracing::warn!(
+            "HERALD_BOOTSTRAP_TOKEN was revoked (or replaced) earlier and stays revoked; \
+             unset it, or set a new value to make a new bootstrap token"
+        ),
     }
-    Ok(generated.then_some(secret))
+    Ok(None)
 }
 
-/// Records this node's heartbeat until shutdown.
+/// Who this node is, as its heartbeats say.
+struct Identity {
+    name: String,
+    incarnation: String,
+    roles: Vec<String>,
+    started_at: i64,
+}
+
+impl Identity {
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at,
+            heartbeat_at: now_ms(),
+            incarnation: Some(self.incarnation.clone()),
+        }
+    }
+}
+
+/// Records this node's heartbeat until shutdown, and after each gives back
+/// the leases of nodes whose heartbeat is older than `stale_after`: a node
+/// that died mid-delivery has its mail delivered by the others within
+/// seconds, not at its leases' end.
 async fn heartbeat(
     store: Arc<dyn Store>,
-    name: String,
-    roles: Vec<String>,
+    identity: Identity,
     every: std::time::Duration,
+    stale_after: std::time::Duration,
+    wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let started_at = now_ms();
     while !*stop.borrow() {
-        let record = NodeRecord {
-            name: name.clone(),
-            roles: roles.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at,
-            heartbeat_at: now_ms(),
-        };
-        if let Err(error) = store.heartbeat(record).await {
+        check_own_record(&*store, &identity).await;
+        if let Err(error) = store.heartbeat(identity.record()).await {
             tracing::warn!(%error, "could not record this node's heartbeat");
+        }
+        let now = now_ms();
+        match store
+            .release_stale_nodes(now - stale_after.as_millis() as i64, now)
+            .await
+        {
+            Ok(released) => {
+                for (node, recipients) in &released {
+                    if *recipients > 0 {
+                        tracing::warn!(
+                            %node,
+                            recipients,
+                            "a node stopped beating; the mail it was delivering is due again"
+                        );
+                    } else {
+                        tracing::info!(%node, "a node stopped beating; it held no mail");
+                    }
+                }
+                if released.iter().any(|(_, n)| *n > 0) {
+                    wake.notify_one();
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not look for nodes that stopped"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Says what the node's own record shows before this process overwrites it:
+/// another process's incarnation means a second node runs under the same name
+/// (each would give back the other's leases when it starts); none means
+/// another node took this one for gone, its heartbeats having been too late,
+/// and gave back the mail it was delivering (whose outcomes are now refused).
+async fn check_own_record(store: &dyn Store, identity: &Identity) {
+    let Ok(nodes) = store.list_nodes().await else {
+        return;
+    };
+    match nodes.iter().find(|n| n.name == identity.name) {
+        Some(NodeRecord {
+            incarnation: Some(other),
+            ..
+        }) if *other != identity.incarnation => tracing::error!(
+            node = %identity.name,
+            "another herald runs under this node name on the same database; give each node a name of its own (--node-name)"
+        ),
+        Some(NodeRecord {
+            incarnation: None, ..
+        }) => tracing::warn!(
+            node = %identity.name,
+            "this node's heartbeat was late and another node gave back the mail it was delivering; their outcomes here will be refused"
+        ),
+        _ => {}
+    }
+}
+
+/// Announces this process and gives back the leases of the node's earlier
+/// processes, before its worker claims anything: what a crashed process had in
+/// flight is due again at once. The heartbeat comes first: it records the new
+/// incarnation, so that the node is seen alive from its first claim on.
+async fn recover(store: &dyn Store, identity: &Identity) -> anyhow::Result<()> {
+    store
+        .heartbeat(identity.record())
+        .await
+        .context("recording this node's first heartbeat")?;
+    let released = store
+        .release_earlier_incarnations(&identity.name, &identity.incarnation, now_ms())
+        .await
+        .context("giving back the leases of this node's earlier processes")?;
+    if released > 0 {
+        tracing::warn!(
+            recipients = released,
+            "this node stopped without finishing its deliveries; they are due again"
+        );
+    }
+    Ok(())
 }
 
 /// Acts on other nodes' notifications: new mail wakes the worker, a refresh
@@ -115,9 +233,13 @@ async fn follow(
 /// Starts a node with these settings.
 pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     files::create_data_dir(&settings.data_dir)?;
-    if let Database::Sqlite(path) = &settings.database {
-        files::create_database_file(path)?;
-    }
+    let lock = match &settings.database {
+        Database::Sqlite(path) => {
+            files::create_database_file(path)?;
+            Some(files::lock_database(path)?)
+        }
+        Database::Postgres(_) => None,
+    };
     let store = settings.database.open().await?;
     let (sealer, form_key) =
         keys::load_with_form_key(settings.master_key.as_ref(), &key_file(&settings.data_dir))?;
@@ -138,6 +260,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         }
     }
 
+    let mut roles = Vec::new();
+    if settings.api {
+        roles.push("api".to_owned());
+    }
+    if settings.worker {
+        roles.push("worker".to_owned());
+    }
+    let identity = Identity {
+        name: settings.node_name.clone(),
+        incarnation: herald_core::ids::new_incarnation(),
+        roles,
+        started_at: now_ms(),
+    };
+    recover(&*store, &identity).await?;
+
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
     let egress = Arc::new(settings.egress);
     let worker = Worker::new(
@@ -147,6 +284,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         cache.clone(),
         WorkerConfig {
             node: settings.node_name.clone(),
+            incarnation: identity.incarnation.clone(),
             lease: settings.lease,
             poll: settings.poll,
             concurrency: settings.concurrency,
@@ -157,18 +295,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     );
     let worker_stats = worker.stats();
     let (shutdown, stop) = watch::channel(false);
-    let mut roles = Vec::new();
-    if settings.api {
-        roles.push("api".to_owned());
-    }
-    if settings.worker {
-        roles.push("worker".to_owned());
-    }
     let heartbeat = tokio::spawn(heartbeat(
         store.clone(),
-        settings.node_name.clone(),
-        roles,
+        identity,
         settings.heartbeat,
+        settings.node_stale_after,
+        worker.waker(),
         stop.clone(),
     ));
     if let Some(events) = store.subscribe() {
@@ -180,7 +312,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         default_provider,
         wake: worker.waker(),
         cache,
-        alive_within: settings.heartbeat * 3,
+        alive_within: settings.node_stale_after,
         limits: settings.limits,
         egress,
     };
@@ -225,6 +357,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         http,
         worker,
         heartbeat,
+        _lock: lock,
     })
 }
 

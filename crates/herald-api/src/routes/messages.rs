@@ -332,10 +332,8 @@ async fn show(
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
     let tenant = caller.tenant(&state, &slug, READERS).await?;
+    let id = path_id(&id, "message")?;
     Ok(Json(
-        state
-            .store
-            .message(tenant.id, path_id(&id, "message")?)
-            .await?,
+        crate::service::message(&state, &caller, &tenant, id).await?,
     ))
 }

@@ -1,6 +1,7 @@
 //! Route table and the helpers every handler shares.
 
 mod messages;
+mod operator;
 pub(crate) mod people;
 pub(crate) mod providers;
 pub(crate) mod servers;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/presets", get(presets))
         .route("/v1/nodes", get(nodes))
         .merge(tenants::router())
+        .merge(operator::router())
         .merge(people::router())
         .merge(servers::router())
         .merge(providers::router())
@@ -135,7 +137,7 @@ impl Check {
 }
 
 /// A short human name: 1 to 100 characters, no control characters.
-fn name(input: &str) -> Result<String, Invalid> {
+pub fn name(input: &str) -> Result<String, Invalid> {
     let trimmed = input.trim();
     if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control)
     {

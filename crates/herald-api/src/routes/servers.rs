@@ -324,8 +324,9 @@ async fn update(
     Ok(Json(server.into()))
 }
 
-/// Changes an SMTP server: the fields given replace the stored ones. A new
-/// host, port or security clears the secrets of the server's accounts.
+/// Changes an SMTP server: the fields given replace the stored ones. A change
+/// that redirects or weakens trust (see `ServerSettings::change_clears_secrets`)
+/// clears the secrets of the server's accounts.
 pub async fn update_server(
     state: &AppState,
     caller: &Caller,
@@ -336,8 +337,7 @@ pub async fn update_server(
     let current = state.store.server(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
     let old = &current.settings;
-    let secrets_cleared =
-        (&old.host, old.port, old.security) != (&settings.host, settings.port, settings.security);
+    let secrets_cleared = old.change_clears_secrets(&settings);
     let server = state.store.update_server(tenant.id, id, settings).await?;
     caller
         .audit(

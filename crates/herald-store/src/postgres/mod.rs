@@ -127,13 +127,13 @@ fn address(s: String) -> Result<EmailAddress> {
 /// A Reply-To, stored as the mailbox's canonical string; rows from before
 /// Reply-To took a display name hold the bare address, which parses too.
 fn reply_to_mailbox(s: String) -> Result<Mailbox> {
-    stored("reply_to", Mailbox::parse(&s))
+    stored("reply_to", Mailbox::from_stored(&s))
 }
 
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
     list.iter()
-        .map(|m| stored("mailbox", Mailbox::parse(m)))
+        .map(|m| stored("mailbox", Mailbox::from_stored(m)))
         .collect()
 }
 
@@ -192,7 +192,8 @@ async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) ->
     tenant(&row)
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
 fn token_record(r: &Row) -> Result<TokenRecord> {
     let role: String = get(r, "role")?;
@@ -204,6 +205,7 @@ fn token_record(r: &Row) -> Result<TokenRecord> {
         person_id: opt_id(get(r, "person_id")?)?,
         created_at: get(r, "created_at")?,
         last_used_at: get(r, "last_used_at")?,
+        bootstrap: get(r, "bootstrap")?,
     })
 }
 
@@ -365,7 +367,7 @@ fn provider(r: &Row) -> Result<Provider> {
             account_id: opt_id(get(r, "account_id")?)?,
             from_address: address(get(r, "from_address")?)?,
             from_name: from_name
-                .map(|n| stored("from_name", DisplayName::parse(&n)))
+                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
             reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
@@ -431,7 +433,7 @@ fn headers_from_json(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, He
         .map(|(n, v)| {
             Ok((
                 stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::parse(&v))?,
+                stored("header value", HeaderValue::from_stored(&v))?,
             ))
         })
         .collect()
@@ -642,6 +644,23 @@ async fn statuses_of(
     .collect()
 }
 
+/// The statement that gives back the leases of a process that is gone
+/// (`$1` is now, `$2` the node, `$3` the incarnation `which` compares with):
+/// unlike [`Store::release`], the attempt the process had begun keeps
+/// counting, since it may have reached the server; the recipient is due at
+/// once. Rows are locked in id order, like `complete` and `release` lock
+/// them, so that none of them can deadlock with another.
+fn release_crashed(which: &str) -> String {
+    format!(
+        "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+         due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+         WHERE id IN (SELECT id FROM recipients \
+                      WHERE status = 'sending' AND lease_owner = $2 AND {which} \
+                      ORDER BY id FOR UPDATE) \
+         AND status = 'sending' AND lease_owner = $2 AND {which}"
+    )
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
@@ -800,15 +819,18 @@ impl Store for PgStore {
             let c = client(&self.pool).await?;
             execute(
                 &c,
-                "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                 incarnation = excluded.incarnation",
                 &[
                     &node.name,
                     &node.roles.join(","),
                     &node.version,
                     &node.started_at,
                     &node.heartbeat_at,
+                    &node.incarnation,
                 ],
             )
             .await
@@ -824,7 +846,7 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         query(
             &c,
-            "SELECT name, roles, version, started_at, heartbeat_at FROM nodes \
+            "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
              ORDER BY heartbeat_at DESC, name",
             &[],
         )
@@ -841,6 +863,7 @@ impl Store for PgStore {
                 version: get(r, "version")?,
                 started_at: get(r, "started_at")?,
                 heartbeat_at: get(r, "heartbeat_at")?,
+                incarnation: get(r, "incarnation")?,
             })
         })
         .collect()
@@ -883,7 +906,7 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         let Some(row) = query_opt(
             &c,
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"),
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"),
             &[&hash],
         )
         .await?
@@ -940,11 +963,108 @@ impl Store for PgStore {
         let c = client(&self.pool).await?;
         let row = query(
             &c,
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator') AS found",
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL) AS found",
             &[],
         )
         .await?;
         get(&row[0], "found")
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                 AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(token_record)
+        .collect()
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let id = token_id.to_string();
+        let revoked = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND bootstrap AND revoked_at IS NULL",
+            &[&id, &now_ms()],
+        )
+        .await
+        .map_err(pg)?;
+        let deleted = execute(
+            &tx,
+            "DELETE FROM tokens WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND NOT bootstrap",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+        if revoked + deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Nodes that start together with different values must not each keep
+        // their own: one after the other, the last one wins.
+        tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(pg)?;
+        let now = now_ms();
+        let stored = query_opt(
+            &tx,
+            "SELECT revoked_at FROM tokens WHERE hash = $1",
+            &[&token.hash],
+        )
+        .await?;
+        let created = match stored {
+            Some(row) => {
+                let revoked_at: Option<i64> = get(&row, "revoked_at")?;
+                if revoked_at.is_some() {
+                    return Ok(BootstrapOutcome::Revoked);
+                }
+                execute(
+                    &tx,
+                    "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 \
+                     AND tenant_id IS NULL AND role = 'operator'",
+                    &[&token.hash],
+                )
+                .await
+                .map_err(pg)?;
+                false
+            }
+            None => {
+                execute(
+                    &tx,
+                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                     VALUES ($1, NULL, $2, 'operator', NULL, $3, $4, TRUE)",
+                    &[&token.id.to_string(), &token.name, &token.hash, &now],
+                )
+                .await
+                .map_err(pg)?;
+                true
+            }
+        };
+        let replaced = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE bootstrap \
+             AND revoked_at IS NULL AND hash <> $1",
+            &[&token.hash, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(BootstrapOutcome::Installed { created, replaced })
     }
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {
@@ -1385,8 +1505,9 @@ impl Store for PgStore {
             .await
             .map_err(unique("an SMTP server with this name exists"))?;
         let updated = server(&row)?;
-        // A stored password must never follow the server entry to a new destination.
-        if (old.host, old.port, old.security) != (s.host, s.port, s.security) {
+        // A stored password must never follow the server entry to a new
+        // destination or to weaker trust (the rule is `change_clears_secrets`).
+        if old.change_clears_secrets(&s) {
             execute(
                 &tx,
                 "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = $1 AND tenant_id = $2",
@@ -1922,7 +2043,7 @@ impl Store for PgStore {
                 id: id(get(r, "id")?)?,
                 tenant_id: id(get(r, "tenant_id")?)?,
                 created_at: get(r, "created_at")?,
-                subject: stored("subject", Subject::parse(&subject))?,
+                subject: stored("subject", Subject::from_stored(&subject))?,
                 text: get(r, "text_body")?,
                 html: get(r, "html_body")?,
                 reply_to: reply_to.map(reply_to_mailbox).transpose()?,
@@ -1963,7 +2084,7 @@ impl Store for PgStore {
                      ORDER BY priority DESC, due_at LIMIT $4 \
                      FOR UPDATE SKIP LOCKED) \
                  UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
-                 lease_token = lease_token + 1, attempts = attempts + 1 \
+                 lease_incarnation = $6, lease_token = lease_token + 1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM due) \
                  RETURNING id, message_id, tenant_id, address, lease_token, attempts",
                 &[
@@ -1972,6 +2093,7 @@ impl Store for PgStore {
                     &req.now,
                     &i64::from(req.limit),
                     &excluded,
+                    &req.incarnation,
                 ],
             )
             .await?;
@@ -2021,8 +2143,8 @@ impl Store for PgStore {
                     // this waits for it and then sees the newer token.
                     let changed = query_opt(
                         tx,
-                        "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL \
-                         WHERE id = $3 AND lease_token = $4 AND status = 'sending' \
+                        "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, \
+                         lease_incarnation = NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' \
                          RETURNING message_id, tenant_id",
                         &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                     )
@@ -2133,7 +2255,7 @@ impl Store for PgStore {
                 execute(
                     &tx,
                     "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                     attempts = attempts - 1, due_at = $1, lease_owner = NULL \
+                     attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
                      WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
                     &[&now, &rid.to_string(), &token],
                 )
@@ -2141,6 +2263,72 @@ impl Store for PgStore {
                 .map_err(pg)?;
             }
             tx.commit().await.map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let result = async {
+            let c = client(&self.pool).await?;
+            // A lease from before incarnations were recorded has none: it is earlier too.
+            execute(
+                &c,
+                &release_crashed("lease_incarnation IS DISTINCT FROM $3"),
+                &[&now, &node, &incarnation],
+            )
+            .await
+            .map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The node rows stay locked until the commit: a node that beats again
+            // meanwhile waits, and then records its heartbeat and incarnation anew.
+            // Rows another sweep holds are skipped: that sweep releases them.
+            let stale = query(
+                &tx,
+                "SELECT name, incarnation FROM nodes \
+                 WHERE heartbeat_at < $1 AND incarnation IS NOT NULL ORDER BY name \
+                 FOR UPDATE SKIP LOCKED",
+                &[&stale_before],
+            )
+            .await?;
+            let mut released = Vec::with_capacity(stale.len());
+            for row in &stale {
+                let (name, incarnation): (String, String) =
+                    (get(row, "name")?, get(row, "incarnation")?);
+                let n = execute(
+                    &tx,
+                    &release_crashed("lease_incarnation = $3"),
+                    &[&now, &name, &incarnation],
+                )
+                .await
+                .map_err(pg)?;
+                // Taken over: the next sweep passes this node by, until it beats again.
+                execute(
+                    &tx,
+                    "UPDATE nodes SET incarnation = NULL WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(pg)?;
+                released.push((name, n));
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(released)
         }
         .await;
         self.writes.note(&result);

@@ -17,7 +17,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0004_admin_flows.sql"),
     include_str!("0005_next_due_index.sql"),
     include_str!("0006_console_sign_in.sql"),
+    include_str!("0007_operator_tokens.sql"),
     include_str!("0008_allow_plaintext_auth.sql"),
+    include_str!("0010_lease_incarnation.sql"),
+    // After 0010, which databases may already have as their ninth migration.
     include_str!("0009_queued_recipients.sql"),
 ];
 

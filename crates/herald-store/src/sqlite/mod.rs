@@ -73,14 +73,14 @@ fn address(s: String) -> Result<EmailAddress> {
 /// A Reply-To, stored as the mailbox's canonical string; rows from before
 /// Reply-To took a display name hold the bare address, which parses too.
 fn reply_to_mailbox(s: String) -> Result<Mailbox> {
-    stored("reply_to", Mailbox::parse(&s))
+    stored("reply_to", Mailbox::from_stored(&s))
 }
 
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(json: &str) -> Result<Vec<Mailbox>> {
     let list: Vec<String> = stored("mailbox list", serde_json::from_str(json))?;
     list.iter()
-        .map(|m| stored("mailbox", Mailbox::parse(m)))
+        .map(|m| stored("mailbox", Mailbox::from_stored(m)))
         .collect()
 }
 
@@ -128,7 +128,8 @@ fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
     .ok_or(StoreError::NotFound)?
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant_id, name, role, person_id, created_at, last_used_at";
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
 /// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
@@ -139,7 +140,7 @@ fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
         String,
         Option<String>,
     ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-    let (created_at, last_used_at) = (r.get(5)?, r.get(6)?);
+    let (created_at, last_used_at, bootstrap) = (r.get(5)?, r.get(6)?, r.get(7)?);
     Ok((|| {
         Ok(TokenRecord {
             id: id(tid)?,
@@ -149,6 +150,7 @@ fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
             person_id: opt_id(person)?,
             created_at,
             last_used_at,
+            bootstrap,
         })
     })())
 }
@@ -339,7 +341,7 @@ fn provider(raw: ProviderRow) -> Result<Provider> {
             account_id: opt_id(aid)?,
             from_address: address(from)?,
             from_name: from_name
-                .map(|n| stored("from_name", DisplayName::parse(&n)))
+                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
                 .transpose()?,
             reply_to: reply_to.map(reply_to_mailbox).transpose()?,
             fallback_recipient: fallback.map(address).transpose()?,
@@ -414,7 +416,7 @@ fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
         .map(|(n, v)| {
             Ok((
                 stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::parse(&v))?,
+                stored("header value", HeaderValue::from_stored(&v))?,
             ))
         })
         .collect()
@@ -582,6 +584,13 @@ fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>>
         .collect()
 }
 
+/// Gives back a lease whose process is gone (`?1` is now): unlike
+/// [`Store::release`], the attempt the process had begun keeps counting, since
+/// it may have reached the server; the recipient is due at once.
+const RELEASE_CRASHED: &str = "UPDATE recipients SET \
+     status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+     due_at = ?1, lease_owner = NULL, lease_incarnation = NULL";
+
 #[async_trait]
 impl Store for SqliteStore {
     fn refusing_writes(&self) -> bool {
@@ -714,10 +723,15 @@ impl Store for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
-                    params![node.name, node.roles.join(","), node.version, node.started_at, node.heartbeat_at],
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                     incarnation = excluded.incarnation",
+                    params![
+                        node.name, node.roles.join(","), node.version, node.started_at,
+                        node.heartbeat_at, node.incarnation
+                    ],
                 )
                 .map_err(sql)
                 .map(drop)
@@ -730,15 +744,22 @@ impl Store for SqliteStore {
             .read(|c| {
                 list(
                     c,
-                    "SELECT name, roles, version, started_at, heartbeat_at FROM nodes ORDER BY heartbeat_at DESC",
+                    "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
+                     ORDER BY heartbeat_at DESC",
                     [],
                     |r| {
                         Ok(NodeRecord {
                             name: r.get(0)?,
-                            roles: r.get::<_, String>(1)?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                            roles: r
+                                .get::<_, String>(1)?
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
                             version: r.get(2)?,
                             started_at: r.get(3)?,
                             heartbeat_at: r.get(4)?,
+                            incarnation: r.get(5)?,
                         })
                     },
                 )
@@ -782,7 +803,9 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+                    ),
                     [hash],
                     token_row,
                 )
@@ -1170,11 +1193,101 @@ impl Store for SqliteStore {
         self.db
             .read(|c| {
                 c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator')",
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL)",
                     [],
                     |r| r.get(0),
                 )
                 .map_err(sql)
+            })
+            .await
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                         AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+                    ),
+                    [],
+                    token_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let id = token_id.to_string();
+                let revoked = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 1 AND revoked_at IS NULL",
+                        params![id, now_ms()],
+                    )
+                    .map_err(sql)?;
+                let deleted = c
+                    .execute(
+                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 0",
+                        [&id],
+                    )
+                    .map_err(sql)?;
+                if revoked + deleted == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let stored: Option<Option<i64>> = c
+                    .query_row(
+                        "SELECT revoked_at FROM tokens WHERE hash = ?1",
+                        [&token.hash],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let created = match stored {
+                    Some(Some(_)) => return Ok(BootstrapOutcome::Revoked),
+                    Some(None) => {
+                        c.execute(
+                            "UPDATE tokens SET bootstrap = 1 WHERE hash = ?1 \
+                             AND tenant_id IS NULL AND role = 'operator'",
+                            [&token.hash],
+                        )
+                        .map_err(sql)?;
+                        false
+                    }
+                    None => {
+                        c.execute(
+                            "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                             VALUES (?1, NULL, ?2, 'operator', NULL, ?3, ?4, 1)",
+                            params![token.id.to_string(), token.name, token.hash, now],
+                        )
+                        .map_err(sql)?;
+                        true
+                    }
+                };
+                let replaced = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE bootstrap = 1 \
+                         AND revoked_at IS NULL AND hash <> ?1",
+                        params![token.hash, now],
+                    )
+                    .map_err(sql)? as u64;
+                Ok(BootstrapOutcome::Installed { created, replaced })
             })
             .await
     }
@@ -1250,8 +1363,9 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(unique("an SMTP server with this name exists"))?;
-                // A stored password must never follow the server entry to a new destination.
-                if (old.host, old.port, old.security) != (s.host, s.port, s.security) {
+                // A stored password must never follow the server entry to a new
+                // destination or to weaker trust (the rule is `change_clears_secrets`).
+                if old.change_clears_secrets(&s) {
                     c.execute(
                         "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = ?1",
                         [server_id.to_string()],
@@ -1660,7 +1774,7 @@ impl Store for SqliteStore {
                         id: message_id,
                         tenant_id: id(tid)?,
                         created_at,
-                        subject: stored("subject", Subject::parse(&subject))?,
+                        subject: stored("subject", Subject::from_stored(&subject))?,
                         text,
                         html,
                         reply_to: reply_to.map(reply_to_mailbox).transpose()?,
@@ -1689,14 +1803,14 @@ impl Store for SqliteStore {
                 let rows = list(
                     c,
                     "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
-                     lease_token = lease_token + 1, attempts = attempts + 1 \
+                     lease_incarnation = ?6, lease_token = lease_token + 1, attempts = attempts + 1 \
                      WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_due \
                                   WHERE status IN ('queued', 'deferred', 'sending') \
                                   AND due_at <= ?3 \
                                   AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
                                   ORDER BY priority DESC, due_at LIMIT ?4) \
                      RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-                    params![lease_until, req.node, req.now, req.limit, excluded],
+                    params![lease_until, req.node, req.now, req.limit, excluded, req.incarnation],
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?,
@@ -1734,8 +1848,8 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let mut update = c
                     .prepare_cached(
-                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL \
-                         WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' \
+                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL, \
+                         lease_incarnation = NULL WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' \
                          RETURNING message_id, tenant_id",
                     )
                     .map_err(sql)?;
@@ -1819,13 +1933,70 @@ impl Store for SqliteStore {
                 for (rid, token) in leases {
                     c.execute(
                         "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL \
+                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL, lease_incarnation = NULL \
                          WHERE id = ?2 AND lease_token = ?3 AND status = 'sending'",
                         params![now, rid.to_string(), token],
                     )
                     .map_err(sql)?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let (node, incarnation) = (node.to_owned(), incarnation.to_owned());
+        self.db
+            .write(move |c| {
+                // A lease from before incarnations were recorded has none: it is earlier too.
+                c.execute(
+                    &format!(
+                        "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                         AND lease_incarnation IS NOT ?3"
+                    ),
+                    params![now, node, incarnation],
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        self.db
+            .write(move |c| {
+                let stale = list(
+                    c,
+                    "SELECT name, incarnation FROM nodes \
+                     WHERE heartbeat_at < ?1 AND incarnation IS NOT NULL ORDER BY name",
+                    [stale_before],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )?;
+                let mut released = Vec::with_capacity(stale.len());
+                for (name, incarnation) in stale {
+                    let n = c
+                        .execute(
+                            &format!(
+                                "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                                 AND lease_incarnation = ?3"
+                            ),
+                            params![now, name, incarnation],
+                        )
+                        .map_err(sql)?;
+                    // Taken over: the next sweep passes this node by, until it beats again.
+                    c.execute(
+                        "UPDATE nodes SET incarnation = NULL WHERE name = ?1",
+                        [&name],
+                    )
+                    .map_err(sql)?;
+                    released.push((name, n as u64));
+                }
+                Ok(released)
             })
             .await
     }

@@ -15,14 +15,14 @@ use tokio_postgres::NoTls;
 use crate::helpers::*;
 
 /// A fresh database for one test, dropped at the end.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDatabase {
-    async fn create() -> Option<TestDatabase> {
+    pub(crate) async fn create() -> Option<TestDatabase> {
         let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let (client, connection) = match tokio_postgres::connect(&admin_url, NoTls).await {
@@ -59,7 +59,7 @@ impl TestDatabase {
         client
     }
 
-    async fn drop_database(self) {
+    pub(crate) async fn drop_database(self) {
         if let Ok((client, connection)) = tokio_postgres::connect(&self.admin_url, NoTls).await {
             tokio::spawn(connection);
             let _ = client
@@ -338,5 +338,128 @@ async fn a_refresh_on_one_node_reaches_the_others_at_once() {
     app.wait_for_status(&acme, &second, "sent").await;
     assert_eq!(b.messages().len(), 1, "the worker node heard the refresh");
     assert_eq!(a.messages().len(), 1);
+    db.drop_database().await;
+}
+
+/// A node killed mid-delivery, with leases far longer than the test: another
+/// node gives its mail back once its heartbeat is stale and delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
+    use herald_testsmtp::{Action, Command, Rule};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let smtp = TestSmtpServer::start().await;
+    // Every DATA goes unanswered, so the messages stay `sending` until the node dies.
+    smtp.script(Rule::new(Command::Data, Action::Stall));
+    let args = [
+        "--lease",
+        "10m",
+        "--smtp-timeout",
+        "5m",
+        "--node-stale-after",
+        "1s",
+    ];
+    let mut victim = node(&db, "victim", &args).await;
+    let app = victim.app();
+    let acme = app.tenant("acme").await;
+    app.use_smtp_server(&acme, smtp.port()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let body =
+            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
+        ids.push(app.submit(&acme, body).await);
+    }
+    eventually("every message to reach DATA", || async {
+        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
+        (at_data == ids.len()).then_some(())
+    })
+    .await;
+    let client = db.client().await;
+    let held: i64 = client
+        .query_one(
+            "SELECT count(*) FROM recipients WHERE status = 'sending' AND lease_owner = 'victim'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 3);
+    let mut lease_ends = Vec::new();
+    for id in &ids {
+        let message = app.message(&acme, id).await;
+        lease_ends.push(ms(&message["recipients"][0]["next_attempt_at"]));
+    }
+
+    let survivor = node(&db, "survivor", &args).await;
+    victim.child.start_kill().unwrap();
+    victim.child.wait().await.unwrap();
+    smtp.clear_script();
+    let last_beat: i64 = client
+        .query_one("SELECT heartbeat_at FROM nodes WHERE name = 'victim'", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let app = survivor.app();
+    smtp.wait_for_messages(ids.len(), DEADLINE).await;
+    for (id, lease_end) in ids.iter().zip(lease_ends) {
+        let message = app.wait_for_status(&acme, id, "sent").await;
+        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{message}");
+        assert_eq!(attempts[0]["node"], "survivor", "{message}");
+        let at = ms(&attempts[0]["at"]);
+        assert!(at < lease_end, "taken over while the lease held: {message}");
+        assert!(
+            at >= i128::from(last_beat) + 1_000,
+            "taken over only once the heartbeat was stale: {message}"
+        );
+    }
+    assert_eq!(smtp.messages().len(), ids.len(), "each delivered once");
+    let (_, nodes) = app.get("/v1/nodes", OPERATOR).await;
+    let victim = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "victim")
+        .unwrap()
+        .clone();
+    assert_eq!(victim["alive"], false, "{nodes}");
+    assert_eq!(victim["incarnation"], serde_json::Value::Null, "{nodes}");
+    drop(survivor);
+    db.drop_database().await;
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time the API answered.
+fn ms(value: &serde_json::Value) -> i128 {
+    use time::format_description::well_known::Rfc3339;
+    let text = value.as_str().unwrap_or_else(|| panic!("a time: {value}"));
+    time::OffsetDateTime::parse(text, &Rfc3339)
+        .unwrap()
+        .unix_timestamp_nanos()
+        / 1_000_000
+}
+
+/// Two processes under one node name would each give back the other's leases
+/// when they start: the first one sees the second's incarnation in its record
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_a_node_name_is_reported() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let first = node(&db, "twin", &[]).await;
+    let second = node(&db, "twin", &[]).await;
+    eventually("a node to report the other under its name", || async {
+        let said = |n: &NodeProcess| {
+            n.output
+                .lock()
+                .unwrap()
+                .contains("another herald runs under this node name")
+        };
+        (said(&first) || said(&second)).then_some(())
+    })
+    .await;
+    drop((first, second));
     db.drop_database().await;
 }

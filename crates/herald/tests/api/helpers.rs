@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// The operator token every test node accepts.
-pub const OPERATOR: &str = "hrld_test_operator_token";
+pub const OPERATOR: &str = "hrld_test_operator_token_0123456789abcdef";
 
 /// How long any test waits for a condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -317,11 +317,13 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// The message as the tenant's administrator reads it: with a test
+    /// message's diagnosis, which senders and members do not see.
     pub async fn message(&self, tenant: &TestTenant, id: &str) -> Value {
         let (status, body) = self
             .get(
                 &format!("/v1/tenants/{}/messages/{id}", tenant.slug),
-                &tenant.sender,
+                &tenant.admin,
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");

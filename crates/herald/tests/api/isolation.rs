@@ -79,6 +79,9 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/readyz", Access::Public, OK),
     ep("GET", "/v1/presets", Access::Authenticated, OK),
     ep("GET", "/v1/nodes", Access::Operator, OK),
+    ep("GET", "/v1/operator/tokens", Access::Operator, OK),
+    ep("POST", "/v1/operator/tokens", Access::Operator, CREATED),
+    ep("DELETE", "/v1/operator/tokens/{id}", Access::Operator, GONE),
     ep("POST", "/v1/tenants", Access::Operator, CREATED),
     ep("GET", "/v1/tenants", Access::Operator, OK),
     ep("GET", "/v1/tenants/{tenant}", Access::Reader, OK),
@@ -256,6 +259,7 @@ fn expected(endpoint: &Endpoint, who: Who) -> Expect {
 enum Kind {
     Person,
     Token,
+    OperatorToken,
     Server,
     Account,
     Provider,
@@ -269,6 +273,7 @@ fn kind_of(template: &str) -> Option<Kind> {
         .rposition(|s| *s == "{id}" || *s == "{account}")?;
     Some(match (segments[last], segments[last - 1]) {
         ("{account}", _) => Kind::Account,
+        (_, "tokens") if template.starts_with("/v1/operator/") => Kind::OperatorToken,
         (_, "persons") => Kind::Person,
         (_, "tokens") => Kind::Token,
         (_, "smtp-servers") => Kind::Server,
@@ -283,6 +288,8 @@ fn kind_of(template: &str) -> Option<Kind> {
 struct Ids {
     person: String,
     token: String,
+    /// An operator token's id (not acme's: operator tokens belong to no tenant).
+    operator_token: String,
     server: String,
     account: String,
     provider: String,
@@ -295,6 +302,7 @@ impl Ids {
         Ids {
             person: NO_ID.into(),
             token: NO_ID.into(),
+            operator_token: NO_ID.into(),
             server: NO_ID.into(),
             account: NO_ID.into(),
             provider: NO_ID.into(),
@@ -306,6 +314,7 @@ impl Ids {
         match kind {
             Kind::Person => self.person = id,
             Kind::Token => self.token = id,
+            Kind::OperatorToken => self.operator_token = id,
             Kind::Server => self.server = id,
             Kind::Account => self.account = id,
             Kind::Provider => self.provider = id,
@@ -336,6 +345,7 @@ fn fill(template: &str, slug: &str, ids: &Ids) -> String {
             "{tenant}" => slug,
             "{account}" => &ids.account,
             "{id}" => match segments[i - 1] {
+                "tokens" if template.starts_with("/v1/operator/") => &ids.operator_token,
                 "persons" => &ids.person,
                 "tokens" => &ids.token,
                 "smtp-servers" => &ids.server,
@@ -411,6 +421,8 @@ struct World {
     acme_id: String,
     /// The secret of the extra token `ids.token` names, to prove it still works.
     extra_token: String,
+    /// The secret of the operator token `ids.operator_token` names.
+    operator_token: String,
     /// A tenant_admin token of acme, revoked before the matrix runs.
     revoked_token: String,
     /// The idempotency key of acme's message.
@@ -560,10 +572,21 @@ async fn world() -> World {
         "a revoked token must answer 401: {after}"
     );
 
+    let operator_token = setup(
+        &app,
+        "POST",
+        "/v1/operator/tokens",
+        OPERATOR,
+        Some(json!({"name": "another operator"})),
+        CREATED,
+    )
+    .await;
+
     World {
         ids: Ids {
             person: member,
             token: id(&extra),
+            operator_token: id(&operator_token),
             server,
             account,
             provider,
@@ -571,6 +594,7 @@ async fn world() -> World {
         },
         acme_id,
         extra_token: extra["token"].as_str().unwrap().to_owned(),
+        operator_token: operator_token["token"].as_str().unwrap().to_owned(),
         revoked_token,
         idempotency_key,
         app,
@@ -615,6 +639,7 @@ impl World {
                 json!({"password": format!("password of {tag}")})
             }
             ("POST", "/v1/tenants/{tenant}/tokens") => json!({"name": tag, "role": "sender"}),
+            ("POST", "/v1/operator/tokens") => json!({ "name": tag }),
             ("POST", "/v1/tenants/{tenant}/smtp-servers") => json!({
                 "name": tag, "host": "127.0.0.1", "port": self.smtp.port(), "security": "none"
             }),
@@ -650,6 +675,7 @@ impl World {
                 json!({"name": tag, "email": format!("{tag}@acme.example")}),
             ),
             Kind::Token => (a("/tokens"), json!({"name": tag, "role": "sender"})),
+            Kind::OperatorToken => ("/v1/operator/tokens".to_owned(), json!({ "name": tag })),
             Kind::Server => (
                 a("/smtp-servers"),
                 json!({"name": tag, "host": "127.0.0.1", "port": self.smtp.port(), "security": "none"}),
@@ -674,6 +700,11 @@ impl World {
         if kind_of(template) == Some(Kind::Token) {
             // Tokens have no GET; a token that still exists still authenticates.
             return send(&self.app, "GET", "/v1/tenants/acme", Some(secret), None)
+                .await
+                .status;
+        }
+        if kind_of(template) == Some(Kind::OperatorToken) {
+            return send(&self.app, "GET", "/v1/operator/tokens", Some(secret), None)
                 .await
                 .status;
         }
@@ -736,7 +767,11 @@ async fn every_route_answers_every_caller_as_its_role_and_tenant_allow() {
             let allowed = expect == Expect::Allowed;
             let tag = format!("{}-{serial}", if allowed { "ok" } else { "denied" });
             let mut ids = world.ids.clone();
-            let mut secret = world.extra_token.clone();
+            let mut secret = if kind_of(endpoint.template) == Some(Kind::OperatorToken) {
+                world.operator_token.clone()
+            } else {
+                world.extra_token.clone()
+            };
             let deletes = method == "DELETE";
             if deletes && allowed {
                 // Each allowed caller deletes its own fresh object, so every deletion succeeds.
@@ -762,7 +797,10 @@ async fn every_route_answers_every_caller_as_its_role_and_tenant_allow() {
                     }
                     if deletes {
                         let status = world.exists(endpoint.template, &ids, &secret).await;
-                        let gone = if kind_of(endpoint.template) == Some(Kind::Token) {
+                        let gone = if matches!(
+                            kind_of(endpoint.template),
+                            Some(Kind::Token | Kind::OperatorToken)
+                        ) {
                             StatusCode::UNAUTHORIZED
                         } else {
                             StatusCode::NOT_FOUND
@@ -874,6 +912,30 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
                 }
             }
         }
+    }
+
+    let (path, operator_tokens) = get("/v1/operator/tokens".into()).await;
+    for token in operator_tokens.body["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if denied(&token["name"]) {
+            failures.push(format!("GET {path}: a denied call created {token}"));
+        }
+    }
+    let operator = send(
+        app,
+        "GET",
+        "/v1/operator/tokens",
+        Some(&world.operator_token),
+        None,
+    )
+    .await;
+    if operator.status != StatusCode::OK {
+        failures.push(format!(
+            "the second operator token no longer works: {operator}"
+        ));
     }
 
     let (path, acme) = get("/v1/tenants/acme".into()).await;

@@ -49,9 +49,9 @@ const BREAKS: &[&str] = &[
 ];
 
 /// Fragments without CR, LF or NUL that still look like syntax to a mail parser: address
-/// punctuation, encoded words that decode to CRLF, header and SMTP lookalikes, Unicode line
-/// separators, other control characters and non-ASCII text. Herald must accept these as
-/// literal text where the field allows them and must never turn them into a line break.
+/// punctuation, header and SMTP lookalikes, Unicode line separators and non-ASCII text.
+/// Herald must accept these as literal text where the field allows them and must never
+/// turn them into a line break.
 const LOOKALIKES: &[&str] = &[
     ".",
     "a@b.example",
@@ -67,25 +67,30 @@ const LOOKALIKES: &[&str] = &[
     "(",
     ")",
     "@",
-    "=?utf-8?q?=0D=0A?=",
-    "=?utf-8?b?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=",
-    "=?utf-8?q?=0D=0ABcc:_victim@evil.example?=",
     "RCPT TO:<x@y.example>",
     "Bcc: victim@evil.example",
     "%0D%0A",
     "\\r\\n",
     "\u{2028}",
     "\u{2029}",
-    "\u{85}",
-    "\u{b}",
-    "\u{c}",
-    "\u{1b}",
-    "\u{7f}",
     "é",
     "日本語",
     "🕴",
     "\u{202e}",
     "\u{feff}",
+];
+
+/// Fragments without CR, LF or NUL that header text must not hold all the same: other
+/// control characters, and encoded words (which decode to CRLF here).
+const REFUSED_LOOKALIKES: &[&str] = &[
+    "=?utf-8?q?=0D=0A?=",
+    "=?utf-8?b?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=",
+    "=?utf-8?q?=0D=0ABcc:_victim@evil.example?=",
+    "\u{85}",
+    "\u{b}",
+    "\u{c}",
+    "\u{1b}",
+    "\u{7f}",
 ];
 
 /// Header names that are valid or almost valid and could confuse the writer.
@@ -111,6 +116,11 @@ fn has_break(s: &str) -> bool {
     s.contains(['\r', '\n', '\0'])
 }
 
+/// A control character other than TAB (ESC, VT, FF, DEL, C1 …), which no header field may hold.
+fn has_control(s: &str) -> bool {
+    s.chars().any(|c| c.is_control() && c != '\t')
+}
+
 fn concat(pieces: Vec<String>) -> String {
     pieces.concat()
 }
@@ -124,8 +134,9 @@ fn safe_piece() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => select(LOOKALIKES).prop_map(str::to_owned),
         3 => "[a-zA-Z0-9]{1,12}",
+        // Control characters other than TAB are refused; `any_piece` tries them.
         2 => any::<char>()
-            .prop_filter("no line break", |c| !matches!(c, '\r' | '\n' | '\0'))
+            .prop_filter("no control character", |c| !c.is_control() || *c == '\t')
             .prop_map(String::from),
         // Long runs exercise the writer's folding and encoding decisions.
         1 => Just("x".repeat(80)),
@@ -134,10 +145,12 @@ fn safe_piece() -> impl Strategy<Value = String> {
     ]
 }
 
-/// One fragment of text that may hold CR, LF or NUL.
+/// One fragment of text that may hold CR, LF or NUL, or another control character or an
+/// encoded word.
 fn any_piece() -> impl Strategy<Value = String> {
     prop_oneof![
         2 => select(BREAKS).prop_map(str::to_owned),
+        1 => select(REFUSED_LOOKALIKES).prop_map(str::to_owned),
         3 => safe_piece(),
         1 => any::<char>().prop_map(String::from),
     ]
@@ -158,7 +171,7 @@ fn text_field() -> impl Strategy<Value = String> {
             .prop_map(|(a, b, c)| format!("{}{b}{}", a.concat(), c.concat())),
         blank_with_break(),
     ];
-    prop_oneof![10 => safe, 1 => dangerous]
+    prop_oneof![12 => safe, 1 => dangerous]
 }
 
 /// Whitespace and line breaks only. Optional provider fields read a blank value as "none",
@@ -650,6 +663,11 @@ impl Harness<'_> {
         if let Some(field) = case.fields().find(|f| has_break(f)) {
             return Err(format!("accepted a field holding a line break: {field:?}"));
         }
+        if let Some(field) = case.fields().find(|f| has_control(f)) {
+            return Err(format!(
+                "accepted a field holding a control character: {field:?}"
+            ));
+        }
         let id = reply.body["id"]
             .as_str()
             .ok_or_else(|| format!("a 202 without an id: {}", reply.body))?
@@ -713,6 +731,11 @@ impl Harness<'_> {
         // reads a blank value as "none": a line break is not blank, it is a refusal.
         if let Some(field) = case.fields().find(|f| has_break(f)) {
             return Err(format!("accepted a field holding a line break: {field:?}"));
+        }
+        if let Some(field) = case.fields().find(|f| has_control(f)) {
+            return Err(format!(
+                "accepted a field holding a control character: {field:?}"
+            ));
         }
         let id = reply.body["id"]
             .as_str()
