@@ -58,6 +58,8 @@ struct Finished {
     outcomes: Vec<Outcome>,
     captures: Vec<NewCapture>,
     lease_until: i64,
+    /// True once the store has refused them.
+    refused: bool,
 }
 
 /// How a node's worker behaves.
@@ -272,6 +274,7 @@ impl Worker {
                                 outcomes,
                                 captures,
                                 lease_until,
+                                refused: false,
                             };
                             // The recorder outlives every sender but this one.
                             let _ = finished.send(done).await;
@@ -344,12 +347,15 @@ impl Worker {
 
     /// Records the kept outcomes, oldest first, up to [`RECORD_BATCH`] per
     /// call. Returns false when the store refused a call; what it refused
-    /// stays in `pending`. Outcomes whose lease has ended are dropped first:
-    /// the recipient may have been claimed again, and the fence would refuse them.
+    /// stays in `pending`. Outcomes the store refused before and whose lease
+    /// has ended are dropped first: the recipient may have been claimed
+    /// again, and the fence would refuse them. Outcomes offered for the first
+    /// time go to the fence whatever their lease: one whose recipient nobody
+    /// claimed again still counts, and saves a second send.
     async fn record_pending(&self, pending: &mut Vec<Finished>) -> bool {
         let now = now_ms();
         pending.retain(|f| {
-            if f.lease_until > now {
+            if !f.refused || f.lease_until > now {
                 return true;
             }
             WorkerStats::add(&self.stats.dropped, f.outcomes.len());
@@ -378,6 +384,9 @@ impl Worker {
                 .collect();
             if !self.record(outcomes, captures).await {
                 WorkerStats::add(&self.stats.record_failures, 1);
+                for f in &mut pending[..take] {
+                    f.refused = true;
+                }
                 return false;
             }
             pending.drain(..take);

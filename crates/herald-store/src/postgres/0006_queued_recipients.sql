@@ -2,10 +2,13 @@
 -- kept in the same transaction as the recipients it counts: a submission
 -- checks the tenant's limit by reading one row, not by counting its backlog.
 ALTER TABLE tenants ADD COLUMN queued_recipients BIGINT NOT NULL DEFAULT 0;
-UPDATE tenants SET queued_recipients = (
-    SELECT count(*) FROM recipients r
-    WHERE r.tenant_id = tenants.id AND r.status IN ('queued', 'deferred', 'sending')
-);
+-- One pass over the recipients, not one per tenant.
+UPDATE tenants SET queued_recipients = q.queued
+FROM (
+    SELECT tenant_id, count(*) AS queued FROM recipients
+    WHERE status IN ('queued', 'deferred', 'sending') GROUP BY tenant_id
+) AS q
+WHERE q.tenant_id = tenants.id;
 -- Changes to the count go to one of several rows per tenant, chosen by the
 -- connection, so that concurrent transactions of one tenant do not queue for
 -- one row through each other's commits; the count is the column above plus

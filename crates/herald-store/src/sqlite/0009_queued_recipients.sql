@@ -2,7 +2,10 @@
 -- kept in the same transaction as the recipients it counts: a submission
 -- checks the tenant's limit by reading one row, not by counting its backlog.
 ALTER TABLE tenants ADD COLUMN queued_recipients INTEGER NOT NULL DEFAULT 0;
-UPDATE tenants SET queued_recipients = (
-    SELECT count(*) FROM recipients r
-    WHERE r.tenant_id = tenants.id AND r.status IN ('queued', 'deferred', 'sending')
-);
+-- One pass over the recipients, not one per tenant.
+UPDATE tenants SET queued_recipients = q.queued
+FROM (
+    SELECT tenant_id, count(*) AS queued FROM recipients
+    WHERE status IN ('queued', 'deferred', 'sending') GROUP BY tenant_id
+) AS q
+WHERE q.tenant_id = tenants.id;

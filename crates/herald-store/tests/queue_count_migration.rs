@@ -1,0 +1,100 @@
+//! The migration that adds each tenant's count of queued recipients counts
+//! the recipients a database already holds, on both backends.
+
+mod support;
+
+use herald_core::{EmailAddress, MessageId, Subject, TenantId, TenantSlug};
+use herald_store::{NewMessage, PgStore, SqliteStore, Store, StoreError};
+use support::{TestDatabase, admin_connect};
+
+fn message(tenant: TenantId, to: &[&str], max_queued: Option<u64>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        tenant_id: tenant,
+        idempotency_key: None,
+        subject: Subject::parse("subject").unwrap(),
+        text: Some("body".into()),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: to
+            .iter()
+            .map(|a| EmailAddress::parse(a).unwrap().into())
+            .collect(),
+        cc: vec![],
+        bcc: vec![],
+        used_fallback: false,
+        created_at: 1_000,
+        on_behalf_of: None,
+        test_provider: None,
+        priority: 0,
+        max_queued,
+    }
+}
+
+/// Queues three recipients for a tenant; returns the tenant.
+async fn queue_three(store: &dyn Store) -> TenantId {
+    let t = store
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap()
+        .id;
+    store
+        .submit(message(t, &["a@x.example", "b@x.example"], None))
+        .await
+        .unwrap();
+    store
+        .submit(message(t, &["c@x.example"], None))
+        .await
+        .unwrap();
+    t
+}
+
+/// The migrated count is three: a fourth recipient passes a limit of three.
+async fn assert_counts_three(store: &dyn Store, t: TenantId) {
+    let refused = store.submit(message(t, &["d@x.example"], Some(3))).await;
+    assert!(
+        matches!(refused, Err(StoreError::QueueFull { limit: 3 })),
+        "{refused:?}"
+    );
+    store
+        .submit(message(t, &["d@x.example"], Some(4)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_counts_the_recipients_already_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let t = queue_three(&SqliteStore::open(&path).unwrap()).await;
+    // Back to the schema before the migration, with the recipients kept.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    conn.execute_batch(&format!(
+        "ALTER TABLE tenants DROP COLUMN queued_recipients; PRAGMA user_version = {};",
+        version - 1
+    ))
+    .unwrap();
+    drop(conn);
+    assert_counts_three(&SqliteStore::open(&path).unwrap(), t).await;
+}
+
+#[tokio::test]
+async fn postgres_counts_the_recipients_already_queued() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let t = queue_three(&PgStore::connect(&database.url).await.unwrap()).await;
+    let admin = admin_connect(&database.url).await.unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE tenants DROP COLUMN queued_recipients; DROP TABLE tenant_queue_shards; \
+             DELETE FROM herald_migrations WHERE name = '0006_queued_recipients';",
+        )
+        .await
+        .unwrap();
+    assert_counts_three(&PgStore::connect(&database.url).await.unwrap(), t).await;
+}
