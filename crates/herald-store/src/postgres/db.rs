@@ -32,13 +32,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("0005_allow_plaintext_auth.sql"),
     ),
     (
-        "0007_lease_incarnation",
-        include_str!("0007_lease_incarnation.sql"),
-    ),
-    // After 0007, which databases may already have as their sixth migration.
-    (
         "0006_queued_recipients",
         include_str!("0006_queued_recipients.sql"),
+    ),
+    (
+        "0007_lease_incarnation",
+        include_str!("0007_lease_incarnation.sql"),
     ),
 ];
 

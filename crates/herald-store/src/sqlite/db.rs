@@ -19,9 +19,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0006_console_sign_in.sql"),
     include_str!("0007_operator_tokens.sql"),
     include_str!("0008_allow_plaintext_auth.sql"),
-    include_str!("0010_lease_incarnation.sql"),
-    // After 0010, which databases may already have as their ninth migration.
     include_str!("0009_queued_recipients.sql"),
+    include_str!("0010_lease_incarnation.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.
