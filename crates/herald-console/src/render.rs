@@ -72,15 +72,9 @@ fn environment() -> &'static Environment<'static> {
 /// characters. A server's reply holding one could make the page say something
 /// other than what the server said.
 fn is_invisible(c: char) -> bool {
-    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{FEFF}'
-        )
+    // Line breaks and tabs lay a page out; everything else the terminal rule
+    // escapes is escaped here too.
+    herald_core::terminal::is_invisible(c) && !matches!(c, '\t' | '\n' | '\r')
 }
 
 /// The text with every invisible character (see [`is_invisible`]) written out

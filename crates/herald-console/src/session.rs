@@ -127,6 +127,19 @@ fn sign_in_token(key: &[u8; 32], cookie: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
+/// True when reading a body failed because it was longer than allowed, not
+/// because it stopped arriving.
+fn over_the_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
@@ -219,8 +232,13 @@ pub async fn csrf_guard(request: Request, next: Next) -> Response {
     } else {
         MAX_FORM
     };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return status_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) if over_the_limit(&error) => {
+            return status_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+        }
+        // The body stopped arriving (its deadline passed) or the connection broke.
+        Err(_) => return status_page(StatusCode::BAD_REQUEST, "The form did not arrive in full."),
     };
     let from_form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
         .ok()
@@ -272,6 +290,7 @@ fn sign_in_form(
         "sign_in.html",
         context! {
             csrf => sign_in_token(&console.form_key, &value),
+            csrf_header => CSRF_HEADER,
             email, error, me => minijinja::Value::from(()),
         },
     );

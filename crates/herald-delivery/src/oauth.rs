@@ -16,6 +16,18 @@ use crate::guarded_http::GuardedHttp;
 /// Tokens are renewed this long before the endpoint says they expire.
 const EARLY_RENEWAL: Duration = Duration::from_secs(60);
 
+/// A token is kept at most this long, whatever the endpoint says: its
+/// `expires_in` is the tenant's endpoint's word, and a huge one must neither
+/// overflow the clock nor keep a token for ever.
+const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Until when a token obtained at `now` is used, from the endpoint's
+/// `expires_in` (seconds; an hour when absent).
+fn valid_until(now: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(3600)).min(LONGEST_LIFETIME);
+    now + lifetime.saturating_sub(EARLY_RENEWAL)
+}
+
 /// A token endpoint's answer is read up to this length.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -108,13 +120,33 @@ impl TokenCache {
         }
         let answer: TokenResponse = serde_json::from_slice(&answer.body)
             .map_err(|_| "the OAuth2 token endpoint's answer has no access_token".to_string())?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
         let token = Secret::new(answer.access_token);
-        let until = Instant::now() + lifetime.saturating_sub(EARLY_RENEWAL);
+        let until = valid_until(Instant::now(), answer.expires_in);
         self.tokens
             .lock()
             .expect("token cache lock")
             .insert(account, (token.clone(), until));
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_expires_in_gives_a_bounded_lifetime() {
+        let now = Instant::now();
+        // A huge expires_in used to overflow the clock and panic the delivery.
+        assert_eq!(
+            valid_until(now, Some(u64::MAX)),
+            now + LONGEST_LIFETIME - EARLY_RENEWAL
+        );
+        assert_eq!(
+            valid_until(now, None),
+            now + Duration::from_secs(3600) - EARLY_RENEWAL
+        );
+        assert_eq!(valid_until(now, Some(0)), now);
+        assert_eq!(valid_until(now, Some(30)), now);
     }
 }

@@ -180,10 +180,10 @@ pub struct ServeArgs {
     /// Timeout of each SMTP command [default: 60s].
     #[arg(long, env = "HERALD_SMTP_TIMEOUT")]
     pub smtp_timeout: Option<String>,
-    /// CIDR ranges tenants' SMTP servers may be in even when the built-in rules forbid them (e.g. 127.0.0.0/8 for tests).
+    /// CIDR ranges tenants' SMTP servers and OAuth2 token endpoints may be in even where the built-in rules forbid them (e.g. 127.0.0.0/8 for tests); plain-http token endpoints only here.
     #[arg(long, env = "HERALD_EGRESS_ALLOW")]
     pub egress_allow: Option<String>,
-    /// CIDR ranges tenants' SMTP servers may never be in, besides loopback, link-local, unspecified and multicast.
+    /// CIDR ranges tenants' SMTP servers and OAuth2 token endpoints may never be in, besides the built-in rules (loopback, link-local, cloud metadata, unspecified, multicast, and IPv6 forms embedding a forbidden IPv4 address; see README's Egress).
     #[arg(long, env = "HERALD_EGRESS_DENY")]
     pub egress_deny: Option<String>,
     /// How stale a node's view of a tenant's provider may be; a refresh applies a change at once [default: 30s].

@@ -394,6 +394,26 @@ async fn a_body_that_stops_arriving_is_cut_off() {
     );
     let (status, _) = app.get("/v1/tenants", OPERATOR).await;
     assert_eq!(status, StatusCode::OK, "the node still answers");
+
+    // The console's sign-in form says the same, not that the form was too large.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /sign-in HTTP/1.1\r\nHost: herald\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nemail=",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server ends the request")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "a body that stopped arriving is a 400: {answer}"
+    );
 }
 
 /// The data directory a node creates is 0700, and every file in it
