@@ -17,6 +17,9 @@ pub struct WorkerStats {
     pub record_failures: AtomicU64,
     /// Outcomes given up because their lease ended before the store accepted them.
     pub dropped: AtomicU64,
+    /// Turns of the loop that claimed nothing because this node's heartbeats
+    /// were late (see `WorkerConfig::standing`).
+    pub late_turns: AtomicU64,
 }
 
 impl WorkerStats {

@@ -5,6 +5,7 @@ use herald_core::timestamp::now_ms;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::Mechanism;
@@ -79,6 +80,13 @@ pub struct WorkerConfig {
     pub timeouts: Timeouts,
     /// Where tenants' SMTP servers may be.
     pub egress: Arc<Egress>,
+    /// Until when (Unix ms) the other nodes will not take this node for gone:
+    /// its last recorded heartbeat plus `--node-stale-after`, kept by the
+    /// node's heartbeat task. A send starts only while enough of it is left,
+    /// as of the lease: once the others give this node's leases back, a late
+    /// send here would deliver the mail a second time. `None` when the node
+    /// records no heartbeat.
+    pub standing: Option<Arc<AtomicI64>>,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +100,7 @@ impl Default for WorkerConfig {
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
             egress: Arc::new(Egress::default()),
+            standing: None,
         }
     }
 }
@@ -115,7 +124,9 @@ enum SendError {
     Smtp(SmtpError),
     /// The OAuth2 token endpoint did not give a token.
     OAuth2(String),
-    /// The lease ran out while the message waited for the rate limit: nothing was sent.
+    /// The lease ran out while the message waited for the rate limit, or
+    /// this node's heartbeats are so late that the others may take its mail
+    /// over: nothing was sent.
     LeaseLost,
     /// Every connection of the route is in use: nothing was sent.
     Busy,
@@ -127,7 +138,7 @@ impl fmt::Display for SendError {
             SendError::Smtp(e) => e.fmt(f),
             SendError::OAuth2(e) => write!(f, "auth: {e}"),
             SendError::LeaseLost => {
-                f.write_str("the lease ran out before the rate limit allowed the message")
+                f.write_str("the lease ran out before the message could be sent")
             }
             SendError::Busy => f.write_str("every connection to the server is in use"),
         }
@@ -204,8 +215,14 @@ impl Worker {
             // Under load, claim only once half the places are free: one claim
             // costs a commit, and many small ones would leave connections idle
             // while each waits for its own.
+            // A node the others may take for gone (its heartbeats are late)
+            // claims nothing: it could not start the sends.
+            let late = !self.may_start(i64::MAX);
+            if late {
+                WorkerStats::add(&self.stats.late_turns, 1);
+            }
             let wait_for_places =
-                free == 0 || (free < self.config.concurrency / 2 && !in_flight.is_empty());
+                free == 0 || (free < self.config.concurrency / 2 && !in_flight.is_empty()) || late;
             let claimed = if wait_for_places {
                 Vec::new()
             } else {
@@ -466,6 +483,7 @@ impl Worker {
                     .unwrap_or_default();
                 let tracer = contents.test_provider.map(|_| Tracer::default());
                 let sent = match &tracer {
+                    Some(_) if !self.may_start(lease_until) => Err(SendError::LeaseLost),
                     Some(tracer) => self.send_traced(route, &envelope, &data, tracer).await,
                     None => {
                         self.send(route, tenant, &envelope, &data, lease_until, &mut started)
@@ -537,8 +555,7 @@ impl Worker {
             .await
             .ok_or(SendError::Busy)?;
         *started = Instant::now();
-        let margin = LEASE_MARGIN_MS.min(self.config.lease.as_millis() as i64 / 4);
-        if now_ms() + margin >= lease_until {
+        if !self.may_start(lease_until) {
             return Err(SendError::LeaseLost);
         }
         let mut lease = match pool.take_idle() {
@@ -569,7 +586,18 @@ impl Worker {
         Ok(sent)
     }
 
-    /// Opens and logs in a new connection. An OAuth2 token the server refuses is renewed once.
+    /// True while enough is left of the lease, and of this node's standing
+    /// with the others (see [`WorkerConfig::standing`]), to start a send.
+    fn may_start(&self, lease_until: i64) -> bool {
+        let margin = LEASE_MARGIN_MS.min(self.config.lease.as_millis() as i64 / 4);
+        let standing = self
+            .config
+            .standing
+            .as_ref()
+            .map_or(i64::MAX, |until| until.load(Ordering::Acquire));
+        now_ms() + margin < lease_until.min(standing)
+    }
+
     /// Sends a test message over a connection of its own, recording every step.
     async fn send_traced(
         &self,

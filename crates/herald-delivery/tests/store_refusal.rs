@@ -1,8 +1,9 @@
 //! Outcomes the store refuses to record (a full disk) are kept by the worker
-//! and committed once the store takes writes again, so nothing is sent twice.
+//! and committed once the store takes writes again, so nothing is sent twice;
+//! and a node whose heartbeats are late starts no send another node may repeat.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -320,6 +321,16 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
 
 /// A worker over `store` whose system default relay is `smtp`.
 fn worker(store: Arc<Refusing>, smtp: &TestSmtpServer, lease: Duration) -> Worker {
+    worker_standing(store, smtp, lease, None)
+}
+
+/// [`worker`], with the node's standing among the others (see `WorkerConfig::standing`).
+fn worker_standing(
+    store: Arc<Refusing>,
+    smtp: &TestSmtpServer,
+    lease: Duration,
+    standing: Option<Arc<AtomicI64>>,
+) -> Worker {
     let target = Target {
         host: SmtpHost::parse("127.0.0.1").unwrap(),
         port: Port::new(smtp.port().into()).unwrap(),
@@ -344,6 +355,7 @@ fn worker(store: Arc<Refusing>, smtp: &TestSmtpServer, lease: Duration) -> Worke
         WorkerConfig {
             lease,
             poll: Duration::from_millis(50),
+            standing,
             ..WorkerConfig::default()
         },
     )
@@ -465,4 +477,59 @@ async fn an_outcome_still_refused_when_its_lease_ends_is_dropped() {
         1,
         "only the kept outcome is recorded"
     );
+}
+
+/// Once this node's last heartbeat is older than the others' patience, they
+/// may give its leases back and send its mail: it starts no send of its own
+/// then (the mail is given back, untried), and sends again once its standing
+/// is renewed.
+#[tokio::test]
+async fn a_node_whose_heartbeats_are_late_starts_no_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = refusing_store(&dir);
+    store.refuse.store(false, Ordering::SeqCst);
+    let tenant = store
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap();
+    let id = store
+        .submit(message(tenant.id, "a@example.com"))
+        .await
+        .unwrap()
+        .id;
+
+    let smtp = TestSmtpServer::start().await;
+    // The others took this node for gone a minute ago.
+    let standing = Arc::new(AtomicI64::new(now_ms() - 60_000));
+    let worker = worker_standing(
+        store.clone(),
+        &smtp,
+        Duration::from_secs(600),
+        Some(standing.clone()),
+    );
+    let stats = worker.stats();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(shutdown));
+
+    // The worker claims nothing while it stands so, though its every turn
+    // would otherwise have claimed the due message.
+    eventually("a few turns of the worker's loop", || async {
+        (WorkerStats::get(&stats.late_turns) >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(WorkerStats::get(&stats.claimed), 0, "nothing was claimed");
+    assert_eq!(smtp.connections(), 0, "nothing was sent");
+    let view = store.message(tenant.id, id).await.unwrap();
+    assert!(view.recipients[0].attempts.is_empty(), "{view:?}");
+
+    // A heartbeat is recorded again: the mail goes out.
+    standing.store(now_ms() + 600_000, Ordering::SeqCst);
+    smtp.wait_for_messages(1, DEADLINE).await;
+    eventually("the recipient recorded as sent", || async {
+        let view = store.message(tenant.id, id).await.unwrap();
+        (view.recipients[0].status == RecipientStatus::Sent).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
 }

@@ -4,6 +4,7 @@
 use herald_core::timestamp::now_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
 use herald_api::AppState;
@@ -107,7 +108,8 @@ impl Identity {
     }
 }
 
-/// Records this node's heartbeat until shutdown, and after each gives back
+/// Records this node's heartbeat until shutdown (and, in `standing`, until
+/// when the others will count this node alive), and after each gives back
 /// the leases of nodes whose heartbeat is older than `stale_after`: a node
 /// that died mid-delivery has its mail delivered by the others within
 /// seconds, not at its leases' end.
@@ -116,13 +118,18 @@ async fn heartbeat(
     identity: Identity,
     every: std::time::Duration,
     stale_after: std::time::Duration,
+    standing: Arc<AtomicI64>,
     wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
         check_own_record(&*store, &identity).await;
-        if let Err(error) = store.heartbeat(identity.record()).await {
-            tracing::warn!(%error, "could not record this node's heartbeat");
+        let record = identity.record();
+        let beat_at = record.heartbeat_at;
+        match store.heartbeat(record).await {
+            // The others take this node for gone `stale_after` after this beat.
+            Ok(()) => standing.store(beat_at + stale_after.as_millis() as i64, Ordering::Release),
+            Err(error) => tracing::warn!(%error, "could not record this node's heartbeat"),
         }
         let now = now_ms();
         match store
@@ -273,7 +280,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         roles,
         started_at: now_ms(),
     };
+    let recovered_at = now_ms();
     recover(&*store, &identity).await?;
+    // The worker starts a send only while the others still count this node
+    // alive; each heartbeat recorded moves this on.
+    let standing = Arc::new(AtomicI64::new(
+        recovered_at + settings.node_stale_after.as_millis() as i64,
+    ));
 
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
     let egress = Arc::new(settings.egress);
@@ -291,6 +304,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             retry: settings.retry,
             timeouts: settings.timeouts,
             egress: egress.clone(),
+            standing: Some(standing.clone()),
         },
     );
     let worker_stats = worker.stats();
@@ -300,6 +314,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         identity,
         settings.heartbeat,
         settings.node_stale_after,
+        standing,
         worker.waker(),
         stop.clone(),
     ));
