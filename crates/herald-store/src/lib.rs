@@ -137,7 +137,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_operator_token(&self, id: TokenId) -> Result<()>;
     /// Makes `token` (an operator token) the bootstrap token, in one
     /// transaction: stores it unless it is stored already, and revokes every
-    /// earlier bootstrap token. A token revoked before stays revoked.
+    /// earlier bootstrap token. A token revoked before stays revoked, and
+    /// the bootstrap token in force is revoked all the same, since it is no
+    /// longer the configured one: the node is then left without one.
     async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome>;
 
     /// Creates a person; a taken e-mail address is a conflict.

@@ -97,8 +97,11 @@ pub enum BootstrapOutcome {
     /// The token is the bootstrap token now (`created` when it was not stored
     /// before); `replaced` earlier bootstrap tokens were revoked.
     Installed { created: bool, replaced: u64 },
-    /// The token was revoked earlier and stays revoked: nothing changed.
-    Revoked,
+    /// The token was revoked earlier and stays revoked; `replaced` bootstrap
+    /// tokens in force until now were revoked all the same, because they no
+    /// longer match the configured value. With none left, there is no valid
+    /// bootstrap token.
+    Revoked { replaced: u64 },
 }
 
 /// An SMTP server's settings, as created or replaced.

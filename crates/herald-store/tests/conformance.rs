@@ -1287,13 +1287,6 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
             .bootstrap
     );
     assert!(f.store.token_by_hash("op").await.unwrap().is_some());
-    // Going back to the earlier value does not bring it back.
-    assert_eq!(
-        f.store.set_bootstrap_token(first).await.unwrap(),
-        BootstrapOutcome::Revoked
-    );
-    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
-    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_some());
 
     // Revoking: a tenant's token is not an operator token; a revoked bootstrap
     // token stays revoked when a node starts with it again.
@@ -1304,7 +1297,7 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
     assert_eq!(
         f.store.set_bootstrap_token(second).await.unwrap(),
-        BootstrapOutcome::Revoked
+        BootstrapOutcome::Revoked { replaced: 0 }
     );
     f.store
         .revoke_operator_token(made_by_hand.id)
@@ -1313,6 +1306,77 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     assert!(f.store.token_by_hash("op").await.unwrap().is_none());
     assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
     assert!(!f.store.operator_token_exists().await.unwrap());
+}
+
+/// Going back to an earlier bootstrap value (T1, T2, then T1 again) keeps T1
+/// revoked and revokes T2 as well, since it is no longer the configured value:
+/// no bootstrap token is left, and the other operator tokens stay.
+async fn returning_to_a_revoked_bootstrap_value_revokes_the_current_one(f: Fixture) {
+    let made_by_hand = f.store.create_token(token(None, None, "op")).await.unwrap();
+    let bootstrap = |hash: &str| NewToken {
+        id: TokenId::new(),
+        tenant_id: None,
+        name: "HERALD_BOOTSTRAP_TOKEN".into(),
+        role: Role::Operator,
+        person_id: None,
+        hash: hash.into(),
+    };
+    f.store
+        .set_bootstrap_token(bootstrap("boot-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .set_bootstrap_token(bootstrap("boot-2"))
+            .await
+            .unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 1
+        }
+    );
+    assert_eq!(
+        f.store
+            .set_bootstrap_token(bootstrap("boot-1"))
+            .await
+            .unwrap(),
+        BootstrapOutcome::Revoked { replaced: 1 },
+        "going back to the earlier value revokes the current bootstrap token"
+    );
+    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
+    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
+    let listed = f.store.list_operator_tokens().await.unwrap();
+    let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
+    assert_eq!(summary, vec![(made_by_hand.id, false)]);
+
+    // Starting with the revoked value again changes nothing; a new value
+    // makes a new bootstrap token.
+    assert_eq!(
+        f.store
+            .set_bootstrap_token(bootstrap("boot-1"))
+            .await
+            .unwrap(),
+        BootstrapOutcome::Revoked { replaced: 0 }
+    );
+    assert_eq!(
+        f.store
+            .set_bootstrap_token(bootstrap("boot-3"))
+            .await
+            .unwrap(),
+        BootstrapOutcome::Installed {
+            created: true,
+            replaced: 0
+        }
+    );
+    assert!(
+        f.store
+            .token_by_hash("boot-3")
+            .await
+            .unwrap()
+            .unwrap()
+            .bootstrap
+    );
+    assert!(f.store.token_by_hash("op").await.unwrap().is_some());
 }
 
 /// A change that weakens or redirects trust in the server clears its accounts'
@@ -2556,6 +2620,7 @@ conformance!(
     servers_accounts_and_providers_keep_their_rules,
     persons_and_tokens_keep_their_rules,
     operator_tokens_are_listed_revoked_and_replaced,
+    returning_to_a_revoked_bootstrap_value_revokes_the_current_one,
     weakened_trust_clears_account_secrets,
     text_stored_under_earlier_rules_is_read_back,
     audit_entries_read_back_as_written,

@@ -79,9 +79,19 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
             "HERALD_BOOTSTRAP_TOKEN changed: the earlier bootstrap token is revoked"
         ),
         BootstrapOutcome::Installed { .. } => {}
-        BootstrapOutcome::Revoked => tracing::warn!(
-            "HERALD_BOOTSTRAP_TOKEN was revoked (or replaced) earlier and stays revoked; \
-             unset it, or set a new value to make a new bootstrap token"
+        // The value was revoked earlier and stays revoked; a bootstrap token
+        // in force until now was revoked too, since it no longer matches.
+        BootstrapOutcome::Revoked { replaced } if replaced > 0 => tracing::warn!(
+            replaced,
+            "HERALD_BOOTSTRAP_TOKEN changed to a value revoked earlier, which stays revoked; \
+             the bootstrap token in force until now is revoked, so this node has no valid \
+             bootstrap token: set HERALD_BOOTSTRAP_TOKEN to a new value, or make an operator \
+             token with `herald operator token create`"
+        ),
+        BootstrapOutcome::Revoked { .. } => tracing::warn!(
+            "HERALD_BOOTSTRAP_TOKEN was revoked earlier and stays revoked, so this node has \
+             no valid bootstrap token: set HERALD_BOOTSTRAP_TOKEN to a new value, or make an \
+             operator token with `herald operator token create`"
         ),
     }
     Ok(None)

@@ -1027,12 +1027,10 @@ impl Store for PgStore {
             &[&token.hash],
         )
         .await?;
+        // `None` when the value was revoked before: it stays revoked.
         let created = match stored {
-            Some(row) => {
-                let revoked_at: Option<i64> = get(&row, "revoked_at")?;
-                if revoked_at.is_some() {
-                    return Ok(BootstrapOutcome::Revoked);
-                }
+            Some(row) if get::<Option<i64>>(&row, "revoked_at")?.is_some() => None,
+            Some(_) => {
                 execute(
                     &tx,
                     "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 \
@@ -1041,7 +1039,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-                false
+                Some(false)
             }
             None => {
                 execute(
@@ -1052,9 +1050,11 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-                true
+                Some(true)
             }
         };
+        // Any other bootstrap token is no longer the configured one, even
+        // when the configured value is itself revoked.
         let replaced = execute(
             &tx,
             "UPDATE tokens SET revoked_at = $2 WHERE bootstrap \
@@ -1064,7 +1064,10 @@ impl Store for PgStore {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(BootstrapOutcome::Installed { created, replaced })
+        Ok(match created {
+            Some(created) => BootstrapOutcome::Installed { created, replaced },
+            None => BootstrapOutcome::Revoked { replaced },
+        })
     }
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {

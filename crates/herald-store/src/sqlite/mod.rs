@@ -1259,8 +1259,9 @@ impl Store for SqliteStore {
                     )
                     .optional()
                     .map_err(sql)?;
+                // `None` when the value was revoked before: it stays revoked.
                 let created = match stored {
-                    Some(Some(_)) => return Ok(BootstrapOutcome::Revoked),
+                    Some(Some(_)) => None,
                     Some(None) => {
                         c.execute(
                             "UPDATE tokens SET bootstrap = 1 WHERE hash = ?1 \
@@ -1268,7 +1269,7 @@ impl Store for SqliteStore {
                             [&token.hash],
                         )
                         .map_err(sql)?;
-                        false
+                        Some(false)
                     }
                     None => {
                         c.execute(
@@ -1277,9 +1278,11 @@ impl Store for SqliteStore {
                             params![token.id.to_string(), token.name, token.hash, now],
                         )
                         .map_err(sql)?;
-                        true
+                        Some(true)
                     }
                 };
+                // Any other bootstrap token is no longer the configured one,
+                // even when the configured value is itself revoked.
                 let replaced = c
                     .execute(
                         "UPDATE tokens SET revoked_at = ?2 WHERE bootstrap = 1 \
@@ -1287,7 +1290,10 @@ impl Store for SqliteStore {
                         params![token.hash, now],
                     )
                     .map_err(sql)? as u64;
-                Ok(BootstrapOutcome::Installed { created, replaced })
+                Ok(match created {
+                    Some(created) => BootstrapOutcome::Installed { created, replaced },
+                    None => BootstrapOutcome::Revoked { replaced },
+                })
             })
             .await
     }

@@ -93,7 +93,8 @@ async fn a_changed_bootstrap_token_revokes_the_earlier_one_for_good() {
         .collect();
     assert_eq!(bootstrap.len(), 1, "{listed}");
 
-    // Going back to the earlier value does not bring it back: it was revoked.
+    // Going back to the earlier value does not bring it back, and the value
+    // it replaces is revoked all the same: no bootstrap token is left.
     let mut settings = test_settings(&dir);
     settings.bootstrap_token = Some(Secret::new(first));
     let node = start(settings).await.expect("the node starts");
@@ -101,10 +102,34 @@ async fn a_changed_bootstrap_token_revokes_the_earlier_one_for_good() {
         base: format!("http://{}", node.http_addr),
         client: reqwest::Client::new(),
         node: Some(node),
-        dir: tempfile::tempdir().unwrap(),
+        dir,
     };
     assert_eq!(status_with(&app, first).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(status_with(&app, second).await, StatusCode::OK);
+    assert_eq!(
+        status_with(&app, second).await,
+        StatusCode::UNAUTHORIZED,
+        "the bootstrap token in force still works after the value went back"
+    );
+
+    // The way back in: an operator token made on the node's machine.
+    let created = token_command(&app, &["create", "--name", "way back in"]).await;
+    assert!(created.status.success(), "{created:?}");
+    let secret = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let (status, listed) = app
+        .call(Method::GET, "/v1/operator/tokens", Some(&secret), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let names: Vec<(&Value, &Value)> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (&t["name"], &t["bootstrap"]))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(&json!("way back in"), &json!(false))],
+        "{listed}"
+    );
 }
 
 #[tokio::test]
