@@ -1,6 +1,7 @@
 //! Serving HTTP: hyper's HTTP/1 connection with a timer, so that a client must
-//! send its request head within a deadline and its body within another, a cap
-//! on open connections, and graceful shutdown.
+//! send its request head within a deadline and its body within another, a
+//! client that stops reading its answers is dropped, a cap on open
+//! connections, and graceful shutdown.
 //!
 //! `axum::serve` runs hyper without a timer, so hyper's header-read timeout
 //! never applies there: half-sent requests (slowloris) held every descriptor
@@ -21,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 /// How long clients may take, and how many may be connected at once.
@@ -33,6 +35,11 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// The whole request body must arrive within this time after its head.
     pub body_timeout: Duration,
+    /// A write to the client that makes no progress for this long closes the
+    /// connection: a client that stops reading (its receive window full) would
+    /// otherwise hold its connection, and its place under `max_connections`,
+    /// for ever, since hyper's header timer does not run while it writes.
+    pub write_timeout: Duration,
     /// Connections open at once; beyond, new ones wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -42,6 +49,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
@@ -180,7 +188,15 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // The timer starts when a write cannot go on (the client's window is
+        // full) and restarts with every byte the client takes, so a slow but
+        // reading client is served, while one that stops reading makes hyper's
+        // write fail with `TimedOut` and the connection end. Reads need no
+        // timer of their own: the header and body deadlines bound them.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "an HTTP connection ended with an error");

@@ -362,6 +362,68 @@ async fn half_sent_requests_are_cut_off_and_cannot_hold_every_connection() {
     );
 }
 
+/// A client that pipelines requests for a large answer and never reads: with
+/// two connections allowed, two such clients hold both while the server's
+/// writes are stuck on their full windows; a third connection's `/healthz` is
+/// answered only once the server has given up writing to one of them (its
+/// write timeout) and closed it. The clients keep sending requests until a
+/// write fails, which is how they see the server close without reading.
+/// Checked by the order of events, not by how long anything took.
+#[tokio::test]
+async fn clients_that_never_read_are_cut_off_and_cannot_hold_every_connection() {
+    let app = spawn_app_with(|s| {
+        s.http_limits.max_connections = 2;
+        s.http_limits.write_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for name in ["first", "second"] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = b"GET /static/htmx.min.js HTTP/1.1\r\nHost: herald\r\n\r\n".repeat(100);
+            // Ends when the server resets or closes the connection.
+            while stream.write_all(&request).await.is_ok() {}
+            events.lock().unwrap().push(format!("{name} closed"));
+        }));
+    }
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut answer = String::new();
+            fresh.read_to_string(&mut answer).await.unwrap();
+            events.lock().unwrap().push("healthz answered".to_owned());
+            answer
+        })
+    };
+    let answer = tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("healthz is answered once a slot frees")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for task in tasks {
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("the server closes connections that do not read")
+            .unwrap();
+    }
+    let events = events.lock().unwrap().clone();
+    let answered_at = events.iter().position(|e| e == "healthz answered").unwrap();
+    assert!(
+        events[..answered_at].iter().any(|e| e.ends_with("closed")),
+        "the third connection waited for a slot: {events:?}"
+    );
+}
+
 /// A request body that stops arriving is cut off: the server answers (or
 /// closes) instead of waiting for the rest for ever.
 #[tokio::test]
