@@ -80,12 +80,11 @@ pub struct WorkerConfig {
     pub timeouts: Timeouts,
     /// Where tenants' SMTP servers may be.
     pub egress: Arc<Egress>,
-    /// Until when (Unix ms) the other nodes will not take this node for gone:
-    /// its last recorded heartbeat plus `--node-stale-after`, kept by the
-    /// node's heartbeat task. A send starts only while enough of it is left,
-    /// as of the lease: once the others give this node's leases back, a late
-    /// send here would deliver the mail a second time. `None` when the node
-    /// records no heartbeat.
+    /// Until when (Unix ms) this node may start a send: somewhat before the
+    /// others take it for gone (its last recorded heartbeat plus
+    /// `--node-stale-after`), kept by the node's heartbeat task. Once the
+    /// others give this node's leases back, a late send here would deliver
+    /// the mail a second time. `None` when the node records no heartbeat.
     pub standing: Option<Arc<AtomicI64>>,
 }
 
@@ -595,7 +594,8 @@ impl Worker {
             .standing
             .as_ref()
             .map_or(i64::MAX, |until| until.load(Ordering::Acquire));
-        now_ms() + margin < lease_until.min(standing)
+        let now = now_ms();
+        now + margin < lease_until && now < standing
     }
 
     /// Sends a test message over a connection of its own, recording every step.

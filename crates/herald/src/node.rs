@@ -137,8 +137,12 @@ async fn heartbeat(
         let record = identity.record();
         let beat_at = record.heartbeat_at;
         match store.heartbeat(record).await {
-            // The others take this node for gone `stale_after` after this beat.
-            Ok(()) => standing.store(beat_at + stale_after.as_millis() as i64, Ordering::Release),
+            // The others take this node for gone `stale_after` after this beat;
+            // its sends stop somewhat before.
+            Ok(()) => standing.store(
+                standing_after(beat_at, every, stale_after),
+                Ordering::Release,
+            ),
             Err(error) => tracing::warn!(%error, "could not record this node's heartbeat"),
         }
         let now = now_ms();
@@ -196,6 +200,20 @@ async fn check_own_record(store: &dyn Store, identity: &Identity) {
         ),
         _ => {}
     }
+}
+
+/// Until when a node whose heartbeat was recorded at `beat_at` may start a
+/// send: halfway between its next heartbeat and the moment the others take it
+/// for gone, so that a healthy node never stops and a late one stops before
+/// its mail is taken over.
+fn standing_after(
+    beat_at: i64,
+    every: std::time::Duration,
+    stale_after: std::time::Duration,
+) -> i64 {
+    let stale = stale_after.as_millis() as i64;
+    let every = every.as_millis() as i64;
+    beat_at + stale - (stale - every).max(0) / 2
 }
 
 /// Announces this process and gives back the leases of the node's earlier
@@ -294,9 +312,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     recover(&*store, &identity).await?;
     // The worker starts a send only while the others still count this node
     // alive; each heartbeat recorded moves this on.
-    let standing = Arc::new(AtomicI64::new(
-        recovered_at + settings.node_stale_after.as_millis() as i64,
-    ));
+    let standing = Arc::new(AtomicI64::new(standing_after(
+        recovered_at,
+        settings.heartbeat,
+        settings.node_stale_after,
+    )));
 
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
     let egress = Arc::new(settings.egress);
