@@ -67,6 +67,18 @@ impl SmtpHost {
         ))
     }
 
+    /// A host read back from the store under the rules it was stored with:
+    /// a numeric last label, refused by [`SmtpHost::parse`] since, still loads,
+    /// so the entry can be listed, fixed or deleted. The egress guard judges
+    /// what such a name resolves to where it is connected to.
+    pub fn from_stored(input: &str) -> Result<Self, Invalid> {
+        let s = input.trim_start_matches('[').trim_end_matches(']');
+        if s.parse::<IpAddr>().is_ok() || is_domain(s) {
+            return Ok(SmtpHost(s.to_ascii_lowercase()));
+        }
+        Self::parse(input)
+    }
+
     /// The address when the host is an IP literal rather than a name.
     pub fn ip(&self) -> Option<IpAddr> {
         self.0.parse().ok()
@@ -242,7 +254,10 @@ mod tests {
         ] {
             let error = SmtpHost::parse(numeric).unwrap_err().to_string();
             assert!(error.contains("numeric last label"), "{numeric}: {error}");
+            // Stored before the rule, such a host still loads.
+            assert_eq!(SmtpHost::from_stored(numeric).unwrap().as_ref(), numeric);
         }
+        assert!(SmtpHost::from_stored("mail.acme.example\r\n").is_err());
         assert!(SmtpHost::parse("smtp1.acme.example").is_ok());
         assert!(SmtpHost::parse("0xdead.acme.example").is_ok());
         assert!(SmtpHost::parse("127.0.0.1").is_ok());

@@ -258,7 +258,7 @@ fn server(r: &Row) -> Result<SmtpServer> {
         tenant_id: id(get(r, "tenant_id")?)?,
         settings: ServerSettings {
             name: get(r, "name")?,
-            host: stored("host", SmtpHost::parse(&host))?,
+            host: stored("host", SmtpHost::from_stored(&host))?,
             port: stored("port", Port::new(i64::from(port)))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: get(r, "requires_auth")?,

@@ -198,7 +198,7 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
     let settings = || -> Result<ServerSettings> {
         Ok(ServerSettings {
             name: r.get("name").map_err(sql)?,
-            host: stored("host", SmtpHost::parse(&host))?,
+            host: stored("host", SmtpHost::from_stored(&host))?,
             port: stored("port", Port::new(port))?,
             security: stored("security", Security::parse(&security))?,
             requires_auth: r.get("requires_auth").map_err(sql)?,
