@@ -28,11 +28,9 @@ impl TestDatabase {
         let (client, connection) = match tokio_postgres::connect(&admin_url, NoTls).await {
             Ok(pair) => pair,
             Err(error) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "PostgreSQL is required under CI: {error}"
-                );
-                eprintln!("skipped: PostgreSQL tests (no server at {admin_url})");
+                crate::helpers::skip(&format!(
+                    "PostgreSQL tests (no server at {admin_url}: {error})"
+                ));
                 return None;
             }
         };

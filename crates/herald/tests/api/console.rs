@@ -36,14 +36,9 @@ fn browser_programs() -> Option<(PathBuf, PathBuf)> {
     let driver = find(&["chromedriver"]);
     match (chromium, driver) {
         (Some(chromium), Some(driver)) => Some((chromium, driver)),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "the console's browser test must run in CI, but chromium or chromedriver is missing"
-            )
-        }
         _ => {
-            eprintln!(
-                "skipping the console's browser test: chromium and chromedriver are not installed"
+            crate::helpers::skip(
+                "the console's browser test: chromium and chromedriver are not installed",
             );
             None
         }

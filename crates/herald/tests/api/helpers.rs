@@ -71,6 +71,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Says on the process's real stderr that a test cannot run for want of
+/// `what` (a skip printed with `eprintln!` is captured by the harness and seen
+/// only when the test fails); under CI, where `.ci/run` installs everything,
+/// the test fails instead.
+pub fn skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what}: CI requires it (.ci/run installs or starts it)"
+    );
+}
+
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where

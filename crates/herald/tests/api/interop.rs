@@ -61,11 +61,7 @@ async fn start_sink(binary: &Path, dump: &Path) -> (Child, u16) {
 #[tokio::test]
 async fn delivers_to_postfix_smtp_sink_through_a_pool() {
     let Some(binary) = smtp_sink() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "smtp-sink is missing; .ci/run installs the postfix package"
-        );
-        eprintln!("skipped: smtp-sink (Debian package postfix) is not installed");
+        crate::helpers::skip("smtp-sink (Debian package postfix) is not installed");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
