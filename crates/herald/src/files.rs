@@ -18,12 +18,8 @@ pub fn private_umask() {
 /// An existing directory is left as it is, but a warning says when others can
 /// read it.
 pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    create_private_dir(dir)?;
     let mode = std::fs::metadata(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .permissions()
@@ -38,6 +34,16 @@ pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` (and its parents) with mode 0700 when missing.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the directory {}", dir.display()))
+}
+
 /// Creates the SQLite database file with mode 0600 when it does not exist
 /// yet. SQLite gives its -wal and -shm files the database file's mode, so
 /// they are private too; an empty file is a new database to SQLite. An
@@ -46,7 +52,9 @@ pub fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
 pub fn create_database_file(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_data_dir(dir)?;
+        // The data directory was created (and its mode judged) by the caller;
+        // a database elsewhere gets a private directory of its own.
+        create_private_dir(dir)?;
     }
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
