@@ -36,6 +36,11 @@ pub enum ApiError {
         /// The most recipients a tenant may have queued.
         limit: u64,
     },
+    /// The tenant has as many test messages waiting as it may.
+    TooManyTests {
+        /// The most test messages a tenant may have waiting.
+        limit: u32,
+    },
     /// Something that should not happen.
     Internal(String),
 }
@@ -70,6 +75,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(field) => ApiError::field(field),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             StoreError::QueueFull { limit } => ApiError::QueueFull { limit },
+            StoreError::TooManyTests { limit } => ApiError::TooManyTests { limit },
             StoreError::Corrupt(why) => {
                 ApiError::Internal(format!("stored data is corrupt: {why}"))
             }
@@ -182,6 +188,16 @@ impl ApiError {
                 format!(
                     "the tenant has reached its limit of {limit} queued recipients \
                      (max_queued_per_tenant); nothing was stored, try again once some are delivered"
+                ),
+                vec![],
+            ),
+            ApiError::TooManyTests { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:herald:problem:too-many-test-messages",
+                "Too many test messages",
+                format!(
+                    "the tenant already has {limit} test messages queued or being sent, the most \
+                     it may have; nothing was stored, send another once one of them has finished"
                 ),
                 vec![],
             ),

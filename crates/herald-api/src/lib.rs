@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Recipients one tenant may have waiting (queued, deferred or being sent).
     pub max_queued_per_tenant: u64,
+    /// Test messages one tenant may have queued or being sent.
+    pub max_pending_tests: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_recipients: 100,
             max_headers: 50,
             max_queued_per_tenant: 1_000_000,
+            max_pending_tests: 5,
         }
     }
 }

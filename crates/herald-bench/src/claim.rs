@@ -120,7 +120,8 @@ impl Queue {
                     // Longer than the run: a claimed recipient is never due again.
                     lease_ms: 3_600_000,
                     limit: CLAIM_BATCH,
-                    exclude_tenants: Vec::new(),
+                    rooms: std::collections::HashMap::new(),
+                    default_room: u32::MAX,
                 })
                 .await?;
             self.claims.push(started.elapsed());
@@ -143,7 +144,8 @@ impl Queue {
                     now: now_ms(),
                     lease_ms: 3_600_000,
                     limit: CLAIM_BATCH,
-                    exclude_tenants: vec![tenant],
+                    rooms: std::collections::HashMap::from([(tenant, 0)]),
+                    default_room: u32::MAX,
                 })
                 .await?;
             self.excluded_claims.push(started.elapsed());
@@ -200,6 +202,7 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         test_provider: None,
         priority: 0,
         max_queued: None,
+        max_pending_tests: None,
     })
 }
 

@@ -194,6 +194,10 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
             StatusCode::TOO_MANY_REQUESTS,
             format!("This tenant already has {limit} recipients waiting, the most this installation accepts; nothing was queued. Try again once some are delivered."),
         ),
+        ApiError::TooManyTests { limit } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("This tenant already has {limit} test messages waiting to be sent, the most it may have; nothing was queued. Send another once one of them has finished (its page shows each step)."),
+        ),
         ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
         ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
         ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),

@@ -1,9 +1,9 @@
 //! Connection pools, one per provider route: a limit on connections open at
-//! once, reuse of idle connections up to a message cap, and a rate limit that
-//! delays mail and never drops it.
+//! once, reuse of idle connections up to a message cap, a rate limit that
+//! delays mail and never drops it, and the room a route has for more mail.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,15 @@ pub struct PoolLimits {
     pub rate_per_minute: Option<u32>,
 }
 
+impl PoolLimits {
+    /// A server entry's `max_connections` when none is given.
+    pub const DEFAULT_CONNECTIONS: u32 = 4;
+}
+
 impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits {
-            max_connections: 4,
+            max_connections: Self::DEFAULT_CONNECTIONS,
             max_messages_per_connection: 100,
             idle_timeout: Duration::from_secs(30),
             rate_per_minute: None,
@@ -35,9 +40,10 @@ impl Default for PoolLimits {
     }
 }
 
-/// A route whose connections are all in use and none of which has come free
-/// for this long is stalled: its mail is not claimed until one does.
-const STALLED_AFTER: Duration = Duration::from_millis(50);
+/// The window over which a route's pace is measured: a route may have in
+/// flight its connections plus what it finished in the last window, so a
+/// message claimed for it waits about this long for a connection at most.
+const PACE_WINDOW: Duration = Duration::from_millis(200);
 
 /// An open connection waiting for its next message.
 struct Idle {
@@ -53,23 +59,34 @@ pub struct RoutePool {
     idle: Mutex<Vec<Idle>>,
     /// The earliest time the next message may start, for the rate limit.
     next_start: Mutex<Instant>,
-    /// When a connection slot last came free, in microseconds since `born`.
-    last_freed_us: Arc<AtomicU64>,
-    born: Instant,
+    /// Connection slots that have come free since the pool was made.
+    freed: Arc<AtomicU64>,
+    /// The pace: when the current window began, the count of `freed` then,
+    /// and how many came free in the window before.
+    pace: Mutex<(Instant, u64, u64)>,
+    /// Messages claimed for this route and not finished yet.
+    reserved: AtomicUsize,
 }
 
-/// A connection slot of a route, held while one message is sent; it records
-/// when it comes free, which tells a busy route from a stalled one.
+/// A connection slot of a route, held while one message is sent; it counts
+/// when it comes free, which measures the route's pace.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    last_freed_us: Arc<AtomicU64>,
-    born: Instant,
+    freed: Arc<AtomicU64>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let now = self.born.elapsed().as_micros() as u64;
-        self.last_freed_us.fetch_max(now, Ordering::Relaxed);
+        self.freed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A message claimed for a route, until its delivery ends.
+pub struct Reservation(Arc<RoutePool>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.reserved.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -88,9 +105,46 @@ impl RoutePool {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
             next_start: Mutex::new(Instant::now()),
-            last_freed_us: Arc::new(AtomicU64::new(0)),
-            born: Instant::now(),
+            freed: Arc::default(),
+            pace: Mutex::new((Instant::now(), 0, 0)),
+            reserved: AtomicUsize::new(0),
         }
+    }
+
+    /// How many more messages may be claimed for this route now: its
+    /// connections plus what it finished in the last [`PACE_WINDOW`], less
+    /// what is claimed for it already. A healthy server frees its slots every
+    /// few milliseconds and gets as much as it can take; a slow or stalled
+    /// one gets no more than it can start soon, so none of its mail waits
+    /// claimed (and none of anybody else's waits behind it).
+    pub fn room(&self) -> usize {
+        self.room_at(Instant::now())
+    }
+
+    fn room_at(&self, now: Instant) -> usize {
+        let freed = self.freed.load(Ordering::Relaxed);
+        let recent = {
+            let mut pace = self.pace.lock().expect("pace lock");
+            let (began, at_start, before) = *pace;
+            let elapsed = now.saturating_duration_since(began);
+            if elapsed >= PACE_WINDOW {
+                // Scaled to one window, when the pool was not asked for a while.
+                let per_window = (freed - at_start) as u128 * PACE_WINDOW.as_micros()
+                    / elapsed.as_micros().max(1);
+                *pace = (now, freed, per_window as u64);
+                per_window as u64
+            } else {
+                before.max(freed - at_start)
+            }
+        };
+        (self.limits.max_connections as usize + recent as usize)
+            .saturating_sub(self.reserved.load(Ordering::Relaxed))
+    }
+
+    /// Counts a message claimed for this route until the reservation is dropped.
+    pub fn reserve(self: &Arc<Self>) -> Reservation {
+        self.reserved.fetch_add(1, Ordering::Relaxed);
+        Reservation(self.clone())
     }
 
     /// Takes a connection slot within `patience`, then waits for the rate limit.
@@ -116,18 +170,8 @@ impl RoutePool {
         }
         Some(Slot {
             _permit: permit,
-            last_freed_us: self.last_freed_us.clone(),
-            born: self.born,
+            freed: self.freed.clone(),
         })
-    }
-
-    /// True when every connection slot is in use and none has come free for
-    /// [`STALLED_AFTER`]: a slow server, or a rate limit holding mail back.
-    /// A fast server's slots are all busy too under load, but one frees every
-    /// few milliseconds, and its mail keeps being claimed.
-    pub fn is_stalled(&self) -> bool {
-        let last_freed = Duration::from_micros(self.last_freed_us.load(Ordering::Relaxed));
-        self.slots.available_permits() == 0 && self.born.elapsed() > last_freed + STALLED_AFTER
     }
 
     /// An idle connection that is still within its idle timeout, if any.
@@ -184,21 +228,35 @@ impl RoutePool {
     }
 }
 
-/// Every route's pool on this node, and which tenants last used which route.
+/// Every route's pool on this node, and which route each tenant's mail took
+/// last (`None`: the capture mailbox, which has no pool).
 #[derive(Default)]
 pub struct Pools {
     routes: Mutex<HashMap<String, Arc<RoutePool>>>,
-    tenants: Mutex<HashMap<TenantId, String>>,
+    tenants: Mutex<HashMap<TenantId, Option<String>>>,
 }
 
 impl Pools {
-    /// The pool for a route key, created with `limits` on first use (or when
-    /// the limits changed, which happens only when the server entry changed).
+    /// The pool for a route key that `tenant`'s mail takes, created with
+    /// `limits` on first use (or when the limits changed, which happens only
+    /// when the server entry changed).
     pub fn get(&self, key: &str, limits: PoolLimits, tenant: TenantId) -> Arc<RoutePool> {
         self.tenants
             .lock()
             .expect("pools lock")
-            .insert(tenant, key.to_owned());
+            .insert(tenant, Some(key.to_owned()));
+        self.route(key, limits)
+    }
+
+    /// Notes that `tenant`'s mail goes to the capture mailbox, which takes
+    /// any amount at once.
+    pub fn note_capture(&self, tenant: TenantId) {
+        self.tenants.lock().expect("pools lock").insert(tenant, None);
+    }
+
+    /// The pool for a route key, without noting whose mail takes it (a test
+    /// message's provider need not be its tenant's).
+    pub fn route(&self, key: &str, limits: PoolLimits) -> Arc<RoutePool> {
         let mut routes = self.routes.lock().expect("pools lock");
         match routes.get(key) {
             Some(pool) if pool.limits == limits => pool.clone(),
@@ -210,16 +268,24 @@ impl Pools {
         }
     }
 
-    /// Tenants whose route is stalled: claiming more of their mail now would
-    /// only make it wait, and hold up nobody else's.
-    pub fn stalled_tenants(&self) -> Vec<TenantId> {
+    /// The pool `tenant`'s mail took last, if it was an SMTP route.
+    pub fn routes_of_tenant(&self, tenant: TenantId) -> Option<Arc<RoutePool>> {
+        let key = self.tenants.lock().expect("pools lock").get(&tenant)?.clone()?;
+        self.routes.lock().expect("pools lock").get(&key).cloned()
+    }
+
+    /// The pool each tenant's mail took last: `None` for the capture
+    /// mailbox; a tenant not listed has not been delivered to on this node.
+    pub fn routes_of_tenants(&self) -> HashMap<TenantId, Option<Arc<RoutePool>>> {
         let routes = self.routes.lock().expect("pools lock");
         self.tenants
             .lock()
             .expect("pools lock")
             .iter()
-            .filter(|(_, key)| routes.get(*key).is_some_and(|pool| pool.is_stalled()))
-            .map(|(tenant, _)| *tenant)
+            .filter_map(|(tenant, key)| match key {
+                None => Some((*tenant, None)),
+                Some(key) => routes.get(key).map(|pool| (*tenant, Some(pool.clone()))),
+            })
             .collect()
     }
 
@@ -330,56 +396,50 @@ mod tests {
         ended_with_quit(&server).await;
     }
 
-    fn one_connection() -> RoutePool {
-        RoutePool::new(PoolLimits {
-            max_connections: 1,
+    #[tokio::test]
+    async fn a_route_has_room_for_its_connections_less_what_is_claimed_for_it() {
+        let pool = Arc::new(RoutePool::new(PoolLimits {
+            max_connections: 2,
             ..PoolLimits::default()
-        })
+        }));
+        assert_eq!(pool.room(), 2, "a new route: its connections");
+        let first = pool.reserve();
+        let _second = pool.reserve();
+        assert_eq!(pool.room(), 0, "two claimed for two connections");
+        drop(first);
+        assert_eq!(pool.room(), 1, "a finished delivery gives its place back");
     }
 
-    /// Polls `condition` until it holds, failing after a generous deadline.
-    async fn until(what: &str, condition: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !condition() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    #[tokio::test]
+    async fn a_route_that_finishes_messages_has_room_for_what_it_finishes() {
+        let pool = Arc::new(RoutePool::new(PoolLimits {
+            max_connections: 1,
+            ..PoolLimits::default()
+        }));
+        // Judged at the moment the pace window began, so however slowly
+        // this test runs the five count as finished within the window.
+        let began = pool.pace.lock().unwrap().0;
+        let _claimed = pool.reserve();
+        assert_eq!(pool.room_at(began), 0);
+        for _ in 0..5 {
+            drop(pool.slot_within(Duration::from_secs(1)).await.unwrap());
         }
+        assert_eq!(
+            pool.room_at(began),
+            5,
+            "the connection plus the five finished, less the one claimed"
+        );
     }
 
     #[tokio::test]
-    async fn a_route_with_its_slots_held_stalls_and_recovers_when_one_frees() {
-        let pool = one_connection();
-        assert!(!pool.is_stalled(), "a free slot means not stalled");
-        let slot = pool.slot_within(Duration::from_secs(1)).await.unwrap();
-        until("the held slot to make the route stalled", || {
-            pool.is_stalled()
-        })
-        .await;
-        assert!(pool.slot_within(Duration::from_millis(1)).await.is_none());
-        drop(slot);
-        assert!(!pool.is_stalled(), "a free slot means not stalled");
-    }
-
-    #[tokio::test]
-    async fn stalled_tenants_are_those_of_stalled_routes() {
+    async fn tenants_are_mapped_to_their_last_route_or_the_capture_mailbox() {
         let pools = Pools::default();
-        let (slow, fast) = (TenantId::new(), TenantId::new());
-        let limits = PoolLimits {
-            max_connections: 1,
-            ..PoolLimits::default()
-        };
-        let held = pools
-            .get("slow", limits, slow)
-            .slot_within(Duration::from_secs(1))
-            .await
-            .unwrap();
-        pools.get("fast", limits, fast);
-        until("the slow route to stall", || {
-            !pools.stalled_tenants().is_empty()
-        })
-        .await;
-        assert_eq!(pools.stalled_tenants(), vec![slow]);
-        drop(held);
-        assert!(pools.stalled_tenants().is_empty());
+        let (smtp, capture, unseen) = (TenantId::new(), TenantId::new(), TenantId::new());
+        let pool = pools.get("route", PoolLimits::default(), smtp);
+        pools.note_capture(capture);
+        let routes = pools.routes_of_tenants();
+        assert!(Arc::ptr_eq(routes[&smtp].as_ref().unwrap(), &pool));
+        assert!(routes[&capture].is_none());
+        assert!(!routes.contains_key(&unseen));
     }
 }

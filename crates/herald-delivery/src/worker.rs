@@ -2,9 +2,9 @@
 //! message through its tenant's route, and record every attempt, fenced by the lease.
 
 use herald_core::timestamp::now_ms;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
 
 use crate::oauth::TokenCache;
-use crate::pool::{Lease, Pools};
+use crate::pool::{Lease, PoolLimits, Pools, Reservation};
 use crate::{
     DefaultProvider, Login, ProviderCache, Rendered, ResolveError, RetryPolicy, Route, Transport,
     WorkerStats, load_config, render, route,
@@ -36,7 +36,13 @@ const LEASE_MARGIN_MS: i64 = 2_000;
 
 /// How long a message waits for a free connection of its route before it is
 /// given back: long enough for a busy healthy pool, short for a stalled one.
+/// Claims take no more for a route than it can start soon (its room), so in
+/// steady state no message waits this long.
 const SLOT_PATIENCE: Duration = Duration::from_millis(500);
+
+/// The room of a tenant whose mail this node has not delivered yet, so
+/// whose route it does not know: a default pool's connections.
+const NEW_TENANT_ROOM: u32 = PoolLimits::DEFAULT_CONNECTIONS;
 
 /// Outcomes recorded in one call at most; more wait for the next.
 const RECORD_BATCH: usize = 1024;
@@ -116,6 +122,43 @@ pub struct Worker {
     tokens: Arc<TokenCache>,
     stats: Arc<WorkerStats>,
     cache: Arc<ProviderCache>,
+    /// Messages in flight on this node, per tenant.
+    load: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+/// A message of a tenant in flight on this node, until its delivery ends.
+struct TenantPlace {
+    load: Arc<Mutex<HashMap<TenantId, usize>>>,
+    tenant: TenantId,
+}
+
+impl TenantPlace {
+    fn take(load: &Arc<Mutex<HashMap<TenantId, usize>>>, tenant: TenantId) -> TenantPlace {
+        *load.lock().expect("load lock").entry(tenant).or_default() += 1;
+        TenantPlace {
+            load: load.clone(),
+            tenant,
+        }
+    }
+}
+
+impl Drop for TenantPlace {
+    fn drop(&mut self) {
+        let mut load = self.load.lock().expect("load lock");
+        if let Some(count) = load.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                load.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// What a delivery holds while it runs: its tenant's place on this node, and
+/// its claim on its route's room when the route is known.
+struct Places {
+    _tenant: TenantPlace,
+    _route: Option<Reservation>,
 }
 
 /// Why a send did not produce a transaction.
@@ -183,6 +226,51 @@ impl Worker {
             tokens,
             stats: Arc::new(WorkerStats::default()),
             cache,
+            load: Arc::default(),
+        }
+    }
+
+    /// The most one tenant may have in flight on this node: three quarters
+    /// of its places, so others always find some free.
+    fn tenant_share(&self) -> usize {
+        (self.config.concurrency * 3 / 4).max(1)
+    }
+
+    /// How many recipients each tenant may have claimed now: what its route
+    /// can start soon (its connections plus its recent pace, less what is
+    /// claimed for it), within the tenant's share of this node. Tenants not
+    /// listed (this node has not delivered their mail yet) get the second value.
+    fn rooms(&self) -> (HashMap<TenantId, u32>, u32) {
+        let share = self.tenant_share();
+        let load = self.load.lock().expect("load lock").clone();
+        let routes = self.pools.routes_of_tenants();
+        let room = |tenant: &TenantId, route: usize| {
+            let mine = load.get(tenant).copied().unwrap_or(0);
+            u32::try_from(route.min(share.saturating_sub(mine))).unwrap_or(u32::MAX)
+        };
+        let mut rooms: HashMap<TenantId, u32> = routes
+            .iter()
+            .map(|(tenant, pool)| {
+                // The capture mailbox takes any amount at once.
+                let route = pool.as_ref().map_or(usize::MAX, |pool| pool.room());
+                (*tenant, room(tenant, route))
+            })
+            .collect();
+        for tenant in load.keys().filter(|t| !routes.contains_key(t)) {
+            rooms.insert(*tenant, room(tenant, NEW_TENANT_ROOM as usize));
+        }
+        (rooms, NEW_TENANT_ROOM.min(share as u32))
+    }
+
+    /// What a delivery of `tenant`'s mail holds while it runs.
+    fn places(&self, tenant: TenantId) -> Places {
+        let route = self
+            .pools
+            .routes_of_tenant(tenant)
+            .map(|pool| pool.reserve());
+        Places {
+            _tenant: TenantPlace::take(&self.load, tenant),
+            _route: route,
         }
     }
 
@@ -206,47 +294,54 @@ impl Worker {
         let (finished, outcomes) = mpsc::channel(self.config.concurrency.max(1));
         let recorder = tokio::spawn(self.clone().record_all(outcomes));
         let mut in_flight = JoinSet::new();
+        // True when new mail may be waiting: a submission woke the worker, or
+        // the pause ran out. Then a claim is made for whatever places are
+        // free; otherwise, under load, only once half of them are (one claim
+        // costs a commit, and many small ones would leave connections idle
+        // while each waits for its own).
+        let mut kicked = true;
         while !*shutdown.borrow() {
             while in_flight.try_join_next().is_some() {}
             self.pools.sweep();
             let free = self.config.concurrency.saturating_sub(in_flight.len());
-            let busy = self.pools.stalled_tenants();
-            // Under load, claim only once half the places are free: one claim
-            // costs a commit, and many small ones would leave connections idle
-            // while each waits for its own.
             // A node the others may take for gone (its heartbeats are late)
             // claims nothing: it could not start the sends.
             let late = !self.may_start(i64::MAX);
             if late {
                 WorkerStats::add(&self.stats.late_turns, 1);
             }
-            let wait_for_places =
-                free == 0 || (free < self.config.concurrency / 2 && !in_flight.is_empty()) || late;
-            let claimed = if wait_for_places {
-                Vec::new()
-            } else {
-                let request = ClaimRequest {
-                    node: self.config.node.clone(),
-                    incarnation: self.config.incarnation.clone(),
-                    now: now_ms(),
-                    lease_ms: self.config.lease.as_millis() as i64,
-                    limit: free as u32,
-                    exclude_tenants: busy.clone(),
-                };
+            let may_claim = free > 0
+                && !late
+                && (kicked || in_flight.is_empty() || free >= self.config.concurrency / 2);
+            let (rooms, default_room) = self.rooms();
+            let request = ClaimRequest {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation.clone(),
+                now: now_ms(),
+                lease_ms: self.config.lease.as_millis() as i64,
+                limit: free as u32,
+                rooms,
+                default_room,
+            };
+            let full = request.full_tenants();
+            let claimed = if may_claim {
+                kicked = false;
                 self.store.claim(request).await.unwrap_or_else(|error| {
                     warn!(%error, "could not claim due mail");
                     Vec::new()
                 })
+            } else {
+                Vec::new()
             };
             if claimed.is_empty() {
-                let pause = if wait_for_places {
-                    self.config.poll
+                let pause = if may_claim {
+                    self.pause(&full).await
                 } else {
-                    self.pause(&busy).await
+                    self.config.poll
                 };
                 tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = self.wake.notified() => kicked = true,
+                    _ = tokio::time::sleep(pause) => kicked = true,
                     _ = shutdown.changed() => {}
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
@@ -274,6 +369,7 @@ impl Worker {
                 };
                 let worker = self.clone();
                 let finished = finished.clone();
+                let places = self.places(recipients[0].tenant);
                 let span =
                     info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
                 let lease_until = recipients
@@ -283,6 +379,7 @@ impl Worker {
                     .unwrap_or_default();
                 in_flight.spawn(
                     async move {
+                        let _places = places;
                         if let Some((outcomes, captures)) =
                             worker.deliver(content, recipients).await
                         {
@@ -410,9 +507,11 @@ impl Worker {
         true
     }
 
-    /// How long to wait when nothing is due: until the next due recipient, at most the poll interval.
-    async fn pause(&self, busy: &[TenantId]) -> Duration {
-        match self.store.next_due(busy).await {
+    /// How long to wait when nothing is due: until the next due recipient
+    /// of a tenant with room, at most the poll interval. A tenant without
+    /// room gets some when one of its deliveries ends, which wakes the loop.
+    async fn pause(&self, full: &[TenantId]) -> Duration {
+        match self.store.next_due(full).await {
             Ok(Some(due)) => {
                 let until = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
                 until.min(self.config.poll).max(Duration::from_millis(10))
@@ -468,7 +567,12 @@ impl Worker {
             sender_policy,
         };
         let (outcomes, captures) = match &route.transport {
-            Transport::Capture => self.capture(route, &contents, &recipients, content, &started),
+            Transport::Capture => {
+                if contents.test_provider.is_none() {
+                    self.pools.note_capture(tenant);
+                }
+                self.capture(route, &contents, &recipients, content, &started)
+            }
             Transport::Smtp { .. } => {
                 let envelope = Envelope {
                     from: route.from.clone(),
@@ -482,8 +586,10 @@ impl Worker {
                     .unwrap_or_default();
                 let tracer = contents.test_provider.map(|_| Tracer::default());
                 let sent = match &tracer {
-                    Some(_) if !self.may_start(lease_until) => Err(SendError::LeaseLost),
-                    Some(tracer) => self.send_traced(route, &envelope, &data, tracer).await,
+                    Some(tracer) => {
+                        self.send_traced(route, &envelope, &data, lease_until, tracer)
+                            .await
+                    }
                     None => {
                         self.send(route, tenant, &envelope, &data, lease_until, &mut started)
                             .await
@@ -598,17 +704,34 @@ impl Worker {
         now + margin < lease_until && now < standing
     }
 
-    /// Sends a test message over a connection of its own, recording every step.
+    /// Sends a test message over a connection of its own, recording every
+    /// step. The connection is one of its route's: the message waits for a
+    /// free slot like any other, and counts against `max_connections`.
     async fn send_traced(
         &self,
         route: &RouteInfo,
         envelope: &Envelope,
         data: &[u8],
+        lease_until: i64,
         tracer: &Tracer,
     ) -> Result<Sent, SendError> {
-        let Transport::Smtp { target, login, .. } = &route.transport else {
+        let Transport::Smtp {
+            target,
+            login,
+            limits,
+            pool_key,
+        } = &route.transport
+        else {
             unreachable!("send_traced is only called for SMTP routes")
         };
+        let pool = self.pools.route(pool_key, *limits);
+        let _slot = pool
+            .slot_within(SLOT_PATIENCE)
+            .await
+            .ok_or(SendError::Busy)?;
+        if !self.may_start(lease_until) {
+            return Err(SendError::LeaseLost);
+        }
         let mut lease = self.open(target, login, Some(tracer)).await?;
         let tx = lease.conn.send(envelope, data).await.map_err(|e| {
             tracer.fail(&e);

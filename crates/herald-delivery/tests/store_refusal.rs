@@ -316,6 +316,7 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         test_provider: None,
         priority: 0,
         max_queued: None,
+        max_pending_tests: None,
     }
 }
 

@@ -15,6 +15,24 @@ use herald_core::{
 };
 
 pub use model::*;
+
+/// The most tenants one claim looks at (beyond those it passes over for
+/// having no room): with more tenants that have mail waiting but none due,
+/// the next claim goes on from where this one stopped.
+pub(crate) const CLAIM_WALK: usize = 1_000;
+
+/// The earlier of two optional times.
+pub(crate) fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The part of a claim's `limit` each of `tenants` tenants may take.
+pub(crate) fn claim_share(limit: u32, tenants: usize) -> u32 {
+    limit.div_ceil(u32::try_from(tenants.max(1)).unwrap_or(u32::MAX))
+}
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -38,6 +56,12 @@ pub enum StoreError {
     QueueFull {
         /// The most recipients the tenant may have queued.
         limit: u64,
+    },
+    /// The tenant has as many test messages queued or in flight as it may: nothing was stored.
+    #[error("the tenant already has {limit} test messages waiting to be sent")]
+    TooManyTests {
+        /// The most test recipients a tenant may have waiting.
+        limit: u32,
     },
     /// Stored data could not be read back as valid domain values.
     #[error("stored data is corrupt: {0}")]
@@ -268,6 +292,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims due recipients under a lease: queued or deferred ones whose time
     /// has come, and sending ones whose lease expired.
+    ///
+    /// Tenants are served in turn, never "the oldest of everyone": the store
+    /// walks the tenants that have unfinished mail in id order, from the one
+    /// after where its previous claim stopped and around, passes over those
+    /// with no room, and takes the first `limit` that have something due.
+    /// Each takes at most an equal part of `limit` (and at most its room):
+    /// within a tenant, test messages first, then by due time. Finding the
+    /// next tenant and what it has due are index lookups, so a claim costs
+    /// the same whether a tenant passed over has ten recipients waiting or a
+    /// million. Claimed recipients come back tenant by tenant, in that order.
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
     /// Records attempts and new states; an outcome whose lease token is no
     /// longer current is refused (`false` at its index) and changes nothing.
@@ -296,7 +330,9 @@ pub trait Store: Send + Sync + 'static {
     /// and marks those nodes as taken over so they are passed over next time.
     /// Returns each such node with how many recipients it held.
     async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
-    /// The time of the earliest pending recipient of a tenant not excluded, if any.
+    /// The time of the earliest pending recipient of a tenant not excluded, if
+    /// any. With tenants excluded it looks at each tenant's earliest, so an
+    /// excluded tenant's backlog is not walked.
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 
     /// The newest messages in the tenant's capture mailbox.

@@ -8,6 +8,7 @@ use herald_core::{
     SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TokenId,
 };
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// A tenant.
 #[derive(Clone, Debug, Serialize)]
@@ -315,8 +316,12 @@ pub struct NewMessage {
     pub on_behalf_of: Option<OnBehalf>,
     /// For a test message: the provider to test, whatever the tenant's active one.
     pub test_provider: Option<ProviderId>,
-    /// Higher goes first; test messages jump the queue.
+    /// Higher goes first within the tenant: 0 for mail, [`TEST_PRIORITY`]
+    /// for a test message. Claims know these two classes only.
     pub priority: i32,
+    /// For a test message: the most test recipients the tenant may have
+    /// queued or in flight, this one's included; `None` for no limit.
+    pub max_pending_tests: Option<u32>,
     /// The most recipients the tenant may have queued, this message's
     /// included; `None` for no limit.
     pub max_queued: Option<u64>,
@@ -471,10 +476,34 @@ pub struct ClaimRequest {
     pub incarnation: String,
     pub now: i64,
     pub lease_ms: i64,
+    /// Recipients to claim at most, over all tenants.
     pub limit: u32,
-    /// Tenants whose mail this worker cannot start now (their provider is at its connection limit).
-    pub exclude_tenants: Vec<TenantId>,
+    /// How many recipients each listed tenant may have claimed now: what its
+    /// route can take soon, within its share of the node. A tenant with room
+    /// 0 is passed over (its provider is at its connection limit).
+    pub rooms: HashMap<TenantId, u32>,
+    /// The room of a tenant not listed in `rooms`.
+    pub default_room: u32,
 }
+
+impl ClaimRequest {
+    /// The tenants with no room at all: their mail is not even looked at.
+    pub fn full_tenants(&self) -> Vec<TenantId> {
+        self.rooms
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(tenant, _)| *tenant)
+            .collect()
+    }
+
+    /// The most recipients `tenant` may have claimed now.
+    pub fn room_of(&self, tenant: TenantId) -> u32 {
+        self.rooms.get(&tenant).copied().unwrap_or(self.default_room)
+    }
+}
+
+/// The priority of a test message: first among its tenant's mail, and only there.
+pub const TEST_PRIORITY: i32 = 100;
 
 /// A recipient claimed under a lease.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ mod support;
 
 use support::{TestDatabase, admin_connect};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use herald_core::{
@@ -131,6 +131,7 @@ fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMess
         test_provider: None,
         priority: 0,
         max_queued: None,
+        max_pending_tests: None,
     }
 }
 
@@ -141,7 +142,8 @@ fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
         now,
         lease_ms,
         limit: 100,
-        exclude_tenants: vec![],
+        rooms: HashMap::new(),
+        default_room: u32::MAX,
     }
 }
 
@@ -436,10 +438,185 @@ async fn claims_skip_excluded_tenants(f: Fixture) {
         .await
         .unwrap();
     let mut request = claim("n1", 2_000, 60_000);
-    request.exclude_tenants = vec![busy];
+    request.rooms = HashMap::from([(busy, 0)]);
     let claimed = f.store.claim(request).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].tenant, idle);
+}
+
+/// A claim serves tenants in turn, not the oldest mail of everyone: a
+/// tenant with a large, older backlog takes an equal part of the claim, and
+/// another tenant's newer mail is claimed beside it. Claimed recipients come
+/// tenant by tenant.
+async fn claims_serve_tenants_in_turn(f: Fixture) {
+    let backlog = tenant(&*f.store, "backlog").await;
+    let alerts = tenant(&*f.store, "alerts").await;
+    for i in 0..30 {
+        f.store
+            .submit(message(backlog, &[&format!("b{i}@x.example")], None, 1_000))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        f.store
+            .submit(message(alerts, &[&format!("a{i}@x.example")], None, 1_500))
+            .await
+            .unwrap();
+    }
+    let claimed = f
+        .store
+        .claim(ClaimRequest {
+            limit: 10,
+            ..claim("n1", 2_000, 60_000)
+        })
+        .await
+        .unwrap();
+    let of = |t: TenantId| claimed.iter().filter(|c| c.tenant == t).count();
+    assert_eq!(of(alerts), 3, "every alert is claimed beside the older backlog");
+    assert_eq!(of(backlog), 5, "the backlog takes its half of the claim");
+    let tenants: Vec<TenantId> = claimed.iter().map(|c| c.tenant).collect();
+    let mut runs = tenants.clone();
+    runs.dedup();
+    assert_eq!(runs.len(), 2, "tenant by tenant: {tenants:?}");
+}
+
+/// A tenant with room for two (its route can take no more now) gets two,
+/// and the rest of the claim goes to others; with no room it is passed over.
+async fn a_tenants_room_bounds_its_part_of_a_claim(f: Fixture) {
+    let slow = tenant(&*f.store, "slow").await;
+    let fast = tenant(&*f.store, "fast").await;
+    for i in 0..10 {
+        for t in [slow, fast] {
+            f.store
+                .submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
+                .await
+                .unwrap();
+        }
+    }
+    let claimed = f
+        .store
+        .claim(ClaimRequest {
+            limit: 100,
+            rooms: HashMap::from([(slow, 2)]),
+            ..claim("n1", 2_000, 60_000)
+        })
+        .await
+        .unwrap();
+    let of = |t: TenantId| claimed.iter().filter(|c| c.tenant == t).count();
+    assert_eq!(of(slow), 2);
+    assert_eq!(of(fast), 10);
+}
+
+/// Successive claims go round the tenants: with room for one recipient per
+/// claim, three tenants with mail due are each served once in three claims.
+async fn successive_claims_go_round_the_tenants(f: Fixture) {
+    let mut tenants = HashSet::new();
+    for name in ["one", "two", "three"] {
+        let t = tenant(&*f.store, name).await;
+        tenants.insert(t);
+        for i in 0..3 {
+            f.store
+                .submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
+                .await
+                .unwrap();
+        }
+    }
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        let claimed = f
+            .store
+            .claim(ClaimRequest {
+                limit: 1,
+                ..claim("n1", 2_000, 60_000)
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        served.push(claimed[0].tenant);
+    }
+    assert_eq!(served[..3].iter().collect::<HashSet<_>>().len(), 3, "{served:?}");
+    assert_eq!(served[3..], served[..3], "the same turn again: {served:?}");
+}
+
+/// The next due time passes over excluded tenants, however much they have due.
+async fn next_due_passes_over_excluded_tenants(f: Fixture) {
+    let full = tenant(&*f.store, "full").await;
+    let other = tenant(&*f.store, "other").await;
+    assert_eq!(f.store.next_due(&[full]).await.unwrap(), None);
+    for i in 0..20 {
+        f.store
+            .submit(message(full, &[&format!("r{i}@x.example")], None, 1_000 + i))
+            .await
+            .unwrap();
+    }
+    f.store
+        .submit(message(other, &["o@x.example"], None, 5_000))
+        .await
+        .unwrap();
+    assert_eq!(f.store.next_due(&[]).await.unwrap(), Some(1_000));
+    assert_eq!(f.store.next_due(&[full]).await.unwrap(), Some(5_000));
+    assert_eq!(f.store.next_due(&[full, other]).await.unwrap(), None);
+}
+
+/// A tenant may have a bounded number of test messages queued or in flight;
+/// one more is refused and stores nothing, another tenant is not affected,
+/// and a test message that finished makes room again.
+async fn test_messages_past_their_limit_are_refused(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let mut providers = HashMap::new();
+    for tenant in [t, other] {
+        let server = f
+            .store
+            .create_server(tenant, server_settings("relay", false))
+            .await
+            .unwrap();
+        let provider = f
+            .store
+            .create_provider(tenant, provider_settings("relay", server.id, None))
+            .await
+            .unwrap();
+        providers.insert(tenant, provider.id);
+    }
+    let test = |tenant: TenantId, to: &str| NewMessage {
+        test_provider: Some(providers[&tenant]),
+        priority: herald_store::TEST_PRIORITY,
+        max_pending_tests: Some(2),
+        ..message(tenant, &[to], None, 1_000)
+    };
+    f.store.submit(test(t, "a@x.example")).await.unwrap();
+    f.store.submit(test(t, "b@x.example")).await.unwrap();
+    let refused = f.store.submit(test(t, "c@x.example")).await;
+    assert!(
+        matches!(refused, Err(StoreError::TooManyTests { limit: 2 })),
+        "{refused:?}"
+    );
+    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 2);
+    f.store.submit(test(other, "o@x.example")).await.unwrap();
+    // Ordinary mail is not counted.
+    f.store
+        .submit(message(t, &["m@x.example"], None, 1_000))
+        .await
+        .unwrap();
+
+    let claimed = f
+        .store
+        .claim(ClaimRequest {
+            limit: 1,
+            rooms: HashMap::from([(other, 0)]),
+            ..claim("n1", 2_000, 60_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].tenant, t);
+    let outcome = Outcome {
+        recipient: claimed[0].recipient,
+        lease_token: claimed[0].lease_token,
+        next: NextState::Sent,
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    assert_eq!(f.store.complete(vec![outcome], vec![]).await.unwrap(), [true]);
+    f.store.submit(test(t, "d@x.example")).await.unwrap();
 }
 
 async fn higher_priority_is_claimed_first(f: Fixture) {
@@ -2607,6 +2784,11 @@ conformance!(
     deferred_recipients_come_back_at_their_time,
     released_recipients_are_due_again_without_an_attempt,
     claims_skip_excluded_tenants,
+    claims_serve_tenants_in_turn,
+    a_tenants_room_bounds_its_part_of_a_claim,
+    successive_claims_go_round_the_tenants,
+    next_due_passes_over_excluded_tenants,
+    test_messages_past_their_limit_are_refused,
     higher_priority_is_claimed_first,
     an_idempotency_key_returns_the_first_message,
     a_batch_is_stored_in_order_with_its_duplicates_answered,

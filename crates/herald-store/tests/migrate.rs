@@ -52,6 +52,7 @@ fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
         test_provider: None,
         priority: 0,
         max_queued: None,
+        max_pending_tests: None,
     }
 }
 
@@ -62,7 +63,8 @@ fn claim(now: i64) -> ClaimRequest {
         now,
         lease_ms: 60_000,
         limit: 100,
-        exclude_tenants: vec![],
+        rooms: std::collections::HashMap::new(),
+        default_room: u32::MAX,
     }
 }
 
@@ -390,6 +392,7 @@ async fn fill(s: &dyn Store) -> Installation {
         test_provider: Some(main),
         priority: 1,
         max_queued: None,
+        max_pending_tests: None,
         ..message(acme, &["a@acme.example", "b@acme.example"], 1_000)
     };
     s.submit(detailed).await.unwrap();

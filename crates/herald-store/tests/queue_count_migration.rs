@@ -29,6 +29,7 @@ fn message(tenant: TenantId, to: &[&str], max_queued: Option<u64>) -> NewMessage
         test_provider: None,
         priority: 0,
         max_queued,
+        max_pending_tests: None,
     }
 }
 
@@ -68,15 +69,18 @@ async fn sqlite_counts_the_recipients_already_queued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
     let t = queue_three(&SqliteStore::open(&path).unwrap()).await;
-    // Back to the schema before the migration (0009, then 0010 after it),
-    // with the recipients kept.
+    // Back to the schema before the migration (0009, then 0010 and 0011
+    // after it), with the recipients kept.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 10, "a migration was added: revert it here too");
+    assert_eq!(version, 11, "a migration was added: revert it here too");
     conn.execute_batch(
-        "ALTER TABLE recipients DROP COLUMN lease_incarnation; \
+        "DROP INDEX recipients_tenant_due; \
+         CREATE INDEX recipients_due ON recipients (priority DESC, due_at) \
+         WHERE status IN ('queued', 'deferred', 'sending'); \
+         ALTER TABLE recipients DROP COLUMN lease_incarnation; \
          ALTER TABLE nodes DROP COLUMN incarnation; \
          ALTER TABLE tenants DROP COLUMN queued_recipients; PRAGMA user_version = 8;",
     )

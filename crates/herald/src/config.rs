@@ -212,6 +212,10 @@ pub struct ServeArgs {
     /// sent); past it submissions answer 429 [default: 1000000].
     #[arg(long, env = "HERALD_MAX_QUEUED_PER_TENANT")]
     pub max_queued_per_tenant: Option<u64>,
+    /// Most test messages one tenant may have queued or being sent; past it
+    /// a test message answers 429 [default: 5].
+    #[arg(long, env = "HERALD_MAX_TEST_MESSAGES_PER_TENANT")]
+    pub max_test_messages_per_tenant: Option<u32>,
     /// Messages delivered at once by this node [default: 256].
     #[arg(long, env = "HERALD_CONCURRENCY")]
     pub concurrency: Option<usize>,
@@ -543,6 +547,11 @@ impl ServeArgs {
                         Some(0) => bail!("--max-queued-per-tenant must be at least 1"),
                         Some(n) => n,
                         None => default.max_queued_per_tenant,
+                    },
+                    max_pending_tests: match pick!(max_test_messages_per_tenant) {
+                        Some(0) => bail!("--max-test-messages-per-tenant must be at least 1"),
+                        Some(n) => n,
+                        None => default.max_pending_tests,
                     },
                 }
             },

@@ -300,6 +300,7 @@ async fn prepare(
         on_behalf_of,
         test_provider: None,
         priority: 0,
+        max_pending_tests: None,
         max_queued: Some(state.limits.max_queued_per_tenant),
         created_at,
     };

@@ -340,8 +340,9 @@ pub async fn send_test_message(
         created_at: now,
         on_behalf_of: None,
         test_provider: Some(provider.id),
-        priority: 100,
+        priority: herald_store::TEST_PRIORITY,
         max_queued: Some(state.limits.max_queued_per_tenant),
+        max_pending_tests: Some(state.limits.max_pending_tests),
     };
     let submitted = state.store.submit(message).await?;
     state.wake.notify_one();

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_lease_incarnation",
         include_str!("0007_lease_incarnation.sql"),
     ),
+    ("0008_fair_claims", include_str!("0008_fair_claims.sql")),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -36,6 +36,62 @@ pub struct PgStore {
     new_mail: tokio::sync::mpsc::Sender<()>,
     /// Whether the latest write that reached the database failed as unavailable.
     writes: crate::WriteHealth,
+    /// The tenant this node's previous claim stopped at: the next one starts after it.
+    claim_cursor: std::sync::Mutex<Option<String>>,
+}
+
+/// The condition of every unfinished recipient, as the partial indexes say it.
+const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending')";
+
+/// The tenants a claim serves, in turn: from the one after `start` around to
+/// it, those with something due and room, up to the claim's limit (see
+/// [`Store::claim`]); and the last tenant looked at, where the next claim
+/// starts. Each step is one statement: the next tenant in
+/// `recipients_tenant_due` and whether it has something due.
+async fn tenants_due(
+    c: &impl GenericClient,
+    req: &ClaimRequest,
+    start: Option<String>,
+) -> Result<(Vec<(String, u32)>, Option<String>)> {
+    let sql = format!(
+        "SELECT t.tenant_id, \
+             EXISTS (SELECT 1 FROM recipients d WHERE d.tenant_id = t.tenant_id AND d.{UNFINISHED} \
+                     AND d.priority = 0 AND d.due_at <= $2) \
+             OR EXISTS (SELECT 1 FROM recipients d WHERE d.tenant_id = t.tenant_id AND d.{UNFINISHED} \
+                     AND d.priority > 0 AND d.due_at <= $2) AS due \
+         FROM (SELECT tenant_id FROM recipients WHERE {UNFINISHED} AND tenant_id > $1 \
+               ORDER BY tenant_id LIMIT 1) t"
+    );
+    let mut at = start.clone().unwrap_or_default();
+    let mut wrapped = start.is_none();
+    let (mut due, mut looked, mut last) = (Vec::new(), 0, start.clone());
+    while due.len() < req.limit as usize && looked < crate::CLAIM_WALK {
+        let row = query_opt(c, &sql, &[&at, &req.now]).await?;
+        let (tenant, has_due): (String, bool) = match row {
+            Some(r) => (get(&r, "tenant_id")?, get(&r, "due")?),
+            None if wrapped => break,
+            None => {
+                wrapped = true;
+                at.clear();
+                continue;
+            }
+        };
+        // Around again: up to and including where this claim started.
+        if wrapped && start.as_ref().is_some_and(|s| &tenant > s) {
+            break;
+        }
+        at.clone_from(&tenant);
+        last = Some(tenant.clone());
+        let room = req.room_of(id(tenant.clone())?);
+        if room == 0 {
+            continue;
+        }
+        looked += 1;
+        if has_due {
+            due.push((tenant, room));
+        }
+    }
+    Ok((due, last))
 }
 
 impl PgStore {
@@ -53,6 +109,7 @@ impl PgStore {
             events,
             new_mail,
             writes: crate::WriteHealth::default(),
+            claim_cursor: std::sync::Mutex::default(),
         })
     }
 
@@ -583,6 +640,39 @@ async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()
         if queued.is_some_and(|queued| queued.max(0) as u64 > limit) {
             return Err(StoreError::QueueFull { limit });
         }
+    }
+    Ok(())
+}
+
+/// Refuses a test message (the caller's transaction is rolled back) that
+/// takes its tenant's test recipients queued or in flight past the message's
+/// limit. Test messages of one tenant are counted one transaction at a time
+/// (a transaction-scoped advisory lock on the tenant), so two sent at the
+/// same moment cannot both pass.
+async fn count_tests(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
+    let (Some(limit), Some(_)) = (m.max_pending_tests, m.test_provider) else {
+        return Ok(());
+    };
+    let tenant = m.tenant_id.to_string();
+    execute(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtext('herald.tests:' || $1))",
+        &[&tenant],
+    )
+    .await
+    .map_err(pg)?;
+    let row = query_opt(
+        tx,
+        &format!(
+            "SELECT count(*) AS pending FROM recipients \
+             WHERE tenant_id = $1 AND {UNFINISHED} AND priority > 0"
+        ),
+        &[&tenant],
+    )
+    .await?;
+    let pending: i64 = row.map(|r| get(&r, "pending")).transpose()?.unwrap_or(0);
+    if pending.max(0) as u64 > u64::from(limit) {
+        return Err(StoreError::TooManyTests { limit });
     }
     Ok(())
 }
@@ -1827,6 +1917,7 @@ impl Store for PgStore {
                 let tx = c.transaction().await.map_err(pg)?;
                 let submitted = if insert_message(&tx, &m).await? {
                     insert_recipients(&tx, &m).await?;
+                    count_tests(&tx, &m).await?;
                     count_queued(&tx, &[&m]).await?;
                     Submitted {
                         id: m.id,
@@ -1882,6 +1973,9 @@ impl Store for PgStore {
                 .filter(|(_, s)| !s.duplicate)
                 .map(|(m, _)| m)
                 .collect();
+            for m in &new {
+                count_tests(&tx, m).await?;
+            }
             count_queued(&tx, &new).await?;
             tx.commit().await.map_err(pg)?;
             if submitted.iter().any(|s| !s.duplicate) {
@@ -2065,42 +2159,57 @@ impl Store for PgStore {
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let result = async {
             let lease_until = req.now + req.lease_ms;
-            let excluded: Vec<String> = req
-                .exclude_tenants
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             let c = client(&self.pool).await?;
+            let start = self.claim_cursor.lock().expect("claim cursor lock").clone();
+            let (tenants, stopped) = tenants_due(&c, &req, start).await?;
+            *self.claim_cursor.lock().expect("claim cursor lock") = stopped;
+            if tenants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let share = crate::claim_share(req.limit, tenants.len());
+            let mut left = req.limit;
+            let (mut names, mut counts) = (Vec::new(), Vec::new());
+            for (tenant, room) in &tenants {
+                let k = share.min(*room).min(left);
+                if k == 0 {
+                    break;
+                }
+                left -= k;
+                names.push(tenant.clone());
+                counts.push(i64::from(k));
+            }
             // SKIP LOCKED lets every node claim at once: rows another claim is
             // taking are passed over instead of waited for, and a row whose claim
             // committed after this statement began is checked again against the
             // conditions (it is 'sending' with a future due_at then, so it is left).
             // The selection is a materialised CTE so that it runs exactly once,
             // whatever plan the update gets: a second run could lock other rows.
+            // Each tenant's part is two ranges of `recipients_tenant_due`: its
+            // test messages, then the rest by due time.
             let rows = query(
                 &c,
-                "WITH due AS MATERIALIZED ( \
-                     SELECT id FROM recipients \
-                     WHERE status IN ('queued', 'deferred', 'sending') \
-                     AND due_at <= $3 \
-                     AND NOT (tenant_id = ANY($5)) \
-                     ORDER BY priority DESC, due_at LIMIT $4 \
-                     FOR UPDATE SKIP LOCKED) \
-                 UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
-                 lease_incarnation = $6, lease_token = lease_token + 1, attempts = attempts + 1 \
-                 WHERE id IN (SELECT id FROM due) \
-                 RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-                &[
-                    &lease_until,
-                    &req.node,
-                    &req.now,
-                    &i64::from(req.limit),
-                    &excluded,
-                    &req.incarnation,
-                ],
+                &format!(
+                    "WITH want AS (SELECT * FROM unnest($5::text[], $6::bigint[]) AS w(tenant_id, k)), \
+                     due AS MATERIALIZED ( \
+                         SELECT x.id FROM want w CROSS JOIN LATERAL ( \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority > 0 AND due_at <= $3 \
+                              ORDER BY priority DESC, due_at LIMIT w.k FOR UPDATE SKIP LOCKED) tests \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority = 0 AND due_at <= $3 \
+                              ORDER BY due_at LIMIT w.k FOR UPDATE SKIP LOCKED) mail \
+                             LIMIT w.k) x) \
+                     UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+                     lease_incarnation = $4, lease_token = lease_token + 1, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM due) \
+                     RETURNING id, message_id, tenant_id, address, lease_token, attempts"
+                ),
+                &[&lease_until, &req.node, &req.now, &req.incarnation, &names, &counts],
             )
             .await?;
-            rows.iter()
+            let mut claimed = rows
+                .iter()
                 .map(|r| {
                     Ok(Claimed {
                         recipient: id(get(r, "id")?)?,
@@ -2112,7 +2221,12 @@ impl Store for PgStore {
                         attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            // Tenant by tenant, in the order they were served.
+            let order: HashMap<String, usize> =
+                names.into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+            claimed.sort_by_key(|c| order.get(&c.tenant.to_string()).copied());
+            Ok(claimed)
         }
         .await;
         self.writes.note(&result);
@@ -2341,14 +2455,37 @@ impl Store for PgStore {
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
         let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
         let c = client(&self.pool).await?;
+        if excluded.is_empty() {
+            let rows = query(
+                &c,
+                &format!("SELECT due_at AS due FROM recipients WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"),
+                &[],
+            )
+            .await?;
+            return rows.first().map(|r| get(r, "due")).transpose();
+        }
+        // Tenant by tenant (a walk of `recipients_tenant_due`, each tenant's
+        // earliest in each class), so that an excluded tenant's backlog is not walked.
         let rows = query(
             &c,
-            "SELECT due_at AS due FROM recipients WHERE status IN ('queued', 'deferred', 'sending') \
-             AND NOT (tenant_id = ANY($1)) ORDER BY due_at LIMIT 1",
-            &[&excluded],
+            &format!(
+                "WITH RECURSIVE walk(tenant_id, n) AS ( \
+                     (SELECT tenant_id, 1 FROM recipients WHERE {UNFINISHED} ORDER BY tenant_id LIMIT 1) \
+                     UNION ALL \
+                     SELECT (SELECT r.tenant_id FROM recipients r WHERE r.{UNFINISHED} \
+                             AND r.tenant_id > w.tenant_id ORDER BY r.tenant_id LIMIT 1), w.n + 1 \
+                     FROM walk w WHERE w.tenant_id IS NOT NULL AND w.n < $2) \
+                 SELECT min(least( \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority = 0 ORDER BY due_at LIMIT 1), \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority > 0 ORDER BY due_at LIMIT 1))) AS due \
+                 FROM walk w WHERE w.tenant_id IS NOT NULL AND NOT (w.tenant_id = ANY($1))"
+            ),
+            &[&excluded, &((crate::CLAIM_WALK + excluded.len()) as i32)],
         )
         .await?;
-        rows.first().map(|r| get(r, "due")).transpose()
+        Ok(rows.first().map(|r| get(r, "due")).transpose()?.flatten())
     }
 
     async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {

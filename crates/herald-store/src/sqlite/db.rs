@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0008_allow_plaintext_auth.sql"),
     include_str!("0009_queued_recipients.sql"),
     include_str!("0010_lease_incarnation.sql"),
+    include_str!("0011_fair_claims.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -4,6 +4,7 @@ mod db;
 
 use herald_core::timestamp::now_ms;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -23,6 +24,8 @@ use db::{Db, unavailable};
 /// Herald's embedded store: one SQLite file.
 pub struct SqliteStore {
     db: Db,
+    /// The tenant the previous claim stopped at: the next one starts after it.
+    claim_cursor: Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteStore {
@@ -30,8 +33,113 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         Ok(SqliteStore {
             db: Db::open(path)?,
+            claim_cursor: Arc::default(),
         })
     }
+}
+
+/// The condition of every unfinished recipient, as the partial indexes say it.
+const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending')";
+
+/// The tenants a claim serves, in turn: from the one after `cursor` around
+/// to it, those with something due at `now` and room, up to the claim's
+/// limit (see [`Store::claim`]). Each step is an index lookup. Moves the
+/// cursor to the last tenant looked at.
+fn tenants_due(
+    c: &Connection,
+    req: &ClaimRequest,
+    cursor: &mut Option<String>,
+) -> Result<Vec<(String, u32)>> {
+    let mut next = c
+        .prepare_cached(&format!(
+            "SELECT tenant_id FROM recipients INDEXED BY recipients_tenant_due \
+             WHERE {UNFINISHED} AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1"
+        ))
+        .map_err(sql)?;
+    let mut has_due = c
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM recipients INDEXED BY recipients_tenant_due \
+                            WHERE tenant_id = ?1 AND {UNFINISHED} AND priority = 0 AND due_at <= ?2) \
+                 OR EXISTS (SELECT 1 FROM recipients INDEXED BY recipients_tenant_due \
+                            WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0 AND due_at <= ?2)"
+        ))
+        .map_err(sql)?;
+    let start = cursor.clone();
+    let mut at = start.clone().unwrap_or_default();
+    let mut wrapped = start.is_none();
+    let (mut due, mut looked) = (Vec::new(), 0);
+    while due.len() < req.limit as usize && looked < crate::CLAIM_WALK {
+        let found: Option<String> = next.query_row([&at], |r| r.get(0)).optional().map_err(sql)?;
+        let tenant = match found {
+            // Around again: up to and including where this claim started.
+            Some(t) if wrapped && start.as_ref().is_some_and(|s| &t > s) => break,
+            Some(t) => t,
+            None if wrapped => break,
+            None => {
+                wrapped = true;
+                at.clear();
+                continue;
+            }
+        };
+        at.clone_from(&tenant);
+        *cursor = Some(tenant.clone());
+        let room = req.room_of(id(tenant.clone())?);
+        if room == 0 {
+            continue;
+        }
+        looked += 1;
+        if has_due.query_row(params![tenant, req.now], |r| r.get(0)).map_err(sql)? {
+            due.push((tenant, room));
+        }
+    }
+    Ok(due)
+}
+
+/// Up to `limit` of a tenant's recipients due at `now`: test messages first,
+/// then by due time. Each class is one range of `recipients_tenant_due`.
+fn due_of(c: &Connection, tenant: &str, now: i64, limit: u32) -> Result<Vec<String>> {
+    let mut ids = list(
+        c,
+        &format!(
+            "SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+             WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0 AND due_at <= ?2 \
+             ORDER BY priority DESC, due_at LIMIT ?3"
+        ),
+        params![tenant, now, limit],
+        |r| r.get(0),
+    )?;
+    let left = limit as usize - ids.len();
+    if left > 0 {
+        ids.extend(list(
+            c,
+            &format!(
+                "SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                 WHERE tenant_id = ?1 AND {UNFINISHED} AND priority = 0 AND due_at <= ?2 \
+                 ORDER BY due_at LIMIT ?3"
+            ),
+            params![tenant, now, left as i64],
+            |r| r.get(0),
+        )?);
+    }
+    Ok(ids)
+}
+
+/// The earliest due time of a tenant's unfinished recipients, if any.
+fn earliest_of(c: &Connection, tenant: &str) -> Result<Option<i64>> {
+    let mut earliest = None;
+    for class in ["priority = 0", "priority > 0"] {
+        let due: Option<i64> = c
+            .prepare_cached(&format!(
+                "SELECT due_at FROM recipients INDEXED BY recipients_tenant_due \
+                 WHERE tenant_id = ?1 AND {UNFINISHED} AND {class} ORDER BY due_at LIMIT 1"
+            ))
+            .map_err(sql)?
+            .query_row([tenant], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        earliest = crate::earlier(earliest, due);
+    }
+    Ok(earliest)
 }
 
 fn sql(e: rusqlite::Error) -> StoreError {
@@ -504,6 +612,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             .map_err(sql)?;
     }
     count_queued(c, m)?;
+    count_tests(c, m)?;
     Ok(Submitted {
         id: m.id,
         status: RecipientStatus::Queued,
@@ -534,6 +643,26 @@ fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Refuses a test message (its job's savepoint is rolled back) that takes
+/// its tenant's test recipients queued or in flight past the message's limit.
+fn count_tests(c: &Connection, m: &NewMessage) -> Result<()> {
+    let (Some(limit), Some(_)) = (m.max_pending_tests, m.test_provider) else {
+        return Ok(());
+    };
+    let pending: i64 = c
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM recipients INDEXED BY recipients_tenant_due \
+             WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0"
+        ))
+        .map_err(sql)?
+        .query_row([m.tenant_id.to_string()], |r| r.get(0))
+        .map_err(sql)?;
+    if pending.max(0) as u64 > u64::from(limit) {
+        return Err(StoreError::TooManyTests { limit });
+    }
+    Ok(())
 }
 
 fn status(s: &str) -> Result<RecipientStatus> {
@@ -1798,49 +1927,54 @@ impl Store for SqliteStore {
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let lease_until = req.now + req.lease_ms;
-        let excluded: Vec<String> = req
-            .exclude_tenants
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let excluded = serde_json::to_string(&excluded).expect("strings serialise");
+        let cursor = self.claim_cursor.clone();
         self.db
             .write(move |c| {
-                let rows = list(
-                    c,
-                    "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
-                     lease_incarnation = ?6, lease_token = lease_token + 1, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_due \
-                                  WHERE status IN ('queued', 'deferred', 'sending') \
-                                  AND due_at <= ?3 \
-                                  AND tenant_id NOT IN (SELECT value FROM json_each(?5)) \
-                                  ORDER BY priority DESC, due_at LIMIT ?4) \
-                     RETURNING id, message_id, tenant_id, address, lease_token, attempts",
-                    params![lease_until, req.node, req.now, req.limit, excluded, req.incarnation],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, i64>(4)?,
-                            r.get::<_, u32>(5)?,
-                        ))
-                    },
-                )?;
-                rows.into_iter()
-                    .map(|(rid, mid, tid, addr, lease_token, attempt)| {
-                        Ok(Claimed {
+                let tenants = {
+                    let mut cursor = cursor.lock().expect("claim cursor lock");
+                    tenants_due(c, &req, &mut cursor)?
+                };
+                let share = crate::claim_share(req.limit, tenants.len());
+                let mut take = c
+                    .prepare_cached(
+                        "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
+                         lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
+                         WHERE id = ?4 RETURNING message_id, address, lease_token, attempts",
+                    )
+                    .map_err(sql)?;
+                let mut claimed = Vec::new();
+                for (tenant, room) in tenants {
+                    let left = req.limit.saturating_sub(claimed.len() as u32);
+                    if left == 0 {
+                        break;
+                    }
+                    let tenant_id: TenantId = id(tenant.clone())?;
+                    for rid in due_of(c, &tenant, req.now, share.min(room).min(left))? {
+                        let (mid, addr, lease_token, attempt) = take
+                            .query_row(
+                                params![lease_until, req.node, req.incarnation, rid],
+                                |r| {
+                                    Ok((
+                                        r.get::<_, String>(0)?,
+                                        r.get::<_, String>(1)?,
+                                        r.get::<_, i64>(2)?,
+                                        r.get::<_, u32>(3)?,
+                                    ))
+                                },
+                            )
+                            .map_err(sql)?;
+                        claimed.push(Claimed {
                             recipient: id(rid)?,
                             message: id(mid)?,
-                            tenant: id(tid)?,
+                            tenant: tenant_id,
                             address: address(addr)?,
                             lease_token,
                             lease_until,
                             attempt,
-                        })
-                    })
-                    .collect()
+                        });
+                    }
+                }
+                Ok(claimed)
             })
             .await
     }
@@ -2008,19 +2142,41 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
-        let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
-        let excluded = serde_json::to_string(&excluded).expect("strings serialise");
+        let excluded: HashSet<String> = exclude_tenants.iter().map(ToString::to_string).collect();
         self.db
             .read(move |c| {
-                c.query_row(
-                    "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
-                     WHERE status IN ('queued', 'deferred', 'sending') \
-                     AND tenant_id NOT IN (SELECT value FROM json_each(?1)) ORDER BY due_at LIMIT 1",
-                    [excluded],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql)
+                if excluded.is_empty() {
+                    return c
+                        .query_row(
+                            &format!(
+                                "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
+                                 WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"
+                            ),
+                            [],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql);
+                }
+                // Tenant by tenant, so that an excluded tenant's backlog is not walked.
+                let mut next = c
+                    .prepare_cached(&format!(
+                        "SELECT tenant_id FROM recipients INDEXED BY recipients_tenant_due \
+                         WHERE {UNFINISHED} AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1"
+                    ))
+                    .map_err(sql)?;
+                let (mut at, mut earliest) = (String::new(), None::<i64>);
+                for _ in 0..crate::CLAIM_WALK + excluded.len() {
+                    let found: Option<String> =
+                        next.query_row([&at], |r| r.get(0)).optional().map_err(sql)?;
+                    let Some(tenant) = found else { break };
+                    if !excluded.contains(&tenant) {
+                        let due = earliest_of(c, &tenant)?;
+                        earliest = crate::earlier(earliest, due);
+                    }
+                    at = tenant;
+                }
+                Ok(earliest)
             })
             .await
     }
