@@ -1,5 +1,7 @@
 //! Scripted misbehaviour: rules that replace the server's default reply to a command.
 
+use std::time::Duration;
+
 /// The point in the SMTP dialogue a [`Rule`] applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -42,6 +44,11 @@ pub enum Action {
     /// body (one line), then closes the connection without a reply. For any other
     /// command it behaves like [`Action::Drop`].
     DropMidData,
+    /// Waits this long, then does what the server does without a rule (its default
+    /// reply, recording the message for [`Command::DataEnd`]): a slow server, such as
+    /// one that scans every message before accepting it. Other connections are
+    /// served meanwhile.
+    Delay(Duration),
 }
 
 /// One scripted override: which command it applies to, what to do, and how often.

@@ -460,7 +460,7 @@ impl Session {
             smtputf8: self.smtputf8,
             mail_parameters: std::mem::take(&mut self.mail_parameters),
         };
-        match self.shared.take_action(Command::DataEnd, recipients) {
+        match after_delay(self.shared.take_action(Command::DataEnd, recipients)).await {
             None => {
                 // Recording before replying means a client that has seen the 250 can
                 // rely on the message being visible to the test.
@@ -593,7 +593,7 @@ impl Session {
             AuthStep::Eof => return Ok(Flow::Close),
         };
         let subject = format!("{mechanism} {username}");
-        match self.shared.take_action(Command::Auth, &subject) {
+        match after_delay(self.shared.take_action(Command::Auth, &subject)).await {
             None if valid => {
                 self.authenticated_as = Some(username);
                 self.respond(235, "2.7.0 authentication successful").await
@@ -798,6 +798,23 @@ async fn resolve(action: Option<Action>, code: u16, text: String) -> Decision {
         Some(Action::Reply(code, text)) => Decision::Reply(code, text),
         Some(Action::Drop | Action::DropMidData) => Decision::Close,
         Some(Action::Stall) => match stall().await {},
+        Some(Action::Delay(pause)) => {
+            tokio::time::sleep(pause).await;
+            Decision::Reply(code, text)
+        }
+    }
+}
+
+/// Waits out an [`Action::Delay`], after which the default behaviour applies
+/// (`None`); any other action is returned as it is. For the commands whose
+/// default is more than a fixed reply (recording a message, judging credentials).
+async fn after_delay(action: Option<Action>) -> Option<Action> {
+    match action {
+        Some(Action::Delay(pause)) => {
+            tokio::time::sleep(pause).await;
+            None
+        }
+        action => action,
     }
 }
 

@@ -410,3 +410,37 @@ async fn mail_parameters_are_recorded_and_size_can_go_unadvertised() {
     let message = &server.wait_for_messages(1, STEP).await[0];
     assert_eq!(message.mail_parameters, ["SIZE=17", "BODY=8BITMIME"]);
 }
+
+#[tokio::test]
+async fn delay_sends_the_default_reply_once_over() {
+    let pause = Duration::from_millis(50);
+    let server = TestSmtpServer::start().await;
+    server.script(Rule::new(Command::Connect, Action::Delay(pause)));
+    server.script(Rule::new(Command::DataEnd, Action::Delay(pause)).matching("slow@"));
+    let mut client = connect(server.addr()).await;
+    let greeting = client.read_reply().await;
+    assert_eq!(
+        (greeting.code, greeting.text()),
+        (220, "herald-testsmtp ESMTP ready")
+    );
+    assert_eq!(client.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(client.cmd("MAIL FROM:<s@example.com>").await.code, 250);
+    assert_eq!(client.cmd("RCPT TO:<slow@example.com>").await.code, 250);
+    assert_eq!(client.cmd("DATA").await.code, 354);
+    let sent = std::time::Instant::now();
+    client.send("Subject: t\r\n\r\nbody\r\n.\r\n").await;
+    let reply = client.read_reply().await;
+    // The server's own sleep, not the test's: the reply cannot come sooner.
+    assert!(
+        sent.elapsed() >= pause,
+        "answered before the delay was over"
+    );
+    assert_eq!((reply.code, reply.text()), (250, "2.0.0 queued as 1"));
+    assert_eq!(server.messages()[0].rcpt_to, ["slow@example.com"]);
+    // Only the matching transaction is delayed; the next is answered as usual.
+    assert_eq!(
+        transaction(&mut client, &["quick@example.com"]).await.1,
+        Some(250)
+    );
+    assert_eq!(server.messages().len(), 2);
+}

@@ -9,6 +9,7 @@ mod console;
 mod crash;
 mod delivery;
 mod failures;
+mod fairness;
 mod hardening;
 mod hardening_api;
 mod interop;
