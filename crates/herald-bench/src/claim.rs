@@ -20,6 +20,8 @@ use crate::sys::{CpuMark, round};
 
 /// Recipients per claim, as a worker with free slots would ask.
 pub const CLAIM_BATCH: u32 = 100;
+/// Claims (and next-due look-ups) with the queue's tenant passed over, per store.
+const EXCLUDED_CLAIMS: usize = 20;
 /// Claims per round on each store.
 const CLAIMS_PER_ROUND: usize = 10;
 /// Concurrent submitters while filling: enough to give the SQLite writer big groups.
@@ -227,16 +229,26 @@ pub async fn run(
         small.round().await?;
         large.round().await?;
     }
-    small.excluded(3).await?;
-    large.excluded(3).await?;
+    small.excluded(EXCLUDED_CLAIMS).await?;
+    large.excluded(EXCLUDED_CLAIMS).await?;
     let ratio = large.rate() / small.rate().max(1e-9);
+    let median = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    };
+    // The cost of passing over a stalled tenant holding the long queue, as a
+    // multiple of passing over one holding the short queue: flat means ≈ 1.
+    let stalled_ratio = median(&large.excluded_claims).as_secs_f64()
+        / median(&small.excluded_claims).as_secs_f64().max(1e-9);
     let result = json!({
         "method": format!(
             "Store::claim of {CLAIM_BATCH} recipients at a time, one claim after another (one worker), \
              {rounds} rounds of {CLAIMS_PER_ROUND} claims alternating between the two stores; \
-             then 3 claims and 3 next_due calls each with the queue's tenant excluded, as the worker \
-             asks while that tenant's connections are all busy"
+             then {EXCLUDED_CLAIMS} claims and next_due calls each with the queue's tenant excluded (room 0), \
+             as the worker asks while that tenant's connections are all busy"
         ),
+        "stalled_long_over_short": round(stalled_ratio, 3),
         "short_queue": small.json(),
         "long_queue": large.json(),
         "long_over_short": round(ratio, 3),

@@ -251,7 +251,10 @@ impl Pools {
     /// Notes that `tenant`'s mail goes to the capture mailbox, which takes
     /// any amount at once.
     pub fn note_capture(&self, tenant: TenantId) {
-        self.tenants.lock().expect("pools lock").insert(tenant, None);
+        self.tenants
+            .lock()
+            .expect("pools lock")
+            .insert(tenant, None);
     }
 
     /// The pool for a route key, without noting whose mail takes it (a test
@@ -270,7 +273,12 @@ impl Pools {
 
     /// The pool `tenant`'s mail took last, if it was an SMTP route.
     pub fn routes_of_tenant(&self, tenant: TenantId) -> Option<Arc<RoutePool>> {
-        let key = self.tenants.lock().expect("pools lock").get(&tenant)?.clone()?;
+        let key = self
+            .tenants
+            .lock()
+            .expect("pools lock")
+            .get(&tenant)?
+            .clone()?;
         self.routes.lock().expect("pools lock").get(&key).cloned()
     }
 

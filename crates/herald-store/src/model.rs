@@ -498,7 +498,10 @@ impl ClaimRequest {
 
     /// The most recipients `tenant` may have claimed now.
     pub fn room_of(&self, tenant: TenantId) -> u32 {
-        self.rooms.get(&tenant).copied().unwrap_or(self.default_room)
+        self.rooms
+            .get(&tenant)
+            .copied()
+            .unwrap_or(self.default_room)
     }
 }
 

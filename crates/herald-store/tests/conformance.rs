@@ -472,7 +472,11 @@ async fn claims_serve_tenants_in_turn(f: Fixture) {
         .await
         .unwrap();
     let of = |t: TenantId| claimed.iter().filter(|c| c.tenant == t).count();
-    assert_eq!(of(alerts), 3, "every alert is claimed beside the older backlog");
+    assert_eq!(
+        of(alerts),
+        3,
+        "every alert is claimed beside the older backlog"
+    );
     assert_eq!(of(backlog), 5, "the backlog takes its half of the claim");
     let tenants: Vec<TenantId> = claimed.iter().map(|c| c.tenant).collect();
     let mut runs = tenants.clone();
@@ -534,7 +538,11 @@ async fn successive_claims_go_round_the_tenants(f: Fixture) {
         assert_eq!(claimed.len(), 1);
         served.push(claimed[0].tenant);
     }
-    assert_eq!(served[..3].iter().collect::<HashSet<_>>().len(), 3, "{served:?}");
+    assert_eq!(
+        served[..3].iter().collect::<HashSet<_>>().len(),
+        3,
+        "{served:?}"
+    );
     assert_eq!(served[3..], served[..3], "the same turn again: {served:?}");
 }
 
@@ -545,7 +553,12 @@ async fn next_due_passes_over_excluded_tenants(f: Fixture) {
     assert_eq!(f.store.next_due(&[full]).await.unwrap(), None);
     for i in 0..20 {
         f.store
-            .submit(message(full, &[&format!("r{i}@x.example")], None, 1_000 + i))
+            .submit(message(
+                full,
+                &[&format!("r{i}@x.example")],
+                None,
+                1_000 + i,
+            ))
             .await
             .unwrap();
     }
@@ -615,7 +628,10 @@ async fn test_messages_past_their_limit_are_refused(f: Fixture) {
         next: NextState::Sent,
         attempt: attempt(RecipientStatus::Sent),
     };
-    assert_eq!(f.store.complete(vec![outcome], vec![]).await.unwrap(), [true]);
+    assert_eq!(
+        f.store.complete(vec![outcome], vec![]).await.unwrap(),
+        [true]
+    );
     f.store.submit(test(t, "d@x.example")).await.unwrap();
 }
 

@@ -4,9 +4,9 @@ mod db;
 
 use herald_core::timestamp::now_ms;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
@@ -69,7 +69,10 @@ fn tenants_due(
     let mut wrapped = start.is_none();
     let (mut due, mut looked) = (Vec::new(), 0);
     while due.len() < req.limit as usize && looked < crate::CLAIM_WALK {
-        let found: Option<String> = next.query_row([&at], |r| r.get(0)).optional().map_err(sql)?;
+        let found: Option<String> = next
+            .query_row([&at], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
         let tenant = match found {
             // Around again: up to and including where this claim started.
             Some(t) if wrapped && start.as_ref().is_some_and(|s| &t > s) => break,
@@ -88,7 +91,10 @@ fn tenants_due(
             continue;
         }
         looked += 1;
-        if has_due.query_row(params![tenant, req.now], |r| r.get(0)).map_err(sql)? {
+        if has_due
+            .query_row(params![tenant, req.now], |r| r.get(0))
+            .map_err(sql)?
+        {
             due.push((tenant, room));
         }
     }
@@ -2167,8 +2173,10 @@ impl Store for SqliteStore {
                     .map_err(sql)?;
                 let (mut at, mut earliest) = (String::new(), None::<i64>);
                 for _ in 0..crate::CLAIM_WALK + excluded.len() {
-                    let found: Option<String> =
-                        next.query_row([&at], |r| r.get(0)).optional().map_err(sql)?;
+                    let found: Option<String> = next
+                        .query_row([&at], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
                     let Some(tenant) = found else { break };
                     if !excluded.contains(&tenant) {
                         let due = earliest_of(c, &tenant)?;
