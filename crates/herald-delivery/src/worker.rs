@@ -313,25 +313,26 @@ impl Worker {
             let may_claim = free > 0
                 && !late
                 && (kicked || in_flight.is_empty() || free >= self.config.concurrency / 2);
-            let (rooms, default_room) = self.rooms();
-            let request = ClaimRequest {
-                node: self.config.node.clone(),
-                incarnation: self.config.incarnation.clone(),
-                now: now_ms(),
-                lease_ms: self.config.lease.as_millis() as i64,
-                limit: free as u32,
-                rooms,
-                default_room,
-            };
-            let full = request.full_tenants();
-            let claimed = if may_claim {
+            let (claimed, full) = if may_claim {
                 kicked = false;
-                self.store.claim(request).await.unwrap_or_else(|error| {
+                let (rooms, default_room) = self.rooms();
+                let request = ClaimRequest {
+                    node: self.config.node.clone(),
+                    incarnation: self.config.incarnation.clone(),
+                    now: now_ms(),
+                    lease_ms: self.config.lease.as_millis() as i64,
+                    limit: free as u32,
+                    rooms,
+                    default_room,
+                };
+                let full = request.full_tenants();
+                let claimed = self.store.claim(request).await.unwrap_or_else(|error| {
                     warn!(%error, "could not claim due mail");
                     Vec::new()
-                })
+                });
+                (claimed, full)
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
             if claimed.is_empty() {
                 let pause = if may_claim {
