@@ -67,13 +67,26 @@ impl Api {
         sink_port: u16,
         connections: usize,
     ) -> anyhow::Result<Tenant> {
+        self.set_up_tenant_named(TENANT, "Benchmark", sink_port, connections)
+            .await
+    }
+
+    /// [`Api::set_up_tenant`] for a tenant of another slug, so that a phase can
+    /// have several tenants, each with its own server and provider.
+    pub async fn set_up_tenant_named(
+        &self,
+        slug: &str,
+        name: &str,
+        sink_port: u16,
+        connections: usize,
+    ) -> anyhow::Result<Tenant> {
         self.call(
             Method::POST,
             "/v1/tenants",
-            Some(json!({"slug": TENANT, "name": "Benchmark"})),
+            Some(json!({"slug": slug, "name": name})),
         )
         .await?;
-        let base = format!("/v1/tenants/{TENANT}");
+        let base = format!("/v1/tenants/{slug}");
         let token = self
             .call(
                 Method::POST,
@@ -116,7 +129,7 @@ impl Api {
         self.call(Method::POST, &format!("{base}/properties/refresh"), None)
             .await?;
         Ok(Tenant {
-            slug: TENANT.into(),
+            slug: slug.into(),
             sender,
         })
     }

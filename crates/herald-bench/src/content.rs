@@ -28,8 +28,14 @@ pub fn body_text(size: usize) -> String {
 
 /// One message as the API takes it.
 pub fn submission(size: usize) -> Value {
+    submission_to(size, RECIPIENT)
+}
+
+/// One message to `to` as the API takes it: the fairness phase gives each of
+/// its timed messages a recipient of its own, to find it at the sink.
+pub fn submission_to(size: usize, to: &str) -> Value {
     json!({
-        "to": [RECIPIENT],
+        "to": [to],
         "subject": "Herald benchmark notification",
         "text": body_text(size),
     })

@@ -246,17 +246,28 @@ pub struct OpenLoop {
     pub achieved_per_second: f64,
     /// How late the generator itself issued requests, at worst.
     pub worst_dispatch_lag: Duration,
+    /// When the first request was scheduled, and the time between two.
+    pub start: Instant,
+    pub period: Duration,
+}
+
+impl OpenLoop {
+    /// When request `i` (from 0) was scheduled: the moment its latency counts from.
+    pub fn scheduled(&self, i: u64) -> Instant {
+        self.start + self.period.mul_f64(i as f64)
+    }
 }
 
 /// Issues single-API submissions at `rate` per second for `seconds`, each on
 /// its own task at its scheduled time whether or not earlier ones have been
 /// answered (open loop). A request's latency counts from its scheduled time,
 /// so a stalled node or generator shows in the figures instead of quietly
-/// lowering the offered rate.
+/// lowering the offered rate. Request `i` posts `bodies[i % bodies.len()]`,
+/// so that each message can be told apart where it is delivered.
 pub async fn open_loop(
     api: &Api,
     tenant: &Tenant,
-    body: &'static [u8],
+    bodies: &[&'static [u8]],
     rate: f64,
     seconds: f64,
 ) -> OpenLoop {
@@ -277,6 +288,7 @@ pub async fn open_loop(
             tenant.sender.clone(),
             results.clone(),
         );
+        let body = bodies[i as usize % bodies.len()];
         tasks.spawn(async move {
             let mut one = Outcome::default();
             post_one(&api, &url, &token, body, &mut one).await;
@@ -297,6 +309,8 @@ pub async fn open_loop(
         achieved_per_second: count as f64 / dispatched.max(1e-9),
         offered_per_second: rate,
         worst_dispatch_lag: worst_lag,
+        start: start.into_std(),
+        period,
         outcome,
     }
 }

@@ -5,13 +5,15 @@
 //! ceiling (Herald's SMTP client straight into the sink), then nodes on fresh
 //! stores: durable ingest through the single and batch APIs, end-to-end
 //! delivery, ingest latency at a fixed offered rate, memory with a large queue
-//! (in a child process) and the claim rate with a long queue against a short
-//! one. It prints a table and writes every figure as JSON.
+//! (in a child process), fairness between a tenant with a slow backlog and one
+//! with a trickle, and the claim rate with a long queue against a short one.
+//! It prints a table and writes every figure as JSON.
 
 mod api;
 mod ceiling;
 mod claim;
 mod content;
+mod fairness;
 mod load;
 mod place;
 mod report;
@@ -36,7 +38,8 @@ use crate::sink::Sink;
 use crate::sys::{CpuMark, memory_mib, round};
 
 /// Herald's throughput benchmark: SMTP ceiling, durable ingest, end-to-end
-/// delivery, ingest latency, memory and claim rate, on this machine's loopback.
+/// delivery, ingest latency, fairness between tenants, memory and claim rate,
+/// on this machine's loopback.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -74,6 +77,15 @@ struct Cli {
     /// Messages in the short queue of the claim measurement [default: 10000].
     #[arg(long)]
     claim_short: Option<u64>,
+    /// Messages in tenant A's backlog in the fairness phase [default: 100000; --quick 10000].
+    #[arg(long)]
+    fairness_backlog: Option<u64>,
+    /// The delay of tenant A's slow sink before each reply to the end of DATA, in milliseconds [default: 50].
+    #[arg(long)]
+    fairness_delay_ms: Option<u64>,
+    /// `max_connections` of tenant A's server in the fairness phase [default: 4].
+    #[arg(long)]
+    fairness_connections: Option<usize>,
     /// Nodes delivering in the end-to-end and latency phases (more than one makes sense on PostgreSQL) [default: 1].
     #[arg(long)]
     nodes: Option<usize>,
@@ -88,7 +100,7 @@ struct Cli {
     /// A smoke run of about 30 seconds with small counts.
     #[arg(long)]
     quick: bool,
-    /// Phases to leave out, comma-separated: ceiling, ingest, e2e, latency, memory, claims.
+    /// Phases to leave out, comma-separated: ceiling, ingest, e2e, latency, fairness, memory, claims.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Longest wait for deliveries in a phase, in seconds [default: 180].
@@ -112,6 +124,9 @@ pub struct Options {
     pub rss_queue: u64,
     pub claim_queue: u64,
     pub claim_short: u64,
+    pub fairness_backlog: u64,
+    pub fairness_delay: Duration,
+    pub fairness_connections: usize,
     pub nodes: usize,
     pub database_url: Option<String>,
     pub out: PathBuf,
@@ -140,6 +155,9 @@ impl Options {
             rss_queue: pick(cli.rss_queue, 100_000, 20_000).max(1),
             claim_queue: pick(cli.claim_queue, 1_000_000, 200_000).max(1),
             claim_short: pick(cli.claim_short, 10_000, 10_000).max(1),
+            fairness_backlog: pick(cli.fairness_backlog, 100_000, 10_000).max(1),
+            fairness_delay: Duration::from_millis(cli.fairness_delay_ms.unwrap_or(50)),
+            fairness_connections: cli.fairness_connections.unwrap_or(4).clamp(1, 100),
             nodes: cli.nodes.unwrap_or(1).max(1),
             database_url: cli.database_url.clone(),
             out: cli
@@ -154,7 +172,9 @@ impl Options {
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
             "--offered-rate and --latency-seconds must be positive"
         );
-        const PHASES: [&str; 6] = ["ceiling", "ingest", "e2e", "latency", "memory", "claims"];
+        const PHASES: [&str; 7] = [
+            "ceiling", "ingest", "e2e", "latency", "fairness", "memory", "claims",
+        ];
         if let Some(unknown) = options.skip.iter().find(|s| !PHASES.contains(&s.as_str())) {
             anyhow::bail!("--skip {unknown:?}: the phases are {}", PHASES.join(", "));
         }
@@ -184,6 +204,9 @@ impl Options {
             "rss_queue": self.rss_queue,
             "claim_queue": self.claim_queue,
             "claim_short": self.claim_short,
+            "fairness_backlog": self.fairness_backlog,
+            "fairness_delay_ms": self.fairness_delay.as_millis() as u64,
+            "fairness_connections": self.fairness_connections,
             "nodes": self.nodes,
             "database": self.database_label(),
             "out": self.out.display().to_string(),
@@ -353,6 +376,19 @@ async fn run(options: Options) -> anyhow::Result<()> {
             node.shutdown().await;
         }
         leftovers.retire(place).await;
+    }
+
+    if options.runs("fairness") {
+        phase(&format!(
+            "fairness: {} messages at {}/s for tenant B behind tenant A's backlog of {} on a slow server",
+            fairness::B_MESSAGES,
+            fairness::B_RATE,
+            options.fairness_backlog
+        ));
+        results.insert(
+            "fairness".into(),
+            fairness::run(&options, &mut leftovers).await?,
+        );
     }
 
     if options.runs("memory") {
@@ -570,7 +606,7 @@ async fn latency(
     let run = load::open_loop(
         api,
         tenant,
-        body,
+        &[body],
         options.offered_rate,
         options.latency_seconds,
     )

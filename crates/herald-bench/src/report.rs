@@ -28,6 +28,7 @@ pub fn targets(report: &Value, options: &Options) -> Value {
         "/results/memory_with_queue/queue/peak_rss_while_queueing_mib",
     );
     let claims = num(report, "/results/claims/long_over_short");
+    let fair_p99 = num(report, "/results/fairness/b/delivery_latency_ms/p99");
     let postgres = options
         .database_url
         .as_deref()
@@ -35,6 +36,7 @@ pub fn targets(report: &Value, options: &Options) -> Value {
     let at_1000 = (options.offered_rate - 1000.0).abs() < f64::EPSILON;
     let queued_100k = options.rss_queue >= 100_000;
     let claim_1m = options.claim_queue >= 1_000_000;
+    let backlog_100k = options.fairness_backlog >= 100_000;
     json!([
         target(
             "end-to-end delivery rate",
@@ -85,6 +87,19 @@ pub fn targets(report: &Value, options: &Options) -> Value {
                 ""
             } else {
                 "not comparable: the long queue is under 1,000,000"
+            }
+        ),
+        target(
+            "other tenant's delivery p99 behind a slow backlog",
+            "<= 1000 ms",
+            fair_p99,
+            fair_p99
+                .filter(|_| backlog_100k)
+                .map(|p| p <= crate::fairness::TARGET_P99_MS),
+            if backlog_100k {
+                "B's submit→delivered, 10 msg/s, behind A's 100,000 on a slow server"
+            } else {
+                "not comparable: A's backlog is under 100,000"
             }
         ),
         target(
@@ -221,6 +236,27 @@ pub fn print(report: &Value) {
                 ms(report, &format!("{r}/latency/request_latency_ms/max")),
                 lat["accepted"],
                 lat["failed_requests"]
+            ),
+        );
+    }
+    if let Some(fair) = report.pointer("/results/fairness") {
+        let f = format!("{r}/fairness");
+        row(
+            &format!("Fairness: B's delivery behind A's {}", fair["a"]["backlog"]),
+            &ms(report, &format!("{f}/b/delivery_latency_ms/p99")),
+            &format!(
+                "p99; p50 {}, max {}; B {} of {} delivered{}; A {} delivered meanwhile, {} left",
+                ms(report, &format!("{f}/b/delivery_latency_ms/p50")),
+                ms(report, &format!("{f}/b/delivery_latency_ms/max")),
+                fair["b"]["delivered"],
+                fair["b"]["messages"],
+                match fair["b"]["undelivered_counted_at_phase_end"].as_u64() {
+                    Some(n) if n > 0 =>
+                        format!(" (figures are lower bounds: {n} counted at the deadline)"),
+                    _ => String::new(),
+                },
+                fair["a"]["delivered_during_phase"],
+                fair["a"]["backlog_left_at_end"]
             ),
         );
     }

@@ -1,5 +1,8 @@
 //! A fast SMTP sink on loopback: it accepts every message, counts it and throws
 //! the content away, so that it costs as little CPU as possible next to the node.
+//! The fairness phase also starts a slow one (a delay before each end-of-DATA
+//! reply, like a provider's server under load) and one that records when each
+//! recipient's message arrived; the default sink does neither.
 //!
 //! Replies are collected while complete commands remain in the read buffer and
 //! written in one go before the next read, which answers pipelined commands in
@@ -8,8 +11,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +30,22 @@ const MAX_COMMAND: usize = 4096;
 /// The terminating line of DATA, seen at the start of a line.
 const END_OF_DATA: &[u8] = b".\r\n";
 
+/// How a sink behaves besides accepting everything; the default is as fast as it can be.
+#[derive(Clone, Copy, Default)]
+pub struct Behaviour {
+    /// Held before each reply to the end of DATA, so that every connection
+    /// delivers at most one message per `delay`: a slow provider.
+    pub delay: Option<Duration>,
+    /// Keeps each message's first recipient and the moment its end of DATA
+    /// arrived, so that a submission can be matched to its delivery.
+    pub record: bool,
+}
+
 /// What the sink has received, shared with whoever waits for it.
 struct Shared {
+    behaviour: Behaviour,
+    /// `(first recipient, arrival)` per message, when recording.
+    arrivals: Mutex<Vec<(String, Instant)>>,
     messages: AtomicU64,
     connections: AtomicU64,
     bytes: AtomicU64,
@@ -37,9 +55,11 @@ struct Shared {
     arrived: Notify,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
+impl Shared {
+    fn new(behaviour: Behaviour) -> Self {
         Shared {
+            behaviour,
+            arrivals: Mutex::new(Vec::new()),
             messages: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -57,11 +77,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Binds 127.0.0.1 on a free port and starts accepting.
+    /// Binds 127.0.0.1 on a free port and starts accepting, as fast as it can.
     pub async fn start() -> anyhow::Result<Sink> {
+        Sink::start_with(Behaviour::default()).await
+    }
+
+    /// Binds 127.0.0.1 on a free port and starts accepting, behaving as asked.
+    pub async fn start_with(behaviour: Behaviour) -> anyhow::Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(behaviour));
         let accepting = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -97,6 +122,15 @@ impl Sink {
     /// Content bytes received so far, terminators included.
     pub fn bytes(&self) -> u64 {
         self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Each message's first recipient and arrival so far, when recording.
+    pub fn arrivals(&self) -> Vec<(String, Instant)> {
+        self.shared
+            .arrivals
+            .lock()
+            .expect("no session panics holding the lock")
+            .clone()
     }
 
     /// Waits until at least `target` messages have arrived or `limit` has passed;
@@ -146,6 +180,8 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut end = 0usize;
     let mut replies: Vec<u8> = Vec::with_capacity(1024);
     let mut mode = Mode::Commands;
+    // The current message's first recipient, kept only when recording.
+    let mut recipient: Option<String> = None;
     loop {
         let mut quit = false;
         // Counted here and added once per read, not once per line.
@@ -168,6 +204,16 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             b"250-herald-bench sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
                         ),
                         Command::Ok => replies.extend_from_slice(b"250 OK\r\n"),
+                        Command::Mail => {
+                            recipient = None;
+                            replies.extend_from_slice(b"250 OK\r\n");
+                        }
+                        Command::Rcpt => {
+                            if shared.behaviour.record && recipient.is_none() {
+                                recipient = Some(address(line));
+                            }
+                            replies.extend_from_slice(b"250 OK\r\n");
+                        }
                         Command::Data => {
                             replies.extend_from_slice(b"354 go ahead\r\n");
                             // The DATA line's own CRLF is the CRLF before a possible
@@ -193,6 +239,20 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     if *at_line_start {
                         if rest.starts_with(END_OF_DATA) {
                             start += END_OF_DATA.len();
+                            if let Some(delay) = shared.behaviour.delay {
+                                // The replies so far go first; only this one waits.
+                                socket.write_all(&replies).await?;
+                                replies.clear();
+                                tokio::time::sleep(delay).await;
+                            }
+                            if shared.behaviour.record {
+                                let to = recipient.take().unwrap_or_default();
+                                shared
+                                    .arrivals
+                                    .lock()
+                                    .expect("no session panics holding the lock")
+                                    .push((to, Instant::now()));
+                            }
                             let count = shared.messages.fetch_add(1, Ordering::SeqCst) + 1;
                             if count >= shared.target.load(Ordering::SeqCst) {
                                 shared.arrived.notify_waiters();
@@ -247,9 +307,22 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> std::io::Result<()> {
 enum Command {
     Ehlo,
     Ok,
+    Mail,
+    Rcpt,
     Data,
     Quit,
     Unknown,
+}
+
+/// The address between the angle brackets of a MAIL or RCPT line, or the
+/// whole line when there are none.
+fn address(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let inner = text
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or(text.trim(), |(address, _)| address);
+    inner.to_owned()
 }
 
 /// Recognises a command by its first four letters, whatever their case.
@@ -263,7 +336,9 @@ fn command(line: &[u8]) -> Command {
     }
     match &upper {
         b"EHLO" | b"HELO" => Command::Ehlo,
-        b"MAIL" | b"RCPT" | b"RSET" | b"NOOP" => Command::Ok,
+        b"RCPT" => Command::Rcpt,
+        b"MAIL" => Command::Mail,
+        b"RSET" | b"NOOP" => Command::Ok,
         b"DATA" => Command::Data,
         b"QUIT" => Command::Quit,
         _ => Command::Unknown,
@@ -333,5 +408,31 @@ mod tests {
         assert_eq!(answer.matches("250 OK queued").count(), 2);
         assert!(answer.ends_with("221 bye\r\n"));
         assert_eq!(sink.wait_for(2, Duration::from_secs(1)).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_recording_sink_still_answers_in_order_and_keeps_recipients() {
+        let sink = Sink::start_with(Behaviour {
+            delay: Some(Duration::from_millis(1)),
+            record: true,
+        })
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", sink.port()))
+            .await
+            .unwrap();
+        s.write_all(
+            b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<first@d>\r\nRCPT TO:<second@d>\r\nDATA\r\n\
+              body\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<third@d>\r\nDATA\r\n.\r\nQUIT\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(answer.matches("250 OK queued").count(), 2);
+        assert!(answer.ends_with("250 OK queued\r\n221 bye\r\n"));
+        assert_eq!(sink.wait_for(2, Duration::from_secs(5)).await, 2);
+        let to: Vec<String> = sink.arrivals().into_iter().map(|(to, _)| to).collect();
+        assert_eq!(to, ["first@d", "third@d"]);
     }
 }
