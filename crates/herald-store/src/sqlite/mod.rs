@@ -101,35 +101,6 @@ fn tenants_due(
     Ok(due)
 }
 
-/// Up to `limit` of a tenant's recipients due at `now`: test messages first,
-/// then by due time. Each class is one range of `recipients_tenant_due`.
-fn due_of(c: &Connection, tenant: &str, now: i64, limit: u32) -> Result<Vec<String>> {
-    let mut ids = list(
-        c,
-        &format!(
-            "SELECT id FROM recipients INDEXED BY recipients_tenant_due \
-             WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0 AND due_at <= ?2 \
-             ORDER BY priority DESC, due_at LIMIT ?3"
-        ),
-        params![tenant, now, limit],
-        |r| r.get(0),
-    )?;
-    let left = limit as usize - ids.len();
-    if left > 0 {
-        ids.extend(list(
-            c,
-            &format!(
-                "SELECT id FROM recipients INDEXED BY recipients_tenant_due \
-                 WHERE tenant_id = ?1 AND {UNFINISHED} AND priority = 0 AND due_at <= ?2 \
-                 ORDER BY due_at LIMIT ?3"
-            ),
-            params![tenant, now, left as i64],
-            |r| r.get(0),
-        )?);
-    }
-    Ok(ids)
-}
-
 /// The earliest due time of a tenant's unfinished recipients, if any.
 fn earliest_of(c: &Connection, tenant: &str) -> Result<Option<i64>> {
     let mut earliest = None;
@@ -1941,12 +1912,23 @@ impl Store for SqliteStore {
                     tenants_due(c, &req, &mut cursor)?
                 };
                 let share = crate::claim_share(req.limit, tenants.len());
+                // One statement per tenant: its test messages, then the rest
+                // by due time, each a range of `recipients_tenant_due`.
                 let mut take = c
-                    .prepare_cached(
+                    .prepare_cached(&format!(
                         "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
                          lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
-                         WHERE id = ?4 RETURNING message_id, address, lease_token, attempts",
-                    )
+                         WHERE id IN ( \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority > 0 AND due_at <= ?5 \
+                                 ORDER BY priority DESC, due_at LIMIT ?6) \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority = 0 AND due_at <= ?5 \
+                                 ORDER BY due_at LIMIT ?6) \
+                             LIMIT ?6) \
+                         RETURNING id, message_id, address, lease_token, attempts"
+                    ))
                     .map_err(sql)?;
                 let mut claimed = Vec::new();
                 for (tenant, room) in tenants {
@@ -1955,20 +1937,24 @@ impl Store for SqliteStore {
                         break;
                     }
                     let tenant_id: TenantId = id(tenant.clone())?;
-                    for rid in due_of(c, &tenant, req.now, share.min(room).min(left))? {
-                        let (mid, addr, lease_token, attempt) = take
-                            .query_row(
-                                params![lease_until, req.node, req.incarnation, rid],
-                                |r| {
-                                    Ok((
-                                        r.get::<_, String>(0)?,
-                                        r.get::<_, String>(1)?,
-                                        r.get::<_, i64>(2)?,
-                                        r.get::<_, u32>(3)?,
-                                    ))
-                                },
-                            )
-                            .map_err(sql)?;
+                    let k = share.min(room).min(left);
+                    let rows = take
+                        .query_map(
+                            params![lease_until, req.node, req.incarnation, tenant, req.now, k],
+                            |r| {
+                                Ok((
+                                    r.get::<_, String>(0)?,
+                                    r.get::<_, String>(1)?,
+                                    r.get::<_, String>(2)?,
+                                    r.get::<_, i64>(3)?,
+                                    r.get::<_, u32>(4)?,
+                                ))
+                            },
+                        )
+                        .map_err(sql)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(sql)?;
+                    for (rid, mid, addr, lease_token, attempt) in rows {
                         claimed.push(Claimed {
                             recipient: id(rid)?,
                             message: id(mid)?,
