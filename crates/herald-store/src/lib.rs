@@ -21,6 +21,11 @@ pub use model::*;
 /// the next claim goes on from where this one stopped.
 pub(crate) const CLAIM_WALK: usize = 1_000;
 
+/// What a foreign-key violation means to the caller, on both backends: the
+/// change raced with another (what it refers to was deleted meanwhile, or
+/// something came to refer to what it deletes).
+pub(crate) const REFERENCE_CONFLICT: &str = "another change made at the same time conflicts with this one: something it refers to was deleted, or something now refers to it";
+
 /// The earlier of two optional times.
 pub(crate) fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {

@@ -854,6 +854,168 @@ async fn another_tenants_objects_are_not_found(f: Fixture) {
     );
 }
 
+/// Refused as if the object did not exist: not found, or (for an id given
+/// as a reference inside a request) an invalid field.
+fn refused<T: std::fmt::Debug>(what: &str, result: herald_store::Result<T>) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound | StoreError::Invalid(_))),
+        "{what} with another tenant's id: {result:?}"
+    );
+}
+
+/// Every tenant-scoped method, given another tenant's ids, finds nothing and
+/// changes nothing: the tenant condition is in the statements themselves.
+async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let b = tenant(&*f.store, "other").await;
+    let server = f
+        .store
+        .create_server(a, server_settings("relay", true))
+        .await
+        .unwrap();
+    let account = f
+        .store
+        .create_account(a, new_account(server.id, "alerts", Some("sealed")))
+        .await
+        .unwrap();
+    let provider = f
+        .store
+        .create_provider(a, provider_settings("relay", server.id, Some(account.id)))
+        .await
+        .unwrap();
+    let member = f
+        .store
+        .create_person(
+            a,
+            Person {
+                tenant_id: a,
+                ..person("Ann", "ann@x.example")
+            },
+        )
+        .await
+        .unwrap();
+    let sender = f
+        .store
+        .create_token(token(Some(a), None, "h-a"))
+        .await
+        .unwrap();
+    let m = f
+        .store
+        .submit(message(a, &["r@x.example"], None, 1_000))
+        .await
+        .unwrap();
+
+    refused("server", f.store.server(b, server.id).await);
+    refused(
+        "update_server",
+        f.store
+            .update_server(b, server.id, server_settings("moved", false))
+            .await,
+    );
+    refused("delete_server", f.store.delete_server(b, server.id).await);
+    refused(
+        "create_account",
+        f.store
+            .create_account(b, new_account(server.id, "x", None))
+            .await,
+    );
+    refused("account", f.store.account(b, server.id, account.id).await);
+    refused(
+        "delete_account",
+        f.store.delete_account(b, server.id, account.id).await,
+    );
+    refused(
+        "create_provider",
+        f.store
+            .create_provider(b, provider_settings("theirs", server.id, Some(account.id)))
+            .await,
+    );
+    refused("provider", f.store.provider(b, provider.id).await);
+    refused(
+        "update_provider",
+        f.store
+            .update_provider(
+                b,
+                provider.id,
+                provider_settings("renamed", server.id, None),
+            )
+            .await,
+    );
+    refused(
+        "delete_provider",
+        f.store.delete_provider(b, provider.id).await,
+    );
+    refused(
+        "set_active_provider",
+        f.store
+            .set_active_provider(b, Some(provider.id), 1_000)
+            .await,
+    );
+    refused("person", f.store.person(b, member.id).await);
+    refused("delete_person", f.store.delete_person(b, member.id).await);
+    refused(
+        "set_person_password",
+        f.store
+            .set_person_password(b, member.id, "hash".into())
+            .await,
+    );
+    refused("revoke_token", f.store.revoke_token(b, sender.id).await);
+    refused("message", f.store.message(b, m.id).await);
+    assert!(f.store.list_persons(b).await.unwrap().is_empty());
+    assert!(f.store.list_tokens(b).await.unwrap().is_empty());
+    assert!(f.store.list_servers(b).await.unwrap().is_empty());
+    assert!(f.store.list_providers(b).await.unwrap().is_empty());
+    assert!(f.store.list_captured(b, 10).await.unwrap().is_empty());
+
+    // Tenant a's objects are all there, unchanged.
+    assert_eq!(
+        f.store.server(a, server.id).await.unwrap().settings.name,
+        "relay"
+    );
+    assert!(
+        f.store
+            .account(a, server.id, account.id)
+            .await
+            .unwrap()
+            .secret_set
+    );
+    assert_eq!(
+        f.store
+            .provider(a, provider.id)
+            .await
+            .unwrap()
+            .settings
+            .name,
+        "relay"
+    );
+    assert_eq!(f.store.person(a, member.id).await.unwrap().name, "Ann");
+    assert_eq!(f.store.list_tokens(a).await.unwrap().len(), 1);
+    assert_eq!(f.store.message(a, m.id).await.unwrap().recipients.len(), 1);
+    assert_eq!(
+        f.store
+            .tenant_by_slug("other")
+            .await
+            .unwrap()
+            .notification_provider_id,
+        None
+    );
+}
+
+/// A change that races with a deletion (what it refers to is gone) is a
+/// conflict on both backends, not an unavailable database.
+async fn a_reference_to_something_deleted_is_a_conflict(f: Fixture) {
+    let gone = TenantId::new();
+    let result = f
+        .store
+        .submit(message(gone, &["r@x.example"], None, 1_000))
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(
+        !f.store.refusing_writes(),
+        "a conflict is not a database refusing writes"
+    );
+}
+
 async fn concurrent_submissions_all_commit(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let mut tasks = Vec::new();
@@ -2810,6 +2972,8 @@ conformance!(
     a_batch_is_stored_in_order_with_its_duplicates_answered,
     messages_are_counted_by_their_derived_status,
     another_tenants_objects_are_not_found,
+    every_tenant_scoped_method_refuses_another_tenants_ids,
+    a_reference_to_something_deleted_is_a_conflict,
     concurrent_submissions_all_commit,
     concurrent_submissions_with_one_key_store_one_message,
     concurrent_claimers_take_every_recipient_exactly_once,

@@ -76,17 +76,24 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Any database error the caller cannot do anything about.
+/// Any database error the caller cannot do anything about, but for a
+/// foreign-key violation, which is a conflict ([`crate::REFERENCE_CONFLICT`]),
+/// as on SQLite.
 pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+        return StoreError::Conflict(crate::REFERENCE_CONFLICT.to_owned());
+    }
     StoreError::Unavailable(describe(&e))
 }
 
-/// Maps an integrity constraint violation (SQLSTATE class 23: a unique key,
-/// a foreign key, a NOT NULL) to a conflict that says what is taken, as the
-/// SQLite store does for every constraint violation of the same statements.
+/// Maps a unique or primary key violation to a conflict that says what is
+/// taken, as the SQLite store does for the same statements; anything else
+/// as [`pg`] does.
 pub(crate) fn unique(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| match e.code() {
-        Some(code) if code.code().starts_with("23") => StoreError::Conflict(what.to_owned()),
+        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+            StoreError::Conflict(what.to_owned())
+        }
         _ => pg(e),
     }
 }

@@ -158,9 +158,23 @@ impl Db {
     }
 }
 
+/// Runs one job in a savepoint of its own. A job that panics is rolled back
+/// and fails like one the database refused: the writer thread goes on with
+/// the other jobs, which every write of the node depends on.
 fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
-    let result = f(conn);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %why, "a database write failed unexpectedly and was rolled back");
+            Err(StoreError::Unavailable(
+                "a database write failed unexpectedly and was rolled back".into(),
+            ))
+        });
     let end = if result.is_ok() {
         "RELEASE job"
     } else {
@@ -211,4 +225,52 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tracing::info!(migration = i + 1, "applied database migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("herald.db")).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(unavailable)
+        })
+        .await
+        .unwrap();
+        let panicked = db
+            .write(|c| -> Result<()> {
+                c.execute_batch("INSERT INTO t VALUES (1)")
+                    .map_err(unavailable)?;
+                panic!("a bug in a write job")
+            })
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Unavailable(_))),
+            "{panicked:?}"
+        );
+        db.write(|c| {
+            c.execute_batch("INSERT INTO t VALUES (2)")
+                .map_err(unavailable)
+        })
+        .await
+        .unwrap();
+        let values = db
+            .read(|c| {
+                let mut stmt = c
+                    .prepare("SELECT v FROM t ORDER BY v")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, i64>(0))
+                    .map_err(unavailable)?;
+                rows.collect::<rusqlite::Result<Vec<i64>>>()
+                    .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        assert_eq!(values, [2], "the panicking job's insert was rolled back");
+    }
 }

@@ -119,22 +119,32 @@ fn earliest_of(c: &Connection, tenant: &str) -> Result<Option<i64>> {
     Ok(earliest)
 }
 
+/// Any database error the caller cannot do anything about, but for a
+/// foreign-key violation, which is a conflict ([`crate::REFERENCE_CONFLICT`]),
+/// as on PostgreSQL.
 fn sql(e: rusqlite::Error) -> StoreError {
-    unavailable(e)
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::Conflict(crate::REFERENCE_CONFLICT.to_owned())
+        }
+        _ => unavailable(e),
+    }
 }
 
 /// Maps a unique-constraint violation to a conflict that says what is taken.
 fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| match &e {
         // Only a unique or primary key violation means "taken"; a foreign key
-        // violation is a bug or a race, reported as such.
+        // violation is a race, a conflict of its own (see `sql`).
         rusqlite::Error::SqliteFailure(f, _)
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
             StoreError::Conflict(what.to_owned())
         }
-        _ => unavailable(e),
+        _ => sql(e),
     }
 }
 
@@ -554,8 +564,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             .map_err(sql)?;
         let statuses = list(
             c,
-            "SELECT status FROM recipients WHERE message_id = ?1",
-            [&earlier],
+            "SELECT status FROM recipients WHERE message_id = ?1 AND tenant_id = ?2",
+            [&earlier, &m.tenant_id.to_string()],
             |r| r.get::<_, String>(0),
         )?;
         let statuses = statuses
@@ -1020,8 +1030,8 @@ impl Store for SqliteStore {
                 load_person(c, tenant_id, person_id)?;
                 let bound: Option<String> = c
                     .query_row(
-                        "SELECT username FROM smtp_accounts WHERE person_id = ?1 LIMIT 1",
-                        [person_id.to_string()],
+                        "SELECT username FROM smtp_accounts WHERE person_id = ?1 AND tenant_id = ?2 LIMIT 1",
+                        [person_id.to_string(), tenant_id.to_string()],
                         |r| r.get(0),
                     )
                     .optional()
@@ -1031,7 +1041,11 @@ impl Store for SqliteStore {
                         "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
                     )));
                 }
-                c.execute("DELETE FROM persons WHERE id = ?1", [person_id.to_string()]).map_err(sql)?;
+                c.execute(
+                    "DELETE FROM persons WHERE id = ?1 AND tenant_id = ?2",
+                    [person_id.to_string(), tenant_id.to_string()],
+                )
+                .map_err(sql)?;
                 Ok(())
             })
             .await
@@ -1070,8 +1084,8 @@ impl Store for SqliteStore {
                 load_person(c, tenant_id, person_id)?;
                 let person = person_id.to_string();
                 c.execute(
-                    "UPDATE persons SET password_hash = ?1 WHERE id = ?2",
-                    params![password_hash, person],
+                    "UPDATE persons SET password_hash = ?1 WHERE id = ?2 AND tenant_id = ?3",
+                    params![password_hash, person, tenant_id.to_string()],
                 )
                 .map_err(sql)?;
                 c.execute("DELETE FROM sessions WHERE person_id = ?1", [person])
@@ -1479,8 +1493,8 @@ impl Store for SqliteStore {
                 // destination or to weaker trust (the rule is `change_clears_secrets`).
                 if old.change_clears_secrets(&s) {
                     c.execute(
-                        "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = ?1",
-                        [server_id.to_string()],
+                        "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = ?1 AND tenant_id = ?2",
+                        [server_id.to_string(), tenant_id.to_string()],
                     )
                     .map_err(sql)?;
                 }
@@ -1495,8 +1509,8 @@ impl Store for SqliteStore {
                 load_server(c, tenant_id, server_id)?;
                 let user: Option<String> = c
                     .query_row(
-                        "SELECT name FROM providers WHERE smtp_server_id = ?1 LIMIT 1",
-                        [server_id.to_string()],
+                        "SELECT name FROM providers WHERE smtp_server_id = ?1 AND tenant_id = ?2 LIMIT 1",
+                        [server_id.to_string(), tenant_id.to_string()],
                         |r| r.get(0),
                     )
                     .optional()
@@ -1507,8 +1521,8 @@ impl Store for SqliteStore {
                     )));
                 }
                 c.execute(
-                    "DELETE FROM smtp_servers WHERE id = ?1",
-                    [server_id.to_string()],
+                    "DELETE FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2",
+                    [server_id.to_string(), tenant_id.to_string()],
                 )
                 .map_err(sql)?;
                 Ok(())
@@ -1588,8 +1602,8 @@ impl Store for SqliteStore {
                 load_account(c, tenant_id, server_id, account_id)?;
                 let user: Option<String> = c
                     .query_row(
-                        "SELECT name FROM providers WHERE account_id = ?1 LIMIT 1",
-                        [account_id.to_string()],
+                        "SELECT name FROM providers WHERE account_id = ?1 AND tenant_id = ?2 LIMIT 1",
+                        [account_id.to_string(), tenant_id.to_string()],
                         |r| r.get(0),
                     )
                     .optional()
@@ -1600,8 +1614,8 @@ impl Store for SqliteStore {
                     )));
                 }
                 c.execute(
-                    "DELETE FROM smtp_accounts WHERE id = ?1",
-                    [account_id.to_string()],
+                    "DELETE FROM smtp_accounts WHERE id = ?1 AND tenant_id = ?2",
+                    [account_id.to_string(), tenant_id.to_string()],
                 )
                 .map_err(sql)?;
                 Ok(())
@@ -1690,7 +1704,11 @@ impl Store for SqliteStore {
                         "the provider is the tenant's active provider; choose another in the tenant properties first".into(),
                     ));
                 }
-                c.execute("DELETE FROM providers WHERE id = ?1", [provider_id.to_string()]).map_err(sql)?;
+                c.execute(
+                    "DELETE FROM providers WHERE id = ?1 AND tenant_id = ?2",
+                    [provider_id.to_string(), tenant_id.to_string()],
+                )
+                .map_err(sql)?;
                 Ok(())
             })
             .await
@@ -1752,8 +1770,9 @@ impl Store for SqliteStore {
                     .ok_or(StoreError::NotFound)?;
                 let rows = list(
                     c,
-                    "SELECT id, address, kind, status, due_at FROM recipients WHERE message_id = ?1 ORDER BY position",
-                    [message_id.to_string()],
+                    "SELECT id, address, kind, status, due_at FROM recipients \
+                     WHERE message_id = ?1 AND tenant_id = ?2 ORDER BY position",
+                    [message_id.to_string(), tenant_id.to_string()],
                     |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
                 )?;
                 let mut recipients = Vec::with_capacity(rows.len());
