@@ -33,6 +33,200 @@ impl Store for Refusing {
         self.refuse.load(Ordering::SeqCst) || self.inner.refusing_writes()
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl Tenants for Refusing {
+    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
+        self.inner.create_tenant(slug, name).await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
+        self.inner.tenant_by_slug(slug).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.inner.list_tenants().await
+    }
+
+    async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant> {
+        self.inner
+            .set_entitlements(tenant, credential_storage)
+            .await
+    }
+
+    async fn set_active_provider(
+        &self,
+        tenant: TenantId,
+        provider: Option<ProviderId>,
+        effective_from: i64,
+    ) -> Result<Tenant> {
+        self.inner
+            .set_active_provider(tenant, provider, effective_from)
+            .await
+    }
+
+    async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant> {
+        self.inner.refresh_properties(tenant, now).await
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
+        self.inner.create_token(token).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.inner.token_by_hash(hash).await
+    }
+
+    async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>> {
+        self.inner.list_tokens(tenant).await
+    }
+
+    async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()> {
+        self.inner.revoke_token(tenant, id).await
+    }
+
+    async fn operator_token_exists(&self) -> Result<bool> {
+        self.inner.operator_token_exists().await
+    }
+
+    async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person> {
+        self.inner.create_person(tenant, person).await
+    }
+
+    async fn person(&self, tenant: TenantId, id: PersonId) -> Result<Person> {
+        self.inner.person(tenant, id).await
+    }
+
+    async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>> {
+        self.inner.list_persons(tenant).await
+    }
+
+    async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()> {
+        self.inner.delete_person(tenant, id).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.inner.audit(entry).await
+    }
+
+    async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.inner.list_audit(tenant, limit).await
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.inner.list_operator_tokens().await
+    }
+
+    async fn revoke_operator_token(&self, id: TokenId) -> Result<()> {
+        self.inner.revoke_operator_token(id).await
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        self.inner.set_bootstrap_token(token).await
+    }
+}
+
+#[async_trait]
+impl Configuration for Refusing {
+    async fn reseal_secrets(&self, reseal: Resealer) -> Result<usize> {
+        self.inner.reseal_secrets(reseal).await
+    }
+
+    async fn create_server(
+        &self,
+        tenant: TenantId,
+        settings: ServerSettings,
+    ) -> Result<SmtpServer> {
+        self.inner.create_server(tenant, settings).await
+    }
+
+    async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer> {
+        self.inner.server(tenant, id).await
+    }
+
+    async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>> {
+        self.inner.list_servers(tenant).await
+    }
+
+    async fn update_server(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+        settings: ServerSettings,
+    ) -> Result<SmtpServer> {
+        self.inner.update_server(tenant, id, settings).await
+    }
+
+    async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()> {
+        self.inner.delete_server(tenant, id).await
+    }
+
+    async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount> {
+        self.inner.create_account(tenant, account).await
+    }
+
+    async fn account(
+        &self,
+        tenant: TenantId,
+        server: ServerId,
+        id: AccountId,
+    ) -> Result<SmtpAccount> {
+        self.inner.account(tenant, server, id).await
+    }
+
+    async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>> {
+        self.inner.list_accounts(tenant, server).await
+    }
+
+    async fn delete_account(
+        &self,
+        tenant: TenantId,
+        server: ServerId,
+        id: AccountId,
+    ) -> Result<()> {
+        self.inner.delete_account(tenant, server, id).await
+    }
+
+    async fn create_provider(
+        &self,
+        tenant: TenantId,
+        settings: ProviderSettings,
+    ) -> Result<Provider> {
+        self.inner.create_provider(tenant, settings).await
+    }
+
+    async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider> {
+        self.inner.provider(tenant, id).await
+    }
+
+    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>> {
+        self.inner.list_providers(tenant).await
+    }
+
+    async fn update_provider(
+        &self,
+        tenant: TenantId,
+        id: ProviderId,
+        settings: ProviderSettings,
+    ) -> Result<Provider> {
+        self.inner.update_provider(tenant, id, settings).await
+    }
+
+    async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()> {
+        self.inner.delete_provider(tenant, id).await
+    }
+
+    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
+        self.inner.active_provider(tenant).await
+    }
+}
+
+#[async_trait]
+impl Queue for Refusing {
     async fn complete(
         &self,
         outcomes: Vec<Outcome>,
@@ -46,195 +240,34 @@ impl Store for Refusing {
         self.inner.complete(outcomes, captures).await
     }
 
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
-        self.inner.create_tenant(slug, name).await
-    }
-    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
-        self.inner.tenant_by_slug(slug).await
-    }
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.inner.list_tenants().await
-    }
-    async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant> {
-        self.inner
-            .set_entitlements(tenant, credential_storage)
-            .await
-    }
-    async fn set_active_provider(
-        &self,
-        tenant: TenantId,
-        provider: Option<ProviderId>,
-        effective_from: i64,
-    ) -> Result<Tenant> {
-        self.inner
-            .set_active_provider(tenant, provider, effective_from)
-            .await
-    }
-    async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant> {
-        self.inner.refresh_properties(tenant, now).await
-    }
     async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
         self.inner.heartbeat(node).await
     }
+
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         self.inner.list_nodes().await
     }
-    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
-        self.inner.create_token(token).await
-    }
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        self.inner.token_by_hash(hash).await
-    }
-    async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>> {
-        self.inner.list_tokens(tenant).await
-    }
-    async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()> {
-        self.inner.revoke_token(tenant, id).await
-    }
-    async fn operator_token_exists(&self) -> Result<bool> {
-        self.inner.operator_token_exists().await
-    }
-    async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person> {
-        self.inner.create_person(tenant, person).await
-    }
-    async fn person(&self, tenant: TenantId, id: PersonId) -> Result<Person> {
-        self.inner.person(tenant, id).await
-    }
-    async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>> {
-        self.inner.list_persons(tenant).await
-    }
-    async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()> {
-        self.inner.delete_person(tenant, id).await
-    }
-    async fn set_operator_password(
-        &self,
-        email: EmailAddress,
-        password_hash: String,
-    ) -> Result<()> {
-        self.inner.set_operator_password(email, password_hash).await
-    }
-    async fn set_person_password(
-        &self,
-        tenant: TenantId,
-        person: PersonId,
-        password_hash: String,
-    ) -> Result<()> {
-        self.inner
-            .set_person_password(tenant, person, password_hash)
-            .await
-    }
-    async fn credentials(&self, email: &str) -> Result<Vec<Credential>> {
-        self.inner.credentials(email).await
-    }
-    async fn create_session(&self, session: NewSession) -> Result<()> {
-        self.inner.create_session(session).await
-    }
-    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>> {
-        self.inner.session_by_hash(hash, now).await
-    }
-    async fn delete_session(&self, hash: &str) -> Result<()> {
-        self.inner.delete_session(hash).await
-    }
-    async fn audit(&self, entry: AuditEntry) -> Result<()> {
-        self.inner.audit(entry).await
-    }
-    async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
-        self.inner.list_audit(tenant, limit).await
-    }
-    async fn reseal_secrets(&self, reseal: Resealer) -> Result<usize> {
-        self.inner.reseal_secrets(reseal).await
-    }
-    async fn create_server(
-        &self,
-        tenant: TenantId,
-        settings: ServerSettings,
-    ) -> Result<SmtpServer> {
-        self.inner.create_server(tenant, settings).await
-    }
-    async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer> {
-        self.inner.server(tenant, id).await
-    }
-    async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>> {
-        self.inner.list_servers(tenant).await
-    }
-    async fn update_server(
-        &self,
-        tenant: TenantId,
-        id: ServerId,
-        settings: ServerSettings,
-    ) -> Result<SmtpServer> {
-        self.inner.update_server(tenant, id, settings).await
-    }
-    async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()> {
-        self.inner.delete_server(tenant, id).await
-    }
-    async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount> {
-        self.inner.create_account(tenant, account).await
-    }
-    async fn account(
-        &self,
-        tenant: TenantId,
-        server: ServerId,
-        id: AccountId,
-    ) -> Result<SmtpAccount> {
-        self.inner.account(tenant, server, id).await
-    }
-    async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>> {
-        self.inner.list_accounts(tenant, server).await
-    }
-    async fn delete_account(
-        &self,
-        tenant: TenantId,
-        server: ServerId,
-        id: AccountId,
-    ) -> Result<()> {
-        self.inner.delete_account(tenant, server, id).await
-    }
-    async fn create_provider(
-        &self,
-        tenant: TenantId,
-        settings: ProviderSettings,
-    ) -> Result<Provider> {
-        self.inner.create_provider(tenant, settings).await
-    }
-    async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider> {
-        self.inner.provider(tenant, id).await
-    }
-    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>> {
-        self.inner.list_providers(tenant).await
-    }
-    async fn update_provider(
-        &self,
-        tenant: TenantId,
-        id: ProviderId,
-        settings: ProviderSettings,
-    ) -> Result<Provider> {
-        self.inner.update_provider(tenant, id, settings).await
-    }
-    async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()> {
-        self.inner.delete_provider(tenant, id).await
-    }
-    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
-        self.inner.active_provider(tenant).await
-    }
+
     async fn submit(&self, message: NewMessage) -> Result<Submitted> {
         self.inner.submit(message).await
     }
+
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
         self.inner.submit_batch(messages).await
     }
+
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView> {
         self.inner.message(tenant, id).await
     }
+
     async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
         self.inner.list_messages(tenant, limit).await
     }
+
     async fn count_messages(&self, tenant: TenantId, since: i64) -> Result<MessageCounts> {
         self.inner.count_messages(tenant, since).await
     }
+
     async fn search_messages(
         &self,
         tenant: TenantId,
@@ -242,30 +275,27 @@ impl Store for Refusing {
     ) -> Result<Vec<MessageSummary>> {
         self.inner.search_messages(tenant, query).await
     }
+
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
         self.inner.message_contents(ids).await
     }
+
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>> {
         self.inner.claim(request).await
     }
+
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
         self.inner.release(leases).await
     }
+
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
         self.inner.next_due(exclude_tenants).await
     }
+
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>> {
         self.inner.list_captured(tenant, limit).await
     }
-    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.inner.list_operator_tokens().await
-    }
-    async fn revoke_operator_token(&self, id: TokenId) -> Result<()> {
-        self.inner.revoke_operator_token(id).await
-    }
-    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
-        self.inner.set_bootstrap_token(token).await
-    }
+
     async fn release_earlier_incarnations(
         &self,
         node: &str,
@@ -276,8 +306,47 @@ impl Store for Refusing {
             .release_earlier_incarnations(node, incarnation, now)
             .await
     }
+
     async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
         self.inner.release_stale_nodes(stale_before, now).await
+    }
+}
+
+#[async_trait]
+impl Sessions for Refusing {
+    async fn set_operator_password(
+        &self,
+        email: EmailAddress,
+        password_hash: String,
+    ) -> Result<()> {
+        self.inner.set_operator_password(email, password_hash).await
+    }
+
+    async fn set_person_password(
+        &self,
+        tenant: TenantId,
+        person: PersonId,
+        password_hash: String,
+    ) -> Result<()> {
+        self.inner
+            .set_person_password(tenant, person, password_hash)
+            .await
+    }
+
+    async fn credentials(&self, email: &str) -> Result<Vec<Credential>> {
+        self.inner.credentials(email).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> Result<()> {
+        self.inner.create_session(session).await
+    }
+
+    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>> {
+        self.inner.session_by_hash(hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        self.inner.delete_session(hash).await
     }
 }
 

@@ -16,6 +16,12 @@ use herald_core::{
 
 pub use model::*;
 
+/// The store's traits, for code that calls its methods:
+/// `use herald_store::prelude::*;` brings every capability into scope.
+pub mod prelude {
+    pub use crate::{Configuration, Queue, Sessions, Store, Tenants};
+}
+
 /// The most tenants one claim looks at (beyond those it passes over for
 /// having no room): with more tenants that have mail waiting but none due,
 /// the next claim goes on from where this one stopped.
@@ -109,7 +115,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Durable state of a Herald installation. Tenant-scoped methods take the
 /// tenant's id and never return another tenant's objects.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Tenants + Configuration + Queue + Sessions + Send + Sync + 'static {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
 
@@ -124,15 +130,23 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
         None
     }
+}
 
+/// The store's tenants and access: tenants and their properties, API tokens, persons, the audit log.
+#[async_trait]
+pub trait Tenants: Send + Sync {
     /// Creates a tenant; a taken slug is a conflict.
     async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant>;
+
     /// The tenant with this slug.
     async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant>;
+
     /// Every tenant, oldest first.
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
     /// Grants or withdraws the credential storage entitlement.
     async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
+
     /// Makes a provider (or, with `None`, the system default) the tenant's
     /// active one, in effect on every node from `effective_from`.
     async fn set_active_provider(
@@ -141,29 +155,33 @@ pub trait Store: Send + Sync + 'static {
         provider: Option<ProviderId>,
         effective_from: i64,
     ) -> Result<Tenant>;
+
     /// Makes the latest change of the active provider in effect from `now` (after a refresh).
     async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant>;
-    /// Records that a node is alive.
-    async fn heartbeat(&self, node: NodeRecord) -> Result<()>;
-    /// Every node that ever reported, newest heartbeat first.
-    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
 
     /// Stores a token's hash.
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord>;
+
     /// The token with this hash, marking it used.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+
     /// The tenant's tokens (never their hashes).
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>>;
+
     /// Revokes (deletes) a token of the tenant.
     async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()>;
+
     /// True when any operator token is in force (the database is not new).
     async fn operator_token_exists(&self) -> Result<bool>;
+
     /// The operator tokens in force (never their hashes), oldest first.
     async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>>;
+
     /// Revokes an operator token. A bootstrap token is kept as revoked, so a
     /// node started again with the same `HERALD_BOOTSTRAP_TOKEN` does not
     /// bring it back; any other is deleted.
     async fn revoke_operator_token(&self, id: TokenId) -> Result<()>;
+
     /// Makes `token` (an operator token) the bootstrap token, in one
     /// transaction: stores it unless it is stored already, and revokes every
     /// earlier bootstrap token. A token revoked before stays revoked, and
@@ -173,38 +191,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a person; a taken e-mail address is a conflict.
     async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person>;
+
     /// One person.
     async fn person(&self, tenant: TenantId, id: PersonId) -> Result<Person>;
+
     /// The tenant's persons.
     async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>>;
+
     /// Deletes a person and their tokens; a conflict while an account is bound to them.
     async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()>;
 
-    /// Sets an operator's console password (an argon2 hash), creating the
-    /// operator if new; ends the operator's sessions.
-    async fn set_operator_password(&self, email: EmailAddress, password_hash: String)
-    -> Result<()>;
-    /// Sets a person's console password (an argon2 hash); ends their sessions.
-    async fn set_person_password(
-        &self,
-        tenant: TenantId,
-        person: PersonId,
-        password_hash: String,
-    ) -> Result<()>;
-    /// Everyone who may sign in with this e-mail address (compared without
-    /// regard to case): operators first, then persons, oldest tenant first.
-    async fn credentials(&self, email: &str) -> Result<Vec<Credential>>;
-    /// Stores a console session, and forgets sessions that expired.
-    async fn create_session(&self, session: NewSession) -> Result<()>;
-    /// The session with this hash, unless it expired before `now`.
-    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>>;
-    /// Ends a session (sign-out); ending one that does not exist is not an error.
-    async fn delete_session(&self, hash: &str) -> Result<()>;
-
     /// Appends to the audit log.
     async fn audit(&self, entry: AuditEntry) -> Result<()>;
+
     /// The tenant's newest audit entries.
     async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// The store's configuration: SMTP servers, their accounts, notification providers, the sealed secrets.
+#[async_trait]
+pub trait Configuration: Send + Sync {
     /// Re-seals every stored secret with `reseal(sealed, context)`, all in one
     /// transaction; returns how many were re-sealed.
     async fn reseal_secrets(&self, reseal: Resealer) -> Result<usize>;
@@ -212,10 +218,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an SMTP server.
     async fn create_server(&self, tenant: TenantId, settings: ServerSettings)
     -> Result<SmtpServer>;
+
     /// One SMTP server.
     async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer>;
+
     /// The tenant's SMTP servers.
     async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>>;
+
     /// Replaces a server's settings; a change that redirects or weakens trust
     /// ([`ServerSettings::change_clears_secrets`]) clears its accounts' secrets.
     async fn update_server(
@@ -224,11 +233,13 @@ pub trait Store: Send + Sync + 'static {
         id: ServerId,
         settings: ServerSettings,
     ) -> Result<SmtpServer>;
+
     /// Deletes a server and its accounts; a conflict while a provider uses it.
     async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()>;
 
     /// Creates an SMTP account on a server.
     async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount>;
+
     /// One account of a server.
     async fn account(
         &self,
@@ -236,8 +247,10 @@ pub trait Store: Send + Sync + 'static {
         server: ServerId,
         id: AccountId,
     ) -> Result<SmtpAccount>;
+
     /// The accounts of a server.
     async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>>;
+
     /// Deletes an account; a conflict while a provider uses it.
     async fn delete_account(&self, tenant: TenantId, server: ServerId, id: AccountId)
     -> Result<()>;
@@ -248,10 +261,13 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         settings: ProviderSettings,
     ) -> Result<Provider>;
+
     /// One provider.
     async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider>;
+
     /// The tenant's providers.
     async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>>;
+
     /// Replaces a provider's settings.
     async fn update_provider(
         &self,
@@ -259,10 +275,22 @@ pub trait Store: Send + Sync + 'static {
         id: ProviderId,
         settings: ProviderSettings,
     ) -> Result<Provider>;
+
     /// Deletes a provider; a conflict while it is the tenant's active one.
     async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()>;
+
     /// The tenant's active provider with its server and account, or `None` for the system default.
     async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
+}
+
+/// The store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Records that a node is alive.
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()>;
+
+    /// Every node that ever reported, newest heartbeat first.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
 
     /// Stores a message and its recipients durably, or returns the message
     /// stored earlier under the same idempotency key. A new message that
@@ -270,11 +298,14 @@ pub trait Store: Send + Sync + 'static {
     /// sending) past the message's `max_queued` is refused with
     /// [`StoreError::QueueFull`].
     async fn submit(&self, message: NewMessage) -> Result<Submitted>;
+
     /// Stores many messages in one transaction, each answered as [`Store::submit`]
     /// would answer it, in order; all are stored, or none (and the error says why).
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>>;
+
     /// One message with its recipients and attempts.
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView>;
+
     /// The tenant's newest messages.
     async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
         let query = MessageQuery {
@@ -283,15 +314,18 @@ pub trait Store: Send + Sync + 'static {
         };
         self.search_messages(tenant, query).await
     }
+
     /// How many of the tenant's messages created since `since` (ms) are in each
     /// status, as [`message_status`](herald_core::status::message_status) derives it.
     async fn count_messages(&self, tenant: TenantId, since: i64) -> Result<MessageCounts>;
+
     /// The tenant's newest messages that match `query`.
     async fn search_messages(
         &self,
         tenant: TenantId,
         query: MessageQuery,
     ) -> Result<Vec<MessageSummary>>;
+
     /// What is needed to render messages for sending.
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
 
@@ -308,6 +342,7 @@ pub trait Store: Send + Sync + 'static {
     /// the same whether a tenant passed over has ten recipients waiting or a
     /// million. Claimed recipients come back tenant by tenant, in that order.
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
+
     /// Records attempts and new states; an outcome whose lease token is no
     /// longer current is refused (`false` at its index) and changes nothing.
     /// A capture is kept only when an outcome of its own message was accepted,
@@ -317,8 +352,10 @@ pub trait Store: Send + Sync + 'static {
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Vec<bool>>;
+
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+
     /// Gives back the leases that earlier processes of `node` held (any
     /// incarnation but `incarnation`), at start: those recipients are due at
     /// `now`, keep their attempt count, and get no attempt recorded. A late
@@ -330,11 +367,13 @@ pub trait Store: Send + Sync + 'static {
         incarnation: &str,
         now: i64,
     ) -> Result<u64>;
+
     /// Gives back the leases of every node whose latest heartbeat is older
     /// than `stale_before`, as [`Store::release_earlier_incarnations`] does,
     /// and marks those nodes as taken over so they are passed over next time.
     /// Returns each such node with how many recipients it held.
     async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
+
     /// The time of the earliest pending recipient of a tenant not excluded, if
     /// any. With tenants excluded it looks at each tenant's earliest, so an
     /// excluded tenant's backlog is not walked.
@@ -342,4 +381,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest messages in the tenant's capture mailbox.
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>>;
+}
+
+/// The store's console sign-in: passwords and sessions.
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// Sets an operator's console password (an argon2 hash), creating the
+    /// operator if new; ends the operator's sessions.
+    async fn set_operator_password(&self, email: EmailAddress, password_hash: String)
+    -> Result<()>;
+
+    /// Sets a person's console password (an argon2 hash); ends their sessions.
+    async fn set_person_password(
+        &self,
+        tenant: TenantId,
+        person: PersonId,
+        password_hash: String,
+    ) -> Result<()>;
+
+    /// Everyone who may sign in with this e-mail address (compared without
+    /// regard to case): operators first, then persons, oldest tenant first.
+    async fn credentials(&self, email: &str) -> Result<Vec<Credential>>;
+
+    /// Stores a console session, and forgets sessions that expired.
+    async fn create_session(&self, session: NewSession) -> Result<()>;
+
+    /// The session with this hash, unless it expired before `now`.
+    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>>;
+
+    /// Ends a session (sign-out); ending one that does not exist is not an error.
+    async fn delete_session(&self, hash: &str) -> Result<()>;
 }

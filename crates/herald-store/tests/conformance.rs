@@ -2930,7 +2930,7 @@ macro_rules! conformance {
                 for node in starting {
                     nodes.push(node.await.unwrap());
                 }
-                use herald_store::Store;
+                use herald_store::prelude::*;
                 nodes[0]
                     .create_tenant(herald_core::TenantSlug::parse("acme").unwrap(), "Acme".into())
                     .await

@@ -8,6 +8,7 @@
 
 mod support;
 
+use herald_store::prelude::*;
 use support::{TestDatabase, admin_connect};
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,668 @@
+//! The PostgreSQL store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
+
+use super::*;
+
+#[async_trait]
+impl Queue for PgStore {
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
+        let result = async {
+            let c = client(&self.pool).await?;
+            execute(
+                &c,
+                "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                 incarnation = excluded.incarnation",
+                &[
+                    &node.name,
+                    &node.roles.join(","),
+                    &node.version,
+                    &node.started_at,
+                    &node.heartbeat_at,
+                    &node.incarnation,
+                ],
+            )
+            .await
+            .map_err(pg)
+            .map(drop)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
+             ORDER BY heartbeat_at DESC, name",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(NodeRecord {
+                name: get(r, "name")?,
+                roles: get::<String>(r, "roles")?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                version: get(r, "version")?,
+                started_at: get(r, "started_at")?,
+                heartbeat_at: get(r, "heartbeat_at")?,
+                incarnation: get(r, "incarnation")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn submit(&self, m: NewMessage) -> Result<Submitted> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            // Another node may be storing the same idempotency key right now: the
+            // insert then waits for that transaction. If it commits, the insert
+            // does nothing and the earlier message is read back (each statement
+            // sees what was committed before it began); if it rolls back, the
+            // insert goes ahead. Only a message deleted between the insert and the
+            // read leaves nothing to read, and then the insert is tried again.
+            for _ in 0..3 {
+                let tx = c.transaction().await.map_err(pg)?;
+                let submitted = if insert_message(&tx, &m).await? {
+                    insert_recipients(&tx, &m).await?;
+                    count_tests(&tx, &m).await?;
+                    count_queued(&tx, &[&m]).await?;
+                    Submitted {
+                        id: m.id,
+                        status: RecipientStatus::Queued,
+                        duplicate: false,
+                    }
+                } else {
+                    match stored_earlier(&tx, &m).await? {
+                        Some(earlier) => earlier,
+                        None => continue,
+                    }
+                };
+                tx.commit().await.map_err(pg)?;
+                if !submitted.duplicate {
+                    self.announce_mail();
+                }
+                return Ok(submitted);
+            }
+            Err(vanishing())
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The statements are sent without waiting for each other's answers
+            // (tokio-postgres pipelines what is polled at once on one connection),
+            // and run in order: every message row, then the recipients of the new ones.
+            let inserted =
+                futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
+                    .await?;
+            let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
+            futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m))).await?;
+            let mut submitted = Vec::with_capacity(messages.len());
+            for (m, new) in messages.iter().zip(inserted) {
+                submitted.push(if new {
+                    Submitted {
+                        id: m.id,
+                        status: RecipientStatus::Queued,
+                        duplicate: false,
+                    }
+                } else {
+                    stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
+                });
+            }
+            let new: Vec<&NewMessage> = messages
+                .iter()
+                .zip(&submitted)
+                .filter(|(_, s)| !s.duplicate)
+                .map(|(m, _)| m)
+                .collect();
+            for m in &new {
+                count_tests(&tx, m).await?;
+            }
+            count_queued(&tx, &new).await?;
+            tx.commit().await.map_err(pg)?;
+            if submitted.iter().any(|s| !s.duplicate) {
+                self.announce_mail();
+            }
+            Ok(submitted)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
+        let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
+        let mut c = client(&self.pool).await?;
+        // One snapshot, so the recipients and their attempts agree with each other.
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let row = query_opt(
+            &tx,
+            "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, on_behalf_email, \
+             test_provider_id FROM messages WHERE id = $1 AND tenant_id = $2",
+            &[&mid, &tid],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let rows = query(
+            &tx,
+            "SELECT id, address, kind, status, due_at FROM recipients \
+             WHERE message_id = $1 AND tenant_id = $2 ORDER BY position",
+            &[&mid, &tid],
+        )
+        .await?;
+        let attempt_rows = query(
+            &tx,
+            "SELECT a.recipient_id, a.at, a.node, a.server, a.outcome, a.step, a.code, a.enhanced_code, \
+             a.response, a.duration_ms, a.remote_addr, a.tls_version, a.tls_cipher, a.provider_id, \
+             a.config_version, a.sender_policy, a.diagnosis \
+             FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+             WHERE r.message_id = $1 AND r.tenant_id = $2 ORDER BY a.id",
+            &[&mid, &tid],
+        )
+        .await?;
+        tx.commit().await.map_err(pg)?;
+        let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
+        for r in &attempt_rows {
+            attempts
+                .entry(get(r, "recipient_id")?)
+                .or_default()
+                .push(attempt(r)?);
+        }
+        let mut recipients = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let rid: String = get(r, "id")?;
+            let st = status(&get::<String>(r, "status")?)?;
+            let due_at: Option<i64> = get(r, "due_at")?;
+            recipients.push(RecipientView {
+                attempts: attempts.remove(&rid).unwrap_or_default(),
+                id: id(rid)?,
+                address: get(r, "address")?,
+                kind: RecipientKind::from_stored(&get::<String>(r, "kind")?),
+                status: st,
+                next_attempt_at: if st.is_final() { None } else { due_at },
+            });
+        }
+        Ok(MessageView {
+            id: message_id,
+            status: message_status(recipients.iter().map(|r| r.status)),
+            subject: get(&row, "subject")?,
+            created_at: get(&row, "created_at")?,
+            idempotency_key: get(&row, "idempotency_key")?,
+            used_fallback: get(&row, "used_fallback")?,
+            on_behalf_of: on_behalf_of(&row)?,
+            test_provider_id: opt_id(get(&row, "test_provider_id")?)?,
+            recipients,
+        })
+    }
+
+    async fn count_messages(&self, tenant_id: TenantId, since: i64) -> Result<MessageCounts> {
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            &format!(
+                "SELECT rank, count(*) AS n FROM (SELECT min({STATUS_RANK}) AS rank FROM messages m \
+                 JOIN recipients r ON r.message_id = m.id \
+                 WHERE m.tenant_id = $1 AND m.created_at >= $2 GROUP BY m.id) AS per_message GROUP BY rank"
+            ),
+            &[&tenant_id.to_string(), &since],
+        )
+        .await?;
+        let mut counts = MessageCounts::default();
+        for row in &rows {
+            let rank: i32 = get(row, "rank")?;
+            let n: i64 = get(row, "n")?;
+            counts.add(i64::from(rank), n as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn search_messages(
+        &self,
+        tenant_id: TenantId,
+        q: MessageQuery,
+    ) -> Result<Vec<MessageSummary>> {
+        let c = client(&self.pool).await?;
+        let recipient = q.recipient.map(|r| r.trim().to_lowercase());
+        query(
+            &c,
+            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses FROM messages m \
+             JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
+             WHERE m.tenant_id = $1 \
+             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                  WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
+             AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
+             GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $5",
+            &[
+                &tenant_id.to_string(),
+                &recipient,
+                &q.since,
+                &q.until,
+                &i64::from(q.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let statuses = get::<Vec<String>>(r, "statuses")?
+                .iter()
+                .map(|s| status(s))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(MessageSummary {
+                id: id(get(r, "id")?)?,
+                status: message_status(statuses),
+                subject: get(r, "subject")?,
+                created_at: get(r, "created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        let wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT id, tenant_id, created_at, subject, text_body, html_body, reply_to, headers, \
+             header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id \
+             FROM messages WHERE id = ANY($1)",
+            &[&wanted],
+        )
+        .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let reply_to: Option<String> = get(r, "reply_to")?;
+            let subject: String = get(r, "subject")?;
+            let content = MessageContent {
+                id: id(get(r, "id")?)?,
+                tenant_id: id(get(r, "tenant_id")?)?,
+                created_at: get(r, "created_at")?,
+                subject: stored("subject", Subject::from_stored(&subject))?,
+                text: get(r, "text_body")?,
+                html: get(r, "html_body")?,
+                reply_to: reply_to.map(reply_to_mailbox).transpose()?,
+                headers: headers_from_json(json(r, "headers")?)?,
+                to: mailboxes(json(r, "header_to")?)?,
+                cc: mailboxes(json(r, "header_cc")?)?,
+                on_behalf_of: on_behalf_of(r)?,
+                test_provider: opt_id(get(r, "test_provider_id")?)?,
+            };
+            found.insert(content.id, content);
+        }
+        // In the order asked for, skipping messages that do not exist, as SQLite answers.
+        Ok(ids.iter().filter_map(|m| found.get(m).cloned()).collect())
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let result = async {
+            let lease_until = req.now + req.lease_ms;
+            let c = client(&self.pool).await?;
+            let start = self.claim_cursor.lock().expect("claim cursor lock").clone();
+            let (tenants, stopped) = tenants_due(&c, &req, start).await?;
+            *self.claim_cursor.lock().expect("claim cursor lock") = stopped;
+            if tenants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let share = crate::claim_share(req.limit, tenants.len());
+            let mut left = req.limit;
+            let (mut names, mut counts) = (Vec::new(), Vec::new());
+            for (tenant, room) in &tenants {
+                let k = share.min(*room).min(left);
+                if k == 0 {
+                    break;
+                }
+                left -= k;
+                names.push(tenant.clone());
+                counts.push(i64::from(k));
+            }
+            // SKIP LOCKED lets every node claim at once: rows another claim is
+            // taking are passed over instead of waited for, and a row whose claim
+            // committed after this statement began is checked again against the
+            // conditions (it is 'sending' with a future due_at then, so it is left).
+            // The selection is a materialised CTE so that it runs exactly once,
+            // whatever plan the update gets: a second run could lock other rows.
+            // Each tenant's part is two ranges of `recipients_tenant_due`: its
+            // test messages, then the rest by due time.
+            let rows = query(
+                &c,
+                &format!(
+                    "WITH want AS (SELECT * FROM unnest($5::text[], $6::bigint[]) AS w(tenant_id, k)), \
+                     due AS MATERIALIZED ( \
+                         SELECT x.id FROM want w CROSS JOIN LATERAL ( \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority > 0 AND due_at <= $3 \
+                              ORDER BY priority DESC, due_at LIMIT w.k FOR UPDATE SKIP LOCKED) tests \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority = 0 AND due_at <= $3 \
+                              ORDER BY due_at LIMIT w.k FOR UPDATE SKIP LOCKED) mail \
+                             LIMIT w.k) x) \
+                     UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+                     lease_incarnation = $4, lease_token = lease_token + 1, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM due) \
+                     RETURNING id, message_id, tenant_id, address, lease_token, attempts"
+                ),
+                &[&lease_until, &req.node, &req.now, &req.incarnation, &names, &counts],
+            )
+            .await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        recipient: id(get(r, "id")?)?,
+                        message: id(get(r, "message_id")?)?,
+                        tenant: id(get(r, "tenant_id")?)?,
+                        address: address(get(r, "address")?)?,
+                        lease_token: get(r, "lease_token")?,
+                        lease_until,
+                        attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Tenant by tenant, in the order they were served.
+            let order: HashMap<String, usize> =
+                names.into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+            claimed.sort_by_key(|c| order.get(&c.tenant.to_string()).copied());
+            Ok(claimed)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Rows are updated in id order, whatever order the outcomes come in,
+            // so that two completions over the same rows cannot deadlock. The
+            // statements are pipelined: sent at once, run in the order sent.
+            let mut order: Vec<usize> = (0..outcomes.len()).collect();
+            order.sort_by_key(|&i| outcomes[i].recipient);
+            let updates = order.iter().map(|&i| {
+                let o = &outcomes[i];
+                let (st, due_at) = match o.next {
+                    NextState::Sent => ("sent", None),
+                    NextState::Failed => ("failed", None),
+                    NextState::Deferred { until } => ("deferred", Some(until)),
+                };
+                let tx = &tx;
+                async move {
+                    // The fencing check: a lease taken over by another claim has a
+                    // newer token. A claim running concurrently holds the row, so
+                    // this waits for it and then sees the newer token.
+                    let changed = query_opt(
+                        tx,
+                        "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, \
+                         lease_incarnation = NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' \
+                         RETURNING message_id, tenant_id",
+                        &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
+                    )
+                    .await?;
+                    changed
+                        .map(|row| {
+                            Ok((
+                                get::<String>(&row, "message_id")?,
+                                get::<String>(&row, "tenant_id")?,
+                                due_at.is_none(),
+                            ))
+                        })
+                        .transpose()
+                }
+            });
+            let changed = futures_util::future::try_join_all(updates).await?;
+            let mut accepted = vec![false; outcomes.len()];
+            let mut recorded_messages = HashSet::new();
+            // Recipients that reached a final state leave their tenant's queue.
+            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            for (&i, row) in order.iter().zip(changed) {
+                accepted[i] = row.is_some();
+                if let Some((message, tenant, is_final)) = row {
+                    recorded_messages.insert(message);
+                    if is_final {
+                        *finished.entry(tenant).or_default() += 1;
+                    }
+                }
+            }
+            let inserts = outcomes
+                .iter()
+                .zip(&accepted)
+                .filter(|(_, current)| **current)
+                .map(|(o, _)| {
+                    let a = &o.attempt;
+                    let tx = &tx;
+                    async move {
+                        execute(
+                            tx,
+                            "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+                             response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+                             sender_policy, diagnosis) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                            &[
+                                &o.recipient.to_string(),
+                                &a.at,
+                                &text(&a.node),
+                                &text(&a.server),
+                                &a.outcome.as_str(),
+                                &opt_text(&a.step),
+                                &a.code.map(i32::from),
+                                &opt_text(&a.enhanced_code),
+                                &text(&a.response),
+                                &a.duration_ms,
+                                &opt_text(&a.remote_addr),
+                                &opt_text(&a.tls_version),
+                                &opt_text(&a.tls_cipher),
+                                &a.provider_id.map(|p| p.to_string()),
+                                &a.config_version,
+                                &opt_text(&a.sender_policy),
+                                &a.diagnosis.as_ref().map(|d| d.to_string()),
+                            ],
+                        )
+                        .await
+                        .map_err(pg)
+                    }
+                });
+            futures_util::future::try_join_all(inserts).await?;
+            for cap in &captures {
+                if recorded_messages.contains(&cap.message.to_string()) {
+                    execute(
+                        &tx,
+                        "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[
+                            &cap.message.to_string(),
+                            &cap.tenant.to_string(),
+                            &cap.envelope_from,
+                            &Json(&cap.recipients),
+                            &cap.content,
+                            &cap.at,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            // Last before the commit and in tenant order, as submissions do.
+            for (tenant, count) in finished {
+                change_queued(&tx, &tenant, -count).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(accepted)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        let result = async {
+            // In id order, like complete, so that the two cannot deadlock.
+            leases.sort();
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let now = now_ms();
+            for (rid, token) in leases {
+                execute(
+                    &tx,
+                    "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+                     attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+                     WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
+                    &[&now, &rid.to_string(), &token],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let result = async {
+            let c = client(&self.pool).await?;
+            // A lease from before incarnations were recorded has none: it is earlier too.
+            execute(
+                &c,
+                &release_crashed("lease_incarnation IS DISTINCT FROM $3"),
+                &[&now, &node, &incarnation],
+            )
+            .await
+            .map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The node rows stay locked until the commit: a node that beats again
+            // meanwhile waits, and then records its heartbeat and incarnation anew.
+            // Rows another sweep holds are skipped: that sweep releases them.
+            let stale = query(
+                &tx,
+                "SELECT name, incarnation FROM nodes \
+                 WHERE heartbeat_at < $1 AND incarnation IS NOT NULL ORDER BY name \
+                 FOR UPDATE SKIP LOCKED",
+                &[&stale_before],
+            )
+            .await?;
+            let mut released = Vec::with_capacity(stale.len());
+            for row in &stale {
+                let (name, incarnation): (String, String) =
+                    (get(row, "name")?, get(row, "incarnation")?);
+                let n = execute(
+                    &tx,
+                    &release_crashed("lease_incarnation = $3"),
+                    &[&now, &name, &incarnation],
+                )
+                .await
+                .map_err(pg)?;
+                // Taken over: the next sweep passes this node by, until it beats again.
+                execute(
+                    &tx,
+                    "UPDATE nodes SET incarnation = NULL WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(pg)?;
+                released.push((name, n));
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(released)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
+        let c = client(&self.pool).await?;
+        if excluded.is_empty() {
+            let rows = query(
+                &c,
+                &format!("SELECT due_at AS due FROM recipients WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"),
+                &[],
+            )
+            .await?;
+            return rows.first().map(|r| get(r, "due")).transpose();
+        }
+        // Tenant by tenant (a walk of `recipients_tenant_due`, each tenant's
+        // earliest in each class), so that an excluded tenant's backlog is not walked.
+        let rows = query(
+            &c,
+            &format!(
+                "WITH RECURSIVE walk(tenant_id, n) AS ( \
+                     (SELECT tenant_id, 1 FROM recipients WHERE {UNFINISHED} ORDER BY tenant_id LIMIT 1) \
+                     UNION ALL \
+                     SELECT (SELECT r.tenant_id FROM recipients r WHERE r.{UNFINISHED} \
+                             AND r.tenant_id > w.tenant_id ORDER BY r.tenant_id LIMIT 1), w.n + 1 \
+                     FROM walk w WHERE w.tenant_id IS NOT NULL AND w.n < $2) \
+                 SELECT min(least( \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority = 0 ORDER BY due_at LIMIT 1), \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority > 0 ORDER BY due_at LIMIT 1))) AS due \
+                 FROM walk w WHERE w.tenant_id IS NOT NULL AND NOT (w.tenant_id = ANY($1))"
+            ),
+            &[&excluded, &((crate::CLAIM_WALK + excluded.len()) as i32)],
+        )
+        .await?;
+        Ok(rows.first().map(|r| get(r, "due")).transpose()?.flatten())
+    }
+
+    async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            "SELECT message_id, at, envelope_from, recipients, content FROM captured \
+             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&tenant_id.to_string(), &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let content: Vec<u8> = get(r, "content")?;
+            Ok(Captured {
+                message_id: id(get(r, "message_id")?)?,
+                captured_at: get(r, "at")?,
+                envelope_from: get(r, "envelope_from")?,
+                recipients: json(r, "recipients")?,
+                content: String::from_utf8_lossy(&content).into_owned(),
+            })
+        })
+        .collect()
+    }
+}

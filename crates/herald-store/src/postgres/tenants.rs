@@ -1,0 +1,468 @@
+//! The PostgreSQL store's tenants and access: tenants and their properties, API tokens, persons, the audit log.
+
+use super::*;
+
+#[async_trait]
+impl Tenants for PgStore {
+    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
+        let c = client(&self.pool).await?;
+        let row = c
+            .query_one(
+                &c.prepare_cached(&format!(
+                    "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING {TENANT_COLUMNS}"
+                ))
+                .await
+                .map_err(pg)?,
+                &[
+                    &TenantId::new().to_string(),
+                    &slug.as_ref(),
+                    &name,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(unique("a tenant with this slug exists"))?;
+        tenant(&row)
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
+        let c = client(&self.pool).await?;
+        let row = query_opt(
+            &c,
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"),
+            &[&slug],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tenant(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let c = client(&self.pool).await?;
+        // Ties in time are broken by id, which is time-ordered too: creation order.
+        query(
+            &c,
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(tenant)
+        .collect()
+    }
+
+    async fn set_entitlements(
+        &self,
+        tenant_id: TenantId,
+        credential_storage: bool,
+    ) -> Result<Tenant> {
+        let c = client(&self.pool).await?;
+        let row = query_opt(
+            &c,
+            &format!(
+                "UPDATE tenants SET credential_storage = $1 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
+            ),
+            &[&credential_storage, &tenant_id.to_string()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tenant(&row)
+    }
+
+    async fn set_active_provider(
+        &self,
+        tenant_id: TenantId,
+        provider_id: Option<ProviderId>,
+        effective_from: i64,
+    ) -> Result<Tenant> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // The tenant's row is the lock delete_provider takes too: a provider
+        // cannot be deleted between the check below and its activation.
+        query_opt(
+            &tx,
+            "SELECT id FROM tenants WHERE id = $1 FOR UPDATE",
+            &[&tenant_id.to_string()],
+        )
+        .await?;
+        if let Some(pid) = provider_id {
+            match load_provider(&tx, tenant_id, pid, Lock::None).await {
+                Err(StoreError::NotFound) => {
+                    return Err(StoreError::Invalid(
+                        Invalid::new(
+                            "must name a notification provider of this tenant, or be null",
+                        )
+                        .at("notification_provider_id"),
+                    ));
+                }
+                other => other?,
+            };
+        }
+        // What applies until this change is in effect: the provider in
+        // effect now, which is the previous one while a change is pending.
+        let row = query_opt(
+            &tx,
+            &format!(
+                "UPDATE tenants SET \
+                 previous_provider_id = CASE WHEN properties_effective_from <= $3 \
+                     THEN notification_provider_id ELSE previous_provider_id END, \
+                 notification_provider_id = $1, properties_effective_from = $4 \
+                 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
+            ),
+            &[
+                &provider_id.map(|p| p.to_string()),
+                &tenant_id.to_string(),
+                &now_ms(),
+                &effective_from,
+            ],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let tenant = tenant(&row)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(tenant)
+    }
+
+    async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
+        let c = client(&self.pool).await?;
+        // The notification goes out with the update: every node forgets its cached provider.
+        let row = query_opt(
+            &c,
+            &format!(
+                "WITH notified AS (SELECT pg_notify('{}', $2)) \
+                 UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
+                 WHERE id = $2 AND EXISTS (SELECT 1 FROM notified) RETURNING {TENANT_COLUMNS}",
+                listen::PROPERTIES
+            ),
+            &[&now, &tenant_id.to_string()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tenant(&row)
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
+            load_person(&tx, tenant_id, person_id, Lock::KeyShare).await?;
+        }
+        let statement = tx
+            .prepare_cached(&format!(
+                "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TOKEN_COLUMNS}"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = tx
+            .query_one(
+                &statement,
+                &[
+                    &token.id.to_string(),
+                    &token.tenant_id.map(|t| t.to_string()),
+                    &token.name,
+                    &token.role.as_str(),
+                    &token.person_id.map(|p| p.to_string()),
+                    &token.hash,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(unique("this token exists already"))?;
+        let record = token_record(&row)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(record)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let c = client(&self.pool).await?;
+        let Some(row) = query_opt(
+            &c,
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"),
+            &[&hash],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let record = token_record(&row)?;
+        // Recording every use would put a write on every request; a minute's precision is enough.
+        let now = now_ms();
+        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
+            execute(
+                &c,
+                "UPDATE tokens SET last_used_at = $1 WHERE id = $2",
+                &[&now, &record.id.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = $1 ORDER BY created_at, id"
+            ),
+            &[&tenant_id.to_string()],
+        )
+        .await?
+        .iter()
+        .map(token_record)
+        .collect()
+    }
+
+    async fn revoke_token(&self, tenant_id: TenantId, token_id: TokenId) -> Result<()> {
+        let c = client(&self.pool).await?;
+        let deleted = execute(
+            &c,
+            "DELETE FROM tokens WHERE id = $1 AND tenant_id = $2",
+            &[&token_id.to_string(), &tenant_id.to_string()],
+        )
+        .await
+        .map_err(pg)?;
+        if deleted == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn operator_token_exists(&self) -> Result<bool> {
+        let c = client(&self.pool).await?;
+        let row = query(
+            &c,
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL) AS found",
+            &[],
+        )
+        .await?;
+        get(&row[0], "found")
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                 AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(token_record)
+        .collect()
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let id = token_id.to_string();
+        let revoked = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND bootstrap AND revoked_at IS NULL",
+            &[&id, &now_ms()],
+        )
+        .await
+        .map_err(pg)?;
+        let deleted = execute(
+            &tx,
+            "DELETE FROM tokens WHERE id = $1 AND tenant_id IS NULL \
+             AND role = 'operator' AND NOT bootstrap",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+        if revoked + deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Nodes that start together with different values must not each keep
+        // their own: one after the other, the last one wins.
+        tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(pg)?;
+        let now = now_ms();
+        let stored = query_opt(
+            &tx,
+            "SELECT revoked_at FROM tokens WHERE hash = $1",
+            &[&token.hash],
+        )
+        .await?;
+        // `None` when the value was revoked before: it stays revoked.
+        let created = match stored {
+            Some(row) if get::<Option<i64>>(&row, "revoked_at")?.is_some() => None,
+            Some(_) => {
+                execute(
+                    &tx,
+                    "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 \
+                     AND tenant_id IS NULL AND role = 'operator'",
+                    &[&token.hash],
+                )
+                .await
+                .map_err(pg)?;
+                Some(false)
+            }
+            None => {
+                execute(
+                    &tx,
+                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                     VALUES ($1, NULL, $2, 'operator', NULL, $3, $4, TRUE)",
+                    &[&token.id.to_string(), &token.name, &token.hash, &now],
+                )
+                .await
+                .map_err(pg)?;
+                Some(true)
+            }
+        };
+        // Any other bootstrap token is no longer the configured one, even
+        // when the configured value is itself revoked.
+        let replaced = execute(
+            &tx,
+            "UPDATE tokens SET revoked_at = $2 WHERE bootstrap \
+             AND revoked_at IS NULL AND hash <> $1",
+            &[&token.hash, &now],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(match created {
+            Some(created) => BootstrapOutcome::Installed { created, replaced },
+            None => BootstrapOutcome::Revoked { replaced },
+        })
+    }
+
+    async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {
+        let c = client(&self.pool).await?;
+        let statement = c
+            .prepare_cached(&format!(
+                "INSERT INTO persons (id, tenant_id, name, email, role, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PERSON_COLUMNS}"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = c
+            .query_one(
+                &statement,
+                &[
+                    &p.id.to_string(),
+                    &tenant_id.to_string(),
+                    &p.name,
+                    &p.email.as_ref(),
+                    &p.role.as_str(),
+                    &p.created_at,
+                ],
+            )
+            .await
+            .map_err(unique("a person with this e-mail address exists"))?;
+        person(&row)
+    }
+
+    async fn person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
+        let c = client(&self.pool).await?;
+        load_person(&c, tenant_id, person_id, Lock::None).await
+    }
+
+    async fn list_persons(&self, tenant_id: TenantId) -> Result<Vec<Person>> {
+        let c = client(&self.pool).await?;
+        // SQLite walks its (tenant_id, email) index and sorts stably, so ties in
+        // time come by e-mail address there; the same order is asked for here.
+        query(
+            &c,
+            &format!(
+                "SELECT {PERSON_COLUMNS} FROM persons WHERE tenant_id = $1 ORDER BY created_at, email, id"
+            ),
+            &[&tenant_id.to_string()],
+        )
+        .await?
+        .iter()
+        .map(person)
+        .collect()
+    }
+
+    async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        // Locked so that no account is bound to the person between the check and the delete.
+        load_person(&tx, tenant_id, person_id, Lock::Update).await?;
+        let bound = query_opt(
+            &tx,
+            "SELECT username FROM smtp_accounts WHERE person_id = $1 AND tenant_id = $2 LIMIT 1",
+            &[&person_id.to_string(), &tenant_id.to_string()],
+        )
+        .await?;
+        if let Some(row) = bound {
+            let username: String = get(&row, "username")?;
+            return Err(StoreError::Conflict(format!(
+                "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
+            )));
+        }
+        execute(
+            &tx,
+            "DELETE FROM persons WHERE id = $1 AND tenant_id = $2",
+            &[&person_id.to_string(), &tenant_id.to_string()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        let c = client(&self.pool).await?;
+        execute(
+            &c,
+            "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &entry.tenant_id.map(|t| t.to_string()),
+                &entry.at,
+                &entry.actor,
+                &entry.token_id.map(|t| t.to_string()),
+                &entry.remote_addr,
+                &entry.action,
+                &entry.object_id,
+                &entry.details.to_string(),
+            ],
+        )
+        .await
+        .map_err(pg)
+        .map(drop)
+    }
+
+    async fn list_audit(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
+        let c = client(&self.pool).await?;
+        query(
+            &c,
+            "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM audit \
+             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&tenant_id.to_string(), &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let details: String = get(r, "details")?;
+            Ok(AuditEntry {
+                tenant_id: opt_id(get(r, "tenant_id")?)?,
+                at: get(r, "at")?,
+                actor: get(r, "actor")?,
+                token_id: opt_id(get(r, "token_id")?)?,
+                remote_addr: get(r, "remote_addr")?,
+                action: get(r, "action")?,
+                object_id: get(r, "object_id")?,
+                details: stored("audit details", serde_json::from_str(&details))?,
+            })
+        })
+        .collect()
+    }
+}

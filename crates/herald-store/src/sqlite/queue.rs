@@ -1,0 +1,545 @@
+//! The SQLite store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
+
+use super::*;
+
+#[async_trait]
+impl Queue for SqliteStore {
+    async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                     incarnation = excluded.incarnation",
+                    params![
+                        node.name, node.roles.join(","), node.version, node.started_at,
+                        node.heartbeat_at, node.incarnation
+                    ],
+                )
+                .map_err(sql)
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.db
+            .read(|c| {
+                list(
+                    c,
+                    "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
+                     ORDER BY heartbeat_at DESC",
+                    [],
+                    |r| {
+                        Ok(NodeRecord {
+                            name: r.get(0)?,
+                            roles: r
+                                .get::<_, String>(1)?
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
+                            version: r.get(2)?,
+                            started_at: r.get(3)?,
+                            heartbeat_at: r.get(4)?,
+                            incarnation: r.get(5)?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn submit(&self, m: NewMessage) -> Result<Submitted> {
+        self.db.write(move |c| insert_message(c, &m)).await
+    }
+
+    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
+        self.db
+            .write(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
+            .await
+    }
+
+    async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
+        self.db
+            .read(move |c| {
+                let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider) = c
+                    .query_row(
+                        "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, on_behalf_email, \
+                         test_provider_id FROM messages WHERE id = ?1 AND tenant_id = ?2",
+                        [message_id.to_string(), tenant_id.to_string()],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                                r.get::<_, bool>(3)?,
+                                (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
+                                r.get::<_, Option<String>>(6)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or(StoreError::NotFound)?;
+                let rows = list(
+                    c,
+                    "SELECT id, address, kind, status, due_at FROM recipients \
+                     WHERE message_id = ?1 AND tenant_id = ?2 ORDER BY position",
+                    [message_id.to_string(), tenant_id.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
+                )?;
+                let mut recipients = Vec::with_capacity(rows.len());
+                for (rid, address, kind, st, due_at) in rows {
+                    let st = status(&st)?;
+                    recipients.push(RecipientView {
+                        attempts: attempts_of(c, &rid)?,
+                        id: id(rid)?,
+                        address,
+                        kind: RecipientKind::from_stored(&kind),
+                        status: st,
+                        next_attempt_at: if st.is_final() { None } else { due_at },
+                    });
+                }
+                Ok(MessageView {
+                    id: message_id,
+                    status: message_status(recipients.iter().map(|r| r.status)),
+                    subject,
+                    created_at,
+                    idempotency_key,
+                    used_fallback,
+                    on_behalf_of: on_behalf_of(on_behalf)?,
+                    test_provider_id: opt_id(test_provider)?,
+                    recipients,
+                })
+            })
+            .await
+    }
+
+    async fn count_messages(&self, tenant_id: TenantId, since: i64) -> Result<MessageCounts> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    &format!(
+                        "SELECT rank, count(*) FROM (SELECT min({STATUS_RANK}) AS rank FROM messages m \
+                         JOIN recipients r ON r.message_id = m.id \
+                         WHERE m.tenant_id = ?1 AND m.created_at >= ?2 GROUP BY m.id) GROUP BY rank"
+                    ),
+                    params![tenant_id.to_string(), since],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?;
+                let mut counts = MessageCounts::default();
+                for (rank, count) in rows {
+                    counts.add(rank, count as u64);
+                }
+                Ok(counts)
+            })
+            .await
+    }
+
+    async fn search_messages(
+        &self,
+        tenant_id: TenantId,
+        q: MessageQuery,
+    ) -> Result<Vec<MessageSummary>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status) FROM messages m \
+                     JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
+                     AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                          WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
+                     AND (?3 IS NULL OR m.created_at >= ?3) AND (?4 IS NULL OR m.created_at < ?4) \
+                     GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?5",
+                    params![
+                        tenant_id.to_string(),
+                        q.recipient.map(|r| r.trim().to_owned()),
+                        q.since,
+                        q.until,
+                        q.limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(mid, subject, created_at, statuses)| {
+                        let statuses = statuses
+                            .split(',')
+                            .map(status)
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(MessageSummary {
+                            id: id(mid)?,
+                            status: message_status(statuses),
+                            subject,
+                            created_at,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
+                         on_behalf_name, on_behalf_email, test_provider_id FROM messages WHERE id = ?1",
+                    )
+                    .map_err(sql)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for message_id in ids {
+                    let row = stmt
+                        .query_row([message_id.to_string()], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
+                                r.get::<_, Option<String>>(5)?, r.get::<_, String>(6)?,
+                                r.get::<_, String>(7)?, r.get::<_, String>(8)?,
+                                (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
+                                r.get::<_, Option<String>>(11)?,
+                            ))
+                        })
+                        .optional()
+                        .map_err(sql)?;
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider)) = row else {
+                        continue;
+                    };
+                    out.push(MessageContent {
+                        id: message_id,
+                        tenant_id: id(tid)?,
+                        created_at,
+                        subject: stored("subject", Subject::from_stored(&subject))?,
+                        text,
+                        html,
+                        reply_to: reply_to.map(reply_to_mailbox).transpose()?,
+                        headers: headers_from_json(&headers)?,
+                        to: mailboxes(&to)?,
+                        cc: mailboxes(&cc)?,
+                        on_behalf_of: on_behalf_of(on_behalf)?,
+                        test_provider: opt_id(test_provider)?,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let lease_until = req.now + req.lease_ms;
+        let cursor = self.claim_cursor.clone();
+        self.db
+            .write(move |c| {
+                let tenants = {
+                    let mut cursor = cursor.lock().expect("claim cursor lock");
+                    tenants_due(c, &req, &mut cursor)?
+                };
+                let share = crate::claim_share(req.limit, tenants.len());
+                // One statement per tenant: its test messages, then the rest
+                // by due time, each a range of `recipients_tenant_due`.
+                let mut take = c
+                    .prepare_cached(&format!(
+                        "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
+                         lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
+                         WHERE id IN ( \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority > 0 AND due_at <= ?5 \
+                                 ORDER BY priority DESC, due_at LIMIT ?6) \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority = 0 AND due_at <= ?5 \
+                                 ORDER BY due_at LIMIT ?6) \
+                             LIMIT ?6) \
+                         RETURNING id, message_id, address, lease_token, attempts"
+                    ))
+                    .map_err(sql)?;
+                let mut claimed = Vec::new();
+                for (tenant, room) in tenants {
+                    let left = req.limit.saturating_sub(claimed.len() as u32);
+                    if left == 0 {
+                        break;
+                    }
+                    let tenant_id: TenantId = id(tenant.clone())?;
+                    let k = share.min(room).min(left);
+                    let rows = take
+                        .query_map(
+                            params![lease_until, req.node, req.incarnation, tenant, req.now, k],
+                            |r| {
+                                Ok((
+                                    r.get::<_, String>(0)?,
+                                    r.get::<_, String>(1)?,
+                                    r.get::<_, String>(2)?,
+                                    r.get::<_, i64>(3)?,
+                                    r.get::<_, u32>(4)?,
+                                ))
+                            },
+                        )
+                        .map_err(sql)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(sql)?;
+                    for (rid, mid, addr, lease_token, attempt) in rows {
+                        claimed.push(Claimed {
+                            recipient: id(rid)?,
+                            message: id(mid)?,
+                            tenant: tenant_id,
+                            address: address(addr)?,
+                            lease_token,
+                            lease_until,
+                            attempt,
+                        });
+                    }
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>> {
+        self.db
+            .write(move |c| {
+                let mut update = c
+                    .prepare_cached(
+                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL, \
+                         lease_incarnation = NULL WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' \
+                         RETURNING message_id, tenant_id",
+                    )
+                    .map_err(sql)?;
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+                         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+                         sender_policy, diagnosis) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    )
+                    .map_err(sql)?;
+                let mut accepted = Vec::with_capacity(outcomes.len());
+                let mut recorded_messages = HashSet::new();
+                // Recipients that reached a final state leave their tenant's queue.
+                let mut finished: HashMap<String, i64> = HashMap::new();
+                for o in outcomes {
+                    let (st, due_at) = match o.next {
+                        NextState::Sent => ("sent", None),
+                        NextState::Failed => ("failed", None),
+                        NextState::Deferred { until } => ("deferred", Some(until)),
+                    };
+                    let rid = o.recipient.to_string();
+                    // The fencing check: a lease taken over by another claim has a newer token.
+                    let row: Option<(String, String)> = update
+                        .query_row(params![st, due_at, rid, o.lease_token], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()
+                        .map_err(sql)?;
+                    let current = row.is_some();
+                    if let Some((message, tenant)) = row {
+                        recorded_messages.insert(message);
+                        if due_at.is_none() {
+                            *finished.entry(tenant).or_default() += 1;
+                        }
+                    }
+                    if current {
+                        let a = &o.attempt;
+                        insert
+                            .execute(params![
+                                rid, a.at, a.node, a.server, a.outcome.as_str(), a.step, a.code,
+                                a.enhanced_code, a.response, a.duration_ms, a.remote_addr,
+                                a.tls_version, a.tls_cipher, a.provider_id.map(|p| p.to_string()),
+                                a.config_version, a.sender_policy, a.diagnosis.as_ref().map(|d| d.to_string())
+                            ])
+                            .map_err(sql)?;
+                    }
+                    accepted.push(current);
+                }
+                for cap in captures {
+                    if recorded_messages.contains(&cap.message.to_string()) {
+                        c.execute(
+                            "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                cap.message.to_string(), cap.tenant.to_string(), cap.envelope_from,
+                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
+                                cap.content, cap.at
+                            ],
+                        )
+                        .map_err(sql)?;
+                    }
+                }
+                let mut leave = c
+                    .prepare_cached(
+                        "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
+                    )
+                    .map_err(sql)?;
+                for (tenant, count) in finished {
+                    leave.execute(params![count, tenant]).map_err(sql)?;
+                }
+                Ok(accepted)
+            })
+            .await
+    }
+
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                for (rid, token) in leases {
+                    c.execute(
+                        "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL, lease_incarnation = NULL \
+                         WHERE id = ?2 AND lease_token = ?3 AND status = 'sending'",
+                        params![now, rid.to_string(), token],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_earlier_incarnations(
+        &self,
+        node: &str,
+        incarnation: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let (node, incarnation) = (node.to_owned(), incarnation.to_owned());
+        self.db
+            .write(move |c| {
+                // A lease from before incarnations were recorded has none: it is earlier too.
+                c.execute(
+                    &format!(
+                        "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                         AND lease_incarnation IS NOT ?3"
+                    ),
+                    params![now, node, incarnation],
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
+        self.db
+            .write(move |c| {
+                let stale = list(
+                    c,
+                    "SELECT name, incarnation FROM nodes \
+                     WHERE heartbeat_at < ?1 AND incarnation IS NOT NULL ORDER BY name",
+                    [stale_before],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )?;
+                let mut released = Vec::with_capacity(stale.len());
+                for (name, incarnation) in stale {
+                    let n = c
+                        .execute(
+                            &format!(
+                                "{RELEASE_CRASHED} WHERE status = 'sending' AND lease_owner = ?2 \
+                                 AND lease_incarnation = ?3"
+                            ),
+                            params![now, name, incarnation],
+                        )
+                        .map_err(sql)?;
+                    // Taken over: the next sweep passes this node by, until it beats again.
+                    c.execute(
+                        "UPDATE nodes SET incarnation = NULL WHERE name = ?1",
+                        [&name],
+                    )
+                    .map_err(sql)?;
+                    released.push((name, n as u64));
+                }
+                Ok(released)
+            })
+            .await
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        let excluded: HashSet<String> = exclude_tenants.iter().map(ToString::to_string).collect();
+        self.db
+            .read(move |c| {
+                if excluded.is_empty() {
+                    return c
+                        .query_row(
+                            &format!(
+                                "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
+                                 WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"
+                            ),
+                            [],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql);
+                }
+                // Tenant by tenant, so that an excluded tenant's backlog is not walked.
+                let mut next = c
+                    .prepare_cached(&format!(
+                        "SELECT tenant_id FROM recipients INDEXED BY recipients_tenant_due \
+                         WHERE {UNFINISHED} AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1"
+                    ))
+                    .map_err(sql)?;
+                let (mut at, mut earliest) = (String::new(), None::<i64>);
+                for _ in 0..crate::CLAIM_WALK + excluded.len() {
+                    let found: Option<String> = next
+                        .query_row([&at], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    let Some(tenant) = found else { break };
+                    if !excluded.contains(&tenant) {
+                        let due = earliest_of(c, &tenant)?;
+                        earliest = crate::earlier(earliest, due);
+                    }
+                    at = tenant;
+                }
+                Ok(earliest)
+            })
+            .await
+    }
+
+    async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT message_id, at, envelope_from, recipients, content FROM captured \
+                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+                    params![tenant_id.to_string(), limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(mid, at, from, rcpts, content)| {
+                        Ok(Captured {
+                            message_id: id(mid)?,
+                            captured_at: at,
+                            envelope_from: from,
+                            recipients: stored("recipients", serde_json::from_str(&rcpts))?,
+                            content: String::from_utf8_lossy(&content).into_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+}

@@ -1,0 +1,461 @@
+//! The SQLite store's tenants and access: tenants and their properties, API tokens, persons, the audit log.
+
+use super::*;
+
+#[async_trait]
+impl Tenants for SqliteStore {
+    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                let tenant_id = TenantId::new();
+                c.execute(
+                    "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant_id.to_string(), slug.as_ref(), name, now_ms()],
+                )
+                .map_err(unique("a tenant with this slug exists"))?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
+        let slug = slug.to_owned();
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
+                    [slug],
+                    tenant_row,
+                )
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)?
+            })
+            .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.db
+            .read(|c| {
+                list(
+                    c,
+                    &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at"),
+                    [],
+                    tenant_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn set_entitlements(
+        &self,
+        tenant_id: TenantId,
+        credential_storage: bool,
+    ) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE tenants SET credential_storage = ?1 WHERE id = ?2",
+                    params![credential_storage, tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn set_active_provider(
+        &self,
+        tenant_id: TenantId,
+        provider_id: Option<ProviderId>,
+        effective_from: i64,
+    ) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                if let Some(pid) = provider_id {
+                    match load_provider(c, tenant_id, pid) {
+                        Err(StoreError::NotFound) => {
+                            return Err(StoreError::Invalid(
+                                Invalid::new(
+                                    "must name a notification provider of this tenant, or be null",
+                                )
+                                .at("notification_provider_id"),
+                            ));
+                        }
+                        other => other?,
+                    };
+                }
+                // What applies until this change is in effect: the provider in
+                // effect now, which is the previous one while a change is pending.
+                c.execute(
+                    "UPDATE tenants SET \
+                     previous_provider_id = CASE WHEN properties_effective_from <= ?3 \
+                         THEN notification_provider_id ELSE previous_provider_id END, \
+                     notification_provider_id = ?1, properties_effective_from = ?4 WHERE id = ?2",
+                    params![
+                        provider_id.map(|p| p.to_string()),
+                        tenant_id.to_string(),
+                        now_ms(),
+                        effective_from
+                    ],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE tenants SET properties_effective_from = MIN(properties_effective_from, ?1) WHERE id = ?2",
+                    params![now, tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                load_tenant(c, tenant_id)
+            })
+            .await
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
+        self.db
+            .write(move |c| {
+                if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
+                    load_person(c, tenant_id, person_id)?;
+                }
+                c.execute(
+                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        token.id.to_string(),
+                        token.tenant_id.map(|t| t.to_string()),
+                        token.name,
+                        token.role.as_str(),
+                        token.person_id.map(|p| p.to_string()),
+                        token.hash,
+                        now_ms()
+                    ],
+                )
+                .map_err(unique("this token exists already"))?;
+                c.query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                    [token.id.to_string()],
+                    token_row,
+                )
+                .map_err(sql)?
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let hash = hash.to_owned();
+        let found = self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+                    ),
+                    [hash],
+                    token_row,
+                )
+                .optional()
+                .map_err(sql)
+            })
+            .await?;
+        let Some(record) = found.transpose()? else {
+            return Ok(None);
+        };
+        // Recording every use would put a write on every request; a minute's precision is enough.
+        let now = now_ms();
+        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
+            let token_id = record.id.to_string();
+            self.db
+                .write(move |c| {
+                    c.execute(
+                        "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2",
+                        params![now, token_id],
+                    )
+                    .map_err(sql)
+                    .map(drop)
+                })
+                .await?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    token_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, tenant_id: TenantId, token_id: TokenId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let deleted = c
+                    .execute(
+                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id = ?2",
+                        [token_id.to_string(), tenant_id.to_string()],
+                    )
+                    .map_err(sql)?;
+                if deleted == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn create_person(&self, tenant_id: TenantId, person: Person) -> Result<Person> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO persons (id, tenant_id, name, email, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        person.id.to_string(),
+                        tenant_id.to_string(),
+                        person.name,
+                        person.email.as_ref(),
+                        person.role.as_str(),
+                        person.created_at
+                    ],
+                )
+                .map_err(unique("a person with this e-mail address exists"))?;
+                load_person(c, tenant_id, person.id)
+            })
+            .await
+    }
+
+    async fn person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
+        self.db
+            .read(move |c| load_person(c, tenant_id, person_id))
+            .await
+    }
+
+    async fn list_persons(&self, tenant_id: TenantId) -> Result<Vec<Person>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE tenant_id = ?1 ORDER BY created_at"),
+                    [tenant_id.to_string()],
+                    person_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                load_person(c, tenant_id, person_id)?;
+                let bound: Option<String> = c
+                    .query_row(
+                        "SELECT username FROM smtp_accounts WHERE person_id = ?1 AND tenant_id = ?2 LIMIT 1",
+                        [person_id.to_string(), tenant_id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(username) = bound {
+                    return Err(StoreError::Conflict(format!(
+                        "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
+                    )));
+                }
+                c.execute(
+                    "DELETE FROM persons WHERE id = ?1 AND tenant_id = ?2",
+                    [person_id.to_string(), tenant_id.to_string()],
+                )
+                .map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, details) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        entry.tenant_id.map(|t| t.to_string()),
+                        entry.at,
+                        entry.actor,
+                        entry.token_id.map(|t| t.to_string()),
+                        entry.remote_addr,
+                        entry.action,
+                        entry.object_id,
+                        entry.details.to_string()
+                    ],
+                )
+                .map_err(sql)
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn list_audit(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.db
+            .read(move |c| {
+                let rows = list(
+                    c,
+                    "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM audit \
+                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+                    params![tenant_id.to_string(), limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                            r.get::<_, String>(7)?,
+                        ))
+                    },
+                )?;
+                rows.into_iter()
+                    .map(|(tid, at, actor, token_id, remote_addr, action, object_id, details)| {
+                        Ok(AuditEntry {
+                            tenant_id: opt_id(tid)?,
+                            at,
+                            actor,
+                            token_id: opt_id(token_id)?,
+                            remote_addr,
+                            action,
+                            object_id,
+                            details: stored("audit details", serde_json::from_str(&details))?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn operator_token_exists(&self) -> Result<bool> {
+        self.db
+            .read(|c| {
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.db
+            .read(move |c| {
+                list(
+                    c,
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
+                         AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+                    ),
+                    [],
+                    token_row,
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let id = token_id.to_string();
+                let revoked = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 1 AND revoked_at IS NULL",
+                        params![id, now_ms()],
+                    )
+                    .map_err(sql)?;
+                let deleted = c
+                    .execute(
+                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id IS NULL \
+                         AND role = 'operator' AND bootstrap = 0",
+                        [&id],
+                    )
+                    .map_err(sql)?;
+                if revoked + deleted == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let stored: Option<Option<i64>> = c
+                    .query_row(
+                        "SELECT revoked_at FROM tokens WHERE hash = ?1",
+                        [&token.hash],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                // `None` when the value was revoked before: it stays revoked.
+                let created = match stored {
+                    Some(Some(_)) => None,
+                    Some(None) => {
+                        c.execute(
+                            "UPDATE tokens SET bootstrap = 1 WHERE hash = ?1 \
+                             AND tenant_id IS NULL AND role = 'operator'",
+                            [&token.hash],
+                        )
+                        .map_err(sql)?;
+                        Some(false)
+                    }
+                    None => {
+                        c.execute(
+                            "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
+                             VALUES (?1, NULL, ?2, 'operator', NULL, ?3, ?4, 1)",
+                            params![token.id.to_string(), token.name, token.hash, now],
+                        )
+                        .map_err(sql)?;
+                        Some(true)
+                    }
+                };
+                // Any other bootstrap token is no longer the configured one,
+                // even when the configured value is itself revoked.
+                let replaced = c
+                    .execute(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE bootstrap = 1 \
+                         AND revoked_at IS NULL AND hash <> ?1",
+                        params![token.hash, now],
+                    )
+                    .map_err(sql)? as u64;
+                Ok(match created {
+                    Some(created) => BootstrapOutcome::Installed { created, replaced },
+                    None => BootstrapOutcome::Revoked { replaced },
+                })
+            })
+            .await
+    }
+}
