@@ -148,6 +148,7 @@ struct Places {
     _tenant: TenantPlace,
     _route: Option<Reservation>,
 }
+
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,

@@ -37,6 +37,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the policy needs of a claimed message.
     pub fn of(contents: &MessageContent) -> Message {
         Message {
             created_at: contents.created_at,

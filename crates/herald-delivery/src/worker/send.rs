@@ -359,6 +359,8 @@ impl Worker {
         })
     }
 
+    /// Stores the message in the capture mailbox (the route when no system
+    /// default relay is configured): every recipient is sent.
     fn capture(
         &self,
         route: &RouteInfo,
