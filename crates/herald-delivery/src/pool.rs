@@ -52,6 +52,27 @@ struct Idle {
     sent: u32,
 }
 
+/// How long a route's pool is kept once nothing uses it (or its idle
+/// timeout, when longer): its pace and rate limit still describe the route
+/// while its tenants' mail keeps coming, and a node that served many routes
+/// once does not keep them all.
+const UNUSED_POOL_KEPT: Duration = Duration::from_secs(300);
+
+/// How a route's pool has been used, shared with its slots.
+struct Usage {
+    /// Connection slots that have come free since the pool was made.
+    freed: AtomicU64,
+    /// When the pool was last looked up for a message, or a slot or a
+    /// reservation of it ended.
+    last: Mutex<Instant>,
+}
+
+impl Usage {
+    fn touch(&self) {
+        *self.last.lock().expect("usage lock") = Instant::now();
+    }
+}
+
 /// The pool of one route.
 pub struct RoutePool {
     limits: PoolLimits,
@@ -59,8 +80,7 @@ pub struct RoutePool {
     idle: Mutex<Vec<Idle>>,
     /// The earliest time the next message may start, for the rate limit.
     next_start: Mutex<Instant>,
-    /// Connection slots that have come free since the pool was made.
-    freed: Arc<AtomicU64>,
+    usage: Arc<Usage>,
     /// The pace: when the current window began, the count of `freed` then,
     /// and how many came free in the window before.
     pace: Mutex<(Instant, u64, u64)>,
@@ -72,12 +92,13 @@ pub struct RoutePool {
 /// when it comes free, which measures the route's pace.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    freed: Arc<AtomicU64>,
+    usage: Arc<Usage>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.freed.fetch_add(1, Ordering::Relaxed);
+        self.usage.freed.fetch_add(1, Ordering::Relaxed);
+        self.usage.touch();
     }
 }
 
@@ -87,6 +108,7 @@ pub struct Reservation(Arc<RoutePool>);
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.0.reserved.fetch_sub(1, Ordering::Relaxed);
+        self.0.usage.touch();
     }
 }
 
@@ -105,7 +127,10 @@ impl RoutePool {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1) as usize)),
             idle: Mutex::new(Vec::new()),
             next_start: Mutex::new(Instant::now()),
-            freed: Arc::default(),
+            usage: Arc::new(Usage {
+                freed: AtomicU64::new(0),
+                last: Mutex::new(Instant::now()),
+            }),
             pace: Mutex::new((Instant::now(), 0, 0)),
             reserved: AtomicUsize::new(0),
         }
@@ -122,7 +147,7 @@ impl RoutePool {
     }
 
     fn room_at(&self, now: Instant) -> usize {
-        let freed = self.freed.load(Ordering::Relaxed);
+        let freed = self.usage.freed.load(Ordering::Relaxed);
         let recent = {
             let mut pace = self.pace.lock().expect("pace lock");
             let (began, at_start, before) = *pace;
@@ -170,7 +195,7 @@ impl RoutePool {
         }
         Some(Slot {
             _permit: permit,
-            freed: self.freed.clone(),
+            usage: self.usage.clone(),
         })
     }
 
@@ -221,6 +246,20 @@ impl RoutePool {
         }
     }
 
+    /// True when nothing holds or waits for the pool (the caller holds the
+    /// only other reference), it keeps no idle connection, its rate limit
+    /// lets the next message go, and it was last used `keep` (or its idle
+    /// timeout, when longer) ago or more: dropping it loses nothing.
+    fn unused_for(self: &Arc<Self>, keep: Duration, now: Instant) -> bool {
+        Arc::strong_count(self) == 1
+            && self.reserved.load(Ordering::Relaxed) == 0
+            && self.slots.available_permits() == self.limits.max_connections.max(1) as usize
+            && self.idle.lock().expect("pool lock").is_empty()
+            && *self.next_start.lock().expect("rate lock") <= now
+            && now.saturating_duration_since(*self.usage.last.lock().expect("usage lock"))
+                >= keep.max(self.limits.idle_timeout)
+    }
+
     /// Every idle connection, taken out of the pool.
     fn take_all_idle(&self) -> Vec<Connection> {
         let mut idle = self.idle.lock().expect("pool lock");
@@ -230,10 +269,21 @@ impl RoutePool {
 
 /// Every route's pool on this node, and which route each tenant's mail took
 /// last (`None`: the capture mailbox, which has no pool).
-#[derive(Default)]
 pub struct Pools {
     routes: Mutex<HashMap<String, Arc<RoutePool>>>,
     tenants: Mutex<HashMap<TenantId, Option<String>>>,
+    /// How long an unused pool is kept: [`UNUSED_POOL_KEPT`], or zero in tests.
+    keep: Duration,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            routes: Mutex::default(),
+            tenants: Mutex::default(),
+            keep: UNUSED_POOL_KEPT,
+        }
+    }
 }
 
 impl Pools {
@@ -262,7 +312,10 @@ impl Pools {
     pub fn route(&self, key: &str, limits: PoolLimits) -> Arc<RoutePool> {
         let mut routes = self.routes.lock().expect("pools lock");
         match routes.get(key) {
-            Some(pool) if pool.limits == limits => pool.clone(),
+            Some(pool) if pool.limits == limits => {
+                pool.usage.touch();
+                pool.clone()
+            }
             _ => {
                 let pool = Arc::new(RoutePool::new(limits));
                 routes.insert(key.to_owned(), pool.clone());
@@ -297,11 +350,21 @@ impl Pools {
             .collect()
     }
 
-    /// Closes idle connections past their timeout in every pool.
+    /// Closes idle connections past their timeout in every pool, then drops
+    /// the pools nothing has used for a while (see [`RoutePool::unused_for`])
+    /// and forgets which tenants' mail took them: a tenant whose route is
+    /// forgotten is treated as one this node has not delivered for yet.
     pub fn sweep(&self) {
-        for pool in self.routes.lock().expect("pools lock").values() {
+        let now = Instant::now();
+        let mut routes = self.routes.lock().expect("pools lock");
+        for pool in routes.values() {
             pool.sweep();
         }
+        routes.retain(|_, pool| !pool.unused_for(self.keep, now));
+        self.tenants
+            .lock()
+            .expect("pools lock")
+            .retain(|_, key| key.as_ref().is_none_or(|key| routes.contains_key(key)));
     }
 
     /// Says QUIT on every idle connection of every pool and waits for them
@@ -449,5 +512,115 @@ mod tests {
         assert!(Arc::ptr_eq(routes[&smtp].as_ref().unwrap(), &pool));
         assert!(routes[&capture].is_none());
         assert!(!routes.contains_key(&unseen));
+    }
+
+    /// Pools that keep nothing unused: a sweep drops every pool nothing uses.
+    fn pools_keeping_nothing() -> Pools {
+        Pools {
+            keep: Duration::ZERO,
+            ..Pools::default()
+        }
+    }
+
+    /// Limits whose idle timeout keeps nothing either.
+    const NO_IDLE: PoolLimits = PoolLimits {
+        max_connections: 2,
+        max_messages_per_connection: 100,
+        idle_timeout: Duration::ZERO,
+        rate_per_minute: None,
+    };
+
+    #[tokio::test]
+    async fn a_sweep_drops_an_unused_pool_and_forgets_the_tenants_it_served() {
+        let pools = pools_keeping_nothing();
+        let (smtp, capture) = (TenantId::new(), TenantId::new());
+        let pool = pools.get("route", NO_IDLE, smtp);
+        pools.note_capture(capture);
+        pools.sweep();
+        assert!(
+            pools.routes_of_tenant(smtp).is_some(),
+            "a pool its sender still holds stays"
+        );
+        drop(pool);
+        pools.sweep();
+        assert!(pools.routes_of_tenant(smtp).is_none());
+        let routes = pools.routes_of_tenants();
+        assert!(!routes.contains_key(&smtp), "the tenant is forgotten");
+        assert!(routes[&capture].is_none(), "the capture mailbox is no pool");
+        assert!(pools.routes.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pool_is_kept_while_a_message_is_claimed_for_it() {
+        let pools = pools_keeping_nothing();
+        let tenant = TenantId::new();
+        drop(pools.get("route", NO_IDLE, tenant));
+        let reservation = pools.routes_of_tenant(tenant).unwrap().reserve();
+        pools.sweep();
+        assert!(pools.routes_of_tenant(tenant).is_some());
+        drop(reservation);
+        pools.sweep();
+        assert!(pools.routes_of_tenant(tenant).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pool_is_kept_while_one_of_its_slots_is_in_use() {
+        let pools = pools_keeping_nothing();
+        let tenant = TenantId::new();
+        let pool = pools.get("route", NO_IDLE, tenant);
+        let slot = pool.slot_within(Duration::from_secs(1)).await.unwrap();
+        drop(pool);
+        pools.sweep();
+        assert!(pools.routes_of_tenant(tenant).is_some());
+        drop(slot);
+        pools.sweep();
+        assert!(pools.routes_of_tenant(tenant).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pool_is_kept_while_its_rate_limit_holds_the_next_message_back() {
+        let pools = pools_keeping_nothing();
+        let tenant = TenantId::new();
+        let pool = pools.get(
+            "route",
+            PoolLimits {
+                rate_per_minute: Some(1),
+                ..NO_IDLE
+            },
+            tenant,
+        );
+        // The first message goes at once; the next may start a minute later.
+        drop(pool.slot_within(Duration::from_secs(1)).await.unwrap());
+        drop(pool);
+        pools.sweep();
+        assert!(
+            pools.routes_of_tenant(tenant).is_some(),
+            "a new pool would let the next message go at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recently_used_pool_is_kept() {
+        let pools = Pools::default();
+        let tenant = TenantId::new();
+        drop(pools.get("route", NO_IDLE, tenant));
+        pools.sweep();
+        assert!(pools.routes_of_tenant(tenant).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_route_used_again_after_its_pool_was_dropped_gets_a_new_pool() {
+        let pools = pools_keeping_nothing();
+        let tenant = TenantId::new();
+        let first = pools.get("route", NO_IDLE, tenant);
+        let witness = Arc::downgrade(&first);
+        drop(first);
+        pools.sweep();
+        assert!(witness.upgrade().is_none(), "the dropped pool is gone");
+        let second = pools.get("route", NO_IDLE, tenant);
+        assert!(Arc::ptr_eq(
+            &pools.routes_of_tenant(tenant).unwrap(),
+            &second
+        ));
     }
 }

@@ -30,9 +30,15 @@ impl RetryPolicy {
     /// [`Self::max`], spread by ±20 % so that recipients deferred together do
     /// not all come back at the same instant.
     pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.delay_with(attempt, &mut rand::rng())
+    }
+
+    /// [`Self::delay_after`], spread with `rng`: the outcome policy's tests
+    /// give a seeded one.
+    pub fn delay_with(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
         let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
         let delay = self.base.saturating_mul(doubling).min(self.max);
-        delay.mul_f64(rand::rng().random_range(0.8..=1.2))
+        delay.mul_f64(rng.random_range(0.8..=1.2))
     }
 }
 
