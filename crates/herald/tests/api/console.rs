@@ -6,7 +6,8 @@
 //! stderr, except under CI (`CI` set), where it fails. With
 //! `HERALD_CONSOLE_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -1028,6 +1029,93 @@ async fn console_with_two_tenants() -> Console {
     }
 }
 
+/// Every page of the console's tenant and operator modules (their GET
+/// routes): the matrix below visits each, and a guard checks this list
+/// against the routers' source, so a new page cannot be left out.
+const CONSOLE_PAGES: &[&str] = &[
+    "/t/{tenant}",
+    "/t/{tenant}/servers",
+    "/t/{tenant}/servers/new",
+    "/t/{tenant}/servers/{id}",
+    "/t/{tenant}/providers",
+    "/t/{tenant}/providers/new",
+    "/t/{tenant}/providers/{id}",
+    "/t/{tenant}/tests/{id}",
+    "/t/{tenant}/tests/{id}/steps",
+    "/t/{tenant}/properties",
+    "/t/{tenant}/messages",
+    "/t/{tenant}/messages/{id}",
+    "/t/{tenant}/audit",
+    "/t/{tenant}/persons",
+    "/operator/tenants",
+    "/operator/nodes",
+];
+
+/// The paths of the GET routes declared in the console's tenant pages
+/// (`src/tenant/`) and operator pages (`src/operator.rs`).
+fn console_pages_in_source() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../herald-console/src");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(src.join("tenant"))
+        .expect("the console's tenant pages")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .collect();
+    files.push(src.join("operator.rs"));
+    let mut found = BTreeSet::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for other in [".nest(", ".nest_service(", ".route_service("] {
+            assert!(
+                !source.contains(other),
+                "{} uses {other}; teach this guard to read it",
+                file.display()
+            );
+        }
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find(".route(") {
+            let after = &rest[at + ".route(".len()..];
+            // The arguments run to the parenthesis that closes `.route(`
+            // (a console path holds no parenthesis).
+            let mut depth = 1;
+            let end = after
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(after.len(), |(i, _)| i);
+            let args = &after[..end];
+            let path = args.split('"').nth(1).expect("a route path literal");
+            let handlers = &args[args.find(',').expect("a handler")..];
+            let is_get = handlers.match_indices("get(").any(|(i, _)| {
+                handlers[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            });
+            if is_get {
+                found.insert(path.to_owned());
+            }
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn the_console_page_list_covers_every_page_in_the_source() {
+    let in_source = console_pages_in_source();
+    let listed: BTreeSet<String> = CONSOLE_PAGES.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        in_source, listed,
+        "the console's pages and CONSOLE_PAGES disagree: add a new page to the list and to the matrix"
+    );
+}
+
 /// The first `<h1>` of a page, as shown.
 fn heading(html: &str) -> Option<&str> {
     let start = html.find("<h1>")? + 4;
@@ -1045,78 +1133,115 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
     let c = console_with_two_tenants().await;
     let app = &c.app;
     let t = "/t/acme";
-    // (path, what the page shows, whether a member may see it)
-    let pages: Vec<(String, String, bool)> = vec![
-        (t.into(), "<h1>acme</h1>".into(), true),
-        (
+    // (route, path, what the page shows, whether a member may see it)
+    let page = |route: &'static str, path: String, shows: &str, members: bool| {
+        (route, path, shows.to_owned(), members)
+    };
+    let pages = vec![
+        page("/t/{tenant}", t.into(), "<h1>acme</h1>", true),
+        page(
+            "/t/{tenant}/servers",
             format!("{t}/servers"),
-            "<h1>SMTP servers</h1>".into(),
+            "<h1>SMTP servers</h1>",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/servers/new",
             format!("{t}/servers/new"),
-            "<h1>New SMTP server</h1>".into(),
+            "<h1>New SMTP server</h1>",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/servers/new",
             format!("{t}/servers/new?preset=gateway-relay"),
-            "<h1>New SMTP server</h1>".into(),
+            "<h1>New SMTP server</h1>",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/servers/{id}",
             format!("{t}/servers/{}", c.server_id),
-            format!("<h1>SMTP server {}</h1>", c.server_name),
+            &format!("<h1>SMTP server {}</h1>", c.server_name),
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/providers",
             format!("{t}/providers"),
-            "<h1>Notification providers</h1>".into(),
+            "<h1>Notification providers</h1>",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/providers/new",
             format!("{t}/providers/new"),
-            "<h1>New notification provider</h1>".into(),
+            "<h1>New notification provider</h1>",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/providers/{id}",
             format!("{t}/providers/{}", c.provider_id),
-            format!("<h1>Provider {}</h1>", c.provider_name),
+            &format!("<h1>Provider {}</h1>", c.provider_name),
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/tests/{id}",
             format!("{t}/tests/{}", c.test_id),
-            "<h1>Test message</h1>".into(),
+            "<h1>Test message</h1>",
             false,
         ),
         // The fragment htmx polls: no heading of its own.
-        (
+        page(
+            "/t/{tenant}/tests/{id}/steps",
             format!("{t}/tests/{}/steps", c.test_id),
-            "id=\"test-steps\"".into(),
+            "id=\"test-steps\"",
             false,
         ),
-        (
+        page(
+            "/t/{tenant}/properties",
             format!("{t}/properties"),
-            "<h1>Tenant properties</h1>".into(),
+            "<h1>Tenant properties</h1>",
             false,
         ),
-        (format!("{t}/messages"), "<h1>Messages</h1>".into(), true),
-        (
+        page(
+            "/t/{tenant}/messages",
+            format!("{t}/messages"),
+            "<h1>Messages</h1>",
+            true,
+        ),
+        page(
+            "/t/{tenant}/messages",
             format!("{t}/messages?status=queued&recipient=ops%40acme.example&from=2020-01-01"),
-            "<h1>Messages</h1>".into(),
+            "<h1>Messages</h1>",
             true,
         ),
-        (
+        page(
+            "/t/{tenant}/messages/{id}",
             format!("{t}/messages/{}", c.message_id),
-            "<h1>Quarterly report</h1>".into(),
+            "<h1>Quarterly report</h1>",
             true,
         ),
-        (format!("{t}/audit"), "<h1>Audit log</h1>".into(), false),
-        (format!("{t}/persons"), "<h1>Persons</h1>".into(), false),
+        page(
+            "/t/{tenant}/audit",
+            format!("{t}/audit"),
+            "<h1>Audit log</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/persons",
+            format!("{t}/persons"),
+            "<h1>Persons</h1>",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
         ("/operator/nodes", "<h1>Nodes</h1>"),
     ];
+    // Every page the console serves is visited below.
+    let visited: BTreeSet<&str> = pages
+        .iter()
+        .map(|p| p.0)
+        .chain(operator_pages.iter().map(|p| p.0))
+        .collect();
+    assert_eq!(visited, CONSOLE_PAGES.iter().copied().collect());
 
     let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, t).await;
     let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, t).await;
@@ -1130,7 +1255,7 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
     )
     .await;
 
-    for (path, shows, members_see) in &pages {
+    for (_, path, shows, members_see) in &pages {
         for (who, session) in [("the administrator", &admin), ("the operator", &operator)] {
             let (status, html) = session.get(path).await;
             assert_eq!(status, StatusCode::OK, "{who} on {path}: {html}");
@@ -1183,7 +1308,7 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
     let home = home.send().await.unwrap();
     assert_eq!(home.headers()["location"], t);
     // Signed out, every page leads to the sign-in form.
-    for (path, _, _) in &pages {
+    for (_, path, _, _) in &pages {
         let answer = admin
             .http
             .get(format!("{}{path}", app.base))
