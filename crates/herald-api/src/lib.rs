@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use herald_core::Sealer;
 use herald_delivery::{DefaultProvider, ProviderCache};
-use herald_store::Store;
+use herald_store::{NodeRecord, Store};
 use tokio::sync::Notify;
 
 pub use auth::Caller;
@@ -86,4 +86,45 @@ pub fn router(state: AppState, api: bool) -> Router {
     routes
         .layer(DefaultBodyLimit::max(state.limits.max_body()))
         .with_state(state)
+}
+
+/// Whether `node` counts as alive at `now_ms`: its latest heartbeat is at most
+/// `alive_within` old. The one rule for the API's node list, the test
+/// message's "is a worker alive" check and the console's pages, so they
+/// never disagree about the same node. A heartbeat ahead of this node's
+/// clock (skew between nodes) counts as alive.
+pub fn is_alive(node: &NodeRecord, now_ms: i64, alive_within: std::time::Duration) -> bool {
+    let within = i64::try_from(alive_within.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(node.heartbeat_at) <= within
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn node(heartbeat_at: i64) -> NodeRecord {
+        NodeRecord {
+            name: "n1".into(),
+            roles: vec!["worker".into()],
+            version: "test".into(),
+            started_at: 0,
+            heartbeat_at,
+            incarnation: Some("i".into()),
+        }
+    }
+
+    #[test]
+    fn a_node_is_alive_while_its_heartbeat_is_within_the_window() {
+        let within = Duration::from_secs(30);
+        // Just beaten, exactly at the edge, one millisecond past it.
+        assert!(is_alive(&node(100_000), 100_000, within));
+        assert!(is_alive(&node(100_000), 130_000, within));
+        assert!(!is_alive(&node(100_000), 130_001, within));
+        // A heartbeat from a clock ahead of ours is not taken for gone.
+        assert!(is_alive(&node(200_000), 100_000, within));
+        // Extremes neither overflow nor panic.
+        assert!(!is_alive(&node(i64::MIN), i64::MAX, within));
+        assert!(is_alive(&node(0), i64::MAX, Duration::MAX));
+    }
 }

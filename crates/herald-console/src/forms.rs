@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use herald_api::ApiError;
 use herald_api::service::{AccountBody, OAuth2Body, ProviderBody, ServerBody};
+use herald_core::FieldError;
 use herald_store::{Provider, SmtpServer};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,17 @@ pub struct Problems {
 }
 
 impl Problems {
+    /// Field errors found in the form itself (a number that is not one), as
+    /// the API's error, so they are shown exactly like the API's own.
+    pub fn invalid(fields: FieldErrors) -> ApiError {
+        ApiError::Invalid(
+            fields
+                .into_iter()
+                .map(|(field, rule)| FieldError { field, rule })
+                .collect(),
+        )
+    }
+
     /// The API's error, split into field errors and a general one. The API
     /// names nested fields `oauth2.client_id`; the form names them `client_id`.
     pub fn from_api(error: ApiError) -> (axum::http::StatusCode, Problems) {

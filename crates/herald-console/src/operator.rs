@@ -2,8 +2,6 @@
 //! entitlement) and the nodes of the installation.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::{AppState, service};
@@ -12,8 +10,8 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::forms::Problems;
-use crate::pages::{operator_base, see};
-use crate::render::{PageError, page_with};
+use crate::pages::{PageResult, operator_base, see, submit};
+use crate::render::{PageError, page};
 use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
@@ -38,44 +36,34 @@ async fn tenants_page(
     me: &Signed,
     form: &TenantForm,
     problems: Problems,
-    status: StatusCode,
-) -> Result<Response, PageError> {
+) -> PageResult {
     me.caller.operator()?;
     let tenants = state
         .store
         .list_tenants()
         .await
         .map_err(|e| PageError(e.into()))?;
-    Ok(page_with(
-        status,
+    Ok(page(
         "tenants.html",
         context! { tenants, form, problems, ..operator_base(me, "tenants") },
     ))
 }
 
-async fn tenants(State(state): State<AppState>, me: Signed) -> Result<Response, PageError> {
-    tenants_page(
-        &state,
-        &me,
-        &TenantForm::default(),
-        Problems::default(),
-        StatusCode::OK,
-    )
-    .await
+async fn tenants(State(state): State<AppState>, me: Signed) -> PageResult {
+    tenants_page(&state, &me, &TenantForm::default(), Problems::default()).await
 }
 
 async fn create_tenant(
     State(state): State<AppState>,
     me: Signed,
     Form(form): Form<TenantForm>,
-) -> Result<Response, PageError> {
-    match service::create_tenant(&state, &me.caller, form.slug.trim(), &form.name).await {
-        Ok(_) => Ok(see("/operator/tenants".into())),
-        Err(error) => {
-            let (status, problems) = Problems::from_api(error);
-            tenants_page(&state, &me, &form, problems, status).await
-        }
-    }
+) -> PageResult {
+    submit(
+        service::create_tenant(&state, &me.caller, form.slug.trim(), &form.name),
+        |_| "/operator/tenants".into(),
+        |problems| tenants_page(&state, &me, &form, problems),
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -90,7 +78,7 @@ async fn set_entitlements(
     me: Signed,
     Path(slug): Path<String>,
     Form(form): Form<EntitlementsForm>,
-) -> Result<Response, PageError> {
+) -> PageResult {
     me.caller.operator()?;
     let tenant = me.caller.tenant(&state, &slug, &[]).await?;
     service::set_entitlements(
@@ -103,7 +91,7 @@ async fn set_entitlements(
     Ok(see("/operator/tenants".into()))
 }
 
-async fn nodes(State(state): State<AppState>, me: Signed) -> Result<Response, PageError> {
+async fn nodes(State(state): State<AppState>, me: Signed) -> PageResult {
     me.caller.operator()?;
     let now = now_ms();
     let nodes: Vec<_> = state
@@ -113,12 +101,11 @@ async fn nodes(State(state): State<AppState>, me: Signed) -> Result<Response, Pa
         .map_err(|e| PageError(e.into()))?
         .into_iter()
         .map(|node| {
-            let alive = now - node.heartbeat_at <= state.alive_within.as_millis() as i64;
+            let alive = herald_api::is_alive(&node, now, state.alive_within);
             context! { node, alive }
         })
         .collect();
-    Ok(page_with(
-        StatusCode::OK,
+    Ok(page(
         "nodes.html",
         context! { nodes, ..operator_base(&me, "nodes") },
     ))

@@ -2,13 +2,18 @@
 //! the home page that sends each person where they work, and small helpers.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use herald_api::AppState;
+use herald_api::{ApiError, AppState};
 use herald_store::Tenant;
 use minijinja::{Value, context};
 
+use crate::forms::Problems;
 use crate::render::PageError;
 use crate::session::Signed;
+
+/// What a page handler answers: the page, or an error shown as a page.
+pub type PageResult = Result<Response, PageError>;
 
 /// The context every tenant page starts from.
 pub fn base(me: &Signed, tenant: &Tenant, nav: &str) -> Value {
@@ -58,4 +63,31 @@ pub async fn home(State(state): State<AppState>, me: Signed) -> Result<Response,
 /// A redirect after a successful POST (303, so the browser GETs the page).
 pub fn see(path: String) -> Response {
     Redirect::to(&path).into_response()
+}
+
+/// What every form's POST does: wait for the service's `outcome`; on success
+/// redirect (303) to `done`'s path, else render the form `again` with the
+/// API's field errors beside the fields (and anything else as the page's
+/// general error), answered with the error's status (422 for field errors).
+/// `again` keeps what was typed, since it renders the form it was given.
+pub async fn submit<T, Again>(
+    outcome: impl Future<Output = Result<T, ApiError>>,
+    done: impl FnOnce(T) -> String,
+    again: impl FnOnce(Problems) -> Again,
+) -> PageResult
+where
+    Again: Future<Output = PageResult>,
+{
+    match outcome.await {
+        Ok(value) => Ok(see(done(value))),
+        Err(error) => {
+            let (status, problems) = Problems::from_api(error);
+            let mut response = again(problems).await?;
+            // A page that failed to render keeps its own (5xx) status.
+            if response.status() == StatusCode::OK {
+                *response.status_mut() = status;
+            }
+            Ok(response)
+        }
+    }
 }

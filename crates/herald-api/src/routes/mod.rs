@@ -70,7 +70,7 @@ async fn nodes(
         .await?
         .into_iter()
         .map(|node| {
-            let alive = now - node.heartbeat_at <= state.alive_within.as_millis() as i64;
+            let alive = crate::is_alive(&node, now, state.alive_within);
             let mut view = serde_json::to_value(&node).unwrap_or_default();
             view["alive"] = Value::Bool(alive);
             view
@@ -83,8 +83,7 @@ async fn nodes(
 pub(crate) async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     Ok(state.store.list_nodes().await?.iter().any(|node| {
-        node.roles.iter().any(|r| r == "worker")
-            && now - node.heartbeat_at <= state.alive_within.as_millis() as i64
+        node.roles.iter().any(|r| r == "worker") && crate::is_alive(node, now, state.alive_within)
     }))
 }
 

@@ -6,7 +6,8 @@
 //! stderr, except under CI (`CI` set), where it fails. With
 //! `HERALD_CONSOLE_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use herald_testsmtp::{ServerConfig, TestSmtpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{DEADLINE, OPERATOR, TestApp, eventually, spawn_app};
+use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
 
 const SMTP_USER: &str = "herald@acme.example";
 const SMTP_PASSWORD: &str = "smtp-secret-Pw-4711";
@@ -862,4 +863,676 @@ async fn repeated_failed_sign_ins_lock_the_address_out() {
     // Another address is not affected.
     let (status, _) = attempt("ops@herald.example", "a wrong password").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Someone signed in to the console over plain HTTP, as a browser would be
+/// but without one: the session cookie, and the CSRF token its pages carry.
+struct HttpSession {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl HttpSession {
+    /// Signs in through the sign-in form (its cookie and token first), then
+    /// reads the CSRF token from `landing`, a page this person may see.
+    async fn sign_in(app: &TestApp, email: &str, password: &str, landing: &str) -> HttpSession {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = http
+            .get(format!("{}/sign-in", app.base))
+            .send()
+            .await
+            .unwrap();
+        let (sign_in_cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
+        let token = csrf_field(&form.text().await.unwrap());
+        let signed = http
+            .post(format!("{}/sign-in", app.base))
+            .header("cookie", sign_in_cookie)
+            .form(&[
+                ("csrf", token.as_str()),
+                ("email", email),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), StatusCode::SEE_OTHER, "{email} signs in");
+        let (cookie, _) = set_cookie(&signed, "herald_session").unwrap();
+        let mut session = HttpSession {
+            http,
+            base: app.base.clone(),
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, html) = session.get(landing).await;
+        assert_eq!(status, StatusCode::OK, "{email} on {landing}: {html}");
+        session.csrf = csrf_field(&html);
+        session
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    }
+
+    /// Posts a form with the session's CSRF token; the status, the redirect's
+    /// location (if any) and the page.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let mut form = vec![("csrf", self.csrf.as_str())];
+        form.extend_from_slice(fields);
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let location = answer
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (answer.status(), location, answer.text().await.unwrap())
+    }
+}
+
+const MEMBER_PASSWORD: &str = "member-console-password";
+const GLOBEX_PASSWORD: &str = "globex-console-password";
+const OPERATOR_PASSWORD: &str = "operator console password";
+
+/// A node with two tenants. Acme has a server (with an account), an active
+/// provider, a message and a test message, an administrator and a member;
+/// globex has its administrator. Everyone has a console password.
+struct Console {
+    app: TestApp,
+    acme: TestTenant,
+    _smtp: TestSmtpServer,
+    server_id: String,
+    server_name: String,
+    provider_id: String,
+    provider_name: String,
+    message_id: String,
+    test_id: String,
+}
+
+async fn console_with_two_tenants() -> Console {
+    let app = spawn_app().await;
+    let smtp = TestSmtpServer::start().await;
+    let acme = app.tenant("acme").await;
+    app.tenant("globex").await;
+    app.grant_credential_storage("acme").await;
+    let provider_id = app.use_smtp_server(&acme, smtp.port()).await;
+    let (_, provider) = app
+        .get(
+            &format!("/v1/tenants/acme/providers/{provider_id}"),
+            &acme.admin,
+        )
+        .await;
+    let server_id = provider["smtp_server_id"].as_str().unwrap().to_owned();
+    let (status, account) = app
+        .post(
+            &format!("/v1/tenants/acme/smtp-servers/{server_id}/accounts"),
+            &acme.admin,
+            json!({"username": SMTP_USER, "password": SMTP_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let message_id = app
+        .submit(
+            &acme,
+            json!({"to": ["ops@acme.example"], "subject": "Quarterly report", "text": "Hello"}),
+        )
+        .await;
+    let (status, test) = app
+        .post(
+            &format!("/v1/tenants/acme/providers/{provider_id}/test"),
+            &acme.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{test}");
+    let (status, member) = app
+        .post(
+            "/v1/tenants/acme/persons",
+            OPERATOR,
+            json!({"name": "Mel", "email": "mel@acme.example", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    give_password(&app, "acme", "admin@acme.example", ADA_PASSWORD).await;
+    give_password(&app, "acme", "mel@acme.example", MEMBER_PASSWORD).await;
+    give_password(&app, "globex", "admin@globex.example", GLOBEX_PASSWORD).await;
+    let output = set_operator_password(&app, "root@herald.example", OPERATOR_PASSWORD).await;
+    assert!(output.status.success(), "{output:?}");
+    let port = smtp.port();
+    Console {
+        app,
+        acme,
+        _smtp: smtp,
+        server_id,
+        server_name: format!("test-{port}"),
+        provider_id,
+        provider_name: format!("corporate-{port}"),
+        message_id,
+        test_id: test["message_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Every page of the console's tenant and operator modules (their GET
+/// routes): the matrix below visits each, and a guard checks this list
+/// against the routers' source, so a new page cannot be left out.
+const CONSOLE_PAGES: &[&str] = &[
+    "/t/{tenant}",
+    "/t/{tenant}/servers",
+    "/t/{tenant}/servers/new",
+    "/t/{tenant}/servers/{id}",
+    "/t/{tenant}/providers",
+    "/t/{tenant}/providers/new",
+    "/t/{tenant}/providers/{id}",
+    "/t/{tenant}/tests/{id}",
+    "/t/{tenant}/tests/{id}/steps",
+    "/t/{tenant}/properties",
+    "/t/{tenant}/messages",
+    "/t/{tenant}/messages/{id}",
+    "/t/{tenant}/audit",
+    "/t/{tenant}/persons",
+    "/operator/tenants",
+    "/operator/nodes",
+];
+
+/// The paths of the GET routes declared in the console's tenant pages
+/// (`src/tenant/`) and operator pages (`src/operator.rs`).
+fn console_pages_in_source() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../herald-console/src");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(src.join("tenant"))
+        .expect("the console's tenant pages")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .collect();
+    files.push(src.join("operator.rs"));
+    let mut found = BTreeSet::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for other in [".nest(", ".nest_service(", ".route_service("] {
+            assert!(
+                !source.contains(other),
+                "{} uses {other}; teach this guard to read it",
+                file.display()
+            );
+        }
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find(".route(") {
+            let after = &rest[at + ".route(".len()..];
+            // The arguments run to the parenthesis that closes `.route(`
+            // (a console path holds no parenthesis).
+            let mut depth = 1;
+            let end = after
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(after.len(), |(i, _)| i);
+            let args = &after[..end];
+            let path = args.split('"').nth(1).expect("a route path literal");
+            let handlers = &args[args.find(',').expect("a handler")..];
+            let is_get = handlers.match_indices("get(").any(|(i, _)| {
+                handlers[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            });
+            if is_get {
+                found.insert(path.to_owned());
+            }
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn the_console_page_list_covers_every_page_in_the_source() {
+    let in_source = console_pages_in_source();
+    let listed: BTreeSet<String> = CONSOLE_PAGES.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        in_source, listed,
+        "the console's pages and CONSOLE_PAGES disagree: add a new page to the list and to the matrix"
+    );
+}
+
+/// The first `<h1>` of a page, as shown.
+fn heading(html: &str) -> Option<&str> {
+    let start = html.find("<h1>")? + 4;
+    let end = start + html[start..].find("</h1>")?;
+    Some(&html[start..end])
+}
+
+/// The isolation matrix of the console over plain HTTP: every page, GET as
+/// each kind of person. Acme's administrator and the operator see every acme
+/// page (200, with its heading); acme's member only the dashboard and the
+/// messages (403 elsewhere); globex's administrator none of them (404, as for
+/// a tenant that does not exist); the operator's pages are the operator's.
+#[tokio::test]
+async fn every_console_page_renders_for_its_people_and_no_one_else() {
+    let c = console_with_two_tenants().await;
+    let app = &c.app;
+    let t = "/t/acme";
+    // (route, path, what the page shows, whether a member may see it)
+    let page = |route: &'static str, path: String, shows: &str, members: bool| {
+        (route, path, shows.to_owned(), members)
+    };
+    let pages = vec![
+        page("/t/{tenant}", t.into(), "<h1>acme</h1>", true),
+        page(
+            "/t/{tenant}/servers",
+            format!("{t}/servers"),
+            "<h1>SMTP servers</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/servers/new",
+            format!("{t}/servers/new"),
+            "<h1>New SMTP server</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/servers/new",
+            format!("{t}/servers/new?preset=gateway-relay"),
+            "<h1>New SMTP server</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/servers/{id}",
+            format!("{t}/servers/{}", c.server_id),
+            &format!("<h1>SMTP server {}</h1>", c.server_name),
+            false,
+        ),
+        page(
+            "/t/{tenant}/providers",
+            format!("{t}/providers"),
+            "<h1>Notification providers</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/providers/new",
+            format!("{t}/providers/new"),
+            "<h1>New notification provider</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/providers/{id}",
+            format!("{t}/providers/{}", c.provider_id),
+            &format!("<h1>Provider {}</h1>", c.provider_name),
+            false,
+        ),
+        page(
+            "/t/{tenant}/tests/{id}",
+            format!("{t}/tests/{}", c.test_id),
+            "<h1>Test message</h1>",
+            false,
+        ),
+        // The fragment htmx polls: no heading of its own.
+        page(
+            "/t/{tenant}/tests/{id}/steps",
+            format!("{t}/tests/{}/steps", c.test_id),
+            "id=\"test-steps\"",
+            false,
+        ),
+        page(
+            "/t/{tenant}/properties",
+            format!("{t}/properties"),
+            "<h1>Tenant properties</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/messages",
+            format!("{t}/messages"),
+            "<h1>Messages</h1>",
+            true,
+        ),
+        page(
+            "/t/{tenant}/messages",
+            format!("{t}/messages?status=queued&recipient=ops%40acme.example&from=2020-01-01"),
+            "<h1>Messages</h1>",
+            true,
+        ),
+        page(
+            "/t/{tenant}/messages/{id}",
+            format!("{t}/messages/{}", c.message_id),
+            "<h1>Quarterly report</h1>",
+            true,
+        ),
+        page(
+            "/t/{tenant}/audit",
+            format!("{t}/audit"),
+            "<h1>Audit log</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/persons",
+            format!("{t}/persons"),
+            "<h1>Persons</h1>",
+            false,
+        ),
+    ];
+    let operator_pages = [
+        ("/operator/tenants", "<h1>Tenants</h1>"),
+        ("/operator/nodes", "<h1>Nodes</h1>"),
+    ];
+    // Every page the console serves is visited below.
+    let visited: BTreeSet<&str> = pages
+        .iter()
+        .map(|p| p.0)
+        .chain(operator_pages.iter().map(|p| p.0))
+        .collect();
+    assert_eq!(visited, CONSOLE_PAGES.iter().copied().collect());
+
+    let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, t).await;
+    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, t).await;
+    let stranger =
+        HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
+    let operator = HttpSession::sign_in(
+        app,
+        "root@herald.example",
+        OPERATOR_PASSWORD,
+        "/operator/tenants",
+    )
+    .await;
+
+    for (_, path, shows, members_see) in &pages {
+        for (who, session) in [("the administrator", &admin), ("the operator", &operator)] {
+            let (status, html) = session.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{who} on {path}: {html}");
+            assert!(html.contains(shows.as_str()), "{who} on {path}: {html}");
+        }
+        let (status, html) = member.get(path).await;
+        if *members_see {
+            assert_eq!(status, StatusCode::OK, "the member on {path}: {html}");
+            assert!(
+                html.contains(shows.as_str()),
+                "the member on {path}: {html}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
+            assert_eq!(heading(&html), Some("Not allowed"), "{html}");
+        }
+        // Another tenant's person learns nothing, not even that the page exists.
+        let (status, html) = stranger.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "globex's admin on {path}");
+        assert_eq!(heading(&html), Some("Not found"), "{html}");
+        assert!(!html.contains("Quarterly report") && !html.contains(&c.server_name));
+    }
+    for (path, shows) in operator_pages {
+        let (status, html) = operator.get(path).await;
+        assert_eq!(status, StatusCode::OK, "the operator on {path}: {html}");
+        assert!(html.contains(shows), "the operator on {path}: {html}");
+        for (who, session) in [("acme's admin", &admin), ("acme's member", &member)] {
+            let (status, _) = session.get(path).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{who} on {path}");
+        }
+    }
+    // Ids that name nothing, or another kind of thing, are 404 too.
+    for path in [
+        format!("{t}/servers/not-an-id"),
+        format!("{t}/providers/{}", c.server_id),
+        format!("{t}/messages/{}", c.server_id),
+        // A message that is not a test message has no test page.
+        format!("{t}/tests/{}", c.message_id),
+    ] {
+        let (status, _) = admin.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    // Each person's own home page, and the stranger's own tenant.
+    let (status, _) = stranger.get("/t/globex").await;
+    assert_eq!(status, StatusCode::OK);
+    let home = admin
+        .http
+        .get(format!("{}/", app.base))
+        .header("cookie", &admin.cookie);
+    let home = home.send().await.unwrap();
+    assert_eq!(home.headers()["location"], t);
+    // Signed out, every page leads to the sign-in form.
+    for (_, path, _, _) in &pages {
+        let answer = admin
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(answer.headers()["location"], "/sign-in", "{path}");
+    }
+}
+
+/// Every tenant form over plain HTTP: a mistake shows the form again with the
+/// API's status (422 for field errors), the error beside its field and what
+/// was typed (never a secret); a conflict is shown above the form; a correct
+/// submission redirects (303) to the next page. Another tenant's person gets
+/// 404 and changes nothing; a POST without the session's token is refused.
+#[tokio::test]
+async fn every_console_form_shows_its_errors_in_place_or_redirects() {
+    let c = console_with_two_tenants().await;
+    let app = &c.app;
+    let t = "/t/acme";
+    let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, t).await;
+    let invalid = |html: &str, field: &str| html.contains(&format!("id=\"e-{field}\""));
+
+    // SMTP servers: a port that is not a number is the console's own check,
+    // shown like the API's; an empty name is the API's.
+    let servers = format!("{t}/servers");
+    let server = |name: &'static str, port: &'static str| {
+        vec![
+            ("name", name),
+            ("host", "relay.acme.example"),
+            ("port", port),
+            ("security", "none"),
+            ("tls_verify", "on"),
+        ]
+    };
+    let (status, _, html) = admin
+        .post(&servers, &server("Typed relay", "twenty-five"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        invalid(&html, "port") && html.contains("must be a whole number"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"Typed relay\"") && html.contains("value=\"twenty-five\""));
+    assert_eq!(heading(&html), Some("New SMTP server"));
+    let (status, _, html) = admin.post(&servers, &server("", "25")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "name"), "{html}");
+    let (status, location, _) = admin.post(&servers, &server("Second relay", "25")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let second = location
+        .strip_prefix("/t/acme/servers/")
+        .expect("to the new server's page")
+        .to_owned();
+    let edit = format!("{t}/servers/{second}");
+    let (status, _, html) = admin.post(&edit, &server("Renamed relay", "0x19")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "port") && html.contains("value=\"Renamed relay\""));
+    assert_eq!(
+        heading(&html),
+        Some("SMTP server Second relay"),
+        "the stored name"
+    );
+    let (status, location, _) = admin.post(&edit, &server("Renamed relay", "2525")).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, edit.as_str())
+    );
+
+    // Accounts, on their server's page: the account's fields as typed, not its secret.
+    let accounts = format!("{t}/servers/{}/accounts", c.server_id);
+    let (status, _, html) = admin
+        .post(
+            &accounts,
+            &[
+                ("username", ""),
+                ("mechanism", "plain"),
+                ("password", "typed-secret-4711"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "username"), "{html}");
+    assert!(!html.contains("typed-secret-4711"));
+    assert_eq!(
+        heading(&html),
+        Some(format!("SMTP server {}", c.server_name).as_str())
+    );
+    let (status, location, _) = admin
+        .post(
+            &accounts,
+            &[
+                ("username", "second@acme.example"),
+                ("mechanism", "plain"),
+                ("password", "typed-secret-4711"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location, format!("{t}/servers/{}#accounts", c.server_id));
+
+    // Providers.
+    let provider = |name: &'static str, from: &'static str| {
+        vec![
+            ("name", name),
+            ("smtp_server_id", c.server_id.as_str()),
+            ("from_address", from),
+            ("sender_policy", "fixed"),
+        ]
+    };
+    let providers = format!("{t}/providers");
+    let (status, _, html) = admin
+        .post(&providers, &provider("Typed provider", ""))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "from_address") && html.contains("value=\"Typed provider\""));
+    assert_eq!(heading(&html), Some("New notification provider"));
+    let (status, location, _) = admin
+        .post(&providers, &provider("Second provider", "ops@acme.example"))
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, providers.as_str())
+    );
+    let edit = format!("{t}/providers/{}", c.provider_id);
+    let (status, _, html) = admin
+        .post(&edit, &provider("Typed name", "not an address"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "from_address") && html.contains("value=\"not an address\""));
+    assert_eq!(heading(&html), Some("Provider Typed name"));
+    let (status, location, _) = admin
+        .post(&edit, &provider("Renamed provider", "alerts@acme.example"))
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, providers.as_str())
+    );
+
+    // Properties: an id that is no provider of the tenant.
+    let properties = format!("{t}/properties");
+    let (status, _, html) = admin
+        .post(
+            &properties,
+            &[("notification_provider_id", c.server_id.as_str())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("must name a notification provider of this tenant"),
+        "{html}"
+    );
+    assert_eq!(heading(&html), Some("Tenant properties"));
+    let (status, location, _) = admin
+        .post(
+            &properties,
+            &[("notification_provider_id", c.provider_id.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, properties.as_str())
+    );
+
+    // Persons: a field error, then a conflict (shown above the form), then a new person.
+    let persons = format!("{t}/persons");
+    let person = |email: &'static str| {
+        vec![
+            ("name", "Typed Person"),
+            ("email", email),
+            ("role", "member"),
+        ]
+    };
+    let (status, _, html) = admin.post(&persons, &person("not-an-email")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "email") && html.contains("value=\"Typed Person\""));
+    let (status, _, html) = admin.post(&persons, &person("mel@acme.example")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("role=\"alert\""), "{html}");
+    let (status, location, _) = admin.post(&persons, &person("new@acme.example")).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, persons.as_str())
+    );
+    let (_, listed) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
+    let mel = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["email"] == "mel@acme.example")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let password = format!("{t}/persons/{mel}/password");
+    let (status, _, html) = admin.post(&password, &[("password", "short")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains(&format!("id=\"pe-{mel}\"")),
+        "beside Mel: {html}"
+    );
+    let (status, location, _) = admin
+        .post(&password, &[("password", "a new member password")])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, persons.as_str())
+    );
+
+    // Another tenant's administrator: 404, and nothing is created.
+    let stranger =
+        HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
+    let (status, _, _) = stranger.post(&servers, &server("Intruder", "25")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, listed) = app
+        .get("/v1/tenants/acme/smtp-servers", &c.acme.admin)
+        .await;
+    assert!(!listed.to_string().contains("Intruder"), "{listed}");
+    // A form without this session's token is refused before any handler runs.
+    let forged = HttpSession {
+        csrf: stranger.csrf.clone(),
+        ..admin
+    };
+    let (status, _, _) = forged.post(&servers, &server("Forged", "25")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -1,0 +1,69 @@
+//! A server's SMTP accounts: added from the form on the server's page (where
+//! an error shows the page again, the account's fields as typed) and deleted.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Form, Router};
+use herald_api::{AppState, service};
+use herald_core::{AccountId, ServerId};
+
+use super::servers::{Extras, server_page};
+use super::{ADMIN, path_id, store, tenant};
+use crate::forms::{AccountForm, Problems, ServerForm};
+use crate::pages::{PageResult, see, submit};
+use crate::session::Signed;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}/servers/{id}/accounts", post(create_account))
+        .route(
+            "/t/{tenant}/servers/{id}/accounts/{account}/delete",
+            post(delete_account),
+        )
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+    Form(form): Form<AccountForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    let server = store(state.store.server(tenant.id, id).await)?;
+    // On an error, the server's form as stored and the account's as typed.
+    let server_form = ServerForm::from_server(&server);
+    submit(
+        service::create_account(&state, &me.caller, &tenant, id, form.body()),
+        |_| format!("/t/{slug}/servers/{id}#accounts"),
+        |problems| {
+            let extras = Extras {
+                preset: None,
+                account: Some((&form, problems)),
+            };
+            let none = Problems::default();
+            server_page(
+                &state,
+                &me,
+                &tenant,
+                Some(&server),
+                &server_form,
+                none,
+                extras,
+            )
+        },
+    )
+    .await
+}
+
+async fn delete_account(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id, account)): Path<(String, String, String)>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    let account: AccountId = path_id(&account, "SMTP account")?;
+    service::delete_account(&state, &me.caller, &tenant, id, account).await?;
+    Ok(see(format!("/t/{slug}/servers/{id}#accounts")))
+}

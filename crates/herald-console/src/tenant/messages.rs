@@ -1,0 +1,127 @@
+//! A tenant's messages: the list, filtered by status, recipient and days,
+//! and one message with its recipients and attempts.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use herald_api::{AppState, service};
+use herald_core::RecipientStatus;
+use herald_store::MessageQuery;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::{READERS, path_id, store, tenant};
+use crate::forms::FieldErrors;
+use crate::pages::{PageResult, base};
+use crate::render::page;
+use crate::session::Signed;
+
+/// The statuses a message can have, for the filter.
+const STATUSES: &[&str] = &["queued", "sending", "deferred", "sent", "failed"];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}/messages", get(messages))
+        .route("/t/{tenant}/messages/{id}", get(message))
+}
+
+#[derive(Deserialize, Default, Serialize)]
+#[serde(default)]
+struct MessageFilter {
+    status: String,
+    recipient: String,
+    /// A day, `YYYY-MM-DD` (what `<input type=date>` sends), from its start.
+    from: String,
+    /// A day, up to its end.
+    until: String,
+}
+
+/// Milliseconds at the start of a `YYYY-MM-DD` day (UTC).
+fn day_start(field: &str, typed: &str, errors: &mut FieldErrors) -> Option<i64> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return None;
+    }
+    let parsed = time::Date::parse(
+        typed,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    );
+    match parsed {
+        Ok(day) => Some(day.midnight().assume_utc().unix_timestamp() * 1000),
+        Err(_) => {
+            errors.insert(field.to_owned(), "must be a date, YYYY-MM-DD".into());
+            None
+        }
+    }
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Query(filter): Query<MessageFilter>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, READERS).await?;
+    let mut errors = FieldErrors::new();
+    let since = day_start("from", &filter.from, &mut errors);
+    let until = day_start("until", &filter.until, &mut errors).map(|t| t + 24 * 3_600_000);
+    let status = match filter.status.as_str() {
+        "" => None,
+        word => match RecipientStatus::from_stored(word) {
+            Some(s) => Some(s),
+            None => {
+                errors.insert(
+                    "status".into(),
+                    format!("must be one of: {}", STATUSES.join(", ")),
+                );
+                None
+            }
+        },
+    };
+    let recipient = Some(filter.recipient.trim().to_owned()).filter(|r| !r.is_empty());
+    let found = store(
+        state
+            .store
+            .search_messages(
+                tenant.id,
+                MessageQuery {
+                    recipient,
+                    since,
+                    until,
+                    limit: 1_000,
+                },
+            )
+            .await,
+    )?;
+    let messages: Vec<_> = found
+        .into_iter()
+        .filter(|m| status.is_none_or(|s| m.status == s))
+        .take(200)
+        .collect();
+    let filtered = !(filter.status.is_empty()
+        && filter.recipient.is_empty()
+        && filter.from.is_empty()
+        && filter.until.is_empty());
+    Ok(page(
+        "messages.html",
+        context! {
+            messages, filter, errors, filtered,
+            statuses => STATUSES,
+            ..base(&me, &tenant, "messages")
+        },
+    ))
+}
+
+async fn message(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, READERS).await?;
+    let id = path_id(&id, "message")?;
+    let message = service::message(&state, &me.caller, &tenant, id).await?;
+    Ok(page(
+        "message.html",
+        context! { message, ..base(&me, &tenant, "messages") },
+    ))
+}

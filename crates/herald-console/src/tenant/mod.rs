@@ -1,0 +1,110 @@
+//! A tenant's pages, one module per resource like the API's `routes/`: the
+//! route table, the dashboard, and the helpers every tenant page shares.
+//!
+//! Each handler loads the tenant through `Caller::tenant` (role and tenant
+//! isolation: another tenant's pages are 404) and acts through the API's
+//! services; every form's POST answers through [`crate::pages::submit`].
+
+mod accounts;
+mod audit;
+mod messages;
+mod people;
+mod properties;
+mod providers;
+mod servers;
+mod test_messages;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use herald_api::{ApiError, AppState, service};
+use herald_core::Role;
+use herald_core::timestamp::now_ms;
+use herald_store::{NodeRecord, Tenant};
+use minijinja::{Value, context};
+
+use crate::pages::{PageResult, base};
+use crate::render::{PageError, page};
+use crate::session::Signed;
+
+/// Pages only the tenant's administrators (and operators) see.
+const ADMIN: &[Role] = &[Role::TenantAdmin];
+/// Pages senders see too: the dashboard and the messages.
+const READERS: &[Role] = &[Role::TenantAdmin, Role::Sender];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}", get(dashboard))
+        .merge(servers::router())
+        .merge(accounts::router())
+        .merge(providers::router())
+        .merge(test_messages::router())
+        .merge(properties::router())
+        .merge(messages::router())
+        .merge(audit::router())
+        .merge(people::router())
+}
+
+/// Loads the tenant for this caller, or the same 404 for another tenant as for none.
+async fn tenant(
+    state: &AppState,
+    me: &Signed,
+    slug: &str,
+    roles: &[Role],
+) -> Result<Tenant, PageError> {
+    Ok(me.caller.tenant(state, slug, roles).await?)
+}
+
+/// An id from the path; a malformed one names nothing, so it is a 404.
+fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, PageError> {
+    raw.parse().map_err(|_| PageError(ApiError::NotFound(what)))
+}
+
+fn store<T>(result: herald_store::Result<T>) -> Result<T, PageError> {
+    result.map_err(|e| PageError(e.into()))
+}
+
+/// How many nodes with the worker role are alive, by the API's one rule.
+fn alive_workers(state: &AppState, nodes: &[NodeRecord]) -> usize {
+    let now = now_ms();
+    nodes
+        .iter()
+        .filter(|n| {
+            n.roles.iter().any(|r| r == "worker")
+                && herald_api::is_alive(n, now, state.alive_within)
+        })
+        .count()
+}
+
+async fn dashboard(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, READERS).await?;
+    let since = now_ms() - 24 * 3_600_000;
+    let counts = store(state.store.count_messages(tenant.id, since).await)?;
+    let nodes = store(state.store.list_nodes().await)?;
+    let admin = me.caller.is_operator() || me.session.role() == Role::TenantAdmin;
+    let (servers, providers, properties) = if admin {
+        (
+            store(state.store.list_servers(tenant.id).await)?.len(),
+            store(state.store.list_providers(tenant.id).await)?.len(),
+            Value::from_serialize(service::properties(&state, &tenant).await?),
+        )
+    } else {
+        (0, 0, Value::from(()))
+    };
+    Ok(page(
+        "dashboard.html",
+        context! {
+            servers, providers, properties,
+            queued => counts.queued + counts.sending,
+            deferred => counts.deferred,
+            failed => counts.failed,
+            sent => counts.sent,
+            workers => alive_workers(&state, &nodes),
+            ..base(&me, &tenant, "dashboard")
+        },
+    ))
+}

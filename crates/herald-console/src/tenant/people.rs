@@ -1,0 +1,121 @@
+//! A tenant's persons: the list, adding one, and setting a person's console
+//! password (an error is shown beside the person it was for).
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use herald_api::{AppState, service};
+use herald_core::PersonId;
+use herald_store::Tenant;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::{ADMIN, path_id, store, tenant};
+use crate::forms::Problems;
+use crate::pages::{PageResult, base, submit};
+use crate::render::page;
+use crate::session::Signed;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}/persons", get(persons).post(create_person))
+        .route("/t/{tenant}/persons/{id}/password", post(set_password))
+}
+
+#[derive(Deserialize, Default, Serialize)]
+#[serde(default)]
+struct PersonForm {
+    name: String,
+    email: String,
+    role: String,
+}
+
+impl PersonForm {
+    /// The empty new-person form; a new person is a member unless chosen otherwise.
+    fn blank() -> PersonForm {
+        PersonForm {
+            role: "member".into(),
+            ..PersonForm::default()
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    password: String,
+}
+
+/// The persons page, with the new-person form as typed and any errors; a
+/// password error is shown beside the person it was for.
+async fn persons_page(
+    state: &AppState,
+    me: &Signed,
+    tenant: &Tenant,
+    form: &PersonForm,
+    problems: Problems,
+    password_problem: Option<(String, Problems)>,
+) -> PageResult {
+    let persons = store(state.store.list_persons(tenant.id).await)?;
+    let (password_for, password_problems) = match password_problem {
+        Some((person, problems)) => (Some(person), problems),
+        None => (None, Problems::default()),
+    };
+    Ok(page(
+        "persons.html",
+        context! {
+            persons, form, problems, password_for, password_problems,
+            ..base(me, tenant, "persons")
+        },
+    ))
+}
+
+async fn persons(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let form = PersonForm::blank();
+    persons_page(&state, &me, &tenant, &form, Problems::default(), None).await
+}
+
+async fn create_person(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Form(form): Form<PersonForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let body = service::PersonBody {
+        name: form.name.clone(),
+        email: form.email.trim().to_owned(),
+        role: Some(form.role.clone()).filter(|r| !r.is_empty()),
+    };
+    submit(
+        service::create_person(&state, &me.caller, &tenant, body),
+        |_| format!("/t/{slug}/persons"),
+        |problems| persons_page(&state, &me, &tenant, &form, problems, None),
+    )
+    .await
+}
+
+async fn set_password(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+    Form(form): Form<PasswordForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let person: PersonId = path_id(&id, "person")?;
+    let blank = PersonForm::blank();
+    submit(
+        service::set_person_password(&state, &me.caller, &tenant, person, &form.password),
+        |()| format!("/t/{slug}/persons"),
+        |problems| {
+            let none = Problems::default();
+            persons_page(&state, &me, &tenant, &blank, none, Some((id, problems)))
+        },
+    )
+    .await
+}

@@ -1,0 +1,81 @@
+//! A tenant's properties: which provider sends its notifications, and making
+//! a change effective at once (refresh).
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use herald_api::{AppState, service};
+use herald_store::Tenant;
+use minijinja::context;
+use serde::Deserialize;
+
+use super::{ADMIN, store, tenant};
+use crate::forms::Problems;
+use crate::pages::{PageResult, base, see, submit};
+use crate::render::page;
+use crate::session::Signed;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}/properties", get(properties).post(set_provider))
+        .route("/t/{tenant}/properties/refresh", post(refresh))
+}
+
+async fn properties_page(
+    state: &AppState,
+    me: &Signed,
+    tenant: &Tenant,
+    problems: Problems,
+) -> PageResult {
+    let properties = service::properties(state, tenant).await?;
+    let providers = store(state.store.list_providers(tenant.id).await)?;
+    Ok(page(
+        "properties.html",
+        context! {
+            properties, providers, problems,
+            chosen => tenant.notification_provider_id.map(|p| p.to_string()),
+            ..base(me, tenant, "properties")
+        },
+    ))
+}
+
+async fn properties(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    properties_page(&state, &me, &tenant, Problems::default()).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PropertiesForm {
+    notification_provider_id: String,
+}
+
+async fn set_provider(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Form(form): Form<PropertiesForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let chosen = Some(form.notification_provider_id).filter(|p| !p.is_empty());
+    submit(
+        service::set_provider(&state, &me.caller, &tenant, chosen),
+        |_| format!("/t/{slug}/properties"),
+        |problems| properties_page(&state, &me, &tenant, problems),
+    )
+    .await
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    service::refresh(&state, &me.caller, &tenant).await?;
+    Ok(see(format!("/t/{slug}/properties")))
+}

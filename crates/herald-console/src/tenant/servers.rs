@@ -1,0 +1,212 @@
+//! A tenant's SMTP servers: the list, the form (new, from a preset, or
+//! editing, with the server's accounts below it) and deletion.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use herald_api::{AppState, service};
+use herald_core::ServerId;
+use herald_store::{SmtpServer, Tenant};
+use minijinja::context;
+use serde::Deserialize;
+
+use super::{ADMIN, path_id, store, tenant};
+use crate::forms::{AccountForm, Problems, ServerForm};
+use crate::pages::{PageResult, base, see, submit};
+use crate::render::page;
+use crate::session::Signed;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{tenant}/servers", get(servers).post(create_server))
+        .route("/t/{tenant}/servers/new", get(new_server))
+        .route(
+            "/t/{tenant}/servers/{id}",
+            get(edit_server).post(update_server),
+        )
+        .route("/t/{tenant}/servers/{id}/delete", post(delete_server))
+}
+
+async fn servers(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let servers = store(state.store.list_servers(tenant.id).await)?;
+    Ok(page(
+        "servers.html",
+        context! { servers, ..base(&me, &tenant, "servers") },
+    ))
+}
+
+#[derive(Deserialize)]
+struct PresetQuery {
+    preset: Option<String>,
+}
+
+fn preset(id: Option<&str>) -> Option<serde_json::Value> {
+    let id = id?;
+    herald_core::presets::all()
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == id)
+        .cloned()
+}
+
+/// What the server page shows besides the server's own form.
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    /// The preset the new server's form was filled from.
+    pub preset: Option<serde_json::Value>,
+    /// The new-account form as typed, with its errors; empty when absent.
+    pub account: Option<(&'a AccountForm, Problems)>,
+}
+
+/// The server page: its form, new (`server` None) or editing, with what was
+/// typed and its errors, and, when editing, the server's accounts.
+pub(super) async fn server_page(
+    state: &AppState,
+    me: &Signed,
+    tenant: &Tenant,
+    server: Option<&SmtpServer>,
+    form: &ServerForm,
+    problems: Problems,
+    extras: Extras<'_>,
+) -> PageResult {
+    let (accounts, persons) = match server {
+        Some(server) => (
+            store(state.store.list_accounts(tenant.id, server.id).await)?,
+            store(state.store.list_persons(tenant.id).await)?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    // The same words the API's server answer gives, from the stored entry.
+    let warnings = server.map(|s| s.settings.warnings()).unwrap_or_default();
+    let blank = AccountForm::default();
+    let (account, account_problems) = match extras.account {
+        Some((account, problems)) => (account, problems),
+        None => (&blank, Problems::default()),
+    };
+    Ok(page(
+        "server_form.html",
+        context! {
+            server, form, problems, accounts, persons, warnings,
+            account, account_problems,
+            presets => herald_core::presets::all(),
+            preset => extras.preset,
+            ..base(me, tenant, "servers")
+        },
+    ))
+}
+
+async fn new_server(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Query(query): Query<PresetQuery>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let chosen = preset(query.preset.as_deref());
+    let form = ServerForm::from_preset(chosen.as_ref().map(|p| &p["smtp_server"]));
+    let extras = Extras {
+        preset: chosen,
+        account: None,
+    };
+    server_page(
+        &state,
+        &me,
+        &tenant,
+        None,
+        &form,
+        Problems::default(),
+        extras,
+    )
+    .await
+}
+
+async fn create_server(
+    State(state): State<AppState>,
+    me: Signed,
+    Path(slug): Path<String>,
+    Form(form): Form<ServerForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let outcome = async {
+        let body = form.body(false).map_err(Problems::invalid)?;
+        service::create_server(&state, &me.caller, &tenant, body).await
+    };
+    submit(
+        outcome,
+        |server| format!("/t/{slug}/servers/{}", server.id),
+        |problems| {
+            server_page(
+                &state,
+                &me,
+                &tenant,
+                None,
+                &form,
+                problems,
+                Extras::default(),
+            )
+        },
+    )
+    .await
+}
+
+async fn edit_server(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    let server = store(state.store.server(tenant.id, id).await)?;
+    let form = ServerForm::from_server(&server);
+    let problems = Problems::default();
+    server_page(
+        &state,
+        &me,
+        &tenant,
+        Some(&server),
+        &form,
+        problems,
+        Extras::default(),
+    )
+    .await
+}
+
+async fn update_server(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+    Form(form): Form<ServerForm>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    let server = store(state.store.server(tenant.id, id).await)?;
+    let outcome = async {
+        let body = form.body(true).map_err(Problems::invalid)?;
+        service::update_server(&state, &me.caller, &tenant, id, body).await
+    };
+    submit(
+        outcome,
+        |_| format!("/t/{slug}/servers/{id}"),
+        |problems| {
+            let extras = Extras::default();
+            server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)
+        },
+    )
+    .await
+}
+
+async fn delete_server(
+    State(state): State<AppState>,
+    me: Signed,
+    Path((slug, id)): Path<(String, String)>,
+) -> PageResult {
+    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let id: ServerId = path_id(&id, "SMTP server")?;
+    service::delete_server(&state, &me.caller, &tenant, id).await?;
+    Ok(see(format!("/t/{slug}/servers")))
+}
