@@ -6,6 +6,7 @@
 pub mod migrate;
 pub mod model;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use async_trait::async_trait;

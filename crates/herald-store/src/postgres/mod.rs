@@ -14,20 +14,23 @@ mod sessions;
 mod tenants;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, Mechanism,
-    MessageId, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role,
-    Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId,
+    PersonId, ProviderId, RecipientId, RecipientStatus, SenderPolicy, ServerId, Subject, TenantId,
+    TenantSlug, TokenId,
 };
 use tokio_postgres::types::{FromSql, Json};
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::model::*;
+use crate::rows::{
+    Columns, account, address, id, opt_id, person, reply_to_mailbox, server, status, stored,
+    tenant, token as token_record,
+};
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
 
@@ -163,32 +166,35 @@ impl Lock {
     }
 }
 
+impl Columns for Row {
+    fn text(&self, column: &str) -> Result<String> {
+        get(self, column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        get(self, column)
+    }
+    /// BIGINT or INTEGER columns alike.
+    fn int(&self, column: &str) -> Result<i64> {
+        self.try_get::<_, i64>(column)
+            .or_else(|_| self.try_get::<_, i32>(column).map(i64::from))
+            .map_err(pg)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.try_get::<_, Option<i64>>(column)
+            .or_else(|_| {
+                self.try_get::<_, Option<i32>>(column)
+                    .map(|v| v.map(i64::from))
+            })
+            .map_err(pg)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        get(self, column)
+    }
+}
+
 /// Reads one column; a type that does not match the schema means the database is not Herald's.
 fn get<'a, T: FromSql<'a>>(r: &'a Row, column: &str) -> Result<T> {
     r.try_get(column).map_err(pg)
-}
-
-/// Parses a stored value back into its domain type; failure means the data was changed behind Herald's back.
-fn stored<T, E: std::fmt::Display>(what: &str, parsed: std::result::Result<T, E>) -> Result<T> {
-    parsed.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn id<T: FromStr<Err = Invalid>>(s: String) -> Result<T> {
-    stored("id", T::from_str(&s))
-}
-
-fn opt_id<T: FromStr<Err = Invalid>>(s: Option<String>) -> Result<Option<T>> {
-    s.map(id).transpose()
-}
-
-fn address(s: String) -> Result<EmailAddress> {
-    stored("address", EmailAddress::parse(&s))
-}
-
-/// A Reply-To, stored as the mailbox's canonical string; rows from before
-/// Reply-To took a display name hold the bare address, which parses too.
-fn reply_to_mailbox(s: String) -> Result<Mailbox> {
-    stored("reply_to", Mailbox::from_stored(&s))
 }
 
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
@@ -200,15 +206,6 @@ fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
 
 fn mailbox_strings(list: &[Mailbox]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
-}
-
-/// A count the store hands out as `u32`, stored as BIGINT.
-fn count(what: &str, value: i64) -> Result<u32> {
-    stored(what, u32::try_from(value))
-}
-
-fn status(s: &str) -> Result<RecipientStatus> {
-    RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
 
 /// PostgreSQL cannot store NUL in text, and a remote server's reply may hold
@@ -229,19 +226,6 @@ fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
 const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, \
      previous_provider_id, properties_effective_from, created_at";
 
-fn tenant(r: &Row) -> Result<Tenant> {
-    Ok(Tenant {
-        id: id(get(r, "id")?)?,
-        slug: get(r, "slug")?,
-        name: get(r, "name")?,
-        credential_storage: get(r, "credential_storage")?,
-        notification_provider_id: opt_id(get(r, "notification_provider_id")?)?,
-        previous_provider_id: opt_id(get(r, "previous_provider_id")?)?,
-        properties_effective_from: get(r, "properties_effective_from")?,
-        created_at: get(r, "created_at")?,
-    })
-}
-
 async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) -> Result<Tenant> {
     let sql = format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1{}",
@@ -256,33 +240,7 @@ async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) ->
 const TOKEN_COLUMNS: &str =
     "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
-fn token_record(r: &Row) -> Result<TokenRecord> {
-    let role: String = get(r, "role")?;
-    Ok(TokenRecord {
-        id: id(get(r, "id")?)?,
-        tenant_id: opt_id(get(r, "tenant_id")?)?,
-        name: get(r, "name")?,
-        role: stored("role", Role::parse(&role))?,
-        person_id: opt_id(get(r, "person_id")?)?,
-        created_at: get(r, "created_at")?,
-        last_used_at: get(r, "last_used_at")?,
-        bootstrap: get(r, "bootstrap")?,
-    })
-}
-
 const PERSON_COLUMNS: &str = "id, tenant_id, name, email, role, created_at";
-
-fn person(r: &Row) -> Result<Person> {
-    let role: String = get(r, "role")?;
-    Ok(Person {
-        id: id(get(r, "id")?)?,
-        tenant_id: id(get(r, "tenant_id")?)?,
-        name: get(r, "name")?,
-        email: address(get(r, "email")?)?,
-        role: stored("role", PersonRole::parse(&role))?,
-        created_at: get(r, "created_at")?,
-    })
-}
 
 async fn load_person(
     c: &impl GenericClient,
@@ -305,43 +263,6 @@ const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, require
      max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
      created_at, updated_at";
 
-fn server(r: &Row) -> Result<SmtpServer> {
-    let host: String = get(r, "host")?;
-    let port: i32 = get(r, "port")?;
-    let security: String = get(r, "security")?;
-    let optional_count = |column: &str| -> Result<Option<u32>> {
-        get::<Option<i64>>(r, column)?
-            .map(|v| count(column, v))
-            .transpose()
-    };
-    Ok(SmtpServer {
-        id: id(get(r, "id")?)?,
-        tenant_id: id(get(r, "tenant_id")?)?,
-        settings: ServerSettings {
-            name: get(r, "name")?,
-            host: stored("host", SmtpHost::from_stored(&host))?,
-            port: stored("port", Port::new(i64::from(port)))?,
-            security: stored("security", Security::parse(&security))?,
-            requires_auth: get(r, "requires_auth")?,
-            allow_plaintext_auth: get(r, "allow_plaintext_auth")?,
-            tls_verify: get(r, "tls_verify")?,
-            tls_ca_pem: get(r, "tls_ca_pem")?,
-            tls_server_name: get(r, "tls_server_name")?,
-            helo_name: get(r, "helo_name")?,
-            max_connections: count("max_connections", get(r, "max_connections")?)?,
-            max_messages_per_connection: count(
-                "max_messages_per_connection",
-                get(r, "max_messages_per_connection")?,
-            )?,
-            idle_timeout_secs: count("idle_timeout_secs", get(r, "idle_timeout_secs")?)?,
-            rate_limit_per_minute: optional_count("rate_limit_per_minute")?,
-            command_timeout_secs: optional_count("command_timeout_secs")?,
-        },
-        created_at: get(r, "created_at")?,
-        updated_at: get(r, "updated_at")?,
-    })
-}
-
 async fn load_server(
     c: &impl GenericClient,
     tenant_id: TenantId,
@@ -360,31 +281,6 @@ async fn load_server(
 
 const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
      oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at";
-
-fn account(r: &Row) -> Result<SmtpAccount> {
-    let mechanism: String = get(r, "mechanism")?;
-    let sealed: Option<String> = get(r, "sealed_secret")?;
-    let oauth2 = match get::<Option<String>>(r, "oauth2_token_url")? {
-        Some(token_url) => Some(OAuth2Client {
-            token_url,
-            client_id: get::<Option<String>>(r, "oauth2_client_id")?.unwrap_or_default(),
-            scope: get(r, "oauth2_scope")?,
-        }),
-        None => None,
-    };
-    Ok(SmtpAccount {
-        id: id(get(r, "id")?)?,
-        server_id: id(get(r, "server_id")?)?,
-        tenant_id: id(get(r, "tenant_id")?)?,
-        username: get(r, "username")?,
-        mechanism: stored("mechanism", Mechanism::parse(&mechanism))?,
-        secret_set: sealed.is_some(),
-        sealed_secret: sealed,
-        oauth2,
-        person_id: opt_id(get(r, "person_id")?)?,
-        created_at: get(r, "created_at")?,
-    })
-}
 
 async fn load_account(
     c: &impl GenericClient,

@@ -9,21 +9,39 @@ mod tenants;
 use herald_core::timestamp::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, Mechanism,
-    MessageId, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role,
-    Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId,
+    PersonId, ProviderId, RecipientId, RecipientStatus, SenderPolicy, ServerId, Subject, TenantId,
+    TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::*;
+use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{Db, unavailable};
+
+impl Columns for Row<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        self.get(column).map_err(sql)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        self.get(column).map_err(sql)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        self.get(column).map_err(sql)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column).map_err(sql)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        self.get(column).map_err(sql)
+    }
+}
 
 /// Herald's embedded store: one SQLite file.
 pub struct SqliteStore {
@@ -152,29 +170,6 @@ fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
-/// Parses a stored value back into its domain type; failure means the file was changed behind Herald's back.
-fn stored<T, E: std::fmt::Display>(what: &str, parsed: std::result::Result<T, E>) -> Result<T> {
-    parsed.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn id<T: FromStr<Err = Invalid>>(s: String) -> Result<T> {
-    stored("id", T::from_str(&s))
-}
-
-fn opt_id<T: FromStr<Err = Invalid>>(s: Option<String>) -> Result<Option<T>> {
-    s.map(id).transpose()
-}
-
-fn address(s: String) -> Result<EmailAddress> {
-    stored("address", EmailAddress::parse(&s))
-}
-
-/// A Reply-To, stored as the mailbox's canonical string; rows from before
-/// Reply-To took a display name hold the bare address, which parses too.
-fn reply_to_mailbox(s: String) -> Result<Mailbox> {
-    stored("reply_to", Mailbox::from_stored(&s))
-}
-
 /// A header's mailboxes, stored as a JSON list of their canonical strings.
 fn mailboxes(json: &str) -> Result<Vec<Mailbox>> {
     let list: Vec<String> = stored("mailbox list", serde_json::from_str(json))?;
@@ -198,22 +193,7 @@ const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_p
 
 /// Reads a tenant row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn tenant_row(r: &Row) -> rusqlite::Result<Result<Tenant>> {
-    let (tid, slug, name, credential_storage): (String, String, String, bool) =
-        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-    let (provider, previous): (Option<String>, Option<String>) = (r.get(4)?, r.get(5)?);
-    let (properties_effective_from, created_at) = (r.get(6)?, r.get(7)?);
-    Ok((|| {
-        Ok(Tenant {
-            id: id(tid)?,
-            slug,
-            name,
-            credential_storage,
-            notification_provider_id: opt_id(provider)?,
-            previous_provider_id: opt_id(previous)?,
-            properties_effective_from,
-            created_at,
-        })
-    })())
+    Ok(rows::tenant(r))
 }
 
 fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
@@ -232,45 +212,14 @@ const TOKEN_COLUMNS: &str =
 
 /// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
-    let (tid, tenant, name, role, person): (
-        String,
-        Option<String>,
-        String,
-        String,
-        Option<String>,
-    ) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-    let (created_at, last_used_at, bootstrap) = (r.get(5)?, r.get(6)?, r.get(7)?);
-    Ok((|| {
-        Ok(TokenRecord {
-            id: id(tid)?,
-            tenant_id: opt_id(tenant)?,
-            name,
-            role: stored("role", Role::parse(&role))?,
-            person_id: opt_id(person)?,
-            created_at,
-            last_used_at,
-            bootstrap,
-        })
-    })())
+    Ok(rows::token(r))
 }
 
 const PERSON_COLUMNS: &str = "id, tenant_id, name, email, role, created_at";
 
 /// Reads a person row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn person_row(r: &Row) -> rusqlite::Result<Result<Person>> {
-    let (pid, tid, name, email, role): (String, String, String, String, String) =
-        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-    let created_at = r.get(5)?;
-    Ok((|| {
-        Ok(Person {
-            id: id(pid)?,
-            tenant_id: id(tid)?,
-            name,
-            email: address(email)?,
-            role: stored("role", PersonRole::parse(&role))?,
-            created_at,
-        })
-    })())
+    Ok(rows::person(r))
 }
 
 fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
@@ -291,39 +240,7 @@ const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, require
 
 /// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
-    let host: String = r.get("host")?;
-    let port: i64 = r.get("port")?;
-    let security: String = r.get("security")?;
-    let settings = || -> Result<ServerSettings> {
-        Ok(ServerSettings {
-            name: r.get("name").map_err(sql)?,
-            host: stored("host", SmtpHost::from_stored(&host))?,
-            port: stored("port", Port::new(port))?,
-            security: stored("security", Security::parse(&security))?,
-            requires_auth: r.get("requires_auth").map_err(sql)?,
-            allow_plaintext_auth: r.get("allow_plaintext_auth").map_err(sql)?,
-            tls_verify: r.get("tls_verify").map_err(sql)?,
-            tls_ca_pem: r.get("tls_ca_pem").map_err(sql)?,
-            tls_server_name: r.get("tls_server_name").map_err(sql)?,
-            helo_name: r.get("helo_name").map_err(sql)?,
-            max_connections: r.get("max_connections").map_err(sql)?,
-            max_messages_per_connection: r.get("max_messages_per_connection").map_err(sql)?,
-            idle_timeout_secs: r.get("idle_timeout_secs").map_err(sql)?,
-            rate_limit_per_minute: r.get("rate_limit_per_minute").map_err(sql)?,
-            command_timeout_secs: r.get("command_timeout_secs").map_err(sql)?,
-        })
-    };
-    let (sid, tid): (String, String) = (r.get("id")?, r.get("tenant_id")?);
-    let (created_at, updated_at) = (r.get("created_at")?, r.get("updated_at")?);
-    Ok((|| {
-        Ok(SmtpServer {
-            id: id(sid)?,
-            tenant_id: id(tid)?,
-            settings: settings()?,
-            created_at,
-            updated_at,
-        })
-    })())
+    Ok(rows::server(r))
 }
 
 fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
@@ -342,38 +259,7 @@ const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, se
 
 /// Reads an account row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
-    let (aid, sid, tid): (String, String, String) =
-        (r.get("id")?, r.get("server_id")?, r.get("tenant_id")?);
-    let mechanism: String = r.get("mechanism")?;
-    let sealed: Option<String> = r.get("sealed_secret")?;
-    let token_url: Option<String> = r.get("oauth2_token_url")?;
-    let oauth2 = match token_url {
-        Some(token_url) => Some(OAuth2Client {
-            token_url,
-            client_id: r
-                .get::<_, Option<String>>("oauth2_client_id")?
-                .unwrap_or_default(),
-            scope: r.get("oauth2_scope")?,
-        }),
-        None => None,
-    };
-    let username: String = r.get("username")?;
-    let person: Option<String> = r.get("person_id")?;
-    let created_at: i64 = r.get("created_at")?;
-    Ok((|| {
-        Ok(SmtpAccount {
-            id: id(aid)?,
-            server_id: id(sid)?,
-            tenant_id: id(tid)?,
-            username,
-            mechanism: stored("mechanism", Mechanism::parse(&mechanism))?,
-            secret_set: sealed.is_some(),
-            sealed_secret: sealed,
-            oauth2,
-            person_id: opt_id(person)?,
-            created_at,
-        })
-    })())
+    Ok(rows::account(r))
 }
 
 fn load_account(
@@ -654,10 +540,6 @@ fn count_tests(c: &Connection, m: &NewMessage) -> Result<()> {
         return Err(StoreError::TooManyTests { limit });
     }
     Ok(())
-}
-
-fn status(s: &str) -> Result<RecipientStatus> {
-    RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
 
 fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>> {

@@ -1,0 +1,159 @@
+//! Stored rows back into domain values, once for both backends: each entity
+//! has one mapper over [`Columns`], which each backend implements for its rows.
+
+use std::str::FromStr;
+
+use herald_core::{
+    EmailAddress, Invalid, Mailbox, Mechanism, PersonRole, Port, RecipientStatus, Role, Security,
+    SmtpHost,
+};
+
+use crate::model::*;
+use crate::{Result, StoreError};
+
+/// Reading a row's columns by name, whatever the backend. A column whose
+/// type does not match means the database is not Herald's: the backend's
+/// own error.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn flag(&self, column: &str) -> Result<bool>;
+}
+
+/// Parses a stored value back into its domain type; failure means the data
+/// was changed behind Herald's back.
+pub(crate) fn stored<T, E: std::fmt::Display>(
+    what: &str,
+    parsed: std::result::Result<T, E>,
+) -> Result<T> {
+    parsed.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn id<T: FromStr<Err = Invalid>>(s: String) -> Result<T> {
+    stored("id", T::from_str(&s))
+}
+
+pub(crate) fn opt_id<T: FromStr<Err = Invalid>>(s: Option<String>) -> Result<Option<T>> {
+    s.map(id).transpose()
+}
+
+pub(crate) fn address(s: String) -> Result<EmailAddress> {
+    stored("address", EmailAddress::parse(&s))
+}
+
+/// A Reply-To, stored as the mailbox's canonical string; rows from before
+/// Reply-To took a display name hold the bare address, which parses too.
+pub(crate) fn reply_to_mailbox(s: String) -> Result<Mailbox> {
+    stored("reply_to", Mailbox::from_stored(&s))
+}
+
+pub(crate) fn status(s: &str) -> Result<RecipientStatus> {
+    RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
+}
+
+/// A stored count or limit, which no valid row makes negative or huge.
+fn count(r: &impl Columns, column: &str) -> Result<u32> {
+    stored(column, u32::try_from(r.int(column)?))
+}
+
+fn opt_count(r: &impl Columns, column: &str) -> Result<Option<u32>> {
+    r.opt_int(column)?
+        .map(|v| stored(column, u32::try_from(v)))
+        .transpose()
+}
+
+/// A tenant, from the columns `id, slug, name, credential_storage,
+/// notification_provider_id, previous_provider_id, properties_effective_from, created_at`.
+pub(crate) fn tenant(r: &impl Columns) -> Result<Tenant> {
+    Ok(Tenant {
+        id: id(r.text("id")?)?,
+        slug: r.text("slug")?,
+        name: r.text("name")?,
+        credential_storage: r.flag("credential_storage")?,
+        notification_provider_id: opt_id(r.opt_text("notification_provider_id")?)?,
+        previous_provider_id: opt_id(r.opt_text("previous_provider_id")?)?,
+        properties_effective_from: r.int("properties_effective_from")?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+/// An API token's record (never its value), from the columns `id, tenant_id,
+/// name, role, person_id, created_at, last_used_at, bootstrap`.
+pub(crate) fn token(r: &impl Columns) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: id(r.text("id")?)?,
+        tenant_id: opt_id(r.opt_text("tenant_id")?)?,
+        name: r.text("name")?,
+        role: stored("role", Role::parse(&r.text("role")?))?,
+        person_id: opt_id(r.opt_text("person_id")?)?,
+        created_at: r.int("created_at")?,
+        last_used_at: r.opt_int("last_used_at")?,
+        bootstrap: r.flag("bootstrap")?,
+    })
+}
+
+/// A person, from the columns `id, tenant_id, name, email, role, created_at`.
+pub(crate) fn person(r: &impl Columns) -> Result<Person> {
+    Ok(Person {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        name: r.text("name")?,
+        email: address(r.text("email")?)?,
+        role: stored("role", PersonRole::parse(&r.text("role")?))?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+/// An SMTP server entry, from the server columns both backends select.
+pub(crate) fn server(r: &impl Columns) -> Result<SmtpServer> {
+    Ok(SmtpServer {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        settings: ServerSettings {
+            name: r.text("name")?,
+            host: stored("host", SmtpHost::from_stored(&r.text("host")?))?,
+            port: stored("port", Port::new(r.int("port")?))?,
+            security: stored("security", Security::parse(&r.text("security")?))?,
+            requires_auth: r.flag("requires_auth")?,
+            allow_plaintext_auth: r.flag("allow_plaintext_auth")?,
+            tls_verify: r.flag("tls_verify")?,
+            tls_ca_pem: r.opt_text("tls_ca_pem")?,
+            tls_server_name: r.opt_text("tls_server_name")?,
+            helo_name: r.opt_text("helo_name")?,
+            max_connections: count(r, "max_connections")?,
+            max_messages_per_connection: count(r, "max_messages_per_connection")?,
+            idle_timeout_secs: count(r, "idle_timeout_secs")?,
+            rate_limit_per_minute: opt_count(r, "rate_limit_per_minute")?,
+            command_timeout_secs: opt_count(r, "command_timeout_secs")?,
+        },
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// An SMTP account (its secret still sealed), from the account columns both backends select.
+pub(crate) fn account(r: &impl Columns) -> Result<SmtpAccount> {
+    let sealed = r.opt_text("sealed_secret")?;
+    let oauth2 = match r.opt_text("oauth2_token_url")? {
+        Some(token_url) => Some(OAuth2Client {
+            token_url,
+            client_id: r.opt_text("oauth2_client_id")?.unwrap_or_default(),
+            scope: r.opt_text("oauth2_scope")?,
+        }),
+        None => None,
+    };
+    Ok(SmtpAccount {
+        id: id(r.text("id")?)?,
+        server_id: id(r.text("server_id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        username: r.text("username")?,
+        mechanism: stored("mechanism", Mechanism::parse(&r.text("mechanism")?))?,
+        secret_set: sealed.is_some(),
+        sealed_secret: sealed,
+        oauth2,
+        person_id: opt_id(r.opt_text("person_id")?)?,
+        created_at: r.int("created_at")?,
+    })
+}
