@@ -2,10 +2,12 @@
 //! its own for each test ([`TestDatabase`]), and one rule for a test whose
 //! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require`], [`skip`]).
 //!
-//! The rule: on a developer's machine such a test says so in one line on the
-//! terminal and passes without running; when the run requires the dependency
-//! (`HERALD_REQUIRE` names it, e.g. `HERALD_REQUIRE=postgres,chromium,postfix`,
-//! or `CI` is set, which requires everything) the test fails instead.
+//! The rule: on a developer's machine such a test says so in one line on its
+//! stderr (seen under `cargo test`; under nextest with `--no-capture` or
+//! `--success-output immediate`) and passes without running; when the run
+//! requires the dependency (`HERALD_REQUIRE` names it, e.g.
+//! `HERALD_REQUIRE=postgres,chromium,postfix`, or `CI` is set, which requires
+//! everything) the test fails instead.
 //!
 //! ```no_run
 //! # async fn demo() {

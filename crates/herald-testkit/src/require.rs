@@ -2,7 +2,7 @@
 //! requires that dependency (`HERALD_REQUIRE`, or `CI`).
 
 use std::fmt::Display;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 /// Something a test needs from the machine, by the name `HERALD_REQUIRE` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,21 +112,14 @@ pub(crate) fn current_test() -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Writes `line` where the developer sees it, whatever the harness captures.
-///
-/// `cargo test` captures `eprintln!` but not the stream itself, so the line is
-/// written to `std::io::stderr()` directly. nextest captures the stream too (a
-/// pipe it shows only for failing tests), so under nextest the line also goes
-/// to the controlling terminal when there is one; without one (CI) the line
-/// stays in the captured output, where `--no-capture` or a JUnit report shows it.
+/// Writes `line` to the process's stderr itself: `cargo test` captures
+/// `eprintln!` (shown only for failing tests) but not the stream, so the line
+/// reaches the terminal. nextest captures the stream too: there the line shows
+/// with `--no-capture` or `--success-output immediate`, and in JUnit reports.
+/// (Writing to `/dev/tty` instead was tried: nextest's progress bar, redrawn
+/// over the lines below its top, erases such lines.)
 pub(crate) fn report(line: &str) {
-    let stderr = std::io::stderr();
-    if !stderr.is_terminal() && std::env::var_os("NEXTEST").is_some() {
-        if let Ok(mut terminal) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
-            let _ = writeln!(terminal, "{line}");
-        }
-    }
-    let _ = writeln!(stderr.lock(), "{line}");
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 #[cfg(test)]

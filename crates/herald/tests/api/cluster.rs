@@ -55,7 +55,7 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
         "--concurrency",
         "16",
     ];
-    let mut nodes = vec![
+    let mut nodes = [
         node(&db, "n1", &fast).await,
         node(&db, "n2", &fast).await,
         node(&db, "n3", &fast).await,
