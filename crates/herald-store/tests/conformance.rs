@@ -4,13 +4,10 @@
 //! the end runs every case once on SQLite (`sqlite::…`) and once on PostgreSQL
 //! (`postgres::…`), each on a fresh database of its own. PostgreSQL is reached
 //! at `HERALD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each case
-//! creates a database `herald_test_<random>` there and drops it afterwards.
-//! Without a server the PostgreSQL cases are skipped with one line on stderr,
-//! except under CI (the `CI` variable set), where they fail.
-
-mod support;
-
-use support::{TestDatabase, admin_connect};
+//! creates a database `herald_test_<random>` there (`herald_testkit::TestDatabase`),
+//! dropped afterwards even when the case panics. Without a server the PostgreSQL
+//! cases are skipped with one line each, except when `HERALD_REQUIRE` names
+//! `postgres` or `CI` is set, where they fail.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +22,7 @@ use herald_store::{
     NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore,
     ProviderSettings, RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
 };
+use herald_testkit::TestDatabase;
 use serde_json::json;
 
 /// A store on a fresh database, and what keeps that database alive.
@@ -45,7 +43,9 @@ impl Fixture {
             Backend::Sqlite(dir) => {
                 Arc::new(SqliteStore::open(&dir.path().join("herald.db")).unwrap())
             }
-            Backend::Postgres(database) => Arc::new(PgStore::connect(&database.url).await.unwrap()),
+            Backend::Postgres(database) => {
+                Arc::new(PgStore::connect(database.url()).await.unwrap())
+            }
         }
     }
 }
@@ -101,7 +101,7 @@ fn sqlite() -> Fixture {
 /// cases are skipped because no server answers.
 async fn postgres() -> Option<Fixture> {
     let database = TestDatabase::create().await?;
-    let store = PgStore::connect(&database.url).await.unwrap();
+    let store = PgStore::connect(database.url()).await.unwrap();
     Some(Fixture {
         store: Arc::new(store),
         backend: Backend::Postgres(database),
@@ -2921,7 +2921,7 @@ macro_rules! conformance {
                 };
                 let mut starting = Vec::new();
                 for _ in 0..4 {
-                    let url = database.url.clone();
+                    let url = database.url().to_owned();
                     starting.push(tokio::spawn(async move {
                         herald_store::PgStore::connect(&url).await.unwrap()
                     }));
@@ -2937,7 +2937,7 @@ macro_rules! conformance {
                     .unwrap();
                 assert_eq!(nodes[3].list_tenants().await.unwrap().len(), 1);
 
-                let admin = super::admin_connect(&database.url).await.unwrap();
+                let admin = database.client().await;
                 let row = admin
                     .query_one(
                         "SELECT count(*) AS applied, count(DISTINCT version) AS versions FROM herald_migrations",

@@ -3,13 +3,11 @@
 //!
 //! PostgreSQL is reached at `HERALD_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates a database `herald_test_<random>`
-//! there and drops it afterwards. Without a server the tests are skipped with
-//! one line on stderr, except under CI (the `CI` variable set), where they fail.
-
-mod support;
+//! there (`herald_testkit::TestDatabase`) and drops it afterwards. Without a server
+//! the tests are skipped with one line each, except when `HERALD_REQUIRE` names
+//! `postgres` or `CI` is set, where they fail.
 
 use herald_store::prelude::*;
-use support::{TestDatabase, admin_connect};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,6 +23,7 @@ use herald_store::{
     NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
     ServerSettings, SqliteStore, Store, StoreError,
 };
+use herald_testkit::TestDatabase;
 use serde_json::{Value, json};
 
 /// The token hashes looked up by hash in the snapshots.
@@ -785,7 +784,9 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     let installation = fill(&sqlite).await;
     let before = snapshot(&sqlite).await;
 
-    let report: CopyReport = copy_sqlite_to_postgres(&path, &database.url).await.unwrap();
+    let report: CopyReport = copy_sqlite_to_postgres(&path, database.url())
+        .await
+        .unwrap();
 
     // Every table but nodes, with every row.
     let tables = sqlite_columns(&path);
@@ -802,7 +803,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     assert_eq!(report.nul_replaced, 1, "one reply held a NUL");
 
     // Both schemas have the same tables with the same columns.
-    let admin = admin_connect(&database.url).await.unwrap();
+    let admin = database.client().await;
     assert_eq!(tables, postgres_columns(&admin).await);
 
     // Each tenant's count of queued recipients arrives with it, and agrees
@@ -833,7 +834,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
         .collect();
     assert_eq!(postgres_queued, sqlite_queued);
 
-    let postgres = PgStore::connect(&database.url).await.unwrap();
+    let postgres = PgStore::connect(database.url()).await.unwrap();
     let after = snapshot(&postgres).await;
     assert!(
         after["nodes"].as_array().unwrap().is_empty(),
@@ -950,7 +951,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     }
 
     // A second copy into the same target is refused and changes nothing.
-    let refused = copy_sqlite_to_postgres(&path, &database.url).await;
+    let refused = copy_sqlite_to_postgres(&path, database.url()).await;
     match refused {
         Err(StoreError::Conflict(message)) => {
             assert!(message.contains("already holds Herald data"), "{message}");
@@ -980,7 +981,7 @@ async fn a_failed_copy_leaves_nothing_behind() {
 
     // A mistyped path is refused, and no empty database is left there.
     let missing = dir.path().join("missing.db");
-    let error = copy_sqlite_to_postgres(&missing, &database.url)
+    let error = copy_sqlite_to_postgres(&missing, database.url())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("no database file"), "{error}");
@@ -992,7 +993,7 @@ async fn a_failed_copy_leaves_nothing_behind() {
         .unwrap()
         .execute_batch("CREATE TABLE notes (body TEXT)")
         .unwrap();
-    let error = copy_sqlite_to_postgres(&foreign, &database.url)
+    let error = copy_sqlite_to_postgres(&foreign, database.url())
         .await
         .unwrap_err();
     assert!(
@@ -1018,21 +1019,23 @@ async fn a_failed_copy_leaves_nothing_behind() {
     corrupt
         .execute("UPDATE messages SET headers = '[[\"X-Tag\"'", [])
         .unwrap();
-    let error = copy_sqlite_to_postgres(&path, &database.url)
+    let error = copy_sqlite_to_postgres(&path, database.url())
         .await
         .unwrap_err();
     assert!(
         matches!(&error, StoreError::Corrupt(m) if m.contains("messages.headers")),
         "{error}"
     );
-    let postgres = PgStore::connect(&database.url).await.unwrap();
+    let postgres = PgStore::connect(database.url()).await.unwrap();
     assert!(postgres.list_tenants().await.unwrap().is_empty());
 
     // Once the value is repaired, the same target takes the copy.
     corrupt
         .execute("UPDATE messages SET headers = '[]'", [])
         .unwrap();
-    let report = copy_sqlite_to_postgres(&path, &database.url).await.unwrap();
+    let report = copy_sqlite_to_postgres(&path, database.url())
+        .await
+        .unwrap();
     assert_eq!(report.rows("tenants"), Some(1));
     assert_eq!(report.rows("recipients"), Some(1));
     assert_eq!(report.total(), 3);

@@ -1,11 +1,9 @@
 //! The migration that adds each tenant's count of queued recipients counts
 //! the recipients a database already holds, on both backends.
 
-mod support;
-
 use herald_core::{EmailAddress, MessageId, Subject, TenantId, TenantSlug};
 use herald_store::{NewMessage, PgStore, SqliteStore, Store, StoreError};
-use support::{TestDatabase, admin_connect};
+use herald_testkit::TestDatabase;
 
 fn message(tenant: TenantId, to: &[&str], max_queued: Option<u64>) -> NewMessage {
     NewMessage {
@@ -94,8 +92,8 @@ async fn postgres_counts_the_recipients_already_queued() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let t = queue_three(&PgStore::connect(&database.url).await.unwrap()).await;
-    let admin = admin_connect(&database.url).await.unwrap();
+    let t = queue_three(&PgStore::connect(database.url()).await.unwrap()).await;
+    let admin = database.client().await;
     admin
         .batch_execute(
             "ALTER TABLE tenants DROP COLUMN queued_recipients; DROP TABLE tenant_queue_shards; \
@@ -103,5 +101,5 @@ async fn postgres_counts_the_recipients_already_queued() {
         )
         .await
         .unwrap();
-    assert_counts_three(&PgStore::connect(&database.url).await.unwrap(), t).await;
+    assert_counts_three(&PgStore::connect(database.url()).await.unwrap(), t).await;
 }

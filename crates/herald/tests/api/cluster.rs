@@ -3,88 +3,26 @@
 //! the queue, and NOTIFY wakes the worker; `/v1/nodes` sees a node die.
 //!
 //! The tests find PostgreSQL through `HERALD_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). Without a server they are
-//! skipped with one line; under CI a missing server fails them.
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and each work on a database
+//! of their own (`herald_testkit::TestDatabase`), dropped when the test ends,
+//! also after a panic. Without a server they are skipped with one line; when
+//! `HERALD_REQUIRE` names `postgres` (or `CI` is set) they fail instead.
 
 use std::collections::HashMap;
 
+use herald_testkit::TestDatabase;
 use herald_testsmtp::TestSmtpServer;
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use crate::helpers::*;
 
-/// A fresh database for one test, dropped at the end.
-pub(crate) struct TestDatabase {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl TestDatabase {
-    pub(crate) async fn create() -> Option<TestDatabase> {
-        let admin_url = std::env::var("HERALD_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let (client, connection) = match tokio_postgres::connect(&admin_url, NoTls).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                crate::helpers::skip(&format!(
-                    "PostgreSQL tests (no server at {admin_url}: {error})"
-                ));
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        let name = format!("herald_test_{}", uuid_like());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creating the test database");
-        let url = match admin_url.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("HERALD_TEST_POSTGRES_URL must end with a database name"),
-        };
-        Some(TestDatabase {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client
-    }
-
-    pub(crate) async fn drop_database(self) {
-        if let Ok((client, connection)) = tokio_postgres::connect(&self.admin_url, NoTls).await {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ))
-                .await;
-        }
-    }
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{nanos:x}{:x}", std::process::id())
-}
-
-/// One node process on the shared database.
+/// One node process on the shared database, with a data directory of its own
+/// that is removed with it.
 async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
-    let dir = tempfile::tempdir().unwrap().keep();
+    let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--database-url",
-        &db.url,
+        db.url(),
         "--node-name",
         name,
         "--heartbeat",
@@ -93,11 +31,12 @@ async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
     args.extend_from_slice(extra);
     // Every node needs the same keyring to open the secrets the others stored.
     start_process(
-        &dir,
+        dir.path(),
         &args,
         &[("HERALD_MASTER_KEY", MASTER_KEY), ("HERALD_LOG", "warn")],
     )
     .await
+    .keeping(dir)
 }
 
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -116,7 +55,7 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
         "--concurrency",
         "16",
     ];
-    let mut nodes = vec![
+    let mut nodes = [
         node(&db, "n1", &fast).await,
         node(&db, "n2", &fast).await,
         node(&db, "n3", &fast).await,
@@ -205,8 +144,6 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
         duplicates as i64 <= in_flight,
         "{duplicates} duplicates, but n2 had only {in_flight} in flight"
     );
-    drop(nodes);
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,8 +227,6 @@ async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_work
         )
         .await;
     assert_eq!(status, 503, "{problem}");
-    drop(api);
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +271,6 @@ async fn a_refresh_on_one_node_reaches_the_others_at_once() {
     app.wait_for_status(&acme, &second, "sent").await;
     assert_eq!(b.messages().len(), 1, "the worker node heard the refresh");
     assert_eq!(a.messages().len(), 1);
-    db.drop_database().await;
 }
 
 /// A node killed mid-delivery, with leases far longer than the test: another
@@ -424,8 +358,6 @@ async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
         .clone();
     assert_eq!(victim["alive"], false, "{nodes}");
     assert_eq!(victim["incarnation"], serde_json::Value::Null, "{nodes}");
-    drop(survivor);
-    db.drop_database().await;
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time the API answered.
@@ -458,6 +390,4 @@ async fn a_second_process_under_a_node_name_is_reported() {
         (said(&first) || said(&second)).then_some(())
     })
     .await;
-    drop((first, second));
-    db.drop_database().await;
 }

@@ -2,8 +2,8 @@
 //! chromedriver (WebDriver) walks a new tenant administrator's whole setup,
 //! then checks tenant isolation, CSRF refusal and that no secret reaches a page.
 //!
-//! Without chromium and chromedriver the test is skipped with one line on
-//! stderr, except under CI (`CI` set), where it fails. With
+//! Without chromium and chromedriver the test is skipped with one line, except
+//! when `HERALD_REQUIRE` names `chromium` or `CI` is set, where it fails. With
 //! `HERALD_CONSOLE_SCREENSHOTS=<dir>` it saves the screenshots shown in the README.
 
 use std::collections::BTreeSet;
@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use herald_testkit::Dependency;
 use herald_testsmtp::{ServerConfig, TestSmtpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -38,8 +39,9 @@ fn browser_programs() -> Option<(PathBuf, PathBuf)> {
     match (chromium, driver) {
         (Some(chromium), Some(driver)) => Some((chromium, driver)),
         _ => {
-            crate::helpers::skip(
-                "the console's browser test: chromium and chromedriver are not installed",
+            herald_testkit::skip(
+                Dependency::Chromium,
+                "chromium and chromedriver are not installed",
             );
             None
         }

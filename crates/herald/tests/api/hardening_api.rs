@@ -240,11 +240,11 @@ async fn a_failed_database_connection_does_not_show_the_password() {
 
 #[tokio::test]
 async fn the_startup_log_line_shows_the_database_without_its_password() {
-    let Some(database) = crate::cluster::TestDatabase::create().await else {
+    let Some(database) = herald_testkit::TestDatabase::create().await else {
         return;
     };
     // The test server trusts local connections, so the passwords are never checked.
-    let (base, name) = database.url.rsplit_once('/').unwrap();
+    let (base, name) = database.url().rsplit_once('/').unwrap();
     let (scheme, host) = base.split_once("://").unwrap();
     let host = host.rsplit('@').next().unwrap();
     let url =
@@ -266,8 +266,6 @@ async fn the_startup_log_line_shows_the_database_without_its_password() {
         "{line}"
     );
     assert_no_database_secret(&node.output.lock().unwrap());
-    drop(node);
-    database.drop_database().await;
 }
 
 /// The rule the API names for `field` in a 422.

@@ -71,19 +71,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
-/// Says on the process's real stderr that a test cannot run for want of
-/// `what` (a skip printed with `eprintln!` is captured by the harness and seen
-/// only when the test fails); under CI, where `.ci/run` installs everything,
-/// the test fails instead.
-pub fn skip(what: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {what}");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what}: CI requires it (.ci/run installs or starts it)"
-    );
-}
-
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
@@ -372,9 +359,19 @@ pub struct NodeProcess {
     pub base: String,
     /// Everything it printed on standard output and standard error so far.
     pub output: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The data directory, when the process owns it ([`NodeProcess::keeping`]);
+    /// last, so that it is removed after the process was killed.
+    dir: Option<TempDir>,
 }
 
 impl NodeProcess {
+    /// The process with its temporary data directory, removed when it is dropped
+    /// (also when the test panics).
+    pub fn keeping(mut self, dir: TempDir) -> NodeProcess {
+        self.dir = Some(dir);
+        self
+    }
+
     /// A client for its API.
     pub fn app(&self) -> TestApp {
         TestApp {
@@ -459,5 +456,6 @@ pub async fn start_process(
         child,
         base,
         output,
+        dir: None,
     }
 }

@@ -1,12 +1,14 @@
 //! Interoperability with an SMTP server nobody here wrote: Postfix's `smtp-sink`.
 //!
 //! CI installs it (`.ci/run`); elsewhere the test says in one line that it
-//! skipped, and under CI a missing `smtp-sink` fails the run.
+//! skipped, and when `HERALD_REQUIRE` names `postfix` (or `CI` is set) a missing
+//! `smtp-sink` fails the run.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use herald_testkit::Dependency;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
@@ -60,8 +62,8 @@ async fn start_sink(binary: &Path, dump: &Path) -> (Child, u16) {
 
 #[tokio::test]
 async fn delivers_to_postfix_smtp_sink_through_a_pool() {
-    let Some(binary) = smtp_sink() else {
-        crate::helpers::skip("smtp-sink (Debian package postfix) is not installed");
+    let found = smtp_sink().ok_or("smtp-sink (Debian package postfix) is not installed");
+    let Some(binary) = herald_testkit::require(Dependency::Postfix, found) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

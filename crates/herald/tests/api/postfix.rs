@@ -4,8 +4,9 @@
 //! it accepts to Postfix's `smtp-sink`, whose files the tests parse.
 //!
 //! CI installs Postfix and Dovecot (`.ci/run`) and runs as root, which Postfix's
-//! master needs. Elsewhere a test without them says so on stderr and passes
-//! without running; under CI (the variable `CI` set) it fails instead. The
+//! master needs. Elsewhere a test without them says so in one line and passes
+//! without running; when `HERALD_REQUIRE` names `postfix` (or `CI` is set) it
+//! fails instead. The
 //! system's own Postfix and Dovecot (`/etc/postfix`, `/etc/dovecot`, their queue
 //! and state) are never started, configured or written: every path these
 //! instances use is inside the test's temporary directory.
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use herald_testkit::Dependency;
 use herald_testsmtp::TestTls;
 use mail_parser::MessageParser;
 use reqwest::StatusCode;
@@ -58,9 +60,9 @@ struct Postfix {
 }
 
 /// Says why the Postfix tests cannot run: on a developer's machine the test passes
-/// without running, under CI it fails.
+/// without running; when the run requires Postfix it fails.
 fn unavailable(why: &str) -> Option<Postfix> {
-    crate::helpers::skip(why);
+    herald_testkit::skip(Dependency::Postfix, why);
     None
 }
 
