@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use herald_core::{
-    EmailAddress, Invalid, Mailbox, Mechanism, PersonRole, Port, RecipientStatus, Role, Security,
-    SmtpHost,
+    DisplayName, EmailAddress, Invalid, Mailbox, Mechanism, PersonRole, Port, RecipientStatus,
+    Role, Security, SenderPolicy, SmtpHost,
 };
 
 use crate::model::*;
@@ -155,5 +155,31 @@ pub(crate) fn account(r: &impl Columns) -> Result<SmtpAccount> {
         oauth2,
         person_id: opt_id(r.opt_text("person_id")?)?,
         created_at: r.int("created_at")?,
+    })
+}
+
+/// A notification provider, from the provider columns both backends select.
+pub(crate) fn provider(r: &impl Columns) -> Result<Provider> {
+    Ok(Provider {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        settings: ProviderSettings {
+            name: r.text("name")?,
+            smtp_server_id: id(r.text("smtp_server_id")?)?,
+            account_id: opt_id(r.opt_text("account_id")?)?,
+            from_address: address(r.text("from_address")?)?,
+            from_name: r
+                .opt_text("from_name")?
+                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
+                .transpose()?,
+            reply_to: r.opt_text("reply_to")?.map(reply_to_mailbox).transpose()?,
+            fallback_recipient: r.opt_text("fallback_recipient")?.map(address).transpose()?,
+            sender_policy: stored(
+                "sender_policy",
+                SenderPolicy::parse(&r.text("sender_policy")?),
+            )?,
+        },
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
     })
 }

@@ -19,17 +19,16 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId,
-    PersonId, ProviderId, RecipientId, RecipientStatus, SenderPolicy, ServerId, Subject, TenantId,
-    TenantSlug, TokenId,
+    AccountId, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, PersonId,
+    ProviderId, RecipientId, RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
 };
 use tokio_postgres::types::{FromSql, Json};
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::model::*;
 use crate::rows::{
-    Columns, account, address, id, opt_id, person, reply_to_mailbox, server, status, stored,
-    tenant, token as token_record,
+    Columns, account, address, id, opt_id, person, provider, reply_to_mailbox, server, status,
+    stored, tenant, token as token_record,
 };
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
@@ -309,31 +308,6 @@ async fn load_account(
 
 const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
      reply_to, fallback_recipient, sender_policy, created_at, updated_at";
-
-fn provider(r: &Row) -> Result<Provider> {
-    let from_name: Option<String> = get(r, "from_name")?;
-    let reply_to: Option<String> = get(r, "reply_to")?;
-    let fallback: Option<String> = get(r, "fallback_recipient")?;
-    let policy: String = get(r, "sender_policy")?;
-    Ok(Provider {
-        id: id(get(r, "id")?)?,
-        tenant_id: id(get(r, "tenant_id")?)?,
-        settings: ProviderSettings {
-            name: get(r, "name")?,
-            smtp_server_id: id(get(r, "smtp_server_id")?)?,
-            account_id: opt_id(get(r, "account_id")?)?,
-            from_address: address(get(r, "from_address")?)?,
-            from_name: from_name
-                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
-                .transpose()?,
-            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-            fallback_recipient: fallback.map(address).transpose()?,
-            sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
-        },
-        created_at: get(r, "created_at")?,
-        updated_at: get(r, "updated_at")?,
-    })
-}
 
 async fn load_provider(
     c: &impl GenericClient,

@@ -275,7 +275,6 @@ impl Configuration for SqliteStore {
                     provider_row,
                 )?
                 .into_iter()
-                .map(provider)
                 .collect()
             })
             .await

@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId,
-    PersonId, ProviderId, RecipientId, RecipientStatus, SenderPolicy, ServerId, Subject, TenantId,
-    TenantSlug, TokenId,
+    AccountId, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, PersonId,
+    ProviderId, RecipientId, RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -282,59 +281,9 @@ fn load_account(
 const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
      reply_to, fallback_recipient, sender_policy, created_at, updated_at";
 
-type ProviderRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-    i64,
-);
-
-fn provider_row(r: &Row) -> rusqlite::Result<ProviderRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
-}
-
-fn provider(raw: ProviderRow) -> Result<Provider> {
-    let (pid, tid, name, sid, aid, from, from_name, reply_to, fallback, policy, created, updated) =
-        raw;
-    Ok(Provider {
-        id: id(pid)?,
-        tenant_id: id(tid)?,
-        settings: ProviderSettings {
-            name,
-            smtp_server_id: id(sid)?,
-            account_id: opt_id(aid)?,
-            from_address: address(from)?,
-            from_name: from_name
-                .map(|n| stored("from_name", DisplayName::from_stored(&n)))
-                .transpose()?,
-            reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-            fallback_recipient: fallback.map(address).transpose()?,
-            sender_policy: stored("sender_policy", SenderPolicy::parse(&policy))?,
-        },
-        created_at: created,
-        updated_at: updated,
-    })
+/// Reads a provider row; the outer error is SQLite's, the inner one a value that no longer parses.
+fn provider_row(r: &Row) -> rusqlite::Result<Result<Provider>> {
+    Ok(rows::provider(r))
 }
 
 fn load_provider(
@@ -342,16 +291,14 @@ fn load_provider(
     tenant_id: TenantId,
     provider_id: ProviderId,
 ) -> Result<Provider> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?1 AND tenant_id = ?2"),
-            [provider_id.to_string(), tenant_id.to_string()],
-            provider_row,
-        )
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?;
-    provider(raw)
+    conn.query_row(
+        &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?1 AND tenant_id = ?2"),
+        [provider_id.to_string(), tenant_id.to_string()],
+        provider_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .ok_or(StoreError::NotFound)?
 }
 
 /// Checks that a provider's server and account exist for the tenant and fit together.
