@@ -183,3 +183,34 @@ pub(crate) fn provider(r: &impl Columns) -> Result<Provider> {
         updated_at: r.int("updated_at")?,
     })
 }
+
+/// One delivery attempt, from the attempt columns both backends select
+/// (`at, node, server, outcome, step, code, enhanced_code, response,
+/// duration_ms, remote_addr, tls_version, tls_cipher, provider_id,
+/// config_version, sender_policy, diagnosis`).
+pub(crate) fn attempt(r: &impl Columns) -> Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        at: r.int("at")?,
+        node: r.text("node")?,
+        server: r.text("server")?,
+        outcome: status(&r.text("outcome")?)?,
+        step: r.opt_text("step")?,
+        code: r
+            .opt_int("code")?
+            .map(|c| stored("code", u16::try_from(c)))
+            .transpose()?,
+        enhanced_code: r.opt_text("enhanced_code")?,
+        response: r.text("response")?,
+        duration_ms: r.int("duration_ms")?,
+        remote_addr: r.opt_text("remote_addr")?,
+        tls_version: r.opt_text("tls_version")?,
+        tls_cipher: r.opt_text("tls_cipher")?,
+        provider_id: opt_id(r.opt_text("provider_id")?)?,
+        config_version: r.opt_int("config_version")?,
+        sender_policy: r.opt_text("sender_policy")?,
+        diagnosis: r
+            .opt_text("diagnosis")?
+            .map(|d| stored("diagnosis", serde_json::from_str(&d)))
+            .transpose()?,
+    })
+}

@@ -27,8 +27,8 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use crate::model::*;
 use crate::rows::{
-    Columns, account, address, id, opt_id, person, provider, reply_to_mailbox, server, status,
-    stored, tenant, token as token_record,
+    Columns, account, address, attempt, id, opt_id, person, provider, reply_to_mailbox, server,
+    status, stored, tenant, token as token_record,
 };
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
@@ -374,32 +374,6 @@ fn headers_from_json(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, He
 fn json<T: serde::de::DeserializeOwned>(r: &Row, column: &str) -> Result<T> {
     let Json(value): Json<serde_json::Value> = get(r, column)?;
     stored(column, serde_json::from_value(value))
-}
-
-fn attempt(r: &Row) -> Result<AttemptRecord> {
-    let outcome: String = get(r, "outcome")?;
-    Ok(AttemptRecord {
-        at: get(r, "at")?,
-        node: get(r, "node")?,
-        server: get(r, "server")?,
-        outcome: status(&outcome)?,
-        step: get(r, "step")?,
-        code: get::<Option<i32>>(r, "code")?
-            .map(|c| stored("code", u16::try_from(c)))
-            .transpose()?,
-        enhanced_code: get(r, "enhanced_code")?,
-        response: get(r, "response")?,
-        duration_ms: get(r, "duration_ms")?,
-        remote_addr: get(r, "remote_addr")?,
-        tls_version: get(r, "tls_version")?,
-        tls_cipher: get(r, "tls_cipher")?,
-        provider_id: opt_id(get(r, "provider_id")?)?,
-        config_version: get(r, "config_version")?,
-        sender_policy: get(r, "sender_policy")?,
-        diagnosis: get::<Option<String>>(r, "diagnosis")?
-            .map(|d| stored("diagnosis", serde_json::from_str(&d)))
-            .transpose()?,
-    })
 }
 
 fn on_behalf_of(r: &Row) -> Result<Option<OnBehalf>> {

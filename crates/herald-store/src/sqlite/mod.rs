@@ -490,47 +490,16 @@ fn count_tests(c: &Connection, m: &NewMessage) -> Result<()> {
 }
 
 fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>> {
-    let rows = list(
+    list(
         conn,
         "SELECT at, node, server, outcome, step, code, enhanced_code, response, duration_ms, \
          remote_addr, tls_version, tls_cipher, provider_id, config_version, sender_policy, diagnosis \
          FROM attempts WHERE recipient_id = ?1 ORDER BY id",
         [recipient],
-        |r| {
-            let outcome: String = r.get("outcome")?;
-            let provider: Option<String> = r.get("provider_id")?;
-            let diagnosis: Option<String> = r.get("diagnosis")?;
-            let record = AttemptRecord {
-                at: r.get("at")?,
-                node: r.get("node")?,
-                server: r.get("server")?,
-                outcome: RecipientStatus::Queued,
-                step: r.get("step")?,
-                code: r.get("code")?,
-                enhanced_code: r.get("enhanced_code")?,
-                response: r.get("response")?,
-                duration_ms: r.get("duration_ms")?,
-                remote_addr: r.get("remote_addr")?,
-                tls_version: r.get("tls_version")?,
-                tls_cipher: r.get("tls_cipher")?,
-                provider_id: None,
-                config_version: r.get("config_version")?,
-                sender_policy: r.get("sender_policy")?,
-                diagnosis: None,
-            };
-            Ok((record, outcome, provider, diagnosis))
-        },
-    )?;
-    rows.into_iter()
-        .map(|(mut record, outcome, provider, diagnosis)| {
-            record.outcome = status(&outcome)?;
-            record.provider_id = opt_id(provider)?;
-            record.diagnosis = diagnosis
-                .map(|d| stored("diagnosis", serde_json::from_str(&d)))
-                .transpose()?;
-            Ok(record)
-        })
-        .collect()
+        |r| Ok(rows::attempt(r)),
+    )?
+    .into_iter()
+    .collect()
 }
 
 /// Gives back a lease whose process is gone (`?1` is now): unlike
