@@ -73,7 +73,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("object"),
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::Invalid(field) => ApiError::field(field),
-            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why.to_string()),
             StoreError::QueueFull { limit } => ApiError::QueueFull { limit },
             StoreError::TooManyTests { limit } => ApiError::TooManyTests { limit },
             StoreError::Corrupt(why) => {

@@ -48,6 +48,55 @@ pub(crate) fn claim_share(limit: u32, tenants: usize) -> u32 {
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// What made the database unavailable, in words fit for a log, and the
+/// database driver's own error beneath it when there is one (as the error's
+/// source, for code that needs to look at it). PostgreSQL's errors are kept
+/// as their code and message only: their detail repeats a row's values.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    what: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with the database's error beneath it.
+    pub fn of(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            what: what.into(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(what: String) -> Cause {
+        Cause { what, source: None }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(what: &str) -> Cause {
+        what.to_owned().into()
+    }
+}
+
 /// Why a storage operation did not happen.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,7 +111,7 @@ pub enum StoreError {
     Invalid(FieldError),
     /// The database could not be reached or written (disk full, locked, gone).
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The tenant has as many recipients waiting as it may: nothing was stored.
     #[error("the tenant has reached its limit of {limit} queued recipients")]
     QueueFull {

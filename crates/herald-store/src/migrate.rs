@@ -25,7 +25,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{NoTls, Transaction};
 
-use crate::{PgStore, Result, StoreError};
+use crate::{Cause, PgStore, Result, StoreError};
 
 /// How a column's value is carried from SQLite to PostgreSQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,7 +419,7 @@ impl Cell {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 /// Describes a PostgreSQL error. tokio-postgres prints only "db error" for
@@ -435,7 +435,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(describe(&e))
+    StoreError::Unavailable(describe(&e).into())
 }
 
 fn open_source(path: &Path) -> Result<Connection> {
@@ -452,10 +452,10 @@ fn open_source(path: &Path) -> Result<Connection> {
 fn prepare_source(path: &Path) -> Result<()> {
     // Opening a store creates a missing file: a mistyped path must not leave an empty database behind.
     if !path.is_file() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Unavailable(Cause::from(format!(
             "there is no database file at {}",
             path.display()
-        )));
+        ))));
     }
     let version: i64 = open_source(path)?
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -594,9 +594,9 @@ async fn refuse_unless_empty(tx: &Transaction<'_>) -> Result<()> {
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Unavailable(format!("the database url is not valid: {e}")))?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        StoreError::Unavailable(Cause::from(format!("the database url is not valid: {e}")))
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -735,7 +735,11 @@ async fn copy_table(
     rows: &mut mpsc::Receiver<Item>,
 ) -> Result<(u64, u64)> {
     let failed = |e: tokio_postgres::Error| {
-        StoreError::Unavailable(format!("copying {}: {}", table.name, describe(&e)))
+        StoreError::Unavailable(Cause::from(format!(
+            "copying {}: {}",
+            table.name,
+            describe(&e)
+        )))
     };
     let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let types: Vec<Type> = table.columns.iter().map(|(_, k)| k.wire_type()).collect();
@@ -768,10 +772,10 @@ async fn copy_table(
     };
     let copied = writer.as_mut().finish().await.map_err(failed)?;
     if copied != sent {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Unavailable(Cause::from(format!(
             "copying {}: {sent} rows were sent but {copied} arrived",
             table.name
-        )));
+        ))));
     }
     Ok((copied, nul_replaced))
 }

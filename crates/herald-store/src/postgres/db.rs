@@ -10,7 +10,7 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use crate::{Result, StoreError};
+use crate::{Cause, Result, StoreError};
 
 /// The schema, one migration per entry, applied in order and recorded in `herald_migrations`.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -60,7 +60,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 /// Describes a database error. tokio-postgres prints only "db error" for
@@ -83,7 +83,7 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
         return StoreError::Conflict(crate::REFERENCE_CONFLICT.to_owned());
     }
-    StoreError::Unavailable(describe(&e))
+    StoreError::Unavailable(describe(&e).into())
 }
 
 /// Maps a unique or primary key violation to a conflict that says what is
@@ -138,9 +138,9 @@ pub(crate) async fn execute(
 
 /// Opens a pool on the database at `url` and brings its schema up to date.
 pub(crate) async fn open(url: &str) -> Result<Pool> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Unavailable(format!("the database url is not valid: {e}")))?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        StoreError::Unavailable(Cause::from(format!("the database url is not valid: {e}")))
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }

@@ -42,7 +42,7 @@ pub(crate) struct Db {
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {

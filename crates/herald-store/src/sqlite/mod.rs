@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::model::*;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
-use db::{Db, unavailable};
+use db::Db;
 
 impl Columns for Row<'_> {
     fn text(&self, column: &str) -> Result<String> {
@@ -150,7 +150,7 @@ fn sql(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Conflict(crate::REFERENCE_CONFLICT.to_owned())
         }
-        _ => unavailable(e),
+        _ => StoreError::Unavailable(crate::Cause::of(e.to_string(), e)),
     }
 }
 
@@ -519,5 +519,19 @@ impl Store for SqliteStore {
         self.db
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refused_statement_keeps_sqlites_error_as_its_source() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let refused = conn.execute_batch("SELECT * FROM missing").unwrap_err();
+        let error = super::sql(refused);
+        assert!(error.to_string().contains("no such table"), "{error}");
+        let cause = std::error::Error::source(&error).expect("the cause");
+        let driver = cause.source().expect("SQLite's error beneath the cause");
+        assert!(driver.downcast_ref::<rusqlite::Error>().is_some());
     }
 }
