@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod model;
 mod postgres;
 mod rows;
+mod rules;
 mod sqlite;
 
 use async_trait::async_trait;

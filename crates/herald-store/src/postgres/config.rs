@@ -181,12 +181,7 @@ impl Configuration for PgStore {
             &[&server_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
-        if let Some(row) = user {
-            let name: String = get(&row, "name")?;
-            return Err(StoreError::Conflict(format!(
-                "the SMTP server is used by the provider {name:?}"
-            )));
-        }
+        rules::server_unused(user.map(|row| get(&row, "name")).transpose()?)?;
         execute(
             &tx,
             "DELETE FROM smtp_servers WHERE id = $1 AND tenant_id = $2",
@@ -290,12 +285,7 @@ impl Configuration for PgStore {
             &[&account_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
-        if let Some(row) = user {
-            let name: String = get(&row, "name")?;
-            return Err(StoreError::Conflict(format!(
-                "the account is used by the provider {name:?}"
-            )));
-        }
+        rules::account_unused(user.map(|row| get(&row, "name")).transpose()?)?;
         execute(
             &tx,
             "DELETE FROM smtp_accounts WHERE id = $1 AND tenant_id = $2",
@@ -413,11 +403,7 @@ impl Configuration for PgStore {
         // the provider cannot become active between the check and the delete.
         let tenant = load_tenant(&tx, tenant_id, Lock::Update).await;
         load_provider(&tx, tenant_id, provider_id, Lock::None).await?;
-        if tenant?.notification_provider_id == Some(provider_id) {
-            return Err(StoreError::Conflict(
-                "the provider is the tenant's active provider; choose another in the tenant properties first".into(),
-            ));
-        }
+        rules::provider_not_active(&tenant?, provider_id)?;
         execute(
             &tx,
             "DELETE FROM providers WHERE id = $1 AND tenant_id = $2",

@@ -30,6 +30,7 @@ use crate::rows::{
     Columns, account, address, attempt, id, opt_id, person, provider, reply_to_mailbox, server,
     status, stored, tenant, token as token_record,
 };
+use crate::rules;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
 
@@ -332,30 +333,15 @@ async fn check_provider_references(
     tenant_id: TenantId,
     settings: &ProviderSettings,
 ) -> Result<()> {
-    let server = match load_server(c, tenant_id, settings.smtp_server_id, Lock::KeyShare).await {
-        Err(StoreError::NotFound) => {
-            return Err(StoreError::Invalid(
-                Invalid::new("must name an SMTP server of this tenant").at("smtp_server_id"),
-            ));
-        }
-        other => other?,
-    };
-    match settings.account_id {
+    let found = load_server(c, tenant_id, settings.smtp_server_id, Lock::KeyShare).await;
+    let server = rules::provider_server(found)?;
+    let account = match settings.account_id {
         Some(account_id) => {
-            match load_account(c, tenant_id, server.id, account_id, Lock::KeyShare).await {
-                Err(StoreError::NotFound) => Err(StoreError::Invalid(
-                    Invalid::new("must name an account of the provider's SMTP server")
-                        .at("account_id"),
-                )),
-                other => other.map(drop),
-            }
+            Some(load_account(c, tenant_id, server.id, account_id, Lock::KeyShare).await)
         }
-        None if server.settings.requires_auth => Err(StoreError::Invalid(
-            Invalid::new("is required because the SMTP server requires authentication")
-                .at("account_id"),
-        )),
-        None => Ok(()),
-    }
+        None => None,
+    };
+    rules::provider_account(&server, account)
 }
 
 fn headers_from_json(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, HeaderValue)>> {

@@ -402,12 +402,7 @@ impl Tenants for PgStore {
             &[&person_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
-        if let Some(row) = bound {
-            let username: String = get(&row, "username")?;
-            return Err(StoreError::Conflict(format!(
-                "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
-            )));
-        }
+        rules::person_unbound(bound.map(|row| get(&row, "username")).transpose()?)?;
         execute(
             &tx,
             "DELETE FROM persons WHERE id = $1 AND tenant_id = $2",

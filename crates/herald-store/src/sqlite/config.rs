@@ -129,11 +129,7 @@ impl Configuration for SqliteStore {
                     )
                     .optional()
                     .map_err(sql)?;
-                if let Some(name) = user {
-                    return Err(StoreError::Conflict(format!(
-                        "the SMTP server is used by the provider {name:?}"
-                    )));
-                }
+                rules::server_unused(user)?;
                 c.execute(
                     "DELETE FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2",
                     [server_id.to_string(), tenant_id.to_string()],
@@ -222,11 +218,7 @@ impl Configuration for SqliteStore {
                     )
                     .optional()
                     .map_err(sql)?;
-                if let Some(name) = user {
-                    return Err(StoreError::Conflict(format!(
-                        "the account is used by the provider {name:?}"
-                    )));
-                }
+                rules::account_unused(user)?;
                 c.execute(
                     "DELETE FROM smtp_accounts WHERE id = ?1 AND tenant_id = ?2",
                     [account_id.to_string(), tenant_id.to_string()],
@@ -312,11 +304,7 @@ impl Configuration for SqliteStore {
         self.db
             .write(move |c| {
                 load_provider(c, tenant_id, provider_id)?;
-                if load_tenant(c, tenant_id)?.notification_provider_id == Some(provider_id) {
-                    return Err(StoreError::Conflict(
-                        "the provider is the tenant's active provider; choose another in the tenant properties first".into(),
-                    ));
-                }
+                rules::provider_not_active(&load_tenant(c, tenant_id)?, provider_id)?;
                 c.execute(
                     "DELETE FROM providers WHERE id = ?1 AND tenant_id = ?2",
                     [provider_id.to_string(), tenant_id.to_string()],

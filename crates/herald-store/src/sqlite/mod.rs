@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::*;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
+use crate::rules;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::Db;
 
@@ -307,27 +308,11 @@ fn check_provider_references(
     tenant_id: TenantId,
     settings: &ProviderSettings,
 ) -> Result<()> {
-    let server = match load_server(conn, tenant_id, settings.smtp_server_id) {
-        Err(StoreError::NotFound) => {
-            return Err(StoreError::Invalid(
-                Invalid::new("must name an SMTP server of this tenant").at("smtp_server_id"),
-            ));
-        }
-        other => other?,
-    };
-    match settings.account_id {
-        Some(account_id) => match load_account(conn, tenant_id, server.id, account_id) {
-            Err(StoreError::NotFound) => Err(StoreError::Invalid(
-                Invalid::new("must name an account of the provider's SMTP server").at("account_id"),
-            )),
-            other => other.map(drop),
-        },
-        None if server.settings.requires_auth => Err(StoreError::Invalid(
-            Invalid::new("is required because the SMTP server requires authentication")
-                .at("account_id"),
-        )),
-        None => Ok(()),
-    }
+    let server = rules::provider_server(load_server(conn, tenant_id, settings.smtp_server_id))?;
+    let account = settings
+        .account_id
+        .map(|account_id| load_account(conn, tenant_id, server.id, account_id));
+    rules::provider_account(&server, account)
 }
 
 fn list<T>(

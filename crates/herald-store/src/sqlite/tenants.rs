@@ -273,11 +273,7 @@ impl Tenants for SqliteStore {
                     )
                     .optional()
                     .map_err(sql)?;
-                if let Some(username) = bound {
-                    return Err(StoreError::Conflict(format!(
-                        "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
-                    )));
-                }
+                rules::person_unbound(bound)?;
                 c.execute(
                     "DELETE FROM persons WHERE id = ?1 AND tenant_id = ?2",
                     [person_id.to_string(), tenant_id.to_string()],

@@ -1,0 +1,79 @@
+//! The store's business rules, once for both backends: plain functions over
+//! what a backend has loaded, deciding whether a change may go ahead.
+
+use herald_core::{Invalid, ProviderId};
+
+use crate::model::{SmtpAccount, SmtpServer, Tenant};
+use crate::{Result, StoreError};
+
+/// A provider's server must be one of the tenant's: a server that was not
+/// found is an invalid `smtp_server_id`, not a missing provider.
+pub(crate) fn provider_server(found: Result<SmtpServer>) -> Result<SmtpServer> {
+    match found {
+        Err(StoreError::NotFound) => Err(StoreError::Invalid(
+            Invalid::new("must name an SMTP server of this tenant").at("smtp_server_id"),
+        )),
+        other => other,
+    }
+}
+
+/// A provider's account must be one of its server's, and a server that
+/// requires authentication needs one. `account` is what the backend found
+/// for the provider's `account_id`, or `None` when it names none.
+pub(crate) fn provider_account(
+    server: &SmtpServer,
+    account: Option<Result<SmtpAccount>>,
+) -> Result<()> {
+    match account {
+        Some(Err(StoreError::NotFound)) => Err(StoreError::Invalid(
+            Invalid::new("must name an account of the provider's SMTP server").at("account_id"),
+        )),
+        Some(found) => found.map(drop),
+        None if server.settings.requires_auth => Err(StoreError::Invalid(
+            Invalid::new("is required because the SMTP server requires authentication")
+                .at("account_id"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A server may be deleted only while no provider uses it.
+pub(crate) fn server_unused(used_by: Option<String>) -> Result<()> {
+    match used_by {
+        Some(name) => Err(StoreError::Conflict(format!(
+            "the SMTP server is used by the provider {name:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// An account may be deleted only while no provider uses it.
+pub(crate) fn account_unused(used_by: Option<String>) -> Result<()> {
+    match used_by {
+        Some(name) => Err(StoreError::Conflict(format!(
+            "the account is used by the provider {name:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A person may be deleted only while no SMTP account is bound to them.
+pub(crate) fn person_unbound(bound_account: Option<String>) -> Result<()> {
+    match bound_account {
+        Some(username) => Err(StoreError::Conflict(format!(
+            "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The tenant's active provider cannot be deleted.
+pub(crate) fn provider_not_active(tenant: &Tenant, provider: ProviderId) -> Result<()> {
+    if tenant.notification_provider_id == Some(provider) {
+        return Err(StoreError::Conflict(
+            "the provider is the tenant's active provider; choose another in the tenant properties first"
+                .into(),
+        ));
+    }
+    Ok(())
+}
