@@ -2,8 +2,8 @@
 //! ends on the same node (the web console): the same validation, store calls
 //! and audit entries, so there is one implementation of each action.
 //!
-//! Every function takes a tenant already loaded through [`Caller::tenant`](crate::Caller::tenant),
-//! which is where role and tenant isolation are enforced.
+//! Every function takes a tenant already loaded through the tenant gate
+//! ([`crate::gate`]), which is where role and tenant isolation are enforced.
 
 /// The rule for the names of objects and tokens.
 pub use crate::routes::name;

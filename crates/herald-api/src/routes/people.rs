@@ -14,9 +14,8 @@ use serde_json::{Value, json};
 use super::{Check, name, path_id};
 use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,11 +49,9 @@ pub struct PersonBody {
 
 async fn post_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<PersonBody>,
 ) -> Result<(StatusCode, Json<Person>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let person = create_person(&state, &caller, &tenant, body).await?;
     Ok((StatusCode::CREATED, Json(person)))
@@ -101,19 +98,16 @@ pub async fn create_person(
 
 async fn list_persons(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<Person>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_persons(tenant.id).await?))
 }
 
 async fn show_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Person>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -124,10 +118,9 @@ async fn show_person(
 
 async fn remove_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: PersonId = path_id(&id, "person")?;
     state.store.delete_person(tenant.id, id).await?;
     caller
@@ -150,11 +143,10 @@ struct PasswordBody {
 
 async fn put_password(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: PersonId = path_id(&id, "person")?;
     let body = body.parse()?;
     set_person_password(&state, &caller, &tenant, id, &body.password).await?;
@@ -210,11 +202,9 @@ fn token_role(person: PersonRole) -> Role {
 
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<TokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let mut check = Check::default();
     let name = check.take("name", name(&body.name));
@@ -300,19 +290,16 @@ async fn create_token(
 
 async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<TokenRecord>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_tokens(tenant.id).await?))
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: TokenId = path_id(&id, "token")?;
     state.store.revoke_token(tenant.id, id).await?;
     caller

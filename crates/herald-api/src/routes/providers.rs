@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, Mailbox, ProviderId, Role, SenderPolicy, ServerId,
+    AccountId, DisplayName, EmailAddress, Mailbox, ProviderId, SenderPolicy, ServerId,
 };
 use herald_store::{Provider, ProviderSettings, Submitted, Tenant};
 use serde::Deserialize;
@@ -14,9 +14,8 @@ use serde_json::json;
 use super::{Check, name, path_id};
 use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -138,11 +137,9 @@ impl ProviderBody {
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<ProviderBody>,
 ) -> Result<(StatusCode, Json<Provider>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let provider = create_provider(&state, &caller, &tenant, body.parse()?).await?;
     Ok((StatusCode::CREATED, Json(provider)))
 }
@@ -170,19 +167,16 @@ pub async fn create_provider(
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<Provider>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_providers(tenant.id).await?))
 }
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Provider>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -193,11 +187,10 @@ async fn show(
 
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<ProviderBody>,
 ) -> Result<Json<Provider>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
     Ok(Json(
@@ -230,10 +223,9 @@ pub async fn update_provider(
 
 async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ProviderId = path_id(&id, "provider")?;
     delete_provider(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -269,11 +261,10 @@ struct TestBody {
 /// attempt carries the step-by-step diagnosis. Answers at once.
 async fn test_message(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<TestBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse_or_default()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
     let submitted = send_test_message(&state, &caller, &tenant, id, body.to).await?;

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use std::net::IpAddr;
 
 use herald_core::{
-    AccountId, EndpointUrl, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId,
+    AccountId, EndpointUrl, Invalid, Mechanism, PersonId, Port, Secret, Security, ServerId,
     SmtpHost,
 };
 use herald_smtp::Egress;
@@ -19,9 +19,8 @@ use url::Host;
 use super::{Check, name, path_id};
 use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -258,11 +257,9 @@ impl From<SmtpServer> for ServerAnswer {
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<ServerBody>,
 ) -> Result<(StatusCode, Json<ServerAnswer>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
     Ok((StatusCode::CREATED, Json(server.into())))
 }
@@ -290,20 +287,17 @@ pub async fn create_server(
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<ServerAnswer>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let servers = state.store.list_servers(tenant.id).await?;
     Ok(Json(servers.into_iter().map(ServerAnswer::from).collect()))
 }
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = state
         .store
         .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
@@ -313,11 +307,10 @@ async fn show(
 
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<ServerBody>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let server = update_server(&state, &caller, &tenant, id, body).await?;
@@ -353,10 +346,9 @@ pub async fn update_server(
 
 async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ServerId = path_id(&id, "SMTP server")?;
     delete_server(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -454,11 +446,10 @@ fn secret(input: &str) -> Result<Secret, Invalid> {
 
 async fn post_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<AccountBody>,
 ) -> Result<(StatusCode, Json<SmtpAccount>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let server_id = path_id::<ServerId>(&id, "SMTP server")?;
     let account = create_account(&state, &caller, &tenant, server_id, body).await?;
@@ -570,10 +561,9 @@ pub async fn create_account(
 
 async fn list_accounts(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -584,10 +574,9 @@ async fn list_accounts(
 
 async fn show_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id, account)): Path<(String, String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id, account)): Path<(String, String, String)>,
 ) -> Result<Json<SmtpAccount>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account = state
         .store
         .account(
@@ -601,10 +590,9 @@ async fn show_account(
 
 async fn remove_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id, account)): Path<(String, String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id, account)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account: AccountId = path_id(&account, "SMTP account")?;
     let server: ServerId = path_id(&id, "SMTP server")?;
     delete_account(&state, &caller, &tenant, server, account).await?;

@@ -1,11 +1,11 @@
 //! Tenants, entitlements, tokens, tenant properties and the capture mailbox.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
-use herald_core::{ProviderId, Role, TenantSlug};
+use herald_core::{ProviderId, TenantSlug};
 use herald_store::Tenant;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::{Check, name};
 use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, Operator, Sender, TenantAdmin};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -86,16 +87,8 @@ async fn list_tenants(
     Ok(Json(state.store.list_tenants().await?))
 }
 
-async fn get_tenant(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
-) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(
-        caller
-            .tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender])
-            .await?,
-    ))
+async fn get_tenant(Authorised { tenant, .. }: Authorised<Sender>) -> Json<Tenant> {
+    Json(tenant)
 }
 
 #[derive(Deserialize)]
@@ -106,12 +99,9 @@ struct EntitlementsBody {
 
 async fn put_entitlements(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<Operator>,
     body: Body<EntitlementsBody>,
 ) -> Result<Json<Tenant>, ApiError> {
-    caller.operator()?;
-    let tenant = caller.tenant(&state, &slug, &[]).await?;
     let body = body.parse()?;
     Ok(Json(
         set_entitlements(&state, &caller, &tenant, body.credential_storage).await?,
@@ -194,10 +184,8 @@ pub async fn properties(state: &AppState, tenant: &Tenant) -> Result<Value, ApiE
 
 async fn get_properties(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     Ok(Json(properties(&state, &tenant).await?))
 }
 
@@ -209,11 +197,9 @@ struct PropertiesBody {
 
 async fn set_properties(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<PropertiesBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     let body = body.parse()?;
     let tenant = set_provider(&state, &caller, &tenant, body.notification_provider_id).await?;
     Ok(Json(properties(&state, &tenant).await?))
@@ -254,10 +240,8 @@ pub async fn set_provider(
 
 async fn refresh_properties(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     let tenant = refresh(&state, &caller, &tenant).await?;
     Ok(Json(properties(&state, &tenant).await?))
 }
@@ -285,22 +269,16 @@ pub async fn refresh(
 
 async fn captured(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<Sender>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller
-        .tenant(&state, &slug, &[Role::TenantAdmin, Role::Sender])
-        .await?;
     let messages = state.store.list_captured(tenant.id, 100).await?;
     Ok(Json(json!({ "messages": messages })))
 }
 
 async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, &[Role::TenantAdmin]).await?;
     let entries = state.store.list_audit(tenant.id, 500).await?;
     Ok(Json(json!({ "entries": entries })))
 }
