@@ -5,16 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use herald_core::timestamp::now_ms;
-use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
-use herald_store::{NewToken, Person, Tenant, TokenRecord};
+use herald_core::{PersonId, PersonRole, Role, TokenId, token};
+use herald_store::{NewToken, Person, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Check, name, path_id};
-use crate::auth::Caller;
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
+use crate::service::{create_person, set_person_password};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -55,45 +54,6 @@ async fn post_person(
     let body = body.parse()?;
     let person = create_person(&state, &caller, &tenant, body).await?;
     Ok((StatusCode::CREATED, Json(person)))
-}
-
-/// Creates a person of the tenant, and records it in the audit log.
-pub async fn create_person(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    body: PersonBody,
-) -> Result<Person, ApiError> {
-    let mut check = Check::default();
-    let name = check.take("name", name(&body.name));
-    let email = check.take("email", EmailAddress::parse(&body.email));
-    let role = check.take(
-        "role",
-        PersonRole::parse(body.role.as_deref().unwrap_or("member")),
-    );
-    check.finish()?;
-    let (Some(name), Some(email), Some(role)) = (name, email, role) else {
-        unreachable!("checked above")
-    };
-    let person = Person {
-        id: PersonId::new(),
-        tenant_id: tenant.id,
-        name,
-        email,
-        role,
-        created_at: now_ms(),
-    };
-    let person = state.store.create_person(tenant.id, person).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "person.create",
-            Some(person.id.to_string()),
-            json!({"email": person.email, "role": person.role}),
-        )
-        .await;
-    Ok(person)
 }
 
 async fn list_persons(
@@ -151,37 +111,6 @@ async fn put_password(
     let body = body.parse()?;
     set_person_password(&state, &caller, &tenant, id, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Sets the console password of a person of the tenant (stored as an argon2
-/// hash) and ends the person's console sessions.
-pub async fn set_person_password(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    person: PersonId,
-    password: &str,
-) -> Result<(), ApiError> {
-    let password =
-        crate::password::parse(password).map_err(|e| ApiError::field(e.at("password")))?;
-    // Hashing is deliberately slow: keep it off the async workers.
-    let hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .store
-        .set_person_password(tenant.id, person, hash)
-        .await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "person.set_password",
-            Some(person.to_string()),
-            json!({}),
-        )
-        .await;
-    Ok(())
 }
 
 #[derive(Deserialize)]
