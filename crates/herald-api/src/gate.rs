@@ -51,7 +51,7 @@ impl Gate for Operator {
 
 /// Loads the tenant named `slug` for `caller` if gate `R` lets it pass: 403
 /// for a role too low, and the same 404 for another tenant as for a missing
-/// one (see [`Caller::tenant`]).
+/// one, so a token never learns which other tenants exist.
 pub async fn authorise<R: Gate>(
     state: &AppState,
     caller: &Caller,
@@ -103,5 +103,33 @@ impl<R: Gate> FromRequestParts<AppState> for Authorised<R> {
             tenant,
             role: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// No handler loads its tenant itself: every route that names a tenant
+    /// takes [`super::Authorised`], so none can forget the check.
+    #[test]
+    fn no_route_reads_the_tenant_of_its_path_itself() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("the routes directory") {
+            let path = entry.expect("a directory entry").path();
+            let source = std::fs::read_to_string(&path).expect("a route source");
+            for (number, line) in source.lines().enumerate() {
+                let bypass = line.contains(".tenant(") || line.contains("Path(slug)");
+                assert!(
+                    !bypass,
+                    "{}:{}: loads the tenant around the gate: {line}",
+                    path.display(),
+                    number + 1
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 5, "read only {checked} route files");
     }
 }
