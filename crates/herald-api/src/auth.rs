@@ -90,7 +90,10 @@ impl Caller {
     ///
     /// Another tenant's slug answers 404 exactly like a missing one, so a
     /// token never learns which other tenants exist.
-    pub async fn tenant(
+    ///
+    /// Only the tenant gate ([`crate::gate`]) calls this, so every route and
+    /// every console page authorises the same way, before its handler runs.
+    pub(crate) async fn tenant(
         &self,
         state: &AppState,
         slug: &str,

@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod error;
+pub mod gate;
 pub mod password;
 mod routes;
 pub mod service;

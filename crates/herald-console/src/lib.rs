@@ -8,6 +8,7 @@
 
 mod client;
 mod forms;
+mod gate;
 mod operator;
 mod pages;
 mod render;

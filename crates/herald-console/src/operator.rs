@@ -1,15 +1,17 @@
 //! The operator's pages: tenants (create, open, grant the credential storage
 //! entitlement) and the nodes of the installation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::Operator;
 use herald_api::{AppState, service};
 use herald_core::timestamp::now_ms;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::forms::Problems;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, operator_base, see, submit};
 use crate::render::{PageError, page};
 use crate::session::Signed;
@@ -75,12 +77,9 @@ struct EntitlementsForm {
 
 async fn set_entitlements(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<Operator>,
     Form(form): Form<EntitlementsForm>,
 ) -> PageResult {
-    me.caller.operator()?;
-    let tenant = me.caller.tenant(&state, &slug, &[]).await?;
     service::set_entitlements(
         &state,
         &me.caller,

@@ -7,19 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{
-    EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, Role, Subject,
-};
+use herald_core::{EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, Subject};
 use herald_store::{MessageSummary, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Check, path_id};
-use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, Sender};
 use crate::{ApiError, AppState};
-
-const READERS: &[Role] = &[Role::TenantAdmin, Role::Sender];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,11 +68,9 @@ fn idempotency_key(input: &str) -> Result<String, Invalid> {
 
 async fn submit(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<Sender>,
     body: Body<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, READERS).await?;
     let message = prepare(&state, &tenant, body.parse()?).await?;
     // The store answers only after the commit's fsync: a 202 is a durable promise.
     let submitted = state.store.submit(message).await?;
@@ -103,11 +97,9 @@ struct BatchBody {
 /// accepted ones are stored in one transaction before the answer.
 async fn submit_batch(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<Sender>,
     body: Body<BatchBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, READERS).await?;
     let batch = body.parse()?;
     if batch.messages.len() > MAX_BATCH {
         return Err(ApiError::field(
@@ -315,11 +307,9 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<Sender>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<MessageSummary>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, READERS).await?;
     let Query(query) = query.map_err(|e| {
         ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
     })?;
@@ -329,10 +319,9 @@ async fn list(
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<Sender>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, READERS).await?;
     let id = path_id(&id, "message")?;
     Ok(Json(
         crate::service::message(&state, &caller, &tenant, id).await?,

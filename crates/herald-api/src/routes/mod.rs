@@ -79,14 +79,6 @@ async fn nodes(
     Ok(Json(json!({ "nodes": nodes })))
 }
 
-/// True when some node with the worker role sent a heartbeat recently.
-pub(crate) async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
-    let now = now_ms();
-    Ok(state.store.list_nodes().await?.iter().any(|node| {
-        node.roles.iter().any(|r| r == "worker") && crate::is_alive(node, now, state.alive_within)
-    }))
-}
-
 /// Parses an id from the path; a malformed id names nothing, so it is a 404.
 fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(what))
@@ -95,13 +87,13 @@ fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T
 /// Collects every field error of a request before answering, so a client
 /// learns about all of them at once.
 #[derive(Default)]
-struct Check {
+pub(crate) struct Check {
     errors: Vec<FieldError>,
 }
 
 impl Check {
     /// Keeps a parsed value, or records why the field was refused.
-    fn take<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
+    pub(crate) fn take<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
         match parsed {
             Ok(value) => Some(value),
             Err(invalid) => {
@@ -112,7 +104,7 @@ impl Check {
     }
 
     /// Parses an optional field.
-    fn opt<T>(
+    pub(crate) fn opt<T>(
         &mut self,
         field: &str,
         raw: Option<&str>,
@@ -121,12 +113,12 @@ impl Check {
         raw.and_then(|raw| self.take(field, parse(raw)))
     }
 
-    fn fail(&mut self, field: &str, rule: &str) {
+    pub(crate) fn fail(&mut self, field: &str, rule: &str) {
         self.errors.push(Invalid::new(rule).at(field));
     }
 
     /// Answers 422 with every recorded error, or lets the handler go on.
-    fn finish(self) -> Result<(), ApiError> {
+    pub(crate) fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {
             Ok(())
         } else {

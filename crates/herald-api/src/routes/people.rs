@@ -5,18 +5,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use herald_core::timestamp::now_ms;
-use herald_core::{EmailAddress, PersonId, PersonRole, Role, TokenId, token};
-use herald_store::{NewToken, Person, Tenant, TokenRecord};
+use herald_core::{PersonId, PersonRole, Role, TokenId, token};
+use herald_store::{NewToken, Person, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Check, name, path_id};
-use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
+use crate::service::{create_person, set_person_password};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,70 +48,26 @@ pub struct PersonBody {
 
 async fn post_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<PersonBody>,
 ) -> Result<(StatusCode, Json<Person>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let person = create_person(&state, &caller, &tenant, body).await?;
     Ok((StatusCode::CREATED, Json(person)))
 }
 
-/// Creates a person of the tenant, and records it in the audit log.
-pub async fn create_person(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    body: PersonBody,
-) -> Result<Person, ApiError> {
-    let mut check = Check::default();
-    let name = check.take("name", name(&body.name));
-    let email = check.take("email", EmailAddress::parse(&body.email));
-    let role = check.take(
-        "role",
-        PersonRole::parse(body.role.as_deref().unwrap_or("member")),
-    );
-    check.finish()?;
-    let (Some(name), Some(email), Some(role)) = (name, email, role) else {
-        unreachable!("checked above")
-    };
-    let person = Person {
-        id: PersonId::new(),
-        tenant_id: tenant.id,
-        name,
-        email,
-        role,
-        created_at: now_ms(),
-    };
-    let person = state.store.create_person(tenant.id, person).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "person.create",
-            Some(person.id.to_string()),
-            json!({"email": person.email, "role": person.role}),
-        )
-        .await;
-    Ok(person)
-}
-
 async fn list_persons(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<Person>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_persons(tenant.id).await?))
 }
 
 async fn show_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Person>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -124,10 +78,9 @@ async fn show_person(
 
 async fn remove_person(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: PersonId = path_id(&id, "person")?;
     state.store.delete_person(tenant.id, id).await?;
     caller
@@ -150,46 +103,14 @@ struct PasswordBody {
 
 async fn put_password(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: PersonId = path_id(&id, "person")?;
     let body = body.parse()?;
     set_person_password(&state, &caller, &tenant, id, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Sets the console password of a person of the tenant (stored as an argon2
-/// hash) and ends the person's console sessions.
-pub async fn set_person_password(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    person: PersonId,
-    password: &str,
-) -> Result<(), ApiError> {
-    let password =
-        crate::password::parse(password).map_err(|e| ApiError::field(e.at("password")))?;
-    // Hashing is deliberately slow: keep it off the async workers.
-    let hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .store
-        .set_person_password(tenant.id, person, hash)
-        .await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "person.set_password",
-            Some(person.to_string()),
-            json!({}),
-        )
-        .await;
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -210,11 +131,9 @@ fn token_role(person: PersonRole) -> Role {
 
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<TokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let mut check = Check::default();
     let name = check.take("name", name(&body.name));
@@ -300,19 +219,16 @@ async fn create_token(
 
 async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<TokenRecord>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_tokens(tenant.id).await?))
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: TokenId = path_id(&id, "token")?;
     state.store.revoke_token(tenant.id, id).await?;
     caller

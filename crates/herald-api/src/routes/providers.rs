@@ -5,18 +5,17 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, Mailbox, ProviderId, Role, SenderPolicy, ServerId,
+    AccountId, DisplayName, EmailAddress, Mailbox, ProviderId, SenderPolicy, ServerId,
 };
-use herald_store::{Provider, ProviderSettings, Submitted, Tenant};
+use herald_store::{Provider, ProviderSettings};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Check, name, path_id};
-use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
+use crate::service::{create_provider, delete_provider, send_test_message, update_provider};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,7 +62,10 @@ fn optional<T: Clone>(
 }
 
 impl ProviderBody {
-    fn settings(self, base: Option<&ProviderSettings>) -> Result<ProviderSettings, ApiError> {
+    pub(crate) fn settings(
+        self,
+        base: Option<&ProviderSettings>,
+    ) -> Result<ProviderSettings, ApiError> {
         let mut check = Check::default();
         let required = |check: &mut Check, field: &str, present: bool| {
             if !present && base.is_none() {
@@ -138,51 +140,25 @@ impl ProviderBody {
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<ProviderBody>,
 ) -> Result<(StatusCode, Json<Provider>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let provider = create_provider(&state, &caller, &tenant, body.parse()?).await?;
     Ok((StatusCode::CREATED, Json(provider)))
 }
 
-/// Creates a notification provider of an authorised tenant, and records it in the audit log.
-pub async fn create_provider(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    body: ProviderBody,
-) -> Result<Provider, ApiError> {
-    let settings = body.settings(None)?;
-    let provider = state.store.create_provider(tenant.id, settings).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "provider.create",
-            Some(provider.id.to_string()),
-            json!(provider.settings),
-        )
-        .await;
-    Ok(provider)
-}
-
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<Provider>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(state.store.list_providers(tenant.id).await?))
 }
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Provider>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -193,11 +169,10 @@ async fn show(
 
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<ProviderBody>,
 ) -> Result<Json<Provider>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
     Ok(Json(
@@ -205,58 +180,14 @@ async fn update(
     ))
 }
 
-/// Changes a provider: the fields given replace the stored ones.
-pub async fn update_provider(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    id: ProviderId,
-    body: ProviderBody,
-) -> Result<Provider, ApiError> {
-    let current = state.store.provider(tenant.id, id).await?;
-    let settings = body.settings(Some(&current.settings))?;
-    let provider = state.store.update_provider(tenant.id, id, settings).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "provider.update",
-            Some(id.to_string()),
-            json!({"before": current.settings, "after": provider.settings}),
-        )
-        .await;
-    Ok(provider)
-}
-
 async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ProviderId = path_id(&id, "provider")?;
     delete_provider(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Deletes a provider; a conflict while it is the tenant's active one.
-pub async fn delete_provider(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    id: ProviderId,
-) -> Result<(), ApiError> {
-    state.store.delete_provider(tenant.id, id).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "provider.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
-        .await;
-    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -269,11 +200,10 @@ struct TestBody {
 /// attempt carries the step-by-step diagnosis. Answers at once.
 async fn test_message(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<TestBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse_or_default()?;
     let id = path_id::<ProviderId>(&id, "provider")?;
     let submitted = send_test_message(&state, &caller, &tenant, id, body.to).await?;
@@ -281,79 +211,4 @@ async fn test_message(
         StatusCode::ACCEPTED,
         Json(json!({"message_id": submitted.id, "status": submitted.status})),
     ))
-}
-
-/// Queues a test message through a provider of the tenant, to `to` or the
-/// provider's fallback recipient; refused at once when no worker is alive.
-pub async fn send_test_message(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    id: ProviderId,
-    to: Option<String>,
-) -> Result<Submitted, ApiError> {
-    let provider = state.store.provider(tenant.id, id).await?;
-    let mut check = Check::default();
-    let used_fallback = to.is_none();
-    let to = check.opt("to", to.as_deref(), EmailAddress::parse);
-    check.finish()?;
-    let Some(to) = to.or(provider.settings.fallback_recipient.clone()) else {
-        return Err(ApiError::field(
-            herald_core::Invalid::new("is required: the provider has no fallback recipient")
-                .at("to"),
-        ));
-    };
-    if !super::worker_alive(state).await? {
-        return Err(ApiError::NoWorker);
-    }
-    let server = state
-        .store
-        .server(tenant.id, provider.settings.smtp_server_id)
-        .await?;
-    let now = herald_core::timestamp::now_ms();
-    let text = format!(
-        "This is a test message from Herald, sent through the notification provider {:?} \
-         ({}:{}, {}) at {}.\r\n\r\nIf you can read it, the provider works.",
-        provider.settings.name,
-        server.settings.host,
-        server.settings.port.get(),
-        server.settings.security,
-        herald_core::timestamp::rfc3339(now),
-    );
-    let message = herald_store::NewMessage {
-        id: herald_core::MessageId::new(),
-        tenant_id: tenant.id,
-        idempotency_key: None,
-        subject: herald_core::Subject::parse(&format!(
-            "Herald test message: {}",
-            provider.settings.name
-        ))
-        .map_err(|e| ApiError::Internal(e.to_string()))?,
-        text: Some(text),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: vec![to.into()],
-        cc: vec![],
-        bcc: vec![],
-        used_fallback,
-        created_at: now,
-        on_behalf_of: None,
-        test_provider: Some(provider.id),
-        priority: herald_store::TEST_PRIORITY,
-        max_queued: Some(state.limits.max_queued_per_tenant),
-        max_pending_tests: Some(state.limits.max_pending_tests),
-    };
-    let submitted = state.store.submit(message).await?;
-    state.wake.notify_one();
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "provider.test",
-            Some(provider.id.to_string()),
-            json!({"message_id": submitted.id}),
-        )
-        .await;
-    Ok(submitted)
 }

@@ -6,22 +6,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::IpAddr;
 
-use herald_core::{
-    AccountId, EndpointUrl, Invalid, Mechanism, PersonId, Port, Role, Secret, Security, ServerId,
-    SmtpHost,
-};
+use herald_core::{AccountId, EndpointUrl, Invalid, Port, Secret, Security, ServerId, SmtpHost};
 use herald_smtp::Egress;
-use herald_store::{NewAccount, OAuth2Client, ServerSettings, SmtpAccount, SmtpServer, Tenant};
+use herald_store::{ServerSettings, SmtpAccount, SmtpServer};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use url::Host;
 
 use super::{Check, name, path_id};
-use crate::auth::Caller;
 use crate::body::Body;
+use crate::gate::{Authorised, TenantAdmin};
+use crate::service::{create_account, create_server, delete_account, delete_server, update_server};
 use crate::{ApiError, AppState};
-
-const ADMIN: &[Role] = &[Role::TenantAdmin];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -108,7 +103,10 @@ fn optional(given: Option<String>, base: Option<&String>) -> Option<String> {
 
 impl ServerBody {
     /// Validates the body on top of `base` (the stored settings for PATCH).
-    fn settings(self, base: Option<&ServerSettings>) -> Result<ServerSettings, ApiError> {
+    pub(crate) fn settings(
+        self,
+        base: Option<&ServerSettings>,
+    ) -> Result<ServerSettings, ApiError> {
         let mut check = Check::default();
         let name = match (self.name, base) {
             (Some(n), _) => check.take("name", name(&n)),
@@ -258,52 +256,26 @@ impl From<SmtpServer> for ServerAnswer {
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<ServerBody>,
 ) -> Result<(StatusCode, Json<ServerAnswer>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
     Ok((StatusCode::CREATED, Json(server.into())))
 }
 
-/// Creates an SMTP server of an authorised tenant, and records it in the audit log.
-pub async fn create_server(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    body: ServerBody,
-) -> Result<SmtpServer, ApiError> {
-    let settings = body.settings(None)?;
-    let server = state.store.create_server(tenant.id, settings).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_server.create",
-            Some(server.id.to_string()),
-            json!(server.settings),
-        )
-        .await;
-    Ok(server)
-}
-
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(slug): Path<String>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
 ) -> Result<Json<Vec<ServerAnswer>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let servers = state.store.list_servers(tenant.id).await?;
     Ok(Json(servers.into_iter().map(ServerAnswer::from).collect()))
 }
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let server = state
         .store
         .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
@@ -313,73 +285,24 @@ async fn show(
 
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<ServerBody>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let server = update_server(&state, &caller, &tenant, id, body).await?;
     Ok(Json(server.into()))
 }
 
-/// Changes an SMTP server: the fields given replace the stored ones. A change
-/// that redirects or weakens trust (see `ServerSettings::change_clears_secrets`)
-/// clears the secrets of the server's accounts.
-pub async fn update_server(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    id: ServerId,
-    body: ServerBody,
-) -> Result<SmtpServer, ApiError> {
-    let current = state.store.server(tenant.id, id).await?;
-    let settings = body.settings(Some(&current.settings))?;
-    let old = &current.settings;
-    let secrets_cleared = old.change_clears_secrets(&settings);
-    let server = state.store.update_server(tenant.id, id, settings).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_server.update",
-            Some(id.to_string()),
-            json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}),
-        )
-        .await;
-    Ok(server)
-}
-
 async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let id: ServerId = path_id(&id, "SMTP server")?;
     delete_server(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Deletes an SMTP server and its accounts; a conflict while a provider uses it.
-pub async fn delete_server(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    id: ServerId,
-) -> Result<(), ApiError> {
-    state.store.delete_server(tenant.id, id).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_server.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
-        .await;
-    Ok(())
 }
 
 /// An SMTP account to create; the secret is one of `password`, `access_token` or `oauth2.client_secret`.
@@ -408,7 +331,7 @@ pub struct OAuth2Body {
 /// fragments are refused), or plain http where the operator's --egress-allow
 /// can cover it. The egress policy is judged here as far as it can be (an IP
 /// literal); the fetch judges it again on the addresses it connects to.
-fn token_url(input: &str, egress: &Egress) -> Result<String, Invalid> {
+pub(crate) fn token_url(input: &str, egress: &Egress) -> Result<String, Invalid> {
     let url = EndpointUrl::parse(input)?;
     let literal: Option<IpAddr> = match url.host() {
         Host::Ipv4(v4) => Some(v4.into()),
@@ -433,7 +356,7 @@ fn token_url(input: &str, egress: &Egress) -> Result<String, Invalid> {
 }
 
 /// A short printable value such as a client id or a scope.
-fn printable(input: &str) -> Result<String, Invalid> {
+pub(crate) fn printable(input: &str) -> Result<String, Invalid> {
     if input.is_empty() || input.len() > 1024 || input.chars().any(char::is_control) {
         return Err(Invalid::new(
             "must be 1 to 1024 characters without control characters",
@@ -443,7 +366,7 @@ fn printable(input: &str) -> Result<String, Invalid> {
 }
 
 /// A secret must survive SMTP AUTH intact: no line breaks, no NUL (PLAIN's separator).
-fn secret(input: &str) -> Result<Secret, Invalid> {
+pub(crate) fn secret(input: &str) -> Result<Secret, Invalid> {
     if input.is_empty() || input.len() > 8192 || input.contains(['\r', '\n', '\0']) {
         return Err(Invalid::new(
             "must be 1 to 8192 characters without CR, LF or NUL",
@@ -454,126 +377,21 @@ fn secret(input: &str) -> Result<Secret, Invalid> {
 
 async fn post_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     body: Body<AccountBody>,
 ) -> Result<(StatusCode, Json<SmtpAccount>), ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let body = body.parse()?;
     let server_id = path_id::<ServerId>(&id, "SMTP server")?;
     let account = create_account(&state, &caller, &tenant, server_id, body).await?;
     Ok((StatusCode::CREATED, Json(account)))
 }
 
-/// Creates an account on a server of the tenant, sealing its secret; storing
-/// a secret needs the tenant's credential storage entitlement.
-pub async fn create_account(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    server_id: ServerId,
-    body: AccountBody,
-) -> Result<SmtpAccount, ApiError> {
-    state.store.server(tenant.id, server_id).await?;
-    let mut check = Check::default();
-    let username = body.username.trim().to_owned();
-    if username.is_empty() || username.len() > 320 || username.contains(['\r', '\n', '\0']) {
-        check.fail(
-            "username",
-            "must be 1 to 320 characters without CR, LF or NUL",
-        );
-    }
-    let mechanism = check.take(
-        "mechanism",
-        Mechanism::parse(body.mechanism.as_deref().unwrap_or("plain")),
-    );
-    let mut oauth2 = None;
-    let secret = match (mechanism, body.oauth2) {
-        (Some(Mechanism::Xoauth2), Some(o)) => {
-            if body.password.is_some() || body.access_token.is_some() {
-                check.fail("oauth2", "cannot be combined with password or access_token");
-            }
-            let token_url = check.take("oauth2.token_url", token_url(&o.token_url, &state.egress));
-            let client_id = check.take("oauth2.client_id", printable(&o.client_id));
-            let scope = check.opt("oauth2.scope", o.scope.as_deref(), printable);
-            if let (Some(token_url), Some(client_id)) = (token_url, client_id) {
-                oauth2 = Some(OAuth2Client {
-                    token_url,
-                    client_id,
-                    scope,
-                });
-            }
-            check.take("oauth2.client_secret", secret(&o.client_secret))
-        }
-        (Some(Mechanism::Xoauth2), None) => {
-            if body.password.is_some() {
-                check.fail(
-                    "password",
-                    "is not used by xoauth2; give access_token or oauth2",
-                );
-            }
-            check.opt("access_token", body.access_token.as_deref(), secret)
-        }
-        (Some(_), oauth) => {
-            if body.access_token.is_some() {
-                check.fail("access_token", "is only used by the xoauth2 mechanism");
-            }
-            if oauth.is_some() {
-                check.fail("oauth2", "is only used by the xoauth2 mechanism");
-            }
-            check.opt("password", body.password.as_deref(), secret)
-        }
-        (None, _) => None,
-    };
-    let person_id = check.opt(
-        "person_id",
-        body.person_id.as_deref(),
-        str::parse::<PersonId>,
-    );
-    check.finish()?;
-    let mechanism = mechanism.expect("checked above");
-    // The account is the mailbox of a person: the one named, or the caller's own.
-    let Some(person_id) = person_id.or(caller.0.person_id) else {
-        return Err(ApiError::field(
-            Invalid::new("is required: this token acts for no person, so name the person whose mailbox the account is")
-                .at("person_id"),
-        ));
-    };
-    if secret.is_some() && !tenant.credential_storage {
-        return Err(ApiError::NotEntitled);
-    }
-    let account_id = AccountId::new();
-    let sealed_secret = secret.map(|s| state.sealer.seal(&s, &account_id.to_string()));
-    let account = NewAccount {
-        id: account_id,
-        server_id,
-        username,
-        mechanism,
-        sealed_secret,
-        oauth2,
-        person_id: Some(person_id),
-    };
-    let account = state.store.create_account(tenant.id, account).await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_account.create",
-            Some(account.id.to_string()),
-            // What was stored, never the secret itself.
-            json!({"server_id": server_id, "username": account.username, "mechanism": account.mechanism,
-                   "person_id": person_id, "secret_set": account.secret_set, "oauth2": account.oauth2}),
-        )
-        .await;
-    Ok(account)
-}
-
 async fn list_accounts(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id)): Path<(String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     Ok(Json(
         state
             .store
@@ -584,10 +402,9 @@ async fn list_accounts(
 
 async fn show_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id, account)): Path<(String, String, String)>,
+    Authorised { tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id, account)): Path<(String, String, String)>,
 ) -> Result<Json<SmtpAccount>, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account = state
         .store
         .account(
@@ -601,36 +418,11 @@ async fn show_account(
 
 async fn remove_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((slug, id, account)): Path<(String, String, String)>,
+    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
+    Path((_, id, account)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = caller.tenant(&state, &slug, ADMIN).await?;
     let account: AccountId = path_id(&account, "SMTP account")?;
     let server: ServerId = path_id(&id, "SMTP server")?;
     delete_account(&state, &caller, &tenant, server, account).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Deletes an account of a server; a conflict while a provider uses it.
-pub async fn delete_account(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &Tenant,
-    server: ServerId,
-    account: AccountId,
-) -> Result<(), ApiError> {
-    state
-        .store
-        .delete_account(tenant.id, server, account)
-        .await?;
-    caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_account.delete",
-            Some(account.to_string()),
-            json!({}),
-        )
-        .await;
-    Ok(())
 }

@@ -4,14 +4,15 @@
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{AppState, service};
 use herald_core::{AccountId, ServerId};
 
 use super::servers::{Extras, server_page};
-use super::{ADMIN, path_id, store, tenant};
+use super::{path_id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, see, submit};
-use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,11 +25,11 @@ pub fn router() -> Router<AppState> {
 
 async fn create_account(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     Form(form): Form<AccountForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     // On an error, the server's form as stored and the account's as typed.
@@ -58,10 +59,10 @@ async fn create_account(
 
 async fn delete_account(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id, account)): Path<(String, String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id, account)): Path<(String, String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ServerId = path_id(&id, "SMTP server")?;
     let account: AccountId = path_id(&account, "SMTP account")?;
     service::delete_account(&state, &me.caller, &tenant, id, account).await?;

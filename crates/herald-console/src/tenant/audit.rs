@@ -1,22 +1,25 @@
 //! A tenant's audit log: the latest changes, who made them and how.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use herald_api::AppState;
+use herald_api::gate::TenantAdmin;
 use minijinja::context;
 
-use super::{ADMIN, store, tenant};
+use super::store;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base};
 use crate::render::page;
-use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/t/{tenant}/audit", get(audit))
 }
 
-async fn audit(State(state): State<AppState>, me: Signed, Path(slug): Path<String>) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+async fn audit(
+    State(state): State<AppState>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+) -> PageResult {
     let entries = store(state.store.list_audit(tenant.id, 200).await)?;
     Ok(page(
         "audit.html",

@@ -4,17 +4,18 @@
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use herald_api::gate::Sender;
 use herald_api::{AppState, service};
 use herald_core::RecipientStatus;
 use herald_store::MessageQuery;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{READERS, path_id, store, tenant};
+use super::{path_id, store};
 use crate::forms::FieldErrors;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base};
 use crate::render::page;
-use crate::session::Signed;
 
 /// The statuses a message can have, for the filter.
 const STATUSES: &[&str] = &["queued", "sending", "deferred", "sent", "failed"];
@@ -57,11 +58,9 @@ fn day_start(field: &str, typed: &str, errors: &mut FieldErrors) -> Option<i64> 
 
 async fn messages(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<Sender>,
     Query(filter): Query<MessageFilter>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, READERS).await?;
     let mut errors = FieldErrors::new();
     let since = day_start("from", &filter.from, &mut errors);
     let until = day_start("until", &filter.until, &mut errors).map(|t| t + 24 * 3_600_000);
@@ -114,10 +113,9 @@ async fn messages(
 
 async fn message(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<Sender>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, READERS).await?;
     let id = path_id(&id, "message")?;
     let message = service::message(&state, &me.caller, &tenant, id).await?;
     Ok(page(

@@ -1,9 +1,10 @@
 //! A tenant's pages, one module per resource like the API's `routes/`: the
 //! route table, the dashboard, and the helpers every tenant page shares.
 //!
-//! Each handler loads the tenant through `Caller::tenant` (role and tenant
-//! isolation: another tenant's pages are 404) and acts through the API's
-//! services; every form's POST answers through [`crate::pages::submit`].
+//! Each handler receives its tenant through the [`TenantPage`](crate::gate::TenantPage) extractor (role
+//! and tenant isolation: another tenant's pages are 404), so none can skip
+//! the check, and acts through the API's services; every form's POST answers
+//! through [`crate::pages::submit`].
 
 mod accounts;
 mod audit;
@@ -15,22 +16,18 @@ mod servers;
 mod test_messages;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
+use herald_api::gate::Sender;
 use herald_api::{ApiError, AppState, service};
 use herald_core::Role;
 use herald_core::timestamp::now_ms;
-use herald_store::{NodeRecord, Tenant};
+use herald_store::NodeRecord;
 use minijinja::{Value, context};
 
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base};
 use crate::render::{PageError, page};
-use crate::session::Signed;
-
-/// Pages only the tenant's administrators (and operators) see.
-const ADMIN: &[Role] = &[Role::TenantAdmin];
-/// Pages senders see too: the dashboard and the messages.
-const READERS: &[Role] = &[Role::TenantAdmin, Role::Sender];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,16 +40,6 @@ pub fn router() -> Router<AppState> {
         .merge(messages::router())
         .merge(audit::router())
         .merge(people::router())
-}
-
-/// Loads the tenant for this caller, or the same 404 for another tenant as for none.
-async fn tenant(
-    state: &AppState,
-    me: &Signed,
-    slug: &str,
-    roles: &[Role],
-) -> Result<Tenant, PageError> {
-    Ok(me.caller.tenant(state, slug, roles).await?)
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.
@@ -78,10 +65,8 @@ fn alive_workers(state: &AppState, nodes: &[NodeRecord]) -> usize {
 
 async fn dashboard(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<Sender>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, READERS).await?;
     let since = now_ms() - 24 * 3_600_000;
     let counts = store(state.store.count_messages(tenant.id, since).await)?;
     let nodes = store(state.store.list_nodes().await)?;

@@ -4,14 +4,16 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{AppState, service};
 use herald_core::PersonId;
 use herald_store::Tenant;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{ADMIN, path_id, store, tenant};
+use super::{path_id, store};
 use crate::forms::Problems;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, submit};
 use crate::render::page;
 use crate::session::Signed;
@@ -72,21 +74,18 @@ async fn persons_page(
 
 async fn persons(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let form = PersonForm::blank();
     persons_page(&state, &me, &tenant, &form, Problems::default(), None).await
 }
 
 async fn create_person(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Form(form): Form<PersonForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let body = service::PersonBody {
         name: form.name.clone(),
         email: form.email.trim().to_owned(),
@@ -102,11 +101,11 @@ async fn create_person(
 
 async fn set_password(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     Form(form): Form<PasswordForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let person: PersonId = path_id(&id, "person")?;
     let blank = PersonForm::blank();
     submit(

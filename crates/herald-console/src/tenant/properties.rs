@@ -1,16 +1,18 @@
 //! A tenant's properties: which provider sends its notifications, and making
 //! a change effective at once (refresh).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{AppState, service};
 use herald_store::Tenant;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{ADMIN, store, tenant};
+use super::store;
 use crate::forms::Problems;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, see, submit};
 use crate::render::page;
 use crate::session::Signed;
@@ -41,10 +43,8 @@ async fn properties_page(
 
 async fn properties(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     properties_page(&state, &me, &tenant, Problems::default()).await
 }
 
@@ -56,11 +56,10 @@ struct PropertiesForm {
 
 async fn set_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Form(form): Form<PropertiesForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let chosen = Some(form.notification_provider_id).filter(|p| !p.is_empty());
     submit(
         service::set_provider(&state, &me.caller, &tenant, chosen),
@@ -72,10 +71,9 @@ async fn set_provider(
 
 async fn refresh(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     service::refresh(&state, &me.caller, &tenant).await?;
     Ok(see(format!("/t/{slug}/properties")))
 }

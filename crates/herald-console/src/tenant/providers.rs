@@ -5,13 +5,15 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{AppState, service};
 use herald_core::ProviderId;
 use herald_store::{SmtpServer, Tenant};
 use minijinja::{Value, context};
 
-use super::{ADMIN, path_id, store, tenant};
+use super::{path_id, store};
 use crate::forms::{Problems, ProviderForm};
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, see, submit};
 use crate::render::{PageError, page};
 use crate::session::Signed;
@@ -32,10 +34,8 @@ pub fn router() -> Router<AppState> {
 
 async fn providers(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let providers = store(state.store.list_providers(tenant.id).await)?;
     let servers = store(state.store.list_servers(tenant.id).await)?;
     Ok(page(
@@ -89,10 +89,8 @@ async fn provider_page(
 
 async fn new_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let form = ProviderForm {
         sender_policy: "fixed".into(),
         ..ProviderForm::default()
@@ -102,11 +100,10 @@ async fn new_provider(
 
 async fn create_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Form(form): Form<ProviderForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     submit(
         service::create_provider(&state, &me.caller, &tenant, form.body(false)),
         |_| format!("/t/{slug}/providers"),
@@ -117,10 +114,9 @@ async fn create_provider(
 
 async fn edit_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let id: ProviderId = path_id(&id, "provider")?;
     let provider = store(state.store.provider(tenant.id, id).await)?;
     let form = ProviderForm::from_provider(&provider);
@@ -129,11 +125,11 @@ async fn edit_provider(
 
 async fn update_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     Form(form): Form<ProviderForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     submit(
         service::update_provider(&state, &me.caller, &tenant, id, form.body(true)),
@@ -145,10 +141,10 @@ async fn update_provider(
 
 async fn delete_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     service::delete_provider(&state, &me.caller, &tenant, id).await?;
     Ok(see(format!("/t/{slug}/providers")))

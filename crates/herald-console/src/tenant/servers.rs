@@ -4,14 +4,16 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{AppState, service};
 use herald_core::ServerId;
 use herald_store::{SmtpServer, Tenant};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{ADMIN, path_id, store, tenant};
+use super::{path_id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, see, submit};
 use crate::render::page;
 use crate::session::Signed;
@@ -29,10 +31,8 @@ pub fn router() -> Router<AppState> {
 
 async fn servers(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let servers = store(state.store.list_servers(tenant.id).await)?;
     Ok(page(
         "servers.html",
@@ -102,11 +102,9 @@ pub(super) async fn server_page(
 
 async fn new_server(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Query(query): Query<PresetQuery>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let chosen = preset(query.preset.as_deref());
     let form = ServerForm::from_preset(chosen.as_ref().map(|p| &p["smtp_server"]));
     let extras = Extras {
@@ -127,11 +125,10 @@ async fn new_server(
 
 async fn create_server(
     State(state): State<AppState>,
-    me: Signed,
-    Path(slug): Path<String>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Form(form): Form<ServerForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let outcome = async {
         let body = form.body(false).map_err(Problems::invalid)?;
         service::create_server(&state, &me.caller, &tenant, body).await
@@ -156,10 +153,9 @@ async fn create_server(
 
 async fn edit_server(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     let form = ServerForm::from_server(&server);
@@ -178,11 +174,11 @@ async fn edit_server(
 
 async fn update_server(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     Form(form): Form<ServerForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     let outcome = async {
@@ -202,10 +198,10 @@ async fn update_server(
 
 async fn delete_server(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ServerId = path_id(&id, "SMTP server")?;
     service::delete_server(&state, &me.caller, &tenant, id).await?;
     Ok(see(format!("/t/{slug}/servers")))

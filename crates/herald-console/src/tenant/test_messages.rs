@@ -5,16 +5,17 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use herald_api::gate::TenantAdmin;
 use herald_api::{ApiError, AppState, Caller, service};
 use herald_core::{MessageId, ProviderId, RecipientStatus};
 use herald_store::Tenant;
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use super::{ADMIN, path_id, tenant};
+use super::path_id;
+use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, see};
 use crate::render::{PageError, page};
-use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,11 +32,11 @@ struct TestForm {
 
 async fn test_provider(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
     Form(form): Form<TestForm>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
+    let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     let to = Some(form.to.trim().to_owned()).filter(|t| !t.is_empty());
     let submitted = service::send_test_message(&state, &me.caller, &tenant, id, to).await?;
@@ -73,10 +74,9 @@ async fn test_context(
 
 async fn test_result(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let result = test_context(&state, &me.caller, &tenant, &id).await?;
     Ok(page(
         "test_result.html",
@@ -87,10 +87,9 @@ async fn test_result(
 /// The steps alone, which the result page polls (htmx) until the attempt is recorded.
 async fn test_steps(
     State(state): State<AppState>,
-    me: Signed,
-    Path((slug, id)): Path<(String, String)>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let tenant = tenant(&state, &me, &slug, ADMIN).await?;
     let result = test_context(&state, &me.caller, &tenant, &id).await?;
     Ok(page(
         "test_steps.html",

@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod failures;
 mod fairness;
+mod gate;
 mod hardening;
 mod hardening_api;
 mod interop;

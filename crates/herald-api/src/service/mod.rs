@@ -1,0 +1,30 @@
+//! What the API's handlers do once the caller is authorised, for other front
+//! ends on the same node (the web console): the same validation, store calls
+//! and audit entries, so there is one implementation of each action. One
+//! module per resource; the API's `routes` call these too.
+//!
+//! Every function takes a tenant already loaded through the tenant gate
+//! ([`crate::gate`]), which is where role and tenant isolation are enforced.
+
+mod accounts;
+mod messages;
+mod nodes;
+mod people;
+mod providers;
+mod servers;
+mod tenants;
+
+pub use accounts::{create_account, delete_account};
+pub use messages::message;
+pub use nodes::worker_alive;
+pub use people::{create_person, set_person_password};
+pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
+pub use servers::{create_server, delete_server, update_server};
+pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
+
+/// The rule for the names of objects and tokens.
+pub use crate::routes::name;
+/// The request bodies the services take, as the API reads them.
+pub use crate::routes::people::PersonBody;
+pub use crate::routes::providers::ProviderBody;
+pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};

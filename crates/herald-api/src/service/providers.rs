@@ -1,0 +1,149 @@
+//! Notification providers of a tenant: create, change, delete, and send a test
+//! message through one.
+
+use herald_core::{EmailAddress, ProviderId};
+use herald_store::{Provider, Submitted, Tenant};
+use serde_json::json;
+
+use crate::routes::Check;
+use crate::routes::providers::ProviderBody;
+use crate::{ApiError, AppState, Caller};
+
+/// Creates a notification provider of an authorised tenant, and records it in the audit log.
+pub async fn create_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    body: ProviderBody,
+) -> Result<Provider, ApiError> {
+    let settings = body.settings(None)?;
+    let provider = state.store.create_provider(tenant.id, settings).await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "provider.create",
+            Some(provider.id.to_string()),
+            json!(provider.settings),
+        )
+        .await;
+    Ok(provider)
+}
+
+/// Changes a provider: the fields given replace the stored ones.
+pub async fn update_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+    body: ProviderBody,
+) -> Result<Provider, ApiError> {
+    let current = state.store.provider(tenant.id, id).await?;
+    let settings = body.settings(Some(&current.settings))?;
+    let provider = state.store.update_provider(tenant.id, id, settings).await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "provider.update",
+            Some(id.to_string()),
+            json!({"before": current.settings, "after": provider.settings}),
+        )
+        .await;
+    Ok(provider)
+}
+
+/// Deletes a provider; a conflict while it is the tenant's active one.
+pub async fn delete_provider(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+) -> Result<(), ApiError> {
+    state.store.delete_provider(tenant.id, id).await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "provider.delete",
+            Some(id.to_string()),
+            json!({}),
+        )
+        .await;
+    Ok(())
+}
+
+/// Queues a test message through a provider of the tenant, to `to` or the
+/// provider's fallback recipient; refused at once when no worker is alive.
+pub async fn send_test_message(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: ProviderId,
+    to: Option<String>,
+) -> Result<Submitted, ApiError> {
+    let provider = state.store.provider(tenant.id, id).await?;
+    let mut check = Check::default();
+    let used_fallback = to.is_none();
+    let to = check.opt("to", to.as_deref(), EmailAddress::parse);
+    check.finish()?;
+    let Some(to) = to.or(provider.settings.fallback_recipient.clone()) else {
+        return Err(ApiError::field(
+            herald_core::Invalid::new("is required: the provider has no fallback recipient")
+                .at("to"),
+        ));
+    };
+    if !super::worker_alive(state).await? {
+        return Err(ApiError::NoWorker);
+    }
+    let server = state
+        .store
+        .server(tenant.id, provider.settings.smtp_server_id)
+        .await?;
+    let now = herald_core::timestamp::now_ms();
+    let text = format!(
+        "This is a test message from Herald, sent through the notification provider {:?} \
+         ({}:{}, {}) at {}.\r\n\r\nIf you can read it, the provider works.",
+        provider.settings.name,
+        server.settings.host,
+        server.settings.port.get(),
+        server.settings.security,
+        herald_core::timestamp::rfc3339(now),
+    );
+    let message = herald_store::NewMessage {
+        id: herald_core::MessageId::new(),
+        tenant_id: tenant.id,
+        idempotency_key: None,
+        subject: herald_core::Subject::parse(&format!(
+            "Herald test message: {}",
+            provider.settings.name
+        ))
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
+        text: Some(text),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: vec![to.into()],
+        cc: vec![],
+        bcc: vec![],
+        used_fallback,
+        created_at: now,
+        on_behalf_of: None,
+        test_provider: Some(provider.id),
+        priority: herald_store::TEST_PRIORITY,
+        max_queued: Some(state.limits.max_queued_per_tenant),
+        max_pending_tests: Some(state.limits.max_pending_tests),
+    };
+    let submitted = state.store.submit(message).await?;
+    state.wake.notify_one();
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "provider.test",
+            Some(provider.id.to_string()),
+            json!({"message_id": submitted.id}),
+        )
+        .await;
+    Ok(submitted)
+}
