@@ -9,6 +9,7 @@ mod postgres;
 mod rows;
 mod rules;
 mod sqlite;
+mod walk;
 
 use async_trait::async_trait;
 use herald_core::{

@@ -31,6 +31,7 @@ use crate::rows::{
     status, stored, tenant, token as token_record,
 };
 use crate::rules;
+use crate::walk::TenantWalk;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
 
@@ -69,36 +70,17 @@ async fn tenants_due(
          FROM (SELECT tenant_id FROM recipients WHERE {UNFINISHED} AND tenant_id > $1 \
                ORDER BY tenant_id LIMIT 1) t"
     );
-    let mut at = start.clone().unwrap_or_default();
-    let mut wrapped = start.is_none();
-    let (mut due, mut looked, mut last) = (Vec::new(), 0, start.clone());
-    while due.len() < req.limit as usize && looked < crate::CLAIM_WALK {
-        let row = query_opt(c, &sql, &[&at, &req.now]).await?;
-        let (tenant, has_due): (String, bool) = match row {
-            Some(r) => (get(&r, "tenant_id")?, get(&r, "due")?),
-            None if wrapped => break,
-            None => {
-                wrapped = true;
-                at.clear();
-                continue;
+    let mut walk = TenantWalk::new(req, start);
+    while let Some(after) = walk.after() {
+        let row = query_opt(c, &sql, &[&after, &req.now]).await?;
+        let found = row.as_ref().map(|r| get(r, "tenant_id")).transpose()?;
+        if let (Some(row), Some((tenant, room))) = (&row, walk.found(found)?) {
+            if get(row, "due")? {
+                walk.due(tenant, room);
             }
-        };
-        // Around again: up to and including where this claim started.
-        if wrapped && start.as_ref().is_some_and(|s| &tenant > s) {
-            break;
-        }
-        at.clone_from(&tenant);
-        last = Some(tenant.clone());
-        let room = req.room_of(id(tenant.clone())?);
-        if room == 0 {
-            continue;
-        }
-        looked += 1;
-        if has_due {
-            due.push((tenant, room));
         }
     }
-    Ok((due, last))
+    Ok(walk.finish())
 }
 
 impl PgStore {

@@ -378,9 +378,12 @@ impl Queue for PgStore {
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Tenant by tenant, in the order they were served.
-            let order: HashMap<String, usize> =
-                names.into_iter().enumerate().map(|(i, t)| (t, i)).collect();
-            claimed.sort_by_key(|c| order.get(&c.tenant.to_string()).copied());
+            let order = names
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Ok((id::<TenantId>(t.clone())?, i)))
+                .collect::<Result<HashMap<TenantId, usize>>>()?;
+            claimed.sort_by_key(|c| order.get(&c.tenant).copied());
             Ok(claimed)
         }
         .await;

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::model::*;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
 use crate::rules;
+use crate::walk::TenantWalk;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::Db;
 
@@ -86,40 +87,23 @@ fn tenants_due(
                             WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0 AND due_at <= ?2)"
         ))
         .map_err(sql)?;
-    let start = cursor.clone();
-    let mut at = start.clone().unwrap_or_default();
-    let mut wrapped = start.is_none();
-    let (mut due, mut looked) = (Vec::new(), 0);
-    while due.len() < req.limit as usize && looked < crate::CLAIM_WALK {
+    let mut walk = TenantWalk::new(req, cursor.clone());
+    while let Some(after) = walk.after() {
         let found: Option<String> = next
-            .query_row([&at], |r| r.get(0))
+            .query_row([after], |r| r.get(0))
             .optional()
             .map_err(sql)?;
-        let tenant = match found {
-            // Around again: up to and including where this claim started.
-            Some(t) if wrapped && start.as_ref().is_some_and(|s| &t > s) => break,
-            Some(t) => t,
-            None if wrapped => break,
-            None => {
-                wrapped = true;
-                at.clear();
-                continue;
+        if let Some((tenant, room)) = walk.found(found)? {
+            let due: bool = has_due
+                .query_row(params![tenant, req.now], |r| r.get(0))
+                .map_err(sql)?;
+            if due {
+                walk.due(tenant, room);
             }
-        };
-        at.clone_from(&tenant);
-        *cursor = Some(tenant.clone());
-        let room = req.room_of(id(tenant.clone())?);
-        if room == 0 {
-            continue;
-        }
-        looked += 1;
-        if has_due
-            .query_row(params![tenant, req.now], |r| r.get(0))
-            .map_err(sql)?
-        {
-            due.push((tenant, room));
         }
     }
+    let (due, last) = walk.finish();
+    *cursor = last;
     Ok(due)
 }
 
