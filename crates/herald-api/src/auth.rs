@@ -45,16 +45,17 @@ impl Caller {
     /// The caller behind a web console session: it acts with the role of its
     /// person as stored now (or as the operator), like a personal token would.
     pub fn from_session(session: &Session, remote: Option<SocketAddr>) -> Caller {
-        let name = match &session.operator_email {
+        let name = match session.principal.operator_email() {
             Some(email) => format!("console session of {email}"),
             None => "console session".to_owned(),
         };
+        let person = session.principal.person();
         let record = TokenRecord {
             id: session.id,
-            tenant_id: session.person.as_ref().map(|p| p.tenant_id),
+            tenant_id: person.map(|p| p.tenant_id),
             name,
             role: session.role(),
-            person_id: session.person.as_ref().map(|p| p.id),
+            person_id: person.map(|p| p.id),
             created_at: session.created_at,
             last_used_at: None,
             bootstrap: false,

@@ -6,43 +6,81 @@ use herald_core::FieldError;
 use herald_store::StoreError;
 use serde::Serialize;
 
+/// What caused a 5xx answer: logged with its own causes, never sent.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error answer. 5xx details are logged, never sent.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body is not JSON, or not the JSON this endpoint takes.
+    #[error("malformed request: {0}")]
     Malformed(String),
     /// The body is larger than any request may be.
+    #[error("the request is too large")]
     TooLarge,
     /// The route exists but not with this method.
+    #[error("method not allowed")]
     MethodNotAllowed,
     /// Fields broke their rules.
+    #[error("invalid fields")]
     Invalid(Vec<FieldError>),
     /// No valid token.
+    #[error("no valid token")]
     Unauthorized,
     /// The token is valid but its role may not do this.
+    #[error("forbidden: {0}")]
     Forbidden(String),
     /// The tenant has not been granted credential storage.
+    #[error("the tenant may not store credentials")]
     NotEntitled,
     /// No such object for this caller (also for another tenant's objects).
+    #[error("no such {0}")]
     NotFound(&'static str),
     /// The change conflicts with what is stored.
+    #[error("conflict: {0}")]
     Conflict(String),
     /// No node with the worker role is alive to run a job.
+    #[error("no worker node is alive")]
     NoWorker,
     /// The database is unreachable or full: the request was not stored.
-    Unavailable(String),
+    #[error("storage unavailable")]
+    Unavailable(#[source] Cause),
     /// The tenant has as many recipients waiting as the node allows.
+    #[error("the tenant's queue is full ({limit} recipients)")]
     QueueFull {
         /// The most recipients a tenant may have queued.
         limit: u64,
     },
     /// The tenant has as many test messages waiting as it may.
+    #[error("the tenant has {limit} test messages waiting")]
     TooManyTests {
         /// The most test messages a tenant may have waiting.
         limit: u32,
     },
     /// Something that should not happen.
-    Internal(String),
+    #[error("internal error")]
+    Internal(#[source] Cause),
+}
+
+/// An error with each of its causes once, for the log: a cause whose text
+/// its parent already includes is not repeated.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut written = self.0.to_string();
+        f.write_str(&written)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !written.contains(&text) {
+                write!(f, ": {text}")?;
+                written.push_str(&text);
+            }
+            cause = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// Seconds a client is asked to wait after a full queue: long enough for a
@@ -73,12 +111,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("object"),
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::Invalid(field) => ApiError::field(field),
-            StoreError::Unavailable(why) => ApiError::Unavailable(why.to_string()),
+            e @ StoreError::Unavailable(_) => ApiError::Unavailable(Box::new(e)),
             StoreError::QueueFull { limit } => ApiError::QueueFull { limit },
             StoreError::TooManyTests { limit } => ApiError::TooManyTests { limit },
-            StoreError::Corrupt(why) => {
-                ApiError::Internal(format!("stored data is corrupt: {why}"))
-            }
+            e @ StoreError::Corrupt(_) => ApiError::Internal(Box::new(e)),
         }
     }
 }
@@ -172,7 +208,7 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Unavailable(why) => {
-                tracing::error!(error = %why, "storage unavailable");
+                tracing::error!(error = %Chain(why.as_ref()), "storage unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "urn:herald:problem:unavailable",
@@ -202,7 +238,7 @@ impl ApiError {
                 vec![],
             ),
             ApiError::Internal(why) => {
-                tracing::error!(error = %why, "internal error");
+                tracing::error!(error = %Chain(why.as_ref()), "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "urn:herald:problem:internal",
@@ -242,5 +278,25 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_its_causes_and_the_log_names_each_once() {
+        let io = std::io::Error::other("disk I/O error");
+        let store = StoreError::Unavailable(herald_store::Cause::of("writing a message", io));
+        let api = ApiError::from(store);
+        let source = std::error::Error::source(&api).expect("the store's error");
+        assert!(source.downcast_ref::<StoreError>().is_some());
+        assert_eq!(
+            Chain(&api).to_string(),
+            "storage unavailable: database unavailable: writing a message: disk I/O error"
+        );
+        let (status, ..) = api.describe();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -19,7 +19,7 @@ use herald_store::{NodeRecord, Store};
 use tokio::sync::Notify;
 
 pub use auth::Caller;
-pub use error::ApiError;
+pub use error::{ApiError, Chain};
 
 /// The largest request body accepted; message content has its own, smaller limits.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -107,7 +107,7 @@ mod tests {
     fn node(heartbeat_at: i64) -> NodeRecord {
         NodeRecord {
             name: "n1".into(),
-            roles: vec!["worker".into()],
+            roles: vec![herald_core::NodeRole::Worker],
             version: "test".into(),
             started_at: 0,
             heartbeat_at,

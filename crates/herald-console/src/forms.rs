@@ -153,8 +153,16 @@ impl ServerForm {
             allow_plaintext_auth: s.allow_plaintext_auth.then(|| "on".to_owned()),
             tls_verify: s.tls_verify.then(|| "on".to_owned()),
             tls_ca_pem: s.tls_ca_pem.clone().unwrap_or_default(),
-            tls_server_name: s.tls_server_name.clone().unwrap_or_default(),
-            helo_name: s.helo_name.clone().unwrap_or_default(),
+            tls_server_name: s
+                .tls_server_name
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            helo_name: s
+                .helo_name
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             max_connections: s.max_connections.to_string(),
             max_messages_per_connection: s.max_messages_per_connection.to_string(),
             idle_timeout_secs: s.idle_timeout_secs.to_string(),

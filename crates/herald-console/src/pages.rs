@@ -42,7 +42,7 @@ pub fn operator_base(me: &Signed, nav: &str) -> Value {
 
 /// `/`: the operator's overview, or the dashboard of the person's tenant.
 pub async fn home(State(state): State<AppState>, me: Signed) -> Result<Response, PageError> {
-    match &me.session.person {
+    match me.session.principal.person() {
         None => Ok(Redirect::to("/operator/tenants").into_response()),
         Some(person) => {
             // The store finds tenants by slug; the session knows the id.

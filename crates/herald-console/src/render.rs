@@ -202,14 +202,14 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
         ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
         ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),
         ApiError::Unavailable(why) => {
-            tracing::error!(%why, "the database is unavailable");
+            tracing::error!(error = %herald_api::Chain(why.as_ref()), "the database is unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The database is not available; nothing was changed. Try again shortly.".into(),
             )
         }
         ApiError::Internal(why) => {
-            tracing::error!(%why, "internal error in the console");
+            tracing::error!(error = %herald_api::Chain(why.as_ref()), "internal error in the console");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong; it has been logged.".into(),

@@ -29,7 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_api::{AppState, Caller};
 use herald_core::TokenId;
 use herald_core::timestamp::now_ms;
-use herald_store::{NewSession, Session, SessionSubject};
+use herald_store::{NewSession, Principal, Session, SessionSubject};
 use hmac::{Hmac, Mac};
 use minijinja::context;
 use serde::Deserialize;
@@ -66,12 +66,9 @@ pub struct Signed {
 impl Signed {
     /// What every page shows of who is signed in.
     pub fn me(&self) -> minijinja::Value {
-        let (name, email, tenant) = match &self.session.person {
-            Some(p) => (p.name.clone(), p.email.to_string(), Some(p.tenant_id)),
-            None => {
-                let email = self.session.operator_email.clone().unwrap_or_default();
-                ("Operator".to_owned(), email, None)
-            }
+        let (name, email, tenant) = match &self.session.principal {
+            Principal::Person(p) => (p.name.clone(), p.email.to_string(), Some(p.tenant_id)),
+            Principal::Operator(email) => ("Operator".to_owned(), email.clone(), None),
         };
         context! {
             name, email,
@@ -418,10 +415,9 @@ pub async fn sign_in(
         );
     };
     console.failures.succeeded(&email);
-    let subject = match (&credential.operator_email, &credential.person) {
-        (Some(email), _) => SessionSubject::Operator(email.clone()),
-        (None, Some(person)) => SessionSubject::Person(person.id),
-        (None, None) => unreachable!("a credential is an operator's or a person's"),
+    let subject = match &credential.principal {
+        Principal::Operator(email) => SessionSubject::Operator(email.clone()),
+        Principal::Person(person) => SessionSubject::Person(person.id),
     };
     let id = random_token();
     let now = now_ms();
@@ -437,8 +433,7 @@ pub async fn sign_in(
     }
     let session = Session {
         id: new.id,
-        operator_email: credential.operator_email,
-        person: credential.person,
+        principal: credential.principal,
         created_at: new.created_at,
         expires_at: new.expires_at,
     };
@@ -446,7 +441,7 @@ pub async fn sign_in(
     caller
         .audit(
             &state,
-            session.person.as_ref().map(|p| p.tenant_id),
+            session.principal.person().map(|p| p.tenant_id),
             "console.sign_in",
             None,
             serde_json::json!({}),

@@ -24,7 +24,7 @@ pub use ids::{
 pub use invalid::{FieldError, Invalid};
 pub use secret::{SealError, Sealer, Secret, redact_url};
 pub use settings::{
-    Mechanism, PersonRole, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
+    Mechanism, NodeRole, PersonRole, Port, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
 };
 pub use status::{MessageStatus, RecipientStatus};
 pub use text::{DisplayName, HeaderName, HeaderValue, Subject};

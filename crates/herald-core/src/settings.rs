@@ -198,6 +198,16 @@ word_enum!(
 );
 
 word_enum!(
+    /// What a node does: serve the API and console, deliver mail, or both.
+    NodeRole {
+        /// Serves the REST API and the console.
+        Api = "api",
+        /// Claims and delivers mail.
+        Worker = "worker",
+    }
+);
+
+word_enum!(
     /// What a person of a tenant may do.
     PersonRole {
         /// Configures the tenant; their personal tokens have the `tenant_admin` role.

@@ -226,17 +226,17 @@ pub fn route(
         .chain(account.as_ref().map(|a| a.created_at))
         .max();
     let target = Target {
-        helo_name: s
-            .helo_name
-            .clone()
-            .unwrap_or_else(|| provider.settings.from_address.domain().to_owned()),
+        helo_name: s.helo_name.as_ref().map_or_else(
+            || provider.settings.from_address.domain().to_owned(),
+            ToString::to_string,
+        ),
         host: s.host.clone(),
         port: s.port,
         security: s.security,
         tls: TlsSettings {
             verify: s.tls_verify,
             ca_pem: s.tls_ca_pem.clone(),
-            server_name: s.tls_server_name.clone(),
+            server_name: s.tls_server_name.as_ref().map(ToString::to_string),
         },
         timeouts,
         egress: Some(egress.clone()),

@@ -8,6 +8,7 @@ pub mod model;
 mod postgres;
 mod rows;
 mod rules;
+mod sql;
 mod sqlite;
 mod walk;
 

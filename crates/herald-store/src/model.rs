@@ -4,8 +4,8 @@
 
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
-    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TokenId,
+    NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
+    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, Serialize)]
 pub struct Tenant {
     pub id: TenantId,
-    pub slug: String,
+    pub slug: TenantSlug,
     pub name: String,
     /// Whether the operator allows this tenant to store passwords and tokens.
     pub credential_storage: bool,
@@ -118,8 +118,8 @@ pub struct ServerSettings {
     pub allow_plaintext_auth: bool,
     pub tls_verify: bool,
     pub tls_ca_pem: Option<String>,
-    pub tls_server_name: Option<String>,
-    pub helo_name: Option<String>,
+    pub tls_server_name: Option<SmtpHost>,
+    pub helo_name: Option<SmtpHost>,
     /// Connections Herald opens to this server at once (the pool's size).
     pub max_connections: u32,
     /// Messages sent over one connection before it is closed and a new one opened.
@@ -456,7 +456,7 @@ pub enum StoreEvent {
 pub struct NodeRecord {
     pub name: String,
     /// `api`, `worker`, or both.
-    pub roles: Vec<String>,
+    pub roles: Vec<NodeRole>,
     pub version: String,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub started_at: i64,
@@ -567,12 +567,36 @@ pub struct Captured {
 /// person of a tenant whose password has been set.
 #[derive(Clone, Debug)]
 pub struct Credential {
-    /// The operator's e-mail address, for an operator.
-    pub operator_email: Option<String>,
-    /// The person, for a person of a tenant.
-    pub person: Option<Person>,
+    pub principal: Principal,
     /// The argon2 hash (PHC string) of the password; never the password.
     pub password_hash: String,
+}
+
+/// Who signs in or holds a console session, as stored now.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// An operator, by e-mail address.
+    Operator(String),
+    /// A person of a tenant, with their role and tenant as stored now.
+    Person(Person),
+}
+
+impl Principal {
+    /// The operator's e-mail address, when it is an operator.
+    pub fn operator_email(&self) -> Option<&str> {
+        match self {
+            Principal::Operator(email) => Some(email),
+            Principal::Person(_) => None,
+        }
+    }
+
+    /// The person, when it is one.
+    pub fn person(&self) -> Option<&Person> {
+        match self {
+            Principal::Operator(_) => None,
+            Principal::Person(p) => Some(p),
+        }
+    }
 }
 
 /// Who a console session acts for: an operator, or a person of a tenant.
@@ -600,10 +624,7 @@ pub struct NewSession {
 #[derive(Clone, Debug)]
 pub struct Session {
     pub id: TokenId,
-    /// The operator's e-mail address, for an operator's session.
-    pub operator_email: Option<String>,
-    /// The person, for a person's session: their role and tenant as stored now.
-    pub person: Option<Person>,
+    pub principal: Principal,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -611,10 +632,10 @@ pub struct Session {
 impl Session {
     /// The role the session acts with: the person's role as it is now.
     pub fn role(&self) -> Role {
-        match &self.person {
-            None => Role::Operator,
-            Some(p) if p.role == PersonRole::TenantAdmin => Role::TenantAdmin,
-            Some(_) => Role::Sender,
+        match &self.principal {
+            Principal::Operator(_) => Role::Operator,
+            Principal::Person(p) if p.role == PersonRole::TenantAdmin => Role::TenantAdmin,
+            Principal::Person(_) => Role::Sender,
         }
     }
 }
@@ -665,6 +686,10 @@ pub struct MessageQuery {
 
 #[cfg(test)]
 mod tests {
+    fn host(h: &str) -> SmtpHost {
+        SmtpHost::parse(h).unwrap()
+    }
+
     use super::*;
 
     fn settings() -> ServerSettings {
@@ -716,13 +741,13 @@ mod tests {
             ),
             (
                 "a server name set",
-                changed(|s| s.tls_server_name = Some("other.example".into())),
+                changed(|s| s.tls_server_name = Some(host("other.example"))),
             ),
             (
                 "a server name changed",
                 ServerSettings {
-                    tls_server_name: Some("b.example".into()),
-                    ..changed(|s| s.tls_server_name = Some("a.example".into()))
+                    tls_server_name: Some(host("b.example")),
+                    ..changed(|s| s.tls_server_name = Some(host("a.example")))
                 },
             ),
         ];
@@ -735,7 +760,7 @@ mod tests {
         // From a server whose CA and name are set, removing them redirects trust too.
         let pinned = changed(|s| {
             s.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
-            s.tls_server_name = Some("a.example".into());
+            s.tls_server_name = Some(host("a.example"));
         });
         assert!(pinned.change_clears_secrets(&base));
 
@@ -750,7 +775,7 @@ mod tests {
             (
                 "the HELO name",
                 &base,
-                changed(|s| s.helo_name = Some("h.example".into())),
+                changed(|s| s.helo_name = Some(host("h.example"))),
             ),
         ];
         for (what, old, new) in &keeps {

@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use herald_core::{
-    DisplayName, EmailAddress, Invalid, Mailbox, Mechanism, PersonRole, Port, RecipientStatus,
-    Role, Security, SenderPolicy, SmtpHost,
+    DisplayName, EmailAddress, Invalid, Mailbox, Mechanism, NodeRole, PersonRole, Port,
+    RecipientStatus, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
 };
 
 use crate::model::*;
@@ -64,12 +64,59 @@ fn opt_count(r: &impl Columns, column: &str) -> Result<Option<u32>> {
         .transpose()
 }
 
+fn opt_host(r: &impl Columns, column: &str) -> Result<Option<SmtpHost>> {
+    r.opt_text(column)?
+        .map(|h| stored(column, SmtpHost::from_stored(&h)))
+        .transpose()
+}
+
+/// Who a session is for, from its `operator_email` column and its person
+/// (loaded by `person_id`): exactly one of them.
+pub(crate) fn principal(
+    operator_email: Option<String>,
+    person: Option<Person>,
+) -> Result<Principal> {
+    match (operator_email, person) {
+        (Some(email), None) => Ok(Principal::Operator(email)),
+        (None, Some(person)) => Ok(Principal::Person(person)),
+        _ => Err(StoreError::Corrupt(
+            "a session is an operator's or a person's".into(),
+        )),
+    }
+}
+
+/// A node's roles as stored: their words joined by commas.
+pub(crate) fn roles_text(roles: &[NodeRole]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A node, from the columns `name, roles, version, started_at, heartbeat_at, incarnation`.
+pub(crate) fn node(r: &impl Columns) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        name: r.text("name")?,
+        roles: r
+            .text("roles")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|role| stored("roles", NodeRole::parse(role)))
+            .collect::<Result<_>>()?,
+        version: r.text("version")?,
+        started_at: r.int("started_at")?,
+        heartbeat_at: r.int("heartbeat_at")?,
+        incarnation: r.opt_text("incarnation")?,
+    })
+}
+
 /// A tenant, from the columns `id, slug, name, credential_storage,
 /// notification_provider_id, previous_provider_id, properties_effective_from, created_at`.
 pub(crate) fn tenant(r: &impl Columns) -> Result<Tenant> {
     Ok(Tenant {
         id: id(r.text("id")?)?,
-        slug: r.text("slug")?,
+        slug: stored("slug", TenantSlug::parse(&r.text("slug")?))?,
         name: r.text("name")?,
         credential_storage: r.flag("credential_storage")?,
         notification_provider_id: opt_id(r.opt_text("notification_provider_id")?)?,
@@ -120,8 +167,8 @@ pub(crate) fn server(r: &impl Columns) -> Result<SmtpServer> {
             allow_plaintext_auth: r.flag("allow_plaintext_auth")?,
             tls_verify: r.flag("tls_verify")?,
             tls_ca_pem: r.opt_text("tls_ca_pem")?,
-            tls_server_name: r.opt_text("tls_server_name")?,
-            helo_name: r.opt_text("helo_name")?,
+            tls_server_name: opt_host(r, "tls_server_name")?,
+            helo_name: opt_host(r, "helo_name")?,
             max_connections: count(r, "max_connections")?,
             max_messages_per_connection: count(r, "max_messages_per_connection")?,
             idle_timeout_secs: count(r, "idle_timeout_secs")?,

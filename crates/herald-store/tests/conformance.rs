@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
-    PersonId, PersonRole, Port, ProviderId, RecipientStatus, Role, Security, SenderPolicy,
-    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientStatus, Role, Security,
+    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
     AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage,
@@ -1146,7 +1146,7 @@ async fn tenants_keep_their_properties(f: Fixture) {
         .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme Corp".into())
         .await
         .unwrap();
-    assert_eq!(t.slug, "acme");
+    assert_eq!(t.slug.as_ref(), "acme");
     assert_eq!(t.name, "Acme Corp");
     assert!(!t.credential_storage);
     assert_eq!(t.notification_provider_id, None);
@@ -1238,8 +1238,8 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     settings.rate_limit_per_minute = Some(u32::MAX);
     settings.command_timeout_secs = Some(60);
     settings.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".into());
-    settings.tls_server_name = Some("relay.x.example".into());
-    settings.helo_name = Some("herald.x.example".into());
+    settings.tls_server_name = Some(SmtpHost::parse("relay.x.example").unwrap());
+    settings.helo_name = Some(SmtpHost::parse("herald.x.example").unwrap());
     settings.port = Port::new(65535).unwrap();
     let server = f.store.create_server(a, settings.clone()).await.unwrap();
     assert_eq!(server.settings, settings);
@@ -1781,7 +1781,7 @@ async fn weakened_trust_clears_account_secrets(f: Fixture) {
         (
             "tls_server_name",
             ServerSettings {
-                tls_server_name: Some("other.x.example".into()),
+                tls_server_name: Some(SmtpHost::parse("other.x.example").unwrap()),
                 ..settings.clone()
             },
         ),
@@ -2331,7 +2331,7 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
 async fn nodes_report_their_heartbeats(f: Fixture) {
     let node = |name: &str, roles: &[&str], at: i64| NodeRecord {
         name: name.into(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
+        roles: roles.iter().map(|r| NodeRole::parse(r).unwrap()).collect(),
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: at,
@@ -2354,7 +2354,7 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
     let nodes = f.store.list_nodes().await.unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, vec!["n1", "n2", "n3"], "newest heartbeat first");
-    assert_eq!(nodes[0].roles, vec!["api", "worker"]);
+    assert_eq!(nodes[0].roles, [NodeRole::Api, NodeRole::Worker]);
     assert_eq!(nodes[0].heartbeat_at, 3_000);
     assert_eq!(nodes[0].started_at, 500);
     assert!(nodes[2].roles.is_empty());
@@ -2437,7 +2437,7 @@ async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixtu
 async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
     let beat = |name: &str, at: i64| NodeRecord {
         name: name.into(),
-        roles: vec!["worker".into()],
+        roles: vec![NodeRole::Worker],
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: at,
@@ -2567,8 +2567,11 @@ async fn passwords_and_sessions_keep_their_rules(f: Fixture) {
     let found = s.credentials("ADA@acme.example ").await.unwrap();
     let hashes: Vec<&str> = found.iter().map(|c| c.password_hash.as_str()).collect();
     assert_eq!(hashes, ["hash-operator", "hash-ada", "hash-twin"]);
-    assert_eq!(found[0].operator_email.as_deref(), Some("ada@acme.example"));
-    assert_eq!(found[1].person.as_ref().unwrap().id, ada.id);
+    assert_eq!(
+        found[0].principal.operator_email(),
+        Some("ada@acme.example")
+    );
+    assert_eq!(found[1].principal.person().unwrap().id, ada.id);
     assert!(
         s.credentials("nobody@acme.example")
             .await
@@ -2602,10 +2605,10 @@ async fn passwords_and_sessions_keep_their_rules(f: Fixture) {
     .await
     .unwrap();
     let found = s.session_by_hash("s-ada", 4_000).await.unwrap().unwrap();
-    assert_eq!(found.person.as_ref().unwrap().id, ada.id);
+    assert_eq!(found.principal.person().unwrap().id, ada.id);
     assert_eq!(found.role(), Role::TenantAdmin);
     let op = s.session_by_hash("s-op", 4_000).await.unwrap().unwrap();
-    assert_eq!(op.operator_email.as_deref(), Some("ada@acme.example"));
+    assert_eq!(op.principal.operator_email(), Some("ada@acme.example"));
     assert_eq!(op.role(), Role::Operator);
     // Expired, unknown.
     assert!(s.session_by_hash("s-ada", 5_001).await.unwrap().is_none());
@@ -2854,7 +2857,7 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
 fn node_record(name: &str) -> NodeRecord {
     NodeRecord {
         name: name.into(),
-        roles: vec!["worker".into()],
+        roles: vec![NodeRole::Worker],
         version: "test".into(),
         started_at: 1,
         heartbeat_at: 2,

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
-    PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security, SenderPolicy,
-    ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    NodeRole, PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security,
+    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
 use herald_store::{
@@ -272,8 +272,8 @@ async fn fill(s: &dyn Store) -> Installation {
                 tls_ca_pem: Some(
                     "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
                 ),
-                tls_server_name: Some("relay.acme.example".into()),
-                helo_name: Some("herald.acme.example".into()),
+                tls_server_name: Some(SmtpHost::parse("relay.acme.example").unwrap()),
+                helo_name: Some(SmtpHost::parse("herald.acme.example").unwrap()),
                 max_connections: 2,
                 max_messages_per_connection: 50,
                 idle_timeout_secs: 10,
@@ -538,7 +538,7 @@ async fn fill(s: &dyn Store) -> Installation {
 
     s.heartbeat(NodeRecord {
         name: "embedded".into(),
-        roles: vec!["api".into(), "worker".into()],
+        roles: vec![NodeRole::Api, NodeRole::Worker],
         version: "0.1.0".into(),
         started_at: 500,
         heartbeat_at: 3_000,
@@ -586,7 +586,11 @@ async fn snapshot(s: &dyn Store) -> Value {
     let mut credentials = Vec::new();
     for email in ["root@herald.example", "ada@acme.example"] {
         for c in s.credentials(email).await.unwrap() {
-            credentials.push(json!([c.operator_email, c.person, c.password_hash]));
+            credentials.push(json!([
+                c.principal.operator_email(),
+                c.principal.person(),
+                c.password_hash
+            ]));
         }
     }
     out["credentials"] = json!(credentials);
@@ -643,8 +647,8 @@ async fn snapshot(s: &dyn Store) -> Value {
         for p in s.list_persons(t).await.unwrap() {
             persons.push(json!({"listed": p, "one": s.person(t, p.id).await.unwrap()}));
         }
-        out[tenant.slug.as_str()] = json!({
-            "tenant": s.tenant_by_slug(&tenant.slug).await.unwrap(),
+        out[tenant.slug.as_ref()] = json!({
+            "tenant": s.tenant_by_slug(tenant.slug.as_ref()).await.unwrap(),
             "persons": persons,
             "tokens": s.list_tokens(t).await.unwrap(),
             "servers": servers,

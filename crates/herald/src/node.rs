@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
 use herald_api::AppState;
-use herald_core::{Role, TokenId, token};
+use herald_core::{NodeRole, Role, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
 use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
@@ -101,7 +101,7 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
 struct Identity {
     name: String,
     incarnation: String,
-    roles: Vec<String>,
+    roles: Vec<NodeRole>,
     started_at: i64,
 }
 
@@ -297,10 +297,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
 
     let mut roles = Vec::new();
     if settings.api {
-        roles.push("api".to_owned());
+        roles.push(NodeRole::Api);
     }
     if settings.worker {
-        roles.push("worker".to_owned());
+        roles.push(NodeRole::Worker);
     }
     let identity = Identity {
         name: settings.node_name.clone(),

@@ -261,9 +261,11 @@ async fn stored(
         tls: TlsSettings {
             verify: s.tls_verify,
             ca_pem: s.tls_ca_pem,
-            server_name: s.tls_server_name,
+            server_name: s.tls_server_name.map(|h| h.to_string()),
         },
-        helo_name: s.helo_name.unwrap_or_else(|| args.helo.clone()),
+        helo_name: s
+            .helo_name
+            .map_or_else(|| args.helo.clone(), |h| h.to_string()),
         timeouts: Timeouts {
             connect: timeout,
             command: timeout,

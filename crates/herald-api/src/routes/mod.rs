@@ -113,6 +113,23 @@ impl Check {
         raw.and_then(|raw| self.take(field, parse(raw)))
     }
 
+    /// A field a PATCH may clear: a blank value clears it, an absent one
+    /// keeps `base`, anything else is parsed.
+    pub(crate) fn clearable<T: Clone>(
+        &mut self,
+        field: &str,
+        given: Option<String>,
+        base: Option<&T>,
+        parse: impl Fn(&str) -> Result<T, Invalid>,
+    ) -> Option<T> {
+        match given {
+            // Only spaces and tabs count as blank: a line break is validated, and refused.
+            Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
+            Some(s) => self.take(field, parse(&s)),
+            None => base.cloned(),
+        }
+    }
+
     pub(crate) fn fail(&mut self, field: &str, rule: &str) {
         self.errors.push(Invalid::new(rule).at(field));
     }

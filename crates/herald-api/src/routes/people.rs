@@ -210,8 +210,7 @@ async fn create_token(
             json!({"name": record.name, "role": record.role, "person_id": record.person_id}),
         )
         .await;
-    let mut answer =
-        serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut answer = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.into()))?;
     // The only time the token itself is ever shown.
     answer["token"] = Value::String(secret);
     Ok((StatusCode::CREATED, Json(answer)))

@@ -46,21 +46,6 @@ pub struct ProviderBody {
 }
 
 /// Parses an optional field on top of its stored value: absent keeps it, empty clears it.
-fn optional<T: Clone>(
-    check: &mut Check,
-    field: &str,
-    given: Option<String>,
-    base: Option<&T>,
-    parse: impl Fn(&str) -> Result<T, herald_core::Invalid>,
-) -> Option<T> {
-    match given {
-        // Only spaces and tabs count as blank: a line break is validated, and refused.
-        Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
-        Some(s) => check.take(field, parse(&s)),
-        None => base.cloned(),
-    }
-}
-
 impl ProviderBody {
     pub(crate) fn settings(
         self,
@@ -83,8 +68,7 @@ impl ProviderBody {
             Some(s) => check.take("smtp_server_id", s.parse::<ServerId>()),
             None => base.map(|b| b.smtp_server_id),
         };
-        let account_id = optional(
-            &mut check,
+        let account_id = check.clearable(
             "account_id",
             self.account_id,
             base.and_then(|b| b.account_id.as_ref()),
@@ -94,22 +78,19 @@ impl ProviderBody {
             Some(a) => check.take("from_address", EmailAddress::parse(&a)),
             None => base.map(|b| b.from_address.clone()),
         };
-        let from_name = optional(
-            &mut check,
+        let from_name = check.clearable(
             "from_name",
             self.from_name,
             base.and_then(|b| b.from_name.as_ref()),
             DisplayName::parse,
         );
-        let reply_to = optional(
-            &mut check,
+        let reply_to = check.clearable(
             "reply_to",
             self.reply_to,
             base.and_then(|b| b.reply_to.as_ref()),
             Mailbox::parse,
         );
-        let fallback_recipient = optional(
-            &mut check,
+        let fallback_recipient = check.clearable(
             "fallback_recipient",
             self.fallback_recipient,
             base.and_then(|b| b.fallback_recipient.as_ref()),

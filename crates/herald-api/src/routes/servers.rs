@@ -92,15 +92,6 @@ fn limit(
 }
 
 /// An optional text field: `None` keeps the base value, an empty string clears it.
-fn optional(given: Option<String>, base: Option<&String>) -> Option<String> {
-    match given {
-        // Only spaces and tabs count as blank: a line break is validated, and refused.
-        Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
-        Some(s) => Some(s),
-        None => base.cloned(),
-    }
-}
-
 impl ServerBody {
     /// Validates the body on top of `base` (the stored settings for PATCH).
     pub(crate) fn settings(
@@ -143,24 +134,28 @@ impl ServerBody {
                 Security::StartTls
             }),
         };
-        let tls_ca_pem = optional(self.tls_ca_pem, base.and_then(|b| b.tls_ca_pem.as_ref()));
-        if let Some(pem) = &tls_ca_pem {
-            check.take(
-                "tls_ca_pem",
-                herald_smtp::validate_ca_pem(pem).map_err(Invalid::new),
-            );
-        }
-        let tls_server_name = optional(
+        let tls_ca_pem = check.clearable(
+            "tls_ca_pem",
+            self.tls_ca_pem,
+            base.and_then(|b| b.tls_ca_pem.as_ref()),
+            |pem| {
+                herald_smtp::validate_ca_pem(pem)
+                    .map(|_| pem.to_owned())
+                    .map_err(Invalid::new)
+            },
+        );
+        let tls_server_name = check.clearable(
+            "tls_server_name",
             self.tls_server_name,
             base.and_then(|b| b.tls_server_name.as_ref()),
+            SmtpHost::parse,
         );
-        if let Some(sni) = &tls_server_name {
-            check.take("tls_server_name", SmtpHost::parse(sni));
-        }
-        let helo_name = optional(self.helo_name, base.and_then(|b| b.helo_name.as_ref()));
-        if let Some(helo) = &helo_name {
-            check.take("helo_name", SmtpHost::parse(helo));
-        }
+        let helo_name = check.clearable(
+            "helo_name",
+            self.helo_name,
+            base.and_then(|b| b.helo_name.as_ref()),
+            SmtpHost::parse,
+        );
         let mut number =
             |field: &str, given: Option<i64>, base: Option<u32>, default: u32, range| match given {
                 Some(n) => check.take(field, within(n, range)).unwrap_or(default),

@@ -1,5 +1,6 @@
 //! The nodes of the installation as the services need them: whether a worker is alive.
 
+use herald_core::NodeRole;
 use herald_core::timestamp::now_ms;
 
 use crate::{ApiError, AppState};
@@ -8,6 +9,6 @@ use crate::{ApiError, AppState};
 pub async fn worker_alive(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     Ok(state.store.list_nodes().await?.iter().any(|node| {
-        node.roles.iter().any(|r| r == "worker") && crate::is_alive(node, now, state.alive_within)
+        node.roles.contains(&NodeRole::Worker) && crate::is_alive(node, now, state.alive_within)
     }))
 }

@@ -63,7 +63,7 @@ pub async fn set_person_password(
     // Hashing is deliberately slow: keep it off the async workers.
     let hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .store
         .set_person_password(tenant.id, person, hash)

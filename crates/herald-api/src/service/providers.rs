@@ -118,7 +118,7 @@ pub async fn send_test_message(
             "Herald test message: {}",
             provider.settings.name
         ))
-        .map_err(|e| ApiError::Internal(e.to_string()))?,
+        .map_err(|e| ApiError::Internal(e.into()))?,
         text: Some(text),
         html: None,
         reply_to: None,

@@ -57,7 +57,7 @@ fn alive_workers(state: &AppState, nodes: &[NodeRecord]) -> usize {
     nodes
         .iter()
         .filter(|n| {
-            n.roles.iter().any(|r| r == "worker")
+            n.roles.contains(&herald_core::NodeRole::Worker)
                 && herald_api::is_alive(n, now, state.alive_within)
         })
         .count()

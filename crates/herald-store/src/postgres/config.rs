@@ -12,25 +12,16 @@ impl Configuration for PgStore {
         tx.batch_execute("LOCK TABLE smtp_accounts IN EXCLUSIVE MODE")
             .await
             .map_err(pg)?;
-        let sealed = query(
-            &tx,
-            "SELECT id, sealed_secret FROM smtp_accounts WHERE sealed_secret IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .await?;
+        let sealed = query(&tx, sql::SEALED_SECRETS, &[]).await?;
         for row in &sealed {
             let account_id: String = get(row, "id")?;
             let value: String = get(row, "sealed_secret")?;
             let resealed = reseal(&value, &account_id).map_err(|e| {
                 StoreError::Corrupt(format!("the secret of account {account_id}: {e}"))
             })?;
-            execute(
-                &tx,
-                "UPDATE smtp_accounts SET sealed_secret = $1 WHERE id = $2",
-                &[&resealed, &account_id],
-            )
-            .await
-            .map_err(pg)?;
+            execute(&tx, sql::RESEAL_ACCOUNT, &[&resealed, &account_id])
+                .await
+                .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)?;
         // Unlike SQLite with secure_delete and a checkpoint, PostgreSQL keeps
@@ -42,42 +33,10 @@ impl Configuration for PgStore {
 
     async fn create_server(&self, tenant_id: TenantId, s: ServerSettings) -> Result<SmtpServer> {
         let c = client(&self.pool).await?;
-        let now = now_ms();
-        let statement = c
-            .prepare_cached(&format!(
-                "INSERT INTO smtp_servers (id, tenant_id, name, host, port, security, requires_auth, \
-                 tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
-                 max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-                 command_timeout_secs, created_at, updated_at, allow_plaintext_auth) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18) \
-                 RETURNING {SERVER_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let values = sql::server_values(tenant_id, ServerId::new(), &s, now_ms());
+        let statement = c.prepare_cached(sql::INSERT_SERVER).await.map_err(pg)?;
         let row = c
-            .query_one(
-                &statement,
-                &[
-                    &ServerId::new().to_string(),
-                    &tenant_id.to_string(),
-                    &s.name,
-                    &s.host.as_ref(),
-                    &i32::from(s.port.get()),
-                    &s.security.as_str(),
-                    &s.requires_auth,
-                    &s.tls_verify,
-                    &s.tls_ca_pem,
-                    &s.tls_server_name,
-                    &s.helo_name,
-                    &i64::from(s.max_connections),
-                    &i64::from(s.max_messages_per_connection),
-                    &i64::from(s.idle_timeout_secs),
-                    &s.rate_limit_per_minute.map(i64::from),
-                    &s.command_timeout_secs.map(i64::from),
-                    &now,
-                    &s.allow_plaintext_auth,
-                ],
-            )
+            .query_one(&statement, &bind(&values))
             .await
             .map_err(unique("an SMTP server with this name exists"))?;
         server(&row)
@@ -90,18 +49,11 @@ impl Configuration for PgStore {
 
     async fn list_servers(&self, tenant_id: TenantId) -> Result<Vec<SmtpServer>> {
         let c = client(&self.pool).await?;
-        // Ties in time come by name, as SQLite gives them from its (tenant_id, name) index.
-        query(
-            &c,
-            &format!(
-                "SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE tenant_id = $1 ORDER BY created_at, name"
-            ),
-            &[&tenant_id.to_string()],
-        )
-        .await?
-        .iter()
-        .map(server)
-        .collect()
+        query(&c, sql::SERVERS, &[&tenant_id.to_string()])
+            .await?
+            .iter()
+            .map(server)
+            .collect()
     }
 
     async fn update_server(
@@ -116,41 +68,10 @@ impl Configuration for PgStore {
         let old = load_server(&tx, tenant_id, server_id, Lock::Update)
             .await?
             .settings;
-        let statement = tx
-            .prepare_cached(&format!(
-                "UPDATE smtp_servers SET name = $1, host = $2, port = $3, security = $4, requires_auth = $5, \
-                 tls_verify = $6, tls_ca_pem = $7, tls_server_name = $8, helo_name = $9, \
-                 max_connections = $10, max_messages_per_connection = $11, idle_timeout_secs = $12, \
-                 rate_limit_per_minute = $13, command_timeout_secs = $14, updated_at = $15, \
-                 allow_plaintext_auth = $18 \
-                 WHERE id = $16 AND tenant_id = $17 RETURNING {SERVER_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let values = sql::server_values(tenant_id, server_id, &s, now_ms());
+        let statement = tx.prepare_cached(sql::UPDATE_SERVER).await.map_err(pg)?;
         let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &s.name,
-                    &s.host.as_ref(),
-                    &i32::from(s.port.get()),
-                    &s.security.as_str(),
-                    &s.requires_auth,
-                    &s.tls_verify,
-                    &s.tls_ca_pem,
-                    &s.tls_server_name,
-                    &s.helo_name,
-                    &i64::from(s.max_connections),
-                    &i64::from(s.max_messages_per_connection),
-                    &i64::from(s.idle_timeout_secs),
-                    &s.rate_limit_per_minute.map(i64::from),
-                    &s.command_timeout_secs.map(i64::from),
-                    &now_ms(),
-                    &server_id.to_string(),
-                    &tenant_id.to_string(),
-                    &s.allow_plaintext_auth,
-                ],
-            )
+            .query_one(&statement, &bind(&values))
             .await
             .map_err(unique("an SMTP server with this name exists"))?;
         let updated = server(&row)?;
@@ -159,7 +80,7 @@ impl Configuration for PgStore {
         if old.change_clears_secrets(&s) {
             execute(
                 &tx,
-                "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = $1 AND tenant_id = $2",
+                sql::CLEAR_SERVER_SECRETS,
                 &[&server_id.to_string(), &tenant_id.to_string()],
             )
             .await
@@ -177,14 +98,14 @@ impl Configuration for PgStore {
         load_server(&tx, tenant_id, server_id, Lock::Update).await?;
         let user = query_opt(
             &tx,
-            "SELECT name FROM providers WHERE smtp_server_id = $1 AND tenant_id = $2 LIMIT 1",
+            sql::PROVIDER_OF_SERVER,
             &[&server_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
         rules::server_unused(user.map(|row| get(&row, "name")).transpose()?)?;
         execute(
             &tx,
-            "DELETE FROM smtp_servers WHERE id = $1 AND tenant_id = $2",
+            sql::DELETE_SERVER,
             &[&server_id.to_string(), &tenant_id.to_string()],
         )
         .await
@@ -206,14 +127,7 @@ impl Configuration for PgStore {
                 ));
             }
         }
-        let statement = tx
-            .prepare_cached(&format!(
-                "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, \
-                 oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {ACCOUNT_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let statement = tx.prepare_cached(sql::INSERT_ACCOUNT).await.map_err(pg)?;
         let row = tx
             .query_one(
                 &statement,
@@ -258,10 +172,7 @@ impl Configuration for PgStore {
         // Ties in time come by username, as SQLite gives them from its (server_id, username) index.
         query(
             &c,
-            &format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE server_id = $1 AND tenant_id = $2 \
-                 ORDER BY created_at, username"
-            ),
+            sql::ACCOUNTS,
             &[&server_id.to_string(), &tenant_id.to_string()],
         )
         .await?
@@ -281,14 +192,14 @@ impl Configuration for PgStore {
         load_account(&tx, tenant_id, server_id, account_id, Lock::Update).await?;
         let user = query_opt(
             &tx,
-            "SELECT name FROM providers WHERE account_id = $1 AND tenant_id = $2 LIMIT 1",
+            sql::PROVIDER_OF_ACCOUNT,
             &[&account_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
         rules::account_unused(user.map(|row| get(&row, "name")).transpose()?)?;
         execute(
             &tx,
-            "DELETE FROM smtp_accounts WHERE id = $1 AND tenant_id = $2",
+            sql::DELETE_ACCOUNT,
             &[&account_id.to_string(), &tenant_id.to_string()],
         )
         .await
@@ -300,32 +211,10 @@ impl Configuration for PgStore {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
         check_provider_references(&tx, tenant_id, &s).await?;
-        let now = now_ms();
-        let statement = tx
-            .prepare_cached(&format!(
-                "INSERT INTO providers (id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
-                 reply_to, fallback_recipient, sender_policy, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {PROVIDER_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let values = sql::provider_values(tenant_id, ProviderId::new(), &s, now_ms());
+        let statement = tx.prepare_cached(sql::INSERT_PROVIDER).await.map_err(pg)?;
         let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &ProviderId::new().to_string(),
-                    &tenant_id.to_string(),
-                    &s.name,
-                    &s.smtp_server_id.to_string(),
-                    &s.account_id.map(|a| a.to_string()),
-                    &s.from_address.as_ref(),
-                    &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(ToString::to_string),
-                    &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
-                    &s.sender_policy.as_str(),
-                    &now,
-                ],
-            )
+            .query_one(&statement, &bind(&values))
             .await
             .map_err(unique("a provider with this name exists"))?;
         let created = provider(&row)?;
@@ -341,17 +230,11 @@ impl Configuration for PgStore {
     async fn list_providers(&self, tenant_id: TenantId) -> Result<Vec<Provider>> {
         let c = client(&self.pool).await?;
         // Ties in time come by name, as SQLite gives them from its (tenant_id, name) index.
-        query(
-            &c,
-            &format!(
-                "SELECT {PROVIDER_COLUMNS} FROM providers WHERE tenant_id = $1 ORDER BY created_at, name"
-            ),
-            &[&tenant_id.to_string()],
-        )
-        .await?
-        .iter()
-        .map(provider)
-        .collect()
+        query(&c, sql::PROVIDERS, &[&tenant_id.to_string()])
+            .await?
+            .iter()
+            .map(provider)
+            .collect()
     }
 
     async fn update_provider(
@@ -364,31 +247,10 @@ impl Configuration for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         load_provider(&tx, tenant_id, provider_id, Lock::Update).await?;
         check_provider_references(&tx, tenant_id, &s).await?;
-        let statement = tx
-            .prepare_cached(&format!(
-                "UPDATE providers SET name = $1, smtp_server_id = $2, account_id = $3, from_address = $4, \
-                 from_name = $5, reply_to = $6, fallback_recipient = $7, sender_policy = $8, updated_at = $9 \
-                 WHERE id = $10 AND tenant_id = $11 RETURNING {PROVIDER_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let values = sql::provider_values(tenant_id, provider_id, &s, now_ms());
+        let statement = tx.prepare_cached(sql::UPDATE_PROVIDER).await.map_err(pg)?;
         let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &s.name,
-                    &s.smtp_server_id.to_string(),
-                    &s.account_id.map(|a| a.to_string()),
-                    &s.from_address.as_ref(),
-                    &s.from_name.as_ref().map(AsRef::<str>::as_ref),
-                    &s.reply_to.as_ref().map(ToString::to_string),
-                    &s.fallback_recipient.as_ref().map(AsRef::<str>::as_ref),
-                    &s.sender_policy.as_str(),
-                    &now_ms(),
-                    &provider_id.to_string(),
-                    &tenant_id.to_string(),
-                ],
-            )
+            .query_one(&statement, &bind(&values))
             .await
             .map_err(unique("a provider with this name exists"))?;
         let updated = provider(&row)?;
@@ -406,7 +268,7 @@ impl Configuration for PgStore {
         rules::provider_not_active(&tenant?, provider_id)?;
         execute(
             &tx,
-            "DELETE FROM providers WHERE id = $1 AND tenant_id = $2",
+            sql::DELETE_PROVIDER,
             &[&provider_id.to_string(), &tenant_id.to_string()],
         )
         .await

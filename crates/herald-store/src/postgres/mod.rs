@@ -22,15 +22,16 @@ use herald_core::{
     AccountId, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, PersonId,
     ProviderId, RecipientId, RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
 };
-use tokio_postgres::types::{FromSql, Json};
+use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::model::*;
 use crate::rows::{
-    Columns, account, address, attempt, id, opt_id, person, provider, reply_to_mailbox, server,
-    status, stored, tenant, token as token_record,
+    self, Columns, account, address, attempt, id, opt_id, person, provider, reply_to_mailbox,
+    server, status, stored, tenant, token as token_record,
 };
 use crate::rules;
+use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, unique};
@@ -205,24 +206,13 @@ fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
     s.as_deref().map(text)
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, \
-     previous_provider_id, properties_effective_from, created_at";
-
 async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) -> Result<Tenant> {
-    let sql = format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1{}",
-        lock.clause()
-    );
+    let sql = format!("{}{}", sql::TENANT_BY_ID, lock.clause());
     let row = query_opt(c, &sql, &[&tenant_id.to_string()])
         .await?
         .ok_or(StoreError::NotFound)?;
     tenant(&row)
 }
-
-const TOKEN_COLUMNS: &str =
-    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
-
-const PERSON_COLUMNS: &str = "id, tenant_id, name, email, role, created_at";
 
 async fn load_person(
     c: &impl GenericClient,
@@ -230,20 +220,17 @@ async fn load_person(
     person_id: PersonId,
     lock: Lock,
 ) -> Result<Person> {
-    let sql = format!(
-        "SELECT {PERSON_COLUMNS} FROM persons WHERE id = $1 AND tenant_id = $2{}",
-        lock.clause()
-    );
+    let sql = format!("{}{}", sql::PERSON_BY_ID, lock.clause());
     let row = query_opt(c, &sql, &[&person_id.to_string(), &tenant_id.to_string()])
         .await?
         .ok_or(StoreError::NotFound)?;
     person(&row)
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
-     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
-     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
-     created_at, updated_at";
+/// Values gathered once for both backends, as PostgreSQL binds them.
+fn bind(values: &[sql::Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
 
 async fn load_server(
     c: &impl GenericClient,
@@ -251,18 +238,16 @@ async fn load_server(
     server_id: ServerId,
     lock: Lock,
 ) -> Result<SmtpServer> {
-    let sql = format!(
-        "SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE id = $1 AND tenant_id = $2{}",
-        lock.clause()
-    );
-    let row = query_opt(c, &sql, &[&server_id.to_string(), &tenant_id.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    let statement = format!("{}{}", sql::SERVER_BY_ID, lock.clause());
+    let row = query_opt(
+        c,
+        &statement,
+        &[&server_id.to_string(), &tenant_id.to_string()],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)?;
     server(&row)
 }
-
-const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
-     oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at";
 
 async fn load_account(
     c: &impl GenericClient,
@@ -271,10 +256,7 @@ async fn load_account(
     account_id: AccountId,
     lock: Lock,
 ) -> Result<SmtpAccount> {
-    let sql = format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE id = $1 AND server_id = $2 AND tenant_id = $3{}",
-        lock.clause()
-    );
+    let sql = format!("{}{}", sql::ACCOUNT_BY_ID, lock.clause());
     let row = query_opt(
         c,
         &sql,
@@ -289,19 +271,13 @@ async fn load_account(
     account(&row)
 }
 
-const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
-     reply_to, fallback_recipient, sender_policy, created_at, updated_at";
-
 async fn load_provider(
     c: &impl GenericClient,
     tenant_id: TenantId,
     provider_id: ProviderId,
     lock: Lock,
 ) -> Result<Provider> {
-    let sql = format!(
-        "SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = $1 AND tenant_id = $2{}",
-        lock.clause()
-    );
+    let sql = format!("{}{}", sql::PROVIDER_BY_ID, lock.clause());
     let row = query_opt(c, &sql, &[&provider_id.to_string(), &tenant_id.to_string()])
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -365,11 +341,7 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
         .collect();
     let inserted = execute(
         tx,
-        "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
-         headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
-         test_provider_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        sql::INSERT_MESSAGE,
         &[
             &m.id.to_string(),
             &m.tenant_id.to_string(),
@@ -512,12 +484,7 @@ async fn change_queued(tx: &impl GenericClient, tenant: &str, delta: i64) -> Res
 /// submission is answered; `None` when it has gone meanwhile.
 async fn stored_earlier(tx: &impl GenericClient, m: &NewMessage) -> Result<Option<Submitted>> {
     let tenant_id = m.tenant_id.to_string();
-    let earlier = query_opt(
-        tx,
-        "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2",
-        &[&tenant_id, &m.idempotency_key],
-    )
-    .await?;
+    let earlier = query_opt(tx, sql::MESSAGE_BY_KEY, &[&tenant_id, &m.idempotency_key]).await?;
     let Some(earlier) = earlier else {
         return Ok(None);
     };
@@ -539,15 +506,11 @@ async fn statuses_of(
     tenant_id: &str,
     message_id: &str,
 ) -> Result<Vec<RecipientStatus>> {
-    query(
-        c,
-        "SELECT status FROM recipients WHERE message_id = $1 AND tenant_id = $2",
-        &[&message_id, &tenant_id],
-    )
-    .await?
-    .iter()
-    .map(|r| status(&get::<String>(r, "status")?))
-    .collect()
+    query(c, sql::RECIPIENT_STATUSES, &[&message_id, &tenant_id])
+        .await?
+        .iter()
+        .map(|r| status(&get::<String>(r, "status")?))
+        .collect()
 }
 
 /// The statement that gives back the leases of a process that is gone

@@ -9,14 +9,10 @@ impl Queue for PgStore {
             let c = client(&self.pool).await?;
             execute(
                 &c,
-                "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
-                 incarnation = excluded.incarnation",
+                sql::UPSERT_NODE,
                 &[
                     &node.name,
-                    &node.roles.join(","),
+                    &rows::roles_text(&node.roles),
                     &node.version,
                     &node.started_at,
                     &node.heartbeat_at,
@@ -34,29 +30,11 @@ impl Queue for PgStore {
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         let c = client(&self.pool).await?;
-        query(
-            &c,
-            "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
-             ORDER BY heartbeat_at DESC, name",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(NodeRecord {
-                name: get(r, "name")?,
-                roles: get::<String>(r, "roles")?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                version: get(r, "version")?,
-                started_at: get(r, "started_at")?,
-                heartbeat_at: get(r, "heartbeat_at")?,
-                incarnation: get(r, "incarnation")?,
-            })
-        })
-        .collect()
+        query(&c, sql::NODES, &[])
+            .await?
+            .iter()
+            .map(rows::node)
+            .collect()
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
@@ -154,21 +132,10 @@ impl Queue for PgStore {
             .start()
             .await
             .map_err(pg)?;
-        let row = query_opt(
-            &tx,
-            "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, on_behalf_email, \
-             test_provider_id FROM messages WHERE id = $1 AND tenant_id = $2",
-            &[&mid, &tid],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let rows = query(
-            &tx,
-            "SELECT id, address, kind, status, due_at FROM recipients \
-             WHERE message_id = $1 AND tenant_id = $2 ORDER BY position",
-            &[&mid, &tid],
-        )
-        .await?;
+        let row = query_opt(&tx, sql::MESSAGE_HEAD, &[&mid, &tid])
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let rows = query(&tx, sql::MESSAGE_RECIPIENTS, &[&mid, &tid]).await?;
         let attempt_rows = query(
             &tx,
             "SELECT a.recipient_id, a.at, a.node, a.server, a.outcome, a.step, a.code, a.enhanced_code, \
@@ -418,9 +385,7 @@ impl Queue for PgStore {
                     // this waits for it and then sees the newer token.
                     let changed = query_opt(
                         tx,
-                        "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, \
-                         lease_incarnation = NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' \
-                         RETURNING message_id, tenant_id",
+                        sql::COMPLETE_RECIPIENT,
                         &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
                     )
                     .await?;
@@ -459,10 +424,7 @@ impl Queue for PgStore {
                     async move {
                         execute(
                             tx,
-                            "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
-                             response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
-                             sender_policy, diagnosis) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                            sql::INSERT_ATTEMPT,
                             &[
                                 &o.recipient.to_string(),
                                 &a.at,
@@ -492,8 +454,7 @@ impl Queue for PgStore {
                 if recorded_messages.contains(&cap.message.to_string()) {
                     execute(
                         &tx,
-                        "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        sql::INSERT_CAPTURE,
                         &[
                             &cap.message.to_string(),
                             &cap.tenant.to_string(),
@@ -529,9 +490,7 @@ impl Queue for PgStore {
             for (rid, token) in leases {
                 execute(
                     &tx,
-                    "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                     attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
-                     WHERE id = $2 AND lease_token = $3 AND status = 'sending'",
+                    sql::RELEASE_RECIPIENT,
                     &[&now, &rid.to_string(), &token],
                 )
                 .await
@@ -593,13 +552,9 @@ impl Queue for PgStore {
                 .await
                 .map_err(pg)?;
                 // Taken over: the next sweep passes this node by, until it beats again.
-                execute(
-                    &tx,
-                    "UPDATE nodes SET incarnation = NULL WHERE name = $1",
-                    &[&name],
-                )
-                .await
-                .map_err(pg)?;
+                execute(&tx, sql::RELEASE_NODE, &[&name])
+                    .await
+                    .map_err(pg)?;
                 released.push((name, n));
             }
             tx.commit().await.map_err(pg)?;
@@ -650,8 +605,7 @@ impl Queue for PgStore {
         let c = client(&self.pool).await?;
         query(
             &c,
-            "SELECT message_id, at, envelope_from, recipients, content FROM captured \
-             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+            sql::CAPTURED,
             &[&tenant_id.to_string(), &i64::from(limit)],
         )
         .await?

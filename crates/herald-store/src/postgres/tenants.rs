@@ -8,12 +8,7 @@ impl Tenants for PgStore {
         let c = client(&self.pool).await?;
         let row = c
             .query_one(
-                &c.prepare_cached(&format!(
-                    "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4) \
-                     RETURNING {TENANT_COLUMNS}"
-                ))
-                .await
-                .map_err(pg)?,
+                &c.prepare_cached(sql::INSERT_TENANT).await.map_err(pg)?,
                 &[
                     &TenantId::new().to_string(),
                     &slug.as_ref(),
@@ -28,28 +23,20 @@ impl Tenants for PgStore {
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
         let c = client(&self.pool).await?;
-        let row = query_opt(
-            &c,
-            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"),
-            &[&slug],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let row = query_opt(&c, sql::TENANT_BY_SLUG, &[&slug])
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tenant(&row)
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let c = client(&self.pool).await?;
         // Ties in time are broken by id, which is time-ordered too: creation order.
-        query(
-            &c,
-            &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(tenant)
-        .collect()
+        query(&c, sql::TENANTS, &[])
+            .await?
+            .iter()
+            .map(tenant)
+            .collect()
     }
 
     async fn set_entitlements(
@@ -60,9 +47,7 @@ impl Tenants for PgStore {
         let c = client(&self.pool).await?;
         let row = query_opt(
             &c,
-            &format!(
-                "UPDATE tenants SET credential_storage = $1 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
-            ),
+            sql::SET_CREDENTIAL_STORAGE,
             &[&credential_storage, &tenant_id.to_string()],
         )
         .await?
@@ -103,18 +88,12 @@ impl Tenants for PgStore {
         // effect now, which is the previous one while a change is pending.
         let row = query_opt(
             &tx,
-            &format!(
-                "UPDATE tenants SET \
-                 previous_provider_id = CASE WHEN properties_effective_from <= $3 \
-                     THEN notification_provider_id ELSE previous_provider_id END, \
-                 notification_provider_id = $1, properties_effective_from = $4 \
-                 WHERE id = $2 RETURNING {TENANT_COLUMNS}"
-            ),
+            sql::SET_ACTIVE_PROVIDER,
             &[
-                &provider_id.map(|p| p.to_string()),
-                &tenant_id.to_string(),
                 &now_ms(),
+                &provider_id.map(|p| p.to_string()),
                 &effective_from,
+                &tenant_id.to_string(),
             ],
         )
         .await?
@@ -148,13 +127,7 @@ impl Tenants for PgStore {
         if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
             load_person(&tx, tenant_id, person_id, Lock::KeyShare).await?;
         }
-        let statement = tx
-            .prepare_cached(&format!(
-                "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TOKEN_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let statement = tx.prepare_cached(sql::INSERT_TOKEN).await.map_err(pg)?;
         let row = tx
             .query_one(
                 &statement,
@@ -177,50 +150,34 @@ impl Tenants for PgStore {
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let c = client(&self.pool).await?;
-        let Some(row) = query_opt(
-            &c,
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"),
-            &[&hash],
-        )
-        .await?
-        else {
+        let Some(row) = query_opt(&c, sql::TOKEN_BY_HASH, &[&hash]).await? else {
             return Ok(None);
         };
         let record = token_record(&row)?;
         // Recording every use would put a write on every request; a minute's precision is enough.
         let now = now_ms();
         if record.last_used_at.is_none_or(|t| now - t > 60_000) {
-            execute(
-                &c,
-                "UPDATE tokens SET last_used_at = $1 WHERE id = $2",
-                &[&now, &record.id.to_string()],
-            )
-            .await
-            .map_err(pg)?;
+            execute(&c, sql::TOKEN_USED, &[&now, &record.id.to_string()])
+                .await
+                .map_err(pg)?;
         }
         Ok(Some(record))
     }
 
     async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
         let c = client(&self.pool).await?;
-        query(
-            &c,
-            &format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = $1 ORDER BY created_at, id"
-            ),
-            &[&tenant_id.to_string()],
-        )
-        .await?
-        .iter()
-        .map(token_record)
-        .collect()
+        query(&c, sql::TOKENS, &[&tenant_id.to_string()])
+            .await?
+            .iter()
+            .map(token_record)
+            .collect()
     }
 
     async fn revoke_token(&self, tenant_id: TenantId, token_id: TokenId) -> Result<()> {
         let c = client(&self.pool).await?;
         let deleted = execute(
             &c,
-            "DELETE FROM tokens WHERE id = $1 AND tenant_id = $2",
+            sql::DELETE_TOKEN,
             &[&token_id.to_string(), &tenant_id.to_string()],
         )
         .await
@@ -234,51 +191,29 @@ impl Tenants for PgStore {
 
     async fn operator_token_exists(&self) -> Result<bool> {
         let c = client(&self.pool).await?;
-        let row = query(
-            &c,
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL) AS found",
-            &[],
-        )
-        .await?;
+        let row = query(&c, sql::OPERATOR_TOKEN_EXISTS, &[]).await?;
         get(&row[0], "found")
     }
 
     async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
         let c = client(&self.pool).await?;
-        query(
-            &c,
-            &format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
-                 AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(token_record)
-        .collect()
+        query(&c, sql::OPERATOR_TOKENS, &[])
+            .await?
+            .iter()
+            .map(token_record)
+            .collect()
     }
 
     async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
         let id = token_id.to_string();
-        let revoked = execute(
-            &tx,
-            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND tenant_id IS NULL \
-             AND role = 'operator' AND bootstrap AND revoked_at IS NULL",
-            &[&id, &now_ms()],
-        )
-        .await
-        .map_err(pg)?;
-        let deleted = execute(
-            &tx,
-            "DELETE FROM tokens WHERE id = $1 AND tenant_id IS NULL \
-             AND role = 'operator' AND NOT bootstrap",
-            &[&id],
-        )
-        .await
-        .map_err(pg)?;
+        let revoked = execute(&tx, sql::REVOKE_BOOTSTRAP_TOKEN, &[&now_ms(), &id])
+            .await
+            .map_err(pg)?;
+        let deleted = execute(&tx, sql::DELETE_OPERATOR_TOKEN, &[&id])
+            .await
+            .map_err(pg)?;
         if revoked + deleted == 0 {
             return Err(StoreError::NotFound);
         }
@@ -294,31 +229,20 @@ impl Tenants for PgStore {
             .await
             .map_err(pg)?;
         let now = now_ms();
-        let stored = query_opt(
-            &tx,
-            "SELECT revoked_at FROM tokens WHERE hash = $1",
-            &[&token.hash],
-        )
-        .await?;
+        let stored = query_opt(&tx, sql::TOKEN_REVOKED_AT, &[&token.hash]).await?;
         // `None` when the value was revoked before: it stays revoked.
         let created = match stored {
             Some(row) if get::<Option<i64>>(&row, "revoked_at")?.is_some() => None,
             Some(_) => {
-                execute(
-                    &tx,
-                    "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 \
-                     AND tenant_id IS NULL AND role = 'operator'",
-                    &[&token.hash],
-                )
-                .await
-                .map_err(pg)?;
+                execute(&tx, sql::MARK_BOOTSTRAP, &[&token.hash])
+                    .await
+                    .map_err(pg)?;
                 Some(false)
             }
             None => {
                 execute(
                     &tx,
-                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
-                     VALUES ($1, NULL, $2, 'operator', NULL, $3, $4, TRUE)",
+                    sql::INSERT_BOOTSTRAP_TOKEN,
                     &[&token.id.to_string(), &token.name, &token.hash, &now],
                 )
                 .await
@@ -330,9 +254,8 @@ impl Tenants for PgStore {
         // when the configured value is itself revoked.
         let replaced = execute(
             &tx,
-            "UPDATE tokens SET revoked_at = $2 WHERE bootstrap \
-             AND revoked_at IS NULL AND hash <> $1",
-            &[&token.hash, &now],
+            sql::REVOKE_OTHER_BOOTSTRAP_TOKENS,
+            &[&now, &token.hash],
         )
         .await
         .map_err(pg)?;
@@ -345,13 +268,7 @@ impl Tenants for PgStore {
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {
         let c = client(&self.pool).await?;
-        let statement = c
-            .prepare_cached(&format!(
-                "INSERT INTO persons (id, tenant_id, name, email, role, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PERSON_COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
+        let statement = c.prepare_cached(sql::INSERT_PERSON).await.map_err(pg)?;
         let row = c
             .query_one(
                 &statement,
@@ -378,17 +295,11 @@ impl Tenants for PgStore {
         let c = client(&self.pool).await?;
         // SQLite walks its (tenant_id, email) index and sorts stably, so ties in
         // time come by e-mail address there; the same order is asked for here.
-        query(
-            &c,
-            &format!(
-                "SELECT {PERSON_COLUMNS} FROM persons WHERE tenant_id = $1 ORDER BY created_at, email, id"
-            ),
-            &[&tenant_id.to_string()],
-        )
-        .await?
-        .iter()
-        .map(person)
-        .collect()
+        query(&c, sql::PERSONS, &[&tenant_id.to_string()])
+            .await?
+            .iter()
+            .map(person)
+            .collect()
     }
 
     async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
@@ -398,14 +309,14 @@ impl Tenants for PgStore {
         load_person(&tx, tenant_id, person_id, Lock::Update).await?;
         let bound = query_opt(
             &tx,
-            "SELECT username FROM smtp_accounts WHERE person_id = $1 AND tenant_id = $2 LIMIT 1",
+            sql::ACCOUNT_OF_PERSON,
             &[&person_id.to_string(), &tenant_id.to_string()],
         )
         .await?;
         rules::person_unbound(bound.map(|row| get(&row, "username")).transpose()?)?;
         execute(
             &tx,
-            "DELETE FROM persons WHERE id = $1 AND tenant_id = $2",
+            sql::DELETE_PERSON,
             &[&person_id.to_string(), &tenant_id.to_string()],
         )
         .await
@@ -417,8 +328,7 @@ impl Tenants for PgStore {
         let c = client(&self.pool).await?;
         execute(
             &c,
-            "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            sql::INSERT_AUDIT,
             &[
                 &entry.tenant_id.map(|t| t.to_string()),
                 &entry.at,
@@ -437,27 +347,22 @@ impl Tenants for PgStore {
 
     async fn list_audit(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
         let c = client(&self.pool).await?;
-        query(
-            &c,
-            "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM audit \
-             WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
-            &[&tenant_id.to_string(), &i64::from(limit)],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            let details: String = get(r, "details")?;
-            Ok(AuditEntry {
-                tenant_id: opt_id(get(r, "tenant_id")?)?,
-                at: get(r, "at")?,
-                actor: get(r, "actor")?,
-                token_id: opt_id(get(r, "token_id")?)?,
-                remote_addr: get(r, "remote_addr")?,
-                action: get(r, "action")?,
-                object_id: get(r, "object_id")?,
-                details: stored("audit details", serde_json::from_str(&details))?,
+        query(&c, sql::AUDIT, &[&tenant_id.to_string(), &i64::from(limit)])
+            .await?
+            .iter()
+            .map(|r| {
+                let details: String = get(r, "details")?;
+                Ok(AuditEntry {
+                    tenant_id: opt_id(get(r, "tenant_id")?)?,
+                    at: get(r, "at")?,
+                    actor: get(r, "actor")?,
+                    token_id: opt_id(get(r, "token_id")?)?,
+                    remote_addr: get(r, "remote_addr")?,
+                    action: get(r, "action")?,
+                    object_id: get(r, "object_id")?,
+                    details: stored("audit details", serde_json::from_str(&details))?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 }

@@ -273,4 +273,25 @@ mod tests {
             .unwrap();
         assert_eq!(values, [2], "the panicking job's insert was rolled back");
     }
+
+    /// SQLite numbers `$n` parameters in order of first appearance and binds
+    /// positional values by that number, so a shared statement must name
+    /// `$1`, `$2`, … first in that order, or its values would land in the wrong columns.
+    #[test]
+    fn every_shared_statement_numbers_its_parameters_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for statement in crate::sql::ALL {
+            let prepared = conn
+                .prepare(statement)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            for i in 1..=prepared.parameter_count() {
+                assert_eq!(
+                    prepared.parameter_name(i),
+                    Some(format!("${i}").as_str()),
+                    "{statement}"
+                );
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::model::*;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
 use crate::rules;
+use crate::sql;
 use crate::walk::TenantWalk;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::Db;
@@ -172,34 +173,22 @@ fn mailboxes_json(list: &[Mailbox]) -> String {
     .expect("a list of strings serialises")
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, credential_storage, notification_provider_id, \
-     previous_provider_id, properties_effective_from, created_at";
-
 /// Reads a tenant row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn tenant_row(r: &Row) -> rusqlite::Result<Result<Tenant>> {
     Ok(rows::tenant(r))
 }
 
 fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
-    conn.query_row(
-        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
-        [tenant_id.to_string()],
-        tenant_row,
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::NotFound)?
+    conn.query_row(sql::TENANT_BY_ID, [tenant_id.to_string()], tenant_row)
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?
 }
-
-const TOKEN_COLUMNS: &str =
-    "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap";
 
 /// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn token_row(r: &Row) -> rusqlite::Result<Result<TokenRecord>> {
     Ok(rows::token(r))
 }
-
-const PERSON_COLUMNS: &str = "id, tenant_id, name, email, role, created_at";
 
 /// Reads a person row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn person_row(r: &Row) -> rusqlite::Result<Result<Person>> {
@@ -208,7 +197,7 @@ fn person_row(r: &Row) -> rusqlite::Result<Result<Person>> {
 
 fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
     conn.query_row(
-        &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE id = ?1 AND tenant_id = ?2"),
+        sql::PERSON_BY_ID,
         [person_id.to_string(), tenant_id.to_string()],
         person_row,
     )
@@ -217,11 +206,6 @@ fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> R
     .ok_or(StoreError::NotFound)?
 }
 
-const SERVER_COLUMNS: &str = "id, tenant_id, name, host, port, security, requires_auth, \
-     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
-     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
-     created_at, updated_at";
-
 /// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
     Ok(rows::server(r))
@@ -229,7 +213,7 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
 
 fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
     conn.query_row(
-        &format!("SELECT {SERVER_COLUMNS} FROM smtp_servers WHERE id = ?1 AND tenant_id = ?2"),
+        sql::SERVER_BY_ID,
         [server_id.to_string(), tenant_id.to_string()],
         server_row,
     )
@@ -237,9 +221,6 @@ fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> R
     .map_err(sql)?
     .ok_or(StoreError::NotFound)?
 }
-
-const ACCOUNT_COLUMNS: &str = "id, server_id, tenant_id, username, mechanism, sealed_secret, \
-     oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at";
 
 /// Reads an account row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn account_row(r: &Row) -> rusqlite::Result<Result<SmtpAccount>> {
@@ -252,19 +233,19 @@ fn load_account(
     server_id: ServerId,
     account_id: AccountId,
 ) -> Result<SmtpAccount> {
-    conn
-        .query_row(
-            &format!("SELECT {ACCOUNT_COLUMNS} FROM smtp_accounts WHERE id = ?1 AND server_id = ?2 AND tenant_id = ?3"),
-            [account_id.to_string(), server_id.to_string(), tenant_id.to_string()],
-            account_row,
-        )
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
+    conn.query_row(
+        sql::ACCOUNT_BY_ID,
+        [
+            account_id.to_string(),
+            server_id.to_string(),
+            tenant_id.to_string(),
+        ],
+        account_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .ok_or(StoreError::NotFound)?
 }
-
-const PROVIDER_COLUMNS: &str = "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, \
-     reply_to, fallback_recipient, sender_policy, created_at, updated_at";
 
 /// Reads a provider row; the outer error is SQLite's, the inner one a value that no longer parses.
 fn provider_row(r: &Row) -> rusqlite::Result<Result<Provider>> {
@@ -277,7 +258,7 @@ fn load_provider(
     provider_id: ProviderId,
 ) -> Result<Provider> {
     conn.query_row(
-        &format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = ?1 AND tenant_id = ?2"),
+        sql::PROVIDER_BY_ID,
         [provider_id.to_string(), tenant_id.to_string()],
         provider_row,
     )
@@ -342,35 +323,37 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
         .map(|(n, v)| (n.as_ref(), v.as_ref()))
         .collect();
     let inserted = c
-        .prepare_cached(
-            "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, reply_to, \
-             headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, on_behalf_email, \
-             test_provider_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-        )
+        .prepare_cached(sql::INSERT_MESSAGE)
         .map_err(sql)?
         .execute(params![
-                m.id.to_string(), m.tenant_id.to_string(), m.idempotency_key, m.subject.as_ref(),
-                m.text, m.html, m.reply_to.as_ref().map(ToString::to_string),
-                serde_json::to_string(&headers).expect("header pairs serialise"),
-                mailboxes_json(&m.to), mailboxes_json(&m.cc), m.used_fallback, m.created_at,
-                m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
-                m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
-                m.test_provider.map(|p| p.to_string())
-            ])
+            m.id.to_string(),
+            m.tenant_id.to_string(),
+            m.idempotency_key,
+            m.subject.as_ref(),
+            m.text,
+            m.html,
+            m.reply_to.as_ref().map(ToString::to_string),
+            serde_json::to_string(&headers).expect("header pairs serialise"),
+            mailboxes_json(&m.to),
+            mailboxes_json(&m.cc),
+            m.used_fallback,
+            m.created_at,
+            m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
+            m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
+            m.test_provider.map(|p| p.to_string())
+        ])
         .map_err(sql)?;
     if inserted == 0 {
         let earlier: String = c
             .query_row(
-                "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                sql::MESSAGE_BY_KEY,
                 params![m.tenant_id.to_string(), m.idempotency_key],
                 |r| r.get(0),
             )
             .map_err(sql)?;
         let statuses = list(
             c,
-            "SELECT status FROM recipients WHERE message_id = ?1 AND tenant_id = ?2",
+            sql::RECIPIENT_STATUSES,
             [&earlier, &m.tenant_id.to_string()],
             |r| r.get::<_, String>(0),
         )?;

@@ -8,14 +8,14 @@ impl Queue for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                     ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, version = excluded.version, \
-                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
-                     incarnation = excluded.incarnation",
+                    sql::UPSERT_NODE,
                     params![
-                        node.name, node.roles.join(","), node.version, node.started_at,
-                        node.heartbeat_at, node.incarnation
+                        node.name,
+                        rows::roles_text(&node.roles),
+                        node.version,
+                        node.started_at,
+                        node.heartbeat_at,
+                        node.incarnation
                     ],
                 )
                 .map_err(sql)
@@ -27,27 +27,9 @@ impl Queue for SqliteStore {
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         self.db
             .read(|c| {
-                list(
-                    c,
-                    "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes \
-                     ORDER BY heartbeat_at DESC",
-                    [],
-                    |r| {
-                        Ok(NodeRecord {
-                            name: r.get(0)?,
-                            roles: r
-                                .get::<_, String>(1)?
-                                .split(',')
-                                .filter(|s| !s.is_empty())
-                                .map(str::to_owned)
-                                .collect(),
-                            version: r.get(2)?,
-                            started_at: r.get(3)?,
-                            heartbeat_at: r.get(4)?,
-                            incarnation: r.get(5)?,
-                        })
-                    },
-                )
+                list(c, sql::NODES, [], |r| Ok(rows::node(r)))?
+                    .into_iter()
+                    .collect()
             })
             .await
     }
@@ -67,8 +49,7 @@ impl Queue for SqliteStore {
             .read(move |c| {
                 let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider) = c
                     .query_row(
-                        "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, on_behalf_email, \
-                         test_provider_id FROM messages WHERE id = ?1 AND tenant_id = ?2",
+                        sql::MESSAGE_HEAD,
                         [message_id.to_string(), tenant_id.to_string()],
                         |r| {
                             Ok((
@@ -86,8 +67,7 @@ impl Queue for SqliteStore {
                     .ok_or(StoreError::NotFound)?;
                 let rows = list(
                     c,
-                    "SELECT id, address, kind, status, due_at FROM recipients \
-                     WHERE message_id = ?1 AND tenant_id = ?2 ORDER BY position",
+                    sql::MESSAGE_RECIPIENTS,
                     [message_id.to_string(), tenant_id.to_string()],
                     |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
                 )?;
@@ -315,17 +295,12 @@ impl Queue for SqliteStore {
             .write(move |c| {
                 let mut update = c
                     .prepare_cached(
-                        "UPDATE recipients SET status = ?1, due_at = ?2, lease_owner = NULL, \
-                         lease_incarnation = NULL WHERE id = ?3 AND lease_token = ?4 AND status = 'sending' \
-                         RETURNING message_id, tenant_id",
+                        sql::COMPLETE_RECIPIENT,
                     )
                     .map_err(sql)?;
                 let mut insert = c
                     .prepare_cached(
-                        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
-                         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
-                         sender_policy, diagnosis) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                        sql::INSERT_ATTEMPT,
                     )
                     .map_err(sql)?;
                 let mut accepted = Vec::with_capacity(outcomes.len());
@@ -369,8 +344,7 @@ impl Queue for SqliteStore {
                 for cap in captures {
                     if recorded_messages.contains(&cap.message.to_string()) {
                         c.execute(
-                            "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            sql::INSERT_CAPTURE,
                             params![
                                 cap.message.to_string(), cap.tenant.to_string(), cap.envelope_from,
                                 serde_json::to_string(&cap.recipients).expect("strings serialise"),
@@ -398,13 +372,8 @@ impl Queue for SqliteStore {
             .write(move |c| {
                 let now = now_ms();
                 for (rid, token) in leases {
-                    c.execute(
-                        "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
-                         attempts = attempts - 1, due_at = ?1, lease_owner = NULL, lease_incarnation = NULL \
-                         WHERE id = ?2 AND lease_token = ?3 AND status = 'sending'",
-                        params![now, rid.to_string(), token],
-                    )
-                    .map_err(sql)?;
+                    c.execute(sql::RELEASE_RECIPIENT, params![now, rid.to_string(), token])
+                        .map_err(sql)?;
                 }
                 Ok(())
             })
@@ -456,11 +425,7 @@ impl Queue for SqliteStore {
                         )
                         .map_err(sql)?;
                     // Taken over: the next sweep passes this node by, until it beats again.
-                    c.execute(
-                        "UPDATE nodes SET incarnation = NULL WHERE name = ?1",
-                        [&name],
-                    )
-                    .map_err(sql)?;
+                    c.execute(sql::RELEASE_NODE, [&name]).map_err(sql)?;
                     released.push((name, n as u64));
                 }
                 Ok(released)
@@ -515,8 +480,7 @@ impl Queue for SqliteStore {
             .read(move |c| {
                 let rows = list(
                     c,
-                    "SELECT message_id, at, envelope_from, recipients, content FROM captured \
-                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
+                    sql::CAPTURED,
                     params![tenant_id.to_string(), limit],
                     |r| {
                         Ok((

@@ -13,13 +13,16 @@ impl Sessions for SqliteStore {
             .write(move |c| {
                 let email = email.as_ref().to_lowercase();
                 c.execute(
-                    "INSERT INTO operators (id, email, password_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, \
-                     updated_at = excluded.updated_at",
-                    params![uuid::Uuid::now_v7().to_string(), email, password_hash, now_ms()],
+                    sql::UPSERT_OPERATOR,
+                    params![
+                        uuid::Uuid::now_v7().to_string(),
+                        email,
+                        password_hash,
+                        now_ms()
+                    ],
                 )
                 .map_err(sql)?;
-                c.execute("DELETE FROM sessions WHERE operator_email = ?1", [email])
+                c.execute(sql::DELETE_OPERATOR_SESSIONS, [email])
                     .map_err(sql)?;
                 Ok(())
             })
@@ -37,11 +40,11 @@ impl Sessions for SqliteStore {
                 load_person(c, tenant_id, person_id)?;
                 let person = person_id.to_string();
                 c.execute(
-                    "UPDATE persons SET password_hash = ?1 WHERE id = ?2 AND tenant_id = ?3",
+                    sql::SET_PERSON_PASSWORD,
                     params![password_hash, person, tenant_id.to_string()],
                 )
                 .map_err(sql)?;
-                c.execute("DELETE FROM sessions WHERE person_id = ?1", [person])
+                c.execute(sql::DELETE_PERSON_SESSIONS, [person])
                     .map_err(sql)?;
                 Ok(())
             })
@@ -52,31 +55,19 @@ impl Sessions for SqliteStore {
         let email = email.trim().to_lowercase();
         self.db
             .read(move |c| {
-                let mut found: Vec<Credential> = list(
-                    c,
-                    "SELECT email, password_hash FROM operators WHERE email = ?1",
-                    [&email],
-                    |r| {
+                let mut found: Vec<Credential> =
+                    list(c, sql::OPERATOR_CREDENTIALS, [&email], |r| {
                         Ok(Credential {
-                            operator_email: Some(r.get(0)?),
-                            person: None,
+                            principal: Principal::Operator(r.get(0)?),
                             password_hash: r.get(1)?,
                         })
-                    },
-                )?;
-                let persons = list(
-                    c,
-                    "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, p.password_hash \
-                     FROM persons p JOIN tenants t ON t.id = p.tenant_id \
-                     WHERE lower(p.email) = ?1 AND p.password_hash IS NOT NULL \
-                     ORDER BY t.created_at, t.id",
-                    [&email],
-                    |r| Ok((person_row(r)?, r.get::<_, String>(6)?)),
-                )?;
+                    })?;
+                let persons = list(c, sql::PERSON_CREDENTIALS, [&email], |r| {
+                    Ok((person_row(r)?, r.get::<_, String>(6)?))
+                })?;
                 for (person, password_hash) in persons {
                     found.push(Credential {
-                        operator_email: None,
-                        person: Some(person?),
+                        principal: Principal::Person(person?),
                         password_hash,
                     });
                 }
@@ -88,18 +79,14 @@ impl Sessions for SqliteStore {
     async fn create_session(&self, session: NewSession) -> Result<()> {
         self.db
             .write(move |c| {
-                c.execute(
-                    "DELETE FROM sessions WHERE expires_at < ?1",
-                    [session.created_at],
-                )
-                .map_err(sql)?;
+                c.execute(sql::DELETE_EXPIRED_SESSIONS, [session.created_at])
+                    .map_err(sql)?;
                 let (operator, person) = match &session.subject {
                     SessionSubject::Operator(email) => (Some(email.to_lowercase()), None),
                     SessionSubject::Person(id) => (None, Some(id.to_string())),
                 };
                 c.execute(
-                    "INSERT INTO sessions (hash, id, operator_email, person_id, created_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    sql::INSERT_SESSION,
                     params![
                         session.hash,
                         session.id.to_string(),
@@ -120,20 +107,15 @@ impl Sessions for SqliteStore {
         self.db
             .read(move |c| {
                 let found = c
-                    .query_row(
-                        "SELECT id, operator_email, person_id, created_at, expires_at \
-                         FROM sessions WHERE hash = ?1 AND expires_at >= ?2",
-                        params![hash, now],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, Option<String>>(1)?,
-                                r.get::<_, Option<String>>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                            ))
-                        },
-                    )
+                    .query_row(sql::SESSION_BY_HASH, params![hash, now], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
                     .optional()
                     .map_err(sql)?;
                 let Some((sid, operator_email, person_id, created_at, expires_at)) = found else {
@@ -141,19 +123,14 @@ impl Sessions for SqliteStore {
                 };
                 let person = match person_id {
                     Some(pid) => Some(
-                        c.query_row(
-                            &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE id = ?1"),
-                            [pid],
-                            person_row,
-                        )
-                        .map_err(sql)??,
+                        c.query_row(sql::SESSION_PERSON, [pid], person_row)
+                            .map_err(sql)??,
                     ),
                     None => None,
                 };
                 Ok(Some(Session {
                     id: id(sid)?,
-                    operator_email,
-                    person,
+                    principal: rows::principal(operator_email, person)?,
                     created_at,
                     expires_at,
                 }))
@@ -165,7 +142,7 @@ impl Sessions for SqliteStore {
         let hash = hash.to_owned();
         self.db
             .write(move |c| {
-                c.execute("DELETE FROM sessions WHERE hash = ?1", [hash])
+                c.execute(sql::DELETE_SESSION, [hash])
                     .map_err(sql)
                     .map(drop)
             })

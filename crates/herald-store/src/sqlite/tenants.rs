@@ -7,13 +7,12 @@ impl Tenants for SqliteStore {
     async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
         self.db
             .write(move |c| {
-                let tenant_id = TenantId::new();
-                c.execute(
-                    "INSERT INTO tenants (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant_id.to_string(), slug.as_ref(), name, now_ms()],
+                c.query_row(
+                    sql::INSERT_TENANT,
+                    params![TenantId::new().to_string(), slug.as_ref(), name, now_ms()],
+                    tenant_row,
                 )
-                .map_err(unique("a tenant with this slug exists"))?;
-                load_tenant(c, tenant_id)
+                .map_err(unique("a tenant with this slug exists"))?
             })
             .await
     }
@@ -22,30 +21,17 @@ impl Tenants for SqliteStore {
         let slug = slug.to_owned();
         self.db
             .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = ?1"),
-                    [slug],
-                    tenant_row,
-                )
-                .optional()
-                .map_err(sql)?
-                .ok_or(StoreError::NotFound)?
+                c.query_row(sql::TENANT_BY_SLUG, [slug], tenant_row)
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or(StoreError::NotFound)?
             })
             .await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         self.db
-            .read(|c| {
-                list(
-                    c,
-                    &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at"),
-                    [],
-                    tenant_row,
-                )?
-                .into_iter()
-                .collect()
-            })
+            .read(|c| list(c, sql::TENANTS, [], tenant_row)?.into_iter().collect())
             .await
     }
 
@@ -56,12 +42,14 @@ impl Tenants for SqliteStore {
     ) -> Result<Tenant> {
         self.db
             .write(move |c| {
-                c.execute(
-                    "UPDATE tenants SET credential_storage = ?1 WHERE id = ?2",
+                c.query_row(
+                    sql::SET_CREDENTIAL_STORAGE,
                     params![credential_storage, tenant_id.to_string()],
+                    tenant_row,
                 )
-                .map_err(sql)?;
-                load_tenant(c, tenant_id)
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)?
             })
             .await
     }
@@ -87,22 +75,19 @@ impl Tenants for SqliteStore {
                         other => other?,
                     };
                 }
-                // What applies until this change is in effect: the provider in
-                // effect now, which is the previous one while a change is pending.
-                c.execute(
-                    "UPDATE tenants SET \
-                     previous_provider_id = CASE WHEN properties_effective_from <= ?3 \
-                         THEN notification_provider_id ELSE previous_provider_id END, \
-                     notification_provider_id = ?1, properties_effective_from = ?4 WHERE id = ?2",
+                c.query_row(
+                    sql::SET_ACTIVE_PROVIDER,
                     params![
-                        provider_id.map(|p| p.to_string()),
-                        tenant_id.to_string(),
                         now_ms(),
-                        effective_from
+                        provider_id.map(|p| p.to_string()),
+                        effective_from,
+                        tenant_id.to_string()
                     ],
+                    tenant_row,
                 )
-                .map_err(sql)?;
-                load_tenant(c, tenant_id)
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)?
             })
             .await
     }
@@ -126,9 +111,8 @@ impl Tenants for SqliteStore {
                 if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
                     load_person(c, tenant_id, person_id)?;
                 }
-                c.execute(
-                    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                c.query_row(
+                    sql::INSERT_TOKEN,
                     params![
                         token.id.to_string(),
                         token.tenant_id.map(|t| t.to_string()),
@@ -138,14 +122,9 @@ impl Tenants for SqliteStore {
                         token.hash,
                         now_ms()
                     ],
-                )
-                .map_err(unique("this token exists already"))?;
-                c.query_row(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
-                    [token.id.to_string()],
                     token_row,
                 )
-                .map_err(sql)?
+                .map_err(unique("this token exists already"))?
             })
             .await
     }
@@ -155,15 +134,9 @@ impl Tenants for SqliteStore {
         let found = self
             .db
             .read(move |c| {
-                c.query_row(
-                    &format!(
-                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
-                    ),
-                    [hash],
-                    token_row,
-                )
-                .optional()
-                .map_err(sql)
+                c.query_row(sql::TOKEN_BY_HASH, [hash], token_row)
+                    .optional()
+                    .map_err(sql)
             })
             .await?;
         let Some(record) = found.transpose()? else {
@@ -175,12 +148,9 @@ impl Tenants for SqliteStore {
             let token_id = record.id.to_string();
             self.db
                 .write(move |c| {
-                    c.execute(
-                        "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2",
-                        params![now, token_id],
-                    )
-                    .map_err(sql)
-                    .map(drop)
+                    c.execute(sql::TOKEN_USED, params![now, token_id])
+                        .map_err(sql)
+                        .map(drop)
                 })
                 .await?;
         }
@@ -190,14 +160,9 @@ impl Tenants for SqliteStore {
     async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
         self.db
             .read(move |c| {
-                list(
-                    c,
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id = ?1 ORDER BY created_at"),
-                    [tenant_id.to_string()],
-                    token_row,
-                )?
-                .into_iter()
-                .collect()
+                list(c, sql::TOKENS, [tenant_id.to_string()], token_row)?
+                    .into_iter()
+                    .collect()
             })
             .await
     }
@@ -207,7 +172,7 @@ impl Tenants for SqliteStore {
             .write(move |c| {
                 let deleted = c
                     .execute(
-                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id = ?2",
+                        sql::DELETE_TOKEN,
                         [token_id.to_string(), tenant_id.to_string()],
                     )
                     .map_err(sql)?;
@@ -223,8 +188,8 @@ impl Tenants for SqliteStore {
     async fn create_person(&self, tenant_id: TenantId, person: Person) -> Result<Person> {
         self.db
             .write(move |c| {
-                c.execute(
-                    "INSERT INTO persons (id, tenant_id, name, email, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                c.query_row(
+                    sql::INSERT_PERSON,
                     params![
                         person.id.to_string(),
                         tenant_id.to_string(),
@@ -233,9 +198,9 @@ impl Tenants for SqliteStore {
                         person.role.as_str(),
                         person.created_at
                     ],
+                    person_row,
                 )
-                .map_err(unique("a person with this e-mail address exists"))?;
-                load_person(c, tenant_id, person.id)
+                .map_err(unique("a person with this e-mail address exists"))?
             })
             .await
     }
@@ -249,14 +214,9 @@ impl Tenants for SqliteStore {
     async fn list_persons(&self, tenant_id: TenantId) -> Result<Vec<Person>> {
         self.db
             .read(move |c| {
-                list(
-                    c,
-                    &format!("SELECT {PERSON_COLUMNS} FROM persons WHERE tenant_id = ?1 ORDER BY created_at"),
-                    [tenant_id.to_string()],
-                    person_row,
-                )?
-                .into_iter()
-                .collect()
+                list(c, sql::PERSONS, [tenant_id.to_string()], person_row)?
+                    .into_iter()
+                    .collect()
             })
             .await
     }
@@ -267,7 +227,7 @@ impl Tenants for SqliteStore {
                 load_person(c, tenant_id, person_id)?;
                 let bound: Option<String> = c
                     .query_row(
-                        "SELECT username FROM smtp_accounts WHERE person_id = ?1 AND tenant_id = ?2 LIMIT 1",
+                        sql::ACCOUNT_OF_PERSON,
                         [person_id.to_string(), tenant_id.to_string()],
                         |r| r.get(0),
                     )
@@ -275,7 +235,7 @@ impl Tenants for SqliteStore {
                     .map_err(sql)?;
                 rules::person_unbound(bound)?;
                 c.execute(
-                    "DELETE FROM persons WHERE id = ?1 AND tenant_id = ?2",
+                    sql::DELETE_PERSON,
                     [person_id.to_string(), tenant_id.to_string()],
                 )
                 .map_err(sql)?;
@@ -288,8 +248,7 @@ impl Tenants for SqliteStore {
         self.db
             .write(move |c| {
                 c.execute(
-                    "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, details) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    sql::INSERT_AUDIT,
                     params![
                         entry.tenant_id.map(|t| t.to_string()),
                         entry.at,
@@ -310,37 +269,33 @@ impl Tenants for SqliteStore {
     async fn list_audit(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
         self.db
             .read(move |c| {
-                let rows = list(
-                    c,
-                    "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM audit \
-                     WHERE tenant_id = ?1 ORDER BY id DESC LIMIT ?2",
-                    params![tenant_id.to_string(), limit],
-                    |r| {
-                        Ok((
-                            r.get::<_, Option<String>>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                            r.get::<_, Option<String>>(4)?,
-                            r.get::<_, String>(5)?,
-                            r.get::<_, Option<String>>(6)?,
-                            r.get::<_, String>(7)?,
-                        ))
-                    },
-                )?;
+                let rows = list(c, sql::AUDIT, params![tenant_id.to_string(), limit], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, String>(7)?,
+                    ))
+                })?;
                 rows.into_iter()
-                    .map(|(tid, at, actor, token_id, remote_addr, action, object_id, details)| {
-                        Ok(AuditEntry {
-                            tenant_id: opt_id(tid)?,
-                            at,
-                            actor,
-                            token_id: opt_id(token_id)?,
-                            remote_addr,
-                            action,
-                            object_id,
-                            details: stored("audit details", serde_json::from_str(&details))?,
-                        })
-                    })
+                    .map(
+                        |(tid, at, actor, token_id, remote_addr, action, object_id, details)| {
+                            Ok(AuditEntry {
+                                tenant_id: opt_id(tid)?,
+                                at,
+                                actor,
+                                token_id: opt_id(token_id)?,
+                                remote_addr,
+                                action,
+                                object_id,
+                                details: stored("audit details", serde_json::from_str(&details))?,
+                            })
+                        },
+                    )
                     .collect()
             })
             .await
@@ -349,12 +304,8 @@ impl Tenants for SqliteStore {
     async fn operator_token_exists(&self) -> Result<bool> {
         self.db
             .read(|c| {
-                c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL)",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(sql)
+                c.query_row(sql::OPERATOR_TOKEN_EXISTS, [], |r| r.get(0))
+                    .map_err(sql)
             })
             .await
     }
@@ -362,17 +313,9 @@ impl Tenants for SqliteStore {
     async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.db
             .read(move |c| {
-                list(
-                    c,
-                    &format!(
-                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id IS NULL \
-                         AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
-                    ),
-                    [],
-                    token_row,
-                )?
-                .into_iter()
-                .collect()
+                list(c, sql::OPERATOR_TOKENS, [], token_row)?
+                    .into_iter()
+                    .collect()
             })
             .await
     }
@@ -382,19 +325,9 @@ impl Tenants for SqliteStore {
             .write(move |c| {
                 let id = token_id.to_string();
                 let revoked = c
-                    .execute(
-                        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND tenant_id IS NULL \
-                         AND role = 'operator' AND bootstrap = 1 AND revoked_at IS NULL",
-                        params![id, now_ms()],
-                    )
+                    .execute(sql::REVOKE_BOOTSTRAP_TOKEN, params![now_ms(), id])
                     .map_err(sql)?;
-                let deleted = c
-                    .execute(
-                        "DELETE FROM tokens WHERE id = ?1 AND tenant_id IS NULL \
-                         AND role = 'operator' AND bootstrap = 0",
-                        [&id],
-                    )
-                    .map_err(sql)?;
+                let deleted = c.execute(sql::DELETE_OPERATOR_TOKEN, [&id]).map_err(sql)?;
                 if revoked + deleted == 0 {
                     Err(StoreError::NotFound)
                 } else {
@@ -409,29 +342,19 @@ impl Tenants for SqliteStore {
             .write(move |c| {
                 let now = now_ms();
                 let stored: Option<Option<i64>> = c
-                    .query_row(
-                        "SELECT revoked_at FROM tokens WHERE hash = ?1",
-                        [&token.hash],
-                        |r| r.get(0),
-                    )
+                    .query_row(sql::TOKEN_REVOKED_AT, [&token.hash], |r| r.get(0))
                     .optional()
                     .map_err(sql)?;
                 // `None` when the value was revoked before: it stays revoked.
                 let created = match stored {
                     Some(Some(_)) => None,
                     Some(None) => {
-                        c.execute(
-                            "UPDATE tokens SET bootstrap = 1 WHERE hash = ?1 \
-                             AND tenant_id IS NULL AND role = 'operator'",
-                            [&token.hash],
-                        )
-                        .map_err(sql)?;
+                        c.execute(sql::MARK_BOOTSTRAP, [&token.hash]).map_err(sql)?;
                         Some(false)
                     }
                     None => {
                         c.execute(
-                            "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) \
-                             VALUES (?1, NULL, ?2, 'operator', NULL, ?3, ?4, 1)",
+                            sql::INSERT_BOOTSTRAP_TOKEN,
                             params![token.id.to_string(), token.name, token.hash, now],
                         )
                         .map_err(sql)?;
@@ -441,11 +364,7 @@ impl Tenants for SqliteStore {
                 // Any other bootstrap token is no longer the configured one,
                 // even when the configured value is itself revoked.
                 let replaced = c
-                    .execute(
-                        "UPDATE tokens SET revoked_at = ?2 WHERE bootstrap = 1 \
-                         AND revoked_at IS NULL AND hash <> ?1",
-                        params![token.hash, now],
-                    )
+                    .execute(sql::REVOKE_OTHER_BOOTSTRAP_TOKENS, params![now, token.hash])
                     .map_err(sql)? as u64;
                 Ok(match created {
                     Some(created) => BootstrapOutcome::Installed { created, replaced },

@@ -1,0 +1,479 @@
+//! Statements both backends run as written: PostgreSQL's `$n` placeholders,
+//! which SQLite reads as parameters named `$1`, `$2`, … and numbers in order of
+//! first appearance, so each statement names them first in increasing order
+//! (a test in the SQLite backend checks every one).
+
+use herald_core::{ProviderId, ServerId, SmtpHost, TenantId};
+
+use crate::model::{ProviderSettings, ServerSettings};
+
+/// One value to bind, for statements whose values are gathered once for
+/// both backends ([`server_values`], [`provider_values`]).
+#[derive(Debug)]
+pub(crate) enum Value {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Flag(bool),
+}
+
+impl Value {
+    fn text(s: Option<&str>) -> Value {
+        Value::Text(s.map(str::to_owned))
+    }
+
+    fn count(n: Option<u32>) -> Value {
+        Value::Int(n.map(i64::from))
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Value::Text(t) => t.to_sql(),
+            Value::Int(i) => i.to_sql(),
+            Value::Flag(b) => b.to_sql(),
+        }
+    }
+}
+
+impl tokio_postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use tokio_postgres::types::Type;
+        match self {
+            Value::Text(t) => t.to_sql(ty, out),
+            // PostgreSQL's integer columns are `integer` (ports) or `bigint`.
+            Value::Int(Some(i)) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) => i.to_sql(ty, out),
+            Value::Flag(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <String as tokio_postgres::types::ToSql>::accepts(ty)
+            || <i64 as tokio_postgres::types::ToSql>::accepts(ty)
+            || <i32 as tokio_postgres::types::ToSql>::accepts(ty)
+            || <bool as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+// The columns each entity's mapper in `rows.rs` reads, and the reads of whole rows.
+
+macro_rules! tenant_columns {
+    () => {
+        "id, slug, name, credential_storage, notification_provider_id, previous_provider_id, properties_effective_from, created_at"
+    };
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, tenant_id, name, role, person_id, created_at, last_used_at, bootstrap"
+    };
+}
+
+macro_rules! person_columns {
+    () => {
+        "id, tenant_id, name, email, role, created_at"
+    };
+}
+
+macro_rules! account_columns {
+    () => {
+        "id, server_id, tenant_id, username, mechanism, sealed_secret, oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at"
+    };
+}
+
+macro_rules! provider_columns {
+    () => {
+        "id, tenant_id, name, smtp_server_id, account_id, from_address, from_name, reply_to, fallback_recipient, sender_policy, created_at, updated_at"
+    };
+}
+
+pub(crate) const TENANT_COLUMNS: &str = tenant_columns!();
+
+pub(crate) const TENANT_BY_ID: &str =
+    concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1");
+pub(crate) const TENANT_BY_SLUG: &str = concat!(
+    "SELECT ",
+    tenant_columns!(),
+    " FROM tenants WHERE slug = $1"
+);
+pub(crate) const TENANTS: &str = concat!(
+    "SELECT ",
+    tenant_columns!(),
+    " FROM tenants ORDER BY created_at, id"
+);
+pub(crate) const PERSON_BY_ID: &str = concat!(
+    "SELECT ",
+    person_columns!(),
+    " FROM persons WHERE id = $1 AND tenant_id = $2"
+);
+pub(crate) const SESSION_PERSON: &str =
+    concat!("SELECT ", person_columns!(), " FROM persons WHERE id = $1");
+pub(crate) const PERSONS: &str = concat!(
+    "SELECT ",
+    person_columns!(),
+    " FROM persons WHERE tenant_id = $1 ORDER BY created_at, email, id"
+);
+pub(crate) const TOKEN_BY_HASH: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
+);
+pub(crate) const TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE tenant_id = $1 ORDER BY created_at, id"
+);
+pub(crate) const OPERATOR_TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE tenant_id IS NULL AND role = 'operator' AND revoked_at IS NULL ORDER BY created_at, id"
+);
+pub(crate) const ACCOUNT_BY_ID: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM smtp_accounts WHERE id = $1 AND server_id = $2 AND tenant_id = $3"
+);
+pub(crate) const ACCOUNTS: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM smtp_accounts WHERE server_id = $1 AND tenant_id = $2 ORDER BY created_at, username"
+);
+pub(crate) const PROVIDER_BY_ID: &str = concat!(
+    "SELECT ",
+    provider_columns!(),
+    " FROM providers WHERE id = $1 AND tenant_id = $2"
+);
+pub(crate) const PROVIDERS: &str = concat!(
+    "SELECT ",
+    provider_columns!(),
+    " FROM providers WHERE tenant_id = $1 ORDER BY created_at, name"
+);
+
+// Tenants, tokens, persons and audit.
+
+pub(crate) const INSERT_TENANT: &str = concat!(
+    "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4) RETURNING ",
+    tenant_columns!()
+);
+pub(crate) const SET_CREDENTIAL_STORAGE: &str = concat!(
+    "UPDATE tenants SET credential_storage = $1 WHERE id = $2 RETURNING ",
+    tenant_columns!()
+);
+/// What applies until the change is in effect is the provider in effect at
+/// `$1` (now): the previous one while an earlier change is still pending.
+pub(crate) const SET_ACTIVE_PROVIDER: &str = concat!(
+    "UPDATE tenants SET previous_provider_id = CASE WHEN properties_effective_from <= $1 \
+     THEN notification_provider_id ELSE previous_provider_id END, \
+     notification_provider_id = $2, properties_effective_from = $3 WHERE id = $4 RETURNING ",
+    tenant_columns!()
+);
+pub(crate) const INSERT_TOKEN: &str = concat!(
+    "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    token_columns!()
+);
+pub(crate) const INSERT_PERSON: &str = concat!(
+    "INSERT INTO persons (id, tenant_id, name, email, role, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    person_columns!()
+);
+
+pub(crate) const DELETE_PERSON: &str = "DELETE FROM persons WHERE id = $1 AND tenant_id = $2";
+pub(crate) const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE id = $1 AND tenant_id = $2";
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit (tenant_id, at, actor, token_id, remote_addr, action, object_id, \
+     details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const TOKEN_REVOKED_AT: &str = "SELECT revoked_at FROM tokens WHERE hash = $1";
+pub(crate) const AUDIT: &str = "SELECT tenant_id, at, actor, token_id, remote_addr, action, object_id, details FROM \
+     audit WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2";
+pub(crate) const ACCOUNT_OF_PERSON: &str =
+    "SELECT username FROM smtp_accounts WHERE person_id = $1 AND tenant_id = $2 LIMIT 1";
+pub(crate) const TOKEN_USED: &str = "UPDATE tokens SET last_used_at = $1 WHERE id = $2";
+
+pub(crate) const OPERATOR_TOKEN_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'operator' AND revoked_at IS NULL) AS found";
+pub(crate) const DELETE_OPERATOR_TOKEN: &str = "DELETE FROM tokens WHERE id = $1 AND tenant_id IS NULL AND role = 'operator' AND NOT bootstrap";
+pub(crate) const MARK_BOOTSTRAP: &str = "UPDATE tokens SET bootstrap = TRUE WHERE hash = $1 AND tenant_id IS NULL AND role = 'operator'";
+pub(crate) const INSERT_BOOTSTRAP_TOKEN: &str = "INSERT INTO tokens (id, tenant_id, name, role, person_id, hash, created_at, bootstrap) VALUES ($1, NULL, $2, 'operator', NULL, $3, $4, TRUE)";
+pub(crate) const SEALED_SECRETS: &str =
+    "SELECT id, sealed_secret FROM smtp_accounts WHERE sealed_secret IS NOT NULL ORDER BY id";
+pub(crate) const SET_PERSON_PASSWORD: &str =
+    "UPDATE persons SET password_hash = $1 WHERE id = $2 AND tenant_id = $3";
+pub(crate) const REVOKE_BOOTSTRAP_TOKEN: &str = "UPDATE tokens SET revoked_at = $1 WHERE id = $2 \
+     AND tenant_id IS NULL AND role = 'operator' AND bootstrap AND revoked_at IS NULL";
+/// Revokes every bootstrap token but the configured one.
+pub(crate) const REVOKE_OTHER_BOOTSTRAP_TOKENS: &str = "UPDATE tokens SET revoked_at = $1 \
+     WHERE bootstrap AND revoked_at IS NULL AND hash <> $2";
+
+// Configuration.
+
+/// The columns of a server, as [`crate::rows::server`] reads them.
+macro_rules! server_columns {
+    () => {
+        "id, tenant_id, name, host, port, security, requires_auth, allow_plaintext_auth, \
+         tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+         max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
+         command_timeout_secs, created_at, updated_at"
+    };
+}
+
+/// Binds [`ServerValues`].
+pub(crate) const INSERT_SERVER: &str = concat!(
+    "INSERT INTO smtp_servers (created_at, updated_at, name, host, port, security, requires_auth, \
+     allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
+     max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
+     id, tenant_id) \
+     VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     RETURNING ",
+    server_columns!()
+);
+
+/// Binds [`ServerValues`].
+pub(crate) const UPDATE_SERVER: &str = concat!(
+    "UPDATE smtp_servers SET updated_at = $1, name = $2, host = $3, port = $4, security = $5, \
+     requires_auth = $6, allow_plaintext_auth = $7, tls_verify = $8, tls_ca_pem = $9, \
+     tls_server_name = $10, helo_name = $11, max_connections = $12, \
+     max_messages_per_connection = $13, idle_timeout_secs = $14, rate_limit_per_minute = $15, \
+     command_timeout_secs = $16 WHERE id = $17 AND tenant_id = $18 RETURNING ",
+    server_columns!()
+);
+
+/// PostgreSQL may append a lock clause.
+pub(crate) const SERVER_BY_ID: &str = concat!(
+    "SELECT ",
+    server_columns!(),
+    " FROM smtp_servers WHERE id = $1 AND tenant_id = $2"
+);
+
+/// Binds [`provider_values`].
+pub(crate) const INSERT_PROVIDER: &str = concat!(
+    "INSERT INTO providers (created_at, updated_at, name, smtp_server_id, account_id, \
+     from_address, from_name, reply_to, fallback_recipient, sender_policy, id, tenant_id) \
+     VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+    provider_columns!()
+);
+
+/// Binds [`provider_values`].
+pub(crate) const UPDATE_PROVIDER: &str = concat!(
+    "UPDATE providers SET updated_at = $1, name = $2, smtp_server_id = $3, account_id = $4, \
+     from_address = $5, from_name = $6, reply_to = $7, fallback_recipient = $8, \
+     sender_policy = $9 WHERE id = $10 AND tenant_id = $11 RETURNING ",
+    provider_columns!()
+);
+
+pub(crate) const INSERT_ACCOUNT: &str = concat!(
+    "INSERT INTO smtp_accounts (id, tenant_id, server_id, username, mechanism, sealed_secret, \
+     oauth2_token_url, oauth2_client_id, oauth2_scope, person_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+    account_columns!()
+);
+
+pub(crate) const SERVERS: &str = concat!(
+    "SELECT ",
+    server_columns!(),
+    " FROM smtp_servers WHERE tenant_id = $1 ORDER BY created_at, name"
+);
+
+/// What [`INSERT_PROVIDER`] and [`UPDATE_PROVIDER`] bind, in their order:
+/// the time, the settings, the provider and its tenant.
+pub(crate) fn provider_values(
+    tenant: TenantId,
+    provider: ProviderId,
+    s: &ProviderSettings,
+    now: i64,
+) -> Vec<Value> {
+    vec![
+        Value::Int(Some(now)),
+        Value::text(Some(&s.name)),
+        Value::text(Some(&s.smtp_server_id.to_string())),
+        Value::text(s.account_id.map(|a| a.to_string()).as_deref()),
+        Value::text(Some(s.from_address.as_ref())),
+        Value::text(s.from_name.as_ref().map(|n| n.as_ref())),
+        Value::text(s.reply_to.as_ref().map(|r| r.to_string()).as_deref()),
+        Value::text(s.fallback_recipient.as_ref().map(|a| a.as_ref())),
+        Value::text(Some(s.sender_policy.as_str())),
+        Value::text(Some(&provider.to_string())),
+        Value::text(Some(&tenant.to_string())),
+    ]
+}
+
+/// What [`INSERT_SERVER`] and [`UPDATE_SERVER`] bind, in their order:
+/// the time, the settings, the server and its tenant.
+pub(crate) fn server_values(
+    tenant: TenantId,
+    server: ServerId,
+    s: &ServerSettings,
+    now: i64,
+) -> Vec<Value> {
+    let host = |h: &Option<SmtpHost>| Value::text(h.as_ref().map(|h| h.as_ref()));
+    vec![
+        Value::Int(Some(now)),
+        Value::text(Some(&s.name)),
+        Value::text(Some(s.host.as_ref())),
+        Value::Int(Some(i64::from(s.port.get()))),
+        Value::text(Some(s.security.as_str())),
+        Value::Flag(s.requires_auth),
+        Value::Flag(s.allow_plaintext_auth),
+        Value::Flag(s.tls_verify),
+        Value::text(s.tls_ca_pem.as_deref()),
+        host(&s.tls_server_name),
+        host(&s.helo_name),
+        Value::count(Some(s.max_connections)),
+        Value::count(Some(s.max_messages_per_connection)),
+        Value::count(Some(s.idle_timeout_secs)),
+        Value::count(s.rate_limit_per_minute),
+        Value::count(s.command_timeout_secs),
+        Value::text(Some(&server.to_string())),
+        Value::text(Some(&tenant.to_string())),
+    ]
+}
+
+pub(crate) const DELETE_PROVIDER: &str = "DELETE FROM providers WHERE id = $1 AND tenant_id = $2";
+pub(crate) const DELETE_ACCOUNT: &str =
+    "DELETE FROM smtp_accounts WHERE id = $1 AND tenant_id = $2";
+pub(crate) const DELETE_SERVER: &str = "DELETE FROM smtp_servers WHERE id = $1 AND tenant_id = $2";
+pub(crate) const PROVIDER_OF_ACCOUNT: &str =
+    "SELECT name FROM providers WHERE account_id = $1 AND tenant_id = $2 LIMIT 1";
+pub(crate) const PROVIDER_OF_SERVER: &str =
+    "SELECT name FROM providers WHERE smtp_server_id = $1 AND tenant_id = $2 LIMIT 1";
+pub(crate) const RESEAL_ACCOUNT: &str = "UPDATE smtp_accounts SET sealed_secret = $1 WHERE id = $2";
+pub(crate) const CLEAR_SERVER_SECRETS: &str =
+    "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = $1 AND tenant_id = $2";
+
+// Submission.
+
+pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, \
+     reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
+     on_behalf_email, test_provider_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $15) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
+pub(crate) const MESSAGE_BY_KEY: &str =
+    "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
+pub(crate) const RECIPIENT_STATUSES: &str =
+    "SELECT status FROM recipients WHERE message_id = $1 AND tenant_id = $2";
+
+// Queue.
+
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, \
+     enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, \
+     config_version, sender_policy, diagnosis) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+     $10, $11, $12, $13, $14, $15, $16, $17)";
+pub(crate) const INSERT_CAPTURE: &str = "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const UPSERT_NODE: &str = "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) VALUES \
+     ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, \
+     version = excluded.version, started_at = excluded.started_at, heartbeat_at = \
+     excluded.heartbeat_at, incarnation = excluded.incarnation";
+pub(crate) const MESSAGE_RECIPIENTS: &str = "SELECT id, address, kind, status, due_at FROM recipients WHERE message_id = $1 AND \
+     tenant_id = $2 ORDER BY position";
+pub(crate) const CAPTURED: &str = "SELECT message_id, at, envelope_from, recipients, content FROM captured WHERE tenant_id \
+     = $1 ORDER BY id DESC LIMIT $2";
+pub(crate) const NODES: &str = "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes ORDER BY \
+     heartbeat_at DESC, name";
+pub(crate) const MESSAGE_HEAD: &str = "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, \
+     on_behalf_email, test_provider_id FROM messages WHERE id = $1 AND tenant_id = $2";
+pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
+pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
+     NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
+     tenant_id";
+pub(crate) const RELEASE_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+     attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL WHERE \
+     id = $2 AND lease_token = $3 AND status = 'sending'";
+
+// Console sign-in.
+
+pub(crate) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < $1";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE hash = $1";
+pub(crate) const DELETE_OPERATOR_SESSIONS: &str = "DELETE FROM sessions WHERE operator_email = $1";
+pub(crate) const DELETE_PERSON_SESSIONS: &str = "DELETE FROM sessions WHERE person_id = $1";
+pub(crate) const UPSERT_OPERATOR: &str = "INSERT INTO operators (id, email, password_hash, updated_at) VALUES ($1, $2, $3, $4) ON \
+     CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, updated_at = \
+     excluded.updated_at";
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (hash, id, operator_email, person_id, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const OPERATOR_CREDENTIALS: &str =
+    "SELECT email, password_hash FROM operators WHERE email = $1";
+pub(crate) const SESSION_BY_HASH: &str = "SELECT id, operator_email, person_id, created_at, expires_at FROM sessions WHERE hash = \
+     $1 AND expires_at >= $2";
+pub(crate) const PERSON_CREDENTIALS: &str = "SELECT p.id, p.tenant_id, p.name, p.email, p.role, p.created_at, p.password_hash FROM \
+     persons p JOIN tenants t ON t.id = p.tenant_id WHERE lower(p.email) = $1 AND \
+     p.password_hash IS NOT NULL ORDER BY t.created_at, t.id";
+
+/// Every statement above, for the test that checks their placeholders.
+#[cfg(test)]
+pub(crate) const ALL: &[&str] = &[
+    INSERT_TENANT,
+    SET_CREDENTIAL_STORAGE,
+    SET_ACTIVE_PROVIDER,
+    INSERT_TOKEN,
+    INSERT_PERSON,
+    REVOKE_BOOTSTRAP_TOKEN,
+    REVOKE_OTHER_BOOTSTRAP_TOKENS,
+    OPERATOR_TOKEN_EXISTS,
+    DELETE_OPERATOR_TOKEN,
+    MARK_BOOTSTRAP,
+    INSERT_BOOTSTRAP_TOKEN,
+    SEALED_SECRETS,
+    SET_PERSON_PASSWORD,
+    TENANT_BY_ID,
+    TENANT_BY_SLUG,
+    TENANTS,
+    PERSON_BY_ID,
+    SESSION_PERSON,
+    PERSONS,
+    TOKEN_BY_HASH,
+    TOKENS,
+    OPERATOR_TOKENS,
+    ACCOUNT_BY_ID,
+    ACCOUNTS,
+    PROVIDER_BY_ID,
+    PROVIDERS,
+    INSERT_SERVER,
+    INSERT_PROVIDER,
+    UPDATE_PROVIDER,
+    INSERT_ACCOUNT,
+    UPDATE_SERVER,
+    SERVERS,
+    SERVER_BY_ID,
+    DELETE_PERSON,
+    DELETE_TOKEN,
+    INSERT_AUDIT,
+    TOKEN_REVOKED_AT,
+    AUDIT,
+    ACCOUNT_OF_PERSON,
+    TOKEN_USED,
+    DELETE_PROVIDER,
+    DELETE_ACCOUNT,
+    DELETE_SERVER,
+    PROVIDER_OF_ACCOUNT,
+    PROVIDER_OF_SERVER,
+    RESEAL_ACCOUNT,
+    CLEAR_SERVER_SECRETS,
+    INSERT_MESSAGE,
+    MESSAGE_BY_KEY,
+    RECIPIENT_STATUSES,
+    INSERT_ATTEMPT,
+    INSERT_CAPTURE,
+    UPSERT_NODE,
+    MESSAGE_RECIPIENTS,
+    CAPTURED,
+    NODES,
+    MESSAGE_HEAD,
+    RELEASE_NODE,
+    COMPLETE_RECIPIENT,
+    RELEASE_RECIPIENT,
+    DELETE_EXPIRED_SESSIONS,
+    DELETE_SESSION,
+    DELETE_OPERATOR_SESSIONS,
+    DELETE_PERSON_SESSIONS,
+    UPSERT_OPERATOR,
+    INSERT_SESSION,
+    OPERATOR_CREDENTIALS,
+    SESSION_BY_HASH,
+    PERSON_CREDENTIALS,
+];
