@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use herald_core::{
-    DisplayName, EmailAddress, Invalid, Mailbox, Mechanism, NodeRole, PersonRole, Port,
-    RecipientStatus, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
+    DisplayName, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, Mechanism, NodeRole,
+    PersonRole, Port, RecipientStatus, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
 };
 
 use crate::model::*;
@@ -47,6 +47,19 @@ pub(crate) fn address(s: String) -> Result<EmailAddress> {
 /// Reply-To took a display name hold the bare address, which parses too.
 pub(crate) fn reply_to_mailbox(s: String) -> Result<Mailbox> {
     stored("reply_to", Mailbox::from_stored(&s))
+}
+
+/// A message's extra headers, stored as name and value pairs.
+pub(crate) fn headers(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    pairs
+        .into_iter()
+        .map(|(n, v)| {
+            Ok((
+                stored("header name", HeaderName::parse(&n))?,
+                stored("header value", HeaderValue::from_stored(&v))?,
+            ))
+        })
+        .collect()
 }
 
 pub(crate) fn status(s: &str) -> Result<RecipientStatus> {

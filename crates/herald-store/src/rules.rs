@@ -17,6 +17,18 @@ pub(crate) fn provider_server(found: Result<SmtpServer>) -> Result<SmtpServer> {
     }
 }
 
+/// The provider a tenant makes active must be one of its own: one not found
+/// is an invalid `notification_provider_id`.
+pub(crate) fn active_provider(found: Result<crate::model::Provider>) -> Result<()> {
+    match found {
+        Err(StoreError::NotFound) => Err(StoreError::Invalid(
+            Invalid::new("must name a notification provider of this tenant, or be null")
+                .at("notification_provider_id"),
+        )),
+        other => other.map(drop),
+    }
+}
+
 /// A provider's account must be one of its server's, and a server that
 /// requires authentication needs one. `account` is what the backend found
 /// for the provider's `account_id`, or `None` when it names none.

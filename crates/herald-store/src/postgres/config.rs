@@ -280,13 +280,7 @@ impl Configuration for PgStore {
         let mut c = client(&self.pool).await?;
         // One snapshot for the four reads, so a provider deleted meanwhile
         // cannot turn into an error between reading the tenant and the provider.
-        let tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg)?;
+        let tx = snapshot(&mut c).await?;
         let Some(provider_id) = load_tenant(&tx, tenant_id, Lock::None)
             .await?
             .notification_provider_id

@@ -106,6 +106,16 @@ pub(crate) async fn client(pool: &Pool) -> Result<Object> {
     })
 }
 
+/// A read-only transaction over one snapshot, for reads that must agree with each other.
+pub(crate) async fn snapshot(c: &mut Object) -> Result<deadpool_postgres::Transaction<'_>> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg)
+}
+
 /// Runs a statement (prepared once per connection) and returns its rows.
 pub(crate) async fn query(
     c: &impl GenericClient,

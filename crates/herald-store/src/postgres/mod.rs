@@ -19,11 +19,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, PersonId,
-    ProviderId, RecipientId, RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
+    RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
 };
+use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json, ToSql};
-use tokio_postgres::{IsolationLevel, Row};
 
 use crate::model::*;
 use crate::rows::{
@@ -34,7 +34,7 @@ use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
 use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
-use db::{client, execute, now_ms, pg, query, query_opt, unique};
+use db::{client, execute, now_ms, pg, query, query_opt, snapshot, unique};
 
 /// Herald's store for many nodes: one PostgreSQL database.
 pub struct PgStore {
@@ -300,18 +300,6 @@ async fn check_provider_references(
         None => None,
     };
     rules::provider_account(&server, account)
-}
-
-fn headers_from_json(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, HeaderValue)>> {
-    pairs
-        .into_iter()
-        .map(|(n, v)| {
-            Ok((
-                stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::from_stored(&v))?,
-            ))
-        })
-        .collect()
 }
 
 /// Reads a JSONB column into `T`.

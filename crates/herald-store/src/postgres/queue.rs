@@ -125,13 +125,7 @@ impl Queue for PgStore {
         let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
         let mut c = client(&self.pool).await?;
         // One snapshot, so the recipients and their attempts agree with each other.
-        let tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg)?;
+        let tx = snapshot(&mut c).await?;
         let row = query_opt(&tx, sql::MESSAGE_HEAD, &[&mid, &tid])
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -266,7 +260,7 @@ impl Queue for PgStore {
                 text: get(r, "text_body")?,
                 html: get(r, "html_body")?,
                 reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-                headers: headers_from_json(json(r, "headers")?)?,
+                headers: rows::headers(json(r, "headers")?)?,
                 to: mailboxes(json(r, "header_to")?)?,
                 cc: mailboxes(json(r, "header_cc")?)?,
                 on_behalf_of: on_behalf_of(r)?,

@@ -72,17 +72,7 @@ impl Tenants for PgStore {
         )
         .await?;
         if let Some(pid) = provider_id {
-            match load_provider(&tx, tenant_id, pid, Lock::None).await {
-                Err(StoreError::NotFound) => {
-                    return Err(StoreError::Invalid(
-                        Invalid::new(
-                            "must name a notification provider of this tenant, or be null",
-                        )
-                        .at("notification_provider_id"),
-                    ));
-                }
-                other => other?,
-            };
+            rules::active_provider(load_provider(&tx, tenant_id, pid, Lock::None).await)?;
         }
         // What applies until this change is in effect: the provider in
         // effect now, which is the previous one while a change is pending.

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, PersonId,
-    ProviderId, RecipientId, RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
+    RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -289,19 +289,6 @@ fn list<T>(
     let mut stmt = conn.prepare_cached(query).map_err(sql)?;
     let rows = stmt.query_map(args, map).map_err(sql)?;
     rows.collect::<rusqlite::Result<Vec<T>>>().map_err(sql)
-}
-
-fn headers_from_json(json: &str) -> Result<Vec<(HeaderName, HeaderValue)>> {
-    let pairs: Vec<(String, String)> = stored("headers", serde_json::from_str(json))?;
-    pairs
-        .into_iter()
-        .map(|(n, v)| {
-            Ok((
-                stored("header name", HeaderName::parse(&n))?,
-                stored("header value", HeaderValue::from_stored(&v))?,
-            ))
-        })
-        .collect()
 }
 
 fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<OnBehalf>> {

@@ -205,7 +205,7 @@ impl Queue for SqliteStore {
                         text,
                         html,
                         reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-                        headers: headers_from_json(&headers)?,
+                        headers: rows::headers(stored("headers", serde_json::from_str(&headers))?)?,
                         to: mailboxes(&to)?,
                         cc: mailboxes(&cc)?,
                         on_behalf_of: on_behalf_of(on_behalf)?,

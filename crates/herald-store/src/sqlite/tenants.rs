@@ -63,17 +63,7 @@ impl Tenants for SqliteStore {
         self.db
             .write(move |c| {
                 if let Some(pid) = provider_id {
-                    match load_provider(c, tenant_id, pid) {
-                        Err(StoreError::NotFound) => {
-                            return Err(StoreError::Invalid(
-                                Invalid::new(
-                                    "must name a notification provider of this tenant, or be null",
-                                )
-                                .at("notification_provider_id"),
-                            ));
-                        }
-                        other => other?,
-                    };
+                    rules::active_provider(load_provider(c, tenant_id, pid))?;
                 }
                 c.query_row(
                     sql::SET_ACTIVE_PROVIDER,
