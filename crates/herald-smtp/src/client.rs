@@ -269,15 +269,19 @@ impl Connection {
                     "warning: the session is not encrypted, so the password travels in clear (allowed by allow_plaintext_auth)",
                 );
             }
-            let offered = self.auth_mechanisms.join(" ");
-            self.note(
-                Step::Auth,
-                format!(
-                    "offered: {offered}; using {} as {}",
-                    credentials.mechanism.as_str().to_ascii_uppercase(),
-                    credentials.username
-                ),
-            );
+            // A server that offers no AUTH at all gets no note here: the
+            // failure that follows says so, and what to do.
+            if !self.auth_mechanisms.is_empty() {
+                let offered = self.auth_mechanisms.join(" ");
+                self.note(
+                    Step::Auth,
+                    format!(
+                        "offered: {offered}; using {} as {}",
+                        credentials.mechanism.as_str().to_ascii_uppercase(),
+                        credentials.username
+                    ),
+                );
+            }
             self.authenticate(credentials, starttls_offered).await?;
             tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
         }
@@ -550,11 +554,7 @@ impl Connection {
     ) -> Result<(), SmtpError> {
         let wanted = credentials.mechanism.as_str().to_ascii_uppercase();
         if !self.auth_mechanisms.contains(&wanted) {
-            let offered = if self.auth_mechanisms.is_empty() {
-                "none".to_owned()
-            } else {
-                self.auth_mechanisms.join(" ")
-            };
+            let offered = self.auth_mechanisms.join(" ");
             return Err(SmtpError::new(
                 Step::Auth,
                 ErrorKind::AuthNotOffered {
