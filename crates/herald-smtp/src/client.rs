@@ -257,6 +257,19 @@ impl Connection {
         }
         if let Some(credentials) = credentials {
             let starttls_offered = self.extensions.contains("STARTTLS");
+            // A server that offers no AUTH at all is told first: whether a
+            // password could travel in clear does not matter then, and the
+            // failure says what to do.
+            if self.auth_mechanisms.is_empty() {
+                return Err(SmtpError::new(
+                    Step::Auth,
+                    ErrorKind::AuthNotOffered {
+                        wanted: credentials.mechanism.as_str().to_ascii_uppercase(),
+                        offered: String::new(),
+                        starttls_offered,
+                    },
+                ));
+            }
             if self.tls.is_none() {
                 if !target.allow_plaintext_auth {
                     return Err(SmtpError::new(
@@ -269,19 +282,15 @@ impl Connection {
                     "warning: the session is not encrypted, so the password travels in clear (allowed by allow_plaintext_auth)",
                 );
             }
-            // A server that offers no AUTH at all gets no note here: the
-            // failure that follows says so, and what to do.
-            if !self.auth_mechanisms.is_empty() {
-                let offered = self.auth_mechanisms.join(" ");
-                self.note(
-                    Step::Auth,
-                    format!(
-                        "offered: {offered}; using {} as {}",
-                        credentials.mechanism.as_str().to_ascii_uppercase(),
-                        credentials.username
-                    ),
-                );
-            }
+            let offered = self.auth_mechanisms.join(" ");
+            self.note(
+                Step::Auth,
+                format!(
+                    "offered: {offered}; using {} as {}",
+                    credentials.mechanism.as_str().to_ascii_uppercase(),
+                    credentials.username
+                ),
+            );
             self.authenticate(credentials, starttls_offered).await?;
             tracing::debug!(mechanism = %credentials.mechanism, username = %credentials.username, "authenticated");
         }
