@@ -105,6 +105,14 @@ pub fn router(state: AppState, options: Options) -> Router {
         .route("/static/console.js", get(script))
         .merge(tenant::router())
         .merge(operator::router())
+        // A page asked for with a method it does not take (a GET of a form's
+        // action) is a page too, not the API's JSON.
+        .method_not_allowed_fallback(|| async {
+            render::status_page(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "This address takes a form's submission, not a visit.",
+            )
+        })
         .layer(middleware::from_fn(session::csrf_guard))
         .layer(axum::Extension(Arc::new(console)))
         .layer(middleware::map_response(protect))
