@@ -93,7 +93,7 @@ mod tests {
             from_text.as_str().unwrap().split('>').nth(1),
             from_ms.as_str().unwrap().split('>').nth(1)
         );
-        assert_eq!(filter(Value::from("<b>soon</b>")).is_safe(), false);
+        assert!(!filter(Value::from("<b>soon</b>")).is_safe());
         assert_eq!(filter(Value::from(())).as_str(), Some(""));
     }
 }
