@@ -37,8 +37,8 @@ struct Row {
     entry: AuditEntry,
     /// The person who made the change, when known and not deleted.
     person: Option<String>,
-    /// How they made it (`tenant_admin token "console session"`), or the
-    /// whole actor when no person is known.
+    /// How they made it ("in the console", `with the token "deploy"`), or
+    /// the whole actor when no person is known.
     via: String,
     /// What the object is now; `None` when it has been deleted (or never had a name).
     object: Option<Named>,
@@ -54,6 +54,10 @@ async fn audit(
     let token_person: HashMap<String, String> = tokens
         .iter()
         .filter_map(|t| Some((t.id.to_string(), t.person_id?.to_string())))
+        .collect();
+    let token_name: HashMap<String, &str> = tokens
+        .iter()
+        .map(|t| (t.id.to_string(), t.name.as_str()))
         .collect();
     let rows: Vec<Row> = entries
         .into_iter()
@@ -72,10 +76,13 @@ async fn audit(
                 .and_then(|id| names.get(&id))
                 .filter(|n| n.kind == "person")
                 .map(|n| n.name.clone());
-            let via = if person.is_some() {
-                via
-            } else {
-                entry.actor.clone()
+            // How, in words: a console session, or the token by its name.
+            let token = entry.token_id.as_ref().map(|t| t.to_string());
+            let via = match (&person, token.and_then(|t| token_name.get(&t))) {
+                (None, _) => entry.actor.clone(),
+                (Some(_), _) if via.ends_with("\"console session\"") => "in the console".to_owned(),
+                (Some(_), Some(name)) => format!("with the token \"{name}\""),
+                (Some(_), None) => via,
             };
             let object = entry
                 .object_id

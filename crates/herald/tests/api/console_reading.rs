@@ -568,7 +568,11 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
         "{created}"
     );
     assert!(created.contains(">Admin</span>"), "{created}");
-    assert!(created.contains("console session"), "{created}");
+    assert!(created.contains("in the console"), "{created}");
+    assert!(
+        created.contains("console session"),
+        "the actor in the tooltip: {created}"
+    );
     assert!(!created.contains("<td>tenant_admin token"), "{created}");
     // The deleted one by its id, said to be deleted.
     let removed = row_of("smtp_server.delete", &gone);
@@ -596,7 +600,7 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
         .find(|r| r.contains(">by-api</a>"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        row.contains(">Admin</span>") && row.contains("token \"admin\""),
+        row.contains(">Admin</span>") && row.contains("with the token \"admin\""),
         "{row}"
     );
 }
