@@ -72,6 +72,10 @@ async fn audit(
                 let token = entry.token_id.as_ref()?.to_string();
                 token_person.get(&token).cloned()
             });
+            // The operator is no person of the tenant, but is someone to name.
+            let operator = via
+                .strip_prefix("operator token ")
+                .map(|name| ("Operator".to_owned(), format!("with the token {name}")));
             let person = person_id
                 .and_then(|id| names.get(&id))
                 .filter(|n| n.kind == "person")
@@ -79,7 +83,10 @@ async fn audit(
             // How, in words: a console session, or the token by its name.
             let token = entry.token_id.as_ref().map(|t| t.to_string());
             let via = match (&person, token.and_then(|t| token_name.get(&t))) {
-                (None, _) => entry.actor.clone(),
+                (None, _) => match &operator {
+                    Some((_, how)) => how.clone(),
+                    None => entry.actor.clone(),
+                },
                 (Some(_), _) if via.ends_with("\"console session\"") => "in the console".to_owned(),
                 (Some(_), Some(name)) => format!("with the token \"{name}\""),
                 (Some(_), None) => via,
@@ -91,7 +98,7 @@ async fn audit(
                 .cloned();
             Row {
                 entry,
-                person,
+                person: person.or(operator.map(|(who, _)| who)),
                 via,
                 object,
             }

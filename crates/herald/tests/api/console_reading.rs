@@ -585,6 +585,12 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
     // Times are <time> elements: readable UTC with its age, ISO in the tooltip.
     assert!(created.contains("<time datetime=\"20"), "{created}");
     assert!(created.contains(" UTC ("), "{created}");
+    // The operator's changes (the credential storage grant) name the operator.
+    let granted = row_of("entitlements.update", "acme</a>");
+    assert!(
+        granted.contains(">Operator</span>") && granted.contains("with the token \""),
+        "{granted}"
+    );
     // An entry made with the administrator's API token names its person too.
     let (status, api) = app
         .post(
