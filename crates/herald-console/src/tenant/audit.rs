@@ -42,6 +42,8 @@ struct Row {
     via: String,
     /// What the object is now; `None` when it has been deleted (or never had a name).
     object: Option<Named>,
+    /// For a deleted object, the name an entry of the log recorded for it.
+    former: Option<String>,
 }
 
 async fn audit(
@@ -59,6 +61,20 @@ async fn audit(
         .iter()
         .map(|t| (t.id.to_string(), t.name.as_str()))
         .collect();
+    // A deleted object is known only by what the log recorded when it was
+    // created or changed: its name (or an account's user name).
+    let mut recorded: HashMap<String, String> = HashMap::new();
+    for entry in &entries {
+        let name = ["name", "username"]
+            .iter()
+            .find_map(|field| entry.details.get(field)?.as_str());
+        if let (Some(id), Some(name)) = (&entry.object_id, name) {
+            // Entries come newest first: the first name seen is the latest.
+            recorded
+                .entry(id.clone())
+                .or_insert_with(|| name.to_owned());
+        }
+    }
     let rows: Vec<Row> = entries
         .into_iter()
         .map(|entry| {
@@ -96,11 +112,20 @@ async fn audit(
                 .as_ref()
                 .and_then(|id| names.get(id))
                 .cloned();
+            let former = match object {
+                Some(_) => None,
+                None => entry
+                    .object_id
+                    .as_ref()
+                    .and_then(|id| recorded.get(id))
+                    .cloned(),
+            };
             Row {
                 entry,
                 person: person.or(operator.map(|(who, _)| who)),
                 via,
                 object,
+                former,
             }
         })
         .collect();

@@ -574,14 +574,15 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
         "the actor in the tooltip: {created}"
     );
     assert!(!created.contains("<td>tenant_admin token"), "{created}");
-    // The deleted one by its id, said to be deleted.
     let removed = row_of("smtp_server.delete", &gone);
+    // The deleted one by the name the log recorded, said to be deleted, its id beside.
     assert!(
         removed.contains(&format!(
-            "<code>{gone}</code><span class=\"sub\">deleted</span>"
+            "old-relay<span class=\"sub\">deleted <code>{gone}</code></span>"
         )),
         "{removed}"
     );
+    assert!(!removed.contains("<a href"), "{removed}");
     // Times are <time> elements: readable UTC with its age, ISO in the tooltip.
     assert!(created.contains("<time datetime=\"20"), "{created}");
     assert!(created.contains(" UTC ("), "{created}");
