@@ -130,8 +130,15 @@ impl ServerForm {
                 .unwrap_or_default()
         };
         let ticked = |on: bool| on.then(|| "on".to_owned());
+        // A preset's example host (`relay.example.internal`) is only shown as
+        // the field's placeholder, so it can never be submitted as the host.
+        let host = text("host");
         ServerForm {
-            host: text("host"),
+            host: if is_example_host(&host) {
+                String::new()
+            } else {
+                host
+            },
             port: text("port"),
             security: text("security"),
             requires_auth: ticked(field("requires_auth").and_then(|v| v.as_bool()) == Some(true)),
@@ -211,6 +218,12 @@ impl ServerForm {
     }
 }
 
+/// Whether a preset's host only shows the form of a name: a reserved example
+/// name (RFC 2606: a label `example`) or a part to fill in (`<tenant>.…`).
+pub fn is_example_host(host: &str) -> bool {
+    host.contains(['<', '>']) || host.split('.').any(|label| label == "example")
+}
+
 /// An SMTP account as typed. The secrets are never shown again.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -230,22 +243,24 @@ pub struct AccountForm {
 }
 
 impl AccountForm {
+    /// The API's body. Only the fields of the chosen mechanism are sent: a
+    /// password for PLAIN and LOGIN, a token or OAuth2 client for XOAUTH2.
+    /// Without scripts or `:has()` a browser shows every field, and whatever
+    /// was typed in the other mechanism's fields must not be stored.
     pub fn body(&self) -> AccountBody {
         let given = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
-        let oauth2 =
-            (self.mechanism == "xoauth2" && !self.token_url.trim().is_empty()).then(|| {
-                OAuth2Body {
-                    token_url: self.token_url.trim().to_owned(),
-                    client_id: self.client_id.trim().to_owned(),
-                    client_secret: self.client_secret.clone(),
-                    scope: given(self.scope.trim()),
-                }
-            });
+        let xoauth2 = self.mechanism == "xoauth2";
+        let oauth2 = (xoauth2 && !self.token_url.trim().is_empty()).then(|| OAuth2Body {
+            token_url: self.token_url.trim().to_owned(),
+            client_id: self.client_id.trim().to_owned(),
+            client_secret: self.client_secret.clone(),
+            scope: given(self.scope.trim()),
+        });
         AccountBody {
             username: self.username.clone(),
             mechanism: given(&self.mechanism),
-            password: given(&self.password),
-            access_token: given(&self.access_token),
+            password: given(&self.password).filter(|_| !xoauth2),
+            access_token: given(&self.access_token).filter(|_| xoauth2),
             oauth2,
             person_id: given(&self.person_id),
         }
@@ -323,6 +338,56 @@ mod tests {
         };
         assert_eq!(errors["port"], "must be a whole number");
         assert!(!errors.contains_key("max_connections"));
+    }
+
+    #[test]
+    fn a_preset_fills_an_example_host_only_as_a_placeholder() {
+        let presets = herald_core::presets::all();
+        let host_of = |id: &str| {
+            let preset = presets
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == id)
+                .unwrap();
+            ServerForm::from_preset(Some(&preset["smtp_server"])).host
+        };
+        assert_eq!(host_of("gateway-relay"), "");
+        assert_eq!(host_of("exchange-account"), "");
+        assert_eq!(host_of("m365-connector"), "");
+        // A real public name is the value to keep.
+        assert_eq!(host_of("m365-submission"), "smtp.office365.com");
+        assert!(!is_example_host("relay.examples.org"));
+    }
+
+    #[test]
+    fn only_the_chosen_mechanism_s_fields_are_sent() {
+        let typed = AccountForm {
+            username: "herald".into(),
+            password: "a-password".into(),
+            access_token: "a-token".into(),
+            token_url: "https://login.example/token".into(),
+            client_id: "client".into(),
+            client_secret: "client-secret".into(),
+            ..AccountForm::default()
+        };
+        for mechanism in ["plain", "login", ""] {
+            let body = AccountForm {
+                mechanism: mechanism.into(),
+                ..typed.clone()
+            }
+            .body();
+            assert_eq!(body.password.as_deref(), Some("a-password"));
+            assert!(body.access_token.is_none() && body.oauth2.is_none());
+        }
+        let body = AccountForm {
+            mechanism: "xoauth2".into(),
+            ..typed
+        }
+        .body();
+        assert!(body.password.is_none());
+        assert_eq!(body.access_token.as_deref(), Some("a-token"));
+        assert_eq!(body.oauth2.unwrap().client_id, "client");
     }
 
     #[test]

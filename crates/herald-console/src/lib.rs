@@ -16,6 +16,7 @@ mod session;
 mod tenant;
 mod throttle;
 mod verify;
+mod when;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,9 @@ use herald_api::AppState;
 /// htmx, vendored from the npm package `htmx.org`: no CDN, no front-end build.
 const HTMX: &str = include_str!("../assets/htmx.min.js");
 const CSS: &str = include_str!("../assets/console.css");
+/// The console's own small script: local times, and form niceties. Every
+/// page reads and works without it.
+const SCRIPT: &str = include_str!("../assets/console.js");
 
 /// How much anonymous sign-in work a node takes on.
 #[derive(Clone, Copy, Debug)]
@@ -98,12 +102,38 @@ pub fn router(state: AppState, options: Options) -> Router {
         .route("/sign-out", post(session::sign_out))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/console.css", get(css))
+        .route("/static/console.js", get(script))
         .merge(tenant::router())
         .merge(operator::router())
+        // A page asked for with a method it does not take (a GET of a form's
+        // action) is a page too, not the API's JSON.
+        .method_not_allowed_fallback(|| async {
+            render::status_page(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "This address takes a form's submission, not a visit.",
+            )
+        })
         .layer(middleware::from_fn(session::csrf_guard))
         .layer(axum::Extension(Arc::new(console)))
         .layer(middleware::map_response(protect))
         .with_state(state)
+}
+
+/// What a URL no route knows answers, for the node that serves the console
+/// beside the API (set as the merged router's fallback): under the API's
+/// paths the API's JSON problem, anywhere else the console's HTML 404 page
+/// with a way back.
+pub async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    let path = uri.path();
+    let api = path == "/v1" || path.starts_with("/v1/") || matches!(path, "/healthz" | "/readyz");
+    if api {
+        return herald_api::ApiError::NotFound("route").into_response();
+    }
+    protect(render::status_page(
+        axum::http::StatusCode::NOT_FOUND,
+        "There is no page at this address.",
+    ))
+    .await
 }
 
 /// Headers every console answer carries: only the console's own scripts and
@@ -135,6 +165,16 @@ async fn htmx() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         HTMX,
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        SCRIPT,
     )
 }
 

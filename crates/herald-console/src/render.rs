@@ -61,6 +61,7 @@ fn environment() -> &'static Environment<'static> {
                 .unwrap_or_else(|e| panic!("template {name} does not parse: {e}"));
         }
         env.add_filter("time", |ms: i64| herald_core::timestamp::rfc3339(ms));
+        env.add_filter("when", crate::when::filter);
         env.set_formatter(visible_then_escaped);
         env
     })
@@ -114,6 +115,15 @@ fn visible_then_escaped(
     }
 }
 
+/// The page of a template that failed to render: plain HTML that needs no
+/// template, with the way back.
+const UNRENDERED: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Not available · Herald</title><link rel=\"stylesheet\" href=\"/static/console.css\"></head>\
+<body><main id=\"main\"><section class=\"narrow\"><h1>Not available</h1>\
+<div class=\"alert\" role=\"alert\">This page could not be shown; the error has been logged.</div>\
+<p><a href=\"/\">Go to the dashboard</a> · <a href=\"/sign-in\">Sign in</a></p>\
+</section></main></body></html>\n";
+
 /// Renders a template into a 200 HTML answer; a template error is a logged 500.
 pub fn page(name: &str, ctx: Value) -> Response {
     let rendered = environment()
@@ -123,11 +133,7 @@ pub fn page(name: &str, ctx: Value) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::error!(%error, template = name, "a console template failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page could not be rendered",
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, Html(UNRENDERED)).into_response()
         }
     }
 }

@@ -257,6 +257,19 @@ impl Connection {
         }
         if let Some(credentials) = credentials {
             let starttls_offered = self.extensions.contains("STARTTLS");
+            // A server that offers no AUTH at all is told first: whether a
+            // password could travel in clear does not matter then, and the
+            // failure says what to do.
+            if self.auth_mechanisms.is_empty() {
+                return Err(SmtpError::new(
+                    Step::Auth,
+                    ErrorKind::AuthNotOffered {
+                        wanted: credentials.mechanism.as_str().to_ascii_uppercase(),
+                        offered: String::new(),
+                        starttls_offered,
+                    },
+                ));
+            }
             if self.tls.is_none() {
                 if !target.allow_plaintext_auth {
                     return Err(SmtpError::new(
@@ -550,11 +563,7 @@ impl Connection {
     ) -> Result<(), SmtpError> {
         let wanted = credentials.mechanism.as_str().to_ascii_uppercase();
         if !self.auth_mechanisms.contains(&wanted) {
-            let offered = if self.auth_mechanisms.is_empty() {
-                "none".to_owned()
-            } else {
-                self.auth_mechanisms.join(" ")
-            };
+            let offered = self.auth_mechanisms.join(" ");
             return Err(SmtpError::new(
                 Step::Auth,
                 ErrorKind::AuthNotOffered {

@@ -79,7 +79,8 @@ pub enum ErrorKind {
     AuthNotOffered {
         /// What the account needs.
         wanted: String,
-        /// What the server offered in EHLO.
+        /// The mechanisms the server offered in EHLO, space-separated;
+        /// empty when it offers no AUTH at all.
         offered: String,
         /// Whether the server offered STARTTLS: many offer AUTH only after it.
         starttls_offered: bool,
@@ -200,6 +201,22 @@ impl SmtpError {
                 f,
                 "{step}: the server does not offer STARTTLS and the server entry requires it; nothing was sent in plaintext"
             ),
+            ErrorKind::AuthNotOffered {
+                wanted,
+                offered,
+                starttls_offered,
+            } if offered.is_empty() => {
+                write!(
+                    f,
+                    "{step}: the server offers no authentication at all (no AUTH in its EHLO reply), so {wanted} could not be used; if it accepts mail without it, turn off \"requires authentication\" (requires_auth) on the server entry and name no account on the provider, else use the port or security mode where the server offers AUTH"
+                )?;
+                if *starttls_offered {
+                    f.write_str(
+                        "; it offers STARTTLS, and many servers offer AUTH only after it: use security: starttls",
+                    )?;
+                }
+                Ok(())
+            }
             ErrorKind::AuthNotOffered {
                 wanted,
                 offered,

@@ -143,11 +143,13 @@ impl ServerSettings {
     /// (`tls_server_name`) redirects it; allowing AUTH in clear
     /// (`allow_plaintext_auth` false to true) weakens it. Turning verification
     /// on, or plaintext AUTH off, only strengthens it, and the other settings
-    /// do not touch trust.
+    /// do not touch trust. Without TLS (`security: none`) there is no
+    /// certificate, so `tls_verify` means nothing there and changes nothing.
     pub fn change_clears_secrets(&self, new: &ServerSettings) -> bool {
         let redirected =
             (&self.host, self.port, self.security) != (&new.host, new.port, new.security);
-        let weakened = (self.tls_verify && !new.tls_verify)
+        let verifies = |s: &ServerSettings| s.tls_verify && s.security != Security::None;
+        let weakened = (verifies(self) && !verifies(new))
             || (!self.allow_plaintext_auth && new.allow_plaintext_auth);
         let trust_changed =
             self.tls_ca_pem != new.tls_ca_pem || self.tls_server_name != new.tls_server_name;
@@ -766,8 +768,17 @@ mod tests {
 
         let unverified = changed(|s| s.tls_verify = false);
         let plaintext = changed(|s| s.allow_plaintext_auth = true);
-        let keeps: [(&str, &ServerSettings, ServerSettings); 6] = [
+        let cleartext = changed(|s| s.security = Security::None);
+        let keeps: [(&str, &ServerSettings, ServerSettings); 7] = [
             ("nothing", &base, base.clone()),
+            (
+                "tls_verify off without TLS",
+                &cleartext,
+                ServerSettings {
+                    tls_verify: false,
+                    ..cleartext.clone()
+                },
+            ),
             ("tls_verify on", &unverified, base.clone()),
             ("plaintext AUTH refused again", &plaintext, base.clone()),
             ("the name", &base, changed(|s| s.name = "renamed".into())),

@@ -378,7 +378,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             sign_in: settings.sign_in,
             form_key,
         };
-        herald_api::router(state.clone(), true).merge(herald_console::router(state, console))
+        herald_api::router(state.clone(), true)
+            .merge(herald_console::router(state, console))
+            .fallback(herald_console::not_found)
     } else {
         herald_api::router(state, false)
     };

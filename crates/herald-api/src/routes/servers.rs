@@ -91,7 +91,20 @@ fn limit(
     }
 }
 
-/// An optional text field: `None` keeps the base value, an empty string clears it.
+/// Whether the certificate is verified. Without TLS (`security: none`) there
+/// is no certificate, so it is off whatever was asked, and shown so; leaving
+/// `none` without a word turns it back on rather than keeping that `false`.
+fn tls_verify(security: Security, given: Option<bool>, base: Option<&ServerSettings>) -> bool {
+    if security == Security::None {
+        return false;
+    }
+    given
+        .or(base
+            .filter(|b| b.security != Security::None)
+            .map(|b| b.tls_verify))
+        .unwrap_or(true)
+}
+
 impl ServerBody {
     /// Validates the body on top of `base` (the stored settings for PATCH).
     pub(crate) fn settings(
@@ -214,10 +227,7 @@ impl ServerBody {
                 .allow_plaintext_auth
                 .or(base.map(|b| b.allow_plaintext_auth))
                 .unwrap_or(false),
-            tls_verify: self
-                .tls_verify
-                .or(base.map(|b| b.tls_verify))
-                .unwrap_or(true),
+            tls_verify: tls_verify(security, self.tls_verify, base),
             tls_ca_pem,
             tls_server_name,
             helo_name,

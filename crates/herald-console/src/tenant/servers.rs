@@ -88,11 +88,14 @@ pub(super) async fn server_page(
         Some((account, problems)) => (account, problems),
         None => (&blank, Problems::default()),
     };
+    // The account form names the signed-in person once, as "(you)", and
+    // chooses them unless another person was chosen.
+    let my_person_id = me.session.principal.person().map(|p| p.id.to_string());
     Ok(page(
         "server_form.html",
         context! {
             server, form, problems, accounts, persons, warnings,
-            account, account_problems,
+            account, account_problems, my_person_id,
             presets => herald_core::presets::all(),
             preset => extras.preset,
             ..base(me, tenant, "servers")

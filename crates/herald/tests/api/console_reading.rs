@@ -1,0 +1,662 @@
+//! The console read and filled in without a browser, over plain HTTP: unknown
+//! URLs answer an HTML page with a way back, the server and account forms say
+//! and store only what applies, the audit log names people and objects, and a
+//! server that offers no AUTH gets a diagnosis in plain words.
+
+use herald_testsmtp::TestSmtpServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::console::{csrf_field, set_cookie};
+use crate::helpers::{OPERATOR, TestApp, TestTenant, spawn_app};
+
+const ADMIN_PASSWORD: &str = "reading-admin-password";
+const MEMBER_PASSWORD: &str = "reading-member-password";
+
+/// Someone signed in to the console: the session cookie and the CSRF token.
+struct Session {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+/// An answer as a person sees it: the status, its content type, the
+/// redirect's target and the page.
+struct Page {
+    status: StatusCode,
+    content_type: String,
+    location: String,
+    html: String,
+}
+
+impl Page {
+    /// The page with the escapes of printed values undone (minijinja writes
+    /// `/` as `&#x2f;`), for comparing with what a browser shows.
+    fn text(&self) -> String {
+        self.html
+            .replace("&#x2f;", "/")
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
+    async fn from(answer: reqwest::Response) -> Page {
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        Page {
+            status: answer.status(),
+            content_type: header("content-type"),
+            location: header("location"),
+            html: answer.text().await.unwrap(),
+        }
+    }
+}
+
+impl Session {
+    /// Signs `email` in through the sign-in form, then reads the CSRF token of `landing`.
+    async fn sign_in(app: &TestApp, email: &str, password: &str, landing: &str) -> Session {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = http
+            .get(format!("{}/sign-in", app.base))
+            .send()
+            .await
+            .unwrap();
+        let (sign_in_cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
+        let token = csrf_field(&form.text().await.unwrap());
+        let signed = http
+            .post(format!("{}/sign-in", app.base))
+            .header("cookie", sign_in_cookie)
+            .form(&[
+                ("csrf", token.as_str()),
+                ("email", email),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), StatusCode::SEE_OTHER, "{email} signs in");
+        let (cookie, _) = set_cookie(&signed, "herald_session").unwrap();
+        let mut session = Session {
+            http,
+            base: app.base.clone(),
+            cookie,
+            csrf: String::new(),
+        };
+        let page = session.get(landing).await;
+        assert_eq!(page.status, StatusCode::OK, "{landing}: {}", page.html);
+        session.csrf = csrf_field(&page.html);
+        session
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        Page::from(answer).await
+    }
+
+    /// Posts a form with the session's CSRF token.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut form = vec![("csrf", self.csrf.as_str())];
+        form.extend_from_slice(fields);
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        Page::from(answer).await
+    }
+}
+
+/// Creates a person (or finds the one with this address) and sets their
+/// console password through the API; returns their id.
+async fn person_with_password(
+    app: &TestApp,
+    slug: &str,
+    name: &str,
+    email: &str,
+    role: &str,
+    password: &str,
+) -> String {
+    let (_, persons) = app
+        .get(&format!("/v1/tenants/{slug}/persons"), OPERATOR)
+        .await;
+    let existing = persons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["email"] == email)
+        .map(|p| p["id"].as_str().unwrap().to_owned());
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let (status, person) = app
+                .post(
+                    &format!("/v1/tenants/{slug}/persons"),
+                    OPERATOR,
+                    json!({"name": name, "email": email, "role": role}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{person}");
+            person["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/tenants/{slug}/persons/{id}/password"),
+            Some(OPERATOR),
+            Some(json!({"password": password})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    id
+}
+
+/// The id of the person with this address in acme.
+async fn person_id(app: &TestApp, email: &str) -> String {
+    let (_, persons) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
+    persons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["email"] == email)
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+/// A node with tenant acme whose administrator (Admin) is signed in.
+async fn acme_admin() -> (TestApp, TestTenant, Session) {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    app.grant_credential_storage("acme").await;
+    person_with_password(
+        &app,
+        "acme",
+        "Admin",
+        "admin@acme.example",
+        "tenant_admin",
+        ADMIN_PASSWORD,
+    )
+    .await;
+    let admin = Session::sign_in(&app, "admin@acme.example", ADMIN_PASSWORD, "/t/acme").await;
+    (app, acme, admin)
+}
+
+/// A console error page: HTML, with the way back to the dashboard.
+fn assert_html_page_with_a_way_back(page: &Page, status: StatusCode, what: &str) {
+    assert_eq!(page.status, status, "{what}: {}", page.html);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{what} answers {}: {}",
+        page.content_type,
+        page.html
+    );
+    assert!(
+        page.html.contains("<a href=\"/\">Go to the dashboard</a>"),
+        "{what}: {}",
+        page.html
+    );
+}
+
+#[tokio::test]
+async fn unknown_console_urls_answer_an_html_page_with_a_way_back_and_the_api_keeps_json() {
+    let (app, _acme, admin) = acme_admin().await;
+    for path in [
+        "/t/acme/no-such-page",
+        "/t/acme/servers/new/extra",
+        "/operator/nothing",
+        "/static/nothing.js",
+        "/no-such-thing",
+    ] {
+        let page = admin.get(path).await;
+        assert_html_page_with_a_way_back(&page, StatusCode::NOT_FOUND, path);
+        assert!(page.html.contains("Not found"), "{path}: {}", page.html);
+        // The page is the console's: its headers forbid framing and caching.
+        let anonymous = Page::from(
+            app.client
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_html_page_with_a_way_back(&anonymous, StatusCode::NOT_FOUND, path);
+        assert!(
+            anonymous.html.contains("<a href=\"/sign-in\">Sign in</a>"),
+            "{path}: {}",
+            anonymous.html
+        );
+    }
+    // A form's action visited with GET is a page as well.
+    let page = admin.get("/t/acme/servers/x/delete").await;
+    assert_html_page_with_a_way_back(&page, StatusCode::METHOD_NOT_ALLOWED, "GET of a POST route");
+    // The console's own 404 (another tenant's page) and 403 (a member on an
+    // administrator's page) are HTML with the way back as well.
+    app.tenant("globex").await;
+    let page = admin.get("/t/globex/servers").await;
+    assert_html_page_with_a_way_back(&page, StatusCode::NOT_FOUND, "another tenant");
+    person_with_password(
+        &app,
+        "acme",
+        "Mel",
+        "mel@acme.example",
+        "member",
+        MEMBER_PASSWORD,
+    )
+    .await;
+    let member = Session::sign_in(&app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
+    let page = member.get("/t/acme/audit").await;
+    assert_html_page_with_a_way_back(&page, StatusCode::FORBIDDEN, "a member on the audit log");
+
+    // The API's unknown URLs answer its JSON problem, with or without a token.
+    for path in ["/v1/no-such-route", "/v1/tenants/acme/nothing/here"] {
+        let answer = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+        let kind = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(kind.contains("json"), "{path} answers {kind}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], 404, "{body}");
+    }
+}
+
+/// The id of the server the console's POST redirected to.
+fn server_id_of(page: &Page) -> String {
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
+    page.location.rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_server_without_tls_stores_and_shows_no_certificate_verification() {
+    let (app, _acme, admin) = acme_admin().await;
+    // A preset's example host is a placeholder, never a value.
+    let page = admin.get("/t/acme/servers/new?preset=gateway-relay").await;
+    assert!(
+        page.html.contains(r#"name="host" type="text" value="""#)
+            && page
+                .html
+                .contains(r#"placeholder="relay.example.internal""#),
+        "{}",
+        page.html
+    );
+
+    // The box was left ticked (as a browser without scripts sends it): the
+    // server stores and shows verification off.
+    let created = admin
+        .post(
+            "/t/acme/servers",
+            &[
+                ("name", "relay"),
+                ("host", "relay.acme.example"),
+                ("port", "25"),
+                ("security", "none"),
+                ("tls_verify", "on"),
+            ],
+        )
+        .await;
+    let id = server_id_of(&created);
+    let (_, server) = app
+        .get(&format!("/v1/tenants/acme/smtp-servers/{id}"), OPERATOR)
+        .await;
+    assert_eq!(server["tls_verify"], false, "{server}");
+    assert_eq!(server["warnings"], json!([]), "{server}");
+    let form = admin.get(&format!("/t/acme/servers/{id}")).await;
+    let checkbox = form
+        .html
+        .split("id=\"f-tls_verify\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .unwrap();
+    assert!(!checkbox.contains("checked"), "{}", form.html);
+    let list = admin.get("/t/acme/servers").await;
+    let row = list.html.split(">relay</a>").nth(1).unwrap();
+    let row = row.split("</tr>").next().unwrap();
+    assert!(
+        row.contains("does not apply (no TLS)") && !row.contains(">on<"),
+        "{row}"
+    );
+
+    // Through the API too: asked for, it is still off without TLS, and
+    // choosing TLS later without a word turns it back on.
+    let (status, api) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            OPERATOR,
+            json!({"name": "plain", "host": "plain.acme.example", "port": 25,
+                   "security": "none", "tls_verify": true, "requires_auth": true,
+                   "allow_plaintext_auth": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{api}");
+    assert_eq!(api["tls_verify"], false, "{api}");
+    let api_id = api["id"].as_str().unwrap();
+    let (status, account) = app
+        .post(
+            &format!("/v1/tenants/acme/smtp-servers/{api_id}/accounts"),
+            OPERATOR,
+            json!({"username": "u", "password": "a-password-1", "person_id": person_id(&app, "admin@acme.example").await}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    // Saving the same server again (the box meaningless, so sent or not)
+    // does not weaken trust and keeps the account's password.
+    let (status, same) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/tenants/acme/smtp-servers/{api_id}"),
+            Some(OPERATOR),
+            Some(json!({"tls_verify": true, "name": "plain"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["tls_verify"], false, "{same}");
+    let (_, kept) = app
+        .get(
+            &format!(
+                "/v1/tenants/acme/smtp-servers/{api_id}/accounts/{}",
+                account["id"].as_str().unwrap()
+            ),
+            OPERATOR,
+        )
+        .await;
+    assert_eq!(kept["secret_set"], true, "{kept}");
+    let (status, tls) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/tenants/acme/smtp-servers/{api_id}"),
+            Some(OPERATOR),
+            Some(json!({"security": "starttls"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tls}");
+    assert_eq!(tls["tls_verify"], true, "{tls}");
+}
+
+#[tokio::test]
+async fn the_account_form_keeps_to_the_chosen_mechanism_and_names_each_mailbox_once() {
+    let (app, _acme, admin) = acme_admin().await;
+    let bea = person_with_password(
+        &app,
+        "acme",
+        "Bea Admin",
+        "bea@acme.example",
+        "tenant_admin",
+        "bea-console-password",
+    )
+    .await;
+    let id = server_id_of(
+        &admin
+            .post(
+                "/t/acme/servers",
+                &[
+                    ("name", "exchange"),
+                    ("host", "mail.acme.example"),
+                    ("port", "587"),
+                ],
+            )
+            .await,
+    );
+    let page = admin.get(&format!("/t/acme/servers/{id}")).await;
+    // The mechanisms' fields in their own groups, each saying what it is for.
+    assert!(
+        page.html.contains("class=\"mechanism for-password wide\"")
+            && page.html.contains("class=\"mechanism for-xoauth2 wide\""),
+        "{}",
+        page.html
+    );
+    // Every person once, the signed-in one marked and chosen; what it means said.
+    let select = page
+        .html
+        .split("id=\"f-person_id\"")
+        .nth(1)
+        .unwrap()
+        .split("</select>")
+        .next()
+        .unwrap();
+    assert_eq!(select.matches("<option").count(), 2, "{select}");
+    assert_eq!(select.matches("admin@acme.example").count(), 1, "{select}");
+    assert_eq!(select.matches("bea@acme.example").count(), 1, "{select}");
+    assert!(!select.contains(">Me<"), "{select}");
+    assert!(
+        select.contains("selected>Admin &lt;admin@acme.example&gt; (you)"),
+        "{select}"
+    );
+    assert!(
+        page.html
+            .contains("The person whose mailbox this account is"),
+        "{}",
+        page.html
+    );
+
+    // PLAIN with XOAUTH2 fields typed as well: only the password is stored.
+    let added = admin
+        .post(
+            &format!("/t/acme/servers/{id}/accounts"),
+            &[
+                ("username", "ada@acme.example"),
+                ("mechanism", "plain"),
+                ("password", "a-password-2"),
+                ("access_token", "a-token"),
+                ("token_url", "https://login.acme.example/token"),
+                ("client_id", "client"),
+                ("client_secret", "a-client-secret"),
+                ("person_id", &bea),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    // XOAUTH2 with a password typed as well: the password is not sent (the
+    // API refuses a password for XOAUTH2), the token is.
+    let added = admin
+        .post(
+            &format!("/t/acme/servers/{id}/accounts"),
+            &[
+                ("username", "bot@acme.example"),
+                ("mechanism", "xoauth2"),
+                ("password", "a-password-3"),
+                ("access_token", "an-access-token"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    let (_, accounts) = app
+        .get(
+            &format!("/v1/tenants/acme/smtp-servers/{id}/accounts"),
+            OPERATOR,
+        )
+        .await;
+    let accounts = accounts.as_array().unwrap();
+    let plain = accounts
+        .iter()
+        .find(|a| a["username"] == "ada@acme.example")
+        .unwrap();
+    assert_eq!(plain["mechanism"], "plain");
+    assert_eq!(plain["secret_set"], true);
+    assert!(plain.get("oauth2").is_none(), "{plain}");
+    assert_eq!(plain["person_id"], bea.as_str());
+    let token = accounts
+        .iter()
+        .find(|a| a["username"] == "bot@acme.example")
+        .unwrap();
+    assert_eq!(token["mechanism"], "xoauth2");
+    assert_eq!(token["secret_set"], true);
+    // The accounts table says whose mailbox each is.
+    let page = admin.get(&format!("/t/acme/servers/{id}")).await;
+    let table = page.html.split("<h3>Add an account</h3>").next().unwrap();
+    assert!(
+        table.contains("<td>Bea Admin</td>") && table.contains("<td>Admin</td>"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() {
+    let (app, acme, admin) = acme_admin().await;
+    let id = server_id_of(
+        &admin
+            .post(
+                "/t/acme/servers",
+                &[
+                    ("name", "exchange"),
+                    ("host", "mail.acme.example"),
+                    ("port", "587"),
+                ],
+            )
+            .await,
+    );
+    let gone = server_id_of(
+        &admin
+            .post(
+                "/t/acme/servers",
+                &[
+                    ("name", "old-relay"),
+                    ("host", "old.acme.example"),
+                    ("port", "25"),
+                ],
+            )
+            .await,
+    );
+    let deleted = admin
+        .post(&format!("/t/acme/servers/{gone}/delete"), &[])
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.html);
+
+    let page = admin.get("/t/acme/audit").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let text = page.text();
+    let rows: Vec<&str> = text.split("<tr>").skip(2).collect();
+    let row_of = |action: &str, object: &str| {
+        rows.iter()
+            .find(|r| r.contains(&format!("<td>{action}</td>")) && r.contains(object))
+            .unwrap_or_else(|| panic!("no {action} of {object}: {text}"))
+            .to_string()
+    };
+    // The living server by name, linked, its id beside; the person by name,
+    // the session they acted through beside, the raw actor in the tooltip.
+    let created = row_of("smtp_server.create", &id);
+    assert!(
+        created.contains(&format!(
+            "<a href=\"/t/acme/servers/{id}\" title=\"{id}\">exchange</a>"
+        )),
+        "{created}"
+    );
+    assert!(created.contains(">Admin</span>"), "{created}");
+    assert!(created.contains("in the console"), "{created}");
+    assert!(
+        created.contains("console session"),
+        "the actor in the tooltip: {created}"
+    );
+    assert!(!created.contains("<td>tenant_admin token"), "{created}");
+    let removed = row_of("smtp_server.delete", &gone);
+    // The deleted one by the name the log recorded, said to be deleted, its id beside.
+    assert!(
+        removed.contains(&format!(
+            "old-relay<span class=\"sub\">deleted <code>{gone}</code></span>"
+        )),
+        "{removed}"
+    );
+    assert!(!removed.contains("<a href"), "{removed}");
+    // Times are <time> elements: readable UTC with its age, ISO in the tooltip.
+    assert!(created.contains("<time datetime=\"20"), "{created}");
+    assert!(created.contains(" UTC ("), "{created}");
+    // The operator's changes (the credential storage grant) name the operator.
+    let granted = row_of("entitlements.update", "acme</a>");
+    assert!(
+        granted.contains(">Operator</span>") && granted.contains("with the token \""),
+        "{granted}"
+    );
+    // An entry made with the administrator's API token names its person too.
+    let (status, api) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            &acme.admin,
+            json!({"name": "by-api", "host": "api.acme.example", "port": 25}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{api}");
+    let text = admin.get("/t/acme/audit").await.text();
+    let row = text
+        .split("<tr>")
+        .find(|r| r.contains(">by-api</a>"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains(">Admin</span>") && row.contains("with the token \"admin\""),
+        "{row}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_offers_no_auth_is_diagnosed_in_plain_words() {
+    // The project's test SMTP server offers no AUTH unless told to.
+    let smtp = TestSmtpServer::start().await;
+    let (app, acme, admin) = acme_admin().await;
+    app.configure(
+        &acme,
+        json!({"name": "no-auth", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
+               "requires_auth": true, "allow_plaintext_auth": true}),
+        Some(json!({"username": "herald@acme.example", "password": "smtp-password-1"})),
+    )
+    .await;
+    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let provider = providers[0]["id"].as_str().unwrap().to_owned();
+    let sent = admin
+        .post(&format!("/t/acme/providers/{provider}/test"), &[])
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.html);
+    let test = sent.location.rsplit('/').next().unwrap().to_owned();
+    app.wait_for_attempts(&acme, &test, 1).await;
+
+    let page = admin.get(&format!("/t/acme/tests/{test}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let html = &page.html;
+    assert!(
+        html.contains("the server offers no authentication at all"),
+        "{html}"
+    );
+    assert!(
+        page.text()
+            .contains("turn off \"requires authentication\" (requires_auth) on the server entry"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("offered: ;") && !html.contains("offered: <"),
+        "{html}"
+    );
+    // No warning that a password travels in clear: none was sent.
+    assert!(!html.contains("travels in clear"), "{html}");
+    // Herald's own finding is not passed off as the server's words.
+    assert!(
+        html.contains("What Herald found (not the server's words)"),
+        "{html}"
+    );
+    assert!(!html.contains("The server's reply"), "{html}");
+    // Nothing was tried: no AUTH command reached the server.
+    assert!(!smtp.commands().iter().any(|c| c.starts_with("AUTH")));
+}
