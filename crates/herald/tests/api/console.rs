@@ -966,6 +966,8 @@ struct Console {
     provider_name: String,
     message_id: String,
     test_id: String,
+    /// The sender token's id (a service token named `sender`).
+    token_id: String,
 }
 
 async fn console_with_two_tenants() -> Console {
@@ -1017,8 +1019,20 @@ async fn console_with_two_tenants() -> Console {
     give_password(&app, "globex", "admin@globex.example", GLOBEX_PASSWORD).await;
     let output = set_operator_password(&app, "root@herald.example", OPERATOR_PASSWORD).await;
     assert!(output.status.success(), "{output:?}");
+    let (status, tokens) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let token_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "sender")
+        .expect("the sender token")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let port = smtp.port();
     Console {
+        token_id,
         app,
         acme,
         _smtp: smtp,
@@ -1049,6 +1063,8 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/messages/{id}",
     "/t/{tenant}/audit",
     "/t/{tenant}/persons",
+    "/t/{tenant}/tokens",
+    "/t/{tenant}/tokens/{id}/revoke",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1116,6 +1132,12 @@ fn the_console_page_list_covers_every_page_in_the_source() {
         in_source, listed,
         "the console's pages and CONSOLE_PAGES disagree: add a new page to the list and to the matrix"
     );
+}
+
+/// A page's HTML with the escapes minijinja writes in attributes and text
+/// (`/` and `'`) undone, so that links can be looked for as written.
+fn unescaped(html: &str) -> String {
+    html.replace("&#x2f;", "/").replace("&#x27;", "'")
 }
 
 /// The first `<h1>` of a page, as shown.
@@ -1232,6 +1254,18 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "<h1>Persons</h1>",
             false,
         ),
+        page(
+            "/t/{tenant}/tokens",
+            format!("{t}/tokens"),
+            "<h1>API tokens</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/tokens/{id}/revoke",
+            format!("{t}/tokens/{}/revoke", c.token_id),
+            "<h1>Revoke the token ",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
@@ -1296,6 +1330,8 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/messages/{}", c.server_id),
         // A message that is not a test message has no test page.
         format!("{t}/tests/{}", c.message_id),
+        format!("{t}/tokens/not-an-id/revoke"),
+        format!("{t}/tokens/{}/revoke", c.server_id),
     ] {
         let (status, _) = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
@@ -1364,8 +1400,17 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     let second = location
         .strip_prefix("/t/acme/servers/")
-        .expect("to the new server's page")
+        .and_then(|rest| rest.strip_suffix("?done=server-added"))
+        .expect("to the new server's page, saying it was added")
         .to_owned();
+    // The page it leads to says so, with the next step: a provider that uses it.
+    let (_, html) = admin.get(&location).await;
+    let html = unescaped(&html);
+    assert!(html.contains("SMTP server Second relay added."), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/t/acme/providers/new?server={second}\"")),
+        "{html}"
+    );
     let edit = format!("{t}/servers/{second}");
     let (status, _, html) = admin.post(&edit, &server("Renamed relay", "0x19")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
@@ -1377,8 +1422,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     );
     let (status, location, _) = admin.post(&edit, &server("Renamed relay", "2525")).await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, edit.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{edit}?done=server-saved"))
     );
 
     // Accounts, on their server's page: the account's fields as typed, not its secret.
@@ -1411,7 +1456,12 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(location, format!("{t}/servers/{}#accounts", c.server_id));
+    assert_eq!(
+        location,
+        format!("{t}/servers/{}?done=account-added#accounts", c.server_id)
+    );
+    let (_, html) = admin.get(&location).await;
+    assert!(html.contains("Account added."), "{html}");
 
     // Providers.
     let provider = |name: &'static str, from: &'static str| {
@@ -1432,10 +1482,35 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     let (status, location, _) = admin
         .post(&providers, &provider("Second provider", "ops@acme.example"))
         .await;
-    assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, providers.as_str())
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        location.starts_with(&format!("{providers}/")) && location.ends_with("?done=provider-added"),
+        "{location}"
     );
+    // The new provider's page: what to do next is to make it the tenant's.
+    let (_, html) = admin.get(&location).await;
+    assert!(html.contains("Provider Second provider added."), "{html}");
+    assert!(
+        unescaped(&html).contains("<a href=\"#use\">Make it the tenant's provider</a>"),
+        "{html}"
+    );
+    let second_provider = location
+        .strip_prefix(&format!("{providers}/"))
+        .and_then(|rest| rest.strip_suffix("?done=provider-added"))
+        .unwrap()
+        .to_owned();
+    let (status, location, _) = admin
+        .post(&format!("{providers}/{second_provider}/activate"), &[])
+        .await;
+    assert_eq!(
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{providers}/{second_provider}?done=provider-chosen")
+        )
+    );
+    let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
+    assert_eq!(tenant["notification_provider_id"], second_provider.as_str());
     let edit = format!("{t}/providers/{}", c.provider_id);
     let (status, _, html) = admin
         .post(&edit, &provider("Typed name", "not an address"))
@@ -1447,8 +1522,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .post(&edit, &provider("Renamed provider", "alerts@acme.example"))
         .await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, providers.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{edit}?done=provider-saved"))
     );
 
     // Properties: an id that is no provider of the tenant.
@@ -1473,7 +1548,18 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(
         (status, location.as_str()),
-        (StatusCode::SEE_OTHER, properties.as_str())
+        (
+            StatusCode::SEE_OTHER,
+            format!("{properties}?done=provider-chosen").as_str()
+        )
+    );
+    let (_, html) = admin.get(&location).await;
+    assert!(
+        unescaped(&html).contains(&format!(
+            "href=\"/t/acme/providers/{}#test\">Send a test message</a>",
+            c.provider_id
+        )),
+        "{html}"
     );
 
     // Persons: a field error, then a conflict (shown above the form), then a new person.
@@ -1493,8 +1579,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     assert!(html.contains("role=\"alert\""), "{html}");
     let (status, location, _) = admin.post(&persons, &person("new@acme.example")).await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, persons.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{persons}?done=person-added"))
     );
     let (_, listed) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
     let mel = listed
@@ -1517,8 +1603,69 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .post(&password, &[("password", "a new member password")])
         .await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, persons.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{persons}?done=password-set"))
+    );
+
+    // Tokens: a field error beside its field, an administrator token without
+    // a person refused as the API refuses it, then a sender token shown once,
+    // which works, is listed without its value, and is revoked.
+    let tokens = format!("{t}/tokens");
+    let (status, _, html) = admin
+        .post(&tokens, &[("name", ""), ("role", "sender"), ("person_id", "")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "name"), "{html}");
+    let (status, _, html) = admin
+        .post(
+            &tokens,
+            &[("name", "Typed token"), ("role", "tenant_admin"), ("person_id", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "role") && html.contains("administrator tokens are personal"));
+    assert!(html.contains("value=\"Typed token\""), "{html}");
+    let (status, _, html) = admin
+        .post(&tokens, &[("name", "billing"), ("role", "sender"), ("person_id", "")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(heading(&html), Some("Token billing created"));
+    let start = html.find("id=\"token-value\"").expect("the token") ;
+    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
+    let secret = html[value_at..].split('"').next().unwrap().to_owned();
+    assert!(secret.len() >= 32, "{secret}");
+    let (status, submitted) = app
+        .post(
+            "/v1/tenants/acme/messages",
+            &secret,
+            json!({"to": ["ops@acme.example"], "subject": "Token works", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    let (_, html) = admin.get(&tokens).await;
+    assert!(html.contains("<td>billing</td>") && !html.contains(&secret), "{html}");
+    let (_, listed) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
+    let billing = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "billing")
+        .unwrap();
+    assert!(billing["last_used_at"].is_string(), "{billing}");
+    let billing = billing["id"].as_str().unwrap().to_owned();
+    let (status, location, _) = admin
+        .post(&format!("{tokens}/{billing}/revoke"), &[])
+        .await;
+    assert_eq!(
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{tokens}?done=token-revoked"))
+    );
+    let (status, _) = app.get("/v1/tenants/acme/messages", &secret).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, audit) = app.get("/v1/tenants/acme/audit", OPERATOR).await;
+    assert!(
+        audit.to_string().contains("token.create") && audit.to_string().contains("token.revoke"),
+        "{audit}"
     );
 
     // Another tenant's administrator: 404, and nothing is created.
