@@ -143,10 +143,13 @@ impl Browser {
     /// Runs axe on the page (once per path and query) and records every
     /// violation of serious or critical impact with its rule and elements.
     async fn accessible(&mut self) {
+        // A POST's answer has the address of the form it came from: the
+        // title tells the two apart.
         let url = self.client.current_url().await.unwrap();
+        let title = self.client.title().await.unwrap();
         let page = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
+            Some(query) => format!("{}?{query} ({title})", url.path()),
+            None => format!("{} ({title})", url.path()),
         };
         if !self.checked.insert(page.clone()) {
             return;
