@@ -49,7 +49,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("persons.html", include_str!("../templates/persons.html")),
     ("tenants.html", include_str!("../templates/tenants.html")),
     ("nodes.html", include_str!("../templates/nodes.html")),
-    ("checklist.html", include_str!("../templates/checklist.html")),
+    (
+        "checklist.html",
+        include_str!("../templates/checklist.html"),
+    ),
     ("tokens.html", include_str!("../templates/tokens.html")),
     (
         "token_created.html",

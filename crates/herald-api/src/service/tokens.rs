@@ -79,8 +79,10 @@ pub async fn create_token(
             Some(Role::Sender) | None => Role::Sender,
             Some(_) => {
                 return Err(ApiError::field(
-                    Invalid::new("tenant_admin needs a person_id: administrator tokens are personal")
-                        .at("role"),
+                    Invalid::new(
+                        "tenant_admin needs a person_id: administrator tokens are personal",
+                    )
+                    .at("role"),
                 ));
             }
         },

@@ -68,6 +68,6 @@ async fn delete_account(
     let account: AccountId = path_id(&account, "SMTP account")?;
     service::delete_account(&state, &me.caller, &tenant, id, account).await?;
     Ok(see(
-        Saved::AccountDeleted.on(&format!("/t/{slug}/servers/{id}#accounts")),
+        Saved::AccountDeleted.on(&format!("/t/{slug}/servers/{id}#accounts"))
     ))
 }

@@ -58,7 +58,10 @@ pub async fn checklist(state: &AppState, tenant: &Tenant) -> Result<Checklist, P
     if any_auth {
         steps.push(Step {
             title: match without_account {
-                Some(s) => format!("Add an account to {}: it requires authentication", s.settings.name),
+                Some(s) => format!(
+                    "Add an account to {}: it requires authentication",
+                    s.settings.name
+                ),
                 None => "Add an account to the server that requires authentication".into(),
             },
             done: without_account.is_none(),
@@ -96,26 +99,26 @@ pub async fn checklist(state: &AppState, tenant: &Tenant) -> Result<Checklist, P
         detail_href: None,
     });
 
-    // Done once the newest test message of the chosen provider was delivered.
-    let newest_test = match chosen {
+    // Done once a test message of the chosen provider was delivered (a later
+    // failure is news about delivery, not a step of the setup undone).
+    let tests = match chosen {
         Some(provider) => {
             let query = MessageQuery {
                 test_provider: Some(provider.id),
-                limit: 1,
+                limit: 20,
                 ..MessageQuery::default()
             };
             store(state.store.search_messages(tenant.id, query).await)?
-                .into_iter()
-                .next()
         }
-        None => None,
+        None => Vec::new(),
     };
-    let (detail, detail_href) = match &newest_test {
-        Some(m) if m.status == RecipientStatus::Failed => (
+    let delivered = tests.iter().any(|m| m.status == RecipientStatus::Sent);
+    let (detail, detail_href) = match tests.first() {
+        Some(m) if !delivered && m.status == RecipientStatus::Failed => (
             Some("The last test message failed: its page shows each step.".to_owned()),
             Some(format!("{t}/tests/{}", m.id)),
         ),
-        Some(m) if m.status != RecipientStatus::Sent => (
+        Some(m) if !delivered => (
             Some("A test message is on its way.".to_owned()),
             Some(format!("{t}/tests/{}", m.id)),
         ),
@@ -123,7 +126,7 @@ pub async fn checklist(state: &AppState, tenant: &Tenant) -> Result<Checklist, P
     };
     steps.push(Step {
         title: "Send a test message through it".into(),
-        done: newest_test.is_some_and(|m| m.status == RecipientStatus::Sent),
+        done: delivered,
         href: match chosen {
             Some(p) => format!("{t}/providers/{}#test", p.id),
             None => format!("{t}/providers"),

@@ -38,8 +38,10 @@ async fn properties_page(
         .and_then(|id| providers.iter().find(|p| p.id == id));
     let notice = match (saved, chosen) {
         (Some(Saved::ProviderChosen), Some(p)) => Some(
-            Notice::new(format!("{} is the tenant's provider now.", p.settings.name))
-                .then("Send a test message", format!("/t/{}/providers/{}#test", tenant.slug, p.id)),
+            Notice::new(format!("{} is the tenant's provider now.", p.settings.name)).then(
+                "Send a test message",
+                format!("/t/{}/providers/{}#test", tenant.slug, p.id),
+            ),
         ),
         (Some(Saved::ProviderChosen), None) => Some(Notice::new(
             "The system default provider is the tenant's provider now.",

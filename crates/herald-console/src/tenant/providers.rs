@@ -31,7 +31,10 @@ pub fn router() -> Router<AppState> {
             get(edit_provider).post(update_provider),
         )
         .route("/t/{tenant}/providers/{id}/delete", post(delete_provider))
-        .route("/t/{tenant}/providers/{id}/activate", post(activate_provider))
+        .route(
+            "/t/{tenant}/providers/{id}/activate",
+            post(activate_provider),
+        )
 }
 
 async fn providers(
@@ -203,7 +206,9 @@ async fn delete_provider(
     let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     service::delete_provider(&state, &me.caller, &tenant, id).await?;
-    Ok(see(Saved::ProviderDeleted.on(&format!("/t/{slug}/providers"))))
+    Ok(see(
+        Saved::ProviderDeleted.on(&format!("/t/{slug}/providers"))
+    ))
 }
 
 /// Makes this provider the tenant's, from its own page (as the properties page does).
@@ -215,5 +220,7 @@ async fn activate_provider(
     let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     service::set_provider(&state, &me.caller, &tenant, Some(id.to_string())).await?;
-    Ok(see(Saved::ProviderChosen.on(&format!("/t/{slug}/providers/{id}"))))
+    Ok(see(
+        Saved::ProviderChosen.on(&format!("/t/{slug}/providers/{id}"))
+    ))
 }

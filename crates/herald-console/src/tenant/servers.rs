@@ -87,10 +87,7 @@ fn server_notice(
     };
     let notice = Notice::new(text);
     Some(if server.settings.requires_auth && !has_account {
-        notice.then(
-            "It requires authentication: add an account",
-            "#add-account",
-        )
+        notice.then("It requires authentication: add an account", "#add-account")
     } else if saved == Saved::AccountDeleted {
         notice
     } else {

@@ -387,7 +387,10 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     // The checklist leads the way from an empty tenant: every step below is
     // reached from its link on the dashboard, never from a typed address.
     let checklist = browser.wait_for("#checklist").await;
-    assert!(checklist.attr("open").await.unwrap().is_some(), "open while steps remain");
+    assert!(
+        checklist.attr("open").await.unwrap().is_some(),
+        "open while steps remain"
+    );
     browser
         .wait_for_text("#checklist summary", "0 of 4 steps done")
         .await;
@@ -536,7 +539,12 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     let checklist = browser.wait_for("#checklist").await;
     assert_eq!(checklist.attr("open").await.unwrap(), None, "folded");
     assert!(
-        browser.client.find_all(Locator::Css("#checklist li.todo")).await.unwrap().is_empty()
+        browser
+            .client
+            .find_all(Locator::Css("#checklist li.todo"))
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // A sender token for the application, made on the Tokens page and shown once.
@@ -570,9 +578,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     );
     // Listed without its value, with its last use.
     browser.nav("API tokens").await;
-    let row = browser
-        .wait_for_row("monitoring")
-        .await;
+    let row = browser.wait_for_row("monitoring").await;
     assert!(!row.contains("never"), "the last use is shown: {row}");
 
     // The message, found from the messages page, with its attempts.
@@ -666,7 +672,11 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         "polling stops at {last}"
     );
 
+    // A failed test after a delivered one does not undo the setup.
     browser.dashboard().await;
+    browser
+        .wait_for_text("#checklist summary", "Setup complete")
+        .await;
     browser.screenshot("console-dashboard.png").await;
     browser.nav("Audit log").await;
 
@@ -726,7 +736,9 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .click()
         .await
         .unwrap();
-    browser.wait_for_text("h1", "Revoke the token monitoring?").await;
+    browser
+        .wait_for_text("h1", "Revoke the token monitoring?")
+        .await;
     browser.press("Revoke the token", "#notice").await;
     browser.wait_for_text("#notice", "Token revoked").await;
     let (status, _) = app.get("/v1/tenants/acme/messages", &token).await;
@@ -867,7 +879,11 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         "accessibility violations (serious or critical):\n{}",
         browser.violations.join("\n")
     );
-    eprintln!("axe checked {} pages: {:?}", browser.checked.len(), browser.checked);
+    eprintln!(
+        "axe checked {} pages: {:?}",
+        browser.checked.len(),
+        browser.checked
+    );
     assert!(
         browser.checked.len() > 20,
         "axe checked {} pages: {:?}",
@@ -1731,7 +1747,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(
-        location.starts_with(&format!("{providers}/")) && location.ends_with("?done=provider-added"),
+        location.starts_with(&format!("{providers}/"))
+            && location.ends_with("?done=provider-added"),
         "{location}"
     );
     // The new provider's page: what to do next is to make it the tenant's.
@@ -1827,7 +1844,10 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     let (status, location, _) = admin.post(&persons, &person("new@acme.example")).await;
     assert_eq!(
         (status, location),
-        (StatusCode::SEE_OTHER, format!("{persons}?done=person-added"))
+        (
+            StatusCode::SEE_OTHER,
+            format!("{persons}?done=person-added")
+        )
     );
     let (_, listed) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
     let mel = listed
@@ -1851,7 +1871,10 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(
         (status, location),
-        (StatusCode::SEE_OTHER, format!("{persons}?done=password-set"))
+        (
+            StatusCode::SEE_OTHER,
+            format!("{persons}?done=password-set")
+        )
     );
 
     // Tokens: a field error beside its field, an administrator token without
@@ -1859,25 +1882,35 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     // which works, is listed without its value, and is revoked.
     let tokens = format!("{t}/tokens");
     let (status, _, html) = admin
-        .post(&tokens, &[("name", ""), ("role", "sender"), ("person_id", "")])
+        .post(
+            &tokens,
+            &[("name", ""), ("role", "sender"), ("person_id", "")],
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "name"), "{html}");
     let (status, _, html) = admin
         .post(
             &tokens,
-            &[("name", "Typed token"), ("role", "tenant_admin"), ("person_id", "")],
+            &[
+                ("name", "Typed token"),
+                ("role", "tenant_admin"),
+                ("person_id", ""),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "role") && html.contains("administrator tokens are personal"));
     assert!(html.contains("value=\"Typed token\""), "{html}");
     let (status, _, html) = admin
-        .post(&tokens, &[("name", "billing"), ("role", "sender"), ("person_id", "")])
+        .post(
+            &tokens,
+            &[("name", "billing"), ("role", "sender"), ("person_id", "")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Token billing created"));
-    let start = html.find("id=\"token-value\"").expect("the token") ;
+    let start = html.find("id=\"token-value\"").expect("the token");
     let value_at = start + html[start..].find("value=\"").unwrap() + 7;
     let secret = html[value_at..].split('"').next().unwrap().to_owned();
     assert!(secret.len() >= 32, "{secret}");
@@ -1890,7 +1923,10 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
     let (_, html) = admin.get(&tokens).await;
-    assert!(html.contains("<td>billing</td>") && !html.contains(&secret), "{html}");
+    assert!(
+        html.contains("<td>billing</td>") && !html.contains(&secret),
+        "{html}"
+    );
     let (_, listed) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
     let billing = listed
         .as_array()
@@ -1900,12 +1936,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .unwrap();
     assert!(billing["last_used_at"].is_string(), "{billing}");
     let billing = billing["id"].as_str().unwrap().to_owned();
-    let (status, location, _) = admin
-        .post(&format!("{tokens}/{billing}/revoke"), &[])
-        .await;
+    let (status, location, _) = admin.post(&format!("{tokens}/{billing}/revoke"), &[]).await;
     assert_eq!(
         (status, location),
-        (StatusCode::SEE_OTHER, format!("{tokens}?done=token-revoked"))
+        (
+            StatusCode::SEE_OTHER,
+            format!("{tokens}?done=token-revoked")
+        )
     );
     let (status, _) = app.get("/v1/tenants/acme/messages", &secret).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
