@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Saved {
     ServerAdded,
-    ServerSaved,
+    ServerChanged,
     ServerDeleted,
     AccountAdded,
     AccountDeleted,
     ProviderAdded,
-    ProviderSaved,
+    ProviderChanged,
     ProviderDeleted,
     ProviderChosen,
     Refreshed,
@@ -26,17 +26,17 @@ pub enum Saved {
     PasswordSet,
     TokenRevoked,
     TenantAdded,
-    EntitlementsSaved,
+    EntitlementsChanged,
 }
 
 const CODES: &[(Saved, &str)] = &[
     (Saved::ServerAdded, "server-added"),
-    (Saved::ServerSaved, "server-saved"),
+    (Saved::ServerChanged, "server-saved"),
     (Saved::ServerDeleted, "server-deleted"),
     (Saved::AccountAdded, "account-added"),
     (Saved::AccountDeleted, "account-deleted"),
     (Saved::ProviderAdded, "provider-added"),
-    (Saved::ProviderSaved, "provider-saved"),
+    (Saved::ProviderChanged, "provider-saved"),
     (Saved::ProviderDeleted, "provider-deleted"),
     (Saved::ProviderChosen, "provider-chosen"),
     (Saved::Refreshed, "refreshed"),
@@ -44,7 +44,7 @@ const CODES: &[(Saved, &str)] = &[
     (Saved::PasswordSet, "password-set"),
     (Saved::TokenRevoked, "token-revoked"),
     (Saved::TenantAdded, "tenant-added"),
-    (Saved::EntitlementsSaved, "entitlements-saved"),
+    (Saved::EntitlementsChanged, "entitlements-saved"),
 ];
 
 impl Saved {

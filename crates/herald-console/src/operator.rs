@@ -46,7 +46,7 @@ async fn tenants_page(
         Some(Saved::TenantAdded) => Some(Notice::new(
             "Tenant added. Grant it credential storage if its servers need passwords, then give its administrator a console password on its Persons page.",
         )),
-        Some(Saved::EntitlementsSaved) => Some(Notice::new("Entitlements saved.")),
+        Some(Saved::EntitlementsChanged) => Some(Notice::new("Entitlements saved.")),
         _ => None,
     };
     let tenants = state
@@ -101,7 +101,7 @@ async fn set_entitlements(
         form.credential_storage.is_some(),
     )
     .await?;
-    Ok(see(Saved::EntitlementsSaved.on("/operator/tenants")))
+    Ok(see(Saved::EntitlementsChanged.on("/operator/tenants")))
 }
 
 async fn nodes(State(state): State<AppState>, me: Signed) -> PageResult {

@@ -112,7 +112,7 @@ async fn provider_page(
 fn provider_notice(name: &str, chosen: bool, within: u64, saved: Saved) -> Option<Notice> {
     let notice = match saved {
         Saved::ProviderAdded => Notice::new(format!("Provider {name} added.")),
-        Saved::ProviderSaved => Notice::new(format!("Changes to {name} saved.")),
+        Saved::ProviderChanged => Notice::new(format!("Changes to {name} saved.")),
         Saved::ProviderChosen => Notice::new(format!(
             "{name} is the tenant's provider now: every node uses it within {within} s \
              (Tenant properties can make that at once)."
@@ -192,7 +192,7 @@ async fn update_provider(
     let id: ProviderId = path_id(&id, "provider")?;
     submit(
         service::update_provider(&state, &me.caller, &tenant, id, form.body(true)),
-        |_| Saved::ProviderSaved.on(&format!("/t/{slug}/providers/{id}")),
+        |_| Saved::ProviderChanged.on(&format!("/t/{slug}/providers/{id}")),
         |problems| provider_page(&state, &me, &tenant, Some(id), &form, problems, None),
     )
     .await

@@ -80,7 +80,7 @@ fn server_notice(
     let name = &server.settings.name;
     let text = match saved {
         Saved::ServerAdded => format!("SMTP server {name} added."),
-        Saved::ServerSaved => format!("Changes to {name} saved."),
+        Saved::ServerChanged => format!("Changes to {name} saved."),
         Saved::AccountAdded => "Account added.".to_owned(),
         Saved::AccountDeleted => "Account deleted.".to_owned(),
         _ => return None,
@@ -232,7 +232,7 @@ async fn update_server(
     };
     submit(
         outcome,
-        |_| Saved::ServerSaved.on(&format!("/t/{slug}/servers/{id}")),
+        |_| Saved::ServerChanged.on(&format!("/t/{slug}/servers/{id}")),
         |problems| {
             let extras = Extras::default();
             server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)
