@@ -1586,6 +1586,11 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{who} on {path}");
         }
     }
+    // The setup checklist is for those who can take its steps.
+    let (_, html) = admin.get(t).await;
+    assert!(html.contains("id=\"checklist\""), "{html}");
+    let (_, html) = member.get(t).await;
+    assert!(!html.contains("id=\"checklist\""), "{html}");
     // Ids that name nothing, or another kind of thing, are 404 too.
     for path in [
         format!("{t}/servers/not-an-id"),
