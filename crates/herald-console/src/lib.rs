@@ -9,6 +9,7 @@
 mod client;
 mod forms;
 mod gate;
+mod notice;
 mod operator;
 mod pages;
 mod render;

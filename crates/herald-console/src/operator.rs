@@ -1,7 +1,7 @@
 //! The operator's pages: tenants (create, open, grant the credential storage
 //! entitlement) and the nodes of the installation.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::Operator;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::forms::Problems;
 use crate::gate::TenantPage;
+use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, operator_base, see, submit};
 use crate::render::{PageError, page};
 use crate::session::Signed;
@@ -38,8 +39,16 @@ async fn tenants_page(
     me: &Signed,
     form: &TenantForm,
     problems: Problems,
+    saved: Option<Saved>,
 ) -> PageResult {
     me.caller.operator()?;
+    let notice = match saved {
+        Some(Saved::TenantAdded) => Some(Notice::new(
+            "Tenant added. Grant it credential storage if its servers need passwords, then give its administrator a console password on its Persons page.",
+        )),
+        Some(Saved::EntitlementsChanged) => Some(Notice::new("Entitlements saved.")),
+        _ => None,
+    };
     let tenants = state
         .store
         .list_tenants()
@@ -47,12 +56,17 @@ async fn tenants_page(
         .map_err(|e| PageError(e.into()))?;
     Ok(page(
         "tenants.html",
-        context! { tenants, form, problems, ..operator_base(me, "tenants") },
+        context! { tenants, form, problems, notice, ..operator_base(me, "tenants") },
     ))
 }
 
-async fn tenants(State(state): State<AppState>, me: Signed) -> PageResult {
-    tenants_page(&state, &me, &TenantForm::default(), Problems::default()).await
+async fn tenants(
+    State(state): State<AppState>,
+    me: Signed,
+    Query(done): Query<Done>,
+) -> PageResult {
+    let form = TenantForm::default();
+    tenants_page(&state, &me, &form, Problems::default(), done.saved()).await
 }
 
 async fn create_tenant(
@@ -62,8 +76,8 @@ async fn create_tenant(
 ) -> PageResult {
     submit(
         service::create_tenant(&state, &me.caller, form.slug.trim(), &form.name),
-        |_| "/operator/tenants".into(),
-        |problems| tenants_page(&state, &me, &form, problems),
+        |_| Saved::TenantAdded.on("/operator/tenants"),
+        |problems| tenants_page(&state, &me, &form, problems, None),
     )
     .await
 }
@@ -87,7 +101,7 @@ async fn set_entitlements(
         form.credential_storage.is_some(),
     )
     .await?;
-    Ok(see("/operator/tenants".into()))
+    Ok(see(Saved::EntitlementsChanged.on("/operator/tenants")))
 }
 
 async fn nodes(State(state): State<AppState>, me: Signed) -> PageResult {

@@ -78,8 +78,23 @@ pub async fn submit<T, Again>(
 where
     Again: Future<Output = PageResult>,
 {
+    submit_then(outcome, |value| async move { Ok(see(done(value))) }, again).await
+}
+
+/// [`submit`] for a form whose success is a page of its own rather than a
+/// redirect: the one answer that may show a token just created, which must
+/// never travel in a URL.
+pub async fn submit_then<T, Shown, Again>(
+    outcome: impl Future<Output = Result<T, ApiError>>,
+    show: impl FnOnce(T) -> Shown,
+    again: impl FnOnce(Problems) -> Again,
+) -> PageResult
+where
+    Shown: Future<Output = PageResult>,
+    Again: Future<Output = PageResult>,
+{
     match outcome.await {
-        Ok(value) => Ok(see(done(value))),
+        Ok(value) => show(value).await,
         Err(error) => {
             let (status, problems) = Problems::from_api(error);
             let mut response = again(problems).await?;

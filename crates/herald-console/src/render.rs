@@ -49,6 +49,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("persons.html", include_str!("../templates/persons.html")),
     ("tenants.html", include_str!("../templates/tenants.html")),
     ("nodes.html", include_str!("../templates/nodes.html")),
+    (
+        "checklist.html",
+        include_str!("../templates/checklist.html"),
+    ),
+    ("tokens.html", include_str!("../templates/tokens.html")),
+    (
+        "token_created.html",
+        include_str!("../templates/token_created.html"),
+    ),
+    (
+        "token_revoke.html",
+        include_str!("../templates/token_revoke.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

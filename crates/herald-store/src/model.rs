@@ -682,6 +682,8 @@ pub struct MessageQuery {
     pub since: Option<i64>,
     /// Only messages created before this time.
     pub until: Option<i64>,
+    /// Only test messages of this provider.
+    pub test_provider: Option<ProviderId>,
     /// At most this many.
     pub limit: u32,
 }

@@ -2647,7 +2647,8 @@ async fn passwords_and_sessions_keep_their_rules(f: Fixture) {
     assert!(s.session_by_hash("s-ada-2", 4_000).await.unwrap().is_none());
 }
 
-/// Message searches filter by recipient (any case), by time, and stay within the tenant.
+/// Message searches filter by recipient (any case), by time, by the provider
+/// a test message tests, and stay within the tenant.
 async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
     let s = &*f.store;
     let acme = tenant(s, "acme").await;
@@ -2679,6 +2680,7 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
         recipient: recipient.map(str::to_owned),
         since,
         until,
+        test_provider: None,
         limit: 10,
     };
     assert_eq!(
@@ -2709,6 +2711,35 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
     assert_eq!(found[0].status, RecipientStatus::Queued);
     assert!(
         s.search_messages(acme, query(Some("nobody@acme.example"), None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A provider's test messages, and no other message.
+    let tested = ProviderId::new();
+    let test = s
+        .submit(NewMessage {
+            test_provider: Some(tested),
+            ..message(acme, &["ops@acme.example"], None, 4_000)
+        })
+        .await
+        .unwrap();
+    s.submit(NewMessage {
+        test_provider: Some(ProviderId::new()),
+        ..message(acme, &["ops@acme.example"], None, 5_000)
+    })
+    .await
+    .unwrap();
+    let of = |provider| herald_store::MessageQuery {
+        test_provider: Some(provider),
+        ..query(None, None, None)
+    };
+    assert_eq!(
+        ids(s.search_messages(acme, of(tested)).await.unwrap()),
+        [test.id]
+    );
+    assert!(
+        s.search_messages(other, of(tested))
             .await
             .unwrap()
             .is_empty()

@@ -5,15 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use herald_core::{PersonId, PersonRole, Role, TokenId, token};
-use herald_store::{NewToken, Person, TokenRecord};
+use herald_core::{PersonId, TokenId};
+use herald_store::{Person, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Check, name, path_id};
+use super::path_id;
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
-use crate::service::{create_person, set_person_password};
+use crate::service::{self, create_person, set_person_password};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -113,20 +113,14 @@ async fn put_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A token to create: its name, its role (`sender` or `tenant_admin`) and,
+/// for a personal token, its person.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
-    name: String,
-    role: Option<String>,
-    person_id: Option<String>,
-}
-
-/// The most a personal token of a person with this role may do.
-fn token_role(person: PersonRole) -> Role {
-    match person {
-        PersonRole::TenantAdmin => Role::TenantAdmin,
-        PersonRole::Member => Role::Sender,
-    }
+pub struct TokenBody {
+    pub name: String,
+    pub role: Option<String>,
+    pub person_id: Option<String>,
 }
 
 async fn create_token(
@@ -134,85 +128,11 @@ async fn create_token(
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<TokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.parse()?;
-    let mut check = Check::default();
-    let name = check.take("name", name(&body.name));
-    let role = match body.role.as_deref().map(Role::parse) {
-        Some(Ok(Role::Operator)) | Some(Err(_)) => {
-            check.fail("role", "must be one of: tenant_admin, sender");
-            None
-        }
-        Some(Ok(role)) => Some(role),
-        None => None,
-    };
-    let person_id = check.opt(
-        "person_id",
-        body.person_id.as_deref(),
-        str::parse::<PersonId>,
-    );
-    check.finish()?;
-    let name = name.expect("checked above");
-    let role = match person_id {
-        Some(person_id) => {
-            let person = match state.store.person(tenant.id, person_id).await {
-                Err(herald_store::StoreError::NotFound) => {
-                    return Err(ApiError::field(
-                        herald_core::Invalid::new("must name a person of this tenant")
-                            .at("person_id"),
-                    ));
-                }
-                other => other?,
-            };
-            let most = token_role(person.role);
-            match role {
-                Some(Role::TenantAdmin) if most != Role::TenantAdmin => {
-                    return Err(ApiError::field(
-                        herald_core::Invalid::new(
-                            "may be tenant_admin only for a person whose role is tenant_admin",
-                        )
-                        .at("role"),
-                    ));
-                }
-                Some(role) => role,
-                None => most,
-            }
-        }
-        None => match role {
-            Some(Role::Sender) | None => Role::Sender,
-            Some(_) => {
-                return Err(ApiError::field(
-                    herald_core::Invalid::new(
-                        "tenant_admin needs a person_id: administrator tokens are personal",
-                    )
-                    .at("role"),
-                ));
-            }
-        },
-    };
-    let secret = token::generate();
-    let record = state
-        .store
-        .create_token(NewToken {
-            id: TokenId::new(),
-            tenant_id: Some(tenant.id),
-            name,
-            role,
-            person_id,
-            hash: token::hash(&secret),
-        })
-        .await?;
-    caller
-        .audit(
-            &state,
-            Some(tenant.id),
-            "token.create",
-            Some(record.id.to_string()),
-            json!({"name": record.name, "role": record.role, "person_id": record.person_id}),
-        )
-        .await;
-    let mut answer = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.into()))?;
+    let created = service::create_token(&state, &caller, &tenant, body.parse()?).await?;
+    let mut answer =
+        serde_json::to_value(&created.record).map_err(|e| ApiError::Internal(e.into()))?;
     // The only time the token itself is ever shown.
-    answer["token"] = Value::String(secret);
+    answer["token"] = Value::String(created.token);
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -229,15 +149,6 @@ async fn revoke_token(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id: TokenId = path_id(&id, "token")?;
-    state.store.revoke_token(tenant.id, id).await?;
-    caller
-        .audit(
-            &state,
-            Some(tenant.id),
-            "token.revoke",
-            Some(id.to_string()),
-            json!({}),
-        )
-        .await;
+    service::revoke_token(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

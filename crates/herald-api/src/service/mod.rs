@@ -13,6 +13,7 @@ mod people;
 mod providers;
 mod servers;
 mod tenants;
+mod tokens;
 
 pub use accounts::{create_account, delete_account};
 pub use messages::message;
@@ -21,10 +22,12 @@ pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
 pub use servers::{create_server, delete_server, update_server};
 pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
+pub use tokens::{CreatedToken, create_token, revoke_token};
 
 /// The rule for the names of objects and tokens.
 pub use crate::routes::name;
 /// The request bodies the services take, as the API reads them.
 pub use crate::routes::people::PersonBody;
+pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;
 pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};

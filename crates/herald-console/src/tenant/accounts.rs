@@ -12,6 +12,7 @@ use super::servers::{Extras, server_page};
 use super::{path_id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
 use crate::gate::TenantPage;
+use crate::notice::Saved;
 use crate::pages::{PageResult, see, submit};
 
 pub fn router() -> Router<AppState> {
@@ -36,11 +37,11 @@ async fn create_account(
     let server_form = ServerForm::from_server(&server);
     submit(
         service::create_account(&state, &me.caller, &tenant, id, form.body()),
-        |_| format!("/t/{slug}/servers/{id}#accounts"),
+        |_| Saved::AccountAdded.on(&format!("/t/{slug}/servers/{id}#accounts")),
         |problems| {
             let extras = Extras {
-                preset: None,
                 account: Some((&form, problems)),
+                ..Extras::default()
             };
             let none = Problems::default();
             server_page(
@@ -66,5 +67,7 @@ async fn delete_account(
     let id: ServerId = path_id(&id, "SMTP server")?;
     let account: AccountId = path_id(&account, "SMTP account")?;
     service::delete_account(&state, &me.caller, &tenant, id, account).await?;
-    Ok(see(format!("/t/{slug}/servers/{id}#accounts")))
+    Ok(see(
+        Saved::AccountDeleted.on(&format!("/t/{slug}/servers/{id}#accounts"))
+    ))
 }

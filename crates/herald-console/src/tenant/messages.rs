@@ -88,6 +88,7 @@ async fn messages(
                     since,
                     until,
                     limit: 1_000,
+                    ..MessageQuery::default()
                 },
             )
             .await,

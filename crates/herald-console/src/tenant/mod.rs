@@ -8,12 +8,14 @@
 
 mod accounts;
 mod audit;
+mod checklist;
 mod messages;
 mod people;
 mod properties;
 mod providers;
 mod servers;
 mod test_messages;
+mod tokens;
 
 use axum::Router;
 use axum::extract::State;
@@ -40,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(messages::router())
         .merge(audit::router())
         .merge(people::router())
+        .merge(tokens::router())
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.
@@ -71,19 +74,20 @@ async fn dashboard(
     let counts = store(state.store.count_messages(tenant.id, since).await)?;
     let nodes = store(state.store.list_nodes().await)?;
     let admin = me.caller.is_operator() || me.session.role() == Role::TenantAdmin;
-    let (servers, providers, properties) = if admin {
+    let (servers, providers, properties, checklist) = if admin {
         (
             store(state.store.list_servers(tenant.id).await)?.len(),
             store(state.store.list_providers(tenant.id).await)?.len(),
             Value::from_serialize(service::properties(&state, &tenant).await?),
+            Value::from_serialize(checklist::checklist(&state, &tenant).await?),
         )
     } else {
-        (0, 0, Value::from(()))
+        (0, 0, Value::from(()), Value::from(()))
     };
     Ok(page(
         "dashboard.html",
         context! {
-            servers, providers, properties,
+            servers, providers, properties, checklist,
             queued => counts.queued + counts.sending,
             deferred => counts.deferred,
             failed => counts.failed,

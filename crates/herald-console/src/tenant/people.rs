@@ -1,7 +1,7 @@
 //! A tenant's persons: the list, adding one, and setting a person's console
 //! password (an error is shown beside the person it was for).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{path_id, store};
 use crate::forms::Problems;
 use crate::gate::TenantPage;
+use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, base, submit};
 use crate::render::page;
 use crate::session::Signed;
@@ -57,7 +58,17 @@ async fn persons_page(
     form: &PersonForm,
     problems: Problems,
     password_problem: Option<(String, Problems)>,
+    saved: Option<Saved>,
 ) -> PageResult {
+    let notice = match saved {
+        Some(Saved::PersonAdded) => Some(Notice::new(
+            "Person added. Set their console password in the list so that they can sign in.",
+        )),
+        Some(Saved::PasswordSet) => Some(Notice::new(
+            "Password set; the person's earlier console sessions have ended.",
+        )),
+        _ => None,
+    };
     let persons = store(state.store.list_persons(tenant.id).await)?;
     let (password_for, password_problems) = match password_problem {
         Some((person, problems)) => (Some(person), problems),
@@ -66,7 +77,7 @@ async fn persons_page(
     Ok(page(
         "persons.html",
         context! {
-            persons, form, problems, password_for, password_problems,
+            persons, form, problems, password_for, password_problems, notice,
             ..base(me, tenant, "persons")
         },
     ))
@@ -75,9 +86,11 @@ async fn persons_page(
 async fn persons(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Query(done): Query<Done>,
 ) -> PageResult {
     let form = PersonForm::blank();
-    persons_page(&state, &me, &tenant, &form, Problems::default(), None).await
+    let none = Problems::default();
+    persons_page(&state, &me, &tenant, &form, none, None, done.saved()).await
 }
 
 async fn create_person(
@@ -93,8 +106,8 @@ async fn create_person(
     };
     submit(
         service::create_person(&state, &me.caller, &tenant, body),
-        |_| format!("/t/{slug}/persons"),
-        |problems| persons_page(&state, &me, &tenant, &form, problems, None),
+        |_| Saved::PersonAdded.on(&format!("/t/{slug}/persons")),
+        |problems| persons_page(&state, &me, &tenant, &form, problems, None, None),
     )
     .await
 }
@@ -110,10 +123,11 @@ async fn set_password(
     let blank = PersonForm::blank();
     submit(
         service::set_person_password(&state, &me.caller, &tenant, person, &form.password),
-        |()| format!("/t/{slug}/persons"),
+        |()| Saved::PasswordSet.on(&format!("/t/{slug}/persons")),
         |problems| {
             let none = Problems::default();
-            persons_page(&state, &me, &tenant, &blank, none, Some((id, problems)))
+            let problem = Some((id, problems));
+            persons_page(&state, &me, &tenant, &blank, none, problem, None)
         },
     )
     .await

@@ -2,7 +2,7 @@
 //! form (new or editing, with the tenant's servers and accounts to choose
 //! from) and deletion.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -14,6 +14,7 @@ use minijinja::{Value, context};
 use super::{path_id, store};
 use crate::forms::{Problems, ProviderForm};
 use crate::gate::TenantPage;
+use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, base, see, submit};
 use crate::render::{PageError, page};
 use crate::session::Signed;
@@ -30,18 +31,25 @@ pub fn router() -> Router<AppState> {
             get(edit_provider).post(update_provider),
         )
         .route("/t/{tenant}/providers/{id}/delete", post(delete_provider))
+        .route(
+            "/t/{tenant}/providers/{id}/activate",
+            post(activate_provider),
+        )
 }
 
 async fn providers(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Query(done): Query<Done>,
 ) -> PageResult {
     let providers = store(state.store.list_providers(tenant.id).await)?;
     let servers = store(state.store.list_servers(tenant.id).await)?;
+    let notice =
+        (done.saved() == Some(Saved::ProviderDeleted)).then(|| Notice::new("Provider deleted."));
     Ok(page(
         "providers.html",
         context! {
-            providers, servers,
+            providers, servers, notice,
             active => tenant.notification_provider_id.map(|p| p.to_string()),
             ..base(&me, &tenant, "providers")
         },
@@ -74,28 +82,77 @@ async fn provider_page(
     provider_id: Option<ProviderId>,
     form: &ProviderForm,
     problems: Problems,
+    saved: Option<Saved>,
 ) -> PageResult {
     let servers = store(state.store.list_servers(tenant.id).await)?;
     let accounts = all_accounts(state, tenant, &servers).await?;
+    let chosen = provider_id.is_some() && tenant.notification_provider_id == provider_id;
+    let within = state.cache.staleness().as_secs();
+    let notice = saved.and_then(|saved| provider_notice(&form.name, chosen, within, saved));
+    // The stored provider's fallback recipient, where a test goes by default.
+    let fallback = match provider_id {
+        Some(id) => store(state.store.provider(tenant.id, id).await)?
+            .settings
+            .fallback_recipient
+            .map(|a| a.to_string()),
+        None => None,
+    };
     Ok(page(
         "provider_form.html",
         context! {
             provider_id => provider_id.map(|p| p.to_string()),
-            form, problems, servers, accounts,
+            form, problems, servers, accounts, chosen, notice, fallback,
             ..base(me, tenant, "providers")
         },
     ))
 }
 
+/// What the provider's page says after a save, and the step that follows:
+/// make it the tenant's provider, then send a test message.
+fn provider_notice(name: &str, chosen: bool, within: u64, saved: Saved) -> Option<Notice> {
+    let notice = match saved {
+        Saved::ProviderAdded => Notice::new(format!("Provider {name} added.")),
+        Saved::ProviderChanged => Notice::new(format!("Changes to {name} saved.")),
+        Saved::ProviderChosen => Notice::new(format!(
+            "{name} is the tenant's provider now: every node uses it within {within} s \
+             (Tenant properties can make that at once)."
+        )),
+        _ => return None,
+    };
+    Some(if chosen {
+        notice.then("Send a test message", "#test")
+    } else {
+        notice.then("Make it the tenant's provider", "#use")
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NewQuery {
+    /// The server the new provider is to use (from the server page's next step).
+    server: String,
+}
+
 async fn new_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Query(query): Query<NewQuery>,
 ) -> PageResult {
-    let form = ProviderForm {
+    let mut form = ProviderForm {
         sender_policy: "fixed".into(),
         ..ProviderForm::default()
     };
-    provider_page(&state, &me, &tenant, None, &form, Problems::default()).await
+    // A server named in the link is chosen, with its first account.
+    if let Ok(server) = query.server.parse() {
+        if let Ok(server) = state.store.server(tenant.id, server).await {
+            form.smtp_server_id = server.id.to_string();
+            let accounts = store(state.store.list_accounts(tenant.id, server.id).await)?;
+            if let Some(account) = accounts.first() {
+                form.account_id = account.id.to_string();
+            }
+        }
+    }
+    provider_page(&state, &me, &tenant, None, &form, Problems::default(), None).await
 }
 
 async fn create_provider(
@@ -106,8 +163,8 @@ async fn create_provider(
     let slug = tenant.slug.clone();
     submit(
         service::create_provider(&state, &me.caller, &tenant, form.body(false)),
-        |_| format!("/t/{slug}/providers"),
-        |problems| provider_page(&state, &me, &tenant, None, &form, problems),
+        |provider| Saved::ProviderAdded.on(&format!("/t/{slug}/providers/{}", provider.id)),
+        |problems| provider_page(&state, &me, &tenant, None, &form, problems, None),
     )
     .await
 }
@@ -116,11 +173,13 @@ async fn edit_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
 ) -> PageResult {
     let id: ProviderId = path_id(&id, "provider")?;
     let provider = store(state.store.provider(tenant.id, id).await)?;
     let form = ProviderForm::from_provider(&provider);
-    provider_page(&state, &me, &tenant, Some(id), &form, Problems::default()).await
+    let none = Problems::default();
+    provider_page(&state, &me, &tenant, Some(id), &form, none, done.saved()).await
 }
 
 async fn update_provider(
@@ -133,8 +192,8 @@ async fn update_provider(
     let id: ProviderId = path_id(&id, "provider")?;
     submit(
         service::update_provider(&state, &me.caller, &tenant, id, form.body(true)),
-        |_| format!("/t/{slug}/providers"),
-        |problems| provider_page(&state, &me, &tenant, Some(id), &form, problems),
+        |_| Saved::ProviderChanged.on(&format!("/t/{slug}/providers/{id}")),
+        |problems| provider_page(&state, &me, &tenant, Some(id), &form, problems, None),
     )
     .await
 }
@@ -147,5 +206,21 @@ async fn delete_provider(
     let slug = tenant.slug.clone();
     let id: ProviderId = path_id(&id, "provider")?;
     service::delete_provider(&state, &me.caller, &tenant, id).await?;
-    Ok(see(format!("/t/{slug}/providers")))
+    Ok(see(
+        Saved::ProviderDeleted.on(&format!("/t/{slug}/providers"))
+    ))
+}
+
+/// Makes this provider the tenant's, from its own page (as the properties page does).
+async fn activate_provider(
+    State(state): State<AppState>,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Path((_, id)): Path<(String, String)>,
+) -> PageResult {
+    let slug = tenant.slug.clone();
+    let id: ProviderId = path_id(&id, "provider")?;
+    service::set_provider(&state, &me.caller, &tenant, Some(id.to_string())).await?;
+    Ok(see(
+        Saved::ProviderChosen.on(&format!("/t/{slug}/providers/{id}"))
+    ))
 }

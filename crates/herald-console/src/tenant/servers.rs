@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{path_id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
 use crate::gate::TenantPage;
+use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, base, see, submit};
 use crate::render::page;
 use crate::session::Signed;
@@ -32,11 +33,14 @@ pub fn router() -> Router<AppState> {
 async fn servers(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    Query(done): Query<Done>,
 ) -> PageResult {
     let servers = store(state.store.list_servers(tenant.id).await)?;
+    let notice =
+        (done.saved() == Some(Saved::ServerDeleted)).then(|| Notice::new("SMTP server deleted."));
     Ok(page(
         "servers.html",
-        context! { servers, ..base(&me, &tenant, "servers") },
+        context! { servers, notice, ..base(&me, &tenant, "servers") },
     ))
 }
 
@@ -61,6 +65,37 @@ pub(super) struct Extras<'a> {
     pub preset: Option<serde_json::Value>,
     /// The new-account form as typed, with its errors; empty when absent.
     pub account: Option<(&'a AccountForm, Problems)>,
+    /// What the redirect to this page says was just saved.
+    pub saved: Option<Saved>,
+}
+
+/// What the server's page says after a save, and the step that follows: an
+/// account while the server requires one and has none, then a provider.
+fn server_notice(
+    slug: &str,
+    server: &SmtpServer,
+    has_account: bool,
+    saved: Saved,
+) -> Option<Notice> {
+    let name = &server.settings.name;
+    let text = match saved {
+        Saved::ServerAdded => format!("SMTP server {name} added."),
+        Saved::ServerChanged => format!("Changes to {name} saved."),
+        Saved::AccountAdded => "Account added.".to_owned(),
+        Saved::AccountDeleted => "Account deleted.".to_owned(),
+        _ => return None,
+    };
+    let notice = Notice::new(text);
+    Some(if server.settings.requires_auth && !has_account {
+        notice.then("It requires authentication: add an account", "#add-account")
+    } else if saved == Saved::AccountDeleted {
+        notice
+    } else {
+        notice.then(
+            "Create a provider that uses it",
+            format!("/t/{slug}/providers/new?server={}", server.id),
+        )
+    })
 }
 
 /// The server page: its form, new (`server` None) or editing, with what was
@@ -81,6 +116,12 @@ pub(super) async fn server_page(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    let notice = match (server, extras.saved) {
+        (Some(server), Some(saved)) => {
+            server_notice(tenant.slug.as_ref(), server, !accounts.is_empty(), saved)
+        }
+        _ => None,
+    };
     // The same words the API's server answer gives, from the stored entry.
     let warnings = server.map(|s| s.settings.warnings()).unwrap_or_default();
     let blank = AccountForm::default();
@@ -95,7 +136,7 @@ pub(super) async fn server_page(
         "server_form.html",
         context! {
             server, form, problems, accounts, persons, warnings,
-            account, account_problems, my_person_id,
+            account, account_problems, my_person_id, notice,
             presets => herald_core::presets::all(),
             preset => extras.preset,
             ..base(me, tenant, "servers")
@@ -112,7 +153,7 @@ async fn new_server(
     let form = ServerForm::from_preset(chosen.as_ref().map(|p| &p["smtp_server"]));
     let extras = Extras {
         preset: chosen,
-        account: None,
+        ..Extras::default()
     };
     server_page(
         &state,
@@ -138,7 +179,7 @@ async fn create_server(
     };
     submit(
         outcome,
-        |server| format!("/t/{slug}/servers/{}", server.id),
+        |server| Saved::ServerAdded.on(&format!("/t/{slug}/servers/{}", server.id)),
         |problems| {
             server_page(
                 &state,
@@ -158,6 +199,7 @@ async fn edit_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
 ) -> PageResult {
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
@@ -170,7 +212,10 @@ async fn edit_server(
         Some(&server),
         &form,
         problems,
-        Extras::default(),
+        Extras {
+            saved: done.saved(),
+            ..Extras::default()
+        },
     )
     .await
 }
@@ -190,7 +235,7 @@ async fn update_server(
     };
     submit(
         outcome,
-        |_| format!("/t/{slug}/servers/{id}"),
+        |_| Saved::ServerChanged.on(&format!("/t/{slug}/servers/{id}")),
         |problems| {
             let extras = Extras::default();
             server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)
@@ -207,5 +252,5 @@ async fn delete_server(
     let slug = tenant.slug.clone();
     let id: ServerId = path_id(&id, "SMTP server")?;
     service::delete_server(&state, &me.caller, &tenant, id).await?;
-    Ok(see(format!("/t/{slug}/servers")))
+    Ok(see(Saved::ServerDeleted.on(&format!("/t/{slug}/servers"))))
 }

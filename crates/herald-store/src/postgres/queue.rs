@@ -211,6 +211,7 @@ impl Queue for PgStore {
              AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
                   WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
              AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
+             AND ($6::text IS NULL OR m.test_provider_id = $6) \
              GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $5",
             &[
                 &tenant_id.to_string(),
@@ -218,6 +219,7 @@ impl Queue for PgStore {
                 &q.since,
                 &q.until,
                 &i64::from(q.limit),
+                &q.test_provider.map(|p| p.to_string()),
             ],
         )
         .await?

@@ -134,13 +134,15 @@ impl Queue for SqliteStore {
                      AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
                           WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
                      AND (?3 IS NULL OR m.created_at >= ?3) AND (?4 IS NULL OR m.created_at < ?4) \
+                     AND (?6 IS NULL OR m.test_provider_id = ?6) \
                      GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?5",
                     params![
                         tenant_id.to_string(),
                         q.recipient.map(|r| r.trim().to_owned()),
                         q.since,
                         q.until,
-                        q.limit
+                        q.limit,
+                        q.test_provider.map(|p| p.to_string()),
                     ],
                     |r| {
                         Ok((

@@ -55,7 +55,16 @@ struct Browser {
     /// The HTML of every page seen, checked at the end for secrets.
     pages: Vec<String>,
     screenshots: Option<PathBuf>,
+    /// The pages (path and query) axe has checked.
+    checked: BTreeSet<String>,
+    /// axe's serious and critical findings, one line each.
+    violations: Vec<String>,
 }
+
+/// axe-core 4.14.1 (Deque Systems, MPL-2.0, `assets/axe-core.LICENSE`),
+/// vendored from the npm package `axe-core`: the accessibility rules every
+/// console page the browser sees is checked against.
+const AXE: &str = include_str!("assets/axe.min.js");
 
 impl Browser {
     async fn start() -> Option<Browser> {
@@ -105,6 +114,8 @@ impl Browser {
             _driver: driver,
             pages: Vec::new(),
             screenshots,
+            checked: BTreeSet::new(),
+            violations: Vec::new(),
         })
     }
 }
@@ -121,10 +132,131 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    /// Remembers the page's HTML for the secret check.
+    /// Remembers the page's HTML for the secret check, and checks a page
+    /// not seen before for accessibility.
     async fn keep(&mut self) {
         let html = self.client.source().await.unwrap();
         self.pages.push(html);
+        self.accessible().await;
+    }
+
+    /// Runs axe on the page (once per path and query) and records every
+    /// violation of serious or critical impact with its rule and elements.
+    async fn accessible(&mut self) {
+        // A POST's answer has the address of the form it came from: the
+        // title tells the two apart.
+        let url = self.client.current_url().await.unwrap();
+        let title = self.client.title().await.unwrap();
+        let page = match url.query() {
+            Some(query) => format!("{}?{query} ({title})", url.path()),
+            None => format!("{} ({title})", url.path()),
+        };
+        if !self.checked.insert(page.clone()) {
+            return;
+        }
+        let loaded = self
+            .client
+            .execute("return typeof window.axe === 'object';", vec![])
+            .await
+            .unwrap();
+        if loaded != json!(true) {
+            self.client
+                .execute(&format!("{AXE}\nreturn true;"), vec![])
+                .await
+                .unwrap();
+        }
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                   .then(r => done(r.violations.map(v => ({
+                       id: v.id, impact: v.impact, help: v.help,
+                       targets: v.nodes.map(n => n.target.join(' ')) }))))
+                   .catch(e => done({ error: String(e) }));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let violations = found
+            .as_array()
+            .unwrap_or_else(|| panic!("axe ran on {page}: {found}"));
+        for v in violations {
+            if matches!(v["impact"].as_str(), Some("serious" | "critical")) {
+                let line = format!(
+                    "{page}: {} ({}): {}; at {}",
+                    v["id"].as_str().unwrap_or_default(),
+                    v["impact"].as_str().unwrap_or_default(),
+                    v["help"].as_str().unwrap_or_default(),
+                    v["targets"]
+                );
+                eprintln!("accessibility: {line}");
+                self.violations.push(line);
+            }
+        }
+    }
+
+    /// Follows the main navigation's link with this text.
+    async fn nav(&mut self, label: &str) {
+        let xpath = format!("//nav[@aria-label='Main']//a[normalize-space()=\"{label}\"]");
+        let link = self
+            .client
+            .find(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no link {label:?} in the navigation: {e}"));
+        let href = link.attr("href").await.unwrap().unwrap_or_default();
+        link.click().await.unwrap();
+        let client = self.client.clone();
+        eventually(&format!("the page of {label:?}"), || {
+            let client = client.clone();
+            let href = href.clone();
+            async move {
+                let url = client.current_url().await.ok()?;
+                (url.path() == href && client.find(Locator::Css("h1")).await.is_ok()).then_some(())
+            }
+        })
+        .await;
+        self.keep().await;
+    }
+
+    /// The dashboard, through the navigation.
+    async fn dashboard(&mut self) {
+        self.nav("Dashboard").await;
+        self.wait_for("#checklist").await;
+    }
+
+    /// Follows the checklist's first step not yet done; its address.
+    async fn next_step(&mut self) -> String {
+        let link = self.wait_for("#checklist li.todo a").await;
+        let href = link.attr("href").await.unwrap().expect("a link");
+        link.click().await.unwrap();
+        let path = href.split(['?', '#']).next().unwrap().to_owned();
+        let client = self.client.clone();
+        eventually(&format!("the step's page {href}"), || {
+            let client = client.clone();
+            let path = path.clone();
+            async move {
+                let url = client.current_url().await.ok()?;
+                (url.path() == path && client.find(Locator::Css("h1")).await.is_ok()).then_some(())
+            }
+        })
+        .await;
+        self.keep().await;
+        href
+    }
+
+    /// The text of the table row whose first cell says `first`.
+    async fn wait_for_row(&mut self, first: &str) -> String {
+        let xpath = format!("//tr[td[1][normalize-space()=\"{first}\"]]");
+        let row = self
+            .client
+            .wait()
+            .at_most(DEADLINE)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no row {first:?}: {e}"));
+        self.keep().await;
+        row.text().await.unwrap()
     }
 
     async fn goto(&mut self, url: &str) {
@@ -252,15 +384,20 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.press("Sign in", ".tiles").await;
     assert_eq!(browser.heading().await, "acme");
 
-    // An SMTP server from a preset, pointed at the test SMTP server.
+    // The checklist leads the way from an empty tenant: every step below is
+    // reached from its link on the dashboard, never from a typed address.
+    let checklist = browser.wait_for("#checklist").await;
+    assert!(
+        checklist.attr("open").await.unwrap().is_some(),
+        "open while steps remain"
+    );
     browser
-        .client
-        .find(Locator::Css("a.add[href$='/servers/new']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .wait_for_text("#checklist summary", "0 of 4 steps done")
+        .await;
+
+    // 1. An SMTP server from a preset, pointed at the test SMTP server.
+    let step = browser.next_step().await;
+    assert!(step.ends_with("/t/acme/servers/new"), "{step}");
     browser.wait_for(".presets").await;
     browser
         .client
@@ -271,6 +408,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .await
         .unwrap();
     browser.wait_for(".presets .note").await;
+    browser.keep().await;
     let port_field = browser.wait_for("#f-port").await;
     assert_eq!(
         port_field.prop("value").await.unwrap().as_deref(),
@@ -289,6 +427,11 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .unwrap();
     browser.screenshot("console-smtp-server.png").await;
     browser.press("Add the SMTP server", "#accounts").await;
+    // The confirmation names the next step: the server requires authentication.
+    browser
+        .wait_for_text("#notice", "SMTP server exchange added.")
+        .await;
+    browser.wait_for_text("#notice", "add an account").await;
     browser
         .wait_for_text(".alert.warn", "the password travels unencrypted")
         .await;
@@ -306,13 +449,25 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .unwrap();
     assert_eq!(kept.as_deref(), Some("seventy"));
     browser.fill("port", &smtp.port().to_string()).await;
-    browser.press("Save changes", "#accounts").await;
+    browser.press("Save changes", "#notice").await;
+    browser
+        .wait_for_text("#notice", "Changes to exchange saved.")
+        .await;
 
-    // The account tool: the password is write-only, shown as set.
+    // 2. The account, since the server requires authentication: the password
+    // is write-only, shown as set.
+    browser.dashboard().await;
+    browser
+        .wait_for_text("#checklist summary", "1 of 5 steps done")
+        .await;
+    browser.screenshot("console-checklist.png").await;
+    let step = browser.next_step().await;
+    assert!(step.ends_with("#add-account"), "{step}");
     browser.fill("username", SMTP_USER).await;
     browser.choose("mechanism", "LOGIN").await;
     browser.fill("password", SMTP_PASSWORD).await;
     browser.press("Add the account", "#accounts table").await;
+    browser.wait_for_text("#notice", "Account added.").await;
     let accounts = browser
         .wait_for("#accounts table")
         .await
@@ -324,30 +479,46 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         "{accounts}"
     );
 
-    // A provider through that server and account.
-    browser.goto(&format!("{base}/t/acme/providers/new")).await;
+    // 3. A provider through that server, its account chosen already.
+    browser.dashboard().await;
+    let step = browser.next_step().await;
+    assert!(step.contains("/t/acme/providers/new?server="), "{step}");
+    let account = browser.wait_for("#f-account_id").await;
+    assert_ne!(
+        account.prop("value").await.unwrap().as_deref(),
+        Some(""),
+        "the server's account is chosen"
+    );
     browser.fill("name", "corporate").await;
-    browser
-        .choose("account_id", &format!("{SMTP_USER} on exchange"))
-        .await;
     browser.fill("from_address", "alerts@acme.example").await;
     browser.fill("from_name", "Acme Alerts").await;
     browser.fill("fallback_recipient", "ops@acme.example").await;
-    browser.press("Add the provider", "table").await;
-    browser.screenshot("console-providers.png").await;
-
-    // Make it the tenant's provider: pending until the refresh, then effective.
-    browser.goto(&format!("{base}/t/acme/properties")).await;
-    browser.choose("provider", "corporate").await;
+    browser.press("Add the provider", "#notice").await;
     browser
-        .press("Make it the tenant's provider", "#pending")
+        .wait_for_text("#notice", "Provider corporate added.")
         .await;
+
+    // 4. Make it the tenant's provider, from its own page; then make the
+    // change effective at once on the properties page.
+    browser.dashboard().await;
+    let step = browser.next_step().await;
+    assert!(step.ends_with("#use"), "{step}");
+    browser
+        .press("Make it the tenant's provider", "#notice")
+        .await;
+    browser
+        .wait_for_text("#notice", "corporate is the tenant's provider now")
+        .await;
+    browser.nav("Tenant properties").await;
     browser.wait_for_text("#pending", "corporate").await;
-    browser.press("Refresh now", "#effective").await;
+    browser.press("Refresh now", "#notice").await;
+    browser.wait_for_text("#notice", "Refreshed").await;
     browser.wait_for_text("#effective", "corporate").await;
 
-    // A test message: the steps appear as the worker completes it, then `sent`.
-    browser.goto(&format!("{base}/t/acme/providers")).await;
+    // 5. A test message: the steps appear as the worker completes it, then `sent`.
+    browser.dashboard().await;
+    let step = browser.next_step().await;
+    assert!(step.ends_with("#test"), "{step}");
     browser.press("Send a test message", "#test-steps").await;
     browser.wait_for_text("#test-status", "sent").await;
     let steps = browser.wait_for(".steps").await.text().await.unwrap();
@@ -360,21 +531,58 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.screenshot("console-test-message.png").await;
     assert_eq!(smtp.wait_for_messages(1, DEADLINE).await.len(), 1);
 
-    // A message submitted by API, found in the messages page with its attempts.
+    // Every step is done: the checklist folds itself away.
+    browser.dashboard().await;
+    browser
+        .wait_for_text("#checklist summary", "Setup complete")
+        .await;
+    let checklist = browser.wait_for("#checklist").await;
+    assert_eq!(checklist.attr("open").await.unwrap(), None, "folded");
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("#checklist li.todo"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A sender token for the application, made on the Tokens page and shown once.
+    browser.nav("API tokens").await;
+    browser.fill("name", "monitoring").await;
+    browser
+        .choose("role", "sender: submits messages and reads their status")
+        .await;
+    browser.press("Create the token", "#token-value").await;
+    let token = browser
+        .wait_for("#token-value")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the token is on the page");
+    let shown_on = browser.pages.len() - 1;
+    // The application submits with it; the message is delivered through the provider.
     let (status, submitted) = app
         .post(
             "/v1/tenants/acme/messages",
-            &acme.sender,
+            &token,
             json!({"to": ["dev@acme.example"], "subject": "Disk full", "text": "/var is at 97 %"}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
-    smtp.wait_for_messages(2, DEADLINE).await;
-    browser
-        .goto(&format!(
-            "{base}/t/acme/messages?recipient=dev%40acme.example"
-        ))
-        .await;
+    let delivered = smtp.wait_for_messages(2, DEADLINE).await;
+    assert!(
+        String::from_utf8_lossy(&delivered[1].data).contains("Disk full"),
+        "delivered through the tenant's provider"
+    );
+    // Listed without its value, with its last use.
+    browser.nav("API tokens").await;
+    let row = browser.wait_for_row("monitoring").await;
+    assert!(!row.contains("never"), "the last use is shown: {row}");
+
+    // The message, found from the messages page, with its attempts.
+    browser.nav("Messages").await;
     browser
         .client
         .find(Locator::LinkText("Disk full"))
@@ -417,7 +625,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .matching("stall@acme.example")
         .times(1),
     );
-    browser.goto(&format!("{base}/t/acme/providers")).await;
+    browser.nav("Providers").await;
+    browser.screenshot("console-providers.png").await;
     browser
         .client
         .find(Locator::Css("input[name=to]"))
@@ -463,12 +672,16 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         "polling stops at {last}"
     );
 
-    browser.goto(&format!("{base}/t/acme")).await;
+    // A failed test after a delivered one does not undo the setup.
+    browser.dashboard().await;
+    browser
+        .wait_for_text("#checklist summary", "Setup complete")
+        .await;
     browser.screenshot("console-dashboard.png").await;
-    browser.goto(&format!("{base}/t/acme/audit")).await;
+    browser.nav("Audit log").await;
 
     // A person added in the console gets a password there; a short one is refused beside it.
-    browser.goto(&format!("{base}/t/acme/persons")).await;
+    browser.nav("Persons").await;
     browser.fill("name", "Bob Member").await;
     browser.fill("email", "bob@acme.example").await;
     browser.press("Add the person", "td").await;
@@ -511,7 +724,29 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.keep().await;
     let (_, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
     assert!(audit.to_string().contains("person.set_password"), "{audit}");
-    browser.goto(&format!("{base}/t/acme/servers")).await;
+    browser.nav("SMTP servers").await;
+
+    // Revoking the token asks first; then requests that carry it are refused.
+    browser.nav("API tokens").await;
+    browser
+        .client
+        .find(Locator::Css("a[aria-label='Revoke the token monitoring']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("h1", "Revoke the token monitoring?")
+        .await;
+    browser.press("Revoke the token", "#notice").await;
+    browser.wait_for_text("#notice", "Token revoked").await;
+    let (status, _) = app.get("/v1/tenants/acme/messages", &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The token was on the one page that answered its creation, and on no other.
+    for (i, html) in browser.pages.iter().enumerate() {
+        assert_eq!(html.contains(&token), i == shown_on, "page {i}: {html}");
+    }
 
     // Another tenant's pages answer as if they did not exist.
     let (status, other_server) = app
@@ -573,7 +808,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .status();
     assert_eq!(status, StatusCode::FORBIDDEN);
     // In the browser too: a form whose token was taken out.
-    browser.goto(&format!("{base}/t/acme/properties")).await;
+    browser.goto(&format!("{base}/t/acme")).await;
+    browser.nav("Tenant properties").await;
     browser
         .client
         .execute(
@@ -626,6 +862,33 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         status,
         StatusCode::SEE_OTHER,
         "a signed-out session is sent to sign in"
+    );
+
+    // The operator's pages, signed in as the operator, for the accessibility check.
+    let output = set_operator_password(&app, "root@herald.example", OPERATOR_PASSWORD).await;
+    assert!(output.status.success(), "{output:?}");
+    browser.fill("email", "root@herald.example").await;
+    browser.fill("password", OPERATOR_PASSWORD).await;
+    browser.press("Sign in", "h1").await;
+    browser.wait_for_text("h1", "Tenants").await;
+    browser.nav("Nodes").await;
+    browser.wait_for_text("h1", "Nodes").await;
+
+    assert!(
+        browser.violations.is_empty(),
+        "accessibility violations (serious or critical):\n{}",
+        browser.violations.join("\n")
+    );
+    eprintln!(
+        "axe checked {} pages: {:?}",
+        browser.checked.len(),
+        browser.checked
+    );
+    assert!(
+        browser.checked.len() > 20,
+        "axe checked {} pages: {:?}",
+        browser.checked.len(),
+        browser.checked
     );
     tokio::time::timeout(Duration::from_secs(10), browser.client.clone().close())
         .await
@@ -966,6 +1229,8 @@ struct Console {
     provider_name: String,
     message_id: String,
     test_id: String,
+    /// The sender token's id (a service token named `sender`).
+    token_id: String,
 }
 
 async fn console_with_two_tenants() -> Console {
@@ -1017,8 +1282,20 @@ async fn console_with_two_tenants() -> Console {
     give_password(&app, "globex", "admin@globex.example", GLOBEX_PASSWORD).await;
     let output = set_operator_password(&app, "root@herald.example", OPERATOR_PASSWORD).await;
     assert!(output.status.success(), "{output:?}");
+    let (status, tokens) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let token_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "sender")
+        .expect("the sender token")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let port = smtp.port();
     Console {
+        token_id,
         app,
         acme,
         _smtp: smtp,
@@ -1049,6 +1326,8 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/messages/{id}",
     "/t/{tenant}/audit",
     "/t/{tenant}/persons",
+    "/t/{tenant}/tokens",
+    "/t/{tenant}/tokens/{id}/revoke",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1116,6 +1395,12 @@ fn the_console_page_list_covers_every_page_in_the_source() {
         in_source, listed,
         "the console's pages and CONSOLE_PAGES disagree: add a new page to the list and to the matrix"
     );
+}
+
+/// A page's HTML with the escapes minijinja writes in attributes and text
+/// (`/` and `'`) undone, so that links can be looked for as written.
+fn unescaped(html: &str) -> String {
+    html.replace("&#x2f;", "/").replace("&#x27;", "'")
 }
 
 /// The first `<h1>` of a page, as shown.
@@ -1232,6 +1517,18 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "<h1>Persons</h1>",
             false,
         ),
+        page(
+            "/t/{tenant}/tokens",
+            format!("{t}/tokens"),
+            "<h1>API tokens</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/tokens/{id}/revoke",
+            format!("{t}/tokens/{}/revoke", c.token_id),
+            "<h1>Revoke the token ",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
@@ -1289,6 +1586,11 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{who} on {path}");
         }
     }
+    // The setup checklist is for those who can take its steps.
+    let (_, html) = admin.get(t).await;
+    assert!(html.contains("id=\"checklist\""), "{html}");
+    let (_, html) = member.get(t).await;
+    assert!(!html.contains("id=\"checklist\""), "{html}");
     // Ids that name nothing, or another kind of thing, are 404 too.
     for path in [
         format!("{t}/servers/not-an-id"),
@@ -1296,6 +1598,8 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/messages/{}", c.server_id),
         // A message that is not a test message has no test page.
         format!("{t}/tests/{}", c.message_id),
+        format!("{t}/tokens/not-an-id/revoke"),
+        format!("{t}/tokens/{}/revoke", c.server_id),
     ] {
         let (status, _) = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
@@ -1364,8 +1668,17 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     let second = location
         .strip_prefix("/t/acme/servers/")
-        .expect("to the new server's page")
+        .and_then(|rest| rest.strip_suffix("?done=server-added"))
+        .expect("to the new server's page, saying it was added")
         .to_owned();
+    // The page it leads to says so, with the next step: a provider that uses it.
+    let (_, html) = admin.get(&location).await;
+    let html = unescaped(&html);
+    assert!(html.contains("SMTP server Second relay added."), "{html}");
+    assert!(
+        html.contains(&format!("href=\"/t/acme/providers/new?server={second}\"")),
+        "{html}"
+    );
     let edit = format!("{t}/servers/{second}");
     let (status, _, html) = admin.post(&edit, &server("Renamed relay", "0x19")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
@@ -1377,8 +1690,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     );
     let (status, location, _) = admin.post(&edit, &server("Renamed relay", "2525")).await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, edit.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{edit}?done=server-saved"))
     );
 
     // Accounts, on their server's page: the account's fields as typed, not its secret.
@@ -1411,7 +1724,12 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(location, format!("{t}/servers/{}#accounts", c.server_id));
+    assert_eq!(
+        location,
+        format!("{t}/servers/{}?done=account-added#accounts", c.server_id)
+    );
+    let (_, html) = admin.get(&location).await;
+    assert!(html.contains("Account added."), "{html}");
 
     // Providers.
     let provider = |name: &'static str, from: &'static str| {
@@ -1432,10 +1750,36 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     let (status, location, _) = admin
         .post(&providers, &provider("Second provider", "ops@acme.example"))
         .await;
-    assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, providers.as_str())
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        location.starts_with(&format!("{providers}/"))
+            && location.ends_with("?done=provider-added"),
+        "{location}"
     );
+    // The new provider's page: what to do next is to make it the tenant's.
+    let (_, html) = admin.get(&location).await;
+    assert!(html.contains("Provider Second provider added."), "{html}");
+    assert!(
+        unescaped(&html).contains("<a href=\"#use\">Make it the tenant's provider</a>"),
+        "{html}"
+    );
+    let second_provider = location
+        .strip_prefix(&format!("{providers}/"))
+        .and_then(|rest| rest.strip_suffix("?done=provider-added"))
+        .unwrap()
+        .to_owned();
+    let (status, location, _) = admin
+        .post(&format!("{providers}/{second_provider}/activate"), &[])
+        .await;
+    assert_eq!(
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{providers}/{second_provider}?done=provider-chosen")
+        )
+    );
+    let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
+    assert_eq!(tenant["notification_provider_id"], second_provider.as_str());
     let edit = format!("{t}/providers/{}", c.provider_id);
     let (status, _, html) = admin
         .post(&edit, &provider("Typed name", "not an address"))
@@ -1447,8 +1791,8 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .post(&edit, &provider("Renamed provider", "alerts@acme.example"))
         .await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, providers.as_str())
+        (status, location),
+        (StatusCode::SEE_OTHER, format!("{edit}?done=provider-saved"))
     );
 
     // Properties: an id that is no provider of the tenant.
@@ -1473,7 +1817,18 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(
         (status, location.as_str()),
-        (StatusCode::SEE_OTHER, properties.as_str())
+        (
+            StatusCode::SEE_OTHER,
+            format!("{properties}?done=provider-chosen").as_str()
+        )
+    );
+    let (_, html) = admin.get(&location).await;
+    assert!(
+        unescaped(&html).contains(&format!(
+            "href=\"/t/acme/providers/{}#test\">Send a test message</a>",
+            c.provider_id
+        )),
+        "{html}"
     );
 
     // Persons: a field error, then a conflict (shown above the form), then a new person.
@@ -1493,8 +1848,11 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     assert!(html.contains("role=\"alert\""), "{html}");
     let (status, location, _) = admin.post(&persons, &person("new@acme.example")).await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, persons.as_str())
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{persons}?done=person-added")
+        )
     );
     let (_, listed) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
     let mel = listed
@@ -1517,8 +1875,86 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .post(&password, &[("password", "a new member password")])
         .await;
     assert_eq!(
-        (status, location.as_str()),
-        (StatusCode::SEE_OTHER, persons.as_str())
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{persons}?done=password-set")
+        )
+    );
+
+    // Tokens: a field error beside its field, an administrator token without
+    // a person refused as the API refuses it, then a sender token shown once,
+    // which works, is listed without its value, and is revoked.
+    let tokens = format!("{t}/tokens");
+    let (status, _, html) = admin
+        .post(
+            &tokens,
+            &[("name", ""), ("role", "sender"), ("person_id", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "name"), "{html}");
+    let (status, _, html) = admin
+        .post(
+            &tokens,
+            &[
+                ("name", "Typed token"),
+                ("role", "tenant_admin"),
+                ("person_id", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(invalid(&html, "role") && html.contains("administrator tokens are personal"));
+    assert!(html.contains("value=\"Typed token\""), "{html}");
+    let (status, _, html) = admin
+        .post(
+            &tokens,
+            &[("name", "billing"), ("role", "sender"), ("person_id", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(heading(&html), Some("Token billing created"));
+    let start = html.find("id=\"token-value\"").expect("the token");
+    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
+    let secret = html[value_at..].split('"').next().unwrap().to_owned();
+    assert!(secret.len() >= 32, "{secret}");
+    let (status, submitted) = app
+        .post(
+            "/v1/tenants/acme/messages",
+            &secret,
+            json!({"to": ["ops@acme.example"], "subject": "Token works", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    let (_, html) = admin.get(&tokens).await;
+    assert!(
+        html.contains("<td>billing</td>") && !html.contains(&secret),
+        "{html}"
+    );
+    let (_, listed) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
+    let billing = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "billing")
+        .unwrap();
+    assert!(billing["last_used_at"].is_string(), "{billing}");
+    let billing = billing["id"].as_str().unwrap().to_owned();
+    let (status, location, _) = admin.post(&format!("{tokens}/{billing}/revoke"), &[]).await;
+    assert_eq!(
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{tokens}?done=token-revoked")
+        )
+    );
+    let (status, _) = app.get("/v1/tenants/acme/messages", &secret).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, audit) = app.get("/v1/tenants/acme/audit", OPERATOR).await;
+    assert!(
+        audit.to_string().contains("token.create") && audit.to_string().contains("token.revoke"),
+        "{audit}"
     );
 
     // Another tenant's administrator: 404, and nothing is created.

@@ -290,7 +290,8 @@ async fn unknown_console_urls_answer_an_html_page_with_a_way_back_and_the_api_ke
 /// The id of the server the console's POST redirected to.
 fn server_id_of(page: &Page) -> String {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
-    page.location.rsplit('/').next().unwrap().to_owned()
+    let path = page.location.split('?').next().unwrap();
+    path.rsplit('/').next().unwrap().to_owned()
 }
 
 #[tokio::test]

@@ -1,0 +1,142 @@
+//! The confirmation a page shows after a save, with the obvious next step.
+//!
+//! The redirect after a POST names what was done in its query
+//! (`?done=server-added`); the page it leads to says so in words of its own,
+//! from its own stored state (whether the server requires authentication,
+//! whether the provider is the tenant's). The codes are a fixed list, so a
+//! link can make a page say nothing but these sentences, and nothing is kept
+//! on the server, so the page may come from any node.
+
+use serde::{Deserialize, Serialize};
+
+/// What was saved, as the redirect's `done` query names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    ServerAdded,
+    ServerChanged,
+    ServerDeleted,
+    AccountAdded,
+    AccountDeleted,
+    ProviderAdded,
+    ProviderChanged,
+    ProviderDeleted,
+    ProviderChosen,
+    Refreshed,
+    PersonAdded,
+    PasswordSet,
+    TokenRevoked,
+    TenantAdded,
+    EntitlementsChanged,
+}
+
+const CODES: &[(Saved, &str)] = &[
+    (Saved::ServerAdded, "server-added"),
+    (Saved::ServerChanged, "server-saved"),
+    (Saved::ServerDeleted, "server-deleted"),
+    (Saved::AccountAdded, "account-added"),
+    (Saved::AccountDeleted, "account-deleted"),
+    (Saved::ProviderAdded, "provider-added"),
+    (Saved::ProviderChanged, "provider-saved"),
+    (Saved::ProviderDeleted, "provider-deleted"),
+    (Saved::ProviderChosen, "provider-chosen"),
+    (Saved::Refreshed, "refreshed"),
+    (Saved::PersonAdded, "person-added"),
+    (Saved::PasswordSet, "password-set"),
+    (Saved::TokenRevoked, "token-revoked"),
+    (Saved::TenantAdded, "tenant-added"),
+    (Saved::EntitlementsChanged, "entitlements-saved"),
+];
+
+impl Saved {
+    fn code(self) -> &'static str {
+        CODES
+            .iter()
+            .find(|(saved, _)| *saved == self)
+            .map(|(_, code)| *code)
+            .expect("every variant has a code")
+    }
+
+    fn parse(code: &str) -> Option<Saved> {
+        CODES
+            .iter()
+            .find(|(_, known)| *known == code)
+            .map(|(saved, _)| *saved)
+    }
+
+    /// The path to redirect to, with this in its query (before any `#fragment`).
+    pub fn on(self, path: &str) -> String {
+        let (path, fragment) = match path.split_once('#') {
+            Some((path, fragment)) => (path, format!("#{fragment}")),
+            None => (path, String::new()),
+        };
+        let join = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{join}done={}{fragment}", self.code())
+    }
+}
+
+/// The `done` query of a page; an unknown value is ignored, never an error.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Done {
+    done: String,
+}
+
+impl Done {
+    pub fn saved(&self) -> Option<Saved> {
+        Saved::parse(&self.done)
+    }
+}
+
+/// What the page says was done, and a link to what to do next.
+#[derive(Serialize, Debug)]
+pub struct Notice {
+    pub text: String,
+    pub next: Option<Next>,
+}
+
+/// The obvious next step: a link.
+#[derive(Serialize, Debug)]
+pub struct Next {
+    pub label: String,
+    pub href: String,
+}
+
+impl Notice {
+    pub fn new(text: impl Into<String>) -> Notice {
+        Notice {
+            text: text.into(),
+            next: None,
+        }
+    }
+
+    pub fn then(self, label: impl Into<String>, href: impl Into<String>) -> Notice {
+        Notice {
+            next: Some(Next {
+                label: label.into(),
+                href: href.into(),
+            }),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_lands_before_the_fragment() {
+        for (saved, code) in CODES {
+            assert_eq!(Saved::parse(code), Some(*saved));
+        }
+        assert_eq!(
+            Saved::AccountAdded.on("/t/acme/servers/s1#accounts"),
+            "/t/acme/servers/s1?done=account-added#accounts"
+        );
+        assert_eq!(
+            Saved::ServerAdded.on("/t/acme/servers?x=1"),
+            "/t/acme/servers?x=1&done=server-added"
+        );
+        assert_eq!(Saved::parse("<script>"), None);
+    }
+}
