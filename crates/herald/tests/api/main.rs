@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod failures;
 mod fairness;
+mod first_start;
 mod gate;
 mod hardening;
 mod hardening_api;
