@@ -193,7 +193,7 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         );
     }
     result.map_err(|error| match error.downcast_ref::<SmtpError>() {
-        Some(e) if matches!(e.kind, ErrorKind::EgressDenied) => anyhow::anyhow!(
+        Some(e) if matches!(e.kind, ErrorKind::EgressDenied(_)) => anyhow::anyhow!(
             "the egress rules refuse every address of the server; if the node may reach it, \
              allow its range with --egress-allow or HERALD_EGRESS_ALLOW (e.g. 192.0.2.0/24)"
         ),

@@ -39,8 +39,8 @@ async fn create_account(
         |_| format!("/t/{slug}/servers/{id}#accounts"),
         |problems| {
             let extras = Extras {
-                preset: None,
                 account: Some((&form, problems)),
+                ..Extras::default()
             };
             let none = Problems::default();
             server_page(

@@ -61,6 +61,9 @@ pub(super) struct Extras<'a> {
     pub preset: Option<serde_json::Value>,
     /// The new-account form as typed, with its errors; empty when absent.
     pub account: Option<(&'a AccountForm, Problems)>,
+    /// The server was just saved: say also whether the egress guard refuses
+    /// its host, as the API's answer to a save does.
+    pub saved: bool,
 }
 
 /// The server page: its form, new (`server` None) or editing, with what was
@@ -82,7 +85,11 @@ pub(super) async fn server_page(
         None => (Vec::new(), Vec::new()),
     };
     // The same words the API's server answer gives, from the stored entry.
-    let warnings = server.map(|s| s.settings.warnings()).unwrap_or_default();
+    let warnings = match server {
+        Some(s) if extras.saved => service::warnings_when_saved(state, &s.settings).await,
+        Some(s) => s.settings.warnings(),
+        None => Vec::new(),
+    };
     let blank = AccountForm::default();
     let (account, account_problems) = match extras.account {
         Some((account, problems)) => (account, problems),
@@ -109,7 +116,7 @@ async fn new_server(
     let form = ServerForm::from_preset(chosen.as_ref().map(|p| &p["smtp_server"]));
     let extras = Extras {
         preset: chosen,
-        account: None,
+        ..Extras::default()
     };
     server_page(
         &state,
@@ -135,7 +142,7 @@ async fn create_server(
     };
     submit(
         outcome,
-        |server| format!("/t/{slug}/servers/{}", server.id),
+        |server| format!("/t/{slug}/servers/{}?saved=1", server.id),
         |problems| {
             server_page(
                 &state,
@@ -151,25 +158,27 @@ async fn create_server(
     .await
 }
 
+/// `?saved=1`: the page a save leads to.
+#[derive(Deserialize)]
+struct SavedQuery {
+    saved: Option<String>,
+}
+
 async fn edit_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
+    Query(query): Query<SavedQuery>,
 ) -> PageResult {
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     let form = ServerForm::from_server(&server);
     let problems = Problems::default();
-    server_page(
-        &state,
-        &me,
-        &tenant,
-        Some(&server),
-        &form,
-        problems,
-        Extras::default(),
-    )
-    .await
+    let extras = Extras {
+        saved: query.saved.is_some(),
+        ..Extras::default()
+    };
+    server_page(&state, &me, &tenant, Some(&server), &form, problems, extras).await
 }
 
 async fn update_server(
@@ -187,7 +196,7 @@ async fn update_server(
     };
     submit(
         outcome,
-        |_| format!("/t/{slug}/servers/{id}"),
+        |_| format!("/t/{slug}/servers/{id}?saved=1"),
         |problems| {
             let extras = Extras::default();
             server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)

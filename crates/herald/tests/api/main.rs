@@ -8,6 +8,7 @@ mod cluster;
 mod console;
 mod crash;
 mod delivery;
+mod egress_warnings;
 mod failures;
 mod fairness;
 mod first_start;
