@@ -434,7 +434,9 @@ async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         let why = match error.kind() {
             std::io::ErrorKind::AddrInUse => "another program listens there",
-            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges",
+            std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+                "ports below 1024 need privileges"
+            }
             std::io::ErrorKind::AddrNotAvailable => "the address is not one of this machine's",
             _ => "the system refused it",
         };
