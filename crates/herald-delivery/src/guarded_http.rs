@@ -184,6 +184,7 @@ impl Resolve for EgressResolver {
                         refusal.get_or_insert(Refused::Egress(rule));
                         false
                     }
+                    // `admit` refuses for no other reason.
                     Err(_) => false,
                 })
                 .collect();

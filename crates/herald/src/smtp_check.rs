@@ -288,6 +288,10 @@ fn secret() -> anyhow::Result<Secret> {
     if let Ok(password) = std::env::var("HERALD_SMTP_PASSWORD") {
         return Ok(Secret::new(password));
     }
-    let password = rpassword::prompt_password("password: ").context("reading the password")?;
+    let password = rpassword::prompt_password("password: ").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the password from a terminal ({e}); without one, give it in HERALD_SMTP_PASSWORD"
+        )
+    })?;
     Ok(Secret::new(password))
 }

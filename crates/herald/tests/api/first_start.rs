@@ -151,24 +151,44 @@ async fn a_refused_database_connection_prints_no_backtrace() {
     );
 }
 
-#[tokio::test]
-async fn set_password_without_a_terminal_says_to_use_the_variable() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = herald();
-    command
-        .args(["operator", "set-password", "--email", "ops@example.com"])
-        .arg("--data-dir")
-        .arg(dir.path());
-    // A session of its own has no controlling terminal, as under a service
-    // manager or in a container.
+/// Runs `command` in a session of its own, which has no controlling
+/// terminal, as under a service manager or in a container.
+async fn without_a_terminal(command: &mut tokio::process::Command) -> Output {
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
-    let failed = finish(&mut command).await;
+    finish(command).await
+}
+
+#[tokio::test]
+async fn a_password_prompt_without_a_terminal_says_which_variable_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let failed = without_a_terminal(
+        herald()
+            .args(["operator", "set-password", "--email", "ops@example.com"])
+            .arg("--data-dir")
+            .arg(dir.path()),
+    )
+    .await;
     let stderr = text(&failed.stderr);
     assert!(!failed.status.success(), "{stderr}");
-    assert!(stderr.contains("HERALD_OPERATOR_PASSWORD"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the password from a terminal")
+            && stderr.contains("HERALD_OPERATOR_PASSWORD"),
+        "{stderr}"
+    );
+
+    let failed = without_a_terminal(
+        herald()
+            .args(["smtp-check", "--host", "127.0.0.1", "--port", "1"])
+            .args(["--user", "alerts@acme.example"])
+            .env_remove("HERALD_SMTP_PASSWORD"),
+    )
+    .await;
+    let stderr = text(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(stderr.contains("HERALD_SMTP_PASSWORD"), "{stderr}");
 }
 
 /// The long help of a subcommand, from the binary.
