@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::{EndpointUrl, Invalid};
-use herald_smtp::Egress;
+use herald_smtp::{Egress, EgressRule};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use url::Host;
@@ -23,9 +23,10 @@ pub enum HttpError {
     /// The URL breaks a rule of [`EndpointUrl`] (a stored one may predate a rule).
     #[error("the URL {0}")]
     Url(Invalid),
-    /// Every address of the host is forbidden; nothing was connected to.
-    #[error("the destination is not allowed by this installation's egress policy")]
-    Egress,
+    /// Every address of the host is forbidden (by this rule, the first
+    /// address's); nothing was connected to.
+    #[error("the destination is not allowed by this installation's egress policy: {0}")]
+    Egress(EgressRule),
     /// Plain `http` to an address outside the operator's allow list; nothing was connected to.
     #[error(
         "plain http:// is only used to addresses in the operator's --egress-allow; use https://"
@@ -138,8 +139,8 @@ impl GuardedHttp {
 
 /// Whether a request may go to `ip`.
 fn admit(egress: &Egress, plain_http: bool, ip: IpAddr) -> Result<(), HttpError> {
-    if !egress.permits(ip) {
-        return Err(HttpError::Egress);
+    if let Some(rule) = egress.refusal(ip) {
+        return Err(HttpError::Egress(rule));
     }
     if plain_http && !egress.allows(ip) {
         return Err(HttpError::PlainHttp);
@@ -150,8 +151,8 @@ fn admit(egress: &Egress, plain_http: bool, ip: IpAddr) -> Result<(), HttpError>
 /// The refusal the resolver hands reqwest, found again among its error's causes.
 #[derive(Debug, thiserror::Error)]
 enum Refused {
-    #[error("refused by the egress policy")]
-    Egress,
+    #[error("refused by the egress policy: {0}")]
+    Egress(EgressRule),
     #[error("plain http to an address outside the allow list")]
     PlainHttp,
 }
@@ -179,10 +180,12 @@ impl Resolve for EgressResolver {
                         refusal.get_or_insert(Refused::PlainHttp);
                         false
                     }
-                    Err(_) => {
-                        refusal.get_or_insert(Refused::Egress);
+                    Err(HttpError::Egress(rule)) => {
+                        refusal.get_or_insert(Refused::Egress(rule));
                         false
                     }
+                    // `admit` refuses for no other reason.
+                    Err(_) => false,
                 })
                 .collect();
             match (admitted.is_empty(), refusal) {
@@ -203,7 +206,7 @@ fn classify(error: reqwest::Error) -> HttpError {
     let mut cause: &dyn std::error::Error = &error;
     loop {
         match cause.downcast_ref::<Refused>() {
-            Some(Refused::Egress) => return HttpError::Egress,
+            Some(Refused::Egress(rule)) => return HttpError::Egress(*rule),
             Some(Refused::PlainHttp) => return HttpError::PlainHttp,
             None => {}
         }
@@ -240,7 +243,10 @@ mod tests {
             "http://0177.0.0.1:9/token",
         ] {
             assert!(
-                matches!(default.request(Method::POST, url), Err(HttpError::Egress)),
+                matches!(
+                    default.request(Method::POST, url),
+                    Err(HttpError::Egress(_))
+                ),
                 "{url}"
             );
         }
@@ -298,7 +304,7 @@ mod tests {
                 Err(e) => Err(e),
             };
             assert!(
-                matches!(result, Err(HttpError::Egress)),
+                matches!(result, Err(HttpError::Egress(_))),
                 "{url}: {result:?}"
             );
             assert!(!was_connected(&listener), "{url} was connected to");

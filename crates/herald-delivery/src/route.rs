@@ -259,7 +259,7 @@ pub fn route(
         provider: Some(provider.id),
         config_version,
         sender_policy: provider.settings.sender_policy,
-        warnings: s.warnings(),
+        warnings: s.warnings().into_iter().map(|w| w.message).collect(),
     })
 }
 

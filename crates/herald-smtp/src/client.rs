@@ -964,17 +964,20 @@ pub async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, SmtpError> {
     }
     // Checked on the resolved addresses, which are then the ones connected to,
     // so a DNS answer that changes between check and connect cannot slip through.
-    let addrs: Vec<SocketAddr> = match &target.egress {
-        Some(egress) => addrs
-            .into_iter()
-            .filter(|a| egress.permits(a.ip()))
-            .collect(),
-        None => addrs,
+    let Some(egress) = &target.egress else {
+        return Ok(addrs);
     };
-    if addrs.is_empty() {
-        return Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied));
+    let first_refusal = addrs.iter().find_map(|a| egress.refusal(a.ip()));
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| egress.permits(a.ip()))
+        .collect();
+    match first_refusal {
+        Some(rule) if addrs.is_empty() => {
+            Err(SmtpError::new(Step::Connect, ErrorKind::EgressDenied(rule)))
+        }
+        _ => Ok(addrs),
     }
-    Ok(addrs)
 }
 
 /// Resolves the host and connects to the first permitted address that answers.

@@ -5,23 +5,24 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-/// Ranges that are never a tenant's server: this machine, link-local (where
-/// most clouds serve instance metadata), the unspecified address, multicast,
-/// reserved and broadcast, and NAT64's local-use prefix (whose IPv4 address
-/// may sit at any of several places, so it cannot be judged reliably).
-/// Private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) stay
-/// allowed: an on-premises relay is a normal provider.
-const FORBIDDEN: &[&str] = &[
-    "0.0.0.0/8",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "fe80::/10",
-    "ff00::/8",
-    "64:ff9b:1::/48",
+/// Ranges that are never a tenant's server, each with the rule that refuses
+/// it: this machine, link-local (where most clouds serve instance metadata),
+/// the unspecified address, multicast, reserved and broadcast, and NAT64's
+/// local-use prefix (whose IPv4 address may sit at any of several places, so
+/// it cannot be judged reliably). Private ranges (10/8, 172.16/12,
+/// 192.168/16, 100.64/10, fc00::/7) stay allowed: an on-premises relay is a
+/// normal provider.
+const FORBIDDEN: &[(&str, EgressRule)] = &[
+    ("0.0.0.0/8", EgressRule::Unspecified),
+    ("127.0.0.0/8", EgressRule::Loopback),
+    ("169.254.0.0/16", EgressRule::LinkLocal),
+    ("224.0.0.0/4", EgressRule::Multicast),
+    ("240.0.0.0/4", EgressRule::Reserved),
+    ("::/128", EgressRule::Unspecified),
+    ("::1/128", EgressRule::Loopback),
+    ("fe80::/10", EgressRule::LinkLocal),
+    ("ff00::/8", EgressRule::Multicast),
+    ("64:ff9b:1::/48", EgressRule::Nat64LocalUse),
 ];
 
 /// Cloud metadata and instance services outside the forbidden ranges. Those at
@@ -47,6 +48,86 @@ const METADATA: &[&str] = &[
     "192.0.0.192/32",
 ];
 
+/// The rule by which the egress guard refuses an address, as the API's
+/// warnings, a refused delivery and `herald smtp-check` name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EgressRule {
+    /// `0.0.0.0/8` and `::`.
+    Unspecified,
+    /// `127.0.0.0/8` and `::1`: this machine.
+    Loopback,
+    /// `169.254.0.0/16` and `fe80::/10`, where clouds serve instance metadata.
+    LinkLocal,
+    /// `224.0.0.0/4` and `ff00::/8`.
+    Multicast,
+    /// `240.0.0.0/4`, with broadcast.
+    Reserved,
+    /// NAT64's local-use prefix `64:ff9b:1::/48`.
+    Nat64LocalUse,
+    /// A cloud's metadata or instance service outside the ranges above.
+    CloudMetadata,
+    /// A range of the operator's `--egress-deny`.
+    OperatorDenied,
+}
+
+impl EgressRule {
+    /// A stable name of the rule, for programs.
+    pub fn code(self) -> &'static str {
+        match self {
+            EgressRule::Unspecified => "unspecified",
+            EgressRule::Loopback => "loopback",
+            EgressRule::LinkLocal => "link_local",
+            EgressRule::Multicast => "multicast",
+            EgressRule::Reserved => "reserved",
+            EgressRule::Nat64LocalUse => "nat64_local_use",
+            EgressRule::CloudMetadata => "cloud_metadata",
+            EgressRule::OperatorDenied => "operator_denied",
+        }
+    }
+
+    /// The rule from its [`code`](EgressRule::code).
+    pub fn from_code(code: &str) -> Option<EgressRule> {
+        [
+            EgressRule::Unspecified,
+            EgressRule::Loopback,
+            EgressRule::LinkLocal,
+            EgressRule::Multicast,
+            EgressRule::Reserved,
+            EgressRule::Nat64LocalUse,
+            EgressRule::CloudMetadata,
+            EgressRule::OperatorDenied,
+        ]
+        .into_iter()
+        .find(|rule| rule.code() == code)
+    }
+}
+
+/// The rule in words, and what the operator can do about it where allowing
+/// the range can make sense (this machine, for a relay on it; a range the
+/// operator denied).
+impl std::fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EgressRule::Unspecified => "unspecified addresses (0.0.0.0/8, ::) are refused",
+            EgressRule::Loopback => {
+                "loopback addresses are refused; the operator may allow them with --egress-allow"
+            }
+            EgressRule::LinkLocal => {
+                "link-local addresses are refused (clouds serve instance metadata there)"
+            }
+            EgressRule::Multicast => "multicast addresses are refused",
+            EgressRule::Reserved => "reserved and broadcast addresses (240.0.0.0/4) are refused",
+            EgressRule::Nat64LocalUse => {
+                "NAT64 local-use addresses (64:ff9b:1::/48) are refused: the IPv4 address inside cannot be judged"
+            }
+            EgressRule::CloudMetadata => "cloud metadata service addresses are refused",
+            EgressRule::OperatorDenied => {
+                "the operator refuses this range with --egress-deny (an --egress-allow range overrides it)"
+            }
+        })
+    }
+}
+
 /// The operator's egress policy: built-in forbidden ranges, plus a deny list,
 /// minus an allow list that overrides both.
 ///
@@ -59,7 +140,8 @@ const METADATA: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct Egress {
     allow: Vec<IpNet>,
-    deny: Vec<IpNet>,
+    /// The built-in ranges, then the operator's, each with its rule.
+    deny: Vec<(IpNet, EgressRule)>,
 }
 
 impl Egress {
@@ -67,11 +149,15 @@ impl Egress {
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>) -> Self {
         let built_in = FORBIDDEN
             .iter()
-            .chain(METADATA)
-            .map(|net| net.parse().expect("the built-in ranges parse"));
+            .copied()
+            .chain(METADATA.iter().map(|net| (*net, EgressRule::CloudMetadata)))
+            .map(|(net, rule)| (net.parse().expect("the built-in ranges parse"), rule));
+        let operator = deny
+            .into_iter()
+            .map(|net| (net, EgressRule::OperatorDenied));
         Egress {
             allow,
-            deny: built_in.chain(deny).collect(),
+            deny: built_in.chain(operator).collect(),
         }
     }
 
@@ -90,20 +176,31 @@ impl Egress {
 
     /// True when Herald may connect to `ip` for a tenant.
     pub fn permits(&self, ip: IpAddr) -> bool {
+        self.refusal(ip).is_none()
+    }
+
+    /// The rule that refuses `ip`, or `None` when Herald may connect to it.
+    pub fn refusal(&self, ip: IpAddr) -> Option<EgressRule> {
         if self.allows(ip) {
-            return true;
+            return None;
         }
         // Every address `ip` stands for must pass: the IPv6 address itself and
         // each IPv4 address inside it (Teredo carries two).
         let denied = |ip: IpAddr| {
-            !self.allow.iter().any(|net| net.contains(&ip))
-                && self.deny.iter().any(|net| net.contains(&ip))
+            if self.allow.iter().any(|net| net.contains(&ip)) {
+                return None;
+            }
+            self.deny
+                .iter()
+                .find(|(net, _)| net.contains(&ip))
+                .map(|(_, rule)| *rule)
         };
-        !denied(ip)
-            && embedded_ipv4(ip)
+        denied(ip).or_else(|| {
+            embedded_ipv4(ip)
                 .into_iter()
                 .flatten()
-                .all(|v4| !denied(v4.into()))
+                .find_map(|v4| denied(v4.into()))
+        })
     }
 
     /// True when the operator's allow list covers `ip` itself, or the IPv4
@@ -326,6 +423,29 @@ mod tests {
         }
         // Allowing loopback does not allow the metadata service inside a Teredo address.
         assert!(!egress.permits(ip("2001:0:7f00:1:0:0:5601:5601")));
+    }
+
+    #[test]
+    fn each_refusal_names_its_rule() {
+        let egress = Egress::new(Vec::new(), Egress::parse_list("10.0.0.0/8").unwrap());
+        for (address, rule) in [
+            ("127.0.0.1", EgressRule::Loopback),
+            ("::1", EgressRule::Loopback),
+            ("::ffff:127.0.0.1", EgressRule::Loopback),
+            ("0.0.0.0", EgressRule::Unspecified),
+            ("169.254.169.254", EgressRule::LinkLocal),
+            ("64:ff9b::a9fe:a9fe", EgressRule::LinkLocal),
+            ("fd00:ec2::254", EgressRule::CloudMetadata),
+            ("224.0.0.1", EgressRule::Multicast),
+            ("255.255.255.255", EgressRule::Reserved),
+            ("64:ff9b:1::1", EgressRule::Nat64LocalUse),
+            ("10.1.2.3", EgressRule::OperatorDenied),
+        ] {
+            assert_eq!(egress.refusal(ip(address)), Some(rule), "{address}");
+            assert_eq!(EgressRule::from_code(rule.code()), Some(rule));
+        }
+        assert_eq!(egress.refusal(ip("203.0.113.7")), None);
+        assert!(EgressRule::Loopback.to_string().contains("--egress-allow"));
     }
 
     #[test]

@@ -99,9 +99,9 @@ pub enum ErrorKind {
         /// The server's limit from its EHLO reply.
         limit: u64,
     },
-    /// The egress policy forbids every address of the host. The error is the
-    /// same whatever the reason, and nothing was connected to.
-    EgressDenied,
+    /// The egress policy forbids every address of the host, by this rule (the
+    /// first address's); nothing was connected to.
+    EgressDenied(crate::EgressRule),
     /// The server broke the protocol (a malformed or oversized reply).
     Protocol(String),
     /// An address of the envelope is internationalised and the server does not
@@ -247,9 +247,9 @@ impl SmtpError {
                 f,
                 "{step}: the message is {size} bytes and the server accepts at most {limit} (its SIZE limit); nothing was sent"
             ),
-            ErrorKind::EgressDenied => write!(
+            ErrorKind::EgressDenied(rule) => write!(
                 f,
-                "{step}: the destination is not allowed by this installation's egress policy"
+                "{step}: the destination is not allowed by this installation's egress policy: {rule}"
             ),
             ErrorKind::Protocol(e) => write!(f, "{step}: protocol error: {e}"),
         }

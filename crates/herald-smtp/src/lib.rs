@@ -18,7 +18,7 @@ pub use client::{
     Connection, Credentials, Envelope, RecipientOutcome, Target, Timeouts, TlsInfo, Transaction,
     resolve,
 };
-pub use egress::Egress;
+pub use egress::{Egress, EgressRule};
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;
 pub use tls::{TlsSettings, validate_ca_pem};

@@ -156,24 +156,48 @@ impl ServerSettings {
         redirected || weakened || trust_changed
     }
 
-    /// What is weak about these settings, in words for the administrator: the
-    /// API's server answer, the console's server page and a test message's
+    /// What is weak about these settings, for the administrator: the API's
+    /// server answer, the console's server page and a test message's
     /// diagnosis all show these.
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Warning> {
         let mut warnings = Vec::new();
         if self.security == Security::None && self.requires_auth {
             warnings.push(if self.allow_plaintext_auth {
-                "security is none and allow_plaintext_auth is true: the password travels unencrypted".to_owned()
+                Warning::new(
+                    "plaintext_auth",
+                    "security is none and allow_plaintext_auth is true: the password travels unencrypted",
+                )
             } else {
-                "security is none and the server requires authentication: the password would travel unencrypted; AUTH is refused unless allow_plaintext_auth is true".to_owned()
+                Warning::new(
+                    "plaintext_auth_refused",
+                    "security is none and the server requires authentication: the password would travel unencrypted; AUTH is refused unless allow_plaintext_auth is true",
+                )
             });
         }
         if self.security != Security::None && !self.tls_verify {
-            warnings.push(
-                "tls_verify is false: the server's certificate is not checked, so anyone on the path can pose as the server and read the mail and the password".to_owned(),
-            );
+            warnings.push(Warning::new(
+                "tls_not_verified",
+                "tls_verify is false: the server's certificate is not checked, so anyone on the path can pose as the server and read the mail and the password",
+            ));
         }
         warnings
+    }
+}
+
+/// Something the administrator should know about an entry that was accepted
+/// anyway: a stable `code` for programs and a `message` for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Warning {
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -53,7 +53,7 @@ pub enum OperatorTokenCommand {
     /// Create an operator token and print it once (only its hash is stored).
     Create(Box<TokenCreateArgs>),
     /// List the operator tokens in force: id, name, created, last used, and which came from HERALD_BOOTSTRAP_TOKEN.
-    List(Box<ServeArgs>),
+    List(Box<StoreArgs>),
     /// Revoke an operator token by its id (see `list`); it stops working at once.
     Revoke(Box<TokenRevokeArgs>),
 }
@@ -65,7 +65,7 @@ pub struct TokenCreateArgs {
     #[arg(long, default_value = "created on the command line")]
     pub name: String,
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub store: StoreArgs,
 }
 
 /// Flags of `herald operator token revoke`.
@@ -74,7 +74,7 @@ pub struct TokenRevokeArgs {
     /// The token's id, as `herald operator token list` shows it.
     pub id: String,
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub store: StoreArgs,
 }
 
 /// Flags of `herald operator set-password`: the address, and where the database is.
@@ -84,7 +84,7 @@ pub struct SetPasswordArgs {
     #[arg(long, env = "HERALD_OPERATOR_EMAIL")]
     pub email: String,
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub store: StoreArgs,
 }
 
 /// Flags of `herald migrate-store`.
@@ -117,9 +117,55 @@ impl MigrateArgs {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Re-seal every stored secret under a new key (run it while the nodes are stopped).
-    Rotate(Box<ServeArgs>),
+    Rotate(Box<StoreArgs>),
     /// Print a new random key, for keyrings kept in HERALD_MASTER_KEY.
     Generate,
+}
+
+/// The help of the flags that say where a node's data is, shared by `herald
+/// serve` and the commands that work on that data directly.
+const CONFIG_HELP: &str =
+    "A TOML file with any of `herald serve`'s settings; flags and environment override it";
+const DATA_DIR_HELP: &str =
+    "Directory for the embedded database and the master key file [default: ./herald-data]";
+const DATABASE_URL_HELP: &str = "Database: sqlite://PATH for the embedded database [default: herald.db in the data directory], \
+     or postgres://USER:PASSWORD@HOST:PORT/DATABASE for PostgreSQL (several nodes on one database)";
+
+/// Where a node's data is, for the commands that work on it directly
+/// (`herald keys rotate`, `herald operator …`): the same flags, variables and
+/// file keys as `herald serve`, and none of the flags only a running node uses.
+#[derive(Args, Debug, Default)]
+pub struct StoreArgs {
+    #[arg(long, env = "HERALD_CONFIG", help = CONFIG_HELP)]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "HERALD_DATA_DIR", help = DATA_DIR_HELP)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "HERALD_DATABASE_URL", help = DATABASE_URL_HELP)]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// The node's settings as `herald serve` would resolve them from the same
+    /// file and variables; the node's address (for the console's URL) comes
+    /// from `HERALD_HTTP_ADDR` or the file.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let http = match std::env::var("HERALD_HTTP_ADDR") {
+            Ok(addr) if !addr.trim().is_empty() => Some(
+                addr.trim()
+                    .parse()
+                    .with_context(|| format!("HERALD_HTTP_ADDR {addr:?} is not an address:port"))?,
+            ),
+            _ => None,
+        };
+        ServeArgs {
+            config: self.config,
+            data_dir: self.data_dir,
+            database_url: self.database_url,
+            http,
+            ..ServeArgs::default()
+        }
+        .resolve()
+    }
 }
 
 /// Flags of `herald serve`. Each also reads an environment variable, and each
@@ -127,18 +173,15 @@ pub enum KeysCommand {
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
-    /// A TOML file with any of these settings; flags and environment override it.
-    #[arg(long, env = "HERALD_CONFIG")]
+    #[arg(long, env = "HERALD_CONFIG", help = CONFIG_HELP)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:8025].
     #[arg(long = "http", env = "HERALD_HTTP_ADDR")]
     pub http: Option<SocketAddr>,
-    /// Directory for the embedded database and the master key file [default: ./herald-data].
-    #[arg(long, env = "HERALD_DATA_DIR")]
+    #[arg(long, env = "HERALD_DATA_DIR", help = DATA_DIR_HELP)]
     pub data_dir: Option<PathBuf>,
-    /// Database: sqlite://PATH [default: sqlite file in the data directory].
-    #[arg(long, env = "HERALD_DATABASE_URL")]
+    #[arg(long, env = "HERALD_DATABASE_URL", help = DATABASE_URL_HELP)]
     pub database_url: Option<String>,
     /// The system default relay: smtp://host[:port], smtp+starttls://host[:port] or smtps://host[:port].
     /// Without it, the default provider is the capture mailbox.

@@ -13,6 +13,20 @@ use anyhow::Context;
 
 use config::{Cli, Command, Database, KeysCommand, OperatorCommand};
 
+/// An error that ends a command, as its user reads it on standard error: the
+/// message and each cause on a line of its own, and never a backtrace. The
+/// errors that reach here are expected ones (a busy port, a database that
+/// refuses the connection, a bad flag), for which a backtrace is noise, and
+/// anyhow would print one whenever `RUST_BACKTRACE` is set; a bug panics,
+/// and a panic still prints its backtrace.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = format!("error: {error}");
+    for cause in error.chain().skip(1) {
+        report.push_str(&format!("\n  caused by: {cause}"));
+    }
+    report
+}
+
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Whatever a command writes (the data directory, the database, the key
@@ -107,14 +121,22 @@ fn print_copy_report(
 async fn set_operator_password(args: config::SetPasswordArgs) -> anyhow::Result<()> {
     let email = herald_core::EmailAddress::parse(args.email.trim())
         .map_err(|e| anyhow::anyhow!("--email {e}"))?;
-    let settings = args.serve.resolve().context("invalid configuration")?;
+    let settings = args.store.resolve().context("invalid configuration")?;
     let typed = match std::env::var("HERALD_OPERATOR_PASSWORD") {
         Ok(password) => password,
         Err(_) => {
-            let first = rpassword::prompt_password("new console password: ")
-                .context("reading the password")?;
-            let again =
-                rpassword::prompt_password("the same again: ").context("reading the password")?;
+            // rpassword reads from the controlling terminal; a service manager,
+            // a container or a pipe has none.
+            let prompt = |text: &str| {
+                rpassword::prompt_password(text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read the password from a terminal ({e}); without one, \
+                         give it in HERALD_OPERATOR_PASSWORD"
+                    )
+                })
+            };
+            let first = prompt("new console password: ")?;
+            let again = prompt("the same again: ")?;
             anyhow::ensure!(
                 first == again,
                 "the two passwords differ; nothing was changed"

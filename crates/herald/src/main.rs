@@ -1,8 +1,10 @@
 //! The `herald` command: parse the command line, set up logging, run the chosen subcommand.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = herald::config::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -13,6 +15,14 @@ fn main() -> anyhow::Result<()> {
         // person or a script reads: the one-time operator token and the address.
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(herald::run(cli))
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(herald::run(cli)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", herald::error_report(&error));
+            ExitCode::FAILURE
+        }
+    }
 }

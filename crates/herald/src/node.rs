@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
 use herald_api::AppState;
-use herald_core::{NodeRole, Role, TokenId, token};
+use herald_core::{NodeRole, Role, Secret, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
 use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
 use tokio::sync::watch;
@@ -37,10 +37,30 @@ pub struct Node {
 /// be guessable, and generated tokens are longer still.
 pub const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 32;
 
+/// Refuses a `HERALD_BOOTSTRAP_TOKEN` too short to be safe, before the node
+/// changes anything.
+fn check_bootstrap_token(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(given) = &settings.bootstrap_token {
+        let chars = given.expose().chars().count();
+        anyhow::ensure!(
+            chars >= MIN_BOOTSTRAP_TOKEN_CHARS,
+            "HERALD_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters long \
+             (it has {chars}); `openssl rand -hex 32` makes a good one"
+        );
+    }
+    Ok(())
+}
+
 /// Makes sure an operator token exists: the bootstrap token (which replaces an
-/// earlier, different one), or a new token printed once when the database is new.
-async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Option<String>> {
-    let Some(given) = &settings.bootstrap_token else {
+/// earlier, different one), or a new token when the database has none, which
+/// the caller prints once. It runs last in [`start`], once the node listens
+/// and nothing else can fail, so a start that fails never leaves behind a
+/// token nobody saw; the next start makes one.
+async fn bootstrap(
+    store: &dyn Store,
+    bootstrap_token: Option<&Secret>,
+) -> anyhow::Result<Option<String>> {
+    let Some(given) = bootstrap_token else {
         if store.operator_token_exists().await? {
             return Ok(None);
         }
@@ -57,12 +77,6 @@ async fn bootstrap(store: &dyn Store, settings: &Settings) -> anyhow::Result<Opt
             .await?;
         return Ok(Some(secret));
     };
-    let chars = given.expose().chars().count();
-    anyhow::ensure!(
-        chars >= MIN_BOOTSTRAP_TOKEN_CHARS,
-        "HERALD_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_TOKEN_CHARS} characters long \
-         (it has {chars}); `openssl rand -hex 32` makes a good one"
-    );
     let outcome = store
         .set_bootstrap_token(NewToken {
             id: TokenId::new(),
@@ -275,15 +289,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         }
         Database::Postgres(_) => None,
     };
+    check_bootstrap_token(&settings)?;
+    // The address first: a start that cannot listen stops before it changes
+    // anything, above all before it makes an operator token.
+    let listener = listen(settings.http).await?;
+    let http_addr = listener.local_addr()?;
     let store = settings.database.open().await?;
     let (sealer, form_key) =
         keys::load_with_form_key(settings.master_key.as_ref(), &key_file(&settings.data_dir))?;
     let sealer = Arc::new(sealer);
-    let generated_operator_token = bootstrap(&*store, &settings).await?;
-    if let Some(token) = &generated_operator_token {
-        // Printed once, to standard output, so it does not end up in log collectors.
-        println!("\nOperator token (shown once, stored only as a hash):\n\n    {token}\n");
-    }
 
     let default_provider = Arc::new(settings.default_provider);
     match &default_provider.transport {
@@ -310,6 +324,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     };
     let recovered_at = now_ms();
     recover(&*store, &identity).await?;
+    // The last step that can fail: from here on the node runs, and the token
+    // made here is printed below.
+    let generated_operator_token = bootstrap(&*store, settings.bootstrap_token.as_ref()).await?;
     // The worker starts a send only while the others still count this node
     // alive; each heartbeat recorded moves this on.
     let standing = Arc::new(AtomicI64::new(standing_after(
@@ -367,10 +384,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         tokio::spawn(async {})
     };
 
-    let listener = tokio::net::TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("listening on {}", settings.http))?;
-    let http_addr = listener.local_addr()?;
     // The web console is served next to the API by nodes with the api role.
     let app = if settings.api {
         let console = herald_console::Options {
@@ -396,6 +409,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database, "herald is running");
     // One plain line on standard output that people and scripts can read the address from.
     println!("herald listening on http://{http_addr}");
+    if let Some(token) = &generated_operator_token {
+        // Printed once, to standard output, so it does not end up in log collectors.
+        println!("\nOperator token (shown once, stored only as a hash):\n\n    {token}\n");
+    }
+    if settings.api {
+        println!(
+            "Web console: http://{http_addr}/ (for the operator's sign-in, set a password once with \
+             `herald operator set-password --email you@example.com`, on the same data directory or database)"
+        );
+    }
     Ok(Node {
         http_addr,
         generated_operator_token,
@@ -405,6 +428,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         worker,
         heartbeat,
         _lock: lock,
+    })
+}
+
+/// Binds the HTTP listener; a failure says how to choose another address.
+async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        let why = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "another program listens there",
+            std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+                "ports below 1024 need privileges"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "the address is not one of this machine's",
+            _ => "the system refused it",
+        };
+        let next = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(8025));
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {error}, {why}; choose another address with \
+             --http ADDRESS:PORT (or HERALD_HTTP_ADDR), e.g. --http {next}"
+        )
     })
 }
 

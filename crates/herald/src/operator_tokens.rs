@@ -7,7 +7,7 @@ use herald_core::{Role, TokenId, token};
 use herald_store::{AuditEntry, NewToken, Store, StoreError};
 use serde_json::json;
 
-use crate::config::{OperatorTokenCommand, ServeArgs};
+use crate::config::{OperatorTokenCommand, StoreArgs};
 
 /// Who the audit log names for changes made here.
 const ACTOR: &str = "herald operator token (command line)";
@@ -18,7 +18,7 @@ pub async fn run(command: OperatorTokenCommand) -> anyhow::Result<()> {
         OperatorTokenCommand::Create(args) => {
             let name =
                 herald_api::service::name(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
-            let store = open(args.serve).await?;
+            let store = open(args.store).await?;
             let secret = token::generate();
             let record = store
                 .create_token(NewToken {
@@ -74,7 +74,7 @@ pub async fn run(command: OperatorTokenCommand) -> anyhow::Result<()> {
                 .trim()
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{:?} is not a token id", args.id))?;
-            let store = open(args.serve).await?;
+            let store = open(args.store).await?;
             let known = store
                 .list_operator_tokens()
                 .await
@@ -94,7 +94,7 @@ pub async fn run(command: OperatorTokenCommand) -> anyhow::Result<()> {
 }
 
 /// Opens the node's store as `herald serve` would with the same settings.
-async fn open(args: ServeArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+async fn open(args: StoreArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let settings = args.resolve().context("invalid configuration")?;
     if let crate::config::Database::Sqlite(path) = &settings.database {
         if let Some(dir) = path.parent() {

@@ -193,7 +193,7 @@ pub async fn run(args: SmtpCheckArgs) -> anyhow::Result<()> {
         );
     }
     result.map_err(|error| match error.downcast_ref::<SmtpError>() {
-        Some(e) if matches!(e.kind, ErrorKind::EgressDenied) => anyhow::anyhow!(
+        Some(e) if matches!(e.kind, ErrorKind::EgressDenied(_)) => anyhow::anyhow!(
             "the egress rules refuse every address of the server; if the node may reach it, \
              allow its range with --egress-allow or HERALD_EGRESS_ALLOW (e.g. 192.0.2.0/24)"
         ),
@@ -290,6 +290,10 @@ fn secret() -> anyhow::Result<Secret> {
     if let Ok(password) = std::env::var("HERALD_SMTP_PASSWORD") {
         return Ok(Secret::new(password));
     }
-    let password = rpassword::prompt_password("password: ").context("reading the password")?;
+    let password = rpassword::prompt_password("password: ").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the password from a terminal ({e}); without one, give it in HERALD_SMTP_PASSWORD"
+        )
+    })?;
     Ok(Secret::new(password))
 }

@@ -8,14 +8,17 @@ use std::net::IpAddr;
 
 use herald_core::{AccountId, EndpointUrl, Invalid, Port, Secret, Security, ServerId, SmtpHost};
 use herald_smtp::Egress;
-use herald_store::{ServerSettings, SmtpAccount, SmtpServer};
+use herald_store::{ServerSettings, SmtpAccount, SmtpServer, Warning};
 use serde::{Deserialize, Serialize};
 use url::Host;
 
 use super::{Check, name, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
-use crate::service::{create_account, create_server, delete_account, delete_server, update_server};
+use crate::service::{
+    create_account, create_server, delete_account, delete_server, update_server,
+    warnings_when_saved,
+};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -246,8 +249,20 @@ pub struct ServerAnswer {
     #[serde(flatten)]
     pub server: SmtpServer,
     /// What the administrator should know: a password that would travel
-    /// unencrypted, a certificate that is not checked.
-    pub warnings: Vec<String>,
+    /// unencrypted, a certificate that is not checked, and (in the answer to
+    /// a save) a host the egress guard refuses.
+    pub warnings: Vec<Warning>,
+}
+
+impl ServerAnswer {
+    /// The answer to a create or a change: the settings' warnings, and
+    /// whether the egress guard refuses the host as it resolves now.
+    async fn saved(state: &AppState, server: SmtpServer) -> ServerAnswer {
+        ServerAnswer {
+            warnings: warnings_when_saved(state, &server.settings).await,
+            server,
+        }
+    }
 }
 
 impl From<SmtpServer> for ServerAnswer {
@@ -265,7 +280,10 @@ async fn create(
     body: Body<ServerBody>,
 ) -> Result<(StatusCode, Json<ServerAnswer>), ApiError> {
     let server = create_server(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(server.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(ServerAnswer::saved(&state, server).await),
+    ))
 }
 
 async fn list(
@@ -297,7 +315,7 @@ async fn update(
     let body = body.parse()?;
     let id = path_id::<ServerId>(&id, "SMTP server")?;
     let server = update_server(&state, &caller, &tenant, id, body).await?;
-    Ok(Json(server.into()))
+    Ok(Json(ServerAnswer::saved(&state, server).await))
 }
 
 async fn remove(

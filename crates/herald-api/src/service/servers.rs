@@ -1,8 +1,13 @@
 //! SMTP servers of a tenant: create, change (clearing the accounts' secrets when
-//! trust is redirected or weakened) and delete.
+//! trust is redirected or weakened), delete, and the warning, when one is
+//! saved, that the egress guard would refuse its host.
 
-use herald_core::ServerId;
-use herald_store::{SmtpServer, Tenant};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use herald_core::{Port, ServerId, SmtpHost};
+use herald_smtp::{Egress, EgressRule};
+use herald_store::{ServerSettings, SmtpServer, Tenant, Warning};
 use serde_json::json;
 
 use crate::routes::servers::ServerBody;
@@ -74,4 +79,62 @@ pub async fn delete_server(
         )
         .await;
     Ok(())
+}
+
+/// How long saving a server waits for its host name to resolve, to say at
+/// once when the egress guard would refuse it. A slow resolver delays the
+/// answer by this much at most; it never refuses the save.
+pub const RESOLVE_WITHIN: Duration = Duration::from_secs(2);
+
+/// The rule by which the egress guard would refuse every address of the
+/// server's host, judged now: an IP address at once, a name on what it
+/// resolves to within [`RESOLVE_WITHIN`]. A name that does not resolve (in
+/// time, or at all) gives none: the nodes that deliver may see other DNS
+/// answers, and a test message shows what they see. A name with some
+/// addresses refused and some not gives none either: mail goes to the others.
+pub async fn egress_refusal(egress: &Egress, host: &SmtpHost, port: Port) -> Option<EgressRule> {
+    let addresses: Vec<IpAddr> = match host.ip() {
+        Some(ip) => vec![ip],
+        None => match tokio::time::timeout(
+            RESOLVE_WITHIN,
+            tokio::net::lookup_host((host.as_ref(), port.get())),
+        )
+        .await
+        {
+            Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+            Ok(Err(_)) | Err(_) => return None,
+        },
+    };
+    let rules: Vec<Option<EgressRule>> = addresses.iter().map(|ip| egress.refusal(*ip)).collect();
+    if rules.iter().all(Option::is_some) {
+        rules.into_iter().flatten().next()
+    } else {
+        None
+    }
+}
+
+/// The warning that the egress guard refuses the server's host by `rule`,
+/// in the words of the refusal a delivery would meet.
+pub fn egress_warning(host: &SmtpHost, rule: EgressRule) -> Warning {
+    let what = match host.ip() {
+        Some(_) => format!("{host} is an address"),
+        None => format!("{host} resolves only to addresses"),
+    };
+    Warning::new(
+        "egress_refused",
+        format!(
+            "{what} this installation's egress policy refuses, so no mail can go through this server: {rule}"
+        ),
+    )
+}
+
+/// What the administrator should know about a server entry just saved: what
+/// is weak about its settings, and whether the egress guard refuses its host
+/// (resolved within [`RESOLVE_WITHIN`]).
+pub async fn warnings_when_saved(state: &AppState, settings: &ServerSettings) -> Vec<Warning> {
+    let mut warnings = settings.warnings();
+    if let Some(rule) = egress_refusal(&state.egress, &settings.host, settings.port).await {
+        warnings.push(egress_warning(&settings.host, rule));
+    }
+    warnings
 }

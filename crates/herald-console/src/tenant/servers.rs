@@ -123,7 +123,17 @@ pub(super) async fn server_page(
         _ => None,
     };
     // The same words the API's server answer gives, from the stored entry.
-    let warnings = server.map(|s| s.settings.warnings()).unwrap_or_default();
+    // Just after a save, also whether the egress guard refuses its host, as
+    // the API's answer to a save says.
+    let just_saved = matches!(
+        extras.saved,
+        Some(Saved::ServerAdded | Saved::ServerChanged)
+    );
+    let warnings = match server {
+        Some(s) if just_saved => service::warnings_when_saved(state, &s.settings).await,
+        Some(s) => s.settings.warnings(),
+        None => Vec::new(),
+    };
     let blank = AccountForm::default();
     let (account, account_problems) = match extras.account {
         Some((account, problems)) => (account, problems),

@@ -7,12 +7,23 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// The messages of a server answer's warnings.
 fn warnings(server: &Value) -> Vec<String> {
     server["warnings"]
         .as_array()
         .unwrap_or_else(|| panic!("no warnings list: {server}"))
         .iter()
-        .map(|w| w.as_str().unwrap().to_owned())
+        .map(|w| w["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The codes of a server answer's warnings.
+fn codes(server: &Value) -> Vec<String> {
+    server["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings list: {server}"))
+        .iter()
+        .map(|w| w["code"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -33,6 +44,7 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
     assert_eq!(clear["allow_plaintext_auth"], false, "{clear}");
     let said = warnings(&clear);
     assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(codes(&clear), ["plaintext_auth_refused"]);
     assert!(
         said[0].contains("the password would travel unencrypted")
             && said[0].contains("AUTH is refused unless allow_plaintext_auth is true"),
@@ -54,6 +66,7 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
         warnings(&allowed)[0].contains("the password travels unencrypted"),
         "{allowed}"
     );
+    assert_eq!(codes(&allowed), ["plaintext_auth"]);
     let (_, shown) = app.get(&path, &acme.admin).await;
     assert_eq!(shown["allow_plaintext_auth"], true);
     assert_eq!(warnings(&shown), warnings(&allowed));
@@ -70,6 +83,7 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
         warnings(&unchecked)[0].contains("tls_verify is false"),
         "{unchecked}"
     );
+    assert_eq!(codes(&unchecked), ["tls_not_verified"]);
 
     let (status, sound) = app
         .post(
