@@ -18,11 +18,13 @@ mod message;
 mod script;
 mod server;
 mod session;
+mod shared;
 mod stream;
 mod tls;
 
 pub use config::{DEFAULT_MAX_MESSAGE_SIZE, ServerConfig};
 pub use message::ReceivedMessage;
 pub use script::{Action, Command, Rule};
-pub use server::{SessionEnd, TestSmtpServer};
+pub use server::TestSmtpServer;
+pub use shared::SessionEnd;
 pub use tls::TestTls;

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::config::TlsMode;
 use crate::message::ReceivedMessage;
 use crate::script::{Action, Command};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stream::Stream;
 
 /// The name the server uses for itself in the greeting and the EHLO reply.

@@ -5,37 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
 use herald_delivery::{DefaultProvider, RetryPolicy, Transport};
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
 use serde::Deserialize;
-
-/// Herald, a multi-tenant notification mail gateway.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run a node: the REST API and the delivery worker.
-    Serve(Box<ServeArgs>),
-    /// Diagnose an SMTP server step by step (DNS, TCP, TLS, EHLO, AUTH, MAIL, RCPT) without queueing anything.
-    SmtpCheck(Box<crate::smtp_check::SmtpCheckArgs>),
-    /// Print the ready server and provider templates for common setups.
-    Presets,
-    /// Manage the master keys that seal stored secrets.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// Copy an embedded installation's data into an empty PostgreSQL database, in one transaction (stop the node first).
-    MigrateStore(Box<MigrateArgs>),
-    /// Manage the operators who sign in to the web console.
-    #[command(subcommand)]
-    Operator(OperatorCommand),
-}
 
 #[derive(Subcommand, Debug)]
 pub enum OperatorCommand {
@@ -642,12 +616,8 @@ mod tests {
     /// The help states the default that `resolve` really applies.
     #[test]
     fn the_concurrency_help_states_the_real_default() {
-        use clap::CommandFactory;
         let default = ServeArgs::default().resolve().unwrap().concurrency;
-        let mut cli = Cli::command();
-        let help = cli
-            .find_subcommand_mut("serve")
-            .unwrap()
+        let help = ServeArgs::augment_args(clap::Command::new("serve"))
             .render_long_help()
             .to_string();
         let text = help.split("--concurrency").nth(1).unwrap();

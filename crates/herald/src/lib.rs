@@ -1,6 +1,7 @@
 //! The Herald node: configuration, start-up and graceful shutdown, shared by the
 //! `herald` binary and the integration tests.
 
+pub mod cli;
 pub mod config;
 pub mod files;
 pub mod http;
@@ -11,7 +12,8 @@ pub mod smtp_check;
 
 use anyhow::Context;
 
-use config::{Cli, Command, Database, KeysCommand, OperatorCommand};
+use cli::{Cli, Command};
+use config::{Database, KeysCommand, OperatorCommand};
 
 /// An error that ends a command, as its user reads it on standard error: the
 /// message and each cause on a line of its own, and never a backtrace. The

@@ -1,0 +1,32 @@
+//! The command line: `herald` and its subcommands, each with the flags it takes.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{KeysCommand, MigrateArgs, OperatorCommand, ServeArgs};
+use crate::smtp_check::SmtpCheckArgs;
+
+/// Herald, a multi-tenant notification mail gateway.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: the REST API and the delivery worker.
+    Serve(Box<ServeArgs>),
+    /// Diagnose an SMTP server step by step (DNS, TCP, TLS, EHLO, AUTH, MAIL, RCPT) without queueing anything.
+    SmtpCheck(Box<SmtpCheckArgs>),
+    /// Print the ready server and provider templates for common setups.
+    Presets,
+    /// Manage the master keys that seal stored secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Copy an embedded installation's data into an empty PostgreSQL database, in one transaction (stop the node first).
+    MigrateStore(Box<MigrateArgs>),
+    /// Manage the operators who sign in to the web console.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
