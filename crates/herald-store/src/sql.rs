@@ -359,6 +359,13 @@ pub(crate) const RECIPIENT_STATUSES: &str =
 
 // Queue.
 
+/// Every attempt of a message's recipients, in the order they were made.
+pub(crate) const MESSAGE_ATTEMPTS: &str = "SELECT a.recipient_id, a.at, a.node, a.server, a.outcome, \
+     a.step, a.code, a.enhanced_code, a.response, a.duration_ms, a.remote_addr, a.tls_version, \
+     a.tls_cipher, a.provider_id, a.config_version, a.sender_policy, a.diagnosis \
+     FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+     WHERE r.message_id = $1 AND r.tenant_id = $2 ORDER BY a.id";
+
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, \
      enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, \
      config_version, sender_policy, diagnosis) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
@@ -407,6 +414,7 @@ pub(crate) const PERSON_CREDENTIALS: &str = "SELECT p.id, p.tenant_id, p.name, p
 /// Every statement above, for the test that checks their placeholders.
 #[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
+    MESSAGE_ATTEMPTS,
     INSERT_TENANT,
     SET_CREDENTIAL_STORAGE,
     SET_ACTIVE_PROVIDER,

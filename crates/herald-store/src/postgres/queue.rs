@@ -130,16 +130,7 @@ impl Queue for PgStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let rows = query(&tx, sql::MESSAGE_RECIPIENTS, &[&mid, &tid]).await?;
-        let attempt_rows = query(
-            &tx,
-            "SELECT a.recipient_id, a.at, a.node, a.server, a.outcome, a.step, a.code, a.enhanced_code, \
-             a.response, a.duration_ms, a.remote_addr, a.tls_version, a.tls_cipher, a.provider_id, \
-             a.config_version, a.sender_policy, a.diagnosis \
-             FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-             WHERE r.message_id = $1 AND r.tenant_id = $2 ORDER BY a.id",
-            &[&mid, &tid],
-        )
-        .await?;
+        let attempt_rows = query(&tx, sql::MESSAGE_ATTEMPTS, &[&mid, &tid]).await?;
         tx.commit().await.map_err(pg)?;
         let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
         for r in &attempt_rows {

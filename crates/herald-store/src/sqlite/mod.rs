@@ -428,19 +428,6 @@ fn count_tests(c: &Connection, m: &NewMessage) -> Result<()> {
     Ok(())
 }
 
-fn attempts_of(conn: &Connection, recipient: &str) -> Result<Vec<AttemptRecord>> {
-    list(
-        conn,
-        "SELECT at, node, server, outcome, step, code, enhanced_code, response, duration_ms, \
-         remote_addr, tls_version, tls_cipher, provider_id, config_version, sender_policy, diagnosis \
-         FROM attempts WHERE recipient_id = ?1 ORDER BY id",
-        [recipient],
-        |r| Ok(rows::attempt(r)),
-    )?
-    .into_iter()
-    .collect()
-}
-
 /// Gives back a lease whose process is gone (`?1` is now): unlike
 /// [`Store::release`], the attempt the process had begun keeps counting, since
 /// it may have reached the server; the recipient is due at once.

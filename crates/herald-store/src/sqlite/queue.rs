@@ -71,11 +71,20 @@ impl Queue for SqliteStore {
                     [message_id.to_string(), tenant_id.to_string()],
                     |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
                 )?;
+                let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
+                for (rid, attempt) in list(
+                    c,
+                    sql::MESSAGE_ATTEMPTS,
+                    [message_id.to_string(), tenant_id.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, rows::attempt(r))),
+                )? {
+                    attempts.entry(rid).or_default().push(attempt?);
+                }
                 let mut recipients = Vec::with_capacity(rows.len());
                 for (rid, address, kind, st, due_at) in rows {
                     let st = status(&st)?;
                     recipients.push(RecipientView {
-                        attempts: attempts_of(c, &rid)?,
+                        attempts: attempts.remove(&rid).unwrap_or_default(),
                         id: id(rid)?,
                         address,
                         kind: RecipientKind::from_stored(&kind),
