@@ -409,8 +409,7 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
 async fn reply_to_takes_a_display_name() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
     let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, provider) = app
@@ -436,12 +435,7 @@ async fn reply_to_takes_a_display_name() {
         )
         .await;
     app.wait_for_status(&acme, &own, "sent").await;
-    let providers_own = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "provider's", "text": "x"}),
-        )
-        .await;
+    let providers_own = app.submit_to(&acme, "a@acme.example", "provider's").await;
     app.wait_for_status(&acme, &providers_own, "sent").await;
     let received = smtp.wait_for_messages(2, DEADLINE).await;
     let reply_to = |subject: &str| {
@@ -477,8 +471,7 @@ async fn reply_to_takes_a_display_name() {
 async fn mail_is_marked_auto_submitted_unless_the_submitter_says_otherwise() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
     for (subject, headers) in [
         ("default", json!({})),
         ("not automatic", json!({"Auto-Submitted": "no"})),
@@ -532,8 +525,7 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
     ] {
         let smtp = TestSmtpServer::start().await;
         let app = spawn_app().await;
-        let acme = app.tenant("acme").await;
-        app.use_smtp_server(&acme, smtp.port()).await;
+        let acme = app.tenant_sending_to("acme", smtp.port()).await;
         let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
         let id = providers[0]["id"].as_str().unwrap();
         let (status, _) = app

@@ -1,7 +1,7 @@
 //! What a failed delivery leaves behind: a test message's single attempt, the
 //! session's address and TLS on a failed attempt, and the node's log lines.
 
-use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer, TestTls};
+use herald_testsmtp::{Command, ServerConfig, TestSmtpServer, TestTls};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -66,9 +66,10 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
         ("wrong-pw", None),
         (
             "right-pw",
-            Some(Rule::new(
+            Some(reply(
                 Command::Auth,
-                Action::Reply(454, "4.7.0 temporary authentication failure".into()),
+                454,
+                "4.7.0 temporary authentication failure",
             )),
         ),
     ] {
@@ -79,7 +80,7 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
         }
         let id = test_message(&app, &acme).await;
         let message = app.wait_for_status(&acme, &id, "failed").await;
-        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        let attempts = attempts_of(&message);
         assert_eq!(attempts.len(), 1, "{message}");
         let attempt = &attempts[0];
         assert_eq!(attempt["outcome"], "failed", "{attempt}");
@@ -101,13 +102,10 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
 async fn a_test_message_refused_for_now_at_rcpt_is_not_retried() {
     let app = spawn_app().await;
     let (smtp, acme) = starttls_with_auth(&app, "right-pw").await;
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(451, "4.3.0 try again later".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 451, "4.3.0 try again later"));
     let id = test_message(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "{message}");
     assert_eq!(attempts[0]["code"], 451, "{message}");
     let mails = smtp
@@ -125,12 +123,7 @@ async fn a_test_message_refused_for_now_at_rcpt_is_not_retried() {
 async fn a_refused_login_over_starttls_records_the_address_and_the_tls() {
     let app = spawn_app().await;
     let (smtp, acme) = starttls_with_auth(&app, "wrong-pw").await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "x").await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = &message["recipients"][0]["attempts"][0];
     assert_eq!(attempt["step"], "auth", "{attempt}");
@@ -174,38 +167,11 @@ async fn failed_and_deferred_attempts_are_logged_at_the_default_level() {
     let (smtp, acme) = starttls_with_auth(&app, "right-pw").await;
     let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
     let tenant_id = tenant["id"].as_str().unwrap().to_owned();
-    smtp.script(
-        Rule::new(
-            Command::Rcpt,
-            Action::Reply(550, "5.1.1 \u{1b}[2Jno such user".into()),
-        )
-        .matching("gone@"),
-    );
-    smtp.script(
-        Rule::new(
-            Command::Rcpt,
-            Action::Reply(452, "4.2.2 mailbox full".into()),
-        )
-        .matching("full@"),
-    );
-    let failed = app
-        .submit(
-            &acme,
-            json!({"to": ["gone@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
-    let deferred = app
-        .submit(
-            &acme,
-            json!({"to": ["full@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
-    let sent = app
-        .submit(
-            &acme,
-            json!({"to": ["fine@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    smtp.script(reply(Command::Rcpt, 550, "5.1.1 \u{1b}[2Jno such user").matching("gone@"));
+    smtp.script(reply(Command::Rcpt, 452, "4.2.2 mailbox full").matching("full@"));
+    let failed = app.submit_to(&acme, "gone@acme.example", "x").await;
+    let deferred = app.submit_to(&acme, "full@acme.example", "x").await;
+    let sent = app.submit_to(&acme, "fine@acme.example", "x").await;
     app.wait_for_status(&acme, &failed, "failed").await;
     app.wait_for_attempts(&acme, &deferred, 1).await;
     app.wait_for_status(&acme, &sent, "sent").await;

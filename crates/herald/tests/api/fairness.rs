@@ -79,13 +79,7 @@ async fn a_slow_tenants_backlog_does_not_hold_up_another_tenant() {
         let messages: Vec<Value> = (first..first + BATCH)
             .map(|i| json!({"to": [format!("user{i}@acme.example")], "subject": "backlog", "text": "x"}))
             .collect();
-        let (status, answer) = app
-            .post(
-                "/v1/tenants/acme/messages/batch",
-                &acme.sender,
-                json!({"messages": messages}),
-            )
-            .await;
+        let (status, answer) = app.submit_batch(&acme, messages).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["accepted"], BATCH, "{}", answer["results"][0]);
     }
@@ -230,10 +224,7 @@ async fn test_messages_to_a_silent_server_cannot_crowd_out_another_tenant() {
     let tests_c = send_allowed_test_messages(&app, &initech, &provider_c).await;
 
     let id = app
-        .submit(
-            &globex,
-            json!({"to": ["ops@globex.example"], "subject": "on time", "text": "x"}),
-        )
+        .submit_to(&globex, "ops@globex.example", "on time")
         .await;
     app.wait_for_status(&globex, &id, "sent").await;
     for (tenant, ids) in [(&acme, &tests_a), (&initech, &tests_c)] {

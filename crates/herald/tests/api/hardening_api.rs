@@ -113,8 +113,7 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
 async fn only_administrators_read_a_test_messages_diagnosis() {
     let smtp = herald_testsmtp::TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
     let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
     let provider = providers[0]["id"].as_str().unwrap().to_owned();
     let (status, answer) = app

@@ -6,6 +6,7 @@ use std::time::Duration;
 use herald::config::{ServeArgs, Settings};
 use herald::node::{Node, start};
 use herald_core::Secret;
+use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -69,6 +70,25 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         node: Some(node),
         dir,
     }
+}
+
+/// Spawns a node with tenant `acme` whose mail goes to `smtp`.
+pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
+    let app = spawn_app().await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    (app, acme)
+}
+
+/// A script rule: the test SMTP server answers `command` with `code` and `text`.
+pub fn reply(command: Command, code: u16, text: &str) -> Rule {
+    Rule::new(command, Action::Reply(code, text.into()))
+}
+
+/// The attempts on the message's first recipient.
+pub fn attempts_of(message: &Value) -> &Vec<Value> {
+    message["recipients"][0]["attempts"]
+        .as_array()
+        .expect("the first recipient's attempts")
 }
 
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
@@ -206,6 +226,13 @@ impl TestApp {
         provider["id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a tenant whose mail goes to the SMTP server on 127.0.0.1:`port`.
+    pub async fn tenant_sending_to(&self, slug: &str, port: u16) -> TestTenant {
+        let tenant = self.tenant(slug).await;
+        self.use_smtp_server(&tenant, port).await;
+        tenant
+    }
+
     /// The operator grants the tenant the credential storage entitlement;
     /// returns the tenant as answered.
     pub async fn grant_credential_storage(&self, slug: &str) -> Value {
@@ -301,6 +328,26 @@ impl TestApp {
                 .map_or(0, Vec::len);
             (count >= n).then_some(message)
         })
+        .await
+    }
+
+    /// Submits a plain message (text "x") to one address and returns its id.
+    pub async fn submit_to(&self, tenant: &TestTenant, to: &str, subject: &str) -> String {
+        self.submit(tenant, json!({"to": [to], "subject": subject, "text": "x"}))
+            .await
+    }
+
+    /// Submits `messages` as one batch; returns the status and the answer.
+    pub async fn submit_batch(
+        &self,
+        tenant: &TestTenant,
+        messages: Vec<Value>,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/tenants/{}/messages/batch", tenant.slug),
+            &tenant.sender,
+            json!({ "messages": messages }),
+        )
         .await
     }
 

@@ -174,12 +174,7 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
             Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
         )
         .await;
-        let id = app
-            .submit(
-                &acme,
-                json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-            )
-            .await;
+        let id = app.submit_to(&acme, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&acme, &id, 1).await;
         let attempt = &message["recipients"][0]["attempts"][0];
         let logins = smtp

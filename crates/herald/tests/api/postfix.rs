@@ -636,10 +636,7 @@ async fn a_wrong_password_defers_with_postfixs_535() {
     .await;
 
     let id = app
-        .submit(
-            &acme,
-            json!({"to": ["ops@example.net"], "subject": "Wrong password", "text": "x"}),
-        )
+        .submit_to(&acme, "ops@example.net", "Wrong password")
         .await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = &message["recipients"][0]["attempts"][0];
@@ -692,7 +689,7 @@ async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
     let attempt = &message["recipients"][0]["attempts"][0];
     assert_eq!(attempt["outcome"], "failed", "final at once: {attempt}");
     let message = app.wait_for_status(&acme, id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "one login attempt only: {message}");
     let attempt = &attempts[0];
     assert_eq!(attempt["step"], "auth", "{attempt}");
@@ -832,7 +829,7 @@ async fn a_message_over_message_size_limit_is_refused_at_mail() {
         )
         .await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "a 552 is final: {message}");
     let attempt = &attempts[0];
     assert_eq!(attempt["outcome"], "failed", "{attempt}");
@@ -872,23 +869,13 @@ async fn herald_says_quit_after_idling_and_after_a_failed_login() {
     let good = app.tenant("good").await;
     app.configure(&good, entry.clone(), Some(account("plain", PASSWORD)))
         .await;
-    let id = app
-        .submit(
-            &good,
-            json!({"to": ["ok@example.net"], "subject": "Idle", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&good, "ok@example.net", "Idle").await;
     app.wait_for_status(&good, &id, "sent").await;
 
     let bad = app.tenant("bad").await;
     app.configure(&bad, entry, Some(account("plain", "wrong-pw-789")))
         .await;
-    let id = app
-        .submit(
-            &bad,
-            json!({"to": ["ops@example.net"], "subject": "Refused", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&bad, "ops@example.net", "Refused").await;
     app.wait_for_attempts(&bad, &id, 1).await;
 
     // Every session Postfix saw has ended: the fixture's own probe, the idle

@@ -28,8 +28,7 @@ async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_
     let args = ["--lease", "10m", "--smtp-timeout", "5m"];
     let mut node = start_process(dir.path(), &args, &[]).await;
     let app = node.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let body =
@@ -60,7 +59,7 @@ async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_
     smtp.wait_for_messages(ids.len(), DEADLINE).await;
     for (id, lease_end) in ids.iter().zip(lease_ends) {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        let attempts = attempts_of(&message);
         assert_eq!(
             attempts.len(),
             1,

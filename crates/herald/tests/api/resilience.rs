@@ -91,12 +91,7 @@ async fn a_stalled_provider_does_not_delay_another_tenants_mail() {
         (stalled.connections() >= 1).then_some(())
     })
     .await;
-    let id = app
-        .submit(
-            &fast,
-            json!({"to": ["ops@fast.example"], "subject": "through", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&fast, "ops@fast.example", "through").await;
 
     app.wait_for_status(&fast, &id, "sent").await;
     assert_eq!(healthy.messages().len(), 1);
@@ -127,12 +122,7 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
     app.configure(&acme, entry, None).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Fenced", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Fenced").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(
         smtp.messages().len(),
@@ -151,32 +141,21 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
         after["recipients"][0]["attempts"], message["recipients"][0]["attempts"],
         "the refused outcome left no attempt"
     );
-    assert_eq!(
-        after["recipients"][0]["attempts"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(attempts_of(&after).len(), 1);
 }
 
 #[tokio::test]
 async fn mail_still_deferred_at_the_maximum_age_fails_once_with_the_reason() {
     let smtp = TestSmtpServer::start().await;
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(452, "4.2.2 mailbox full".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 452, "4.2.2 mailbox full"));
     let app = spawn_app_with(|s| s.retry.max_age = Duration::from_secs(1)).await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
     app.configure(&acme, entry, None).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Old", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Old").await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     let last = attempts.last().unwrap();
     assert_eq!(last["outcome"], "failed");
     assert_eq!(last["code"], 452);
@@ -280,12 +259,7 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
     app.configure(&acme, entry, None).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "in flight", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "in flight").await;
     eventually("the worker to connect", || async {
         (smtp.connections() >= 1).then_some(())
     })
@@ -309,7 +283,7 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
     };
     assert_ne!(restarted.base, base);
     let message = restarted.message(&acme, &id).await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "{message}");
     assert_eq!(attempts[0]["step"], "greeting");
     assert_eq!(message["status"], "deferred");
@@ -366,10 +340,7 @@ async fn readiness_follows_a_database_that_refuses_writes() {
 async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delivered() {
     let smtp = TestSmtpServer::start().await;
     // Every recipient is deferred until the script is cleared: they stay queued.
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(451, "4.3.0 try later".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 451, "4.3.0 try later"));
     let app = spawn_app_with(|s| s.limits.max_queued_per_tenant = 2).await;
     let acme = app.tenant("acme").await;
     let other = app.tenant("other").await;

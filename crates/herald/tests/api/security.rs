@@ -36,12 +36,7 @@ async fn egress_refuses_this_machine_metadata_and_denied_ranges_uniformly() {
             None,
         )
         .await;
-        let id = app
-            .submit(
-                &tenant,
-                json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-            )
-            .await;
+        let id = app.submit_to(&tenant, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&tenant, &id, 1).await;
         let attempt = &message["recipients"][0]["attempts"][0];
         assert_eq!(attempt["outcome"], "deferred", "{host}: {attempt}");
@@ -60,14 +55,8 @@ async fn egress_allows_an_allowed_range() {
         s.egress = Egress::new(Egress::parse_list("127.0.0.1/32").unwrap(), vec![])
     })
     .await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let id = app.submit_to(&acme, "a@acme.example", "x").await;
     app.wait_for_status(&acme, &id, "sent").await;
 }
 
@@ -133,12 +122,7 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
             Some(json!({"username": "nobody@acme.example", "password": CANARY})),
         )
         .await;
-    let failing = app
-        .submit(
-            &broken,
-            json!({"to": ["a@acme.example"], "subject": "auth", "text": "x"}),
-        )
-        .await;
+    let failing = app.submit_to(&broken, "a@acme.example", "auth").await;
     let message = app.wait_for_attempts(&broken, &failing, 1).await;
     assert_eq!(
         message["recipients"][0]["attempts"][0]["step"], "auth",
@@ -154,12 +138,7 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
         Some(json!({"username": "herald@acme.example", "password": CANARY})),
     )
     .await;
-    let sent = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "auth", "text": "x"}),
-        )
-        .await;
+    let sent = app.submit_to(&acme, "a@acme.example", "auth").await;
     app.wait_for_status(&acme, &sent, "sent").await;
 
     let responses = everything_readable(
@@ -233,10 +212,7 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     let node = start_process(dir.path(), &[], &[]).await;
     let app = node.app();
     let again = app
-        .submit(
-            &acme,
-            json!({"to": ["b@acme.example"], "subject": "after rotation", "text": "x"}),
-        )
+        .submit_to(&acme, "b@acme.example", "after rotation")
         .await;
     app.wait_for_status(&acme, &again, "sent").await;
     assert_eq!(smtp.messages().len(), 2);

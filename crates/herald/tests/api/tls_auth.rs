@@ -308,14 +308,7 @@ async fn xoauth2_client_credentials_renew_a_rejected_token_once() {
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    assert_eq!(
-        message["recipients"][0]["attempts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "{message}"
-    );
+    assert_eq!(attempts_of(&message).len(), 1, "{message}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
