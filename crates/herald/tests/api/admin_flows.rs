@@ -12,23 +12,17 @@ use crate::helpers::*;
 
 /// Creates a provider through a plain server on `port` and returns its id.
 async fn provider(app: &TestApp, tenant: &TestTenant, name: &str, port: u16) -> String {
-    let slug = &tenant.slug;
     let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{slug}/smtp-servers"),
-            &tenant.admin,
+        .post_as_admin(
+            tenant,
+            "smtp-servers",
             json!({"name": name, "host": "127.0.0.1", "port": port, "security": "none"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
-    let (status, provider) = app
-        .post(
-            &format!("/v1/tenants/{slug}/providers"),
-            &tenant.admin,
-            json!({"name": name, "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
-                   "fallback_recipient": "ops@acme.example"}),
-        )
-        .await;
+    let body = json!({"name": name, "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
+                      "fallback_recipient": "ops@acme.example"});
+    let (status, provider) = app.post_as_admin(tenant, "providers", body).await;
     assert_eq!(status, StatusCode::CREATED, "{provider}");
     provider["id"].as_str().unwrap().to_owned()
 }
@@ -95,11 +89,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
 
     // Refresh: B at once, and the properties show nothing pending.
     let (status, props) = app
-        .post(
-            &format!("/v1/tenants/{}/properties/refresh", acme.slug),
-            &acme.admin,
-            json!({}),
-        )
+        .post_as_admin(&acme, "properties/refresh", json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{props}");
     assert_eq!(
@@ -189,7 +179,7 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
         Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
     )
     .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let (_, providers) = app.get_as_admin(&acme, "providers").await;
     let id = providers[0]["id"].as_str().unwrap();
 
     let (status, answer) = app
@@ -272,7 +262,7 @@ async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
         Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"})),
     )
     .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let (_, providers) = app.get_as_admin(&acme, "providers").await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, answer) = app
         .post(
@@ -410,7 +400,7 @@ async fn reply_to_takes_a_display_name() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let (_, providers) = app.get_as_admin(&acme, "providers").await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, provider) = app
         .call(
@@ -454,9 +444,9 @@ async fn reply_to_takes_a_display_name() {
     );
 
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/messages",
-            &acme.sender,
+        .post_as_sender(
+            &acme,
+            "messages",
             json!({"to": ["a@acme.example"], "subject": "p", "text": "x",
                    "reply_to": "Support Team <nobody>"}),
         )
@@ -526,7 +516,7 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         let smtp = TestSmtpServer::start().await;
         let app = spawn_app().await;
         let acme = app.tenant_sending_to("acme", smtp.port()).await;
-        let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+        let (_, providers) = app.get_as_admin(&acme, "providers").await;
         let id = providers[0]["id"].as_str().unwrap();
         let (status, _) = app
             .call(
@@ -539,9 +529,9 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         assert_eq!(status, StatusCode::OK);
         app.refresh(&acme).await;
         let (status, _) = app
-            .post(
-                "/v1/tenants/acme/persons",
-                &acme.admin,
+            .post_as_admin(
+                &acme,
+                "persons",
                 json!({"name": "Mia Member", "email": "mia@acme.example"}),
             )
             .await;
@@ -569,9 +559,8 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         assert_eq!(sent["on_behalf_of"]["email"], "mia@acme.example");
 
         // A stranger is not a person of the tenant.
-        let (status, body) = app
-            .post("/v1/tenants/acme/messages", &acme.sender, json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "stranger@else.example"}))
-            .await;
+        let request = json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "stranger@else.example"});
+        let (status, body) = app.post_as_sender(&acme, "messages", request).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(body["errors"][0]["field"], "on_behalf_of");
     }

@@ -84,7 +84,7 @@ async fn without_a_provider_mail_lands_in_the_capture_mailbox() {
     );
     assert_eq!(message["recipients"][0]["attempts"][0]["server"], "capture");
 
-    let (_, captured) = app.get("/v1/tenants/acme/captured", &acme.sender).await;
+    let (_, captured) = app.get_as_sender(&acme, "captured").await;
     let first = &captured["messages"][0];
     assert_eq!(first["message_id"], id.as_str());
     assert_eq!(first["recipients"], json!(["fallback@herald.localhost"]));

@@ -31,19 +31,10 @@ async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, T
 
 /// Sends a test message through the tenant's first provider; returns its id.
 async fn test_message(app: &TestApp, tenant: &TestTenant) -> String {
-    let (_, providers) = app
-        .get(
-            &format!("/v1/tenants/{}/providers", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
+    let (_, providers) = app.get_as_admin(tenant, "providers").await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/{}/providers/{id}/test", tenant.slug),
-            &tenant.admin,
-            json!({}),
-        )
+        .post_as_admin(tenant, &format!("providers/{id}/test"), json!({}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     answer["message_id"].as_str().unwrap().to_owned()

@@ -36,6 +36,11 @@ pub struct TestTenant {
     pub sender: String,
 }
 
+/// The path of `rest` under the tenant: `/v1/tenants/{slug}/{rest}`.
+pub fn tenant_path(tenant: &TestTenant, rest: &str) -> String {
+    format!("/v1/tenants/{}/{rest}", tenant.slug)
+}
+
 /// Settings for a test node: port 0, fast retries and polls.
 pub fn test_settings(dir: &TempDir) -> Settings {
     let args = ServeArgs {
@@ -161,6 +166,38 @@ impl TestApp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn get_as_admin(&self, tenant: &TestTenant, rest: &str) -> (StatusCode, Value) {
+        self.get(&tenant_path(tenant, rest), &tenant.admin).await
+    }
+
+    /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
+    pub async fn get_as_sender(&self, tenant: &TestTenant, rest: &str) -> (StatusCode, Value) {
+        self.get(&tenant_path(tenant, rest), &tenant.sender).await
+    }
+
+    /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn post_as_admin(
+        &self,
+        tenant: &TestTenant,
+        rest: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.post(&tenant_path(tenant, rest), &tenant.admin, body)
+            .await
+    }
+
+    /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
+    pub async fn post_as_sender(
+        &self,
+        tenant: &TestTenant,
+        rest: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.post(&tenant_path(tenant, rest), &tenant.sender, body)
+            .await
+    }
+
     /// Creates a tenant with an admin and a sender token.
     pub async fn tenant(&self, slug: &str) -> TestTenant {
         let (status, body) = self
@@ -193,18 +230,13 @@ impl TestApp {
     /// Points the tenant at an SMTP server on 127.0.0.1:`port` without TLS, through a new active provider.
     pub async fn use_smtp_server(&self, tenant: &TestTenant, port: u16) -> String {
         let slug = &tenant.slug;
-        let (status, server) = self
-            .post(
-                &format!("/v1/tenants/{slug}/smtp-servers"),
-                &tenant.admin,
-                json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"}),
-            )
-            .await;
+        let body = json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"});
+        let (status, server) = self.post_as_admin(tenant, "smtp-servers", body).await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
         let (status, provider) = self
-            .post(
-                &format!("/v1/tenants/{slug}/providers"),
-                &tenant.admin,
+            .post_as_admin(
+                tenant,
+                "providers",
                 json!({
                     "name": format!("corporate-{port}"), "smtp_server_id": server["id"],
                     "from_address": "alerts@acme.example", "from_name": "Acme Alerts",
@@ -259,13 +291,7 @@ impl TestApp {
     ) -> Value {
         let slug = &tenant.slug;
         self.grant_credential_storage(slug).await;
-        let (status, server) = self
-            .post(
-                &format!("/v1/tenants/{slug}/smtp-servers"),
-                &tenant.admin,
-                server,
-            )
-            .await;
+        let (status, server) = self.post_as_admin(tenant, "smtp-servers", server).await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
         let mut provider = json!({
             "name": "corporate", "smtp_server_id": server["id"],
@@ -285,13 +311,7 @@ impl TestApp {
             assert_eq!(status, StatusCode::CREATED, "{account}");
             provider["account_id"] = account["id"].clone();
         }
-        let (status, provider) = self
-            .post(
-                &format!("/v1/tenants/{slug}/providers"),
-                &tenant.admin,
-                provider,
-            )
-            .await;
+        let (status, provider) = self.post_as_admin(tenant, "providers", provider).await;
         assert_eq!(status, StatusCode::CREATED, "{provider}");
         let (status, props) = self
             .call(
@@ -343,23 +363,13 @@ impl TestApp {
         tenant: &TestTenant,
         messages: Vec<Value>,
     ) -> (StatusCode, Value) {
-        self.post(
-            &format!("/v1/tenants/{}/messages/batch", tenant.slug),
-            &tenant.sender,
-            json!({ "messages": messages }),
-        )
-        .await
+        self.post_as_sender(tenant, "messages/batch", json!({ "messages": messages }))
+            .await
     }
 
     /// Submits a message and returns its id.
     pub async fn submit(&self, tenant: &TestTenant, message: Value) -> String {
-        let (status, body) = self
-            .post(
-                &format!("/v1/tenants/{}/messages", tenant.slug),
-                &tenant.sender,
-                message,
-            )
-            .await;
+        let (status, body) = self.post_as_sender(tenant, "messages", message).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -367,12 +377,7 @@ impl TestApp {
     /// The message as the tenant's administrator reads it: with a test
     /// message's diagnosis, which senders and members do not see.
     pub async fn message(&self, tenant: &TestTenant, id: &str) -> Value {
-        let (status, body) = self
-            .get(
-                &format!("/v1/tenants/{}/messages/{id}", tenant.slug),
-                &tenant.admin,
-            )
-            .await;
+        let (status, body) = self.get_as_admin(tenant, &format!("messages/{id}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -388,12 +393,7 @@ impl TestApp {
 
     /// Counts messages stored for a tenant.
     pub async fn message_count(&self, tenant: &TestTenant) -> usize {
-        let (status, body) = self
-            .get(
-                &format!("/v1/tenants/{}/messages?limit=500", tenant.slug),
-                &tenant.sender,
-            )
-            .await;
+        let (status, body) = self.get_as_sender(tenant, "messages?limit=500").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body.as_array().unwrap().len()
     }

@@ -231,11 +231,7 @@ async fn token_url_rule(
     account["username"] =
         format!("u{}@acme.example", ACCOUNTS.fetch_add(1, Ordering::SeqCst)).into();
     let (status, body) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers/{server}/accounts", tenant.slug),
-            &tenant.admin,
-            account,
-        )
+        .post_as_admin(tenant, &format!("smtp-servers/{server}/accounts"), account)
         .await;
     if status == StatusCode::CREATED {
         return None;
@@ -251,11 +247,7 @@ async fn token_url_rule(
 async fn server_for(app: &TestApp, tenant: &TestTenant) -> String {
     app.grant_credential_storage(&tenant.slug).await;
     let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
-            &tenant.admin,
-            smtp_entry(2525),
-        )
+        .post_as_admin(tenant, "smtp-servers", smtp_entry(2525))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
     server["id"].as_str().unwrap().to_owned()
@@ -331,9 +323,9 @@ async fn an_smtp_host_spelt_as_a_number_is_refused_with_the_field_named() {
     let acme = app.tenant("acme").await;
     for host in ["2130706433", "0177.0.0.1", "0x7f.1"] {
         let (status, body) = app
-            .post(
-                &format!("/v1/tenants/{}/smtp-servers", acme.slug),
-                &acme.admin,
+            .post_as_admin(
+                &acme,
+                "smtp-servers",
                 json!({"name": "mx", "host": host, "port": 25, "security": "none"}),
             )
             .await;

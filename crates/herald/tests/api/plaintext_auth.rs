@@ -129,7 +129,7 @@ async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
         Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
     )
     .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
+    let (_, providers) = app.get_as_admin(&acme, "providers").await;
     let id = providers[0]["id"].as_str().unwrap();
     let (status, answer) = app
         .post(
@@ -209,13 +209,8 @@ async fn the_console_server_page_shows_the_warnings_and_the_choice() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true}),
-        )
-        .await;
+    let body = json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true});
+    let (_, server) = app.post_as_admin(&acme, "smtp-servers", body).await;
     let id = server["id"].as_str().unwrap();
 
     let http = reqwest::Client::builder()

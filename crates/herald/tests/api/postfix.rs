@@ -533,12 +533,7 @@ async fn wait_for_recipient(
 
 /// The one provider of a tenant configured with `TestApp::configure`.
 async fn provider_id(app: &TestApp, tenant: &TestTenant) -> String {
-    let (status, providers) = app
-        .get(
-            &format!("/v1/tenants/{}/providers", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
+    let (status, providers) = app.get_as_admin(tenant, "providers").await;
     assert_eq!(status, StatusCode::OK, "{providers}");
     providers[0]["id"].as_str().unwrap().to_owned()
 }

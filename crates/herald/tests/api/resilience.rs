@@ -311,24 +311,12 @@ async fn readiness_follows_a_database_that_refuses_writes() {
     let lock = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let body = json!({"to": ["a@acme.example"], "subject": "refused", "text": "x"});
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/{}/messages", acme.slug),
-            &acme.sender,
-            body.clone(),
-        )
-        .await;
+    let (status, problem) = app.post_as_sender(&acme, "messages", body.clone()).await;
     assert_eq!(status, 503, "{problem}");
     assert_eq!(ready().await, 503, "not ready while writes are refused");
 
     lock.execute_batch("ROLLBACK").unwrap();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/{}/messages", acme.slug),
-            &acme.sender,
-            body,
-        )
-        .await;
+    let (status, answer) = app.post_as_sender(&acme, "messages", body).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(ready().await, 200);
 }

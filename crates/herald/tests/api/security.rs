@@ -247,9 +247,9 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "smtp-servers",
             json!({"name": "mx", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
         )
         .await;
@@ -289,7 +289,7 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{account}");
 
-    let (status, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
+    let (status, audit) = app.get_as_admin(&acme, "audit").await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit["entries"].as_array().unwrap();
     let find = |action: &str| {
@@ -330,7 +330,7 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     assert!(!audit.to_string().contains("pw-1"));
     // The sender may not read the audit log; the operator may.
     assert_eq!(
-        app.get("/v1/tenants/acme/audit", &acme.sender).await.0,
+        app.get_as_sender(&acme, "audit").await.0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
@@ -344,9 +344,9 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let (_, member) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
         )
         .await;
@@ -354,27 +354,27 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
 
     // A member's personal token can only send.
     let (status, token) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "mia", "person_id": member["id"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{token}");
     assert_eq!(token["role"], "sender");
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "mia-admin", "person_id": member["id"], "role": "tenant_admin"}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Administrator tokens are personal.
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "svc", "role": "tenant_admin"}),
         )
         .await;
@@ -386,7 +386,7 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
         app.get("/v1/tenants/acme/messages", &mia).await.0,
         StatusCode::OK
     );
-    let (_, list) = app.get("/v1/tenants/acme/tokens", &acme.admin).await;
+    let (_, list) = app.get_as_admin(&acme, "tokens").await;
     let listed: Vec<&Value> = list
         .as_array()
         .unwrap()
@@ -420,9 +420,9 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "smtp-servers",
             json!({"name": "mx", "host": "relay.acme.example", "port": 25}),
         )
         .await;
@@ -430,7 +430,7 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
         "/v1/tenants/acme/smtp-servers/{}/accounts",
         server["id"].as_str().unwrap()
     );
-    let (_, persons) = app.get("/v1/tenants/acme/persons", &acme.admin).await;
+    let (_, persons) = app.get_as_admin(&acme, "persons").await;
     let admin_person = persons[0]["id"].clone();
     let (status, own) = app
         .post(
@@ -443,9 +443,9 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
     assert_eq!(own["person_id"], admin_person);
 
     let (_, mia) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
         )
         .await;

@@ -215,25 +215,14 @@ async fn assert_still_one_message(app: &TestApp, tenant: &TestTenant) {
 
 /// Lists a tenant's objects (`smtp-servers`, `providers`) with its admin token.
 async fn list(app: &TestApp, tenant: &TestTenant, what: &str) -> Vec<Value> {
-    let (status, body) = app
-        .get(
-            &format!("/v1/tenants/{}/{what}", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
+    let (status, body) = app.get_as_admin(tenant, &format!("{what}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body.as_array().expect("a list").clone()
 }
 
 /// Creates an SMTP server for the tenant and returns its id.
 async fn create_server(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
-    let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
-            &tenant.admin,
-            body,
-        )
-        .await;
+    let (status, server) = app.post_as_admin(tenant, "smtp-servers", body).await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
     server["id"].as_str().unwrap().to_owned()
 }
