@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use herald_testsmtp::{ServerConfig, TestSmtpServer, TestTls};
-use reqwest::{Method, StatusCode};
+use herald_testsmtp::{ServerConfig, TestSmtpServer};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -29,11 +29,10 @@ async fn provider(app: &TestApp, tenant: &TestTenant, name: &str, port: u16) -> 
 
 async fn activate(app: &TestApp, tenant: &TestTenant, provider: &str) -> Value {
     let (status, props) = app
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{}/properties", tenant.slug),
-            Some(&tenant.admin),
-            Some(json!({"notification_provider_id": provider})),
+        .put_as_admin(
+            tenant,
+            "properties",
+            json!({"notification_provider_id": provider}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{props}");
@@ -123,11 +122,10 @@ async fn a_changed_provider_shows_a_new_configuration_version() {
     let v1 = app.wait_for_status(&acme, &first, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
 
     let (status, _) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/acme/providers/{id}"),
-            Some(&acme.admin),
-            Some(json!({"from_name": "Renamed"})),
+        .patch_as_admin(
+            &acme,
+            &format!("providers/{id}"),
+            json!({"from_name": "Renamed"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -162,13 +160,7 @@ fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn a_test_message_reports_every_step_in_the_servers_words() {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
@@ -179,16 +171,9 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
         Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
     )
     .await;
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let id = providers[0]["id"].as_str().unwrap();
+    let id = app.first_provider_id(&acme).await;
 
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let message_id = answer["message_id"].as_str().unwrap();
     let (attempt, steps) = diagnosis(&app, &acme, message_id).await;
@@ -262,14 +247,9 @@ async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
         Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"})),
     )
     .await;
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let id = providers[0]["id"].as_str().unwrap();
+    let id = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({"to": "someone@acme.example"}),
-        )
+        .test_provider(&acme, &id, json!({"to": "someone@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let (attempt, steps) = diagnosis(&app, &acme, answer["message_id"].as_str().unwrap()).await;
@@ -311,13 +291,7 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
     let app = spawn_app_with(|s| s.worker = false).await;
     let acme = app.tenant("acme").await;
     let id = provider(&app, &acme, "main", 25).await;
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let (status, problem) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert_eq!(problem["type"], "urn:herald:problem:no-worker-alive");
     assert_eq!(app.message_count(&acme).await, 0, "nothing was queued");
@@ -325,13 +299,7 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
 
 #[tokio::test]
 async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, tls.ca_pem()).unwrap();
@@ -400,14 +368,12 @@ async fn reply_to_takes_a_display_name() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let id = providers[0]["id"].as_str().unwrap();
+    let id = app.first_provider_id(&acme).await;
     let (status, provider) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/acme/providers/{id}"),
-            Some(&acme.admin),
-            Some(json!({"reply_to": "Acme Störungsdienst <support@acme.example>"})),
+        .patch_as_admin(
+            &acme,
+            &format!("providers/{id}"),
+            json!({"reply_to": "Acme Störungsdienst <support@acme.example>"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{provider}");
@@ -516,14 +482,12 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         let smtp = TestSmtpServer::start().await;
         let app = spawn_app().await;
         let acme = app.tenant_sending_to("acme", smtp.port()).await;
-        let (_, providers) = app.get_as_admin(&acme, "providers").await;
-        let id = providers[0]["id"].as_str().unwrap();
+        let id = app.first_provider_id(&acme).await;
         let (status, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/v1/tenants/acme/providers/{id}"),
-                Some(&acme.admin),
-                Some(json!({"sender_policy": policy})),
+            .patch_as_admin(
+                &acme,
+                &format!("providers/{id}"),
+                json!({"sender_policy": policy}),
             )
             .await;
         assert_eq!(status, StatusCode::OK);

@@ -211,15 +211,8 @@ async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_work
     .await;
 
     // With no worker alive, a test message is refused at once.
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let provider = providers[0]["id"].as_str().unwrap();
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let provider = app.first_provider_id(&acme).await;
+    let (status, problem) = app.test_provider(&acme, &provider, json!({})).await;
     assert_eq!(status, 503, "{problem}");
 }
 

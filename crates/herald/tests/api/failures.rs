@@ -1,7 +1,7 @@
 //! What a failed delivery leaves behind: a test message's single attempt, the
 //! session's address and TLS on a failed attempt, and the node's log lines.
 
-use herald_testsmtp::{Command, ServerConfig, TestSmtpServer, TestTls};
+use herald_testsmtp::{Command, TestSmtpServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -10,13 +10,7 @@ use crate::helpers::*;
 /// A STARTTLS server that wants `herald@acme.example` / `right-pw`, and a
 /// tenant whose active provider logs in to it with `password`.
 async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, TestTenant) {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
@@ -31,11 +25,8 @@ async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, T
 
 /// Sends a test message through the tenant's first provider; returns its id.
 async fn test_message(app: &TestApp, tenant: &TestTenant) -> String {
-    let (_, providers) = app.get_as_admin(tenant, "providers").await;
-    let id = providers[0]["id"].as_str().unwrap();
-    let (status, answer) = app
-        .post_as_admin(tenant, &format!("providers/{id}/test"), json!({}))
-        .await;
+    let id = app.first_provider_id(tenant).await;
+    let (status, answer) = app.test_provider(tenant, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     answer["message_id"].as_str().unwrap().to_owned()
 }

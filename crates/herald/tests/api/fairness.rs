@@ -36,9 +36,7 @@ fn is_final(status: &Value) -> bool {
 /// makes that provider active; returns the provider's id.
 async fn provider_through(app: &TestApp, tenant: &TestTenant, server: Value) -> String {
     app.configure(tenant, server, None).await;
-    let (status, providers) = app.get_as_admin(tenant, "providers").await;
-    assert_eq!(status, StatusCode::OK, "{providers}");
-    providers[0]["id"].as_str().unwrap().to_owned()
+    app.first_provider_id(tenant).await
 }
 
 /// A slow server holds up only its own tenant: while A's 5,000 messages drain

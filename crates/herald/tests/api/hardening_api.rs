@@ -3,7 +3,7 @@
 //! database URLs that never show their password, and header text without
 //! control characters or encoded words.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -11,12 +11,7 @@ use crate::helpers::*;
 /// PATCHes a server and returns the answer's body.
 async fn patch_server(app: &TestApp, tenant: &TestTenant, id: &str, body: Value) -> Value {
     let (status, answer) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/{}/smtp-servers/{id}", tenant.slug),
-            Some(&tenant.admin),
-            Some(body),
-        )
+        .patch_as_admin(tenant, &format!("smtp-servers/{id}"), body)
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer
@@ -114,14 +109,9 @@ async fn only_administrators_read_a_test_messages_diagnosis() {
     let smtp = herald_testsmtp::TestSmtpServer::start().await;
     let app = spawn_app().await;
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let provider = providers[0]["id"].as_str().unwrap().to_owned();
+    let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({"to": "ops@acme.example"}),
-        )
+        .test_provider(&acme, &provider, json!({"to": "ops@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let path = format!(

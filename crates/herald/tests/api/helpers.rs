@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald::config::{ServeArgs, Settings};
 use herald::node::{Node, start};
 use herald_core::Secret;
-use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
+use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer, TestTls};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -75,6 +75,16 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         node: Some(node),
         dir,
     }
+}
+
+/// A test SMTP server offering STARTTLS with a new certificate for 127.0.0.1
+/// and accepting the login `user` with `password`; with its certificate.
+pub async fn starttls_server_with_auth(user: &str, password: &str) -> (TestTls, TestSmtpServer) {
+    let tls = TestTls::generate(&["127.0.0.1"]);
+    let config = ServerConfig::new()
+        .starttls(tls.clone())
+        .auth(user, password);
+    (tls, TestSmtpServer::start_with(config).await)
 }
 
 /// Spawns a node with tenant `acme` whose mail goes to `smtp`.
@@ -196,6 +206,49 @@ impl TestApp {
     ) -> (StatusCode, Value) {
         self.post(&tenant_path(tenant, rest), &tenant.sender, body)
             .await
+    }
+
+    /// PUTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn put_as_admin(
+        &self,
+        tenant: &TestTenant,
+        rest: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let path = tenant_path(tenant, rest);
+        self.call(Method::PUT, &path, Some(&tenant.admin), Some(body))
+            .await
+    }
+
+    /// PATCHes `/v1/tenants/{slug}/{rest}` with `body` and the tenant's admin token.
+    pub async fn patch_as_admin(
+        &self,
+        tenant: &TestTenant,
+        rest: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let path = tenant_path(tenant, rest);
+        self.call(Method::PATCH, &path, Some(&tenant.admin), Some(body))
+            .await
+    }
+
+    /// The id of the tenant's first provider, as its administrator lists them.
+    pub async fn first_provider_id(&self, tenant: &TestTenant) -> String {
+        let (status, providers) = self.get_as_admin(tenant, "providers").await;
+        assert_eq!(status, StatusCode::OK, "{providers}");
+        providers[0]["id"].as_str().expect("a provider").to_owned()
+    }
+
+    /// Asks for a test message through the provider (`body`: where to, if
+    /// not to the fallback recipient); returns the status and the answer.
+    pub async fn test_provider(
+        &self,
+        tenant: &TestTenant,
+        provider: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let rest = format!("providers/{provider}/test");
+        self.post_as_admin(tenant, &rest, body).await
     }
 
     /// Creates a tenant with an admin and a sender token.

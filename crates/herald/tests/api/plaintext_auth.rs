@@ -129,15 +129,8 @@ async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
         Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
     )
     .await;
-    let (_, providers) = app.get_as_admin(&acme, "providers").await;
-    let id = providers[0]["id"].as_str().unwrap();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let id = app.first_provider_id(&acme).await;
+    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let message = app
         .wait_for_status(&acme, answer["message_id"].as_str().unwrap(), "sent")

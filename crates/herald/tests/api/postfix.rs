@@ -531,13 +531,6 @@ async fn wait_for_recipient(
     .await
 }
 
-/// The one provider of a tenant configured with `TestApp::configure`.
-async fn provider_id(app: &TestApp, tenant: &TestTenant) -> String {
-    let (status, providers) = app.get_as_admin(tenant, "providers").await;
-    assert_eq!(status, StatusCode::OK, "{providers}");
-    providers[0]["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn starttls_with_plain_and_login_delivers_the_message_intact() {
     let Some(postfix) = Postfix::start().await else {
@@ -669,13 +662,9 @@ async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
         Some(account("login", "wrong-pw-456")),
     )
     .await;
-    let provider = provider_id(&app, &acme).await;
+    let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({"to": "ops@example.net"}),
-        )
+        .test_provider(&acme, &provider, json!({"to": "ops@example.net"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["message_id"].as_str().unwrap();

@@ -756,11 +756,10 @@ impl Harness<'_> {
         // so that every provider field that reaches the wire is checked there too.
         let (status, props) = self
             .app
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{}/properties", self.tenant.slug),
-                Some(&self.tenant.admin),
-                Some(json!({"notification_provider_id": id})),
+            .put_as_admin(
+                &self.tenant,
+                "properties",
+                json!({"notification_provider_id": id}),
             )
             .await;
         if status != StatusCode::OK {

@@ -186,13 +186,7 @@ async fn verification_off_is_explicit_and_shown() {
 #[tokio::test]
 async fn plain_and_login_authenticate_with_the_stored_password() {
     for mechanism in ["plain", "login"] {
-        let tls = TestTls::generate(&["127.0.0.1"]);
-        let smtp = TestSmtpServer::start_with(
-            ServerConfig::new()
-                .starttls(tls.clone())
-                .auth("herald@acme.example", "s3cret-pw"),
-        )
-        .await;
+        let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "s3cret-pw").await;
         let app = spawn_app().await;
         let acme = app.tenant("acme").await;
         let mut entry = server(smtp.port(), "starttls");
