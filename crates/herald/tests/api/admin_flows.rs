@@ -28,15 +28,7 @@ async fn provider(app: &TestApp, tenant: &TestTenant, name: &str, port: u16) -> 
 }
 
 async fn activate(app: &TestApp, tenant: &TestTenant, provider: &str) -> Value {
-    let (status, props) = app
-        .put_as_admin(
-            tenant,
-            "properties",
-            json!({"notification_provider_id": provider}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{props}");
-    props
+    app.activate_provider(tenant, &json!(provider)).await
 }
 
 #[tokio::test]
@@ -158,6 +150,11 @@ fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} step: {steps:?}"))
 }
 
+/// What the step named `name` reports.
+fn detail<'a>(steps: &'a [Value], name: &str) -> &'a str {
+    step(steps, name)["detail"].as_str().unwrap()
+}
+
 #[tokio::test]
 async fn a_test_message_reports_every_step_in_the_servers_words() {
     let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
@@ -178,49 +175,24 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
     let message_id = answer["message_id"].as_str().unwrap();
     let (attempt, steps) = diagnosis(&app, &acme, message_id).await;
     assert_eq!(attempt["outcome"], "sent", "{attempt}");
-    assert!(
-        step(&steps, "dns")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1")
-    );
-    assert!(
-        step(&steps, "connect")["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&smtp.port().to_string())
-    );
-    let tls_step = step(&steps, "tls")["detail"].as_str().unwrap().to_owned();
+    assert!(detail(&steps, "dns").contains("127.0.0.1"));
+    assert!(detail(&steps, "connect").contains(&smtp.port().to_string()));
+    let tls_step = detail(&steps, "tls").to_owned();
     assert!(
         tls_step.contains("TLSv1.")
             && tls_step.contains("subject")
             && tls_step.contains("valid until"),
         "{tls_step}"
     );
-    assert!(
-        step(&steps, "ehlo")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("STARTTLS")
-    );
+    assert!(detail(&steps, "ehlo").contains("STARTTLS"));
     assert!(
         steps
             .iter()
             .any(|s| s["step"] == "auth" && s["detail"].as_str().unwrap().starts_with("235")),
         "{steps:?}"
     );
-    assert!(
-        step(&steps, "mail")["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("250")
-    );
-    assert!(
-        step(&steps, "rcpt")["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("250")
-    );
+    assert!(detail(&steps, "mail").starts_with("250"));
+    assert!(detail(&steps, "rcpt").starts_with("250"));
     assert!(
         steps
             .iter()

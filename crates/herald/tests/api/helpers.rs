@@ -36,6 +36,9 @@ pub struct TestTenant {
     pub sender: String,
 }
 
+/// A response's status and body.
+pub type Answer = (StatusCode, Value);
+
 /// The path of `rest` under the tenant: `/v1/tenants/{slug}/{rest}`.
 pub fn tenant_path(tenant: &TestTenant, rest: &str) -> String {
     format!("/v1/tenants/{}/{rest}", tenant.slug)
@@ -177,59 +180,55 @@ impl TestApp {
     }
 
     /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
-    pub async fn get_as_admin(&self, tenant: &TestTenant, rest: &str) -> (StatusCode, Value) {
+    pub async fn get_as_admin(&self, tenant: &TestTenant, rest: &str) -> Answer {
         self.get(&tenant_path(tenant, rest), &tenant.admin).await
     }
 
     /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
-    pub async fn get_as_sender(&self, tenant: &TestTenant, rest: &str) -> (StatusCode, Value) {
+    pub async fn get_as_sender(&self, tenant: &TestTenant, rest: &str) -> Answer {
         self.get(&tenant_path(tenant, rest), &tenant.sender).await
     }
 
     /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
-    pub async fn post_as_admin(
-        &self,
-        tenant: &TestTenant,
-        rest: &str,
-        body: Value,
-    ) -> (StatusCode, Value) {
-        self.post(&tenant_path(tenant, rest), &tenant.admin, body)
-            .await
+    pub async fn post_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::POST, tenant, rest, body).await
     }
 
     /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
-    pub async fn post_as_sender(
-        &self,
-        tenant: &TestTenant,
-        rest: &str,
-        body: Value,
-    ) -> (StatusCode, Value) {
+    pub async fn post_as_sender(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
         self.post(&tenant_path(tenant, rest), &tenant.sender, body)
             .await
     }
 
     /// PUTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
-    pub async fn put_as_admin(
-        &self,
-        tenant: &TestTenant,
-        rest: &str,
-        body: Value,
-    ) -> (StatusCode, Value) {
-        let path = tenant_path(tenant, rest);
-        self.call(Method::PUT, &path, Some(&tenant.admin), Some(body))
-            .await
+    pub async fn put_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::PUT, tenant, rest, body).await
     }
 
     /// PATCHes `/v1/tenants/{slug}/{rest}` with `body` and the tenant's admin token.
-    pub async fn patch_as_admin(
+    pub async fn patch_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::PATCH, tenant, rest, body).await
+    }
+
+    async fn send_as_admin(
         &self,
+        method: Method,
         tenant: &TestTenant,
         rest: &str,
         body: Value,
-    ) -> (StatusCode, Value) {
+    ) -> Answer {
         let path = tenant_path(tenant, rest);
-        self.call(Method::PATCH, &path, Some(&tenant.admin), Some(body))
+        self.call(method, &path, Some(&tenant.admin), Some(body))
             .await
+    }
+
+    /// Makes `provider` (an id) the tenant's notification provider; returns
+    /// the tenant's properties as answered.
+    pub async fn activate_provider(&self, tenant: &TestTenant, provider: &Value) -> Value {
+        let body = json!({ "notification_provider_id": provider });
+        let (status, props) = self.put_as_admin(tenant, "properties", body).await;
+        assert_eq!(status, StatusCode::OK, "{props}");
+        props
     }
 
     /// The id of the tenant's first provider, as its administrator lists them.
@@ -282,7 +281,6 @@ impl TestApp {
 
     /// Points the tenant at an SMTP server on 127.0.0.1:`port` without TLS, through a new active provider.
     pub async fn use_smtp_server(&self, tenant: &TestTenant, port: u16) -> String {
-        let slug = &tenant.slug;
         let body = json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"});
         let (status, server) = self.post_as_admin(tenant, "smtp-servers", body).await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
@@ -298,15 +296,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{provider}");
-        let (status, props) = self
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{slug}/properties"),
-                Some(&tenant.admin),
-                Some(json!({"notification_provider_id": provider["id"]})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{props}");
+        self.activate_provider(tenant, &provider["id"]).await;
         self.refresh(tenant).await;
         provider["id"].as_str().unwrap().to_owned()
     }
@@ -351,30 +341,14 @@ impl TestApp {
             "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"
         });
         if let Some(account) = account {
-            let (status, account) = self
-                .post(
-                    &format!(
-                        "/v1/tenants/{slug}/smtp-servers/{}/accounts",
-                        server["id"].as_str().unwrap()
-                    ),
-                    &tenant.admin,
-                    account,
-                )
-                .await;
+            let accounts = format!("smtp-servers/{}/accounts", server["id"].as_str().unwrap());
+            let (status, account) = self.post_as_admin(tenant, &accounts, account).await;
             assert_eq!(status, StatusCode::CREATED, "{account}");
             provider["account_id"] = account["id"].clone();
         }
         let (status, provider) = self.post_as_admin(tenant, "providers", provider).await;
         assert_eq!(status, StatusCode::CREATED, "{provider}");
-        let (status, props) = self
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{slug}/properties"),
-                Some(&tenant.admin),
-                Some(json!({"notification_provider_id": provider["id"]})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{props}");
+        self.activate_provider(tenant, &provider["id"]).await;
         self.refresh(tenant).await;
         server
     }

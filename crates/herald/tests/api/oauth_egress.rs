@@ -68,6 +68,21 @@ fn xoauth2_account(token_url: &str) -> Value {
     })
 }
 
+/// A test SMTP server that takes the XOAUTH2 token `fresh-token` for herald@acme.example.
+async fn xoauth2_server() -> TestSmtpServer {
+    let config = ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token");
+    TestSmtpServer::start_with(config).await
+}
+
+/// Tenant `acme` sending through `smtp` with an XOAUTH2 account whose tokens
+/// come from `token_url`.
+async fn xoauth2_tenant(app: &TestApp, smtp: &TestSmtpServer, token_url: &str) -> TestTenant {
+    let acme = app.tenant("acme").await;
+    let account = Some(xoauth2_account(token_url));
+    app.configure(&acme, smtp_entry(smtp.port()), account).await;
+    acme
+}
+
 fn smtp_entry(port: u16) -> Value {
     json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none", "requires_auth": true})
 }
@@ -95,18 +110,9 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -135,18 +141,9 @@ async fn an_error_answer_shows_only_the_oauth2_code_and_the_status() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -169,18 +166,9 @@ async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -194,20 +182,11 @@ async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
 #[tokio::test]
 async fn no_token_is_fetched_for_a_forbidden_smtp_server() {
     let token_endpoint = Untouched::bind();
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     // The default policy: loopback, where the SMTP server listens, is forbidden.
     let app = spawn_app_with(|s| s.egress = Egress::default()).await;
-    let acme = app.tenant("acme").await;
     let token_url = format!("https://localhost:{}/token", token_endpoint.port());
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     assert!(message.to_string().contains("egress policy"), "{message}");

@@ -496,6 +496,21 @@ impl Drop for Postfix {
     }
 }
 
+/// Starts Postfix and a node whose tenant `acme` relays through it, logging
+/// in with `mechanism` and `password`; `None` when the test is skipped for want
+/// of Postfix.
+async fn acme_through_postfix(
+    mechanism: &str,
+    password: &str,
+) -> Option<(Postfix, TestApp, TestTenant)> {
+    let postfix = Postfix::start().await?;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let login = Some(account(mechanism, password));
+    app.configure(&acme, postfix.server_entry(), login).await;
+    Some((postfix, app, acme))
+}
+
 /// The account for the server entry.
 fn account(mechanism: &str, password: &str) -> Value {
     json!({"username": USERNAME, "password": password, "mechanism": mechanism})
@@ -611,17 +626,9 @@ async fn starttls_with_plain_and_login_delivers_the_message_intact() {
 
 #[tokio::test]
 async fn a_wrong_password_defers_with_postfixs_535() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", "wrong-pw-123").await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", "wrong-pw-123")),
-    )
-    .await;
 
     let id = app
         .submit_to(&acme, "ops@example.net", "Wrong password")
@@ -651,17 +658,9 @@ async fn a_wrong_password_defers_with_postfixs_535() {
 /// Awaits the change that makes a test message final after one attempt (issue 12, defect 7).
 #[tokio::test]
 async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("login", "wrong-pw-456").await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("login", "wrong-pw-456")),
-    )
-    .await;
     let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
         .test_provider(&acme, &provider, json!({"to": "ops@example.net"}))
@@ -703,17 +702,9 @@ async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
 
 #[tokio::test]
 async fn the_access_map_decides_per_recipient() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     let id = app
         .submit(
@@ -760,17 +751,9 @@ async fn the_access_map_decides_per_recipient() {
 
 #[tokio::test]
 async fn a_message_under_message_size_limit_is_sent() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     // About 12 kB: under the limit with the headers Herald and Postfix add.
     let mut text = String::new();
@@ -793,17 +776,9 @@ async fn a_message_under_message_size_limit_is_sent() {
 /// uploaded and refused at the end of DATA.
 #[tokio::test]
 async fn a_message_over_message_size_limit_is_refused_at_mail() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     let text = format!("{}\n", "y".repeat(70)).repeat(SIZE_LIMIT / 70 + 50);
     let id = app
