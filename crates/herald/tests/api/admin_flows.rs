@@ -47,7 +47,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         .submit(&acme, json!({"subject": "one", "text": "x"}))
         .await;
     let sent = app.wait_for_status(&acme, &first, "sent").await;
-    let attempt = &sent["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_a.as_str());
     let version_a = attempt["config_version"]
         .as_i64()
@@ -93,7 +93,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         .submit(&acme, json!({"subject": "three", "text": "x"}))
         .await;
     let sent = app.wait_for_status(&acme, &third, "sent").await;
-    let attempt = &sent["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_b.as_str());
     assert!(attempt["config_version"].as_i64().unwrap() > 0);
     assert_eq!(b.messages().len(), 1);
@@ -159,15 +159,11 @@ fn detail<'a>(steps: &'a [Value], name: &str) -> &'a str {
 async fn a_test_message_reports_every_step_in_the_servers_words() {
     let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("right-pw")))
+        .await;
     let id = app.first_provider_id(&acme).await;
 
     let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
@@ -210,15 +206,11 @@ async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
         TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
             .await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
                        "requires_auth": true, "allow_plaintext_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("wrong-pw-42")))
+        .await;
     let id = app.first_provider_id(&acme).await;
     let (status, answer) = app
         .test_provider(&acme, &id, json!({"to": "someone@acme.example"}))
@@ -558,11 +550,7 @@ async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
                        "requires_auth": true, "allow_plaintext_auth": true});
     let server = app
-        .configure(
-            &acme,
-            entry,
-            Some(json!({"username": "herald@acme.example", "password": "stored-pw"})),
-        )
+        .configure(&acme, entry, Some(account_with("stored-pw")))
         .await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args([

@@ -40,7 +40,7 @@ async fn delivers_three_messages_through_the_tenants_provider() {
     }
     for id in &ids {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         assert_eq!(attempt["code"], 250, "{message}");
         assert_eq!(attempt["outcome"], "sent");
         assert_eq!(attempt["server"], format!("127.0.0.1:{}", smtp.port()));
@@ -190,7 +190,7 @@ async fn a_421_greeting_defers_with_the_step_named() {
 
     let id = app.submit_to(&acme, "a@acme.example", "Greeting").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    let first = &message["recipients"][0]["attempts"][0];
+    let first = first_attempt_of(&message);
     assert_eq!(first["outcome"], "deferred");
     assert_eq!(first["step"], "greeting");
     assert_eq!(first["code"], 421);

@@ -11,15 +11,11 @@ use crate::helpers::*;
 /// tenant whose active provider logs in to it with `password`.
 async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, TestTenant) {
     let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": password})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with(password)))
+        .await;
     (smtp, acme)
 }
 
@@ -107,7 +103,7 @@ async fn a_refused_login_over_starttls_records_the_address_and_the_tls() {
     let (smtp, acme) = starttls_with_auth(&app, "wrong-pw").await;
     let id = app.submit_to(&acme, "a@acme.example", "x").await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["step"], "auth", "{attempt}");
     assert_eq!(
         attempt["remote_addr"],

@@ -109,6 +109,16 @@ pub fn attempts_of(message: &Value) -> &Vec<Value> {
         .expect("the first recipient's attempts")
 }
 
+/// An account for `configure`: herald@acme.example with `password`.
+pub fn account_with(password: &str) -> Value {
+    json!({"username": "herald@acme.example", "password": password})
+}
+
+/// The first attempt on the message's first recipient.
+pub fn first_attempt_of(message: &Value) -> &Value {
+    &message["recipients"][0]["attempts"][0]
+}
+
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
@@ -351,6 +361,18 @@ impl TestApp {
         self.activate_provider(tenant, &provider["id"]).await;
         self.refresh(tenant).await;
         server
+    }
+
+    /// Creates a tenant and [`TestApp::configure`]s it with `server` and `account`.
+    pub async fn configured_tenant(
+        &self,
+        slug: &str,
+        server: Value,
+        account: Option<Value>,
+    ) -> TestTenant {
+        let tenant = self.tenant(slug).await;
+        self.configure(&tenant, server, account).await;
+        tenant
     }
 
     /// Makes the tenant's latest provider change effective at once.

@@ -120,15 +120,11 @@ async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
         TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
             .await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
                        "requires_auth": true, "allow_plaintext_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("right-pw")))
+        .await;
     let id = app.first_provider_id(&acme).await;
     let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -158,18 +154,14 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
             TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
                 .await;
         let app = spawn_app().await;
-        let acme = app.tenant("acme").await;
         let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
                            "requires_auth": true, "allow_plaintext_auth": allowed});
-        app.configure(
-            &acme,
-            entry,
-            Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-        )
-        .await;
+        let acme = app
+            .configured_tenant("acme", entry, Some(account_with("right-pw")))
+            .await;
         let id = app.submit_to(&acme, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&acme, &id, 1).await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         let logins = smtp
             .commands()
             .iter()

@@ -574,7 +574,7 @@ async fn starttls_with_plain_and_login_delivers_the_message_intact() {
             )
             .await;
         let message = app.wait_for_status(&tenant, &id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         assert!(
             attempt["tls_version"]
                 .as_str()
@@ -634,7 +634,7 @@ async fn a_wrong_password_defers_with_postfixs_535() {
         .submit_to(&acme, "ops@example.net", "Wrong password")
         .await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred", "{attempt}");
     assert_eq!(attempt["step"], "auth", "{attempt}");
     assert_eq!(attempt["code"], 535, "{attempt}");
@@ -669,7 +669,7 @@ async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
     let id = answer["message_id"].as_str().unwrap();
 
     let message = app.wait_for_attempts(&acme, id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "failed", "final at once: {attempt}");
     let message = app.wait_for_status(&acme, id, "failed").await;
     let attempts = attempts_of(&message);
@@ -825,14 +825,14 @@ async fn herald_says_quit_after_idling_and_after_a_failed_login() {
     let mut entry = postfix.server_entry();
     entry["idle_timeout_secs"] = 1.into();
 
-    let good = app.tenant("good").await;
-    app.configure(&good, entry.clone(), Some(account("plain", PASSWORD)))
+    let good = app
+        .configured_tenant("good", entry.clone(), Some(account("plain", PASSWORD)))
         .await;
     let id = app.submit_to(&good, "ok@example.net", "Idle").await;
     app.wait_for_status(&good, &id, "sent").await;
 
-    let bad = app.tenant("bad").await;
-    app.configure(&bad, entry, Some(account("plain", "wrong-pw-789")))
+    let bad = app
+        .configured_tenant("bad", entry, Some(account("plain", "wrong-pw-789")))
         .await;
     let id = app.submit_to(&bad, "ops@example.net", "Refused").await;
     app.wait_for_attempts(&bad, &id, 1).await;

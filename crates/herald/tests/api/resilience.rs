@@ -12,9 +12,8 @@ use crate::helpers::*;
 async fn a_pool_reuses_connections_within_its_limit() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "max_connections": 2});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -41,12 +40,11 @@ async fn a_pool_reuses_connections_within_its_limit() {
 async fn a_connection_is_replaced_after_its_message_cap() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({
         "name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
         "max_connections": 1, "max_messages_per_connection": 2
     });
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
     for i in 0..6 {
         let id = app
             .submit(
@@ -118,9 +116,8 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
         s.timeouts.data = Duration::from_secs(4);
     })
     .await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = app.submit_to(&acme, "a@acme.example", "Fenced").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
@@ -149,9 +146,8 @@ async fn mail_still_deferred_at_the_maximum_age_fails_once_with_the_reason() {
     let smtp = TestSmtpServer::start().await;
     smtp.script(reply(Command::Rcpt, 452, "4.2.2 mailbox full"));
     let app = spawn_app_with(|s| s.retry.max_age = Duration::from_secs(1)).await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = app.submit_to(&acme, "a@acme.example", "Old").await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
@@ -182,7 +178,7 @@ async fn changing_the_host_clears_the_accounts_secret() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
-    let account = json!({"username": "herald@acme.example", "password": "pw-before-move"});
+    let account = account_with("pw-before-move");
     let server = app.configure(&acme, entry, Some(account)).await;
     let server_id = server["id"].as_str().unwrap();
     let accounts = format!("/v1/tenants/acme/smtp-servers/{server_id}/accounts");
@@ -227,7 +223,7 @@ async fn a_rate_limit_spaces_messages_and_drops_none() {
     let mut starts = Vec::new();
     for id in &ids {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         let at = time_ms(attempt["at"].as_str().unwrap());
         starts.push(at - attempt["duration_ms"].as_i64().unwrap());
     }
@@ -256,9 +252,8 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
         s.timeouts.command = Duration::from_secs(1);
     })
     .await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
     let id = app.submit_to(&acme, "a@acme.example", "in flight").await;
     eventually("the worker to connect", || async {
         (smtp.connections() >= 1).then_some(())

@@ -38,7 +38,7 @@ async fn egress_refuses_this_machine_metadata_and_denied_ranges_uniformly() {
         .await;
         let id = app.submit_to(&tenant, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&tenant, &id, 1).await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         assert_eq!(attempt["outcome"], "deferred", "{host}: {attempt}");
         assert_eq!(attempt["response"], UNIFORM, "{host}");
         assert!(
@@ -131,13 +131,9 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     assert_eq!(message["recipients"][0]["attempts"][0]["code"], 535);
 
     // Another logs in correctly with the same secret.
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": CANARY})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with(CANARY)))
+        .await;
     let sent = app.submit_to(&acme, "a@acme.example", "auth").await;
     app.wait_for_status(&acme, &sent, "sent").await;
 
