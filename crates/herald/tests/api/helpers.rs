@@ -213,6 +213,13 @@ impl TestApp {
         self.send_as_admin(Method::PATCH, tenant, rest, body).await
     }
 
+    /// DELETEs `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn delete_as_admin(&self, tenant: &TestTenant, rest: &str) -> Answer {
+        let path = tenant_path(tenant, rest);
+        self.call(Method::DELETE, &path, Some(&tenant.admin), None)
+            .await
+    }
+
     async fn send_as_admin(
         &self,
         method: Method,

@@ -4,7 +4,7 @@
 
 use herald_smtp::Egress;
 use herald_testsmtp::{ServerConfig, TestSmtpServer};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -238,27 +238,26 @@ fn sealed_key_ids(db: &[u8]) -> Vec<String> {
     ids
 }
 
+/// Creates an SMTP server from `entry` for the tenant; returns the path of
+/// its accounts under the tenant's.
+async fn accounts_of_a_new_server(app: &TestApp, tenant: &TestTenant, entry: Value) -> String {
+    let (_, server) = app.post_as_admin(tenant, "smtp-servers", entry).await;
+    format!("smtp-servers/{}/accounts", server["id"].as_str().unwrap())
+}
+
 #[tokio::test]
 async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let (_, server) = app
-        .post_as_admin(
-            &acme,
-            "smtp-servers",
-            json!({"name": "mx", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
-        )
-        .await;
-    let accounts = format!(
-        "/v1/tenants/acme/smtp-servers/{}/accounts",
-        server["id"].as_str().unwrap()
-    );
+    let accounts = accounts_of_a_new_server(
+        &app,
+        &acme,
+        json!({"name": "mx", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
+    )
+    .await;
+    let with_password = json!({"username": "u@acme.example", "password": "pw-1"});
     let (status, body) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "u@acme.example", "password": "pw-1"}),
-        )
+        .post_as_admin(&acme, &accounts, with_password.clone())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
@@ -267,22 +266,12 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     );
     // An account without a secret (a relay trusting the sender's IP) always works.
     let (status, _) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "relay@acme.example"}),
-        )
+        .post_as_admin(&acme, &accounts, json!({"username": "relay@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
     app.grant_credential_storage("acme").await;
-    let (status, account) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "u@acme.example", "password": "pw-1"}),
-        )
-        .await;
+    let (status, account) = app.post_as_admin(&acme, &accounts, with_password).await;
     assert_eq!(status, StatusCode::CREATED, "{account}");
 
     let (status, audit) = app.get_as_admin(&acme, "audit").await;
@@ -397,12 +386,7 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
     );
 
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/tenants/acme/tokens/{}", token["id"].as_str().unwrap()),
-            Some(&acme.admin),
-            None,
-        )
+        .delete_as_admin(&acme, &format!("tokens/{}", token["id"].as_str().unwrap()))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
@@ -415,25 +399,16 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
 async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let (_, server) = app
-        .post_as_admin(
-            &acme,
-            "smtp-servers",
-            json!({"name": "mx", "host": "relay.acme.example", "port": 25}),
-        )
-        .await;
-    let accounts = format!(
-        "/v1/tenants/acme/smtp-servers/{}/accounts",
-        server["id"].as_str().unwrap()
-    );
+    let accounts = accounts_of_a_new_server(
+        &app,
+        &acme,
+        json!({"name": "mx", "host": "relay.acme.example", "port": 25}),
+    )
+    .await;
     let (_, persons) = app.get_as_admin(&acme, "persons").await;
     let admin_person = persons[0]["id"].clone();
     let (status, own) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "a@acme.example"}),
-        )
+        .post_as_admin(&acme, &accounts, json!({"username": "a@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{own}");
     assert_eq!(own["person_id"], admin_person);
@@ -446,9 +421,9 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
         )
         .await;
     let (status, hers) = app
-        .post(
+        .post_as_admin(
+            &acme,
             &accounts,
-            &acme.admin,
             json!({"username": "mia@acme.example", "person_id": mia["id"]}),
         )
         .await;
@@ -457,19 +432,18 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
 
     // The operator acts for no person, so it must name one.
     let (status, body) = app
-        .post(&accounts, OPERATOR, json!({"username": "x@acme.example"}))
+        .post(
+            &tenant_path(&acme, &accounts),
+            OPERATOR,
+            json!({"username": "x@acme.example"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "person_id");
 
     // A person with an account cannot be deleted out from under it.
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/tenants/acme/persons/{}", mia["id"].as_str().unwrap()),
-            Some(&acme.admin),
-            None,
-        )
+        .delete_as_admin(&acme, &format!("persons/{}", mia["id"].as_str().unwrap()))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
