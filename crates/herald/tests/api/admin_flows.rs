@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_testsmtp::{ServerConfig, TestSmtpServer};
+use herald_testsmtp::TestSmtpServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -202,12 +202,9 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
 
 #[tokio::test]
 async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let acme = app
         .configured_tenant("acme", entry, Some(account_with("wrong-pw-42")))
         .await;
@@ -542,13 +539,10 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
 
 #[tokio::test]
 async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "stored-pw"))
-            .await;
+    let smtp = clear_auth_server("stored-pw").await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let server = app
         .configure(&acme, entry, Some(account_with("stored-pw")))
         .await;

@@ -271,17 +271,7 @@ async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
     let mut victim = node(&db, "victim", &args).await;
     let app = victim.app();
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let body =
-            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
-        ids.push(app.submit(&acme, body).await);
-    }
-    eventually("every message to reach DATA", || async {
-        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
-        (at_data == ids.len()).then_some(())
-    })
-    .await;
+    let ids = submit_until_each_reaches_data(&app, &acme, &smtp, 3).await;
     let client = db.client().await;
     let held: i64 = client
         .query_one(

@@ -109,6 +109,43 @@ pub fn attempts_of(message: &Value) -> &Vec<Value> {
         .expect("the first recipient's attempts")
 }
 
+/// Submits `n` messages (to u0@acme.example, …) and waits until `smtp` has
+/// been sent DATA for each (a server told to stall there keeps them `sending`);
+/// returns their ids.
+pub async fn submit_until_each_reaches_data(
+    app: &TestApp,
+    tenant: &TestTenant,
+    smtp: &TestSmtpServer,
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body =
+            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
+        ids.push(app.submit(tenant, body).await);
+    }
+    eventually("every message to reach DATA", || async {
+        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
+        (at_data == ids.len()).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// A test SMTP server without TLS that takes the login herald@acme.example
+/// with `password`.
+pub async fn clear_auth_server(password: &str) -> TestSmtpServer {
+    let config = ServerConfig::new().auth("herald@acme.example", password);
+    TestSmtpServer::start_with(config).await
+}
+
+/// A server entry for 127.0.0.1:`port` without TLS that logs in, and may send
+/// the password in clear when `allowed`.
+pub fn clear_auth_entry(port: u16, allowed: bool) -> Value {
+    json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none",
+           "requires_auth": true, "allow_plaintext_auth": allowed})
+}
+
 /// An account for `configure`: herald@acme.example with `password`.
 pub fn account_with(password: &str) -> Value {
     json!({"username": "herald@acme.example", "password": password})

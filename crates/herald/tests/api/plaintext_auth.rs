@@ -1,7 +1,6 @@
 //! `allow_plaintext_auth` on an SMTP server entry, and the warnings a weak
 //! entry earns in the API's answer, a test message's diagnosis and the console.
 
-use herald_testsmtp::{ServerConfig, TestSmtpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -116,12 +115,9 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
 /// A test message's diagnosis tells the warnings about its server entry first.
 #[tokio::test]
 async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let acme = app
         .configured_tenant("acme", entry, Some(account_with("right-pw")))
         .await;
@@ -150,12 +146,9 @@ async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
 #[tokio::test]
 async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
     for allowed in [false, true] {
-        let smtp =
-            TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-                .await;
+        let smtp = clear_auth_server("right-pw").await;
         let app = spawn_app().await;
-        let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                           "requires_auth": true, "allow_plaintext_auth": allowed});
+        let entry = clear_auth_entry(smtp.port(), allowed);
         let acme = app
             .configured_tenant("acme", entry, Some(account_with("right-pw")))
             .await;

@@ -3,7 +3,7 @@
 //! one node runs on an embedded (SQLite) data directory.
 
 use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -29,17 +29,7 @@ async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_
     let mut node = start_process(dir.path(), &args, &[]).await;
     let app = node.app();
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let body =
-            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
-        ids.push(app.submit(&acme, body).await);
-    }
-    eventually("every message to reach DATA", || async {
-        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
-        (at_data == ids.len()).then_some(())
-    })
-    .await;
+    let ids = submit_until_each_reaches_data(&app, &acme, &smtp, 3).await;
     // When the killed process's leases would end.
     let mut lease_ends = Vec::new();
     for id in &ids {

@@ -3,7 +3,7 @@
 //! personal and service tokens.
 
 use herald_smtp::Egress;
-use herald_testsmtp::{ServerConfig, TestSmtpServer};
+use herald_testsmtp::TestSmtpServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -105,15 +105,13 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     const CANARY: &str = "canary-7f3a9d2e-secret";
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", CANARY)).await;
+    let smtp = clear_auth_server(CANARY).await;
     let dir = tempfile::tempdir().unwrap();
     let node = start_process(dir.path(), &[], &[("HERALD_LOG", "debug")]).await;
     let app = node.app();
 
     // One tenant logs in with the wrong user name: delivery fails with an authentication error.
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let broken = app.tenant("broken").await;
     let broken_server = app
         .configure(

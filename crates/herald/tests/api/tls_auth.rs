@@ -206,9 +206,7 @@ async fn plain_and_login_authenticate_with_the_stored_password() {
 
 #[tokio::test]
 async fn a_wrong_password_defers_with_the_servers_reason_and_no_secret() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let mut entry = server(smtp.port(), "none");
