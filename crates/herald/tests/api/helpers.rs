@@ -156,6 +156,23 @@ pub fn first_attempt_of(message: &Value) -> &Value {
     &message["recipients"][0]["attempts"][0]
 }
 
+/// Asserts that the attempt records its TLS version (starting with
+/// `version_prefix`) and a cipher: it went over TLS.
+pub fn assert_encrypted(attempt: &Value, version_prefix: &str) {
+    assert!(
+        attempt["tls_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(version_prefix)),
+        "{attempt}"
+    );
+    assert!(
+        attempt["tls_cipher"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{attempt}"
+    );
+}
+
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where

@@ -575,18 +575,7 @@ async fn starttls_with_plain_and_login_delivers_the_message_intact() {
             .await;
         let message = app.wait_for_status(&tenant, &id, "sent").await;
         let attempt = first_attempt_of(&message);
-        assert!(
-            attempt["tls_version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("TLSv1")),
-            "{attempt}"
-        );
-        assert!(
-            attempt["tls_cipher"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty()),
-            "{attempt}"
-        );
+        assert_encrypted(attempt, "TLSv1");
         assert_eq!(
             attempt["remote_addr"],
             format!("127.0.0.1:{}", postfix.port)
