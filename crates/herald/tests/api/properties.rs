@@ -760,7 +760,7 @@ impl Harness<'_> {
         let (status, props) = self
             .app
             .put_as_admin(
-                &self.tenant,
+                self.tenant,
                 "properties",
                 json!({"notification_provider_id": id}),
             )

@@ -215,7 +215,7 @@ async fn assert_still_one_message(app: &TestApp, tenant: &TestTenant) {
 
 /// Lists a tenant's objects (`smtp-servers`, `providers`) with its admin token.
 async fn list(app: &TestApp, tenant: &TestTenant, what: &str) -> Vec<Value> {
-    let (status, body) = app.get_as_admin(tenant, &format!("{what}")).await;
+    let (status, body) = app.get_as_admin(tenant, what).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body.as_array().expect("a list").clone()
 }
