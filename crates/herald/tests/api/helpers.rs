@@ -36,13 +36,7 @@ pub struct TestTenant {
     pub sender: String,
 }
 
-/// A response's status and body.
-pub type Answer = (StatusCode, Value);
-
-/// The path of `rest` under the tenant: `/v1/tenants/{slug}/{rest}`.
-pub fn tenant_path(tenant: &TestTenant, rest: &str) -> String {
-    format!("/v1/tenants/{}/{rest}", tenant.slug)
-}
+// Nodes and tenants.
 
 /// Settings for a test node: port 0, fast retries and polls.
 pub fn test_settings(dir: &TempDir) -> Settings {
@@ -80,6 +74,23 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Spawns a node with tenant `acme` whose mail goes to `smtp`.
+pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
+    let app = spawn_app().await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    (app, acme)
+}
+
+/// A response's status and body.
+pub type Answer = (StatusCode, Value);
+
+/// The path of `rest` under the tenant: `/v1/tenants/{slug}/{rest}`.
+pub fn tenant_path(tenant: &TestTenant, rest: &str) -> String {
+    format!("/v1/tenants/{}/{rest}", tenant.slug)
+}
+
+// Test SMTP servers, server entries and accounts.
+
 /// A test SMTP server offering STARTTLS with a new certificate for 127.0.0.1
 /// and accepting the login `user` with `password`; with its certificate.
 pub async fn starttls_server_with_auth(user: &str, password: &str) -> (TestTls, TestSmtpServer) {
@@ -90,11 +101,23 @@ pub async fn starttls_server_with_auth(user: &str, password: &str) -> (TestTls, 
     (tls, TestSmtpServer::start_with(config).await)
 }
 
-/// Spawns a node with tenant `acme` whose mail goes to `smtp`.
-pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
-    let app = spawn_app().await;
-    let acme = app.tenant_sending_to("acme", smtp.port()).await;
-    (app, acme)
+/// A test SMTP server without TLS that takes the login herald@acme.example
+/// with `password`.
+pub async fn clear_auth_server(password: &str) -> TestSmtpServer {
+    let config = ServerConfig::new().auth("herald@acme.example", password);
+    TestSmtpServer::start_with(config).await
+}
+
+/// A server entry for 127.0.0.1:`port` without TLS that logs in, and may send
+/// the password in clear when `allowed`.
+pub fn clear_auth_entry(port: u16, allowed: bool) -> Value {
+    json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none",
+           "requires_auth": true, "allow_plaintext_auth": allowed})
+}
+
+/// An account for `configure`: herald@acme.example with `password`.
+pub fn account_with(password: &str) -> Value {
+    json!({"username": "herald@acme.example", "password": password})
 }
 
 /// A script rule: the test SMTP server answers `command` with `code` and `text`.
@@ -102,12 +125,7 @@ pub fn reply(command: Command, code: u16, text: &str) -> Rule {
     Rule::new(command, Action::Reply(code, text.into()))
 }
 
-/// The attempts on the message's first recipient.
-pub fn attempts_of(message: &Value) -> &Vec<Value> {
-    message["recipients"][0]["attempts"]
-        .as_array()
-        .expect("the first recipient's attempts")
-}
+// Messages: submitting, reading, waiting.
 
 /// Submits `n` messages (to u0@acme.example, …) and waits until `smtp` has
 /// been sent DATA for each (a server told to stall there keeps them `sending`);
@@ -132,23 +150,11 @@ pub async fn submit_until_each_reaches_data(
     ids
 }
 
-/// A test SMTP server without TLS that takes the login herald@acme.example
-/// with `password`.
-pub async fn clear_auth_server(password: &str) -> TestSmtpServer {
-    let config = ServerConfig::new().auth("herald@acme.example", password);
-    TestSmtpServer::start_with(config).await
-}
-
-/// A server entry for 127.0.0.1:`port` without TLS that logs in, and may send
-/// the password in clear when `allowed`.
-pub fn clear_auth_entry(port: u16, allowed: bool) -> Value {
-    json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none",
-           "requires_auth": true, "allow_plaintext_auth": allowed})
-}
-
-/// An account for `configure`: herald@acme.example with `password`.
-pub fn account_with(password: &str) -> Value {
-    json!({"username": "herald@acme.example", "password": password})
+/// The attempts on the message's first recipient.
+pub fn attempts_of(message: &Value) -> &Vec<Value> {
+    message["recipients"][0]["attempts"]
+        .as_array()
+        .expect("the first recipient's attempts")
 }
 
 /// The first attempt on the message's first recipient.
