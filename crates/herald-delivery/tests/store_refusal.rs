@@ -27,343 +27,155 @@ struct Refusing {
     refused: Mutex<HashSet<RecipientId>>,
 }
 
-#[async_trait]
-impl Store for Refusing {
-    fn refusing_writes(&self) -> bool {
-        self.refuse.load(Ordering::SeqCst) || self.inner.refusing_writes()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-}
-
-#[async_trait]
-impl Tenants for Refusing {
-    async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
-        self.inner.create_tenant(slug, name).await
-    }
-
-    async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
-        self.inner.tenant_by_slug(slug).await
-    }
-
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.inner.list_tenants().await
-    }
-
-    async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant> {
-        self.inner
-            .set_entitlements(tenant, credential_storage)
-            .await
-    }
-
-    async fn set_active_provider(
-        &self,
-        tenant: TenantId,
-        provider: Option<ProviderId>,
-        effective_from: i64,
-    ) -> Result<Tenant> {
-        self.inner
-            .set_active_provider(tenant, provider, effective_from)
-            .await
-    }
-
-    async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant> {
-        self.inner.refresh_properties(tenant, now).await
-    }
-
-    async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
-        self.inner.create_token(token).await
-    }
-
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        self.inner.token_by_hash(hash).await
-    }
-
-    async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>> {
-        self.inner.list_tokens(tenant).await
-    }
-
-    async fn revoke_token(&self, tenant: TenantId, id: TokenId) -> Result<()> {
-        self.inner.revoke_token(tenant, id).await
-    }
-
-    async fn operator_token_exists(&self) -> Result<bool> {
-        self.inner.operator_token_exists().await
-    }
-
-    async fn create_person(&self, tenant: TenantId, person: Person) -> Result<Person> {
-        self.inner.create_person(tenant, person).await
-    }
-
-    async fn person(&self, tenant: TenantId, id: PersonId) -> Result<Person> {
-        self.inner.person(tenant, id).await
-    }
-
-    async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>> {
-        self.inner.list_persons(tenant).await
-    }
-
-    async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()> {
-        self.inner.delete_person(tenant, id).await
-    }
-
-    async fn audit(&self, entry: AuditEntry) -> Result<()> {
-        self.inner.audit(entry).await
-    }
-
-    async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>> {
-        self.inner.list_audit(tenant, limit).await
-    }
-
-    async fn list_operator_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.inner.list_operator_tokens().await
-    }
-
-    async fn revoke_operator_token(&self, id: TokenId) -> Result<()> {
-        self.inner.revoke_operator_token(id).await
-    }
-
-    async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
-        self.inner.set_bootstrap_token(token).await
-    }
-}
-
-#[async_trait]
-impl Configuration for Refusing {
-    async fn reseal_secrets(&self, reseal: Resealer) -> Result<usize> {
-        self.inner.reseal_secrets(reseal).await
-    }
-
-    async fn create_server(
-        &self,
-        tenant: TenantId,
-        settings: ServerSettings,
-    ) -> Result<SmtpServer> {
-        self.inner.create_server(tenant, settings).await
-    }
-
-    async fn server(&self, tenant: TenantId, id: ServerId) -> Result<SmtpServer> {
-        self.inner.server(tenant, id).await
-    }
-
-    async fn list_servers(&self, tenant: TenantId) -> Result<Vec<SmtpServer>> {
-        self.inner.list_servers(tenant).await
-    }
-
-    async fn update_server(
-        &self,
-        tenant: TenantId,
-        id: ServerId,
-        settings: ServerSettings,
-    ) -> Result<SmtpServer> {
-        self.inner.update_server(tenant, id, settings).await
-    }
-
-    async fn delete_server(&self, tenant: TenantId, id: ServerId) -> Result<()> {
-        self.inner.delete_server(tenant, id).await
-    }
-
-    async fn create_account(&self, tenant: TenantId, account: NewAccount) -> Result<SmtpAccount> {
-        self.inner.create_account(tenant, account).await
-    }
-
-    async fn account(
-        &self,
-        tenant: TenantId,
-        server: ServerId,
-        id: AccountId,
-    ) -> Result<SmtpAccount> {
-        self.inner.account(tenant, server, id).await
-    }
-
-    async fn list_accounts(&self, tenant: TenantId, server: ServerId) -> Result<Vec<SmtpAccount>> {
-        self.inner.list_accounts(tenant, server).await
-    }
-
-    async fn delete_account(
-        &self,
-        tenant: TenantId,
-        server: ServerId,
-        id: AccountId,
-    ) -> Result<()> {
-        self.inner.delete_account(tenant, server, id).await
-    }
-
-    async fn create_provider(
-        &self,
-        tenant: TenantId,
-        settings: ProviderSettings,
-    ) -> Result<Provider> {
-        self.inner.create_provider(tenant, settings).await
-    }
-
-    async fn provider(&self, tenant: TenantId, id: ProviderId) -> Result<Provider> {
-        self.inner.provider(tenant, id).await
-    }
-
-    async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>> {
-        self.inner.list_providers(tenant).await
-    }
-
-    async fn update_provider(
-        &self,
-        tenant: TenantId,
-        id: ProviderId,
-        settings: ProviderSettings,
-    ) -> Result<Provider> {
-        self.inner.update_provider(tenant, id, settings).await
-    }
-
-    async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()> {
-        self.inner.delete_provider(tenant, id).await
-    }
-
-    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
-        self.inner.active_provider(tenant).await
-    }
-}
-
-#[async_trait]
-impl Queue for Refusing {
-    async fn complete(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
-        if self.refuse.load(Ordering::SeqCst) {
-            let mut refused = self.refused.lock().unwrap();
-            refused.extend(outcomes.iter().map(|o| o.recipient));
-            return Err(StoreError::Unavailable("database or disk is full".into()));
+/// Implements one of the store's traits for [`Refusing`]: each listed method
+/// passes its call to the real store unchanged; the methods after `and` are
+/// written out.
+macro_rules! forward_to_inner {
+    (
+        impl $capability:ident {
+            $($name:ident($($arg:ident: $ty:ty),*) -> $answer:ty;)*
         }
-        self.inner.complete(outcomes, captures).await
-    }
+        $(and { $($own:tt)* })?
+    ) => {
+        #[async_trait]
+        impl $capability for Refusing {
+            $(async fn $name(&self, $($arg: $ty),*) -> Result<$answer> {
+                self.inner.$name($($arg),*).await
+            })*
+            $($($own)*)?
+        }
+    };
+}
 
-    async fn heartbeat(&self, node: NodeRecord) -> Result<()> {
-        self.inner.heartbeat(node).await
+forward_to_inner! {
+    impl Store {
+        ping() -> ();
     }
-
-    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-        self.inner.list_nodes().await
-    }
-
-    async fn submit(&self, message: NewMessage) -> Result<Submitted> {
-        self.inner.submit(message).await
-    }
-
-    async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
-        self.inner.submit_batch(messages).await
-    }
-
-    async fn message(&self, tenant: TenantId, id: MessageId) -> Result<MessageView> {
-        self.inner.message(tenant, id).await
-    }
-
-    async fn list_messages(&self, tenant: TenantId, limit: u32) -> Result<Vec<MessageSummary>> {
-        self.inner.list_messages(tenant, limit).await
-    }
-
-    async fn count_messages(&self, tenant: TenantId, since: i64) -> Result<MessageCounts> {
-        self.inner.count_messages(tenant, since).await
-    }
-
-    async fn search_messages(
-        &self,
-        tenant: TenantId,
-        query: MessageQuery,
-    ) -> Result<Vec<MessageSummary>> {
-        self.inner.search_messages(tenant, query).await
-    }
-
-    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
-        self.inner.message_contents(ids).await
-    }
-
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>> {
-        self.inner.claim(request).await
-    }
-
-    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
-        self.inner.release(leases).await
-    }
-
-    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
-        self.inner.next_due(exclude_tenants).await
-    }
-
-    async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>> {
-        self.inner.list_captured(tenant, limit).await
-    }
-
-    async fn release_earlier_incarnations(
-        &self,
-        node: &str,
-        incarnation: &str,
-        now: i64,
-    ) -> Result<u64> {
-        self.inner
-            .release_earlier_incarnations(node, incarnation, now)
-            .await
-    }
-
-    async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>> {
-        self.inner.release_stale_nodes(stale_before, now).await
+    and {
+        fn refusing_writes(&self) -> bool {
+            self.refuse.load(Ordering::SeqCst) || self.inner.refusing_writes()
+        }
     }
 }
 
-#[async_trait]
-impl Sessions for Refusing {
-    async fn set_operator_password(
-        &self,
-        email: EmailAddress,
-        password_hash: String,
-    ) -> Result<()> {
-        self.inner.set_operator_password(email, password_hash).await
+forward_to_inner! {
+    impl Tenants {
+        create_tenant(slug: TenantSlug, name: String) -> Tenant;
+        tenant_by_slug(slug: &str) -> Tenant;
+        list_tenants() -> Vec<Tenant>;
+        set_entitlements(tenant: TenantId, credential_storage: bool) -> Tenant;
+        set_active_provider(tenant: TenantId, provider: Option<ProviderId>, effective_from: i64) -> Tenant;
+        refresh_properties(tenant: TenantId, now: i64) -> Tenant;
+        create_token(token: NewToken) -> TokenRecord;
+        token_by_hash(hash: &str) -> Option<TokenRecord>;
+        list_tokens(tenant: TenantId) -> Vec<TokenRecord>;
+        revoke_token(tenant: TenantId, id: TokenId) -> ();
+        operator_token_exists() -> bool;
+        create_person(tenant: TenantId, person: Person) -> Person;
+        person(tenant: TenantId, id: PersonId) -> Person;
+        list_persons(tenant: TenantId) -> Vec<Person>;
+        delete_person(tenant: TenantId, id: PersonId) -> ();
+        audit(entry: AuditEntry) -> ();
+        list_audit(tenant: TenantId, limit: u32) -> Vec<AuditEntry>;
+        list_operator_tokens() -> Vec<TokenRecord>;
+        revoke_operator_token(id: TokenId) -> ();
+        set_bootstrap_token(token: NewToken) -> BootstrapOutcome;
     }
+}
 
-    async fn set_person_password(
-        &self,
-        tenant: TenantId,
-        person: PersonId,
-        password_hash: String,
-    ) -> Result<()> {
-        self.inner
-            .set_person_password(tenant, person, password_hash)
-            .await
+forward_to_inner! {
+    impl Configuration {
+        reseal_secrets(reseal: Resealer) -> usize;
+        create_server(tenant: TenantId, settings: ServerSettings) -> SmtpServer;
+        server(tenant: TenantId, id: ServerId) -> SmtpServer;
+        list_servers(tenant: TenantId) -> Vec<SmtpServer>;
+        update_server(tenant: TenantId, id: ServerId, settings: ServerSettings) -> SmtpServer;
+        delete_server(tenant: TenantId, id: ServerId) -> ();
+        create_account(tenant: TenantId, account: NewAccount) -> SmtpAccount;
+        account(tenant: TenantId, server: ServerId, id: AccountId) -> SmtpAccount;
+        list_accounts(tenant: TenantId, server: ServerId) -> Vec<SmtpAccount>;
+        delete_account(tenant: TenantId, server: ServerId, id: AccountId) -> ();
+        create_provider(tenant: TenantId, settings: ProviderSettings) -> Provider;
+        provider(tenant: TenantId, id: ProviderId) -> Provider;
+        list_providers(tenant: TenantId) -> Vec<Provider>;
+        update_provider(tenant: TenantId, id: ProviderId, settings: ProviderSettings) -> Provider;
+        delete_provider(tenant: TenantId, id: ProviderId) -> ();
+        active_provider(tenant: TenantId) -> Option<ProviderConfig>;
     }
+}
 
-    async fn credentials(&self, email: &str) -> Result<Vec<Credential>> {
-        self.inner.credentials(email).await
+forward_to_inner! {
+    impl Queue {
+        heartbeat(node: NodeRecord) -> ();
+        list_nodes() -> Vec<NodeRecord>;
+        submit(message: NewMessage) -> Submitted;
+        submit_batch(messages: Vec<NewMessage>) -> Vec<Submitted>;
+        message(tenant: TenantId, id: MessageId) -> MessageView;
+        list_messages(tenant: TenantId, limit: u32) -> Vec<MessageSummary>;
+        count_messages(tenant: TenantId, since: i64) -> MessageCounts;
+        search_messages(tenant: TenantId, query: MessageQuery) -> Vec<MessageSummary>;
+        message_contents(ids: &[MessageId]) -> Vec<MessageContent>;
+        claim(request: ClaimRequest) -> Vec<Claimed>;
+        release(leases: Vec<(RecipientId, i64)>) -> ();
+        next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
+        list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
+        release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
+        release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     }
-
-    async fn create_session(&self, session: NewSession) -> Result<()> {
-        self.inner.create_session(session).await
+    and {
+        async fn complete(
+            &self,
+            outcomes: Vec<Outcome>,
+            captures: Vec<NewCapture>,
+        ) -> Result<Vec<bool>> {
+            if self.refuse.load(Ordering::SeqCst) {
+                let mut refused = self.refused.lock().unwrap();
+                refused.extend(outcomes.iter().map(|o| o.recipient));
+                return Err(StoreError::Unavailable("database or disk is full".into()));
+            }
+            self.inner.complete(outcomes, captures).await
+        }
     }
+}
 
-    async fn session_by_hash(&self, hash: &str, now: i64) -> Result<Option<Session>> {
-        self.inner.session_by_hash(hash, now).await
-    }
-
-    async fn delete_session(&self, hash: &str) -> Result<()> {
-        self.inner.delete_session(hash).await
+forward_to_inner! {
+    impl Sessions {
+        set_operator_password(email: EmailAddress, password_hash: String) -> ();
+        set_person_password(tenant: TenantId, person: PersonId, password_hash: String) -> ();
+        credentials(email: &str) -> Vec<Credential>;
+        create_session(session: NewSession) -> ();
+        session_by_hash(hash: &str, now: i64) -> Option<Session>;
+        delete_session(hash: &str) -> ();
     }
 }
 
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    herald_testkit::eventually(what, DEADLINE, probe).await
+}
+
+/// Tenant `acme` in the store.
+async fn acme(store: &Refusing) -> Tenant {
+    let slug = TenantSlug::parse("acme").unwrap();
+    store.create_tenant(slug, "Acme".into()).await.unwrap()
+}
+
+/// Stores a message to `to` for the tenant; returns its id.
+async fn submit(store: &Refusing, tenant: &Tenant, to: &str) -> MessageId {
+    store.submit(message(tenant.id, to)).await.unwrap().id
+}
+
+/// Waits until the message's first recipient is recorded as sent.
+async fn wait_until_sent(store: &Refusing, tenant: &Tenant, id: MessageId) {
+    eventually("the recipient recorded as sent", || async {
+        let view = store.message(tenant.id, id).await.unwrap();
+        (view.recipients[0].status == RecipientStatus::Sent).then_some(())
+    })
+    .await;
 }
 
 fn message(tenant: TenantId, to: &str) -> NewMessage {
@@ -444,14 +256,11 @@ fn refusing_store(dir: &tempfile::TempDir) -> Arc<Refusing> {
 async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = refusing_store(&dir);
-    let tenant = store
-        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
-        .await
-        .unwrap();
+    let tenant = acme(&store).await;
     let addresses = ["a@example.com", "b@example.com", "c@example.com"];
     let mut ids = Vec::new();
     for to in addresses {
-        ids.push(store.submit(message(tenant.id, to)).await.unwrap().id);
+        ids.push(submit(&store, &tenant, to).await);
     }
 
     let smtp = TestSmtpServer::start().await;
@@ -477,11 +286,7 @@ async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_agai
     // The store takes writes again: the kept outcomes are committed.
     store.refuse.store(false, Ordering::SeqCst);
     for id in &ids {
-        eventually("the recipient recorded as sent", || async {
-            let view = store.message(tenant.id, *id).await.unwrap();
-            (view.recipients[0].status == RecipientStatus::Sent).then_some(())
-        })
-        .await;
+        wait_until_sent(&store, &tenant, *id).await;
     }
     stop.send(true).unwrap();
     running.await.unwrap();
@@ -503,15 +308,8 @@ async fn outcomes_refused_by_the_store_are_committed_once_it_accepts_writes_agai
 async fn an_outcome_still_refused_when_its_lease_ends_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = refusing_store(&dir);
-    let tenant = store
-        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
-        .await
-        .unwrap();
-    let id = store
-        .submit(message(tenant.id, "a@example.com"))
-        .await
-        .unwrap()
-        .id;
+    let tenant = acme(&store).await;
+    let id = submit(&store, &tenant, "a@example.com").await;
     let smtp = TestSmtpServer::start().await;
     let worker = worker(store.clone(), &smtp, Duration::from_secs(2));
     let stats = worker.stats();
@@ -523,11 +321,7 @@ async fn an_outcome_still_refused_when_its_lease_ends_is_dropped() {
     })
     .await;
     store.refuse.store(false, Ordering::SeqCst);
-    eventually("the recipient recorded as sent", || async {
-        let view = store.message(tenant.id, id).await.unwrap();
-        (view.recipients[0].status == RecipientStatus::Sent).then_some(())
-    })
-    .await;
+    wait_until_sent(&store, &tenant, id).await;
     stop.send(true).unwrap();
     running.await.unwrap();
 
@@ -558,15 +352,8 @@ async fn a_node_whose_heartbeats_are_late_starts_no_send() {
     let dir = tempfile::tempdir().unwrap();
     let store = refusing_store(&dir);
     store.refuse.store(false, Ordering::SeqCst);
-    let tenant = store
-        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
-        .await
-        .unwrap();
-    let id = store
-        .submit(message(tenant.id, "a@example.com"))
-        .await
-        .unwrap()
-        .id;
+    let tenant = acme(&store).await;
+    let id = submit(&store, &tenant, "a@example.com").await;
 
     let smtp = TestSmtpServer::start().await;
     // The others took this node for gone a minute ago.
@@ -595,11 +382,7 @@ async fn a_node_whose_heartbeats_are_late_starts_no_send() {
     // A heartbeat is recorded again: the mail goes out.
     standing.store(now_ms() + 600_000, Ordering::SeqCst);
     smtp.wait_for_messages(1, DEADLINE).await;
-    eventually("the recipient recorded as sent", || async {
-        let view = store.message(tenant.id, id).await.unwrap();
-        (view.recipients[0].status == RecipientStatus::Sent).then_some(())
-    })
-    .await;
+    wait_until_sent(&store, &tenant, id).await;
     stop.send(true).unwrap();
     running.await.unwrap();
 }

@@ -27,6 +27,29 @@ fn target(server: &TestSmtpServer, security: Security) -> Target {
     }
 }
 
+/// A test server offering STARTTLS with a new certificate for localhost and
+/// 127.0.0.1; with that certificate.
+async fn starttls_server() -> (TestTls, TestSmtpServer) {
+    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
+    let config = ServerConfig::new().starttls(tls.clone());
+    (tls, TestSmtpServer::start_with(config).await)
+}
+
+/// A test server speaking TLS from the first byte, with a new certificate for
+/// localhost and 127.0.0.1; with that certificate.
+async fn implicit_tls_server() -> (TestTls, TestSmtpServer) {
+    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
+    let config = ServerConfig::new().implicit_tls(tls.clone());
+    (tls, TestSmtpServer::start_with(config).await)
+}
+
+/// A connection to `server` without TLS or login, which must open.
+async fn open_plain(server: &TestSmtpServer) -> Connection {
+    Connection::open(&target(server, Security::None), None)
+        .await
+        .unwrap()
+}
+
 fn trusting(mut target: Target, tls: &TestTls) -> Target {
     target.tls.ca_pem = Some(tls.ca_pem());
     target
@@ -74,9 +97,7 @@ async fn ended_with_quit(server: &TestSmtpServer) {
 #[tokio::test]
 async fn an_idn_bcc_fails_alone_against_a_server_without_smtputf8() {
     let server = TestSmtpServer::start_with(ServerConfig::new().without_smtputf8()).await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     let tx = conn
         .send(
             &envelope(&["ops@acme.example", "jürgen@bücher.example"]),
@@ -100,9 +121,7 @@ async fn an_idn_bcc_fails_alone_against_a_server_without_smtputf8() {
 #[tokio::test]
 async fn a_server_with_smtputf8_takes_everyone_in_one_transaction() {
     let server = TestSmtpServer::start().await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     let tx = conn
         .send(
             &envelope(&["ops@acme.example", "jürgen@bücher.example"]),
@@ -119,9 +138,7 @@ async fn a_server_with_smtputf8_takes_everyone_in_one_transaction() {
 #[tokio::test]
 async fn a_non_ascii_header_section_needs_smtputf8_for_everyone_and_the_session_quits() {
     let server = TestSmtpServer::start_with(ServerConfig::new().without_smtputf8()).await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     let mut message = b"To: j\xc3\xbcrgen@b\xc3\xbccher.example\r\n\r\nbody\r\n".to_vec();
     message = wire::dot_stuffed(&message);
     let error = conn
@@ -173,9 +190,7 @@ async fn a_refused_ehlo_ends_with_quit() {
 #[tokio::test]
 async fn a_closed_connection_says_quit_without_being_awaited() {
     let server = TestSmtpServer::start().await;
-    let conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let conn = open_plain(&server).await;
     conn.close();
     ended_with_quit(&server).await;
 }
@@ -203,8 +218,7 @@ async fn a_refused_login_after_starttls_keeps_the_remote_and_tls() {
 
 #[tokio::test]
 async fn a_tls_failure_keeps_the_remote() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls)).await;
+    let (_, server) = implicit_tls_server().await;
     let error = open_error(&target(&server, Security::Tls), None).await;
     assert_eq!(error.step, Step::Tls);
     assert_eq!(error.remote, Some(server.addr()));
@@ -262,9 +276,7 @@ async fn a_refused_recipient_session_marks_rcpt_and_data_and_labels_rset() {
 #[tokio::test]
 async fn mail_from_declares_the_size_the_server_advertises_for() {
     let server = TestSmtpServer::start().await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     let data = content("sized");
     conn.send(&envelope(&["ops@acme.example"]), &data)
         .await
@@ -277,9 +289,7 @@ async fn mail_from_declares_the_size_the_server_advertises_for() {
 #[tokio::test]
 async fn no_size_is_declared_to_a_server_without_size() {
     let server = TestSmtpServer::start_with(ServerConfig::new().without_size()).await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     conn.send(&envelope(&["ops@acme.example"]), &content("hi"))
         .await
         .unwrap();
@@ -293,9 +303,7 @@ async fn no_size_is_declared_to_a_server_without_size() {
 #[tokio::test]
 async fn a_message_over_the_advertised_size_is_refused_before_mail() {
     let server = TestSmtpServer::start_with(ServerConfig::new().max_message_size(100)).await;
-    let mut conn = Connection::open(&target(&server, Security::None), None)
-        .await
-        .unwrap();
+    let mut conn = open_plain(&server).await;
     let data = content(&"x".repeat(200));
     let error = conn
         .send(&envelope(&["ops@acme.example"]), &data)
@@ -332,8 +340,7 @@ async fn implicit_tls_on_a_plaintext_port_says_so() {
 
 #[tokio::test]
 async fn a_greeting_timeout_suggests_implicit_tls() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls)).await;
+    let (_, server) = implicit_tls_server().await;
     let mut target = target(&server, Security::StartTls);
     target.timeouts.command = Duration::from_millis(300);
     let error = open_error(&target, None).await;
@@ -346,8 +353,7 @@ async fn a_greeting_timeout_suggests_implicit_tls() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_names_its_subject_issuer_and_tls_ca_pem() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().starttls(tls)).await;
+    let (_, server) = starttls_server().await;
     let error = open_error(&target(&server, Security::StartTls), None).await;
     let shown = error.to_string();
     assert!(shown.contains("subject CN=localhost"), "{shown}");
@@ -360,8 +366,7 @@ async fn an_untrusted_certificate_names_its_subject_issuer_and_tls_ca_pem() {
 
 #[tokio::test]
 async fn a_certificate_for_other_names_lists_them_and_tls_server_name() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone())).await;
+    let (tls, server) = starttls_server().await;
     let mut target = trusting(target(&server, Security::StartTls), &tls);
     target.tls.server_name = Some("mail.acme.example".into());
     let shown = open_error(&target, None).await.to_string();
@@ -427,8 +432,7 @@ async fn auth_in_clear_when_allowed_is_traced_with_a_warning() {
 
 #[tokio::test]
 async fn auth_not_offered_mentions_starttls_when_the_server_offers_it() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().starttls(tls)).await;
+    let (_, server) = starttls_server().await;
     let mut target = target(&server, Security::None);
     target.allow_plaintext_auth = true;
     let error = open_error(&target, Some(&login("alice", "secret"))).await;
@@ -445,8 +449,7 @@ async fn auth_not_offered_mentions_starttls_when_the_server_offers_it() {
 
 #[tokio::test]
 async fn tls_parameters_use_the_names_postfix_shows() {
-    let tls = TestTls::generate(&["localhost", "127.0.0.1"]);
-    let server = TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone())).await;
+    let (tls, server) = starttls_server().await;
     let conn = Connection::open(&trusting(target(&server, Security::StartTls), &tls), None)
         .await
         .unwrap();

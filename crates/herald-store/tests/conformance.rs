@@ -13,16 +13,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
-    NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    AccountId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId, NodeRole, PersonId,
+    PersonRole, Port, ProviderId, RecipientStatus, Role, Security, ServerId, SmtpHost, Subject,
+    TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, BootstrapOutcome, ClaimRequest, NewAccount, NewCapture, NewMessage,
-    NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore,
-    ProviderSettings, RecipientKind, ServerSettings, SqliteStore, Store, StoreError,
+    AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, MessageSummary,
+    MessageView, NewAccount, NewCapture, NewMessage, NewToken, NextState, NodeRecord, OAuth2Client,
+    OnBehalf, Outcome, Person, PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings,
+    SmtpAccount, SmtpServer, SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
 };
 use herald_testkit::TestDatabase;
+
+mod builders;
+use builders::*;
 use serde_json::json;
 
 /// A store on a fresh database, and what keeps that database alive.
@@ -47,6 +51,55 @@ impl Fixture {
                 Arc::new(PgStore::connect(database.url()).await.unwrap())
             }
         }
+    }
+}
+
+/// Declares `Fixture` methods that make the store call of the same name and
+/// unwrap its answer: for the calls a case expects to succeed, so that a
+/// failure fails the case with the store's error.
+macro_rules! unwrapped {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $answer:ty;)*) => {
+        impl Fixture {
+            $(async fn $name(&self, $($arg: $ty),*) -> $answer {
+                self.store.$name($($arg),*).await.unwrap()
+            })*
+        }
+    };
+}
+
+unwrapped! {
+    submit(message: NewMessage) -> Submitted;
+    claim(request: ClaimRequest) -> Vec<Claimed>;
+    complete(outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Vec<bool>;
+    create_server(tenant: TenantId, settings: ServerSettings) -> SmtpServer;
+    update_server(tenant: TenantId, id: ServerId, settings: ServerSettings) -> SmtpServer;
+    create_account(tenant: TenantId, account: NewAccount) -> SmtpAccount;
+    create_provider(tenant: TenantId, settings: ProviderSettings) -> Provider;
+    create_person(tenant: TenantId, person: Person) -> Person;
+    create_token(token: NewToken) -> TokenRecord;
+    set_bootstrap_token(token: NewToken) -> BootstrapOutcome;
+    token_by_hash(hash: &str) -> Option<TokenRecord>;
+    account(tenant: TenantId, server: ServerId, id: AccountId) -> SmtpAccount;
+    set_active_provider(tenant: TenantId, provider: Option<ProviderId>, effective_from: i64) -> Tenant;
+    message(tenant: TenantId, id: MessageId) -> MessageView;
+    list_messages(tenant: TenantId, limit: u32) -> Vec<MessageSummary>;
+    list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
+    next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
+    heartbeat(node: NodeRecord) -> ();
+    list_servers(tenant: TenantId) -> Vec<SmtpServer>;
+    list_tokens(tenant: TenantId) -> Vec<TokenRecord>;
+    release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
+}
+
+impl Fixture {
+    /// This store and another on the same database, as two nodes use it.
+    async fn two_nodes(&self) -> [Arc<dyn Store>; 2] {
+        [self.store.clone(), self.reopen().await]
+    }
+
+    /// The first recipient the claim leases (the claim must lease one).
+    async fn claim_one(&self, request: ClaimRequest) -> Claimed {
+        self.claim(request).await.remove(0)
     }
 }
 
@@ -108,145 +161,6 @@ async fn postgres() -> Option<Fixture> {
     })
 }
 
-fn address(s: &str) -> EmailAddress {
-    EmailAddress::parse(s).unwrap()
-}
-
-fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: key.map(str::to_owned),
-        subject: Subject::parse("subject").unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: to.iter().map(|a| address(a).into()).collect(),
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: at,
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        max_pending_tests: None,
-    }
-}
-
-fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
-    ClaimRequest {
-        node: node.into(),
-        incarnation: format!("{node}-first"),
-        now,
-        lease_ms,
-        limit: 100,
-        rooms: HashMap::new(),
-        default_room: u32::MAX,
-    }
-}
-
-fn attempt(outcome: RecipientStatus) -> AttemptRecord {
-    AttemptRecord {
-        at: 0,
-        node: "n".into(),
-        server: "s".into(),
-        outcome,
-        step: Some("data".into()),
-        code: Some(250),
-        enhanced_code: None,
-        response: "250 ok".into(),
-        duration_ms: 1,
-        remote_addr: None,
-        tls_version: None,
-        tls_cipher: None,
-        provider_id: None,
-        config_version: None,
-        sender_policy: None,
-        diagnosis: None,
-    }
-}
-
-async fn tenant(store: &dyn Store, slug: &str) -> TenantId {
-    store
-        .create_tenant(TenantSlug::parse(slug).unwrap(), slug.into())
-        .await
-        .unwrap()
-        .id
-}
-
-fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
-    ServerSettings {
-        name: name.into(),
-        host: SmtpHost::parse("mail.x.example").unwrap(),
-        port: Port::new(587).unwrap(),
-        security: Security::StartTls,
-        requires_auth,
-        allow_plaintext_auth: false,
-        tls_verify: true,
-        tls_ca_pem: None,
-        tls_server_name: None,
-        helo_name: None,
-        max_connections: 4,
-        max_messages_per_connection: 100,
-        idle_timeout_secs: 30,
-        rate_limit_per_minute: None,
-        command_timeout_secs: None,
-    }
-}
-
-fn new_account(server: ServerId, username: &str, secret: Option<&str>) -> NewAccount {
-    NewAccount {
-        id: AccountId::new(),
-        server_id: server,
-        username: username.into(),
-        mechanism: Mechanism::Plain,
-        sealed_secret: secret.map(str::to_owned),
-        oauth2: None,
-        person_id: None,
-    }
-}
-
-fn provider_settings(name: &str, server: ServerId, account: Option<AccountId>) -> ProviderSettings {
-    ProviderSettings {
-        name: name.into(),
-        smtp_server_id: server,
-        account_id: account,
-        from_address: address("alerts@x.example"),
-        from_name: Some(DisplayName::parse("Alerts").unwrap()),
-        reply_to: None,
-        fallback_recipient: Some(address("ops@x.example")),
-        sender_policy: SenderPolicy::Fixed,
-    }
-}
-
-fn person(name: &str, email: &str) -> Person {
-    Person {
-        id: PersonId::new(),
-        tenant_id: TenantId::new(),
-        name: name.into(),
-        email: address(email),
-        role: PersonRole::Member,
-        created_at: 1_000,
-    }
-}
-
-fn token(tenant: Option<TenantId>, person: Option<PersonId>, hash: &str) -> NewToken {
-    NewToken {
-        id: TokenId::new(),
-        tenant_id: tenant,
-        name: format!("token {hash}"),
-        role: if tenant.is_some() {
-            Role::Sender
-        } else {
-            Role::Operator
-        },
-        person_id: person,
-        hash: hash.into(),
-    }
-}
-
 fn conflict<T: std::fmt::Debug>(result: herald_store::Result<T>) -> String {
     match result {
         Err(StoreError::Conflict(message)) => message,
@@ -270,22 +184,16 @@ fn not_found<T: std::fmt::Debug>(result: herald_store::Result<T>) {
 
 async fn a_claim_leases_each_recipient_once_until_the_lease_expires(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    f.store
-        .submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await;
 
-    let first = f.store.claim(claim("n1", 2_000, 10_000)).await.unwrap();
+    let first = f.claim(claim("n1", 2_000, 10_000)).await;
     assert_eq!(first.len(), 2);
     assert!(
-        f.store
-            .claim(claim("n2", 3_000, 10_000))
-            .await
-            .unwrap()
-            .is_empty(),
+        f.claim(claim("n2", 3_000, 10_000)).await.is_empty(),
         "leased rows are not claimed twice"
     );
-    let again = f.store.claim(claim("n2", 12_001, 10_000)).await.unwrap();
+    let again = f.claim(claim("n2", 12_001, 10_000)).await;
     assert_eq!(again.len(), 2, "an expired lease is claimed again");
     assert!(again.iter().all(|c| c.attempt == 2));
     assert!(again.iter().all(|c| c.lease_until == 22_001));
@@ -293,23 +201,9 @@ async fn a_claim_leases_each_recipient_once_until_the_lease_expires(f: Fixture) 
 
 async fn a_stale_lease_cannot_record_its_outcome(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    let m = f
-        .store
-        .submit(message(t, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    let stale = f
-        .store
-        .claim(claim("n1", 2_000, 1_000))
-        .await
-        .unwrap()
-        .remove(0);
-    let fresh = f
-        .store
-        .claim(claim("n2", 3_001, 1_000))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let stale = f.claim_one(claim("n1", 2_000, 1_000)).await;
+    let fresh = f.claim_one(claim("n2", 3_001, 1_000)).await;
     assert!(fresh.lease_token > stale.lease_token);
 
     let outcome = |c: &herald_store::Claimed, next| Outcome {
@@ -319,102 +213,62 @@ async fn a_stale_lease_cannot_record_its_outcome(f: Fixture) {
         attempt: attempt(RecipientStatus::Sent),
     };
     let late = f
-        .store
         .complete(
             vec![outcome(&stale, NextState::Deferred { until: 9_999 })],
             vec![],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(late, vec![false]);
     let current = f
-        .store
         .complete(vec![outcome(&fresh, NextState::Sent)], vec![])
-        .await
-        .unwrap();
+        .await;
     assert_eq!(current, vec![true]);
     let again = f
-        .store
         .complete(vec![outcome(&fresh, NextState::Failed)], vec![])
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         again,
         vec![false],
         "a finished recipient takes no second outcome"
     );
 
-    let view = f.store.message(t, m.id).await.unwrap();
+    let view = f.message(t, m.id).await;
     assert_eq!(view.status, RecipientStatus::Sent);
     assert_eq!(view.recipients[0].attempts.len(), 1);
 }
 
 async fn deferred_recipients_come_back_at_their_time(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    f.store
-        .submit(message(t, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    let c = f
-        .store
-        .claim(claim("n1", 1_000, 60_000))
-        .await
-        .unwrap()
-        .remove(0);
+    f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let c = f.claim_one(claim("n1", 1_000, 60_000)).await;
     let o = Outcome {
         recipient: c.recipient,
         lease_token: c.lease_token,
         next: NextState::Deferred { until: 5_000 },
         attempt: attempt(RecipientStatus::Deferred),
     };
-    assert_eq!(f.store.complete(vec![o], vec![]).await.unwrap(), vec![true]);
-    assert_eq!(f.store.next_due(&[]).await.unwrap(), Some(5_000));
+    assert_eq!(f.complete(vec![o], vec![]).await, vec![true]);
+    assert_eq!(f.next_due(&[]).await, Some(5_000));
     assert_eq!(
-        f.store.next_due(&[t]).await.unwrap(),
+        f.next_due(&[t]).await,
         None,
         "an excluded tenant's mail is not due"
     );
-    assert!(
-        f.store
-            .claim(claim("n1", 4_999, 60_000))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        f.store
-            .claim(claim("n1", 5_000, 60_000))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert!(f.claim(claim("n1", 4_999, 60_000)).await.is_empty());
+    assert_eq!(f.claim(claim("n1", 5_000, 60_000)).await.len(), 1);
 }
 
 async fn released_recipients_are_due_again_without_an_attempt(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    let m = f
-        .store
-        .submit(message(t, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    let c = f
-        .store
-        .claim(claim("n1", 1_000, 60_000))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let c = f.claim_one(claim("n1", 1_000, 60_000)).await;
     f.store
         .release(vec![(c.recipient, c.lease_token)])
         .await
         .unwrap();
-    let view = f.store.message(t, m.id).await.unwrap();
+    let view = f.message(t, m.id).await;
     assert_eq!(view.recipients[0].status, RecipientStatus::Queued);
-    let again = f
-        .store
-        .claim(claim("n1", i64::MAX / 2, 60_000))
-        .await
-        .unwrap();
+    let again = f.claim(claim("n1", i64::MAX / 2, 60_000)).await;
     assert_eq!(again[0].attempt, 1, "a release gives the attempt back");
 
     // A release under a lease that was taken over changes nothing.
@@ -422,24 +276,18 @@ async fn released_recipients_are_due_again_without_an_attempt(f: Fixture) {
         .release(vec![(again[0].recipient, again[0].lease_token - 1)])
         .await
         .unwrap();
-    let view = f.store.message(t, m.id).await.unwrap();
+    let view = f.message(t, m.id).await;
     assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
 }
 
 async fn claims_skip_excluded_tenants(f: Fixture) {
     let busy = tenant(&*f.store, "busy").await;
     let idle = tenant(&*f.store, "idle").await;
-    f.store
-        .submit(message(busy, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    f.store
-        .submit(message(idle, &["b@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    f.submit(message(busy, &["a@x.example"], None, 1_000)).await;
+    f.submit(message(idle, &["b@x.example"], None, 1_000)).await;
     let mut request = claim("n1", 2_000, 60_000);
     request.rooms = HashMap::from([(busy, 0)]);
-    let claimed = f.store.claim(request).await.unwrap();
+    let claimed = f.claim(request).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].tenant, idle);
 }
@@ -452,25 +300,19 @@ async fn claims_serve_tenants_in_turn(f: Fixture) {
     let backlog = tenant(&*f.store, "backlog").await;
     let alerts = tenant(&*f.store, "alerts").await;
     for i in 0..30 {
-        f.store
-            .submit(message(backlog, &[&format!("b{i}@x.example")], None, 1_000))
-            .await
-            .unwrap();
+        f.submit(message(backlog, &[&format!("b{i}@x.example")], None, 1_000))
+            .await;
     }
     for i in 0..3 {
-        f.store
-            .submit(message(alerts, &[&format!("a{i}@x.example")], None, 1_500))
-            .await
-            .unwrap();
+        f.submit(message(alerts, &[&format!("a{i}@x.example")], None, 1_500))
+            .await;
     }
     let claimed = f
-        .store
         .claim(ClaimRequest {
             limit: 10,
             ..claim("n1", 2_000, 60_000)
         })
-        .await
-        .unwrap();
+        .await;
     let of = |t: TenantId| claimed.iter().filter(|c| c.tenant == t).count();
     assert_eq!(
         of(alerts),
@@ -491,21 +333,17 @@ async fn a_tenants_room_bounds_its_part_of_a_claim(f: Fixture) {
     let fast = tenant(&*f.store, "fast").await;
     for i in 0..10 {
         for t in [slow, fast] {
-            f.store
-                .submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
-                .await
-                .unwrap();
+            f.submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
+                .await;
         }
     }
     let claimed = f
-        .store
         .claim(ClaimRequest {
             limit: 100,
             rooms: HashMap::from([(slow, 2)]),
             ..claim("n1", 2_000, 60_000)
         })
-        .await
-        .unwrap();
+        .await;
     let of = |t: TenantId| claimed.iter().filter(|c| c.tenant == t).count();
     assert_eq!(of(slow), 2);
     assert_eq!(of(fast), 10);
@@ -519,22 +357,18 @@ async fn successive_claims_go_round_the_tenants(f: Fixture) {
         let t = tenant(&*f.store, name).await;
         tenants.insert(t);
         for i in 0..3 {
-            f.store
-                .submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
-                .await
-                .unwrap();
+            f.submit(message(t, &[&format!("r{i}@x.example")], None, 1_000))
+                .await;
         }
     }
     let mut served = Vec::new();
     for _ in 0..6 {
         let claimed = f
-            .store
             .claim(ClaimRequest {
                 limit: 1,
                 ..claim("n1", 2_000, 60_000)
             })
-            .await
-            .unwrap();
+            .await;
         assert_eq!(claimed.len(), 1);
         served.push(claimed[0].tenant);
     }
@@ -550,25 +384,21 @@ async fn successive_claims_go_round_the_tenants(f: Fixture) {
 async fn next_due_passes_over_excluded_tenants(f: Fixture) {
     let full = tenant(&*f.store, "full").await;
     let other = tenant(&*f.store, "other").await;
-    assert_eq!(f.store.next_due(&[full]).await.unwrap(), None);
+    assert_eq!(f.next_due(&[full]).await, None);
     for i in 0..20 {
-        f.store
-            .submit(message(
-                full,
-                &[&format!("r{i}@x.example")],
-                None,
-                1_000 + i,
-            ))
-            .await
-            .unwrap();
+        f.submit(message(
+            full,
+            &[&format!("r{i}@x.example")],
+            None,
+            1_000 + i,
+        ))
+        .await;
     }
-    f.store
-        .submit(message(other, &["o@x.example"], None, 5_000))
-        .await
-        .unwrap();
-    assert_eq!(f.store.next_due(&[]).await.unwrap(), Some(1_000));
-    assert_eq!(f.store.next_due(&[full]).await.unwrap(), Some(5_000));
-    assert_eq!(f.store.next_due(&[full, other]).await.unwrap(), None);
+    f.submit(message(other, &["o@x.example"], None, 5_000))
+        .await;
+    assert_eq!(f.next_due(&[]).await, Some(1_000));
+    assert_eq!(f.next_due(&[full]).await, Some(5_000));
+    assert_eq!(f.next_due(&[full, other]).await, None);
 }
 
 /// A tenant may have a bounded number of test messages queued or in flight;
@@ -580,15 +410,11 @@ async fn test_messages_past_their_limit_are_refused(f: Fixture) {
     let mut providers = HashMap::new();
     for tenant in [t, other] {
         let server = f
-            .store
             .create_server(tenant, server_settings("relay", false))
-            .await
-            .unwrap();
+            .await;
         let provider = f
-            .store
             .create_provider(tenant, provider_settings("relay", server.id, None))
-            .await
-            .unwrap();
+            .await;
         providers.insert(tenant, provider.id);
     }
     let test = |tenant: TenantId, to: &str| NewMessage {
@@ -597,30 +423,25 @@ async fn test_messages_past_their_limit_are_refused(f: Fixture) {
         max_pending_tests: Some(2),
         ..message(tenant, &[to], None, 1_000)
     };
-    f.store.submit(test(t, "a@x.example")).await.unwrap();
-    f.store.submit(test(t, "b@x.example")).await.unwrap();
+    f.submit(test(t, "a@x.example")).await;
+    f.submit(test(t, "b@x.example")).await;
     let refused = f.store.submit(test(t, "c@x.example")).await;
     assert!(
         matches!(refused, Err(StoreError::TooManyTests { limit: 2 })),
         "{refused:?}"
     );
-    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 2);
-    f.store.submit(test(other, "o@x.example")).await.unwrap();
+    assert_eq!(f.list_messages(t, 10).await.len(), 2);
+    f.submit(test(other, "o@x.example")).await;
     // Ordinary mail is not counted.
-    f.store
-        .submit(message(t, &["m@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    f.submit(message(t, &["m@x.example"], None, 1_000)).await;
 
     let claimed = f
-        .store
         .claim(ClaimRequest {
             limit: 1,
             rooms: HashMap::from([(other, 0)]),
             ..claim("n1", 2_000, 60_000)
         })
-        .await
-        .unwrap();
+        .await;
     assert_eq!(claimed[0].tenant, t);
     let outcome = Outcome {
         recipient: claimed[0].recipient,
@@ -628,33 +449,25 @@ async fn test_messages_past_their_limit_are_refused(f: Fixture) {
         next: NextState::Sent,
         attempt: attempt(RecipientStatus::Sent),
     };
-    assert_eq!(
-        f.store.complete(vec![outcome], vec![]).await.unwrap(),
-        [true]
-    );
-    f.store.submit(test(t, "d@x.example")).await.unwrap();
+    assert_eq!(f.complete(vec![outcome], vec![]).await, [true]);
+    f.submit(test(t, "d@x.example")).await;
 }
 
 async fn higher_priority_is_claimed_first(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    f.store
-        .submit(message(t, &["old@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    f.submit(message(t, &["old@x.example"], None, 1_000)).await;
     let urgent = NewMessage {
         priority: 10,
         max_queued: None,
         ..message(t, &["test@x.example"], None, 2_000)
     };
-    f.store.submit(urgent).await.unwrap();
+    f.submit(urgent).await;
     let first = f
-        .store
         .claim(ClaimRequest {
             limit: 1,
             ..claim("n1", 3_000, 60_000)
         })
-        .await
-        .unwrap();
+        .await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].address.as_ref(), "test@x.example");
 }
@@ -662,10 +475,8 @@ async fn higher_priority_is_claimed_first(f: Fixture) {
 async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let earlier = f
-        .store
         .submit(message(t, &["a@x.example"], Some("k0"), 1_000))
-        .await
-        .unwrap();
+        .await;
     let batch = vec![
         message(t, &["b@x.example", "c@x.example"], None, 2_000),
         message(t, &["d@x.example"], Some("k0"), 2_000),
@@ -692,12 +503,10 @@ async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
         (submitted[3].id, submitted[3].duplicate),
         (new_ids[1], true)
     );
-    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 3);
+    assert_eq!(f.list_messages(t, 10).await.len(), 3);
     let mut claimed: Vec<String> = f
-        .store
         .claim(claim("n1", 3_000, 60_000))
         .await
-        .unwrap()
         .into_iter()
         .map(|c| c.address.to_string())
         .collect();
@@ -723,7 +532,7 @@ async fn messages_are_counted_by_their_derived_status(f: Fixture) {
     let mixed = submit(t, &["a@x.example", "b@x.example"], 1_000).await;
     let sent = submit(t, &["c@x.example"], 1_000).await;
     let deferred = submit(t, &["d@x.example"], 1_000).await;
-    let claimed = f.store.claim(claim("n1", 2_000, 60_000)).await.unwrap();
+    let claimed = f.claim(claim("n1", 2_000, 60_000)).await;
     let outcome = |c: &herald_store::Claimed| Outcome {
         recipient: c.recipient,
         lease_token: c.lease_token,
@@ -740,19 +549,16 @@ async fn messages_are_counted_by_their_derived_status(f: Fixture) {
         .map(outcome)
         .collect();
     assert_eq!(finished.len(), 4);
-    f.store.complete(finished, vec![]).await.unwrap();
+    f.complete(finished, vec![]).await;
     // Queued after the claim: one message still waiting, one half sent.
     let waiting = submit(t, &["e@x.example"], 3_000).await;
     let half = submit(t, &["f@x.example", "g@x.example"], 3_000).await;
-    let claimed = f.store.claim(claim("n1", 4_000, 60_000)).await.unwrap();
+    let claimed = f.claim(claim("n1", 4_000, 60_000)).await;
     let f_recipient = claimed
         .iter()
         .find(|c| c.message == half.id && c.address.as_ref() == "f@x.example")
         .unwrap();
-    f.store
-        .complete(vec![outcome(f_recipient)], vec![])
-        .await
-        .unwrap();
+    f.complete(vec![outcome(f_recipient)], vec![]).await;
     let still_sending: Vec<_> = claimed
         .iter()
         .filter(|c| c.message == waiting.id)
@@ -780,53 +586,41 @@ async fn an_idempotency_key_returns_the_first_message(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
     let first = f
-        .store
         .submit(message(t, &["a@x.example"], Some("k1"), 1_000))
-        .await
-        .unwrap();
+        .await;
     let second = f
-        .store
         .submit(message(t, &["a@x.example"], Some("k1"), 2_000))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(second.id, first.id);
     assert!(second.duplicate);
     assert_eq!(second.status, RecipientStatus::Queued);
     // Keys are per tenant.
     let elsewhere = f
-        .store
         .submit(message(other, &["a@x.example"], Some("k1"), 2_000))
-        .await
-        .unwrap();
+        .await;
     assert_ne!(elsewhere.id, first.id);
-    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 1);
+    assert_eq!(f.list_messages(t, 10).await.len(), 1);
 
     // The duplicate answers with the first message's status as it is now.
     let c = f
-        .store
         .claim(claim("n1", 3_000, 60_000))
         .await
-        .unwrap()
         .into_iter()
         .find(|c| c.message == first.id)
         .unwrap();
-    f.store
-        .complete(
-            vec![Outcome {
-                recipient: c.recipient,
-                lease_token: c.lease_token,
-                next: NextState::Sent,
-                attempt: attempt(RecipientStatus::Sent),
-            }],
-            vec![],
-        )
-        .await
-        .unwrap();
+    f.complete(
+        vec![Outcome {
+            recipient: c.recipient,
+            lease_token: c.lease_token,
+            next: NextState::Sent,
+            attempt: attempt(RecipientStatus::Sent),
+        }],
+        vec![],
+    )
+    .await;
     let third = f
-        .store
         .submit(message(t, &["a@x.example"], Some("k1"), 4_000))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(third.id, first.id);
     assert_eq!(third.status, RecipientStatus::Sent);
 }
@@ -834,16 +628,12 @@ async fn an_idempotency_key_returns_the_first_message(f: Fixture) {
 async fn another_tenants_objects_are_not_found(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
-    let m = f
-        .store
-        .submit(message(a, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    let m = f.submit(message(a, &["a@x.example"], None, 1_000)).await;
     assert!(matches!(
         f.store.message(b, m.id).await,
         Err(StoreError::NotFound)
     ));
-    assert!(f.store.list_messages(b, 10).await.unwrap().is_empty());
+    assert!(f.list_messages(b, 10).await.is_empty());
     assert_eq!(
         conflict(
             f.store
@@ -852,6 +642,14 @@ async fn another_tenants_objects_are_not_found(f: Fixture) {
         ),
         "a tenant with this slug exists"
     );
+}
+
+/// The operator token a node installs from `HERALD_BOOTSTRAP_TOKEN`.
+fn bootstrap(hash: &str) -> NewToken {
+    NewToken {
+        name: "HERALD_BOOTSTRAP_TOKEN".into(),
+        ..token(None, None, hash)
+    }
 }
 
 /// Refused as if the object did not exist: not found, or (for an id given
@@ -868,23 +666,14 @@ fn refused<T: std::fmt::Debug>(what: &str, result: herald_store::Result<T>) {
 async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
-    let server = f
-        .store
-        .create_server(a, server_settings("relay", true))
-        .await
-        .unwrap();
+    let server = f.create_server(a, server_settings("relay", true)).await;
     let account = f
-        .store
         .create_account(a, new_account(server.id, "alerts", Some("sealed")))
-        .await
-        .unwrap();
+        .await;
     let provider = f
-        .store
         .create_provider(a, provider_settings("relay", server.id, Some(account.id)))
-        .await
-        .unwrap();
+        .await;
     let member = f
-        .store
         .create_person(
             a,
             Person {
@@ -892,18 +681,9 @@ async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
                 ..person("Ann", "ann@x.example")
             },
         )
-        .await
-        .unwrap();
-    let sender = f
-        .store
-        .create_token(token(Some(a), None, "h-a"))
-        .await
-        .unwrap();
-    let m = f
-        .store
-        .submit(message(a, &["r@x.example"], None, 1_000))
-        .await
-        .unwrap();
+        .await;
+    let sender = f.create_token(token(Some(a), None, "h-a")).await;
+    let m = f.submit(message(a, &["r@x.example"], None, 1_000)).await;
 
     refused("server", f.store.server(b, server.id).await);
     refused(
@@ -962,23 +742,17 @@ async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
     refused("revoke_token", f.store.revoke_token(b, sender.id).await);
     refused("message", f.store.message(b, m.id).await);
     assert!(f.store.list_persons(b).await.unwrap().is_empty());
-    assert!(f.store.list_tokens(b).await.unwrap().is_empty());
-    assert!(f.store.list_servers(b).await.unwrap().is_empty());
+    assert!(f.list_tokens(b).await.is_empty());
+    assert!(f.list_servers(b).await.is_empty());
     assert!(f.store.list_providers(b).await.unwrap().is_empty());
-    assert!(f.store.list_captured(b, 10).await.unwrap().is_empty());
+    assert!(f.list_captured(b, 10).await.is_empty());
 
     // Tenant a's objects are all there, unchanged.
     assert_eq!(
         f.store.server(a, server.id).await.unwrap().settings.name,
         "relay"
     );
-    assert!(
-        f.store
-            .account(a, server.id, account.id)
-            .await
-            .unwrap()
-            .secret_set
-    );
+    assert!(f.account(a, server.id, account.id).await.secret_set);
     assert_eq!(
         f.store
             .provider(a, provider.id)
@@ -989,8 +763,8 @@ async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
         "relay"
     );
     assert_eq!(f.store.person(a, member.id).await.unwrap().name, "Ann");
-    assert_eq!(f.store.list_tokens(a).await.unwrap().len(), 1);
-    assert_eq!(f.store.message(a, m.id).await.unwrap().recipients.len(), 1);
+    assert_eq!(f.list_tokens(a).await.len(), 1);
+    assert_eq!(f.message(a, m.id).await.recipients.len(), 1);
     assert_eq!(
         f.store
             .tenant_by_slug("other")
@@ -1035,30 +809,24 @@ async fn concurrent_submissions_all_commit(f: Fixture) {
     for task in tasks {
         assert!(!task.await.unwrap().unwrap().duplicate);
     }
-    assert_eq!(f.store.list_messages(t, 500).await.unwrap().len(), 200);
+    assert_eq!(f.list_messages(t, 500).await.len(), 200);
     assert_eq!(
-        f.store
-            .claim(ClaimRequest {
-                limit: 1000,
-                ..claim("n", 2_000, 1_000)
-            })
-            .await
-            .unwrap()
-            .len(),
+        f.claim(ClaimRequest {
+            limit: 1000,
+            ..claim("n", 2_000, 1_000)
+        })
+        .await
+        .len(),
         200
     );
 }
 
 async fn concurrent_submissions_with_one_key_store_one_message(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
-    let second_node = f.reopen().await;
+    let nodes = f.two_nodes().await;
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let store = if i % 2 == 0 {
-            f.store.clone()
-        } else {
-            second_node.clone()
-        };
+        let store = nodes[i as usize % 2].clone();
         tasks.push(tokio::spawn(async move {
             store
                 .submit(message(t, &["a@x.example"], Some("same"), 1_000 + i))
@@ -1073,8 +841,8 @@ async fn concurrent_submissions_with_one_key_store_one_message(f: Fixture) {
     let first = answers.iter().find(|a| !a.duplicate).unwrap().id;
     assert!(answers.iter().all(|a| a.id == first));
     assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
-    assert_eq!(f.store.list_messages(t, 10).await.unwrap().len(), 1);
-    let view = f.store.message(t, first).await.unwrap();
+    assert_eq!(f.list_messages(t, 10).await.len(), 1);
+    let view = f.message(t, first).await;
     assert_eq!(view.recipients.len(), 1);
 }
 
@@ -1083,20 +851,13 @@ async fn concurrent_claimers_take_every_recipient_exactly_once(f: Fixture) {
     for i in 0..50 {
         let to: Vec<String> = (0..10).map(|j| format!("u{i}-{j}@x.example")).collect();
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        f.store
-            .submit(message(t, &to, None, 1_000 + i))
-            .await
-            .unwrap();
+        f.submit(message(t, &to, None, 1_000 + i)).await;
     }
     // Two nodes, two claimers on each.
-    let second_node = f.reopen().await;
+    let nodes = f.two_nodes().await;
     let mut tasks = Vec::new();
     for worker in 0..4 {
-        let store = if worker % 2 == 0 {
-            f.store.clone()
-        } else {
-            second_node.clone()
-        };
+        let store = nodes[worker as usize % 2].clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -1122,13 +883,7 @@ async fn concurrent_claimers_take_every_recipient_exactly_once(f: Fixture) {
     let distinct: HashSet<_> = all.iter().collect();
     assert_eq!(distinct.len(), all.len(), "a recipient was claimed twice");
     assert_eq!(all.len(), 500, "a recipient was missed");
-    assert!(
-        f.store
-            .claim(claim("n", 2_000, 600_000))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(f.claim(claim("n", 2_000, 600_000)).await.is_empty());
 }
 
 async fn a_second_store_on_the_same_database_sees_the_same_data(f: Fixture) {
@@ -1175,38 +930,22 @@ async fn tenants_keep_their_properties(f: Fixture) {
     );
     not_found(f.store.set_entitlements(TenantId::new(), true).await);
 
-    let server = f
-        .store
-        .create_server(t.id, server_settings("relay", false))
-        .await
-        .unwrap();
+    let server = f.create_server(t.id, server_settings("relay", false)).await;
     let p1 = f
-        .store
         .create_provider(t.id, provider_settings("one", server.id, None))
         .await
-        .unwrap()
         .id;
     let p2 = f
-        .store
         .create_provider(t.id, provider_settings("two", server.id, None))
         .await
-        .unwrap()
         .id;
     let far = i64::MAX / 4;
-    let changed = f
-        .store
-        .set_active_provider(t.id, Some(p1), far)
-        .await
-        .unwrap();
+    let changed = f.set_active_provider(t.id, Some(p1), far).await;
     assert_eq!(changed.notification_provider_id, Some(p1));
     assert_eq!(changed.previous_provider_id, None);
     assert_eq!(changed.properties_effective_from, far);
     // A second change while the first is pending keeps what applies now.
-    let changed = f
-        .store
-        .set_active_provider(t.id, Some(p2), far)
-        .await
-        .unwrap();
+    let changed = f.set_active_provider(t.id, Some(p2), far).await;
     assert_eq!(changed.notification_provider_id, Some(p2));
     assert_eq!(changed.previous_provider_id, None);
     let refreshed = f.store.refresh_properties(t.id, 5_000).await.unwrap();
@@ -1216,7 +955,7 @@ async fn tenants_keep_their_properties(f: Fixture) {
         refreshed.properties_effective_from, 5_000,
         "a refresh never postpones"
     );
-    let changed = f.store.set_active_provider(t.id, None, far).await.unwrap();
+    let changed = f.set_active_provider(t.id, None, far).await;
     assert_eq!(changed.notification_provider_id, None);
     assert_eq!(changed.previous_provider_id, Some(p2));
     not_found(f.store.refresh_properties(TenantId::new(), 1).await);
@@ -1241,7 +980,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     settings.tls_server_name = Some(SmtpHost::parse("relay.x.example").unwrap());
     settings.helo_name = Some(SmtpHost::parse("herald.x.example").unwrap());
     settings.port = Port::new(65535).unwrap();
-    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    let server = f.create_server(a, settings.clone()).await;
     assert_eq!(server.settings, settings);
     assert_eq!(server.tenant_id, a);
     assert_eq!(
@@ -1257,10 +996,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         "an SMTP server with this name exists"
     );
     // Names are per tenant.
-    f.store
-        .create_server(b, server_settings("relay", false))
-        .await
-        .unwrap();
+    f.create_server(b, server_settings("relay", false)).await;
     not_found(f.store.server(b, server.id).await);
     not_found(
         f.store
@@ -1270,11 +1006,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     not_found(f.store.delete_server(b, server.id).await);
     not_found(f.store.list_accounts(b, server.id).await);
 
-    let spare = f
-        .store
-        .create_server(a, server_settings("spare", false))
-        .await
-        .unwrap();
+    let spare = f.create_server(a, server_settings("spare", false)).await;
     assert_eq!(
         conflict(
             f.store
@@ -1283,14 +1015,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         ),
         "an SMTP server with this name exists"
     );
-    let listed: Vec<ServerId> = f
-        .store
-        .list_servers(a)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let listed: Vec<ServerId> = f.list_servers(a).await.iter().map(|s| s.id).collect();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&server.id) && listed.contains(&spare.id));
 
@@ -1301,7 +1026,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         client_id: "client".into(),
         scope: Some("smtp".into()),
     });
-    let oauth = f.store.create_account(a, oauth).await.unwrap();
+    let oauth = f.create_account(a, oauth).await;
     assert_eq!(oauth.mechanism, Mechanism::Xoauth2);
     assert_eq!(oauth.oauth2.as_ref().unwrap().client_id, "client");
     assert_eq!(
@@ -1309,13 +1034,11 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         Some("smtp")
     );
     let account = f
-        .store
         .create_account(
             a,
             new_account(server.id, "herald@x.example", Some("sealed-1")),
         )
-        .await
-        .unwrap();
+        .await;
     assert!(account.secret_set);
     assert_eq!(account.sealed_secret.as_deref(), Some("sealed-1"));
     assert_eq!(account.oauth2, None);
@@ -1367,13 +1090,11 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         "account_id"
     );
     let provider = f
-        .store
         .create_provider(
             a,
             provider_settings("corporate", server.id, Some(account.id)),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(provider.settings.account_id, Some(account.id));
     assert_eq!(
         provider
@@ -1409,10 +1130,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
         "the account is used by the provider \"corporate\""
     );
 
-    f.store
-        .set_active_provider(a, Some(provider.id), 0)
-        .await
-        .unwrap();
+    f.set_active_provider(a, Some(provider.id), 0).await;
     let active = f.store.active_provider(a).await.unwrap().unwrap();
     assert_eq!(active.provider.id, provider.id);
     assert_eq!(active.server.id, server.id);
@@ -1427,22 +1145,12 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     let mut renamed = settings.clone();
     renamed.name = "relay-2".into();
     renamed.max_connections = 2;
-    let updated = f
-        .store
-        .update_server(a, server.id, renamed.clone())
-        .await
-        .unwrap();
+    let updated = f.update_server(a, server.id, renamed.clone()).await;
     assert_eq!(updated.settings, renamed);
-    assert!(
-        f.store
-            .account(a, server.id, account.id)
-            .await
-            .unwrap()
-            .secret_set
-    );
+    assert!(f.account(a, server.id, account.id).await.secret_set);
     let mut moved = renamed.clone();
     moved.host = SmtpHost::parse("elsewhere.x.example").unwrap();
-    f.store.update_server(a, server.id, moved).await.unwrap();
+    f.update_server(a, server.id, moved).await;
     for account in f.store.list_accounts(a, server.id).await.unwrap() {
         assert!(!account.secret_set, "{} kept its secret", account.username);
         assert_eq!(account.sealed_secret, None);
@@ -1467,14 +1175,12 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     not_found(f.store.delete_account(a, server.id, account.id).await);
     f.store.delete_server(a, server.id).await.unwrap();
     not_found(f.store.account(a, server.id, oauth.id).await);
-    f.store.set_active_provider(a, None, 0).await.unwrap();
+    f.set_active_provider(a, None, 0).await;
     f.store.delete_provider(a, provider.id).await.unwrap();
     not_found(f.store.provider(a, provider.id).await);
     assert_eq!(
-        f.store
-            .list_servers(a)
+        f.list_servers(a)
             .await
-            .unwrap()
             .iter()
             .map(|s| s.id)
             .collect::<Vec<_>>(),
@@ -1485,11 +1191,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
 async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
-    let ada = f
-        .store
-        .create_person(a, person("Ada", "ada@x.example"))
-        .await
-        .unwrap();
+    let ada = f.create_person(a, person("Ada", "ada@x.example")).await;
     assert_eq!(ada.tenant_id, a);
     assert_eq!(
         conflict(
@@ -1499,17 +1201,15 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
         ),
         "a person with this e-mail address exists"
     );
-    f.store
-        .create_person(b, person("Ada elsewhere", "ada@x.example"))
-        .await
-        .unwrap();
+    f.create_person(b, person("Ada elsewhere", "ada@x.example"))
+        .await;
     not_found(f.store.person(b, ada.id).await);
     not_found(f.store.delete_person(b, ada.id).await);
     assert_eq!(f.store.person(a, ada.id).await.unwrap().name, "Ada");
     assert_eq!(f.store.list_persons(a).await.unwrap().len(), 1);
 
     assert!(!f.store.operator_token_exists().await.unwrap());
-    let operator = f.store.create_token(token(None, None, "h0")).await.unwrap();
+    let operator = f.create_token(token(None, None, "h0")).await;
     assert_eq!(operator.role, Role::Operator);
     assert!(f.store.operator_token_exists().await.unwrap());
     assert_eq!(
@@ -1521,49 +1221,30 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
             .create_token(token(Some(b), Some(ada.id), "h1"))
             .await,
     );
-    let personal = f
-        .store
-        .create_token(token(Some(a), Some(ada.id), "h1"))
-        .await
-        .unwrap();
+    let personal = f.create_token(token(Some(a), Some(ada.id), "h1")).await;
     assert_eq!(personal.person_id, Some(ada.id));
-    let service = f
-        .store
-        .create_token(token(Some(a), None, "h2"))
-        .await
-        .unwrap();
-    let listed: Vec<TokenId> = f
-        .store
-        .list_tokens(a)
-        .await
-        .unwrap()
-        .iter()
-        .map(|t| t.id)
-        .collect();
+    let service = f.create_token(token(Some(a), None, "h2")).await;
+    let listed: Vec<TokenId> = f.list_tokens(a).await.iter().map(|t| t.id).collect();
     assert_eq!(listed, vec![personal.id, service.id]);
 
-    let found = f.store.token_by_hash("h1").await.unwrap().unwrap();
+    let found = f.token_by_hash("h1").await.unwrap();
     assert_eq!(found.id, personal.id);
     assert_eq!(
         found.last_used_at, None,
         "the use is recorded after the answer"
     );
-    let found = f.store.token_by_hash("h1").await.unwrap().unwrap();
+    let found = f.token_by_hash("h1").await.unwrap();
     assert!(found.last_used_at.is_some());
-    assert!(f.store.token_by_hash("nope").await.unwrap().is_none());
+    assert!(f.token_by_hash("nope").await.is_none());
 
     not_found(f.store.revoke_token(b, service.id).await);
     f.store.revoke_token(a, service.id).await.unwrap();
-    assert!(f.store.token_by_hash("h2").await.unwrap().is_none());
+    assert!(f.token_by_hash("h2").await.is_none());
 
-    let server = f
-        .store
-        .create_server(a, server_settings("relay", true))
-        .await
-        .unwrap();
+    let server = f.create_server(a, server_settings("relay", true)).await;
     let mut bound = new_account(server.id, "ada@x.example", Some("sealed"));
     bound.person_id = Some(ada.id);
-    let bound = f.store.create_account(a, bound).await.unwrap();
+    let bound = f.create_account(a, bound).await;
     assert_eq!(bound.person_id, Some(ada.id));
     assert_eq!(
         conflict(f.store.delete_person(a, ada.id).await),
@@ -1576,7 +1257,7 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     f.store.delete_person(a, ada.id).await.unwrap();
     not_found(f.store.person(a, ada.id).await);
     assert!(
-        f.store.token_by_hash("h1").await.unwrap().is_none(),
+        f.token_by_hash("h1").await.is_none(),
         "a person's tokens go with them"
     );
 }
@@ -1585,33 +1266,18 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
 /// a bootstrap token that was replaced or revoked is never accepted again.
 async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     let acme = tenant(&*f.store, "acme").await;
-    let made_by_hand = f.store.create_token(token(None, None, "op")).await.unwrap();
-    let tenants_token = f
-        .store
-        .create_token(token(Some(acme), None, "sender"))
-        .await
-        .unwrap();
-    let bootstrap = |hash: &str| NewToken {
-        id: TokenId::new(),
-        tenant_id: None,
-        name: "HERALD_BOOTSTRAP_TOKEN".into(),
-        role: Role::Operator,
-        person_id: None,
-        hash: hash.into(),
-    };
+    let made_by_hand = f.create_token(token(None, None, "op")).await;
+    let tenants_token = f.create_token(token(Some(acme), None, "sender")).await;
     let first = bootstrap("boot-1");
     assert_eq!(
-        f.store.set_bootstrap_token(first.clone()).await.unwrap(),
+        f.set_bootstrap_token(first.clone()).await,
         BootstrapOutcome::Installed {
             created: true,
             replaced: 0
         }
     );
     assert_eq!(
-        f.store
-            .set_bootstrap_token(bootstrap("boot-1"))
-            .await
-            .unwrap(),
+        f.set_bootstrap_token(bootstrap("boot-1")).await,
         BootstrapOutcome::Installed {
             created: false,
             replaced: 0
@@ -1626,39 +1292,32 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     // A changed value replaces the earlier bootstrap token, and only that one.
     let second = bootstrap("boot-2");
     assert_eq!(
-        f.store.set_bootstrap_token(second.clone()).await.unwrap(),
+        f.set_bootstrap_token(second.clone()).await,
         BootstrapOutcome::Installed {
             created: true,
             replaced: 1
         }
     );
-    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
-    assert!(
-        f.store
-            .token_by_hash("boot-2")
-            .await
-            .unwrap()
-            .unwrap()
-            .bootstrap
-    );
-    assert!(f.store.token_by_hash("op").await.unwrap().is_some());
+    assert!(f.token_by_hash("boot-1").await.is_none());
+    assert!(f.token_by_hash("boot-2").await.unwrap().bootstrap);
+    assert!(f.token_by_hash("op").await.is_some());
 
     // Revoking: a tenant's token is not an operator token; a revoked bootstrap
     // token stays revoked when a node starts with it again.
     not_found(f.store.revoke_operator_token(tenants_token.id).await);
-    assert!(f.store.token_by_hash("sender").await.unwrap().is_some());
+    assert!(f.token_by_hash("sender").await.is_some());
     f.store.revoke_operator_token(second.id).await.unwrap();
     not_found(f.store.revoke_operator_token(second.id).await);
-    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
+    assert!(f.token_by_hash("boot-2").await.is_none());
     assert_eq!(
-        f.store.set_bootstrap_token(second).await.unwrap(),
+        f.set_bootstrap_token(second).await,
         BootstrapOutcome::Revoked { replaced: 0 }
     );
     f.store
         .revoke_operator_token(made_by_hand.id)
         .await
         .unwrap();
-    assert!(f.store.token_by_hash("op").await.unwrap().is_none());
+    assert!(f.token_by_hash("op").await.is_none());
     assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
     assert!(!f.store.operator_token_exists().await.unwrap());
 }
@@ -1667,39 +1326,22 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
 /// revoked and revokes T2 as well, since it is no longer the configured value:
 /// no bootstrap token is left, and the other operator tokens stay.
 async fn returning_to_a_revoked_bootstrap_value_revokes_the_current_one(f: Fixture) {
-    let made_by_hand = f.store.create_token(token(None, None, "op")).await.unwrap();
-    let bootstrap = |hash: &str| NewToken {
-        id: TokenId::new(),
-        tenant_id: None,
-        name: "HERALD_BOOTSTRAP_TOKEN".into(),
-        role: Role::Operator,
-        person_id: None,
-        hash: hash.into(),
-    };
-    f.store
-        .set_bootstrap_token(bootstrap("boot-1"))
-        .await
-        .unwrap();
+    let made_by_hand = f.create_token(token(None, None, "op")).await;
+    f.set_bootstrap_token(bootstrap("boot-1")).await;
     assert_eq!(
-        f.store
-            .set_bootstrap_token(bootstrap("boot-2"))
-            .await
-            .unwrap(),
+        f.set_bootstrap_token(bootstrap("boot-2")).await,
         BootstrapOutcome::Installed {
             created: true,
             replaced: 1
         }
     );
     assert_eq!(
-        f.store
-            .set_bootstrap_token(bootstrap("boot-1"))
-            .await
-            .unwrap(),
+        f.set_bootstrap_token(bootstrap("boot-1")).await,
         BootstrapOutcome::Revoked { replaced: 1 },
         "going back to the earlier value revokes the current bootstrap token"
     );
-    assert!(f.store.token_by_hash("boot-1").await.unwrap().is_none());
-    assert!(f.store.token_by_hash("boot-2").await.unwrap().is_none());
+    assert!(f.token_by_hash("boot-1").await.is_none());
+    assert!(f.token_by_hash("boot-2").await.is_none());
     let listed = f.store.list_operator_tokens().await.unwrap();
     let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
     assert_eq!(summary, vec![(made_by_hand.id, false)]);
@@ -1707,31 +1349,18 @@ async fn returning_to_a_revoked_bootstrap_value_revokes_the_current_one(f: Fixtu
     // Starting with the revoked value again changes nothing; a new value
     // makes a new bootstrap token.
     assert_eq!(
-        f.store
-            .set_bootstrap_token(bootstrap("boot-1"))
-            .await
-            .unwrap(),
+        f.set_bootstrap_token(bootstrap("boot-1")).await,
         BootstrapOutcome::Revoked { replaced: 0 }
     );
     assert_eq!(
-        f.store
-            .set_bootstrap_token(bootstrap("boot-3"))
-            .await
-            .unwrap(),
+        f.set_bootstrap_token(bootstrap("boot-3")).await,
         BootstrapOutcome::Installed {
             created: true,
             replaced: 0
         }
     );
-    assert!(
-        f.store
-            .token_by_hash("boot-3")
-            .await
-            .unwrap()
-            .unwrap()
-            .bootstrap
-    );
-    assert!(f.store.token_by_hash("op").await.unwrap().is_some());
+    assert!(f.token_by_hash("boot-3").await.unwrap().bootstrap);
+    assert!(f.token_by_hash("op").await.is_some());
 }
 
 /// A change that weakens or redirects trust in the server clears its accounts'
@@ -1739,32 +1368,26 @@ async fn returning_to_a_revoked_bootstrap_value_revokes_the_current_one(f: Fixtu
 async fn weakened_trust_clears_account_secrets(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let settings = server_settings("relay", true);
-    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    let server = f.create_server(a, settings.clone()).await;
     let secret_set = |id| {
         let store = f.store.clone();
         async move { store.account(a, server.id, id).await.unwrap().secret_set }
     };
     let with_secret = |name: &str| new_account(server.id, name, Some("sealed"));
 
-    let first = f.store.create_account(a, with_secret("one")).await.unwrap();
+    let first = f.create_account(a, with_secret("one")).await;
     let unverified = ServerSettings {
         tls_verify: false,
         ..settings.clone()
     };
-    f.store
-        .update_server(a, server.id, unverified.clone())
-        .await
-        .unwrap();
+    f.update_server(a, server.id, unverified.clone()).await;
     assert!(
         !secret_set(first.id).await,
         "tls_verify off kept the secret"
     );
 
-    let second = f.store.create_account(a, with_secret("two")).await.unwrap();
-    f.store
-        .update_server(a, server.id, settings.clone())
-        .await
-        .unwrap();
+    let second = f.create_account(a, with_secret("two")).await;
+    f.update_server(a, server.id, settings.clone()).await;
     assert!(
         secret_set(second.id).await,
         "tls_verify on cleared the secret"
@@ -1786,12 +1409,9 @@ async fn weakened_trust_clears_account_secrets(f: Fixture) {
             },
         ),
     ] {
-        f.store
-            .update_server(a, server.id, settings.clone())
-            .await
-            .unwrap();
-        let account = f.store.create_account(a, with_secret(what)).await.unwrap();
-        f.store.update_server(a, server.id, changed).await.unwrap();
+        f.update_server(a, server.id, settings.clone()).await;
+        let account = f.create_account(a, with_secret(what)).await;
+        f.update_server(a, server.id, changed).await;
         assert!(
             !secret_set(account.id).await,
             "a new {what} kept the secret"
@@ -1853,30 +1473,16 @@ async fn audit_entries_read_back_as_written(f: Fixture) {
 async fn secrets_are_resealed_all_at_once(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
-    let sa = f
-        .store
-        .create_server(a, server_settings("relay", true))
-        .await
-        .unwrap();
-    let sb = f
-        .store
-        .create_server(b, server_settings("relay", true))
-        .await
-        .unwrap();
+    let sa = f.create_server(a, server_settings("relay", true)).await;
+    let sb = f.create_server(b, server_settings("relay", true)).await;
     let one = f
-        .store
         .create_account(a, new_account(sa.id, "one@x.example", Some("old:one")))
-        .await
-        .unwrap();
-    f.store
-        .create_account(a, new_account(sa.id, "none@x.example", None))
-        .await
-        .unwrap();
+        .await;
+    f.create_account(a, new_account(sa.id, "none@x.example", None))
+        .await;
     let two = f
-        .store
         .create_account(b, new_account(sb.id, "two@x.example", Some("old:two")))
-        .await
-        .unwrap();
+        .await;
 
     // A failure part-way leaves every secret as it was.
     let failing: herald_store::Resealer = Box::new(|sealed: &str, _context: &str| {
@@ -1891,12 +1497,7 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
         Err(StoreError::Corrupt(_))
     ));
     assert_eq!(
-        f.store
-            .account(a, sa.id, one.id)
-            .await
-            .unwrap()
-            .sealed_secret
-            .as_deref(),
+        f.account(a, sa.id, one.id).await.sealed_secret.as_deref(),
         Some("old:one")
     );
 
@@ -1907,21 +1508,11 @@ async fn secrets_are_resealed_all_at_once(f: Fixture) {
     });
     assert_eq!(f.store.reseal_secrets(resealer).await.unwrap(), 2);
     assert_eq!(
-        f.store
-            .account(a, sa.id, one.id)
-            .await
-            .unwrap()
-            .sealed_secret
-            .as_deref(),
+        f.account(a, sa.id, one.id).await.sealed_secret.as_deref(),
         Some("new:one")
     );
     assert_eq!(
-        f.store
-            .account(b, sb.id, two.id)
-            .await
-            .unwrap()
-            .sealed_secret
-            .as_deref(),
+        f.account(b, sb.id, two.id).await.sealed_secret.as_deref(),
         Some("new:two")
     );
 }
@@ -1942,13 +1533,13 @@ async fn text_stored_under_earlier_rules_is_read_back(f: Fixture) {
         reply_to: Some(mailbox.clone()),
         ..message(t, &[], None, 1_000)
     };
-    f.store.submit(m.clone()).await.unwrap();
+    f.submit(m.clone()).await;
     let contents = f.store.message_contents(&[m.id]).await.unwrap();
     assert_eq!(contents[0].subject.as_ref(), old);
     assert_eq!(contents[0].headers[0].1.as_ref(), old);
     assert_eq!(contents[0].to, vec![mailbox.clone()]);
     assert_eq!(contents[0].reply_to, Some(mailbox));
-    assert_eq!(f.store.message(t, m.id).await.unwrap().subject, old);
+    assert_eq!(f.message(t, m.id).await.subject, old);
 }
 
 /// Reply-To keeps its display name, on a message and on a provider; one
@@ -1965,8 +1556,8 @@ async fn reply_to_keeps_its_display_name(f: Fixture) {
         reply_to: Some(bare.clone()),
         ..message(t, &["a@x.example"], None, 1_000)
     };
-    f.store.submit(with_name.clone()).await.unwrap();
-    f.store.submit(without.clone()).await.unwrap();
+    f.submit(with_name.clone()).await;
+    f.submit(without.clone()).await;
     let contents = f
         .store
         .message_contents(&[with_name.id, without.id])
@@ -1981,16 +1572,12 @@ async fn reply_to_keeps_its_display_name(f: Fixture) {
     assert_eq!(reply_to(with_name.id), Some(named.clone()));
     assert_eq!(reply_to(without.id), Some(bare));
 
-    let server = f
-        .store
-        .create_server(t, server_settings("relay", false))
-        .await
-        .unwrap();
+    let server = f.create_server(t, server_settings("relay", false)).await;
     let settings = ProviderSettings {
         reply_to: Some(named.clone()),
         ..provider_settings("named", server.id, None)
     };
-    let provider = f.store.create_provider(t, settings).await.unwrap();
+    let provider = f.create_provider(t, settings).await;
     let read = f.store.provider(t, provider.id).await.unwrap();
     assert_eq!(read.settings.reply_to, Some(named));
 }
@@ -2022,12 +1609,12 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
         test_provider: Some(test_provider),
         ..message(a, &["a@x.example", "b@x.example"], Some("key-1"), 1_000)
     };
-    let submitted = f.store.submit(m.clone()).await.unwrap();
+    let submitted = f.submit(m.clone()).await;
     assert_eq!(submitted.id, m.id);
     assert_eq!(submitted.status, RecipientStatus::Queued);
     assert!(!submitted.duplicate);
 
-    let view = f.store.message(a, m.id).await.unwrap();
+    let view = f.message(a, m.id).await;
     assert_eq!(view.status, RecipientStatus::Queued);
     assert_eq!(view.subject, "subject");
     assert_eq!(view.created_at, 1_000);
@@ -2072,9 +1659,9 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
     assert_eq!(content.on_behalf_of, m.on_behalf_of);
     assert_eq!(content.test_provider, Some(test_provider));
 
-    let claimed = f.store.claim(claim("n1", 2_000, 60_000)).await.unwrap();
+    let claimed = f.claim(claim("n1", 2_000, 60_000)).await;
     assert_eq!(claimed.len(), 4);
-    let view = f.store.message(a, m.id).await.unwrap();
+    let view = f.message(a, m.id).await;
     assert_eq!(view.status, RecipientStatus::Sending);
     assert!(
         view.recipients
@@ -2129,11 +1716,11 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
         },
     ];
     assert_eq!(
-        f.store.complete(outcomes, vec![]).await.unwrap(),
+        f.complete(outcomes, vec![]).await,
         vec![true, true, false],
         "each outcome is fenced on its own"
     );
-    let view = f.store.message(a, m.id).await.unwrap();
+    let view = f.message(a, m.id).await;
     assert_eq!(view.status, RecipientStatus::Sending);
     let failed = &view.recipients[0];
     assert_eq!(failed.status, RecipientStatus::Failed);
@@ -2171,41 +1758,24 @@ async fn messages_read_back_with_everything_that_happened(f: Fixture) {
 
 async fn message_lists_are_newest_first(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
-    let first = f
-        .store
-        .submit(message(a, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    let first = f.submit(message(a, &["a@x.example"], None, 1_000)).await;
     let second = f
-        .store
         .submit(message(a, &["a@x.example", "b@x.example"], None, 2_000))
-        .await
-        .unwrap();
-    let third = f
-        .store
-        .submit(message(a, &["a@x.example"], None, 2_000))
-        .await
-        .unwrap();
-    let claimed = f
-        .store
-        .claim(claim("n1", 1_500, 60_000))
-        .await
-        .unwrap()
-        .remove(0);
+        .await;
+    let third = f.submit(message(a, &["a@x.example"], None, 2_000)).await;
+    let claimed = f.claim_one(claim("n1", 1_500, 60_000)).await;
     assert_eq!(claimed.message, first.id);
-    f.store
-        .complete(
-            vec![Outcome {
-                recipient: claimed.recipient,
-                lease_token: claimed.lease_token,
-                next: NextState::Sent,
-                attempt: attempt(RecipientStatus::Sent),
-            }],
-            vec![],
-        )
-        .await
-        .unwrap();
-    let listed = f.store.list_messages(a, 10).await.unwrap();
+    f.complete(
+        vec![Outcome {
+            recipient: claimed.recipient,
+            lease_token: claimed.lease_token,
+            next: NextState::Sent,
+            attempt: attempt(RecipientStatus::Sent),
+        }],
+        vec![],
+    )
+    .await;
+    let listed = f.list_messages(a, 10).await;
     let ids: Vec<MessageId> = listed.iter().map(|m| m.id).collect();
     // Ties in time are broken by id, newest first too.
     let (newer, older) = if third.id > second.id {
@@ -2217,23 +1787,14 @@ async fn message_lists_are_newest_first(f: Fixture) {
     assert_eq!(listed[2].status, RecipientStatus::Sent);
     assert_eq!(listed[0].status, RecipientStatus::Queued);
     assert_eq!(listed[0].subject, "subject");
-    assert_eq!(f.store.list_messages(a, 2).await.unwrap().len(), 2);
+    assert_eq!(f.list_messages(a, 2).await.len(), 2);
 }
 
 async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
-    let m = f
-        .store
-        .submit(message(a, &["a@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    let c = f
-        .store
-        .claim(claim("n1", 2_000, 60_000))
-        .await
-        .unwrap()
-        .remove(0);
+    let m = f.submit(message(a, &["a@x.example"], None, 1_000)).await;
+    let c = f.claim_one(claim("n1", 2_000, 60_000)).await;
     let capture = |at: i64, content: &[u8]| NewCapture {
         message: m.id,
         tenant: a,
@@ -2249,30 +1810,26 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
         attempt: attempt(RecipientStatus::Sent),
     };
     assert_eq!(
-        f.store
-            .complete(
-                vec![outcome(c.lease_token + 1)],
-                vec![capture(3_000, b"stale")]
-            )
-            .await
-            .unwrap(),
+        f.complete(
+            vec![outcome(c.lease_token + 1)],
+            vec![capture(3_000, b"stale")]
+        )
+        .await,
         vec![false]
     );
-    assert!(f.store.list_captured(a, 10).await.unwrap().is_empty());
+    assert!(f.list_captured(a, 10).await.is_empty());
     assert_eq!(
-        f.store
-            .complete(
-                vec![outcome(c.lease_token)],
-                vec![
-                    capture(3_000, b"Subject: one\r\n\r\nbody\r\n"),
-                    capture(3_001, b"Subject: two\r\n\r\n\xff\r\n"),
-                ],
-            )
-            .await
-            .unwrap(),
+        f.complete(
+            vec![outcome(c.lease_token)],
+            vec![
+                capture(3_000, b"Subject: one\r\n\r\nbody\r\n"),
+                capture(3_001, b"Subject: two\r\n\r\n\xff\r\n"),
+            ]
+        )
+        .await,
         vec![true]
     );
-    let captured = f.store.list_captured(a, 10).await.unwrap();
+    let captured = f.list_captured(a, 10).await;
     assert_eq!(captured.len(), 2);
     assert_eq!(captured[0].captured_at, 3_001, "newest first");
     assert_eq!(captured[0].content, "Subject: two\r\n\r\n\u{fffd}\r\n");
@@ -2280,21 +1837,15 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
     assert_eq!(captured[1].message_id, m.id);
     assert_eq!(captured[1].envelope_from, "alerts@x.example");
     assert_eq!(captured[1].recipients, vec!["a@x.example", "b@x.example"]);
-    assert_eq!(f.store.list_captured(a, 1).await.unwrap().len(), 1);
+    assert_eq!(f.list_captured(a, 1).await.len(), 1);
 
     // One call with two deliveries: the capture of the one whose lease is
     // gone is dropped, the other's is kept.
     let (kept, dropped) = (
-        f.store
-            .submit(message(a, &["k@x.example"], None, 4_000))
-            .await
-            .unwrap(),
-        f.store
-            .submit(message(a, &["d@x.example"], None, 4_000))
-            .await
-            .unwrap(),
+        f.submit(message(a, &["k@x.example"], None, 4_000)).await,
+        f.submit(message(a, &["d@x.example"], None, 4_000)).await,
     );
-    let claimed = f.store.claim(claim("n1", 5_000, 60_000)).await.unwrap();
+    let claimed = f.claim(claim("n1", 5_000, 60_000)).await;
     let of = |id: MessageId| claimed.iter().find(|c| c.message == id).unwrap();
     let outcome = |c: &herald_store::Claimed, token: i64| Outcome {
         recipient: c.recipient,
@@ -2308,7 +1859,6 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
         ..capture(6_000, b"")
     };
     let recorded = f
-        .store
         .complete(
             vec![
                 outcome(of(dropped.id), of(dropped.id).lease_token + 1),
@@ -2316,16 +1866,15 @@ async fn captures_are_kept_only_with_an_accepted_outcome(f: Fixture) {
             ],
             vec![copy(dropped.id, b"dropped"), copy(kept.id, b"kept")],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(recorded, vec![false, true]);
-    let captured = f.store.list_captured(a, 10).await.unwrap();
+    let captured = f.list_captured(a, 10).await;
     assert_eq!(captured.len(), 3);
     assert_eq!(
         (captured[0].message_id, captured[0].content.as_str()),
         (kept.id, "kept")
     );
-    assert!(f.store.list_captured(b, 10).await.unwrap().is_empty());
+    assert!(f.list_captured(b, 10).await.is_empty());
 }
 
 async fn nodes_report_their_heartbeats(f: Fixture) {
@@ -2338,19 +1887,10 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
         incarnation: Some(format!("{name}-first")),
     };
     assert!(f.store.list_nodes().await.unwrap().is_empty());
-    f.store
-        .heartbeat(node("n1", &["api"], 1_000))
-        .await
-        .unwrap();
-    f.store
-        .heartbeat(node("n2", &["worker"], 2_000))
-        .await
-        .unwrap();
-    f.store
-        .heartbeat(node("n1", &["api", "worker"], 3_000))
-        .await
-        .unwrap();
-    f.store.heartbeat(node("n3", &[], 1_500)).await.unwrap();
+    f.heartbeat(node("n1", &["api"], 1_000)).await;
+    f.heartbeat(node("n2", &["worker"], 2_000)).await;
+    f.heartbeat(node("n1", &["api", "worker"], 3_000)).await;
+    f.heartbeat(node("n3", &[], 1_500)).await;
     let nodes = f.store.list_nodes().await.unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, vec!["n1", "n2", "n3"], "newest heartbeat first");
@@ -2367,19 +1907,13 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
 async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let m = f
-        .store
         .submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
-        .await
-        .unwrap();
-    let old = f.store.claim(claim("n1", 2_000, 600_000)).await.unwrap();
+        .await;
+    let old = f.claim(claim("n1", 2_000, 600_000)).await;
     assert_eq!(old.len(), 2);
     // Another node's lease, and the restarted process's own, are not touched.
-    let other = f
-        .store
-        .submit(message(t, &["c@x.example"], None, 2_500))
-        .await
-        .unwrap();
-    let theirs = f.store.claim(claim("n2", 3_000, 600_000)).await.unwrap();
+    let other = f.submit(message(t, &["c@x.example"], None, 2_500)).await;
+    let theirs = f.claim(claim("n2", 3_000, 600_000)).await;
     assert_eq!(theirs.len(), 1);
 
     let released = f
@@ -2388,23 +1922,21 @@ async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixtu
         .await
         .unwrap();
     assert_eq!(released, 2);
-    let view = f.store.message(t, m.id).await.unwrap();
+    let view = f.message(t, m.id).await;
     for r in &view.recipients {
         assert_eq!(r.status, RecipientStatus::Queued, "{r:?}");
         assert_eq!(r.next_attempt_at, Some(4_000), "due at once");
         assert!(r.attempts.is_empty(), "a release is no attempt");
     }
-    let view = f.store.message(t, other.id).await.unwrap();
+    let view = f.message(t, other.id).await;
     assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
 
     let again = f
-        .store
         .claim(ClaimRequest {
             incarnation: "n1-second".into(),
             ..claim("n1", 4_000, 600_000)
         })
-        .await
-        .unwrap();
+        .await;
     assert_eq!(again.len(), 2, "long before the old lease ends");
     assert!(
         again.iter().all(|c| c.attempt == 2),
@@ -2426,10 +1958,7 @@ async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixtu
         next: NextState::Sent,
         attempt: attempt(RecipientStatus::Sent),
     };
-    assert_eq!(
-        f.store.complete(vec![late], vec![]).await.unwrap(),
-        vec![false]
-    );
+    assert_eq!(f.complete(vec![late], vec![]).await, vec![false]);
 }
 
 /// Leases of a node whose heartbeat stopped are given back by whoever looks,
@@ -2444,34 +1973,28 @@ async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
         incarnation: Some(format!("{name}-first")),
     };
     let t = tenant(&*f.store, "acme").await;
-    f.store.heartbeat(beat("dead", 1_000)).await.unwrap();
-    f.store.heartbeat(beat("live", 5_000)).await.unwrap();
+    f.heartbeat(beat("dead", 1_000)).await;
+    f.heartbeat(beat("live", 5_000)).await;
     let mut held = Vec::new();
     for (node, to) in [
         ("dead", "a@x.example"),
         ("live", "b@x.example"),
         ("unknown", "c@x.example"),
     ] {
-        let m = f
-            .store
-            .submit(message(t, &[to], None, 1_000))
-            .await
-            .unwrap();
+        let m = f.submit(message(t, &[to], None, 1_000)).await;
         assert_eq!(
-            f.store
-                .claim(ClaimRequest {
-                    limit: 1,
-                    ..claim(node, 2_000, 600_000)
-                })
-                .await
-                .unwrap()
-                .len(),
+            f.claim(ClaimRequest {
+                limit: 1,
+                ..claim(node, 2_000, 600_000)
+            })
+            .await
+            .len(),
             1
         );
         held.push(m.id);
     }
 
-    let released = f.store.release_stale_nodes(3_000, 6_000).await.unwrap();
+    let released = f.release_stale_nodes(3_000, 6_000).await;
     assert_eq!(released, vec![("dead".to_owned(), 1)]);
     let status = |view: herald_store::MessageView| {
         (
@@ -2480,51 +2003,36 @@ async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
         )
     };
     assert_eq!(
-        status(f.store.message(t, held[0]).await.unwrap()),
+        status(f.message(t, held[0]).await),
         (RecipientStatus::Queued, Some(6_000))
     );
     for id in &held[1..] {
-        assert_eq!(
-            status(f.store.message(t, *id).await.unwrap()).0,
-            RecipientStatus::Sending
-        );
+        assert_eq!(status(f.message(t, *id).await).0, RecipientStatus::Sending);
     }
     let nodes = f.store.list_nodes().await.unwrap();
     let dead = nodes.iter().find(|n| n.name == "dead").unwrap();
     assert_eq!(dead.incarnation, None, "marked as taken over");
     assert!(
-        f.store
-            .release_stale_nodes(3_000, 7_000)
-            .await
-            .unwrap()
-            .is_empty(),
+        f.release_stale_nodes(3_000, 7_000).await.is_empty(),
         "a node is taken over once"
     );
 
     // The node starts again and beats: its new process's leases are its own.
-    f.store
-        .heartbeat(NodeRecord {
-            incarnation: Some("dead-second".into()),
-            ..beat("dead", 8_000)
-        })
-        .await
-        .unwrap();
+    f.heartbeat(NodeRecord {
+        incarnation: Some("dead-second".into()),
+        ..beat("dead", 8_000)
+    })
+    .await;
     let retaken = f
-        .store
         .claim(ClaimRequest {
             incarnation: "dead-second".into(),
             ..claim("dead", 8_000, 600_000)
         })
-        .await
-        .unwrap();
+        .await;
     assert_eq!(retaken.len(), 1);
     assert_eq!(retaken[0].attempt, 2, "the interrupted attempt counts");
     assert!(
-        f.store
-            .release_stale_nodes(3_000, 9_000)
-            .await
-            .unwrap()
-            .is_empty(),
+        f.release_stale_nodes(3_000, 9_000).await.is_empty(),
         "a node that beats again is alive"
     );
 }
@@ -2752,27 +2260,19 @@ async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixtur
     let a = tenant(&*f.store, "acme").await;
     let mut settings = server_settings("relay", true);
     settings.security = Security::None;
-    let server = f.store.create_server(a, settings.clone()).await.unwrap();
+    let server = f.create_server(a, settings.clone()).await;
     assert!(!server.settings.allow_plaintext_auth);
     assert_eq!(server.settings.warnings().len(), 1, "{:?}", server.settings);
 
     settings.allow_plaintext_auth = true;
-    let updated = f
-        .store
-        .update_server(a, server.id, settings.clone())
-        .await
-        .unwrap();
+    let updated = f.update_server(a, server.id, settings.clone()).await;
     assert!(updated.settings.allow_plaintext_auth);
     let read = f.store.server(a, server.id).await.unwrap();
     assert_eq!(read.settings, settings);
-    assert!(
-        f.store.list_servers(a).await.unwrap()[0]
-            .settings
-            .allow_plaintext_auth
-    );
+    assert!(f.list_servers(a).await[0].settings.allow_plaintext_auth);
 
     settings.allow_plaintext_auth = false;
-    f.store.update_server(a, server.id, settings).await.unwrap();
+    f.update_server(a, server.id, settings).await;
     assert!(
         !f.store
             .server(a, server.id)
@@ -2797,10 +2297,8 @@ fn limited(tenant: TenantId, to: &[&str], key: Option<&str>, max_queued: u64) ->
 async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
-    f.store
-        .submit(limited(t, &["a@x.example", "b@x.example"], None, 3))
-        .await
-        .unwrap();
+    f.submit(limited(t, &["a@x.example", "b@x.example"], None, 3))
+        .await;
     let refused = f
         .store
         .submit(limited(t, &["c@x.example", "d@x.example"], Some("k"), 3))
@@ -2809,22 +2307,11 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
         matches!(refused, Err(StoreError::QueueFull { limit: 3 })),
         "{refused:?}"
     );
-    assert_eq!(
-        f.store.list_messages(t, 10).await.unwrap().len(),
-        1,
-        "nothing half-stored"
-    );
+    assert_eq!(f.list_messages(t, 10).await.len(), 1, "nothing half-stored");
     // The refused message's idempotency key was not taken.
-    f.store
-        .submit(limited(t, &["c@x.example"], Some("k"), 3))
-        .await
-        .unwrap();
+    f.submit(limited(t, &["c@x.example"], Some("k"), 3)).await;
     // A duplicate adds no recipients, so it is answered even at the limit.
-    let again = f
-        .store
-        .submit(limited(t, &["c@x.example"], Some("k"), 3))
-        .await
-        .unwrap();
+    let again = f.submit(limited(t, &["c@x.example"], Some("k"), 3)).await;
     assert!(again.duplicate);
     // A batch that would pass the limit is refused whole.
     let batch = f
@@ -2836,18 +2323,16 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
         "{batch:?}"
     );
     // Another tenant has a queue of its own.
-    f.store
-        .submit(limited(
-            other,
-            &["a@x.example", "b@x.example", "c@x.example"],
-            None,
-            3,
-        ))
-        .await
-        .unwrap();
+    f.submit(limited(
+        other,
+        &["a@x.example", "b@x.example", "c@x.example"],
+        None,
+        3,
+    ))
+    .await;
 
     // One recipient deferred, one sent, one failed: two places free.
-    let mut claimed = f.store.claim(claim("n1", 1_000, 60_000)).await.unwrap();
+    let mut claimed = f.claim(claim("n1", 1_000, 60_000)).await;
     claimed.retain(|c| c.tenant == t);
     assert_eq!(claimed.len(), 3);
     let next = [
@@ -2865,7 +2350,7 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
             attempt: attempt(RecipientStatus::Sent),
         })
         .collect();
-    f.store.complete(outcomes, vec![]).await.unwrap();
+    f.complete(outcomes, vec![]).await;
     f.store
         .submit_batch(vec![
             limited(t, &["f@x.example"], None, 3),
@@ -2879,10 +2364,7 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
         "{full:?}"
     );
     // Without a limit nothing is refused.
-    f.store
-        .submit(message(t, &["h@x.example"], None, 1_000))
-        .await
-        .unwrap();
+    f.submit(message(t, &["h@x.example"], None, 1_000)).await;
 }
 
 fn node_record(name: &str) -> NodeRecord {

@@ -15,77 +15,53 @@ use std::path::Path;
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
     NodeRole, PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    SenderPolicy, ServerId, SmtpHost, TenantId, TenantSlug, TokenId,
 };
 use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
 use herald_store::{
-    AttemptRecord, AuditEntry, ClaimRequest, Claimed, NewAccount, NewCapture, NewMessage, NewToken,
-    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings,
-    ServerSettings, SqliteStore, Store, StoreError,
+    AttemptRecord, AuditEntry, Claimed, NewAccount, NewCapture, NewMessage, NewToken, NextState,
+    NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings, ServerSettings,
+    SqliteStore, Store, StoreError,
 };
 use herald_testkit::TestDatabase;
+
+mod builders;
+use builders::*;
 use serde_json::{Value, json};
 
 /// The token hashes looked up by hash in the snapshots.
 const LOOKED_UP: &[&str] = &["hash-operator", "hash-acme-sender", "hash-ada"];
 
-fn address(s: &str) -> EmailAddress {
-    EmailAddress::parse(s).unwrap()
-}
-
-fn message(tenant: TenantId, to: &[&str], at: i64) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse("subject").unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: to.iter().map(|a| address(a).into()).collect(),
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: at,
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        max_pending_tests: None,
-    }
-}
-
-fn claim(now: i64) -> ClaimRequest {
-    ClaimRequest {
-        node: "n1".into(),
-        incarnation: "n1-first".into(),
-        now,
-        lease_ms: 60_000,
-        limit: 100,
-        rooms: std::collections::HashMap::new(),
-        default_room: u32::MAX,
-    }
-}
-
-fn attempt(outcome: RecipientStatus, at: i64) -> AttemptRecord {
+/// An attempt at `at` as the migrated installation's node recorded it.
+fn attempt_at(outcome: RecipientStatus, at: i64) -> AttemptRecord {
     AttemptRecord {
         at,
         node: "n1".into(),
         server: "mail.acme.example:465".into(),
-        outcome,
-        step: Some("data".into()),
-        code: Some(250),
-        enhanced_code: None,
-        response: "250 ok".into(),
         duration_ms: 7,
-        remote_addr: None,
-        tls_version: None,
-        tls_cipher: None,
-        provider_id: None,
-        config_version: None,
-        sender_policy: None,
-        diagnosis: None,
+        ..attempt(outcome)
+    }
+}
+
+/// A person with this role, created at `at`.
+fn person_as(name: &str, email: &str, role: PersonRole, at: i64) -> Person {
+    Person {
+        role,
+        created_at: at,
+        ..person(name, email)
+    }
+}
+
+/// A token with this role.
+fn token_as(
+    tenant: Option<TenantId>,
+    person: Option<PersonId>,
+    role: Role,
+    hash: &str,
+) -> NewToken {
+    NewToken {
+        role,
+        ..token(tenant, person, hash)
     }
 }
 
@@ -99,61 +75,6 @@ fn outcome(claimed: &[Claimed], to: &str, next: NextState, attempt: AttemptRecor
         lease_token: c.lease_token,
         next,
         attempt,
-    }
-}
-
-fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
-    ServerSettings {
-        name: name.into(),
-        host: SmtpHost::parse("mail.acme.example").unwrap(),
-        port: Port::new(587).unwrap(),
-        security: Security::StartTls,
-        requires_auth,
-        allow_plaintext_auth: false,
-        tls_verify: true,
-        tls_ca_pem: None,
-        tls_server_name: None,
-        helo_name: None,
-        max_connections: 4,
-        max_messages_per_connection: 100,
-        idle_timeout_secs: 30,
-        rate_limit_per_minute: None,
-        command_timeout_secs: None,
-    }
-}
-
-fn provider_settings(name: &str, server: ServerId, account: Option<AccountId>) -> ProviderSettings {
-    ProviderSettings {
-        name: name.into(),
-        smtp_server_id: server,
-        account_id: account,
-        from_address: address("alerts@acme.example"),
-        from_name: None,
-        reply_to: None,
-        fallback_recipient: None,
-        sender_policy: SenderPolicy::Fixed,
-    }
-}
-
-fn person(name: &str, email: &str, role: PersonRole, at: i64) -> Person {
-    Person {
-        id: PersonId::new(),
-        tenant_id: TenantId::new(),
-        name: name.into(),
-        email: address(email),
-        role,
-        created_at: at,
-    }
-}
-
-fn token(tenant: Option<TenantId>, person: Option<PersonId>, role: Role, hash: &str) -> NewToken {
-    NewToken {
-        id: TokenId::new(),
-        tenant_id: tenant,
-        name: format!("token {hash}"),
-        role,
-        person_id: person,
-        hash: hash.into(),
     }
 }
 
@@ -197,7 +118,7 @@ async fn fill(s: &dyn Store) -> Installation {
     let ada = s
         .create_person(
             acme,
-            person("Ada", "ada@acme.example", PersonRole::TenantAdmin, 1_000),
+            person_as("Ada", "ada@acme.example", PersonRole::TenantAdmin, 1_000),
         )
         .await
         .unwrap()
@@ -205,14 +126,14 @@ async fn fill(s: &dyn Store) -> Installation {
     let bob = s
         .create_person(
             acme,
-            person("Bob", "bob@acme.example", PersonRole::Member, 1_000),
+            person_as("Bob", "bob@acme.example", PersonRole::Member, 1_000),
         )
         .await
         .unwrap()
         .id;
     s.create_person(
         other,
-        person("Cy", "cy@other.example", PersonRole::Member, 900),
+        person_as("Cy", "cy@other.example", PersonRole::Member, 900),
     )
     .await
     .unwrap();
@@ -237,22 +158,27 @@ async fn fill(s: &dyn Store) -> Installation {
     .await
     .unwrap();
 
-    s.create_token(token(None, None, Role::Operator, "hash-operator"))
+    s.create_token(token_as(None, None, Role::Operator, "hash-operator"))
         .await
         .unwrap();
-    s.create_token(token(Some(acme), None, Role::Sender, "hash-acme-sender"))
+    s.create_token(token_as(Some(acme), None, Role::Sender, "hash-acme-sender"))
         .await
         .unwrap();
-    s.create_token(token(Some(acme), Some(ada), Role::TenantAdmin, "hash-ada"))
-        .await
-        .unwrap();
+    s.create_token(token_as(
+        Some(acme),
+        Some(ada),
+        Role::TenantAdmin,
+        "hash-ada",
+    ))
+    .await
+    .unwrap();
     // Never used: its last use stays empty.
-    s.create_token(token(Some(other), None, Role::Sender, "hash-other"))
+    s.create_token(token_as(Some(other), None, Role::Sender, "hash-other"))
         .await
         .unwrap();
     // A bootstrap token replaced by another: the replaced one stays revoked.
     for hash in ["hash-bootstrap-old", "hash-bootstrap"] {
-        s.set_bootstrap_token(token(None, None, Role::Operator, hash))
+        s.set_bootstrap_token(token_as(None, None, Role::Operator, hash))
             .await
             .unwrap();
     }
@@ -393,17 +319,17 @@ async fn fill(s: &dyn Store) -> Installation {
         priority: 1,
         max_queued: None,
         max_pending_tests: None,
-        ..message(acme, &["a@acme.example", "b@acme.example"], 1_000)
+        ..message(acme, &["a@acme.example", "b@acme.example"], None, 1_000)
     };
     s.submit(detailed).await.unwrap();
-    let captured = message(acme, &["x@acme.example", "y@acme.example"], 1_100);
+    let captured = message(acme, &["x@acme.example", "y@acme.example"], None, 1_100);
     let captured_id = captured.id;
     s.submit(captured).await.unwrap();
-    s.submit(message(other, &["z@other.example"], 1_200))
+    s.submit(message(other, &["z@other.example"], None, 1_200))
         .await
         .unwrap();
 
-    let claimed = s.claim(claim(2_000)).await.unwrap();
+    let claimed = s.claim(claim("n1", 2_000, 60_000)).await.unwrap();
     assert_eq!(claimed.len(), 7);
     let diagnosis = json!({"steps": [{"step": "ehlo", "reply": "250 hello", "ms": 3}], "ok": true});
     let outcomes = vec![
@@ -421,7 +347,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 config_version: Some(1_234),
                 sender_policy: Some("on_behalf".into()),
                 diagnosis: Some(diagnosis),
-                ..attempt(RecipientStatus::Sent, 2_100)
+                ..attempt_at(RecipientStatus::Sent, 2_100)
             },
         ),
         outcome(
@@ -432,7 +358,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 code: Some(451),
                 // A remote server's reply may hold any byte.
                 response: "451 try\0later".into(),
-                ..attempt(RecipientStatus::Deferred, 2_200)
+                ..attempt_at(RecipientStatus::Deferred, 2_200)
             },
         ),
         outcome(
@@ -444,7 +370,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 code: Some(550),
                 enhanced_code: Some("5.1.1".into()),
                 response: "550 5.1.1 no such user".into(),
-                ..attempt(RecipientStatus::Failed, 2_300)
+                ..attempt_at(RecipientStatus::Failed, 2_300)
             },
         ),
         outcome(
@@ -453,14 +379,14 @@ async fn fill(s: &dyn Store) -> Installation {
             NextState::Sent,
             AttemptRecord {
                 server: "capture".into(),
-                ..attempt(RecipientStatus::Sent, 2_400)
+                ..attempt_at(RecipientStatus::Sent, 2_400)
             },
         ),
         outcome(
             &claimed,
             "z@other.example",
             NextState::Deferred { until: 3_000 },
-            attempt(RecipientStatus::Deferred, 2_500),
+            attempt_at(RecipientStatus::Deferred, 2_500),
         ),
     ];
     let capture = NewCapture {
@@ -483,7 +409,7 @@ async fn fill(s: &dyn Store) -> Installation {
     s.release(vec![(y.recipient, y.lease_token)]).await.unwrap();
 
     // b and z are due again; b is sent on its second attempt, z deferred once more.
-    let again = s.claim(claim(10_000)).await.unwrap();
+    let again = s.claim(claim("n1", 10_000, 60_000)).await.unwrap();
     assert_eq!(again.len(), 2);
     s.complete(
         vec![
@@ -491,20 +417,20 @@ async fn fill(s: &dyn Store) -> Installation {
                 &again,
                 "b@acme.example",
                 NextState::Sent,
-                attempt(RecipientStatus::Sent, 10_100),
+                attempt_at(RecipientStatus::Sent, 10_100),
             ),
             outcome(
                 &again,
                 "z@other.example",
                 NextState::Deferred { until: 20_000 },
-                attempt(RecipientStatus::Deferred, 10_200),
+                attempt_at(RecipientStatus::Deferred, 10_200),
             ),
         ],
         vec![],
     )
     .await
     .unwrap();
-    s.submit(message(acme, &["q@acme.example"], 1_300))
+    s.submit(message(acme, &["q@acme.example"], None, 1_300))
         .await
         .unwrap();
 
@@ -874,7 +800,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     // Claims go on where SQLite left off: the queued, deferred and expired
     // recipients are due, the sent and failed ones are not, and lease tokens
     // and attempt counts continue.
-    let later = claim(i64::MAX / 4);
+    let later = claim("n1", i64::MAX / 4, 60_000);
     let on_postgres = postgres.claim(later.clone()).await.unwrap();
     let mut addresses: Vec<&str> = on_postgres.iter().map(|c| c.address.as_ref()).collect();
     addresses.sort();
@@ -891,7 +817,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     assert_eq!(sorted(on_postgres.clone()), sorted(on_sqlite.clone()));
     assert!(
         postgres
-            .claim(claim(i64::MAX / 4))
+            .claim(claim("n1", i64::MAX / 4, 60_000))
             .await
             .unwrap()
             .is_empty(),
@@ -906,14 +832,14 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
                 claimed,
                 to,
                 NextState::Sent,
-                attempt(RecipientStatus::Sent, 20_000),
+                attempt_at(RecipientStatus::Sent, 20_000),
             ));
         }
         outcomes.push(outcome(
             claimed,
             "y@acme.example",
             NextState::Failed,
-            attempt(RecipientStatus::Failed, 20_000),
+            attempt_at(RecipientStatus::Failed, 20_000),
         ));
         outcomes
     };
@@ -969,7 +895,7 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
     // last, because going back to it revokes the bootstrap token in force.
     assert_eq!(
         postgres
-            .set_bootstrap_token(token(None, None, Role::Operator, "hash-bootstrap-old"))
+            .set_bootstrap_token(token_as(None, None, Role::Operator, "hash-bootstrap-old"))
             .await
             .unwrap(),
         herald_store::BootstrapOutcome::Revoked { replaced: 1 }
@@ -1016,7 +942,7 @@ async fn a_failed_copy_leaves_nothing_behind() {
         .unwrap()
         .id;
     sqlite
-        .submit(message(acme, &["a@acme.example"], 1_000))
+        .submit(message(acme, &["a@acme.example"], None, 1_000))
         .await
         .unwrap();
     let corrupt = rusqlite::Connection::open(&path).unwrap();

@@ -1,33 +1,18 @@
 //! The migration that adds each tenant's count of queued recipients counts
 //! the recipients a database already holds, on both backends.
 
-use herald_core::{EmailAddress, MessageId, Subject, TenantId, TenantSlug};
+use herald_core::{TenantId, TenantSlug};
 use herald_store::{NewMessage, PgStore, SqliteStore, Store, StoreError};
 use herald_testkit::TestDatabase;
 
-fn message(tenant: TenantId, to: &[&str], max_queued: Option<u64>) -> NewMessage {
+mod builders;
+use builders::message;
+
+/// A message, with a limit on its tenant's queued recipients when given.
+fn limited(tenant: TenantId, to: &[&str], max_queued: Option<u64>) -> NewMessage {
     NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse("subject").unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: to
-            .iter()
-            .map(|a| EmailAddress::parse(a).unwrap().into())
-            .collect(),
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: 1_000,
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
         max_queued,
-        max_pending_tests: None,
+        ..message(tenant, to, None, 1_000)
     }
 }
 
@@ -39,11 +24,11 @@ async fn queue_three(store: &dyn Store) -> TenantId {
         .unwrap()
         .id;
     store
-        .submit(message(t, &["a@x.example", "b@x.example"], None))
+        .submit(limited(t, &["a@x.example", "b@x.example"], None))
         .await
         .unwrap();
     store
-        .submit(message(t, &["c@x.example"], None))
+        .submit(limited(t, &["c@x.example"], None))
         .await
         .unwrap();
     t
@@ -51,13 +36,13 @@ async fn queue_three(store: &dyn Store) -> TenantId {
 
 /// The migrated count is three: a fourth recipient passes a limit of three.
 async fn assert_counts_three(store: &dyn Store, t: TenantId) {
-    let refused = store.submit(message(t, &["d@x.example"], Some(3))).await;
+    let refused = store.submit(limited(t, &["d@x.example"], Some(3))).await;
     assert!(
         matches!(refused, Err(StoreError::QueueFull { limit: 3 })),
         "{refused:?}"
     );
     store
-        .submit(message(t, &["d@x.example"], Some(4)))
+        .submit(limited(t, &["d@x.example"], Some(4)))
         .await
         .unwrap();
 }

@@ -1,6 +1,7 @@
 //! Herald's test kit, shared by the tests of every crate: a PostgreSQL database of
-//! its own for each test ([`TestDatabase`]), and one rule for a test whose
-//! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require`], [`skip`]).
+//! its own for each test ([`TestDatabase`]), one rule for a test whose
+//! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require`], [`skip`]),
+//! and waiting for a condition with a deadline ([`eventually`]).
 //!
 //! The rule: on a developer's machine such a test says so in one line on its
 //! stderr (seen under `cargo test`; under nextest with `--no-capture` or
@@ -28,6 +29,8 @@
 
 mod postgres;
 mod require;
+mod wait;
 
 pub use postgres::{DEFAULT_POSTGRES_URL, TestDatabase, connect, server_url};
 pub use require::{Dependency, require, skip};
+pub use wait::eventually;

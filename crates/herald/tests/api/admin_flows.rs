@@ -4,46 +4,31 @@
 
 use std::time::Duration;
 
-use herald_testsmtp::{ServerConfig, TestSmtpServer, TestTls};
-use reqwest::{Method, StatusCode};
+use herald_testsmtp::TestSmtpServer;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 /// Creates a provider through a plain server on `port` and returns its id.
 async fn provider(app: &TestApp, tenant: &TestTenant, name: &str, port: u16) -> String {
-    let slug = &tenant.slug;
     let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{slug}/smtp-servers"),
-            &tenant.admin,
+        .post_as_admin(
+            tenant,
+            "smtp-servers",
             json!({"name": name, "host": "127.0.0.1", "port": port, "security": "none"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
-    let (status, provider) = app
-        .post(
-            &format!("/v1/tenants/{slug}/providers"),
-            &tenant.admin,
-            json!({"name": name, "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
-                   "fallback_recipient": "ops@acme.example"}),
-        )
-        .await;
+    let body = json!({"name": name, "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
+                      "fallback_recipient": "ops@acme.example"});
+    let (status, provider) = app.post_as_admin(tenant, "providers", body).await;
     assert_eq!(status, StatusCode::CREATED, "{provider}");
     provider["id"].as_str().unwrap().to_owned()
 }
 
 async fn activate(app: &TestApp, tenant: &TestTenant, provider: &str) -> Value {
-    let (status, props) = app
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{}/properties", tenant.slug),
-            Some(&tenant.admin),
-            Some(json!({"notification_provider_id": provider})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{props}");
-    props
+    app.activate_provider(tenant, &json!(provider)).await
 }
 
 #[tokio::test]
@@ -62,7 +47,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         .submit(&acme, json!({"subject": "one", "text": "x"}))
         .await;
     let sent = app.wait_for_status(&acme, &first, "sent").await;
-    let attempt = &sent["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_a.as_str());
     let version_a = attempt["config_version"]
         .as_i64()
@@ -95,11 +80,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
 
     // Refresh: B at once, and the properties show nothing pending.
     let (status, props) = app
-        .post(
-            &format!("/v1/tenants/{}/properties/refresh", acme.slug),
-            &acme.admin,
-            json!({}),
-        )
+        .post_as_admin(&acme, "properties/refresh", json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{props}");
     assert_eq!(
@@ -112,7 +93,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         .submit(&acme, json!({"subject": "three", "text": "x"}))
         .await;
     let sent = app.wait_for_status(&acme, &third, "sent").await;
-    let attempt = &sent["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_b.as_str());
     assert!(attempt["config_version"].as_i64().unwrap() > 0);
     assert_eq!(b.messages().len(), 1);
@@ -133,11 +114,10 @@ async fn a_changed_provider_shows_a_new_configuration_version() {
     let v1 = app.wait_for_status(&acme, &first, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
 
     let (status, _) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/acme/providers/{id}"),
-            Some(&acme.admin),
-            Some(json!({"from_name": "Renamed"})),
+        .patch_as_admin(
+            &acme,
+            &format!("providers/{id}"),
+            json!({"from_name": "Renamed"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -170,82 +150,45 @@ fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} step: {steps:?}"))
 }
 
+/// What the step named `name` reports.
+fn detail<'a>(steps: &'a [Value], name: &str) -> &'a str {
+    step(steps, name)["detail"].as_str().unwrap()
+}
+
 #[tokio::test]
 async fn a_test_message_reports_every_step_in_the_servers_words() {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-    )
-    .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let id = providers[0]["id"].as_str().unwrap();
-
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("right-pw")))
         .await;
+    let id = app.first_provider_id(&acme).await;
+
+    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let message_id = answer["message_id"].as_str().unwrap();
     let (attempt, steps) = diagnosis(&app, &acme, message_id).await;
     assert_eq!(attempt["outcome"], "sent", "{attempt}");
-    assert!(
-        step(&steps, "dns")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1")
-    );
-    assert!(
-        step(&steps, "connect")["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&smtp.port().to_string())
-    );
-    let tls_step = step(&steps, "tls")["detail"].as_str().unwrap().to_owned();
+    assert!(detail(&steps, "dns").contains("127.0.0.1"));
+    assert!(detail(&steps, "connect").contains(&smtp.port().to_string()));
+    let tls_step = detail(&steps, "tls").to_owned();
     assert!(
         tls_step.contains("TLSv1.")
             && tls_step.contains("subject")
             && tls_step.contains("valid until"),
         "{tls_step}"
     );
-    assert!(
-        step(&steps, "ehlo")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("STARTTLS")
-    );
+    assert!(detail(&steps, "ehlo").contains("STARTTLS"));
     assert!(
         steps
             .iter()
             .any(|s| s["step"] == "auth" && s["detail"].as_str().unwrap().starts_with("235")),
         "{steps:?}"
     );
-    assert!(
-        step(&steps, "mail")["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("250")
-    );
-    assert!(
-        step(&steps, "rcpt")["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("250")
-    );
+    assert!(detail(&steps, "mail").starts_with("250"));
+    assert!(detail(&steps, "rcpt").starts_with("250"));
     assert!(
         steps
             .iter()
@@ -259,27 +202,15 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
 
 #[tokio::test]
 async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "wrong-pw-42"})),
-    )
-    .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let id = providers[0]["id"].as_str().unwrap();
+    let entry = clear_auth_entry(smtp.port(), true);
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("wrong-pw-42")))
+        .await;
+    let id = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({"to": "someone@acme.example"}),
-        )
+        .test_provider(&acme, &id, json!({"to": "someone@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let (attempt, steps) = diagnosis(&app, &acme, answer["message_id"].as_str().unwrap()).await;
@@ -321,13 +252,7 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
     let app = spawn_app_with(|s| s.worker = false).await;
     let acme = app.tenant("acme").await;
     let id = provider(&app, &acme, "main", 25).await;
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let (status, problem) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert_eq!(problem["type"], "urn:herald:problem:no-worker-alive");
     assert_eq!(app.message_count(&acme).await, 0, "nothing was queued");
@@ -335,13 +260,7 @@ async fn a_test_message_with_no_worker_alive_answers_at_once() {
 
 #[tokio::test]
 async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, tls.ca_pem()).unwrap();
@@ -409,16 +328,13 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
 async fn reply_to_takes_a_display_name() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let id = providers[0]["id"].as_str().unwrap();
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let id = app.first_provider_id(&acme).await;
     let (status, provider) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/acme/providers/{id}"),
-            Some(&acme.admin),
-            Some(json!({"reply_to": "Acme Störungsdienst <support@acme.example>"})),
+        .patch_as_admin(
+            &acme,
+            &format!("providers/{id}"),
+            json!({"reply_to": "Acme Störungsdienst <support@acme.example>"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{provider}");
@@ -436,12 +352,7 @@ async fn reply_to_takes_a_display_name() {
         )
         .await;
     app.wait_for_status(&acme, &own, "sent").await;
-    let providers_own = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "provider's", "text": "x"}),
-        )
-        .await;
+    let providers_own = app.submit_to(&acme, "a@acme.example", "provider's").await;
     app.wait_for_status(&acme, &providers_own, "sent").await;
     let received = smtp.wait_for_messages(2, DEADLINE).await;
     let reply_to = |subject: &str| {
@@ -460,9 +371,9 @@ async fn reply_to_takes_a_display_name() {
     );
 
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/messages",
-            &acme.sender,
+        .post_as_sender(
+            &acme,
+            "messages",
             json!({"to": ["a@acme.example"], "subject": "p", "text": "x",
                    "reply_to": "Support Team <nobody>"}),
         )
@@ -477,8 +388,7 @@ async fn reply_to_takes_a_display_name() {
 async fn mail_is_marked_auto_submitted_unless_the_submitter_says_otherwise() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
     for (subject, headers) in [
         ("default", json!({})),
         ("not automatic", json!({"Auto-Submitted": "no"})),
@@ -532,24 +442,21 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
     ] {
         let smtp = TestSmtpServer::start().await;
         let app = spawn_app().await;
-        let acme = app.tenant("acme").await;
-        app.use_smtp_server(&acme, smtp.port()).await;
-        let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-        let id = providers[0]["id"].as_str().unwrap();
+        let acme = app.tenant_sending_to("acme", smtp.port()).await;
+        let id = app.first_provider_id(&acme).await;
         let (status, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/v1/tenants/acme/providers/{id}"),
-                Some(&acme.admin),
-                Some(json!({"sender_policy": policy})),
+            .patch_as_admin(
+                &acme,
+                &format!("providers/{id}"),
+                json!({"sender_policy": policy}),
             )
             .await;
         assert_eq!(status, StatusCode::OK);
         app.refresh(&acme).await;
         let (status, _) = app
-            .post(
-                "/v1/tenants/acme/persons",
-                &acme.admin,
+            .post_as_admin(
+                &acme,
+                "persons",
                 json!({"name": "Mia Member", "email": "mia@acme.example"}),
             )
             .await;
@@ -577,9 +484,8 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         assert_eq!(sent["on_behalf_of"]["email"], "mia@acme.example");
 
         // A stranger is not a person of the tenant.
-        let (status, body) = app
-            .post("/v1/tenants/acme/messages", &acme.sender, json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "stranger@else.example"}))
-            .await;
+        let request = json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "stranger@else.example"});
+        let (status, body) = app.post_as_sender(&acme, "messages", request).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(body["errors"][0]["field"], "on_behalf_of");
     }
@@ -633,19 +539,12 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
 
 #[tokio::test]
 async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "stored-pw"))
-            .await;
+    let smtp = clear_auth_server("stored-pw").await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let server = app
-        .configure(
-            &acme,
-            entry,
-            Some(json!({"username": "herald@acme.example", "password": "stored-pw"})),
-        )
+        .configure(&acme, entry, Some(account_with("stored-pw")))
         .await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args([

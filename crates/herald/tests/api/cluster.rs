@@ -161,8 +161,7 @@ async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_work
     )
     .await;
     let app = api.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
 
     // The worker-only node serves health checks but not the API.
     let health = reqwest::get(format!("{}/healthz", worker.base))
@@ -177,12 +176,7 @@ async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_work
         .unwrap();
     assert_eq!(api_on_worker.status(), 404);
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "notified", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "notified").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(message["recipients"][0]["attempts"][0]["node"], "worker-1");
     assert_eq!(smtp.messages().len(), 1);
@@ -217,15 +211,8 @@ async fn an_api_node_and_a_worker_node_share_the_queue_and_notify_wakes_the_work
     .await;
 
     // With no worker alive, a test message is refused at once.
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let provider = providers[0]["id"].as_str().unwrap();
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({}),
-        )
-        .await;
+    let provider = app.first_provider_id(&acme).await;
+    let (status, problem) = app.test_provider(&acme, &provider, json!({})).await;
     assert_eq!(status, 503, "{problem}");
 }
 
@@ -250,24 +237,13 @@ async fn a_refresh_on_one_node_reaches_the_others_at_once() {
     )
     .await;
     let app = api.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, a.port()).await;
-    let first = app
-        .submit(
-            &acme,
-            json!({"to": ["x@acme.example"], "subject": "one", "text": "x"}),
-        )
-        .await;
+    let acme = app.tenant_sending_to("acme", a.port()).await;
+    let first = app.submit_to(&acme, "x@acme.example", "one").await;
     app.wait_for_status(&acme, &first, "sent").await;
 
     // Switch to B through the API node; the worker node only learns of it from the refresh.
     app.use_smtp_server(&acme, b.port()).await;
-    let second = app
-        .submit(
-            &acme,
-            json!({"to": ["x@acme.example"], "subject": "two", "text": "x"}),
-        )
-        .await;
+    let second = app.submit_to(&acme, "x@acme.example", "two").await;
     app.wait_for_status(&acme, &second, "sent").await;
     assert_eq!(b.messages().len(), 1, "the worker node heard the refresh");
     assert_eq!(a.messages().len(), 1);
@@ -294,19 +270,8 @@ async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
     ];
     let mut victim = node(&db, "victim", &args).await;
     let app = victim.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let body =
-            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
-        ids.push(app.submit(&acme, body).await);
-    }
-    eventually("every message to reach DATA", || async {
-        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
-        (at_data == ids.len()).then_some(())
-    })
-    .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let ids = submit_until_each_reaches_data(&app, &acme, &smtp, 3).await;
     let client = db.client().await;
     let held: i64 = client
         .query_one(
@@ -337,7 +302,7 @@ async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
     smtp.wait_for_messages(ids.len(), DEADLINE).await;
     for (id, lease_end) in ids.iter().zip(lease_ends) {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        let attempts = attempts_of(&message);
         assert_eq!(attempts.len(), 1, "{message}");
         assert_eq!(attempts[0]["node"], "survivor", "{message}");
         let at = ms(&attempts[0]["at"]);

@@ -16,14 +16,8 @@ async fn an_acknowledged_message_survives_sigkill() {
     let lease = ["--lease", "1s", "--smtp-timeout", "30s"];
     let mut node = start_process(dir.path(), &lease, &[]).await;
     let app = node.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Survivor", "text": "x"}),
-        )
-        .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let id = app.submit_to(&acme, "a@acme.example", "Survivor").await;
     eventually("the worker to connect", || async {
         (smtp.connections() >= 1).then_some(())
     })
@@ -55,8 +49,7 @@ async fn group_committed_submissions_survive_a_sigkill_right_after_their_202() {
     let args = ["--lease", "1s", "--smtp-timeout", "30s"];
     let mut node = start_process(dir.path(), &args, &[]).await;
     let app = node.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
 
     // Many concurrent submissions share commits; the node dies the moment the last is answered.
     let submissions = (0..200).map(|i| {

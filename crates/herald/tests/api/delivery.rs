@@ -8,10 +8,8 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn delivers_three_messages_through_the_tenants_provider() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let mut ids = Vec::new();
     for i in 1..=3 {
@@ -42,7 +40,7 @@ async fn delivers_three_messages_through_the_tenants_provider() {
     }
     for id in &ids {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         assert_eq!(attempt["code"], 250, "{message}");
         assert_eq!(attempt["outcome"], "sent");
         assert_eq!(attempt["server"], format!("127.0.0.1:{}", smtp.port()));
@@ -57,10 +55,8 @@ async fn delivers_three_messages_through_the_tenants_provider() {
 
 #[tokio::test]
 async fn a_message_without_recipient_goes_to_the_fallback_recipient() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let id = app
         .submit(&acme, json!({"subject": "No recipient", "text": "x"}))
@@ -88,7 +84,7 @@ async fn without_a_provider_mail_lands_in_the_capture_mailbox() {
     );
     assert_eq!(message["recipients"][0]["attempts"][0]["server"], "capture");
 
-    let (_, captured) = app.get("/v1/tenants/acme/captured", &acme.sender).await;
+    let (_, captured) = app.get_as_sender(&acme, "captured").await;
     let first = &captured["messages"][0];
     assert_eq!(first["message_id"], id.as_str());
     assert_eq!(first["recipients"], json!(["fallback@herald.localhost"]));
@@ -103,26 +99,13 @@ async fn without_a_provider_mail_lands_in_the_capture_mailbox() {
 
 #[tokio::test]
 async fn a_451_defers_and_a_later_attempt_sends() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    smtp.script(
-        Rule::new(
-            Command::Rcpt,
-            Action::Reply(451, "4.3.0 mailbox busy, try later".into()),
-        )
-        .times(1),
-    );
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    smtp.script(reply(Command::Rcpt, 451, "4.3.0 mailbox busy, try later").times(1));
+    let (app, acme) = app_sending_to(&smtp).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Retry me", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Retry me").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 2, "{message}");
     assert_eq!(attempts[0]["outcome"], "deferred");
     assert_eq!(attempts[0]["code"], 451);
@@ -136,17 +119,16 @@ async fn a_451_defers_and_a_later_attempt_sends() {
 
 #[tokio::test]
 async fn a_550_fails_one_recipient_with_the_servers_words_and_not_the_others() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
     smtp.script(
-        Rule::new(
+        reply(
             Command::Rcpt,
-            Action::Reply(550, "5.1.1 <gone@acme.example>: user unknown".into()),
+            550,
+            "5.1.1 <gone@acme.example>: user unknown",
         )
         .matching("gone@"),
     );
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let id = app
         .submit(&acme, json!({"to": ["gone@acme.example", "here@acme.example"], "subject": "Two", "text": "x"}))
@@ -180,20 +162,13 @@ async fn a_550_fails_one_recipient_with_the_servers_words_and_not_the_others() {
 
 #[tokio::test]
 async fn a_connection_dropped_mid_data_is_retried() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
     smtp.script(Rule::new(Command::Data, Action::DropMidData).times(1));
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Dropped", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Dropped").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 2, "{message}");
     assert_eq!(attempts[0]["outcome"], "deferred");
     assert_eq!(attempts[0]["step"], "data");
@@ -209,26 +184,13 @@ async fn a_connection_dropped_mid_data_is_retried() {
 
 #[tokio::test]
 async fn a_421_greeting_defers_with_the_step_named() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    smtp.script(
-        Rule::new(
-            Command::Connect,
-            Action::Reply(421, "4.3.2 service not available".into()),
-        )
-        .times(1),
-    );
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    smtp.script(reply(Command::Connect, 421, "4.3.2 service not available").times(1));
+    let (app, acme) = app_sending_to(&smtp).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Greeting", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Greeting").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    let first = &message["recipients"][0]["attempts"][0];
+    let first = first_attempt_of(&message);
     assert_eq!(first["outcome"], "deferred");
     assert_eq!(first["step"], "greeting");
     assert_eq!(first["code"], 421);
@@ -237,10 +199,8 @@ async fn a_421_greeting_defers_with_the_step_named() {
 
 #[tokio::test]
 async fn bodies_reach_the_server_as_crlf_text_dot_stuffed() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let text = "line one\nbare cr\rhere\n.\nafter a lone dot\n.\r\nand\r\n.\r\n end";
     app.submit(
@@ -270,10 +230,8 @@ async fn bodies_reach_the_server_as_crlf_text_dot_stuffed() {
 
 #[tokio::test]
 async fn long_lines_are_encoded_within_the_rfc_5321_line_limit() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let long = "word ".repeat(1000);
     app.submit(&acme, json!({"to": ["a@acme.example"], "subject": "Long", "text": long, "html": format!("<p>{long}</p>")})).await;
@@ -289,23 +247,15 @@ async fn long_lines_are_encoded_within_the_rfc_5321_line_limit() {
 
 #[tokio::test]
 async fn a_batch_answers_each_message_and_delivers_the_accepted_ones() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let mut messages: Vec<serde_json::Value> = (0..20)
         .map(|i| json!({"to": [format!("u{i}@acme.example")], "subject": format!("batch {i}"), "text": "x"}))
         .collect();
     messages[3] = json!({"to": ["not an address"], "subject": "bad", "text": "x"});
     messages[7] = json!({"to": ["a@acme.example"], "subject": "bad", "text": "x", "priority": 1});
-    let (status, answer) = app
-        .post(
-            "/v1/tenants/acme/messages/batch",
-            &acme.sender,
-            json!({"messages": messages}),
-        )
-        .await;
+    let (status, answer) = app.submit_batch(&acme, messages).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["accepted"], 18);
     assert_eq!(answer["refused"], 2);
@@ -334,13 +284,7 @@ async fn a_batch_answers_each_message_and_delivers_the_accepted_ones() {
     let too_many: Vec<serde_json::Value> = (0..1001)
         .map(|_| json!({"subject": "x", "text": "x"}))
         .collect();
-    let (status, problem) = app
-        .post(
-            "/v1/tenants/acme/messages/batch",
-            &acme.sender,
-            json!({"messages": too_many}),
-        )
-        .await;
+    let (status, problem) = app.submit_batch(&acme, too_many).await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "messages");
     assert_eq!(app.message_count(&acme).await, 18);
@@ -348,10 +292,8 @@ async fn a_batch_answers_each_message_and_delivers_the_accepted_ones() {
 
 #[tokio::test]
 async fn names_quoted_local_parts_and_internationalised_addresses_reach_the_server() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
     let to = [
         "Ada Lovelace <ada@acme.example>",
@@ -402,31 +344,19 @@ async fn names_quoted_local_parts_and_internationalised_addresses_reach_the_serv
 
 #[tokio::test]
 async fn an_internationalised_address_fails_at_once_where_the_server_lacks_smtputf8() {
-    let app = spawn_app().await;
     let smtp = TestSmtpServer::start_with(ServerConfig::new().without_smtputf8()).await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["jörg@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "jörg@acme.example", "x").await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "retrying cannot help: {message}");
     let response = attempts[0]["response"].as_str().unwrap();
     assert!(response.contains("SMTPUTF8"), "{response}");
     assert!(smtp.commands().iter().all(|c| !c.starts_with("MAIL")));
 
     // ASCII mail still goes to the same server, without the parameter.
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["joerg@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "joerg@acme.example", "x").await;
     app.wait_for_status(&acme, &id, "sent").await;
     let commands = smtp.commands();
     let mail = commands.iter().find(|c| c.starts_with("MAIL")).unwrap();

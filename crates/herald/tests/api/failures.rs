@@ -1,7 +1,7 @@
 //! What a failed delivery leaves behind: a test message's single attempt, the
 //! session's address and TLS on a failed attempt, and the node's log lines.
 
-use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer, TestTls};
+use herald_testsmtp::{Command, TestSmtpServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -10,41 +10,19 @@ use crate::helpers::*;
 /// A STARTTLS server that wants `herald@acme.example` / `right-pw`, and a
 /// tenant whose active provider logs in to it with `password`.
 async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, TestTenant) {
-    let tls = TestTls::generate(&["127.0.0.1"]);
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new()
-            .starttls(tls.clone())
-            .auth("herald@acme.example", "right-pw"),
-    )
-    .await;
-    let acme = app.tenant("acme").await;
+    let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "right-pw").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "starttls",
                        "tls_ca_pem": tls.ca_pem(), "requires_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": password})),
-    )
-    .await;
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with(password)))
+        .await;
     (smtp, acme)
 }
 
 /// Sends a test message through the tenant's first provider; returns its id.
 async fn test_message(app: &TestApp, tenant: &TestTenant) -> String {
-    let (_, providers) = app
-        .get(
-            &format!("/v1/tenants/{}/providers", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
-    let id = providers[0]["id"].as_str().unwrap();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/{}/providers/{id}/test", tenant.slug),
-            &tenant.admin,
-            json!({}),
-        )
-        .await;
+    let id = app.first_provider_id(tenant).await;
+    let (status, answer) = app.test_provider(tenant, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     answer["message_id"].as_str().unwrap().to_owned()
 }
@@ -66,9 +44,10 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
         ("wrong-pw", None),
         (
             "right-pw",
-            Some(Rule::new(
+            Some(reply(
                 Command::Auth,
-                Action::Reply(454, "4.7.0 temporary authentication failure".into()),
+                454,
+                "4.7.0 temporary authentication failure",
             )),
         ),
     ] {
@@ -79,7 +58,7 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
         }
         let id = test_message(&app, &acme).await;
         let message = app.wait_for_status(&acme, &id, "failed").await;
-        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        let attempts = attempts_of(&message);
         assert_eq!(attempts.len(), 1, "{message}");
         let attempt = &attempts[0];
         assert_eq!(attempt["outcome"], "failed", "{attempt}");
@@ -101,13 +80,10 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
 async fn a_test_message_refused_for_now_at_rcpt_is_not_retried() {
     let app = spawn_app().await;
     let (smtp, acme) = starttls_with_auth(&app, "right-pw").await;
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(451, "4.3.0 try again later".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 451, "4.3.0 try again later"));
     let id = test_message(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "{message}");
     assert_eq!(attempts[0]["code"], 451, "{message}");
     let mails = smtp
@@ -125,32 +101,16 @@ async fn a_test_message_refused_for_now_at_rcpt_is_not_retried() {
 async fn a_refused_login_over_starttls_records_the_address_and_the_tls() {
     let app = spawn_app().await;
     let (smtp, acme) = starttls_with_auth(&app, "wrong-pw").await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "x").await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["step"], "auth", "{attempt}");
     assert_eq!(
         attempt["remote_addr"],
         format!("127.0.0.1:{}", smtp.port()),
         "{attempt}"
     );
-    assert!(
-        attempt["tls_version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("TLS")),
-        "{attempt}"
-    );
-    assert!(
-        attempt["tls_cipher"]
-            .as_str()
-            .is_some_and(|c| !c.is_empty()),
-        "{attempt}"
-    );
+    assert_encrypted(attempt, "TLS");
 }
 
 /// The lines of a node's output that mention `needle`.
@@ -174,38 +134,11 @@ async fn failed_and_deferred_attempts_are_logged_at_the_default_level() {
     let (smtp, acme) = starttls_with_auth(&app, "right-pw").await;
     let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
     let tenant_id = tenant["id"].as_str().unwrap().to_owned();
-    smtp.script(
-        Rule::new(
-            Command::Rcpt,
-            Action::Reply(550, "5.1.1 \u{1b}[2Jno such user".into()),
-        )
-        .matching("gone@"),
-    );
-    smtp.script(
-        Rule::new(
-            Command::Rcpt,
-            Action::Reply(452, "4.2.2 mailbox full".into()),
-        )
-        .matching("full@"),
-    );
-    let failed = app
-        .submit(
-            &acme,
-            json!({"to": ["gone@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
-    let deferred = app
-        .submit(
-            &acme,
-            json!({"to": ["full@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
-    let sent = app
-        .submit(
-            &acme,
-            json!({"to": ["fine@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    smtp.script(reply(Command::Rcpt, 550, "5.1.1 \u{1b}[2Jno such user").matching("gone@"));
+    smtp.script(reply(Command::Rcpt, 452, "4.2.2 mailbox full").matching("full@"));
+    let failed = app.submit_to(&acme, "gone@acme.example", "x").await;
+    let deferred = app.submit_to(&acme, "full@acme.example", "x").await;
+    let sent = app.submit_to(&acme, "fine@acme.example", "x").await;
     app.wait_for_status(&acme, &failed, "failed").await;
     app.wait_for_attempts(&acme, &deferred, 1).await;
     app.wait_for_status(&acme, &sent, "sent").await;

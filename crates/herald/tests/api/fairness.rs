@@ -36,14 +36,7 @@ fn is_final(status: &Value) -> bool {
 /// makes that provider active; returns the provider's id.
 async fn provider_through(app: &TestApp, tenant: &TestTenant, server: Value) -> String {
     app.configure(tenant, server, None).await;
-    let (status, providers) = app
-        .get(
-            &format!("/v1/tenants/{}/providers", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{providers}");
-    providers[0]["id"].as_str().unwrap().to_owned()
+    app.first_provider_id(tenant).await
 }
 
 /// A slow server holds up only its own tenant: while A's 5,000 messages drain
@@ -79,13 +72,7 @@ async fn a_slow_tenants_backlog_does_not_hold_up_another_tenant() {
         let messages: Vec<Value> = (first..first + BATCH)
             .map(|i| json!({"to": [format!("user{i}@acme.example")], "subject": "backlog", "text": "x"}))
             .collect();
-        let (status, answer) = app
-            .post(
-                "/v1/tenants/acme/messages/batch",
-                &acme.sender,
-                json!({"messages": messages}),
-            )
-            .await;
+        let (status, answer) = app.submit_batch(&acme, messages).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["accepted"], BATCH, "{}", answer["results"][0]);
     }
@@ -230,10 +217,7 @@ async fn test_messages_to_a_silent_server_cannot_crowd_out_another_tenant() {
     let tests_c = send_allowed_test_messages(&app, &initech, &provider_c).await;
 
     let id = app
-        .submit(
-            &globex,
-            json!({"to": ["ops@globex.example"], "subject": "on time", "text": "x"}),
-        )
+        .submit_to(&globex, "ops@globex.example", "on time")
         .await;
     app.wait_for_status(&globex, &id, "sent").await;
     for (tenant, ids) in [(&acme, &tests_a), (&initech, &tests_c)] {

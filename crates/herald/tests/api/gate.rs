@@ -39,7 +39,7 @@ async fn the_gate_answers_401_403_404_or_lets_the_caller_through() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    let (status, persons) = app.get("/v1/tenants/acme/persons", &acme.admin).await;
+    let (status, persons) = app.get_as_admin(&acme, "persons").await;
     assert_eq!(status, StatusCode::OK, "{persons}");
     let person = persons[0]["id"]
         .as_str()

@@ -301,6 +301,59 @@ async fn sign_ins_are_limited_per_client_address() {
     assert_eq!(other[0].0, StatusCode::UNAUTHORIZED, "another client");
 }
 
+/// With every connection held by `holders` (tasks that log "… closed" in
+/// `events` once the server closes theirs), a third connection's `/healthz` is
+/// answered, and only after one holder was closed; every holder is closed in
+/// the end (`why` says why it should be).
+async fn healthz_waits_for_a_closed_slot(
+    addr: impl tokio::net::ToSocketAddrs,
+    events: Arc<Mutex<Vec<String>>>,
+    holders: Vec<tokio::task::JoinHandle<()>>,
+    why: &str,
+) {
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut answer = String::new();
+            fresh.read_to_string(&mut answer).await.unwrap();
+            events.lock().unwrap().push("healthz answered".to_owned());
+            answer
+        })
+    };
+    let answer = tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("healthz is answered once a slot frees")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for holder in holders {
+        tokio::time::timeout(DEADLINE, holder)
+            .await
+            .expect(why)
+            .unwrap();
+    }
+    let events = events.lock().unwrap().clone();
+    let answered_at = events.iter().position(|e| e == "healthz answered").unwrap();
+    assert!(
+        events[..answered_at].iter().any(|e| e.ends_with("closed")),
+        "the third connection waited for a slot: {events:?}"
+    );
+}
+
+/// Reads until the server ends the request; returns what it answered.
+async fn answer_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server ends the request")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Slowloris: with two connections allowed, two half-sent requests hold
 /// both; a third connection's `/healthz` is answered only once the server has
 /// closed one of them (its header timeout), not before. Checked by the order
@@ -329,37 +382,8 @@ async fn half_sent_requests_are_cut_off_and_cannot_hold_every_connection() {
             events.lock().unwrap().push(format!("{name} closed"));
         }));
     }
-    let mut fresh = TcpStream::connect(&addr).await.unwrap();
-    fresh
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = {
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut answer = String::new();
-            fresh.read_to_string(&mut answer).await.unwrap();
-            events.lock().unwrap().push("healthz answered".to_owned());
-            answer
-        })
-    };
-    let answer = tokio::time::timeout(DEADLINE, answered)
-        .await
-        .expect("healthz is answered once a slot frees")
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    for task in tasks {
-        tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("the server closes half-sent requests")
-            .unwrap();
-    }
-    let events = events.lock().unwrap().clone();
-    let answered_at = events.iter().position(|e| e == "healthz answered").unwrap();
-    assert!(
-        events[..answered_at].iter().any(|e| e.ends_with("closed")),
-        "the third connection waited for a slot: {events:?}"
-    );
+    healthz_waits_for_a_closed_slot(&addr, events, tasks, "the server closes half-sent requests")
+        .await;
 }
 
 /// A client that pipelines requests for a large answer and never reads: with
@@ -391,37 +415,8 @@ async fn clients_that_never_read_are_cut_off_and_cannot_hold_every_connection() 
             events.lock().unwrap().push(format!("{name} closed"));
         }));
     }
-    let mut fresh = TcpStream::connect(addr).await.unwrap();
-    fresh
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = {
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut answer = String::new();
-            fresh.read_to_string(&mut answer).await.unwrap();
-            events.lock().unwrap().push("healthz answered".to_owned());
-            answer
-        })
-    };
-    let answer = tokio::time::timeout(DEADLINE, answered)
-        .await
-        .expect("healthz is answered once a slot frees")
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    for task in tasks {
-        tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("the server closes connections that do not read")
-            .unwrap();
-    }
-    let events = events.lock().unwrap().clone();
-    let answered_at = events.iter().position(|e| e == "healthz answered").unwrap();
-    assert!(
-        events[..answered_at].iter().any(|e| e.ends_with("closed")),
-        "the third connection waited for a slot: {events:?}"
-    );
+    let why = "the server closes connections that do not read";
+    healthz_waits_for_a_closed_slot(addr, events, tasks, why).await;
 }
 
 /// A request body that stops arriving is cut off: the server answers (or
@@ -444,12 +439,7 @@ async fn a_body_that_stops_arriving_is_cut_off() {
         )
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
-        .await
-        .expect("the server ends the request")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answer_until_closed(&mut stream).await;
     assert!(
         !answer.starts_with("HTTP/1.1 2"),
         "the half-sent body was not taken: {answer}"
@@ -466,12 +456,7 @@ async fn a_body_that_stops_arriving_is_cut_off() {
         )
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
-        .await
-        .expect("the server ends the request")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answer_until_closed(&mut stream).await;
     assert!(
         answer.starts_with("HTTP/1.1 400"),
         "a body that stopped arriving is a 400: {answer}"

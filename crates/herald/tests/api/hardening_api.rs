@@ -3,7 +3,7 @@
 //! database URLs that never show their password, and header text without
 //! control characters or encoded words.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -11,12 +11,7 @@ use crate::helpers::*;
 /// PATCHes a server and returns the answer's body.
 async fn patch_server(app: &TestApp, tenant: &TestTenant, id: &str, body: Value) -> Value {
     let (status, answer) = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/tenants/{}/smtp-servers/{id}", tenant.slug),
-            Some(&tenant.admin),
-            Some(body),
-        )
+        .patch_as_admin(tenant, &format!("smtp-servers/{id}"), body)
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer
@@ -28,9 +23,9 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
     let acme = app.tenant("acme").await;
     app.grant_credential_storage("acme").await;
     let (status, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "smtp-servers",
             json!({"name": "relay", "host": "mail.acme.example", "port": 587,
                    "security": "starttls", "requires_auth": true}),
         )
@@ -57,7 +52,7 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
         async move { app.get(&format!("{accounts}/{account}"), admin).await.1["secret_set"].clone() }
     };
     let last_update = || async {
-        let (_, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
+        let (_, audit) = app.get_as_admin(&acme, "audit").await;
         audit["entries"]
             .as_array()
             .unwrap()
@@ -113,16 +108,10 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
 async fn only_administrators_read_a_test_messages_diagnosis() {
     let smtp = herald_testsmtp::TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let provider = providers[0]["id"].as_str().unwrap().to_owned();
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({"to": "ops@acme.example"}),
-        )
+        .test_provider(&acme, &provider, json!({"to": "ops@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let path = format!(
@@ -132,16 +121,16 @@ async fn only_administrators_read_a_test_messages_diagnosis() {
 
     // A member's personal token and a service token both send, neither administers.
     let (_, member) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "persons",
             json!({"name": "Member", "email": "member@acme.example", "role": "member"}),
         )
         .await;
     let (status, member_token) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "member's", "person_id": member["id"]}),
         )
         .await;
@@ -284,9 +273,9 @@ async fn controls_and_encoded_words_are_refused_in_every_header_field() {
     let acme = app.tenant("acme").await;
     let encoded_crlf = "=?utf-8?B?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=";
     let (status, answer) = app
-        .post(
-            "/v1/tenants/acme/messages",
-            &acme.sender,
+        .post_as_sender(
+            &acme,
+            "messages",
             json!({
                 "to": ["Ops\u{b}Team <ops@acme.example>"],
                 "cc": ["=?utf-8?Q?=1B[2J?= <cc@acme.example>"],
@@ -320,21 +309,12 @@ async fn controls_and_encoded_words_are_refused_in_every_header_field() {
     );
     assert_eq!(app.message_count(&acme).await, 0, "nothing is half-stored");
 
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
-        )
-        .await;
-    let (status, answer) = app
-        .post(
-            "/v1/tenants/acme/providers",
-            &acme.admin,
-            json!({"name": "p", "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
-                   "from_name": "Alerts =?utf-8?B?DQo=?="}),
-        )
-        .await;
+    let body =
+        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"});
+    let (_, server) = app.post_as_admin(&acme, "smtp-servers", body).await;
+    let body = json!({"name": "p", "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
+                   "from_name": "Alerts =?utf-8?B?DQo=?="});
+    let (status, answer) = app.post_as_admin(&acme, "providers", body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert!(
         rule_for(&answer, "from_name").contains("encoded word"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use herald::config::{ServeArgs, Settings};
 use herald::node::{Node, start};
 use herald_core::Secret;
+use herald_testsmtp::{Action, Command, Rule, ServerConfig, TestSmtpServer, TestTls};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -34,6 +35,8 @@ pub struct TestTenant {
     pub admin: String,
     pub sender: String,
 }
+
+// Nodes and tenants.
 
 /// Settings for a test node: port 0, fast retries and polls.
 pub fn test_settings(dir: &TempDir) -> Settings {
@@ -71,20 +74,118 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Spawns a node with tenant `acme` whose mail goes to `smtp`.
+pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
+    let app = spawn_app().await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    (app, acme)
+}
+
+/// A response's status and body.
+pub type Answer = (StatusCode, Value);
+
+/// The path of `rest` under the tenant: `/v1/tenants/{slug}/{rest}`.
+pub fn tenant_path(tenant: &TestTenant, rest: &str) -> String {
+    format!("/v1/tenants/{}/{rest}", tenant.slug)
+}
+
+// Test SMTP servers, server entries and accounts.
+
+/// A test SMTP server offering STARTTLS with a new certificate for 127.0.0.1
+/// and accepting the login `user` with `password`; with its certificate.
+pub async fn starttls_server_with_auth(user: &str, password: &str) -> (TestTls, TestSmtpServer) {
+    let tls = TestTls::generate(&["127.0.0.1"]);
+    let config = ServerConfig::new()
+        .starttls(tls.clone())
+        .auth(user, password);
+    (tls, TestSmtpServer::start_with(config).await)
+}
+
+/// A test SMTP server without TLS that takes the login herald@acme.example
+/// with `password`.
+pub async fn clear_auth_server(password: &str) -> TestSmtpServer {
+    let config = ServerConfig::new().auth("herald@acme.example", password);
+    TestSmtpServer::start_with(config).await
+}
+
+/// A server entry for 127.0.0.1:`port` without TLS that logs in, and may send
+/// the password in clear when `allowed`.
+pub fn clear_auth_entry(port: u16, allowed: bool) -> Value {
+    json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none",
+           "requires_auth": true, "allow_plaintext_auth": allowed})
+}
+
+/// An account for `configure`: herald@acme.example with `password`.
+pub fn account_with(password: &str) -> Value {
+    json!({"username": "herald@acme.example", "password": password})
+}
+
+/// A script rule: the test SMTP server answers `command` with `code` and `text`.
+pub fn reply(command: Command, code: u16, text: &str) -> Rule {
+    Rule::new(command, Action::Reply(code, text.into()))
+}
+
+// Messages: submitting, reading, waiting.
+
+/// Submits `n` messages (to u0@acme.example, …) and waits until `smtp` has
+/// been sent DATA for each (a server told to stall there keeps them `sending`);
+/// returns their ids.
+pub async fn submit_until_each_reaches_data(
+    app: &TestApp,
+    tenant: &TestTenant,
+    smtp: &TestSmtpServer,
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body =
+            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
+        ids.push(app.submit(tenant, body).await);
+    }
+    eventually("every message to reach DATA", || async {
+        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
+        (at_data == ids.len()).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// The attempts on the message's first recipient.
+pub fn attempts_of(message: &Value) -> &Vec<Value> {
+    message["recipients"][0]["attempts"]
+        .as_array()
+        .expect("the first recipient's attempts")
+}
+
+/// The first attempt on the message's first recipient.
+pub fn first_attempt_of(message: &Value) -> &Value {
+    &message["recipients"][0]["attempts"][0]
+}
+
+/// Asserts that the attempt records its TLS version (starting with
+/// `version_prefix`) and a cipher: it went over TLS.
+pub fn assert_encrypted(attempt: &Value, version_prefix: &str) {
+    assert!(
+        attempt["tls_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(version_prefix)),
+        "{attempt}"
+    );
+    assert!(
+        attempt["tls_cipher"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{attempt}"
+    );
+}
+
 /// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    herald_testkit::eventually(what, DEADLINE, probe).await
 }
 
 impl TestApp {
@@ -141,6 +242,84 @@ impl TestApp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn get_as_admin(&self, tenant: &TestTenant, rest: &str) -> Answer {
+        self.get(&tenant_path(tenant, rest), &tenant.admin).await
+    }
+
+    /// GETs `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
+    pub async fn get_as_sender(&self, tenant: &TestTenant, rest: &str) -> Answer {
+        self.get(&tenant_path(tenant, rest), &tenant.sender).await
+    }
+
+    /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn post_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::POST, tenant, rest, body).await
+    }
+
+    /// POSTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's sender token.
+    pub async fn post_as_sender(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.post(&tenant_path(tenant, rest), &tenant.sender, body)
+            .await
+    }
+
+    /// PUTs `body` to `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn put_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::PUT, tenant, rest, body).await
+    }
+
+    /// PATCHes `/v1/tenants/{slug}/{rest}` with `body` and the tenant's admin token.
+    pub async fn patch_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Answer {
+        self.send_as_admin(Method::PATCH, tenant, rest, body).await
+    }
+
+    /// DELETEs `/v1/tenants/{slug}/{rest}` with the tenant's admin token.
+    pub async fn delete_as_admin(&self, tenant: &TestTenant, rest: &str) -> Answer {
+        let path = tenant_path(tenant, rest);
+        self.call(Method::DELETE, &path, Some(&tenant.admin), None)
+            .await
+    }
+
+    async fn send_as_admin(
+        &self,
+        method: Method,
+        tenant: &TestTenant,
+        rest: &str,
+        body: Value,
+    ) -> Answer {
+        let path = tenant_path(tenant, rest);
+        self.call(method, &path, Some(&tenant.admin), Some(body))
+            .await
+    }
+
+    /// Makes `provider` (an id) the tenant's notification provider; returns
+    /// the tenant's properties as answered.
+    pub async fn activate_provider(&self, tenant: &TestTenant, provider: &Value) -> Value {
+        let body = json!({ "notification_provider_id": provider });
+        let (status, props) = self.put_as_admin(tenant, "properties", body).await;
+        assert_eq!(status, StatusCode::OK, "{props}");
+        props
+    }
+
+    /// The id of the tenant's first provider, as its administrator lists them.
+    pub async fn first_provider_id(&self, tenant: &TestTenant) -> String {
+        let (status, providers) = self.get_as_admin(tenant, "providers").await;
+        assert_eq!(status, StatusCode::OK, "{providers}");
+        providers[0]["id"].as_str().expect("a provider").to_owned()
+    }
+
+    /// Asks for a test message through the provider (`body`: where to, if
+    /// not to the fallback recipient); returns the status and the answer.
+    pub async fn test_provider(
+        &self,
+        tenant: &TestTenant,
+        provider: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let rest = format!("providers/{provider}/test");
+        self.post_as_admin(tenant, &rest, body).await
+    }
+
     /// Creates a tenant with an admin and a sender token.
     pub async fn tenant(&self, slug: &str) -> TestTenant {
         let (status, body) = self
@@ -172,19 +351,13 @@ impl TestApp {
 
     /// Points the tenant at an SMTP server on 127.0.0.1:`port` without TLS, through a new active provider.
     pub async fn use_smtp_server(&self, tenant: &TestTenant, port: u16) -> String {
-        let slug = &tenant.slug;
-        let (status, server) = self
-            .post(
-                &format!("/v1/tenants/{slug}/smtp-servers"),
-                &tenant.admin,
-                json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"}),
-            )
-            .await;
+        let body = json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"});
+        let (status, server) = self.post_as_admin(tenant, "smtp-servers", body).await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
         let (status, provider) = self
-            .post(
-                &format!("/v1/tenants/{slug}/providers"),
-                &tenant.admin,
+            .post_as_admin(
+                tenant,
+                "providers",
                 json!({
                     "name": format!("corporate-{port}"), "smtp_server_id": server["id"],
                     "from_address": "alerts@acme.example", "from_name": "Acme Alerts",
@@ -193,17 +366,16 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{provider}");
-        let (status, props) = self
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{slug}/properties"),
-                Some(&tenant.admin),
-                Some(json!({"notification_provider_id": provider["id"]})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{props}");
+        self.activate_provider(tenant, &provider["id"]).await;
         self.refresh(tenant).await;
         provider["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a tenant whose mail goes to the SMTP server on 127.0.0.1:`port`.
+    pub async fn tenant_sending_to(&self, slug: &str, port: u16) -> TestTenant {
+        let tenant = self.tenant(slug).await;
+        self.use_smtp_server(&tenant, port).await;
+        tenant
     }
 
     /// The operator grants the tenant the credential storage entitlement;
@@ -232,51 +404,35 @@ impl TestApp {
     ) -> Value {
         let slug = &tenant.slug;
         self.grant_credential_storage(slug).await;
-        let (status, server) = self
-            .post(
-                &format!("/v1/tenants/{slug}/smtp-servers"),
-                &tenant.admin,
-                server,
-            )
-            .await;
+        let (status, server) = self.post_as_admin(tenant, "smtp-servers", server).await;
         assert_eq!(status, StatusCode::CREATED, "{server}");
         let mut provider = json!({
             "name": "corporate", "smtp_server_id": server["id"],
             "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"
         });
         if let Some(account) = account {
-            let (status, account) = self
-                .post(
-                    &format!(
-                        "/v1/tenants/{slug}/smtp-servers/{}/accounts",
-                        server["id"].as_str().unwrap()
-                    ),
-                    &tenant.admin,
-                    account,
-                )
-                .await;
+            let accounts = format!("smtp-servers/{}/accounts", server["id"].as_str().unwrap());
+            let (status, account) = self.post_as_admin(tenant, &accounts, account).await;
             assert_eq!(status, StatusCode::CREATED, "{account}");
             provider["account_id"] = account["id"].clone();
         }
-        let (status, provider) = self
-            .post(
-                &format!("/v1/tenants/{slug}/providers"),
-                &tenant.admin,
-                provider,
-            )
-            .await;
+        let (status, provider) = self.post_as_admin(tenant, "providers", provider).await;
         assert_eq!(status, StatusCode::CREATED, "{provider}");
-        let (status, props) = self
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{slug}/properties"),
-                Some(&tenant.admin),
-                Some(json!({"notification_provider_id": provider["id"]})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{props}");
+        self.activate_provider(tenant, &provider["id"]).await;
         self.refresh(tenant).await;
         server
+    }
+
+    /// Creates a tenant and [`TestApp::configure`]s it with `server` and `account`.
+    pub async fn configured_tenant(
+        &self,
+        slug: &str,
+        server: Value,
+        account: Option<Value>,
+    ) -> TestTenant {
+        let tenant = self.tenant(slug).await;
+        self.configure(&tenant, server, account).await;
+        tenant
     }
 
     /// Makes the tenant's latest provider change effective at once.
@@ -304,15 +460,25 @@ impl TestApp {
         .await
     }
 
+    /// Submits a plain message (text "x") to one address and returns its id.
+    pub async fn submit_to(&self, tenant: &TestTenant, to: &str, subject: &str) -> String {
+        self.submit(tenant, json!({"to": [to], "subject": subject, "text": "x"}))
+            .await
+    }
+
+    /// Submits `messages` as one batch; returns the status and the answer.
+    pub async fn submit_batch(
+        &self,
+        tenant: &TestTenant,
+        messages: Vec<Value>,
+    ) -> (StatusCode, Value) {
+        self.post_as_sender(tenant, "messages/batch", json!({ "messages": messages }))
+            .await
+    }
+
     /// Submits a message and returns its id.
     pub async fn submit(&self, tenant: &TestTenant, message: Value) -> String {
-        let (status, body) = self
-            .post(
-                &format!("/v1/tenants/{}/messages", tenant.slug),
-                &tenant.sender,
-                message,
-            )
-            .await;
+        let (status, body) = self.post_as_sender(tenant, "messages", message).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -320,12 +486,7 @@ impl TestApp {
     /// The message as the tenant's administrator reads it: with a test
     /// message's diagnosis, which senders and members do not see.
     pub async fn message(&self, tenant: &TestTenant, id: &str) -> Value {
-        let (status, body) = self
-            .get(
-                &format!("/v1/tenants/{}/messages/{id}", tenant.slug),
-                &tenant.admin,
-            )
-            .await;
+        let (status, body) = self.get_as_admin(tenant, &format!("messages/{id}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -341,12 +502,7 @@ impl TestApp {
 
     /// Counts messages stored for a tenant.
     pub async fn message_count(&self, tenant: &TestTenant) -> usize {
-        let (status, body) = self
-            .get(
-                &format!("/v1/tenants/{}/messages?limit=500", tenant.slug),
-                &tenant.sender,
-            )
-            .await;
+        let (status, body) = self.get_as_sender(tenant, "messages?limit=500").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body.as_array().unwrap().len()
     }

@@ -73,9 +73,8 @@ async fn delivers_to_postfix_smtp_sink_through_a_pool() {
     let (_sink, port) = start_sink(&binary, &dump).await;
 
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "sink", "host": "127.0.0.1", "port": port, "security": "none", "max_connections": 3});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let mut ids = Vec::new();
     for i in 0..30 {

@@ -68,6 +68,21 @@ fn xoauth2_account(token_url: &str) -> Value {
     })
 }
 
+/// A test SMTP server that takes the XOAUTH2 token `fresh-token` for herald@acme.example.
+async fn xoauth2_server() -> TestSmtpServer {
+    let config = ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token");
+    TestSmtpServer::start_with(config).await
+}
+
+/// Tenant `acme` sending through `smtp` with an XOAUTH2 account whose tokens
+/// come from `token_url`.
+async fn xoauth2_tenant(app: &TestApp, smtp: &TestSmtpServer, token_url: &str) -> TestTenant {
+    let acme = app.tenant("acme").await;
+    let account = Some(xoauth2_account(token_url));
+    app.configure(&acme, smtp_entry(smtp.port()), account).await;
+    acme
+}
+
 fn smtp_entry(port: u16) -> Value {
     json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none", "requires_auth": true})
 }
@@ -95,18 +110,9 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -135,18 +141,9 @@ async fn an_error_answer_shows_only_the_oauth2_code_and_the_status() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -169,18 +166,9 @@ async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
             .into_response()
     })
     .await;
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     let text = message.to_string();
@@ -194,20 +182,11 @@ async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
 #[tokio::test]
 async fn no_token_is_fetched_for_a_forbidden_smtp_server() {
     let token_endpoint = Untouched::bind();
-    let smtp = TestSmtpServer::start_with(
-        ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
-    )
-    .await;
+    let smtp = xoauth2_server().await;
     // The default policy: loopback, where the SMTP server listens, is forbidden.
     let app = spawn_app_with(|s| s.egress = Egress::default()).await;
-    let acme = app.tenant("acme").await;
     let token_url = format!("https://localhost:{}/token", token_endpoint.port());
-    app.configure(
-        &acme,
-        smtp_entry(smtp.port()),
-        Some(xoauth2_account(&token_url)),
-    )
-    .await;
+    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
 
     let message = first_attempt(&app, &acme).await;
     assert!(message.to_string().contains("egress policy"), "{message}");
@@ -231,11 +210,7 @@ async fn token_url_rule(
     account["username"] =
         format!("u{}@acme.example", ACCOUNTS.fetch_add(1, Ordering::SeqCst)).into();
     let (status, body) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers/{server}/accounts", tenant.slug),
-            &tenant.admin,
-            account,
-        )
+        .post_as_admin(tenant, &format!("smtp-servers/{server}/accounts"), account)
         .await;
     if status == StatusCode::CREATED {
         return None;
@@ -251,11 +226,7 @@ async fn token_url_rule(
 async fn server_for(app: &TestApp, tenant: &TestTenant) -> String {
     app.grant_credential_storage(&tenant.slug).await;
     let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
-            &tenant.admin,
-            smtp_entry(2525),
-        )
+        .post_as_admin(tenant, "smtp-servers", smtp_entry(2525))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
     server["id"].as_str().unwrap().to_owned()
@@ -331,9 +302,9 @@ async fn an_smtp_host_spelt_as_a_number_is_refused_with_the_field_named() {
     let acme = app.tenant("acme").await;
     for host in ["2130706433", "0177.0.0.1", "0x7f.1"] {
         let (status, body) = app
-            .post(
-                &format!("/v1/tenants/{}/smtp-servers", acme.slug),
-                &acme.admin,
+            .post_as_admin(
+                &acme,
+                "smtp-servers",
                 json!({"name": "mx", "host": host, "port": 25, "security": "none"}),
             )
             .await;

@@ -1,7 +1,6 @@
 //! `allow_plaintext_auth` on an SMTP server entry, and the warnings a weak
 //! entry earns in the API's answer, a test message's diagnosis and the console.
 
-use herald_testsmtp::{ServerConfig, TestSmtpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -130,28 +129,14 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
 /// A test message's diagnosis tells the warnings about its server entry first.
 #[tokio::test]
 async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-    )
-    .await;
-    let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
-    let id = providers[0]["id"].as_str().unwrap();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{id}/test"),
-            &acme.admin,
-            json!({}),
-        )
+    let entry = clear_auth_entry(smtp.port(), true);
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with("right-pw")))
         .await;
+    let id = app.first_provider_id(&acme).await;
+    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let message = app
         .wait_for_status(&acme, answer["message_id"].as_str().unwrap(), "sent")
@@ -175,27 +160,15 @@ async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
 #[tokio::test]
 async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
     for allowed in [false, true] {
-        let smtp =
-            TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-                .await;
+        let smtp = clear_auth_server("right-pw").await;
         let app = spawn_app().await;
-        let acme = app.tenant("acme").await;
-        let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                           "requires_auth": true, "allow_plaintext_auth": allowed});
-        app.configure(
-            &acme,
-            entry,
-            Some(json!({"username": "herald@acme.example", "password": "right-pw"})),
-        )
-        .await;
-        let id = app
-            .submit(
-                &acme,
-                json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-            )
+        let entry = clear_auth_entry(smtp.port(), allowed);
+        let acme = app
+            .configured_tenant("acme", entry, Some(account_with("right-pw")))
             .await;
+        let id = app.submit_to(&acme, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&acme, &id, 1).await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         let logins = smtp
             .commands()
             .iter()
@@ -228,13 +201,8 @@ async fn the_console_server_page_shows_the_warnings_and_the_choice() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true}),
-        )
-        .await;
+    let body = json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true});
+    let (_, server) = app.post_as_admin(&acme, "smtp-servers", body).await;
     let id = server["id"].as_str().unwrap();
 
     let http = reqwest::Client::builder()

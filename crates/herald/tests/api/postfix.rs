@@ -496,6 +496,21 @@ impl Drop for Postfix {
     }
 }
 
+/// Starts Postfix and a node whose tenant `acme` relays through it, logging
+/// in with `mechanism` and `password`; `None` when the test is skipped for want
+/// of Postfix.
+async fn acme_through_postfix(
+    mechanism: &str,
+    password: &str,
+) -> Option<(Postfix, TestApp, TestTenant)> {
+    let postfix = Postfix::start().await?;
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let login = Some(account(mechanism, password));
+    app.configure(&acme, postfix.server_entry(), login).await;
+    Some((postfix, app, acme))
+}
+
 /// The account for the server entry.
 fn account(mechanism: &str, password: &str) -> Value {
     json!({"username": USERNAME, "password": password, "mechanism": mechanism})
@@ -531,18 +546,6 @@ async fn wait_for_recipient(
     .await
 }
 
-/// The one provider of a tenant configured with `TestApp::configure`.
-async fn provider_id(app: &TestApp, tenant: &TestTenant) -> String {
-    let (status, providers) = app
-        .get(
-            &format!("/v1/tenants/{}/providers", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{providers}");
-    providers[0]["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn starttls_with_plain_and_login_delivers_the_message_intact() {
     let Some(postfix) = Postfix::start().await else {
@@ -571,19 +574,8 @@ async fn starttls_with_plain_and_login_delivers_the_message_intact() {
             )
             .await;
         let message = app.wait_for_status(&tenant, &id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
-        assert!(
-            attempt["tls_version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("TLSv1")),
-            "{attempt}"
-        );
-        assert!(
-            attempt["tls_cipher"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty()),
-            "{attempt}"
-        );
+        let attempt = first_attempt_of(&message);
+        assert_encrypted(attempt, "TLSv1");
         assert_eq!(
             attempt["remote_addr"],
             format!("127.0.0.1:{}", postfix.port)
@@ -623,26 +615,15 @@ async fn starttls_with_plain_and_login_delivers_the_message_intact() {
 
 #[tokio::test]
 async fn a_wrong_password_defers_with_postfixs_535() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", "wrong-pw-123").await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", "wrong-pw-123")),
-    )
-    .await;
 
     let id = app
-        .submit(
-            &acme,
-            json!({"to": ["ops@example.net"], "subject": "Wrong password", "text": "x"}),
-        )
+        .submit_to(&acme, "ops@example.net", "Wrong password")
         .await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred", "{attempt}");
     assert_eq!(attempt["step"], "auth", "{attempt}");
     assert_eq!(attempt["code"], 535, "{attempt}");
@@ -666,33 +647,21 @@ async fn a_wrong_password_defers_with_postfixs_535() {
 /// Awaits the change that makes a test message final after one attempt (issue 12, defect 7).
 #[tokio::test]
 async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("login", "wrong-pw-456").await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("login", "wrong-pw-456")),
-    )
-    .await;
-    let provider = provider_id(&app, &acme).await;
+    let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/acme/providers/{provider}/test"),
-            &acme.admin,
-            json!({"to": "ops@example.net"}),
-        )
+        .test_provider(&acme, &provider, json!({"to": "ops@example.net"}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["message_id"].as_str().unwrap();
 
     let message = app.wait_for_attempts(&acme, id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "failed", "final at once: {attempt}");
     let message = app.wait_for_status(&acme, id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "one login attempt only: {message}");
     let attempt = &attempts[0];
     assert_eq!(attempt["step"], "auth", "{attempt}");
@@ -722,17 +691,9 @@ async fn a_test_message_with_a_wrong_password_fails_after_one_attempt() {
 
 #[tokio::test]
 async fn the_access_map_decides_per_recipient() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     let id = app
         .submit(
@@ -779,17 +740,9 @@ async fn the_access_map_decides_per_recipient() {
 
 #[tokio::test]
 async fn a_message_under_message_size_limit_is_sent() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     // About 12 kB: under the limit with the headers Herald and Postfix add.
     let mut text = String::new();
@@ -812,17 +765,9 @@ async fn a_message_under_message_size_limit_is_sent() {
 /// uploaded and refused at the end of DATA.
 #[tokio::test]
 async fn a_message_over_message_size_limit_is_refused_at_mail() {
-    let Some(postfix) = Postfix::start().await else {
+    let Some((postfix, app, acme)) = acme_through_postfix("plain", PASSWORD).await else {
         return;
     };
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        postfix.server_entry(),
-        Some(account("plain", PASSWORD)),
-    )
-    .await;
 
     let text = format!("{}\n", "y".repeat(70)).repeat(SIZE_LIMIT / 70 + 50);
     let id = app
@@ -832,7 +777,7 @@ async fn a_message_over_message_size_limit_is_refused_at_mail() {
         )
         .await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "a 552 is final: {message}");
     let attempt = &attempts[0];
     assert_eq!(attempt["outcome"], "failed", "{attempt}");
@@ -869,26 +814,16 @@ async fn herald_says_quit_after_idling_and_after_a_failed_login() {
     let mut entry = postfix.server_entry();
     entry["idle_timeout_secs"] = 1.into();
 
-    let good = app.tenant("good").await;
-    app.configure(&good, entry.clone(), Some(account("plain", PASSWORD)))
+    let good = app
+        .configured_tenant("good", entry.clone(), Some(account("plain", PASSWORD)))
         .await;
-    let id = app
-        .submit(
-            &good,
-            json!({"to": ["ok@example.net"], "subject": "Idle", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&good, "ok@example.net", "Idle").await;
     app.wait_for_status(&good, &id, "sent").await;
 
-    let bad = app.tenant("bad").await;
-    app.configure(&bad, entry, Some(account("plain", "wrong-pw-789")))
+    let bad = app
+        .configured_tenant("bad", entry, Some(account("plain", "wrong-pw-789")))
         .await;
-    let id = app
-        .submit(
-            &bad,
-            json!({"to": ["ops@example.net"], "subject": "Refused", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&bad, "ops@example.net", "Refused").await;
     app.wait_for_attempts(&bad, &id, 1).await;
 
     // Every session Postfix saw has ended: the fixture's own probe, the idle

@@ -117,6 +117,29 @@ fn has_break(s: &str) -> bool {
 }
 
 /// A control character other than TAB (ESC, VT, FF, DEL, C1 …), which no header field may hold.
+/// Property 2 for an accepted request: none of its fields held a line break
+/// (CR, LF) or another control character; the error names the first that did.
+fn no_break_or_control<'a>(fields: impl Iterator<Item = &'a String>) -> Result<(), String> {
+    let fields: Vec<&String> = fields.collect();
+    if let Some(field) = fields.iter().find(|f| has_break(f)) {
+        return Err(format!("accepted a field holding a line break: {field:?}"));
+    }
+    if let Some(field) = fields.iter().find(|f| has_control(f)) {
+        return Err(format!(
+            "accepted a field holding a control character: {field:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The id a success answered with (`status` names it in the error).
+fn id_in(reply: &Reply, status: &str) -> Result<String, String> {
+    reply.body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("a {status} without an id: {}", reply.body))
+}
+
 fn has_control(s: &str) -> bool {
     s.chars().any(|c| c.is_control() && c != '\t')
 }
@@ -660,18 +683,8 @@ impl Harness<'_> {
             return Ok(());
         }
         // Property 2: a field with CR, LF or NUL is refused, whatever else the request holds.
-        if let Some(field) = case.fields().find(|f| has_break(f)) {
-            return Err(format!("accepted a field holding a line break: {field:?}"));
-        }
-        if let Some(field) = case.fields().find(|f| has_control(f)) {
-            return Err(format!(
-                "accepted a field holding a control character: {field:?}"
-            ));
-        }
-        let id = reply.body["id"]
-            .as_str()
-            .ok_or_else(|| format!("a 202 without an id: {}", reply.body))?
-            .to_owned();
+        no_break_or_control(case.fields())?;
+        let id = id_in(&reply, "202")?;
         stored_without_breaks("message", &self.app.message(self.tenant, &id).await)?;
         let (stored, received) = self.delivered(&id).await?;
         stored_without_breaks("message", &stored)?;
@@ -729,18 +742,8 @@ impl Harness<'_> {
         }
         // Property 2, as for messages. This includes the optional fields, where Herald
         // reads a blank value as "none": a line break is not blank, it is a refusal.
-        if let Some(field) = case.fields().find(|f| has_break(f)) {
-            return Err(format!("accepted a field holding a line break: {field:?}"));
-        }
-        if let Some(field) = case.fields().find(|f| has_control(f)) {
-            return Err(format!(
-                "accepted a field holding a control character: {field:?}"
-            ));
-        }
-        let id = reply.body["id"]
-            .as_str()
-            .ok_or_else(|| format!("a 201 without an id: {}", reply.body))?
-            .to_owned();
+        no_break_or_control(case.fields())?;
+        let id = id_in(&reply, "201")?;
         let (status, provider) = self
             .app
             .get(&format!("{path}/{id}"), &self.tenant.admin)
@@ -756,11 +759,10 @@ impl Harness<'_> {
         // so that every provider field that reaches the wire is checked there too.
         let (status, props) = self
             .app
-            .call(
-                Method::PUT,
-                &format!("/v1/tenants/{}/properties", self.tenant.slug),
-                Some(&self.tenant.admin),
-                Some(json!({"notification_provider_id": id})),
+            .put_as_admin(
+                self.tenant,
+                "properties",
+                json!({"notification_provider_id": id}),
             )
             .await;
         if status != StatusCode::OK {

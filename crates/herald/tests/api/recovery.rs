@@ -3,7 +3,7 @@
 //! one node runs on an embedded (SQLite) data directory.
 
 use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -28,19 +28,8 @@ async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_
     let args = ["--lease", "10m", "--smtp-timeout", "5m"];
     let mut node = start_process(dir.path(), &args, &[]).await;
     let app = node.app();
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let body =
-            json!({"to": [format!("u{i}@acme.example")], "subject": format!("m{i}"), "text": "x"});
-        ids.push(app.submit(&acme, body).await);
-    }
-    eventually("every message to reach DATA", || async {
-        let at_data = smtp.commands().iter().filter(|c| *c == "DATA").count();
-        (at_data == ids.len()).then_some(())
-    })
-    .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let ids = submit_until_each_reaches_data(&app, &acme, &smtp, 3).await;
     // When the killed process's leases would end.
     let mut lease_ends = Vec::new();
     for id in &ids {
@@ -60,7 +49,7 @@ async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_
     smtp.wait_for_messages(ids.len(), DEADLINE).await;
     for (id, lease_end) in ids.iter().zip(lease_ends) {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+        let attempts = attempts_of(&message);
         assert_eq!(
             attempts.len(),
             1,

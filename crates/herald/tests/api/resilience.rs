@@ -12,9 +12,8 @@ use crate::helpers::*;
 async fn a_pool_reuses_connections_within_its_limit() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "max_connections": 2});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -41,12 +40,11 @@ async fn a_pool_reuses_connections_within_its_limit() {
 async fn a_connection_is_replaced_after_its_message_cap() {
     let smtp = TestSmtpServer::start().await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
     let entry = json!({
         "name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
         "max_connections": 1, "max_messages_per_connection": 2
     });
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
     for i in 0..6 {
         let id = app
             .submit(
@@ -91,12 +89,7 @@ async fn a_stalled_provider_does_not_delay_another_tenants_mail() {
         (stalled.connections() >= 1).then_some(())
     })
     .await;
-    let id = app
-        .submit(
-            &fast,
-            json!({"to": ["ops@fast.example"], "subject": "through", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&fast, "ops@fast.example", "through").await;
 
     app.wait_for_status(&fast, &id, "sent").await;
     assert_eq!(healthy.messages().len(), 1);
@@ -123,16 +116,10 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
         s.timeouts.data = Duration::from_secs(4);
     })
     .await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Fenced", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Fenced").await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(
         smtp.messages().len(),
@@ -151,32 +138,20 @@ async fn an_expired_lease_is_claimed_again_and_the_stale_outcome_is_refused() {
         after["recipients"][0]["attempts"], message["recipients"][0]["attempts"],
         "the refused outcome left no attempt"
     );
-    assert_eq!(
-        after["recipients"][0]["attempts"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(attempts_of(&after).len(), 1);
 }
 
 #[tokio::test]
 async fn mail_still_deferred_at_the_maximum_age_fails_once_with_the_reason() {
     let smtp = TestSmtpServer::start().await;
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(452, "4.2.2 mailbox full".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 452, "4.2.2 mailbox full"));
     let app = spawn_app_with(|s| s.retry.max_age = Duration::from_secs(1)).await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
+    let acme = app.configured_tenant("acme", entry, None).await;
 
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Old", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Old").await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     let last = attempts.last().unwrap();
     assert_eq!(last["outcome"], "failed");
     assert_eq!(last["code"], 452);
@@ -203,7 +178,7 @@ async fn changing_the_host_clears_the_accounts_secret() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
-    let account = json!({"username": "herald@acme.example", "password": "pw-before-move"});
+    let account = account_with("pw-before-move");
     let server = app.configure(&acme, entry, Some(account)).await;
     let server_id = server["id"].as_str().unwrap();
     let accounts = format!("/v1/tenants/acme/smtp-servers/{server_id}/accounts");
@@ -248,7 +223,7 @@ async fn a_rate_limit_spaces_messages_and_drops_none() {
     let mut starts = Vec::new();
     for id in &ids {
         let message = app.wait_for_status(&acme, id, "sent").await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         let at = time_ms(attempt["at"].as_str().unwrap());
         starts.push(at - attempt["duration_ms"].as_i64().unwrap());
     }
@@ -277,15 +252,9 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
         s.timeouts.command = Duration::from_secs(1);
     })
     .await;
-    let acme = app.tenant("acme").await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
-    app.configure(&acme, entry, None).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "in flight", "text": "x"}),
-        )
-        .await;
+    let acme = app.configured_tenant("acme", entry, None).await;
+    let id = app.submit_to(&acme, "a@acme.example", "in flight").await;
     eventually("the worker to connect", || async {
         (smtp.connections() >= 1).then_some(())
     })
@@ -309,7 +278,7 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
     };
     assert_ne!(restarted.base, base);
     let message = restarted.message(&acme, &id).await;
-    let attempts = message["recipients"][0]["attempts"].as_array().unwrap();
+    let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "{message}");
     assert_eq!(attempts[0]["step"], "greeting");
     assert_eq!(message["status"], "deferred");
@@ -337,24 +306,12 @@ async fn readiness_follows_a_database_that_refuses_writes() {
     let lock = rusqlite::Connection::open(app.dir.path().join("herald.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let body = json!({"to": ["a@acme.example"], "subject": "refused", "text": "x"});
-    let (status, problem) = app
-        .post(
-            &format!("/v1/tenants/{}/messages", acme.slug),
-            &acme.sender,
-            body.clone(),
-        )
-        .await;
+    let (status, problem) = app.post_as_sender(&acme, "messages", body.clone()).await;
     assert_eq!(status, 503, "{problem}");
     assert_eq!(ready().await, 503, "not ready while writes are refused");
 
     lock.execute_batch("ROLLBACK").unwrap();
-    let (status, answer) = app
-        .post(
-            &format!("/v1/tenants/{}/messages", acme.slug),
-            &acme.sender,
-            body,
-        )
-        .await;
+    let (status, answer) = app.post_as_sender(&acme, "messages", body).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(ready().await, 200);
 }
@@ -366,10 +323,7 @@ async fn readiness_follows_a_database_that_refuses_writes() {
 async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delivered() {
     let smtp = TestSmtpServer::start().await;
     // Every recipient is deferred until the script is cleared: they stay queued.
-    smtp.script(Rule::new(
-        Command::Rcpt,
-        Action::Reply(451, "4.3.0 try later".into()),
-    ));
+    smtp.script(reply(Command::Rcpt, 451, "4.3.0 try later"));
     let app = spawn_app_with(|s| s.limits.max_queued_per_tenant = 2).await;
     let acme = app.tenant("acme").await;
     let other = app.tenant("other").await;

@@ -3,8 +3,8 @@
 //! personal and service tokens.
 
 use herald_smtp::Egress;
-use herald_testsmtp::{ServerConfig, TestSmtpServer};
-use reqwest::{Method, StatusCode};
+use herald_testsmtp::TestSmtpServer;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -38,14 +38,9 @@ async fn egress_refuses_this_machine_metadata_and_denied_ranges_naming_the_rule(
             None,
         )
         .await;
-        let id = app
-            .submit(
-                &tenant,
-                json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-            )
-            .await;
+        let id = app.submit_to(&tenant, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&tenant, &id, 1).await;
-        let attempt = &message["recipients"][0]["attempts"][0];
+        let attempt = first_attempt_of(&message);
         assert_eq!(attempt["outcome"], "deferred", "{host}: {attempt}");
         let response = attempt["response"].as_str().unwrap();
         assert!(
@@ -66,14 +61,8 @@ async fn egress_allows_an_allowed_range() {
         s.egress = Egress::new(Egress::parse_list("127.0.0.1/32").unwrap(), vec![])
     })
     .await;
-    let acme = app.tenant("acme").await;
-    app.use_smtp_server(&acme, smtp.port()).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "x", "text": "x"}),
-        )
-        .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let id = app.submit_to(&acme, "a@acme.example", "x").await;
     app.wait_for_status(&acme, &id, "sent").await;
 }
 
@@ -122,15 +111,13 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     const CANARY: &str = "canary-7f3a9d2e-secret";
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", CANARY)).await;
+    let smtp = clear_auth_server(CANARY).await;
     let dir = tempfile::tempdir().unwrap();
     let node = start_process(dir.path(), &[], &[("HERALD_LOG", "debug")]).await;
     let app = node.app();
 
     // One tenant logs in with the wrong user name: delivery fails with an authentication error.
-    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none",
-                       "requires_auth": true, "allow_plaintext_auth": true});
+    let entry = clear_auth_entry(smtp.port(), true);
     let broken = app.tenant("broken").await;
     let broken_server = app
         .configure(
@@ -139,12 +126,7 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
             Some(json!({"username": "nobody@acme.example", "password": CANARY})),
         )
         .await;
-    let failing = app
-        .submit(
-            &broken,
-            json!({"to": ["a@acme.example"], "subject": "auth", "text": "x"}),
-        )
-        .await;
+    let failing = app.submit_to(&broken, "a@acme.example", "auth").await;
     let message = app.wait_for_attempts(&broken, &failing, 1).await;
     assert_eq!(
         message["recipients"][0]["attempts"][0]["step"], "auth",
@@ -153,19 +135,10 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     assert_eq!(message["recipients"][0]["attempts"][0]["code"], 535);
 
     // Another logs in correctly with the same secret.
-    let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        entry,
-        Some(json!({"username": "herald@acme.example", "password": CANARY})),
-    )
-    .await;
-    let sent = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "auth", "text": "x"}),
-        )
+    let acme = app
+        .configured_tenant("acme", entry, Some(account_with(CANARY)))
         .await;
+    let sent = app.submit_to(&acme, "a@acme.example", "auth").await;
     app.wait_for_status(&acme, &sent, "sent").await;
 
     let responses = everything_readable(
@@ -239,10 +212,7 @@ async fn a_canary_secret_never_leaks_and_survives_key_rotation() {
     let node = start_process(dir.path(), &[], &[]).await;
     let app = node.app();
     let again = app
-        .submit(
-            &acme,
-            json!({"to": ["b@acme.example"], "subject": "after rotation", "text": "x"}),
-        )
+        .submit_to(&acme, "b@acme.example", "after rotation")
         .await;
     app.wait_for_status(&acme, &again, "sent").await;
     assert_eq!(smtp.messages().len(), 2);
@@ -272,27 +242,26 @@ fn sealed_key_ids(db: &[u8]) -> Vec<String> {
     ids
 }
 
+/// Creates an SMTP server from `entry` for the tenant; returns the path of
+/// its accounts under the tenant's.
+async fn accounts_of_a_new_server(app: &TestApp, tenant: &TestTenant, entry: Value) -> String {
+    let (_, server) = app.post_as_admin(tenant, "smtp-servers", entry).await;
+    format!("smtp-servers/{}/accounts", server["id"].as_str().unwrap())
+}
+
 #[tokio::test]
 async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "mx", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
-        )
-        .await;
-    let accounts = format!(
-        "/v1/tenants/acme/smtp-servers/{}/accounts",
-        server["id"].as_str().unwrap()
-    );
+    let accounts = accounts_of_a_new_server(
+        &app,
+        &acme,
+        json!({"name": "mx", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
+    )
+    .await;
+    let with_password = json!({"username": "u@acme.example", "password": "pw-1"});
     let (status, body) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "u@acme.example", "password": "pw-1"}),
-        )
+        .post_as_admin(&acme, &accounts, with_password.clone())
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
@@ -301,25 +270,15 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     );
     // An account without a secret (a relay trusting the sender's IP) always works.
     let (status, _) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "relay@acme.example"}),
-        )
+        .post_as_admin(&acme, &accounts, json!({"username": "relay@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
     app.grant_credential_storage("acme").await;
-    let (status, account) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "u@acme.example", "password": "pw-1"}),
-        )
-        .await;
+    let (status, account) = app.post_as_admin(&acme, &accounts, with_password).await;
     assert_eq!(status, StatusCode::CREATED, "{account}");
 
-    let (status, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
+    let (status, audit) = app.get_as_admin(&acme, "audit").await;
     assert_eq!(status, StatusCode::OK);
     let entries = audit["entries"].as_array().unwrap();
     let find = |action: &str| {
@@ -360,7 +319,7 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
     assert!(!audit.to_string().contains("pw-1"));
     // The sender may not read the audit log; the operator may.
     assert_eq!(
-        app.get("/v1/tenants/acme/audit", &acme.sender).await.0,
+        app.get_as_sender(&acme, "audit").await.0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
@@ -374,9 +333,9 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let (_, member) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
         )
         .await;
@@ -384,27 +343,27 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
 
     // A member's personal token can only send.
     let (status, token) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "mia", "person_id": member["id"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{token}");
     assert_eq!(token["role"], "sender");
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "mia-admin", "person_id": member["id"], "role": "tenant_admin"}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Administrator tokens are personal.
     let (status, body) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "svc", "role": "tenant_admin"}),
         )
         .await;
@@ -416,7 +375,7 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
         app.get("/v1/tenants/acme/messages", &mia).await.0,
         StatusCode::OK
     );
-    let (_, list) = app.get("/v1/tenants/acme/tokens", &acme.admin).await;
+    let (_, list) = app.get_as_admin(&acme, "tokens").await;
     let listed: Vec<&Value> = list
         .as_array()
         .unwrap()
@@ -431,12 +390,7 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
     );
 
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/tenants/acme/tokens/{}", token["id"].as_str().unwrap()),
-            Some(&acme.admin),
-            None,
-        )
+        .delete_as_admin(&acme, &format!("tokens/{}", token["id"].as_str().unwrap()))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
@@ -449,40 +403,31 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
 async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let (_, server) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "mx", "host": "relay.acme.example", "port": 25}),
-        )
-        .await;
-    let accounts = format!(
-        "/v1/tenants/acme/smtp-servers/{}/accounts",
-        server["id"].as_str().unwrap()
-    );
-    let (_, persons) = app.get("/v1/tenants/acme/persons", &acme.admin).await;
+    let accounts = accounts_of_a_new_server(
+        &app,
+        &acme,
+        json!({"name": "mx", "host": "relay.acme.example", "port": 25}),
+    )
+    .await;
+    let (_, persons) = app.get_as_admin(&acme, "persons").await;
     let admin_person = persons[0]["id"].clone();
     let (status, own) = app
-        .post(
-            &accounts,
-            &acme.admin,
-            json!({"username": "a@acme.example"}),
-        )
+        .post_as_admin(&acme, &accounts, json!({"username": "a@acme.example"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{own}");
     assert_eq!(own["person_id"], admin_person);
 
     let (_, mia) = app
-        .post(
-            "/v1/tenants/acme/persons",
-            &acme.admin,
+        .post_as_admin(
+            &acme,
+            "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
         )
         .await;
     let (status, hers) = app
-        .post(
+        .post_as_admin(
+            &acme,
             &accounts,
-            &acme.admin,
             json!({"username": "mia@acme.example", "person_id": mia["id"]}),
         )
         .await;
@@ -491,19 +436,18 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
 
     // The operator acts for no person, so it must name one.
     let (status, body) = app
-        .post(&accounts, OPERATOR, json!({"username": "x@acme.example"}))
+        .post(
+            &tenant_path(&acme, &accounts),
+            OPERATOR,
+            json!({"username": "x@acme.example"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["errors"][0]["field"], "person_id");
 
     // A person with an account cannot be deleted out from under it.
     let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/v1/tenants/acme/persons/{}", mia["id"].as_str().unwrap()),
-            Some(&acme.admin),
-            None,
-        )
+        .delete_as_admin(&acme, &format!("persons/{}", mia["id"].as_str().unwrap()))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }

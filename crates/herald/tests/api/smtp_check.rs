@@ -101,9 +101,10 @@ async fn what_the_server_says_is_printed_escaped() {
 #[tokio::test]
 async fn each_error_is_printed_once() {
     let smtp = TestSmtpServer::start().await;
-    smtp.script(Rule::new(
+    smtp.script(reply(
         Command::Ehlo,
-        Action::Reply(554, "5.7.1 client rejected by mx-7f3a".into()),
+        554,
+        "5.7.1 client rejected by mx-7f3a",
     ));
     let port = smtp.port().to_string();
     let run = smtp_check(

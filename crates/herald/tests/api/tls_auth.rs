@@ -14,6 +14,13 @@ fn server(port: u16, security: &str) -> Value {
     json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": security})
 }
 
+/// A server entry for 127.0.0.1:`port` that trusts `tls`'s CA.
+fn trusted_server(port: u16, security: &str, tls: &TestTls) -> Value {
+    let mut entry = server(port, security);
+    entry["tls_ca_pem"] = tls.ca_pem().into();
+    entry
+}
+
 async fn send_one(app: &TestApp, tenant: &TestTenant) -> String {
     app.submit(
         tenant,
@@ -28,14 +35,12 @@ async fn starttls_with_the_servers_ca_bundle_is_sent_encrypted() {
     let smtp =
         TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone()).require_tls()).await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "starttls");
-    entry["tls_ca_pem"] = tls.ca_pem().into();
-    app.configure(&acme, entry, None).await;
+    let entry = trusted_server(smtp.port(), "starttls", &tls);
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert!(
         attempt["tls_version"]
             .as_str()
@@ -53,10 +58,8 @@ async fn implicit_tls_on_any_port() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls.clone())).await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "tls");
-    entry["tls_ca_pem"] = tls.ca_pem().into();
-    app.configure(&acme, entry, None).await;
+    let entry = trusted_server(smtp.port(), "tls", &tls);
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = send_one(&app, &acme).await;
     app.wait_for_status(&acme, &id, "sent").await;
@@ -68,13 +71,13 @@ async fn a_certificate_from_an_unknown_ca_defers_and_nothing_goes_in_plaintext()
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls)).await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(&acme, server(smtp.port(), "starttls"), None)
+    let acme = app
+        .configured_tenant("acme", server(smtp.port(), "starttls"), None)
         .await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred", "{attempt}");
     assert_eq!(attempt["step"], "tls");
     assert!(
@@ -97,14 +100,12 @@ async fn an_expired_certificate_defers() {
     let tls = TestTls::expired(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls.clone())).await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "tls");
-    entry["tls_ca_pem"] = tls.ca_pem().into();
-    app.configure(&acme, entry, None).await;
+    let entry = trusted_server(smtp.port(), "tls", &tls);
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(
         (attempt["outcome"].as_str(), attempt["step"].as_str()),
         (Some("deferred"), Some("tls")),
@@ -118,13 +119,13 @@ async fn starttls_required_but_not_offered_defers_without_plaintext() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls).hide_starttls()).await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    app.configure(&acme, server(smtp.port(), "starttls"), None)
+    let acme = app
+        .configured_tenant("acme", server(smtp.port(), "starttls"), None)
         .await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred");
     assert_eq!(attempt["step"], "starttls");
     assert!(
@@ -149,10 +150,8 @@ async fn the_name_override_verifies_an_ip_addressed_relay() {
     let app = spawn_app().await;
 
     // Without the override the certificate does not match 127.0.0.1.
-    let plain = app.tenant("plain").await;
-    let mut entry = server(smtp.port(), "starttls");
-    entry["tls_ca_pem"] = tls.ca_pem().into();
-    app.configure(&plain, entry.clone(), None).await;
+    let mut entry = trusted_server(smtp.port(), "starttls", &tls);
+    let plain = app.configured_tenant("plain", entry.clone(), None).await;
     let id = send_one(&app, &plain).await;
     let message = app.wait_for_attempts(&plain, &id, 1).await;
     assert_eq!(
@@ -186,17 +185,10 @@ async fn verification_off_is_explicit_and_shown() {
 #[tokio::test]
 async fn plain_and_login_authenticate_with_the_stored_password() {
     for mechanism in ["plain", "login"] {
-        let tls = TestTls::generate(&["127.0.0.1"]);
-        let smtp = TestSmtpServer::start_with(
-            ServerConfig::new()
-                .starttls(tls.clone())
-                .auth("herald@acme.example", "s3cret-pw"),
-        )
-        .await;
+        let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "s3cret-pw").await;
         let app = spawn_app().await;
         let acme = app.tenant("acme").await;
-        let mut entry = server(smtp.port(), "starttls");
-        entry["tls_ca_pem"] = tls.ca_pem().into();
+        let mut entry = trusted_server(smtp.port(), "starttls", &tls);
         entry["requires_auth"] = true.into();
         let account = json!({"username": "herald@acme.example", "password": "s3cret-pw", "mechanism": mechanism});
         app.configure(&acme, entry, Some(account)).await;
@@ -214,20 +206,18 @@ async fn plain_and_login_authenticate_with_the_stored_password() {
 
 #[tokio::test]
 async fn a_wrong_password_defers_with_the_servers_reason_and_no_secret() {
-    let smtp =
-        TestSmtpServer::start_with(ServerConfig::new().auth("herald@acme.example", "right-pw"))
-            .await;
+    let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let mut entry = server(smtp.port(), "none");
     entry["requires_auth"] = true.into();
     entry["allow_plaintext_auth"] = true.into();
-    let account = json!({"username": "herald@acme.example", "password": "wrong-pw-123"});
+    let account = account_with("wrong-pw-123");
     app.configure(&acme, entry, Some(account)).await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
-    let attempt = &message["recipients"][0]["attempts"][0];
+    let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred");
     assert_eq!(attempt["step"], "auth");
     assert_eq!(attempt["code"], 535);
@@ -308,14 +298,7 @@ async fn xoauth2_client_credentials_renew_a_rejected_token_once() {
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
-    assert_eq!(
-        message["recipients"][0]["attempts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "{message}"
-    );
+    assert_eq!(attempts_of(&message).len(), 1, "{message}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -343,10 +326,8 @@ async fn bytes_injected_after_starttls_are_discarded() {
     )
     .await;
     let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "starttls");
-    entry["tls_ca_pem"] = tls.ca_pem().into();
-    app.configure(&acme, entry, None).await;
+    let entry = trusted_server(smtp.port(), "starttls", &tls);
+    let acme = app.configured_tenant("acme", entry, None).await;
 
     let id = send_one(&app, &acme).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;

@@ -93,6 +93,34 @@ fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) -> String {
     detail
 }
 
+/// Asserts a 400 malformed-request problem and returns its detail.
+fn assert_malformed(reply: &Reply) -> String {
+    assert_problem(
+        reply,
+        StatusCode::BAD_REQUEST,
+        "urn:herald:problem:malformed-request",
+    )
+}
+
+/// Asserts a 404 not-found problem and returns its detail.
+fn assert_not_found(reply: &Reply) -> String {
+    assert_problem(reply, StatusCode::NOT_FOUND, "urn:herald:problem:not-found")
+}
+
+/// Asserts a 403 forbidden problem and returns its detail.
+fn assert_forbidden(reply: &Reply) -> String {
+    assert_problem(reply, StatusCode::FORBIDDEN, "urn:herald:problem:forbidden")
+}
+
+/// Asserts a 401 unauthorized problem and returns its detail.
+fn assert_unauthorized(reply: &Reply) -> String {
+    assert_problem(
+        reply,
+        StatusCode::UNAUTHORIZED,
+        "urn:herald:problem:unauthorized",
+    )
+}
+
 /// Asserts a 422 that names `field` in `errors` and in the detail, and returns the field's rule.
 fn assert_invalid_field(reply: &Reply, field: &str) -> String {
     let detail = assert_problem(
@@ -131,9 +159,38 @@ fn messages_path(tenant: &TestTenant) -> String {
     format!("/v1/tenants/{}/messages", tenant.slug)
 }
 
+/// POSTs `body` as JSON with `token`.
+async fn post_as(app: &TestApp, path: &str, token: &str, body: Value) -> Reply {
+    send_json(app, Method::POST, path, Some(token), body).await
+}
+
+/// GETs `path` with `token`.
+async fn get_as(app: &TestApp, path: &str, token: &str) -> Reply {
+    send(app, Method::GET, path, Some(token), None).await
+}
+
+/// Submits `body` as JSON with the tenant's sender token.
+async fn post_message(app: &TestApp, tenant: &TestTenant, body: Value) -> Reply {
+    send_json(
+        app,
+        Method::POST,
+        &messages_path(tenant),
+        Some(&tenant.sender),
+        body,
+    )
+    .await
+}
+
 /// A message that would be accepted.
 fn valid_message() -> Value {
     json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "92% used"})
+}
+
+/// The valid message with `key` set to `value`.
+fn valid_message_with(key: &str, value: Value) -> Value {
+    let mut message = valid_message();
+    message[key] = value;
+    message
 }
 
 /// A tenant holding one accepted message, so "nothing stored" means "still exactly one".
@@ -144,35 +201,35 @@ async fn tenant_with_one_message(app: &TestApp, slug: &str) -> TestTenant {
     tenant
 }
 
+/// A node with tenant `acme` holding one accepted message.
+async fn app_with_one_message() -> (TestApp, TestTenant) {
+    let app = spawn_app().await;
+    let acme = tenant_with_one_message(&app, "acme").await;
+    (app, acme)
+}
+
+/// Asserts that the tenant still holds exactly its one message: nothing was stored.
+async fn assert_still_one_message(app: &TestApp, tenant: &TestTenant) {
+    assert_eq!(app.message_count(tenant).await, 1);
+}
+
 /// Lists a tenant's objects (`smtp-servers`, `providers`) with its admin token.
 async fn list(app: &TestApp, tenant: &TestTenant, what: &str) -> Vec<Value> {
-    let (status, body) = app
-        .get(
-            &format!("/v1/tenants/{}/{what}", tenant.slug),
-            &tenant.admin,
-        )
-        .await;
+    let (status, body) = app.get_as_admin(tenant, what).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body.as_array().expect("a list").clone()
 }
 
 /// Creates an SMTP server for the tenant and returns its id.
 async fn create_server(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
-    let (status, server) = app
-        .post(
-            &format!("/v1/tenants/{}/smtp-servers", tenant.slug),
-            &tenant.admin,
-            body,
-        )
-        .await;
+    let (status, server) = app.post_as_admin(tenant, "smtp-servers", body).await;
     assert_eq!(status, StatusCode::CREATED, "{server}");
     server["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 async fn malformed_json_is_a_400_and_stores_nothing() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
     for broken in [
         r#"{"to": ["user@acme.example"], "subject": "Disk full", "#,
@@ -188,20 +245,15 @@ async fn malformed_json_is_a_400_and_stores_nothing() {
             Some((Some("application/json"), broken.to_owned())),
         )
         .await;
-        let detail = assert_problem(
-            &reply,
-            StatusCode::BAD_REQUEST,
-            "urn:herald:problem:malformed-request",
-        );
+        let detail = assert_malformed(&reply);
         assert!(detail.contains("not valid"), "{broken:?}: {detail}");
     }
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
     let valid = valid_message().to_string();
 
     for content_type in [
@@ -217,17 +269,13 @@ async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
             Some((content_type, valid.clone())),
         )
         .await;
-        let detail = assert_problem(
-            &reply,
-            StatusCode::BAD_REQUEST,
-            "urn:herald:problem:malformed-request",
-        );
+        let detail = assert_malformed(&reply);
         assert!(
             detail.contains("application/json"),
             "{content_type:?}: {detail}"
         );
     }
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 
     // The same body with a JSON content type (parameters allowed) is accepted:
     // the refusals above were about the content type alone.
@@ -245,50 +293,31 @@ async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
 
 #[tokio::test]
 async fn an_unknown_field_is_a_400_naming_it() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
-    let mut message = valid_message();
-    message["priority_level"] = json!("high");
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        message,
-    )
-    .await;
-    let detail = assert_problem(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "urn:herald:problem:malformed-request",
-    );
+    let message = valid_message_with("priority_level", json!("high"));
+    let reply = post_message(&app, &acme, message).await;
+    let detail = assert_malformed(&reply);
     assert!(detail.contains("priority_level"), "{detail}");
 
     // Unknown fields are refused on configuration endpoints too.
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         "/v1/tenants/acme/smtp-servers",
-        Some(&acme.admin),
+        &acme.admin,
         json!({"name": "x", "host": "mail.acme.example", "port": 587, "password": "hunter2"}),
     )
     .await;
-    let detail = assert_problem(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "urn:herald:problem:malformed-request",
-    );
+    let detail = assert_malformed(&reply);
     assert!(detail.contains("password"), "{detail}");
 
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
     assert!(list(&app, &acme, "smtp-servers").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_field_of_the_wrong_type_is_a_400() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
     for (field, wrong) in [
         (
@@ -304,46 +333,28 @@ async fn a_field_of_the_wrong_type_is_a_400() {
             json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "x", "headers": ["X-Tag"]}),
         ),
     ] {
-        let reply = send_json(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            wrong.clone(),
-        )
-        .await;
-        let detail = assert_problem(
-            &reply,
-            StatusCode::BAD_REQUEST,
-            "urn:herald:problem:malformed-request",
-        );
+        let reply = post_message(&app, &acme, wrong.clone()).await;
+        let detail = assert_malformed(&reply);
         assert!(detail.contains("invalid type"), "{wrong}: {detail}");
         assert!(
             detail.contains(&format!("field {field}")),
             "{wrong}: {detail} does not name {field}"
         );
     }
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn query_method_and_size_errors_are_problems_too() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
-    let reply = send(
+    let reply = get_as(
         &app,
-        Method::GET,
         &format!("{}?limit=abc", messages_path(&acme)),
-        Some(&acme.sender),
-        None,
+        &acme.sender,
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "urn:herald:problem:malformed-request",
-    );
+    assert_malformed(&reply);
 
     let reply = send(
         &app,
@@ -360,20 +371,13 @@ async fn query_method_and_size_errors_are_problems_too() {
     );
 
     let huge = json!({"to": ["user@acme.example"], "subject": "big", "text": "x".repeat(21 * 1024 * 1024)});
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        huge,
-    )
-    .await;
+    let reply = post_message(&app, &acme, huge).await;
     assert_problem(
         &reply,
         StatusCode::PAYLOAD_TOO_LARGE,
         "urn:herald:problem:too-large",
     );
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
@@ -389,11 +393,7 @@ async fn another_tenants_route_answers_404_before_looking_at_the_body() {
         Some((Some("application/json"), "{not json".into())),
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "urn:herald:problem:not-found",
-    );
+    assert_not_found(&reply);
     let reply = send(
         &app,
         Method::POST,
@@ -402,17 +402,12 @@ async fn another_tenants_route_answers_404_before_looking_at_the_body() {
         Some((Some("application/json"), "{not json".into())),
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::FORBIDDEN,
-        "urn:herald:problem:forbidden",
-    );
+    assert_forbidden(&reply);
 }
 
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive_and_header_names_are_unique() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
     let response = app
         .client
         .get(format!("{}{}", app.base, messages_path(&acme)))
@@ -423,14 +418,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_header_names_are_unique() {
     assert_eq!(response.status(), StatusCode::OK);
 
     let twice = json!({"to": ["user@acme.example"], "subject": "x", "text": "x", "headers": {"X-Tag": "a", "x-tag": "b"}});
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        twice,
-    )
-    .await;
+    let reply = post_message(&app, &acme, twice).await;
     assert_eq!(
         reply.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -438,19 +426,16 @@ async fn the_bearer_scheme_is_case_insensitive_and_header_names_are_unique() {
         reply.text
     );
     assert!(reply.text.contains("given twice"), "{}", reply.text);
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn an_invalid_address_is_a_422_naming_its_position() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
-    let reply = send_json(
+    let reply = post_message(
         &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
+        &acme,
         json!({"to": ["user@acme.example", "not-an-address"], "subject": "Disk full", "text": "x"}),
     )
     .await;
@@ -459,103 +444,61 @@ async fn an_invalid_address_is_a_422_naming_its_position() {
     assert_eq!(fields(&reply), ["to[1]"], "only the bad address is blamed");
 
     // Every bad field is reported at once.
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        json!({
+    let reply = post_message(&app, &acme, json!({
             "to": ["user@acme.example"], "cc": ["a@b@"], "bcc": ["ok@acme.example", "x@-bad-.example"],
             "reply_to": "nobody", "subject": "Disk full", "text": "x"
-        }),
-    )
-    .await;
+        })).await;
     for field in ["cc[0]", "bcc[1]", "reply_to"] {
         assert_invalid_field(&reply, field);
     }
     assert_eq!(fields(&reply).len(), 3, "{}", reply.text);
 
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn line_breaks_in_a_subject_or_header_are_a_422() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
     for subject in [
         "Disk full\r\nBcc: victim@evil.example",
         "Disk\nfull",
         "Disk\rfull",
     ] {
-        let mut message = valid_message();
-        message["subject"] = json!(subject);
-        let reply = send_json(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            message,
-        )
-        .await;
+        let message = valid_message_with("subject", json!(subject));
+        let reply = post_message(&app, &acme, message).await;
         let rule = assert_invalid_field(&reply, "subject");
         assert!(rule.contains("CR, LF"), "{subject:?}: {rule}");
     }
 
-    let mut message = valid_message();
-    message["headers"] = json!({"X-Tag": "a\nBcc: victim@evil.example"});
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        message,
-    )
-    .await;
+    let message = valid_message_with("headers", json!({"X-Tag": "a\nBcc: victim@evil.example"}));
+    let reply = post_message(&app, &acme, message).await;
     let rule = assert_invalid_field(&reply, "headers.X-Tag");
     assert!(rule.contains("CR, LF"), "{rule}");
 
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn reserved_or_malformed_header_names_are_a_422() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
 
     for name in ["Bcc", "from", "Message-ID", "X Tag", "X:Tag"] {
-        let mut message = valid_message();
-        message["headers"] = json!({ name: "victim@evil.example" });
-        let reply = send_json(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            message,
-        )
-        .await;
+        let message = valid_message_with("headers", json!({ name: "victim@evil.example" }));
+        let reply = post_message(&app, &acme, message).await;
         assert_invalid_field(&reply, &format!("headers.{name}"));
     }
-    let mut message = valid_message();
-    message["headers"] = json!({"Bcc": "victim@evil.example"});
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        message,
-    )
-    .await;
+    let message = valid_message_with("headers", json!({"Bcc": "victim@evil.example"}));
+    let reply = post_message(&app, &acme, message).await;
     let rule = assert_invalid_field(&reply, "headers.Bcc");
     assert!(rule.contains("set by Herald"), "{rule}");
 
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn an_address_smuggling_smtp_commands_is_a_422() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
     let smuggled = "a@b>\r\nRCPT TO:<x@y>";
 
     for (key, value, field) in [
@@ -567,38 +510,25 @@ async fn an_address_smuggling_smtp_commands_is_a_422() {
         // Without the line break it is still no address.
         ("to", json!(["a@b>RCPT TO:<x@y>"]), "to[0]"),
     ] {
-        let mut message = valid_message();
-        message[key] = value;
-        let reply = send_json(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            message,
-        )
-        .await;
+        let message = valid_message_with(key, value);
+        let reply = post_message(&app, &acme, message).await;
         assert_invalid_field(&reply, field);
     }
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
 async fn a_missing_tenant_is_a_404() {
     let app = spawn_app().await;
 
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         "/v1/tenants/nosuch/messages",
-        Some(OPERATOR),
+        OPERATOR,
         valid_message(),
     )
     .await;
-    let detail = assert_problem(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "urn:herald:problem:not-found",
-    );
+    let detail = assert_not_found(&reply);
     assert!(detail.contains("tenant"), "{detail}");
 
     for path in [
@@ -606,12 +536,8 @@ async fn a_missing_tenant_is_a_404() {
         "/v1/tenants/nosuch/messages",
         "/v1/tenants/nosuch/smtp-servers",
     ] {
-        let reply = send(&app, Method::GET, path, Some(OPERATOR), None).await;
-        let detail = assert_problem(
-            &reply,
-            StatusCode::NOT_FOUND,
-            "urn:herald:problem:not-found",
-        );
+        let reply = get_as(&app, path, OPERATOR).await;
+        let detail = assert_not_found(&reply);
         assert!(detail.contains("tenant"), "{path}: {detail}");
     }
 
@@ -623,26 +549,20 @@ async fn a_missing_tenant_is_a_404() {
 
 #[tokio::test]
 async fn no_token_or_a_wrong_token_is_a_401() {
-    let app = spawn_app().await;
-    let acme = tenant_with_one_message(&app, "acme").await;
+    let (app, acme) = app_with_one_message().await;
     let path = messages_path(&acme);
 
     let no_token = send_json(&app, Method::POST, &path, None, valid_message()).await;
-    let wrong_token = send_json(
+    let wrong_token = post_as(
         &app,
-        Method::POST,
         &path,
-        Some("hrld_not_a_token_of_this_node"),
+        "hrld_not_a_token_of_this_node",
         valid_message(),
     )
     .await;
-    let empty_token = send_json(&app, Method::POST, &path, Some(""), valid_message()).await;
+    let empty_token = post_as(&app, &path, "", valid_message()).await;
     for reply in [&no_token, &wrong_token, &empty_token] {
-        let detail = assert_problem(
-            reply,
-            StatusCode::UNAUTHORIZED,
-            "urn:herald:problem:unauthorized",
-        );
+        let detail = assert_unauthorized(reply);
         assert!(detail.contains("Bearer"), "{detail}");
         assert_eq!(
             reply.www_authenticate.as_deref(),
@@ -665,21 +585,10 @@ async fn no_token_or_a_wrong_token_is_a_401() {
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 
     // Reading needs a token too.
-    let reply = send(
-        &app,
-        Method::GET,
-        &path,
-        Some("hrld_not_a_token_of_this_node"),
-        None,
-    )
-    .await;
-    assert_problem(
-        &reply,
-        StatusCode::UNAUTHORIZED,
-        "urn:herald:problem:unauthorized",
-    );
+    let reply = get_as(&app, &path, "hrld_not_a_token_of_this_node").await;
+    assert_unauthorized(&reply);
 
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }
 
 #[tokio::test]
@@ -690,24 +599,12 @@ async fn a_token_of_another_tenant_sees_only_404s() {
     let globex_message = app.submit(&globex, valid_message()).await;
 
     // Another tenant answers exactly like a missing one: 404, never 403.
-    let foreign = send_json(
+    let foreign = post_as(&app, &messages_path(&globex), &acme.sender, valid_message()).await;
+    assert_not_found(&foreign);
+    let missing = post_as(
         &app,
-        Method::POST,
-        &messages_path(&globex),
-        Some(&acme.sender),
-        valid_message(),
-    )
-    .await;
-    assert_problem(
-        &foreign,
-        StatusCode::NOT_FOUND,
-        "urn:herald:problem:not-found",
-    );
-    let missing = send_json(
-        &app,
-        Method::POST,
         "/v1/tenants/nosuch/messages",
-        Some(&acme.sender),
+        &acme.sender,
         valid_message(),
     )
     .await;
@@ -722,43 +619,28 @@ async fn a_token_of_another_tenant_sees_only_404s() {
         "/v1/tenants/globex".to_owned(),
     ] {
         for token in [&acme.sender, &acme.admin] {
-            let reply = send(&app, Method::GET, &path, Some(token), None).await;
-            assert_problem(
-                &reply,
-                StatusCode::NOT_FOUND,
-                "urn:herald:problem:not-found",
-            );
+            let reply = get_as(&app, &path, token).await;
+            assert_not_found(&reply);
         }
     }
     // Asking for globex's message under acme's own slug finds nothing either.
-    let reply = send(
+    let reply = get_as(
         &app,
-        Method::GET,
         &format!("/v1/tenants/acme/messages/{globex_message}"),
-        Some(&acme.sender),
-        None,
+        &acme.sender,
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "urn:herald:problem:not-found",
-    );
+    assert_not_found(&reply);
 
     // An admin of acme cannot configure globex.
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         "/v1/tenants/globex/smtp-servers",
-        Some(&acme.admin),
+        &acme.admin,
         json!({"name": "x", "host": "mail.acme.example", "port": 587}),
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::NOT_FOUND,
-        "urn:herald:problem:not-found",
-    );
+    assert_not_found(&reply);
 
     assert_eq!(app.message_count(&globex).await, 1);
     assert_eq!(app.message_count(&acme).await, 0);
@@ -781,28 +663,13 @@ async fn a_sender_token_may_not_configure_its_own_tenant() {
             json!({"name": "escalate", "role": "tenant_admin"}),
         ),
     ] {
-        let reply = send_json(&app, Method::POST, path, Some(&acme.sender), body).await;
-        let detail = assert_problem(
-            &reply,
-            StatusCode::FORBIDDEN,
-            "urn:herald:problem:forbidden",
-        );
+        let reply = post_as(&app, path, &acme.sender, body).await;
+        let detail = assert_forbidden(&reply);
         assert!(detail.contains("sender"), "{detail}");
         assert!(reply.body["token"].is_null(), "{}", reply.text);
     }
-    let reply = send(
-        &app,
-        Method::GET,
-        "/v1/tenants/acme/providers",
-        Some(&acme.sender),
-        None,
-    )
-    .await;
-    assert_problem(
-        &reply,
-        StatusCode::FORBIDDEN,
-        "urn:herald:problem:forbidden",
-    );
+    let reply = get_as(&app, "/v1/tenants/acme/providers", &acme.sender).await;
+    assert_forbidden(&reply);
 
     assert!(list(&app, &acme, "smtp-servers").await.is_empty());
 }
@@ -812,19 +679,14 @@ async fn a_tenant_admin_token_may_not_use_operator_routes() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
 
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         "/v1/tenants",
-        Some(&acme.admin),
+        &acme.admin,
         json!({"slug": "evil", "name": "Evil"}),
     )
     .await;
-    let detail = assert_problem(
-        &reply,
-        StatusCode::FORBIDDEN,
-        "urn:herald:problem:forbidden",
-    );
+    let detail = assert_forbidden(&reply);
     assert!(detail.contains("operator"), "{detail}");
 
     let reply = send_json(
@@ -835,11 +697,7 @@ async fn a_tenant_admin_token_may_not_use_operator_routes() {
         json!({"credential_storage": true}),
     )
     .await;
-    assert_problem(
-        &reply,
-        StatusCode::FORBIDDEN,
-        "urn:herald:problem:forbidden",
-    );
+    assert_forbidden(&reply);
 
     let (status, tenants) = app.get("/v1/tenants", OPERATOR).await;
     assert_eq!(status, StatusCode::OK, "{tenants}");
@@ -869,14 +727,7 @@ async fn smtp_server_fields_are_validated_and_nothing_is_created() {
     };
 
     for port in [0, 65536, -25] {
-        let reply = send_json(
-            &app,
-            Method::POST,
-            path,
-            Some(&acme.admin),
-            server(json!({"port": port})),
-        )
-        .await;
+        let reply = post_as(&app, path, &acme.admin, server(json!({"port": port}))).await;
         let rule = assert_invalid_field(&reply, "port");
         assert!(rule.contains("1 to 65535"), "{port}: {rule}");
     }
@@ -886,34 +737,19 @@ async fn smtp_server_fields_are_validated_and_nothing_is_created() {
         "mail.acme.example\n",
         "http://mail.acme.example",
     ] {
-        let reply = send_json(
-            &app,
-            Method::POST,
-            path,
-            Some(&acme.admin),
-            server(json!({"host": host})),
-        )
-        .await;
+        let reply = post_as(&app, path, &acme.admin, server(json!({"host": host}))).await;
         assert_invalid_field(&reply, "host");
     }
 
-    let reply = send_json(
-        &app,
-        Method::POST,
-        path,
-        Some(&acme.admin),
-        server(json!({"security": "ssl"})),
-    )
-    .await;
+    let reply = post_as(&app, path, &acme.admin, server(json!({"security": "ssl"}))).await;
     let rule = assert_invalid_field(&reply, "security");
     assert!(rule.contains("none, starttls, tls"), "{rule}");
 
     // All at once.
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         path,
-        Some(&acme.admin),
+        &acme.admin,
         json!({"name": "relay", "host": "a\r\nb", "port": 0, "security": "ssl"}),
     )
     .await;
@@ -937,23 +773,15 @@ async fn provider_fields_are_validated_and_nothing_is_created() {
     let path = "/v1/tenants/acme/providers";
 
     for bad in ["not an address", "alerts@acme.example\r\nRCPT TO:<x@y>", ""] {
-        let reply = send_json(
-            &app,
-            Method::POST,
-            path,
-            Some(&acme.admin),
-            provider(&acme_server, bad),
-        )
-        .await;
+        let reply = post_as(&app, path, &acme.admin, provider(&acme_server, bad)).await;
         assert_invalid_field(&reply, "from_address");
     }
 
     // Another tenant's server is not one of acme's, and says so without revealing anything else.
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         path,
-        Some(&acme.admin),
+        &acme.admin,
         provider(&globex_server, "alerts@acme.example"),
     )
     .await;
@@ -961,25 +789,18 @@ async fn provider_fields_are_validated_and_nothing_is_created() {
     assert!(rule.contains("this tenant"), "{rule}");
     assert_eq!(fields(&reply), ["smtp_server_id"]);
 
-    let reply = send_json(
+    let reply = post_as(
         &app,
-        Method::POST,
         path,
-        Some(&acme.admin),
+        &acme.admin,
         provider("nonsense", "alerts@acme.example"),
     )
     .await;
     assert_invalid_field(&reply, "smtp_server_id");
 
-    let reply = send_json(
-        &app,
-        Method::POST,
-        path,
-        Some(&acme.admin),
-        json!({"name": "corporate", "smtp_server_id": acme_server, "from_address": "alerts@acme.example",
-               "sender_policy": "anyone"}),
-    )
-    .await;
+    let policy = json!({"name": "corporate", "smtp_server_id": acme_server, "from_address": "alerts@acme.example",
+           "sender_policy": "anyone"});
+    let reply = post_as(&app, path, &acme.admin, policy).await;
     let rule = assert_invalid_field(&reply, "sender_policy");
     assert!(rule.contains("fixed, on_behalf"), "{rule}");
 
@@ -992,8 +813,7 @@ async fn an_idempotency_key_stores_a_message_once() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    let mut message = valid_message();
-    message["idempotency_key"] = json!("alert-4711");
+    let mut message = valid_message_with("idempotency_key", json!("alert-4711"));
 
     let (status, first) = app
         .post(&messages_path(&acme), &acme.sender, message.clone())
@@ -1020,14 +840,7 @@ async fn an_idempotency_key_stores_a_message_once() {
 
     // A key must be printable ASCII without spaces.
     message["idempotency_key"] = json!("alert 4711");
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        message,
-    )
-    .await;
+    let reply = post_message(&app, &acme, message).await;
     assert_invalid_field(&reply, "idempotency_key");
     assert_eq!(app.message_count(&acme).await, 2);
 }
@@ -1048,14 +861,7 @@ async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
     let account =
         json!({"username": "herald@acme.example", "password": password, "mechanism": "plain"});
 
-    let reply = send_json(
-        &app,
-        Method::POST,
-        &accounts,
-        Some(&acme.admin),
-        account.clone(),
-    )
-    .await;
+    let reply = post_as(&app, &accounts, &acme.admin, account.clone()).await;
     let detail = assert_problem(
         &reply,
         StatusCode::FORBIDDEN,
@@ -1070,7 +876,7 @@ async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
     let tenant = app.grant_credential_storage("acme").await;
     assert_eq!(tenant["credential_storage"], true, "{tenant}");
 
-    let reply = send_json(&app, Method::POST, &accounts, Some(&acme.admin), account).await;
+    let reply = post_as(&app, &accounts, &acme.admin, account).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     assert!(
         !reply.text.contains(password),
@@ -1087,7 +893,7 @@ async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
 
     // Nor does any later read show it.
     for path in [accounts.clone(), format!("{accounts}/{id}")] {
-        let reply = send(&app, Method::GET, &path, Some(&acme.admin), None).await;
+        let reply = get_as(&app, &path, &acme.admin).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         assert!(reply.text.contains(id), "{}", reply.text);
         assert!(
@@ -1125,16 +931,9 @@ async fn the_limits_are_configurable_and_named_when_exceeded() {
         ),
     ];
     for (body, field, rule) in cases {
-        let reply = send_json(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            body,
-        )
-        .await;
+        let reply = post_message(&app, &acme, body).await;
         let found = assert_invalid_field(&reply, field);
         assert!(found.contains(rule), "{field}: {found}");
     }
-    assert_eq!(app.message_count(&acme).await, 1);
+    assert_still_one_message(&app, &acme).await;
 }

@@ -1,0 +1,160 @@
+//! Values the store's tests build again and again: a message, a claim, an
+//! attempt, server, account and provider settings, a person and a token, each
+//! with fixed contents that a test overrides with struct update syntax.
+//! Shared by the conformance suite and the migration tests (`mod builders;`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use herald_core::{
+    AccountId, DisplayName, EmailAddress, Mechanism, MessageId, PersonId, PersonRole, Port,
+    RecipientStatus, Role, Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId,
+    TenantSlug, TokenId,
+};
+use herald_store::{
+    AttemptRecord, ClaimRequest, NewAccount, NewMessage, NewToken, Person, ProviderSettings,
+    ServerSettings, Store,
+};
+
+pub fn address(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        tenant_id: tenant,
+        idempotency_key: key.map(str::to_owned),
+        subject: Subject::parse("subject").unwrap(),
+        text: Some("body".into()),
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: to.iter().map(|a| address(a).into()).collect(),
+        cc: vec![],
+        bcc: vec![],
+        used_fallback: false,
+        created_at: at,
+        on_behalf_of: None,
+        test_provider: None,
+        priority: 0,
+        max_queued: None,
+        max_pending_tests: None,
+    }
+}
+
+pub fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        node: node.into(),
+        incarnation: format!("{node}-first"),
+        now,
+        lease_ms,
+        limit: 100,
+        rooms: HashMap::new(),
+        default_room: u32::MAX,
+    }
+}
+
+pub fn attempt(outcome: RecipientStatus) -> AttemptRecord {
+    AttemptRecord {
+        at: 0,
+        node: "n".into(),
+        server: "s".into(),
+        outcome,
+        step: Some("data".into()),
+        code: Some(250),
+        enhanced_code: None,
+        response: "250 ok".into(),
+        duration_ms: 1,
+        remote_addr: None,
+        tls_version: None,
+        tls_cipher: None,
+        provider_id: None,
+        config_version: None,
+        sender_policy: None,
+        diagnosis: None,
+    }
+}
+
+pub async fn tenant(store: &dyn Store, slug: &str) -> TenantId {
+    store
+        .create_tenant(TenantSlug::parse(slug).unwrap(), slug.into())
+        .await
+        .unwrap()
+        .id
+}
+
+pub fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
+    ServerSettings {
+        name: name.into(),
+        host: SmtpHost::parse("mail.x.example").unwrap(),
+        port: Port::new(587).unwrap(),
+        security: Security::StartTls,
+        requires_auth,
+        allow_plaintext_auth: false,
+        tls_verify: true,
+        tls_ca_pem: None,
+        tls_server_name: None,
+        helo_name: None,
+        max_connections: 4,
+        max_messages_per_connection: 100,
+        idle_timeout_secs: 30,
+        rate_limit_per_minute: None,
+        command_timeout_secs: None,
+    }
+}
+
+pub fn new_account(server: ServerId, username: &str, secret: Option<&str>) -> NewAccount {
+    NewAccount {
+        id: AccountId::new(),
+        server_id: server,
+        username: username.into(),
+        mechanism: Mechanism::Plain,
+        sealed_secret: secret.map(str::to_owned),
+        oauth2: None,
+        person_id: None,
+    }
+}
+
+pub fn provider_settings(
+    name: &str,
+    server: ServerId,
+    account: Option<AccountId>,
+) -> ProviderSettings {
+    ProviderSettings {
+        name: name.into(),
+        smtp_server_id: server,
+        account_id: account,
+        from_address: address("alerts@x.example"),
+        from_name: Some(DisplayName::parse("Alerts").unwrap()),
+        reply_to: None,
+        fallback_recipient: Some(address("ops@x.example")),
+        sender_policy: SenderPolicy::Fixed,
+    }
+}
+
+pub fn person(name: &str, email: &str) -> Person {
+    Person {
+        id: PersonId::new(),
+        tenant_id: TenantId::new(),
+        name: name.into(),
+        email: address(email),
+        role: PersonRole::Member,
+        created_at: 1_000,
+    }
+}
+
+pub fn token(tenant: Option<TenantId>, person: Option<PersonId>, hash: &str) -> NewToken {
+    NewToken {
+        id: TokenId::new(),
+        tenant_id: tenant,
+        name: format!("token {hash}"),
+        role: if tenant.is_some() {
+            Role::Sender
+        } else {
+            Role::Operator
+        },
+        person_id: person,
+        hash: hash.into(),
+    }
+}
