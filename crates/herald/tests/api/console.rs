@@ -14,9 +14,12 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use herald_testkit::Dependency;
 use herald_testsmtp::{ServerConfig, TestSmtpServer};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::console_http::{
+    HttpSession, Page, csrf_field, give_password, no_redirects, set_cookie, sign_in_attempt,
+};
 use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
 
 const SMTP_USER: &str = "herald@acme.example";
@@ -334,32 +337,6 @@ impl Browser {
             std::fs::write(dir.join(name), png).unwrap();
         }
     }
-}
-
-/// Sets a person's console password through the API, as their administrator would.
-async fn give_password(app: &TestApp, slug: &str, email: &str, password: &str) {
-    let (status, persons) = app
-        .get(&format!("/v1/tenants/{slug}/persons"), OPERATOR)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{persons}");
-    let person = persons
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["email"] == email)
-        .expect("the person exists");
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!(
-                "/v1/tenants/{slug}/persons/{}/password",
-                person["id"].as_str().unwrap()
-            ),
-            Some(OPERATOR),
-            Some(json!({"password": password})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }
 
 #[tokio::test]
@@ -912,26 +889,6 @@ pub async fn set_operator_password(
         .unwrap()
 }
 
-/// A `Set-Cookie` answer's cookie as `name=value`, with its attributes.
-pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| {
-            let (pair, attributes) = v.split_once(';').unwrap_or((v, ""));
-            (pair.to_owned(), attributes.to_owned())
-        })
-}
-
-/// The value of the first hidden `csrf` field of a page.
-pub fn csrf_field(html: &str) -> String {
-    let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
 /// Over plain HTTP, without a browser: the operator's password comes from
 /// `herald operator set-password`, the sign-in form has its own CSRF cookie,
 /// the session cookie is Secure behind a TLS proxy, and the operator's pages
@@ -1089,28 +1046,12 @@ async fn repeated_failed_sign_ins_lock_the_address_out() {
     let app = spawn_app().await;
     let output = set_operator_password(&app, "root@herald.example", "operator password 1").await;
     assert!(output.status.success(), "{output:?}");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let base = &app.base;
     let attempt = |email: &'static str, password: &'static str| {
         let http = &http;
         async move {
-            let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
-            let (cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
-            let token = csrf_field(&form.text().await.unwrap());
-            let answer = http
-                .post(format!("{base}/sign-in"))
-                .header("cookie", cookie)
-                .form(&[
-                    ("csrf", token.as_str()),
-                    ("email", email),
-                    ("password", password),
-                ])
-                .send()
-                .await
-                .unwrap();
+            let answer = sign_in_attempt(http, base, email, password).await;
             (answer.status(), answer.text().await.unwrap())
         }
     };
@@ -1128,88 +1069,6 @@ async fn repeated_failed_sign_ins_lock_the_address_out() {
     // Another address is not affected.
     let (status, _) = attempt("ops@herald.example", "a wrong password").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-}
-
-/// Someone signed in to the console over plain HTTP, as a browser would be
-/// but without one: the session cookie, and the CSRF token its pages carry.
-struct HttpSession {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl HttpSession {
-    /// Signs in through the sign-in form (its cookie and token first), then
-    /// reads the CSRF token from `landing`, a page this person may see.
-    async fn sign_in(app: &TestApp, email: &str, password: &str, landing: &str) -> HttpSession {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let form = http
-            .get(format!("{}/sign-in", app.base))
-            .send()
-            .await
-            .unwrap();
-        let (sign_in_cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
-        let token = csrf_field(&form.text().await.unwrap());
-        let signed = http
-            .post(format!("{}/sign-in", app.base))
-            .header("cookie", sign_in_cookie)
-            .form(&[
-                ("csrf", token.as_str()),
-                ("email", email),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(signed.status(), StatusCode::SEE_OTHER, "{email} signs in");
-        let (cookie, _) = set_cookie(&signed, "herald_session").unwrap();
-        let mut session = HttpSession {
-            http,
-            base: app.base.clone(),
-            cookie,
-            csrf: String::new(),
-        };
-        let (status, html) = session.get(landing).await;
-        assert_eq!(status, StatusCode::OK, "{email} on {landing}: {html}");
-        session.csrf = csrf_field(&html);
-        session
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let answer = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        (answer.status(), answer.text().await.unwrap())
-    }
-
-    /// Posts a form with the session's CSRF token; the status, the redirect's
-    /// location (if any) and the page.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
-        let mut form = vec![("csrf", self.csrf.as_str())];
-        form.extend_from_slice(fields);
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        let location = answer
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (answer.status(), location, answer.text().await.unwrap())
-    }
 }
 
 const MEMBER_PASSWORD: &str = "member-console-password";
@@ -1556,11 +1415,11 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
 
     for (_, path, shows, members_see) in &pages {
         for (who, session) in [("the administrator", &admin), ("the operator", &operator)] {
-            let (status, html) = session.get(path).await;
+            let Page { status, html, .. } = session.get(path).await;
             assert_eq!(status, StatusCode::OK, "{who} on {path}: {html}");
             assert!(html.contains(shows.as_str()), "{who} on {path}: {html}");
         }
-        let (status, html) = member.get(path).await;
+        let Page { status, html, .. } = member.get(path).await;
         if *members_see {
             assert_eq!(status, StatusCode::OK, "the member on {path}: {html}");
             assert!(
@@ -1572,24 +1431,24 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             assert_eq!(heading(&html), Some("Not allowed"), "{html}");
         }
         // Another tenant's person learns nothing, not even that the page exists.
-        let (status, html) = stranger.get(path).await;
+        let Page { status, html, .. } = stranger.get(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "globex's admin on {path}");
         assert_eq!(heading(&html), Some("Not found"), "{html}");
         assert!(!html.contains("Quarterly report") && !html.contains(&c.server_name));
     }
     for (path, shows) in operator_pages {
-        let (status, html) = operator.get(path).await;
+        let Page { status, html, .. } = operator.get(path).await;
         assert_eq!(status, StatusCode::OK, "the operator on {path}: {html}");
         assert!(html.contains(shows), "the operator on {path}: {html}");
         for (who, session) in [("acme's admin", &admin), ("acme's member", &member)] {
-            let (status, _) = session.get(path).await;
+            let Page { status, .. } = session.get(path).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{who} on {path}");
         }
     }
     // The setup checklist is for those who can take its steps.
-    let (_, html) = admin.get(t).await;
+    let Page { html, .. } = admin.get(t).await;
     assert!(html.contains("id=\"checklist\""), "{html}");
-    let (_, html) = member.get(t).await;
+    let Page { html, .. } = member.get(t).await;
     assert!(!html.contains("id=\"checklist\""), "{html}");
     // Ids that name nothing, or another kind of thing, are 404 too.
     for path in [
@@ -1601,11 +1460,11 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/tokens/not-an-id/revoke"),
         format!("{t}/tokens/{}/revoke", c.server_id),
     ] {
-        let (status, _) = admin.get(&path).await;
+        let Page { status, .. } = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
     // Each person's own home page, and the stranger's own tenant.
-    let (status, _) = stranger.get("/t/globex").await;
+    let Page { status, .. } = stranger.get("/t/globex").await;
     assert_eq!(status, StatusCode::OK);
     let home = admin
         .http
@@ -1651,7 +1510,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
             ("tls_verify", "on"),
         ]
     };
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(&servers, &server("Typed relay", "twenty-five"))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
@@ -1661,10 +1520,12 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     );
     assert!(html.contains("value=\"Typed relay\"") && html.contains("value=\"twenty-five\""));
     assert_eq!(heading(&html), Some("New SMTP server"));
-    let (status, _, html) = admin.post(&servers, &server("", "25")).await;
+    let Page { status, html, .. } = admin.post(&servers, &server("", "25")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "name"), "{html}");
-    let (status, location, _) = admin.post(&servers, &server("Second relay", "25")).await;
+    let Page {
+        status, location, ..
+    } = admin.post(&servers, &server("Second relay", "25")).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let second = location
         .strip_prefix("/t/acme/servers/")
@@ -1672,7 +1533,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .expect("to the new server's page, saying it was added")
         .to_owned();
     // The page it leads to says so, with the next step: a provider that uses it.
-    let (_, html) = admin.get(&location).await;
+    let Page { html, .. } = admin.get(&location).await;
     let html = unescaped(&html);
     assert!(html.contains("SMTP server Second relay added."), "{html}");
     assert!(
@@ -1680,7 +1541,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         "{html}"
     );
     let edit = format!("{t}/servers/{second}");
-    let (status, _, html) = admin.post(&edit, &server("Renamed relay", "0x19")).await;
+    let Page { status, html, .. } = admin.post(&edit, &server("Renamed relay", "0x19")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "port") && html.contains("value=\"Renamed relay\""));
     assert_eq!(
@@ -1688,7 +1549,9 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         Some("SMTP server Second relay"),
         "the stored name"
     );
-    let (status, location, _) = admin.post(&edit, &server("Renamed relay", "2525")).await;
+    let Page {
+        status, location, ..
+    } = admin.post(&edit, &server("Renamed relay", "2525")).await;
     assert_eq!(
         (status, location),
         (StatusCode::SEE_OTHER, format!("{edit}?done=server-saved"))
@@ -1696,7 +1559,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
 
     // Accounts, on their server's page: the account's fields as typed, not its secret.
     let accounts = format!("{t}/servers/{}/accounts", c.server_id);
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(
             &accounts,
             &[
@@ -1713,7 +1576,9 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         heading(&html),
         Some(format!("SMTP server {}", c.server_name).as_str())
     );
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(
             &accounts,
             &[
@@ -1728,7 +1593,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         location,
         format!("{t}/servers/{}?done=account-added#accounts", c.server_id)
     );
-    let (_, html) = admin.get(&location).await;
+    let Page { html, .. } = admin.get(&location).await;
     assert!(html.contains("Account added."), "{html}");
 
     // Providers.
@@ -1741,13 +1606,15 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         ]
     };
     let providers = format!("{t}/providers");
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(&providers, &provider("Typed provider", ""))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "from_address") && html.contains("value=\"Typed provider\""));
     assert_eq!(heading(&html), Some("New notification provider"));
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(&providers, &provider("Second provider", "ops@acme.example"))
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -1757,7 +1624,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         "{location}"
     );
     // The new provider's page: what to do next is to make it the tenant's.
-    let (_, html) = admin.get(&location).await;
+    let Page { html, .. } = admin.get(&location).await;
     assert!(html.contains("Provider Second provider added."), "{html}");
     assert!(
         unescaped(&html).contains("<a href=\"#use\">Make it the tenant's provider</a>"),
@@ -1768,7 +1635,9 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .and_then(|rest| rest.strip_suffix("?done=provider-added"))
         .unwrap()
         .to_owned();
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(&format!("{providers}/{second_provider}/activate"), &[])
         .await;
     assert_eq!(
@@ -1781,13 +1650,15 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
     assert_eq!(tenant["notification_provider_id"], second_provider.as_str());
     let edit = format!("{t}/providers/{}", c.provider_id);
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(&edit, &provider("Typed name", "not an address"))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "from_address") && html.contains("value=\"not an address\""));
     assert_eq!(heading(&html), Some("Provider Typed name"));
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(&edit, &provider("Renamed provider", "alerts@acme.example"))
         .await;
     assert_eq!(
@@ -1797,7 +1668,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
 
     // Properties: an id that is no provider of the tenant.
     let properties = format!("{t}/properties");
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(
             &properties,
             &[("notification_provider_id", c.server_id.as_str())],
@@ -1809,7 +1680,9 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         "{html}"
     );
     assert_eq!(heading(&html), Some("Tenant properties"));
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(
             &properties,
             &[("notification_provider_id", c.provider_id.as_str())],
@@ -1822,7 +1695,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
             format!("{properties}?done=provider-chosen").as_str()
         )
     );
-    let (_, html) = admin.get(&location).await;
+    let Page { html, .. } = admin.get(&location).await;
     assert!(
         unescaped(&html).contains(&format!(
             "href=\"/t/acme/providers/{}#test\">Send a test message</a>",
@@ -1840,13 +1713,15 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
             ("role", "member"),
         ]
     };
-    let (status, _, html) = admin.post(&persons, &person("not-an-email")).await;
+    let Page { status, html, .. } = admin.post(&persons, &person("not-an-email")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "email") && html.contains("value=\"Typed Person\""));
-    let (status, _, html) = admin.post(&persons, &person("mel@acme.example")).await;
+    let Page { status, html, .. } = admin.post(&persons, &person("mel@acme.example")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{html}");
     assert!(html.contains("role=\"alert\""), "{html}");
-    let (status, location, _) = admin.post(&persons, &person("new@acme.example")).await;
+    let Page {
+        status, location, ..
+    } = admin.post(&persons, &person("new@acme.example")).await;
     assert_eq!(
         (status, location),
         (
@@ -1865,13 +1740,15 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .unwrap()
         .to_owned();
     let password = format!("{t}/persons/{mel}/password");
-    let (status, _, html) = admin.post(&password, &[("password", "short")]).await;
+    let Page { status, html, .. } = admin.post(&password, &[("password", "short")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(
         html.contains(&format!("id=\"pe-{mel}\"")),
         "beside Mel: {html}"
     );
-    let (status, location, _) = admin
+    let Page {
+        status, location, ..
+    } = admin
         .post(&password, &[("password", "a new member password")])
         .await;
     assert_eq!(
@@ -1886,7 +1763,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     // a person refused as the API refuses it, then a sender token shown once,
     // which works, is listed without its value, and is revoked.
     let tokens = format!("{t}/tokens");
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(
             &tokens,
             &[("name", ""), ("role", "sender"), ("person_id", "")],
@@ -1894,7 +1771,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "name"), "{html}");
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(
             &tokens,
             &[
@@ -1907,7 +1784,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "role") && html.contains("administrator tokens are personal"));
     assert!(html.contains("value=\"Typed token\""), "{html}");
-    let (status, _, html) = admin
+    let Page { status, html, .. } = admin
         .post(
             &tokens,
             &[("name", "billing"), ("role", "sender"), ("person_id", "")],
@@ -1927,7 +1804,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
-    let (_, html) = admin.get(&tokens).await;
+    let Page { html, .. } = admin.get(&tokens).await;
     assert!(
         html.contains("<td>billing</td>") && !html.contains(&secret),
         "{html}"
@@ -1941,7 +1818,9 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .unwrap();
     assert!(billing["last_used_at"].is_string(), "{billing}");
     let billing = billing["id"].as_str().unwrap().to_owned();
-    let (status, location, _) = admin.post(&format!("{tokens}/{billing}/revoke"), &[]).await;
+    let Page {
+        status, location, ..
+    } = admin.post(&format!("{tokens}/{billing}/revoke"), &[]).await;
     assert_eq!(
         (status, location),
         (
@@ -1960,7 +1839,7 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     // Another tenant's administrator: 404, and nothing is created.
     let stranger =
         HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
-    let (status, _, _) = stranger.post(&servers, &server("Intruder", "25")).await;
+    let Page { status, .. } = stranger.post(&servers, &server("Intruder", "25")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, listed) = app
         .get("/v1/tenants/acme/smtp-servers", &c.acme.admin)
@@ -1971,6 +1850,6 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         csrf: stranger.csrf.clone(),
         ..admin
     };
-    let (status, _, _) = forged.post(&servers, &server("Forged", "25")).await;
+    let Page { status, .. } = forged.post(&servers, &server("Forged", "25")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -7,124 +7,11 @@ use herald_testsmtp::TestSmtpServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::console::{csrf_field, set_cookie};
+use crate::console_http::{HttpSession, Page, give_password};
 use crate::helpers::{OPERATOR, TestApp, TestTenant, spawn_app};
 
 const ADMIN_PASSWORD: &str = "reading-admin-password";
 const MEMBER_PASSWORD: &str = "reading-member-password";
-
-/// Someone signed in to the console: the session cookie and the CSRF token.
-struct Session {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-/// An answer as a person sees it: the status, its content type, the
-/// redirect's target and the page.
-struct Page {
-    status: StatusCode,
-    content_type: String,
-    location: String,
-    html: String,
-}
-
-impl Page {
-    /// The page with the escapes of printed values undone (minijinja writes
-    /// `/` as `&#x2f;`), for comparing with what a browser shows.
-    fn text(&self) -> String {
-        self.html
-            .replace("&#x2f;", "/")
-            .replace("&quot;", "\"")
-            .replace("&#x27;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    }
-
-    async fn from(answer: reqwest::Response) -> Page {
-        let header = |name: &str| {
-            answer
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default()
-        };
-        Page {
-            status: answer.status(),
-            content_type: header("content-type"),
-            location: header("location"),
-            html: answer.text().await.unwrap(),
-        }
-    }
-}
-
-impl Session {
-    /// Signs `email` in through the sign-in form, then reads the CSRF token of `landing`.
-    async fn sign_in(app: &TestApp, email: &str, password: &str, landing: &str) -> Session {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let form = http
-            .get(format!("{}/sign-in", app.base))
-            .send()
-            .await
-            .unwrap();
-        let (sign_in_cookie, _) = set_cookie(&form, "herald_sign_in").unwrap();
-        let token = csrf_field(&form.text().await.unwrap());
-        let signed = http
-            .post(format!("{}/sign-in", app.base))
-            .header("cookie", sign_in_cookie)
-            .form(&[
-                ("csrf", token.as_str()),
-                ("email", email),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(signed.status(), StatusCode::SEE_OTHER, "{email} signs in");
-        let (cookie, _) = set_cookie(&signed, "herald_session").unwrap();
-        let mut session = Session {
-            http,
-            base: app.base.clone(),
-            cookie,
-            csrf: String::new(),
-        };
-        let page = session.get(landing).await;
-        assert_eq!(page.status, StatusCode::OK, "{landing}: {}", page.html);
-        session.csrf = csrf_field(&page.html);
-        session
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        let answer = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        Page::from(answer).await
-    }
-
-    /// Posts a form with the session's CSRF token.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let mut form = vec![("csrf", self.csrf.as_str())];
-        form.extend_from_slice(fields);
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        Page::from(answer).await
-    }
-}
 
 /// Creates a person (or finds the one with this address) and sets their
 /// console password through the API; returns their id.
@@ -139,36 +26,22 @@ async fn person_with_password(
     let (_, persons) = app
         .get(&format!("/v1/tenants/{slug}/persons"), OPERATOR)
         .await;
-    let existing = persons
+    if !persons
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["email"] == email)
-        .map(|p| p["id"].as_str().unwrap().to_owned());
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            let (status, person) = app
-                .post(
-                    &format!("/v1/tenants/{slug}/persons"),
-                    OPERATOR,
-                    json!({"name": name, "email": email, "role": role}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{person}");
-            person["id"].as_str().unwrap().to_owned()
-        }
-    };
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/{slug}/persons/{id}/password"),
-            Some(OPERATOR),
-            Some(json!({"password": password})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    id
+        .any(|p| p["email"] == email)
+    {
+        let (status, person) = app
+            .post(
+                &format!("/v1/tenants/{slug}/persons"),
+                OPERATOR,
+                json!({"name": name, "email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{person}");
+    }
+    give_password(app, slug, email, password).await
 }
 
 /// The id of the person with this address in acme.
@@ -184,7 +57,7 @@ async fn person_id(app: &TestApp, email: &str) -> String {
 }
 
 /// A node with tenant acme whose administrator (Admin) is signed in.
-async fn acme_admin() -> (TestApp, TestTenant, Session) {
+async fn acme_admin() -> (TestApp, TestTenant, HttpSession) {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     app.grant_credential_storage("acme").await;
@@ -197,7 +70,7 @@ async fn acme_admin() -> (TestApp, TestTenant, Session) {
         ADMIN_PASSWORD,
     )
     .await;
-    let admin = Session::sign_in(&app, "admin@acme.example", ADMIN_PASSWORD, "/t/acme").await;
+    let admin = HttpSession::sign_in(&app, "admin@acme.example", ADMIN_PASSWORD, "/t/acme").await;
     (app, acme, admin)
 }
 
@@ -263,7 +136,7 @@ async fn unknown_console_urls_answer_an_html_page_with_a_way_back_and_the_api_ke
         MEMBER_PASSWORD,
     )
     .await;
-    let member = Session::sign_in(&app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
+    let member = HttpSession::sign_in(&app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
     let page = member.get("/t/acme/audit").await;
     assert_html_page_with_a_way_back(&page, StatusCode::FORBIDDEN, "a member on the audit log");
 

@@ -6,6 +6,7 @@ use herald_smtp::Egress;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::console_http::{HttpSession, csrf_field, give_password};
 use crate::helpers::*;
 
 const LOOPBACK: &str =
@@ -109,121 +110,49 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     assert!(egress_warnings(&allowed).is_empty(), "{allowed}");
 }
 
-/// A sign-in to the console over plain HTTP; returns the session cookie.
-async fn console_session(app: &TestApp, http: &reqwest::Client, email: &str) -> String {
-    let (_, persons) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
-    let person = persons[0]["id"].as_str().unwrap();
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/acme/persons/{person}/password"),
-            Some(OPERATOR),
-            Some(json!({"password": "admin console password"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let base = &app.base;
-    let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
-    let sign_in_cookie = cookie(&form, "herald_sign_in");
-    let token = csrf(&form.text().await.unwrap());
-    let signed = http
-        .post(format!("{base}/sign-in"))
-        .header("cookie", sign_in_cookie)
-        .form(&[
-            ("csrf", token.as_str()),
-            ("email", email),
-            ("password", "admin console password"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    cookie(&signed, "herald_session")
-}
+const PASSWORD: &str = "admin console password";
 
-fn cookie(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .unwrap_or_else(|| panic!("no {name} cookie"))
-}
-
-fn csrf(html: &str) -> String {
-    let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    html[start..].split('"').next().unwrap().to_owned()
+/// The page at `path`, which must answer 200.
+async fn shown(session: &HttpSession, path: &str) -> String {
+    let page = session.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "{path}");
+    page.html
 }
 
 #[tokio::test]
 async fn the_console_shows_the_warning_after_saving() {
     let app = guarded_app().await;
     app.tenant("acme").await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let session = console_session(&app, &http, "admin@acme.example").await;
-    let base = &app.base;
-    let get = |path: String| {
-        let (http, session) = (&http, &session);
-        async move {
-            let page = http
-                .get(format!("{base}{path}"))
-                .header("cookie", session)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(page.status(), StatusCode::OK, "{path}");
-            page.text().await.unwrap()
-        }
-    };
-    let new = get("/t/acme/servers/new".into()).await;
-    let saved = http
-        .post(format!("{base}/t/acme/servers"))
-        .header("cookie", &session)
-        .form(&[
-            ("csrf", csrf(&new).as_str()),
+    give_password(&app, "acme", "admin@acme.example", PASSWORD).await;
+    // Signing in lands on the new server form, whose CSRF token the first post carries.
+    let mut admin =
+        HttpSession::sign_in(&app, "admin@acme.example", PASSWORD, "/t/acme/servers/new").await;
+    let server = |host: &'static str| {
+        [
             ("name", "local"),
-            ("host", "127.0.0.1"),
+            ("host", host),
             ("port", "25"),
             ("security", "none"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        saved.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        saved.text().await.unwrap()
-    );
-    let location = saved.headers()["location"].to_str().unwrap().to_owned();
-    let page = get(location.clone()).await;
+        ]
+    };
+    let saved = admin.post("/t/acme/servers", &server("127.0.0.1")).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+    let page = shown(&admin, &saved.location).await;
     assert!(
         page.contains("127.0.0.1 is an address this installation") && page.contains(LOOPBACK),
         "{page}"
     );
 
     // Saving the same server with an allowed address says nothing of the guard.
-    let changed = http
-        .post(format!("{base}{}", location.split('?').next().unwrap()))
-        .header("cookie", &session)
-        .form(&[
-            ("csrf", csrf(&page).as_str()),
-            ("name", "local"),
-            ("host", "10.0.0.25"),
-            ("port", "25"),
-            ("security", "none"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
-    let location = changed.headers()["location"].to_str().unwrap().to_owned();
-    let page = get(location).await;
+    admin.csrf = csrf_field(&page);
+    let changed = admin
+        .post(
+            saved.location.split('?').next().unwrap(),
+            &server("10.0.0.25"),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER);
+    let page = shown(&admin, &changed.location).await;
     assert!(!page.contains("egress policy"), "{page}");
 }
 

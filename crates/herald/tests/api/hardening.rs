@@ -12,15 +12,9 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::console::{csrf_field, set_cookie, set_operator_password};
+use crate::console::set_operator_password;
+use crate::console_http::{csrf_field, no_redirects, set_cookie};
 use crate::helpers::*;
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// A sign-in form's cookie (`name=value`) and the token on the page.
 async fn sign_in_form(http: &reqwest::Client, base: &str) -> (String, String) {

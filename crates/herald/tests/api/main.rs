@@ -6,6 +6,7 @@ mod helpers;
 mod admin_flows;
 mod cluster;
 mod console;
+mod console_http;
 mod console_reading;
 mod crash;
 mod delivery;
