@@ -164,12 +164,9 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
     let acme = app
         .configured_tenant("acme", entry, Some(account_with("right-pw")))
         .await;
-    let id = app.first_provider_id(&acme).await;
 
-    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let message_id = answer["message_id"].as_str().unwrap();
-    let (attempt, steps) = diagnosis(&app, &acme, message_id).await;
+    let message_id = app.send_test_message(&acme, json!({})).await;
+    let (attempt, steps) = diagnosis(&app, &acme, &message_id).await;
     assert_eq!(attempt["outcome"], "sent", "{attempt}");
     assert!(detail(&steps, "dns").contains("127.0.0.1"));
     assert!(detail(&steps, "connect").contains(&smtp.port().to_string()));
@@ -204,16 +201,11 @@ async fn a_test_message_reports_every_step_in_the_servers_words() {
 async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
     let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let entry = clear_auth_entry(smtp.port(), true);
-    let acme = app
-        .configured_tenant("acme", entry, Some(account_with("wrong-pw-42")))
+    let acme = app.clear_auth_tenant(&smtp, true, "wrong-pw-42").await;
+    let message_id = app
+        .send_test_message(&acme, json!({"to": "someone@acme.example"}))
         .await;
-    let id = app.first_provider_id(&acme).await;
-    let (status, answer) = app
-        .test_provider(&acme, &id, json!({"to": "someone@acme.example"}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let (attempt, steps) = diagnosis(&app, &acme, answer["message_id"].as_str().unwrap()).await;
+    let (attempt, steps) = diagnosis(&app, &acme, &message_id).await;
     // A test message makes one attempt: its failure is final.
     assert_eq!(attempt["outcome"], "failed");
     let failed: Vec<&Value> = steps.iter().filter(|s| s["ok"] == false).collect();
@@ -240,10 +232,7 @@ async fn a_test_message_with_a_wrong_password_names_the_failing_step() {
         "{steps:?}"
     );
     assert!(!steps.iter().any(|s| s["step"] == "mail"));
-    let everything = app
-        .message(&acme, answer["message_id"].as_str().unwrap())
-        .await
-        .to_string();
+    let everything = app.message(&acme, &message_id).await.to_string();
     assert!(!everything.contains("wrong-pw-42"));
 }
 

@@ -209,13 +209,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no link {label:?} in the navigation: {e}"));
         let href = link.attr("href").await.unwrap().unwrap_or_default();
         link.click().await.unwrap();
+        self.arrive(&format!("the page of {label:?}"), &href).await;
+    }
+
+    /// Waits until the browser shows a page with a heading at `path`, and keeps it.
+    async fn arrive(&mut self, what: &str, path: &str) {
         let client = self.client.clone();
-        eventually(&format!("the page of {label:?}"), || {
+        eventually(what, || {
             let client = client.clone();
-            let href = href.clone();
             async move {
                 let url = client.current_url().await.ok()?;
-                (url.path() == href && client.find(Locator::Css("h1")).await.is_ok()).then_some(())
+                (url.path() == path && client.find(Locator::Css("h1")).await.is_ok()).then_some(())
             }
         })
         .await;
@@ -233,18 +237,8 @@ impl Browser {
         let link = self.wait_for("#checklist li.todo a").await;
         let href = link.attr("href").await.unwrap().expect("a link");
         link.click().await.unwrap();
-        let path = href.split(['?', '#']).next().unwrap().to_owned();
-        let client = self.client.clone();
-        eventually(&format!("the step's page {href}"), || {
-            let client = client.clone();
-            let path = path.clone();
-            async move {
-                let url = client.current_url().await.ok()?;
-                (url.path() == path && client.find(Locator::Css("h1")).await.is_ok()).then_some(())
-            }
-        })
-        .await;
-        self.keep().await;
+        let path = href.split(['?', '#']).next().unwrap();
+        self.arrive(&format!("the step's page {href}"), path).await;
         href
     }
 
@@ -275,6 +269,38 @@ impl Browser {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    /// The text of an element, once it is there.
+    async fn text_of(&self, css: &str) -> String {
+        self.wait_for(css).await.text().await.unwrap()
+    }
+
+    /// The value of a form field, once it is there.
+    async fn value_of(&self, css: &str) -> Option<String> {
+        self.wait_for(css).await.prop("value").await.unwrap()
+    }
+
+    /// Types into the element `locator` finds on the page as it is.
+    async fn type_in(&self, locator: Locator<'_>, text: &str) {
+        self.client
+            .find(locator)
+            .await
+            .unwrap_or_else(|e| panic!("nothing to type into at {locator:?}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
+    /// Clicks the element `locator` finds on the page as it is.
+    async fn click(&self, locator: Locator<'_>) {
+        self.client
+            .find(locator)
+            .await
+            .unwrap_or_else(|e| panic!("nothing to click at {locator:?}: {e}"))
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Waits until an element's text contains `text`.
@@ -377,20 +403,11 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     assert!(step.ends_with("/t/acme/servers/new"), "{step}");
     browser.wait_for(".presets").await;
     browser
-        .client
-        .find(Locator::LinkText("On-premises Exchange, direct account"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .click(Locator::LinkText("On-premises Exchange, direct account"))
+        .await;
     browser.wait_for(".presets .note").await;
     browser.keep().await;
-    let port_field = browser.wait_for("#f-port").await;
-    assert_eq!(
-        port_field.prop("value").await.unwrap().as_deref(),
-        Some("587")
-    );
+    assert_eq!(browser.value_of("#f-port").await.as_deref(), Some("587"));
     browser.fill("name", "exchange").await;
     browser.fill("host", "127.0.0.1").await;
     browser.fill("port", &smtp.port().to_string()).await;
@@ -416,14 +433,9 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     // Invalid input: the field's message beside the field, what was typed kept.
     browser.fill("port", "seventy").await;
     browser.press("Save changes", ".field.invalid").await;
-    let error = browser.wait_for("#e-port").await.text().await.unwrap();
+    let error = browser.text_of("#e-port").await;
     assert!(error.contains("must be a whole number"), "{error}");
-    let kept = browser
-        .wait_for("#f-port")
-        .await
-        .prop("value")
-        .await
-        .unwrap();
+    let kept = browser.value_of("#f-port").await;
     assert_eq!(kept.as_deref(), Some("seventy"));
     browser.fill("port", &smtp.port().to_string()).await;
     browser.press("Save changes", "#notice").await;
@@ -445,12 +457,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.fill("password", SMTP_PASSWORD).await;
     browser.press("Add the account", "#accounts table").await;
     browser.wait_for_text("#notice", "Account added.").await;
-    let accounts = browser
-        .wait_for("#accounts table")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let accounts = browser.text_of("#accounts table").await;
     assert!(
         accounts.contains(SMTP_USER) && accounts.contains("set"),
         "{accounts}"
@@ -460,9 +467,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.dashboard().await;
     let step = browser.next_step().await;
     assert!(step.contains("/t/acme/providers/new?server="), "{step}");
-    let account = browser.wait_for("#f-account_id").await;
     assert_ne!(
-        account.prop("value").await.unwrap().as_deref(),
+        browser.value_of("#f-account_id").await.as_deref(),
         Some(""),
         "the server's account is chosen"
     );
@@ -498,7 +504,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     assert!(step.ends_with("#test"), "{step}");
     browser.press("Send a test message", "#test-steps").await;
     browser.wait_for_text("#test-status", "sent").await;
-    let steps = browser.wait_for(".steps").await.text().await.unwrap();
+    let steps = browser.text_of(".steps").await;
     for step in ["connect", "ehlo", "auth", "data"] {
         assert!(
             steps.contains(step),
@@ -532,11 +538,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .await;
     browser.press("Create the token", "#token-value").await;
     let token = browser
-        .wait_for("#token-value")
+        .value_of("#token-value")
         .await
-        .prop("value")
-        .await
-        .unwrap()
         .expect("the token is on the page");
     let shown_on = browser.pages.len() - 1;
     // The application submits with it; the message is delivered through the provider.
@@ -560,14 +563,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
 
     // The message, found from the messages page, with its attempts.
     browser.nav("Messages").await;
-    browser
-        .client
-        .find(Locator::LinkText("Disk full"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::LinkText("Disk full")).await;
     browser.wait_for("#message-status").await;
     // The page is read again until the attempt is recorded.
     let message_url = browser.client.current_url().await.unwrap().to_string();
@@ -605,13 +601,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.nav("Providers").await;
     browser.screenshot("console-providers.png").await;
     browser
-        .client
-        .find(Locator::Css("input[name=to]"))
-        .await
-        .unwrap()
-        .send_keys("stall@acme.example")
-        .await
-        .unwrap();
+        .type_in(Locator::Css("input[name=to]"), "stall@acme.example")
+        .await;
     browser.press("Send a test message", "#test-steps").await;
     let htmx = browser
         .client
@@ -622,7 +613,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         htmx.is_string(),
         "htmx runs under the console's CSP: {htmx}"
     );
-    let first = browser.wait_for("#test-status").await.text().await.unwrap();
+    let first = browser.text_of("#test-status").await;
     assert!(first == "queued" || first == "sending", "{first}");
     // The attempt times out; a test message makes one attempt, so it has failed.
     let client = browser.client.clone();
@@ -664,39 +655,17 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.press("Add the person", "td").await;
     browser.wait_for_text("table", "bob@acme.example").await;
     let bob_row = "//tr[td[normalize-space()='bob@acme.example']]";
-    let password = browser
-        .client
-        .find(Locator::XPath(&format!(
-            "{bob_row}//input[@type='password']"
-        )))
-        .await
-        .unwrap();
-    password.send_keys("short").await.unwrap();
+    let bobs_password = format!("{bob_row}//input[@type='password']");
+    let bobs_button = format!("{bob_row}//button");
     browser
-        .client
-        .find(Locator::XPath(&format!("{bob_row}//button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .type_in(Locator::XPath(&bobs_password), "short")
+        .await;
+    browser.click(Locator::XPath(&bobs_button)).await;
     browser.wait_for_text("p.error", "Password must be").await;
-    let password = browser
-        .client
-        .find(Locator::XPath(&format!(
-            "{bob_row}//input[@type='password']"
-        )))
-        .await
-        .unwrap();
-    password.send_keys("bob-console-password").await.unwrap();
     browser
-        .client
-        .find(Locator::XPath(&format!("{bob_row}//button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .type_in(Locator::XPath(&bobs_password), "bob-console-password")
+        .await;
+    browser.click(Locator::XPath(&bobs_button)).await;
     browser.wait_for("table").await;
     browser.keep().await;
     let (_, audit) = app.get("/v1/tenants/acme/audit", &acme.admin).await;
@@ -706,13 +675,8 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     // Revoking the token asks first; then requests that carry it are refused.
     browser.nav("API tokens").await;
     browser
-        .client
-        .find(Locator::Css("a[aria-label='Revoke the token monitoring']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        .click(Locator::Css("a[aria-label='Revoke the token monitoring']"))
+        .await;
     browser
         .wait_for_text("h1", "Revoke the token monitoring?")
         .await;
@@ -761,10 +725,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     assert_eq!(session.http_only(), Some(true));
     assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
     let cookie = format!("herald_session={}", session.value());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let status = http
         .get(format!("{base}/t/globex/servers/{other_id}"))
         .header("cookie", &cookie)
@@ -902,10 +863,7 @@ async fn the_operator_signs_in_with_the_password_set_on_the_command_line() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("the password must be"));
 
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let base = &app.base;
     // Signed out, every page leads to the sign-in form.
     let answer = http.get(format!("{base}/t/acme")).send().await.unwrap();

@@ -19,12 +19,10 @@ async fn guarded_app() -> TestApp {
 
 /// The `egress_refused` warnings of a server answer.
 fn egress_warnings(server: &Value) -> Vec<String> {
-    server["warnings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no warnings list: {server}"))
-        .iter()
-        .filter(|w| w["code"] == "egress_refused")
-        .map(|w| w["message"].as_str().unwrap().to_owned())
+    server_warnings(server)
+        .into_iter()
+        .filter(|(code, _)| code == "egress_refused")
+        .map(|(_, message)| message)
         .collect()
 }
 

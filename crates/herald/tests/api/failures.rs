@@ -2,7 +2,6 @@
 //! session's address and TLS on a failed attempt, and the node's log lines.
 
 use herald_testsmtp::{Command, TestSmtpServer};
-use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -17,14 +16,6 @@ async fn starttls_with_auth(app: &TestApp, password: &str) -> (TestSmtpServer, T
         .configured_tenant("acme", entry, Some(account_with(password)))
         .await;
     (smtp, acme)
-}
-
-/// Sends a test message through the tenant's first provider; returns its id.
-async fn test_message(app: &TestApp, tenant: &TestTenant) -> String {
-    let id = app.first_provider_id(tenant).await;
-    let (status, answer) = app.test_provider(tenant, &id, json!({})).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    answer["message_id"].as_str().unwrap().to_owned()
 }
 
 fn logins(smtp: &TestSmtpServer) -> usize {
@@ -56,7 +47,7 @@ async fn a_test_message_makes_one_attempt_and_its_failure_is_final() {
         if let Some(rule) = script {
             smtp.script(rule);
         }
-        let id = test_message(&app, &acme).await;
+        let id = app.send_test_message(&acme, json!({})).await;
         let message = app.wait_for_status(&acme, &id, "failed").await;
         let attempts = attempts_of(&message);
         assert_eq!(attempts.len(), 1, "{message}");
@@ -81,7 +72,7 @@ async fn a_test_message_refused_for_now_at_rcpt_is_not_retried() {
     let app = spawn_app().await;
     let (smtp, acme) = starttls_with_auth(&app, "right-pw").await;
     smtp.script(reply(Command::Rcpt, 451, "4.3.0 try again later"));
-    let id = test_message(&app, &acme).await;
+    let id = app.send_test_message(&acme, json!({})).await;
     let message = app.wait_for_status(&acme, &id, "failed").await;
     let attempts = attempts_of(&message);
     assert_eq!(attempts.len(), 1, "{message}");

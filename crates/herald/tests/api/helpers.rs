@@ -120,6 +120,19 @@ pub fn account_with(password: &str) -> Value {
     json!({"username": "herald@acme.example", "password": password})
 }
 
+/// A server entry answer's warnings as (code, message) pairs.
+pub fn server_warnings(server: &Value) -> Vec<(String, String)> {
+    server["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings list: {server}"))
+        .iter()
+        .map(|w| {
+            let field = |name: &str| w[name].as_str().unwrap().to_owned();
+            (field("code"), field("message"))
+        })
+        .collect()
+}
+
 /// A script rule: the test SMTP server answers `command` with `code` and `text`.
 pub fn reply(command: Command, code: u16, text: &str) -> Rule {
     Rule::new(command, Action::Reply(code, text.into()))
@@ -306,6 +319,28 @@ impl TestApp {
         let (status, providers) = self.get_as_admin(tenant, "providers").await;
         assert_eq!(status, StatusCode::OK, "{providers}");
         providers[0]["id"].as_str().expect("a provider").to_owned()
+    }
+
+    /// Sends a test message through the tenant's first provider (`body`:
+    /// where to, if not to the fallback recipient); returns its id.
+    pub async fn send_test_message(&self, tenant: &TestTenant, body: Value) -> String {
+        let id = self.first_provider_id(tenant).await;
+        let (status, answer) = self.test_provider(tenant, &id, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answer["message_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Tenant acme sending through `smtp` (a [`clear_auth_server`]) without
+    /// TLS, logging in with `password`, AUTH in clear `allowed` or not.
+    pub async fn clear_auth_tenant(
+        &self,
+        smtp: &TestSmtpServer,
+        allowed: bool,
+        password: &str,
+    ) -> TestTenant {
+        let entry = clear_auth_entry(smtp.port(), allowed);
+        self.configured_tenant("acme", entry, Some(account_with(password)))
+            .await
     }
 
     /// Asks for a test message through the provider (`body`: where to, if

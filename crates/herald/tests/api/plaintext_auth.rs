@@ -4,25 +4,22 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::console_http::{HttpSession, csrf_field, give_password};
 use crate::helpers::*;
 
 /// The messages of a server answer's warnings.
 fn warnings(server: &Value) -> Vec<String> {
-    server["warnings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no warnings list: {server}"))
-        .iter()
-        .map(|w| w["message"].as_str().unwrap().to_owned())
+    server_warnings(server)
+        .into_iter()
+        .map(|(_, m)| m)
         .collect()
 }
 
 /// The codes of a server answer's warnings.
 fn codes(server: &Value) -> Vec<String> {
-    server["warnings"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no warnings list: {server}"))
-        .iter()
-        .map(|w| w["code"].as_str().unwrap().to_owned())
+    server_warnings(server)
+        .into_iter()
+        .map(|(c, _)| c)
         .collect()
 }
 
@@ -131,16 +128,9 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
 async fn a_test_messages_diagnosis_warns_that_the_password_travels_in_clear() {
     let smtp = clear_auth_server("right-pw").await;
     let app = spawn_app().await;
-    let entry = clear_auth_entry(smtp.port(), true);
-    let acme = app
-        .configured_tenant("acme", entry, Some(account_with("right-pw")))
-        .await;
-    let id = app.first_provider_id(&acme).await;
-    let (status, answer) = app.test_provider(&acme, &id, json!({})).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let message = app
-        .wait_for_status(&acme, answer["message_id"].as_str().unwrap(), "sent")
-        .await;
+    let acme = app.clear_auth_tenant(&smtp, true, "right-pw").await;
+    let id = app.send_test_message(&acme, json!({})).await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
     let steps = message["recipients"][0]["attempts"][0]["diagnosis"]
         .as_array()
         .cloned()
@@ -162,10 +152,7 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
     for allowed in [false, true] {
         let smtp = clear_auth_server("right-pw").await;
         let app = spawn_app().await;
-        let entry = clear_auth_entry(smtp.port(), allowed);
-        let acme = app
-            .configured_tenant("acme", entry, Some(account_with("right-pw")))
-            .await;
+        let acme = app.clear_auth_tenant(&smtp, allowed, "right-pw").await;
         let id = app.submit_to(&acme, "a@acme.example", "x").await;
         let message = app.wait_for_attempts(&acme, &id, 1).await;
         let attempt = first_attempt_of(&message);
@@ -175,11 +162,11 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
             .filter(|c| c.starts_with("AUTH"))
             .count();
         if allowed {
-            assert_eq!(attempt["outcome"], "sent", "{attempt}");
+            assert_eq!(attempt["outcome"], "sent", "allowed: {attempt}");
         } else {
-            assert_eq!(attempt["step"], "auth", "{attempt}");
-            assert_ne!(attempt["outcome"], "sent", "{attempt}");
-            assert_eq!(logins, 0, "{:?}", smtp.commands());
+            assert_eq!(attempt["step"], "auth", "not allowed: {attempt}");
+            assert_ne!(attempt["outcome"], "sent", "not allowed: {attempt}");
+            assert_eq!(logins, 0, "not allowed: {:?}", smtp.commands());
         }
     }
 }
@@ -190,67 +177,20 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
 async fn the_console_server_page_shows_the_warnings_and_the_choice() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let (_, persons) = app.get("/v1/tenants/acme/persons", OPERATOR).await;
-    let admin = persons[0]["id"].as_str().unwrap();
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/v1/tenants/acme/persons/{admin}/password"),
-            Some(OPERATOR),
-            Some(json!({"password": "admin console password"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    give_password(&app, "acme", "admin@acme.example", "admin console password").await;
     let body = json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true});
     let (_, server) = app.post_as_admin(&acme, "smtp-servers", body).await;
     let id = server["id"].as_str().unwrap();
 
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let base = &app.base;
-    let form = http.get(format!("{base}/sign-in")).send().await.unwrap();
-    let cookie = |response: &reqwest::Response, name: &str| {
-        response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(&format!("{name}=")))
-            .map(|v| v.split(';').next().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no {name} cookie"))
-    };
-    let csrf = |html: &str| {
-        let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-        html[start..].split('"').next().unwrap().to_owned()
-    };
-    let sign_in_cookie = cookie(&form, "herald_sign_in");
-    let token = csrf(&form.text().await.unwrap());
-    let signed = http
-        .post(format!("{base}/sign-in"))
-        .header("cookie", sign_in_cookie)
-        .form(&[
-            ("csrf", token.as_str()),
-            ("email", "admin@acme.example"),
-            ("password", "admin console password"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    let session = cookie(&signed, "herald_session");
-
-    let page = format!("{base}/t/acme/servers/{id}");
-    let html = http
-        .get(&page)
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = format!("/t/acme/servers/{id}");
+    let mut admin = HttpSession::sign_in(
+        &app,
+        "admin@acme.example",
+        "admin console password",
+        "/t/acme",
+    )
+    .await;
+    let html = admin.get(&page).await.html;
     assert!(
         html.contains("AUTH is refused unless allow_plaintext_auth is true"),
         "{html}"
@@ -262,39 +202,25 @@ async fn the_console_server_page_shows_the_warnings_and_the_choice() {
     );
 
     // Ticking the box stores the choice, and the warning says what it means now.
-    let saved = http
-        .post(&page)
-        .header("cookie", &session)
-        .form(&[
-            ("csrf", csrf(&html).as_str()),
-            ("name", "clear"),
-            ("host", "mail.acme.example"),
-            ("port", "25"),
-            ("security", "none"),
-            ("requires_auth", "on"),
-            ("allow_plaintext_auth", "on"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        saved.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        saved.text().await.unwrap()
-    );
+    admin.csrf = csrf_field(&html);
+    let saved = admin
+        .post(
+            &page,
+            &[
+                ("name", "clear"),
+                ("host", "mail.acme.example"),
+                ("port", "25"),
+                ("security", "none"),
+                ("requires_auth", "on"),
+                ("allow_plaintext_auth", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
     let (_, stored) = app
         .get(&format!("/v1/tenants/acme/smtp-servers/{id}"), &acme.admin)
         .await;
     assert_eq!(stored["allow_plaintext_auth"], true, "{stored}");
-    let html = http
-        .get(&page)
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get(&page).await.html;
     assert!(html.contains("the password travels unencrypted"), "{html}");
 }
