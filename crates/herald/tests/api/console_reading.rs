@@ -160,6 +160,12 @@ async fn unknown_console_urls_answer_an_html_page_with_a_way_back_and_the_api_ke
     }
 }
 
+/// Adds an SMTP server through the console's form; its id.
+async fn add_server(admin: &HttpSession, name: &str, host: &str, port: &str) -> String {
+    let fields = [("name", name), ("host", host), ("port", port)];
+    server_id_of(&admin.post("/t/acme/servers", &fields).await)
+}
+
 /// The id of the server the console's POST redirected to.
 fn server_id_of(page: &Page) -> String {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.html);
@@ -285,18 +291,7 @@ async fn the_account_form_keeps_to_the_chosen_mechanism_and_names_each_mailbox_o
         "bea-console-password",
     )
     .await;
-    let id = server_id_of(
-        &admin
-            .post(
-                "/t/acme/servers",
-                &[
-                    ("name", "exchange"),
-                    ("host", "mail.acme.example"),
-                    ("port", "587"),
-                ],
-            )
-            .await,
-    );
+    let id = add_server(&admin, "exchange", "mail.acme.example", "587").await;
     let page = admin.get(&format!("/t/acme/servers/{id}")).await;
     // The mechanisms' fields in their own groups, each saying what it is for.
     assert!(
@@ -393,30 +388,8 @@ async fn the_account_form_keeps_to_the_chosen_mechanism_and_names_each_mailbox_o
 #[tokio::test]
 async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() {
     let (app, acme, admin) = acme_admin().await;
-    let id = server_id_of(
-        &admin
-            .post(
-                "/t/acme/servers",
-                &[
-                    ("name", "exchange"),
-                    ("host", "mail.acme.example"),
-                    ("port", "587"),
-                ],
-            )
-            .await,
-    );
-    let gone = server_id_of(
-        &admin
-            .post(
-                "/t/acme/servers",
-                &[
-                    ("name", "old-relay"),
-                    ("host", "old.acme.example"),
-                    ("port", "25"),
-                ],
-            )
-            .await,
-    );
+    let id = add_server(&admin, "exchange", "mail.acme.example", "587").await;
+    let gone = add_server(&admin, "old-relay", "old.acme.example", "25").await;
     let deleted = admin
         .post(&format!("/t/acme/servers/{gone}/delete"), &[])
         .await;

@@ -44,6 +44,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The standard error of a run that must have failed.
+fn stderr_of_failure(failed: &Output) -> String {
+    let stderr = text(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    stderr
+}
+
 /// Whether the embedded database in `dir` holds an operator token.
 async fn operator_token_exists(dir: &std::path::Path) -> bool {
     let store = Database::Sqlite(dir.join("herald.db"))
@@ -142,8 +149,7 @@ async fn a_refused_database_connection_prints_no_backtrace() {
             .env("RUST_LIB_BACKTRACE", "1"),
     )
     .await;
-    let stderr = text(&failed.stderr);
-    assert!(!failed.status.success(), "{stderr}");
+    let stderr = stderr_of_failure(&failed);
     assert!(stderr.contains("error: "), "{stderr}");
     assert!(
         !stderr.to_lowercase().contains("backtrace"),
@@ -171,8 +177,7 @@ async fn a_password_prompt_without_a_terminal_says_which_variable_to_use() {
             .arg(dir.path()),
     )
     .await;
-    let stderr = text(&failed.stderr);
-    assert!(!failed.status.success(), "{stderr}");
+    let stderr = stderr_of_failure(&failed);
     assert!(
         stderr.contains("cannot read the password from a terminal")
             && stderr.contains("HERALD_OPERATOR_PASSWORD"),
@@ -186,8 +191,7 @@ async fn a_password_prompt_without_a_terminal_says_which_variable_to_use() {
             .env_remove("HERALD_SMTP_PASSWORD"),
     )
     .await;
-    let stderr = text(&failed.stderr);
-    assert!(!failed.status.success(), "{stderr}");
+    let stderr = stderr_of_failure(&failed);
     assert!(stderr.contains("HERALD_SMTP_PASSWORD"), "{stderr}");
 }
 

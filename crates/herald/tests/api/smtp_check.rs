@@ -38,6 +38,15 @@ async fn smtp_check(args: &[&str], envs: &[(&str, &str)]) -> Run {
 /// operator would allow an internal relay.
 const LOOPBACK: &[(&str, &str)] = &[("HERALD_EGRESS_ALLOW", "127.0.0.0/8")];
 
+/// Runs the check against `smtp` on 127.0.0.1 without TLS, loopback
+/// allowed, with the flags in `more` added.
+async fn check_over_loopback(smtp: &TestSmtpServer, more: &[&str]) -> Run {
+    let port = smtp.port().to_string();
+    let mut args = vec!["--host", "127.0.0.1", "--port", &port, "--security", "none"];
+    args.extend_from_slice(more);
+    smtp_check(&args, LOOPBACK).await
+}
+
 /// Characters a terminal acts on, which must never reach it from a server.
 fn has_terminal_controls(text: &str) -> bool {
     text.chars().any(|c| {
@@ -65,21 +74,9 @@ async fn what_the_server_says_is_printed_escaped() {
             "5.1.1 \u{1b}[8mhidden\u{1b}[0m \u{2066}no such user".into(),
         ),
     ));
-    let port = smtp.port().to_string();
-    let run = smtp_check(
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--security",
-            "none",
-            "--from",
-            "alerts@acme.example",
-            "--to",
-            "gone@acme.example",
-        ],
-        LOOPBACK,
+    let run = check_over_loopback(
+        &smtp,
+        &["--from", "alerts@acme.example", "--to", "gone@acme.example"],
     )
     .await;
     assert!(!run.ok, "{}{}", run.stdout, run.stderr);
@@ -106,12 +103,7 @@ async fn each_error_is_printed_once() {
         554,
         "5.7.1 client rejected by mx-7f3a",
     ));
-    let port = smtp.port().to_string();
-    let run = smtp_check(
-        &["--host", "127.0.0.1", "--port", &port, "--security", "none"],
-        LOOPBACK,
-    )
-    .await;
+    let run = check_over_loopback(&smtp, &[]).await;
     assert!(!run.ok, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
@@ -135,29 +127,15 @@ async fn each_error_is_printed_once() {
 #[tokio::test]
 async fn to_without_from_is_an_error_naming_both() {
     let smtp = TestSmtpServer::start().await;
-    let port = smtp.port().to_string();
     for (flag, value) in [
         ("--to", "ops@acme.example"),
         ("--from", "alerts@acme.example"),
     ] {
-        let run = smtp_check(
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--security",
-                "none",
-                flag,
-                value,
-            ],
-            LOOPBACK,
-        )
-        .await;
+        let run = check_over_loopback(&smtp, &[flag, value]).await;
         assert!(!run.ok, "{flag} alone was accepted: {}", run.stdout);
         assert!(
             run.stderr.contains("--from") && run.stderr.contains("--to"),
-            "{}",
+            "{flag} alone: {}",
             run.stderr
         );
     }
