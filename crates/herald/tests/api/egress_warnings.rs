@@ -3,7 +3,7 @@
 //! delivery the guard refuses names the same rule.
 
 use herald_smtp::Egress;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::console_http::{HttpSession, csrf_field, give_password};
@@ -30,17 +30,14 @@ fn egress_warnings(server: &Value) -> Vec<String> {
 async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     let app = guarded_app().await;
     let acme = app.tenant("acme").await;
-    let servers = "/v1/tenants/acme/smtp-servers";
 
     // An address: judged at once. The server is saved all the same.
-    let (status, literal) = app
-        .post(
-            servers,
-            &acme.admin,
+    let literal = app
+        .create_smtp_server(
+            &acme,
             json!({"name": "local", "host": "127.0.0.1", "port": 25, "security": "none"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{literal}");
     let said = egress_warnings(&literal);
     assert_eq!(said.len(), 1, "{literal}");
     assert!(
@@ -49,14 +46,12 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     );
 
     // A name: judged on what it resolves to.
-    let (status, named) = app
-        .post(
-            servers,
-            &acme.admin,
+    let named = app
+        .create_smtp_server(
+            &acme,
             json!({"name": "named", "host": "localhost", "port": 25, "security": "none"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{named}");
     let said = egress_warnings(&named);
     assert_eq!(said.len(), 1, "{named}");
     assert!(
@@ -65,27 +60,17 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     );
 
     // A private address is allowed, and a name that does not resolve gives no warning.
-    let path = format!("{servers}/{}", literal["id"].as_str().unwrap());
+    let server = format!("smtp-servers/{}", literal["id"].as_str().unwrap());
     for host in ["10.0.0.25", "relay.herald-test.invalid"] {
         let (status, changed) = app
-            .call(
-                Method::PATCH,
-                &path,
-                Some(&acme.admin),
-                Some(json!({"host": host})),
-            )
+            .patch_as_admin(&acme, &server, json!({"host": host}))
             .await;
         assert_eq!(status, StatusCode::OK, "{changed}");
         assert!(egress_warnings(&changed).is_empty(), "{host}: {changed}");
     }
     // A change back to a refused address warns again, with the rule of the range.
     let (status, metadata) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&acme.admin),
-            Some(json!({"host": "169.254.169.254"})),
-        )
+        .patch_as_admin(&acme, &server, json!({"host": "169.254.169.254"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{metadata}");
     let said = egress_warnings(&metadata);
@@ -97,14 +82,12 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     // Where the operator allows loopback, nothing is said.
     let allowing = spawn_app().await;
     let other = allowing.tenant("acme").await;
-    let (status, allowed) = allowing
-        .post(
-            servers,
-            &other.admin,
+    let allowed = allowing
+        .create_smtp_server(
+            &other,
             json!({"name": "local", "host": "127.0.0.1", "port": 25, "security": "none"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{allowed}");
     assert!(egress_warnings(&allowed).is_empty(), "{allowed}");
 }
 

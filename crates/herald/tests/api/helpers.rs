@@ -384,11 +384,18 @@ impl TestApp {
         }
     }
 
+    /// Creates an SMTP server entry as the tenant's administrator; the answer
+    /// (which must be 201 Created), with its warnings.
+    pub async fn create_smtp_server(&self, tenant: &TestTenant, body: Value) -> Value {
+        let (status, server) = self.post_as_admin(tenant, "smtp-servers", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{server}");
+        server
+    }
+
     /// Points the tenant at an SMTP server on 127.0.0.1:`port` without TLS, through a new active provider.
     pub async fn use_smtp_server(&self, tenant: &TestTenant, port: u16) -> String {
         let body = json!({"name": format!("test-{port}"), "host": "127.0.0.1", "port": port, "security": "none"});
-        let (status, server) = self.post_as_admin(tenant, "smtp-servers", body).await;
-        assert_eq!(status, StatusCode::CREATED, "{server}");
+        let server = self.create_smtp_server(tenant, body).await;
         let (status, provider) = self
             .post_as_admin(
                 tenant,
@@ -439,8 +446,7 @@ impl TestApp {
     ) -> Value {
         let slug = &tenant.slug;
         self.grant_credential_storage(slug).await;
-        let (status, server) = self.post_as_admin(tenant, "smtp-servers", server).await;
-        assert_eq!(status, StatusCode::CREATED, "{server}");
+        let server = self.create_smtp_server(tenant, server).await;
         let mut provider = json!({
             "name": "corporate", "smtp_server_id": server["id"],
             "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"

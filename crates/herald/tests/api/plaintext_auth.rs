@@ -1,7 +1,7 @@
 //! `allow_plaintext_auth` on an SMTP server entry, and the warnings a weak
 //! entry earns in the API's answer, a test message's diagnosis and the console.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::console_http::{HttpSession, csrf_field, give_password};
@@ -27,16 +27,12 @@ fn codes(server: &Value) -> Vec<String> {
 async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_certificate() {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
-    let servers = "/v1/tenants/acme/smtp-servers";
-
-    let (status, clear) = app
-        .post(
-            servers,
-            &acme.admin,
+    let clear = app
+        .create_smtp_server(
+            &acme,
             json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{clear}");
     assert_eq!(clear["allow_plaintext_auth"], false, "{clear}");
     let said = warnings(&clear);
     assert_eq!(said.len(), 1, "{said:?}");
@@ -47,14 +43,9 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
         "{said:?}"
     );
 
-    let path = format!("{servers}/{}", clear["id"].as_str().unwrap());
+    let server = format!("smtp-servers/{}", clear["id"].as_str().unwrap());
     let (status, allowed) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&acme.admin),
-            Some(json!({"allow_plaintext_auth": true})),
-        )
+        .patch_as_admin(&acme, &server, json!({"allow_plaintext_auth": true}))
         .await;
     assert_eq!(status, StatusCode::OK, "{allowed}");
     assert_eq!(allowed["allow_plaintext_auth"], true);
@@ -63,35 +54,31 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
         "{allowed}"
     );
     assert_eq!(codes(&allowed), ["plaintext_auth"]);
-    let (_, shown) = app.get(&path, &acme.admin).await;
+    let (_, shown) = app.get_as_admin(&acme, &server).await;
     assert_eq!(shown["allow_plaintext_auth"], true);
     assert_eq!(warnings(&shown), warnings(&allowed));
 
-    let (status, unchecked) = app
-        .post(
-            servers,
-            &acme.admin,
+    let unchecked = app
+        .create_smtp_server(
+            &acme,
             json!({"name": "unchecked", "host": "mail.acme.example", "port": 587, "tls_verify": false}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{unchecked}");
     assert!(
         warnings(&unchecked)[0].contains("tls_verify is false"),
         "{unchecked}"
     );
     assert_eq!(codes(&unchecked), ["tls_not_verified"]);
 
-    let (status, sound) = app
-        .post(
-            servers,
-            &acme.admin,
+    let sound = app
+        .create_smtp_server(
+            &acme,
             json!({"name": "sound", "host": "mail.acme.example", "port": 587, "requires_auth": true}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{sound}");
     assert!(warnings(&sound).is_empty(), "{sound}");
 
-    let (_, list) = app.get(servers, &acme.admin).await;
+    let (_, list) = app.get_as_admin(&acme, "smtp-servers").await;
     let listed: Vec<usize> = list
         .as_array()
         .unwrap()
@@ -102,12 +89,7 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
 
     // A wrong type names the field, and nothing changes.
     let (status, problem) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&acme.admin),
-            Some(json!({"allow_plaintext_auth": "yes"})),
-        )
+        .patch_as_admin(&acme, &server, json!({"allow_plaintext_auth": "yes"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
@@ -118,7 +100,7 @@ async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_cert
         "{problem}"
     );
     assert_eq!(
-        app.get(&path, &acme.admin).await.1["allow_plaintext_auth"],
+        app.get_as_admin(&acme, &server).await.1["allow_plaintext_auth"],
         true
     );
 }
