@@ -61,17 +61,28 @@ async fn acme_admin() -> (TestApp, TestTenant, HttpSession) {
     let app = spawn_app().await;
     let acme = app.tenant("acme").await;
     app.grant_credential_storage("acme").await;
-    person_with_password(
+    let admin = signed_in(
         &app,
-        "acme",
         "Admin",
         "admin@acme.example",
         "tenant_admin",
         ADMIN_PASSWORD,
     )
     .await;
-    let admin = HttpSession::sign_in(&app, "admin@acme.example", ADMIN_PASSWORD, "/t/acme").await;
     (app, acme, admin)
+}
+
+/// A person of acme with a console password (made if missing), signed in on
+/// the dashboard.
+async fn signed_in(
+    app: &TestApp,
+    name: &str,
+    email: &str,
+    role: &str,
+    password: &str,
+) -> HttpSession {
+    person_with_password(app, "acme", name, email, role, password).await;
+    HttpSession::sign_in(app, email, password, "/t/acme").await
 }
 
 /// A console error page: HTML, with the way back to the dashboard.
@@ -127,16 +138,7 @@ async fn unknown_console_urls_answer_an_html_page_with_a_way_back_and_the_api_ke
     app.tenant("globex").await;
     let page = admin.get("/t/globex/servers").await;
     assert_html_page_with_a_way_back(&page, StatusCode::NOT_FOUND, "another tenant");
-    person_with_password(
-        &app,
-        "acme",
-        "Mel",
-        "mel@acme.example",
-        "member",
-        MEMBER_PASSWORD,
-    )
-    .await;
-    let member = HttpSession::sign_in(&app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
+    let member = signed_in(&app, "Mel", "mel@acme.example", "member", MEMBER_PASSWORD).await;
     let page = member.get("/t/acme/audit").await;
     assert_html_page_with_a_way_back(&page, StatusCode::FORBIDDEN, "a member on the audit log");
 

@@ -17,6 +17,11 @@ async fn guarded_app() -> TestApp {
     spawn_app_with(|s| s.egress = Egress::default()).await
 }
 
+/// A server entry for `host`, port 25 without TLS.
+fn entry(name: &str, host: &str) -> Value {
+    json!({"name": name, "host": host, "port": 25, "security": "none"})
+}
+
 /// The `egress_refused` warnings of a server answer.
 fn egress_warnings(server: &Value) -> Vec<String> {
     server_warnings(server)
@@ -33,10 +38,7 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
 
     // An address: judged at once. The server is saved all the same.
     let literal = app
-        .create_smtp_server(
-            &acme,
-            json!({"name": "local", "host": "127.0.0.1", "port": 25, "security": "none"}),
-        )
+        .create_smtp_server(&acme, entry("local", "127.0.0.1"))
         .await;
     let said = egress_warnings(&literal);
     assert_eq!(said.len(), 1, "{literal}");
@@ -47,10 +49,7 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
 
     // A name: judged on what it resolves to.
     let named = app
-        .create_smtp_server(
-            &acme,
-            json!({"name": "named", "host": "localhost", "port": 25, "security": "none"}),
-        )
+        .create_smtp_server(&acme, entry("named", "localhost"))
         .await;
     let said = egress_warnings(&named);
     assert_eq!(said.len(), 1, "{named}");
@@ -83,10 +82,7 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     let allowing = spawn_app().await;
     let other = allowing.tenant("acme").await;
     let allowed = allowing
-        .create_smtp_server(
-            &other,
-            json!({"name": "local", "host": "127.0.0.1", "port": 25, "security": "none"}),
-        )
+        .create_smtp_server(&other, entry("local", "127.0.0.1"))
         .await;
     assert!(egress_warnings(&allowed).is_empty(), "{allowed}");
 }
@@ -141,12 +137,8 @@ async fn the_console_shows_the_warning_after_saving() {
 async fn the_refused_delivery_names_the_same_rule() {
     let app = guarded_app().await;
     let acme = app.tenant("acme").await;
-    app.configure(
-        &acme,
-        json!({"name": "local", "host": "127.0.0.1", "port": 25, "security": "none"}),
-        None,
-    )
-    .await;
+    app.configure(&acme, entry("local", "127.0.0.1"), None)
+        .await;
     let (_, providers) = app.get("/v1/tenants/acme/providers", &acme.admin).await;
     let provider = providers[0]["id"].as_str().unwrap();
     let (status, test) = app
