@@ -22,6 +22,10 @@ fn smtp_sink() -> Option<PathBuf> {
 }
 
 /// Starts smtp-sink on a port the kernel just handed out, appending every message to `dump`.
+///
+/// Between the probe's release of the port and smtp-sink's bind, another
+/// test's listener may take it: only a greeting with this sink's own name
+/// (`-h`) shows that smtp-sink is the one answering there.
 async fn start_sink(binary: &Path, dump: &Path) -> (Child, u16) {
     for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -29,8 +33,9 @@ async fn start_sink(binary: &Path, dump: &Path) -> (Child, u16) {
             .local_addr()
             .unwrap()
             .port();
+        let name = format!("sink-{}-{port}.test", std::process::id());
         let mut child = Command::new(binary)
-            .args(["-u", "nobody", "-D"])
+            .args(["-u", "nobody", "-h", &name, "-D"])
             .arg(dump)
             .arg(format!("127.0.0.1:{port}"))
             .arg("64")
@@ -44,11 +49,20 @@ async fn start_sink(binary: &Path, dump: &Path) -> (Child, u16) {
             if let Ok(Some(_)) = child.try_wait() {
                 break; // The port was taken in the meantime: try another.
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return (child, port);
+            if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let mut greeting = String::new();
+                let mut reader = tokio::io::BufReader::new(stream);
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut greeting),
+                )
+                .await;
+                if matches!(read, Ok(Ok(_))) && greeting.contains(&name) {
+                    return (child, port);
+                }
+                // Someone else's listener: this smtp-sink could not bind.
+                child.kill().await.ok();
+                break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
