@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod error;
 pub mod gate;
+pub mod panic;
 pub mod password;
 mod routes;
 pub mod service;
@@ -86,6 +87,7 @@ pub fn router(state: AppState, api: bool) -> Router {
     };
     routes
         .layer(DefaultBodyLimit::max(state.limits.max_body()))
+        .layer(axum::middleware::from_fn(panic::contain_panics))
         .with_state(state)
 }
 

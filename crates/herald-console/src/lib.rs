@@ -115,6 +115,12 @@ pub fn router(state: AppState, options: Options) -> Router {
             )
         })
         .layer(middleware::from_fn(session::csrf_guard))
+        // A page whose handler panics answers the console's 500 page.
+        .layer(middleware::from_fn(|request, next| async {
+            herald_api::panic::catch(request, next)
+                .await
+                .unwrap_or_else(|e| render::PageError::from(e).into_response())
+        }))
         .layer(axum::Extension(Arc::new(console)))
         .layer(middleware::map_response(protect))
         .with_state(state)
