@@ -7,7 +7,7 @@
 //! link can make a page say nothing but these sentences, and nothing is kept
 //! on the server, so the page may come from any node.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// What was saved, as the redirect's `done` query names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,11 +74,30 @@ impl Saved {
     }
 }
 
-/// The `done` query of a page; an unknown value is ignored, never an error.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+/// The `done` query of a page; an unknown, repeated or malformed value is
+/// ignored (the first `done` counts), never an error.
+#[derive(Default)]
 pub struct Done {
     done: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Done {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let done = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("done="))
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Done { done })
+    }
 }
 
 impl Done {

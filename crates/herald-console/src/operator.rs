@@ -1,7 +1,7 @@
 //! The operator's pages: tenants (create, open, grant the credential storage
 //! entitlement) and the nodes of the installation.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::Operator;
@@ -60,11 +60,7 @@ async fn tenants_page(
     ))
 }
 
-async fn tenants(
-    State(state): State<AppState>,
-    me: Signed,
-    Query(done): Query<Done>,
-) -> PageResult {
+async fn tenants(State(state): State<AppState>, me: Signed, done: Done) -> PageResult {
     let form = TenantForm::default();
     tenants_page(&state, &me, &form, Problems::default(), done.saved()).await
 }

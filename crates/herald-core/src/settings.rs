@@ -83,6 +83,16 @@ impl SmtpHost {
     pub fn ip(&self) -> Option<IpAddr> {
         self.0.parse().ok()
     }
+
+    /// The host as EHLO names the client (RFC 5321, 4.1.3): a name as it is,
+    /// an address as an address literal, `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+    pub fn ehlo_form(&self) -> String {
+        match self.ip() {
+            Some(IpAddr::V4(v4)) => format!("[{v4}]"),
+            Some(IpAddr::V6(v6)) => format!("[IPv6:{v6}]"),
+            None => self.0.clone(),
+        }
+    }
 }
 
 /// True when the last label is a number (decimal, or hex after `0x`), the
@@ -236,6 +246,11 @@ mod tests {
     #[test]
     fn slugs() {
         assert!(TenantSlug::parse("acme").is_ok());
+        let ehlo = |h: &str| SmtpHost::parse(h).unwrap().ehlo_form();
+        assert_eq!(ehlo("herald.example.com"), "herald.example.com");
+        assert_eq!(ehlo("192.0.2.10"), "[192.0.2.10]");
+        assert_eq!(ehlo("[192.0.2.10]"), "[192.0.2.10]");
+        assert_eq!(ehlo("2001:db8::1"), "[IPv6:2001:db8::1]");
         assert!(TenantSlug::parse("acme-2").is_ok());
         for bad in ["", "a", "Acme", "2acme", "acme-", "ac me", "acme/x"] {
             assert!(TenantSlug::parse(bad).is_err(), "{bad:?} was accepted");

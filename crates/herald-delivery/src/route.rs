@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use herald_core::{
-    AccountId, EmailAddress, Mailbox, ProviderId, Sealer, Secret, SenderPolicy, TenantId,
+    AccountId, EmailAddress, Mailbox, ProviderId, Sealer, Secret, SenderPolicy, SmtpHost, TenantId,
 };
 use std::sync::Arc;
 
@@ -228,7 +228,7 @@ pub fn route(
     let target = Target {
         helo_name: s.helo_name.as_ref().map_or_else(
             || provider.settings.from_address.domain().to_owned(),
-            ToString::to_string,
+            SmtpHost::ehlo_form,
         ),
         host: s.host.clone(),
         port: s.port,

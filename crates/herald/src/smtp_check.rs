@@ -265,7 +265,7 @@ async fn stored(
         },
         helo_name: s
             .helo_name
-            .map_or_else(|| args.helo.clone(), |h| h.to_string()),
+            .map_or_else(|| args.helo.clone(), |h| h.ehlo_form()),
         timeouts: Timeouts {
             connect: timeout,
             command: timeout,

@@ -1,7 +1,7 @@
 //! A tenant's persons: the list, adding one, and setting a person's console
 //! password (an error is shown beside the person it was for).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -86,7 +86,7 @@ async fn persons_page(
 async fn persons(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let form = PersonForm::blank();
     let none = Problems::default();

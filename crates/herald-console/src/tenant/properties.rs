@@ -1,7 +1,7 @@
 //! A tenant's properties: which provider sends its notifications, and making
 //! a change effective at once (refresh).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -64,7 +64,7 @@ async fn properties_page(
 async fn properties(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     properties_page(&state, &me, &tenant, Problems::default(), done.saved()).await
 }

@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 async fn providers(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let providers = store(state.store.list_providers(tenant.id).await)?;
     let servers = store(state.store.list_servers(tenant.id).await)?;
@@ -113,6 +113,8 @@ fn provider_notice(name: &str, chosen: bool, within: u64, saved: Saved) -> Optio
     let notice = match saved {
         Saved::ProviderAdded => Notice::new(format!("Provider {name} added.")),
         Saved::ProviderChanged => Notice::new(format!("Changes to {name} saved.")),
+        // Only what is stored: an old or made-up link says nothing.
+        Saved::ProviderChosen if !chosen => return None,
         Saved::ProviderChosen => Notice::new(format!(
             "{name} is the tenant's provider now: every node uses it within {within} s \
              (Tenant properties can make that at once)."
@@ -173,7 +175,7 @@ async fn edit_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let id: ProviderId = path_id(&id, "provider")?;
     let provider = store(state.store.provider(tenant.id, id).await)?;

@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
 async fn servers(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let servers = store(state.store.list_servers(tenant.id).await)?;
     let notice =
@@ -209,7 +209,7 @@ async fn edit_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;

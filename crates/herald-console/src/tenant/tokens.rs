@@ -2,7 +2,7 @@
 //! used), creating one (its value shown once, on the answer to the form, never
 //! in a URL) and revoking one after a confirmation page.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -86,7 +86,7 @@ async fn tokens_page(
 async fn tokens(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Query(done): Query<Done>,
+    done: Done,
 ) -> PageResult {
     let notice = (done.saved() == Some(Saved::TokenRevoked))
         .then(|| Notice::new("Token revoked: requests that carry it are refused from now on."));

@@ -509,3 +509,48 @@ async fn a_server_that_offers_no_auth_is_diagnosed_in_plain_words() {
     // Nothing was tried: no AUTH command reached the server.
     assert!(!smtp.commands().iter().any(|c| c.starts_with("AUTH")));
 }
+
+#[tokio::test]
+async fn a_confirmation_says_only_what_is_stored_and_a_strange_query_is_no_error() {
+    let (app, acme, admin) = acme_admin().await;
+    // A repeated or unknown `done` is ignored: the page, not an error.
+    for query in [
+        "done=x&done=y",
+        "done=%ZZ",
+        "done=person-added&done=person-added",
+    ] {
+        let page = admin.get(&format!("/t/acme/persons?{query}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}: {}", page.html);
+        assert!(
+            page.html.contains("<h1>Persons</h1>"),
+            "{query}: {}",
+            page.html
+        );
+    }
+    // "It is the tenant's provider now" only when it is.
+    let server = app
+        .create_smtp_server(
+            &acme,
+            json!({"name": "relay", "host": "relay.acme.example", "port": 587}),
+        )
+        .await;
+    let (status, provider) = app
+        .post_as_admin(
+            &acme,
+            "providers",
+            json!({"name": "relay", "smtp_server_id": server["id"], "from_address": "alerts@acme.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{provider}");
+    let id = provider["id"].as_str().unwrap();
+    let page = admin
+        .get(&format!("/t/acme/providers/{id}?done=provider-chosen"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(!page.html.contains("provider now"), "{}", page.html);
+    app.activate_provider(&acme, &provider["id"]).await;
+    let page = admin
+        .get(&format!("/t/acme/providers/{id}?done=provider-chosen"))
+        .await;
+    assert!(page.html.contains("provider now"), "{}", page.html);
+}

@@ -365,3 +365,28 @@ async fn an_internationalised_address_fails_at_once_where_the_server_lacks_smtpu
         "{mail}"
     );
 }
+
+#[tokio::test]
+async fn an_address_as_helo_name_is_sent_as_an_address_literal() {
+    // RFC 5321 4.1.3: a client named by its address says EHLO [a.b.c.d], or
+    // [IPv6:…]; a bare address is not a valid EHLO argument.
+    for (helo, said) in [
+        ("192.0.2.10", "EHLO [192.0.2.10]"),
+        ("[192.0.2.11]", "EHLO [192.0.2.11]"),
+        ("2001:db8::1", "EHLO [IPv6:2001:db8::1]"),
+        ("herald.acme.example", "EHLO herald.acme.example"),
+    ] {
+        let smtp = TestSmtpServer::start().await;
+        let app = spawn_app().await;
+        let entry = json!({"name": "relay", "host": "127.0.0.1", "port": smtp.port(),
+                           "security": "none", "helo_name": helo});
+        let acme = app.configured_tenant("acme", entry, None).await;
+        let id = app.submit_to(&acme, "user@acme.example", "Hello").await;
+        app.wait_for_status(&acme, &id, "sent").await;
+        let commands = smtp.commands();
+        assert!(
+            commands.iter().any(|c| c == said),
+            "helo_name {helo:?}: expected {said:?} among {commands:?}"
+        );
+    }
+}
