@@ -74,11 +74,13 @@ impl Saved {
     }
 }
 
-/// The `done` query of a page; an unknown, repeated or malformed value is
-/// ignored (the first `done` counts), never an error.
+/// The `done` query of a page, and the egress rule a server's save found
+/// (`egress`); an unknown, repeated or malformed value is ignored (the first
+/// of each counts), never an error.
 #[derive(Default)]
 pub struct Done {
     done: String,
+    egress: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Done {
@@ -88,21 +90,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Done {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let done = parts
-            .uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("done="))
-            .unwrap_or_default()
-            .to_owned();
-        Ok(Done { done })
+        let query = parts.uri.query().unwrap_or_default();
+        let first = |key: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        Ok(Done {
+            done: first("done").unwrap_or_default(),
+            egress: first("egress"),
+        })
     }
 }
 
 impl Done {
     pub fn saved(&self) -> Option<Saved> {
         Saved::parse(&self.done)
+    }
+
+    /// The code of the egress rule the save found refusing the server's host.
+    pub fn egress(&self) -> Option<&str> {
+        self.egress.as_deref()
     }
 }
 

@@ -22,7 +22,7 @@ pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
 pub use servers::{
     create_server, delete_server, egress_refusal, egress_warning, update_server,
-    warnings_when_saved,
+    warnings_after_save, warnings_when_saved,
 };
 pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
 pub use tokens::{CreatedToken, create_token, revoke_token};

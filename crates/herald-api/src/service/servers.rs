@@ -128,6 +128,26 @@ pub fn egress_warning(host: &SmtpHost, rule: EgressRule) -> Warning {
     )
 }
 
+/// The warnings of a server entry whose save found the egress guard refusing
+/// its host by the rule named `code` (as [`egress_refusal`] judged it then):
+/// the page a save leads to shows them without resolving the name again. An
+/// address is judged anew, which needs no DNS; an unknown code adds nothing.
+pub fn warnings_after_save(
+    state: &AppState,
+    settings: &ServerSettings,
+    code: Option<&str>,
+) -> Vec<Warning> {
+    let mut warnings = settings.warnings();
+    let rule = match settings.host.ip() {
+        Some(ip) => state.egress.refusal(ip),
+        None => code.and_then(EgressRule::from_code),
+    };
+    if let Some(rule) = rule {
+        warnings.push(egress_warning(&settings.host, rule));
+    }
+    warnings
+}
+
 /// What the administrator should know about a server entry just saved: what
 /// is weak about its settings, and whether the egress guard refuses its host
 /// (resolved within [`RESOLVE_WITHIN`]).

@@ -67,6 +67,8 @@ pub(super) struct Extras<'a> {
     pub account: Option<(&'a AccountForm, Problems)>,
     /// What the redirect to this page says was just saved.
     pub saved: Option<Saved>,
+    /// The egress rule that save found refusing the host, by code.
+    pub egress: Option<&'a str>,
 }
 
 /// What the server's page says after a save, and the step that follows: an
@@ -124,13 +126,14 @@ pub(super) async fn server_page(
     };
     // The same words the API's server answer gives, from the stored entry.
     // Just after a save, also whether the egress guard refuses its host, as
-    // the API's answer to a save says.
+    // the API's answer to a save says: judged when it was saved and carried
+    // here as a rule's code, so that visiting the page resolves nothing.
     let just_saved = matches!(
         extras.saved,
         Some(Saved::ServerAdded | Saved::ServerChanged)
     );
     let warnings = match server {
-        Some(s) if just_saved => service::warnings_when_saved(state, &s.settings).await,
+        Some(s) if just_saved => service::warnings_after_save(state, &s.settings, extras.egress),
         Some(s) => s.settings.warnings(),
         None => Vec::new(),
     };
@@ -185,11 +188,12 @@ async fn create_server(
     let slug = tenant.slug.clone();
     let outcome = async {
         let body = form.body(false).map_err(Problems::invalid)?;
-        service::create_server(&state, &me.caller, &tenant, body).await
+        let server = service::create_server(&state, &me.caller, &tenant, body).await?;
+        Ok((server.id, egress_query(&state, &server).await))
     };
     submit(
         outcome,
-        |server| Saved::ServerAdded.on(&format!("/t/{slug}/servers/{}", server.id)),
+        |(id, egress)| Saved::ServerAdded.on(&format!("/t/{slug}/servers/{id}{egress}")),
         |problems| {
             server_page(
                 &state,
@@ -203,6 +207,17 @@ async fn create_server(
         },
     )
     .await
+}
+
+/// `?egress=<rule>` when the egress guard refuses the server's host now (its
+/// name resolved within the API's bound), else nothing: what the page the
+/// save leads to says, without resolving the name again when it is visited.
+async fn egress_query(state: &AppState, server: &SmtpServer) -> String {
+    let s = &server.settings;
+    match service::egress_refusal(&state.egress, &s.host, s.port).await {
+        Some(rule) => format!("?egress={}", rule.code()),
+        None => String::new(),
+    }
 }
 
 async fn edit_server(
@@ -224,6 +239,7 @@ async fn edit_server(
         problems,
         Extras {
             saved: done.saved(),
+            egress: done.egress(),
             ..Extras::default()
         },
     )
@@ -241,11 +257,12 @@ async fn update_server(
     let server = store(state.store.server(tenant.id, id).await)?;
     let outcome = async {
         let body = form.body(true).map_err(Problems::invalid)?;
-        service::update_server(&state, &me.caller, &tenant, id, body).await
+        let server = service::update_server(&state, &me.caller, &tenant, id, body).await?;
+        Ok(egress_query(&state, &server).await)
     };
     submit(
         outcome,
-        |_| Saved::ServerChanged.on(&format!("/t/{slug}/servers/{id}")),
+        |egress| Saved::ServerChanged.on(&format!("/t/{slug}/servers/{id}{egress}")),
         |problems| {
             let extras = Extras::default();
             server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)

@@ -109,8 +109,16 @@ async fn create_token(
     submit_then(
         service::create_token(&state, &me.caller, &tenant, body),
         |created| async move {
+            // The token exists now and this page is the only time its value
+            // is shown: a person that cannot be read back costs its name, not the page.
             let person = match created.record.person_id {
-                Some(id) => Some(store(shared.store.person(loaded.id, id).await)?.name),
+                Some(id) => Some(
+                    shared
+                        .store
+                        .person(loaded.id, id)
+                        .await
+                        .map_or_else(|_| id.to_string(), |p| p.name),
+                ),
                 None => None,
             };
             Ok(page(

@@ -131,6 +131,35 @@ async fn the_console_shows_the_warning_after_saving() {
     assert_eq!(changed.status, StatusCode::SEE_OTHER);
     let page = shown(&admin, &changed.location).await;
     assert!(!page.contains("egress policy"), "{page}");
+    // An address is judged anew when the page is shown: a link claiming a
+    // refusal for an allowed address shows none.
+    let claimed = format!(
+        "{}?done=server-saved&egress=loopback",
+        changed.location.split('?').next().unwrap()
+    );
+    let page = shown(&admin, &claimed).await;
+    assert!(!page.contains("egress policy"), "{page}");
+
+    // A name is resolved once, when it is saved: the redirect carries the
+    // rule, and showing the page resolves nothing again.
+    admin.csrf = csrf_field(&page);
+    let named = admin
+        .post(
+            changed.location.split('?').next().unwrap(),
+            &server("localhost"),
+        )
+        .await;
+    assert_eq!(named.status, StatusCode::SEE_OTHER);
+    assert!(
+        named.location.contains("egress=loopback"),
+        "{}",
+        named.location
+    );
+    let page = shown(&admin, &named.location).await;
+    assert!(
+        page.contains("localhost resolves only to addresses") && page.contains(LOOPBACK),
+        "{page}"
+    );
 }
 
 #[tokio::test]
