@@ -98,13 +98,17 @@ async fn audit(
                 .map(|n| n.name.clone());
             // How, in words: a console session, or the token by its name.
             let token = entry.token_id.as_ref().map(|t| t.to_string());
+            // A live API token is known by its id first, whatever its name:
+            // only what is not one of the tenant's tokens is a console session.
+            let console =
+                via.ends_with("\"console session\"") || via.contains("\"console session of ");
             let via = match (&person, token.and_then(|t| token_name.get(&t))) {
+                (Some(_), Some(name)) => format!("with the token \"{name}\""),
+                (_, None) if console => "in the console".to_owned(),
                 (None, _) => match &operator {
                     Some((_, how)) => how.clone(),
                     None => entry.actor.clone(),
                 },
-                (Some(_), _) if via.ends_with("\"console session\"") => "in the console".to_owned(),
-                (Some(_), Some(name)) => format!("with the token \"{name}\""),
                 (Some(_), None) => via,
             };
             let object = entry

@@ -459,6 +459,34 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
         row.contains(">Admin</span>") && row.contains("with the token \"admin\""),
         "{row}"
     );
+    // A token is known by its id, whatever its name: one named like a
+    // console session is still that token, not the console.
+    let admin_id = person_id(&app, "admin@acme.example").await;
+    let (status, token) = app
+        .post(
+            "/v1/tenants/acme/tokens",
+            &acme.admin,
+            json!({"name": "console session", "role": "tenant_admin", "person_id": admin_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    let (status, made) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            token["token"].as_str().unwrap(),
+            json!({"name": "by-named-token", "host": "named.acme.example", "port": 25}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let text = admin.get("/t/acme/audit").await.text();
+    let row = text
+        .split("<tr>")
+        .find(|r| r.contains(">by-named-token</a>"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains("with the token \"console session\"") && !row.contains("in the console"),
+        "{row}"
+    );
 }
 
 #[tokio::test]
