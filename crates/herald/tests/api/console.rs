@@ -1823,6 +1823,24 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .get("/v1/tenants/acme/smtp-servers", &c.acme.admin)
         .await;
     assert!(!listed.to_string().contains("Intruder"), "{listed}");
+    // Nor a token, a revocation or a change of provider in acme.
+    let (_, before) = app.get("/v1/tenants/acme/properties", OPERATOR).await;
+    for (path, fields) in [
+        (
+            tokens.clone(),
+            vec![("name", "Intruder token"), ("role", "sender")],
+        ),
+        (format!("{tokens}/{}/revoke", c.token_id), vec![]),
+        (format!("{providers}/{second_provider}/activate"), vec![]),
+    ] {
+        let Page { status, .. } = stranger.post(&path, &fields).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "globex's admin on {path}");
+    }
+    let (_, listed) = app.get("/v1/tenants/acme/tokens", OPERATOR).await;
+    assert!(!listed.to_string().contains("Intruder"), "{listed}");
+    assert!(listed.to_string().contains(&c.token_id), "{listed}");
+    let (_, after) = app.get("/v1/tenants/acme/properties", OPERATOR).await;
+    assert_eq!(before, after);
     // A form without this session's token is refused before any handler runs.
     let forged = HttpSession {
         csrf: stranger.csrf.clone(),
