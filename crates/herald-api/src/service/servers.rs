@@ -137,24 +137,24 @@ pub fn warnings_after_save(
     settings: &ServerSettings,
     code: Option<&str>,
 ) -> Vec<Warning> {
-    let mut warnings = settings.warnings();
     let rule = match settings.host.ip() {
         Some(ip) => state.egress.refusal(ip),
         None => code.and_then(EgressRule::from_code),
     };
-    if let Some(rule) = rule {
-        warnings.push(egress_warning(&settings.host, rule));
-    }
-    warnings
+    warnings_with(settings, rule)
 }
 
 /// What the administrator should know about a server entry just saved: what
 /// is weak about its settings, and whether the egress guard refuses its host
 /// (resolved within [`RESOLVE_WITHIN`]).
 pub async fn warnings_when_saved(state: &AppState, settings: &ServerSettings) -> Vec<Warning> {
+    let rule = egress_refusal(&state.egress, &settings.host, settings.port).await;
+    warnings_with(settings, rule)
+}
+
+/// The entry's own warnings, and the egress guard's refusal by `rule`.
+fn warnings_with(settings: &ServerSettings, rule: Option<EgressRule>) -> Vec<Warning> {
     let mut warnings = settings.warnings();
-    if let Some(rule) = egress_refusal(&state.egress, &settings.host, settings.port).await {
-        warnings.push(egress_warning(&settings.host, rule));
-    }
+    warnings.extend(rule.map(|rule| egress_warning(&settings.host, rule)));
     warnings
 }

@@ -74,25 +74,31 @@ async fn test_context(
 
 async fn test_result(
     State(state): State<AppState>,
-    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    gate: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let result = test_context(&state, &me.caller, &tenant, &id).await?;
-    Ok(page(
-        "test_result.html",
-        context! { result, ..base(&me, &tenant, "providers") },
-    ))
+    test_page(&state, gate, &id, "test_result.html").await
 }
 
 /// The steps alone, which the result page polls (htmx) until the attempt is recorded.
 async fn test_steps(
     State(state): State<AppState>,
-    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    gate: TenantPage<TenantAdmin>,
     Path((_, id)): Path<(String, String)>,
 ) -> PageResult {
-    let result = test_context(&state, &me.caller, &tenant, &id).await?;
+    test_page(&state, gate, &id, "test_steps.html").await
+}
+
+/// The test message `id` rendered with `template`: the whole page, or its steps.
+async fn test_page(
+    state: &AppState,
+    TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
+    id: &str,
+    template: &str,
+) -> PageResult {
+    let result = test_context(state, &me.caller, &tenant, id).await?;
     Ok(page(
-        "test_steps.html",
+        template,
         context! { result, ..base(&me, &tenant, "providers") },
     ))
 }

@@ -18,7 +18,7 @@ use tracing::warn;
 
 use super::outcome::{self, Answer, Message};
 use super::{Done, Worker};
-use crate::pool::Lease;
+use crate::pool::{Lease, PoolLimits};
 use crate::{
     Login, Rendered, ResolveError, Route, Transport, WorkerStats, load_config, render, route,
 };
@@ -73,6 +73,31 @@ struct Sent {
     tx: Transaction,
     remote: String,
     tls: Option<herald_smtp::TlsInfo>,
+}
+
+impl Sent {
+    /// A transaction that went through on `conn`, with where and how it went.
+    fn over(conn: &Connection, tx: Transaction) -> Sent {
+        Sent {
+            tx,
+            remote: conn.remote().to_string(),
+            tls: conn.tls().cloned(),
+        }
+    }
+}
+
+/// The parts of an SMTP route; `send` and `send_traced` are only called for those.
+fn smtp(route: &RouteInfo) -> (&Target, &Login, PoolLimits, &str) {
+    let Transport::Smtp {
+        target,
+        login,
+        limits,
+        pool_key,
+    } = &route.transport
+    else {
+        unreachable!("only SMTP routes are sent over a connection")
+    };
+    (target, login, *limits, pool_key)
 }
 
 impl Worker {
@@ -205,16 +230,8 @@ impl Worker {
         lease_until: i64,
         started: &mut Instant,
     ) -> Result<Sent, SendError> {
-        let Transport::Smtp {
-            target,
-            login,
-            limits,
-            pool_key,
-        } = &route.transport
-        else {
-            unreachable!("send is only called for SMTP routes")
-        };
-        let pool = self.pools.get(pool_key, *limits, tenant);
+        let (target, login, limits, pool_key) = smtp(route);
+        let pool = self.pools.get(pool_key, limits, tenant);
         let _slot = pool
             .slot_within(SLOT_PATIENCE)
             .await
@@ -241,11 +258,7 @@ impl Worker {
             other => other,
         };
         let tx = result.map_err(SendError::Smtp)?;
-        let sent = Sent {
-            tx,
-            remote: lease.conn.remote().to_string(),
-            tls: lease.conn.tls().cloned(),
-        };
+        let sent = Sent::over(&lease.conn, tx);
         lease.sent += 1;
         pool.put_back(lease).await;
         Ok(sent)
@@ -261,16 +274,8 @@ impl Worker {
         lease_until: i64,
         tracer: &Tracer,
     ) -> Result<Sent, SendError> {
-        let Transport::Smtp {
-            target,
-            login,
-            limits,
-            pool_key,
-        } = &route.transport
-        else {
-            unreachable!("send_traced is only called for SMTP routes")
-        };
-        let pool = self.pools.route(pool_key, *limits);
+        let (target, login, limits, pool_key) = smtp(route);
+        let pool = self.pools.route(pool_key, limits);
         let _slot = pool
             .slot_within(SLOT_PATIENCE)
             .await
@@ -283,11 +288,7 @@ impl Worker {
             tracer.fail(&e);
             SendError::Smtp(e)
         })?;
-        let sent = Sent {
-            tx,
-            remote: lease.conn.remote().to_string(),
-            tls: lease.conn.tls().cloned(),
-        };
+        let sent = Sent::over(&lease.conn, tx);
         lease.conn.close();
         Ok(sent)
     }
