@@ -204,6 +204,9 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         test_provider: None,
         priority: 0,
         max_queued: None,
+        origin: herald_store::Origin::Api,
+        raw: None,
+        attachments: Vec::new(),
         max_pending_tests: None,
     })
 }

@@ -57,6 +57,10 @@ id_type!(
     RecipientId,
     /// A person of a tenant.
     PersonId,
+    /// A tenant's SMTP credential for the submission listener.
+    SmtpCredentialId,
+    /// A tenant's IP connector for the submission listener.
+    SmtpConnectorId,
 );
 
 /// A new random id for one start of a node's process, its *incarnation*.

@@ -19,7 +19,8 @@ pub mod token;
 pub use address::{EmailAddress, Mailbox};
 pub use endpoint::EndpointUrl;
 pub use ids::{
-    AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, TenantId, TokenId,
+    AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, SmtpConnectorId,
+    SmtpCredentialId, TenantId, TokenId,
 };
 pub use invalid::{FieldError, Invalid};
 pub use secret::{SealError, Sealer, Secret, redact_url};

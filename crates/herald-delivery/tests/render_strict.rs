@@ -77,6 +77,8 @@ fn message(subject: &str, to: Vec<Mailbox>) -> MessageContent {
         cc: Vec::new(),
         on_behalf_of: None,
         test_provider: None,
+        raw: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -105,6 +105,19 @@ forward_to_inner! {
 }
 
 forward_to_inner! {
+    impl Ingress {
+        create_smtp_credential(credential: NewSmtpCredential) -> SmtpCredential;
+        list_smtp_credentials(tenant: TenantId) -> Vec<SmtpCredential>;
+        revoke_smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> ();
+        smtp_login(username: &str) -> Option<(SmtpCredential, String)>;
+        create_smtp_connector(tenant: TenantId, name: String, cidrs: Vec<ipnet::IpNet>, rate_limit_per_minute: Option<u32>) -> SmtpConnector;
+        list_smtp_connectors(tenant: TenantId) -> Vec<SmtpConnector>;
+        delete_smtp_connector(tenant: TenantId, id: SmtpConnectorId) -> ();
+        all_smtp_connectors() -> Vec<SmtpConnector>;
+    }
+}
+
+forward_to_inner! {
     impl Queue {
         heartbeat(node: NodeRecord) -> ();
         list_nodes() -> Vec<NodeRecord>;
@@ -197,6 +210,9 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         test_provider: None,
         priority: 0,
         max_queued: None,
+        origin: herald_store::Origin::Api,
+        raw: None,
+        attachments: Vec::new(),
         max_pending_tests: None,
     }
 }

@@ -15,15 +15,17 @@ mod walk;
 use async_trait::async_trait;
 use herald_core::{
     AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId,
-    TenantId, TenantSlug, TokenId,
+    SmtpConnectorId, SmtpCredentialId, TenantId, TenantSlug, TokenId,
 };
 
 pub use model::*;
+/// Connectors' networks are `ipnet::IpNet`s.
+pub use ipnet;
 
 /// The store's traits, for code that calls its methods:
 /// `use herald_store::prelude::*;` brings every capability into scope.
 pub mod prelude {
-    pub use crate::{Configuration, Queue, Sessions, Store, Tenants};
+    pub use crate::{Configuration, Ingress, Queue, Sessions, Store, Tenants};
 }
 
 /// The most tenants one claim looks at (beyond those it passes over for
@@ -168,7 +170,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Durable state of a Herald installation. Tenant-scoped methods take the
 /// tenant's id and never return another tenant's objects.
 #[async_trait]
-pub trait Store: Tenants + Configuration + Queue + Sessions + Send + Sync + 'static {
+pub trait Store: Tenants + Configuration + Queue + Sessions + Ingress + Send + Sync + 'static {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
 
@@ -262,6 +264,38 @@ pub trait Tenants: Send + Sync {
 }
 
 /// The store's configuration: SMTP servers, their accounts, notification providers, the sealed secrets.
+/// Who may submit mail over SMTP: tenants' credentials and IP connectors.
+#[async_trait]
+pub trait Ingress: Send + Sync {
+    async fn create_smtp_credential(&self, credential: NewSmtpCredential)
+    -> Result<SmtpCredential>;
+
+    async fn list_smtp_credentials(&self, tenant: TenantId) -> Result<Vec<SmtpCredential>>;
+
+    /// Deletes the credential: the next AUTH with it fails.
+    async fn revoke_smtp_credential(&self, tenant: TenantId, id: SmtpCredentialId) -> Result<()>;
+
+    /// The credential with this username and its password's hash, for AUTH;
+    /// records its use (to the minute).
+    async fn smtp_login(&self, username: &str) -> Result<Option<(SmtpCredential, String)>>;
+
+    /// Stores a connector; `Conflict` when its networks overlap any other connector's.
+    async fn create_smtp_connector(
+        &self,
+        tenant: TenantId,
+        name: String,
+        cidrs: Vec<ipnet::IpNet>,
+        rate_limit_per_minute: Option<u32>,
+    ) -> Result<SmtpConnector>;
+
+    async fn list_smtp_connectors(&self, tenant: TenantId) -> Result<Vec<SmtpConnector>>;
+
+    async fn delete_smtp_connector(&self, tenant: TenantId, id: SmtpConnectorId) -> Result<()>;
+
+    /// Every tenant's connectors, for matching a client's address.
+    async fn all_smtp_connectors(&self) -> Result<Vec<SmtpConnector>>;
+}
+
 #[async_trait]
 pub trait Configuration: Send + Sync {
     /// Re-seals every stored secret with `reseal(sealed, context)`, all in one

@@ -216,6 +216,13 @@ const TABLES: &[Table] = &[
             ("test_provider_id", Text),
             ("on_behalf_name", Text),
             ("on_behalf_email", Text),
+            ("source", Text),
+            ("smtp_credential_id", Text),
+            ("smtp_connector_id", Text),
+            ("client_addr", Text),
+            ("raw", Bytes),
+            // JSON, but TEXT on PostgreSQL too, as the store reads it.
+            ("attachments", Text),
         ],
     },
     Table {
@@ -270,6 +277,31 @@ const TABLES: &[Table] = &[
             ("recipients", Jsonb),
             ("content", Bytes),
             ("at", BigInt),
+        ],
+    },
+    Table {
+        name: "smtp_credentials",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("name", Text),
+            ("username", Text),
+            ("password_hash", Text),
+            ("rate_limit_per_minute", Int),
+            ("created_at", BigInt),
+            ("last_used_at", BigInt),
+        ],
+    },
+    Table {
+        name: "smtp_connectors",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("name", Text),
+            // A JSON list, TEXT on PostgreSQL too, as the store reads it.
+            ("cidrs", Text),
+            ("rate_limit_per_minute", Int),
+            ("created_at", BigInt),
         ],
     },
     Table {

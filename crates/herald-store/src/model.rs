@@ -5,7 +5,8 @@
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
     NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
+    SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject, TenantId,
+    TenantSlug, TokenId,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -351,6 +352,15 @@ pub struct NewMessage {
     /// The most recipients the tenant may have queued, this message's
     /// included; `None` for no limit.
     pub max_queued: Option<u64>,
+    /// Where the message came from: the API, or the SMTP listener and who sent it there.
+    pub origin: Origin,
+    /// For mail received over SMTP: the message as received, a `Received:`
+    /// header first. It is sent as it is but for the sender's fields
+    /// (see `herald_delivery::render`); `subject`, `to` and `cc` are read
+    /// from it for lists and views.
+    pub raw: Option<Vec<u8>>,
+    /// Files sent with an API message (multipart/mixed), inline ones by content id.
+    pub attachments: Vec<Attachment>,
 }
 
 impl NewMessage {
@@ -395,6 +405,107 @@ pub struct MessageContent {
     pub cc: Vec<Mailbox>,
     pub on_behalf_of: Option<OnBehalf>,
     pub test_provider: Option<ProviderId>,
+    /// For mail received over SMTP: the message as received.
+    pub raw: Option<Vec<u8>>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file sent with a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    /// Set for an inline part (an image the HTML refers to as `cid:<content_id>`).
+    pub content_id: Option<String>,
+    pub content: Vec<u8>,
+}
+
+/// Where a message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Api,
+    Smtp(SmtpOrigin),
+}
+
+/// Who submitted a message over SMTP, and from where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SmtpOrigin {
+    /// The credential the session authenticated with, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<SmtpCredentialId>,
+    /// The connector whose networks hold the client's address, when the session did not authenticate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_id: Option<SmtpConnectorId>,
+    /// The client's IP address.
+    pub client_addr: String,
+}
+
+impl Origin {
+    /// `api` or `smtp`, as messages show it.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Who sent the message over SMTP, if it came that way.
+    pub fn smtp(self) -> Option<SmtpOrigin> {
+        match self {
+            Origin::Api => None,
+            Origin::Smtp(smtp) => Some(smtp),
+        }
+    }
+}
+
+/// A tenant's SMTP credential, without its password's hash.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmtpCredential {
+    pub id: SmtpCredentialId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// What the client gives in AUTH; unique across the installation.
+    pub username: String,
+    /// Messages per minute the credential may submit; `None` for no limit.
+    pub rate_limit_per_minute: Option<u32>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub last_used_at: Option<i64>,
+}
+
+/// A credential to store: the SHA-256 of its random password only.
+#[derive(Clone, Debug)]
+pub struct NewSmtpCredential {
+    pub id: SmtpCredentialId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub username: String,
+    pub password_hash: String,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// A tenant's IP connector: mail from its networks needs no AUTH.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmtpConnector {
+    pub id: SmtpConnectorId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub cidrs: Vec<ipnet::IpNet>,
+    pub rate_limit_per_minute: Option<u32>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+}
+
+impl SmtpConnector {
+    /// True when one of the connector's networks holds the address (an
+    /// IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn covers(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.cidrs.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// A list entry for a message.
@@ -403,6 +514,8 @@ pub struct MessageSummary {
     pub id: MessageId,
     pub status: RecipientStatus,
     pub subject: String,
+    /// `api` or `smtp`.
+    pub source: String,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
 }
@@ -420,7 +533,25 @@ pub struct MessageView {
     pub on_behalf_of: Option<OnBehalf>,
     /// For a test message, the provider it tests.
     pub test_provider_id: Option<ProviderId>,
+    /// `api` or `smtp`.
+    pub source: String,
+    /// For mail received over SMTP: the credential or connector, and the client's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpOrigin>,
+    /// Files sent with the message (names, types and sizes; API mail only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentInfo>,
     pub recipients: Vec<RecipientView>,
+}
+
+/// What a message view says of an attachment.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachmentInfo {
+    pub filename: String,
+    pub content_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    pub size: usize,
 }
 
 /// One recipient with its attempts.

@@ -274,3 +274,124 @@ pub(crate) fn attempt(r: &impl Columns) -> Result<AttemptRecord> {
             .transpose()?,
     })
 }
+
+/// An SMTP credential, from the columns `id, tenant_id, name, username,
+/// rate_limit_per_minute, created_at, last_used_at`.
+pub(crate) fn smtp_credential(r: &impl Columns) -> Result<SmtpCredential> {
+    Ok(SmtpCredential {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        name: r.text("name")?,
+        username: r.text("username")?,
+        rate_limit_per_minute: opt_count(r, "rate_limit_per_minute")?,
+        created_at: r.int("created_at")?,
+        last_used_at: r.opt_int("last_used_at")?,
+    })
+}
+
+/// An IP connector, from the columns `id, tenant_id, name, cidrs,
+/// rate_limit_per_minute, created_at`; `cidrs` is a JSON list of networks.
+pub(crate) fn smtp_connector(r: &impl Columns) -> Result<SmtpConnector> {
+    Ok(SmtpConnector {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        name: r.text("name")?,
+        cidrs: stored("cidrs", serde_json::from_str(&r.text("cidrs")?))?,
+        rate_limit_per_minute: opt_count(r, "rate_limit_per_minute")?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+/// A connector's networks as stored: a JSON list in CIDR notation.
+pub(crate) fn cidrs_json(cidrs: &[ipnet::IpNet]) -> String {
+    serde_json::to_string(cidrs).expect("networks serialise")
+}
+
+/// Where a message came from, from the columns `source, smtp_credential_id,
+/// smtp_connector_id, client_addr`.
+pub(crate) fn origin(r: &impl Columns) -> Result<Origin> {
+    Ok(match r.text("source")?.as_str() {
+        "smtp" => Origin::Smtp(SmtpOrigin {
+            credential_id: opt_id(r.opt_text("smtp_credential_id")?)?,
+            connector_id: opt_id(r.opt_text("smtp_connector_id")?)?,
+            client_addr: r.opt_text("client_addr")?.unwrap_or_default(),
+        }),
+        _ => Origin::Api,
+    })
+}
+
+/// The values of an origin's four columns, in that order.
+pub(crate) fn origin_values(origin: &Origin) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+    match origin {
+        Origin::Api => ("api", None, None, None),
+        Origin::Smtp(smtp) => (
+            "smtp",
+            smtp.credential_id.map(|c| c.to_string()),
+            smtp.connector_id.map(|c| c.to_string()),
+            Some(smtp.client_addr.clone()),
+        ),
+    }
+}
+
+/// One stored attachment: the file's bytes in base64, inside a JSON list.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAttachment {
+    filename: String,
+    content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_id: Option<String>,
+    content: String,
+}
+
+/// A message's attachments as stored: `None` when it has none.
+pub(crate) fn attachments_json(attachments: &[Attachment]) -> Option<String> {
+    use base64::Engine;
+    if attachments.is_empty() {
+        return None;
+    }
+    let stored: Vec<StoredAttachment> = attachments
+        .iter()
+        .map(|a| StoredAttachment {
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            content_id: a.content_id.clone(),
+            content: base64::engine::general_purpose::STANDARD.encode(&a.content),
+        })
+        .collect();
+    Some(serde_json::to_string(&stored).expect("attachments serialise"))
+}
+
+/// A message's attachments, read back.
+pub(crate) fn attachments(json: Option<String>) -> Result<Vec<Attachment>> {
+    use base64::Engine;
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<StoredAttachment> = stored("attachments", serde_json::from_str(&json))?;
+    list.into_iter()
+        .map(|a| {
+            Ok(Attachment {
+                content: stored(
+                    "attachment",
+                    base64::engine::general_purpose::STANDARD.decode(a.content),
+                )?,
+                filename: a.filename,
+                content_type: a.content_type,
+                content_id: a.content_id,
+            })
+        })
+        .collect()
+}
+
+/// What a message view shows of its attachments.
+pub(crate) fn attachment_infos(json: Option<String>) -> Result<Vec<AttachmentInfo>> {
+    Ok(attachments(json)?
+        .into_iter()
+        .map(|a| AttachmentInfo {
+            size: a.content.len(),
+            filename: a.filename,
+            content_type: a.content_type,
+            content_id: a.content_id,
+        })
+        .collect())
+}

@@ -89,3 +89,36 @@ pub(crate) fn provider_not_active(tenant: &Tenant, provider: ProviderId) -> Resu
     }
     Ok(())
 }
+
+/// A new connector's networks may overlap no other connector's, the
+/// tenant's own or another tenant's: a client's address must name one
+/// tenant. Another tenant's connector is not named.
+pub(crate) fn connector_networks(
+    tenant: herald_core::TenantId,
+    cidrs: &[ipnet::IpNet],
+    existing: &[crate::model::SmtpConnector],
+) -> Result<()> {
+    let overlaps = |a: &ipnet::IpNet, b: &ipnet::IpNet| {
+        a.contains(&b.network()) || b.contains(&a.network())
+    };
+    for connector in existing {
+        let Some((new, old)) = cidrs
+            .iter()
+            .find_map(|n| connector.cidrs.iter().find(|o| overlaps(n, o)).map(|o| (n, o)))
+        else {
+            continue;
+        };
+        return Err(StoreError::Conflict(if connector.tenant_id == tenant {
+            format!(
+                "cidrs: {new} overlaps {old} of this tenant's connector {:?}",
+                connector.name
+            )
+        } else {
+            format!(
+                "cidrs: {new} overlaps the networks of another tenant's connector; \
+                 a client's address must belong to one tenant"
+            )
+        }));
+    }
+    Ok(())
+}

@@ -350,8 +350,10 @@ pub(crate) const CLEAR_SERVER_SECRETS: &str =
 
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, \
      reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
-     on_behalf_email, test_provider_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-     $12, $13, $14, $15) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
+     on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
+     client_addr, raw, attachments) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
 pub(crate) const MESSAGE_BY_KEY: &str =
     "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
 pub(crate) const RECIPIENT_STATUSES: &str =
@@ -383,7 +385,8 @@ pub(crate) const CAPTURED: &str = "SELECT message_id, at, envelope_from, recipie
 pub(crate) const NODES: &str = "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes ORDER BY \
      heartbeat_at DESC, name";
 pub(crate) const MESSAGE_HEAD: &str = "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, \
-     on_behalf_email, test_provider_id FROM messages WHERE id = $1 AND tenant_id = $2";
+     on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
+     client_addr, attachments FROM messages WHERE id = $1 AND tenant_id = $2";
 pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
@@ -391,6 +394,59 @@ pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, 
 pub(crate) const RELEASE_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL WHERE \
      id = $2 AND lease_token = $3 AND status = 'sending'";
+
+// SMTP ingress: credentials and connectors.
+
+macro_rules! smtp_credential_columns {
+    () => {
+        "id, tenant_id, name, username, rate_limit_per_minute, created_at, last_used_at"
+    };
+}
+
+macro_rules! smtp_connector_columns {
+    () => {
+        "id, tenant_id, name, cidrs, rate_limit_per_minute, created_at"
+    };
+}
+
+pub(crate) const INSERT_SMTP_CREDENTIAL: &str = concat!(
+    "INSERT INTO smtp_credentials (id, tenant_id, name, username, password_hash, \
+     rate_limit_per_minute, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    smtp_credential_columns!()
+);
+pub(crate) const SMTP_CREDENTIALS: &str = concat!(
+    "SELECT ",
+    smtp_credential_columns!(),
+    " FROM smtp_credentials WHERE tenant_id = $1 ORDER BY created_at, id"
+);
+/// A credential and its password's hash, by the username AUTH gives (no tenant is known yet).
+pub(crate) const SMTP_LOGIN: &str = concat!(
+    "SELECT ",
+    smtp_credential_columns!(),
+    ", password_hash FROM smtp_credentials WHERE username = $1"
+);
+pub(crate) const SMTP_CREDENTIAL_USED: &str =
+    "UPDATE smtp_credentials SET last_used_at = $1 WHERE id = $2";
+pub(crate) const DELETE_SMTP_CREDENTIAL: &str =
+    "DELETE FROM smtp_credentials WHERE id = $1 AND tenant_id = $2";
+pub(crate) const INSERT_SMTP_CONNECTOR: &str = concat!(
+    "INSERT INTO smtp_connectors (id, tenant_id, name, cidrs, rate_limit_per_minute, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    smtp_connector_columns!()
+);
+pub(crate) const SMTP_CONNECTORS: &str = concat!(
+    "SELECT ",
+    smtp_connector_columns!(),
+    " FROM smtp_connectors WHERE tenant_id = $1 ORDER BY created_at, id"
+);
+/// Every tenant's connectors: the listener matches a client's address against them all.
+pub(crate) const ALL_SMTP_CONNECTORS: &str = concat!(
+    "SELECT ",
+    smtp_connector_columns!(),
+    " FROM smtp_connectors ORDER BY created_at, id"
+);
+pub(crate) const DELETE_SMTP_CONNECTOR: &str =
+    "DELETE FROM smtp_connectors WHERE id = $1 AND tenant_id = $2";
 
 // Console sign-in.
 
@@ -484,4 +540,13 @@ pub(crate) const ALL: &[&str] = &[
     OPERATOR_CREDENTIALS,
     SESSION_BY_HASH,
     PERSON_CREDENTIALS,
+    INSERT_SMTP_CREDENTIAL,
+    SMTP_CREDENTIALS,
+    SMTP_LOGIN,
+    SMTP_CREDENTIAL_USED,
+    DELETE_SMTP_CREDENTIAL,
+    INSERT_SMTP_CONNECTOR,
+    SMTP_CONNECTORS,
+    ALL_SMTP_CONNECTORS,
+    DELETE_SMTP_CONNECTOR,
 ];

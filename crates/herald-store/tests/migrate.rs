@@ -434,6 +434,51 @@ async fn fill(s: &dyn Store) -> Installation {
         .await
         .unwrap();
 
+    // SMTP ingress: a credential, a connector, a message received over SMTP
+    // (raw bytes, not all UTF-8) and an API message with an attachment.
+    let credential = s
+        .create_smtp_credential(herald_store::NewSmtpCredential {
+            id: herald_core::SmtpCredentialId::new(),
+            tenant_id: acme,
+            name: "grafana".into(),
+            username: "acme.grafana".into(),
+            password_hash: "hash-smtp".into(),
+            rate_limit_per_minute: Some(600),
+        })
+        .await
+        .unwrap();
+    s.smtp_login("acme.grafana").await.unwrap().unwrap();
+    s.create_smtp_connector(
+        other,
+        "office".into(),
+        vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/48".parse().unwrap()],
+        None,
+    )
+    .await
+    .unwrap();
+    s.submit(NewMessage {
+        origin: herald_store::Origin::Smtp(herald_store::SmtpOrigin {
+            credential_id: Some(credential.id),
+            connector_id: None,
+            client_addr: "192.0.2.9".into(),
+        }),
+        raw: Some(b"Received: from x\r\nSubject: raw\r\n\r\n\xff\xfe bytes\r\n".to_vec()),
+        ..message(acme, &["r@acme.example"], None, 1_400)
+    })
+    .await
+    .unwrap();
+    s.submit(NewMessage {
+        attachments: vec![herald_store::Attachment {
+            filename: "report ✓.pdf".into(),
+            content_type: "application/pdf".into(),
+            content_id: None,
+            content: vec![0, 1, 2, 255],
+        }],
+        ..message(other, &["s@other.example"], None, 1_500)
+    })
+    .await
+    .unwrap();
+
     s.audit(audit(
         Some(acme),
         1_000,
@@ -809,6 +854,8 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
         vec![
             "d@acme.example",
             "q@acme.example",
+            "r@acme.example",
+            "s@other.example",
             "y@acme.example",
             "z@other.example"
         ]

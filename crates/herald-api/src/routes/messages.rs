@@ -295,6 +295,9 @@ async fn prepare(
         max_pending_tests: None,
         max_queued: Some(state.limits.max_queued_per_tenant),
         created_at,
+        origin: herald_store::Origin::Api,
+        raw: None,
+        attachments: Vec::new(),
     };
     Ok(message)
 }

@@ -132,6 +132,9 @@ pub async fn send_test_message(
         test_provider: Some(provider.id),
         priority: herald_store::TEST_PRIORITY,
         max_queued: Some(state.limits.max_queued_per_tenant),
+        origin: herald_store::Origin::Api,
+        raw: None,
+        attachments: Vec::new(),
         max_pending_tests: Some(state.limits.max_pending_tests),
     };
     let submitted = state.store.submit(message).await?;

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("0007_lease_incarnation.sql"),
     ),
     ("0008_fair_claims", include_str!("0008_fair_claims.sql")),
+    ("0009_smtp_ingress", include_str!("0009_smtp_ingress.sql")),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -8,6 +8,7 @@
 
 mod config;
 mod db;
+mod ingress;
 mod listen;
 mod queue;
 mod sessions;
@@ -20,7 +21,8 @@ use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
     AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
-    RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
+    RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,
+    TokenId,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json, ToSql};
@@ -33,7 +35,7 @@ use crate::rows::{
 use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
-use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
+use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::{client, execute, now_ms, pg, query, query_opt, snapshot, unique};
 
 /// Herald's store for many nodes: one PostgreSQL database.
@@ -322,6 +324,7 @@ fn on_behalf_of(r: &Row) -> Result<Option<OnBehalf>> {
 /// Inserts a message's row; `false` when its tenant already has a message
 /// under the same idempotency key (nothing is inserted then).
 async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool> {
+    let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
     let headers: Vec<(&str, &str)> = m
         .headers
         .iter()
@@ -346,6 +349,12 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
             &m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
             &m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
             &m.test_provider.map(|p| p.to_string()),
+            &source,
+            &credential,
+            &connector,
+            &client_addr,
+            &m.raw,
+            &rows::attachments_json(&m.attachments),
         ],
     )
     .await

@@ -132,6 +132,7 @@ impl Queue for PgStore {
         let rows = query(&tx, sql::MESSAGE_RECIPIENTS, &[&mid, &tid]).await?;
         let attempt_rows = query(&tx, sql::MESSAGE_ATTEMPTS, &[&mid, &tid]).await?;
         tx.commit().await.map_err(pg)?;
+        let origin = rows::origin(&row)?;
         let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
         for r in &attempt_rows {
             attempts
@@ -163,6 +164,9 @@ impl Queue for PgStore {
             on_behalf_of: on_behalf_of(&row)?,
             test_provider_id: opt_id(get(&row, "test_provider_id")?)?,
             recipients,
+            attachments: rows::attachment_infos(get(&row, "attachments")?)?,
+            source: origin.source().to_owned(),
+            smtp: origin.smtp(),
         })
     }
 
@@ -196,7 +200,7 @@ impl Queue for PgStore {
         let recipient = q.recipient.map(|r| r.trim().to_lowercase());
         query(
             &c,
-            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses FROM messages m \
+            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses, m.source FROM messages m \
              JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
              WHERE m.tenant_id = $1 \
              AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
@@ -224,6 +228,7 @@ impl Queue for PgStore {
                 id: id(get(r, "id")?)?,
                 status: message_status(statuses),
                 subject: get(r, "subject")?,
+                source: get(r, "source")?,
                 created_at: get(r, "created_at")?,
             })
         })
@@ -236,8 +241,8 @@ impl Queue for PgStore {
         let rows = query(
             &c,
             "SELECT id, tenant_id, created_at, subject, text_body, html_body, reply_to, headers, \
-             header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id \
-             FROM messages WHERE id = ANY($1)",
+             header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id, raw, \
+             attachments FROM messages WHERE id = ANY($1)",
             &[&wanted],
         )
         .await?;
@@ -258,6 +263,8 @@ impl Queue for PgStore {
                 cc: mailboxes(json(r, "header_cc")?)?,
                 on_behalf_of: on_behalf_of(r)?,
                 test_provider: opt_id(get(r, "test_provider_id")?)?,
+                raw: get(r, "raw")?,
+                attachments: rows::attachments(get(r, "attachments")?)?,
             };
             found.insert(content.id, content);
         }

@@ -2,6 +2,7 @@
 
 mod config;
 mod db;
+mod ingress;
 mod queue;
 mod sessions;
 mod tenants;
@@ -15,7 +16,8 @@ use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
     AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
-    RecipientStatus, ServerId, Subject, TenantId, TenantSlug, TokenId,
+    RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,
+    TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -24,7 +26,7 @@ use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, 
 use crate::rules;
 use crate::sql;
 use crate::walk::TenantWalk;
-use crate::{Configuration, Queue, Result, Sessions, Store, StoreError, Tenants};
+use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
 use db::Db;
 
 impl Columns for Row<'_> {
@@ -304,6 +306,7 @@ fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<
 /// Stores a message and its recipients, or answers with the message stored
 /// earlier under the same idempotency key.
 fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
+    let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
     let headers: Vec<(&str, &str)> = m
         .headers
         .iter()
@@ -327,7 +330,13 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             m.created_at,
             m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
             m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
-            m.test_provider.map(|p| p.to_string())
+            m.test_provider.map(|p| p.to_string()),
+            source,
+            credential,
+            connector,
+            client_addr,
+            m.raw,
+            rows::attachments_json(&m.attachments)
         ])
         .map_err(sql)?;
     if inserted == 0 {

@@ -47,7 +47,7 @@ impl Queue for SqliteStore {
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
         self.db
             .read(move |c| {
-                let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider) = c
+                let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider, origin, attachments) = c
                     .query_row(
                         sql::MESSAGE_HEAD,
                         [message_id.to_string(), tenant_id.to_string()],
@@ -59,12 +59,15 @@ impl Queue for SqliteStore {
                                 r.get::<_, bool>(3)?,
                                 (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
                                 r.get::<_, Option<String>>(6)?,
+                                rows::origin(r),
+                                r.get::<_, Option<String>>("attachments")?,
                             ))
                         },
                     )
                     .optional()
                     .map_err(sql)?
                     .ok_or(StoreError::NotFound)?;
+                let origin = origin?;
                 let rows = list(
                     c,
                     sql::MESSAGE_RECIPIENTS,
@@ -102,6 +105,9 @@ impl Queue for SqliteStore {
                     on_behalf_of: on_behalf_of(on_behalf)?,
                     test_provider_id: opt_id(test_provider)?,
                     recipients,
+                    attachments: rows::attachment_infos(attachments)?,
+                    source: origin.source().to_owned(),
+                    smtp: origin.smtp(),
                 })
             })
             .await
@@ -138,7 +144,7 @@ impl Queue for SqliteStore {
             .read(move |c| {
                 let rows = list(
                     c,
-                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status) FROM messages m \
+                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status), m.source FROM messages m \
                      JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
                      AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
                           WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
@@ -159,11 +165,12 @@ impl Queue for SqliteStore {
                             r.get::<_, String>(1)?,
                             r.get::<_, i64>(2)?,
                             r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
                         ))
                     },
                 )?;
                 rows.into_iter()
-                    .map(|(mid, subject, created_at, statuses)| {
+                    .map(|(mid, subject, created_at, statuses, source)| {
                         let statuses = statuses
                             .split(',')
                             .map(status)
@@ -172,6 +179,7 @@ impl Queue for SqliteStore {
                             id: id(mid)?,
                             status: message_status(statuses),
                             subject,
+                            source,
                             created_at,
                         })
                     })
@@ -187,7 +195,7 @@ impl Queue for SqliteStore {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
-                         on_behalf_name, on_behalf_email, test_provider_id FROM messages WHERE id = ?1",
+                         on_behalf_name, on_behalf_email, test_provider_id, raw, attachments FROM messages WHERE id = ?1",
                     )
                     .map_err(sql)?;
                 let mut out = Vec::with_capacity(ids.len());
@@ -201,11 +209,12 @@ impl Queue for SqliteStore {
                                 r.get::<_, String>(7)?, r.get::<_, String>(8)?,
                                 (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
                                 r.get::<_, Option<String>>(11)?,
+                                (r.get::<_, Option<Vec<u8>>>(12)?, r.get::<_, Option<String>>(13)?),
                             ))
                         })
                         .optional()
                         .map_err(sql)?;
-                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider)) = row else {
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider, (raw, attachments))) = row else {
                         continue;
                     };
                     out.push(MessageContent {
@@ -221,6 +230,8 @@ impl Queue for SqliteStore {
                         cc: mailboxes(&cc)?,
                         on_behalf_of: on_behalf_of(on_behalf)?,
                         test_provider: opt_id(test_provider)?,
+                        raw,
+                        attachments: rows::attachments(attachments)?,
                     });
                 }
                 Ok(out)

@@ -12,8 +12,8 @@ use herald_core::{
     TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, ClaimRequest, NewAccount, NewMessage, NewToken, Person, ProviderSettings,
-    ServerSettings, Store,
+    AttemptRecord, ClaimRequest, NewAccount, NewMessage, NewToken, Origin, Person,
+    ProviderSettings, ServerSettings, Store,
 };
 
 pub fn address(s: &str) -> EmailAddress {
@@ -39,6 +39,9 @@ pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> New
         test_provider: None,
         priority: 0,
         max_queued: None,
+        origin: Origin::Api,
+        raw: None,
+        attachments: Vec::new(),
         max_pending_tests: None,
     }
 }
