@@ -15,6 +15,25 @@ pub fn generate() -> String {
     format!("{PREFIX}{}", B64URL.encode(bytes))
 }
 
+/// The prefix of an SMTP credential's password, which a leaked-secret scan can tell from a token.
+pub const SMTP_PASSWORD_PREFIX: &str = "hrlds_";
+
+/// A new random password for an SMTP credential (256 bits), shown once.
+pub fn smtp_password() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{SMTP_PASSWORD_PREFIX}{}", B64URL.encode(bytes))
+}
+
+/// True when two hashes are equal, in time that does not depend on where they differ.
+pub fn hashes_match(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
 /// The hash under which a token is stored and looked up.
 pub fn hash(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -32,5 +51,15 @@ mod tests {
         assert!(a.starts_with(super::PREFIX));
         assert_eq!(super::hash(&a), super::hash(&a));
         assert_eq!(super::hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn smtp_passwords_are_random_and_hashes_compare_whole() {
+        let (a, b) = (super::smtp_password(), super::smtp_password());
+        assert_ne!(a, b);
+        assert!(a.starts_with(super::SMTP_PASSWORD_PREFIX));
+        assert!(super::hashes_match(&super::hash(&a), &super::hash(&a)));
+        assert!(!super::hashes_match(&super::hash(&a), &super::hash(&b)));
+        assert!(!super::hashes_match("ab", "abc"));
     }
 }

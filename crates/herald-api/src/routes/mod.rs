@@ -5,6 +5,7 @@ mod operator;
 pub(crate) mod people;
 pub(crate) mod providers;
 pub(crate) mod servers;
+pub(crate) mod smtp;
 pub(crate) mod tenants;
 
 use herald_core::timestamp::now_ms;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .merge(servers::router())
         .merge(providers::router())
         .merge(messages::router())
+        .merge(smtp::router())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 

@@ -12,6 +12,7 @@ mod nodes;
 mod people;
 mod providers;
 mod servers;
+mod smtp;
 mod tenants;
 mod tokens;
 
@@ -24,6 +25,10 @@ pub use servers::{
     create_server, delete_server, egress_refusal, egress_warning, update_server,
     warnings_after_save, warnings_when_saved,
 };
+pub use smtp::{
+    CreatedCredential, create_smtp_connector, create_smtp_credential, delete_smtp_connector,
+    network, revoke_smtp_credential,
+};
 pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
 pub use tokens::{CreatedToken, create_token, revoke_token};
 
@@ -34,3 +39,4 @@ pub use crate::routes::people::PersonBody;
 pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;
 pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};
+pub use crate::routes::smtp::{ConnectorBody, CredentialBody};
