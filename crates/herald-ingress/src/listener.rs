@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::limits::{AuthFailures, RateLimits, SessionsPerIp};
 use crate::reply::Reply;
 use crate::session::Session;
-use crate::tls::{CertificateError, Certificates};
+use crate::tls::{CertificateError, Certificates, Hangup, hangup};
 use crate::{Backend, Settings};
 
 /// Why the listener cannot start.
@@ -56,7 +56,7 @@ pub struct Listener {
     shared: Arc<Shared>,
     plain: Option<TcpListener>,
     implicit: Option<TcpListener>,
-    certificates: Option<Arc<Certificates>>,
+    certificates: Option<(Arc<Certificates>, Hangup)>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -106,7 +106,7 @@ impl Listener {
             shared,
             plain,
             implicit,
-            certificates,
+            certificates: certificates.map(|certificates| (certificates, hangup())),
         })
     }
 
@@ -130,8 +130,8 @@ impl Listener {
             implicit,
             certificates,
         } = self;
-        if let Some(certificates) = certificates {
-            tokio::spawn(certificates.watch(shared.settings.tls_poll, stop.clone()));
+        if let Some((certificates, hangup)) = certificates {
+            tokio::spawn(certificates.watch(hangup, shared.settings.tls_poll, stop.clone()));
         }
         tracing::info!(
             smtp = ?plain.as_ref().and_then(|l| l.local_addr().ok()),

@@ -156,40 +156,67 @@ impl Certificates {
         *self.stamp.lock().expect("the stamp is never poisoned") != now
     }
 
-    /// Reloads on SIGHUP and when the files change (looked at every `poll`), until `stop`.
-    pub async fn watch(self: Arc<Self>, poll: Duration, mut stop: watch::Receiver<bool>) {
-        #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "SMTP listener: no SIGHUP handler; certificate files are still watched");
-                None
-            }
-        };
-        let mut ticks = tokio::time::interval(poll.max(Duration::from_millis(10)));
+    /// Reloads on SIGHUP (from `hangup`, see [`hangup`]) and when the files
+    /// change (looked at every `poll`), until `stop`.
+    pub async fn watch(
+        self: Arc<Self>,
+        mut hangup: Hangup,
+        poll: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // The first look is one period after the start: the files were just loaded.
+        let poll = poll.max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            #[cfg(unix)]
-            let hangup_received = async {
-                match hangup.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup_received = std::future::pending::<Option<()>>();
             tokio::select! {
                 _ = ticks.tick() => {
                     if self.changed() {
                         self.reload("the files changed");
                     }
                 }
-                _ = hangup_received => self.reload("SIGHUP"),
+                _ = hangup.recv() => self.reload("SIGHUP"),
                 _ = stop.wait_for(|stopping| *stopping) => return,
             }
         }
     }
+}
+
+/// SIGHUP, as a stream of signals received (never one where there is no such signal).
+pub(crate) struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+/// Installs the SIGHUP handler now, so that a SIGHUP sent once the listener
+/// is bound reloads the certificate rather than ending the process.
+pub(crate) fn hangup() -> Hangup {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Hangup {
+                signal: Some(signal),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "SMTP listener: no SIGHUP handler; the certificate files are still watched");
+                Hangup { signal: None }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    Hangup {}
 }
 
 impl ResolvesServerCert for Certificates {

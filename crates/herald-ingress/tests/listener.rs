@@ -197,6 +197,36 @@ async fn implicit_tls_and_a_certificate_reloaded_when_its_files_change() {
 }
 
 #[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    let mut settings = remote();
+    // Only the signal can make the listener look at the files in this test.
+    settings.tls_poll = Duration::from_secs(3600);
+    let server = start(Memory::new(), true, settings).await;
+    let second = TestTls::generate(&["localhost"]);
+    write_certificate(&second, server.files.as_ref().unwrap());
+    // The listener installed its SIGHUP handler when it was bound.
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let addr = server.addr;
+    eventually(
+        "the certificate reloaded on SIGHUP",
+        Duration::from_secs(20),
+        || {
+            let second = second.clone();
+            async move {
+                let mut smtp = Smtp::connect(addr).await;
+                expect(&smtp.command("STARTTLS").await, 220, "2.0.0");
+                smtp.handshake(&second).await.map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_failed_reload_keeps_the_certificate() {
     let mut settings = remote();
     settings.tls_poll = Duration::from_millis(20);
@@ -734,4 +764,70 @@ async fn starting_needs_what_it_needs() {
     settings.listen = Some(taken.local_addr().unwrap());
     let error = Listener::bind(settings, backend).await.err().unwrap();
     assert!(matches!(error, StartError::Bind { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn python_smtplib_sends_through_starttls_and_login() {
+    let Some(_) = herald_testkit::require(
+        herald_testkit::Dependency::Python,
+        std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("python3 cannot run: {e}")),
+    ) else {
+        return;
+    };
+    let server = start(Memory::new(), true, remote()).await;
+    let tls = server.tls.clone().unwrap();
+    let dir = scratch_dir();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, tls.ca_pem()).unwrap();
+    let message = big_message(256 * 1024);
+    let message_file = dir.join("message.eml");
+    std::fs::write(&message_file, &message).unwrap();
+    let script = r#"
+import smtplib, ssl, sys
+port, ca, user, password, path = sys.argv[1:]
+context = ssl.create_default_context(cafile=ca)
+with smtplib.SMTP("localhost", int(port), local_hostname="python.test") as smtp:
+    smtp.starttls(context=context)
+    smtp.login(user, password)
+    refused = smtp.sendmail("app@example.test", ["ops@example.test", "zoë@example.test"],
+                            open(path, "rb").read(), mail_options=["SMTPUTF8"])
+    assert not refused, refused
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(server.addr.port().to_string())
+        .arg(&ca)
+        .arg(USER)
+        .arg(PASSWORD)
+        .arg(&message_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let messages = server.backend.messages();
+    assert_eq!(messages.len(), 1);
+    let envelope = &messages[0].1;
+    assert!(envelope.smtputf8);
+    let recipients: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(recipients, ["ops@example.test", "zoë@example.test"]);
+    assert!(
+        without_received(&envelope.data) == message.as_slice(),
+        "the message arrived unchanged"
+    );
+    assert!(
+        String::from_utf8_lossy(&envelope.data)
+            .starts_with("Received: from python.test ([127.0.0.1])")
+    );
 }

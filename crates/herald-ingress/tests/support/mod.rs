@@ -46,7 +46,7 @@ impl Memory {
     pub fn with_connector(rate: Option<u32>) -> Arc<Memory> {
         let memory = Memory::new();
         *memory.connector.lock().unwrap() = Some(Client {
-            tenant_id: memory.tenant.clone(),
+            tenant_id: memory.tenant,
             by: Sender::Connector("conn-1".into()),
             rate_limit_per_minute: rate,
         });
@@ -62,7 +62,7 @@ impl Memory {
 impl Backend for Memory {
     async fn login(&self, username: &str, password: &str) -> Result<Option<Client>, Refusal> {
         Ok((username == USER && password == PASSWORD).then(|| Client {
-            tenant_id: self.tenant.clone(),
+            tenant_id: self.tenant,
             by: Sender::Credential("cred-1".into()),
             rate_limit_per_minute: *self.credential_rate.lock().unwrap(),
         }))
@@ -269,6 +269,18 @@ impl Smtp {
         let answer = self.command("EHLO client.test").await;
         assert_eq!(answer.code, 250, "{answer}");
         answer.lines[1..].to_vec()
+    }
+
+    /// A TLS handshake on the connection as it is, trusting `tls`'s CA; `None` when it fails.
+    pub async fn handshake(self, tls: &TestTls) -> Option<Smtp> {
+        let stream = self.stream.into_inner();
+        let stream = tokio_rustls::TlsConnector::from(tls.client_config())
+            .connect("localhost".try_into().unwrap(), stream)
+            .await
+            .ok()?;
+        Some(Smtp {
+            stream: BufReader::new(Box::new(stream)),
+        })
     }
 
     /// STARTTLS and the handshake, trusting `tls`'s CA.
