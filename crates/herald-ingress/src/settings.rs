@@ -60,10 +60,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults, for a listener with STARTTLS on `listen`.
-    pub fn new(listen: SocketAddr, hostname: impl Into<String>) -> Settings {
+    /// The defaults, for a listener named `hostname` with no address yet:
+    /// set `listen`, `smtps_listen` or both.
+    pub fn new(hostname: impl Into<String>) -> Settings {
         Settings {
-            listen: Some(listen),
+            listen: None,
             smtps_listen: None,
             tls_cert: None,
             tls_key: None,

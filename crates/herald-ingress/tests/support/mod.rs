@@ -113,7 +113,9 @@ pub fn write_certificate(tls: &TestTls, (cert, key): &(PathBuf, PathBuf)) {
 }
 
 pub fn settings() -> Settings {
-    Settings::new("127.0.0.1:0".parse().unwrap(), "mx.herald.test")
+    let mut settings = Settings::new("mx.herald.test");
+    settings.listen = Some("127.0.0.1:0".parse().unwrap());
+    settings
 }
 
 /// Starts a listener; `tls` gives it a certificate (in files) for `localhost`.
