@@ -99,3 +99,13 @@ pub trait Backend: Send + Sync + 'static {
     /// `Ok(message id)` for the `250` reply, or the refusal to send instead.
     async fn accept(&self, client: &Client, envelope: Envelope) -> Result<String, Refusal>;
 }
+
+/// The address as plain IPv4 when it is an IPv4-mapped IPv6 one (a
+/// dual-stack socket's view of an IPv4 client), so that limits and
+/// connectors see one address per client.
+pub(crate) fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub rates: RateLimits,
     pub auth_failures: AuthFailures,
     pub sessions: Arc<SessionsPerIp>,
+    /// One permit per session, `max_sessions` in all.
+    pub slots: Arc<Semaphore>,
 }
 
 /// The bound sockets, ready to serve: bind first so that the caller learns
@@ -99,6 +101,7 @@ impl Listener {
                 settings.auth_block,
             ),
             sessions: Arc::default(),
+            slots: Arc::new(Semaphore::new(settings.max_sessions.max(1))),
             settings,
             backend,
         });
@@ -189,38 +192,56 @@ async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr
 /// Admits a connection (or answers 421 when its address has too many) and runs its session.
 async fn start(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let ip = crate::canonical(peer.ip());
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "SMTP session refused: the listener has its most sessions open");
+        let reply = Reply::new(
+            421,
+            "4.3.2",
+            format!(
+                "{} Too many connections, try again later",
+                shared.settings.hostname
+            ),
+        );
+        return refuse(&shared, stream, implicit_tls, reply).await;
+    };
     let Some(slot) = shared
         .sessions
-        .enter(peer.ip(), shared.settings.max_sessions_per_ip)
+        .enter(ip, shared.settings.max_sessions_per_ip)
     else {
         tracing::info!(%peer, "SMTP session refused: too many sessions from this address");
-        // Over implicit TLS the client cannot read a plaintext reply; it is
-        // only closed.
-        if !implicit_tls {
-            let mut out = Vec::new();
-            Reply::new(
-                421,
-                "4.7.0",
-                format!(
-                    "{} Too many connections from your address, try again later",
-                    shared.settings.hostname
-                ),
-            )
-            .write_to(&mut out);
-            let _ = tokio::time::timeout(shared.settings.write_timeout, async {
-                stream.write_all(&out).await?;
-                stream.shutdown().await
-            })
-            .await;
-        }
-        return;
+        let reply = Reply::new(
+            421,
+            "4.7.0",
+            format!(
+                "{} Too many connections from your address, try again later",
+                shared.settings.hostname
+            ),
+        );
+        return refuse(&shared, stream, implicit_tls, reply).await;
     };
     Session::run(shared, stream, peer, implicit_tls, stop).await;
     drop(slot);
+    drop(permit);
+}
+
+/// Answers a connection that is not admitted and closes it. Over implicit
+/// TLS the client could not read a plaintext reply: it is only closed.
+async fn refuse(shared: &Shared, mut stream: TcpStream, implicit_tls: bool, reply: Reply) {
+    if implicit_tls {
+        return;
+    }
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = tokio::time::timeout(shared.settings.write_timeout, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
 }

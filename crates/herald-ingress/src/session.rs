@@ -7,7 +7,7 @@
 //! in order. Commands are parsed by `smtp-proto`; the session frames the
 //! lines itself so that the RFC 5321 limit of 1,000 octets holds.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::data::{DataReader, Outcome};
 use crate::listener::{Shared, stopped};
 use crate::received::Trace;
 use crate::reply::Reply;
-use crate::{Client, Envelope, Refusal};
+use crate::{Client, Envelope, Refusal, canonical};
 
 /// The longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 const MAX_COMMAND_LINE: usize = 1000;
@@ -127,14 +127,6 @@ pub(crate) struct Session {
     tls: Option<(String, String)>,
     transaction: Option<Transaction>,
     errors: u32,
-}
-
-/// The address as plain IPv4 when it is an IPv4-mapped IPv6 one.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }
 
 /// A short random id for a transaction, in the `Received:` header and the logs.

@@ -36,6 +36,9 @@ pub struct Settings {
     /// Most sessions at once from one client address [20]; more are answered
     /// `421 4.7.0` at connect.
     pub max_sessions_per_ip: usize,
+    /// Most sessions at once in all [1000]: each holds a descriptor and up to
+    /// a message in memory. More are answered `421 4.3.2` at connect.
+    pub max_sessions: usize,
     /// Failed AUTH attempts from one address within `auth_failure_window`
     /// that block AUTH from it [5].
     pub max_auth_failures: u32,
@@ -74,6 +77,7 @@ impl Settings {
             max_recipients: 100,
             max_header_fields: 200,
             max_sessions_per_ip: 20,
+            max_sessions: 1000,
             max_auth_failures: 5,
             auth_failure_window: Duration::from_secs(300),
             auth_block: Duration::from_secs(900),

@@ -524,6 +524,17 @@ async fn sessions_per_address_are_limited() {
 }
 
 #[tokio::test]
+async fn sessions_in_all_are_limited() {
+    let mut settings = settings();
+    settings.max_sessions = 1;
+    let server = start(Memory::new(), false, settings).await;
+    let _first = Smtp::connect(server.addr).await;
+    let mut second = Smtp::open(server.addr).await;
+    expect(&second.read().await.expect("a reply"), 421, "4.3.2");
+    assert!(second.closed().await);
+}
+
+#[tokio::test]
 async fn a_backend_refusal_is_passed_through_never_250() {
     let server = start(Memory::with_connector(None), false, settings()).await;
     *server.backend.refuse.lock().unwrap() = Some(Refusal::store_unavailable());
