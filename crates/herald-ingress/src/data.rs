@@ -335,6 +335,57 @@ mod tests {
         }
     }
 
+    /// Random sequences of CR, LF, dots and letters, fed in random pieces:
+    /// DATA ends exactly after the first CRLF.CRLF (the DATA command's CRLF
+    /// counting as the first CRLF), and the message is refused exactly when
+    /// it holds a bare CR or LF.
+    #[test]
+    fn ends_where_the_first_crlf_dot_crlf_is_and_nowhere_else() {
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..20_000 {
+            let len = next(24) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| [b'\r', b'\n', b'.', b'a'][next(4) as usize])
+                .collect();
+            let mut framed = b"\r\n".to_vec();
+            framed.extend_from_slice(&input);
+            let end = framed
+                .windows(5)
+                .position(|w| w == b"\r\n.\r\n")
+                .map(|at| at + 5 - 2);
+            let mut reader = DataReader::new(Vec::new(), 1 << 20, 1000);
+            let mut taken = 0;
+            let mut done = false;
+            while taken < input.len() && !done {
+                let piece = 1 + next(4) as usize;
+                let stop = (taken + piece).min(input.len());
+                let (n, ended) = reader.feed(&input[taken..stop]);
+                taken += n;
+                done = ended;
+            }
+            assert_eq!(done.then_some(taken), end, "{input:?}");
+            if done {
+                let body = &input[..taken - 3];
+                let mut bare = false;
+                for (i, &b) in body.iter().enumerate() {
+                    let prev = if i == 0 { b'\n' } else { body[i - 1] };
+                    let next_b = body.get(i + 1).copied().unwrap_or(b'\r');
+                    bare |= (b == b'\n' && prev != b'\r') || (b == b'\r' && next_b != b'\n');
+                }
+                // The body's last CRLF belongs to the terminator, so the
+                // checks above see it as paired.
+                let refused = matches!(reader.finish(), Outcome::Refused(_));
+                assert_eq!(refused, bare, "{input:?}");
+            }
+        }
+    }
+
     #[test]
     fn limits() {
         let long = [b'a'; MAX_LINE];
