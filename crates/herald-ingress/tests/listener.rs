@@ -566,6 +566,40 @@ async fn a_backend_refusal_is_passed_through_never_250() {
 }
 
 #[tokio::test]
+async fn a_store_that_cannot_answer_who_is_sending_gives_temporary_replies() {
+    let server = start(Memory::with_connector(None), false, settings()).await;
+    *server.backend.unavailable.lock().unwrap() = Some(Refusal::new(
+        454,
+        "4.7.0",
+        "Temporary authentication failure",
+    ));
+    let mut smtp = Smtp::connect(server.addr).await;
+    smtp.ehlo().await;
+    // Not 530: the client may well be a connector's, and its mail must wait, not bounce.
+    *server.backend.unavailable.lock().unwrap() = None;
+    expect(
+        &smtp.command("MAIL FROM:<app@example.test>").await,
+        454,
+        "4.7.0",
+    );
+    *server.backend.unavailable.lock().unwrap() = Some(Refusal::new(
+        454,
+        "4.7.0",
+        "Temporary authentication failure",
+    ));
+    expect(&smtp.login(USER, PASSWORD).await, 454, "4.7.0");
+    *server.backend.unavailable.lock().unwrap() = None;
+    expect(&smtp.login(USER, PASSWORD).await, 235, "2.7.0");
+    expect(
+        &smtp
+            .send_mail("app@example.test", "ops@example.test", MESSAGE)
+            .await,
+        250,
+        "2.0.0",
+    );
+}
+
+#[tokio::test]
 async fn failed_auth_from_an_address_is_throttled() {
     let mut settings = settings();
     settings.max_auth_failures = 3;

@@ -32,6 +32,8 @@ pub struct Memory {
     pub credential_rate: Mutex<Option<u32>>,
     /// What `accept` answers instead of storing, when set.
     pub refuse: Mutex<Option<Refusal>>,
+    /// What `login` and `connector` answer instead of looking, when set.
+    pub unavailable: Mutex<Option<Refusal>>,
     pub tenant: TenantId,
 }
 
@@ -61,6 +63,9 @@ impl Memory {
 #[async_trait::async_trait]
 impl Backend for Memory {
     async fn login(&self, username: &str, password: &str) -> Result<Option<Client>, Refusal> {
+        if let Some(refusal) = self.unavailable.lock().unwrap().clone() {
+            return Err(refusal);
+        }
         Ok((username == USER && password == PASSWORD).then(|| Client {
             tenant_id: self.tenant,
             by: Sender::Credential("cred-1".into()),
@@ -69,6 +74,9 @@ impl Backend for Memory {
     }
 
     async fn connector(&self, _ip: IpAddr) -> Result<Option<Client>, Refusal> {
+        if let Some(refusal) = self.unavailable.lock().unwrap().clone() {
+            return Err(refusal);
+        }
         Ok(self.connector.lock().unwrap().clone())
     }
 
