@@ -363,3 +363,35 @@ pub fn without_received(data: &[u8]) -> &[u8] {
         }
     }
 }
+
+pub const MESSAGE: &[u8] =
+    b"From: app@example.test\r\nTo: ops@example.test\r\nSubject: hello\r\n\r\nbody\r\n";
+
+pub fn remote() -> herald_ingress::Settings {
+    // Tests can only connect over loopback: with this off, the client is
+    // treated as a remote one.
+    let mut settings = settings();
+    settings.loopback_is_local = false;
+    settings
+}
+
+/// A 10 MiB message with an attachment, as MIME would carry it.
+pub fn big_message(size: usize) -> Vec<u8> {
+    let mut message = b"From: app@example.test\r\nTo: ops@example.test\r\nSubject: report\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n.\r\n..\r\n\
+--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"report.bin\"\r\n\r\n"
+        .to_vec();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut n = 0usize;
+    let end = b"\r\n--b1--\r\n";
+    while message.len() + 78 + end.len() <= size {
+        for _ in 0..76 {
+            n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            message.push(alphabet[(n >> 16) % 64]);
+        }
+        message.extend_from_slice(b"\r\n");
+    }
+    message.extend_from_slice(end);
+    message
+}
