@@ -244,3 +244,60 @@ pub(crate) fn parameters(connection: &rustls::ServerConnection) -> Option<(Strin
         .unwrap_or_else(|| format!("{suite:?}"));
     Some((version, cipher))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_testsmtp::TestTls;
+
+    fn leaf(tls: &TestTls) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(tls.cert_pem().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_certificate_in_use() {
+        let dir = std::env::temp_dir().join(format!("herald-ingress-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let first = TestTls::generate(&["localhost"]);
+        std::fs::write(&cert, first.cert_pem()).unwrap();
+        std::fs::write(&key, first.key_pem()).unwrap();
+        let certificates = Certificates::load(&cert, &key).unwrap();
+        let in_use = || certificates.current.read().unwrap().clone();
+        let before = in_use();
+        assert!(!certificates.changed());
+
+        // Another certificate's key: refused, the first stays.
+        let second = TestTls::generate(&["localhost"]);
+        std::fs::write(&key, second.key_pem()).unwrap();
+        assert!(matches!(
+            load(&cert, &key),
+            Err(CertificateError::Mismatch { .. })
+        ));
+        certificates.reload("test");
+        assert!(Arc::ptr_eq(&before, &in_use()));
+        // The failed attempt is remembered: no new attempt until the files change again.
+        assert!(!certificates.changed());
+
+        std::fs::write(&cert, "no PEM here").unwrap();
+        let error = load(&cert, &key).unwrap_err();
+        assert!(
+            matches!(error, CertificateError::NoCertificate { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("cert.pem"), "{error}");
+        certificates.reload("test");
+        assert!(Arc::ptr_eq(&before, &in_use()));
+
+        // The whole new pair: taken.
+        std::fs::write(&cert, second.cert_pem()).unwrap();
+        certificates.reload("test");
+        assert_eq!(in_use().cert[0], leaf(&second));
+        assert_ne!(in_use().cert[0], leaf(&first));
+
+        std::fs::remove_file(&key).unwrap();
+        let error = load(&cert, &key).unwrap_err();
+        assert!(matches!(error, CertificateError::Read { .. }), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -217,24 +217,6 @@ async fn sighup_reloads_the_certificate() {
 }
 
 #[tokio::test]
-async fn a_failed_reload_keeps_the_certificate() {
-    let mut settings = remote();
-    settings.tls_poll = Duration::from_millis(20);
-    let server = start(Memory::new(), true, settings).await;
-    let tls = server.tls.clone().unwrap();
-    let files = server.files.clone().unwrap();
-    // A key that is not the certificate's: the reload fails.
-    let other = TestTls::generate(&["localhost"]);
-    std::fs::write(&files.1, other.key_pem()).unwrap();
-    // No signal of the failed attempt reaches a client, so this only shows
-    // that sessions keep working with the certificate loaded before.
-    for _ in 0..3 {
-        let mut smtp = Smtp::connect(server.addr).await.starttls(&tls).await;
-        smtp.ehlo().await;
-    }
-}
-
-#[tokio::test]
 async fn bytes_pipelined_after_starttls_are_never_executed() {
     let backend = Memory::with_connector(None);
     let server = start(backend, true, remote()).await;
