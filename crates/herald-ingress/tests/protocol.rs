@@ -487,3 +487,66 @@ async fn starting_needs_what_it_needs() {
     let error = Listener::bind(settings, backend).await.err().unwrap();
     assert!(matches!(error, StartError::Bind { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_in_data_is_told_421_and_nothing_is_stored() {
+    let mut settings = settings();
+    settings.data_timeout = Duration::from_millis(50);
+    let server = start(Memory::with_connector(None), false, settings).await;
+    let mut smtp = Smtp::connect(server.addr).await;
+    smtp.ehlo().await;
+    expect(
+        &smtp.command("MAIL FROM:<app@example.test>").await,
+        250,
+        "2.1.0",
+    );
+    expect(
+        &smtp.command("RCPT TO:<ops@example.test>").await,
+        250,
+        "2.1.5",
+    );
+    assert_eq!(smtp.command("DATA").await.code, 354);
+    smtp.send("Subject: half\r\n\r\nand then nothing").await;
+    expect(&smtp.read().await.expect("a reply"), 421, "4.4.2");
+    assert!(smtp.closed().await);
+    assert!(server.backend.messages().is_empty());
+}
+
+#[tokio::test]
+async fn ehlo_and_rset_end_a_transaction() {
+    let server = start(Memory::with_connector(None), false, settings()).await;
+    let mut smtp = Smtp::connect(server.addr).await;
+    smtp.ehlo().await;
+    expect(
+        &smtp.command("MAIL FROM:<app@example.test>").await,
+        250,
+        "2.1.0",
+    );
+    expect(
+        &smtp.command("RCPT TO:<ops@example.test>").await,
+        250,
+        "2.1.5",
+    );
+    expect(&smtp.login(USER, PASSWORD).await, 503, "5.5.1");
+    smtp.ehlo().await;
+    expect(&smtp.command("DATA").await, 503, "5.5.1");
+    expect(
+        &smtp.command("MAIL FROM:<app@example.test>").await,
+        250,
+        "2.1.0",
+    );
+    expect(&smtp.command("RSET").await, 250, "2.0.0");
+    expect(
+        &smtp.command("RCPT TO:<ops@example.test>").await,
+        503,
+        "5.5.1",
+    );
+    expect(
+        &smtp
+            .send_mail("app@example.test", "ops@example.test", MESSAGE)
+            .await,
+        250,
+        "2.0.0",
+    );
+    assert_eq!(server.backend.messages().len(), 1);
+}
