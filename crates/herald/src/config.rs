@@ -242,6 +242,20 @@ pub struct ServeArgs {
     /// HTTP connections open at once; beyond, new connections wait until one closes [default: 10000].
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Address of the SMTP submission listener with STARTTLS, e.g. 0.0.0.0:587; off by default.
+    #[arg(long, env = "HERALD_SMTP_LISTEN")]
+    pub smtp_listen: Option<SocketAddr>,
+    /// Address of the SMTP submission listener over implicit TLS, e.g. 0.0.0.0:465; needs
+    /// --smtp-tls-cert and --smtp-tls-key; off by default.
+    #[arg(long, env = "HERALD_SMTPS_LISTEN")]
+    pub smtps_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) of the SMTP listener, reloaded on SIGHUP and when the
+    /// file changes. Without it STARTTLS is not offered and AUTH only taken from loopback clients.
+    #[arg(long, env = "HERALD_SMTP_TLS_CERT")]
+    pub smtp_tls_cert: Option<PathBuf>,
+    /// PEM private key of --smtp-tls-cert.
+    #[arg(long, env = "HERALD_SMTP_TLS_KEY")]
+    pub smtp_tls_key: Option<PathBuf>,
 }
 
 /// Everything a node needs, resolved and validated.
@@ -281,6 +295,8 @@ pub struct Settings {
     pub bootstrap_token: Option<Secret>,
     /// From HERALD_MASTER_KEY: the key that seals secrets, instead of the key file.
     pub master_key: Option<Secret>,
+    /// The SMTP submission listener, when --smtp-listen or --smtps-listen is given.
+    pub smtp: Option<herald_ingress::Settings>,
 }
 
 /// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
@@ -533,12 +549,26 @@ impl ServeArgs {
                 "--node-stale-after ({node_stale_after:?}) must be longer than --heartbeat ({heartbeat:?})"
             );
         }
+        let node_name = pick!(node_name).unwrap_or_else(host_name);
+        let smtp = smtp_settings(
+            pick!(smtp_listen),
+            pick!(smtps_listen),
+            pick!(smtp_tls_cert),
+            pick!(smtp_tls_key),
+            &node_name,
+        )?
+        .map(|mut smtp| {
+            let default = herald_api::Limits::default();
+            smtp.max_message_size = pick!(max_message_size).unwrap_or(default.max_message_bytes);
+            smtp.max_recipients = pick!(max_recipients).unwrap_or(default.max_recipients);
+            smtp
+        });
         Ok(Settings {
             http: pick!(http).unwrap_or_else(|| "127.0.0.1:8025".parse().expect("a valid address")),
             data_dir,
             database,
             default_provider,
-            node_name: pick!(node_name).unwrap_or_else(host_name),
+            node_name,
             retry: RetryPolicy {
                 base: duration("retry-base", pick!(retry_base), Duration::from_secs(60))?,
                 max: duration("retry-max", pick!(retry_max), Duration::from_secs(3600))?,
@@ -600,8 +630,41 @@ impl ServeArgs {
             sign_in: herald_console::SignInLimits::default(),
             bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
             master_key: env_secret("HERALD_MASTER_KEY"),
+            smtp,
         })
     }
+}
+
+/// The SMTP listener's settings, when one of its addresses is given; the
+/// node's name is the name in its greeting and `Received:` headers.
+fn smtp_settings(
+    listen: Option<SocketAddr>,
+    smtps_listen: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    node_name: &str,
+) -> anyhow::Result<Option<herald_ingress::Settings>> {
+    match (&cert, &key) {
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("--smtp-tls-cert and --smtp-tls-key go together: give both or neither")
+        }
+        _ => {}
+    }
+    if listen.is_none() && smtps_listen.is_none() {
+        if cert.is_some() {
+            bail!("--smtp-tls-cert needs --smtp-listen or --smtps-listen");
+        }
+        return Ok(None);
+    }
+    if smtps_listen.is_some() && cert.is_none() {
+        bail!("--smtps-listen needs a certificate: give --smtp-tls-cert and --smtp-tls-key");
+    }
+    let mut settings = herald_ingress::Settings::new(node_name);
+    settings.listen = listen;
+    settings.smtps_listen = smtps_listen;
+    settings.tls_cert = cert;
+    settings.tls_key = key;
+    Ok(Some(settings))
 }
 
 /// Where the master key lives in embedded mode.
@@ -626,6 +689,51 @@ mod tests {
             text.contains(&format!("[default: {default}]")),
             "--concurrency help: {text}"
         );
+    }
+
+    #[test]
+    fn the_smtp_listener_settings() {
+        assert!(ServeArgs::default().resolve().unwrap().smtp.is_none());
+        let smtp = ServeArgs {
+            smtp_listen: Some("0.0.0.0:587".parse().unwrap()),
+            max_message_size: Some(1234),
+            node_name: Some("mx1.example".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap()
+        .smtp
+        .unwrap();
+        assert_eq!(smtp.listen, Some("0.0.0.0:587".parse().unwrap()));
+        assert_eq!(smtp.smtps_listen, None);
+        assert_eq!(smtp.max_message_size, 1234);
+        assert_eq!(smtp.hostname, "mx1.example");
+        let error = ServeArgs {
+            smtps_listen: Some("0.0.0.0:465".parse().unwrap()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("--smtps-listen needs a certificate"),
+            "{error}"
+        );
+        let error = ServeArgs {
+            smtp_listen: Some("0.0.0.0:587".parse().unwrap()),
+            smtp_tls_cert: Some("cert.pem".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.to_string().contains("--smtp-tls-key"), "{error}");
+        let file: ServeArgs = toml::from_str(
+            "smtp_listen = \"127.0.0.1:2587\"\nsmtp_tls_cert = \"c.pem\"\nsmtp_tls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        let smtp = file.resolve().unwrap().smtp.unwrap();
+        assert_eq!(smtp.tls_key, Some(PathBuf::from("k.pem")));
     }
 
     #[test]
