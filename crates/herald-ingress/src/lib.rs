@@ -14,10 +14,12 @@ mod received;
 mod reply;
 mod session;
 mod settings;
+mod store;
 mod tls;
 
 pub use listener::{Listener, StartError};
 pub use settings::Settings;
+pub use store::StoreBackend;
 
 /// Who is submitting: a tenant's SMTP credential (after AUTH) or an IP
 /// connector (by client address).

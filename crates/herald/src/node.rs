@@ -21,12 +21,17 @@ use crate::{files, http, keys};
 pub struct Node {
     /// The address the HTTP API listens on (useful with port 0).
     pub http_addr: SocketAddr,
+    /// The SMTP submission listener's address (STARTTLS), when it runs.
+    pub smtp_addr: Option<SocketAddr>,
+    /// The implicit-TLS submission address, when it runs.
+    pub smtps_addr: Option<SocketAddr>,
     /// The operator token generated on this start, when the database was new and none was given.
     pub generated_operator_token: Option<String>,
     /// What this node's worker has done.
     pub worker_stats: Arc<WorkerStats>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
+    smtp: Option<JoinHandle<()>>,
     worker: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     /// The embedded database's lock, held while the node runs.
@@ -324,9 +329,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     };
     let recovered_at = now_ms();
     recover(&*store, &identity).await?;
-    // The last step that can fail: from here on the node runs, and the token
-    // made here is printed below.
-    let generated_operator_token = bootstrap(&*store, settings.bootstrap_token.as_ref()).await?;
     // The worker starts a send only while the others still count this node
     // alive; each heartbeat recorded moves this on.
     let standing = Arc::new(AtomicI64::new(standing_after(
@@ -355,6 +357,28 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker_stats = worker.stats();
+    // The SMTP submission listener, when asked for: bound before the token
+    // below is made, so that a start that cannot listen changes nothing more.
+    let smtp = match settings.smtp {
+        Some(smtp) => {
+            let backend = herald_ingress::StoreBackend::new(
+                store.clone(),
+                worker.waker(),
+                settings.limits.max_queued_per_tenant,
+            );
+            Some(
+                herald_ingress::Listener::bind(smtp, Arc::new(backend))
+                    .await
+                    .context("the SMTP submission listener")?,
+            )
+        }
+        None => None,
+    };
+    let smtp_addr = smtp.as_ref().and_then(herald_ingress::Listener::local_addr);
+    let smtps_addr = smtp.as_ref().and_then(herald_ingress::Listener::smtps_addr);
+    // The last step that can fail: from here on the node runs, and the token
+    // made here is printed below.
+    let generated_operator_token = bootstrap(&*store, settings.bootstrap_token.as_ref()).await?;
     let (shutdown, stop) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat(
         store.clone(),
@@ -405,10 +429,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         http::raise_file_limit(),
         settings.concurrency + 256,
     );
+    let smtp = smtp.map(|listener| tokio::spawn(listener.serve(stop.clone())));
     let http = tokio::spawn(http::serve(listener, app, limits, stop));
     tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database, "herald is running");
     // One plain line on standard output that people and scripts can read the address from.
     println!("herald listening on http://{http_addr}");
+    if let Some(addr) = smtp_addr {
+        println!("SMTP submission on {addr} (STARTTLS when a certificate is given)");
+    }
+    if let Some(addr) = smtps_addr {
+        println!("SMTP submission with implicit TLS on {addr}");
+    }
     if let Some(token) = &generated_operator_token {
         // Printed once, to standard output, so it does not end up in log collectors.
         println!("\nOperator token (shown once, stored only as a hash):\n\n    {token}\n");
@@ -421,6 +452,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     }
     Ok(Node {
         http_addr,
+        smtp_addr,
+        smtps_addr,
+        smtp,
         generated_operator_token,
         worker_stats,
         shutdown,
@@ -473,6 +507,9 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
+        if let Some(smtp) = self.smtp {
+            let _ = smtp.await;
+        }
         let _ = self.worker.await;
         let _ = self.heartbeat.await;
         tracing::info!("stopped");
