@@ -118,6 +118,12 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/tenants/{tenant}/messages/batch", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages/{id}", Access::Reader, OK),
+    ep("POST", "/v1/tenants/{tenant}/smtp-credentials", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/smtp-credentials", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/smtp-credentials/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/smtp-connectors", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/smtp-connectors", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/smtp-connectors/{id}", Access::Admin, GONE),
 ];
 
 /// The methods the guard and the 405 check know about.
@@ -264,6 +270,8 @@ enum Kind {
     Account,
     Provider,
     Message,
+    SmtpCredential,
+    SmtpConnector,
 }
 
 fn kind_of(template: &str) -> Option<Kind> {
@@ -279,6 +287,8 @@ fn kind_of(template: &str) -> Option<Kind> {
         (_, "smtp-servers") => Kind::Server,
         (_, "providers") => Kind::Provider,
         (_, "messages") => Kind::Message,
+        (_, "smtp-credentials") => Kind::SmtpCredential,
+        (_, "smtp-connectors") => Kind::SmtpConnector,
         (_, other) => panic!("no id kind for {other} in {template}"),
     })
 }
@@ -294,6 +304,8 @@ struct Ids {
     account: String,
     provider: String,
     message: String,
+    smtp_credential: String,
+    smtp_connector: String,
 }
 
 impl Ids {
@@ -307,6 +319,8 @@ impl Ids {
             account: NO_ID.into(),
             provider: NO_ID.into(),
             message: NO_ID.into(),
+            smtp_credential: NO_ID.into(),
+            smtp_connector: NO_ID.into(),
         }
     }
 
@@ -319,11 +333,13 @@ impl Ids {
             Kind::Account => self.account = id,
             Kind::Provider => self.provider = id,
             Kind::Message => self.message = id,
+            Kind::SmtpCredential => self.smtp_credential = id,
+            Kind::SmtpConnector => self.smtp_connector = id,
         }
     }
 
     /// Every id, to look for in another tenant's answers.
-    fn all(&self) -> [&str; 6] {
+    fn all(&self) -> [&str; 8] {
         [
             &self.person,
             &self.token,
@@ -331,6 +347,8 @@ impl Ids {
             &self.account,
             &self.provider,
             &self.message,
+            &self.smtp_credential,
+            &self.smtp_connector,
         ]
     }
 }
@@ -351,6 +369,8 @@ fn fill(template: &str, slug: &str, ids: &Ids) -> String {
                 "smtp-servers" => &ids.server,
                 "providers" => &ids.provider,
                 "messages" => &ids.message,
+                "smtp-credentials" => &ids.smtp_credential,
+                "smtp-connectors" => &ids.smtp_connector,
                 other => panic!("no id for {other} in {template}"),
             },
             plain => plain,
@@ -427,6 +447,8 @@ struct World {
     revoked_token: String,
     /// The idempotency key of acme's message.
     idempotency_key: &'static str,
+    /// How many connector networks [`World::fresh_network`] has handed out.
+    networks: std::sync::atomic::AtomicU32,
 }
 
 /// Asserts a setup step answered `status` and returns its body.
@@ -572,6 +594,25 @@ async fn world() -> World {
         "a revoked token must answer 401: {after}"
     );
 
+    let smtp_credential = id(&setup(
+        &app,
+        "POST",
+        &a("/smtp-credentials"),
+        &acme.admin,
+        Some(json!({"name": "grafana"})),
+        CREATED,
+    )
+    .await);
+    let smtp_connector = id(&setup(
+        &app,
+        "POST",
+        &a("/smtp-connectors"),
+        &acme.admin,
+        Some(json!({"name": "office", "cidrs": ["10.99.0.0/16"]})),
+        CREATED,
+    )
+    .await);
+
     let operator_token = setup(
         &app,
         "POST",
@@ -591,7 +632,10 @@ async fn world() -> World {
             account,
             provider,
             message,
+            smtp_credential,
+            smtp_connector,
         },
+        networks: std::sync::atomic::AtomicU32::new(0),
         acme_id,
         extra_token: extra["token"].as_str().unwrap().to_owned(),
         operator_token: operator_token["token"].as_str().unwrap().to_owned(),
@@ -657,12 +701,22 @@ impl World {
             ("POST", "/v1/tenants/{tenant}/messages") => {
                 json!({"to": ["someone@example.com"], "subject": tag, "text": "hello"})
             }
+            ("POST", "/v1/tenants/{tenant}/smtp-credentials") => json!({ "name": tag }),
+            ("POST", "/v1/tenants/{tenant}/smtp-connectors") => {
+                json!({"name": tag, "cidrs": [self.fresh_network()]})
+            }
             ("POST", "/v1/tenants/{tenant}/messages/batch") => {
                 json!({"messages": [{"to": ["someone@example.com"], "subject": tag, "text": "hello"}]})
             }
             _ => return None,
         };
         Some(body)
+    }
+
+    /// A network no connector has yet: connectors' networks may not overlap.
+    fn fresh_network(&self) -> String {
+        let n = self.networks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("10.{}.{}.0/24", 100 + n / 256, n % 256)
     }
 
     /// Creates a fresh acme object of `kind` for an allowed deletion; returns its id and,
@@ -689,6 +743,11 @@ impl World {
                 json!({"name": tag, "smtp_server_id": self.ids.server, "from_address": "alerts@acme.example"}),
             ),
             Kind::Message => panic!("messages cannot be deleted"),
+            Kind::SmtpCredential => (a("/smtp-credentials"), json!({ "name": tag })),
+            Kind::SmtpConnector => (
+                a("/smtp-connectors"),
+                json!({"name": tag, "cidrs": [self.fresh_network()]}),
+            ),
         };
         let body = setup(&self.app, "POST", &path, OPERATOR, Some(body), CREATED).await;
         (id(&body), body["token"].as_str().map(str::to_owned))
@@ -707,6 +766,24 @@ impl World {
             return send(&self.app, "GET", "/v1/operator/tokens", Some(secret), None)
                 .await
                 .status;
+        }
+        if let Some(kind @ (Kind::SmtpCredential | Kind::SmtpConnector)) = kind_of(template) {
+            // Neither has a GET of its own: look for it in acme's list.
+            let (list, id) = match kind {
+                Kind::SmtpCredential => ("smtp-credentials", &ids.smtp_credential),
+                _ => ("smtp-connectors", &ids.smtp_connector),
+            };
+            let path = format!("/v1/tenants/acme/{list}");
+            let listed = send(&self.app, "GET", &path, Some(OPERATOR), None).await;
+            let found = listed
+                .body
+                .as_array()
+                .is_some_and(|all| all.iter().any(|o| o["id"] == id.as_str()));
+            return if found {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
         }
         // Read it back in acme whichever tenant the deletion was aimed at.
         let path = fill(template, "acme", ids);
