@@ -15,10 +15,10 @@ const SEGMENT: usize = 60;
 /// RFC 2045 6.8: encoded lines are at most 76 characters.
 const BASE64_LINE: usize = 76;
 
-/// The part for `attachment`: `Content-Disposition: inline` with its
-/// Content-ID when it has a content id, `attachment` otherwise; both carry
-/// the file name.
-pub(crate) fn part(attachment: &Attachment) -> MimePart<'static> {
+/// The part for `attachment`: `Content-Disposition: inline` when `inline`
+/// (an image beside the HTML), `attachment` otherwise; both carry the file
+/// name, and a part with a content id its Content-ID.
+pub(crate) fn part(attachment: &Attachment, inline: bool) -> MimePart<'static> {
     let mut head = String::new();
     head.push_str(&parameterised(
         "Content-Type",
@@ -30,11 +30,7 @@ pub(crate) fn part(attachment: &Attachment) -> MimePart<'static> {
         .content_id
         .as_deref()
         .filter(|id| is_content_id(id));
-    let disposition = if content_id.is_some() {
-        "inline"
-    } else {
-        "attachment"
-    };
+    let disposition = if inline { "inline" } else { "attachment" };
     head.push_str(&parameterised(
         "Content-Disposition",
         disposition,

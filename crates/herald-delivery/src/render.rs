@@ -130,7 +130,7 @@ fn body(message: &MessageContent) -> MimePart<'_> {
             return html;
         }
         let mut parts = vec![html];
-        parts.extend(inline.iter().map(|a| crate::attachment::part(a)));
+        parts.extend(inline.iter().map(|a| crate::attachment::part(a, true)));
         MimePart::new(
             ContentType::new("multipart/related").attribute("type", "text/html"),
             parts,
@@ -144,6 +144,141 @@ fn body(message: &MessageContent) -> MimePart<'_> {
         return body.unwrap_or_else(|| MimePart::new("text/plain", "\n"));
     }
     let mut parts: Vec<MimePart> = body.into_iter().collect();
-    parts.extend(attached.iter().map(|a| crate::attachment::part(a)));
+    parts.extend(attached.iter().map(|a| crate::attachment::part(a, false)));
     MimePart::new("multipart/mixed", parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::{EmailAddress, MessageId, Subject, TenantId};
+    use herald_store::Attachment;
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    use super::*;
+    use crate::Transport;
+
+    fn message(html: bool, attachments: Vec<Attachment>) -> MessageContent {
+        MessageContent {
+            id: MessageId::new(),
+            tenant_id: TenantId::new(),
+            created_at: 1_764_500_000_000,
+            subject: Subject::parse("Report").unwrap(),
+            text: Some("See the report.".into()),
+            html: html.then(|| "<p><img src=\"cid:logo\"> See the report.</p>".into()),
+            reply_to: None,
+            headers: Vec::new(),
+            to: Vec::new(),
+            cc: Vec::new(),
+            on_behalf_of: None,
+            test_provider: None,
+            raw: None,
+            attachments,
+        }
+    }
+
+    fn route() -> Route {
+        Route {
+            transport: Transport::Capture,
+            from: EmailAddress::parse("alerts@acme.example").unwrap(),
+            from_name: None,
+            reply_to: None,
+            provider: None,
+            config_version: None,
+            sender_policy: SenderPolicy::Fixed,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn file(name: &str, content_id: Option<&str>) -> Attachment {
+        Attachment {
+            filename: name.into(),
+            content_type: "application/octet-stream".into(),
+            content_id: content_id.map(str::to_owned),
+            content: vec![0, 1, 0xfe, 0xff, b'\n', b'\r', b'.'],
+        }
+    }
+
+    /// The tree of content types, depth first: `type/subtype` indented by depth.
+    fn structure(content: &[u8]) -> Vec<String> {
+        let parsed = MessageParser::new().parse(content).unwrap();
+        let mut out = Vec::new();
+        let mut stack = vec![(0u32, 0usize)];
+        while let Some((id, depth)) = stack.pop() {
+            let part = &parsed.parts[id as usize];
+            let ct = part.content_type().unwrap();
+            out.push(format!(
+                "{}{}/{}",
+                "  ".repeat(depth),
+                ct.c_type,
+                ct.c_subtype.as_deref().unwrap_or("")
+            ));
+            if let PartType::Multipart(children) = &part.body {
+                stack.extend(children.iter().rev().map(|&c| (c, depth + 1)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attachments_follow_the_alternatives_and_inline_parts_go_with_the_html() {
+        let rendered = render(
+            &message(
+                true,
+                vec![file("a.bin", None), file("logo.png", Some("logo"))],
+            ),
+            &route(),
+        );
+        assert_eq!(
+            structure(&rendered.content),
+            [
+                "multipart/mixed",
+                "  multipart/alternative",
+                "    text/plain",
+                "    multipart/related",
+                "      text/html",
+                "      application/octet-stream",
+                "  application/octet-stream",
+            ]
+        );
+        let parsed = MessageParser::new().parse(&rendered.content).unwrap();
+        for part in parsed.attachments() {
+            assert_eq!(part.contents(), file("", None).content);
+        }
+    }
+
+    #[test]
+    fn without_attachments_the_body_is_as_before() {
+        let rendered = render(&message(true, Vec::new()), &route());
+        assert_eq!(
+            structure(&rendered.content),
+            ["multipart/alternative", "  text/plain", "  text/html"]
+        );
+        let rendered = render(&message(false, vec![file("a.bin", None)]), &route());
+        assert_eq!(
+            structure(&rendered.content),
+            [
+                "multipart/mixed",
+                "  text/plain",
+                "  application/octet-stream"
+            ]
+        );
+        // Without HTML to show it, a part with a content id is attached.
+        let rendered = render(
+            &message(false, vec![file("logo.png", Some("logo"))]),
+            &route(),
+        );
+        assert_eq!(
+            structure(&rendered.content),
+            [
+                "multipart/mixed",
+                "  text/plain",
+                "  application/octet-stream"
+            ]
+        );
+        let content = String::from_utf8(rendered.content).unwrap();
+        assert!(
+            content.contains("Content-Disposition: attachment; filename=\"logo.png\"\r\n"),
+            "{content}"
+        );
+    }
 }
