@@ -81,7 +81,7 @@ fn is_content_id(id: &str) -> bool {
 
 /// RFC 2231 7 attribute-char: what a percent-encoded value leaves as it is.
 fn is_attribute_char(b: u8) -> bool {
-    is_token(std::str::from_utf8(&[b]).unwrap_or("")) && !b"*'%".contains(&b)
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=*'%".contains(&b)
 }
 
 /// `Field: value; name=…`, folded before the parameter when the line would
