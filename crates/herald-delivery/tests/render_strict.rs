@@ -11,7 +11,7 @@ use herald_core::{
     TenantId,
 };
 use herald_delivery::{Route, Transport, render};
-use herald_store::{MessageContent, OnBehalf};
+use herald_store::{Attachment, MessageContent, OnBehalf};
 use herald_testkit::Dependency;
 use serde_json::{Value, json};
 
@@ -319,6 +319,61 @@ fn cases() -> Vec<Case> {
         },
         message: message("Grüße", to),
         route: route(Some("Acme"), "alerts@acme.example"),
+    });
+
+    // Attachments: names in RFC 2231 parameters (long, non-ASCII, quoted),
+    // an inline image beside the HTML.
+    let to = vec![mailbox(None, "ops@acme.example")];
+    let mut m = message("Monthly report", to.clone());
+    m.html = Some("<p><img src=\"cid:logo@acme.example\"> the disk is full.</p>".into());
+    m.attachments = vec![
+        Attachment {
+            filename: format!("Störungsbericht für {} (März).pdf", words("Jürgen", 120)),
+            content_type: "application/pdf".into(),
+            content_id: None,
+            content: (0..=255u8).cycle().take(4000).collect(),
+        },
+        Attachment {
+            filename: format!("{} \"quoted\" \\ name.txt", words("long", 100)),
+            content_type: "text/plain".into(),
+            content_id: None,
+            content: b"plain\nlines\r\n".to_vec(),
+        },
+        Attachment {
+            filename: "logo.png".into(),
+            content_type: "image/png".into(),
+            content_id: Some("logo@acme.example".into()),
+            content: b"\x89PNG\r\n\x1a\n\x00\xff".to_vec(),
+        },
+    ];
+    cases.push(Case {
+        name: "attachments",
+        expected: Expected {
+            from: vec![pair(Some("Acme"), "alerts@acme.example")],
+            to: pairs(&to),
+            ..Expected::default()
+        },
+        message: m,
+        route: route(Some("Acme"), "alerts@acme.example"),
+    });
+
+    // Mail received over SMTP under the fixed policy: From rewritten, the
+    // client's folded, encoded From made the Reply-To, the rest as it came.
+    let mut m = message("Disk full", Vec::new());
+    m.raw = Some(
+        b"Received: from app.example by herald; Mon, 30 Nov 2026 18:00:00 +0000\r\nFrom:\r\n =?utf-8?q?J=C3=BCrgen_M=C3=BCller?=\r\n\t<juergen@app.example>\r\nTo: Ops <ops@acme.example>\r\nBcc: hidden@acme.example\r\nSubject: Disk full\r\n\r\nHello,\r\nthe disk is full.\r\n"
+            .to_vec(),
+    );
+    cases.push(Case {
+        name: "received over SMTP",
+        expected: Expected {
+            from: vec![pair(Some("Acme Alerts"), "alerts@acme.example")],
+            to: vec![pair(Some("Ops"), "ops@acme.example")],
+            reply_to: vec![pair(Some("Jürgen Müller"), "juergen@app.example")],
+            ..Expected::default()
+        },
+        message: m,
+        route: route(Some("Acme Alerts"), "alerts@acme.example"),
     });
 
     cases

@@ -40,6 +40,127 @@ struct MessageBody {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     idempotency_key: Option<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentBody {
+    filename: String,
+    content_type: String,
+    content_base64: String,
+    /// Makes the file an inline part the HTML shows as `cid:<content_id>`.
+    content_id: Option<String>,
+}
+
+/// Most files one message may carry.
+const MAX_ATTACHMENTS: usize = 100;
+
+/// A file name: 1 to 255 characters, none a control character or a path separator.
+fn filename(input: &str) -> Result<String, Invalid> {
+    let count = input.chars().count();
+    if count == 0
+        || count > 255
+        || input
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+    {
+        return Err(Invalid::new(
+            "must be 1 to 255 characters without control characters, / or \\",
+        ));
+    }
+    Ok(input.to_owned())
+}
+
+/// RFC 2045 5.1 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+}
+
+/// A media type as `type/subtype` (RFC 2045 5.1). Parameters are refused:
+/// Herald writes the part's header itself, and a charset belongs to the
+/// bytes, which it sends as they are.
+fn media_type(input: &str) -> Result<String, Invalid> {
+    match input.split_once('/') {
+        Some((kind, subtype)) if is_token(kind) && is_token(subtype) => Ok(input.to_owned()),
+        _ => Err(Invalid::new(
+            "must be a media type type/subtype of RFC 2045 token characters, without parameters",
+        )),
+    }
+}
+
+/// A content id (RFC 2392, written inside `<>`): 1 to 200 printable ASCII
+/// characters without spaces, `<` or `>`. An `@` is not required: mail
+/// readers resolve `cid:` references without one.
+fn content_id(input: &str) -> Result<String, Invalid> {
+    if input.is_empty()
+        || input.len() > 200
+        || !input
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    {
+        return Err(Invalid::new(
+            "must be 1 to 200 printable ASCII characters without spaces, < or >",
+        ));
+    }
+    Ok(input.to_owned())
+}
+
+fn base64_content(input: &str) -> Result<Vec<u8>, Invalid> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(input)
+        .map_err(|_| {
+            Invalid::new("must be base64 (RFC 4648: the standard alphabet, padded, no line breaks)")
+        })
+}
+
+/// The files of a message, each field checked under its index.
+fn attachments(
+    check: &mut Check,
+    given: Vec<AttachmentBody>,
+    has_html: bool,
+) -> Vec<herald_store::Attachment> {
+    if given.len() > MAX_ATTACHMENTS {
+        check.fail(
+            "attachments",
+            &format!(
+                "must hold at most {MAX_ATTACHMENTS} files (got {})",
+                given.len()
+            ),
+        );
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut files = Vec::with_capacity(given.len());
+    for (i, file) in given.into_iter().enumerate() {
+        let at = |field: &str| format!("attachments[{i}].{field}");
+        let name = check.take(&at("filename"), filename(&file.filename));
+        let kind = check.take(&at("content_type"), media_type(&file.content_type));
+        let content = check.take(&at("content_base64"), base64_content(&file.content_base64));
+        let id = check.opt(&at("content_id"), file.content_id.as_deref(), content_id);
+        if let Some(id) = &id {
+            if !has_html {
+                check.fail(
+                    &at("content_id"),
+                    "makes an inline part of the html, and the message has no html",
+                );
+            } else if !ids.insert(id.clone()) {
+                check.fail(&at("content_id"), "must be unique among the attachments");
+            }
+        }
+        if let (Some(filename), Some(content_type), Some(content)) = (name, kind, content) {
+            files.push(herald_store::Attachment {
+                filename,
+                content_type,
+                content_id: id,
+                content,
+            });
+        }
+    }
+    files
 }
 
 /// Mailboxes (`addr`, `Name <addr>`, `"Name" <addr>`), each checked under its own index.
@@ -191,14 +312,23 @@ async fn prepare(
     }
     let size =
         body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
-    if size > state.limits.max_message_bytes {
+    let files = attachments(&mut check, body.attachments, body.html.is_some());
+    let max = state.limits.max_message_bytes;
+    if size > max {
         check.fail(
             "text",
-            &format!(
-                "and html together must be at most {} bytes (got {size})",
-                state.limits.max_message_bytes
-            ),
+            &format!("and html together must be at most {max} bytes (got {size})"),
         );
+    } else {
+        let total = size + files.iter().map(|f| f.content.len()).sum::<usize>();
+        if total > max {
+            check.fail(
+                "attachments",
+                &format!(
+                    "with text and html must be at most {max} bytes, counted decoded (got {total})"
+                ),
+            );
+        }
     }
     check.opt("text", body.text.as_deref(), body_text);
     check.opt("html", body.html.as_deref(), body_text);
@@ -297,7 +427,7 @@ async fn prepare(
         created_at,
         origin: herald_store::Origin::Api,
         raw: None,
-        attachments: Vec::new(),
+        attachments: files,
     };
     Ok(message)
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_flows;
+mod attachments;
 mod cluster;
 mod console;
 mod console_http;

@@ -1,0 +1,141 @@
+//! A message received over SMTP, stored in a real SQLite database, claimed by
+//! the worker and sent to the test SMTP server: the envelope sender is the
+//! provider's, the header section changes only in the sender's fields, and
+//! the body arrives byte for byte.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::timestamp::now_ms;
+use herald_core::*;
+use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig};
+use herald_smtp::{Target, Timeouts, TlsSettings};
+use herald_store::*;
+use herald_testsmtp::TestSmtpServer;
+
+/// How long the test waits for a condition before it fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The header section as the SMTP listener stores it: its `Received:` first.
+const HEAD: &[u8] = b"Received: from app.example ([192.0.2.7])\r\n\tby herald with ESMTPSA; Mon, 30 Nov 2026 18:00:00 +0000\r\nReturn-Path: <app@app.example>\r\nFrom: =?utf-8?q?Backup_J=C3=B6b?= <app@app.example>\r\nTo: Ops <ops@example.com>\r\nBcc: hidden@example.com\r\nSubject: Backup done\r\nDate: Mon, 30 Nov 2026 17:59:59 +0000\r\nMessage-ID: <42@app.example>\r\nContent-Type: text/plain; charset=latin1\r\nContent-Transfer-Encoding: 8bit\r\n";
+
+/// A body a re-encoding would change: Latin-1 bytes, a NUL, lines that
+/// start with a dot or `From `, a line of 990 octets, no final line break
+/// after the last empty line.
+fn body() -> Vec<u8> {
+    let mut body = b"\r\nSicherung abgeschlossen: 12 Dateien, 0 Fehler. Gr\xfc\xdfe\x00\r\n.hidden\r\n..\r\nFrom here on\r\n".to_vec();
+    body.extend(std::iter::repeat_n(b'=', 990));
+    body.extend_from_slice(b"\r\n\r\n");
+    body
+}
+
+fn received(tenant: TenantId) -> NewMessage {
+    let mut raw = HEAD.to_vec();
+    raw.extend(body());
+    NewMessage {
+        id: MessageId::new(),
+        tenant_id: tenant,
+        idempotency_key: None,
+        subject: Subject::parse("Backup done").unwrap(),
+        text: None,
+        html: None,
+        reply_to: None,
+        headers: vec![],
+        to: vec![Mailbox::parse("Ops <ops@example.com>").unwrap()],
+        cc: vec![],
+        bcc: vec![EmailAddress::parse("hidden@example.com").unwrap()],
+        used_fallback: false,
+        created_at: now_ms(),
+        on_behalf_of: None,
+        test_provider: None,
+        priority: 0,
+        max_queued: None,
+        origin: Origin::Smtp(SmtpOrigin {
+            credential_id: None,
+            connector_id: None,
+            client_addr: "192.0.2.7".into(),
+        }),
+        raw: Some(raw),
+        attachments: Vec::new(),
+        max_pending_tests: None,
+    }
+}
+
+/// A worker over `store` whose system default relay is `smtp`, From
+/// `Herald <herald@example.com>` under the fixed policy.
+fn worker(store: Arc<SqliteStore>, smtp: &TestSmtpServer) -> Worker {
+    let target = Target {
+        host: SmtpHost::parse("127.0.0.1").unwrap(),
+        port: Port::new(smtp.port().into()).unwrap(),
+        security: Security::None,
+        tls: TlsSettings::default(),
+        helo_name: "herald.test".into(),
+        timeouts: Timeouts::default(),
+        egress: None,
+        allow_plaintext_auth: false,
+    };
+    let default = DefaultProvider {
+        transport: DefaultProvider::relay(target, None),
+        from: EmailAddress::parse("herald@example.com").unwrap(),
+        from_name: Some("Herald".into()),
+        fallback: None,
+    };
+    Worker::new(
+        store,
+        Arc::new(Sealer::new(&Sealer::generate_key())),
+        Arc::new(default),
+        Arc::new(ProviderCache::new(Duration::from_secs(1))),
+        WorkerConfig {
+            poll: Duration::from_millis(50),
+            ..WorkerConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_message_received_over_smtp_is_sent_as_received_but_for_the_senders_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("herald.db")).unwrap());
+    let tenant = store
+        .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme".into())
+        .await
+        .unwrap();
+    let id = store.submit(received(tenant.id)).await.unwrap().id;
+
+    let smtp = TestSmtpServer::start().await;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker(store.clone(), &smtp).run(shutdown));
+    let sent = smtp.wait_for_messages(1, DEADLINE).await;
+    let view = herald_testkit::eventually("the attempts recorded", DEADLINE, || async {
+        let view = store.message(tenant.id, id).await.unwrap();
+        view.recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Sent)
+            .then_some(view)
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+
+    assert_eq!(sent.len(), 1);
+    let message = &sent[0];
+    assert_eq!(message.mail_from, "herald@example.com");
+    let mut rcpt = message.rcpt_to.clone();
+    rcpt.sort();
+    assert_eq!(rcpt, ["hidden@example.com", "ops@example.com"]);
+
+    let mut expected = b"Received: from app.example ([192.0.2.7])\r\n\tby herald with ESMTPSA; Mon, 30 Nov 2026 18:00:00 +0000\r\nFrom: Herald <herald@example.com>\r\nReply-To: Backup =?utf-8?q?J=C3=B6b?= <app@app.example>\r\nTo: Ops <ops@example.com>\r\nSubject: Backup done\r\nDate: Mon, 30 Nov 2026 17:59:59 +0000\r\nMessage-ID: <42@app.example>\r\nContent-Type: text/plain; charset=latin1\r\nContent-Transfer-Encoding: 8bit\r\n".to_vec();
+    expected.extend(body());
+    assert_eq!(
+        message.data,
+        expected,
+        "{}",
+        String::from_utf8_lossy(&message.data)
+    );
+    for recipient in &view.recipients {
+        assert_eq!(
+            recipient.attempts[0].sender_policy.as_deref(),
+            Some("fixed, reply-to the original From")
+        );
+    }
+}
