@@ -188,6 +188,8 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
         }
         policy::ON_BEHALF
     } else {
+        // A client's DKIM signature covers the From it had: it would only
+        // fail at the receiver, so it goes with that From.
         // The client's mailboxes that are addresses Herald can write again.
         let original: Vec<(Option<String>, EmailAddress)> = from
             .map(|m| m.list)
@@ -207,7 +209,7 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
                     });
                     steps.push(Step::Write(address_field("Reply-To", list)));
                 }
-            } else if !["bcc", "return-path", "sender", "from"]
+            } else if !["bcc", "return-path", "sender", "from", "dkim-signature"]
                 .iter()
                 .any(|name| field.is(name))
             {
@@ -395,9 +397,10 @@ mod tests {
     #[test]
     fn under_the_fixed_policy_from_is_the_providers_and_the_original_the_reply_to() {
         let raw = received(
-            "From: Ada Lovelace <ada@acme.example>\r\nSender: app@app.example\r\nTo: ops@acme.example\r\n",
+            "DKIM-Signature: v=1; a=rsa-sha256; d=acme.example; h=from;\r\n b=abc\r\nFrom: Ada Lovelace <ada@acme.example>\r\nSender: app@app.example\r\nTo: ops@acme.example\r\n",
         );
-        // A person under the fixed policy, and mail from anyone else, alike.
+        // A person under the fixed policy, and mail from anyone else, alike;
+        // the client's signature of the From it had goes with it.
         for on_behalf in [true, false] {
             let (content, policy) = send(&raw, on_behalf, SenderPolicy::Fixed);
             assert_eq!(policy, "fixed, reply-to the original From");
@@ -409,6 +412,7 @@ mod tests {
             assert_eq!(fields[2], "Reply-To: Ada Lovelace <ada@acme.example>\r\n");
             assert_eq!(fields[3], "To: ops@acme.example\r\n");
             assert!(!head.contains("Sender:"), "{head}");
+            assert!(!head.contains("DKIM-Signature"), "{head}");
         }
     }
 

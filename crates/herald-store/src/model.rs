@@ -592,7 +592,9 @@ pub struct AttemptRecord {
     pub provider_id: Option<ProviderId>,
     /// The version of the provider's configuration used (its newest change, in ms).
     pub config_version: Option<i64>,
-    /// How From and Sender were chosen: `fixed`, `fixed, reply-to the person` or `on_behalf`.
+    /// How From and Sender were chosen: `fixed`, `fixed, reply-to the person` or
+    /// `on_behalf`; for mail received over SMTP also `as received` and
+    /// `fixed, reply-to the original From`.
     pub sender_policy: Option<String>,
     /// For test messages: every step of the session with the server's words.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -715,7 +715,9 @@ impl World {
 
     /// A network no connector has yet: connectors' networks may not overlap.
     fn fresh_network(&self) -> String {
-        let n = self.networks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .networks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("10.{}.{}.0/24", 100 + n / 256, n % 256)
     }
 
