@@ -24,7 +24,7 @@ use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_
 
 const SMTP_USER: &str = "herald@acme.example";
 const SMTP_PASSWORD: &str = "smtp-secret-Pw-4711";
-const ADA_PASSWORD: &str = "ada-console-password";
+pub(crate) const ADA_PASSWORD: &str = "ada-console-password";
 
 /// The browser programs, or `None` (after saying so) when they are missing outside CI.
 fn browser_programs() -> Option<(PathBuf, PathBuf)> {
@@ -1036,28 +1036,36 @@ async fn repeated_failed_sign_ins_lock_the_address_out() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-const MEMBER_PASSWORD: &str = "member-console-password";
-const GLOBEX_PASSWORD: &str = "globex-console-password";
+pub(crate) const MEMBER_PASSWORD: &str = "member-console-password";
+pub(crate) const GLOBEX_PASSWORD: &str = "globex-console-password";
 const OPERATOR_PASSWORD: &str = "operator console password";
 
 /// A node with two tenants. Acme has a server (with an account), an active
-/// provider, a message and a test message, an administrator and a member;
-/// globex has its administrator. Everyone has a console password.
-struct Console {
-    app: TestApp,
-    acme: TestTenant,
+/// provider, a message and a test message, an administrator and a member,
+/// an SMTP credential and an IP connector; globex has its administrator.
+/// Everyone has a console password.
+pub(crate) struct Console {
+    pub app: TestApp,
+    pub acme: TestTenant,
     _smtp: TestSmtpServer,
     server_id: String,
     server_name: String,
     provider_id: String,
     provider_name: String,
-    message_id: String,
+    pub message_id: String,
     test_id: String,
     /// The sender token's id (a service token named `sender`).
     token_id: String,
+    /// The SMTP credential's id (named `monitoring`).
+    pub smtp_credential_id: String,
+    /// The IP connector's id (named `office printers`, for [`ACME_PRINTERS`]).
+    pub smtp_connector_id: String,
 }
 
-async fn console_with_two_tenants() -> Console {
+/// The network of acme's IP connector.
+pub(crate) const ACME_PRINTERS: &str = "198.51.100.0/24";
+
+pub(crate) async fn console_with_two_tenants() -> Console {
     let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
     let acme = app.tenant("acme").await;
@@ -1117,9 +1125,27 @@ async fn console_with_two_tenants() -> Console {
         .as_str()
         .unwrap()
         .to_owned();
+    let (status, credential) = app
+        .post(
+            "/v1/tenants/acme/smtp-credentials",
+            &acme.admin,
+            json!({"name": "monitoring"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{credential}");
+    let (status, connector) = app
+        .post(
+            "/v1/tenants/acme/smtp-connectors",
+            &acme.admin,
+            json!({"name": "office printers", "cidrs": [ACME_PRINTERS]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connector}");
     let port = smtp.port();
     Console {
         token_id,
+        smtp_credential_id: credential["id"].as_str().unwrap().to_owned(),
+        smtp_connector_id: connector["id"].as_str().unwrap().to_owned(),
         app,
         acme,
         _smtp: smtp,
@@ -1152,6 +1178,9 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/persons",
     "/t/{tenant}/tokens",
     "/t/{tenant}/tokens/{id}/revoke",
+    "/t/{tenant}/smtp",
+    "/t/{tenant}/smtp/credentials/{id}/revoke",
+    "/t/{tenant}/smtp/connectors/{id}/delete",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1236,12 +1265,12 @@ fn the_console_page_list_covers_every_page_in_the_source() {
 
 /// A page's HTML with the escapes minijinja writes in attributes and text
 /// (`/` and `'`) undone, so that links can be looked for as written.
-fn unescaped(html: &str) -> String {
+pub(crate) fn unescaped(html: &str) -> String {
     html.replace("&#x2f;", "/").replace("&#x27;", "'")
 }
 
 /// The first `<h1>` of a page, as shown.
-fn heading(html: &str) -> Option<&str> {
+pub(crate) fn heading(html: &str) -> Option<&str> {
     let start = html.find("<h1>")? + 4;
     let end = start + html[start..].find("</h1>")?;
     Some(&html[start..end])
@@ -1366,6 +1395,24 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "<h1>Revoke the token ",
             false,
         ),
+        page(
+            "/t/{tenant}/smtp",
+            format!("{t}/smtp"),
+            "<h1>SMTP submission</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/smtp/credentials/{id}/revoke",
+            format!("{t}/smtp/credentials/{}/revoke", c.smtp_credential_id),
+            "<h1>Revoke the credential monitoring?</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/smtp/connectors/{id}/delete",
+            format!("{t}/smtp/connectors/{}/delete", c.smtp_connector_id),
+            "<h1>Delete the connector office printers?</h1>",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
@@ -1437,6 +1484,10 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/tests/{}", c.message_id),
         format!("{t}/tokens/not-an-id/revoke"),
         format!("{t}/tokens/{}/revoke", c.server_id),
+        format!("{t}/smtp/credentials/not-an-id/revoke"),
+        format!("{t}/smtp/credentials/{}/revoke", c.smtp_connector_id),
+        format!("{t}/smtp/connectors/{}/delete", c.smtp_credential_id),
+        format!("{t}/smtp/connectors/{}/delete", c.token_id),
     ] {
         let Page { status, .. } = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
