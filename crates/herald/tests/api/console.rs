@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::console_http::{
     HttpSession, Page, csrf_field, give_password, no_redirects, set_cookie, sign_in_attempt,
 };
+use crate::console_smtp::{over_smtp, stored_message};
 use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
 
 const SMTP_USER: &str = "herald@acme.example";
@@ -687,6 +688,130 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     // The token was on the one page that answered its creation, and on no other.
     for (i, html) in browser.pages.iter().enumerate() {
         assert_eq!(html.contains(&token), i == shown_on, "page {i}: {html}");
+    }
+
+    // SMTP submission: a credential for an application that can
+    // authenticate, its password shown once with how to use it.
+    browser.nav("SMTP submission").await;
+    browser.fill("credential_name", "grafana").await;
+    browser
+        .press("Create the credential", "#smtp-password")
+        .await;
+    let smtp_password = browser
+        .value_of("#smtp-password")
+        .await
+        .expect("the password is on the page");
+    let smtp_shown_on = browser.pages.len() - 1;
+    let username = browser.value_of("#smtp-username").await.unwrap();
+    browser
+        .click(Locator::LinkText("Back to SMTP submission"))
+        .await;
+    let row = browser.wait_for_row("grafana").await;
+    assert!(row.contains(&username) && row.contains("never"), "{row}");
+    // A connector for devices that cannot: a network with host bits set is
+    // named beside the field, then the right one is taken.
+    browser.fill("connector_name", "office printers").await;
+    browser.fill("cidrs", "192.0.2.0/24, 10.0.0.1/8").await;
+    browser.press("Add the connector", ".field.invalid").await;
+    let error = browser.text_of("#e-cidrs").await;
+    assert!(
+        error.contains("Network 2 (10.0.0.1/8) has host bits set"),
+        "{error}"
+    );
+    browser
+        .client
+        .execute(
+            "document.getElementById('connectors').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.screenshot("console-smtp-submission.png").await;
+    browser.fill("cidrs", "192.0.2.0/24, 10.0.0.0/8").await;
+    browser.press("Add the connector", "#notice").await;
+    browser.wait_for_text("#notice", "Connector added").await;
+    let row = browser.wait_for_row("office printers").await;
+    assert!(row.contains("10.0.0.0/8"), "{row}");
+
+    // Mail received over SMTP with that credential, and API mail with
+    // attachments, as the messages pages show them.
+    let (_, credentials) = app
+        .get("/v1/tenants/acme/smtp-credentials", &acme.admin)
+        .await;
+    let grafana = credentials[0]["id"].as_str().unwrap().to_owned();
+    stored_message(
+        &app,
+        "acme",
+        "Grafana: disk almost full",
+        over_smtp(Some(&grafana), None, "192.0.2.10"),
+        Vec::new(),
+    )
+    .await;
+    stored_message(
+        &app,
+        "acme",
+        "Monthly invoice",
+        herald_store::Origin::Api,
+        vec![herald_store::Attachment {
+            filename: "invoice.pdf".into(),
+            content_type: "application/pdf".into(),
+            content_id: None,
+            content: vec![b'%'; 2048],
+        }],
+    )
+    .await;
+    browser.nav("Messages").await;
+    browser
+        .wait_for_text("table", "Grafana: disk almost full")
+        .await;
+    browser
+        .click(Locator::LinkText("Grafana: disk almost full"))
+        .await;
+    browser
+        .wait_for_text("#message-source", "authenticated as credential grafana")
+        .await;
+    browser.nav("Messages").await;
+    browser.click(Locator::LinkText("Monthly invoice")).await;
+    browser
+        .wait_for_text("#attachments + table", "invoice.pdf")
+        .await;
+
+    // Revoking the credential and deleting the connector ask first.
+    browser.nav("SMTP submission").await;
+    browser
+        .click(Locator::Css(
+            "a[aria-label='Revoke the credential grafana']",
+        ))
+        .await;
+    browser
+        .wait_for_text("h1", "Revoke the credential grafana?")
+        .await;
+    browser.press("Revoke the credential", "#notice").await;
+    browser.wait_for_text("#notice", "Credential revoked").await;
+    browser
+        .click(Locator::Css(
+            "a[aria-label='Delete the connector office printers']",
+        ))
+        .await;
+    browser
+        .wait_for_text("h1", "Delete the connector office printers?")
+        .await;
+    browser.press("Delete the connector", "#notice").await;
+    browser.wait_for_text("#notice", "Connector deleted").await;
+    let (_, credentials) = app
+        .get("/v1/tenants/acme/smtp-credentials", &acme.admin)
+        .await;
+    let (_, connectors) = app
+        .get("/v1/tenants/acme/smtp-connectors", &acme.admin)
+        .await;
+    assert_eq!((credentials, connectors), (json!([]), json!([])));
+    // The password was on the one page that answered the credential's creation.
+    for (i, html) in browser.pages.iter().enumerate() {
+        assert_eq!(
+            html.contains(&smtp_password),
+            i == smtp_shown_on,
+            "page {i}: {html}"
+        );
     }
 
     // Another tenant's pages answer as if they did not exist.

@@ -178,7 +178,7 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     let password = shown_value(&html, "smtp-password");
     assert!(username.starts_with("acme."), "{username}");
     assert!(password.len() >= 32, "{password}");
-    for how in ["587 with STARTTLS", "465 with TLS", "PLAIN or LOGIN"] {
+    for how in ["587 with STARTTLS, or 465 with TLS", "PLAIN or LOGIN"] {
         assert!(html.contains(how), "{how}: {html}");
     }
     // The server is named as the browser reached this node.
