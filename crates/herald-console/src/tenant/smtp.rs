@@ -57,9 +57,9 @@ fn renamed(problems: Problems, field: fn(&str) -> String) -> Problems {
     }
 }
 
-/// A connector's errors as the page shows them: `cidrs[i]` with the network
-/// it names, in the order typed; a conflict (networks that overlap another
-/// connector's, 409) in words above the form.
+/// The errors of the connector's networks, `cidrs[i]`, as the page shows
+/// them beside the field: each with its place and what was typed there, in
+/// the order typed.
 fn network_errors(form: &ConnectorForm, problems: &Problems) -> Vec<String> {
     let typed = form.networks();
     let mut listed: Vec<(usize, String)> = problems
@@ -79,13 +79,16 @@ fn network_errors(form: &ConnectorForm, problems: &Problems) -> Vec<String> {
     listed.into_iter().map(|(_, line)| line).collect()
 }
 
-/// A conflict's message as the store words it (`cidrs: 192.0.2.0/24
-/// overlaps …`), said as a sentence about the network.
+/// A conflict (networks that overlap another connector's, 409) as the store
+/// words it, `cidrs: 192.0.2.0/24 overlaps …`, said above the form as a
+/// sentence about the network.
 fn overlap_in_words(mut problems: Problems) -> Problems {
-    problems.general = problems.general.map(|message| match message.strip_prefix("cidrs: ") {
-        Some(rest) => format!("The network {rest}. Networks of two connectors may not overlap: every address belongs to one connector."),
-        None => message,
-    });
+    problems.general = problems
+        .general
+        .map(|message| match message.strip_prefix("cidrs: ") {
+            Some(rest) => format!("The network {rest}."),
+            None => message,
+        });
     problems
 }
 

@@ -387,6 +387,27 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
         assert!(audit.contains(action), "{action}: {audit}");
     }
     assert!(!audit.contains(&password));
+    // The console's audit log names them: one still there by its name and
+    // page, the revoked and deleted ones by the names the log recorded.
+    let Page { html, .. } = admin.get("/t/acme/audit").await;
+    let html = unescaped(&html);
+    assert!(
+        html.contains(&format!(
+            "<a href=\"/t/acme/smtp#connectors\" title=\"{}\">office printers</a>",
+            c.smtp_connector_id
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "grafana<span class=\"sub\">deleted <code>{grafana_id}</code>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("scanners<span class=\"sub\">deleted"),
+        "{html}"
+    );
 }
 
 /// The forms are a tenant administrator's: acme's member is refused (403),
