@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use herald_api::ApiError;
-use herald_api::service::{AccountBody, OAuth2Body, ProviderBody, ServerBody};
+use herald_api::service::{
+    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ServerBody,
+};
 use herald_core::FieldError;
 use herald_store::{Provider, SmtpServer};
 use serde::{Deserialize, Serialize};
@@ -322,6 +324,105 @@ impl ProviderForm {
     }
 }
 
+/// A limit in messages per minute typed as text; empty is no limit. A whole
+/// number the API's `u32` cannot hold (negative, or past four billion) is out
+/// of its range as surely as 0 is, so it is sent as 0 and refused by the
+/// API's own rule, which names the range.
+fn per_minute(errors: &mut FieldErrors, field: &str, typed: &str) -> Option<u32> {
+    number(errors, field, typed).map(|n| u32::try_from(n).unwrap_or(0))
+}
+
+/// A new SMTP credential as typed. The page holds two forms, so its fields
+/// carry the form's name (an id is unique on a page).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CredentialForm {
+    pub credential_name: String,
+    pub credential_rate_limit: String,
+}
+
+impl CredentialForm {
+    /// The API's body, or the fields that are not even numbers.
+    pub fn body(&self) -> Result<CredentialBody, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let rate_limit_per_minute = per_minute(
+            &mut errors,
+            "credential_rate_limit",
+            &self.credential_rate_limit,
+        );
+        let body = CredentialBody {
+            name: self.credential_name.clone(),
+            rate_limit_per_minute,
+        };
+        if errors.is_empty() {
+            Ok(body)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The API's field names as this form names its fields.
+    pub fn field(api: &str) -> String {
+        match api {
+            "name" => "credential_name".into(),
+            "rate_limit_per_minute" => "credential_rate_limit".into(),
+            other => other.into(),
+        }
+    }
+}
+
+/// A new IP connector as typed: its networks one per line or separated by commas.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ConnectorForm {
+    pub connector_name: String,
+    pub cidrs: String,
+    pub connector_rate_limit: String,
+}
+
+impl ConnectorForm {
+    /// The networks as typed, in order, without the empty entries a blank
+    /// line or a trailing comma leave; the API's `cidrs[i]` counts these.
+    pub fn networks(&self) -> Vec<String> {
+        self.cidrs
+            .split(['\n', ','])
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The API's body, or the fields that are not even numbers.
+    pub fn body(&self) -> Result<ConnectorBody, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let rate_limit_per_minute = per_minute(
+            &mut errors,
+            "connector_rate_limit",
+            &self.connector_rate_limit,
+        );
+        let body = ConnectorBody {
+            name: self.connector_name.clone(),
+            cidrs: self.networks(),
+            rate_limit_per_minute,
+        };
+        if errors.is_empty() {
+            Ok(body)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The API's field names as this form names its fields (`cidrs[1]` stays:
+    /// the page shows it beside the networks, with the network it names).
+    pub fn field(api: &str) -> String {
+        match api {
+            "name" => "connector_name".into(),
+            "rate_limit_per_minute" => "connector_rate_limit".into(),
+            other => other.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +501,39 @@ mod tests {
         };
         let shown = serde_json::to_string(&form).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("very-secret"));
+    }
+
+    #[test]
+    fn networks_are_read_one_per_line_or_between_commas() {
+        let form = ConnectorForm {
+            connector_name: "printers".into(),
+            cidrs: "192.0.2.0/24\r\n\r\n 198.51.100.7, 2001:db8::/48,\n".into(),
+            connector_rate_limit: String::new(),
+        };
+        let body = form.body().unwrap();
+        assert_eq!(
+            body.cidrs,
+            ["192.0.2.0/24", "198.51.100.7", "2001:db8::/48"]
+        );
+        assert_eq!(body.rate_limit_per_minute, None);
+    }
+
+    #[test]
+    fn a_limit_that_is_not_a_number_is_named_and_one_out_of_range_is_the_api_s() {
+        let typed = |limit: &str| CredentialForm {
+            credential_name: "grafana".into(),
+            credential_rate_limit: limit.into(),
+        };
+        let Err(errors) = typed("sixty").body() else {
+            panic!("a limit that is not a number is refused")
+        };
+        assert_eq!(errors["credential_rate_limit"], "must be a whole number");
+        assert_eq!(typed("-5").body().unwrap().rate_limit_per_minute, Some(0));
+        assert_eq!(
+            typed(" 60 ").body().unwrap().rate_limit_per_minute,
+            Some(60)
+        );
+        assert_eq!(CredentialForm::field("name"), "credential_name");
+        assert_eq!(ConnectorForm::field("cidrs[1]"), "cidrs[1]");
     }
 }

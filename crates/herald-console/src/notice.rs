@@ -25,6 +25,9 @@ pub enum Saved {
     PersonAdded,
     PasswordSet,
     TokenRevoked,
+    SmtpCredentialRevoked,
+    SmtpConnectorAdded,
+    SmtpConnectorDeleted,
     TenantAdded,
     EntitlementsChanged,
 }
@@ -43,6 +46,9 @@ const CODES: &[(Saved, &str)] = &[
     (Saved::PersonAdded, "person-added"),
     (Saved::PasswordSet, "password-set"),
     (Saved::TokenRevoked, "token-revoked"),
+    (Saved::SmtpCredentialRevoked, "smtp-credential-revoked"),
+    (Saved::SmtpConnectorAdded, "smtp-connector-added"),
+    (Saved::SmtpConnectorDeleted, "smtp-connector-deleted"),
     (Saved::TenantAdded, "tenant-added"),
     (Saved::EntitlementsChanged, "entitlements-saved"),
 ];

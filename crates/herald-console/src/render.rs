@@ -62,6 +62,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         "token_revoke.html",
         include_str!("../templates/token_revoke.html"),
     ),
+    ("smtp.html", include_str!("../templates/smtp.html")),
+    (
+        "smtp_credential_created.html",
+        include_str!("../templates/smtp_credential_created.html"),
+    ),
+    (
+        "smtp_credential_revoke.html",
+        include_str!("../templates/smtp_credential_revoke.html"),
+    ),
+    (
+        "smtp_connector_delete.html",
+        include_str!("../templates/smtp_connector_delete.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {
@@ -75,9 +88,21 @@ fn environment() -> &'static Environment<'static> {
         }
         env.add_filter("time", |ms: i64| herald_core::timestamp::rfc3339(ms));
         env.add_filter("when", crate::when::filter);
+        env.add_filter("bytes", bytes);
         env.set_formatter(visible_then_escaped);
         env
     })
+}
+
+/// A size in bytes as people read it: `812 bytes`, `14.2 KiB`, `3.1 MiB`.
+fn bytes(size: u64) -> String {
+    const KIB: u64 = 1024;
+    match size {
+        1 => "1 byte".into(),
+        s if s < KIB => format!("{s} bytes"),
+        s if s < KIB * KIB => format!("{:.1} KiB", s as f64 / KIB as f64),
+        s => format!("{:.1} MiB", s as f64 / (KIB * KIB) as f64),
+    }
 }
 
 /// Whether a character is invisible or reorders the text around it: control
@@ -247,6 +272,14 @@ mod tests {
         for (name, _) in TEMPLATES {
             env.get_template(name).unwrap();
         }
+    }
+
+    #[test]
+    fn sizes_read_as_people_say_them() {
+        assert_eq!(bytes(1), "1 byte");
+        assert_eq!(bytes(812), "812 bytes");
+        assert_eq!(bytes(14_540), "14.2 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 + 100_000), "3.1 MiB");
     }
 
     /// A server's reply that tries to reorder or hide text is shown with those

@@ -163,6 +163,22 @@ async fn names(state: &AppState, tenant: &Tenant) -> Result<HashMap<String, Name
     for token in store(state.store.list_tokens(tenant.id).await)? {
         add(token.id.to_string(), "token", token.name, None);
     }
+    for credential in store(state.store.list_smtp_credentials(tenant.id).await)? {
+        add(
+            credential.id.to_string(),
+            "SMTP credential",
+            format!("{} ({})", credential.name, credential.username),
+            Some(format!("/t/{slug}/smtp#credentials")),
+        );
+    }
+    for connector in store(state.store.list_smtp_connectors(tenant.id).await)? {
+        add(
+            connector.id.to_string(),
+            "IP connector",
+            connector.name,
+            Some(format!("/t/{slug}/smtp#connectors")),
+        );
+    }
     for provider in store(state.store.list_providers(tenant.id).await)? {
         add(
             provider.id.to_string(),

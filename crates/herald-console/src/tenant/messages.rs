@@ -1,5 +1,6 @@
 //! A tenant's messages: the list, filtered by status, recipient and days,
-//! and one message with its recipients and attempts.
+//! and one message with its recipients and attempts (for mail received over
+//! SMTP, who sent it and from where).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -7,7 +8,7 @@ use axum::routing::get;
 use herald_api::gate::Sender;
 use herald_api::{AppState, service};
 use herald_core::RecipientStatus;
-use herald_store::MessageQuery;
+use herald_store::{MessageQuery, SmtpOrigin, Tenant};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ use super::{path_id, store};
 use crate::forms::FieldErrors;
 use crate::gate::TenantPage;
 use crate::pages::{PageResult, base};
-use crate::render::page;
+use crate::render::{PageError, page};
 
 /// The statuses a message can have, for the filter.
 const STATUSES: &[&str] = &["queued", "sending", "deferred", "sent", "failed"];
@@ -119,8 +120,49 @@ async fn message(
 ) -> PageResult {
     let id = path_id(&id, "message")?;
     let message = service::message(&state, &me.caller, &tenant, id).await?;
+    let received = match &message.smtp {
+        Some(origin) => Some(received(&state, &tenant, origin).await?),
+        None => None,
+    };
     Ok(page(
         "message.html",
-        context! { message, ..base(&me, &tenant, "messages") },
+        context! { message, received, ..base(&me, &tenant, "messages") },
     ))
+}
+
+/// How a message came in over SMTP, by names: the credential it authenticated
+/// with or the connector whose networks hold the client's address, from the
+/// tenant's lists. One revoked or deleted since is no longer in them; the
+/// page says so rather than showing an id that names nothing.
+async fn received(
+    state: &AppState,
+    tenant: &Tenant,
+    origin: &SmtpOrigin,
+) -> Result<minijinja::Value, PageError> {
+    let credential = match origin.credential_id {
+        Some(id) => Some(
+            store(state.store.list_smtp_credentials(tenant.id).await)?
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| context! { name => c.name, username => c.username }),
+        ),
+        None => None,
+    };
+    let connector = match origin.connector_id {
+        Some(id) => Some(
+            store(state.store.list_smtp_connectors(tenant.id).await)?
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| context! { name => c.name }),
+        ),
+        None => None,
+    };
+    // `Some(None)`: it was a credential (or connector), and it is gone.
+    Ok(context! {
+        client_addr => origin.client_addr.clone(),
+        authenticated => credential.is_some(),
+        credential => credential.flatten(),
+        by_connector => connector.is_some(),
+        connector => connector.flatten(),
+    })
 }

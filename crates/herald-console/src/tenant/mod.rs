@@ -14,6 +14,7 @@ mod people;
 mod properties;
 mod providers;
 mod servers;
+mod smtp;
 mod test_messages;
 mod tokens;
 
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .merge(audit::router())
         .merge(people::router())
         .merge(tokens::router())
+        .merge(smtp::router())
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.

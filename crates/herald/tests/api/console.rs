@@ -20,11 +20,12 @@ use serde_json::json;
 use crate::console_http::{
     HttpSession, Page, csrf_field, give_password, no_redirects, set_cookie, sign_in_attempt,
 };
+use crate::console_smtp::{over_smtp, stored_message};
 use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
 
 const SMTP_USER: &str = "herald@acme.example";
 const SMTP_PASSWORD: &str = "smtp-secret-Pw-4711";
-const ADA_PASSWORD: &str = "ada-console-password";
+pub(crate) const ADA_PASSWORD: &str = "ada-console-password";
 
 /// The browser programs, or `None` (after saying so) when they are missing outside CI.
 fn browser_programs() -> Option<(PathBuf, PathBuf)> {
@@ -689,6 +690,130 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         assert_eq!(html.contains(&token), i == shown_on, "page {i}: {html}");
     }
 
+    // SMTP submission: a credential for an application that can
+    // authenticate, its password shown once with how to use it.
+    browser.nav("SMTP submission").await;
+    browser.fill("credential_name", "grafana").await;
+    browser
+        .press("Create the credential", "#smtp-password")
+        .await;
+    let smtp_password = browser
+        .value_of("#smtp-password")
+        .await
+        .expect("the password is on the page");
+    let smtp_shown_on = browser.pages.len() - 1;
+    let username = browser.value_of("#smtp-username").await.unwrap();
+    browser
+        .click(Locator::LinkText("Back to SMTP submission"))
+        .await;
+    let row = browser.wait_for_row("grafana").await;
+    assert!(row.contains(&username) && row.contains("never"), "{row}");
+    // A connector for devices that cannot: a network with host bits set is
+    // named beside the field, then the right one is taken.
+    browser.fill("connector_name", "office printers").await;
+    browser.fill("cidrs", "192.0.2.0/24, 10.0.0.1/8").await;
+    browser.press("Add the connector", ".field.invalid").await;
+    let error = browser.text_of("#e-cidrs").await;
+    assert!(
+        error.contains("Network 2 (10.0.0.1/8) has host bits set"),
+        "{error}"
+    );
+    browser
+        .client
+        .execute(
+            "document.getElementById('connectors').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.screenshot("console-smtp-submission.png").await;
+    browser.fill("cidrs", "192.0.2.0/24, 10.0.0.0/8").await;
+    browser.press("Add the connector", "#notice").await;
+    browser.wait_for_text("#notice", "Connector added").await;
+    let row = browser.wait_for_row("office printers").await;
+    assert!(row.contains("10.0.0.0/8"), "{row}");
+
+    // Mail received over SMTP with that credential, and API mail with
+    // attachments, as the messages pages show them.
+    let (_, credentials) = app
+        .get("/v1/tenants/acme/smtp-credentials", &acme.admin)
+        .await;
+    let grafana = credentials[0]["id"].as_str().unwrap().to_owned();
+    stored_message(
+        &app,
+        "acme",
+        "Grafana: disk almost full",
+        over_smtp(Some(&grafana), None, "192.0.2.10"),
+        Vec::new(),
+    )
+    .await;
+    stored_message(
+        &app,
+        "acme",
+        "Monthly invoice",
+        herald_store::Origin::Api,
+        vec![herald_store::Attachment {
+            filename: "invoice.pdf".into(),
+            content_type: "application/pdf".into(),
+            content_id: None,
+            content: vec![b'%'; 2048],
+        }],
+    )
+    .await;
+    browser.nav("Messages").await;
+    browser
+        .wait_for_text("table", "Grafana: disk almost full")
+        .await;
+    browser
+        .click(Locator::LinkText("Grafana: disk almost full"))
+        .await;
+    browser
+        .wait_for_text("#message-source", "authenticated as credential grafana")
+        .await;
+    browser.nav("Messages").await;
+    browser.click(Locator::LinkText("Monthly invoice")).await;
+    browser
+        .wait_for_text("#attachments + table", "invoice.pdf")
+        .await;
+
+    // Revoking the credential and deleting the connector ask first.
+    browser.nav("SMTP submission").await;
+    browser
+        .click(Locator::Css(
+            "a[aria-label='Revoke the credential grafana']",
+        ))
+        .await;
+    browser
+        .wait_for_text("h1", "Revoke the credential grafana?")
+        .await;
+    browser.press("Revoke the credential", "#notice").await;
+    browser.wait_for_text("#notice", "Credential revoked").await;
+    browser
+        .click(Locator::Css(
+            "a[aria-label='Delete the connector office printers']",
+        ))
+        .await;
+    browser
+        .wait_for_text("h1", "Delete the connector office printers?")
+        .await;
+    browser.press("Delete the connector", "#notice").await;
+    browser.wait_for_text("#notice", "Connector deleted").await;
+    let (_, credentials) = app
+        .get("/v1/tenants/acme/smtp-credentials", &acme.admin)
+        .await;
+    let (_, connectors) = app
+        .get("/v1/tenants/acme/smtp-connectors", &acme.admin)
+        .await;
+    assert_eq!((credentials, connectors), (json!([]), json!([])));
+    // The password was on the one page that answered the credential's creation.
+    for (i, html) in browser.pages.iter().enumerate() {
+        assert_eq!(
+            html.contains(&smtp_password),
+            i == smtp_shown_on,
+            "page {i}: {html}"
+        );
+    }
+
     // Another tenant's pages answer as if they did not exist.
     let (status, other_server) = app
         .post(
@@ -1036,28 +1161,36 @@ async fn repeated_failed_sign_ins_lock_the_address_out() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-const MEMBER_PASSWORD: &str = "member-console-password";
-const GLOBEX_PASSWORD: &str = "globex-console-password";
+pub(crate) const MEMBER_PASSWORD: &str = "member-console-password";
+pub(crate) const GLOBEX_PASSWORD: &str = "globex-console-password";
 const OPERATOR_PASSWORD: &str = "operator console password";
 
 /// A node with two tenants. Acme has a server (with an account), an active
-/// provider, a message and a test message, an administrator and a member;
-/// globex has its administrator. Everyone has a console password.
-struct Console {
-    app: TestApp,
-    acme: TestTenant,
+/// provider, a message and a test message, an administrator and a member,
+/// an SMTP credential and an IP connector; globex has its administrator.
+/// Everyone has a console password.
+pub(crate) struct Console {
+    pub app: TestApp,
+    pub acme: TestTenant,
     _smtp: TestSmtpServer,
     server_id: String,
     server_name: String,
     provider_id: String,
     provider_name: String,
-    message_id: String,
+    pub message_id: String,
     test_id: String,
     /// The sender token's id (a service token named `sender`).
     token_id: String,
+    /// The SMTP credential's id (named `monitoring`).
+    pub smtp_credential_id: String,
+    /// The IP connector's id (named `office printers`, for [`ACME_PRINTERS`]).
+    pub smtp_connector_id: String,
 }
 
-async fn console_with_two_tenants() -> Console {
+/// The network of acme's IP connector.
+pub(crate) const ACME_PRINTERS: &str = "198.51.100.0/24";
+
+pub(crate) async fn console_with_two_tenants() -> Console {
     let app = spawn_app().await;
     let smtp = TestSmtpServer::start().await;
     let acme = app.tenant("acme").await;
@@ -1117,9 +1250,27 @@ async fn console_with_two_tenants() -> Console {
         .as_str()
         .unwrap()
         .to_owned();
+    let (status, credential) = app
+        .post(
+            "/v1/tenants/acme/smtp-credentials",
+            &acme.admin,
+            json!({"name": "monitoring"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{credential}");
+    let (status, connector) = app
+        .post(
+            "/v1/tenants/acme/smtp-connectors",
+            &acme.admin,
+            json!({"name": "office printers", "cidrs": [ACME_PRINTERS]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connector}");
     let port = smtp.port();
     Console {
         token_id,
+        smtp_credential_id: credential["id"].as_str().unwrap().to_owned(),
+        smtp_connector_id: connector["id"].as_str().unwrap().to_owned(),
         app,
         acme,
         _smtp: smtp,
@@ -1152,6 +1303,9 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/persons",
     "/t/{tenant}/tokens",
     "/t/{tenant}/tokens/{id}/revoke",
+    "/t/{tenant}/smtp",
+    "/t/{tenant}/smtp/credentials/{id}/revoke",
+    "/t/{tenant}/smtp/connectors/{id}/delete",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1236,12 +1390,12 @@ fn the_console_page_list_covers_every_page_in_the_source() {
 
 /// A page's HTML with the escapes minijinja writes in attributes and text
 /// (`/` and `'`) undone, so that links can be looked for as written.
-fn unescaped(html: &str) -> String {
+pub(crate) fn unescaped(html: &str) -> String {
     html.replace("&#x2f;", "/").replace("&#x27;", "'")
 }
 
 /// The first `<h1>` of a page, as shown.
-fn heading(html: &str) -> Option<&str> {
+pub(crate) fn heading(html: &str) -> Option<&str> {
     let start = html.find("<h1>")? + 4;
     let end = start + html[start..].find("</h1>")?;
     Some(&html[start..end])
@@ -1366,6 +1520,24 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "<h1>Revoke the token ",
             false,
         ),
+        page(
+            "/t/{tenant}/smtp",
+            format!("{t}/smtp"),
+            "<h1>SMTP submission</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/smtp/credentials/{id}/revoke",
+            format!("{t}/smtp/credentials/{}/revoke", c.smtp_credential_id),
+            "<h1>Revoke the credential monitoring?</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/smtp/connectors/{id}/delete",
+            format!("{t}/smtp/connectors/{}/delete", c.smtp_connector_id),
+            "<h1>Delete the connector office printers?</h1>",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
@@ -1437,6 +1609,10 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/tests/{}", c.message_id),
         format!("{t}/tokens/not-an-id/revoke"),
         format!("{t}/tokens/{}/revoke", c.server_id),
+        format!("{t}/smtp/credentials/not-an-id/revoke"),
+        format!("{t}/smtp/credentials/{}/revoke", c.smtp_connector_id),
+        format!("{t}/smtp/connectors/{}/delete", c.smtp_credential_id),
+        format!("{t}/smtp/connectors/{}/delete", c.token_id),
     ] {
         let Page { status, .. } = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");

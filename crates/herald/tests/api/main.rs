@@ -9,6 +9,7 @@ mod cluster;
 mod console;
 mod console_http;
 mod console_reading;
+mod console_smtp;
 mod crash;
 mod delivery;
 mod egress_warnings;
