@@ -76,6 +76,17 @@ pub struct AppState {
     /// Where tenants may make this node connect: checked at the edge where it
     /// can be (IP literals), and again at every connection.
     pub egress: Arc<herald_smtp::Egress>,
+    /// Where this node takes mail over SMTP, for the console to tell.
+    pub submission: Submission,
+}
+
+/// The ports of this node's SMTP submission listener; none when it does not run.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Submission {
+    /// The port with STARTTLS (`--smtp-listen`).
+    pub starttls_port: Option<u16>,
+    /// The port with implicit TLS (`--smtps-listen`).
+    pub tls_port: Option<u16>,
 }
 
 /// The HTTP API: everything on a node with the api role, else only the health checks.

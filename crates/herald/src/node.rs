@@ -401,6 +401,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         alive_within: settings.node_stale_after,
         limits: settings.limits,
         egress,
+        submission: herald_api::Submission {
+            starttls_port: smtp_addr.map(|a| a.port()),
+            tls_port: smtps_addr.map(|a| a.port()),
+        },
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))

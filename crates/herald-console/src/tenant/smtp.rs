@@ -176,6 +176,7 @@ async fn create_credential(
                     credential => created.record,
                     secret => created.password,
                     host,
+                    submission => state.submission,
                     ..base(signed, loaded, "smtp")
                 },
             ))
