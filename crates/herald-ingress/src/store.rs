@@ -44,7 +44,11 @@ fn unavailable(e: &StoreError) -> Refusal {
 /// The store could not say whether a login is good: `454 4.7.0`, as RFC 4954 says.
 fn login_unavailable(e: &StoreError) -> Refusal {
     tracing::warn!(error = %e, "SMTP ingress: the store could not check a login");
-    Refusal::new(454, "4.7.0", "Temporary authentication failure, try again later")
+    Refusal::new(
+        454,
+        "4.7.0",
+        "Temporary authentication failure, try again later",
+    )
 }
 
 /// An answer for a submission the store refused.
@@ -54,7 +58,9 @@ fn refusal(e: StoreError) -> Refusal {
         StoreError::QueueFull { limit } => Refusal::new(
             452,
             "4.3.1",
-            format!("The tenant has reached its limit of {limit} queued recipients, try again later"),
+            format!(
+                "The tenant has reached its limit of {limit} queued recipients, try again later"
+            ),
         ),
         e => unavailable(&e),
     }
@@ -119,9 +125,15 @@ impl StoreBackend {
         let shown_cc = mailboxes(head.and_then(|m| m.cc()));
         let (mut to, mut cc, mut bcc) = (Vec::new(), Vec::new(), Vec::new());
         for recipient in envelope.recipients {
-            if let Some(shown) = shown_to.iter().find(|m| same_address(&m.address, &recipient)) {
+            if let Some(shown) = shown_to
+                .iter()
+                .find(|m| same_address(&m.address, &recipient))
+            {
                 to.push(shown.clone());
-            } else if let Some(shown) = shown_cc.iter().find(|m| same_address(&m.address, &recipient)) {
+            } else if let Some(shown) = shown_cc
+                .iter()
+                .find(|m| same_address(&m.address, &recipient))
+            {
                 cc.push(shown.clone());
             } else {
                 bcc.push(recipient);

@@ -57,8 +57,7 @@ async fn create_credential(
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<CredentialBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let created =
-        service::create_smtp_credential(&state, &caller, &tenant, body.parse()?).await?;
+    let created = service::create_smtp_credential(&state, &caller, &tenant, body.parse()?).await?;
     let mut answer =
         serde_json::to_value(&created.record).map_err(|e| ApiError::Internal(e.into()))?;
     // The only time the password is ever shown.
@@ -88,8 +87,7 @@ async fn create_connector(
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
     body: Body<ConnectorBody>,
 ) -> Result<(StatusCode, Json<SmtpConnector>), ApiError> {
-    let connector =
-        service::create_smtp_connector(&state, &caller, &tenant, body.parse()?).await?;
+    let connector = service::create_smtp_connector(&state, &caller, &tenant, body.parse()?).await?;
     Ok((StatusCode::CREATED, Json(connector)))
 }
 

@@ -147,10 +147,7 @@ pub async fn create_smtp_connector(
         .rate_limit_per_minute
         .and_then(|n| check.take("rate_limit_per_minute", rate_limit(n)));
     if body.cidrs.is_empty() || body.cidrs.len() > MAX_NETWORKS {
-        check.fail(
-            "cidrs",
-            &format!("must hold 1 to {MAX_NETWORKS} networks"),
-        );
+        check.fail("cidrs", &format!("must hold 1 to {MAX_NETWORKS} networks"));
     }
     let cidrs: Vec<IpNet> = body
         .cidrs
