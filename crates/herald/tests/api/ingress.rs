@@ -604,21 +604,28 @@ async fn smtp_accepted_mail_survives_sigkill(database: Option<&str>) {
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
     let login = app.smtp_credential(&acme).await;
 
-    let subjects: BTreeSet<String> = (0..20).map(|i| format!("Durable {i:02}")).collect();
-    let messages: Vec<Value> = subjects
+    // Three sessions at once, ten messages each, so that commits are shared.
+    let subjects: BTreeSet<String> = (0..30).map(|i| format!("Durable {i:02}")).collect();
+    let sessions = subjects
         .iter()
-        .map(|s| {
-            let text = plain_message("app@acme.example", "ops@acme.example", s);
-            envelope("app@acme.example", &["ops@acme.example"], &text)
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|chunk| {
+            let messages: Vec<Value> = chunk
+                .iter()
+                .map(|s| {
+                    let text = plain_message("app@acme.example", "ops@acme.example", s);
+                    envelope("app@acme.example", &["ops@acme.example"], &text)
+                })
+                .collect();
+            let auth = json!(["PLAIN", login.username, login.password]);
+            smtplib(addr, json!({"auth": auth, "messages": messages}))
         })
-        .collect();
-    let spec = json!({"auth": ["PLAIN", login.username, login.password], "messages": messages});
-    let out = smtplib(addr, spec).await;
-    let ids: Vec<String> = out["messages"]
-        .as_array()
-        .unwrap()
+        .collect::<Vec<_>>();
+    let ids: Vec<String> = futures_util::future::join_all(sessions)
+        .await
         .iter()
-        .map(queued_id)
+        .flat_map(|out| out["messages"].as_array().unwrap().iter().map(queued_id))
         .collect();
     assert_eq!(ids.len(), subjects.len());
     eventually("the worker to try the provider", || async {
