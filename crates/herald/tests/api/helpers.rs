@@ -247,6 +247,14 @@ impl TestApp {
             .expect("a node spawned with its SMTP listener")
     }
 
+    /// The address of the node's SMTP listener with implicit TLS.
+    pub fn smtps_addr(&self) -> std::net::SocketAddr {
+        self.node
+            .as_ref()
+            .and_then(|node| node.smtps_addr)
+            .expect("a node spawned with its implicit-TLS SMTP listener")
+    }
+
     /// Creates an SMTP credential of the tenant as its administrator.
     pub async fn smtp_credential(&self, tenant: &TestTenant) -> SmtpLogin {
         let body = json!({"name": "application"});

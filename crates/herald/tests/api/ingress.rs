@@ -248,6 +248,39 @@ async fn starttls_then_plain_or_login_delivers_and_the_view_names_the_credential
 }
 
 #[tokio::test]
+async fn implicit_tls_takes_auth_at_once_and_delivers() {
+    if !python_runs() {
+        return;
+    }
+    let tls = TestTls::generate(&["127.0.0.1"]);
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app_with_smtp(Some(&tls), |s| {
+        s.loopback_is_local = false;
+        s.smtps_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let login = app.smtp_credential(&acme).await;
+    let text = plain_message("app@acme.example", "ops@acme.example", "Over SMTPS");
+    let spec = json!({
+        "implicit_tls": true,
+        "ca": ca_file(&tls, app.dir.path()),
+        "auth": ["PLAIN", login.username, login.password],
+        "messages": [envelope("app@acme.example", &["ops@acme.example"], &text)],
+    });
+    let out = smtplib(app.smtps_addr(), spec).await;
+    let offered = keywords(&out, "features");
+    assert!(offered.contains(&"auth".to_owned()), "{out}");
+    assert!(!offered.contains(&"starttls".to_owned()), "{out}");
+    assert_reply(&out["auth"], 235, "2.7.0");
+    let id = queued_id(&out["messages"][0]);
+    let view = app.wait_for_status(&acme, &id, "sent").await;
+    assert_eq!(view["smtp"]["credential_id"], login.id.as_str(), "{view}");
+    let received = smtp.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(received[0].header("Subject").as_deref(), Some("Over SMTPS"));
+}
+
+#[tokio::test]
 async fn without_tls_a_remote_client_is_not_offered_auth_and_mail_needs_it() {
     if !python_runs() {
         return;

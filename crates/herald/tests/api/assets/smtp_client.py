@@ -5,6 +5,7 @@ reply the server gave, so that the Rust test asserts on them:
 
   {"port": 2525,                       # on 127.0.0.1
    "ca": "/path/ca.pem",               # STARTTLS, verifying with this CA (optional)
+   "implicit_tls": true,               # TLS from the start, with "ca" (optional)
    "auth": ["PLAIN", "user", "pw"],    # AUTH with this mechanism (optional)
    "messages": [{"from": "a@x", "to": ["b@x"], "options": ["SMTPUTF8"],
                  "file": "/path/message.eml"}]}   # or "text": "..."
@@ -30,10 +31,15 @@ def reply(code, text):
 def main():
     spec = json.loads(sys.argv[1])
     out = {"messages": []}
-    smtp = smtplib.SMTP("127.0.0.1", spec["port"], local_hostname="client.test", timeout=120)
+    if spec.get("implicit_tls"):
+        context = ssl.create_default_context(cafile=spec["ca"])
+        smtp = smtplib.SMTP_SSL("127.0.0.1", spec["port"], local_hostname="client.test",
+                                timeout=120, context=context)
+    else:
+        smtp = smtplib.SMTP("127.0.0.1", spec["port"], local_hostname="client.test", timeout=120)
     smtp.ehlo()
     out["features"] = sorted(smtp.esmtp_features)
-    if "ca" in spec:
+    if "ca" in spec and not spec.get("implicit_tls"):
         smtp.starttls(context=ssl.create_default_context(cafile=spec["ca"]))
         smtp.ehlo()
         out["tls_features"] = sorted(smtp.esmtp_features)
