@@ -359,6 +359,40 @@ async fn a_connector_admits_its_network_until_deleted_and_a_revoked_credential_f
     assert_eq!(app.message_count(&acme).await, 2);
 }
 
+#[tokio::test]
+async fn a_credentials_rate_limit_defers_its_mail_beyond_it_and_no_one_elses() {
+    if !python_runs() {
+        return;
+    }
+    let smtp = TestSmtpServer::start().await;
+    let (app, acme) = listener_sending_to(&smtp).await;
+    let body = json!({"name": "chatty", "rate_limit_per_minute": 2});
+    let (status, limited) = app.post_as_admin(&acme, "smtp-credentials", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{limited}");
+    assert_eq!(limited["rate_limit_per_minute"], 2);
+    let other = app.smtp_credential(&acme).await;
+    let messages: Vec<Value> = (0..3)
+        .map(|i| {
+            let text = plain_message("app@acme.example", "ops@acme.example", &format!("m{i}"));
+            envelope("app@acme.example", &["ops@acme.example"], &text)
+        })
+        .collect();
+
+    let auth = json!(["PLAIN", limited["username"], limited["password"]]);
+    let out = smtplib(app.smtp_addr(), json!({"auth": auth, "messages": messages})).await;
+    queued_id(&out["messages"][0]);
+    queued_id(&out["messages"][1]);
+    assert_reply(&out["messages"][2]["mail"], 451, "4.7.0");
+    assert_eq!(app.message_count(&acme).await, 2);
+
+    let auth = json!(["PLAIN", other.username, other.password]);
+    let out = smtplib(app.smtp_addr(), json!({"auth": auth, "messages": messages})).await;
+    for outcome in out["messages"].as_array().unwrap() {
+        queued_id(outcome);
+    }
+    assert_eq!(app.message_count(&acme).await, 5);
+}
+
 // The protocol through the node.
 
 #[tokio::test]
