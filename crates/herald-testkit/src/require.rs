@@ -15,15 +15,18 @@ pub enum Dependency {
     Postfix,
     /// `python`: `python3`, whose email package parses rendered messages strictly.
     Python,
+    /// `swaks`: the Swiss Army Knife for SMTP, as a client of the SMTP listener.
+    Swaks,
 }
 
 impl Dependency {
     /// Every dependency, as `CI` requires them.
-    pub const ALL: [Dependency; 4] = [
+    pub const ALL: [Dependency; 5] = [
         Dependency::Postgres,
         Dependency::Chromium,
         Dependency::Postfix,
         Dependency::Python,
+        Dependency::Swaks,
     ];
 
     /// Its name in `HERALD_REQUIRE`.
@@ -33,6 +36,7 @@ impl Dependency {
             Dependency::Chromium => "chromium",
             Dependency::Postfix => "postfix",
             Dependency::Python => "python",
+            Dependency::Swaks => "swaks",
         }
     }
 

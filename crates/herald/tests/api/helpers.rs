@@ -65,6 +65,36 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut settings = test_settings(&dir);
     adjust(&mut settings);
+    start_app(dir, settings).await
+}
+
+/// Spawns a node with the SMTP submission listener on 127.0.0.1:0 (read it
+/// with [`TestApp::smtp_addr`]), offering STARTTLS with `tls`'s certificate
+/// when given (its files written to the node's data directory), and the
+/// listener's settings changed by `adjust`.
+pub async fn spawn_app_with_smtp(
+    tls: Option<&TestTls>,
+    adjust: impl FnOnce(&mut herald_ingress::Settings),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut settings = test_settings(&dir);
+    let mut smtp = herald_ingress::Settings::new("herald.test");
+    smtp.listen = Some("127.0.0.1:0".parse().unwrap());
+    if let Some(tls) = tls {
+        let (cert, key) = (
+            dir.path().join("smtp-cert.pem"),
+            dir.path().join("smtp-key.pem"),
+        );
+        std::fs::write(&cert, tls.cert_pem()).unwrap();
+        std::fs::write(&key, tls.key_pem()).unwrap();
+        (smtp.tls_cert, smtp.tls_key) = (Some(cert), Some(key));
+    }
+    adjust(&mut smtp);
+    settings.smtp = Some(smtp);
+    start_app(dir, settings).await
+}
+
+async fn start_app(dir: TempDir, settings: Settings) -> TestApp {
     let node = start(settings).await.expect("the node starts");
     TestApp {
         base: format!("http://{}", node.http_addr),
@@ -79,6 +109,13 @@ pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
     let app = spawn_app().await;
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
     (app, acme)
+}
+
+/// An SMTP credential as created: its password is shown only then.
+pub struct SmtpLogin {
+    pub id: String,
+    pub username: String,
+    pub password: String,
 }
 
 /// A response's status and body.
@@ -202,6 +239,43 @@ where
 }
 
 impl TestApp {
+    /// The address of the node's SMTP submission listener (STARTTLS port).
+    pub fn smtp_addr(&self) -> std::net::SocketAddr {
+        self.node
+            .as_ref()
+            .and_then(|node| node.smtp_addr)
+            .expect("a node spawned with its SMTP listener")
+    }
+
+    /// The address of the node's SMTP listener with implicit TLS.
+    pub fn smtps_addr(&self) -> std::net::SocketAddr {
+        self.node
+            .as_ref()
+            .and_then(|node| node.smtps_addr)
+            .expect("a node spawned with its implicit-TLS SMTP listener")
+    }
+
+    /// Creates an SMTP credential of the tenant as its administrator.
+    pub async fn smtp_credential(&self, tenant: &TestTenant) -> SmtpLogin {
+        let body = json!({"name": "application"});
+        let (status, created) = self.post_as_admin(tenant, "smtp-credentials", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let field = |name: &str| created[name].as_str().unwrap().to_owned();
+        SmtpLogin {
+            id: field("id"),
+            username: field("username"),
+            password: field("password"),
+        }
+    }
+
+    /// Creates an IP connector of the tenant over `cidrs`; returns its id.
+    pub async fn smtp_connector(&self, tenant: &TestTenant, cidrs: &[&str]) -> String {
+        let body = json!({"name": "relay", "cidrs": cidrs});
+        let (status, created) = self.post_as_admin(tenant, "smtp-connectors", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    }
+
     /// Sends a request with a token and an optional JSON body; returns status and parsed body.
     pub async fn call(
         &self,
@@ -567,6 +641,18 @@ impl NodeProcess {
     pub fn keeping(mut self, dir: TempDir) -> NodeProcess {
         self.dir = Some(dir);
         self
+    }
+
+    /// The address of its SMTP submission listener, once it has said it.
+    pub async fn smtp_addr(&self) -> std::net::SocketAddr {
+        eventually("the node to print its SMTP address", || async {
+            let output = self.output.lock().unwrap();
+            let line = output
+                .lines()
+                .find_map(|l| l.strip_prefix("SMTP submission on "))?;
+            line.split_whitespace().next()?.parse().ok()
+        })
+        .await
     }
 
     /// A client for its API.

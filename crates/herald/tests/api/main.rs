@@ -19,6 +19,7 @@ mod first_start;
 mod gate;
 mod hardening;
 mod hardening_api;
+mod ingress;
 mod interop;
 mod isolation;
 mod oauth_egress;
