@@ -20,6 +20,17 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Parses an RFC 3339 timestamp (`2026-11-30T18:00:00Z`, any offset) into
+/// milliseconds since the epoch.
+pub fn parse_rfc3339(input: &str) -> Result<i64, crate::Invalid> {
+    OffsetDateTime::parse(input.trim(), &Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| {
+            crate::Invalid::new("must be an RFC 3339 timestamp, such as 2026-11-30T18:00:00Z")
+        })
+}
+
 /// Serialises a millisecond timestamp as RFC 3339 (for `#[serde(serialize_with)]`).
 pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*ms))

@@ -815,6 +815,17 @@ pub struct MessageCounts {
 pub(crate) const STATUS_RANK: &str = "CASE r.status WHEN 'sending' THEN 0 WHEN 'queued' THEN 1 \
      WHEN 'deferred' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END";
 
+/// The rank [`STATUS_RANK`] gives the messages of this status.
+pub(crate) fn status_rank(status: RecipientStatus) -> i64 {
+    match status {
+        RecipientStatus::Sending => 0,
+        RecipientStatus::Queued => 1,
+        RecipientStatus::Deferred => 2,
+        RecipientStatus::Failed => 3,
+        RecipientStatus::Sent => 4,
+    }
+}
+
 impl MessageCounts {
     /// Adds `count` messages whose least recipient rank (see [`STATUS_RANK`]) is `rank`.
     pub(crate) fn add(&mut self, rank: i64, count: u64) {
@@ -829,10 +840,16 @@ impl MessageCounts {
     }
 }
 
-/// Which of a tenant's messages to list, newest first. Status is derived from
-/// the recipients, so it is filtered by the caller on what this returns.
+/// Which of a tenant's messages to list, newest first (by creation time, then
+/// id): one page of them, the next page starting `before` the last one given.
 #[derive(Clone, Debug, Default)]
 pub struct MessageQuery {
+    /// Only messages whose status (derived from their recipients') is this.
+    pub status: Option<RecipientStatus>,
+    /// Only messages from this source, `api` or `smtp`.
+    pub source: Option<String>,
+    /// Only messages after this one in the list's order: its creation time and id.
+    pub before: Option<(i64, MessageId)>,
     /// Only messages with this recipient (to, cc or bcc; compared without regard to case).
     pub recipient: Option<String>,
     /// Only messages created at or after this time.

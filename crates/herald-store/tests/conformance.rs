@@ -2190,6 +2190,7 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
         until,
         test_provider: None,
         limit: 10,
+        ..herald_store::MessageQuery::default()
     };
     assert_eq!(
         ids(s
@@ -2248,6 +2249,116 @@ async fn message_searches_filter_by_recipient_and_time(f: Fixture) {
     );
     assert!(
         s.search_messages(other, of(tested))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Pages of a long history: the status filter finds messages past the newest
+/// thousand, pages follow one another by (created time, id) without a gap or
+/// a repeat (ties included), and source and status stay within the tenant.
+async fn message_pages_filter_by_status_and_source_across_a_long_history(f: Fixture) {
+    let s = &*f.store;
+    let acme = tenant(s, "acme").await;
+    let other = tenant(s, "other").await;
+    // Twelve old messages that fail, then 1,200 newer ones, ten of them at the same instant.
+    let old: Vec<NewMessage> = (0..12)
+        .map(|i| message(acme, &["old@acme.example"], None, 100 + i))
+        .collect();
+    let old_ids: Vec<MessageId> = old.iter().map(|m| m.id).collect();
+    s.submit_batch(old).await.unwrap();
+    let claimed = s.claim(claim("n1", 1_000, 60_000)).await.unwrap();
+    assert_eq!(claimed.len(), 12, "the oldest are due first");
+    let outcomes = claimed
+        .iter()
+        .map(|c| Outcome {
+            recipient: c.recipient,
+            lease_token: c.lease_token,
+            next: NextState::Failed,
+            attempt: attempt(RecipientStatus::Failed),
+        })
+        .collect();
+    s.complete(outcomes, vec![]).await.unwrap();
+    let newer: Vec<NewMessage> = (0..1_200)
+        .map(|i| message(acme, &["new@acme.example"], None, 10_000 + i.max(10)))
+        .collect();
+    s.submit_batch(newer).await.unwrap();
+    let smtp = |at| NewMessage {
+        origin: herald_store::Origin::Smtp(herald_store::SmtpOrigin {
+            credential_id: None,
+            connector_id: None,
+            client_addr: "192.0.2.1".into(),
+        }),
+        raw: Some(b"Subject: s\r\n\r\nbody\r\n".to_vec()),
+        ..message(acme, &["new@acme.example"], None, at)
+    };
+    let received = s.submit_batch(vec![smtp(20_000), smtp(20_001)]).await.unwrap();
+    s.submit(message(other, &["old@acme.example"], None, 100))
+        .await
+        .unwrap();
+
+    let page = |status, source: Option<&str>, before, limit| herald_store::MessageQuery {
+        status,
+        source: source.map(str::to_owned),
+        before,
+        limit,
+        ..herald_store::MessageQuery::default()
+    };
+    // Every failed message, in pages of five, though all are older than the newest thousand.
+    let mut failed = Vec::new();
+    let mut before = None;
+    loop {
+        let found = s
+            .search_messages(acme, page(Some(RecipientStatus::Failed), None, before, 5))
+            .await
+            .unwrap();
+        assert!(found.iter().all(|m| m.status == RecipientStatus::Failed));
+        let Some(last) = found.last() else { break };
+        before = Some((last.created_at, last.id));
+        failed.extend(found.iter().map(|m| m.id));
+    }
+    let mut expected = old_ids.clone();
+    expected.reverse();
+    assert_eq!(failed, expected, "newest first, each once");
+
+    // The whole history in pages of 500: strictly descending, nothing twice or missing.
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let found = s
+            .search_messages(acme, page(None, None, before, 500))
+            .await
+            .unwrap();
+        let Some(last) = found.last() else { break };
+        before = Some((last.created_at, last.id));
+        all.extend(found.iter().map(|m| (m.created_at, m.id)));
+    }
+    assert_eq!(all.len(), 12 + 1_200 + 2);
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "strictly newest first");
+
+    // Source and status together, and nothing of another tenant.
+    let smtp_only = s
+        .search_messages(acme, page(None, Some("smtp"), None, 10))
+        .await
+        .unwrap();
+    let mut smtp_ids: Vec<MessageId> = smtp_only.iter().map(|m| m.id).collect();
+    smtp_ids.sort();
+    let mut sent_ids: Vec<MessageId> = received.iter().map(|m| m.id).collect();
+    sent_ids.sort();
+    assert_eq!(smtp_ids, sent_ids);
+    assert!(smtp_only.iter().all(|m| m.source == "smtp"));
+    let queued_api = s
+        .search_messages(
+            acme,
+            page(Some(RecipientStatus::Queued), Some("api"), None, 500),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued_api.len(), 500);
+    assert!(queued_api.iter().all(|m| m.source == "api"));
+    assert!(
+        s.search_messages(other, page(Some(RecipientStatus::Failed), None, None, 10))
             .await
             .unwrap()
             .is_empty()
@@ -2470,6 +2581,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    message_pages_filter_by_status_and_source_across_a_long_history,
     reply_to_keeps_its_display_name,
     a_store_says_while_the_database_refuses_writes,
     submissions_past_the_queue_limit_are_refused,

@@ -7,8 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, Subject};
-use herald_store::{MessageSummary, MessageView, NewMessage, OnBehalf};
+use herald_core::timestamp::parse_rfc3339;
+use herald_core::{
+    EmailAddress, HeaderName, HeaderValue, Invalid, Mailbox, MessageId, RecipientStatus, Subject,
+};
+use herald_store::{MessageQuery, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -435,19 +438,77 @@ async fn prepare(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    limit: Option<u32>,
+    limit: Option<String>,
+    status: Option<String>,
+    recipient: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    source: Option<String>,
+    cursor: Option<String>,
 }
 
+/// The most messages one page holds.
+const MAX_PAGE: u32 = 500;
+
+fn page_size(input: &str) -> Result<u32, Invalid> {
+    match input.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        _ => Err(Invalid::new(format!("must be a number from 1 to {MAX_PAGE}"))),
+    }
+}
+
+fn message_status(input: &str) -> Result<RecipientStatus, Invalid> {
+    RecipientStatus::from_stored(input.trim())
+        .ok_or_else(|| Invalid::new("must be one of: queued, sending, deferred, sent, failed"))
+}
+
+fn source(input: &str) -> Result<String, Invalid> {
+    match input.trim() {
+        word @ ("api" | "smtp") => Ok(word.to_owned()),
+        _ => Err(Invalid::new("must be one of: api, smtp")),
+    }
+}
+
+/// A page of the tenant's messages, newest first, filtered by status,
+/// recipient, creation time (`since` inclusive, `until` exclusive, RFC 3339)
+/// and source; `cursor` is the previous page's `next_cursor`.
 async fn list(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Vec<MessageSummary>>, ApiError> {
+) -> Result<Json<crate::service::MessagePage>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
     })?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    Ok(Json(state.store.list_messages(tenant.id, limit).await?))
+    let mut check = Check::default();
+    let limit = check.opt("limit", query.limit.as_deref(), page_size);
+    let status = check.opt("status", query.status.as_deref(), message_status);
+    let since = check.opt("since", query.since.as_deref(), parse_rfc3339);
+    let until = check.opt("until", query.until.as_deref(), parse_rfc3339);
+    let source = check.opt("source", query.source.as_deref(), source);
+    let before = check.opt(
+        "cursor",
+        query.cursor.as_deref(),
+        crate::service::parse_cursor,
+    );
+    let recipient = query
+        .recipient
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    check.finish()?;
+    let query = MessageQuery {
+        status,
+        source,
+        before,
+        recipient,
+        since,
+        until,
+        test_provider: None,
+        limit: limit.unwrap_or(50),
+    };
+    Ok(Json(
+        crate::service::search_messages(&state, &tenant, query).await?,
+    ))
 }
 
 async fn show(

@@ -1,7 +1,9 @@
 //! A tenant's messages as a caller may read them.
 
-use herald_core::MessageId;
-use herald_store::{MessageView, Tenant};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use herald_core::{Invalid, MessageId};
+use herald_store::{MessageQuery, MessageSummary, MessageView, Tenant};
 
 use crate::{ApiError, AppState, Caller};
 
@@ -24,4 +26,52 @@ pub async fn message(
         }
     }
     Ok(message)
+}
+
+/// One page of a tenant's messages, newest first, and where the next begins.
+#[derive(serde::Serialize)]
+pub struct MessagePage {
+    pub messages: Vec<MessageSummary>,
+    /// Given back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a page of messages starts: after the message with this creation
+/// time and id. Clients treat it as opaque.
+pub fn cursor(after: &MessageSummary) -> String {
+    B64URL.encode(format!("{}.{}", after.created_at, after.id))
+}
+
+/// Reads a cursor a previous page gave.
+pub fn parse_cursor(input: &str) -> Result<(i64, MessageId), Invalid> {
+    let refused = || Invalid::new("must be the next_cursor of a previous page");
+    let decoded = B64URL.decode(input.trim()).map_err(|_| refused())?;
+    let text = String::from_utf8(decoded).map_err(|_| refused())?;
+    let (at, id) = text.split_once('.').ok_or_else(refused)?;
+    Ok((
+        at.parse().map_err(|_| refused())?,
+        id.parse().map_err(|_| refused())?,
+    ))
+}
+
+/// The page of the tenant's messages `query` asks for: one more than asked
+/// is read, so the last page says it is the last.
+pub async fn search_messages(
+    state: &AppState,
+    tenant: &Tenant,
+    mut query: MessageQuery,
+) -> Result<MessagePage, ApiError> {
+    let limit = query.limit as usize;
+    query.limit += 1;
+    let mut messages = state.store.search_messages(tenant.id, query).await?;
+    let next_cursor = if messages.len() > limit {
+        messages.truncate(limit);
+        messages.last().map(cursor)
+    } else {
+        None
+    };
+    Ok(MessagePage {
+        messages,
+        next_cursor,
+    })
 }

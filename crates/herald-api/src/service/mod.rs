@@ -17,7 +17,7 @@ mod tenants;
 mod tokens;
 
 pub use accounts::{create_account, delete_account};
-pub use messages::message;
+pub use messages::{MessagePage, cursor, message, parse_cursor, search_messages};
 pub use nodes::worker_alive;
 pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};

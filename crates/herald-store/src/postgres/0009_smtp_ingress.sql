@@ -1,4 +1,5 @@
--- SMTP ingress: who may submit mail over SMTP, and where a message came from.
+-- SMTP ingress: who may submit mail over SMTP, and where a message came from;
+-- and message lists paged by (created_at, id).
 
 -- A tenant's SMTP credential: a username (unique across the installation,
 -- since AUTH names no tenant) and the SHA-256 of its random password.
@@ -35,3 +36,9 @@ ALTER TABLE messages ADD COLUMN smtp_connector_id TEXT;
 ALTER TABLE messages ADD COLUMN client_addr TEXT;
 ALTER TABLE messages ADD COLUMN raw BYTEA;
 ALTER TABLE messages ADD COLUMN attachments TEXT;
+
+-- Message lists are pages in (created_at, id) order, newest first: the id
+-- settles ties, so the index gives the order whole and a page starts where
+-- the last one ended (keyset pagination).
+DROP INDEX messages_by_tenant;
+CREATE INDEX messages_by_tenant ON messages (tenant_id, created_at, id);

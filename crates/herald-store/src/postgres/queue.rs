@@ -198,16 +198,26 @@ impl Queue for PgStore {
     ) -> Result<Vec<MessageSummary>> {
         let c = client(&self.pool).await?;
         let recipient = q.recipient.map(|r| r.trim().to_lowercase());
+        // Newest first along messages_by_tenant, each message's recipients
+        // read beside it, until the page is full: a page costs its own rows,
+        // whatever the tenant's history.
         query(
             &c,
-            "SELECT m.id, m.subject, m.created_at, array_agg(r.status) AS statuses, m.source FROM messages m \
-             JOIN recipients r ON r.message_id = m.id AND r.tenant_id = m.tenant_id \
-             WHERE m.tenant_id = $1 \
-             AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
-                  WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
-             AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
-             AND ($6::text IS NULL OR m.test_provider_id = $6) \
-             GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT $5",
+            &format!(
+                "SELECT m.id, m.subject, m.created_at, m.source, \
+                 ARRAY(SELECT r.status FROM recipients r \
+                       WHERE r.message_id = m.id AND r.tenant_id = m.tenant_id) AS statuses \
+                 FROM messages m WHERE m.tenant_id = $1 \
+                 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                      WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
+                 AND ($3::bigint IS NULL OR m.created_at >= $3) AND ($4::bigint IS NULL OR m.created_at < $4) \
+                 AND ($6::text IS NULL OR m.test_provider_id = $6) \
+                 AND ($7::text IS NULL OR m.source = $7) \
+                 AND ($8::bigint IS NULL OR m.created_at < $8 OR (m.created_at = $8 AND m.id < $9::text)) \
+                 AND ($10::bigint IS NULL OR (SELECT min({STATUS_RANK}) FROM recipients r \
+                      WHERE r.message_id = m.id AND r.tenant_id = m.tenant_id) = $10) \
+                 ORDER BY m.created_at DESC, m.id DESC LIMIT $5"
+            ),
             &[
                 &tenant_id.to_string(),
                 &recipient,
@@ -215,6 +225,10 @@ impl Queue for PgStore {
                 &q.until,
                 &i64::from(q.limit),
                 &q.test_provider.map(|p| p.to_string()),
+                &q.source,
+                &q.before.map(|(at, _)| at),
+                &q.before.map(|(_, id)| id.to_string()),
+                &q.status.map(status_rank),
             ],
         )
         .await?

@@ -162,15 +162,25 @@ impl Queue for SqliteStore {
     ) -> Result<Vec<MessageSummary>> {
         self.db
             .read(move |c| {
+                // Newest first along messages_by_tenant, each message's
+                // recipients read beside it, until the page is full: a page
+                // costs its own rows, whatever the tenant's history.
                 let rows = list(
                     c,
-                    "SELECT m.id, m.subject, m.created_at, group_concat(r.status), m.source FROM messages m \
-                     JOIN recipients r ON r.message_id = m.id WHERE m.tenant_id = ?1 \
-                     AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
-                          WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
-                     AND (?3 IS NULL OR m.created_at >= ?3) AND (?4 IS NULL OR m.created_at < ?4) \
-                     AND (?6 IS NULL OR m.test_provider_id = ?6) \
-                     GROUP BY m.id ORDER BY m.created_at DESC, m.id DESC LIMIT ?5",
+                    &format!(
+                        "SELECT m.id, m.subject, m.created_at, m.source, \
+                         (SELECT group_concat(r.status) FROM recipients r WHERE r.message_id = m.id) \
+                         FROM messages m WHERE m.tenant_id = ?1 \
+                         AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
+                              WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
+                         AND (?3 IS NULL OR m.created_at >= ?3) AND (?4 IS NULL OR m.created_at < ?4) \
+                         AND (?6 IS NULL OR m.test_provider_id = ?6) \
+                         AND (?7 IS NULL OR m.source = ?7) \
+                         AND (?8 IS NULL OR m.created_at < ?8 OR (m.created_at = ?8 AND m.id < ?9)) \
+                         AND (?10 IS NULL OR (SELECT min({STATUS_RANK}) FROM recipients r \
+                              WHERE r.message_id = m.id) = ?10) \
+                         ORDER BY m.created_at DESC, m.id DESC LIMIT ?5"
+                    ),
                     params![
                         tenant_id.to_string(),
                         q.recipient.map(|r| r.trim().to_owned()),
@@ -178,6 +188,10 @@ impl Queue for SqliteStore {
                         q.until,
                         q.limit,
                         q.test_provider.map(|p| p.to_string()),
+                        q.source,
+                        q.before.map(|(at, _)| at),
+                        q.before.map(|(_, id)| id.to_string()),
+                        q.status.map(status_rank),
                     ],
                     |r| {
                         Ok((
@@ -185,14 +199,16 @@ impl Queue for SqliteStore {
                             r.get::<_, String>(1)?,
                             r.get::<_, i64>(2)?,
                             r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
+                            r.get::<_, Option<String>>(4)?,
                         ))
                     },
                 )?;
                 rows.into_iter()
-                    .map(|(mid, subject, created_at, statuses, source)| {
+                    .map(|(mid, subject, created_at, source, statuses)| {
                         let statuses = statuses
+                            .unwrap_or_default()
                             .split(',')
+                            .filter(|s| !s.is_empty())
                             .map(status)
                             .collect::<Result<Vec<_>>>()?;
                         Ok(MessageSummary {
