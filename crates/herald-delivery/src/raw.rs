@@ -49,7 +49,10 @@ impl RawField<'_> {
 }
 
 /// The header section as fields, and the rest of the message from the empty
-/// line that ends the section (empty when there is none: a header-only message).
+/// line that ends the section (empty when there is none: a header-only
+/// message). A line that is neither a field nor a continuation ends the
+/// section too, as it does for a receiving server: the rest then starts with
+/// that line, and [`render`] puts the empty line before it.
 fn split(raw: &[u8]) -> (Vec<RawField<'_>>, &[u8]) {
     let mut fields: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0;
@@ -66,6 +69,7 @@ fn split(raw: &[u8]) -> (Vec<RawField<'_>>, &[u8]) {
             Some((_, last_end)) if line.starts_with(b" ") || line.starts_with(b"\t") => {
                 *last_end = end;
             }
+            _ if field_name(line).is_none() => return (fields_of(raw, &fields), &raw[pos..]),
             _ => fields.push((pos, end)),
         }
         pos = end;
@@ -163,15 +167,28 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
         && from
             .as_ref()
             .is_some_and(|m| m.single && same_address(&m.list[0].1, &route.from));
-    let on_behalf = first_from.is_some()
-        && message.on_behalf_of.is_some()
-        && route.sender_policy == SenderPolicy::OnBehalf;
+    // The person's own From only: one field, one mailbox, the person's
+    // address, so no second From or mailbox rides along under the provider's Sender.
+    let on_behalf = from_count == 1
+        && route.sender_policy == SenderPolicy::OnBehalf
+        && message.on_behalf_of.as_ref().is_some_and(|person| {
+            from.as_ref()
+                .is_some_and(|m| m.single && same_address(&m.list[0].1, &person.email))
+        });
 
     let mut steps: Vec<Step> = Vec::with_capacity(fields.len() + 4);
     let mut added_at_end: Vec<String> = Vec::new();
     let policy = if from_is_provider {
+        // A Sender other than the provider would show as "on behalf of" it.
+        let foreign_sender = |field: &RawField<'_>| {
+            field.is("sender")
+                && !mailboxes(field.value())
+                    .list
+                    .first()
+                    .is_some_and(|(_, address)| same_address(address, &route.from))
+        };
         for field in &fields {
-            if !(field.is("bcc") || field.is("return-path")) {
+            if !(field.is("bcc") || field.is("return-path") || foreign_sender(field)) {
                 steps.push(Step::Keep(field.bytes));
             }
         }
@@ -253,6 +270,11 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
         }
     }
     if !rest.is_empty() && !content.is_empty() && !content.ends_with(b"\n") {
+        content.extend_from_slice(b"\r\n");
+    }
+    // The section ended at a line that is not a field: the empty line that
+    // ends the header section goes before it.
+    if !rest.is_empty() && !(rest.starts_with(b"\r\n") || rest.starts_with(b"\n")) {
         content.extend_from_slice(b"\r\n");
     }
     content.extend_from_slice(rest);
@@ -364,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn the_providers_own_from_is_sent_as_received_without_bcc_and_return_path() {
+    fn the_providers_own_from_is_sent_as_received_without_bcc_return_path_or_another_sender() {
         let raw = received(
             "Return-Path: <bounce@app.example>\r\nFrom: Alerts <ALERTS@acme.example>\r\nTo: ops@acme.example\r\nbcc: hidden@acme.example,\r\n  other@acme.example\r\nSender: app@acme.example\r\n",
         );
@@ -373,7 +395,8 @@ mod tests {
         let expected = String::from_utf8(raw)
             .unwrap()
             .replace("Return-Path: <bounce@app.example>\r\n", "")
-            .replace("bcc: hidden@acme.example,\r\n  other@acme.example\r\n", "");
+            .replace("bcc: hidden@acme.example,\r\n  other@acme.example\r\n", "")
+            .replace("Sender: app@acme.example\r\n", "");
         assert_eq!(content, expected);
     }
 
@@ -489,6 +512,60 @@ mod tests {
         );
         assert_eq!(fields[4], "Date: Sun, 30 Nov 2025 10:53:20 +0000\r\n");
         assert_eq!(fields.len(), 5);
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_field_ends_the_header_section_before_the_new_fields() {
+        let raw = received("hello no header\r\nFrom: ceo@bank.example\r\n\r\nbody\r\n");
+        let (content, _) = send(&raw, false, SenderPolicy::Fixed);
+        let (head, body) = content.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains("From: Acme Alerts <alerts@acme.example>"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Message-ID:") && head.contains("Date:"),
+            "{head}"
+        );
+        assert!(!head.contains("hello"), "{head}");
+        assert!(
+            body.starts_with("hello no header\r\nFrom: ceo@bank.example"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_second_from_or_mailbox_is_never_sent_on_behalf_of_a_person() {
+        for froms in [
+            "From: CEO <ceo@bank.example>\r\nFrom: ada@acme.example\r\n",
+            "From: ada@acme.example\r\nFrom: CEO <ceo@bank.example>\r\n",
+            "From: ada@acme.example, ceo@bank.example\r\n",
+            "From: CEO <ceo@bank.example>\r\n",
+        ] {
+            let (content, policy) = send(&received(froms), true, SenderPolicy::OnBehalf);
+            assert_ne!(policy, "on_behalf", "{froms}");
+            let (head, _) = parts(&content);
+            assert_eq!(
+                fields(head)
+                    .iter()
+                    .filter(|f| f.starts_with("From:"))
+                    .count(),
+                1,
+                "{head}"
+            );
+            assert!(
+                head.contains("From: Acme Alerts <alerts@acme.example>"),
+                "{head}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_providers_from_keeps_only_the_providers_sender() {
+        let raw = received("From: alerts@acme.example\r\nSender: ceo@bank.example\r\n");
+        let (content, policy) = send(&raw, false, SenderPolicy::Fixed);
+        assert_eq!(policy, "as received");
+        assert!(!content.contains("ceo@bank.example"), "{content}");
     }
 
     #[test]

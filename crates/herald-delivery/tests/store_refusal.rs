@@ -110,6 +110,7 @@ forward_to_inner! {
         list_smtp_credentials(tenant: TenantId) -> Vec<SmtpCredential>;
         revoke_smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> ();
         smtp_login(username: &str) -> Option<(SmtpCredential, String)>;
+        smtp_credential_used(id: SmtpCredentialId, now: i64) -> ();
         create_smtp_connector(tenant: TenantId, name: String, cidrs: Vec<ipnet::IpNet>, rate_limit_per_minute: Option<u32>) -> SmtpConnector;
         list_smtp_connectors(tenant: TenantId) -> Vec<SmtpConnector>;
         delete_smtp_connector(tenant: TenantId, id: SmtpConnectorId) -> ();

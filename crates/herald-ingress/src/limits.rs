@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 use crate::Sender;
 
+/// The client a limit counts: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's network, RFC 6177: a host there has addresses to spare).
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// Past this many remembered addresses, those with nothing to remember are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
 
@@ -26,6 +38,7 @@ pub(crate) struct SessionSlot {
 impl SessionsPerIp {
     /// A place for one more session from `ip`, unless it has `max` open.
     pub fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SessionSlot> {
+        let ip = client(ip);
         let mut open = self
             .open
             .lock()
@@ -123,6 +136,7 @@ impl AuthFailures {
 
     /// Whether AUTH from `ip` is refused now.
     pub fn blocked(&self, ip: IpAddr) -> bool {
+        let ip = client(ip);
         let now = Instant::now();
         let seen = self.seen.lock().expect("the failures are never poisoned");
         seen.get(&ip)
@@ -132,6 +146,7 @@ impl AuthFailures {
 
     /// Counts a failure from `ip`; true when it now is blocked.
     pub fn failed(&self, ip: IpAddr) -> bool {
+        let ip = client(ip);
         let now = Instant::now();
         let mut seen = self.seen.lock().expect("the failures are never poisoned");
         if seen.len() > PRUNE_ABOVE {
@@ -198,6 +213,8 @@ mod tests {
         assert!(!failures.blocked(ip));
         assert!(failures.failed(ip));
         assert!(failures.blocked(ip));
-        assert!(!failures.blocked("2001:db8::2".parse().unwrap()));
+        // Another address of the same /64 is the same client; another /64 is not.
+        assert!(failures.blocked("2001:db8::2".parse().unwrap()));
+        assert!(!failures.blocked("2001:db8:0:1::1".parse().unwrap()));
     }
 }

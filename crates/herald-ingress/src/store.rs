@@ -80,6 +80,14 @@ impl Backend for StoreBackend {
         if !token::hashes_match(&token::hash(password), &hash) {
             return Ok(None);
         }
+        // A minute's precision is enough, and spares a write per session.
+        let now = now_ms();
+        if credential.last_used_at.is_none_or(|t| now - t > 60_000) {
+            self.store
+                .smtp_credential_used(credential.id, now)
+                .await
+                .map_err(|e| login_unavailable(&e))?;
+        }
         Ok(Some(Client {
             tenant_id: credential.tenant_id,
             by: Sender::Credential(credential.id.to_string()),
@@ -104,6 +112,7 @@ impl Backend for StoreBackend {
     }
 
     async fn accept(&self, client: &Client, envelope: Envelope) -> Result<String, Refusal> {
+        self.still_admitted(client, &envelope).await?;
         let message = self.message(client, envelope).await?;
         let id = message.id;
         // Answered only after the commit: a 250 is a durable promise.
@@ -114,6 +123,37 @@ impl Backend for StoreBackend {
 }
 
 impl StoreBackend {
+    /// A session outlives changes: the credential it logged in with, or the
+    /// connector that let it in, must still be there (and still cover the
+    /// client) for each message, so a revocation takes effect at once.
+    async fn still_admitted(&self, client: &Client, envelope: &Envelope) -> Result<(), Refusal> {
+        let admitted = match &client.by {
+            Sender::Credential(id) => self
+                .store
+                .list_smtp_credentials(client.tenant_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .iter()
+                .any(|c| c.id.to_string() == *id),
+            Sender::Connector(id) => self
+                .store
+                .list_smtp_connectors(client.tenant_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .iter()
+                .any(|c| c.id.to_string() == *id && c.covers(envelope.peer.ip())),
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                554,
+                "5.7.1",
+                "The credential or connector that admitted this session was revoked",
+            ))
+        }
+    }
+
     /// The message to store: the bytes as received, and what lists and views
     /// show of it (subject, which recipient was in To or Cc, the person it is
     /// from when the header From is one of the tenant's).
@@ -139,11 +179,7 @@ impl StoreBackend {
                 bcc.push(recipient);
             }
         }
-        let from = head
-            .and_then(|m| m.from())
-            .and_then(Address::first)
-            .and_then(|a| a.address())
-            .and_then(|a| EmailAddress::parse(a).ok());
+        let from = head.and_then(single_from);
         let on_behalf_of = match from {
             Some(from) => self.person(client.tenant_id, &from).await?,
             None => None,
@@ -239,4 +275,21 @@ fn mailboxes(header: Option<&Address<'_>>) -> Vec<Mailbox> {
 /// Addresses compared as mail systems do in practice: case aside.
 fn same_address(a: &EmailAddress, b: &EmailAddress) -> bool {
     a.as_ref().eq_ignore_ascii_case(b.as_ref())
+}
+
+/// The address of the header From when the message has exactly one From
+/// field holding one mailbox: only then may it be a person's own mail.
+fn single_from(head: &mail_parser::Message<'_>) -> Option<EmailAddress> {
+    let mut froms = head
+        .headers()
+        .iter()
+        .filter(|h| h.name == mail_parser::HeaderName::From);
+    let field = froms.next()?;
+    if froms.next().is_some() {
+        return None;
+    }
+    match field.value.as_address()? {
+        Address::List(list) if list.len() == 1 => EmailAddress::parse(list[0].address()?).ok(),
+        _ => None,
+    }
 }

@@ -277,9 +277,11 @@ pub trait Ingress: Send + Sync {
     /// Deletes the credential: the next AUTH with it fails.
     async fn revoke_smtp_credential(&self, tenant: TenantId, id: SmtpCredentialId) -> Result<()>;
 
-    /// The credential with this username and its password's hash, for AUTH;
-    /// records its use (to the minute).
+    /// The credential with this username and its password's hash, for AUTH.
     async fn smtp_login(&self, username: &str) -> Result<Option<(SmtpCredential, String)>>;
+
+    /// Records that the credential logged in at `now` (once its password matched).
+    async fn smtp_credential_used(&self, id: SmtpCredentialId, now: i64) -> Result<()>;
 
     /// Stores a connector; `Conflict` when its networks overlap any other connector's.
     async fn create_smtp_connector(

@@ -2293,7 +2293,10 @@ async fn message_pages_filter_by_status_and_source_across_a_long_history(f: Fixt
         raw: Some(b"Subject: s\r\n\r\nbody\r\n".to_vec()),
         ..message(acme, &["new@acme.example"], None, at)
     };
-    let received = s.submit_batch(vec![smtp(20_000), smtp(20_001)]).await.unwrap();
+    let received = s
+        .submit_batch(vec![smtp(20_000), smtp(20_001)])
+        .await
+        .unwrap();
     s.submit(message(other, &["old@acme.example"], None, 100))
         .await
         .unwrap();

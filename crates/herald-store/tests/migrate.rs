@@ -447,7 +447,8 @@ async fn fill(s: &dyn Store) -> Installation {
         })
         .await
         .unwrap();
-    s.smtp_login("acme.grafana").await.unwrap().unwrap();
+    let (found, _) = s.smtp_login("acme.grafana").await.unwrap().unwrap();
+    s.smtp_credential_used(found.id, 1_450).await.unwrap();
     s.create_smtp_connector(
         other,
         "office".into(),

@@ -38,6 +38,9 @@ pub struct Node {
     _lock: Option<std::fs::File>,
 }
 
+/// How long a stopping node waits for SMTP sessions still receiving a message.
+const SMTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The shortest `HERALD_BOOTSTRAP_TOKEN` accepted: an operator token must not
 /// be guessable, and generated tokens are longer still.
 pub const MIN_BOOTSTRAP_TOKEN_CHARS: usize = 32;
@@ -511,8 +514,17 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
-        if let Some(smtp) = self.smtp {
-            let _ = smtp.await;
+        if let Some(mut smtp) = self.smtp {
+            // A session in DATA finishes its message; one that crawls is
+            // cut off after the grace period, before any 250, so its client
+            // sends the message again.
+            if tokio::time::timeout(SMTP_SHUTDOWN_GRACE, &mut smtp)
+                .await
+                .is_err()
+            {
+                tracing::warn!("SMTP sessions still open after the grace period are closed");
+                smtp.abort();
+            }
         }
         let _ = self.worker.await;
         let _ = self.heartbeat.await;

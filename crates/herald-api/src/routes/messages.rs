@@ -453,7 +453,9 @@ const MAX_PAGE: u32 = 500;
 fn page_size(input: &str) -> Result<u32, Invalid> {
     match input.trim().parse::<u32>() {
         Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        _ => Err(Invalid::new(format!("must be a number from 1 to {MAX_PAGE}"))),
+        _ => Err(Invalid::new(format!(
+            "must be a number from 1 to {MAX_PAGE}"
+        ))),
     }
 }
 

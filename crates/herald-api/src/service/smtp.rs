@@ -115,6 +115,13 @@ pub fn network(input: &str) -> Result<IpNet, Invalid> {
             }
         },
     };
+    if let IpNet::V6(v6) = net {
+        if v6.network().to_ipv4_mapped().is_some() {
+            return Err(Invalid::new(
+                "is an IPv4 network written as IPv6: write it as IPv4, as clients' addresses are compared",
+            ));
+        }
+    }
     if net.trunc() != net {
         return Err(Invalid::new(format!(
             "has host bits set: the network is {}",
@@ -129,6 +136,12 @@ pub fn network(input: &str) -> Result<IpNet, Invalid> {
         return Err(Invalid::new(format!(
             "is too wide (a prefix of at least /{narrowest}): every address in it may send without authentication"
         )));
+    }
+    let address = net.network();
+    if address.is_unspecified() || address.is_multicast() {
+        return Err(Invalid::new(
+            "is no network a client sends from (unspecified or multicast)",
+        ));
     }
     Ok(net)
 }

@@ -36,7 +36,13 @@ struct MessageFilter {
     from: String,
     /// A day, up to its end.
     until: String,
+    /// Where the page starts: the `next_cursor` of the page before.
+    #[serde(skip_serializing)]
+    after: String,
 }
+
+/// Messages one page of the console shows.
+const PAGE: u32 = 100;
 
 /// Milliseconds at the start of a `YYYY-MM-DD` day (UTC).
 fn day_start(field: &str, typed: &str, errors: &mut FieldErrors) -> Option<i64> {
@@ -79,26 +85,34 @@ async fn messages(
         },
     };
     let recipient = Some(filter.recipient.trim().to_owned()).filter(|r| !r.is_empty());
-    let found = store(
-        state
-            .store
-            .search_messages(
-                tenant.id,
-                MessageQuery {
-                    recipient,
-                    since,
-                    until,
-                    limit: 1_000,
-                    ..MessageQuery::default()
-                },
-            )
-            .await,
-    )?;
-    let messages: Vec<_> = found
-        .into_iter()
-        .filter(|m| status.is_none_or(|s| m.status == s))
-        .take(200)
-        .collect();
+    // A cursor that does not read is the first page again, not an error page.
+    let before = service::parse_cursor(&filter.after).ok();
+    let found = service::search_messages(
+        &state,
+        &tenant,
+        MessageQuery {
+            status,
+            recipient,
+            since,
+            until,
+            before,
+            limit: PAGE,
+            ..MessageQuery::default()
+        },
+    )
+    .await?;
+    let messages = found.messages;
+    // The next page keeps the filters: the query string as given, with its cursor.
+    let next = found.next_cursor.map(|cursor| {
+        serde_urlencoded::to_string([
+            ("status", filter.status.as_str()),
+            ("recipient", filter.recipient.as_str()),
+            ("from", filter.from.as_str()),
+            ("until", filter.until.as_str()),
+            ("after", cursor.as_str()),
+        ])
+        .unwrap_or_default()
+    });
     let filtered = !(filter.status.is_empty()
         && filter.recipient.is_empty()
         && filter.from.is_empty()
@@ -106,7 +120,7 @@ async fn messages(
     Ok(page(
         "messages.html",
         context! {
-            messages, filter, errors, filtered,
+            messages, filter, errors, filtered, next,
             statuses => STATUSES,
             ..base(&me, &tenant, "messages")
         },

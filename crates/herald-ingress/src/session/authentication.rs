@@ -28,7 +28,8 @@ impl Session {
 
     fn sasl_error(&mut self, error: SaslError) {
         self.error(match error {
-            SaslError::Cancelled => Reply::new(501, "5.0.0", "Authentication cancelled"),
+            // RFC 4954 section 4: a cancelled exchange is 501 5.7.0.
+            SaslError::Cancelled => Reply::new(501, "5.7.0", "Authentication cancelled"),
             SaslError::Malformed => Reply::new(501, "5.5.2", "Malformed authentication response"),
         });
     }

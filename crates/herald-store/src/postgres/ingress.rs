@@ -78,18 +78,15 @@ impl Ingress for PgStore {
         };
         let credential = rows::smtp_credential(&row)?;
         let hash: String = get(&row, "password_hash")?;
-        // A minute's precision is enough, and spares a write per session.
-        let now = now_ms();
-        if credential.last_used_at.is_none_or(|t| now - t > 60_000) {
-            execute(
-                &c,
-                sql::SMTP_CREDENTIAL_USED,
-                &[&now, &credential.id.to_string()],
-            )
+        Ok(Some((credential, hash)))
+    }
+
+    async fn smtp_credential_used(&self, id: SmtpCredentialId, now: i64) -> Result<()> {
+        let c = client(&self.pool).await?;
+        execute(&c, sql::SMTP_CREDENTIAL_USED, &[&now, &id.to_string()])
             .await
             .map_err(pg)?;
-        }
-        Ok(Some((credential, hash)))
+        Ok(())
     }
 
     async fn create_smtp_connector(

@@ -91,20 +91,17 @@ impl Ingress for SqliteStore {
         let Some((credential, hash)) = found.transpose()? else {
             return Ok(None);
         };
-        let hash = hash.map_err(sql)?;
-        // A minute's precision is enough, and spares a write per session.
-        let now = now_ms();
-        if credential.last_used_at.is_none_or(|t| now - t > 60_000) {
-            let id = credential.id.to_string();
-            self.db
-                .write(move |c| {
-                    c.execute(sql::SMTP_CREDENTIAL_USED, params![now, id])
-                        .map_err(sql)
-                        .map(drop)
-                })
-                .await?;
-        }
-        Ok(Some((credential, hash)))
+        Ok(Some((credential, hash.map_err(sql)?)))
+    }
+
+    async fn smtp_credential_used(&self, id: SmtpCredentialId, now: i64) -> Result<()> {
+        self.db
+            .write(move |c| {
+                c.execute(sql::SMTP_CREDENTIAL_USED, params![now, id.to_string()])
+                    .map_err(sql)
+                    .map(drop)
+            })
+            .await
     }
 
     async fn create_smtp_connector(

@@ -582,3 +582,46 @@ async fn a_confirmation_says_only_what_is_stored_and_a_strange_query_is_no_error
         .await;
     assert!(page.html.contains("provider now"), "{}", page.html);
 }
+
+/// The message list is a page at a time, newest first, its filters kept on
+/// the link to older messages; the last page has no such link.
+#[tokio::test]
+async fn the_message_list_pages_through_a_long_history_keeping_its_filters() {
+    let (app, acme, console) = acme_admin().await;
+    let messages: Vec<Value> = (0..105)
+        .map(|i| json!({"to": ["ops@acme.example"], "subject": format!("alert {i:03}"), "text": "x"}))
+        .collect();
+    let (status, body) = app
+        .post(
+            "/v1/tenants/acme/messages/batch",
+            &acme.sender,
+            json!({ "messages": messages }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 105, "{body}");
+
+    let first = console
+        .get("/t/acme/messages?recipient=ops%40acme.example")
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let rows = |html: &str| html.matches("<tr>").count() - 1;
+    assert_eq!(rows(&first.html), 100, "a page holds 100");
+    assert!(first.html.contains("alert 104") && !first.html.contains("alert 004"));
+    let link = first
+        .html
+        .split("href=\"")
+        .find(|part| part.contains("rel=\"next\""))
+        .and_then(|part| part.split('"').next())
+        .expect("a link to older messages")
+        .replace("&amp;", "&");
+    assert!(link.contains("recipient=ops%40acme.example"), "{link}");
+    let second = console.get(&link).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(rows(&second.html), 5);
+    assert!(second.html.contains("alert 000") && !second.html.contains("alert 005"));
+    assert!(
+        !second.html.contains("rel=\"next\""),
+        "the last page links no further"
+    );
+}

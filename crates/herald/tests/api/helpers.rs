@@ -619,7 +619,8 @@ impl TestApp {
     pub async fn message_count(&self, tenant: &TestTenant) -> usize {
         let (status, body) = self.get_as_sender(tenant, "messages?limit=500").await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        body.as_array().unwrap().len()
+        assert!(body["next_cursor"].is_null(), "more than one page: {body}");
+        body["messages"].as_array().unwrap().len()
     }
 }
 

@@ -627,7 +627,7 @@ async fn no_line_ending_trick_smuggles_a_second_message_through_the_node() {
 
     let (status, list) = app.get_as_sender(&acme, "messages?limit=500").await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let subjects: Vec<&str> = list
+    let subjects: Vec<&str> = list["messages"]
         .as_array()
         .unwrap()
         .iter()

@@ -985,7 +985,9 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
             if answer.status != StatusCode::OK {
                 failures.push(format!("sweep: GET {path} answered {answer}"));
             }
-            for item in answer.body.as_array().into_iter().flatten() {
+            // A message list is a page: `{messages, next_cursor}`.
+            let items = answer.body.get("messages").unwrap_or(&answer.body);
+            for item in items.as_array().into_iter().flatten() {
                 if denied(&item[field]) {
                     failures.push(format!("GET {path}: a denied call created {item}"));
                 }

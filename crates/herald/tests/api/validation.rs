@@ -350,11 +350,33 @@ async fn query_method_and_size_errors_are_problems_too() {
 
     let reply = get_as(
         &app,
-        &format!("{}?limit=abc", messages_path(&acme)),
+        &format!("{}?nonsense=1", messages_path(&acme)),
         &acme.sender,
     )
     .await;
     assert_malformed(&reply);
+    // A known parameter with a bad value names it and its rule.
+    for (query, field) in [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("status=lost", "status"),
+        ("since=yesterday", "since"),
+        ("source=fax", "source"),
+        ("cursor=not-a-cursor", "cursor"),
+    ] {
+        let reply = get_as(
+            &app,
+            &format!("{}?{query}", messages_path(&acme)),
+            &acme.sender,
+        )
+        .await;
+        assert_problem(
+            &reply,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "urn:herald:problem:invalid-fields",
+        );
+        assert_eq!(reply.body["errors"][0]["field"], field, "{}", reply.text);
+    }
 
     let reply = send(
         &app,
