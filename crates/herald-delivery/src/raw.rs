@@ -274,7 +274,7 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
     }
     // The section ended at a line that is not a field: the empty line that
     // ends the header section goes before it.
-    if !rest.is_empty() && !(rest.starts_with(b"\r\n") || rest.starts_with(b"\n")) {
+    if !(rest.is_empty() || rest.starts_with(b"\r\n") || rest.starts_with(b"\n")) {
         content.extend_from_slice(b"\r\n");
     }
     content.extend_from_slice(rest);
