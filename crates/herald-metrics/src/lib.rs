@@ -249,10 +249,7 @@ impl Metrics {
     /// `failed`, `step` the SMTP step that decided it (`rcpt`, `data`, …).
     pub fn delivered(&self, outcome: &str, step: &str) {
         self.deliveries
-            .get_or_create(&[
-                ("outcome", outcome.to_owned()),
-                ("step", step.to_owned()),
-            ])
+            .get_or_create(&[("outcome", outcome.to_owned()), ("step", step.to_owned())])
             .inc();
     }
 
@@ -335,10 +332,7 @@ impl Metrics {
     /// Says which version this node runs and its roles (`api,worker`).
     pub fn node_info(&self, version: &str, roles: &str) {
         self.node_info
-            .get_or_create(&[
-                ("version", version.to_owned()),
-                ("roles", roles.to_owned()),
-            ])
+            .get_or_create(&[("version", version.to_owned()), ("roles", roles.to_owned())])
             .set(1);
     }
 
@@ -376,7 +370,10 @@ mod tests {
             text.contains(r#"herald_deliveries_total{outcome="sent",step="data"} 1"#),
             "{text}"
         );
-        assert!(text.contains("herald_delivery_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("herald_delivery_latency_seconds_count 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"herald_node_info{version="1.2.3",roles="api,worker"} 1"#),
             "{text}"
@@ -390,7 +387,13 @@ mod tests {
             metrics.smtp_reply(code);
         }
         let text = metrics.encode();
-        assert!(text.contains(r#"herald_smtp_replies_total{class="2xx"} 2"#), "{text}");
-        assert!(text.contains(r#"herald_smtp_replies_total{class="3xx"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"herald_smtp_replies_total{class="2xx"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"herald_smtp_replies_total{class="3xx"} 1"#),
+            "{text}"
+        );
     }
 }
