@@ -241,6 +241,10 @@ impl Session {
         let data = match reader.finish() {
             Outcome::Message(data) => data,
             Outcome::Refused(reply) => {
+                // A whole message received and not stored, as a refusal by the backend is.
+                self.shared
+                    .metrics
+                    .submitted(Source::Smtp, Submitted::Refused, 1);
                 tracing::info!(id = %transaction.id, code = reply.code, "message refused");
                 self.reply(reply);
                 return Flow::Continue;
