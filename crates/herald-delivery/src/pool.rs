@@ -532,6 +532,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_gauges_count_busy_and_idle_connections_and_stalled_routes() {
+        let server = TestSmtpServer::start().await;
+        let pools = Pools::default();
+        let limits = PoolLimits {
+            max_connections: 1,
+            ..PoolLimits::default()
+        };
+        let pool = pools.get("route", limits, TenantId::new());
+        let gauges = |busy, idle, stalled| herald_metrics::PoolGauges {
+            routes: 1,
+            busy,
+            idle,
+            stalled,
+        };
+        assert_eq!(pools.gauges(), gauges(0, 0, 0));
+        let slot = pool.slot_within(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            pools.gauges(),
+            gauges(1, 0, 1),
+            "its one slot held and none freed: stalled"
+        );
+        drop(slot);
+        pool.put_back(lease(&server, 1).await).await;
+        assert_eq!(
+            pools.gauges(),
+            gauges(0, 1, 0),
+            "a slot came free and a connection waits"
+        );
+        pools.close_idle().await;
+    }
+
+    #[tokio::test]
     async fn tenants_are_mapped_to_their_last_route_or_the_capture_mailbox() {
         let pools = Pools::default();
         let (smtp, capture, unseen) = (TenantId::new(), TenantId::new(), TenantId::new());

@@ -199,7 +199,9 @@ impl Worker {
                         match self.store.release(leases).await {
                             Ok(()) => WorkerStats::add(&self.stats.released, recipients.len()),
                             Err(error) => {
-                                warn!(%error, "could not give recipients back; their leases will expire")
+                                let ids: Vec<String> =
+                                    recipients.iter().map(|r| r.recipient.to_string()).collect();
+                                warn!(%error, recipient_ids = %ids.join(","), "could not give recipients back; their leases will expire")
                             }
                         }
                         return None;
