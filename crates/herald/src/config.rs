@@ -744,6 +744,16 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_listener_is_off_unless_an_address_is_given() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().metrics_listen, None);
+        let file: ServeArgs = toml::from_str("metrics_listen = \"127.0.0.1:9187\"\n").unwrap();
+        assert_eq!(
+            file.resolve().unwrap().metrics_listen,
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
