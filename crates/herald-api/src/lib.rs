@@ -78,6 +78,37 @@ pub struct AppState {
     pub egress: Arc<herald_smtp::Egress>,
     /// Where this node takes mail over SMTP, for the console to tell.
     pub submission: Submission,
+    /// This node's metrics, where submissions are counted.
+    pub metrics: Arc<herald_metrics::Metrics>,
+}
+
+impl AppState {
+    /// Counts what the store answered to submissions from `source`: each
+    /// new message accepted, each one stored before under its idempotency
+    /// key a duplicate.
+    pub fn count_submitted(
+        &self,
+        source: herald_metrics::Source,
+        submitted: &[herald_store::Submitted],
+    ) {
+        use herald_metrics::Submitted as Counted;
+        let duplicates = submitted.iter().filter(|s| s.duplicate).count() as u64;
+        let accepted = submitted.len() as u64 - duplicates;
+        for (result, count) in [
+            (Counted::Accepted, accepted),
+            (Counted::Duplicate, duplicates),
+        ] {
+            if count > 0 {
+                self.metrics.submitted(source, result, count);
+            }
+        }
+    }
+
+    /// Counts `count` submissions from `source` that were not stored.
+    pub fn count_refused(&self, source: herald_metrics::Source, count: u64) {
+        self.metrics
+            .submitted(source, herald_metrics::Submitted::Refused, count);
+    }
 }
 
 /// The ports of this node's SMTP submission listener; none when it does not run.

@@ -260,6 +260,19 @@ impl RoutePool {
                 >= keep.max(self.limits.idle_timeout)
     }
 
+    /// Slots in use, idle connections, and whether the route is stalled:
+    /// every slot held, and none came free in the current or the last
+    /// [`PACE_WINDOW`]. A read only: the pace is not moved on.
+    fn gauges(&self) -> (usize, usize, bool) {
+        let slots = self.limits.max_connections.max(1) as usize;
+        let busy = slots.saturating_sub(self.slots.available_permits());
+        let idle = self.idle.lock().expect("pool lock").len();
+        let freed = self.usage.freed.load(Ordering::Relaxed);
+        let (_, at_start, before) = *self.pace.lock().expect("pace lock");
+        let stalled = busy == slots && before == 0 && freed == at_start;
+        (busy, idle, stalled)
+    }
+
     /// Every idle connection, taken out of the pool.
     fn take_all_idle(&self) -> Vec<Connection> {
         let mut idle = self.idle.lock().expect("pool lock");
@@ -365,6 +378,22 @@ impl Pools {
             .lock()
             .expect("pools lock")
             .retain(|_, key| key.as_ref().is_none_or(|key| routes.contains_key(key)));
+    }
+
+    /// The state of every pool, for the metrics.
+    pub fn gauges(&self) -> herald_metrics::PoolGauges {
+        let routes = self.routes.lock().expect("pools lock");
+        let mut gauges = herald_metrics::PoolGauges {
+            routes: routes.len() as u64,
+            ..Default::default()
+        };
+        for pool in routes.values() {
+            let (busy, idle, stalled) = pool.gauges();
+            gauges.busy += busy as u64;
+            gauges.idle += idle as u64;
+            gauges.stalled += u64::from(stalled);
+        }
+        gauges
     }
 
     /// Says QUIT on every idle connection of every pool and waits for them
@@ -500,6 +529,38 @@ mod tests {
             5,
             "the connection plus the five finished, less the one claimed"
         );
+    }
+
+    #[tokio::test]
+    async fn the_gauges_count_busy_and_idle_connections_and_stalled_routes() {
+        let server = TestSmtpServer::start().await;
+        let pools = Pools::default();
+        let limits = PoolLimits {
+            max_connections: 1,
+            ..PoolLimits::default()
+        };
+        let pool = pools.get("route", limits, TenantId::new());
+        let gauges = |busy, idle, stalled| herald_metrics::PoolGauges {
+            routes: 1,
+            busy,
+            idle,
+            stalled,
+        };
+        assert_eq!(pools.gauges(), gauges(0, 0, 0));
+        let slot = pool.slot_within(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            pools.gauges(),
+            gauges(1, 0, 1),
+            "its one slot held and none freed: stalled"
+        );
+        drop(slot);
+        pool.put_back(lease(&server, 1).await).await;
+        assert_eq!(
+            pools.gauges(),
+            gauges(0, 1, 0),
+            "a slot came free and a connection waits"
+        );
+        pools.close_idle().await;
     }
 
     #[tokio::test]

@@ -122,6 +122,7 @@ forward_to_inner! {
     impl Queue {
         heartbeat(node: NodeRecord) -> ();
         list_nodes() -> Vec<NodeRecord>;
+        queue_depth() -> QueueDepth;
         submit(message: NewMessage) -> Submitted;
         submit_batch(messages: Vec<NewMessage>) -> Vec<Submitted>;
         message(tenant: TenantId, id: MessageId) -> MessageView;

@@ -1,5 +1,6 @@
 //! Binding the listener's sockets and accepting sessions until told to stop.
 
+use herald_metrics::Metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub sessions: Arc<SessionsPerIp>,
     /// One permit per session, `max_sessions` in all.
     pub slots: Arc<Semaphore>,
+    /// Where sessions, replies and submissions are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The bound sockets, ready to serve: bind first so that the caller learns
@@ -68,10 +71,20 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 impl Listener {
-    /// Loads the certificate (if any) and binds the addresses.
+    /// Loads the certificate (if any) and binds the addresses; what the
+    /// listener does is counted in a registry of its own.
     pub async fn bind(
         settings: Settings,
         backend: Arc<dyn Backend>,
+    ) -> Result<Listener, StartError> {
+        Listener::bind_metered(settings, backend, Arc::default()).await
+    }
+
+    /// [`Listener::bind`], counting sessions, replies and submissions in `metrics`.
+    pub async fn bind_metered(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
     ) -> Result<Listener, StartError> {
         if settings.listen.is_none() && settings.smtps_listen.is_none() {
             return Err(StartError::NoAddress);
@@ -104,6 +117,7 @@ impl Listener {
             slots: Arc::new(Semaphore::new(settings.max_sessions.max(1))),
             settings,
             backend,
+            metrics,
         });
         Ok(Listener {
             shared,
@@ -238,6 +252,7 @@ async fn refuse(shared: &Shared, mut stream: TcpStream, implicit_tls: bool, repl
         return;
     }
     let mut out = Vec::new();
+    shared.metrics.smtp_reply(reply.code);
     reply.write_to(&mut out);
     let _ = tokio::time::timeout(shared.settings.write_timeout, async {
         stream.write_all(&out).await?;

@@ -383,6 +383,10 @@ pub trait Queue: Send + Sync {
     /// Every node that ever reported, newest heartbeat first.
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
 
+    /// The installation's unfinished recipients by status: one query over
+    /// the unfinished rows only, for the metrics' periodic queue depth.
+    async fn queue_depth(&self) -> Result<QueueDepth>;
+
     /// Stores a message and its recipients durably, or returns the message
     /// stored earlier under the same idempotency key. A new message that
     /// would take the tenant's queued recipients (queued, deferred or

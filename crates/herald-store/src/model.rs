@@ -809,6 +809,27 @@ pub struct MessageCounts {
     pub sent: u64,
 }
 
+/// The installation's unfinished recipients by status ([`Queue::queue_depth`](crate::Queue::queue_depth)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub queued: u64,
+    pub deferred: u64,
+    pub sending: u64,
+}
+
+impl QueueDepth {
+    /// Adds `count` recipients in `status` (as stored); other statuses are not unfinished.
+    pub(crate) fn add(&mut self, status: &str, count: i64) {
+        let slot = match status {
+            "queued" => &mut self.queued,
+            "deferred" => &mut self.deferred,
+            "sending" => &mut self.sending,
+            _ => return,
+        };
+        *slot += u64::try_from(count).unwrap_or(0);
+    }
+}
+
 /// Ranks recipient statuses in SQL so that a message's least rank is its
 /// derived status: `message_status` takes the first present of sending,
 /// queued, deferred and failed, and else sent.

@@ -387,6 +387,11 @@ pub(crate) const NODES: &str = "SELECT name, roles, version, started_at, heartbe
 pub(crate) const MESSAGE_HEAD: &str = "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, \
      on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
      client_addr, attachments FROM messages WHERE id = $1 AND tenant_id = $2";
+/// Unfinished recipients of the whole installation by status, for the
+/// metrics' queue depth (read every few seconds by a node that exports them,
+/// never per scrape). Only rows of the partial index `recipients_next_due`.
+pub(crate) const QUEUE_DEPTH: &str = "SELECT status, count(*) AS n FROM recipients WHERE status IN \
+     ('queued', 'deferred', 'sending') GROUP BY status";
 pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
@@ -527,6 +532,7 @@ pub(crate) const ALL: &[&str] = &[
     MESSAGE_RECIPIENTS,
     CAPTURED,
     NODES,
+    QUEUE_DEPTH,
     MESSAGE_HEAD,
     RELEASE_NODE,
     COMPLETE_RECIPIENT,

@@ -580,6 +580,16 @@ async fn messages_are_counted_by_their_derived_status(f: Fixture) {
     );
     // The older message counts from an earlier time on; the first claim took it.
     assert_eq!(f.store.count_messages(t, 0).await.unwrap().sending, 2);
+    // The installation's unfinished recipients, every tenant's: old@, else@
+    // and g@ under their leases, e@ given back, d@ deferred.
+    assert_eq!(
+        f.store.queue_depth().await.unwrap(),
+        herald_store::QueueDepth {
+            queued: 1,
+            deferred: 1,
+            sending: 3,
+        }
+    );
 }
 
 async fn an_idempotency_key_returns_the_first_message(f: Fixture) {

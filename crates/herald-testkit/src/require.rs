@@ -17,16 +17,19 @@ pub enum Dependency {
     Python,
     /// `swaks`: the Swiss Army Knife for SMTP, as a client of the SMTP listener.
     Swaks,
+    /// `promtool`: Prometheus's checker, which reads the metrics as a scraper would.
+    Promtool,
 }
 
 impl Dependency {
     /// Every dependency, as `CI` requires them.
-    pub const ALL: [Dependency; 5] = [
+    pub const ALL: [Dependency; 6] = [
         Dependency::Postgres,
         Dependency::Chromium,
         Dependency::Postfix,
         Dependency::Python,
         Dependency::Swaks,
+        Dependency::Promtool,
     ];
 
     /// Its name in `HERALD_REQUIRE`.
@@ -37,6 +40,7 @@ impl Dependency {
             Dependency::Postfix => "postfix",
             Dependency::Python => "python",
             Dependency::Swaks => "swaks",
+            Dependency::Promtool => "promtool",
         }
     }
 

@@ -9,8 +9,21 @@ use crate::smtp_check::SmtpCheckArgs;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
+    /// How log lines are written to standard error: text for people, json
+    /// (one object per line) for log shippers.
+    #[arg(long, global = true, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of log lines.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, with its spans' fields.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, and the spans with their fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

@@ -256,6 +256,10 @@ pub struct ServeArgs {
     /// PEM private key of --smtp-tls-cert.
     #[arg(long, env = "HERALD_SMTP_TLS_KEY")]
     pub smtp_tls_key: Option<PathBuf>,
+    /// Address of the Prometheus metrics listener (GET /metrics, no token: keep it on a
+    /// private network), e.g. 10.0.0.5:9187; off by default.
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Everything a node needs, resolved and validated.
@@ -297,6 +301,8 @@ pub struct Settings {
     pub master_key: Option<Secret>,
     /// The SMTP submission listener, when --smtp-listen or --smtps-listen is given.
     pub smtp: Option<herald_ingress::Settings>,
+    /// The Prometheus metrics listener's address, when --metrics-listen is given.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
@@ -631,6 +637,7 @@ impl ServeArgs {
             bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
             master_key: env_secret("HERALD_MASTER_KEY"),
             smtp,
+            metrics_listen: pick!(metrics_listen),
         })
     }
 }
@@ -734,6 +741,16 @@ mod tests {
         .unwrap();
         let smtp = file.resolve().unwrap().smtp.unwrap();
         assert_eq!(smtp.tls_key, Some(PathBuf::from("k.pem")));
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_unless_an_address_is_given() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().metrics_listen, None);
+        let file: ServeArgs = toml::from_str("metrics_listen = \"127.0.0.1:9187\"\n").unwrap();
+        assert_eq!(
+            file.resolve().unwrap().metrics_listen,
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 mod keys;
+pub mod metrics;
 pub mod node;
 mod operator_tokens;
 pub mod smtp_check;

@@ -25,6 +25,8 @@ pub struct Node {
     pub smtp_addr: Option<SocketAddr>,
     /// The implicit-TLS submission address, when it runs.
     pub smtps_addr: Option<SocketAddr>,
+    /// The Prometheus metrics listener's address, when it runs.
+    pub metrics_addr: Option<SocketAddr>,
     /// The operator token generated on this start, when the database was new and none was given.
     pub generated_operator_token: Option<String>,
     /// What this node's worker has done.
@@ -32,6 +34,7 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
     smtp: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
     worker: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     /// The embedded database's lock, held while the node runs.
@@ -300,8 +303,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     check_bootstrap_token(&settings)?;
     // The address first: a start that cannot listen stops before it changes
     // anything, above all before it makes an operator token.
-    let listener = listen(settings.http).await?;
+    let listener = listen(settings.http, "--http ADDRESS:PORT (or HERALD_HTTP_ADDR)").await?;
     let http_addr = listener.local_addr()?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            listen(
+                addr,
+                "--metrics-listen ADDRESS:PORT (or HERALD_METRICS_LISTEN)",
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let metrics = Arc::new(herald_metrics::Metrics::new());
     let store = settings.database.open().await?;
     let (sealer, form_key) =
         keys::load_with_form_key(settings.master_key.as_ref(), &key_file(&settings.data_dir))?;
@@ -324,6 +342,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     if settings.worker {
         roles.push(NodeRole::Worker);
     }
+    let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    metrics.node_info(env!("CARGO_PKG_VERSION"), &role_names.join(","));
     let identity = Identity {
         name: settings.node_name.clone(),
         incarnation: herald_core::ids::new_incarnation(),
@@ -357,6 +377,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             timeouts: settings.timeouts,
             egress: egress.clone(),
             standing: Some(standing.clone()),
+            metrics: metrics.clone(),
         },
     );
     let worker_stats = worker.stats();
@@ -370,7 +391,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
                 settings.limits.max_queued_per_tenant,
             );
             Some(
-                herald_ingress::Listener::bind(smtp, Arc::new(backend))
+                herald_ingress::Listener::bind_metered(smtp, Arc::new(backend), metrics.clone())
                     .await
                     .context("the SMTP submission listener")?,
             )
@@ -395,6 +416,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     if let Some(events) = store.subscribe() {
         tokio::spawn(follow(events, worker.waker(), cache.clone(), stop.clone()));
     }
+    let store_for_metrics = store.clone();
     let state = AppState {
         store,
         sealer,
@@ -408,6 +430,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             starttls_port: smtp_addr.map(|a| a.port()),
             tls_port: smtps_addr.map(|a| a.port()),
         },
+        metrics: metrics.clone(),
     };
     let worker = if settings.worker {
         tokio::spawn(worker.run(stop.clone()))
@@ -428,6 +451,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     } else {
         herald_api::router(state, false)
     };
+    // After routing, so each request is counted under its route template.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        metrics.clone(),
+        crate::metrics::count_requests,
+    ));
     // Every connection holds a descriptor: the cap must fit under the limit,
     // beside the worker's SMTP connections and the store's files.
     let mut limits = settings.http_limits;
@@ -437,6 +465,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         settings.concurrency + 256,
     );
     let smtp = smtp.map(|listener| tokio::spawn(listener.serve(stop.clone())));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::count_queue(
+            store_for_metrics.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(http::serve(
+            listener,
+            crate::metrics::router(metrics.clone()),
+            http::HttpLimits {
+                max_connections: 64,
+                ..http::HttpLimits::default()
+            },
+            stop.clone(),
+        ))
+    });
     let http = tokio::spawn(http::serve(listener, app, limits, stop));
     tracing::info!(http = %http_addr, node = %settings.node_name, database = %settings.database, "herald is running");
     // One plain line on standard output that people and scripts can read the address from.
@@ -446,6 +490,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     }
     if let Some(addr) = smtps_addr {
         println!("SMTP submission with implicit TLS on {addr}");
+    }
+    if let Some(addr) = metrics_addr {
+        println!(
+            "Prometheus metrics on http://{addr}/metrics (no token: keep it on a private network)"
+        );
     }
     if let Some(token) = &generated_operator_token {
         // Printed once, to standard output, so it does not end up in log collectors.
@@ -461,7 +510,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         http_addr,
         smtp_addr,
         smtps_addr,
+        metrics_addr,
         smtp,
+        metrics: metrics_task,
         generated_operator_token,
         worker_stats,
         shutdown,
@@ -472,8 +523,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
     })
 }
 
-/// Binds the HTTP listener; a failure says how to choose another address.
-async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+/// Binds an HTTP listener; a failure says how to choose another address
+/// with `flag`.
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|error| {
         let why = match error.kind() {
             std::io::ErrorKind::AddrInUse => "another program listens there",
@@ -484,9 +536,10 @@ async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
             _ => "the system refused it",
         };
         let next = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(8025));
+        let name = flag.split(' ').next().unwrap_or(flag);
         anyhow::anyhow!(
             "cannot listen on {addr}: {error}, {why}; choose another address with \
-             --http ADDRESS:PORT (or HERALD_HTTP_ADDR), e.g. --http {next}"
+             {flag}, e.g. {name} {next}"
         )
     })
 }
@@ -525,6 +578,9 @@ impl Node {
                 tracing::warn!("SMTP sessions still open after the grace period are closed");
                 smtp.abort();
             }
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.await;
         }
         let _ = self.worker.await;
         let _ = self.heartbeat.await;

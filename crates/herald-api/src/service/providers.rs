@@ -137,7 +137,17 @@ pub async fn send_test_message(
         attachments: Vec::new(),
         max_pending_tests: Some(state.limits.max_pending_tests),
     };
-    let submitted = state.store.submit(message).await?;
+    let submitted = match state.store.submit(message).await {
+        Ok(submitted) => submitted,
+        Err(error) => {
+            state.count_refused(herald_metrics::Source::Test, 1);
+            return Err(error.into());
+        }
+    };
+    state.count_submitted(
+        herald_metrics::Source::Test,
+        std::slice::from_ref(&submitted),
+    );
     state.wake.notify_one();
     caller
         .audit(

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_core::{MessageId, Sealer, TenantId};
+use herald_metrics::Metrics;
 use herald_smtp::{Egress, Timeouts};
-use herald_store::{ClaimRequest, Claimed, MessageContent, NewCapture, Outcome, Store};
+use herald_store::{ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
@@ -50,11 +51,23 @@ type Done = (Vec<Outcome>, Vec<NewCapture>);
 /// lease they were made under: until then they are kept while the store
 /// refuses them, after it they are not worth keeping.
 struct Finished {
+    /// The message's tenant, id and submission time, for the log and the
+    /// submit-to-delivered latency.
+    about: About,
     outcomes: Vec<Outcome>,
     captures: Vec<NewCapture>,
     lease_until: i64,
     /// True once the store has refused them.
     refused: bool,
+}
+
+/// Whose outcomes these are: what the recorder's log lines and metrics need
+/// of a message, which its outcomes do not carry.
+#[derive(Clone, Copy)]
+struct About {
+    tenant: TenantId,
+    message: MessageId,
+    created_at: i64,
 }
 
 /// How a node's worker behaves.
@@ -80,6 +93,9 @@ pub struct WorkerConfig {
     /// others give this node's leases back, a late send here would deliver
     /// the mail a second time. `None` when the node records no heartbeat.
     pub standing: Option<Arc<AtomicI64>>,
+    /// Where the worker counts what it does (deliveries, claims, commits,
+    /// its route pools); a registry of its own unless the node shares one.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +110,7 @@ impl Default for WorkerConfig {
             timeouts: Timeouts::default(),
             egress: Arc::new(Egress::default()),
             standing: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -245,6 +262,7 @@ impl Worker {
         while !*shutdown.borrow() {
             while in_flight.try_join_next().is_some() {}
             self.pools.sweep();
+            self.config.metrics.pools(self.pools.gauges());
             let free = self.config.concurrency.saturating_sub(in_flight.len());
             // A node the others may take for gone (its heartbeats are late)
             // claims nothing: it could not start the sends.
@@ -268,10 +286,18 @@ impl Worker {
                     default_room,
                 };
                 let full = request.full_tenants();
-                let claimed = self.store.claim(request).await.unwrap_or_else(|error| {
-                    warn!(%error, "could not claim due mail");
-                    Vec::new()
-                });
+                let began = std::time::Instant::now();
+                let claimed = match self.store.claim(request).await {
+                    Ok(claimed) => {
+                        let took = began.elapsed().as_secs_f64();
+                        self.config.metrics.claim(claimed.len(), took);
+                        claimed
+                    }
+                    Err(error) => {
+                        warn!(%error, "could not claim due mail");
+                        Vec::new()
+                    }
+                };
                 (claimed, full)
             } else {
                 (Vec::new(), Vec::new())
@@ -320,6 +346,11 @@ impl Worker {
                     .map(|r| r.lease_until)
                     .min()
                     .unwrap_or_default();
+                let about = About {
+                    tenant: content.tenant_id,
+                    message,
+                    created_at: content.created_at,
+                };
                 in_flight.spawn(
                     async move {
                         let _places = places;
@@ -327,6 +358,7 @@ impl Worker {
                             worker.deliver(content, recipients).await
                         {
                             let done = Finished {
+                                about,
                                 outcomes,
                                 captures,
                                 lease_until,
@@ -416,7 +448,7 @@ impl Worker {
             }
             WorkerStats::add(&self.stats.dropped, f.outcomes.len());
             for outcome in &f.outcomes {
-                warn!(recipient = %outcome.recipient, "outcome dropped: its lease ended before the store accepted it; the recipient will be tried again");
+                warn!(tenant = %f.about.tenant, message_id = %f.about.message, recipient_id = %outcome.recipient, "outcome dropped: its lease ended before the store accepted it; the recipient will be tried again");
             }
             false
         });
@@ -438,7 +470,11 @@ impl Worker {
                 .iter()
                 .flat_map(|f| f.captures.iter().cloned())
                 .collect();
-            if !self.record(outcomes, captures).await {
+            let about: Vec<About> = pending[..take]
+                .iter()
+                .flat_map(|f| f.outcomes.iter().map(|_| f.about))
+                .collect();
+            if !self.record(outcomes, captures, &about).await {
                 WorkerStats::add(&self.stats.record_failures, 1);
                 for f in &mut pending[..take] {
                     f.refused = true;
@@ -477,11 +513,45 @@ impl Worker {
     }
 
     /// Offers outcomes to the store; false when it could not commit them.
-    async fn record(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> bool {
+    /// `about` says whose each outcome is. The outcomes the store accepted
+    /// are counted in the metrics; a refused one changed nothing.
+    async fn record(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        about: &[About],
+    ) -> bool {
         let ids: Vec<_> = outcomes.iter().map(|o| o.recipient).collect();
+        let counted: Vec<(&'static str, String, i64)> = outcomes
+            .iter()
+            .map(|o| {
+                let outcome = match o.next {
+                    NextState::Sent => "sent",
+                    NextState::Deferred { .. } => "deferred",
+                    NextState::Failed => "failed",
+                };
+                (
+                    outcome,
+                    o.attempt.step.clone().unwrap_or_default(),
+                    o.attempt.at,
+                )
+            })
+            .collect();
+        let began = std::time::Instant::now();
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {
-                for (id, ok) in ids.iter().zip(accepted) {
+                let metrics = &self.config.metrics;
+                metrics.commit(ids.len(), began.elapsed().as_secs_f64());
+                for (((outcome, step, at), about), ok) in counted.iter().zip(about).zip(&accepted) {
+                    if !ok {
+                        continue;
+                    }
+                    metrics.delivered(outcome, step);
+                    if *outcome == "sent" {
+                        metrics.delivery_latency((at - about.created_at) as f64 / 1000.0);
+                    }
+                }
+                for ((id, about), ok) in ids.iter().zip(about).zip(accepted) {
                     WorkerStats::add(
                         if ok {
                             &self.stats.recorded
@@ -491,7 +561,7 @@ impl Worker {
                         1,
                     );
                     if !ok {
-                        warn!(recipient = %id, "outcome refused: the lease expired and another claim took the recipient");
+                        warn!(tenant = %about.tenant, message_id = %about.message, recipient_id = %id, "outcome refused: the lease expired and another claim took the recipient");
                     }
                 }
                 true

@@ -180,6 +180,11 @@ impl Worker {
                             .await
                     }
                 };
+                if !matches!(sent, Err(SendError::Busy | SendError::LeaseLost)) {
+                    self.config
+                        .metrics
+                        .delivery_duration(started.elapsed().as_secs_f64());
+                }
                 let mut outcomes = match sent {
                     Ok(sent) => (
                         self.classify_all(route, &contents, &recipients, &sent, &started),
@@ -194,7 +199,9 @@ impl Worker {
                         match self.store.release(leases).await {
                             Ok(()) => WorkerStats::add(&self.stats.released, recipients.len()),
                             Err(error) => {
-                                warn!(%error, "could not give recipients back; their leases will expire")
+                                let ids: Vec<String> =
+                                    recipients.iter().map(|r| r.recipient.to_string()).collect();
+                                warn!(%error, recipient_ids = %ids.join(","), "could not give recipients back; their leases will expire")
                             }
                         }
                         return None;
@@ -519,7 +526,7 @@ impl Worker {
 /// Logs each attempt: failures and deferrals at `info`, so that a node's log
 /// at its default level says what went wrong with whose mail, and successes at
 /// `debug`. It runs inside the `deliver` span, which names the tenant and the
-/// message. The server's reply is escaped: it must not drive the terminal the
+/// message; each line names the recipient by id (and address). The server's reply is escaped: it must not drive the terminal the
 /// log is read on. No secret is ever part of an attempt.
 fn log_outcomes(contents: &MessageContent, recipients: &[Claimed], outcomes: &[Outcome]) {
     for outcome in outcomes {
@@ -534,6 +541,7 @@ fn log_outcomes(contents: &MessageContent, recipients: &[Claimed], outcomes: &[O
         macro_rules! attempt {
             ($level:ident, $what:literal) => {
                 tracing::$level!(
+                    recipient_id = %recipient.recipient,
                     recipient = %recipient.address,
                     server = %a.server,
                     step = %step,

@@ -170,6 +170,7 @@ impl Session {
                 return;
             }
             tracing::debug!(tls = implicit_tls, "SMTP session opened");
+            session.shared.metrics.smtp_session();
             session.reply(Reply::bare(
                 220,
                 format!("{} ESMTP Herald", session.shared.settings.hostname),
@@ -231,6 +232,7 @@ impl Session {
     }
 
     fn reply(&mut self, reply: Reply) {
+        self.shared.metrics.smtp_reply(reply.code);
         reply.write_to(&mut self.output);
     }
 

@@ -2,6 +2,7 @@
 //! of an accepted message to the backend.
 
 use herald_core::EmailAddress;
+use herald_metrics::{Source, Submitted};
 
 use super::{Flow, Input, Session, Transaction};
 use crate::data::{DataReader, Outcome};
@@ -240,6 +241,10 @@ impl Session {
         let data = match reader.finish() {
             Outcome::Message(data) => data,
             Outcome::Refused(reply) => {
+                // A whole message received and not stored, as a refusal by the backend is.
+                self.shared
+                    .metrics
+                    .submitted(Source::Smtp, Submitted::Refused, 1);
                 tracing::info!(id = %transaction.id, code = reply.code, "message refused");
                 self.reply(reply);
                 return Flow::Continue;
@@ -262,6 +267,9 @@ impl Session {
             .await
         {
             Ok(message_id) => {
+                self.shared
+                    .metrics
+                    .submitted(Source::Smtp, Submitted::Accepted, 1);
                 tracing::info!(
                     id = %transaction.id,
                     tenant = %transaction.client.tenant_id,
@@ -277,6 +285,9 @@ impl Session {
                 ));
             }
             Err(refusal) => {
+                self.shared
+                    .metrics
+                    .submitted(Source::Smtp, Submitted::Refused, 1);
                 tracing::warn!(id = %transaction.id, ?refusal, "message not stored");
                 self.reply(Reply::from(refusal));
             }

@@ -37,6 +37,15 @@ impl Queue for PgStore {
             .collect()
     }
 
+    async fn queue_depth(&self) -> Result<QueueDepth> {
+        let c = client(&self.pool).await?;
+        let mut depth = QueueDepth::default();
+        for row in query(&c, sql::QUEUE_DEPTH, &[]).await? {
+            depth.add(&get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
+        }
+        Ok(depth)
+    }
+
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
         let result = async {
             let mut c = client(&self.pool).await?;

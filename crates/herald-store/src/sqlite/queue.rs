@@ -34,6 +34,21 @@ impl Queue for SqliteStore {
             .await
     }
 
+    async fn queue_depth(&self) -> Result<QueueDepth> {
+        self.db
+            .read(|c| {
+                let rows = list(c, sql::QUEUE_DEPTH, [], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut depth = QueueDepth::default();
+                for (status, n) in rows {
+                    depth.add(&status, n);
+                }
+                Ok(depth)
+            })
+            .await
+    }
+
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
         self.db.write(move |c| insert_message(c, &m)).await
     }

@@ -22,6 +22,7 @@ mod hardening_api;
 mod ingress;
 mod interop;
 mod isolation;
+mod metrics;
 mod oauth_egress;
 mod operator_tokens;
 mod plaintext_auth;
