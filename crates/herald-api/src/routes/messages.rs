@@ -19,6 +19,7 @@ use super::{Check, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, Sender};
 use crate::{ApiError, AppState};
+use herald_metrics::Source;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -195,9 +196,20 @@ async fn submit(
     Authorised { tenant, .. }: Authorised<Sender>,
     body: Body<MessageBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let message = prepare(&state, &tenant, body.parse()?).await?;
+    let refused = |e| {
+        state.count_refused(Source::Api, 1);
+        e
+    };
+    let message = prepare(&state, &tenant, body.parse().map_err(refused)?)
+        .await
+        .map_err(refused)?;
     // The store answers only after the commit's fsync: a 202 is a durable promise.
-    let submitted = state.store.submit(message).await?;
+    let submitted = state
+        .store
+        .submit(message)
+        .await
+        .map_err(|e| refused(e.into()))?;
+    state.count_submitted(Source::Api, std::slice::from_ref(&submitted));
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
@@ -259,6 +271,7 @@ async fn submit_batch(
     if !messages.is_empty() {
         match state.store.submit_batch(messages).await {
             Ok(submitted) => {
+                state.count_submitted(Source::Api, &submitted);
                 for (index, submitted) in indexes.into_iter().zip(submitted) {
                     accepted += 1;
                     results[index] = json!({"index": index, "id": submitted.id, "status": submitted.status, "duplicate": submitted.duplicate});
@@ -266,7 +279,10 @@ async fn submit_batch(
             }
             // A full queue refuses the whole request, as for a single
             // submission: the client is to wait (Retry-After), not to fix anything.
-            Err(error @ herald_store::StoreError::QueueFull { .. }) => return Err(error.into()),
+            Err(error @ herald_store::StoreError::QueueFull { .. }) => {
+                state.count_refused(Source::Api, results.len() as u64);
+                return Err(error.into());
+            }
             Err(error) => {
                 let problem = ApiError::from(error).problem();
                 for index in indexes {
@@ -279,6 +295,7 @@ async fn submit_batch(
         state.wake.notify_one();
     }
     let refused = results.len() - accepted;
+    state.count_refused(Source::Api, refused as u64);
     Ok(Json(
         json!({"results": results, "accepted": accepted, "refused": refused}),
     ))

@@ -172,15 +172,32 @@ async fn metrics_count_what_the_node_did_and_name_no_secret() {
     let refused = format!("From: app@metered.example\r\n{subject}\r\n\r\nbare\nline");
     assert_eq!(submit_over_smtp(app.smtp_addr(), &refused).await, 554);
     app.send_test_message(&tenant, serde_json::json!({})).await;
+    // Through the API: two accepted, the second once more by its key, one refused.
+    for key in ["first", "second", "second"] {
+        app.submit(
+            &tenant,
+            serde_json::json!({"to": ["someone@customer.example"], "subject": "api",
+                               "text": "hello", "idempotency_key": key}),
+        )
+        .await;
+    }
+    let (status, _) = app
+        .post_as_sender(
+            &tenant,
+            "messages",
+            serde_json::json!({"subject": "no body"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
 
-    smtp.wait_for_messages(4, DEADLINE).await;
+    smtp.wait_for_messages(6, DEADLINE).await;
     // Outcomes are counted once committed, a moment after the server took the mail.
-    let after = eventually("four sent deliveries in the metrics", || async {
+    let after = eventually("six sent deliveries in the metrics", || async {
         let text = scrape(metrics).await;
         let after = samples(&text);
         let sent = sum(&after, "herald_deliveries_total", &[r#"outcome="sent""#])
             - sum(&before, "herald_deliveries_total", &[r#"outcome="sent""#]);
-        (sent >= 4.0).then_some(text)
+        (sent >= 6.0).then_some(text)
     })
     .await;
     promtool_accepts(&after).await;
@@ -209,19 +226,31 @@ async fn metrics_count_what_the_node_did_and_name_no_secret() {
         1.0
     );
     assert_eq!(
+        delta(r#"herald_submissions_total{source="api",result="accepted"}"#),
+        2.0
+    );
+    assert_eq!(
+        delta(r#"herald_submissions_total{source="api",result="duplicate"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"herald_submissions_total{source="api",result="refused"}"#),
+        1.0
+    );
+    assert_eq!(
         delta_sum("herald_deliveries_total", &[r#"outcome="sent""#]),
-        4.0
+        6.0
     );
     assert_eq!(
         delta_sum("herald_deliveries_total", &[r#"outcome="failed""#]),
         0.0
     );
     // One recipient per message: one transaction and one latency each.
-    assert_eq!(delta("herald_delivery_duration_seconds_count"), 4.0);
-    assert_eq!(delta("herald_delivery_latency_seconds_count"), 4.0);
+    assert_eq!(delta("herald_delivery_duration_seconds_count"), 6.0);
+    assert_eq!(delta("herald_delivery_latency_seconds_count"), 6.0);
     assert_eq!(
         delta(r#"herald_delivery_latency_seconds_bucket{le="+Inf"}"#),
-        4.0
+        6.0
     );
     assert!(delta("herald_claim_recipients_sum") >= 4.0, "{text}");
     assert!(delta("herald_commit_outcomes_sum") >= 4.0, "{text}");
