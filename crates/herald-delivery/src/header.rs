@@ -25,6 +25,7 @@ const MAX_CHAR: usize = 12;
 const MIN_WORD_HERE: usize = 48;
 
 /// A display name that is one mailbox's name, and the address beside it.
+#[derive(Clone, Copy)]
 pub(crate) struct NamedAddress<'a> {
     pub name: Option<&'a str>,
     pub address: &'a EmailAddress,

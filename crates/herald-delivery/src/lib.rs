@@ -1,11 +1,13 @@
 //! Delivery: resolving a tenant's effective provider, rendering messages, and the
 //! worker loop that claims due recipients, sends them and records every attempt.
 
+mod attachment;
 mod cache;
 pub mod guarded_http;
 mod header;
 mod oauth;
 mod pool;
+mod raw;
 mod render;
 mod retry;
 mod route;

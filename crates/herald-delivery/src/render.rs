@@ -2,8 +2,9 @@
 
 use herald_core::{EmailAddress, SenderPolicy};
 use herald_store::MessageContent;
-use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
+use mail_builder::mime::MimePart;
 
 use crate::Route;
 use crate::header::{NamedAddress, address_field, text_field};
@@ -11,7 +12,9 @@ use crate::header::{NamedAddress, address_field, text_field};
 /// A message ready for the wire, and which sender policy shaped its From.
 pub struct Rendered {
     pub content: Vec<u8>,
-    /// `fixed`; `fixed, reply-to the person`; or `on_behalf`.
+    /// `fixed`; `fixed, reply-to the person`; or `on_behalf`. Mail received
+    /// over SMTP also `as received` or `fixed, reply-to the original From`
+    /// (see [`crate::raw`]).
     pub sender_policy: &'static str,
 }
 
@@ -33,7 +36,17 @@ fn named<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> NamedAddress<'
 /// base64, so no line exceeds the RFC 5322 limit. Mail carries
 /// `Auto-Submitted: auto-generated` (RFC 3834) unless the submitter set that
 /// header, so auto-responders do not answer it.
+///
+/// Attachments make the message multipart/mixed: the text and HTML first,
+/// then each file; an attachment with a content id is an inline part beside
+/// the HTML in multipart/related (RFC 2387), which refers to it as `cid:`.
+///
+/// A message received over SMTP is sent as it came but for the sender's
+/// fields: see [`crate::raw`].
 pub fn render(message: &MessageContent, route: &Route) -> Rendered {
+    if let Some(raw) = &message.raw {
+        return crate::raw::render(raw, message, route);
+    }
     let provider = named(route.from_name.as_deref(), &route.from);
     let mut reply_to = message
         .reply_to
@@ -90,18 +103,47 @@ pub fn render(message: &MessageContent, route: &Route) -> Rendered {
     }
     head.push_str("MIME-Version: 1.0\r\n");
 
-    let mut body = MessageBuilder::new();
-    if let Some(text) = &message.text {
-        body = body.text_body(text.as_str());
-    }
-    if let Some(html) = &message.html {
-        body = body.html_body(html.as_str());
-    }
     let mut content = head.into_bytes();
-    body.write_body(&mut content)
+    body(message)
+        .write_part(&mut content)
         .expect("writing a message into a Vec cannot fail");
     Rendered {
         content,
         sender_policy,
     }
+}
+
+/// The MIME body: the text and HTML as alternatives, inline parts related
+/// to the HTML, and the other attachments after them in multipart/mixed.
+fn body(message: &MessageContent) -> MimePart<'_> {
+    let text = message
+        .text
+        .as_deref()
+        .map(|text| MimePart::new("text/plain", text));
+    let (inline, attached): (Vec<_>, Vec<_>) = message
+        .attachments
+        .iter()
+        .partition(|a| a.content_id.is_some() && message.html.is_some());
+    let html = message.html.as_deref().map(|html| {
+        let html = MimePart::new("text/html", html);
+        if inline.is_empty() {
+            return html;
+        }
+        let mut parts = vec![html];
+        parts.extend(inline.iter().map(|a| crate::attachment::part(a)));
+        MimePart::new(
+            ContentType::new("multipart/related").attribute("type", "text/html"),
+            parts,
+        )
+    });
+    let body = match (text, html) {
+        (Some(text), Some(html)) => Some(MimePart::new("multipart/alternative", vec![text, html])),
+        (text, html) => text.or(html),
+    };
+    if attached.is_empty() {
+        return body.unwrap_or_else(|| MimePart::new("text/plain", "\n"));
+    }
+    let mut parts: Vec<MimePart> = body.into_iter().collect();
+    parts.extend(attached.iter().map(|a| crate::attachment::part(a)));
+    MimePart::new("multipart/mixed", parts)
 }

@@ -18,9 +18,9 @@ use herald_core::{
     SmtpConnectorId, SmtpCredentialId, TenantId, TenantSlug, TokenId,
 };
 
-pub use model::*;
 /// Connectors' networks are `ipnet::IpNet`s.
 pub use ipnet;
+pub use model::*;
 
 /// The store's traits, for code that calls its methods:
 /// `use herald_store::prelude::*;` brings every capability into scope.
@@ -170,7 +170,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Durable state of a Herald installation. Tenant-scoped methods take the
 /// tenant's id and never return another tenant's objects.
 #[async_trait]
-pub trait Store: Tenants + Configuration + Queue + Sessions + Ingress + Send + Sync + 'static {
+pub trait Store:
+    Tenants + Configuration + Queue + Sessions + Ingress + Send + Sync + 'static
+{
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
 

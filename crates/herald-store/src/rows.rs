@@ -321,7 +321,9 @@ pub(crate) fn origin(r: &impl Columns) -> Result<Origin> {
 }
 
 /// The values of an origin's four columns, in that order.
-pub(crate) fn origin_values(origin: &Origin) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+pub(crate) fn origin_values(
+    origin: &Origin,
+) -> (&'static str, Option<String>, Option<String>, Option<String>) {
     match origin {
         Origin::Api => ("api", None, None, None),
         Origin::Smtp(smtp) => (

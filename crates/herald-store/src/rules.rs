@@ -98,14 +98,16 @@ pub(crate) fn connector_networks(
     cidrs: &[ipnet::IpNet],
     existing: &[crate::model::SmtpConnector],
 ) -> Result<()> {
-    let overlaps = |a: &ipnet::IpNet, b: &ipnet::IpNet| {
-        a.contains(&b.network()) || b.contains(&a.network())
-    };
+    let overlaps =
+        |a: &ipnet::IpNet, b: &ipnet::IpNet| a.contains(&b.network()) || b.contains(&a.network());
     for connector in existing {
-        let Some((new, old)) = cidrs
-            .iter()
-            .find_map(|n| connector.cidrs.iter().find(|o| overlaps(n, o)).map(|o| (n, o)))
-        else {
+        let Some((new, old)) = cidrs.iter().find_map(|n| {
+            connector
+                .cidrs
+                .iter()
+                .find(|o| overlaps(n, o))
+                .map(|o| (n, o))
+        }) else {
             continue;
         };
         return Err(StoreError::Conflict(if connector.tenant_id == tenant {

@@ -451,7 +451,10 @@ async fn fill(s: &dyn Store) -> Installation {
     s.create_smtp_connector(
         other,
         "office".into(),
-        vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/48".parse().unwrap()],
+        vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "2001:db8::/48".parse().unwrap(),
+        ],
         None,
     )
     .await

@@ -45,9 +45,14 @@ impl Ingress for SqliteStore {
     async fn list_smtp_credentials(&self, tenant_id: TenantId) -> Result<Vec<SmtpCredential>> {
         self.db
             .read(move |c| {
-                list(c, sql::SMTP_CREDENTIALS, [tenant_id.to_string()], credential_row)?
-                    .into_iter()
-                    .collect()
+                list(
+                    c,
+                    sql::SMTP_CREDENTIALS,
+                    [tenant_id.to_string()],
+                    credential_row,
+                )?
+                .into_iter()
+                .collect()
             })
             .await
     }
@@ -76,7 +81,8 @@ impl Ingress for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(sql::SMTP_LOGIN, [username], |r| {
-                    Ok(rows::smtp_credential(r).map(|found| (found, r.get::<_, String>("password_hash"))))
+                    Ok(rows::smtp_credential(r)
+                        .map(|found| (found, r.get::<_, String>("password_hash"))))
                 })
                 .optional()
                 .map_err(sql)
@@ -136,9 +142,14 @@ impl Ingress for SqliteStore {
     async fn list_smtp_connectors(&self, tenant_id: TenantId) -> Result<Vec<SmtpConnector>> {
         self.db
             .read(move |c| {
-                list(c, sql::SMTP_CONNECTORS, [tenant_id.to_string()], connector_row)?
-                    .into_iter()
-                    .collect()
+                list(
+                    c,
+                    sql::SMTP_CONNECTORS,
+                    [tenant_id.to_string()],
+                    connector_row,
+                )?
+                .into_iter()
+                .collect()
             })
             .await
     }

@@ -47,7 +47,16 @@ impl Queue for SqliteStore {
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
         self.db
             .read(move |c| {
-                let (subject, created_at, idempotency_key, used_fallback, on_behalf, test_provider, origin, attachments) = c
+                let (
+                    subject,
+                    created_at,
+                    idempotency_key,
+                    used_fallback,
+                    on_behalf,
+                    test_provider,
+                    origin,
+                    attachments,
+                ) = c
                     .query_row(
                         sql::MESSAGE_HEAD,
                         [message_id.to_string(), tenant_id.to_string()],
@@ -57,7 +66,10 @@ impl Queue for SqliteStore {
                                 r.get::<_, i64>(1)?,
                                 r.get::<_, Option<String>>(2)?,
                                 r.get::<_, bool>(3)?,
-                                (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
+                                (
+                                    r.get::<_, Option<String>>(4)?,
+                                    r.get::<_, Option<String>>(5)?,
+                                ),
                                 r.get::<_, Option<String>>(6)?,
                                 rows::origin(r),
                                 r.get::<_, Option<String>>("attachments")?,
@@ -72,7 +84,15 @@ impl Queue for SqliteStore {
                     c,
                     sql::MESSAGE_RECIPIENTS,
                     [message_id.to_string(), tenant_id.to_string()],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<i64>>(4)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    },
                 )?;
                 let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
                 for (rid, attempt) in list(
