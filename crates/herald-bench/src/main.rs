@@ -114,6 +114,10 @@ struct Cli {
     /// Body size of the SMTP ingest phases' messages in bytes [default: 1024].
     #[arg(long)]
     smtp_size: Option<usize>,
+    /// Runs smtp-ingest with the node's worker role off: ingest alone, without
+    /// the delivery that Postfix does meanwhile in postfix-smtpd.
+    #[arg(long)]
+    smtp_no_delivery: bool,
     /// Phases to leave out, comma-separated: ceiling, ingest, smtp-ingest, postfix-smtpd, e2e,
     /// latency, fairness, memory, claims.
     #[arg(long, value_delimiter = ',')]
@@ -149,6 +153,7 @@ pub struct Options {
     pub skip: Vec<String>,
     pub deadline: Duration,
     pub smtp: SmtpLoad,
+    pub smtp_delivery: bool,
 }
 
 impl Options {
@@ -188,6 +193,7 @@ impl Options {
                 per_connection: pick(cli.smtp_messages, 625, 150).max(1),
                 size: cli.smtp_size.unwrap_or(1024),
             },
+            smtp_delivery: !cli.smtp_no_delivery,
         };
         anyhow::ensure!(
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
@@ -243,6 +249,7 @@ impl Options {
             "skip": self.skip,
             "deadline_seconds": self.deadline.as_secs(),
             "smtp": self.smtp.json(),
+            "smtp_delivery": self.smtp_delivery,
         })
     }
 
@@ -345,8 +352,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     if options.runs("smtp-ingest") {
         phase(&format!(
-            "smtp-ingest: {} SMTP sessions × {} messages into Herald's listener (connector, SQLite), delivering to the sink",
-            options.smtp.connections, options.smtp.per_connection
+            "smtp-ingest: {} SMTP sessions × {} messages into Herald's listener (connector), {}",
+            options.smtp.connections,
+            options.smtp.per_connection,
+            if options.smtp_delivery {
+                "delivering to the sink"
+            } else {
+                "worker off"
+            }
         ));
         results.insert(
             "smtp_ingest".into(),

@@ -222,9 +222,14 @@ pub fn print(report: &Value) {
             ),
             &rate(report, &format!("{r}/smtp_ingest/accepted_per_second")),
             &format!(
-                "p50 {}, p99 {}; connector, delivering meanwhile",
+                "p50 {}, p99 {}; connector, {}",
                 ms(report, &format!("{r}/smtp_ingest/message_latency_ms/p50")),
-                ms(report, &format!("{r}/smtp_ingest/message_latency_ms/p99"))
+                ms(report, &format!("{r}/smtp_ingest/message_latency_ms/p99")),
+                if smtp["delivery"] == false {
+                    "worker off"
+                } else {
+                    "delivering meanwhile"
+                }
             ),
         );
     }
