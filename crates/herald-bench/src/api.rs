@@ -134,6 +134,23 @@ impl Api {
         })
     }
 
+    /// Gives the tenant an IP connector: SMTP sessions from `cidr` submit to
+    /// it without AUTH.
+    pub async fn create_connector(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        cidr: &str,
+    ) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/v1/tenants/{}/smtp-connectors", tenant.slug),
+            Some(json!({"name": name, "cidrs": [cidr]})),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Whether the batch endpoint exists on this node (an empty batch is
     /// answered by it; a missing route answers 404 or 405).
     pub async fn has_batch(&self, tenant: &Tenant) -> anyhow::Result<bool> {

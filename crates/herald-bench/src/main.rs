@@ -6,7 +6,8 @@
 //! stores: durable ingest through the single and batch APIs, end-to-end
 //! delivery, ingest latency at a fixed offered rate, memory with a large queue
 //! (in a child process), fairness between a tenant with a slow backlog and one
-//! with a trickle, and the claim rate with a long queue against a short one.
+//! with a trickle, the claim rate with a long queue against a short one, and
+//! SMTP ingest into Herald's listener against the same load into Postfix's smtpd.
 //! It prints a table and writes every figure as JSON.
 
 mod api;
@@ -16,9 +17,12 @@ mod content;
 mod fairness;
 mod load;
 mod place;
+mod postfix;
 mod report;
 mod rss;
 mod sink;
+mod smtp_ingest;
+mod smtp_load;
 mod sys;
 
 use std::path::PathBuf;
@@ -35,6 +39,7 @@ use crate::api::{Api, Tenant};
 use crate::load::{Batch, Outcome};
 use crate::place::{Leftovers, NodeSpec, Place};
 use crate::sink::Sink;
+use crate::smtp_load::SmtpLoad;
 use crate::sys::{CpuMark, memory_mib, round};
 
 /// Herald's throughput benchmark: SMTP ceiling, durable ingest, end-to-end
@@ -100,7 +105,21 @@ struct Cli {
     /// A smoke run of about 30 seconds with small counts.
     #[arg(long)]
     quick: bool,
-    /// Phases to leave out, comma-separated: ceiling, ingest, e2e, latency, fairness, memory, claims.
+    /// SMTP sessions at once in the SMTP ingest phases (Herald's listener, Postfix's smtpd) [default: 32].
+    #[arg(long)]
+    smtp_connections: Option<usize>,
+    /// Messages each SMTP session sends in those phases [default: 625, 20,000 in all; --quick 150].
+    #[arg(long)]
+    smtp_messages: Option<u64>,
+    /// Body size of the SMTP ingest phases' messages in bytes [default: 1024].
+    #[arg(long)]
+    smtp_size: Option<usize>,
+    /// Runs smtp-ingest with the node's worker role off: ingest alone, without
+    /// the delivery that Postfix does meanwhile in postfix-smtpd.
+    #[arg(long)]
+    smtp_no_delivery: bool,
+    /// Phases to leave out, comma-separated: ceiling, ingest, smtp-ingest, postfix-smtpd, e2e,
+    /// latency, fairness, memory, claims.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Longest wait for deliveries in a phase, in seconds [default: 180].
@@ -133,6 +152,8 @@ pub struct Options {
     pub quick: bool,
     pub skip: Vec<String>,
     pub deadline: Duration,
+    pub smtp: SmtpLoad,
+    pub smtp_delivery: bool,
 }
 
 impl Options {
@@ -167,13 +188,27 @@ impl Options {
             quick,
             skip: cli.skip.iter().map(|s| s.trim().to_owned()).collect(),
             deadline: Duration::from_secs(cli.deadline_seconds.unwrap_or(180)),
+            smtp: SmtpLoad {
+                connections: cli.smtp_connections.unwrap_or(32).clamp(1, 1000),
+                per_connection: pick(cli.smtp_messages, 625, 150).max(1),
+                size: cli.smtp_size.unwrap_or(1024),
+            },
+            smtp_delivery: !cli.smtp_no_delivery,
         };
         anyhow::ensure!(
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
             "--offered-rate and --latency-seconds must be positive"
         );
-        const PHASES: [&str; 7] = [
-            "ceiling", "ingest", "e2e", "latency", "fairness", "memory", "claims",
+        const PHASES: [&str; 9] = [
+            "ceiling",
+            "ingest",
+            "smtp-ingest",
+            "postfix-smtpd",
+            "e2e",
+            "latency",
+            "fairness",
+            "memory",
+            "claims",
         ];
         if let Some(unknown) = options.skip.iter().find(|s| !PHASES.contains(&s.as_str())) {
             anyhow::bail!("--skip {unknown:?}: the phases are {}", PHASES.join(", "));
@@ -213,6 +248,8 @@ impl Options {
             "quick": self.quick,
             "skip": self.skip,
             "deadline_seconds": self.deadline.as_secs(),
+            "smtp": self.smtp.json(),
+            "smtp_delivery": self.smtp_delivery,
         })
     }
 
@@ -311,6 +348,47 @@ async fn run(options: Options) -> anyhow::Result<()> {
         phase("ingest: single and batch API on an API-only node (delivery off)");
         let figures = ingest(&options, &sink, single_body, batch, &mut leftovers).await?;
         results.insert("ingest".into(), figures);
+    }
+
+    if options.runs("smtp-ingest") {
+        phase(&format!(
+            "smtp-ingest: {} SMTP sessions × {} messages into Herald's listener (connector), {}",
+            options.smtp.connections,
+            options.smtp.per_connection,
+            if options.smtp_delivery {
+                "delivering to the sink"
+            } else {
+                "worker off"
+            }
+        ));
+        results.insert(
+            "smtp_ingest".into(),
+            smtp_ingest::run(&options, &sink, options.smtp, &mut leftovers).await?,
+        );
+    }
+
+    if options.runs("postfix-smtpd") {
+        phase(
+            "postfix-smtpd: the same sessions into a private Postfix's smtpd, relaying to the sink",
+        );
+        let figures = match postfix::run(&sink, options.smtp, options.deadline).await? {
+            Ok(figures) => figures,
+            Err(why) => {
+                eprintln!("  postfix-smtpd left out: {why}");
+                json!({ "skipped": why })
+            }
+        };
+        results.insert("postfix_smtpd".into(), figures);
+    }
+    if let (Some(herald), Some(postfix)) = (
+        results
+            .get("smtp_ingest")
+            .and_then(|r| r["accepted_per_second"].as_f64()),
+        results
+            .get("postfix_smtpd")
+            .and_then(|r| r["accepted_per_second"].as_f64()),
+    ) {
+        results["smtp_ingest"]["ratio_to_postfix"] = json!(round(herald / postfix.max(1e-9), 2));
     }
 
     if options.runs("e2e") || options.runs("latency") {

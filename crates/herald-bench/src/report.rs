@@ -29,6 +29,7 @@ pub fn targets(report: &Value, options: &Options) -> Value {
     );
     let claims = num(report, "/results/claims/long_over_short");
     let fair_p99 = num(report, "/results/fairness/b/delivery_latency_ms/p99");
+    let smtp_ratio = num(report, "/results/smtp_ingest/ratio_to_postfix");
     let postgres = options
         .database_url
         .as_deref()
@@ -101,6 +102,13 @@ pub fn targets(report: &Value, options: &Options) -> Value {
             } else {
                 "not comparable: A's backlog is under 100,000"
             }
+        ),
+        target(
+            "SMTP ingest against Postfix's smtpd → queue",
+            ">= 10",
+            smtp_ratio,
+            smtp_ratio.map(|r| r >= 10.0),
+            "accepted messages per second, same load, same machine, each 250 after an fsync"
         ),
         target(
             "PostgreSQL, two nodes, end to end",
@@ -205,6 +213,49 @@ pub fn print(report: &Value) {
                 ),
             ),
         }
+    }
+    if let Some(smtp) = report.pointer("/results/smtp_ingest") {
+        row(
+            &format!(
+                "SMTP ingest, Herald ({} sessions × {})",
+                smtp["load"]["connections"], smtp["load"]["messages_per_connection"]
+            ),
+            &rate(report, &format!("{r}/smtp_ingest/accepted_per_second")),
+            &format!(
+                "p50 {}, p99 {}; connector, {}",
+                ms(report, &format!("{r}/smtp_ingest/message_latency_ms/p50")),
+                ms(report, &format!("{r}/smtp_ingest/message_latency_ms/p99")),
+                if smtp["delivery"] == false {
+                    "worker off"
+                } else {
+                    "delivering meanwhile"
+                }
+            ),
+        );
+    }
+    match report.pointer("/results/postfix_smtpd") {
+        Some(Value::Object(p)) if p.contains_key("skipped") => row(
+            "SMTP ingest, Postfix smtpd",
+            "n/a",
+            p["skipped"].as_str().unwrap_or_default(),
+        ),
+        Some(_) => row(
+            "SMTP ingest, Postfix smtpd (same load)",
+            &rate(report, &format!("{r}/postfix_smtpd/accepted_per_second")),
+            &format!(
+                "p50 {}, p99 {}; relaying meanwhile",
+                ms(report, &format!("{r}/postfix_smtpd/message_latency_ms/p50")),
+                ms(report, &format!("{r}/postfix_smtpd/message_latency_ms/p99"))
+            ),
+        ),
+        None => {}
+    }
+    if let Some(ratio) = num(report, &format!("{r}/smtp_ingest/ratio_to_postfix")) {
+        row(
+            "SMTP ingest, Herald ÷ Postfix",
+            &format!("{ratio:.1}×"),
+            "accepted messages per second",
+        );
     }
     if let Some(e2e) = report.pointer("/results/end_to_end") {
         let ratio = e2e["ratio_to_ceiling"]

@@ -1,7 +1,9 @@
 //! Herald against a real Postfix: an instance each test configures in a temporary
 //! directory (STARTTLS with an rcgen certificate, AUTH through a Dovecot of its
 //! own, a per-recipient access map, a small `message_size_limit`), relaying what
-//! it accepts to Postfix's `smtp-sink`, whose files the tests parse.
+//! it accepts to Postfix's `smtp-sink`, whose files the tests parse; and Postfix
+//! as Herald's client, relaying to Herald's SMTP listener with `relayhost`,
+//! verified TLS and SASL client auth (Cyrus SASL's PLAIN plugin).
 //!
 //! CI installs Postfix and Dovecot (`.ci/run`) and runs as root, which Postfix's
 //! master needs. Elsewhere a test without them says so in one line and passes
@@ -20,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herald_testkit::Dependency;
-use herald_testsmtp::TestTls;
+use herald_testsmtp::{TestSmtpServer, TestTls};
 use mail_parser::MessageParser;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -39,6 +41,10 @@ const PASSWORD: &str = "postfix-s3cret-pw";
 
 /// Postfix's `message_size_limit`, advertised as `SIZE 20000`.
 const SIZE_LIMIT: usize = 20_000;
+
+/// The name in the certificate of Herald's SMTP listener, which a relay in
+/// front of Herald verifies.
+const HERALD_NAME: &str = "herald.test";
 
 /// Recipients the access map refuses: one for good, one for now.
 const REJECTED: &str = "rejected@example.net";
@@ -75,6 +81,15 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
             .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
             .flatten()
     })
+}
+
+/// Whether Cyrus SASL's PLAIN plugin is installed (Debian puts it under the
+/// multiarch directory, other systems under /usr/lib/sasl2).
+fn cyrus_plain_plugin() -> bool {
+    let plugin = |dir: &Path| dir.join("sasl2/libplain.so.2").exists();
+    plugin(Path::new("/usr/lib"))
+        || fs::read_dir("/usr/lib")
+            .is_ok_and(|entries| entries.flatten().any(|entry| plugin(&entry.path())))
 }
 
 /// Two distinct ports the kernel considers free right now. Postfix's master binds
@@ -175,7 +190,9 @@ service auth {{
     )
 }
 
-fn main_cf(dir: &Path, banner: &str, sink_port: u16) -> String {
+/// What every instance's main.cf says: its own directories, names and log,
+/// loopback only, and `banner` in its greeting.
+fn common_cf(dir: &Path, banner: &str) -> String {
     let d = dir.display();
     format!(
         "\
@@ -199,6 +216,17 @@ maillog_file_prefixes = {d}
 smtpd_banner = $myhostname ESMTP {banner}
 # A refused command is answered at once, not after a second.
 smtpd_error_sleep_time = 0
+"
+    )
+}
+
+/// The main.cf of the server Herald delivers to: STARTTLS, AUTH through
+/// Dovecot, relaying what it accepts to smtp-sink.
+fn main_cf(dir: &Path, banner: &str, sink_port: u16) -> String {
+    let d = dir.display();
+    common_cf(dir, banner)
+        + &format!(
+            "\
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
 smtpd_tls_key_file = {d}/key.pem
@@ -216,7 +244,34 @@ message_size_limit = {SIZE_LIMIT}
 relayhost = [127.0.0.1]:{sink_port}
 smtp_tls_security_level = none
 "
-    )
+        )
+}
+
+/// The main.cf of a relay in front of Herald, as an application's own Postfix
+/// would be set up: smtpd takes mail from loopback without AUTH, and the
+/// client relays everything to Herald's listener over verified TLS (the
+/// certificate's name, signed by the CA in `herald-ca.pem`), logging in with
+/// the SMTP credential in `etc/sasl_passwd` (a `texthash:` map: no postmap).
+fn relay_main_cf(dir: &Path, banner: &str, herald_port: u16) -> String {
+    let d = dir.display();
+    common_cf(dir, banner)
+        + &format!(
+            "\
+# The application on this host may hand over mail without logging in.
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{herald_port}
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = texthash:{d}/etc/sasl_passwd
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+smtp_tls_security_level = secure
+smtp_tls_secure_cert_match = {HERALD_NAME}
+smtp_tls_CAfile = {d}/herald-ca.pem
+smtp_tls_session_cache_database =
+# `Verified TLS connection established to …` in the log.
+smtp_tls_loglevel = 1
+"
+        )
 }
 
 /// The Debian master.cf without chroot, with smtpd on `port` and `postlogd` for
@@ -249,18 +304,48 @@ postlog   unix-dgram n - n - 1 postlogd
     )
 }
 
+/// Where a relay in front of Herald sends its mail, and how it logs in.
+struct HeraldRelay {
+    /// Herald's SMTP listener on 127.0.0.1 (STARTTLS).
+    port: u16,
+    /// The CA that signed the listener's certificate for [`HERALD_NAME`].
+    ca_pem: String,
+    /// The tenant's SMTP credential.
+    username: String,
+    password: String,
+}
+
 impl Postfix {
     /// Configures and starts Dovecot, `smtp-sink` and Postfix in a new temporary
     /// directory; `None` (after saying why) when they cannot run here.
     async fn start() -> Option<Postfix> {
+        Postfix::launch(None).await
+    }
+
+    /// Configures and starts a Postfix that relays whatever its smtpd takes
+    /// from loopback to Herald: no Dovecot and no smtp-sink. `None` (after
+    /// saying why) when it cannot run here.
+    async fn relaying_to(herald: &HeraldRelay) -> Option<Postfix> {
+        Postfix::launch(Some(herald)).await
+    }
+
+    async fn launch(relay: Option<&HeraldRelay>) -> Option<Postfix> {
         let started = Instant::now();
-        if let Some(missing) = [POSTFIX, SMTP_SINK, DOVECOT]
-            .into_iter()
-            .find(|p| !Path::new(p).exists())
-        {
+        let needed: &[&str] = match relay {
+            None => &[POSTFIX, SMTP_SINK, DOVECOT],
+            Some(_) => &[POSTFIX],
+        };
+        if let Some(missing) = needed.iter().find(|p| !Path::new(p).exists()) {
             return unavailable(&format!(
                 "{missing} is missing (Debian packages postfix and dovecot-core)"
             ));
+        }
+        // Postfix's SMTP client logs in through Cyrus SASL, whose PLAIN and
+        // LOGIN mechanisms are plugins of their own package.
+        if relay.is_some() && !cyrus_plain_plugin() {
+            return unavailable(
+                "Cyrus SASL's PLAIN plugin (libplain.so) is missing (Debian package libsasl2-modules)",
+            );
         }
         let dir = tempfile::Builder::new()
             .prefix("herald-postfix-")
@@ -282,24 +367,6 @@ impl Postfix {
         fs::set_permissions(path.join("sink"), fs::Permissions::from_mode(0o777)).unwrap();
 
         let tls = TestTls::generate(&["127.0.0.1"]);
-        fs::write(path.join("cert.pem"), tls.cert_pem()).unwrap();
-        fs::write(path.join("key.pem"), tls.key_pem()).unwrap();
-        fs::set_permissions(path.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
-        fs::write(
-            path.join("passwd"),
-            format!("{USERNAME}:{{PLAIN}}{PASSWORD}\n"),
-        )
-        .unwrap();
-        fs::write(path.join("dovecot.conf"), dovecot_conf(&path)).unwrap();
-        fs::write(
-            path.join("etc/recipients"),
-            format!(
-                "{REJECTED} 550 5.1.1 rejected by the test map\n\
-                 {LATER} 450 4.2.0 later by the test map\n"
-            ),
-        )
-        .unwrap();
-
         let mut postfix = Postfix {
             port: 0,
             tls,
@@ -308,54 +375,52 @@ impl Postfix {
             sink: None,
             dir,
         };
-        postfix.dovecot = Some(
-            Command::new(DOVECOT)
-                .arg("-F")
-                .arg("-c")
-                .arg(path.join("dovecot.conf"))
-                .stdout(postfix.output_file("dovecot.out"))
-                .stderr(postfix.output_file("dovecot.out"))
-                .spawn()
-                .expect("dovecot starts"),
-        );
-
-        // smtpd asks Dovecot for its mechanisms in every session, the first one too.
-        let deadline = Instant::now() + DEADLINE;
-        while !path.join("auth").exists() {
-            let dovecot = postfix.dovecot.as_mut().unwrap();
-            assert!(
-                dovecot.try_wait().unwrap().is_none(),
-                "dovecot exited: {}{}",
-                postfix.read("dovecot.out"),
-                postfix.read("dovecot.log")
-            );
-            assert!(
-                Instant::now() < deadline,
-                "dovecot made no auth socket in time"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match relay {
+            None => postfix.set_up_server().await,
+            Some(herald) => {
+                fs::write(path.join("herald-ca.pem"), &herald.ca_pem).unwrap();
+                // Read by the smtp client, which runs as postfix; root's umask
+                // leaves the file readable to it, and to nobody else needs it.
+                let secrets = path.join("etc/sasl_passwd");
+                fs::write(
+                    &secrets,
+                    format!(
+                        "[127.0.0.1]:{} {}:{}\n",
+                        herald.port, herald.username, herald.password
+                    ),
+                )
+                .unwrap();
+                fs::set_permissions(&secrets, fs::Permissions::from_mode(0o640)).unwrap();
+                std::os::unix::fs::chown(&secrets, Some(0), Some(postfix_gid)).unwrap();
+            }
         }
 
         // The names in the greetings tell our servers from anyone else's on the port.
         let token = path.file_name().unwrap().to_string_lossy().into_owned();
         for _ in 0..5 {
             let (port, sink_port) = free_ports();
-            let sink_name = format!("sink-{token}");
-            let mut sink = Command::new(SMTP_SINK)
-                .args(["-u", "nobody", "-h", &sink_name, "-d"])
-                .arg(path.join("sink/%H%M%S."))
-                .arg(format!("127.0.0.1:{sink_port}"))
-                .arg("64")
-                .stdout(Stdio::null())
-                .stderr(postfix.output_file("sink.out"))
-                .spawn()
-                .expect("smtp-sink starts");
-            if !greets(sink_port, &sink_name, &mut sink).await {
-                reap_killed(sink);
-                continue;
-            }
-            postfix.sink = Some(sink);
-            fs::write(path.join("etc/main.cf"), main_cf(&path, &token, sink_port)).unwrap();
+            let main = match relay {
+                Some(herald) => relay_main_cf(&path, &token, herald.port),
+                None => {
+                    let sink_name = format!("sink-{token}");
+                    let mut sink = Command::new(SMTP_SINK)
+                        .args(["-u", "nobody", "-h", &sink_name, "-d"])
+                        .arg(path.join("sink/%H%M%S."))
+                        .arg(format!("127.0.0.1:{sink_port}"))
+                        .arg("64")
+                        .stdout(Stdio::null())
+                        .stderr(postfix.output_file("sink.out"))
+                        .spawn()
+                        .expect("smtp-sink starts");
+                    if !greets(sink_port, &sink_name, &mut sink).await {
+                        reap_killed(sink);
+                        continue;
+                    }
+                    postfix.sink = Some(sink);
+                    main_cf(&path, &token, sink_port)
+                }
+            };
+            fs::write(path.join("etc/main.cf"), main).unwrap();
             fs::write(path.join("etc/master.cf"), master_cf(port)).unwrap();
             // `start-fg` keeps a process of ours for the master's lifetime, so a
             // failed bind shows as its exit.
@@ -373,19 +438,76 @@ impl Postfix {
                 postfix.port = port;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "postfix, dovecot and smtp-sink ready in {:?}",
+                    "postfix{} ready in {:?}",
+                    if relay.is_some() {
+                        " (relaying to Herald)"
+                    } else {
+                        ", dovecot and smtp-sink"
+                    },
                     started.elapsed()
                 );
                 return Some(postfix);
             }
             postfix.stop_postfix();
-            reap_killed(postfix.sink.take().unwrap());
+            if let Some(sink) = postfix.sink.take() {
+                reap_killed(sink);
+            }
         }
         panic!(
             "postfix could not listen on a free port: {}{}",
             postfix.read("postfix.out"),
             postfix.log()
         );
+    }
+
+    /// The server's own files (certificate, Dovecot's accounts, the access
+    /// map) and its Dovecot, started and ready to answer smtpd.
+    async fn set_up_server(&mut self) {
+        let path = self.dir.path().to_owned();
+        fs::write(path.join("cert.pem"), self.tls.cert_pem()).unwrap();
+        fs::write(path.join("key.pem"), self.tls.key_pem()).unwrap();
+        fs::set_permissions(path.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(
+            path.join("passwd"),
+            format!("{USERNAME}:{{PLAIN}}{PASSWORD}\n"),
+        )
+        .unwrap();
+        fs::write(path.join("dovecot.conf"), dovecot_conf(&path)).unwrap();
+        fs::write(
+            path.join("etc/recipients"),
+            format!(
+                "{REJECTED} 550 5.1.1 rejected by the test map\n\
+                 {LATER} 450 4.2.0 later by the test map\n"
+            ),
+        )
+        .unwrap();
+        self.dovecot = Some(
+            Command::new(DOVECOT)
+                .arg("-F")
+                .arg("-c")
+                .arg(path.join("dovecot.conf"))
+                .stdout(self.output_file("dovecot.out"))
+                .stderr(self.output_file("dovecot.out"))
+                .spawn()
+                .expect("dovecot starts"),
+        );
+
+        // smtpd asks Dovecot for its mechanisms in every session, the first one too.
+        let deadline = Instant::now() + DEADLINE;
+        while !path.join("auth").exists() {
+            let dovecot = self.dovecot.as_mut().unwrap();
+            assert!(
+                dovecot.try_wait().unwrap().is_none(),
+                "dovecot exited: {}{}",
+                self.read("dovecot.out"),
+                self.read("dovecot.log")
+            );
+            assert!(
+                Instant::now() < deadline,
+                "dovecot made no auth socket in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A file in the instance's directory that a child writes its output to.
@@ -856,5 +978,217 @@ async fn herald_says_quit_after_idling_and_after_a_failed_login() {
     assert!(
         without_quit.is_empty(),
         "sessions that ended without QUIT: {without_quit:#?}"
+    );
+}
+
+/// A node whose SMTP listener (STARTTLS with a certificate for
+/// [`HERALD_NAME`]) treats loopback like any network: AUTH only under TLS, as
+/// from a remote relay. Returns the node and the CA that signed the certificate.
+async fn app_with_smtp_listener() -> (TestApp, TestTls) {
+    let tls = TestTls::generate(&[HERALD_NAME]);
+    let app = spawn_app_with(|settings| {
+        let cert = settings.data_dir.join("smtp-cert.pem");
+        let key = settings.data_dir.join("smtp-key.pem");
+        fs::write(&cert, tls.cert_pem()).unwrap();
+        fs::write(&key, tls.key_pem()).unwrap();
+        let mut smtp = herald_ingress::Settings::new(&settings.node_name);
+        smtp.listen = Some("127.0.0.1:0".parse().unwrap());
+        smtp.tls_cert = Some(cert);
+        smtp.tls_key = Some(key);
+        smtp.loopback_is_local = false;
+        settings.smtp = Some(smtp);
+    })
+    .await;
+    (app, tls)
+}
+
+/// Reads one SMTP reply, all its lines, and returns it.
+async fn smtp_reply(stream: &mut BufReader<tokio::net::TcpStream>) -> String {
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(DEADLINE, stream.read_line(&mut line))
+            .await
+            .expect("a reply in time")
+            .unwrap();
+        assert!(read > 0, "the server closed the connection after {reply:?}");
+        reply.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return reply;
+        }
+    }
+}
+
+/// Hands a message to smtpd on `port` as an application on this host would
+/// (plain SMTP, no AUTH); returns Postfix's queue id.
+async fn hand_over(port: u16, from: &str, to: &str, content: &str) -> String {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(stream);
+    assert!(smtp_reply(&mut stream).await.starts_with("220 "));
+    let mut queue_id = String::new();
+    let steps = [
+        ("EHLO app.example\r\n".to_owned(), "250"),
+        (format!("MAIL FROM:<{from}>\r\n"), "250"),
+        (format!("RCPT TO:<{to}>\r\n"), "250"),
+        ("DATA\r\n".to_owned(), "354"),
+        (format!("{content}.\r\n"), "250"),
+        ("QUIT\r\n".to_owned(), "221"),
+    ];
+    for (command, expected) in steps {
+        stream
+            .get_mut()
+            .write_all(command.as_bytes())
+            .await
+            .unwrap();
+        let reply = smtp_reply(&mut stream).await;
+        assert!(
+            reply.starts_with(expected),
+            "Postfix answered {reply:?} to {command:?}"
+        );
+        if let Some(id) = reply.trim_end().split("queued as ").nth(1) {
+            queue_id = id.to_owned();
+        }
+    }
+    assert!(!queue_id.is_empty(), "Postfix named no queue id");
+    queue_id
+}
+
+/// The `Received:` fields of a message's header section, unfolded, top first.
+fn received_fields(message: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+        } else {
+            fields.push(line.to_owned());
+        }
+    }
+    fields.retain(|f| f.to_ascii_lowercase().starts_with("received:"));
+    fields
+}
+
+/// Issue 16's acceptance: Postfix as the client. An application's Postfix
+/// relays to Herald with `relayhost`, verified TLS and SASL client auth with
+/// the tenant's SMTP credential; Herald stores the message (source smtp, that
+/// credential) and delivers it to the tenant's provider.
+#[tokio::test]
+async fn postfix_relays_through_herald_with_tls_and_a_credential() {
+    let (app, ca) = app_with_smtp_listener().await;
+    let herald_port = app
+        .node
+        .as_ref()
+        .unwrap()
+        .smtp_addr
+        .expect("the SMTP listener listens")
+        .port();
+    let provider = TestSmtpServer::start().await;
+    let acme = app.tenant_sending_to("acme", provider.port()).await;
+    let (status, credential) = app
+        .post_as_admin(&acme, "smtp-credentials", json!({"name": "postfix relay"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{credential}");
+    let field = |name: &str| credential[name].as_str().unwrap().to_owned();
+    let herald = HeraldRelay {
+        port: herald_port,
+        ca_pem: ca.ca_pem(),
+        username: field("username"),
+        password: field("password"),
+    };
+    let Some(postfix) = Postfix::relaying_to(&herald).await else {
+        return;
+    };
+
+    let to = "ops@example.net";
+    let text = "The nightly backup of db-1 finished.\r\n..\r\nThe line above is a lone dot.\r\n";
+    let content = format!(
+        "From: Cron Daemon <root@app.example>\r\nTo: <{to}>\r\n\
+         Subject: Nightly backup finished\r\nMessage-ID: <backup-1@app.example>\r\n\
+         Date: Mon, 30 Nov 2026 18:00:00 +0000\r\n\r\n{text}"
+    );
+    let queue_id = hand_over(postfix.port, "root@app.example", to, &content).await;
+
+    // Postfix relayed it over verified TLS and was answered 250 after Herald's commit.
+    let relay = format!("relay=127.0.0.1[127.0.0.1]:{herald_port}");
+    let log = postfix
+        .wait_for_log("the message relayed to Herald", |log| {
+            log.lines().any(|l| {
+                l.contains(&format!("{queue_id}: to=<{to}>"))
+                    && l.contains(&relay)
+                    && l.contains("status=sent")
+            })
+        })
+        .await;
+    let sent = log
+        .lines()
+        .find(|l| l.contains(&format!("{queue_id}: to=<{to}>")) && l.contains("status=sent"))
+        .unwrap();
+    let (_, herald_reply) = sent
+        .split_once("status=sent (")
+        .unwrap_or_else(|| panic!("{sent}"));
+    let message_id = herald_reply
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not Herald's 250 after DATA: {sent}"));
+    assert!(
+        log.contains(&format!(
+            "Verified TLS connection established to 127.0.0.1[127.0.0.1]:{herald_port}: TLSv1.3"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains(&herald.password), "{log}");
+
+    // Herald stored it as SMTP mail from that credential and delivered it.
+    let message = app.wait_for_status(&acme, message_id, "sent").await;
+    assert_eq!(message["source"], "smtp", "{message}");
+    assert_eq!(
+        message["smtp"]["credential_id"], credential["id"],
+        "{message}"
+    );
+    assert!(message["smtp"]["connector_id"].is_null(), "{message}");
+    assert_eq!(message["smtp"]["client_addr"], "127.0.0.1", "{message}");
+    assert_eq!(message["subject"], "Nightly backup finished", "{message}");
+    let attempt = first_attempt_of(&message);
+    assert_eq!(
+        attempt["sender_policy"], "fixed, reply-to the original From",
+        "{attempt}"
+    );
+
+    let delivered = provider.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(delivered.len(), 1);
+    let delivered = &delivered[0];
+    assert_eq!(delivered.rcpt_to, [to]);
+    assert_eq!(delivered.mail_from, "alerts@acme.example");
+    assert_eq!(
+        delivered.header("Message-ID").as_deref(),
+        Some("<backup-1@app.example>")
+    );
+    assert_eq!(
+        delivered.header("Reply-To").as_deref(),
+        Some("Cron Daemon <root@app.example>")
+    );
+    let body = String::from_utf8(delivered.body()).unwrap();
+    assert_eq!(body, text.replace("\r\n..\r\n", "\r\n.\r\n"));
+    // The trace, newest first: Herald's (Postfix's client, under TLS, logged
+    // in), then Postfix's smtpd's (the application).
+    let received = received_fields(&delivered.data);
+    assert_eq!(received.len(), 2, "{received:#?}");
+    assert!(
+        received[0].starts_with("Received: from postfix.test ([127.0.0.1])")
+            && received[0].contains("by test-node (Herald) with ESMTPSA id")
+            && received[0].contains("(using TLSv1.3 with cipher"),
+        "{received:#?}"
+    );
+    assert!(
+        received[1].starts_with("Received: from app.example (")
+            && received[1].contains(&format!(
+                "by postfix.test (Postfix) with ESMTP id {queue_id}"
+            )),
+        "{received:#?}"
     );
 }
