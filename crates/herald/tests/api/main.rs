@@ -23,6 +23,7 @@ mod ingress;
 mod interop;
 mod isolation;
 mod oauth_egress;
+mod openapi;
 mod operator_tokens;
 mod plaintext_auth;
 mod postfix;
