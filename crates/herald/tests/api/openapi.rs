@@ -9,6 +9,7 @@ use herald_testsmtp::TestSmtpServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::console_http::{HttpSession, give_password};
 use crate::helpers::*;
 use crate::isolation::routes_in_source;
 
@@ -959,4 +960,32 @@ fn the_answer_checker_finds_what_the_document_does_not_say() {
     ] {
         assert!(!check(wrong.clone()).is_empty(), "{wrong} passed");
     }
+}
+
+/// The console's API tokens page links the document, and the link answers it.
+#[tokio::test]
+async fn the_console_links_the_document_from_the_tokens_page() {
+    let app = spawn_app().await;
+    app.tenant("acme").await;
+    let password = "a long enough console password";
+    give_password(&app, "acme", "admin@acme.example", password).await;
+    let console = HttpSession::sign_in(&app, "admin@acme.example", password, "/t/acme").await;
+    let page = console.get("/t/acme/tokens").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let link = page
+        .html
+        .split("<a href=\"")
+        .skip(1)
+        .map(|part| part.split('"').next().unwrap())
+        .find(|href| href.contains("openapi"))
+        .unwrap_or_else(|| panic!("no link to the OpenAPI document: {}", page.html));
+    assert_eq!(link, "/v1/openapi.json");
+    assert!(page.html.contains("API reference (OpenAPI)"));
+    let served = console.get(link).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert!(served.content_type.starts_with("application/json"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&served.html).unwrap(),
+        document(&app).await
+    );
 }
