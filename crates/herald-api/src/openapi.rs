@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -136,7 +137,7 @@ const COMMON: [(&str, &str, &str); 9] = [
 ];
 
 /// A response whose body is a problem document.
-pub(crate) fn problem_response(description: &str) -> Response {
+fn problem_response(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
         .content(
@@ -183,10 +184,16 @@ impl Modify for Common {
                         operation.operation_id = Some(format!("{tag}_{id}"));
                     }
                 }
+                if let Some(body) = &mut operation.request_body {
+                    for content in body.content.values_mut() {
+                        content.schema = content.schema.take().map(absent_not_null);
+                    }
+                }
+                let has_body = operation.request_body.is_some();
                 let wanted = |status: &str| match status {
                     "401" | "403" => !public,
                     "404" => path.contains('{'),
-                    "400" | "413" | "422" => operation.request_body.is_some(),
+                    "400" | "413" | "422" => has_body,
                     "409" => change && !public,
                     _ => !public,
                 };
@@ -204,6 +211,22 @@ impl Modify for Common {
                 }
             }
         }
+    }
+}
+
+/// An optional body is one the request leaves out: `Body` takes JSON objects
+/// only, so the `null` that utoipa offers for an `Option` body is dropped
+/// from its schema (the body stays optional: `required` is unset).
+fn absent_not_null(schema: RefOr<Schema>) -> RefOr<Schema> {
+    let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    match schema {
+        RefOr::T(Schema::OneOf(one)) if one.items.len() == 2 && one.items.iter().any(is_null) => {
+            one.items
+                .into_iter()
+                .find(|s| !is_null(s))
+                .expect("one of two is not null")
+        }
+        other => other,
     }
 }
 
@@ -315,7 +338,6 @@ pub(crate) mod answers {
 
     /// A word of a closed set, as the status of a recipient or message.
     #[derive(ToSchema)]
-    #[schema(as = Status)]
     pub enum Status {
         #[schema(rename = "queued")]
         Queued,

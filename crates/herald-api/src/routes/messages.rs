@@ -238,7 +238,9 @@ struct BatchBody {
     messages: Vec<Value>,
 }
 
-/// Submits up to 1,000 messages at once. Each is validated on its own and
+/// Submits up to 1,000 messages at once.
+///
+/// Each is validated on its own and
 /// answered on its own: a refused message does not refuse the others. The
 /// accepted ones are stored in one transaction before the answer.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/messages/batch", tag = "messages", params(TenantPath),
@@ -512,8 +514,9 @@ fn source(input: &str) -> Result<String, Invalid> {
     }
 }
 
-/// A page of the tenant's messages, newest first, filtered by status,
-/// recipient, creation time (`since` inclusive, `until` exclusive, RFC 3339)
+/// A page of the tenant's messages, newest first.
+///
+/// Filtered by status, recipient, creation time (`since` inclusive, `until` exclusive, RFC 3339)
 /// and source; `cursor` is the previous page's `next_cursor`.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/messages", tag = "messages", params(TenantPath, ListQuery),
     responses(

@@ -60,8 +60,9 @@ async fn alive() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and took the latest write: a node whose
-/// database refuses writes (a full disk) can accept nothing, so a load
+/// Ready when the database answers and took the latest write.
+///
+/// A node whose database refuses writes (a full disk) can accept nothing, so a load
 /// balancer should send submissions elsewhere. The write state is the
 /// store's memory of its latest write, so this costs one `ping`.
 #[utoipa::path(

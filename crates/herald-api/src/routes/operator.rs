@@ -103,8 +103,9 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// Revokes an operator token. The token that makes the request may revoke
-/// itself: an operator rotating tokens does exactly that last, and the
+/// Revokes an operator token.
+///
+/// The token that makes the request may revoke itself: an operator rotating tokens does exactly that last, and the
 /// request that did it still gets its answer.
 #[utoipa::path(delete, path = "/v1/operator/tokens/{id}", tag = "operator",
     params(("id" = String, Path, description = "The token's id")),

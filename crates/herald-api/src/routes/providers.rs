@@ -210,10 +210,11 @@ struct TestBody {
     to: Option<String>,
 }
 
-/// Queues a test message through this provider, ahead of other mail; its
-/// attempt carries the step-by-step diagnosis. Answers at once.
+/// Queues a test message through this provider, ahead of other mail.
+///
+/// Its attempt carries the step-by-step diagnosis. Answers at once.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/providers/{id}/test", tag = "providers", params(ObjectPath),
-    request_body(content = Option<TestBody>, description = "Optional"),
+    request_body(content = Option<TestBody>, description = "Optional: without a body, the test goes to the provider's fallback recipient"),
     responses(
         (status = 202, description = "Queued", body = answers::TestQueued),
         (status = 429, description = "Too many test messages waiting (`too-many-test-messages`)", body = crate::openapi::Problem, content_type = "application/problem+json"),

@@ -332,8 +332,9 @@ async fn show(
     Ok(Json(server.into()))
 }
 
-/// Changes an SMTP server: absent fields keep their value. A change of
-/// destination or a weaker trust clears its accounts' secrets.
+/// Changes an SMTP server: absent fields keep their value.
+///
+/// A change of destination or a weaker trust clears its accounts' secrets.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
     request_body = ServerBody,
     responses((status = 200, description = "The server", body = answers::SmtpServer)))]
