@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod error;
 pub mod gate;
+pub mod openapi;
 pub mod panic;
 pub mod password;
 mod routes;

@@ -13,7 +13,8 @@ pub enum Dependency {
     Chromium,
     /// `postfix`: Postfix, its `smtp-sink` and Dovecot, and root to start them.
     Postfix,
-    /// `python`: `python3`, whose email package parses rendered messages strictly.
+    /// `python`: `python3`, whose email package parses rendered messages strictly,
+    /// with the `openapi-spec-validator` package for the OpenAPI document.
     Python,
     /// `swaks`: the Swiss Army Knife for SMTP, as a client of the SMTP listener.
     Swaks,

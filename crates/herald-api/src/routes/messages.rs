@@ -18,8 +18,14 @@ use serde_json::{Value, json};
 use super::{Check, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, Sender};
+use crate::openapi::{ObjectPath, TenantPath, answers};
 use crate::{ApiError, AppState};
 use herald_metrics::Source;
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(submit, submit_batch, list, show))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,27 +34,34 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/messages/{id}", get(show))
 }
 
-#[derive(Deserialize)]
+/// A message to send. Without any recipient it goes to the provider's fallback recipient.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
+    /// Mailboxes: `addr`, `Name <addr>` or `"Name" <addr>`.
     to: Option<Vec<String>>,
     #[serde(default)]
     cc: Vec<String>,
     #[serde(default)]
     bcc: Vec<String>,
     subject: String,
+    /// The plain text part; `text`, `html` or both.
     text: Option<String>,
     html: Option<String>,
     reply_to: Option<String>,
+    /// The e-mail address of a person of the tenant the message is sent on behalf of.
     on_behalf_of: Option<String>,
+    /// Custom header fields, by name.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// A repeated key answers the earlier message (`duplicate: true`) instead of sending again.
     idempotency_key: Option<String>,
     #[serde(default)]
     attachments: Vec<AttachmentBody>,
 }
 
-#[derive(Deserialize)]
+/// A file sent with a message.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AttachmentBody {
     filename: String,
@@ -191,6 +204,13 @@ fn idempotency_key(input: &str) -> Result<String, Invalid> {
     Ok(input.to_owned())
 }
 
+/// Submits a message, answered once it is committed.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/messages", tag = "messages", params(TenantPath),
+    request_body = MessageBody,
+    responses(
+        (status = 202, description = "Stored; it will be sent", body = answers::Submitted),
+        (status = 429, description = "The tenant's queue is full (`queue-full`); see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn submit(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
@@ -222,15 +242,25 @@ async fn submit(
 /// Most messages in one batch submission.
 const MAX_BATCH: usize = 1000;
 
-#[derive(Deserialize)]
+/// Up to 1,000 messages, each validated and answered on its own.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
+    #[schema(value_type = Vec<MessageBody>)]
     messages: Vec<Value>,
 }
 
-/// Submits up to 1,000 messages at once. Each is validated on its own and
+/// Submits up to 1,000 messages at once.
+///
+/// Each is validated on its own and
 /// answered on its own: a refused message does not refuse the others. The
 /// accepted ones are stored in one transaction before the answer.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/messages/batch", tag = "messages", params(TenantPath),
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per message, in order", body = answers::BatchAnswer),
+        (status = 429, description = "The tenant's queue is full (`queue-full`); see Retry-After", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn submit_batch(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
@@ -452,15 +482,28 @@ async fn prepare(
     Ok(message)
 }
 
-#[derive(Deserialize)]
+/// Which messages to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Messages per page, 1 to 500; 50 when absent.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// Only messages whose status is this.
+    #[param(value_type = Option<answers::Status>)]
     status: Option<String>,
+    /// Only messages with this recipient (to, cc or bcc), without regard to case.
     recipient: Option<String>,
+    /// Only messages created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Only messages created before this time (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// Only messages from this source: `api` or `smtp`.
     source: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
@@ -488,9 +531,16 @@ fn source(input: &str) -> Result<String, Invalid> {
     }
 }
 
-/// A page of the tenant's messages, newest first, filtered by status,
-/// recipient, creation time (`since` inclusive, `until` exclusive, RFC 3339)
+/// A page of the tenant's messages, newest first.
+///
+/// Filtered by status, recipient, creation time (`since` inclusive, `until` exclusive, RFC 3339)
 /// and source; `cursor` is the previous page's `next_cursor`.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/messages", tag = "messages", params(TenantPath, ListQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = answers::MessagePage),
+        (status = 400, description = "The query string is not valid", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A filter broke its rule", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
@@ -530,6 +580,9 @@ async fn list(
     ))
 }
 
+/// One message, its recipients and their attempts.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
+    responses((status = 200, description = "The message", body = answers::Message)))]
 async fn show(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<Sender>,

@@ -1,7 +1,7 @@
 //! Route table and the helpers every handler shares.
 
-mod messages;
-mod operator;
+pub(crate) mod messages;
+pub(crate) mod operator;
 pub(crate) mod people;
 pub(crate) mod providers;
 pub(crate) mod servers;
@@ -19,10 +19,15 @@ use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
 
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(alive, ready, presets, nodes, crate::openapi::serve))]
+pub(crate) struct Api;
+
 /// Liveness and readiness, served by every node.
 pub fn health() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NotFound("route") })
 }
@@ -32,6 +37,7 @@ pub fn router() -> Router<AppState> {
     health()
         .route("/v1/presets", get(presets))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         .merge(tenants::router())
         .merge(operator::router())
         .merge(people::router())
@@ -42,10 +48,33 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
-/// Ready when the database answers and took the latest write: a node whose
-/// database refuses writes (a full disk) can accept nothing, so a load
+/// Alive: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "The process answers", body = crate::openapi::answers::Health)),
+)]
+async fn alive() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and took the latest write.
+///
+/// A node whose database refuses writes (a full disk) can accept nothing, so a load
 /// balancer should send submissions elsewhere. The write state is the
 /// store's memory of its latest write, so this costs one `ping`.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "The database answers and took the latest write", body = crate::openapi::answers::Health),
+        (status = 503, description = "The database is unavailable or refuses writes", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     if state.store.refusing_writes() {
@@ -56,10 +85,24 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"status": "ready"})))
 }
 
+/// The presets for common mail services: server settings and what to set up there.
+#[utoipa::path(
+    get,
+    path = "/v1/presets",
+    tag = "servers",
+    responses((status = 200, description = "The presets", body = Vec<Object>)),
+)]
 async fn presets(_caller: crate::auth::Caller) -> Json<Value> {
     Json(herald_core::presets::all())
 }
 
+/// The installation's nodes and whether each is alive (operator).
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "operator",
+    responses((status = 200, description = "The nodes", body = crate::openapi::answers::NodeList)),
+)]
 async fn nodes(
     State(state): State<AppState>,
     caller: crate::auth::Caller,

@@ -15,7 +15,13 @@ use serde_json::{Value, json};
 use super::{Check, name, path_id};
 use crate::auth::Caller;
 use crate::body::Body;
+use crate::openapi::answers;
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_tokens, create_token, revoke_token))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,6 +40,9 @@ fn view(token: &TokenRecord) -> Value {
     })
 }
 
+/// Lists the operator tokens.
+#[utoipa::path(get, path = "/v1/operator/tokens", tag = "operator",
+    responses((status = 200, description = "The operator tokens", body = answers::OperatorTokenList)))]
 async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -45,12 +54,17 @@ async fn list_tokens(
     })))
 }
 
-#[derive(Deserialize)]
+/// An operator token to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTokenBody {
+    /// What the token is for.
     name: String,
 }
 
+/// Creates an operator token; the answer is the only time it is shown.
+#[utoipa::path(post, path = "/v1/operator/tokens", tag = "operator", request_body = NewTokenBody,
+    responses((status = 201, description = "The token, with `token`", body = answers::OperatorToken)))]
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,9 +103,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// Revokes an operator token. The token that makes the request may revoke
-/// itself: an operator rotating tokens does exactly that last, and the
+/// Revokes an operator token.
+///
+/// The token that makes the request may revoke itself: an operator rotating tokens does exactly that last, and the
 /// request that did it still gets its answer.
+#[utoipa::path(delete, path = "/v1/operator/tokens/{id}", tag = "operator",
+    params(("id" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,8 +13,23 @@ use serde_json::{Value, json};
 use super::path_id;
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
+use crate::openapi::{ObjectPath, TenantPath, answers};
 use crate::service::{self, create_person, set_person_password};
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    post_person,
+    list_persons,
+    show_person,
+    remove_person,
+    put_password,
+    create_token,
+    list_tokens,
+    revoke_token
+))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,7 +53,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A person to create; the role is `tenant_admin` or `member` (the default).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonBody {
     pub name: String,
@@ -46,6 +61,13 @@ pub struct PersonBody {
     pub role: Option<String>,
 }
 
+/// Creates a person of the tenant.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
+    request_body = PersonBody,
+    responses(
+        (status = 201, description = "The person", body = answers::Person),
+        (status = 409, description = "The e-mail address is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn post_person(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -56,6 +78,9 @@ async fn post_person(
     Ok((StatusCode::CREATED, Json(person)))
 }
 
+/// Lists the tenant's persons.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
+    responses((status = 200, description = "The persons", body = Vec<answers::Person>)))]
 async fn list_persons(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -63,6 +88,9 @@ async fn list_persons(
     Ok(Json(state.store.list_persons(tenant.id).await?))
 }
 
+/// One person.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
+    responses((status = 200, description = "The person", body = answers::Person)))]
 async fn show_person(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -76,6 +104,9 @@ async fn show_person(
     ))
 }
 
+/// Deletes a person; their personal tokens go with them.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
+    responses((status = 204, description = "Deleted")))]
 async fn remove_person(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -95,12 +126,17 @@ async fn remove_person(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A person's console password.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: String,
 }
 
+/// Sets a person's console password.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/persons/{id}/password", tag = "people", params(ObjectPath),
+    request_body = PasswordBody,
+    responses((status = 204, description = "Set")))]
 async fn put_password(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -115,7 +151,7 @@ async fn put_password(
 
 /// A token to create: its name, its role (`sender` or `tenant_admin`) and,
 /// for a personal token, its person.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     pub name: String,
@@ -123,6 +159,10 @@ pub struct TokenBody {
     pub person_id: Option<String>,
 }
 
+/// Creates an API token of the tenant; the answer is the only time it is shown.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "people", params(TenantPath),
+    request_body = TokenBody,
+    responses((status = 201, description = "The token, with `token`", body = answers::Token)))]
 async fn create_token(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -136,6 +176,9 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+/// Lists the tenant's API tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "people", params(TenantPath),
+    responses((status = 200, description = "The tokens", body = Vec<answers::Token>)))]
 async fn list_tokens(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -143,6 +186,9 @@ async fn list_tokens(
     Ok(Json(state.store.list_tokens(tenant.id).await?))
 }
 
+/// Revokes an API token of the tenant.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{id}", tag = "people", params(ObjectPath),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke_token(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,

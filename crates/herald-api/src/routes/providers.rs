@@ -14,8 +14,14 @@ use serde_json::json;
 use super::{Check, name, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
+use crate::openapi::{ObjectPath, TenantPath, answers};
 use crate::service::{create_provider, delete_provider, send_test_message, update_provider};
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, show, update, remove, test_message))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,7 +38,7 @@ pub fn router() -> Router<AppState> {
 
 /// A provider's fields; all optional so the same shape serves create and PATCH.
 /// For PATCH, an empty string clears `account_id`, `from_name`, `reply_to` or `fallback_recipient`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     pub name: Option<String>,
@@ -119,6 +125,13 @@ impl ProviderBody {
     }
 }
 
+/// Creates a notification provider.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
+    request_body = ProviderBody,
+    responses(
+        (status = 201, description = "The provider", body = answers::Provider),
+        (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -128,6 +141,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(provider)))
 }
 
+/// Lists the tenant's providers.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
+    responses((status = 200, description = "The providers", body = Vec<answers::Provider>)))]
 async fn list(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -135,6 +151,9 @@ async fn list(
     Ok(Json(state.store.list_providers(tenant.id).await?))
 }
 
+/// One provider.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+    responses((status = 200, description = "The provider", body = answers::Provider)))]
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -148,6 +167,13 @@ async fn show(
     ))
 }
 
+/// Changes a provider: absent fields keep their value, an empty string clears an optional one.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+    request_body = ProviderBody,
+    responses(
+        (status = 200, description = "The provider", body = answers::Provider),
+        (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -161,6 +187,12 @@ async fn update(
     ))
 }
 
+/// Deletes a provider that is not the tenant's active one.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The provider is in use", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -171,14 +203,23 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+/// Where a test message goes; the provider's fallback recipient when absent.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
     to: Option<String>,
 }
 
-/// Queues a test message through this provider, ahead of other mail; its
-/// attempt carries the step-by-step diagnosis. Answers at once.
+/// Queues a test message through this provider, ahead of other mail.
+///
+/// Its attempt carries the step-by-step diagnosis. Answers at once.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/providers/{id}/test", tag = "providers", params(ObjectPath),
+    request_body(content = Option<TestBody>, description = "Optional: without a body, the test goes to the provider's fallback recipient"),
+    responses(
+        (status = 202, description = "Queued", body = answers::TestQueued),
+        (status = 429, description = "Too many test messages waiting (`too-many-test-messages`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No worker node is alive (`no-worker-alive`), or the database is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn test_message(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,

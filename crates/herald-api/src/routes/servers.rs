@@ -15,11 +15,27 @@ use url::Host;
 use super::{Check, name, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
+use crate::openapi::{AccountPath, ObjectPath, TenantPath, answers};
 use crate::service::{
     create_account, create_server, delete_account, delete_server, update_server,
     warnings_when_saved,
 };
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    show,
+    update,
+    remove,
+    post_account,
+    list_accounts,
+    show_account,
+    remove_account
+))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,7 +56,7 @@ pub fn router() -> Router<AppState> {
 
 /// The fields of a server; all optional so the same shape serves create and PATCH.
 /// For PATCH, an empty string clears `tls_ca_pem`, `tls_server_name` or `helo_name`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerBody {
     pub name: Option<String>,
@@ -274,6 +290,10 @@ impl From<SmtpServer> for ServerAnswer {
     }
 }
 
+/// Creates an SMTP server; `warnings` says what is weak about it.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-servers", tag = "servers", params(TenantPath),
+    request_body = ServerBody,
+    responses((status = 201, description = "The server", body = answers::SmtpServer)))]
 async fn create(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -286,6 +306,9 @@ async fn create(
     ))
 }
 
+/// Lists the tenant's SMTP servers.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers", tag = "servers", params(TenantPath),
+    responses((status = 200, description = "The servers", body = Vec<answers::SmtpServer>)))]
 async fn list(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -294,6 +317,9 @@ async fn list(
     Ok(Json(servers.into_iter().map(ServerAnswer::from).collect()))
 }
 
+/// One SMTP server.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
+    responses((status = 200, description = "The server", body = answers::SmtpServer)))]
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -306,6 +332,12 @@ async fn show(
     Ok(Json(server.into()))
 }
 
+/// Changes an SMTP server: absent fields keep their value.
+///
+/// A change of destination or a weaker trust clears its accounts' secrets.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
+    request_body = ServerBody,
+    responses((status = 200, description = "The server", body = answers::SmtpServer)))]
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -318,6 +350,9 @@ async fn update(
     Ok(Json(ServerAnswer::saved(&state, server).await))
 }
 
+/// Deletes an SMTP server no provider uses.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
+    responses((status = 204, description = "Deleted")))]
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -329,7 +364,7 @@ async fn remove(
 }
 
 /// An SMTP account to create; the secret is one of `password`, `access_token` or `oauth2.client_secret`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
     pub username: String,
@@ -341,7 +376,7 @@ pub struct AccountBody {
 }
 
 /// OAuth2 client credentials for XOAUTH2 (Microsoft 365, Google).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Body {
     pub token_url: String,
@@ -398,6 +433,10 @@ pub(crate) fn secret(input: &str) -> Result<Secret, Invalid> {
     Ok(Secret::new(input))
 }
 
+/// Creates an account on an SMTP server; its secret is sealed and never returned.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts", tag = "servers", params(ObjectPath),
+    request_body = AccountBody,
+    responses((status = 201, description = "The account", body = answers::SmtpAccount)))]
 async fn post_account(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -410,6 +449,9 @@ async fn post_account(
     Ok((StatusCode::CREATED, Json(account)))
 }
 
+/// Lists a server's accounts.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts", tag = "servers", params(ObjectPath),
+    responses((status = 200, description = "The accounts", body = Vec<answers::SmtpAccount>)))]
 async fn list_accounts(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -423,6 +465,9 @@ async fn list_accounts(
     ))
 }
 
+/// One account.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}", tag = "servers", params(AccountPath),
+    responses((status = 200, description = "The account", body = answers::SmtpAccount)))]
 async fn show_account(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -439,6 +484,9 @@ async fn show_account(
     Ok(Json(account))
 }
 
+/// Deletes an account no provider uses.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}", tag = "servers", params(AccountPath),
+    responses((status = 204, description = "Deleted")))]
 async fn remove_account(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,

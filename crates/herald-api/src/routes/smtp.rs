@@ -12,8 +12,21 @@ use serde_json::{Value, json};
 use super::path_id;
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
+use crate::openapi::{ObjectPath, TenantPath, answers};
 use crate::service;
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create_credential,
+    list_credentials,
+    revoke_credential,
+    create_connector,
+    list_connectors,
+    delete_connector
+))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,7 +49,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An SMTP credential to create: a name that says which application uses it.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialBody {
     pub name: String,
@@ -44,7 +57,7 @@ pub struct CredentialBody {
 }
 
 /// An IP connector to create: its networks need no AUTH.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorBody {
     pub name: String,
@@ -52,6 +65,10 @@ pub struct ConnectorBody {
     pub rate_limit_per_minute: Option<u32>,
 }
 
+/// Creates an SMTP credential; the answer is the only time its password is shown.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-credentials", tag = "smtp", params(TenantPath),
+    request_body = CredentialBody,
+    responses((status = 201, description = "The credential, with `password`", body = answers::SmtpCredential)))]
 async fn create_credential(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -65,6 +82,9 @@ async fn create_credential(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+/// Lists the tenant's SMTP credentials (never their passwords).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-credentials", tag = "smtp", params(TenantPath),
+    responses((status = 200, description = "The credentials", body = Vec<answers::SmtpCredential>)))]
 async fn list_credentials(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -72,6 +92,9 @@ async fn list_credentials(
     Ok(Json(state.store.list_smtp_credentials(tenant.id).await?))
 }
 
+/// Revokes an SMTP credential.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-credentials/{id}", tag = "smtp", params(ObjectPath),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke_credential(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -82,6 +105,13 @@ async fn revoke_credential(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Creates an IP connector.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
+    request_body = ConnectorBody,
+    responses(
+        (status = 201, description = "The connector", body = answers::SmtpConnector),
+        (status = 409, description = "A network is another connector's", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn create_connector(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -91,6 +121,9 @@ async fn create_connector(
     Ok((StatusCode::CREATED, Json(connector)))
 }
 
+/// Lists the tenant's IP connectors.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
+    responses((status = 200, description = "The connectors", body = Vec<answers::SmtpConnector>)))]
 async fn list_connectors(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -99,6 +132,9 @@ async fn list_connectors(
     Ok(Json(json!(connectors)))
 }
 
+/// Deletes an IP connector.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-connectors/{id}", tag = "smtp", params(ObjectPath),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_connector(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,

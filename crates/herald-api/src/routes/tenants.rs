@@ -11,8 +11,24 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::gate::{Authorised, Operator, Sender, TenantAdmin};
+use crate::openapi::{TenantPath, answers};
 use crate::service::{create_tenant, properties, refresh, set_entitlements, set_provider};
 use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    post_tenant,
+    list_tenants,
+    get_tenant,
+    put_entitlements,
+    get_properties,
+    set_properties,
+    refresh_properties,
+    captured,
+    audit
+))]
+pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,13 +47,21 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/audit", get(audit))
 }
 
-#[derive(Deserialize)]
+/// A tenant to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenantBody {
+    /// Lowercase letters, digits and hyphens; the tenant's name in paths.
     slug: String,
     name: String,
 }
 
+/// Creates a tenant (operator).
+#[utoipa::path(post, path = "/v1/tenants", tag = "operator", request_body = NewTenantBody,
+    responses(
+        (status = 201, description = "The tenant", body = answers::Tenant),
+        (status = 409, description = "The slug is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 async fn post_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,6 +73,9 @@ async fn post_tenant(
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
+/// Lists every tenant (operator).
+#[utoipa::path(get, path = "/v1/tenants", tag = "operator",
+    responses((status = 200, description = "The tenants", body = Vec<answers::Tenant>)))]
 async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,16 +84,25 @@ async fn list_tenants(
     Ok(Json(state.store.list_tenants().await?))
 }
 
+/// The tenant, for any of its tokens.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "The tenant", body = answers::Tenant)))]
 async fn get_tenant(Authorised { tenant, .. }: Authorised<Sender>) -> Json<Tenant> {
     Json(tenant)
 }
 
-#[derive(Deserialize)]
+/// What the operator grants a tenant.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EntitlementsBody {
+    /// Whether the tenant may store passwords and tokens.
     credential_storage: bool,
 }
 
+/// Grants or withdraws entitlements (operator).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/entitlements", tag = "operator", params(TenantPath),
+    request_body = EntitlementsBody,
+    responses((status = 200, description = "The tenant", body = answers::Tenant)))]
 async fn put_entitlements(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<Operator>,
@@ -78,6 +114,9 @@ async fn put_entitlements(
     ))
 }
 
+/// The tenant's properties: the provider in effect and any change pending.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/properties", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "The properties", body = answers::Properties)))]
 async fn get_properties(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
@@ -85,12 +124,18 @@ async fn get_properties(
     Ok(Json(properties(&state, &tenant).await?))
 }
 
-#[derive(Deserialize)]
+/// The tenant's active notification provider.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PropertiesBody {
+    /// A provider's id, or null for the system default.
     notification_provider_id: Option<String>,
 }
 
+/// Chooses the tenant's active provider.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/properties", tag = "tenants", params(TenantPath),
+    request_body = PropertiesBody,
+    responses((status = 200, description = "The properties", body = answers::Properties)))]
 async fn set_properties(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -101,6 +146,9 @@ async fn set_properties(
     Ok(Json(properties(&state, &tenant).await?))
 }
 
+/// Makes every node forget what it knew of the tenant's provider.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/properties/refresh", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "The properties", body = answers::Properties)))]
 async fn refresh_properties(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
@@ -109,6 +157,9 @@ async fn refresh_properties(
     Ok(Json(properties(&state, &tenant).await?))
 }
 
+/// The newest messages of the capture mailbox.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/captured", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "Up to 100 captured messages", body = answers::CapturedList)))]
 async fn captured(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
@@ -117,6 +168,9 @@ async fn captured(
     Ok(Json(json!({ "messages": messages })))
 }
 
+/// The newest entries of the tenant's audit log.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "Up to 500 entries", body = answers::AuditList)))]
 async fn audit(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,

@@ -77,6 +77,7 @@ const GONE: StatusCode = StatusCode::NO_CONTENT;
 const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/healthz", Access::Public, OK),
     ep("GET", "/readyz", Access::Public, OK),
+    ep("GET", "/v1/openapi.json", Access::Public, OK),
     ep("GET", "/v1/presets", Access::Authenticated, OK),
     ep("GET", "/v1/nodes", Access::Operator, OK),
     ep("GET", "/v1/operator/tokens", Access::Operator, OK),
@@ -1095,7 +1096,7 @@ fn templates() -> Vec<&'static str> {
 }
 
 /// Reads every `(method, path)` the router sources declare with `.route("…", get(…).post(…))`.
-fn routes_in_source() -> BTreeSet<(String, String)> {
+pub(crate) fn routes_in_source() -> BTreeSet<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../herald-api/src/routes");
     let mut found = BTreeSet::new();
     let entries =

@@ -24,6 +24,7 @@ mod interop;
 mod isolation;
 mod metrics;
 mod oauth_egress;
+mod openapi;
 mod operator_tokens;
 mod plaintext_auth;
 mod postfix;

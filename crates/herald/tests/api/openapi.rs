@@ -1,0 +1,991 @@
+//! The OpenAPI document at `GET /v1/openapi.json`: it names every route the
+//! router serves and no other, it is valid OpenAPI 3.1 (checked by Python's
+//! `openapi-spec-validator`), and real answers match the schemas it gives.
+
+use std::collections::BTreeSet;
+
+use herald_testkit::{Dependency, require};
+use herald_testsmtp::TestSmtpServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::console_http::{HttpSession, give_password};
+use crate::helpers::*;
+use crate::isolation::routes_in_source;
+
+/// The document as the node serves it, to a client without a token.
+async fn document(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.base))
+        .send()
+        .await
+        .expect("the request reaches the node");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert_eq!(content_type, "application/json");
+    response.json().await.expect("the document is JSON")
+}
+
+/// The (method, path template) pairs the document describes.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            found.insert((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_document_describes_every_route_the_router_serves_and_no_other() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+
+    let served = routes_in_source();
+    let described = documented(&doc);
+    let missing: Vec<_> = served.difference(&described).collect();
+    let stale: Vec<_> = described.difference(&served).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "the OpenAPI document and the router disagree.\n\
+         served but not described (add #[utoipa::path] and list the handler in its module's Api): {missing:?}\n\
+         described but not served: {stale:?}"
+    );
+    // The parser agrees with a document that lost routes only if both did: a floor.
+    assert!(served.len() >= 50, "{served:?}");
+}
+
+#[tokio::test]
+async fn the_document_is_valid_openapi_3_1() {
+    let validator = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .output()
+        .map_err(|e| format!("python3 cannot run: {e}"))
+        .and_then(|out| {
+            out.status.success().then_some(()).ok_or_else(|| {
+                "the openapi-spec-validator Python package is not installed \
+                 (pip install openapi-spec-validator)"
+                    .to_owned()
+            })
+        });
+    if require(Dependency::Python, validator).is_none() {
+        return;
+    }
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let file = app.dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let output = tokio::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refuses the document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Follows a local `$ref` (`#/components/...`) until it reaches a definition.
+fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
+    while let Some(reference) = value.get("$ref").and_then(Value::as_str) {
+        let pointer = reference.strip_prefix('#').expect("a local reference");
+        value = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{reference} resolves to nothing"));
+    }
+    value
+}
+
+/// The schema of the body of `method template` answering `status`, and its content type.
+fn answer_schema<'a>(
+    doc: &'a Value,
+    method: &str,
+    template: &str,
+    status: u16,
+) -> (&'a str, &'a Value) {
+    let operation = &doc["paths"][template][method.to_ascii_lowercase()];
+    assert!(
+        operation.is_object(),
+        "{method} {template} is not described"
+    );
+    let response = &operation["responses"][status.to_string()];
+    assert!(
+        !response.is_null(),
+        "{method} {template} does not describe a {status} answer"
+    );
+    let content = resolve(doc, response)["content"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {template} {status} has no content"));
+    let (kind, media) = content.iter().next().expect("a media type");
+    (kind.as_str(), &media["schema"])
+}
+
+/// Where `value` breaks `schema`: a wrong type, a missing required field,
+/// or a field the schema does not describe (every field sent must be documented).
+fn violations(doc: &Value, schema: &Value, value: &Value, at: &str, found: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    for combinator in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[combinator].as_array() {
+            let fits = options.iter().any(|option| {
+                let mut inner = Vec::new();
+                violations(doc, option, value, at, &mut inner);
+                inner.is_empty()
+            });
+            if !fits {
+                found.push(format!(
+                    "{at}: {value} fits none of {combinator} {options:?}"
+                ));
+            }
+            return;
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for part in all {
+            violations(doc, part, value, at, found);
+        }
+        return;
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let type_fits = types.is_empty()
+        || types.contains(&kind)
+        || (kind == "integer" && types.contains(&"number"));
+    if !type_fits {
+        found.push(format!("{at}: {value} is {kind}, documented as {types:?}"));
+        return;
+    }
+    if let Some(words) = schema["enum"].as_array() {
+        if !words.contains(value) {
+            found.push(format!("{at}: {value} is not one of {words:?}"));
+        }
+    }
+    match value {
+        Value::Object(fields) => {
+            if let Some(properties) = schema["properties"].as_object() {
+                for (name, field) in fields {
+                    match properties.get(name) {
+                        Some(property) => {
+                            violations(doc, property, field, &format!("{at}.{name}"), found)
+                        }
+                        None => found.push(format!("{at}.{name} is sent but not documented")),
+                    }
+                }
+                for required in schema["required"].as_array().into_iter().flatten() {
+                    let name = required.as_str().unwrap();
+                    if !fields.contains_key(name) {
+                        found.push(format!("{at}.{name} is required but not sent"));
+                    }
+                }
+            } else if let Some(values) =
+                schema.get("additionalProperties").filter(|v| v.is_object())
+            {
+                for (name, field) in fields {
+                    violations(doc, values, field, &format!("{at}.{name}"), found);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, element) in items.iter().enumerate() {
+                    violations(doc, item, element, &format!("{at}[{i}]"), found);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Collects the answers of a walk through the API and checks each against the document.
+struct Walk<'a> {
+    app: &'a TestApp,
+    doc: Value,
+    checked: BTreeSet<(String, String)>,
+    found: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Calls `path` (an instance of `template`) and checks the answer; returns it.
+    async fn call(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        expected: StatusCode,
+    ) -> Value {
+        let (status, answer) = self.app.call(method.clone(), path, token, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        if status == StatusCode::NO_CONTENT {
+            self.checked
+                .insert((method.to_string(), template.to_owned()));
+            return answer;
+        }
+        let (kind, schema) = answer_schema(&self.doc, method.as_str(), template, status.as_u16());
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(
+                kind, "application/problem+json",
+                "{method} {template} {status}"
+            );
+        }
+        violations(
+            &self.doc,
+            schema,
+            &answer,
+            &format!("{method} {template} {status}"),
+            &mut self.found,
+        );
+        self.checked
+            .insert((method.to_string(), template.to_owned()));
+        answer
+    }
+}
+
+/// Real answers of every kind the document describes (records, lists,
+/// pages, creations that show a secret once, problems) fit their schemas:
+/// a field added to an answer and not documented fails here.
+#[tokio::test]
+async fn real_answers_match_the_documented_schemas() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let mut walk = Walk {
+        app: &app,
+        doc,
+        checked: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    let op = Some(OPERATOR);
+    use Method as M;
+    use StatusCode as S;
+
+    walk.call(M::GET, "/healthz", "/healthz", None, None, S::OK)
+        .await;
+    walk.call(M::GET, "/readyz", "/readyz", None, None, S::OK)
+        .await;
+    walk.call(M::GET, "/v1/nodes", "/v1/nodes", op, None, S::OK)
+        .await;
+    walk.call(M::GET, "/v1/presets", "/v1/presets", op, None, S::OK)
+        .await;
+    let token = walk
+        .call(
+            M::POST,
+            "/v1/operator/tokens",
+            "/v1/operator/tokens",
+            op,
+            Some(json!({"name": "ci"})),
+            S::CREATED,
+        )
+        .await;
+    walk.call(
+        M::GET,
+        "/v1/operator/tokens",
+        "/v1/operator/tokens",
+        op,
+        None,
+        S::OK,
+    )
+    .await;
+    let path = format!("/v1/operator/tokens/{}", token["id"].as_str().unwrap());
+    walk.call(
+        M::DELETE,
+        "/v1/operator/tokens/{id}",
+        &path,
+        op,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+
+    let acme = app.tenant("acme").await;
+    let admin = Some(acme.admin.as_str());
+    let sender = Some(acme.sender.as_str());
+    let t = |rest: &str| format!("/v1/tenants/acme{rest}");
+    walk.call(M::GET, "/v1/tenants", "/v1/tenants", op, None, S::OK)
+        .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants",
+        "/v1/tenants",
+        op,
+        Some(json!({"slug": "globex", "name": "Globex"})),
+        S::CREATED,
+    )
+    .await;
+    walk.call(M::GET, "/v1/tenants/{tenant}", &t(""), sender, None, S::OK)
+        .await;
+    walk.call(
+        M::PUT,
+        "/v1/tenants/{tenant}/entitlements",
+        &t("/entitlements"),
+        op,
+        Some(json!({"credential_storage": true})),
+        S::OK,
+    )
+    .await;
+
+    // Mail without a provider lands in the capture mailbox.
+    let submitted = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/messages",
+            &t("/messages"),
+            sender,
+            Some(json!({"subject": "Hello", "text": "captured", "idempotency_key": "k1"})),
+            S::ACCEPTED,
+        )
+        .await;
+    let captured_id = submitted["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&acme, &captured_id, "sent").await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/captured",
+        &t("/captured"),
+        sender,
+        None,
+        S::OK,
+    )
+    .await;
+
+    // People and tokens.
+    let person = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/persons",
+            &t("/persons"),
+            admin,
+            Some(json!({"name": "Mia", "email": "mia@acme.example"})),
+            S::CREATED,
+        )
+        .await;
+    let person = format!("/persons/{}", person["id"].as_str().unwrap());
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/persons",
+        &t("/persons"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/persons/{id}",
+        &t(&person),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::PUT,
+        "/v1/tenants/{tenant}/persons/{id}/password",
+        &t(&format!("{person}/password")),
+        admin,
+        Some(json!({"password": "correct horse battery staple"})),
+        S::NO_CONTENT,
+    )
+    .await;
+    let token = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/tokens",
+            &t("/tokens"),
+            admin,
+            Some(json!({"name": "app", "role": "sender"})),
+            S::CREATED,
+        )
+        .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/tokens",
+        &t("/tokens"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    let token = format!("/tokens/{}", token["id"].as_str().unwrap());
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/tokens/{id}",
+        &t(&token),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/persons/{id}",
+        &t(&person),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+
+    // A server with an account (and a warning), a provider, the properties.
+    let server = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/smtp-servers",
+            &t("/smtp-servers"),
+            admin,
+            Some(
+                json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"}),
+            ),
+            S::CREATED,
+        )
+        .await;
+    let server = format!("/smtp-servers/{}", server["id"].as_str().unwrap());
+    // A second server, whose answer carries a warning.
+    let weak = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/smtp-servers",
+            &t("/smtp-servers"),
+            admin,
+            Some(json!({"name": "weak", "host": "127.0.0.1", "port": 25, "tls_verify": false})),
+            S::CREATED,
+        )
+        .await;
+    assert_eq!(weak["warnings"][0]["code"], "tls_not_verified", "{weak}");
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-servers",
+        &t("/smtp-servers"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-servers/{id}",
+        &t(&server),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    let account = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/smtp-servers/{id}/accounts",
+            &t(&format!("{server}/accounts")),
+            admin,
+            Some(json!({"username": "herald", "password": "secret"})),
+            S::CREATED,
+        )
+        .await;
+    let account = format!("{server}/accounts/{}", account["id"].as_str().unwrap());
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-servers/{id}/accounts",
+        &t(&format!("{server}/accounts")),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
+        &t(&account),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
+        &t(&account),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+    walk.call(
+        M::PATCH,
+        "/v1/tenants/{tenant}/smtp-servers/{id}",
+        &t(&server),
+        admin,
+        Some(json!({"max_connections": 2})),
+        S::OK,
+    )
+    .await;
+    let provider = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/providers",
+            &t("/providers"),
+            admin,
+            Some(json!({
+                "name": "corporate", "smtp_server_id": server.trim_start_matches("/smtp-servers/"),
+                "from_address": "alerts@acme.example", "from_name": "Acme Alerts",
+                "reply_to": "Desk <desk@acme.example>", "fallback_recipient": "ops@acme.example"
+            })),
+            S::CREATED,
+        )
+        .await;
+    let provider_id = provider["id"].as_str().unwrap().to_owned();
+    let provider = format!("/providers/{provider_id}");
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/providers",
+        &t("/providers"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/providers/{id}",
+        &t(&provider),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::PATCH,
+        "/v1/tenants/{tenant}/providers/{id}",
+        &t(&provider),
+        admin,
+        Some(json!({"from_name": ""})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/properties",
+        &t("/properties"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::PUT,
+        "/v1/tenants/{tenant}/properties",
+        &t("/properties"),
+        admin,
+        Some(json!({"notification_provider_id": provider_id})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/properties/refresh",
+        &t("/properties/refresh"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+
+    // Mail through the server, and a test message with its diagnosis.
+    let batch = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/messages/batch",
+            &t("/messages/batch"),
+            sender,
+            Some(json!({"messages": [
+                {"to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"], "subject": "Hi", "html": "<p>hi</p>",
+                 "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGk="}]},
+                {"to": ["not an address"], "subject": "Refused", "text": "x"}
+            ]})),
+            S::OK,
+        )
+        .await;
+    let sent = batch["results"][0]["id"].as_str().unwrap().to_owned();
+    assert!(batch["results"][1]["error"].is_object(), "{batch}");
+    app.wait_for_status(&acme, &sent, "sent").await;
+    let test = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/providers/{id}/test",
+            &t(&format!("{provider}/test")),
+            admin,
+            None,
+            S::ACCEPTED,
+        )
+        .await;
+    let test_id = test["message_id"].as_str().unwrap().to_owned();
+    app.wait_for_attempts(&acme, &test_id, 1).await;
+    for id in [&captured_id, &sent, &test_id] {
+        walk.call(
+            M::GET,
+            "/v1/tenants/{tenant}/messages/{id}",
+            &t(&format!("/messages/{id}")),
+            admin,
+            None,
+            S::OK,
+        )
+        .await;
+    }
+    let page = walk
+        .call(
+            M::GET,
+            "/v1/tenants/{tenant}/messages",
+            &t("/messages?limit=1"),
+            sender,
+            None,
+            S::OK,
+        )
+        .await;
+    assert!(page["next_cursor"].is_string(), "{page}");
+
+    // SMTP submission's credentials and connectors.
+    let credential = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/smtp-credentials",
+            &t("/smtp-credentials"),
+            admin,
+            Some(json!({"name": "app", "rate_limit_per_minute": 60})),
+            S::CREATED,
+        )
+        .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-credentials",
+        &t("/smtp-credentials"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    let credential = format!("/smtp-credentials/{}", credential["id"].as_str().unwrap());
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/smtp-credentials/{id}",
+        &t(&credential),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+    let connector = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/smtp-connectors",
+            &t("/smtp-connectors"),
+            admin,
+            Some(json!({"name": "relay", "cidrs": ["192.0.2.0/24"]})),
+            S::CREATED,
+        )
+        .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/smtp-connectors",
+        &t("/smtp-connectors"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    let connector = format!("/smtp-connectors/{}", connector["id"].as_str().unwrap());
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/smtp-connectors/{id}",
+        &t(&connector),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+
+    // Problems: each is a problem document of a documented type.
+    walk.call(
+        M::GET,
+        "/v1/tenants",
+        "/v1/tenants",
+        None,
+        None,
+        S::UNAUTHORIZED,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants",
+        "/v1/tenants",
+        sender,
+        None,
+        S::FORBIDDEN,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/messages/{id}",
+        &t("/messages/nope"),
+        sender,
+        None,
+        S::NOT_FOUND,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/messages",
+        &t("/messages"),
+        sender,
+        Some(json!({"to": ["a@b"], "subject": "x\ny", "text": "x"})),
+        S::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/smtp-connectors",
+        &t("/smtp-connectors"),
+        admin,
+        Some(json!({"name": "relay", "wrong": 1})),
+        S::BAD_REQUEST,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/persons",
+        &t("/persons"),
+        admin,
+        Some(json!({"name": "Admin again", "email": "admin@acme.example"})),
+        S::CONFLICT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/providers/{id}",
+        &t(&provider),
+        admin,
+        None,
+        S::CONFLICT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/smtp-servers/{id}",
+        &t(&server),
+        admin,
+        None,
+        S::CONFLICT,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/audit",
+        &t("/audit"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+
+    assert!(
+        walk.found.is_empty(),
+        "answers the document does not describe:\n{}",
+        walk.found.join("\n")
+    );
+    // Every route was called at least once, so no described answer went unchecked.
+    let unchecked: Vec<_> = routes_in_source()
+        .difference(&walk.checked)
+        .cloned()
+        .collect();
+    let allowed: BTreeSet<(String, String)> = [("GET", "/v1/openapi.json")]
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let unchecked: Vec<_> = unchecked
+        .into_iter()
+        .filter(|r| !allowed.contains(r))
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "routes the walk did not call: {unchecked:?}"
+    );
+}
+
+/// Spot checks of what clients rely on most.
+#[tokio::test]
+async fn the_document_says_what_clients_rely_on() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+
+    // A message may carry attachments; a page of messages says where the next begins.
+    let body = &doc["paths"]["/v1/tenants/{tenant}/messages"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    let body = resolve(&doc, body);
+    assert!(body["properties"]["attachments"].is_object(), "{body}");
+    assert_eq!(
+        body["additionalProperties"], false,
+        "unknown fields are refused"
+    );
+    let (_, page) = answer_schema(&doc, "GET", "/v1/tenants/{tenant}/messages", 200);
+    assert!(
+        resolve(&doc, page)["properties"]["next_cursor"].is_object(),
+        "{page}"
+    );
+    let params = doc["paths"]["/v1/tenants/{tenant}/messages"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let names: BTreeSet<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for name in [
+        "tenant",
+        "status",
+        "recipient",
+        "since",
+        "until",
+        "source",
+        "limit",
+        "cursor",
+    ] {
+        assert!(names.contains(name), "no parameter {name}: {names:?}");
+    }
+
+    // Every error answer of every operation is a problem document.
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let public = operation["security"] == json!([]);
+            let public_routes = ["/healthz", "/readyz", "/v1/openapi.json"];
+            assert_eq!(
+                public,
+                public_routes.contains(&path.as_str()),
+                "{method} {path}: {}",
+                operation["security"]
+            );
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = &resolve(&doc, response)["content"];
+                    assert_eq!(
+                        content["application/problem+json"]["schema"], problem,
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            if !public {
+                assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+            }
+        }
+    }
+    assert!(operations >= 50);
+    let (kind, invalid) = answer_schema(&doc, "POST", "/v1/tenants/{tenant}/messages", 422);
+    assert_eq!((kind, invalid), ("application/problem+json", &problem));
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // The problem types are listed, and a real problem is one of them.
+    let types = doc["components"]["schemas"]["ProblemType"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(
+        types.contains(&json!("urn:herald:problem:invalid-fields")),
+        "{types:?}"
+    );
+    let (status, answer) = app.call(Method::GET, "/v1/tenants", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(types.contains(&answer["type"]), "{answer}");
+}
+
+/// The document needs no token, and a token does not change it.
+#[tokio::test]
+async fn the_document_is_public() {
+    let app = spawn_app().await;
+    let anonymous = document(&app).await;
+    let (status, with_token) = app.get("/v1/openapi.json", OPERATOR).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(anonymous, with_token);
+}
+
+/// The checker above has teeth: it finds an undocumented field, a wrong
+/// type, a missing required field and a value outside an enum, through
+/// references and `oneOf`.
+#[test]
+fn the_answer_checker_finds_what_the_document_does_not_say() {
+    let doc = json!({"components": {"schemas": {
+        "Word": {"type": "string", "enum": ["a", "b"]},
+        "Thing": {"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "string"},
+            "count": {"type": ["integer", "null"]},
+            "word": {"$ref": "#/components/schemas/Word"},
+            "inner": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Thing"}]},
+            "list": {"type": "array", "items": {"$ref": "#/components/schemas/Thing"}}
+        }}
+    }}});
+    let schema = json!({"$ref": "#/components/schemas/Thing"});
+    let check = |value: Value| {
+        let mut found = Vec::new();
+        violations(&doc, &schema, &value, "$", &mut found);
+        found
+    };
+    let fine = json!({"id": "x", "count": null, "word": "a", "inner": {"id": "y"}, "list": [{"id": "z", "count": 3}]});
+    assert_eq!(check(fine), Vec::<String>::new());
+    for wrong in [
+        json!({"id": "x", "extra": 1}),
+        json!({"id": 1}),
+        json!({"count": 1}),
+        json!({"id": "x", "word": "c"}),
+        json!({"id": "x", "inner": {"id": "y", "extra": true}}),
+        json!({"id": "x", "list": [{"id": "z", "count": "3"}]}),
+    ] {
+        assert!(!check(wrong.clone()).is_empty(), "{wrong} passed");
+    }
+}
+
+/// The console's API tokens page links the document, and the link answers it.
+#[tokio::test]
+async fn the_console_links_the_document_from_the_tokens_page() {
+    let app = spawn_app().await;
+    app.tenant("acme").await;
+    let password = "a long enough console password";
+    give_password(&app, "acme", "admin@acme.example", password).await;
+    let console = HttpSession::sign_in(&app, "admin@acme.example", password, "/t/acme").await;
+    let page = console.get("/t/acme/tokens").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let link = page
+        .html
+        .split("<a href=\"")
+        .skip(1)
+        .map(|part| part.split('"').next().unwrap())
+        .find(|href| href.contains("openapi"))
+        .unwrap_or_else(|| panic!("no link to the OpenAPI document: {}", page.html));
+    assert_eq!(link, "/v1/openapi.json");
+    assert!(page.html.contains("API reference (OpenAPI)"));
+    let served = console.get(link).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert!(served.content_type.starts_with("application/json"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&served.html).unwrap(),
+        document(&app).await
+    );
+}
