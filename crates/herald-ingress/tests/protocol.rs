@@ -13,15 +13,8 @@ use support::*;
 #[tokio::test]
 async fn a_connector_needs_no_auth_and_its_rate_limit_answers_451() {
     let server = start(Memory::with_connector(Some(1)), false, remote()).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        250,
-        "2.0.0",
-    );
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    smtp.deliver(MESSAGE).await;
     expect(
         &smtp.command("MAIL FROM:<app@example.test>").await,
         451,
@@ -82,8 +75,7 @@ async fn pipelined_commands_get_their_replies_in_order() {
 async fn smuggled_ends_of_data_never_end_it_and_never_make_two_messages() {
     let server = start(Memory::with_connector(None), false, settings()).await;
     for smuggled in ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n"] {
-        let mut smtp = Smtp::connect(server.addr).await;
-        smtp.ehlo().await;
+        let mut smtp = Smtp::connect_ehlo(server.addr).await;
         smtp.send("MAIL FROM:<app@example.test>\r\nRCPT TO:<ops@example.test>\r\nDATA\r\n")
             .await;
         expect(&smtp.read().await.unwrap(), 250, "2.1.0");
@@ -105,8 +97,7 @@ async fn smuggled_ends_of_data_never_end_it_and_never_make_two_messages() {
         "Subject: x\r\n\r\na\rb\r\n.\r\n",
         "Subject: x\nY: z\r\n\r\n.\r\n",
     ] {
-        let mut smtp = Smtp::connect(server.addr).await;
-        smtp.ehlo().await;
+        let mut smtp = Smtp::connect_ehlo(server.addr).await;
         smtp.send("MAIL FROM:<app@example.test>\r\nRCPT TO:<ops@example.test>\r\nDATA\r\n")
             .await;
         for _ in 0..2 {
@@ -125,12 +116,8 @@ async fn a_10_mib_message_arrives_byte_for_byte() {
     let server = start(Memory::with_connector(None), false, settings()).await;
     let message = big_message(10 * 1024 * 1024);
     assert!(message.len() <= 10 * 1024 * 1024);
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
-    let answer = smtp
-        .send_mail("app@example.test", "ops@example.test", &message)
-        .await;
-    expect(&answer, 250, "2.0.0");
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    smtp.deliver(&message).await;
     let stored = server.backend.messages();
     assert!(
         without_received(&stored[0].1.data) == message.as_slice(),
@@ -152,30 +139,17 @@ async fn size_limits_at_mail_and_after_data() {
         "5.3.4",
     );
     let body = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(990));
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", body.as_bytes())
-            .await,
-        552,
-        "5.3.4",
-    );
+    expect(&smtp.send_message(body.as_bytes()).await, 552, "5.3.4");
     expect(&smtp.command("NOOP").await, 250, "2.0.0");
     let body = format!("Subject: fits\r\n\r\n{}\r\n", "x".repeat(900));
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", body.as_bytes())
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(body.as_bytes()).await;
     assert_eq!(server.backend.messages().len(), 1);
 }
 
 #[tokio::test]
 async fn lines_too_long() {
     let server = start(Memory::with_connector(None), false, settings()).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
     // 1,000 octets with CRLF is the most a command line may have.
     let longest = format!("NOOP {}", "x".repeat(1000 - 5 - 2));
     expect(&smtp.command(&longest).await, 250, "2.0.0");
@@ -188,21 +162,9 @@ async fn lines_too_long() {
 
     let line = "y".repeat(998);
     let ok = format!("Subject: x\r\n\r\n{line}\r\n");
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", ok.as_bytes())
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(ok.as_bytes()).await;
     let over = format!("Subject: x\r\n\r\n{line}y\r\n");
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", over.as_bytes())
-            .await,
-        554,
-        "5.6.0",
-    );
+    expect(&smtp.send_message(over.as_bytes()).await, 554, "5.6.0");
     assert_eq!(server.backend.messages().len(), 1);
 }
 
@@ -211,24 +173,11 @@ async fn too_many_header_fields() {
     let mut settings = settings();
     settings.max_header_fields = 3;
     let server = start(Memory::with_connector(None), false, settings).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
     let ok = b"A: 1\r\nB: 2\r\n  folded\r\nC: 3\r\n\r\nD: body\r\n";
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", ok)
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(ok).await;
     let over = b"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\nbody\r\n";
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", over)
-            .await,
-        552,
-        "5.3.4",
-    );
+    expect(&smtp.send_message(over).await, 552, "5.3.4");
 }
 
 #[tokio::test]
@@ -269,31 +218,12 @@ async fn sessions_in_all_are_limited() {
 async fn a_backend_refusal_is_passed_through_never_250() {
     let server = start(Memory::with_connector(None), false, settings()).await;
     *server.backend.refuse.lock().unwrap() = Some(Refusal::store_unavailable());
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        451,
-        "4.3.0",
-    );
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    expect(&smtp.send_message(MESSAGE).await, 451, "4.3.0");
     *server.backend.refuse.lock().unwrap() = Some(Refusal::new(452, "4.3.1", "Queue full"));
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        452,
-        "4.3.1",
-    );
+    expect(&smtp.send_message(MESSAGE).await, 452, "4.3.1");
     *server.backend.refuse.lock().unwrap() = None;
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(MESSAGE).await;
 }
 
 #[tokio::test]
@@ -413,21 +343,10 @@ async fn the_order_of_commands_and_their_codes() {
 #[tokio::test]
 async fn stopping_finishes_the_message_in_flight_then_closes() {
     let server = start(Memory::with_connector(None), false, settings()).await;
-    let mut idle = Smtp::connect(server.addr).await;
-    idle.ehlo().await;
-    let mut busy = Smtp::connect(server.addr).await;
-    busy.ehlo().await;
-    expect(
-        &busy.command("MAIL FROM:<app@example.test>").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &busy.command("RCPT TO:<ops@example.test>").await,
-        250,
-        "2.1.5",
-    );
-    assert_eq!(busy.command("DATA").await.code, 354);
+    let mut idle = Smtp::connect_ehlo(server.addr).await;
+    let mut busy = Smtp::connect_ehlo(server.addr).await;
+    busy.begin_data("app@example.test", "ops@example.test")
+        .await;
     busy.send("Subject: in flight\r\n\r\nfirst half\r\n").await;
 
     server.stop.send(true).unwrap();
@@ -493,19 +412,9 @@ async fn a_client_that_stalls_in_data_is_told_421_and_nothing_is_stored() {
     let mut settings = settings();
     settings.data_timeout = Duration::from_millis(50);
     let server = start(Memory::with_connector(None), false, settings).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &smtp.command("RCPT TO:<ops@example.test>").await,
-        250,
-        "2.1.5",
-    );
-    assert_eq!(smtp.command("DATA").await.code, 354);
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    smtp.begin_data("app@example.test", "ops@example.test")
+        .await;
     smtp.send("Subject: half\r\n\r\nand then nothing").await;
     expect(&smtp.read().await.expect("a reply"), 421, "4.4.2");
     assert!(smtp.closed().await);
@@ -515,18 +424,9 @@ async fn a_client_that_stalls_in_data_is_told_421_and_nothing_is_stored() {
 #[tokio::test]
 async fn ehlo_and_rset_end_a_transaction() {
     let server = start(Memory::with_connector(None), false, settings()).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &smtp.command("RCPT TO:<ops@example.test>").await,
-        250,
-        "2.1.5",
-    );
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    smtp.begin_mail("app@example.test", "ops@example.test")
+        .await;
     expect(&smtp.login(USER, PASSWORD).await, 503, "5.5.1");
     smtp.ehlo().await;
     expect(&smtp.command("DATA").await, 503, "5.5.1");
@@ -541,12 +441,6 @@ async fn ehlo_and_rset_end_a_transaction() {
         503,
         "5.5.1",
     );
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(MESSAGE).await;
     assert_eq!(server.backend.messages().len(), 1);
 }

@@ -86,10 +86,7 @@ async fn starttls_then_auth_plain_and_a_message_with_its_received_header() {
     expect(&smtp.login(USER, "wrong").await, 535, "5.7.8");
     expect(&smtp.login(USER, PASSWORD).await, 235, "2.7.0");
     expect(&smtp.login(USER, PASSWORD).await, 503, "5.5.1");
-    let answer = smtp
-        .send_mail("app@example.test", "ops@example.test", MESSAGE)
-        .await;
-    expect(&answer, 250, "2.0.0");
+    let answer = smtp.deliver(MESSAGE).await;
     assert!(answer.text().contains("msg-1"), "{answer}");
     expect(&smtp.command("QUIT").await, 221, "2.0.0");
 
@@ -220,8 +217,7 @@ async fn sighup_reloads_the_certificate() {
 async fn bytes_pipelined_after_starttls_are_never_executed() {
     let backend = Memory::with_connector(None);
     let server = start(backend, true, remote()).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
     smtp.send("STARTTLS\r\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.test>\r\n")
         .await;
     let answer = smtp.read().await.expect("a reply");
@@ -238,8 +234,7 @@ async fn a_store_that_cannot_answer_who_is_sending_gives_temporary_replies() {
         "4.7.0",
         "Temporary authentication failure",
     ));
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
     // Not 530: the client may well be a connector's, and its mail must wait, not bounce.
     *server.backend.unavailable.lock().unwrap() = None;
     expect(
@@ -255,13 +250,7 @@ async fn a_store_that_cannot_answer_who_is_sending_gives_temporary_replies() {
     expect(&smtp.login(USER, PASSWORD).await, 454, "4.7.0");
     *server.backend.unavailable.lock().unwrap() = None;
     expect(&smtp.login(USER, PASSWORD).await, 235, "2.7.0");
-    expect(
-        &smtp
-            .send_mail("app@example.test", "ops@example.test", MESSAGE)
-            .await,
-        250,
-        "2.0.0",
-    );
+    smtp.deliver(MESSAGE).await;
 }
 
 #[tokio::test]
@@ -269,18 +258,15 @@ async fn failed_auth_from_an_address_is_throttled() {
     let mut settings = settings();
     settings.max_auth_failures = 3;
     let server = start(Memory::new(), false, settings).await;
-    let mut smtp = Smtp::connect(server.addr).await;
-    smtp.ehlo().await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
     expect(&smtp.login(USER, "a").await, 535, "5.7.8");
     expect(&smtp.login(USER, "b").await, 535, "5.7.8");
-    let mut other = Smtp::connect(server.addr).await;
-    other.ehlo().await;
+    let mut other = Smtp::connect_ehlo(server.addr).await;
     expect(&other.login(USER, "c").await, 535, "5.7.8");
     // Blocked now, even with the right password, in every session from the address.
     expect(&smtp.login(USER, PASSWORD).await, 454, "4.7.0");
     assert!(smtp.closed().await);
-    let mut third = Smtp::connect(server.addr).await;
-    third.ehlo().await;
+    let mut third = Smtp::connect_ehlo(server.addr).await;
     expect(&third.login(USER, PASSWORD).await, 454, "4.7.0");
 }
 

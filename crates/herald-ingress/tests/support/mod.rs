@@ -314,6 +314,46 @@ impl Smtp {
         self.command(&format!("AUTH PLAIN {response}")).await
     }
 
+    /// Connects, reads the greeting and says EHLO.
+    pub async fn connect_ehlo(addr: SocketAddr) -> Smtp {
+        let mut smtp = Smtp::connect(addr).await;
+        smtp.ehlo().await;
+        smtp
+    }
+
+    /// MAIL and one RCPT, each expected to succeed (250 2.1.0, 250 2.1.5).
+    pub async fn begin_mail(&mut self, from: &str, to: &str) {
+        expect(
+            &self.command(&format!("MAIL FROM:<{from}>")).await,
+            250,
+            "2.1.0",
+        );
+        expect(
+            &self.command(&format!("RCPT TO:<{to}>")).await,
+            250,
+            "2.1.5",
+        );
+    }
+
+    /// MAIL, one RCPT and DATA, expecting 250, 250 and 354: the message may follow.
+    pub async fn begin_data(&mut self, from: &str, to: &str) {
+        self.begin_mail(from, to).await;
+        assert_eq!(self.command("DATA").await.code, 354);
+    }
+
+    /// [`Smtp::send_mail`] from `app@example.test` to `ops@example.test`.
+    pub async fn send_message(&mut self, message: &[u8]) -> Answer {
+        self.send_mail("app@example.test", "ops@example.test", message)
+            .await
+    }
+
+    /// [`Smtp::send_message`], expecting it to be accepted (250 2.0.0); returns that reply.
+    pub async fn deliver(&mut self, message: &[u8]) -> Answer {
+        let answer = self.send_message(message).await;
+        expect(&answer, 250, "2.0.0");
+        answer
+    }
+
     /// MAIL, one RCPT, DATA and the message (dot-stuffed here); returns the final reply.
     pub async fn send_mail(&mut self, from: &str, to: &str, message: &[u8]) -> Answer {
         let mail = self.command(&format!("MAIL FROM:<{from}>")).await;
