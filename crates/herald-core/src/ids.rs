@@ -61,6 +61,8 @@ id_type!(
     SmtpCredentialId,
     /// A tenant's IP connector for the submission listener.
     SmtpConnectorId,
+    /// A tenant's delivery webhook.
+    WebhookId,
 );
 
 /// A new random id for one start of a node's process, its *incarnation*.

@@ -15,12 +15,13 @@ pub mod terminal;
 pub mod text;
 pub mod timestamp;
 pub mod token;
+pub mod webhook;
 
 pub use address::{EmailAddress, Mailbox};
 pub use endpoint::EndpointUrl;
 pub use ids::{
     AccountId, MessageId, PersonId, ProviderId, RecipientId, ServerId, SmtpConnectorId,
-    SmtpCredentialId, TenantId, TokenId,
+    SmtpCredentialId, TenantId, TokenId, WebhookId,
 };
 pub use invalid::{FieldError, Invalid};
 pub use secret::{SealError, Sealer, Secret, redact_url};

@@ -5,6 +5,7 @@
 
 pub mod migrate;
 pub mod model;
+mod outbox;
 mod postgres;
 mod rows;
 mod rules;
@@ -15,7 +16,7 @@ mod walk;
 use async_trait::async_trait;
 use herald_core::{
     AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId,
-    SmtpConnectorId, SmtpCredentialId, TenantId, TenantSlug, TokenId,
+    SmtpConnectorId, SmtpCredentialId, TenantId, TenantSlug, TokenId, WebhookId,
 };
 
 /// Connectors' networks are `ipnet::IpNet`s.
@@ -25,7 +26,7 @@ pub use model::*;
 /// The store's traits, for code that calls its methods:
 /// `use herald_store::prelude::*;` brings every capability into scope.
 pub mod prelude {
-    pub use crate::{Configuration, Ingress, Queue, Sessions, Store, Tenants};
+    pub use crate::{Configuration, Ingress, Queue, Sessions, Store, Tenants, Webhooks};
 }
 
 /// The most tenants one claim looks at (beyond those it passes over for
@@ -171,7 +172,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// tenant's id and never return another tenant's objects.
 #[async_trait]
 pub trait Store:
-    Tenants + Configuration + Queue + Sessions + Ingress + Send + Sync + 'static
+    Tenants + Configuration + Queue + Sessions + Ingress + Webhooks + Send + Sync + 'static
 {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
@@ -506,4 +507,77 @@ pub trait Sessions: Send + Sync {
 
     /// Ends a session (sign-out); ending one that does not exist is not an error.
     async fn delete_session(&self, hash: &str) -> Result<()>;
+}
+
+/// The store's delivery webhooks: tenants' endpoints, and the outbox of
+/// events for them. [`Queue::complete`] writes the events an outcome causes
+/// in the outcome's own transaction; a dispatcher claims them under a lease
+/// and records each attempt.
+#[async_trait]
+pub trait Webhooks: Send + Sync {
+    /// Stores a webhook.
+    async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook>;
+
+    /// One webhook of the tenant.
+    async fn webhook(&self, tenant: TenantId, id: WebhookId) -> Result<Webhook>;
+
+    /// The tenant's webhooks, oldest first.
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<Webhook>>;
+
+    /// Changes a webhook's URL, events or state at `now`.
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        change: WebhookChange,
+        now: i64,
+    ) -> Result<Webhook>;
+
+    /// Replaces the signing secret; the previous one keeps signing beside it
+    /// until `previous_until`.
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        sealed_secret: String,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Webhook>;
+
+    /// Deletes a webhook and its events, sent or not.
+    async fn delete_webhook(&self, tenant: TenantId, id: WebhookId) -> Result<()>;
+
+    /// The webhook's newest event deliveries, newest first.
+    async fn webhook_deliveries(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>>;
+
+    /// Records a test event's one attempt among the webhook's deliveries.
+    async fn record_webhook_test(&self, record: WebhookTestRecord) -> Result<()>;
+
+    /// Claims due events under a lease, oldest first. An event is due only
+    /// when no earlier event of its message for the same webhook is still
+    /// pending: a message's events reach each webhook in the order written.
+    /// A claim takes a message's due events for a webhook together.
+    async fn claim_webhook_events(&self, claim: WebhookClaim) -> Result<Vec<ClaimedEvent>>;
+
+    /// Records attempts (an attempt whose lease token is no longer current
+    /// changes nothing). A webhook with a success is no longer failing; one
+    /// whose attempts all failed is failing from the first of them, and is
+    /// disabled when it has been failing since before `disable_failing_before`,
+    /// with an entry in its tenant's audit log in the same transaction.
+    async fn finish_webhook_events(
+        &self,
+        attempts: Vec<WebhookAttempt>,
+        disable_failing_before: i64,
+    ) -> Result<Vec<DisabledWebhook>>;
+
+    /// When the earliest pending event is due, if any.
+    async fn next_webhook_due(&self) -> Result<Option<i64>>;
+
+    /// Forgets delivered and failed events created before `before`; returns how many.
+    async fn prune_webhook_events(&self, before: i64) -> Result<u64>;
 }

@@ -2,11 +2,12 @@
 //!
 //! Times are milliseconds since the Unix epoch.
 
+use herald_core::webhook::EventSet;
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
     NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
     SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject, TenantId,
-    TenantSlug, TokenId,
+    TenantSlug, TokenId, WebhookId,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -993,4 +994,193 @@ mod tests {
             );
         }
     }
+}
+
+/// A tenant's delivery webhook as the API shows it: never its secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct Webhook {
+    pub id: WebhookId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub events: EventSet,
+    pub enabled: bool,
+    /// Why Herald disabled it (every attempt failed for 24 hours); `None`
+    /// while enabled, or when the tenant disabled it.
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt to it failed; `None` after a success.
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub failing_since: Option<i64>,
+    /// After a rotation: until when events carry the previous secret's
+    /// signature beside the new one's.
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub previous_secret_until: Option<i64>,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub updated_at: i64,
+}
+
+/// A webhook to store, its signing secret sealed (bound to its id).
+#[derive(Clone, Debug)]
+pub struct NewWebhook {
+    pub id: WebhookId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub events: EventSet,
+    pub enabled: bool,
+    pub sealed_secret: String,
+    pub created_at: i64,
+}
+
+/// What a PATCH changes; `None` keeps the stored value. Enabling a webhook
+/// clears `disabled_reason` and `failing_since`.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookChange {
+    pub url: Option<String>,
+    pub events: Option<EventSet>,
+    pub enabled: Option<bool>,
+}
+
+/// Where one event stands on its way to one webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookDeliveryStatus {
+    /// Waiting for its first attempt or a retry (or being attempted).
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Given up: still failing 24 hours after the event, or a test event's one attempt failed.
+    Failed,
+}
+
+impl WebhookDeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookDeliveryStatus::Pending => "pending",
+            WebhookDeliveryStatus::Delivered => "delivered",
+            WebhookDeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            WebhookDeliveryStatus::Pending,
+            WebhookDeliveryStatus::Delivered,
+            WebhookDeliveryStatus::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// One event's delivery to one webhook, with its latest attempt, as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct WebhookDelivery {
+    /// The `webhook-id` header: the same on every attempt.
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub message_id: Option<MessageId>,
+    pub status: WebhookDeliveryStatus,
+    pub attempts: u32,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub last_attempt_at: Option<i64>,
+    /// The endpoint's HTTP status at the latest attempt, when it answered.
+    pub response_status: Option<u16>,
+    /// Why the latest attempt failed, when it did.
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// When the next attempt is due, while pending.
+    #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
+    pub next_attempt_at: Option<i64>,
+}
+
+/// What a webhook dispatcher asks for: due events, leased until `lease_until`.
+#[derive(Clone, Debug)]
+pub struct WebhookClaim {
+    pub now: i64,
+    pub lease_until: i64,
+    pub limit: u32,
+    /// Webhooks this node has no room for now.
+    pub exclude: Vec<WebhookId>,
+}
+
+/// One event claimed for one webhook, with what sending it needs.
+#[derive(Clone, Debug)]
+pub struct ClaimedEvent {
+    /// The outbox row: events of one message go to one webhook in this order.
+    pub seq: i64,
+    pub lease_token: i64,
+    pub webhook: WebhookId,
+    pub tenant_id: TenantId,
+    pub url: String,
+    pub sealed_secret: String,
+    /// The previous secret while its overlap lasts.
+    pub previous_sealed_secret: Option<String>,
+    pub event_id: String,
+    pub event_type: String,
+    pub message_id: Option<MessageId>,
+    /// The request body, exactly as signed.
+    pub payload: String,
+    pub created_at: i64,
+    /// Attempts before this one.
+    pub attempts: u32,
+}
+
+/// What became of one claimed event.
+#[derive(Clone, Debug)]
+pub struct WebhookAttempt {
+    pub seq: i64,
+    pub lease_token: i64,
+    pub webhook: WebhookId,
+    pub outcome: WebhookOutcome,
+}
+
+/// An attempt, or an event given back unattempted (an earlier event of its
+/// message for the same webhook failed in the same run): due again at
+/// `due_at`, no attempt counted.
+#[derive(Clone, Debug)]
+pub enum WebhookOutcome {
+    Attempted(AttemptResult),
+    GivenBack { due_at: i64 },
+}
+
+/// One attempt's result.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub at: i64,
+    pub response_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub next: WebhookNext,
+}
+
+/// What follows an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookNext {
+    Delivered,
+    Retry { at: i64 },
+    GiveUp,
+}
+
+/// A webhook Herald disabled because every attempt failed for too long.
+#[derive(Clone, Debug)]
+pub struct DisabledWebhook {
+    pub id: WebhookId,
+    pub tenant_id: TenantId,
+    pub failing_since: i64,
+}
+
+/// A test event's one attempt, recorded among the webhook's deliveries.
+#[derive(Clone, Debug)]
+pub struct WebhookTestRecord {
+    pub tenant_id: TenantId,
+    pub webhook: WebhookId,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub result: AttemptResult,
 }

@@ -8,6 +8,8 @@ use herald_core::{
     PersonRole, Port, RecipientStatus, Role, Security, SenderPolicy, SmtpHost, TenantSlug,
 };
 
+use herald_core::webhook::EventSet;
+
 use crate::model::*;
 use crate::{Result, StoreError};
 
@@ -396,4 +398,66 @@ pub(crate) fn attachment_infos(json: Option<String>) -> Result<Vec<AttachmentInf
             content_id: a.content_id,
         })
         .collect())
+}
+
+/// A webhook, from the columns `id, tenant_id, url, events, enabled,
+/// disabled_reason, failing_since, previous_secret_until, created_at, updated_at`.
+pub(crate) fn webhook(r: &impl Columns) -> Result<Webhook> {
+    Ok(Webhook {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        url: r.text("url")?,
+        events: stored("events", EventSet::from_bits(r.int("events")?))?,
+        enabled: r.flag("enabled")?,
+        disabled_reason: r.opt_text("disabled_reason")?,
+        failing_since: r.opt_int("failing_since")?,
+        previous_secret_until: r.opt_int("previous_secret_until")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// One event's delivery, from the columns `event_id, event_type, message_id,
+/// status, attempts, created_at, last_attempt_at, response_status, error,
+/// duration_ms, due_at`.
+pub(crate) fn webhook_delivery(r: &impl Columns) -> Result<WebhookDelivery> {
+    let status = r.text("status")?;
+    let status = WebhookDeliveryStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown webhook delivery status {status}")))?;
+    Ok(WebhookDelivery {
+        event_id: r.text("event_id")?,
+        event_type: r.text("event_type")?,
+        message_id: opt_id(r.opt_text("message_id")?)?,
+        status,
+        attempts: count(r, "attempts")?,
+        created_at: r.int("created_at")?,
+        last_attempt_at: r.opt_int("last_attempt_at")?,
+        response_status: r
+            .opt_int("response_status")?
+            .map(|s| u16::try_from(s).unwrap_or(0)),
+        error: r.opt_text("error")?,
+        duration_ms: r.opt_int("duration_ms")?,
+        next_attempt_at: (status == WebhookDeliveryStatus::Pending)
+            .then(|| r.int("due_at"))
+            .transpose()?,
+    })
+}
+
+/// A claimed event, from [`crate::sql::CLAIMED_EVENT`]'s columns.
+pub(crate) fn claimed_event(r: &impl Columns) -> Result<ClaimedEvent> {
+    Ok(ClaimedEvent {
+        seq: r.int("seq")?,
+        lease_token: r.int("lease_token")?,
+        webhook: id(r.text("webhook_id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        url: r.text("url")?,
+        sealed_secret: r.text("sealed_secret")?,
+        previous_sealed_secret: r.opt_text("previous_sealed_secret")?,
+        event_id: r.text("event_id")?,
+        event_type: r.text("event_type")?,
+        message_id: opt_id(r.opt_text("message_id")?)?,
+        payload: r.text("payload")?,
+        created_at: r.int("created_at")?,
+        attempts: count(r, "attempts")?,
+    })
 }

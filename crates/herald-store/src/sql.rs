@@ -395,7 +395,7 @@ pub(crate) const QUEUE_DEPTH: &str = "SELECT status, count(*) AS n FROM recipien
 pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
-     tenant_id";
+     tenant_id, address, priority";
 pub(crate) const RELEASE_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL WHERE \
      id = $2 AND lease_token = $3 AND status = 'sending'";
@@ -473,6 +473,102 @@ pub(crate) const PERSON_CREDENTIALS: &str = "SELECT p.id, p.tenant_id, p.name, p
      p.password_hash IS NOT NULL ORDER BY t.created_at, t.id";
 
 /// Every statement above, for the test that checks their placeholders.
+// Delivery webhooks and their outbox.
+
+macro_rules! webhook_columns {
+    () => {
+        "id, tenant_id, url, events, enabled, disabled_reason, failing_since, previous_secret_until, created_at, updated_at"
+    };
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "event_id, event_type, message_id, status, attempts, created_at, last_attempt_at, response_status, error, duration_ms, due_at"
+    };
+}
+
+pub(crate) const INSERT_WEBHOOK: &str = concat!(
+    "INSERT INTO webhooks (id, tenant_id, url, events, enabled, sealed_secret, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING ",
+    webhook_columns!()
+);
+pub(crate) const WEBHOOK_BY_ID: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks WHERE id = $1 AND tenant_id = $2"
+);
+pub(crate) const WEBHOOKS: &str = concat!(
+    "SELECT ",
+    webhook_columns!(),
+    " FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, id"
+);
+/// `$3` is the new `enabled` or NULL: enabling forgets why Herald disabled it.
+pub(crate) const UPDATE_WEBHOOK: &str = concat!(
+    "UPDATE webhooks SET url = COALESCE($1, url), events = COALESCE($2, events), \
+     enabled = COALESCE($3, enabled), \
+     disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, \
+     failing_since = CASE WHEN $3 THEN NULL ELSE failing_since END, \
+     updated_at = $4 WHERE id = $5 AND tenant_id = $6 RETURNING ",
+    webhook_columns!()
+);
+pub(crate) const ROTATE_WEBHOOK_SECRET: &str = concat!(
+    "UPDATE webhooks SET previous_sealed_secret = sealed_secret, sealed_secret = $1, \
+     previous_secret_until = $2, updated_at = $3 WHERE id = $4 AND tenant_id = $5 RETURNING ",
+    webhook_columns!()
+);
+pub(crate) const DELETE_WEBHOOK_EVENTS: &str =
+    "DELETE FROM webhook_outbox WHERE webhook_id = $1 AND tenant_id = $2";
+pub(crate) const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2";
+pub(crate) const WEBHOOK_DELIVERIES: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM webhook_outbox WHERE webhook_id = $1 AND tenant_id = $2 ORDER BY seq DESC LIMIT $3"
+);
+/// A test event's one attempt, for a webhook of the tenant only.
+pub(crate) const INSERT_WEBHOOK_TEST: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, payload, \
+     status, due_at, attempts, created_at, last_attempt_at, response_status, error, duration_ms) \
+     SELECT id, tenant_id, $1, $2, $3, $4, $5, 1, $5, $5, $6, $7, $8 FROM webhooks \
+     WHERE id = $9 AND tenant_id = $10";
+/// The enabled webhooks of a tenant, for the events an outcome causes.
+pub(crate) const SUBSCRIBERS: &str =
+    "SELECT id, events FROM webhooks WHERE tenant_id = $1 AND enabled ORDER BY id";
+/// A message's recipients as they stand, for the event about the whole message.
+pub(crate) const RECIPIENT_STATES: &str = "SELECT id, address, status FROM recipients WHERE message_id = $1 AND tenant_id = $2 \
+     ORDER BY position";
+pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
+     payload, status, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)";
+/// The columns of a claimed event, beside its webhook's URL and secrets.
+pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
+     o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
+     CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
+     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
+/// Leases one pending event; no row when another claim took it meanwhile.
+pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_token = lease_token + 1 WHERE seq = $2 \
+     AND status = 'pending' AND due_at <= $3";
+/// Records an attempt under a current lease; `$1` is the new status.
+pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
+     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6 \
+     WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
+pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1 WHERE seq = $2 AND lease_token = $3 \
+     AND status = 'pending'";
+pub(crate) const WEBHOOK_SUCCEEDED: &str =
+    "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
+pub(crate) const WEBHOOK_FAILED: &str =
+    "UPDATE webhooks SET failing_since = COALESCE(failing_since, $1) WHERE id = $2";
+pub(crate) const DISABLE_FAILING_WEBHOOK: &str = "UPDATE webhooks SET enabled = FALSE, updated_at = $1 WHERE id = $2 AND enabled \
+     AND failing_since <= $3 RETURNING tenant_id, failing_since";
+pub(crate) const SET_DISABLED_REASON: &str =
+    "UPDATE webhooks SET disabled_reason = $1 WHERE id = $2";
+/// When the earliest pending event of an enabled webhook is due.
+pub(crate) const NEXT_WEBHOOK_DUE: &str = "SELECT MIN(o.due_at) FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+     AND w.enabled WHERE o.status = 'pending'";
+pub(crate) const PRUNE_WEBHOOK_EVENTS: &str =
+    "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1";
+pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
+    "SELECT id, sealed_secret, previous_sealed_secret FROM webhooks ORDER BY id";
+pub(crate) const RESEAL_WEBHOOK: &str =
+    "UPDATE webhooks SET sealed_secret = $1, previous_sealed_secret = $2 WHERE id = $3";
+
 #[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
     MESSAGE_ATTEMPTS,
@@ -555,4 +651,28 @@ pub(crate) const ALL: &[&str] = &[
     SMTP_CONNECTORS,
     ALL_SMTP_CONNECTORS,
     DELETE_SMTP_CONNECTOR,
+    INSERT_WEBHOOK,
+    WEBHOOK_BY_ID,
+    WEBHOOKS,
+    UPDATE_WEBHOOK,
+    ROTATE_WEBHOOK_SECRET,
+    DELETE_WEBHOOK_EVENTS,
+    DELETE_WEBHOOK,
+    WEBHOOK_DELIVERIES,
+    INSERT_WEBHOOK_TEST,
+    SUBSCRIBERS,
+    RECIPIENT_STATES,
+    INSERT_OUTBOX,
+    CLAIMED_EVENT,
+    LEASE_EVENT,
+    FINISH_EVENT,
+    GIVE_BACK_EVENT,
+    WEBHOOK_SUCCEEDED,
+    WEBHOOK_FAILED,
+    DISABLE_FAILING_WEBHOOK,
+    SET_DISABLED_REASON,
+    NEXT_WEBHOOK_DUE,
+    PRUNE_WEBHOOK_EVENTS,
+    SEALED_WEBHOOK_SECRETS,
+    RESEAL_WEBHOOK,
 ];

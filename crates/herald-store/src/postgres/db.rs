@@ -41,6 +41,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0008_fair_claims", include_str!("0008_fair_claims.sql")),
     ("0009_smtp_ingress", include_str!("0009_smtp_ingress.sql")),
+    ("0010_webhooks", include_str!("0010_webhooks.sql")),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

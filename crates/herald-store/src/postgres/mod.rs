@@ -13,6 +13,7 @@ mod listen;
 mod queue;
 mod sessions;
 mod tenants;
+mod webhooks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

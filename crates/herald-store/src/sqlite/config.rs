@@ -18,7 +18,26 @@ impl Configuration for SqliteStore {
                     c.execute(sql::RESEAL_ACCOUNT, [resealed, account_id.clone()])
                         .map_err(sql)?;
                 }
-                Ok(sealed.len())
+                let webhooks = list(c, sql::SEALED_WEBHOOK_SECRETS, [], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?;
+                let context = |id: &str| herald_core::webhook::seal_context(id);
+                for (webhook_id, current, previous) in &webhooks {
+                    let reseal_one = |value: &str| {
+                        reseal(value, &context(webhook_id)).map_err(|e| {
+                            StoreError::Corrupt(format!("the secret of webhook {webhook_id}: {e}"))
+                        })
+                    };
+                    let current = reseal_one(current)?;
+                    let previous = previous.as_deref().map(reseal_one).transpose()?;
+                    c.execute(sql::RESEAL_WEBHOOK, params![current, previous, webhook_id])
+                        .map_err(sql)?;
+                }
+                Ok(sealed.len() + webhooks.len())
             })
             .await?;
         // The old ciphertexts must not stay behind in the log.

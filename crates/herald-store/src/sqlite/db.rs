@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0010_lease_incarnation.sql"),
     include_str!("0011_fair_claims.sql"),
     include_str!("0012_smtp_ingress.sql"),
+    include_str!("0013_webhooks.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

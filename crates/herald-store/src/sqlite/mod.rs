@@ -6,6 +6,7 @@ mod ingress;
 mod queue;
 mod sessions;
 mod tenants;
+mod webhooks;
 
 use herald_core::timestamp::now_ms;
 use std::collections::{HashMap, HashSet};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
+use herald_core::webhook::EventSet;
 use herald_core::{
     AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
     RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,
@@ -22,6 +24,7 @@ use herald_core::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::*;
+use crate::outbox;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
 use crate::rules;
 use crate::sql;

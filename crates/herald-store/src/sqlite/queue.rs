@@ -380,7 +380,9 @@ impl Queue for SqliteStore {
                 let mut recorded_messages = HashSet::new();
                 // Recipients that reached a final state leave their tenant's queue.
                 let mut finished: HashMap<String, i64> = HashMap::new();
-                for o in outcomes {
+                // The recorded outcomes' recipients, for the events they cause.
+                let mut recorded = Vec::new();
+                for o in &outcomes {
                     let (st, due_at) = match o.next {
                         NextState::Sent => ("sent", None),
                         NextState::Failed => ("failed", None),
@@ -388,18 +390,19 @@ impl Queue for SqliteStore {
                     };
                     let rid = o.recipient.to_string();
                     // The fencing check: a lease taken over by another claim has a newer token.
-                    let row: Option<(String, String)> = update
+                    let row: Option<(String, String, String, i32)> = update
                         .query_row(params![st, due_at, rid, o.lease_token], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                         })
                         .optional()
                         .map_err(sql)?;
                     let current = row.is_some();
-                    if let Some((message, tenant)) = row {
-                        recorded_messages.insert(message);
+                    if let Some((message, tenant, address, priority)) = row {
+                        recorded_messages.insert(message.clone());
                         if due_at.is_none() {
-                            *finished.entry(tenant).or_default() += 1;
+                            *finished.entry(tenant.clone()).or_default() += 1;
                         }
+                        recorded.push((o, message, tenant, address, priority == TEST_PRIORITY));
                     }
                     if current {
                         let a = &o.attempt;
@@ -414,6 +417,7 @@ impl Queue for SqliteStore {
                     }
                     accepted.push(current);
                 }
+                write_events(c, &recorded)?;
                 for cap in captures {
                     if recorded_messages.contains(&cap.message.to_string()) {
                         c.execute(
@@ -579,4 +583,104 @@ impl Queue for SqliteStore {
             })
             .await
     }
+}
+
+/// Writes the webhook events the recorded outcomes cause, in their
+/// transaction: `(outcome, message, tenant, address, test)` for each.
+fn write_events(
+    c: &Connection,
+    recorded: &[(&Outcome, String, String, String, bool)],
+) -> Result<()> {
+    let mut subscribers: HashMap<&str, Vec<outbox::Subscriber>> = HashMap::new();
+    for (_, _, tenant, _, _) in recorded {
+        if !subscribers.contains_key(tenant.as_str()) {
+            let subs = list(c, sql::SUBSCRIBERS, [tenant], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .into_iter()
+            .map(|(webhook, bits)| {
+                Ok(outbox::Subscriber {
+                    webhook,
+                    events: rows::stored("events", EventSet::from_bits(bits))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+            subscribers.insert(tenant, subs);
+        }
+    }
+    if subscribers.values().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let mut events = Vec::new();
+    // The last outcome of each message, whose time the message's event takes.
+    let mut messages: Vec<(&str, &str, bool, i64)> = Vec::new();
+    for (o, message, tenant, address, test) in recorded {
+        let subs = &subscribers[tenant.as_str()];
+        if subs.is_empty() {
+            continue;
+        }
+        outbox::recipient_event(
+            &mut events,
+            subs,
+            &outbox::Recorded {
+                recipient: o.recipient.to_string(),
+                message,
+                tenant,
+                address,
+                test: *test,
+                status: match o.next {
+                    NextState::Sent => RecipientStatus::Sent,
+                    NextState::Failed => RecipientStatus::Failed,
+                    NextState::Deferred { .. } => RecipientStatus::Deferred,
+                },
+                due_at: match o.next {
+                    NextState::Deferred { until } => Some(until),
+                    _ => None,
+                },
+                attempt: &o.attempt,
+            },
+        );
+        match messages.iter_mut().find(|m| m.0 == message) {
+            Some(m) => m.3 = m.3.max(o.attempt.at),
+            None => messages.push((message, tenant, *test, o.attempt.at)),
+        }
+    }
+    for (message, tenant, test, at) in messages {
+        let subs = &subscribers[tenant];
+        if !outbox::wants_message_events(subs) {
+            continue;
+        }
+        let recipients = list(c, sql::RECIPIENT_STATES, [message, tenant], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .into_iter()
+        .map(|(id, address, st)| {
+            Ok(outbox::RecipientState {
+                id,
+                address,
+                status: status(&st)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        outbox::message_event(&mut events, subs, tenant, message, test, &recipients, at);
+    }
+    let mut insert = c.prepare_cached(sql::INSERT_OUTBOX).map_err(sql)?;
+    for e in events {
+        insert
+            .execute(params![
+                e.webhook,
+                e.tenant,
+                e.event_id,
+                e.event_type.as_str(),
+                e.message,
+                e.payload,
+                e.at
+            ])
+            .map_err(sql)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,298 @@
+//! The webhook events an outcome causes, decided once for both backends:
+//! which events, for which webhooks, and each event's body.
+//!
+//! [`Queue::complete`](crate::Queue::complete) asks for them in the outcome's
+//! own transaction, so an event exists exactly when its outcome was recorded.
+
+use herald_core::RecipientStatus;
+use herald_core::status::message_status;
+use herald_core::timestamp::rfc3339;
+use herald_core::webhook::{EventSet, EventType};
+use serde_json::json;
+
+use crate::model::AttemptRecord;
+
+/// A webhook of a tenant, enabled, and what it subscribes to.
+#[derive(Clone, Debug)]
+pub(crate) struct Subscriber {
+    pub webhook: String,
+    pub events: EventSet,
+}
+
+impl Subscriber {
+    fn wants(&self, event: EventType) -> bool {
+        self.events.contains(event)
+    }
+}
+
+/// True when any of `subscribers` wants events about whole messages, for
+/// which the store reads the message's recipients.
+pub(crate) fn wants_message_events(subscribers: &[Subscriber]) -> bool {
+    subscribers.iter().any(|s| {
+        [
+            EventType::MessageSent,
+            EventType::MessageFailed,
+            EventType::MessageDeferred,
+            EventType::TestCompleted,
+        ]
+        .into_iter()
+        .any(|e| s.wants(e))
+    })
+}
+
+/// One recipient whose outcome was recorded.
+pub(crate) struct Recorded<'a> {
+    pub recipient: String,
+    pub message: &'a str,
+    pub tenant: &'a str,
+    pub address: &'a str,
+    pub test: bool,
+    pub status: RecipientStatus,
+    pub due_at: Option<i64>,
+    pub attempt: &'a AttemptRecord,
+}
+
+/// One of a message's recipients as it stands after the outcomes.
+pub(crate) struct RecipientState {
+    pub id: String,
+    pub address: String,
+    pub status: RecipientStatus,
+}
+
+/// One event for one webhook, to insert into the outbox.
+#[derive(Clone, Debug)]
+pub(crate) struct OutboxRow {
+    pub webhook: String,
+    pub tenant: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub message: String,
+    pub payload: String,
+    pub at: i64,
+}
+
+fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The Standard Webhooks body: `type`, `timestamp` and `data`.
+fn body(event: EventType, at: i64, data: serde_json::Value) -> String {
+    json!({ "type": event.as_str(), "timestamp": rfc3339(at), "data": data }).to_string()
+}
+
+/// Adds one event to `rows` for every subscriber that wants it.
+fn fan_out(
+    rows: &mut Vec<OutboxRow>,
+    subscribers: &[Subscriber],
+    event: EventType,
+    tenant: &str,
+    message: &str,
+    at: i64,
+    data: impl FnOnce() -> serde_json::Value,
+) {
+    let mut wanting = subscribers.iter().filter(|s| s.wants(event)).peekable();
+    if wanting.peek().is_none() {
+        return;
+    }
+    let (event_id, payload) = (new_event_id(), body(event, at, data()));
+    rows.extend(wanting.map(|s| OutboxRow {
+        webhook: s.webhook.clone(),
+        tenant: tenant.to_owned(),
+        event_id: event_id.clone(),
+        event_type: event,
+        message: message.to_owned(),
+        payload: payload.clone(),
+        at,
+    }));
+}
+
+/// The `recipient.*` event of one recorded outcome (none for a test message,
+/// whose end is one `test.completed`).
+pub(crate) fn recipient_event(
+    rows: &mut Vec<OutboxRow>,
+    subscribers: &[Subscriber],
+    r: &Recorded<'_>,
+) {
+    let event = match r.status {
+        _ if r.test => return,
+        RecipientStatus::Sent => EventType::RecipientSent,
+        RecipientStatus::Failed => EventType::RecipientFailed,
+        RecipientStatus::Deferred => EventType::RecipientDeferred,
+        RecipientStatus::Queued | RecipientStatus::Sending => return,
+    };
+    let a = r.attempt;
+    fan_out(rows, subscribers, event, r.tenant, r.message, a.at, || {
+        json!({
+            "tenant_id": r.tenant,
+            "message_id": r.message,
+            "recipient_id": r.recipient,
+            "address": r.address,
+            "status": r.status.as_str(),
+            "attempt": {
+                "at": rfc3339(a.at),
+                "server": a.server,
+                "remote_addr": a.remote_addr,
+                "step": a.step,
+                "code": a.code,
+                "enhanced_code": a.enhanced_code,
+                "response": a.response,
+                "tls_version": a.tls_version,
+            },
+            "next_attempt_at": r.due_at.map(rfc3339),
+        })
+    });
+}
+
+/// The event about a whole message once outcomes were recorded for it: when
+/// none of its recipients is queued or being sent, `message.sent`,
+/// `message.failed` or `message.deferred` (after every attempt that leaves
+/// it waiting), or for a test message that is final, `test.completed`.
+pub(crate) fn message_event(
+    rows: &mut Vec<OutboxRow>,
+    subscribers: &[Subscriber],
+    tenant: &str,
+    message: &str,
+    test: bool,
+    recipients: &[RecipientState],
+    at: i64,
+) {
+    let status = message_status(recipients.iter().map(|r| r.status));
+    let event = match status {
+        RecipientStatus::Sent | RecipientStatus::Failed if test => EventType::TestCompleted,
+        _ if test => return,
+        RecipientStatus::Sent => EventType::MessageSent,
+        RecipientStatus::Failed => EventType::MessageFailed,
+        RecipientStatus::Deferred => EventType::MessageDeferred,
+        RecipientStatus::Queued | RecipientStatus::Sending => return,
+    };
+    fan_out(rows, subscribers, event, tenant, message, at, || {
+        let recipients: Vec<_> = recipients
+            .iter()
+            .map(|r| json!({ "id": r.id, "address": r.address, "status": r.status.as_str() }))
+            .collect();
+        json!({
+            "tenant_id": tenant,
+            "message_id": message,
+            "status": status.as_str(),
+            "recipients": recipients,
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RecipientStatus::*;
+
+    fn attempt(outcome: RecipientStatus) -> AttemptRecord {
+        AttemptRecord {
+            at: 1_000,
+            node: "n".into(),
+            server: "mx:25".into(),
+            outcome,
+            step: Some("rcpt".into()),
+            code: Some(250),
+            enhanced_code: Some("2.1.5".into()),
+            response: "ok".into(),
+            duration_ms: 3,
+            remote_addr: None,
+            tls_version: None,
+            tls_cipher: None,
+            provider_id: None,
+            config_version: None,
+            sender_policy: None,
+            diagnosis: None,
+        }
+    }
+
+    fn subscriber(name: &str, events: &[EventType]) -> Subscriber {
+        Subscriber {
+            webhook: name.into(),
+            events: EventSet::of(events.iter().copied()).unwrap(),
+        }
+    }
+
+    fn state(id: &str, status: RecipientStatus) -> RecipientState {
+        RecipientState {
+            id: id.into(),
+            address: format!("{id}@example.com"),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_recipient_event_goes_to_each_subscriber_with_one_id() {
+        let subs = [
+            subscriber("a", &[EventType::RecipientSent]),
+            subscriber("b", &[EventType::RecipientSent, EventType::MessageSent]),
+            subscriber("c", &[EventType::RecipientFailed]),
+        ];
+        let a = attempt(Sent);
+        let r = Recorded {
+            recipient: "r1".into(),
+            message: "m1",
+            tenant: "t1",
+            address: "x@example.com",
+            test: false,
+            status: Sent,
+            due_at: None,
+            attempt: &a,
+        };
+        let mut rows = Vec::new();
+        recipient_event(&mut rows, &subs, &r);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].webhook, "a");
+        assert_eq!(rows[1].webhook, "b");
+        assert_eq!(rows[0].event_id, rows[1].event_id);
+        let body: serde_json::Value = serde_json::from_str(&rows[0].payload).unwrap();
+        assert_eq!(body["type"], "recipient.sent");
+        assert_eq!(body["data"]["address"], "x@example.com");
+        assert_eq!(body["data"]["attempt"]["code"], 250);
+        // A test message's recipients cause no recipient event.
+        let mut rows = Vec::new();
+        recipient_event(&mut rows, &subs, &Recorded { test: true, ..r });
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn message_events_follow_the_derived_status() {
+        let subs = [subscriber(
+            "a",
+            &[
+                EventType::MessageSent,
+                EventType::MessageFailed,
+                EventType::MessageDeferred,
+                EventType::TestCompleted,
+            ],
+        )];
+        let kind = |recipients: &[RecipientState], test: bool| {
+            let mut rows = Vec::new();
+            message_event(&mut rows, &subs, "t", "m", test, recipients, 5);
+            rows.first().map(|r| r.event_type)
+        };
+        assert_eq!(kind(&[state("a", Sent), state("b", Sending)], false), None);
+        assert_eq!(kind(&[state("a", Sent), state("b", Queued)], false), None);
+        assert_eq!(
+            kind(&[state("a", Sent), state("b", Deferred)], false),
+            Some(EventType::MessageDeferred)
+        );
+        assert_eq!(
+            kind(&[state("a", Sent), state("b", Failed)], false),
+            Some(EventType::MessageFailed)
+        );
+        assert_eq!(
+            kind(&[state("a", Sent), state("b", Sent)], false),
+            Some(EventType::MessageSent)
+        );
+        assert_eq!(
+            kind(&[state("a", Failed)], true),
+            Some(EventType::TestCompleted)
+        );
+        assert_eq!(kind(&[state("a", Deferred)], true), None);
+        assert!(wants_message_events(&subs));
+        assert!(!wants_message_events(&[subscriber(
+            "b",
+            &[EventType::RecipientSent]
+        )]));
+    }
+}

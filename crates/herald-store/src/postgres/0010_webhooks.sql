@@ -1,0 +1,48 @@
+-- Delivery webhooks: tenants' endpoints, and the outbox of events for them.
+
+-- A tenant's endpoint. `events` is a bit set of event types; the secrets are
+-- sealed, bound to the webhook's id (the previous one, after a rotation,
+-- signs beside the new one until previous_secret_until).
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    events BIGINT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    sealed_secret TEXT NOT NULL,
+    previous_sealed_secret TEXT,
+    previous_secret_until BIGINT,
+    disabled_reason TEXT,
+    failing_since BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX webhooks_by_tenant ON webhooks (tenant_id, created_at);
+
+-- One event for one webhook, written in the transaction of the outcome that
+-- caused it. `seq` orders a message's events; a pending row whose due_at has
+-- passed may be claimed (a claim moves due_at to the end of its lease and
+-- takes a new lease_token). The latest attempt is kept on the row.
+CREATE TABLE webhook_outbox (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    tenant_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    message_id TEXT,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    due_at BIGINT NOT NULL,
+    lease_token BIGINT NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    last_attempt_at BIGINT,
+    response_status INTEGER,
+    error TEXT,
+    duration_ms BIGINT,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_chain ON webhook_outbox (webhook_id, message_id, seq) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, seq);
+CREATE INDEX webhook_outbox_finished ON webhook_outbox (created_at) WHERE status <> 'pending';

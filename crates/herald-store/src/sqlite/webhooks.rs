@@ -1,0 +1,357 @@
+//! The SQLite store's delivery webhooks: endpoints, the outbox's claims and attempts.
+
+use herald_core::WebhookId;
+use herald_core::timestamp::rfc3339;
+
+use super::*;
+use crate::Webhooks;
+
+fn webhook_row(r: &Row) -> rusqlite::Result<Result<Webhook>> {
+    Ok(rows::webhook(r))
+}
+
+fn one_webhook(c: &Connection, query: &str, args: impl rusqlite::Params) -> Result<Webhook> {
+    c.query_row(query, args, webhook_row)
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?
+}
+
+/// The reason a webhook disabled for failing says, and its audit entry.
+pub(super) fn disabled_reason(failing_since: i64) -> String {
+    format!(
+        "every delivery attempt failed from {} on, so Herald disabled it",
+        rfc3339(failing_since)
+    )
+}
+
+#[async_trait]
+impl Webhooks for SqliteStore {
+    async fn create_webhook(&self, w: NewWebhook) -> Result<Webhook> {
+        self.db
+            .write(move |c| {
+                c.query_row(
+                    sql::INSERT_WEBHOOK,
+                    params![
+                        w.id.to_string(),
+                        w.tenant_id.to_string(),
+                        w.url,
+                        w.events.bits(),
+                        w.enabled,
+                        w.sealed_secret,
+                        w.created_at
+                    ],
+                    webhook_row,
+                )
+                .map_err(sql)?
+            })
+            .await
+    }
+
+    async fn webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
+        self.db
+            .read(move |c| {
+                one_webhook(
+                    c,
+                    sql::WEBHOOK_BY_ID,
+                    [id.to_string(), tenant_id.to_string()],
+                )
+            })
+            .await
+    }
+
+    async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
+        self.db
+            .read(move |c| {
+                list(c, sql::WEBHOOKS, [tenant_id.to_string()], webhook_row)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+        change: WebhookChange,
+        now: i64,
+    ) -> Result<Webhook> {
+        self.db
+            .write(move |c| {
+                one_webhook(
+                    c,
+                    sql::UPDATE_WEBHOOK,
+                    params![
+                        change.url,
+                        change.events.map(|e| e.bits()),
+                        change.enabled,
+                        now,
+                        id.to_string(),
+                        tenant_id.to_string()
+                    ],
+                )
+            })
+            .await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+        sealed_secret: String,
+        previous_until: i64,
+        now: i64,
+    ) -> Result<Webhook> {
+        self.db
+            .write(move |c| {
+                one_webhook(
+                    c,
+                    sql::ROTATE_WEBHOOK_SECRET,
+                    params![
+                        sealed_secret,
+                        previous_until,
+                        now,
+                        id.to_string(),
+                        tenant_id.to_string()
+                    ],
+                )
+            })
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let args = [id.to_string(), tenant_id.to_string()];
+                c.execute(sql::DELETE_WEBHOOK_EVENTS, args.clone())
+                    .map_err(sql)?;
+                match c.execute(sql::DELETE_WEBHOOK, args).map_err(sql)? {
+                    0 => Err(StoreError::NotFound),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.db
+            .read(move |c| {
+                one_webhook(
+                    c,
+                    sql::WEBHOOK_BY_ID,
+                    [id.to_string(), tenant_id.to_string()],
+                )?;
+                list(
+                    c,
+                    sql::WEBHOOK_DELIVERIES,
+                    params![id.to_string(), tenant_id.to_string(), limit],
+                    |r| Ok(rows::webhook_delivery(r)),
+                )?
+                .into_iter()
+                .collect()
+            })
+            .await
+    }
+
+    async fn record_webhook_test(&self, t: WebhookTestRecord) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let r = &t.result;
+                let status = match r.next {
+                    WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
+                    WebhookNext::Retry { .. } | WebhookNext::GiveUp => {
+                        WebhookDeliveryStatus::Failed
+                    }
+                };
+                let inserted = c
+                    .execute(
+                        sql::INSERT_WEBHOOK_TEST,
+                        params![
+                            t.event_id,
+                            t.event_type,
+                            t.payload,
+                            status.as_str(),
+                            r.at,
+                            r.response_status,
+                            r.error,
+                            r.duration_ms,
+                            t.webhook.to_string(),
+                            t.tenant_id.to_string()
+                        ],
+                    )
+                    .map_err(sql)?;
+                match inserted {
+                    0 => Err(StoreError::NotFound),
+                    _ => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn claim_webhook_events(&self, claim: WebhookClaim) -> Result<Vec<ClaimedEvent>> {
+        self.db
+            .write(move |c| {
+                let exclude = serde_json::to_string(
+                    &claim.exclude.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                )
+                .expect("strings serialise");
+                // Due events of enabled webhooks, oldest first, passing over
+                // any behind an earlier event of its message not yet due.
+                let due = list(
+                    c,
+                    "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+                     WHERE o.status = 'pending' AND o.due_at <= ?1 AND w.enabled \
+                     AND o.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
+                     AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
+                       AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
+                       AND e.due_at > ?1) \
+                     ORDER BY o.seq LIMIT ?3",
+                    params![claim.now, exclude, claim.limit],
+                    |r| r.get::<_, i64>(0),
+                )?;
+                let mut lease = c.prepare_cached(sql::LEASE_EVENT).map_err(sql)?;
+                let mut read = c.prepare_cached(sql::CLAIMED_EVENT).map_err(sql)?;
+                let mut claimed = Vec::with_capacity(due.len());
+                for seq in due {
+                    if lease
+                        .execute(params![claim.lease_until, seq, claim.now])
+                        .map_err(sql)?
+                        == 1
+                    {
+                        claimed.push(
+                            read.query_row(params![claim.now, seq], |r| {
+                                Ok(rows::claimed_event(r))
+                            })
+                            .map_err(sql)??,
+                        );
+                    }
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn finish_webhook_events(
+        &self,
+        attempts: Vec<WebhookAttempt>,
+        disable_failing_before: i64,
+    ) -> Result<Vec<DisabledWebhook>> {
+        self.db
+            .write(move |c| {
+                let mut finish = c.prepare_cached(sql::FINISH_EVENT).map_err(sql)?;
+                let mut give_back = c.prepare_cached(sql::GIVE_BACK_EVENT).map_err(sql)?;
+                // Per webhook: whether any attempt succeeded, and the first failure.
+                let mut health: HashMap<WebhookId, (bool, i64)> = HashMap::new();
+                for a in &attempts {
+                    let r = match &a.outcome {
+                        WebhookOutcome::GivenBack { due_at } => {
+                            give_back
+                                .execute(params![due_at, a.seq, a.lease_token])
+                                .map_err(sql)?;
+                            continue;
+                        }
+                        WebhookOutcome::Attempted(r) => r,
+                    };
+                    let (status, due_at) = match r.next {
+                        WebhookNext::Delivered => (WebhookDeliveryStatus::Delivered, r.at),
+                        WebhookNext::Retry { at } => (WebhookDeliveryStatus::Pending, at),
+                        WebhookNext::GiveUp => (WebhookDeliveryStatus::Failed, r.at),
+                    };
+                    let current = finish
+                        .execute(params![
+                            status.as_str(),
+                            due_at,
+                            r.at,
+                            r.response_status,
+                            r.error,
+                            r.duration_ms,
+                            a.seq,
+                            a.lease_token
+                        ])
+                        .map_err(sql)?
+                        == 1;
+                    if current {
+                        let h = health.entry(a.webhook).or_insert((false, r.at));
+                        h.0 |= r.next == WebhookNext::Delivered;
+                        h.1 = h.1.min(r.at);
+                    }
+                }
+                let now = now_ms();
+                let mut disabled = Vec::new();
+                for (webhook, (succeeded, first_failure)) in health {
+                    if succeeded {
+                        c.execute(sql::WEBHOOK_SUCCEEDED, [webhook.to_string()])
+                            .map_err(sql)?;
+                        continue;
+                    }
+                    c.execute(
+                        sql::WEBHOOK_FAILED,
+                        params![first_failure, webhook.to_string()],
+                    )
+                    .map_err(sql)?;
+                    let failing: Option<(String, i64)> = c
+                        .query_row(
+                            sql::DISABLE_FAILING_WEBHOOK,
+                            params![now, webhook.to_string(), disable_failing_before],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(sql)?;
+                    if let Some((tenant, failing_since)) = failing {
+                        let reason = disabled_reason(failing_since);
+                        c.execute(
+                            sql::SET_DISABLED_REASON,
+                            params![reason, webhook.to_string()],
+                        )
+                        .map_err(sql)?;
+                        c.execute(
+                            sql::INSERT_AUDIT,
+                            params![
+                                tenant,
+                                now,
+                                "herald",
+                                None::<String>,
+                                None::<String>,
+                                "webhook.disable",
+                                webhook.to_string(),
+                                serde_json::json!({ "reason": reason }).to_string()
+                            ],
+                        )
+                        .map_err(sql)?;
+                        disabled.push(DisabledWebhook {
+                            id: webhook,
+                            tenant_id: id(tenant)?,
+                            failing_since,
+                        });
+                    }
+                }
+                Ok(disabled)
+            })
+            .await
+    }
+
+    async fn next_webhook_due(&self) -> Result<Option<i64>> {
+        self.db
+            .read(|c| {
+                c.query_row(sql::NEXT_WEBHOOK_DUE, [], |r| r.get(0))
+                    .map_err(sql)
+            })
+            .await
+    }
+
+    async fn prune_webhook_events(&self, before: i64) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                c.execute(sql::PRUNE_WEBHOOK_EVENTS, [before])
+                    .map(|n| n as u64)
+                    .map_err(sql)
+            })
+            .await
+    }
+}
