@@ -39,8 +39,8 @@ pub enum HttpError {
     #[error("the answer is longer than {0} bytes")]
     TooLarge(usize),
     /// No answer in time.
-    #[error("no answer within {} seconds", TIMEOUT.as_secs())]
-    Timeout,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     /// Connecting, TLS or reading failed; the innermost cause, never the request.
     #[error("could not be reached: {0}")]
     Unreachable(String),
@@ -62,17 +62,23 @@ pub struct GuardedHttp {
     egress: Arc<Egress>,
     https: Client,
     http: Client,
+    timeout: Duration,
 }
 
 impl GuardedHttp {
-    /// A client under `egress`.
+    /// A client under `egress`, whose requests take at most 30 seconds.
     pub fn new(egress: Arc<Egress>) -> Self {
+        GuardedHttp::with_timeout(egress, TIMEOUT)
+    }
+
+    /// A client under `egress` whose requests, answer included, take at most `timeout`.
+    pub fn with_timeout(egress: Arc<Egress>, timeout: Duration) -> Self {
         // One client per scheme, because the scheme decides which addresses
         // the resolver keeps: plain http only those on the allow list.
         let client = |plain_http: bool| {
             Client::builder()
-                .timeout(TIMEOUT)
-                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(timeout)
+                .connect_timeout(CONNECT_TIMEOUT.min(timeout))
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .https_only(!plain_http)
@@ -88,6 +94,7 @@ impl GuardedHttp {
             https: client(false),
             http: client(true),
             egress,
+            timeout,
         }
     }
 
@@ -115,7 +122,7 @@ impl GuardedHttp {
         request: RequestBuilder,
         max_body: usize,
     ) -> Result<Answer, HttpError> {
-        let mut response = request.send().await.map_err(classify)?;
+        let mut response = request.send().await.map_err(|e| self.classify(e))?;
         let status = response.status();
         if status.is_redirection() {
             return Err(HttpError::Redirect(status));
@@ -127,13 +134,17 @@ impl GuardedHttp {
             return Err(HttpError::TooLarge(max_body));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
             if body.len() + chunk.len() > max_body {
                 return Err(HttpError::TooLarge(max_body));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(Answer { status, body })
+    }
+
+    fn classify(&self, error: reqwest::Error) -> HttpError {
+        classify(error, self.timeout)
     }
 }
 
@@ -199,9 +210,9 @@ impl Resolve for EgressResolver {
 /// Turns reqwest's error into what a tenant may read: the egress refusal when
 /// the resolver refused, otherwise the innermost cause. The URL and request
 /// are left out (the request holds credentials).
-fn classify(error: reqwest::Error) -> HttpError {
+fn classify(error: reqwest::Error, timeout: Duration) -> HttpError {
     if error.is_timeout() {
-        return HttpError::Timeout;
+        return HttpError::Timeout(timeout);
     }
     let mut cause: &dyn std::error::Error = &error;
     loop {

@@ -12,6 +12,7 @@ mod render;
 mod retry;
 mod route;
 mod stats;
+pub mod webhook;
 mod worker;
 
 pub use cache::ProviderCache;

@@ -555,6 +555,15 @@ pub trait Webhooks: Send + Sync {
         limit: u32,
     ) -> Result<Vec<WebhookDelivery>>;
 
+    /// The webhook's sealed signing secret, and the previous one while its
+    /// overlap lasts at `now`: for a test event sent at once.
+    async fn webhook_secrets(
+        &self,
+        tenant: TenantId,
+        id: WebhookId,
+        now: i64,
+    ) -> Result<(String, Option<String>)>;
+
     /// Records a test event's one attempt among the webhook's deliveries.
     async fn record_webhook_test(&self, record: WebhookTestRecord) -> Result<()>;
 

@@ -524,6 +524,8 @@ pub(crate) const WEBHOOK_DELIVERIES: &str = concat!(
     delivery_columns!(),
     " FROM webhook_outbox WHERE webhook_id = $1 AND tenant_id = $2 ORDER BY seq DESC LIMIT $3"
 );
+pub(crate) const WEBHOOK_SECRETS: &str = "SELECT sealed_secret, CASE WHEN previous_secret_until > $1 THEN \
+     previous_sealed_secret END AS previous_sealed_secret FROM webhooks WHERE id = $2 AND tenant_id = $3";
 /// A test event's one attempt, for a webhook of the tenant only.
 pub(crate) const INSERT_WEBHOOK_TEST: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, payload, \
      status, due_at, attempts, created_at, last_attempt_at, response_status, error, duration_ms) \
@@ -660,6 +662,7 @@ pub(crate) const ALL: &[&str] = &[
     DELETE_WEBHOOK,
     WEBHOOK_DELIVERIES,
     INSERT_WEBHOOK_TEST,
+    WEBHOOK_SECRETS,
     SUBSCRIBERS,
     RECIPIENT_STATES,
     INSERT_OUTBOX,

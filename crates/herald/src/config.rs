@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
+use herald_delivery::webhook::WebhookConfig;
 use herald_delivery::{DefaultProvider, RetryPolicy, Transport};
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
 use serde::Deserialize;
@@ -260,6 +261,16 @@ pub struct ServeArgs {
     /// private network), e.g. 10.0.0.5:9187; off by default.
     #[arg(long, env = "HERALD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How long one webhook POST may take, answer included [default: 10s].
+    #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<String>,
+    /// Waits between a webhook event's attempts, comma-separated; the last one
+    /// repeats until a day after the event [default: 5s,30s,2m,10m,30m,1h,2h,4h].
+    #[arg(long, env = "HERALD_WEBHOOK_RETRY")]
+    pub webhook_retry: Option<String>,
+    /// Requests in flight at once to one webhook from this node [default: 16].
+    #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY")]
+    pub webhook_concurrency: Option<usize>,
 }
 
 /// Everything a node needs, resolved and validated.
@@ -303,6 +314,8 @@ pub struct Settings {
     pub smtp: Option<herald_ingress::Settings>,
     /// The Prometheus metrics listener's address, when --metrics-listen is given.
     pub metrics_listen: Option<SocketAddr>,
+    /// How this node's webhook dispatcher behaves (its egress is `egress`).
+    pub webhooks: WebhookConfig,
 }
 
 /// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
@@ -383,6 +396,36 @@ pub fn parse_duration(input: &str) -> anyhow::Result<Duration> {
 fn duration(name: &str, value: Option<String>, default: Duration) -> anyhow::Result<Duration> {
     value.map_or(Ok(default), |v| {
         parse_duration(&v).with_context(|| format!("--{name}"))
+    })
+}
+
+/// The dispatcher's settings from their flags, the rest at their defaults.
+fn webhook_config(
+    timeout: Option<String>,
+    retry: Option<String>,
+    concurrency: Option<usize>,
+) -> anyhow::Result<WebhookConfig> {
+    let default = WebhookConfig::default();
+    let timeout = duration("webhook-timeout", timeout, default.timeout)?;
+    if timeout.is_zero() {
+        bail!("--webhook-timeout must be longer than 0s");
+    }
+    let retry_delays = match retry {
+        None => default.retry_delays,
+        Some(list) => list
+            .split(',')
+            .map(|d| parse_duration(d.trim()).context("--webhook-retry"))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    Ok(WebhookConfig {
+        timeout,
+        retry_delays,
+        per_webhook: match concurrency {
+            Some(0) => bail!("--webhook-concurrency must be at least 1"),
+            Some(n) => n,
+            None => default.per_webhook,
+        },
+        ..default
     })
 }
 
@@ -638,6 +681,11 @@ impl ServeArgs {
             master_key: env_secret("HERALD_MASTER_KEY"),
             smtp,
             metrics_listen: pick!(metrics_listen),
+            webhooks: webhook_config(
+                pick!(webhook_timeout),
+                pick!(webhook_retry),
+                pick!(webhook_concurrency),
+            )?,
         })
     }
 }

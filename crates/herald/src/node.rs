@@ -362,6 +362,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
 
     let cache = Arc::new(ProviderCache::new(settings.provider_staleness));
     let egress = Arc::new(settings.egress);
+    let dispatcher = herald_delivery::webhook::Dispatcher::new(
+        store.clone(),
+        sealer.clone(),
+        herald_delivery::webhook::WebhookConfig {
+            egress: egress.clone(),
+            ..settings.webhooks
+        },
+    );
     let worker = Worker::new(
         store.clone(),
         sealer.clone(),
@@ -378,6 +386,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             egress: egress.clone(),
             standing: Some(standing.clone()),
             metrics: metrics.clone(),
+            events_written: Some(dispatcher.waker()),
         },
     );
     let worker_stats = worker.stats();
@@ -433,7 +442,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         metrics: metrics.clone(),
     };
     let worker = if settings.worker {
-        tokio::spawn(worker.run(stop.clone()))
+        let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+        let worker = worker.run(stop.clone());
+        tokio::spawn(async move {
+            worker.await;
+            let _ = dispatcher.await;
+        })
     } else {
         tokio::spawn(async {})
     };

@@ -96,6 +96,9 @@ pub struct WorkerConfig {
     /// Where the worker counts what it does (deliveries, claims, commits,
     /// its route pools); a registry of its own unless the node shares one.
     pub metrics: Arc<Metrics>,
+    /// Told after each commit of outcomes, which may have written webhook
+    /// events: the node's webhook dispatcher.
+    pub events_written: Option<Arc<Notify>>,
 }
 
 impl Default for WorkerConfig {
@@ -111,6 +114,7 @@ impl Default for WorkerConfig {
             egress: Arc::new(Egress::default()),
             standing: None,
             metrics: Arc::default(),
+            events_written: None,
         }
     }
 }
@@ -540,6 +544,10 @@ impl Worker {
         let began = std::time::Instant::now();
         match self.store.complete(outcomes, captures).await {
             Ok(accepted) => {
+                // The outcomes may have written webhook events.
+                if let Some(events) = &self.config.events_written {
+                    events.notify_one();
+                }
                 let metrics = &self.config.metrics;
                 metrics.commit(ids.len(), began.elapsed().as_secs_f64());
                 for (((outcome, step, at), about), ok) in counted.iter().zip(about).zip(&accepted) {

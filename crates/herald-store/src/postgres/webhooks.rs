@@ -46,6 +46,14 @@ impl Webhooks for PgStore {
     ) -> Result<Vec<WebhookDelivery>> {
         todo!()
     }
+    async fn webhook_secrets(
+        &self,
+        _t: TenantId,
+        _id: WebhookId,
+        _now: i64,
+    ) -> Result<(String, Option<String>)> {
+        todo!()
+    }
     async fn record_webhook_test(&self, _r: WebhookTestRecord) -> Result<()> {
         todo!()
     }

@@ -159,6 +159,26 @@ impl Webhooks for SqliteStore {
             .await
     }
 
+    async fn webhook_secrets(
+        &self,
+        tenant_id: TenantId,
+        id: WebhookId,
+        now: i64,
+    ) -> Result<(String, Option<String>)> {
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    sql::WEBHOOK_SECRETS,
+                    params![now, id.to_string(), tenant_id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
     async fn record_webhook_test(&self, t: WebhookTestRecord) -> Result<()> {
         self.db
             .write(move |c| {

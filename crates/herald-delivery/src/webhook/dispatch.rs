@@ -1,0 +1,422 @@
+//! The webhook dispatcher of one node: claims due events from the outbox,
+//! posts each message's events to each webhook in order, and records every
+//! attempt, retrying with backoff for a day.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_core::timestamp::now_ms;
+use herald_core::{Sealer, WebhookId};
+use herald_smtp::Egress;
+use herald_store::{
+    AttemptResult, ClaimedEvent, Store, WebhookAttempt, WebhookClaim, WebhookNext, WebhookOutcome,
+};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::send::{self, Event, Posted};
+use crate::guarded_http::GuardedHttp;
+
+/// How a node's dispatcher behaves.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// How long one POST may take, answer included.
+    pub timeout: Duration,
+    /// Requests in flight at once to one webhook from this node.
+    pub per_webhook: usize,
+    /// Events this node holds claimed at once, over all webhooks.
+    pub in_flight: usize,
+    /// The waits between attempts; the last one repeats.
+    pub retry_delays: Vec<Duration>,
+    /// How long after an event it is still retried; then it is given up.
+    pub retry_for: Duration,
+    /// How long a webhook may fail every attempt before it is disabled.
+    pub disable_after: Duration,
+    /// How long a claim holds an event before another node may take it.
+    pub lease: Duration,
+    /// How long delivered and failed events stay listed.
+    pub keep: Duration,
+    /// How often to look for due events when nothing wakes the dispatcher.
+    pub poll: Duration,
+    /// Where tenants' endpoints may be.
+    pub egress: Arc<Egress>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        WebhookConfig {
+            timeout: s(10),
+            per_webhook: 16,
+            in_flight: 512,
+            // Close together first (a restart, a deploy), then further apart.
+            retry_delays: [5, 30, 120, 600, 1_800, 3_600, 7_200, 14_400]
+                .into_iter()
+                .map(s)
+                .collect(),
+            retry_for: s(24 * 3_600),
+            disable_after: s(24 * 3_600),
+            lease: s(600),
+            keep: s(7 * 24 * 3_600),
+            poll: s(5),
+            egress: Arc::default(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// What follows a failed attempt at `now` of an event made at
+    /// `created_at`, `attempts` attempts in all with this one: a retry, the
+    /// last one at the end of `retry_for`, or giving up.
+    pub fn after_failure(&self, attempts: u32, created_at: i64, now: i64) -> WebhookNext {
+        let last = created_at.saturating_add(millis(self.retry_for));
+        if now >= last {
+            return WebhookNext::GiveUp;
+        }
+        let index =
+            (attempts.saturating_sub(1) as usize).min(self.retry_delays.len().saturating_sub(1));
+        let delay = self.retry_delays.get(index).copied().unwrap_or_default();
+        WebhookNext::Retry {
+            at: now.saturating_add(millis(delay)).min(last),
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What this node holds for one webhook: its claimed events' chains, and the
+/// permits that bound its requests in flight.
+struct Slot {
+    chains: usize,
+    permits: Arc<Semaphore>,
+}
+
+/// The webhook dispatcher of one node.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    http: Arc<GuardedHttp>,
+    config: Arc<WebhookConfig>,
+    wake: Arc<Notify>,
+    slots: Arc<Mutex<HashMap<WebhookId, Slot>>>,
+}
+
+/// A webhook's claimed events of one message, in order.
+type Chain = Vec<ClaimedEvent>;
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>, config: WebhookConfig) -> Self {
+        let http = GuardedHttp::with_timeout(config.egress.clone(), config.timeout);
+        Dispatcher {
+            store,
+            sealer,
+            http: Arc::new(http),
+            config: Arc::new(config),
+            wake: Arc::new(Notify::new()),
+            slots: Arc::default(),
+        }
+    }
+
+    /// A handle that makes the dispatcher look for events at once (after outcomes were recorded).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The HTTP client webhooks are posted with (the API's test events use it too).
+    pub fn http(&self) -> Arc<GuardedHttp> {
+        self.http.clone()
+    }
+
+    /// Runs until `shutdown` turns true, then waits for the posts in flight
+    /// (each at most the timeout) and records them.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let (finished, results) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record_all(results));
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut kicked = true;
+        let mut last_prune = 0;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let room = self.config.in_flight.saturating_sub(self.claimed());
+            // One claim costs a commit: make one when woken or when the
+            // pause ran out, or once half the room is free again.
+            if room > 0 && (kicked || room >= self.config.in_flight / 2) {
+                kicked = false;
+                match self.claim(room).await {
+                    Ok(chains) => {
+                        let full = chains.iter().map(Vec::len).sum::<usize>() >= room;
+                        for chain in chains {
+                            in_flight.spawn(self.clone().deliver(chain, finished.clone()));
+                        }
+                        // A full claim may have left more behind.
+                        kicked = full;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming webhook events failed"),
+                }
+            }
+            let now = now_ms();
+            if now - last_prune > 3_600_000 {
+                last_prune = now;
+                self.prune(now).await;
+            }
+            // While posts are in flight, each one's end wakes the loop.
+            let pause = if in_flight.is_empty() {
+                self.pause().await
+            } else {
+                self.config.poll
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = self.wake.notified() => kicked = true,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(pause) => kicked = true,
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+        drop(finished);
+        let _ = recorder.await;
+    }
+
+    /// How many events' chains this node holds claimed.
+    fn claimed(&self) -> usize {
+        let slots = self.slots.lock().expect("slots lock");
+        slots.values().map(|s| s.chains).sum()
+    }
+
+    /// How long to wait for a wake-up: until the earliest event is due, at most `poll`.
+    async fn pause(&self) -> Duration {
+        let poll = self.config.poll;
+        match self.store.next_webhook_due().await {
+            Ok(Some(due)) => {
+                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+                // Due now, yet not claimed: behind an earlier event, or no room.
+                Duration::from_millis(wait).clamp(Duration::from_millis(50), poll)
+            }
+            _ => poll,
+        }
+    }
+
+    /// Claims due events for webhooks with room and groups them into chains.
+    async fn claim(&self, room: usize) -> herald_store::Result<Vec<Chain>> {
+        // A webhook may have a few rounds of its requests claimed, no more,
+        // so that one slow endpoint holds neither the room nor its leases long.
+        let most = self.config.per_webhook * 8;
+        let exclude: Vec<WebhookId> = {
+            let slots = self.slots.lock().expect("slots lock");
+            slots
+                .iter()
+                .filter(|(_, s)| s.chains >= most)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let now = now_ms();
+        let claimed = self
+            .store
+            .claim_webhook_events(WebhookClaim {
+                now,
+                lease_until: now + millis(self.config.lease),
+                limit: u32::try_from(room).unwrap_or(u32::MAX),
+                exclude,
+            })
+            .await?;
+        let mut chains: Vec<Chain> = Vec::new();
+        let mut index: HashMap<(WebhookId, Option<herald_core::MessageId>), usize> = HashMap::new();
+        for event in claimed {
+            let key = (event.webhook, event.message_id);
+            match index.get(&key) {
+                Some(&i) if event.message_id.is_some() => chains[i].push(event),
+                _ => {
+                    index.insert(key, chains.len());
+                    chains.push(vec![event]);
+                }
+            }
+        }
+        let mut slots = self.slots.lock().expect("slots lock");
+        for chain in &chains {
+            slots
+                .entry(chain[0].webhook)
+                .or_insert_with(|| Slot {
+                    chains: 0,
+                    permits: Arc::new(Semaphore::new(self.config.per_webhook.max(1))),
+                })
+                .chains += 1;
+        }
+        Ok(chains)
+    }
+
+    /// Posts a chain's events in order; after a failure the rest wait for
+    /// the failed event's retry, unattempted.
+    async fn deliver(self, chain: Chain, finished: mpsc::UnboundedSender<Vec<WebhookAttempt>>) {
+        let webhook = chain[0].webhook;
+        let permits = {
+            let slots = self.slots.lock().expect("slots lock");
+            slots[&webhook].permits.clone()
+        };
+        let mut attempts = Vec::with_capacity(chain.len());
+        {
+            let _permit = permits.acquire().await.expect("never closed");
+            let first = &chain[0];
+            let keys = send::keys(
+                &self.sealer,
+                webhook,
+                &first.sealed_secret,
+                first.previous_sealed_secret.as_deref(),
+            );
+            let mut held_back: Option<i64> = None;
+            for event in &chain {
+                if let Some(due_at) = held_back {
+                    attempts.push(attempt(event, WebhookOutcome::GivenBack { due_at }));
+                    continue;
+                }
+                let at = now_ms();
+                let posted = match &keys {
+                    Ok(keys) => {
+                        let e = Event {
+                            url: &event.url,
+                            id: &event.event_id,
+                            body: &event.payload,
+                        };
+                        send::post(&self.http, keys, &e, at / 1_000).await
+                    }
+                    Err(why) => Posted {
+                        delivered: false,
+                        status: None,
+                        error: Some(why.clone()),
+                        duration_ms: 0,
+                    },
+                };
+                let next = if posted.delivered {
+                    WebhookNext::Delivered
+                } else {
+                    self.config
+                        .after_failure(event.attempts + 1, event.created_at, now_ms())
+                };
+                match next {
+                    WebhookNext::Retry { at } => held_back = Some(at),
+                    WebhookNext::GiveUp => held_back = None,
+                    WebhookNext::Delivered => {}
+                }
+                if !posted.delivered {
+                    tracing::info!(
+                        tenant = %event.tenant_id,
+                        webhook = %webhook,
+                        event = %event.event_id,
+                        status = posted.status,
+                        error = posted.error.as_deref().unwrap_or(""),
+                        "webhook attempt failed"
+                    );
+                }
+                attempts.push(attempt(
+                    event,
+                    WebhookOutcome::Attempted(AttemptResult {
+                        at,
+                        response_status: posted.status,
+                        error: posted.error,
+                        duration_ms: posted.duration_ms,
+                        next,
+                    }),
+                ));
+            }
+        }
+        let _ = finished.send(attempts);
+        let mut slots = self.slots.lock().expect("slots lock");
+        if let Some(slot) = slots.get_mut(&webhook) {
+            slot.chains -= 1;
+            if slot.chains == 0 {
+                slots.remove(&webhook);
+            }
+        }
+    }
+
+    /// Records attempts in batches: whatever gathered during the previous commit.
+    async fn record_all(self, mut results: mpsc::UnboundedReceiver<Vec<WebhookAttempt>>) {
+        while let Some(first) = results.recv().await {
+            let mut batch = first;
+            while let Ok(more) = results.try_recv() {
+                batch.extend(more);
+            }
+            let cut_off = now_ms() - millis(self.config.disable_after);
+            loop {
+                match self
+                    .store
+                    .finish_webhook_events(batch.clone(), cut_off)
+                    .await
+                {
+                    Ok(disabled) => {
+                        for d in disabled {
+                            tracing::warn!(
+                                tenant = %d.tenant_id,
+                                webhook = %d.id,
+                                "webhook disabled: every attempt failed since {}",
+                                herald_core::timestamp::rfc3339(d.failing_since)
+                            );
+                        }
+                        break;
+                    }
+                    // Unrecorded, the events are posted again once their
+                    // leases end: at least once, never lost.
+                    Err(e) if results.is_closed() => {
+                        tracing::warn!(error = %e, "webhook attempts not recorded at shutdown");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording webhook attempts failed; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn prune(&self, now: i64) {
+        match self
+            .store
+            .prune_webhook_events(now - millis(self.config.keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "forgot old webhook events"),
+            Err(e) => tracing::warn!(error = %e, "pruning webhook events failed"),
+        }
+    }
+}
+
+fn attempt(event: &ClaimedEvent, outcome: WebhookOutcome) -> WebhookAttempt {
+    WebhookAttempt {
+        seq: event.seq,
+        lease_token: event.lease_token,
+        webhook: event.webhook,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_and_end_a_day_after_the_event() {
+        let config = WebhookConfig::default();
+        let hour = 3_600_000;
+        assert_eq!(
+            config.after_failure(1, 0, 1_000),
+            WebhookNext::Retry { at: 6_000 }
+        );
+        assert_eq!(
+            config.after_failure(50, 0, hour),
+            WebhookNext::Retry { at: 5 * hour }
+        );
+        // The last retry is at the end of the day, not past it.
+        assert_eq!(
+            config.after_failure(50, 0, 23 * hour),
+            WebhookNext::Retry { at: 24 * hour }
+        );
+        assert_eq!(config.after_failure(51, 0, 24 * hour), WebhookNext::GiveUp);
+    }
+}

@@ -1,0 +1,10 @@
+//! Delivery webhooks: signing (Standard Webhooks), posting one event, and the
+//! dispatcher that drains the outbox with retries.
+
+mod dispatch;
+mod send;
+mod sign;
+
+pub use dispatch::{Dispatcher, WebhookConfig};
+pub use send::{Event, Posted, keys, post};
+pub use sign::signature;
