@@ -81,6 +81,9 @@ pub struct AppState {
     pub submission: Submission,
     /// This node's metrics, where submissions are counted.
     pub metrics: Arc<herald_metrics::Metrics>,
+    /// The guarded HTTP client webhooks are posted through (with the
+    /// webhook timeout), for test events sent from the API.
+    pub webhook_http: Arc<herald_delivery::guarded_http::GuardedHttp>,
 }
 
 impl AppState {

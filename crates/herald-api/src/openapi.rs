@@ -40,6 +40,7 @@ use crate::routes;
         (name = "providers", description = "Notification providers and test messages"),
         (name = "messages", description = "Submitting messages and reading what happened to them"),
         (name = "smtp", description = "SMTP submission: credentials and IP connectors"),
+        (name = "webhooks", description = "Delivery webhooks: signed events about messages, their secrets and deliveries"),
     )
 )]
 struct Skeleton;
@@ -56,6 +57,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         routes::providers::Api::openapi(),
         routes::messages::Api::openapi(),
         routes::smtp::Api::openapi(),
+        routes::webhooks::Api::openapi(),
     ] {
         doc.merge(part);
     }
@@ -796,6 +798,82 @@ pub(crate) mod answers {
         pub rate_limit_per_minute: Option<u32>,
         #[schema(format = DateTime)]
         pub created_at: String,
+    }
+
+    /// A delivery webhook; its signing secret is shown only on creation and rotation.
+    #[derive(ToSchema)]
+    pub struct Webhook {
+        #[schema(format = "uuid")]
+        pub id: String,
+        pub url: String,
+        /// The event types it receives, such as `message.sent`.
+        pub events: Vec<String>,
+        pub enabled: bool,
+        /// Why Herald disabled it (every attempt failed for 24 hours).
+        pub disabled_reason: Option<String>,
+        /// Since when every attempt to it failed; null after a success.
+        #[schema(format = DateTime)]
+        pub failing_since: Option<String>,
+        /// After a rotation: until when events also carry the previous secret's signature.
+        #[schema(format = DateTime)]
+        pub previous_secret_until: Option<String>,
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        #[schema(format = DateTime)]
+        pub updated_at: String,
+        /// Only in the answer to its creation or a rotation: `whsec_` and base64, the only time it is shown.
+        pub secret: Option<String>,
+        /// Only in the answer to a creation or a change: a host that does not resolve now.
+        pub warnings: Option<Vec<Warning>>,
+    }
+
+    /// Where a delivery of one event to one webhook stands.
+    #[derive(ToSchema)]
+    pub enum WebhookDeliveryStatus {
+        #[schema(rename = "pending")]
+        Pending,
+        #[schema(rename = "delivered")]
+        Delivered,
+        #[schema(rename = "failed")]
+        Failed,
+    }
+
+    /// One event's delivery to a webhook, with its latest attempt.
+    #[derive(ToSchema)]
+    pub struct WebhookDelivery {
+        /// The `webhook-id` header: the same on every attempt.
+        pub event_id: String,
+        /// The event's type, such as `message.sent` or `webhook.test`.
+        #[schema(rename = "type")]
+        pub event_type: String,
+        #[schema(format = "uuid")]
+        pub message_id: Option<String>,
+        pub status: WebhookDeliveryStatus,
+        pub attempts: u32,
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        #[schema(format = DateTime)]
+        pub last_attempt_at: Option<String>,
+        /// The endpoint's HTTP status at the latest attempt, when it answered.
+        pub response_status: Option<u16>,
+        /// Why the latest attempt failed.
+        pub error: Option<String>,
+        pub duration_ms: Option<i64>,
+        /// When the next attempt is due, while pending.
+        #[schema(format = DateTime)]
+        pub next_attempt_at: Option<String>,
+    }
+
+    /// What a test event came to.
+    #[derive(ToSchema)]
+    pub struct WebhookTest {
+        /// The event's `webhook-id`.
+        pub event_id: String,
+        /// True when the endpoint answered 2xx.
+        pub delivered: bool,
+        pub response_status: Option<u16>,
+        pub error: Option<String>,
+        pub duration_ms: i64,
     }
 }
 

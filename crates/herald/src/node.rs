@@ -440,6 +440,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             tls_port: smtps_addr.map(|a| a.port()),
         },
         metrics: metrics.clone(),
+        webhook_http: dispatcher.http(),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));

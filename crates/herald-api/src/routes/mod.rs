@@ -7,6 +7,7 @@ pub(crate) mod providers;
 pub(crate) mod servers;
 pub(crate) mod smtp;
 pub(crate) mod tenants;
+pub(crate) mod webhooks;
 
 use herald_core::timestamp::now_ms;
 use std::str::FromStr;
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .merge(providers::router())
         .merge(messages::router())
         .merge(smtp::router())
+        .merge(webhooks::router())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 

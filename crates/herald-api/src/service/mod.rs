@@ -15,6 +15,7 @@ mod servers;
 mod smtp;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 pub use accounts::{create_account, delete_account};
 pub use messages::{MessagePage, cursor, message, parse_cursor, search_messages};
@@ -31,6 +32,10 @@ pub use smtp::{
 };
 pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
 pub use tokens::{CreatedToken, create_token, revoke_token};
+pub use webhooks::{
+    WebhookTest, WithSecret, create_webhook, delete_webhook, rotate_webhook_secret, test_webhook,
+    update_webhook,
+};
 
 /// The rule for the names of objects and tokens.
 pub use crate::routes::name;
@@ -40,3 +45,4 @@ pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;
 pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};
 pub use crate::routes::smtp::{ConnectorBody, CredentialBody};
+pub use crate::routes::webhooks::{RotateBody, WebhookBody};
