@@ -104,8 +104,12 @@ async fn webhook_url(egress: &Egress, input: &str) -> Result<(String, Vec<Warnin
     let url = EndpointUrl::parse(input)?;
     let plain = !url.is_https();
     let host = match url.host() {
-        Host::Ipv4(v4) => return admit(egress, plain, &[v4.into()]).map(|()| (url.to_string(), vec![])),
-        Host::Ipv6(v6) => return admit(egress, plain, &[v6.into()]).map(|()| (url.to_string(), vec![])),
+        Host::Ipv4(v4) => {
+            return admit(egress, plain, &[v4.into()]).map(|()| (url.to_string(), vec![]));
+        }
+        Host::Ipv6(v6) => {
+            return admit(egress, plain, &[v6.into()]).map(|()| (url.to_string(), vec![]));
+        }
         Host::Domain(name) => name.to_owned(),
     };
     let port = url.as_url().port_or_known_default().unwrap_or(443);
@@ -139,10 +143,9 @@ async fn webhook_url(egress: &Egress, input: &str) -> Result<(String, Vec<Warnin
 /// A new signing secret for webhook `id`, and its sealed form for the store.
 fn new_secret(state: &AppState, id: WebhookId) -> (String, String) {
     let secret = generate_secret();
-    let sealed = state.sealer.seal(
-        &Secret::new(secret.clone()),
-        &seal_context(&id.to_string()),
-    );
+    let sealed = state
+        .sealer
+        .seal(&Secret::new(secret.clone()), &seal_context(&id.to_string()));
     (secret, sealed)
 }
 

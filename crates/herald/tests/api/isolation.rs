@@ -125,6 +125,14 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/tenants/{tenant}/smtp-connectors", Access::Admin, CREATED),
     ep("GET", "/v1/tenants/{tenant}/smtp-connectors", Access::Admin, OK),
     ep("DELETE", "/v1/tenants/{tenant}/smtp-connectors/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/webhooks", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/webhooks", Access::Admin, OK),
+    ep("GET", "/v1/tenants/{tenant}/webhooks/{id}", Access::Admin, OK),
+    ep("PATCH", "/v1/tenants/{tenant}/webhooks/{id}", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/webhooks/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/webhooks/{id}/rotate-secret", Access::Admin, OK),
+    ep("GET", "/v1/tenants/{tenant}/webhooks/{id}/deliveries", Access::Admin, OK),
+    ep("POST", "/v1/tenants/{tenant}/webhooks/{id}/test", Access::Admin, OK),
 ];
 
 /// The methods the guard and the 405 check know about.
@@ -273,6 +281,7 @@ enum Kind {
     Message,
     SmtpCredential,
     SmtpConnector,
+    Webhook,
 }
 
 fn kind_of(template: &str) -> Option<Kind> {
@@ -290,6 +299,7 @@ fn kind_of(template: &str) -> Option<Kind> {
         (_, "messages") => Kind::Message,
         (_, "smtp-credentials") => Kind::SmtpCredential,
         (_, "smtp-connectors") => Kind::SmtpConnector,
+        (_, "webhooks") => Kind::Webhook,
         (_, other) => panic!("no id kind for {other} in {template}"),
     })
 }
@@ -307,6 +317,7 @@ struct Ids {
     message: String,
     smtp_credential: String,
     smtp_connector: String,
+    webhook: String,
 }
 
 impl Ids {
@@ -322,6 +333,7 @@ impl Ids {
             message: NO_ID.into(),
             smtp_credential: NO_ID.into(),
             smtp_connector: NO_ID.into(),
+            webhook: NO_ID.into(),
         }
     }
 
@@ -336,11 +348,12 @@ impl Ids {
             Kind::Message => self.message = id,
             Kind::SmtpCredential => self.smtp_credential = id,
             Kind::SmtpConnector => self.smtp_connector = id,
+            Kind::Webhook => self.webhook = id,
         }
     }
 
     /// Every id, to look for in another tenant's answers.
-    fn all(&self) -> [&str; 8] {
+    fn all(&self) -> [&str; 9] {
         [
             &self.person,
             &self.token,
@@ -350,6 +363,7 @@ impl Ids {
             &self.message,
             &self.smtp_credential,
             &self.smtp_connector,
+            &self.webhook,
         ]
     }
 }
@@ -372,6 +386,7 @@ fn fill(template: &str, slug: &str, ids: &Ids) -> String {
                 "messages" => &ids.message,
                 "smtp-credentials" => &ids.smtp_credential,
                 "smtp-connectors" => &ids.smtp_connector,
+                "webhooks" => &ids.webhook,
                 other => panic!("no id for {other} in {template}"),
             },
             plain => plain,
@@ -450,6 +465,11 @@ struct World {
     idempotency_key: &'static str,
     /// How many connector networks [`World::fresh_network`] has handed out.
     networks: std::sync::atomic::AtomicU32,
+}
+
+/// A webhook URL that answers at once: this node's own health check, which refuses a POST.
+fn webhook_url(app: &TestApp) -> String {
+    format!("{}/healthz", app.base)
 }
 
 /// Asserts a setup step answered `status` and returns its body.
@@ -614,6 +634,16 @@ async fn world() -> World {
     )
     .await);
 
+    let webhook = id(&setup(
+        &app,
+        "POST",
+        &a("/webhooks"),
+        &acme.admin,
+        Some(json!({"url": webhook_url(&app), "events": ["message.sent"]})),
+        CREATED,
+    )
+    .await);
+
     let operator_token = setup(
         &app,
         "POST",
@@ -635,6 +665,7 @@ async fn world() -> World {
             message,
             smtp_credential,
             smtp_connector,
+            webhook,
         },
         networks: std::sync::atomic::AtomicU32::new(0),
         acme_id,
@@ -706,6 +737,13 @@ impl World {
             ("POST", "/v1/tenants/{tenant}/smtp-connectors") => {
                 json!({"name": tag, "cidrs": [self.fresh_network()]})
             }
+            ("POST", "/v1/tenants/{tenant}/webhooks") => {
+                json!({"url": webhook_url(&self.app), "events": ["message.sent"]})
+            }
+            ("PATCH", "/v1/tenants/{tenant}/webhooks/{id}") => {
+                // A denied call tries to turn acme's webhook off.
+                json!({ "enabled": allowed })
+            }
             ("POST", "/v1/tenants/{tenant}/messages/batch") => {
                 json!({"messages": [{"to": ["someone@example.com"], "subject": tag, "text": "hello"}]})
             }
@@ -750,6 +788,10 @@ impl World {
             Kind::SmtpConnector => (
                 a("/smtp-connectors"),
                 json!({"name": tag, "cidrs": [self.fresh_network()]}),
+            ),
+            Kind::Webhook => (
+                a("/webhooks"),
+                json!({"url": webhook_url(&self.app), "events": ["message.sent"]}),
             ),
         };
         let body = setup(&self.app, "POST", &path, OPERATOR, Some(body), CREATED).await;
@@ -1034,12 +1076,15 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
         "/v1/tenants/{tenant}/smtp-servers/{id}/accounts/{account}",
         "/v1/tenants/{tenant}/providers/{id}",
         "/v1/tenants/{tenant}/messages/{id}",
+        "/v1/tenants/{tenant}/webhooks/{id}",
     ] {
         let (path, answer) = get(fill(template, "acme", ids)).await;
         if answer.status != StatusCode::OK {
             failures.push(format!("GET {path}: acme's object is gone: {answer}"));
         } else if denied(&answer.body["name"]) {
             failures.push(format!("GET {path}: a denied PATCH renamed it: {answer}"));
+        } else if answer.body["enabled"] == false {
+            failures.push(format!("GET {path}: a denied PATCH disabled it: {answer}"));
         }
     }
     let extra = send(

@@ -35,3 +35,4 @@ mod security;
 mod smtp_check;
 mod tls_auth;
 mod validation;
+mod webhook_api;

@@ -723,6 +723,85 @@ async fn real_answers_match_the_documented_schemas() {
     )
     .await;
 
+    // A webhook pointed at this node's own health check, which refuses a POST.
+    let webhook = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/webhooks",
+            &t("/webhooks"),
+            admin,
+            Some(json!({"url": format!("{}/healthz", app.base), "events": ["message.sent"]})),
+            S::CREATED,
+        )
+        .await;
+    assert!(webhook["secret"].is_string(), "{webhook}");
+    let webhook = format!("/webhooks/{}", webhook["id"].as_str().unwrap());
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/webhooks",
+        &t("/webhooks"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/webhooks/{id}",
+        &t(&webhook),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::PATCH,
+        "/v1/tenants/{tenant}/webhooks/{id}",
+        &t(&webhook),
+        admin,
+        Some(json!({"enabled": false})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/webhooks/{id}/rotate-secret",
+        &t(&format!("{webhook}/rotate-secret")),
+        admin,
+        Some(json!({"overlap_seconds": 60})),
+        S::OK,
+    )
+    .await;
+    let tested = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/webhooks/{id}/test",
+            &t(&format!("{webhook}/test")),
+            admin,
+            None,
+            S::OK,
+        )
+        .await;
+    assert_eq!(tested["response_status"], 405, "{tested}");
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/webhooks/{id}/deliveries",
+        &t(&format!("{webhook}/deliveries")),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/webhooks/{id}",
+        &t(&webhook),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+
     // Problems: each is a problem document of a documented type.
     walk.call(
         M::GET,
