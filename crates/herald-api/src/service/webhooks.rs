@@ -103,41 +103,40 @@ fn admit(egress: &Egress, plain_http_url: bool, addresses: &[IpAddr]) -> Result<
 async fn webhook_url(egress: &Egress, input: &str) -> Result<(String, Vec<Warning>), Invalid> {
     let url = EndpointUrl::parse(input)?;
     let plain = !url.is_https();
-    let host = match url.host() {
-        Host::Ipv4(v4) => {
-            return admit(egress, plain, &[v4.into()]).map(|()| (url.to_string(), vec![]));
+    match addresses_now(&url).await {
+        Some(addresses) => {
+            admit(egress, plain, &addresses)?;
+            Ok((url.to_string(), Vec::new()))
         }
-        Host::Ipv6(v6) => {
-            return admit(egress, plain, &[v6.into()]).map(|()| (url.to_string(), vec![]));
+        None if plain && !egress.has_allow_list() => Err(plain_http()),
+        None => {
+            let warning = Warning::new(
+                "unresolved",
+                format!(
+                    "{} does not resolve now; every delivery checks its addresses against the egress policy again",
+                    url.host()
+                ),
+            );
+            Ok((url.to_string(), vec![warning]))
         }
-        Host::Domain(name) => name.to_owned(),
+    }
+}
+
+/// The addresses of the URL's host: an IP address as written, a name as it
+/// resolves within [`RESOLVE_WITHIN`]; none when it does not (in time).
+async fn addresses_now(url: &EndpointUrl) -> Option<Vec<IpAddr>> {
+    let name = match url.host() {
+        Host::Ipv4(v4) => return Some(vec![v4.into()]),
+        Host::Ipv6(v6) => return Some(vec![v6.into()]),
+        Host::Domain(name) => name,
     };
     let port = url.as_url().port_or_known_default().unwrap_or(443);
-    let resolved = tokio::time::timeout(
-        RESOLVE_WITHIN,
-        tokio::net::lookup_host((host.as_str(), port)),
-    )
-    .await;
-    match resolved {
-        Ok(Ok(found)) => {
-            let addresses: Vec<IpAddr> = found.map(|a| a.ip()).collect();
-            if !addresses.is_empty() {
-                admit(egress, plain, &addresses)?;
-                return Ok((url.to_string(), vec![]));
-            }
-        }
-        Ok(Err(_)) | Err(_) => {}
-    }
-    if plain && !egress.has_allow_list() {
-        return Err(plain_http());
-    }
-    let warning = Warning::new(
-        "unresolved",
-        format!(
-            "{host} does not resolve now; every delivery checks its addresses against the egress policy again"
-        ),
-    );
-    Ok((url.to_string(), vec![warning]))
+    let found = tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host((name, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let addresses: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+    (!addresses.is_empty()).then_some(addresses)
 }
 
 /// A new signing secret for webhook `id`, and its sealed form for the store.
