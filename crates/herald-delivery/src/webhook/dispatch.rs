@@ -21,6 +21,9 @@ use crate::guarded_http::GuardedHttp;
 /// How a node's dispatcher behaves.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
+    /// This node's name and process id, recorded on leases (as the worker's).
+    pub node: String,
+    pub incarnation: String,
     /// How long one POST may take, answer included.
     pub timeout: Duration,
     /// Requests in flight at once to one webhook from this node.
@@ -47,6 +50,8 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         let s = Duration::from_secs;
         WebhookConfig {
+            node: "herald".into(),
+            incarnation: herald_core::ids::new_incarnation(),
             timeout: s(10),
             per_webhook: 16,
             in_flight: 512,
@@ -219,6 +224,8 @@ impl Dispatcher {
         let claimed = self
             .store
             .claim_webhook_events(WebhookClaim {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation.clone(),
                 now,
                 lease_until: now + millis(self.config.lease),
                 limit: u32::try_from(room).unwrap_or(u32::MAX),

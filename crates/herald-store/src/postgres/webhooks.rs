@@ -67,6 +67,9 @@ impl Webhooks for PgStore {
     ) -> Result<Vec<DisabledWebhook>> {
         todo!()
     }
+    async fn release_webhook_leases(&self, _n: &str, _i: &str, _now: i64) -> Result<u64> {
+        todo!()
+    }
     async fn next_webhook_due(&self) -> Result<Option<i64>> {
         todo!()
     }

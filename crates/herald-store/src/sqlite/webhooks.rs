@@ -240,7 +240,13 @@ impl Webhooks for SqliteStore {
                 let mut claimed = Vec::with_capacity(due.len());
                 for seq in due {
                     if lease
-                        .execute(params![claim.lease_until, seq, claim.now])
+                        .execute(params![
+                            claim.lease_until,
+                            claim.node,
+                            claim.incarnation,
+                            seq,
+                            claim.now
+                        ])
                         .map_err(sql)?
                         == 1
                     {
@@ -352,6 +358,17 @@ impl Webhooks for SqliteStore {
                     }
                 }
                 Ok(disabled)
+            })
+            .await
+    }
+
+    async fn release_webhook_leases(&self, node: &str, incarnation: &str, now: i64) -> Result<u64> {
+        let (node, incarnation) = (node.to_owned(), incarnation.to_owned());
+        self.db
+            .write(move |c| {
+                c.execute(sql::RELEASE_WEBHOOK_LEASES, params![now, node, incarnation])
+                    .map(|n| n as u64)
+                    .map_err(sql)
             })
             .await
     }
