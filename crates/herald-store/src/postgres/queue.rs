@@ -661,10 +661,14 @@ async fn write_events(
     tx: &impl GenericClient,
     recorded: &[outbox::RecordedOutcome<'_>],
 ) -> Result<()> {
+    // The webhooks are locked against deletion until the commit: a webhook
+    // deleted meanwhile is waited for and then not found, rather than
+    // refusing the event (and with it the outcome) as a broken reference.
+    let subscribers_sql = format!("{}{}", sql::SUBSCRIBERS, Lock::KeyShare.clause());
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {
         if !subscribers.contains_key(&r.tenant) {
-            let subs = query(tx, sql::SUBSCRIBERS, &[&r.tenant])
+            let subs = query(tx, &subscribers_sql, &[&r.tenant])
                 .await?
                 .iter()
                 .map(|row| outbox::Subscriber::from_row(get(row, "id")?, get(row, "events")?))
