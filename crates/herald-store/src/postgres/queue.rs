@@ -656,7 +656,9 @@ impl Queue for PgStore {
 /// message final. So each first locks the rows of the messages it reads
 /// (in id order, so that they cannot deadlock): the second waits for the
 /// first to commit, then reads its outcome too, and exactly one of them sees
-/// the message final.
+/// the message final. `FOR NO KEY UPDATE` excludes the other completions as
+/// `FOR UPDATE` would, but not rows inserted meanwhile that refer to the
+/// message (a capture).
 async fn write_events(
     tx: &impl GenericClient,
     recorded: &[outbox::RecordedOutcome<'_>],
@@ -684,7 +686,7 @@ async fn write_events(
     for m in &touched {
         execute(
             tx,
-            "SELECT id FROM messages WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE",
             &[&m.message],
         )
         .await
