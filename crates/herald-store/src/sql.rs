@@ -472,7 +472,6 @@ pub(crate) const PERSON_CREDENTIALS: &str = "SELECT p.id, p.tenant_id, p.name, p
      persons p JOIN tenants t ON t.id = p.tenant_id WHERE lower(p.email) = $1 AND \
      p.password_hash IS NOT NULL ORDER BY t.created_at, t.id";
 
-/// Every statement above, for the test that checks their placeholders.
 // Delivery webhooks and their outbox.
 
 macro_rules! webhook_columns {
@@ -574,6 +573,7 @@ pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
 pub(crate) const RESEAL_WEBHOOK: &str =
     "UPDATE webhooks SET sealed_secret = $1, previous_sealed_secret = $2 WHERE id = $3";
 
+/// Every statement above, for the test that checks their placeholders.
 #[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
     MESSAGE_ATTEMPTS,

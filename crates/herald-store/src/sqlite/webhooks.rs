@@ -1,7 +1,6 @@
 //! The SQLite store's delivery webhooks: endpoints, the outbox's claims and attempts.
 
 use herald_core::WebhookId;
-use herald_core::timestamp::rfc3339;
 
 use super::*;
 use crate::Webhooks;
@@ -15,14 +14,6 @@ fn one_webhook(c: &Connection, query: &str, args: impl rusqlite::Params) -> Resu
         .optional()
         .map_err(sql)?
         .ok_or(StoreError::NotFound)?
-}
-
-/// The reason a webhook disabled for failing says, and its audit entry.
-pub(super) fn disabled_reason(failing_since: i64) -> String {
-    format!(
-        "every delivery attempt failed from {} on, so Herald disabled it",
-        rfc3339(failing_since)
-    )
 }
 
 #[async_trait]
@@ -330,7 +321,7 @@ impl Webhooks for SqliteStore {
                         .optional()
                         .map_err(sql)?;
                     if let Some((tenant, failing_since)) = failing {
-                        let reason = disabled_reason(failing_since);
+                        let reason = outbox::disabled_reason(failing_since);
                         c.execute(
                             sql::SET_DISABLED_REASON,
                             params![reason, webhook.to_string()],
