@@ -379,6 +379,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             node: settings.node_name.clone(),
             incarnation: identity.incarnation.clone(),
             egress: egress.clone(),
+            metrics: metrics.clone(),
             ..settings.webhooks
         },
     );

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use herald_core::timestamp::now_ms;
 use herald_core::{Sealer, WebhookId};
+use herald_metrics::Metrics;
 use herald_smtp::Egress;
 use herald_store::{
     AttemptResult, ClaimedEvent, Store, WebhookAttempt, WebhookClaim, WebhookNext, WebhookOutcome,
@@ -44,6 +45,8 @@ pub struct WebhookConfig {
     pub poll: Duration,
     /// Where tenants' endpoints may be.
     pub egress: Arc<Egress>,
+    /// Where posts are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WebhookConfig {
@@ -66,6 +69,7 @@ impl Default for WebhookConfig {
             keep: s(7 * 24 * 3_600),
             poll: s(5),
             egress: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -144,6 +148,8 @@ impl Dispatcher {
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut kicked = true;
         let mut last_prune = 0;
+        // True when the latest claim found nothing due.
+        let mut found_nothing = false;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -155,6 +161,7 @@ impl Dispatcher {
                 kicked = false;
                 match self.claim(room).await {
                     Ok(chains) => {
+                        found_nothing = chains.is_empty();
                         let full = chains.iter().map(Vec::len).sum::<usize>() >= room;
                         for chain in chains {
                             in_flight.spawn(self.clone().deliver(chain, finished.clone()));
@@ -172,7 +179,7 @@ impl Dispatcher {
             }
             // While posts are in flight, each one's end wakes the loop.
             let pause = if in_flight.is_empty() {
-                self.pause().await
+                self.pause(found_nothing).await
             } else {
                 self.config.poll
             };
@@ -194,14 +201,20 @@ impl Dispatcher {
         slots.values().map(|s| s.chains).sum()
     }
 
-    /// How long to wait for a wake-up: until the earliest event is due, at most `poll`.
-    async fn pause(&self) -> Duration {
+    /// How long to wait for a wake-up: until the earliest event is due, at
+    /// most `poll`. An event due that the latest claim passed over waits
+    /// behind an earlier one of its message: then a second.
+    async fn pause(&self, found_nothing: bool) -> Duration {
         let poll = self.config.poll;
         match self.store.next_webhook_due().await {
             Ok(Some(due)) => {
-                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-                // Due now, yet not claimed: behind an earlier event, or no room.
-                Duration::from_millis(wait).clamp(Duration::from_millis(50), poll)
+                let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+                let least = if found_nothing {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(10)
+                };
+                wait.clamp(least.min(poll), poll)
             }
             _ => poll,
         }
@@ -298,6 +311,9 @@ impl Dispatcher {
                         duration_ms: 0,
                     },
                 };
+                self.config
+                    .metrics
+                    .webhook_posted(posted.delivered, posted.duration_ms as f64 / 1000.0);
                 let next = if posted.delivered {
                     WebhookNext::Delivered
                 } else {
