@@ -58,6 +58,22 @@ impl Api {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Gives the tenant a webhook to `url` for `events`.
+    pub async fn create_webhook(
+        &self,
+        tenant: &Tenant,
+        url: &str,
+        events: &[&str],
+    ) -> anyhow::Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/v1/tenants/{}/webhooks", tenant.slug),
+            Some(json!({"url": url, "events": events})),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Creates the tenant, a sender token, an SMTP server pointing at the sink
     /// (no TLS, `connections` connections, each reused for up to 100,000
     /// messages) and a provider through it, makes the provider active and

@@ -15,6 +15,7 @@ mod ceiling;
 mod claim;
 mod content;
 mod fairness;
+mod hooks;
 mod load;
 mod place;
 mod postfix;
@@ -119,7 +120,7 @@ struct Cli {
     #[arg(long)]
     smtp_no_delivery: bool,
     /// Phases to leave out, comma-separated: ceiling, ingest, smtp-ingest, postfix-smtpd, e2e,
-    /// latency, fairness, memory, claims.
+    /// webhooks, latency, fairness, memory, claims.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Longest wait for deliveries in a phase, in seconds [default: 180].
@@ -199,12 +200,13 @@ impl Options {
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
             "--offered-rate and --latency-seconds must be positive"
         );
-        const PHASES: [&str; 9] = [
+        const PHASES: [&str; 10] = [
             "ceiling",
             "ingest",
             "smtp-ingest",
             "postfix-smtpd",
             "e2e",
+            "webhooks",
             "latency",
             "fairness",
             "memory",
@@ -456,6 +458,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
         leftovers.retire(place).await;
     }
 
+    if options.runs("webhooks") {
+        phase("end to end with webhooks: every message's events posted to a webhook sink");
+        let place = Place::fresh(options.database_url.as_deref(), "webhooks").await?;
+        let mut figures = with_webhooks(&options, &sink, &place, single_body, batch).await?;
+        if let (Some(plain), Some(hooked)) = (
+            results
+                .get("end_to_end")
+                .and_then(|r| r["delivered_per_second"].as_f64()),
+            figures["with_every_event_per_second"].as_f64(),
+        ) {
+            figures["ratio_to_end_to_end"] = json!(round(hooked / plain.max(1e-9), 3));
+        }
+        results.insert("end_to_end_with_webhooks".into(), figures);
+        leftovers.retire(place).await;
+    }
+
     if options.runs("fairness") {
         phase(&format!(
             "fairness: {} messages at {}/s for tenant B behind tenant A's backlog of {} on a slow server",
@@ -577,6 +595,78 @@ async fn ingest(
 
 /// Submits `count` messages (batch API when there is one) and measures from
 /// the first submission until the sink has them all.
+/// The end-to-end phase again, the tenant with a webhook for its recipients'
+/// and messages' sent events: two posts per message, signed, each recorded.
+/// The rate that counts is until the sink has every message and the webhook
+/// sink every event.
+async fn with_webhooks(
+    options: &Options,
+    sink: &Sink,
+    place: &Place,
+    single_body: &'static [u8],
+    batch: Batch,
+) -> anyhow::Result<Value> {
+    let mut nodes = Vec::new();
+    for i in 0..options.nodes {
+        let name = format!("bench-node-{}", i + 1);
+        nodes.push(
+            place
+                .start(&NodeSpec {
+                    name: &name,
+                    worker: true,
+                    concurrency: options.concurrency,
+                })
+                .await?,
+        );
+    }
+    let apis: Vec<Api> = nodes
+        .iter()
+        .map(|n| Api::new(n.http_addr))
+        .collect::<anyhow::Result<_>>()?;
+    let tenant = apis[0]
+        .set_up_tenant(sink.port(), options.connections)
+        .await?;
+    let hooks = hooks::Hooks::start().await?;
+    apis[0]
+        .create_webhook(&tenant, &hooks.url, &["recipient.sent", "message.sent"])
+        .await?;
+    let has_batch = apis[0].has_batch(&tenant).await?;
+    let started = Instant::now();
+    let mut figures = end_to_end(
+        options,
+        sink,
+        &nodes,
+        &apis,
+        &tenant,
+        single_body,
+        has_batch.then_some(batch),
+    )
+    .await?;
+    let accepted = figures["accepted"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + options.deadline;
+    while hooks
+        .wait_for(2 * accepted, Duration::from_millis(200))
+        .await
+        < 2 * accepted
+        && Instant::now() < deadline
+    {}
+    let seconds = started.elapsed().as_secs_f64();
+    let events = hooks.total();
+    figures["what"] = json!(
+        "end to end with a webhook for recipient.sent and message.sent: from the first submission until the sink has every accepted message (delivered_per_second) and the webhook sink every event (with_every_event_per_second)"
+    );
+    figures["events_expected"] = json!(2 * accepted);
+    figures["events_received"] = json!(events);
+    figures["events_by_type"] = json!(hooks.counts());
+    figures["events_complete"] = json!(events >= 2 * accepted);
+    figures["seconds_until_every_event"] = json!(round(seconds, 3));
+    figures["with_every_event_per_second"] = json!(round(accepted as f64 / seconds.max(1e-9), 0));
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(figures)
+}
+
 async fn end_to_end(
     options: &Options,
     sink: &Sink,

@@ -30,6 +30,10 @@ pub fn targets(report: &Value, options: &Options) -> Value {
     let claims = num(report, "/results/claims/long_over_short");
     let fair_p99 = num(report, "/results/fairness/b/delivery_latency_ms/p99");
     let smtp_ratio = num(report, "/results/smtp_ingest/ratio_to_postfix");
+    let hooked = num(
+        report,
+        "/results/end_to_end_with_webhooks/ratio_to_end_to_end",
+    );
     let postgres = options
         .database_url
         .as_deref()
@@ -109,6 +113,13 @@ pub fn targets(report: &Value, options: &Options) -> Value {
             smtp_ratio,
             smtp_ratio.map(|r| r >= 10.0),
             "accepted messages per second, same load, same machine, each 250 after an fsync"
+        ),
+        target(
+            "end to end with a webhook for every message, against without",
+            ">= 0.8",
+            hooked,
+            hooked.map(|r| r >= 0.8),
+            "until every message and its recipient.sent and message.sent events are in the sinks"
         ),
         target(
             "PostgreSQL, two nodes, end to end",
@@ -271,6 +282,28 @@ pub fn print(report: &Value) {
             &format!(
                 "{ratio}{} of {} delivered in {} s",
                 e2e["delivered"], e2e["accepted"], e2e["seconds"]
+            ),
+        );
+    }
+    if let Some(hooked) = report.pointer("/results/end_to_end_with_webhooks") {
+        let ratio = hooked["ratio_to_end_to_end"]
+            .as_f64()
+            .map_or_else(String::new, |x| format!("{x:.2} of end to end; "));
+        row(
+            "End to end with a webhook (2 events per message)",
+            &rate(
+                report,
+                &format!("{r}/end_to_end_with_webhooks/with_every_event_per_second"),
+            ),
+            &format!(
+                "{ratio}{} of {} events in {} s; mail alone {}",
+                hooked["events_received"],
+                hooked["events_expected"],
+                hooked["seconds_until_every_event"],
+                rate(
+                    report,
+                    &format!("{r}/end_to_end_with_webhooks/delivered_per_second")
+                )
             ),
         );
     }

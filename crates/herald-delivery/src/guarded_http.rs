@@ -1,5 +1,5 @@
 //! The guarded HTTP client: every HTTP request a tenant can direct (its OAuth2
-//! token endpoint, later its webhooks) goes through the egress policy, on the
+//! token endpoint, its webhooks) goes through the egress policy, on the
 //! very addresses connected to, with no redirects and no proxy.
 
 use std::net::{IpAddr, SocketAddr};

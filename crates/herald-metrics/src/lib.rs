@@ -96,6 +96,8 @@ pub struct Metrics {
     smtp_sessions: Counter,
     smtp_replies: Family<Labels<1>, Counter>,
     node_info: Family<Labels<2>, Gauge>,
+    webhook_posts: Family<Labels<1>, Counter>,
+    webhook_duration: Histogram,
     /// Serialises encoding: the registry is read whole.
     encoding: Mutex<()>,
 }
@@ -149,6 +151,8 @@ impl Metrics {
             smtp_sessions: Counter::default(),
             smtp_replies: Family::default(),
             node_info: Family::default(),
+            webhook_posts: Family::default(),
+            webhook_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             encoding: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -232,7 +236,26 @@ impl Metrics {
             "This node's version and roles (the value is always 1)",
             m.node_info.clone(),
         );
+        registry.register(
+            "webhook_posts",
+            "Webhook events posted by this node, by result (delivered: a 2xx answer; failed: any other answer, a timeout or a refusal)",
+            m.webhook_posts.clone(),
+        );
+        registry.register(
+            "webhook_post_duration_seconds",
+            "Time of one webhook post, answer included",
+            m.webhook_duration.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts one webhook post and its time.
+    pub fn webhook_posted(&self, delivered: bool, seconds: f64) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.webhook_posts
+            .get_or_create(&[("result", result.to_owned())])
+            .inc();
+        self.webhook_duration.observe(seconds);
     }
 
     /// Counts `count` submissions from `source` with `result`.

@@ -584,6 +584,11 @@ pub trait Webhooks: Send + Sync {
         disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>>;
 
+    /// Gives back the events that earlier processes of `node` held (any
+    /// incarnation but `incarnation`), at start: due at `now`, no attempt
+    /// counted. Returns how many.
+    async fn release_webhook_leases(&self, node: &str, incarnation: &str, now: i64) -> Result<u64>;
+
     /// When the earliest pending event is due, if any.
     async fn next_webhook_due(&self) -> Result<Option<i64>>;
 

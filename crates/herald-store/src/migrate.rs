@@ -319,6 +319,48 @@ const TABLES: &[Table] = &[
             ("details", Text),
         ],
     },
+    Table {
+        name: "webhooks",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("url", Text),
+            ("events", BigInt),
+            ("enabled", Bool),
+            ("sealed_secret", Text),
+            ("previous_sealed_secret", Text),
+            ("previous_secret_until", BigInt),
+            ("disabled_reason", Text),
+            ("failing_since", BigInt),
+            ("created_at", BigInt),
+            ("updated_at", BigInt),
+        ],
+    },
+    Table {
+        name: "webhook_outbox",
+        columns: &[
+            // Its id, an identity column like the attempts' id: the copied
+            // values keep each message's events in order.
+            ("seq", BigInt),
+            ("webhook_id", Text),
+            ("tenant_id", Text),
+            ("event_id", Text),
+            ("event_type", Text),
+            ("message_id", Text),
+            ("payload", Text),
+            ("status", Text),
+            ("due_at", BigInt),
+            ("lease_token", BigInt),
+            ("lease_owner", Text),
+            ("lease_incarnation", Text),
+            ("attempts", Int),
+            ("created_at", BigInt),
+            ("last_attempt_at", BigInt),
+            ("response_status", Int),
+            ("error", Text),
+            ("duration_ms", BigInt),
+        ],
+    },
 ];
 
 /// Herald's tables that are deliberately not copied: `nodes` holds per-run
@@ -865,7 +907,11 @@ mod tests {
     #[test]
     fn every_table_starts_with_its_id() {
         for table in TABLES {
-            assert_eq!(table.columns[0].0, "id", "{}", table.name);
+            let id = match table.name {
+                "webhook_outbox" => "seq",
+                _ => "id",
+            };
+            assert_eq!(table.columns[0].0, id, "{}", table.name);
         }
     }
 

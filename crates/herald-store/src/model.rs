@@ -1101,6 +1101,9 @@ pub struct WebhookDelivery {
 /// What a webhook dispatcher asks for: due events, leased until `lease_until`.
 #[derive(Clone, Debug)]
 pub struct WebhookClaim {
+    /// The node and process that will hold the leases.
+    pub node: String,
+    pub incarnation: String,
     pub now: i64,
     pub lease_until: i64,
     pub limit: u32,

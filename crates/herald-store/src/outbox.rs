@@ -4,13 +4,16 @@
 //! [`Queue::complete`](crate::Queue::complete) asks for them in the outcome's
 //! own transaction, so an event exists exactly when its outcome was recorded.
 
+use std::collections::HashMap;
+
 use herald_core::RecipientStatus;
 use herald_core::status::message_status;
 use herald_core::timestamp::rfc3339;
 use herald_core::webhook::{EventSet, EventType};
 use serde_json::json;
 
-use crate::model::AttemptRecord;
+use crate::model::{AttemptRecord, NextState, Outcome, TEST_PRIORITY};
+use crate::rows::stored;
 
 /// A webhook of a tenant, enabled, and what it subscribes to.
 #[derive(Clone, Debug)]
@@ -20,6 +23,14 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
+    /// A row of [`crate::sql::SUBSCRIBERS`]: the webhook's id and its stored bit set.
+    pub fn from_row(webhook: String, events: i64) -> crate::Result<Subscriber> {
+        Ok(Subscriber {
+            webhook,
+            events: stored("events", EventSet::from_bits(events))?,
+        })
+    }
+
     fn wants(&self, event: EventType) -> bool {
         self.events.contains(event)
     }
@@ -177,6 +188,108 @@ pub(crate) fn message_event(
             "recipients": recipients,
         })
     });
+}
+
+/// An outcome [`Queue::complete`](crate::Queue::complete) recorded, with
+/// what the update of its recipient returned.
+pub(crate) struct RecordedOutcome<'a> {
+    pub outcome: &'a Outcome,
+    pub message: String,
+    pub tenant: String,
+    pub address: String,
+    /// Whether the message is a test message (its recipients' priority).
+    pub test: bool,
+}
+
+impl<'a> RecordedOutcome<'a> {
+    /// From the columns `message_id, tenant_id, address, priority` of
+    /// [`crate::sql::COMPLETE_RECIPIENT`].
+    pub fn new(
+        outcome: &'a Outcome,
+        message: String,
+        tenant: String,
+        address: String,
+        priority: i32,
+    ) -> Self {
+        RecordedOutcome {
+            outcome,
+            message,
+            tenant,
+            address,
+            test: priority == TEST_PRIORITY,
+        }
+    }
+}
+
+/// A message outcomes were recorded for whose tenant wants events about
+/// whole messages: the store reads its recipients as they stand
+/// ([`crate::sql::RECIPIENT_STATES`]) and hands them to [`message_event`].
+pub(crate) struct TouchedMessage<'a> {
+    pub message: &'a str,
+    pub tenant: &'a str,
+    pub test: bool,
+    /// The time of its latest recorded outcome, which its event takes.
+    pub at: i64,
+}
+
+/// The `recipient.*` events of the recorded outcomes, and the messages whose
+/// event needs their recipients read, in the order of their first outcome.
+/// `subscribers` holds every recorded outcome's tenant.
+pub(crate) fn outcome_events<'a>(
+    recorded: &'a [RecordedOutcome<'_>],
+    subscribers: &HashMap<String, Vec<Subscriber>>,
+) -> (Vec<OutboxRow>, Vec<TouchedMessage<'a>>) {
+    let mut rows = Vec::new();
+    let mut touched: Vec<TouchedMessage<'a>> = Vec::new();
+    for r in recorded {
+        let subs = &subscribers[&r.tenant];
+        if subs.is_empty() {
+            continue;
+        }
+        let o = r.outcome;
+        recipient_event(
+            &mut rows,
+            subs,
+            &Recorded {
+                recipient: o.recipient.to_string(),
+                message: &r.message,
+                tenant: &r.tenant,
+                address: &r.address,
+                test: r.test,
+                status: match o.next {
+                    NextState::Sent => RecipientStatus::Sent,
+                    NextState::Failed => RecipientStatus::Failed,
+                    NextState::Deferred { .. } => RecipientStatus::Deferred,
+                },
+                due_at: match o.next {
+                    NextState::Deferred { until } => Some(until),
+                    _ => None,
+                },
+                attempt: &o.attempt,
+            },
+        );
+        if !wants_message_events(subs) {
+            continue;
+        }
+        match touched.iter_mut().find(|m| m.message == r.message) {
+            Some(m) => m.at = m.at.max(o.attempt.at),
+            None => touched.push(TouchedMessage {
+                message: &r.message,
+                tenant: &r.tenant,
+                test: r.test,
+                at: o.attempt.at,
+            }),
+        }
+    }
+    (rows, touched)
+}
+
+/// The reason a webhook disabled for failing says, and its audit entry.
+pub(crate) fn disabled_reason(failing_since: i64) -> String {
+    format!(
+        "every delivery attempt failed from {} on, so Herald disabled it",
+        rfc3339(failing_since)
+    )
 }
 
 #[cfg(test)]

@@ -472,7 +472,6 @@ pub(crate) const PERSON_CREDENTIALS: &str = "SELECT p.id, p.tenant_id, p.name, p
      persons p JOIN tenants t ON t.id = p.tenant_id WHERE lower(p.email) = $1 AND \
      p.password_hash IS NOT NULL ORDER BY t.created_at, t.id";
 
-/// Every statement above, for the test that checks their placeholders.
 // Delivery webhooks and their outbox.
 
 macro_rules! webhook_columns {
@@ -545,14 +544,17 @@ pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_i
      CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
      FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
 /// Leases one pending event; no row when another claim took it meanwhile.
-pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_token = lease_token + 1 WHERE seq = $2 \
-     AND status = 'pending' AND due_at <= $3";
+pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_token = lease_token + 1, lease_owner = $2, \
+     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5";
 /// Records an attempt under a current lease; `$1` is the new status.
 pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
-     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6 \
-     WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
-pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1 WHERE seq = $2 AND lease_token = $3 \
-     AND status = 'pending'";
+     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_owner = NULL, \
+     lease_incarnation = NULL WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
+pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+     WHERE seq = $2 AND lease_token = $3 AND status = 'pending'";
+/// Gives back the events earlier processes of a node held, due at once.
+pub(crate) const RELEASE_WEBHOOK_LEASES: &str = "UPDATE webhook_outbox SET due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+     WHERE status = 'pending' AND lease_owner = $2 AND lease_incarnation <> $3";
 pub(crate) const WEBHOOK_SUCCEEDED: &str =
     "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
 pub(crate) const WEBHOOK_FAILED: &str =
@@ -571,6 +573,7 @@ pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
 pub(crate) const RESEAL_WEBHOOK: &str =
     "UPDATE webhooks SET sealed_secret = $1, previous_sealed_secret = $2 WHERE id = $3";
 
+/// Every statement above, for the test that checks their placeholders.
 #[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
     MESSAGE_ATTEMPTS,
@@ -670,6 +673,7 @@ pub(crate) const ALL: &[&str] = &[
     LEASE_EVENT,
     FINISH_EVENT,
     GIVE_BACK_EVENT,
+    RELEASE_WEBHOOK_LEASES,
     WEBHOOK_SUCCEEDED,
     WEBHOOK_FAILED,
     DISABLE_FAILING_WEBHOOK,

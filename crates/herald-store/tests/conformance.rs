@@ -12,16 +12,22 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use herald_core::webhook::{EventSet, EventType};
 use herald_core::{
     AccountId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId, NodeRole, PersonId,
     PersonRole, Port, ProviderId, RecipientStatus, Role, Security, ServerId, SmtpHost, Subject,
-    TenantId, TenantSlug, TokenId,
+    TenantId, TenantSlug, TokenId, WebhookId,
 };
 use herald_store::{
     AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, MessageSummary,
     MessageView, NewAccount, NewCapture, NewMessage, NewToken, NextState, NodeRecord, OAuth2Client,
     OnBehalf, Outcome, Person, PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings,
     SmtpAccount, SmtpServer, SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
+};
+use herald_store::{
+    AttemptResult, ClaimedEvent, DisabledWebhook, NewWebhook, Webhook, WebhookAttempt,
+    WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
+    WebhookTestRecord,
 };
 use herald_testkit::TestDatabase;
 
@@ -2531,6 +2537,811 @@ async fn a_store_says_while_the_database_refuses_writes(f: Fixture) {
     assert_eq!(store.list_nodes().await.unwrap().len(), 1);
 }
 
+// Delivery webhooks.
+
+fn new_webhook(tenant: TenantId, events: &[EventType], at: i64) -> NewWebhook {
+    NewWebhook {
+        id: WebhookId::new(),
+        tenant_id: tenant,
+        url: "https://hooks.example/herald".into(),
+        events: EventSet::of(events.iter().copied()).unwrap(),
+        enabled: true,
+        sealed_secret: "sealed:one".into(),
+        created_at: at,
+    }
+}
+
+fn webhook_claim(now: i64, limit: u32) -> WebhookClaim {
+    WebhookClaim {
+        node: "node-a".into(),
+        incarnation: "first".into(),
+        now,
+        lease_until: now + 60_000,
+        limit,
+        exclude: vec![],
+    }
+}
+
+fn webhook_attempt(event: &ClaimedEvent, at: i64, next: WebhookNext) -> WebhookAttempt {
+    WebhookAttempt {
+        seq: event.seq,
+        lease_token: event.lease_token,
+        webhook: event.webhook,
+        outcome: WebhookOutcome::Attempted(AttemptResult {
+            at,
+            response_status: Some(if next == WebhookNext::Delivered {
+                204
+            } else {
+                503
+            }),
+            error: (next != WebhookNext::Delivered).then(|| "unavailable".into()),
+            duration_ms: 7,
+            next,
+        }),
+    }
+}
+
+fn given_back(event: &ClaimedEvent, due_at: i64) -> WebhookAttempt {
+    WebhookAttempt {
+        seq: event.seq,
+        lease_token: event.lease_token,
+        webhook: event.webhook,
+        outcome: WebhookOutcome::GivenBack { due_at },
+    }
+}
+
+fn outcome_at(c: &Claimed, next: NextState, at: i64) -> Outcome {
+    let status = match next {
+        NextState::Sent => RecipientStatus::Sent,
+        NextState::Failed => RecipientStatus::Failed,
+        NextState::Deferred { .. } => RecipientStatus::Deferred,
+    };
+    Outcome {
+        recipient: c.recipient,
+        lease_token: c.lease_token,
+        next,
+        attempt: AttemptRecord {
+            at,
+            ..attempt(status)
+        },
+    }
+}
+
+impl Fixture {
+    /// The types of a webhook's events, oldest first.
+    async fn event_types(&self, tenant: TenantId, webhook: WebhookId) -> Vec<String> {
+        let mut deliveries = self
+            .store
+            .webhook_deliveries(tenant, webhook, 100)
+            .await
+            .unwrap();
+        deliveries.reverse();
+        deliveries.into_iter().map(|d| d.event_type).collect()
+    }
+
+    async fn create_webhook(&self, webhook: NewWebhook) -> Webhook {
+        self.store.create_webhook(webhook).await.unwrap()
+    }
+
+    async fn claim_events(&self, claim: WebhookClaim) -> Vec<ClaimedEvent> {
+        self.store.claim_webhook_events(claim).await.unwrap()
+    }
+
+    async fn finish_events(
+        &self,
+        attempts: Vec<WebhookAttempt>,
+        disable_failing_before: i64,
+    ) -> Vec<DisabledWebhook> {
+        self.store
+            .finish_webhook_events(attempts, disable_failing_before)
+            .await
+            .unwrap()
+    }
+
+    /// Submits a message to `to` and sends every recipient at `at`.
+    async fn send_message(&self, tenant: TenantId, to: &[&str], at: i64) -> MessageId {
+        let m = self.submit(message(tenant, to, None, at)).await;
+        let claimed = self.claim(claim("n1", i64::MAX / 4, 60_000)).await;
+        let outcomes = claimed
+            .iter()
+            .map(|c| outcome_at(c, NextState::Sent, at))
+            .collect();
+        self.complete(outcomes, vec![]).await;
+        m.id
+    }
+}
+
+fn event_names(events: &[ClaimedEvent]) -> Vec<(Option<MessageId>, &str)> {
+    events
+        .iter()
+        .map(|e| (e.message_id, e.event_type.as_str()))
+        .collect()
+}
+
+async fn webhooks_are_kept_per_tenant(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let first = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 1_000))
+        .await;
+    assert_eq!(first.tenant_id, t);
+    assert!(first.enabled);
+    assert_eq!(
+        first.events,
+        EventSet::of([EventType::MessageSent]).unwrap()
+    );
+    assert_eq!((first.created_at, first.updated_at), (1_000, 1_000));
+    assert_eq!(first.disabled_reason, None);
+    let second = f
+        .create_webhook(NewWebhook {
+            enabled: false,
+            ..new_webhook(t, &EventType::ALL, 2_000)
+        })
+        .await;
+    f.create_webhook(new_webhook(other, &EventType::ALL, 500))
+        .await;
+    let listed: Vec<WebhookId> = f
+        .store
+        .list_webhooks(t)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(listed, vec![first.id, second.id], "oldest first");
+    assert_eq!(f.store.webhook(t, second.id).await.unwrap().url, second.url);
+
+    // A change keeps what it does not name.
+    let changed = f
+        .store
+        .update_webhook(
+            t,
+            first.id,
+            WebhookChange {
+                url: Some("https://hooks.example/v2".into()),
+                ..WebhookChange::default()
+            },
+            3_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.url, "https://hooks.example/v2");
+    assert_eq!(changed.events, first.events);
+    assert!(changed.enabled);
+    assert_eq!((changed.created_at, changed.updated_at), (1_000, 3_000));
+    let changed = f
+        .store
+        .update_webhook(
+            t,
+            first.id,
+            WebhookChange {
+                events: Some(EventSet::all()),
+                enabled: Some(false),
+                ..WebhookChange::default()
+            },
+            4_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.url, "https://hooks.example/v2");
+    assert_eq!(changed.events, EventSet::all());
+    assert!(!changed.enabled);
+
+    let rotated = f
+        .store
+        .rotate_webhook_secret(t, first.id, "sealed:two".into(), 90_000, 5_000)
+        .await
+        .unwrap();
+    assert_eq!(rotated.previous_secret_until, Some(90_000));
+    assert_eq!(rotated.updated_at, 5_000);
+
+    // Another tenant's id is not found, and nothing of it changes.
+    not_found(f.store.webhook(other, first.id).await);
+    not_found(
+        f.store
+            .update_webhook(other, first.id, WebhookChange::default(), 6_000)
+            .await,
+    );
+    not_found(
+        f.store
+            .rotate_webhook_secret(other, first.id, "sealed:x".into(), 1, 6_000)
+            .await,
+    );
+    not_found(f.store.webhook_deliveries(other, first.id, 10).await);
+    not_found(f.store.delete_webhook(other, first.id).await);
+    not_found(
+        f.store
+            .record_webhook_test(WebhookTestRecord {
+                tenant_id: other,
+                webhook: first.id,
+                event_id: "evt_test".into(),
+                event_type: "webhook.test".into(),
+                payload: "{}".into(),
+                result: AttemptResult {
+                    at: 6_000,
+                    response_status: Some(204),
+                    error: None,
+                    duration_ms: 3,
+                    next: WebhookNext::Delivered,
+                },
+            })
+            .await,
+    );
+    assert!(
+        f.store
+            .webhook_deliveries(t, first.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.store.webhook(t, first.id).await.unwrap().updated_at,
+        5_000
+    );
+
+    f.store.delete_webhook(t, first.id).await.unwrap();
+    not_found(f.store.webhook(t, first.id).await);
+    not_found(f.store.delete_webhook(t, first.id).await);
+    assert_eq!(f.store.list_webhooks(t).await.unwrap().len(), 1);
+    assert_eq!(f.store.list_webhooks(other).await.unwrap().len(), 1);
+}
+
+/// An outcome `complete` records writes the events it causes for each
+/// enabled webhook of its tenant that subscribes to them, one row per
+/// webhook and event; an outcome refused for a stale lease writes none.
+async fn outcomes_write_events_for_subscribed_webhooks(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let all = f.create_webhook(new_webhook(t, &EventType::ALL, 0)).await;
+    let recipients = f
+        .create_webhook(new_webhook(
+            t,
+            &[EventType::RecipientSent, EventType::RecipientDeferred],
+            0,
+        ))
+        .await;
+    let disabled = f
+        .create_webhook(NewWebhook {
+            enabled: false,
+            ..new_webhook(t, &EventType::ALL, 0)
+        })
+        .await;
+    let elsewhere = f
+        .create_webhook(new_webhook(other, &EventType::ALL, 0))
+        .await;
+
+    let m = f
+        .submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await;
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    let [a, b] = [0, 1].map(|i| {
+        claimed
+            .iter()
+            .find(|c| c.address.as_ref() == ["a@x.example", "b@x.example"][i])
+            .unwrap()
+            .clone()
+    });
+
+    // One recipient sent, the other still being sent: no message event yet.
+    f.complete(vec![outcome_at(&a, NextState::Sent, 2_000)], vec![])
+        .await;
+    assert_eq!(f.event_types(t, all.id).await, ["recipient.sent"]);
+
+    // A stale lease's outcome is refused and causes nothing.
+    let stale = Outcome {
+        lease_token: b.lease_token - 1,
+        ..outcome_at(&b, NextState::Sent, 2_500)
+    };
+    assert_eq!(f.complete(vec![stale], vec![]).await, [false]);
+    assert_eq!(f.event_types(t, all.id).await, ["recipient.sent"]);
+
+    f.complete(
+        vec![outcome_at(&b, NextState::Deferred { until: 5_000 }, 3_000)],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        f.event_types(t, all.id).await,
+        ["recipient.sent", "recipient.deferred", "message.deferred"]
+    );
+    let again = f.claim_one(claim("n1", 5_000, 60_000)).await;
+    f.complete(vec![outcome_at(&again, NextState::Sent, 6_000)], vec![])
+        .await;
+    assert_eq!(
+        f.event_types(t, all.id).await,
+        [
+            "recipient.sent",
+            "recipient.deferred",
+            "message.deferred",
+            "recipient.sent",
+            "message.sent"
+        ]
+    );
+    assert_eq!(
+        f.event_types(t, recipients.id).await,
+        ["recipient.sent", "recipient.deferred", "recipient.sent"]
+    );
+    assert!(f.event_types(t, disabled.id).await.is_empty());
+    assert!(f.event_types(other, elsewhere.id).await.is_empty());
+
+    // Both webhooks got the same events under the same ids, pending.
+    let deliveries = |w: WebhookId| {
+        let store = f.store.clone();
+        async move { store.webhook_deliveries(t, w, 100).await.unwrap() }
+    };
+    let to_all = deliveries(all.id).await;
+    let to_recipients = deliveries(recipients.id).await;
+    let recipient_ids: HashSet<&str> = to_recipients.iter().map(|d| d.event_id.as_str()).collect();
+    let shared = to_all
+        .iter()
+        .filter(|d| recipient_ids.contains(d.event_id.as_str()))
+        .count();
+    assert_eq!(shared, 3);
+    let unique: HashSet<&str> = to_all.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(unique.len(), 5, "one row per event");
+    for d in &to_all {
+        assert_eq!(d.message_id, Some(m.id));
+        assert_eq!(d.status, WebhookDeliveryStatus::Pending);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.next_attempt_at, Some(d.created_at));
+    }
+    assert_eq!(
+        to_all[0].created_at, 6_000,
+        "an event takes its outcome's time"
+    );
+
+    // The bodies are what the events say.
+    let events = f.claim_events(webhook_claim(10_000, 100)).await;
+    let sent = events
+        .iter()
+        .find(|e| e.webhook == all.id && e.event_type == "message.sent")
+        .unwrap();
+    assert_eq!(sent.tenant_id, t);
+    assert_eq!(sent.url, all.url);
+    assert_eq!(sent.sealed_secret, "sealed:one");
+    let body: serde_json::Value = serde_json::from_str(&sent.payload).unwrap();
+    assert_eq!(body["type"], "message.sent");
+    assert_eq!(body["data"]["message_id"], m.id.to_string());
+    assert_eq!(body["data"]["recipients"].as_array().unwrap().len(), 2);
+}
+
+/// A test message causes no recipient events, and one `test.completed`
+/// once it is final.
+async fn test_messages_cause_only_test_completed(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let server = f.create_server(t, server_settings("relay", false)).await;
+    let provider = f
+        .create_provider(t, provider_settings("relay", server.id, None))
+        .await;
+    let all = f.create_webhook(new_webhook(t, &EventType::ALL, 0)).await;
+    f.submit(NewMessage {
+        test_provider: Some(provider.id),
+        priority: herald_store::TEST_PRIORITY,
+        ..message(t, &["a@x.example"], None, 1_000)
+    })
+    .await;
+    let c = f.claim_one(claim("n1", 1_000, 60_000)).await;
+    f.complete(
+        vec![outcome_at(&c, NextState::Deferred { until: 2_000 }, 1_500)],
+        vec![],
+    )
+    .await;
+    assert!(f.event_types(t, all.id).await.is_empty());
+    let c = f.claim_one(claim("n1", 2_000, 60_000)).await;
+    f.complete(vec![outcome_at(&c, NextState::Failed, 2_500)], vec![])
+        .await;
+    assert_eq!(f.event_types(t, all.id).await, ["test.completed"]);
+}
+
+/// Two nodes completing the last two recipients of a message at the same
+/// moment: exactly one of them writes the message's event.
+async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    let messages = 8;
+    for _ in 0..messages {
+        f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+            .await;
+    }
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    assert_eq!(claimed.len(), 2 * messages);
+    let [one, two] = f.two_nodes().await;
+    let mut tasks = Vec::new();
+    for (store, address) in [(one, "a@x.example"), (two, "b@x.example")] {
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .filter(|c| c.address.as_ref() == address)
+            .map(|c| outcome_at(c, NextState::Sent, 2_000))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for o in outcomes {
+                assert_eq!(store.complete(vec![o], vec![]).await.unwrap(), [true]);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = f.event_types(t, hook.id).await;
+    assert_eq!(events, vec!["message.sent"; messages]);
+}
+
+/// Events are claimed oldest first under a lease; a message's later event
+/// waits while an earlier one is pending and not due; lease tokens fence
+/// the attempts; an event given back is due again with no attempt counted.
+async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(
+            t,
+            &[EventType::RecipientSent, EventType::MessageSent],
+            0,
+        ))
+        .await;
+    f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await;
+    let m2 = f.submit(message(t, &["c@x.example"], None, 1_000)).await.id;
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    let by = |to: &str| claimed.iter().find(|c| c.address.as_ref() == to).unwrap();
+    for to in ["a@x.example", "c@x.example", "b@x.example"] {
+        f.complete(vec![outcome_at(by(to), NextState::Sent, 2_000)], vec![])
+            .await;
+    }
+    let m1 = by("a@x.example").message;
+    // e1 (m1 recipient), e2 and e3 (m2), e4 and e5 (m1).
+    let first = f.claim_events(webhook_claim(10_000, 1)).await;
+    assert_eq!(event_names(&first), [(Some(m1), "recipient.sent")]);
+    let e1 = first[0].clone();
+    assert_eq!(e1.attempts, 0);
+
+    // m1's later events wait behind e1, leased and so not due.
+    let next = f.claim_events(webhook_claim(10_000, 100)).await;
+    assert_eq!(
+        event_names(&next),
+        [(Some(m2), "recipient.sent"), (Some(m2), "message.sent")]
+    );
+    assert!(next.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(f.claim_events(webhook_claim(10_000, 100)).await.is_empty());
+
+    // A failed attempt puts e1 off; what follows it waits until then.
+    let mut finish = vec![webhook_attempt(
+        &e1,
+        11_000,
+        WebhookNext::Retry { at: 200_000 },
+    )];
+    finish.extend(
+        next.iter()
+            .map(|e| webhook_attempt(e, 11_000, WebhookNext::Delivered)),
+    );
+    assert!(f.finish_events(finish, 0).await.is_empty());
+    assert!(f.claim_events(webhook_claim(100_000, 100)).await.is_empty());
+    let excluded = WebhookClaim {
+        exclude: vec![hook.id],
+        ..webhook_claim(200_000, 100)
+    };
+    assert!(f.claim_events(excluded).await.is_empty());
+    let retried = f.claim_events(webhook_claim(200_000, 100)).await;
+    assert_eq!(
+        event_names(&retried),
+        [
+            (Some(m1), "recipient.sent"),
+            (Some(m1), "recipient.sent"),
+            (Some(m1), "message.sent")
+        ]
+    );
+    assert_eq!(retried[0].seq, e1.seq);
+    assert_eq!(retried[0].attempts, 1);
+    assert!(retried[0].lease_token > e1.lease_token);
+
+    // The first lease's attempt comes too late and changes nothing.
+    f.finish_events(
+        vec![webhook_attempt(&e1, 200_500, WebhookNext::Delivered)],
+        0,
+    )
+    .await;
+    let deliveries = f.store.webhook_deliveries(t, hook.id, 100).await.unwrap();
+    let e1_now = deliveries
+        .iter()
+        .find(|d| d.event_id == e1.event_id)
+        .unwrap();
+    assert_eq!(e1_now.status, WebhookDeliveryStatus::Pending);
+    assert_eq!(e1_now.attempts, 1);
+
+    // Delivered under the current lease; the two behind it given back.
+    f.finish_events(
+        vec![
+            webhook_attempt(&retried[0], 201_000, WebhookNext::Delivered),
+            given_back(&retried[1], 300_000),
+            given_back(&retried[2], 300_000),
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(300_000));
+    assert!(f.claim_events(webhook_claim(299_999, 100)).await.is_empty());
+    let back = f.claim_events(webhook_claim(300_000, 100)).await;
+    assert_eq!(back.len(), 2);
+    assert!(back.iter().all(|e| e.attempts == 0), "no attempt counted");
+    f.finish_events(
+        back.iter()
+            .map(|e| webhook_attempt(e, 301_000, WebhookNext::Delivered))
+            .collect(),
+        0,
+    )
+    .await;
+    let deliveries = f.store.webhook_deliveries(t, hook.id, 100).await.unwrap();
+    assert_eq!(deliveries.len(), 5);
+    for d in &deliveries {
+        assert_eq!(d.status, WebhookDeliveryStatus::Delivered);
+        assert_eq!(d.next_attempt_at, None);
+        assert_eq!(d.response_status, Some(204));
+    }
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+}
+
+/// Two nodes claiming at once never take one event twice, nor a message's
+/// later event while its earlier one is leased by the other: a claim takes a
+/// message's later event only beside its earlier one.
+async fn concurrent_webhook_claims_keep_each_messages_order(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    f.create_webhook(new_webhook(
+        t,
+        &[EventType::RecipientSent, EventType::MessageSent],
+        0,
+    ))
+    .await;
+    let messages = 12;
+    for _ in 0..messages {
+        f.send_message(t, &["a@x.example"], 2_000).await;
+    }
+    let mut tasks = Vec::new();
+    for store in f.two_nodes().await {
+        tasks.push(tokio::spawn(async move {
+            let mut claims = Vec::new();
+            loop {
+                let got = store
+                    .claim_webhook_events(webhook_claim(10_000, 3))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return claims;
+                }
+                claims.push(got);
+            }
+        }));
+    }
+    let mut claims = Vec::new();
+    for task in tasks {
+        claims.extend(task.await.unwrap());
+    }
+    let mut seen = HashSet::new();
+    for claim in &claims {
+        for e in claim {
+            assert!(seen.insert(e.seq), "event {} is claimed twice", e.seq);
+            if e.event_type == "message.sent" {
+                assert!(
+                    claim
+                        .iter()
+                        .any(|earlier| earlier.message_id == e.message_id
+                            && earlier.event_type == "recipient.sent"
+                            && earlier.seq < e.seq),
+                    "a message.sent is claimed without its recipient.sent"
+                );
+            }
+        }
+    }
+    let recipient_events = claims
+        .iter()
+        .flatten()
+        .filter(|e| e.event_type == "recipient.sent")
+        .count();
+    assert_eq!(recipient_events, messages, "every first event is claimed");
+}
+
+/// A webhook with a success is no longer failing; one failing since before
+/// the cut-off is disabled, with the reason and an audit entry; enabling it
+/// again forgets both.
+async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    f.send_message(t, &["a@x.example"], 1_000).await;
+    f.send_message(t, &["b@x.example"], 1_000).await;
+    let events = f.claim_events(webhook_claim(1_000, 100)).await;
+    assert_eq!(events.len(), 2);
+    f.finish_events(
+        vec![
+            webhook_attempt(&events[0], 2_000, WebhookNext::Retry { at: 10_000 }),
+            webhook_attempt(&events[1], 2_000, WebhookNext::Delivered),
+        ],
+        i64::MAX,
+    )
+    .await;
+    assert_eq!(
+        f.store.webhook(t, hook.id).await.unwrap().failing_since,
+        None
+    );
+
+    let events = f.claim_events(webhook_claim(10_000, 100)).await;
+    let disabled = f
+        .finish_events(
+            vec![webhook_attempt(
+                &events[0],
+                10_000,
+                WebhookNext::Retry { at: 20_000 },
+            )],
+            5_000,
+        )
+        .await;
+    assert!(disabled.is_empty(), "failing only since after the cut-off");
+    let failing = f.store.webhook(t, hook.id).await.unwrap();
+    assert_eq!(failing.failing_since, Some(10_000));
+    assert!(failing.enabled);
+
+    // An event written while it is enabled, still waiting when it is disabled.
+    f.send_message(t, &["d@x.example"], 15_000).await;
+    let events = f.claim_events(webhook_claim(20_000, 1)).await;
+    let disabled = f
+        .finish_events(
+            vec![webhook_attempt(&events[0], 20_000, WebhookNext::GiveUp)],
+            10_000,
+        )
+        .await;
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].id, hook.id);
+    assert_eq!(disabled[0].tenant_id, t);
+    assert_eq!(disabled[0].failing_since, 10_000);
+    let off = f.store.webhook(t, hook.id).await.unwrap();
+    assert!(!off.enabled);
+    let reason = off.disabled_reason.clone().expect("a reason");
+    assert!(reason.contains("failed"), "{reason}");
+    let audit = f.store.list_audit(t, 10).await.unwrap();
+    assert_eq!(audit[0].action, "webhook.disable");
+    assert_eq!(
+        audit[0].object_id.as_deref(),
+        Some(hook.id.to_string().as_str())
+    );
+    assert_eq!(audit[0].actor, "herald");
+    assert_eq!(audit[0].details["reason"], reason);
+    let deliveries = f.store.webhook_deliveries(t, hook.id, 10).await.unwrap();
+    let given_up = &deliveries[2];
+    assert_eq!(given_up.status, WebhookDeliveryStatus::Failed);
+    assert_eq!(given_up.attempts, 3);
+    assert_eq!(given_up.error.as_deref(), Some("unavailable"));
+
+    // A disabled webhook's events are neither due nor claimed, and
+    // outcomes write none for it.
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert!(f.claim_events(webhook_claim(40_000, 100)).await.is_empty());
+    f.send_message(t, &["c@x.example"], 30_000).await;
+    assert_eq!(f.event_types(t, hook.id).await.len(), 3);
+
+    let enabled = f
+        .store
+        .update_webhook(
+            t,
+            hook.id,
+            WebhookChange {
+                enabled: Some(true),
+                ..WebhookChange::default()
+            },
+            50_000,
+        )
+        .await
+        .unwrap();
+    assert!(enabled.enabled);
+    assert_eq!(enabled.disabled_reason, None);
+    assert_eq!(enabled.failing_since, None);
+    // Its waiting event is due again.
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(15_000));
+}
+
+/// Test events show among the deliveries; finished events are pruned by
+/// age, pending ones kept; deleting a webhook deletes its events.
+async fn webhook_deliveries_are_recorded_pruned_and_deleted(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    f.send_message(t, &["a@x.example"], 1_000).await;
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(1_000));
+
+    f.store
+        .record_webhook_test(WebhookTestRecord {
+            tenant_id: t,
+            webhook: hook.id,
+            event_id: "evt_test".into(),
+            event_type: "webhook.test".into(),
+            payload: "{\"type\":\"webhook.test\"}".into(),
+            result: AttemptResult {
+                at: 2_000,
+                response_status: Some(500),
+                error: Some("the endpoint answered 500".into()),
+                duration_ms: 12,
+                next: WebhookNext::Retry { at: 9_000 },
+            },
+        })
+        .await
+        .unwrap();
+    let deliveries = f.store.webhook_deliveries(t, hook.id, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    let test = &deliveries[0];
+    assert_eq!(test.event_id, "evt_test");
+    assert_eq!(test.event_type, "webhook.test");
+    assert_eq!(test.message_id, None);
+    assert_eq!(
+        test.status,
+        WebhookDeliveryStatus::Failed,
+        "one attempt only"
+    );
+    assert_eq!(test.attempts, 1);
+    assert_eq!(test.created_at, 2_000);
+    assert_eq!(test.last_attempt_at, Some(2_000));
+    assert_eq!(test.response_status, Some(500));
+    assert_eq!(test.duration_ms, Some(12));
+    assert_eq!(test.next_attempt_at, None);
+    assert_eq!(deliveries[1].event_type, "message.sent");
+    assert_eq!(
+        f.store
+            .webhook_deliveries(t, hook.id, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        f.claim_events(webhook_claim(5_000, 100))
+            .await
+            .iter()
+            .all(|e| e.event_type == "message.sent"),
+        "a test event is not sent again"
+    );
+
+    // Only finished events are pruned.
+    assert_eq!(f.store.prune_webhook_events(i64::MAX).await.unwrap(), 1);
+    assert_eq!(f.event_types(t, hook.id).await, ["message.sent"]);
+
+    f.send_message(t, &["b@x.example"], 3_000).await;
+    f.store.delete_webhook(t, hook.id).await.unwrap();
+    not_found(f.store.webhook_deliveries(t, hook.id, 10).await);
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    // Nothing of it is left to prune either.
+    assert_eq!(f.store.prune_webhook_events(i64::MAX).await.unwrap(), 0);
+}
+
+/// Webhooks' signing secrets, current and previous, are resealed with the
+/// rest, each bound to its webhook.
+async fn webhook_secrets_are_resealed(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(NewWebhook {
+            sealed_secret: "old:current".into(),
+            ..new_webhook(t, &[EventType::MessageSent], 0)
+        })
+        .await;
+    f.store
+        .rotate_webhook_secret(t, hook.id, "old:next".into(), i64::MAX, 1_000)
+        .await
+        .unwrap();
+    let context = herald_core::webhook::seal_context(&hook.id.to_string());
+    let resealer: herald_store::Resealer = Box::new(move |sealed: &str, ctx: &str| {
+        assert_eq!(ctx, context);
+        Ok(sealed.replace("old:", "new:"))
+    });
+    assert_eq!(f.store.reseal_secrets(resealer).await.unwrap(), 1);
+    f.send_message(t, &["a@x.example"], 2_000).await;
+    let events = f.claim_events(webhook_claim(2_000, 100)).await;
+    assert_eq!(events[0].sealed_secret, "new:next");
+    assert_eq!(
+        events[0].previous_sealed_secret.as_deref(),
+        Some("new:current")
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2593,7 +3404,86 @@ macro_rules! conformance {
     };
 }
 
+async fn a_restarted_node_gets_its_earlier_processes_events_back(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    f.create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    f.complete(
+        vec![outcome_at(&claimed[0], NextState::Sent, 2_000)],
+        vec![],
+    )
+    .await;
+    let leased = f.claim_events(webhook_claim(10_000, 10)).await;
+    assert_eq!(leased.len(), 1);
+    assert!(f.claim_events(webhook_claim(10_000, 10)).await.is_empty());
+    // The same process, or another node, gives nothing back.
+    assert_eq!(
+        f.store
+            .release_webhook_leases("node-a", "first", 11_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.store
+            .release_webhook_leases("node-b", "second", 11_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.store
+            .release_webhook_leases("node-a", "second", 11_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let again = f.claim_events(webhook_claim(11_000, 10)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, leased[0].seq);
+    assert_eq!(again[0].attempts, 0, "giving back counts no attempt");
+    assert!(again[0].lease_token > leased[0].lease_token);
+}
+
+async fn a_rotated_secret_signs_beside_the_new_one_until_its_time(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let hook = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    assert_eq!(
+        f.store.webhook_secrets(t, hook.id, 1_000).await.unwrap(),
+        ("sealed:one".to_owned(), None)
+    );
+    not_found(f.store.webhook_secrets(other, hook.id, 1_000).await);
+    f.store
+        .rotate_webhook_secret(t, hook.id, "sealed:two".into(), 50_000, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.webhook_secrets(t, hook.id, 49_999).await.unwrap(),
+        ("sealed:two".to_owned(), Some("sealed:one".to_owned()))
+    );
+    assert_eq!(
+        f.store.webhook_secrets(t, hook.id, 50_000).await.unwrap(),
+        ("sealed:two".to_owned(), None)
+    );
+}
+
 conformance!(
+    a_restarted_node_gets_its_earlier_processes_events_back,
+    a_rotated_secret_signs_beside_the_new_one_until_its_time,
+    webhooks_are_kept_per_tenant,
+    outcomes_write_events_for_subscribed_webhooks,
+    test_messages_cause_only_test_completed,
+    concurrent_outcomes_write_one_message_event,
+    webhook_events_go_out_in_order_per_message,
+    concurrent_webhook_claims_keep_each_messages_order,
+    a_webhook_failing_too_long_is_disabled,
+    webhook_deliveries_are_recorded_pruned_and_deleted,
+    webhook_secrets_are_resealed,
     message_pages_filter_by_status_and_source_across_a_long_history,
     reply_to_keeps_its_display_name,
     a_store_says_while_the_database_refuses_writes,

@@ -12,16 +12,21 @@ use herald_store::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use herald_core::webhook::{EventSet, EventType};
 use herald_core::{
     AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
     NodeRole, PersonId, PersonRole, Port, RecipientStatus, Role, Sealer, Secret, Security,
-    SenderPolicy, ServerId, SmtpHost, TenantId, TenantSlug, TokenId,
+    SenderPolicy, ServerId, SmtpHost, TenantId, TenantSlug, TokenId, WebhookId,
 };
 use herald_store::migrate::{CopyReport, copy_sqlite_to_postgres};
 use herald_store::{
     AttemptRecord, AuditEntry, Claimed, NewAccount, NewCapture, NewMessage, NewToken, NextState,
     NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, ProviderSettings, ServerSettings,
     SqliteStore, Store, StoreError,
+};
+use herald_store::{
+    AttemptResult, NewWebhook, WebhookAttempt, WebhookChange, WebhookClaim, WebhookNext,
+    WebhookOutcome, WebhookTestRecord,
 };
 use herald_testkit::TestDatabase;
 
@@ -99,9 +104,99 @@ struct Installation {
     sealer: Sealer,
 }
 
+/// A webhook of the tenant for every event, with a sealed secret.
+fn webhook(tenant: TenantId, url: &str, at: i64) -> NewWebhook {
+    NewWebhook {
+        id: WebhookId::new(),
+        tenant_id: tenant,
+        url: url.into(),
+        events: EventSet::all(),
+        enabled: true,
+        sealed_secret: format!("sealed-for-{url}"),
+        created_at: at,
+    }
+}
+
+fn webhook_result(at: i64, next: WebhookNext) -> AttemptResult {
+    AttemptResult {
+        at,
+        response_status: (next == WebhookNext::Delivered).then_some(204),
+        error: (next != WebhookNext::Delivered).then(|| "connection refused".into()),
+        duration_ms: 40,
+        next,
+    }
+}
+
+/// Webhook events in every state: `hook` (of `acme`) delivers its first event and has
+/// the rest waiting, a test event among them, a rotated secret, and then
+/// subscribes only to deferrals (so that the outcomes recorded after the
+/// copy write nothing); `flaky` gave up and was disabled for failing.
+async fn attempt_webhook_events(s: &dyn Store, acme: TenantId, hook: WebhookId, flaky: WebhookId) {
+    let claimed = s
+        .claim_webhook_events(WebhookClaim {
+            node: "node-a".into(),
+            incarnation: "first".into(),
+            now: 11_000,
+            lease_until: 71_000,
+            limit: 100,
+            exclude: vec![],
+        })
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    for webhook in [hook, flaky] {
+        let mut events = claimed.iter().filter(|e| e.webhook == webhook);
+        let first = events.next().expect("the webhook has events");
+        let next = if webhook == hook {
+            WebhookNext::Delivered
+        } else {
+            WebhookNext::GiveUp
+        };
+        attempts.push(WebhookAttempt {
+            seq: first.seq,
+            lease_token: first.lease_token,
+            webhook,
+            outcome: WebhookOutcome::Attempted(webhook_result(11_100, next)),
+        });
+        attempts.extend(events.map(|e| WebhookAttempt {
+            seq: e.seq,
+            lease_token: e.lease_token,
+            webhook,
+            outcome: WebhookOutcome::GivenBack { due_at: 30_000 },
+        }));
+    }
+    let disabled = s.finish_webhook_events(attempts, i64::MAX).await.unwrap();
+    assert_eq!(disabled.len(), 1);
+    s.record_webhook_test(WebhookTestRecord {
+        tenant_id: acme,
+        webhook: hook,
+        event_id: "evt_test_before".into(),
+        event_type: "webhook.test".into(),
+        payload: "{\"type\":\"webhook.test\"}".into(),
+        result: webhook_result(11_500, WebhookNext::Retry { at: 12_000 }),
+    })
+    .await
+    .unwrap();
+    s.rotate_webhook_secret(acme, hook, "sealed-rotated".into(), 90_000, 11_600)
+        .await
+        .unwrap();
+    s.update_webhook(
+        acme,
+        hook,
+        WebhookChange {
+            events: Some(EventSet::of([EventType::RecipientDeferred]).unwrap()),
+            ..WebhookChange::default()
+        },
+        11_700,
+    )
+    .await
+    .unwrap();
+}
+
 /// Fills a store with a realistic installation: two tenants with persons,
 /// tokens, servers, accounts (one with a sealed secret) and providers; mail in
-/// every state with attempts, a diagnosis and a capture; audit entries; a node.
+/// every state with attempts, a diagnosis and a capture; webhooks and their
+/// events (see [`attempt_webhook_events`]); audit entries; a node.
 async fn fill(s: &dyn Store) -> Installation {
     let acme = s
         .create_tenant(TenantSlug::parse("acme").unwrap(), "Acme Corp".into())
@@ -329,6 +424,18 @@ async fn fill(s: &dyn Store) -> Installation {
         .await
         .unwrap();
 
+    // Webhooks whose events the outcomes below write.
+    let hook = s
+        .create_webhook(webhook(acme, "https://hooks.acme.example/herald", 1_900))
+        .await
+        .unwrap()
+        .id;
+    let flaky = s
+        .create_webhook(webhook(other, "https://hooks.other.example/x", 1_950))
+        .await
+        .unwrap()
+        .id;
+
     let claimed = s.claim(claim("n1", 2_000, 60_000)).await.unwrap();
     assert_eq!(claimed.len(), 7);
     let diagnosis = json!({"steps": [{"step": "ehlo", "reply": "250 hello", "ms": 3}], "ok": true});
@@ -433,6 +540,7 @@ async fn fill(s: &dyn Store) -> Installation {
     s.submit(message(acme, &["q@acme.example"], None, 1_300))
         .await
         .unwrap();
+    attempt_webhook_events(s, acme, hook, flaky).await;
 
     // SMTP ingress: a credential, a connector, a message received over SMTP
     // (raw bytes, not all UTF-8) and an API message with an attachment.
@@ -538,6 +646,7 @@ async fn snapshot(s: &dyn Store) -> Value {
         "tenants": tenants,
         "operator_token_exists": s.operator_token_exists().await.unwrap(),
         "next_due": s.next_due(&[]).await.unwrap(),
+        "next_webhook_due": s.next_webhook_due().await.unwrap(),
         "nodes": s.list_nodes().await.unwrap(),
     });
     let mut by_hash = Vec::new();
@@ -618,6 +727,14 @@ async fn snapshot(s: &dyn Store) -> Value {
             .iter()
             .map(|c| format!("{c:?}"))
             .collect();
+        let mut webhooks = Vec::new();
+        for w in s.list_webhooks(t).await.unwrap() {
+            webhooks.push(json!({
+                "listed": w,
+                "one": s.webhook(t, w.id).await.unwrap(),
+                "deliveries": s.webhook_deliveries(t, w.id, 100).await.unwrap(),
+            }));
+        }
         let mut persons = Vec::new();
         for p in s.list_persons(t).await.unwrap() {
             persons.push(json!({"listed": p, "one": s.person(t, p.id).await.unwrap()}));
@@ -634,6 +751,7 @@ async fn snapshot(s: &dyn Store) -> Value {
             "contents": contents,
             "captured": s.list_captured(t, 100).await.unwrap(),
             "audit": s.list_audit(t, 100).await.unwrap(),
+            "webhooks": webhooks,
         });
     }
     out
@@ -919,6 +1037,18 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
             vec![true; 4]
         );
         store.audit(entry.clone()).await.unwrap();
+        let hook = store.list_webhooks(installation.acme).await.unwrap()[0].id;
+        store
+            .record_webhook_test(WebhookTestRecord {
+                tenant_id: installation.acme,
+                webhook: hook,
+                event_id: "evt_test_after".into(),
+                event_type: "webhook.test".into(),
+                payload: "{}".into(),
+                result: webhook_result(20_000, WebhookNext::Delivered),
+            })
+            .await
+            .unwrap();
     }
     let mut sqlite_now = snapshot(&sqlite).await;
     sqlite_now["nodes"] = json!([]);
@@ -930,6 +1060,42 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
             "ids of {table} continue at max(id) + 1"
         );
     }
+    let outbox_seq: i64 = admin
+        .query_one("SELECT max(seq) FROM webhook_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sqlite_outbox_seq: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(seq) FROM webhook_outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(outbox_seq, sqlite_outbox_seq, "events' seq continues");
+
+    // The waiting events are claimed alike, with the webhooks' sealed secrets.
+    let webhook_claim = WebhookClaim {
+        node: "node-a".into(),
+        incarnation: "first".into(),
+        now: 40_000,
+        lease_until: 100_000,
+        limit: 100,
+        exclude: vec![],
+    };
+    let on_postgres = postgres
+        .claim_webhook_events(webhook_claim.clone())
+        .await
+        .unwrap();
+    assert!(!on_postgres.is_empty());
+    assert_eq!(
+        on_postgres[0].previous_sealed_secret.as_deref(),
+        Some("sealed-for-https://hooks.acme.example/herald")
+    );
+    assert_eq!(
+        format!("{on_postgres:?}"),
+        format!(
+            "{:?}",
+            sqlite.claim_webhook_events(webhook_claim).await.unwrap()
+        )
+    );
 
     // A second copy into the same target is refused and changes nothing.
     let refused = copy_sqlite_to_postgres(&path, database.url()).await;

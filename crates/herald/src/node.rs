@@ -260,6 +260,16 @@ async fn recover(store: &dyn Store, identity: &Identity) -> anyhow::Result<()> {
             "this node stopped without finishing its deliveries; they are due again"
         );
     }
+    let events = store
+        .release_webhook_leases(&identity.name, &identity.incarnation, now_ms())
+        .await
+        .context("giving back the webhook events of this node's earlier processes")?;
+    if events > 0 {
+        tracing::warn!(
+            events,
+            "this node stopped without finishing its webhook posts; they are due again"
+        );
+    }
     Ok(())
 }
 
@@ -366,7 +376,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         store.clone(),
         sealer.clone(),
         herald_delivery::webhook::WebhookConfig {
+            node: settings.node_name.clone(),
+            incarnation: identity.incarnation.clone(),
             egress: egress.clone(),
+            metrics: metrics.clone(),
             ..settings.webhooks
         },
     );

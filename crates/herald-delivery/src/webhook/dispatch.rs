@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use herald_core::timestamp::now_ms;
 use herald_core::{Sealer, WebhookId};
+use herald_metrics::Metrics;
 use herald_smtp::Egress;
 use herald_store::{
     AttemptResult, ClaimedEvent, Store, WebhookAttempt, WebhookClaim, WebhookNext, WebhookOutcome,
@@ -21,6 +22,9 @@ use crate::guarded_http::GuardedHttp;
 /// How a node's dispatcher behaves.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
+    /// This node's name and process id, recorded on leases (as the worker's).
+    pub node: String,
+    pub incarnation: String,
     /// How long one POST may take, answer included.
     pub timeout: Duration,
     /// Requests in flight at once to one webhook from this node.
@@ -41,12 +45,16 @@ pub struct WebhookConfig {
     pub poll: Duration,
     /// Where tenants' endpoints may be.
     pub egress: Arc<Egress>,
+    /// Where posts are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
         let s = Duration::from_secs;
         WebhookConfig {
+            node: "herald".into(),
+            incarnation: herald_core::ids::new_incarnation(),
             timeout: s(10),
             per_webhook: 16,
             in_flight: 512,
@@ -61,6 +69,7 @@ impl Default for WebhookConfig {
             keep: s(7 * 24 * 3_600),
             poll: s(5),
             egress: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -131,14 +140,18 @@ impl Dispatcher {
         self.http.clone()
     }
 
-    /// Runs until `shutdown` turns true, then waits for the posts in flight
-    /// (each at most the timeout) and records them.
+    /// Runs until `shutdown` turns true, then gives the posts in flight one
+    /// timeout to end and records them. Events still waiting for their turn
+    /// then stay leased to this process: the node gives them back when it
+    /// starts again (another node takes them when the lease ends).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let (finished, results) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_all(results));
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut kicked = true;
         let mut last_prune = 0;
+        // True when the latest claim found nothing due.
+        let mut found_nothing = false;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -150,6 +163,7 @@ impl Dispatcher {
                 kicked = false;
                 match self.claim(room).await {
                     Ok(chains) => {
+                        found_nothing = chains.is_empty();
                         let full = chains.iter().map(Vec::len).sum::<usize>() >= room;
                         for chain in chains {
                             in_flight.spawn(self.clone().deliver(chain, finished.clone()));
@@ -167,7 +181,7 @@ impl Dispatcher {
             }
             // While posts are in flight, each one's end wakes the loop.
             let pause = if in_flight.is_empty() {
-                self.pause().await
+                self.pause(found_nothing).await
             } else {
                 self.config.poll
             };
@@ -178,7 +192,15 @@ impl Dispatcher {
                 _ = tokio::time::sleep(pause) => kicked = true,
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        let grace = self.config.timeout + Duration::from_secs(1);
+        let ended = tokio::time::timeout(grace, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if ended.is_err() {
+            in_flight.abort_all();
+            tracing::info!("webhook events still waiting at shutdown are posted after the next start");
+        }
         drop(finished);
         let _ = recorder.await;
     }
@@ -189,14 +211,20 @@ impl Dispatcher {
         slots.values().map(|s| s.chains).sum()
     }
 
-    /// How long to wait for a wake-up: until the earliest event is due, at most `poll`.
-    async fn pause(&self) -> Duration {
+    /// How long to wait for a wake-up: until the earliest event is due, at
+    /// most `poll`. An event due that the latest claim passed over waits
+    /// behind an earlier one of its message: then a second.
+    async fn pause(&self, found_nothing: bool) -> Duration {
         let poll = self.config.poll;
         match self.store.next_webhook_due().await {
             Ok(Some(due)) => {
-                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-                // Due now, yet not claimed: behind an earlier event, or no room.
-                Duration::from_millis(wait).clamp(Duration::from_millis(50), poll)
+                let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+                let least = if found_nothing {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(10)
+                };
+                wait.clamp(least.min(poll), poll)
             }
             _ => poll,
         }
@@ -219,6 +247,8 @@ impl Dispatcher {
         let claimed = self
             .store
             .claim_webhook_events(WebhookClaim {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation.clone(),
                 now,
                 lease_until: now + millis(self.config.lease),
                 limit: u32::try_from(room).unwrap_or(u32::MAX),
@@ -291,6 +321,9 @@ impl Dispatcher {
                         duration_ms: 0,
                     },
                 };
+                self.config
+                    .metrics
+                    .webhook_posted(posted.delivered, posted.duration_ms as f64 / 1000.0);
                 let next = if posted.delivered {
                     WebhookNext::Delivered
                 } else {

@@ -22,7 +22,8 @@ CREATE INDEX webhooks_by_tenant ON webhooks (tenant_id, created_at);
 -- One event for one webhook, written in the transaction of the outcome that
 -- caused it. `seq` orders a message's events; a pending row whose due_at has
 -- passed may be claimed (a claim moves due_at to the end of its lease and
--- takes a new lease_token). The latest attempt is kept on the row.
+-- takes a new lease_token, and names the node and process holding it, which
+-- gives it back when started again). The latest attempt is kept on the row.
 CREATE TABLE webhook_outbox (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
@@ -34,6 +35,8 @@ CREATE TABLE webhook_outbox (
     status TEXT NOT NULL,
     due_at BIGINT NOT NULL,
     lease_token BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_incarnation TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     last_attempt_at BIGINT,
@@ -44,5 +47,6 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at) WHERE status = 'pending';
 CREATE INDEX webhook_outbox_chain ON webhook_outbox (webhook_id, message_id, seq) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_leased ON webhook_outbox (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, seq);
 CREATE INDEX webhook_outbox_finished ON webhook_outbox (created_at) WHERE status <> 'pending';

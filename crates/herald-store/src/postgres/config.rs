@@ -7,9 +7,9 @@ impl Configuration for PgStore {
     async fn reseal_secrets(&self, reseal: crate::Resealer) -> Result<usize> {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
-        // No account may be created or changed while its neighbours are being
-        // re-sealed: the count returned must cover every stored secret.
-        tx.batch_execute("LOCK TABLE smtp_accounts IN EXCLUSIVE MODE")
+        // No account or webhook may be created or changed while its neighbours
+        // are being re-sealed: the count returned must cover every stored secret.
+        tx.batch_execute("LOCK TABLE smtp_accounts, webhooks IN EXCLUSIVE MODE")
             .await
             .map_err(pg)?;
         let sealed = query(&tx, sql::SEALED_SECRETS, &[]).await?;
@@ -23,12 +23,22 @@ impl Configuration for PgStore {
                 .await
                 .map_err(pg)?;
         }
+        let webhooks = query(&tx, sql::SEALED_WEBHOOK_SECRETS, &[]).await?;
+        for (current, previous, webhook_id) in resealed_webhook_secrets(&webhooks, &reseal)? {
+            execute(
+                &tx,
+                sql::RESEAL_WEBHOOK,
+                &[&current, &previous, &webhook_id],
+            )
+            .await
+            .map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
         // Unlike SQLite with secure_delete and a checkpoint, PostgreSQL keeps
         // the replaced ciphertexts in dead row versions and its WAL until
         // vacuum and recycling remove them; they are sealed with the old key,
         // which the operator retires after the rotation.
-        Ok(sealed.len())
+        Ok(sealed.len() + webhooks.len())
     }
 
     async fn create_server(&self, tenant_id: TenantId, s: ServerSettings) -> Result<SmtpServer> {
@@ -301,4 +311,30 @@ impl Configuration for PgStore {
             account,
         }))
     }
+}
+
+/// Every webhook's signing secrets, current and previous, resealed, each
+/// bound to its webhook's id: `(current, previous, webhook id)`.
+fn resealed_webhook_secrets(
+    sealed: &[Row],
+    reseal: &crate::Resealer,
+) -> Result<Vec<(String, Option<String>, String)>> {
+    sealed
+        .iter()
+        .map(|row| {
+            let webhook_id: String = get(row, "id")?;
+            let context = herald_core::webhook::seal_context(&webhook_id);
+            let reseal_one = |value: &str| {
+                reseal(value, &context).map_err(|e| {
+                    StoreError::Corrupt(format!("the secret of webhook {webhook_id}: {e}"))
+                })
+            };
+            let current = reseal_one(&get::<String>(row, "sealed_secret")?)?;
+            let previous = get::<Option<String>>(row, "previous_sealed_secret")?
+                .as_deref()
+                .map(reseal_one)
+                .transpose()?;
+            Ok((current, previous, webhook_id))
+        })
+        .collect()
 }

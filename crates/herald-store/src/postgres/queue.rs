@@ -1,6 +1,7 @@
 //! The PostgreSQL store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 
 use super::*;
+use crate::outbox;
 
 #[async_trait]
 impl Queue for PgStore {
@@ -408,10 +409,12 @@ impl Queue for PgStore {
                     .await?;
                     changed
                         .map(|row| {
-                            Ok((
-                                get::<String>(&row, "message_id")?,
-                                get::<String>(&row, "tenant_id")?,
-                                due_at.is_none(),
+                            Ok(outbox::RecordedOutcome::new(
+                                o,
+                                get(&row, "message_id")?,
+                                get(&row, "tenant_id")?,
+                                get(&row, "address")?,
+                                get(&row, "priority")?,
                             ))
                         })
                         .transpose()
@@ -422,13 +425,16 @@ impl Queue for PgStore {
             let mut recorded_messages = HashSet::new();
             // Recipients that reached a final state leave their tenant's queue.
             let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            // The recorded outcomes, for the webhook events they cause.
+            let mut recorded = Vec::with_capacity(outcomes.len());
             for (&i, row) in order.iter().zip(changed) {
                 accepted[i] = row.is_some();
-                if let Some((message, tenant, is_final)) = row {
-                    recorded_messages.insert(message);
-                    if is_final {
-                        *finished.entry(tenant).or_default() += 1;
+                if let Some(r) = row {
+                    recorded_messages.insert(r.message.clone());
+                    if !matches!(r.outcome.next, NextState::Deferred { .. }) {
+                        *finished.entry(r.tenant.clone()).or_default() += 1;
                     }
+                    recorded.push(r);
                 }
             }
             let inserts = outcomes
@@ -485,6 +491,7 @@ impl Queue for PgStore {
                     .map_err(pg)?;
                 }
             }
+            write_events(&tx, &recorded).await?;
             // Last before the commit and in tenant order, as submissions do.
             for (tenant, count) in finished {
                 change_queued(&tx, &tenant, -count).await?;
@@ -639,4 +646,91 @@ impl Queue for PgStore {
         })
         .collect()
     }
+}
+
+/// Writes the webhook events the recorded outcomes cause, in their
+/// transaction; nothing when none of their tenants has an enabled webhook.
+///
+/// Two transactions completing different recipients of one message could
+/// each read its recipients before the other commits, and neither see the
+/// message final. So each first locks the rows of the messages it reads
+/// (in id order, so that they cannot deadlock): the second waits for the
+/// first to commit, then reads its outcome too, and exactly one of them sees
+/// the message final. `FOR NO KEY UPDATE` excludes the other completions as
+/// `FOR UPDATE` would, but not rows inserted meanwhile that refer to the
+/// message (a capture).
+async fn write_events(
+    tx: &impl GenericClient,
+    recorded: &[outbox::RecordedOutcome<'_>],
+) -> Result<()> {
+    // The webhooks are locked against deletion until the commit: a webhook
+    // deleted meanwhile is waited for and then not found, rather than
+    // refusing the event (and with it the outcome) as a broken reference.
+    let subscribers_sql = format!("{}{}", sql::SUBSCRIBERS, Lock::KeyShare.clause());
+    let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
+    for r in recorded {
+        if !subscribers.contains_key(&r.tenant) {
+            let subs = query(tx, &subscribers_sql, &[&r.tenant])
+                .await?
+                .iter()
+                .map(|row| outbox::Subscriber::from_row(get(row, "id")?, get(row, "events")?))
+                .collect::<Result<Vec<_>>>()?;
+            subscribers.insert(r.tenant.clone(), subs);
+        }
+    }
+    if subscribers.values().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let (mut events, mut touched) = outbox::outcome_events(recorded, &subscribers);
+    touched.sort_by_key(|m| m.message);
+    for m in &touched {
+        execute(
+            tx,
+            "SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE",
+            &[&m.message],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    for m in &touched {
+        let recipients = query(tx, sql::RECIPIENT_STATES, &[&m.message, &m.tenant])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(outbox::RecipientState {
+                    id: get(row, "id")?,
+                    address: get(row, "address")?,
+                    status: status(&get::<String>(row, "status")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let subs = &subscribers[m.tenant];
+        outbox::message_event(
+            &mut events,
+            subs,
+            m.tenant,
+            m.message,
+            m.test,
+            &recipients,
+            m.at,
+        );
+    }
+    for e in &events {
+        execute(
+            tx,
+            sql::INSERT_OUTBOX,
+            &[
+                &e.webhook,
+                &e.tenant,
+                &e.event_id,
+                &e.event_type.as_str(),
+                &e.message,
+                &e.payload,
+                &e.at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(())
 }

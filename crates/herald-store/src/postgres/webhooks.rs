@@ -4,73 +4,417 @@ use herald_core::WebhookId;
 
 use super::*;
 use crate::Webhooks;
+use crate::outbox;
+
+/// The advisory lock every claim of webhook events takes for its transaction:
+/// "webhook" in ASCII. Claims run one at a time, so a claim sees every event
+/// an earlier claim leased and cannot lease a message's later event while
+/// another node is leasing its earlier one. It cannot meet the other keys in
+/// this store: the migration lock ("herald"), the connector lock ("smtpconn"),
+/// and the test-message locks, which are `hashtext` values and fit in 32 bits.
+const WEBHOOK_CLAIM_LOCK: i64 = 0x77_6562_686f_6f6b;
+
+/// Due events of enabled webhooks, oldest first, passing over any behind an
+/// earlier pending event of its message for the same webhook that is not
+/// due (leased elsewhere, or waiting for a retry). `$1` is now, `$2` the
+/// webhooks excluded, `$3` the most to take.
+const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+     WHERE o.status = 'pending' AND o.due_at <= $1 AND w.enabled \
+     AND o.webhook_id <> ALL($2::text[]) \
+     AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
+       AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
+       AND e.due_at > $1) \
+     ORDER BY o.seq LIMIT $3";
+
+async fn one_webhook(
+    c: &impl GenericClient,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Webhook> {
+    let row = query_opt(c, statement, params)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    rows::webhook(&row)
+}
+
+/// The stored status and next due time an attempt leaves its event with.
+fn after_attempt(r: &AttemptResult) -> (WebhookDeliveryStatus, i64) {
+    match r.next {
+        WebhookNext::Delivered => (WebhookDeliveryStatus::Delivered, r.at),
+        WebhookNext::Retry { at } => (WebhookDeliveryStatus::Pending, at),
+        WebhookNext::GiveUp => (WebhookDeliveryStatus::Failed, r.at),
+    }
+}
 
 #[async_trait]
 impl Webhooks for PgStore {
-    async fn create_webhook(&self, _w: NewWebhook) -> Result<Webhook> {
-        todo!()
+    async fn create_webhook(&self, w: NewWebhook) -> Result<Webhook> {
+        let c = client(&self.pool).await?;
+        one_webhook(
+            &c,
+            sql::INSERT_WEBHOOK,
+            &[
+                &w.id.to_string(),
+                &w.tenant_id.to_string(),
+                &w.url,
+                &w.events.bits(),
+                &w.enabled,
+                &w.sealed_secret,
+                &w.created_at,
+            ],
+        )
+        .await
     }
-    async fn webhook(&self, _t: TenantId, _id: WebhookId) -> Result<Webhook> {
-        todo!()
+
+    async fn webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
+        let c = client(&self.pool).await?;
+        one_webhook(
+            &c,
+            sql::WEBHOOK_BY_ID,
+            &[&id.to_string(), &tenant_id.to_string()],
+        )
+        .await
     }
-    async fn list_webhooks(&self, _t: TenantId) -> Result<Vec<Webhook>> {
-        todo!()
+
+    async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
+        let c = client(&self.pool).await?;
+        query(&c, sql::WEBHOOKS, &[&tenant_id.to_string()])
+            .await?
+            .iter()
+            .map(rows::webhook)
+            .collect()
     }
+
     async fn update_webhook(
         &self,
-        _t: TenantId,
-        _id: WebhookId,
-        _c: WebhookChange,
-        _now: i64,
+        tenant_id: TenantId,
+        id: WebhookId,
+        change: WebhookChange,
+        now: i64,
     ) -> Result<Webhook> {
-        todo!()
+        let c = client(&self.pool).await?;
+        one_webhook(
+            &c,
+            sql::UPDATE_WEBHOOK,
+            &[
+                &change.url,
+                &change.events.map(|e| e.bits()),
+                &change.enabled,
+                &now,
+                &id.to_string(),
+                &tenant_id.to_string(),
+            ],
+        )
+        .await
     }
+
     async fn rotate_webhook_secret(
         &self,
-        _t: TenantId,
-        _id: WebhookId,
-        _s: String,
-        _u: i64,
-        _now: i64,
+        tenant_id: TenantId,
+        id: WebhookId,
+        sealed_secret: String,
+        previous_until: i64,
+        now: i64,
     ) -> Result<Webhook> {
-        todo!()
+        let c = client(&self.pool).await?;
+        one_webhook(
+            &c,
+            sql::ROTATE_WEBHOOK_SECRET,
+            &[
+                &sealed_secret,
+                &previous_until,
+                &now,
+                &id.to_string(),
+                &tenant_id.to_string(),
+            ],
+        )
+        .await
     }
-    async fn delete_webhook(&self, _t: TenantId, _id: WebhookId) -> Result<()> {
-        todo!()
+
+    async fn delete_webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<()> {
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
+        execute(&tx, sql::DELETE_WEBHOOK_EVENTS, &[&id, &tenant_id])
+            .await
+            .map_err(pg)?;
+        if execute(&tx, sql::DELETE_WEBHOOK, &[&id, &tenant_id])
+            .await
+            .map_err(pg)?
+            == 0
+        {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg)
     }
+
     async fn webhook_deliveries(
         &self,
-        _t: TenantId,
-        _id: WebhookId,
-        _l: u32,
+        tenant_id: TenantId,
+        id: WebhookId,
+        limit: u32,
     ) -> Result<Vec<WebhookDelivery>> {
-        todo!()
+        let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
+        let mut c = client(&self.pool).await?;
+        // One snapshot: the webhook exists in the same state its deliveries are read in.
+        let tx = snapshot(&mut c).await?;
+        one_webhook(&tx, sql::WEBHOOK_BY_ID, &[&id, &tenant_id]).await?;
+        let rows = query(
+            &tx,
+            sql::WEBHOOK_DELIVERIES,
+            &[&id, &tenant_id, &i64::from(limit)],
+        )
+        .await?;
+        tx.commit().await.map_err(pg)?;
+        rows.iter().map(rows::webhook_delivery).collect()
     }
+
     async fn webhook_secrets(
         &self,
-        _t: TenantId,
-        _id: WebhookId,
-        _now: i64,
+        tenant_id: TenantId,
+        id: WebhookId,
+        now: i64,
     ) -> Result<(String, Option<String>)> {
-        todo!()
+        let c = client(&self.pool).await?;
+        let row = query_opt(
+            &c,
+            sql::WEBHOOK_SECRETS,
+            &[&now, &id.to_string(), &tenant_id.to_string()],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok((
+            get(&row, "sealed_secret")?,
+            get(&row, "previous_sealed_secret")?,
+        ))
     }
-    async fn record_webhook_test(&self, _r: WebhookTestRecord) -> Result<()> {
-        todo!()
+
+    async fn record_webhook_test(&self, t: WebhookTestRecord) -> Result<()> {
+        let c = client(&self.pool).await?;
+        let r = &t.result;
+        let status = match r.next {
+            WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
+            WebhookNext::Retry { .. } | WebhookNext::GiveUp => WebhookDeliveryStatus::Failed,
+        };
+        let inserted = execute(
+            &c,
+            sql::INSERT_WEBHOOK_TEST,
+            &[
+                &t.event_id,
+                &t.event_type,
+                &t.payload,
+                &status.as_str(),
+                &r.at,
+                &r.response_status.map(i32::from),
+                &r.error.as_deref().map(text),
+                &r.duration_ms,
+                &t.webhook.to_string(),
+                &t.tenant_id.to_string(),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        match inserted {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
     }
-    async fn claim_webhook_events(&self, _c: WebhookClaim) -> Result<Vec<ClaimedEvent>> {
-        todo!()
+
+    async fn claim_webhook_events(&self, claim: WebhookClaim) -> Result<Vec<ClaimedEvent>> {
+        let result = async {
+            let exclude: Vec<String> = claim.exclude.iter().map(ToString::to_string).collect();
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Claims one at a time (see WEBHOOK_CLAIM_LOCK): the selection below
+            // begins after the lock is held, so it sees every earlier claim's
+            // leases, and a message's later event waits behind its leased one.
+            execute(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&WEBHOOK_CLAIM_LOCK],
+            )
+            .await
+            .map_err(pg)?;
+            let due = query(
+                &tx,
+                DUE_EVENTS,
+                &[&claim.now, &exclude, &i64::from(claim.limit)],
+            )
+            .await?;
+            let mut claimed = Vec::with_capacity(due.len());
+            for row in &due {
+                let seq: i64 = get(row, "seq")?;
+                // A finish committed meanwhile may have moved the event on: the
+                // lease checks again that it is pending and due.
+                let leased = execute(
+                    &tx,
+                    sql::LEASE_EVENT,
+                    &[
+                        &claim.lease_until,
+                        &claim.node,
+                        &claim.incarnation,
+                        &seq,
+                        &claim.now,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+                if leased == 1 {
+                    let row = query_opt(&tx, sql::CLAIMED_EVENT, &[&claim.now, &seq])
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    claimed.push(rows::claimed_event(&row)?);
+                }
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(claimed)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
+
     async fn finish_webhook_events(
         &self,
-        _a: Vec<WebhookAttempt>,
-        _d: i64,
+        mut attempts: Vec<WebhookAttempt>,
+        disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>> {
-        todo!()
+        let result = async {
+            // Events in seq order and webhooks in id order, so that two
+            // finishes over the same rows cannot deadlock.
+            attempts.sort_by_key(|a| a.seq);
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Per webhook: whether any attempt succeeded, and the first failure.
+            let mut health: BTreeMap<String, (bool, i64)> = BTreeMap::new();
+            for a in &attempts {
+                let r = match &a.outcome {
+                    WebhookOutcome::GivenBack { due_at } => {
+                        execute(&tx, sql::GIVE_BACK_EVENT, &[due_at, &a.seq, &a.lease_token])
+                            .await
+                            .map_err(pg)?;
+                        continue;
+                    }
+                    WebhookOutcome::Attempted(r) => r,
+                };
+                let (status, due_at) = after_attempt(r);
+                let current = execute(
+                    &tx,
+                    sql::FINISH_EVENT,
+                    &[
+                        &status.as_str(),
+                        &due_at,
+                        &r.at,
+                        &r.response_status.map(i32::from),
+                        &r.error.as_deref().map(text),
+                        &r.duration_ms,
+                        &a.seq,
+                        &a.lease_token,
+                    ],
+                )
+                .await
+                .map_err(pg)?
+                    == 1;
+                if current {
+                    let h = health.entry(a.webhook.to_string()).or_insert((false, r.at));
+                    h.0 |= r.next == WebhookNext::Delivered;
+                    h.1 = h.1.min(r.at);
+                }
+            }
+            let now = now_ms();
+            let mut disabled = Vec::new();
+            for (webhook, (succeeded, first_failure)) in health {
+                if succeeded {
+                    execute(&tx, sql::WEBHOOK_SUCCEEDED, &[&webhook])
+                        .await
+                        .map_err(pg)?;
+                    continue;
+                }
+                execute(&tx, sql::WEBHOOK_FAILED, &[&first_failure, &webhook])
+                    .await
+                    .map_err(pg)?;
+                let failing = query_opt(
+                    &tx,
+                    sql::DISABLE_FAILING_WEBHOOK,
+                    &[&now, &webhook, &disable_failing_before],
+                )
+                .await?;
+                if let Some(row) = failing {
+                    disabled.push(disable(&tx, webhook, &row, now).await?);
+                }
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(disabled)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
+
+    async fn release_webhook_leases(&self, node: &str, incarnation: &str, now: i64) -> Result<u64> {
+        let c = client(&self.pool).await?;
+        let result = execute(
+            &c,
+            sql::RELEASE_WEBHOOK_LEASES,
+            &[&now, &node, &incarnation],
+        )
+        .await
+        .map_err(pg);
+        self.writes.note(&result);
+        result
+    }
+
     async fn next_webhook_due(&self) -> Result<Option<i64>> {
-        todo!()
+        let c = client(&self.pool).await?;
+        let row = query_opt(&c, sql::NEXT_WEBHOOK_DUE, &[]).await?;
+        Ok(row
+            .map(|r| r.try_get::<_, Option<i64>>(0).map_err(pg))
+            .transpose()?
+            .flatten())
     }
-    async fn prune_webhook_events(&self, _b: i64) -> Result<u64> {
-        todo!()
+
+    async fn prune_webhook_events(&self, before: i64) -> Result<u64> {
+        let c = client(&self.pool).await?;
+        execute(&c, sql::PRUNE_WEBHOOK_EVENTS, &[&before])
+            .await
+            .map_err(pg)
     }
+}
+
+/// Says why a webhook that [`sql::DISABLE_FAILING_WEBHOOK`] just disabled
+/// (`row` is what it returned) was disabled, on the webhook and in its
+/// tenant's audit log, in the caller's transaction.
+async fn disable(
+    tx: &impl GenericClient,
+    webhook: String,
+    row: &Row,
+    now: i64,
+) -> Result<DisabledWebhook> {
+    let (tenant, failing_since): (String, i64) =
+        (get(row, "tenant_id")?, get(row, "failing_since")?);
+    let reason = outbox::disabled_reason(failing_since);
+    execute(tx, sql::SET_DISABLED_REASON, &[&reason, &webhook])
+        .await
+        .map_err(pg)?;
+    execute(
+        tx,
+        sql::INSERT_AUDIT,
+        &[
+            &tenant,
+            &now,
+            &"herald",
+            &None::<String>,
+            &None::<String>,
+            &"webhook.disable",
+            &webhook,
+            &serde_json::json!({ "reason": reason }).to_string(),
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(DisabledWebhook {
+        id: id(webhook)?,
+        tenant_id: id(tenant)?,
+        failing_since,
+    })
 }

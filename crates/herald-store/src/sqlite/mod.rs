@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
-use herald_core::webhook::EventSet;
 use herald_core::{
     AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
     RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,

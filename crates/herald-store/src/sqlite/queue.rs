@@ -402,7 +402,9 @@ impl Queue for SqliteStore {
                         if due_at.is_none() {
                             *finished.entry(tenant.clone()).or_default() += 1;
                         }
-                        recorded.push((o, message, tenant, address, priority == TEST_PRIORITY));
+                        recorded.push(outbox::RecordedOutcome::new(
+                            o, message, tenant, address, priority,
+                        ));
                     }
                     if current {
                         let a = &o.attempt;
@@ -585,72 +587,26 @@ impl Queue for SqliteStore {
     }
 }
 
-/// Writes the webhook events the recorded outcomes cause, in their
-/// transaction: `(outcome, message, tenant, address, test)` for each.
-fn write_events(
-    c: &Connection,
-    recorded: &[(&Outcome, String, String, String, bool)],
-) -> Result<()> {
-    let mut subscribers: HashMap<&str, Vec<outbox::Subscriber>> = HashMap::new();
-    for (_, _, tenant, _, _) in recorded {
-        if !subscribers.contains_key(tenant.as_str()) {
-            let subs = list(c, sql::SUBSCRIBERS, [tenant], |r| {
+/// Writes the webhook events the recorded outcomes cause, in their transaction.
+fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Result<()> {
+    let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
+    for r in recorded {
+        if !subscribers.contains_key(&r.tenant) {
+            let subs = list(c, sql::SUBSCRIBERS, [&r.tenant], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?
             .into_iter()
-            .map(|(webhook, bits)| {
-                Ok(outbox::Subscriber {
-                    webhook,
-                    events: rows::stored("events", EventSet::from_bits(bits))?,
-                })
-            })
+            .map(|(webhook, bits)| outbox::Subscriber::from_row(webhook, bits))
             .collect::<Result<Vec<_>>>()?;
-            subscribers.insert(tenant, subs);
+            subscribers.insert(r.tenant.clone(), subs);
         }
     }
     if subscribers.values().all(Vec::is_empty) {
         return Ok(());
     }
-    let mut events = Vec::new();
-    // The last outcome of each message, whose time the message's event takes.
-    let mut messages: Vec<(&str, &str, bool, i64)> = Vec::new();
-    for (o, message, tenant, address, test) in recorded {
-        let subs = &subscribers[tenant.as_str()];
-        if subs.is_empty() {
-            continue;
-        }
-        outbox::recipient_event(
-            &mut events,
-            subs,
-            &outbox::Recorded {
-                recipient: o.recipient.to_string(),
-                message,
-                tenant,
-                address,
-                test: *test,
-                status: match o.next {
-                    NextState::Sent => RecipientStatus::Sent,
-                    NextState::Failed => RecipientStatus::Failed,
-                    NextState::Deferred { .. } => RecipientStatus::Deferred,
-                },
-                due_at: match o.next {
-                    NextState::Deferred { until } => Some(until),
-                    _ => None,
-                },
-                attempt: &o.attempt,
-            },
-        );
-        match messages.iter_mut().find(|m| m.0 == message) {
-            Some(m) => m.3 = m.3.max(o.attempt.at),
-            None => messages.push((message, tenant, *test, o.attempt.at)),
-        }
-    }
-    for (message, tenant, test, at) in messages {
-        let subs = &subscribers[tenant];
-        if !outbox::wants_message_events(subs) {
-            continue;
-        }
-        let recipients = list(c, sql::RECIPIENT_STATES, [message, tenant], |r| {
+    let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
+    for m in touched {
+        let recipients = list(c, sql::RECIPIENT_STATES, [m.message, m.tenant], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -666,7 +622,16 @@ fn write_events(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-        outbox::message_event(&mut events, subs, tenant, message, test, &recipients, at);
+        let subs = &subscribers[m.tenant];
+        outbox::message_event(
+            &mut events,
+            subs,
+            m.tenant,
+            m.message,
+            m.test,
+            &recipients,
+            m.at,
+        );
     }
     let mut insert = c.prepare_cached(sql::INSERT_OUTBOX).map_err(sql)?;
     for e in events {

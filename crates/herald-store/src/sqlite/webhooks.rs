@@ -1,7 +1,6 @@
 //! The SQLite store's delivery webhooks: endpoints, the outbox's claims and attempts.
 
 use herald_core::WebhookId;
-use herald_core::timestamp::rfc3339;
 
 use super::*;
 use crate::Webhooks;
@@ -15,14 +14,6 @@ fn one_webhook(c: &Connection, query: &str, args: impl rusqlite::Params) -> Resu
         .optional()
         .map_err(sql)?
         .ok_or(StoreError::NotFound)?
-}
-
-/// The reason a webhook disabled for failing says, and its audit entry.
-pub(super) fn disabled_reason(failing_since: i64) -> String {
-    format!(
-        "every delivery attempt failed from {} on, so Herald disabled it",
-        rfc3339(failing_since)
-    )
 }
 
 #[async_trait]
@@ -240,7 +231,13 @@ impl Webhooks for SqliteStore {
                 let mut claimed = Vec::with_capacity(due.len());
                 for seq in due {
                     if lease
-                        .execute(params![claim.lease_until, seq, claim.now])
+                        .execute(params![
+                            claim.lease_until,
+                            claim.node,
+                            claim.incarnation,
+                            seq,
+                            claim.now
+                        ])
                         .map_err(sql)?
                         == 1
                     {
@@ -324,7 +321,7 @@ impl Webhooks for SqliteStore {
                         .optional()
                         .map_err(sql)?;
                     if let Some((tenant, failing_since)) = failing {
-                        let reason = disabled_reason(failing_since);
+                        let reason = outbox::disabled_reason(failing_since);
                         c.execute(
                             sql::SET_DISABLED_REASON,
                             params![reason, webhook.to_string()],
@@ -352,6 +349,17 @@ impl Webhooks for SqliteStore {
                     }
                 }
                 Ok(disabled)
+            })
+            .await
+    }
+
+    async fn release_webhook_leases(&self, node: &str, incarnation: &str, now: i64) -> Result<u64> {
+        let (node, incarnation) = (node.to_owned(), incarnation.to_owned());
+        self.db
+            .write(move |c| {
+                c.execute(sql::RELEASE_WEBHOOK_LEASES, params![now, node, incarnation])
+                    .map(|n| n as u64)
+                    .map_err(sql)
             })
             .await
     }
