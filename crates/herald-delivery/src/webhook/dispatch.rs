@@ -199,7 +199,9 @@ impl Dispatcher {
         .await;
         if ended.is_err() {
             in_flight.abort_all();
-            tracing::info!("webhook events still waiting at shutdown are posted after the next start");
+            tracing::info!(
+                "webhook events still waiting at shutdown are posted after the next start"
+            );
         }
         drop(finished);
         let _ = recorder.await;

@@ -6,6 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::helpers::eventually;
 
@@ -35,6 +39,27 @@ impl Received {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).expect("a JSON body")
+    }
+
+    /// The signatures the `webhook-signature` header lists, in order.
+    pub fn signatures(&self) -> Vec<String> {
+        self.signature.split(' ').map(str::to_owned).collect()
+    }
+
+    /// The `v1` signature of this request's id, timestamp and body under
+    /// `secret` (`whsec_…`), computed here from the specification.
+    pub fn expected_signature(&self, secret: &str) -> String {
+        let key = B64
+            .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
+            .expect("base64 after whsec_");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{}.{}.{}", self.id, self.timestamp, self.body).as_bytes());
+        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// True when one of the request's signatures is `secret`'s.
+    pub fn signed_by(&self, secret: &str) -> bool {
+        self.signatures().contains(&self.expected_signature(secret))
     }
 }
 
@@ -75,6 +100,11 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
+    }
+
+    /// The latest request.
+    pub fn last(&self) -> Received {
+        self.received().pop().expect("the receiver took a request")
     }
 
     /// Waits until at least `n` requests arrived; returns them all.

@@ -3,104 +3,14 @@
 //! changes, rotations and deletions, and a test event that reaches a real
 //! HTTP receiver on loopback signed as Standard Webhooks says.
 
-use std::sync::{Arc, Mutex};
-
-use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use herald_smtp::Egress;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::helpers::*;
-
-/// One request the receiver took: its headers and body.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: String,
-}
-
-/// An HTTP endpoint on 127.0.0.1:0 that records every POST and answers
-/// with the status it is told.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    status: Arc<Mutex<AxumStatus>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(Mutex::new(AxumStatus::OK));
-        let (log, answer) = (received.clone(), status.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let (log, answer) = (log.clone(), answer.clone());
-                async move {
-                    log.lock().unwrap().push(Received { headers, body });
-                    let status = *answer.lock().unwrap();
-                    (status, "receiver says so")
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            url,
-            received,
-            status,
-        }
-    }
-
-    fn answer_with(&self, status: AxumStatus) {
-        *self.status.lock().unwrap() = status;
-    }
-
-    fn last(&self) -> Received {
-        self.received
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the receiver took a request")
-    }
-}
-
-/// The Standard Webhooks signature of `id.timestamp.body` under `secret` (`whsec_…`).
-fn sign(secret: &str, id: &str, timestamp: &str, body: &str) -> String {
-    let key = B64
-        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
-        .expect("base64 after whsec_");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
-}
-
-/// The signatures of a received event, as the `webhook-signature` header lists them.
-fn signatures(received: &Received) -> Vec<String> {
-    received.headers["webhook-signature"]
-        .to_str()
-        .unwrap()
-        .split(' ')
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The signature `secret` gives the received event.
-fn expected_signature(secret: &str, received: &Received) -> String {
-    let header = |name: &str| received.headers[name].to_str().unwrap().to_owned();
-    sign(
-        secret,
-        &header("webhook-id"),
-        &header("webhook-timestamp"),
-        &received.body,
-    )
-}
+use crate::receiver::{Receiver, Reply};
 
 /// The field errors of a 422 answer, as (field, rule).
 fn field_errors(answer: &Value) -> Vec<(String, String)> {
@@ -387,11 +297,11 @@ async fn a_test_event_is_signed_sent_at_once_and_listed() {
     let first_event = tested["event_id"].as_str().unwrap().to_owned();
     assert!(first_event.starts_with("evt_"), "{tested}");
     let received = receiver.last();
-    assert_eq!(received.headers["webhook-id"], first_event.as_str());
-    assert_eq!(received.headers["content-type"], "application/json");
+    assert_eq!(received.id, first_event);
+    assert_eq!(received.content_type, "application/json");
     assert_eq!(
-        signatures(&received),
-        [expected_signature(&secret, &received)]
+        received.signatures(),
+        [received.expected_signature(&secret)]
     );
     let body: Value = serde_json::from_str(&received.body).unwrap();
     assert_eq!(body["type"], "webhook.test", "{body}");
@@ -401,7 +311,7 @@ async fn a_test_event_is_signed_sent_at_once_and_listed() {
     assert_eq!(body["data"]["message"], "a test event from Herald");
 
     // A refusing endpoint, and a disabled webhook is tested all the same.
-    receiver.answer_with(AxumStatus::INTERNAL_SERVER_ERROR);
+    receiver.answer(Reply::Status(500));
     let (status, answer) = app
         .patch_as_admin(&acme, &path, json!({"enabled": false}))
         .await;
@@ -459,7 +369,7 @@ async fn a_test_event_is_signed_sent_at_once_and_listed() {
     }
 
     // During a rotation's overlap, events carry the new and the previous signature.
-    receiver.answer_with(AxumStatus::NO_CONTENT);
+    receiver.answer(Reply::Status(204));
     let (status, rotated) = app
         .post_as_admin(&acme, &format!("{path}/rotate-secret"), json!({}))
         .await;
@@ -472,10 +382,10 @@ async fn a_test_event_is_signed_sent_at_once_and_listed() {
     assert_eq!(tested["delivered"], true, "{tested}");
     let received = receiver.last();
     assert_eq!(
-        signatures(&received),
+        received.signatures(),
         [
-            expected_signature(new_secret, &received),
-            expected_signature(&secret, &received)
+            received.expected_signature(new_secret),
+            received.expected_signature(&secret)
         ]
     );
 }
