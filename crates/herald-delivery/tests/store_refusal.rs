@@ -154,6 +154,25 @@ forward_to_inner! {
 }
 
 forward_to_inner! {
+    impl Webhooks {
+        create_webhook(webhook: NewWebhook) -> Webhook;
+        webhook(tenant: TenantId, id: WebhookId) -> Webhook;
+        list_webhooks(tenant: TenantId) -> Vec<Webhook>;
+        update_webhook(tenant: TenantId, id: WebhookId, change: WebhookChange, now: i64) -> Webhook;
+        rotate_webhook_secret(tenant: TenantId, id: WebhookId, sealed_secret: String, previous_until: i64, now: i64) -> Webhook;
+        delete_webhook(tenant: TenantId, id: WebhookId) -> ();
+        webhook_deliveries(tenant: TenantId, id: WebhookId, limit: u32) -> Vec<WebhookDelivery>;
+        webhook_secrets(tenant: TenantId, id: WebhookId, now: i64) -> (String, Option<String>);
+        record_webhook_test(record: WebhookTestRecord) -> ();
+        claim_webhook_events(claim: WebhookClaim) -> Vec<ClaimedEvent>;
+        finish_webhook_events(attempts: Vec<WebhookAttempt>, disable_failing_before: i64) -> Vec<DisabledWebhook>;
+        release_webhook_leases(node: &str, incarnation: &str, now: i64) -> u64;
+        next_webhook_due() -> Option<i64>;
+        prune_webhook_events(before: i64) -> u64;
+    }
+}
+
+forward_to_inner! {
     impl Sessions {
         set_operator_password(email: EmailAddress, password_hash: String) -> ();
         set_person_password(tenant: TenantId, person: PersonId, password_hash: String) -> ();
