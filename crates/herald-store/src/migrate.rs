@@ -350,6 +350,7 @@ const TABLES: &[Table] = &[
             ("payload", Text),
             ("status", Text),
             ("due_at", BigInt),
+            ("lease_until", BigInt),
             ("lease_token", BigInt),
             ("lease_owner", Text),
             ("lease_incarnation", Text),

@@ -284,6 +284,9 @@ pub(crate) fn outcome_events<'a>(
     (rows, touched)
 }
 
+/// What a webhook's events waiting when it was disabled say, given up.
+pub(crate) const DISABLED: &str = "given up: the webhook was disabled";
+
 /// The reason a webhook disabled for failing says, and its audit entry.
 pub(crate) fn disabled_reason(failing_since: i64) -> String {
     format!(

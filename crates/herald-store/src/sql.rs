@@ -536,25 +536,40 @@ pub(crate) const SUBSCRIBERS: &str =
 /// A message's recipients as they stand, for the event about the whole message.
 pub(crate) const RECIPIENT_STATES: &str = "SELECT id, address, status FROM recipients WHERE message_id = $1 AND tenant_id = $2 \
      ORDER BY position";
+/// An event, due no earlier than the pending events before it in its chain.
 pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
-     payload, status, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)";
+     payload, status, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', \
+     COALESCE((SELECT MAX(due_at) FROM webhook_outbox WHERE webhook_id = $1 AND message_id = $5 \
+     AND status = 'pending' AND due_at > $7), $7), $7)";
 /// The columns of a claimed event, beside its webhook's URL and secrets.
 pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
      o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
      CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
      FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
 /// Leases one pending event; no row when another claim took it meanwhile.
-pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_token = lease_token + 1, lease_owner = $2, \
-     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5";
+pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_token = lease_token + 1, lease_owner = $2, \
+     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
+     AND (lease_until IS NULL OR lease_until <= $5)";
 /// Records an attempt under a current lease; `$1` is the new status.
 pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
-     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_owner = NULL, \
-     lease_incarnation = NULL WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
-pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
+     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_until = NULL, \
+     lease_owner = NULL, lease_incarnation = NULL WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
+pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = CASE WHEN due_at < $1 THEN $1 ELSE due_at END, \
+     lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
      WHERE seq = $2 AND lease_token = $3 AND status = 'pending'";
+/// A retried event puts off the pending events after it in its chain, so
+/// none falls due before it.
+pub(crate) const PUT_OFF_CHAIN: &str = "UPDATE webhook_outbox SET due_at = $1 WHERE status = 'pending' AND due_at < $1 \
+     AND seq > $2 AND webhook_id = (SELECT webhook_id FROM webhook_outbox WHERE seq = $2) \
+     AND message_id = (SELECT message_id FROM webhook_outbox WHERE seq = $2)";
+/// A disabled webhook's pending events are given up: none is written for it
+/// while it is disabled either.
+pub(crate) const GIVE_UP_WEBHOOK_EVENTS: &str = "UPDATE webhook_outbox SET status = 'failed', error = $1, lease_until = NULL, \
+     lease_owner = NULL, lease_incarnation = NULL WHERE webhook_id = $2 AND tenant_id = $3 \
+     AND status = 'pending'";
 /// Gives back the events earlier processes of a node held, due at once.
-pub(crate) const RELEASE_WEBHOOK_LEASES: &str = "UPDATE webhook_outbox SET due_at = $1, lease_owner = NULL, lease_incarnation = NULL \
-     WHERE status = 'pending' AND lease_owner = $2 AND lease_incarnation <> $3";
+pub(crate) const RELEASE_WEBHOOK_LEASES: &str = "UPDATE webhook_outbox SET lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
+     WHERE status = 'pending' AND lease_until > $1 AND lease_owner = $2 AND lease_incarnation <> $3";
 pub(crate) const WEBHOOK_SUCCEEDED: &str =
     "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL";
 pub(crate) const WEBHOOK_FAILED: &str =
@@ -563,9 +578,9 @@ pub(crate) const DISABLE_FAILING_WEBHOOK: &str = "UPDATE webhooks SET enabled = 
      AND failing_since <= $3 RETURNING tenant_id, failing_since";
 pub(crate) const SET_DISABLED_REASON: &str =
     "UPDATE webhooks SET disabled_reason = $1 WHERE id = $2";
-/// When the earliest pending event of an enabled webhook is due.
-pub(crate) const NEXT_WEBHOOK_DUE: &str = "SELECT MIN(o.due_at) FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-     AND w.enabled WHERE o.status = 'pending'";
+/// When the earliest pending event is due (a disabled webhook has none).
+pub(crate) const NEXT_WEBHOOK_DUE: &str =
+    "SELECT MIN(due_at) FROM webhook_outbox WHERE status = 'pending'";
 pub(crate) const PRUNE_WEBHOOK_EVENTS: &str =
     "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1";
 pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
@@ -673,6 +688,8 @@ pub(crate) const ALL: &[&str] = &[
     LEASE_EVENT,
     FINISH_EVENT,
     GIVE_BACK_EVENT,
+    PUT_OFF_CHAIN,
+    GIVE_UP_WEBHOOK_EVENTS,
     RELEASE_WEBHOOK_LEASES,
     WEBHOOK_SUCCEEDED,
     WEBHOOK_FAILED,

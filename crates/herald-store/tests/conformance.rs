@@ -3182,7 +3182,7 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
     assert!(failing.enabled);
 
     // An event written while it is enabled, still waiting when it is disabled.
-    f.send_message(t, &["d@x.example"], 15_000).await;
+    f.send_message(t, &["d@x.example"], 20_000).await;
     let events = f.claim_events(webhook_claim(20_000, 1)).await;
     let disabled = f
         .finish_events(
@@ -3207,10 +3207,21 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
     assert_eq!(audit[0].actor, "herald");
     assert_eq!(audit[0].details["reason"], reason);
     let deliveries = f.store.webhook_deliveries(t, hook.id, 10).await.unwrap();
-    let given_up = &deliveries[2];
+    let given_up = deliveries.iter().find(|d| d.attempts == 3).unwrap();
     assert_eq!(given_up.status, WebhookDeliveryStatus::Failed);
-    assert_eq!(given_up.attempts, 3);
     assert_eq!(given_up.error.as_deref(), Some("unavailable"));
+    // What was still waiting is given up with it, unattempted.
+    let waiting = &deliveries[0];
+    assert_eq!(
+        waiting.status,
+        WebhookDeliveryStatus::Failed,
+        "{deliveries:?}"
+    );
+    assert_eq!(waiting.attempts, 0);
+    assert_eq!(
+        waiting.error.as_deref(),
+        Some("given up: the webhook was disabled")
+    );
 
     // A disabled webhook's events are neither due nor claimed, and
     // outcomes write none for it.
@@ -3235,8 +3246,8 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
     assert!(enabled.enabled);
     assert_eq!(enabled.disabled_reason, None);
     assert_eq!(enabled.failing_since, None);
-    // Its waiting event is due again.
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(15_000));
+    // Enabled again, it starts afresh: what was given up stays given up.
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
 }
 
 /// Test events show among the deliveries; finished events are pruned by
@@ -3404,6 +3415,74 @@ macro_rules! conformance {
     };
 }
 
+async fn a_retry_puts_off_the_rest_of_its_chain_and_claims_follow_due_times(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    f.create_webhook(new_webhook(
+        t,
+        &[EventType::RecipientSent, EventType::MessageSent],
+        0,
+    ))
+    .await;
+    f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+        .await;
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    let by = |to: &str| claimed.iter().find(|c| c.address.as_ref() == to).unwrap();
+    f.complete(
+        vec![outcome_at(by("a@x.example"), NextState::Sent, 1_000)],
+        vec![],
+    )
+    .await;
+    let m1 = by("a@x.example").message;
+    let first = f.claim_events(webhook_claim(2_000, 10)).await;
+    assert_eq!(event_names(&first), [(Some(m1), "recipient.sent")]);
+    // Its retry is far off; what m1 writes meanwhile is due no earlier.
+    f.finish_events(
+        vec![webhook_attempt(
+            &first[0],
+            2_000,
+            WebhookNext::Retry { at: 50_000 },
+        )],
+        0,
+    )
+    .await;
+    f.complete(
+        vec![outcome_at(by("b@x.example"), NextState::Sent, 3_000)],
+        vec![],
+    )
+    .await;
+    let m2 = f.send_message(t, &["c@x.example"], 4_000).await;
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(4_000));
+    let before = f.claim_events(webhook_claim(10_000, 10)).await;
+    assert_eq!(
+        event_names(&before),
+        [(Some(m2), "recipient.sent"), (Some(m2), "message.sent")],
+        "m1's later events wait for its retry"
+    );
+    f.finish_events(
+        before
+            .iter()
+            .map(|e| webhook_attempt(e, 10_000, WebhookNext::Delivered))
+            .collect(),
+        0,
+    )
+    .await;
+    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(50_000));
+    // A claim cut short still takes the chain from its start.
+    let one = f.claim_events(webhook_claim(50_000, 1)).await;
+    assert_eq!(one[0].seq, first[0].seq);
+    assert!(f.claim_events(webhook_claim(50_000, 10)).await.is_empty());
+    f.finish_events(
+        vec![webhook_attempt(&one[0], 50_000, WebhookNext::Delivered)],
+        0,
+    )
+    .await;
+    let rest = f.claim_events(webhook_claim(50_000, 10)).await;
+    assert_eq!(
+        event_names(&rest),
+        [(Some(m1), "recipient.sent"), (Some(m1), "message.sent")]
+    );
+}
+
 async fn a_restarted_node_gets_its_earlier_processes_events_back(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     f.create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
@@ -3473,6 +3552,7 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_its_time(f: Fixture) {
 }
 
 conformance!(
+    a_retry_puts_off_the_rest_of_its_chain_and_claims_follow_due_times,
     a_restarted_node_gets_its_earlier_processes_events_back,
     a_rotated_secret_signs_beside_the_new_one_until_its_time,
     webhooks_are_kept_per_tenant,

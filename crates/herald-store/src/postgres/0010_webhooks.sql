@@ -20,10 +20,14 @@ CREATE TABLE webhooks (
 CREATE INDEX webhooks_by_tenant ON webhooks (tenant_id, created_at);
 
 -- One event for one webhook, written in the transaction of the outcome that
--- caused it. `seq` orders a message's events; a pending row whose due_at has
--- passed may be claimed (a claim moves due_at to the end of its lease and
--- takes a new lease_token, and names the node and process holding it, which
--- gives it back when started again). The latest attempt is kept on the row.
+-- caused it. `seq` orders a message's events for a webhook (its *chain*),
+-- and a chain's pending events never fall due out of that order: an event
+-- is written due no earlier than the pending ones before it, and a retry
+-- puts off the rest of its chain with it. So claims take due events in
+-- (due_at, seq) order and still keep each chain's order. A claim leases an
+-- event until lease_until, with a new lease_token, naming the node and the
+-- process holding it (which gives it back when started again). The latest
+-- attempt is kept on the row.
 CREATE TABLE webhook_outbox (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
@@ -34,6 +38,7 @@ CREATE TABLE webhook_outbox (
     payload TEXT NOT NULL,
     status TEXT NOT NULL,
     due_at BIGINT NOT NULL,
+    lease_until BIGINT,
     lease_token BIGINT NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_incarnation TEXT,
@@ -42,11 +47,8 @@ CREATE TABLE webhook_outbox (
     last_attempt_at BIGINT,
     response_status INTEGER,
     error TEXT,
-    duration_ms BIGINT,
-    UNIQUE (webhook_id, event_id)
+    duration_ms BIGINT
 );
-CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at, seq) WHERE status = 'pending';
 CREATE INDEX webhook_outbox_chain ON webhook_outbox (webhook_id, message_id, seq) WHERE status = 'pending';
-CREATE INDEX webhook_outbox_leased ON webhook_outbox (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, seq);
-CREATE INDEX webhook_outbox_finished ON webhook_outbox (created_at) WHERE status <> 'pending';

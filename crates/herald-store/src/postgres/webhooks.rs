@@ -14,17 +14,17 @@ use crate::outbox;
 /// and the test-message locks, which are `hashtext` values and fit in 32 bits.
 const WEBHOOK_CLAIM_LOCK: i64 = 0x77_6562_686f_6f6b;
 
-/// Due events of enabled webhooks, oldest first, passing over any behind an
-/// earlier pending event of its message for the same webhook that is not
-/// due (leased elsewhere, or waiting for a retry). `$1` is now, `$2` the
-/// webhooks excluded, `$3` the most to take.
+/// Due events not leased, of enabled webhooks with room, in (due_at, seq)
+/// order, which keeps each chain's order (see the outbox's schema), passing
+/// over any behind an earlier event of its chain that is leased or not due.
+/// `$1` is now, `$2` the webhooks excluded, `$3` the most to take.
 const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-     WHERE o.status = 'pending' AND o.due_at <= $1 AND w.enabled \
-     AND o.webhook_id <> ALL($2::text[]) \
+     WHERE o.status = 'pending' AND o.due_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1) \
+     AND w.enabled AND o.webhook_id <> ALL($2::text[]) \
      AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
        AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
-       AND e.due_at > $1) \
-     ORDER BY o.seq LIMIT $3";
+       AND (e.due_at > $1 OR e.lease_until > $1)) \
+     ORDER BY o.due_at, o.seq LIMIT $3";
 
 async fn one_webhook(
     c: &impl GenericClient,
@@ -92,20 +92,38 @@ impl Webhooks for PgStore {
         change: WebhookChange,
         now: i64,
     ) -> Result<Webhook> {
-        let c = client(&self.pool).await?;
-        one_webhook(
-            &c,
-            sql::UPDATE_WEBHOOK,
-            &[
-                &change.url,
-                &change.events.map(|e| e.bits()),
-                &change.enabled,
-                &now,
-                &id.to_string(),
-                &tenant_id.to_string(),
-            ],
-        )
-        .await
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
+            let updated = one_webhook(
+                &tx,
+                sql::UPDATE_WEBHOOK,
+                &[
+                    &change.url,
+                    &change.events.map(|e| e.bits()),
+                    &change.enabled,
+                    &now,
+                    &id,
+                    &tenant_id,
+                ],
+            )
+            .await?;
+            if change.enabled == Some(false) {
+                execute(
+                    &tx,
+                    sql::GIVE_UP_WEBHOOK_EVENTS,
+                    &[&outbox::DISABLED, &id, &tenant_id],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(updated)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn rotate_webhook_secret(
@@ -315,6 +333,11 @@ impl Webhooks for PgStore {
                 .await
                 .map_err(pg)?
                     == 1;
+                if current && let WebhookNext::Retry { at } = r.next {
+                    execute(&tx, sql::PUT_OFF_CHAIN, &[&at, &a.seq])
+                        .await
+                        .map_err(pg)?;
+                }
                 if current {
                     let h = health.entry(a.webhook.to_string()).or_insert((false, r.at));
                     h.0 |= r.next == WebhookNext::Delivered;
@@ -396,6 +419,13 @@ async fn disable(
     execute(tx, sql::SET_DISABLED_REASON, &[&reason, &webhook])
         .await
         .map_err(pg)?;
+    execute(
+        tx,
+        sql::GIVE_UP_WEBHOOK_EVENTS,
+        &[&outbox::DISABLED, &webhook, &tenant],
+    )
+    .await
+    .map_err(pg)?;
     execute(
         tx,
         sql::INSERT_AUDIT,

@@ -5,6 +5,18 @@ use herald_core::WebhookId;
 use super::*;
 use crate::Webhooks;
 
+/// Due events not leased, of enabled webhooks with room, in (due_at, seq)
+/// order, which keeps each chain's order (see the outbox's schema), passing
+/// over any behind an earlier event of its chain that is leased or not due.
+const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o INDEXED BY webhook_outbox_due \
+     JOIN webhooks w ON w.id = o.webhook_id \
+     WHERE o.status = 'pending' AND o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1) \
+     AND w.enabled AND o.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
+     AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
+       AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
+       AND (e.due_at > ?1 OR e.lease_until > ?1)) \
+     ORDER BY o.due_at, o.seq LIMIT ?3";
+
 fn webhook_row(r: &Row) -> rusqlite::Result<Result<Webhook>> {
     Ok(rows::webhook(r))
 }
@@ -70,7 +82,7 @@ impl Webhooks for SqliteStore {
     ) -> Result<Webhook> {
         self.db
             .write(move |c| {
-                one_webhook(
+                let updated = one_webhook(
                     c,
                     sql::UPDATE_WEBHOOK,
                     params![
@@ -81,7 +93,15 @@ impl Webhooks for SqliteStore {
                         id.to_string(),
                         tenant_id.to_string()
                     ],
-                )
+                )?;
+                if change.enabled == Some(false) {
+                    c.execute(
+                        sql::GIVE_UP_WEBHOOK_EVENTS,
+                        params![outbox::DISABLED, id.to_string(), tenant_id.to_string()],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(updated)
             })
             .await
     }
@@ -209,20 +229,16 @@ impl Webhooks for SqliteStore {
         self.db
             .write(move |c| {
                 let exclude = serde_json::to_string(
-                    &claim.exclude.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                    &claim
+                        .exclude
+                        .iter()
+                        .map(|w| w.to_string())
+                        .collect::<Vec<_>>(),
                 )
                 .expect("strings serialise");
-                // Due events of enabled webhooks, oldest first, passing over
-                // any behind an earlier event of its message not yet due.
                 let due = list(
                     c,
-                    "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-                     WHERE o.status = 'pending' AND o.due_at <= ?1 AND w.enabled \
-                     AND o.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
-                     AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
-                       AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
-                       AND e.due_at > ?1) \
-                     ORDER BY o.seq LIMIT ?3",
+                    DUE_EVENTS,
                     params![claim.now, exclude, claim.limit],
                     |r| r.get::<_, i64>(0),
                 )?;
@@ -242,10 +258,8 @@ impl Webhooks for SqliteStore {
                         == 1
                     {
                         claimed.push(
-                            read.query_row(params![claim.now, seq], |r| {
-                                Ok(rows::claimed_event(r))
-                            })
-                            .map_err(sql)??,
+                            read.query_row(params![claim.now, seq], |r| Ok(rows::claimed_event(r)))
+                                .map_err(sql)??,
                         );
                     }
                 }
@@ -293,6 +307,10 @@ impl Webhooks for SqliteStore {
                         ])
                         .map_err(sql)?
                         == 1;
+                    if current && let WebhookNext::Retry { at } = r.next {
+                        c.execute(sql::PUT_OFF_CHAIN, params![at, a.seq])
+                            .map_err(sql)?;
+                    }
                     if current {
                         let h = health.entry(a.webhook).or_insert((false, r.at));
                         h.0 |= r.next == WebhookNext::Delivered;
@@ -325,6 +343,11 @@ impl Webhooks for SqliteStore {
                         c.execute(
                             sql::SET_DISABLED_REASON,
                             params![reason, webhook.to_string()],
+                        )
+                        .map_err(sql)?;
+                        c.execute(
+                            sql::GIVE_UP_WEBHOOK_EVENTS,
+                            params![outbox::DISABLED, webhook.to_string(), tenant],
                         )
                         .map_err(sql)?;
                         c.execute(
