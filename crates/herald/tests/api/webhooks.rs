@@ -256,7 +256,7 @@ async fn no_event_is_written_twice_when_the_node_is_killed_before_posting_it() {
     let mut node = start_process(dir.path(), &[], &[]).await;
     let app = node.app();
     let acme = app.tenant("acme").await;
-    let (_, secret) = create_webhook(
+    let (webhook, secret) = create_webhook(
         &app,
         &acme,
         &receiver.url,
@@ -301,6 +301,13 @@ async fn no_event_is_written_twice_when_the_node_is_killed_before_posting_it() {
         .collect();
     assert!(after.contains(&posted_before[0].id.as_str()));
 
+    // Recorded before the node is stopped, so the rows below are final.
+    let app = restarted.app();
+    eventually("every event recorded as delivered", || async {
+        let listed = deliveries(&app, &acme, &webhook).await;
+        (listed.len() == 6 && listed.iter().all(|d| d["status"] == "delivered")).then_some(())
+    })
+    .await;
     drop(restarted);
     let db = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
     let rows: Vec<(String, String, String)> = db
@@ -382,5 +389,7 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_and_audited() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["disabled_reason"].is_null(), "{body}");
     assert!(body["failing_since"].is_null(), "{body}");
-    receiver.wait_for(before + 1).await;
+    let id = app.submit_to(&acme, "a@acme.example", "Heard").await;
+    let received = receiver.wait_for(before + 1).await;
+    assert_eq!(received[before].json()["data"]["message_id"], id.as_str());
 }
