@@ -53,12 +53,16 @@ impl Hooks {
     }
 }
 
-/// Counts the event by the `type` of its body; any body that is not one counts as `unreadable`.
+/// Counts the event by its body's `type`, which Herald writes first: read
+/// without parsing the rest, so that the sink costs the machine little.
 async fn receive(State(counts): State<Arc<Counts>>, body: axum::body::Bytes) -> StatusCode {
-    let kind = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unreadable".into());
+    let kind = body
+        .strip_prefix(b"{\"type\":\"")
+        .and_then(|rest| rest.split(|b| *b == b'"').next())
+        .map_or_else(
+            || "unreadable".to_owned(),
+            |t| String::from_utf8_lossy(t).into_owned(),
+        );
     *counts
         .by_type
         .lock()

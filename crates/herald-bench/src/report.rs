@@ -119,7 +119,7 @@ pub fn targets(report: &Value, options: &Options) -> Value {
             ">= 0.8",
             hooked,
             hooked.map(|r| r >= 0.8),
-            "until every message and its recipient.sent and message.sent events are in the sinks"
+            "until every message is in the sink and its message.sent event in the webhook sink"
         ),
         target(
             "PostgreSQL, two nodes, end to end",
@@ -290,7 +290,7 @@ pub fn print(report: &Value) {
             .as_f64()
             .map_or_else(String::new, |x| format!("{x:.2} of end to end; "));
         row(
-            "End to end with a webhook (2 events per message)",
+            "End to end with a webhook (an event per message)",
             &rate(
                 report,
                 &format!("{r}/end_to_end_with_webhooks/with_every_event_per_second"),

@@ -22,6 +22,7 @@ use herald_core::{
 /// Connectors' networks are `ipnet::IpNet`s.
 pub use ipnet;
 pub use model::*;
+pub use outbox::event_body;
 
 /// The store's traits, for code that calls its methods:
 /// `use herald_store::prelude::*;` brings every capability into scope.

@@ -86,9 +86,16 @@ fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// The Standard Webhooks body: `type`, `timestamp` and `data`.
-fn body(event: EventType, at: i64, data: serde_json::Value) -> String {
-    json!({ "type": event.as_str(), "timestamp": rfc3339(at), "data": data }).to_string()
+/// The Standard Webhooks body of an event of type `event` at `at`: `type`,
+/// `timestamp` and `data`. The API's test events are written by it too.
+pub fn event_body(event: &str, at: i64, data: serde_json::Value) -> String {
+    // Written in this order (a JSON object's keys would come out sorted), so
+    // that a reader sees first what the event is.
+    format!(
+        r#"{{"type":"{}","timestamp":"{}","data":{data}}}"#,
+        event,
+        rfc3339(at)
+    )
 }
 
 /// Adds one event to `rows` for every subscriber that wants it.
@@ -105,7 +112,7 @@ fn fan_out(
     if wanting.peek().is_none() {
         return;
     }
-    let (event_id, payload) = (new_event_id(), body(event, at, data()));
+    let (event_id, payload) = (new_event_id(), event_body(event.as_str(), at, data()));
     rows.extend(wanting.map(|s| OutboxRow {
         webhook: s.webhook.clone(),
         tenant: tenant.to_owned(),

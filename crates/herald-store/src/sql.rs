@@ -541,6 +541,9 @@ pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (webhook_id, 
      payload, status, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', \
      COALESCE((SELECT MAX(due_at) FROM webhook_outbox WHERE webhook_id = $1 AND message_id = $5 \
      AND status = 'pending' AND due_at > $7), $7), $7)";
+/// Where a claimed event goes and what signs it: a webhook's URL and secrets.
+pub(crate) const WEBHOOK_TARGET: &str = "SELECT url, sealed_secret, CASE WHEN previous_secret_until > $1 THEN \
+     previous_sealed_secret END AS previous_sealed_secret FROM webhooks WHERE id = $2";
 /// The columns of a claimed event, beside its webhook's URL and secrets.
 pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
      o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
@@ -685,6 +688,7 @@ pub(crate) const ALL: &[&str] = &[
     RECIPIENT_STATES,
     INSERT_OUTBOX,
     CLAIMED_EVENT,
+    WEBHOOK_TARGET,
     LEASE_EVENT,
     FINISH_EVENT,
     GIVE_BACK_EVENT,

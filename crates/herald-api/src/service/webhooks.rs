@@ -324,16 +324,15 @@ pub async fn test_webhook(
     let keys = keys(&state.sealer, id, &sealed, previous.as_deref())
         .map_err(|e| ApiError::Internal(e.into()))?;
     let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let body = json!({
-        "type": TEST_EVENT,
-        "timestamp": rfc3339(now),
-        "data": {
+    let body = herald_store::event_body(
+        TEST_EVENT,
+        now,
+        json!({
             "tenant_id": tenant.id,
             "webhook_id": id,
             "message": "a test event from Herald",
-        },
-    })
-    .to_string();
+        }),
+    );
     let event = Event {
         url: &webhook.url,
         id: &event_id,

@@ -19,6 +19,9 @@ use tokio::task::JoinSet;
 use super::send::{self, Event, Posted};
 use crate::guarded_http::GuardedHttp;
 
+/// The least time between two claims while posts are in flight.
+const CLAIM_SPACING: Duration = Duration::from_millis(10);
+
 /// How a node's dispatcher behaves.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
@@ -152,15 +155,20 @@ impl Dispatcher {
         let mut last_prune = 0;
         // True when the latest claim found nothing due.
         let mut found_nothing = false;
+        let mut last_claim = tokio::time::Instant::now() - CLAIM_SPACING;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let room = self.config.in_flight.saturating_sub(self.claimed());
-            // One claim costs a commit: make one when woken or when the
-            // pause ran out, or once half the room is free again.
-            if room > 0 && (kicked || room >= self.config.in_flight / 2) {
+            // One claim costs a write: make one when woken or when the pause
+            // ran out (while posts are in flight, not sooner than
+            // CLAIM_SPACING after the last, so that outcomes committed one
+            // after another make one claim), or once half the room is free.
+            let spaced = in_flight.is_empty() || last_claim.elapsed() >= CLAIM_SPACING;
+            if room > 0 && ((kicked && spaced) || room >= self.config.in_flight / 2) {
                 kicked = false;
+                last_claim = tokio::time::Instant::now();
                 match self.claim(room).await {
                     Ok(chains) => {
                         found_nothing = chains.is_empty();
@@ -182,6 +190,8 @@ impl Dispatcher {
             // While posts are in flight, each one's end wakes the loop.
             let pause = if in_flight.is_empty() {
                 self.pause(found_nothing).await
+            } else if kicked {
+                CLAIM_SPACING.saturating_sub(last_claim.elapsed())
             } else {
                 self.config.poll
             };

@@ -5,17 +5,22 @@ use herald_core::WebhookId;
 use super::*;
 use crate::Webhooks;
 
-/// Due events not leased, of enabled webhooks with room, in (due_at, seq)
-/// order, which keeps each chain's order (see the outbox's schema), passing
-/// over any behind an earlier event of its chain that is leased or not due.
-const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o INDEXED BY webhook_outbox_due \
-     JOIN webhooks w ON w.id = o.webhook_id \
-     WHERE o.status = 'pending' AND o.due_at <= ?1 AND (o.lease_until IS NULL OR o.lease_until <= ?1) \
-     AND w.enabled AND o.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
+/// Leases due events not leased, of enabled webhooks with room, in
+/// (due_at, seq) order, which keeps each chain's order (see the outbox's
+/// schema), passing over any behind an earlier event of its chain that is
+/// leased or not due: `?1` the lease's end, `?2` and `?3` its node and
+/// process, `?4` now, `?5` the webhooks excluded, `?6` the most.
+const LEASE_DUE_EVENTS: &str = "UPDATE webhook_outbox SET lease_until = ?1, lease_token = lease_token + 1, \
+     lease_owner = ?2, lease_incarnation = ?3 WHERE seq IN (SELECT o.seq FROM webhook_outbox o \
+     INDEXED BY webhook_outbox_due JOIN webhooks w ON w.id = o.webhook_id \
+     WHERE o.status = 'pending' AND o.due_at <= ?4 AND (o.lease_until IS NULL OR o.lease_until <= ?4) \
+     AND w.enabled AND o.webhook_id NOT IN (SELECT value FROM json_each(?5)) \
      AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
        AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
-       AND (e.due_at > ?1 OR e.lease_until > ?1)) \
-     ORDER BY o.due_at, o.seq LIMIT ?3";
+       AND (e.due_at > ?4 OR e.lease_until > ?4)) \
+     ORDER BY o.due_at, o.seq LIMIT ?6) \
+     RETURNING seq, lease_token, webhook_id, tenant_id, event_id, event_type, message_id, payload, \
+     created_at, attempts";
 
 fn webhook_row(r: &Row) -> rusqlite::Result<Result<Webhook>> {
     Ok(rows::webhook(r))
@@ -236,32 +241,74 @@ impl Webhooks for SqliteStore {
                         .collect::<Vec<_>>(),
                 )
                 .expect("strings serialise");
-                let due = list(
+                // The only writer: what the selection finds is leased at once.
+                let mut leased = list(
                     c,
-                    DUE_EVENTS,
-                    params![claim.now, exclude, claim.limit],
-                    |r| r.get::<_, i64>(0),
+                    LEASE_DUE_EVENTS,
+                    params![
+                        claim.lease_until,
+                        claim.node,
+                        claim.incarnation,
+                        claim.now,
+                        exclude,
+                        claim.limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>("seq")?,
+                            r.get::<_, i64>("lease_token")?,
+                            r.get::<_, String>("webhook_id")?,
+                            r.get::<_, String>("tenant_id")?,
+                            r.get::<_, String>("event_id")?,
+                            r.get::<_, String>("event_type")?,
+                            r.get::<_, Option<String>>("message_id")?,
+                            r.get::<_, String>("payload")?,
+                            r.get::<_, i64>("created_at")?,
+                            r.get::<_, i64>("attempts")?,
+                        ))
+                    },
                 )?;
-                let mut lease = c.prepare_cached(sql::LEASE_EVENT).map_err(sql)?;
-                let mut read = c.prepare_cached(sql::CLAIMED_EVENT).map_err(sql)?;
-                let mut claimed = Vec::with_capacity(due.len());
-                for seq in due {
-                    if lease
-                        .execute(params![
-                            claim.lease_until,
-                            claim.node,
-                            claim.incarnation,
-                            seq,
-                            claim.now
-                        ])
-                        .map_err(sql)?
-                        == 1
-                    {
-                        claimed.push(
-                            read.query_row(params![claim.now, seq], |r| Ok(rows::claimed_event(r)))
-                                .map_err(sql)??,
-                        );
+                // A chain's events in their order.
+                leased.sort_by_key(|l| l.0);
+                let mut targets: HashMap<String, (String, String, Option<String>)> = HashMap::new();
+                let mut claimed = Vec::with_capacity(leased.len());
+                for (
+                    seq,
+                    lease_token,
+                    webhook,
+                    tenant,
+                    event_id,
+                    event_type,
+                    message,
+                    payload,
+                    created_at,
+                    attempts,
+                ) in leased
+                {
+                    if !targets.contains_key(&webhook) {
+                        let target = c
+                            .query_row(sql::WEBHOOK_TARGET, params![claim.now, webhook], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            })
+                            .map_err(sql)?;
+                        targets.insert(webhook.clone(), target);
                     }
+                    let (url, sealed_secret, previous_sealed_secret) = targets[&webhook].clone();
+                    claimed.push(ClaimedEvent {
+                        seq,
+                        lease_token,
+                        webhook: id(webhook)?,
+                        tenant_id: id(tenant)?,
+                        url,
+                        sealed_secret,
+                        previous_sealed_secret,
+                        event_id,
+                        event_type,
+                        message_id: opt_id(message)?,
+                        payload,
+                        created_at,
+                        attempts: rows::stored("attempts", u32::try_from(attempts))?,
+                    });
                 }
                 Ok(claimed)
             })
