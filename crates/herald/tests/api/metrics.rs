@@ -159,6 +159,15 @@ async fn metrics_count_what_the_node_did_and_name_no_secret() {
         .await;
     app.smtp_connector(&tenant, &["127.0.0.1/32"]).await;
     let credential = app.smtp_credential(&tenant).await;
+    let receiver = crate::receiver::Receiver::start().await;
+    let (status, webhook) = app
+        .post_as_admin(
+            &tenant,
+            "webhooks",
+            serde_json::json!({"url": receiver.url, "events": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{webhook}");
     let before = samples(&scrape(metrics).await);
 
     let subject = "Subject: quarterly-canary-subject";
@@ -281,8 +290,25 @@ async fn metrics_count_what_the_node_did_and_name_no_secret() {
         "{text}"
     );
 
+    // Each message's event posted once to the webhook (the test message has none).
+    receiver.wait_for(5).await;
+    let text = eventually("five webhook posts in the metrics", || async {
+        let text = scrape(metrics).await;
+        let now = samples(&text);
+        let posted = value(&now, r#"herald_webhook_posts_total{result="delivered"}"#)
+            - value(&before, r#"herald_webhook_posts_total{result="delivered"}"#);
+        (posted == 5.0).then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("herald_webhook_post_duration_seconds_count"),
+        "{text}"
+    );
+
     // Neither a secret nor what names a tenant or its mail.
     for secret in [
+        webhook["secret"].as_str().unwrap(),
+        receiver.url.as_str(),
         CANARY,
         credential.password.as_str(),
         OPERATOR,
