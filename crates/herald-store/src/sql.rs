@@ -549,10 +549,10 @@ pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_i
      o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
      CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
      FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
-/// Leases one pending event; no row when another claim took it meanwhile.
+/// Leases one ready event; no row when another claim took it meanwhile.
 pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_token = lease_token + 1, lease_owner = $2, \
      lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
-     AND (lease_until IS NULL OR lease_until <= $5)";
+     AND lease_until IS NULL";
 /// Records an attempt under a current lease; `$1` is the new status.
 pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
      last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_until = NULL, \
@@ -570,6 +570,10 @@ pub(crate) const PUT_OFF_CHAIN: &str = "UPDATE webhook_outbox SET due_at = $1 WH
 pub(crate) const GIVE_UP_WEBHOOK_EVENTS: &str = "UPDATE webhook_outbox SET status = 'failed', error = $1, lease_until = NULL, \
      lease_owner = NULL, lease_incarnation = NULL WHERE webhook_id = $2 AND tenant_id = $3 \
      AND status = 'pending'";
+/// Gives back every event whose lease ran out (its holder died or hangs; a
+/// late attempt of the holder is refused by the lease token).
+pub(crate) const RELEASE_EXPIRED_LEASES: &str = "UPDATE webhook_outbox SET lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
+     WHERE lease_until <= $1 AND status = 'pending'";
 /// Gives back the events earlier processes of a node held, due at once.
 pub(crate) const RELEASE_WEBHOOK_LEASES: &str = "UPDATE webhook_outbox SET lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
      WHERE status = 'pending' AND lease_until > $1 AND lease_owner = $2 AND lease_incarnation <> $3";
@@ -581,9 +585,9 @@ pub(crate) const DISABLE_FAILING_WEBHOOK: &str = "UPDATE webhooks SET enabled = 
      AND failing_since <= $3 RETURNING tenant_id, failing_since";
 pub(crate) const SET_DISABLED_REASON: &str =
     "UPDATE webhooks SET disabled_reason = $1 WHERE id = $2";
-/// When the earliest pending event is due (a disabled webhook has none).
+/// When the earliest ready event is due (a disabled webhook has none).
 pub(crate) const NEXT_WEBHOOK_DUE: &str =
-    "SELECT MIN(due_at) FROM webhook_outbox WHERE status = 'pending'";
+    "SELECT MIN(due_at) FROM webhook_outbox WHERE status = 'pending' AND lease_until IS NULL";
 pub(crate) const PRUNE_WEBHOOK_EVENTS: &str =
     "DELETE FROM webhook_outbox WHERE status <> 'pending' AND created_at < $1";
 pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
@@ -695,6 +699,7 @@ pub(crate) const ALL: &[&str] = &[
     PUT_OFF_CHAIN,
     GIVE_UP_WEBHOOK_EVENTS,
     RELEASE_WEBHOOK_LEASES,
+    RELEASE_EXPIRED_LEASES,
     WEBHOOK_SUCCEEDED,
     WEBHOOK_FAILED,
     DISABLE_FAILING_WEBHOOK,

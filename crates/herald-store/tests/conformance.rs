@@ -3524,6 +3524,25 @@ async fn a_restarted_node_gets_its_earlier_processes_events_back(f: Fixture) {
     assert_eq!(again[0].seq, leased[0].seq);
     assert_eq!(again[0].attempts, 0, "giving back counts no attempt");
     assert!(again[0].lease_token > leased[0].lease_token);
+
+    // A lease that ran out (its holder hangs) is taken by the next claim,
+    // and the late holder's attempt changes nothing.
+    assert!(f.claim_events(webhook_claim(70_000, 10)).await.is_empty());
+    let taken = f.claim_events(webhook_claim(71_000, 10)).await;
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0].lease_token > again[0].lease_token);
+    f.finish_events(
+        vec![webhook_attempt(&again[0], 72_000, WebhookNext::Delivered)],
+        0,
+    )
+    .await;
+    let listed = f
+        .store
+        .webhook_deliveries(t, taken[0].webhook, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].status, WebhookDeliveryStatus::Pending);
+    assert_eq!(listed[0].attempts, 0);
 }
 
 async fn a_rotated_secret_signs_beside_the_new_one_until_its_time(f: Fixture) {

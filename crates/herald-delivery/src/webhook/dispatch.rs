@@ -115,7 +115,19 @@ pub struct Dispatcher {
     config: Arc<WebhookConfig>,
     wake: Arc<Notify>,
     slots: Arc<Mutex<HashMap<WebhookId, Slot>>>,
+    keys: Arc<Mutex<HashMap<WebhookId, OpenedKeys>>>,
 }
+
+/// A webhook's signing keys as opened, with the sealed values they came from:
+/// opened again only when those change (a rotation).
+struct OpenedKeys {
+    sealed: String,
+    previous: Option<String>,
+    keys: Arc<Result<Vec<Vec<u8>>, String>>,
+}
+
+/// The most webhooks whose opened keys are kept; past it the cache starts afresh.
+const KEPT_KEYS: usize = 10_000;
 
 /// A webhook's claimed events of one message, in order.
 type Chain = Vec<ClaimedEvent>;
@@ -130,6 +142,7 @@ impl Dispatcher {
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             slots: Arc::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -303,13 +316,7 @@ impl Dispatcher {
         let mut attempts = Vec::with_capacity(chain.len());
         {
             let _permit = permits.acquire().await.expect("never closed");
-            let first = &chain[0];
-            let keys = send::keys(
-                &self.sealer,
-                webhook,
-                &first.sealed_secret,
-                first.previous_sealed_secret.as_deref(),
-            );
+            let keys = self.keys_of(&chain[0]);
             let mut held_back: Option<i64> = None;
             for event in &chain {
                 if let Some(due_at) = held_back {
@@ -317,7 +324,7 @@ impl Dispatcher {
                     continue;
                 }
                 let at = now_ms();
-                let posted = match &keys {
+                let posted = match keys.as_ref() {
                     Ok(keys) => {
                         let e = Event {
                             url: &event.url,
@@ -377,6 +384,35 @@ impl Dispatcher {
                 slots.remove(&webhook);
             }
         }
+    }
+
+    /// The signing keys of `event`'s webhook, opened once per secret.
+    fn keys_of(&self, event: &ClaimedEvent) -> Arc<Result<Vec<Vec<u8>>, String>> {
+        let mut cache = self.keys.lock().expect("keys lock");
+        if let Some(opened) = cache.get(&event.webhook)
+            && opened.sealed == event.sealed_secret
+            && opened.previous == event.previous_sealed_secret
+        {
+            return opened.keys.clone();
+        }
+        let keys = Arc::new(send::keys(
+            &self.sealer,
+            event.webhook,
+            &event.sealed_secret,
+            event.previous_sealed_secret.as_deref(),
+        ));
+        if cache.len() >= KEPT_KEYS {
+            cache.clear();
+        }
+        cache.insert(
+            event.webhook,
+            OpenedKeys {
+                sealed: event.sealed_secret.clone(),
+                previous: event.previous_sealed_secret.clone(),
+                keys: keys.clone(),
+            },
+        );
+        keys
     }
 
     /// Records attempts in batches: whatever gathered during the previous commit.

@@ -14,12 +14,12 @@ use crate::outbox;
 /// and the test-message locks, which are `hashtext` values and fit in 32 bits.
 const WEBHOOK_CLAIM_LOCK: i64 = 0x77_6562_686f_6f6b;
 
-/// Due events not leased, of enabled webhooks with room, in (due_at, seq)
+/// Ready events that are due, of enabled webhooks with room, in (due_at, seq)
 /// order, which keeps each chain's order (see the outbox's schema), passing
 /// over any behind an earlier event of its chain that is leased or not due.
 /// `$1` is now, `$2` the webhooks excluded, `$3` the most to take.
 const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-     WHERE o.status = 'pending' AND o.due_at <= $1 AND (o.lease_until IS NULL OR o.lease_until <= $1) \
+     WHERE o.status = 'pending' AND o.lease_until IS NULL AND o.due_at <= $1 \
      AND w.enabled AND o.webhook_id <> ALL($2::text[]) \
      AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
        AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
@@ -253,6 +253,9 @@ impl Webhooks for PgStore {
             )
             .await
             .map_err(pg)?;
+            execute(&tx, sql::RELEASE_EXPIRED_LEASES, &[&claim.now])
+                .await
+                .map_err(pg)?;
             let due = query(
                 &tx,
                 DUE_EVENTS,

@@ -26,7 +26,9 @@ CREATE INDEX webhooks_by_tenant ON webhooks (tenant_id, created_at);
 -- puts off the rest of its chain with it. So claims take due events in
 -- (due_at, seq) order and still keep each chain's order. A claim leases an
 -- event until lease_until, with a new lease_token, naming the node and the
--- process holding it (which gives it back when started again). The latest
+-- process holding it (which gives it back when started again); a lease that
+-- ran out is given back by the next claim. Events not leased are *ready*:
+-- claims read only those, never passing over the ones in flight. The latest
 -- attempt is kept on the row.
 CREATE TABLE webhook_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +51,7 @@ CREATE TABLE webhook_outbox (
     error TEXT,
     duration_ms INTEGER
 );
-CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at, seq) WHERE status = 'pending';
+CREATE INDEX webhook_outbox_ready ON webhook_outbox (due_at, seq) WHERE status = 'pending' AND lease_until IS NULL;
+CREATE INDEX webhook_outbox_leased ON webhook_outbox (lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX webhook_outbox_chain ON webhook_outbox (webhook_id, message_id, seq) WHERE status = 'pending';
 CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, seq);

@@ -5,15 +5,15 @@ use herald_core::WebhookId;
 use super::*;
 use crate::Webhooks;
 
-/// Leases due events not leased, of enabled webhooks with room, in
+/// Leases ready events that are due, of enabled webhooks with room, in
 /// (due_at, seq) order, which keeps each chain's order (see the outbox's
 /// schema), passing over any behind an earlier event of its chain that is
 /// leased or not due: `?1` the lease's end, `?2` and `?3` its node and
 /// process, `?4` now, `?5` the webhooks excluded, `?6` the most.
 const LEASE_DUE_EVENTS: &str = "UPDATE webhook_outbox SET lease_until = ?1, lease_token = lease_token + 1, \
      lease_owner = ?2, lease_incarnation = ?3 WHERE seq IN (SELECT o.seq FROM webhook_outbox o \
-     INDEXED BY webhook_outbox_due JOIN webhooks w ON w.id = o.webhook_id \
-     WHERE o.status = 'pending' AND o.due_at <= ?4 AND (o.lease_until IS NULL OR o.lease_until <= ?4) \
+     INDEXED BY webhook_outbox_ready JOIN webhooks w ON w.id = o.webhook_id \
+     WHERE o.status = 'pending' AND o.lease_until IS NULL AND o.due_at <= ?4 \
      AND w.enabled AND o.webhook_id NOT IN (SELECT value FROM json_each(?5)) \
      AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
        AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
@@ -241,6 +241,8 @@ impl Webhooks for SqliteStore {
                         .collect::<Vec<_>>(),
                 )
                 .expect("strings serialise");
+                c.execute(sql::RELEASE_EXPIRED_LEASES, [claim.now])
+                    .map_err(sql)?;
                 // The only writer: what the selection finds is leased at once.
                 let mut leased = list(
                     c,
