@@ -57,6 +57,9 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Room for every statement the store runs, so that none is prepared
+    // again (rusqlite keeps 16 by default, fewer than the writer's hot ones).
+    conn.set_prepared_statement_cache_capacity(256);
     // FULL makes each commit durable in the WAL before it returns: a 202 is never
     // answered for a message a power cut could lose.
     // secure_delete zeroes what an update or delete frees, so a replaced secret

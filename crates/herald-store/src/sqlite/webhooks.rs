@@ -241,7 +241,9 @@ impl Webhooks for SqliteStore {
                         .collect::<Vec<_>>(),
                 )
                 .expect("strings serialise");
-                c.execute(sql::RELEASE_EXPIRED_LEASES, [claim.now])
+                c.prepare_cached(sql::RELEASE_EXPIRED_LEASES)
+                    .map_err(sql)?
+                    .execute([claim.now])
                     .map_err(sql)?;
                 // The only writer: what the selection finds is leased at once.
                 let mut leased = list(
@@ -289,7 +291,9 @@ impl Webhooks for SqliteStore {
                 {
                     if !targets.contains_key(&webhook) {
                         let target = c
-                            .query_row(sql::WEBHOOK_TARGET, params![claim.now, webhook], |r| {
+                            .prepare_cached(sql::WEBHOOK_TARGET)
+                            .map_err(sql)?
+                            .query_row(params![claim.now, webhook], |r| {
                                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                             })
                             .map_err(sql)?;
@@ -357,7 +361,9 @@ impl Webhooks for SqliteStore {
                         .map_err(sql)?
                         == 1;
                     if current && let WebhookNext::Retry { at } = r.next {
-                        c.execute(sql::PUT_OFF_CHAIN, params![at, a.seq])
+                        c.prepare_cached(sql::PUT_OFF_CHAIN)
+                            .map_err(sql)?
+                            .execute(params![at, a.seq])
                             .map_err(sql)?;
                     }
                     if current {
@@ -370,18 +376,20 @@ impl Webhooks for SqliteStore {
                 let mut disabled = Vec::new();
                 for (webhook, (succeeded, first_failure)) in health {
                     if succeeded {
-                        c.execute(sql::WEBHOOK_SUCCEEDED, [webhook.to_string()])
+                        c.prepare_cached(sql::WEBHOOK_SUCCEEDED)
+                            .map_err(sql)?
+                            .execute([webhook.to_string()])
                             .map_err(sql)?;
                         continue;
                     }
-                    c.execute(
-                        sql::WEBHOOK_FAILED,
-                        params![first_failure, webhook.to_string()],
-                    )
-                    .map_err(sql)?;
+                    c.prepare_cached(sql::WEBHOOK_FAILED)
+                        .map_err(sql)?
+                        .execute(params![first_failure, webhook.to_string()])
+                        .map_err(sql)?;
                     let failing: Option<(String, i64)> = c
+                        .prepare_cached(sql::DISABLE_FAILING_WEBHOOK)
+                        .map_err(sql)?
                         .query_row(
-                            sql::DISABLE_FAILING_WEBHOOK,
                             params![now, webhook.to_string(), disable_failing_before],
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )
@@ -439,7 +447,9 @@ impl Webhooks for SqliteStore {
     async fn next_webhook_due(&self) -> Result<Option<i64>> {
         self.db
             .read(|c| {
-                c.query_row(sql::NEXT_WEBHOOK_DUE, [], |r| r.get(0))
+                c.prepare_cached(sql::NEXT_WEBHOOK_DUE)
+                    .map_err(sql)?
+                    .query_row([], |r| r.get(0))
                     .map_err(sql)
             })
             .await
