@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use herald_api::ApiError;
 use herald_api::service::{
-    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ServerBody,
+    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ServerBody, WebhookBody,
 };
 use herald_core::FieldError;
 use herald_store::{Provider, SmtpServer};
@@ -419,6 +419,58 @@ impl ConnectorForm {
             "name" => "connector_name".into(),
             "rate_limit_per_minute" => "connector_rate_limit".into(),
             other => other.into(),
+        }
+    }
+}
+
+/// A new webhook as typed: its URL, the event types ticked (one checkbox
+/// named `events` each, so the form repeats the name) and whether it is on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WebhookForm {
+    pub url: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+}
+
+impl WebhookForm {
+    /// The form of a new webhook: on, and no event ticked yet.
+    pub fn new() -> WebhookForm {
+        WebhookForm {
+            enabled: true,
+            ..WebhookForm::default()
+        }
+    }
+
+    /// The form from its fields as posted, in order; a name HTML repeats
+    /// (`events`) is more than a plain struct can take.
+    pub fn from_fields(fields: Vec<(String, String)>) -> WebhookForm {
+        let mut form = WebhookForm::default();
+        for (name, value) in fields {
+            match name.as_str() {
+                "url" => form.url = value,
+                "events" => form.events.push(value),
+                "enabled" => form.enabled = true,
+                _ => {}
+            }
+        }
+        form
+    }
+
+    pub fn body(&self) -> WebhookBody {
+        WebhookBody {
+            url: Some(self.url.trim().to_owned()).filter(|u| !u.is_empty()),
+            events: Some(self.events.clone()),
+            enabled: Some(self.enabled),
+        }
+    }
+
+    /// The API's field names as this form names its fields: every
+    /// `events[i]` is the checkboxes' error.
+    pub fn field(api: &str) -> String {
+        if api.starts_with("events[") {
+            "events".into()
+        } else {
+            api.into()
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum Saved {
     SmtpCredentialRevoked,
     SmtpConnectorAdded,
     SmtpConnectorDeleted,
+    WebhookEnabled,
+    WebhookDisabled,
+    WebhookDeleted,
     TenantAdded,
     EntitlementsChanged,
 }
@@ -49,6 +52,9 @@ const CODES: &[(Saved, &str)] = &[
     (Saved::SmtpCredentialRevoked, "smtp-credential-revoked"),
     (Saved::SmtpConnectorAdded, "smtp-connector-added"),
     (Saved::SmtpConnectorDeleted, "smtp-connector-deleted"),
+    (Saved::WebhookEnabled, "webhook-enabled"),
+    (Saved::WebhookDisabled, "webhook-disabled"),
+    (Saved::WebhookDeleted, "webhook-deleted"),
     (Saved::TenantAdded, "tenant-added"),
     (Saved::EntitlementsChanged, "entitlements-saved"),
 ];

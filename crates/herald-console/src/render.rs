@@ -75,6 +75,16 @@ const TEMPLATES: &[(&str, &str)] = &[
         "smtp_connector_delete.html",
         include_str!("../templates/smtp_connector_delete.html"),
     ),
+    ("webhooks.html", include_str!("../templates/webhooks.html")),
+    ("webhook.html", include_str!("../templates/webhook.html")),
+    (
+        "webhook_secret.html",
+        include_str!("../templates/webhook_secret.html"),
+    ),
+    (
+        "webhook_delete.html",
+        include_str!("../templates/webhook_delete.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -17,6 +17,7 @@ mod servers;
 mod smtp;
 mod test_messages;
 mod tokens;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::State;
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .merge(people::router())
         .merge(tokens::router())
         .merge(smtp::router())
+        .merge(webhooks::router())
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.
