@@ -21,6 +21,7 @@ use crate::console_http::{
     HttpSession, Page, csrf_field, give_password, no_redirects, set_cookie, sign_in_attempt,
 };
 use crate::console_smtp::{over_smtp, stored_message};
+use crate::receiver::Receiver;
 use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
 
 const SMTP_USER: &str = "herald@acme.example";
@@ -733,6 +734,38 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     let row = browser.wait_for_row("office printers").await;
     assert!(row.contains("10.0.0.0/8"), "{row}");
 
+    // Webhooks: one to a receiver on loopback, its secret shown once, a
+    // test event delivered, and its deletion asked about (and cancelled).
+    let receiver = Receiver::start().await;
+    browser.nav("Webhooks").await;
+    browser.fill("url", &receiver.url).await;
+    browser.click(Locator::Css("#f-events-1")).await;
+    browser.press("Add the webhook", "#webhook-secret").await;
+    let webhook_secret = browser
+        .value_of("#webhook-secret")
+        .await
+        .expect("the secret is on the page");
+    assert!(webhook_secret.starts_with("whsec_"), "{webhook_secret}");
+    let webhook_shown_on = browser.pages.len() - 1;
+    browser.click(Locator::LinkText("Go to the webhook")).await;
+    browser.wait_for_text("h1", "Webhook http").await;
+    browser.press("Send a test event", "#test-result").await;
+    browser
+        .wait_for_text("#test-result", "Test event delivered")
+        .await;
+    assert_eq!(receiver.wait_for(1).await[0].event_type(), "webhook.test");
+    browser.click(Locator::LinkText("Delete")).await;
+    browser.wait_for_text("h1", "Delete the webhook").await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser.wait_for_text("h1", "Webhooks").await;
+    for (i, html) in browser.pages.iter().enumerate() {
+        assert_eq!(
+            html.contains(&webhook_secret),
+            i == webhook_shown_on,
+            "page {i}: {html}"
+        );
+    }
+
     // Mail received over SMTP with that credential, and API mail with
     // attachments, as the messages pages show them.
     let (_, credentials) = app
@@ -1306,6 +1339,9 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/smtp",
     "/t/{tenant}/smtp/credentials/{id}/revoke",
     "/t/{tenant}/smtp/connectors/{id}/delete",
+    "/t/{tenant}/webhooks",
+    "/t/{tenant}/webhooks/{id}",
+    "/t/{tenant}/webhooks/{id}/delete",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1411,6 +1447,16 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
     let c = console_with_two_tenants().await;
     let app = &c.app;
     let t = "/t/acme";
+    // A webhook, for its pages (created, never called).
+    let (status, webhook) = app
+        .post(
+            "/v1/tenants/acme/webhooks",
+            OPERATOR,
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
     // (route, path, what the page shows, whether a member may see it)
     let page = |route: &'static str, path: String, shows: &str, members: bool| {
         (route, path, shows.to_owned(), members)
@@ -1536,6 +1582,24 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "/t/{tenant}/smtp/connectors/{id}/delete",
             format!("{t}/smtp/connectors/{}/delete", c.smtp_connector_id),
             "<h1>Delete the connector office printers?</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/webhooks",
+            format!("{t}/webhooks"),
+            "<h1>Webhooks</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/webhooks/{id}",
+            format!("{t}/webhooks/{webhook_id}"),
+            "<h1>Webhook http:",
+            false,
+        ),
+        page(
+            "/t/{tenant}/webhooks/{id}/delete",
+            format!("{t}/webhooks/{webhook_id}/delete"),
+            "<h1>Delete the webhook http:",
             false,
         ),
     ];
