@@ -21,8 +21,8 @@ use crate::console_http::{
     HttpSession, Page, csrf_field, give_password, no_redirects, set_cookie, sign_in_attempt,
 };
 use crate::console_smtp::{over_smtp, stored_message};
-use crate::receiver::Receiver;
 use crate::helpers::{DEADLINE, OPERATOR, TestApp, TestTenant, eventually, spawn_app};
+use crate::receiver::Receiver;
 
 const SMTP_USER: &str = "herald@acme.example";
 const SMTP_PASSWORD: &str = "smtp-secret-Pw-4711";
