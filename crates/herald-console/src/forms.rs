@@ -588,4 +588,28 @@ mod tests {
         assert_eq!(CredentialForm::field("name"), "credential_name");
         assert_eq!(ConnectorForm::field("cidrs[1]"), "cidrs[1]");
     }
+
+    #[test]
+    fn a_webhook_form_takes_every_ticked_event_and_names_their_errors_once() {
+        let posted = [
+            ("csrf", "t"),
+            ("url", " https://hooks.example.com/h "),
+            ("events", "message.sent"),
+            ("events", "message.failed"),
+        ];
+        let form = WebhookForm::from_fields(
+            posted
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert_eq!(form.events, ["message.sent", "message.failed"]);
+        assert!(!form.enabled, "an unticked box is not posted");
+        let body = form.body();
+        assert_eq!(body.url.as_deref(), Some("https://hooks.example.com/h"));
+        assert_eq!(body.enabled, Some(false));
+        assert_eq!(WebhookForm::field("events[1]"), "events");
+        assert_eq!(WebhookForm::field("url"), "url");
+        assert!(WebhookForm::from_fields(Vec::new()).body().url.is_none());
+    }
 }
