@@ -1,16 +1,18 @@
 //! The console's webhooks page over plain HTTP: a webhook created through
 //! its form (its secret shown once), a refused URL beside its field, a test
 //! event to a real receiver on loopback, turning it off and on, a new
-//! secret, deleting it, and who may use the forms.
+//! secret, deleting it, a webhook Herald disabled, and who may use the forms.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::console::{
     ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants, heading, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
-use crate::helpers::{OPERATOR, TestApp};
+use crate::console_http::{HttpSession, Page, give_password};
+use crate::helpers::{OPERATOR, TestApp, eventually, spawn_app_with};
 use crate::receiver::{Receiver, Reply};
 
 const WEBHOOKS: &str = "/t/acme/webhooks";
@@ -262,4 +264,69 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
     }
     assert!(receiver.received().is_empty(), "no test event was sent");
     assert_eq!(listed(app).await, before);
+}
+
+/// A webhook Herald disabled for failing: the list and its page say so, with
+/// Herald's reason and since when it fails; enabled from its page, it starts
+/// afresh.
+#[tokio::test]
+async fn a_webhook_herald_disabled_shows_why_and_is_enabled_again() {
+    let app = spawn_app_with(|s| {
+        // Every failure is already "too long": the first one disables it.
+        s.webhooks.disable_after = Duration::ZERO;
+        s.webhooks.retry_delays = vec![Duration::from_millis(100)];
+    })
+    .await;
+    let acme = app.tenant("acme").await;
+    give_password(&app, "acme", "admin@acme.example", ADA_PASSWORD).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Reply::Status(503));
+    let (status, webhook) = app
+        .post(
+            "/v1/tenants/acme/webhooks",
+            OPERATOR,
+            json!({"url": receiver.url, "events": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let message = app.submit_to(&acme, "a@acme.example", "Unheard").await;
+    app.wait_for_status(&acme, &message, "sent").await;
+    eventually("the webhook to be disabled", || async {
+        (listed(&app).await[0]["enabled"] == false).then_some(())
+    })
+    .await;
+    let reason = listed(&app).await[0]["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let admin = HttpSession::sign_in(&app, "admin@acme.example", ADA_PASSWORD, WEBHOOKS).await;
+    let page = format!("{WEBHOOKS}/{id}");
+    for path in [WEBHOOKS, page.as_str()] {
+        let text = admin.get(path).await.text();
+        assert!(
+            text.contains(&format!("by Herald: {reason}")),
+            "{path}: {text}"
+        );
+        assert!(!text.contains("not failing"), "{path}: {text}");
+    }
+    let Page { html, .. } = admin.get(&page).await;
+    assert!(
+        html.contains("<td>failed</td>") && html.contains("HTTP 503"),
+        "{html}"
+    );
+
+    let Page { status, .. } = admin
+        .post(&format!("{page}/enabled"), &[("enabled", "true")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let text = admin.get(WEBHOOKS).await.text();
+    assert!(
+        !text.contains(&reason) && text.contains("not failing"),
+        "{text}"
+    );
+    let webhook = &listed(&app).await[0];
+    assert_eq!(webhook["enabled"], true);
+    assert!(webhook["disabled_reason"].is_null(), "{webhook}");
 }
