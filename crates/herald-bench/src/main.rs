@@ -395,26 +395,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     if options.runs("e2e") || options.runs("latency") {
         let place = Place::fresh(options.database_url.as_deref(), "e2e").await?;
-        let mut nodes = Vec::new();
-        for i in 0..options.nodes {
-            let name = format!("bench-node-{}", i + 1);
-            nodes.push(
-                place
-                    .start(&NodeSpec {
-                        name: &name,
-                        worker: true,
-                        concurrency: options.concurrency,
-                    })
-                    .await?,
-            );
-        }
-        let apis: Vec<Api> = nodes
-            .iter()
-            .map(|n| Api::new(n.http_addr))
-            .collect::<anyhow::Result<_>>()?;
-        let tenant = apis[0]
-            .set_up_tenant(sink.port(), options.connections)
-            .await?;
+        let (nodes, apis, tenant) = start_nodes(&options, &place, &sink).await?;
         let has_batch = apis[0].has_batch(&tenant).await?;
         if options.runs("e2e") {
             phase("end to end: submit, deliver into the sink");
@@ -595,17 +576,13 @@ async fn ingest(
 
 /// Submits `count` messages (batch API when there is one) and measures from
 /// the first submission until the sink has them all.
-/// The end-to-end phase again, the tenant with a webhook for what becomes of
-/// each message (`message.sent`, `message.failed`, `message.deferred`): one
-/// signed post per message, each recorded. The rate that counts is until the
-/// sink has every message and the webhook sink every event.
-async fn with_webhooks(
+/// The `--nodes` worker nodes of an end-to-end phase on `place`, a client of
+/// each, and the tenant whose provider delivers into `sink`.
+async fn start_nodes(
     options: &Options,
-    sink: &Sink,
     place: &Place,
-    single_body: &'static [u8],
-    batch: Batch,
-) -> anyhow::Result<Value> {
+    sink: &Sink,
+) -> anyhow::Result<(Vec<Node>, Vec<Api>, Tenant)> {
     let mut nodes = Vec::new();
     for i in 0..options.nodes {
         let name = format!("bench-node-{}", i + 1);
@@ -626,6 +603,21 @@ async fn with_webhooks(
     let tenant = apis[0]
         .set_up_tenant(sink.port(), options.connections)
         .await?;
+    Ok((nodes, apis, tenant))
+}
+
+/// The end-to-end phase again, the tenant with a webhook for what becomes of
+/// each message (`message.sent`, `message.failed`, `message.deferred`): one
+/// signed post per message, each recorded. The rate that counts is until the
+/// sink has every message and the webhook sink every event.
+async fn with_webhooks(
+    options: &Options,
+    sink: &Sink,
+    place: &Place,
+    single_body: &'static [u8],
+    batch: Batch,
+) -> anyhow::Result<Value> {
+    let (nodes, apis, tenant) = start_nodes(options, place, sink).await?;
     let hooks = hooks::Hooks::start().await?;
     apis[0]
         .create_webhook(

@@ -443,7 +443,7 @@ pub(crate) fn webhook_delivery(r: &impl Columns) -> Result<WebhookDelivery> {
     })
 }
 
-/// A claimed event, from [`crate::sql::CLAIMED_EVENT`]'s columns.
+/// A claimed event, from the columns of the PostgreSQL claim's read of it.
 pub(crate) fn claimed_event(r: &impl Columns) -> Result<ClaimedEvent> {
     Ok(ClaimedEvent {
         seq: r.int("seq")?,

@@ -544,15 +544,6 @@ pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (webhook_id, 
 /// Where a claimed event goes and what signs it: a webhook's URL and secrets.
 pub(crate) const WEBHOOK_TARGET: &str = "SELECT url, sealed_secret, CASE WHEN previous_secret_until > $1 THEN \
      previous_sealed_secret END AS previous_sealed_secret FROM webhooks WHERE id = $2";
-/// The columns of a claimed event, beside its webhook's URL and secrets.
-pub(crate) const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
-     o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
-     CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
-     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
-/// Leases one ready event; no row when another claim took it meanwhile.
-pub(crate) const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_token = lease_token + 1, lease_owner = $2, \
-     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
-     AND lease_until IS NULL";
 /// Records an attempt under a current lease; `$1` is the new status.
 pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
      last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_until = NULL, \
@@ -691,9 +682,7 @@ pub(crate) const ALL: &[&str] = &[
     SUBSCRIBERS,
     RECIPIENT_STATES,
     INSERT_OUTBOX,
-    CLAIMED_EVENT,
     WEBHOOK_TARGET,
-    LEASE_EVENT,
     FINISH_EVENT,
     GIVE_BACK_EVENT,
     PUT_OFF_CHAIN,

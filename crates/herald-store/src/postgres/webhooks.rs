@@ -26,6 +26,16 @@ const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON 
        AND (e.due_at > $1 OR e.lease_until > $1)) \
      ORDER BY o.due_at, o.seq LIMIT $3";
 
+/// The columns of a claimed event, beside its webhook's URL and secrets.
+const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
+     o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
+     CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
+     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
+/// Leases one ready event; no row when another claim took it meanwhile.
+const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_token = lease_token + 1, lease_owner = $2, \
+     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
+     AND lease_until IS NULL";
+
 async fn one_webhook(
     c: &impl GenericClient,
     statement: &str,
@@ -269,7 +279,7 @@ impl Webhooks for PgStore {
                 // lease checks again that it is pending and due.
                 let leased = execute(
                     &tx,
-                    sql::LEASE_EVENT,
+                    LEASE_EVENT,
                     &[
                         &claim.lease_until,
                         &claim.node,
@@ -281,7 +291,7 @@ impl Webhooks for PgStore {
                 .await
                 .map_err(pg)?;
                 if leased == 1 {
-                    let row = query_opt(&tx, sql::CLAIMED_EVENT, &[&claim.now, &seq])
+                    let row = query_opt(&tx, CLAIMED_EVENT, &[&claim.now, &seq])
                         .await?
                         .ok_or(StoreError::NotFound)?;
                     claimed.push(rows::claimed_event(&row)?);
