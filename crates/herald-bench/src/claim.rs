@@ -208,6 +208,8 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         raw: None,
         attachments: Vec::new(),
         max_pending_tests: None,
+        send_at: None,
+        template: None,
     })
 }
 

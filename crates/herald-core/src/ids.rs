@@ -63,6 +63,12 @@ id_type!(
     SmtpConnectorId,
     /// A tenant's delivery webhook.
     WebhookId,
+    /// A tenant's message template.
+    TemplateId,
+    /// A tenant's recurring schedule.
+    ScheduleId,
+    /// One firing of a schedule.
+    ScheduleRunId,
 );
 
 /// A new random id for one start of a node's process, its *incarnation*.

@@ -16,6 +16,12 @@ pub enum RecipientStatus {
     Sent,
     /// Refused permanently, or still undelivered at the maximum age.
     Failed,
+    /// Cancelled by the tenant before any attempt: never sent.
+    Cancelled,
+    /// Queued for a later time (`send_at`) that has not come yet. Never
+    /// stored: such a recipient is stored `queued`, due at that time, and
+    /// shown `scheduled` until then.
+    Scheduled,
 }
 
 impl RecipientStatus {
@@ -27,6 +33,8 @@ impl RecipientStatus {
             RecipientStatus::Deferred => "deferred",
             RecipientStatus::Sent => "sent",
             RecipientStatus::Failed => "failed",
+            RecipientStatus::Cancelled => "cancelled",
+            RecipientStatus::Scheduled => "scheduled",
         }
     }
 
@@ -38,13 +46,27 @@ impl RecipientStatus {
             "deferred" => RecipientStatus::Deferred,
             "sent" => RecipientStatus::Sent,
             "failed" => RecipientStatus::Failed,
+            "cancelled" => RecipientStatus::Cancelled,
+            "scheduled" => RecipientStatus::Scheduled,
             _ => return None,
         })
     }
 
     /// True once no further attempt will be made.
     pub fn is_final(self) -> bool {
-        matches!(self, RecipientStatus::Sent | RecipientStatus::Failed)
+        matches!(
+            self,
+            RecipientStatus::Sent | RecipientStatus::Failed | RecipientStatus::Cancelled
+        )
+    }
+
+    /// How a stored `queued` status is shown: `scheduled` while the
+    /// message's `send_at` is still ahead of `now`.
+    pub fn as_of(self, send_at: Option<i64>, now: i64) -> Self {
+        match (self, send_at) {
+            (RecipientStatus::Queued, Some(at)) if at > now => RecipientStatus::Scheduled,
+            (status, _) => status,
+        }
     }
 }
 
@@ -58,19 +80,22 @@ impl fmt::Display for RecipientStatus {
 pub type MessageStatus = RecipientStatus;
 
 /// Derives a message's status: the least advanced of its unfinished recipients
-/// (`sending`, then `queued`, then `deferred`); once all are final, `sent` when
-/// every one was sent and `failed` when any failed.
+/// (`sending`, then `scheduled`, `queued`, then `deferred`); once all are
+/// final, `sent` when every one was sent, `failed` when any failed, and
+/// `cancelled` when the message was cancelled.
 pub fn message_status(recipients: impl IntoIterator<Item = RecipientStatus>) -> MessageStatus {
-    let mut seen = [false; 5];
+    let mut seen = [false; 7];
     for status in recipients {
         seen[status as usize] = true;
     }
     let has = |s: RecipientStatus| seen[s as usize];
     [
         RecipientStatus::Sending,
+        RecipientStatus::Scheduled,
         RecipientStatus::Queued,
         RecipientStatus::Deferred,
         RecipientStatus::Failed,
+        RecipientStatus::Cancelled,
     ]
     .into_iter()
     .find(|s| has(*s))
@@ -89,5 +114,15 @@ mod tests {
         assert_eq!(message_status([Sent, Deferred]), Deferred);
         assert_eq!(message_status([Queued, Deferred]), Queued);
         assert_eq!(message_status([Deferred, Sending]), Sending);
+        assert_eq!(message_status([Cancelled, Cancelled]), Cancelled);
+        assert_eq!(message_status([Scheduled, Scheduled]), Scheduled);
+    }
+
+    #[test]
+    fn queued_is_shown_scheduled_until_its_time() {
+        assert_eq!(Queued.as_of(Some(2_000), 1_000), Scheduled);
+        assert_eq!(Queued.as_of(Some(1_000), 1_000), Queued);
+        assert_eq!(Queued.as_of(None, 1_000), Queued);
+        assert_eq!(Sending.as_of(Some(2_000), 1_000), Sending);
     }
 }

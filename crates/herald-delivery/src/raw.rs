@@ -326,6 +326,7 @@ mod tests {
             test_provider: None,
             raw: Some(raw.to_vec()),
             attachments: Vec::new(),
+            send_at: None,
         }
     }
 

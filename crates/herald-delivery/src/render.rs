@@ -173,6 +173,7 @@ mod tests {
             test_provider: None,
             raw: None,
             attachments,
+            send_at: None,
         }
     }
 

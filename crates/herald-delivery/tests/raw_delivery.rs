@@ -58,6 +58,8 @@ fn received(tenant: TenantId) -> NewMessage {
         raw: Some(raw),
         attachments: Vec::new(),
         max_pending_tests: None,
+        send_at: None,
+        template: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn message(subject: &str, to: Vec<Mailbox>) -> MessageContent {
         test_provider: None,
         raw: None,
         attachments: Vec::new(),
+        send_at: None,
     }
 }
 

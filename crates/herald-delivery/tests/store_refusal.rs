@@ -134,6 +134,7 @@ forward_to_inner! {
         release(leases: Vec<(RecipientId, i64)>) -> ();
         next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
         list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
+        cancel_message(tenant: TenantId, id: MessageId) -> ();
         release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
         release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     }
@@ -169,6 +170,31 @@ forward_to_inner! {
         release_webhook_leases(node: &str, incarnation: &str, now: i64) -> u64;
         next_webhook_due() -> Option<i64>;
         prune_webhook_events(before: i64) -> u64;
+    }
+}
+
+forward_to_inner! {
+    impl Templates {
+        create_template(template: NewTemplate) -> Template;
+        template(tenant: TenantId, id: TemplateId) -> Template;
+        template_named(tenant: TenantId, name: &str) -> Template;
+        list_templates(tenant: TenantId) -> Vec<Template>;
+        update_template(tenant: TenantId, id: TemplateId, fields: TemplateFields, now: i64) -> Template;
+        delete_template(tenant: TenantId, id: TemplateId) -> ();
+    }
+}
+
+forward_to_inner! {
+    impl Schedules {
+        create_schedule(schedule: NewSchedule) -> Schedule;
+        schedule(tenant: TenantId, id: ScheduleId) -> Schedule;
+        list_schedules(tenant: TenantId) -> Vec<Schedule>;
+        update_schedule(tenant: TenantId, id: ScheduleId, fields: ScheduleFields, next_run_at: Option<i64>, now: i64) -> Schedule;
+        delete_schedule(tenant: TenantId, id: ScheduleId) -> ();
+        due_schedules(now: i64, limit: u32) -> Vec<Schedule>;
+        next_schedule_due() -> Option<i64>;
+        fire_schedule(firing: Firing, message: Option<NewMessage>) -> Option<ScheduleRun>;
+        schedule_runs(tenant: TenantId, id: ScheduleId, limit: u32) -> Vec<ScheduleRun>;
     }
 }
 
@@ -235,6 +261,8 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         raw: None,
         attachments: Vec::new(),
         max_pending_tests: None,
+        send_at: None,
+        template: None,
     }
 }
 

@@ -214,6 +214,8 @@ impl StoreBackend {
             }),
             raw: Some(envelope.data),
             attachments: Vec::new(),
+            send_at: None,
+            template: None,
         })
     }
 

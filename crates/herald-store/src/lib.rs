@@ -15,8 +15,9 @@ mod walk;
 
 use async_trait::async_trait;
 use herald_core::{
-    AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ServerId,
-    SmtpConnectorId, SmtpCredentialId, TenantId, TenantSlug, TokenId, WebhookId,
+    AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ScheduleId,
+    ServerId, SmtpConnectorId, SmtpCredentialId, TemplateId, TenantId, TenantSlug, TokenId,
+    WebhookId,
 };
 
 /// Connectors' networks are `ipnet::IpNet`s.
@@ -27,7 +28,9 @@ pub use outbox::event_body;
 /// The store's traits, for code that calls its methods:
 /// `use herald_store::prelude::*;` brings every capability into scope.
 pub mod prelude {
-    pub use crate::{Configuration, Ingress, Queue, Sessions, Store, Tenants, Webhooks};
+    pub use crate::{
+        Configuration, Ingress, Queue, Schedules, Sessions, Store, Templates, Tenants, Webhooks,
+    };
 }
 
 /// The most tenants one claim looks at (beyond those it passes over for
@@ -173,7 +176,17 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// tenant's id and never return another tenant's objects.
 #[async_trait]
 pub trait Store:
-    Tenants + Configuration + Queue + Sessions + Ingress + Webhooks + Send + Sync + 'static
+    Tenants
+    + Configuration
+    + Queue
+    + Sessions
+    + Ingress
+    + Webhooks
+    + Templates
+    + Schedules
+    + Send
+    + Sync
+    + 'static
 {
     /// True when the database answers.
     async fn ping(&self) -> Result<()>;
@@ -478,6 +491,99 @@ pub trait Queue: Send + Sync {
 
     /// The newest messages in the tenant's capture mailbox.
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>>;
+
+    /// Cancels a message none of whose recipients is `sending` or final yet:
+    /// every recipient becomes `cancelled` (final, never attempted) and
+    /// leaves the tenant's queued count. A message with a recipient being
+    /// sent or already final is a conflict, and nothing changes.
+    async fn cancel_message(&self, tenant: TenantId, id: MessageId) -> Result<()>;
+}
+
+/// The store's message templates: each change is a new version, and every
+/// version is kept (a message records the one it was rendered from).
+#[async_trait]
+pub trait Templates: Send + Sync {
+    /// Stores a template as its version 1; a taken name is a conflict.
+    async fn create_template(&self, template: NewTemplate) -> Result<Template>;
+
+    /// One template of the tenant, at its current version.
+    async fn template(&self, tenant: TenantId, id: TemplateId) -> Result<Template>;
+
+    /// The tenant's template with this name.
+    async fn template_named(&self, tenant: TenantId, name: &str) -> Result<Template>;
+
+    /// The tenant's templates, by name.
+    async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>>;
+
+    /// Replaces a template's fields at `now` as its next version; a taken
+    /// name is a conflict.
+    async fn update_template(
+        &self,
+        tenant: TenantId,
+        id: TemplateId,
+        fields: TemplateFields,
+        now: i64,
+    ) -> Result<Template>;
+
+    /// Deletes a template and its versions; a conflict while a schedule uses it.
+    async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<()>;
+}
+
+/// The store's recurring schedules and their firings. A scheduled firing is
+/// recorded only while the schedule's `next_run_at` is still the one it
+/// consumes, in the transaction that stores its message and moves
+/// `next_run_at` on: however many nodes try, one occurrence makes one message.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Stores a schedule; a taken name is a conflict, a template not the tenant's is invalid.
+    async fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule>;
+
+    /// One schedule of the tenant.
+    async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule>;
+
+    /// The tenant's schedules, by name.
+    async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>>;
+
+    /// Replaces a schedule's fields and its next firing at `now`.
+    async fn update_schedule(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+        fields: ScheduleFields,
+        next_run_at: Option<i64>,
+        now: i64,
+    ) -> Result<Schedule>;
+
+    /// Deletes a schedule and its firings (their messages stay).
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<()>;
+
+    /// Enabled schedules of every tenant whose `next_run_at` is at or before
+    /// `now`, earliest first, at most `limit`.
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>>;
+
+    /// The earliest `next_run_at` of an enabled schedule, if any.
+    async fn next_schedule_due(&self) -> Result<Option<i64>>;
+
+    /// Records a firing and stores its message, in one transaction. A
+    /// scheduled firing also moves the schedule's `next_run_at` from
+    /// `expected_next_run_at` to `next_run_at`; when the schedule no longer
+    /// expects it (another node fired that occurrence, or the schedule was
+    /// changed, disabled or deleted), nothing is stored and the answer is
+    /// `None`. A message the queue refuses (a full queue) is an error, and
+    /// nothing is stored.
+    async fn fire_schedule(
+        &self,
+        firing: Firing,
+        message: Option<NewMessage>,
+    ) -> Result<Option<ScheduleRun>>;
+
+    /// The schedule's newest firings, newest first, with their messages' statuses.
+    async fn schedule_runs(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRun>>;
 }
 
 /// The store's console sign-in: passwords and sessions.

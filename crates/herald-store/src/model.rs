@@ -12,6 +12,9 @@ use herald_core::{
 use serde::Serialize;
 use std::collections::HashMap;
 
+mod schedules;
+pub use schedules::*;
+
 /// A tenant.
 #[derive(Clone, Debug, Serialize)]
 pub struct Tenant {
@@ -362,6 +365,11 @@ pub struct NewMessage {
     pub raw: Option<Vec<u8>>,
     /// Files sent with an API message (multipart/mixed), inline ones by content id.
     pub attachments: Vec<Attachment>,
+    /// When to send it: its recipients are due then (shown `scheduled` until
+    /// then) rather than at once. `None`: at once.
+    pub send_at: Option<i64>,
+    /// The template it was rendered from.
+    pub template: Option<TemplateUse>,
 }
 
 impl NewMessage {
@@ -409,6 +417,9 @@ pub struct MessageContent {
     /// For mail received over SMTP: the message as received.
     pub raw: Option<Vec<u8>>,
     pub attachments: Vec<Attachment>,
+    /// When it was to be sent, for a scheduled message: its age (for the
+    /// maximum age, and the latency measured) counts from then.
+    pub send_at: Option<i64>,
 }
 
 /// A file sent with a message.
@@ -519,6 +530,12 @@ pub struct MessageSummary {
     pub source: String,
     #[serde(serialize_with = "herald_core::timestamp::serialize")]
     pub created_at: i64,
+    /// When it is (or was) to be sent, for a scheduled message.
+    #[serde(
+        serialize_with = "herald_core::timestamp::serialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub send_at: Option<i64>,
 }
 
 /// One message with everything that happened to it.
@@ -542,6 +559,15 @@ pub struct MessageView {
     /// Files sent with the message (names, types and sizes; API mail only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentInfo>,
+    /// When it is (or was) to be sent, for a scheduled message.
+    #[serde(
+        serialize_with = "herald_core::timestamp::serialize_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub send_at: Option<i64>,
+    /// The template it was rendered from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateUse>,
     pub recipients: Vec<RecipientView>,
 }
 
@@ -808,6 +834,7 @@ pub struct MessageCounts {
     pub deferred: u64,
     pub failed: u64,
     pub sent: u64,
+    pub cancelled: u64,
 }
 
 /// The installation's unfinished recipients by status ([`Queue::queue_depth`](crate::Queue::queue_depth)).
@@ -835,16 +862,28 @@ impl QueueDepth {
 /// derived status: `message_status` takes the first present of sending,
 /// queued, deferred and failed, and else sent.
 pub(crate) const STATUS_RANK: &str = "CASE r.status WHEN 'sending' THEN 0 WHEN 'queued' THEN 1 \
-     WHEN 'deferred' THEN 2 WHEN 'failed' THEN 3 ELSE 4 END";
+     WHEN 'deferred' THEN 2 WHEN 'failed' THEN 3 WHEN 'cancelled' THEN 5 ELSE 4 END";
+
+/// For a status filter, whether the message's `send_at` must be ahead of
+/// now (`scheduled`) or not (`queued`): both have the rank of `queued`.
+pub(crate) fn scheduled_filter(status: Option<RecipientStatus>) -> Option<bool> {
+    match status? {
+        RecipientStatus::Scheduled => Some(true),
+        RecipientStatus::Queued => Some(false),
+        _ => None,
+    }
+}
 
 /// The rank [`STATUS_RANK`] gives the messages of this status.
 pub(crate) fn status_rank(status: RecipientStatus) -> i64 {
     match status {
         RecipientStatus::Sending => 0,
-        RecipientStatus::Queued => 1,
+        // A scheduled message is a queued one whose time has not come.
+        RecipientStatus::Queued | RecipientStatus::Scheduled => 1,
         RecipientStatus::Deferred => 2,
         RecipientStatus::Failed => 3,
         RecipientStatus::Sent => 4,
+        RecipientStatus::Cancelled => 5,
     }
 }
 
@@ -856,6 +895,7 @@ impl MessageCounts {
             1 => &mut self.queued,
             2 => &mut self.deferred,
             3 => &mut self.failed,
+            5 => &mut self.cancelled,
             _ => &mut self.sent,
         };
         *slot += count;

@@ -136,7 +136,10 @@ pub(crate) fn recipient_event(
         RecipientStatus::Sent => EventType::RecipientSent,
         RecipientStatus::Failed => EventType::RecipientFailed,
         RecipientStatus::Deferred => EventType::RecipientDeferred,
-        RecipientStatus::Queued | RecipientStatus::Sending => return,
+        RecipientStatus::Queued
+        | RecipientStatus::Sending
+        | RecipientStatus::Scheduled
+        | RecipientStatus::Cancelled => return,
     };
     let a = r.attempt;
     fan_out(rows, subscribers, event, r.tenant, r.message, a.at, || {
@@ -181,7 +184,10 @@ pub(crate) fn message_event(
         RecipientStatus::Sent => EventType::MessageSent,
         RecipientStatus::Failed => EventType::MessageFailed,
         RecipientStatus::Deferred => EventType::MessageDeferred,
-        RecipientStatus::Queued | RecipientStatus::Sending => return,
+        RecipientStatus::Queued
+        | RecipientStatus::Sending
+        | RecipientStatus::Scheduled
+        | RecipientStatus::Cancelled => return,
     };
     fan_out(rows, subscribers, event, tenant, message, at, || {
         let recipients: Vec<_> = recipients

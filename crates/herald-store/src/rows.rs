@@ -322,6 +322,18 @@ pub(crate) fn origin(r: &impl Columns) -> Result<Origin> {
     })
 }
 
+/// The template a message was rendered from (its `template_id` and `template_version` columns).
+pub(crate) fn template_use(r: &impl Columns) -> Result<Option<TemplateUse>> {
+    let Some(template) = opt_id(r.opt_text("template_id")?)? else {
+        return Ok(None);
+    };
+    let version = r.opt_int("template_version")?.unwrap_or(1);
+    Ok(Some(TemplateUse {
+        id: template,
+        version: stored("template_version", u32::try_from(version))?,
+    }))
+}
+
 /// The values of an origin's four columns, in that order.
 pub(crate) fn origin_values(
     origin: &Origin,

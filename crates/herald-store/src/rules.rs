@@ -124,3 +124,31 @@ pub(crate) fn connector_networks(
     }
     Ok(())
 }
+
+/// A message may be cancelled while every recipient is still waiting
+/// (queued, scheduled or deferred): none is being sent, none is final. No
+/// recipient at all means no such message of this tenant. Returns how many
+/// recipients the cancellation takes out of the queue.
+pub(crate) fn cancellable(statuses: &[herald_core::RecipientStatus]) -> Result<i64> {
+    use herald_core::RecipientStatus::{Deferred, Queued};
+    if statuses.is_empty() {
+        return Err(StoreError::NotFound);
+    }
+    let busy = statuses
+        .iter()
+        .filter(|s| !matches!(s, Queued | Deferred))
+        .count();
+    if busy > 0 {
+        let words: std::collections::BTreeSet<&str> = statuses
+            .iter()
+            .filter(|s| !matches!(s, Queued | Deferred))
+            .map(|s| s.as_str())
+            .collect();
+        return Err(StoreError::Conflict(format!(
+            "the message can no longer be cancelled: {busy} of its {} recipients are {}",
+            statuses.len(),
+            words.into_iter().collect::<Vec<_>>().join(" or ")
+        )));
+    }
+    Ok(statuses.len() as i64)
+}

@@ -351,8 +351,9 @@ pub(crate) const CLEAR_SERVER_SECRETS: &str =
 pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, \
      reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
      on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
-     client_addr, raw, attachments) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+     client_addr, raw, attachments, send_at, template_id, template_version) VALUES ($1, $2, $3, \
+     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+     $23, $24) \
      ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
 pub(crate) const MESSAGE_BY_KEY: &str =
     "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
@@ -384,9 +385,13 @@ pub(crate) const CAPTURED: &str = "SELECT message_id, at, envelope_from, recipie
      = $1 ORDER BY id DESC LIMIT $2";
 pub(crate) const NODES: &str = "SELECT name, roles, version, started_at, heartbeat_at, incarnation FROM nodes ORDER BY \
      heartbeat_at DESC, name";
+/// Cancels a message's waiting recipients (`$1` the message, `$2` its tenant).
+pub(crate) const CANCEL_RECIPIENTS: &str = "UPDATE recipients SET status = 'cancelled', due_at = NULL \
+     WHERE message_id = $1 AND tenant_id = $2 AND status IN ('queued', 'deferred')";
 pub(crate) const MESSAGE_HEAD: &str = "SELECT subject, created_at, idempotency_key, used_fallback, on_behalf_name, \
      on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
-     client_addr, attachments FROM messages WHERE id = $1 AND tenant_id = $2";
+     client_addr, attachments, send_at, template_id, template_version FROM messages \
+     WHERE id = $1 AND tenant_id = $2";
 /// Unfinished recipients of the whole installation by status, for the
 /// metrics' queue depth (read every few seconds by a node that exports them,
 /// never per scrape). Only rows of the partial index `recipients_next_due`.
@@ -648,6 +653,7 @@ pub(crate) const ALL: &[&str] = &[
     NODES,
     QUEUE_DEPTH,
     MESSAGE_HEAD,
+    CANCEL_RECIPIENTS,
     RELEASE_NODE,
     COMPLETE_RECIPIENT,
     RELEASE_RECIPIENT,

@@ -582,6 +582,7 @@ async fn messages_are_counted_by_their_derived_status(f: Fixture) {
             deferred: 1,
             failed: 1,
             sent: 1,
+            cancelled: 0,
         }
     );
     // The older message counts from an earlier time on; the first claim took it.

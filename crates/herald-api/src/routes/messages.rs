@@ -478,6 +478,8 @@ async fn prepare(
         origin: herald_store::Origin::Api,
         raw: None,
         attachments: files,
+        send_at: None,
+        template: None,
     };
     Ok(message)
 }

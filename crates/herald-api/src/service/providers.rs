@@ -136,6 +136,8 @@ pub async fn send_test_message(
         raw: None,
         attachments: Vec::new(),
         max_pending_tests: Some(state.limits.max_pending_tests),
+        send_at: None,
+        template: None,
     };
     let submitted = match state.store.submit(message).await {
         Ok(submitted) => submitted,

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_fair_claims", include_str!("0008_fair_claims.sql")),
     ("0009_smtp_ingress", include_str!("0009_smtp_ingress.sql")),
     ("0010_webhooks", include_str!("0010_webhooks.sql")),
+    (
+        "0011_templates_and_schedules",
+        include_str!("0011_templates_and_schedules.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

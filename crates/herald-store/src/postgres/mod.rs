@@ -11,7 +11,9 @@ mod db;
 mod ingress;
 mod listen;
 mod queue;
+mod schedules;
 mod sessions;
+mod templates;
 mod tenants;
 mod webhooks;
 
@@ -356,6 +358,9 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
             &client_addr,
             &m.raw,
             &rows::attachments_json(&m.attachments),
+            &m.send_at,
+            &m.template.map(|t| t.id.to_string()),
+            &m.template.map(|t| t.version as i32),
         ],
     )
     .await
@@ -363,7 +368,8 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
     Ok(inserted == 1)
 }
 
-/// Inserts one row per recipient of a new message, queued and due at once.
+/// Inserts one row per recipient of a new message, queued and due at once
+/// (or at its `send_at`).
 async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
     let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
     for (position, (addr, kind)) in m.recipients().enumerate() {
@@ -380,7 +386,7 @@ async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()
         &[
             &m.id.to_string(),
             &m.tenant_id.to_string(),
-            &m.created_at,
+            &m.send_at.unwrap_or(m.created_at),
             &m.priority,
             &ids,
             &addrs,

@@ -131,6 +131,34 @@ impl Queue for PgStore {
         result
     }
 
+    async fn cancel_message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<()> {
+        let result = async {
+            let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Locked, so a claim passes them over (SKIP LOCKED) until this
+            // commits, and then finds them cancelled.
+            let statuses = query(
+                &tx,
+                "SELECT status FROM recipients WHERE message_id = $1 AND tenant_id = $2 FOR UPDATE",
+                &[&mid, &tid],
+            )
+            .await?
+            .iter()
+            .map(|r| status(&get::<String>(r, "status")?))
+            .collect::<Result<Vec<_>>>()?;
+            let waiting = rules::cancellable(&statuses)?;
+            execute(&tx, sql::CANCEL_RECIPIENTS, &[&mid, &tid])
+                .await
+                .map_err(pg)?;
+            change_queued(&tx, &tid, -waiting).await?;
+            tx.commit().await.map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
     async fn message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<MessageView> {
         let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
         let mut c = client(&self.pool).await?;
@@ -143,6 +171,8 @@ impl Queue for PgStore {
         let attempt_rows = query(&tx, sql::MESSAGE_ATTEMPTS, &[&mid, &tid]).await?;
         tx.commit().await.map_err(pg)?;
         let origin = rows::origin(&row)?;
+        let send_at: Option<i64> = get(&row, "send_at")?;
+        let now = now_ms();
         let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
         for r in &attempt_rows {
             attempts
@@ -153,7 +183,7 @@ impl Queue for PgStore {
         let mut recipients = Vec::with_capacity(rows.len());
         for r in &rows {
             let rid: String = get(r, "id")?;
-            let st = status(&get::<String>(r, "status")?)?;
+            let st = status(&get::<String>(r, "status")?)?.as_of(send_at, now);
             let due_at: Option<i64> = get(r, "due_at")?;
             recipients.push(RecipientView {
                 attempts: attempts.remove(&rid).unwrap_or_default(),
@@ -177,6 +207,8 @@ impl Queue for PgStore {
             attachments: rows::attachment_infos(get(&row, "attachments")?)?,
             source: origin.source().to_owned(),
             smtp: origin.smtp(),
+            send_at,
+            template: rows::template_use(&row)?,
         })
     }
 
@@ -216,7 +248,7 @@ impl Queue for PgStore {
             &format!(
                 "SELECT m.id, m.subject, m.created_at, m.source, \
                  ARRAY(SELECT r.status FROM recipients r \
-                       WHERE r.message_id = m.id AND r.tenant_id = m.tenant_id) AS statuses \
+                       WHERE r.message_id = m.id AND r.tenant_id = m.tenant_id) AS statuses, m.send_at \
                  FROM messages m WHERE m.tenant_id = $1 \
                  AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM recipients x \
                       WHERE x.message_id = m.id AND x.tenant_id = m.tenant_id AND lower(x.address) = $2)) \
@@ -226,6 +258,7 @@ impl Queue for PgStore {
                  AND ($8::bigint IS NULL OR m.created_at < $8 OR (m.created_at = $8 AND m.id < $9::text)) \
                  AND ($10::bigint IS NULL OR (SELECT min({STATUS_RANK}) FROM recipients r \
                       WHERE r.message_id = m.id AND r.tenant_id = m.tenant_id) = $10) \
+                 AND ($11::boolean IS NULL OR (coalesce(m.send_at, 0) > $12) = $11) \
                  ORDER BY m.created_at DESC, m.id DESC LIMIT $5"
             ),
             &[
@@ -239,14 +272,18 @@ impl Queue for PgStore {
                 &q.before.map(|(at, _)| at),
                 &q.before.map(|(_, id)| id.to_string()),
                 &q.status.map(status_rank),
+                &scheduled_filter(q.status),
+                &now_ms(),
             ],
         )
         .await?
         .iter()
         .map(|r| {
+            let send_at: Option<i64> = get(r, "send_at")?;
+            let now = now_ms();
             let statuses = get::<Vec<String>>(r, "statuses")?
                 .iter()
-                .map(|s| status(s))
+                .map(|s| Ok(status(s)?.as_of(send_at, now)))
                 .collect::<Result<Vec<_>>>()?;
             Ok(MessageSummary {
                 id: id(get(r, "id")?)?,
@@ -254,6 +291,7 @@ impl Queue for PgStore {
                 subject: get(r, "subject")?,
                 source: get(r, "source")?,
                 created_at: get(r, "created_at")?,
+                send_at,
             })
         })
         .collect()
@@ -266,7 +304,7 @@ impl Queue for PgStore {
             &c,
             "SELECT id, tenant_id, created_at, subject, text_body, html_body, reply_to, headers, \
              header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id, raw, \
-             attachments FROM messages WHERE id = ANY($1)",
+             attachments, send_at FROM messages WHERE id = ANY($1)",
             &[&wanted],
         )
         .await?;
@@ -289,6 +327,7 @@ impl Queue for PgStore {
                 test_provider: opt_id(get(r, "test_provider_id")?)?,
                 raw: get(r, "raw")?,
                 attachments: rows::attachments(get(r, "attachments")?)?,
+                send_at: get(r, "send_at")?,
             };
             found.insert(content.id, content);
         }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0011_fair_claims.sql"),
     include_str!("0012_smtp_ingress.sql"),
     include_str!("0013_webhooks.sql"),
+    include_str!("0014_templates_and_schedules.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -4,7 +4,9 @@ mod config;
 mod db;
 mod ingress;
 mod queue;
+mod schedules;
 mod sessions;
+mod templates;
 mod tenants;
 mod webhooks;
 
@@ -338,7 +340,10 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             connector,
             client_addr,
             m.raw,
-            rows::attachments_json(&m.attachments)
+            rows::attachments_json(&m.attachments),
+            m.send_at,
+            m.template.map(|t| t.id.to_string()),
+            m.template.map(|t| t.version)
         ])
         .map_err(sql)?;
     if inserted == 0 {
@@ -380,7 +385,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
                 addr.as_ref(),
                 kind.as_str(),
                 position as i64,
-                m.created_at,
+                m.send_at.unwrap_or(m.created_at),
                 m.priority
             ])
             .map_err(sql)?;

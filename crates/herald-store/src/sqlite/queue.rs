@@ -49,6 +49,29 @@ impl Queue for SqliteStore {
             .await
     }
 
+    async fn cancel_message(&self, tenant_id: TenantId, message_id: MessageId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
+                let statuses = list(c, sql::RECIPIENT_STATUSES, [&mid, &tid], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .iter()
+                .map(|s| status(s))
+                .collect::<Result<Vec<_>>>()?;
+                let waiting = rules::cancellable(&statuses)?;
+                c.execute(sql::CANCEL_RECIPIENTS, [&mid, &tid])
+                    .map_err(sql)?;
+                c.execute(
+                    "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
+                    params![waiting, tid],
+                )
+                .map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
         self.db.write(move |c| insert_message(c, &m)).await
     }
@@ -70,7 +93,7 @@ impl Queue for SqliteStore {
                     on_behalf,
                     test_provider,
                     origin,
-                    attachments,
+                    (attachments, send_at, template),
                 ) = c
                     .query_row(
                         sql::MESSAGE_HEAD,
@@ -87,7 +110,11 @@ impl Queue for SqliteStore {
                                 ),
                                 r.get::<_, Option<String>>(6)?,
                                 rows::origin(r),
-                                r.get::<_, Option<String>>("attachments")?,
+                                (
+                                    r.get::<_, Option<String>>("attachments")?,
+                                    r.get::<_, Option<i64>>("send_at")?,
+                                    rows::template_use(r),
+                                ),
                             ))
                         },
                     )
@@ -95,6 +122,7 @@ impl Queue for SqliteStore {
                     .map_err(sql)?
                     .ok_or(StoreError::NotFound)?;
                 let origin = origin?;
+                let now = now_ms();
                 let rows = list(
                     c,
                     sql::MESSAGE_RECIPIENTS,
@@ -120,7 +148,7 @@ impl Queue for SqliteStore {
                 }
                 let mut recipients = Vec::with_capacity(rows.len());
                 for (rid, address, kind, st, due_at) in rows {
-                    let st = status(&st)?;
+                    let st = status(&st)?.as_of(send_at, now);
                     recipients.push(RecipientView {
                         attempts: attempts.remove(&rid).unwrap_or_default(),
                         id: id(rid)?,
@@ -143,6 +171,8 @@ impl Queue for SqliteStore {
                     attachments: rows::attachment_infos(attachments)?,
                     source: origin.source().to_owned(),
                     smtp: origin.smtp(),
+                    send_at,
+                    template: template?,
                 })
             })
             .await
@@ -175,6 +205,7 @@ impl Queue for SqliteStore {
         tenant_id: TenantId,
         q: MessageQuery,
     ) -> Result<Vec<MessageSummary>> {
+        let now = now_ms();
         self.db
             .read(move |c| {
                 // Newest first along messages_by_tenant, each message's
@@ -184,7 +215,8 @@ impl Queue for SqliteStore {
                     c,
                     &format!(
                         "SELECT m.id, m.subject, m.created_at, m.source, \
-                         (SELECT group_concat(r.status) FROM recipients r WHERE r.message_id = m.id) \
+                         (SELECT group_concat(r.status) FROM recipients r WHERE r.message_id = m.id), \
+                         m.send_at \
                          FROM messages m WHERE m.tenant_id = ?1 \
                          AND (?2 IS NULL OR EXISTS (SELECT 1 FROM recipients x \
                               WHERE x.message_id = m.id AND lower(x.address) = lower(?2))) \
@@ -194,6 +226,7 @@ impl Queue for SqliteStore {
                          AND (?8 IS NULL OR m.created_at < ?8 OR (m.created_at = ?8 AND m.id < ?9)) \
                          AND (?10 IS NULL OR (SELECT min({STATUS_RANK}) FROM recipients r \
                               WHERE r.message_id = m.id) = ?10) \
+                         AND (?11 IS NULL OR (coalesce(m.send_at, 0) > ?12) = ?11) \
                          ORDER BY m.created_at DESC, m.id DESC LIMIT ?5"
                     ),
                     params![
@@ -207,6 +240,8 @@ impl Queue for SqliteStore {
                         q.before.map(|(at, _)| at),
                         q.before.map(|(_, id)| id.to_string()),
                         q.status.map(status_rank),
+                        scheduled_filter(q.status),
+                        now,
                     ],
                     |r| {
                         Ok((
@@ -215,16 +250,17 @@ impl Queue for SqliteStore {
                             r.get::<_, i64>(2)?,
                             r.get::<_, String>(3)?,
                             r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
                         ))
                     },
                 )?;
                 rows.into_iter()
-                    .map(|(mid, subject, created_at, source, statuses)| {
+                    .map(|(mid, subject, created_at, source, statuses, send_at)| {
                         let statuses = statuses
                             .unwrap_or_default()
                             .split(',')
                             .filter(|s| !s.is_empty())
-                            .map(status)
+                            .map(|s| Ok(status(s)?.as_of(send_at, now)))
                             .collect::<Result<Vec<_>>>()?;
                         Ok(MessageSummary {
                             id: id(mid)?,
@@ -232,6 +268,7 @@ impl Queue for SqliteStore {
                             subject,
                             source,
                             created_at,
+                            send_at,
                         })
                     })
                     .collect()
@@ -246,7 +283,7 @@ impl Queue for SqliteStore {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
-                         on_behalf_name, on_behalf_email, test_provider_id, raw, attachments FROM messages WHERE id = ?1",
+                         on_behalf_name, on_behalf_email, test_provider_id, raw, attachments, send_at FROM messages WHERE id = ?1",
                     )
                     .map_err(sql)?;
                 let mut out = Vec::with_capacity(ids.len());
@@ -260,12 +297,12 @@ impl Queue for SqliteStore {
                                 r.get::<_, String>(7)?, r.get::<_, String>(8)?,
                                 (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
                                 r.get::<_, Option<String>>(11)?,
-                                (r.get::<_, Option<Vec<u8>>>(12)?, r.get::<_, Option<String>>(13)?),
+                                (r.get::<_, Option<Vec<u8>>>(12)?, r.get::<_, Option<String>>(13)?, r.get::<_, Option<i64>>(14)?),
                             ))
                         })
                         .optional()
                         .map_err(sql)?;
-                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider, (raw, attachments))) = row else {
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider, (raw, attachments, send_at))) = row else {
                         continue;
                     };
                     out.push(MessageContent {
@@ -283,6 +320,7 @@ impl Queue for SqliteStore {
                         test_provider: opt_id(test_provider)?,
                         raw,
                         attachments: rows::attachments(attachments)?,
+                        send_at,
                     });
                 }
                 Ok(out)

@@ -43,6 +43,8 @@ pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> New
         raw: None,
         attachments: Vec::new(),
         max_pending_tests: None,
+        send_at: None,
+        template: None,
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) async fn stored_message(
         origin,
         raw,
         attachments,
+        send_at: None,
+        template: None,
     };
     node_store(app).submit(message).await.expect("stored");
     id.to_string()
