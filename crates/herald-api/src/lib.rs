@@ -8,6 +8,7 @@ pub mod gate;
 pub mod openapi;
 pub mod panic;
 pub mod password;
+pub mod scheduler;
 mod routes;
 pub mod service;
 
@@ -84,6 +85,10 @@ pub struct AppState {
     /// The guarded HTTP client webhooks are posted through (with the
     /// webhook timeout), for test events sent from the API.
     pub webhook_http: Arc<herald_delivery::guarded_http::GuardedHttp>,
+    /// This node's name, recorded on what it does (a schedule's firings).
+    pub node: Arc<str>,
+    /// Wakes this node's scheduler when a schedule is created or changed.
+    pub schedules_changed: Arc<Notify>,
 }
 
 impl AppState {

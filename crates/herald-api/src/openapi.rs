@@ -41,6 +41,8 @@ use crate::routes;
         (name = "messages", description = "Submitting messages and reading what happened to them"),
         (name = "smtp", description = "SMTP submission: credentials and IP connectors"),
         (name = "webhooks", description = "Delivery webhooks: signed events about messages, their secrets and deliveries"),
+        (name = "templates", description = "Message templates (MiniJinja): versions and previews"),
+        (name = "schedules", description = "Recurring schedules: a cron expression in a time zone, a template, recipients; their firings"),
     )
 )]
 struct Skeleton;
@@ -58,6 +60,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         routes::messages::Api::openapi(),
         routes::smtp::Api::openapi(),
         routes::webhooks::Api::openapi(),
+        routes::templates::Api::openapi(),
+        routes::schedules::Api::openapi(),
     ] {
         doc.merge(part);
     }
@@ -341,6 +345,8 @@ pub(crate) mod answers {
     /// A word of a closed set, as the status of a recipient or message.
     #[derive(ToSchema)]
     pub enum Status {
+        #[schema(rename = "scheduled")]
+        Scheduled,
         #[schema(rename = "queued")]
         Queued,
         #[schema(rename = "sending")]
@@ -351,6 +357,8 @@ pub(crate) mod answers {
         Sent,
         #[schema(rename = "failed")]
         Failed,
+        #[schema(rename = "cancelled")]
+        Cancelled,
     }
 
     /// `{"status": "ok"}` or `{"status": "ready"}`.
@@ -667,10 +675,13 @@ pub(crate) mod answers {
         pub id: String,
         pub status: Status,
         pub subject: String,
-        /// `api` or `smtp`.
+        /// `api`, `smtp` or `schedule`.
         pub source: String,
         #[schema(format = DateTime)]
         pub created_at: String,
+        /// For a scheduled message: when it is (or was) to be sent.
+        #[schema(format = DateTime)]
+        pub send_at: Option<String>,
     }
 
     /// One page of messages, newest first.
@@ -763,11 +774,112 @@ pub(crate) mod answers {
         pub on_behalf_of: Option<OnBehalf>,
         #[schema(format = "uuid")]
         pub test_provider_id: Option<String>,
-        /// `api` or `smtp`.
+        /// `api`, `smtp` or `schedule`.
         pub source: String,
         pub smtp: Option<SmtpOrigin>,
         pub attachments: Option<Vec<AttachmentInfo>>,
+        /// For a scheduled message: when it is (or was) to be sent.
+        #[schema(format = DateTime)]
+        pub send_at: Option<String>,
+        /// The template it was rendered from.
+        pub template: Option<TemplateUse>,
         pub recipients: Vec<Recipient>,
+    }
+
+    /// The template, and its version, a message was rendered from.
+    #[derive(ToSchema)]
+    pub struct TemplateUse {
+        #[schema(format = "uuid")]
+        pub id: String,
+        pub version: u32,
+    }
+
+    /// A message template at its current version.
+    #[derive(ToSchema)]
+    pub struct Template {
+        #[schema(format = "uuid")]
+        pub id: String,
+        pub name: String,
+        pub description: Option<String>,
+        /// 1 when created; every change adds one.
+        pub version: u32,
+        pub subject: String,
+        pub text: Option<String>,
+        pub html: Option<String>,
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        #[schema(format = DateTime)]
+        pub updated_at: String,
+    }
+
+    /// A template rendered with data.
+    #[derive(ToSchema)]
+    pub struct Rendered {
+        pub subject: String,
+        pub text: Option<String>,
+        pub html: Option<String>,
+    }
+
+    /// A recurring schedule.
+    #[derive(ToSchema)]
+    pub struct Schedule {
+        #[schema(format = "uuid")]
+        pub id: String,
+        pub name: String,
+        pub cron: String,
+        /// An IANA time zone.
+        pub timezone: String,
+        #[schema(format = "uuid")]
+        pub template_id: String,
+        #[schema(value_type = Object)]
+        pub data: Value,
+        pub to: Vec<String>,
+        pub cc: Vec<String>,
+        pub bcc: Vec<String>,
+        pub enabled: bool,
+        /// When it fires next; null while disabled.
+        #[schema(format = DateTime)]
+        pub next_run_at: Option<String>,
+        #[schema(format = DateTime)]
+        pub last_run_at: Option<String>,
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        #[schema(format = DateTime)]
+        pub updated_at: String,
+    }
+
+    /// What made a schedule fire.
+    #[derive(ToSchema)]
+    pub enum RunTrigger {
+        #[schema(rename = "schedule")]
+        Schedule,
+        #[schema(rename = "manual")]
+        Manual,
+    }
+
+    /// One firing of a schedule.
+    #[derive(ToSchema)]
+    pub struct ScheduleRun {
+        #[schema(format = "uuid")]
+        pub id: String,
+        #[schema(format = "uuid")]
+        pub schedule_id: String,
+        pub trigger: RunTrigger,
+        /// The occurrence it stands for (the latest one missed, after a catch-up), or when a manual run was asked for.
+        #[schema(format = DateTime)]
+        pub fire_at: String,
+        /// Occurrences missed while no node ran, caught up by this one firing.
+        pub missed: u32,
+        pub caught_up: bool,
+        #[schema(format = "uuid")]
+        pub message_id: Option<String>,
+        /// The message's status now.
+        pub status: Option<Status>,
+        /// Why no message was made.
+        pub error: Option<String>,
+        pub node: String,
+        #[schema(format = DateTime)]
+        pub created_at: String,
     }
 
     /// An SMTP credential; its password is shown once, on creation.

@@ -84,7 +84,7 @@ pub fn render(message: &MessageContent, route: &Route) -> Rendered {
     head.push_str(&text_field("Subject", message.subject.as_ref()));
     head.push_str(&format!(
         "Date: {}\r\n",
-        Date::new(message.created_at / 1000).to_rfc822()
+        Date::new(message.due_from() / 1000).to_rfc822()
     ));
     head.push_str(&format!(
         "Message-ID: <{}@{}>\r\n",

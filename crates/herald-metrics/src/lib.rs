@@ -31,6 +31,8 @@ pub enum Source {
     Smtp,
     /// A provider's test message.
     Test,
+    /// A firing of a tenant's recurring schedule.
+    Schedule,
 }
 
 impl Source {
@@ -39,6 +41,7 @@ impl Source {
             Source::Api => "api",
             Source::Smtp => "smtp",
             Source::Test => "test",
+            Source::Schedule => "schedule",
         }
     }
 }

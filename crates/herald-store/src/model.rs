@@ -422,6 +422,16 @@ pub struct MessageContent {
     pub send_at: Option<i64>,
 }
 
+impl MessageContent {
+    /// When the message was due to go: its submission, or its `send_at`
+    /// for a scheduled one. Its age (the maximum age, the latency measured)
+    /// and its Date header count from then.
+    pub fn due_from(&self) -> i64 {
+        self.send_at
+            .map_or(self.created_at, |at| at.max(self.created_at))
+    }
+}
+
 /// A file sent with a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
@@ -437,6 +447,8 @@ pub struct Attachment {
 pub enum Origin {
     Api,
     Smtp(SmtpOrigin),
+    /// A firing of one of the tenant's recurring schedules.
+    Schedule,
 }
 
 /// Who submitted a message over SMTP, and from where.
@@ -453,18 +465,19 @@ pub struct SmtpOrigin {
 }
 
 impl Origin {
-    /// `api` or `smtp`, as messages show it.
+    /// `api`, `smtp` or `schedule`, as messages show it.
     pub fn source(&self) -> &'static str {
         match self {
             Origin::Api => "api",
             Origin::Smtp(_) => "smtp",
+            Origin::Schedule => "schedule",
         }
     }
 
     /// Who sent the message over SMTP, if it came that way.
     pub fn smtp(self) -> Option<SmtpOrigin> {
         match self {
-            Origin::Api => None,
+            Origin::Api | Origin::Schedule => None,
             Origin::Smtp(smtp) => Some(smtp),
         }
     }

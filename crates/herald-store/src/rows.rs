@@ -318,6 +318,7 @@ pub(crate) fn origin(r: &impl Columns) -> Result<Origin> {
             connector_id: opt_id(r.opt_text("smtp_connector_id")?)?,
             client_addr: r.opt_text("client_addr")?.unwrap_or_default(),
         }),
+        "schedule" => Origin::Schedule,
         _ => Origin::Api,
     })
 }
@@ -340,6 +341,7 @@ pub(crate) fn origin_values(
 ) -> (&'static str, Option<String>, Option<String>, Option<String>) {
     match origin {
         Origin::Api => ("api", None, None, None),
+        Origin::Schedule => ("schedule", None, None, None),
         Origin::Smtp(smtp) => (
             "smtp",
             smtp.credential_id.map(|c| c.to_string()),

@@ -454,13 +454,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
         metrics: metrics.clone(),
         webhook_http: dispatcher.http(),
+        node: settings.node_name.clone().into(),
+        schedules_changed: Arc::new(tokio::sync::Notify::new()),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+        let scheduler = tokio::spawn(herald_api::scheduler::run(state.clone(), stop.clone()));
         let worker = worker.run(stop.clone());
         tokio::spawn(async move {
             worker.await;
             let _ = dispatcher.await;
+            let _ = scheduler.await;
         })
     } else {
         tokio::spawn(async {})

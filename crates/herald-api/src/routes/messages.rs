@@ -24,17 +24,22 @@ use herald_metrics::Source;
 
 /// The OpenAPI paths of this module's routes.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(submit, submit_batch, list, show))]
+#[openapi(paths(submit, submit_batch, list, show, cancel))]
 pub(crate) struct Api;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/messages", post(submit).get(list))
         .route("/v1/tenants/{tenant}/messages/batch", post(submit_batch))
-        .route("/v1/tenants/{tenant}/messages/{id}", get(show))
+        .route(
+            "/v1/tenants/{tenant}/messages/{id}",
+            get(show).delete(cancel),
+        )
 }
 
-/// A message to send. Without any recipient it goes to the provider's fallback recipient.
+/// A message to send. Without any recipient it goes to the provider's
+/// fallback recipient. Its content is `subject` with `text` and/or `html`,
+/// or a `template` rendered with `data`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
@@ -44,10 +49,22 @@ struct MessageBody {
     cc: Vec<String>,
     #[serde(default)]
     bcc: Vec<String>,
-    subject: String,
-    /// The plain text part; `text`, `html` or both.
+    /// Required unless `template` is given.
+    subject: Option<String>,
+    /// The plain text part; `text`, `html` or both (unless `template` is given).
     text: Option<String>,
     html: Option<String>,
+    /// A template of the tenant (its name or id) to render the subject,
+    /// text and html from, instead of giving them.
+    template: Option<String>,
+    /// The template's variables: a JSON object. A variable the template
+    /// uses and `data` lacks refuses the message (422 naming it).
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+    /// When to send it (RFC 3339), at most a year ahead; until then it is
+    /// `scheduled` and may be cancelled. A time already past sends at once.
+    #[schema(format = DateTime)]
+    send_at: Option<String>,
     reply_to: Option<String>,
     /// The e-mail address of a person of the tenant the message is sent on behalf of.
     on_behalf_of: Option<String>,
@@ -181,7 +198,7 @@ fn attachments(
 }
 
 /// Mailboxes (`addr`, `Name <addr>`, `"Name" <addr>`), each checked under its own index.
-fn mailbox_list(check: &mut Check, field: &str, raw: &[String]) -> Vec<Mailbox> {
+pub(crate) fn mailbox_list(check: &mut Check, field: &str, raw: &[String]) -> Vec<Mailbox> {
     raw.iter()
         .enumerate()
         .filter_map(|(i, a)| check.take(&format!("{field}[{i}]"), Mailbox::parse(a)))
@@ -335,8 +352,9 @@ async fn submit_batch(
 async fn prepare(
     state: &AppState,
     tenant: &herald_store::Tenant,
-    body: MessageBody,
+    mut body: MessageBody,
 ) -> Result<NewMessage, ApiError> {
+    let template = content_from_template(state, tenant, &mut body).await?;
     let mut check = Check::default();
     let given_to = body.to.unwrap_or_default();
     let mut to = mailbox_list(&mut check, "to", &given_to);
@@ -356,10 +374,20 @@ async fn prepare(
             ),
         );
     }
-    let subject = check.take("subject", Subject::parse(&body.subject));
+    let subject = match &body.subject {
+        Some(subject) => check.take("subject", Subject::parse(subject)),
+        None => {
+            check.fail("subject", "is required (or a template)");
+            None
+        }
+    };
     if body.text.is_none() && body.html.is_none() {
-        check.fail("text", "or html is required");
+        check.fail("text", "or html is required (or a template)");
     }
+    let created_at = herald_core::timestamp::now_ms();
+    let send_at = check.opt("send_at", body.send_at.as_deref(), |input| {
+        send_at(input, created_at)
+    });
     let size =
         body.text.as_ref().map_or(0, String::len) + body.html.as_ref().map_or(0, String::len);
     let files = attachments(&mut check, body.attachments, body.html.is_some());
@@ -455,7 +483,6 @@ async fn prepare(
             }
         }
     }
-    let created_at = herald_core::timestamp::now_ms();
     let message = NewMessage {
         id: MessageId::new(),
         tenant_id: tenant.id,
@@ -478,10 +505,64 @@ async fn prepare(
         origin: herald_store::Origin::Api,
         raw: None,
         attachments: files,
-        send_at: None,
-        template: None,
+        // A time already past is no schedule: the message is due at once.
+        send_at: send_at.filter(|at| *at > created_at),
+        template,
     };
     Ok(message)
+}
+
+/// The furthest ahead a message may be scheduled: a year.
+const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 24 * 3600 * 1000;
+
+fn send_at(input: &str, now: i64) -> Result<i64, Invalid> {
+    let at = parse_rfc3339(input)?;
+    if at > now + MAX_SCHEDULE_AHEAD_MS {
+        return Err(Invalid::new("must be at most a year ahead"));
+    }
+    Ok(at)
+}
+
+/// For a message that names a template: renders it with the message's data
+/// into `subject`, `text` and `html`, which the message must not give
+/// itself. The template's id and version are what the message records.
+async fn content_from_template(
+    state: &AppState,
+    tenant: &herald_store::Tenant,
+    body: &mut MessageBody,
+) -> Result<Option<herald_store::TemplateUse>, ApiError> {
+    let Some(reference) = body.template.take() else {
+        if body.data.is_some() {
+            return Err(ApiError::field(
+                Invalid::new("is only used with a template").at("data"),
+            ));
+        }
+        return Ok(None);
+    };
+    let mut check = Check::default();
+    for (field, given) in [
+        ("subject", body.subject.is_some()),
+        ("text", body.text.is_some()),
+        ("html", body.html.is_some()),
+    ] {
+        if given {
+            check.fail(field, "must not be given with a template, which gives it");
+        }
+    }
+    let data = body
+        .data
+        .take()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if !data.is_object() {
+        check.fail("data", "must be a JSON object");
+    }
+    check.finish()?;
+    let template = crate::service::find_template(state, tenant, &reference, "template").await?;
+    let (rendered, used) = crate::service::templates::render(&template, &data)?;
+    body.subject = Some(rendered.subject);
+    body.text = rendered.text;
+    body.html = rendered.html;
+    Ok(Some(used))
 }
 
 /// Which messages to list.
@@ -523,13 +604,17 @@ fn page_size(input: &str) -> Result<u32, Invalid> {
 
 fn message_status(input: &str) -> Result<RecipientStatus, Invalid> {
     RecipientStatus::from_stored(input.trim())
-        .ok_or_else(|| Invalid::new("must be one of: queued, sending, deferred, sent, failed"))
+        .ok_or_else(|| {
+            Invalid::new(
+                "must be one of: scheduled, queued, sending, deferred, sent, failed, cancelled",
+            )
+        })
 }
 
 fn source(input: &str) -> Result<String, Invalid> {
     match input.trim() {
-        word @ ("api" | "smtp") => Ok(word.to_owned()),
-        _ => Err(Invalid::new("must be one of: api, smtp")),
+        word @ ("api" | "smtp" | "schedule") => Ok(word.to_owned()),
+        _ => Err(Invalid::new("must be one of: api, smtp, schedule")),
     }
 }
 
@@ -579,6 +664,26 @@ async fn list(
     };
     Ok(Json(
         crate::service::search_messages(&state, &tenant, query).await?,
+    ))
+}
+
+/// Cancels a message that is not being sent yet (a scheduled one, typically).
+///
+/// Every recipient must still be waiting (scheduled, queued or deferred):
+/// a message with a recipient being sent or already final is a 409.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
+    responses(
+        (status = 200, description = "The message, now cancelled", body = answers::Message),
+        (status = 409, description = "A recipient is being sent or already final", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel(
+    State(state): State<AppState>,
+    Authorised { caller, tenant, .. }: Authorised<Sender>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = path_id(&id, "message")?;
+    Ok(Json(
+        crate::service::cancel_message(&state, &caller, &tenant, id).await?,
     ))
 }
 

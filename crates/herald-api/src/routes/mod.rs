@@ -4,8 +4,10 @@ pub(crate) mod messages;
 pub(crate) mod operator;
 pub(crate) mod people;
 pub(crate) mod providers;
+pub(crate) mod schedules;
 pub(crate) mod servers;
 pub(crate) mod smtp;
+pub(crate) mod templates;
 pub(crate) mod tenants;
 pub(crate) mod webhooks;
 
@@ -47,6 +49,8 @@ pub fn router() -> Router<AppState> {
         .merge(messages::router())
         .merge(smtp::router())
         .merge(webhooks::router())
+        .merge(templates::router())
+        .merge(schedules::router())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
@@ -175,6 +179,11 @@ impl Check {
             Some(s) => self.take(field, parse(&s)),
             None => base.cloned(),
         }
+    }
+
+    /// Records an error already named by its field.
+    pub(crate) fn push(&mut self, error: FieldError) {
+        self.errors.push(error);
     }
 
     pub(crate) fn fail(&mut self, field: &str, rule: &str) {

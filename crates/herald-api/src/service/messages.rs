@@ -75,3 +75,25 @@ pub async fn search_messages(
         next_cursor,
     })
 }
+
+/// Cancels a message none of whose recipients is being sent or final yet
+/// (a scheduled one, typically): it becomes `cancelled` and is never sent.
+/// A message already being sent or done is a 409 saying so.
+pub async fn cancel_message(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: MessageId,
+) -> Result<MessageView, ApiError> {
+    state.store.cancel_message(tenant.id, id).await?;
+    caller
+        .audit(
+            state,
+            Some(tenant.id),
+            "message.cancel",
+            Some(id.to_string()),
+            serde_json::json!({}),
+        )
+        .await;
+    message(state, caller, tenant, id).await
+}

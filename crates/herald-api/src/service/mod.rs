@@ -12,13 +12,19 @@ mod nodes;
 mod people;
 mod providers;
 mod servers;
+pub(crate) mod schedules;
 mod smtp;
+pub(crate) mod templates;
 mod tenants;
 mod tokens;
 mod webhooks;
 
 pub use accounts::{create_account, delete_account};
-pub use messages::{MessagePage, cursor, message, parse_cursor, search_messages};
+pub use messages::{
+    MessagePage, cancel_message, cursor, message, parse_cursor, search_messages,
+};
+pub use schedules::{create_schedule, delete_schedule, fire, run_schedule, update_schedule};
+pub use templates::{create_template, delete_template, find_template, update_template};
 pub use nodes::worker_alive;
 pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
@@ -45,4 +51,6 @@ pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;
 pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};
 pub use crate::routes::smtp::{ConnectorBody, CredentialBody};
+pub use crate::routes::schedules::ScheduleBody;
+pub use crate::routes::templates::{PreviewBody, TemplateBody};
 pub use crate::routes::webhooks::{RotateBody, WebhookBody};

@@ -353,7 +353,7 @@ impl Worker {
                 let about = About {
                     tenant: content.tenant_id,
                     message,
-                    created_at: content.created_at,
+                    created_at: content.due_from(),
                 };
                 in_flight.spawn(
                     async move {

@@ -30,7 +30,8 @@ pub enum Answer<'a> {
 /// What the policy needs to know of the message.
 #[derive(Clone, Copy, Debug)]
 pub struct Message {
-    /// When it was submitted (Unix ms): its age ends its retries.
+    /// When it was due to go (Unix ms; its submission, or its `send_at`):
+    /// its age ends its retries.
     pub created_at: i64,
     /// True for a test message, which makes exactly one attempt.
     pub test: bool,
@@ -40,7 +41,7 @@ impl Message {
     /// What the policy needs of a claimed message.
     pub fn of(contents: &MessageContent) -> Message {
         Message {
-            created_at: contents.created_at,
+            created_at: contents.due_from(),
             test: contents.test_provider.is_some(),
         }
     }
