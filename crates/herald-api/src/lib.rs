@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+pub mod cron;
 mod error;
 pub mod gate;
 pub mod openapi;
@@ -10,6 +11,7 @@ pub mod panic;
 pub mod password;
 mod routes;
 pub mod service;
+pub mod template;
 
 use std::sync::Arc;
 
