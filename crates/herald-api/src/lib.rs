@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+pub mod cron;
 mod error;
 pub mod gate;
 pub mod openapi;
@@ -11,6 +12,7 @@ pub mod password;
 pub mod scheduler;
 mod routes;
 pub mod service;
+pub mod template;
 
 use std::sync::Arc;
 
