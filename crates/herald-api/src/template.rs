@@ -37,7 +37,7 @@ pub const FUEL: u64 = 100_000;
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// A template's parts after rendering.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Rendered {
     /// One line, trimmed, never empty.
     pub subject: String,
@@ -104,6 +104,17 @@ impl TemplateError {
             TemplateError::EmptySubject => "subject",
             TemplateError::DataNotObject { .. } => "data",
         }
+    }
+}
+
+impl TemplateError {
+    /// True when the data lacks a variable the template uses: the data's
+    /// fault, not the template's.
+    pub fn is_undefined(&self) -> bool {
+        matches!(
+            self,
+            TemplateError::Undefined { .. } | TemplateError::UndefinedValue { .. }
+        )
     }
 }
 

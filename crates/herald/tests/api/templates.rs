@@ -305,7 +305,7 @@ async fn a_waiting_message_can_be_cancelled_and_one_being_sent_cannot() {
         .call(
             reqwest::Method::DELETE,
             &tenant_path(&acme, &format!("messages/{id}")),
-            &acme.sender,
+            Some(&acme.sender),
             None,
         )
         .await;
