@@ -3922,6 +3922,24 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
         (Some(30_000), Some(25_000))
     );
 
+    // An occurrence recorded already is not recorded again, even when the
+    // schedule was set back to it: nothing of that firing stays.
+    f.store
+        .update_schedule(t, s.id, s.fields.clone(), Some(10_000), 25_500)
+        .await
+        .unwrap();
+    let third = message(t, &["c@x.example"], None, 25_600);
+    assert!(
+        f.fire(firing(t, s.id, 10_000, Some(20_000)), Some(third.clone()))
+            .await
+            .is_none()
+    );
+    not_found(f.store.message(t, third.id).await);
+    assert_eq!(
+        f.store.schedule(t, s.id).await.unwrap().next_run_at,
+        Some(10_000)
+    );
+
     // A disabled, deleted or changed schedule expects no occurrence.
     f.store
         .update_schedule(t, s.id, s.fields.clone(), Some(40_000), 26_000)
