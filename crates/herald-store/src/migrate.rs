@@ -223,6 +223,9 @@ const TABLES: &[Table] = &[
             ("raw", Bytes),
             // JSON, but TEXT on PostgreSQL too, as the store reads it.
             ("attachments", Text),
+            ("send_at", BigInt),
+            ("template_id", Text),
+            ("template_version", Int),
         ],
     },
     Table {
@@ -360,6 +363,66 @@ const TABLES: &[Table] = &[
             ("response_status", Int),
             ("error", Text),
             ("duration_ms", BigInt),
+        ],
+    },
+    Table {
+        name: "templates",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("name", Text),
+            ("description", Text),
+            ("version", Int),
+            ("created_at", BigInt),
+            ("updated_at", BigInt),
+        ],
+    },
+    Table {
+        name: "template_versions",
+        columns: &[
+            ("template_id", Text),
+            ("version", Int),
+            ("name", Text),
+            ("description", Text),
+            ("subject", Text),
+            ("text_body", Text),
+            ("html_body", Text),
+            ("created_at", BigInt),
+        ],
+    },
+    Table {
+        name: "schedules",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("name", Text),
+            ("cron", Text),
+            ("timezone", Text),
+            ("template_id", Text),
+            ("data", Jsonb),
+            ("header_to", Jsonb),
+            ("header_cc", Jsonb),
+            ("bcc", Jsonb),
+            ("enabled", Bool),
+            ("next_run_at", BigInt),
+            ("last_run_at", BigInt),
+            ("created_at", BigInt),
+            ("updated_at", BigInt),
+        ],
+    },
+    Table {
+        name: "schedule_runs",
+        columns: &[
+            ("id", Text),
+            ("schedule_id", Text),
+            ("tenant_id", Text),
+            ("cause", Text),
+            ("fire_at", BigInt),
+            ("missed", Int),
+            ("message_id", Text),
+            ("error", Text),
+            ("node", Text),
+            ("created_at", BigInt),
         ],
     },
 ];
@@ -910,6 +973,8 @@ mod tests {
         for table in TABLES {
             let id = match table.name {
                 "webhook_outbox" => "seq",
+                // Keyed by its template and version.
+                "template_versions" => "template_id",
                 _ => "id",
             };
             assert_eq!(table.columns[0].0, id, "{}", table.name);

@@ -475,3 +475,109 @@ pub(crate) fn claimed_event(r: &impl Columns) -> Result<ClaimedEvent> {
         attempts: count(r, "attempts")?,
     })
 }
+
+/// A template at its current version, from [`crate::sql::TEMPLATE_BY_ID`]'s columns.
+pub(crate) fn template(r: &impl Columns) -> Result<Template> {
+    Ok(Template {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        name: r.text("name")?,
+        description: r.opt_text("description")?,
+        version: count(r, "version")?,
+        content: TemplateContent {
+            subject: r.text("subject")?,
+            text: r.opt_text("text_body")?,
+            html: r.opt_text("html_body")?,
+        },
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// A list of mailboxes stored as JSON text of their canonical strings.
+fn mailbox_list(column: &str, json: &str) -> Result<Vec<Mailbox>> {
+    let list: Vec<String> = stored(column, serde_json::from_str(json))?;
+    list.iter()
+        .map(|m| stored(column, Mailbox::from_stored(m)))
+        .collect()
+}
+
+/// The canonical strings of mailboxes, as a schedule's `header_to` and
+/// `header_cc` hold them.
+pub(crate) fn mailbox_strings(list: &[Mailbox]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// The addresses of a schedule's `bcc`, as stored.
+pub(crate) fn address_strings(list: &[EmailAddress]) -> Vec<String> {
+    list.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+/// A schedule, from [`crate::sql::SCHEDULE_BY_ID`]'s columns (JSON columns as text).
+pub(crate) fn schedule(r: &impl Columns) -> Result<Schedule> {
+    let bcc: Vec<String> = stored("bcc", serde_json::from_str(&r.text("bcc")?))?;
+    Ok(Schedule {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        fields: ScheduleFields {
+            name: r.text("name")?,
+            cron: r.text("cron")?,
+            timezone: r.text("timezone")?,
+            template_id: id(r.text("template_id")?)?,
+            data: stored("data", serde_json::from_str(&r.text("data")?))?,
+            to: mailbox_list("header_to", &r.text("header_to")?)?,
+            cc: mailbox_list("header_cc", &r.text("header_cc")?)?,
+            bcc: bcc.into_iter().map(address).collect::<Result<_>>()?,
+            enabled: r.flag("enabled")?,
+        },
+        next_run_at: r.opt_int("next_run_at")?,
+        last_run_at: r.opt_int("last_run_at")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// One firing, from [`crate::sql::SCHEDULE_RUNS`]'s columns, with the
+/// status of its message (read apart).
+pub(crate) fn schedule_run(
+    r: &impl Columns,
+    status: Option<RecipientStatus>,
+) -> Result<ScheduleRun> {
+    let cause = r.text("cause")?;
+    let missed = count(r, "missed")?;
+    Ok(ScheduleRun {
+        id: id(r.text("id")?)?,
+        schedule_id: id(r.text("schedule_id")?)?,
+        trigger: RunTrigger::from_stored(&cause)
+            .ok_or_else(|| StoreError::Corrupt(format!("schedule run cause {cause:?}")))?,
+        fire_at: r.int("fire_at")?,
+        missed,
+        caught_up: missed > 0,
+        message_id: opt_id(r.opt_text("message_id")?)?,
+        status,
+        error: r.opt_text("error")?,
+        node: r.text("node")?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+/// A firing as just recorded, with its message's status.
+pub(crate) fn recorded_run(
+    f: &Firing,
+    message_id: Option<herald_core::MessageId>,
+    status: Option<RecipientStatus>,
+) -> ScheduleRun {
+    ScheduleRun {
+        id: f.id,
+        schedule_id: f.schedule_id,
+        trigger: f.trigger,
+        fire_at: f.fire_at,
+        missed: f.missed,
+        caught_up: f.missed > 0,
+        message_id,
+        status,
+        error: f.error.clone(),
+        node: f.node.clone(),
+        created_at: f.created_at,
+    }
+}

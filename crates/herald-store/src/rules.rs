@@ -152,3 +152,37 @@ pub(crate) fn cancellable(statuses: &[herald_core::RecipientStatus]) -> Result<i
     }
     Ok(statuses.len() as i64)
 }
+
+/// A schedule's template must be one of the tenant's: a template that was
+/// not found is an invalid `template`, not a missing schedule.
+pub(crate) fn schedule_template(found: Result<crate::model::Template>) -> Result<()> {
+    match found {
+        Err(StoreError::NotFound) => Err(StoreError::Invalid(
+            Invalid::new("must name a template of this tenant").at("template"),
+        )),
+        other => other.map(drop),
+    }
+}
+
+/// A template may be deleted only while no schedule uses it.
+pub(crate) fn template_unused(used_by: &[String]) -> Result<()> {
+    match used_by {
+        [] => Ok(()),
+        [name] => Err(StoreError::Conflict(format!(
+            "the template is used by the schedule {name:?}; delete the schedule or change its template first"
+        ))),
+        names => Err(StoreError::Conflict(format!(
+            "the template is used by the schedules {}; delete them or change their template first",
+            names
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The conflict a taken name makes: `what` is "template" or "schedule".
+pub(crate) fn name_taken(what: &str, name: &str) -> String {
+    format!("a {what} named {name:?} already exists")
+}

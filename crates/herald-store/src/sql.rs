@@ -591,6 +591,98 @@ pub(crate) const SEALED_WEBHOOK_SECRETS: &str =
 pub(crate) const RESEAL_WEBHOOK: &str =
     "UPDATE webhooks SET sealed_secret = $1, previous_sealed_secret = $2 WHERE id = $3";
 
+// Templates and their versions.
+
+/// A template at its current version: `t` the template, `v` that version.
+macro_rules! template_columns {
+    () => {
+        "t.id, t.tenant_id, t.name, t.description, t.version, v.subject, v.text_body, v.html_body, \
+         t.created_at, t.updated_at FROM templates t JOIN template_versions v \
+         ON v.template_id = t.id AND v.version = t.version"
+    };
+}
+
+pub(crate) const INSERT_TEMPLATE: &str = "INSERT INTO templates (id, tenant_id, name, description, version, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, 1, $5, $5)";
+/// Moves a template to its next version; returns that version.
+pub(crate) const UPDATE_TEMPLATE: &str = "UPDATE templates SET name = $1, description = $2, version = version + 1, updated_at = $3 \
+     WHERE id = $4 AND tenant_id = $5 RETURNING version";
+pub(crate) const INSERT_TEMPLATE_VERSION: &str = "INSERT INTO template_versions (template_id, version, name, description, subject, text_body, \
+     html_body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(crate) const TEMPLATE_BY_ID: &str = concat!(
+    "SELECT ",
+    template_columns!(),
+    " WHERE t.id = $1 AND t.tenant_id = $2"
+);
+pub(crate) const TEMPLATE_BY_NAME: &str = concat!(
+    "SELECT ",
+    template_columns!(),
+    " WHERE t.tenant_id = $1 AND t.name = $2"
+);
+pub(crate) const TEMPLATES: &str = concat!(
+    "SELECT ",
+    template_columns!(),
+    " WHERE t.tenant_id = $1 ORDER BY t.name"
+);
+/// The names of the schedules that use a template.
+pub(crate) const SCHEDULES_OF_TEMPLATE: &str =
+    "SELECT name FROM schedules WHERE template_id = $1 AND tenant_id = $2 ORDER BY name";
+/// Deletes a template; its versions go with it.
+pub(crate) const DELETE_TEMPLATE: &str = "DELETE FROM templates WHERE id = $1 AND tenant_id = $2";
+
+// Recurring schedules and their firings.
+
+/// A schedule's columns; the JSON ones as text, which both backends read alike.
+macro_rules! schedule_columns {
+    () => {
+        "id, tenant_id, name, cron, timezone, template_id, CAST(data AS TEXT) AS data, \
+         CAST(header_to AS TEXT) AS header_to, CAST(header_cc AS TEXT) AS header_cc, \
+         CAST(bcc AS TEXT) AS bcc, enabled, next_run_at, last_run_at, created_at, updated_at"
+    };
+}
+pub(crate) use schedule_columns;
+
+pub(crate) const INSERT_SCHEDULE: &str = concat!(
+    "INSERT INTO schedules (id, tenant_id, name, cron, timezone, template_id, data, header_to, \
+     header_cc, bcc, enabled, next_run_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING ",
+    schedule_columns!()
+);
+pub(crate) const UPDATE_SCHEDULE: &str = concat!(
+    "UPDATE schedules SET name = $1, cron = $2, timezone = $3, template_id = $4, data = $5, \
+     header_to = $6, header_cc = $7, bcc = $8, enabled = $9, next_run_at = $10, updated_at = $11 \
+     WHERE id = $12 AND tenant_id = $13 RETURNING ",
+    schedule_columns!()
+);
+pub(crate) const SCHEDULE_BY_ID: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM schedules WHERE id = $1 AND tenant_id = $2"
+);
+pub(crate) const SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM schedules WHERE tenant_id = $1 ORDER BY name"
+);
+/// Deletes a schedule; its firings go with it (their messages stay).
+pub(crate) const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE id = $1 AND tenant_id = $2";
+/// Consumes a scheduled occurrence: only while the schedule is enabled and
+/// still expects it (`$5`), so that of several nodes firing it one does.
+pub(crate) const CONSUME_OCCURRENCE: &str = "UPDATE schedules SET next_run_at = $1, last_run_at = $2 \
+     WHERE id = $3 AND tenant_id = $4 AND enabled AND next_run_at = $5";
+/// Notes a manual firing on its schedule.
+pub(crate) const NOTE_MANUAL_RUN: &str =
+    "UPDATE schedules SET last_run_at = $1 WHERE id = $2 AND tenant_id = $3";
+/// Records a firing; nothing when its occurrence was recorded already
+/// (`schedule_runs_once`).
+pub(crate) const INSERT_SCHEDULE_RUN: &str = "INSERT INTO schedule_runs (id, schedule_id, tenant_id, cause, fire_at, missed, message_id, \
+     error, node, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING";
+/// A schedule's newest firings with their messages' `send_at` (NULL without one).
+pub(crate) const SCHEDULE_RUNS: &str = "SELECT r.id, r.schedule_id, r.cause, r.fire_at, r.missed, r.message_id, r.error, r.node, \
+     r.created_at, m.send_at FROM schedule_runs r \
+     LEFT JOIN messages m ON m.id = r.message_id AND m.tenant_id = r.tenant_id \
+     WHERE r.schedule_id = $1 AND r.tenant_id = $2 ORDER BY r.created_at DESC, r.id DESC LIMIT $3";
+
 /// Every statement above, for the test that checks their placeholders.
 #[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
@@ -703,4 +795,21 @@ pub(crate) const ALL: &[&str] = &[
     PRUNE_WEBHOOK_EVENTS,
     SEALED_WEBHOOK_SECRETS,
     RESEAL_WEBHOOK,
+    INSERT_TEMPLATE,
+    UPDATE_TEMPLATE,
+    INSERT_TEMPLATE_VERSION,
+    TEMPLATE_BY_ID,
+    TEMPLATE_BY_NAME,
+    TEMPLATES,
+    SCHEDULES_OF_TEMPLATE,
+    DELETE_TEMPLATE,
+    INSERT_SCHEDULE,
+    UPDATE_SCHEDULE,
+    SCHEDULE_BY_ID,
+    SCHEDULES,
+    DELETE_SCHEDULE,
+    CONSUME_OCCURRENCE,
+    NOTE_MANUAL_RUN,
+    INSERT_SCHEDULE_RUN,
+    SCHEDULE_RUNS,
 ];

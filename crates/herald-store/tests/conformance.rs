@@ -3571,7 +3571,576 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_its_time(f: Fixture) {
     );
 }
 
+// Templates, schedules and their firings; scheduled and cancelled messages.
+
+impl Fixture {
+    async fn create_template(&self, template: herald_store::NewTemplate) -> herald_store::Template {
+        self.store.create_template(template).await.unwrap()
+    }
+
+    async fn create_schedule(&self, schedule: herald_store::NewSchedule) -> herald_store::Schedule {
+        self.store.create_schedule(schedule).await.unwrap()
+    }
+
+    async fn fire(
+        &self,
+        firing: herald_store::Firing,
+        message: Option<NewMessage>,
+    ) -> Option<herald_store::ScheduleRun> {
+        self.store.fire_schedule(firing, message).await.unwrap()
+    }
+}
+
+fn template_names(templates: &[herald_store::Template]) -> Vec<&str> {
+    templates.iter().map(|t| t.name.as_str()).collect()
+}
+
+async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let welcome = f.create_template(new_template(t, "welcome", 1_000)).await;
+    assert_eq!(welcome.tenant_id, t);
+    assert_eq!(welcome.version, 1);
+    assert_eq!((welcome.created_at, welcome.updated_at), (1_000, 1_000));
+    assert_eq!(welcome.name, "welcome");
+    assert_eq!(welcome.description.as_deref(), Some("the welcome template"));
+    assert_eq!(
+        welcome.content,
+        template_fields("x", "Hello {{ name }}").content
+    );
+    f.create_template(new_template(t, "alpha", 1_100)).await;
+    // Names are the tenant's own: another tenant may use the same.
+    f.create_template(new_template(other, "welcome", 1_200))
+        .await;
+
+    let taken = conflict(
+        f.store
+            .create_template(new_template(t, "welcome", 1_300))
+            .await,
+    );
+    assert_eq!(taken, "a template named \"welcome\" already exists");
+    assert_eq!(
+        template_names(&f.store.list_templates(t).await.unwrap()),
+        ["alpha", "welcome"]
+    );
+    let named = f.store.template_named(t, "welcome").await.unwrap();
+    assert_eq!(named.id, welcome.id);
+    not_found(f.store.template_named(t, "Welcome").await);
+
+    // A change is the next version.
+    let changed = f
+        .store
+        .update_template(
+            t,
+            welcome.id,
+            template_fields("greeting", "Hi again"),
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.version, 2);
+    assert_eq!(changed.name, "greeting");
+    assert_eq!(changed.content.subject, "Hi again");
+    assert_eq!((changed.created_at, changed.updated_at), (1_000, 2_000));
+    let read = f.store.template(t, welcome.id).await.unwrap();
+    assert_eq!(
+        (read.version, read.content.subject.as_str()),
+        (2, "Hi again")
+    );
+    let again = f
+        .store
+        .update_template(t, welcome.id, template_fields("greeting", "Third"), 3_000)
+        .await
+        .unwrap();
+    assert_eq!(again.version, 3);
+    // A taken name changes nothing.
+    let taken = conflict(
+        f.store
+            .update_template(t, welcome.id, template_fields("alpha", "x"), 4_000)
+            .await,
+    );
+    assert_eq!(taken, "a template named \"alpha\" already exists");
+    assert_eq!(f.store.template(t, welcome.id).await.unwrap().version, 3);
+
+    // Another tenant's id is not found, whatever the call.
+    not_found(f.store.template(other, welcome.id).await);
+    not_found(
+        f.store
+            .update_template(other, welcome.id, template_fields("x", "x"), 5_000)
+            .await,
+    );
+    not_found(f.store.delete_template(other, welcome.id).await);
+    not_found(f.store.template_named(other, "greeting").await);
+    assert_eq!(
+        template_names(&f.store.list_templates(other).await.unwrap()),
+        ["welcome"]
+    );
+
+    // A template a schedule uses stays.
+    let daily = f
+        .create_schedule(new_schedule(t, "daily", welcome.id, Some(10_000), 5_000))
+        .await;
+    let used = conflict(f.store.delete_template(t, welcome.id).await);
+    assert!(used.contains("\"daily\""), "{used}");
+    f.create_schedule(new_schedule(t, "weekly", welcome.id, None, 5_000))
+        .await;
+    let used = conflict(f.store.delete_template(t, welcome.id).await);
+    assert!(used.contains("\"daily\", \"weekly\""), "{used}");
+    assert_eq!(f.store.template(t, welcome.id).await.unwrap().version, 3);
+    f.store.delete_schedule(t, daily.id).await.unwrap();
+    let weekly = f.store.list_schedules(t).await.unwrap().remove(0);
+    f.store.delete_schedule(t, weekly.id).await.unwrap();
+    f.store.delete_template(t, welcome.id).await.unwrap();
+    not_found(f.store.template(t, welcome.id).await);
+    not_found(f.store.delete_template(t, welcome.id).await);
+    // The name is free again.
+    f.create_template(new_template(t, "greeting", 6_000)).await;
+}
+
+async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let template = f.create_template(new_template(t, "report", 1_000)).await;
+    let others = f
+        .create_template(new_template(other, "report", 1_000))
+        .await;
+
+    let created = f
+        .create_schedule(new_schedule(t, "morning", template.id, Some(10_000), 2_000))
+        .await;
+    assert_eq!(created.tenant_id, t);
+    assert_eq!(created.fields, schedule_fields("morning", template.id));
+    assert_eq!(created.next_run_at, Some(10_000));
+    assert_eq!(created.last_run_at, None);
+    assert_eq!((created.created_at, created.updated_at), (2_000, 2_000));
+    let read = f.store.schedule(t, created.id).await.unwrap();
+    assert_eq!(read.fields, created.fields);
+    assert_eq!(
+        read.fields.to[0].to_string(),
+        "\"Ada Lovelace\" <ada@acme.example>"
+    );
+
+    // The template must be the tenant's.
+    for wrong in [others.id, herald_core::TemplateId::new()] {
+        let refused = f
+            .store
+            .create_schedule(new_schedule(t, "wrong", wrong, None, 2_000))
+            .await;
+        assert_eq!(invalid_field(refused), "template");
+    }
+    let taken = conflict(
+        f.store
+            .create_schedule(new_schedule(t, "morning", template.id, None, 2_000))
+            .await,
+    );
+    assert_eq!(taken, "a schedule named \"morning\" already exists");
+    f.create_schedule(new_schedule(t, "evening", template.id, None, 2_100))
+        .await;
+    let names: Vec<String> = f
+        .store
+        .list_schedules(t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.fields.name)
+        .collect();
+    assert_eq!(names, ["evening", "morning"]);
+    assert!(f.store.list_schedules(other).await.unwrap().is_empty());
+
+    // An update replaces every field and the next firing.
+    let fields = herald_store::ScheduleFields {
+        cron: "*/5 * * * *".into(),
+        enabled: false,
+        data: json!({}),
+        cc: vec![],
+        bcc: vec![],
+        ..schedule_fields("noon", template.id)
+    };
+    let updated = f
+        .store
+        .update_schedule(t, created.id, fields.clone(), None, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(updated.fields, fields);
+    assert_eq!(updated.next_run_at, None);
+    assert_eq!((updated.created_at, updated.updated_at), (2_000, 3_000));
+    assert_eq!(
+        f.store.schedule(t, created.id).await.unwrap().fields,
+        fields
+    );
+    let refused = f
+        .store
+        .update_schedule(
+            t,
+            created.id,
+            schedule_fields("noon", others.id),
+            None,
+            3_000,
+        )
+        .await;
+    assert_eq!(invalid_field(refused), "template");
+    let taken = conflict(
+        f.store
+            .update_schedule(
+                t,
+                created.id,
+                schedule_fields("evening", template.id),
+                None,
+                3_000,
+            )
+            .await,
+    );
+    assert_eq!(taken, "a schedule named \"evening\" already exists");
+
+    // Another tenant's id is not found.
+    not_found(f.store.schedule(other, created.id).await);
+    not_found(
+        f.store
+            .update_schedule(
+                other,
+                created.id,
+                schedule_fields("x", others.id),
+                None,
+                4_000,
+            )
+            .await,
+    );
+    not_found(f.store.schedule_runs(other, created.id, 10).await);
+    not_found(f.store.delete_schedule(other, created.id).await);
+    not_found(
+        f.store
+            .fire_schedule(manual_firing(other, created.id, 4_000), None)
+            .await,
+    );
+    f.store.delete_schedule(t, created.id).await.unwrap();
+    not_found(f.store.schedule(t, created.id).await);
+    not_found(f.store.delete_schedule(t, created.id).await);
+}
+
+async fn due_schedules_are_the_enabled_ones_whose_time_came(f: Fixture) {
+    assert_eq!(f.store.next_schedule_due().await.unwrap(), None);
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let mine = f.create_template(new_template(t, "report", 1_000)).await;
+    let theirs = f
+        .create_template(new_template(other, "report", 1_000))
+        .await;
+    let late = f
+        .create_schedule(new_schedule(t, "late", mine.id, Some(5_000), 1_000))
+        .await;
+    let early = f
+        .create_schedule(new_schedule(other, "early", theirs.id, Some(3_000), 1_000))
+        .await;
+    f.create_schedule(new_schedule(t, "later", mine.id, Some(8_000), 1_000))
+        .await;
+    f.create_schedule(new_schedule(t, "never", mine.id, None, 1_000))
+        .await;
+    f.create_schedule(herald_store::NewSchedule {
+        fields: herald_store::ScheduleFields {
+            enabled: false,
+            ..schedule_fields("off", mine.id)
+        },
+        ..new_schedule(t, "off", mine.id, Some(1_000), 1_000)
+    })
+    .await;
+
+    assert_eq!(f.store.next_schedule_due().await.unwrap(), Some(3_000));
+    let ids = |due: Vec<herald_store::Schedule>| due.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(f.store.due_schedules(5_000, 10).await.unwrap()),
+        [early.id, late.id]
+    );
+    assert_eq!(
+        ids(f.store.due_schedules(5_000, 1).await.unwrap()),
+        [early.id]
+    );
+    assert!(f.store.due_schedules(2_999, 10).await.unwrap().is_empty());
+    let due = f.store.due_schedules(3_000, 10).await.unwrap();
+    assert_eq!(due[0].tenant_id, other);
+    assert_eq!(due[0].fields, schedule_fields("early", theirs.id));
+}
+
+async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let template = f.create_template(new_template(t, "report", 1_000)).await;
+    let s = f
+        .create_schedule(new_schedule(t, "daily", template.id, Some(10_000), 1_000))
+        .await;
+    let first = message(t, &["a@x.example"], None, 10_005);
+    let run = f
+        .fire(firing(t, s.id, 10_000, Some(20_000)), Some(first.clone()))
+        .await
+        .expect("the occurrence is recorded");
+    assert_eq!(run.message_id, Some(first.id));
+    assert_eq!(run.status, Some(RecipientStatus::Queued));
+    assert_eq!(run.trigger, herald_store::RunTrigger::Schedule);
+    assert_eq!((run.fire_at, run.missed, run.caught_up), (10_000, 0, false));
+    let moved = f.store.schedule(t, s.id).await.unwrap();
+    assert_eq!(
+        (moved.next_run_at, moved.last_run_at),
+        (Some(20_000), Some(10_005))
+    );
+
+    // The same occurrence again (another node, late): nothing is stored.
+    let second = message(t, &["b@x.example"], None, 10_006);
+    assert!(
+        f.fire(firing(t, s.id, 10_000, Some(20_000)), Some(second.clone()))
+            .await
+            .is_none()
+    );
+    not_found(f.store.message(t, second.id).await);
+    assert_eq!(f.list_messages(t, 10).await.len(), 1);
+    let unchanged = f.store.schedule(t, s.id).await.unwrap();
+    assert_eq!(unchanged.last_run_at, Some(10_005));
+
+    // A firing with no message says why; one after downtime caught up.
+    let run = f
+        .fire(
+            herald_store::Firing {
+                missed: 3,
+                error: Some("the template did not render".into()),
+                ..firing(t, s.id, 20_000, Some(30_000))
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((run.message_id, run.status), (None, None));
+    assert!(run.caught_up);
+
+    // A manual run moves nothing on.
+    let manual = message(t, &["m@x.example"], None, 25_000);
+    let run = f
+        .fire(manual_firing(t, s.id, 25_000), Some(manual.clone()))
+        .await
+        .unwrap();
+    assert_eq!(run.trigger, herald_store::RunTrigger::Manual);
+    assert_eq!(run.message_id, Some(manual.id));
+    let after = f.store.schedule(t, s.id).await.unwrap();
+    assert_eq!(
+        (after.next_run_at, after.last_run_at),
+        (Some(30_000), Some(25_000))
+    );
+
+    // An occurrence recorded already is not recorded again, even when the
+    // schedule was set back to it: nothing of that firing stays.
+    f.store
+        .update_schedule(t, s.id, s.fields.clone(), Some(10_000), 25_500)
+        .await
+        .unwrap();
+    let third = message(t, &["c@x.example"], None, 25_600);
+    assert!(
+        f.fire(firing(t, s.id, 10_000, Some(20_000)), Some(third.clone()))
+            .await
+            .is_none()
+    );
+    not_found(f.store.message(t, third.id).await);
+    assert_eq!(
+        f.store.schedule(t, s.id).await.unwrap().next_run_at,
+        Some(10_000)
+    );
+
+    // A disabled, deleted or changed schedule expects no occurrence.
+    f.store
+        .update_schedule(t, s.id, s.fields.clone(), Some(40_000), 26_000)
+        .await
+        .unwrap();
+    assert!(
+        f.fire(firing(t, s.id, 30_000, Some(40_000)), None)
+            .await
+            .is_none()
+    );
+    let off = herald_store::ScheduleFields {
+        enabled: false,
+        ..s.fields.clone()
+    };
+    f.store
+        .update_schedule(t, s.id, off, Some(40_000), 26_000)
+        .await
+        .unwrap();
+    assert!(
+        f.fire(firing(t, s.id, 40_000, Some(50_000)), None)
+            .await
+            .is_none()
+    );
+    assert!(
+        f.fire(
+            firing(t, herald_core::ScheduleId::new(), 40_000, None),
+            None
+        )
+        .await
+        .is_none()
+    );
+
+    // The runs, newest first, with their messages' statuses now.
+    let claimed = f.claim(claim("n1", 10_010, 60_000)).await;
+    let sent = claimed.iter().find(|c| c.message == first.id).unwrap();
+    f.complete(vec![outcome_at(sent, NextState::Sent, 10_020)], vec![])
+        .await;
+    let runs = f.store.schedule_runs(t, s.id, 10).await.unwrap();
+    let listed: Vec<(i64, Option<MessageId>, Option<RecipientStatus>)> = runs
+        .iter()
+        .map(|r| (r.fire_at, r.message_id, r.status))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            // Not due yet at the claim's time.
+            (25_000, Some(manual.id), Some(RecipientStatus::Queued)),
+            (20_000, None, None),
+            (10_000, Some(first.id), Some(RecipientStatus::Sent)),
+        ]
+    );
+    assert_eq!(
+        runs[1].error.as_deref(),
+        Some("the template did not render")
+    );
+    assert_eq!((runs[1].missed, runs[1].caught_up), (3, true));
+    assert_eq!(runs[0].node, "n1");
+    assert_eq!(f.store.schedule_runs(t, s.id, 1).await.unwrap().len(), 1);
+
+    // Deleting the schedule deletes its runs, not their messages.
+    f.store.delete_schedule(t, s.id).await.unwrap();
+    f.message(t, first.id).await;
+}
+
+async fn a_firing_whose_message_is_refused_stores_nothing(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let template = f.create_template(new_template(t, "report", 1_000)).await;
+    let s = f
+        .create_schedule(new_schedule(t, "daily", template.id, Some(10_000), 1_000))
+        .await;
+    let refused = f
+        .store
+        .fire_schedule(
+            firing(t, s.id, 10_000, Some(20_000)),
+            Some(limited(t, &["a@x.example", "b@x.example"], None, 1)),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::QueueFull { limit: 1 })),
+        "{refused:?}"
+    );
+    let kept = f.store.schedule(t, s.id).await.unwrap();
+    assert_eq!((kept.next_run_at, kept.last_run_at), (Some(10_000), None));
+    assert!(f.store.schedule_runs(t, s.id, 10).await.unwrap().is_empty());
+    assert!(f.list_messages(t, 10).await.is_empty());
+    // The occurrence can still be fired.
+    let later = herald_core::timestamp::now_ms() + 86_400_000;
+    let scheduled = NewMessage {
+        send_at: Some(later),
+        ..message(t, &["a@x.example"], None, 10_005)
+    };
+    let run = f
+        .fire(firing(t, s.id, 10_000, Some(20_000)), Some(scheduled))
+        .await
+        .unwrap();
+    assert_eq!(run.status, Some(RecipientStatus::Scheduled));
+    let runs = f.store.schedule_runs(t, s.id, 10).await.unwrap();
+    assert_eq!(runs[0].status, Some(RecipientStatus::Scheduled));
+}
+
+async fn concurrent_firings_of_one_occurrence_store_one_message(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let template = f.create_template(new_template(t, "report", 1_000)).await;
+    let s = f
+        .create_schedule(new_schedule(t, "daily", template.id, Some(10_000), 1_000))
+        .await;
+    let nodes = f.two_nodes().await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = nodes[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let m = message(t, &["a@x.example"], None, 10_005);
+            store
+                .fire_schedule(
+                    herald_store::Firing {
+                        node: format!("n{i}"),
+                        ..firing(t, s.id, 10_000, Some(20_000))
+                    },
+                    Some(m),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut recorded = Vec::new();
+    for task in tasks {
+        recorded.extend(task.await.unwrap());
+    }
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let messages = f.list_messages(t, 10).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(Some(messages[0].id), recorded[0].message_id);
+    assert_eq!(f.store.schedule_runs(t, s.id, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        f.store.schedule(t, s.id).await.unwrap().next_run_at,
+        Some(20_000)
+    );
+}
+
+async fn a_message_to_send_later_waits_for_its_time(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    // Ahead of the clock, so that reading it shows it scheduled.
+    let at = herald_core::timestamp::now_ms() + 86_400_000;
+    let later = f
+        .submit(NewMessage {
+            send_at: Some(at),
+            ..message(t, &["a@x.example"], None, 1_000)
+        })
+        .await;
+    let view = f.message(t, later.id).await;
+    assert_eq!(view.status, RecipientStatus::Scheduled);
+    assert_eq!(view.send_at, Some(at));
+    assert!(f.claim(claim("n1", at - 1, 60_000)).await.is_empty());
+    assert_eq!(f.next_due(&[]).await, Some(at));
+    let claimed = f.claim(claim("n1", at, 60_000)).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, later.id);
+}
+
+async fn a_waiting_message_can_be_cancelled_until_it_is_sent(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let other = tenant(&*f.store, "other").await;
+    let first = f
+        .submit(limited(t, &["a@x.example", "b@x.example"], None, 2))
+        .await;
+    let full = f.store.submit(limited(t, &["c@x.example"], None, 2)).await;
+    assert!(
+        matches!(full, Err(StoreError::QueueFull { limit: 2 })),
+        "{full:?}"
+    );
+
+    not_found(f.store.cancel_message(other, first.id).await);
+    not_found(f.store.cancel_message(t, MessageId::new()).await);
+    f.store.cancel_message(t, first.id).await.unwrap();
+    let view = f.message(t, first.id).await;
+    assert_eq!(view.status, RecipientStatus::Cancelled);
+    // Its recipients left the queue: there is room again, and nothing to claim of it.
+    let second = f.submit(limited(t, &["c@x.example"], None, 2)).await;
+    let claimed = f.claim(claim("n1", 2_000, 60_000)).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, second.id);
+    // Being sent, it can no longer be cancelled.
+    let busy = conflict(f.store.cancel_message(t, second.id).await);
+    assert!(busy.contains("sending"), "{busy}");
+    assert_eq!(
+        f.message(t, second.id).await.status,
+        RecipientStatus::Sending
+    );
+    // Once cancelled, a message is final.
+    conflict(f.store.cancel_message(t, first.id).await);
+}
+
 conformance!(
+    templates_keep_every_version_and_their_names_per_tenant,
+    schedules_keep_their_fields_and_name_a_template_of_their_tenant,
+    due_schedules_are_the_enabled_ones_whose_time_came,
+    a_scheduled_occurrence_is_recorded_once_with_its_message,
+    a_firing_whose_message_is_refused_stores_nothing,
+    concurrent_firings_of_one_occurrence_store_one_message,
+    a_message_to_send_later_waits_for_its_time,
+    a_waiting_message_can_be_cancelled_until_it_is_sent,
     a_retry_puts_off_the_rest_of_its_chain_and_claims_follow_due_times,
     a_restarted_node_gets_its_earlier_processes_events_back,
     a_rotated_secret_signs_beside_the_new_one_until_its_time,

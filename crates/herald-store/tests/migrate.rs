@@ -619,6 +619,46 @@ async fn fill(s: &dyn Store) -> Installation {
     .await
     .unwrap();
 
+    // A template at its second version, a schedule of it, and its firings:
+    // one scheduled with a message to send later, one manual without.
+    let report = s
+        .create_template(new_template(acme, "report", 1_500))
+        .await
+        .unwrap();
+    let report = s
+        .update_template(acme, report.id, template_fields("report", "Weekly"), 1_600)
+        .await
+        .unwrap();
+    let weekly = s
+        .create_schedule(new_schedule(acme, "weekly", report.id, Some(2_000), 1_700))
+        .await
+        .unwrap();
+    s.fire_schedule(
+        firing(acme, weekly.id, 2_000, Some(9_000)),
+        Some(NewMessage {
+            // Far ahead, so that the message reads as scheduled whenever the test runs.
+            send_at: Some(4_102_444_800_000),
+            template: Some(herald_store::TemplateUse {
+                id: report.id,
+                version: report.version,
+            }),
+            ..message(acme, &["weekly@acme.example"], None, 2_005)
+        }),
+    )
+    .await
+    .unwrap()
+    .expect("the occurrence is recorded");
+    s.fire_schedule(
+        herald_store::Firing {
+            error: Some("the template did not render".into()),
+            ..manual_firing(acme, weekly.id, 2_100)
+        },
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("the manual run is recorded");
+
     s.heartbeat(NodeRecord {
         name: "embedded".into(),
         roles: vec![NodeRole::Api, NodeRole::Worker],
@@ -648,6 +688,8 @@ async fn snapshot(s: &dyn Store) -> Value {
         "next_due": s.next_due(&[]).await.unwrap(),
         "next_webhook_due": s.next_webhook_due().await.unwrap(),
         "nodes": s.list_nodes().await.unwrap(),
+        "next_schedule_due": s.next_schedule_due().await.unwrap(),
+        "due_schedules": s.due_schedules(i64::MAX, 100).await.unwrap(),
     });
     let mut by_hash = Vec::new();
     for hash in LOOKED_UP {
@@ -735,6 +777,22 @@ async fn snapshot(s: &dyn Store) -> Value {
                 "deliveries": s.webhook_deliveries(t, w.id, 100).await.unwrap(),
             }));
         }
+        let mut templates = Vec::new();
+        for template in s.list_templates(t).await.unwrap() {
+            templates.push(json!({
+                "listed": template,
+                "one": s.template(t, template.id).await.unwrap(),
+                "named": s.template_named(t, &template.name).await.unwrap(),
+            }));
+        }
+        let mut schedules = Vec::new();
+        for schedule in s.list_schedules(t).await.unwrap() {
+            schedules.push(json!({
+                "listed": schedule,
+                "one": s.schedule(t, schedule.id).await.unwrap(),
+                "runs": s.schedule_runs(t, schedule.id, 100).await.unwrap(),
+            }));
+        }
         let mut persons = Vec::new();
         for p in s.list_persons(t).await.unwrap() {
             persons.push(json!({"listed": p, "one": s.person(t, p.id).await.unwrap()}));
@@ -752,6 +810,8 @@ async fn snapshot(s: &dyn Store) -> Value {
             "captured": s.list_captured(t, 100).await.unwrap(),
             "audit": s.list_audit(t, 100).await.unwrap(),
             "webhooks": webhooks,
+            "templates": templates,
+            "schedules": schedules,
         });
     }
     out
@@ -978,6 +1038,8 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
             "q@acme.example",
             "r@acme.example",
             "s@other.example",
+            // The schedule's message, due at its send_at (before this claim's time).
+            "weekly@acme.example",
             "y@acme.example",
             "z@other.example"
         ]

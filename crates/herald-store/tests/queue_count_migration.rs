@@ -52,15 +52,18 @@ async fn sqlite_counts_the_recipients_already_queued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
     let t = queue_three(&SqliteStore::open(&path).unwrap()).await;
-    // Back to the schema before the migration (0009, then 0010 to 0013
+    // Back to the schema before the migration (0009, then 0010 to 0014
     // after it), with the recipients kept.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 13, "a migration was added: revert it here too");
+    assert_eq!(version, 14, "a migration was added: revert it here too");
     conn.execute_batch(
-        "DROP TABLE webhook_outbox; DROP TABLE webhooks; \
+        "DROP TABLE schedule_runs; DROP TABLE schedules; DROP TABLE template_versions; \
+         DROP TABLE templates; ALTER TABLE messages DROP COLUMN send_at; \
+         ALTER TABLE messages DROP COLUMN template_id; ALTER TABLE messages DROP COLUMN template_version; \
+         DROP TABLE webhook_outbox; DROP TABLE webhooks; \
          DROP TABLE smtp_credentials; DROP TABLE smtp_connectors; \
          ALTER TABLE messages DROP COLUMN source; ALTER TABLE messages DROP COLUMN smtp_credential_id; \
          ALTER TABLE messages DROP COLUMN smtp_connector_id; ALTER TABLE messages DROP COLUMN client_addr; \

@@ -95,10 +95,10 @@ pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
 /// Maps a unique or primary key violation to a conflict that says what is
 /// taken, as the SQLite store does for the same statements; anything else
 /// as [`pg`] does.
-pub(crate) fn unique(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+pub(crate) fn unique(what: impl std::fmt::Display) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| match e.code() {
         Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
-            StoreError::Conflict(what.to_owned())
+            StoreError::Conflict(what.to_string())
         }
         _ => pg(e),
     }

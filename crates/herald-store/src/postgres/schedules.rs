@@ -2,58 +2,331 @@
 
 use herald_core::ScheduleId;
 
+use super::templates::load_template;
 use super::*;
 use crate::Schedules;
 
-fn pending<T>() -> Result<T> {
-    Err(StoreError::Unavailable(
-        "schedules are not stored yet".into(),
-    ))
+/// Enabled schedules due at `$1`, earliest first, at most `$2` (from the
+/// partial index `schedules_due`).
+const DUE_SCHEDULES: &str = concat!(
+    "SELECT ",
+    sql::schedule_columns!(),
+    " FROM schedules WHERE enabled AND next_run_at IS NOT NULL AND next_run_at <= $1 \
+     ORDER BY next_run_at LIMIT $2"
+);
+/// The earliest firing of an enabled schedule.
+const NEXT_SCHEDULE_DUE: &str =
+    "SELECT min(next_run_at) FROM schedules WHERE enabled AND next_run_at IS NOT NULL";
+
+/// The values of a schedule's JSONB columns: data, and header_to,
+/// header_cc and bcc.
+fn json_columns(f: &ScheduleFields) -> (Json<&serde_json::Value>, [Json<Vec<String>>; 3]) {
+    (
+        Json(&f.data),
+        [
+            Json(rows::mailbox_strings(&f.to)),
+            Json(rows::mailbox_strings(&f.cc)),
+            Json(rows::address_strings(&f.bcc)),
+        ],
+    )
+}
+
+/// Runs a statement that returns one schedule, a taken name being a conflict.
+async fn write_schedule(
+    c: &impl GenericClient,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+    name: &str,
+) -> Result<Schedule> {
+    let statement = c.prepare_cached(statement).await.map_err(pg)?;
+    let row = c
+        .query_opt(&statement, params)
+        .await
+        .map_err(unique(rules::name_taken("schedule", name)))?
+        .ok_or(StoreError::NotFound)?;
+    rows::schedule(&row)
+}
+
+async fn load_schedule(c: &impl GenericClient, tenant: &str, id: &str) -> Result<Schedule> {
+    let row = query_opt(c, sql::SCHEDULE_BY_ID, &[&id, &tenant])
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    rows::schedule(&row)
 }
 
 #[async_trait]
 impl Schedules for PgStore {
-    async fn create_schedule(&self, _s: NewSchedule) -> Result<Schedule> {
-        pending()
+    async fn create_schedule(&self, s: NewSchedule) -> Result<Schedule> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let f = &s.fields;
+            // Kept from being deleted until this commits.
+            let found = load_template(&tx, s.tenant_id, f.template_id, Lock::KeyShare).await;
+            rules::schedule_template(found)?;
+            let (data, [to, cc, bcc]) = json_columns(f);
+            let created = write_schedule(
+                &tx,
+                sql::INSERT_SCHEDULE,
+                &[
+                    &s.id.to_string(),
+                    &s.tenant_id.to_string(),
+                    &f.name,
+                    &f.cron,
+                    &f.timezone,
+                    &f.template_id.to_string(),
+                    &data,
+                    &to,
+                    &cc,
+                    &bcc,
+                    &f.enabled,
+                    &s.next_run_at,
+                    &s.created_at,
+                ],
+                &f.name,
+            )
+            .await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(created)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
-    async fn schedule(&self, _tenant: TenantId, _id: ScheduleId) -> Result<Schedule> {
-        pending()
+
+    async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
+        let c = client(&self.pool).await?;
+        load_schedule(&c, &tenant.to_string(), &id.to_string()).await
     }
-    async fn list_schedules(&self, _tenant: TenantId) -> Result<Vec<Schedule>> {
-        pending()
+
+    async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>> {
+        let c = client(&self.pool).await?;
+        query(&c, sql::SCHEDULES, &[&tenant.to_string()])
+            .await?
+            .iter()
+            .map(rows::schedule)
+            .collect()
     }
+
     async fn update_schedule(
         &self,
-        _tenant: TenantId,
-        _id: ScheduleId,
-        _fields: ScheduleFields,
-        _next_run_at: Option<i64>,
-        _now: i64,
+        tenant: TenantId,
+        id: ScheduleId,
+        fields: ScheduleFields,
+        next_run_at: Option<i64>,
+        now: i64,
     ) -> Result<Schedule> {
-        pending()
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let f = &fields;
+            let found = load_template(&tx, tenant, f.template_id, Lock::KeyShare).await;
+            rules::schedule_template(found)?;
+            let (data, [to, cc, bcc]) = json_columns(f);
+            let updated = write_schedule(
+                &tx,
+                sql::UPDATE_SCHEDULE,
+                &[
+                    &f.name,
+                    &f.cron,
+                    &f.timezone,
+                    &f.template_id.to_string(),
+                    &data,
+                    &to,
+                    &cc,
+                    &bcc,
+                    &f.enabled,
+                    &next_run_at,
+                    &now,
+                    &id.to_string(),
+                    &tenant.to_string(),
+                ],
+                &f.name,
+            )
+            .await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(updated)
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
-    async fn delete_schedule(&self, _tenant: TenantId, _id: ScheduleId) -> Result<()> {
-        pending()
+
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<()> {
+        let c = client(&self.pool).await?;
+        let deleted = execute(
+            &c,
+            sql::DELETE_SCHEDULE,
+            &[&id.to_string(), &tenant.to_string()],
+        )
+        .await
+        .map_err(pg);
+        self.writes.note(&deleted);
+        match deleted? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
     }
-    async fn due_schedules(&self, _now: i64, _limit: u32) -> Result<Vec<Schedule>> {
-        Ok(Vec::new())
+
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>> {
+        let c = client(&self.pool).await?;
+        query(&c, DUE_SCHEDULES, &[&now, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(rows::schedule)
+            .collect()
     }
+
     async fn next_schedule_due(&self) -> Result<Option<i64>> {
-        Ok(None)
+        let c = client(&self.pool).await?;
+        let row = query_opt(&c, NEXT_SCHEDULE_DUE, &[]).await?;
+        Ok(row
+            .map(|r| r.try_get::<_, Option<i64>>(0).map_err(pg))
+            .transpose()?
+            .flatten())
     }
+
     async fn fire_schedule(
         &self,
-        _firing: Firing,
-        _message: Option<NewMessage>,
+        firing: Firing,
+        message: Option<NewMessage>,
     ) -> Result<Option<ScheduleRun>> {
-        pending()
+        let result = async {
+            let f = &firing;
+            let (schedule, tenant) = (f.schedule_id.to_string(), f.tenant_id.to_string());
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The update locks the schedule's row: of several nodes firing
+            // the same occurrence, the others wait for this transaction and
+            // then find next_run_at moved on (READ COMMITTED checks the
+            // condition again on the row as committed), changing nothing.
+            match f.trigger {
+                RunTrigger::Schedule => {
+                    let consumed = execute(
+                        &tx,
+                        sql::CONSUME_OCCURRENCE,
+                        &[
+                            &f.next_run_at,
+                            &f.created_at,
+                            &schedule,
+                            &tenant,
+                            &f.expected_next_run_at,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                    if consumed == 0 {
+                        return Ok((None, false));
+                    }
+                }
+                RunTrigger::Manual => {
+                    let noted = execute(
+                        &tx,
+                        sql::NOTE_MANUAL_RUN,
+                        &[&f.created_at, &schedule, &tenant],
+                    )
+                    .await
+                    .map_err(pg)?;
+                    if noted == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+            }
+            let submitted = match &message {
+                Some(m) if insert_message(&tx, m).await? => {
+                    insert_recipients(&tx, m).await?;
+                    Some(Submitted {
+                        id: m.id,
+                        status: RecipientStatus::Queued.as_of(m.send_at, now_ms()),
+                        duplicate: false,
+                    })
+                }
+                Some(m) => Some(stored_earlier(&tx, m).await?.ok_or_else(vanishing)?),
+                None => None,
+            };
+            let inserted = execute(
+                &tx,
+                sql::INSERT_SCHEDULE_RUN,
+                &[
+                    &f.id.to_string(),
+                    &schedule,
+                    &tenant,
+                    &f.trigger.as_str(),
+                    &f.fire_at,
+                    &(f.missed as i32),
+                    &submitted.as_ref().map(|s| s.id.to_string()),
+                    &opt_text(&f.error),
+                    &f.node,
+                    &f.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            if inserted == 0 {
+                // The occurrence was recorded already: dropping the
+                // transaction rolls back the schedule's move and the message.
+                return Ok((None, false));
+            }
+            let new = match (&message, &submitted) {
+                (Some(m), Some(s)) if !s.duplicate => Some(m),
+                _ => None,
+            };
+            if let Some(m) = new {
+                count_tests(&tx, m).await?;
+                count_queued(&tx, &[m]).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            let run = recorded(f, submitted);
+            Ok((Some(run), new.is_some()))
+        }
+        .await;
+        self.writes.note(&result);
+        let (run, new_mail) = result?;
+        if new_mail {
+            self.announce_mail();
+        }
+        Ok(run)
     }
+
     async fn schedule_runs(
         &self,
-        _tenant: TenantId,
-        _id: ScheduleId,
-        _limit: u32,
+        tenant: TenantId,
+        id: ScheduleId,
+        limit: u32,
     ) -> Result<Vec<ScheduleRun>> {
-        pending()
+        let (id, tenant) = (id.to_string(), tenant.to_string());
+        let mut c = client(&self.pool).await?;
+        // One snapshot: the runs and their messages' recipients agree.
+        let tx = snapshot(&mut c).await?;
+        load_schedule(&tx, &tenant, &id).await?;
+        let found = query(&tx, sql::SCHEDULE_RUNS, &[&id, &tenant, &i64::from(limit)]).await?;
+        let now = now_ms();
+        let mut runs = Vec::with_capacity(found.len());
+        for r in &found {
+            let status = match get::<Option<String>>(r, "message_id")? {
+                Some(message) => {
+                    let send_at: Option<i64> = get(r, "send_at")?;
+                    let statuses: Vec<RecipientStatus> = statuses_of(&tx, &tenant, &message)
+                        .await?
+                        .into_iter()
+                        .map(|s| s.as_of(send_at, now))
+                        .collect();
+                    (!statuses.is_empty()).then(|| message_status(statuses))
+                }
+                None => None,
+            };
+            runs.push(rows::schedule_run(r, status)?);
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(runs)
     }
+}
+
+/// A firing as recorded, with the message it submitted.
+fn recorded(f: &Firing, submitted: Option<Submitted>) -> ScheduleRun {
+    let (message, status) = match submitted {
+        Some(s) => (Some(s.id), Some(s.status)),
+        None => (None, None),
+    };
+    rows::recorded_run(f, message, status)
 }

@@ -147,7 +147,7 @@ fn sql(e: rusqlite::Error) -> StoreError {
 }
 
 /// Maps a unique-constraint violation to a conflict that says what is taken.
-fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+fn unique(what: impl std::fmt::Display) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| match &e {
         // Only a unique or primary key violation means "taken"; a foreign key
         // violation is a race, a conflict of its own (see `sql`).
@@ -155,7 +155,7 @@ fn unique(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
-            StoreError::Conflict(what.to_owned())
+            StoreError::Conflict(what.to_string())
         }
         _ => sql(e),
     }

@@ -2,58 +2,296 @@
 
 use herald_core::ScheduleId;
 
+use super::templates::load_template;
 use super::*;
 use crate::Schedules;
 
-fn pending<T>() -> Result<T> {
-    Err(StoreError::Unavailable(
-        "schedules are not stored yet".into(),
-    ))
+/// Enabled schedules due at `?1`, earliest first, at most `?2`.
+const DUE_SCHEDULES: &str = concat!(
+    "SELECT ",
+    sql::schedule_columns!(),
+    " FROM schedules INDEXED BY schedules_due WHERE enabled = 1 AND next_run_at IS NOT NULL \
+     AND next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2"
+);
+/// The earliest firing of an enabled schedule.
+const NEXT_SCHEDULE_DUE: &str = "SELECT min(next_run_at) FROM schedules INDEXED BY schedules_due \
+     WHERE enabled = 1 AND next_run_at IS NOT NULL";
+
+/// Whether a schedule's occurrence (`?2`) was recorded already (`schedule_runs_once`).
+const OCCURRENCE_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM schedule_runs \
+     WHERE schedule_id = ?1 AND fire_at = ?2 AND cause = 'schedule')";
+
+fn schedule_row(r: &Row) -> rusqlite::Result<Result<Schedule>> {
+    Ok(rows::schedule(r))
+}
+
+fn one_schedule(c: &Connection, query: &str, args: impl rusqlite::Params) -> Result<Schedule> {
+    c.query_row(query, args, schedule_row)
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON values serialise")
+}
+
+/// The values of a schedule's JSON columns: data, header_to, header_cc, bcc.
+fn json_columns(f: &ScheduleFields) -> [String; 4] {
+    [
+        json_text(&f.data),
+        json_text(&rows::mailbox_strings(&f.to)),
+        json_text(&rows::mailbox_strings(&f.cc)),
+        json_text(&rows::address_strings(&f.bcc)),
+    ]
+}
+
+/// The statuses of a message's recipients, as of now (`send_at` makes
+/// queued ones scheduled); `None` for a message with none (gone).
+fn message_status_of(
+    c: &Connection,
+    tenant: &str,
+    message: &str,
+    send_at: Option<i64>,
+) -> Result<Option<RecipientStatus>> {
+    let now = now_ms();
+    let statuses = list(c, sql::RECIPIENT_STATUSES, [message, tenant], |r| {
+        r.get::<_, String>(0)
+    })?
+    .iter()
+    .map(|s| Ok(status(s)?.as_of(send_at, now)))
+    .collect::<Result<Vec<_>>>()?;
+    Ok((!statuses.is_empty()).then(|| message_status(statuses)))
 }
 
 #[async_trait]
 impl Schedules for SqliteStore {
-    async fn create_schedule(&self, _s: NewSchedule) -> Result<Schedule> {
-        pending()
+    async fn create_schedule(&self, s: NewSchedule) -> Result<Schedule> {
+        self.db
+            .write(move |c| {
+                let f = &s.fields;
+                rules::schedule_template(load_template(c, s.tenant_id, f.template_id))?;
+                let [data, to, cc, bcc] = json_columns(f);
+                c.prepare_cached(sql::INSERT_SCHEDULE)
+                    .map_err(sql)?
+                    .query_row(
+                        params![
+                            s.id.to_string(),
+                            s.tenant_id.to_string(),
+                            f.name,
+                            f.cron,
+                            f.timezone,
+                            f.template_id.to_string(),
+                            data,
+                            to,
+                            cc,
+                            bcc,
+                            f.enabled,
+                            s.next_run_at,
+                            s.created_at
+                        ],
+                        schedule_row,
+                    )
+                    .map_err(unique(rules::name_taken("schedule", &f.name)))?
+            })
+            .await
     }
-    async fn schedule(&self, _tenant: TenantId, _id: ScheduleId) -> Result<Schedule> {
-        pending()
+
+    async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
+        self.db
+            .read(move |c| {
+                one_schedule(c, sql::SCHEDULE_BY_ID, [id.to_string(), tenant.to_string()])
+            })
+            .await
     }
-    async fn list_schedules(&self, _tenant: TenantId) -> Result<Vec<Schedule>> {
-        pending()
+
+    async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>> {
+        self.db
+            .read(move |c| {
+                list(c, sql::SCHEDULES, [tenant.to_string()], schedule_row)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
     }
+
     async fn update_schedule(
         &self,
-        _tenant: TenantId,
-        _id: ScheduleId,
-        _fields: ScheduleFields,
-        _next_run_at: Option<i64>,
-        _now: i64,
+        tenant: TenantId,
+        id: ScheduleId,
+        fields: ScheduleFields,
+        next_run_at: Option<i64>,
+        now: i64,
     ) -> Result<Schedule> {
-        pending()
+        self.db
+            .write(move |c| {
+                let f = &fields;
+                rules::schedule_template(load_template(c, tenant, f.template_id))?;
+                let [data, to, cc, bcc] = json_columns(f);
+                c.prepare_cached(sql::UPDATE_SCHEDULE)
+                    .map_err(sql)?
+                    .query_row(
+                        params![
+                            f.name,
+                            f.cron,
+                            f.timezone,
+                            f.template_id.to_string(),
+                            data,
+                            to,
+                            cc,
+                            bcc,
+                            f.enabled,
+                            next_run_at,
+                            now,
+                            id.to_string(),
+                            tenant.to_string()
+                        ],
+                        schedule_row,
+                    )
+                    .optional()
+                    .map_err(unique(rules::name_taken("schedule", &f.name)))?
+                    .ok_or(StoreError::NotFound)?
+            })
+            .await
     }
-    async fn delete_schedule(&self, _tenant: TenantId, _id: ScheduleId) -> Result<()> {
-        pending()
+
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                match c
+                    .execute(sql::DELETE_SCHEDULE, [id.to_string(), tenant.to_string()])
+                    .map_err(sql)?
+                {
+                    0 => Err(StoreError::NotFound),
+                    _ => Ok(()),
+                }
+            })
+            .await
     }
-    async fn due_schedules(&self, _now: i64, _limit: u32) -> Result<Vec<Schedule>> {
-        Ok(Vec::new())
+
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>> {
+        self.db
+            .read(move |c| {
+                list(c, DUE_SCHEDULES, params![now, limit], schedule_row)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
     }
+
     async fn next_schedule_due(&self) -> Result<Option<i64>> {
-        Ok(None)
+        self.db
+            .read(|c| {
+                c.query_row(NEXT_SCHEDULE_DUE, [], |r| r.get(0))
+                    .map_err(sql)
+            })
+            .await
     }
+
     async fn fire_schedule(
         &self,
-        _firing: Firing,
-        _message: Option<NewMessage>,
+        firing: Firing,
+        message: Option<NewMessage>,
     ) -> Result<Option<ScheduleRun>> {
-        pending()
+        // One writer job: its savepoint is rolled back on any error, so the
+        // firing, the schedule's move and the message stand or fall together.
+        self.db
+            .write(move |c| {
+                let f = &firing;
+                let (schedule, tenant) = (f.schedule_id.to_string(), f.tenant_id.to_string());
+                match f.trigger {
+                    RunTrigger::Schedule => {
+                        // The only writer: what this finds holds until the job ends.
+                        let recorded: bool = c
+                            .prepare_cached(OCCURRENCE_RECORDED)
+                            .map_err(sql)?
+                            .query_row(params![schedule, f.fire_at], |r| r.get(0))
+                            .map_err(sql)?;
+                        if recorded {
+                            return Ok(None);
+                        }
+                        let consumed = c
+                            .prepare_cached(sql::CONSUME_OCCURRENCE)
+                            .map_err(sql)?
+                            .execute(params![
+                                f.next_run_at,
+                                f.created_at,
+                                schedule,
+                                tenant,
+                                f.expected_next_run_at
+                            ])
+                            .map_err(sql)?;
+                        if consumed == 0 {
+                            return Ok(None);
+                        }
+                    }
+                    RunTrigger::Manual => {
+                        let noted = c
+                            .prepare_cached(sql::NOTE_MANUAL_RUN)
+                            .map_err(sql)?
+                            .execute(params![f.created_at, schedule, tenant])
+                            .map_err(sql)?;
+                        if noted == 0 {
+                            return Err(StoreError::NotFound);
+                        }
+                    }
+                }
+                let submitted = message.as_ref().map(|m| insert_message(c, m)).transpose()?;
+                let inserted = c
+                    .prepare_cached(sql::INSERT_SCHEDULE_RUN)
+                    .map_err(sql)?
+                    .execute(params![
+                        f.id.to_string(),
+                        schedule,
+                        tenant,
+                        f.trigger.as_str(),
+                        f.fire_at,
+                        f.missed,
+                        submitted.as_ref().map(|s| s.id.to_string()),
+                        f.error,
+                        f.node,
+                        f.created_at
+                    ])
+                    .map_err(sql)?;
+                if inserted == 0 {
+                    return Err(StoreError::Unavailable(
+                        "the schedule's firing was not recorded".into(),
+                    ));
+                }
+                let status = match (&submitted, &message) {
+                    (Some(s), Some(m)) if !s.duplicate => Some(s.status.as_of(m.send_at, now_ms())),
+                    (Some(s), _) => Some(s.status),
+                    _ => None,
+                };
+                Ok(Some(rows::recorded_run(f, submitted.map(|s| s.id), status)))
+            })
+            .await
     }
+
     async fn schedule_runs(
         &self,
-        _tenant: TenantId,
-        _id: ScheduleId,
-        _limit: u32,
+        tenant: TenantId,
+        id: ScheduleId,
+        limit: u32,
     ) -> Result<Vec<ScheduleRun>> {
-        pending()
+        self.db
+            .read(move |c| {
+                let (id, tenant) = (id.to_string(), tenant.to_string());
+                one_schedule(c, sql::SCHEDULE_BY_ID, [&id, &tenant])?;
+                let mut stmt = c.prepare_cached(sql::SCHEDULE_RUNS).map_err(sql)?;
+                let mut found = stmt.query(params![id, tenant, limit]).map_err(sql)?;
+                let mut runs = Vec::new();
+                while let Some(r) = found.next().map_err(sql)? {
+                    let message: Option<String> = r.get("message_id").map_err(sql)?;
+                    let send_at: Option<i64> = r.get("send_at").map_err(sql)?;
+                    let status = match &message {
+                        Some(m) => message_status_of(c, &tenant, m, send_at)?,
+                        None => None,
+                    };
+                    runs.push(rows::schedule_run(r, status)?);
+                }
+                Ok(runs)
+            })
+            .await
     }
 }

@@ -163,3 +163,102 @@ pub fn token(tenant: Option<TenantId>, person: Option<PersonId>, hash: &str) -> 
         hash: hash.into(),
     }
 }
+
+/// A template of the tenant named `name`, with a subject and a text body.
+pub fn new_template(tenant: TenantId, name: &str, at: i64) -> herald_store::NewTemplate {
+    herald_store::NewTemplate {
+        id: herald_core::TemplateId::new(),
+        tenant_id: tenant,
+        fields: template_fields(name, "Hello {{ name }}"),
+        created_at: at,
+    }
+}
+
+/// A template's fields with this name and subject.
+pub fn template_fields(name: &str, subject: &str) -> herald_store::TemplateFields {
+    herald_store::TemplateFields {
+        name: name.into(),
+        description: Some(format!("the {name} template")),
+        content: herald_store::TemplateContent {
+            subject: subject.into(),
+            text: Some("Hi {{ name }}".into()),
+            html: None,
+        },
+    }
+}
+
+/// A schedule's fields: every morning, from this template, to two
+/// mailboxes with one in copy and one in blind copy.
+pub fn schedule_fields(
+    name: &str,
+    template: herald_core::TemplateId,
+) -> herald_store::ScheduleFields {
+    herald_store::ScheduleFields {
+        name: name.into(),
+        cron: "0 8 * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        template_id: template,
+        data: serde_json::json!({"name": "Ada", "items": [1, 2], "nested": {"b": true, "a": null}}),
+        to: vec![
+            herald_core::Mailbox::from_stored("Ada Lovelace <ada@acme.example>").unwrap(),
+            address("bob@acme.example").into(),
+        ],
+        cc: vec![address("cc@acme.example").into()],
+        bcc: vec![address("audit@acme.example")],
+        enabled: true,
+    }
+}
+
+/// A schedule of the tenant that fires next at `next_run_at`.
+pub fn new_schedule(
+    tenant: TenantId,
+    name: &str,
+    template: herald_core::TemplateId,
+    next_run_at: Option<i64>,
+    at: i64,
+) -> herald_store::NewSchedule {
+    herald_store::NewSchedule {
+        id: herald_core::ScheduleId::new(),
+        tenant_id: tenant,
+        fields: schedule_fields(name, template),
+        next_run_at,
+        created_at: at,
+    }
+}
+
+/// A scheduled firing of the occurrence at `fire_at`, moving the schedule on to `next`.
+pub fn firing(
+    tenant: TenantId,
+    schedule: herald_core::ScheduleId,
+    fire_at: i64,
+    next: Option<i64>,
+) -> herald_store::Firing {
+    herald_store::Firing {
+        id: herald_core::ScheduleRunId::new(),
+        schedule_id: schedule,
+        tenant_id: tenant,
+        trigger: herald_store::RunTrigger::Schedule,
+        fire_at,
+        expected_next_run_at: Some(fire_at),
+        next_run_at: next,
+        missed: 0,
+        error: None,
+        node: "n1".into(),
+        created_at: fire_at + 5,
+    }
+}
+
+/// A manual firing asked for at `at`.
+pub fn manual_firing(
+    tenant: TenantId,
+    schedule: herald_core::ScheduleId,
+    at: i64,
+) -> herald_store::Firing {
+    herald_store::Firing {
+        trigger: herald_store::RunTrigger::Manual,
+        expected_next_run_at: None,
+        next_run_at: None,
+        created_at: at,
+        ..firing(tenant, schedule, at, None)
+    }
+}
