@@ -172,7 +172,37 @@ fn sandbox<'s>() -> Environment<'s> {
     });
     // Keep the source's last newline: a text body usually ends with one.
     env.set_keep_trailing_newline(true);
+    env.set_formatter(escape_for_html);
     env
+}
+
+/// Writes a value into the output: in `html`, with the five characters that
+/// matter in HTML text and quoted attributes escaped (MiniJinja's own
+/// escaping also turns `/` into `&#x2f;`, which makes paths and URLs in
+/// mail hard to read and gains nothing); elsewhere as it is.
+fn escape_for_html(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if state.auto_escape() != AutoEscape::Html || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = value.to_string();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.write_str(&rest[..at])?;
+        out.write_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        })?;
+        rest = &rest[at + 1..];
+    }
+    out.write_str(rest)?;
+    Ok(())
 }
 
 /// The parts present, named as their fields.
