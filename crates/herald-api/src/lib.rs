@@ -9,8 +9,8 @@ pub mod gate;
 pub mod openapi;
 pub mod panic;
 pub mod password;
-pub mod scheduler;
 mod routes;
+pub mod scheduler;
 pub mod service;
 pub mod template;
 

@@ -290,9 +290,10 @@ impl Metrics {
     }
 
     /// Sets the installation's unfinished recipients by status.
-    pub fn queue_depth(&self, queued: u64, deferred: u64, sending: u64) {
+    pub fn queue_depth(&self, queued: u64, scheduled: u64, deferred: u64, sending: u64) {
         for (status, n) in [
             ("queued", queued),
+            ("scheduled", scheduled),
             ("deferred", deferred),
             ("sending", sending),
         ] {

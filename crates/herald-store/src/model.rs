@@ -854,6 +854,8 @@ pub struct MessageCounts {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueDepth {
     pub queued: u64,
+    /// Queued for a later `send_at`.
+    pub scheduled: u64,
     pub deferred: u64,
     pub sending: u64,
 }
@@ -863,6 +865,7 @@ impl QueueDepth {
     pub(crate) fn add(&mut self, status: &str, count: i64) {
         let slot = match status {
             "queued" => &mut self.queued,
+            "scheduled" => &mut self.scheduled,
             "deferred" => &mut self.deferred,
             "sending" => &mut self.sending,
             _ => return,

@@ -395,8 +395,11 @@ pub(crate) const MESSAGE_HEAD: &str = "SELECT subject, created_at, idempotency_k
 /// Unfinished recipients of the whole installation by status, for the
 /// metrics' queue depth (read every few seconds by a node that exports them,
 /// never per scrape). Only rows of the partial index `recipients_next_due`.
-pub(crate) const QUEUE_DEPTH: &str = "SELECT status, count(*) AS n FROM recipients WHERE status IN \
-     ('queued', 'deferred', 'sending') GROUP BY status";
+/// A queued recipient not due before `$1` (now) waits for its message's
+/// `send_at`: it is counted as scheduled.
+pub(crate) const QUEUE_DEPTH: &str = "SELECT CASE WHEN status = 'queued' AND due_at > $1 THEN 'scheduled' \
+     ELSE status END AS status, count(*) AS n FROM recipients WHERE status IN \
+     ('queued', 'deferred', 'sending') GROUP BY 1";
 pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \

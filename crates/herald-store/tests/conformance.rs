@@ -593,6 +593,7 @@ async fn messages_are_counted_by_their_derived_status(f: Fixture) {
         f.store.queue_depth().await.unwrap(),
         herald_store::QueueDepth {
             queued: 1,
+            scheduled: 0,
             deferred: 1,
             sending: 3,
         }

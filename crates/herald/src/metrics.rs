@@ -68,7 +68,9 @@ pub async fn count_queue(
 ) {
     while !*stop.borrow() {
         match store.queue_depth().await {
-            Ok(depth) => metrics.queue_depth(depth.queued, depth.deferred, depth.sending),
+            Ok(depth) => {
+                metrics.queue_depth(depth.queued, depth.scheduled, depth.deferred, depth.sending)
+            }
             Err(error) => tracing::warn!(%error, "could not count the queue for the metrics"),
         }
         tokio::select! {

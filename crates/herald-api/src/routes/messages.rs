@@ -603,12 +603,11 @@ fn page_size(input: &str) -> Result<u32, Invalid> {
 }
 
 fn message_status(input: &str) -> Result<RecipientStatus, Invalid> {
-    RecipientStatus::from_stored(input.trim())
-        .ok_or_else(|| {
-            Invalid::new(
-                "must be one of: scheduled, queued, sending, deferred, sent, failed, cancelled",
-            )
-        })
+    RecipientStatus::from_stored(input.trim()).ok_or_else(|| {
+        Invalid::new(
+            "must be one of: scheduled, queued, sending, deferred, sent, failed, cancelled",
+        )
+    })
 }
 
 fn source(input: &str) -> Result<String, Invalid> {

@@ -76,7 +76,9 @@ const MAX_RUNS: u32 = 500;
 fn runs_limit(input: &str) -> Result<u32, Invalid> {
     match input.trim().parse::<u32>() {
         Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
-        _ => Err(Invalid::new(format!("must be a number from 1 to {MAX_RUNS}"))),
+        _ => Err(Invalid::new(format!(
+            "must be a number from 1 to {MAX_RUNS}"
+        ))),
     }
 }
 

@@ -29,10 +29,7 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}/templates/{id}",
             get(show).patch(update).delete(remove),
         )
-        .route(
-            "/v1/tenants/{tenant}/templates/{id}/preview",
-            post(preview),
-        )
+        .route("/v1/tenants/{tenant}/templates/{id}/preview", post(preview))
 }
 
 /// A template's fields; all optional so the same shape serves create and
@@ -150,7 +147,9 @@ async fn preview(
     let id: TemplateId = path_id(&id, "template")?;
     let body: PreviewBody = body.parse_or_default()?;
     let template = state.store.template(tenant.id, id).await?;
-    let data = body.data.unwrap_or_else(|| Value::Object(Default::default()));
+    let data = body
+        .data
+        .unwrap_or_else(|| Value::Object(Default::default()));
     let (rendered, _) = service::templates::render(&template, &data)?;
     Ok(Json(rendered))
 }

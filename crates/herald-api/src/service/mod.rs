@@ -11,8 +11,8 @@ mod messages;
 mod nodes;
 mod people;
 mod providers;
-mod servers;
 pub(crate) mod schedules;
+mod servers;
 mod smtp;
 pub(crate) mod templates;
 mod tenants;
@@ -20,14 +20,11 @@ mod tokens;
 mod webhooks;
 
 pub use accounts::{create_account, delete_account};
-pub use messages::{
-    MessagePage, cancel_message, cursor, message, parse_cursor, search_messages,
-};
-pub use schedules::{create_schedule, delete_schedule, fire, run_schedule, update_schedule};
-pub use templates::{create_template, delete_template, find_template, update_template};
+pub use messages::{MessagePage, cancel_message, cursor, message, parse_cursor, search_messages};
 pub use nodes::worker_alive;
 pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
+pub use schedules::{create_schedule, delete_schedule, fire, run_schedule, update_schedule};
 pub use servers::{
     create_server, delete_server, egress_refusal, egress_warning, update_server,
     warnings_after_save, warnings_when_saved,
@@ -36,6 +33,7 @@ pub use smtp::{
     CreatedCredential, create_smtp_connector, create_smtp_credential, delete_smtp_connector,
     network, revoke_smtp_credential,
 };
+pub use templates::{create_template, delete_template, find_template, update_template};
 pub use tenants::{create_tenant, properties, refresh, set_entitlements, set_provider};
 pub use tokens::{CreatedToken, create_token, revoke_token};
 pub use webhooks::{
@@ -49,8 +47,8 @@ pub use crate::routes::name;
 pub use crate::routes::people::PersonBody;
 pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;
+pub use crate::routes::schedules::ScheduleBody;
 pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};
 pub use crate::routes::smtp::{ConnectorBody, CredentialBody};
-pub use crate::routes::schedules::ScheduleBody;
 pub use crate::routes::templates::{PreviewBody, TemplateBody};
 pub use crate::routes::webhooks::{RotateBody, WebhookBody};

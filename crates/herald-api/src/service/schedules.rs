@@ -60,14 +60,23 @@ async fn fields(
     if !data.is_object() {
         check.fail("data", "must be a JSON object");
     }
-    let recipients = |check: &mut Check, field: &str, given: Option<Vec<String>>, kept| {
-        match given {
-            Some(given) => crate::routes::messages::mailbox_list(check, field, &given),
-            None => kept,
-        }
+    let recipients = |check: &mut Check, field: &str, given: Option<Vec<String>>, kept| match given
+    {
+        Some(given) => crate::routes::messages::mailbox_list(check, field, &given),
+        None => kept,
     };
-    let to = recipients(&mut check, "to", body.to, base.map(|b| b.to.clone()).unwrap_or_default());
-    let cc = recipients(&mut check, "cc", body.cc, base.map(|b| b.cc.clone()).unwrap_or_default());
+    let to = recipients(
+        &mut check,
+        "to",
+        body.to,
+        base.map(|b| b.to.clone()).unwrap_or_default(),
+    );
+    let cc = recipients(
+        &mut check,
+        "cc",
+        body.cc,
+        base.map(|b| b.cc.clone()).unwrap_or_default(),
+    );
     let bcc: Vec<EmailAddress> = match body.bcc {
         Some(given) => crate::routes::messages::mailbox_list(&mut check, "bcc", &given)
             .into_iter()
@@ -123,8 +132,7 @@ fn next_run(fields: &ScheduleFields, now: i64) -> Result<Option<i64>, ApiError> 
     if !fields.enabled {
         return Ok(None);
     }
-    let recurrence =
-        Recurrence::parse(&fields.cron, &fields.timezone).map_err(ApiError::field)?;
+    let recurrence = Recurrence::parse(&fields.cron, &fields.timezone).map_err(ApiError::field)?;
     Ok(recurrence.next_after(now))
 }
 
@@ -344,9 +352,8 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
             template.name, template.version
         ))
     })?;
-    let subject = Subject::parse(&rendered.subject).map_err(|e| {
-        Composed::Refused(format!("the rendered subject is not valid: it {e}"))
-    })?;
+    let subject = Subject::parse(&rendered.subject)
+        .map_err(|e| Composed::Refused(format!("the rendered subject is not valid: it {e}")))?;
     let size = rendered.text.as_ref().map_or(0, String::len)
         + rendered.html.as_ref().map_or(0, String::len);
     if size > state.limits.max_message_bytes {

@@ -41,7 +41,7 @@ impl Queue for PgStore {
     async fn queue_depth(&self) -> Result<QueueDepth> {
         let c = client(&self.pool).await?;
         let mut depth = QueueDepth::default();
-        for row in query(&c, sql::QUEUE_DEPTH, &[]).await? {
+        for row in query(&c, sql::QUEUE_DEPTH, &[&now_ms()]).await? {
             depth.add(&get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
         }
         Ok(depth)

@@ -37,7 +37,7 @@ impl Queue for SqliteStore {
     async fn queue_depth(&self) -> Result<QueueDepth> {
         self.db
             .read(|c| {
-                let rows = list(c, sql::QUEUE_DEPTH, [], |r| {
+                let rows = list(c, sql::QUEUE_DEPTH, [now_ms()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })?;
                 let mut depth = QueueDepth::default();

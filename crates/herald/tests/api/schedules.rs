@@ -15,7 +15,12 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 fn ms(value: &Value) -> i64 {
-    parse_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}"))).unwrap()
+    parse_rfc3339(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("not a time: {value}")),
+    )
+    .unwrap()
 }
 
 /// A template `tick` that needs the variable `site`.
@@ -50,7 +55,11 @@ fn check_once_per_occurrence(runs: &[Value]) -> Vec<Value> {
         .collect();
     fired.sort_by_key(|r| ms(&r["fire_at"]));
     let seconds: BTreeSet<i64> = fired.iter().map(|r| ms(&r["fire_at"])).collect();
-    assert_eq!(seconds.len(), fired.len(), "an occurrence fired twice: {fired:#?}");
+    assert_eq!(
+        seconds.len(),
+        fired.len(),
+        "an occurrence fired twice: {fired:#?}"
+    );
     for pair in fired.windows(2) {
         let gap = (ms(&pair[1]["fire_at"]) - ms(&pair[0]["fire_at"])) / 1000;
         assert_eq!(
@@ -61,7 +70,10 @@ fn check_once_per_occurrence(runs: &[Value]) -> Vec<Value> {
         assert_eq!(pair[1]["caught_up"], pair[1]["missed"].as_i64() > Some(0));
     }
     for run in &fired {
-        assert!(run["message_id"].is_string(), "a firing without its message: {run}");
+        assert!(
+            run["message_id"].is_string(),
+            "a firing without its message: {run}"
+        );
     }
     fired
 }
@@ -72,13 +84,34 @@ async fn a_schedule_is_checked_when_saved() {
     let acme = app.tenant("acme").await;
     tick_template(&app, &acme).await;
     for (body, field) in [
-        (json!({"name": "s", "cron": "every minute", "template": "tick", "data": {"site": "x"}}), "cron"),
-        (json!({"name": "s", "cron": "* * *", "template": "tick", "data": {"site": "x"}}), "cron"),
-        (json!({"name": "s", "cron": "0 9 * * *", "timezone": "Mars/Olympus", "template": "tick", "data": {"site": "x"}}), "timezone"),
-        (json!({"name": "s", "cron": "0 9 * * *", "template": "nope", "data": {"site": "x"}}), "template"),
-        (json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": {}}), "data"),
-        (json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": [1]}), "data"),
-        (json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": {"site": "x"}, "to": ["not an address"]}), "to[0]"),
+        (
+            json!({"name": "s", "cron": "every minute", "template": "tick", "data": {"site": "x"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "s", "cron": "* * *", "template": "tick", "data": {"site": "x"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "s", "cron": "0 9 * * *", "timezone": "Mars/Olympus", "template": "tick", "data": {"site": "x"}}),
+            "timezone",
+        ),
+        (
+            json!({"name": "s", "cron": "0 9 * * *", "template": "nope", "data": {"site": "x"}}),
+            "template",
+        ),
+        (
+            json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": {}}),
+            "data",
+        ),
+        (
+            json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": [1]}),
+            "data",
+        ),
+        (
+            json!({"name": "s", "cron": "0 9 * * *", "template": "tick", "data": {"site": "x"}, "to": ["not an address"]}),
+            "to[0]",
+        ),
     ] {
         let (status, answer) = app.post_as_admin(&acme, "schedules", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
@@ -104,7 +137,10 @@ async fn a_schedule_is_checked_when_saved() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let next = ms(&schedule["next_run_at"]);
-    assert!(next > now_ms() && next <= now_ms() + 24 * 3600 * 1000, "{schedule}");
+    assert!(
+        next > now_ms() && next <= now_ms() + 24 * 3600 * 1000,
+        "{schedule}"
+    );
     let hour_utc = (next / 3_600_000) % 24;
     assert!(hour_utc == 7 || hour_utc == 8, "{schedule}");
     assert_eq!(next % 3_600_000, 0);
@@ -169,7 +205,10 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
     // Each firing's message goes out, to the fallback recipient.
     let received = smtp.wait_for_messages(fired.len(), DEADLINE).await;
     assert!(received.iter().all(|m| m.rcpt_to == ["ops@acme.example"]));
-    assert_eq!(received[0].header("Subject").as_deref(), Some("Tick from berlin"));
+    assert_eq!(
+        received[0].header("Subject").as_deref(),
+        Some("Tick from berlin")
+    );
     for run in &fired {
         let message = app
             .wait_for_status(&acme, run["message_id"].as_str().unwrap(), "sent")
@@ -193,7 +232,9 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
 
     // Another tenant sees none of it.
     let other = app.tenant("other").await;
-    let (status, _) = app.get_as_admin(&other, &format!("schedules/{id}/runs")).await;
+    let (status, _) = app
+        .get_as_admin(&other, &format!("schedules/{id}/runs"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app
         .post_as_admin(&other, &format!("schedules/{id}/run"), json!({}))
@@ -204,12 +245,22 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
 /// A node on the shared database.
 async fn pg_node(db: &TestDatabase, name: &str) -> NodeProcess {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--database-url", db.url(), "--node-name", name, "--heartbeat", "300ms"];
+    let args = [
+        "--database-url",
+        db.url(),
+        "--node-name",
+        name,
+        "--heartbeat",
+        "300ms",
+    ];
     start_process(
         dir.path(),
         &args,
         &[
-            ("HERALD_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "HERALD_MASTER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
             ("HERALD_LOG", "warn"),
         ],
     )
@@ -273,15 +324,25 @@ async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_do
     let fired = check_once_per_occurrence(&all);
     let catch_ups: Vec<&Value> = fired.iter().filter(|r| r["caught_up"] == true).collect();
     assert_eq!(catch_ups.len(), 1, "one catch-up firing: {fired:#?}");
-    assert!(catch_ups[0]["missed"].as_i64().unwrap() >= 2, "{:?}", catch_ups[0]);
+    assert!(
+        catch_ups[0]["missed"].as_i64().unwrap() >= 2,
+        "{:?}",
+        catch_ups[0]
+    );
     // One message per firing, each delivered once.
-    let messages: BTreeSet<&str> = fired.iter().map(|r| r["message_id"].as_str().unwrap()).collect();
+    let messages: BTreeSet<&str> = fired
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap())
+        .collect();
     assert_eq!(messages.len(), fired.len());
     let received = smtp.wait_for_messages(fired.len(), DEADLINE).await;
     assert!(received.len() >= fired.len());
     let client = db.client().await;
     let stored: i64 = client
-        .query_one("SELECT count(*) FROM messages WHERE source = 'schedule'", &[])
+        .query_one(
+            "SELECT count(*) FROM messages WHERE source = 'schedule'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

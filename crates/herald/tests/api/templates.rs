@@ -72,7 +72,11 @@ async fn a_syntax_error_is_refused_with_its_part_line_and_column() {
     let created = create_template(&app, &acme, disk_full()).await;
     let id = created["id"].as_str().unwrap();
     let (status, answer) = app
-        .patch_as_admin(&acme, &format!("templates/{id}"), json!({"subject": "{% if x %}"}))
+        .patch_as_admin(
+            &acme,
+            &format!("templates/{id}"),
+            json!({"subject": "{% if x %}"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(field_errors(&answer)[0].0, "subject");
@@ -92,12 +96,19 @@ async fn names_are_unique_and_every_change_is_a_new_version() {
 
     let id = created["id"].as_str().unwrap();
     let (status, changed) = app
-        .patch_as_admin(&acme, &format!("templates/{id}"), json!({"text": "Short: {{ volume }}"}))
+        .patch_as_admin(
+            &acme,
+            &format!("templates/{id}"),
+            json!({"text": "Short: {{ volume }}"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["version"], 2);
     assert_eq!(changed["text"], "Short: {{ volume }}");
-    assert_eq!(changed["html"], created["html"], "what was not given is kept");
+    assert_eq!(
+        changed["html"], created["html"],
+        "what was not given is kept"
+    );
     // A blank html removes it; a template keeps at least one part.
     let (status, changed) = app
         .patch_as_admin(&acme, &format!("templates/{id}"), json!({"html": ""}))
@@ -210,8 +221,14 @@ async fn a_message_names_a_template_and_a_missing_variable_refuses_it() {
     assert_eq!(message["template"]["version"], 1);
     let received = smtp.wait_for_messages(1, DEADLINE).await;
     let data = String::from_utf8_lossy(&received[0].data).into_owned();
-    assert!(data.contains("/var <b>& co</b> is full."), "text is not escaped: {data}");
-    assert!(data.contains("&lt;b&gt;&amp;&lt;/b&gt;"), "html is escaped: {data}");
+    assert!(
+        data.contains("/var <b>& co</b> is full."),
+        "text is not escaped: {data}"
+    );
+    assert!(
+        data.contains("&lt;b&gt;&amp;&lt;/b&gt;"),
+        "html is escaped: {data}"
+    );
 }
 
 #[tokio::test]
@@ -252,12 +269,18 @@ async fn a_scheduled_message_waits_for_its_time_and_keeps_what_it_was_rendered_t
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
-    assert!(smtp.messages().is_empty(), "nothing is sent before its time");
+    assert!(
+        smtp.messages().is_empty(),
+        "nothing is sent before its time"
+    );
 
     let message = app.wait_for_status(&acme, &id, "sent").await;
     let attempt = first_attempt_of(&message);
     let sent_at = parse_rfc3339(attempt["at"].as_str().unwrap()).unwrap();
-    assert!(sent_at >= send_at, "sent at {sent_at}, before its time {send_at}");
+    assert!(
+        sent_at >= send_at,
+        "sent at {sent_at}, before its time {send_at}"
+    );
     assert_eq!(message["template"]["version"], 1);
     let received = smtp.wait_for_messages(1, DEADLINE).await;
     assert_eq!(
@@ -274,7 +297,10 @@ async fn send_at_is_checked() {
     let acme = app.tenant("acme").await;
     for (send_at, rule) in [
         ("tomorrow", "RFC 3339"),
-        (rfc3339(now_ms() + 400 * 24 * 3600 * 1000).as_str(), "a year"),
+        (
+            rfc3339(now_ms() + 400 * 24 * 3600 * 1000).as_str(),
+            "a year",
+        ),
     ] {
         let (status, answer) = app
             .post_as_sender(
@@ -330,7 +356,10 @@ async fn a_waiting_message_can_be_cancelled_and_one_being_sent_cannot() {
         .delete_as_admin(&acme, &format!("messages/{}", sending[0]))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    assert!(answer["detail"].as_str().unwrap().contains("sending"), "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("sending"),
+        "{answer}"
+    );
     // Another tenant's message is not found.
     let other = app.tenant("other").await;
     let (status, _) = app.delete_as_admin(&other, &format!("messages/{id}")).await;
