@@ -2,8 +2,9 @@
 //! exactly what its role and tenant allow, and another tenant's objects are 404, never 403.
 //!
 //! One node serves the whole matrix. Tenant `acme` is fully populated through the API (an
-//! SMTP server, an account on it, a provider made active, a message, a member and an extra
-//! token), and tenant `globex` holds only its own tokens. Each route is then called with no
+//! SMTP server, an account on it, a provider made active, a message scheduled an hour ahead
+//! so that it can still be cancelled, a template, a schedule that never fires during the
+//! test, a member and an extra token), and tenant `globex` holds only its own tokens. Each route is then called with no
 //! token, an unknown token, a revoked token, the operator's token, acme's administrator and
 //! sender tokens, and globex's administrator and sender tokens aimed at acme's objects.
 //! Routes that name an object by id are also called by globex on its own tenant with acme's
@@ -23,6 +24,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
+use herald_core::timestamp::{now_ms, rfc3339};
 use herald_testsmtp::TestSmtpServer;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -119,6 +121,21 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/tenants/{tenant}/messages/batch", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages", Access::Reader, OK),
     ep("GET", "/v1/tenants/{tenant}/messages/{id}", Access::Reader, OK),
+    // Cancelling answers the message, now cancelled, which stays readable.
+    ep("DELETE", "/v1/tenants/{tenant}/messages/{id}", Access::Reader, OK),
+    ep("POST", "/v1/tenants/{tenant}/templates", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/templates", Access::Reader, OK),
+    ep("GET", "/v1/tenants/{tenant}/templates/{id}", Access::Reader, OK),
+    ep("PATCH", "/v1/tenants/{tenant}/templates/{id}", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/templates/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/templates/{id}/preview", Access::Reader, OK),
+    ep("POST", "/v1/tenants/{tenant}/schedules", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/schedules", Access::Admin, OK),
+    ep("GET", "/v1/tenants/{tenant}/schedules/{id}", Access::Admin, OK),
+    ep("PATCH", "/v1/tenants/{tenant}/schedules/{id}", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/schedules/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/schedules/{id}/run", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/schedules/{id}/runs", Access::Admin, OK),
     ep("POST", "/v1/tenants/{tenant}/smtp-credentials", Access::Admin, CREATED),
     ep("GET", "/v1/tenants/{tenant}/smtp-credentials", Access::Admin, OK),
     ep("DELETE", "/v1/tenants/{tenant}/smtp-credentials/{id}", Access::Admin, GONE),
@@ -282,6 +299,8 @@ enum Kind {
     SmtpCredential,
     SmtpConnector,
     Webhook,
+    Template,
+    Schedule,
 }
 
 fn kind_of(template: &str) -> Option<Kind> {
@@ -300,6 +319,8 @@ fn kind_of(template: &str) -> Option<Kind> {
         (_, "smtp-credentials") => Kind::SmtpCredential,
         (_, "smtp-connectors") => Kind::SmtpConnector,
         (_, "webhooks") => Kind::Webhook,
+        (_, "templates") => Kind::Template,
+        (_, "schedules") => Kind::Schedule,
         (_, other) => panic!("no id kind for {other} in {template}"),
     })
 }
@@ -318,6 +339,8 @@ struct Ids {
     smtp_credential: String,
     smtp_connector: String,
     webhook: String,
+    template: String,
+    schedule: String,
 }
 
 impl Ids {
@@ -334,6 +357,8 @@ impl Ids {
             smtp_credential: NO_ID.into(),
             smtp_connector: NO_ID.into(),
             webhook: NO_ID.into(),
+            template: NO_ID.into(),
+            schedule: NO_ID.into(),
         }
     }
 
@@ -349,11 +374,13 @@ impl Ids {
             Kind::SmtpCredential => self.smtp_credential = id,
             Kind::SmtpConnector => self.smtp_connector = id,
             Kind::Webhook => self.webhook = id,
+            Kind::Template => self.template = id,
+            Kind::Schedule => self.schedule = id,
         }
     }
 
     /// Every id, to look for in another tenant's answers.
-    fn all(&self) -> [&str; 9] {
+    fn all(&self) -> [&str; 11] {
         [
             &self.person,
             &self.token,
@@ -364,6 +391,8 @@ impl Ids {
             &self.smtp_credential,
             &self.smtp_connector,
             &self.webhook,
+            &self.template,
+            &self.schedule,
         ]
     }
 }
@@ -387,6 +416,8 @@ fn fill(template: &str, slug: &str, ids: &Ids) -> String {
                 "smtp-credentials" => &ids.smtp_credential,
                 "smtp-connectors" => &ids.smtp_connector,
                 "webhooks" => &ids.webhook,
+                "templates" => &ids.template,
+                "schedules" => &ids.schedule,
                 other => panic!("no id for {other} in {template}"),
             },
             plain => plain,
@@ -486,6 +517,22 @@ async fn setup(
     answer.body
 }
 
+/// A time an hour ahead: a message to be sent then stays scheduled for the whole test.
+fn an_hour_ahead() -> String {
+    rfc3339(now_ms() + 3_600_000)
+}
+
+/// A template named `name` using one variable, `site`.
+fn template_body(name: &str) -> Value {
+    json!({"name": name, "subject": "Notice for {{ site }}", "text": "Hello {{ site }}"})
+}
+
+/// A schedule of `template` that fires on the first of January only, so never during the
+/// test, with the data the template needs.
+fn schedule_body(name: &str, template: &str) -> Value {
+    json!({"name": name, "cron": "0 0 1 1 *", "template": template, "data": {"site": name}})
+}
+
 fn id(body: &Value) -> String {
     body["id"]
         .as_str()
@@ -569,13 +616,32 @@ async fn world() -> World {
     )
     .await;
     let idempotency_key = "order-1";
+    // Scheduled, so that a cancellation some caller should not be allowed would show.
     let message = app
         .submit(
             &acme,
             json!({"to": ["someone@example.com"], "subject": "acme only", "text": "hello",
-                   "idempotency_key": idempotency_key}),
+                   "idempotency_key": idempotency_key, "send_at": an_hour_ahead()}),
         )
         .await;
+    let template = id(&setup(
+        &app,
+        "POST",
+        &a("/templates"),
+        &acme.admin,
+        Some(template_body("notice")),
+        CREATED,
+    )
+    .await);
+    let schedule = id(&setup(
+        &app,
+        "POST",
+        &a("/schedules"),
+        &acme.admin,
+        Some(schedule_body("nightly", &template)),
+        CREATED,
+    )
+    .await);
     let extra = setup(
         &app,
         "POST",
@@ -666,6 +732,8 @@ async fn world() -> World {
             smtp_credential,
             smtp_connector,
             webhook,
+            template,
+            schedule,
         },
         networks: std::sync::atomic::AtomicU32::new(0),
         acme_id,
@@ -720,7 +788,17 @@ impl World {
                 "name": tag, "host": "127.0.0.1", "port": self.smtp.port(), "security": "none"
             }),
             ("PATCH", "/v1/tenants/{tenant}/smtp-servers/{id}")
-            | ("PATCH", "/v1/tenants/{tenant}/providers/{id}") => json!({ "name": tag }),
+            | ("PATCH", "/v1/tenants/{tenant}/providers/{id}")
+            | ("PATCH", "/v1/tenants/{tenant}/templates/{id}") => json!({ "name": tag }),
+            ("PATCH", "/v1/tenants/{tenant}/schedules/{id}") => {
+                // A denied call tries to turn acme's schedule off.
+                json!({"name": tag, "enabled": allowed})
+            }
+            ("POST", "/v1/tenants/{tenant}/templates") => template_body(tag),
+            ("POST", "/v1/tenants/{tenant}/templates/{id}/preview") => {
+                json!({"data": {"site": tag}})
+            }
+            ("POST", "/v1/tenants/{tenant}/schedules") => schedule_body(tag, &self.ids.template),
             ("POST", "/v1/tenants/{tenant}/smtp-servers/{id}/accounts") => {
                 json!({"username": tag, "password": "s3cret", "person_id": self.ids.person})
             }
@@ -764,42 +842,68 @@ impl World {
     /// for a token, its secret.
     async fn throwaway(&self, kind: Kind, tag: &str) -> (String, Option<String>) {
         let a = |rest: &str| format!("/v1/tenants/acme{rest}");
-        let (path, body) = match kind {
+        let (path, body, created) = match kind {
+            // A message is not deleted but cancelled, which needs one still waiting.
+            Kind::Message => {
+                let body = json!({"to": ["someone@example.com"], "subject": tag, "text": "hello",
+                                  "send_at": an_hour_ahead()});
+                (a("/messages"), body, ACCEPTED)
+            }
+            Kind::Template => (a("/templates"), template_body(tag), CREATED),
+            Kind::Schedule => (
+                a("/schedules"),
+                schedule_body(tag, &self.ids.template),
+                CREATED,
+            ),
             Kind::Person => (
                 a("/persons"),
                 json!({"name": tag, "email": format!("{tag}@acme.example")}),
+                CREATED,
             ),
-            Kind::Token => (a("/tokens"), json!({"name": tag, "role": "sender"})),
-            Kind::OperatorToken => ("/v1/operator/tokens".to_owned(), json!({ "name": tag })),
+            Kind::Token => (
+                a("/tokens"),
+                json!({"name": tag, "role": "sender"}),
+                CREATED,
+            ),
+            Kind::OperatorToken => (
+                "/v1/operator/tokens".to_owned(),
+                json!({ "name": tag }),
+                CREATED,
+            ),
             Kind::Server => (
                 a("/smtp-servers"),
                 json!({"name": tag, "host": "127.0.0.1", "port": self.smtp.port(), "security": "none"}),
+                CREATED,
             ),
             Kind::Account => (
                 a(&format!("/smtp-servers/{}/accounts", self.ids.server)),
                 json!({"username": tag, "person_id": self.ids.person}),
+                CREATED,
             ),
             Kind::Provider => (
                 a("/providers"),
                 json!({"name": tag, "smtp_server_id": self.ids.server, "from_address": "alerts@acme.example"}),
+                CREATED,
             ),
-            Kind::Message => panic!("messages cannot be deleted"),
-            Kind::SmtpCredential => (a("/smtp-credentials"), json!({ "name": tag })),
+            Kind::SmtpCredential => (a("/smtp-credentials"), json!({ "name": tag }), CREATED),
             Kind::SmtpConnector => (
                 a("/smtp-connectors"),
                 json!({"name": tag, "cidrs": [self.fresh_network()]}),
+                CREATED,
             ),
             Kind::Webhook => (
                 a("/webhooks"),
                 json!({"url": webhook_url(&self.app), "events": ["message.sent"]}),
+                CREATED,
             ),
         };
-        let body = setup(&self.app, "POST", &path, OPERATOR, Some(body), CREATED).await;
+        let body = setup(&self.app, "POST", &path, OPERATOR, Some(body), created).await;
         (id(&body), body["token"].as_str().map(str::to_owned))
     }
 
     /// Whether acme's object a DELETE route names is still there: read back by the
-    /// operator, or for a token, used.
+    /// operator, or for a token, used. A message is there while it is still scheduled:
+    /// once cancelled (or sent) this answers 410 Gone.
     async fn exists(&self, template: &str, ids: &Ids, secret: &str) -> StatusCode {
         if kind_of(template) == Some(Kind::Token) {
             // Tokens have no GET; a token that still exists still authenticates.
@@ -832,9 +936,15 @@ impl World {
         }
         // Read it back in acme whichever tenant the deletion was aimed at.
         let path = fill(template, "acme", ids);
-        send(&self.app, "GET", &path, Some(OPERATOR), None)
-            .await
-            .status
+        let answer = send(&self.app, "GET", &path, Some(OPERATOR), None).await;
+        if kind_of(template) == Some(Kind::Message)
+            && answer.status == StatusCode::OK
+            && answer.body["status"] != "scheduled"
+        {
+            // A cancelled message stays readable; what its deletion ends is its waiting.
+            return StatusCode::GONE;
+        }
+        answer.status
     }
 }
 
@@ -919,14 +1029,18 @@ async fn every_route_answers_every_caller_as_its_role_and_tenant_allow() {
                     }
                     if deletes {
                         let status = world.exists(endpoint.template, &ids, &secret).await;
-                        let gone = if matches!(
-                            kind_of(endpoint.template),
-                            Some(Kind::Token | Kind::OperatorToken)
-                        ) {
-                            StatusCode::UNAUTHORIZED
-                        } else {
-                            StatusCode::NOT_FOUND
+                        let gone = match kind_of(endpoint.template) {
+                            Some(Kind::Token | Kind::OperatorToken) => StatusCode::UNAUTHORIZED,
+                            Some(Kind::Message) => StatusCode::GONE,
+                            _ => StatusCode::NOT_FOUND,
                         };
+                        if kind_of(endpoint.template) == Some(Kind::Message)
+                            && answer.body["status"] != "cancelled"
+                        {
+                            failures.push(format!(
+                                "{cell}: expected the message, now cancelled, got {answer}"
+                            ));
+                        }
                         if status != gone {
                             failures.push(format!(
                                 "{cell}: the deleted object still answers {status}, expected {gone}"
@@ -1018,6 +1132,8 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
             ("/smtp-servers".to_owned(), "name"),
             ("/providers".to_owned(), "name"),
             ("/messages?limit=500".to_owned(), "subject"),
+            ("/templates".to_owned(), "name"),
+            ("/schedules".to_owned(), "name"),
             (format!("/smtp-servers/{}/accounts", ids.server), "username"),
         ];
         for (rest, field) in lists {
@@ -1077,6 +1193,8 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
         "/v1/tenants/{tenant}/providers/{id}",
         "/v1/tenants/{tenant}/messages/{id}",
         "/v1/tenants/{tenant}/webhooks/{id}",
+        "/v1/tenants/{tenant}/templates/{id}",
+        "/v1/tenants/{tenant}/schedules/{id}",
     ] {
         let (path, answer) = get(fill(template, "acme", ids)).await;
         if answer.status != StatusCode::OK {
@@ -1097,6 +1215,12 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
     .await;
     if extra.status != StatusCode::OK {
         failures.push(format!("acme's extra token no longer works: {extra}"));
+    }
+    let (path, message) = get(fill("/v1/tenants/{tenant}/messages/{id}", "acme", ids)).await;
+    if message.body["status"] != "scheduled" {
+        failures.push(format!(
+            "GET {path}: acme's message is no longer scheduled: {message}"
+        ));
     }
 }
 
@@ -1333,6 +1457,20 @@ async fn acme_ids_in_globex_bodies_and_lists_reveal_nothing() {
             json!({"notification_provider_id": ids.provider}),
             json!({"notification_provider_id": NO_ID}),
             "notification_provider_id",
+        ),
+        (
+            "POST",
+            g("/schedules"),
+            schedule_body("s1", &ids.template),
+            schedule_body("s1", NO_ID),
+            "template",
+        ),
+        (
+            "POST",
+            g("/messages"),
+            json!({"to": ["x@globex.example"], "template": ids.template, "data": {"site": "x"}}),
+            json!({"to": ["x@globex.example"], "template": NO_ID, "data": {"site": "x"}}),
+            "template",
         ),
     ];
     let mut failures = Vec::new();

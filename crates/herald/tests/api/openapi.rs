@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use herald_core::timestamp::{now_ms, rfc3339};
 use herald_testkit::{Dependency, require};
 use herald_testsmtp::TestSmtpServer;
 use reqwest::{Method, StatusCode};
@@ -662,6 +663,239 @@ async fn real_answers_match_the_documented_schemas() {
         )
         .await;
     assert!(page["next_cursor"].is_string(), "{page}");
+
+    // A template, previewed, used by a schedule that runs on demand and by a message to be
+    // sent in an hour, which is cancelled. The provider made active above sends the run.
+    let template = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/templates",
+            &t("/templates"),
+            admin,
+            Some(json!({"name": "disk-full", "description": "Disk alarms",
+                        "subject": "Disk {{ volume }} is full", "text": "{{ volume }} is full",
+                        "html": "<p>{{ volume }} is full</p>"})),
+            S::CREATED,
+        )
+        .await;
+    let template_id = template["id"].as_str().unwrap().to_owned();
+    let template = format!("/templates/{template_id}");
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/templates",
+        &t("/templates"),
+        sender,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/templates/{id}",
+        &t(&template),
+        sender,
+        None,
+        S::OK,
+    )
+    .await;
+    let changed = walk
+        .call(
+            M::PATCH,
+            "/v1/tenants/{tenant}/templates/{id}",
+            &t(&template),
+            admin,
+            Some(json!({"description": "", "html": ""})),
+            S::OK,
+        )
+        .await;
+    assert_eq!(changed["version"], 2, "{changed}");
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/templates/{id}/preview",
+        &t(&format!("{template}/preview")),
+        sender,
+        Some(json!({"data": {"volume": "/var"}})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/templates/{id}/preview",
+        &t(&format!("{template}/preview")),
+        sender,
+        Some(json!({"data": {}})),
+        S::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    // The first of January only: it never fires by itself during the test.
+    let schedule = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/schedules",
+            &t("/schedules"),
+            admin,
+            Some(
+                json!({"name": "yearly", "cron": "0 0 1 1 *", "timezone": "Europe/Berlin",
+                        "template": "disk-full", "data": {"volume": "/var"},
+                        "to": ["ops@acme.example"]}),
+            ),
+            S::CREATED,
+        )
+        .await;
+    let schedule = format!("/schedules/{}", schedule["id"].as_str().unwrap());
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/schedules",
+        &t("/schedules"),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/schedules/{id}",
+        &t(&schedule),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    let disabled = walk
+        .call(
+            M::PATCH,
+            "/v1/tenants/{tenant}/schedules/{id}",
+            &t(&schedule),
+            admin,
+            Some(json!({"enabled": false, "cc": ["desk@acme.example"]})),
+            S::OK,
+        )
+        .await;
+    assert!(disabled["next_run_at"].is_null(), "{disabled}");
+    let run = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/schedules/{id}/run",
+            &t(&format!("{schedule}/run")),
+            admin,
+            None,
+            S::CREATED,
+        )
+        .await;
+    let run_message = run["message_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&acme, &run_message, "sent").await;
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/schedules/{id}/runs",
+        &t(&format!("{schedule}/runs")),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    // A template that needs more than the schedule's data: the run is refused and recorded.
+    walk.call(
+        M::PATCH,
+        "/v1/tenants/{tenant}/templates/{id}",
+        &t(&template),
+        admin,
+        Some(json!({"text": "{{ volume }} on {{ host }}"})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/schedules/{id}/run",
+        &t(&format!("{schedule}/run")),
+        admin,
+        None,
+        S::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let runs = walk
+        .call(
+            M::GET,
+            "/v1/tenants/{tenant}/schedules/{id}/runs",
+            &t(&format!("{schedule}/runs?limit=10")),
+            admin,
+            None,
+            S::OK,
+        )
+        .await;
+    assert!(runs[0]["error"].is_string(), "{runs}");
+    assert_eq!(runs[1]["status"], "sent", "{runs}");
+    let later = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/messages",
+            &t("/messages"),
+            sender,
+            Some(json!({"to": ["ops@acme.example"], "template": template_id,
+                        "data": {"volume": "/var", "host": "db1"},
+                        "send_at": rfc3339(now_ms() + 3_600_000)})),
+            S::ACCEPTED,
+        )
+        .await;
+    let later = format!("/messages/{}", later["id"].as_str().unwrap());
+    let shown = walk
+        .call(
+            M::GET,
+            "/v1/tenants/{tenant}/messages/{id}",
+            &t(&later),
+            sender,
+            None,
+            S::OK,
+        )
+        .await;
+    assert!(shown["send_at"].is_string(), "{shown}");
+    assert_eq!(shown["template"]["version"], 3, "{shown}");
+    let cancelled = walk
+        .call(
+            M::DELETE,
+            "/v1/tenants/{tenant}/messages/{id}",
+            &t(&later),
+            sender,
+            None,
+            S::OK,
+        )
+        .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/messages/{id}",
+        &t(&later),
+        sender,
+        None,
+        S::CONFLICT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/templates/{id}",
+        &t(&template),
+        admin,
+        None,
+        S::CONFLICT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/schedules/{id}",
+        &t(&schedule),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/templates/{id}",
+        &t(&template),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
 
     // SMTP submission's credentials and connectors.
     let credential = walk
