@@ -584,7 +584,7 @@ struct ListQuery {
     /// Only messages created before this time (RFC 3339).
     #[param(format = DateTime)]
     until: Option<String>,
-    /// Only messages from this source: `api` or `smtp`.
+    /// Only messages from this source: `api`, `smtp` or `schedule`.
     source: Option<String>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,

@@ -48,10 +48,14 @@ async fn fields(
         .map(|t| t.trim().to_owned())
         .or_else(|| base.map(|b| b.timezone.clone()))
         .unwrap_or_else(|| "UTC".to_owned());
-    if let Some(cron) = &cron
-        && let Err(e) = Recurrence::parse(cron, &timezone)
-    {
-        check.push(e);
+    if let Some(cron) = &cron {
+        match Recurrence::parse(cron, &timezone) {
+            Err(e) => check.push(e),
+            Ok(recurrence) if recurrence.next_after(now_ms()).is_none() => {
+                check.fail("cron", "never matches a date to come (such as 30 February)");
+            }
+            Ok(_) => {}
+        }
     }
     let data = body
         .data
