@@ -468,12 +468,7 @@ async fn prepare(
     };
     let used_fallback = given_to.is_empty() && cc.is_empty() && bcc.is_empty();
     if used_fallback {
-        // The provider this node would send through now, as its cache knows it.
-        let fallback = match state.cache.get(&*state.store, tenant.id).await? {
-            Some(config) => config.provider.settings.fallback_recipient,
-            None => state.default_provider.fallback.clone(),
-        };
-        match fallback {
+        match crate::service::fallback_recipient(state, tenant.id).await? {
             Some(address) => to.push(address.into()),
             None => {
                 return Err(ApiError::field(

@@ -76,6 +76,18 @@ pub async fn search_messages(
     })
 }
 
+/// The fallback recipient of the provider this node would send the
+/// tenant's mail through now (as its cache knows it), if it has one.
+pub async fn fallback_recipient(
+    state: &AppState,
+    tenant: herald_core::TenantId,
+) -> Result<Option<herald_core::EmailAddress>, herald_store::StoreError> {
+    Ok(match state.cache.get(&*state.store, tenant).await? {
+        Some(config) => config.provider.settings.fallback_recipient,
+        None => state.default_provider.fallback.clone(),
+    })
+}
+
 /// Cancels a message none of whose recipients is being sent or final yet
 /// (a scheduled one, typically): it becomes `cancelled` and is never sent.
 /// A message already being sent or done is a 409 saying so.

@@ -20,7 +20,9 @@ mod tokens;
 mod webhooks;
 
 pub use accounts::{create_account, delete_account};
-pub use messages::{MessagePage, cancel_message, cursor, message, parse_cursor, search_messages};
+pub use messages::{
+    MessagePage, cancel_message, cursor, fallback_recipient, message, parse_cursor, search_messages,
+};
 pub use nodes::worker_alive;
 pub use people::{create_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};

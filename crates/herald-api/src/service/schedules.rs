@@ -369,11 +369,7 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
     let mut to = fields.to.clone();
     let used_fallback = to.is_empty() && fields.cc.is_empty() && fields.bcc.is_empty();
     if used_fallback {
-        let fallback = match state.cache.get(&*state.store, tenant).await? {
-            Some(config) => config.provider.settings.fallback_recipient,
-            None => state.default_provider.fallback.clone(),
-        };
-        match fallback {
+        match crate::service::fallback_recipient(state, tenant).await? {
             Some(address) => to.push(address.into()),
             None => {
                 return Err(Composed::Refused(

@@ -200,6 +200,21 @@ pub async fn submit_until_each_reaches_data(
     ids
 }
 
+/// The field errors of a 422 answer, as (field, rule).
+pub fn field_errors(answer: &Value) -> Vec<(String, String)> {
+    answer["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors in {answer}"))
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The attempts on the message's first recipient.
 pub fn attempts_of(message: &Value) -> &Vec<Value> {
     message["recipients"][0]["attempts"]

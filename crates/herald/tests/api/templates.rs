@@ -10,21 +10,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// The field errors of a 422 answer, as (field, rule).
-fn field_errors(answer: &Value) -> Vec<(String, String)> {
-    answer["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {answer}"))
-        .iter()
-        .map(|e| {
-            (
-                e["field"].as_str().unwrap().to_owned(),
-                e["rule"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// Creates a template; returns the answer.
 async fn create_template(app: &TestApp, tenant: &TestTenant, body: Value) -> Value {
     let (status, created) = app.post_as_admin(tenant, "templates", body).await;

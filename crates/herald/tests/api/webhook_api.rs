@@ -12,21 +12,6 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::receiver::{Receiver, Reply};
 
-/// The field errors of a 422 answer, as (field, rule).
-fn field_errors(answer: &Value) -> Vec<(String, String)> {
-    answer["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {answer}"))
-        .iter()
-        .map(|e| {
-            (
-                e["field"].as_str().unwrap().to_owned(),
-                e["rule"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// Creates a webhook; returns the answer.
 async fn create(app: &TestApp, tenant: &TestTenant, body: Value) -> Value {
     let (status, created) = app.post_as_admin(tenant, "webhooks", body).await;
