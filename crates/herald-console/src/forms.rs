@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use herald_api::ApiError;
 use herald_api::service::{
-    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ServerBody, WebhookBody,
+    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ScheduleBody, ServerBody,
+    TemplateBody, WebhookBody,
 };
 use herald_core::FieldError;
-use herald_store::{Provider, SmtpServer};
+use herald_store::{Provider, Schedule, SmtpServer, Template};
 use serde::{Deserialize, Serialize};
 
 /// Field name to the rule it broke, as shown beside the field.
@@ -475,6 +476,140 @@ impl WebhookForm {
     }
 }
 
+/// A message template as typed: its name, description and the three parts' sources.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TemplateForm {
+    pub name: String,
+    pub description: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl TemplateForm {
+    pub fn from_template(template: &Template) -> TemplateForm {
+        let c = &template.content;
+        TemplateForm {
+            name: template.name.clone(),
+            description: template.description.clone().unwrap_or_default(),
+            subject: c.subject.clone(),
+            text: c.text.clone().unwrap_or_default(),
+            html: c.html.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The API's body. A browser sends a textarea's line breaks as CRLF;
+    /// they are kept as LF so a saved template reads as it was typed.
+    pub fn body(&self, editing: bool) -> TemplateBody {
+        let lf = |s: &str| s.replace("\r\n", "\n");
+        // Creating: an empty optional part is absent. Editing: sent as typed,
+        // since a blank description, text or html removes it.
+        let optional = |s: &str| Some(lf(s)).filter(|s| editing || !s.trim().is_empty());
+        TemplateBody {
+            name: required(&self.name, editing),
+            description: optional(&self.description),
+            subject: required(&self.subject, editing),
+            text: optional(&self.text),
+            html: optional(&self.html),
+        }
+    }
+}
+
+/// A recurring schedule as typed: the data as JSON text, the recipients one
+/// per line or separated by commas.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ScheduleForm {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    /// The template's id, from the list of the tenant's templates.
+    pub template: String,
+    pub data: String,
+    pub to: String,
+    pub cc: String,
+    pub bcc: String,
+    /// A checkbox: present when ticked.
+    pub enabled: Option<String>,
+}
+
+/// Addresses one per line or separated by commas, without the empty entries
+/// a blank line or a trailing comma leave; the API's `to[i]` counts these.
+fn addresses(typed: &str) -> Vec<String> {
+    typed
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl ScheduleForm {
+    /// The form of a new schedule: UTC, data `{}`, on.
+    pub fn new() -> ScheduleForm {
+        ScheduleForm {
+            timezone: "UTC".into(),
+            data: "{}".into(),
+            enabled: Some("on".into()),
+            ..ScheduleForm::default()
+        }
+    }
+
+    pub fn from_schedule(schedule: &Schedule) -> ScheduleForm {
+        let f = &schedule.fields;
+        let lines = |list: Vec<String>| list.join("\n");
+        ScheduleForm {
+            name: f.name.clone(),
+            cron: f.cron.clone(),
+            timezone: f.timezone.clone(),
+            template: f.template_id.to_string(),
+            data: serde_json::to_string_pretty(&f.data).unwrap_or_default(),
+            to: lines(f.to.iter().map(ToString::to_string).collect()),
+            cc: lines(f.cc.iter().map(ToString::to_string).collect()),
+            bcc: lines(f.bcc.iter().map(ToString::to_string).collect()),
+            enabled: f.enabled.then(|| "on".into()),
+        }
+    }
+
+    /// The API's body, or the data field when it is not JSON.
+    pub fn body(&self, editing: bool) -> Result<ScheduleBody, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let data = match self.data.trim() {
+            "" => None,
+            typed => match serde_json::from_str(typed) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    errors.insert("data".into(), format!("must be JSON: {e}"));
+                    None
+                }
+            },
+        };
+        let body = ScheduleBody {
+            name: required(&self.name, editing),
+            cron: required(&self.cron, editing),
+            timezone: Some(self.timezone.trim().to_owned()).filter(|t| !t.is_empty()),
+            template: required(&self.template, editing),
+            data,
+            to: Some(addresses(&self.to)),
+            cc: Some(addresses(&self.cc)),
+            bcc: Some(addresses(&self.bcc)),
+            enabled: Some(self.enabled.is_some()),
+        };
+        if errors.is_empty() {
+            Ok(body)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The API's field names as this form names its fields: every `to[i]`
+    /// is the `to` field's error.
+    pub fn field(api: &str) -> String {
+        api.split('[').next().unwrap_or(api).to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,5 +746,45 @@ mod tests {
         assert_eq!(WebhookForm::field("events[1]"), "events");
         assert_eq!(WebhookForm::field("url"), "url");
         assert!(WebhookForm::from_fields(Vec::new()).body().url.is_none());
+    }
+
+    #[test]
+    fn a_schedule_form_reads_json_and_address_lists() {
+        let form = ScheduleForm {
+            name: "daily".into(),
+            cron: "0 9 * * *".into(),
+            template: "welcome".into(),
+            data: "{\"user\": {\"name\": \"Ada\"}}".into(),
+            to: "a@example.com,\r\n b@example.com\n\n".into(),
+            ..ScheduleForm::default()
+        };
+        let body = form.body(false).unwrap();
+        assert_eq!(body.to.unwrap(), ["a@example.com", "b@example.com"]);
+        assert_eq!(body.data.unwrap()["user"]["name"], "Ada");
+        assert_eq!(body.enabled, Some(false), "an unticked box is not posted");
+        assert!(body.timezone.is_none());
+        let Err(errors) = ScheduleForm {
+            data: "{nope".into(),
+            ..form
+        }
+        .body(false) else {
+            panic!("data that is not JSON is refused")
+        };
+        assert!(errors["data"].starts_with("must be JSON"), "{errors:?}");
+        assert_eq!(ScheduleForm::field("cc[2]"), "cc");
+    }
+
+    #[test]
+    fn a_template_form_drops_empty_parts_only_when_creating() {
+        let form = TemplateForm {
+            name: "welcome".into(),
+            subject: "Hi".into(),
+            text: "Hello\r\nthere".into(),
+            ..TemplateForm::default()
+        };
+        let created = form.body(false);
+        assert_eq!(created.text.as_deref(), Some("Hello\nthere"));
+        assert!(created.html.is_none() && created.description.is_none());
+        assert_eq!(form.body(true).html.as_deref(), Some(""));
     }
 }

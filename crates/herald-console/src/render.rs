@@ -85,6 +85,31 @@ const TEMPLATES: &[(&str, &str)] = &[
         "webhook_delete.html",
         include_str!("../templates/webhook_delete.html"),
     ),
+    (
+        "templates.html",
+        include_str!("../templates/templates.html"),
+    ),
+    (
+        "template_form.html",
+        include_str!("../templates/template_form.html"),
+    ),
+    (
+        "template_delete.html",
+        include_str!("../templates/template_delete.html"),
+    ),
+    (
+        "schedules.html",
+        include_str!("../templates/schedules.html"),
+    ),
+    (
+        "schedule_form.html",
+        include_str!("../templates/schedule_form.html"),
+    ),
+    ("schedule.html", include_str!("../templates/schedule.html")),
+    (
+        "schedule_delete.html",
+        include_str!("../templates/schedule_delete.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -19,7 +19,15 @@ use crate::pages::{PageResult, base};
 use crate::render::{PageError, page};
 
 /// The statuses a message can have, for the filter.
-const STATUSES: &[&str] = &["queued", "sending", "deferred", "sent", "failed"];
+const STATUSES: &[&str] = &[
+    "scheduled",
+    "queued",
+    "sending",
+    "deferred",
+    "sent",
+    "failed",
+    "cancelled",
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()

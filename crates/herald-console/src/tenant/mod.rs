@@ -13,8 +13,10 @@ mod messages;
 mod people;
 mod properties;
 mod providers;
+mod schedules;
 mod servers;
 mod smtp;
+mod templates;
 mod test_messages;
 mod tokens;
 mod webhooks;
@@ -47,6 +49,8 @@ pub fn router() -> Router<AppState> {
         .merge(tokens::router())
         .merge(smtp::router())
         .merge(webhooks::router())
+        .merge(templates::router())
+        .merge(schedules::router())
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.

@@ -766,6 +766,58 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         );
     }
 
+    // A template written in its editor and previewed, then a schedule that
+    // sends it, run once; each deletion asked about (and cancelled).
+    browser.nav("Templates").await;
+    browser.click(Locator::LinkText("New template")).await;
+    browser.wait_for_text("h1", "New template").await;
+    browser.fill("name", "welcome").await;
+    browser.fill("subject", "Welcome, {{ user.name }}").await;
+    browser.fill("text", "Hello {{ user.name }}").await;
+    browser
+        .fill("html", "<p>Hello <b>{{ user.name }}</b></p>")
+        .await;
+    browser.press("Add the template", "#notice").await;
+    browser.wait_for_text("#notice", "Template added").await;
+    browser
+        .fill("data", "{\"user\": {\"name\": \"Ada\"}}")
+        .await;
+    browser.press("Preview", "#preview-html").await;
+    browser
+        .wait_for_text("#preview-html", "<p>Hello <b>Ada</b></p>")
+        .await;
+    browser.click(Locator::LinkText("Delete")).await;
+    browser.wait_for_text("h1", "Delete the template").await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser.wait_for_text("h1", "Template welcome").await;
+    browser.nav("Schedules").await;
+    browser.click(Locator::LinkText("New schedule")).await;
+    browser.wait_for_text("h1", "New schedule").await;
+    browser.fill("name", "weekday").await;
+    browser.fill("cron", "0 9 * * 1-5").await;
+    browser.fill("timezone", "Europe/Berlin").await;
+    browser.choose("template", "welcome").await;
+    browser
+        .fill("data", "{\"user\": {\"name\": \"Ada\"}}")
+        .await;
+    browser.fill("to", "ops@acme.example").await;
+    browser.press("Add the schedule", "#notice").await;
+    browser.wait_for_text("#notice", "Schedule added").await;
+    browser.wait_for_text("#next-runs-table", "09:00").await;
+    browser.press("Run now", "#notice").await;
+    browser.wait_for_text("#notice", "Schedule run").await;
+    browser.wait_for_text("#history-table", "manual").await;
+    browser.click(Locator::LinkText("Edit")).await;
+    browser
+        .wait_for_text("h1", "Edit the schedule weekday")
+        .await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser.wait_for_text("h1", "Schedule weekday").await;
+    browser.click(Locator::LinkText("Delete")).await;
+    browser.wait_for_text("h1", "Delete the schedule").await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser.wait_for_text("h1", "Schedule weekday").await;
+
     // Mail received over SMTP with that credential, and API mail with
     // attachments, as the messages pages show them.
     let (_, credentials) = app
@@ -1342,6 +1394,15 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/webhooks",
     "/t/{tenant}/webhooks/{id}",
     "/t/{tenant}/webhooks/{id}/delete",
+    "/t/{tenant}/templates",
+    "/t/{tenant}/templates/new",
+    "/t/{tenant}/templates/{id}",
+    "/t/{tenant}/templates/{id}/delete",
+    "/t/{tenant}/schedules",
+    "/t/{tenant}/schedules/new",
+    "/t/{tenant}/schedules/{id}",
+    "/t/{tenant}/schedules/{id}/edit",
+    "/t/{tenant}/schedules/{id}/delete",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1457,6 +1518,25 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{webhook}");
     let webhook_id = webhook["id"].as_str().unwrap().to_owned();
+    // A template and a schedule using it, for their pages (never fired).
+    let (status, template) = app
+        .post(
+            "/v1/tenants/acme/templates",
+            OPERATOR,
+            json!({"name": "welcome", "subject": "Hi {{ name }}", "text": "Hello {{ name }}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let template_id = template["id"].as_str().unwrap().to_owned();
+    let (status, schedule) = app
+        .post(
+            "/v1/tenants/acme/schedules",
+            OPERATOR,
+            json!({"name": "daily", "cron": "0 9 * * *", "template": "welcome", "data": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{schedule}");
+    let schedule_id = schedule["id"].as_str().unwrap().to_owned();
     // (route, path, what the page shows, whether a member may see it)
     let page = |route: &'static str, path: String, shows: &str, members: bool| {
         (route, path, shows.to_owned(), members)
@@ -1600,6 +1680,60 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "/t/{tenant}/webhooks/{id}/delete",
             format!("{t}/webhooks/{webhook_id}/delete"),
             "<h1>Delete the webhook http:",
+            false,
+        ),
+        page(
+            "/t/{tenant}/templates",
+            format!("{t}/templates"),
+            "<h1>Templates</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/templates/new",
+            format!("{t}/templates/new"),
+            "<h1>New template</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/templates/{id}",
+            format!("{t}/templates/{template_id}"),
+            "<h1>Template welcome</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/templates/{id}/delete",
+            format!("{t}/templates/{template_id}/delete"),
+            "<h1>Delete the template welcome?</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/schedules",
+            format!("{t}/schedules"),
+            "<h1>Schedules</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/schedules/new",
+            format!("{t}/schedules/new"),
+            "<h1>New schedule</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/schedules/{id}",
+            format!("{t}/schedules/{schedule_id}"),
+            "<h1>Schedule daily</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/schedules/{id}/edit",
+            format!("{t}/schedules/{schedule_id}/edit"),
+            "<h1>Edit the schedule daily</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/schedules/{id}/delete",
+            format!("{t}/schedules/{schedule_id}/delete"),
+            "<h1>Delete the schedule daily?</h1>",
             false,
         ),
     ];

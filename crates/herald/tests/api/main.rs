@@ -10,6 +10,7 @@ mod console;
 mod console_http;
 mod console_reading;
 mod console_smtp;
+mod console_templates;
 mod console_webhooks;
 mod crash;
 mod delivery;
