@@ -14,7 +14,7 @@ mod providers;
 pub(crate) mod schedules;
 mod servers;
 mod smtp;
-pub(crate) mod templates;
+pub mod templates;
 mod tenants;
 mod tokens;
 mod webhooks;

@@ -238,13 +238,9 @@ fn render_preview(template: &Template, typed: &str) -> Preview {
             problems: Problems::default(),
         },
         Err(e) => {
-            // The same split as the API's preview: the data's fault, or the template's.
-            let field = if e.field() == "data" || e.is_undefined() {
-                "data"
-            } else {
-                "template"
-            };
-            fields.insert(field.into(), e.to_string());
+            // The API's own split: the data's fault, or the template's.
+            let problem = herald_api::service::templates::render_problem(e, "template");
+            fields.insert(problem.field, problem.rule);
             Preview {
                 rendered: None,
                 problems: Problems {
