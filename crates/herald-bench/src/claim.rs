@@ -210,6 +210,7 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         max_pending_tests: None,
         send_at: None,
         template: None,
+        gateway_id: None,
     })
 }
 

@@ -69,6 +69,8 @@ id_type!(
     ScheduleId,
     /// One firing of a schedule.
     ScheduleRunId,
+    /// A tenant's gateway: a process in its network that delivers its pinned mail.
+    GatewayId,
 );
 
 /// A new random id for one start of a node's process, its *incarnation*.

@@ -60,6 +60,7 @@ fn received(tenant: TenantId) -> NewMessage {
         max_pending_tests: None,
         send_at: None,
         template: None,
+        gateway_id: None,
     }
 }
 

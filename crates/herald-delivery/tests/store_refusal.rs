@@ -135,6 +135,8 @@ forward_to_inner! {
         next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
         list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
         cancel_message(tenant: TenantId, id: MessageId) -> ();
+        claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
+        repin(leases: Vec<(RecipientId, i64)>, gateway: Option<GatewayId>, now: i64) -> u64;
         release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
         release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     }
@@ -263,6 +265,7 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         max_pending_tests: None,
         send_at: None,
         template: None,
+        gateway_id: None,
     }
 }
 

@@ -216,6 +216,7 @@ impl StoreBackend {
             attachments: Vec::new(),
             send_at: None,
             template: None,
+            gateway_id: None,
         })
     }
 

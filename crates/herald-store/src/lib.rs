@@ -15,9 +15,9 @@ mod walk;
 
 use async_trait::async_trait;
 use herald_core::{
-    AccountId, EmailAddress, FieldError, MessageId, PersonId, ProviderId, RecipientId, ScheduleId,
-    ServerId, SmtpConnectorId, SmtpCredentialId, TemplateId, TenantId, TenantSlug, TokenId,
-    WebhookId,
+    AccountId, EmailAddress, FieldError, GatewayId, MessageId, PersonId, ProviderId, RecipientId,
+    ScheduleId, ServerId, SmtpConnectorId, SmtpCredentialId, TemplateId, TenantId, TenantSlug,
+    TokenId, WebhookId,
 };
 
 /// Connectors' networks are `ipnet::IpNet`s.
@@ -465,6 +465,25 @@ pub trait Queue: Send + Sync {
 
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+
+    /// Claims, for one instance of a gateway, due recipients pinned to that
+    /// gateway under a lease, as [`Queue::claim`] does for a node: queued
+    /// or deferred ones whose time has come and sending ones whose lease
+    /// expired (an instance that died), test messages first, then by due
+    /// time. Only the gateway's tenant's recipients.
+    async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>>;
+
+    /// Gives claimed recipients to `gateway`, or back to the nodes with
+    /// `None`, without an attempt, due at `now`: their lease holder found
+    /// that their route is pinned to a gateway (or no longer to its own).
+    /// A lease that is no longer current changes nothing. Returns how many
+    /// were handed over.
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64>;
 
     /// Gives back the leases that earlier processes of `node` held (any
     /// incarnation but `incarnation`), at start: those recipients are due at

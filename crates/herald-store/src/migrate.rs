@@ -244,6 +244,7 @@ const TABLES: &[Table] = &[
             ("lease_token", BigInt),
             ("priority", Int),
             ("lease_incarnation", Text),
+            ("gateway_id", Text),
         ],
     },
     Table {

@@ -4,10 +4,10 @@
 
 use herald_core::webhook::EventSet;
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
-    NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
-    SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject, TenantId,
-    TenantSlug, TokenId, WebhookId,
+    AccountId, DisplayName, EmailAddress, GatewayId, HeaderName, HeaderValue, Mailbox, Mechanism,
+    MessageId, NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus,
+    Role, Security, SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject,
+    TenantId, TenantSlug, TokenId, WebhookId,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -370,6 +370,10 @@ pub struct NewMessage {
     pub send_at: Option<i64>,
     /// The template it was rendered from.
     pub template: Option<TemplateUse>,
+    /// The gateway its route is pinned to when it is submitted: only that
+    /// gateway's instances claim it. A lease holder that finds the route
+    /// changed hands it over ([`Queue::repin`](crate::Queue::repin)).
+    pub gateway_id: Option<GatewayId>,
 }
 
 impl NewMessage {
@@ -664,6 +668,22 @@ pub struct NodeRecord {
     /// The random id of the node's current process (its incarnation); `None`
     /// once another node has taken over its leases because its heartbeat stopped.
     pub incarnation: Option<String>,
+}
+
+/// A gateway instance's request for the due recipients pinned to its gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayClaim {
+    pub gateway: GatewayId,
+    /// The gateway's tenant.
+    pub tenant: TenantId,
+    /// Who holds the lease: the instance, as its attempts name it.
+    pub owner: String,
+    /// The instance's process, as a node's incarnation.
+    pub incarnation: String,
+    pub now: i64,
+    pub lease_ms: i64,
+    /// Recipients to claim at most.
+    pub limit: u32,
 }
 
 /// A worker's request for due recipients.

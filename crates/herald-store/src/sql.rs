@@ -404,6 +404,11 @@ pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
      tenant_id, address, priority";
+/// Gives a claimed recipient to a gateway (`$2`), or back to the nodes
+/// (`$2` null), as a release does: no attempt counted, due at `$1`.
+pub(crate) const REPIN_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
+     attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL, gateway_id = $2 \
+     WHERE id = $3 AND lease_token = $4 AND status = 'sending'";
 pub(crate) const RELEASE_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL WHERE \
      id = $2 AND lease_token = $3 AND status = 'sending'";
@@ -752,6 +757,7 @@ pub(crate) const ALL: &[&str] = &[
     RELEASE_NODE,
     COMPLETE_RECIPIENT,
     RELEASE_RECIPIENT,
+    REPIN_RECIPIENT,
     DELETE_EXPIRED_SESSIONS,
     DELETE_SESSION,
     DELETE_OPERATOR_SESSIONS,

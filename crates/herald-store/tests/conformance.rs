@@ -14,15 +14,16 @@ use std::sync::Arc;
 
 use herald_core::webhook::{EventSet, EventType};
 use herald_core::{
-    AccountId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId, NodeRole, PersonId,
-    PersonRole, Port, ProviderId, RecipientStatus, Role, Security, ServerId, SmtpHost, Subject,
-    TenantId, TenantSlug, TokenId, WebhookId,
+    AccountId, GatewayId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId, NodeRole,
+    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security, ServerId,
+    SmtpHost, Subject, TenantId, TenantSlug, TokenId, WebhookId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, MessageSummary,
-    MessageView, NewAccount, NewCapture, NewMessage, NewToken, NextState, NodeRecord, OAuth2Client,
-    OnBehalf, Outcome, Person, PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings,
-    SmtpAccount, SmtpServer, SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
+    AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, GatewayClaim,
+    MessageSummary, MessageView, NewAccount, NewCapture, NewMessage, NewToken, NextState,
+    NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, Provider, ProviderSettings,
+    RecipientKind, ServerSettings, SmtpAccount, SmtpServer, SqliteStore, Store, StoreError,
+    Submitted, Tenant, TokenRecord,
 };
 use herald_store::{
     AttemptResult, ClaimedEvent, DisabledWebhook, NewWebhook, Webhook, WebhookAttempt,
@@ -95,6 +96,8 @@ unwrapped! {
     list_servers(tenant: TenantId) -> Vec<SmtpServer>;
     list_tokens(tenant: TenantId) -> Vec<TokenRecord>;
     release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
+    claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
+    repin(leases: Vec<(RecipientId, i64)>, gateway: Option<GatewayId>, now: i64) -> u64;
 }
 
 impl Fixture {
@@ -203,6 +206,134 @@ async fn a_claim_leases_each_recipient_once_until_the_lease_expires(f: Fixture) 
     assert_eq!(again.len(), 2, "an expired lease is claimed again");
     assert!(again.iter().all(|c| c.attempt == 2));
     assert!(again.iter().all(|c| c.lease_until == 22_001));
+}
+
+/// A claim of `gateway`'s instance `gw-1` of the tenant's pinned mail at `now`.
+fn gateway_claim(gateway: GatewayId, tenant: TenantId, now: i64) -> GatewayClaim {
+    GatewayClaim {
+        gateway,
+        tenant,
+        owner: "gw-1".into(),
+        incarnation: "gw-1-first".into(),
+        now,
+        lease_ms: 10_000,
+        limit: 100,
+    }
+}
+
+async fn pinned_mail_is_claimed_by_its_gateway_only(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let globex = tenant(&*f.store, "globex").await;
+    let (gateway, other) = (GatewayId::new(), GatewayId::new());
+    let pinned = f
+        .submit(NewMessage {
+            gateway_id: Some(gateway),
+            ..message(acme, &["in@acme.example"], None, 1_000)
+        })
+        .await;
+    f.submit(message(acme, &["out@acme.example"], None, 1_000))
+        .await;
+
+    // Nodes take the unpinned mail only, and a pinned backlog that is due
+    // does not make them wake: their next due time is their own lease's end.
+    let by_node = f.claim(claim("n1", 2_000, 10_000)).await;
+    assert_eq!(by_node.len(), 1);
+    assert_eq!(by_node[0].address.as_ref(), "out@acme.example");
+    assert!(f.claim(claim("n2", 2_000, 10_000)).await.is_empty());
+    assert_eq!(f.next_due(&[]).await, Some(12_000));
+    assert_eq!(f.next_due(&[globex]).await, Some(12_000));
+
+    // Another gateway, or the gateway on another tenant's behalf, finds nothing.
+    assert!(
+        f.claim_for_gateway(gateway_claim(other, acme, 2_000))
+            .await
+            .is_empty()
+    );
+    assert!(
+        f.claim_for_gateway(gateway_claim(gateway, globex, 2_000))
+            .await
+            .is_empty()
+    );
+    let by_gateway = f
+        .claim_for_gateway(gateway_claim(gateway, acme, 2_000))
+        .await;
+    assert_eq!(by_gateway.len(), 1);
+    assert_eq!(by_gateway[0].message, pinned.id);
+    assert_eq!(by_gateway[0].tenant, acme);
+    assert_eq!(by_gateway[0].lease_until, 12_000);
+    assert!(
+        f.claim_for_gateway(gateway_claim(gateway, acme, 3_000))
+            .await
+            .is_empty()
+    );
+
+    // An instance that died: its lease runs out, and the gateway (never a node) takes it again.
+    assert!(
+        f.claim(claim("n1", 30_000, 10_000))
+            .await
+            .iter()
+            .all(|c| c.message != pinned.id)
+    );
+    let again = f
+        .claim_for_gateway(gateway_claim(gateway, acme, 12_001))
+        .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    let view = f.message(acme, pinned.id).await;
+    assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
+}
+
+async fn a_route_found_pinned_is_handed_over_without_an_attempt(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let gateway = GatewayId::new();
+    f.submit(message(acme, &["a@acme.example"], None, 1_000))
+        .await;
+    let held = f.claim_one(claim("n1", 2_000, 10_000)).await;
+
+    // A stale lease hands nothing over.
+    assert_eq!(
+        f.repin(
+            vec![(held.recipient, held.lease_token - 1)],
+            Some(gateway),
+            2_500
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        f.repin(
+            vec![(held.recipient, held.lease_token)],
+            Some(gateway),
+            2_500
+        )
+        .await,
+        1
+    );
+    assert!(f.claim(claim("n1", 3_000, 10_000)).await.is_empty());
+    let taken = f
+        .claim_for_gateway(gateway_claim(gateway, acme, 3_000))
+        .await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].attempt, 1, "the node's claim counted no attempt");
+
+    // The gateway finds its route no longer pinned: back to the nodes.
+    assert_eq!(
+        f.repin(
+            vec![(taken[0].recipient, taken[0].lease_token)],
+            None,
+            3_500
+        )
+        .await,
+        1
+    );
+    assert!(
+        f.claim_for_gateway(gateway_claim(gateway, acme, 4_000))
+            .await
+            .is_empty()
+    );
+    let back = f.claim_one(claim("n1", 4_000, 10_000)).await;
+    assert_eq!(back.recipient, held.recipient);
+    assert_eq!(back.attempt, 1);
 }
 
 async fn a_stale_lease_cannot_record_its_outcome(f: Fixture) {
@@ -4160,6 +4291,8 @@ conformance!(
     submissions_past_the_queue_limit_are_refused,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
+    pinned_mail_is_claimed_by_its_gateway_only,
+    a_route_found_pinned_is_handed_over_without_an_attempt,
     deferred_recipients_come_back_at_their_time,
     released_recipients_are_due_again_without_an_attempt,
     claims_skip_excluded_tenants,

@@ -642,6 +642,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 id: report.id,
                 version: report.version,
             }),
+            gateway_id: None,
             ..message(acme, &["weekly@acme.example"], None, 2_005)
         }),
     )

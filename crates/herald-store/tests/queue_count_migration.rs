@@ -52,15 +52,18 @@ async fn sqlite_counts_the_recipients_already_queued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
     let t = queue_three(&SqliteStore::open(&path).unwrap()).await;
-    // Back to the schema before the migration (0009, then 0010 to 0014
+    // Back to the schema before the migration (0009, then 0010 to 0016
     // after it), with the recipients kept.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 14, "a migration was added: revert it here too");
+    assert_eq!(version, 15, "a migration was added: revert it here too");
     conn.execute_batch(
-        "DROP TABLE schedule_runs; DROP TABLE schedules; DROP TABLE template_versions; \
+        "DROP INDEX recipients_gateway_due; DROP INDEX recipients_next_due; \
+         CREATE INDEX recipients_next_due ON recipients (due_at, tenant_id) \
+         WHERE status IN ('queued', 'deferred', 'sending'); \
+         DROP TABLE schedule_runs; DROP TABLE schedules; DROP TABLE template_versions; \
          DROP TABLE templates; ALTER TABLE messages DROP COLUMN send_at; \
          ALTER TABLE messages DROP COLUMN template_id; ALTER TABLE messages DROP COLUMN template_version; \
          DROP TABLE webhook_outbox; DROP TABLE webhooks; \
@@ -73,7 +76,8 @@ async fn sqlite_counts_the_recipients_already_queued() {
          WHERE status IN ('queued', 'deferred', 'sending'); \
          ALTER TABLE recipients DROP COLUMN lease_incarnation; \
          ALTER TABLE nodes DROP COLUMN incarnation; \
-         ALTER TABLE tenants DROP COLUMN queued_recipients; PRAGMA user_version = 8;",
+         ALTER TABLE tenants DROP COLUMN queued_recipients; \
+         ALTER TABLE recipients DROP COLUMN gateway_id; PRAGMA user_version = 8;",
     )
     .unwrap();
     drop(conn);

@@ -138,6 +138,7 @@ pub async fn send_test_message(
         max_pending_tests: Some(state.limits.max_pending_tests),
         send_at: None,
         template: None,
+        gateway_id: None,
     };
     let submitted = match state.store.submit(message).await {
         Ok(submitted) => submitted,

@@ -406,5 +406,6 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
             id: template.id,
             version: template.version,
         }),
+        gateway_id: None,
     })
 }

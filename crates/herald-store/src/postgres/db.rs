@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_templates_and_schedules",
         include_str!("0011_templates_and_schedules.sql"),
     ),
+    (
+        "0013_gateway_pinning",
+        include_str!("0013_gateway_pinning.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

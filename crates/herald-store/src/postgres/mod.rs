@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
-    RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,
-    TokenId,
+    AccountId, EmailAddress, GatewayId, Invalid, Mailbox, MessageId, PersonId, ProviderId,
+    RecipientId, RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId,
+    TenantSlug, TokenId,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json, ToSql};
@@ -54,8 +54,13 @@ pub struct PgStore {
     claim_cursor: std::sync::Mutex<Option<String>>,
 }
 
-/// The condition of every unfinished recipient, as the partial indexes say it.
-const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending')";
+/// The condition of every unfinished recipient that nodes deliver (not
+/// pinned to a gateway), as the partial indexes say it.
+const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NULL";
+
+/// The condition of every unfinished recipient pinned to a gateway, as
+/// `recipients_gateway_due` says it.
+const PINNED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NOT NULL";
 
 /// The tenants a claim serves, in turn: from the one after `start` around to
 /// it, those with something due and room, up to the claim's limit (see
@@ -380,8 +385,8 @@ async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()
     }
     execute(
         tx,
-        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
-         SELECT r.id, $1, $2, r.address, r.kind, r.position, 'queued', $3, $4 \
+        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
+         gateway_id) SELECT r.id, $1, $2, r.address, r.kind, r.position, 'queued', $3, $4, $9 \
          FROM unnest($5::text[], $6::text[], $7::text[], $8::integer[]) AS r (id, address, kind, position)",
         &[
             &m.id.to_string(),
@@ -392,6 +397,7 @@ async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()
             &addrs,
             &kinds,
             &positions,
+            &m.gateway_id.map(|g| g.to_string()),
         ],
     )
     .await

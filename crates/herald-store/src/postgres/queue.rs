@@ -566,6 +566,87 @@ impl Queue for PgStore {
         result
     }
 
+    async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>> {
+        let result = async {
+            let lease_until = claim.now + claim.lease_ms;
+            let c = client(&self.pool).await?;
+            // As a node's claim: SKIP LOCKED lets the gateway's instances
+            // claim at once, each taking rows the others are not taking.
+            let rows = query(
+                &c,
+                &format!(
+                    "WITH due AS MATERIALIZED (SELECT id FROM recipients \
+                         WHERE gateway_id = $4 AND {PINNED} AND due_at <= $5 AND tenant_id = $6 \
+                         ORDER BY priority DESC, due_at LIMIT $7 FOR UPDATE SKIP LOCKED) \
+                     UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+                     lease_incarnation = $3, lease_token = lease_token + 1, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM due) \
+                     RETURNING id, message_id, address, lease_token, attempts"
+                ),
+                &[
+                    &lease_until,
+                    &claim.owner,
+                    &claim.incarnation,
+                    &claim.gateway.to_string(),
+                    &claim.now,
+                    &claim.tenant.to_string(),
+                    &i64::from(claim.limit),
+                ],
+            )
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        recipient: id(get(r, "id")?)?,
+                        message: id(get(r, "message_id")?)?,
+                        tenant: claim.tenant,
+                        address: address(get(r, "address")?)?,
+                        lease_token: get(r, "lease_token")?,
+                        lease_until,
+                        attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
+                    })
+                })
+                .collect()
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn repin(
+        &self,
+        mut leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        let result = async {
+            // In id order, like complete and release, so that they cannot deadlock.
+            leases.sort();
+            let gateway = gateway.map(|g| g.to_string());
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let mut moved = 0;
+            for (rid, token) in leases {
+                moved += execute(
+                    &tx,
+                    sql::REPIN_RECIPIENT,
+                    &[&now, &gateway, &rid.to_string(), &token],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            if gateway.is_none() && moved > 0 {
+                // Nodes may take them now.
+                self.announce_mail();
+            }
+            Ok(moved)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
     async fn release_earlier_incarnations(
         &self,
         node: &str,

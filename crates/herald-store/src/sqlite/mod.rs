@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::status::message_status;
 use herald_core::{
-    AccountId, EmailAddress, Invalid, Mailbox, MessageId, PersonId, ProviderId, RecipientId,
-    RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId, TenantSlug,
-    TokenId,
+    AccountId, EmailAddress, GatewayId, Invalid, Mailbox, MessageId, PersonId, ProviderId,
+    RecipientId, RecipientStatus, ServerId, SmtpConnectorId, SmtpCredentialId, Subject, TenantId,
+    TenantSlug, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -68,8 +68,13 @@ impl SqliteStore {
     }
 }
 
-/// The condition of every unfinished recipient, as the partial indexes say it.
-const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending')";
+/// The condition of every unfinished recipient that nodes deliver (not
+/// pinned to a gateway), as the partial indexes say it.
+const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NULL";
+
+/// The condition of every unfinished recipient pinned to a gateway, as
+/// `recipients_gateway_due` says it.
+const PINNED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NOT NULL";
 
 /// The tenants a claim serves, in turn: from the one after `cursor` around
 /// to it, those with something due at `now` and room, up to the claim's
@@ -372,8 +377,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     }
     let mut insert = c
         .prepare_cached(
-            "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+            "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
+             gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9)",
         )
         .map_err(sql)?;
     for (position, (addr, kind)) in m.recipients().enumerate() {
@@ -386,7 +391,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
                 kind.as_str(),
                 position as i64,
                 m.send_at.unwrap_or(m.created_at),
-                m.priority
+                m.priority,
+                m.gateway_id.map(|g| g.to_string())
             ])
             .map_err(sql)?;
     }

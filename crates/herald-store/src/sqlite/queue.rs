@@ -497,6 +497,84 @@ impl Queue for SqliteStore {
             .await
     }
 
+    async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>> {
+        let lease_until = claim.now + claim.lease_ms;
+        self.db
+            .write(move |c| {
+                let mut take = c
+                    .prepare_cached(&format!(
+                        "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
+                         lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
+                         WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_gateway_due \
+                             WHERE gateway_id = ?4 AND {PINNED} AND due_at <= ?5 AND tenant_id = ?6 \
+                             ORDER BY priority DESC, due_at LIMIT ?7) \
+                         RETURNING id, message_id, address, lease_token, attempts"
+                    ))
+                    .map_err(sql)?;
+                let rows = take
+                    .query_map(
+                        params![
+                            lease_until,
+                            claim.owner,
+                            claim.incarnation,
+                            claim.gateway.to_string(),
+                            claim.now,
+                            claim.tenant.to_string(),
+                            claim.limit
+                        ],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        },
+                    )
+                    .map_err(sql)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql)?;
+                rows.into_iter()
+                    .map(|(rid, mid, addr, lease_token, attempts)| {
+                        Ok(Claimed {
+                            recipient: id(rid)?,
+                            message: id(mid)?,
+                            tenant: claim.tenant,
+                            address: address(addr)?,
+                            lease_token,
+                            lease_until,
+                            attempt: stored("attempts", u32::try_from(attempts))?,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let gateway = gateway.map(|g| g.to_string());
+                let mut moved = 0;
+                for (rid, token) in leases {
+                    moved += c
+                        .execute(
+                            sql::REPIN_RECIPIENT,
+                            params![now, gateway, rid.to_string(), token],
+                        )
+                        .map_err(sql)? as u64;
+                }
+                Ok(moved)
+            })
+            .await
+    }
+
     async fn release_earlier_incarnations(
         &self,
         node: &str,

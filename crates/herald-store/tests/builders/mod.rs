@@ -45,6 +45,7 @@ pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> New
         max_pending_tests: None,
         send_at: None,
         template: None,
+        gateway_id: None,
     }
 }
 

@@ -70,6 +70,7 @@ pub(crate) async fn stored_message(
         attachments,
         send_at: None,
         template: None,
+        gateway_id: None,
     };
     node_store(app).submit(message).await.expect("stored");
     id.to_string()
