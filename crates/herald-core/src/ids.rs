@@ -65,6 +65,8 @@ id_type!(
     WebhookId,
     /// A tenant's message template.
     TemplateId,
+    /// A tenant's gateway: a process in the tenant's network that delivers its mail there.
+    GatewayId,
     /// A tenant's recurring schedule.
     ScheduleId,
     /// One firing of a schedule.

@@ -20,8 +20,8 @@ pub mod webhook;
 pub use address::{EmailAddress, Mailbox};
 pub use endpoint::EndpointUrl;
 pub use ids::{
-    AccountId, MessageId, PersonId, ProviderId, RecipientId, ScheduleId, ScheduleRunId, ServerId,
-    SmtpConnectorId, SmtpCredentialId, TemplateId, TenantId, TokenId, WebhookId,
+    AccountId, GatewayId, MessageId, PersonId, ProviderId, RecipientId, ScheduleId, ScheduleRunId,
+    ServerId, SmtpConnectorId, SmtpCredentialId, TemplateId, TenantId, TokenId, WebhookId,
 };
 pub use invalid::{FieldError, Invalid};
 pub use secret::{SealError, Sealer, Secret, redact_url};
