@@ -18,6 +18,7 @@ mod failures;
 mod fairness;
 mod first_start;
 mod gate;
+mod gateways;
 mod hardening;
 mod hardening_api;
 mod ingress;
