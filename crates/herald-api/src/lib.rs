@@ -150,8 +150,15 @@ pub fn router(state: AppState, api: bool) -> Router {
 /// never disagree about the same node. A heartbeat ahead of this node's
 /// clock (skew between nodes) counts as alive.
 pub fn is_alive(node: &NodeRecord, now_ms: i64, alive_within: std::time::Duration) -> bool {
+    seen_within(node.heartbeat_at, now_ms, alive_within)
+}
+
+/// Whether something last seen at `last_seen_at` counts as alive at
+/// `now_ms`: a node by its heartbeat ([`is_alive`]), a gateway's instance by
+/// its latest poll. One rule, so a node and a gateway are alive alike.
+pub fn seen_within(last_seen_at: i64, now_ms: i64, alive_within: std::time::Duration) -> bool {
     let within = i64::try_from(alive_within.as_millis()).unwrap_or(i64::MAX);
-    now_ms.saturating_sub(node.heartbeat_at) <= within
+    now_ms.saturating_sub(last_seen_at) <= within
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use crate::routes;
         (name = "webhooks", description = "Delivery webhooks: signed events about messages, their secrets and deliveries"),
         (name = "templates", description = "Message templates (MiniJinja): versions and previews"),
         (name = "schedules", description = "Recurring schedules: a cron expression in a time zone, a template, recipients; their firings"),
+        (name = "gateways", description = "Gateways: processes in a tenant's network that fetch its mail and deliver it there; their tokens and instances"),
     )
 )]
 struct Skeleton;
@@ -62,6 +63,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         routes::webhooks::Api::openapi(),
         routes::templates::Api::openapi(),
         routes::schedules::Api::openapi(),
+        routes::gateways::Api::openapi(),
     ] {
         doc.merge(part);
     }
@@ -567,6 +569,9 @@ pub(crate) mod answers {
         pub idle_timeout_secs: u32,
         pub rate_limit_per_minute: Option<u32>,
         pub command_timeout_secs: Option<u32>,
+        /// The tenant's gateway that delivers this server's mail inside its network; null for delivery from Herald.
+        #[schema(format = "uuid")]
+        pub gateway_id: Option<String>,
         #[schema(format = DateTime)]
         pub created_at: String,
         #[schema(format = DateTime)]
@@ -910,6 +915,42 @@ pub(crate) mod answers {
         pub rate_limit_per_minute: Option<u32>,
         #[schema(format = DateTime)]
         pub created_at: String,
+    }
+
+    /// A gateway: a process in the tenant's network that fetches its mail and
+    /// delivers it there. Its token is shown only on creation and replacement.
+    #[derive(ToSchema)]
+    pub struct Gateway {
+        #[schema(format = "uuid")]
+        pub id: String,
+        pub name: String,
+        #[schema(format = DateTime)]
+        pub created_at: String,
+        /// When the token in force was made.
+        #[schema(format = DateTime)]
+        pub token_created_at: String,
+        /// The instances that reported with its token, newest seen first.
+        pub instances: Vec<GatewayInstance>,
+        /// Only in the answer to its creation or a new token: `hrldg_` and base64, the only time it is shown.
+        pub token: Option<String>,
+    }
+
+    /// One running copy of a gateway, known by the name it reports.
+    #[derive(ToSchema)]
+    pub struct GatewayInstance {
+        pub name: String,
+        pub version: String,
+        /// The address it connected from.
+        pub address: String,
+        #[schema(format = DateTime)]
+        pub first_seen_at: String,
+        #[schema(format = DateTime)]
+        pub last_seen_at: String,
+        /// Outcomes it reported in its current hour (which starts again at the first outcome after an hour).
+        pub delivered_this_hour: u64,
+        pub failed_this_hour: u64,
+        /// Whether it polled within the time a node counts as alive.
+        pub alive: bool,
     }
 
     /// A delivery webhook; its signing secret is shown only on creation and rotation.

@@ -212,6 +212,8 @@ impl ServerForm {
                 "command_timeout_secs",
                 &self.command_timeout_secs,
             ),
+            // The console's form has no gateway field yet: the stored one is kept.
+            gateway_id: None,
         };
         if errors.is_empty() {
             Ok(body)

@@ -65,12 +65,12 @@ id_type!(
     WebhookId,
     /// A tenant's message template.
     TemplateId,
+    /// A tenant's gateway: a process in the tenant's network that delivers its mail there.
+    GatewayId,
     /// A tenant's recurring schedule.
     ScheduleId,
     /// One firing of a schedule.
     ScheduleRunId,
-    /// A tenant's gateway: a process in its network that delivers its pinned mail.
-    GatewayId,
 );
 
 /// A new random id for one start of a node's process, its *incarnation*.

@@ -25,6 +25,17 @@ pub fn smtp_password() -> String {
     format!("{SMTP_PASSWORD_PREFIX}{}", B64URL.encode(bytes))
 }
 
+/// The prefix of a gateway's token, which a leaked-secret scan can tell from
+/// an API token or an SMTP password.
+pub const GATEWAY_TOKEN_PREFIX: &str = "hrldg_";
+
+/// A new random token for a gateway (256 bits), shown once and stored as its [`hash`].
+pub fn gateway_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{GATEWAY_TOKEN_PREFIX}{}", B64URL.encode(bytes))
+}
+
 /// True when two hashes are equal, in time that does not depend on where they differ.
 pub fn hashes_match(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -61,5 +72,14 @@ mod tests {
         assert!(super::hashes_match(&super::hash(&a), &super::hash(&a)));
         assert!(!super::hashes_match(&super::hash(&a), &super::hash(&b)));
         assert!(!super::hashes_match("ab", "abc"));
+    }
+
+    #[test]
+    fn gateway_tokens_are_random_and_recognisable() {
+        let (a, b) = (super::gateway_token(), super::gateway_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with(super::GATEWAY_TOKEN_PREFIX));
+        assert!(!a.starts_with(super::PREFIX));
+        assert_eq!(super::hash(&a).len(), 64);
     }
 }

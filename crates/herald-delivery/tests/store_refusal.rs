@@ -201,6 +201,19 @@ forward_to_inner! {
 }
 
 forward_to_inner! {
+    impl Gateways {
+        create_gateway(gateway: NewGateway) -> Gateway;
+        gateway(tenant: TenantId, id: GatewayId) -> Gateway;
+        list_gateways(tenant: TenantId) -> Vec<Gateway>;
+        delete_gateway(tenant: TenantId, id: GatewayId) -> ();
+        replace_gateway_token(tenant: TenantId, id: GatewayId, token_hash: String, now: i64) -> Gateway;
+        gateway_by_token(hash: &str) -> Option<Gateway>;
+        gateway_seen(seen: GatewaySeen) -> ();
+        count_gateway_outcomes(gateway: GatewayId, instance: &str, delivered: u32, failed: u32, at: i64) -> ();
+    }
+}
+
+forward_to_inner! {
     impl Sessions {
         set_operator_password(email: EmailAddress, password_hash: String) -> ();
         set_person_password(tenant: TenantId, person: PersonId, password_hash: String) -> ();

@@ -29,7 +29,8 @@ pub use outbox::event_body;
 /// `use herald_store::prelude::*;` brings every capability into scope.
 pub mod prelude {
     pub use crate::{
-        Configuration, Ingress, Queue, Schedules, Sessions, Store, Templates, Tenants, Webhooks,
+        Configuration, Gateways, Ingress, Queue, Schedules, Sessions, Store, Templates, Tenants,
+        Webhooks,
     };
 }
 
@@ -184,6 +185,7 @@ pub trait Store:
     + Webhooks
     + Templates
     + Schedules
+    + Gateways
     + Send
     + Sync
     + 'static
@@ -603,6 +605,51 @@ pub trait Schedules: Send + Sync {
         id: ScheduleId,
         limit: u32,
     ) -> Result<Vec<ScheduleRun>>;
+}
+
+/// The store's gateways: processes inside a tenant's network that fetch the
+/// tenant's mail and deliver it there, each with one token (stored as its
+/// SHA-256) and the instances that reported with it.
+#[async_trait]
+pub trait Gateways: Send + Sync {
+    /// Stores a gateway; a taken name is a conflict.
+    async fn create_gateway(&self, gateway: NewGateway) -> Result<Gateway>;
+
+    /// One gateway of the tenant, with its instances.
+    async fn gateway(&self, tenant: TenantId, id: GatewayId) -> Result<Gateway>;
+
+    /// The tenant's gateways by name, each with its instances, newest seen first.
+    async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>>;
+
+    /// Deletes a gateway and its instances; a conflict while an SMTP server names it.
+    async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()>;
+
+    /// Replaces the gateway's token: the old one stops working at once.
+    async fn replace_gateway_token(
+        &self,
+        tenant: TenantId,
+        id: GatewayId,
+        token_hash: String,
+        now: i64,
+    ) -> Result<Gateway>;
+
+    /// The gateway whose token has this hash, of any tenant: for authentication.
+    async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>>;
+
+    /// Records that an instance of a gateway reported (creating it when
+    /// new); a gateway that no longer exists is not found.
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()>;
+
+    /// Adds outcomes to an instance's counts of the current hour (see
+    /// [`GatewayInstance`]); an instance never seen is not found.
+    async fn count_gateway_outcomes(
+        &self,
+        gateway: GatewayId,
+        instance: &str,
+        delivered: u32,
+        failed: u32,
+        at: i64,
+    ) -> Result<()>;
 }
 
 /// The store's console sign-in: passwords and sessions.

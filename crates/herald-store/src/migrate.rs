@@ -141,6 +141,32 @@ const TABLES: &[Table] = &[
             ("revoked_at", BigInt),
         ],
     },
+    // Before the servers, which may name a gateway.
+    Table {
+        name: "gateways",
+        columns: &[
+            ("id", Text),
+            ("tenant_id", Text),
+            ("name", Text),
+            ("token_hash", Text),
+            ("token_created_at", BigInt),
+            ("created_at", BigInt),
+        ],
+    },
+    Table {
+        name: "gateway_instances",
+        columns: &[
+            ("gateway_id", Text),
+            ("name", Text),
+            ("version", Text),
+            ("address", Text),
+            ("first_seen_at", BigInt),
+            ("last_seen_at", BigInt),
+            ("hour_start", BigInt),
+            ("delivered", BigInt),
+            ("failed", BigInt),
+        ],
+    },
     Table {
         name: "smtp_servers",
         columns: &[
@@ -163,6 +189,7 @@ const TABLES: &[Table] = &[
             ("created_at", BigInt),
             ("updated_at", BigInt),
             ("allow_plaintext_auth", Bool),
+            ("gateway_id", Text),
         ],
     },
     Table {
@@ -976,6 +1003,8 @@ mod tests {
                 "webhook_outbox" => "seq",
                 // Keyed by its template and version.
                 "template_versions" => "template_id",
+                // Keyed by its gateway and name.
+                "gateway_instances" => "gateway_id",
                 _ => "id",
             };
             assert_eq!(table.columns[0].0, id, "{}", table.name);

@@ -12,7 +12,9 @@ use herald_core::{
 use serde::Serialize;
 use std::collections::HashMap;
 
+mod gateways;
 mod schedules;
+pub use gateways::*;
 pub use schedules::*;
 
 /// A tenant.
@@ -135,6 +137,9 @@ pub struct ServerSettings {
     pub rate_limit_per_minute: Option<u32>,
     /// Timeout of each SMTP command; the node's default when unset.
     pub command_timeout_secs: Option<u32>,
+    /// The tenant's gateway that delivers this server's mail from inside the
+    /// tenant's network; `None` for delivery from Herald's own nodes.
+    pub gateway_id: Option<GatewayId>,
 }
 
 impl ServerSettings {
@@ -150,9 +155,12 @@ impl ServerSettings {
     /// on, or plaintext AUTH off, only strengthens it, and the other settings
     /// do not touch trust. Without TLS (`security: none`) there is no
     /// certificate, so `tls_verify` means nothing there and changes nothing.
+    /// Another gateway (or none instead of one, or one instead of none)
+    /// redirects it too: the same host name may lead to another machine
+    /// from another network.
     pub fn change_clears_secrets(&self, new: &ServerSettings) -> bool {
-        let redirected =
-            (&self.host, self.port, self.security) != (&new.host, new.port, new.security);
+        let redirected = (&self.host, self.port, self.security, self.gateway_id)
+            != (&new.host, new.port, new.security, new.gateway_id);
         let verifies = |s: &ServerSettings| s.tls_verify && s.security != Security::None;
         let weakened = (verifies(self) && !verifies(new))
             || (!self.allow_plaintext_auth && new.allow_plaintext_auth);
@@ -985,7 +993,25 @@ mod tests {
             idle_timeout_secs: 30,
             rate_limit_per_minute: None,
             command_timeout_secs: None,
+            gateway_id: None,
         }
+    }
+
+    /// A server's mail going through another gateway, or through one
+    /// instead of none or none instead of one, reaches another network: the
+    /// password must not follow it there.
+    #[test]
+    fn a_changed_gateway_clears_secrets() {
+        let direct = settings();
+        let via = |g: GatewayId| ServerSettings {
+            gateway_id: Some(g),
+            ..settings()
+        };
+        let (a, b) = (GatewayId::new(), GatewayId::new());
+        assert!(direct.change_clears_secrets(&via(a)), "none to a gateway");
+        assert!(via(a).change_clears_secrets(&direct), "a gateway to none");
+        assert!(via(a).change_clears_secrets(&via(b)), "another gateway");
+        assert!(!via(a).change_clears_secrets(&via(a)), "the same gateway");
     }
 
     /// Every change that redirects or weakens trust clears the secrets; the

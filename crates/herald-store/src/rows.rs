@@ -189,6 +189,7 @@ pub(crate) fn server(r: &impl Columns) -> Result<SmtpServer> {
             idle_timeout_secs: count(r, "idle_timeout_secs")?,
             rate_limit_per_minute: opt_count(r, "rate_limit_per_minute")?,
             command_timeout_secs: opt_count(r, "command_timeout_secs")?,
+            gateway_id: opt_id(r.opt_text("gateway_id")?)?,
         },
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
@@ -492,6 +493,50 @@ pub(crate) fn template(r: &impl Columns) -> Result<Template> {
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
     })
+}
+
+/// A gateway without its instances, from the gateway columns both backends select.
+pub(crate) fn gateway(r: &impl Columns) -> Result<Gateway> {
+    Ok(Gateway {
+        id: id(r.text("id")?)?,
+        tenant_id: id(r.text("tenant_id")?)?,
+        name: r.text("name")?,
+        created_at: r.int("created_at")?,
+        token_created_at: r.int("token_created_at")?,
+        instances: Vec::new(),
+    })
+}
+
+/// One instance of a gateway, and the gateway it belongs to.
+pub(crate) fn gateway_instance(
+    r: &impl Columns,
+) -> Result<(herald_core::GatewayId, GatewayInstance)> {
+    let tally = |column: &str| -> Result<u64> { stored(column, u64::try_from(r.int(column)?)) };
+    Ok((
+        id(r.text("gateway_id")?)?,
+        GatewayInstance {
+            name: r.text("name")?,
+            version: r.text("version")?,
+            address: r.text("address")?,
+            first_seen_at: r.int("first_seen_at")?,
+            last_seen_at: r.int("last_seen_at")?,
+            delivered_this_hour: tally("delivered")?,
+            failed_this_hour: tally("failed")?,
+        },
+    ))
+}
+
+/// Gives each gateway its instances (given newest seen first, and kept so).
+pub(crate) fn with_instances(
+    mut gateways: Vec<Gateway>,
+    instances: Vec<(herald_core::GatewayId, GatewayInstance)>,
+) -> Vec<Gateway> {
+    for (gateway_id, instance) in instances {
+        if let Some(g) = gateways.iter_mut().find(|g| g.id == gateway_id) {
+            g.instances.push(instance);
+        }
+    }
+    gateways
 }
 
 /// A list of mailboxes stored as JSON text of their canonical strings.

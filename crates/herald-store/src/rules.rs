@@ -182,7 +182,40 @@ pub(crate) fn template_unused(used_by: &[String]) -> Result<()> {
     }
 }
 
-/// The conflict a taken name makes: `what` is "template" or "schedule".
+/// A server's gateway must be one of the tenant's: a gateway that was not
+/// found is an invalid `gateway_id`, not a missing server.
+pub(crate) fn server_gateway(found: Result<crate::model::Gateway>) -> Result<()> {
+    match found {
+        Err(StoreError::NotFound) => Err(StoreError::Invalid(
+            Invalid::new("must name a gateway of this tenant").at("gateway_id"),
+        )),
+        other => other.map(drop),
+    }
+}
+
+/// A gateway may be deleted only while no SMTP server names it.
+pub(crate) fn gateway_unused(used_by: &[String]) -> Result<()> {
+    let names = || {
+        used_by
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match used_by {
+        [] => Ok(()),
+        [_] => Err(StoreError::Conflict(format!(
+            "the gateway delivers the mail of the SMTP server {}; change the server's gateway first",
+            names()
+        ))),
+        _ => Err(StoreError::Conflict(format!(
+            "the gateway delivers the mail of the SMTP servers {}; change their gateway first",
+            names()
+        ))),
+    }
+}
+
+/// The conflict a taken name makes: `what` is "template", "schedule" or "gateway".
 pub(crate) fn name_taken(what: &str, name: &str) -> String {
     format!("a {what} named {name:?} already exists")
 }

@@ -219,7 +219,7 @@ macro_rules! server_columns {
         "id, tenant_id, name, host, port, security, requires_auth, allow_plaintext_auth, \
          tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
          max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, \
-         command_timeout_secs, created_at, updated_at"
+         command_timeout_secs, gateway_id, created_at, updated_at"
     };
 }
 
@@ -228,8 +228,8 @@ pub(crate) const INSERT_SERVER: &str = concat!(
     "INSERT INTO smtp_servers (created_at, updated_at, name, host, port, security, requires_auth, \
      allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
      max_messages_per_connection, idle_timeout_secs, rate_limit_per_minute, command_timeout_secs, \
-     id, tenant_id) \
-     VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     gateway_id, id, tenant_id) \
+     VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
      RETURNING ",
     server_columns!()
 );
@@ -240,7 +240,7 @@ pub(crate) const UPDATE_SERVER: &str = concat!(
      requires_auth = $6, allow_plaintext_auth = $7, tls_verify = $8, tls_ca_pem = $9, \
      tls_server_name = $10, helo_name = $11, max_connections = $12, \
      max_messages_per_connection = $13, idle_timeout_secs = $14, rate_limit_per_minute = $15, \
-     command_timeout_secs = $16 WHERE id = $17 AND tenant_id = $18 RETURNING ",
+     command_timeout_secs = $16, gateway_id = $17 WHERE id = $18 AND tenant_id = $19 RETURNING ",
     server_columns!()
 );
 
@@ -329,6 +329,7 @@ pub(crate) fn server_values(
         Value::count(Some(s.idle_timeout_secs)),
         Value::count(s.rate_limit_per_minute),
         Value::count(s.command_timeout_secs),
+        Value::text(s.gateway_id.map(|g| g.to_string()).as_deref()),
         Value::text(Some(&server.to_string())),
         Value::text(Some(&tenant.to_string())),
     ]
@@ -342,6 +343,90 @@ pub(crate) const PROVIDER_OF_ACCOUNT: &str =
     "SELECT name FROM providers WHERE account_id = $1 AND tenant_id = $2 LIMIT 1";
 pub(crate) const PROVIDER_OF_SERVER: &str =
     "SELECT name FROM providers WHERE smtp_server_id = $1 AND tenant_id = $2 LIMIT 1";
+// Gateways.
+
+/// The columns of a gateway, as [`crate::rows::gateway`] reads them (never its token's hash).
+macro_rules! gateway_columns {
+    () => {
+        "id, tenant_id, name, token_created_at, created_at"
+    };
+}
+
+/// The columns of a gateway's instance, as [`crate::rows::gateway_instance`] reads them.
+macro_rules! gateway_instance_columns {
+    () => {
+        "i.gateway_id, i.name, i.version, i.address, i.first_seen_at, i.last_seen_at, \
+         i.hour_start, i.delivered, i.failed"
+    };
+}
+
+pub(crate) const INSERT_GATEWAY: &str = "INSERT INTO gateways \
+     (id, tenant_id, name, token_hash, token_created_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $5)";
+
+/// PostgreSQL may append a lock clause.
+pub(crate) const GATEWAY_BY_ID: &str = concat!(
+    "SELECT ",
+    gateway_columns!(),
+    " FROM gateways WHERE id = $1 AND tenant_id = $2"
+);
+
+pub(crate) const GATEWAYS: &str = concat!(
+    "SELECT ",
+    gateway_columns!(),
+    " FROM gateways WHERE tenant_id = $1 ORDER BY name"
+);
+
+/// For authentication: names no tenant, the token says which.
+pub(crate) const GATEWAY_BY_TOKEN: &str = concat!(
+    "SELECT ",
+    gateway_columns!(),
+    " FROM gateways WHERE token_hash = $1"
+);
+
+/// The instances of one gateway, newest seen first.
+pub(crate) const GATEWAY_INSTANCES: &str = concat!(
+    "SELECT ",
+    gateway_instance_columns!(),
+    " FROM gateway_instances i WHERE i.gateway_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+);
+
+/// The instances of every gateway of a tenant, newest seen first.
+pub(crate) const TENANT_GATEWAY_INSTANCES: &str = concat!(
+    "SELECT ",
+    gateway_instance_columns!(),
+    " FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
+     WHERE g.tenant_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+);
+
+pub(crate) const REPLACE_GATEWAY_TOKEN: &str = "UPDATE gateways \
+     SET token_hash = $1, token_created_at = $2 WHERE id = $3 AND tenant_id = $4";
+
+pub(crate) const DELETE_GATEWAY: &str = "DELETE FROM gateways WHERE id = $1 AND tenant_id = $2";
+
+/// The servers that name a gateway, which keep it from being deleted.
+pub(crate) const SERVERS_OF_GATEWAY: &str =
+    "SELECT name FROM smtp_servers WHERE gateway_id = $1 AND tenant_id = $2 ORDER BY name";
+
+/// Whether a gateway exists, before an instance of it is recorded.
+pub(crate) const GATEWAY_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1)";
+
+/// Records that an instance reported: new ones start their first hour.
+pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
+     (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed) \
+     VALUES ($1, $2, $3, $4, $5, $5, $5, 0, 0) \
+     ON CONFLICT (gateway_id, name) DO UPDATE SET version = excluded.version, \
+     address = excluded.address, last_seen_at = excluded.last_seen_at";
+
+/// Adds outcomes to an instance's current hour, at `$1`; when that hour
+/// ([`crate::model::GATEWAY_HOUR_MS`]) is over, a new one starts at `$1`
+/// with these outcomes only. SET sees the old values in every expression.
+pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "UPDATE gateway_instances SET \
+     hour_start = CASE WHEN $1 >= hour_start + 3600000 THEN $1 ELSE hour_start END, \
+     delivered = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE delivered END + $2, \
+     failed = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE failed END + $3 \
+     WHERE gateway_id = $4 AND name = $5";
+
 pub(crate) const RESEAL_ACCOUNT: &str = "UPDATE smtp_accounts SET sealed_secret = $1 WHERE id = $2";
 pub(crate) const CLEAR_SERVER_SECRETS: &str =
     "UPDATE smtp_accounts SET sealed_secret = NULL WHERE server_id = $1 AND tenant_id = $2";
@@ -821,4 +906,16 @@ pub(crate) const ALL: &[&str] = &[
     NOTE_MANUAL_RUN,
     INSERT_SCHEDULE_RUN,
     SCHEDULE_RUNS,
+    INSERT_GATEWAY,
+    GATEWAY_BY_ID,
+    GATEWAYS,
+    GATEWAY_BY_TOKEN,
+    GATEWAY_INSTANCES,
+    TENANT_GATEWAY_INSTANCES,
+    REPLACE_GATEWAY_TOKEN,
+    DELETE_GATEWAY,
+    SERVERS_OF_GATEWAY,
+    GATEWAY_EXISTS,
+    UPSERT_GATEWAY_INSTANCE,
+    COUNT_GATEWAY_OUTCOMES,
 ];

@@ -30,6 +30,7 @@ use herald_store::{
     WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
     WebhookTestRecord,
 };
+use herald_store::{GATEWAY_HOUR_MS, Gateway, GatewayInstance, GatewaySeen, NewGateway};
 use herald_testkit::TestDatabase;
 
 mod builders;
@@ -3486,6 +3487,325 @@ async fn webhook_secrets_are_resealed(f: Fixture) {
     );
 }
 
+fn new_gateway(tenant: TenantId, name: &str, hash: &str, at: i64) -> NewGateway {
+    NewGateway {
+        id: GatewayId::new(),
+        tenant_id: tenant,
+        name: name.into(),
+        token_hash: hash.into(),
+        created_at: at,
+    }
+}
+
+fn seen(gateway: GatewayId, name: &str, version: &str, at: i64) -> GatewaySeen {
+    GatewaySeen {
+        gateway_id: gateway,
+        name: name.into(),
+        version: version.into(),
+        address: "192.0.2.10".into(),
+        at,
+    }
+}
+
+async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let b = tenant(&*f.store, "other").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(a, "office", "hash-office", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(office.name, "office");
+    assert_eq!((office.created_at, office.token_created_at), (1_000, 1_000));
+    assert!(office.instances.is_empty());
+    let json = serde_json::to_string(&office).unwrap();
+    assert!(!json.contains("hash-office"), "the hash is never shown");
+
+    let taken = conflict(
+        f.store
+            .create_gateway(new_gateway(a, "office", "hash-2", 1_100))
+            .await,
+    );
+    assert!(taken.contains("office"), "{taken}");
+    // Another tenant may use the same name.
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(b, "office", "hash-b", 1_200))
+        .await
+        .unwrap();
+    let lab = f
+        .store
+        .create_gateway(new_gateway(a, "lab", "hash-lab", 1_300))
+        .await
+        .unwrap();
+    let names = |list: Vec<Gateway>| list.into_iter().map(|g| g.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(f.store.list_gateways(a).await.unwrap()),
+        ["lab", "office"]
+    );
+    assert_eq!(names(f.store.list_gateways(b).await.unwrap()), ["office"]);
+
+    // The token finds its gateway, of whichever tenant.
+    let found = f.store.gateway_by_token("hash-b").await.unwrap().unwrap();
+    assert_eq!((found.id, found.tenant_id), (theirs.id, b));
+    assert!(f.store.gateway_by_token("nothing").await.unwrap().is_none());
+
+    // A new token: the old one finds nothing at once.
+    let replaced = f
+        .store
+        .replace_gateway_token(a, office.id, "hash-office-2".into(), 5_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (replaced.created_at, replaced.token_created_at),
+        (1_000, 5_000)
+    );
+    assert!(
+        f.store
+            .gateway_by_token("hash-office")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        f.store
+            .gateway_by_token("hash-office-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        office.id
+    );
+
+    // Another tenant's ids are not found, and change nothing.
+    not_found(f.store.gateway(b, office.id).await);
+    not_found(f.store.delete_gateway(b, office.id).await);
+    not_found(
+        f.store
+            .replace_gateway_token(b, office.id, "hash-stolen".into(), 6_000)
+            .await,
+    );
+    assert!(
+        f.store
+            .gateway_by_token("hash-stolen")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    f.store.delete_gateway(a, lab.id).await.unwrap();
+    not_found(f.store.gateway(a, lab.id).await);
+    not_found(f.store.delete_gateway(a, lab.id).await);
+    assert_eq!(names(f.store.list_gateways(a).await.unwrap()), ["office"]);
+    assert!(
+        f.store
+            .gateway_by_token("hash-lab")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let g = f
+        .store
+        .create_gateway(new_gateway(a, "office", "hash-office", 1_000))
+        .await
+        .unwrap();
+    let store = &f.store;
+    store
+        .gateway_seen(seen(g.id, "gw-1", "1.0", 10_000))
+        .await
+        .unwrap();
+    store
+        .gateway_seen(seen(g.id, "gw-2", "1.0", 20_000))
+        .await
+        .unwrap();
+    // Seen again: a new version and time, the first sighting kept.
+    store
+        .gateway_seen(GatewaySeen {
+            address: "192.0.2.11".into(),
+            ..seen(g.id, "gw-1", "1.1", 30_000)
+        })
+        .await
+        .unwrap();
+    let instances = store.gateway(a, g.id).await.unwrap().instances;
+    let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["gw-1", "gw-2"], "newest seen first");
+    let one = &instances[0];
+    assert_eq!(
+        (one.version.as_str(), one.address.as_str()),
+        ("1.1", "192.0.2.11")
+    );
+    assert_eq!((one.first_seen_at, one.last_seen_at), (10_000, 30_000));
+    assert_eq!((one.delivered_this_hour, one.failed_this_hour), (0, 0));
+
+    // Outcomes add up within the hour that began at the first sighting ...
+    store
+        .count_gateway_outcomes(g.id, "gw-1", 3, 1, 40_000)
+        .await
+        .unwrap();
+    store
+        .count_gateway_outcomes(g.id, "gw-1", 2, 0, 10_000 + GATEWAY_HOUR_MS - 1)
+        .await
+        .unwrap();
+    let counts = |list: &[GatewayInstance], name: &str| {
+        let i = list.iter().find(|i| i.name == name).unwrap();
+        (i.delivered_this_hour, i.failed_this_hour)
+    };
+    let listed = store.list_gateways(a).await.unwrap();
+    assert_eq!(counts(&listed[0].instances, "gw-1"), (5, 1));
+    assert_eq!(counts(&listed[0].instances, "gw-2"), (0, 0));
+    // ... and start again with the first outcome after it ended.
+    store
+        .count_gateway_outcomes(g.id, "gw-1", 1, 4, 10_000 + GATEWAY_HOUR_MS)
+        .await
+        .unwrap();
+    let after = store.gateway(a, g.id).await.unwrap().instances;
+    assert_eq!(counts(&after, "gw-1"), (1, 4));
+
+    // An instance never seen, or a gateway that does not exist, is not found.
+    not_found(
+        store
+            .count_gateway_outcomes(g.id, "gw-9", 1, 0, 50_000)
+            .await,
+    );
+    not_found(
+        store
+            .gateway_seen(seen(GatewayId::new(), "gw-1", "1.0", 50_000))
+            .await,
+    );
+    // The token lookup brings the instances too.
+    let by_token = store
+        .gateway_by_token("hash-office")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_token.instances.len(), 2);
+
+    // Deleting the gateway deletes its instances.
+    store.delete_gateway(a, g.id).await.unwrap();
+    not_found(
+        store
+            .count_gateway_outcomes(g.id, "gw-1", 1, 0, 60_000)
+            .await,
+    );
+}
+
+async fn a_server_names_a_gateway_of_its_tenant_which_then_stays(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let b = tenant(&*f.store, "other").await;
+    let ours = f
+        .store
+        .create_gateway(new_gateway(a, "office", "hash-a", 1_000))
+        .await
+        .unwrap();
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(b, "office", "hash-b", 1_000))
+        .await
+        .unwrap();
+    let via = |name: &str, g: GatewayId| ServerSettings {
+        gateway_id: Some(g),
+        ..server_settings(name, false)
+    };
+
+    assert_eq!(
+        invalid_field(f.store.create_server(a, via("relay", theirs.id)).await),
+        "gateway_id"
+    );
+    assert_eq!(
+        invalid_field(
+            f.store
+                .create_server(a, via("relay", GatewayId::new()))
+                .await
+        ),
+        "gateway_id"
+    );
+    let relay = f.create_server(a, via("relay", ours.id)).await;
+    assert_eq!(relay.settings.gateway_id, Some(ours.id));
+    assert_eq!(
+        f.store
+            .server(a, relay.id)
+            .await
+            .unwrap()
+            .settings
+            .gateway_id,
+        Some(ours.id)
+    );
+    let backup = f.create_server(a, via("backup", ours.id)).await;
+    let plain = f.create_server(a, server_settings("plain", false)).await;
+    assert_eq!(
+        invalid_field(
+            f.store
+                .update_server(a, plain.id, via("plain", theirs.id))
+                .await
+        ),
+        "gateway_id"
+    );
+    assert_eq!(
+        f.store
+            .server(a, plain.id)
+            .await
+            .unwrap()
+            .settings
+            .gateway_id,
+        None
+    );
+
+    let refused = conflict(f.store.delete_gateway(a, ours.id).await);
+    assert!(
+        refused.contains("\"backup\"") && refused.contains("\"relay\""),
+        "{refused}"
+    );
+    f.store.gateway(a, ours.id).await.unwrap();
+
+    // Once no server names it, it goes.
+    f.update_server(a, relay.id, server_settings("relay", false))
+        .await;
+    let refused = conflict(f.store.delete_gateway(a, ours.id).await);
+    assert!(refused.contains("\"backup\"") && !refused.contains("\"relay\""));
+    f.store.delete_server(a, backup.id).await.unwrap();
+    f.store.delete_gateway(a, ours.id).await.unwrap();
+}
+
+/// Changing the gateway a server's mail goes through clears its accounts'
+/// secrets: the password must not follow the mail into another network.
+async fn a_changed_gateway_clears_account_secrets(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(a, "office", "hash-a", 1_000))
+        .await
+        .unwrap();
+    let settings = server_settings("relay", true);
+    let server = f.create_server(a, settings.clone()).await;
+    let account = f
+        .create_account(a, new_account(server.id, "one", Some("sealed")))
+        .await;
+    f.update_server(
+        a,
+        server.id,
+        ServerSettings {
+            name: "renamed".into(),
+            ..settings.clone()
+        },
+    )
+    .await;
+    assert!(f.account(a, server.id, account.id).await.secret_set);
+    f.update_server(
+        a,
+        server.id,
+        ServerSettings {
+            gateway_id: Some(office.id),
+            ..settings
+        },
+    )
+    .await;
+    assert!(!f.account(a, server.id, account.id).await.secret_set);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -4265,6 +4585,10 @@ async fn a_waiting_message_can_be_cancelled_until_it_is_sent(f: Fixture) {
 }
 
 conformance!(
+    gateways_keep_their_names_tokens_and_tenants,
+    gateway_instances_are_upserted_and_count_their_hour,
+    a_server_names_a_gateway_of_its_tenant_which_then_stays,
+    a_changed_gateway_clears_account_secrets,
     templates_keep_every_version_and_their_names_per_tenant,
     schedules_keep_their_fields_and_name_a_template_of_their_tenant,
     due_schedules_are_the_enabled_ones_whose_time_came,

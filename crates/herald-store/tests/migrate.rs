@@ -281,6 +281,31 @@ async fn fill(s: &dyn Store) -> Installation {
         assert!(s.token_by_hash(hash).await.unwrap().is_some());
     }
 
+    // A gateway with an instance that counted outcomes, which the relay names.
+    let gateway = s
+        .create_gateway(herald_store::NewGateway {
+            id: herald_core::GatewayId::new(),
+            tenant_id: acme,
+            name: "office".into(),
+            token_hash: "hash-gateway".into(),
+            created_at: 1_500,
+        })
+        .await
+        .unwrap()
+        .id;
+    s.gateway_seen(herald_store::GatewaySeen {
+        gateway_id: gateway,
+        name: "gw-1".into(),
+        version: "1.0.0".into(),
+        address: "192.0.2.7".into(),
+        at: 1_600,
+    })
+    .await
+    .unwrap();
+    s.count_gateway_outcomes(gateway, "gw-1", 3, 1, 1_700)
+        .await
+        .unwrap();
+
     let relay = s
         .create_server(
             acme,
@@ -300,6 +325,7 @@ async fn fill(s: &dyn Store) -> Installation {
                 idle_timeout_secs: 10,
                 rate_limit_per_minute: Some(600),
                 command_timeout_secs: Some(20),
+                gateway_id: Some(gateway),
                 ..server_settings("relay", true)
             },
         )
@@ -702,6 +728,7 @@ async fn snapshot(s: &dyn Store) -> Value {
         );
     }
     out["tokens_by_hash"] = json!(by_hash);
+    out["gateway_by_token"] = json!(s.gateway_by_token("hash-gateway").await.unwrap());
     let operator_tokens: Vec<Value> = s
         .list_operator_tokens()
         .await
@@ -813,6 +840,7 @@ async fn snapshot(s: &dyn Store) -> Value {
             "webhooks": webhooks,
             "templates": templates,
             "schedules": schedules,
+            "gateways": s.list_gateways(t).await.unwrap(),
         });
     }
     out

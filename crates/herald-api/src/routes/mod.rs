@@ -1,5 +1,6 @@
 //! Route table and the helpers every handler shares.
 
+pub(crate) mod gateways;
 pub(crate) mod messages;
 pub(crate) mod operator;
 pub(crate) mod people;
@@ -51,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .merge(webhooks::router())
         .merge(templates::router())
         .merge(schedules::router())
+        .merge(gateways::router())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 

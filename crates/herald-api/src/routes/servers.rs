@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::IpAddr;
 
-use herald_core::{AccountId, EndpointUrl, Invalid, Port, Secret, Security, ServerId, SmtpHost};
+use herald_core::{
+    AccountId, EndpointUrl, GatewayId, Invalid, Port, Secret, Security, ServerId, SmtpHost,
+};
 use herald_smtp::Egress;
 use herald_store::{ServerSettings, SmtpAccount, SmtpServer, Warning};
 use serde::{Deserialize, Serialize};
@@ -55,7 +57,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The fields of a server; all optional so the same shape serves create and PATCH.
-/// For PATCH, an empty string clears `tls_ca_pem`, `tls_server_name` or `helo_name`.
+/// For PATCH, an empty string clears `tls_ca_pem`, `tls_server_name`, `helo_name` or `gateway_id`.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerBody {
@@ -77,6 +79,10 @@ pub struct ServerBody {
     pub rate_limit_per_minute: Option<i64>,
     /// 0 returns to the node's default.
     pub command_timeout_secs: Option<i64>,
+    /// The id of the tenant's gateway that delivers this server's mail from
+    /// inside the tenant's network; absent or empty for delivery from Herald.
+    /// Changing it clears the accounts' stored secrets, as a new host does.
+    pub gateway_id: Option<String>,
 }
 
 /// A whole number within `range`.
@@ -228,6 +234,13 @@ impl ServerBody {
             base.and_then(|b| b.command_timeout_secs),
             1..=600,
         );
+        // Whether the gateway is the tenant's is the store's to say, where it is loaded.
+        let gateway_id = check.clearable(
+            "gateway_id",
+            self.gateway_id,
+            base.and_then(|b| b.gateway_id.as_ref()),
+            |id| id.trim().parse::<GatewayId>(),
+        );
         check.finish()?;
         let (Some(name), Some(host), Some(port), Some(security)) = (name, host, port, security)
         else {
@@ -255,6 +268,7 @@ impl ServerBody {
             idle_timeout_secs,
             rate_limit_per_minute,
             command_timeout_secs,
+            gateway_id,
         })
     }
 }

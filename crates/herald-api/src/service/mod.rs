@@ -7,6 +7,7 @@
 //! ([`crate::gate`]), which is where role and tenant isolation are enforced.
 
 mod accounts;
+mod gateways;
 mod messages;
 mod nodes;
 mod people;
@@ -20,6 +21,10 @@ mod tokens;
 mod webhooks;
 
 pub use accounts::{create_account, delete_account};
+pub use gateways::{
+    GatewayView, InstanceView, WithToken, create_gateway, delete_gateway, gateway_view,
+    replace_gateway_token,
+};
 pub use messages::{
     MessagePage, cancel_message, cursor, fallback_recipient, message, parse_cursor, search_messages,
 };
@@ -43,9 +48,10 @@ pub use webhooks::{
     update_webhook,
 };
 
+/// The request bodies the services take, as the API reads them.
+pub use crate::routes::gateways::GatewayBody;
 /// The rule for the names of objects and tokens.
 pub use crate::routes::name;
-/// The request bodies the services take, as the API reads them.
 pub use crate::routes::people::PersonBody;
 pub use crate::routes::people::TokenBody;
 pub use crate::routes::providers::ProviderBody;

@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// A server's gateway, when it names one, must be one of the tenant's; it is
+/// locked FOR KEY SHARE, so it cannot be deleted before the server is stored.
+async fn check_gateway(c: &impl GenericClient, tenant: TenantId, s: &ServerSettings) -> Result<()> {
+    match s.gateway_id {
+        Some(gateway) => rules::server_gateway(
+            super::gateways::load_gateway(c, tenant, gateway, Lock::KeyShare).await,
+        ),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Configuration for PgStore {
     async fn reseal_secrets(&self, reseal: crate::Resealer) -> Result<usize> {
@@ -42,14 +53,18 @@ impl Configuration for PgStore {
     }
 
     async fn create_server(&self, tenant_id: TenantId, s: ServerSettings) -> Result<SmtpServer> {
-        let c = client(&self.pool).await?;
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        check_gateway(&tx, tenant_id, &s).await?;
         let values = sql::server_values(tenant_id, ServerId::new(), &s, now_ms());
-        let statement = c.prepare_cached(sql::INSERT_SERVER).await.map_err(pg)?;
-        let row = c
+        let statement = tx.prepare_cached(sql::INSERT_SERVER).await.map_err(pg)?;
+        let row = tx
             .query_one(&statement, &bind(&values))
             .await
             .map_err(unique("an SMTP server with this name exists"))?;
-        server(&row)
+        let created = server(&row)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(created)
     }
 
     async fn server(&self, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
@@ -78,6 +93,7 @@ impl Configuration for PgStore {
         let old = load_server(&tx, tenant_id, server_id, Lock::Update)
             .await?
             .settings;
+        check_gateway(&tx, tenant_id, &s).await?;
         let values = sql::server_values(tenant_id, server_id, &s, now_ms());
         let statement = tx.prepare_cached(sql::UPDATE_SERVER).await.map_err(pg)?;
         let row = tx

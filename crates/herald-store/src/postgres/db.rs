@@ -46,6 +46,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_templates_and_schedules",
         include_str!("0011_templates_and_schedules.sql"),
     ),
+    ("0012_gateways", include_str!("0012_gateways.sql")),
     (
         "0013_gateway_pinning",
         include_str!("0013_gateway_pinning.sql"),

@@ -8,6 +8,7 @@
 
 mod config;
 mod db;
+mod gateways;
 mod ingress;
 mod listen;
 mod queue;

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// A server's gateway, when it names one, must be one of the tenant's.
+fn check_gateway(c: &Connection, tenant: TenantId, s: &ServerSettings) -> Result<()> {
+    match s.gateway_id {
+        Some(gateway) => rules::server_gateway(super::gateways::load_gateway(c, tenant, gateway)),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Configuration for SqliteStore {
     async fn reseal_secrets(&self, reseal: crate::Resealer) -> Result<usize> {
@@ -48,6 +56,7 @@ impl Configuration for SqliteStore {
     async fn create_server(&self, tenant_id: TenantId, s: ServerSettings) -> Result<SmtpServer> {
         self.db
             .write(move |c| {
+                check_gateway(c, tenant_id, &s)?;
                 let values = sql::server_values(tenant_id, ServerId::new(), &s, now_ms());
                 c.query_row(
                     sql::INSERT_SERVER,
@@ -84,6 +93,7 @@ impl Configuration for SqliteStore {
         self.db
             .write(move |c| {
                 let old = load_server(c, tenant_id, server_id)?.settings;
+                check_gateway(c, tenant_id, &s)?;
                 let values = sql::server_values(tenant_id, server_id, &s, now_ms());
                 let updated = c
                     .query_row(

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0012_smtp_ingress.sql"),
     include_str!("0013_webhooks.sql"),
     include_str!("0014_templates_and_schedules.sql"),
+    include_str!("0015_gateways.sql"),
     include_str!("0016_gateway_pinning.sql"),
 ];
 

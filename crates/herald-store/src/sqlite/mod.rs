@@ -2,6 +2,7 @@
 
 mod config;
 mod db;
+mod gateways;
 mod ingress;
 mod queue;
 mod schedules;

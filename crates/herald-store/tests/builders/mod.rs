@@ -107,6 +107,7 @@ pub fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
         idle_timeout_secs: 30,
         rate_limit_per_minute: None,
         command_timeout_secs: None,
+        gateway_id: None,
     }
 }
 

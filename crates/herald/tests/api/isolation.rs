@@ -150,6 +150,11 @@ const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/tenants/{tenant}/webhooks/{id}/rotate-secret", Access::Admin, OK),
     ep("GET", "/v1/tenants/{tenant}/webhooks/{id}/deliveries", Access::Admin, OK),
     ep("POST", "/v1/tenants/{tenant}/webhooks/{id}/test", Access::Admin, OK),
+    ep("POST", "/v1/tenants/{tenant}/gateways", Access::Admin, CREATED),
+    ep("GET", "/v1/tenants/{tenant}/gateways", Access::Admin, OK),
+    ep("GET", "/v1/tenants/{tenant}/gateways/{id}", Access::Admin, OK),
+    ep("DELETE", "/v1/tenants/{tenant}/gateways/{id}", Access::Admin, GONE),
+    ep("POST", "/v1/tenants/{tenant}/gateways/{id}/token", Access::Admin, OK),
 ];
 
 /// The methods the guard and the 405 check know about.
@@ -301,6 +306,7 @@ enum Kind {
     Webhook,
     Template,
     Schedule,
+    Gateway,
 }
 
 fn kind_of(template: &str) -> Option<Kind> {
@@ -321,6 +327,7 @@ fn kind_of(template: &str) -> Option<Kind> {
         (_, "webhooks") => Kind::Webhook,
         (_, "templates") => Kind::Template,
         (_, "schedules") => Kind::Schedule,
+        (_, "gateways") => Kind::Gateway,
         (_, other) => panic!("no id kind for {other} in {template}"),
     })
 }
@@ -341,6 +348,7 @@ struct Ids {
     webhook: String,
     template: String,
     schedule: String,
+    gateway: String,
 }
 
 impl Ids {
@@ -359,6 +367,7 @@ impl Ids {
             webhook: NO_ID.into(),
             template: NO_ID.into(),
             schedule: NO_ID.into(),
+            gateway: NO_ID.into(),
         }
     }
 
@@ -376,11 +385,12 @@ impl Ids {
             Kind::Webhook => self.webhook = id,
             Kind::Template => self.template = id,
             Kind::Schedule => self.schedule = id,
+            Kind::Gateway => self.gateway = id,
         }
     }
 
     /// Every id, to look for in another tenant's answers.
-    fn all(&self) -> [&str; 11] {
+    fn all(&self) -> [&str; 12] {
         [
             &self.person,
             &self.token,
@@ -393,6 +403,7 @@ impl Ids {
             &self.webhook,
             &self.template,
             &self.schedule,
+            &self.gateway,
         ]
     }
 }
@@ -418,6 +429,7 @@ fn fill(template: &str, slug: &str, ids: &Ids) -> String {
                 "webhooks" => &ids.webhook,
                 "templates" => &ids.template,
                 "schedules" => &ids.schedule,
+                "gateways" => &ids.gateway,
                 other => panic!("no id for {other} in {template}"),
             },
             plain => plain,
@@ -710,6 +722,16 @@ async fn world() -> World {
     )
     .await);
 
+    let gateway = id(&setup(
+        &app,
+        "POST",
+        &a("/gateways"),
+        &acme.admin,
+        Some(json!({"name": "office"})),
+        CREATED,
+    )
+    .await);
+
     let operator_token = setup(
         &app,
         "POST",
@@ -734,6 +756,7 @@ async fn world() -> World {
             webhook,
             template,
             schedule,
+            gateway,
         },
         networks: std::sync::atomic::AtomicU32::new(0),
         acme_id,
@@ -811,7 +834,8 @@ impl World {
             ("POST", "/v1/tenants/{tenant}/messages") => {
                 json!({"to": ["someone@example.com"], "subject": tag, "text": "hello"})
             }
-            ("POST", "/v1/tenants/{tenant}/smtp-credentials") => json!({ "name": tag }),
+            ("POST", "/v1/tenants/{tenant}/smtp-credentials")
+            | ("POST", "/v1/tenants/{tenant}/gateways") => json!({ "name": tag }),
             ("POST", "/v1/tenants/{tenant}/smtp-connectors") => {
                 json!({"name": tag, "cidrs": [self.fresh_network()]})
             }
@@ -886,6 +910,7 @@ impl World {
                 CREATED,
             ),
             Kind::SmtpCredential => (a("/smtp-credentials"), json!({ "name": tag }), CREATED),
+            Kind::Gateway => (a("/gateways"), json!({ "name": tag }), CREATED),
             Kind::SmtpConnector => (
                 a("/smtp-connectors"),
                 json!({"name": tag, "cidrs": [self.fresh_network()]}),
@@ -1134,6 +1159,7 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
             ("/messages?limit=500".to_owned(), "subject"),
             ("/templates".to_owned(), "name"),
             ("/schedules".to_owned(), "name"),
+            ("/gateways".to_owned(), "name"),
             (format!("/smtp-servers/{}/accounts", ids.server), "username"),
         ];
         for (rest, field) in lists {
@@ -1195,6 +1221,7 @@ async fn sweep(world: &World, failures: &mut Vec<String>) {
         "/v1/tenants/{tenant}/webhooks/{id}",
         "/v1/tenants/{tenant}/templates/{id}",
         "/v1/tenants/{tenant}/schedules/{id}",
+        "/v1/tenants/{tenant}/gateways/{id}",
     ] {
         let (path, answer) = get(fill(template, "acme", ids)).await;
         if answer.status != StatusCode::OK {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::console_http::{HttpSession, give_password};
 use crate::helpers::*;
 use crate::isolation::routes_in_source;
+use herald_store::prelude::*;
 
 /// The document as the node serves it, to a client without a token.
 async fn document(app: &TestApp) -> Value {
@@ -951,6 +952,69 @@ async fn real_answers_match_the_documented_schemas() {
         M::DELETE,
         "/v1/tenants/{tenant}/smtp-connectors/{id}",
         &t(&connector),
+        admin,
+        None,
+        S::NO_CONTENT,
+    )
+    .await;
+
+    // A gateway, with an instance recorded as its polls will record it.
+    let gateway = walk
+        .call(
+            M::POST,
+            "/v1/tenants/{tenant}/gateways",
+            &t("/gateways"),
+            admin,
+            Some(json!({"name": "office"})),
+            S::CREATED,
+        )
+        .await;
+    assert!(gateway["token"].is_string(), "{gateway}");
+    let gateway_id = gateway["id"].as_str().unwrap().to_owned();
+    crate::console_smtp::node_store(&app)
+        .gateway_seen(herald_store::GatewaySeen {
+            gateway_id: gateway_id.parse().unwrap(),
+            name: "gw-1".into(),
+            version: "1.0.0".into(),
+            address: "192.0.2.7".into(),
+            at: now_ms(),
+        })
+        .await
+        .unwrap();
+    let gateway = format!("/gateways/{gateway_id}");
+    let listed = walk
+        .call(
+            M::GET,
+            "/v1/tenants/{tenant}/gateways",
+            &t("/gateways"),
+            admin,
+            None,
+            S::OK,
+        )
+        .await;
+    assert_eq!(listed[0]["instances"][0]["alive"], true, "{listed}");
+    walk.call(
+        M::GET,
+        "/v1/tenants/{tenant}/gateways/{id}",
+        &t(&gateway),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/tenants/{tenant}/gateways/{id}/token",
+        &t(&format!("{gateway}/token")),
+        admin,
+        None,
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::DELETE,
+        "/v1/tenants/{tenant}/gateways/{id}",
+        &t(&gateway),
         admin,
         None,
         S::NO_CONTENT,

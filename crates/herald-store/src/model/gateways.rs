@@ -1,0 +1,65 @@
+//! The records of gateways: processes inside a tenant's network that fetch
+//! the tenant's mail from Herald and deliver it there, and their instances.
+
+use herald_core::{GatewayId, TenantId};
+use serde::Serialize;
+
+/// A tenant's gateway, with the instances that reported, newest seen first.
+/// Never carries its token's hash.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gateway {
+    pub id: GatewayId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub name: String,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub created_at: i64,
+    /// When the token in force was made: at creation, or at the latest replacement.
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub token_created_at: i64,
+    pub instances: Vec<GatewayInstance>,
+}
+
+/// One running copy of a gateway, known by the name it reports.
+///
+/// `delivered_this_hour` and `failed_this_hour` count the outcomes of the
+/// hour that began with the first outcome counted after the previous hour
+/// ended: a "current hour", not a sliding window of the last sixty minutes.
+/// An instance that reported nothing for a while still shows its last hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayInstance {
+    pub name: String,
+    pub version: String,
+    /// The address it connected from, as the node saw it.
+    pub address: String,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub first_seen_at: i64,
+    #[serde(serialize_with = "herald_core::timestamp::serialize")]
+    pub last_seen_at: i64,
+    pub delivered_this_hour: u64,
+    pub failed_this_hour: u64,
+}
+
+/// A gateway to store: the SHA-256 of its random token only.
+#[derive(Clone, Debug)]
+pub struct NewGateway {
+    pub id: GatewayId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: i64,
+}
+
+/// That an instance of a gateway reported at `at`.
+#[derive(Clone, Debug)]
+pub struct GatewaySeen {
+    pub gateway_id: GatewayId,
+    /// The instance's name, unique within its gateway.
+    pub name: String,
+    pub version: String,
+    pub address: String,
+    pub at: i64,
+}
+
+/// How long one "current hour" of an instance's counts lasts, in milliseconds.
+pub const GATEWAY_HOUR_MS: i64 = 3_600_000;

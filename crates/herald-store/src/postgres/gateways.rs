@@ -1,0 +1,213 @@
+//! The PostgreSQL store's gateways: their tokens' hashes and their instances.
+
+use herald_core::GatewayId;
+
+use super::*;
+use crate::Gateways;
+
+/// A gateway found by `statement`, with its instances; `None` when none matched.
+async fn find_gateway(
+    c: &impl GenericClient,
+    statement: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Gateway>> {
+    let Some(row) = query_opt(c, statement, args).await? else {
+        return Ok(None);
+    };
+    let gateway = rows::gateway(&row)?;
+    let instances = query(c, sql::GATEWAY_INSTANCES, &[&gateway.id.to_string()])
+        .await?
+        .iter()
+        .map(rows::gateway_instance)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rows::with_instances(vec![gateway], instances).pop())
+}
+
+/// The tenant's gateway with its instances, or not found; `lock` is added
+/// to the statement.
+pub(super) async fn load_gateway(
+    c: &impl GenericClient,
+    tenant: TenantId,
+    id: GatewayId,
+    lock: Lock,
+) -> Result<Gateway> {
+    let statement = format!("{}{}", sql::GATEWAY_BY_ID, lock.clause());
+    find_gateway(c, &statement, &[&id.to_string(), &tenant.to_string()])
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+#[async_trait]
+impl Gateways for PgStore {
+    async fn create_gateway(&self, g: NewGateway) -> Result<Gateway> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            execute(
+                &tx,
+                sql::INSERT_GATEWAY,
+                &[
+                    &g.id.to_string(),
+                    &g.tenant_id.to_string(),
+                    &g.name,
+                    &g.token_hash,
+                    &g.created_at,
+                ],
+            )
+            .await
+            .map_err(unique(rules::name_taken("gateway", &g.name)))?;
+            let created = load_gateway(&tx, g.tenant_id, g.id, Lock::None).await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(created)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn gateway(&self, tenant: TenantId, id: GatewayId) -> Result<Gateway> {
+        let c = client(&self.pool).await?;
+        load_gateway(&c, tenant, id, Lock::None).await
+    }
+
+    async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>> {
+        let c = client(&self.pool).await?;
+        let tenant = tenant.to_string();
+        let gateways = query(&c, sql::GATEWAYS, &[&tenant])
+            .await?
+            .iter()
+            .map(rows::gateway)
+            .collect::<Result<Vec<_>>>()?;
+        let instances = query(&c, sql::TENANT_GATEWAY_INSTANCES, &[&tenant])
+            .await?
+            .iter()
+            .map(rows::gateway_instance)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows::with_instances(gateways, instances))
+    }
+
+    async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Locked, so no server can take the gateway up (it locks the
+            // gateway FOR KEY SHARE) between the check and the delete.
+            load_gateway(&tx, tenant, id, Lock::Update).await?;
+            let (id, tenant) = (id.to_string(), tenant.to_string());
+            let used_by = query(&tx, sql::SERVERS_OF_GATEWAY, &[&id, &tenant])
+                .await?
+                .iter()
+                .map(|r| get::<String>(r, "name"))
+                .collect::<Result<Vec<_>>>()?;
+            rules::gateway_unused(&used_by)?;
+            execute(&tx, sql::DELETE_GATEWAY, &[&id, &tenant])
+                .await
+                .map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn replace_gateway_token(
+        &self,
+        tenant: TenantId,
+        id: GatewayId,
+        token_hash: String,
+        now: i64,
+    ) -> Result<Gateway> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let changed = execute(
+                &tx,
+                sql::REPLACE_GATEWAY_TOKEN,
+                &[&token_hash, &now, &id.to_string(), &tenant.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let replaced = load_gateway(&tx, tenant, id, Lock::None).await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(replaced)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>> {
+        let c = client(&self.pool).await?;
+        find_gateway(&c, sql::GATEWAY_BY_TOKEN, &[&hash]).await
+    }
+
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
+        let result = async {
+            let c = client(&self.pool).await?;
+            let gateway_id = seen.gateway_id.to_string();
+            let exists = query_opt(&c, sql::GATEWAY_EXISTS, &[&gateway_id])
+                .await?
+                .map(|row| row.try_get::<_, bool>(0).map_err(pg))
+                .transpose()?
+                .unwrap_or(false);
+            if !exists {
+                return Err(StoreError::NotFound);
+            }
+            // A gateway deleted between the two statements makes the insert
+            // break the foreign key: a conflict, as any such race.
+            execute(
+                &c,
+                sql::UPSERT_GATEWAY_INSTANCE,
+                &[
+                    &gateway_id,
+                    &seen.name,
+                    &seen.version,
+                    &seen.address,
+                    &seen.at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn count_gateway_outcomes(
+        &self,
+        gateway: GatewayId,
+        instance: &str,
+        delivered: u32,
+        failed: u32,
+        at: i64,
+    ) -> Result<()> {
+        let result = async {
+            let c = client(&self.pool).await?;
+            let changed = execute(
+                &c,
+                sql::COUNT_GATEWAY_OUTCOMES,
+                &[
+                    &at,
+                    &i64::from(delivered),
+                    &i64::from(failed),
+                    &gateway.to_string(),
+                    &instance,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+}

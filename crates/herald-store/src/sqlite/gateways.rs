@@ -1,0 +1,191 @@
+//! The SQLite store's gateways: their tokens' hashes and their instances.
+
+use herald_core::GatewayId;
+
+use super::*;
+use crate::Gateways;
+
+fn gateway_row(r: &Row) -> rusqlite::Result<Result<Gateway>> {
+    Ok(rows::gateway(r))
+}
+
+fn instance_row(r: &Row) -> rusqlite::Result<Result<(GatewayId, GatewayInstance)>> {
+    Ok(rows::gateway_instance(r))
+}
+
+/// A gateway found by `query`, with its instances; `None` when none matched.
+fn find_gateway(
+    c: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+) -> Result<Option<Gateway>> {
+    let Some(gateway) = c
+        .query_row(query, args, gateway_row)
+        .optional()
+        .map_err(sql)?
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let instances = list(
+        c,
+        sql::GATEWAY_INSTANCES,
+        [gateway.id.to_string()],
+        instance_row,
+    )?
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    Ok(rows::with_instances(vec![gateway], instances).pop())
+}
+
+/// The tenant's gateway with its instances, or not found.
+pub(super) fn load_gateway(c: &Connection, tenant: TenantId, id: GatewayId) -> Result<Gateway> {
+    find_gateway(c, sql::GATEWAY_BY_ID, [id.to_string(), tenant.to_string()])?
+        .ok_or(StoreError::NotFound)
+}
+
+#[async_trait]
+impl Gateways for SqliteStore {
+    async fn create_gateway(&self, g: NewGateway) -> Result<Gateway> {
+        self.db
+            .write(move |c| {
+                c.prepare_cached(sql::INSERT_GATEWAY)
+                    .map_err(sql)?
+                    .execute(params![
+                        g.id.to_string(),
+                        g.tenant_id.to_string(),
+                        g.name,
+                        g.token_hash,
+                        g.created_at
+                    ])
+                    .map_err(unique(rules::name_taken("gateway", &g.name)))?;
+                load_gateway(c, g.tenant_id, g.id)
+            })
+            .await
+    }
+
+    async fn gateway(&self, tenant: TenantId, id: GatewayId) -> Result<Gateway> {
+        self.db.read(move |c| load_gateway(c, tenant, id)).await
+    }
+
+    async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>> {
+        self.db
+            .read(move |c| {
+                let gateways = list(c, sql::GATEWAYS, [tenant.to_string()], gateway_row)?
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
+                let instances = list(
+                    c,
+                    sql::TENANT_GATEWAY_INSTANCES,
+                    [tenant.to_string()],
+                    instance_row,
+                )?
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+                Ok(rows::with_instances(gateways, instances))
+            })
+            .await
+    }
+
+    async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let args = [id.to_string(), tenant.to_string()];
+                load_gateway(c, tenant, id)?;
+                // Checked before the foreign key would refuse the delete, to say which server.
+                let used_by = list(c, sql::SERVERS_OF_GATEWAY, args.clone(), |r| {
+                    r.get::<_, String>(0)
+                })?;
+                rules::gateway_unused(&used_by)?;
+                c.execute(sql::DELETE_GATEWAY, args).map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn replace_gateway_token(
+        &self,
+        tenant: TenantId,
+        id: GatewayId,
+        token_hash: String,
+        now: i64,
+    ) -> Result<Gateway> {
+        self.db
+            .write(move |c| {
+                let changed = c
+                    .execute(
+                        sql::REPLACE_GATEWAY_TOKEN,
+                        params![token_hash, now, id.to_string(), tenant.to_string()],
+                    )
+                    .map_err(sql)?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                load_gateway(c, tenant, id)
+            })
+            .await
+    }
+
+    async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>> {
+        let hash = hash.to_owned();
+        self.db
+            .read(move |c| find_gateway(c, sql::GATEWAY_BY_TOKEN, [hash]))
+            .await
+    }
+
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let exists: bool = c
+                    .query_row(sql::GATEWAY_EXISTS, [seen.gateway_id.to_string()], |r| {
+                        r.get(0)
+                    })
+                    .map_err(sql)?;
+                if !exists {
+                    return Err(StoreError::NotFound);
+                }
+                c.prepare_cached(sql::UPSERT_GATEWAY_INSTANCE)
+                    .map_err(sql)?
+                    .execute(params![
+                        seen.gateway_id.to_string(),
+                        seen.name,
+                        seen.version,
+                        seen.address,
+                        seen.at
+                    ])
+                    .map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn count_gateway_outcomes(
+        &self,
+        gateway: GatewayId,
+        instance: &str,
+        delivered: u32,
+        failed: u32,
+        at: i64,
+    ) -> Result<()> {
+        let instance = instance.to_owned();
+        self.db
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(sql::COUNT_GATEWAY_OUTCOMES)
+                    .map_err(sql)?
+                    .execute(params![
+                        at,
+                        i64::from(delivered),
+                        i64::from(failed),
+                        gateway.to_string(),
+                        instance
+                    ])
+                    .map_err(sql)?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            })
+            .await
+    }
+}
