@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use herald_core::TenantId;
-use herald_store::{ProviderConfig, Store, StoreError};
+use herald_store::{DeliveryStore, ProviderConfig, StoreError};
 
 /// Cached provider configurations by tenant.
 pub struct ProviderCache {
@@ -35,7 +35,7 @@ impl ProviderCache {
     /// cache while the entry is fresh, else from the store.
     pub async fn get(
         &self,
-        store: &dyn Store,
+        store: &dyn DeliveryStore,
         tenant: TenantId,
     ) -> Result<Option<ProviderConfig>, StoreError> {
         if let Some((config, at)) = self.entries.lock().expect("cache lock").get(&tenant) {

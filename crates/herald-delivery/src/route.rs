@@ -8,7 +8,7 @@ use herald_core::{
 use std::sync::Arc;
 
 use herald_smtp::{Credentials, Egress, Target, Timeouts, TlsSettings};
-use herald_store::{OAuth2Client, ProviderConfig, Store, StoreError};
+use herald_store::{DeliveryStore, OAuth2Client, ProviderConfig, StoreError};
 
 use crate::pool::PoolLimits;
 
@@ -123,26 +123,14 @@ pub enum ResolveError {
 /// Loads a provider with its server and account: the tenant's active one, or
 /// (for a test message) the one named.
 pub async fn load_config(
-    store: &dyn Store,
+    store: &dyn DeliveryStore,
     tenant: TenantId,
     provider: Option<ProviderId>,
 ) -> Result<Option<ProviderConfig>, StoreError> {
-    let Some(provider_id) = provider else {
-        return store.active_provider(tenant).await;
-    };
-    let provider = store.provider(tenant, provider_id).await?;
-    let server = store
-        .server(tenant, provider.settings.smtp_server_id)
-        .await?;
-    let account = match provider.settings.account_id {
-        Some(account) => Some(store.account(tenant, server.id, account).await?),
-        None => None,
-    };
-    Ok(Some(ProviderConfig {
-        provider,
-        server,
-        account,
-    }))
+    match provider {
+        Some(provider) => store.provider_config(tenant, provider).await.map(Some),
+        None => store.active_provider(tenant).await,
+    }
 }
 
 /// Turns a provider's configuration (or the system default, for `None`) into a
@@ -265,7 +253,7 @@ pub fn route(
 
 /// The fallback recipient of the tenant's effective provider, for messages submitted without one.
 pub async fn fallback_recipient(
-    store: &dyn Store,
+    store: &dyn DeliveryStore,
     default: &DefaultProvider,
     tenant: TenantId,
 ) -> Result<Option<EmailAddress>, StoreError> {

@@ -40,7 +40,7 @@ macro_rules! forward_to_inner {
         #[async_trait]
         impl $capability for Refusing {
             $(async fn $name(&self, $($arg: $ty),*) -> Result<$answer> {
-                self.inner.$name($($arg),*).await
+                $capability::$name(&self.inner, $($arg),*).await
             })*
             $($($own)*)?
         }
@@ -151,7 +151,7 @@ forward_to_inner! {
                 refused.extend(outcomes.iter().map(|o| o.recipient));
                 return Err(StoreError::Unavailable("database or disk is full".into()));
             }
-            self.inner.complete(outcomes, captures).await
+            Queue::complete(&self.inner, outcomes, captures).await
         }
     }
 }

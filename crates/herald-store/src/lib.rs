@@ -206,6 +206,133 @@ pub trait Store:
     }
 }
 
+/// What delivering mail needs of a store, and nothing more: claims under
+/// leases, the claimed messages' contents, outcomes, and the tenants'
+/// providers. Every [`Store`] is one (and so is an `Arc` of one); a
+/// gateway's worker has one that reaches the central node over HTTP.
+/// Delivery code imports this trait alone (not the prelude), so its calls
+/// are never ambiguous.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// As [`Queue::claim`].
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
+
+    /// As [`Queue::message_contents`].
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
+
+    /// As [`Queue::complete`].
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>>;
+
+    /// As [`Queue::release`].
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
+
+    /// As [`Queue::next_due`].
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
+
+    /// As [`Configuration::active_provider`].
+    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
+
+    /// A provider of the tenant with its server and account (a test
+    /// message's, whatever the tenant's active one).
+    async fn provider_config(
+        &self,
+        tenant: TenantId,
+        provider: ProviderId,
+    ) -> Result<ProviderConfig>;
+}
+
+#[async_trait]
+impl<S: Queue + Configuration + ?Sized> DeliveryStore for S {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>> {
+        Queue::claim(self, request).await
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        Queue::message_contents(self, ids).await
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>> {
+        Queue::complete(self, outcomes, captures).await
+    }
+
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        Queue::release(self, leases).await
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        Queue::next_due(self, exclude_tenants).await
+    }
+
+    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
+        Configuration::active_provider(self, tenant).await
+    }
+
+    async fn provider_config(
+        &self,
+        tenant: TenantId,
+        provider: ProviderId,
+    ) -> Result<ProviderConfig> {
+        let provider = Configuration::provider(self, tenant, provider).await?;
+        let server = Configuration::server(self, tenant, provider.settings.smtp_server_id).await?;
+        let account = match provider.settings.account_id {
+            Some(account) => Some(Configuration::account(self, tenant, server.id, account).await?),
+            None => None,
+        };
+        Ok(ProviderConfig {
+            provider,
+            server,
+            account,
+        })
+    }
+}
+
+#[async_trait]
+impl<T: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<T> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>> {
+        (**self).claim(request).await
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        (**self).message_contents(ids).await
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Vec<bool>> {
+        (**self).complete(outcomes, captures).await
+    }
+
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        (**self).release(leases).await
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        (**self).next_due(exclude_tenants).await
+    }
+
+    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
+        (**self).active_provider(tenant).await
+    }
+
+    async fn provider_config(
+        &self,
+        tenant: TenantId,
+        provider: ProviderId,
+    ) -> Result<ProviderConfig> {
+        (**self).provider_config(tenant, provider).await
+    }
+}
+
 /// The store's tenants and access: tenants and their properties, API tokens, persons, the audit log.
 #[async_trait]
 pub trait Tenants: Send + Sync {

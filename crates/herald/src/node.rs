@@ -384,7 +384,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker = Worker::new(
-        store.clone(),
+        Arc::new(store.clone()),
         sealer.clone(),
         default_provider.clone(),
         cache.clone(),

@@ -82,7 +82,7 @@ pub async fn fallback_recipient(
     state: &AppState,
     tenant: herald_core::TenantId,
 ) -> Result<Option<herald_core::EmailAddress>, herald_store::StoreError> {
-    Ok(match state.cache.get(&*state.store, tenant).await? {
+    Ok(match state.cache.get(&state.store, tenant).await? {
         Some(config) => config.provider.settings.fallback_recipient,
         None => state.default_provider.fallback.clone(),
     })

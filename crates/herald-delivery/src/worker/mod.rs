@@ -15,7 +15,9 @@ use std::time::Duration;
 use herald_core::{MessageId, Sealer, TenantId};
 use herald_metrics::Metrics;
 use herald_smtp::{Egress, Timeouts};
-use herald_store::{ClaimRequest, Claimed, MessageContent, NewCapture, NextState, Outcome, Store};
+use herald_store::{
+    ClaimRequest, Claimed, DeliveryStore, MessageContent, NewCapture, NextState, Outcome,
+};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
@@ -122,7 +124,7 @@ impl Default for WorkerConfig {
 /// The delivery worker of one node.
 #[derive(Clone)]
 pub struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn DeliveryStore>,
     sealer: Arc<Sealer>,
     default: Arc<DefaultProvider>,
     config: Arc<WorkerConfig>,
@@ -172,7 +174,7 @@ struct Places {
 
 impl Worker {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn DeliveryStore>,
         sealer: Arc<Sealer>,
         default: Arc<DefaultProvider>,
         cache: Arc<ProviderCache>,
