@@ -42,6 +42,10 @@ pub enum ApiError {
     /// No node with the worker role is alive to run a job.
     #[error("no worker node is alive")]
     NoWorker,
+    /// The mail would go through a gateway none of whose instances is
+    /// alive: why, naming the gateway and when it was last seen.
+    #[error("{0}")]
+    NoGateway(String),
     /// The database is unreachable or full: the request was not stored.
     #[error("storage unavailable")]
     Unavailable(#[source] Cause),
@@ -205,6 +209,13 @@ impl ApiError {
                 "No worker node is alive",
                 "no node with the worker role has sent a heartbeat recently, so nothing would run the test; nothing was queued"
                     .to_owned(),
+                vec![],
+            ),
+            ApiError::NoGateway(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:herald:problem:no-gateway-alive",
+                "No instance of the gateway is alive",
+                format!("{why}; nothing was queued"),
                 vec![],
             ),
             ApiError::Unavailable(why) => {

@@ -279,6 +279,8 @@ pub(crate) enum ProblemType {
     Conflict,
     #[serde(rename = "urn:herald:problem:no-worker-alive")]
     NoWorkerAlive,
+    #[serde(rename = "urn:herald:problem:no-gateway-alive")]
+    NoGatewayAlive,
     #[serde(rename = "urn:herald:problem:unavailable")]
     Unavailable,
     #[serde(rename = "urn:herald:problem:queue-full")]
@@ -762,6 +764,9 @@ pub(crate) mod answers {
         pub status: Status,
         #[schema(format = DateTime)]
         pub next_attempt_at: Option<String>,
+        /// The gateway it is pinned to: only that gateway's instances deliver it.
+        #[schema(format = "uuid")]
+        pub gateway_id: Option<String>,
         pub attempts: Vec<Attempt>,
     }
 
@@ -788,6 +793,9 @@ pub(crate) mod answers {
         pub send_at: Option<String>,
         /// The template it was rendered from.
         pub template: Option<TemplateUse>,
+        /// Why it is not being delivered now, when Herald knows: no instance
+        /// of the gateway its recipients are pinned to is alive.
+        pub waiting: Option<String>,
         pub recipients: Vec<Recipient>,
     }
 
@@ -1049,6 +1057,7 @@ mod tests {
             ApiError::NotFound("object"),
             ApiError::Conflict(String::new()),
             ApiError::NoWorker,
+            ApiError::NoGateway(String::new()),
             ApiError::Unavailable("test".into()),
             ApiError::QueueFull { limit: 1 },
             ApiError::TooManyTests { limit: 1 },
@@ -1066,6 +1075,7 @@ mod tests {
                 | ApiError::NotFound(_)
                 | ApiError::Conflict(_)
                 | ApiError::NoWorker
+                | ApiError::NoGateway(_)
                 | ApiError::Unavailable(_)
                 | ApiError::QueueFull { .. }
                 | ApiError::TooManyTests { .. }

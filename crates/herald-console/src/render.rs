@@ -257,6 +257,10 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
             StatusCode::FORBIDDEN,
             "This tenant may not store passwords or tokens: the operator has not granted it the credential storage entitlement.".into(),
         ),
+        ApiError::NoGateway(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The test message would not be sent now: {why}. Start the gateway in the tenant's network and try again."),
+        ),
         ApiError::NoWorker => (
             StatusCode::SERVICE_UNAVAILABLE,
             "No worker node is alive, so the test message would not be sent now. Start a node with the worker role and try again.".into(),

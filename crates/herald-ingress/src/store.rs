@@ -216,6 +216,8 @@ impl StoreBackend {
             attachments: Vec::new(),
             send_at: None,
             template: None,
+            // Not looked up here (the listener keeps no provider cache): a node
+            // that claims mail of a route pinned to a gateway hands it over.
             gateway_id: None,
         })
     }

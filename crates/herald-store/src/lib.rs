@@ -230,6 +230,14 @@ pub trait DeliveryStore: Send + Sync {
     /// As [`Queue::release`].
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
 
+    /// As [`Queue::repin`].
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64>;
+
     /// As [`Queue::next_due`].
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 
@@ -265,6 +273,15 @@ impl<S: Queue + Configuration + ?Sized> DeliveryStore for S {
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
         Queue::release(self, leases).await
+    }
+
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        Queue::repin(self, leases, gateway, now).await
     }
 
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
@@ -314,6 +331,15 @@ impl<T: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<T> {
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
         (**self).release(leases).await
+    }
+
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        (**self).repin(leases, gateway, now).await
     }
 
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
@@ -748,7 +774,8 @@ pub trait Gateways: Send + Sync {
     /// The tenant's gateways by name, each with its instances, newest seen first.
     async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>>;
 
-    /// Deletes a gateway and its instances; a conflict while an SMTP server names it.
+    /// Deletes a gateway and its instances; a conflict while an SMTP server
+    /// names it. Mail still pinned to it goes back to the nodes.
     async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()>;
 
     /// Replaces the gateway's token: the old one stops working at once.

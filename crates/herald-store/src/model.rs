@@ -593,6 +593,10 @@ pub struct MessageView {
     /// The template it was rendered from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateUse>,
+    /// Why it is not being delivered now, when Herald knows (no instance of
+    /// the gateway its recipients are pinned to is alive). Set by the API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub recipients: Vec<RecipientView>,
 }
 
@@ -615,6 +619,9 @@ pub struct RecipientView {
     pub status: RecipientStatus,
     #[serde(serialize_with = "herald_core::timestamp::serialize_opt")]
     pub next_attempt_at: Option<i64>,
+    /// The gateway it is pinned to: only that gateway's instances deliver it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<GatewayId>,
     pub attempts: Vec<AttemptRecord>,
 }
 

@@ -464,7 +464,7 @@ pub(crate) const UPSERT_NODE: &str = "INSERT INTO nodes (name, roles, version, s
      ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, \
      version = excluded.version, started_at = excluded.started_at, heartbeat_at = \
      excluded.heartbeat_at, incarnation = excluded.incarnation";
-pub(crate) const MESSAGE_RECIPIENTS: &str = "SELECT id, address, kind, status, due_at FROM recipients WHERE message_id = $1 AND \
+pub(crate) const MESSAGE_RECIPIENTS: &str = "SELECT id, address, kind, status, due_at, gateway_id FROM recipients WHERE message_id = $1 AND \
      tenant_id = $2 ORDER BY position";
 pub(crate) const CAPTURED: &str = "SELECT message_id, at, envelope_from, recipients, content FROM captured WHERE tenant_id \
      = $1 ORDER BY id DESC LIMIT $2";
@@ -491,6 +491,10 @@ pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, 
      tenant_id, address, priority";
 /// Gives a claimed recipient to a gateway (`$2`), or back to the nodes
 /// (`$2` null), as a release does: no attempt counted, due at `$1`.
+/// Gives a deleted gateway's waiting recipients back to the nodes (`$1` the
+/// gateway, `$2` its tenant): nothing else would ever claim them.
+pub(crate) const UNPIN_GATEWAY: &str = "UPDATE recipients SET gateway_id = NULL \
+     WHERE gateway_id = $1 AND tenant_id = $2 AND status IN ('queued', 'deferred', 'sending')";
 pub(crate) const REPIN_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL, gateway_id = $2 \
      WHERE id = $3 AND lease_token = $4 AND status = 'sending'";
@@ -843,6 +847,7 @@ pub(crate) const ALL: &[&str] = &[
     COMPLETE_RECIPIENT,
     RELEASE_RECIPIENT,
     REPIN_RECIPIENT,
+    UNPIN_GATEWAY,
     DELETE_EXPIRED_SESSIONS,
     DELETE_SESSION,
     DELETE_OPERATOR_SESSIONS,

@@ -400,6 +400,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             standing: Some(standing.clone()),
             metrics: metrics.clone(),
             events_written: Some(dispatcher.waker()),
+            hands_pinned_mail_over: true,
         },
     );
     let worker_stats = worker.stats();

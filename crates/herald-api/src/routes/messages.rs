@@ -503,7 +503,7 @@ async fn prepare(
         // A time already past is no schedule: the message is due at once.
         send_at: send_at.filter(|at| *at > created_at),
         template,
-        gateway_id: None,
+        gateway_id: crate::service::pinned_gateway(state, tenant.id).await?,
     };
     Ok(message)
 }

@@ -218,7 +218,7 @@ struct TestBody {
     responses(
         (status = 202, description = "Queued", body = answers::TestQueued),
         (status = 429, description = "Too many test messages waiting (`too-many-test-messages`)", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No worker node is alive (`no-worker-alive`), or the database is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No worker node is alive (`no-worker-alive`), no instance of the server's gateway is alive (`no-gateway-alive`), or the database is unavailable", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ))]
 async fn test_message(
     State(state): State<AppState>,

@@ -53,6 +53,30 @@ pub fn gateway_view(state: &AppState, gateway: Gateway, now: i64) -> GatewayView
     }
 }
 
+/// Whether an instance of the tenant's `gateway` is alive at `now`; when
+/// none is, the refusal names the gateway and when it was last seen.
+pub async fn gateway_alive(
+    state: &AppState,
+    tenant: &Tenant,
+    gateway: GatewayId,
+    now: i64,
+) -> Result<(), ApiError> {
+    let gateway = state.store.gateway(tenant.id, gateway).await?;
+    let last_seen = gateway.instances.iter().map(|i| i.last_seen_at).max();
+    match last_seen {
+        Some(at) if crate::seen_within(at, now, state.alive_within) => Ok(()),
+        Some(at) => Err(ApiError::NoGateway(format!(
+            "no instance of gateway {:?} is alive (last seen {})",
+            gateway.name,
+            herald_core::timestamp::rfc3339(at)
+        ))),
+        None => Err(ApiError::NoGateway(format!(
+            "no instance of gateway {:?} is alive (never seen: it has not been started)",
+            gateway.name
+        ))),
+    }
+}
+
 /// A gateway with its new token, which is never shown again.
 pub struct WithToken {
     pub record: Gateway,

@@ -16,6 +16,21 @@ pub async fn message(
     id: MessageId,
 ) -> Result<MessageView, ApiError> {
     let mut message = state.store.message(tenant.id, id).await?;
+    let pinned = message
+        .recipients
+        .iter()
+        .filter(|r| !r.status.is_final() && r.status != herald_core::RecipientStatus::Sending)
+        .find_map(|r| r.gateway_id);
+    if let Some(gateway) = pinned {
+        let now = herald_core::timestamp::now_ms();
+        // A view never fails for this: a gateway deleted meanwhile (its
+        // mail went back to the nodes) just has nothing to say.
+        if let Err(ApiError::NoGateway(why)) =
+            super::gateways::gateway_alive(state, tenant, gateway, now).await
+        {
+            message.waiting = Some(why);
+        }
+    }
     if !caller.sees_diagnosis() {
         for attempt in message
             .recipients
@@ -86,6 +101,21 @@ pub async fn fallback_recipient(
         Some(config) => config.provider.settings.fallback_recipient,
         None => state.default_provider.fallback.clone(),
     })
+}
+
+/// The gateway the tenant's mail is pinned to now (its effective
+/// provider's server names one), as this node's cache knows it: its new
+/// messages go to that gateway's instances only. A node that claims mail
+/// whose route has become pinned since hands it over when it finds out.
+pub async fn pinned_gateway(
+    state: &AppState,
+    tenant: herald_core::TenantId,
+) -> Result<Option<herald_core::GatewayId>, herald_store::StoreError> {
+    Ok(state
+        .cache
+        .get(&state.store, tenant)
+        .await?
+        .and_then(|config| config.server.settings.gateway_id))
 }
 
 /// Cancels a message none of whose recipients is being sent or final yet

@@ -26,7 +26,8 @@ pub use gateways::{
     replace_gateway_token,
 };
 pub use messages::{
-    MessagePage, cancel_message, cursor, fallback_recipient, message, parse_cursor, search_messages,
+    MessagePage, cancel_message, cursor, fallback_recipient, message, parse_cursor, pinned_gateway,
+    search_messages,
 };
 pub use nodes::worker_alive;
 pub use people::{create_person, set_person_password};

@@ -93,14 +93,18 @@ pub async fn send_test_message(
                 .at("to"),
         ));
     };
-    if !super::worker_alive(state).await? {
-        return Err(ApiError::NoWorker);
-    }
     let server = state
         .store
         .server(tenant.id, provider.settings.smtp_server_id)
         .await?;
     let now = herald_core::timestamp::now_ms();
+    // Mail through a server pinned to a gateway goes only through that
+    // gateway: one of its instances must be alive, and no node needs to be.
+    match server.settings.gateway_id {
+        Some(gateway) => super::gateways::gateway_alive(state, tenant, gateway, now).await?,
+        None if !super::worker_alive(state).await? => return Err(ApiError::NoWorker),
+        None => {}
+    }
     let text = format!(
         "This is a test message from Herald, sent through the notification provider {:?} \
          ({}:{}, {}) at {}.\r\n\r\nIf you can read it, the provider works.",
@@ -138,7 +142,7 @@ pub async fn send_test_message(
         max_pending_tests: Some(state.limits.max_pending_tests),
         send_at: None,
         template: None,
-        gateway_id: None,
+        gateway_id: server.settings.gateway_id,
     };
     let submitted = match state.store.submit(message).await {
         Ok(submitted) => submitted,

@@ -406,6 +406,6 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
             id: template.id,
             version: template.version,
         }),
-        gateway_id: None,
+        gateway_id: crate::service::pinned_gateway(state, tenant).await?,
     })
 }

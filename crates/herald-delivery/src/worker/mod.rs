@@ -101,6 +101,10 @@ pub struct WorkerConfig {
     /// Told after each commit of outcomes, which may have written webhook
     /// events: the node's webhook dispatcher.
     pub events_written: Option<Arc<Notify>>,
+    /// True for a node: mail whose route is a server pinned to a gateway is
+    /// handed to that gateway unsent (the node never delivers it). False
+    /// for a gateway's own worker, which is the one that delivers it.
+    pub hands_pinned_mail_over: bool,
 }
 
 impl Default for WorkerConfig {
@@ -117,6 +121,7 @@ impl Default for WorkerConfig {
             standing: None,
             metrics: Arc::default(),
             events_written: None,
+            hands_pinned_mail_over: true,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use herald_core::Mechanism;
 use herald_core::terminal::escape_unprintable;
 use herald_core::timestamp::now_ms;
-use herald_core::{RecipientStatus, TenantId};
+use herald_core::{GatewayId, RecipientStatus, TenantId};
 use herald_smtp::{
     Connection, Credentials, Envelope, ErrorKind, Reply, SmtpError, Step, Target, Tracer,
     Transaction, wire,
@@ -101,6 +101,24 @@ fn smtp(route: &RouteInfo) -> (&Target, &Login, PoolLimits, &str) {
 }
 
 impl Worker {
+    /// Gives recipients whose route turned out to be pinned to `gateway`
+    /// (the tenant's server was pinned after they were submitted) to that
+    /// gateway, unsent and with no attempt counted: only its instances
+    /// claim them from now on.
+    async fn hand_to_gateway(&self, recipients: &[Claimed], gateway: GatewayId) {
+        let leases = recipients
+            .iter()
+            .map(|r| (r.recipient, r.lease_token))
+            .collect();
+        match self.store.repin(leases, Some(gateway), now_ms()).await {
+            Ok(moved) => WorkerStats::add(&self.stats.released, moved as usize),
+            Err(error) => {
+                let ids: Vec<String> = recipients.iter().map(|r| r.recipient.to_string()).collect();
+                warn!(%error, recipient_ids = %ids.join(","), %gateway, "could not hand recipients to their gateway; their leases will expire");
+            }
+        }
+    }
+
     /// Sends one message to its claimed recipients; returns the outcome of each,
     /// or nothing when the recipients were given back unsent.
     pub(super) async fn deliver(
@@ -116,6 +134,13 @@ impl Worker {
             Some(provider) => load_config(&*self.store, tenant, Some(provider)).await,
             None => self.cache.get(&*self.store, tenant).await,
         };
+        if self.config.hands_pinned_mail_over
+            && let Ok(Some(pinned)) = &config
+            && let Some(gateway) = pinned.server.settings.gateway_id
+        {
+            self.hand_to_gateway(&recipients, gateway).await;
+            return None;
+        }
         let route = config.map_err(ResolveError::from).and_then(|config| {
             route(
                 config.as_ref(),

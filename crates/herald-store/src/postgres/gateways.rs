@@ -100,6 +100,9 @@ impl Gateways for PgStore {
                 .map(|r| get::<String>(r, "name"))
                 .collect::<Result<Vec<_>>>()?;
             rules::gateway_unused(&used_by)?;
+            execute(&tx, sql::UNPIN_GATEWAY, &[&id, &tenant])
+                .await
+                .map_err(pg)?;
             execute(&tx, sql::DELETE_GATEWAY, &[&id, &tenant])
                 .await
                 .map_err(pg)?;

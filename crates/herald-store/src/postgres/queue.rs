@@ -192,6 +192,7 @@ impl Queue for PgStore {
                 kind: RecipientKind::from_stored(&get::<String>(r, "kind")?),
                 status: st,
                 next_attempt_at: if st.is_final() { None } else { due_at },
+                gateway_id: opt_id(get(r, "gateway_id")?)?,
             });
         }
         Ok(MessageView {
@@ -209,6 +210,7 @@ impl Queue for PgStore {
             smtp: origin.smtp(),
             send_at,
             template: rows::template_use(&row)?,
+            waiting: None,
         })
     }
 

@@ -97,6 +97,7 @@ impl Gateways for SqliteStore {
                     r.get::<_, String>(0)
                 })?;
                 rules::gateway_unused(&used_by)?;
+                c.execute(sql::UNPIN_GATEWAY, args.clone()).map_err(sql)?;
                 c.execute(sql::DELETE_GATEWAY, args).map_err(sql)?;
                 Ok(())
             })

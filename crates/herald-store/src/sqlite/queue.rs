@@ -134,6 +134,7 @@ impl Queue for SqliteStore {
                             r.get::<_, String>(2)?,
                             r.get::<_, String>(3)?,
                             r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
                         ))
                     },
                 )?;
@@ -147,7 +148,7 @@ impl Queue for SqliteStore {
                     attempts.entry(rid).or_default().push(attempt?);
                 }
                 let mut recipients = Vec::with_capacity(rows.len());
-                for (rid, address, kind, st, due_at) in rows {
+                for (rid, address, kind, st, due_at, gateway) in rows {
                     let st = status(&st)?.as_of(send_at, now);
                     recipients.push(RecipientView {
                         attempts: attempts.remove(&rid).unwrap_or_default(),
@@ -156,6 +157,7 @@ impl Queue for SqliteStore {
                         kind: RecipientKind::from_stored(&kind),
                         status: st,
                         next_attempt_at: if st.is_final() { None } else { due_at },
+                        gateway_id: opt_id(gateway)?,
                     });
                 }
                 Ok(MessageView {
@@ -173,6 +175,7 @@ impl Queue for SqliteStore {
                     smtp: origin.smtp(),
                     send_at,
                     template: template?,
+                    waiting: None,
                 })
             })
             .await

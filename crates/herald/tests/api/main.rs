@@ -19,6 +19,7 @@ mod failures;
 mod fairness;
 mod first_start;
 mod gate;
+mod gateway_pinning;
 mod gateways;
 mod hardening;
 mod hardening_api;

@@ -1,0 +1,177 @@
+//! Mail whose route is an SMTP server pinned to a gateway: stored for that
+//! gateway, never sent by a node (which hands over mail it finds pinned
+//! after it was submitted), shown waiting while no instance of the gateway
+//! is alive; a test message through it answers 503 naming the gateway; and
+//! a deleted gateway's mail goes back to the nodes.
+
+use herald_core::timestamp::{now_ms, rfc3339};
+use herald_store::GatewaySeen;
+use herald_store::prelude::*;
+use herald_testsmtp::TestSmtpServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::console_smtp::node_store;
+use crate::helpers::*;
+
+/// A tenant whose active provider's server is 127.0.0.1:`port`, pinned to
+/// a new gateway `office`; returns the tenant, the gateway's id and the server's.
+async fn pinned_tenant(app: &TestApp, slug: &str, port: u16) -> (TestTenant, String, String) {
+    let tenant = app.tenant(slug).await;
+    let (status, gateway) = app
+        .post_as_admin(&tenant, "gateways", json!({"name": "office"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gateway}");
+    let gateway = gateway["id"].as_str().unwrap().to_owned();
+    let server = app
+        .create_smtp_server(
+            &tenant,
+            json!({"name": "exchange", "host": "127.0.0.1", "port": port, "security": "none",
+                   "gateway_id": gateway}),
+        )
+        .await;
+    let (status, provider) = app
+        .post_as_admin(
+            &tenant,
+            "providers",
+            json!({"name": "on-premises", "smtp_server_id": server["id"],
+                   "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{provider}");
+    app.activate_provider(&tenant, &provider["id"]).await;
+    app.refresh(&tenant).await;
+    let server = server["id"].as_str().unwrap().to_owned();
+    (tenant, gateway, server)
+}
+
+fn waiting(message: &Value) -> &str {
+    message["waiting"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let (acme, gateway, _) = pinned_tenant(&app, "acme", smtp.port()).await;
+    let globex = app.tenant_sending_to("globex", smtp.port()).await;
+
+    let pinned = app.submit_to(&acme, "ops@acme.example", "pinned").await;
+    let message = app.message(&acme, &pinned).await;
+    assert_eq!(message["status"], "queued", "{message}");
+    assert_eq!(message["recipients"][0]["gateway_id"], gateway.as_str());
+    assert!(
+        waiting(&message).contains(r#"no instance of gateway "office" is alive (never seen"#),
+        "{message}"
+    );
+
+    // The node delivers other mail meanwhile, and none of the pinned.
+    let other = app
+        .submit_to(&globex, "ops@globex.example", "not pinned")
+        .await;
+    app.wait_for_status(&globex, &other, "sent").await;
+    let message = app.message(&acme, &pinned).await;
+    assert_eq!(message["recipients"][0]["status"], "queued", "{message}");
+    assert!(attempts_of(&message).is_empty(), "{message}");
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| m.rcpt_to == ["ops@globex.example"])
+    );
+
+    // A test message through the pinned server answers 503 naming the gateway.
+    let provider = app.first_provider_id(&acme).await;
+    let (status, problem) = app.test_provider(&acme, &provider, json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["type"], "urn:herald:problem:no-gateway-alive");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r#"gateway "office""#),
+        "{problem}"
+    );
+
+    // An instance seen just now: the message no longer says it waits for one.
+    let store = node_store(&app);
+    store
+        .gateway_seen(GatewaySeen {
+            gateway_id: gateway.parse().unwrap(),
+            name: "office-1".into(),
+            version: "test".into(),
+            address: "192.0.2.1".into(),
+            at: now_ms(),
+        })
+        .await
+        .unwrap();
+    let message = app.message(&acme, &pinned).await;
+    assert!(message["waiting"].is_null(), "{message}");
+}
+
+#[tokio::test]
+async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways_mail_comes_back() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let (acme, gateway, server) = pinned_tenant(&app, "acme", smtp.port()).await;
+    // Unpinned while the message is submitted (a few seconds ahead), pinned
+    // again before it is due: the node that claims it finds the route pinned.
+    let (status, answer) = app
+        .patch_as_admin(
+            &acme,
+            &format!("smtp-servers/{server}"),
+            json!({"gateway_id": ""}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    app.refresh(&acme).await;
+    let id = app
+        .submit(
+            &acme,
+            json!({"to": ["ops@acme.example"], "subject": "later", "text": "x",
+                   "send_at": rfc3339(now_ms() + 2_000)}),
+        )
+        .await;
+    assert!(app.message(&acme, &id).await["recipients"][0]["gateway_id"].is_null());
+    let (status, answer) = app
+        .patch_as_admin(
+            &acme,
+            &format!("smtp-servers/{server}"),
+            json!({"gateway_id": gateway}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    app.refresh(&acme).await;
+    let handed = eventually("the node to hand the message to the gateway", || async {
+        let message = app.message(&acme, &id).await;
+        (message["recipients"][0]["gateway_id"] == gateway.as_str()).then_some(message)
+    })
+    .await;
+    assert_eq!(handed["recipients"][0]["status"], "queued", "{handed}");
+    assert!(
+        attempts_of(&handed).is_empty(),
+        "handed over unsent: {handed}"
+    );
+    assert!(smtp.messages().is_empty());
+
+    // The gateway goes: the server first names none, then the gateway is
+    // deleted, and its mail is the nodes' again.
+    let (status, answer) = app
+        .delete_as_admin(&acme, &format!("gateways/{gateway}"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, answer) = app
+        .patch_as_admin(
+            &acme,
+            &format!("smtp-servers/{server}"),
+            json!({"gateway_id": ""}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    app.refresh(&acme).await;
+    let (status, answer) = app
+        .delete_as_admin(&acme, &format!("gateways/{gateway}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    app.wait_for_status(&acme, &id, "sent").await;
+    smtp.wait_for_messages(1, DEADLINE).await;
+}
