@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use herald_api::ApiError;
 use herald_api::service::{
-    AccountBody, ConnectorBody, CredentialBody, OAuth2Body, ProviderBody, ScheduleBody, ServerBody,
-    TemplateBody, WebhookBody,
+    AccountBody, ConnectorBody, CredentialBody, GatewayBody, OAuth2Body, ProviderBody,
+    ScheduleBody, ServerBody, TemplateBody, WebhookBody,
 };
 use herald_core::FieldError;
 use herald_store::{Provider, Schedule, SmtpServer, Template};
@@ -118,6 +118,9 @@ pub struct ServerForm {
     pub idle_timeout_secs: String,
     pub rate_limit_per_minute: String,
     pub command_timeout_secs: String,
+    /// The id of the tenant's gateway that delivers the server's mail; empty
+    /// for Herald's own nodes.
+    pub gateway_id: String,
 }
 
 impl ServerForm {
@@ -178,6 +181,7 @@ impl ServerForm {
             idle_timeout_secs: s.idle_timeout_secs.to_string(),
             rate_limit_per_minute: opt(s.rate_limit_per_minute),
             command_timeout_secs: opt(s.command_timeout_secs),
+            gateway_id: s.gateway_id.map(|g| g.to_string()).unwrap_or_default(),
         }
     }
 
@@ -212,8 +216,9 @@ impl ServerForm {
                 "command_timeout_secs",
                 &self.command_timeout_secs,
             ),
-            // The console's form has no gateway field yet: the stored one is kept.
-            gateway_id: None,
+            // Always sent: empty means Herald's own nodes, and clears a gateway
+            // when editing, as choosing "None" in the form says.
+            gateway_id: Some(self.gateway_id.trim().to_owned()),
         };
         if errors.is_empty() {
             Ok(body)
@@ -370,6 +375,21 @@ impl CredentialForm {
             "name" => "credential_name".into(),
             "rate_limit_per_minute" => "credential_rate_limit".into(),
             other => other.into(),
+        }
+    }
+}
+
+/// A new gateway as typed: only its name.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GatewayForm {
+    pub name: String,
+}
+
+impl GatewayForm {
+    pub fn body(&self) -> GatewayBody {
+        GatewayBody {
+            name: Some(self.name.trim().to_owned()).filter(|n| !n.is_empty()),
         }
     }
 }

@@ -40,6 +40,7 @@ pub enum Saved {
     ScheduleDisabled,
     ScheduleRun,
     ScheduleDeleted,
+    GatewayDeleted,
     TenantAdded,
     EntitlementsChanged,
 }
@@ -73,6 +74,7 @@ const CODES: &[(Saved, &str)] = &[
     (Saved::ScheduleDisabled, "schedule-disabled"),
     (Saved::ScheduleRun, "schedule-run"),
     (Saved::ScheduleDeleted, "schedule-deleted"),
+    (Saved::GatewayDeleted, "gateway-deleted"),
     (Saved::TenantAdded, "tenant-added"),
     (Saved::EntitlementsChanged, "entitlements-saved"),
 ];

@@ -110,6 +110,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         "schedule_delete.html",
         include_str!("../templates/schedule_delete.html"),
     ),
+    ("gateways.html", include_str!("../templates/gateways.html")),
+    (
+        "gateway_token.html",
+        include_str!("../templates/gateway_token.html"),
+    ),
+    (
+        "gateway_new_token.html",
+        include_str!("../templates/gateway_new_token.html"),
+    ),
+    (
+        "gateway_delete.html",
+        include_str!("../templates/gateway_delete.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -9,6 +9,7 @@
 mod accounts;
 mod audit;
 mod checklist;
+mod gateways;
 mod messages;
 mod people;
 mod properties;
@@ -51,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .merge(webhooks::router())
         .merge(templates::router())
         .merge(schedules::router())
+        .merge(gateways::router())
 }
 
 /// An id from the path; a malformed one names nothing, so it is a 404.

@@ -36,11 +36,12 @@ async fn servers(
     done: Done,
 ) -> PageResult {
     let servers = store(state.store.list_servers(tenant.id).await)?;
+    let gateways = store(state.store.list_gateways(tenant.id).await)?;
     let notice =
         (done.saved() == Some(Saved::ServerDeleted)).then(|| Notice::new("SMTP server deleted."));
     Ok(page(
         "servers.html",
-        context! { servers, notice, ..base(&me, &tenant, "servers") },
+        context! { servers, gateways, notice, ..base(&me, &tenant, "servers") },
     ))
 }
 
@@ -137,6 +138,8 @@ pub(super) async fn server_page(
         Some(s) => s.settings.warnings(),
         None => Vec::new(),
     };
+    // The gateways the server may be pinned to.
+    let gateways = store(state.store.list_gateways(tenant.id).await)?;
     let blank = AccountForm::default();
     let (account, account_problems) = match extras.account {
         Some((account, problems)) => (account, problems),
@@ -149,7 +152,7 @@ pub(super) async fn server_page(
         "server_form.html",
         context! {
             server, form, problems, accounts, persons, warnings,
-            account, account_problems, my_person_id, notice,
+            account, account_problems, my_person_id, notice, gateways,
             presets => herald_core::presets::all(),
             preset => extras.preset,
             ..base(me, tenant, "servers")

@@ -818,6 +818,44 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.click(Locator::LinkText("Cancel")).await;
     browser.wait_for_text("h1", "Schedule weekday").await;
 
+    // A gateway: its token and command shown once, a new token and its
+    // deletion asked about (and cancelled).
+    browser.nav("Gateways").await;
+    browser.fill("name", "berlin").await;
+    browser.press("Add the gateway", "#gateway-token").await;
+    let gateway_token = browser
+        .value_of("#gateway-token")
+        .await
+        .expect("the token is on the page");
+    assert!(gateway_token.starts_with("hrldg_"), "{gateway_token}");
+    let gateway_shown_on = browser.pages.len() - 1;
+    browser.click(Locator::LinkText("Back to gateways")).await;
+    browser.wait_for_text("h1", "Gateways").await;
+    browser
+        .click(Locator::Css(
+            "a[aria-label='New token for the gateway berlin']",
+        ))
+        .await;
+    browser
+        .wait_for_text("h1", "Give the gateway berlin a new token?")
+        .await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser
+        .click(Locator::Css("a[aria-label='Delete the gateway berlin']"))
+        .await;
+    browser
+        .wait_for_text("h1", "Delete the gateway berlin?")
+        .await;
+    browser.click(Locator::LinkText("Cancel")).await;
+    browser.wait_for_text("h1", "Gateways").await;
+    for (i, html) in browser.pages.iter().enumerate() {
+        assert_eq!(
+            html.contains(&gateway_token),
+            i == gateway_shown_on,
+            "page {i}: {html}"
+        );
+    }
+
     // Mail received over SMTP with that credential, and API mail with
     // attachments, as the messages pages show them.
     let (_, credentials) = app
@@ -1403,6 +1441,9 @@ const CONSOLE_PAGES: &[&str] = &[
     "/t/{tenant}/schedules/{id}",
     "/t/{tenant}/schedules/{id}/edit",
     "/t/{tenant}/schedules/{id}/delete",
+    "/t/{tenant}/gateways",
+    "/t/{tenant}/gateways/{id}/token",
+    "/t/{tenant}/gateways/{id}/delete",
     "/operator/tenants",
     "/operator/nodes",
 ];
@@ -1537,6 +1578,16 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let schedule_id = schedule["id"].as_str().unwrap().to_owned();
+    // A gateway, for its pages (no instance ever runs).
+    let (status, gateway) = app
+        .post(
+            "/v1/tenants/acme/gateways",
+            OPERATOR,
+            json!({"name": "berlin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gateway}");
+    let gateway_id = gateway["id"].as_str().unwrap().to_owned();
     // (route, path, what the page shows, whether a member may see it)
     let page = |route: &'static str, path: String, shows: &str, members: bool| {
         (route, path, shows.to_owned(), members)
@@ -1736,6 +1787,24 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
             "<h1>Delete the schedule daily?</h1>",
             false,
         ),
+        page(
+            "/t/{tenant}/gateways",
+            format!("{t}/gateways"),
+            "<h1>Gateways</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/gateways/{id}/token",
+            format!("{t}/gateways/{gateway_id}/token"),
+            "<h1>Give the gateway berlin a new token?</h1>",
+            false,
+        ),
+        page(
+            "/t/{tenant}/gateways/{id}/delete",
+            format!("{t}/gateways/{gateway_id}/delete"),
+            "<h1>Delete the gateway berlin?</h1>",
+            false,
+        ),
     ];
     let operator_pages = [
         ("/operator/tenants", "<h1>Tenants</h1>"),
@@ -1811,6 +1880,8 @@ async fn every_console_page_renders_for_its_people_and_no_one_else() {
         format!("{t}/smtp/credentials/{}/revoke", c.smtp_connector_id),
         format!("{t}/smtp/connectors/{}/delete", c.smtp_credential_id),
         format!("{t}/smtp/connectors/{}/delete", c.token_id),
+        format!("{t}/gateways/not-an-id/token"),
+        format!("{t}/gateways/{}/delete", c.server_id),
     ] {
         let Page { status, .. } = admin.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");

@@ -7,6 +7,7 @@ mod admin_flows;
 mod attachments;
 mod cluster;
 mod console;
+mod console_gateways;
 mod console_http;
 mod console_reading;
 mod console_smtp;
