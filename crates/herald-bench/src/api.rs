@@ -167,6 +167,38 @@ impl Api {
         Ok(())
     }
 
+    /// Gives the tenant a gateway and pins every one of its SMTP servers to
+    /// it: from then on only the gateway's instances deliver its mail.
+    /// Returns the gateway's token.
+    pub async fn pin_to_new_gateway(&self, tenant: &Tenant, name: &str) -> anyhow::Result<String> {
+        let base = format!("/v1/tenants/{}", tenant.slug);
+        let gateway = self
+            .call(
+                Method::POST,
+                &format!("{base}/gateways"),
+                Some(json!({ "name": name })),
+            )
+            .await?;
+        let servers = self
+            .call(Method::GET, &format!("{base}/smtp-servers"), None)
+            .await?;
+        for server in servers.as_array().context("the servers answer is a list")? {
+            let id = server["id"].as_str().context("a server has an id")?;
+            self.call(
+                Method::PATCH,
+                &format!("{base}/smtp-servers/{id}"),
+                Some(json!({ "gateway_id": gateway["id"] })),
+            )
+            .await?;
+        }
+        self.call(Method::POST, &format!("{base}/properties/refresh"), None)
+            .await?;
+        Ok(gateway["token"]
+            .as_str()
+            .context("the gateway answer has no token")?
+            .to_owned())
+    }
+
     /// Whether the batch endpoint exists on this node (an empty batch is
     /// answered by it; a missing route answers 404 or 405).
     pub async fn has_batch(&self, tenant: &Tenant) -> anyhow::Result<bool> {
