@@ -67,7 +67,9 @@ pub fn server_url(input: &str) -> anyhow::Result<url::Url> {
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        "http" => bail!("--server must use https (http only to a loopback address such as 127.0.0.1)"),
+        "http" => {
+            bail!("--server must use https (http only to a loopback address such as 127.0.0.1)")
+        }
         other => bail!("--server must be an https URL, not {other}:"),
     }
     if !url.username().is_empty() || url.password().is_some() {

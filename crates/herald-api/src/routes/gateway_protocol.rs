@@ -21,12 +21,12 @@ use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
 use herald_core::{Invalid, MessageId, ProviderId, RecipientId, Sealer, TenantId, token};
 use herald_delivery::gateway::wire::{
-    ClaimAnswer, ClaimBody, MAX_CLAIM, MAX_WAIT_SECONDS, OutcomesAnswer, OutcomesBody,
-    ReleaseBody, WireClaimed, WireError, WireMessage, WireProvider, WireProviderConfig,
+    ClaimAnswer, ClaimBody, MAX_CLAIM, MAX_WAIT_SECONDS, OutcomesAnswer, OutcomesBody, ReleaseBody,
+    WireClaimed, WireError, WireMessage, WireProvider, WireProviderConfig,
 };
 use herald_store::{
-    Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState,
-    Outcome, ProviderConfig, StoreError,
+    Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState, Outcome,
+    ProviderConfig, StoreError,
 };
 use serde_json::{Value, json};
 use tracing::warn;
@@ -56,6 +56,8 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct GatewayCaller {
     pub gateway: Gateway,
     pub remote: Option<SocketAddr>,
+    /// The token's hash, to check again during a long wait.
+    token_hash: String,
 }
 
 impl FromRequestParts<AppState> for GatewayCaller {
@@ -71,16 +73,21 @@ impl FromRequestParts<AppState> for GatewayCaller {
             .map(|(_, token)| token.trim())
             .filter(|t| t.starts_with(token::GATEWAY_TOKEN_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
+        let token_hash = token::hash(presented);
         let gateway = state
             .store
-            .gateway_by_token(&token::hash(presented))
+            .gateway_by_token(&token_hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         let remote = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        Ok(GatewayCaller { gateway, remote })
+        Ok(GatewayCaller {
+            gateway,
+            remote,
+            token_hash,
+        })
     }
 }
 
@@ -114,7 +121,7 @@ async fn check_pinned(
 /// configurations, with accounts' secrets sealed under the claim's `key`.
 #[utoipa::path(post, path = "/v1/gateway/claim", tag = "gateways",
     request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
-    responses((status = 200, description = "`{lease_ms, recipients, messages, providers: [{test_provider, config}]}`; no recipients when none came due in time", body = Object)))]
+    responses((status = 200, description = "`{lease_ms, now, recipients, messages, providers: [{test_provider, config}]}`; no recipients when none came due in time", body = Object)))]
 async fn claim(
     State(state): State<AppState>,
     caller: GatewayCaller,
@@ -142,6 +149,7 @@ async fn claim(
     let (Some(instance), Some(key)) = (instance, key) else {
         unreachable!("checked above")
     };
+    let token_hash = caller.token_hash;
     let gateway = caller.gateway;
     let seen = GatewaySeen {
         gateway_id: gateway.id,
@@ -168,16 +176,32 @@ async fn claim(
         limit: body.limit,
     };
     let until = tokio::time::Instant::now() + Duration::from_secs(body.wait_seconds.into());
+    let mut first = true;
     loop {
         // Listening before the claim: mail stored while it runs still wakes us.
         let arrived = state.mail_arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
+        // A token replaced (or a gateway deleted) while the claim waits
+        // stops it at once: nothing more is claimed with the old token.
+        if !std::mem::take(&mut first)
+            && !state
+                .store
+                .gateway_by_token(&token_hash)
+                .await?
+                .is_some_and(|g| g.id == gateway.id)
+        {
+            return Err(ApiError::Unauthorized);
+        }
         let claimed = state.store.claim_for_gateway(request(now_ms())).await?;
         if !claimed.is_empty() {
             let answer = answer(&state, &gateway, claimed, &key).await?;
             if !answer.recipients.is_empty() {
-                return Ok(Json(ClaimAnswer { lease_ms, ..answer }));
+                return Ok(Json(ClaimAnswer {
+                    lease_ms,
+                    now: now_ms(),
+                    ..answer
+                }));
             }
             // All of it was handed back: look again, the wait is not over.
             continue;
@@ -186,6 +210,7 @@ async fn claim(
         if now >= until {
             return Ok(Json(ClaimAnswer {
                 lease_ms,
+                now: now_ms(),
                 ..ClaimAnswer::default()
             }));
         }
@@ -268,6 +293,7 @@ async fn answer(
         .collect();
     Ok(ClaimAnswer {
         lease_ms: 0,
+        now: 0,
         recipients: mine.iter().map(WireClaimed::from).collect(),
         messages,
         providers,

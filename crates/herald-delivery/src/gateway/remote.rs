@@ -217,24 +217,24 @@ impl DeliveryStore for RemoteStore {
             wait_seconds: self.wait_seconds,
             key: self.key.clone(),
         };
-        let sent = now_ms();
         let timeout = Duration::from_secs(u64::from(self.wait_seconds) + 30);
         let answer: ClaimAnswer = tokio::select! {
             answer = self.post("v1/gateway/claim", &body, timeout) => answer?,
             _ = shutdown.changed() => return Ok(Vec::new()),
         };
-        // The lease began at the node after the request left: counting it
-        // from then on this machine's clock ends it early, never late, so
-        // the worker never starts a send the node may already give to
-        // another instance, whatever the clocks say.
-        let lease_until = sent.saturating_add(answer.lease_ms);
+        // Leases end on this machine's clock what was left of them when the
+        // node answered, counted from the answer's arrival: the clocks may
+        // differ, and a claim may have waited long at the node. It is late
+        // only by the answer's time on the way, which the worker's margin
+        // before a lease's end (it starts no send in the last seconds) covers.
+        let received = now_ms();
         let claimed: Vec<Claimed> = answer
             .recipients
             .iter()
             .cloned()
             .map(|c| {
                 Claimed::try_from(c).map(|mut c| {
-                    c.lease_until = c.lease_until.min(lease_until);
+                    c.lease_until = received.saturating_add(c.lease_until - answer.now);
                     c
                 })
             })

@@ -106,6 +106,9 @@ impl ClaimBody {
 pub struct ClaimAnswer {
     /// The lease each claim holds, in milliseconds.
     pub lease_ms: i64,
+    /// The node's clock when it answered: a claimed recipient's lease has
+    /// `lease_until - now` left then, whatever the gateway's clock says.
+    pub now: i64,
     pub recipients: Vec<WireClaimed>,
     pub messages: Vec<WireMessage>,
     pub providers: Vec<WireProvider>,
