@@ -184,14 +184,11 @@ async fn claim(
         arrived.as_mut().enable();
         // A token replaced (or a gateway deleted) while the claim waits
         // stops it at once: nothing more is claimed with the old token.
-        if !std::mem::take(&mut first)
-            && !state
-                .store
-                .gateway_by_token(&token_hash)
-                .await?
-                .is_some_and(|g| g.id == gateway.id)
-        {
-            return Err(ApiError::Unauthorized);
+        if !std::mem::take(&mut first) {
+            let current = state.store.gateway_by_token(&token_hash).await?;
+            if current.is_none_or(|g| g.id != gateway.id) {
+                return Err(ApiError::Unauthorized);
+            }
         }
         let claimed = state.store.claim_for_gateway(request(now_ms())).await?;
         if !claimed.is_empty() {
@@ -246,12 +243,9 @@ async fn answer(
     // Read from the store now, not from a cache: a route moved away from
     // this gateway must not send its mail here, even for a moment.
     let mut configs: HashMap<Option<ProviderId>, Option<ProviderConfig>> = HashMap::new();
-    for message in contents.values() {
-        let key = message.test_provider;
-        if !configs.contains_key(&key) {
-            let config = load(state, gateway.tenant_id, key).await?;
-            configs.insert(key, config);
-        }
+    let wanted: HashSet<Option<ProviderId>> = contents.values().map(|m| m.test_provider).collect();
+    for key in wanted {
+        configs.insert(key, load(state, gateway.tenant_id, key).await?);
     }
     let here = |config: &Option<ProviderConfig>| {
         config
