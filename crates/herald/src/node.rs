@@ -471,6 +471,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
         mail_arrived,
         gateway_lease: settings.lease,
+        stopping: stop.clone(),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));

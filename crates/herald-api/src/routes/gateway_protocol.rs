@@ -176,6 +176,8 @@ async fn claim(
         limit: body.limit,
     };
     let until = tokio::time::Instant::now() + Duration::from_secs(body.wait_seconds.into());
+    let mut stopping = state.stopping.clone();
+    let mut stopped = false;
     let mut first = true;
     loop {
         // Listening before the claim: mail stored while it runs still wakes us.
@@ -204,7 +206,7 @@ async fn claim(
             continue;
         }
         let now = tokio::time::Instant::now();
-        if now >= until {
+        if now >= until || stopped || *stopping.borrow() {
             return Ok(Json(ClaimAnswer {
                 lease_ms,
                 now: now_ms(),
@@ -214,6 +216,8 @@ async fn claim(
         tokio::select! {
             _ = arrived => {}
             _ = tokio::time::sleep((until - now).min(RECHECK)) => {}
+            // A node whose stop signal is gone is stopping too.
+            changed = stopping.changed() => stopped |= changed.is_err(),
         }
     }
 }

@@ -462,3 +462,40 @@ async fn a_claim_sends_nothing_of_mail_whose_route_left_the_gateway_and_outcomes
     elsewhere.wait_for_messages(1, DEADLINE).await;
     assert!(smtp.messages().is_empty());
 }
+
+#[tokio::test]
+async fn a_waiting_claim_does_not_hold_the_nodes_shutdown() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    let mut app = spawn_app().await;
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let mut body = claim_now();
+    body["wait_seconds"] = json!(25);
+    let claim = {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/gateway/claim"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Seen: the claim waits for mail now.
+    eventually("the claim to be waiting", || async {
+        let (_, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        (shown["instances"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    let node = app.node.take().unwrap();
+    tokio::time::timeout(DEADLINE / 4, node.shutdown())
+        .await
+        .expect("the node stops without waiting out the claim");
+    let answered = claim.await.unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    let answer: Value = answered.json().await.unwrap();
+    assert_eq!(answer["recipients"], json!([]), "{answer}");
+}
