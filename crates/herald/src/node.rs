@@ -409,6 +409,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker_stats = worker.stats();
+    // Gateways' claims waiting at this node for mail: told of every message
+    // stored, through the API, SMTP or another node.
+    let mail_arrived = Arc::new(tokio::sync::Notify::new());
     // The SMTP submission listener, when asked for: bound before the token
     // below is made, so that a start that cannot listen changes nothing more.
     let smtp = match settings.smtp {
@@ -417,7 +420,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
                 store.clone(),
                 worker.waker(),
                 settings.limits.max_queued_per_tenant,
-            );
+            )
+            .with_mail_arrived(mail_arrived.clone());
             Some(
                 herald_ingress::Listener::bind_metered(smtp, Arc::new(backend), metrics.clone())
                     .await
@@ -441,7 +445,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         worker.waker(),
         stop.clone(),
     ));
-    let mail_arrived = Arc::new(tokio::sync::Notify::new());
     if let Some(events) = store.subscribe() {
         tokio::spawn(follow(
             events,
