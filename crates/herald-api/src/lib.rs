@@ -96,6 +96,9 @@ pub struct AppState {
     pub mail_arrived: Arc<Notify>,
     /// The lease a gateway's claim holds (the node's own lease).
     pub gateway_lease: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxies`),
+    /// for the address a gateway instance is shown calling from.
+    pub trusted_proxies: Vec<herald_store::ipnet::IpNet>,
     /// Turns true when the node begins to stop: a gateway's waiting claim
     /// answers at once, so it does not hold the node's shutdown.
     pub stopping: tokio::sync::watch::Receiver<bool>,

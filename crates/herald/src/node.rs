@@ -475,6 +475,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         mail_arrived,
         gateway_lease: settings.lease,
         stopping: stop.clone(),
+        trusted_proxies: settings.trusted_proxies.clone(),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
