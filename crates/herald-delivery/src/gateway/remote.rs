@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,7 +74,14 @@ pub struct RemoteStore {
     shutdown: watch::Receiver<bool>,
     refused: watch::Sender<bool>,
     held: Mutex<Held>,
+    /// Claims that failed in a row: each waits longer before it answers,
+    /// so an unreachable node is not asked in a tight loop.
+    failed_claims: AtomicU32,
 }
+
+/// The first pause after a failed claim, doubled per failure up to [`CLAIM_RETRY_MAX`].
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(500);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A failure to reach the node or to understand it: the worker retries
 /// later, like a database that does not answer.
@@ -106,6 +114,7 @@ impl RemoteStore {
             shutdown: config.shutdown,
             refused: watch::channel(false).0,
             held: Mutex::default(),
+            failed_claims: AtomicU32::new(0),
         })
     }
 
@@ -218,9 +227,28 @@ impl DeliveryStore for RemoteStore {
             key: self.key.clone(),
         };
         let timeout = Duration::from_secs(u64::from(self.wait_seconds) + 30);
-        let answer: ClaimAnswer = tokio::select! {
-            answer = self.post("v1/gateway/claim", &body, timeout) => answer?,
+        let answer: Result<ClaimAnswer> = tokio::select! {
+            answer = self.post("v1/gateway/claim", &body, timeout) => answer,
             _ = shutdown.changed() => return Ok(Vec::new()),
+        };
+        let answer = match answer {
+            Ok(answer) => {
+                self.failed_claims.store(0, Ordering::Relaxed);
+                answer
+            }
+            Err(error) => {
+                // The worker asks again at once (the claim is its wait):
+                // the pause between failed claims is taken here.
+                let failed = self.failed_claims.fetch_add(1, Ordering::Relaxed);
+                let pause = CLAIM_RETRY_FIRST
+                    .saturating_mul(1 << failed.min(10))
+                    .min(CLAIM_RETRY_MAX);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+                return Err(error);
+            }
         };
         // Leases end on this machine's clock what was left of them when the
         // node answered, counted from the answer's arrival: the clocks may

@@ -163,6 +163,29 @@ async fn pinned_mail_waits_until_a_gateway_runs_and_then_flows_through_it() {
     assert_eq!(instance["name"], "office-1", "{instance}");
     assert_eq!(instance["address"], "127.0.0.1", "{instance}");
     assert_eq!(instance["alive"], true, "{instance}");
+    // A test message through the provider goes through the instance too,
+    // with its provider's configuration, and tells every step.
+    let test = app
+        .send_test_message(&acme, json!({"to": "check@acme.example"}))
+        .await;
+    let message = app.wait_for_status(&acme, &test, "sent").await;
+    assert_eq!(
+        attempt_nodes(&message),
+        BTreeSet::from(["gw:office-1".to_owned()]),
+        "{message}"
+    );
+    let steps: Vec<&str> = first_attempt_of(&message)["diagnosis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert!(
+        steps.contains(&"auth") && steps.contains(&"data"),
+        "{message}"
+    );
+    assert_eq!(smtp.messages().len(), 2);
+
     // Nothing secret in its logs.
     let logs = gw.output();
     assert!(!logs.contains(PASSWORD) && !logs.contains(&token), "{logs}");
