@@ -89,6 +89,19 @@ fn unavailable(what: impl Into<String>) -> StoreError {
     StoreError::Unavailable(Cause::from(what.into()))
 }
 
+/// An error with its causes, which reqwest keeps beneath a general message
+/// ("error sending request"): the refused connection, the certificate.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl RemoteStore {
     pub fn new(config: RemoteConfig) -> Result<Self> {
         let http = reqwest::Client::builder()
@@ -142,7 +155,7 @@ impl RemoteStore {
             .json(body)
             .send()
             .await
-            .map_err(|e| unavailable(format!("the node could not be reached: {e}")))?;
+            .map_err(|e| unavailable(format!("the node could not be reached: {}", chain(&e))))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.refused.send_replace(true);
@@ -155,10 +168,12 @@ impl RemoteStore {
             let text: String = text.chars().take(500).collect();
             return Err(unavailable(format!("the node answered {status}: {text}")));
         }
-        response
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("the node's answer is not understood: {e}")))
+        response.json().await.map_err(|e| {
+            unavailable(format!(
+                "the node's answer is not understood: {}",
+                chain(&e)
+            ))
+        })
     }
 
     fn protocol(e: super::wire::WireError) -> StoreError {
