@@ -66,8 +66,9 @@ fn opt<T>(
 // ---------------------------------------------------------------------------
 // Requests and answers.
 
-/// `POST /v1/gateway/claim`: an instance asks for due mail.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `POST /v1/gateway/claim`: an instance asks for due mail. Its `Debug`
+/// leaves the key out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The instance's name, unique within its gateway (its host name by default).
@@ -84,6 +85,18 @@ pub struct ClaimBody {
     /// Base64 of the 32-byte key the instance made: the accounts' secrets
     /// come sealed under it.
     pub key: String,
+}
+
+impl std::fmt::Debug for ClaimBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimBody")
+            .field("instance", &self.instance)
+            .field("version", &self.version)
+            .field("incarnation", &self.incarnation)
+            .field("limit", &self.limit)
+            .field("wait_seconds", &self.wait_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_wait() -> u32 {
@@ -952,6 +965,8 @@ mod tests {
         assert_eq!(body(&B64.encode(key)).key().unwrap(), key);
         assert!(body(&B64.encode([0u8; 16])).key().is_err());
         assert!(body("not base64!").key().is_err());
+        let shown = format!("{:?}", body(&B64.encode(key)));
+        assert!(!shown.contains(&B64.encode(key)), "{shown}");
         let parsed: ClaimBody = serde_json::from_value(serde_json::json!({
             "instance": "i", "version": "v", "incarnation": "x", "limit": 3, "key": "AA=="
         }))
