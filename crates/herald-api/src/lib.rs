@@ -91,9 +91,27 @@ pub struct AppState {
     pub node: Arc<str>,
     /// Wakes this node's scheduler when a schedule is created or changed.
     pub schedules_changed: Arc<Notify>,
+    /// Told (every waiter at once) when mail is stored, here or on another
+    /// node: gateways' claims waiting for mail look again.
+    pub mail_arrived: Arc<Notify>,
+    /// The lease a gateway's claim holds (the node's own lease).
+    pub gateway_lease: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxies`),
+    /// for the address a gateway instance is shown calling from.
+    pub trusted_proxies: Vec<herald_store::ipnet::IpNet>,
+    /// Turns true when the node begins to stop: a gateway's waiting claim
+    /// answers at once, so it does not hold the node's shutdown.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
+    /// Tells this node's worker and the gateways' waiting claims that mail
+    /// was stored.
+    pub fn mail_stored(&self) {
+        self.wake.notify_one();
+        self.mail_arrived.notify_waiters();
+    }
+
     /// Counts what the store answered to submissions from `source`: each
     /// new message accepted, each one stored before under its idempotency
     /// key a duplicate.

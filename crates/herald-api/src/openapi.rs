@@ -64,6 +64,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         routes::templates::Api::openapi(),
         routes::schedules::Api::openapi(),
         routes::gateways::Api::openapi(),
+        routes::gateway_protocol::Api::openapi(),
     ] {
         doc.merge(part);
     }

@@ -3,6 +3,7 @@
 
 mod attachment;
 mod cache;
+pub mod gateway;
 pub mod guarded_http;
 mod header;
 mod oauth;

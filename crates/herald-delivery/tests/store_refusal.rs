@@ -209,6 +209,7 @@ forward_to_inner! {
         replace_gateway_token(tenant: TenantId, id: GatewayId, token_hash: String, now: i64) -> Gateway;
         gateway_by_token(hash: &str) -> Option<Gateway>;
         gateway_seen(seen: GatewaySeen) -> ();
+        pinned_to_gateway(gateway: GatewayId, recipients: &[RecipientId]) -> Vec<bool>;
         count_gateway_outcomes(gateway: GatewayId, instance: &str, delivered: u32, failed: u32, at: i64) -> ();
     }
 }

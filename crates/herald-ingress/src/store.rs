@@ -19,6 +19,8 @@ pub struct StoreBackend {
     wake: Arc<tokio::sync::Notify>,
     /// Recipients one tenant may have waiting, as for the API.
     max_queued_per_tenant: u64,
+    /// Told (every waiter) after each commit too: gateways' waiting claims.
+    mail_arrived: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl StoreBackend {
@@ -31,7 +33,15 @@ impl StoreBackend {
             store,
             wake,
             max_queued_per_tenant,
+            mail_arrived: None,
         }
+    }
+
+    /// Also tells `mail_arrived`'s waiters (gateways' claims waiting at the
+    /// node) of each message accepted.
+    pub fn with_mail_arrived(mut self, mail_arrived: Arc<tokio::sync::Notify>) -> StoreBackend {
+        self.mail_arrived = Some(mail_arrived);
+        self
     }
 }
 
@@ -118,6 +128,9 @@ impl Backend for StoreBackend {
         // Answered only after the commit: a 250 is a durable promise.
         self.store.submit(message).await.map_err(refusal)?;
         self.wake.notify_one();
+        if let Some(arrived) = &self.mail_arrived {
+            arrived.notify_waiters();
+        }
         Ok(id.to_string())
     }
 }

@@ -794,6 +794,14 @@ pub trait Gateways: Send + Sync {
     /// new); a gateway that no longer exists is not found.
     async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()>;
 
+    /// For each recipient, whether it is pinned to `gateway` (and so is of
+    /// the gateway's tenant): what a gateway may report outcomes for.
+    async fn pinned_to_gateway(
+        &self,
+        gateway: GatewayId,
+        recipients: &[RecipientId],
+    ) -> Result<Vec<bool>>;
+
     /// Adds outcomes to an instance's counts of the current hour (see
     /// [`GatewayInstance`]); an instance never seen is not found.
     async fn count_gateway_outcomes(

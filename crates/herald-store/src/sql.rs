@@ -411,6 +411,10 @@ pub(crate) const SERVERS_OF_GATEWAY: &str =
 /// Whether a gateway exists, before an instance of it is recorded.
 pub(crate) const GATEWAY_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1)";
 
+/// Whether a recipient is pinned to a gateway (the gateway's tenant's, then).
+pub(crate) const RECIPIENT_PINNED_TO: &str =
+    "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND gateway_id = $2)";
+
 /// Records that an instance reported: new ones start their first hour.
 pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
      (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed) \
@@ -921,6 +925,7 @@ pub(crate) const ALL: &[&str] = &[
     DELETE_GATEWAY,
     SERVERS_OF_GATEWAY,
     GATEWAY_EXISTS,
+    RECIPIENT_PINNED_TO,
     UPSERT_GATEWAY_INSTANCE,
     COUNT_GATEWAY_OUTCOMES,
 ];

@@ -282,6 +282,17 @@ async fn pinned_mail_is_claimed_by_its_gateway_only(f: Fixture) {
     assert_eq!(again[0].attempt, 2);
     let view = f.message(acme, pinned.id).await;
     assert_eq!(view.recipients[0].status, RecipientStatus::Sending);
+
+    // What a gateway may report outcomes for: its own pinned recipients only.
+    let ids = [again[0].recipient, by_node[0].recipient, RecipientId::new()];
+    assert_eq!(
+        f.store.pinned_to_gateway(gateway, &ids).await.unwrap(),
+        [true, false, false]
+    );
+    assert_eq!(
+        f.store.pinned_to_gateway(other, &ids).await.unwrap(),
+        [false, false, false]
+    );
 }
 
 async fn a_route_found_pinned_is_handed_over_without_an_attempt(f: Fixture) {

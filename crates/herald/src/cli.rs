@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::config::{KeysCommand, MigrateArgs, OperatorCommand, ServeArgs};
+use crate::gateway::GatewayArgs;
 use crate::smtp_check::SmtpCheckArgs;
 
 /// Herald, a multi-tenant notification mail gateway.
@@ -42,4 +43,7 @@ pub enum Command {
     /// Manage the operators who sign in to the web console.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Run a gateway inside a tenant's network: fetch the tenant's mail pinned
+    /// to it from a node over HTTPS (outbound only) and deliver it there.
+    Gateway(Box<GatewayArgs>),
 }

@@ -455,7 +455,8 @@ fn cidr_list(flag: &str, list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
-fn host_name() -> String {
+/// This machine's name, for a node or a gateway instance that is not given one.
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod files;
+pub mod gateway;
 pub mod http;
 mod keys;
 pub mod metrics;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SmtpCheck(args) => smtp_check::run(*args).await,
+        Command::Gateway(args) => gateway::run(*args).await,
         Command::Presets => {
             println!(
                 "{}",

@@ -273,11 +273,12 @@ async fn recover(store: &dyn Store, identity: &Identity) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Acts on other nodes' notifications: new mail wakes the worker, a refresh
-/// empties the tenant's cached provider.
+/// Acts on other nodes' notifications: new mail wakes the worker and the
+/// gateways' waiting claims, a refresh empties the tenant's cached provider.
 async fn follow(
     mut events: tokio::sync::broadcast::Receiver<StoreEvent>,
     wake: Arc<tokio::sync::Notify>,
+    mail_arrived: Arc<tokio::sync::Notify>,
     cache: Arc<ProviderCache>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -288,12 +289,16 @@ async fn follow(
             _ = stop.changed() => return,
         };
         match event {
-            Ok(StoreEvent::Mail) => wake.notify_one(),
+            Ok(StoreEvent::Mail) => {
+                wake.notify_one();
+                mail_arrived.notify_waiters();
+            }
             Ok(StoreEvent::Properties(tenant)) => cache.invalidate(tenant),
             // Too many to keep up with: assume everything changed.
             Err(RecvError::Lagged(_)) => {
                 cache.clear();
                 wake.notify_one();
+                mail_arrived.notify_waiters();
             }
             Err(RecvError::Closed) => return,
         }
@@ -404,6 +409,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker_stats = worker.stats();
+    // Gateways' claims waiting at this node for mail: told of every message
+    // stored, through the API, SMTP or another node.
+    let mail_arrived = Arc::new(tokio::sync::Notify::new());
     // The SMTP submission listener, when asked for: bound before the token
     // below is made, so that a start that cannot listen changes nothing more.
     let smtp = match settings.smtp {
@@ -412,7 +420,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
                 store.clone(),
                 worker.waker(),
                 settings.limits.max_queued_per_tenant,
-            );
+            )
+            .with_mail_arrived(mail_arrived.clone());
             Some(
                 herald_ingress::Listener::bind_metered(smtp, Arc::new(backend), metrics.clone())
                     .await
@@ -437,7 +446,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         stop.clone(),
     ));
     if let Some(events) = store.subscribe() {
-        tokio::spawn(follow(events, worker.waker(), cache.clone(), stop.clone()));
+        tokio::spawn(follow(
+            events,
+            worker.waker(),
+            mail_arrived.clone(),
+            cache.clone(),
+            stop.clone(),
+        ));
     }
     let store_for_metrics = store.clone();
     let state = AppState {
@@ -457,6 +472,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         webhook_http: dispatcher.http(),
         node: settings.node_name.clone().into(),
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
+        mail_arrived,
+        gateway_lease: settings.lease,
+        stopping: stop.clone(),
+        trusted_proxies: settings.trusted_proxies.clone(),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
@@ -580,19 +599,7 @@ async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpL
 impl Node {
     /// Waits for Ctrl-C or SIGTERM.
     pub async fn wait_for_signal(&self) {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing a SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        stop_signal().await;
         tracing::info!("shutting down: finishing requests and deliveries in flight");
     }
 
@@ -619,4 +626,20 @@ impl Node {
         let _ = self.heartbeat.await;
         tracing::info!("stopped");
     }
+}
+
+/// Returns at SIGTERM or Ctrl-C: a node's and a gateway's signal to stop.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -247,7 +247,7 @@ async fn submit(
         .await
         .map_err(|e| refused(e.into()))?;
     state.count_submitted(Source::Api, std::slice::from_ref(&submitted));
-    state.wake.notify_one();
+    state.mail_stored();
     Ok((
         StatusCode::ACCEPTED,
         Json(
@@ -339,7 +339,7 @@ async fn submit_batch(
         }
     }
     if accepted > 0 {
-        state.wake.notify_one();
+        state.mail_stored();
     }
     let refused = results.len() - accepted;
     state.count_refused(Source::Api, refused as u64);

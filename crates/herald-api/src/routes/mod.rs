@@ -1,5 +1,6 @@
 //! Route table and the helpers every handler shares.
 
+pub(crate) mod gateway_protocol;
 pub(crate) mod gateways;
 pub(crate) mod messages;
 pub(crate) mod operator;
@@ -53,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .merge(templates::router())
         .merge(schedules::router())
         .merge(gateways::router())
+        .merge(gateway_protocol::router())
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 

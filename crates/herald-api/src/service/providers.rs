@@ -155,7 +155,7 @@ pub async fn send_test_message(
         herald_metrics::Source::Test,
         std::slice::from_ref(&submitted),
     );
-    state.wake.notify_one();
+    state.mail_stored();
     caller
         .audit(
             state,

@@ -312,7 +312,7 @@ pub async fn fire(
                     herald_metrics::Submitted::Accepted,
                     1,
                 );
-                state.wake.notify_one();
+                state.mail_stored();
             }
             Ok(run)
         }

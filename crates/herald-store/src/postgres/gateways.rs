@@ -147,6 +147,24 @@ impl Gateways for PgStore {
         find_gateway(&c, sql::GATEWAY_BY_TOKEN, &[&hash]).await
     }
 
+    async fn pinned_to_gateway(
+        &self,
+        gateway: GatewayId,
+        recipients: &[RecipientId],
+    ) -> Result<Vec<bool>> {
+        let c = client(&self.pool).await?;
+        let gateway = gateway.to_string();
+        let mut pinned = Vec::with_capacity(recipients.len());
+        for id in recipients {
+            let row = query_opt(&c, sql::RECIPIENT_PINNED_TO, &[&id.to_string(), &gateway]).await?;
+            pinned.push(match row {
+                Some(row) => row.try_get::<_, bool>(0).map_err(pg)?,
+                None => false,
+            });
+        }
+        Ok(pinned)
+    }
+
     async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
         let result = async {
             let c = client(&self.pool).await?;

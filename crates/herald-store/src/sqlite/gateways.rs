@@ -134,6 +134,27 @@ impl Gateways for SqliteStore {
             .await
     }
 
+    async fn pinned_to_gateway(
+        &self,
+        gateway: GatewayId,
+        recipients: &[RecipientId],
+    ) -> Result<Vec<bool>> {
+        let ids: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+        let gateway = gateway.to_string();
+        self.db
+            .read(move |c| {
+                let mut statement = c.prepare_cached(sql::RECIPIENT_PINNED_TO).map_err(sql)?;
+                ids.iter()
+                    .map(|id| {
+                        statement
+                            .query_row(params![id, gateway], |r| r.get(0))
+                            .map_err(sql)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
         self.db
             .write(move |c| {

@@ -21,6 +21,7 @@ mod fairness;
 mod first_start;
 mod gate;
 mod gateway_pinning;
+mod gateway_process;
 mod gateways;
 mod hardening;
 mod hardening_api;

@@ -981,6 +981,42 @@ async fn real_answers_match_the_documented_schemas() {
         })
         .await
         .unwrap();
+    // The gateway's own routes, with its token: nothing is due, so a claim
+    // that does not wait answers no recipients, and empty reports are taken.
+    let gateway_token = gateway["token"].as_str().unwrap().to_owned();
+    let claimed = walk
+        .call(
+            M::POST,
+            "/v1/gateway/claim",
+            "/v1/gateway/claim",
+            Some(&gateway_token),
+            Some(
+                json!({"instance": "gw-1", "version": "1.0.0", "incarnation": "i1",
+                        "limit": 10, "wait_seconds": 0,
+                        "key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}),
+            ),
+            S::OK,
+        )
+        .await;
+    assert_eq!(claimed["recipients"], json!([]), "{claimed}");
+    walk.call(
+        M::POST,
+        "/v1/gateway/outcomes",
+        "/v1/gateway/outcomes",
+        Some(&gateway_token),
+        Some(json!({"instance": "gw-1", "outcomes": []})),
+        S::OK,
+    )
+    .await;
+    walk.call(
+        M::POST,
+        "/v1/gateway/release",
+        "/v1/gateway/release",
+        Some(&gateway_token),
+        Some(json!({"instance": "gw-1", "leases": []})),
+        S::OK,
+    )
+    .await;
     let gateway = format!("/gateways/{gateway_id}");
     let listed = walk
         .call(

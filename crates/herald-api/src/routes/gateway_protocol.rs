@@ -1,0 +1,463 @@
+//! The routes a gateway calls with its own token (`hrldg_…`): claim the
+//! tenant's mail pinned to it (a long poll), report outcomes, give claims
+//! back. See `herald_delivery::gateway::wire` for the JSON.
+//!
+//! Only a gateway token opens these routes, and a gateway token opens no
+//! other ([`crate::auth::Caller`] knows API tokens only). A claim sends the
+//! mail's content and its route's credentials only for a route still
+//! pinned to this gateway; the account's secret is re-sealed under a key the
+//! instance sent with the claim, so it travels sealed and is opened only by
+//! that instance's worker, at the send, as a node's worker opens it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::routing::post;
+use axum::{Json, Router};
+use herald_core::timestamp::now_ms;
+use herald_core::{Invalid, MessageId, ProviderId, RecipientId, Sealer, TenantId, token};
+use herald_delivery::gateway::wire::{
+    ClaimAnswer, ClaimBody, MAX_CLAIM, MAX_WAIT_SECONDS, OutcomesAnswer, OutcomesBody, ReleaseBody,
+    WireClaimed, WireError, WireMessage, WireProvider, WireProviderConfig,
+};
+use herald_store::ipnet::IpNet;
+use herald_store::{
+    Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState, Outcome,
+    ProviderConfig, StoreError,
+};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::{Check, name};
+use crate::body::Body;
+use crate::{ApiError, AppState};
+
+/// The OpenAPI paths of this module's routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(claim, outcomes, release))]
+pub(crate) struct Api;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/gateway/claim", post(claim))
+        .route("/v1/gateway/outcomes", post(outcomes))
+        .route("/v1/gateway/release", post(release))
+}
+
+/// How often a waiting claim looks again without being woken: mail may
+/// arrive through another node, or be handed over by a worker.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A caller holding a gateway's token: the gateway, and the address it
+/// called from.
+pub struct GatewayCaller {
+    pub gateway: Gateway,
+    /// Where it called from: the connection's peer, or the client a
+    /// trusted proxy forwarded.
+    pub remote: IpAddr,
+    /// The token's hash, to check again during a long wait.
+    token_hash: String,
+}
+
+impl FromRequestParts<AppState> for GatewayCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| t.starts_with(token::GATEWAY_TOKEN_PREFIX))
+            .ok_or(ApiError::Unauthorized)?;
+        let token_hash = token::hash(presented);
+        let gateway = state
+            .store
+            .gateway_by_token(&token_hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let remote = client_ip(peer, &parts.headers, &state.trusted_proxies);
+        Ok(GatewayCaller {
+            gateway,
+            remote,
+            token_hash,
+        })
+    }
+}
+
+/// The address a request comes from, as the console reads it:
+/// `X-Forwarded-For` is believed only from a trusted proxy, and then the
+/// client is its rightmost address that is not itself a trusted proxy (each
+/// proxy appends the address it was reached from; anything left of that
+/// could be made up).
+fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip().to_canonical());
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+fn wire_error(e: WireError) -> ApiError {
+    ApiError::field(Invalid::new(e.rule).at(e.field))
+}
+
+/// Refuses recipients not pinned to the caller's gateway (another
+/// tenant's, a node's, another gateway's): `field` names the list.
+async fn check_pinned(
+    state: &AppState,
+    gateway: &Gateway,
+    field: &str,
+    ids: &[RecipientId],
+) -> Result<(), ApiError> {
+    let pinned = state.store.pinned_to_gateway(gateway.id, ids).await?;
+    let mut check = Check::default();
+    for (index, ok) in pinned.iter().enumerate() {
+        if !ok {
+            check.fail(
+                &format!("{field}[{index}].recipient"),
+                "is not a recipient pinned to this gateway",
+            );
+        }
+    }
+    check.finish()
+}
+
+/// Claims due mail pinned to the calling gateway, waiting up to
+/// `wait_seconds` for some; answers its messages and provider
+/// configurations, with accounts' secrets sealed under the claim's `key`.
+#[utoipa::path(post, path = "/v1/gateway/claim", tag = "gateways",
+    request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
+    responses((status = 200, description = "`{lease_ms, now, recipients, messages, providers: [{test_provider, config}]}`; no recipients when none came due in time", body = Object)))]
+async fn claim(
+    State(state): State<AppState>,
+    caller: GatewayCaller,
+    body: Body<ClaimBody>,
+) -> Result<Json<ClaimAnswer>, ApiError> {
+    let body = body.parse()?;
+    let mut check = Check::default();
+    let instance = check.take("instance", name(&body.instance));
+    check.take("version", name(&body.version));
+    check.take("incarnation", name(&body.incarnation));
+    if !(1..=MAX_CLAIM).contains(&body.limit) {
+        check.fail("limit", "must be from 1 to 256");
+    }
+    if body.wait_seconds > MAX_WAIT_SECONDS {
+        check.fail("wait_seconds", "must be from 0 to 25");
+    }
+    let key = match body.key() {
+        Ok(key) => Some(key),
+        Err(e) => {
+            check.fail("key", &e.rule);
+            None
+        }
+    };
+    check.finish()?;
+    let (Some(instance), Some(key)) = (instance, key) else {
+        unreachable!("checked above")
+    };
+    let token_hash = caller.token_hash;
+    let gateway = caller.gateway;
+    let seen = GatewaySeen {
+        gateway_id: gateway.id,
+        name: instance.clone(),
+        version: body.version.trim().to_owned(),
+        address: caller.remote.to_string(),
+        at: now_ms(),
+    };
+    match state.store.gateway_seen(seen).await {
+        // Deleted since its token was read.
+        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
+        other => other?,
+    }
+    let lease_ms = state.gateway_lease.as_millis() as i64;
+    let request = |now| GatewayClaim {
+        gateway: gateway.id,
+        tenant: gateway.tenant_id,
+        owner: format!("{}/{instance}", gateway.name),
+        incarnation: body.incarnation.clone(),
+        now,
+        lease_ms,
+        limit: body.limit,
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(body.wait_seconds.into());
+    let mut stopping = state.stopping.clone();
+    let mut stopped = false;
+    let mut first = true;
+    loop {
+        // Listening before the claim: mail stored while it runs still wakes us.
+        let arrived = state.mail_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        // A token replaced (or a gateway deleted) while the claim waits
+        // stops it at once: nothing more is claimed with the old token.
+        if !std::mem::take(&mut first) {
+            let current = state.store.gateway_by_token(&token_hash).await?;
+            if current.is_none_or(|g| g.id != gateway.id) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        let claimed = state.store.claim_for_gateway(request(now_ms())).await?;
+        if !claimed.is_empty() {
+            let answer = answer(&state, &gateway, claimed, &key).await?;
+            if !answer.recipients.is_empty() {
+                return Ok(Json(ClaimAnswer {
+                    lease_ms,
+                    now: now_ms(),
+                    ..answer
+                }));
+            }
+            // All of it was handed back: look again, the wait is not over.
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until || stopped || *stopping.borrow() {
+            return Ok(Json(ClaimAnswer {
+                lease_ms,
+                now: now_ms(),
+                ..ClaimAnswer::default()
+            }));
+        }
+        tokio::select! {
+            _ = arrived => {}
+            _ = tokio::time::sleep((until - now).min(RECHECK)) => {}
+            // A node whose stop signal is gone is stopping too.
+            changed = stopping.changed() => stopped |= changed.is_err(),
+        }
+    }
+}
+
+/// The answer for claimed recipients: those whose route is still pinned to
+/// `gateway`, with their messages and configurations. The others are handed
+/// back to the nodes unsent; nothing of theirs is answered.
+async fn answer(
+    state: &AppState,
+    gateway: &Gateway,
+    claimed: Vec<Claimed>,
+    key: &[u8; Sealer::KEY_LEN],
+) -> Result<ClaimAnswer, ApiError> {
+    let ids: Vec<MessageId> = claimed
+        .iter()
+        .map(|c| c.message)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let contents: HashMap<MessageId, MessageContent> = state
+        .store
+        .message_contents(&ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    // Read from the store now, not from a cache: a route moved away from
+    // this gateway must not send its mail here, even for a moment.
+    let mut configs: HashMap<Option<ProviderId>, Option<ProviderConfig>> = HashMap::new();
+    let wanted: HashSet<Option<ProviderId>> = contents.values().map(|m| m.test_provider).collect();
+    for key in wanted {
+        configs.insert(key, load(state, gateway.tenant_id, key).await?);
+    }
+    let here = |config: &Option<ProviderConfig>| {
+        config
+            .as_ref()
+            .is_some_and(|c| c.server.settings.gateway_id == Some(gateway.id))
+    };
+    let (mine, elsewhere): (Vec<Claimed>, Vec<Claimed>) = claimed.into_iter().partition(|c| {
+        contents
+            .get(&c.message)
+            .is_some_and(|m| configs.get(&m.test_provider).is_some_and(here))
+    });
+    if !elsewhere.is_empty() {
+        let leases = elsewhere
+            .iter()
+            .map(|c| (c.recipient, c.lease_token))
+            .collect();
+        let handed = state.store.repin(leases, None, now_ms()).await?;
+        tracing::info!(gateway = %gateway.id, recipients = handed, "recipients whose route is no longer pinned to their gateway go back to the nodes");
+    }
+    let sealer = Sealer::new(key);
+    let mut messages = Vec::new();
+    let mut used = HashSet::new();
+    for id in mine.iter().map(|c| c.message).collect::<HashSet<_>>() {
+        let message = &contents[&id];
+        used.insert(message.test_provider);
+        messages.push(WireMessage::from(message));
+    }
+    let providers = used
+        .into_iter()
+        .map(|test_provider| {
+            let config = configs[&test_provider]
+                .as_ref()
+                .expect("only mail with a configuration is answered");
+            WireProvider {
+                test_provider,
+                config: resealed(state, &sealer, config),
+            }
+        })
+        .collect();
+    Ok(ClaimAnswer {
+        lease_ms: 0,
+        now: 0,
+        recipients: mine.iter().map(WireClaimed::from).collect(),
+        messages,
+        providers,
+    })
+}
+
+/// A test message's provider, or the tenant's active one (`None`: the
+/// system default). A test provider deleted since goes to the nodes, whose
+/// attempt says so.
+async fn load(
+    state: &AppState,
+    tenant: TenantId,
+    test_provider: Option<ProviderId>,
+) -> Result<Option<ProviderConfig>, ApiError> {
+    match test_provider {
+        Some(provider) => {
+            match DeliveryStore::provider_config(&*state.store, tenant, provider).await {
+                Err(StoreError::NotFound) => Ok(None),
+                other => Ok(Some(other?)),
+            }
+        }
+        None => Ok(state.store.active_provider(tenant).await?),
+    }
+}
+
+/// The configuration with the account's secret sealed under the
+/// instance's key, for the same context, so the gateway's worker opens it
+/// as a node's worker opens the stored one.
+fn resealed(state: &AppState, sealer: &Sealer, config: &ProviderConfig) -> WireProviderConfig {
+    let mut wire = WireProviderConfig::from(config);
+    if let Some(account) = &mut wire.account
+        && let Some(sealed) = &account.sealed_secret
+    {
+        let context = account.id.to_string();
+        match state.sealer.open(sealed, &context) {
+            Ok(secret) => account.sealed_secret = Some(sealer.seal(&secret, &context)),
+            Err(error) => {
+                // Left as stored: the gateway cannot open it either, and its
+                // attempt says the secret could not be opened, as a node's would.
+                warn!(%error, account_id = %account.id, "an account's secret could not be opened for a gateway");
+            }
+        }
+    }
+    wire
+}
+
+/// Records the outcomes of the calling gateway's attempts; each is
+/// accepted only while its lease is current.
+#[utoipa::path(post, path = "/v1/gateway/outcomes", tag = "gateways",
+    request_body(content = Object, description = "`{instance, outcomes: [{recipient, lease_token, next, attempt}]}`"),
+    responses((status = 200, description = "`{accepted: [bool]}`, one per outcome in order", body = Object)))]
+async fn outcomes(
+    State(state): State<AppState>,
+    caller: GatewayCaller,
+    body: Body<OutcomesBody>,
+) -> Result<Json<OutcomesAnswer>, ApiError> {
+    let body = body.parse()?;
+    let gateway = caller.gateway;
+    let outcomes: Vec<Outcome> = body
+        .outcomes
+        .into_iter()
+        .map(Outcome::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(wire_error)?;
+    let ids: Vec<RecipientId> = outcomes.iter().map(|o| o.recipient).collect();
+    check_pinned(&state, &gateway, "outcomes", &ids).await?;
+    let kinds: Vec<NextState> = outcomes.iter().map(|o| o.next).collect();
+    let accepted = state.store.complete(outcomes, Vec::new()).await?;
+    let counted = |want: fn(&NextState) -> bool| {
+        kinds
+            .iter()
+            .zip(&accepted)
+            .filter(|(next, ok)| **ok && want(next))
+            .count() as u32
+    };
+    let delivered = counted(|n| matches!(n, NextState::Sent));
+    let failed = counted(|n| matches!(n, NextState::Failed));
+    if delivered + failed > 0 {
+        let instance = body.instance.trim();
+        if let Err(error) = state
+            .store
+            .count_gateway_outcomes(gateway.id, instance, delivered, failed, now_ms())
+            .await
+        {
+            warn!(%error, gateway = %gateway.id, instance, "could not count a gateway's outcomes");
+        }
+    }
+    Ok(Json(OutcomesAnswer { accepted }))
+}
+
+/// Gives claimed recipients back unsent (an instance stopping).
+#[utoipa::path(post, path = "/v1/gateway/release", tag = "gateways",
+    request_body(content = Object, description = "`{instance, leases: [{recipient, lease_token}]}`"),
+    responses((status = 200, description = "`{released}`: how many leases were given", body = Object)))]
+async fn release(
+    State(state): State<AppState>,
+    caller: GatewayCaller,
+    body: Body<ReleaseBody>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.parse()?;
+    let ids: Vec<RecipientId> = body.leases.iter().map(|l| l.recipient).collect();
+    check_pinned(&state, &caller.gateway, "leases", &ids).await?;
+    let count = body.leases.len();
+    let leases = body
+        .leases
+        .into_iter()
+        .map(|l| (l.recipient, l.lease_token))
+        .collect();
+    state.store.release(leases).await?;
+    Ok(Json(json!({"released": count})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 203.0.113.5, 10.0.0.2"),
+        );
+        let peer = Some("10.0.0.1:4000".parse().unwrap());
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(peer, &headers, &trusted),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &headers, &[]),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}
