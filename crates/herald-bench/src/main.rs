@@ -15,6 +15,7 @@ mod ceiling;
 mod claim;
 mod content;
 mod fairness;
+mod gateway;
 mod hooks;
 mod load;
 mod place;
@@ -200,13 +201,14 @@ impl Options {
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
             "--offered-rate and --latency-seconds must be positive"
         );
-        const PHASES: [&str; 10] = [
+        const PHASES: [&str; 11] = [
             "ceiling",
             "ingest",
             "smtp-ingest",
             "postfix-smtpd",
             "e2e",
             "webhooks",
+            "gateway",
             "latency",
             "fairness",
             "memory",
@@ -452,6 +454,22 @@ async fn run(options: Options) -> anyhow::Result<()> {
             figures["ratio_to_end_to_end"] = json!(round(hooked / plain.max(1e-9), 3));
         }
         results.insert("end_to_end_with_webhooks".into(), figures);
+        leftovers.retire(place).await;
+    }
+
+    if options.runs("gateway") {
+        phase("end to end through a gateway: the node stores, a gateway in this process delivers");
+        let place = Place::fresh(options.database_url.as_deref(), "gateway").await?;
+        let mut figures = gateway::run(&options, &sink, &place, single_body, batch).await?;
+        if let (Some(plain), Some(through)) = (
+            results
+                .get("end_to_end")
+                .and_then(|r| r["delivered_per_second"].as_f64()),
+            figures["delivered_per_second"].as_f64(),
+        ) {
+            figures["ratio_to_end_to_end"] = json!(round(through / plain.max(1e-9), 3));
+        }
+        results.insert("end_to_end_through_a_gateway".into(), figures);
         leftovers.retire(place).await;
     }
 

@@ -81,6 +81,15 @@ pub fn server_url(input: &str) -> anyhow::Result<url::Url> {
 /// Runs the gateway until SIGTERM or Ctrl-C, or until the node refuses its
 /// token (then it fails: it can do nothing more until started with the new one).
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    run_until(args, crate::node::stop_signal()).await
+}
+
+/// Runs the gateway until `until` completes (or the node refuses its token):
+/// [`run`] for a gateway inside another program, such as the benchmark.
+pub async fn run_until(
+    args: GatewayArgs,
+    until: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let server = server_url(&args.server)?;
     let token = args.token.trim().to_owned();
     if !token.starts_with(token::GATEWAY_TOKEN_PREFIX) {
@@ -148,7 +157,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let running = tokio::spawn(worker.run(shutdown));
     info!(server = %server, instance, "gateway started: claiming the tenant's mail from the node");
     let token_refused = tokio::select! {
-        _ = crate::node::stop_signal() => false,
+        _ = until => false,
         _ = refused.wait_for(|refused| *refused) => true,
     };
     info!("gateway stopping: finishing the deliveries in flight");
