@@ -34,6 +34,10 @@ pub fn targets(report: &Value, options: &Options) -> Value {
         report,
         "/results/end_to_end_with_webhooks/ratio_to_end_to_end",
     );
+    let gateway = num(
+        report,
+        "/results/end_to_end_through_a_gateway/ratio_to_end_to_end",
+    );
     let postgres = options
         .database_url
         .as_deref()
@@ -120,6 +124,13 @@ pub fn targets(report: &Value, options: &Options) -> Value {
             hooked,
             hooked.map(|r| r >= 0.8),
             "until every message is in the sink and its message.sent event in the webhook sink"
+        ),
+        target(
+            "end to end through one gateway instance, against the node's own",
+            ">= 0.5",
+            gateway,
+            gateway.map(|r| r >= 0.5),
+            "the node stores and hands out over HTTP; the gateway delivers into the sink"
         ),
         target(
             "PostgreSQL, two nodes, end to end",
@@ -304,6 +315,22 @@ pub fn print(report: &Value) {
                     report,
                     &format!("{r}/end_to_end_with_webhooks/delivered_per_second")
                 )
+            ),
+        );
+    }
+    if let Some(through) = report.pointer("/results/end_to_end_through_a_gateway") {
+        let ratio = through["ratio_to_end_to_end"]
+            .as_f64()
+            .map_or_else(String::new, |x| format!("{x:.2} of end to end; "));
+        row(
+            "End to end through a gateway (one instance)",
+            &rate(
+                report,
+                &format!("{r}/end_to_end_through_a_gateway/delivered_per_second"),
+            ),
+            &format!(
+                "{ratio}{} of {} delivered in {} s",
+                through["delivered"], through["accepted"], through["seconds"]
             ),
         );
     }
