@@ -123,6 +123,25 @@ impl Caller {
 
     /// Records a change in the audit log. The change is already committed, so a
     /// failure to record it is logged loudly rather than reported to the caller.
+    /// [`Caller::audit`] of a change to one object of a tenant.
+    pub async fn audit_tenant(
+        &self,
+        state: &AppState,
+        tenant: TenantId,
+        action: &str,
+        object: impl ToString,
+        details: Value,
+    ) {
+        self.audit(
+            state,
+            Some(tenant),
+            action,
+            Some(object.to_string()),
+            details,
+        )
+        .await;
+    }
+
     pub async fn audit(
         &self,
         state: &AppState,

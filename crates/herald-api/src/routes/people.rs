@@ -115,13 +115,7 @@ async fn remove_person(
     let id: PersonId = path_id(&id, "person")?;
     state.store.delete_person(tenant.id, id).await?;
     caller
-        .audit(
-            &state,
-            Some(tenant.id),
-            "person.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(&state, tenant.id, "person.delete", id, json!({}))
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -99,15 +99,9 @@ pub async fn create_account(
     };
     let account = state.store.create_account(tenant.id, account).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_account.create",
-            Some(account.id.to_string()),
-            // What was stored, never the secret itself.
+        .audit_tenant(state, tenant.id, "smtp_account.create", account.id, // What was stored, never the secret itself.
             json!({"server_id": server_id, "username": account.username, "mechanism": account.mechanism,
-                   "person_id": person_id, "secret_set": account.secret_set, "oauth2": account.oauth2}),
-        )
+                   "person_id": person_id, "secret_set": account.secret_set, "oauth2": account.oauth2}))
         .await;
     Ok(account)
 }
@@ -125,13 +119,7 @@ pub async fn delete_account(
         .delete_account(tenant.id, server, account)
         .await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_account.delete",
-            Some(account.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "smtp_account.delete", account, json!({}))
         .await;
     Ok(())
 }

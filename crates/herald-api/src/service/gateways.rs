@@ -111,11 +111,11 @@ pub async fn create_gateway(
         })
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "gateway.create",
-            Some(record.id.to_string()),
+            record.id,
             json!({"name": record.name}),
         )
         .await;
@@ -135,11 +135,11 @@ pub async fn replace_gateway_token(
         .replace_gateway_token(tenant.id, id, token::hash(&token), now_ms())
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "gateway.token",
-            Some(id.to_string()),
+            id,
             json!({"name": record.name}),
         )
         .await;
@@ -156,11 +156,11 @@ pub async fn delete_gateway(
     let gateway = state.store.gateway(tenant.id, id).await?;
     state.store.delete_gateway(tenant.id, id).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "gateway.delete",
-            Some(id.to_string()),
+            id,
             json!({"name": gateway.name}),
         )
         .await;

@@ -129,11 +129,11 @@ pub async fn cancel_message(
 ) -> Result<MessageView, ApiError> {
     state.store.cancel_message(tenant.id, id).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "message.cancel",
-            Some(id.to_string()),
+            id,
             serde_json::json!({}),
         )
         .await;

@@ -38,11 +38,11 @@ pub async fn create_person(
     };
     let person = state.store.create_person(tenant.id, person).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "person.create",
-            Some(person.id.to_string()),
+            person.id,
             json!({"email": person.email, "role": person.role}),
         )
         .await;
@@ -69,13 +69,7 @@ pub async fn set_person_password(
         .set_person_password(tenant.id, person, hash)
         .await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "person.set_password",
-            Some(person.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "person.set_password", person, json!({}))
         .await;
     Ok(())
 }

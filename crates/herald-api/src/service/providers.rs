@@ -19,11 +19,11 @@ pub async fn create_provider(
     let settings = body.settings(None)?;
     let provider = state.store.create_provider(tenant.id, settings).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "provider.create",
-            Some(provider.id.to_string()),
+            provider.id,
             json!(provider.settings),
         )
         .await;
@@ -42,11 +42,11 @@ pub async fn update_provider(
     let settings = body.settings(Some(&current.settings))?;
     let provider = state.store.update_provider(tenant.id, id, settings).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "provider.update",
-            Some(id.to_string()),
+            id,
             json!({"before": current.settings, "after": provider.settings}),
         )
         .await;
@@ -62,13 +62,7 @@ pub async fn delete_provider(
 ) -> Result<(), ApiError> {
     state.store.delete_provider(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "provider.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "provider.delete", id, json!({}))
         .await;
     Ok(())
 }
@@ -157,11 +151,11 @@ pub async fn send_test_message(
     );
     state.mail_stored();
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "provider.test",
-            Some(provider.id.to_string()),
+            provider.id,
             json!({"message_id": submitted.id}),
         )
         .await;

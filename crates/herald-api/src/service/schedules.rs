@@ -161,11 +161,11 @@ pub async fn create_schedule(
         .await?;
     state.schedules_changed.notify_one();
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "schedule.create",
-            Some(record.id.to_string()),
+            record.id,
             audit_details(&record.fields),
         )
         .await;
@@ -209,11 +209,11 @@ pub async fn update_schedule(
         .await?;
     state.schedules_changed.notify_one();
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "schedule.update",
-            Some(id.to_string()),
+            id,
             audit_details(&record.fields),
         )
         .await;
@@ -229,13 +229,7 @@ pub async fn delete_schedule(
 ) -> Result<(), ApiError> {
     state.store.delete_schedule(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "schedule.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "schedule.delete", id, json!({}))
         .await;
     Ok(())
 }
@@ -268,11 +262,11 @@ pub async fn run_schedule(
         .await?
         .ok_or(ApiError::NotFound("schedule"))?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "schedule.run",
-            Some(id.to_string()),
+            id,
             json!({"run_id": run.id, "message_id": run.message_id}),
         )
         .await;

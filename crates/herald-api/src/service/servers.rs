@@ -23,11 +23,11 @@ pub async fn create_server(
     let settings = body.settings(None)?;
     let server = state.store.create_server(tenant.id, settings).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "smtp_server.create",
-            Some(server.id.to_string()),
+            server.id,
             json!(server.settings),
         )
         .await;
@@ -50,13 +50,7 @@ pub async fn update_server(
     let secrets_cleared = old.change_clears_secrets(&settings);
     let server = state.store.update_server(tenant.id, id, settings).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_server.update",
-            Some(id.to_string()),
-            json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}),
-        )
+        .audit_tenant(state, tenant.id, "smtp_server.update", id, json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}))
         .await;
     Ok(server)
 }
@@ -70,13 +64,7 @@ pub async fn delete_server(
 ) -> Result<(), ApiError> {
     state.store.delete_server(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_server.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "smtp_server.delete", id, json!({}))
         .await;
     Ok(())
 }

@@ -68,11 +68,11 @@ pub async fn create_smtp_credential(
         })
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "smtp_credential.create",
-            Some(record.id.to_string()),
+            record.id,
             json!({"name": record.name, "username": record.username}),
         )
         .await;
@@ -88,13 +88,7 @@ pub async fn revoke_smtp_credential(
 ) -> Result<(), ApiError> {
     state.store.revoke_smtp_credential(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_credential.revoke",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "smtp_credential.revoke", id, json!({}))
         .await;
     Ok(())
 }
@@ -185,11 +179,11 @@ pub async fn create_smtp_connector(
         .create_smtp_connector(tenant.id, name.expect("checked above"), cidrs, limit)
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "smtp_connector.create",
-            Some(connector.id.to_string()),
+            connector.id,
             json!({"name": connector.name, "cidrs": connector.cidrs}),
         )
         .await;
@@ -205,13 +199,7 @@ pub async fn delete_smtp_connector(
 ) -> Result<(), ApiError> {
     state.store.delete_smtp_connector(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "smtp_connector.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "smtp_connector.delete", id, json!({}))
         .await;
     Ok(())
 }

@@ -144,11 +144,11 @@ pub async fn create_template(
         })
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "template.create",
-            Some(record.id.to_string()),
+            record.id,
             json!({"name": record.name, "version": record.version}),
         )
         .await;
@@ -171,11 +171,11 @@ pub async fn update_template(
         .update_template(tenant.id, id, fields, now_ms())
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "template.update",
-            Some(id.to_string()),
+            id,
             json!({"name": record.name, "version": record.version}),
         )
         .await;
@@ -191,13 +191,7 @@ pub async fn delete_template(
 ) -> Result<(), ApiError> {
     state.store.delete_template(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "template.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "template.delete", id, json!({}))
         .await;
     Ok(())
 }

@@ -26,11 +26,11 @@ pub async fn create_tenant(
     };
     let tenant = state.store.create_tenant(slug, name).await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "tenant.create",
-            Some(tenant.id.to_string()),
+            tenant.id,
             json!({"slug": tenant.slug, "name": tenant.name}),
         )
         .await;
@@ -50,13 +50,7 @@ pub async fn set_entitlements(
         .set_entitlements(tenant.id, credential_storage)
         .await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "entitlements.update",
-            Some(tenant.id.to_string()),
-            json!({"credential_storage": {"before": tenant.credential_storage, "after": updated.credential_storage}}),
-        )
+        .audit_tenant(state, tenant.id, "entitlements.update", tenant.id, json!({"credential_storage": {"before": tenant.credential_storage, "after": updated.credential_storage}}))
         .await;
     Ok(updated)
 }
@@ -133,13 +127,7 @@ pub async fn set_provider(
         .set_active_provider(tenant.id, provider, takes_effect_by)
         .await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "properties.update",
-            Some(tenant.id.to_string()),
-            json!({"notification_provider_id": {"before": before, "after": tenant.notification_provider_id}}),
-        )
+        .audit_tenant(state, tenant.id, "properties.update", tenant.id, json!({"notification_provider_id": {"before": before, "after": tenant.notification_provider_id}}))
         .await;
     Ok(tenant)
 }
@@ -154,13 +142,7 @@ pub async fn refresh(
     // This node forgets its cached view at once; other nodes hear of it through the store.
     state.cache.invalidate(tenant.id);
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "properties.refresh",
-            Some(tenant.id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "properties.refresh", tenant.id, json!({}))
         .await;
     Ok(tenant)
 }

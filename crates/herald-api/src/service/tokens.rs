@@ -100,11 +100,11 @@ pub async fn create_token(
         })
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "token.create",
-            Some(record.id.to_string()),
+            record.id,
             json!({"name": record.name, "role": record.role, "person_id": record.person_id}),
         )
         .await;
@@ -124,13 +124,7 @@ pub async fn revoke_token(
 ) -> Result<(), ApiError> {
     state.store.revoke_token(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "token.revoke",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "token.revoke", id, json!({}))
         .await;
     Ok(())
 }

@@ -187,11 +187,11 @@ pub async fn create_webhook(
         })
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "webhook.create",
-            Some(record.id.to_string()),
+            record.id,
             json!({"url": record.url, "events": record.events, "enabled": record.enabled}),
         )
         .await;
@@ -238,13 +238,7 @@ pub async fn update_webhook(
         .update_webhook(tenant.id, id, change, now_ms())
         .await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "webhook.update",
-            Some(id.to_string()),
-            details.into(),
-        )
+        .audit_tenant(state, tenant.id, "webhook.update", id, details.into())
         .await;
     Ok((record, warnings.unwrap_or_default()))
 }
@@ -258,13 +252,7 @@ pub async fn delete_webhook(
 ) -> Result<(), ApiError> {
     state.store.delete_webhook(tenant.id, id).await?;
     caller
-        .audit(
-            state,
-            Some(tenant.id),
-            "webhook.delete",
-            Some(id.to_string()),
-            json!({}),
-        )
+        .audit_tenant(state, tenant.id, "webhook.delete", id, json!({}))
         .await;
     Ok(())
 }
@@ -295,11 +283,11 @@ pub async fn rotate_webhook_secret(
         .rotate_webhook_secret(tenant.id, id, sealed, previous_until, now)
         .await?;
     caller
-        .audit(
+        .audit_tenant(
             state,
-            Some(tenant.id),
+            tenant.id,
             "webhook.rotate_secret",
-            Some(id.to_string()),
+            id,
             json!({"previous_secret_until": rfc3339(previous_until)}),
         )
         .await;
