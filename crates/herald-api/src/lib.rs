@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+pub mod client;
 pub mod cron;
 mod error;
 pub mod gate;

@@ -1,44 +1,12 @@
 //! Who is asking: the client's address (through proxies the operator trusts),
 //! and whether a browser says the request came from the console's own pages.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
 
-/// The address a request comes from.
-///
-/// `X-Forwarded-For` is believed only when the connection comes from one of
-/// `trusted` proxies; then the client is the rightmost address in it that is
-/// not itself a trusted proxy, because each proxy appends the address it was
-/// reached from and everything to the left of that could be made up.
-pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip().to_canonical());
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        // A hop that is not an address was not written by a proxy we trust:
-        // the last trusted one is as far as the chain can be believed.
-        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
-            return client;
-        };
-        client = ip;
-        if !is_trusted(&ip) {
-            return ip;
-        }
-    }
-    client
-}
+pub use herald_api::client::client_ip;
 
 /// True when the connection comes from a proxy the operator trusts.
 pub fn from_trusted_proxy(peer: Option<SocketAddr>, trusted: &[IpNet]) -> bool {
@@ -118,6 +86,7 @@ pub fn same_origin(headers: &HeaderMap, trusted_proxy: bool) -> Result<(), Refus
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::net::IpAddr;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

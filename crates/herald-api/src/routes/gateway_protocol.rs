@@ -10,12 +10,12 @@
 //! that instance's worker, at the send, as a node's worker opens it.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
@@ -24,7 +24,6 @@ use herald_delivery::gateway::wire::{
     ClaimAnswer, ClaimBody, MAX_CLAIM, MAX_WAIT_SECONDS, OutcomesAnswer, OutcomesBody, ReleaseBody,
     WireClaimed, WireError, WireMessage, WireProvider, WireProviderConfig,
 };
-use herald_store::ipnet::IpNet;
 use herald_store::{
     Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState, Outcome,
     ProviderConfig, StoreError,
@@ -34,6 +33,7 @@ use tracing::warn;
 
 use super::{Check, name};
 use crate::body::Body;
+use crate::client::client_ip;
 use crate::{ApiError, AppState};
 
 /// The OpenAPI paths of this module's routes.
@@ -93,37 +93,6 @@ impl FromRequestParts<AppState> for GatewayCaller {
             token_hash,
         })
     }
-}
-
-/// The address a request comes from, as the console reads it:
-/// `X-Forwarded-For` is believed only from a trusted proxy, and then the
-/// client is its rightmost address that is not itself a trusted proxy (each
-/// proxy appends the address it was reached from; anything left of that
-/// could be made up).
-fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip().to_canonical());
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
-            return client;
-        };
-        client = ip;
-        if !is_trusted(&ip) {
-            return ip;
-        }
-    }
-    client
 }
 
 fn wire_error(e: WireError) -> ApiError {
@@ -435,29 +404,4 @@ async fn release(
         .collect();
     state.store.release(leases).await?;
     Ok(Json(json!({"released": count})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("198.51.100.9, 203.0.113.5, 10.0.0.2"),
-        );
-        let peer = Some("10.0.0.1:4000".parse().unwrap());
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        assert_eq!(
-            client_ip(peer, &headers, &trusted),
-            "203.0.113.5".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            client_ip(peer, &headers, &[]),
-            "10.0.0.1".parse::<IpAddr>().unwrap()
-        );
-    }
 }
