@@ -72,6 +72,9 @@ pub struct AppState {
     pub default_provider: Arc<DefaultProvider>,
     /// Wakes this node's worker when a message is stored.
     pub wake: Arc<Notify>,
+    /// This node's worker, which takes messages as they are stored while it
+    /// has room for them (`None` on a node that does not deliver).
+    pub handoff: Option<Arc<dyn herald_store::handoff::Handoff>>,
     /// This node's view of tenants' providers.
     pub cache: Arc<ProviderCache>,
     /// A node whose last heartbeat is older than this is taken for gone.
@@ -106,6 +109,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Stores messages (one, or a batch in one transaction), hands this
+    /// node's worker those it has room for, and wakes whoever is to claim
+    /// the others. The answers are the store's, in order.
+    pub async fn store_mail(
+        &self,
+        messages: Vec<herald_store::NewMessage>,
+    ) -> Result<Vec<herald_store::Submitted>, herald_store::StoreError> {
+        let submitted =
+            herald_store::handoff::submit(&*self.store, self.handoff.as_deref(), messages).await?;
+        if herald_store::handoff::left_for_claims(&submitted) {
+            self.mail_stored();
+        }
+        Ok(submitted)
+    }
+
     /// Tells this node's worker and the gateways' waiting claims that mail
     /// was stored.
     pub fn mail_stored(&self) {

@@ -211,6 +211,7 @@ fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
         send_at: None,
         template: None,
         gateway_id: None,
+        handoff: None,
     })
 }
 

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct WorkerStats {
     /// Recipients claimed.
     pub claimed: AtomicU64,
+    /// Recipients handed to this worker as they were stored, claimed in
+    /// their submission's transaction (see `herald_store::handoff`).
+    pub handed: AtomicU64,
     /// Outcomes recorded.
     pub recorded: AtomicU64,
     /// Outcomes refused because their lease was no longer current.

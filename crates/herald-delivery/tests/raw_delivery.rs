@@ -61,6 +61,7 @@ fn received(tenant: TenantId) -> NewMessage {
         send_at: None,
         template: None,
         gateway_id: None,
+        handoff: None,
     }
 }
 

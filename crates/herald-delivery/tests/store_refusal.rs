@@ -280,6 +280,7 @@ fn message(tenant: TenantId, to: &str) -> NewMessage {
         send_at: None,
         template: None,
         gateway_id: None,
+        handoff: None,
     }
 }
 

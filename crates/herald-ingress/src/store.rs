@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, Mailbox, MessageId, Subject, TenantId, token};
+use herald_store::handoff::{self, Handoff};
 use herald_store::{NewMessage, OnBehalf, Origin, SmtpOrigin, Store, StoreError};
 use mail_parser::{Address, MessageParser};
 
@@ -21,6 +22,9 @@ pub struct StoreBackend {
     max_queued_per_tenant: u64,
     /// Told (every waiter) after each commit too: gateways' waiting claims.
     mail_arrived: Option<Arc<tokio::sync::Notify>>,
+    /// This node's worker, which takes messages as they are stored while it
+    /// has room for them.
+    handoff: Option<Arc<dyn Handoff>>,
 }
 
 impl StoreBackend {
@@ -34,7 +38,14 @@ impl StoreBackend {
             wake,
             max_queued_per_tenant,
             mail_arrived: None,
+            handoff: None,
         }
+    }
+
+    /// Hands accepted messages to this node's worker while it has room.
+    pub fn with_handoff(mut self, handoff: Arc<dyn Handoff>) -> StoreBackend {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Also tells `mail_arrived`'s waiters (gateways' claims waiting at the
@@ -126,10 +137,14 @@ impl Backend for StoreBackend {
         let message = self.message(client, envelope).await?;
         let id = message.id;
         // Answered only after the commit: a 250 is a durable promise.
-        self.store.submit(message).await.map_err(refusal)?;
-        self.wake.notify_one();
-        if let Some(arrived) = &self.mail_arrived {
-            arrived.notify_waiters();
+        let submitted = handoff::submit(&*self.store, self.handoff.as_deref(), vec![message])
+            .await
+            .map_err(refusal)?;
+        if handoff::left_for_claims(&submitted) {
+            self.wake.notify_one();
+            if let Some(arrived) = &self.mail_arrived {
+                arrived.notify_waiters();
+            }
         }
         Ok(id.to_string())
     }
@@ -232,6 +247,7 @@ impl StoreBackend {
             // Not looked up here (the listener keeps no provider cache): a node
             // that claims mail of a route pinned to a gateway hands it over.
             gateway_id: None,
+            handoff: None,
         })
     }
 

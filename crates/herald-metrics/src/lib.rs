@@ -93,6 +93,7 @@ pub struct Metrics {
     stalled_routes: Gauge,
     claim_size: Histogram,
     claim_duration: Histogram,
+    handed: Counter,
     commit_size: Histogram,
     commit_duration: Histogram,
     http_requests: Family<Labels<3>, Counter>,
@@ -148,6 +149,7 @@ impl Metrics {
             stalled_routes: Gauge::default(),
             claim_size: batch_buckets(),
             claim_duration: store_buckets(),
+            handed: Counter::default(),
             commit_size: batch_buckets(),
             commit_duration: store_buckets(),
             http_requests: Family::default(),
@@ -208,6 +210,11 @@ impl Metrics {
             "claim_duration_seconds",
             "Time of one claim of the worker",
             m.claim_duration.clone(),
+        );
+        registry.register(
+            "handed_recipients",
+            "Recipients handed to the worker as they were stored (claimed in their submission's transaction, no claim of their own)",
+            m.handed.clone(),
         );
         registry.register(
             "commit_outcomes",
@@ -318,6 +325,11 @@ impl Metrics {
     pub fn claim(&self, recipients: usize, seconds: f64) {
         self.claim_size.observe(recipients as f64);
         self.claim_duration.observe(seconds);
+    }
+
+    /// Counts recipients handed to the worker as they were stored.
+    pub fn handed(&self, recipients: usize) {
+        self.handed.inc_by(recipients as u64);
     }
 
     /// Observes one commit of outcomes: how many, and how long it took.

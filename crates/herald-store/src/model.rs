@@ -382,6 +382,11 @@ pub struct NewMessage {
     /// gateway's instances claim it. A lease holder that finds the route
     /// changed hands it over ([`Queue::repin`](crate::Queue::repin)).
     pub gateway_id: Option<GatewayId>,
+    /// A lease this node's worker granted for the message (see
+    /// [`crate::handoff`]): its recipients are stored `sending` under it,
+    /// claimed in the transaction that stores them, and come back in
+    /// [`Submitted::handed`]. `None`: stored queued, for any worker's claim.
+    pub handoff: Option<HandoffLease>,
 }
 
 impl NewMessage {
@@ -392,6 +397,55 @@ impl NewMessage {
         let bcc = self.bcc.iter().map(|a| (a, RecipientKind::Bcc));
         to.chain(cc).chain(bcc)
     }
+
+    /// What a worker needs to render the message: what
+    /// [`Queue::message_contents`](crate::Queue::message_contents) reads back
+    /// once it is stored.
+    pub fn content(&self) -> MessageContent {
+        MessageContent {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            created_at: self.created_at,
+            subject: self.subject.clone(),
+            text: self.text.clone(),
+            html: self.html.clone(),
+            reply_to: self.reply_to.clone(),
+            headers: self.headers.clone(),
+            to: self.to.clone(),
+            cc: self.cc.clone(),
+            on_behalf_of: self.on_behalf_of.clone(),
+            test_provider: self.test_provider,
+            raw: self.raw.clone(),
+            attachments: self.attachments.clone(),
+            send_at: self.send_at,
+        }
+    }
+
+    /// The recipients as claimed under `lease` in the transaction that
+    /// stores them, with the ids they are stored under: their first attempt,
+    /// lease token 1.
+    pub fn handed_claims(&self, lease: &HandoffLease) -> Vec<Claimed> {
+        self.recipients()
+            .map(|(address, _)| Claimed {
+                recipient: RecipientId::new(),
+                message: self.id,
+                tenant: self.tenant_id,
+                address: address.clone(),
+                lease_token: 1,
+                lease_until: lease.until,
+                attempt: 1,
+            })
+            .collect()
+    }
+}
+
+/// A lease a node's worker grants to a message at its submission: the node
+/// and process that hold it, and when it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoffLease {
+    pub node: String,
+    pub incarnation: String,
+    pub until: i64,
 }
 
 /// The person a message is sent on behalf of.
@@ -408,6 +462,9 @@ pub struct Submitted {
     pub status: RecipientStatus,
     /// True when the idempotency key matched an earlier message, which is returned instead.
     pub duplicate: bool,
+    /// For a new message stored under its [`NewMessage::handoff`] lease:
+    /// its recipients, claimed. Empty otherwise.
+    pub handed: Vec<Claimed>,
 }
 
 /// What a worker needs to render a message.

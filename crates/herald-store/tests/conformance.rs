@@ -20,10 +20,10 @@ use herald_core::{
 };
 use herald_store::{
     AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, GatewayClaim,
-    MessageSummary, MessageView, NewAccount, NewCapture, NewMessage, NewToken, NextState,
-    NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, Provider, ProviderSettings,
-    RecipientKind, ServerSettings, SmtpAccount, SmtpServer, SqliteStore, Store, StoreError,
-    Submitted, Tenant, TokenRecord,
+    HandoffLease, MessageSummary, MessageView, NewAccount, NewCapture, NewMessage, NewToken,
+    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, Provider,
+    ProviderSettings, RecipientKind, ServerSettings, SmtpAccount, SmtpServer, SqliteStore, Store,
+    StoreError, Submitted, Tenant, TokenRecord,
 };
 use herald_store::{
     AttemptResult, ClaimedEvent, DisabledWebhook, NewWebhook, Webhook, WebhookAttempt,
@@ -346,6 +346,75 @@ async fn a_route_found_pinned_is_handed_over_without_an_attempt(f: Fixture) {
     let back = f.claim_one(claim("n1", 4_000, 10_000)).await;
     assert_eq!(back.recipient, held.recipient);
     assert_eq!(back.attempt, 1);
+}
+
+/// A message stored under a hand-off lease is claimed in the transaction
+/// that stores it: its recipients come back claimed (lease token 1, first
+/// attempt), no claim takes them while the lease lasts, their outcome is
+/// accepted, and what the worker is given is what would be read back.
+/// A duplicate is handed nothing; an expired hand-off lease is claimed again,
+/// and a restarted node gets its earlier process's hand-offs back.
+async fn a_handed_message_is_claimed_as_it_is_stored(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let lease = HandoffLease {
+        node: "n1".into(),
+        incarnation: "n1-first".into(),
+        until: 11_000,
+    };
+    let mut m = message(t, &["a@x.example", "b@x.example"], Some("k"), 1_000);
+    m.cc = vec![Mailbox::parse("Cy <c@x.example>").unwrap()];
+    m.handoff = Some(lease.clone());
+    let content = m.content();
+    let stored = f.submit(m.clone()).await;
+    assert_eq!(stored.handed.len(), 3, "every recipient, Cc included");
+    for c in &stored.handed {
+        assert_eq!((c.message, c.tenant), (stored.id, t));
+        assert_eq!((c.lease_token, c.lease_until, c.attempt), (1, 11_000, 1));
+    }
+    let addresses: Vec<&str> = stored.handed.iter().map(|c| c.address.as_ref()).collect();
+    assert_eq!(addresses, ["a@x.example", "b@x.example", "c@x.example"]);
+
+    let read = f.store.message_contents(&[stored.id]).await.unwrap();
+    assert_eq!(format!("{:?}", read[0]), format!("{content:?}"));
+    let view = f.message(t, stored.id).await;
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Sending)
+    );
+    assert!(
+        f.claim(claim("n2", 2_000, 10_000)).await.is_empty(),
+        "handed recipients are leased already"
+    );
+
+    let again = f.submit(m).await;
+    assert!(again.duplicate && again.handed.is_empty());
+
+    let outcome = Outcome {
+        recipient: stored.handed[0].recipient,
+        lease_token: 1,
+        next: NextState::Sent,
+        attempt: attempt(RecipientStatus::Sent),
+    };
+    assert_eq!(f.complete(vec![outcome], vec![]).await, vec![true]);
+    let late = f.claim(claim("n2", 11_001, 10_000)).await;
+    assert_eq!(late.len(), 2, "the unsent ones, once the lease ended");
+    assert!(late.iter().all(|c| c.attempt == 2 && c.lease_token == 2));
+
+    let mut next = message(t, &["d@x.example"], None, 12_000);
+    next.handoff = Some(HandoffLease {
+        until: 600_000,
+        ..lease
+    });
+    let next = f.submit(next).await;
+    let released = f
+        .store
+        .release_earlier_incarnations("n1", "n1-second", 13_000)
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    let view = f.message(t, next.id).await;
+    assert_eq!(view.recipients[0].status, RecipientStatus::Queued);
 }
 
 async fn a_stale_lease_cannot_record_its_outcome(f: Fixture) {
@@ -4596,6 +4665,7 @@ async fn a_waiting_message_can_be_cancelled_until_it_is_sent(f: Fixture) {
 }
 
 conformance!(
+    a_handed_message_is_claimed_as_it_is_stored,
     gateways_keep_their_names_tokens_and_tenants,
     gateway_instances_are_upserted_and_count_their_hour,
     a_server_names_a_gateway_of_its_tenant_which_then_stays,

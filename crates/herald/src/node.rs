@@ -409,6 +409,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         },
     );
     let worker_stats = worker.stats();
+    // A node that delivers takes the mail it stores straight into its worker
+    // while the worker has room (one commit fewer per message than a claim).
+    let handoff = settings
+        .worker
+        .then(|| Arc::new(worker.clone()) as Arc<dyn herald_store::handoff::Handoff>);
     // Gateways' claims waiting at this node for mail: told of every message
     // stored, through the API, SMTP or another node.
     let mail_arrived = Arc::new(tokio::sync::Notify::new());
@@ -422,6 +427,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
                 settings.limits.max_queued_per_tenant,
             )
             .with_mail_arrived(mail_arrived.clone());
+            let backend = match &handoff {
+                Some(handoff) => backend.with_handoff(handoff.clone()),
+                None => backend,
+            };
             Some(
                 herald_ingress::Listener::bind_metered(smtp, Arc::new(backend), metrics.clone())
                     .await
@@ -460,6 +469,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         sealer,
         default_provider,
         wake: worker.waker(),
+        handoff,
         cache,
         alive_within: settings.node_stale_after,
         limits: settings.limits,

@@ -242,12 +242,11 @@ async fn submit(
         .map_err(refused)?;
     // The store answers only after the commit's fsync: a 202 is a durable promise.
     let submitted = state
-        .store
-        .submit(message)
+        .store_mail(vec![message])
         .await
-        .map_err(|e| refused(e.into()))?;
+        .map_err(|e| refused(e.into()))?
+        .remove(0);
     state.count_submitted(Source::Api, std::slice::from_ref(&submitted));
-    state.mail_stored();
     Ok((
         StatusCode::ACCEPTED,
         Json(
@@ -316,7 +315,7 @@ async fn submit_batch(
     let (indexes, messages): (Vec<usize>, Vec<NewMessage>) = ready.into_iter().unzip();
     let mut accepted = 0;
     if !messages.is_empty() {
-        match state.store.submit_batch(messages).await {
+        match state.store_mail(messages).await {
             Ok(submitted) => {
                 state.count_submitted(Source::Api, &submitted);
                 for (index, submitted) in indexes.into_iter().zip(submitted) {
@@ -337,9 +336,6 @@ async fn submit_batch(
                 }
             }
         }
-    }
-    if accepted > 0 {
-        state.mail_stored();
     }
     let refused = results.len() - accepted;
     state.count_refused(Source::Api, refused as u64);
@@ -504,6 +500,7 @@ async fn prepare(
         send_at: send_at.filter(|at| *at > created_at),
         template,
         gateway_id: crate::service::pinned_gateway(state, tenant.id).await?,
+        handoff: None,
     };
     Ok(message)
 }

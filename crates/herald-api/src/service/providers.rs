@@ -137,9 +137,10 @@ pub async fn send_test_message(
         send_at: None,
         template: None,
         gateway_id: server.settings.gateway_id,
+        handoff: None,
     };
-    let submitted = match state.store.submit(message).await {
-        Ok(submitted) => submitted,
+    let submitted = match state.store_mail(vec![message]).await {
+        Ok(mut submitted) => submitted.remove(0),
         Err(error) => {
             state.count_refused(herald_metrics::Source::Test, 1);
             return Err(error.into());
@@ -149,7 +150,6 @@ pub async fn send_test_message(
         herald_metrics::Source::Test,
         std::slice::from_ref(&submitted),
     );
-    state.mail_stored();
     caller
         .audit_tenant(
             state,

@@ -401,5 +401,6 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
             version: template.version,
         }),
         gateway_id: crate::service::pinned_gateway(state, tenant).await?,
+        handoff: None,
     })
 }

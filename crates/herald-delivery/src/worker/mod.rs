@@ -15,15 +15,17 @@ use std::time::Duration;
 use herald_core::{MessageId, Sealer, TenantId};
 use herald_metrics::Metrics;
 use herald_smtp::{Egress, Timeouts};
+use herald_store::handoff::{Handoff, Reservation};
 use herald_store::{
-    ClaimRequest, Claimed, DeliveryStore, MessageContent, NewCapture, NextState, Outcome,
+    ClaimRequest, Claimed, DeliveryStore, HandoffLease, MessageContent, NewCapture, NextState,
+    Outcome,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info_span, warn};
 
 use crate::oauth::TokenCache;
-use crate::pool::{PoolLimits, Pools, Reservation};
+use crate::pool::{PoolLimits, Pools, Reservation as RouteReservation};
 use crate::{DefaultProvider, ProviderCache, RetryPolicy, WorkerStats};
 
 /// A send is not started when less than this is left of its lease (or a
@@ -44,6 +46,14 @@ const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// The longest wait between two offers of outcomes the store refused.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A message handed to the worker as it was stored, with the places
+/// reserved for it.
+struct Handed {
+    content: MessageContent,
+    recipients: Vec<Claimed>,
+    places: Places,
+}
 
 /// What one delivery leaves to record: an outcome per recipient, and the
 /// captured copies when the route was the capture mailbox.
@@ -140,6 +150,14 @@ pub struct Worker {
     cache: Arc<ProviderCache>,
     /// Messages in flight on this node, per tenant.
     load: Arc<Mutex<HashMap<TenantId, usize>>>,
+    /// The node's places for deliveries (`concurrency` of them): each
+    /// delivery holds one, whether its mail was claimed or handed over.
+    permits: Arc<Semaphore>,
+    /// Where reservations give the worker their messages; `None` once the
+    /// worker stops taking any.
+    handed_to: Arc<Mutex<Option<mpsc::UnboundedSender<Handed>>>>,
+    /// The other end, taken by [`Worker::run`].
+    handed: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
 }
 
 /// A message of a tenant in flight on this node, until its delivery ends.
@@ -170,11 +188,13 @@ impl Drop for TenantPlace {
     }
 }
 
-/// What a delivery holds while it runs: its tenant's place on this node, and
-/// its claim on its route's room when the route is known.
+/// What a delivery holds while it runs: one of the node's places, its
+/// tenant's place on this node, and its claim on its route's room when the
+/// route is known.
 struct Places {
+    _permit: OwnedSemaphorePermit,
     _tenant: TenantPlace,
-    _route: Option<Reservation>,
+    _route: Option<RouteReservation>,
 }
 
 impl Worker {
@@ -186,7 +206,11 @@ impl Worker {
         config: WorkerConfig,
     ) -> Self {
         let tokens = Arc::new(TokenCache::new(config.egress.clone()));
+        let (handed_to, handed) = mpsc::unbounded_channel();
         Worker {
+            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            handed_to: Arc::new(Mutex::new(Some(handed_to))),
+            handed: Arc::new(Mutex::new(Some(handed))),
             store,
             sealer,
             default,
@@ -232,13 +256,15 @@ impl Worker {
         (rooms, NEW_TENANT_ROOM.min(share as u32))
     }
 
-    /// What a delivery of `tenant`'s mail holds while it runs.
-    fn places(&self, tenant: TenantId) -> Places {
+    /// What a delivery of `tenant`'s mail holds while it runs, with the
+    /// node's place it was given.
+    fn places(&self, tenant: TenantId, permit: OwnedSemaphorePermit) -> Places {
         let route = self
             .pools
             .routes_of_tenant(tenant)
             .map(|pool| pool.reserve());
         Places {
+            _permit: permit,
             _tenant: TenantPlace::take(&self.load, tenant),
             _route: route,
         }
@@ -263,6 +289,12 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let (finished, outcomes) = mpsc::channel(self.config.concurrency.max(1));
         let recorder = tokio::spawn(self.clone().record_all(outcomes));
+        let mut handed = self
+            .handed
+            .lock()
+            .expect("hand-off lock")
+            .take()
+            .expect("a worker runs once");
         let mut in_flight = JoinSet::new();
         // True when new mail may be waiting: a submission woke the worker, or
         // the pause ran out. Then a claim is made for whatever places are
@@ -272,9 +304,12 @@ impl Worker {
         let mut kicked = true;
         while !*shutdown.borrow() {
             while in_flight.try_join_next().is_some() {}
+            while let Ok(mail) = handed.try_recv() {
+                self.start(&mut in_flight, &finished, mail);
+            }
             self.pools.sweep();
             self.config.metrics.pools(self.pools.gauges());
-            let free = self.config.concurrency.saturating_sub(in_flight.len());
+            let free = self.permits.available_permits();
             // A node the others may take for gone (its heartbeats are late)
             // claims nothing: it could not start the sends.
             let late = !self.may_start(i64::MAX);
@@ -284,36 +319,48 @@ impl Worker {
             let may_claim = free > 0
                 && !late
                 && (kicked || in_flight.is_empty() || free >= self.config.concurrency / 2);
-            let (claimed, full) = if may_claim {
-                kicked = false;
-                let (rooms, default_room) = self.rooms();
-                let request = ClaimRequest {
-                    node: self.config.node.clone(),
-                    incarnation: self.config.incarnation.clone(),
-                    now: now_ms(),
-                    lease_ms: self.config.lease.as_millis() as i64,
-                    limit: free as u32,
-                    rooms,
-                    default_room,
-                };
-                let full = request.full_tenants();
-                let began = std::time::Instant::now();
-                let claimed = match self.store.claim(request).await {
-                    Ok(claimed) => {
-                        let took = began.elapsed().as_secs_f64();
-                        self.config.metrics.claim(claimed.len(), took);
-                        claimed
-                    }
-                    Err(error) => {
-                        warn!(%error, "could not claim due mail");
-                        Vec::new()
-                    }
-                };
-                (claimed, full)
-            } else {
-                (Vec::new(), Vec::new())
+            // The places a claim may fill, held while it runs so that mail
+            // handed over meanwhile does not take them twice.
+            let held = may_claim
+                .then(|| {
+                    self.permits
+                        .clone()
+                        .try_acquire_many_owned(free as u32)
+                        .ok()
+                })
+                .flatten();
+            let (claimed, full) = match held {
+                Some(_) => {
+                    kicked = false;
+                    let (rooms, default_room) = self.rooms();
+                    let request = ClaimRequest {
+                        node: self.config.node.clone(),
+                        incarnation: self.config.incarnation.clone(),
+                        now: now_ms(),
+                        lease_ms: self.config.lease.as_millis() as i64,
+                        limit: free as u32,
+                        rooms,
+                        default_room,
+                    };
+                    let full = request.full_tenants();
+                    let began = std::time::Instant::now();
+                    let claimed = match self.store.claim(request).await {
+                        Ok(claimed) => {
+                            let took = began.elapsed().as_secs_f64();
+                            self.config.metrics.claim(claimed.len(), took);
+                            claimed
+                        }
+                        Err(error) => {
+                            warn!(%error, "could not claim due mail");
+                            Vec::new()
+                        }
+                    };
+                    (claimed, full)
+                }
+                None => (Vec::new(), Vec::new()),
             };
             if claimed.is_empty() {
+                drop(held);
                 let pause = if may_claim {
                     self.pause(&full).await
                 } else {
@@ -323,10 +370,12 @@ impl Worker {
                     _ = self.wake.notified() => kicked = true,
                     _ = tokio::time::sleep(pause) => kicked = true,
                     _ = shutdown.changed() => {}
+                    Some(mail) = handed.recv() => self.start(&mut in_flight, &finished, mail),
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 }
                 continue;
             }
+            let mut held = held.expect("a claim holds its places");
             WorkerStats::add(&self.stats.claimed, claimed.len());
             tracing::debug!(count = claimed.len(), "claimed due recipients");
             let groups = group_by_message(claimed);
@@ -347,41 +396,22 @@ impl Worker {
                 let Some(content) = contents.remove(&message) else {
                     continue;
                 };
-                let worker = self.clone();
-                let finished = finished.clone();
-                let places = self.places(recipients[0].tenant);
-                let span =
-                    info_span!("deliver", tenant = %recipients[0].tenant, message_id = %message);
-                let lease_until = recipients
-                    .iter()
-                    .map(|r| r.lease_until)
-                    .min()
-                    .unwrap_or_default();
-                let about = About {
-                    tenant: content.tenant_id,
-                    message,
-                    created_at: content.due_from(),
+                let permit = held.split(1).expect("a place per claimed message");
+                let places = self.places(recipients[0].tenant, permit);
+                let mail = Handed {
+                    content,
+                    recipients,
+                    places,
                 };
-                in_flight.spawn(
-                    async move {
-                        let _places = places;
-                        if let Some((outcomes, captures)) =
-                            worker.deliver(content, recipients).await
-                        {
-                            let done = Finished {
-                                about,
-                                outcomes,
-                                captures,
-                                lease_until,
-                                refused: false,
-                            };
-                            // The recorder outlives every sender but this one.
-                            let _ = finished.send(done).await;
-                        }
-                    }
-                    .instrument(span),
-                );
+                self.start(&mut in_flight, &finished, mail);
             }
+        }
+        // No more mail is handed over; what was reserved before comes still,
+        // until every reservation has been given or dropped.
+        self.permits.close();
+        self.handed_to.lock().expect("hand-off lock").take();
+        while let Some(mail) = handed.recv().await {
+            self.start(&mut in_flight, &finished, mail);
         }
         // Shutdown: the messages already handed to a server finish and are recorded.
         while in_flight.join_next().await.is_some() {}
@@ -390,6 +420,46 @@ impl Worker {
         self.pools.close_idle().await;
         drop(finished);
         let _ = recorder.await;
+    }
+
+    /// Starts delivering a message, in a task that holds its places until
+    /// it ends and hands its outcomes to the recorder.
+    fn start(&self, in_flight: &mut JoinSet<()>, finished: &mpsc::Sender<Finished>, mail: Handed) {
+        let Handed {
+            content,
+            recipients,
+            places,
+        } = mail;
+        let worker = self.clone();
+        let finished = finished.clone();
+        let span = info_span!("deliver", tenant = %content.tenant_id, message_id = %content.id);
+        let lease_until = recipients
+            .iter()
+            .map(|r| r.lease_until)
+            .min()
+            .unwrap_or_default();
+        let about = About {
+            tenant: content.tenant_id,
+            message: content.id,
+            created_at: content.due_from(),
+        };
+        in_flight.spawn(
+            async move {
+                let _places = places;
+                if let Some((outcomes, captures)) = worker.deliver(content, recipients).await {
+                    let done = Finished {
+                        about,
+                        outcomes,
+                        captures,
+                        lease_until,
+                        refused: false,
+                    };
+                    // The recorder outlives every sender but this one.
+                    let _ = finished.send(done).await;
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Records finished deliveries until every sender is gone, as many at once
@@ -586,6 +656,56 @@ impl Worker {
                 false
             }
         }
+    }
+}
+
+impl Handoff for Worker {
+    /// A place for a message of `tenant` when the worker can start it soon:
+    /// more than a quarter of the node's places free (the rest stay for
+    /// claims: retries, mail queued earlier or by other nodes), the tenant
+    /// within its share of the node and its route not at its limit, and the
+    /// node in good standing. The lease is the one a claim would take.
+    fn reserve(&self, tenant: TenantId) -> Option<Reservation> {
+        if self.permits.available_permits() <= self.config.concurrency / 4
+            || !self.may_start(i64::MAX)
+        {
+            return None;
+        }
+        let mine = self
+            .load
+            .lock()
+            .expect("load lock")
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0);
+        let route_full = self
+            .pools
+            .routes_of_tenant(tenant)
+            .is_some_and(|pool| pool.room() == 0);
+        if mine >= self.tenant_share() || route_full {
+            return None;
+        }
+        let sender = self.handed_to.lock().expect("hand-off lock").clone()?;
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let places = self.places(tenant, permit);
+        let lease = HandoffLease {
+            node: self.config.node.clone(),
+            incarnation: self.config.incarnation.clone(),
+            until: now_ms() + self.config.lease.as_millis() as i64,
+        };
+        let (stats, metrics) = (self.stats.clone(), self.config.metrics.clone());
+        Some(Reservation::new(lease, move |content, recipients| {
+            WorkerStats::add(&stats.handed, recipients.len());
+            metrics.handed(recipients.len());
+            // A worker that stopped meanwhile leaves the recipients to their
+            // lease: given back when the node starts again, or claimed by
+            // another node when it ends.
+            let _ = sender.send(Handed {
+                content,
+                recipients,
+                places,
+            });
+        }))
     }
 }
 

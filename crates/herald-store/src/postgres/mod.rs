@@ -375,35 +375,62 @@ async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool>
 }
 
 /// Inserts one row per recipient of a new message, queued and due at once
-/// (or at its `send_at`).
-async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
+/// (or at its `send_at`); or, for a message handed to this node's worker,
+/// claimed under its lease (the state a claim leaves), returned as claimed.
+async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<Vec<Claimed>> {
+    let handed = m
+        .handoff
+        .as_ref()
+        .map(|lease| m.handed_claims(lease))
+        .unwrap_or_default();
     let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
     for (position, (addr, kind)) in m.recipients().enumerate() {
-        ids.push(RecipientId::new().to_string());
+        ids.push(
+            handed
+                .get(position)
+                .map_or_else(RecipientId::new, |c| c.recipient)
+                .to_string(),
+        );
         addrs.push(addr.as_ref());
         kinds.push(kind.as_str());
         positions.push(position as i32);
     }
+    let (status, due_at, owner, incarnation, token) = match &m.handoff {
+        Some(lease) => (
+            "sending",
+            lease.until,
+            Some(lease.node.as_str()),
+            Some(lease.incarnation.as_str()),
+            1_i64,
+        ),
+        None => ("queued", m.send_at.unwrap_or(m.created_at), None, None, 0),
+    };
     execute(
         tx,
         "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
-         gateway_id) SELECT r.id, $1, $2, r.address, r.kind, r.position, 'queued', $3, $4, $9 \
+         gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
+         SELECT r.id, $1, $2, r.address, r.kind, r.position, $10, $3, $4, $9, $11, $12, $13, $14 \
          FROM unnest($5::text[], $6::text[], $7::text[], $8::integer[]) AS r (id, address, kind, position)",
         &[
             &m.id.to_string(),
             &m.tenant_id.to_string(),
-            &m.send_at.unwrap_or(m.created_at),
+            &due_at,
             &m.priority,
             &ids,
             &addrs,
             &kinds,
             &positions,
             &m.gateway_id.map(|g| g.to_string()),
+            &status,
+            &owner,
+            &incarnation,
+            &token,
+            &(token as i32),
         ],
     )
     .await
     .map_err(pg)?;
-    Ok(())
+    Ok(handed)
 }
 
 /// Adds new messages' recipients to their tenants' counts of queued ones, and
@@ -505,6 +532,7 @@ async fn stored_earlier(tx: &impl GenericClient, m: &NewMessage) -> Result<Optio
         id: id(earlier)?,
         status: message_status(statuses),
         duplicate: true,
+        handed: Vec::new(),
     }))
 }
 

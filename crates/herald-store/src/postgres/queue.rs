@@ -59,13 +59,14 @@ impl Queue for PgStore {
             for _ in 0..3 {
                 let tx = c.transaction().await.map_err(pg)?;
                 let submitted = if insert_message(&tx, &m).await? {
-                    insert_recipients(&tx, &m).await?;
+                    let handed = insert_recipients(&tx, &m).await?;
                     count_tests(&tx, &m).await?;
                     count_queued(&tx, &[&m]).await?;
                     Submitted {
                         id: m.id,
                         status: RecipientStatus::Queued,
                         duplicate: false,
+                        handed,
                     }
                 } else {
                     match stored_earlier(&tx, &m).await? {
@@ -74,7 +75,7 @@ impl Queue for PgStore {
                     }
                 };
                 tx.commit().await.map_err(pg)?;
-                if !submitted.duplicate {
+                if crate::handoff::left_for_claims(std::slice::from_ref(&submitted)) {
                     self.announce_mail();
                 }
                 return Ok(submitted);
@@ -97,7 +98,10 @@ impl Queue for PgStore {
                 futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
                     .await?;
             let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
-            futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m))).await?;
+            let mut handed =
+                futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m)))
+                    .await?
+                    .into_iter();
             let mut submitted = Vec::with_capacity(messages.len());
             for (m, new) in messages.iter().zip(inserted) {
                 submitted.push(if new {
@@ -105,6 +109,7 @@ impl Queue for PgStore {
                         id: m.id,
                         status: RecipientStatus::Queued,
                         duplicate: false,
+                        handed: handed.next().unwrap_or_default(),
                     }
                 } else {
                     stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
@@ -121,7 +126,7 @@ impl Queue for PgStore {
             }
             count_queued(&tx, &new).await?;
             tx.commit().await.map_err(pg)?;
-            if submitted.iter().any(|s| !s.duplicate) {
+            if crate::handoff::left_for_claims(&submitted) {
                 self.announce_mail();
             }
             Ok(submitted)

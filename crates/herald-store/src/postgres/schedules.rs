@@ -239,6 +239,7 @@ impl Schedules for PgStore {
                         id: m.id,
                         status: RecipientStatus::Queued.as_of(m.send_at, now_ms()),
                         duplicate: false,
+                        handed: Vec::new(),
                     })
                 }
                 Some(m) => Some(stored_earlier(&tx, m).await?.ok_or_else(vanishing)?),

@@ -374,26 +374,56 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             id: id(earlier)?,
             status: message_status(statuses),
             duplicate: true,
+            handed: Vec::new(),
         });
     }
+    // Handed to this node's worker: claimed under its lease at once (the
+    // state a claim leaves: sending, due when the lease ends, attempt 1).
+    let handed = m
+        .handoff
+        .as_ref()
+        .map(|lease| (lease, m.handed_claims(lease)));
     let mut insert = c
         .prepare_cached(
             "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
-             gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9)",
+             gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
         )
         .map_err(sql)?;
     for (position, (addr, kind)) in m.recipients().enumerate() {
+        let (recipient, status, due_at, owner, incarnation, token) = match &handed {
+            Some((lease, claims)) => (
+                claims[position].recipient,
+                "sending",
+                lease.until,
+                Some(lease.node.as_str()),
+                Some(lease.incarnation.as_str()),
+                1,
+            ),
+            None => (
+                RecipientId::new(),
+                "queued",
+                m.send_at.unwrap_or(m.created_at),
+                None,
+                None,
+                0,
+            ),
+        };
         insert
             .execute(params![
-                RecipientId::new().to_string(),
+                recipient.to_string(),
                 m.id.to_string(),
                 m.tenant_id.to_string(),
                 addr.as_ref(),
                 kind.as_str(),
                 position as i64,
-                m.send_at.unwrap_or(m.created_at),
+                status,
+                due_at,
                 m.priority,
-                m.gateway_id.map(|g| g.to_string())
+                m.gateway_id.map(|g| g.to_string()),
+                owner,
+                incarnation,
+                token
             ])
             .map_err(sql)?;
     }
@@ -403,6 +433,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
         id: m.id,
         status: RecipientStatus::Queued,
         duplicate: false,
+        handed: handed.map(|(_, claims)| claims).unwrap_or_default(),
     })
 }
 

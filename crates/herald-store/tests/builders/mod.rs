@@ -46,6 +46,7 @@ pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> New
         send_at: None,
         template: None,
         gateway_id: None,
+        handoff: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub(crate) async fn stored_message(
         send_at: None,
         template: None,
         gateway_id: None,
+        handoff: None,
     };
     node_store(app).submit(message).await.expect("stored");
     id.to_string()

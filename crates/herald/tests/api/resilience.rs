@@ -382,3 +382,35 @@ async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delive
         ["a@acme.example", "b@acme.example", "c@acme.example"]
     );
 }
+
+/// Mail the node stores goes straight to its own worker, claimed in its
+/// submission's transaction, while the worker has places for it: here 4
+/// places, a quarter of them kept for claims and each tenant within three
+/// quarters, so a batch of ten hands three over and queues seven, which
+/// the worker claims. Every message is delivered once either way.
+#[tokio::test]
+async fn the_worker_takes_mail_as_it_is_stored_and_claims_what_it_had_no_room_for() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app_with(|s| s.concurrency = 4).await;
+    let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none"});
+    let acme = app.configured_tenant("acme", entry, None).await;
+    let stats = app.node.as_ref().unwrap().worker_stats.clone();
+
+    let single = app.submit_to(&acme, "one@acme.example", "Handed").await;
+    app.wait_for_status(&acme, &single, "sent").await;
+    assert_eq!(stats.handed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.claimed.load(Ordering::Relaxed), 0, "no claim needed");
+
+    let batch: Vec<_> = (0..10)
+        .map(|i| json!({"to": [format!("u{i}@acme.example")], "subject": "batch", "text": "x"}))
+        .collect();
+    let (status, answer) = app.submit_batch(&acme, batch).await;
+    assert_eq!(status, 200, "{answer}");
+    for result in answer["results"].as_array().unwrap() {
+        app.wait_for_status(&acme, result["id"].as_str().unwrap(), "sent")
+            .await;
+    }
+    assert_eq!(smtp.messages().len(), 11, "each message once");
+    assert_eq!(stats.handed.load(Ordering::Relaxed), 1 + 3);
+    assert_eq!(stats.claimed.load(Ordering::Relaxed), 7);
+}
