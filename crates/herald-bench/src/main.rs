@@ -121,7 +121,7 @@ struct Cli {
     #[arg(long)]
     smtp_no_delivery: bool,
     /// Phases to leave out, comma-separated: ceiling, ingest, smtp-ingest, postfix-smtpd, e2e,
-    /// webhooks, latency, fairness, memory, claims.
+    /// e2e-single, webhooks, gateway, latency, fairness, memory, claims.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Longest wait for deliveries in a phase, in seconds [default: 180].
@@ -201,12 +201,13 @@ impl Options {
             options.offered_rate > 0.0 && options.latency_seconds > 0.0,
             "--offered-rate and --latency-seconds must be positive"
         );
-        const PHASES: [&str; 11] = [
+        const PHASES: [&str; 12] = [
             "ceiling",
             "ingest",
             "smtp-ingest",
             "postfix-smtpd",
             "e2e",
+            "e2e-single",
             "webhooks",
             "gateway",
             "latency",
@@ -439,6 +440,35 @@ async fn run(options: Options) -> anyhow::Result<()> {
             node.shutdown().await;
         }
         leftovers.retire(place).await;
+    }
+
+    if options.runs("e2e-single") {
+        phase(&format!(
+            "end to end, single API: {} clients, one message per request, into the sink",
+            options.clients
+        ));
+        let place = Place::fresh(options.database_url.as_deref(), "e2e-single").await?;
+        let (nodes, apis, tenant) = start_nodes(&options, &place, &sink).await?;
+        let mut figures =
+            end_to_end(&options, &sink, &nodes, &apis, &tenant, single_body, None).await?;
+        for node in nodes {
+            node.shutdown().await;
+        }
+        leftovers.retire(place).await;
+        if let (Some(rate), Some(postfix)) = (
+            figures["delivered_per_second"].as_f64(),
+            results
+                .get("postfix_smtpd")
+                .and_then(|r| r["delivered_per_second"].as_f64()),
+        ) {
+            figures["ratio_to_postfix_end_to_end"] = json!(round(rate / postfix.max(1e-9), 2));
+        }
+        if let (Some(rate), Some(ceiling)) =
+            (figures["delivered_per_second"].as_f64(), ceiling_rate)
+        {
+            figures["ratio_to_ceiling"] = json!(round(rate / ceiling, 3));
+        }
+        results.insert("end_to_end_single".into(), figures);
     }
 
     if options.runs("webhooks") {

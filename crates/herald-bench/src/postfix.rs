@@ -282,6 +282,12 @@ pub async fn run(
     json["delivered_during_load"] = json!(delivered_meanwhile);
     json["delivered_in_the_end"] = json!(delivered);
     json["drain_seconds_after_load"] = json!(round(drain_seconds, 3));
+    // Postfix end to end: from the first connection until the sink has
+    // every message it accepted.
+    json["delivered_per_second"] = json!(round(
+        delivered as f64 / (out.seconds + drain_seconds).max(1e-9),
+        0
+    ));
     json["cpu"] = cpu;
     Ok(Ok(json))
 }

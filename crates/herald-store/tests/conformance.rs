@@ -1051,6 +1051,44 @@ async fn concurrent_submissions_all_commit(f: Fixture) {
     );
 }
 
+/// Submissions made at the same moment may be stored together (group commit
+/// on PostgreSQL, the writer's transaction on SQLite), yet each is answered
+/// on its own: one refused for its tenant's full queue stores nothing and
+/// takes nothing from the others.
+async fn concurrent_submissions_are_answered_each_on_its_own(f: Fixture) {
+    let full = tenant(&*f.store, "globex").await;
+    let open = tenant(&*f.store, "acme").await;
+    for i in 0..3 {
+        f.submit(message(full, &[&format!("b{i}@x.example")], None, 1_000))
+            .await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = f.store.clone();
+        let (t, limit) = if i % 3 == 0 {
+            (full, Some(3))
+        } else {
+            (open, None)
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut m = message(t, &[&format!("u{i}@x.example")], None, 2_000);
+            m.max_queued = limit;
+            (t, store.submit(m).await)
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            (t, answer) if t == full => assert!(
+                matches!(answer, Err(StoreError::QueueFull { limit: 3 })),
+                "{answer:?}"
+            ),
+            (_, answer) => assert!(!answer.unwrap().duplicate),
+        }
+    }
+    assert_eq!(f.list_messages(open, 100).await.len(), 40);
+    assert_eq!(f.list_messages(full, 100).await.len(), 3);
+}
+
 async fn concurrent_submissions_with_one_key_store_one_message(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let nodes = f.two_nodes().await;
@@ -4666,6 +4704,7 @@ async fn a_waiting_message_can_be_cancelled_until_it_is_sent(f: Fixture) {
 
 conformance!(
     a_handed_message_is_claimed_as_it_is_stored,
+    concurrent_submissions_are_answered_each_on_its_own,
     gateways_keep_their_names_tokens_and_tenants,
     gateway_instances_are_upserted_and_count_their_hour,
     a_server_names_a_gateway_of_its_tenant_which_then_stays,

@@ -9,6 +9,7 @@
 mod config;
 mod db;
 mod gateways;
+mod group;
 mod ingress;
 mod listen;
 mod queue;
@@ -53,6 +54,8 @@ pub struct PgStore {
     writes: crate::WriteHealth,
     /// The tenant this node's previous claim stopped at: the next one starts after it.
     claim_cursor: std::sync::Mutex<Option<String>>,
+    /// Single submissions, stored in groups (see [`group`]).
+    groups: group::Groups,
 }
 
 /// The condition of every unfinished recipient that nodes deliver (not
@@ -106,11 +109,12 @@ impl PgStore {
         let (new_mail, requests) = tokio::sync::mpsc::channel(1);
         tokio::spawn(notify_new_mail(pool.clone(), requests));
         Ok(PgStore {
-            pool,
             events,
             new_mail,
             writes: crate::WriteHealth::default(),
             claim_cursor: std::sync::Mutex::default(),
+            groups: group::Groups::start(pool.clone()),
+            pool,
         })
     }
 

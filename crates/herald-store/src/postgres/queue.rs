@@ -1,5 +1,6 @@
 //! The PostgreSQL store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 
+use super::group::{submit_alone, submit_together};
 use super::*;
 use crate::outbox;
 
@@ -48,90 +49,29 @@ impl Queue for PgStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
-        let result = async {
-            let mut c = client(&self.pool).await?;
-            // Another node may be storing the same idempotency key right now: the
-            // insert then waits for that transaction. If it commits, the insert
-            // does nothing and the earlier message is read back (each statement
-            // sees what was committed before it began); if it rolls back, the
-            // insert goes ahead. Only a message deleted between the insert and the
-            // read leaves nothing to read, and then the insert is tried again.
-            for _ in 0..3 {
-                let tx = c.transaction().await.map_err(pg)?;
-                let submitted = if insert_message(&tx, &m).await? {
-                    let handed = insert_recipients(&tx, &m).await?;
-                    count_tests(&tx, &m).await?;
-                    count_queued(&tx, &[&m]).await?;
-                    Submitted {
-                        id: m.id,
-                        status: RecipientStatus::Queued,
-                        duplicate: false,
-                        handed,
-                    }
-                } else {
-                    match stored_earlier(&tx, &m).await? {
-                        Some(earlier) => earlier,
-                        None => continue,
-                    }
-                };
-                tx.commit().await.map_err(pg)?;
-                if crate::handoff::left_for_claims(std::slice::from_ref(&submitted)) {
-                    self.announce_mail();
-                }
-                return Ok(submitted);
-            }
-            Err(vanishing())
+        // A test message counts its tenant's pending tests under a lock held
+        // to its commit: it goes alone, so that no group waits for it.
+        let result = if m.test_provider.is_some() {
+            submit_alone(&self.pool, &m).await
+        } else {
+            self.groups.submit(m).await
+        };
+        if let Ok(submitted) = &result
+            && crate::handoff::left_for_claims(std::slice::from_ref(submitted))
+        {
+            self.announce_mail();
         }
-        .await;
         self.writes.note(&result);
         result
     }
 
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
-        let result = async {
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            // The statements are sent without waiting for each other's answers
-            // (tokio-postgres pipelines what is polled at once on one connection),
-            // and run in order: every message row, then the recipients of the new ones.
-            let inserted =
-                futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m)))
-                    .await?;
-            let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
-            let mut handed =
-                futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m)))
-                    .await?
-                    .into_iter();
-            let mut submitted = Vec::with_capacity(messages.len());
-            for (m, new) in messages.iter().zip(inserted) {
-                submitted.push(if new {
-                    Submitted {
-                        id: m.id,
-                        status: RecipientStatus::Queued,
-                        duplicate: false,
-                        handed: handed.next().unwrap_or_default(),
-                    }
-                } else {
-                    stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
-                });
-            }
-            let new: Vec<&NewMessage> = messages
-                .iter()
-                .zip(&submitted)
-                .filter(|(_, s)| !s.duplicate)
-                .map(|(m, _)| m)
-                .collect();
-            for m in &new {
-                count_tests(&tx, m).await?;
-            }
-            count_queued(&tx, &new).await?;
-            tx.commit().await.map_err(pg)?;
-            if crate::handoff::left_for_claims(&submitted) {
-                self.announce_mail();
-            }
-            Ok(submitted)
+        let result = submit_together(&self.pool, &messages).await;
+        if let Ok(submitted) = &result
+            && crate::handoff::left_for_claims(submitted)
+        {
+            self.announce_mail();
         }
-        .await;
         self.writes.note(&result);
         result
     }
