@@ -370,95 +370,59 @@ impl Queue for PgStore {
         let result = async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
-            // Rows are updated in id order, whatever order the outcomes come in,
-            // so that two completions over the same rows cannot deadlock. The
-            // statements are pipelined: sent at once, run in the order sent.
-            let mut order: Vec<usize> = (0..outcomes.len()).collect();
-            order.sort_by_key(|&i| outcomes[i].recipient);
-            let updates = order.iter().map(|&i| {
-                let o = &outcomes[i];
+            // One statement for every outcome's recipient, one for every
+            // attempt: a hundred outcomes cost two statements, not two hundred.
+            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
+            for o in &outcomes {
                 let (st, due_at) = match o.next {
                     NextState::Sent => ("sent", None),
                     NextState::Failed => ("failed", None),
                     NextState::Deferred { until } => ("deferred", Some(until)),
                 };
-                let tx = &tx;
-                async move {
-                    // The fencing check: a lease taken over by another claim has a
-                    // newer token. A claim running concurrently holds the row, so
-                    // this waits for it and then sees the newer token.
-                    let changed = query_opt(
-                        tx,
-                        sql::COMPLETE_RECIPIENT,
-                        &[&st, &due_at, &o.recipient.to_string(), &o.lease_token],
-                    )
-                    .await?;
-                    changed
-                        .map(|row| {
-                            Ok(outbox::RecordedOutcome::new(
-                                o,
-                                get(&row, "message_id")?,
-                                get(&row, "tenant_id")?,
-                                get(&row, "address")?,
-                                get(&row, "priority")?,
-                            ))
-                        })
-                        .transpose()
-                }
-            });
-            let changed = futures_util::future::try_join_all(updates).await?;
+                ids.push(o.recipient.to_string());
+                tokens.push(o.lease_token);
+                states.push(st);
+                due.push(due_at);
+            }
+            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
+            let position: HashMap<&str, usize> =
+                ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
             let mut accepted = vec![false; outcomes.len()];
             let mut recorded_messages = HashSet::new();
             // Recipients that reached a final state leave their tenant's queue.
             let mut finished: BTreeMap<String, i64> = BTreeMap::new();
             // The recorded outcomes, for the webhook events they cause.
             let mut recorded = Vec::with_capacity(outcomes.len());
-            for (&i, row) in order.iter().zip(changed) {
-                accepted[i] = row.is_some();
-                if let Some(r) = row {
-                    recorded_messages.insert(r.message.clone());
-                    if !matches!(r.outcome.next, NextState::Deferred { .. }) {
-                        *finished.entry(r.tenant.clone()).or_default() += 1;
-                    }
-                    recorded.push(r);
+            for row in &changed {
+                let id: String = get(row, "id")?;
+                let Some(&i) = position.get(id.as_str()) else {
+                    continue;
+                };
+                accepted[i] = true;
+                let r = outbox::RecordedOutcome::new(
+                    &outcomes[i],
+                    get(row, "message_id")?,
+                    get(row, "tenant_id")?,
+                    get(row, "address")?,
+                    get(row, "priority")?,
+                );
+                recorded_messages.insert(r.message.clone());
+                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
+                    *finished.entry(r.tenant.clone()).or_default() += 1;
                 }
+                recorded.push(r);
             }
-            let inserts = outcomes
-                .iter()
-                .zip(&accepted)
-                .filter(|(_, current)| **current)
-                .map(|(o, _)| {
-                    let a = &o.attempt;
-                    let tx = &tx;
-                    async move {
-                        execute(
-                            tx,
-                            sql::INSERT_ATTEMPT,
-                            &[
-                                &o.recipient.to_string(),
-                                &a.at,
-                                &text(&a.node),
-                                &text(&a.server),
-                                &a.outcome.as_str(),
-                                &opt_text(&a.step),
-                                &a.code.map(i32::from),
-                                &opt_text(&a.enhanced_code),
-                                &text(&a.response),
-                                &a.duration_ms,
-                                &opt_text(&a.remote_addr),
-                                &opt_text(&a.tls_version),
-                                &opt_text(&a.tls_cipher),
-                                &a.provider_id.map(|p| p.to_string()),
-                                &a.config_version,
-                                &opt_text(&a.sender_policy),
-                                &a.diagnosis.as_ref().map(|d| d.to_string()),
-                            ],
-                        )
-                        .await
-                        .map_err(pg)
-                    }
-                });
-            futures_util::future::try_join_all(inserts).await?;
+            // In the order given, as their events are.
+            recorded.sort_by_key(|r| position[r.outcome.recipient.to_string().as_str()]);
+            insert_attempts(
+                &tx,
+                outcomes
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(_, current)| **current)
+                    .map(|(o, _)| o),
+            )
+            .await?;
             for cap in &captures {
                 if recorded_messages.contains(&cap.message.to_string()) {
                     execute(
@@ -799,5 +763,104 @@ async fn write_events(
         .await
         .map_err(pg)?;
     }
+    Ok(())
+}
+
+/// Records every outcome's recipient given as arrays (`$1` ids, `$2` lease
+/// tokens, `$3` states, `$4` due times for the deferred): only where the
+/// lease token is still current (the fencing check: a lease taken over by
+/// another claim has a newer token). The rows are locked first, in id
+/// order, so that two completions over the same rows cannot deadlock; a
+/// claim running concurrently holds its rows, so this waits for it and then
+/// sees the newer token.
+const COMPLETE_RECIPIENTS: &str = "WITH o AS ( \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS o (id, token, status, due_at)), \
+     locked AS ( \
+         SELECT r.id FROM recipients r JOIN o ON r.id = o.id \
+         WHERE r.lease_token = o.token AND r.status = 'sending' ORDER BY r.id FOR UPDATE OF r) \
+     UPDATE recipients r SET status = o.status, due_at = o.due_at, lease_owner = NULL, lease_incarnation = NULL \
+     FROM o WHERE r.id = o.id AND r.id IN (SELECT id FROM locked) \
+     AND r.lease_token = o.token AND r.status = 'sending' \
+     RETURNING r.id, r.message_id, r.tenant_id, r.address, r.priority";
+
+/// Inserts the attempts of recorded outcomes, all in one statement.
+async fn insert_attempts<'a>(
+    tx: &impl GenericClient,
+    outcomes: impl Iterator<Item = &'a Outcome>,
+) -> Result<()> {
+    #[derive(Default)]
+    struct Columns<'a> {
+        recipient: Vec<String>,
+        at: Vec<i64>,
+        node: Vec<std::borrow::Cow<'a, str>>,
+        server: Vec<std::borrow::Cow<'a, str>>,
+        outcome: Vec<&'static str>,
+        step: Vec<Option<std::borrow::Cow<'a, str>>>,
+        code: Vec<Option<i32>>,
+        enhanced_code: Vec<Option<std::borrow::Cow<'a, str>>>,
+        response: Vec<std::borrow::Cow<'a, str>>,
+        duration_ms: Vec<i64>,
+        remote_addr: Vec<Option<std::borrow::Cow<'a, str>>>,
+        tls_version: Vec<Option<std::borrow::Cow<'a, str>>>,
+        tls_cipher: Vec<Option<std::borrow::Cow<'a, str>>>,
+        provider_id: Vec<Option<String>>,
+        config_version: Vec<Option<i64>>,
+        sender_policy: Vec<Option<std::borrow::Cow<'a, str>>>,
+        diagnosis: Vec<Option<String>>,
+    }
+    let mut c = Columns::default();
+    for o in outcomes {
+        let a = &o.attempt;
+        c.recipient.push(o.recipient.to_string());
+        c.at.push(a.at);
+        c.node.push(text(&a.node));
+        c.server.push(text(&a.server));
+        c.outcome.push(a.outcome.as_str());
+        c.step.push(opt_text(&a.step));
+        c.code.push(a.code.map(i32::from));
+        c.enhanced_code.push(opt_text(&a.enhanced_code));
+        c.response.push(text(&a.response));
+        c.duration_ms.push(a.duration_ms);
+        c.remote_addr.push(opt_text(&a.remote_addr));
+        c.tls_version.push(opt_text(&a.tls_version));
+        c.tls_cipher.push(opt_text(&a.tls_cipher));
+        c.provider_id.push(a.provider_id.map(|p| p.to_string()));
+        c.config_version.push(a.config_version);
+        c.sender_policy.push(opt_text(&a.sender_policy));
+        c.diagnosis.push(a.diagnosis.as_ref().map(|d| d.to_string()));
+    }
+    if c.recipient.is_empty() {
+        return Ok(());
+    }
+    execute(
+        tx,
+        "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, enhanced_code, \
+         response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, config_version, \
+         sender_policy, diagnosis) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::integer[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[])",
+        &[
+            &c.recipient,
+            &c.at,
+            &c.node,
+            &c.server,
+            &c.outcome,
+            &c.step,
+            &c.code,
+            &c.enhanced_code,
+            &c.response,
+            &c.duration_ms,
+            &c.remote_addr,
+            &c.tls_version,
+            &c.tls_cipher,
+            &c.provider_id,
+            &c.config_version,
+            &c.sender_policy,
+            &c.diagnosis,
+        ],
+    )
+    .await
+    .map_err(pg)?;
     Ok(())
 }
