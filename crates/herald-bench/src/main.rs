@@ -720,7 +720,7 @@ async fn end_to_end(
     let before = sink.messages();
     let bytes_before = sink.bytes();
     let connections_before = sink.connections();
-    let worker_before: Vec<[u64; 3]> = nodes.iter().map(worker_counts).collect();
+    let worker_before: Vec<[u64; 4]> = nodes.iter().map(worker_counts).collect();
     let cpu = CpuMark::now();
     let started = Instant::now();
     // Until the submissions are answered, the target is everything submitted;
@@ -769,6 +769,7 @@ async fn end_to_end(
             let now = worker_counts(node);
             json!({
                 "claimed": now[0] - before[0],
+                "handed": now[3] - before[3],
                 "recorded": now[1] - before[1],
                 "released_busy": now[2] - before[2],
             })
@@ -792,13 +793,14 @@ async fn end_to_end(
     }))
 }
 
-/// A node's worker counters: claimed, recorded, released.
-fn worker_counts(node: &Node) -> [u64; 3] {
+/// A node's worker counters: claimed, recorded, released, handed over as stored.
+fn worker_counts(node: &Node) -> [u64; 4] {
     let stats = &node.worker_stats;
     [
         stats.claimed.load(Ordering::Relaxed),
         stats.recorded.load(Ordering::Relaxed),
         stats.released.load(Ordering::Relaxed),
+        stats.handed.load(Ordering::Relaxed),
     ]
 }
 

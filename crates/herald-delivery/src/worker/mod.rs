@@ -316,16 +316,23 @@ impl Worker {
             if late {
                 WorkerStats::add(&self.stats.late_turns, 1);
             }
-            let may_claim = free > 0
-                && !late
-                && (kicked || in_flight.is_empty() || free >= self.config.concurrency / 2);
             // The places a claim may fill, held while it runs so that mail
-            // handed over meanwhile does not take them twice.
+            // handed over meanwhile does not take them twice; a quarter of
+            // the node's places stay for that mail (see `reserve`).
+            let room = free.saturating_sub(self.config.concurrency / 4);
+            // While deliveries run, each one's end wakes the loop: a claim
+            // then waits for a worthwhile room rather than take a few.
+            let worthwhile = room >= self.config.concurrency / 8;
+            let may_claim = room > 0
+                && !late
+                && (in_flight.is_empty()
+                    || (kicked && worthwhile)
+                    || free >= self.config.concurrency / 2);
             let held = may_claim
                 .then(|| {
                     self.permits
                         .clone()
-                        .try_acquire_many_owned(free as u32)
+                        .try_acquire_many_owned(room as u32)
                         .ok()
                 })
                 .flatten();
@@ -338,7 +345,7 @@ impl Worker {
                         incarnation: self.config.incarnation.clone(),
                         now: now_ms(),
                         lease_ms: self.config.lease.as_millis() as i64,
-                        limit: free as u32,
+                        limit: room as u32,
                         rooms,
                         default_room,
                     };
@@ -661,12 +668,17 @@ impl Worker {
 
 impl Handoff for Worker {
     /// A place for a message of `tenant` when the worker can start it soon:
-    /// more than a quarter of the node's places free (the rest stay for
+    /// more than an eighth of the node's places free (those stay for
     /// claims: retries, mail queued earlier or by other nodes), the tenant
     /// within its share of the node and its route not at its limit, and the
     /// node in good standing. The lease is the one a claim would take.
+    ///
+    /// A claim in progress holds the places it may fill but leaves a
+    /// quarter free, so mail stored meanwhile is still handed over: were it
+    /// queued instead, it would wake the worker for another claim, which
+    /// would hold the places again.
     fn reserve(&self, tenant: TenantId) -> Option<Reservation> {
-        if self.permits.available_permits() <= self.config.concurrency / 4
+        if self.permits.available_permits() <= self.config.concurrency / 8
             || !self.may_start(i64::MAX)
         {
             return None;

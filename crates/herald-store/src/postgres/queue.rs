@@ -385,8 +385,11 @@ impl Queue for PgStore {
                 due.push(due_at);
             }
             let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
-            let position: HashMap<&str, usize> =
-                ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+            let position: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
             let mut accepted = vec![false; outcomes.len()];
             let mut recorded_messages = HashSet::new();
             // Recipients that reached a final state leave their tenant's queue.
@@ -827,7 +830,8 @@ async fn insert_attempts<'a>(
         c.provider_id.push(a.provider_id.map(|p| p.to_string()));
         c.config_version.push(a.config_version);
         c.sender_policy.push(opt_text(&a.sender_policy));
-        c.diagnosis.push(a.diagnosis.as_ref().map(|d| d.to_string()));
+        c.diagnosis
+            .push(a.diagnosis.as_ref().map(|d| d.to_string()));
     }
     if c.recipient.is_empty() {
         return Ok(());

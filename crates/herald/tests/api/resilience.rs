@@ -385,9 +385,9 @@ async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delive
 
 /// Mail the node stores goes straight to its own worker, claimed in its
 /// submission's transaction, while the worker has places for it: here 4
-/// places, a quarter of them kept for claims and each tenant within three
-/// quarters, so a batch of ten hands three over and queues seven, which
-/// the worker claims. Every message is delivered once either way.
+/// places, each tenant within three quarters of them, so a batch of ten
+/// hands three over and queues seven, which the worker claims. Every
+/// message is delivered once either way.
 #[tokio::test]
 async fn the_worker_takes_mail_as_it_is_stored_and_claims_what_it_had_no_room_for() {
     let smtp = TestSmtpServer::start().await;
