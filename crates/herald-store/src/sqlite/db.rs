@@ -32,6 +32,10 @@ const MIGRATIONS: &[&str] = &[
 /// How many queued write jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
 
+/// How often the checkpointer copies the write-ahead log into the database
+/// file (see [`checkpoint_loop`]).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a write job hands back to the writer: a function that delivers the
 /// job's result once the transaction's fate is known.
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -44,6 +48,8 @@ pub(crate) struct Db {
     path: PathBuf,
     /// Whether the latest write failed because the database could not take it.
     pub(crate) writes: Arc<crate::WriteHealth>,
+    /// Held while the store is open: the checkpointer stops once it is gone.
+    _open: Arc<()>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -83,6 +89,17 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
         migrate(&mut conn)?;
+        // The writer never checkpoints: a commit that did would wait for the
+        // database file's own fsync, and every job behind it with it.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(unavailable)?;
+        let open = Arc::new(());
+        let checkpointer = open_checkpointer(path)?;
+        let alive = Arc::downgrade(&open);
+        std::thread::Builder::new()
+            .name("herald-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, alive))
+            .map_err(unavailable)?;
         let (writer, jobs) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -93,6 +110,7 @@ impl Db {
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             writes: Arc::default(),
+            _open: open,
         })
     }
 
@@ -143,6 +161,21 @@ impl Db {
         .map_err(unavailable)?
     }
 
+    /// Runs `f`, a lookup of a row or two by an index, on a reader
+    /// connection on the calling thread: shorter than the hop to the
+    /// blocking pool and back that [`Db::read`] makes. Every API request
+    /// makes two (its token, its tenant).
+    pub(crate) fn read_here<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().expect("reader pool lock").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open(&self.path, true).map_err(unavailable)?,
+        };
+        let result = f(&conn);
+        self.readers.lock().expect("reader pool lock").push(conn);
+        result
+    }
+
     /// Runs `f` on a reader connection on the blocking pool.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -170,7 +203,13 @@ impl Db {
 /// and fails like one the database refused: the writer thread goes on with
 /// the other jobs, which every write of the node depends on.
 fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(unavailable)?;
+    // Prepared once: a job costs no parsing of its own savepoint.
+    let run = |statement: &str| {
+        conn.prepare_cached(statement)
+            .and_then(|mut s| s.execute([]))
+            .map_err(unavailable)
+    };
+    run("SAVEPOINT job")?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|panic| {
             let why = panic
@@ -183,13 +222,31 @@ fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> 
                 "a database write failed unexpectedly and was rolled back".into(),
             ))
         });
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end).map_err(unavailable)?;
+    if result.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     result
+}
+
+/// The checkpointer's own connection.
+fn open_checkpointer(path: &Path) -> Result<Connection> {
+    open(path, false).map_err(unavailable)
+}
+
+/// Copies what the write-ahead log holds into the database file, a few
+/// times a second, beside the writer rather than in one of its commits:
+/// PASSIVE never waits for the writer or a reader, and takes what they do
+/// not need, so a submission never waits for the database file's fsync.
+/// Once a checkpoint has taken the whole log, the writer starts it afresh.
+/// Ends when the store is closed.
+fn checkpoint_loop(conn: Connection, open: std::sync::Weak<()>) {
+    while open.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "could not copy the write-ahead log into the database file");
+        }
+    }
 }
 
 /// Takes every job waiting (up to [`MAX_GROUP`]) into one transaction and one fsync.

@@ -18,15 +18,14 @@ impl Tenants for SqliteStore {
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
-        let slug = slug.to_owned();
-        self.db
-            .read(move |c| {
-                c.query_row(sql::TENANT_BY_SLUG, [slug], tenant_row)
-                    .optional()
-                    .map_err(sql)?
-                    .ok_or(StoreError::NotFound)?
-            })
-            .await
+        self.db.read_here(|c| {
+            c.prepare_cached(sql::TENANT_BY_SLUG)
+                .map_err(sql)?
+                .query_row([slug], tenant_row)
+                .optional()
+                .map_err(sql)?
+                .ok_or(StoreError::NotFound)?
+        })
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -120,15 +119,13 @@ impl Tenants for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let hash = hash.to_owned();
-        let found = self
-            .db
-            .read(move |c| {
-                c.query_row(sql::TOKEN_BY_HASH, [hash], token_row)
-                    .optional()
-                    .map_err(sql)
-            })
-            .await?;
+        let found = self.db.read_here(|c| {
+            c.prepare_cached(sql::TOKEN_BY_HASH)
+                .map_err(sql)?
+                .query_row([hash], token_row)
+                .optional()
+                .map_err(sql)
+        })?;
         let Some(record) = found.transpose()? else {
             return Ok(None);
         };
