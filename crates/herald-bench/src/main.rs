@@ -447,7 +447,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             "end to end, single API: {} clients, one message per request, into the sink",
             options.clients
         ));
-        let place = Place::fresh(options.database_url.as_deref(), "e2e-single").await?;
+        let place = Place::fresh(options.database_url.as_deref(), "e2e_single").await?;
         let (nodes, apis, tenant) = start_nodes(&options, &place, &sink).await?;
         let mut figures =
             end_to_end(&options, &sink, &nodes, &apis, &tenant, single_body, None).await?;
