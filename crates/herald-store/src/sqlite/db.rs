@@ -32,8 +32,8 @@ const MIGRATIONS: &[&str] = &[
 /// How many queued write jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
 
-/// How often the checkpointer copies the write-ahead log into the database
-/// file (see [`checkpoint_loop`]).
+/// How often the checkpointer looks at the write-ahead log's size (see
+/// [`checkpoint_loop`]).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a write job hands back to the writer: a function that delivers the
@@ -96,9 +96,12 @@ impl Db {
         let open = Arc::new(());
         let checkpointer = open_checkpointer(path)?;
         let alive = Arc::downgrade(&open);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         std::thread::Builder::new()
             .name("herald-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, alive))
+            .spawn(move || checkpoint_loop(checkpointer, wal, alive))
             .map_err(unavailable)?;
         let (writer, jobs) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -234,15 +237,24 @@ fn open_checkpointer(path: &Path) -> Result<Connection> {
     open(path, false).map_err(unavailable)
 }
 
-/// Copies what the write-ahead log holds into the database file, a few
-/// times a second, beside the writer rather than in one of its commits:
-/// PASSIVE never waits for the writer or a reader, and takes what they do
-/// not need, so a submission never waits for the database file's fsync.
-/// Once a checkpoint has taken the whole log, the writer starts it afresh.
-/// Ends when the store is closed.
-fn checkpoint_loop(conn: Connection, open: std::sync::Weak<()>) {
+/// How large the write-ahead log may grow before the checkpointer copies
+/// it into the database file: SQLite's own default, 1,000 pages of 4 KiB.
+const CHECKPOINT_AT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Copies what the write-ahead log holds into the database file once the
+/// log has grown past [`CHECKPOINT_AT_BYTES`], beside the writer rather than
+/// in one of its commits: PASSIVE never waits for the writer or a reader,
+/// and takes what they do not need, so a submission never waits for the
+/// database file's fsync. Once a checkpoint has taken the whole log, the
+/// writer starts it afresh. Looks every [`CHECKPOINT_EVERY`]; ends when the
+/// store is closed.
+fn checkpoint_loop(conn: Connection, wal: PathBuf, open: std::sync::Weak<()>) {
     while open.strong_count() > 0 {
         std::thread::sleep(CHECKPOINT_EVERY);
+        let grown = std::fs::metadata(&wal).is_ok_and(|m| m.len() >= CHECKPOINT_AT_BYTES);
+        if !grown {
+            continue;
+        }
         if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(%error, "could not copy the write-ahead log into the database file");
         }
