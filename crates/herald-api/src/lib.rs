@@ -117,7 +117,8 @@ impl AppState {
         messages: Vec<herald_store::NewMessage>,
     ) -> Result<Vec<herald_store::Submitted>, herald_store::StoreError> {
         let submitted =
-            herald_store::handoff::submit(&*self.store, self.handoff.as_deref(), messages).await?;
+            herald_store::handoff::submit(self.store.clone(), self.handoff.clone(), messages)
+                .await?;
         if herald_store::handoff::left_for_claims(&submitted) {
             self.mail_stored();
         }

@@ -137,7 +137,7 @@ impl Backend for StoreBackend {
         let message = self.message(client, envelope).await?;
         let id = message.id;
         // Answered only after the commit: a 250 is a durable promise.
-        let submitted = handoff::submit(&*self.store, self.handoff.as_deref(), vec![message])
+        let submitted = handoff::submit(self.store.clone(), self.handoff.clone(), vec![message])
             .await
             .map_err(refusal)?;
         if handoff::left_for_claims(&submitted) {

@@ -9,7 +9,11 @@
 use herald_core::TenantId;
 use herald_core::timestamp::now_ms;
 
-use crate::{Claimed, HandoffLease, MessageContent, NewMessage, Queue, Result, Submitted};
+use std::sync::Arc;
+
+use crate::{
+    Claimed, HandoffLease, MessageContent, NewMessage, Queue, Result, StoreError, Submitted,
+};
 
 /// What a node's worker offers its API and listener.
 pub trait Handoff: Send + Sync {
@@ -55,9 +59,14 @@ impl Reservation {
 /// gateway; a duplicate of an earlier message, or one the store refused,
 /// gives its place back. The answers are the store's, in order: see
 /// [`left_for_claims`] for whether a worker should be woken.
-pub async fn submit(
-    queue: &(impl Queue + ?Sized),
-    handoff: Option<&dyn Handoff>,
+///
+/// The store call and the giving run in a task of their own, so a caller
+/// that goes away meanwhile (a client that hung up) cannot leave a message
+/// committed under the worker's lease and never given to it: it would wait
+/// for the lease to end.
+pub async fn submit<Q: Queue + ?Sized + 'static>(
+    queue: Arc<Q>,
+    handoff: Option<Arc<dyn Handoff>>,
     mut messages: Vec<NewMessage>,
 ) -> Result<Vec<Submitted>> {
     let now = now_ms();
@@ -68,25 +77,30 @@ pub async fn submit(
             if !due_now || m.gateway_id.is_some() {
                 return None;
             }
-            let reservation = handoff?.reserve(m.tenant_id)?;
+            let reservation = handoff.as_ref()?.reserve(m.tenant_id)?;
             m.handoff = Some(reservation.lease().clone());
             Some((reservation, m.content()))
         })
         .collect();
-    let submitted = if messages.len() == 1 {
-        let message = messages.pop().expect("one message");
-        vec![queue.submit(message).await?]
-    } else {
-        queue.submit_batch(messages).await?
-    };
-    for (answer, place) in submitted.iter().zip(&mut places) {
-        if let Some((reservation, content)) = place.take()
-            && !answer.handed.is_empty()
-        {
-            reservation.give(content, answer.handed.clone());
+    let stored = tokio::spawn(async move {
+        let submitted = if messages.len() == 1 {
+            let message = messages.pop().expect("one message");
+            vec![queue.submit(message).await?]
+        } else {
+            queue.submit_batch(messages).await?
+        };
+        for (answer, place) in submitted.iter().zip(&mut places) {
+            if let Some((reservation, content)) = place.take()
+                && !answer.handed.is_empty()
+            {
+                reservation.give(content, answer.handed.clone());
+            }
         }
-    }
-    Ok(submitted)
+        Ok(submitted)
+    });
+    stored
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the submission's task failed: {e}").into()))?
 }
 
 /// True when some of the messages stored were not handed to a worker, so
