@@ -37,6 +37,10 @@ const LEASE_MARGIN_MS: i64 = 2_000;
 /// whose route it does not know: a default pool's connections.
 const NEW_TENANT_ROOM: u32 = PoolLimits::DEFAULT_CONNECTIONS;
 
+/// For how long after a place was asked for the worker counts as handed
+/// mail over, and keeps places for more.
+const HANDING_OVER_MS: i64 = 1_000;
+
 /// Outcomes recorded in one call at most; more wait for the next.
 const RECORD_BATCH: usize = 1024;
 
@@ -158,6 +162,8 @@ pub struct Worker {
     handed_to: Arc<Mutex<Option<mpsc::UnboundedSender<Handed>>>>,
     /// The other end, taken by [`Worker::run`].
     handed: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
+    /// When (Unix ms) a place was last asked for, to hand mail over.
+    last_asked: Arc<AtomicI64>,
 }
 
 /// A message of a tenant in flight on this node, until its delivery ends.
@@ -211,6 +217,7 @@ impl Worker {
             permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
             handed_to: Arc::new(Mutex::new(Some(handed_to))),
             handed: Arc::new(Mutex::new(Some(handed))),
+            last_asked: Arc::new(AtomicI64::new(i64::MIN)),
             store,
             sealer,
             default,
@@ -317,9 +324,18 @@ impl Worker {
                 WorkerStats::add(&self.stats.late_turns, 1);
             }
             // The places a claim may fill, held while it runs so that mail
-            // handed over meanwhile does not take them twice; a quarter of
-            // the node's places stay for that mail (see `reserve`).
-            let room = free.saturating_sub(self.config.concurrency / 4);
+            // handed over meanwhile does not take them twice; while mail is
+            // being handed over (a place was asked for within the last
+            // second), a quarter of the node's places stay for it (see
+            // `reserve`). A node that hands nothing over claims them all.
+            let handing_over =
+                now_ms().saturating_sub(self.last_asked.load(Ordering::Relaxed)) < HANDING_OVER_MS;
+            let kept = if handing_over {
+                self.config.concurrency / 4
+            } else {
+                0
+            };
+            let room = free.saturating_sub(kept);
             // While deliveries run, each one's end wakes the loop: a claim
             // then waits for a worthwhile room rather than take a few.
             let worthwhile = room >= self.config.concurrency / 8;
@@ -673,11 +689,12 @@ impl Handoff for Worker {
     /// within its share of the node and its route not at its limit, and the
     /// node in good standing. The lease is the one a claim would take.
     ///
-    /// A claim in progress holds the places it may fill but leaves a
-    /// quarter free, so mail stored meanwhile is still handed over: were it
-    /// queued instead, it would wake the worker for another claim, which
-    /// would hold the places again.
+    /// A claim in progress holds the places it may fill but, while mail is
+    /// handed over, leaves a quarter free, so mail stored meanwhile is still
+    /// handed over: were it queued instead, it would wake the worker for
+    /// another claim, which would hold the places again.
     fn reserve(&self, tenant: TenantId) -> Option<Reservation> {
+        self.last_asked.store(now_ms(), Ordering::Relaxed);
         if self.permits.available_permits() <= self.config.concurrency / 8
             || !self.may_start(i64::MAX)
         {
