@@ -394,8 +394,12 @@ impl Queue for PgStore {
             let mut recorded_messages = HashSet::new();
             // Recipients that reached a final state leave their tenant's queue.
             let mut finished: BTreeMap<String, i64> = BTreeMap::new();
-            // The recorded outcomes, for the webhook events they cause.
-            let mut recorded = Vec::with_capacity(outcomes.len());
+            // The recorded outcomes, for the webhook events they cause, in
+            // the order given (as their events are).
+            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
+                std::iter::repeat_with(|| None)
+                    .take(outcomes.len())
+                    .collect();
             for row in &changed {
                 let id: String = get(row, "id")?;
                 let Some(&i) = position.get(id.as_str()) else {
@@ -413,10 +417,9 @@ impl Queue for PgStore {
                 if !matches!(r.outcome.next, NextState::Deferred { .. }) {
                     *finished.entry(r.tenant.clone()).or_default() += 1;
                 }
-                recorded.push(r);
+                recorded[i] = Some(r);
             }
-            // In the order given, as their events are.
-            recorded.sort_by_key(|r| position[r.outcome.recipient.to_string().as_str()]);
+            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
             insert_attempts(
                 &tx,
                 outcomes

@@ -93,9 +93,9 @@ impl Db {
         // database file's own fsync, and every job behind it with it.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(unavailable)?;
-        let open = Arc::new(());
-        let checkpointer = open_checkpointer(path)?;
-        let alive = Arc::downgrade(&open);
+        let checkpointer = open(path, false).map_err(unavailable)?;
+        let store_open = Arc::new(());
+        let alive = Arc::downgrade(&store_open);
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -113,7 +113,7 @@ impl Db {
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             writes: Arc::default(),
-            _open: open,
+            _open: store_open,
         })
     }
 
@@ -169,14 +169,7 @@ impl Db {
     /// blocking pool and back that [`Db::read`] makes. Every API request
     /// makes two (its token, its tenant).
     pub(crate) fn read_here<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.readers.lock().expect("reader pool lock").pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => open(&self.path, true).map_err(unavailable)?,
-        };
-        let result = f(&conn);
-        self.readers.lock().expect("reader pool lock").push(conn);
-        result
+        with_reader(&self.readers, &self.path, f)
     }
 
     /// Runs `f` on a reader connection on the blocking pool.
@@ -187,19 +180,26 @@ impl Db {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().expect("reader pool lock").pop();
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => open(&path, true).map_err(unavailable)?,
-            };
-            let result = f(&conn);
-            readers.lock().expect("reader pool lock").push(conn);
-            result
-        })
-        .await
-        .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || with_reader(&readers, &path, f))
+            .await
+            .map_err(unavailable)?
     }
+}
+
+/// Runs `f` on a connection of the reader pool, opening one when none is free.
+fn with_reader<T>(
+    readers: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    let pooled = readers.lock().expect("reader pool lock").pop();
+    let conn = match pooled {
+        Some(conn) => conn,
+        None => open(path, true).map_err(unavailable)?,
+    };
+    let result = f(&conn);
+    readers.lock().expect("reader pool lock").push(conn);
+    result
 }
 
 /// Runs one job in a savepoint of its own. A job that panics is rolled back
@@ -230,11 +230,6 @@ fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> 
     }
     run("RELEASE job")?;
     result
-}
-
-/// The checkpointer's own connection.
-fn open_checkpointer(path: &Path) -> Result<Connection> {
-    open(path, false).map_err(unavailable)
 }
 
 /// How large the write-ahead log may grow before the checkpointer copies
