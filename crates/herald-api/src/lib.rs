@@ -93,6 +93,9 @@ pub struct AppState {
     pub webhook_http: Arc<herald_delivery::guarded_http::GuardedHttp>,
     /// This node's name, recorded on what it does (a schedule's firings).
     pub node: Arc<str>,
+    /// Wakes this node's webhook dispatcher when outcomes a gateway reported
+    /// wrote webhook events.
+    pub events_written: Arc<Notify>,
     /// Wakes this node's scheduler when a schedule is created or changed.
     pub schedules_changed: Arc<Notify>,
     /// Told (every waiter at once) when mail is stored, here or on another

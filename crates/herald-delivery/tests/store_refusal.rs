@@ -74,6 +74,7 @@ forward_to_inner! {
         create_person(tenant: TenantId, person: Person) -> Person;
         person(tenant: TenantId, id: PersonId) -> Person;
         list_persons(tenant: TenantId) -> Vec<Person>;
+        person_by_email(tenant: TenantId, email: &EmailAddress) -> Option<Person>;
         delete_person(tenant: TenantId, id: PersonId) -> ();
         audit(entry: AuditEntry) -> ();
         list_audit(tenant: TenantId, limit: u32) -> Vec<AuditEntry>;
@@ -108,11 +109,13 @@ forward_to_inner! {
     impl Ingress {
         create_smtp_credential(credential: NewSmtpCredential) -> SmtpCredential;
         list_smtp_credentials(tenant: TenantId) -> Vec<SmtpCredential>;
+        smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> Option<SmtpCredential>;
         revoke_smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> ();
         smtp_login(username: &str) -> Option<(SmtpCredential, String)>;
         smtp_credential_used(id: SmtpCredentialId, now: i64) -> ();
         create_smtp_connector(tenant: TenantId, name: String, cidrs: Vec<ipnet::IpNet>, rate_limit_per_minute: Option<u32>) -> SmtpConnector;
         list_smtp_connectors(tenant: TenantId) -> Vec<SmtpConnector>;
+        smtp_connector(tenant: TenantId, id: SmtpConnectorId) -> Option<SmtpConnector>;
         delete_smtp_connector(tenant: TenantId, id: SmtpConnectorId) -> ();
         all_smtp_connectors() -> Vec<SmtpConnector>;
     }
@@ -145,7 +148,7 @@ forward_to_inner! {
             &self,
             outcomes: Vec<Outcome>,
             captures: Vec<NewCapture>,
-        ) -> Result<Vec<bool>> {
+        ) -> Result<Completed> {
             if self.refuse.load(Ordering::SeqCst) {
                 let mut refused = self.refused.lock().unwrap();
                 refused.extend(outcomes.iter().map(|o| o.recipient));

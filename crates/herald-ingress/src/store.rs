@@ -156,20 +156,24 @@ impl StoreBackend {
     /// client) for each message, so a revocation takes effect at once.
     async fn still_admitted(&self, client: &Client, envelope: &Envelope) -> Result<(), Refusal> {
         let admitted = match &client.by {
-            Sender::Credential(id) => self
-                .store
-                .list_smtp_credentials(client.tenant_id)
-                .await
-                .map_err(|e| unavailable(&e))?
-                .iter()
-                .any(|c| c.id.to_string() == *id),
-            Sender::Connector(id) => self
-                .store
-                .list_smtp_connectors(client.tenant_id)
-                .await
-                .map_err(|e| unavailable(&e))?
-                .iter()
-                .any(|c| c.id.to_string() == *id && c.covers(envelope.peer.ip())),
+            Sender::Credential(id) => match id.parse() {
+                Ok(id) => self
+                    .store
+                    .smtp_credential(client.tenant_id, id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .is_some(),
+                Err(_) => false,
+            },
+            Sender::Connector(id) => match id.parse() {
+                Ok(id) => self
+                    .store
+                    .smtp_connector(client.tenant_id, id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .is_some_and(|c| c.covers(envelope.peer.ip())),
+                Err(_) => false,
+            },
         };
         if admitted {
             Ok(())
@@ -257,18 +261,15 @@ impl StoreBackend {
         tenant: TenantId,
         address: &EmailAddress,
     ) -> Result<Option<OnBehalf>, Refusal> {
-        let persons = self
+        let person = self
             .store
-            .list_persons(tenant)
+            .person_by_email(tenant, address)
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok(persons
-            .into_iter()
-            .find(|p| same_address(&p.email, address))
-            .map(|p| OnBehalf {
-                name: p.name,
-                email: p.email,
-            }))
+        Ok(person.map(|p| OnBehalf {
+            name: p.name,
+            email: p.email,
+        }))
     }
 }
 

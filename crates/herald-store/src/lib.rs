@@ -226,7 +226,7 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>>;
+    ) -> Result<Completed>;
 
     /// As [`Queue::release`].
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
@@ -268,7 +268,7 @@ impl<S: Queue + Configuration + ?Sized> DeliveryStore for S {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Completed> {
         Queue::complete(self, outcomes, captures).await
     }
 
@@ -326,7 +326,7 @@ impl<T: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<T> {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Completed> {
         (**self).complete(outcomes, captures).await
     }
 
@@ -426,6 +426,15 @@ pub trait Tenants: Send + Sync {
     /// The tenant's persons.
     async fn list_persons(&self, tenant: TenantId) -> Result<Vec<Person>>;
 
+    /// The tenant's person with this e-mail address, ASCII case aside (the
+    /// earliest, should two differ only in case): who a message received
+    /// over SMTP is from.
+    async fn person_by_email(
+        &self,
+        tenant: TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Person>>;
+
     /// Deletes a person and their tokens; a conflict while an account is bound to them.
     async fn delete_person(&self, tenant: TenantId, id: PersonId) -> Result<()>;
 
@@ -436,7 +445,6 @@ pub trait Tenants: Send + Sync {
     async fn list_audit(&self, tenant: TenantId, limit: u32) -> Result<Vec<AuditEntry>>;
 }
 
-/// The store's configuration: SMTP servers, their accounts, notification providers, the sealed secrets.
 /// Who may submit mail over SMTP: tenants' credentials and IP connectors.
 #[async_trait]
 pub trait Ingress: Send + Sync {
@@ -444,6 +452,14 @@ pub trait Ingress: Send + Sync {
     -> Result<SmtpCredential>;
 
     async fn list_smtp_credentials(&self, tenant: TenantId) -> Result<Vec<SmtpCredential>>;
+
+    /// The tenant's credential with this id, while it stands (not revoked):
+    /// asked for each message of a session that logged in with it.
+    async fn smtp_credential(
+        &self,
+        tenant: TenantId,
+        id: SmtpCredentialId,
+    ) -> Result<Option<SmtpCredential>>;
 
     /// Deletes the credential: the next AUTH with it fails.
     async fn revoke_smtp_credential(&self, tenant: TenantId, id: SmtpCredentialId) -> Result<()>;
@@ -465,12 +481,21 @@ pub trait Ingress: Send + Sync {
 
     async fn list_smtp_connectors(&self, tenant: TenantId) -> Result<Vec<SmtpConnector>>;
 
+    /// The tenant's connector with this id, while it stands: asked for each
+    /// message of a session it let in.
+    async fn smtp_connector(
+        &self,
+        tenant: TenantId,
+        id: SmtpConnectorId,
+    ) -> Result<Option<SmtpConnector>>;
+
     async fn delete_smtp_connector(&self, tenant: TenantId, id: SmtpConnectorId) -> Result<()>;
 
     /// Every tenant's connectors, for matching a client's address.
     async fn all_smtp_connectors(&self) -> Result<Vec<SmtpConnector>>;
 }
 
+/// The store's configuration: SMTP servers, their accounts, notification providers, the sealed secrets.
 #[async_trait]
 pub trait Configuration: Send + Sync {
     /// Re-seals every stored secret with `reseal(sealed, context)`, all in one
@@ -612,12 +637,13 @@ pub trait Queue: Send + Sync {
     /// Records attempts and new states; an outcome whose lease token is no
     /// longer current is refused (`false` at its index) and changes nothing.
     /// A capture is kept only when an outcome of its own message was accepted,
-    /// so one call may carry the outcomes of many deliveries.
+    /// so one call may carry the outcomes of many deliveries. The answer also
+    /// says how many webhook events the outcomes wrote.
     async fn complete(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>>;
+    ) -> Result<Completed>;
 
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;

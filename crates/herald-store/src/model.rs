@@ -822,6 +822,17 @@ pub enum NextState {
     Failed,
 }
 
+/// What [`Queue::complete`](crate::Queue::complete) did with the outcomes it was offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// One per outcome, in order: true when it was recorded (its lease was
+    /// still the current one), false when it changed nothing.
+    pub accepted: Vec<bool>,
+    /// Webhook events the recorded outcomes wrote to the outbox: none when
+    /// no webhook of their tenants wants them, and then no dispatcher need look.
+    pub events: usize,
+}
+
 /// The result of one attempt for one claimed recipient.
 #[derive(Clone, Debug)]
 pub struct Outcome {

@@ -1,9 +1,9 @@
 //! The store's business rules, once for both backends: plain functions over
 //! what a backend has loaded, deciding whether a change may go ahead.
 
-use herald_core::{Invalid, ProviderId};
+use herald_core::{EmailAddress, Invalid, ProviderId};
 
-use crate::model::{SmtpAccount, SmtpServer, Tenant};
+use crate::model::{Person, SmtpAccount, SmtpServer, Tenant};
 use crate::{Result, StoreError};
 
 /// A provider's server must be one of the tenant's: a server that was not
@@ -218,4 +218,13 @@ pub(crate) fn gateway_unused(used_by: &[String]) -> Result<()> {
 /// The conflict a taken name makes: `what` is "template", "schedule" or "gateway".
 pub(crate) fn name_taken(what: &str, name: &str) -> String {
     format!("a {what} named {name:?} already exists")
+}
+
+/// Of the persons a backend found for an address (in their order), the
+/// first whose address is the same, ASCII case aside, as mail systems
+/// compare addresses in practice.
+pub(crate) fn same_address_first(found: Vec<Person>, email: &EmailAddress) -> Option<Person> {
+    found
+        .into_iter()
+        .find(|p| p.email.as_ref().eq_ignore_ascii_case(email.as_ref()))
 }

@@ -120,6 +120,14 @@ pub(crate) const PERSONS: &str = concat!(
     person_columns!(),
     " FROM persons WHERE tenant_id = $1 ORDER BY created_at, email, id"
 );
+/// Persons whose address is this one but for case: the tenant's few rows
+/// walked by its index; the caller compares exactly (PostgreSQL's `lower`
+/// folds beyond ASCII).
+pub(crate) const PERSONS_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    person_columns!(),
+    " FROM persons WHERE tenant_id = $1 AND lower(email) = lower($2) ORDER BY created_at, email, id"
+);
 pub(crate) const TOKEN_BY_HASH: &str = concat!(
     "SELECT ",
     token_columns!(),
@@ -530,6 +538,11 @@ pub(crate) const SMTP_CREDENTIALS: &str = concat!(
     smtp_credential_columns!(),
     " FROM smtp_credentials WHERE tenant_id = $1 ORDER BY created_at, id"
 );
+pub(crate) const SMTP_CREDENTIAL_BY_ID: &str = concat!(
+    "SELECT ",
+    smtp_credential_columns!(),
+    " FROM smtp_credentials WHERE id = $1 AND tenant_id = $2"
+);
 /// A credential and its password's hash, by the username AUTH gives (no tenant is known yet).
 pub(crate) const SMTP_LOGIN: &str = concat!(
     "SELECT ",
@@ -549,6 +562,11 @@ pub(crate) const SMTP_CONNECTORS: &str = concat!(
     "SELECT ",
     smtp_connector_columns!(),
     " FROM smtp_connectors WHERE tenant_id = $1 ORDER BY created_at, id"
+);
+pub(crate) const SMTP_CONNECTOR_BY_ID: &str = concat!(
+    "SELECT ",
+    smtp_connector_columns!(),
+    " FROM smtp_connectors WHERE id = $1 AND tenant_id = $2"
 );
 /// Every tenant's connectors: the listener matches a client's address against them all.
 pub(crate) const ALL_SMTP_CONNECTORS: &str = concat!(
@@ -807,6 +825,7 @@ pub(crate) const ALL: &[&str] = &[
     PERSON_BY_ID,
     SESSION_PERSON,
     PERSONS,
+    PERSONS_BY_EMAIL,
     TOKEN_BY_HASH,
     TOKENS,
     OPERATOR_TOKENS,
@@ -863,11 +882,13 @@ pub(crate) const ALL: &[&str] = &[
     PERSON_CREDENTIALS,
     INSERT_SMTP_CREDENTIAL,
     SMTP_CREDENTIALS,
+    SMTP_CREDENTIAL_BY_ID,
     SMTP_LOGIN,
     SMTP_CREDENTIAL_USED,
     DELETE_SMTP_CREDENTIAL,
     INSERT_SMTP_CONNECTOR,
     SMTP_CONNECTORS,
+    SMTP_CONNECTOR_BY_ID,
     ALL_SMTP_CONNECTORS,
     DELETE_SMTP_CONNECTOR,
     INSERT_WEBHOOK,

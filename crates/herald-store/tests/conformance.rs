@@ -14,16 +14,16 @@ use std::sync::Arc;
 
 use herald_core::webhook::{EventSet, EventType};
 use herald_core::{
-    AccountId, GatewayId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId, NodeRole,
-    PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security, ServerId,
-    SmtpHost, Subject, TenantId, TenantSlug, TokenId, WebhookId,
+    AccountId, EmailAddress, GatewayId, HeaderName, HeaderValue, Mailbox, Mechanism, MessageId,
+    NodeRole, PersonId, PersonRole, Port, ProviderId, RecipientId, RecipientStatus, Role, Security,
+    ServerId, SmtpCredentialId, SmtpHost, Subject, TenantId, TenantSlug, TokenId, WebhookId,
 };
 use herald_store::{
-    AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, GatewayClaim,
-    HandoffLease, MessageSummary, MessageView, NewAccount, NewCapture, NewMessage, NewToken,
-    NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person, PgStore, Provider,
-    ProviderSettings, RecipientKind, ServerSettings, SmtpAccount, SmtpServer, SqliteStore, Store,
-    StoreError, Submitted, Tenant, TokenRecord,
+    AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, Completed,
+    GatewayClaim, HandoffLease, MessageSummary, MessageView, NewAccount, NewCapture, NewMessage,
+    NewSmtpCredential, NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person,
+    PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings, SmtpAccount, SmtpServer,
+    SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
 };
 use herald_store::{
     AttemptResult, ClaimedEvent, DisabledWebhook, NewWebhook, Webhook, WebhookAttempt,
@@ -78,7 +78,6 @@ macro_rules! unwrapped {
 unwrapped! {
     submit(message: NewMessage) -> Submitted;
     claim(request: ClaimRequest) -> Vec<Claimed>;
-    complete(outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Vec<bool>;
     create_server(tenant: TenantId, settings: ServerSettings) -> SmtpServer;
     update_server(tenant: TenantId, id: ServerId, settings: ServerSettings) -> SmtpServer;
     create_account(tenant: TenantId, account: NewAccount) -> SmtpAccount;
@@ -99,6 +98,18 @@ unwrapped! {
     release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
     repin(leases: Vec<(RecipientId, i64)>, gateway: Option<GatewayId>, now: i64) -> u64;
+}
+
+impl Fixture {
+    /// The store's answer to outcomes, unwrapped.
+    async fn complete_all(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Completed {
+        self.store.complete(outcomes, captures).await.unwrap()
+    }
+
+    /// Which outcomes the store recorded.
+    async fn complete(&self, outcomes: Vec<Outcome>, captures: Vec<NewCapture>) -> Vec<bool> {
+        self.complete_all(outcomes, captures).await.accepted
+    }
 }
 
 impl Fixture {
@@ -396,7 +407,15 @@ async fn a_handed_message_is_claimed_as_it_is_stored(f: Fixture) {
         next: NextState::Sent,
         attempt: attempt(RecipientStatus::Sent),
     };
-    assert_eq!(f.complete(vec![outcome], vec![]).await, vec![true]);
+    // No webhook of the tenant wants events: none written, none to look for.
+    let completed = f.complete_all(vec![outcome], vec![]).await;
+    assert_eq!(
+        completed,
+        Completed {
+            accepted: vec![true],
+            events: 0
+        }
+    );
     let late = f.claim(claim("n2", 11_001, 10_000)).await;
     assert_eq!(late.len(), 2, "the unsent ones, once the lease ended");
     assert!(late.iter().all(|c| c.attempt == 2 && c.lease_token == 2));
@@ -1456,6 +1475,77 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     );
 }
 
+async fn smtp_credentials_and_connectors_stand_within_their_tenant(f: Fixture) {
+    let a = tenant(&*f.store, "acme").await;
+    let b = tenant(&*f.store, "other").await;
+    let credential = f
+        .store
+        .create_smtp_credential(NewSmtpCredential {
+            id: SmtpCredentialId::new(),
+            tenant_id: a,
+            name: "grafana".into(),
+            username: "acme-grafana".into(),
+            password_hash: "hash".into(),
+            rate_limit_per_minute: Some(60),
+        })
+        .await
+        .unwrap();
+    let connector = f
+        .store
+        .create_smtp_connector(
+            a,
+            "office".into(),
+            vec!["192.0.2.0/24".parse().unwrap()],
+            None,
+        )
+        .await
+        .unwrap();
+
+    let found = f.store.smtp_credential(a, credential.id).await.unwrap();
+    assert_eq!(found.map(|c| c.username), Some("acme-grafana".to_owned()));
+    let found = f.store.smtp_connector(a, connector.id).await.unwrap();
+    assert_eq!(found.map(|c| c.name), Some("office".to_owned()));
+    // Another tenant's ids are not found.
+    assert!(
+        f.store
+            .smtp_credential(b, credential.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.store
+            .smtp_connector(b, connector.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Revoked or deleted, they no longer stand.
+    f.store
+        .revoke_smtp_credential(a, credential.id)
+        .await
+        .unwrap();
+    f.store
+        .delete_smtp_connector(a, connector.id)
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .smtp_credential(a, credential.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.store
+            .smtp_connector(a, connector.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
@@ -1475,6 +1565,20 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     not_found(f.store.delete_person(b, ada.id).await);
     assert_eq!(f.store.person(a, ada.id).await.unwrap().name, "Ada");
     assert_eq!(f.store.list_persons(a).await.unwrap().len(), 1);
+    // Found by address, as mail received over SMTP is: case aside, within its tenant.
+    let shouted = EmailAddress::parse("ADA@X.example").unwrap();
+    let found = f.store.person_by_email(a, &shouted).await.unwrap();
+    assert_eq!(found.map(|p| p.id), Some(ada.id));
+    let found = f.store.person_by_email(b, &shouted).await.unwrap();
+    assert_eq!(found.map(|p| p.name), Some("Ada elsewhere".to_owned()));
+    let stranger = EmailAddress::parse("adam@x.example").unwrap();
+    assert!(
+        f.store
+            .person_by_email(a, &stranger)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     assert!(!f.store.operator_token_exists().await.unwrap());
     let operator = f.create_token(token(None, None, "h0")).await;
@@ -3075,8 +3179,11 @@ async fn outcomes_write_events_for_subscribed_webhooks(f: Fixture) {
     });
 
     // One recipient sent, the other still being sent: no message event yet.
-    f.complete(vec![outcome_at(&a, NextState::Sent, 2_000)], vec![])
+    // The answer counts the rows written: one for each webhook that wants it.
+    let completed = f
+        .complete_all(vec![outcome_at(&a, NextState::Sent, 2_000)], vec![])
         .await;
+    assert_eq!(completed.events, 2);
     assert_eq!(f.event_types(t, all.id).await, ["recipient.sent"]);
 
     // A stale lease's outcome is refused and causes nothing.
@@ -3084,14 +3191,23 @@ async fn outcomes_write_events_for_subscribed_webhooks(f: Fixture) {
         lease_token: b.lease_token - 1,
         ..outcome_at(&b, NextState::Sent, 2_500)
     };
-    assert_eq!(f.complete(vec![stale], vec![]).await, [false]);
+    let completed = f.complete_all(vec![stale], vec![]).await;
+    assert_eq!(
+        completed,
+        Completed {
+            accepted: vec![false],
+            events: 0
+        }
+    );
     assert_eq!(f.event_types(t, all.id).await, ["recipient.sent"]);
 
-    f.complete(
-        vec![outcome_at(&b, NextState::Deferred { until: 5_000 }, 3_000)],
-        vec![],
-    )
-    .await;
+    let completed = f
+        .complete_all(
+            vec![outcome_at(&b, NextState::Deferred { until: 5_000 }, 3_000)],
+            vec![],
+        )
+        .await;
+    assert_eq!(completed.events, 3);
     assert_eq!(
         f.event_types(t, all.id).await,
         ["recipient.sent", "recipient.deferred", "message.deferred"]
@@ -3209,7 +3325,10 @@ async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
             .collect();
         tasks.push(tokio::spawn(async move {
             for o in outcomes {
-                assert_eq!(store.complete(vec![o], vec![]).await.unwrap(), [true]);
+                assert_eq!(
+                    store.complete(vec![o], vec![]).await.unwrap().accepted,
+                    [true]
+                );
             }
         }));
     }
@@ -4759,6 +4878,7 @@ conformance!(
     tenants_keep_their_properties,
     servers_accounts_and_providers_keep_their_rules,
     persons_and_tokens_keep_their_rules,
+    smtp_credentials_and_connectors_stand_within_their_tenant,
     operator_tokens_are_listed_revoked_and_replaced,
     returning_to_a_revoked_bootstrap_value_revokes_the_current_one,
     weakened_trust_clears_account_secrets,

@@ -531,7 +531,7 @@ async fn fill(s: &dyn Store) -> Installation {
         at: 2_400,
     };
     assert_eq!(
-        s.complete(outcomes, vec![capture]).await.unwrap(),
+        s.complete(outcomes, vec![capture]).await.unwrap().accepted,
         vec![true; 5]
     );
     // y is given back without an attempt; d stays leased until 62 000.
@@ -1124,7 +1124,8 @@ async fn an_embedded_installation_moves_to_postgres_whole() {
             store
                 .complete(finish(claimed), vec![capture.clone()])
                 .await
-                .unwrap(),
+                .unwrap()
+                .accepted,
             vec![true; 4]
         );
         store.audit(entry.clone()).await.unwrap();

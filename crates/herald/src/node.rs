@@ -469,6 +469,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         sealer,
         default_provider,
         wake: worker.waker(),
+        events_written: dispatcher.waker(),
         handoff,
         cache,
         alive_within: settings.node_stale_after,

@@ -361,7 +361,11 @@ async fn outcomes(
     let ids: Vec<RecipientId> = outcomes.iter().map(|o| o.recipient).collect();
     check_pinned(&state, &gateway, "outcomes", &ids).await?;
     let kinds: Vec<NextState> = outcomes.iter().map(|o| o.next).collect();
-    let accepted = state.store.complete(outcomes, Vec::new()).await?;
+    let completed = state.store.complete(outcomes, Vec::new()).await?;
+    if completed.events > 0 {
+        state.events_written.notify_one();
+    }
+    let accepted = completed.accepted;
     let counted = |want: fn(&NextState) -> bool| {
         kinds
             .iter()

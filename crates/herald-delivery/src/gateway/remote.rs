@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use herald_core::timestamp::now_ms;
 use herald_core::{GatewayId, MessageId, ProviderId, RecipientId, Sealer, TenantId};
 use herald_store::{
-    Cause, ClaimRequest, Claimed, DeliveryStore, MessageContent, NewCapture, Outcome,
+    Cause, ClaimRequest, Claimed, Completed, DeliveryStore, MessageContent, NewCapture, Outcome,
     ProviderConfig, StoreError,
 };
 use serde::Serialize;
@@ -299,7 +299,7 @@ impl DeliveryStore for RemoteStore {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Completed> {
         if !captures.is_empty() {
             // A gateway delivers only through its tenant's servers; the
             // capture mailbox is the system default's, which it never gets.
@@ -318,7 +318,12 @@ impl DeliveryStore for RemoteStore {
         if answer.accepted.len() != outcomes.len() {
             return Err(unavailable("the node's answer does not match the outcomes"));
         }
-        Ok(answer.accepted)
+        // The node wakes its own dispatcher for the events the outcomes
+        // wrote; the gateway has none.
+        Ok(Completed {
+            accepted: answer.accepted,
+            events: 0,
+        })
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {

@@ -17,8 +17,8 @@ use herald_metrics::Metrics;
 use herald_smtp::{Egress, Timeouts};
 use herald_store::handoff::{Handoff, Reservation};
 use herald_store::{
-    ClaimRequest, Claimed, DeliveryStore, HandoffLease, MessageContent, NewCapture, NextState,
-    Outcome,
+    ClaimRequest, Claimed, Completed, DeliveryStore, HandoffLease, MessageContent, NewCapture,
+    NextState, Outcome,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -643,10 +643,11 @@ impl Worker {
             .collect();
         let began = std::time::Instant::now();
         match self.store.complete(outcomes, captures).await {
-            Ok(accepted) => {
-                // The outcomes may have written webhook events.
-                if let Some(events) = &self.config.events_written {
-                    events.notify_one();
+            Ok(Completed { accepted, events }) => {
+                if events > 0
+                    && let Some(written) = &self.config.events_written
+                {
+                    written.notify_one();
                 }
                 let metrics = &self.config.metrics;
                 metrics.commit(ids.len(), began.elapsed().as_secs_f64());

@@ -55,6 +55,23 @@ impl Ingress for PgStore {
             .collect()
     }
 
+    async fn smtp_credential(
+        &self,
+        tenant_id: TenantId,
+        id: SmtpCredentialId,
+    ) -> Result<Option<SmtpCredential>> {
+        let c = client(&self.pool).await?;
+        query_opt(
+            &c,
+            sql::SMTP_CREDENTIAL_BY_ID,
+            &[&id.to_string(), &tenant_id.to_string()],
+        )
+        .await?
+        .as_ref()
+        .map(rows::smtp_credential)
+        .transpose()
+    }
+
     async fn revoke_smtp_credential(
         &self,
         tenant_id: TenantId,
@@ -134,6 +151,23 @@ impl Ingress for PgStore {
             .iter()
             .map(rows::smtp_connector)
             .collect()
+    }
+
+    async fn smtp_connector(
+        &self,
+        tenant_id: TenantId,
+        id: SmtpConnectorId,
+    ) -> Result<Option<SmtpConnector>> {
+        let c = client(&self.pool).await?;
+        query_opt(
+            &c,
+            sql::SMTP_CONNECTOR_BY_ID,
+            &[&id.to_string(), &tenant_id.to_string()],
+        )
+        .await?
+        .as_ref()
+        .map(rows::smtp_connector)
+        .transpose()
     }
 
     async fn delete_smtp_connector(&self, tenant_id: TenantId, id: SmtpConnectorId) -> Result<()> {

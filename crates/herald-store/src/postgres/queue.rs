@@ -366,7 +366,7 @@ impl Queue for PgStore {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Completed> {
         let result = async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
@@ -447,13 +447,13 @@ impl Queue for PgStore {
                     .map_err(pg)?;
                 }
             }
-            write_events(&tx, &recorded).await?;
+            let events = write_events(&tx, &recorded).await?;
             // Last before the commit and in tenant order, as submissions do.
             for (tenant, count) in finished {
                 change_queued(&tx, &tenant, -count).await?;
             }
             tx.commit().await.map_err(pg)?;
-            Ok(accepted)
+            Ok(Completed { accepted, events })
         }
         .await;
         self.writes.note(&result);
@@ -686,7 +686,8 @@ impl Queue for PgStore {
 }
 
 /// Writes the webhook events the recorded outcomes cause, in their
-/// transaction; nothing when none of their tenants has an enabled webhook.
+/// transaction (nothing when none of their tenants has an enabled webhook);
+/// answers how many.
 ///
 /// Two transactions completing different recipients of one message could
 /// each read its recipients before the other commits, and neither see the
@@ -699,7 +700,7 @@ impl Queue for PgStore {
 async fn write_events(
     tx: &impl GenericClient,
     recorded: &[outbox::RecordedOutcome<'_>],
-) -> Result<()> {
+) -> Result<usize> {
     // The webhooks are locked against deletion until the commit: a webhook
     // deleted meanwhile is waited for and then not found, rather than
     // refusing the event (and with it the outcome) as a broken reference.
@@ -716,7 +717,7 @@ async fn write_events(
         }
     }
     if subscribers.values().all(Vec::is_empty) {
-        return Ok(());
+        return Ok(0);
     }
     let (mut events, mut touched) = outbox::outcome_events(recorded, &subscribers);
     touched.sort_by_key(|m| m.message);
@@ -769,7 +770,7 @@ async fn write_events(
         .await
         .map_err(pg)?;
     }
-    Ok(())
+    Ok(events.len())
 }
 
 /// Records every outcome's recipient given as arrays (`$1` ids, `$2` lease

@@ -292,6 +292,24 @@ impl Tenants for PgStore {
             .collect()
     }
 
+    async fn person_by_email(
+        &self,
+        tenant_id: TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Person>> {
+        let c = client(&self.pool).await?;
+        let found = query(
+            &c,
+            sql::PERSONS_BY_EMAIL,
+            &[&tenant_id.to_string(), &email.as_ref()],
+        )
+        .await?
+        .iter()
+        .map(person)
+        .collect::<Result<Vec<_>>>()?;
+        Ok(rules::same_address_first(found, email))
+    }
+
     async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;

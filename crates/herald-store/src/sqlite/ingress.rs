@@ -57,6 +57,21 @@ impl Ingress for SqliteStore {
             .await
     }
 
+    async fn smtp_credential(
+        &self,
+        tenant_id: TenantId,
+        id: SmtpCredentialId,
+    ) -> Result<Option<SmtpCredential>> {
+        self.db.read_here(|c| {
+            c.prepare_cached(sql::SMTP_CREDENTIAL_BY_ID)
+                .map_err(sql)?
+                .query_row([id.to_string(), tenant_id.to_string()], credential_row)
+                .optional()
+                .map_err(sql)?
+                .transpose()
+        })
+    }
+
     async fn revoke_smtp_credential(
         &self,
         tenant_id: TenantId,
@@ -149,6 +164,21 @@ impl Ingress for SqliteStore {
                 .collect()
             })
             .await
+    }
+
+    async fn smtp_connector(
+        &self,
+        tenant_id: TenantId,
+        id: SmtpConnectorId,
+    ) -> Result<Option<SmtpConnector>> {
+        self.db.read_here(|c| {
+            c.prepare_cached(sql::SMTP_CONNECTOR_BY_ID)
+                .map_err(sql)?
+                .query_row([id.to_string(), tenant_id.to_string()], connector_row)
+                .optional()
+                .map_err(sql)?
+                .transpose()
+        })
     }
 
     async fn delete_smtp_connector(&self, tenant_id: TenantId, id: SmtpConnectorId) -> Result<()> {

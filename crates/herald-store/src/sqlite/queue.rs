@@ -404,7 +404,7 @@ impl Queue for SqliteStore {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Completed> {
         self.db
             .write(move |c| {
                 let mut update = c
@@ -460,7 +460,7 @@ impl Queue for SqliteStore {
                     }
                     accepted.push(current);
                 }
-                write_events(c, &recorded)?;
+                let events = write_events(c, &recorded)?;
                 for cap in captures {
                     if recorded_messages.contains(&cap.message.to_string()) {
                         c.execute(
@@ -482,7 +482,7 @@ impl Queue for SqliteStore {
                 for (tenant, count) in finished {
                     leave.execute(params![count, tenant]).map_err(sql)?;
                 }
-                Ok(accepted)
+                Ok(Completed { accepted, events })
             })
             .await
     }
@@ -706,8 +706,9 @@ impl Queue for SqliteStore {
     }
 }
 
-/// Writes the webhook events the recorded outcomes cause, in their transaction.
-fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Result<()> {
+/// Writes the webhook events the recorded outcomes cause, in their
+/// transaction; answers how many.
+fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Result<usize> {
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {
         if !subscribers.contains_key(&r.tenant) {
@@ -721,7 +722,7 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
         }
     }
     if subscribers.values().all(Vec::is_empty) {
-        return Ok(());
+        return Ok(0);
     }
     let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
     for m in touched {
@@ -753,6 +754,7 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
         );
     }
     let mut insert = c.prepare_cached(sql::INSERT_OUTBOX).map_err(sql)?;
+    let written = events.len();
     for e in events {
         insert
             .execute(params![
@@ -766,5 +768,5 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
             ])
             .map_err(sql)?;
     }
-    Ok(())
+    Ok(written)
 }

@@ -208,6 +208,21 @@ impl Tenants for SqliteStore {
             .await
     }
 
+    async fn person_by_email(
+        &self,
+        tenant_id: TenantId,
+        email: &EmailAddress,
+    ) -> Result<Option<Person>> {
+        let found = self.db.read_here(|c| {
+            let mut statement = c.prepare_cached(sql::PERSONS_BY_EMAIL).map_err(sql)?;
+            let rows = statement
+                .query_map([tenant_id.to_string(), email.to_string()], person_row)
+                .map_err(sql)?;
+            rows.map(|r| r.map_err(sql)?).collect::<Result<Vec<_>>>()
+        })?;
+        Ok(rules::same_address_first(found, email))
+    }
+
     async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
         self.db
             .write(move |c| {
