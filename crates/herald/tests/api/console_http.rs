@@ -182,4 +182,21 @@ impl HttpSession {
             .unwrap();
         Page::from(answer).await
     }
+
+    /// Posts a form that must answer 303 See Other to `to`, and follows it:
+    /// the page the browser shows next.
+    pub async fn post_redirected(&self, path: &str, fields: &[(&str, &str)], to: &str) -> Page {
+        let Page {
+            status,
+            location,
+            html,
+            ..
+        } = self.post(path, fields).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, to),
+            "{path}: {html}"
+        );
+        self.get(&location).await
+    }
 }

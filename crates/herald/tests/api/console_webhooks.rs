@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::console::{
-    ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants, heading, unescaped,
+    ADA_PASSWORD, GLOBEX_PASSWORD, console_with_two_tenants, heading, member_is_refused, unescaped,
 };
 use crate::console_http::{HttpSession, Page, give_password};
 use crate::helpers::{OPERATOR, TestApp, eventually, spawn_app_with};
@@ -146,17 +146,13 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
 
     // Off, then on again.
     let enabled = format!("{page}/enabled");
-    let Page {
-        status, location, ..
-    } = admin.post(&enabled, &[("enabled", "false")]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{page}?done=webhook-disabled").as_str()
+    let Page { html, .. } = admin
+        .post_redirected(
+            &enabled,
+            &[("enabled", "false")],
+            &format!("{page}?done=webhook-disabled"),
         )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+        .await;
     assert!(
         html.contains("Webhook disabled") && html.contains("Enable the webhook"),
         "{html}"
@@ -192,17 +188,9 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
         heading(&html).unwrap().starts_with("Delete the webhook"),
         "{html}"
     );
-    let Page {
-        status, location, ..
-    } = admin.post(&delete, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{WEBHOOKS}?done=webhook-deleted").as_str()
-        )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+    let Page { html, .. } = admin
+        .post_redirected(&delete, &[], &format!("{WEBHOOKS}?done=webhook-deleted"))
+        .await;
     assert!(html.contains("Webhook deleted"), "{html}");
     assert!(!unescaped(&html).contains(&receiver.url), "{html}");
     assert!(listed(app).await.is_empty());
@@ -237,21 +225,8 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
         (format!("{page}/delete"), vec![]),
     ];
 
-    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    for path in [WEBHOOKS.to_owned(), page.clone()] {
-        let Page { status, .. } = member.get(&path).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-    }
-    for (path, fields) in &forms {
-        let Page { status, html, .. } = member.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
-    }
-    let Page { html, .. } = member.get("/t/acme").await;
-    assert!(
-        !unescaped(&html).contains("href=\"/t/acme/webhooks\""),
-        "{html}"
-    );
+    let pages = [WEBHOOKS.to_owned(), page];
+    member_is_refused(app, &pages, &forms, &[WEBHOOKS]).await;
 
     let stranger =
         HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
