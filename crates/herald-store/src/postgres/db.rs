@@ -77,7 +77,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// Describes a database error. tokio-postgres prints only "db error" for
 /// errors the server reports, so the server's code and message are added; its
 /// detail is left out because it repeats the values of the row.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => match std::error::Error::source(e) {

@@ -40,7 +40,7 @@ pub(super) async fn load_gateway(
 #[async_trait]
 impl Gateways for PgStore {
     async fn create_gateway(&self, g: NewGateway) -> Result<Gateway> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             execute(
@@ -59,10 +59,8 @@ impl Gateways for PgStore {
             let created = load_gateway(&tx, g.tenant_id, g.id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn gateway(&self, tenant: TenantId, id: GatewayId) -> Result<Gateway> {
@@ -87,7 +85,7 @@ impl Gateways for PgStore {
     }
 
     async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // Locked, so no server can take the gateway up (it locks the
@@ -107,10 +105,8 @@ impl Gateways for PgStore {
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn replace_gateway_token(
@@ -120,7 +116,7 @@ impl Gateways for PgStore {
         token_hash: String,
         now: i64,
     ) -> Result<Gateway> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let changed = execute(
@@ -136,10 +132,8 @@ impl Gateways for PgStore {
             let replaced = load_gateway(&tx, tenant, id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(replaced)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>> {
@@ -166,7 +160,7 @@ impl Gateways for PgStore {
     }
 
     async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let c = client(&self.pool).await?;
             let gateway_id = seen.gateway_id.to_string();
             let exists = query_opt(&c, sql::GATEWAY_EXISTS, &[&gateway_id])
@@ -193,10 +187,8 @@ impl Gateways for PgStore {
             .await
             .map_err(pg)?;
             Ok(())
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn count_gateway_outcomes(
@@ -207,7 +199,7 @@ impl Gateways for PgStore {
         failed: u32,
         at: i64,
     ) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let c = client(&self.pool).await?;
             let changed = execute(
                 &c,
@@ -226,9 +218,7 @@ impl Gateways for PgStore {
                 return Err(StoreError::NotFound);
             }
             Ok(())
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 }

@@ -7,7 +7,7 @@
 //! outcomes a single SQLite writer would give.
 
 mod config;
-mod db;
+pub(crate) mod db;
 mod gateways;
 mod group;
 mod ingress;
@@ -122,6 +122,14 @@ impl PgStore {
     fn announce_mail(&self) {
         // Full means a NOTIFY is already due to be sent, which will do.
         let _ = self.new_mail.try_send(());
+    }
+
+    /// Runs a write and takes note of whether the database took it (see
+    /// [`Store::refusing_writes`]).
+    async fn noted<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+        let result = write.await;
+        self.writes.note(&result);
+        result
     }
 }
 

@@ -57,7 +57,7 @@ async fn load_schedule(c: &impl GenericClient, tenant: &str, id: &str) -> Result
 #[async_trait]
 impl Schedules for PgStore {
     async fn create_schedule(&self, s: NewSchedule) -> Result<Schedule> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &s.fields;
@@ -88,10 +88,8 @@ impl Schedules for PgStore {
             .await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
@@ -116,7 +114,7 @@ impl Schedules for PgStore {
         next_run_at: Option<i64>,
         now: i64,
     ) -> Result<Schedule> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &fields;
@@ -146,10 +144,8 @@ impl Schedules for PgStore {
             .await?;
             tx.commit().await.map_err(pg)?;
             Ok(updated)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<()> {

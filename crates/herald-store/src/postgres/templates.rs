@@ -54,7 +54,7 @@ async fn insert_version(
 #[async_trait]
 impl Templates for PgStore {
     async fn create_template(&self, t: NewTemplate) -> Result<Template> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &t.fields;
@@ -75,10 +75,8 @@ impl Templates for PgStore {
             let created = load_template(&tx, t.tenant_id, t.id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn template(&self, tenant: TenantId, id: TemplateId) -> Result<Template> {
@@ -110,7 +108,7 @@ impl Templates for PgStore {
         fields: TemplateFields,
         now: i64,
     ) -> Result<Template> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // The update locks the template: concurrent changes take their
@@ -135,14 +133,12 @@ impl Templates for PgStore {
             let updated = load_template(&tx, tenant, id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(updated)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // Locked, so no schedule can take the template up (it locks the
@@ -159,9 +155,7 @@ impl Templates for PgStore {
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 }
