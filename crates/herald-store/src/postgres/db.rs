@@ -137,6 +137,17 @@ pub(crate) async fn query(
     c.query(&statement, params).await.map_err(pg)
 }
 
+/// Runs a statement (prepared once per connection) and maps each of its
+/// rows with `map`: every row's value, or the first failure.
+pub(crate) async fn query_map<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    map: impl Fn(&tokio_postgres::Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    query(c, sql, params).await?.iter().map(map).collect()
+}
+
 /// Runs a statement (prepared once per connection) and returns its row, if any.
 pub(crate) async fn query_opt(
     c: &impl GenericClient,

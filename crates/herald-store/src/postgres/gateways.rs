@@ -15,11 +15,13 @@ async fn find_gateway(
         return Ok(None);
     };
     let gateway = rows::gateway(&row)?;
-    let instances = query(c, sql::GATEWAY_INSTANCES, &[&gateway.id.to_string()])
-        .await?
-        .iter()
-        .map(rows::gateway_instance)
-        .collect::<Result<Vec<_>>>()?;
+    let instances = query_map(
+        c,
+        sql::GATEWAY_INSTANCES,
+        &[&gateway.id.to_string()],
+        rows::gateway_instance,
+    )
+    .await?;
     Ok(rows::with_instances(vec![gateway], instances).pop())
 }
 
@@ -71,16 +73,14 @@ impl Gateways for PgStore {
     async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>> {
         let c = client(&self.pool).await?;
         let tenant = tenant.to_string();
-        let gateways = query(&c, sql::GATEWAYS, &[&tenant])
-            .await?
-            .iter()
-            .map(rows::gateway)
-            .collect::<Result<Vec<_>>>()?;
-        let instances = query(&c, sql::TENANT_GATEWAY_INSTANCES, &[&tenant])
-            .await?
-            .iter()
-            .map(rows::gateway_instance)
-            .collect::<Result<Vec<_>>>()?;
+        let gateways = query_map(&c, sql::GATEWAYS, &[&tenant], rows::gateway).await?;
+        let instances = query_map(
+            &c,
+            sql::TENANT_GATEWAY_INSTANCES,
+            &[&tenant],
+            rows::gateway_instance,
+        )
+        .await?;
         Ok(rows::with_instances(gateways, instances))
     }
 
@@ -92,11 +92,10 @@ impl Gateways for PgStore {
             // gateway FOR KEY SHARE) between the check and the delete.
             load_gateway(&tx, tenant, id, Lock::Update).await?;
             let (id, tenant) = (id.to_string(), tenant.to_string());
-            let used_by = query(&tx, sql::SERVERS_OF_GATEWAY, &[&id, &tenant])
-                .await?
-                .iter()
-                .map(|r| get::<String>(r, "name"))
-                .collect::<Result<Vec<_>>>()?;
+            let used_by = query_map(&tx, sql::SERVERS_OF_GATEWAY, &[&id, &tenant], |r| {
+                get::<String>(r, "name")
+            })
+            .await?;
             rules::gateway_unused(&used_by)?;
             execute(&tx, sql::UNPIN_GATEWAY, &[&id, &tenant])
                 .await

@@ -41,7 +41,7 @@ use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
 use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
-use db::{client, execute, now_ms, pg, query, query_opt, snapshot, unique};
+use db::{client, execute, now_ms, pg, query, query_map, query_opt, snapshot, unique};
 
 /// Herald's store for many nodes: one PostgreSQL database.
 pub struct PgStore {
@@ -557,11 +557,13 @@ async fn statuses_of(
     tenant_id: &str,
     message_id: &str,
 ) -> Result<Vec<RecipientStatus>> {
-    query(c, sql::RECIPIENT_STATUSES, &[&message_id, &tenant_id])
-        .await?
-        .iter()
-        .map(|r| status(&get::<String>(r, "status")?))
-        .collect()
+    query_map(
+        c,
+        sql::RECIPIENT_STATUSES,
+        &[&message_id, &tenant_id],
+        |r| status(&get::<String>(r, "status")?),
+    )
+    .await
 }
 
 /// The statement that gives back the leases of a process that is gone

@@ -99,11 +99,7 @@ impl Schedules for PgStore {
 
     async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::SCHEDULES, &[&tenant.to_string()])
-            .await?
-            .iter()
-            .map(rows::schedule)
-            .collect()
+        query_map(&c, sql::SCHEDULES, &[&tenant.to_string()], rows::schedule).await
     }
 
     async fn update_schedule(
@@ -166,11 +162,13 @@ impl Schedules for PgStore {
 
     async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>> {
         let c = client(&self.pool).await?;
-        query(&c, DUE_SCHEDULES, &[&now, &i64::from(limit)])
-            .await?
-            .iter()
-            .map(rows::schedule)
-            .collect()
+        query_map(
+            &c,
+            DUE_SCHEDULES,
+            &[&now, &i64::from(limit)],
+            rows::schedule,
+        )
+        .await
     }
 
     async fn next_schedule_due(&self) -> Result<Option<i64>> {

@@ -94,11 +94,7 @@ impl Templates for PgStore {
 
     async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::TEMPLATES, &[&tenant.to_string()])
-            .await?
-            .iter()
-            .map(rows::template)
-            .collect()
+        query_map(&c, sql::TEMPLATES, &[&tenant.to_string()], rows::template).await
     }
 
     async fn update_template(
@@ -145,11 +141,10 @@ impl Templates for PgStore {
             // template FOR KEY SHARE) between the check and the delete.
             load_template(&tx, tenant, id, Lock::Update).await?;
             let (id, tenant) = (id.to_string(), tenant.to_string());
-            let used_by = query(&tx, sql::SCHEDULES_OF_TEMPLATE, &[&id, &tenant])
-                .await?
-                .iter()
-                .map(|r| get::<String>(r, "name"))
-                .collect::<Result<Vec<_>>>()?;
+            let used_by = query_map(&tx, sql::SCHEDULES_OF_TEMPLATE, &[&id, &tenant], |r| {
+                get::<String>(r, "name")
+            })
+            .await?;
             rules::template_unused(&used_by)?;
             execute(&tx, sql::DELETE_TEMPLATE, &[&id, &tenant])
                 .await

@@ -88,11 +88,7 @@ impl Webhooks for PgStore {
 
     async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::WEBHOOKS, &[&tenant_id.to_string()])
-            .await?
-            .iter()
-            .map(rows::webhook)
-            .collect()
+        query_map(&c, sql::WEBHOOKS, &[&tenant_id.to_string()], rows::webhook).await
     }
 
     async fn update_webhook(
