@@ -13,7 +13,7 @@ use crate::console::{
     ACME_PRINTERS, ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants,
     heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
+use crate::console_http::{HttpSession, Page, listed, shown_value};
 use crate::helpers::{OPERATOR, TestApp};
 
 /// The test node's embedded database, opened beside the node as a second
@@ -90,22 +90,7 @@ pub(crate) fn over_smtp(
     })
 }
 
-/// The value of the read-only field with this id on a page.
-fn shown_value(html: &str, id: &str) -> String {
-    let start = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id}: {html}"));
-    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
-    html[value_at..].split('"').next().unwrap().to_owned()
-}
-
-/// The tenant's SMTP credentials or connectors, as the API lists them.
-async fn listed(app: &TestApp, what: &str) -> Vec<Value> {
-    let (status, listed) = app.get(&format!("/v1/tenants/acme/{what}"), OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
-
+/// The entry of a list with this name.
 fn named<'a>(listed: &'a [Value], name: &str) -> Option<&'a Value> {
     listed.iter().find(|entry| entry["name"] == name)
 }

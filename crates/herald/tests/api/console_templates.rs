@@ -6,23 +6,15 @@
 //! may use these pages.
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::console::{
     ADA_PASSWORD, GLOBEX_PASSWORD, console_with_two_tenants, heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
-use crate::helpers::{OPERATOR, TestApp};
+use crate::console_http::{HttpSession, Page, listed};
+use crate::helpers::OPERATOR;
 
 const TEMPLATES: &str = "/t/acme/templates";
 const SCHEDULES: &str = "/t/acme/schedules";
-
-/// A list of acme's, as the API gives it.
-async fn listed(app: &TestApp, what: &str) -> Vec<Value> {
-    let (status, listed) = app.get(&format!("/v1/tenants/acme/{what}"), OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
 
 /// The new-template form's fields.
 fn template_fields(html: &str) -> Vec<(&str, &str)> {
