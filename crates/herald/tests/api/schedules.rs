@@ -338,13 +338,10 @@ async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_do
     let received = smtp.wait_for_messages(fired.len(), DEADLINE).await;
     assert!(received.len() >= fired.len());
     let client = db.client().await;
-    let stored: i64 = client
-        .query_one(
-            "SELECT count(*) FROM messages WHERE source = 'schedule'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = count(
+        &client,
+        "SELECT count(*) FROM messages WHERE source = 'schedule'",
+    )
+    .await;
     assert_eq!(stored as usize, fired.len(), "a message without its firing");
 }

@@ -29,15 +29,6 @@ async fn send_one(app: &TestApp, tenant: &TestTenant) -> String {
     .await
 }
 
-/// A server entry for 127.0.0.1:`port` without TLS that requires AUTH, and
-/// allows it in plaintext.
-fn plaintext_auth_server(port: u16) -> Value {
-    let mut entry = server(port, "none");
-    entry["requires_auth"] = true.into();
-    entry["allow_plaintext_auth"] = true.into();
-    entry
-}
-
 /// A fresh node whose tenant `acme` sends through the server `entry`
 /// describes (logging in with `account`), and the id of one message it submitted.
 async fn one_message_through(
@@ -206,7 +197,7 @@ async fn plain_and_login_authenticate_with_the_stored_password() {
 async fn a_wrong_password_defers_with_the_servers_reason_and_no_secret() {
     let smtp = clear_auth_server("right-pw").await;
     let account = account_with("wrong-pw-123");
-    let entry = plaintext_auth_server(smtp.port());
+    let entry = clear_auth_entry(smtp.port(), true);
     let (app, acme, id) = one_message_through(entry, Some(account)).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = first_attempt_of(&message);
@@ -231,7 +222,7 @@ async fn xoauth2_with_a_stored_access_token() {
     )
     .await;
     let account = json!({"username": "herald@acme.example", "mechanism": "xoauth2", "access_token": "stored-token"});
-    let entry = plaintext_auth_server(smtp.port());
+    let entry = clear_auth_entry(smtp.port(), true);
     let (app, acme, id) = one_message_through(entry, Some(account)).await;
     app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(
@@ -275,7 +266,7 @@ async fn xoauth2_client_credentials_renew_a_rejected_token_once() {
         "oauth2": {"token_url": token_url, "client_id": "herald-app", "client_secret": "client-s3cret",
                    "scope": "https://outlook.office365.com/.default"}
     });
-    let entry = plaintext_auth_server(smtp.port());
+    let entry = clear_auth_entry(smtp.port(), true);
     let (app, acme, id) = one_message_through(entry, Some(account)).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(attempts_of(&message).len(), 1, "{message}");
