@@ -18,7 +18,7 @@ use crate::helpers::*;
 
 /// One node process on the shared database, with a data directory of its own
 /// that is removed with it.
-async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
+pub(crate) async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--database-url",
