@@ -11,6 +11,18 @@ use serde_json::Value;
 
 use crate::{ApiError, AppState};
 
+/// The token a request presents as `Authorization: Bearer <token>`, trimmed;
+/// `None` without one. The scheme is case-insensitive (RFC 9110 11.1).
+pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 /// The authenticated caller: its token, and the address it called from.
 pub struct Caller(pub TokenRecord, pub Option<SocketAddr>);
 
@@ -18,14 +30,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            // The scheme is case-insensitive (RFC 9110 11.1).
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
+        let presented = bearer_token(parts)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
         let record = state

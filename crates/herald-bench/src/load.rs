@@ -14,18 +14,22 @@ use tokio::task::JoinSet;
 use crate::api::{Api, Tenant};
 use crate::sys::round;
 
-/// What one load run got back.
+/// What one load run got back, over HTTP or over SMTP.
 #[derive(Default)]
 pub struct Outcome {
-    /// Messages answered as queued (202, or `queued` in a batch).
+    /// Messages answered as queued (202, `queued` in a batch, or SMTP's
+    /// `250` after the content).
     pub accepted: u64,
-    /// Messages refused by the node (4xx or an error in a batch).
+    /// Messages refused (4xx, an error in a batch, or an SMTP refusal at any step).
     pub refused: u64,
-    /// Requests that failed without an answer, or with a 5xx.
-    pub failed_requests: u64,
+    /// HTTP requests that failed without an answer or with a 5xx; SMTP
+    /// sessions that broke off (connection lost, timeout, refused greeting).
+    pub failed: u64,
+    /// HTTP requests made (the SMTP generator counts messages, not requests).
     pub requests: u64,
     pub seconds: f64,
-    /// Each request's time to its answer.
+    /// Each HTTP request's time to its answer; each accepted SMTP message's
+    /// time from its MAIL to the `250` after its content.
     pub latencies: Vec<Duration>,
     /// The first problem seen, to show what went wrong.
     pub first_problem: Option<String>,
@@ -37,10 +41,10 @@ impl Outcome {
         self.accepted as f64 / self.seconds.max(1e-9)
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub(crate) fn merge(&mut self, other: Outcome) {
         self.accepted += other.accepted;
         self.refused += other.refused;
-        self.failed_requests += other.failed_requests;
+        self.failed += other.failed;
         self.requests += other.requests;
         self.latencies.extend(other.latencies);
         if self.first_problem.is_none() {
@@ -48,18 +52,18 @@ impl Outcome {
         }
     }
 
-    fn problem(&mut self, what: String) {
+    pub(crate) fn problem(&mut self, what: String) {
         if self.first_problem.is_none() {
             self.first_problem = Some(what);
         }
     }
 
-    /// The figures as JSON, latencies as percentiles in milliseconds.
+    /// The figures of an HTTP run as JSON, latencies as percentiles in milliseconds.
     pub fn json(&self) -> Value {
         json!({
             "accepted": self.accepted,
             "refused": self.refused,
-            "failed_requests": self.failed_requests,
+            "failed_requests": self.failed,
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
             "accepted_per_second": round(self.rate(), 0),
@@ -112,7 +116,7 @@ async fn post_one(api: &Api, url: &str, token: &str, body: &'static [u8], out: &
             if status == StatusCode::ACCEPTED {
                 out.accepted += 1;
             } else if status.is_server_error() {
-                out.failed_requests += 1;
+                out.failed += 1;
                 out.problem(format!("{status}: {text}"));
             } else {
                 out.refused += 1;
@@ -120,7 +124,7 @@ async fn post_one(api: &Api, url: &str, token: &str, body: &'static [u8], out: &
             }
         }
         Err(error) => {
-            out.failed_requests += 1;
+            out.failed += 1;
             out.problem(error.to_string());
         }
     }
@@ -136,20 +140,32 @@ pub async fn single(
     clients: usize,
 ) -> Outcome {
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for client in 0..clients {
-        let api = apis[client % apis.len()].clone();
+    closed_loop(apis, clients, |api| {
         let url = api.messages_url(tenant);
         let token = tenant.sender.clone();
         let next = next.clone();
-        tasks.spawn(async move {
+        async move {
             let mut out = Outcome::default();
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 post_one(&api, &url, &token, body, &mut out).await;
             }
             out
-        });
+        }
+    })
+    .await
+}
+
+/// Runs `clients` closed-loop clients at once, spread over the nodes' APIs,
+/// and adds up what they got back, timed from the first start to the last end.
+async fn closed_loop<F, C>(apis: &[Api], clients: usize, client: C) -> Outcome
+where
+    C: Fn(Api) -> F,
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..clients {
+        tasks.spawn(client(apis[i % apis.len()].clone()));
     }
     let mut total = Outcome::default();
     while let Some(Ok(out)) = tasks.join_next().await {
@@ -176,14 +192,11 @@ pub async fn batches(
     clients: usize,
 ) -> Outcome {
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for client in 0..clients {
-        let api = apis[client % apis.len()].clone();
+    closed_loop(apis, clients, |api| {
         let url = api.batch_url(tenant);
         let token = tenant.sender.clone();
         let next = next.clone();
-        tasks.spawn(async move {
+        async move {
             let mut out = Outcome::default();
             while next.fetch_add(1, Ordering::Relaxed) < batches {
                 let sent_at = Instant::now();
@@ -199,7 +212,7 @@ pub async fn batches(
                 let response = match sent {
                     Ok(response) => response,
                     Err(error) => {
-                        out.failed_requests += 1;
+                        out.failed += 1;
                         out.problem(error.to_string());
                         continue;
                     }
@@ -208,7 +221,7 @@ pub async fn batches(
                 let text = response.text().await.unwrap_or_default();
                 out.latencies.push(sent_at.elapsed());
                 if status != StatusCode::OK {
-                    out.failed_requests += 1;
+                    out.failed += 1;
                     out.problem(format!("{status}: {text}"));
                     continue;
                 }
@@ -228,14 +241,9 @@ pub async fn batches(
                 }
             }
             out
-        });
-    }
-    let mut total = Outcome::default();
-    while let Some(Ok(out)) = tasks.join_next().await {
-        total.merge(out);
-    }
-    total.seconds = started.elapsed().as_secs_f64();
-    total
+        }
+    })
+    .await
 }
 
 /// What the open-loop generator measured.

@@ -307,6 +307,19 @@ fn phase(name: &str) {
     eprintln!("▶ {name}");
 }
 
+/// A figure of a phase already run, if it ran and has it.
+fn figure(results: &Map<String, Value>, phase: &str, field: &str) -> Option<f64> {
+    results.get(phase).and_then(|r| r[field].as_f64())
+}
+
+/// Sets `figures[key]` to `part / whole` rounded to `digits`, when both are
+/// known and `whole` is above zero.
+fn set_ratio(figures: &mut Value, key: &str, part: Option<f64>, whole: Option<f64>, digits: i32) {
+    if let (Some(part), Some(whole)) = (part, whole.filter(|w| *w > 0.0)) {
+        figures[key] = json!(round(part / whole, digits));
+    }
+}
+
 /// Runs every phase in order and reports.
 async fn run(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -385,15 +398,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
         };
         results.insert("postfix_smtpd".into(), figures);
     }
-    if let (Some(herald), Some(postfix)) = (
-        results
-            .get("smtp_ingest")
-            .and_then(|r| r["accepted_per_second"].as_f64()),
-        results
-            .get("postfix_smtpd")
-            .and_then(|r| r["accepted_per_second"].as_f64()),
-    ) {
-        results["smtp_ingest"]["ratio_to_postfix"] = json!(round(herald / postfix.max(1e-9), 2));
+    let postfix = figure(&results, "postfix_smtpd", "accepted_per_second");
+    if let Some(smtp_ingest) = results.get_mut("smtp_ingest") {
+        let herald = smtp_ingest["accepted_per_second"].as_f64();
+        set_ratio(smtp_ingest, "ratio_to_postfix", herald, postfix, 2);
     }
 
     if options.runs("e2e") || options.runs("latency") {
@@ -413,11 +421,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
             )
             .await?;
             let mut e2e = e2e;
-            if let (Some(ceiling), Some(rate)) =
-                (ceiling_rate, e2e["delivered_per_second"].as_f64())
-            {
-                e2e["ratio_to_ceiling"] = json!(round(rate / ceiling, 3));
-            }
+            let rate = e2e["delivered_per_second"].as_f64();
+            set_ratio(&mut e2e, "ratio_to_ceiling", rate, ceiling_rate, 3);
             results.insert("end_to_end".into(), e2e);
         }
         if options.runs("latency") {
@@ -455,19 +460,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
             node.shutdown().await;
         }
         leftovers.retire(place).await;
-        if let (Some(rate), Some(postfix)) = (
-            figures["delivered_per_second"].as_f64(),
-            results
-                .get("postfix_smtpd")
-                .and_then(|r| r["delivered_per_second"].as_f64()),
-        ) {
-            figures["ratio_to_postfix_end_to_end"] = json!(round(rate / postfix.max(1e-9), 2));
-        }
-        if let (Some(rate), Some(ceiling)) =
-            (figures["delivered_per_second"].as_f64(), ceiling_rate)
-        {
-            figures["ratio_to_ceiling"] = json!(round(rate / ceiling, 3));
-        }
+        let rate = figures["delivered_per_second"].as_f64();
+        let postfix = figure(&results, "postfix_smtpd", "delivered_per_second");
+        set_ratio(
+            &mut figures,
+            "ratio_to_postfix_end_to_end",
+            rate,
+            postfix,
+            2,
+        );
+        set_ratio(&mut figures, "ratio_to_ceiling", rate, ceiling_rate, 3);
         results.insert("end_to_end_single".into(), figures);
     }
 
@@ -475,14 +477,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         phase("end to end with webhooks: every message's events posted to a webhook sink");
         let place = Place::fresh(options.database_url.as_deref(), "webhooks").await?;
         let mut figures = with_webhooks(&options, &sink, &place, single_body, batch).await?;
-        if let (Some(plain), Some(hooked)) = (
-            results
-                .get("end_to_end")
-                .and_then(|r| r["delivered_per_second"].as_f64()),
-            figures["with_every_event_per_second"].as_f64(),
-        ) {
-            figures["ratio_to_end_to_end"] = json!(round(hooked / plain.max(1e-9), 3));
-        }
+        let hooked = figures["with_every_event_per_second"].as_f64();
+        let plain = figure(&results, "end_to_end", "delivered_per_second");
+        set_ratio(&mut figures, "ratio_to_end_to_end", hooked, plain, 3);
         results.insert("end_to_end_with_webhooks".into(), figures);
         leftovers.retire(place).await;
     }
@@ -491,14 +488,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         phase("end to end through a gateway: the node stores, a gateway in this process delivers");
         let place = Place::fresh(options.database_url.as_deref(), "gateway").await?;
         let mut figures = gateway::run(&options, &sink, &place, single_body, batch).await?;
-        if let (Some(plain), Some(through)) = (
-            results
-                .get("end_to_end")
-                .and_then(|r| r["delivered_per_second"].as_f64()),
-            figures["delivered_per_second"].as_f64(),
-        ) {
-            figures["ratio_to_end_to_end"] = json!(round(through / plain.max(1e-9), 3));
-        }
+        let through = figures["delivered_per_second"].as_f64();
+        let plain = figure(&results, "end_to_end", "delivered_per_second");
+        set_ratio(&mut figures, "ratio_to_end_to_end", through, plain, 3);
         results.insert("end_to_end_through_a_gateway".into(), figures);
         leftovers.retire(place).await;
     }

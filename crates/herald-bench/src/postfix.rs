@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use herald_testkit::postfix::{self, POSTFIX, master_cf, reap, user_ids};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -24,8 +25,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::sink::Sink;
 use crate::smtp_load::{self, SmtpLoad};
 use crate::sys::{CpuMark, round};
-
-const POSTFIX: &str = "/usr/sbin/postfix";
 
 /// A running instance, stopped when dropped.
 struct Instance {
@@ -52,78 +51,20 @@ fn unavailable() -> Option<String> {
     None
 }
 
-/// The numeric user and group ids of a system user, from `/etc/passwd`.
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.first() == Some(&name) && fields.len() > 3)
-            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-            .flatten()
-    })
-}
-
 /// Postfix's defaults but for where things live and where mail goes: every
 /// client on loopback may relay, everything is relayed to the sink without
 /// TLS. Durability and process limits are Postfix's own (100 smtpd processes,
 /// 20 deliveries at once to one destination, `in_flow_delay` 1 s).
 fn main_cf(dir: &Path, banner: &str, sink_port: u16) -> String {
-    let d = dir.display();
-    format!(
-        "\
-compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench
-mydomain = postfix.bench
-myorigin = postfix.bench
-mydestination =
-alias_maps =
-alias_database =
-biff = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+    postfix::main_cf(dir, "postfix.bench", banner)
+        + &format!(
+            "\
 mynetworks = 127.0.0.0/8
-maillog_file = {d}/maillog
-maillog_file_prefixes = {d}
-smtpd_banner = $myhostname ESMTP {banner}
 smtpd_relay_restrictions = permit_mynetworks, reject
 relayhost = [127.0.0.1]:{sink_port}
 smtp_tls_security_level = none
 "
-    )
-}
-
-/// Debian's master.cf without chroot, smtpd on `port`, and `postlogd` for
-/// `maillog_file`.
-fn master_cf(port: u16) -> String {
-    format!(
-        "\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-smtp      unix  - - n -     - smtp
-relay     unix  - - n -     - smtp
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"
-    )
+        )
 }
 
 /// A port the kernel considers free now; Postfix binds it itself a moment
@@ -212,7 +153,7 @@ impl Instance {
 
     /// Stops the master (`postfix stop` signals it and waits) and reaps `start-fg`.
     fn stop(&mut self) {
-        let Some(mut child) = self.master.take() else {
+        let Some(child) = self.master.take() else {
             return;
         };
         let _ = Command::new(POSTFIX)
@@ -222,15 +163,7 @@ impl Instance {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        reap(child);
     }
 }
 
@@ -272,7 +205,7 @@ pub async fn run(
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     instance.stop();
 
-    let mut json = out.json();
+    let mut json = smtp_load::json(&out);
     json["what"] = json!(
         "the same SMTP sessions into a private Postfix's smtpd (mynetworks, no TLS): each 250 after cleanup fsynced the queue file; qmgr relaying to the sink meanwhile"
     );

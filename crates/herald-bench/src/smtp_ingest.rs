@@ -62,7 +62,7 @@ pub async fn run(
     let sqlite_mib = place.sqlite_mib();
     leftovers.retire(place).await;
 
-    let mut json = out.json();
+    let mut json = smtp_load::json(&out);
     json["what"] = json!(if options.smtp_delivery {
         "SMTP sessions into Herald's listener (IP connector, no TLS), each 250 after DATA after the group commit; delivery to the sink running meanwhile"
     } else {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::content;
-use crate::load::percentiles;
+use crate::load::{Outcome, percentiles};
 use crate::sys::round;
 
 /// How long the generator waits for any one reply before giving the session up.
@@ -46,55 +46,17 @@ impl SmtpLoad {
     }
 }
 
-/// What one run got back.
-#[derive(Default)]
-pub struct SmtpOutcome {
-    /// Messages answered `250` after their content.
-    pub accepted: u64,
-    /// Messages answered otherwise at any step.
-    pub refused: u64,
-    /// Sessions that broke off (connection lost, timeout, refused greeting).
-    pub failed_sessions: u64,
-    pub seconds: f64,
-    /// Each accepted message's time from its MAIL to the `250` after its content.
-    pub latencies: Vec<Duration>,
-    /// The first problem seen, to show what went wrong.
-    pub first_problem: Option<String>,
-}
-
-impl SmtpOutcome {
-    /// Accepted messages per second.
-    pub fn rate(&self) -> f64 {
-        self.accepted as f64 / self.seconds.max(1e-9)
-    }
-
-    fn merge(&mut self, other: SmtpOutcome) {
-        self.accepted += other.accepted;
-        self.refused += other.refused;
-        self.failed_sessions += other.failed_sessions;
-        self.latencies.extend(other.latencies);
-        if self.first_problem.is_none() {
-            self.first_problem = other.first_problem;
-        }
-    }
-
-    fn problem(&mut self, what: String) {
-        if self.first_problem.is_none() {
-            self.first_problem = Some(what);
-        }
-    }
-
-    pub fn json(&self) -> Value {
-        json!({
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "failed_sessions": self.failed_sessions,
-            "seconds": round(self.seconds, 3),
-            "accepted_per_second": round(self.rate(), 0),
-            "message_latency_ms": percentiles(&self.latencies),
-            "first_problem": self.first_problem,
-        })
-    }
+/// The figures of an SMTP run as JSON, latencies as percentiles in milliseconds.
+pub fn json(out: &Outcome) -> Value {
+    json!({
+        "accepted": out.accepted,
+        "refused": out.refused,
+        "failed_sessions": out.failed,
+        "seconds": round(out.seconds, 3),
+        "accepted_per_second": round(out.rate(), 0),
+        "message_latency_ms": percentiles(&out.latencies),
+        "first_problem": out.first_problem,
+    })
 }
 
 /// The message every session sends: a notification's headers and a plain
@@ -121,7 +83,7 @@ pub fn message(size: usize) -> Vec<u8> {
 
 /// Runs the load against the SMTP server at `addr` and times it from the
 /// first connection to the last reply.
-pub async fn run(addr: SocketAddr, load: SmtpLoad) -> SmtpOutcome {
+pub async fn run(addr: SocketAddr, load: SmtpLoad) -> Outcome {
     let mut data = message(load.size);
     data.extend_from_slice(b".\r\n");
     let data: &'static [u8] = data.leak();
@@ -129,20 +91,20 @@ pub async fn run(addr: SocketAddr, load: SmtpLoad) -> SmtpOutcome {
     let mut tasks = JoinSet::new();
     for _ in 0..load.connections {
         tasks.spawn(async move {
-            let mut out = SmtpOutcome::default();
+            let mut out = Outcome::default();
             if let Err(error) = session(addr, load.per_connection, data, &mut out).await {
-                out.failed_sessions += 1;
+                out.failed += 1;
                 out.problem(error.to_string());
             }
             out
         });
     }
-    let mut total = SmtpOutcome::default();
+    let mut total = Outcome::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(out) => total.merge(out),
             Err(error) => {
-                total.failed_sessions += 1;
+                total.failed += 1;
                 total.problem(error.to_string());
             }
         }
@@ -156,7 +118,7 @@ async fn session(
     addr: SocketAddr,
     count: u64,
     data: &'static [u8],
-    out: &mut SmtpOutcome,
+    out: &mut Outcome,
 ) -> anyhow::Result<()> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;

@@ -19,6 +19,15 @@ use serde::{Deserialize, Serialize};
 /// Field name to the rule it broke, as shown beside the field.
 pub type FieldErrors = BTreeMap<String, String>;
 
+/// A form's API body when none of its fields was refused, or the refusals.
+fn checked<T>(body: T, errors: FieldErrors) -> Result<T, FieldErrors> {
+    if errors.is_empty() {
+        Ok(body)
+    } else {
+        Err(errors)
+    }
+}
+
 /// What a failed submission shows: the errors beside their fields, and any
 /// error that belongs to no field (a conflict, a missing entitlement).
 #[derive(Default, Serialize)]
@@ -220,11 +229,7 @@ impl ServerForm {
             // when editing, as choosing "None" in the form says.
             gateway_id: Some(self.gateway_id.trim().to_owned()),
         };
-        if errors.is_empty() {
-            Ok(body)
-        } else {
-            Err(errors)
-        }
+        checked(body, errors)
     }
 }
 
@@ -362,11 +367,7 @@ impl CredentialForm {
             name: self.credential_name.clone(),
             rate_limit_per_minute,
         };
-        if errors.is_empty() {
-            Ok(body)
-        } else {
-            Err(errors)
-        }
+        checked(body, errors)
     }
 
     /// The API's field names as this form names its fields.
@@ -428,11 +429,7 @@ impl ConnectorForm {
             cidrs: self.networks(),
             rate_limit_per_minute,
         };
-        if errors.is_empty() {
-            Ok(body)
-        } else {
-            Err(errors)
-        }
+        checked(body, errors)
     }
 
     /// The API's field names as this form names its fields (`cidrs[1]` stays:
@@ -618,11 +615,7 @@ impl ScheduleForm {
             bcc: Some(addresses(&self.bcc)),
             enabled: Some(self.enabled.is_some()),
         };
-        if errors.is_empty() {
-            Ok(body)
-        } else {
-            Err(errors)
-        }
+        checked(body, errors)
     }
 
     /// The API's field names as this form names its fields: every `to[i]`

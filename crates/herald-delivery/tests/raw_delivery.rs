@@ -4,17 +4,15 @@
 //! the body arrives byte for byte.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use herald_core::timestamp::now_ms;
 use herald_core::*;
-use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig};
-use herald_smtp::{Target, Timeouts, TlsSettings};
+use herald_delivery::WorkerConfig;
 use herald_store::*;
 use herald_testsmtp::TestSmtpServer;
 
-/// How long the test waits for a condition before it fails.
-const DEADLINE: Duration = Duration::from_secs(30);
+mod common;
+use common::{DEADLINE, worker};
 
 /// The header section as the SMTP listener stores it: its `Received:` first.
 const HEAD: &[u8] = b"Received: from app.example ([192.0.2.7])\r\n\tby herald with ESMTPSA; Mon, 30 Nov 2026 18:00:00 +0000\r\nReturn-Path: <app@app.example>\r\nFrom: =?utf-8?q?Backup_J=C3=B6b?= <app@app.example>\r\nTo: Ops <ops@example.com>\r\nBcc: hidden@example.com\r\nSubject: Backup done\r\nDate: Mon, 30 Nov 2026 17:59:59 +0000\r\nMessage-ID: <42@app.example>\r\nContent-Type: text/plain; charset=latin1\r\nContent-Transfer-Encoding: 8bit\r\n";
@@ -65,37 +63,6 @@ fn received(tenant: TenantId) -> NewMessage {
     }
 }
 
-/// A worker over `store` whose system default relay is `smtp`, From
-/// `Herald <herald@example.com>` under the fixed policy.
-fn worker(store: Arc<SqliteStore>, smtp: &TestSmtpServer) -> Worker {
-    let target = Target {
-        host: SmtpHost::parse("127.0.0.1").unwrap(),
-        port: Port::new(smtp.port().into()).unwrap(),
-        security: Security::None,
-        tls: TlsSettings::default(),
-        helo_name: "herald.test".into(),
-        timeouts: Timeouts::default(),
-        egress: None,
-        allow_plaintext_auth: false,
-    };
-    let default = DefaultProvider {
-        transport: DefaultProvider::relay(target, None),
-        from: EmailAddress::parse("herald@example.com").unwrap(),
-        from_name: Some("Herald".into()),
-        fallback: None,
-    };
-    Worker::new(
-        store,
-        Arc::new(Sealer::new(&Sealer::generate_key())),
-        Arc::new(default),
-        Arc::new(ProviderCache::new(Duration::from_secs(1))),
-        WorkerConfig {
-            poll: Duration::from_millis(50),
-            ..WorkerConfig::default()
-        },
-    )
-}
-
 #[tokio::test]
 async fn a_message_received_over_smtp_is_sent_as_received_but_for_the_senders_fields() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +75,15 @@ async fn a_message_received_over_smtp_is_sent_as_received_but_for_the_senders_fi
 
     let smtp = TestSmtpServer::start().await;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(worker(store.clone(), &smtp).run(shutdown));
+    let running = tokio::spawn(
+        worker(
+            store.clone(),
+            &smtp,
+            Some("Herald"),
+            WorkerConfig::default(),
+        )
+        .run(shutdown),
+    );
     let sent = smtp.wait_for_messages(1, DEADLINE).await;
     let view = herald_testkit::eventually("the attempts recorded", DEADLINE, || async {
         let view = store.message(tenant.id, id).await.unwrap();

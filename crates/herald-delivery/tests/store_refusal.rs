@@ -10,13 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_core::timestamp::now_ms;
 use herald_core::*;
-use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig, WorkerStats};
-use herald_smtp::{Target, Timeouts, TlsSettings};
+use herald_delivery::{Worker, WorkerConfig, WorkerStats};
 use herald_store::*;
 use herald_testsmtp::TestSmtpServer;
 
-/// How long the test waits for a condition before it fails.
-const DEADLINE: Duration = Duration::from_secs(30);
+mod common;
+use common::DEADLINE;
 
 /// The real SQLite store, except that `complete` fails as a full disk makes
 /// it fail while `refuse` is on; every other call goes to the real store.
@@ -299,34 +298,12 @@ fn worker_standing(
     lease: Duration,
     standing: Option<Arc<AtomicI64>>,
 ) -> Worker {
-    let target = Target {
-        host: SmtpHost::parse("127.0.0.1").unwrap(),
-        port: Port::new(smtp.port().into()).unwrap(),
-        security: Security::None,
-        tls: TlsSettings::default(),
-        helo_name: "herald.test".into(),
-        timeouts: Timeouts::default(),
-        egress: None,
-        allow_plaintext_auth: false,
+    let config = WorkerConfig {
+        lease,
+        standing,
+        ..WorkerConfig::default()
     };
-    let default = DefaultProvider {
-        transport: DefaultProvider::relay(target, None),
-        from: EmailAddress::parse("herald@example.com").unwrap(),
-        from_name: None,
-        fallback: None,
-    };
-    Worker::new(
-        store,
-        Arc::new(Sealer::new(&Sealer::generate_key())),
-        Arc::new(default),
-        Arc::new(ProviderCache::new(Duration::from_secs(1))),
-        WorkerConfig {
-            lease,
-            poll: Duration::from_millis(50),
-            standing,
-            ..WorkerConfig::default()
-        },
-    )
+    common::worker(store, smtp, None, config)
 }
 
 /// A store on a fresh database that refuses outcomes until told otherwise.

@@ -205,27 +205,18 @@ impl SmtpError {
                 wanted,
                 offered,
                 starttls_offered,
-            } if offered.is_empty() => {
-                write!(
-                    f,
-                    "{step}: the server offers no authentication at all (no AUTH in its EHLO reply), so {wanted} could not be used; if it accepts mail without it, turn off \"requires authentication\" (requires_auth) on the server entry and name no account on the provider, else use the port or security mode where the server offers AUTH"
-                )?;
-                if *starttls_offered {
-                    f.write_str(
-                        "; it offers STARTTLS, and many servers offer AUTH only after it: use security: starttls",
+            } => {
+                if offered.is_empty() {
+                    write!(
+                        f,
+                        "{step}: the server offers no authentication at all (no AUTH in its EHLO reply), so {wanted} could not be used; if it accepts mail without it, turn off \"requires authentication\" (requires_auth) on the server entry and name no account on the provider, else use the port or security mode where the server offers AUTH"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
                     )?;
                 }
-                Ok(())
-            }
-            ErrorKind::AuthNotOffered {
-                wanted,
-                offered,
-                starttls_offered,
-            } => {
-                write!(
-                    f,
-                    "{step}: the server does not offer AUTH {wanted} (it offers: {offered})"
-                )?;
                 if *starttls_offered {
                     f.write_str(
                         "; it offers STARTTLS, and many servers offer AUTH only after it: use security: starttls",

@@ -27,6 +27,17 @@ fn target(server: &TestSmtpServer, security: Security) -> Target {
     }
 }
 
+/// A test server without TLS that takes AUTH as alice (password `secret`),
+/// and a target for it that allows AUTH in clear.
+async fn clear_auth_server() -> (TestSmtpServer, Target) {
+    let server = TestSmtpServer::start_with(ServerConfig::new().auth("alice", "secret")).await;
+    let target = Target {
+        allow_plaintext_auth: true,
+        ..target(&server, Security::None)
+    };
+    (server, target)
+}
+
 /// A test server offering STARTTLS with a new certificate for localhost and
 /// 127.0.0.1; with that certificate.
 async fn starttls_server() -> (TestTls, TestSmtpServer) {
@@ -156,9 +167,7 @@ async fn a_non_ascii_header_section_needs_smtputf8_for_everyone_and_the_session_
 
 #[tokio::test]
 async fn a_failed_login_ends_with_quit() {
-    let server = TestSmtpServer::start_with(ServerConfig::new().auth("alice", "secret")).await;
-    let mut target = target(&server, Security::None);
-    target.allow_plaintext_auth = true;
+    let (server, target) = clear_auth_server().await;
     let error = open_error(&target, Some(&login("alice", "wrong"))).await;
     assert_eq!(error.step, Step::Auth);
     ended_with_quit(&server).await;
@@ -229,9 +238,7 @@ async fn a_tls_failure_keeps_the_remote() {
 
 #[tokio::test]
 async fn a_refused_login_is_traced_as_one_failing_step() {
-    let server = TestSmtpServer::start_with(ServerConfig::new().auth("alice", "secret")).await;
-    let mut target = target(&server, Security::None);
-    target.allow_plaintext_auth = true;
+    let (_server, target) = clear_auth_server().await;
     let tracer = Tracer::default();
     Connection::open_traced(&target, Some(&login("alice", "wrong")), &tracer)
         .await
@@ -413,9 +420,7 @@ async fn auth_in_clear_is_refused_unless_allowed() {
 
 #[tokio::test]
 async fn auth_in_clear_when_allowed_is_traced_with_a_warning() {
-    let server = TestSmtpServer::start_with(ServerConfig::new().auth("alice", "secret")).await;
-    let mut target = target(&server, Security::None);
-    target.allow_plaintext_auth = true;
+    let (_server, target) = clear_auth_server().await;
     let tracer = Tracer::default();
     Connection::open_traced(&target, Some(&login("alice", "secret")), &tracer)
         .await

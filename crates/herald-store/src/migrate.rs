@@ -25,6 +25,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{NoTls, Transaction};
 
+use crate::postgres::db::{describe, unavailable};
 use crate::{Cause, PgStore, Result, StoreError};
 
 /// How a column's value is carried from SQLite to PostgreSQL.
@@ -581,22 +582,6 @@ impl Cell {
             Cell::Json(v) => v,
             Cell::Bytes(v) => v,
         }
-    }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string().into())
-}
-
-/// Describes a PostgreSQL error. tokio-postgres prints only "db error" for
-/// errors the server reports, so the server's message and code are added.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
     }
 }
 

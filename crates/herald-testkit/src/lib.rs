@@ -1,7 +1,8 @@
 //! Herald's test kit, shared by the tests of every crate: a PostgreSQL database of
 //! its own for each test ([`TestDatabase`]), one rule for a test whose
 //! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require`], [`skip`]),
-//! and waiting for a condition with a deadline ([`eventually`]).
+//! waiting for a condition with a deadline ([`eventually`]), and a private
+//! Postfix instance's configuration ([`postfix`]).
 //!
 //! The rule: on a developer's machine such a test says so in one line on its
 //! stderr (seen under `cargo test`; under nextest with `--no-capture` or
@@ -27,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod postfix;
 mod postgres;
 mod require;
 mod wait;

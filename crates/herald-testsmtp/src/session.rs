@@ -626,16 +626,27 @@ impl Session {
         }
     }
 
-    async fn auth_plain(&mut self, initial: Option<String>) -> io::Result<AuthStep> {
+    /// The client's answer, decoded: the initial response it gave with AUTH,
+    /// or else its answer to `challenge`; or how the exchange ended instead.
+    async fn answer(
+        &mut self,
+        initial: Option<String>,
+        challenge: &str,
+    ) -> io::Result<Result<Vec<u8>, AuthStep>> {
         let response = match initial {
             Some(response) => response,
-            None => match self.prompt("").await? {
+            None => match self.prompt(challenge).await? {
                 Ok(line) => line,
-                Err(step) => return Ok(step),
+                Err(step) => return Ok(Err(step)),
             },
         };
-        let Some(decoded) = decode_base64(&response) else {
-            return Ok(AuthStep::Abort(501, "5.5.2 cannot decode response"));
+        Ok(decode_base64(&response).ok_or(AuthStep::Abort(501, "5.5.2 cannot decode response")))
+    }
+
+    async fn auth_plain(&mut self, initial: Option<String>) -> io::Result<AuthStep> {
+        let decoded = match self.answer(initial, "").await? {
+            Ok(decoded) => decoded,
+            Err(step) => return Ok(step),
         };
         // The PLAIN message is authzid NUL authcid NUL password (RFC 4616).
         let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
@@ -650,22 +661,13 @@ impl Session {
 
     async fn auth_login(&mut self, initial: Option<String>) -> io::Result<AuthStep> {
         // The challenges are base64 of "Username:" and "Password:".
-        let username = match initial {
-            Some(response) => response,
-            None => match self.prompt("VXNlcm5hbWU6").await? {
-                Ok(line) => line,
-                Err(step) => return Ok(step),
-            },
-        };
-        let Some(username) = decode_base64(&username) else {
-            return Ok(AuthStep::Abort(501, "5.5.2 cannot decode response"));
-        };
-        let password = match self.prompt("UGFzc3dvcmQ6").await? {
-            Ok(line) => line,
+        let username = match self.answer(initial, "VXNlcm5hbWU6").await? {
+            Ok(username) => username,
             Err(step) => return Ok(step),
         };
-        let Some(password) = decode_base64(&password) else {
-            return Ok(AuthStep::Abort(501, "5.5.2 cannot decode response"));
+        let password = match self.answer(None, "UGFzc3dvcmQ6").await? {
+            Ok(password) => password,
+            Err(step) => return Ok(step),
         };
         let username = String::from_utf8_lossy(&username).into_owned();
         let password = String::from_utf8_lossy(&password).into_owned();
@@ -674,15 +676,9 @@ impl Session {
     }
 
     async fn auth_xoauth2(&mut self, initial: Option<String>) -> io::Result<AuthStep> {
-        let response = match initial {
-            Some(response) => response,
-            None => match self.prompt("").await? {
-                Ok(line) => line,
-                Err(step) => return Ok(step),
-            },
-        };
-        let Some(decoded) = decode_base64(&response) else {
-            return Ok(AuthStep::Abort(501, "5.5.2 cannot decode response"));
+        let decoded = match self.answer(initial, "").await? {
+            Ok(decoded) => decoded,
+            Err(step) => return Ok(step),
         };
         // The response is "user=" U ^A "auth=Bearer " T ^A ^A; anything malformed
         // is treated like a wrong token.

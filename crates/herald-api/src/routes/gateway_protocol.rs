@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -67,13 +66,7 @@ impl FromRequestParts<AppState> for GatewayCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
+        let presented = crate::auth::bearer_token(parts)
             .filter(|t| t.starts_with(token::GATEWAY_TOKEN_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
         let token_hash = token::hash(presented);

@@ -10,7 +10,7 @@ use herald_core::timestamp::now_ms;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::path_id;
+use super::{path_id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -44,9 +44,7 @@ pub struct GatewayBody {
 /// is never shown again.
 fn with_token(state: &AppState, created: WithToken) -> Result<Value, ApiError> {
     let view = service::gateway_view(state, created.record, now_ms());
-    let mut answer = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))?;
-    answer["token"] = Value::String(created.token);
-    Ok(answer)
+    shown_once(&view, "token", created.token)
 }
 
 /// Creates a gateway; the answer is the only time its token is shown.

@@ -16,10 +16,12 @@ pub(crate) mod webhooks;
 use herald_core::timestamp::now_ms;
 use std::str::FromStr;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use herald_core::{FieldError, Invalid};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
@@ -137,6 +139,39 @@ async fn nodes(
 /// Parses an id from the path; a malformed id names nothing, so it is a 404.
 fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(what))
+}
+
+/// The query string's parameters, or a malformed request that says why not.
+fn query_params<Q>(query: Result<Query<Q>, QueryRejection>) -> Result<Q, ApiError> {
+    let Query(params) = query.map_err(|e| {
+        ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
+    })?;
+    Ok(params)
+}
+
+/// The most entries a list of a record's newest ones holds.
+const MAX_NEWEST: u32 = 500;
+
+/// How many of a record's newest entries (a schedule's firings, a webhook's
+/// deliveries) a list answers: `limit`, 1 to 500, or 50 when absent.
+fn newest_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    let mut check = Check::default();
+    let limit = check.opt("limit", limit, |input| match input.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_NEWEST).contains(&n) => Ok(n),
+        _ => Err(Invalid::new(format!(
+            "must be a number from 1 to {MAX_NEWEST}"
+        ))),
+    });
+    check.finish()?;
+    Ok(limit.unwrap_or(50))
+}
+
+/// A record's JSON with the secret that goes with it (a token, a password,
+/// a signing secret) under `field`: the only answer that ever shows it.
+fn shown_once(record: &impl Serialize, field: &str, secret: String) -> Result<Value, ApiError> {
+    let mut answer = serde_json::to_value(record).map_err(|e| ApiError::Internal(e.into()))?;
+    answer[field] = Value::String(secret);
+    Ok(answer)
 }
 
 /// Collects every field error of a request before answering, so a client

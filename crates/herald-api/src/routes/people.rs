@@ -10,7 +10,7 @@ use herald_store::{Person, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::path_id;
+use super::{path_id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -163,10 +163,7 @@ async fn create_token(
     body: Body<TokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let created = service::create_token(&state, &caller, &tenant, body.parse()?).await?;
-    let mut answer =
-        serde_json::to_value(&created.record).map_err(|e| ApiError::Internal(e.into()))?;
-    // The only time the token itself is ever shown.
-    answer["token"] = Value::String(created.token);
+    let answer = shown_once(&created.record, "token", created.token)?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

@@ -6,12 +6,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{Invalid, ScheduleId};
+use herald_core::ScheduleId;
 use herald_store::{Schedule, ScheduleRun};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Check, path_id};
+use super::{newest_limit, path_id, query_params};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -68,18 +68,6 @@ struct RunsQuery {
     /// Firings to list, 1 to 500; 50 when absent.
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
-}
-
-/// The most firings one list holds.
-const MAX_RUNS: u32 = 500;
-
-fn runs_limit(input: &str) -> Result<u32, Invalid> {
-    match input.trim().parse::<u32>() {
-        Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
-        _ => Err(Invalid::new(format!(
-            "must be a number from 1 to {MAX_RUNS}"
-        ))),
-    }
 }
 
 /// Creates a schedule; `next_run_at` says when it fires first.
@@ -183,16 +171,6 @@ async fn runs(
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ScheduleRun>>, ApiError> {
     let id: ScheduleId = path_id(&id, "schedule")?;
-    let Query(query) = query.map_err(|e| {
-        ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
-    })?;
-    let mut check = Check::default();
-    let limit = check.opt("limit", query.limit.as_deref(), runs_limit);
-    check.finish()?;
-    Ok(Json(
-        state
-            .store
-            .schedule_runs(tenant.id, id, limit.unwrap_or(50))
-            .await?,
-    ))
+    let limit = newest_limit(query_params(query)?.limit.as_deref())?;
+    Ok(Json(state.store.schedule_runs(tenant.id, id, limit).await?))
 }

@@ -9,7 +9,7 @@ use herald_store::{SmtpConnector, SmtpCredential};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::path_id;
+use super::{path_id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -75,10 +75,7 @@ async fn create_credential(
     body: Body<CredentialBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let created = service::create_smtp_credential(&state, &caller, &tenant, body.parse()?).await?;
-    let mut answer =
-        serde_json::to_value(&created.record).map_err(|e| ApiError::Internal(e.into()))?;
-    // The only time the password is ever shown.
-    answer["password"] = Value::String(created.password);
+    let answer = shown_once(&created.record, "password", created.password)?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

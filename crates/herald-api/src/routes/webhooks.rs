@@ -6,12 +6,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::{Invalid, WebhookId};
+use herald_core::WebhookId;
 use herald_store::{Webhook, WebhookDelivery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Check, path_id};
+use super::{newest_limit, path_id, query_params, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -82,26 +82,6 @@ struct DeliveriesQuery {
     limit: Option<String>,
 }
 
-/// The most deliveries one list holds.
-const MAX_DELIVERIES: u32 = 500;
-
-fn deliveries_limit(input: &str) -> Result<u32, Invalid> {
-    match input.trim().parse::<u32>() {
-        Ok(n) if (1..=MAX_DELIVERIES).contains(&n) => Ok(n),
-        _ => Err(Invalid::new(format!(
-            "must be a number from 1 to {MAX_DELIVERIES}"
-        ))),
-    }
-}
-
-/// The answer to a create or a rotation: the webhook, and its new secret,
-/// which is never shown again.
-fn with_secret(webhook: &Webhook, secret: String) -> Result<Value, ApiError> {
-    let mut answer = serde_json::to_value(webhook).map_err(|e| ApiError::Internal(e.into()))?;
-    answer["secret"] = Value::String(secret);
-    Ok(answer)
-}
-
 /// A webhook as a create or a change answers it: with what the
 /// administrator should know about its URL (a name that does not resolve now).
 #[derive(Serialize)]
@@ -121,8 +101,7 @@ async fn create(
     body: Body<WebhookBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let created = service::create_webhook(&state, &caller, &tenant, body.parse()?).await?;
-    // The only time the secret is ever shown.
-    let mut answer = with_secret(&created.record, created.secret)?;
+    let mut answer = shown_once(&created.record, "secret", created.secret)?;
     answer["warnings"] =
         serde_json::to_value(&created.warnings).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((StatusCode::CREATED, Json(answer)))
@@ -198,7 +177,7 @@ async fn rotate_secret(
     let rotated =
         service::rotate_webhook_secret(&state, &caller, &tenant, id, body.parse_or_default()?)
             .await?;
-    Ok(Json(with_secret(&rotated.record, rotated.secret)?))
+    Ok(Json(shown_once(&rotated.record, "secret", rotated.secret)?))
 }
 
 /// The webhook's newest event deliveries, newest first, each with its latest attempt.
@@ -215,17 +194,9 @@ async fn deliveries(
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
     let id: WebhookId = path_id(&id, "webhook")?;
-    let Query(query) = query.map_err(|e| {
-        ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
-    })?;
-    let mut check = Check::default();
-    let limit = check.opt("limit", query.limit.as_deref(), deliveries_limit);
-    check.finish()?;
+    let limit = newest_limit(query_params(query)?.limit.as_deref())?;
     Ok(Json(
-        state
-            .store
-            .webhook_deliveries(tenant.id, id, limit.unwrap_or(50))
-            .await?,
+        state.store.webhook_deliveries(tenant.id, id, limit).await?,
     ))
 }
 

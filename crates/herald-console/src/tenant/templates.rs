@@ -89,6 +89,21 @@ struct Editor<'a> {
     notice: Option<Notice>,
 }
 
+impl<'a> Editor<'a> {
+    /// The editor of `template` (none for a new one) holding `form`, with
+    /// nothing refused, previewed or to tell yet.
+    fn new(template: Option<&'a Template>, form: TemplateForm) -> Self {
+        Editor {
+            template,
+            form,
+            problems: Problems::default(),
+            preview_form: PreviewForm::default(),
+            preview: None,
+            notice: None,
+        }
+    }
+}
+
 fn editor_page(me: &Signed, tenant: &Tenant, editor: Editor<'_>) -> PageResult {
     Ok(page(
         "template_form.html",
@@ -105,15 +120,7 @@ fn editor_page(me: &Signed, tenant: &Tenant, editor: Editor<'_>) -> PageResult {
 }
 
 async fn new_template(TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>) -> PageResult {
-    let editor = Editor {
-        template: None,
-        form: TemplateForm::default(),
-        problems: Problems::default(),
-        preview_form: PreviewForm::default(),
-        preview: None,
-        notice: None,
-    };
-    editor_page(&me, &tenant, editor)
+    editor_page(&me, &tenant, Editor::new(None, TemplateForm::default()))
 }
 
 fn edit_path(tenant: &Tenant, id: TemplateId) -> String {
@@ -128,12 +135,8 @@ async fn create_template(
     let outcome = service::create_template(&state, &me.caller, &tenant, form.body(false));
     let again = |problems: Problems| async {
         let editor = Editor {
-            template: None,
-            form: form.clone(),
             problems,
-            preview_form: PreviewForm::default(),
-            preview: None,
-            notice: None,
+            ..Editor::new(None, form.clone())
         };
         editor_page(&me, &tenant, editor)
     };
@@ -168,12 +171,8 @@ async fn edit_template(
         _ => None,
     };
     let editor = Editor {
-        template: Some(&template),
-        form: TemplateForm::from_template(&template),
-        problems: Problems::default(),
-        preview_form: PreviewForm::default(),
-        preview: None,
         notice,
+        ..Editor::new(Some(&template), TemplateForm::from_template(&template))
     };
     editor_page(&me, &tenant, editor)
 }
@@ -189,12 +188,8 @@ async fn update_template(
     let outcome = service::update_template(&state, &me.caller, &tenant, id, form.body(true));
     let again = |problems: Problems| async {
         let editor = Editor {
-            template: Some(&template),
-            form: form.clone(),
             problems,
-            preview_form: PreviewForm::default(),
-            preview: None,
-            notice: None,
+            ..Editor::new(Some(&template), form.clone())
         };
         editor_page(&me, &tenant, editor)
     };
@@ -263,12 +258,9 @@ async fn preview(
     let preview = render_preview(&template, &preview_form.data);
     let failed = preview.rendered.is_none();
     let editor = Editor {
-        template: Some(&template),
-        form: TemplateForm::from_template(&template),
-        problems: Problems::default(),
         preview_form,
         preview: Some(preview),
-        notice: None,
+        ..Editor::new(Some(&template), TemplateForm::from_template(&template))
     };
     let mut response = editor_page(&me, &tenant, editor)?;
     if failed {

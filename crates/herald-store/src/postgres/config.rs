@@ -74,11 +74,7 @@ impl Configuration for PgStore {
 
     async fn list_servers(&self, tenant_id: TenantId) -> Result<Vec<SmtpServer>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::SERVERS, &[&tenant_id.to_string()])
-            .await?
-            .iter()
-            .map(server)
-            .collect()
+        query_map(&c, sql::SERVERS, &[&tenant_id.to_string()], server).await
     }
 
     async fn update_server(
@@ -196,15 +192,13 @@ impl Configuration for PgStore {
         let c = client(&self.pool).await?;
         load_server(&c, tenant_id, server_id, Lock::None).await?;
         // Ties in time come by username, as SQLite gives them from its (server_id, username) index.
-        query(
+        query_map(
             &c,
             sql::ACCOUNTS,
             &[&server_id.to_string(), &tenant_id.to_string()],
+            account,
         )
-        .await?
-        .iter()
-        .map(account)
-        .collect()
+        .await
     }
 
     async fn delete_account(
@@ -256,11 +250,7 @@ impl Configuration for PgStore {
     async fn list_providers(&self, tenant_id: TenantId) -> Result<Vec<Provider>> {
         let c = client(&self.pool).await?;
         // Ties in time come by name, as SQLite gives them from its (tenant_id, name) index.
-        query(&c, sql::PROVIDERS, &[&tenant_id.to_string()])
-            .await?
-            .iter()
-            .map(provider)
-            .collect()
+        query_map(&c, sql::PROVIDERS, &[&tenant_id.to_string()], provider).await
     }
 
     async fn update_provider(

@@ -77,7 +77,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// Describes a database error. tokio-postgres prints only "db error" for
 /// errors the server reports, so the server's code and message are added; its
 /// detail is left out because it repeats the values of the row.
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => match std::error::Error::source(e) {
@@ -135,6 +135,17 @@ pub(crate) async fn query(
 ) -> Result<Vec<tokio_postgres::Row>> {
     let statement = c.prepare_cached(sql).await.map_err(pg)?;
     c.query(&statement, params).await.map_err(pg)
+}
+
+/// Runs a statement (prepared once per connection) and maps each of its
+/// rows with `map`: every row's value, or the first failure.
+pub(crate) async fn query_map<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    map: impl Fn(&tokio_postgres::Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    query(c, sql, params).await?.iter().map(map).collect()
 }
 
 /// Runs a statement (prepared once per connection) and returns its row, if any.

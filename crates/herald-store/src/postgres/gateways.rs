@@ -15,11 +15,13 @@ async fn find_gateway(
         return Ok(None);
     };
     let gateway = rows::gateway(&row)?;
-    let instances = query(c, sql::GATEWAY_INSTANCES, &[&gateway.id.to_string()])
-        .await?
-        .iter()
-        .map(rows::gateway_instance)
-        .collect::<Result<Vec<_>>>()?;
+    let instances = query_map(
+        c,
+        sql::GATEWAY_INSTANCES,
+        &[&gateway.id.to_string()],
+        rows::gateway_instance,
+    )
+    .await?;
     Ok(rows::with_instances(vec![gateway], instances).pop())
 }
 
@@ -40,7 +42,7 @@ pub(super) async fn load_gateway(
 #[async_trait]
 impl Gateways for PgStore {
     async fn create_gateway(&self, g: NewGateway) -> Result<Gateway> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             execute(
@@ -59,10 +61,8 @@ impl Gateways for PgStore {
             let created = load_gateway(&tx, g.tenant_id, g.id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn gateway(&self, tenant: TenantId, id: GatewayId) -> Result<Gateway> {
@@ -73,32 +73,29 @@ impl Gateways for PgStore {
     async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>> {
         let c = client(&self.pool).await?;
         let tenant = tenant.to_string();
-        let gateways = query(&c, sql::GATEWAYS, &[&tenant])
-            .await?
-            .iter()
-            .map(rows::gateway)
-            .collect::<Result<Vec<_>>>()?;
-        let instances = query(&c, sql::TENANT_GATEWAY_INSTANCES, &[&tenant])
-            .await?
-            .iter()
-            .map(rows::gateway_instance)
-            .collect::<Result<Vec<_>>>()?;
+        let gateways = query_map(&c, sql::GATEWAYS, &[&tenant], rows::gateway).await?;
+        let instances = query_map(
+            &c,
+            sql::TENANT_GATEWAY_INSTANCES,
+            &[&tenant],
+            rows::gateway_instance,
+        )
+        .await?;
         Ok(rows::with_instances(gateways, instances))
     }
 
     async fn delete_gateway(&self, tenant: TenantId, id: GatewayId) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // Locked, so no server can take the gateway up (it locks the
             // gateway FOR KEY SHARE) between the check and the delete.
             load_gateway(&tx, tenant, id, Lock::Update).await?;
             let (id, tenant) = (id.to_string(), tenant.to_string());
-            let used_by = query(&tx, sql::SERVERS_OF_GATEWAY, &[&id, &tenant])
-                .await?
-                .iter()
-                .map(|r| get::<String>(r, "name"))
-                .collect::<Result<Vec<_>>>()?;
+            let used_by = query_map(&tx, sql::SERVERS_OF_GATEWAY, &[&id, &tenant], |r| {
+                get::<String>(r, "name")
+            })
+            .await?;
             rules::gateway_unused(&used_by)?;
             execute(&tx, sql::UNPIN_GATEWAY, &[&id, &tenant])
                 .await
@@ -107,10 +104,8 @@ impl Gateways for PgStore {
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn replace_gateway_token(
@@ -120,7 +115,7 @@ impl Gateways for PgStore {
         token_hash: String,
         now: i64,
     ) -> Result<Gateway> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let changed = execute(
@@ -136,10 +131,8 @@ impl Gateways for PgStore {
             let replaced = load_gateway(&tx, tenant, id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(replaced)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>> {
@@ -166,7 +159,7 @@ impl Gateways for PgStore {
     }
 
     async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let c = client(&self.pool).await?;
             let gateway_id = seen.gateway_id.to_string();
             let exists = query_opt(&c, sql::GATEWAY_EXISTS, &[&gateway_id])
@@ -193,10 +186,8 @@ impl Gateways for PgStore {
             .await
             .map_err(pg)?;
             Ok(())
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn count_gateway_outcomes(
@@ -207,7 +198,7 @@ impl Gateways for PgStore {
         failed: u32,
         at: i64,
     ) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let c = client(&self.pool).await?;
             let changed = execute(
                 &c,
@@ -226,9 +217,7 @@ impl Gateways for PgStore {
                 return Err(StoreError::NotFound);
             }
             Ok(())
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 }

@@ -7,7 +7,7 @@
 //! outcomes a single SQLite writer would give.
 
 mod config;
-mod db;
+pub(crate) mod db;
 mod gateways;
 mod group;
 mod ingress;
@@ -41,7 +41,7 @@ use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
 use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
-use db::{client, execute, now_ms, pg, query, query_opt, snapshot, unique};
+use db::{client, execute, now_ms, pg, query, query_map, query_opt, snapshot, unique};
 
 /// Herald's store for many nodes: one PostgreSQL database.
 pub struct PgStore {
@@ -122,6 +122,14 @@ impl PgStore {
     fn announce_mail(&self) {
         // Full means a NOTIFY is already due to be sent, which will do.
         let _ = self.new_mail.try_send(());
+    }
+
+    /// Runs a write and takes note of whether the database took it (see
+    /// [`Store::refusing_writes`]).
+    async fn noted<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+        let result = write.await;
+        self.writes.note(&result);
+        result
     }
 }
 
@@ -549,11 +557,13 @@ async fn statuses_of(
     tenant_id: &str,
     message_id: &str,
 ) -> Result<Vec<RecipientStatus>> {
-    query(c, sql::RECIPIENT_STATUSES, &[&message_id, &tenant_id])
-        .await?
-        .iter()
-        .map(|r| status(&get::<String>(r, "status")?))
-        .collect()
+    query_map(
+        c,
+        sql::RECIPIENT_STATUSES,
+        &[&message_id, &tenant_id],
+        |r| status(&get::<String>(r, "status")?),
+    )
+    .await
 }
 
 /// The statement that gives back the leases of a process that is gone

@@ -57,7 +57,7 @@ async fn load_schedule(c: &impl GenericClient, tenant: &str, id: &str) -> Result
 #[async_trait]
 impl Schedules for PgStore {
     async fn create_schedule(&self, s: NewSchedule) -> Result<Schedule> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &s.fields;
@@ -88,10 +88,8 @@ impl Schedules for PgStore {
             .await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
@@ -101,11 +99,7 @@ impl Schedules for PgStore {
 
     async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::SCHEDULES, &[&tenant.to_string()])
-            .await?
-            .iter()
-            .map(rows::schedule)
-            .collect()
+        query_map(&c, sql::SCHEDULES, &[&tenant.to_string()], rows::schedule).await
     }
 
     async fn update_schedule(
@@ -116,7 +110,7 @@ impl Schedules for PgStore {
         next_run_at: Option<i64>,
         now: i64,
     ) -> Result<Schedule> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &fields;
@@ -146,10 +140,8 @@ impl Schedules for PgStore {
             .await?;
             tx.commit().await.map_err(pg)?;
             Ok(updated)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<()> {
@@ -170,11 +162,13 @@ impl Schedules for PgStore {
 
     async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>> {
         let c = client(&self.pool).await?;
-        query(&c, DUE_SCHEDULES, &[&now, &i64::from(limit)])
-            .await?
-            .iter()
-            .map(rows::schedule)
-            .collect()
+        query_map(
+            &c,
+            DUE_SCHEDULES,
+            &[&now, &i64::from(limit)],
+            rows::schedule,
+        )
+        .await
     }
 
     async fn next_schedule_due(&self) -> Result<Option<i64>> {

@@ -54,7 +54,7 @@ async fn insert_version(
 #[async_trait]
 impl Templates for PgStore {
     async fn create_template(&self, t: NewTemplate) -> Result<Template> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let f = &t.fields;
@@ -75,10 +75,8 @@ impl Templates for PgStore {
             let created = load_template(&tx, t.tenant_id, t.id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn template(&self, tenant: TenantId, id: TemplateId) -> Result<Template> {
@@ -96,11 +94,7 @@ impl Templates for PgStore {
 
     async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::TEMPLATES, &[&tenant.to_string()])
-            .await?
-            .iter()
-            .map(rows::template)
-            .collect()
+        query_map(&c, sql::TEMPLATES, &[&tenant.to_string()], rows::template).await
     }
 
     async fn update_template(
@@ -110,7 +104,7 @@ impl Templates for PgStore {
         fields: TemplateFields,
         now: i64,
     ) -> Result<Template> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // The update locks the template: concurrent changes take their
@@ -135,33 +129,28 @@ impl Templates for PgStore {
             let updated = load_template(&tx, tenant, id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;
             Ok(updated)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn delete_template(&self, tenant: TenantId, id: TemplateId) -> Result<()> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             // Locked, so no schedule can take the template up (it locks the
             // template FOR KEY SHARE) between the check and the delete.
             load_template(&tx, tenant, id, Lock::Update).await?;
             let (id, tenant) = (id.to_string(), tenant.to_string());
-            let used_by = query(&tx, sql::SCHEDULES_OF_TEMPLATE, &[&id, &tenant])
-                .await?
-                .iter()
-                .map(|r| get::<String>(r, "name"))
-                .collect::<Result<Vec<_>>>()?;
+            let used_by = query_map(&tx, sql::SCHEDULES_OF_TEMPLATE, &[&id, &tenant], |r| {
+                get::<String>(r, "name")
+            })
+            .await?;
             rules::template_unused(&used_by)?;
             execute(&tx, sql::DELETE_TEMPLATE, &[&id, &tenant])
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 }

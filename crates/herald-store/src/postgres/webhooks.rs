@@ -88,11 +88,7 @@ impl Webhooks for PgStore {
 
     async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
         let c = client(&self.pool).await?;
-        query(&c, sql::WEBHOOKS, &[&tenant_id.to_string()])
-            .await?
-            .iter()
-            .map(rows::webhook)
-            .collect()
+        query_map(&c, sql::WEBHOOKS, &[&tenant_id.to_string()], rows::webhook).await
     }
 
     async fn update_webhook(
@@ -102,7 +98,7 @@ impl Webhooks for PgStore {
         change: WebhookChange,
         now: i64,
     ) -> Result<Webhook> {
-        let result = async {
+        self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
@@ -130,10 +126,8 @@ impl Webhooks for PgStore {
             }
             tx.commit().await.map_err(pg)?;
             Ok(updated)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn rotate_webhook_secret(
@@ -249,7 +243,7 @@ impl Webhooks for PgStore {
     }
 
     async fn claim_webhook_events(&self, claim: WebhookClaim) -> Result<Vec<ClaimedEvent>> {
-        let result = async {
+        self.noted(async {
             let exclude: Vec<String> = claim.exclude.iter().map(ToString::to_string).collect();
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
@@ -299,10 +293,8 @@ impl Webhooks for PgStore {
             }
             tx.commit().await.map_err(pg)?;
             Ok(claimed)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn finish_webhook_events(
@@ -310,7 +302,7 @@ impl Webhooks for PgStore {
         mut attempts: Vec<WebhookAttempt>,
         disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>> {
-        let result = async {
+        self.noted(async {
             // Events in seq order and webhooks in id order, so that two
             // finishes over the same rows cannot deadlock.
             attempts.sort_by_key(|a| a.seq);
@@ -381,10 +373,8 @@ impl Webhooks for PgStore {
             }
             tx.commit().await.map_err(pg)?;
             Ok(disabled)
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        })
+        .await
     }
 
     async fn release_webhook_leases(&self, node: &str, incarnation: &str, now: i64) -> Result<u64> {

@@ -76,11 +76,7 @@ impl Configuration for SqliteStore {
 
     async fn list_servers(&self, tenant_id: TenantId) -> Result<Vec<SmtpServer>> {
         self.db
-            .read(move |c| {
-                list(c, sql::SERVERS, [tenant_id.to_string()], server_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, sql::SERVERS, [tenant_id.to_string()], server_row))
             .await
     }
 
@@ -194,14 +190,12 @@ impl Configuration for SqliteStore {
         self.db
             .read(move |c| {
                 load_server(c, tenant_id, server_id)?;
-                list(
+                list_parsed(
                     c,
                     sql::ACCOUNTS,
                     [server_id.to_string(), tenant_id.to_string()],
                     account_row,
-                )?
-                .into_iter()
-                .collect()
+                )
             })
             .await
     }
@@ -257,11 +251,7 @@ impl Configuration for SqliteStore {
 
     async fn list_providers(&self, tenant_id: TenantId) -> Result<Vec<Provider>> {
         self.db
-            .read(move |c| {
-                list(c, sql::PROVIDERS, [tenant_id.to_string()], provider_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, sql::PROVIDERS, [tenant_id.to_string()], provider_row))
             .await
     }
 

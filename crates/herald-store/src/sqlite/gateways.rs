@@ -27,14 +27,12 @@ fn find_gateway(
     else {
         return Ok(None);
     };
-    let instances = list(
+    let instances = list_parsed(
         c,
         sql::GATEWAY_INSTANCES,
         [gateway.id.to_string()],
         instance_row,
-    )?
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
+    )?;
     Ok(rows::with_instances(vec![gateway], instances).pop())
 }
 
@@ -71,17 +69,13 @@ impl Gateways for SqliteStore {
     async fn list_gateways(&self, tenant: TenantId) -> Result<Vec<Gateway>> {
         self.db
             .read(move |c| {
-                let gateways = list(c, sql::GATEWAYS, [tenant.to_string()], gateway_row)?
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>()?;
-                let instances = list(
+                let gateways = list_parsed(c, sql::GATEWAYS, [tenant.to_string()], gateway_row)?;
+                let instances = list_parsed(
                     c,
                     sql::TENANT_GATEWAY_INSTANCES,
                     [tenant.to_string()],
                     instance_row,
-                )?
-                .into_iter()
-                .collect::<Result<Vec<_>>>()?;
+                )?;
                 Ok(rows::with_instances(gateways, instances))
             })
             .await

@@ -303,6 +303,17 @@ fn list<T>(
     rows.collect::<rusqlite::Result<Vec<T>>>().map_err(sql)
 }
 
+/// [`list`] whose rows are mapped in two steps, the second of which can fail
+/// (a stored value that no longer parses): every row, or the first failure.
+fn list_parsed<T>(
+    conn: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+    map: impl Fn(&Row) -> rusqlite::Result<Result<T>>,
+) -> Result<Vec<T>> {
+    list(conn, query, args, map)?.into_iter().collect()
+}
+
 fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<OnBehalf>> {
     match stored_pair {
         (Some(name), Some(email)) => Ok(Some(OnBehalf {

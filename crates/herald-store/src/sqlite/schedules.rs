@@ -107,11 +107,7 @@ impl Schedules for SqliteStore {
 
     async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>> {
         self.db
-            .read(move |c| {
-                list(c, sql::SCHEDULES, [tenant.to_string()], schedule_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, sql::SCHEDULES, [tenant.to_string()], schedule_row))
             .await
     }
 
@@ -171,11 +167,7 @@ impl Schedules for SqliteStore {
 
     async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>> {
         self.db
-            .read(move |c| {
-                list(c, DUE_SCHEDULES, params![now, limit], schedule_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, DUE_SCHEDULES, params![now, limit], schedule_row))
             .await
     }
 

@@ -80,11 +80,7 @@ impl Templates for SqliteStore {
 
     async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>> {
         self.db
-            .read(move |c| {
-                list(c, sql::TEMPLATES, [tenant.to_string()], template_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, sql::TEMPLATES, [tenant.to_string()], template_row))
             .await
     }
 

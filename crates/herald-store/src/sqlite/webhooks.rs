@@ -70,11 +70,7 @@ impl Webhooks for SqliteStore {
 
     async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
         self.db
-            .read(move |c| {
-                list(c, sql::WEBHOOKS, [tenant_id.to_string()], webhook_row)?
-                    .into_iter()
-                    .collect()
-            })
+            .read(move |c| list_parsed(c, sql::WEBHOOKS, [tenant_id.to_string()], webhook_row))
             .await
     }
 
@@ -163,14 +159,12 @@ impl Webhooks for SqliteStore {
                     sql::WEBHOOK_BY_ID,
                     [id.to_string(), tenant_id.to_string()],
                 )?;
-                list(
+                list_parsed(
                     c,
                     sql::WEBHOOK_DELIVERIES,
                     params![id.to_string(), tenant_id.to_string(), limit],
                     |r| Ok(rows::webhook_delivery(r)),
-                )?
-                .into_iter()
-                .collect()
+                )
             })
             .await
     }

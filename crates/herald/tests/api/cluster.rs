@@ -18,7 +18,7 @@ use crate::helpers::*;
 
 /// One node process on the shared database, with a data directory of its own
 /// that is removed with it.
-async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
+pub(crate) async fn node(db: &TestDatabase, name: &str, extra: &[&str]) -> NodeProcess {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--database-url",
@@ -101,8 +101,7 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
     let kill = async {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let n: i64 = client.query_one(held, &[]).await.unwrap().get(0);
-            if n > 0 {
+            if count(&client, held).await > 0 {
                 break;
             }
             assert!(
@@ -112,8 +111,7 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
         }
         nodes[1].child.start_kill().unwrap();
         nodes[1].child.wait().await.unwrap();
-        let in_flight: i64 = client.query_one(held, &[]).await.unwrap().get(0);
-        in_flight
+        count(&client, held).await
     };
     let ((), in_flight) = tokio::join!(submit_all, kill);
 
@@ -121,14 +119,11 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
     // database says all are sent, every copy (the duplicates included) has arrived.
     smtp.wait_for_messages(total, DEADLINE * 3).await;
     let unfinished: i64 = eventually("every recipient to be recorded sent", || async {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM recipients WHERE status <> 'sent'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n = count(
+            &client,
+            "SELECT count(*) FROM recipients WHERE status <> 'sent'",
+        )
+        .await;
         (n == 0).then_some(n)
     })
     .await;
@@ -273,14 +268,9 @@ async fn a_killed_nodes_mail_is_taken_over_once_its_heartbeat_is_stale() {
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
     let ids = submit_until_each_reaches_data(&app, &acme, &smtp, 3).await;
     let client = db.client().await;
-    let held: i64 = client
-        .query_one(
-            "SELECT count(*) FROM recipients WHERE status = 'sending' AND lease_owner = 'victim'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held =
+        "SELECT count(*) FROM recipients WHERE status = 'sending' AND lease_owner = 'victim'";
+    let held = count(&client, held).await;
     assert_eq!(held, 3);
     let mut lease_ends = Vec::new();
     for id in &ids {

@@ -324,6 +324,20 @@ impl Browser {
         self.follow(&format!("{locator:?}"), locator).await;
     }
 
+    /// Types each value into its field, in order.
+    async fn fill_in(&self, fields: &[(&str, &str)]) {
+        for (field, value) in fields {
+            self.fill(field, value).await;
+        }
+    }
+
+    /// Clicks the link with this text and waits for the page it leads to,
+    /// whose heading says `heading`.
+    async fn click_link(&mut self, text: &str, heading: &str) {
+        self.click(Locator::LinkText(text)).await;
+        self.wait_for_text("h1", heading).await;
+    }
+
     /// Ticks a checkbox (on the page as it is: no page follows).
     async fn tick(&self, css: &str) {
         self.until(&format!("{css} to be ticked"), || async {
@@ -656,10 +670,14 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         Some(""),
         "the server's account is chosen"
     );
-    browser.fill("name", "corporate").await;
-    browser.fill("from_address", "alerts@acme.example").await;
-    browser.fill("from_name", "Acme Alerts").await;
-    browser.fill("fallback_recipient", "ops@acme.example").await;
+    browser
+        .fill_in(&[
+            ("name", "corporate"),
+            ("from_address", "alerts@acme.example"),
+            ("from_name", "Acme Alerts"),
+            ("fallback_recipient", "ops@acme.example"),
+        ])
+        .await;
     browser.press("Add the provider", "#notice").await;
     browser
         .wait_for_text("#notice", "Provider corporate added.")
@@ -944,17 +962,16 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .expect("the secret is on the page");
     assert!(webhook_secret.starts_with("whsec_"), "{webhook_secret}");
     let webhook_shown_on = browser.pages.len() - 1;
-    browser.click(Locator::LinkText("Go to the webhook")).await;
-    browser.wait_for_text("h1", "Webhook http").await;
+    browser
+        .click_link("Go to the webhook", "Webhook http")
+        .await;
     browser.press("Send a test event", "#test-result").await;
     browser
         .wait_for_text("#test-result", "Test event delivered")
         .await;
     assert_eq!(receiver.wait_for(1).await[0].event_type(), "webhook.test");
-    browser.click(Locator::LinkText("Delete")).await;
-    browser.wait_for_text("h1", "Delete the webhook").await;
-    browser.click(Locator::LinkText("Cancel")).await;
-    browser.wait_for_text("h1", "Webhooks").await;
+    browser.click_link("Delete", "Delete the webhook").await;
+    browser.click_link("Cancel", "Webhooks").await;
     for (i, html) in browser.pages.iter().enumerate() {
         assert_eq!(
             html.contains(&webhook_secret),
@@ -967,13 +984,14 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     // A template written in its editor and previewed, then a schedule that
     // sends it, run once; each deletion asked about (and cancelled).
     browser.nav("Templates").await;
-    browser.click(Locator::LinkText("New template")).await;
-    browser.wait_for_text("h1", "New template").await;
-    browser.fill("name", "welcome").await;
-    browser.fill("subject", "Welcome, {{ user.name }}").await;
-    browser.fill("text", "Hello {{ user.name }}").await;
+    browser.click_link("New template", "New template").await;
     browser
-        .fill("html", "<p>Hello <b>{{ user.name }}</b></p>")
+        .fill_in(&[
+            ("name", "welcome"),
+            ("subject", "Welcome, {{ user.name }}"),
+            ("text", "Hello {{ user.name }}"),
+            ("html", "<p>Hello <b>{{ user.name }}</b></p>"),
+        ])
         .await;
     browser.press("Add the template", "#notice").await;
     browser.wait_for_text("#notice", "Template added").await;
@@ -984,16 +1002,17 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser
         .wait_for_text("#preview-html", "<p>Hello <b>Ada</b></p>")
         .await;
-    browser.click(Locator::LinkText("Delete")).await;
-    browser.wait_for_text("h1", "Delete the template").await;
-    browser.click(Locator::LinkText("Cancel")).await;
-    browser.wait_for_text("h1", "Template welcome").await;
+    browser.click_link("Delete", "Delete the template").await;
+    browser.click_link("Cancel", "Template welcome").await;
     browser.nav("Schedules").await;
-    browser.click(Locator::LinkText("New schedule")).await;
-    browser.wait_for_text("h1", "New schedule").await;
-    browser.fill("name", "weekday").await;
-    browser.fill("cron", "0 9 * * 1-5").await;
-    browser.fill("timezone", "Europe/Berlin").await;
+    browser.click_link("New schedule", "New schedule").await;
+    browser
+        .fill_in(&[
+            ("name", "weekday"),
+            ("cron", "0 9 * * 1-5"),
+            ("timezone", "Europe/Berlin"),
+        ])
+        .await;
     browser.choose("template", "welcome").await;
     browser
         .fill("data", "{\"user\": {\"name\": \"Ada\"}}")
@@ -1005,16 +1024,12 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser.press("Run now", "#notice").await;
     browser.wait_for_text("#notice", "Schedule run").await;
     browser.wait_for_text("#history-table", "manual").await;
-    browser.click(Locator::LinkText("Edit")).await;
     browser
-        .wait_for_text("h1", "Edit the schedule weekday")
+        .click_link("Edit", "Edit the schedule weekday")
         .await;
-    browser.click(Locator::LinkText("Cancel")).await;
-    browser.wait_for_text("h1", "Schedule weekday").await;
-    browser.click(Locator::LinkText("Delete")).await;
-    browser.wait_for_text("h1", "Delete the schedule").await;
-    browser.click(Locator::LinkText("Cancel")).await;
-    browser.wait_for_text("h1", "Schedule weekday").await;
+    browser.click_link("Cancel", "Schedule weekday").await;
+    browser.click_link("Delete", "Delete the schedule").await;
+    browser.click_link("Cancel", "Schedule weekday").await;
 
     // A gateway: its token and command shown once, a new token and its
     // deletion asked about (and cancelled).
@@ -1027,8 +1042,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .expect("the token is on the page");
     assert!(gateway_token.starts_with("hrldg_"), "{gateway_token}");
     let gateway_shown_on = browser.pages.len() - 1;
-    browser.click(Locator::LinkText("Back to gateways")).await;
-    browser.wait_for_text("h1", "Gateways").await;
+    browser.click_link("Back to gateways", "Gateways").await;
     browser
         .click(Locator::Css(
             "a[aria-label='New token for the gateway berlin']",
@@ -1044,8 +1058,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     browser
         .wait_for_text("h1", "Delete the gateway berlin?")
         .await;
-    browser.click(Locator::LinkText("Cancel")).await;
-    browser.wait_for_text("h1", "Gateways").await;
+    browser.click_link("Cancel", "Gateways").await;
     for (i, html) in browser.pages.iter().enumerate() {
         assert_eq!(
             html.contains(&gateway_token),
@@ -1743,6 +1756,35 @@ pub(crate) fn heading(html: &str) -> Option<&str> {
     Some(&html[start..end])
 }
 
+/// Signs acme's member in and finds every one of an administrator's `pages`
+/// and `forms` refused (403, the "Not allowed" page), and no link to any of
+/// `links` on acme's home page. Returns the member's session and the
+/// refusals of the forms, for what else they must not show.
+pub(crate) async fn member_is_refused(
+    app: &TestApp,
+    pages: &[String],
+    forms: &[(String, Vec<(&str, &str)>)],
+    links: &[&str],
+) -> (HttpSession, Vec<String>) {
+    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
+    for path in pages {
+        let Page { status, .. } = member.get(path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
+    }
+    let mut refusals = Vec::new();
+    for (path, fields) in forms {
+        let Page { status, html, .. } = member.post(path, fields).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
+        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
+        refusals.push(html);
+    }
+    let home = unescaped(&member.get("/t/acme").await.html);
+    for link in links {
+        assert!(!home.contains(&format!("href=\"{link}\"")), "{home}");
+    }
+    (member, refusals)
+}
+
 /// The isolation matrix of the console over plain HTTP: every page, GET as
 /// each kind of person. Acme's administrator and the operator see every acme
 /// page (200, with its heading); acme's member only the dashboard and the
@@ -2307,22 +2349,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         "{html}"
     );
     assert_eq!(heading(&html), Some("Tenant properties"));
-    let Page {
-        status, location, ..
-    } = admin
-        .post(
+    let Page { html, .. } = admin
+        .post_redirected(
             &properties,
             &[("notification_provider_id", c.provider_id.as_str())],
+            &format!("{properties}?done=provider-chosen"),
         )
         .await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{properties}?done=provider-chosen").as_str()
-        )
-    );
-    let Page { html, .. } = admin.get(&location).await;
     assert!(
         unescaped(&html).contains(&format!(
             "href=\"/t/acme/providers/{}#test\">Send a test message</a>",

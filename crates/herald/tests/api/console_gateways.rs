@@ -9,20 +9,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::console::{
-    ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants, heading, unescaped,
+    ADA_PASSWORD, GLOBEX_PASSWORD, console_with_two_tenants, heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
+use crate::console_http::{HttpSession, Page, listed, shown_value};
 use crate::console_smtp::node_store;
 use crate::helpers::{OPERATOR, TestApp};
 
 const GATEWAYS: &str = "/t/acme/gateways";
-
-/// The tenant's gateways, as the API lists them.
-async fn listed(app: &TestApp) -> Vec<Value> {
-    let (status, listed) = app.get("/v1/tenants/acme/gateways", OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
 
 /// A server of acme's, as the API shows it.
 async fn server(app: &TestApp, id: &str) -> Value {
@@ -31,16 +24,6 @@ async fn server(app: &TestApp, id: &str) -> Value {
         .await;
     assert_eq!(status, StatusCode::OK, "{server}");
     server
-}
-
-/// The value of the read-only field with this id on a page, as a browser shows it.
-fn shown_value(page: &Page, id: &str) -> String {
-    let html = page.text();
-    let start = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id}: {html}"));
-    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
-    html[value_at..].split('"').next().unwrap().to_owned()
 }
 
 /// The fields of the server form, with this gateway chosen (empty for none).
@@ -79,7 +62,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
     let Page { status, html, .. } = admin.post(GATEWAYS, &[("name", " ")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(html.contains("id=\"e-name\""), "{html}");
-    assert!(listed(app).await.is_empty());
+    assert!(listed(app, "gateways").await.is_empty());
 
     // Created: the token and the command that starts it, once.
     let created = admin.post(GATEWAYS, &[("name", "berlin")]).await;
@@ -90,14 +73,14 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
         "{}",
         created.html
     );
-    let token = shown_value(&created, "gateway-token");
+    let token = shown_value(&created.html, "gateway-token");
     assert!(token.starts_with("hrldg_"), "{token}");
     let host = app.base.strip_prefix("http://").unwrap();
     assert_eq!(
-        shown_value(&created, "gateway-command"),
+        shown_value(&created.html, "gateway-command"),
         format!("herald gateway --server https://{host} --token {token} --name berlin-1")
     );
-    let all = listed(app).await;
+    let all = listed(app, "gateways").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["name"], "berlin");
     assert!(!Value::Array(all.clone()).to_string().contains(&token));
@@ -171,10 +154,10 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
         Some("New token for the gateway berlin")
     );
     assert!(replaced.html.contains("The previous token stopped working"));
-    let second = shown_value(&replaced, "gateway-token");
+    let second = shown_value(&replaced.html, "gateway-token");
     assert!(second.starts_with("hrldg_") && second != token, "{second}");
-    assert!(shown_value(&replaced, "gateway-command").contains(&format!("--token {second} ")));
-    let all = listed(app).await;
+    assert!(shown_value(&replaced.html, "gateway-command").contains(&format!("--token {second} ")));
+    let all = listed(app, "gateways").await;
     assert_ne!(all[0]["token_created_at"], first_token_at);
     let text = admin.get(GATEWAYS).await.text();
     assert!(!text.contains(&second), "{text}");
@@ -231,7 +214,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
         "{}",
         refused.html
     );
-    assert_eq!(listed(app).await.len(), 1);
+    assert_eq!(listed(app, "gateways").await.len(), 1);
 
     // Unpinned through the form ("None"), then deleted.
     let Page { status, .. } = admin
@@ -241,19 +224,11 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
     assert!(server(app, &server_id).await["gateway_id"].is_null());
     let text = admin.get("/t/acme/servers").await.text();
     assert!(!text.contains("gateway berlin"), "{text}");
-    let Page {
-        status, location, ..
-    } = admin.post(&delete, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{GATEWAYS}?done=gateway-deleted").as_str()
-        )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+    let Page { html, .. } = admin
+        .post_redirected(&delete, &[], &format!("{GATEWAYS}?done=gateway-deleted"))
+        .await;
     assert!(html.contains("Gateway deleted"), "{html}");
-    assert!(listed(app).await.is_empty());
+    assert!(listed(app, "gateways").await.is_empty());
     assert_eq!(admin.get(&delete).await.status, StatusCode::NOT_FOUND);
     assert_eq!(
         admin.post(&new_token, &[]).await.status,
@@ -271,7 +246,7 @@ async fn only_the_tenant_s_administrators_manage_its_gateways() {
     let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, GATEWAYS).await;
     let Page { status, html, .. } = admin.post(GATEWAYS, &[("name", "berlin")]).await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    let before = listed(app).await;
+    let before = listed(app, "gateways").await;
     let id = before[0]["id"].as_str().unwrap().to_owned();
     let pages = [
         GATEWAYS.to_owned(),
@@ -284,22 +259,10 @@ async fn only_the_tenant_s_administrators_manage_its_gateways() {
         (format!("{GATEWAYS}/{id}/delete"), vec![]),
     ];
 
-    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    for path in &pages {
-        let Page { status, .. } = member.get(path).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-    }
-    for (path, fields) in &forms {
-        let Page { status, html, .. } = member.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
+    let (_, refusals) = member_is_refused(app, &pages, &forms, &[GATEWAYS]).await;
+    for html in refusals {
         assert!(!html.contains("hrldg_"), "{html}");
     }
-    let Page { html, .. } = member.get("/t/acme").await;
-    assert!(
-        !unescaped(&html).contains("href=\"/t/acme/gateways\""),
-        "{html}"
-    );
 
     let stranger =
         HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
@@ -318,7 +281,7 @@ async fn only_the_tenant_s_administrators_manage_its_gateways() {
             assert_eq!(status, StatusCode::NOT_FOUND, "globex's admin on {theirs}");
         }
     }
-    assert_eq!(listed(app).await, before);
+    assert_eq!(listed(app, "gateways").await, before);
     // Globex's server form does not offer acme's gateway.
     let Page { html, .. } = stranger.get("/t/globex/servers/new").await;
     assert!(!html.contains(&id), "{html}");

@@ -3,7 +3,7 @@
 //! gets pages and posts forms, and console passwords set through the API.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{OPERATOR, TestApp};
 
@@ -25,6 +25,37 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, S
 pub fn csrf_field(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// `html` with the escapes of printed values undone (minijinja writes `/`
+/// as `&#x2f;`), as a browser shows it.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x2b;", "+")
+        .replace("&#x3d;", "=")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The value of the read-only field with this id on a page, as a browser
+/// shows it (a secret's base64 holds `/` and `+`, which the page escapes).
+pub fn shown_value(html: &str, id: &str) -> String {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}: {html}"));
+    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
+    unescape(html[value_at..].split('"').next().unwrap())
+}
+
+/// Acme's records of one kind (`gateways`, `smtp-credentials`, …) as the
+/// API lists them to the operator.
+pub async fn listed(app: &TestApp, what: &str) -> Vec<Value> {
+    let (status, listed) = app.get(&format!("/v1/tenants/acme/{what}"), OPERATOR).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    listed.as_array().unwrap().clone()
 }
 
 /// A client that does not follow redirects, so that tests see where a form leads.
@@ -97,13 +128,7 @@ impl Page {
     /// The page with the escapes of printed values undone (minijinja writes
     /// `/` as `&#x2f;`), for comparing with what a browser shows.
     pub fn text(&self) -> String {
-        self.html
-            .replace("&#x2f;", "/")
-            .replace("&quot;", "\"")
-            .replace("&#x27;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
+        unescape(&self.html)
     }
 
     pub async fn from(answer: reqwest::Response) -> Page {
@@ -181,5 +206,22 @@ impl HttpSession {
             .await
             .unwrap();
         Page::from(answer).await
+    }
+
+    /// Posts a form that must answer 303 See Other to `to`, and follows it:
+    /// the page the browser shows next.
+    pub async fn post_redirected(&self, path: &str, fields: &[(&str, &str)], to: &str) -> Page {
+        let Page {
+            status,
+            location,
+            html,
+            ..
+        } = self.post(path, fields).await;
+        assert_eq!(
+            (status, location.as_str()),
+            (StatusCode::SEE_OTHER, to),
+            "{path}: {html}"
+        );
+        self.get(&location).await
     }
 }

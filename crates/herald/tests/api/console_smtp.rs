@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use crate::console::{
     ACME_PRINTERS, ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants,
-    heading, unescaped,
+    heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
+use crate::console_http::{HttpSession, Page, listed, shown_value};
 use crate::helpers::{OPERATOR, TestApp};
 
 /// The test node's embedded database, opened beside the node as a second
@@ -90,22 +90,7 @@ pub(crate) fn over_smtp(
     })
 }
 
-/// The value of the read-only field with this id on a page.
-fn shown_value(html: &str, id: &str) -> String {
-    let start = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id}: {html}"));
-    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
-    html[value_at..].split('"').next().unwrap().to_owned()
-}
-
-/// The tenant's SMTP credentials or connectors, as the API lists them.
-async fn listed(app: &TestApp, what: &str) -> Vec<Value> {
-    let (status, listed) = app.get(&format!("/v1/tenants/acme/{what}"), OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
-
+/// The entry of a list with this name.
 fn named<'a>(listed: &'a [Value], name: &str) -> Option<&'a Value> {
     listed.iter().find(|entry| entry["name"] == name)
 }
@@ -214,17 +199,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Revoke the credential grafana?"));
     assert!(!html.contains(&password));
-    let Page {
-        status, location, ..
-    } = admin.post(&revoke, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{smtp}?done=smtp-credential-revoked").as_str()
+    let Page { html, .. } = admin
+        .post_redirected(
+            &revoke,
+            &[],
+            &format!("{smtp}?done=smtp-credential-revoked"),
         )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+        .await;
     assert!(html.contains("Credential revoked"), "{html}");
     assert!(!html.contains("<td>grafana</td>"), "{html}");
     assert!(named(&listed(app, "smtp-credentials").await, "grafana").is_none());
@@ -338,19 +319,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     );
 
     // A connector, its networks separated by commas and lines.
-    let Page {
-        status, location, ..
-    } = admin
-        .post(&connectors, &scanners("192.0.2.0/24, 2001:db8:5::/48\r\n"))
-        .await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{smtp}?done=smtp-connector-added").as_str()
+    let Page { html, .. } = admin
+        .post_redirected(
+            &connectors,
+            &scanners("192.0.2.0/24, 2001:db8:5::/48\r\n"),
+            &format!("{smtp}?done=smtp-connector-added"),
         )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+        .await;
     assert!(html.contains("Connector added"), "{html}");
     assert!(html.contains("<td>scanners</td>"), "{html}");
     let all = listed(app, "smtp-connectors").await;
@@ -364,17 +339,9 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Delete the connector scanners?"));
     assert!(unescaped(&html).contains("2001:db8:5::/48"), "{html}");
-    let Page {
-        status, location, ..
-    } = admin.post(&delete, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{smtp}?done=smtp-connector-deleted").as_str()
-        )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+    let Page { html, .. } = admin
+        .post_redirected(&delete, &[], &format!("{smtp}?done=smtp-connector-deleted"))
+        .await;
     assert!(html.contains("Connector deleted"), "{html}");
     assert!(named(&listed(app, "smtp-connectors").await, "scanners").is_none());
     assert_eq!(admin.get(&delete).await.status, StatusCode::NOT_FOUND);
@@ -448,18 +415,8 @@ async fn only_the_tenant_s_administrators_manage_its_smtp_submission() {
         assert_eq!(now, before);
     };
 
-    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    for (path, fields) in &forms {
-        let Page { status, html, .. } = member.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
-    }
-    // Nor is the page in a member's navigation.
-    let Page { html, .. } = member.get("/t/acme").await;
-    assert!(
-        !unescaped(&html).contains("href=\"/t/acme/smtp\""),
-        "{html}"
-    );
+    // Acme's member may use none of the forms, and has no link to the page.
+    member_is_refused(app, &[], &forms, &[smtp]).await;
     unchanged().await;
 
     let stranger =

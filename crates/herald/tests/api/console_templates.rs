@@ -6,23 +6,15 @@
 //! may use these pages.
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::console::{
-    ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants, heading, unescaped,
+    ADA_PASSWORD, GLOBEX_PASSWORD, console_with_two_tenants, heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page};
-use crate::helpers::{OPERATOR, TestApp};
+use crate::console_http::{HttpSession, Page, listed};
+use crate::helpers::OPERATOR;
 
 const TEMPLATES: &str = "/t/acme/templates";
 const SCHEDULES: &str = "/t/acme/schedules";
-
-/// A list of acme's, as the API gives it.
-async fn listed(app: &TestApp, what: &str) -> Vec<Value> {
-    let (status, listed) = app.get(&format!("/v1/tenants/acme/{what}"), OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
 
 /// The new-template form's fields.
 fn template_fields(html: &str) -> Vec<(&str, &str)> {
@@ -158,17 +150,13 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
     // A change is version 2.
     let mut changed = template_fields(markup);
     changed[2] = ("subject", "Hello again, {{ user.name }}");
-    let Page {
-        status, location, ..
-    } = admin.post(&editor, &changed).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{editor}?done=template-saved").as_str()
-        )
+    assert!(
+        admin
+            .post_redirected(&editor, &changed, &format!("{editor}?done=template-saved"))
+            .await
+            .html
+            .contains("version 2")
     );
-    assert!(admin.get(&location).await.html.contains("version 2"));
     assert_eq!(listed(app, "templates").await[0]["version"], 2);
 
     // A schedule: the template offered in the form, a bad expression beside its field.
@@ -226,17 +214,14 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
 
     // Off, then on again.
     let enabled = format!("{page_path}/enabled");
-    let Page {
-        status, location, ..
-    } = admin.post(&enabled, &[("enabled", "false")]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{page_path}?done=schedule-disabled").as_str()
+    let html = admin
+        .post_redirected(
+            &enabled,
+            &[("enabled", "false")],
+            &format!("{page_path}?done=schedule-disabled"),
         )
-    );
-    let html = admin.get(&location).await.html;
+        .await
+        .html;
     assert!(
         html.contains("Schedule disabled") && html.contains("Enable the schedule"),
         "{html}"
@@ -248,16 +233,10 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
 
     // Run now: a manual firing whose message's page opens, with its template.
     let run = format!("{page_path}/run");
-    let Page {
-        status, location, ..
-    } = admin.post(&run, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{page_path}?done=schedule-run").as_str()
-        )
-    );
+    let text = admin
+        .post_redirected(&run, &[], &format!("{page_path}?done=schedule-run"))
+        .await
+        .text();
     let (status, runs) = app
         .get(
             &format!("/v1/tenants/acme/schedules/{schedule_id}/runs"),
@@ -266,7 +245,6 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
         .await;
     assert_eq!(status, StatusCode::OK, "{runs}");
     let message_id = runs[0]["message_id"].as_str().unwrap().to_owned();
-    let text = admin.get(&location).await.text();
     let message_path = format!("/t/acme/messages/{message_id}");
     assert!(
         text.contains("<td>manual</td>") && text.contains(&format!("href=\"{message_path}\"")),
@@ -315,29 +293,26 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
     let Page { status, html, .. } = admin.get(&delete_schedule).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(heading(&html).unwrap().starts_with("Delete the schedule"));
-    let Page {
-        status, location, ..
-    } = admin.post(&delete_schedule, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{SCHEDULES}?done=schedule-deleted").as_str()
-        )
+    assert!(
+        admin
+            .post_redirected(
+                &delete_schedule,
+                &[],
+                &format!("{SCHEDULES}?done=schedule-deleted")
+            )
+            .await
+            .html
+            .contains("Schedule deleted")
     );
-    assert!(admin.get(&location).await.html.contains("Schedule deleted"));
     assert!(listed(app, "schedules").await.is_empty());
     assert_eq!(admin.get(&page_path).await.status, StatusCode::NOT_FOUND);
-    let Page {
-        status, location, ..
-    } = admin.post(&delete_template, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{TEMPLATES}?done=template-deleted").as_str()
+    admin
+        .post_redirected(
+            &delete_template,
+            &[],
+            &format!("{TEMPLATES}?done=template-deleted"),
         )
-    );
+        .await;
     assert!(listed(app, "templates").await.is_empty());
 
     // The messages page filters by the new statuses too.
@@ -404,22 +379,7 @@ async fn only_the_tenant_s_administrators_manage_its_templates_and_schedules() {
         (format!("{page}/delete"), vec![]),
     ];
 
-    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    for path in &pages {
-        let Page { status, .. } = member.get(path).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-    }
-    for (path, fields) in &forms {
-        let Page { status, html, .. } = member.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
-    }
-    let text = unescaped(&member.get("/t/acme").await.html);
-    assert!(
-        !text.contains("href=\"/t/acme/templates\"")
-            && !text.contains("href=\"/t/acme/schedules\""),
-        "{text}"
-    );
+    member_is_refused(app, &pages, &forms, &[TEMPLATES, SCHEDULES]).await;
 
     let stranger =
         HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;

@@ -9,35 +9,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::console::{
-    ADA_PASSWORD, GLOBEX_PASSWORD, MEMBER_PASSWORD, console_with_two_tenants, heading, unescaped,
+    ADA_PASSWORD, GLOBEX_PASSWORD, console_with_two_tenants, heading, member_is_refused, unescaped,
 };
-use crate::console_http::{HttpSession, Page, give_password};
-use crate::helpers::{OPERATOR, TestApp, eventually, spawn_app_with};
+use crate::console_http::{HttpSession, Page, give_password, listed, shown_value};
+use crate::helpers::{OPERATOR, eventually, spawn_app_with};
 use crate::receiver::{Receiver, Reply};
 
 const WEBHOOKS: &str = "/t/acme/webhooks";
-
-/// The tenant's webhooks, as the API lists them.
-async fn listed(app: &TestApp) -> Vec<Value> {
-    let (status, listed) = app.get("/v1/tenants/acme/webhooks", OPERATOR).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
-    listed.as_array().unwrap().clone()
-}
-
-/// The value of the read-only field with this id on a page, as a browser
-/// shows it (a secret's base64 holds `/` and `+`, which the page escapes).
-fn shown_value(html: &str, id: &str) -> String {
-    let start = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id}: {html}"));
-    let value_at = start + html[start..].find("value=\"").unwrap() + 7;
-    let value = html[value_at..].split('"').next().unwrap();
-    value
-        .replace("&#x2f;", "/")
-        .replace("&#x2b;", "+")
-        .replace("&#x3d;", "=")
-        .replace("&amp;", "&")
-}
 
 /// The fields of the new-webhook form: a URL, event types ticked, on.
 fn new_webhook<'a>(url: &'a str, events: &[&'a str]) -> Vec<(&'a str, &'a str)> {
@@ -85,7 +63,7 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
         "{html}"
     );
     assert_eq!(heading(&html), Some("Webhooks"));
-    assert!(listed(app).await.is_empty());
+    assert!(listed(app, "webhooks").await.is_empty());
 
     // Created: the secret on the answer, once.
     let Page { status, html, .. } = admin
@@ -99,7 +77,7 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     assert!(html.contains("it will not be shown again"), "{html}");
     let secret = shown_value(&html, "webhook-secret");
     assert!(secret.starts_with("whsec_"), "{secret}");
-    let all = listed(app).await;
+    let all = listed(app, "webhooks").await;
     assert_eq!(all.len(), 1);
     let webhook = &all[0];
     assert_eq!(webhook["url"], receiver.url.as_str());
@@ -146,22 +124,18 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
 
     // Off, then on again.
     let enabled = format!("{page}/enabled");
-    let Page {
-        status, location, ..
-    } = admin.post(&enabled, &[("enabled", "false")]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{page}?done=webhook-disabled").as_str()
+    let Page { html, .. } = admin
+        .post_redirected(
+            &enabled,
+            &[("enabled", "false")],
+            &format!("{page}?done=webhook-disabled"),
         )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+        .await;
     assert!(
         html.contains("Webhook disabled") && html.contains("Enable the webhook"),
         "{html}"
     );
-    assert_eq!(listed(app).await[0]["enabled"], false);
+    assert_eq!(listed(app, "webhooks").await[0]["enabled"], false);
     let Page { html, .. } = admin.get(WEBHOOKS).await;
     assert!(html.contains("disabled"), "{html}");
     let Page {
@@ -169,7 +143,7 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     } = admin.post(&enabled, &[("enabled", "true")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(location.ends_with("?done=webhook-enabled"), "{location}");
-    assert_eq!(listed(app).await[0]["enabled"], true);
+    assert_eq!(listed(app, "webhooks").await[0]["enabled"], true);
 
     // A new secret, shown once, and events are signed with it.
     let Page { status, html, .. } = admin.post(&format!("{page}/rotate"), &[]).await;
@@ -192,20 +166,12 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
         heading(&html).unwrap().starts_with("Delete the webhook"),
         "{html}"
     );
-    let Page {
-        status, location, ..
-    } = admin.post(&delete, &[]).await;
-    assert_eq!(
-        (status, location.as_str()),
-        (
-            StatusCode::SEE_OTHER,
-            format!("{WEBHOOKS}?done=webhook-deleted").as_str()
-        )
-    );
-    let Page { html, .. } = admin.get(&location).await;
+    let Page { html, .. } = admin
+        .post_redirected(&delete, &[], &format!("{WEBHOOKS}?done=webhook-deleted"))
+        .await;
     assert!(html.contains("Webhook deleted"), "{html}");
     assert!(!unescaped(&html).contains(&receiver.url), "{html}");
-    assert!(listed(app).await.is_empty());
+    assert!(listed(app, "webhooks").await.is_empty());
     assert_eq!(admin.get(&page).await.status, StatusCode::NOT_FOUND);
     assert_eq!(admin.post(&delete, &[]).await.status, StatusCode::NOT_FOUND);
 }
@@ -223,7 +189,7 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
         .post(WEBHOOKS, &new_webhook(&receiver.url, &["message.sent"]))
         .await;
     assert_eq!(status, StatusCode::OK, "{html}");
-    let before = listed(app).await;
+    let before = listed(app, "webhooks").await;
     let id = before[0]["id"].as_str().unwrap().to_owned();
     let page = format!("{WEBHOOKS}/{id}");
     let forms = [
@@ -237,21 +203,8 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
         (format!("{page}/delete"), vec![]),
     ];
 
-    let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    for path in [WEBHOOKS.to_owned(), page.clone()] {
-        let Page { status, .. } = member.get(&path).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-    }
-    for (path, fields) in &forms {
-        let Page { status, html, .. } = member.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the member on {path}");
-        assert_eq!(heading(&html), Some("Not allowed"), "{html}");
-    }
-    let Page { html, .. } = member.get("/t/acme").await;
-    assert!(
-        !unescaped(&html).contains("href=\"/t/acme/webhooks\""),
-        "{html}"
-    );
+    let pages = [WEBHOOKS.to_owned(), page];
+    member_is_refused(app, &pages, &forms, &[WEBHOOKS]).await;
 
     let stranger =
         HttpSession::sign_in(app, "admin@globex.example", GLOBEX_PASSWORD, "/t/globex").await;
@@ -263,7 +216,7 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
         assert_eq!(status, StatusCode::NOT_FOUND, "globex's admin on {theirs}");
     }
     assert!(receiver.received().is_empty(), "no test event was sent");
-    assert_eq!(listed(app).await, before);
+    assert_eq!(listed(app, "webhooks").await, before);
 }
 
 /// A webhook Herald disabled for failing: the list and its page say so, with
@@ -293,10 +246,10 @@ async fn a_webhook_herald_disabled_shows_why_and_is_enabled_again() {
     let message = app.submit_to(&acme, "a@acme.example", "Unheard").await;
     app.wait_for_status(&acme, &message, "sent").await;
     eventually("the webhook to be disabled", || async {
-        (listed(&app).await[0]["enabled"] == false).then_some(())
+        (listed(&app, "webhooks").await[0]["enabled"] == false).then_some(())
     })
     .await;
-    let reason = listed(&app).await[0]["disabled_reason"]
+    let reason = listed(&app, "webhooks").await[0]["disabled_reason"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -326,7 +279,7 @@ async fn a_webhook_herald_disabled_shows_why_and_is_enabled_again() {
         !text.contains(&reason) && text.contains("not failing"),
         "{text}"
     );
-    let webhook = &listed(&app).await[0];
+    let webhook = &listed(&app, "webhooks").await[0];
     assert_eq!(webhook["enabled"], true);
     assert!(webhook["disabled_reason"].is_null(), "{webhook}");
 }

@@ -108,6 +108,20 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
     assert!(message["waiting"].is_null(), "{message}");
 }
 
+/// Pins the tenant's server to `gateway` (`""` for none) and makes the
+/// change effective on the node at once.
+async fn pin(app: &TestApp, tenant: &TestTenant, server: &str, gateway: &str) {
+    let (status, answer) = app
+        .patch_as_admin(
+            tenant,
+            &format!("smtp-servers/{server}"),
+            json!({"gateway_id": gateway}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    app.refresh(tenant).await;
+}
+
 #[tokio::test]
 async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways_mail_comes_back() {
     let smtp = TestSmtpServer::start().await;
@@ -115,15 +129,7 @@ async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways
     let (acme, gateway, server) = pinned_tenant(&app, "acme", smtp.port()).await;
     // Unpinned while the message is submitted (a few seconds ahead), pinned
     // again before it is due: the node that claims it finds the route pinned.
-    let (status, answer) = app
-        .patch_as_admin(
-            &acme,
-            &format!("smtp-servers/{server}"),
-            json!({"gateway_id": ""}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    app.refresh(&acme).await;
+    pin(&app, &acme, &server, "").await;
     let id = app
         .submit(
             &acme,
@@ -132,15 +138,7 @@ async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways
         )
         .await;
     assert!(app.message(&acme, &id).await["recipients"][0]["gateway_id"].is_null());
-    let (status, answer) = app
-        .patch_as_admin(
-            &acme,
-            &format!("smtp-servers/{server}"),
-            json!({"gateway_id": gateway}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    app.refresh(&acme).await;
+    pin(&app, &acme, &server, &gateway).await;
     let handed = eventually("the node to hand the message to the gateway", || async {
         let message = app.message(&acme, &id).await;
         (message["recipients"][0]["gateway_id"] == gateway.as_str()).then_some(message)
@@ -159,15 +157,7 @@ async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways
         .delete_as_admin(&acme, &format!("gateways/{gateway}"))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    let (status, answer) = app
-        .patch_as_admin(
-            &acme,
-            &format!("smtp-servers/{server}"),
-            json!({"gateway_id": ""}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    app.refresh(&acme).await;
+    pin(&app, &acme, &server, "").await;
     let (status, answer) = app
         .delete_as_admin(&acme, &format!("gateways/{gateway}"))
         .await;

@@ -364,14 +364,7 @@ async fn a_gateway_token_opens_the_gateway_routes_only_and_nothing_else_opens_th
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
 
     // The gateway's own token claims (nothing is due).
-    let (status, answer) = app
-        .call(
-            Method::POST,
-            "/v1/gateway/claim",
-            Some(&token),
-            Some(claim_now()),
-        )
-        .await;
+    let (status, answer) = app.post("/v1/gateway/claim", &token, claim_now()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["recipients"], json!([]), "{answer}");
 }
@@ -388,12 +381,7 @@ async fn a_claim_sends_nothing_of_mail_whose_route_left_the_gateway_and_outcomes
 
     // Another tenant's gateway claims its own mail only.
     let (status, claimed) = app
-        .call(
-            Method::POST,
-            "/v1/gateway/claim",
-            Some(&globex_token),
-            Some(claim_now()),
-        )
+        .post("/v1/gateway/claim", &globex_token, claim_now())
         .await;
     assert_eq!(status, StatusCode::OK, "{claimed}");
     assert_eq!(claimed["recipients"].as_array().unwrap().len(), 1);
@@ -414,32 +402,21 @@ async fn a_claim_sends_nothing_of_mail_whose_route_left_the_gateway_and_outcomes
             "remote_addr": null, "tls_version": null, "tls_cipher": null, "provider_id": null,
             "config_version": null, "sender_policy": null, "diagnosis": null}}]});
     let (status, answer) = app
-        .call(
-            Method::POST,
-            "/v1/gateway/outcomes",
-            Some(&token),
-            Some(outcome.clone()),
-        )
+        .post("/v1/gateway/outcomes", &token, outcome.clone())
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let (status, answer) = app
-        .call(
-            Method::POST,
+        .post(
             "/v1/gateway/release",
-            Some(&token),
-            Some(json!({"instance": "probe", "leases": [
-                {"recipient": lease["recipient"], "lease_token": lease["lease_token"]}]})),
+            &token,
+            json!({"instance": "probe", "leases": [
+                {"recipient": lease["recipient"], "lease_token": lease["lease_token"]}]}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     // Its own gateway's may.
     let (status, answer) = app
-        .call(
-            Method::POST,
-            "/v1/gateway/outcomes",
-            Some(&globex_token),
-            Some(outcome),
-        )
+        .post("/v1/gateway/outcomes", &globex_token, outcome)
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["accepted"], json!([true]));
@@ -465,14 +442,7 @@ async fn a_claim_sends_nothing_of_mail_whose_route_left_the_gateway_and_outcomes
     assert_eq!(status, StatusCode::CREATED, "{provider}");
     app.activate_provider(&acme, &provider["id"]).await;
     app.refresh(&acme).await;
-    let (status, claimed) = app
-        .call(
-            Method::POST,
-            "/v1/gateway/claim",
-            Some(&token),
-            Some(claim_now()),
-        )
-        .await;
+    let (status, claimed) = app.post("/v1/gateway/claim", &token, claim_now()).await;
     assert_eq!(status, StatusCode::OK, "{claimed}");
     assert_eq!(claimed["recipients"], json!([]), "{claimed}");
     assert_eq!(claimed["messages"], json!([]), "{claimed}");

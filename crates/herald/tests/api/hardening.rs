@@ -23,14 +23,19 @@ async fn sign_in_form(http: &reqwest::Client, base: &str) -> (String, String) {
     (cookie, csrf_field(&form.text().await.unwrap()))
 }
 
-/// Posts the sign-in form with the given cookie, token and extra headers.
+/// The operator these tests sign in as: email and password.
+const ROOT: (&str, &str) = ("root@herald.example", "operator password 1");
+
+/// Someone who is not signed up, with a wrong password.
+const NOBODY: (&str, &str) = ("nobody@herald.example", "a wrong password");
+
+/// Posts the sign-in form with the form's cookie and token, an email and
+/// password, and extra headers.
 async fn post_sign_in(
     http: &reqwest::Client,
     base: &str,
-    cookie: &str,
-    token: &str,
-    email: &str,
-    password: &str,
+    (cookie, token): (&str, &str),
+    (email, password): (&str, &str),
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
     let mut request = http
@@ -59,71 +64,26 @@ async fn the_sign_in_token_is_bound_to_its_cookie_under_the_shared_key() {
     assert!(output.status.success(), "{output:?}");
     let http = no_redirects();
 
-    let forged = post_sign_in(
-        &http,
-        &one.base,
-        "herald_sign_in=x",
-        "x",
-        "root@herald.example",
-        "operator password 1",
-        &[],
-    )
-    .await;
+    let forged = post_sign_in(&http, &one.base, ("herald_sign_in=x", "x"), ROOT, &[]).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&forged, "herald_session").is_none());
     // A real cookie with a token of another form: refused too.
     let (cookie, _) = sign_in_form(&http, &one.base).await;
     let (_, other_token) = sign_in_form(&http, &one.base).await;
-    let mixed = post_sign_in(
-        &http,
-        &one.base,
-        &cookie,
-        &other_token,
-        "root@herald.example",
-        "operator password 1",
-        &[],
-    )
-    .await;
+    let mixed = post_sign_in(&http, &one.base, (&cookie, &other_token), ROOT, &[]).await;
     assert_eq!(mixed.status(), StatusCode::FORBIDDEN);
 
     // Another node with the same master key accepts the first node's form.
     let same_key = spawn_app_with(master("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")).await;
     let (cookie, token) = sign_in_form(&http, &one.base).await;
-    let elsewhere = post_sign_in(
-        &http,
-        &same_key.base,
-        &cookie,
-        &token,
-        "nobody@herald.example",
-        "a wrong password",
-        &[],
-    )
-    .await;
+    let elsewhere = post_sign_in(&http, &same_key.base, (&cookie, &token), NOBODY, &[]).await;
     assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
     let other_key = spawn_app_with(master("HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=")).await;
-    let refused = post_sign_in(
-        &http,
-        &other_key.base,
-        &cookie,
-        &token,
-        "nobody@herald.example",
-        "a wrong password",
-        &[],
-    )
-    .await;
+    let refused = post_sign_in(&http, &other_key.base, (&cookie, &token), NOBODY, &[]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
     // The genuine pair signs in.
-    let signed = post_sign_in(
-        &http,
-        &one.base,
-        &cookie,
-        &token,
-        "root@herald.example",
-        "operator password 1",
-        &[],
-    )
-    .await;
+    let signed = post_sign_in(&http, &one.base, (&cookie, &token), ROOT, &[]).await;
     assert_eq!(signed.status(), StatusCode::SEE_OTHER);
 }
 
@@ -145,17 +105,9 @@ async fn cross_site_posts_are_refused_before_any_handler() {
         async move {
             let headers: Vec<(&str, &str)> =
                 headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            post_sign_in(
-                http,
-                base,
-                cookie,
-                token,
-                "root@herald.example",
-                "operator password 1",
-                &headers,
-            )
-            .await
-            .status()
+            post_sign_in(http, base, (cookie, token), ROOT, &headers)
+                .await
+                .status()
         }
     };
     for refused in [
@@ -177,10 +129,8 @@ async fn cross_site_posts_are_refused_before_any_handler() {
     let signed = post_sign_in(
         &http,
         base,
-        &cookie,
-        &token,
-        "root@herald.example",
-        "operator password 1",
+        (&cookie, &token),
+        ROOT,
         &[("sec-fetch-site", "same-origin"), ("origin", &own_origin)],
     )
     .await;
@@ -238,10 +188,8 @@ async fn sign_ins_are_limited_per_client_address() {
                 let answer = post_sign_in(
                     http,
                     &base,
-                    &cookie,
-                    &token,
-                    &format!("person{i}@herald.example"),
-                    "a wrong password",
+                    (&cookie, &token),
+                    (&format!("person{i}@herald.example"), "a wrong password"),
                     &[("x-forwarded-for", forwarded_for)],
                 )
                 .await;
@@ -525,10 +473,8 @@ async fn five_hundred_concurrent_sign_ins_stay_under_200_mb() {
             let answer = post_sign_in(
                 &http,
                 &base,
-                &cookie,
-                &token,
-                &format!("person{i}@herald.example"),
-                "a wrong password",
+                (&cookie, &token),
+                (&format!("person{i}@herald.example"), "a wrong password"),
                 &[("x-forwarded-for", &client)],
             )
             .await;

@@ -152,6 +152,31 @@ pub fn clear_auth_entry(port: u16, allowed: bool) -> Value {
            "requires_auth": true, "allow_plaintext_auth": allowed})
 }
 
+/// Runs `python3` with `args` and returns what it printed; the test fails,
+/// showing its output, unless it succeeds (`what` says what it was doing).
+pub async fn python3<S: AsRef<std::ffi::OsStr>>(
+    what: &str,
+    args: impl IntoIterator<Item = S>,
+) -> Vec<u8> {
+    let output = tokio::process::Command::new("python3")
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The number a `SELECT count(*) …` query answers on a PostgreSQL database.
+pub async fn count(client: &tokio_postgres::Client, query: &str) -> i64 {
+    client.query_one(query, &[]).await.unwrap().get(0)
+}
+
 /// An account for `configure`: herald@acme.example with `password`.
 pub fn account_with(password: &str) -> Value {
     json!({"username": "herald@acme.example", "password": password})

@@ -37,21 +37,11 @@ async fn smtplib(addr: SocketAddr, mut spec: Value) -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/api/assets/smtp_client.py"
     );
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(spec.to_string())
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "smtplib: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let printed = python3("smtplib", [script, &spec.to_string()]).await;
+    serde_json::from_slice(&printed).unwrap_or_else(|e| {
         panic!(
             "smtplib printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
+            String::from_utf8_lossy(&printed)
         )
     })
 }
@@ -454,18 +444,8 @@ message.attach(part)
 open(dir + "/message.eml", "wb").write(message.as_bytes(policy=email.policy.SMTP))
 open(dir + "/report.bin", "wb").write(attachment)
 "#;
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let args = ["-c", script, dir.to_str().unwrap()];
+    python3("building the message with Python's email package", args).await;
 }
 
 /// A message's header section and body, split at the first empty line.

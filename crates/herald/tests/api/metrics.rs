@@ -222,45 +222,32 @@ async fn metrics_count_what_the_node_did_and_name_no_secret() {
     let delta_sum =
         |name: &str, labels: &[&str]| sum(&after, name, labels) - sum(&before, name, labels);
 
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="smtp",result="accepted"}"#),
-        3.0
-    );
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="smtp",result="refused"}"#),
-        1.0
-    );
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="test",result="accepted"}"#),
-        1.0
-    );
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="api",result="accepted"}"#),
-        2.0
-    );
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="api",result="duplicate"}"#),
-        1.0
-    );
-    assert_eq!(
-        delta(r#"herald_submissions_total{source="api",result="refused"}"#),
-        1.0
-    );
-    assert_eq!(
-        delta_sum("herald_deliveries_total", &[r#"outcome="sent""#]),
-        6.0
-    );
-    assert_eq!(
-        delta_sum("herald_deliveries_total", &[r#"outcome="failed""#]),
-        0.0
-    );
+    for (source, result, expected) in [
+        ("smtp", "accepted", 3.0),
+        ("smtp", "refused", 1.0),
+        ("test", "accepted", 1.0),
+        ("api", "accepted", 2.0),
+        ("api", "duplicate", 1.0),
+        ("api", "refused", 1.0),
+    ] {
+        let series = format!(r#"herald_submissions_total{{source="{source}",result="{result}"}}"#);
+        assert_eq!(delta(&series), expected, "{series}");
+    }
     // One recipient per message: one transaction and one latency each.
-    assert_eq!(delta("herald_delivery_duration_seconds_count"), 6.0);
-    assert_eq!(delta("herald_delivery_latency_seconds_count"), 6.0);
-    assert_eq!(
-        delta(r#"herald_delivery_latency_seconds_bucket{le="+Inf"}"#),
-        6.0
-    );
+    for series in [
+        "herald_delivery_duration_seconds_count",
+        "herald_delivery_latency_seconds_count",
+        r#"herald_delivery_latency_seconds_bucket{le="+Inf"}"#,
+    ] {
+        assert_eq!(delta(series), 6.0, "{series}");
+    }
+    for (outcome, expected) in [(r#"outcome="sent""#, 6.0), (r#"outcome="failed""#, 0.0)] {
+        assert_eq!(
+            delta_sum("herald_deliveries_total", &[outcome]),
+            expected,
+            "{outcome}"
+        );
+    }
     // Each recipient was claimed, or handed to the worker as it was stored.
     assert!(
         delta("herald_claim_recipients_sum") + delta("herald_handed_recipients_total") >= 6.0,

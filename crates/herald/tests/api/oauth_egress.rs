@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{StatusCode as AxumStatus, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use herald_smtp::Egress;
 use herald_testsmtp::{ServerConfig, TestSmtpServer};
@@ -40,10 +40,10 @@ impl Untouched {
     }
 }
 
-/// A token endpoint on loopback answering every request with `answer()`;
+/// A token endpoint on loopback answering every request with `answer`;
 /// returns its URL and the count of requests.
 async fn token_endpoint(
-    answer: impl Fn() -> Response + Clone + Send + Sync + 'static,
+    answer: impl IntoResponse + Clone + Send + Sync + 'static,
 ) -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
@@ -52,7 +52,7 @@ async fn token_endpoint(
         post(move || {
             let answer = answer.clone();
             counted.fetch_add(1, Ordering::SeqCst);
-            async move { answer() }
+            async move { answer.into_response() }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -68,53 +68,40 @@ fn xoauth2_account(token_url: &str) -> Value {
     })
 }
 
-/// A test SMTP server that takes the XOAUTH2 token `fresh-token` for herald@acme.example.
-async fn xoauth2_server() -> TestSmtpServer {
-    let config = ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token");
-    TestSmtpServer::start_with(config).await
-}
-
-/// Tenant `acme` sending through `smtp` with an XOAUTH2 account whose tokens
-/// come from `token_url`.
-async fn xoauth2_tenant(app: &TestApp, smtp: &TestSmtpServer, token_url: &str) -> TestTenant {
-    let acme = app.tenant("acme").await;
-    let account = Some(xoauth2_account(token_url));
-    app.configure(&acme, smtp_entry(smtp.port()), account).await;
-    acme
-}
-
 fn smtp_entry(port: u16) -> Value {
     json!({"name": "mx", "host": "127.0.0.1", "port": port, "security": "none", "requires_auth": true})
 }
 
-/// Sends one message through the tenant's provider and returns it after its first attempt.
-async fn first_attempt(app: &TestApp, tenant: &TestTenant) -> Value {
+/// Tenant `acme` of `app` sends one message through a test SMTP server (which
+/// takes the XOAUTH2 token `fresh-token` for herald@acme.example) with an
+/// XOAUTH2 account whose tokens come from `token_url`. Returns the message
+/// after its first attempt, and the server.
+async fn first_attempt(app: &TestApp, token_url: &str) -> (Value, TestSmtpServer) {
+    let config = ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token");
+    let smtp = TestSmtpServer::start_with(config).await;
+    let acme = app.tenant("acme").await;
+    let account = Some(xoauth2_account(token_url));
+    app.configure(&acme, smtp_entry(smtp.port()), account).await;
     let id = app
         .submit(
-            tenant,
+            &acme,
             json!({"to": ["a@acme.example"], "subject": "Token", "text": "x"}),
         )
         .await;
-    app.wait_for_attempts(tenant, &id, 1).await
+    (app.wait_for_attempts(&acme, &id, 1).await, smtp)
 }
 
 #[tokio::test]
 async fn a_redirect_from_the_token_endpoint_is_not_followed() {
     let elsewhere = Untouched::bind();
     let location = format!("http://127.0.0.1:{}/token", elsewhere.port());
-    let (token_url, calls) = token_endpoint(move || {
-        (
-            AxumStatus::TEMPORARY_REDIRECT,
-            [(header::LOCATION, location.clone())],
-        )
-            .into_response()
-    })
-    .await;
-    let smtp = xoauth2_server().await;
+    let redirect = (
+        AxumStatus::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    );
+    let (token_url, calls) = token_endpoint(redirect).await;
     let app = spawn_app().await;
-    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
-
-    let message = first_attempt(&app, &acme).await;
+    let (message, smtp) = first_attempt(&app, &token_url).await;
     let text = message.to_string();
     assert!(
         text.contains("HTTP 307 Temporary Redirect (a redirect), and redirects are not followed"),
@@ -130,22 +117,16 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
 
 #[tokio::test]
 async fn an_error_answer_shows_only_the_oauth2_code_and_the_status() {
-    let (token_url, _) = token_endpoint(|| {
-        (
-            AxumStatus::UNAUTHORIZED,
-            axum::Json(json!({
-                "error": "invalid_client",
-                "error_description": "AADSTS7000215 root:x:0:0 ami-id i-0abc meta-data"
-            })),
-        )
-            .into_response()
-    })
+    let (token_url, _) = token_endpoint((
+        AxumStatus::UNAUTHORIZED,
+        axum::Json(json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS7000215 root:x:0:0 ami-id i-0abc meta-data"
+        })),
+    ))
     .await;
-    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
-
-    let message = first_attempt(&app, &acme).await;
+    let (message, _smtp) = first_attempt(&app, &token_url).await;
     let text = message.to_string();
     assert!(
         text.contains("the OAuth2 token endpoint refused: HTTP 401 Unauthorized, invalid_client"),
@@ -158,19 +139,13 @@ async fn an_error_answer_shows_only_the_oauth2_code_and_the_status() {
 
 #[tokio::test]
 async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
-    let (token_url, _) = token_endpoint(|| {
-        (
-            AxumStatus::BAD_REQUEST,
-            axum::Json(json!({"error": "ssh-rsa AAAAB3NzaC1yc2E internal-secret"})),
-        )
-            .into_response()
-    })
+    let (token_url, _) = token_endpoint((
+        AxumStatus::BAD_REQUEST,
+        axum::Json(json!({"error": "ssh-rsa AAAAB3NzaC1yc2E internal-secret"})),
+    ))
     .await;
-    let smtp = xoauth2_server().await;
     let app = spawn_app().await;
-    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
-
-    let message = first_attempt(&app, &acme).await;
+    let (message, _smtp) = first_attempt(&app, &token_url).await;
     let text = message.to_string();
     assert!(
         text.contains("the OAuth2 token endpoint refused: HTTP 400 Bad Request"),
@@ -182,13 +157,10 @@ async fn an_error_code_outside_rfc_6749_is_not_shown_either() {
 #[tokio::test]
 async fn no_token_is_fetched_for_a_forbidden_smtp_server() {
     let token_endpoint = Untouched::bind();
-    let smtp = xoauth2_server().await;
     // The default policy: loopback, where the SMTP server listens, is forbidden.
     let app = spawn_app_with(|s| s.egress = Egress::default()).await;
     let token_url = format!("https://localhost:{}/token", token_endpoint.port());
-    let acme = xoauth2_tenant(&app, &smtp, &token_url).await;
-
-    let message = first_attempt(&app, &acme).await;
+    let (message, smtp) = first_attempt(&app, &token_url).await;
     assert!(message.to_string().contains("egress policy"), "{message}");
     assert!(
         !token_endpoint.was_connected(),

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herald_testkit::Dependency;
+use herald_testkit::postfix::{self, POSTFIX, master_cf, reap, user_ids};
 use herald_testsmtp::{TestSmtpServer, TestTls};
 use mail_parser::MessageParser;
 use reqwest::StatusCode;
@@ -31,7 +32,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::helpers::*;
 
-const POSTFIX: &str = "/usr/sbin/postfix";
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 const DOVECOT: &str = "/usr/sbin/dovecot";
 
@@ -70,17 +70,6 @@ struct Postfix {
 fn unavailable(why: &str) -> Option<Postfix> {
     herald_testkit::skip(Dependency::Postfix, why);
     None
-}
-
-/// The numeric user and group ids of a system user, from `/etc/passwd`.
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.first() == Some(&name) && fields.len() > 3)
-            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-            .flatten()
-    })
 }
 
 /// Whether Cyrus SASL's PLAIN plugin is installed (Debian puts it under the
@@ -134,19 +123,6 @@ async fn greets(port: u16, token: &str, child: &mut Child) -> bool {
     }
 }
 
-/// Waits for a child to exit, killing it when it has not after a while.
-fn reap(mut child: Child) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn dovecot_conf(dir: &Path) -> String {
     let d = dir.display();
     format!(
@@ -193,31 +169,12 @@ service auth {{
 /// What every instance's main.cf says: its own directories, names and log,
 /// loopback only, and `banner` in its greeting.
 fn common_cf(dir: &Path, banner: &str) -> String {
-    let d = dir.display();
-    format!(
-        "\
-compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.test
-mydomain = postfix.test
-myorigin = postfix.test
-mydestination =
-alias_maps =
-alias_database =
-biff = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+    postfix::main_cf(dir, "postfix.test", banner)
+        + "\
 mynetworks = 127.0.0.1/32
-maillog_file = {d}/maillog
-maillog_file_prefixes = {d}
-smtpd_banner = $myhostname ESMTP {banner}
 # A refused command is answered at once, not after a second.
 smtpd_error_sleep_time = 0
 "
-    )
 }
 
 /// The main.cf of the server Herald delivers to: STARTTLS, AUTH through
@@ -272,36 +229,6 @@ smtp_tls_session_cache_database =
 smtp_tls_loglevel = 1
 "
         )
-}
-
-/// The Debian master.cf without chroot, with smtpd on `port` and `postlogd` for
-/// `maillog_file`.
-fn master_cf(port: u16) -> String {
-    format!(
-        "\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-smtp      unix  - - n -     - smtp
-relay     unix  - - n -     - smtp
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"
-    )
 }
 
 /// Where a relay in front of Herald sends its mail, and how it logs in.

@@ -12,6 +12,7 @@ use herald_testsmtp::TestSmtpServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::cluster::node;
 use crate::helpers::*;
 
 fn ms(value: &Value) -> i64 {
@@ -242,39 +243,13 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// A node on the shared database.
-async fn pg_node(db: &TestDatabase, name: &str) -> NodeProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--database-url",
-        db.url(),
-        "--node-name",
-        name,
-        "--heartbeat",
-        "300ms",
-    ];
-    start_process(
-        dir.path(),
-        &args,
-        &[
-            (
-                "HERALD_MASTER_KEY",
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-            ),
-            ("HERALD_LOG", "warn"),
-        ],
-    )
-    .await
-    .keeping(dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_downtime() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
     let smtp = TestSmtpServer::start().await;
-    let mut nodes = vec![pg_node(&db, "n1").await, pg_node(&db, "n2").await];
+    let mut nodes = vec![node(&db, "n1", &[]).await, node(&db, "n2", &[]).await];
     let app = nodes[0].app();
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
     tick_template(&app, &acme).await;
@@ -307,7 +282,7 @@ async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_do
     assert!(now_ms() >= stopped_at + down.as_millis() as i64);
 
     // One node comes back: one firing folds in what was missed, then it goes on.
-    let node = pg_node(&db, "n1").await;
+    let node = node(&db, "n1", &[]).await;
     let app = node.app();
     let after = eventually("a catch-up firing and one after it", || async {
         let runs = runs(&app, &acme, &id).await;
@@ -338,13 +313,10 @@ async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_do
     let received = smtp.wait_for_messages(fired.len(), DEADLINE).await;
     assert!(received.len() >= fired.len());
     let client = db.client().await;
-    let stored: i64 = client
-        .query_one(
-            "SELECT count(*) FROM messages WHERE source = 'schedule'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = count(
+        &client,
+        "SELECT count(*) FROM messages WHERE source = 'schedule'",
+    )
+    .await;
     assert_eq!(stored as usize, fired.len(), "a message without its firing");
 }

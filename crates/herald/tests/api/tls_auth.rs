@@ -29,16 +29,25 @@ async fn send_one(app: &TestApp, tenant: &TestTenant) -> String {
     .await
 }
 
+/// A fresh node whose tenant `acme` sends through the server `entry`
+/// describes (logging in with `account`), and the id of one message it submitted.
+async fn one_message_through(
+    entry: Value,
+    account: Option<Value>,
+) -> (TestApp, TestTenant, String) {
+    let app = spawn_app().await;
+    let acme = app.configured_tenant("acme", entry, account).await;
+    let id = send_one(&app, &acme).await;
+    (app, acme, id)
+}
+
 #[tokio::test]
 async fn starttls_with_the_servers_ca_bundle_is_sent_encrypted() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp =
         TestSmtpServer::start_with(ServerConfig::new().starttls(tls.clone()).require_tls()).await;
-    let app = spawn_app().await;
     let entry = trusted_server(smtp.port(), "starttls", &tls);
-    let acme = app.configured_tenant("acme", entry, None).await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(entry, None).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     let attempt = first_attempt_of(&message);
     assert!(
@@ -57,11 +66,8 @@ async fn starttls_with_the_servers_ca_bundle_is_sent_encrypted() {
 async fn implicit_tls_on_any_port() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls.clone())).await;
-    let app = spawn_app().await;
     let entry = trusted_server(smtp.port(), "tls", &tls);
-    let acme = app.configured_tenant("acme", entry, None).await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(entry, None).await;
     app.wait_for_status(&acme, &id, "sent").await;
     assert!(smtp.wait_for_messages(1, DEADLINE).await[0].tls);
 }
@@ -70,12 +76,7 @@ async fn implicit_tls_on_any_port() {
 async fn a_certificate_from_an_unknown_ca_defers_and_nothing_goes_in_plaintext() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls)).await;
-    let app = spawn_app().await;
-    let acme = app
-        .configured_tenant("acme", server(smtp.port(), "starttls"), None)
-        .await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(server(smtp.port(), "starttls"), None).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred", "{attempt}");
@@ -99,11 +100,8 @@ async fn a_certificate_from_an_unknown_ca_defers_and_nothing_goes_in_plaintext()
 async fn an_expired_certificate_defers() {
     let tls = TestTls::expired(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().implicit_tls(tls.clone())).await;
-    let app = spawn_app().await;
     let entry = trusted_server(smtp.port(), "tls", &tls);
-    let acme = app.configured_tenant("acme", entry, None).await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(entry, None).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = first_attempt_of(&message);
     assert_eq!(
@@ -118,12 +116,7 @@ async fn an_expired_certificate_defers() {
 async fn starttls_required_but_not_offered_defers_without_plaintext() {
     let tls = TestTls::generate(&["127.0.0.1"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls).hide_starttls()).await;
-    let app = spawn_app().await;
-    let acme = app
-        .configured_tenant("acme", server(smtp.port(), "starttls"), None)
-        .await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(server(smtp.port(), "starttls"), None).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred");
@@ -186,14 +179,10 @@ async fn verification_off_is_explicit_and_shown() {
 async fn plain_and_login_authenticate_with_the_stored_password() {
     for mechanism in ["plain", "login"] {
         let (tls, smtp) = starttls_server_with_auth("herald@acme.example", "s3cret-pw").await;
-        let app = spawn_app().await;
-        let acme = app.tenant("acme").await;
         let mut entry = trusted_server(smtp.port(), "starttls", &tls);
         entry["requires_auth"] = true.into();
         let account = json!({"username": "herald@acme.example", "password": "s3cret-pw", "mechanism": mechanism});
-        app.configure(&acme, entry, Some(account)).await;
-
-        let id = send_one(&app, &acme).await;
+        let (app, acme, id) = one_message_through(entry, Some(account)).await;
         app.wait_for_status(&acme, &id, "sent").await;
         let received = smtp.wait_for_messages(1, DEADLINE).await;
         assert_eq!(
@@ -207,15 +196,9 @@ async fn plain_and_login_authenticate_with_the_stored_password() {
 #[tokio::test]
 async fn a_wrong_password_defers_with_the_servers_reason_and_no_secret() {
     let smtp = clear_auth_server("right-pw").await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "none");
-    entry["requires_auth"] = true.into();
-    entry["allow_plaintext_auth"] = true.into();
     let account = account_with("wrong-pw-123");
-    app.configure(&acme, entry, Some(account)).await;
-
-    let id = send_one(&app, &acme).await;
+    let entry = clear_auth_entry(smtp.port(), true);
+    let (app, acme, id) = one_message_through(entry, Some(account)).await;
     let message = app.wait_for_attempts(&acme, &id, 1).await;
     let attempt = first_attempt_of(&message);
     assert_eq!(attempt["outcome"], "deferred");
@@ -238,15 +221,9 @@ async fn xoauth2_with_a_stored_access_token() {
         ServerConfig::new().xoauth2_token("herald@acme.example", "stored-token"),
     )
     .await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "none");
-    entry["requires_auth"] = true.into();
-    entry["allow_plaintext_auth"] = true.into();
     let account = json!({"username": "herald@acme.example", "mechanism": "xoauth2", "access_token": "stored-token"});
-    app.configure(&acme, entry, Some(account)).await;
-
-    let id = send_one(&app, &acme).await;
+    let entry = clear_auth_entry(smtp.port(), true);
+    let (app, acme, id) = one_message_through(entry, Some(account)).await;
     app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(
         smtp.messages()[0].authenticated_as.as_deref(),
@@ -284,19 +261,13 @@ async fn xoauth2_client_credentials_renew_a_rejected_token_once() {
         ServerConfig::new().xoauth2_token("herald@acme.example", "fresh-token"),
     )
     .await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let mut entry = server(smtp.port(), "none");
-    entry["requires_auth"] = true.into();
-    entry["allow_plaintext_auth"] = true.into();
     let account = json!({
         "username": "herald@acme.example", "mechanism": "xoauth2",
         "oauth2": {"token_url": token_url, "client_id": "herald-app", "client_secret": "client-s3cret",
                    "scope": "https://outlook.office365.com/.default"}
     });
-    app.configure(&acme, entry, Some(account)).await;
-
-    let id = send_one(&app, &acme).await;
+    let entry = clear_auth_entry(smtp.port(), true);
+    let (app, acme, id) = one_message_through(entry, Some(account)).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     assert_eq!(attempts_of(&message).len(), 1, "{message}");
     assert_eq!(
@@ -325,11 +296,8 @@ async fn bytes_injected_after_starttls_are_discarded() {
             .extra_after_starttls(),
     )
     .await;
-    let app = spawn_app().await;
     let entry = trusted_server(smtp.port(), "starttls", &tls);
-    let acme = app.configured_tenant("acme", entry, None).await;
-
-    let id = send_one(&app, &acme).await;
+    let (app, acme, id) = one_message_through(entry, None).await;
     let message = app.wait_for_status(&acme, &id, "sent").await;
     // Had the injected "250 injected" been read as the EHLO reply, every later reply would be off by one.
     assert!(

@@ -1,0 +1,52 @@
+//! What the worker's integration tests share: a worker over a real store
+//! whose system default relay is the test SMTP server. Each test binary
+//! takes it with `mod common;`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::{EmailAddress, Port, Sealer, Security, SmtpHost};
+use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig};
+use herald_smtp::{Target, Timeouts, TlsSettings};
+use herald_store::DeliveryStore;
+use herald_testsmtp::TestSmtpServer;
+
+/// How long a test waits for a condition before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A worker over `store` whose system default relay is `smtp` (no TLS),
+/// sending From `herald@example.com` with `from_name` under the fixed
+/// policy, looking for mail every 50 ms; the rest of its settings `config`'s.
+pub fn worker(
+    store: Arc<dyn DeliveryStore>,
+    smtp: &TestSmtpServer,
+    from_name: Option<&str>,
+    config: WorkerConfig,
+) -> Worker {
+    let target = Target {
+        host: SmtpHost::parse("127.0.0.1").unwrap(),
+        port: Port::new(smtp.port().into()).unwrap(),
+        security: Security::None,
+        tls: TlsSettings::default(),
+        helo_name: "herald.test".into(),
+        timeouts: Timeouts::default(),
+        egress: None,
+        allow_plaintext_auth: false,
+    };
+    let default = DefaultProvider {
+        transport: DefaultProvider::relay(target, None),
+        from: EmailAddress::parse("herald@example.com").unwrap(),
+        from_name: from_name.map(str::to_owned),
+        fallback: None,
+    };
+    Worker::new(
+        store,
+        Arc::new(Sealer::new(&Sealer::generate_key())),
+        Arc::new(default),
+        Arc::new(ProviderCache::new(Duration::from_secs(1))),
+        WorkerConfig {
+            poll: Duration::from_millis(50),
+            ..config
+        },
+    )
+}
