@@ -412,7 +412,7 @@ async fn the_data_directory_and_its_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("data");
-    let node = start_process(&data, &[], &[]).await;
+    let mut node = start_process(&data, &[], &[]).await;
     let app = node.app();
     // Writes, so that the write-ahead log has something in it.
     app.tenant("acme").await;
@@ -438,6 +438,9 @@ async fn the_data_directory_and_its_files_are_private() {
     }
 
     // A database an earlier version left readable by others is made private.
+    // The node is killed and waited for: until it is gone, it holds the
+    // directory's lock and a restart would be refused.
+    node.child.kill().await.unwrap();
     drop(node);
     let database = data.join("herald.db");
     std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
