@@ -625,9 +625,7 @@ async fn list(
     Authorised { tenant, .. }: Authorised<Sender>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<crate::service::MessagePage>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::Malformed(format!("the query string is not valid: {}", e.body_text()))
-    })?;
+    let query = super::query_params(query)?;
     let mut check = Check::default();
     let limit = check.opt("limit", query.limit.as_deref(), page_size);
     let status = check.opt("status", query.status.as_deref(), message_status);
