@@ -21,6 +21,13 @@ pub struct EmailAddress(String);
 const ATEXT_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
 
 impl EmailAddress {
+    /// The same mailbox as `other`, as mail systems compare addresses in
+    /// practice: ASCII case aside (a local part is case-sensitive only in
+    /// theory, RFC 5321 §2.4).
+    pub fn is_same_as(&self, other: &EmailAddress) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+
     /// Parses an address, naming the rule it breaks when it is not one.
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         refuse_control_breaks(input)?;
@@ -252,6 +259,16 @@ impl fmt::Display for EmailAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_mailbox_is_told_apart_from_another_case_aside() {
+        let a = EmailAddress::parse("Ada@X.example").unwrap();
+        assert!(a.is_same_as(&EmailAddress::parse("ada@x.EXAMPLE").unwrap()));
+        assert!(!a.is_same_as(&EmailAddress::parse("adam@x.example").unwrap()));
+        // Only ASCII letters are folded: other scripts compare as written.
+        let e = EmailAddress::parse("émile@x.example").unwrap();
+        assert!(!e.is_same_as(&EmailAddress::parse("Émile@x.example").unwrap()));
+    }
 
     #[test]
     fn accepts_ordinary_addresses() {

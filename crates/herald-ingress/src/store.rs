@@ -197,15 +197,9 @@ impl StoreBackend {
         let shown_cc = mailboxes(head.and_then(|m| m.cc()));
         let (mut to, mut cc, mut bcc) = (Vec::new(), Vec::new(), Vec::new());
         for recipient in envelope.recipients {
-            if let Some(shown) = shown_to
-                .iter()
-                .find(|m| same_address(&m.address, &recipient))
-            {
+            if let Some(shown) = shown_to.iter().find(|m| m.address.is_same_as(&recipient)) {
                 to.push(shown.clone());
-            } else if let Some(shown) = shown_cc
-                .iter()
-                .find(|m| same_address(&m.address, &recipient))
-            {
+            } else if let Some(shown) = shown_cc.iter().find(|m| m.address.is_same_as(&recipient)) {
                 cc.push(shown.clone());
             } else {
                 bcc.push(recipient);
@@ -305,11 +299,6 @@ fn mailboxes(header: Option<&Address<'_>>) -> Vec<Mailbox> {
             Some(Mailbox { name, address })
         })
         .collect()
-}
-
-/// Addresses compared as mail systems do in practice: case aside.
-fn same_address(a: &EmailAddress, b: &EmailAddress) -> bool {
-    a.as_ref().eq_ignore_ascii_case(b.as_ref())
 }
 
 /// The address of the header From when the message has exactly one From

@@ -221,10 +221,7 @@ pub(crate) fn name_taken(what: &str, name: &str) -> String {
 }
 
 /// Of the persons a backend found for an address (in their order), the
-/// first whose address is the same, ASCII case aside, as mail systems
-/// compare addresses in practice.
+/// first whose address is the same mailbox ([`EmailAddress::is_same_as`]).
 pub(crate) fn same_address_first(found: Vec<Person>, email: &EmailAddress) -> Option<Person> {
-    found
-        .into_iter()
-        .find(|p| p.email.as_ref().eq_ignore_ascii_case(email.as_ref()))
+    found.into_iter().find(|p| p.email.is_same_as(email))
 }
