@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0014_templates_and_schedules.sql"),
     include_str!("0015_gateways.sql"),
     include_str!("0016_gateway_pinning.sql"),
+    include_str!("0017_equality_predicates.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.
@@ -39,8 +40,66 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// What a write job hands back to the writer: a function that delivers the
 /// job's result once the transaction's fate is known.
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// A write job runs on the connection, or is told why the transaction could not begin.
-type WriteJob = Box<dyn FnOnce(std::result::Result<&Connection, &StoreError>) -> Finish + Send>;
+/// A job that runs once on the connection, or is told why the transaction could not begin.
+type OnceJob = Box<dyn FnOnce(std::result::Result<&Connection, &StoreError>) -> Finish + Send>;
+
+/// A job of the writer thread.
+enum WriteJob {
+    /// Runs once, in a savepoint of its own; or is told why the transaction
+    /// could not begin.
+    Once(OnceJob),
+    /// Changes nothing but the database, so it may run twice: first in one
+    /// savepoint with the repeatable jobs beside it, and, should one of them
+    /// fail, again in a savepoint of its own. A page that many jobs change
+    /// is then copied into the savepoint journal once, not once per job.
+    Repeatable(Box<dyn Repeatable>),
+}
+
+/// A write job that may run again on the same state (see [`WriteJob::Repeatable`]).
+trait Repeatable: Send {
+    /// Runs the job and keeps its result in place of any earlier run's;
+    /// true when it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Keeps `error` as the job's result: it could not run.
+    fn refuse(&mut self, error: &StoreError);
+    /// Delivers the kept result once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
+}
+
+/// A repeatable job's function, its latest result, and where that goes.
+struct Kept<T, F> {
+    f: F,
+    result: Option<Result<T>>,
+    answer: oneshot::Sender<Result<T>>,
+    writes: Arc<crate::WriteHealth>,
+}
+
+impl<T, F> Repeatable for Kept<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = guarded(|| (self.f)(conn));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn refuse(&mut self, error: &StoreError) {
+        self.result = Some(Err(error.clone()));
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let result = match (commit_error, self.result) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(result)) => result,
+            (None, None) => Err(unavailable("the write was never run")),
+        };
+        self.writes.note(&result);
+        let _ = self.answer.send(result);
+    }
+}
 
 pub(crate) struct Db {
     writer: mpsc::UnboundedSender<WriteJob>,
@@ -129,10 +188,17 @@ impl Db {
         // The result is noted on the writer thread, in the order of the
         // commits, so the latest write's result is the one that stays.
         let writes = self.writes.clone();
-        let job: WriteJob = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
-            let result = conn
-                .map_err(Clone::clone)
-                .and_then(|conn| savepoint(conn, f));
+        let job = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
+            let result = conn.map_err(Clone::clone).and_then(|conn| {
+                let mut result = None;
+                savepoint(conn, |conn| {
+                    let r = guarded(|| f(conn));
+                    let ok = r.is_ok();
+                    result = Some(r);
+                    ok
+                })?;
+                result.expect("the savepoint ran the job")
+            });
             Box::new(move |commit_error: Option<&StoreError>| {
                 let result = match commit_error {
                     Some(e) => Err(e.clone()),
@@ -140,15 +206,38 @@ impl Db {
                 };
                 writes.note(&result);
                 let _ = tx.send(result);
-            })
+            }) as Finish
         });
+        self.send(WriteJob::Once(job), rx).await
+    }
+
+    /// Like [`Db::write`], for a job that changes nothing but the database
+    /// (no state of its own, no side effect): `f` may run twice, see
+    /// [`WriteJob::Repeatable`]. The hot writes (submissions, outcomes)
+    /// are such jobs.
+    pub(crate) async fn write_repeatable<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (answer, rx) = oneshot::channel();
+        let job = Kept {
+            f,
+            result: None,
+            answer,
+            writes: self.writes.clone(),
+        };
+        self.send(WriteJob::Repeatable(Box::new(job)), rx).await
+    }
+
+    async fn send<T>(&self, job: WriteJob, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         let stopped = || StoreError::Unavailable("the database writer has stopped".into());
         if self.writer.send(job).is_err() {
             let result = Err(stopped());
             self.writes.note(&result);
             return result;
         }
-        rx.await.map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Copies the write-ahead log into the database file and empties it, so
@@ -202,10 +291,9 @@ fn with_reader<T>(
     result
 }
 
-/// Runs one job in a savepoint of its own. A job that panics is rolled back
-/// and fails like one the database refused: the writer thread goes on with
-/// the other jobs, which every write of the node depends on.
-fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+/// Runs `f` between `SAVEPOINT` and `RELEASE`, rolled back first when it
+/// says it failed; answers what it said.
+fn savepoint(conn: &Connection, f: impl FnOnce(&Connection) -> bool) -> Result<bool> {
     // Prepared once: a job costs no parsing of its own savepoint.
     let run = |statement: &str| {
         conn.prepare_cached(statement)
@@ -213,23 +301,51 @@ fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> 
             .map_err(unavailable)
     };
     run("SAVEPOINT job")?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %why, "a database write failed unexpectedly and was rolled back");
-            Err(StoreError::Unavailable(
-                "a database write failed unexpectedly and was rolled back".into(),
-            ))
-        });
-    if result.is_err() {
+    let ok = f(conn);
+    if !ok {
         run("ROLLBACK TO job")?;
     }
     run("RELEASE job")?;
-    result
+    Ok(ok)
+}
+
+/// Runs a job's function. A job that panics fails like one the database
+/// refused (its savepoint is rolled back): the writer thread goes on with
+/// the other jobs, which every write of the node depends on.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %why, "a database write failed unexpectedly and was rolled back");
+        Err(StoreError::Unavailable(
+            "a database write failed unexpectedly and was rolled back".into(),
+        ))
+    })
+}
+
+/// Runs repeatable jobs in one savepoint; should one fail, that savepoint is
+/// rolled back and each job runs again in a savepoint of its own, so that
+/// only a failing job's own work is undone.
+fn run_together(conn: &Connection, jobs: &mut [Box<dyn Repeatable>]) {
+    match savepoint(conn, |conn| jobs.iter_mut().all(|job| job.run(conn))) {
+        Ok(true) => return,
+        Ok(false) => {}
+        // The savepoint itself failed: nothing can be said of the jobs' work.
+        Err(e) => {
+            for job in jobs {
+                job.refuse(&e);
+            }
+            return;
+        }
+    }
+    for job in jobs {
+        if let Err(e) = savepoint(conn, |conn| job.run(conn)) {
+            job.refuse(&e);
+        }
+    }
 }
 
 /// How large the write-ahead log may grow before the checkpointer copies
@@ -269,11 +385,36 @@ fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let error = unavailable(e);
             for job in batch {
-                job(Err(&error))(None);
+                match job {
+                    WriteJob::Once(job) => job(Err(&error))(None),
+                    WriteJob::Repeatable(job) => job.finish(Some(&error)),
+                }
             }
             continue;
         }
-        let finishers: Vec<Finish> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let mut finishers: Vec<Finish> = Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter().peekable();
+        while let Some(job) = jobs.next() {
+            let first = match job {
+                WriteJob::Once(job) => {
+                    finishers.push(job(Ok(&conn)));
+                    continue;
+                }
+                WriteJob::Repeatable(job) => job,
+            };
+            let mut together = vec![first];
+            while let Some(WriteJob::Repeatable(_)) = jobs.peek() {
+                if let Some(WriteJob::Repeatable(job)) = jobs.next() {
+                    together.push(job);
+                }
+            }
+            run_together(&conn, &mut together);
+            finishers.extend(
+                together
+                    .into_iter()
+                    .map(|job| Box::new(move |e: Option<&StoreError>| job.finish(e)) as Finish),
+            );
+        }
         let outcome = conn.execute_batch("COMMIT").map_err(unavailable);
         if outcome.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -344,6 +485,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(values, [2], "the panicking job's insert was rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_failing_repeatable_write_is_undone_alone_and_its_neighbours_run_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("herald.db")).unwrap();
+        db.write(|c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(unavailable)
+        })
+        .await
+        .unwrap();
+        let insert = |v: i64, fail: bool, runs: Arc<AtomicUsize>| {
+            move |c: &Connection| -> Result<i64> {
+                runs.fetch_add(1, Ordering::SeqCst);
+                c.execute("INSERT INTO t VALUES (?1)", [v])
+                    .map_err(unavailable)?;
+                if fail {
+                    return Err(StoreError::Conflict("refused after its insert".to_owned()));
+                }
+                Ok(v)
+            }
+        };
+        let runs: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+        // The writer is held inside a job until all three are queued, so
+        // that they run in one transaction, one after another.
+        let (started, is_started) = std::sync::mpsc::channel();
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let hold = db.write(move |_| {
+            started.send(()).unwrap();
+            wait_for_go.recv().unwrap();
+            Ok(())
+        });
+        let queued = async {
+            tokio::task::spawn_blocking(move || is_started.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            tokio::join!(
+                db.write_repeatable(insert(1, false, runs[0].clone())),
+                db.write_repeatable(insert(2, true, runs[1].clone())),
+                db.write_repeatable(insert(3, false, runs[2].clone())),
+                async { go.send(()).unwrap() },
+            )
+        };
+        let (held, (first, second, third, ())) = tokio::join!(hold, queued);
+        held.unwrap();
+        assert_eq!(first.unwrap(), 1);
+        assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
+        assert_eq!(third.unwrap(), 3);
+        // The first ran beside the failing one and again alone; the second
+        // failed together and alone; the third ran alone only.
+        let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [2, 2, 1]);
+        let values = db
+            .read(|c| {
+                let mut stmt = c
+                    .prepare("SELECT v FROM t ORDER BY v")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, i64>(0))
+                    .map_err(unavailable)?;
+                rows.collect::<rusqlite::Result<Vec<i64>>>()
+                    .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            values,
+            [1, 3],
+            "only the failing job's insert was undone, once"
+        );
     }
 
     /// SQLite numbers `$n` parameters in order of first appearance and binds

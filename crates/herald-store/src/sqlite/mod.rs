@@ -70,12 +70,15 @@ impl SqliteStore {
 }
 
 /// The condition of every unfinished recipient that nodes deliver (not
-/// pinned to a gateway), as the partial indexes say it.
-const UNFINISHED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NULL";
+/// pinned to a gateway), word for word as the partial indexes say it (see
+/// `0017_equality_predicates.sql` for why equalities and not `IN`).
+const UNFINISHED: &str =
+    "(status = 'queued' OR status = 'deferred' OR status = 'sending') AND gateway_id IS NULL";
 
-/// The condition of every unfinished recipient pinned to a gateway, as
-/// `recipients_gateway_due` says it.
-const PINNED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id IS NOT NULL";
+/// The condition of every unfinished recipient pinned to a gateway, word
+/// for word as `recipients_gateway_due` says it.
+const PINNED: &str =
+    "(status = 'queued' OR status = 'deferred' OR status = 'sending') AND gateway_id IS NOT NULL";
 
 /// The tenants a claim serves, in turn: from the one after `cursor` around
 /// to it, those with something due at `now` and room, up to the claim's

@@ -73,12 +73,14 @@ impl Queue for SqliteStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
-        self.db.write(move |c| insert_message(c, &m)).await
+        self.db
+            .write_repeatable(move |c| insert_message(c, &m))
+            .await
     }
 
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
         self.db
-            .write(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
+            .write_repeatable(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
             .await
     }
 
@@ -406,7 +408,7 @@ impl Queue for SqliteStore {
         captures: Vec<NewCapture>,
     ) -> Result<Completed> {
         self.db
-            .write(move |c| {
+            .write_repeatable(move |c| {
                 let mut update = c
                     .prepare_cached(
                         sql::COMPLETE_RECIPIENT,
@@ -461,7 +463,7 @@ impl Queue for SqliteStore {
                     accepted.push(current);
                 }
                 let events = write_events(c, &recorded)?;
-                for cap in captures {
+                for cap in &captures {
                     if recorded_messages.contains(&cap.message.to_string()) {
                         c.execute(
                             sql::INSERT_CAPTURE,
