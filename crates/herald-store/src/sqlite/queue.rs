@@ -344,7 +344,10 @@ impl Queue for SqliteStore {
                 };
                 let share = crate::claim_share(req.limit, tenants.len());
                 // One statement per tenant: its test messages, then the rest
-                // by due time, each a range of `recipients_tenant_due`.
+                // by due time, each a range of `recipients_tenant_due`. A
+                // bare `LIMIT ?n` would make SQLite prepare the statement
+                // again whenever the limit changes (its planner weighs the
+                // value); the cast hides the value from the planner.
                 let mut take = c
                     .prepare_cached(&format!(
                         "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
@@ -352,12 +355,12 @@ impl Queue for SqliteStore {
                          WHERE id IN ( \
                              SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
                                  WHERE tenant_id = ?4 AND {UNFINISHED} AND priority > 0 AND due_at <= ?5 \
-                                 ORDER BY priority DESC, due_at LIMIT ?6) \
+                                 ORDER BY priority DESC, due_at LIMIT CAST(?6 AS INTEGER)) \
                              UNION ALL \
                              SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
                                  WHERE tenant_id = ?4 AND {UNFINISHED} AND priority = 0 AND due_at <= ?5 \
-                                 ORDER BY due_at LIMIT ?6) \
-                             LIMIT ?6) \
+                                 ORDER BY due_at LIMIT CAST(?6 AS INTEGER)) \
+                             LIMIT CAST(?6 AS INTEGER)) \
                          RETURNING id, message_id, address, lease_token, attempts"
                     ))
                     .map_err(sql)?;
@@ -512,7 +515,7 @@ impl Queue for SqliteStore {
                          lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
                          WHERE id IN (SELECT id FROM recipients INDEXED BY recipients_gateway_due \
                              WHERE gateway_id = ?4 AND {PINNED} AND due_at <= ?5 AND tenant_id = ?6 \
-                             ORDER BY priority DESC, due_at LIMIT ?7) \
+                             ORDER BY priority DESC, due_at LIMIT CAST(?7 AS INTEGER)) \
                          RETURNING id, message_id, address, lease_token, attempts"
                     ))
                     .map_err(sql)?;

@@ -11,7 +11,7 @@ const DUE_SCHEDULES: &str = concat!(
     "SELECT ",
     sql::schedule_columns!(),
     " FROM schedules INDEXED BY schedules_due WHERE enabled = 1 AND next_run_at IS NOT NULL \
-     AND next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2"
+     AND next_run_at <= ?1 ORDER BY next_run_at LIMIT CAST(?2 AS INTEGER)"
 );
 /// The earliest firing of an enabled schedule.
 const NEXT_SCHEDULE_DUE: &str = "SELECT min(next_run_at) FROM schedules INDEXED BY schedules_due \

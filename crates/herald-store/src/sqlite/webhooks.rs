@@ -9,7 +9,8 @@ use crate::Webhooks;
 /// (due_at, seq) order, which keeps each chain's order (see the outbox's
 /// schema), passing over any behind an earlier event of its chain that is
 /// leased or not due: `?1` the lease's end, `?2` and `?3` its node and
-/// process, `?4` now, `?5` the webhooks excluded, `?6` the most.
+/// process, `?4` now, `?5` the webhooks excluded, `?6` the most (cast, as
+/// in the claim of recipients, so that a new limit is no new preparation).
 const LEASE_DUE_EVENTS: &str = "UPDATE webhook_outbox SET lease_until = ?1, lease_token = lease_token + 1, \
      lease_owner = ?2, lease_incarnation = ?3 WHERE seq IN (SELECT o.seq FROM webhook_outbox o \
      INDEXED BY webhook_outbox_ready JOIN webhooks w ON w.id = o.webhook_id \
@@ -18,7 +19,7 @@ const LEASE_DUE_EVENTS: &str = "UPDATE webhook_outbox SET lease_until = ?1, leas
      AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.webhook_id = o.webhook_id \
        AND e.message_id = o.message_id AND e.status = 'pending' AND e.seq < o.seq \
        AND (e.due_at > ?4 OR e.lease_until > ?4)) \
-     ORDER BY o.due_at, o.seq LIMIT ?6) \
+     ORDER BY o.due_at, o.seq LIMIT CAST(?6 AS INTEGER)) \
      RETURNING seq, lease_token, webhook_id, tenant_id, event_id, event_type, message_id, payload, \
      created_at, attempts";
 
@@ -226,7 +227,7 @@ impl Webhooks for SqliteStore {
 
     async fn claim_webhook_events(&self, claim: WebhookClaim) -> Result<Vec<ClaimedEvent>> {
         self.db
-            .write(move |c| {
+            .write_repeatable(move |c| {
                 let exclude = serde_json::to_string(
                     &claim
                         .exclude
@@ -321,7 +322,7 @@ impl Webhooks for SqliteStore {
         disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>> {
         self.db
-            .write(move |c| {
+            .write_repeatable(move |c| {
                 let mut finish = c.prepare_cached(sql::FINISH_EVENT).map_err(sql)?;
                 let mut give_back = c.prepare_cached(sql::GIVE_BACK_EVENT).map_err(sql)?;
                 // Per webhook: whether any attempt succeeded, and the first failure.
