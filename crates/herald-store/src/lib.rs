@@ -228,6 +228,18 @@ pub trait DeliveryStore: Send + Sync {
         captures: Vec<NewCapture>,
     ) -> Result<Completed>;
 
+    /// As [`Queue::complete_and_lease_events`]; a store that cannot lease
+    /// events leases none.
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        let _ = lease;
+        self.complete(outcomes, captures).await
+    }
+
     /// As [`Queue::release`].
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
 
@@ -270,6 +282,15 @@ impl<S: Queue + Configuration + ?Sized> DeliveryStore for S {
         captures: Vec<NewCapture>,
     ) -> Result<Completed> {
         Queue::complete(self, outcomes, captures).await
+    }
+
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        Queue::complete_and_lease_events(self, outcomes, captures, lease).await
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -328,6 +349,17 @@ impl<T: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<T> {
         captures: Vec<NewCapture>,
     ) -> Result<Completed> {
         (**self).complete(outcomes, captures).await
+    }
+
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        (**self)
+            .complete_and_lease_events(outcomes, captures, lease)
+            .await
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -644,6 +676,22 @@ pub trait Queue: Send + Sync {
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Completed>;
+
+    /// As [`Queue::complete`], and the events the outcomes write are leased
+    /// at once to the dispatcher `lease` names, up to its room, and come back
+    /// in [`Completed::handed`]. An event goes only with the rest of its
+    /// chain (its webhook's events of its message): never while an earlier
+    /// one of the chain is pending, so the order per message holds. A store
+    /// that cannot lease them so leases none, and the dispatcher claims them.
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        let _ = lease;
+        self.complete(outcomes, captures).await
+    }
 
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;

@@ -831,6 +831,25 @@ pub struct Completed {
     /// Webhook events the recorded outcomes wrote to the outbox: none when
     /// no webhook of their tenants wants them, and then no dispatcher need look.
     pub events: usize,
+    /// Of those, the events leased in the same commit to the dispatcher whose
+    /// [`EventLease`] came with the outcomes, in their order: its to post,
+    /// as if it had claimed them. Empty without a lease.
+    pub handed: Vec<ClaimedEvent>,
+}
+
+/// A node's webhook dispatcher, offered the events that outcomes write: the
+/// store leases them to it in the outcomes' own commit, so the dispatcher
+/// posts them without a claim of its own (see
+/// [`Queue::complete_and_lease_events`](crate::Queue::complete_and_lease_events)).
+#[derive(Clone, Debug)]
+pub struct EventLease {
+    pub node: String,
+    pub incarnation: String,
+    pub until: i64,
+    /// How many events the dispatcher takes at most.
+    pub room: usize,
+    /// Webhooks it has no room for now: their events wait for a claim.
+    pub exclude: Vec<WebhookId>,
 }
 
 /// The result of one attempt for one claimed recipient.
@@ -1289,7 +1308,7 @@ pub struct WebhookClaim {
 }
 
 /// One event claimed for one webhook, with what sending it needs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimedEvent {
     /// The outbox row: events of one message go to one webhook in this order.
     pub seq: i64,

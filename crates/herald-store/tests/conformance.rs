@@ -26,7 +26,7 @@ use herald_store::{
     SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
 };
 use herald_store::{
-    AttemptResult, ClaimedEvent, DisabledWebhook, NewWebhook, Webhook, WebhookAttempt,
+    AttemptResult, ClaimedEvent, DisabledWebhook, EventLease, NewWebhook, Webhook, WebhookAttempt,
     WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
     WebhookTestRecord,
 };
@@ -413,7 +413,8 @@ async fn a_handed_message_is_claimed_as_it_is_stored(f: Fixture) {
         completed,
         Completed {
             accepted: vec![true],
-            events: 0
+            events: 0,
+            handed: vec![]
         }
     );
     let late = f.claim(claim("n2", 11_001, 10_000)).await;
@@ -3196,7 +3197,8 @@ async fn outcomes_write_events_for_subscribed_webhooks(f: Fixture) {
         completed,
         Completed {
             accepted: vec![false],
-            events: 0
+            events: 0,
+            handed: vec![]
         }
     );
     assert_eq!(f.event_types(t, all.id).await, ["recipient.sent"]);
@@ -3450,6 +3452,158 @@ async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
         assert_eq!(d.response_status, Some(204));
     }
     assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+}
+
+fn event_lease(room: usize) -> EventLease {
+    EventLease {
+        node: "node-a".into(),
+        incarnation: "first".into(),
+        until: 70_000,
+        room,
+        exclude: vec![],
+    }
+}
+
+/// Outcomes recorded with a dispatcher's lease hand it their events leased
+/// in the same commit (SQLite), or leave them to its claims (PostgreSQL):
+/// either way each event goes out once, and none before an earlier one of
+/// its message. A chain with an event already pending, a webhook the
+/// dispatcher has no room for, and events past its room wait for claims.
+async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
+    let hands = matches!(f.backend, Backend::Sqlite(_));
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(
+            t,
+            &[EventType::RecipientSent, EventType::MessageSent],
+            0,
+        ))
+        .await;
+    let quiet = f
+        .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
+        .await;
+    for to in [&["a@x.example", "b@x.example"][..], &["c@x.example"]] {
+        f.submit(message(t, to, None, 1_000)).await;
+    }
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    let by = |to: &str| claimed.iter().find(|c| c.address.as_ref() == to).unwrap();
+    let m1 = by("a@x.example").message;
+    let m2 = by("c@x.example").message;
+    let complete = |outcomes: Vec<Outcome>, lease: EventLease| {
+        let store = f.store.clone();
+        async move {
+            store
+                .complete_and_lease_events(outcomes, vec![], lease)
+                .await
+                .unwrap()
+        }
+    };
+
+    // a: m1's recipient.sent for `hook`, leased; c: m2's recipient.sent
+    // and message.sent for `hook` and message.sent for `quiet`, which the
+    // dispatcher has no room for.
+    let first = complete(
+        vec![outcome_at(by("a@x.example"), NextState::Sent, 2_000)],
+        event_lease(10),
+    )
+    .await;
+    assert_eq!(first.accepted, [true]);
+    assert_eq!(first.events, 1);
+    let second = complete(
+        vec![outcome_at(by("c@x.example"), NextState::Sent, 2_000)],
+        EventLease {
+            exclude: vec![quiet.id],
+            ..event_lease(10)
+        },
+    )
+    .await;
+    assert_eq!(second.events, 3);
+    if hands {
+        assert_eq!(event_names(&first.handed), [(Some(m1), "recipient.sent")]);
+        let e = &first.handed[0];
+        assert_eq!((e.webhook, e.tenant_id, e.attempts), (hook.id, t, 0));
+        assert_eq!(e.url, "https://hooks.example/herald");
+        assert_eq!(e.sealed_secret, "sealed:one");
+        assert!(e.payload.starts_with(r#"{"type":"recipient.sent""#));
+        assert_eq!(
+            event_names(&second.handed),
+            [(Some(m2), "recipient.sent"), (Some(m2), "message.sent")]
+        );
+        assert!(second.handed.iter().all(|e| e.webhook == hook.id));
+        assert!(second.handed[0].seq < second.handed[1].seq);
+    } else {
+        assert!(first.handed.is_empty() && second.handed.is_empty());
+    }
+
+    // b, with room for one event: m1's chain for `hook` has one pending
+    // (leased or not), so its new events wait for it, whatever the room.
+    let third = complete(
+        vec![outcome_at(by("b@x.example"), NextState::Sent, 2_500)],
+        event_lease(1),
+    )
+    .await;
+    assert_eq!(third.events, 3, "recipient.sent, and message.sent for both");
+    if hands {
+        assert_eq!(
+            event_names(&third.handed),
+            [(Some(m1), "message.sent")],
+            "quiet's chain of m1 had nothing pending; room for one"
+        );
+        assert_eq!(third.handed[0].webhook, quiet.id);
+    }
+
+    // Claims take what was not handed, and nothing of a chain behind a
+    // leased event: every event once.
+    let mut handed: Vec<ClaimedEvent> = [first, second, third]
+        .into_iter()
+        .flat_map(|c| c.handed)
+        .collect();
+    let mut claimed_events = f.claim_events(webhook_claim(10_000, 100)).await;
+    for e in &claimed_events {
+        assert!(!handed.iter().any(|h| h.seq == e.seq), "{e:?} was handed");
+    }
+    // Until the leased events are finished, m1's later events for `hook` wait.
+    let mut finish: Vec<WebhookAttempt> = handed
+        .iter()
+        .chain(&claimed_events)
+        .map(|e| webhook_attempt(e, 11_000, WebhookNext::Delivered))
+        .collect();
+    f.finish_events(std::mem::take(&mut finish), 0).await;
+    let rest = f.claim_events(webhook_claim(12_000, 100)).await;
+    f.finish_events(
+        rest.iter()
+            .map(|e| webhook_attempt(e, 13_000, WebhookNext::Delivered))
+            .collect(),
+        0,
+    )
+    .await;
+    assert!(f.claim_events(webhook_claim(14_000, 100)).await.is_empty());
+    handed.append(&mut claimed_events);
+    handed.extend(rest);
+    assert_eq!(handed.len(), 7, "every event went out once: {handed:?}");
+    let mut seqs: Vec<i64> = handed.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 7);
+    for webhook in [hook.id, quiet.id] {
+        let deliveries = f.store.webhook_deliveries(t, webhook, 100).await.unwrap();
+        assert!(
+            deliveries
+                .iter()
+                .all(|d| d.status == WebhookDeliveryStatus::Delivered && d.attempts == 1),
+            "{deliveries:?}"
+        );
+    }
+    // m1's events for `hook` went out in their order: the recipient's
+    // first (in the first round), then the second recipient's and the
+    // message's (in the last).
+    let m1_hook: Vec<i64> = handed
+        .iter()
+        .filter(|e| e.webhook == hook.id && e.message_id == Some(m1))
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(m1_hook.len(), 3);
+    assert!(m1_hook.windows(2).all(|w| w[0] < w[1]), "{m1_hook:?}");
 }
 
 /// Two nodes claiming at once never take one event twice, nor a message's
@@ -4844,6 +4998,7 @@ conformance!(
     test_messages_cause_only_test_completed,
     concurrent_outcomes_write_one_message_event,
     webhook_events_go_out_in_order_per_message,
+    outcomes_lease_their_events_to_the_dispatcher_offered,
     concurrent_webhook_claims_keep_each_messages_order,
     a_webhook_failing_too_long_is_disabled,
     webhook_deliveries_are_recorded_pruned_and_deleted,

@@ -453,7 +453,11 @@ impl Queue for PgStore {
                 change_queued(&tx, &tenant, -count).await?;
             }
             tx.commit().await.map_err(pg)?;
-            Ok(Completed { accepted, events })
+            Ok(Completed {
+                accepted,
+                events,
+                handed: Vec::new(),
+            })
         }
         .await;
         self.writes.note(&result);

@@ -410,86 +410,16 @@ impl Queue for SqliteStore {
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Completed> {
-        self.db
-            .write_repeatable(move |c| {
-                let mut update = c
-                    .prepare_cached(
-                        sql::COMPLETE_RECIPIENT,
-                    )
-                    .map_err(sql)?;
-                let mut insert = c
-                    .prepare_cached(
-                        sql::INSERT_ATTEMPT,
-                    )
-                    .map_err(sql)?;
-                let mut accepted = Vec::with_capacity(outcomes.len());
-                let mut recorded_messages = HashSet::new();
-                // Recipients that reached a final state leave their tenant's queue.
-                let mut finished: HashMap<String, i64> = HashMap::new();
-                // The recorded outcomes' recipients, for the events they cause.
-                let mut recorded = Vec::new();
-                for o in &outcomes {
-                    let (st, due_at) = match o.next {
-                        NextState::Sent => ("sent", None),
-                        NextState::Failed => ("failed", None),
-                        NextState::Deferred { until } => ("deferred", Some(until)),
-                    };
-                    let rid = o.recipient.to_string();
-                    // The fencing check: a lease taken over by another claim has a newer token.
-                    let row: Option<(String, String, String, i32)> = update
-                        .query_row(params![st, due_at, rid, o.lease_token], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })
-                        .optional()
-                        .map_err(sql)?;
-                    let current = row.is_some();
-                    if let Some((message, tenant, address, priority)) = row {
-                        recorded_messages.insert(message.clone());
-                        if due_at.is_none() {
-                            *finished.entry(tenant.clone()).or_default() += 1;
-                        }
-                        recorded.push(outbox::RecordedOutcome::new(
-                            o, message, tenant, address, priority,
-                        ));
-                    }
-                    if current {
-                        let a = &o.attempt;
-                        insert
-                            .execute(params![
-                                rid, a.at, a.node, a.server, a.outcome.as_str(), a.step, a.code,
-                                a.enhanced_code, a.response, a.duration_ms, a.remote_addr,
-                                a.tls_version, a.tls_cipher, a.provider_id.map(|p| p.to_string()),
-                                a.config_version, a.sender_policy, a.diagnosis.as_ref().map(|d| d.to_string())
-                            ])
-                            .map_err(sql)?;
-                    }
-                    accepted.push(current);
-                }
-                let events = write_events(c, &recorded)?;
-                for cap in &captures {
-                    if recorded_messages.contains(&cap.message.to_string()) {
-                        c.execute(
-                            sql::INSERT_CAPTURE,
-                            params![
-                                cap.message.to_string(), cap.tenant.to_string(), cap.envelope_from,
-                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
-                                cap.content, cap.at
-                            ],
-                        )
-                        .map_err(sql)?;
-                    }
-                }
-                let mut leave = c
-                    .prepare_cached(
-                        "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
-                    )
-                    .map_err(sql)?;
-                for (tenant, count) in finished {
-                    leave.execute(params![count, tenant]).map_err(sql)?;
-                }
-                Ok(Completed { accepted, events })
-            })
-            .await
+        self.record_outcomes(outcomes, captures, None).await
+    }
+
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        self.record_outcomes(outcomes, captures, Some(lease)).await
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -711,9 +641,116 @@ impl Queue for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// [`Queue::complete`], the events leased to `lease`'s dispatcher where one is given.
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
+    ) -> Result<Completed> {
+        self.db
+            .write_repeatable(move |c| {
+                let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
+                let mut insert = c.prepare_cached(sql::INSERT_ATTEMPT).map_err(sql)?;
+                let mut accepted = Vec::with_capacity(outcomes.len());
+                let mut recorded_messages = HashSet::new();
+                // Recipients that reached a final state leave their tenant's queue.
+                let mut finished: HashMap<String, i64> = HashMap::new();
+                // The recorded outcomes' recipients, for the events they cause.
+                let mut recorded = Vec::new();
+                for o in &outcomes {
+                    let (st, due_at) = match o.next {
+                        NextState::Sent => ("sent", None),
+                        NextState::Failed => ("failed", None),
+                        NextState::Deferred { until } => ("deferred", Some(until)),
+                    };
+                    let rid = o.recipient.to_string();
+                    // The fencing check: a lease taken over by another claim has a newer token.
+                    let row: Option<(String, String, String, i32)> = update
+                        .query_row(params![st, due_at, rid, o.lease_token], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .optional()
+                        .map_err(sql)?;
+                    let current = row.is_some();
+                    if let Some((message, tenant, address, priority)) = row {
+                        recorded_messages.insert(message.clone());
+                        if due_at.is_none() {
+                            *finished.entry(tenant.clone()).or_default() += 1;
+                        }
+                        recorded.push(outbox::RecordedOutcome::new(
+                            o, message, tenant, address, priority,
+                        ));
+                    }
+                    if current {
+                        let a = &o.attempt;
+                        insert
+                            .execute(params![
+                                rid,
+                                a.at,
+                                a.node,
+                                a.server,
+                                a.outcome.as_str(),
+                                a.step,
+                                a.code,
+                                a.enhanced_code,
+                                a.response,
+                                a.duration_ms,
+                                a.remote_addr,
+                                a.tls_version,
+                                a.tls_cipher,
+                                a.provider_id.map(|p| p.to_string()),
+                                a.config_version,
+                                a.sender_policy,
+                                a.diagnosis.as_ref().map(|d| d.to_string())
+                            ])
+                            .map_err(sql)?;
+                    }
+                    accepted.push(current);
+                }
+                let (events, handed) = write_events(c, &recorded, lease.as_ref())?;
+                for cap in &captures {
+                    if recorded_messages.contains(&cap.message.to_string()) {
+                        c.execute(
+                            sql::INSERT_CAPTURE,
+                            params![
+                                cap.message.to_string(),
+                                cap.tenant.to_string(),
+                                cap.envelope_from,
+                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
+                                cap.content,
+                                cap.at
+                            ],
+                        )
+                        .map_err(sql)?;
+                    }
+                }
+                let mut leave = c
+                .prepare_cached(
+                    "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
+                )
+                .map_err(sql)?;
+                for (tenant, count) in finished {
+                    leave.execute(params![count, tenant]).map_err(sql)?;
+                }
+                Ok(Completed {
+                    accepted,
+                    events,
+                    handed,
+                })
+            })
+            .await
+    }
+}
+
 /// Writes the webhook events the recorded outcomes cause, in their
-/// transaction; answers how many.
-fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Result<usize> {
+/// transaction; answers how many, and those leased to `lease`'s dispatcher.
+fn write_events(
+    c: &Connection,
+    recorded: &[outbox::RecordedOutcome<'_>],
+    lease: Option<&EventLease>,
+) -> Result<(usize, Vec<ClaimedEvent>)> {
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {
         if !subscribers.contains_key(&r.tenant) {
@@ -727,7 +764,7 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
         }
     }
     if subscribers.values().all(Vec::is_empty) {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
     for m in touched {
@@ -760,7 +797,15 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
     }
     let mut insert = c.prepare_cached(sql::INSERT_OUTBOX).map_err(sql)?;
     let written = events.len();
+    let mut handing = lease.map(|lease| Handing::new(c, lease));
+    let mut handed = Vec::new();
     for e in events {
+        if let Some(handing) = handing.as_mut()
+            && handing.takes(&e)?
+        {
+            handed.push(handing.insert(e)?);
+            continue;
+        }
         insert
             .execute(params![
                 e.webhook,
@@ -773,5 +818,113 @@ fn write_events(c: &Connection, recorded: &[outbox::RecordedOutcome<'_>]) -> Res
             ])
             .map_err(sql)?;
     }
-    Ok(written)
+    Ok((written, handed))
+}
+
+/// An event written leased to a dispatcher, as a claim would leave it (its
+/// first lease: token 1), due at once.
+const INSERT_LEASED_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, \
+     event_type, message_id, payload, status, due_at, created_at, lease_until, lease_owner, \
+     lease_incarnation, lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8, ?9, ?10, 1)";
+
+/// Whether any event of a chain (a webhook's events of one message) is pending.
+const CHAIN_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM webhook_outbox INDEXED BY webhook_outbox_chain \
+     WHERE webhook_id = ?1 AND message_id = ?2 AND status = 'pending')";
+
+/// Events being leased to a dispatcher as outcomes write them: a chain
+/// goes whole (or, once the room is used, its first events), and only when
+/// nothing of it was pending before, so no event passes an earlier one.
+struct Handing<'c> {
+    c: &'c Connection,
+    lease: &'c EventLease,
+    /// Per chain: whether its events of these outcomes go to the dispatcher.
+    chains: HashMap<(String, String), bool>,
+    /// Per webhook: its URL and secrets.
+    targets: HashMap<String, (String, String, Option<String>)>,
+    taken: usize,
+}
+
+impl<'c> Handing<'c> {
+    fn new(c: &'c Connection, lease: &'c EventLease) -> Handing<'c> {
+        Handing {
+            c,
+            lease,
+            chains: HashMap::new(),
+            targets: HashMap::new(),
+            taken: 0,
+        }
+    }
+
+    fn takes(&mut self, e: &outbox::OutboxRow) -> Result<bool> {
+        if self.taken >= self.lease.room {
+            return Ok(false);
+        }
+        let key = (e.webhook.clone(), e.message.clone());
+        if let Some(&goes) = self.chains.get(&key) {
+            return Ok(goes);
+        }
+        let excluded = self
+            .lease
+            .exclude
+            .iter()
+            .any(|w| w.to_string() == e.webhook);
+        let goes = !excluded
+            && !self
+                .c
+                .prepare_cached(CHAIN_PENDING)
+                .map_err(sql)?
+                .query_row(params![e.webhook, e.message], |r| r.get::<_, bool>(0))
+                .map_err(sql)?;
+        self.chains.insert(key, goes);
+        Ok(goes)
+    }
+
+    fn insert(&mut self, e: outbox::OutboxRow) -> Result<ClaimedEvent> {
+        let lease = self.lease;
+        self.c
+            .prepare_cached(INSERT_LEASED_EVENT)
+            .map_err(sql)?
+            .execute(params![
+                e.webhook,
+                e.tenant,
+                e.event_id,
+                e.event_type.as_str(),
+                e.message,
+                e.payload,
+                e.at,
+                lease.until,
+                lease.node,
+                lease.incarnation
+            ])
+            .map_err(sql)?;
+        let seq = self.c.last_insert_rowid();
+        if !self.targets.contains_key(&e.webhook) {
+            let target = self
+                .c
+                .prepare_cached(sql::WEBHOOK_TARGET)
+                .map_err(sql)?
+                .query_row(params![e.at, e.webhook], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql)?;
+            self.targets.insert(e.webhook.clone(), target);
+        }
+        let (url, sealed_secret, previous_sealed_secret) = self.targets[&e.webhook].clone();
+        self.taken += 1;
+        Ok(ClaimedEvent {
+            seq,
+            lease_token: 1,
+            webhook: id(e.webhook)?,
+            tenant_id: id(e.tenant)?,
+            url,
+            sealed_secret,
+            previous_sealed_secret,
+            event_id: e.event_id,
+            event_type: e.event_type.as_str().to_owned(),
+            message_id: Some(id(e.message)?),
+            payload: e.payload,
+            created_at: e.at,
+            attempts: 0,
+        })
+    }
 }
