@@ -404,7 +404,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             egress: egress.clone(),
             standing: Some(standing.clone()),
             metrics: metrics.clone(),
-            events_written: Some(dispatcher.waker()),
+            webhooks: Some(dispatcher.clone()),
             hands_pinned_mail_over: true,
         },
     );

@@ -323,6 +323,7 @@ impl DeliveryStore for RemoteStore {
         Ok(Completed {
             accepted: answer.accepted,
             events: 0,
+            handed: Vec::new(),
         })
     }
 

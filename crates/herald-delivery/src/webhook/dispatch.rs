@@ -11,7 +11,8 @@ use herald_core::{Sealer, WebhookId};
 use herald_metrics::Metrics;
 use herald_smtp::Egress;
 use herald_store::{
-    AttemptResult, ClaimedEvent, Store, WebhookAttempt, WebhookClaim, WebhookNext, WebhookOutcome,
+    AttemptResult, ClaimedEvent, EventLease, Store, WebhookAttempt, WebhookClaim, WebhookNext,
+    WebhookOutcome,
 };
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -116,6 +117,34 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     slots: Arc<Mutex<HashMap<WebhookId, Slot>>>,
     keys: Arc<Mutex<HashMap<WebhookId, OpenedKeys>>>,
+    handoff: Arc<Handoff>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("node", &self.config.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events handed over by the worker as its outcomes' commits leased them
+/// (see [`Dispatcher::event_lease`]).
+struct Handoff {
+    state: Mutex<HandoffState>,
+    /// Told whenever a lease's reservation ends.
+    settled: Notify,
+    chains: mpsc::UnboundedSender<Chain>,
+    /// Taken by [`Dispatcher::run`].
+    arrived: Mutex<Option<mpsc::UnboundedReceiver<Chain>>>,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    /// Room promised to leases whose outcomes are being recorded.
+    reserved: usize,
+    /// The dispatcher is stopping: no more leases.
+    closed: bool,
 }
 
 /// A webhook's signing keys as opened, with the sealed values they came from:
@@ -135,6 +164,7 @@ type Chain = Vec<ClaimedEvent>;
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>, config: WebhookConfig) -> Self {
         let http = GuardedHttp::with_timeout(config.egress.clone(), config.timeout);
+        let (chains, arrived) = mpsc::unbounded_channel();
         Dispatcher {
             store,
             sealer,
@@ -143,7 +173,62 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             slots: Arc::default(),
             keys: Arc::default(),
+            handoff: Arc::new(Handoff {
+                state: Mutex::default(),
+                settled: Notify::new(),
+                chains,
+                arrived: Mutex::new(Some(arrived)),
+            }),
         }
+    }
+
+    /// A lease for the events that outcomes about to be recorded will
+    /// write, so that the store leases them to this dispatcher in the same
+    /// commit ([`herald_store::Queue::complete_and_lease_events`]): no claim,
+    /// no wait for one. `None` while it has no room, or is stopping. Up to
+    /// half its room goes to one lease; the rest stays for claims (retries,
+    /// and events other nodes' outcomes wrote). Every lease ends with
+    /// [`Dispatcher::take_events`] or [`Dispatcher::drop_lease`].
+    pub fn event_lease(&self) -> Option<EventLease> {
+        let mut state = self.handoff.state.lock().expect("handoff lock");
+        if state.closed {
+            return None;
+        }
+        let free = self
+            .config
+            .in_flight
+            .saturating_sub(self.claimed() + state.reserved);
+        let room = free.min(self.config.in_flight / 2);
+        if room == 0 {
+            return None;
+        }
+        state.reserved += room;
+        Some(EventLease {
+            node: self.config.node.clone(),
+            incarnation: self.config.incarnation.clone(),
+            until: now_ms() + millis(self.config.lease),
+            room,
+            exclude: self.full_webhooks(),
+        })
+    }
+
+    /// Posts the events the store leased under `lease`, as claimed ones.
+    pub fn take_events(&self, lease: &EventLease, handed: Vec<ClaimedEvent>) {
+        let chains = self.hold(handed);
+        for chain in chains {
+            // The loop takes them; a dispatcher that has stopped gives them
+            // back (see `run`), and their leases end either way.
+            let _ = self.handoff.chains.send(chain);
+        }
+        self.drop_lease(lease);
+    }
+
+    /// Ends `lease`'s reservation when its outcomes were not recorded.
+    pub fn drop_lease(&self, lease: &EventLease) {
+        let mut state = self.handoff.state.lock().expect("handoff lock");
+        state.reserved = state.reserved.saturating_sub(lease.room);
+        drop(state);
+        self.handoff.settled.notify_waiters();
     }
 
     /// A handle that makes the dispatcher look for events at once (after outcomes were recorded).
@@ -161,6 +246,13 @@ impl Dispatcher {
     /// then stay leased to this process: the node gives them back when it
     /// starts again (another node takes them when the lease ends).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut arrived = self
+            .handoff
+            .arrived
+            .lock()
+            .expect("handoff lock")
+            .take()
+            .expect("a dispatcher runs once");
         let (finished, results) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_all(results));
         let mut in_flight: JoinSet<()> = JoinSet::new();
@@ -173,7 +265,11 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 break;
             }
-            let room = self.config.in_flight.saturating_sub(self.claimed());
+            let reserved = self.handoff.state.lock().expect("handoff lock").reserved;
+            let room = self
+                .config
+                .in_flight
+                .saturating_sub(self.claimed() + reserved);
             // One claim costs a write: make one when woken or when the pause
             // ran out (while posts are in flight, not sooner than
             // CLAIM_SPACING after the last, so that outcomes committed one
@@ -211,11 +307,36 @@ impl Dispatcher {
             tokio::select! {
                 _ = shutdown.changed() => {}
                 _ = self.wake.notified() => kicked = true,
+                Some(chain) = arrived.recv() => {
+                    in_flight.spawn(self.clone().deliver(chain, finished.clone()));
+                }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(pause) => kicked = true,
             }
         }
         let grace = self.config.timeout + Duration::from_secs(1);
+        // No more leases; those being recorded end, and what they leased
+        // here is given back, due at once, for the next start or another node.
+        self.handoff.state.lock().expect("handoff lock").closed = true;
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                let settled = self.handoff.settled.notified();
+                if self.handoff.state.lock().expect("handoff lock").reserved == 0 {
+                    break;
+                }
+                settled.await;
+            }
+        })
+        .await;
+        arrived.close();
+        let now = now_ms();
+        while let Ok(chain) = arrived.try_recv() {
+            let back = chain
+                .iter()
+                .map(|e| attempt(e, WebhookOutcome::GivenBack { due_at: now }))
+                .collect();
+            let _ = finished.send(back);
+        }
         let ended = tokio::time::timeout(grace, async {
             while in_flight.join_next().await.is_some() {}
         })
@@ -257,17 +378,7 @@ impl Dispatcher {
 
     /// Claims due events for webhooks with room and groups them into chains.
     async fn claim(&self, room: usize) -> herald_store::Result<Vec<Chain>> {
-        // A webhook may have a few rounds of its requests claimed, no more,
-        // so that one slow endpoint holds neither the room nor its leases long.
-        let most = self.config.per_webhook * 8;
-        let exclude: Vec<WebhookId> = {
-            let slots = self.slots.lock().expect("slots lock");
-            slots
-                .iter()
-                .filter(|(_, s)| s.chains >= most)
-                .map(|(id, _)| *id)
-                .collect()
-        };
+        let exclude = self.full_webhooks();
         let now = now_ms();
         let claimed = self
             .store
@@ -280,6 +391,25 @@ impl Dispatcher {
                 exclude,
             })
             .await?;
+        Ok(self.hold(claimed))
+    }
+
+    /// The webhooks with a few rounds of their requests held here already:
+    /// no more, so that one slow endpoint holds neither the room nor its
+    /// leases long.
+    fn full_webhooks(&self) -> Vec<WebhookId> {
+        let most = self.config.per_webhook * 8;
+        let slots = self.slots.lock().expect("slots lock");
+        slots
+            .iter()
+            .filter(|(_, s)| s.chains >= most)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Groups leased events into chains (a webhook's events of one message,
+    /// in order) and counts them as held by this dispatcher.
+    fn hold(&self, claimed: Vec<ClaimedEvent>) -> Vec<Chain> {
         let mut chains: Vec<Chain> = Vec::new();
         let mut index: HashMap<(WebhookId, Option<herald_core::MessageId>), usize> = HashMap::new();
         for event in claimed {
@@ -302,7 +432,7 @@ impl Dispatcher {
                 })
                 .chains += 1;
         }
-        Ok(chains)
+        chains
     }
 
     /// Posts a chain's events in order; after a failure the rest wait for
@@ -480,6 +610,32 @@ fn attempt(event: &ClaimedEvent, outcome: WebhookOutcome) -> WebhookAttempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn event_leases_share_the_room_with_claims_and_end_when_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = herald_store::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+        let dispatcher = Dispatcher::new(
+            Arc::new(store),
+            Arc::new(Sealer::new(&Sealer::generate_key())),
+            WebhookConfig {
+                in_flight: 100,
+                ..WebhookConfig::default()
+            },
+        );
+        // Half the room at most, then what is left of it.
+        let first = dispatcher.event_lease().unwrap();
+        assert_eq!(first.room, 50);
+        let second = dispatcher.event_lease().unwrap();
+        assert_eq!(second.room, 50);
+        assert!(dispatcher.event_lease().is_none(), "no room left");
+        // Ended leases give their room back.
+        dispatcher.take_events(&first, Vec::new());
+        dispatcher.drop_lease(&second);
+        assert_eq!(dispatcher.event_lease().unwrap().room, 50);
+        dispatcher.handoff.state.lock().unwrap().closed = true;
+        assert!(dispatcher.event_lease().is_none(), "stopping");
+    }
 
     #[test]
     fn failures_back_off_and_end_a_day_after_the_event() {

@@ -112,9 +112,10 @@ pub struct WorkerConfig {
     /// Where the worker counts what it does (deliveries, claims, commits,
     /// its route pools); a registry of its own unless the node shares one.
     pub metrics: Arc<Metrics>,
-    /// Told after each commit of outcomes, which may have written webhook
-    /// events: the node's webhook dispatcher.
-    pub events_written: Option<Arc<Notify>>,
+    /// The node's webhook dispatcher: the events outcomes write are leased
+    /// to it in their commit while it has room, and it is woken for those
+    /// left to claim. `None` for a gateway's worker.
+    pub webhooks: Option<crate::webhook::Dispatcher>,
     /// True for a node: mail whose route is a server pinned to a gateway is
     /// handed to that gateway unsent (the node never delivers it). False
     /// for a gateway's own worker, which is the one that delivers it.
@@ -134,7 +135,7 @@ impl Default for WorkerConfig {
             egress: Arc::new(Egress::default()),
             standing: None,
             metrics: Arc::default(),
-            events_written: None,
+            webhooks: None,
             hands_pinned_mail_over: true,
         }
     }
@@ -642,12 +643,33 @@ impl Worker {
             })
             .collect();
         let began = std::time::Instant::now();
-        match self.store.complete(outcomes, captures).await {
-            Ok(Completed { accepted, events }) => {
-                if events > 0
-                    && let Some(written) = &self.config.events_written
-                {
-                    written.notify_one();
+        let webhooks = self.config.webhooks.as_ref();
+        let lease = webhooks.and_then(crate::webhook::Dispatcher::event_lease);
+        let completed = match &lease {
+            Some(lease) => {
+                self.store
+                    .complete_and_lease_events(outcomes, captures, lease.clone())
+                    .await
+            }
+            None => self.store.complete(outcomes, captures).await,
+        };
+        if let (Err(_), Some(webhooks), Some(lease)) = (&completed, webhooks, &lease) {
+            webhooks.drop_lease(lease);
+        }
+        match completed {
+            Ok(Completed {
+                accepted,
+                events,
+                handed,
+            }) => {
+                if let Some(webhooks) = webhooks {
+                    let left = events - handed.len();
+                    if let Some(lease) = &lease {
+                        webhooks.take_events(lease, handed);
+                    }
+                    if left > 0 {
+                        webhooks.waker().notify_one();
+                    }
                 }
                 let metrics = &self.config.metrics;
                 metrics.commit(ids.len(), began.elapsed().as_secs_f64());
