@@ -444,8 +444,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+    /// A database of its own with a table `t` of values, and its directory.
+    async fn db_with_t() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("herald.db")).unwrap();
         db.write(|c| {
@@ -454,6 +454,28 @@ mod tests {
         })
         .await
         .unwrap();
+        (dir, db)
+    }
+
+    /// The values of the tests' table `t`, in order.
+    async fn values_of_t(db: &Db) -> Vec<i64> {
+        db.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT v FROM t ORDER BY v")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<i64>>>()
+                .map_err(unavailable)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let (_dir, db) = db_with_t().await;
         let panicked = db
             .write(|c| -> Result<()> {
                 c.execute_batch("INSERT INTO t VALUES (1)")
@@ -471,33 +493,14 @@ mod tests {
         })
         .await
         .unwrap();
-        let values = db
-            .read(|c| {
-                let mut stmt = c
-                    .prepare("SELECT v FROM t ORDER BY v")
-                    .map_err(unavailable)?;
-                let rows = stmt
-                    .query_map([], |r| r.get::<_, i64>(0))
-                    .map_err(unavailable)?;
-                rows.collect::<rusqlite::Result<Vec<i64>>>()
-                    .map_err(unavailable)
-            })
-            .await
-            .unwrap();
+        let values = values_of_t(&db).await;
         assert_eq!(values, [2], "the panicking job's insert was rolled back");
     }
 
     #[tokio::test]
     async fn a_failing_repeatable_write_is_undone_alone_and_its_neighbours_run_again() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("herald.db")).unwrap();
-        db.write(|c| {
-            c.execute_batch("CREATE TABLE t (v INTEGER)")
-                .map_err(unavailable)
-        })
-        .await
-        .unwrap();
+        let (_dir, db) = db_with_t().await;
         let insert = |v: i64, fail: bool, runs: Arc<AtomicUsize>| {
             move |c: &Connection| -> Result<i64> {
                 runs.fetch_add(1, Ordering::SeqCst);
@@ -540,19 +543,7 @@ mod tests {
         // failed together and alone; the third ran alone only.
         let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
         assert_eq!(counts, [2, 2, 1]);
-        let values = db
-            .read(|c| {
-                let mut stmt = c
-                    .prepare("SELECT v FROM t ORDER BY v")
-                    .map_err(unavailable)?;
-                let rows = stmt
-                    .query_map([], |r| r.get::<_, i64>(0))
-                    .map_err(unavailable)?;
-                rows.collect::<rusqlite::Result<Vec<i64>>>()
-                    .map_err(unavailable)
-            })
-            .await
-            .unwrap();
+        let values = values_of_t(&db).await;
         assert_eq!(
             values,
             [1, 3],

@@ -795,17 +795,16 @@ fn write_events(
             m.at,
         );
     }
-    let mut insert = c.prepare_cached(sql::INSERT_OUTBOX).map_err(sql)?;
+    let mut insert = c.prepare_cached(INSERT_EVENT).map_err(sql)?;
     let written = events.len();
     let mut handing = lease.map(|lease| Handing::new(c, lease));
     let mut handed = Vec::new();
     for e in events {
-        if let Some(handing) = handing.as_mut()
-            && handing.takes(&e)?
-        {
-            handed.push(handing.insert(e)?);
-            continue;
-        }
+        let leased = match handing.as_mut() {
+            Some(handing) => handing.takes(&e)?,
+            None => false,
+        };
+        let lease = lease.filter(|_| leased);
         insert
             .execute(params![
                 e.webhook,
@@ -814,18 +813,28 @@ fn write_events(
                 e.event_type.as_str(),
                 e.message,
                 e.payload,
-                e.at
+                e.at,
+                lease.map(|l| l.until),
+                lease.map(|l| &l.node),
+                lease.map(|l| &l.incarnation),
+                i64::from(leased)
             ])
             .map_err(sql)?;
+        if let Some(handing) = handing.as_mut().filter(|_| leased) {
+            handed.push(handing.claimed(e, c.last_insert_rowid())?);
+        }
     }
     Ok((written, handed))
 }
 
-/// An event written leased to a dispatcher, as a claim would leave it (its
-/// first lease: token 1), due at once.
-const INSERT_LEASED_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, \
-     event_type, message_id, payload, status, due_at, created_at, lease_until, lease_owner, \
-     lease_incarnation, lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8, ?9, ?10, 1)";
+/// An event, due no earlier than the pending events before it in its chain
+/// (as `sql::INSERT_OUTBOX`); leased to a dispatcher when `?8` to `?10`
+/// name one, as a claim would leave it (its first lease: token 1).
+const INSERT_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, \
+     message_id, payload, status, due_at, created_at, lease_until, lease_owner, lease_incarnation, \
+     lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', \
+     COALESCE((SELECT MAX(due_at) FROM webhook_outbox WHERE webhook_id = ?1 AND message_id = ?5 \
+     AND status = 'pending' AND due_at > ?7), ?7), ?7, ?8, ?9, ?10, ?11)";
 
 /// Whether any event of a chain (a webhook's events of one message) is pending.
 const CHAIN_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM webhook_outbox INDEXED BY webhook_outbox_chain \
@@ -879,25 +888,8 @@ impl<'c> Handing<'c> {
         Ok(goes)
     }
 
-    fn insert(&mut self, e: outbox::OutboxRow) -> Result<ClaimedEvent> {
-        let lease = self.lease;
-        self.c
-            .prepare_cached(INSERT_LEASED_EVENT)
-            .map_err(sql)?
-            .execute(params![
-                e.webhook,
-                e.tenant,
-                e.event_id,
-                e.event_type.as_str(),
-                e.message,
-                e.payload,
-                e.at,
-                lease.until,
-                lease.node,
-                lease.incarnation
-            ])
-            .map_err(sql)?;
-        let seq = self.c.last_insert_rowid();
+    /// The event `e`, stored leased as row `seq`, as the dispatcher takes it.
+    fn claimed(&mut self, e: outbox::OutboxRow, seq: i64) -> Result<ClaimedEvent> {
         if !self.targets.contains_key(&e.webhook) {
             let target = self
                 .c
