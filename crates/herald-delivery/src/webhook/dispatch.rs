@@ -128,8 +128,43 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// Room of a dispatcher held for the events of outcomes being recorded
+/// (see [`Dispatcher::event_room`]); given back when dropped.
+pub struct EventRoom {
+    dispatcher: Dispatcher,
+    lease: EventLease,
+}
+
+impl EventRoom {
+    /// The lease to record the outcomes with.
+    pub fn lease(&self) -> &EventLease {
+        &self.lease
+    }
+
+    /// Posts the events the store leased under this room's lease, as
+    /// claimed ones; the room left over is given back.
+    pub fn take(self, handed: Vec<ClaimedEvent>) {
+        let handoff = &self.dispatcher.handoff;
+        for chain in self.dispatcher.hold(handed) {
+            // The loop takes them; a dispatcher that has stopped gives them
+            // back (see `run`), or they wait for the node's next start.
+            let _ = handoff.chains.send(chain);
+        }
+    }
+}
+
+impl Drop for EventRoom {
+    fn drop(&mut self) {
+        let handoff = &self.dispatcher.handoff;
+        let mut state = handoff.state.lock().expect("handoff lock");
+        state.reserved = state.reserved.saturating_sub(self.lease.room);
+        drop(state);
+        handoff.settled.notify_waiters();
+    }
+}
+
 /// Events handed over by the worker as its outcomes' commits leased them
-/// (see [`Dispatcher::event_lease`]).
+/// (see [`Dispatcher::event_room`]).
 struct Handoff {
     state: Mutex<HandoffState>,
     /// Told whenever a lease's reservation ends.
@@ -182,14 +217,14 @@ impl Dispatcher {
         }
     }
 
-    /// A lease for the events that outcomes about to be recorded will
-    /// write, so that the store leases them to this dispatcher in the same
-    /// commit ([`herald_store::Queue::complete_and_lease_events`]): no claim,
-    /// no wait for one. `None` while it has no room, or is stopping. Up to
-    /// half its room goes to one lease; the rest stays for claims (retries,
-    /// and events other nodes' outcomes wrote). Every lease ends with
-    /// [`Dispatcher::take_events`] or [`Dispatcher::drop_lease`].
-    pub fn event_lease(&self) -> Option<EventLease> {
+    /// Room for the events that outcomes about to be recorded will write,
+    /// so that the store leases them to this dispatcher in the same commit
+    /// ([`herald_store::Queue::complete_and_lease_events`] with
+    /// [`EventRoom::lease`]): no claim, no wait for one. `None` while it has
+    /// no room, or is stopping. Up to half its room goes to one lease; the
+    /// rest stays for claims (retries, and events other nodes' outcomes
+    /// wrote). The room is held until the [`EventRoom`] is taken or dropped.
+    pub fn event_room(&self) -> Option<EventRoom> {
         let mut state = self.handoff.state.lock().expect("handoff lock");
         if state.closed {
             return None;
@@ -203,32 +238,16 @@ impl Dispatcher {
             return None;
         }
         state.reserved += room;
-        Some(EventLease {
-            node: self.config.node.clone(),
-            incarnation: self.config.incarnation.clone(),
-            until: now_ms() + millis(self.config.lease),
-            room,
-            exclude: self.full_webhooks(),
+        Some(EventRoom {
+            dispatcher: self.clone(),
+            lease: EventLease {
+                node: self.config.node.clone(),
+                incarnation: self.config.incarnation.clone(),
+                until: now_ms() + millis(self.config.lease),
+                room,
+                exclude: self.full_webhooks(),
+            },
         })
-    }
-
-    /// Posts the events the store leased under `lease`, as claimed ones.
-    pub fn take_events(&self, lease: &EventLease, handed: Vec<ClaimedEvent>) {
-        let chains = self.hold(handed);
-        for chain in chains {
-            // The loop takes them; a dispatcher that has stopped gives them
-            // back (see `run`), and their leases end either way.
-            let _ = self.handoff.chains.send(chain);
-        }
-        self.drop_lease(lease);
-    }
-
-    /// Ends `lease`'s reservation when its outcomes were not recorded.
-    pub fn drop_lease(&self, lease: &EventLease) {
-        let mut state = self.handoff.state.lock().expect("handoff lock");
-        state.reserved = state.reserved.saturating_sub(lease.room);
-        drop(state);
-        self.handoff.settled.notify_waiters();
     }
 
     /// A handle that makes the dispatcher look for events at once (after outcomes were recorded).
@@ -612,7 +631,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn event_leases_share_the_room_with_claims_and_end_when_stopping() {
+    async fn event_rooms_share_the_room_with_claims_and_end_when_stopping() {
         let dir = tempfile::tempdir().unwrap();
         let store = herald_store::SqliteStore::open(&dir.path().join("herald.db")).unwrap();
         let dispatcher = Dispatcher::new(
@@ -624,17 +643,19 @@ mod tests {
             },
         );
         // Half the room at most, then what is left of it.
-        let first = dispatcher.event_lease().unwrap();
-        assert_eq!(first.room, 50);
-        let second = dispatcher.event_lease().unwrap();
-        assert_eq!(second.room, 50);
-        assert!(dispatcher.event_lease().is_none(), "no room left");
-        // Ended leases give their room back.
-        dispatcher.take_events(&first, Vec::new());
-        dispatcher.drop_lease(&second);
-        assert_eq!(dispatcher.event_lease().unwrap().room, 50);
+        let first = dispatcher.event_room().unwrap();
+        assert_eq!(first.lease().room, 50);
+        let second = dispatcher.event_room().unwrap();
+        assert_eq!(second.lease().room, 50);
+        assert!(dispatcher.event_room().is_none(), "no room left");
+        // Taken or dropped, a room is given back.
+        first.take(Vec::new());
+        drop(second);
+        let third = dispatcher.event_room().unwrap();
+        assert_eq!(third.lease().room, 50);
+        drop(third);
         dispatcher.handoff.state.lock().unwrap().closed = true;
-        assert!(dispatcher.event_lease().is_none(), "stopping");
+        assert!(dispatcher.event_room().is_none(), "stopping");
     }
 
     #[test]

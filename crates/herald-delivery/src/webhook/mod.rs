@@ -5,6 +5,6 @@ mod dispatch;
 mod send;
 mod sign;
 
-pub use dispatch::{Dispatcher, WebhookConfig};
+pub use dispatch::{Dispatcher, EventRoom, WebhookConfig};
 pub use send::{Event, Posted, keys, post};
 pub use sign::signature;

@@ -644,32 +644,31 @@ impl Worker {
             .collect();
         let began = std::time::Instant::now();
         let webhooks = self.config.webhooks.as_ref();
-        let lease = webhooks.and_then(crate::webhook::Dispatcher::event_lease);
-        let completed = match &lease {
-            Some(lease) => {
+        // Held until the outcomes are recorded: their events may go
+        // straight to the dispatcher.
+        let room = webhooks.and_then(crate::webhook::Dispatcher::event_room);
+        let completed = match &room {
+            Some(room) => {
                 self.store
-                    .complete_and_lease_events(outcomes, captures, lease.clone())
+                    .complete_and_lease_events(outcomes, captures, room.lease().clone())
                     .await
             }
             None => self.store.complete(outcomes, captures).await,
         };
-        if let (Err(_), Some(webhooks), Some(lease)) = (&completed, webhooks, &lease) {
-            webhooks.drop_lease(lease);
-        }
         match completed {
             Ok(Completed {
                 accepted,
                 events,
                 handed,
             }) => {
-                if let Some(webhooks) = webhooks {
-                    let left = events - handed.len();
-                    if let Some(lease) = &lease {
-                        webhooks.take_events(lease, handed);
-                    }
-                    if left > 0 {
-                        webhooks.waker().notify_one();
-                    }
+                let left = events.saturating_sub(handed.len());
+                if let Some(room) = room {
+                    room.take(handed);
+                }
+                if left > 0
+                    && let Some(webhooks) = webhooks
+                {
+                    webhooks.waker().notify_one();
                 }
                 let metrics = &self.config.metrics;
                 metrics.commit(ids.len(), began.elapsed().as_secs_f64());
