@@ -372,33 +372,12 @@ impl Queue for SqliteStore {
                     }
                     let tenant_id: TenantId = id(tenant.clone())?;
                     let k = share.min(room).min(left);
-                    let rows = take
-                        .query_map(
-                            params![lease_until, req.node, req.incarnation, tenant, req.now, k],
-                            |r| {
-                                Ok((
-                                    r.get::<_, String>(0)?,
-                                    r.get::<_, String>(1)?,
-                                    r.get::<_, String>(2)?,
-                                    r.get::<_, i64>(3)?,
-                                    r.get::<_, u32>(4)?,
-                                ))
-                            },
-                        )
-                        .map_err(sql)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                        .map_err(sql)?;
-                    for (rid, mid, addr, lease_token, attempt) in rows {
-                        claimed.push(Claimed {
-                            recipient: id(rid)?,
-                            message: id(mid)?,
-                            tenant: tenant_id,
-                            address: address(addr)?,
-                            lease_token,
-                            lease_until,
-                            attempt,
-                        });
-                    }
+                    claimed.extend(leased(
+                        &mut take,
+                        params![lease_until, req.node, req.incarnation, tenant, req.now, k],
+                        tenant_id,
+                        lease_until,
+                    )?);
                 }
                 Ok(claimed)
             })
@@ -449,43 +428,20 @@ impl Queue for SqliteStore {
                          RETURNING id, message_id, address, lease_token, attempts"
                     ))
                     .map_err(sql)?;
-                let rows = take
-                    .query_map(
-                        params![
-                            lease_until,
-                            claim.owner,
-                            claim.incarnation,
-                            claim.gateway.to_string(),
-                            claim.now,
-                            claim.tenant.to_string(),
-                            claim.limit
-                        ],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, String>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                            ))
-                        },
-                    )
-                    .map_err(sql)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(sql)?;
-                rows.into_iter()
-                    .map(|(rid, mid, addr, lease_token, attempts)| {
-                        Ok(Claimed {
-                            recipient: id(rid)?,
-                            message: id(mid)?,
-                            tenant: claim.tenant,
-                            address: address(addr)?,
-                            lease_token,
-                            lease_until,
-                            attempt: stored("attempts", u32::try_from(attempts))?,
-                        })
-                    })
-                    .collect()
+                leased(
+                    &mut take,
+                    params![
+                        lease_until,
+                        claim.owner,
+                        claim.incarnation,
+                        claim.gateway.to_string(),
+                        claim.now,
+                        claim.tenant.to_string(),
+                        claim.limit
+                    ],
+                    claim.tenant,
+                    lease_until,
+                )
             })
             .await
     }
@@ -639,6 +595,42 @@ impl Queue for SqliteStore {
             })
             .await
     }
+}
+
+/// Runs a claim's `UPDATE … RETURNING id, message_id, address, lease_token,
+/// attempts` and makes its rows recipients of `tenant` leased until `lease_until`.
+fn leased(
+    take: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    tenant: TenantId,
+    lease_until: i64,
+) -> Result<Vec<Claimed>> {
+    let rows = take
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    rows.into_iter()
+        .map(|(rid, mid, addr, lease_token, attempts)| {
+            Ok(Claimed {
+                recipient: id(rid)?,
+                message: id(mid)?,
+                tenant,
+                address: address(addr)?,
+                lease_token,
+                lease_until,
+                attempt: stored("attempts", u32::try_from(attempts))?,
+            })
+        })
+        .collect()
 }
 
 impl SqliteStore {
