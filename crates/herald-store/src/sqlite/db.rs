@@ -326,11 +326,20 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-/// Runs repeatable jobs in one savepoint; should one fail, that savepoint is
-/// rolled back and each job runs again in a savepoint of its own, so that
-/// only a failing job's own work is undone.
+/// Runs repeatable jobs in one savepoint; should one fail after changing
+/// rows, that savepoint is rolled back and each job runs again in a
+/// savepoint of its own, so that only a failing job's own work is undone. A
+/// job that fails having changed no row (a refusal checked before writing,
+/// as a tenant's queue limit is) leaves nothing to undo, and the others go
+/// on: a tenant refused at every message costs the others nothing.
 fn run_together(conn: &Connection, jobs: &mut [Box<dyn Repeatable>]) {
-    match savepoint(conn, |conn| jobs.iter_mut().all(|job| job.run(conn))) {
+    let all_stand = |conn: &Connection| {
+        jobs.iter_mut().all(|job| {
+            let before = conn.total_changes();
+            job.run(conn) || conn.total_changes() == before
+        })
+    };
+    match savepoint(conn, all_stand) {
         Ok(true) => return,
         Ok(false) => {}
         // The savepoint itself failed: nothing can be said of the jobs' work.
@@ -499,15 +508,57 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_repeatable_write_is_undone_alone_and_its_neighbours_run_again() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
         let (_dir, db) = db_with_t().await;
-        let insert = |v: i64, fail: bool, runs: Arc<AtomicUsize>| {
+        let (runs, results) = three_in_one_group(&db, true).await;
+        assert_eq!(results[0].as_ref().unwrap(), &1);
+        assert!(
+            matches!(results[1], Err(StoreError::Conflict(_))),
+            "{results:?}"
+        );
+        assert_eq!(results[2].as_ref().unwrap(), &3);
+        // The first ran beside the failing one and again alone; the second
+        // failed together and alone; the third ran alone only.
+        assert_eq!(runs, [2, 2, 1]);
+        let values = values_of_t(&db).await;
+        assert_eq!(
+            values,
+            [1, 3],
+            "only the failing job's insert was undone, once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeatable_write_refused_before_writing_costs_its_neighbours_nothing() {
+        let (_dir, db) = db_with_t().await;
+        let (runs, results) = three_in_one_group(&db, false).await;
+        assert!(
+            matches!(results[1], Err(StoreError::Conflict(_))),
+            "{results:?}"
+        );
+        assert_eq!(runs, [1, 1, 1], "nothing ran twice");
+        assert_eq!(values_of_t(&db).await, [1, 3]);
+    }
+
+    /// Runs three repeatable jobs in one group, each inserting its value
+    /// into `t` (1, 2, 3); the second fails, after its insert when
+    /// `fails_after_writing`, else before it. Answers how often each ran,
+    /// and their results.
+    async fn three_in_one_group(
+        db: &Db,
+        fails_after_writing: bool,
+    ) -> (Vec<usize>, Vec<Result<i64>>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let job = |v: i64, runs: Arc<AtomicUsize>| {
             move |c: &Connection| -> Result<i64> {
                 runs.fetch_add(1, Ordering::SeqCst);
+                let refused = || Err(StoreError::Conflict("refused".to_owned()));
+                if v == 2 && !fails_after_writing {
+                    return refused();
+                }
                 c.execute("INSERT INTO t VALUES (?1)", [v])
                     .map_err(unavailable)?;
-                if fail {
-                    return Err(StoreError::Conflict("refused after its insert".to_owned()));
+                if v == 2 {
+                    return refused();
                 }
                 Ok(v)
             }
@@ -528,27 +579,16 @@ mod tests {
                 .unwrap()
                 .unwrap();
             tokio::join!(
-                db.write_repeatable(insert(1, false, runs[0].clone())),
-                db.write_repeatable(insert(2, true, runs[1].clone())),
-                db.write_repeatable(insert(3, false, runs[2].clone())),
+                db.write_repeatable(job(1, runs[0].clone())),
+                db.write_repeatable(job(2, runs[1].clone())),
+                db.write_repeatable(job(3, runs[2].clone())),
                 async { go.send(()).unwrap() },
             )
         };
         let (held, (first, second, third, ())) = tokio::join!(hold, queued);
         held.unwrap();
-        assert_eq!(first.unwrap(), 1);
-        assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
-        assert_eq!(third.unwrap(), 3);
-        // The first ran beside the failing one and again alone; the second
-        // failed together and alone; the third ran alone only.
-        let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
-        assert_eq!(counts, [2, 2, 1]);
-        let values = values_of_t(&db).await;
-        assert_eq!(
-            values,
-            [1, 3],
-            "only the failing job's insert was undone, once"
-        );
+        let counts = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        (counts, vec![first, second, third])
     }
 
     /// SQLite numbers `$n` parameters in order of first appearance and binds

@@ -327,9 +327,45 @@ fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<
     }
 }
 
+/// The message stored earlier under `m`'s idempotency key, as a duplicate's answer.
+fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
+    let Some(key) = &m.idempotency_key else {
+        return Ok(None);
+    };
+    let tenant = m.tenant_id.to_string();
+    let earlier: Option<String> = c
+        .prepare_cached(sql::MESSAGE_BY_KEY)
+        .map_err(sql)?
+        .query_row(params![tenant, key], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    let Some(earlier) = earlier else {
+        return Ok(None);
+    };
+    let statuses = list(c, sql::RECIPIENT_STATUSES, [&earlier, &tenant], |r| {
+        r.get::<_, String>(0)
+    })?
+    .iter()
+    .map(|s| status(s))
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Submitted {
+        id: id(earlier)?,
+        status: message_status(statuses),
+        duplicate: true,
+        handed: Vec::new(),
+    }))
+}
+
 /// Stores a message and its recipients, or answers with the message stored
 /// earlier under the same idempotency key.
 fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
+    if let Some(earlier) = earlier_by_key(c, m)? {
+        return Ok(earlier);
+    }
+    // Refused before anything of it is written: a refusal leaves the
+    // transaction as it found it, so the jobs beside it need not run again
+    // (see `Db::write_repeatable`).
+    check_limits(c, m)?;
     let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
     let headers: Vec<(&str, &str)> = m
         .headers
@@ -367,29 +403,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
         ])
         .map_err(sql)?;
     if inserted == 0 {
-        let earlier: String = c
-            .query_row(
-                sql::MESSAGE_BY_KEY,
-                params![m.tenant_id.to_string(), m.idempotency_key],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
-        let statuses = list(
-            c,
-            sql::RECIPIENT_STATUSES,
-            [&earlier, &m.tenant_id.to_string()],
-            |r| r.get::<_, String>(0),
-        )?;
-        let statuses = statuses
-            .iter()
-            .map(|s| status(s))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(Submitted {
-            id: id(earlier)?,
-            status: message_status(statuses),
-            duplicate: true,
-            handed: Vec::new(),
-        });
+        return earlier_by_key(c, m)?
+            .ok_or_else(|| db::unavailable("the message's insert changed nothing"));
     }
     // Handed to this node's worker: claimed under its lease at once (the
     // state a claim leaves: sending, due when the lease ends, attempt 1).
@@ -442,7 +457,6 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
             .map_err(sql)?;
     }
     count_queued(c, m)?;
-    count_tests(c, m)?;
     Ok(Submitted {
         id: m.id,
         status: RecipientStatus::Queued,
@@ -451,48 +465,56 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     })
 }
 
-/// Adds a new message's recipients to its tenant's count of queued ones, and
-/// refuses the message (its job's savepoint is rolled back) when that takes
-/// the count past the message's limit. The writer runs one job at a time, so
-/// jobs of one transaction see each other's counts.
-fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
-    let queued: Option<i64> = c
-        .prepare_cached(
-            "UPDATE tenants SET queued_recipients = queued_recipients + ?1 WHERE id = ?2 \
-             RETURNING queued_recipients",
-        )
-        .map_err(sql)?
-        .query_row(
-            params![m.recipients().count() as i64, m.tenant_id.to_string()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql)?;
-    match (queued, m.max_queued) {
-        (Some(queued), Some(limit)) if queued.max(0) as u64 > limit => {
-            Err(StoreError::QueueFull { limit })
+/// Refuses a message that would take its tenant's queued recipients past
+/// the message's limit, or (a test message) its test recipients queued or
+/// in flight past its limit. The writer runs one job at a time, so jobs of
+/// one transaction see each other's counts.
+fn check_limits(c: &Connection, m: &NewMessage) -> Result<()> {
+    let recipients = m.recipients().count() as u64;
+    let tenant = m.tenant_id.to_string();
+    if let Some(limit) = m.max_queued {
+        let queued: Option<i64> = c
+            .prepare_cached("SELECT queued_recipients FROM tenants WHERE id = ?1")
+            .map_err(sql)?
+            .query_row([&tenant], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        if queued.unwrap_or(0).max(0) as u64 + recipients > limit {
+            return Err(StoreError::QueueFull { limit });
         }
-        _ => Ok(()),
     }
+    if let (Some(limit), Some(_)) = (m.max_pending_tests, m.test_provider) {
+        let pending: i64 = c
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM recipients INDEXED BY recipients_tenant_due \
+                 WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0"
+            ))
+            .map_err(sql)?
+            .query_row([&tenant], |r| r.get(0))
+            .map_err(sql)?;
+        // The message's own recipients count once stored, as the query
+        // would find them: waiting for the nodes, with a priority.
+        let own = if m.priority > 0 && m.gateway_id.is_none() {
+            recipients
+        } else {
+            0
+        };
+        if pending.max(0) as u64 + own > u64::from(limit) {
+            return Err(StoreError::TooManyTests { limit });
+        }
+    }
+    Ok(())
 }
 
-/// Refuses a test message (its job's savepoint is rolled back) that takes
-/// its tenant's test recipients queued or in flight past the message's limit.
-fn count_tests(c: &Connection, m: &NewMessage) -> Result<()> {
-    let (Some(limit), Some(_)) = (m.max_pending_tests, m.test_provider) else {
-        return Ok(());
-    };
-    let pending: i64 = c
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM recipients INDEXED BY recipients_tenant_due \
-             WHERE tenant_id = ?1 AND {UNFINISHED} AND priority > 0"
-        ))
+/// Adds a stored message's recipients to its tenant's count of queued ones.
+fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
+    c.prepare_cached("UPDATE tenants SET queued_recipients = queued_recipients + ?1 WHERE id = ?2")
         .map_err(sql)?
-        .query_row([m.tenant_id.to_string()], |r| r.get(0))
+        .execute(params![
+            m.recipients().count() as i64,
+            m.tenant_id.to_string()
+        ])
         .map_err(sql)?;
-    if pending.max(0) as u64 > u64::from(limit) {
-        return Err(StoreError::TooManyTests { limit });
-    }
     Ok(())
 }
 
