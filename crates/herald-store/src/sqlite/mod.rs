@@ -327,6 +327,16 @@ fn on_behalf_of(stored_pair: (Option<String>, Option<String>)) -> Result<Option<
     }
 }
 
+/// The statuses of a message's recipients, in their order.
+fn recipient_statuses(c: &Connection, message: &str, tenant: &str) -> Result<Vec<RecipientStatus>> {
+    list(c, sql::RECIPIENT_STATUSES, [message, tenant], |r| {
+        r.get::<_, String>(0)
+    })?
+    .iter()
+    .map(|s| status(s))
+    .collect()
+}
+
 /// The message stored earlier under `m`'s idempotency key, as a duplicate's answer.
 fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
     let Some(key) = &m.idempotency_key else {
@@ -342,12 +352,7 @@ fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
     let Some(earlier) = earlier else {
         return Ok(None);
     };
-    let statuses = list(c, sql::RECIPIENT_STATUSES, [&earlier, &tenant], |r| {
-        r.get::<_, String>(0)
-    })?
-    .iter()
-    .map(|s| status(s))
-    .collect::<Result<Vec<_>>>()?;
+    let statuses = recipient_statuses(c, &earlier, &tenant)?;
     Ok(Some(Submitted {
         id: id(earlier)?,
         status: message_status(statuses),

@@ -53,12 +53,7 @@ impl Queue for SqliteStore {
         self.db
             .write(move |c| {
                 let (mid, tid) = (message_id.to_string(), tenant_id.to_string());
-                let statuses = list(c, sql::RECIPIENT_STATUSES, [&mid, &tid], |r| {
-                    r.get::<_, String>(0)
-                })?
-                .iter()
-                .map(|s| status(s))
-                .collect::<Result<Vec<_>>>()?;
+                let statuses = recipient_statuses(c, &mid, &tid)?;
                 let waiting = rules::cancellable(&statuses)?;
                 c.execute(sql::CANCEL_RECIPIENTS, [&mid, &tid])
                     .map_err(sql)?;

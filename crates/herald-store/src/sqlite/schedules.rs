@@ -55,12 +55,10 @@ fn message_status_of(
     send_at: Option<i64>,
 ) -> Result<Option<RecipientStatus>> {
     let now = now_ms();
-    let statuses = list(c, sql::RECIPIENT_STATUSES, [message, tenant], |r| {
-        r.get::<_, String>(0)
-    })?
-    .iter()
-    .map(|s| Ok(status(s)?.as_of(send_at, now)))
-    .collect::<Result<Vec<_>>>()?;
+    let statuses: Vec<RecipientStatus> = recipient_statuses(c, message, tenant)?
+        .into_iter()
+        .map(|s| s.as_of(send_at, now))
+        .collect();
     Ok((!statuses.is_empty()).then(|| message_status(statuses)))
 }
 
