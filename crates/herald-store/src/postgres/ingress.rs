@@ -20,6 +20,24 @@ fn deleted(count: u64) -> Result<()> {
 /// overlapping networks at the same time: "smtpconn" in ASCII.
 const CONNECTOR_LOCK: i64 = 0x736d_7470_636f_6e6e;
 
+impl PgStore {
+    /// The row of `tenant` with this id, if any.
+    async fn of_tenant<T>(
+        &self,
+        statement: &str,
+        id: String,
+        tenant: TenantId,
+        row: fn(&tokio_postgres::Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let c = client(&self.pool).await?;
+        query_opt(&c, statement, &[&id, &tenant.to_string()])
+            .await?
+            .as_ref()
+            .map(row)
+            .transpose()
+    }
+}
+
 #[async_trait]
 impl Ingress for PgStore {
     async fn create_smtp_credential(&self, new: NewSmtpCredential) -> Result<SmtpCredential> {
@@ -60,16 +78,13 @@ impl Ingress for PgStore {
         tenant_id: TenantId,
         id: SmtpCredentialId,
     ) -> Result<Option<SmtpCredential>> {
-        let c = client(&self.pool).await?;
-        query_opt(
-            &c,
+        self.of_tenant(
             sql::SMTP_CREDENTIAL_BY_ID,
-            &[&id.to_string(), &tenant_id.to_string()],
+            id.to_string(),
+            tenant_id,
+            rows::smtp_credential,
         )
-        .await?
-        .as_ref()
-        .map(rows::smtp_credential)
-        .transpose()
+        .await
     }
 
     async fn revoke_smtp_credential(
@@ -158,16 +173,13 @@ impl Ingress for PgStore {
         tenant_id: TenantId,
         id: SmtpConnectorId,
     ) -> Result<Option<SmtpConnector>> {
-        let c = client(&self.pool).await?;
-        query_opt(
-            &c,
+        self.of_tenant(
             sql::SMTP_CONNECTOR_BY_ID,
-            &[&id.to_string(), &tenant_id.to_string()],
+            id.to_string(),
+            tenant_id,
+            rows::smtp_connector,
         )
-        .await?
-        .as_ref()
-        .map(rows::smtp_connector)
-        .transpose()
+        .await
     }
 
     async fn delete_smtp_connector(&self, tenant_id: TenantId, id: SmtpConnectorId) -> Result<()> {

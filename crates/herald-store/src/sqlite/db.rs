@@ -37,26 +37,15 @@ const MAX_GROUP: usize = 512;
 /// [`checkpoint_loop`]).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// What a write job hands back to the writer: a function that delivers the
-/// job's result once the transaction's fate is known.
-type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// A job that runs once on the connection, or is told why the transaction could not begin.
-type OnceJob = Box<dyn FnOnce(std::result::Result<&Connection, &StoreError>) -> Finish + Send>;
-
 /// A job of the writer thread.
-enum WriteJob {
-    /// Runs once, in a savepoint of its own; or is told why the transaction
-    /// could not begin.
-    Once(OnceJob),
-    /// Changes nothing but the database, so it may run twice: first in one
+trait WriteJob: Send {
+    /// True for a job that changes nothing but the database (no state of its
+    /// own, no side effect), so that it may run twice: first in one
     /// savepoint with the repeatable jobs beside it, and, should one of them
-    /// fail, again in a savepoint of its own. A page that many jobs change
-    /// is then copied into the savepoint journal once, not once per job.
-    Repeatable(Box<dyn Repeatable>),
-}
-
-/// A write job that may run again on the same state (see [`WriteJob::Repeatable`]).
-trait Repeatable: Send {
+    /// fail after changing rows, again in a savepoint of its own. A page that
+    /// many jobs change is then copied into the savepoint journal once, not
+    /// once per job. Any other job runs once, in a savepoint of its own.
+    fn repeatable(&self) -> bool;
     /// Runs the job and keeps its result in place of any earlier run's;
     /// true when it succeeded.
     fn run(&mut self, conn: &Connection) -> bool;
@@ -66,19 +55,26 @@ trait Repeatable: Send {
     fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
 }
 
-/// A repeatable job's function, its latest result, and where that goes.
-struct Kept<T, F> {
+/// A write job's function, its latest result, and where that goes.
+struct Job<T, F> {
     f: F,
+    repeatable: bool,
     result: Option<Result<T>>,
     answer: oneshot::Sender<Result<T>>,
+    /// The result is noted on the writer thread, in the order of the
+    /// commits, so the latest write's result is the one that stays.
     writes: Arc<crate::WriteHealth>,
 }
 
-impl<T, F> Repeatable for Kept<T, F>
+impl<T, F> WriteJob for Job<T, F>
 where
     T: Send,
     F: FnMut(&Connection) -> Result<T> + Send,
 {
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let result = guarded(|| (self.f)(conn));
         let ok = result.is_ok();
@@ -102,7 +98,7 @@ where
 }
 
 pub(crate) struct Db {
-    writer: mpsc::UnboundedSender<WriteJob>,
+    writer: mpsc::UnboundedSender<Box<dyn WriteJob>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     /// Whether the latest write failed because the database could not take it.
@@ -184,60 +180,45 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        // The result is noted on the writer thread, in the order of the
-        // commits, so the latest write's result is the one that stays.
-        let writes = self.writes.clone();
-        let job = Box::new(move |conn: std::result::Result<&Connection, &StoreError>| {
-            let result = conn.map_err(Clone::clone).and_then(|conn| {
-                let mut result = None;
-                savepoint(conn, |conn| {
-                    let r = guarded(|| f(conn));
-                    let ok = r.is_ok();
-                    result = Some(r);
-                    ok
-                })?;
-                result.expect("the savepoint ran the job")
-            });
-            Box::new(move |commit_error: Option<&StoreError>| {
-                let result = match commit_error {
-                    Some(e) => Err(e.clone()),
-                    None => result,
-                };
-                writes.note(&result);
-                let _ = tx.send(result);
-            }) as Finish
-        });
-        self.send(WriteJob::Once(job), rx).await
+        let mut f = Some(f);
+        self.send(false, move |conn: &Connection| {
+            f.take().expect("a job that is not repeatable runs once")(conn)
+        })
+        .await
     }
 
     /// Like [`Db::write`], for a job that changes nothing but the database
     /// (no state of its own, no side effect): `f` may run twice, see
-    /// [`WriteJob::Repeatable`]. The hot writes (submissions, outcomes)
+    /// [`WriteJob::repeatable`]. The hot writes (submissions, outcomes)
     /// are such jobs.
     pub(crate) async fn write_repeatable<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
+        self.send(true, f).await
+    }
+
+    async fn send<T, F>(&self, repeatable: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
         let (answer, rx) = oneshot::channel();
-        let job = Kept {
+        let job = Job {
             f,
+            repeatable,
             result: None,
             answer,
             writes: self.writes.clone(),
         };
-        self.send(WriteJob::Repeatable(Box::new(job)), rx).await
-    }
-
-    async fn send<T>(&self, job: WriteJob, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         let stopped = || StoreError::Unavailable("the database writer has stopped".into());
-        if self.writer.send(job).is_err() {
+        if self.writer.send(Box::new(job)).is_err() {
             let result = Err(stopped());
             self.writes.note(&result);
             return result;
         }
-        answer.await.map_err(|_| stopped())?
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Copies the write-ahead log into the database file and empties it, so
@@ -332,7 +313,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// job that fails having changed no row (a refusal checked before writing,
 /// as a tenant's queue limit is) leaves nothing to undo, and the others go
 /// on: a tenant refused at every message costs the others nothing.
-fn run_together(conn: &Connection, jobs: &mut [Box<dyn Repeatable>]) {
+fn run_together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) {
     let all_stand = |conn: &Connection| {
         jobs.iter_mut().all(|job| {
             let before = conn.total_changes();
@@ -382,7 +363,7 @@ fn checkpoint_loop(conn: Connection, wal: PathBuf, open: std::sync::Weak<()>) {
 }
 
 /// Takes every job waiting (up to [`MAX_GROUP`]) into one transaction and one fsync.
-fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<Box<dyn WriteJob>>) {
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -394,42 +375,33 @@ fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let error = unavailable(e);
             for job in batch {
-                match job {
-                    WriteJob::Once(job) => job(Err(&error))(None),
-                    WriteJob::Repeatable(job) => job.finish(Some(&error)),
-                }
+                job.finish(Some(&error));
             }
             continue;
         }
-        let mut finishers: Vec<Finish> = Vec::with_capacity(batch.len());
+        let mut done: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter().peekable();
-        while let Some(job) = jobs.next() {
-            let first = match job {
-                WriteJob::Once(job) => {
-                    finishers.push(job(Ok(&conn)));
-                    continue;
-                }
-                WriteJob::Repeatable(job) => job,
-            };
+        while let Some(first) = jobs.next() {
             let mut together = vec![first];
-            while let Some(WriteJob::Repeatable(_)) = jobs.peek() {
-                if let Some(WriteJob::Repeatable(job)) = jobs.next() {
+            if together[0].repeatable() {
+                while let Some(job) = jobs.next_if(|job| job.repeatable()) {
                     together.push(job);
                 }
+                run_together(&conn, &mut together);
+            } else {
+                let job = &mut together[0];
+                if let Err(e) = savepoint(&conn, |conn| job.run(conn)) {
+                    job.refuse(&e);
+                }
             }
-            run_together(&conn, &mut together);
-            finishers.extend(
-                together
-                    .into_iter()
-                    .map(|job| Box::new(move |e: Option<&StoreError>| job.finish(e)) as Finish),
-            );
+            done.append(&mut together);
         }
         let outcome = conn.execute_batch("COMMIT").map_err(unavailable);
         if outcome.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for finish in finishers {
-            finish(outcome.as_ref().err());
+        for job in done {
+            job.finish(outcome.as_ref().err());
         }
     }
 }

@@ -19,6 +19,27 @@ fn deleted(count: usize) -> Result<()> {
     }
 }
 
+impl SqliteStore {
+    /// The row of `tenant` with this id, if any, read inline: the listener
+    /// asks before each message whether what admitted its session stands.
+    fn of_tenant<T>(
+        &self,
+        statement: &str,
+        id: String,
+        tenant: TenantId,
+        row: fn(&Row) -> rusqlite::Result<Result<T>>,
+    ) -> Result<Option<T>> {
+        self.db.read_here(|c| {
+            c.prepare_cached(statement)
+                .map_err(sql)?
+                .query_row([id, tenant.to_string()], row)
+                .optional()
+                .map_err(sql)?
+                .transpose()
+        })
+    }
+}
+
 #[async_trait]
 impl Ingress for SqliteStore {
     async fn create_smtp_credential(&self, new: NewSmtpCredential) -> Result<SmtpCredential> {
@@ -62,14 +83,12 @@ impl Ingress for SqliteStore {
         tenant_id: TenantId,
         id: SmtpCredentialId,
     ) -> Result<Option<SmtpCredential>> {
-        self.db.read_here(|c| {
-            c.prepare_cached(sql::SMTP_CREDENTIAL_BY_ID)
-                .map_err(sql)?
-                .query_row([id.to_string(), tenant_id.to_string()], credential_row)
-                .optional()
-                .map_err(sql)?
-                .transpose()
-        })
+        self.of_tenant(
+            sql::SMTP_CREDENTIAL_BY_ID,
+            id.to_string(),
+            tenant_id,
+            credential_row,
+        )
     }
 
     async fn revoke_smtp_credential(
@@ -171,14 +190,12 @@ impl Ingress for SqliteStore {
         tenant_id: TenantId,
         id: SmtpConnectorId,
     ) -> Result<Option<SmtpConnector>> {
-        self.db.read_here(|c| {
-            c.prepare_cached(sql::SMTP_CONNECTOR_BY_ID)
-                .map_err(sql)?
-                .query_row([id.to_string(), tenant_id.to_string()], connector_row)
-                .optional()
-                .map_err(sql)?
-                .transpose()
-        })
+        self.of_tenant(
+            sql::SMTP_CONNECTOR_BY_ID,
+            id.to_string(),
+            tenant_id,
+            connector_row,
+        )
     }
 
     async fn delete_smtp_connector(&self, tenant_id: TenantId, id: SmtpConnectorId) -> Result<()> {

@@ -787,11 +787,11 @@ fn write_events(
     let mut handing = lease.map(|lease| Handing::new(c, lease));
     let mut handed = Vec::new();
     for e in events {
-        let leased = match handing.as_mut() {
-            Some(handing) => handing.takes(&e)?,
-            None => false,
+        // The lease this event is written under, if it goes to the dispatcher.
+        let lease = match handing.as_mut() {
+            Some(handing) => handing.takes(&e)?.then_some(handing.lease),
+            None => None,
         };
-        let lease = lease.filter(|_| leased);
         insert
             .execute(params![
                 e.webhook,
@@ -804,10 +804,10 @@ fn write_events(
                 lease.map(|l| l.until),
                 lease.map(|l| &l.node),
                 lease.map(|l| &l.incarnation),
-                i64::from(leased)
+                i64::from(lease.is_some())
             ])
             .map_err(sql)?;
-        if let Some(handing) = handing.as_mut().filter(|_| leased) {
+        if let (Some(handing), Some(_)) = (handing.as_mut(), lease) {
             handed.push(handing.claimed(e, c.last_insert_rowid())?);
         }
     }
