@@ -60,6 +60,13 @@ pub struct CatchUp {
     pub next: Option<i64>,
 }
 
+/// An IANA time zone by name; an error names the field `timezone`.
+pub fn time_zone(name: &str) -> Result<Tz, FieldError> {
+    name.parse().map_err(|_| {
+        Invalid::new("must be an IANA time zone name, such as Europe/Berlin or UTC").at("timezone")
+    })
+}
+
 impl Recurrence {
     /// Reads a cron expression and an IANA time zone name.
     ///
@@ -85,10 +92,7 @@ impl Recurrence {
             .map_err(|e| {
                 Invalid::new(format!("is not a valid cron expression: {}", plain(&e))).at("cron")
             })?;
-        let tz: Tz = timezone.parse().map_err(|_| {
-            Invalid::new("must be an IANA time zone name, such as Europe/Berlin or UTC")
-                .at("timezone")
-        })?;
+        let tz = time_zone(timezone)?;
         Ok(Recurrence {
             cron: parsed,
             tz,

@@ -28,8 +28,18 @@ const AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    // The firing time a pass left due at once: found again by the next
+    // pass, nothing moved it on, and looking again at once would spin.
+    let mut left_due = None;
     loop {
         let wait = match pass(&state).await {
+            Ok(Some(next)) if next <= now_ms() && left_due.replace(next) == Some(next) => {
+                tracing::warn!(
+                    next_run_at = next,
+                    "a schedule stays due after firing; looking again in a second"
+                );
+                AFTER_FAILURE
+            }
             Ok(Some(next)) => {
                 let ahead = next.saturating_sub(now_ms()).max(0) as u64;
                 Duration::from_millis(ahead).min(LOOK_AT_LEAST_EVERY)

@@ -193,7 +193,7 @@ forward_to_inner! {
         create_schedule(schedule: NewSchedule) -> Schedule;
         schedule(tenant: TenantId, id: ScheduleId) -> Schedule;
         list_schedules(tenant: TenantId) -> Vec<Schedule>;
-        update_schedule(tenant: TenantId, id: ScheduleId, fields: ScheduleFields, next_run_at: Option<i64>, now: i64) -> Schedule;
+        update_schedule(tenant: TenantId, id: ScheduleId, fields: ScheduleFields, next_run: NextRun, now: i64) -> Schedule;
         delete_schedule(tenant: TenantId, id: ScheduleId) -> ();
         due_schedules(now: i64, limit: u32) -> Vec<Schedule>;
         next_schedule_due() -> Option<i64>;

@@ -793,13 +793,13 @@ pub trait Schedules: Send + Sync {
     /// The tenant's schedules, by name.
     async fn list_schedules(&self, tenant: TenantId) -> Result<Vec<Schedule>>;
 
-    /// Replaces a schedule's fields and its next firing at `now`.
+    /// Replaces a schedule's fields at `now`, and its next firing unless `next_run` keeps it.
     async fn update_schedule(
         &self,
         tenant: TenantId,
         id: ScheduleId,
         fields: ScheduleFields,
-        next_run_at: Option<i64>,
+        next_run: NextRun,
         now: i64,
     ) -> Result<Schedule>;
 

@@ -769,8 +769,9 @@ pub(crate) const INSERT_SCHEDULE: &str = concat!(
 );
 pub(crate) const UPDATE_SCHEDULE: &str = concat!(
     "UPDATE schedules SET name = $1, cron = $2, timezone = $3, template_id = $4, data = $5, \
-     header_to = $6, header_cc = $7, bcc = $8, enabled = $9, next_run_at = $10, updated_at = $11 \
-     WHERE id = $12 AND tenant_id = $13 RETURNING ",
+     header_to = $6, header_cc = $7, bcc = $8, enabled = $9, \
+     next_run_at = CASE WHEN $10 THEN $11 ELSE next_run_at END, updated_at = $12 \
+     WHERE id = $13 AND tenant_id = $14 RETURNING ",
     schedule_columns!()
 );
 pub(crate) const SCHEDULE_BY_ID: &str = concat!(
@@ -789,6 +790,9 @@ pub(crate) const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE id = $1 AN
 /// still expects it (`$5`), so that of several nodes firing it one does.
 pub(crate) const CONSUME_OCCURRENCE: &str = "UPDATE schedules SET next_run_at = $1, last_run_at = $2 \
      WHERE id = $3 AND tenant_id = $4 AND enabled AND next_run_at = $5";
+/// Whether a schedule's occurrence (`$2`) was recorded already (`schedule_runs_once`).
+pub(crate) const OCCURRENCE_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM schedule_runs \
+     WHERE schedule_id = $1 AND fire_at = $2 AND cause = 'schedule')";
 /// Notes a manual firing on its schedule.
 pub(crate) const NOTE_MANUAL_RUN: &str =
     "UPDATE schedules SET last_run_at = $1 WHERE id = $2 AND tenant_id = $3";
@@ -933,6 +937,7 @@ pub(crate) const ALL: &[&str] = &[
     SCHEDULES,
     DELETE_SCHEDULE,
     CONSUME_OCCURRENCE,
+    OCCURRENCE_RECORDED,
     NOTE_MANUAL_RUN,
     INSERT_SCHEDULE_RUN,
     SCHEDULE_RUNS,

@@ -21,9 +21,9 @@ use herald_core::{
 use herald_store::{
     AttemptRecord, AuditEntry, BootstrapOutcome, Captured, ClaimRequest, Claimed, Completed,
     GatewayClaim, HandoffLease, MessageSummary, MessageView, NewAccount, NewCapture, NewMessage,
-    NewSmtpCredential, NewToken, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome, Person,
-    PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings, SmtpAccount, SmtpServer,
-    SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
+    NewSmtpCredential, NewToken, NextRun, NextState, NodeRecord, OAuth2Client, OnBehalf, Outcome,
+    Person, PgStore, Provider, ProviderSettings, RecipientKind, ServerSettings, SmtpAccount,
+    SmtpServer, SqliteStore, Store, StoreError, Submitted, Tenant, TokenRecord,
 };
 use herald_store::{
     AttemptResult, ClaimedEvent, DisabledWebhook, EventLease, NewWebhook, Webhook, WebhookAttempt,
@@ -4601,7 +4601,7 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
     };
     let updated = f
         .store
-        .update_schedule(t, created.id, fields.clone(), None, 3_000)
+        .update_schedule(t, created.id, fields.clone(), NextRun::At(None), 3_000)
         .await
         .unwrap();
     assert_eq!(updated.fields, fields);
@@ -4617,7 +4617,7 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
             t,
             created.id,
             schedule_fields("noon", others.id),
-            None,
+            NextRun::Keep,
             3_000,
         )
         .await;
@@ -4628,7 +4628,7 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
                 t,
                 created.id,
                 schedule_fields("evening", template.id),
-                None,
+                NextRun::Keep,
                 3_000,
             )
             .await,
@@ -4643,7 +4643,7 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
                 other,
                 created.id,
                 schedule_fields("x", others.id),
-                None,
+                NextRun::Keep,
                 4_000,
             )
             .await,
@@ -4766,9 +4766,10 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     );
 
     // An occurrence recorded already is not recorded again, even when the
-    // schedule was set back to it: nothing of that firing stays.
+    // schedule was set back to it: nothing of that firing stays, but the
+    // schedule moves on past it (else it would be due again at once, for ever).
     f.store
-        .update_schedule(t, s.id, s.fields.clone(), Some(10_000), 25_500)
+        .update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(10_000)), 25_500)
         .await
         .unwrap();
     let third = message(t, &["c@x.example"], None, 25_600);
@@ -4780,12 +4781,21 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     not_found(f.store.message(t, third.id).await);
     assert_eq!(
         f.store.schedule(t, s.id).await.unwrap().next_run_at,
-        Some(10_000)
+        Some(20_000)
     );
+
+    // A change that keeps the next firing leaves it as stored, whatever
+    // the caller read before.
+    let kept = f
+        .store
+        .update_schedule(t, s.id, s.fields.clone(), NextRun::Keep, 25_700)
+        .await
+        .unwrap();
+    assert_eq!((kept.next_run_at, kept.updated_at), (Some(20_000), 25_700));
 
     // A disabled, deleted or changed schedule expects no occurrence.
     f.store
-        .update_schedule(t, s.id, s.fields.clone(), Some(40_000), 26_000)
+        .update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(40_000)), 26_000)
         .await
         .unwrap();
     assert!(
@@ -4798,7 +4808,7 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
         ..s.fields.clone()
     };
     f.store
-        .update_schedule(t, s.id, off, Some(40_000), 26_000)
+        .update_schedule(t, s.id, off, NextRun::At(Some(40_000)), 26_000)
         .await
         .unwrap();
     assert!(

@@ -5,8 +5,8 @@
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, Invalid, MessageId, ScheduleId, ScheduleRunId, Subject};
 use herald_store::{
-    Firing, NewMessage, NewSchedule, Origin, RunTrigger, Schedule, ScheduleFields, ScheduleRun,
-    StoreError, Tenant,
+    Firing, NewMessage, NewSchedule, NextRun, Origin, RunTrigger, Schedule, ScheduleFields,
+    ScheduleRun, StoreError, Tenant,
 };
 use serde_json::{Value, json};
 
@@ -50,7 +50,14 @@ async fn fields(
         .unwrap_or_else(|| "UTC".to_owned());
     if let Some(cron) = &cron {
         match Recurrence::parse(cron, &timezone) {
-            Err(e) => check.push(e),
+            Err(e) => {
+                let cron_refused = e.field == "cron";
+                check.push(e);
+                // A refused expression hides nothing of the time zone.
+                if let (true, Err(e)) = (cron_refused, crate::cron::time_zone(&timezone)) {
+                    check.push(e);
+                }
+            }
             Ok(recurrence) if recurrence.next_after(now_ms()).is_none() => {
                 check.fail("cron", "never matches a date to come (such as 30 February)");
             }
@@ -198,14 +205,15 @@ pub async fn update_schedule(
     let timing_changed = fields.cron != base.fields.cron
         || fields.timezone != base.fields.timezone
         || fields.enabled != base.fields.enabled;
-    let next_run_at = if timing_changed || (fields.enabled && base.next_run_at.is_none()) {
-        next_run(&fields, now)?
+    // Kept as stored, not as read above: a firing may have moved it on since.
+    let next_run = if timing_changed || (fields.enabled && base.next_run_at.is_none()) {
+        NextRun::At(next_run(&fields, now)?)
     } else {
-        base.next_run_at
+        NextRun::Keep
     };
     let record = state
         .store
-        .update_schedule(tenant.id, id, fields, next_run_at, now)
+        .update_schedule(tenant.id, id, fields, next_run, now)
         .await?;
     state.schedules_changed.notify_one();
     caller

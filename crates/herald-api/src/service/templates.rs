@@ -155,8 +155,8 @@ pub async fn create_template(
     Ok(record)
 }
 
-/// Changes a template: the result is its next version. Queued mail keeps
-/// what was rendered from the version before.
+/// Changes a template: the result is its next version (none when nothing
+/// changes). Queued mail keeps what was rendered from the version before.
 pub async fn update_template(
     state: &AppState,
     caller: &Caller,
@@ -166,6 +166,13 @@ pub async fn update_template(
 ) -> Result<Template, ApiError> {
     let base = state.store.template(tenant.id, id).await?;
     let fields = fields(state, body, Some(&base))?;
+    // A change that changes nothing makes no new version and no audit entry.
+    let unchanged = fields.name == base.name
+        && fields.description == base.description
+        && fields.content == base.content;
+    if unchanged {
+        return Ok(base);
+    }
     let record = state
         .store
         .update_template(tenant.id, id, fields, now_ms())

@@ -133,6 +133,16 @@ impl RunTrigger {
     }
 }
 
+/// What a change of a schedule does to its next firing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextRun {
+    /// Leaves the stored `next_run_at` as it is: a firing that moved it on
+    /// meanwhile is not undone by a change of the schedule's data.
+    Keep,
+    /// Sets it (`None`: the schedule fires no more).
+    At(Option<i64>),
+}
+
 /// One firing to record, with the message it made (`None` when none could
 /// be made: `error` says why).
 #[derive(Clone, Debug)]

@@ -107,9 +107,13 @@ impl Schedules for PgStore {
         tenant: TenantId,
         id: ScheduleId,
         fields: ScheduleFields,
-        next_run_at: Option<i64>,
+        next_run: NextRun,
         now: i64,
     ) -> Result<Schedule> {
+        let (set_next, next_run_at) = match next_run {
+            NextRun::Keep => (false, None),
+            NextRun::At(at) => (true, at),
+        };
         self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
@@ -130,6 +134,7 @@ impl Schedules for PgStore {
                     &cc,
                     &bcc,
                     &f.enabled,
+                    &set_next,
                     &next_run_at,
                     &now,
                     &id.to_string(),
@@ -210,6 +215,20 @@ impl Schedules for PgStore {
                     .await
                     .map_err(pg)?;
                     if consumed == 0 {
+                        return Ok((None, false));
+                    }
+                    // The schedule's row is locked until the commit, so no
+                    // other firing of it records meanwhile. An occurrence
+                    // recorded already (the schedule was set back to it) is
+                    // not fired again, but the schedule still moves on past it.
+                    let recorded: bool =
+                        query_opt(&tx, sql::OCCURRENCE_RECORDED, &[&schedule, &f.fire_at])
+                            .await?
+                            .map(|r| r.try_get(0).map_err(pg))
+                            .transpose()?
+                            .unwrap_or(false);
+                    if recorded {
+                        tx.commit().await.map_err(pg)?;
                         return Ok((None, false));
                     }
                 }

@@ -17,10 +17,6 @@ const DUE_SCHEDULES: &str = concat!(
 const NEXT_SCHEDULE_DUE: &str = "SELECT min(next_run_at) FROM schedules INDEXED BY schedules_due \
      WHERE enabled = 1 AND next_run_at IS NOT NULL";
 
-/// Whether a schedule's occurrence (`?2`) was recorded already (`schedule_runs_once`).
-const OCCURRENCE_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM schedule_runs \
-     WHERE schedule_id = ?1 AND fire_at = ?2 AND cause = 'schedule')";
-
 fn schedule_row(r: &Row) -> rusqlite::Result<Result<Schedule>> {
     Ok(rows::schedule(r))
 }
@@ -114,9 +110,13 @@ impl Schedules for SqliteStore {
         tenant: TenantId,
         id: ScheduleId,
         fields: ScheduleFields,
-        next_run_at: Option<i64>,
+        next_run: NextRun,
         now: i64,
     ) -> Result<Schedule> {
+        let (set_next, next_run_at) = match next_run {
+            NextRun::Keep => (false, None),
+            NextRun::At(at) => (true, at),
+        };
         self.db
             .write(move |c| {
                 let f = &fields;
@@ -135,6 +135,7 @@ impl Schedules for SqliteStore {
                             cc,
                             bcc,
                             f.enabled,
+                            set_next,
                             next_run_at,
                             now,
                             id.to_string(),
@@ -191,15 +192,6 @@ impl Schedules for SqliteStore {
                 let (schedule, tenant) = (f.schedule_id.to_string(), f.tenant_id.to_string());
                 match f.trigger {
                     RunTrigger::Schedule => {
-                        // The only writer: what this finds holds until the job ends.
-                        let recorded: bool = c
-                            .prepare_cached(OCCURRENCE_RECORDED)
-                            .map_err(sql)?
-                            .query_row(params![schedule, f.fire_at], |r| r.get(0))
-                            .map_err(sql)?;
-                        if recorded {
-                            return Ok(None);
-                        }
                         let consumed = c
                             .prepare_cached(sql::CONSUME_OCCURRENCE)
                             .map_err(sql)?
@@ -212,6 +204,18 @@ impl Schedules for SqliteStore {
                             ])
                             .map_err(sql)?;
                         if consumed == 0 {
+                            return Ok(None);
+                        }
+                        // The only writer: what this finds holds until the job
+                        // ends. An occurrence recorded already (the schedule
+                        // was set back to it) is not fired again, but the
+                        // schedule still moves on past it.
+                        let recorded: bool = c
+                            .prepare_cached(sql::OCCURRENCE_RECORDED)
+                            .map_err(sql)?
+                            .query_row(params![schedule, f.fire_at], |r| r.get(0))
+                            .map_err(sql)?;
+                        if recorded {
                             return Ok(None);
                         }
                     }

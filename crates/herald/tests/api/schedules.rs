@@ -124,6 +124,22 @@ async fn a_schedule_is_checked_when_saved() {
             .collect();
         assert_eq!(fields, [field], "{body}: {answer}");
     }
+    // Both wrong: both named.
+    let (status, answer) = app
+        .post_as_admin(
+            &acme,
+            "schedules",
+            json!({"name": "s", "cron": "* * *", "timezone": "Mars/Olympus", "template": "tick", "data": {"site": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let fields: Vec<&str> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["cron", "timezone"], "{answer}");
     let (_, list) = app.get_as_admin(&acme, "schedules").await;
     assert_eq!(list, json!([]), "nothing was stored");
 

@@ -101,6 +101,14 @@ async fn names_are_unique_and_every_change_is_a_new_version() {
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert!(changed["html"].is_null());
     assert_eq!(changed["version"], 3);
+    // A change that changes nothing is no new version.
+    for same in [json!({}), json!({"text": "Short: {{ volume }}"})] {
+        let (status, answer) = app
+            .patch_as_admin(&acme, &format!("templates/{id}"), same)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["version"], 3, "{answer}");
+    }
     let (status, answer) = app
         .patch_as_admin(&acme, &format!("templates/{id}"), json!({"text": ""}))
         .await;
