@@ -22,7 +22,7 @@ pub fn all() -> Value {
             "smtp_server": {"host": "relay.example.internal", "port": 25, "security": "starttls", "requires_auth": false},
             "account": null,
             "provider": {"sender_policy": "fixed"},
-            "mail_service_setup": "Allow relaying from the Herald nodes' addresses on the gateway's relay (for Postfix, mynetworks or an access map); give Herald the relay's internal CA in tls_ca_pem and its certificate name in tls_server_name when it is reached by IP."
+            "mail_service_setup": "Name the tenant's gateway in the server's gateway_id and run `herald gateway` on that machine (with --egress-allow 127.0.0.1/32 when the relay listens on loopback there); allow relaying from the gateway's address on the relay (for Postfix, mynetworks or an access map); give the relay's internal CA in tls_ca_pem and its certificate name in tls_server_name when it is reached by IP."
         },
         {
             "id": "m365-connector",
@@ -30,7 +30,7 @@ pub fn all() -> Value {
             "smtp_server": {"host": "<tenant>.mail.protection.outlook.com", "port": 25, "security": "starttls", "requires_auth": false},
             "account": null,
             "provider": {"sender_policy": "fixed"},
-            "mail_service_setup": "In Exchange admin center, add an inbound connector from your organisation's email server that accepts mail by the Herald nodes' public IP addresses (or by a certificate name matching helo_name); send only from accepted domains."
+            "mail_service_setup": "In Exchange admin center, add an inbound connector from your organisation's email server that accepts mail by the public IP address it comes from: your network's, with the server pinned to the tenant's gateway running there (gateway_id), or the Herald nodes' without a gateway (or by a certificate name matching helo_name); send only from accepted domains."
         },
         {
             "id": "m365-submission",
@@ -46,7 +46,7 @@ pub fn all() -> Value {
             "smtp_server": {"host": "smtp-relay.gmail.com", "port": 587, "security": "starttls", "requires_auth": false},
             "account": null,
             "provider": {"sender_policy": "fixed"},
-            "mail_service_setup": "In the Google Admin console, Gmail, Routing, SMTP relay service: allow only addresses in your domains, require TLS, and add the Herald nodes' public IP addresses; set helo_name to a name of your domain."
+            "mail_service_setup": "In the Google Admin console, Gmail, Routing, SMTP relay service: allow only addresses in your domains, require TLS, and add the public IP address the mail comes from: your network's, with the server pinned to the tenant's gateway running there (gateway_id), or the Herald nodes' without a gateway; set helo_name to a name of your domain."
         },
         {
             "id": "google-relay-auth",
