@@ -9,28 +9,30 @@
 /// `CRLF . CRLF`, the only end of data the server can see.
 pub fn dot_stuffed(content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
-    let mut at_line_start = true;
-    let mut bytes = content.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'\r' | b'\n' => {
-                if b == b'\r' && bytes.peek() == Some(&b'\n') {
-                    bytes.next();
-                }
+    let mut rest = content;
+    loop {
+        // `rest` starts a line here.
+        if rest.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(end) => {
+                out.extend_from_slice(&rest[..end]);
                 out.extend_from_slice(b"\r\n");
-                at_line_start = true;
-            }
-            _ => {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
+                let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+                rest = &rest[end + if crlf { 2 } else { 1 }..];
+                if rest.is_empty() {
+                    break;
                 }
-                out.push(b);
-                at_line_start = false;
+            }
+            None => {
+                if !rest.is_empty() {
+                    out.extend_from_slice(rest);
+                    out.extend_from_slice(b"\r\n");
+                }
+                break;
             }
         }
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out
@@ -42,10 +44,8 @@ pub fn dot_stuffed(content: &[u8]) -> Vec<u8> {
 /// added by stuffing.
 pub fn declared_size(stuffed: &[u8]) -> usize {
     let body = stuffed.strip_suffix(b".\r\n").unwrap_or(stuffed);
-    let stuffing = body
-        .split(|&b| b == b'\n')
-        .filter(|line| line.starts_with(b"."))
-        .count();
+    let stuffing =
+        usize::from(body.starts_with(b".")) + memchr::memmem::find_iter(body, b"\n.").count();
     body.len() - stuffing
 }
 
@@ -77,6 +77,66 @@ mod tests {
         assert_eq!(out.matches("\r\n.\r\n").count(), 1);
         assert!(out.ends_with("\r\n.\r\n"));
         assert!(!out.replace("\r\n", "").contains(['\r', '\n']));
+    }
+
+    /// The rules of [`dot_stuffed`] byte by byte, as plainly as they read.
+    fn stuffed_byte_by_byte(content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        let mut bytes = content.iter().copied().peekable();
+        while let Some(b) = bytes.next() {
+            if b == b'\r' || b == b'\n' {
+                if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                    bytes.next();
+                }
+                out.extend_from_slice(b"\r\n");
+                at_line_start = true;
+            } else {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = false;
+            }
+        }
+        if !at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn every_short_mix_of_dots_and_line_ends_is_stuffed_as_the_rules_say() {
+        // Every string of up to six bytes from the ones that matter.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        let mut inputs = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|s: &Vec<u8>| {
+                    alphabet.iter().map(move |&b| {
+                        let mut next = s.clone();
+                        next.push(b);
+                        next
+                    })
+                })
+                .collect();
+            inputs.extend(last.iter().cloned());
+        }
+        for input in inputs {
+            let stuffed = dot_stuffed(&input);
+            assert_eq!(stuffed, stuffed_byte_by_byte(&input), "{input:?}");
+            let body = &stuffed[..stuffed.len() - 3];
+            let dots = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'.').count();
+            let dots_added = dots(body) - dots(&input);
+            assert_eq!(
+                declared_size(&stuffed),
+                body.len() - dots_added,
+                "{input:?}"
+            );
+        }
     }
 
     #[test]
