@@ -334,3 +334,102 @@ impl Worker {
         self.child.wait().await.ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn content(text: &str) -> TemplateContent {
+        TemplateContent {
+            subject: "Hi {{ name }}".into(),
+            text: Some(text.into()),
+            html: None,
+        }
+    }
+
+    /// What `serve` answers to `jobs`, frame by frame.
+    fn served(jobs: &[(TemplateContent, Value)]) -> Vec<Reply> {
+        let mut input = Vec::new();
+        for (content, data) in jobs {
+            input.extend(frame::encode(&JobOut { content, data }).unwrap());
+        }
+        let mut output = Vec::new();
+        let mut calls = 0;
+        serve(input.as_slice(), &mut output, || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, jobs.len(), "the hook runs before each job");
+        let mut r = output.as_slice();
+        std::iter::from_fn(|| frame::read::<Reply>(&mut r).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_child_names_each_part_as_it_begins_it_then_answers() {
+        let replies = served(&[
+            (content("Dear {{ name }}"), json!({"name": "Ada"})),
+            (content("{{ missing }}"), json!({"name": "Ada"})),
+        ]);
+        let [
+            Reply::Starting(s1),
+            Reply::Starting(t1),
+            Reply::Done(Ok(rendered)),
+            Reply::Starting(s2),
+            Reply::Starting(t2),
+            Reply::Done(Err(e)),
+        ] = replies.as_slice()
+        else {
+            panic!("unexpected replies");
+        };
+        assert_eq!([s1, t1, s2, t2], ["subject", "text", "subject", "text"]);
+        assert_eq!(rendered.text.as_deref(), Some("Dear Ada"));
+        assert_eq!(
+            *e,
+            TemplateError::Undefined {
+                field: "text",
+                name: "missing".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_executable_it_renders_on_a_blocking_thread() {
+        let renderer = Renderer::new(None);
+        let rendered = renderer
+            .render(&content("Dear {{ name }}"), &json!({"name": "Ada"}))
+            .await
+            .unwrap();
+        assert_eq!(rendered.subject, "Hi Ada");
+        let err = renderer
+            .render(&content("{{ nope }}"), &json!({"name": "Ada"}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text: undefined variable nope (the data has no such key)"
+        );
+    }
+
+    #[test]
+    fn a_death_is_told_by_its_signal() {
+        let by = |signal: i32| Some(ExitStatus::from_raw(signal));
+        assert_eq!(
+            stopped("html", by(libc_signal::ABRT)).to_string(),
+            format!(
+                "html: the template needs more than {} MiB to render",
+                MEMORY_LIMIT >> 20
+            )
+        );
+        assert_eq!(
+            stopped("text", by(libc_signal::XCPU)).to_string(),
+            "text: the template took longer than 2 s to render"
+        );
+        let other = stopped("text", by(9)).to_string();
+        assert!(
+            other.starts_with("text: the renderer stopped while rendering it ("),
+            "{other}"
+        );
+    }
+}
