@@ -1,8 +1,9 @@
 //! Message templates: checking a template's MiniJinja source and rendering it
 //! with a tenant's data, in a sandbox.
 //!
-//! Pure computation, no I/O. Tenants write the source, so the engine is
-//! fenced in:
+//! Checking and rendering are pure computation, no I/O; `sandbox` runs
+//! renders in renderer processes ([`Renderer`]) and `frame` is how it talks
+//! to them. Tenants write the source, so the engine is fenced in:
 //!
 //! - **No other templates.** The environment has no loader and no stored
 //!   templates: `include`, `import`, `from … import` and `extends` fail with
@@ -11,10 +12,14 @@
 //!   per instruction); running out, or asking `range` for more than its own cap
 //!   of 100,000 items, is "too much work". Recursion is bounded by MiniJinja's
 //!   default limit.
+//! - **Bounded memory and time.** Through [`Renderer`], a render runs in a
+//!   process of its own limited to [`MEMORY_LIMIT`] of address space and
+//!   killed after [`TIME_LIMIT`].
 //! - **Bounded output.** Each rendered part is at most [`MAX_OUTPUT`] bytes;
 //!   output stops being collected past it.
 //! - **Strict variables.** A variable the data does not have is an error that
-//!   names it (`user.name`), rather than rendering as nothing.
+//!   names it (`user.name`, `user['name']`), rather than rendering as
+//!   nothing, also as a filter's or function's argument (`strict`).
 //! - **Escaping where it matters.** Values are HTML-escaped in `html` only;
 //!   `subject` and `text` are plain text and get values as they are.
 //!
