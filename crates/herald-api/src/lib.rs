@@ -109,6 +109,8 @@ pub struct AppState {
     /// Turns true when the node begins to stop: a gateway's waiting claim
     /// answers at once, so it does not hold the node's shutdown.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Renders tenants' templates in renderer processes with hard limits.
+    pub renderer: Arc<template::Renderer>,
 }
 
 impl AppState {

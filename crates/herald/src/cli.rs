@@ -46,4 +46,8 @@ pub enum Command {
     /// Run a gateway inside a tenant's network: fetch the tenant's mail pinned
     /// to it from a node over HTTPS (outbound only) and deliver it there.
     Gateway(Box<GatewayArgs>),
+    /// The renderer process a node starts to render tenants' templates in:
+    /// reads jobs on standard input, answers on standard output.
+    #[command(hide = true)]
+    RenderWorker,
 }

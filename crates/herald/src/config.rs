@@ -316,6 +316,12 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// How this node's webhook dispatcher behaves (its egress is `egress`).
     pub webhooks: WebhookConfig,
+    /// The `herald` executable the node runs as its template renderer
+    /// processes (`herald render-worker`); `herald serve` sets it to its own.
+    /// `None` renders in this process on a blocking thread, without the
+    /// memory limit (see `herald_api::template::Renderer`): for programs
+    /// that embed a node and render no tenant templates.
+    pub render_exe: Option<PathBuf>,
 }
 
 /// Where a node's data lives. `Debug` and `Display` show a PostgreSQL URL
@@ -678,6 +684,7 @@ impl ServeArgs {
                 &pick!(trusted_proxies).unwrap_or_default(),
             )?,
             sign_in: herald_console::SignInLimits::default(),
+            render_exe: None,
             bootstrap_token: env_secret("HERALD_BOOTSTRAP_TOKEN"),
             master_key: env_secret("HERALD_MASTER_KEY"),
             smtp,

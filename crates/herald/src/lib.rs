@@ -10,6 +10,7 @@ mod keys;
 pub mod metrics;
 pub mod node;
 mod operator_tokens;
+pub mod render_worker;
 pub mod smtp_check;
 
 use anyhow::Context;
@@ -38,13 +39,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     files::private_umask();
     match cli.command {
         Command::Serve(args) => {
-            let settings = args.resolve().context("invalid configuration")?;
+            let mut settings = args.resolve().context("invalid configuration")?;
+            settings.render_exe = Some(std::env::current_exe().context("finding this executable")?);
             let node = node::start(settings).await?;
             node.wait_for_signal().await;
             node.shutdown().await;
             Ok(())
         }
         Command::SmtpCheck(args) => smtp_check::run(*args).await,
+        // Its limits are for a process of its own, started without a
+        // runtime: `main` runs it before this.
+        Command::RenderWorker => {
+            anyhow::bail!("render-worker runs as a process of its own, from main")
+        }
         Command::Gateway(args) => gateway::run(*args).await,
         Command::Presets => {
             println!(

@@ -7,6 +7,17 @@ use herald::cli::LogFormat;
 
 fn main() -> ExitCode {
     let cli = herald::cli::Cli::parse();
+    // A renderer process runs no runtime and logs nothing: its address
+    // space limit is for the templates it renders.
+    if matches!(cli.command, herald::cli::Command::RenderWorker) {
+        return match herald::render_worker::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{}", herald::error_report(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")

@@ -487,6 +487,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         gateway_lease: settings.lease,
         stopping: stop.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),
+        renderer: Arc::new(herald_api::template::Renderer::new(
+            settings.render_exe.clone(),
+        )),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));

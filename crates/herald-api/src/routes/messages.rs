@@ -551,7 +551,7 @@ async fn content_from_template(
     }
     check.finish()?;
     let template = crate::service::find_template(state, tenant, &reference, "template").await?;
-    let (rendered, used) = crate::service::templates::render(&template, &data)?;
+    let (rendered, used) = crate::service::templates::render(state, &template, &data).await?;
     body.subject = Some(rendered.subject);
     body.text = rendered.text;
     body.html = rendered.html;

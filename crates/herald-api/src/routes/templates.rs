@@ -150,6 +150,6 @@ async fn preview(
     let data = body
         .data
         .unwrap_or_else(|| Value::Object(Default::default()));
-    let (rendered, _) = service::templates::render(&template, &data)?;
+    let (rendered, _) = service::templates::render(&state, &template, &data).await?;
     Ok(Json(rendered))
 }

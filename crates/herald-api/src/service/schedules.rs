@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::cron::Recurrence;
 use crate::routes::Check;
 use crate::routes::schedules::ScheduleBody;
-use crate::service::templates::{find_template, render_problem};
+use crate::service::templates::{find_template, render_api_error};
 use crate::{ApiError, AppState, Caller};
 
 /// The schedule's fields from a request (on `base` for a change), checked:
@@ -123,8 +123,11 @@ async fn fields(
     .await?;
     // The data must give what the template uses now; a later change of the
     // template that needs more is recorded on the firing that fails.
-    crate::template::render(&template.content, &data)
-        .map_err(|e| ApiError::field(render_problem(e, "template")))?;
+    state
+        .renderer
+        .render(&template.content, &data)
+        .await
+        .map_err(render_api_error)?;
     Ok(ScheduleFields {
         name: name.expect("checked"),
         cron: cron.expect("checked"),
@@ -352,12 +355,16 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
         }
         other => other?,
     };
-    let rendered = crate::template::render(&template.content, &fields.data).map_err(|e| {
-        Composed::Refused(format!(
-            "template {} (version {}): {e}",
-            template.name, template.version
-        ))
-    })?;
+    let rendered = state
+        .renderer
+        .render(&template.content, &fields.data)
+        .await
+        .map_err(|e| {
+            Composed::Refused(format!(
+                "template {} (version {}): {e}",
+                template.name, template.version
+            ))
+        })?;
     let subject = Subject::parse(&rendered.subject)
         .map_err(|e| Composed::Refused(format!("the rendered subject is not valid: it {e}")))?;
     let size = rendered.text.as_ref().map_or(0, String::len)

@@ -29,6 +29,15 @@ pub fn render_problem(error: TemplateError, field_of_template: &str) -> FieldErr
     Invalid::new(error.to_string()).at(field)
 }
 
+/// A rendering error as the API answers it: a field error, or a 500 when
+/// the node could not render at all.
+pub fn render_api_error(error: TemplateError) -> ApiError {
+    match error {
+        TemplateError::Unavailable(why) => ApiError::Internal(why.into()),
+        e => ApiError::field(render_problem(e, "template")),
+    }
+}
+
 fn description(input: &str) -> Result<String, Invalid> {
     if input.chars().count() > MAX_DESCRIPTION {
         return Err(Invalid::new(format!(
@@ -224,11 +233,19 @@ pub async fn find_template(
     }
 }
 
-/// Renders a template with `data` (a JSON object), as a message would be.
-/// Errors name `data` for a variable it lacks, `template` otherwise.
-pub fn render(template: &Template, data: &Value) -> Result<(Rendered, TemplateUse), ApiError> {
-    let rendered = template::render(&template.content, data)
-        .map_err(|e| ApiError::field(render_problem(e, "template")))?;
+/// Renders a template with `data` (a JSON object), as a message would be,
+/// through the node's renderer. Errors name `data` for a variable it lacks,
+/// `template` otherwise; a renderer the node cannot run is a 500.
+pub async fn render(
+    state: &AppState,
+    template: &Template,
+    data: &Value,
+) -> Result<(Rendered, TemplateUse), ApiError> {
+    let rendered = state
+        .renderer
+        .render(&template.content, data)
+        .await
+        .map_err(render_api_error)?;
     Ok((
         rendered,
         TemplateUse {

@@ -205,7 +205,7 @@ async fn update_template(
 /// (the API's own renderer), and shows the result on the editor. A variable
 /// the data lacks is the data's fault and is shown beside it; any other
 /// error names the part of the template.
-fn render_preview(template: &Template, typed: &str) -> Preview {
+async fn render_preview(state: &AppState, template: &Template, typed: &str) -> Preview {
     let mut fields = FieldErrors::new();
     let data = match serde_json::from_str::<serde_json::Value>(typed.trim()) {
         Ok(data) if data.is_object() => Some(data),
@@ -227,7 +227,7 @@ fn render_preview(template: &Template, typed: &str) -> Preview {
             },
         };
     };
-    match herald_api::template::render(&template.content, &data) {
+    match state.renderer.render(&template.content, &data).await {
         Ok(rendered) => Preview {
             rendered: Some(rendered),
             problems: Problems::default(),
@@ -255,7 +255,7 @@ async fn preview(
 ) -> PageResult {
     let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
-    let preview = render_preview(&template, &preview_form.data);
+    let preview = render_preview(&state, &template, &preview_form.data).await;
     let failed = preview.rendered.is_none();
     let editor = Editor {
         preview_form,

@@ -54,6 +54,8 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     };
     let mut settings = args.resolve().expect("test settings are valid");
     settings.bootstrap_token = Some(Secret::new(OPERATOR));
+    // The node renders templates in this build's binary, as `herald serve` does.
+    settings.render_exe = Some(env!("CARGO_BIN_EXE_herald").into());
     settings
 }
 

@@ -42,6 +42,7 @@ mod schedules;
 mod security;
 mod smtp_check;
 mod templates;
+mod templates_sandbox;
 mod tls_auth;
 mod validation;
 mod webhook_api;

@@ -1,8 +1,9 @@
 //! Message templates: checking a template's MiniJinja source and rendering it
 //! with a tenant's data, in a sandbox.
 //!
-//! Pure computation, no I/O. Tenants write the source, so the engine is
-//! fenced in:
+//! Checking and rendering are pure computation, no I/O; `sandbox` runs
+//! renders in renderer processes ([`Renderer`]) and `frame` is how it talks
+//! to them. Tenants write the source, so the engine is fenced in:
 //!
 //! - **No other templates.** The environment has no loader and no stored
 //!   templates: `include`, `import`, `from … import` and `extends` fail with
@@ -11,10 +12,14 @@
 //!   per instruction); running out, or asking `range` for more than its own cap
 //!   of 100,000 items, is "too much work". Recursion is bounded by MiniJinja's
 //!   default limit.
+//! - **Bounded memory and time.** Through [`Renderer`], a render runs in a
+//!   process of its own limited to [`MEMORY_LIMIT`] of address space and
+//!   killed after [`TIME_LIMIT`].
 //! - **Bounded output.** Each rendered part is at most [`MAX_OUTPUT`] bytes;
 //!   output stops being collected past it.
 //! - **Strict variables.** A variable the data does not have is an error that
-//!   names it (`user.name`), rather than rendering as nothing.
+//!   names it (`user.name`, `user['name']`), rather than rendering as
+//!   nothing, also as a filter's or function's argument (`strict`).
 //! - **Escaping where it matters.** Values are HTML-escaped in `html` only;
 //!   `subject` and `text` are plain text and get values as they are.
 //!
@@ -26,9 +31,15 @@
 
 use std::io;
 
+pub mod frame;
+mod sandbox;
+mod strict;
+
+pub use sandbox::{MEMORY_LIMIT, Renderer, TIME_LIMIT, serve};
+
 use herald_store::TemplateContent;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Fuel for rendering one part: enough for loops over a few thousand items.
 pub const FUEL: u64 = 100_000;
@@ -37,7 +48,7 @@ pub const FUEL: u64 = 100_000;
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// A template's parts after rendering.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rendered {
     /// One line, trimmed, never empty.
     pub subject: String,
@@ -46,46 +57,93 @@ pub struct Rendered {
 }
 
 /// Why a template could not be checked or rendered. Each says which field
-/// ([`TemplateError::field`]) and reads well on its own to a tenant.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// ([`TemplateError::field`]) and reads well on its own to a tenant. They
+/// travel from the renderer process to the node as JSON (`sandbox`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TemplateError {
     /// The source does not parse. `column` counts characters from 1.
     #[error("{field}: syntax error at line {line}{}: {message}", column_text(*.column))]
     Syntax {
-        field: &'static str,
+        #[serde(deserialize_with = "part")]
+        field: Field,
         line: usize,
         column: Option<usize>,
         message: String,
     },
     /// The template uses a variable the data does not have.
     #[error("{field}: undefined variable {name} (the data has no such key)")]
-    Undefined { field: &'static str, name: String },
+    Undefined {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+        name: String,
+    },
     /// The template uses a value that is missing, but which one could not be told.
     #[error("{field}: undefined value at line {line}: {message}")]
     UndefinedValue {
-        field: &'static str,
+        #[serde(deserialize_with = "part")]
+        field: Field,
         line: usize,
         message: String,
     },
     /// An `include`, `import` or `extends`.
     #[error("{field}: templates cannot include, import or extend other templates")]
-    Include { field: &'static str },
+    Include {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+    },
     /// Out of fuel, or a `range` over its cap.
     #[error("{field}: too much work (a loop or range is too large)")]
-    TooMuchWork { field: &'static str },
+    TooMuchWork {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+    },
     /// The rendered part is over [`MAX_OUTPUT`].
     #[error("rendered {field} is larger than 1 MiB")]
-    TooLarge { field: &'static str },
+    TooLarge {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+    },
     /// The subject renders to nothing but whitespace.
     #[error("subject: rendered subject is empty")]
     EmptySubject,
     /// The data is not a JSON object.
     #[error("data must be a JSON object, not {kind}")]
-    DataNotObject { kind: &'static str },
+    DataNotObject {
+        #[serde(deserialize_with = "data_kind")]
+        kind: Field,
+    },
+    /// The renderer process ran out of memory (its address space limit,
+    /// `sandbox::MEMORY_LIMIT`) while rendering this part.
+    #[error("{field}: the template needs more than {mib} MiB to render")]
+    TooMuchMemory {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+        mib: u64,
+    },
+    /// Rendering this part took longer than the renderer's time limit
+    /// (`sandbox::TIME_LIMIT`).
+    #[error("{field}: the template took longer than {seconds} s to render")]
+    TooSlow {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+        seconds: u64,
+    },
+    /// The renderer process stopped another way while rendering this part.
+    #[error("{field}: the renderer stopped while rendering it ({how})")]
+    Stopped {
+        #[serde(deserialize_with = "part")]
+        field: Field,
+        how: String,
+    },
+    /// No renderer process could be started or spoken to: the node's fault,
+    /// not the template's.
+    #[error("the template renderer is unavailable: {0}")]
+    Unavailable(String),
     /// Any other failure while rendering, in MiniJinja's words.
     #[error("{field}: {message}")]
     Render {
-        field: &'static str,
+        #[serde(deserialize_with = "part")]
+        field: Field,
         message: String,
     },
 }
@@ -100,7 +158,11 @@ impl TemplateError {
             | TemplateError::Include { field }
             | TemplateError::TooMuchWork { field }
             | TemplateError::TooLarge { field }
+            | TemplateError::TooMuchMemory { field, .. }
+            | TemplateError::TooSlow { field, .. }
+            | TemplateError::Stopped { field, .. }
             | TemplateError::Render { field, .. } => field,
+            TemplateError::Unavailable(_) => "template",
             TemplateError::EmptySubject => "subject",
             TemplateError::DataNotObject { .. } => "data",
         }
@@ -118,6 +180,43 @@ impl TemplateError {
     }
 }
 
+/// The name of the field an error is about. An alias, not `&'static str`
+/// written out, because serde takes a field written as `&str` to borrow
+/// from its input, which would tie a `TemplateError` read from JSON to that
+/// JSON; [`part`] reads it as one of the names it knows instead.
+type Field = &'static str;
+
+/// A field's name read back as the one it names (see [`TemplateError::field`]).
+fn part<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    PARTS
+        .into_iter()
+        .chain(["data", "template"])
+        .find(|known| *known == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("no such template field {name:?}")))
+}
+
+/// A JSON kind's name (as [`json_kind`] says it) read back.
+fn data_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    let kinds = [
+        json!(null),
+        json!(true),
+        json!(1),
+        json!(""),
+        json!([]),
+        json!({}),
+    ];
+    kinds
+        .iter()
+        .map(json_kind)
+        .find(|known| *known == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("no such JSON kind {name:?}")))
+}
+
+/// A template's parts, in the order they render.
+pub const PARTS: [&str; 3] = ["subject", "text", "html"];
+
 fn column_text(column: Option<usize>) -> String {
     column.map(|c| format!(", column {c}")).unwrap_or_default()
 }
@@ -132,8 +231,20 @@ pub fn check(content: &TemplateContent) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// Renders every part with `data`, which must be a JSON object.
+/// Renders every part with `data`, which must be a JSON object, here and
+/// now: tenants' templates are rendered through [`Renderer`] instead, which
+/// bounds the memory and time this may take.
 pub fn render(content: &TemplateContent, data: &Value) -> Result<Rendered, TemplateError> {
+    render_reporting(content, data, |_| {})
+}
+
+/// [`render`], telling `starting` the name of each part before it renders
+/// it, so that a renderer that dies can be said to have died on that part.
+pub fn render_reporting(
+    content: &TemplateContent,
+    data: &Value,
+    mut starting: impl FnMut(&'static str),
+) -> Result<Rendered, TemplateError> {
     if !data.is_object() {
         return Err(TemplateError::DataNotObject {
             kind: json_kind(data),
@@ -141,16 +252,23 @@ pub fn render(content: &TemplateContent, data: &Value) -> Result<Rendered, Templ
     }
     let env = sandbox();
     let render_part = |field: &'static str, source| render_one(&env, field, source, data);
+    starting("subject");
     let subject = one_line(&render_part("subject", &content.subject)?);
     if subject.is_empty() {
         return Err(TemplateError::EmptySubject);
     }
     let text = match &content.text {
-        Some(source) => Some(render_part("text", source)?),
+        Some(source) => {
+            starting("text");
+            Some(render_part("text", source)?)
+        }
         None => None,
     };
     let html = match &content.html {
-        Some(source) => Some(render_part("html", source)?),
+        Some(source) => {
+            starting("html");
+            Some(render_part("html", source)?)
+        }
         None => None,
     };
     Ok(Rendered {
@@ -173,6 +291,7 @@ fn sandbox<'s>() -> Environment<'s> {
     // Keep the source's last newline: a text body usually ends with one.
     env.set_keep_trailing_newline(true);
     env.set_formatter(escape_for_html);
+    strict::install(&mut env);
     env
 }
 
@@ -351,9 +470,19 @@ fn missing_variable(
     if let Some(expr) = name_at(source, range.clone()) {
         let named = missing
             .iter()
-            .filter(|c| expr == **c || expr.starts_with(&format!("{c}.")))
+            .filter(|c| {
+                expr == **c
+                    || expr.starts_with(&format!("{c}."))
+                    || expr.starts_with(&format!("{c}["))
+            })
             .min_by_key(|c| c.len());
-        return Some(named.cloned().unwrap_or(expr));
+        // A missing key inside a subscript (`user[key]`) is what is missing.
+        let inside = || {
+            missing
+                .iter()
+                .find(|c| expr.contains('[') && last_before(&expr, c, expr.len()).is_some())
+        };
+        return Some(named.or_else(inside).cloned().unwrap_or(expr));
     }
     missing
         .into_iter()
@@ -378,24 +507,38 @@ const BUILTINS: &[&str] = &[
 
 /// The dotted name the failing piece of source belongs to: the piece itself
 /// with the name before a leading `.`, or the name before a `|` when the
-/// piece is a filter.
+/// piece is a filter. A path with subscripts (`user['name']`, `items[3]`)
+/// is named as written, without its spaces.
 fn name_at(source: &str, range: std::ops::Range<usize>) -> Option<String> {
     let piece = source[range.clone()].trim();
     let before = &source[..range.start];
-    let path_start = |s: &str| {
-        s.char_indices()
-            .rev()
-            .take_while(|(_, c)| c.is_alphanumeric() || *c == '_' || *c == '.')
-            .last()
-            .map_or(s.len(), |(i, _)| i)
-    };
-    let name = if is_identifier(piece) && before.trim_end().ends_with('|') {
-        let before_pipe = before.trim_end().trim_end_matches('|').trim_end();
-        before_pipe[path_start(before_pipe)..].to_string()
+    let (before, piece) = if is_identifier(piece) && before.trim_end().ends_with('|') {
+        (before.trim_end().trim_end_matches('|').trim_end(), "")
     } else {
-        format!("{}{piece}", &before[path_start(before)..])
+        (before, piece)
     };
-    (!name.is_empty() && name.split('.').all(is_identifier)).then_some(name)
+    let is_path_char =
+        |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '\'' | '"');
+    let run_start = before
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| is_path_char(*c))
+        .last()
+        .map_or(before.len(), |(i, _)| i);
+    let run = &before[run_start..];
+    // The longest path that ends where the piece does.
+    run.char_indices()
+        .map(|(i, _)| i)
+        .chain([run.len()])
+        .find_map(|i| {
+            let name: String = format!("{}{piece}", &run[i..]).split_whitespace().collect();
+            let path = if name.contains('[') {
+                is_subscripted_path(&name)
+            } else {
+                !name.is_empty() && name.split('.').all(is_identifier)
+            };
+            path.then_some(name)
+        })
 }
 
 /// Where `name` last occurs in `source`, as a whole name, starting before `end`.
@@ -426,6 +569,47 @@ fn shortest_missing(data: &Value, path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// A name followed by attributes (`.name`) and subscripts whose key is a
+/// number, a quoted string or another such path: `user['name']`, `items[3].x`.
+fn is_subscripted_path(s: &str) -> bool {
+    fn path(s: &str) -> Option<&str> {
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        if !is_identifier(&s[..end]) {
+            return None;
+        }
+        let mut rest = &s[end..];
+        loop {
+            if let Some(after) = rest.strip_prefix('.') {
+                let end = after
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                if !is_identifier(&after[..end]) {
+                    return None;
+                }
+                rest = &after[end..];
+            } else if let Some(after) = rest.strip_prefix('[') {
+                rest = key(after)?.strip_prefix(']')?;
+            } else {
+                return Some(rest);
+            }
+        }
+    }
+    fn key(s: &str) -> Option<&str> {
+        if let Some(quote) = s.chars().next().filter(|c| *c == '\'' || *c == '"') {
+            let end = s[1..].find(quote)?;
+            return Some(&s[end + 2..]);
+        }
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        if digits > 0 {
+            return Some(&s[digits..]);
+        }
+        path(s)
+    }
+    path(s).is_some_and(str::is_empty)
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -703,6 +887,87 @@ mod tests {
                 name: "total".into()
             }
         );
+    }
+
+    #[test]
+    fn a_missing_argument_of_a_filter_or_function_is_named() {
+        let data = json!({"a": 1, "items": [1, 2], "name": "ada"});
+        for (source, name) in [
+            ("{{ '%s-%s'|format(a, b) }}", "b"),
+            ("{{ items|join(sep) }}", "sep"),
+            ("{{ dict(a=missing) }}", "missing"),
+            ("{{ range(1, stop)|join }}", "stop"),
+            ("{{ name|default(fallback) }}", "fallback"),
+            ("{{ name|replace('a', other) }}", "other"),
+            ("{{ missing|join }}", "missing"),
+        ] {
+            let err = render(&text_only(source), &data).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Undefined {
+                    field: "text",
+                    name: name.into()
+                },
+                "{source}"
+            );
+        }
+        // `default` still takes a missing value to filter, and the others
+        // still work with every argument given.
+        let source = "{{ nope|default('x') }} {{ '%s-%s'|format(a, name) }} {{ items|join('+') }}";
+        let r = render(&text_only(source), &data).unwrap();
+        assert_eq!(r.text.as_deref(), Some("x 1-ada 1+2"));
+    }
+
+    #[test]
+    fn a_missing_value_reached_by_subscript_is_named_as_written() {
+        let data = json!({"user": {"email": "a@b"}, "items": [{"x": 1}], "key": "name"});
+        for (source, name) in [
+            ("{{ user['name'] }}", "user['name']"),
+            ("{{ user[\"name\"] }}", "user[\"name\"]"),
+            ("{{ items[3] }}", "items[3]"),
+            ("{{ user['name'] | upper }}", "user['name']"),
+            ("{{ items[3].x }}", "items[3].x"),
+            ("{{ user[key] }}", "user[key]"),
+            ("{{ user[nokey] }}", "nokey"),
+            ("{{ nobody['name'] }}", "nobody"),
+        ] {
+            let err = render(&text_only(source), &data).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Undefined {
+                    field: "text",
+                    name: name.into()
+                },
+                "{source}"
+            );
+        }
+        let err = render(&text_only("{{ items[3] }}"), &data).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text: undefined variable items[3] (the data has no such key)"
+        );
+    }
+
+    #[test]
+    fn errors_read_back_from_json_as_they_were() {
+        let errors = [
+            TemplateError::Undefined {
+                field: "html",
+                name: "user['name']".into(),
+            },
+            TemplateError::TooMuchMemory {
+                field: "text",
+                mib: 768,
+            },
+            TemplateError::DataNotObject { kind: "an array" },
+            TemplateError::EmptySubject,
+        ];
+        for e in errors {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<TemplateError>(&json).unwrap(), e);
+        }
+        let forged = r#"{"TooSlow":{"field":"body","seconds":2}}"#;
+        assert!(serde_json::from_str::<TemplateError>(forged).is_err());
     }
 
     #[test]

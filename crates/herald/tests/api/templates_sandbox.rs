@@ -1,0 +1,265 @@
+//! Templates rendered in the node's renderer processes: templates that ask
+//! for gigabytes or for seconds of work answer 422 naming the limit, through
+//! a preview, a message and a schedule's firing, while the node goes on
+//! answering; a renderer that died is replaced; and a missing variable used
+//! as an argument or reached by subscript is named.
+
+use std::sync::{Arc, Mutex};
+
+use herald_testsmtp::TestSmtpServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Joins fifty copies of a 100 MB string: 5 GB.
+const JOIN_BOMB: &str = r#"{% set a = "x" * 100000000 %}{{ ([a] * 50)|join|length }}"#;
+/// Three copies of a 100 MB string, concatenated: about 900 MB at its peak.
+const CONCAT_BOMB: &str = r#"{% set a = "x" * 100000000 %}{{ (a ~ a ~ a)|length }}"#;
+/// Forty concatenations of 100 MB strings, within fuel.
+const STALL: &str =
+    r#"{% set a = "x"*100000000 %}{% for i in range(40) %}{% set b = a ~ a %}{% endfor %}"#;
+/// Thousands of copies of a 50 MB string, each dropped at once: little
+/// memory, much time.
+const SPIN: &str =
+    r#"{% set a = "x"*50000000 %}{% for i in range(5000) %}{% set b = a ~ "y" %}{% endfor %}"#;
+
+const TOO_MUCH_MEMORY: &str = "text: the template needs more than 768 MiB to render";
+const TOO_SLOW: &str = "text: the template took longer than 2 s to render";
+
+/// Creates a template whose text is `text`; returns its id.
+async fn template(app: &TestApp, tenant: &TestTenant, name: &str, text: &str) -> String {
+    let (status, created) = app
+        .post_as_admin(
+            tenant,
+            "templates",
+            json!({"name": name, "subject": "Hello", "text": text}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+async fn preview(app: &TestApp, tenant: &TestTenant, id: &str, data: Value) -> Answer {
+    app.post_as_sender(
+        tenant,
+        &format!("templates/{id}/preview"),
+        json!({"data": data}),
+    )
+    .await
+}
+
+/// The one field error of a 422.
+fn refusal(status: StatusCode, answer: &Value) -> (String, String) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let mut errors = field_errors(answer);
+    assert_eq!(errors.len(), 1, "{answer}");
+    errors.remove(0)
+}
+
+/// The renderer processes this node (this test process) runs now, but for
+/// those already dead and not yet reaped.
+fn renderers() -> Vec<i32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            let alive = state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X'));
+            if alive && String::from_utf8_lossy(&cmdline).contains("render-worker") {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn templates_that_ask_for_too_much_memory_or_time_answer_422_naming_the_limit() {
+    let smtp = TestSmtpServer::start().await;
+    let (app, acme) = app_sending_to(&smtp).await;
+    let good = template(&app, &acme, "good", "Hi {{ name }}").await;
+    // The concatenation runs into the memory limit after a second or so of
+    // copying in a debug build, so on a busy machine the time limit may
+    // come first; the others meet only the limit they are named after.
+    for (name, text, rules) in [
+        ("join-bomb", JOIN_BOMB, &[TOO_MUCH_MEMORY][..]),
+        ("concat-bomb", CONCAT_BOMB, &[TOO_MUCH_MEMORY, TOO_SLOW][..]),
+        ("stall", STALL, &[TOO_MUCH_MEMORY, TOO_SLOW][..]),
+        ("spin", SPIN, &[TOO_SLOW][..]),
+    ] {
+        let id = template(&app, &acme, name, text).await;
+        let (status, answer) = preview(&app, &acme, &id, json!({})).await;
+        let (field, rule) = refusal(status, &answer);
+        assert_eq!(field, "template", "{name}");
+        assert!(rules.contains(&rule.as_str()), "{name}: {rule}");
+        // Through a message too, and nothing is stored.
+        let (status, answer) = app
+            .post_as_sender(
+                &acme,
+                "messages",
+                json!({"to": ["ops@acme.example"], "template": name, "data": {}}),
+            )
+            .await;
+        let (field, rule) = refusal(status, &answer);
+        assert_eq!(field, "template", "{name}");
+        assert!(rules.contains(&rule.as_str()), "{name}: {rule}");
+        // The renderer that died is replaced: the next render works.
+        let (status, rendered) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
+        assert_eq!(status, StatusCode::OK, "{rendered}");
+        assert_eq!(rendered["text"], "Hi Ada");
+    }
+    assert_eq!(app.message_count(&acme).await, 0, "nothing was stored");
+    assert!(renderers().len() <= 2, "at most two renderers");
+}
+
+#[tokio::test]
+async fn the_node_answers_other_requests_while_a_template_renders() {
+    let app = Arc::new(spawn_app().await);
+    let acme = Arc::new(app.tenant("acme").await);
+    let spin = template(&app, &acme, "spin", SPIN).await;
+    let good = template(&app, &acme, "good", "Hi {{ name }}").await;
+    assert!(
+        renderers().is_empty(),
+        "renderers start with the first render"
+    );
+
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let slow = tokio::spawn({
+        let (app, acme, done) = (app.clone(), acme.clone(), done.clone());
+        async move {
+            let answer = preview(&app, &acme, &spin, json!({})).await;
+            done.lock().unwrap().push("spin");
+            answer
+        }
+    });
+    // The renderer is started for the spinning render, which it then runs.
+    eventually("a renderer", || async {
+        (!renderers().is_empty()).then_some(())
+    })
+    .await;
+
+    let health = reqwest::get(format!("{}/healthz", app.base)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    done.lock().unwrap().push("healthz");
+    let (status, rendered) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
+    assert_eq!(status, StatusCode::OK, "{rendered}");
+    done.lock().unwrap().push("good preview");
+
+    let (status, answer) = slow.await.unwrap();
+    assert_eq!(
+        refusal(status, &answer),
+        ("template".into(), TOO_SLOW.into())
+    );
+    assert_eq!(
+        *done.lock().unwrap(),
+        ["healthz", "good preview", "spin"],
+        "the node answered while the template rendered"
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_whose_template_became_a_bomb_records_failed_firings() {
+    let smtp = TestSmtpServer::start().await;
+    let (app, acme) = app_sending_to(&smtp).await;
+    let id = template(&app, &acme, "tick", "Tick {{ site }}").await;
+    let (status, schedule) = app
+        .post_as_admin(
+            &acme,
+            "schedules",
+            json!({"name": "every-second", "cron": "* * * * * *", "template": "tick", "data": {"site": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{schedule}");
+    let schedule = schedule["id"].as_str().unwrap().to_owned();
+    let (status, changed) = app
+        .patch_as_admin(
+            &acme,
+            &format!("templates/{id}"),
+            json!({"text": JOIN_BOMB}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+
+    let failed = eventually("a failed firing", || async {
+        let (_, runs) = app
+            .get_as_admin(&acme, &format!("schedules/{schedule}/runs"))
+            .await;
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|run| run["error"].as_str().is_some_and(|e| e.contains("MiB")))
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        failed["error"],
+        format!("template tick (version 2): {TOO_MUCH_MEMORY}")
+    );
+    assert!(failed["message_id"].is_null(), "{failed}");
+    // The node keeps running, and renders.
+    let health = reqwest::get(format!("{}/healthz", app.base)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let good = template(&app, &acme, "good", "Hi {{ name }}").await;
+    let (status, rendered) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
+    assert_eq!(status, StatusCode::OK, "{rendered}");
+    assert_eq!(
+        app.message_count(&acme).await,
+        0,
+        "no firing made a message"
+    );
+}
+
+#[tokio::test]
+async fn a_renderer_killed_while_idle_is_replaced() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let good = template(&app, &acme, "good", "Hi {{ name }}").await;
+    let (status, _) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = renderers();
+    assert_eq!(before.len(), 1, "one render, one renderer");
+    let pid = rustix::process::Pid::from_raw(before[0]).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    eventually("the renderer gone", || async {
+        renderers().is_empty().then_some(())
+    })
+    .await;
+
+    let (status, rendered) = preview(&app, &acme, &good, json!({"name": "Bea"})).await;
+    assert_eq!(status, StatusCode::OK, "{rendered}");
+    assert_eq!(rendered["text"], "Hi Bea");
+    let after = renderers();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new renderer");
+}
+
+#[tokio::test]
+async fn a_missing_variable_as_an_argument_or_by_subscript_is_named() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let data = json!({"a": 1, "items": [1, 2], "user": {"email": "a@b"}});
+    for (i, (text, name)) in [
+        ("{{ '%s-%s'|format(a, b) }}", "b"),
+        ("{{ items|join(sep) }}", "sep"),
+        ("{{ dict(a=missing) }}", "missing"),
+        ("{{ user['name'] }}", "user['name']"),
+        ("{{ items[3] }}", "items[3]"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = template(&app, &acme, &format!("t{i}"), text).await;
+        let (status, answer) = preview(&app, &acme, &id, data.clone()).await;
+        assert_eq!(
+            refusal(status, &answer),
+            (
+                "data".into(),
+                format!("text: undefined variable {name} (the data has no such key)")
+            ),
+            "{text}"
+        );
+    }
+}
