@@ -302,7 +302,8 @@ impl Dispatcher {
                         found_nothing = chains.is_empty();
                         let full = chains.iter().map(Vec::len).sum::<usize>() >= room;
                         for chain in chains {
-                            in_flight.spawn(self.clone().deliver(chain, finished.clone()));
+                            in_flight
+                                .spawn(Box::pin(self.clone().deliver(chain, finished.clone())));
                         }
                         // A full claim may have left more behind.
                         kicked = full;
@@ -327,7 +328,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
                 _ = self.wake.notified() => kicked = true,
                 Some(chain) = arrived.recv() => {
-                    in_flight.spawn(self.clone().deliver(chain, finished.clone()));
+                    in_flight.spawn(Box::pin(self.clone().deliver(chain, finished.clone())));
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(pause) => kicked = true,
@@ -455,7 +456,8 @@ impl Dispatcher {
     }
 
     /// Posts a chain's events in order; after a failure the rest wait for
-    /// the failed event's retry, unattempted.
+    /// the failed event's retry, unattempted. Spawned boxed, as the worker's
+    /// deliveries are: its state is large.
     async fn deliver(self, chain: Chain, finished: mpsc::UnboundedSender<Vec<WebhookAttempt>>) {
         let webhook = chain[0].webhook;
         let permits = {

@@ -467,8 +467,11 @@ impl Worker {
             message: content.id,
             created_at: content.due_from(),
         };
+        // Boxed: the task then holds a pointer, not the whole delivery's
+        // state, which tokio would copy when it stores the task and again
+        // when it ends (3 % of a node's delivery time, in memcpy).
         in_flight.spawn(
-            async move {
+            Box::pin(async move {
                 let _places = places;
                 if let Some((outcomes, captures)) = worker.deliver(content, recipients).await {
                     let done = Finished {
@@ -481,7 +484,7 @@ impl Worker {
                     // The recorder outlives every sender but this one.
                     let _ = finished.send(done).await;
                 }
-            }
+            })
             .instrument(span),
         );
     }
