@@ -552,6 +552,12 @@ async fn content_from_template(
     check.finish()?;
     let template = crate::service::find_template(state, tenant, &reference, "template").await?;
     let (rendered, used) = crate::service::templates::render(state, &template, &data).await?;
+    // Said of the template, since the caller gave no subject of its own.
+    if let Err(e) = herald_core::Subject::parse(&rendered.subject) {
+        return Err(ApiError::field(
+            Invalid::new(format!("renders a subject that is not valid: it {e}")).at("template"),
+        ));
+    }
     body.subject = Some(rendered.subject);
     body.text = rendered.text;
     body.html = rendered.html;

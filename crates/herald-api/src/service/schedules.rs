@@ -282,7 +282,9 @@ pub async fn run_schedule(
         )
         .await;
     if let Some(error) = &run.error {
-        return Err(ApiError::field(Invalid::new(error.clone()).at("template")));
+        return Err(ApiError::field(
+            Invalid::new(format!("made no message: {error}")).at("template"),
+        ));
     }
     Ok(run)
 }

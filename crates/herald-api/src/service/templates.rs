@@ -26,7 +26,13 @@ pub fn render_problem(error: TemplateError, field_of_template: &str) -> FieldErr
     } else {
         field_of_template
     };
-    Invalid::new(error.to_string()).at(field)
+    let message = error.to_string();
+    // "data must be a JSON object", at the field `data`, reads "must be …".
+    let rule = message
+        .strip_prefix(field)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .unwrap_or(&message);
+    Invalid::new(rule).at(field)
 }
 
 /// A rendering error as the API answers it: a field error, or a 500 when

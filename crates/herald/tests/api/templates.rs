@@ -201,6 +201,39 @@ async fn a_message_names_a_template_and_a_missing_variable_refuses_it() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(field_errors(&answer)[0].0, "template");
+    // Data that is not an object is named once, with its rule.
+    let (status, answer) = app
+        .post_as_sender(
+            &acme,
+            "messages",
+            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": [1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        field_errors(&answer)[0],
+        ("data".to_owned(), "must be a JSON object".to_owned())
+    );
+    // A subject the template renders too long is the template's fault:
+    // the message gave no subject.
+    let mut long = disk_data();
+    long["volume"] = json!("v".repeat(1_000));
+    let (status, answer) = app
+        .post_as_sender(
+            &acme,
+            "messages",
+            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": long}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let errors = field_errors(&answer);
+    assert_eq!(errors[0].0, "template", "{answer}");
+    assert!(
+        errors[0]
+            .1
+            .starts_with("renders a subject that is not valid"),
+        "{answer}"
+    );
     assert_eq!(app.message_count(&acme).await, 0, "nothing was stored");
 
     let id = app
