@@ -51,6 +51,19 @@ pub fn router() -> Router<AppState> {
 /// arrive through another node, or be handed over by a worker.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// The longest a waiting claim goes without recording its instance as seen
+/// again (less when a third of the node's `alive_within` is shorter).
+const RESEEN_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Records that the claiming instance reported; a gateway deleted since its
+/// token was read is unauthorised.
+async fn record_seen(state: &AppState, seen: &GatewaySeen) -> Result<(), ApiError> {
+    match state.store.gateway_seen(seen.clone()).await {
+        Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
+        other => Ok(other?),
+    }
+}
+
 /// A caller holding a gateway's token: the gateway, and the address it
 /// called from.
 pub struct GatewayCaller {
@@ -155,11 +168,16 @@ async fn claim(
         address: caller.remote.to_string(),
         at: now_ms(),
     };
-    match state.store.gateway_seen(seen).await {
-        // Deleted since its token was read.
-        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
-        other => other?,
-    }
+    record_seen(&state, &seen).await?;
+    // Seen again while the claim waits and when it answers, so that an idle
+    // instance, whose claims wait up to 25 s, never looks dead: at most a
+    // third of the period after which an instance counts as dead.
+    let reseen_every = (state.alive_within / 3).min(RESEEN_AT_MOST);
+    let seen_now = || GatewaySeen {
+        at: now_ms(),
+        ..seen.clone()
+    };
+    let mut last_seen = tokio::time::Instant::now();
     let lease_ms = state.gateway_lease.as_millis() as i64;
     let request = |now| GatewayClaim {
         gateway: gateway.id,
@@ -187,10 +205,15 @@ async fn claim(
                 return Err(ApiError::Unauthorized);
             }
         }
+        if last_seen.elapsed() >= reseen_every {
+            record_seen(&state, &seen_now()).await?;
+            last_seen = tokio::time::Instant::now();
+        }
         let claimed = state.store.claim_for_gateway(request(now_ms())).await?;
         if !claimed.is_empty() {
             let answer = answer(&state, &gateway, claimed, &key).await?;
             if !answer.recipients.is_empty() {
+                record_seen(&state, &seen_now()).await?;
                 return Ok(Json(ClaimAnswer {
                     lease_ms,
                     now: now_ms(),
@@ -202,6 +225,7 @@ async fn claim(
         }
         let now = tokio::time::Instant::now();
         if now >= until || stopped || *stopping.borrow() {
+            record_seen(&state, &seen_now()).await?;
             return Ok(Json(ClaimAnswer {
                 lease_ms,
                 now: now_ms(),
@@ -210,7 +234,7 @@ async fn claim(
         }
         tokio::select! {
             _ = arrived => {}
-            _ = tokio::time::sleep((until - now).min(RECHECK)) => {}
+            _ = tokio::time::sleep((until - now).min(RECHECK).min(reseen_every)) => {}
             // A node whose stop signal is gone is stopping too.
             changed = stopping.changed() => stopped |= changed.is_err(),
         }

@@ -492,3 +492,50 @@ async fn a_waiting_claim_does_not_hold_the_nodes_shutdown() {
     let answer: Value = answered.json().await.unwrap();
     assert_eq!(answer["recipients"], json!([]), "{answer}");
 }
+
+#[tokio::test]
+async fn an_instance_whose_claim_waits_stays_alive_past_the_stale_after_period() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // Instances (and nodes) count as dead after 3 s without a sighting,
+    // much less than the claim's 25 s wait.
+    let stale_after = Duration::from_secs(3);
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = stale_after;
+    })
+    .await;
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let mut body = claim_now();
+    body["wait_seconds"] = json!(25);
+    let claim = {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/gateway/claim"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let instance = || async {
+        let (status, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{shown}");
+        shown["instances"].as_array().unwrap().first().cloned()
+    };
+    let first = eventually("the claim to be waiting", instance).await;
+    let since = tokio::time::Instant::now();
+    // Alive at every look until twice the stale-after period has passed
+    // since the claim began, with the claim still waiting all along.
+    eventually("twice the stale-after period to pass", || async {
+        let shown = instance().await.unwrap();
+        assert_eq!(shown["alive"], true, "first {first}, now {shown}");
+        assert!(!claim.is_finished(), "the claim waits for mail");
+        (since.elapsed() > stale_after * 2).then_some(())
+    })
+    .await;
+    claim.abort();
+}
