@@ -408,7 +408,9 @@ pub trait Tenants: Send + Sync {
     async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
 
     /// Makes a provider (or, with `None`, the system default) the tenant's
-    /// active one, in effect on every node from `effective_from`.
+    /// active one, in effect on every node from `effective_from`. A change
+    /// gives the tenant's waiting mail pinned to a gateway back to the nodes,
+    /// due no earlier than `effective_from`.
     async fn set_active_provider(
         &self,
         tenant: TenantId,
@@ -416,7 +418,8 @@ pub trait Tenants: Send + Sync {
         effective_from: i64,
     ) -> Result<Tenant>;
 
-    /// Makes the latest change of the active provider in effect from `now` (after a refresh).
+    /// Makes the latest change of the active provider in effect from `now`
+    /// (after a refresh); mail that change gave back to the nodes is due now.
     async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant>;
 
     /// Stores a token's hash.
@@ -546,6 +549,9 @@ pub trait Configuration: Send + Sync {
 
     /// Replaces a server's settings; a change that redirects or weakens trust
     /// ([`ServerSettings::change_clears_secrets`]) clears its accounts' secrets.
+    /// A change of its gateway gives the tenant's waiting mail pinned to a
+    /// gateway back to the nodes, and makes every node forget its cached
+    /// provider of the tenant.
     async fn update_server(
         &self,
         tenant: TenantId,
@@ -587,7 +593,9 @@ pub trait Configuration: Send + Sync {
     /// The tenant's providers.
     async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>>;
 
-    /// Replaces a provider's settings.
+    /// Replaces a provider's settings. A change of its server gives the
+    /// tenant's waiting mail pinned to a gateway back to the nodes, and makes
+    /// every node forget its cached provider of the tenant.
     async fn update_provider(
         &self,
         tenant: TenantId,

@@ -507,6 +507,23 @@ pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, 
 /// gateway, `$2` its tenant): nothing else would ever claim them.
 pub(crate) const UNPIN_GATEWAY: &str = "UPDATE recipients SET gateway_id = NULL \
      WHERE gateway_id = $1 AND tenant_id = $2 AND status IN ('queued', 'deferred', 'sending')";
+/// Gives a tenant's waiting pinned recipients back to the nodes after a
+/// change of its routes (a server's gateway, a provider's server, the
+/// active provider), due no earlier than `$1`, when the change is in
+/// effect on every node. Only waiting ones: a lease in force keeps its
+/// recipient. A node that claims one whose route is still pinned hands it
+/// to the route's gateway, so this never sends pinned mail from a node.
+pub(crate) const UNPIN_TENANT_WAITING: &str = "UPDATE recipients SET gateway_id = NULL, \
+     due_at = CASE WHEN due_at < $1 THEN $1 ELSE due_at END \
+     WHERE gateway_id IN (SELECT id FROM gateways WHERE tenant_id = $2) AND tenant_id = $2 \
+     AND status IN ('queued', 'deferred')";
+/// At a refresh of the tenant's properties (`$1` now): mail given back to
+/// the nodes by a change of the active provider, due when that change would
+/// have been in effect everywhere, is due now, since the change is.
+pub(crate) const DUE_AT_REFRESH: &str = "UPDATE recipients SET due_at = $1 \
+     WHERE tenant_id = $2 AND (status = 'queued' OR status = 'deferred' OR status = 'sending') \
+     AND gateway_id IS NULL AND status <> 'sending' AND due_at > $1 \
+     AND due_at = (SELECT properties_effective_from FROM tenants WHERE id = $2)";
 pub(crate) const REPIN_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL, gateway_id = $2 \
      WHERE id = $3 AND lease_token = $4 AND status = 'sending'";
@@ -871,6 +888,8 @@ pub(crate) const ALL: &[&str] = &[
     RELEASE_RECIPIENT,
     REPIN_RECIPIENT,
     UNPIN_GATEWAY,
+    UNPIN_TENANT_WAITING,
+    DUE_AT_REFRESH,
     DELETE_EXPIRED_SESSIONS,
     DELETE_SESSION,
     DELETE_OPERATOR_SESSIONS,

@@ -3997,6 +3997,128 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
     );
 }
 
+async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let globex = tenant(&*f.store, "globex").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
+        .await
+        .unwrap();
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
+        .await
+        .unwrap();
+    let pinned = |t: TenantId, g: GatewayId, at: i64| NewMessage {
+        gateway_id: Some(g),
+        ..message(t, &["in@x.example"], None, at)
+    };
+    let via = |g: Option<GatewayId>| ServerSettings {
+        gateway_id: g,
+        ..server_settings("relay", false)
+    };
+    let server = f.create_server(acme, via(Some(office.id))).await;
+    let held = f.submit(pinned(acme, office.id, 1_000)).await;
+    let waiting = f.submit(pinned(acme, office.id, 1_500)).await;
+    let other = f.submit(pinned(globex, theirs.id, 1_000)).await;
+    let taken = f
+        .claim_for_gateway(GatewayClaim {
+            limit: 1,
+            ..gateway_claim(office.id, acme, 2_000)
+        })
+        .await;
+    assert_eq!(taken[0].message, held.id);
+
+    // The server leaves the gateway: the waiting recipient is the nodes'
+    // again, due now; the one an instance holds and the other tenant's stay.
+    f.store
+        .update_server(acme, server.id, via(None))
+        .await
+        .unwrap();
+    let now = herald_core::timestamp::now_ms();
+    let by_node = f.claim(claim("n1", now + 1_000, 600_000)).await;
+    assert_eq!(by_node.len(), 1, "{by_node:?}");
+    assert_eq!(by_node[0].message, waiting.id);
+    assert!(
+        f.message(acme, waiting.id).await.recipients[0]
+            .gateway_id
+            .is_none()
+    );
+    assert_eq!(
+        f.message(acme, held.id).await.recipients[0].gateway_id,
+        Some(office.id)
+    );
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].gateway_id,
+        Some(theirs.id)
+    );
+
+    // Pinned again, a provider's server change gives mail back as well ...
+    f.store
+        .update_server(acme, server.id, via(Some(office.id)))
+        .await
+        .unwrap();
+    let plain = f.create_server(acme, server_settings("plain", false)).await;
+    let provider = f
+        .create_provider(acme, provider_settings("relay", server.id, None))
+        .await;
+    let second = f.submit(pinned(acme, office.id, 1_000)).await;
+    f.store
+        .update_provider(
+            acme,
+            provider.id,
+            provider_settings("relay", plain.id, None),
+        )
+        .await
+        .unwrap();
+    assert!(
+        f.message(acme, second.id).await.recipients[0]
+            .gateway_id
+            .is_none()
+    );
+
+    // ... and a change of the active provider, due once it is in effect everywhere.
+    let third = f.submit(pinned(acme, office.id, 1_000)).await;
+    let by = herald_core::timestamp::now_ms() + 60_000;
+    f.set_active_provider(acme, Some(provider.id), by).await;
+    let recipient = &f.message(acme, third.id).await.recipients[0];
+    assert!(recipient.gateway_id.is_none());
+    let due: Vec<MessageId> = f
+        .claim(claim("n2", by - 1, 10_000))
+        .await
+        .iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(
+        due,
+        [second.id],
+        "the provider's change is not in effect yet"
+    );
+    let later = f.claim(claim("n2", by, 10_000)).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].message, third.id);
+    // Choosing the provider in force again changes nothing.
+    let fourth = f.submit(pinned(acme, office.id, 1_000)).await;
+    f.set_active_provider(acme, Some(provider.id), by).await;
+    assert_eq!(
+        f.message(acme, fourth.id).await.recipients[0].gateway_id,
+        Some(office.id)
+    );
+    // A refresh puts the change in effect at once: the mail it gave back is due now.
+    let far = by + 600_000;
+    f.set_active_provider(acme, None, far).await;
+    let now = herald_core::timestamp::now_ms();
+    f.store.refresh_properties(acme, now).await.unwrap();
+    let due: Vec<MessageId> = f
+        .claim(claim("n3", now + 1, 10_000))
+        .await
+        .iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(due, [fourth.id]);
+}
+
 async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let g = f
@@ -5011,6 +5133,7 @@ conformance!(
     a_stale_lease_cannot_record_its_outcome,
     pinned_mail_is_claimed_by_its_gateway_only,
     a_route_found_pinned_is_handed_over_without_an_attempt,
+    a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes,
     deferred_recipients_come_back_at_their_time,
     released_recipients_are_due_again_without_an_attempt,
     claims_skip_excluded_tenants,
