@@ -369,12 +369,25 @@ async fn outcomes(
 ) -> Result<Json<OutcomesAnswer>, ApiError> {
     let body = body.parse()?;
     let gateway = caller.gateway;
+    let instance = name(&body.instance).map_err(|e| ApiError::field(e.at("instance")))?;
     let outcomes: Vec<Outcome> = body
         .outcomes
         .into_iter()
         .map(Outcome::try_from)
         .collect::<Result<_, _>>()
         .map_err(wire_error)?;
+    let bounds = AttemptBounds {
+        node: format!("gw:{instance}"),
+        now: now_ms(),
+        lease_ms: state.gateway_lease.as_millis() as i64,
+    };
+    let mut check = Check::default();
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| bounds.made_sane(index, outcome, &mut check))
+        .collect();
+    check.finish()?;
     let ids: Vec<RecipientId> = outcomes.iter().map(|o| o.recipient).collect();
     check_pinned(&state, &gateway, "outcomes", &ids).await?;
     let kinds: Vec<NextState> = outcomes.iter().map(|o| o.next).collect();
@@ -393,16 +406,76 @@ async fn outcomes(
     let delivered = counted(|n| matches!(n, NextState::Sent));
     let failed = counted(|n| matches!(n, NextState::Failed));
     if delivered + failed > 0 {
-        let instance = body.instance.trim();
         if let Err(error) = state
             .store
-            .count_gateway_outcomes(gateway.id, instance, delivered, failed, now_ms())
+            .count_gateway_outcomes(gateway.id, &instance, delivered, failed, now_ms())
             .await
         {
-            warn!(%error, gateway = %gateway.id, instance, "could not count a gateway's outcomes");
+            warn!(%error, gateway = %gateway.id, %instance, "could not count a gateway's outcomes");
         }
     }
     Ok(Json(OutcomesAnswer { accepted }))
+}
+
+/// The longest a name-like field of a gateway's attempt record may be (a
+/// server's `host:port`, a step, a TLS cipher, an address, …), in characters.
+const MAX_ATTEMPT_NAME: usize = 300;
+
+/// The largest diagnosis of a gateway's attempt, as JSON: a test message's
+/// session, every reply at most [`herald_smtp::MAX_REPLY_BYTES`].
+const MAX_DIAGNOSIS_BYTES: usize = 4 * herald_smtp::MAX_REPLY_BYTES;
+
+/// What a gateway's attempt record may say, decided by the node: the
+/// gateway reports an attempt, it does not write the record as it likes.
+struct AttemptBounds {
+    /// `gw:<instance>`, the name the gateway's own worker uses too.
+    node: String,
+    now: i64,
+    lease_ms: i64,
+}
+
+impl AttemptBounds {
+    /// The outcome with its attempt made sane: the node named by the node,
+    /// the time within the lease that could have covered it (up to a
+    /// minute of clock difference) and not in the future, the duration
+    /// within a lease, the server's response cut at the SMTP client's own
+    /// bound of a reply. A name-like field too long, or a diagnosis too
+    /// large, cannot be made sane: `check` names it.
+    fn made_sane(&self, index: usize, mut outcome: Outcome, check: &mut Check) -> Outcome {
+        let a = &mut outcome.attempt;
+        a.node = self.node.clone();
+        a.at = a.at.clamp(self.now - self.lease_ms - 60_000, self.now);
+        a.duration_ms = a.duration_ms.clamp(0, self.lease_ms);
+        if a.response.len() > herald_smtp::MAX_REPLY_BYTES {
+            let mut end = herald_smtp::MAX_REPLY_BYTES;
+            while !a.response.is_char_boundary(end) {
+                end -= 1;
+            }
+            a.response.truncate(end);
+        }
+        let field = |name: &str| format!("outcomes[{index}].attempt.{name}");
+        let names = [
+            ("server", Some(&a.server)),
+            ("step", a.step.as_ref()),
+            ("enhanced_code", a.enhanced_code.as_ref()),
+            ("remote_addr", a.remote_addr.as_ref()),
+            ("tls_version", a.tls_version.as_ref()),
+            ("tls_cipher", a.tls_cipher.as_ref()),
+            ("sender_policy", a.sender_policy.as_ref()),
+        ];
+        for (name, value) in names {
+            if value.is_some_and(|v| v.chars().count() > MAX_ATTEMPT_NAME) {
+                check.fail(&field(name), "must be at most 300 characters");
+            }
+        }
+        if a.diagnosis
+            .as_ref()
+            .is_some_and(|d| d.to_string().len() > MAX_DIAGNOSIS_BYTES)
+        {
+            check.fail(&field("diagnosis"), "is too large");
+        }
+        outcome
+    }
 }
 
 /// Gives claimed recipients back unsent (an instance stopping).

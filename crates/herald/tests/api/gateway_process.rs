@@ -539,3 +539,62 @@ async fn an_instance_whose_claim_waits_stays_alive_past_the_stale_after_period()
     .await;
     claim.abort();
 }
+
+#[tokio::test]
+async fn the_node_decides_what_a_gateways_attempt_record_says() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    let app = spawn_app().await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = app.submit_to(&acme, "ops@acme.example", "claimed").await;
+    let (status, claimed) = app.post("/v1/gateway/claim", &token, claim_now()).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let lease = &claimed["recipients"][0];
+    let outcome = |server: &str, response: &str| {
+        json!({"instance": "probe", "outcomes": [{
+            "recipient": lease["recipient"], "lease_token": lease["lease_token"],
+            "next": {"state": "sent"},
+            "attempt": {"at": 1, "node": "vm", "server": server, "outcome": "sent",
+                "step": null, "code": 250, "enhanced_code": null, "response": response,
+                "duration_ms": -5, "remote_addr": null, "tls_version": null,
+                "tls_cipher": null, "provider_id": null, "config_version": null,
+                "sender_policy": null, "diagnosis": null}}]})
+    };
+    // A field that cannot be made sane is refused, by name.
+    let long_server = format!("{}:25", "a".repeat(400));
+    let (status, answer) = app
+        .post(
+            "/v1/gateway/outcomes",
+            &token,
+            outcome(&long_server, "250 ok"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        field_errors(&answer),
+        [(
+            "outcomes[0].attempt.server".to_owned(),
+            "must be at most 300 characters".to_owned()
+        )]
+    );
+
+    // The rest is made sane: the node, the time, the duration, the length.
+    let response = format!("250 {}", "x".repeat(herald_smtp::MAX_REPLY_BYTES));
+    let (status, answer) = app
+        .post(
+            "/v1/gateway/outcomes",
+            &token,
+            outcome("127.0.0.1:25", &response),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], json!([true]));
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let attempt = first_attempt_of(&message);
+    assert_eq!(attempt["node"], "gw:probe", "{attempt}");
+    assert_eq!(attempt["duration_ms"], 0, "{attempt}");
+    let at = attempt["at"].as_str().unwrap();
+    assert!(!at.starts_with("1970"), "{at}");
+    let recorded = attempt["response"].as_str().unwrap();
+    assert_eq!(recorded.len(), herald_smtp::MAX_REPLY_BYTES);
+    assert!(response.starts_with(recorded));
+}
