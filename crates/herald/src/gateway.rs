@@ -37,6 +37,9 @@ pub struct GatewayArgs {
     /// CIDR ranges the tenant's servers may never be in, besides the built-in rules.
     #[arg(long, env = "HERALD_EGRESS_DENY")]
     pub egress_deny: Option<String>,
+    /// A PEM file of CA certificates to trust for the node's certificate, besides the system's roots (a private CA).
+    #[arg(long, env = "HERALD_GATEWAY_SERVER_CA")]
+    pub server_ca: Option<std::path::PathBuf>,
     /// Messages in flight at once.
     #[arg(long, env = "HERALD_GATEWAY_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
@@ -49,6 +52,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("name", &self.name)
             .field("egress_allow", &self.egress_allow)
             .field("egress_deny", &self.egress_deny)
+            .field("server_ca", &self.server_ca)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
@@ -114,6 +118,13 @@ pub async fn run_until(
         Egress::parse_list(&args.egress_deny.unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("--egress-deny: {e}"))?,
     );
+    let server_ca = match &args.server_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("--server-ca: reading {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     // The key the node seals accounts' secrets under for this process: made
     // now, kept in memory, gone when the process ends.
@@ -128,6 +139,7 @@ pub async fn run_until(
             key,
             wait: Duration::from_secs(25),
             shutdown: shutdown.clone(),
+            server_ca,
         })
         .context("setting up the connection to the node")?,
     );
