@@ -874,8 +874,23 @@ pub trait Gateways: Send + Sync {
     async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>>;
 
     /// Records that an instance of a gateway reported (creating it when
-    /// new); a gateway that no longer exists is not found.
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()>;
+    /// new); a gateway that no longer exists is not found. When it reports
+    /// with a new incarnation (a restarted process), the leases its earlier
+    /// incarnations held are given back, as
+    /// [`Queue::release_earlier_incarnations`] does for a node's; returns
+    /// how many.
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64>;
+
+    /// Gives back the leases of every gateway instance not seen since
+    /// `stale_before`, as [`Queue::release_stale_nodes`] does for nodes, and
+    /// marks those instances as taken over so they are passed over next
+    /// time. Returns each such instance's lease owner
+    /// ([`gateway_lease_owner`]) with how many recipients it held.
+    async fn release_stale_gateway_instances(
+        &self,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>>;
 
     /// For each recipient, whether it is pinned to `gateway` (and so is of
     /// the gateway's tenant): what a gateway may report outcomes for.

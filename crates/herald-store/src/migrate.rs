@@ -166,6 +166,7 @@ const TABLES: &[Table] = &[
             ("hour_start", BigInt),
             ("delivered", BigInt),
             ("failed", BigInt),
+            ("incarnation", Text),
         ],
     },
     Table {

@@ -416,19 +416,34 @@ pub(crate) const DELETE_GATEWAY: &str = "DELETE FROM gateways WHERE id = $1 AND 
 pub(crate) const SERVERS_OF_GATEWAY: &str =
     "SELECT name FROM smtp_servers WHERE gateway_id = $1 AND tenant_id = $2 ORDER BY name";
 
-/// Whether a gateway exists, before an instance of it is recorded.
-pub(crate) const GATEWAY_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1)";
-
 /// Whether a recipient is pinned to a gateway (the gateway's tenant's, then).
 pub(crate) const RECIPIENT_PINNED_TO: &str =
     "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND gateway_id = $2)";
 
 /// Records that an instance reported: new ones start their first hour.
 pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
-     (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed) \
-     VALUES ($1, $2, $3, $4, $5, $5, $5, 0, 0) \
+     (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed, \
+     incarnation) VALUES ($1, $2, $3, $4, $5, $5, $5, 0, 0, $6) \
      ON CONFLICT (gateway_id, name) DO UPDATE SET version = excluded.version, \
-     address = excluded.address, last_seen_at = excluded.last_seen_at";
+     address = excluded.address, last_seen_at = excluded.last_seen_at, \
+     incarnation = excluded.incarnation";
+
+/// The process an instance reported with last, if it is known; PostgreSQL
+/// may append a lock clause.
+pub(crate) const GATEWAY_INSTANCE_INCARNATION: &str =
+    "SELECT incarnation FROM gateway_instances WHERE gateway_id = $1 AND name = $2";
+
+/// The instances not seen since `$1` that still hold their process's
+/// leases, with their gateway's name (for the lease owner); PostgreSQL may
+/// append a lock clause.
+pub(crate) const STALE_GATEWAY_INSTANCES: &str = "SELECT i.gateway_id, g.name AS gateway_name, \
+     i.name, i.incarnation FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
+     WHERE i.last_seen_at < $1 AND i.incarnation IS NOT NULL ORDER BY i.gateway_id, i.name";
+
+/// An instance taken over: its leases were given back; the next sweep passes
+/// it by until it reports again.
+pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str =
+    "UPDATE gateway_instances SET incarnation = NULL WHERE gateway_id = $1 AND name = $2";
 
 /// Adds outcomes to an instance's current hour, at `$1`; when that hour
 /// ([`crate::model::GATEWAY_HOUR_MS`]) is over, a new one starts at `$1`
@@ -890,6 +905,9 @@ pub(crate) const ALL: &[&str] = &[
     UNPIN_GATEWAY,
     UNPIN_TENANT_WAITING,
     DUE_AT_REFRESH,
+    GATEWAY_INSTANCE_INCARNATION,
+    STALE_GATEWAY_INSTANCES,
+    GATEWAY_INSTANCE_TAKEN_OVER,
     DELETE_EXPIRED_SESSIONS,
     DELETE_SESSION,
     DELETE_OPERATOR_SESSIONS,
@@ -964,7 +982,6 @@ pub(crate) const ALL: &[&str] = &[
     REPLACE_GATEWAY_TOKEN,
     DELETE_GATEWAY,
     SERVERS_OF_GATEWAY,
-    GATEWAY_EXISTS,
     RECIPIENT_PINNED_TO,
     UPSERT_GATEWAY_INSTANCE,
     COUNT_GATEWAY_OUTCOMES,

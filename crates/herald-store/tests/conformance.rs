@@ -30,7 +30,9 @@ use herald_store::{
     WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
     WebhookTestRecord,
 };
-use herald_store::{GATEWAY_HOUR_MS, Gateway, GatewayInstance, GatewaySeen, NewGateway};
+use herald_store::{
+    GATEWAY_HOUR_MS, Gateway, GatewayInstance, GatewaySeen, NewGateway, gateway_lease_owner,
+};
 use herald_testkit::TestDatabase;
 
 mod builders;
@@ -3895,6 +3897,7 @@ fn seen(gateway: GatewayId, name: &str, version: &str, at: i64) -> GatewaySeen {
         version: version.into(),
         address: "192.0.2.10".into(),
         at,
+        incarnation: format!("{name}-first"),
     }
 }
 
@@ -4117,6 +4120,109 @@ async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture)
         .map(|c| c.message)
         .collect();
     assert_eq!(due, [fourth.id]);
+}
+
+async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let globex = tenant(&*f.store, "globex").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
+        .await
+        .unwrap();
+    // Another tenant's gateway of the same name, with an instance of the same name.
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
+        .await
+        .unwrap();
+    let pinned = |t: TenantId, g: GatewayId| NewMessage {
+        gateway_id: Some(g),
+        ..message(t, &["in@x.example"], None, 1_000)
+    };
+    let (one, two) = (
+        f.submit(pinned(acme, office.id)).await,
+        f.submit(pinned(acme, office.id)).await,
+    );
+    let other = f.submit(pinned(globex, theirs.id)).await;
+    let instance = |g: &Gateway, name: &str, incarnation: &str, at: i64| GatewaySeen {
+        incarnation: incarnation.into(),
+        ..seen(g.id, name, "1.0", at)
+    };
+    let claim_as =
+        |g: &Gateway, t: TenantId, name: &str, incarnation: &str, now: i64| GatewayClaim {
+            owner: gateway_lease_owner(&g.name, name),
+            incarnation: incarnation.into(),
+            limit: 1,
+            ..gateway_claim(g.id, t, now)
+        };
+    let seen_by = |s: GatewaySeen| {
+        let store = f.store.clone();
+        async move { store.gateway_seen(s).await.unwrap() }
+    };
+    assert_eq!(seen_by(instance(&office, "gw-1", "a", 2_000)).await, 0);
+    assert_eq!(seen_by(instance(&office, "gw-2", "b", 2_000)).await, 0);
+    assert_eq!(seen_by(instance(&theirs, "gw-1", "c", 2_000)).await, 0);
+    let held_by_one = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a", 2_000))
+        .await;
+    let held_by_two = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-2", "b", 2_000))
+        .await;
+    let held_by_theirs = f
+        .claim_for_gateway(claim_as(&theirs, globex, "gw-1", "c", 2_000))
+        .await;
+    assert_eq!(
+        [&held_by_one, &held_by_two, &held_by_theirs].map(|h| h.len()),
+        [1, 1, 1]
+    );
+    assert_eq!(held_by_theirs[0].message, other.id);
+
+    // gw-1 restarts: its earlier process's lease comes back to it at once;
+    // the other tenant's instance of the same names keeps its own.
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 3_000)).await, 1);
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 3_500)).await, 0);
+    let again = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a2", 3_500))
+        .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].recipient, held_by_one[0].recipient);
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].status,
+        RecipientStatus::Sending
+    );
+
+    // gw-2 (and the other tenant's instance) fall silent; gw-1 reports on.
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 6_000)).await, 0);
+    let mut released = f
+        .store
+        .release_stale_gateway_instances(5_000, 6_000)
+        .await
+        .unwrap();
+    released.sort();
+    assert_eq!(
+        released,
+        [("office/gw-1".to_owned(), 1), ("office/gw-2".to_owned(), 1)],
+        "the other tenant's gw-1 and acme's gw-2"
+    );
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].status,
+        RecipientStatus::Queued
+    );
+    let taken = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a2", 6_000))
+        .await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].recipient, held_by_two[0].recipient);
+    assert!([one.id, two.id].contains(&taken[0].message), "{taken:?}");
+    // Taken over: the next sweep passes them by.
+    assert!(
+        f.store
+            .release_stale_gateway_instances(5_000, 6_500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
@@ -5134,6 +5240,7 @@ conformance!(
     pinned_mail_is_claimed_by_its_gateway_only,
     a_route_found_pinned_is_handed_over_without_an_attempt,
     a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes,
+    a_gateway_instances_restart_or_silence_gives_its_leases_back,
     deferred_recipients_come_back_at_their_time,
     released_recipients_are_due_again_without_an_attempt,
     claims_skip_excluded_tenants,

@@ -25,7 +25,7 @@ use herald_delivery::gateway::wire::{
 };
 use herald_store::{
     Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState, Outcome,
-    ProviderConfig, StoreError,
+    ProviderConfig, StoreError, gateway_lease_owner,
 };
 use serde_json::{Value, json};
 use tracing::warn;
@@ -60,7 +60,14 @@ const RESEEN_AT_MOST: Duration = Duration::from_secs(5);
 async fn record_seen(state: &AppState, seen: &GatewaySeen) -> Result<(), ApiError> {
     match state.store.gateway_seen(seen.clone()).await {
         Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
-        other => Ok(other?),
+        Err(error) => Err(error.into()),
+        Ok(0) => Ok(()),
+        Ok(released) => {
+            tracing::info!(gateway = %seen.gateway_id, instance = %seen.name, recipients = released,
+                "a gateway instance restarted; the mail its earlier process held is due again");
+            state.mail_arrived.notify_waiters();
+            Ok(())
+        }
     }
 }
 
@@ -167,6 +174,7 @@ async fn claim(
         version: body.version.trim().to_owned(),
         address: caller.remote.to_string(),
         at: now_ms(),
+        incarnation: body.incarnation.trim().to_owned(),
     };
     record_seen(&state, &seen).await?;
     // Seen again while the claim waits and when it answers, so that an idle
@@ -182,7 +190,7 @@ async fn claim(
     let request = |now| GatewayClaim {
         gateway: gateway.id,
         tenant: gateway.tenant_id,
-        owner: format!("{}/{instance}", gateway.name),
+        owner: gateway_lease_owner(&gateway.name, &instance),
         incarnation: body.incarnation.clone(),
         now,
         lease_ms,

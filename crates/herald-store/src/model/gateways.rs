@@ -59,6 +59,14 @@ pub struct GatewaySeen {
     pub version: String,
     pub address: String,
     pub at: i64,
+    /// The reporting process: a new one gets the instance's earlier
+    /// processes' leases back.
+    pub incarnation: String,
+}
+
+/// The lease owner of a gateway's instance's claims: `{gateway}/{instance}`.
+pub fn gateway_lease_owner(gateway: &str, instance: &str) -> String {
+    format!("{gateway}/{instance}")
 }
 
 /// How long one "current hour" of an instance's counts lasts, in milliseconds.

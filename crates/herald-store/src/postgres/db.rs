@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_gateway_pinning",
         include_str!("0013_gateway_pinning.sql"),
     ),
+    (
+        "0014_gateway_incarnations",
+        include_str!("0014_gateway_incarnations.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

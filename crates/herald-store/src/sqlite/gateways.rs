@@ -149,28 +149,88 @@ impl Gateways for SqliteStore {
             .await
     }
 
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64> {
         self.db
             .write(move |c| {
-                let exists: bool = c
-                    .query_row(sql::GATEWAY_EXISTS, [seen.gateway_id.to_string()], |r| {
-                        r.get(0)
-                    })
+                let gateway_id = seen.gateway_id.to_string();
+                let gateway_name: Option<String> = c
+                    .query_row(
+                        "SELECT name FROM gateways WHERE id = ?1",
+                        [&gateway_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
                     .map_err(sql)?;
-                if !exists {
+                let Some(gateway_name) = gateway_name else {
                     return Err(StoreError::NotFound);
-                }
+                };
+                let before: Option<Option<String>> = c
+                    .prepare_cached(sql::GATEWAY_INSTANCE_INCARNATION)
+                    .map_err(sql)?
+                    .query_row(params![gateway_id, seen.name], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
                 c.prepare_cached(sql::UPSERT_GATEWAY_INSTANCE)
                     .map_err(sql)?
                     .execute(params![
-                        seen.gateway_id.to_string(),
+                        gateway_id,
                         seen.name,
                         seen.version,
                         seen.address,
-                        seen.at
+                        seen.at,
+                        seen.incarnation
                     ])
                     .map_err(sql)?;
-                Ok(())
+                if before.flatten().as_deref() == Some(seen.incarnation.as_str()) {
+                    return Ok(0);
+                }
+                // A new process of the instance: its earlier ones' leases come back.
+                let owner = gateway_lease_owner(&gateway_name, &seen.name);
+                c.execute(
+                    &format!(
+                        "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
+                         AND lease_owner = ?3 AND lease_incarnation IS NOT ?4"
+                    ),
+                    params![seen.at, gateway_id, owner, seen.incarnation],
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn release_stale_gateway_instances(
+        &self,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>> {
+        self.db
+            .write(move |c| {
+                let stale = list(c, sql::STALE_GATEWAY_INSTANCES, [stale_before], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?;
+                let mut released = Vec::with_capacity(stale.len());
+                for (gateway_id, gateway_name, name, incarnation) in stale {
+                    let owner = gateway_lease_owner(&gateway_name, &name);
+                    let n = c
+                        .execute(
+                            &format!(
+                                "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
+                                 AND lease_owner = ?3 AND lease_incarnation = ?4"
+                            ),
+                            params![now, gateway_id, owner, incarnation],
+                        )
+                        .map_err(sql)?;
+                    c.execute(sql::GATEWAY_INSTANCE_TAKEN_OVER, [&gateway_id, &name])
+                        .map_err(sql)?;
+                    released.push((owner, n as u64));
+                }
+                Ok(released)
             })
             .await
     }

@@ -104,6 +104,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
                 version: "1.4.2".into(),
                 address: "192.0.2.7".into(),
                 at,
+                incarnation: "first".into(),
             })
             .await
             .unwrap();

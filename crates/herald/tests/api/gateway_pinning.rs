@@ -101,6 +101,7 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
             version: "test".into(),
             address: "192.0.2.1".into(),
             at: now_ms(),
+            incarnation: "first".into(),
         })
         .await
         .unwrap();

@@ -598,3 +598,63 @@ async fn the_node_decides_what_a_gateways_attempt_record_says() {
     assert_eq!(recorded.len(), herald_smtp::MAX_REPLY_BYTES);
     assert!(response.starts_with(recorded));
 }
+
+/// Starts instance `name`, has it claim one message whose DATA the server
+/// never answers, and kills it there (SIGKILL); returns the message's id.
+async fn killed_mid_delivery(
+    app: &TestApp,
+    acme: &TestTenant,
+    smtp: &TestSmtpServer,
+    token: &str,
+    name: &str,
+) -> String {
+    smtp.script(Rule::new(Command::Data, Action::Stall));
+    let mut instance = GatewayProcess::start(&app.base, token, name).await;
+    let id = app.submit_to(acme, "a@acme.example", "one").await;
+    eventually("the instance to claim the message", || async {
+        let message = app.message(acme, &id).await;
+        (message["recipients"][0]["status"] == "sending").then_some(())
+    })
+    .await;
+    instance.child.kill().await.unwrap();
+    smtp.clear_script();
+    id
+}
+
+#[tokio::test]
+async fn a_restarted_instance_gets_its_killed_processs_mail_back_at_once() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // The default lease (5 minutes): only the restart gives the mail back in time.
+    let app = spawn_app().await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
+
+    let _again = GatewayProcess::start(&app.base, &token, "office-1").await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert!(attempt_nodes(&message).contains("gw:office-1"), "{message}");
+    assert_eq!(
+        received_subjects(&smtp),
+        BTreeMap::from([("one".to_owned(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn a_silent_instances_mail_goes_to_another_after_the_stale_after_period() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // The default lease (5 minutes), and instances dead after 3 s of silence.
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = Duration::from_secs(3);
+    })
+    .await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
+
+    let _other = GatewayProcess::start(&app.base, &token, "office-2").await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert!(attempt_nodes(&message).contains("gw:office-2"), "{message}");
+    assert_eq!(
+        received_subjects(&smtp),
+        BTreeMap::from([("one".to_owned(), 1)])
+    );
+}
