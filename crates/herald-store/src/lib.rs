@@ -900,7 +900,8 @@ pub trait Gateways: Send + Sync {
         recipients: &[RecipientId],
     ) -> Result<Vec<bool>>;
 
-    /// Adds outcomes to an instance's counts of the current hour (see
+    /// Adds outcomes to an instance's counts of the minute `at` falls in,
+    /// and forgets its minutes that no window includes any more (see
     /// [`GatewayInstance`]); an instance never seen is not found.
     async fn count_gateway_outcomes(
         &self,

@@ -360,11 +360,17 @@ macro_rules! gateway_columns {
     };
 }
 
-/// The columns of a gateway's instance, as [`crate::rows::gateway_instance`] reads them.
+/// The columns of a gateway's instance, as [`crate::rows::gateway_instance`]
+/// reads them: with its outcomes of the minutes after minute `$1`.
 macro_rules! gateway_instance_columns {
     () => {
         "i.gateway_id, i.name, i.version, i.address, i.first_seen_at, i.last_seen_at, \
-         i.hour_start, i.delivered, i.failed"
+         CAST(COALESCE((SELECT SUM(m.delivered) FROM gateway_instance_minutes m \
+         WHERE m.gateway_id = i.gateway_id AND m.name = i.name AND m.minute > $1), 0) AS BIGINT) \
+         AS delivered, \
+         CAST(COALESCE((SELECT SUM(m.failed) FROM gateway_instance_minutes m \
+         WHERE m.gateway_id = i.gateway_id AND m.name = i.name AND m.minute > $1), 0) AS BIGINT) \
+         AS failed"
     };
 }
 
@@ -392,19 +398,21 @@ pub(crate) const GATEWAY_BY_TOKEN: &str = concat!(
     " FROM gateways WHERE token_hash = $1"
 );
 
-/// The instances of one gateway, newest seen first.
+/// The instances of one gateway (`$2`), newest seen first, with their
+/// outcomes after minute `$1`.
 pub(crate) const GATEWAY_INSTANCES: &str = concat!(
     "SELECT ",
     gateway_instance_columns!(),
-    " FROM gateway_instances i WHERE i.gateway_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+    " FROM gateway_instances i WHERE i.gateway_id = $2 ORDER BY i.last_seen_at DESC, i.name"
 );
 
-/// The instances of every gateway of a tenant, newest seen first.
+/// The instances of every gateway of a tenant (`$2`), newest seen first,
+/// with their outcomes after minute `$1`.
 pub(crate) const TENANT_GATEWAY_INSTANCES: &str = concat!(
     "SELECT ",
     gateway_instance_columns!(),
     " FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
-     WHERE g.tenant_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+     WHERE g.tenant_id = $2 ORDER BY i.last_seen_at DESC, i.name"
 );
 
 pub(crate) const REPLACE_GATEWAY_TOKEN: &str = "UPDATE gateways \
@@ -422,8 +430,8 @@ pub(crate) const RECIPIENT_PINNED_TO: &str =
 
 /// Records that an instance reported: new ones start their first hour.
 pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
-     (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed, \
-     incarnation) VALUES ($1, $2, $3, $4, $5, $5, $5, 0, 0, $6) \
+     (gateway_id, name, version, address, first_seen_at, last_seen_at, incarnation) \
+     VALUES ($1, $2, $3, $4, $5, $5, $6) \
      ON CONFLICT (gateway_id, name) DO UPDATE SET version = excluded.version, \
      address = excluded.address, last_seen_at = excluded.last_seen_at, \
      incarnation = excluded.incarnation";
@@ -445,14 +453,19 @@ pub(crate) const STALE_GATEWAY_INSTANCES: &str = "SELECT i.gateway_id, g.name AS
 pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str =
     "UPDATE gateway_instances SET incarnation = NULL WHERE gateway_id = $1 AND name = $2";
 
-/// Adds outcomes to an instance's current hour, at `$1`; when that hour
-/// ([`crate::model::GATEWAY_HOUR_MS`]) is over, a new one starts at `$1`
-/// with these outcomes only. SET sees the old values in every expression.
-pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "UPDATE gateway_instances SET \
-     hour_start = CASE WHEN $1 >= hour_start + 3600000 THEN $1 ELSE hour_start END, \
-     delivered = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE delivered END + $2, \
-     failed = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE failed END + $3 \
-     WHERE gateway_id = $4 AND name = $5";
+/// Adds outcomes to an instance's minute `$1`; an instance not recorded
+/// adds nothing.
+pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "INSERT INTO gateway_instance_minutes \
+     (gateway_id, name, minute, delivered, failed) \
+     SELECT gateway_id, name, CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT) \
+     FROM gateway_instances WHERE gateway_id = $4 AND name = $5 \
+     ON CONFLICT (gateway_id, name, minute) DO UPDATE SET \
+     delivered = gateway_instance_minutes.delivered + excluded.delivered, \
+     failed = gateway_instance_minutes.failed + excluded.failed";
+
+/// Forgets an instance's minutes up to minute `$3`, out of every window.
+pub(crate) const PRUNE_GATEWAY_MINUTES: &str = "DELETE FROM gateway_instance_minutes \
+     WHERE gateway_id = $1 AND name = $2 AND minute <= $3";
 
 pub(crate) const RESEAL_ACCOUNT: &str = "UPDATE smtp_accounts SET sealed_secret = $1 WHERE id = $2";
 pub(crate) const CLEAR_SERVER_SECRETS: &str =
@@ -985,4 +998,5 @@ pub(crate) const ALL: &[&str] = &[
     RECIPIENT_PINNED_TO,
     UPSERT_GATEWAY_INSTANCE,
     COUNT_GATEWAY_OUTCOMES,
+    PRUNE_GATEWAY_MINUTES,
 ];

@@ -30,9 +30,7 @@ use herald_store::{
     WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
     WebhookTestRecord,
 };
-use herald_store::{
-    GATEWAY_HOUR_MS, Gateway, GatewayInstance, GatewaySeen, NewGateway, gateway_lease_owner,
-};
+use herald_store::{Gateway, GatewayInstance, GatewaySeen, NewGateway, gateway_lease_owner};
 use herald_testkit::TestDatabase;
 
 mod builders;
@@ -4225,7 +4223,7 @@ async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture
     );
 }
 
-async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
+async fn gateway_instances_are_upserted_and_count_their_last_hour(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let g = f
         .store
@@ -4260,15 +4258,21 @@ async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
     assert_eq!((one.first_seen_at, one.last_seen_at), (10_000, 30_000));
     assert_eq!((one.delivered_this_hour, one.failed_this_hour), (0, 0));
 
-    // Outcomes add up within the hour that began at the first sighting ...
-    store
-        .count_gateway_outcomes(g.id, "gw-1", 3, 1, 40_000)
-        .await
-        .unwrap();
-    store
-        .count_gateway_outcomes(g.id, "gw-1", 2, 0, 10_000 + GATEWAY_HOUR_MS - 1)
-        .await
-        .unwrap();
+    // Outcomes count by minute, and an instance shows those of the last hour
+    // (the sixty minutes up to now's): older ones are left out ...
+    let now = herald_core::timestamp::now_ms();
+    let minute = 60_000;
+    for (delivered, failed, at) in [
+        (3, 1, now),
+        (2, 0, now - 58 * minute),
+        (7, 7, now - 61 * minute),
+        (9, 9, now - 24 * 60 * minute),
+    ] {
+        store
+            .count_gateway_outcomes(g.id, "gw-1", delivered, failed, at)
+            .await
+            .unwrap();
+    }
     let counts = |list: &[GatewayInstance], name: &str| {
         let i = list.iter().find(|i| i.name == name).unwrap();
         (i.delivered_this_hour, i.failed_this_hour)
@@ -4276,13 +4280,24 @@ async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
     let listed = store.list_gateways(a).await.unwrap();
     assert_eq!(counts(&listed[0].instances, "gw-1"), (5, 1));
     assert_eq!(counts(&listed[0].instances, "gw-2"), (0, 0));
-    // ... and start again with the first outcome after it ended.
+    // ... and later outcomes add to their minute.
     store
-        .count_gateway_outcomes(g.id, "gw-1", 1, 4, 10_000 + GATEWAY_HOUR_MS)
+        .count_gateway_outcomes(g.id, "gw-1", 1, 4, now)
         .await
         .unwrap();
     let after = store.gateway(a, g.id).await.unwrap().instances;
-    assert_eq!(counts(&after, "gw-1"), (1, 4));
+    assert_eq!(counts(&after, "gw-1"), (6, 5));
+    // An instance whose outcomes are all older than an hour shows none.
+    store
+        .count_gateway_outcomes(g.id, "gw-2", 8, 8, now - 90 * minute)
+        .await
+        .unwrap();
+    let by_token = store
+        .gateway_by_token("hash-office")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&by_token.instances, "gw-2"), (0, 0));
 
     // An instance never seen, or a gateway that does not exist, is not found.
     not_found(
@@ -5207,7 +5222,7 @@ conformance!(
     a_handed_message_is_claimed_as_it_is_stored,
     concurrent_submissions_are_answered_each_on_its_own,
     gateways_keep_their_names_tokens_and_tenants,
-    gateway_instances_are_upserted_and_count_their_hour,
+    gateway_instances_are_upserted_and_count_their_last_hour,
     a_server_names_a_gateway_of_its_tenant_which_then_stays,
     a_changed_gateway_clears_account_secrets,
     templates_keep_every_version_and_their_names_per_tenant,

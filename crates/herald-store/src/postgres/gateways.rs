@@ -18,7 +18,7 @@ async fn find_gateway(
     let instances = query_map(
         c,
         sql::GATEWAY_INSTANCES,
-        &[&gateway.id.to_string()],
+        &[&gateway_window_after(now_ms()), &gateway.id.to_string()],
         rows::gateway_instance,
     )
     .await?;
@@ -77,7 +77,7 @@ impl Gateways for PgStore {
         let instances = query_map(
             &c,
             sql::TENANT_GATEWAY_INSTANCES,
-            &[&tenant],
+            &[&gateway_window_after(now_ms()), &tenant],
             rows::gateway_instance,
         )
         .await?;
@@ -266,15 +266,17 @@ impl Gateways for PgStore {
         at: i64,
     ) -> Result<()> {
         self.noted(async {
-            let c = client(&self.pool).await?;
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let (gateway, minute) = (gateway.to_string(), gateway_minute(at));
             let changed = execute(
-                &c,
+                &tx,
                 sql::COUNT_GATEWAY_OUTCOMES,
                 &[
-                    &at,
+                    &minute,
                     &i64::from(delivered),
                     &i64::from(failed),
-                    &gateway.to_string(),
+                    &gateway,
                     &instance,
                 ],
             )
@@ -283,7 +285,14 @@ impl Gateways for PgStore {
             if changed == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            execute(
+                &tx,
+                sql::PRUNE_GATEWAY_MINUTES,
+                &[&gateway, &instance, &(minute - GATEWAY_WINDOW_MINUTES)],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)
         })
         .await
     }

@@ -30,7 +30,7 @@ fn find_gateway(
     let instances = list_parsed(
         c,
         sql::GATEWAY_INSTANCES,
-        [gateway.id.to_string()],
+        params![gateway_window_after(now_ms()), gateway.id.to_string()],
         instance_row,
     )?;
     Ok(rows::with_instances(vec![gateway], instances).pop())
@@ -73,7 +73,7 @@ impl Gateways for SqliteStore {
                 let instances = list_parsed(
                     c,
                     sql::TENANT_GATEWAY_INSTANCES,
-                    [tenant.to_string()],
+                    params![gateway_window_after(now_ms()), tenant.to_string()],
                     instance_row,
                 )?;
                 Ok(rows::with_instances(gateways, instances))
@@ -246,20 +246,25 @@ impl Gateways for SqliteStore {
         let instance = instance.to_owned();
         self.db
             .write(move |c| {
+                let (gateway, minute) = (gateway.to_string(), gateway_minute(at));
                 let changed = c
                     .prepare_cached(sql::COUNT_GATEWAY_OUTCOMES)
                     .map_err(sql)?
                     .execute(params![
-                        at,
+                        minute,
                         i64::from(delivered),
                         i64::from(failed),
-                        gateway.to_string(),
+                        gateway,
                         instance
                     ])
                     .map_err(sql)?;
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
+                c.prepare_cached(sql::PRUNE_GATEWAY_MINUTES)
+                    .map_err(sql)?
+                    .execute(params![gateway, instance, minute - GATEWAY_WINDOW_MINUTES])
+                    .map_err(sql)?;
                 Ok(())
             })
             .await
