@@ -137,7 +137,7 @@ async fn check_pinned(
 /// `wait_seconds` for some; answers its messages and provider
 /// configurations, with accounts' secrets sealed under the claim's `key`.
 #[utoipa::path(post, path = "/v1/gateway/claim", tag = "gateways",
-    request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
+    request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256; 0 claims nothing and answers at once: a report that the instance is alive), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
     responses((status = 200, description = "`{lease_ms, now, recipients, messages, providers: [{test_provider, config}]}`; no recipients when none came due in time", body = Object)))]
 async fn claim(
     State(state): State<AppState>,
@@ -149,8 +149,8 @@ async fn claim(
     let instance = check.take("instance", name(&body.instance));
     check.take("version", name(&body.version));
     check.take("incarnation", name(&body.incarnation));
-    if !(1..=MAX_CLAIM).contains(&body.limit) {
-        check.fail("limit", "must be from 1 to 256");
+    if body.limit > MAX_CLAIM {
+        check.fail("limit", "must be from 0 to 256");
     }
     if body.wait_seconds > MAX_WAIT_SECONDS {
         check.fail("wait_seconds", "must be from 0 to 25");
@@ -177,6 +177,15 @@ async fn claim(
         incarnation: body.incarnation.trim().to_owned(),
     };
     record_seen(&state, &seen).await?;
+    if body.limit == 0 {
+        // A report that the instance is alive (its delivery slots may all be
+        // taken): it claims nothing.
+        return Ok(Json(ClaimAnswer {
+            lease_ms: state.gateway_lease.as_millis() as i64,
+            now: now_ms(),
+            ..ClaimAnswer::default()
+        }));
+    }
     // Seen again while the claim waits and when it answers, so that an idle
     // instance, whose claims wait up to 25 s, never looks dead: at most a
     // third of the period after which an instance counts as dead.

@@ -79,6 +79,9 @@ pub struct RemoteStore {
     /// Claims that failed in a row: each waits longer before it answers,
     /// so an unreachable node is not asked in a tight loop.
     failed_claims: AtomicU32,
+    /// The worker's incarnation, known from its first claim: reports name it
+    /// too, since a report with another would give the worker's leases back.
+    incarnation: Mutex<Option<String>>,
 }
 
 /// The first pause after a failed claim, doubled per failure up to [`CLAIM_RETRY_MAX`].
@@ -144,7 +147,32 @@ impl RemoteStore {
             refused: watch::channel(false).0,
             held: Mutex::default(),
             failed_claims: AtomicU32::new(0),
+            incarnation: Mutex::default(),
         })
+    }
+
+    /// Tells the node this instance is alive, claiming nothing: a claim with
+    /// limit 0, at once. While every delivery slot is taken the worker does
+    /// not claim, and an instance the node does not hear from for its
+    /// stale-after period has its leases given to another instance; the
+    /// gateway reports every few seconds so that never happens to one that
+    /// is only busy. Nothing is sent before the worker's first claim.
+    pub async fn report(&self) -> Result<()> {
+        let Some(incarnation) = self.incarnation.lock().expect("incarnation lock").clone() else {
+            return Ok(());
+        };
+        let body = ClaimBody {
+            instance: self.instance.clone(),
+            version: self.version.clone(),
+            incarnation,
+            limit: 0,
+            wait_seconds: 0,
+            key: self.key.clone(),
+        };
+        let _: ClaimAnswer = self
+            .post("v1/gateway/claim", &body, Duration::from_secs(10))
+            .await?;
+        Ok(())
     }
 
     /// Turns true once the node refused the token (it was replaced, or the
@@ -262,6 +290,7 @@ impl DeliveryStore for RemoteStore {
         if *shutdown.borrow() || *self.refused.borrow() {
             return Ok(Vec::new());
         }
+        *self.incarnation.lock().expect("incarnation lock") = Some(request.incarnation.clone());
         let body = ClaimBody {
             instance: self.instance.clone(),
             version: self.version.clone(),

@@ -27,12 +27,18 @@ impl GatewayProcess {
     /// Starts instance `name` of the gateway whose token is `token`,
     /// polling the node at `base`; returns once it says it started.
     async fn start(base: &str, token: &str, name: &str) -> GatewayProcess {
+        Self::start_with(base, token, name, 4).await
+    }
+
+    /// [`GatewayProcess::start`] with `concurrency` messages in flight at most.
+    async fn start_with(base: &str, token: &str, name: &str, concurrency: u32) -> GatewayProcess {
         use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["gateway", "--server", base, "--name", name])
             // The test SMTP server listens on loopback.
-            .args(["--egress-allow", "127.0.0.0/8", "--concurrency", "4"])
+            .args(["--egress-allow", "127.0.0.0/8"])
+            .args(["--concurrency", &concurrency.to_string()])
             .env("HERALD_GATEWAY_TOKEN", token)
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
@@ -657,4 +663,42 @@ async fn a_silent_instances_mail_goes_to_another_after_the_stale_after_period() 
         received_subjects(&smtp),
         BTreeMap::from([("one".to_owned(), 1)])
     );
+}
+
+#[tokio::test]
+async fn a_busy_instance_that_does_not_claim_keeps_its_leases() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // Instances count as dead after 6 s of silence (nodes sweep every
+    // 500 ms); the gateway reports every 4 s even while it does not claim.
+    let stale_after = Duration::from_secs(6);
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = stale_after;
+    })
+    .await;
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    // One message in flight at most, and it hangs in DATA: the instance
+    // does not claim while it lasts.
+    smtp.script(Rule::new(Command::Data, Action::Stall));
+    let _busy = GatewayProcess::start_with(&app.base, &token, "office-1", 1).await;
+    let id = app.submit_to(&acme, "a@acme.example", "one").await;
+    eventually("the instance to claim the message", || async {
+        let message = app.message(&acme, &id).await;
+        (message["recipients"][0]["status"] == "sending").then_some(())
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    eventually("twice the stale-after period to pass", || async {
+        let message = app.message(&acme, &id).await;
+        assert_eq!(
+            message["recipients"][0]["status"], "sending",
+            "the busy instance keeps its lease: {message}"
+        );
+        let (_, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        assert_eq!(shown["instances"][0]["alive"], true, "{shown}");
+        (since.elapsed() > stale_after * 2).then_some(())
+    })
+    .await;
 }
