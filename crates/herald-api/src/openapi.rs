@@ -955,7 +955,7 @@ pub(crate) mod answers {
         pub first_seen_at: String,
         #[schema(format = DateTime)]
         pub last_seen_at: String,
-        /// Outcomes it reported in its current hour (which starts again at the first outcome after an hour).
+        /// Outcomes it reported in the last hour, to the minute.
         pub delivered_this_hour: u64,
         pub failed_this_hour: u64,
         /// Whether it polled within the time a node counts as alive.

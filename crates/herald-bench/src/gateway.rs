@@ -30,6 +30,7 @@ pub async fn run(
             // The sink is on loopback, which a gateway reaches only when allowed.
             egress_allow: Some("127.0.0.1/32".into()),
             egress_deny: None,
+            server_ca: None,
             concurrency: options.concurrency,
         },
         async move {

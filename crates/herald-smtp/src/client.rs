@@ -18,6 +18,8 @@ use crate::{Reply, TlsSettings, Tracer};
 /// that sends more is broken or hostile.
 const MAX_REPLY_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 128;
+/// The most text one reply can carry: every line at its longest.
+pub const MAX_REPLY_BYTES: usize = MAX_REPLY_LINE * MAX_REPLY_LINES;
 
 /// How long each step may take.
 #[derive(Clone, Copy, Debug)]

@@ -15,8 +15,8 @@ mod trace;
 pub mod wire;
 
 pub use client::{
-    Connection, Credentials, Envelope, RecipientOutcome, Target, Timeouts, TlsInfo, Transaction,
-    resolve,
+    Connection, Credentials, Envelope, MAX_REPLY_BYTES, RecipientOutcome, Target, Timeouts,
+    TlsInfo, Transaction, resolve,
 };
 pub use egress::{Egress, EgressRule};
 pub use error::{ErrorKind, SmtpError, Step};

@@ -408,7 +408,9 @@ pub trait Tenants: Send + Sync {
     async fn set_entitlements(&self, tenant: TenantId, credential_storage: bool) -> Result<Tenant>;
 
     /// Makes a provider (or, with `None`, the system default) the tenant's
-    /// active one, in effect on every node from `effective_from`.
+    /// active one, in effect on every node from `effective_from`. A change
+    /// gives the tenant's waiting mail pinned to a gateway back to the nodes,
+    /// due no earlier than `effective_from`.
     async fn set_active_provider(
         &self,
         tenant: TenantId,
@@ -416,7 +418,8 @@ pub trait Tenants: Send + Sync {
         effective_from: i64,
     ) -> Result<Tenant>;
 
-    /// Makes the latest change of the active provider in effect from `now` (after a refresh).
+    /// Makes the latest change of the active provider in effect from `now`
+    /// (after a refresh); mail that change gave back to the nodes is due now.
     async fn refresh_properties(&self, tenant: TenantId, now: i64) -> Result<Tenant>;
 
     /// Stores a token's hash.
@@ -546,6 +549,9 @@ pub trait Configuration: Send + Sync {
 
     /// Replaces a server's settings; a change that redirects or weakens trust
     /// ([`ServerSettings::change_clears_secrets`]) clears its accounts' secrets.
+    /// A change of its gateway gives the tenant's waiting mail pinned to a
+    /// gateway back to the nodes, and makes every node forget its cached
+    /// provider of the tenant.
     async fn update_server(
         &self,
         tenant: TenantId,
@@ -587,7 +593,9 @@ pub trait Configuration: Send + Sync {
     /// The tenant's providers.
     async fn list_providers(&self, tenant: TenantId) -> Result<Vec<Provider>>;
 
-    /// Replaces a provider's settings.
+    /// Replaces a provider's settings. A change of its server gives the
+    /// tenant's waiting mail pinned to a gateway back to the nodes, and makes
+    /// every node forget its cached provider of the tenant.
     async fn update_provider(
         &self,
         tenant: TenantId,
@@ -866,8 +874,23 @@ pub trait Gateways: Send + Sync {
     async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>>;
 
     /// Records that an instance of a gateway reported (creating it when
-    /// new); a gateway that no longer exists is not found.
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()>;
+    /// new); a gateway that no longer exists is not found. When it reports
+    /// with a new incarnation (a restarted process), the leases its earlier
+    /// incarnations held are given back, as
+    /// [`Queue::release_earlier_incarnations`] does for a node's; returns
+    /// how many.
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64>;
+
+    /// Gives back the leases of every gateway instance not seen since
+    /// `stale_before`, as [`Queue::release_stale_nodes`] does for nodes, and
+    /// marks those instances as taken over so they are passed over next
+    /// time. Returns each such instance's lease owner
+    /// ([`gateway_lease_owner`]) with how many recipients it held.
+    async fn release_stale_gateway_instances(
+        &self,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>>;
 
     /// For each recipient, whether it is pinned to `gateway` (and so is of
     /// the gateway's tenant): what a gateway may report outcomes for.
@@ -877,7 +900,8 @@ pub trait Gateways: Send + Sync {
         recipients: &[RecipientId],
     ) -> Result<Vec<bool>>;
 
-    /// Adds outcomes to an instance's counts of the current hour (see
+    /// Adds outcomes to an instance's counts of the minute `at` falls in,
+    /// and forgets its minutes that no window includes any more (see
     /// [`GatewayInstance`]); an instance never seen is not found.
     async fn count_gateway_outcomes(
         &self,

@@ -163,7 +163,15 @@ const TABLES: &[Table] = &[
             ("address", Text),
             ("first_seen_at", BigInt),
             ("last_seen_at", BigInt),
-            ("hour_start", BigInt),
+            ("incarnation", Text),
+        ],
+    },
+    Table {
+        name: "gateway_instance_minutes",
+        columns: &[
+            ("gateway_id", Text),
+            ("name", Text),
+            ("minute", BigInt),
             ("delivered", BigInt),
             ("failed", BigInt),
         ],
@@ -989,7 +997,7 @@ mod tests {
                 // Keyed by its template and version.
                 "template_versions" => "template_id",
                 // Keyed by its gateway and name.
-                "gateway_instances" => "gateway_id",
+                "gateway_instances" | "gateway_instance_minutes" => "gateway_id",
                 _ => "id",
             };
             assert_eq!(table.columns[0].0, id, "{}", table.name);

@@ -360,11 +360,17 @@ macro_rules! gateway_columns {
     };
 }
 
-/// The columns of a gateway's instance, as [`crate::rows::gateway_instance`] reads them.
+/// The columns of a gateway's instance, as [`crate::rows::gateway_instance`]
+/// reads them: with its outcomes of the minutes after minute `$1`.
 macro_rules! gateway_instance_columns {
     () => {
         "i.gateway_id, i.name, i.version, i.address, i.first_seen_at, i.last_seen_at, \
-         i.hour_start, i.delivered, i.failed"
+         CAST(COALESCE((SELECT SUM(m.delivered) FROM gateway_instance_minutes m \
+         WHERE m.gateway_id = i.gateway_id AND m.name = i.name AND m.minute > $1), 0) AS BIGINT) \
+         AS delivered, \
+         CAST(COALESCE((SELECT SUM(m.failed) FROM gateway_instance_minutes m \
+         WHERE m.gateway_id = i.gateway_id AND m.name = i.name AND m.minute > $1), 0) AS BIGINT) \
+         AS failed"
     };
 }
 
@@ -392,19 +398,21 @@ pub(crate) const GATEWAY_BY_TOKEN: &str = concat!(
     " FROM gateways WHERE token_hash = $1"
 );
 
-/// The instances of one gateway, newest seen first.
+/// The instances of one gateway (`$2`), newest seen first, with their
+/// outcomes after minute `$1`.
 pub(crate) const GATEWAY_INSTANCES: &str = concat!(
     "SELECT ",
     gateway_instance_columns!(),
-    " FROM gateway_instances i WHERE i.gateway_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+    " FROM gateway_instances i WHERE i.gateway_id = $2 ORDER BY i.last_seen_at DESC, i.name"
 );
 
-/// The instances of every gateway of a tenant, newest seen first.
+/// The instances of every gateway of a tenant (`$2`), newest seen first,
+/// with their outcomes after minute `$1`.
 pub(crate) const TENANT_GATEWAY_INSTANCES: &str = concat!(
     "SELECT ",
     gateway_instance_columns!(),
     " FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
-     WHERE g.tenant_id = $1 ORDER BY i.last_seen_at DESC, i.name"
+     WHERE g.tenant_id = $2 ORDER BY i.last_seen_at DESC, i.name"
 );
 
 pub(crate) const REPLACE_GATEWAY_TOKEN: &str = "UPDATE gateways \
@@ -416,28 +424,48 @@ pub(crate) const DELETE_GATEWAY: &str = "DELETE FROM gateways WHERE id = $1 AND 
 pub(crate) const SERVERS_OF_GATEWAY: &str =
     "SELECT name FROM smtp_servers WHERE gateway_id = $1 AND tenant_id = $2 ORDER BY name";
 
-/// Whether a gateway exists, before an instance of it is recorded.
-pub(crate) const GATEWAY_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1)";
-
 /// Whether a recipient is pinned to a gateway (the gateway's tenant's, then).
 pub(crate) const RECIPIENT_PINNED_TO: &str =
     "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND gateway_id = $2)";
 
 /// Records that an instance reported: new ones start their first hour.
 pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
-     (gateway_id, name, version, address, first_seen_at, last_seen_at, hour_start, delivered, failed) \
-     VALUES ($1, $2, $3, $4, $5, $5, $5, 0, 0) \
+     (gateway_id, name, version, address, first_seen_at, last_seen_at, incarnation) \
+     VALUES ($1, $2, $3, $4, $5, $5, $6) \
      ON CONFLICT (gateway_id, name) DO UPDATE SET version = excluded.version, \
-     address = excluded.address, last_seen_at = excluded.last_seen_at";
+     address = excluded.address, last_seen_at = excluded.last_seen_at, \
+     incarnation = excluded.incarnation";
 
-/// Adds outcomes to an instance's current hour, at `$1`; when that hour
-/// ([`crate::model::GATEWAY_HOUR_MS`]) is over, a new one starts at `$1`
-/// with these outcomes only. SET sees the old values in every expression.
-pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "UPDATE gateway_instances SET \
-     hour_start = CASE WHEN $1 >= hour_start + 3600000 THEN $1 ELSE hour_start END, \
-     delivered = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE delivered END + $2, \
-     failed = CASE WHEN $1 >= hour_start + 3600000 THEN 0 ELSE failed END + $3 \
-     WHERE gateway_id = $4 AND name = $5";
+/// The process an instance reported with last, if it is known; PostgreSQL
+/// may append a lock clause.
+pub(crate) const GATEWAY_INSTANCE_INCARNATION: &str =
+    "SELECT incarnation FROM gateway_instances WHERE gateway_id = $1 AND name = $2";
+
+/// The instances not seen since `$1` that still hold their process's
+/// leases, with their gateway's name (for the lease owner); PostgreSQL may
+/// append a lock clause.
+pub(crate) const STALE_GATEWAY_INSTANCES: &str = "SELECT i.gateway_id, g.name AS gateway_name, \
+     i.name, i.incarnation FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
+     WHERE i.last_seen_at < $1 AND i.incarnation IS NOT NULL ORDER BY i.gateway_id, i.name";
+
+/// An instance taken over: its leases were given back; the next sweep passes
+/// it by until it reports again.
+pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str =
+    "UPDATE gateway_instances SET incarnation = NULL WHERE gateway_id = $1 AND name = $2";
+
+/// Adds outcomes to an instance's minute `$1`; an instance not recorded
+/// adds nothing.
+pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "INSERT INTO gateway_instance_minutes \
+     (gateway_id, name, minute, delivered, failed) \
+     SELECT gateway_id, name, CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT) \
+     FROM gateway_instances WHERE gateway_id = $4 AND name = $5 \
+     ON CONFLICT (gateway_id, name, minute) DO UPDATE SET \
+     delivered = gateway_instance_minutes.delivered + excluded.delivered, \
+     failed = gateway_instance_minutes.failed + excluded.failed";
+
+/// Forgets an instance's minutes up to minute `$3`, out of every window.
+pub(crate) const PRUNE_GATEWAY_MINUTES: &str = "DELETE FROM gateway_instance_minutes \
+     WHERE gateway_id = $1 AND name = $2 AND minute <= $3";
 
 pub(crate) const RESEAL_ACCOUNT: &str = "UPDATE smtp_accounts SET sealed_secret = $1 WHERE id = $2";
 pub(crate) const CLEAR_SERVER_SECRETS: &str =
@@ -507,6 +535,23 @@ pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, 
 /// gateway, `$2` its tenant): nothing else would ever claim them.
 pub(crate) const UNPIN_GATEWAY: &str = "UPDATE recipients SET gateway_id = NULL \
      WHERE gateway_id = $1 AND tenant_id = $2 AND status IN ('queued', 'deferred', 'sending')";
+/// Gives a tenant's waiting pinned recipients back to the nodes after a
+/// change of its routes (a server's gateway, a provider's server, the
+/// active provider), due no earlier than `$1`, when the change is in
+/// effect on every node. Only waiting ones: a lease in force keeps its
+/// recipient. A node that claims one whose route is still pinned hands it
+/// to the route's gateway, so this never sends pinned mail from a node.
+pub(crate) const UNPIN_TENANT_WAITING: &str = "UPDATE recipients SET gateway_id = NULL, \
+     due_at = CASE WHEN due_at < $1 THEN $1 ELSE due_at END \
+     WHERE gateway_id IN (SELECT id FROM gateways WHERE tenant_id = $2) AND tenant_id = $2 \
+     AND status IN ('queued', 'deferred')";
+/// At a refresh of the tenant's properties (`$1` now): mail given back to
+/// the nodes by a change of the active provider, due when that change would
+/// have been in effect everywhere, is due now, since the change is.
+pub(crate) const DUE_AT_REFRESH: &str = "UPDATE recipients SET due_at = $1 \
+     WHERE tenant_id = $2 AND (status = 'queued' OR status = 'deferred' OR status = 'sending') \
+     AND gateway_id IS NULL AND status <> 'sending' AND due_at > $1 \
+     AND due_at = (SELECT properties_effective_from FROM tenants WHERE id = $2)";
 pub(crate) const REPIN_RECIPIENT: &str = "UPDATE recipients SET status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      attempts = attempts - 1, due_at = $1, lease_owner = NULL, lease_incarnation = NULL, gateway_id = $2 \
      WHERE id = $3 AND lease_token = $4 AND status = 'sending'";
@@ -875,6 +920,11 @@ pub(crate) const ALL: &[&str] = &[
     RELEASE_RECIPIENT,
     REPIN_RECIPIENT,
     UNPIN_GATEWAY,
+    UNPIN_TENANT_WAITING,
+    DUE_AT_REFRESH,
+    GATEWAY_INSTANCE_INCARNATION,
+    STALE_GATEWAY_INSTANCES,
+    GATEWAY_INSTANCE_TAKEN_OVER,
     DELETE_EXPIRED_SESSIONS,
     DELETE_SESSION,
     DELETE_OPERATOR_SESSIONS,
@@ -950,8 +1000,8 @@ pub(crate) const ALL: &[&str] = &[
     REPLACE_GATEWAY_TOKEN,
     DELETE_GATEWAY,
     SERVERS_OF_GATEWAY,
-    GATEWAY_EXISTS,
     RECIPIENT_PINNED_TO,
     UPSERT_GATEWAY_INSTANCE,
     COUNT_GATEWAY_OUTCOMES,
+    PRUNE_GATEWAY_MINUTES,
 ];

@@ -30,7 +30,7 @@ use herald_store::{
     WebhookChange, WebhookClaim, WebhookDeliveryStatus, WebhookNext, WebhookOutcome,
     WebhookTestRecord,
 };
-use herald_store::{GATEWAY_HOUR_MS, Gateway, GatewayInstance, GatewaySeen, NewGateway};
+use herald_store::{Gateway, GatewayInstance, GatewaySeen, NewGateway, gateway_lease_owner};
 use herald_testkit::TestDatabase;
 
 mod builders;
@@ -3895,6 +3895,7 @@ fn seen(gateway: GatewayId, name: &str, version: &str, at: i64) -> GatewaySeen {
         version: version.into(),
         address: "192.0.2.10".into(),
         at,
+        incarnation: format!("{name}-first"),
     }
 }
 
@@ -3997,7 +3998,232 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
     );
 }
 
-async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
+async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let globex = tenant(&*f.store, "globex").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
+        .await
+        .unwrap();
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
+        .await
+        .unwrap();
+    let pinned = |t: TenantId, g: GatewayId, at: i64| NewMessage {
+        gateway_id: Some(g),
+        ..message(t, &["in@x.example"], None, at)
+    };
+    let via = |g: Option<GatewayId>| ServerSettings {
+        gateway_id: g,
+        ..server_settings("relay", false)
+    };
+    let server = f.create_server(acme, via(Some(office.id))).await;
+    let held = f.submit(pinned(acme, office.id, 1_000)).await;
+    let waiting = f.submit(pinned(acme, office.id, 1_500)).await;
+    let other = f.submit(pinned(globex, theirs.id, 1_000)).await;
+    let taken = f
+        .claim_for_gateway(GatewayClaim {
+            limit: 1,
+            ..gateway_claim(office.id, acme, 2_000)
+        })
+        .await;
+    assert_eq!(taken[0].message, held.id);
+
+    // The server leaves the gateway: the waiting recipient is the nodes'
+    // again, due now; the one an instance holds and the other tenant's stay.
+    f.store
+        .update_server(acme, server.id, via(None))
+        .await
+        .unwrap();
+    let now = herald_core::timestamp::now_ms();
+    let by_node = f.claim(claim("n1", now + 1_000, 600_000)).await;
+    assert_eq!(by_node.len(), 1, "{by_node:?}");
+    assert_eq!(by_node[0].message, waiting.id);
+    assert!(
+        f.message(acme, waiting.id).await.recipients[0]
+            .gateway_id
+            .is_none()
+    );
+    assert_eq!(
+        f.message(acme, held.id).await.recipients[0].gateway_id,
+        Some(office.id)
+    );
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].gateway_id,
+        Some(theirs.id)
+    );
+
+    // Pinned again, a provider's server change gives mail back as well ...
+    f.store
+        .update_server(acme, server.id, via(Some(office.id)))
+        .await
+        .unwrap();
+    let plain = f.create_server(acme, server_settings("plain", false)).await;
+    let provider = f
+        .create_provider(acme, provider_settings("relay", server.id, None))
+        .await;
+    let second = f.submit(pinned(acme, office.id, 1_000)).await;
+    f.store
+        .update_provider(
+            acme,
+            provider.id,
+            provider_settings("relay", plain.id, None),
+        )
+        .await
+        .unwrap();
+    assert!(
+        f.message(acme, second.id).await.recipients[0]
+            .gateway_id
+            .is_none()
+    );
+
+    // ... and a change of the active provider, due once it is in effect everywhere.
+    let third = f.submit(pinned(acme, office.id, 1_000)).await;
+    let by = herald_core::timestamp::now_ms() + 60_000;
+    f.set_active_provider(acme, Some(provider.id), by).await;
+    let recipient = &f.message(acme, third.id).await.recipients[0];
+    assert!(recipient.gateway_id.is_none());
+    let due: Vec<MessageId> = f
+        .claim(claim("n2", by - 1, 10_000))
+        .await
+        .iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(
+        due,
+        [second.id],
+        "the provider's change is not in effect yet"
+    );
+    let later = f.claim(claim("n2", by, 10_000)).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].message, third.id);
+    // Choosing the provider in force again changes nothing.
+    let fourth = f.submit(pinned(acme, office.id, 1_000)).await;
+    f.set_active_provider(acme, Some(provider.id), by).await;
+    assert_eq!(
+        f.message(acme, fourth.id).await.recipients[0].gateway_id,
+        Some(office.id)
+    );
+    // A refresh puts the change in effect at once: the mail it gave back is due now.
+    let far = by + 600_000;
+    f.set_active_provider(acme, None, far).await;
+    let now = herald_core::timestamp::now_ms();
+    f.store.refresh_properties(acme, now).await.unwrap();
+    let due: Vec<MessageId> = f
+        .claim(claim("n3", now + 1, 10_000))
+        .await
+        .iter()
+        .map(|c| c.message)
+        .collect();
+    assert_eq!(due, [fourth.id]);
+}
+
+async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture) {
+    let acme = tenant(&*f.store, "acme").await;
+    let globex = tenant(&*f.store, "globex").await;
+    let office = f
+        .store
+        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
+        .await
+        .unwrap();
+    // Another tenant's gateway of the same name, with an instance of the same name.
+    let theirs = f
+        .store
+        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
+        .await
+        .unwrap();
+    let pinned = |t: TenantId, g: GatewayId| NewMessage {
+        gateway_id: Some(g),
+        ..message(t, &["in@x.example"], None, 1_000)
+    };
+    let (one, two) = (
+        f.submit(pinned(acme, office.id)).await,
+        f.submit(pinned(acme, office.id)).await,
+    );
+    let other = f.submit(pinned(globex, theirs.id)).await;
+    let instance = |g: &Gateway, name: &str, incarnation: &str, at: i64| GatewaySeen {
+        incarnation: incarnation.into(),
+        ..seen(g.id, name, "1.0", at)
+    };
+    let claim_as =
+        |g: &Gateway, t: TenantId, name: &str, incarnation: &str, now: i64| GatewayClaim {
+            owner: gateway_lease_owner(&g.name, name),
+            incarnation: incarnation.into(),
+            limit: 1,
+            ..gateway_claim(g.id, t, now)
+        };
+    let seen_by = |s: GatewaySeen| {
+        let store = f.store.clone();
+        async move { store.gateway_seen(s).await.unwrap() }
+    };
+    assert_eq!(seen_by(instance(&office, "gw-1", "a", 2_000)).await, 0);
+    assert_eq!(seen_by(instance(&office, "gw-2", "b", 2_000)).await, 0);
+    assert_eq!(seen_by(instance(&theirs, "gw-1", "c", 2_000)).await, 0);
+    let held_by_one = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a", 2_000))
+        .await;
+    let held_by_two = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-2", "b", 2_000))
+        .await;
+    let held_by_theirs = f
+        .claim_for_gateway(claim_as(&theirs, globex, "gw-1", "c", 2_000))
+        .await;
+    assert_eq!(
+        [&held_by_one, &held_by_two, &held_by_theirs].map(|h| h.len()),
+        [1, 1, 1]
+    );
+    assert_eq!(held_by_theirs[0].message, other.id);
+
+    // gw-1 restarts: its earlier process's lease comes back to it at once;
+    // the other tenant's instance of the same names keeps its own.
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 3_000)).await, 1);
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 3_500)).await, 0);
+    let again = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a2", 3_500))
+        .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].recipient, held_by_one[0].recipient);
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].status,
+        RecipientStatus::Sending
+    );
+
+    // gw-2 (and the other tenant's instance) fall silent; gw-1 reports on.
+    assert_eq!(seen_by(instance(&office, "gw-1", "a2", 6_000)).await, 0);
+    let mut released = f
+        .store
+        .release_stale_gateway_instances(5_000, 6_000)
+        .await
+        .unwrap();
+    released.sort();
+    assert_eq!(
+        released,
+        [("office/gw-1".to_owned(), 1), ("office/gw-2".to_owned(), 1)],
+        "the other tenant's gw-1 and acme's gw-2"
+    );
+    assert_eq!(
+        f.message(globex, other.id).await.recipients[0].status,
+        RecipientStatus::Queued
+    );
+    let taken = f
+        .claim_for_gateway(claim_as(&office, acme, "gw-1", "a2", 6_000))
+        .await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].recipient, held_by_two[0].recipient);
+    assert!([one.id, two.id].contains(&taken[0].message), "{taken:?}");
+    // Taken over: the next sweep passes them by.
+    assert!(
+        f.store
+            .release_stale_gateway_instances(5_000, 6_500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn gateway_instances_are_upserted_and_count_their_last_hour(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let g = f
         .store
@@ -4032,15 +4258,21 @@ async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
     assert_eq!((one.first_seen_at, one.last_seen_at), (10_000, 30_000));
     assert_eq!((one.delivered_this_hour, one.failed_this_hour), (0, 0));
 
-    // Outcomes add up within the hour that began at the first sighting ...
-    store
-        .count_gateway_outcomes(g.id, "gw-1", 3, 1, 40_000)
-        .await
-        .unwrap();
-    store
-        .count_gateway_outcomes(g.id, "gw-1", 2, 0, 10_000 + GATEWAY_HOUR_MS - 1)
-        .await
-        .unwrap();
+    // Outcomes count by minute, and an instance shows those of the last hour
+    // (the sixty minutes up to now's): older ones are left out ...
+    let now = herald_core::timestamp::now_ms();
+    let minute = 60_000;
+    for (delivered, failed, at) in [
+        (3, 1, now),
+        (2, 0, now - 58 * minute),
+        (7, 7, now - 61 * minute),
+        (9, 9, now - 24 * 60 * minute),
+    ] {
+        store
+            .count_gateway_outcomes(g.id, "gw-1", delivered, failed, at)
+            .await
+            .unwrap();
+    }
     let counts = |list: &[GatewayInstance], name: &str| {
         let i = list.iter().find(|i| i.name == name).unwrap();
         (i.delivered_this_hour, i.failed_this_hour)
@@ -4048,13 +4280,24 @@ async fn gateway_instances_are_upserted_and_count_their_hour(f: Fixture) {
     let listed = store.list_gateways(a).await.unwrap();
     assert_eq!(counts(&listed[0].instances, "gw-1"), (5, 1));
     assert_eq!(counts(&listed[0].instances, "gw-2"), (0, 0));
-    // ... and start again with the first outcome after it ended.
+    // ... and later outcomes add to their minute.
     store
-        .count_gateway_outcomes(g.id, "gw-1", 1, 4, 10_000 + GATEWAY_HOUR_MS)
+        .count_gateway_outcomes(g.id, "gw-1", 1, 4, now)
         .await
         .unwrap();
     let after = store.gateway(a, g.id).await.unwrap().instances;
-    assert_eq!(counts(&after, "gw-1"), (1, 4));
+    assert_eq!(counts(&after, "gw-1"), (6, 5));
+    // An instance whose outcomes are all older than an hour shows none.
+    store
+        .count_gateway_outcomes(g.id, "gw-2", 8, 8, now - 90 * minute)
+        .await
+        .unwrap();
+    let by_token = store
+        .gateway_by_token("hash-office")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&by_token.instances, "gw-2"), (0, 0));
 
     // An instance never seen, or a gateway that does not exist, is not found.
     not_found(
@@ -4989,7 +5232,7 @@ conformance!(
     a_handed_message_is_claimed_as_it_is_stored,
     concurrent_submissions_are_answered_each_on_its_own,
     gateways_keep_their_names_tokens_and_tenants,
-    gateway_instances_are_upserted_and_count_their_hour,
+    gateway_instances_are_upserted_and_count_their_last_hour,
     a_server_names_a_gateway_of_its_tenant_which_then_stays,
     a_changed_gateway_clears_account_secrets,
     templates_keep_every_version_and_their_names_per_tenant,
@@ -5021,6 +5264,8 @@ conformance!(
     a_stale_lease_cannot_record_its_outcome,
     pinned_mail_is_claimed_by_its_gateway_only,
     a_route_found_pinned_is_handed_over_without_an_attempt,
+    a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes,
+    a_gateway_instances_restart_or_silence_gives_its_leases_back,
     deferred_recipients_come_back_at_their_time,
     released_recipients_are_due_again_without_an_attempt,
     claims_skip_excluded_tenants,

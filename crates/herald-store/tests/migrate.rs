@@ -299,6 +299,7 @@ async fn fill(s: &dyn Store) -> Installation {
         version: "1.0.0".into(),
         address: "192.0.2.7".into(),
         at: 1_600,
+        incarnation: "first".into(),
     })
     .await
     .unwrap();

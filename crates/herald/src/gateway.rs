@@ -37,6 +37,9 @@ pub struct GatewayArgs {
     /// CIDR ranges the tenant's servers may never be in, besides the built-in rules.
     #[arg(long, env = "HERALD_EGRESS_DENY")]
     pub egress_deny: Option<String>,
+    /// A PEM file of CA certificates to trust for the node's certificate, besides the system's roots (a private CA).
+    #[arg(long, env = "HERALD_GATEWAY_SERVER_CA")]
+    pub server_ca: Option<std::path::PathBuf>,
     /// Messages in flight at once.
     #[arg(long, env = "HERALD_GATEWAY_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
@@ -49,6 +52,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("name", &self.name)
             .field("egress_allow", &self.egress_allow)
             .field("egress_deny", &self.egress_deny)
+            .field("server_ca", &self.server_ca)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
@@ -114,6 +118,13 @@ pub async fn run_until(
         Egress::parse_list(&args.egress_deny.unwrap_or_default())
             .map_err(|e| anyhow::anyhow!("--egress-deny: {e}"))?,
     );
+    let server_ca = match &args.server_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("--server-ca: reading {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     // The key the node seals accounts' secrets under for this process: made
     // now, kept in memory, gone when the process ends.
@@ -128,6 +139,7 @@ pub async fn run_until(
             key,
             wait: Duration::from_secs(25),
             shutdown: shutdown.clone(),
+            server_ca,
         })
         .context("setting up the connection to the node")?,
     );
@@ -141,7 +153,7 @@ pub async fn run_until(
         fallback: None,
     };
     let worker = Worker::new(
-        store,
+        store.clone(),
         Arc::new(Sealer::new(&key)),
         Arc::new(default),
         // Each claim brings the configuration to use: nothing is cached.
@@ -155,6 +167,9 @@ pub async fn run_until(
         },
     );
     let running = tokio::spawn(worker.run(shutdown));
+    // Reports go on until the deliveries in flight at shutdown have ended.
+    let (reports_stop, reports_stopping) = watch::channel(false);
+    let reporting = tokio::spawn(report_alive(store.clone(), reports_stopping));
     info!(server = %server, instance, "gateway started: claiming the tenant's mail from the node");
     let token_refused = tokio::select! {
         _ = until => false,
@@ -163,6 +178,8 @@ pub async fn run_until(
     info!("gateway stopping: finishing the deliveries in flight");
     let _ = stop.send(true);
     let _ = running.await;
+    let _ = reports_stop.send(true);
+    let _ = reporting.await;
     if token_refused {
         bail!(
             "the node refused this gateway's token (a new token was made, or the gateway was deleted); start the gateway with its new token"
@@ -170,6 +187,25 @@ pub async fn run_until(
     }
     info!("gateway stopped");
     Ok(())
+}
+
+/// How often the gateway tells the node it is alive besides its claims: well
+/// within a third of the nodes' default `--node-stale-after` (15 s).
+const REPORT_EVERY: Duration = Duration::from_secs(4);
+
+/// Tells the node every [`REPORT_EVERY`] that this instance is alive, until
+/// `stop`, so that one whose delivery slots are all taken (and which
+/// therefore does not claim) keeps its leases.
+async fn report_alive(store: Arc<RemoteStore>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if let Err(error) = store.report().await {
+            tracing::debug!(%error, "could not report to the node; the next claim or report will");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+            changed = stop.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,26 @@ async fn heartbeat(
             }
             Err(error) => tracing::warn!(%error, "could not look for nodes that stopped"),
         }
+        // Gateway instances are judged by the same period: one not seen for
+        // that long gives its leases back, and another instance of its
+        // gateway delivers the mail (their waiting claims look every second).
+        match store
+            .release_stale_gateway_instances(now - stale_after.as_millis() as i64, now)
+            .await
+        {
+            Ok(released) => {
+                for (instance, recipients) in &released {
+                    tracing::info!(
+                        %instance,
+                        recipients,
+                        "a gateway instance stopped reporting; the mail it held is due again"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not look for gateway instances that stopped")
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}

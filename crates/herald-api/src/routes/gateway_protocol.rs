@@ -25,7 +25,7 @@ use herald_delivery::gateway::wire::{
 };
 use herald_store::{
     Claimed, DeliveryStore, Gateway, GatewayClaim, GatewaySeen, MessageContent, NextState, Outcome,
-    ProviderConfig, StoreError,
+    ProviderConfig, StoreError, gateway_lease_owner,
 };
 use serde_json::{Value, json};
 use tracing::warn;
@@ -50,6 +50,26 @@ pub fn router() -> Router<AppState> {
 /// How often a waiting claim looks again without being woken: mail may
 /// arrive through another node, or be handed over by a worker.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// The longest a waiting claim goes without recording its instance as seen
+/// again (less when a third of the node's `alive_within` is shorter).
+const RESEEN_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Records that the claiming instance reported; a gateway deleted since its
+/// token was read is unauthorised.
+async fn record_seen(state: &AppState, seen: &GatewaySeen) -> Result<(), ApiError> {
+    match state.store.gateway_seen(seen.clone()).await {
+        Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
+        Err(error) => Err(error.into()),
+        Ok(0) => Ok(()),
+        Ok(released) => {
+            tracing::info!(gateway = %seen.gateway_id, instance = %seen.name, recipients = released,
+                "a gateway instance restarted; the mail its earlier process held is due again");
+            state.mail_arrived.notify_waiters();
+            Ok(())
+        }
+    }
+}
 
 /// A caller holding a gateway's token: the gateway, and the address it
 /// called from.
@@ -117,7 +137,7 @@ async fn check_pinned(
 /// `wait_seconds` for some; answers its messages and provider
 /// configurations, with accounts' secrets sealed under the claim's `key`.
 #[utoipa::path(post, path = "/v1/gateway/claim", tag = "gateways",
-    request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
+    request_body(content = Object, description = "`{instance, version, incarnation, limit (1 to 256; 0 claims nothing and answers at once: a report that the instance is alive), wait_seconds (0 to 25, default 25), key (base64 of 32 random bytes)}`"),
     responses((status = 200, description = "`{lease_ms, now, recipients, messages, providers: [{test_provider, config}]}`; no recipients when none came due in time", body = Object)))]
 async fn claim(
     State(state): State<AppState>,
@@ -129,8 +149,8 @@ async fn claim(
     let instance = check.take("instance", name(&body.instance));
     check.take("version", name(&body.version));
     check.take("incarnation", name(&body.incarnation));
-    if !(1..=MAX_CLAIM).contains(&body.limit) {
-        check.fail("limit", "must be from 1 to 256");
+    if body.limit > MAX_CLAIM {
+        check.fail("limit", "must be from 0 to 256");
     }
     if body.wait_seconds > MAX_WAIT_SECONDS {
         check.fail("wait_seconds", "must be from 0 to 25");
@@ -154,17 +174,32 @@ async fn claim(
         version: body.version.trim().to_owned(),
         address: caller.remote.to_string(),
         at: now_ms(),
+        incarnation: body.incarnation.trim().to_owned(),
     };
-    match state.store.gateway_seen(seen).await {
-        // Deleted since its token was read.
-        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
-        other => other?,
+    record_seen(&state, &seen).await?;
+    if body.limit == 0 {
+        // A report that the instance is alive (its delivery slots may all be
+        // taken): it claims nothing.
+        return Ok(Json(ClaimAnswer {
+            lease_ms: state.gateway_lease.as_millis() as i64,
+            now: now_ms(),
+            ..ClaimAnswer::default()
+        }));
     }
+    // Seen again while the claim waits and when it answers, so that an idle
+    // instance, whose claims wait up to 25 s, never looks dead: at most a
+    // third of the period after which an instance counts as dead.
+    let reseen_every = (state.alive_within / 3).min(RESEEN_AT_MOST);
+    let seen_now = || GatewaySeen {
+        at: now_ms(),
+        ..seen.clone()
+    };
+    let mut last_seen = tokio::time::Instant::now();
     let lease_ms = state.gateway_lease.as_millis() as i64;
     let request = |now| GatewayClaim {
         gateway: gateway.id,
         tenant: gateway.tenant_id,
-        owner: format!("{}/{instance}", gateway.name),
+        owner: gateway_lease_owner(&gateway.name, &instance),
         incarnation: body.incarnation.clone(),
         now,
         lease_ms,
@@ -187,10 +222,15 @@ async fn claim(
                 return Err(ApiError::Unauthorized);
             }
         }
+        if last_seen.elapsed() >= reseen_every {
+            record_seen(&state, &seen_now()).await?;
+            last_seen = tokio::time::Instant::now();
+        }
         let claimed = state.store.claim_for_gateway(request(now_ms())).await?;
         if !claimed.is_empty() {
             let answer = answer(&state, &gateway, claimed, &key).await?;
             if !answer.recipients.is_empty() {
+                record_seen(&state, &seen_now()).await?;
                 return Ok(Json(ClaimAnswer {
                     lease_ms,
                     now: now_ms(),
@@ -202,6 +242,7 @@ async fn claim(
         }
         let now = tokio::time::Instant::now();
         if now >= until || stopped || *stopping.borrow() {
+            record_seen(&state, &seen_now()).await?;
             return Ok(Json(ClaimAnswer {
                 lease_ms,
                 now: now_ms(),
@@ -210,7 +251,7 @@ async fn claim(
         }
         tokio::select! {
             _ = arrived => {}
-            _ = tokio::time::sleep((until - now).min(RECHECK)) => {}
+            _ = tokio::time::sleep((until - now).min(RECHECK).min(reseen_every)) => {}
             // A node whose stop signal is gone is stopping too.
             changed = stopping.changed() => stopped |= changed.is_err(),
         }
@@ -345,12 +386,25 @@ async fn outcomes(
 ) -> Result<Json<OutcomesAnswer>, ApiError> {
     let body = body.parse()?;
     let gateway = caller.gateway;
+    let instance = name(&body.instance).map_err(|e| ApiError::field(e.at("instance")))?;
     let outcomes: Vec<Outcome> = body
         .outcomes
         .into_iter()
         .map(Outcome::try_from)
         .collect::<Result<_, _>>()
         .map_err(wire_error)?;
+    let bounds = AttemptBounds {
+        node: format!("gw:{instance}"),
+        now: now_ms(),
+        lease_ms: state.gateway_lease.as_millis() as i64,
+    };
+    let mut check = Check::default();
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| bounds.made_sane(index, outcome, &mut check))
+        .collect();
+    check.finish()?;
     let ids: Vec<RecipientId> = outcomes.iter().map(|o| o.recipient).collect();
     check_pinned(&state, &gateway, "outcomes", &ids).await?;
     let kinds: Vec<NextState> = outcomes.iter().map(|o| o.next).collect();
@@ -369,16 +423,76 @@ async fn outcomes(
     let delivered = counted(|n| matches!(n, NextState::Sent));
     let failed = counted(|n| matches!(n, NextState::Failed));
     if delivered + failed > 0 {
-        let instance = body.instance.trim();
         if let Err(error) = state
             .store
-            .count_gateway_outcomes(gateway.id, instance, delivered, failed, now_ms())
+            .count_gateway_outcomes(gateway.id, &instance, delivered, failed, now_ms())
             .await
         {
-            warn!(%error, gateway = %gateway.id, instance, "could not count a gateway's outcomes");
+            warn!(%error, gateway = %gateway.id, %instance, "could not count a gateway's outcomes");
         }
     }
     Ok(Json(OutcomesAnswer { accepted }))
+}
+
+/// The longest a name-like field of a gateway's attempt record may be (a
+/// server's `host:port`, a step, a TLS cipher, an address, …), in characters.
+const MAX_ATTEMPT_NAME: usize = 300;
+
+/// The largest diagnosis of a gateway's attempt, as JSON: a test message's
+/// session, every reply at most [`herald_smtp::MAX_REPLY_BYTES`].
+const MAX_DIAGNOSIS_BYTES: usize = 4 * herald_smtp::MAX_REPLY_BYTES;
+
+/// What a gateway's attempt record may say, decided by the node: the
+/// gateway reports an attempt, it does not write the record as it likes.
+struct AttemptBounds {
+    /// `gw:<instance>`, the name the gateway's own worker uses too.
+    node: String,
+    now: i64,
+    lease_ms: i64,
+}
+
+impl AttemptBounds {
+    /// The outcome with its attempt made sane: the node named by the node,
+    /// the time within the lease that could have covered it (up to a
+    /// minute of clock difference) and not in the future, the duration
+    /// within a lease, the server's response cut at the SMTP client's own
+    /// bound of a reply. A name-like field too long, or a diagnosis too
+    /// large, cannot be made sane: `check` names it.
+    fn made_sane(&self, index: usize, mut outcome: Outcome, check: &mut Check) -> Outcome {
+        let a = &mut outcome.attempt;
+        a.node = self.node.clone();
+        a.at = a.at.clamp(self.now - self.lease_ms - 60_000, self.now);
+        a.duration_ms = a.duration_ms.clamp(0, self.lease_ms);
+        if a.response.len() > herald_smtp::MAX_REPLY_BYTES {
+            let mut end = herald_smtp::MAX_REPLY_BYTES;
+            while !a.response.is_char_boundary(end) {
+                end -= 1;
+            }
+            a.response.truncate(end);
+        }
+        let field = |name: &str| format!("outcomes[{index}].attempt.{name}");
+        let names = [
+            ("server", Some(&a.server)),
+            ("step", a.step.as_ref()),
+            ("enhanced_code", a.enhanced_code.as_ref()),
+            ("remote_addr", a.remote_addr.as_ref()),
+            ("tls_version", a.tls_version.as_ref()),
+            ("tls_cipher", a.tls_cipher.as_ref()),
+            ("sender_policy", a.sender_policy.as_ref()),
+        ];
+        for (name, value) in names {
+            if value.is_some_and(|v| v.chars().count() > MAX_ATTEMPT_NAME) {
+                check.fail(&field(name), "must be at most 300 characters");
+            }
+        }
+        if a.diagnosis
+            .as_ref()
+            .is_some_and(|d| d.to_string().len() > MAX_DIAGNOSIS_BYTES)
+        {
+            check.fail(&field("diagnosis"), "is too large");
+        }
+        outcome
+    }
 }
 
 /// Gives claimed recipients back unsent (an instance stopping).

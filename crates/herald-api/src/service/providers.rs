@@ -41,6 +41,13 @@ pub async fn update_provider(
     let current = state.store.provider(tenant.id, id).await?;
     let settings = body.settings(Some(&current.settings))?;
     let provider = state.store.update_provider(tenant.id, id, settings).await?;
+    if provider.settings.smtp_server_id != current.settings.smtp_server_id {
+        // A new server may be pinned to a gateway, or no longer: this node
+        // forgets its cached route at once (other nodes hear of it through
+        // the store), so it neither sends pinned mail nor hands the tenant's
+        // mail, given back to the nodes by the store, to a gateway it left.
+        state.cache.invalidate(tenant.id);
+    }
     caller
         .audit_tenant(
             state,

@@ -49,6 +49,13 @@ pub async fn update_server(
     let old = &current.settings;
     let secrets_cleared = old.change_clears_secrets(&settings);
     let server = state.store.update_server(tenant.id, id, settings).await?;
+    if server.settings.gateway_id != old.gateway_id {
+        // Pinned or unpinned: this node forgets its cached route at once
+        // (other nodes hear of it through the store), so it never sends mail
+        // that is now only the gateway's, nor hands mail given back to the
+        // nodes to a gateway the server left.
+        state.cache.invalidate(tenant.id);
+    }
     caller
         .audit_tenant(state, tenant.id, "smtp_server.update", id, json!({"before": old, "after": server.settings, "account_secrets_cleared": secrets_cleared}))
         .await;

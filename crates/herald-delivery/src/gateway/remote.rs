@@ -51,6 +51,8 @@ pub struct RemoteConfig {
     pub wait: Duration,
     /// Turns true at shutdown: a waiting claim is given up at once.
     pub shutdown: watch::Receiver<bool>,
+    /// PEM certificates of CAs to trust for the node, besides the system's roots.
+    pub server_ca: Option<Vec<u8>>,
 }
 
 /// What a claim brought that the worker has not asked for yet.
@@ -77,6 +79,9 @@ pub struct RemoteStore {
     /// Claims that failed in a row: each waits longer before it answers,
     /// so an unreachable node is not asked in a tight loop.
     failed_claims: AtomicU32,
+    /// The worker's incarnation, known from its first claim: reports name it
+    /// too, since a report with another would give the worker's leases back.
+    incarnation: Mutex<Option<String>>,
 }
 
 /// The first pause after a failed claim, doubled per failure up to [`CLAIM_RETRY_MAX`].
@@ -104,9 +109,23 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 impl RemoteStore {
     pub fn new(config: RemoteConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        // No redirects: a claim carries the token and the instance's sealing
+        // key, which must go to the node named by --server and nowhere else.
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(format!("herald-gateway/{}", config.version))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(format!("herald-gateway/{}", config.version));
+        if let Some(pem) = &config.server_ca {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| unavailable(format!("the server CA file is not PEM: {e}")))?;
+            if certificates.is_empty() {
+                return Err(unavailable("the server CA file holds no certificate"));
+            }
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
         let mut server = config.server;
@@ -128,7 +147,32 @@ impl RemoteStore {
             refused: watch::channel(false).0,
             held: Mutex::default(),
             failed_claims: AtomicU32::new(0),
+            incarnation: Mutex::default(),
         })
+    }
+
+    /// Tells the node this instance is alive, claiming nothing: a claim with
+    /// limit 0, at once. While every delivery slot is taken the worker does
+    /// not claim, and an instance the node does not hear from for its
+    /// stale-after period has its leases given to another instance; the
+    /// gateway reports every few seconds so that never happens to one that
+    /// is only busy. Nothing is sent before the worker's first claim.
+    pub async fn report(&self) -> Result<()> {
+        let Some(incarnation) = self.incarnation.lock().expect("incarnation lock").clone() else {
+            return Ok(());
+        };
+        let body = ClaimBody {
+            instance: self.instance.clone(),
+            version: self.version.clone(),
+            incarnation,
+            limit: 0,
+            wait_seconds: 0,
+            key: self.key.clone(),
+        };
+        let _: ClaimAnswer = self
+            .post("v1/gateway/claim", &body, Duration::from_secs(10))
+            .await?;
+        Ok(())
     }
 
     /// Turns true once the node refused the token (it was replaced, or the
@@ -162,6 +206,19 @@ impl RemoteStore {
             return Err(unavailable(
                 "the node refused the gateway's token (401): it was replaced or the gateway deleted",
             ));
+        }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("nowhere")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            return Err(unavailable(format!(
+                "the node answered {status}, a redirect to {location}, which a gateway never follows: give --server the address that answers"
+            )));
         }
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -233,6 +290,7 @@ impl DeliveryStore for RemoteStore {
         if *shutdown.borrow() || *self.refused.borrow() {
             return Ok(Vec::new());
         }
+        *self.incarnation.lock().expect("incarnation lock") = Some(request.incarnation.clone());
         let body = ClaimBody {
             instance: self.instance.clone(),
             version: self.version.clone(),
@@ -372,5 +430,72 @@ impl DeliveryStore for RemoteStore {
         provider: ProviderId,
     ) -> Result<ProviderConfig> {
         self.take_provider(Some(provider))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn config(server: url::Url) -> RemoteConfig {
+        RemoteConfig {
+            server,
+            token: "hrldg_test".into(),
+            instance: "gw-1".into(),
+            version: "test".into(),
+            key: [7; Sealer::KEY_LEN],
+            wait: Duration::ZERO,
+            shutdown: watch::channel(false).1,
+            server_ca: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_from_the_node_is_an_error_and_never_followed() {
+        let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!(
+            "http://{}/v1/gateway/claim",
+            elsewhere.local_addr().unwrap()
+        );
+        let base = format!("http://{}/", node.local_addr().unwrap());
+        let answering = tokio::spawn(async move {
+            let (mut socket, _) = node.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let store = RemoteStore::new(config(base.parse().unwrap())).unwrap();
+        let error = store
+            .post::<_, serde_json::Value>(
+                "v1/gateway/claim",
+                &serde_json::json!({"key": "secret"}),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        answering.await.unwrap();
+        assert!(error.contains("307"), "{error}");
+        assert!(error.contains("never follows"), "{error}");
+        // Had the client followed, it would have connected before answering.
+        let followed = tokio::time::timeout(Duration::ZERO, elsewhere.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed");
+    }
+
+    #[test]
+    fn a_server_ca_file_must_hold_a_certificate() {
+        let mut with = config("https://herald.example/".parse().unwrap());
+        with.server_ca = Some(b"not a certificate".to_vec());
+        assert!(RemoteStore::new(with).is_err());
+        let mut with = config("https://herald.example/".parse().unwrap());
+        let tls = herald_testsmtp::TestTls::generate(&["herald.example"]);
+        with.server_ca = Some(tls.cert_pem().as_bytes().to_vec());
+        assert!(RemoteStore::new(with).is_ok());
     }
 }

@@ -77,7 +77,9 @@ pub struct ClaimBody {
     pub version: String,
     /// The instance's process: a random id of this run.
     pub incarnation: String,
-    /// Recipients to claim at most, 1 to [`MAX_CLAIM`].
+    /// Recipients to claim at most, 1 to [`MAX_CLAIM`]; 0 claims nothing and
+    /// answers at once, a report that the instance is alive (see
+    /// `RemoteStore::report`).
     pub limit: u32,
     /// How long to wait when nothing is due, 0 to [`MAX_WAIT_SECONDS`].
     #[serde(default = "default_wait")]

@@ -23,9 +23,8 @@ pub struct Gateway {
 /// One running copy of a gateway, known by the name it reports.
 ///
 /// `delivered_this_hour` and `failed_this_hour` count the outcomes of the
-/// hour that began with the first outcome counted after the previous hour
-/// ended: a "current hour", not a sliding window of the last sixty minutes.
-/// An instance that reported nothing for a while still shows its last hour.
+/// last hour, to the minute: of the [`GATEWAY_WINDOW_MINUTES`] minutes up
+/// to the one in which it was read, that one included.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GatewayInstance {
     pub name: String,
@@ -59,7 +58,25 @@ pub struct GatewaySeen {
     pub version: String,
     pub address: String,
     pub at: i64,
+    /// The reporting process: a new one gets the instance's earlier
+    /// processes' leases back.
+    pub incarnation: String,
 }
 
-/// How long one "current hour" of an instance's counts lasts, in milliseconds.
-pub const GATEWAY_HOUR_MS: i64 = 3_600_000;
+/// The lease owner of a gateway's instance's claims: `{gateway}/{instance}`.
+pub fn gateway_lease_owner(gateway: &str, instance: &str) -> String {
+    format!("{gateway}/{instance}")
+}
+
+/// How many minutes of an instance's outcomes it shows: an hour.
+pub const GATEWAY_WINDOW_MINUTES: i64 = 60;
+
+/// The minute a time (Unix milliseconds) falls in, as outcomes are counted.
+pub fn gateway_minute(at: i64) -> i64 {
+    at.div_euclid(60_000)
+}
+
+/// The minute after which outcomes count in the window read at `now`.
+pub fn gateway_window_after(now: i64) -> i64 {
+    gateway_minute(now) - GATEWAY_WINDOW_MINUTES
+}

@@ -108,6 +108,9 @@ impl Configuration for PgStore {
             .await
             .map_err(pg)?;
         }
+        if old.gateway_id != s.gateway_id {
+            route_changed(&tx, tenant_id, now_ms()).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(updated)
     }
@@ -261,7 +264,9 @@ impl Configuration for PgStore {
     ) -> Result<Provider> {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
-        load_provider(&tx, tenant_id, provider_id, Lock::Update).await?;
+        let old = load_provider(&tx, tenant_id, provider_id, Lock::Update)
+            .await?
+            .settings;
         check_provider_references(&tx, tenant_id, &s).await?;
         let values = sql::provider_values(tenant_id, provider_id, &s, now_ms());
         let statement = tx.prepare_cached(sql::UPDATE_PROVIDER).await.map_err(pg)?;
@@ -270,6 +275,9 @@ impl Configuration for PgStore {
             .await
             .map_err(unique("a provider with this name exists"))?;
         let updated = provider(&row)?;
+        if old.smtp_server_id != s.smtp_server_id {
+            route_changed(&tx, tenant_id, now_ms()).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(updated)
     }
@@ -343,4 +351,34 @@ fn resealed_webhook_secrets(
             Ok((current, previous, webhook_id))
         })
         .collect()
+}
+
+/// Gives the tenant's waiting pinned mail back to the nodes, due no earlier
+/// than `from` (see `sql::UNPIN_TENANT_WAITING`).
+pub(super) async fn unpin_waiting(
+    tx: &impl GenericClient,
+    tenant: TenantId,
+    from: i64,
+) -> Result<()> {
+    execute(tx, sql::UNPIN_TENANT_WAITING, &[&from, &tenant.to_string()])
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+/// A change of the tenant's route that applies at once (a server's gateway,
+/// a provider's server): its waiting pinned mail goes back to the nodes, and
+/// every node forgets its cached provider when the transaction commits (the
+/// notification `refresh_properties` sends), so none sends mail that is now
+/// pinned, nor hands unpinned mail to a gateway, on a stale view.
+async fn route_changed(tx: &impl GenericClient, tenant: TenantId, now: i64) -> Result<()> {
+    unpin_waiting(tx, tenant, now).await?;
+    execute(
+        tx,
+        "SELECT pg_notify($1, $2)",
+        &[&listen::PROPERTIES, &tenant.to_string()],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
 }

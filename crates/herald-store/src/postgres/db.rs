@@ -51,6 +51,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_gateway_pinning",
         include_str!("0013_gateway_pinning.sql"),
     ),
+    (
+        "0014_gateway_incarnations",
+        include_str!("0014_gateway_incarnations.sql"),
+    ),
+    (
+        "0015_gateway_minutes",
+        include_str!("0015_gateway_minutes.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -18,7 +18,7 @@ async fn find_gateway(
     let instances = query_map(
         c,
         sql::GATEWAY_INSTANCES,
-        &[&gateway.id.to_string()],
+        &[&gateway_window_after(now_ms()), &gateway.id.to_string()],
         rows::gateway_instance,
     )
     .await?;
@@ -77,7 +77,7 @@ impl Gateways for PgStore {
         let instances = query_map(
             &c,
             sql::TENANT_GATEWAY_INSTANCES,
-            &[&tenant],
+            &[&gateway_window_after(now_ms()), &tenant],
             rows::gateway_instance,
         )
         .await?;
@@ -158,22 +158,33 @@ impl Gateways for PgStore {
         Ok(pinned)
     }
 
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64> {
         self.noted(async {
-            let c = client(&self.pool).await?;
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
             let gateway_id = seen.gateway_id.to_string();
-            let exists = query_opt(&c, sql::GATEWAY_EXISTS, &[&gateway_id])
-                .await?
-                .map(|row| row.try_get::<_, bool>(0).map_err(pg))
-                .transpose()?
-                .unwrap_or(false);
-            if !exists {
+            // Locked against a deletion until the instance is recorded.
+            let Some(row) = query_opt(
+                &tx,
+                "SELECT name FROM gateways WHERE id = $1 FOR KEY SHARE",
+                &[&gateway_id],
+            )
+            .await?
+            else {
                 return Err(StoreError::NotFound);
-            }
-            // A gateway deleted between the two statements makes the insert
-            // break the foreign key: a conflict, as any such race.
+            };
+            let gateway_name: String = get(&row, "name")?;
+            let before: Option<String> = query_opt(
+                &tx,
+                &format!("{} FOR UPDATE", sql::GATEWAY_INSTANCE_INCARNATION),
+                &[&gateway_id, &seen.name],
+            )
+            .await?
+            .map(|row| row.try_get(0).map_err(pg))
+            .transpose()?
+            .flatten();
             execute(
-                &c,
+                &tx,
                 sql::UPSERT_GATEWAY_INSTANCE,
                 &[
                     &gateway_id,
@@ -181,11 +192,67 @@ impl Gateways for PgStore {
                     &seen.version,
                     &seen.address,
                     &seen.at,
+                    &seen.incarnation,
                 ],
             )
             .await
             .map_err(pg)?;
-            Ok(())
+            let mut released = 0;
+            if before.as_deref() != Some(seen.incarnation.as_str()) {
+                // A new process of the instance: its earlier ones' leases come back.
+                let owner = gateway_lease_owner(&gateway_name, &seen.name);
+                released = execute(
+                    &tx,
+                    &release_crashed("gateway_id = $3 AND lease_incarnation IS DISTINCT FROM $4"),
+                    &[&seen.at, &owner, &gateway_id, &seen.incarnation],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn release_stale_gateway_instances(
+        &self,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>> {
+        self.noted(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Rows another sweep holds are skipped: that sweep releases them.
+            let stale = query(
+                &tx,
+                &format!(
+                    "{} FOR UPDATE OF i SKIP LOCKED",
+                    sql::STALE_GATEWAY_INSTANCES
+                ),
+                &[&stale_before],
+            )
+            .await?;
+            let mut released = Vec::with_capacity(stale.len());
+            for row in &stale {
+                let gateway_id: String = get(row, "gateway_id")?;
+                let name: String = get(row, "name")?;
+                let incarnation: String = get(row, "incarnation")?;
+                let owner = gateway_lease_owner(&get::<String>(row, "gateway_name")?, &name);
+                let n = execute(
+                    &tx,
+                    &release_crashed("gateway_id = $3 AND lease_incarnation = $4"),
+                    &[&now, &owner, &gateway_id, &incarnation],
+                )
+                .await
+                .map_err(pg)?;
+                execute(&tx, sql::GATEWAY_INSTANCE_TAKEN_OVER, &[&gateway_id, &name])
+                    .await
+                    .map_err(pg)?;
+                released.push((owner, n));
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(released)
         })
         .await
     }
@@ -199,15 +266,17 @@ impl Gateways for PgStore {
         at: i64,
     ) -> Result<()> {
         self.noted(async {
-            let c = client(&self.pool).await?;
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let (gateway, minute) = (gateway.to_string(), gateway_minute(at));
             let changed = execute(
-                &c,
+                &tx,
                 sql::COUNT_GATEWAY_OUTCOMES,
                 &[
-                    &at,
+                    &minute,
                     &i64::from(delivered),
                     &i64::from(failed),
-                    &gateway.to_string(),
+                    &gateway,
                     &instance,
                 ],
             )
@@ -216,7 +285,14 @@ impl Gateways for PgStore {
             if changed == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            execute(
+                &tx,
+                sql::PRUNE_GATEWAY_MINUTES,
+                &[&gateway, &instance, &(minute - GATEWAY_WINDOW_MINUTES)],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)
         })
         .await
     }

@@ -65,12 +65,15 @@ impl Tenants for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         // The tenant's row is the lock delete_provider takes too: a provider
         // cannot be deleted between the check below and its activation.
-        query_opt(
+        let before: Option<String> = query_opt(
             &tx,
-            "SELECT id FROM tenants WHERE id = $1 FOR UPDATE",
+            "SELECT notification_provider_id FROM tenants WHERE id = $1 FOR UPDATE",
             &[&tenant_id.to_string()],
         )
-        .await?;
+        .await?
+        .map(|row| row.try_get(0).map_err(pg))
+        .transpose()?
+        .flatten();
         if let Some(pid) = provider_id {
             rules::active_provider(load_provider(&tx, tenant_id, pid, Lock::None).await)?;
         }
@@ -89,15 +92,23 @@ impl Tenants for PgStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         let tenant = tenant(&row)?;
+        // Pinned mail waits for the change to be in effect everywhere.
+        if before != provider_id.map(|p| p.to_string()) {
+            super::config::unpin_waiting(&tx, tenant_id, effective_from).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(tenant)
     }
 
     async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
-        let c = client(&self.pool).await?;
+        let mut c = client(&self.pool).await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        execute(&tx, sql::DUE_AT_REFRESH, &[&now, &tenant_id.to_string()])
+            .await
+            .map_err(pg)?;
         // The notification goes out with the update: every node forgets its cached provider.
         let row = query_opt(
-            &c,
+            &tx,
             &format!(
                 "WITH notified AS (SELECT pg_notify('{}', $2)) \
                  UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
@@ -108,7 +119,9 @@ impl Tenants for PgStore {
         )
         .await?
         .ok_or(StoreError::NotFound)?;
-        tenant(&row)
+        let tenant = tenant(&row)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(tenant)
     }
 
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {

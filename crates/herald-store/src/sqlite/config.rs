@@ -107,6 +107,9 @@ impl Configuration for SqliteStore {
                     )
                     .map_err(sql)?;
                 }
+                if old.gateway_id != s.gateway_id {
+                    unpin_waiting(c, tenant_id, now_ms())?;
+                }
                 Ok(updated)
             })
             .await
@@ -263,15 +266,20 @@ impl Configuration for SqliteStore {
     ) -> Result<Provider> {
         self.db
             .write(move |c| {
-                load_provider(c, tenant_id, provider_id)?;
+                let old = load_provider(c, tenant_id, provider_id)?.settings;
                 check_provider_references(c, tenant_id, &s)?;
                 let values = sql::provider_values(tenant_id, provider_id, &s, now_ms());
-                c.query_row(
-                    sql::UPDATE_PROVIDER,
-                    rusqlite::params_from_iter(&values),
-                    provider_row,
-                )
-                .map_err(unique("a provider with this name exists"))?
+                let updated = c
+                    .query_row(
+                        sql::UPDATE_PROVIDER,
+                        rusqlite::params_from_iter(&values),
+                        provider_row,
+                    )
+                    .map_err(unique("a provider with this name exists"))??;
+                if old.smtp_server_id != s.smtp_server_id {
+                    unpin_waiting(c, tenant_id, now_ms())?;
+                }
+                Ok(updated)
             })
             .await
     }
@@ -312,4 +320,14 @@ impl Configuration for SqliteStore {
             })
             .await
     }
+}
+
+/// Gives the tenant's waiting pinned mail back to the nodes, due no earlier
+/// than `from` (see `sql::UNPIN_TENANT_WAITING`).
+pub(super) fn unpin_waiting(c: &Connection, tenant: TenantId, from: i64) -> Result<()> {
+    c.prepare_cached(sql::UNPIN_TENANT_WAITING)
+        .map_err(sql)?
+        .execute(params![from, tenant.to_string()])
+        .map_err(sql)?;
+    Ok(())
 }

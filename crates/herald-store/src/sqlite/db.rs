@@ -28,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0015_gateways.sql"),
     include_str!("0016_gateway_pinning.sql"),
     include_str!("0017_equality_predicates.sql"),
+    include_str!("0018_gateway_incarnations.sql"),
+    include_str!("0019_gateway_minutes.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -30,7 +30,7 @@ fn find_gateway(
     let instances = list_parsed(
         c,
         sql::GATEWAY_INSTANCES,
-        [gateway.id.to_string()],
+        params![gateway_window_after(now_ms()), gateway.id.to_string()],
         instance_row,
     )?;
     Ok(rows::with_instances(vec![gateway], instances).pop())
@@ -73,7 +73,7 @@ impl Gateways for SqliteStore {
                 let instances = list_parsed(
                     c,
                     sql::TENANT_GATEWAY_INSTANCES,
-                    [tenant.to_string()],
+                    params![gateway_window_after(now_ms()), tenant.to_string()],
                     instance_row,
                 )?;
                 Ok(rows::with_instances(gateways, instances))
@@ -149,28 +149,88 @@ impl Gateways for SqliteStore {
             .await
     }
 
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64> {
         self.db
             .write(move |c| {
-                let exists: bool = c
-                    .query_row(sql::GATEWAY_EXISTS, [seen.gateway_id.to_string()], |r| {
-                        r.get(0)
-                    })
+                let gateway_id = seen.gateway_id.to_string();
+                let gateway_name: Option<String> = c
+                    .query_row(
+                        "SELECT name FROM gateways WHERE id = ?1",
+                        [&gateway_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
                     .map_err(sql)?;
-                if !exists {
+                let Some(gateway_name) = gateway_name else {
                     return Err(StoreError::NotFound);
-                }
+                };
+                let before: Option<Option<String>> = c
+                    .prepare_cached(sql::GATEWAY_INSTANCE_INCARNATION)
+                    .map_err(sql)?
+                    .query_row(params![gateway_id, seen.name], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
                 c.prepare_cached(sql::UPSERT_GATEWAY_INSTANCE)
                     .map_err(sql)?
                     .execute(params![
-                        seen.gateway_id.to_string(),
+                        gateway_id,
                         seen.name,
                         seen.version,
                         seen.address,
-                        seen.at
+                        seen.at,
+                        seen.incarnation
                     ])
                     .map_err(sql)?;
-                Ok(())
+                if before.flatten().as_deref() == Some(seen.incarnation.as_str()) {
+                    return Ok(0);
+                }
+                // A new process of the instance: its earlier ones' leases come back.
+                let owner = gateway_lease_owner(&gateway_name, &seen.name);
+                c.execute(
+                    &format!(
+                        "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
+                         AND lease_owner = ?3 AND lease_incarnation IS NOT ?4"
+                    ),
+                    params![seen.at, gateway_id, owner, seen.incarnation],
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn release_stale_gateway_instances(
+        &self,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>> {
+        self.db
+            .write(move |c| {
+                let stale = list(c, sql::STALE_GATEWAY_INSTANCES, [stale_before], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?;
+                let mut released = Vec::with_capacity(stale.len());
+                for (gateway_id, gateway_name, name, incarnation) in stale {
+                    let owner = gateway_lease_owner(&gateway_name, &name);
+                    let n = c
+                        .execute(
+                            &format!(
+                                "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
+                                 AND lease_owner = ?3 AND lease_incarnation = ?4"
+                            ),
+                            params![now, gateway_id, owner, incarnation],
+                        )
+                        .map_err(sql)?;
+                    c.execute(sql::GATEWAY_INSTANCE_TAKEN_OVER, [&gateway_id, &name])
+                        .map_err(sql)?;
+                    released.push((owner, n as u64));
+                }
+                Ok(released)
             })
             .await
     }
@@ -186,20 +246,25 @@ impl Gateways for SqliteStore {
         let instance = instance.to_owned();
         self.db
             .write(move |c| {
+                let (gateway, minute) = (gateway.to_string(), gateway_minute(at));
                 let changed = c
                     .prepare_cached(sql::COUNT_GATEWAY_OUTCOMES)
                     .map_err(sql)?
                     .execute(params![
-                        at,
+                        minute,
                         i64::from(delivered),
                         i64::from(failed),
-                        gateway.to_string(),
+                        gateway,
                         instance
                     ])
                     .map_err(sql)?;
                 if changed == 0 {
                     return Err(StoreError::NotFound);
                 }
+                c.prepare_cached(sql::PRUNE_GATEWAY_MINUTES)
+                    .map_err(sql)?
+                    .execute(params![gateway, instance, minute - GATEWAY_WINDOW_MINUTES])
+                    .map_err(sql)?;
                 Ok(())
             })
             .await

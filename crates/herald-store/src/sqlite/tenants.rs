@@ -64,19 +64,26 @@ impl Tenants for SqliteStore {
                 if let Some(pid) = provider_id {
                     rules::active_provider(load_provider(c, tenant_id, pid))?;
                 }
-                c.query_row(
-                    sql::SET_ACTIVE_PROVIDER,
-                    params![
-                        now_ms(),
-                        provider_id.map(|p| p.to_string()),
-                        effective_from,
-                        tenant_id.to_string()
-                    ],
-                    tenant_row,
-                )
-                .optional()
-                .map_err(sql)?
-                .ok_or(StoreError::NotFound)?
+                let before = load_tenant(c, tenant_id)?.notification_provider_id;
+                let tenant = c
+                    .query_row(
+                        sql::SET_ACTIVE_PROVIDER,
+                        params![
+                            now_ms(),
+                            provider_id.map(|p| p.to_string()),
+                            effective_from,
+                            tenant_id.to_string()
+                        ],
+                        tenant_row,
+                    )
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or(StoreError::NotFound)??;
+                // Pinned mail waits for the change to be in effect everywhere.
+                if before != provider_id {
+                    super::config::unpin_waiting(c, tenant_id, effective_from)?;
+                }
+                Ok(tenant)
             })
             .await
     }
@@ -84,6 +91,8 @@ impl Tenants for SqliteStore {
     async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
         self.db
             .write(move |c| {
+                c.execute(sql::DUE_AT_REFRESH, params![now, tenant_id.to_string()])
+                    .map_err(sql)?;
                 c.execute(
                     "UPDATE tenants SET properties_effective_from = MIN(properties_effective_from, ?1) WHERE id = ?2",
                     params![now, tenant_id.to_string()],

@@ -92,7 +92,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
     assert!(text.contains("<h3 id=\"gateway-"), "{text}");
     assert!(text.contains(">berlin</h3>") && text.contains("No instance has reported yet"));
     assert!(!text.contains(&token) && !text.contains("hrldg_"), "{text}");
-    // Its instances once they report: alive or not, with this hour's counts.
+    // Its instances once they report: alive or not, with the last hour's counts.
     // They report to the node's store directly: what is tested is the page.
     let store = node_store(app);
     let now = herald_core::timestamp::now_ms();
@@ -104,6 +104,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
                 version: "1.4.2".into(),
                 address: "192.0.2.7".into(),
                 at,
+                incarnation: "first".into(),
             })
             .await
             .unwrap();

@@ -101,6 +101,7 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
             version: "test".into(),
             address: "192.0.2.1".into(),
             at: now_ms(),
+            incarnation: "first".into(),
         })
         .await
         .unwrap();
@@ -164,4 +165,70 @@ async fn a_node_hands_mail_it_finds_pinned_to_the_gateway_and_a_deleted_gateways
     assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
     app.wait_for_status(&acme, &id, "sent").await;
     smtp.wait_for_messages(1, DEADLINE).await;
+}
+
+/// Changes the gateway the server names (`""` for none) through the API,
+/// and nothing else: no refresh of the tenant's properties.
+async fn patch_gateway(app: &TestApp, tenant: &TestTenant, server: &str, gateway: &str) {
+    let (status, answer) = app
+        .patch_as_admin(
+            tenant,
+            &format!("smtp-servers/{server}"),
+            json!({"gateway_id": gateway}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn mail_waiting_for_a_gateway_goes_back_to_the_nodes_when_the_server_leaves_it() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let (acme, gateway, server) = pinned_tenant(&app, "acme", smtp.port()).await;
+    // No instance of the gateway ever runs: the mail waits for one.
+    let id = app.submit_to(&acme, "ops@acme.example", "stuck").await;
+    let message = app.message(&acme, &id).await;
+    assert_eq!(message["recipients"][0]["gateway_id"], gateway.as_str());
+
+    // The server leaves the gateway; the node delivers the waiting mail.
+    patch_gateway(&app, &acme, &server, "").await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert!(
+        message["recipients"][0]["gateway_id"].is_null(),
+        "{message}"
+    );
+    assert_eq!(first_attempt_of(&message)["node"], "test-node", "{message}");
+    smtp.wait_for_messages(1, DEADLINE).await;
+}
+
+#[tokio::test]
+async fn mail_submitted_right_after_its_server_is_pinned_is_never_sent_by_a_node() {
+    let smtp = TestSmtpServer::start().await;
+    let app = spawn_app().await;
+    let (acme, gateway, server) = pinned_tenant(&app, "acme", smtp.port()).await;
+    let globex = app.tenant_sending_to("globex", smtp.port()).await;
+    // The node delivers acme's mail itself, so its cache holds the route unpinned.
+    pin(&app, &acme, &server, "").await;
+    let before = app.submit_to(&acme, "ops@acme.example", "before").await;
+    app.wait_for_status(&acme, &before, "sent").await;
+
+    // Pinned, and mail submitted at once: it is the gateway's.
+    patch_gateway(&app, &acme, &server, &gateway).await;
+    let pinned = app.submit_to(&acme, "ops@acme.example", "pinned").await;
+    let message = app.message(&acme, &pinned).await;
+    assert_eq!(message["recipients"][0]["gateway_id"], gateway.as_str());
+    // The node delivers later mail meanwhile, and none of the pinned.
+    let other = app
+        .submit_to(&globex, "ops@globex.example", "not pinned")
+        .await;
+    app.wait_for_status(&globex, &other, "sent").await;
+    let message = app.message(&acme, &pinned).await;
+    assert_eq!(message["recipients"][0]["status"], "queued", "{message}");
+    assert!(attempts_of(&message).is_empty(), "{message}");
+    let subjects: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.header("Subject").unwrap_or_default())
+        .collect();
+    assert_eq!(subjects, ["before", "not pinned"]);
 }

@@ -27,12 +27,18 @@ impl GatewayProcess {
     /// Starts instance `name` of the gateway whose token is `token`,
     /// polling the node at `base`; returns once it says it started.
     async fn start(base: &str, token: &str, name: &str) -> GatewayProcess {
+        Self::start_with(base, token, name, 4).await
+    }
+
+    /// [`GatewayProcess::start`] with `concurrency` messages in flight at most.
+    async fn start_with(base: &str, token: &str, name: &str, concurrency: u32) -> GatewayProcess {
         use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["gateway", "--server", base, "--name", name])
             // The test SMTP server listens on loopback.
-            .args(["--egress-allow", "127.0.0.0/8", "--concurrency", "4"])
+            .args(["--egress-allow", "127.0.0.0/8"])
+            .args(["--concurrency", &concurrency.to_string()])
             .env("HERALD_GATEWAY_TOKEN", token)
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
@@ -491,4 +497,208 @@ async fn a_waiting_claim_does_not_hold_the_nodes_shutdown() {
     assert_eq!(answered.status(), StatusCode::OK);
     let answer: Value = answered.json().await.unwrap();
     assert_eq!(answer["recipients"], json!([]), "{answer}");
+}
+
+#[tokio::test]
+async fn an_instance_whose_claim_waits_stays_alive_past_the_stale_after_period() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // Instances (and nodes) count as dead after 3 s without a sighting,
+    // much less than the claim's 25 s wait.
+    let stale_after = Duration::from_secs(3);
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = stale_after;
+    })
+    .await;
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let mut body = claim_now();
+    body["wait_seconds"] = json!(25);
+    let claim = {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/gateway/claim"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let instance = || async {
+        let (status, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{shown}");
+        shown["instances"].as_array().unwrap().first().cloned()
+    };
+    let first = eventually("the claim to be waiting", instance).await;
+    let since = tokio::time::Instant::now();
+    // Alive at every look until twice the stale-after period has passed
+    // since the claim began, with the claim still waiting all along.
+    eventually("twice the stale-after period to pass", || async {
+        let shown = instance().await.unwrap();
+        assert_eq!(shown["alive"], true, "first {first}, now {shown}");
+        assert!(!claim.is_finished(), "the claim waits for mail");
+        (since.elapsed() > stale_after * 2).then_some(())
+    })
+    .await;
+    claim.abort();
+}
+
+#[tokio::test]
+async fn the_node_decides_what_a_gateways_attempt_record_says() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    let app = spawn_app().await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = app.submit_to(&acme, "ops@acme.example", "claimed").await;
+    let (status, claimed) = app.post("/v1/gateway/claim", &token, claim_now()).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let lease = &claimed["recipients"][0];
+    let outcome = |server: &str, response: &str| {
+        json!({"instance": "probe", "outcomes": [{
+            "recipient": lease["recipient"], "lease_token": lease["lease_token"],
+            "next": {"state": "sent"},
+            "attempt": {"at": 1, "node": "vm", "server": server, "outcome": "sent",
+                "step": null, "code": 250, "enhanced_code": null, "response": response,
+                "duration_ms": -5, "remote_addr": null, "tls_version": null,
+                "tls_cipher": null, "provider_id": null, "config_version": null,
+                "sender_policy": null, "diagnosis": null}}]})
+    };
+    // A field that cannot be made sane is refused, by name.
+    let long_server = format!("{}:25", "a".repeat(400));
+    let (status, answer) = app
+        .post(
+            "/v1/gateway/outcomes",
+            &token,
+            outcome(&long_server, "250 ok"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        field_errors(&answer),
+        [(
+            "outcomes[0].attempt.server".to_owned(),
+            "must be at most 300 characters".to_owned()
+        )]
+    );
+
+    // The rest is made sane: the node, the time, the duration, the length.
+    let response = format!("250 {}", "x".repeat(herald_smtp::MAX_REPLY_BYTES));
+    let (status, answer) = app
+        .post(
+            "/v1/gateway/outcomes",
+            &token,
+            outcome("127.0.0.1:25", &response),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], json!([true]));
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    let attempt = first_attempt_of(&message);
+    assert_eq!(attempt["node"], "gw:probe", "{attempt}");
+    assert_eq!(attempt["duration_ms"], 0, "{attempt}");
+    let at = attempt["at"].as_str().unwrap();
+    assert!(!at.starts_with("1970"), "{at}");
+    let recorded = attempt["response"].as_str().unwrap();
+    assert_eq!(recorded.len(), herald_smtp::MAX_REPLY_BYTES);
+    assert!(response.starts_with(recorded));
+}
+
+/// Starts instance `name`, has it claim one message whose DATA the server
+/// never answers, and kills it there (SIGKILL); returns the message's id.
+async fn killed_mid_delivery(
+    app: &TestApp,
+    acme: &TestTenant,
+    smtp: &TestSmtpServer,
+    token: &str,
+    name: &str,
+) -> String {
+    smtp.script(Rule::new(Command::Data, Action::Stall));
+    let mut instance = GatewayProcess::start(&app.base, token, name).await;
+    let id = app.submit_to(acme, "a@acme.example", "one").await;
+    eventually("the instance to claim the message", || async {
+        let message = app.message(acme, &id).await;
+        (message["recipients"][0]["status"] == "sending").then_some(())
+    })
+    .await;
+    instance.child.kill().await.unwrap();
+    smtp.clear_script();
+    id
+}
+
+#[tokio::test]
+async fn a_restarted_instance_gets_its_killed_processs_mail_back_at_once() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // The default lease (5 minutes): only the restart gives the mail back in time.
+    let app = spawn_app().await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
+
+    let _again = GatewayProcess::start(&app.base, &token, "office-1").await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert!(attempt_nodes(&message).contains("gw:office-1"), "{message}");
+    assert_eq!(
+        received_subjects(&smtp),
+        BTreeMap::from([("one".to_owned(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn a_silent_instances_mail_goes_to_another_after_the_stale_after_period() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // The default lease (5 minutes), and instances dead after 3 s of silence.
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = Duration::from_secs(3);
+    })
+    .await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
+
+    let _other = GatewayProcess::start(&app.base, &token, "office-2").await;
+    let message = app.wait_for_status(&acme, &id, "sent").await;
+    assert!(attempt_nodes(&message).contains("gw:office-2"), "{message}");
+    assert_eq!(
+        received_subjects(&smtp),
+        BTreeMap::from([("one".to_owned(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn a_busy_instance_that_does_not_claim_keeps_its_leases() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // Instances count as dead after 6 s of silence (nodes sweep every
+    // 500 ms); the gateway reports every 4 s even while it does not claim.
+    let stale_after = Duration::from_secs(6);
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = stale_after;
+    })
+    .await;
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    // One message in flight at most, and it hangs in DATA: the instance
+    // does not claim while it lasts.
+    smtp.script(Rule::new(Command::Data, Action::Stall));
+    let _busy = GatewayProcess::start_with(&app.base, &token, "office-1", 1).await;
+    let id = app.submit_to(&acme, "a@acme.example", "one").await;
+    eventually("the instance to claim the message", || async {
+        let message = app.message(&acme, &id).await;
+        (message["recipients"][0]["status"] == "sending").then_some(())
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    eventually("twice the stale-after period to pass", || async {
+        let message = app.message(&acme, &id).await;
+        assert_eq!(
+            message["recipients"][0]["status"], "sending",
+            "the busy instance keeps its lease: {message}"
+        );
+        let (_, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        assert_eq!(shown["instances"][0]["alive"], true, "{shown}");
+        (since.elapsed() > stale_after * 2).then_some(())
+    })
+    .await;
 }

@@ -242,6 +242,7 @@ async fn instances_show_whether_they_are_alive() {
                 version: "1.0.0".into(),
                 address: "192.0.2.7".into(),
                 at,
+                incarnation: "first".into(),
             })
             .await
             .unwrap();

@@ -723,6 +723,7 @@ async fn real_answers_match_the_documented_schemas() {
             version: "1.0.0".into(),
             address: "192.0.2.7".into(),
             at: now_ms(),
+            incarnation: "first".into(),
         })
         .await
         .unwrap();
