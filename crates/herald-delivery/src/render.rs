@@ -311,7 +311,8 @@ mod tests {
         let longer = "x".repeat(77);
         let cases = [
             "plain\nlines\r\nmixed\rends".to_owned(),
-            format!("{long}\n{long}\r\n{long}"),
+            format!("{long}\n{}\r\n{long}x", "x".repeat(75)),
+            format!("{long}\r\nnext"),
             format!("{longer}\nnext"),
             format!("last line of 77: {}", "y".repeat(60)),
             format!("last line of 78: {}", "y".repeat(61)),
