@@ -210,7 +210,7 @@ forward_to_inner! {
         delete_gateway(tenant: TenantId, id: GatewayId) -> ();
         replace_gateway_token(tenant: TenantId, id: GatewayId, token_hash: String, now: i64) -> Gateway;
         gateway_by_token(hash: &str) -> Option<Gateway>;
-        gateway_seen(seen: GatewaySeen) -> u64;
+        gateway_seen(seen: GatewaySeen) -> ();
         release_stale_gateway_instances(stale_before: i64, now: i64) -> Vec<(String, u64)>;
         pinned_to_gateway(gateway: GatewayId, recipients: &[RecipientId]) -> Vec<bool>;
         count_gateway_outcomes(gateway: GatewayId, instance: &str, delivered: u32, failed: u32, at: i64) -> ();

@@ -874,17 +874,18 @@ pub trait Gateways: Send + Sync {
     async fn gateway_by_token(&self, hash: &str) -> Result<Option<Gateway>>;
 
     /// Records that an instance of a gateway reported (creating it when
-    /// new); a gateway that no longer exists is not found. When it reports
-    /// with a new incarnation (a restarted process), the leases its earlier
-    /// incarnations held are given back, as
-    /// [`Queue::release_earlier_incarnations`] does for a node's; returns
-    /// how many.
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64>;
+    /// new); a gateway that no longer exists is not found. A report from
+    /// another process (incarnation) than the last one takes nothing from
+    /// that one: two processes may share an instance's name (a rolling
+    /// restart, two on one host). The one before is kept as the previous
+    /// incarnation, whose leases [`Gateways::release_stale_gateway_instances`]
+    /// gives back once it has not been seen for the stale-after period.
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()>;
 
-    /// Gives back the leases of every gateway instance not seen since
-    /// `stale_before`, as [`Queue::release_stale_nodes`] does for nodes, and
-    /// marks those instances as taken over so they are passed over next
-    /// time. Returns each such instance's lease owner
+    /// Gives back the leases of every gateway instance's incarnation,
+    /// current or previous, not seen since `stale_before`, as
+    /// [`Queue::release_stale_nodes`] does for nodes, and marks those
+    /// incarnations as taken over so they are passed over next time. Returns each such instance's lease owner
     /// ([`gateway_lease_owner`]) with how many recipients it held.
     async fn release_stale_gateway_instances(
         &self,

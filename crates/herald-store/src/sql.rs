@@ -428,30 +428,40 @@ pub(crate) const SERVERS_OF_GATEWAY: &str =
 pub(crate) const RECIPIENT_PINNED_TO: &str =
     "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND gateway_id = $2)";
 
-/// Records that an instance reported: new ones start their first hour.
+/// Records that an instance reported. A report from another process of the
+/// instance than the last one keeps that one as the previous incarnation,
+/// with when it was last seen, for the stale sweep.
 pub(crate) const UPSERT_GATEWAY_INSTANCE: &str = "INSERT INTO gateway_instances \
      (gateway_id, name, version, address, first_seen_at, last_seen_at, incarnation) \
      VALUES ($1, $2, $3, $4, $5, $5, $6) \
      ON CONFLICT (gateway_id, name) DO UPDATE SET version = excluded.version, \
      address = excluded.address, last_seen_at = excluded.last_seen_at, \
+     previous_incarnation = CASE WHEN gateway_instances.incarnation IS NOT NULL \
+     AND gateway_instances.incarnation <> excluded.incarnation \
+     THEN gateway_instances.incarnation ELSE gateway_instances.previous_incarnation END, \
+     previous_seen_at = CASE WHEN gateway_instances.incarnation IS NOT NULL \
+     AND gateway_instances.incarnation <> excluded.incarnation \
+     THEN gateway_instances.last_seen_at ELSE gateway_instances.previous_seen_at END, \
      incarnation = excluded.incarnation";
 
-/// The process an instance reported with last, if it is known; PostgreSQL
-/// may append a lock clause.
-pub(crate) const GATEWAY_INSTANCE_INCARNATION: &str =
-    "SELECT incarnation FROM gateway_instances WHERE gateway_id = $1 AND name = $2";
-
-/// The instances not seen since `$1` that still hold their process's
-/// leases, with their gateway's name (for the lease owner); PostgreSQL may
+/// The instances with an incarnation, current or previous, not seen since
+/// `$1` that may still hold leases: each such incarnation, NULL where it is
+/// not stale; with the gateway's name (for the lease owner). PostgreSQL may
 /// append a lock clause.
 pub(crate) const STALE_GATEWAY_INSTANCES: &str = "SELECT i.gateway_id, g.name AS gateway_name, \
-     i.name, i.incarnation FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
-     WHERE i.last_seen_at < $1 AND i.incarnation IS NOT NULL ORDER BY i.gateway_id, i.name";
+     i.name, CASE WHEN i.last_seen_at < $1 THEN i.incarnation END AS incarnation, \
+     CASE WHEN i.previous_seen_at < $1 THEN i.previous_incarnation END AS previous_incarnation \
+     FROM gateway_instances i JOIN gateways g ON g.id = i.gateway_id \
+     WHERE (i.last_seen_at < $1 AND i.incarnation IS NOT NULL) \
+     OR (i.previous_seen_at < $1 AND i.previous_incarnation IS NOT NULL) \
+     ORDER BY i.gateway_id, i.name";
 
-/// An instance taken over: its leases were given back; the next sweep passes
-/// it by until it reports again.
-pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str =
-    "UPDATE gateway_instances SET incarnation = NULL WHERE gateway_id = $1 AND name = $2";
+/// An instance's incarnations not seen since `$1` taken over: their
+/// leases were given back; the next sweep passes them by.
+pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str = "UPDATE gateway_instances SET \
+     incarnation = CASE WHEN last_seen_at < $1 THEN NULL ELSE incarnation END, \
+     previous_incarnation = CASE WHEN previous_seen_at < $1 THEN NULL ELSE previous_incarnation END \
+     WHERE gateway_id = $2 AND name = $3";
 
 /// Adds outcomes to an instance's minute `$1`; an instance not recorded
 /// adds nothing.
@@ -922,7 +932,6 @@ pub(crate) const ALL: &[&str] = &[
     UNPIN_GATEWAY,
     UNPIN_TENANT_WAITING,
     DUE_AT_REFRESH,
-    GATEWAY_INSTANCE_INCARNATION,
     STALE_GATEWAY_INSTANCES,
     GATEWAY_INSTANCE_TAKEN_OVER,
     DELETE_EXPIRED_SESSIONS,

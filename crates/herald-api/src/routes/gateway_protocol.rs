@@ -60,14 +60,7 @@ const RESEEN_AT_MOST: Duration = Duration::from_secs(5);
 async fn record_seen(state: &AppState, seen: &GatewaySeen) -> Result<(), ApiError> {
     match state.store.gateway_seen(seen.clone()).await {
         Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
-        Err(error) => Err(error.into()),
-        Ok(0) => Ok(()),
-        Ok(released) => {
-            tracing::info!(gateway = %seen.gateway_id, instance = %seen.name, recipients = released,
-                "a gateway instance restarted; the mail its earlier process held is due again");
-            state.mail_arrived.notify_waiters();
-            Ok(())
-        }
+        other => Ok(other?),
     }
 }
 

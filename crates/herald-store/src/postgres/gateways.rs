@@ -158,31 +158,22 @@ impl Gateways for PgStore {
         Ok(pinned)
     }
 
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64> {
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
         self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let gateway_id = seen.gateway_id.to_string();
             // Locked against a deletion until the instance is recorded.
-            let Some(row) = query_opt(
+            if query_opt(
                 &tx,
-                "SELECT name FROM gateways WHERE id = $1 FOR KEY SHARE",
+                "SELECT 1 FROM gateways WHERE id = $1 FOR KEY SHARE",
                 &[&gateway_id],
             )
             .await?
-            else {
+            .is_none()
+            {
                 return Err(StoreError::NotFound);
-            };
-            let gateway_name: String = get(&row, "name")?;
-            let before: Option<String> = query_opt(
-                &tx,
-                &format!("{} FOR UPDATE", sql::GATEWAY_INSTANCE_INCARNATION),
-                &[&gateway_id, &seen.name],
-            )
-            .await?
-            .map(|row| row.try_get(0).map_err(pg))
-            .transpose()?
-            .flatten();
+            }
             execute(
                 &tx,
                 sql::UPSERT_GATEWAY_INSTANCE,
@@ -197,20 +188,8 @@ impl Gateways for PgStore {
             )
             .await
             .map_err(pg)?;
-            let mut released = 0;
-            if before.as_deref() != Some(seen.incarnation.as_str()) {
-                // A new process of the instance: its earlier ones' leases come back.
-                let owner = gateway_lease_owner(&gateway_name, &seen.name);
-                released = execute(
-                    &tx,
-                    &release_crashed("gateway_id = $3 AND lease_incarnation IS DISTINCT FROM $4"),
-                    &[&seen.at, &owner, &gateway_id, &seen.incarnation],
-                )
-                .await
-                .map_err(pg)?;
-            }
             tx.commit().await.map_err(pg)?;
-            Ok(released)
+            Ok(())
         })
         .await
     }
@@ -237,18 +216,26 @@ impl Gateways for PgStore {
             for row in &stale {
                 let gateway_id: String = get(row, "gateway_id")?;
                 let name: String = get(row, "name")?;
-                let incarnation: String = get(row, "incarnation")?;
                 let owner = gateway_lease_owner(&get::<String>(row, "gateway_name")?, &name);
-                let n = execute(
+                let incarnations: [Option<String>; 2] =
+                    [get(row, "incarnation")?, get(row, "previous_incarnation")?];
+                let mut n = 0;
+                for incarnation in incarnations.iter().flatten() {
+                    n += execute(
+                        &tx,
+                        &release_crashed("gateway_id = $3 AND lease_incarnation = $4"),
+                        &[&now, &owner, &gateway_id, incarnation],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                execute(
                     &tx,
-                    &release_crashed("gateway_id = $3 AND lease_incarnation = $4"),
-                    &[&now, &owner, &gateway_id, &incarnation],
+                    sql::GATEWAY_INSTANCE_TAKEN_OVER,
+                    &[&stale_before, &gateway_id, &name],
                 )
                 .await
                 .map_err(pg)?;
-                execute(&tx, sql::GATEWAY_INSTANCE_TAKEN_OVER, &[&gateway_id, &name])
-                    .await
-                    .map_err(pg)?;
                 released.push((owner, n));
             }
             tx.commit().await.map_err(pg)?;

@@ -1,5 +1,9 @@
--- The process (incarnation) of each gateway instance that reported last. An
--- instance that reports with a new one gets its earlier processes' leases
--- back; an instance not seen within the stale-after period has the leases
--- of this one given back and it set to NULL (taken over), as nodes' are.
+-- The process (incarnation) of each gateway instance that reported last,
+-- and the one before it with when that one was last seen. Two processes may
+-- share an instance's name (a rolling restart, or two on one host), so a new
+-- incarnation takes nothing from the one before: an incarnation not seen
+-- within the stale-after period, current or previous, has its leases given
+-- back and is set to NULL (taken over), as nodes' are.
 ALTER TABLE gateway_instances ADD COLUMN incarnation TEXT;
+ALTER TABLE gateway_instances ADD COLUMN previous_incarnation TEXT;
+ALTER TABLE gateway_instances ADD COLUMN previous_seen_at INTEGER;

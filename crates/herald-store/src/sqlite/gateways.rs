@@ -149,27 +149,20 @@ impl Gateways for SqliteStore {
             .await
     }
 
-    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<u64> {
+    async fn gateway_seen(&self, seen: GatewaySeen) -> Result<()> {
         self.db
             .write(move |c| {
                 let gateway_id = seen.gateway_id.to_string();
-                let gateway_name: Option<String> = c
+                let known: bool = c
                     .query_row(
-                        "SELECT name FROM gateways WHERE id = ?1",
+                        "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = ?1)",
                         [&gateway_id],
                         |r| r.get(0),
                     )
-                    .optional()
                     .map_err(sql)?;
-                let Some(gateway_name) = gateway_name else {
+                if !known {
                     return Err(StoreError::NotFound);
-                };
-                let before: Option<Option<String>> = c
-                    .prepare_cached(sql::GATEWAY_INSTANCE_INCARNATION)
-                    .map_err(sql)?
-                    .query_row(params![gateway_id, seen.name], |r| r.get(0))
-                    .optional()
-                    .map_err(sql)?;
+                }
                 c.prepare_cached(sql::UPSERT_GATEWAY_INSTANCE)
                     .map_err(sql)?
                     .execute(params![
@@ -181,20 +174,7 @@ impl Gateways for SqliteStore {
                         seen.incarnation
                     ])
                     .map_err(sql)?;
-                if before.flatten().as_deref() == Some(seen.incarnation.as_str()) {
-                    return Ok(0);
-                }
-                // A new process of the instance: its earlier ones' leases come back.
-                let owner = gateway_lease_owner(&gateway_name, &seen.name);
-                c.execute(
-                    &format!(
-                        "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
-                         AND lease_owner = ?3 AND lease_incarnation IS NOT ?4"
-                    ),
-                    params![seen.at, gateway_id, owner, seen.incarnation],
-                )
-                .map(|n| n as u64)
-                .map_err(sql)
+                Ok(())
             })
             .await
     }
@@ -211,24 +191,30 @@ impl Gateways for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
+                        [r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?],
                     ))
                 })?;
                 let mut released = Vec::with_capacity(stale.len());
-                for (gateway_id, gateway_name, name, incarnation) in stale {
+                for (gateway_id, gateway_name, name, incarnations) in stale {
                     let owner = gateway_lease_owner(&gateway_name, &name);
-                    let n = c
-                        .execute(
-                            &format!(
-                                "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
-                                 AND lease_owner = ?3 AND lease_incarnation = ?4"
-                            ),
-                            params![now, gateway_id, owner, incarnation],
-                        )
-                        .map_err(sql)?;
-                    c.execute(sql::GATEWAY_INSTANCE_TAKEN_OVER, [&gateway_id, &name])
-                        .map_err(sql)?;
-                    released.push((owner, n as u64));
+                    let mut n = 0;
+                    for incarnation in incarnations.iter().flatten() {
+                        n += c
+                            .execute(
+                                &format!(
+                                    "{RELEASE_CRASHED} WHERE status = 'sending' AND gateway_id = ?2 \
+                                     AND lease_owner = ?3 AND lease_incarnation = ?4"
+                                ),
+                                params![now, gateway_id, owner, incarnation],
+                            )
+                            .map_err(sql)? as u64;
+                    }
+                    c.execute(
+                        sql::GATEWAY_INSTANCE_TAKEN_OVER,
+                        params![stale_before, gateway_id, name],
+                    )
+                    .map_err(sql)?;
+                    released.push((owner, n));
                 }
                 Ok(released)
             })

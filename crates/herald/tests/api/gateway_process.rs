@@ -274,6 +274,37 @@ async fn two_instances_share_the_work_and_each_message_goes_once() {
 }
 
 #[tokio::test]
+async fn two_processes_under_one_name_share_the_work_and_each_message_goes_once() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    // A slow server, so that both processes hold mail while both report.
+    smtp.script(Rule::new(
+        Command::DataEnd,
+        Action::Delay(Duration::from_millis(300)),
+    ));
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = Duration::from_secs(3);
+    })
+    .await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    // Two processes under one name: a rolling restart, or two on one host.
+    let _one = GatewayProcess::start(&app.base, &token, "office-1").await;
+    let _two = GatewayProcess::start(&app.base, &token, "office-1").await;
+    let messages: Vec<Value> = (0..30)
+        .map(|i| json!({"to": ["ops@acme.example"], "subject": format!("m{i:02}"), "text": "x"}))
+        .collect();
+    let (status, answer) = app.submit_batch(&acme, messages).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for result in answer["results"].as_array().unwrap() {
+        app.wait_for_status(&acme, result["id"].as_str().unwrap(), "sent")
+            .await;
+    }
+    let received = received_subjects(&smtp);
+    assert_eq!(received.len(), 30, "{received:?}");
+    assert!(received.values().all(|n| *n == 1), "{received:?}");
+}
+
+#[tokio::test]
 async fn a_new_token_stops_the_running_instance_at_once() {
     let smtp = clear_auth_server(PASSWORD).await;
     let app = spawn_app().await;
@@ -628,10 +659,16 @@ async fn killed_mid_delivery(
 }
 
 #[tokio::test]
-async fn a_restarted_instance_gets_its_killed_processs_mail_back_at_once() {
+async fn a_restarted_instance_gets_its_killed_processs_mail_back_after_the_stale_after_period() {
     let smtp = clear_auth_server(PASSWORD).await;
-    // The default lease (5 minutes): only the restart gives the mail back in time.
-    let app = spawn_app().await;
+    // The default lease (5 minutes), and processes dead after 3 s of
+    // silence: the killed process's lease comes back once it has been
+    // silent that long, though the new process reports under its name.
+    let app = spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = Duration::from_secs(3);
+    })
+    .await;
     let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
     let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
 

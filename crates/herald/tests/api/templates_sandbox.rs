@@ -60,17 +60,19 @@ fn refusal(status: StatusCode, answer: &Value) -> (String, String) {
 /// The renderer processes this node (this test process) runs now, but for
 /// those already dead and not yet reaped.
 fn renderers() -> Vec<i32> {
+    // This thread's children only: the test's node runs on this thread (a
+    // current-thread runtime) and spawns its renderers here, while other
+    // tests, which `cargo test` runs as threads of this same process, have
+    // nodes and renderers of their own.
+    let children = std::fs::read_to_string("/proc/thread-self/children").unwrap_or_default();
     let mut pids = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-            let alive = state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X'));
-            if alive && String::from_utf8_lossy(&cmdline).contains("render-worker") {
-                pids.push(pid);
-            }
+    for pid in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        let alive = state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X'));
+        if alive && String::from_utf8_lossy(&cmdline).contains("render-worker") {
+            pids.push(pid);
         }
     }
     pids
