@@ -61,6 +61,12 @@ pub enum ApiError {
         /// The most test messages a tenant may have waiting.
         limit: u32,
     },
+    /// A gateway has as many claims waiting at this node as it may.
+    #[error("the gateway has {limit} claims waiting at this node")]
+    TooManyWaitingClaims {
+        /// The most claims of one gateway that may wait at a node.
+        limit: usize,
+    },
     /// Something that should not happen.
     #[error("internal error")]
     Internal(#[source] Cause),
@@ -245,6 +251,16 @@ impl ApiError {
                 format!(
                     "the tenant already has {limit} test messages queued or being sent, the most \
                      it may have; nothing was stored, send another once one of them has finished"
+                ),
+                vec![],
+            ),
+            ApiError::TooManyWaitingClaims { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:herald:problem:too-many-waiting-claims",
+                "Too many waiting claims",
+                format!(
+                    "this gateway already has {limit} claims waiting at this node, the most it \
+                     may have; claim again once one has answered"
                 ),
                 vec![],
             ),

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 pub use auth::Caller;
 pub use error::{ApiError, Chain};
+pub use routes::gateway_protocol::{MAX_WAITING_CLAIMS, WaitingClaims};
 
 /// The largest request body accepted; message content has its own, smaller limits.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -111,6 +112,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Renders tenants' templates in renderer processes with hard limits.
     pub renderer: Arc<template::Renderer>,
+    /// How many claims of each gateway wait at this node.
+    pub waiting_claims: Arc<WaitingClaims>,
 }
 
 impl AppState {

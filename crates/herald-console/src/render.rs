@@ -294,6 +294,8 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
             StatusCode::TOO_MANY_REQUESTS,
             format!("This tenant already has {limit} test messages waiting to be sent, the most it may have; nothing was queued. Send another once one of them has finished (its page shows each step)."),
         ),
+        // The console makes no gateway claims; said plainly all the same.
+        e @ ApiError::TooManyWaitingClaims { .. } => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
         ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
         ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),

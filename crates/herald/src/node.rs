@@ -510,6 +510,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         renderer: Arc::new(herald_api::template::Renderer::new(
             settings.render_exe.clone(),
         )),
+        waiting_claims: Arc::default(),
     };
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -18,7 +19,9 @@ use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
 use herald_core::timestamp::now_ms;
-use herald_core::{Invalid, MessageId, ProviderId, RecipientId, Sealer, TenantId, token};
+use herald_core::{
+    GatewayId, Invalid, MessageId, ProviderId, RecipientId, Sealer, TenantId, token,
+};
 use herald_delivery::gateway::wire::{
     ClaimAnswer, ClaimBody, MAX_CLAIM, MAX_WAIT_SECONDS, OutcomesAnswer, OutcomesBody, ReleaseBody,
     WireClaimed, WireError, WireMessage, WireProvider, WireProviderConfig,
@@ -61,6 +64,51 @@ async fn record_seen(state: &AppState, seen: &GatewaySeen) -> Result<(), ApiErro
     match state.store.gateway_seen(seen.clone()).await {
         Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
         other => Ok(other?),
+    }
+}
+
+/// The most claims of one gateway that may wait at a node at once. A
+/// gateway process keeps one claim waiting; this leaves room for many
+/// instances, and bounds what one token can make a node hold (each waiting
+/// claim looks again whenever any tenant's mail arrives).
+pub const MAX_WAITING_CLAIMS: usize = 16;
+
+/// How many claims of each gateway are waiting at this node.
+#[derive(Debug, Default)]
+pub struct WaitingClaims(std::sync::Mutex<HashMap<GatewayId, usize>>);
+
+impl WaitingClaims {
+    /// A place for one more waiting claim of `gateway`, held until the
+    /// guard is dropped; `None` when it has [`MAX_WAITING_CLAIMS`] already.
+    fn enter(self: &Arc<Self>, gateway: GatewayId) -> Option<Waiting> {
+        let mut counts = self.0.lock().expect("not poisoned");
+        let count = counts.entry(gateway).or_default();
+        if *count >= MAX_WAITING_CLAIMS {
+            return None;
+        }
+        *count += 1;
+        Some(Waiting {
+            claims: self.clone(),
+            gateway,
+        })
+    }
+}
+
+/// One waiting claim's place, given back when dropped.
+struct Waiting {
+    claims: Arc<WaitingClaims>,
+    gateway: GatewayId,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut counts = self.claims.0.lock().expect("not poisoned");
+        if let Some(count) = counts.get_mut(&self.gateway) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.gateway);
+            }
+        }
     }
 }
 
@@ -168,6 +216,16 @@ async fn claim(
         address: caller.remote.to_string(),
         at: now_ms(),
         incarnation: body.incarnation.trim().to_owned(),
+    };
+    // A claim that would wait holds one of its gateway's places meanwhile
+    // (taken before the instance is recorded as seen).
+    let _waiting = match (body.limit, body.wait_seconds) {
+        (0, _) | (_, 0) => None,
+        _ => Some(state.waiting_claims.enter(gateway.id).ok_or(
+            ApiError::TooManyWaitingClaims {
+                limit: MAX_WAITING_CLAIMS,
+            },
+        )?),
     };
     record_seen(&state, &seen).await?;
     if body.limit == 0 {

@@ -305,6 +305,53 @@ async fn two_processes_under_one_name_share_the_work_and_each_message_goes_once(
 }
 
 #[tokio::test]
+async fn a_gateway_keeps_at_most_sixteen_claims_waiting_at_a_node() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    let app = Arc::new(spawn_app().await);
+    let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let (_, _, globex_token) = office_tenant(&app, "globex", smtp.port()).await;
+    let waiting = |instance: &str, seconds: u32| {
+        let mut claim = claim_now();
+        claim["instance"] = json!(instance);
+        claim["wait_seconds"] = json!(seconds);
+        claim
+    };
+    let mut held = tokio::task::JoinSet::new();
+    for i in 0..herald_api::MAX_WAITING_CLAIMS {
+        let (app, token) = (app.clone(), token.clone());
+        let claim = waiting(&format!("held-{i}"), 25);
+        held.spawn(async move { app.post("/v1/gateway/claim", &token, claim).await });
+    }
+    // A claim takes its place before its instance is recorded: once all
+    // sixteen instances show, the sixteen wait.
+    eventually("the sixteen claims to wait", || async {
+        let (_, shown) = app
+            .get_as_admin(&acme, &format!("gateways/{gateway}"))
+            .await;
+        let count = shown["instances"].as_array().map_or(0, Vec::len);
+        (count == herald_api::MAX_WAITING_CLAIMS).then_some(())
+    })
+    .await;
+    let (status, answer) = app
+        .post("/v1/gateway/claim", &token, waiting("one-more", 1))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(
+        answer["type"], "urn:herald:problem:too-many-waiting-claims",
+        "{answer}"
+    );
+    // A claim that does not wait, and another gateway's, are not refused.
+    let (status, answer) = app.post("/v1/gateway/claim", &token, claim_now()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = app
+        .post("/v1/gateway/claim", &globex_token, waiting("theirs", 1))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(held.try_join_next().is_none(), "the sixteen still wait");
+    held.abort_all();
+}
+
+#[tokio::test]
 async fn a_new_token_stops_the_running_instance_at_once() {
     let smtp = clear_auth_server(PASSWORD).await;
     let app = spawn_app().await;
