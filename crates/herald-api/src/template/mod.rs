@@ -35,7 +35,7 @@ pub mod frame;
 mod sandbox;
 mod strict;
 
-pub use sandbox::{MEMORY_LIMIT, Renderer, TIME_LIMIT, serve};
+pub use sandbox::{MEMORY_LIMIT, PARENT_ENV, Renderer, TIME_LIMIT, serve};
 
 use herald_store::TemplateContent;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};

@@ -59,6 +59,11 @@ pub const CHILDREN: usize = 2;
 /// The argument that makes the `herald` binary a renderer process.
 pub const SUBCOMMAND: &str = "render-worker";
 
+/// The environment variable holding the process id of the node that
+/// started a renderer process: the child exits at once when its parent is
+/// another (the node died before the child asked to die with it).
+pub const PARENT_ENV: &str = "HERALD_RENDER_PARENT";
+
 /// What the node sends: the template's parts and the data.
 #[derive(Serialize)]
 struct JobOut<'a> {
@@ -370,6 +375,7 @@ impl Worker {
             // Its stderr is the node's: an abort's reason lands in the node's log.
             .stderr(Stdio::inherit())
             .env_clear()
+            .env(PARENT_ENV, std::process::id().to_string())
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child.stdin.take().expect("piped");
