@@ -1,16 +1,20 @@
 //! `herald render-worker`: the renderer process a node renders tenants'
 //! templates in (`herald_api::template::Renderer`), under hard limits.
 //!
-//! It sets its limits first, then reads jobs from standard input and
-//! answers them on standard output until its input ends. It runs no async
-//! runtime and no other thread, so the address space it has at rest is
-//! little more than the executable's mappings.
+//! It first asks the kernel to kill it when its parent (the node) dies, so
+//! that a node killed outright leaves no renderer burning CPU, then sets its
+//! limits, then reads jobs from standard input and answers them on standard
+//! output until its input ends. It runs no async runtime and no other
+//! thread, so the address space it has at rest is little more than the
+//! executable's mappings.
 
 use std::io;
 
-use anyhow::Context;
-use herald_api::template::MEMORY_LIMIT;
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use anyhow::{Context, bail};
+use herald_api::template::{MEMORY_LIMIT, PARENT_ENV};
+use rustix::process::{
+    Resource, Rlimit, Signal, getppid, getrlimit, set_parent_process_death_signal, setrlimit,
+};
 
 /// CPU seconds one job may use before the kernel stops the process: a
 /// backstop for a render the node can no longer kill (the node itself
@@ -19,6 +23,17 @@ const CPU_BACKSTOP_SECONDS: u64 = 10;
 
 /// Runs the renderer process until its standard input ends.
 pub fn run() -> anyhow::Result<()> {
+    set_parent_process_death_signal(Some(Signal::KILL))
+        .context("asking to be killed when the node dies")?;
+    // A node that died before the line above sent no signal: this process
+    // already belongs to another parent, so it stops here. Run by hand,
+    // without the variable, it has no node to compare with.
+    if let Ok(node) = std::env::var(PARENT_ENV) {
+        let parent = getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+        if node.parse::<i32>().ok() != Some(parent) {
+            bail!("the node that started this renderer (process {node}) has exited");
+        }
+    }
     // An allocation past this is refused, and Rust aborts the process.
     set(Resource::As, MEMORY_LIMIT).context("limiting the address space")?;
     // An aborted render must not leave the tenant's data in a core file.

@@ -125,7 +125,7 @@ async fn fields(
     // template that needs more is recorded on the firing that fails.
     state
         .renderer
-        .render(&template.content, &data)
+        .render(template.tenant_id, &template.content, &data)
         .await
         .map_err(render_api_error)?;
     Ok(ScheduleFields {
@@ -359,7 +359,7 @@ async fn compose(state: &AppState, schedule: &Schedule, now: i64) -> Result<NewM
     };
     let rendered = state
         .renderer
-        .render(&template.content, &fields.data)
+        .render(tenant, &template.content, &fields.data)
         .await
         .map_err(|e| {
             Composed::Refused(format!(

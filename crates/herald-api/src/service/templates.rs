@@ -249,7 +249,7 @@ pub async fn render(
 ) -> Result<(Rendered, TemplateUse), ApiError> {
     let rendered = state
         .renderer
-        .render(&template.content, data)
+        .render(template.tenant_id, &template.content, data)
         .await
         .map_err(render_api_error)?;
     Ok((

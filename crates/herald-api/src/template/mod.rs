@@ -35,7 +35,7 @@ pub mod frame;
 mod sandbox;
 mod strict;
 
-pub use sandbox::{MEMORY_LIMIT, Renderer, TIME_LIMIT, serve};
+pub use sandbox::{MEMORY_LIMIT, PARENT_ENV, Renderer, TIME_LIMIT, serve};
 
 use herald_store::TemplateContent;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
@@ -304,6 +304,10 @@ fn escape_for_html(
     state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
+    // Strict mode refuses printing an undefined value, not a list holding one.
+    if strict::holds_undefined(value) {
+        return Err(minijinja::Error::from(ErrorKind::UndefinedError));
+    }
     if state.auto_escape() != AutoEscape::Html || value.is_safe() {
         return minijinja::escape_formatter(out, state, value);
     }
@@ -482,11 +486,37 @@ fn missing_variable(
                 .iter()
                 .find(|c| expr.contains('[') && last_before(&expr, c, expr.len()).is_some())
         };
-        return Some(named.or_else(inside).cloned().unwrap_or(expr));
+        // A bare name that is no candidate was set by the template (`{% set
+        // z = q %}`, a loop's item): its value holds what is missing, a
+        // candidate written before, found below. A path on it (a loop
+        // item's missing attribute) is what is missing.
+        if let Some(name) = named.or_else(inside) {
+            return Some(name.clone());
+        }
+        if !is_identifier(&expr) {
+            return Some(expr);
+        }
+        let written = last_candidate_before(source, missing, range.end);
+        return Some(written.unwrap_or(expr));
     }
+    // An expression (`a or b`): the first candidate in it fails first.
+    let within = missing
+        .iter()
+        .filter_map(|c| {
+            let at = occurrences(source, c).find(|at| range.contains(at))?;
+            Some((at, c.clone()))
+        })
+        .min();
+    within
+        .map(|(_, c)| c)
+        .or_else(|| last_candidate_before(source, missing, range.end))
+}
+
+/// The candidate written last before `end`.
+fn last_candidate_before(source: &str, missing: Vec<String>, end: usize) -> Option<String> {
     missing
         .into_iter()
-        .filter_map(|c| last_before(source, &c, range.end).map(|at| (at, c)))
+        .filter_map(|c| last_before(source, &c, end).map(|at| (at, c)))
         .max()
         .map(|(_, c)| c)
 }
@@ -511,6 +541,16 @@ const BUILTINS: &[&str] = &[
 /// is named as written, without its spaces.
 fn name_at(source: &str, range: std::ops::Range<usize>) -> Option<String> {
     let piece = source[range.clone()].trim();
+    // Words apart (`a or b`) are an expression, not one name.
+    let is_word_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '\'' | '"');
+    let apart = piece
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0].ends_with(is_word_char) && w[1].starts_with(is_word_char));
+    if apart {
+        return None;
+    }
     let before = &source[..range.start];
     let (before, piece) = if is_identifier(piece) && before.trim_end().ends_with('|') {
         (before.trim_end().trim_end_matches('|').trim_end(), "")
@@ -543,17 +583,20 @@ fn name_at(source: &str, range: std::ops::Range<usize>) -> Option<String> {
 
 /// Where `name` last occurs in `source`, as a whole name, starting before `end`.
 fn last_before(source: &str, name: &str, end: usize) -> Option<usize> {
+    occurrences(source, name).filter(|i| *i < end).last()
+}
+
+/// Where `name` occurs in `source` as a whole name, in order.
+fn occurrences<'a>(source: &'a str, name: &'a str) -> impl Iterator<Item = usize> + 'a {
     let is_name_char = |c: char| c.is_alphanumeric() || c == '_';
     source
         .match_indices(name)
-        .filter(|(i, _)| *i < end)
-        .filter(|(i, _)| {
+        .filter(move |(i, _)| {
             let before = source[..*i].chars().next_back();
             let after = source[i + name.len()..].chars().next();
             !before.is_some_and(|c| is_name_char(c) || c == '.') && !after.is_some_and(is_name_char)
         })
         .map(|(i, _)| i)
-        .last()
 }
 
 /// The shortest prefix of a dotted path that the data does not have
@@ -916,6 +959,75 @@ mod tests {
         let source = "{{ nope|default('x') }} {{ '%s-%s'|format(a, name) }} {{ items|join('+') }}";
         let r = render(&text_only(source), &data).unwrap();
         assert_eq!(r.text.as_deref(), Some("x 1-ada 1+2"));
+    }
+
+    #[test]
+    fn a_missing_variable_inside_a_list_tuple_or_map_is_named() {
+        let data = json!({"first": "Ada", "items": [1, 2]});
+        for (source, name) in [
+            ("Hello {{ [first, last]|join(' ') }}!", "last"),
+            ("{{ [missing] }}", "missing"),
+            ("{{ {'k': missing}|length }}", "missing"),
+            ("{{ (missing,)|length }}", "missing"),
+            ("{{ [[first], {'k': [missing]}]|length }}", "missing"),
+            ("{{ items|join(', ') }} {{ {'k': missing} }}", "missing"),
+            ("{{ '%s'|format([missing]) }}", "missing"),
+            ("{{ [missing]|default('x') }}", "missing"),
+            ("{% set l = [first, nope] %}{{ l|length }}", "nope"),
+            (
+                "{% for k in [first, volume] %}{{ k }}{% endfor %}",
+                "volume",
+            ),
+        ] {
+            let err = render(&text_only(source), &data).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Undefined {
+                    field: "text",
+                    name: name.into()
+                },
+                "{source}"
+            );
+        }
+        // Lists, tuples and maps of defined values still work.
+        let source = "{{ [first, 'Lovelace']|join(' ') }} {{ {'k': first}|length }} \
+                      {{ (first,)|length }} {{ [first] }}";
+        let r = render(&text_only(source), &data).unwrap();
+        assert_eq!(r.text.as_deref(), Some(r#"Ada Lovelace 1 1 ["Ada"]"#));
+    }
+
+    #[test]
+    fn a_missing_variable_behind_an_expression_or_a_set_name_is_named() {
+        let data = json!({"host": "db1"});
+        for (source, name) in [
+            ("{{ a or b }}", "a"),
+            ("{{ host and b }}", "b"),
+            ("{% set z = q %}{{ z }}", "q"),
+            ("{% set z = q %}{{ z|upper }}", "q"),
+        ] {
+            let err = render(&text_only(source), &data).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::Undefined {
+                    field: "text",
+                    name: name.into()
+                },
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_is_not_available() {
+        for source in ["{{ debug() }}", "{{ debug(x) }}"] {
+            let err = render(&text_only(source), &json!({"x": 1})).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                shown.contains("debug is not available in templates"),
+                "{source}: {shown}"
+            );
+            assert!(!shown.contains("herald_api"), "{shown}");
+        }
     }
 
     #[test]

@@ -15,19 +15,27 @@
 //! [`Renderer`] is the node's side: at most [`CHILDREN`] children, spawned
 //! when a job finds none idle, and replaced when one dies. [`serve`] is the
 //! child's loop; the `herald` binary sets the limits before it calls it.
+//!
+//! The children are shared fairly between tenants ([`Turns`]): a tenant
+//! renders in at most one child at a time, its other jobs waiting for that
+//! one in the order they came, so a tenant that keeps many slow renders
+//! queued cannot hold up another tenant's render for longer than one job's
+//! time limit.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_core::TenantId;
 use herald_store::TemplateContent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use super::{Rendered, TemplateError, frame};
 
@@ -50,6 +58,11 @@ pub const CHILDREN: usize = 2;
 
 /// The argument that makes the `herald` binary a renderer process.
 pub const SUBCOMMAND: &str = "render-worker";
+
+/// The environment variable holding the process id of the node that
+/// started a renderer process: the child exits at once when its parent is
+/// another (the node died before the child asked to die with it).
+pub const PARENT_ENV: &str = "HERALD_RENDER_PARENT";
 
 /// What the node sends: the template's parts and the data.
 #[derive(Serialize)]
@@ -116,15 +129,14 @@ pub fn serve(
 ///
 /// Without an executable (another program embedding a node, such as
 /// herald-bench, which renders no templates) a render runs on a blocking
-/// thread (`spawn_blocking`), never on the async runtime's threads, and its
-/// caller waits at most [`TIME_LIMIT`] for it; but nothing bounds its memory,
+/// thread (`spawn_blocking`), never on the async runtime's threads, taking
+/// turns as children would, and its caller waits at most [`TIME_LIMIT`] for it; but nothing bounds its memory,
 /// and a render that outlives the limit keeps its thread until its fuel runs
 /// out. A node that serves tenants runs with its executable set.
 pub struct Renderer {
     exe: Option<PathBuf>,
     idle: Mutex<Vec<Worker>>,
-    /// One permit per child that may run.
-    slots: Semaphore,
+    turns: Turns,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -140,27 +152,25 @@ impl Renderer {
         Renderer {
             exe,
             idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(CHILDREN),
+            turns: Turns::new(CHILDREN),
         }
     }
 
-    /// Renders `content` with `data`, as [`super::render`] does, within the
-    /// limits.
+    /// Renders `content` with `data` for `tenant`, as [`super::render`]
+    /// does, within the limits, when it is the tenant's turn ([`Turns`]).
     pub async fn render(
         &self,
+        tenant: TenantId,
         content: &TemplateContent,
         data: &Value,
     ) -> Result<Rendered, TemplateError> {
         let Some(exe) = &self.exe else {
+            let _turn = self.turns.take(tenant).await;
             return in_process(content, data).await;
         };
         let job = frame::encode(&JobOut { content, data })
             .map_err(|e| TemplateError::Unavailable(format!("the job cannot be sent: {e}")))?;
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let _turn = self.turns.take(tenant).await;
         // A child taken idle may have died since its last job (killed from
         // outside); one that dies before it begins this job is replaced once.
         let mut replaced = false;
@@ -198,6 +208,87 @@ impl Renderer {
                         seconds: TIME_LIMIT.as_secs(),
                     });
                 }
+            }
+        }
+    }
+}
+
+/// Whose render runs next. At most `slots` renders run at once, and at
+/// most one of them per tenant: a tenant's job first waits for its tenant's
+/// own turn (first come, first served within the tenant), and only then
+/// for a slot, so the slots' queue holds at most one job per tenant and
+/// serves tenants in the order their jobs reached it. A tenant's entry
+/// lives while it has a job waiting or running, no longer.
+struct Turns {
+    slots: Semaphore,
+    tenants: Mutex<HashMap<TenantId, Lane>>,
+}
+
+/// One tenant's entry in [`Turns`].
+struct Lane {
+    /// One permit: the tenant's one render at a time.
+    own: Arc<Semaphore>,
+    /// Its jobs waiting or running.
+    jobs: usize,
+}
+
+/// A job's turn to render; ending it (dropping it) lets the next one run.
+struct Turn<'a> {
+    turns: &'a Turns,
+    tenant: TenantId,
+    slot: Option<SemaphorePermit<'a>>,
+    own: Option<OwnedSemaphorePermit>,
+}
+
+impl Turns {
+    fn new(slots: usize) -> Turns {
+        Turns {
+            slots: Semaphore::new(slots),
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `tenant`'s next turn.
+    async fn take(&self, tenant: TenantId) -> Turn<'_> {
+        let own = {
+            let mut tenants = self.tenants.lock().expect("not poisoned");
+            let lane = tenants.entry(tenant).or_insert_with(|| Lane {
+                own: Arc::new(Semaphore::new(1)),
+                jobs: 0,
+            });
+            lane.jobs += 1;
+            lane.own.clone()
+        };
+        // Counted from here, so a job given up while it waits (its request
+        // dropped) still leaves its lane through `Drop`.
+        let mut turn = Turn {
+            turns: self,
+            tenant,
+            slot: None,
+            own: None,
+        };
+        turn.own = Some(own.acquire_owned().await.expect("never closed"));
+        turn.slot = Some(self.slots.acquire().await.expect("never closed"));
+        turn
+    }
+
+    /// How many jobs `tenant` has waiting or running.
+    #[cfg(test)]
+    fn jobs(&self, tenant: TenantId) -> usize {
+        let tenants = self.tenants.lock().expect("not poisoned");
+        tenants.get(&tenant).map_or(0, |lane| lane.jobs)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.slot.take();
+        self.own.take();
+        let mut tenants = self.turns.tenants.lock().expect("not poisoned");
+        if let Some(lane) = tenants.get_mut(&self.tenant) {
+            lane.jobs -= 1;
+            if lane.jobs == 0 {
+                tenants.remove(&self.tenant);
             }
         }
     }
@@ -284,6 +375,7 @@ impl Worker {
             // Its stderr is the node's: an abort's reason lands in the node's log.
             .stderr(Stdio::inherit())
             .env_clear()
+            .env(PARENT_ENV, std::process::id().to_string())
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child.stdin.take().expect("piped");
@@ -397,19 +489,64 @@ mod tests {
     #[tokio::test]
     async fn without_an_executable_it_renders_on_a_blocking_thread() {
         let renderer = Renderer::new(None);
+        let tenant = TenantId::new();
         let rendered = renderer
-            .render(&content("Dear {{ name }}"), &json!({"name": "Ada"}))
+            .render(tenant, &content("Dear {{ name }}"), &json!({"name": "Ada"}))
             .await
             .unwrap();
         assert_eq!(rendered.subject, "Hi Ada");
         let err = renderer
-            .render(&content("{{ nope }}"), &json!({"name": "Ada"}))
+            .render(tenant, &content("{{ nope }}"), &json!({"name": "Ada"}))
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "text: undefined variable nope (the data has no such key)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_with_jobs_queued_leaves_the_other_slot_to_another() {
+        let turns = Arc::new(Turns::new(2));
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (log, mut events) = tokio::sync::mpsc::unbounded_channel();
+        // Tenant a's three jobs, each running until it is told to finish.
+        let mut finish = Vec::new();
+        for i in 0..3 {
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            finish.push(done);
+            let (turns, log) = (turns.clone(), log.clone());
+            tokio::spawn(async move {
+                let _turn = turns.take(a).await;
+                log.send(format!("a{i} runs")).unwrap();
+                let _ = finished.await;
+            });
+        }
+        assert_eq!(events.recv().await.unwrap(), "a0 runs");
+        while turns.jobs(a) < 3 {
+            tokio::task::yield_now().await;
+        }
+        // Tenant b's job, which came after all of a's, runs while a's first
+        // runs and its other two wait, though a slot was free for them.
+        let (turns_b, log_b) = (turns.clone(), log.clone());
+        tokio::spawn(async move {
+            let _turn = turns_b.take(b).await;
+            log_b.send("b runs".to_string()).unwrap();
+        });
+        assert_eq!(events.recv().await.unwrap(), "b runs");
+        assert_eq!(turns.jobs(a), 3);
+        // a's other jobs then run one at a time, in the order they came.
+        for (i, done) in finish.into_iter().enumerate() {
+            if i > 0 {
+                assert_eq!(events.recv().await.unwrap(), format!("a{i} runs"));
+            }
+            done.send(()).unwrap();
+        }
+        // Nothing is kept for a tenant with no job.
+        while turns.jobs(a) > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(turns.tenants.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -11,8 +11,16 @@
 //! to filter, which is what they are for; their fallback must be defined.
 //! Tests (`is defined`, …) are left alone: asking about a missing value is
 //! their purpose.
+//!
+//! A list, tuple or map literal takes a missing variable as an item too
+//! (`[first, last]|join(' ')`, `{'k': missing}|length`), so the check also
+//! looks inside sequences and maps, the filtered value's included, and
+//! [`holds_undefined`] lets the formatter refuse to print such a value.
+//!
+//! `debug`, which would show a tenant the renderer's whole environment, is
+//! replaced by a function that refuses to run.
 
-use minijinja::value::{Rest, Value};
+use minijinja::value::{Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, filters, functions};
 
 /// Registers every built-in filter and function that takes an argument
@@ -82,7 +90,12 @@ pub fn install(env: &mut Environment<'_>) {
         "namespace",
         checked(Value::from_function(functions::namespace), 0),
     );
-    env.add_function("debug", checked(Value::from_function(functions::debug), 0));
+    env.add_function("debug", |_: Rest<Value>| -> Result<Value, Error> {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "debug is not available in templates",
+        ))
+    });
 }
 
 /// `inner` behind the check that its arguments from `from` on are defined.
@@ -91,24 +104,56 @@ fn checked(
     from: usize,
 ) -> impl Fn(&State, Rest<Value>) -> Result<Value, Error> + Send + Sync + 'static {
     move |state: &State, args: Rest<Value>| {
-        for arg in args.iter().skip(from) {
-            defined(arg)?;
+        for (i, arg) in args.iter().enumerate() {
+            // Those before `from` may be undefined themselves, not hold one.
+            if (i >= from && arg.is_undefined()) || holds_undefined(arg) {
+                return Err(Error::from(ErrorKind::UndefinedError));
+            }
         }
         inner.call(state, &args)
     }
 }
 
-/// Refuses an undefined value, and a keyword argument whose value is one.
-fn defined(value: &Value) -> Result<(), Error> {
-    if value.is_undefined() {
-        return Err(Error::from(ErrorKind::UndefinedError));
+/// How many items [`holds_undefined`] looks at, at most, in one value.
+///
+/// Only the template's own literals can hold an undefined value (the data
+/// is JSON, which has none), and they are short; a large list comes from
+/// the data, and walking all of it on every filter call (`items|length`
+/// in a loop over `items`) would cost far more than the filter, unfuelled.
+/// An undefined value placed after this many items (`range(2000)|list +
+/// [missing]`) is not found here.
+const LOOK_AT: usize = 1000;
+
+/// Whether `value` is a sequence or a map (keyword arguments included)
+/// holding an undefined value, at any depth, among its first [`LOOK_AT`]
+/// items.
+pub fn holds_undefined(value: &Value) -> bool {
+    let mut budget = LOOK_AT;
+    holds(value, &mut budget)
+}
+
+fn holds(value: &Value, budget: &mut usize) -> bool {
+    let is_map = value.is_kwargs() || value.kind() == ValueKind::Map;
+    if !is_map && value.kind() != ValueKind::Seq {
+        return false;
     }
-    if value.is_kwargs() {
-        for key in value.try_iter()? {
-            if value.get_item(&key)?.is_undefined() {
-                return Err(Error::from(ErrorKind::UndefinedError));
-            }
+    let Ok(items) = value.try_iter() else {
+        return false;
+    };
+    for item in items {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        // A map's iteration gives its keys; the values are what may be missing.
+        let item = if is_map {
+            value.get_item(&item).unwrap_or_default()
+        } else {
+            item
+        };
+        if item.is_undefined() || holds(&item, budget) {
+            return true;
         }
     }
-    Ok(())
+    false
 }

@@ -227,7 +227,11 @@ async fn render_preview(state: &AppState, template: &Template, typed: &str) -> P
             },
         };
     };
-    match state.renderer.render(&template.content, &data).await {
+    match state
+        .renderer
+        .render(template.tenant_id, &template.content, &data)
+        .await
+    {
         Ok(rendered) => Preview {
             rendered: Some(rendered),
             problems: Problems::default(),

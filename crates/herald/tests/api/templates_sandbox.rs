@@ -2,7 +2,8 @@
 //! for gigabytes or for seconds of work answer 422 naming the limit, through
 //! a preview, a message and a schedule's firing, while the node goes on
 //! answering; a renderer that died is replaced; and a missing variable used
-//! as an argument or reached by subscript is named.
+//! as an argument or reached by subscript is named; a renderer whose node
+//! was killed outright dies with it.
 
 use std::sync::{Arc, Mutex};
 
@@ -118,26 +119,31 @@ async fn templates_that_ask_for_too_much_memory_or_time_answer_422_naming_the_li
 }
 
 #[tokio::test]
-async fn the_node_answers_other_requests_while_a_template_renders() {
+async fn the_node_answers_other_requests_and_tenants_while_a_tenant_renders_slowly() {
     let app = Arc::new(spawn_app().await);
     let acme = Arc::new(app.tenant("acme").await);
+    let globex = app.tenant("globex").await;
     let spin = template(&app, &acme, "spin", SPIN).await;
-    let good = template(&app, &acme, "good", "Hi {{ name }}").await;
+    let good = template(&app, &globex, "good", "Hi {{ name }}").await;
     assert!(
         renderers().is_empty(),
         "renderers start with the first render"
     );
 
+    // acme keeps two slow renders going: the second waits for the first,
+    // since a tenant renders in one renderer at a time.
     let done = Arc::new(Mutex::new(Vec::new()));
-    let slow = tokio::spawn({
-        let (app, acme, done) = (app.clone(), acme.clone(), done.clone());
-        async move {
-            let answer = preview(&app, &acme, &spin, json!({})).await;
-            done.lock().unwrap().push("spin");
-            answer
-        }
-    });
-    // The renderer is started for the spinning render, which it then runs.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, acme, done, spin) = (app.clone(), acme.clone(), done.clone(), spin.clone());
+            tokio::spawn(async move {
+                let answer = preview(&app, &acme, &spin, json!({})).await;
+                done.lock().unwrap().push("spin");
+                answer
+            })
+        })
+        .collect();
+    // The renderer is started for a spinning render, which it then runs.
     eventually("a renderer", || async {
         (!renderers().is_empty()).then_some(())
     })
@@ -146,19 +152,22 @@ async fn the_node_answers_other_requests_while_a_template_renders() {
     let health = reqwest::get(format!("{}/healthz", app.base)).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     done.lock().unwrap().push("healthz");
-    let (status, rendered) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
+    // globex's render finds the other renderer, however many acme queues.
+    let (status, rendered) = preview(&app, &globex, &good, json!({"name": "Ada"})).await;
     assert_eq!(status, StatusCode::OK, "{rendered}");
     done.lock().unwrap().push("good preview");
 
-    let (status, answer) = slow.await.unwrap();
-    assert_eq!(
-        refusal(status, &answer),
-        ("template".into(), TOO_SLOW.into())
-    );
+    for slow in slow {
+        let (status, answer) = slow.await.unwrap();
+        assert_eq!(
+            refusal(status, &answer),
+            ("template".into(), TOO_SLOW.into())
+        );
+    }
     assert_eq!(
         *done.lock().unwrap(),
-        ["healthz", "good preview", "spin"],
-        "the node answered while the template rendered"
+        ["healthz", "good preview", "spin", "spin"],
+        "the node answered, and rendered for globex, while acme's templates rendered"
     );
 }
 
@@ -236,6 +245,71 @@ async fn a_renderer_killed_while_idle_is_replaced() {
     let after = renderers();
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new renderer");
+}
+
+/// Whether process `pid` still runs (an exited one not yet reaped does not).
+fn running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    state.is_some_and(|s| !s.starts_with('Z') && !s.starts_with('X'))
+}
+
+#[tokio::test]
+async fn a_renderer_dies_with_the_node_that_started_it() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    // A shell stands for the node: it starts a renderer, as a node does,
+    // with its own process id in the environment and this test's pipe as
+    // the renderer's input, which stays open, so the renderer would wait
+    // for jobs for ever. The shell says the renderer's process id. (A
+    // command run with `&` gets /dev/null as its input before its own
+    // redirections, hence the copy of the input as descriptor 3.)
+    let script =
+        r#"exec 3<&0; HERALD_RENDER_PARENT=$$ "$0" render-worker <&3 3<&- & echo $!; wait"#;
+    let mut node = Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_herald")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let renderer: i32 = line.trim().parse().unwrap();
+    assert!(running(renderer), "the renderer runs");
+    node.kill().unwrap();
+    node.wait().unwrap();
+    eventually("the renderer gone with its node", || async {
+        (!running(renderer)).then_some(())
+    })
+    .await;
+    drop(node.stdin.take());
+}
+
+#[tokio::test]
+async fn a_renderer_whose_node_has_gone_stops_at_once() {
+    use std::process::{Command, Stdio};
+    // Started with a parent process id that is not its parent's, as when
+    // the node died before the renderer asked to die with it: it stops,
+    // though its input stays open.
+    let mut renderer = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("render-worker")
+        .env("HERALD_RENDER_PARENT", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually("the renderer stopped", || {
+        let exited = renderer.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(!status.success(), "{status}");
+    let mut said = String::new();
+    std::io::Read::read_to_string(renderer.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert!(said.contains("has exited"), "{said}");
 }
 
 #[tokio::test]
