@@ -288,6 +288,8 @@ pub(crate) enum ProblemType {
     QueueFull,
     #[serde(rename = "urn:herald:problem:too-many-test-messages")]
     TooManyTestMessages,
+    #[serde(rename = "urn:herald:problem:too-many-waiting-claims")]
+    TooManyWaitingClaims,
     #[serde(rename = "urn:herald:problem:internal")]
     Internal,
 }
@@ -1062,6 +1064,7 @@ mod tests {
             ApiError::Unavailable("test".into()),
             ApiError::QueueFull { limit: 1 },
             ApiError::TooManyTests { limit: 1 },
+            ApiError::TooManyWaitingClaims { limit: 1 },
             ApiError::Internal("test".into()),
         ];
         for error in &all {
@@ -1080,6 +1083,7 @@ mod tests {
                 | ApiError::Unavailable(_)
                 | ApiError::QueueFull { .. }
                 | ApiError::TooManyTests { .. }
+                | ApiError::TooManyWaitingClaims { .. }
                 | ApiError::Internal(_) => {}
             }
         }
