@@ -164,6 +164,8 @@ const TABLES: &[Table] = &[
             ("first_seen_at", BigInt),
             ("last_seen_at", BigInt),
             ("incarnation", Text),
+            ("previous_incarnation", Text),
+            ("previous_seen_at", BigInt),
         ],
     },
     Table {
