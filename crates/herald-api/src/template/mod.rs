@@ -730,6 +730,19 @@ mod tests {
         content("Hello", Some(text), None)
     }
 
+    /// Rendering `source` as the text with `data` fails naming `name`.
+    fn assert_names(source: &str, data: &Value, name: &str) {
+        let err = render(&text_only(source), data).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Undefined {
+                field: "text",
+                name: name.into()
+            },
+            "{source}"
+        );
+    }
+
     #[test]
     fn renders_every_part() {
         let c = content(
@@ -907,15 +920,7 @@ mod tests {
             ("{{ a }} {{ b }}", "a"),
             ("line\n{{ shop.owner.name }}", "shop.owner"),
         ] {
-            let err = render(&text_only(source), &json!({"shop": {"id": 1}})).unwrap_err();
-            assert_eq!(
-                err,
-                TemplateError::Undefined {
-                    field: "text",
-                    name: name.into()
-                },
-                "{source}"
-            );
+            assert_names(source, &json!({"shop": {"id": 1}}), name);
         }
     }
 
@@ -944,15 +949,7 @@ mod tests {
             ("{{ name|replace('a', other) }}", "other"),
             ("{{ missing|join }}", "missing"),
         ] {
-            let err = render(&text_only(source), &data).unwrap_err();
-            assert_eq!(
-                err,
-                TemplateError::Undefined {
-                    field: "text",
-                    name: name.into()
-                },
-                "{source}"
-            );
+            assert_names(source, &data, name);
         }
         // `default` still takes a missing value to filter, and the others
         // still work with every argument given.
@@ -979,15 +976,7 @@ mod tests {
                 "volume",
             ),
         ] {
-            let err = render(&text_only(source), &data).unwrap_err();
-            assert_eq!(
-                err,
-                TemplateError::Undefined {
-                    field: "text",
-                    name: name.into()
-                },
-                "{source}"
-            );
+            assert_names(source, &data, name);
         }
         // Lists, tuples and maps of defined values still work.
         let source = "{{ [first, 'Lovelace']|join(' ') }} {{ {'k': first}|length }} \
@@ -1005,15 +994,7 @@ mod tests {
             ("{% set z = q %}{{ z }}", "q"),
             ("{% set z = q %}{{ z|upper }}", "q"),
         ] {
-            let err = render(&text_only(source), &data).unwrap_err();
-            assert_eq!(
-                err,
-                TemplateError::Undefined {
-                    field: "text",
-                    name: name.into()
-                },
-                "{source}"
-            );
+            assert_names(source, &data, name);
         }
     }
 
@@ -1043,15 +1024,7 @@ mod tests {
             ("{{ user[nokey] }}", "nokey"),
             ("{{ nobody['name'] }}", "nobody"),
         ] {
-            let err = render(&text_only(source), &data).unwrap_err();
-            assert_eq!(
-                err,
-                TemplateError::Undefined {
-                    field: "text",
-                    name: name.into()
-                },
-                "{source}"
-            );
+            assert_names(source, &data, name);
         }
         let err = render(&text_only("{{ items[3] }}"), &data).unwrap_err();
         assert_eq!(
