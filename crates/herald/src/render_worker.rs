@@ -80,12 +80,19 @@ fn cpu_seconds() -> io::Result<u64> {
 mod tests {
     #[test]
     fn reads_this_process_cpu_time() {
+        // Spins until the count moves (at most a second of CPU, which a busy
+        // machine may take many seconds to give), within a generous deadline.
         let before = super::cpu_seconds().unwrap();
-        let start = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let mut spin = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(1100) {
-            spin = std::hint::black_box(spin.wrapping_add(1));
+        while super::cpu_seconds().unwrap() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CPU time read stayed at {before} s"
+            );
+            for _ in 0..1_000_000 {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
         }
-        assert!(super::cpu_seconds().unwrap() > before);
     }
 }
