@@ -87,28 +87,24 @@ fn fields(
 ) -> Result<TemplateFields, ApiError> {
     let mut check = Check::default();
     let max = state.limits.max_message_bytes;
-    let name = match (&body.name, base) {
-        (Some(name), _) => check.take("name", crate::routes::name(name)),
-        (None, Some(base)) => Some(base.name.clone()),
-        (None, None) => {
-            check.fail("name", "is required");
-            None
-        }
-    };
+    let name = check.required(
+        "name",
+        body.name.as_deref(),
+        base.map(|b| b.name.clone()),
+        crate::routes::name,
+    );
     let description = check.clearable(
         "description",
         body.description,
         base.and_then(|b| b.description.as_ref()),
         description,
     );
-    let subject = match (&body.subject, base) {
-        (Some(subject), _) => check.take("subject", subject_source(subject)),
-        (None, Some(base)) => Some(base.content.subject.clone()),
-        (None, None) => {
-            check.fail("subject", "is required");
-            None
-        }
-    };
+    let subject = check.required(
+        "subject",
+        body.subject.as_deref(),
+        base.map(|b| b.content.subject.clone()),
+        subject_source,
+    );
     let text = check.clearable(
         "text",
         body.text,
