@@ -149,17 +149,24 @@ pub async fn create_schedule(
             created_at: now,
         })
         .await?;
+    Ok(saved(state, caller, tenant, "schedule.create", record).await)
+}
+
+/// Tells the scheduler that a schedule was saved (it may fire at another
+/// time now), and records `action` on it in the audit log.
+async fn saved(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    record: Schedule,
+) -> Schedule {
     state.schedules_changed.notify_one();
+    let details = audit_details(&record.fields);
     caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "schedule.create",
-            record.id,
-            audit_details(&record.fields),
-        )
+        .audit_tenant(state, tenant.id, action, record.id, details)
         .await;
-    Ok(record)
+    record
 }
 
 /// What the audit log keeps of a schedule (never its data: it may hold names and addresses).
@@ -198,17 +205,7 @@ pub async fn update_schedule(
         .store
         .update_schedule(tenant.id, id, fields, next_run, now)
         .await?;
-    state.schedules_changed.notify_one();
-    caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "schedule.update",
-            id,
-            audit_details(&record.fields),
-        )
-        .await;
-    Ok(record)
+    Ok(saved(state, caller, tenant, "schedule.update", record).await)
 }
 
 /// Deletes a schedule and its history; the messages it made stay.

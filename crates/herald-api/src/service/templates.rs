@@ -154,16 +154,23 @@ pub async fn create_template(
             created_at: now_ms(),
         })
         .await?;
+    Ok(audited(state, caller, tenant, "template.create", record).await)
+}
+
+/// Records `action` on a template just saved in the audit log, with its
+/// name and the version it is now at.
+async fn audited(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    record: Template,
+) -> Template {
+    let details = json!({"name": record.name, "version": record.version});
     caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "template.create",
-            record.id,
-            json!({"name": record.name, "version": record.version}),
-        )
+        .audit_tenant(state, tenant.id, action, record.id, details)
         .await;
-    Ok(record)
+    record
 }
 
 /// Changes a template: the result is its next version (none when nothing
@@ -188,16 +195,7 @@ pub async fn update_template(
         .store
         .update_template(tenant.id, id, fields, now_ms())
         .await?;
-    caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "template.update",
-            id,
-            json!({"name": record.name, "version": record.version}),
-        )
-        .await;
-    Ok(record)
+    Ok(audited(state, caller, tenant, "template.update", record).await)
 }
 
 /// Deletes a template no schedule uses; messages rendered from it keep their content.
