@@ -233,7 +233,18 @@ mod tests {
         out
     }
 
+    /// Asserts the occurrences of `cron` in `tz` that follow `from`, in order.
+    fn assert_next(cron: &str, tz: &str, from: i64, want: &[i64]) {
+        assert_eq!(
+            next_n(&rec(cron, tz), from, want.len()),
+            want,
+            "{cron} in {tz}"
+        );
+    }
+
     const MIN: i64 = 60_000;
+
+    const BERLIN: &str = "Europe/Berlin";
 
     #[test]
     fn five_and_six_fields_are_accepted() {
@@ -297,125 +308,95 @@ mod tests {
 
     #[test]
     fn six_fields_step_ten_seconds() {
-        let r = rec("*/10 * * * * *", "UTC");
-        let start = utc(2026, 1, 5, 12, 0, 3);
-        let got = next_n(&r, start, 4);
         let base = utc(2026, 1, 5, 12, 0, 10);
-        assert_eq!(got, vec![base, base + 10_000, base + 20_000, base + 30_000]);
+        let want = [base, base + 10_000, base + 20_000, base + 30_000];
+        assert_next("*/10 * * * * *", "UTC", utc(2026, 1, 5, 12, 0, 3), &want);
     }
 
     #[test]
     fn spring_forward_skips_a_fixed_time_that_does_not_exist() {
-        let r = rec("30 2 * * *", "Europe/Berlin");
-        let got = next_n(&r, utc(2026, 3, 27, 12, 0, 0), 3);
-        assert_eq!(
-            got,
-            vec![
-                utc(2026, 3, 28, 1, 30, 0), // 02:30 CET
-                utc(2026, 3, 30, 0, 30, 0), // 02:30 CEST; none on the 29th
-                utc(2026, 3, 31, 0, 30, 0),
-            ]
-        );
+        let want = [
+            utc(2026, 3, 28, 1, 30, 0), // 02:30 CET
+            utc(2026, 3, 30, 0, 30, 0), // 02:30 CEST; none on the 29th
+            utc(2026, 3, 31, 0, 30, 0),
+        ];
+        assert_next("30 2 * * *", BERLIN, utc(2026, 3, 27, 12, 0, 0), &want);
     }
 
     #[test]
     fn spring_forward_skips_wildcard_hour_times_in_the_gap() {
-        let r = rec("*/30 * * * *", "Europe/Berlin");
         // 01:30 CET is 00:30 UTC; 02:00 and 02:30 do not exist; 03:00 CEST is 01:00 UTC.
-        let got = next_n(&r, utc(2026, 3, 29, 0, 0, 0), 3);
-        assert_eq!(
-            got,
-            vec![
-                utc(2026, 3, 29, 0, 30, 0),
-                utc(2026, 3, 29, 1, 0, 0),
-                utc(2026, 3, 29, 1, 30, 0),
-            ]
-        );
+        let want = [
+            utc(2026, 3, 29, 0, 30, 0),
+            utc(2026, 3, 29, 1, 0, 0),
+            utc(2026, 3, 29, 1, 30, 0),
+        ];
+        assert_next("*/30 * * * *", BERLIN, utc(2026, 3, 29, 0, 0, 0), &want);
     }
 
     #[test]
     fn fall_back_fires_a_fixed_time_once() {
-        let r = rec("30 2 * * *", "Europe/Berlin");
-        let got = next_n(&r, utc(2026, 10, 24, 12, 0, 0), 2);
-        assert_eq!(
-            got,
-            vec![
-                utc(2026, 10, 25, 0, 30, 0), // the first 02:30, CEST
-                utc(2026, 10, 26, 1, 30, 0), // the next day, CET
-            ]
-        );
+        let want = [
+            utc(2026, 10, 25, 0, 30, 0), // the first 02:30, CEST
+            utc(2026, 10, 26, 1, 30, 0), // the next day, CET
+        ];
+        assert_next("30 2 * * *", BERLIN, utc(2026, 10, 24, 12, 0, 0), &want);
         // Starting inside the repeated hour, after the first 02:30, does not find the second.
-        assert_eq!(
-            r.next_after(utc(2026, 10, 25, 1, 0, 0)),
-            Some(utc(2026, 10, 26, 1, 30, 0))
-        );
+        assert_next("30 2 * * *", BERLIN, utc(2026, 10, 25, 1, 0, 0), &want[1..]);
     }
 
     #[test]
     fn fall_back_fires_a_fixed_hour_list_once() {
-        let r = rec("0,30 2 * * *", "Europe/Berlin");
-        let got = next_n(&r, utc(2026, 10, 24, 23, 0, 0), 3);
-        assert_eq!(
-            got,
-            vec![
-                utc(2026, 10, 25, 0, 0, 0),
-                utc(2026, 10, 25, 0, 30, 0),
-                utc(2026, 10, 26, 1, 0, 0),
-            ]
-        );
+        let want = [
+            utc(2026, 10, 25, 0, 0, 0),
+            utc(2026, 10, 25, 0, 30, 0),
+            utc(2026, 10, 26, 1, 0, 0),
+        ];
+        assert_next("0,30 2 * * *", BERLIN, utc(2026, 10, 24, 23, 0, 0), &want);
     }
 
     #[test]
     fn fall_back_keeps_a_wildcard_hour_job_on_elapsed_time() {
-        let r = rec("*/15 * * * *", "Europe/Berlin");
         // 23:45 UTC on the 24th is 01:45 CEST; run through both passes of 02:00–02:59.
         let start = utc(2026, 10, 24, 23, 45, 0);
-        let got = next_n(&r, start, 12);
         let want: Vec<i64> = (1..=12).map(|i| start + i * 15 * MIN).collect();
-        assert_eq!(got, want);
+        assert_next("*/15 * * * *", BERLIN, start, &want);
+    }
+
+    /// A catch-up that fires at `fire_at`, folds in `missed`, and fires next at `next`.
+    fn caught_up(fire_at: i64, missed: u32, next: i64) -> CatchUp {
+        CatchUp {
+            fire_at,
+            missed,
+            next: Some(next),
+        }
     }
 
     #[test]
     fn catch_up_per_minute_after_three_hours() {
         let r = rec("* * * * *", "UTC");
-        let next_run_at = utc(2026, 1, 5, 9, 0, 0);
-        let now = utc(2026, 1, 5, 12, 0, 30);
-        let c = r.catch_up(next_run_at, now);
+        let c = r.catch_up(utc(2026, 1, 5, 9, 0, 0), utc(2026, 1, 5, 12, 0, 30));
         // 09:00 through 12:00 are 181 occurrences: fire the last, fold in 180.
-        assert_eq!(
-            c,
-            CatchUp {
-                fire_at: utc(2026, 1, 5, 12, 0, 0),
-                missed: 180,
-                next: Some(utc(2026, 1, 5, 12, 1, 0)),
-            }
-        );
+        let want = caught_up(utc(2026, 1, 5, 12, 0, 0), 180, utc(2026, 1, 5, 12, 1, 0));
+        assert_eq!(c, want);
     }
 
     #[test]
     fn catch_up_on_time_misses_nothing() {
         let r = rec("* * * * *", "UTC");
         let at = utc(2026, 1, 5, 9, 0, 0);
-        assert_eq!(
-            r.catch_up(at, at),
-            CatchUp {
-                fire_at: at,
-                missed: 0,
-                next: Some(at + MIN)
-            }
-        );
+        assert_eq!(r.catch_up(at, at), caught_up(at, 0, at + MIN));
         assert_eq!(r.catch_up(at, at + 59_999).missed, 0);
         assert_eq!(r.catch_up(at, at + MIN).missed, 1);
     }
 
     #[test]
     fn catch_up_agrees_with_next_after_over_a_clock_change() {
-        let r = rec("30 2 * * *", "Europe/Berlin");
+        let r = rec("30 2 * * *", BERLIN);
         let c = r.catch_up(utc(2026, 3, 27, 1, 30, 0), utc(2026, 3, 31, 12, 0, 0));
         // 27th, 28th, (29th skipped), 30th, 31st.
-        assert_eq!(c.fire_at, utc(2026, 3, 31, 0, 30, 0));
-        assert_eq!(c.missed, 3);
-        assert_eq!(c.next, Some(utc(2026, 4, 1, 0, 30, 0)));
+        let want = caught_up(utc(2026, 3, 31, 0, 30, 0), 3, utc(2026, 4, 1, 0, 30, 0));
+        assert_eq!(c, want);
     }
 
     #[test]
@@ -423,21 +404,21 @@ mod tests {
         let r = rec("0 9 * * *", "UTC");
         let stored = utc(2026, 1, 5, 10, 0, 0);
         let c = r.catch_up(stored, utc(2026, 1, 5, 11, 0, 0));
-        assert_eq!(c.fire_at, stored);
-        assert_eq!(c.missed, 0);
-        assert_eq!(c.next, Some(utc(2026, 1, 6, 9, 0, 0)));
+        assert_eq!(c, caught_up(stored, 0, utc(2026, 1, 6, 9, 0, 0)));
     }
 
     #[test]
     fn catch_up_per_second_after_forty_days_saturates() {
-        let r = rec("* * * * * *", "Europe/Berlin");
-        let next_run_at = utc(2026, 1, 1, 0, 0, 0);
+        let r = rec("* * * * * *", BERLIN);
         let now = utc(2026, 2, 10, 0, 0, 0) + 250;
         // Bounded work shows as the cap, not the true 3,456,000.
-        let c = r.catch_up(next_run_at, now);
-        assert_eq!(c.missed, MISSED_CAP);
-        assert_eq!(c.fire_at, utc(2026, 2, 10, 0, 0, 0));
-        assert_eq!(c.next, Some(utc(2026, 2, 10, 0, 0, 1)));
+        let c = r.catch_up(utc(2026, 1, 1, 0, 0, 0), now);
+        let want = caught_up(
+            utc(2026, 2, 10, 0, 0, 0),
+            MISSED_CAP,
+            utc(2026, 2, 10, 0, 0, 1),
+        );
+        assert_eq!(c, want);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The API's OpenAPI 3.1 document, built from the handlers' `#[utoipa::path]`
 //! annotations and served, without a token, at `GET /v1/openapi.json`.
 //!
-//! Request bodies are the handlers' own body types. Answers built from
-//! `herald-store` and `herald-core` values are described here by types that
-//! only document their JSON (those crates stay free of utoipa); the API tests
-//! check real answers against them, so a field added to a record and not
-//! described here fails a test.
+//! Request bodies are the handlers' own body types, and so are the answers
+//! this crate defines (a rendered template, a test event's outcome). Answers
+//! built from `herald-store` and `herald-core` values are described here by
+//! types that only document their JSON (those crates stay free of utoipa);
+//! the API tests check real answers against them, so a field added to a
+//! record and not described here fails a test.
 
 use std::sync::OnceLock;
 
@@ -828,14 +829,6 @@ pub(crate) mod answers {
         pub updated_at: String,
     }
 
-    /// A template rendered with data.
-    #[derive(ToSchema)]
-    pub struct Rendered {
-        pub subject: String,
-        pub text: Option<String>,
-        pub html: Option<String>,
-    }
-
     /// A recurring schedule.
     #[derive(ToSchema)]
     pub struct Schedule {
@@ -1026,18 +1019,6 @@ pub(crate) mod answers {
         /// When the next attempt is due, while pending.
         #[schema(format = DateTime)]
         pub next_attempt_at: Option<String>,
-    }
-
-    /// What a test event came to.
-    #[derive(ToSchema)]
-    pub struct WebhookTest {
-        /// The event's `webhook-id`.
-        pub event_id: String,
-        /// True when the endpoint answered 2xx.
-        pub delivered: bool,
-        pub response_status: Option<u16>,
-        pub error: Option<String>,
-        pub duration_ms: i64,
     }
 }
 

@@ -1,7 +1,7 @@
 //! A tenant's gateways: processes inside its network that fetch its mail
 //! from Herald and deliver it there; their tokens (shown once) and instances.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use herald_core::timestamp::now_ms;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{path_id, shown_once};
+use super::{Id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -83,9 +83,8 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> Result<Json<GatewayView>, ApiError> {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let gateway = state.store.gateway(tenant.id, id).await?;
     Ok(Json(service::gateway_view(&state, gateway, now_ms())))
 }
@@ -96,9 +95,8 @@ async fn show(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: GatewayId = path_id(&id, "gateway")?;
     service::delete_gateway(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -110,9 +108,8 @@ async fn remove(
 async fn new_token(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let replaced = service::replace_gateway_token(&state, &caller, &tenant, id).await?;
     Ok(Json(with_token(&state, replaced)?))
 }

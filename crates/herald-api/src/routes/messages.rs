@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use herald_store::{MessageQuery, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Check, path_id};
+use super::{Check, Id};
 use crate::body::Body;
 use crate::gate::{Authorised, Sender};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -205,6 +205,28 @@ pub(crate) fn mailbox_list(check: &mut Check, field: &str, raw: &[String]) -> Ve
         .collect()
 }
 
+/// Bcc addresses, checked like [`mailbox_list`]. Nobody sees a Bcc
+/// recipient's name: only the address is kept.
+pub(crate) fn bcc_list(check: &mut Check, raw: &[String]) -> Vec<EmailAddress> {
+    mailbox_list(check, "bcc", raw)
+        .into_iter()
+        .map(|m| m.address)
+        .collect()
+}
+
+/// Refuses more recipients in to, cc and bcc together than the node allows.
+pub(crate) fn check_recipient_total(check: &mut Check, state: &AppState, total: usize) {
+    if total > state.limits.max_recipients {
+        check.fail(
+            "to",
+            &format!(
+                "with cc and bcc must hold at most {} recipients (got {total})",
+                state.limits.max_recipients
+            ),
+        );
+    }
+}
+
 fn body_text(input: &str) -> Result<(), Invalid> {
     if input.contains('\0') {
         return Err(Invalid::new("must not contain NUL"));
@@ -355,21 +377,9 @@ async fn prepare(
     let given_to = body.to.unwrap_or_default();
     let mut to = mailbox_list(&mut check, "to", &given_to);
     let cc = mailbox_list(&mut check, "cc", &body.cc);
-    // Nobody sees a Bcc recipient's name: only the address is kept.
-    let bcc: Vec<EmailAddress> = mailbox_list(&mut check, "bcc", &body.bcc)
-        .into_iter()
-        .map(|m| m.address)
-        .collect();
+    let bcc = bcc_list(&mut check, &body.bcc);
     let total = given_to.len() + body.cc.len() + body.bcc.len();
-    if total > state.limits.max_recipients {
-        check.fail(
-            "to",
-            &format!(
-                "with cc and bcc must hold at most {} recipients (got {total})",
-                state.limits.max_recipients
-            ),
-        );
-    }
+    check_recipient_total(&mut check, state, total);
     let subject = match &body.subject {
         Some(subject) => check.take("subject", Subject::parse(subject)),
         None => {
@@ -675,9 +685,8 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<Sender>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let id = path_id(&id, "message")?;
     Ok(Json(
         crate::service::cancel_message(&state, &caller, &tenant, id).await?,
     ))
@@ -689,9 +698,8 @@ async fn cancel(
 async fn show(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<Sender>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<MessageId>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let id = path_id(&id, "message")?;
     Ok(Json(
         crate::service::message(&state, &caller, &tenant, id).await?,
     ))

@@ -17,10 +17,15 @@ use herald_core::timestamp::now_ms;
 use std::str::FromStr;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, RawPathParams, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use herald_core::{FieldError, Invalid};
+use herald_core::{
+    FieldError, GatewayId, Invalid, MessageId, PersonId, ProviderId, ScheduleId, ServerId,
+    SmtpConnectorId, SmtpCredentialId, TemplateId, TokenId, WebhookId,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -141,6 +146,57 @@ fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T
     raw.parse().map_err(|_| ApiError::NotFound(what))
 }
 
+/// A kind of object a route names by id, and what its 404 calls it.
+pub(crate) trait Object: FromStr<Err = Invalid> + Send {
+    /// The object's name in a `not-found` problem, such as `SMTP server`.
+    const WHAT: &'static str;
+}
+
+/// Names each id type's object for [`Id`].
+macro_rules! objects {
+    ($($id:ty => $what:literal),* $(,)?) => {
+        $(impl Object for $id {
+            const WHAT: &'static str = $what;
+        })*
+    };
+}
+
+objects! {
+    GatewayId => "gateway",
+    MessageId => "message",
+    PersonId => "person",
+    ProviderId => "provider",
+    ScheduleId => "schedule",
+    ServerId => "SMTP server",
+    SmtpConnectorId => "SMTP connector",
+    SmtpCredentialId => "SMTP credential",
+    TemplateId => "template",
+    TokenId => "token",
+    WebhookId => "webhook",
+}
+
+/// The `{id}` segment of the path, parsed as the id of a `T`: a malformed id
+/// names nothing, so it is the 404 of `T`. Handlers take it after the tenant
+/// gate, so a caller learns nothing about another tenant's path from it.
+pub(crate) struct Id<T>(pub T);
+
+impl<T: Object> FromRequestParts<AppState> for Id<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let raw = params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .map_or("", |(_, value)| value);
+        path_id(raw, T::WHAT)
+            .map(Id)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 /// The query string's parameters, or a malformed request that says why not.
 fn query_params<Q>(query: Result<Query<Q>, QueryRejection>) -> Result<Q, ApiError> {
     let Query(params) = query.map_err(|e| {
@@ -217,6 +273,25 @@ impl Check {
             Some(s) if s.trim_matches([' ', '\t']).is_empty() => None,
             Some(s) => self.take(field, parse(&s)),
             None => base.cloned(),
+        }
+    }
+
+    /// A field a create needs: given, it is parsed; absent, a change keeps
+    /// `kept` (the stored value) and a create is refused with "is required".
+    pub(crate) fn required<S, T>(
+        &mut self,
+        field: &str,
+        given: Option<S>,
+        kept: Option<T>,
+        parse: impl FnOnce(S) -> Result<T, Invalid>,
+    ) -> Option<T> {
+        match (given, kept) {
+            (Some(given), _) => self.take(field, parse(given)),
+            (None, Some(kept)) => Some(kept),
+            (None, None) => {
+                self.fail(field, "is required");
+                None
+            }
         }
     }
 

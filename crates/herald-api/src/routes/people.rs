@@ -1,7 +1,7 @@
 //! Persons of a tenant and API tokens: personal tokens act as their person,
 //! service tokens send; every token is shown once and can be listed and revoked.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use herald_store::{Person, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{path_id, shown_once};
+use super::{Id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -94,14 +94,9 @@ async fn list_persons(
 async fn show_person(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<PersonId>,
 ) -> Result<Json<Person>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .person(tenant.id, path_id(&id, "person")?)
-            .await?,
-    ))
+    Ok(Json(state.store.person(tenant.id, id).await?))
 }
 
 /// Deletes a person; their personal tokens go with them.
@@ -110,9 +105,8 @@ async fn show_person(
 async fn remove_person(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<PersonId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: PersonId = path_id(&id, "person")?;
     state.store.delete_person(tenant.id, id).await?;
     caller
         .audit_tenant(&state, tenant.id, "person.delete", id, json!({}))
@@ -134,10 +128,9 @@ struct PasswordBody {
 async fn put_password(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<PersonId>,
     body: Body<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
-    let id: PersonId = path_id(&id, "person")?;
     let body = body.parse()?;
     set_person_password(&state, &caller, &tenant, id, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -183,9 +176,8 @@ async fn list_tokens(
 async fn revoke_token(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TokenId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: TokenId = path_id(&id, "token")?;
     service::revoke_token(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,6 @@
 //! Notification providers: which server and account a tenant's mail goes through, and as whom.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use herald_store::{Provider, ProviderSettings};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Check, name, path_id};
+use super::{Check, Id, name};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -157,14 +157,9 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
 ) -> Result<Json<Provider>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .provider(tenant.id, path_id::<ProviderId>(&id, "provider")?)
-            .await?,
-    ))
+    Ok(Json(state.store.provider(tenant.id, id).await?))
 }
 
 /// Changes a provider: absent fields keep their value, an empty string clears an optional one.
@@ -177,11 +172,10 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
     body: Body<ProviderBody>,
 ) -> Result<Json<Provider>, ApiError> {
     let body = body.parse()?;
-    let id = path_id::<ProviderId>(&id, "provider")?;
     Ok(Json(
         update_provider(&state, &caller, &tenant, id, body).await?,
     ))
@@ -196,9 +190,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: ProviderId = path_id(&id, "provider")?;
     delete_provider(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -223,11 +216,10 @@ struct TestBody {
 async fn test_message(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
     body: Body<TestBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let body = body.parse_or_default()?;
-    let id = path_id::<ProviderId>(&id, "provider")?;
     let submitted = send_test_message(&state, &caller, &tenant, id, body.to).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -2,7 +2,7 @@
 //! template and its data, recipients; their firings; a run on demand.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use herald_store::{Schedule, ScheduleRun};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{newest_limit, path_id, query_params};
+use super::{Id, newest_limit, query_params};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -102,9 +102,8 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> Result<Json<Schedule>, ApiError> {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     Ok(Json(state.store.schedule(tenant.id, id).await?))
 }
 
@@ -119,10 +118,9 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
     body: Body<ScheduleBody>,
 ) -> Result<Json<Schedule>, ApiError> {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     Ok(Json(
         service::update_schedule(&state, &caller, &tenant, id, body.parse()?).await?,
     ))
@@ -134,9 +132,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     service::delete_schedule(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,9 +148,8 @@ async fn remove(
 async fn run(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> Result<(StatusCode, Json<ScheduleRun>), ApiError> {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let run = service::run_schedule(&state, &caller, &tenant, id).await?;
     Ok((StatusCode::CREATED, Json(run)))
 }
@@ -167,10 +163,9 @@ async fn run(
 async fn runs(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ScheduleRun>>, ApiError> {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let limit = newest_limit(query_params(query)?.limit.as_deref())?;
     Ok(Json(state.store.schedule_runs(tenant.id, id, limit).await?))
 }

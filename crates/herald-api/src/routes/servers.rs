@@ -14,7 +14,7 @@ use herald_store::{ServerSettings, SmtpAccount, SmtpServer, Warning};
 use serde::{Deserialize, Serialize};
 use url::Host;
 
-use super::{Check, name, path_id};
+use super::{Check, Id, name, path_id};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{AccountPath, ObjectPath, TenantPath, answers};
@@ -137,30 +137,19 @@ impl ServerBody {
         base: Option<&ServerSettings>,
     ) -> Result<ServerSettings, ApiError> {
         let mut check = Check::default();
-        let name = match (self.name, base) {
-            (Some(n), _) => check.take("name", name(&n)),
-            (None, Some(b)) => Some(b.name.clone()),
-            (None, None) => {
-                check.fail("name", "is required");
-                None
-            }
-        };
-        let host = match (self.host, base) {
-            (Some(h), _) => check.take("host", SmtpHost::parse(&h)),
-            (None, Some(b)) => Some(b.host.clone()),
-            (None, None) => {
-                check.fail("host", "is required");
-                None
-            }
-        };
-        let port = match (self.port, base) {
-            (Some(p), _) => check.take("port", Port::new(p)),
-            (None, Some(b)) => Some(b.port),
-            (None, None) => {
-                check.fail("port", "is required");
-                None
-            }
-        };
+        let name = check.required(
+            "name",
+            self.name.as_deref(),
+            base.map(|b| b.name.clone()),
+            name,
+        );
+        let host = check.required(
+            "host",
+            self.host.as_deref(),
+            base.map(|b| b.host.clone()),
+            SmtpHost::parse,
+        );
+        let port = check.required("port", self.port, base.map(|b| b.port), Port::new);
         // Without a word from the administrator, 465 means implicit TLS and
         // every other port STARTTLS, which never falls back to plaintext.
         let security = match (self.security, base) {
@@ -337,12 +326,9 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
-    let server = state
-        .store
-        .server(tenant.id, path_id::<ServerId>(&id, "SMTP server")?)
-        .await?;
+    let server = state.store.server(tenant.id, id).await?;
     Ok(Json(server.into()))
 }
 
@@ -355,11 +341,10 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
     body: Body<ServerBody>,
 ) -> Result<Json<ServerAnswer>, ApiError> {
     let body = body.parse()?;
-    let id = path_id::<ServerId>(&id, "SMTP server")?;
     let server = update_server(&state, &caller, &tenant, id, body).await?;
     Ok(Json(ServerAnswer::saved(&state, server).await))
 }
@@ -370,9 +355,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: ServerId = path_id(&id, "SMTP server")?;
     delete_server(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -454,12 +438,11 @@ pub(crate) fn secret(input: &str) -> Result<Secret, Invalid> {
 async fn post_account(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(server): Id<ServerId>,
     body: Body<AccountBody>,
 ) -> Result<(StatusCode, Json<SmtpAccount>), ApiError> {
     let body = body.parse()?;
-    let server_id = path_id::<ServerId>(&id, "SMTP server")?;
-    let account = create_account(&state, &caller, &tenant, server_id, body).await?;
+    let account = create_account(&state, &caller, &tenant, server, body).await?;
     Ok((StatusCode::CREATED, Json(account)))
 }
 
@@ -469,14 +452,9 @@ async fn post_account(
 async fn list_accounts(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
 ) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .list_accounts(tenant.id, path_id(&id, "SMTP server")?)
-            .await?,
-    ))
+    Ok(Json(state.store.list_accounts(tenant.id, id).await?))
 }
 
 /// One account.

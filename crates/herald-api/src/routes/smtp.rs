@@ -1,6 +1,6 @@
 //! A tenant's SMTP credentials and IP connectors, for the SMTP submission listener.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use herald_store::{SmtpConnector, SmtpCredential};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{path_id, shown_once};
+use super::{Id, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -95,9 +95,8 @@ async fn list_credentials(
 async fn revoke_credential(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpCredentialId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SmtpCredentialId = path_id(&id, "SMTP credential")?;
     service::revoke_smtp_credential(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -135,9 +134,8 @@ async fn list_connectors(
 async fn delete_connector(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpConnectorId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: SmtpConnectorId = path_id(&id, "SMTP connector")?;
     service::delete_smtp_connector(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,6 @@
 //! A tenant's message templates: saved, versioned, previewed with data.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use herald_store::Template;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::path_id;
+use super::Id;
 use crate::body::Body;
 use crate::gate::{Authorised, Sender, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -89,9 +89,8 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
 ) -> Result<Json<Template>, ApiError> {
-    let id: TemplateId = path_id(&id, "template")?;
     Ok(Json(state.store.template(tenant.id, id).await?))
 }
 
@@ -106,10 +105,9 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
     body: Body<TemplateBody>,
 ) -> Result<Json<Template>, ApiError> {
-    let id: TemplateId = path_id(&id, "template")?;
     Ok(Json(
         service::update_template(&state, &caller, &tenant, id, body.parse()?).await?,
     ))
@@ -124,9 +122,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: TemplateId = path_id(&id, "template")?;
     service::delete_template(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -135,16 +132,15 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/templates/{id}/preview", tag = "templates", params(ObjectPath),
     request_body(content = Option<PreviewBody>, description = "Optional"),
     responses(
-        (status = 200, description = "The rendered subject, text and html", body = answers::Rendered),
+        (status = 200, description = "The rendered subject, text and html", body = Rendered),
         (status = 422, description = "`data` lacks a variable the template uses, or rendering failed", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ))]
 async fn preview(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<Sender>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
     body: Body<PreviewBody>,
 ) -> Result<Json<Rendered>, ApiError> {
-    let id: TemplateId = path_id(&id, "template")?;
     let body: PreviewBody = body.parse_or_default()?;
     let template = state.store.template(tenant.id, id).await?;
     let data = body

@@ -2,7 +2,7 @@
 //! its messages, their signing secrets, recent deliveries and a test event.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use herald_store::{Webhook, WebhookDelivery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{newest_limit, path_id, query_params, shown_once};
+use super::{Id, newest_limit, query_params, shown_once};
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -123,9 +123,8 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> Result<Json<Webhook>, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     Ok(Json(state.store.webhook(tenant.id, id).await?))
 }
 
@@ -137,10 +136,9 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
     body: Body<WebhookBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let (webhook, warnings) =
         service::update_webhook(&state, &caller, &tenant, id, body.parse()?).await?;
     let answer = serde_json::to_value(Saved { webhook, warnings })
@@ -154,9 +152,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> Result<StatusCode, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     service::delete_webhook(&state, &caller, &tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,10 +167,9 @@ async fn remove(
 async fn rotate_secret(
     State(state): State<AppState>,
     Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
     body: Body<RotateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let rotated =
         service::rotate_webhook_secret(&state, &caller, &tenant, id, body.parse_or_default()?)
             .await?;
@@ -190,10 +186,9 @@ async fn rotate_secret(
 async fn deliveries(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let limit = newest_limit(query_params(query)?.limit.as_deref())?;
     Ok(Json(
         state.store.webhook_deliveries(tenant.id, id, limit).await?,
@@ -204,12 +199,11 @@ async fn deliveries(
 /// signed like every event, and answers what became of it. The attempt is
 /// listed among the webhook's deliveries.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/webhooks/{id}/test", tag = "webhooks", params(ObjectPath),
-    responses((status = 200, description = "What the endpoint answered", body = answers::WebhookTest)))]
+    responses((status = 200, description = "What the endpoint answered", body = service::WebhookTest)))]
 async fn test_event(
     State(state): State<AppState>,
     Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> Result<Json<service::WebhookTest>, ApiError> {
-    let id: WebhookId = path_id(&id, "webhook")?;
     Ok(Json(service::test_webhook(&state, &tenant, id).await?))
 }

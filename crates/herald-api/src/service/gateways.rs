@@ -91,13 +91,7 @@ pub async fn create_gateway(
     body: GatewayBody,
 ) -> Result<WithToken, ApiError> {
     let mut check = Check::default();
-    let name = match body.name {
-        Some(n) => check.take("name", name(&n)),
-        None => {
-            check.fail("name", "is required");
-            None
-        }
-    };
+    let name = check.required("name", body.name.as_deref(), None, name);
     check.finish()?;
     let token = token::gateway_token();
     let record = state

@@ -3,7 +3,7 @@
 //! scheduler or on demand, into one message each time.
 
 use herald_core::timestamp::now_ms;
-use herald_core::{EmailAddress, Invalid, MessageId, ScheduleId, ScheduleRunId, Subject};
+use herald_core::{Invalid, MessageId, ScheduleId, ScheduleRunId, Subject};
 use herald_store::{
     Firing, NewMessage, NewSchedule, NextRun, Origin, RunTrigger, Schedule, ScheduleFields,
     ScheduleRun, StoreError, Tenant,
@@ -27,22 +27,15 @@ async fn fields(
 ) -> Result<ScheduleFields, ApiError> {
     let mut check = Check::default();
     let base = base.map(|b| &b.fields);
-    let name = match (&body.name, base) {
-        (Some(name), _) => check.take("name", crate::routes::name(name)),
-        (None, Some(base)) => Some(base.name.clone()),
-        (None, None) => {
-            check.fail("name", "is required");
-            None
-        }
-    };
-    let cron = match (body.cron, base) {
-        (Some(cron), _) => Some(cron.trim().to_owned()),
-        (None, Some(base)) => Some(base.cron.clone()),
-        (None, None) => {
-            check.fail("cron", "is required");
-            None
-        }
-    };
+    let name = check.required(
+        "name",
+        body.name.as_deref(),
+        base.map(|b| b.name.clone()),
+        crate::routes::name,
+    );
+    let cron = check.required("cron", body.cron, base.map(|b| b.cron.clone()), |cron| {
+        Ok(cron.trim().to_owned())
+    });
     let timezone = body
         .timezone
         .map(|t| t.trim().to_owned())
@@ -88,31 +81,18 @@ async fn fields(
         body.cc,
         base.map(|b| b.cc.clone()).unwrap_or_default(),
     );
-    let bcc: Vec<EmailAddress> = match body.bcc {
-        Some(given) => crate::routes::messages::mailbox_list(&mut check, "bcc", &given)
-            .into_iter()
-            .map(|m| m.address)
-            .collect(),
+    let bcc = match body.bcc {
+        Some(given) => crate::routes::messages::bcc_list(&mut check, &given),
         None => base.map(|b| b.bcc.clone()).unwrap_or_default(),
     };
     let total = to.len() + cc.len() + bcc.len();
-    if total > state.limits.max_recipients {
-        check.fail(
-            "to",
-            &format!(
-                "with cc and bcc must hold at most {} recipients (got {total})",
-                state.limits.max_recipients
-            ),
-        );
-    }
-    let template_reference = match (body.template, base) {
-        (Some(reference), _) => Some(reference),
-        (None, Some(base)) => Some(base.template_id.to_string()),
-        (None, None) => {
-            check.fail("template", "is required");
-            None
-        }
-    };
+    crate::routes::messages::check_recipient_total(&mut check, state, total);
+    let template_reference = check.required(
+        "template",
+        body.template,
+        base.map(|b| b.template_id.to_string()),
+        Ok,
+    );
     check.finish()?;
     let template = find_template(
         state,
@@ -169,17 +149,24 @@ pub async fn create_schedule(
             created_at: now,
         })
         .await?;
+    Ok(saved(state, caller, tenant, "schedule.create", record).await)
+}
+
+/// Tells the scheduler that a schedule was saved (it may fire at another
+/// time now), and records `action` on it in the audit log.
+async fn saved(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    record: Schedule,
+) -> Schedule {
     state.schedules_changed.notify_one();
+    let details = audit_details(&record.fields);
     caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "schedule.create",
-            record.id,
-            audit_details(&record.fields),
-        )
+        .audit_tenant(state, tenant.id, action, record.id, details)
         .await;
-    Ok(record)
+    record
 }
 
 /// What the audit log keeps of a schedule (never its data: it may hold names and addresses).
@@ -218,17 +205,7 @@ pub async fn update_schedule(
         .store
         .update_schedule(tenant.id, id, fields, next_run, now)
         .await?;
-    state.schedules_changed.notify_one();
-    caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "schedule.update",
-            id,
-            audit_details(&record.fields),
-        )
-        .await;
-    Ok(record)
+    Ok(saved(state, caller, tenant, "schedule.update", record).await)
 }
 
 /// Deletes a schedule and its history; the messages it made stay.

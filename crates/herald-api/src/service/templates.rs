@@ -87,28 +87,24 @@ fn fields(
 ) -> Result<TemplateFields, ApiError> {
     let mut check = Check::default();
     let max = state.limits.max_message_bytes;
-    let name = match (&body.name, base) {
-        (Some(name), _) => check.take("name", crate::routes::name(name)),
-        (None, Some(base)) => Some(base.name.clone()),
-        (None, None) => {
-            check.fail("name", "is required");
-            None
-        }
-    };
+    let name = check.required(
+        "name",
+        body.name.as_deref(),
+        base.map(|b| b.name.clone()),
+        crate::routes::name,
+    );
     let description = check.clearable(
         "description",
         body.description,
         base.and_then(|b| b.description.as_ref()),
         description,
     );
-    let subject = match (&body.subject, base) {
-        (Some(subject), _) => check.take("subject", subject_source(subject)),
-        (None, Some(base)) => Some(base.content.subject.clone()),
-        (None, None) => {
-            check.fail("subject", "is required");
-            None
-        }
-    };
+    let subject = check.required(
+        "subject",
+        body.subject.as_deref(),
+        base.map(|b| b.content.subject.clone()),
+        subject_source,
+    );
     let text = check.clearable(
         "text",
         body.text,
@@ -158,16 +154,23 @@ pub async fn create_template(
             created_at: now_ms(),
         })
         .await?;
+    Ok(audited(state, caller, tenant, "template.create", record).await)
+}
+
+/// Records `action` on a template just saved in the audit log, with its
+/// name and the version it is now at.
+async fn audited(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    record: Template,
+) -> Template {
+    let details = json!({"name": record.name, "version": record.version});
     caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "template.create",
-            record.id,
-            json!({"name": record.name, "version": record.version}),
-        )
+        .audit_tenant(state, tenant.id, action, record.id, details)
         .await;
-    Ok(record)
+    record
 }
 
 /// Changes a template: the result is its next version (none when nothing
@@ -192,16 +195,7 @@ pub async fn update_template(
         .store
         .update_template(tenant.id, id, fields, now_ms())
         .await?;
-    caller
-        .audit_tenant(
-            state,
-            tenant.id,
-            "template.update",
-            id,
-            json!({"name": record.name, "version": record.version}),
-        )
-        .await;
-    Ok(record)
+    Ok(audited(state, caller, tenant, "template.update", record).await)
 }
 
 /// Deletes a template no schedule uses; messages rendered from it keep their content.

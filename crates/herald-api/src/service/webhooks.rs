@@ -31,7 +31,7 @@ pub struct WithSecret {
 }
 
 /// What a test event came to, as the API answers it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookTest {
     /// The event's `webhook-id`, as listed among the deliveries.
     pub event_id: String,

@@ -48,7 +48,7 @@ pub const FUEL: u64 = 100_000;
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// A template's parts after rendering.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Rendered {
     /// One line, trimmed, never empty.
     pub subject: String,
