@@ -101,9 +101,9 @@ where
 
 /// The page `again` renders with why `error` refused what was asked (field
 /// errors beside the fields, anything else as the page's general error),
-/// answered with the error's status (422 for field errors). For a handler
-/// that shows only some refusals on its page and answers the others with
-/// the error page, as [`submit`] shows them all.
+/// answered with the error's status (422 for field errors). [`submit`] does
+/// this with every refusal; a handler that shows only some of them on its
+/// page (and the others as the error page) calls it for those.
 pub async fn refused<Again>(error: ApiError, again: impl FnOnce(Problems) -> Again) -> PageResult
 where
     Again: Future<Output = PageResult>,

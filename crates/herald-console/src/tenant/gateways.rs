@@ -154,15 +154,9 @@ async fn confirm_new_token(
     Id(id): Id<GatewayId>,
 ) -> PageResult {
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
-    let gateway = context! { gateway => service::gateway_view(&state, gateway, now_ms()) };
-    confirmation(
-        &me,
-        &tenant,
-        "gateways",
-        "gateway_new_token.html",
-        gateway,
-        None,
-    )
+    let gateway = service::gateway_view(&state, gateway, now_ms());
+    let shown = context! { gateway };
+    confirmation(&me, &tenant, "gateways", "gateway_new_token.html", shown)
 }
 
 async fn new_token(
@@ -180,15 +174,9 @@ async fn confirm_delete(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<GatewayId>,
 ) -> PageResult {
-    let gateway = context! { gateway => store(state.store.gateway(tenant.id, id).await)? };
-    confirmation(
-        &me,
-        &tenant,
-        "gateways",
-        "gateway_delete.html",
-        gateway,
-        None,
-    )
+    let gateway = store(state.store.gateway(tenant.id, id).await)?;
+    let shown = context! { gateway };
+    confirmation(&me, &tenant, "gateways", "gateway_delete.html", shown)
 }
 
 async fn delete_gateway(
@@ -196,20 +184,13 @@ async fn delete_gateway(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<GatewayId>,
 ) -> PageResult {
-    let gateway = context! { gateway => store(state.store.gateway(tenant.id, id).await)? };
+    let gateway = store(state.store.gateway(tenant.id, id).await)?;
     let deleted = service::delete_gateway(&state, &me.caller, &tenant, id);
     let done = Saved::GatewayDeleted.on(&format!("/t/{}/gateways", tenant.slug));
     // A server still pinned to it: the confirmation page again, saying which.
     delete_confirmed(deleted, done, |problems| {
-        let problems = Some(problems);
-        confirmation(
-            &me,
-            &tenant,
-            "gateways",
-            "gateway_delete.html",
-            gateway,
-            problems,
-        )
+        let refused = context! { gateway, problems };
+        confirmation(&me, &tenant, "gateways", "gateway_delete.html", refused)
     })
     .await
 }

@@ -3,8 +3,10 @@
 //!
 //! Each handler receives its tenant through the [`TenantPage`](crate::gate::TenantPage) extractor (role
 //! and tenant isolation: another tenant's pages are 404), so none can skip
-//! the check, and acts through the API's services; every form's POST answers
-//! through [`crate::pages::submit`].
+//! the check, then the `{id}` of its path through [`Id`], and acts through
+//! the API's services; every form's POST answers through
+//! [`crate::pages::submit`], and every page that asks before a delete, a
+//! revocation or a new token is a [`confirmation`].
 
 mod accounts;
 mod audit;
@@ -135,18 +137,16 @@ fn store<T>(result: herald_store::Result<T>) -> Result<T, PageError> {
 
 /// The page that asks before what cannot be undone (a delete, a revocation,
 /// a new token): `template` shows `object`, the tenant's one under the name
-/// its context gives it (`context! { schedule }`), and why it was refused
-/// when it was.
+/// its context gives it (`context! { schedule }`), and with `problems` why
+/// it was refused when it was.
 fn confirmation(
     me: &Signed,
     tenant: &Tenant,
     nav: &str,
     template: &str,
     object: Value,
-    problems: Option<Problems>,
 ) -> PageResult {
-    let object_and_base = merge_maps([object, base(me, tenant, nav)]);
-    Ok(page(template, context! { problems, ..object_and_base }))
+    Ok(page(template, merge_maps([object, base(me, tenant, nav)])))
 }
 
 /// Deletes what a confirmation page asked about: once `deleted`, on to

@@ -388,15 +388,9 @@ async fn confirm_delete(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    let schedule = context! { schedule => store(state.store.schedule(tenant.id, id).await)? };
-    confirmation(
-        &me,
-        &tenant,
-        "schedules",
-        "schedule_delete.html",
-        schedule,
-        None,
-    )
+    let schedule = store(state.store.schedule(tenant.id, id).await)?;
+    let shown = context! { schedule };
+    confirmation(&me, &tenant, "schedules", "schedule_delete.html", shown)
 }
 
 async fn delete_schedule(

@@ -182,15 +182,9 @@ async fn confirm_revoke(
     Id(id): Id<SmtpCredentialId>,
 ) -> PageResult {
     let credentials = store(state.store.list_smtp_credentials(tenant.id).await)?;
-    let credential = context! { credential => found(credentials, id, |c| c.id)? };
-    confirmation(
-        &me,
-        &tenant,
-        "smtp",
-        "smtp_credential_revoke.html",
-        credential,
-        None,
-    )
+    let credential = found(credentials, id, |c| c.id)?;
+    let shown = context! { credential };
+    confirmation(&me, &tenant, "smtp", "smtp_credential_revoke.html", shown)
 }
 
 async fn revoke_credential(
@@ -236,15 +230,9 @@ async fn confirm_delete(
     Id(id): Id<SmtpConnectorId>,
 ) -> PageResult {
     let connectors = store(state.store.list_smtp_connectors(tenant.id).await)?;
-    let connector = context! { connector => found(connectors, id, |c| c.id)? };
-    confirmation(
-        &me,
-        &tenant,
-        "smtp",
-        "smtp_connector_delete.html",
-        connector,
-        None,
-    )
+    let connector = found(connectors, id, |c| c.id)?;
+    let shown = context! { connector };
+    confirmation(&me, &tenant, "smtp", "smtp_connector_delete.html", shown)
 }
 
 async fn delete_connector(

@@ -278,15 +278,8 @@ async fn confirm_delete(
     Id(id): Id<TemplateId>,
 ) -> PageResult {
     let template = store(state.store.template(tenant.id, id).await)?;
-    let template = context! { template };
-    confirmation(
-        &me,
-        &tenant,
-        "templates",
-        "template_delete.html",
-        template,
-        None,
-    )
+    let shown = context! { template };
+    confirmation(&me, &tenant, "templates", "template_delete.html", shown)
 }
 
 async fn delete_template(
@@ -294,20 +287,13 @@ async fn delete_template(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<TemplateId>,
 ) -> PageResult {
-    let template = context! { template => store(state.store.template(tenant.id, id).await)? };
+    let template = store(state.store.template(tenant.id, id).await)?;
     let deleted = service::delete_template(&state, &me.caller, &tenant, id);
     let done = Saved::TemplateDeleted.on(&format!("/t/{}/templates", tenant.slug));
     // In use by a schedule: the confirmation page again, saying so.
     delete_confirmed(deleted, done, |problems| {
-        let problems = Some(problems);
-        confirmation(
-            &me,
-            &tenant,
-            "templates",
-            "template_delete.html",
-            template,
-            problems,
-        )
+        let refused = context! { template, problems };
+        confirmation(&me, &tenant, "templates", "template_delete.html", refused)
     })
     .await
 }

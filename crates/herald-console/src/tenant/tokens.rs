@@ -143,8 +143,9 @@ async fn confirm_revoke(
     Id(id): Id<TokenId>,
 ) -> PageResult {
     let tokens = store(state.store.list_tokens(tenant.id).await)?;
-    let token = context! { token => found(tokens, id, |t| t.id)? };
-    confirmation(&me, &tenant, "tokens", "token_revoke.html", token, None)
+    let token = found(tokens, id, |t| t.id)?;
+    let shown = context! { token };
+    confirmation(&me, &tenant, "tokens", "token_revoke.html", shown)
 }
 
 async fn revoke_token(

@@ -201,15 +201,9 @@ async fn confirm_delete(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<WebhookId>,
 ) -> PageResult {
-    let webhook = context! { webhook => store(state.store.webhook(tenant.id, id).await)? };
-    confirmation(
-        &me,
-        &tenant,
-        "webhooks",
-        "webhook_delete.html",
-        webhook,
-        None,
-    )
+    let webhook = store(state.store.webhook(tenant.id, id).await)?;
+    let shown = context! { webhook };
+    confirmation(&me, &tenant, "webhooks", "webhook_delete.html", shown)
 }
 
 async fn delete_webhook(
