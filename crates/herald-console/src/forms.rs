@@ -80,6 +80,20 @@ impl Problems {
             }
         }
     }
+
+    /// The API's field names as a form names its fields (`field` maps one),
+    /// so each error shows beside its field; where several API fields land
+    /// on one form field (`events[0]`, `events[1]`), the first error shows.
+    pub fn renamed(self, field: impl Fn(&str) -> String) -> Problems {
+        let mut fields = FieldErrors::new();
+        for (name, rule) in self.fields {
+            fields.entry(field(&name)).or_insert(rule);
+        }
+        Problems {
+            fields,
+            general: self.general,
+        }
+    }
 }
 
 /// A whole number typed in a text field; empty is `None`.
@@ -378,6 +392,13 @@ impl CredentialForm {
             other => other.into(),
         }
     }
+}
+
+/// The on/off toggle of a schedule or a webhook: its one field, whether
+/// it is to be on.
+#[derive(Deserialize)]
+pub struct EnabledForm {
+    pub enabled: bool,
 }
 
 /// A new gateway as typed: only its name.

@@ -141,6 +141,15 @@ impl Done {
         Saved::parse(&self.done)
     }
 
+    /// What the page says was saved, when it is one of those `said` names,
+    /// each with its sentence; anything else it says nothing about.
+    pub fn notice(&self, said: &[(Saved, &str)]) -> Option<Notice> {
+        let saved = self.saved()?;
+        said.iter()
+            .find(|(known, _)| *known == saved)
+            .map(|(_, text)| Notice::new(*text))
+    }
+
     /// The code of the egress rule the save found refusing the server's host.
     pub fn egress(&self) -> Option<&str> {
         self.egress.as_deref()

@@ -39,16 +39,9 @@ async fn tenants_page(
     me: &Signed,
     form: &TenantForm,
     problems: Problems,
-    saved: Option<Saved>,
+    notice: Option<Notice>,
 ) -> PageResult {
     me.caller.operator()?;
-    let notice = match saved {
-        Some(Saved::TenantAdded) => Some(Notice::new(
-            "Tenant added. Grant it credential storage if its servers need passwords, then give its administrator a console password on its Persons page.",
-        )),
-        Some(Saved::EntitlementsChanged) => Some(Notice::new("Entitlements saved.")),
-        _ => None,
-    };
     let tenants = state
         .store
         .list_tenants()
@@ -61,8 +54,15 @@ async fn tenants_page(
 }
 
 async fn tenants(State(state): State<AppState>, me: Signed, done: Done) -> PageResult {
+    let notice = done.notice(&[
+        (
+            Saved::TenantAdded,
+            "Tenant added. Grant it credential storage if its servers need passwords, then give its administrator a console password on its Persons page.",
+        ),
+        (Saved::EntitlementsChanged, "Entitlements saved."),
+    ]);
     let form = TenantForm::default();
-    tenants_page(&state, &me, &form, Problems::default(), done.saved()).await
+    tenants_page(&state, &me, &form, Problems::default(), notice).await
 }
 
 async fn create_tenant(

@@ -95,14 +95,24 @@ where
 {
     match outcome.await {
         Ok(value) => show(value).await,
-        Err(error) => {
-            let (status, problems) = Problems::from_api(error);
-            let mut response = again(problems).await?;
-            // A page that failed to render keeps its own (5xx) status.
-            if response.status() == StatusCode::OK {
-                *response.status_mut() = status;
-            }
-            Ok(response)
-        }
+        Err(error) => refused(error, again).await,
     }
+}
+
+/// The page `again` renders with why `error` refused what was asked (field
+/// errors beside the fields, anything else as the page's general error),
+/// answered with the error's status (422 for field errors). [`submit`] does
+/// this with every refusal; a handler that shows only some of them on its
+/// page (and the others as the error page) calls it for those.
+pub async fn refused<Again>(error: ApiError, again: impl FnOnce(Problems) -> Again) -> PageResult
+where
+    Again: Future<Output = PageResult>,
+{
+    let (status, problems) = Problems::from_api(error);
+    let mut response = again(problems).await?;
+    // A page that failed to render keeps its own (5xx) status.
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    Ok(response)
 }

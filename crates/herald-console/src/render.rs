@@ -8,121 +8,56 @@ use axum::response::{Html, IntoResponse, Response};
 use herald_api::ApiError;
 use minijinja::{Environment, Value, context};
 
+/// The templates named, each compiled in from `templates/` under its file's name.
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../templates/", $name)))),*]
+    };
+}
+
 /// Every template, by name; `.html` names are auto-escaped.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../templates/base.html")),
-    ("macros.html", include_str!("../templates/macros.html")),
-    ("sign_in.html", include_str!("../templates/sign_in.html")),
-    ("status.html", include_str!("../templates/status.html")),
-    (
-        "dashboard.html",
-        include_str!("../templates/dashboard.html"),
-    ),
-    ("servers.html", include_str!("../templates/servers.html")),
-    (
-        "server_form.html",
-        include_str!("../templates/server_form.html"),
-    ),
-    (
-        "providers.html",
-        include_str!("../templates/providers.html"),
-    ),
-    (
-        "provider_form.html",
-        include_str!("../templates/provider_form.html"),
-    ),
-    (
-        "properties.html",
-        include_str!("../templates/properties.html"),
-    ),
-    ("messages.html", include_str!("../templates/messages.html")),
-    ("message.html", include_str!("../templates/message.html")),
-    (
-        "test_result.html",
-        include_str!("../templates/test_result.html"),
-    ),
-    (
-        "test_steps.html",
-        include_str!("../templates/test_steps.html"),
-    ),
-    ("audit.html", include_str!("../templates/audit.html")),
-    ("persons.html", include_str!("../templates/persons.html")),
-    ("tenants.html", include_str!("../templates/tenants.html")),
-    ("nodes.html", include_str!("../templates/nodes.html")),
-    (
-        "checklist.html",
-        include_str!("../templates/checklist.html"),
-    ),
-    ("tokens.html", include_str!("../templates/tokens.html")),
-    (
-        "token_created.html",
-        include_str!("../templates/token_created.html"),
-    ),
-    (
-        "token_revoke.html",
-        include_str!("../templates/token_revoke.html"),
-    ),
-    ("smtp.html", include_str!("../templates/smtp.html")),
-    (
-        "smtp_credential_created.html",
-        include_str!("../templates/smtp_credential_created.html"),
-    ),
-    (
-        "smtp_credential_revoke.html",
-        include_str!("../templates/smtp_credential_revoke.html"),
-    ),
-    (
-        "smtp_connector_delete.html",
-        include_str!("../templates/smtp_connector_delete.html"),
-    ),
-    ("webhooks.html", include_str!("../templates/webhooks.html")),
-    ("webhook.html", include_str!("../templates/webhook.html")),
-    (
-        "webhook_secret.html",
-        include_str!("../templates/webhook_secret.html"),
-    ),
-    (
-        "webhook_delete.html",
-        include_str!("../templates/webhook_delete.html"),
-    ),
-    (
-        "templates.html",
-        include_str!("../templates/templates.html"),
-    ),
-    (
-        "template_form.html",
-        include_str!("../templates/template_form.html"),
-    ),
-    (
-        "template_delete.html",
-        include_str!("../templates/template_delete.html"),
-    ),
-    (
-        "schedules.html",
-        include_str!("../templates/schedules.html"),
-    ),
-    (
-        "schedule_form.html",
-        include_str!("../templates/schedule_form.html"),
-    ),
-    ("schedule.html", include_str!("../templates/schedule.html")),
-    (
-        "schedule_delete.html",
-        include_str!("../templates/schedule_delete.html"),
-    ),
-    ("gateways.html", include_str!("../templates/gateways.html")),
-    (
-        "gateway_token.html",
-        include_str!("../templates/gateway_token.html"),
-    ),
-    (
-        "gateway_new_token.html",
-        include_str!("../templates/gateway_new_token.html"),
-    ),
-    (
-        "gateway_delete.html",
-        include_str!("../templates/gateway_delete.html"),
-    ),
+const TEMPLATES: &[(&str, &str)] = templates![
+    "base.html",
+    "macros.html",
+    "sign_in.html",
+    "status.html",
+    "dashboard.html",
+    "servers.html",
+    "server_form.html",
+    "providers.html",
+    "provider_form.html",
+    "properties.html",
+    "messages.html",
+    "message.html",
+    "test_result.html",
+    "test_steps.html",
+    "audit.html",
+    "persons.html",
+    "tenants.html",
+    "nodes.html",
+    "checklist.html",
+    "tokens.html",
+    "token_created.html",
+    "token_revoke.html",
+    "smtp.html",
+    "smtp_credential_created.html",
+    "smtp_credential_revoke.html",
+    "smtp_connector_delete.html",
+    "webhooks.html",
+    "webhook.html",
+    "webhook_secret.html",
+    "webhook_delete.html",
+    "templates.html",
+    "template_form.html",
+    "template_delete.html",
+    "schedules.html",
+    "schedule_form.html",
+    "schedule.html",
+    "schedule_delete.html",
+    "gateways.html",
+    "gateway_token.html",
+    "gateway_new_token.html",
+    "gateway_delete.html",
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -9,7 +9,7 @@ use herald_api::{AppState, service};
 use herald_core::{AccountId, ServerId};
 
 use super::servers::{Extras, server_page};
-use super::{path_id, store};
+use super::{Id, path_id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
 use crate::gate::TenantPage;
 use crate::notice::Saved;
@@ -27,11 +27,10 @@ pub fn router() -> Router<AppState> {
 async fn create_account(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
     Form(form): Form<AccountForm>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     // On an error, the server's form as stored and the account's as typed.
     let server_form = ServerForm::from_server(&server);

@@ -3,24 +3,24 @@
 //! its token shown once on the answer to the form, a new token after a
 //! confirmation page, and deleting one after a confirmation page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
 use herald_api::service::WithToken;
-use herald_api::{ApiError, AppState, service};
+use herald_api::{AppState, service};
 use herald_core::GatewayId;
 use herald_core::timestamp::now_ms;
 use herald_store::Tenant;
 use minijinja::context;
 
-use super::{path_id, store};
+use super::{Id, confirmation, delete_confirmed, store};
 use crate::forms::{GatewayForm, Problems};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
-use crate::pages::{PageResult, base, see, submit_then};
-use crate::render::{page, page_with};
+use crate::pages::{PageResult, base, submit_then};
+use crate::render::page;
 use crate::session::Signed;
 
 /// The server a gateway's command names when the request named no host.
@@ -63,9 +63,10 @@ async fn gateways(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     done: Done,
 ) -> PageResult {
-    let notice = (done.saved() == Some(Saved::GatewayDeleted)).then(|| {
-        Notice::new("Gateway deleted: its token no longer works, and its instances are forgotten.")
-    });
+    let notice = done.notice(&[(
+        Saved::GatewayDeleted,
+        "Gateway deleted: its token no longer works, and its instances are forgotten.",
+    )]);
     let form = GatewayForm::default();
     gateways_page(&state, &me, &tenant, form, Problems::default(), notice).await
 }
@@ -150,24 +151,20 @@ async fn create_gateway(
 async fn confirm_new_token(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> PageResult {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
     let gateway = service::gateway_view(&state, gateway, now_ms());
-    Ok(page(
-        "gateway_new_token.html",
-        context! { gateway, ..base(&me, &tenant, "gateways") },
-    ))
+    let shown = context! { gateway };
+    confirmation(&me, &tenant, "gateways", "gateway_new_token.html", shown)
 }
 
 async fn new_token(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
     headers: HeaderMap,
 ) -> PageResult {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let replaced = service::replace_gateway_token(&state, &me.caller, &tenant, id).await?;
     token_page(&me, &tenant, &headers, false, replaced)
 }
@@ -175,38 +172,27 @@ async fn new_token(
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> PageResult {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
-    Ok(page(
-        "gateway_delete.html",
-        context! { gateway, ..base(&me, &tenant, "gateways") },
-    ))
+    let shown = context! { gateway };
+    confirmation(&me, &tenant, "gateways", "gateway_delete.html", shown)
 }
 
 async fn delete_gateway(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<GatewayId>,
 ) -> PageResult {
-    let id: GatewayId = path_id(&id, "gateway")?;
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
-    match service::delete_gateway(&state, &me.caller, &tenant, id).await {
-        Ok(()) => Ok(see(
-            Saved::GatewayDeleted.on(&format!("/t/{}/gateways", tenant.slug))
-        )),
-        // A server still pinned to it (409): the confirmation page again, saying which.
-        Err(error @ ApiError::Conflict(_)) => {
-            let (status, problems) = Problems::from_api(error);
-            Ok(page_with(
-                status,
-                "gateway_delete.html",
-                context! { gateway, problems, ..base(&me, &tenant, "gateways") },
-            ))
-        }
-        Err(other) => Err(other.into()),
-    }
+    let deleted = service::delete_gateway(&state, &me.caller, &tenant, id);
+    let done = Saved::GatewayDeleted.on(&format!("/t/{}/gateways", tenant.slug));
+    // A server still pinned to it: the confirmation page again, saying which.
+    delete_confirmed(deleted, done, |problems| {
+        let refused = context! { gateway, problems };
+        confirmation(&me, &tenant, "gateways", "gateway_delete.html", refused)
+    })
+    .await
 }
 
 #[cfg(test)]

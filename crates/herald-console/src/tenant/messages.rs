@@ -3,16 +3,16 @@
 //! SMTP, who sent it and from where).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::get;
 use herald_api::gate::Sender;
 use herald_api::{AppState, service};
-use herald_core::RecipientStatus;
+use herald_core::{MessageId, RecipientStatus};
 use herald_store::{MessageQuery, SmtpOrigin, Tenant};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{path_id, store};
+use super::{Id, store};
 use crate::forms::FieldErrors;
 use crate::gate::TenantPage;
 use crate::pages::{PageResult, base};
@@ -138,9 +138,8 @@ async fn messages(
 async fn message(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<Sender>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<MessageId>,
 ) -> PageResult {
-    let id = path_id(&id, "message")?;
     let message = service::message(&state, &me.caller, &tenant, id).await?;
     let received = match &message.smtp {
         Some(origin) => Some(received(&state, &tenant, origin).await?),

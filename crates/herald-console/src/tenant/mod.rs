@@ -3,8 +3,10 @@
 //!
 //! Each handler receives its tenant through the [`TenantPage`](crate::gate::TenantPage) extractor (role
 //! and tenant isolation: another tenant's pages are 404), so none can skip
-//! the check, and acts through the API's services; every form's POST answers
-//! through [`crate::pages::submit`].
+//! the check, then the `{id}` of its path through [`Id`], and acts through
+//! the API's services; every form's POST answers through
+//! [`crate::pages::submit`], and every page that asks before a delete, a
+//! revocation or a new token is a [`confirmation`].
 
 mod accounts;
 mod audit;
@@ -23,18 +25,23 @@ mod tokens;
 mod webhooks;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, RawPathParams, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_api::gate::Sender;
 use herald_api::{ApiError, AppState, service};
 use herald_core::Role;
 use herald_core::timestamp::now_ms;
-use herald_store::NodeRecord;
+use herald_store::{NodeRecord, Tenant};
+use minijinja::value::merge_maps;
 use minijinja::{Value, context};
 
+use crate::forms::Problems;
 use crate::gate::TenantPage;
-use crate::pages::{PageResult, base};
+use crate::pages::{PageResult, base, refused, see};
 use crate::render::{PageError, page};
+use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -60,8 +67,103 @@ fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, Pag
     raw.parse().map_err(|_| PageError(ApiError::NotFound(what)))
 }
 
+/// The one of the tenant's `listed` objects whose id (`id_of`) is `id`;
+/// none (another tenant's, say) is that kind's 404.
+fn found<T, I: Named + PartialEq>(
+    listed: Vec<T>,
+    id: I,
+    id_of: impl Fn(&T) -> I,
+) -> Result<T, PageError> {
+    listed
+        .into_iter()
+        .find(|item| id_of(item) == id)
+        .ok_or(PageError(ApiError::NotFound(I::NAME)))
+}
+
+/// The `{id}` of a page's path as the id of the kind it names; a malformed
+/// one names nothing, so it is that kind's 404, the same as an id that names
+/// nothing stored. Handlers take it after their [`TenantPage`], so that the
+/// gate answers first.
+struct Id<T>(T);
+
+/// A kind of object a page's `{id}` names, by the name its 404 says.
+trait Named: std::str::FromStr {
+    const NAME: &'static str;
+}
+
+/// Each kind of id a page's path holds, and what its 404 calls it.
+macro_rules! named {
+    ($($id:ty => $name:literal),* $(,)?) => {$(
+        impl Named for $id {
+            const NAME: &'static str = $name;
+        }
+    )*};
+}
+
+named! {
+    herald_core::ServerId => "SMTP server",
+    herald_core::ProviderId => "provider",
+    herald_core::MessageId => "message",
+    herald_core::TokenId => "token",
+    herald_core::SmtpCredentialId => "SMTP credential",
+    herald_core::SmtpConnectorId => "SMTP connector",
+    herald_core::WebhookId => "webhook",
+    herald_core::TemplateId => "template",
+    herald_core::ScheduleId => "schedule",
+    herald_core::GatewayId => "gateway",
+}
+
+impl<T: Named, S: Send + Sync> FromRequestParts<S> for Id<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // A route without `{id}` is a programming error, answered as a missing one.
+        let raw = params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .map_or("", |(_, value)| value);
+        path_id(raw, T::NAME)
+            .map(Id)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 fn store<T>(result: herald_store::Result<T>) -> Result<T, PageError> {
     result.map_err(|e| PageError(e.into()))
+}
+
+/// The page that asks before what cannot be undone (a delete, a revocation,
+/// a new token): `template` shows `object`, the tenant's one under the name
+/// its context gives it (`context! { schedule }`), and with `problems` why
+/// it was refused when it was.
+fn confirmation(
+    me: &Signed,
+    tenant: &Tenant,
+    nav: &str,
+    template: &str,
+    object: Value,
+) -> PageResult {
+    Ok(page(template, merge_maps([object, base(me, tenant, nav)])))
+}
+
+/// Deletes what a confirmation page asked about: once `deleted`, on to
+/// `done` (303); refused because something still uses it (409), the
+/// confirmation page `again` saying what; any other error is its own page.
+async fn delete_confirmed(
+    deleted: impl Future<Output = Result<(), ApiError>>,
+    done: String,
+    again: impl FnOnce(Problems) -> PageResult,
+) -> PageResult {
+    match deleted.await {
+        Ok(()) => Ok(see(done)),
+        Err(error @ ApiError::Conflict(_)) => {
+            refused(error, |problems| async { again(problems) }).await
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// How many nodes with the worker role are alive, by the API's one rule.

@@ -58,17 +58,8 @@ async fn persons_page(
     form: &PersonForm,
     problems: Problems,
     password_problem: Option<(String, Problems)>,
-    saved: Option<Saved>,
+    notice: Option<Notice>,
 ) -> PageResult {
-    let notice = match saved {
-        Some(Saved::PersonAdded) => Some(Notice::new(
-            "Person added. Set their console password in the list so that they can sign in.",
-        )),
-        Some(Saved::PasswordSet) => Some(Notice::new(
-            "Password set; the person's earlier console sessions have ended.",
-        )),
-        _ => None,
-    };
     let persons = store(state.store.list_persons(tenant.id).await)?;
     let (password_for, password_problems) = match password_problem {
         Some((person, problems)) => (Some(person), problems),
@@ -88,9 +79,19 @@ async fn persons(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     done: Done,
 ) -> PageResult {
+    let notice = done.notice(&[
+        (
+            Saved::PersonAdded,
+            "Person added. Set their console password in the list so that they can sign in.",
+        ),
+        (
+            Saved::PasswordSet,
+            "Password set; the person's earlier console sessions have ended.",
+        ),
+    ]);
     let form = PersonForm::blank();
     let none = Problems::default();
-    persons_page(&state, &me, &tenant, &form, none, None, done.saved()).await
+    persons_page(&state, &me, &tenant, &form, none, None, notice).await
 }
 
 async fn create_person(

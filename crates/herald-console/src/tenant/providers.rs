@@ -2,7 +2,7 @@
 //! form (new or editing, with the tenant's servers and accounts to choose
 //! from) and deletion.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -11,7 +11,7 @@ use herald_core::ProviderId;
 use herald_store::{SmtpServer, Tenant};
 use minijinja::{Value, context};
 
-use super::{path_id, store};
+use super::{Id, store};
 use crate::forms::{Problems, ProviderForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -44,8 +44,7 @@ async fn providers(
 ) -> PageResult {
     let providers = store(state.store.list_providers(tenant.id).await)?;
     let servers = store(state.store.list_servers(tenant.id).await)?;
-    let notice =
-        (done.saved() == Some(Saved::ProviderDeleted)).then(|| Notice::new("Provider deleted."));
+    let notice = done.notice(&[(Saved::ProviderDeleted, "Provider deleted.")]);
     Ok(page(
         "providers.html",
         context! {
@@ -174,10 +173,9 @@ async fn create_provider(
 async fn edit_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
     done: Done,
 ) -> PageResult {
-    let id: ProviderId = path_id(&id, "provider")?;
     let provider = store(state.store.provider(tenant.id, id).await)?;
     let form = ProviderForm::from_provider(&provider);
     let none = Problems::default();
@@ -187,11 +185,10 @@ async fn edit_provider(
 async fn update_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
     Form(form): Form<ProviderForm>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ProviderId = path_id(&id, "provider")?;
     submit(
         service::update_provider(&state, &me.caller, &tenant, id, form.body(true)),
         |_| Saved::ProviderChanged.on(&format!("/t/{slug}/providers/{id}")),
@@ -203,10 +200,9 @@ async fn update_provider(
 async fn delete_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ProviderId = path_id(&id, "provider")?;
     service::delete_provider(&state, &me.caller, &tenant, id).await?;
     Ok(see(
         Saved::ProviderDeleted.on(&format!("/t/{slug}/providers"))
@@ -217,10 +213,9 @@ async fn delete_provider(
 async fn activate_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ProviderId = path_id(&id, "provider")?;
     service::set_provider(&state, &me.caller, &tenant, Some(id.to_string())).await?;
     Ok(see(
         Saved::ProviderChosen.on(&format!("/t/{slug}/providers/{id}"))

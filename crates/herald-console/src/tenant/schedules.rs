@@ -3,7 +3,7 @@
 //! runs, its history of firings, turning it on or off, running it now, and
 //! deleting it after a confirmation page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::{Datelike, Offset, TimeZone, Timelike};
@@ -16,13 +16,13 @@ use herald_core::ScheduleId;
 use herald_core::timestamp::now_ms;
 use herald_store::{Schedule, Template, Tenant};
 use minijinja::context;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{path_id, store};
-use crate::forms::{FieldErrors, Problems, ScheduleForm};
+use super::{Id, confirmation, store};
+use crate::forms::{EnabledForm, FieldErrors, Problems, ScheduleForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
-use crate::pages::{PageResult, base, see, submit};
+use crate::pages::{PageResult, base, refused, see, submit};
 use crate::render::page;
 use crate::session::Signed;
 
@@ -73,8 +73,10 @@ async fn schedules(
             schedule,
         })
         .collect();
-    let notice = (done.saved() == Some(Saved::ScheduleDeleted))
-        .then(|| Notice::new("Schedule deleted: the messages it made stay."));
+    let notice = done.notice(&[(
+        Saved::ScheduleDeleted,
+        "Schedule deleted: the messages it made stay.",
+    )]);
     Ok(page(
         "schedules.html",
         context! {
@@ -114,18 +116,6 @@ async fn form_page(
     ))
 }
 
-/// The API's field names as the form names its fields: `to[1]` is `to`'s.
-fn renamed(problems: Problems) -> Problems {
-    let mut fields = FieldErrors::new();
-    for (name, rule) in problems.fields {
-        fields.entry(ScheduleForm::field(&name)).or_insert(rule);
-    }
-    Problems {
-        fields,
-        general: problems.general,
-    }
-}
-
 async fn new_schedule(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
@@ -159,8 +149,11 @@ async fn create_schedule(
         let body = body_of(&form, false)?;
         service::create_schedule(&state, &me.caller, &tenant, body).await
     };
-    let again =
-        |problems: Problems| form_page(&state, &me, &tenant, None, form.clone(), renamed(problems));
+    let again = |problems: Problems| {
+        // The API's `to[1]` is the form's `to`.
+        let problems = problems.renamed(ScheduleForm::field);
+        form_page(&state, &me, &tenant, None, form.clone(), problems)
+    };
     submit(
         outcome,
         |created| Saved::ScheduleAdded.on(&schedule_path(&tenant, created.id)),
@@ -172,9 +165,8 @@ async fn create_schedule(
 async fn edit_schedule(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let schedule = store(state.store.schedule(tenant.id, id).await)?;
     let form = ScheduleForm::from_schedule(&schedule);
     form_page(
@@ -191,10 +183,9 @@ async fn edit_schedule(
 async fn update_schedule(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
     Form(form): Form<ScheduleForm>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let schedule = store(state.store.schedule(tenant.id, id).await)?;
     let outcome = async {
         let body = body_of(&form, true)?;
@@ -207,7 +198,7 @@ async fn update_schedule(
             &tenant,
             Some(&schedule),
             form.clone(),
-            renamed(problems),
+            problems.renamed(ScheduleForm::field),
         )
     };
     submit(
@@ -301,42 +292,37 @@ async fn schedule_page(
 async fn schedule(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
     done: Done,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
-    let notice = match done.saved() {
-        Some(Saved::ScheduleAdded) => Some(Notice::new(
+    let notice = done.notice(&[
+        (
+            Saved::ScheduleAdded,
             "Schedule added: it fires at its next run below.",
-        )),
-        Some(Saved::ScheduleChanged) => Some(Notice::new("Schedule saved.")),
-        Some(Saved::ScheduleEnabled) => Some(Notice::new(
+        ),
+        (Saved::ScheduleChanged, "Schedule saved."),
+        (
+            Saved::ScheduleEnabled,
             "Schedule enabled: it fires from its next run on.",
-        )),
-        Some(Saved::ScheduleDisabled) => Some(Notice::new(
+        ),
+        (
+            Saved::ScheduleDisabled,
             "Schedule disabled: it does not fire until it is enabled again.",
-        )),
-        Some(Saved::ScheduleRun) => Some(Notice::new(
+        ),
+        (
+            Saved::ScheduleRun,
             "Schedule run: its message is first in the history below.",
-        )),
-        _ => None,
-    };
+        ),
+    ]);
     schedule_page(&state, &me, &tenant, id, notice, Problems::default()).await
-}
-
-/// The toggle's one field: whether the schedule is to be on.
-#[derive(Deserialize)]
-struct EnabledForm {
-    enabled: bool,
 }
 
 async fn set_enabled(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
     Form(form): Form<EnabledForm>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let change = ScheduleBody {
         enabled: Some(form.enabled),
         ..ScheduleBody::default()
@@ -351,36 +337,34 @@ async fn set_enabled(
             Ok(see(saved.on(&schedule_path(&tenant, id))))
         }
         // Its template no longer renders with its data, say: shown on its page.
-        Err(error @ ApiError::Invalid(_)) => refused(&state, &me, &tenant, id, error).await,
+        Err(error @ ApiError::Invalid(_)) => refused_on_page(&state, &me, &tenant, id, error).await,
         Err(other) => Err(other.into()),
     }
 }
 
 /// The schedule's page with why an action was refused, each field's rule as one line.
-async fn refused(
+async fn refused_on_page(
     state: &AppState,
     me: &Signed,
     tenant: &Tenant,
     id: ScheduleId,
     error: ApiError,
 ) -> PageResult {
-    let (status, problems) = Problems::from_api(error);
-    let general = problems
-        .fields
-        .iter()
-        .map(|(field, rule)| format!("{field}: {rule}"))
-        .chain(problems.general)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let problems = Problems {
-        fields: FieldErrors::new(),
-        general: Some(general),
-    };
-    let mut response = schedule_page(state, me, tenant, id, None, problems).await?;
-    if response.status().is_success() {
-        *response.status_mut() = status;
-    }
-    Ok(response)
+    refused(error, |problems| {
+        let general = problems
+            .fields
+            .iter()
+            .map(|(field, rule)| format!("{field}: {rule}"))
+            .chain(problems.general)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let problems = Problems {
+            fields: FieldErrors::new(),
+            general: Some(general),
+        };
+        schedule_page(state, me, tenant, id, None, problems)
+    })
+    .await
 }
 
 /// Runs the schedule once now; when no message could be made, the page
@@ -388,13 +372,12 @@ async fn refused(
 async fn run_now(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     match service::run_schedule(&state, &me.caller, &tenant, id).await {
         Ok(_) => Ok(see(Saved::ScheduleRun.on(&schedule_path(&tenant, id)))),
         Err(error @ (ApiError::Invalid(_) | ApiError::Conflict(_))) => {
-            refused(&state, &me, &tenant, id, error).await
+            refused_on_page(&state, &me, &tenant, id, error).await
         }
         Err(other) => Err(other.into()),
     }
@@ -403,22 +386,18 @@ async fn run_now(
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     let schedule = store(state.store.schedule(tenant.id, id).await)?;
-    Ok(page(
-        "schedule_delete.html",
-        context! { schedule, ..base(&me, &tenant, "schedules") },
-    ))
+    let shown = context! { schedule };
+    confirmation(&me, &tenant, "schedules", "schedule_delete.html", shown)
 }
 
 async fn delete_schedule(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    let id: ScheduleId = path_id(&id, "schedule")?;
     service::delete_schedule(&state, &me.caller, &tenant, id).await?;
     Ok(see(
         Saved::ScheduleDeleted.on(&format!("/t/{}/schedules", tenant.slug))

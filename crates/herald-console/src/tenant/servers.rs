@@ -1,7 +1,7 @@
 //! A tenant's SMTP servers: the list, the form (new, from a preset, or
 //! editing, with the server's accounts below it) and deletion.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -11,7 +11,7 @@ use herald_store::{SmtpServer, Tenant};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{path_id, store};
+use super::{Id, store};
 use crate::forms::{AccountForm, Problems, ServerForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -37,8 +37,7 @@ async fn servers(
 ) -> PageResult {
     let servers = store(state.store.list_servers(tenant.id).await)?;
     let gateways = store(state.store.list_gateways(tenant.id).await)?;
-    let notice =
-        (done.saved() == Some(Saved::ServerDeleted)).then(|| Notice::new("SMTP server deleted."));
+    let notice = done.notice(&[(Saved::ServerDeleted, "SMTP server deleted.")]);
     Ok(page(
         "servers.html",
         context! { servers, gateways, notice, ..base(&me, &tenant, "servers") },
@@ -188,48 +187,41 @@ async fn create_server(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Form(form): Form<ServerForm>,
 ) -> PageResult {
-    let slug = tenant.slug.clone();
     let outcome = async {
         let body = form.body(false).map_err(Problems::invalid)?;
         let server = service::create_server(&state, &me.caller, &tenant, body).await?;
-        Ok((server.id, egress_query(&state, &server).await))
+        Ok(saved_path(&state, &tenant, &server).await)
     };
     submit(
         outcome,
-        |(id, egress)| Saved::ServerAdded.on(&format!("/t/{slug}/servers/{id}{egress}")),
+        |path| Saved::ServerAdded.on(&path),
         |problems| {
-            server_page(
-                &state,
-                &me,
-                &tenant,
-                None,
-                &form,
-                problems,
-                Extras::default(),
-            )
+            let extras = Extras::default();
+            server_page(&state, &me, &tenant, None, &form, problems, extras)
         },
     )
     .await
 }
 
-/// `?egress=<rule>` when the egress guard refuses the server's host now (its
-/// name resolved within the API's bound), else nothing: what the page the
-/// save leads to says, without resolving the name again when it is visited.
-async fn egress_query(state: &AppState, server: &SmtpServer) -> String {
+/// The path of a server's page just after a save, with `?egress=<rule>` when
+/// the egress guard refuses the server's host now (its name resolved within
+/// the API's bound): what the page says, without resolving the name again
+/// when it is visited.
+async fn saved_path(state: &AppState, tenant: &Tenant, server: &SmtpServer) -> String {
+    let path = format!("/t/{}/servers/{}", tenant.slug, server.id);
     let s = &server.settings;
     match service::egress_refusal(&state.egress, &s.host, s.port).await {
-        Some(rule) => format!("?egress={}", rule.code()),
-        None => String::new(),
+        Some(rule) => format!("{path}?egress={}", rule.code()),
+        None => path,
     }
 }
 
 async fn edit_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
     done: Done,
 ) -> PageResult {
-    let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     let form = ServerForm::from_server(&server);
     let problems = Problems::default();
@@ -252,20 +244,18 @@ async fn edit_server(
 async fn update_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
     Form(form): Form<ServerForm>,
 ) -> PageResult {
-    let slug = tenant.slug.clone();
-    let id: ServerId = path_id(&id, "SMTP server")?;
     let server = store(state.store.server(tenant.id, id).await)?;
     let outcome = async {
         let body = form.body(true).map_err(Problems::invalid)?;
         let server = service::update_server(&state, &me.caller, &tenant, id, body).await?;
-        Ok(egress_query(&state, &server).await)
+        Ok(saved_path(&state, &tenant, &server).await)
     };
     submit(
         outcome,
-        |egress| Saved::ServerChanged.on(&format!("/t/{slug}/servers/{id}{egress}")),
+        |path| Saved::ServerChanged.on(&path),
         |problems| {
             let extras = Extras::default();
             server_page(&state, &me, &tenant, Some(&server), &form, problems, extras)
@@ -277,10 +267,9 @@ async fn update_server(
 async fn delete_server(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ServerId>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ServerId = path_id(&id, "SMTP server")?;
     service::delete_server(&state, &me.caller, &tenant, id).await?;
     Ok(see(Saved::ServerDeleted.on(&format!("/t/{slug}/servers"))))
 }

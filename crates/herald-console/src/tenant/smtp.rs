@@ -3,22 +3,22 @@
 //! revoking one after a confirmation page) and its IP connectors (the list,
 //! creating one, and deleting one after a confirmation page).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
-use herald_api::{ApiError, AppState, service};
+use herald_api::{AppState, service};
 use herald_core::{SmtpConnectorId, SmtpCredentialId};
-use herald_store::{SmtpConnector, SmtpCredential, Tenant};
+use herald_store::Tenant;
 use minijinja::context;
 
-use super::{path_id, store};
+use super::{Id, confirmation, found, store};
 use crate::forms::{ConnectorForm, CredentialForm, Problems};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, base, see, submit, submit_then};
-use crate::render::{PageError, page};
+use crate::render::page;
 use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
@@ -43,18 +43,6 @@ struct Forms {
     credential_problems: Problems,
     connector: ConnectorForm,
     connector_problems: Problems,
-}
-
-/// The API's field names in a form's own, so each error shows beside its field.
-fn renamed(problems: Problems, field: fn(&str) -> String) -> Problems {
-    Problems {
-        fields: problems
-            .fields
-            .into_iter()
-            .map(|(name, rule)| (field(&name), rule))
-            .collect(),
-        general: problems.general,
-    }
 }
 
 /// The errors of the connector's networks, `cidrs[i]`, as the page shows
@@ -120,18 +108,20 @@ async fn smtp(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     done: Done,
 ) -> PageResult {
-    let notice = match done.saved() {
-        Some(Saved::SmtpCredentialRevoked) => Some(Notice::new(
+    let notice = done.notice(&[
+        (
+            Saved::SmtpCredentialRevoked,
             "Credential revoked: a client that authenticates with it is refused from now on.",
-        )),
-        Some(Saved::SmtpConnectorAdded) => Some(Notice::new(
+        ),
+        (
+            Saved::SmtpConnectorAdded,
             "Connector added: mail from its networks is accepted without authentication from now on.",
-        )),
-        Some(Saved::SmtpConnectorDeleted) => Some(Notice::new(
+        ),
+        (
+            Saved::SmtpConnectorDeleted,
             "Connector deleted: clients in its networks must authenticate from now on.",
-        )),
-        _ => None,
-    };
+        ),
+    ]);
     smtp_page(&state, &me, &tenant, Forms::default(), notice).await
 }
 
@@ -156,7 +146,7 @@ async fn create_credential(
     let again = |problems: Problems| {
         let forms = Forms {
             credential: form.clone(),
-            credential_problems: renamed(problems, CredentialForm::field),
+            credential_problems: problems.renamed(CredentialForm::field),
             ..Forms::default()
         };
         smtp_page(&state, &me, &tenant, forms, None)
@@ -186,37 +176,22 @@ async fn create_credential(
     .await
 }
 
-/// The credential of the path, from the tenant's list (another tenant's is not found).
-async fn credential(
-    state: &AppState,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<SmtpCredential, PageError> {
-    let id: SmtpCredentialId = path_id(id, "SMTP credential")?;
-    store(state.store.list_smtp_credentials(tenant.id).await)?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or(PageError(ApiError::NotFound("SMTP credential")))
-}
-
 async fn confirm_revoke(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpCredentialId>,
 ) -> PageResult {
-    let credential = credential(&state, &tenant, &id).await?;
-    Ok(page(
-        "smtp_credential_revoke.html",
-        context! { credential, ..base(&me, &tenant, "smtp") },
-    ))
+    let credentials = store(state.store.list_smtp_credentials(tenant.id).await)?;
+    let credential = found(credentials, id, |c| c.id)?;
+    let shown = context! { credential };
+    confirmation(&me, &tenant, "smtp", "smtp_credential_revoke.html", shown)
 }
 
 async fn revoke_credential(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpCredentialId>,
 ) -> PageResult {
-    let id: SmtpCredentialId = path_id(&id, "SMTP credential")?;
     service::revoke_smtp_credential(&state, &me.caller, &tenant, id).await?;
     Ok(see(
         Saved::SmtpCredentialRevoked.on(&format!("/t/{}/smtp", tenant.slug))
@@ -231,7 +206,7 @@ async fn create_connector(
     let again = |problems: Problems| {
         let forms = Forms {
             connector: form.clone(),
-            connector_problems: overlap_in_words(renamed(problems, ConnectorForm::field)),
+            connector_problems: overlap_in_words(problems.renamed(ConnectorForm::field)),
             ..Forms::default()
         };
         smtp_page(&state, &me, &tenant, forms, None)
@@ -249,37 +224,22 @@ async fn create_connector(
     .await
 }
 
-/// The connector of the path, from the tenant's list (another tenant's is not found).
-async fn connector(
-    state: &AppState,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<SmtpConnector, PageError> {
-    let id: SmtpConnectorId = path_id(id, "SMTP connector")?;
-    store(state.store.list_smtp_connectors(tenant.id).await)?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or(PageError(ApiError::NotFound("SMTP connector")))
-}
-
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpConnectorId>,
 ) -> PageResult {
-    let connector = connector(&state, &tenant, &id).await?;
-    Ok(page(
-        "smtp_connector_delete.html",
-        context! { connector, ..base(&me, &tenant, "smtp") },
-    ))
+    let connectors = store(state.store.list_smtp_connectors(tenant.id).await)?;
+    let connector = found(connectors, id, |c| c.id)?;
+    let shown = context! { connector };
+    confirmation(&me, &tenant, "smtp", "smtp_connector_delete.html", shown)
 }
 
 async fn delete_connector(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<SmtpConnectorId>,
 ) -> PageResult {
-    let id: SmtpConnectorId = path_id(&id, "SMTP connector")?;
     service::delete_smtp_connector(&state, &me.caller, &tenant, id).await?;
     Ok(see(
         Saved::SmtpConnectorDeleted.on(&format!("/t/{}/smtp", tenant.slug))

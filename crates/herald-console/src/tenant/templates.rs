@@ -2,7 +2,7 @@
 //! preview of the saved template rendered with data typed as JSON, and
 //! deleting one after a confirmation page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Form, Router};
@@ -14,12 +14,12 @@ use herald_store::{Template, Tenant};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{path_id, store};
+use super::{Id, confirmation, delete_confirmed, store};
 use crate::forms::{FieldErrors, Problems, TemplateForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
-use crate::pages::{PageResult, base, see, submit};
-use crate::render::{page, page_with};
+use crate::pages::{PageResult, base, submit};
+use crate::render::page;
 use crate::session::Signed;
 
 pub fn router() -> Router<AppState> {
@@ -49,8 +49,10 @@ async fn templates(
     done: Done,
 ) -> PageResult {
     let templates = store(state.store.list_templates(tenant.id).await)?;
-    let notice = (done.saved() == Some(Saved::TemplateDeleted))
-        .then(|| Notice::new("Template deleted: messages made from it keep their content."));
+    let notice = done.notice(&[(
+        Saved::TemplateDeleted,
+        "Template deleted: messages made from it keep their content.",
+    )]);
     Ok(page(
         "templates.html",
         context! { templates, notice, ..base(&me, &tenant, "templates") },
@@ -151,10 +153,9 @@ async fn create_template(
 async fn edit_template(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
     done: Done,
 ) -> PageResult {
-    let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
     let notice = match done.saved() {
         Some(Saved::TemplateAdded) => Some(
@@ -180,10 +181,9 @@ async fn edit_template(
 async fn update_template(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
     Form(form): Form<TemplateForm>,
 ) -> PageResult {
-    let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
     let outcome = service::update_template(&state, &me.caller, &tenant, id, form.body(true));
     let again = |problems: Problems| async {
@@ -254,10 +254,9 @@ async fn render_preview(state: &AppState, template: &Template, typed: &str) -> P
 async fn preview(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
     Form(preview_form): Form<PreviewForm>,
 ) -> PageResult {
-    let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
     let preview = render_preview(&state, &template, &preview_form.data).await;
     let failed = preview.rendered.is_none();
@@ -276,36 +275,25 @@ async fn preview(
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
 ) -> PageResult {
-    let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
-    Ok(page(
-        "template_delete.html",
-        context! { template, ..base(&me, &tenant, "templates") },
-    ))
+    let shown = context! { template };
+    confirmation(&me, &tenant, "templates", "template_delete.html", shown)
 }
 
 async fn delete_template(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TemplateId>,
 ) -> PageResult {
-    let id: TemplateId = path_id(&id, "template")?;
     let template = store(state.store.template(tenant.id, id).await)?;
-    match service::delete_template(&state, &me.caller, &tenant, id).await {
-        Ok(()) => Ok(see(
-            Saved::TemplateDeleted.on(&format!("/t/{}/templates", tenant.slug))
-        )),
-        // In use by a schedule (409): the confirmation page again, saying so.
-        Err(error @ herald_api::ApiError::Conflict(_)) => {
-            let (status, problems) = Problems::from_api(error);
-            Ok(page_with(
-                status,
-                "template_delete.html",
-                context! { template, problems, ..base(&me, &tenant, "templates") },
-            ))
-        }
-        Err(other) => Err(other.into()),
-    }
+    let deleted = service::delete_template(&state, &me.caller, &tenant, id);
+    let done = Saved::TemplateDeleted.on(&format!("/t/{}/templates", tenant.slug));
+    // In use by a schedule: the confirmation page again, saying so.
+    delete_confirmed(deleted, done, |problems| {
+        let refused = context! { template, problems };
+        confirmation(&me, &tenant, "templates", "template_delete.html", refused)
+    })
+    .await
 }

@@ -2,7 +2,7 @@
 //! page, whose steps (the SMTP session with the server's words) are polled
 //! by htmx until the attempt is recorded.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -12,7 +12,7 @@ use herald_store::Tenant;
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use super::path_id;
+use super::Id;
 use crate::gate::TenantPage;
 use crate::pages::{PageResult, base, see};
 use crate::render::{PageError, page};
@@ -33,11 +33,10 @@ struct TestForm {
 async fn test_provider(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<ProviderId>,
     Form(form): Form<TestForm>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: ProviderId = path_id(&id, "provider")?;
     let to = Some(form.to.trim().to_owned()).filter(|t| !t.is_empty());
     let submitted = service::send_test_message(&state, &me.caller, &tenant, id, to).await?;
     Ok(see(format!("/t/{slug}/tests/{}", submitted.id)))
@@ -49,9 +48,8 @@ async fn test_context(
     state: &AppState,
     caller: &Caller,
     tenant: &Tenant,
-    id: &str,
+    id: MessageId,
 ) -> Result<Value, PageError> {
-    let id = path_id::<MessageId>(id, "message")?;
     let message = service::message(state, caller, tenant, id).await?;
     if message.test_provider_id.is_none() {
         return Err(PageError(ApiError::NotFound("test message")));
@@ -75,25 +73,25 @@ async fn test_context(
 async fn test_result(
     State(state): State<AppState>,
     gate: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<MessageId>,
 ) -> PageResult {
-    test_page(&state, gate, &id, "test_result.html").await
+    test_page(&state, gate, id, "test_result.html").await
 }
 
 /// The steps alone, which the result page polls (htmx) until the attempt is recorded.
 async fn test_steps(
     State(state): State<AppState>,
     gate: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<MessageId>,
 ) -> PageResult {
-    test_page(&state, gate, &id, "test_steps.html").await
+    test_page(&state, gate, id, "test_steps.html").await
 }
 
 /// The test message `id` rendered with `template`: the whole page, or its steps.
 async fn test_page(
     state: &AppState,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    id: &str,
+    id: MessageId,
     template: &str,
 ) -> PageResult {
     let result = test_context(state, &me.caller, &tenant, id).await?;

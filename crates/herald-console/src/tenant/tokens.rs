@@ -2,17 +2,17 @@
 //! used), creating one (its value shown once, on the answer to the form, never
 //! in a URL) and revoking one after a confirmation page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
-use herald_api::{ApiError, AppState, service};
+use herald_api::{AppState, service};
 use herald_core::TokenId;
-use herald_store::{Tenant, TokenRecord};
+use herald_store::Tenant;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
-use super::{path_id, store};
+use super::{Id, confirmation, found, store};
 use crate::forms::Problems;
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -88,8 +88,10 @@ async fn tokens(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     done: Done,
 ) -> PageResult {
-    let notice = (done.saved() == Some(Saved::TokenRevoked))
-        .then(|| Notice::new("Token revoked: requests that carry it are refused from now on."));
+    let notice = done.notice(&[(
+        Saved::TokenRevoked,
+        "Token revoked: requests that carry it are refused from now on.",
+    )]);
     let form = TokenForm::blank();
     tokens_page(&state, &me, &tenant, &form, Problems::default(), notice).await
 }
@@ -135,34 +137,23 @@ async fn create_token(
     .await
 }
 
-/// The token of the path, from the tenant's list (a token of another tenant is not found).
-async fn token(state: &AppState, tenant: &Tenant, id: &str) -> Result<TokenRecord, PageError> {
-    let id: TokenId = path_id(id, "token")?;
-    store(state.store.list_tokens(tenant.id).await)?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or(PageError(ApiError::NotFound("token")))
-}
-
 async fn confirm_revoke(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TokenId>,
 ) -> PageResult {
-    let token = token(&state, &tenant, &id).await?;
-    Ok(page(
-        "token_revoke.html",
-        context! { token, ..base(&me, &tenant, "tokens") },
-    ))
+    let tokens = store(state.store.list_tokens(tenant.id).await)?;
+    let token = found(tokens, id, |t| t.id)?;
+    let shown = context! { token };
+    confirmation(&me, &tenant, "tokens", "token_revoke.html", shown)
 }
 
 async fn revoke_token(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<TokenId>,
 ) -> PageResult {
     let slug = tenant.slug.clone();
-    let id: TokenId = path_id(&id, "token")?;
     service::revoke_token(&state, &me.caller, &tenant, id).await?;
     Ok(see(Saved::TokenRevoked.on(&format!("/t/{slug}/tokens"))))
 }

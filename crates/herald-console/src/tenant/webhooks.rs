@@ -3,7 +3,7 @@
 //! webhook's page (turning it on or off, a test event, a new secret, its
 //! recent deliveries, and deleting it after a confirmation page).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use herald_api::gate::TenantAdmin;
@@ -13,10 +13,9 @@ use herald_core::WebhookId;
 use herald_core::webhook::EventType;
 use herald_store::Tenant;
 use minijinja::context;
-use serde::Deserialize;
 
-use super::{path_id, store};
-use crate::forms::{Problems, WebhookForm};
+use super::{Id, confirmation, store};
+use crate::forms::{EnabledForm, Problems, WebhookForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
 use crate::pages::{PageResult, base, see, submit_then};
@@ -44,19 +43,6 @@ fn event_types() -> Vec<&'static str> {
     EventType::ALL.map(EventType::as_str).to_vec()
 }
 
-/// The API's field names in the form's own, so each error shows beside its field.
-fn renamed(problems: Problems) -> Problems {
-    let mut fields = crate::forms::FieldErrors::new();
-    for (name, rule) in problems.fields {
-        // Several `events[i]` become one error beside the checkboxes: the first.
-        fields.entry(WebhookForm::field(&name)).or_insert(rule);
-    }
-    Problems {
-        fields,
-        general: problems.general,
-    }
-}
-
 async fn webhooks_page(
     state: &AppState,
     me: &Signed,
@@ -81,12 +67,10 @@ async fn webhooks(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     done: Done,
 ) -> PageResult {
-    let notice = match done.saved() {
-        Some(Saved::WebhookDeleted) => Some(Notice::new(
-            "Webhook deleted: its pending events are never sent.",
-        )),
-        _ => None,
-    };
+    let notice = done.notice(&[(
+        Saved::WebhookDeleted,
+        "Webhook deleted: its pending events are never sent.",
+    )]);
     let form = WebhookForm::new();
     webhooks_page(&state, &me, &tenant, form, Problems::default(), notice).await
 }
@@ -112,7 +96,9 @@ async fn create_webhook(
 ) -> PageResult {
     let form = WebhookForm::from_fields(fields);
     let again = |problems: Problems| {
-        webhooks_page(&state, &me, &tenant, form.clone(), renamed(problems), None)
+        // Several `events[i]` become one error beside the checkboxes: the first.
+        let problems = problems.renamed(WebhookForm::field);
+        webhooks_page(&state, &me, &tenant, form.clone(), problems, None)
     };
     let (signed, loaded) = (&me, &tenant);
     let outcome = service::create_webhook(&state, &me.caller, &tenant, form.body());
@@ -153,35 +139,28 @@ async fn webhook_page(
 async fn webhook(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
     done: Done,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
-    let notice = match done.saved() {
-        Some(Saved::WebhookEnabled) => Some(Notice::new(
+    let notice = done.notice(&[
+        (
+            Saved::WebhookEnabled,
             "Webhook enabled: events are sent to it from now on.",
-        )),
-        Some(Saved::WebhookDisabled) => Some(Notice::new(
+        ),
+        (
+            Saved::WebhookDisabled,
             "Webhook disabled: no event is sent to it until it is enabled again.",
-        )),
-        _ => None,
-    };
+        ),
+    ]);
     webhook_page(&state, &me, &tenant, id, None, notice).await
-}
-
-/// The toggle's one field: whether the webhook is to be on.
-#[derive(Deserialize)]
-struct EnabledForm {
-    enabled: bool,
 }
 
 async fn set_enabled(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
     Form(form): Form<EnabledForm>,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let change = WebhookBody {
         enabled: Some(form.enabled),
         ..WebhookBody::default()
@@ -200,9 +179,8 @@ async fn set_enabled(
 async fn send_test(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let test = service::test_webhook(&state, &tenant, id).await?;
     webhook_page(&state, &me, &tenant, id, Some(test), None).await
 }
@@ -210,9 +188,8 @@ async fn send_test(
 async fn rotate_secret(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let rotated =
         service::rotate_webhook_secret(&state, &me.caller, &tenant, id, RotateBody::default())
             .await?;
@@ -222,22 +199,18 @@ async fn rotate_secret(
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
     let webhook = store(state.store.webhook(tenant.id, id).await)?;
-    Ok(page(
-        "webhook_delete.html",
-        context! { webhook, ..base(&me, &tenant, "webhooks") },
-    ))
+    let shown = context! { webhook };
+    confirmation(&me, &tenant, "webhooks", "webhook_delete.html", shown)
 }
 
 async fn delete_webhook(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
-    Path((_, id)): Path<(String, String)>,
+    Id(id): Id<WebhookId>,
 ) -> PageResult {
-    let id: WebhookId = path_id(&id, "webhook")?;
     service::delete_webhook(&state, &me.caller, &tenant, id).await?;
     Ok(see(
         Saved::WebhookDeleted.on(&format!("/t/{}/webhooks", tenant.slug))
