@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use herald_core::timestamp::now_ms;
 use herald_core::*;
 use herald_delivery::WorkerConfig;
 use herald_store::*;
@@ -31,35 +30,16 @@ fn received(tenant: TenantId) -> NewMessage {
     let mut raw = HEAD.to_vec();
     raw.extend(body());
     NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse("Backup done").unwrap(),
         text: None,
-        html: None,
-        reply_to: None,
-        headers: vec![],
         to: vec![Mailbox::parse("Ops <ops@example.com>").unwrap()],
-        cc: vec![],
         bcc: vec![EmailAddress::parse("hidden@example.com").unwrap()],
-        used_fallback: false,
-        created_at: now_ms(),
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
         origin: Origin::Smtp(SmtpOrigin {
             credential_id: None,
             connector_id: None,
             client_addr: "192.0.2.7".into(),
         }),
         raw: Some(raw),
-        attachments: Vec::new(),
-        max_pending_tests: None,
-        send_at: None,
-        template: None,
-        gateway_id: None,
-        handoff: None,
+        ..common::message(tenant, "ops@example.com", "Backup done")
     }
 }
 

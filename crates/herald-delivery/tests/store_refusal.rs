@@ -245,7 +245,11 @@ async fn acme(store: &Refusing) -> Tenant {
 
 /// Stores a message to `to` for the tenant; returns its id.
 async fn submit(store: &Refusing, tenant: &Tenant, to: &str) -> MessageId {
-    store.submit(message(tenant.id, to)).await.unwrap().id
+    store
+        .submit(common::message(tenant.id, to, "refused outcome"))
+        .await
+        .unwrap()
+        .id
 }
 
 /// Waits until the message's first recipient is recorded as sent.
@@ -255,36 +259,6 @@ async fn wait_until_sent(store: &Refusing, tenant: &Tenant, id: MessageId) {
         (view.recipients[0].status == RecipientStatus::Sent).then_some(())
     })
     .await;
-}
-
-fn message(tenant: TenantId, to: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse("refused outcome").unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: vec![EmailAddress::parse(to).unwrap().into()],
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: now_ms(),
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        origin: herald_store::Origin::Api,
-        raw: None,
-        attachments: Vec::new(),
-        max_pending_tests: None,
-        send_at: None,
-        template: None,
-        gateway_id: None,
-        handoff: None,
-    }
 }
 
 /// A worker over `store` whose system default relay is `smtp`.

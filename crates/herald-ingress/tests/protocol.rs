@@ -57,13 +57,10 @@ async fn pipelined_commands_get_their_replies_in_order() {
 
     let messages = server.backend.messages();
     assert_eq!(messages.len(), 2);
-    let recipients: Vec<String> = messages[0]
-        .1
-        .recipients
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(recipients, ["a@example.test", "b@example.test"]);
+    assert_eq!(
+        recipients(&messages[0].1),
+        ["a@example.test", "b@example.test"]
+    );
     assert_eq!(
         without_received(&messages[0].1.data),
         b"Subject: one\r\n\r\n.leading dot\r\n"
@@ -232,104 +229,47 @@ async fn the_order_of_commands_and_their_codes() {
     settings.max_recipients = 2;
     let server = start(Memory::with_connector(None), false, settings).await;
     let mut smtp = Smtp::connect(server.addr).await;
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        503,
-        "5.5.1",
-    );
+    smtp.expect_replies(&[("MAIL FROM:<app@example.test>", 503, "5.5.1")])
+        .await;
     let helo = smtp.command("HELO client.test").await;
     assert_eq!(helo.code, 250, "{helo}");
-    expect(
-        &smtp.command("RCPT TO:<ops@example.test>").await,
-        503,
-        "5.5.1",
-    );
-    expect(&smtp.command("DATA").await, 503, "5.5.1");
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        503,
-        "5.5.1",
-    );
-    expect(&smtp.command("DATA").await, 503, "5.5.1");
-    expect(
-        &smtp.command("RCPT TO:<bad@@example.test>").await,
-        553,
-        "5.1.3",
-    );
-    expect(&smtp.command("DATA").await, 554, "5.5.1");
-    expect(
-        &smtp.command("RCPT TO:<a@example.test>").await,
-        250,
-        "2.1.5",
-    );
-    expect(
-        &smtp.command("RCPT TO:<b@example.test>").await,
-        250,
-        "2.1.5",
-    );
-    expect(
-        &smtp.command("RCPT TO:<c@example.test>").await,
-        452,
-        "4.5.3",
-    );
-    expect(
-        &smtp.command("RCPT TO:<d@example.test> NOTIFY=NEVER").await,
-        555,
-        "5.5.4",
-    );
-    expect(&smtp.command("RSET").await, 250, "2.0.0");
-    expect(&smtp.command("DATA").await, 503, "5.5.1");
-    expect(
-        &smtp.command("MAIL FROM:<not an address>").await,
-        553,
-        "5.1.7",
-    );
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test> RET=FULL").await,
-        555,
-        "5.5.4",
-    );
-    expect(&smtp.command("VRFY ops").await, 252, "2.5.0");
-    expect(&smtp.command("HELP").await, 214, "2.0.0");
-    expect(&smtp.command("EXPN list").await, 502, "5.5.1");
-    expect(&smtp.command("FOO bar").await, 500, "5.5.2");
-    expect(&smtp.command("NOOP").await, 250, "2.0.0");
-    // SMTPUTF8: an internationalised address needs it.
-    expect(
-        &smtp.command("MAIL FROM:<jörg@exämple.test>").await,
-        553,
-        "5.6.7",
-    );
-    expect(
-        &smtp.command("MAIL FROM:<jörg@exämple.test> SMTPUTF8").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &smtp.command("RCPT TO:<zoë@example.test>").await,
-        250,
-        "2.1.5",
-    );
-    expect(&smtp.command("DATA").await, 354, "");
+    smtp.expect_replies(&[
+        ("RCPT TO:<ops@example.test>", 503, "5.5.1"),
+        ("DATA", 503, "5.5.1"),
+        ("MAIL FROM:<app@example.test>", 250, "2.1.0"),
+        ("MAIL FROM:<app@example.test>", 503, "5.5.1"),
+        ("DATA", 503, "5.5.1"),
+        ("RCPT TO:<bad@@example.test>", 553, "5.1.3"),
+        ("DATA", 554, "5.5.1"),
+        ("RCPT TO:<a@example.test>", 250, "2.1.5"),
+        ("RCPT TO:<b@example.test>", 250, "2.1.5"),
+        ("RCPT TO:<c@example.test>", 452, "4.5.3"),
+        ("RCPT TO:<d@example.test> NOTIFY=NEVER", 555, "5.5.4"),
+        ("RSET", 250, "2.0.0"),
+        ("DATA", 503, "5.5.1"),
+        ("MAIL FROM:<not an address>", 553, "5.1.7"),
+        ("MAIL FROM:<app@example.test> RET=FULL", 555, "5.5.4"),
+        ("VRFY ops", 252, "2.5.0"),
+        ("HELP", 214, "2.0.0"),
+        ("EXPN list", 502, "5.5.1"),
+        ("FOO bar", 500, "5.5.2"),
+        ("NOOP", 250, "2.0.0"),
+        // SMTPUTF8: an internationalised address needs it.
+        ("MAIL FROM:<jörg@exämple.test>", 553, "5.6.7"),
+        ("MAIL FROM:<jörg@exämple.test> SMTPUTF8", 250, "2.1.0"),
+        ("RCPT TO:<zoë@example.test>", 250, "2.1.5"),
+        ("DATA", 354, ""),
+    ])
+    .await;
     smtp.send(stuffed("Subject: grüße\r\n\r\nhallo\r\n".as_bytes()))
         .await;
     expect(&smtp.read().await.unwrap(), 250, "2.0.0");
-    expect(
-        &smtp.command("MAIL FROM:<app@example.test>").await,
-        250,
-        "2.1.0",
-    );
-    expect(
-        &smtp.command("RCPT TO:<zoë@example.test>").await,
-        553,
-        "5.6.7",
-    );
-    expect(&smtp.command("QUIT").await, 221, "2.0.0");
+    smtp.expect_replies(&[
+        ("MAIL FROM:<app@example.test>", 250, "2.1.0"),
+        ("RCPT TO:<zoë@example.test>", 553, "5.6.7"),
+        ("QUIT", 221, "2.0.0"),
+    ])
+    .await;
     let messages = server.backend.messages();
     assert!(messages[0].1.smtputf8);
     assert_eq!(messages[0].1.reverse_path, "jörg@exämple.test");

@@ -320,12 +320,10 @@ with smtplib.SMTP("localhost", int(port), local_hostname="python.test") as smtp:
     assert_eq!(messages.len(), 1);
     let envelope = &messages[0].1;
     assert!(envelope.smtputf8);
-    let recipients: Vec<String> = envelope
-        .recipients
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(recipients, ["ops@example.test", "zoë@example.test"]);
+    assert_eq!(
+        recipients(envelope),
+        ["ops@example.test", "zoë@example.test"]
+    );
     assert!(
         without_received(&envelope.data) == message.as_slice(),
         "the message arrived unchanged"

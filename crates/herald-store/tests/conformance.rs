@@ -98,6 +98,53 @@ unwrapped! {
     release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
     repin(leases: Vec<(RecipientId, i64)>, gateway: Option<GatewayId>, now: i64) -> u64;
+    server(tenant: TenantId, id: ServerId) -> SmtpServer;
+    update_provider(tenant: TenantId, id: ProviderId, settings: ProviderSettings) -> Provider;
+    refresh_properties(tenant: TenantId, now: i64) -> Tenant;
+    create_gateway(gateway: NewGateway) -> Gateway;
+    gateway(tenant: TenantId, id: GatewayId) -> Gateway;
+    list_gateways(tenant: TenantId) -> Vec<Gateway>;
+    delete_gateway(tenant: TenantId, id: GatewayId) -> ();
+    gateway_by_token(hash: &str) -> Option<Gateway>;
+    gateway_seen(seen: GatewaySeen) -> ();
+    count_gateway_outcomes(gateway: GatewayId, instance: &str, delivered: u32, failed: u32, at: i64) -> ();
+    release_stale_gateway_instances(stale_before: i64, now: i64) -> Vec<(String, u64)>;
+    webhook(tenant: TenantId, id: WebhookId) -> Webhook;
+    webhook_deliveries(tenant: TenantId, id: WebhookId, limit: u32) -> Vec<herald_store::WebhookDelivery>;
+    webhook_secrets(tenant: TenantId, id: WebhookId, now: i64) -> (String, Option<String>);
+    next_webhook_due() -> Option<i64>;
+    release_webhook_leases(node: &str, incarnation: &str, now: i64) -> u64;
+    schedule(tenant: TenantId, id: herald_core::ScheduleId) -> herald_store::Schedule;
+    update_schedule(tenant: TenantId, id: herald_core::ScheduleId, fields: herald_store::ScheduleFields, next_run: NextRun, now: i64) -> herald_store::Schedule;
+    delete_schedule(tenant: TenantId, id: herald_core::ScheduleId) -> ();
+    due_schedules(now: i64, limit: u32) -> Vec<herald_store::Schedule>;
+    schedule_runs(tenant: TenantId, id: herald_core::ScheduleId, limit: u32) -> Vec<herald_store::ScheduleRun>;
+    list_nodes() -> Vec<NodeRecord>;
+    release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
+    submit_batch(messages: Vec<NewMessage>) -> Vec<Submitted>;
+    smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> Option<herald_store::SmtpCredential>;
+    smtp_connector(tenant: TenantId, id: herald_core::SmtpConnectorId) -> Option<herald_store::SmtpConnector>;
+    revoke_smtp_credential(tenant: TenantId, id: SmtpCredentialId) -> ();
+    delete_smtp_connector(tenant: TenantId, id: herald_core::SmtpConnectorId) -> ();
+    person(tenant: TenantId, id: PersonId) -> Person;
+    list_persons(tenant: TenantId) -> Vec<Person>;
+    person_by_email(tenant: TenantId, email: &EmailAddress) -> Option<Person>;
+    operator_token_exists() -> bool;
+    list_operator_tokens() -> Vec<TokenRecord>;
+    revoke_operator_token(id: TokenId) -> ();
+    list_audit(tenant: TenantId, limit: u32) -> Vec<AuditEntry>;
+    provider(tenant: TenantId, id: ProviderId) -> Provider;
+    list_providers(tenant: TenantId) -> Vec<Provider>;
+    delete_server(tenant: TenantId, id: ServerId) -> ();
+    delete_account(tenant: TenantId, server: ServerId, id: AccountId) -> ();
+    list_webhooks(tenant: TenantId) -> Vec<Webhook>;
+    update_webhook(tenant: TenantId, id: WebhookId, change: WebhookChange, now: i64) -> Webhook;
+    rotate_webhook_secret(tenant: TenantId, id: WebhookId, sealed_secret: String, previous_until: i64, now: i64) -> Webhook;
+    delete_webhook(tenant: TenantId, id: WebhookId) -> ();
+    template(tenant: TenantId, id: herald_core::TemplateId) -> herald_store::Template;
+    list_templates(tenant: TenantId) -> Vec<herald_store::Template>;
+    list_schedules(tenant: TenantId) -> Vec<herald_store::Schedule>;
+    next_schedule_due() -> Option<i64>;
 }
 
 impl Fixture {
@@ -428,10 +475,8 @@ async fn a_handed_message_is_claimed_as_it_is_stored(f: Fixture) {
     });
     let next = f.submit(next).await;
     let released = f
-        .store
         .release_earlier_incarnations("n1", "n1-second", 13_000)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(released, 1);
     let view = f.message(t, next.id).await;
     assert_eq!(view.recipients[0].status, RecipientStatus::Queued);
@@ -722,7 +767,7 @@ async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
         message(t, &["f@x.example"], Some("k1"), 2_000),
     ];
     let new_ids = [batch[0].id, batch[2].id];
-    let submitted = f.store.submit_batch(batch).await.unwrap();
+    let submitted = f.submit_batch(batch).await;
     assert_eq!(submitted.len(), 4);
     assert_eq!(
         (submitted[0].id, submitted[0].duplicate),
@@ -753,7 +798,7 @@ async fn a_batch_is_stored_in_order_with_its_duplicates_answered(f: Fixture) {
         claimed,
         ["a@x.example", "b@x.example", "c@x.example", "e@x.example"]
     );
-    assert!(f.store.submit_batch(Vec::new()).await.unwrap().is_empty());
+    assert!(f.submit_batch(Vec::new()).await.is_empty());
 }
 
 async fn messages_are_counted_by_their_derived_status(f: Fixture) {
@@ -991,28 +1036,17 @@ async fn every_tenant_scoped_method_refuses_another_tenants_ids(f: Fixture) {
     );
     refused("revoke_token", f.store.revoke_token(b, sender.id).await);
     refused("message", f.store.message(b, m.id).await);
-    assert!(f.store.list_persons(b).await.unwrap().is_empty());
+    assert!(f.list_persons(b).await.is_empty());
     assert!(f.list_tokens(b).await.is_empty());
     assert!(f.list_servers(b).await.is_empty());
-    assert!(f.store.list_providers(b).await.unwrap().is_empty());
+    assert!(f.list_providers(b).await.is_empty());
     assert!(f.list_captured(b, 10).await.is_empty());
 
     // Tenant a's objects are all there, unchanged.
-    assert_eq!(
-        f.store.server(a, server.id).await.unwrap().settings.name,
-        "relay"
-    );
+    assert_eq!(f.server(a, server.id).await.settings.name, "relay");
     assert!(f.account(a, server.id, account.id).await.secret_set);
-    assert_eq!(
-        f.store
-            .provider(a, provider.id)
-            .await
-            .unwrap()
-            .settings
-            .name,
-        "relay"
-    );
-    assert_eq!(f.store.person(a, member.id).await.unwrap().name, "Ann");
+    assert_eq!(f.provider(a, provider.id).await.settings.name, "relay");
+    assert_eq!(f.person(a, member.id).await.name, "Ann");
     assert_eq!(f.list_tokens(a).await.len(), 1);
     assert_eq!(f.message(a, m.id).await.recipients.len(), 1);
     assert_eq!(
@@ -1236,9 +1270,9 @@ async fn tenants_keep_their_properties(f: Fixture) {
     let changed = f.set_active_provider(t.id, Some(p2), far).await;
     assert_eq!(changed.notification_provider_id, Some(p2));
     assert_eq!(changed.previous_provider_id, None);
-    let refreshed = f.store.refresh_properties(t.id, 5_000).await.unwrap();
+    let refreshed = f.refresh_properties(t.id, 5_000).await;
     assert_eq!(refreshed.properties_effective_from, 5_000);
-    let refreshed = f.store.refresh_properties(t.id, 9_000).await.unwrap();
+    let refreshed = f.refresh_properties(t.id, 9_000).await;
     assert_eq!(
         refreshed.properties_effective_from, 5_000,
         "a refresh never postpones"
@@ -1271,10 +1305,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
     let server = f.create_server(a, settings.clone()).await;
     assert_eq!(server.settings, settings);
     assert_eq!(server.tenant_id, a);
-    assert_eq!(
-        f.store.server(a, server.id).await.unwrap().settings,
-        settings
-    );
+    assert_eq!(f.server(a, server.id).await.settings, settings);
     assert_eq!(
         conflict(
             f.store
@@ -1407,7 +1438,7 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
             .await,
     );
     not_found(f.store.delete_provider(b, provider.id).await);
-    assert!(f.store.list_providers(b).await.unwrap().is_empty());
+    assert!(f.list_providers(b).await.is_empty());
 
     assert_eq!(
         conflict(f.store.delete_server(a, server.id).await),
@@ -1446,22 +1477,17 @@ async fn servers_accounts_and_providers_keep_their_rules(f: Fixture) {
 
     // A provider moved to a server without authentication needs no account.
     let moved = f
-        .store
         .update_provider(
             a,
             provider.id,
             provider_settings("corporate", spare.id, None),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(moved.settings.smtp_server_id, spare.id);
     assert_eq!(moved.settings.account_id, None);
-    f.store
-        .delete_account(a, server.id, account.id)
-        .await
-        .unwrap();
+    f.delete_account(a, server.id, account.id).await;
     not_found(f.store.delete_account(a, server.id, account.id).await);
-    f.store.delete_server(a, server.id).await.unwrap();
+    f.delete_server(a, server.id).await;
     not_found(f.store.account(a, server.id, oauth.id).await);
     f.set_active_provider(a, None, 0).await;
     f.store.delete_provider(a, provider.id).await.unwrap();
@@ -1502,49 +1528,19 @@ async fn smtp_credentials_and_connectors_stand_within_their_tenant(f: Fixture) {
         .await
         .unwrap();
 
-    let found = f.store.smtp_credential(a, credential.id).await.unwrap();
+    let found = f.smtp_credential(a, credential.id).await;
     assert_eq!(found.map(|c| c.username), Some("acme-grafana".to_owned()));
-    let found = f.store.smtp_connector(a, connector.id).await.unwrap();
+    let found = f.smtp_connector(a, connector.id).await;
     assert_eq!(found.map(|c| c.name), Some("office".to_owned()));
     // Another tenant's ids are not found.
-    assert!(
-        f.store
-            .smtp_credential(b, credential.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        f.store
-            .smtp_connector(b, connector.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(f.smtp_credential(b, credential.id).await.is_none());
+    assert!(f.smtp_connector(b, connector.id).await.is_none());
 
     // Revoked or deleted, they no longer stand.
-    f.store
-        .revoke_smtp_credential(a, credential.id)
-        .await
-        .unwrap();
-    f.store
-        .delete_smtp_connector(a, connector.id)
-        .await
-        .unwrap();
-    assert!(
-        f.store
-            .smtp_credential(a, credential.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        f.store
-            .smtp_connector(a, connector.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    f.revoke_smtp_credential(a, credential.id).await;
+    f.delete_smtp_connector(a, connector.id).await;
+    assert!(f.smtp_credential(a, credential.id).await.is_none());
+    assert!(f.smtp_connector(a, connector.id).await.is_none());
 }
 
 async fn persons_and_tokens_keep_their_rules(f: Fixture) {
@@ -1564,27 +1560,21 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
         .await;
     not_found(f.store.person(b, ada.id).await);
     not_found(f.store.delete_person(b, ada.id).await);
-    assert_eq!(f.store.person(a, ada.id).await.unwrap().name, "Ada");
-    assert_eq!(f.store.list_persons(a).await.unwrap().len(), 1);
+    assert_eq!(f.person(a, ada.id).await.name, "Ada");
+    assert_eq!(f.list_persons(a).await.len(), 1);
     // Found by address, as mail received over SMTP is: case aside, within its tenant.
     let shouted = EmailAddress::parse("ADA@X.example").unwrap();
-    let found = f.store.person_by_email(a, &shouted).await.unwrap();
+    let found = f.person_by_email(a, &shouted).await;
     assert_eq!(found.map(|p| p.id), Some(ada.id));
-    let found = f.store.person_by_email(b, &shouted).await.unwrap();
+    let found = f.person_by_email(b, &shouted).await;
     assert_eq!(found.map(|p| p.name), Some("Ada elsewhere".to_owned()));
     let stranger = EmailAddress::parse("adam@x.example").unwrap();
-    assert!(
-        f.store
-            .person_by_email(a, &stranger)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(f.person_by_email(a, &stranger).await.is_none());
 
-    assert!(!f.store.operator_token_exists().await.unwrap());
+    assert!(!f.operator_token_exists().await);
     let operator = f.create_token(token(None, None, "h0")).await;
     assert_eq!(operator.role, Role::Operator);
-    assert!(f.store.operator_token_exists().await.unwrap());
+    assert!(f.operator_token_exists().await);
     assert_eq!(
         conflict(f.store.create_token(token(Some(a), None, "h0")).await),
         "this token exists already"
@@ -1623,10 +1613,7 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
         conflict(f.store.delete_person(a, ada.id).await),
         "the SMTP account \"ada@x.example\" is bound to this person; delete it or bind it to another person first"
     );
-    f.store
-        .delete_account(a, server.id, bound.id)
-        .await
-        .unwrap();
+    f.delete_account(a, server.id, bound.id).await;
     f.store.delete_person(a, ada.id).await.unwrap();
     not_found(f.store.person(a, ada.id).await);
     assert!(
@@ -1657,7 +1644,7 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
         },
         "the same value again changes nothing"
     );
-    let listed = f.store.list_operator_tokens().await.unwrap();
+    let listed = f.list_operator_tokens().await;
     let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
     assert_eq!(summary, vec![(made_by_hand.id, false), (first.id, true)]);
     assert!(listed.iter().all(|t| t.tenant_id.is_none()));
@@ -1679,20 +1666,17 @@ async fn operator_tokens_are_listed_revoked_and_replaced(f: Fixture) {
     // token stays revoked when a node starts with it again.
     not_found(f.store.revoke_operator_token(tenants_token.id).await);
     assert!(f.token_by_hash("sender").await.is_some());
-    f.store.revoke_operator_token(second.id).await.unwrap();
+    f.revoke_operator_token(second.id).await;
     not_found(f.store.revoke_operator_token(second.id).await);
     assert!(f.token_by_hash("boot-2").await.is_none());
     assert_eq!(
         f.set_bootstrap_token(second).await,
         BootstrapOutcome::Revoked { replaced: 0 }
     );
-    f.store
-        .revoke_operator_token(made_by_hand.id)
-        .await
-        .unwrap();
+    f.revoke_operator_token(made_by_hand.id).await;
     assert!(f.token_by_hash("op").await.is_none());
-    assert!(f.store.list_operator_tokens().await.unwrap().is_empty());
-    assert!(!f.store.operator_token_exists().await.unwrap());
+    assert!(f.list_operator_tokens().await.is_empty());
+    assert!(!f.operator_token_exists().await);
 }
 
 /// Going back to an earlier bootstrap value (T1, T2, then T1 again) keeps T1
@@ -1715,7 +1699,7 @@ async fn returning_to_a_revoked_bootstrap_value_revokes_the_current_one(f: Fixtu
     );
     assert!(f.token_by_hash("boot-1").await.is_none());
     assert!(f.token_by_hash("boot-2").await.is_none());
-    let listed = f.store.list_operator_tokens().await.unwrap();
+    let listed = f.list_operator_tokens().await;
     let summary: Vec<(TokenId, bool)> = listed.iter().map(|t| (t.id, t.bootstrap)).collect();
     assert_eq!(summary, vec![(made_by_hand.id, false)]);
 
@@ -1832,7 +1816,7 @@ async fn audit_entries_read_back_as_written(f: Fixture) {
         })
         .await
         .unwrap();
-    let entries = f.store.list_audit(a, 2).await.unwrap();
+    let entries = f.list_audit(a, 2).await;
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].action, "smtp_server.update.2", "newest first");
     assert_eq!(entries[1].action, "smtp_server.update.1");
@@ -1840,7 +1824,7 @@ async fn audit_entries_read_back_as_written(f: Fixture) {
     assert_eq!(entries[0].details.to_string(), details.to_string());
     assert_eq!(entries[0].tenant_id, Some(a));
     assert_eq!(entries[0].remote_addr.as_deref(), Some("192.0.2.1"));
-    assert!(f.store.list_audit(b, 10).await.unwrap().is_empty());
+    assert!(f.list_audit(b, 10).await.is_empty());
 }
 
 async fn secrets_are_resealed_all_at_once(f: Fixture) {
@@ -1951,7 +1935,7 @@ async fn reply_to_keeps_its_display_name(f: Fixture) {
         ..provider_settings("named", server.id, None)
     };
     let provider = f.create_provider(t, settings).await;
-    let read = f.store.provider(t, provider.id).await.unwrap();
+    let read = f.provider(t, provider.id).await;
     assert_eq!(read.settings.reply_to, Some(named));
 }
 
@@ -2259,12 +2243,12 @@ async fn nodes_report_their_heartbeats(f: Fixture) {
         heartbeat_at: at,
         incarnation: Some(format!("{name}-first")),
     };
-    assert!(f.store.list_nodes().await.unwrap().is_empty());
+    assert!(f.list_nodes().await.is_empty());
     f.heartbeat(node("n1", &["api"], 1_000)).await;
     f.heartbeat(node("n2", &["worker"], 2_000)).await;
     f.heartbeat(node("n1", &["api", "worker"], 3_000)).await;
     f.heartbeat(node("n3", &[], 1_500)).await;
-    let nodes = f.store.list_nodes().await.unwrap();
+    let nodes = f.list_nodes().await;
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, vec!["n1", "n2", "n3"], "newest heartbeat first");
     assert_eq!(nodes[0].roles, [NodeRole::Api, NodeRole::Worker]);
@@ -2290,10 +2274,8 @@ async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixtu
     assert_eq!(theirs.len(), 1);
 
     let released = f
-        .store
         .release_earlier_incarnations("n1", "n1-second", 4_000)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(released, 2);
     let view = f.message(t, m.id).await;
     for r in &view.recipients {
@@ -2316,10 +2298,8 @@ async fn a_restarted_node_gets_back_the_leases_of_its_earlier_processes(f: Fixtu
         "the interrupted attempt counts"
     );
     assert_eq!(
-        f.store
-            .release_earlier_incarnations("n1", "n1-second", 5_000)
-            .await
-            .unwrap(),
+        f.release_earlier_incarnations("n1", "n1-second", 5_000)
+            .await,
         0,
         "a process keeps its own leases"
     );
@@ -2382,7 +2362,7 @@ async fn leases_of_a_node_whose_heartbeat_stopped_are_given_back(f: Fixture) {
     for id in &held[1..] {
         assert_eq!(status(f.message(t, *id).await).0, RecipientStatus::Sending);
     }
-    let nodes = f.store.list_nodes().await.unwrap();
+    let nodes = f.list_nodes().await;
     let dead = nodes.iter().find(|n| n.name == "dead").unwrap();
     assert_eq!(dead.incarnation, None, "marked as taken over");
     assert!(
@@ -2754,20 +2734,13 @@ async fn plaintext_auth_is_allowed_only_where_the_server_entry_says_so(f: Fixtur
     settings.allow_plaintext_auth = true;
     let updated = f.update_server(a, server.id, settings.clone()).await;
     assert!(updated.settings.allow_plaintext_auth);
-    let read = f.store.server(a, server.id).await.unwrap();
+    let read = f.server(a, server.id).await;
     assert_eq!(read.settings, settings);
     assert!(f.list_servers(a).await[0].settings.allow_plaintext_auth);
 
     settings.allow_plaintext_auth = false;
     f.update_server(a, server.id, settings).await;
-    assert!(
-        !f.store
-            .server(a, server.id)
-            .await
-            .unwrap()
-            .settings
-            .allow_plaintext_auth
-    );
+    assert!(!f.server(a, server.id).await.settings.allow_plaintext_auth);
 }
 
 /// A message with a limit on its tenant's queued recipients.
@@ -2838,13 +2811,11 @@ async fn submissions_past_the_queue_limit_are_refused(f: Fixture) {
         })
         .collect();
     f.complete(outcomes, vec![]).await;
-    f.store
-        .submit_batch(vec![
-            limited(t, &["f@x.example"], None, 3),
-            limited(t, &["g@x.example"], None, 3),
-        ])
-        .await
-        .unwrap();
+    f.submit_batch(vec![
+        limited(t, &["f@x.example"], None, 3),
+        limited(t, &["g@x.example"], None, 3),
+    ])
+    .await;
     let full = f.store.submit(limited(t, &["h@x.example"], None, 3)).await;
     assert!(
         matches!(full, Err(StoreError::QueueFull { limit: 3 })),
@@ -3037,20 +3008,12 @@ async fn webhooks_are_kept_per_tenant(f: Fixture) {
         .await;
     f.create_webhook(new_webhook(other, &EventType::ALL, 500))
         .await;
-    let listed: Vec<WebhookId> = f
-        .store
-        .list_webhooks(t)
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.id)
-        .collect();
+    let listed: Vec<WebhookId> = f.list_webhooks(t).await.iter().map(|w| w.id).collect();
     assert_eq!(listed, vec![first.id, second.id], "oldest first");
-    assert_eq!(f.store.webhook(t, second.id).await.unwrap().url, second.url);
+    assert_eq!(f.webhook(t, second.id).await.url, second.url);
 
     // A change keeps what it does not name.
     let changed = f
-        .store
         .update_webhook(
             t,
             first.id,
@@ -3060,14 +3023,12 @@ async fn webhooks_are_kept_per_tenant(f: Fixture) {
             },
             3_000,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(changed.url, "https://hooks.example/v2");
     assert_eq!(changed.events, first.events);
     assert!(changed.enabled);
     assert_eq!((changed.created_at, changed.updated_at), (1_000, 3_000));
     let changed = f
-        .store
         .update_webhook(
             t,
             first.id,
@@ -3078,17 +3039,14 @@ async fn webhooks_are_kept_per_tenant(f: Fixture) {
             },
             4_000,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(changed.url, "https://hooks.example/v2");
     assert_eq!(changed.events, EventSet::all());
     assert!(!changed.enabled);
 
     let rotated = f
-        .store
         .rotate_webhook_secret(t, first.id, "sealed:two".into(), 90_000, 5_000)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(rotated.previous_secret_until, Some(90_000));
     assert_eq!(rotated.updated_at, 5_000);
 
@@ -3124,23 +3082,14 @@ async fn webhooks_are_kept_per_tenant(f: Fixture) {
             })
             .await,
     );
-    assert!(
-        f.store
-            .webhook_deliveries(t, first.id, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        f.store.webhook(t, first.id).await.unwrap().updated_at,
-        5_000
-    );
+    assert!(f.webhook_deliveries(t, first.id, 10).await.is_empty());
+    assert_eq!(f.webhook(t, first.id).await.updated_at, 5_000);
 
-    f.store.delete_webhook(t, first.id).await.unwrap();
+    f.delete_webhook(t, first.id).await;
     not_found(f.store.webhook(t, first.id).await);
     not_found(f.store.delete_webhook(t, first.id).await);
-    assert_eq!(f.store.list_webhooks(t).await.unwrap().len(), 1);
-    assert_eq!(f.store.list_webhooks(other).await.unwrap().len(), 1);
+    assert_eq!(f.list_webhooks(t).await.len(), 1);
+    assert_eq!(f.list_webhooks(other).await.len(), 1);
 }
 
 /// An outcome `complete` records writes the events it causes for each
@@ -3414,7 +3363,7 @@ async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
         0,
     )
     .await;
-    let deliveries = f.store.webhook_deliveries(t, hook.id, 100).await.unwrap();
+    let deliveries = f.webhook_deliveries(t, hook.id, 100).await;
     let e1_now = deliveries
         .iter()
         .find(|d| d.event_id == e1.event_id)
@@ -3432,7 +3381,7 @@ async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
         0,
     )
     .await;
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(300_000));
+    assert_eq!(f.next_webhook_due().await, Some(300_000));
     assert!(f.claim_events(webhook_claim(299_999, 100)).await.is_empty());
     let back = f.claim_events(webhook_claim(300_000, 100)).await;
     assert_eq!(back.len(), 2);
@@ -3444,14 +3393,14 @@ async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
         0,
     )
     .await;
-    let deliveries = f.store.webhook_deliveries(t, hook.id, 100).await.unwrap();
+    let deliveries = f.webhook_deliveries(t, hook.id, 100).await;
     assert_eq!(deliveries.len(), 5);
     for d in &deliveries {
         assert_eq!(d.status, WebhookDeliveryStatus::Delivered);
         assert_eq!(d.next_attempt_at, None);
         assert_eq!(d.response_status, Some(204));
     }
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(f.next_webhook_due().await, None);
 }
 
 fn event_lease(room: usize) -> EventLease {
@@ -3586,7 +3535,7 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
     seqs.dedup();
     assert_eq!(seqs.len(), 7);
     for webhook in [hook.id, quiet.id] {
-        let deliveries = f.store.webhook_deliveries(t, webhook, 100).await.unwrap();
+        let deliveries = f.webhook_deliveries(t, webhook, 100).await;
         assert!(
             deliveries
                 .iter()
@@ -3685,10 +3634,7 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
         i64::MAX,
     )
     .await;
-    assert_eq!(
-        f.store.webhook(t, hook.id).await.unwrap().failing_since,
-        None
-    );
+    assert_eq!(f.webhook(t, hook.id).await.failing_since, None);
 
     let events = f.claim_events(webhook_claim(10_000, 100)).await;
     let disabled = f
@@ -3702,7 +3648,7 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
         )
         .await;
     assert!(disabled.is_empty(), "failing only since after the cut-off");
-    let failing = f.store.webhook(t, hook.id).await.unwrap();
+    let failing = f.webhook(t, hook.id).await;
     assert_eq!(failing.failing_since, Some(10_000));
     assert!(failing.enabled);
 
@@ -3719,11 +3665,11 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
     assert_eq!(disabled[0].id, hook.id);
     assert_eq!(disabled[0].tenant_id, t);
     assert_eq!(disabled[0].failing_since, 10_000);
-    let off = f.store.webhook(t, hook.id).await.unwrap();
+    let off = f.webhook(t, hook.id).await;
     assert!(!off.enabled);
     let reason = off.disabled_reason.clone().expect("a reason");
     assert!(reason.contains("failed"), "{reason}");
-    let audit = f.store.list_audit(t, 10).await.unwrap();
+    let audit = f.list_audit(t, 10).await;
     assert_eq!(audit[0].action, "webhook.disable");
     assert_eq!(
         audit[0].object_id.as_deref(),
@@ -3731,7 +3677,7 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
     );
     assert_eq!(audit[0].actor, "herald");
     assert_eq!(audit[0].details["reason"], reason);
-    let deliveries = f.store.webhook_deliveries(t, hook.id, 10).await.unwrap();
+    let deliveries = f.webhook_deliveries(t, hook.id, 10).await;
     let given_up = deliveries.iter().find(|d| d.attempts == 3).unwrap();
     assert_eq!(given_up.status, WebhookDeliveryStatus::Failed);
     assert_eq!(given_up.error.as_deref(), Some("unavailable"));
@@ -3750,13 +3696,12 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
 
     // A disabled webhook's events are neither due nor claimed, and
     // outcomes write none for it.
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(f.next_webhook_due().await, None);
     assert!(f.claim_events(webhook_claim(40_000, 100)).await.is_empty());
     f.send_message(t, &["c@x.example"], 30_000).await;
     assert_eq!(f.event_types(t, hook.id).await.len(), 3);
 
     let enabled = f
-        .store
         .update_webhook(
             t,
             hook.id,
@@ -3766,13 +3711,12 @@ async fn a_webhook_failing_too_long_is_disabled(f: Fixture) {
             },
             50_000,
         )
-        .await
-        .unwrap();
+        .await;
     assert!(enabled.enabled);
     assert_eq!(enabled.disabled_reason, None);
     assert_eq!(enabled.failing_since, None);
     // Enabled again, it starts afresh: what was given up stays given up.
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(f.next_webhook_due().await, None);
 }
 
 /// Test events show among the deliveries; finished events are pruned by
@@ -3782,9 +3726,9 @@ async fn webhook_deliveries_are_recorded_pruned_and_deleted(f: Fixture) {
     let hook = f
         .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
         .await;
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(f.next_webhook_due().await, None);
     f.send_message(t, &["a@x.example"], 1_000).await;
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(1_000));
+    assert_eq!(f.next_webhook_due().await, Some(1_000));
 
     f.store
         .record_webhook_test(WebhookTestRecord {
@@ -3803,7 +3747,7 @@ async fn webhook_deliveries_are_recorded_pruned_and_deleted(f: Fixture) {
         })
         .await
         .unwrap();
-    let deliveries = f.store.webhook_deliveries(t, hook.id, 10).await.unwrap();
+    let deliveries = f.webhook_deliveries(t, hook.id, 10).await;
     assert_eq!(deliveries.len(), 2);
     let test = &deliveries[0];
     assert_eq!(test.event_id, "evt_test");
@@ -3821,14 +3765,7 @@ async fn webhook_deliveries_are_recorded_pruned_and_deleted(f: Fixture) {
     assert_eq!(test.duration_ms, Some(12));
     assert_eq!(test.next_attempt_at, None);
     assert_eq!(deliveries[1].event_type, "message.sent");
-    assert_eq!(
-        f.store
-            .webhook_deliveries(t, hook.id, 1)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(f.webhook_deliveries(t, hook.id, 1).await.len(), 1);
     assert!(
         f.claim_events(webhook_claim(5_000, 100))
             .await
@@ -3842,9 +3779,9 @@ async fn webhook_deliveries_are_recorded_pruned_and_deleted(f: Fixture) {
     assert_eq!(f.event_types(t, hook.id).await, ["message.sent"]);
 
     f.send_message(t, &["b@x.example"], 3_000).await;
-    f.store.delete_webhook(t, hook.id).await.unwrap();
+    f.delete_webhook(t, hook.id).await;
     not_found(f.store.webhook_deliveries(t, hook.id, 10).await);
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), None);
+    assert_eq!(f.next_webhook_due().await, None);
     // Nothing of it is left to prune either.
     assert_eq!(f.store.prune_webhook_events(i64::MAX).await.unwrap(), 0);
 }
@@ -3859,10 +3796,8 @@ async fn webhook_secrets_are_resealed(f: Fixture) {
             ..new_webhook(t, &[EventType::MessageSent], 0)
         })
         .await;
-    f.store
-        .rotate_webhook_secret(t, hook.id, "old:next".into(), i64::MAX, 1_000)
-        .await
-        .unwrap();
+    f.rotate_webhook_secret(t, hook.id, "old:next".into(), i64::MAX, 1_000)
+        .await;
     let context = herald_core::webhook::seal_context(&hook.id.to_string());
     let resealer: herald_store::Resealer = Box::new(move |sealed: &str, ctx: &str| {
         assert_eq!(ctx, context);
@@ -3888,6 +3823,21 @@ fn new_gateway(tenant: TenantId, name: &str, hash: &str, at: i64) -> NewGateway 
     }
 }
 
+/// Two tenants, acme and globex, each with a gateway named "office": for the
+/// cases where one tenant's gateway must not touch what is the other's.
+async fn two_tenants_offices(f: &Fixture) -> [(TenantId, Gateway); 2] {
+    let mut offices = Vec::new();
+    for slug in ["acme", "globex"] {
+        let t = tenant(&*f.store, slug).await;
+        let hash = format!("hash-{slug}");
+        let office = f
+            .create_gateway(new_gateway(t, "office", &hash, 1_000))
+            .await;
+        offices.push((t, office));
+    }
+    offices.try_into().unwrap()
+}
+
 fn seen(gateway: GatewayId, name: &str, version: &str, at: i64) -> GatewaySeen {
     GatewaySeen {
         gateway_id: gateway,
@@ -3903,10 +3853,8 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let b = tenant(&*f.store, "other").await;
     let office = f
-        .store
         .create_gateway(new_gateway(a, "office", "hash-office", 1_000))
-        .await
-        .unwrap();
+        .await;
     assert_eq!(office.name, "office");
     assert_eq!((office.created_at, office.token_created_at), (1_000, 1_000));
     assert!(office.instances.is_empty());
@@ -3921,26 +3869,19 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
     assert!(taken.contains("office"), "{taken}");
     // Another tenant may use the same name.
     let theirs = f
-        .store
         .create_gateway(new_gateway(b, "office", "hash-b", 1_200))
-        .await
-        .unwrap();
+        .await;
     let lab = f
-        .store
         .create_gateway(new_gateway(a, "lab", "hash-lab", 1_300))
-        .await
-        .unwrap();
+        .await;
     let names = |list: Vec<Gateway>| list.into_iter().map(|g| g.name).collect::<Vec<_>>();
-    assert_eq!(
-        names(f.store.list_gateways(a).await.unwrap()),
-        ["lab", "office"]
-    );
-    assert_eq!(names(f.store.list_gateways(b).await.unwrap()), ["office"]);
+    assert_eq!(names(f.list_gateways(a).await), ["lab", "office"]);
+    assert_eq!(names(f.list_gateways(b).await), ["office"]);
 
     // The token finds its gateway, of whichever tenant.
-    let found = f.store.gateway_by_token("hash-b").await.unwrap().unwrap();
+    let found = f.gateway_by_token("hash-b").await.unwrap();
     assert_eq!((found.id, found.tenant_id), (theirs.id, b));
-    assert!(f.store.gateway_by_token("nothing").await.unwrap().is_none());
+    assert!(f.gateway_by_token("nothing").await.is_none());
 
     // A new token: the old one finds nothing at once.
     let replaced = f
@@ -3952,20 +3893,9 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
         (replaced.created_at, replaced.token_created_at),
         (1_000, 5_000)
     );
-    assert!(
-        f.store
-            .gateway_by_token("hash-office")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(f.gateway_by_token("hash-office").await.is_none());
     assert_eq!(
-        f.store
-            .gateway_by_token("hash-office-2")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
+        f.gateway_by_token("hash-office-2").await.unwrap().id,
         office.id
     );
 
@@ -3977,40 +3907,17 @@ async fn gateways_keep_their_names_tokens_and_tenants(f: Fixture) {
             .replace_gateway_token(b, office.id, "hash-stolen".into(), 6_000)
             .await,
     );
-    assert!(
-        f.store
-            .gateway_by_token("hash-stolen")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(f.gateway_by_token("hash-stolen").await.is_none());
 
-    f.store.delete_gateway(a, lab.id).await.unwrap();
+    f.delete_gateway(a, lab.id).await;
     not_found(f.store.gateway(a, lab.id).await);
     not_found(f.store.delete_gateway(a, lab.id).await);
-    assert_eq!(names(f.store.list_gateways(a).await.unwrap()), ["office"]);
-    assert!(
-        f.store
-            .gateway_by_token("hash-lab")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(names(f.list_gateways(a).await), ["office"]);
+    assert!(f.gateway_by_token("hash-lab").await.is_none());
 }
 
 async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture) {
-    let acme = tenant(&*f.store, "acme").await;
-    let globex = tenant(&*f.store, "globex").await;
-    let office = f
-        .store
-        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
-        .await
-        .unwrap();
-    let theirs = f
-        .store
-        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
-        .await
-        .unwrap();
+    let [(acme, office), (globex, theirs)] = two_tenants_offices(&f).await;
     let pinned = |t: TenantId, g: GatewayId, at: i64| NewMessage {
         gateway_id: Some(g),
         ..message(t, &["in@x.example"], None, at)
@@ -4033,10 +3940,7 @@ async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture)
 
     // The server leaves the gateway: the waiting recipient is the nodes'
     // again, due now; the one an instance holds and the other tenant's stay.
-    f.store
-        .update_server(acme, server.id, via(None))
-        .await
-        .unwrap();
+    f.update_server(acme, server.id, via(None)).await;
     let now = herald_core::timestamp::now_ms();
     let by_node = f.claim(claim("n1", now + 1_000, 600_000)).await;
     assert_eq!(by_node.len(), 1, "{by_node:?}");
@@ -4056,23 +3960,18 @@ async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture)
     );
 
     // Pinned again, a provider's server change gives mail back as well ...
-    f.store
-        .update_server(acme, server.id, via(Some(office.id)))
-        .await
-        .unwrap();
+    f.update_server(acme, server.id, via(Some(office.id))).await;
     let plain = f.create_server(acme, server_settings("plain", false)).await;
     let provider = f
         .create_provider(acme, provider_settings("relay", server.id, None))
         .await;
     let second = f.submit(pinned(acme, office.id, 1_000)).await;
-    f.store
-        .update_provider(
-            acme,
-            provider.id,
-            provider_settings("relay", plain.id, None),
-        )
-        .await
-        .unwrap();
+    f.update_provider(
+        acme,
+        provider.id,
+        provider_settings("relay", plain.id, None),
+    )
+    .await;
     assert!(
         f.message(acme, second.id).await.recipients[0]
             .gateway_id
@@ -4110,7 +4009,7 @@ async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture)
     let far = by + 600_000;
     f.set_active_provider(acme, None, far).await;
     let now = herald_core::timestamp::now_ms();
-    f.store.refresh_properties(acme, now).await.unwrap();
+    f.refresh_properties(acme, now).await;
     let due: Vec<MessageId> = f
         .claim(claim("n3", now + 1, 10_000))
         .await
@@ -4121,19 +4020,8 @@ async fn a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes(f: Fixture)
 }
 
 async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture) {
-    let acme = tenant(&*f.store, "acme").await;
-    let globex = tenant(&*f.store, "globex").await;
-    let office = f
-        .store
-        .create_gateway(new_gateway(acme, "office", "hash-acme", 1_000))
-        .await
-        .unwrap();
     // Another tenant's gateway of the same name, with an instance of the same name.
-    let theirs = f
-        .store
-        .create_gateway(new_gateway(globex, "office", "hash-globex", 1_000))
-        .await
-        .unwrap();
+    let [(acme, office), (globex, theirs)] = two_tenants_offices(&f).await;
     let pinned = |t: TenantId, g: GatewayId| NewMessage {
         gateway_id: Some(g),
         ..message(t, &["in@x.example"], None, 1_000)
@@ -4197,11 +4085,7 @@ async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture
     seen_by(instance(&office, "gw-1", "a2", 3_600)).await;
 
     // gw-2 and the other tenant's gw-1 fall silent: their leases come back.
-    let mut released = f
-        .store
-        .release_stale_gateway_instances(3_200, 3_700)
-        .await
-        .unwrap();
+    let mut released = f.release_stale_gateway_instances(3_200, 3_700).await;
     released.sort();
     assert_eq!(
         released,
@@ -4222,11 +4106,7 @@ async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture
     // gw-1's first process stops (killed); the second reports on. Once the
     // first has not been seen for the stale-after period, its lease comes back.
     seen_by(instance(&office, "gw-1", "a2", 6_000)).await;
-    let released = f
-        .store
-        .release_stale_gateway_instances(5_000, 6_000)
-        .await
-        .unwrap();
+    let released = f.release_stale_gateway_instances(5_000, 6_000).await;
     assert_eq!(released, [("office/gw-1".to_owned(), 1)]);
     let again = f
         .claim_for_gateway(claim_as(&office, acme, "gw-1", "a2", 6_000))
@@ -4236,10 +4116,8 @@ async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture
     assert!([one.id, two.id].contains(&again[0].message), "{again:?}");
     // Taken over: the next sweep passes them by.
     assert!(
-        f.store
-            .release_stale_gateway_instances(5_000, 6_500)
+        f.release_stale_gateway_instances(5_000, 6_500)
             .await
-            .unwrap()
             .is_empty()
     );
 }
@@ -4247,28 +4125,17 @@ async fn a_gateway_instances_restart_or_silence_gives_its_leases_back(f: Fixture
 async fn gateway_instances_are_upserted_and_count_their_last_hour(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let g = f
-        .store
         .create_gateway(new_gateway(a, "office", "hash-office", 1_000))
-        .await
-        .unwrap();
-    let store = &f.store;
-    store
-        .gateway_seen(seen(g.id, "gw-1", "1.0", 10_000))
-        .await
-        .unwrap();
-    store
-        .gateway_seen(seen(g.id, "gw-2", "1.0", 20_000))
-        .await
-        .unwrap();
+        .await;
+    f.gateway_seen(seen(g.id, "gw-1", "1.0", 10_000)).await;
+    f.gateway_seen(seen(g.id, "gw-2", "1.0", 20_000)).await;
     // Seen again: a new version and time, the first sighting kept.
-    store
-        .gateway_seen(GatewaySeen {
-            address: "192.0.2.11".into(),
-            ..seen(g.id, "gw-1", "1.1", 30_000)
-        })
-        .await
-        .unwrap();
-    let instances = store.gateway(a, g.id).await.unwrap().instances;
+    f.gateway_seen(GatewaySeen {
+        address: "192.0.2.11".into(),
+        ..seen(g.id, "gw-1", "1.1", 30_000)
+    })
+    .await;
+    let instances = f.gateway(a, g.id).await.instances;
     let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["gw-1", "gw-2"], "newest seen first");
     let one = &instances[0];
@@ -4289,78 +4156,52 @@ async fn gateway_instances_are_upserted_and_count_their_last_hour(f: Fixture) {
         (7, 7, now - 61 * minute),
         (9, 9, now - 24 * 60 * minute),
     ] {
-        store
-            .count_gateway_outcomes(g.id, "gw-1", delivered, failed, at)
-            .await
-            .unwrap();
+        f.count_gateway_outcomes(g.id, "gw-1", delivered, failed, at)
+            .await;
     }
     let counts = |list: &[GatewayInstance], name: &str| {
         let i = list.iter().find(|i| i.name == name).unwrap();
         (i.delivered_this_hour, i.failed_this_hour)
     };
-    let listed = store.list_gateways(a).await.unwrap();
+    let listed = f.list_gateways(a).await;
     assert_eq!(counts(&listed[0].instances, "gw-1"), (5, 1));
     assert_eq!(counts(&listed[0].instances, "gw-2"), (0, 0));
     // ... and later outcomes add to their minute.
-    store
-        .count_gateway_outcomes(g.id, "gw-1", 1, 4, now)
-        .await
-        .unwrap();
-    let after = store.gateway(a, g.id).await.unwrap().instances;
+    f.count_gateway_outcomes(g.id, "gw-1", 1, 4, now).await;
+    let after = f.gateway(a, g.id).await.instances;
     assert_eq!(counts(&after, "gw-1"), (6, 5));
     // An instance whose outcomes are all older than an hour shows none.
-    store
-        .count_gateway_outcomes(g.id, "gw-2", 8, 8, now - 90 * minute)
-        .await
-        .unwrap();
-    let by_token = store
-        .gateway_by_token("hash-office")
-        .await
-        .unwrap()
-        .unwrap();
+    f.count_gateway_outcomes(g.id, "gw-2", 8, 8, now - 90 * minute)
+        .await;
+    let by_token = f.gateway_by_token("hash-office").await.unwrap();
     assert_eq!(counts(&by_token.instances, "gw-2"), (0, 0));
 
     // An instance never seen, or a gateway that does not exist, is not found.
     not_found(
-        store
+        f.store
             .count_gateway_outcomes(g.id, "gw-9", 1, 0, 50_000)
             .await,
     );
     not_found(
-        store
+        f.store
             .gateway_seen(seen(GatewayId::new(), "gw-1", "1.0", 50_000))
             .await,
     );
     // The token lookup brings the instances too.
-    let by_token = store
-        .gateway_by_token("hash-office")
-        .await
-        .unwrap()
-        .unwrap();
+    let by_token = f.gateway_by_token("hash-office").await.unwrap();
     assert_eq!(by_token.instances.len(), 2);
 
     // Deleting the gateway deletes its instances.
-    store.delete_gateway(a, g.id).await.unwrap();
+    f.delete_gateway(a, g.id).await;
     not_found(
-        store
+        f.store
             .count_gateway_outcomes(g.id, "gw-1", 1, 0, 60_000)
             .await,
     );
 }
 
 async fn a_server_names_a_gateway_of_its_tenant_which_then_stays(f: Fixture) {
-    let a = tenant(&*f.store, "acme").await;
-    let b = tenant(&*f.store, "other").await;
-    let ours = f
-        .store
-        .create_gateway(new_gateway(a, "office", "hash-a", 1_000))
-        .await
-        .unwrap();
-    let theirs = f
-        .store
-        .create_gateway(new_gateway(b, "office", "hash-b", 1_000))
-        .await
-        .unwrap();
+    let [(a, ours), (_, theirs)] = two_tenants_offices(&f).await;
     let via = |name: &str, g: GatewayId| ServerSettings {
         gateway_id: Some(g),
         ..server_settings(name, false)
@@ -4381,12 +4222,7 @@ async fn a_server_names_a_gateway_of_its_tenant_which_then_stays(f: Fixture) {
     let relay = f.create_server(a, via("relay", ours.id)).await;
     assert_eq!(relay.settings.gateway_id, Some(ours.id));
     assert_eq!(
-        f.store
-            .server(a, relay.id)
-            .await
-            .unwrap()
-            .settings
-            .gateway_id,
+        f.server(a, relay.id).await.settings.gateway_id,
         Some(ours.id)
     );
     let backup = f.create_server(a, via("backup", ours.id)).await;
@@ -4399,30 +4235,22 @@ async fn a_server_names_a_gateway_of_its_tenant_which_then_stays(f: Fixture) {
         ),
         "gateway_id"
     );
-    assert_eq!(
-        f.store
-            .server(a, plain.id)
-            .await
-            .unwrap()
-            .settings
-            .gateway_id,
-        None
-    );
+    assert_eq!(f.server(a, plain.id).await.settings.gateway_id, None);
 
     let refused = conflict(f.store.delete_gateway(a, ours.id).await);
     assert!(
         refused.contains("\"backup\"") && refused.contains("\"relay\""),
         "{refused}"
     );
-    f.store.gateway(a, ours.id).await.unwrap();
+    f.gateway(a, ours.id).await;
 
     // Once no server names it, it goes.
     f.update_server(a, relay.id, server_settings("relay", false))
         .await;
     let refused = conflict(f.store.delete_gateway(a, ours.id).await);
     assert!(refused.contains("\"backup\"") && !refused.contains("\"relay\""));
-    f.store.delete_server(a, backup.id).await.unwrap();
-    f.store.delete_gateway(a, ours.id).await.unwrap();
+    f.delete_server(a, backup.id).await;
+    f.delete_gateway(a, ours.id).await;
 }
 
 /// Changing the gateway a server's mail goes through clears its accounts'
@@ -4430,10 +4258,8 @@ async fn a_server_names_a_gateway_of_its_tenant_which_then_stays(f: Fixture) {
 async fn a_changed_gateway_clears_account_secrets(f: Fixture) {
     let a = tenant(&*f.store, "acme").await;
     let office = f
-        .store
         .create_gateway(new_gateway(a, "office", "hash-a", 1_000))
-        .await
-        .unwrap();
+        .await;
     let settings = server_settings("relay", true);
     let server = f.create_server(a, settings.clone()).await;
     let account = f
@@ -4559,7 +4385,7 @@ async fn a_retry_puts_off_the_rest_of_its_chain_and_claims_follow_due_times(f: F
     )
     .await;
     let m2 = f.send_message(t, &["c@x.example"], 4_000).await;
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(4_000));
+    assert_eq!(f.next_webhook_due().await, Some(4_000));
     let before = f.claim_events(webhook_claim(10_000, 10)).await;
     assert_eq!(
         event_names(&before),
@@ -4574,7 +4400,7 @@ async fn a_retry_puts_off_the_rest_of_its_chain_and_claims_follow_due_times(f: F
         0,
     )
     .await;
-    assert_eq!(f.store.next_webhook_due().await.unwrap(), Some(50_000));
+    assert_eq!(f.next_webhook_due().await, Some(50_000));
     // A claim cut short still takes the chain from its start.
     let one = f.claim_events(webhook_claim(50_000, 1)).await;
     assert_eq!(one[0].seq, first[0].seq);
@@ -4606,25 +4432,13 @@ async fn a_restarted_node_gets_its_earlier_processes_events_back(f: Fixture) {
     assert_eq!(leased.len(), 1);
     assert!(f.claim_events(webhook_claim(10_000, 10)).await.is_empty());
     // The same process, or another node, gives nothing back.
+    assert_eq!(f.release_webhook_leases("node-a", "first", 11_000).await, 0);
     assert_eq!(
-        f.store
-            .release_webhook_leases("node-a", "first", 11_000)
-            .await
-            .unwrap(),
+        f.release_webhook_leases("node-b", "second", 11_000).await,
         0
     );
     assert_eq!(
-        f.store
-            .release_webhook_leases("node-b", "second", 11_000)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        f.store
-            .release_webhook_leases("node-a", "second", 11_000)
-            .await
-            .unwrap(),
+        f.release_webhook_leases("node-a", "second", 11_000).await,
         1
     );
     let again = f.claim_events(webhook_claim(11_000, 10)).await;
@@ -4644,11 +4458,7 @@ async fn a_restarted_node_gets_its_earlier_processes_events_back(f: Fixture) {
         0,
     )
     .await;
-    let listed = f
-        .store
-        .webhook_deliveries(t, taken[0].webhook, 10)
-        .await
-        .unwrap();
+    let listed = f.webhook_deliveries(t, taken[0].webhook, 10).await;
     assert_eq!(listed[0].status, WebhookDeliveryStatus::Pending);
     assert_eq!(listed[0].attempts, 0);
 }
@@ -4660,20 +4470,18 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_its_time(f: Fixture) {
         .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
         .await;
     assert_eq!(
-        f.store.webhook_secrets(t, hook.id, 1_000).await.unwrap(),
+        f.webhook_secrets(t, hook.id, 1_000).await,
         ("sealed:one".to_owned(), None)
     );
     not_found(f.store.webhook_secrets(other, hook.id, 1_000).await);
-    f.store
-        .rotate_webhook_secret(t, hook.id, "sealed:two".into(), 50_000, 2_000)
-        .await
-        .unwrap();
+    f.rotate_webhook_secret(t, hook.id, "sealed:two".into(), 50_000, 2_000)
+        .await;
     assert_eq!(
-        f.store.webhook_secrets(t, hook.id, 49_999).await.unwrap(),
+        f.webhook_secrets(t, hook.id, 49_999).await,
         ("sealed:two".to_owned(), Some("sealed:one".to_owned()))
     );
     assert_eq!(
-        f.store.webhook_secrets(t, hook.id, 50_000).await.unwrap(),
+        f.webhook_secrets(t, hook.id, 50_000).await,
         ("sealed:two".to_owned(), None)
     );
 }
@@ -4727,7 +4535,7 @@ async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
     );
     assert_eq!(taken, "a template named \"welcome\" already exists");
     assert_eq!(
-        template_names(&f.store.list_templates(t).await.unwrap()),
+        template_names(&f.list_templates(t).await),
         ["alpha", "welcome"]
     );
     let named = f.store.template_named(t, "welcome").await.unwrap();
@@ -4749,7 +4557,7 @@ async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
     assert_eq!(changed.name, "greeting");
     assert_eq!(changed.content.subject, "Hi again");
     assert_eq!((changed.created_at, changed.updated_at), (1_000, 2_000));
-    let read = f.store.template(t, welcome.id).await.unwrap();
+    let read = f.template(t, welcome.id).await;
     assert_eq!(
         (read.version, read.content.subject.as_str()),
         (2, "Hi again")
@@ -4767,7 +4575,7 @@ async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
             .await,
     );
     assert_eq!(taken, "a template named \"alpha\" already exists");
-    assert_eq!(f.store.template(t, welcome.id).await.unwrap().version, 3);
+    assert_eq!(f.template(t, welcome.id).await.version, 3);
 
     // Another tenant's id is not found, whatever the call.
     not_found(f.store.template(other, welcome.id).await);
@@ -4778,10 +4586,7 @@ async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
     );
     not_found(f.store.delete_template(other, welcome.id).await);
     not_found(f.store.template_named(other, "greeting").await);
-    assert_eq!(
-        template_names(&f.store.list_templates(other).await.unwrap()),
-        ["welcome"]
-    );
+    assert_eq!(template_names(&f.list_templates(other).await), ["welcome"]);
 
     // A template a schedule uses stays.
     let daily = f
@@ -4793,10 +4598,10 @@ async fn templates_keep_every_version_and_their_names_per_tenant(f: Fixture) {
         .await;
     let used = conflict(f.store.delete_template(t, welcome.id).await);
     assert!(used.contains("\"daily\", \"weekly\""), "{used}");
-    assert_eq!(f.store.template(t, welcome.id).await.unwrap().version, 3);
-    f.store.delete_schedule(t, daily.id).await.unwrap();
-    let weekly = f.store.list_schedules(t).await.unwrap().remove(0);
-    f.store.delete_schedule(t, weekly.id).await.unwrap();
+    assert_eq!(f.template(t, welcome.id).await.version, 3);
+    f.delete_schedule(t, daily.id).await;
+    let weekly = f.list_schedules(t).await.remove(0);
+    f.delete_schedule(t, weekly.id).await;
     f.store.delete_template(t, welcome.id).await.unwrap();
     not_found(f.store.template(t, welcome.id).await);
     not_found(f.store.delete_template(t, welcome.id).await);
@@ -4820,7 +4625,7 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
     assert_eq!(created.next_run_at, Some(10_000));
     assert_eq!(created.last_run_at, None);
     assert_eq!((created.created_at, created.updated_at), (2_000, 2_000));
-    let read = f.store.schedule(t, created.id).await.unwrap();
+    let read = f.schedule(t, created.id).await;
     assert_eq!(read.fields, created.fields);
     assert_eq!(
         read.fields.to[0].to_string(),
@@ -4844,15 +4649,13 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
     f.create_schedule(new_schedule(t, "evening", template.id, None, 2_100))
         .await;
     let names: Vec<String> = f
-        .store
         .list_schedules(t)
         .await
-        .unwrap()
         .into_iter()
         .map(|s| s.fields.name)
         .collect();
     assert_eq!(names, ["evening", "morning"]);
-    assert!(f.store.list_schedules(other).await.unwrap().is_empty());
+    assert!(f.list_schedules(other).await.is_empty());
 
     // An update replaces every field and the next firing.
     let fields = herald_store::ScheduleFields {
@@ -4864,17 +4667,12 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
         ..schedule_fields("noon", template.id)
     };
     let updated = f
-        .store
         .update_schedule(t, created.id, fields.clone(), NextRun::At(None), 3_000)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(updated.fields, fields);
     assert_eq!(updated.next_run_at, None);
     assert_eq!((updated.created_at, updated.updated_at), (2_000, 3_000));
-    assert_eq!(
-        f.store.schedule(t, created.id).await.unwrap().fields,
-        fields
-    );
+    assert_eq!(f.schedule(t, created.id).await.fields, fields);
     let refused = f
         .store
         .update_schedule(
@@ -4919,13 +4717,13 @@ async fn schedules_keep_their_fields_and_name_a_template_of_their_tenant(f: Fixt
             .fire_schedule(manual_firing(other, created.id, 4_000), None)
             .await,
     );
-    f.store.delete_schedule(t, created.id).await.unwrap();
+    f.delete_schedule(t, created.id).await;
     not_found(f.store.schedule(t, created.id).await);
     not_found(f.store.delete_schedule(t, created.id).await);
 }
 
 async fn due_schedules_are_the_enabled_ones_whose_time_came(f: Fixture) {
-    assert_eq!(f.store.next_schedule_due().await.unwrap(), None);
+    assert_eq!(f.next_schedule_due().await, None);
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
     let mine = f.create_template(new_template(t, "report", 1_000)).await;
@@ -4951,18 +4749,12 @@ async fn due_schedules_are_the_enabled_ones_whose_time_came(f: Fixture) {
     })
     .await;
 
-    assert_eq!(f.store.next_schedule_due().await.unwrap(), Some(3_000));
+    assert_eq!(f.next_schedule_due().await, Some(3_000));
     let ids = |due: Vec<herald_store::Schedule>| due.into_iter().map(|s| s.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(f.store.due_schedules(5_000, 10).await.unwrap()),
-        [early.id, late.id]
-    );
-    assert_eq!(
-        ids(f.store.due_schedules(5_000, 1).await.unwrap()),
-        [early.id]
-    );
-    assert!(f.store.due_schedules(2_999, 10).await.unwrap().is_empty());
-    let due = f.store.due_schedules(3_000, 10).await.unwrap();
+    assert_eq!(ids(f.due_schedules(5_000, 10).await), [early.id, late.id]);
+    assert_eq!(ids(f.due_schedules(5_000, 1).await), [early.id]);
+    assert!(f.due_schedules(2_999, 10).await.is_empty());
+    let due = f.due_schedules(3_000, 10).await;
     assert_eq!(due[0].tenant_id, other);
     assert_eq!(due[0].fields, schedule_fields("early", theirs.id));
 }
@@ -4982,7 +4774,7 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     assert_eq!(run.status, Some(RecipientStatus::Queued));
     assert_eq!(run.trigger, herald_store::RunTrigger::Schedule);
     assert_eq!((run.fire_at, run.missed, run.caught_up), (10_000, 0, false));
-    let moved = f.store.schedule(t, s.id).await.unwrap();
+    let moved = f.schedule(t, s.id).await;
     assert_eq!(
         (moved.next_run_at, moved.last_run_at),
         (Some(20_000), Some(10_005))
@@ -4997,7 +4789,7 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     );
     not_found(f.store.message(t, second.id).await);
     assert_eq!(f.list_messages(t, 10).await.len(), 1);
-    let unchanged = f.store.schedule(t, s.id).await.unwrap();
+    let unchanged = f.schedule(t, s.id).await;
     assert_eq!(unchanged.last_run_at, Some(10_005));
 
     // A firing with no message says why; one after downtime caught up.
@@ -5023,7 +4815,7 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
         .unwrap();
     assert_eq!(run.trigger, herald_store::RunTrigger::Manual);
     assert_eq!(run.message_id, Some(manual.id));
-    let after = f.store.schedule(t, s.id).await.unwrap();
+    let after = f.schedule(t, s.id).await;
     assert_eq!(
         (after.next_run_at, after.last_run_at),
         (Some(30_000), Some(25_000))
@@ -5032,10 +4824,8 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     // An occurrence recorded already is not recorded again, even when the
     // schedule was set back to it: nothing of that firing stays, but the
     // schedule moves on past it (else it would be due again at once, for ever).
-    f.store
-        .update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(10_000)), 25_500)
-        .await
-        .unwrap();
+    f.update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(10_000)), 25_500)
+        .await;
     let third = message(t, &["c@x.example"], None, 25_600);
     assert!(
         f.fire(firing(t, s.id, 10_000, Some(20_000)), Some(third.clone()))
@@ -5043,25 +4833,18 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
             .is_none()
     );
     not_found(f.store.message(t, third.id).await);
-    assert_eq!(
-        f.store.schedule(t, s.id).await.unwrap().next_run_at,
-        Some(20_000)
-    );
+    assert_eq!(f.schedule(t, s.id).await.next_run_at, Some(20_000));
 
     // A change that keeps the next firing leaves it as stored, whatever
     // the caller read before.
     let kept = f
-        .store
         .update_schedule(t, s.id, s.fields.clone(), NextRun::Keep, 25_700)
-        .await
-        .unwrap();
+        .await;
     assert_eq!((kept.next_run_at, kept.updated_at), (Some(20_000), 25_700));
 
     // A disabled, deleted or changed schedule expects no occurrence.
-    f.store
-        .update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(40_000)), 26_000)
-        .await
-        .unwrap();
+    f.update_schedule(t, s.id, s.fields.clone(), NextRun::At(Some(40_000)), 26_000)
+        .await;
     assert!(
         f.fire(firing(t, s.id, 30_000, Some(40_000)), None)
             .await
@@ -5071,10 +4854,8 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
         enabled: false,
         ..s.fields.clone()
     };
-    f.store
-        .update_schedule(t, s.id, off, NextRun::At(Some(40_000)), 26_000)
-        .await
-        .unwrap();
+    f.update_schedule(t, s.id, off, NextRun::At(Some(40_000)), 26_000)
+        .await;
     assert!(
         f.fire(firing(t, s.id, 40_000, Some(50_000)), None)
             .await
@@ -5094,7 +4875,7 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     let sent = claimed.iter().find(|c| c.message == first.id).unwrap();
     f.complete(vec![outcome_at(sent, NextState::Sent, 10_020)], vec![])
         .await;
-    let runs = f.store.schedule_runs(t, s.id, 10).await.unwrap();
+    let runs = f.schedule_runs(t, s.id, 10).await;
     let listed: Vec<(i64, Option<MessageId>, Option<RecipientStatus>)> = runs
         .iter()
         .map(|r| (r.fire_at, r.message_id, r.status))
@@ -5114,10 +4895,10 @@ async fn a_scheduled_occurrence_is_recorded_once_with_its_message(f: Fixture) {
     );
     assert_eq!((runs[1].missed, runs[1].caught_up), (3, true));
     assert_eq!(runs[0].node, "n1");
-    assert_eq!(f.store.schedule_runs(t, s.id, 1).await.unwrap().len(), 1);
+    assert_eq!(f.schedule_runs(t, s.id, 1).await.len(), 1);
 
     // Deleting the schedule deletes its runs, not their messages.
-    f.store.delete_schedule(t, s.id).await.unwrap();
+    f.delete_schedule(t, s.id).await;
     f.message(t, first.id).await;
 }
 
@@ -5138,9 +4919,9 @@ async fn a_firing_whose_message_is_refused_stores_nothing(f: Fixture) {
         matches!(refused, Err(StoreError::QueueFull { limit: 1 })),
         "{refused:?}"
     );
-    let kept = f.store.schedule(t, s.id).await.unwrap();
+    let kept = f.schedule(t, s.id).await;
     assert_eq!((kept.next_run_at, kept.last_run_at), (Some(10_000), None));
-    assert!(f.store.schedule_runs(t, s.id, 10).await.unwrap().is_empty());
+    assert!(f.schedule_runs(t, s.id, 10).await.is_empty());
     assert!(f.list_messages(t, 10).await.is_empty());
     // The occurrence can still be fired.
     let later = herald_core::timestamp::now_ms() + 86_400_000;
@@ -5153,7 +4934,7 @@ async fn a_firing_whose_message_is_refused_stores_nothing(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(run.status, Some(RecipientStatus::Scheduled));
-    let runs = f.store.schedule_runs(t, s.id, 10).await.unwrap();
+    let runs = f.schedule_runs(t, s.id, 10).await;
     assert_eq!(runs[0].status, Some(RecipientStatus::Scheduled));
 }
 
@@ -5189,11 +4970,8 @@ async fn concurrent_firings_of_one_occurrence_store_one_message(f: Fixture) {
     let messages = f.list_messages(t, 10).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(Some(messages[0].id), recorded[0].message_id);
-    assert_eq!(f.store.schedule_runs(t, s.id, 10).await.unwrap().len(), 1);
-    assert_eq!(
-        f.store.schedule(t, s.id).await.unwrap().next_run_at,
-        Some(20_000)
-    );
+    assert_eq!(f.schedule_runs(t, s.id, 10).await.len(), 1);
+    assert_eq!(f.schedule(t, s.id).await.next_run_at, Some(20_000));
 }
 
 async fn a_message_to_send_later_waits_for_its_time(f: Fixture) {

@@ -191,9 +191,7 @@ async fn drop_mid_data_closes_the_connection() {
     let server = TestSmtpServer::start().await;
     server.script(Rule::new(Command::Data, Action::DropMidData));
     let mut client = connect_ehlo(server.addr()).await;
-    client.cmd("MAIL FROM:<s@example.com>").await;
-    client.cmd("RCPT TO:<r@example.com>").await;
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("s@example.com", "r@example.com").await;
     client.send("Subject: partial\r\n").await;
     assert!(client.is_closed().await);
     assert!(server.messages().is_empty());
@@ -239,9 +237,7 @@ async fn stall_sends_nothing_and_does_not_block_others() {
 async fn dot_stuffing_is_removed_and_raw_bytes_kept() {
     let server = TestSmtpServer::start().await;
     let mut client = connect_ehlo(server.addr()).await;
-    client.cmd("MAIL FROM:<>").await;
-    client.cmd("RCPT TO:<r@example.com>").await;
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("", "r@example.com").await;
     // A stuffed body: "..x" stands for ".x", ".." for a lone dot, and ". " is a
     // badly stuffed line whose first dot RFC 5321 still removes.
     let raw = "Subject: dots\r\n\r\n..leading dot\r\n...\r\nmid.\r\n..\r\nline\r\n. \r\n";
@@ -261,9 +257,7 @@ async fn dot_stuffing_is_removed_and_raw_bytes_kept() {
 async fn bare_lf_dot_does_not_end_data() {
     let server = TestSmtpServer::start().await;
     let mut client = connect_ehlo(server.addr()).await;
-    client.cmd("MAIL FROM:<s@example.com>").await;
-    client.cmd("RCPT TO:<r@example.com>").await;
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("s@example.com", "r@example.com").await;
     // "\n.\r\n" is not CRLF.CRLF, so the message continues (an SMTP smuggling probe).
     client.send("one\n.\r\ntwo\r\n.\r\n").await;
     assert_eq!(client.read_reply().await.code, 250);
@@ -294,9 +288,7 @@ async fn empty_message_and_sequence_errors() {
     // RSET ended the transaction, so RCPT needs a new MAIL.
     assert_eq!(client.cmd("RCPT TO:<r@example.com>").await.code, 503);
 
-    client.cmd("MAIL FROM:<s@example.com>").await;
-    client.cmd("RCPT TO:<r@example.com>").await;
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("s@example.com", "r@example.com").await;
     assert_eq!(client.cmd(".").await.code, 250);
     assert!(server.messages()[0].data.is_empty());
     let bye = client.cmd("QUIT").await;
@@ -424,9 +416,7 @@ async fn delay_sends_the_default_reply_once_over() {
         (220, "herald-testsmtp ESMTP ready")
     );
     assert_eq!(client.cmd("EHLO client.test").await.code, 250);
-    assert_eq!(client.cmd("MAIL FROM:<s@example.com>").await.code, 250);
-    assert_eq!(client.cmd("RCPT TO:<slow@example.com>").await.code, 250);
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("s@example.com", "slow@example.com").await;
     let sent = std::time::Instant::now();
     client.send("Subject: t\r\n\r\nbody\r\n.\r\n").await;
     let reply = client.read_reply().await;

@@ -15,9 +15,7 @@ fn test_tls() -> TestTls {
 
 /// Sends a one-recipient message and returns the reply code after the final dot.
 async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<S>) -> u16 {
-    assert_eq!(client.cmd("MAIL FROM:<s@example.com>").await.code, 250);
-    assert_eq!(client.cmd("RCPT TO:<r@example.com>").await.code, 250);
-    assert_eq!(client.cmd("DATA").await.code, 354);
+    client.begin_data("s@example.com", "r@example.com").await;
     client.send("Subject: secure\r\n\r\nbody\r\n.\r\n").await;
     client.read_reply().await.code
 }

@@ -274,6 +274,18 @@ impl Smtp {
         self.read().await.expect("a reply")
     }
 
+    /// Sends each command line in turn and expects its reply's code and
+    /// enhanced code.
+    pub async fn expect_replies(&mut self, dialogue: &[(&str, u16, &str)]) {
+        for &(line, code, enhanced) in dialogue {
+            let answer = self.command(line).await;
+            assert!(
+                answer.is(code, enhanced),
+                "{line}: expected {code} {enhanced}, got {answer}"
+            );
+        }
+    }
+
     /// EHLO; returns the keywords.
     pub async fn ehlo(&mut self) -> Vec<String> {
         let answer = self.command("EHLO client.test").await;
@@ -388,6 +400,15 @@ pub fn stuffed(message: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b".\r\n");
     out
+}
+
+/// The envelope's recipients' addresses, in their order.
+pub fn recipients(envelope: &Envelope) -> Vec<String> {
+    envelope
+        .recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// The message as stored, without the `Received:` header the listener added.

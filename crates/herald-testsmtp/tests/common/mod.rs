@@ -139,6 +139,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.read_reply().await
     }
 
+    /// Opens a transaction from `from` to `to` (MAIL and RCPT answered 250)
+    /// and starts its DATA (354).
+    pub async fn begin_data(&mut self, from: &str, to: &str) {
+        let mail = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        assert_eq!(mail.code, 250, "MAIL FROM:<{from}>");
+        let rcpt = self.cmd(&format!("RCPT TO:<{to}>")).await;
+        assert_eq!(rcpt.code, 250, "RCPT TO:<{to}>");
+        assert_eq!(self.cmd("DATA").await.code, 354);
+    }
+
     /// Whether the server closed the connection (EOF or reset) within [`STEP`] without
     /// sending anything more.
     pub async fn is_closed(&mut self) -> bool {

@@ -12,19 +12,26 @@ use crate::helpers::*;
 
 /// Creates a provider through a plain server on `port` and returns its id.
 async fn provider(app: &TestApp, tenant: &TestTenant, name: &str, port: u16) -> String {
-    let (status, server) = app
-        .post_as_admin(
+    let server = app
+        .create_as_admin(
             tenant,
             "smtp-servers",
             json!({"name": name, "host": "127.0.0.1", "port": port, "security": "none"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{server}");
     let body = json!({"name": name, "smtp_server_id": server["id"], "from_address": "alerts@acme.example",
                       "fallback_recipient": "ops@acme.example"});
-    let (status, provider) = app.post_as_admin(tenant, "providers", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{provider}");
+    let provider = app.create_as_admin(tenant, "providers", body).await;
     provider["id"].as_str().unwrap().to_owned()
+}
+
+/// Submits a message with no recipient, for the provider's fallback
+/// recipient, and waits until it is sent; the message.
+async fn sent_to_fallback(app: &TestApp, tenant: &TestTenant, subject: &str) -> Value {
+    let id = app
+        .submit(tenant, json!({"subject": subject, "text": "x"}))
+        .await;
+    app.wait_for_status(tenant, &id, "sent").await
 }
 
 async fn activate(app: &TestApp, tenant: &TestTenant, provider: &str) -> Value {
@@ -43,10 +50,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
     activate(&app, &acme, &provider_a).await;
     app.refresh(&acme).await;
 
-    let first = app
-        .submit(&acme, json!({"subject": "one", "text": "x"}))
-        .await;
-    let sent = app.wait_for_status(&acme, &first, "sent").await;
+    let sent = sent_to_fallback(&app, &acme, "one").await;
     let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_a.as_str());
     let version_a = attempt["config_version"]
@@ -67,10 +71,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         "{props}"
     );
     assert!(props["pending"]["takes_effect_by"].is_string());
-    let second = app
-        .submit(&acme, json!({"subject": "two", "text": "x"}))
-        .await;
-    let sent = app.wait_for_status(&acme, &second, "sent").await;
+    let sent = sent_to_fallback(&app, &acme, "two").await;
     assert_eq!(
         sent["recipients"][0]["attempts"][0]["provider_id"],
         provider_a.as_str()
@@ -89,10 +90,7 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
         "{props}"
     );
     assert!(props["pending"].is_null());
-    let third = app
-        .submit(&acme, json!({"subject": "three", "text": "x"}))
-        .await;
-    let sent = app.wait_for_status(&acme, &third, "sent").await;
+    let sent = sent_to_fallback(&app, &acme, "three").await;
     let attempt = first_attempt_of(&sent);
     assert_eq!(attempt["provider_id"], provider_b.as_str());
     assert!(attempt["config_version"].as_i64().unwrap() > 0);
@@ -103,15 +101,11 @@ async fn a_provider_change_waits_for_the_staleness_bound_or_a_refresh() {
 #[tokio::test]
 async fn a_changed_provider_shows_a_new_configuration_version() {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let id = provider(&app, &acme, "main", smtp.port()).await;
     activate(&app, &acme, &id).await;
     app.refresh(&acme).await;
-    let first = app
-        .submit(&acme, json!({"subject": "one", "text": "x"}))
-        .await;
-    let v1 = app.wait_for_status(&acme, &first, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
+    let v1 = sent_to_fallback(&app, &acme, "one").await["recipients"][0]["attempts"][0]["config_version"].clone();
 
     let (status, _) = app
         .patch_as_admin(
@@ -122,10 +116,7 @@ async fn a_changed_provider_shows_a_new_configuration_version() {
         .await;
     assert_eq!(status, StatusCode::OK);
     app.refresh(&acme).await;
-    let second = app
-        .submit(&acme, json!({"subject": "two", "text": "x"}))
-        .await;
-    let v2 = app.wait_for_status(&acme, &second, "sent").await["recipients"][0]["attempts"][0]["config_version"].clone();
+    let v2 = sent_to_fallback(&app, &acme, "two").await["recipients"][0]["attempts"][0]["config_version"].clone();
     assert!(
         v2.as_i64().unwrap() > v1.as_i64().unwrap(),
         "{v1} then {v2}"
@@ -316,8 +307,7 @@ async fn smtp_check_prints_the_steps_and_fails_with_a_non_zero_exit() {
 #[tokio::test]
 async fn reply_to_takes_a_display_name() {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
     let id = app.first_provider_id(&acme).await;
     let (status, provider) = app
         .patch_as_admin(
@@ -376,8 +366,7 @@ async fn reply_to_takes_a_display_name() {
 #[tokio::test]
 async fn mail_is_marked_auto_submitted_unless_the_submitter_says_otherwise() {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
     for (subject, headers) in [
         ("default", json!({})),
         ("not automatic", json!({"Auto-Submitted": "no"})),
@@ -430,8 +419,7 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
         ),
     ] {
         let smtp = TestSmtpServer::start().await;
-        let app = spawn_app().await;
-        let acme = app.tenant_sending_to("acme", smtp.port()).await;
+        let (app, acme) = app_sending_to(&smtp).await;
         let id = app.first_provider_id(&acme).await;
         let (status, _) = app
             .patch_as_admin(
@@ -442,14 +430,12 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
             .await;
         assert_eq!(status, StatusCode::OK);
         app.refresh(&acme).await;
-        let (status, _) = app
-            .post_as_admin(
-                &acme,
-                "persons",
-                json!({"name": "Mia Member", "email": "mia@acme.example"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
+        app.create_as_admin(
+            &acme,
+            "persons",
+            json!({"name": "Mia Member", "email": "mia@acme.example"}),
+        )
+        .await;
 
         let message = app.submit(&acme, json!({"to": ["a@acme.example"], "subject": "p", "text": "x", "on_behalf_of": "mia@acme.example"})).await;
         let sent = app.wait_for_status(&acme, &message, "sent").await;
@@ -482,8 +468,7 @@ async fn sender_policies_shape_from_sender_and_reply_to() {
 
 #[tokio::test]
 async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let (status, presets) = app.get("/v1/presets", &acme.sender).await;
     assert_eq!(status, StatusCode::OK);
     let ids: Vec<&str> = presets
@@ -529,8 +514,7 @@ async fn presets_cover_the_common_setups_and_nodes_report_heartbeats() {
 #[tokio::test]
 async fn smtp_check_diagnoses_a_stored_server_with_its_account() {
     let smtp = clear_auth_server("stored-pw").await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let entry = clear_auth_entry(smtp.port(), true);
     let server = app
         .configure(&acme, entry, Some(account_with("stored-pw")))

@@ -37,21 +37,6 @@ fn with(attachments: Value) -> Value {
     })
 }
 
-/// The rules a 422 names, by field.
-fn errors(body: &Value) -> Vec<(String, String)> {
-    body["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {body}"))
-        .iter()
-        .map(|e| {
-            (
-                e["field"].as_str().unwrap().to_owned(),
-                e["rule"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn attachments_and_an_inline_image_arrive_byte_for_byte_with_their_names() {
     let smtp = TestSmtpServer::start().await;
@@ -142,8 +127,7 @@ async fn attachments_and_an_inline_image_arrive_byte_for_byte_with_their_names()
 
 #[tokio::test]
 async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_stored() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let file = |change: Value| {
         let mut file = json!({"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="});
         for (key, value) in change.as_object().unwrap() {
@@ -249,7 +233,7 @@ async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_sto
             "{attachment}: {body}"
         );
         let field = format!("attachments[0].{field}");
-        let errors = errors(&body);
+        let errors = field_errors(&body);
         assert!(
             errors.iter().any(|(f, r)| *f == field && r.contains(rule)),
             "{attachment}: expected {field} ({rule}) in {errors:?}"
@@ -263,7 +247,7 @@ async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_sto
     let (status, body) = app.post_as_sender(&acme, "messages", text_only).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
-        errors(&body),
+        field_errors(&body),
         vec![(
             "attachments[0].content_id".to_owned(),
             "makes an inline part of the html, and the message has no html".to_owned()
@@ -275,7 +259,7 @@ async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_sto
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
-        errors(&body),
+        field_errors(&body),
         vec![(
             "attachments[1].content_id".to_owned(),
             "must be unique among the attachments".to_owned()
@@ -289,7 +273,7 @@ async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_sto
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
-        errors(&body),
+        field_errors(&body),
         vec![(
             "attachments".to_owned(),
             "must hold at most 100 files (got 101)".to_owned()
@@ -308,7 +292,7 @@ async fn each_invalid_attachment_is_refused_by_field_and_rule_and_nothing_is_sto
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let fields: Vec<String> = errors(&body).into_iter().map(|(f, _)| f).collect();
+    let fields = error_fields(&body);
     assert_eq!(
         fields,
         [
@@ -348,7 +332,7 @@ async fn attachments_count_against_the_message_size_decoded() {
     let (status, body) = app.post_as_sender(&acme, "messages", message(901)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
-        errors(&body),
+        field_errors(&body),
         vec![(
             "attachments".to_owned(),
             "with text and html must be at most 1000 bytes, counted decoded (got 1001)".to_owned()
@@ -359,8 +343,7 @@ async fn attachments_count_against_the_message_size_decoded() {
 
 #[tokio::test]
 async fn a_batch_refuses_only_the_message_with_a_bad_attachment() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let good = with(json!([
         {"filename": "a.bin", "content_type": "application/octet-stream", "content_base64": b64(&binary())}
     ]));
@@ -374,7 +357,7 @@ async fn a_batch_refuses_only_the_message_with_a_bad_attachment() {
     let results = body["results"].as_array().unwrap();
     let id = results[0]["id"].as_str().expect("the first is accepted");
     assert_eq!(
-        errors(&results[1]["error"]),
+        field_errors(&results[1]["error"]),
         vec![(
             "attachments[0].content_base64".to_owned(),
             "must be base64 (RFC 4648: the standard alphabet, padded, no line breaks)".to_owned()

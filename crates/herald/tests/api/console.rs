@@ -189,6 +189,19 @@ fn click_not_done(error: &fantoccini::error::CmdError) -> bool {
 }
 
 impl Browser {
+    /// Asserts that of every page seen so far only page `shown_on` held
+    /// `secret`, which a failure calls `what` ("token", "secret").
+    fn assert_only_on_page(&self, shown_on: usize, secret: &str, what: &str) {
+        for (i, html) in self.pages.iter().enumerate() {
+            assert_eq!(
+                html.contains(secret),
+                i == shown_on,
+                "page {i} (the {what} on {shown_on}): {}",
+                page_about(html, secret)
+            );
+        }
+    }
+
     /// Remembers the page's HTML for the secret check, and checks a page
     /// not seen before for accessibility.
     async fn keep(&mut self) {
@@ -897,14 +910,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     let (status, _) = app.get("/v1/tenants/acme/messages", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The token was on the one page that answered its creation, and on no other.
-    for (i, html) in browser.pages.iter().enumerate() {
-        assert_eq!(
-            html.contains(&token),
-            i == shown_on,
-            "page {i} (the token on {shown_on}): {}",
-            page_about(html, &token)
-        );
-    }
+    browser.assert_only_on_page(shown_on, &token, "token");
 
     // SMTP submission: a credential for an application that can
     // authenticate, its password shown once with how to use it.
@@ -972,14 +978,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     assert_eq!(receiver.wait_for(1).await[0].event_type(), "webhook.test");
     browser.click_link("Delete", "Delete the webhook").await;
     browser.click_link("Cancel", "Webhooks").await;
-    for (i, html) in browser.pages.iter().enumerate() {
-        assert_eq!(
-            html.contains(&webhook_secret),
-            i == webhook_shown_on,
-            "page {i} (the secret on {webhook_shown_on}): {}",
-            page_about(html, &webhook_secret)
-        );
-    }
+    browser.assert_only_on_page(webhook_shown_on, &webhook_secret, "secret");
 
     // A template written in its editor and previewed, then a schedule that
     // sends it, run once; each deletion asked about (and cancelled).
@@ -1059,14 +1058,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .wait_for_text("h1", "Delete the gateway berlin?")
         .await;
     browser.click_link("Cancel", "Gateways").await;
-    for (i, html) in browser.pages.iter().enumerate() {
-        assert_eq!(
-            html.contains(&gateway_token),
-            i == gateway_shown_on,
-            "page {i} (the secret on {gateway_shown_on}): {}",
-            page_about(html, &gateway_token)
-        );
-    }
+    browser.assert_only_on_page(gateway_shown_on, &gateway_token, "secret");
 
     // Mail received over SMTP with that credential, and API mail with
     // attachments, as the messages pages show them.
@@ -1141,14 +1133,7 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
         .await;
     assert_eq!((credentials, connectors), (json!([]), json!([])));
     // The password was on the one page that answered the credential's creation.
-    for (i, html) in browser.pages.iter().enumerate() {
-        assert_eq!(
-            html.contains(&smtp_password),
-            i == smtp_shown_on,
-            "page {i} (the secret on {smtp_shown_on}): {}",
-            page_about(html, &smtp_password)
-        );
-    }
+    browser.assert_only_on_page(smtp_shown_on, &smtp_password, "secret");
 
     // Another tenant's pages answer as if they did not exist.
     let (status, other_server) = app
@@ -2179,18 +2164,26 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
             ("tls_verify", "on"),
         ]
     };
-    let Page { status, html, .. } = admin
-        .post(&servers, &server("Typed relay", "twenty-five"))
+    let html = admin
+        .post_answered(
+            &servers,
+            &server("Typed relay", "twenty-five"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(
         invalid(&html, "port") && html.contains("must be a whole number"),
         "{html}"
     );
     assert!(html.contains("value=\"Typed relay\"") && html.contains("value=\"twenty-five\""));
     assert_eq!(heading(&html), Some("New SMTP server"));
-    let Page { status, html, .. } = admin.post(&servers, &server("", "25")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let html = admin
+        .post_answered(
+            &servers,
+            &server("", "25"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     assert!(invalid(&html, "name"), "{html}");
     let Page {
         status, location, ..
@@ -2210,8 +2203,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         "{html}"
     );
     let edit = format!("{t}/servers/{second}");
-    let Page { status, html, .. } = admin.post(&edit, &server("Renamed relay", "0x19")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let html = admin
+        .post_answered(
+            &edit,
+            &server("Renamed relay", "0x19"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     assert!(invalid(&html, "port") && html.contains("value=\"Renamed relay\""));
     assert_eq!(
         heading(&html),
@@ -2228,17 +2226,17 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
 
     // Accounts, on their server's page: the account's fields as typed, not its secret.
     let accounts = format!("{t}/servers/{}/accounts", c.server_id);
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &accounts,
             &[
                 ("username", ""),
                 ("mechanism", "plain"),
                 ("password", "typed-secret-4711"),
             ],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "username"), "{html}");
     assert!(!html.contains("typed-secret-4711"));
     assert_eq!(
@@ -2275,10 +2273,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         ]
     };
     let providers = format!("{t}/providers");
-    let Page { status, html, .. } = admin
-        .post(&providers, &provider("Typed provider", ""))
+    let html = admin
+        .post_answered(
+            &providers,
+            &provider("Typed provider", ""),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "from_address") && html.contains("value=\"Typed provider\""));
     assert_eq!(heading(&html), Some("New notification provider"));
     let Page {
@@ -2319,10 +2320,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     let (_, tenant) = app.get("/v1/tenants/acme", OPERATOR).await;
     assert_eq!(tenant["notification_provider_id"], second_provider.as_str());
     let edit = format!("{t}/providers/{}", c.provider_id);
-    let Page { status, html, .. } = admin
-        .post(&edit, &provider("Typed name", "not an address"))
+    let html = admin
+        .post_answered(
+            &edit,
+            &provider("Typed name", "not an address"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "from_address") && html.contains("value=\"not an address\""));
     assert_eq!(heading(&html), Some("Provider Typed name"));
     let Page {
@@ -2337,13 +2341,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
 
     // Properties: an id that is no provider of the tenant.
     let properties = format!("{t}/properties");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &properties,
             &[("notification_provider_id", c.server_id.as_str())],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(
         html.contains("must name a notification provider of this tenant"),
         "{html}"
@@ -2373,11 +2377,17 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
             ("role", "member"),
         ]
     };
-    let Page { status, html, .. } = admin.post(&persons, &person("not-an-email")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let html = admin
+        .post_answered(
+            &persons,
+            &person("not-an-email"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     assert!(invalid(&html, "email") && html.contains("value=\"Typed Person\""));
-    let Page { status, html, .. } = admin.post(&persons, &person("mel@acme.example")).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    let html = admin
+        .post_answered(&persons, &person("mel@acme.example"), StatusCode::CONFLICT)
+        .await;
     assert!(html.contains("role=\"alert\""), "{html}");
     let Page {
         status, location, ..
@@ -2400,8 +2410,13 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
         .unwrap()
         .to_owned();
     let password = format!("{t}/persons/{mel}/password");
-    let Page { status, html, .. } = admin.post(&password, &[("password", "short")]).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let html = admin
+        .post_answered(
+            &password,
+            &[("password", "short")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     assert!(
         html.contains(&format!("id=\"pe-{mel}\"")),
         "beside Mel: {html}"
@@ -2423,34 +2438,34 @@ async fn every_console_form_shows_its_errors_in_place_or_redirects() {
     // a person refused as the API refuses it, then a sender token shown once,
     // which works, is listed without its value, and is revoked.
     let tokens = format!("{t}/tokens");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &tokens,
             &[("name", ""), ("role", "sender"), ("person_id", "")],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "name"), "{html}");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &tokens,
             &[
                 ("name", "Typed token"),
                 ("role", "tenant_admin"),
                 ("person_id", ""),
             ],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "role") && html.contains("administrator tokens are personal"));
     assert!(html.contains("value=\"Typed token\""), "{html}");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &tokens,
             &[("name", "billing"), ("role", "sender"), ("person_id", "")],
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Token billing created"));
     let start = html.find("id=\"token-value\"").expect("the token");
     let value_at = start + html[start..].find("value=\"").unwrap() + 7;

@@ -13,6 +13,7 @@ use crate::console::{
 };
 use crate::console_http::{HttpSession, Page, listed, shown_value};
 use crate::console_smtp::node_store;
+use crate::gateways::instance_seen;
 use crate::helpers::{OPERATOR, TestApp};
 
 const GATEWAYS: &str = "/t/acme/gateways";
@@ -97,17 +98,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
     let store = node_store(app);
     let now = herald_core::timestamp::now_ms();
     for (name, at) in [("berlin-1", now), ("berlin-2", now - 24 * 3_600_000)] {
-        store
-            .gateway_seen(herald_store::GatewaySeen {
-                gateway_id: id.parse().unwrap(),
-                name: name.into(),
-                version: "1.4.2".into(),
-                address: "192.0.2.7".into(),
-                at,
-                incarnation: "first".into(),
-            })
-            .await
-            .unwrap();
+        instance_seen(app, &id, name, "1.4.2", at).await;
     }
     store
         .count_gateway_outcomes(id.parse().unwrap(), "berlin-1", 5, 2, now)
@@ -139,14 +130,14 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
     assert!(!text.contains("No instance has reported yet"), "{text}");
 
     // A second gateway of the same name is refused, said above the form.
-    let Page { status, html, .. } = admin.post(GATEWAYS, &[("name", "berlin")]).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    let html = admin
+        .post_answered(GATEWAYS, &[("name", "berlin")], StatusCode::CONFLICT)
+        .await;
     assert!(html.contains("role=\"alert\""), "{html}");
 
     // A new token asks first, then is shown once; the old one is gone.
     let new_token = format!("{GATEWAYS}/{id}/token");
-    let Page { status, html, .. } = admin.get(&new_token).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&new_token).await;
     assert_eq!(heading(&html), Some("Give the gateway berlin a new token?"));
     let replaced = admin.post(&new_token, &[]).await;
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.html);
@@ -205,8 +196,7 @@ async fn a_tenant_administrator_manages_gateways_in_the_console() {
 
     // Deleting asks first; refused while the server is pinned, saying which.
     let delete = format!("{GATEWAYS}/{id}/delete");
-    let Page { status, html, .. } = admin.get(&delete).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&delete).await;
     assert_eq!(heading(&html), Some("Delete the gateway berlin?"));
     let refused = admin.post(&delete, &[]).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.html);
@@ -245,8 +235,9 @@ async fn only_the_tenant_s_administrators_manage_its_gateways() {
     let c = console_with_two_tenants().await;
     let app = &c.app;
     let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, GATEWAYS).await;
-    let Page { status, html, .. } = admin.post(GATEWAYS, &[("name", "berlin")]).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    admin
+        .post_answered(GATEWAYS, &[("name", "berlin")], StatusCode::OK)
+        .await;
     let before = listed(app, "gateways").await;
     let id = before[0]["id"].as_str().unwrap().to_owned();
     let pages = [

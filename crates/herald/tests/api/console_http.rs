@@ -193,6 +193,13 @@ impl HttpSession {
         Page::from(answer).await
     }
 
+    /// GETs a page that must answer 200 OK; its HTML.
+    pub async fn get_html(&self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.html);
+        page.html
+    }
+
     /// Posts a form with the session's CSRF token.
     pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let mut form = vec![("csrf", self.csrf.as_str())];
@@ -206,6 +213,19 @@ impl HttpSession {
             .await
             .unwrap();
         Page::from(answer).await
+    }
+
+    /// Posts a form that must answer `status` with a page of its own (a
+    /// form shown again with what is wrong, a conflict); the page's HTML.
+    pub async fn post_answered(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        status: StatusCode,
+    ) -> String {
+        let page = self.post(path, fields).await;
+        assert_eq!(page.status, status, "{path}: {}", page.html);
+        page.html
     }
 
     /// Posts a form that must answer 303 See Other to `to`, and follows it:

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::console_http::{HttpSession, Page, give_password};
-use crate::helpers::{OPERATOR, TestApp, TestTenant, spawn_app};
+use crate::helpers::{OPERATOR, TestApp, TestTenant, app_with_acme};
 
 const ADMIN_PASSWORD: &str = "reading-admin-password";
 const MEMBER_PASSWORD: &str = "reading-member-password";
@@ -58,8 +58,7 @@ async fn person_id(app: &TestApp, email: &str) -> String {
 
 /// A node with tenant acme whose administrator (Admin) is signed in.
 async fn acme_admin() -> (TestApp, TestTenant, HttpSession) {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     app.grant_credential_storage("acme").await;
     let admin = signed_in(
         &app,
@@ -387,6 +386,29 @@ async fn the_account_form_keeps_to_the_chosen_mechanism_and_names_each_mailbox_o
     );
 }
 
+/// Creates SMTP server `name` of acme over the API with `token`; the row of
+/// the audit page that records it.
+async fn audit_row_of_server_made_with(
+    app: &TestApp,
+    admin: &HttpSession,
+    token: &str,
+    name: &str,
+) -> String {
+    let (status, made) = app
+        .post(
+            "/v1/tenants/acme/smtp-servers",
+            token,
+            json!({"name": name, "host": format!("{name}.acme.example"), "port": 25}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let text = admin.get("/t/acme/audit").await.text();
+    text.split("<tr>")
+        .find(|r| r.contains(&format!(">{name}</a>")))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() {
     let (app, acme, admin) = acme_admin().await;
@@ -442,19 +464,7 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
         "{granted}"
     );
     // An entry made with the administrator's API token names its person too.
-    let (status, api) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            &acme.admin,
-            json!({"name": "by-api", "host": "api.acme.example", "port": 25}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{api}");
-    let text = admin.get("/t/acme/audit").await.text();
-    let row = text
-        .split("<tr>")
-        .find(|r| r.contains(">by-api</a>"))
-        .unwrap_or_else(|| panic!("{text}"));
+    let row = audit_row_of_server_made_with(&app, &admin, &acme.admin, "by-api").await;
     assert!(
         row.contains(">Admin</span>") && row.contains("with the token \"admin\""),
         "{row}"
@@ -462,27 +472,15 @@ async fn the_audit_log_names_people_and_objects_and_keeps_ids_of_deleted_ones() 
     // A token is known by its id, whatever its name: one named like a
     // console session is still that token, not the console.
     let admin_id = person_id(&app, "admin@acme.example").await;
-    let (status, token) = app
-        .post(
-            "/v1/tenants/acme/tokens",
-            &acme.admin,
+    let token = app
+        .create_as_admin(
+            &acme,
+            "tokens",
             json!({"name": "console session", "role": "tenant_admin", "person_id": admin_id}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{token}");
-    let (status, made) = app
-        .post(
-            "/v1/tenants/acme/smtp-servers",
-            token["token"].as_str().unwrap(),
-            json!({"name": "by-named-token", "host": "named.acme.example", "port": 25}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{made}");
-    let text = admin.get("/t/acme/audit").await.text();
-    let row = text
-        .split("<tr>")
-        .find(|r| r.contains(">by-named-token</a>"))
-        .unwrap_or_else(|| panic!("{text}"));
+    let token = token["token"].as_str().unwrap();
+    let row = audit_row_of_server_made_with(&app, &admin, token, "by-named-token").await;
     assert!(
         row.contains("with the token \"console session\"") && !row.contains("in the console"),
         "{row}"
@@ -562,14 +560,13 @@ async fn a_confirmation_says_only_what_is_stored_and_a_strange_query_is_no_error
             json!({"name": "relay", "host": "relay.acme.example", "port": 587}),
         )
         .await;
-    let (status, provider) = app
-        .post_as_admin(
+    let provider = app
+        .create_as_admin(
             &acme,
             "providers",
             json!({"name": "relay", "smtp_server_id": server["id"], "from_address": "alerts@acme.example"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{provider}");
     let id = provider["id"].as_str().unwrap();
     let page = admin
         .get(&format!("/t/acme/providers/{id}?done=provider-chosen"))

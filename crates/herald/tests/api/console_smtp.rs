@@ -109,8 +109,7 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     let invalid = |html: &str, field: &str| html.contains(&format!("id=\"e-{field}\""));
 
     // The page lists what the tenant has, and is in the navigation.
-    let Page { status, html, .. } = admin.get(smtp).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(smtp).await;
     let html = unescaped(&html);
     assert!(html.contains("<td>monitoring</td>"), "{html}");
     assert!(html.contains("<td>office printers</td>") && html.contains(ACME_PRINTERS));
@@ -119,49 +118,49 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     // Credentials: a missing name and a limit that is not a number, each
     // beside its field; a limit out of range is the API's rule.
     let credentials = format!("{smtp}/credentials");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &credentials,
             &[("credential_name", ""), ("credential_rate_limit", "sixty")],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "credential_rate_limit") && html.contains("must be a whole number"));
     assert!(html.contains("value=\"sixty\""), "{html}");
     assert_eq!(heading(&html), Some("SMTP submission"));
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &credentials,
             &[("credential_name", ""), ("credential_rate_limit", "60")],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "credential_name"), "{html}");
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &credentials,
             &[
                 ("credential_name", "grafana"),
                 ("credential_rate_limit", "0"),
             ],
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "credential_rate_limit") && html.contains("1 to 1000000"));
     assert!(html.contains("value=\"grafana\""), "{html}");
     assert_eq!(listed(app, "smtp-credentials").await.len(), 1);
 
     // A credential: its username and password on the answer, with how to use them.
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &credentials,
             &[
                 ("credential_name", "grafana"),
                 ("credential_rate_limit", "60"),
             ],
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Credential grafana created"));
     let username = shown_value(&html, "smtp-username");
     let password = shown_value(&html, "smtp-password");
@@ -195,8 +194,7 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     // Revoking asks first, then the list says so.
     let grafana_id = grafana["id"].as_str().unwrap().to_owned();
     let revoke = format!("{credentials}/{grafana_id}/revoke");
-    let Page { status, html, .. } = admin.get(&revoke).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&revoke).await;
     assert_eq!(heading(&html), Some("Revoke the credential grafana?"));
     assert!(!html.contains(&password));
     let Page { html, .. } = admin
@@ -230,13 +228,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
             ("connector_rate_limit", ""),
         ]
     };
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &connectors,
             &connector("", "192.0.2.0/24\r\n10.0.0.1/8\r\nnot a network"),
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     let text = unescaped(&html);
     assert!(
         invalid(&html, "connector_name") && invalid(&html, "cidrs"),
@@ -252,16 +250,24 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
     );
     assert!(!text.contains("Network 1 "), "{text}");
     assert!(text.contains("192.0.2.0/24\r\n10.0.0.1/8\r\nnot a network</textarea>"));
-    let Page { status, html, .. } = admin.post(&connectors, &connector("empty", " , ")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let html = admin
+        .post_answered(
+            &connectors,
+            &connector("empty", " , "),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     assert!(
         html.contains("Networks must hold 1 to 50 networks"),
         "{html}"
     );
-    let Page { status, html, .. } = admin
-        .post(&connectors, &connector("everyone", "0.0.0.0/0"))
+    let html = admin
+        .post_answered(
+            &connectors,
+            &connector("everyone", "0.0.0.0/0"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(
         unescaped(&html).contains("Network 1 (0.0.0.0/0) is too wide"),
         "{html}"
@@ -277,10 +283,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{theirs}");
-    let Page { status, html, .. } = admin
-        .post(&connectors, &connector("scanners", "198.51.100.128/25"))
+    let html = admin
+        .post_answered(
+            &connectors,
+            &connector("scanners", "198.51.100.128/25"),
+            StatusCode::CONFLICT,
+        )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{html}");
     let text = unescaped(&html).replace("&quot;", "\"");
     assert!(
         text.contains(
@@ -289,10 +298,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
         "{text}"
     );
     assert!(html.contains("role=\"alert\"") && html.contains("value=\"scanners\""));
-    let Page { status, html, .. } = admin
-        .post(&connectors, &connector("scanners", "203.0.113.16/28"))
+    let html = admin
+        .post_answered(
+            &connectors,
+            &connector("scanners", "203.0.113.16/28"),
+            StatusCode::CONFLICT,
+        )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{html}");
     assert!(
         html.contains("another tenant") && !html.contains("globex"),
         "{html}"
@@ -306,13 +318,13 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
             ("connector_rate_limit", "120"),
         ]
     };
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             &connectors,
             &scanners("192.0.2.0/24, 2001:db8:5::/48\r\n192.0.2.200"),
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(
         unescaped(&html).contains("Network 3 (192.0.2.200) overlaps 192.0.2.0/24, given before it"),
         "{html}"
@@ -335,8 +347,7 @@ async fn a_tenant_administrator_manages_smtp_credentials_and_connectors_in_the_c
 
     // Deleting asks first, then the list says so.
     let delete = format!("{connectors}/{}/delete", added["id"].as_str().unwrap());
-    let Page { status, html, .. } = admin.get(&delete).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&delete).await;
     assert_eq!(heading(&html), Some("Delete the connector scanners?"));
     assert!(unescaped(&html).contains("2001:db8:5::/48"), "{html}");
     let Page { html, .. } = admin
@@ -556,8 +567,7 @@ async fn smtp_mail_shows_where_it_came_from_and_attachments_are_listed() {
 
     // A member reads messages too: the list marks SMTP mail, and only that.
     let member = HttpSession::sign_in(app, "mel@acme.example", MEMBER_PASSWORD, "/t/acme").await;
-    let Page { status, html, .. } = member.get("/t/acme/messages").await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = member.get_html("/t/acme/messages").await;
     let row = |subject: &str| {
         let at = html
             .find(&format!(">{subject}</a>"))
@@ -616,8 +626,7 @@ async fn smtp_mail_shows_where_it_came_from_and_attachments_are_listed() {
             "Received over SMTP from 192.0.2.7, by a connector since deleted".to_owned(),
         ),
     ] {
-        let Page { status, html, .. } = member.get(&format!("/t/acme/messages/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{html}");
+        let html = member.get_html(&format!("/t/acme/messages/{id}")).await;
         assert_eq!(source(&html), says, "{html}");
         assert!(!html.contains("id=\"attachments\""), "{html}");
     }

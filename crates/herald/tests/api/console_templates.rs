@@ -50,8 +50,7 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
     let invalid = |html: &str, field: &str| html.contains(&format!("id=\"e-{field}\""));
 
     // Both pages are in the navigation.
-    let Page { status, html, .. } = admin.get(TEMPLATES).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(TEMPLATES).await;
     let text = unescaped(&html);
     assert!(
         text.contains("<a href=\"/t/acme/templates\" aria-current=\"page\">Templates</a>")
@@ -161,8 +160,7 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
 
     // A schedule: the template offered in the form, a bad expression beside its field.
     let new = format!("{SCHEDULES}/new");
-    let Page { status, html, .. } = admin.get(&new).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&new).await;
     assert!(
         html.contains(&format!("<option value=\"{template_id}\">welcome</option>")),
         "{html}"
@@ -200,8 +198,7 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
     assert_eq!(location, format!("{page_path}?done=schedule-added"));
 
     // Its page: five next runs at 09:00 Berlin time, each also in UTC.
-    let Page { status, html, .. } = admin.get(&location).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&location).await;
     assert!(html.contains("Schedule added"), "{html}");
     let local = html.matches(" 09:00 +0").count();
     assert_eq!(local, 5, "{html}");
@@ -250,17 +247,16 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
         text.contains("<td>manual</td>") && text.contains(&format!("href=\"{message_path}\"")),
         "{text}"
     );
-    let Page { status, html, .. } = admin.get(&message_path).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&message_path).await;
     assert_eq!(heading(&html), Some("Hello again, Ada"));
     assert!(html.contains("id=\"message-template\""), "{html}");
 
     // The template in use cannot be deleted: the confirmation page says by what.
     let delete_template = format!("{editor}/delete");
-    let Page { status, html, .. } = admin.get(&delete_template).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
-    let Page { status, html, .. } = admin.post(&delete_template, &[]).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    admin.get_html(&delete_template).await;
+    let html = admin
+        .post_answered(&delete_template, &[], StatusCode::CONFLICT)
+        .await;
     assert!(html.contains("weekday"), "{html}");
     assert_eq!(listed(app, "templates").await.len(), 1);
 
@@ -290,8 +286,7 @@ async fn a_tenant_administrator_writes_templates_and_schedules_in_the_console() 
 
     // Deleted after its confirmation page; then the template may go too.
     let delete_schedule = format!("{page_path}/delete");
-    let Page { status, html, .. } = admin.get(&delete_schedule).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&delete_schedule).await;
     assert!(heading(&html).unwrap().starts_with("Delete the schedule"));
     assert!(
         admin
@@ -338,10 +333,13 @@ async fn only_the_tenant_s_administrators_manage_its_templates_and_schedules() {
         .as_str()
         .unwrap()
         .to_owned();
-    let Page { status, html, .. } = admin
-        .post(SCHEDULES, &schedule_fields("0 9 * * *", &template_id))
+    admin
+        .post_answered(
+            SCHEDULES,
+            &schedule_fields("0 9 * * *", &template_id),
+            StatusCode::SEE_OTHER,
+        )
         .await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     let schedule_id = listed(app, "schedules").await[0]["id"]
         .as_str()
         .unwrap()

@@ -38,8 +38,7 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     let invalid = |html: &str, field: &str| html.contains(&format!("id=\"e-{field}\""));
 
     // The page is in the navigation, with every event type to tick.
-    let Page { status, html, .. } = admin.get(WEBHOOKS).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(WEBHOOKS).await;
     let text = unescaped(&html);
     assert!(
         text.contains("<a href=\"/t/acme/webhooks\" aria-current=\"page\">Webhooks</a>"),
@@ -53,10 +52,13 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     }
 
     // An ftp:// URL and no event: each error beside its field, what was typed kept.
-    let Page { status, html, .. } = admin
-        .post(WEBHOOKS, &new_webhook("ftp://127.0.0.1/hook", &[]))
+    let html = admin
+        .post_answered(
+            WEBHOOKS,
+            &new_webhook("ftp://127.0.0.1/hook", &[]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(invalid(&html, "url") && invalid(&html, "events"), "{html}");
     assert!(
         unescaped(&html).contains("value=\"ftp://127.0.0.1/hook\""),
@@ -66,13 +68,13 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     assert!(listed(app, "webhooks").await.is_empty());
 
     // Created: the secret on the answer, once.
-    let Page { status, html, .. } = admin
-        .post(
+    let html = admin
+        .post_answered(
             WEBHOOKS,
             &new_webhook(&receiver.url, &["message.sent", "message.failed"]),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(heading(&html), Some("Webhook created"));
     assert!(html.contains("it will not be shown again"), "{html}");
     let secret = shown_value(&html, "webhook-secret");
@@ -110,8 +112,9 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     assert!(received[0].signed_by(&secret));
     // Refused by the endpoint: said so, with its status, and listed.
     receiver.answer(Reply::Status(500));
-    let Page { status, html, .. } = admin.post(&format!("{page}/test"), &[]).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin
+        .post_answered(&format!("{page}/test"), &[], StatusCode::OK)
+        .await;
     assert!(
         html.contains("Test event not delivered") && html.contains("HTTP 500"),
         "{html}"
@@ -146,8 +149,9 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
     assert_eq!(listed(app, "webhooks").await[0]["enabled"], true);
 
     // A new secret, shown once, and events are signed with it.
-    let Page { status, html, .. } = admin.post(&format!("{page}/rotate"), &[]).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin
+        .post_answered(&format!("{page}/rotate"), &[], StatusCode::OK)
+        .await;
     assert!(html.contains("it will not be shown again"), "{html}");
     let rotated = shown_value(&html, "webhook-secret");
     assert!(rotated.starts_with("whsec_") && rotated != secret);
@@ -160,8 +164,7 @@ async fn a_tenant_administrator_manages_webhooks_in_the_console() {
 
     // Deleting asks first, then the list says so.
     let delete = format!("{page}/delete");
-    let Page { status, html, .. } = admin.get(&delete).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let html = admin.get_html(&delete).await;
     assert!(
         heading(&html).unwrap().starts_with("Delete the webhook"),
         "{html}"
@@ -185,10 +188,13 @@ async fn only_the_tenant_s_administrators_manage_its_webhooks() {
     let app = &c.app;
     let receiver = Receiver::start().await;
     let admin = HttpSession::sign_in(app, "admin@acme.example", ADA_PASSWORD, WEBHOOKS).await;
-    let Page { status, html, .. } = admin
-        .post(WEBHOOKS, &new_webhook(&receiver.url, &["message.sent"]))
+    admin
+        .post_answered(
+            WEBHOOKS,
+            &new_webhook(&receiver.url, &["message.sent"]),
+            StatusCode::OK,
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
     let before = listed(app, "webhooks").await;
     let id = before[0]["id"].as_str().unwrap().to_owned();
     let page = format!("{WEBHOOKS}/{id}");

@@ -70,8 +70,7 @@ async fn a_message_without_recipient_goes_to_the_fallback_recipient() {
 
 #[tokio::test]
 async fn without_a_provider_mail_lands_in_the_capture_mailbox() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
 
     let id = app
         .submit(&acme, json!({"subject": "Hello", "text": "first message"}))

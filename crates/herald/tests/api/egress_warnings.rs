@@ -31,6 +31,13 @@ fn egress_warnings(server: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The one `egress_refused` warning of a server answer.
+fn the_egress_warning(server: &Value) -> String {
+    let said = egress_warnings(server);
+    assert_eq!(said.len(), 1, "{server}");
+    said[0].clone()
+}
+
 #[tokio::test]
 async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     let app = guarded_app().await;
@@ -40,22 +47,20 @@ async fn saving_a_server_the_guard_refuses_answers_a_warning_naming_the_rule() {
     let literal = app
         .create_smtp_server(&acme, entry("local", "127.0.0.1"))
         .await;
-    let said = egress_warnings(&literal);
-    assert_eq!(said.len(), 1, "{literal}");
+    let said = the_egress_warning(&literal);
     assert!(
-        said[0].starts_with("127.0.0.1 is an address") && said[0].ends_with(LOOPBACK),
-        "{said:?}"
+        said.starts_with("127.0.0.1 is an address") && said.ends_with(LOOPBACK),
+        "{said}"
     );
 
     // A name: judged on what it resolves to.
     let named = app
         .create_smtp_server(&acme, entry("named", "localhost"))
         .await;
-    let said = egress_warnings(&named);
-    assert_eq!(said.len(), 1, "{named}");
+    let said = the_egress_warning(&named);
     assert!(
-        said[0].starts_with("localhost resolves only to addresses") && said[0].ends_with(LOOPBACK),
-        "{said:?}"
+        said.starts_with("localhost resolves only to addresses") && said.ends_with(LOOPBACK),
+        "{said}"
     );
 
     // A private address is allowed, and a name that does not resolve gives no warning.

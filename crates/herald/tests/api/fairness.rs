@@ -56,8 +56,7 @@ async fn a_slow_tenants_backlog_does_not_hold_up_another_tenant() {
         Action::Delay(Duration::from_millis(25)),
     ));
     let fast = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     app.configure(
         &acme,
@@ -79,11 +78,8 @@ async fn a_slow_tenants_backlog_does_not_hold_up_another_tenant() {
     let mut ids = Vec::new();
     for i in 0..B_MESSAGES {
         ids.push(
-            app.submit(
-                &globex,
-                json!({"to": [format!("user{i}@globex.example")], "subject": "on time", "text": "x"}),
-            )
-            .await,
+            app.submit_to(&globex, &format!("user{i}@globex.example"), "on time")
+                .await,
         );
     }
 
@@ -168,8 +164,7 @@ async fn test_messages_to_a_silent_server_cannot_crowd_out_another_tenant() {
     let silent_c = TestSmtpServer::start().await;
     silent_c.script(Rule::new(Command::Connect, Action::Stall));
     let fast = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let initech = app.tenant("initech").await;
     let silent = |port: u16| {

@@ -36,8 +36,7 @@ fn problem(status: StatusCode, kind: &str) -> (StatusCode, Option<String>) {
 
 #[tokio::test]
 async fn the_gate_answers_401_403_404_or_lets_the_caller_through() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let (status, persons) = app.get_as_admin(&acme, "persons").await;
     assert_eq!(status, StatusCode::OK, "{persons}");

@@ -5,23 +5,20 @@
 //! a deleted gateway's mail goes back to the nodes.
 
 use herald_core::timestamp::{now_ms, rfc3339};
-use herald_store::GatewaySeen;
-use herald_store::prelude::*;
 use herald_testsmtp::TestSmtpServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::console_smtp::node_store;
+use crate::gateways::instance_seen;
 use crate::helpers::*;
 
 /// A tenant whose active provider's server is 127.0.0.1:`port`, pinned to
 /// a new gateway `office`; returns the tenant, the gateway's id and the server's.
 async fn pinned_tenant(app: &TestApp, slug: &str, port: u16) -> (TestTenant, String, String) {
     let tenant = app.tenant(slug).await;
-    let (status, gateway) = app
-        .post_as_admin(&tenant, "gateways", json!({"name": "office"}))
+    let gateway = app
+        .create_as_admin(&tenant, "gateways", json!({"name": "office"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{gateway}");
     let gateway = gateway["id"].as_str().unwrap().to_owned();
     let server = app
         .create_smtp_server(
@@ -30,15 +27,14 @@ async fn pinned_tenant(app: &TestApp, slug: &str, port: u16) -> (TestTenant, Str
                    "gateway_id": gateway}),
         )
         .await;
-    let (status, provider) = app
-        .post_as_admin(
+    let provider = app
+        .create_as_admin(
             &tenant,
             "providers",
             json!({"name": "on-premises", "smtp_server_id": server["id"],
                    "from_address": "alerts@acme.example", "fallback_recipient": "ops@acme.example"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{provider}");
     app.activate_provider(&tenant, &provider["id"]).await;
     app.refresh(&tenant).await;
     let server = server["id"].as_str().unwrap().to_owned();
@@ -47,6 +43,23 @@ async fn pinned_tenant(app: &TestApp, slug: &str, port: u16) -> (TestTenant, Str
 
 fn waiting(message: &Value) -> &str {
     message["waiting"].as_str().unwrap_or_default()
+}
+
+/// Has the node deliver a message of `other` to ops@globex.example, and
+/// asserts that meanwhile the tenant's pinned message was neither sent nor tried.
+async fn other_mail_goes_while_pinned_waits(
+    app: &TestApp,
+    other: &TestTenant,
+    tenant: &TestTenant,
+    pinned: &str,
+) {
+    let sent = app
+        .submit_to(other, "ops@globex.example", "not pinned")
+        .await;
+    app.wait_for_status(other, &sent, "sent").await;
+    let message = app.message(tenant, pinned).await;
+    assert_eq!(message["recipients"][0]["status"], "queued", "{message}");
+    assert!(attempts_of(&message).is_empty(), "{message}");
 }
 
 #[tokio::test]
@@ -66,13 +79,7 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
     );
 
     // The node delivers other mail meanwhile, and none of the pinned.
-    let other = app
-        .submit_to(&globex, "ops@globex.example", "not pinned")
-        .await;
-    app.wait_for_status(&globex, &other, "sent").await;
-    let message = app.message(&acme, &pinned).await;
-    assert_eq!(message["recipients"][0]["status"], "queued", "{message}");
-    assert!(attempts_of(&message).is_empty(), "{message}");
+    other_mail_goes_while_pinned_waits(&app, &globex, &acme, &pinned).await;
     assert!(
         smtp.messages()
             .iter()
@@ -93,18 +100,7 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
     );
 
     // An instance seen just now: the message no longer says it waits for one.
-    let store = node_store(&app);
-    store
-        .gateway_seen(GatewaySeen {
-            gateway_id: gateway.parse().unwrap(),
-            name: "office-1".into(),
-            version: "test".into(),
-            address: "192.0.2.1".into(),
-            at: now_ms(),
-            incarnation: "first".into(),
-        })
-        .await
-        .unwrap();
+    instance_seen(&app, &gateway, "office-1", "test", now_ms()).await;
     let message = app.message(&acme, &pinned).await;
     assert!(message["waiting"].is_null(), "{message}");
 }
@@ -112,14 +108,7 @@ async fn pinned_mail_waits_for_its_gateway_and_no_node_sends_it() {
 /// Pins the tenant's server to `gateway` (`""` for none) and makes the
 /// change effective on the node at once.
 async fn pin(app: &TestApp, tenant: &TestTenant, server: &str, gateway: &str) {
-    let (status, answer) = app
-        .patch_as_admin(
-            tenant,
-            &format!("smtp-servers/{server}"),
-            json!({"gateway_id": gateway}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
+    patch_gateway(app, tenant, server, gateway).await;
     app.refresh(tenant).await;
 }
 
@@ -218,13 +207,7 @@ async fn mail_submitted_right_after_its_server_is_pinned_is_never_sent_by_a_node
     let message = app.message(&acme, &pinned).await;
     assert_eq!(message["recipients"][0]["gateway_id"], gateway.as_str());
     // The node delivers later mail meanwhile, and none of the pinned.
-    let other = app
-        .submit_to(&globex, "ops@globex.example", "not pinned")
-        .await;
-    app.wait_for_status(&globex, &other, "sent").await;
-    let message = app.message(&acme, &pinned).await;
-    assert_eq!(message["recipients"][0]["status"], "queued", "{message}");
-    assert!(attempts_of(&message).is_empty(), "{message}");
+    other_mail_goes_while_pinned_waits(&app, &globex, &acme, &pinned).await;
     let subjects: Vec<String> = smtp
         .messages()
         .iter()

@@ -80,16 +80,25 @@ impl GatewayProcess {
     }
 }
 
+/// A node that sweeps every 500 ms and takes instances (and nodes) for
+/// dead after `stale_after` without a sighting.
+async fn app_taking_instances_for_dead_after(stale_after: Duration) -> TestApp {
+    spawn_app_with(|s| {
+        s.heartbeat = Duration::from_millis(500);
+        s.node_stale_after = stale_after;
+    })
+    .await
+}
+
 /// Tenant `slug` whose active provider's server is 127.0.0.1:`port`,
 /// logging in as herald@acme.example with [`PASSWORD`] (AUTH in clear,
 /// allowed), pinned to a new gateway `office`. Returns the tenant, the
 /// gateway's id and its token.
 async fn office_tenant(app: &TestApp, slug: &str, port: u16) -> (TestTenant, String, String) {
     let tenant = app.tenant(slug).await;
-    let (status, gateway) = app
-        .post_as_admin(&tenant, "gateways", json!({"name": "office"}))
+    let gateway = app
+        .create_as_admin(&tenant, "gateways", json!({"name": "office"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{gateway}");
     let mut server = clear_auth_entry(port, true);
     server["gateway_id"] = gateway["id"].clone();
     app.configure(&tenant, server, Some(account_with(PASSWORD)))
@@ -110,6 +119,14 @@ fn attempt_nodes(message: &Value) -> BTreeSet<String> {
         .flat_map(|r| r["attempts"].as_array().unwrap().iter())
         .map(|a| a["node"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Asserts that the test SMTP server received `subjects` different
+/// subjects, each once.
+fn assert_each_subject_received_once(smtp: &TestSmtpServer, subjects: usize) {
+    let received = received_subjects(smtp);
+    assert_eq!(received.len(), subjects, "{received:?}");
+    assert!(received.values().all(|n| *n == 1), "{received:?}");
 }
 
 /// How many times the test SMTP server received each subject.
@@ -268,9 +285,7 @@ async fn two_instances_share_the_work_and_each_message_goes_once() {
         nodes,
         BTreeSet::from(["gw:office-1".to_owned(), "gw:office-2".to_owned()])
     );
-    let received = received_subjects(&smtp);
-    assert_eq!(received.len(), 50, "{received:?}");
-    assert!(received.values().all(|n| *n == 1), "{received:?}");
+    assert_each_subject_received_once(&smtp, 50);
 }
 
 #[tokio::test]
@@ -281,11 +296,7 @@ async fn two_processes_under_one_name_share_the_work_and_each_message_goes_once(
         Command::DataEnd,
         Action::Delay(Duration::from_millis(300)),
     ));
-    let app = spawn_app_with(|s| {
-        s.heartbeat = Duration::from_millis(500);
-        s.node_stale_after = Duration::from_secs(3);
-    })
-    .await;
+    let app = app_taking_instances_for_dead_after(Duration::from_secs(3)).await;
     let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
     // Two processes under one name: a rolling restart, or two on one host.
     let _one = GatewayProcess::start(&app.base, &token, "office-1").await;
@@ -299,9 +310,7 @@ async fn two_processes_under_one_name_share_the_work_and_each_message_goes_once(
         app.wait_for_status(&acme, result["id"].as_str().unwrap(), "sent")
             .await;
     }
-    let received = received_subjects(&smtp);
-    assert_eq!(received.len(), 30, "{received:?}");
-    assert!(received.values().all(|n| *n == 1), "{received:?}");
+    assert_each_subject_received_once(&smtp, 30);
 }
 
 #[tokio::test]
@@ -387,6 +396,23 @@ async fn a_new_token_stops_the_running_instance_at_once() {
 fn claim_now() -> Value {
     json!({"instance": "probe", "version": "test", "incarnation": "i1", "limit": 10,
            "wait_seconds": 0, "key": herald_core_key()})
+}
+
+/// Sends a claim that waits up to 25 s for mail, from a task of its own
+/// that ends with the node's answer.
+fn spawn_waiting_claim(app: &TestApp, token: String) -> tokio::task::JoinHandle<reqwest::Response> {
+    let mut body = claim_now();
+    body["wait_seconds"] = json!(25);
+    let (client, base) = (app.client.clone(), app.base.clone());
+    tokio::spawn(async move {
+        client
+            .post(format!("{base}/v1/gateway/claim"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    })
 }
 
 fn herald_core_key() -> String {
@@ -515,15 +541,14 @@ async fn a_claim_sends_nothing_of_mail_whose_route_left_the_gateway_and_outcomes
                    "security": "none"}),
         )
         .await;
-    let (status, provider) = app
-        .post_as_admin(
+    let provider = app
+        .create_as_admin(
             &acme,
             "providers",
             json!({"name": "relay", "smtp_server_id": relay["id"],
                    "from_address": "alerts@acme.example"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{provider}");
     app.activate_provider(&acme, &provider["id"]).await;
     app.refresh(&acme).await;
     let (status, claimed) = app.post("/v1/gateway/claim", &token, claim_now()).await;
@@ -545,20 +570,7 @@ async fn a_waiting_claim_does_not_hold_the_nodes_shutdown() {
     let smtp = clear_auth_server(PASSWORD).await;
     let mut app = spawn_app().await;
     let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
-    let mut body = claim_now();
-    body["wait_seconds"] = json!(25);
-    let claim = {
-        let (client, base) = (app.client.clone(), app.base.clone());
-        tokio::spawn(async move {
-            client
-                .post(format!("{base}/v1/gateway/claim"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let claim = spawn_waiting_claim(&app, token);
     // Seen: the claim waits for mail now.
     eventually("the claim to be waiting", || async {
         let (_, shown) = app
@@ -583,26 +595,9 @@ async fn an_instance_whose_claim_waits_stays_alive_past_the_stale_after_period()
     // Instances (and nodes) count as dead after 3 s without a sighting,
     // much less than the claim's 25 s wait.
     let stale_after = Duration::from_secs(3);
-    let app = spawn_app_with(|s| {
-        s.heartbeat = Duration::from_millis(500);
-        s.node_stale_after = stale_after;
-    })
-    .await;
+    let app = app_taking_instances_for_dead_after(stale_after).await;
     let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
-    let mut body = claim_now();
-    body["wait_seconds"] = json!(25);
-    let claim = {
-        let (client, base) = (app.client.clone(), app.base.clone());
-        tokio::spawn(async move {
-            client
-                .post(format!("{base}/v1/gateway/claim"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let claim = spawn_waiting_claim(&app, token);
     let instance = || async {
         let (status, shown) = app
             .get_as_admin(&acme, &format!("gateways/{gateway}"))
@@ -710,11 +705,7 @@ async fn killed_mid_delivery(
 /// starts a process named `next`: the mail is delivered by it, once.
 async fn a_killed_processs_mail_goes_to(next: &str) {
     let smtp = clear_auth_server(PASSWORD).await;
-    let app = spawn_app_with(|s| {
-        s.heartbeat = Duration::from_millis(500);
-        s.node_stale_after = Duration::from_secs(3);
-    })
-    .await;
+    let app = app_taking_instances_for_dead_after(Duration::from_secs(3)).await;
     let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
     let id = killed_mid_delivery(&app, &acme, &smtp, &token, "office-1").await;
 
@@ -748,11 +739,7 @@ async fn a_busy_instance_that_does_not_claim_keeps_its_leases() {
     // Instances count as dead after 6 s of silence (nodes sweep every
     // 500 ms); the gateway reports every 4 s even while it does not claim.
     let stale_after = Duration::from_secs(6);
-    let app = spawn_app_with(|s| {
-        s.heartbeat = Duration::from_millis(500);
-        s.node_stale_after = stale_after;
-    })
-    .await;
+    let app = app_taking_instances_for_dead_after(stale_after).await;
     let (acme, gateway, token) = office_tenant(&app, "acme", smtp.port()).await;
     // One message in flight at most, and it hangs in DATA: the instance
     // does not claim while it lasts.

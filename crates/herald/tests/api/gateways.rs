@@ -12,11 +12,31 @@ use crate::helpers::*;
 
 /// Creates a gateway; returns the answer, with its token.
 async fn create(app: &TestApp, tenant: &TestTenant, name: &str) -> Value {
-    let (status, created) = app
-        .post_as_admin(tenant, "gateways", json!({ "name": name }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created
+    app.create_as_admin(tenant, "gateways", json!({ "name": name }))
+        .await
+}
+
+/// Records in the node's database that an instance of the gateway reported
+/// at `at` (ms), as its polls record it: for tests of how instances are
+/// shown, without running one.
+pub(crate) async fn instance_seen(
+    app: &TestApp,
+    gateway: &str,
+    name: &str,
+    version: &str,
+    at: i64,
+) {
+    node_store(app)
+        .gateway_seen(herald_store::GatewaySeen {
+            gateway_id: gateway.parse().unwrap(),
+            name: name.into(),
+            version: version.into(),
+            address: "192.0.2.7".into(),
+            at,
+            incarnation: "first".into(),
+        })
+        .await
+        .unwrap();
 }
 
 /// A server body, naming `gateway` when given.
@@ -43,8 +63,7 @@ async fn audit_log(app: &TestApp, tenant: &TestTenant) -> (Vec<String>, Value) {
 
 #[tokio::test]
 async fn a_gateways_token_is_shown_once_and_a_new_one_ends_the_old() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let created = create(&app, &acme, "office").await;
     let first = created["token"].as_str().unwrap().to_owned();
     assert!(first.starts_with(token::GATEWAY_TOKEN_PREFIX), "{created}");
@@ -117,8 +136,7 @@ async fn a_gateways_token_is_shown_once_and_a_new_one_ends_the_old() {
 
 #[tokio::test]
 async fn gateway_names_follow_their_rules() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     for body in [
         json!({}),
         json!({"name": ""}),
@@ -148,8 +166,7 @@ async fn gateway_names_follow_their_rules() {
 
 #[tokio::test]
 async fn a_server_names_a_gateway_of_its_own_tenant_which_then_stays() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let ours = create(&app, &acme, "office").await;
     let ours = ours["id"].as_str().unwrap();
@@ -169,10 +186,9 @@ async fn a_server_names_a_gateway_of_its_own_tenant_which_then_stays() {
         assert_eq!(fields, ["gateway_id"], "{answer}");
     }
 
-    let (status, relay) = app
-        .post_as_admin(&acme, "smtp-servers", server("relay", Some(ours)))
+    let relay = app
+        .create_as_admin(&acme, "smtp-servers", server("relay", Some(ours)))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{relay}");
     assert_eq!(relay["gateway_id"], ours);
     let relay = relay["id"].as_str().unwrap().to_owned();
     let (status, shown) = app
@@ -228,24 +244,13 @@ async fn a_server_names_a_gateway_of_its_own_tenant_which_then_stays() {
 
 #[tokio::test]
 async fn instances_show_whether_they_are_alive() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let created = create(&app, &acme, "office").await;
     let id = created["id"].as_str().unwrap();
     let store = node_store(&app);
     let now = herald_core::timestamp::now_ms();
     for (name, at) in [("old", now - 24 * 3_600_000), ("fresh", now)] {
-        store
-            .gateway_seen(herald_store::GatewaySeen {
-                gateway_id: id.parse().unwrap(),
-                name: name.into(),
-                version: "1.0.0".into(),
-                address: "192.0.2.7".into(),
-                at,
-                incarnation: "first".into(),
-            })
-            .await
-            .unwrap();
+        instance_seen(&app, id, name, "1.0.0", at).await;
     }
     store
         .count_gateway_outcomes(id.parse().unwrap(), "fresh", 5, 2, now)

@@ -19,18 +19,16 @@ async fn patch_server(app: &TestApp, tenant: &TestTenant, id: &str, body: Value)
 
 #[tokio::test]
 async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     app.grant_credential_storage("acme").await;
-    let (status, server) = app
-        .post_as_admin(
+    let server = app
+        .create_as_admin(
             &acme,
             "smtp-servers",
             json!({"name": "relay", "host": "mail.acme.example", "port": 587,
                    "security": "starttls", "requires_auth": true}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{server}");
     let id = server["id"].as_str().unwrap().to_owned();
     let accounts = format!("/v1/tenants/acme/smtp-servers/{id}/accounts");
     let add_account = |name: &'static str| {
@@ -107,8 +105,7 @@ async fn changes_that_weaken_or_redirect_trust_clear_the_accounts_secrets() {
 #[tokio::test]
 async fn only_administrators_read_a_test_messages_diagnosis() {
     let smtp = herald_testsmtp::TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant_sending_to("acme", smtp.port()).await;
+    let (app, acme) = app_sending_to(&smtp).await;
     let provider = app.first_provider_id(&acme).await;
     let (status, answer) = app
         .test_provider(&acme, &provider, json!({"to": "ops@acme.example"}))
@@ -120,21 +117,20 @@ async fn only_administrators_read_a_test_messages_diagnosis() {
     );
 
     // A member's personal token and a service token both send, neither administers.
-    let (_, member) = app
-        .post_as_admin(
+    let member = app
+        .create_as_admin(
             &acme,
             "persons",
             json!({"name": "Member", "email": "member@acme.example", "role": "member"}),
         )
         .await;
-    let (status, member_token) = app
-        .post_as_admin(
+    let member_token = app
+        .create_as_admin(
             &acme,
             "tokens",
             json!({"name": "member's", "person_id": member["id"]}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{member_token}");
     let member_token = member_token["token"].as_str().unwrap().to_owned();
 
     let attempt = |message: &Value| message["recipients"][0]["attempts"][0].clone();
@@ -269,8 +265,7 @@ fn rule_for(answer: &Value, field: &str) -> String {
 
 #[tokio::test]
 async fn controls_and_encoded_words_are_refused_in_every_header_field() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let encoded_crlf = "=?utf-8?B?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=";
     let (status, answer) = app
         .post_as_sender(

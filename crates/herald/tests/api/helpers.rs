@@ -106,6 +106,13 @@ async fn start_app(dir: TempDir, settings: Settings) -> TestApp {
     }
 }
 
+/// Spawns a node with tenant `acme`, whose mail goes to the system default.
+pub async fn app_with_acme() -> (TestApp, TestTenant) {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    (app, acme)
+}
+
 /// Spawns a node with tenant `acme` whose mail goes to `smtp`.
 pub async fn app_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
     let app = spawn_app().await;
@@ -239,6 +246,14 @@ pub fn field_errors(answer: &Value) -> Vec<(String, String)> {
                 e["rule"].as_str().unwrap().to_owned(),
             )
         })
+        .collect()
+}
+
+/// The fields a 422 answer names, in its order.
+pub fn error_fields(answer: &Value) -> Vec<String> {
+    field_errors(answer)
+        .into_iter()
+        .map(|(field, _)| field)
         .collect()
 }
 
@@ -428,6 +443,14 @@ impl TestApp {
         let (status, props) = self.put_as_admin(tenant, "properties", body).await;
         assert_eq!(status, StatusCode::OK, "{props}");
         props
+    }
+
+    /// POSTs `body` to the tenant's collection `rest` as its administrator,
+    /// which must answer 201 Created; what was created.
+    pub async fn create_as_admin(&self, tenant: &TestTenant, rest: &str, body: Value) -> Value {
+        let (status, created) = self.post_as_admin(tenant, rest, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created
     }
 
     /// The id of the tenant's first provider, as its administrator lists them.

@@ -176,6 +176,18 @@ async fn listener_sending_to(smtp: &TestSmtpServer) -> (TestApp, TestTenant) {
     (app, acme)
 }
 
+/// A test SMTP server, and a node with its SMTP listener whose tenant acme
+/// sends to that server: for a test that talks to the listener with
+/// smtplib. `None` when python3 does not run (the test is then skipped).
+async fn listener_for_smtplib() -> Option<(TestSmtpServer, TestApp, TestTenant)> {
+    if !python_runs() {
+        return None;
+    }
+    let smtp = TestSmtpServer::start().await;
+    let (app, acme) = listener_sending_to(&smtp).await;
+    Some((smtp, app, acme))
+}
+
 /// Every address the server was sent mail for, sorted.
 fn all_recipients(messages: &[ReceivedMessage]) -> Vec<String> {
     let mut all: Vec<String> = messages.iter().flat_map(|m| m.rcpt_to.clone()).collect();
@@ -299,11 +311,9 @@ async fn without_tls_a_remote_client_is_not_offered_auth_and_mail_needs_it() {
 
 #[tokio::test]
 async fn a_connector_admits_its_network_until_deleted_and_a_revoked_credential_fails() {
-    if !python_runs() {
+    let Some((smtp, app, acme)) = listener_for_smtplib().await else {
         return;
-    }
-    let smtp = TestSmtpServer::start().await;
-    let (app, acme) = listener_sending_to(&smtp).await;
+    };
     let addr = app.smtp_addr();
     let message = |subject: &str| {
         let text = plain_message("app@acme.example", "ops@acme.example", subject);
@@ -351,14 +361,11 @@ async fn a_connector_admits_its_network_until_deleted_and_a_revoked_credential_f
 
 #[tokio::test]
 async fn a_credentials_rate_limit_defers_its_mail_beyond_it_and_no_one_elses() {
-    if !python_runs() {
+    let Some((_smtp, app, acme)) = listener_for_smtplib().await else {
         return;
-    }
-    let smtp = TestSmtpServer::start().await;
-    let (app, acme) = listener_sending_to(&smtp).await;
+    };
     let body = json!({"name": "chatty", "rate_limit_per_minute": 2});
-    let (status, limited) = app.post_as_admin(&acme, "smtp-credentials", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{limited}");
+    let limited = app.create_as_admin(&acme, "smtp-credentials", body).await;
     assert_eq!(limited["rate_limit_per_minute"], 2);
     let other = app.smtp_credential(&acme).await;
     let messages: Vec<Value> = (0..3)
@@ -537,11 +544,9 @@ async fn a_ten_mib_message_with_an_attachment_is_delivered_as_received() {
 
 #[tokio::test]
 async fn smtputf8_mail_to_an_internationalised_address_is_delivered() {
-    if !python_runs() {
+    let Some((smtp, app, acme)) = listener_for_smtplib().await else {
         return;
-    }
-    let smtp = TestSmtpServer::start().await;
-    let (app, acme) = listener_sending_to(&smtp).await;
+    };
     let login = app.smtp_credential(&acme).await;
     let subject = "Grüße aus Zürich ✓";
     let text = format!(
@@ -724,11 +729,9 @@ async fn mail_answered_250_survives_a_sigkill_on_postgres() {
 
 #[tokio::test]
 async fn a_tenants_smtp_credentials_and_connectors_are_its_own() {
-    if !python_runs() {
+    let Some((smtp, app, acme)) = listener_for_smtplib().await else {
         return;
-    }
-    let smtp = TestSmtpServer::start().await;
-    let (app, acme) = listener_sending_to(&smtp).await;
+    };
     let beta = app.tenant_sending_to("beta", smtp.port()).await;
     let login = app.smtp_credential(&acme).await;
 
@@ -745,8 +748,7 @@ async fn a_tenants_smtp_credentials_and_connectors_are_its_own() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let body = json!({"name": "acme-office", "cidrs": ["10.1.0.0/16"]});
-    let (status, connector) = app.post_as_admin(&acme, "smtp-connectors", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{connector}");
+    let connector = app.create_as_admin(&acme, "smtp-connectors", body).await;
     let connector = connector["id"].as_str().unwrap().to_owned();
 
     // Another tenant's administrator sees none of it, through either path.
@@ -829,8 +831,7 @@ async fn a_tenants_smtp_credentials_and_connectors_are_its_own() {
 
 #[tokio::test]
 async fn invalid_credentials_and_connectors_are_refused_naming_the_field_and_not_stored() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let bad_networks = [
         (json!(["10.0.0.1/8"]), "cidrs[0]"),
         (json!(["0.0.0.0/0"]), "cidrs[0]"),

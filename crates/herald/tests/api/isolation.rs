@@ -562,8 +562,7 @@ fn id(body: &Value) -> String {
 
 async fn world() -> World {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let a = |rest: &str| format!("/v1/tenants/acme{rest}");
 

@@ -82,12 +82,7 @@ async fn first_attempt(app: &TestApp, token_url: &str) -> (Value, TestSmtpServer
     let acme = app.tenant("acme").await;
     let account = Some(xoauth2_account(token_url));
     app.configure(&acme, smtp_entry(smtp.port()), account).await;
-    let id = app
-        .submit(
-            &acme,
-            json!({"to": ["a@acme.example"], "subject": "Token", "text": "x"}),
-        )
-        .await;
+    let id = app.submit_to(&acme, "a@acme.example", "Token").await;
     (app.wait_for_attempts(&acme, &id, 1).await, smtp)
 }
 
@@ -197,20 +192,35 @@ async fn token_url_rule(
 
 async fn server_for(app: &TestApp, tenant: &TestTenant) -> String {
     app.grant_credential_storage(&tenant.slug).await;
-    let (status, server) = app
-        .post_as_admin(tenant, "smtp-servers", smtp_entry(2525))
+    let server = app
+        .create_as_admin(tenant, "smtp-servers", smtp_entry(2525))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{server}");
     server["id"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that each token URL, given to an account of the server, is
+/// refused by a rule containing the words beside it.
+async fn assert_refused_token_urls(
+    app: &TestApp,
+    tenant: &TestTenant,
+    server: &str,
+    refused: &[(&str, &str)],
+) {
+    for (url, rule) in refused {
+        let got = token_url_rule(app, tenant, server, url).await;
+        assert!(
+            got.as_deref().is_some_and(|got| got.contains(rule)),
+            "{url}: {got:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
     // This node allows loopback, as an operator with a local token proxy would.
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let server = server_for(&app, &acme).await;
-    for (url, rule) in [
+    let refused = [
         (
             "http://localhost:pw@169.254.169.254/latest/meta-data/",
             "user name or password",
@@ -224,13 +234,8 @@ async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
         ("https://[::ffff:169.254.169.254]/token", "egress policy"),
         ("http://203.0.113.7/token", "https://"),
         ("ftp://login.example/token", "https://"),
-    ] {
-        let got = token_url_rule(&app, &acme, &server, url).await;
-        assert!(
-            got.as_deref().is_some_and(|got| got.contains(rule)),
-            "{url}: {got:?}"
-        );
-    }
+    ];
+    assert_refused_token_urls(&app, &acme, &server, &refused).await;
     for url in [
         "https://login.microsoftonline.com/t/oauth2/v2.0/token",
         "http://127.0.0.1:8080/token",
@@ -247,20 +252,15 @@ async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
     let strict = spawn_app_with(|s| s.egress = Egress::default()).await;
     let acme = strict.tenant("acme").await;
     let server = server_for(&strict, &acme).await;
-    for (url, rule) in [
+    let refused = [
         ("http://localhost:8080/token", "https://"),
         ("https://127.0.0.1:8443/token", "egress policy"),
         ("http://2130706433:8080/token", "egress policy"),
         ("http://0x7f.1:8080/token", "egress policy"),
         ("https://0177.0.0.1/token", "egress policy"),
         ("https://[::1]/token", "egress policy"),
-    ] {
-        let got = token_url_rule(&strict, &acme, &server, url).await;
-        assert!(
-            got.as_deref().is_some_and(|got| got.contains(rule)),
-            "{url}: {got:?}"
-        );
-    }
+    ];
+    assert_refused_token_urls(&strict, &acme, &server, &refused).await;
     assert_eq!(
         token_url_rule(&strict, &acme, &server, "https://localhost:8443/token").await,
         None,
@@ -270,8 +270,7 @@ async fn the_token_url_is_checked_with_a_url_parser_and_the_egress_policy() {
 
 #[tokio::test]
 async fn an_smtp_host_spelt_as_a_number_is_refused_with_the_field_named() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     for host in ["2130706433", "0177.0.0.1", "0x7f.1"] {
         let (status, body) = app
             .post_as_admin(

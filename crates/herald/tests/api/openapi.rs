@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::console_http::{HttpSession, give_password};
 use crate::helpers::*;
 use crate::isolation::routes_in_source;
-use herald_store::prelude::*;
 
 /// The document as the node serves it, to a client without a token.
 async fn document(app: &TestApp) -> Value {
@@ -716,17 +715,7 @@ async fn real_answers_match_the_documented_schemas() {
         .await;
     assert!(gateway["token"].is_string(), "{gateway}");
     let gateway_id = gateway["id"].as_str().unwrap().to_owned();
-    crate::console_smtp::node_store(&app)
-        .gateway_seen(herald_store::GatewaySeen {
-            gateway_id: gateway_id.parse().unwrap(),
-            name: "gw-1".into(),
-            version: "1.0.0".into(),
-            address: "192.0.2.7".into(),
-            at: now_ms(),
-            incarnation: "first".into(),
-        })
-        .await
-        .unwrap();
+    crate::gateways::instance_seen(&app, &gateway_id, "gw-1", "1.0.0", now_ms()).await;
     // The gateway's own routes, with its token: nothing is due, so a claim
     // that does not wait answers no recipients, and empty reports are taken.
     let gateway_token = gateway["token"].as_str().unwrap().to_owned();

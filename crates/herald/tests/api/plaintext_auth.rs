@@ -25,8 +25,7 @@ fn codes(server: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_server_answer_warns_about_a_password_in_clear_and_an_unchecked_certificate() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let clear = app
         .create_smtp_server(
             &acme,
@@ -157,8 +156,7 @@ async fn auth_in_clear_goes_out_only_where_the_server_entry_allows_it() {
 /// administrator allow AUTH in clear, explained beside the checkbox.
 #[tokio::test]
 async fn the_console_server_page_shows_the_warnings_and_the_choice() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     give_password(&app, "acme", "admin@acme.example", "admin console password").await;
     let body = json!({"name": "clear", "host": "mail.acme.example", "port": 25, "security": "none", "requires_auth": true});
     let (_, server) = app.post_as_admin(&acme, "smtp-servers", body).await;

@@ -18,11 +18,8 @@ async fn a_pool_reuses_connections_within_its_limit() {
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
-            app.submit(
-                &acme,
-                json!({"to": [format!("u{i}@acme.example")], "subject": "pooled", "text": "x"}),
-            )
-            .await,
+            app.submit_to(&acme, &format!("u{i}@acme.example"), "pooled")
+                .await,
         );
     }
     smtp.wait_for_messages(20, DEADLINE).await;
@@ -47,10 +44,7 @@ async fn a_connection_is_replaced_after_its_message_cap() {
     let acme = app.configured_tenant("acme", entry, None).await;
     for i in 0..6 {
         let id = app
-            .submit(
-                &acme,
-                json!({"to": [format!("u{i}@acme.example")], "subject": "capped", "text": "x"}),
-            )
+            .submit_to(&acme, &format!("u{i}@acme.example"), "capped")
             .await;
         app.wait_for_status(&acme, &id, "sent").await;
     }
@@ -78,11 +72,8 @@ async fn a_stalled_provider_does_not_delay_another_tenants_mail() {
     let mut stuck = Vec::new();
     for i in 0..5 {
         stuck.push(
-            app.submit(
-                &slow,
-                json!({"to": [format!("s{i}@slow.example")], "subject": "stuck", "text": "x"}),
-            )
-            .await,
+            app.submit_to(&slow, &format!("s{i}@slow.example"), "stuck")
+                .await,
         );
     }
     eventually("the stalled server to be connected", || async {
@@ -175,8 +166,7 @@ async fn mail_still_deferred_at_the_maximum_age_fails_once_with_the_reason() {
 #[tokio::test]
 async fn changing_the_host_clears_the_accounts_secret() {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "requires_auth": true});
     let account = account_with("pw-before-move");
     let server = app.configure(&acme, entry, Some(account)).await;
@@ -205,19 +195,15 @@ async fn changing_the_host_clears_the_accounts_secret() {
 #[tokio::test]
 async fn a_rate_limit_spaces_messages_and_drops_none() {
     let smtp = TestSmtpServer::start().await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     // 120 a minute: one start every 500 ms.
     let entry = json!({"name": "mx", "host": "127.0.0.1", "port": smtp.port(), "security": "none", "rate_limit_per_minute": 120});
     app.configure(&acme, entry, None).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            app.submit(
-                &acme,
-                json!({"to": [format!("u{i}@acme.example")], "subject": "paced", "text": "x"}),
-            )
-            .await,
+            app.submit_to(&acme, &format!("u{i}@acme.example"), "paced")
+                .await,
         );
     }
     let mut starts = Vec::new();
@@ -288,8 +274,7 @@ async fn shutdown_finishes_the_deliveries_in_flight() {
 /// answer 503 and the node not ready; once it takes writes again, both recover.
 #[tokio::test]
 async fn readiness_follows_a_database_that_refuses_writes() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let ready = || async {
         let response = app
             .client

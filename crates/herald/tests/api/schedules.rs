@@ -26,15 +26,12 @@ fn ms(value: &Value) -> i64 {
 
 /// A template `tick` that needs the variable `site`.
 async fn tick_template(app: &TestApp, tenant: &TestTenant) -> Value {
-    let (status, template) = app
-        .post_as_admin(
-            tenant,
-            "templates",
-            json!({"name": "tick", "subject": "Tick from {{ site }}", "text": "tick {{ site }}"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{template}");
-    template
+    app.create_as_admin(
+        tenant,
+        "templates",
+        json!({"name": "tick", "subject": "Tick from {{ site }}", "text": "tick {{ site }}"}),
+    )
+    .await
 }
 
 async fn runs(app: &TestApp, tenant: &TestTenant, schedule: &str) -> Vec<Value> {
@@ -81,8 +78,7 @@ fn check_once_per_occurrence(runs: &[Value]) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_schedule_is_checked_when_saved() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     tick_template(&app, &acme).await;
     for (body, field) in [
         (
@@ -116,12 +112,7 @@ async fn a_schedule_is_checked_when_saved() {
     ] {
         let (status, answer) = app.post_as_admin(&acme, "schedules", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
-        let fields: Vec<&str> = answer["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
+        let fields = error_fields(&answer);
         assert_eq!(fields, [field], "{body}: {answer}");
     }
     // Both wrong: both named.
@@ -133,26 +124,20 @@ async fn a_schedule_is_checked_when_saved() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    let fields: Vec<&str> = answer["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&answer);
     assert_eq!(fields, ["cron", "timezone"], "{answer}");
     let (_, list) = app.get_as_admin(&acme, "schedules").await;
     assert_eq!(list, json!([]), "nothing was stored");
 
     // A good one: the next run is the expression's next time in its zone
     // (09:00 in Berlin is 07:00 or 08:00 UTC).
-    let (status, schedule) = app
-        .post_as_admin(
+    let schedule = app
+        .create_as_admin(
             &acme,
             "schedules",
             json!({"name": "morning", "cron": "0 9 * * *", "timezone": "Europe/Berlin", "template": "tick", "data": {"site": "x"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let next = ms(&schedule["next_run_at"]);
     assert!(
         next > now_ms() && next <= now_ms() + 24 * 3600 * 1000,
@@ -198,14 +183,13 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
     let (app, acme) = app_sending_to(&smtp).await;
     tick_template(&app, &acme).await;
     // No recipients: the provider's fallback recipient gets it.
-    let (status, schedule) = app
-        .post_as_admin(
+    let schedule = app
+        .create_as_admin(
             &acme,
             "schedules",
             json!({"name": "every-second", "cron": "* * * * * *", "template": "tick", "data": {"site": "berlin"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let id = schedule["id"].as_str().unwrap().to_owned();
     let fired = eventually("three firings", || async {
         let runs = runs(&app, &acme, &id).await;
@@ -235,10 +219,9 @@ async fn a_schedule_fires_once_a_second_and_runs_on_demand() {
     }
 
     // Run now: a manual firing, whatever the schedule's state.
-    let (status, run) = app
-        .post_as_admin(&acme, &format!("schedules/{id}/run"), json!({}))
+    let run = app
+        .create_as_admin(&acme, &format!("schedules/{id}/run"), json!({}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(run["trigger"], "manual");
     app.wait_for_status(&acme, run["message_id"].as_str().unwrap(), "sent")
         .await;
@@ -269,15 +252,14 @@ async fn two_postgres_nodes_fire_each_occurrence_once_and_catch_up_once_after_do
     let app = nodes[0].app();
     let acme = app.tenant_sending_to("acme", smtp.port()).await;
     tick_template(&app, &acme).await;
-    let (status, schedule) = app
-        .post_as_admin(
+    let schedule = app
+        .create_as_admin(
             &acme,
             "schedules",
             json!({"name": "every-second", "cron": "* * * * * *", "template": "tick",
                    "data": {"site": "pg"}, "to": ["ops@acme.example"]}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let id = schedule["id"].as_str().unwrap().to_owned();
 
     // Both nodes run schedulers; several occurrences pass.

@@ -251,8 +251,7 @@ async fn accounts_of_a_new_server(app: &TestApp, tenant: &TestTenant, entry: Val
 
 #[tokio::test]
 async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let accounts = accounts_of_a_new_server(
         &app,
         &acme,
@@ -269,14 +268,11 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
         "urn:herald:problem:credential-storage-not-granted"
     );
     // An account without a secret (a relay trusting the sender's IP) always works.
-    let (status, _) = app
-        .post_as_admin(&acme, &accounts, json!({"username": "relay@acme.example"}))
+    app.create_as_admin(&acme, &accounts, json!({"username": "relay@acme.example"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
 
     app.grant_credential_storage("acme").await;
-    let (status, account) = app.post_as_admin(&acme, &accounts, with_password).await;
-    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let account = app.create_as_admin(&acme, &accounts, with_password).await;
 
     let (status, audit) = app.get_as_admin(&acme, "audit").await;
     assert_eq!(status, StatusCode::OK);
@@ -330,10 +326,9 @@ async fn the_entitlement_gates_secrets_and_the_audit_log_shows_who_did_what() {
 
 #[tokio::test]
 async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
-    let (_, member) = app
-        .post_as_admin(
+    let (app, acme) = app_with_acme().await;
+    let member = app
+        .create_as_admin(
             &acme,
             "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
@@ -342,14 +337,13 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
     assert_eq!(member["role"], "member");
 
     // A member's personal token can only send.
-    let (status, token) = app
-        .post_as_admin(
+    let token = app
+        .create_as_admin(
             &acme,
             "tokens",
             json!({"name": "mia", "person_id": member["id"]}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{token}");
     assert_eq!(token["role"], "sender");
     let (status, body) = app
         .post_as_admin(
@@ -401,8 +395,7 @@ async fn tokens_are_personal_or_service_and_can_be_listed_and_revoked() {
 
 #[tokio::test]
 async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let accounts = accounts_of_a_new_server(
         &app,
         &acme,
@@ -411,27 +404,25 @@ async fn an_account_belongs_to_the_creating_person_unless_another_is_named() {
     .await;
     let (_, persons) = app.get_as_admin(&acme, "persons").await;
     let admin_person = persons[0]["id"].clone();
-    let (status, own) = app
-        .post_as_admin(&acme, &accounts, json!({"username": "a@acme.example"}))
+    let own = app
+        .create_as_admin(&acme, &accounts, json!({"username": "a@acme.example"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{own}");
     assert_eq!(own["person_id"], admin_person);
 
-    let (_, mia) = app
-        .post_as_admin(
+    let mia = app
+        .create_as_admin(
             &acme,
             "persons",
             json!({"name": "Mia", "email": "mia@acme.example"}),
         )
         .await;
-    let (status, hers) = app
-        .post_as_admin(
+    let hers = app
+        .create_as_admin(
             &acme,
             &accounts,
             json!({"username": "mia@acme.example", "person_id": mia["id"]}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{hers}");
     assert_eq!(hers["person_id"], mia["id"]);
 
     // The operator acts for no person, so it must name one.

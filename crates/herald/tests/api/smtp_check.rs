@@ -169,8 +169,7 @@ async fn both_modes_apply_the_nodes_egress_rules_and_say_how_to_allow() {
     assert!(allowed.ok, "{}{}", allowed.stdout, allowed.stderr);
 
     // The stored mode: the same rules, the same words.
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let server = app
         .configure(
             &acme,

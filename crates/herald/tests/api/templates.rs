@@ -12,9 +12,7 @@ use crate::helpers::*;
 
 /// Creates a template; returns the answer.
 async fn create_template(app: &TestApp, tenant: &TestTenant, body: Value) -> Value {
-    let (status, created) = app.post_as_admin(tenant, "templates", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created
+    app.create_as_admin(tenant, "templates", body).await
 }
 
 fn disk_full() -> Value {
@@ -33,8 +31,7 @@ fn disk_data() -> Value {
 
 #[tokio::test]
 async fn a_syntax_error_is_refused_with_its_part_line_and_column() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let (status, answer) = app
         .post_as_admin(
             &acme,
@@ -71,8 +68,7 @@ async fn a_syntax_error_is_refused_with_its_part_line_and_column() {
 
 #[tokio::test]
 async fn names_are_unique_and_every_change_is_a_new_version() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let created = create_template(&app, &acme, disk_full()).await;
     assert_eq!(created["version"], 1);
     assert_eq!(created["name"], "disk-full");
@@ -128,8 +124,7 @@ async fn names_are_unique_and_every_change_is_a_new_version() {
 
 #[tokio::test]
 async fn a_preview_renders_with_data_and_escapes_html_only() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let id = create_template(&app, &acme, disk_full()).await["id"]
         .as_str()
         .unwrap()
@@ -162,6 +157,15 @@ async fn a_preview_renders_with_data_and_escapes_html_only() {
     assert!(errors[0].1.contains("host"), "{answer}");
 }
 
+/// Submits `message`, which the node must refuse (422): the first field
+/// error's field and rule, and the answer for failure messages.
+async fn refused(app: &TestApp, tenant: &TestTenant, message: Value) -> (String, String, Value) {
+    let (status, answer) = app.post_as_sender(tenant, "messages", message).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (field, rule) = field_errors(&answer).remove(0);
+    (field, rule, answer)
+}
+
 #[tokio::test]
 async fn a_message_names_a_template_and_a_missing_variable_refuses_it() {
     let smtp = TestSmtpServer::start().await;
@@ -170,68 +174,55 @@ async fn a_message_names_a_template_and_a_missing_variable_refuses_it() {
 
     let mut data = disk_data();
     data.as_object_mut().unwrap().remove("who");
-    let (status, answer) = app
-        .post_as_sender(
-            &acme,
-            "messages",
-            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": data}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    let errors = field_errors(&answer);
-    assert_eq!(errors[0].0, "data", "{answer}");
-    assert!(errors[0].1.contains("who"), "{answer}");
+    let (field, rule, answer) = refused(
+        &app,
+        &acme,
+        json!({"to": ["ops@acme.example"], "template": "disk-full", "data": data}),
+    )
+    .await;
+    assert_eq!(field, "data", "{answer}");
+    assert!(rule.contains("who"), "{answer}");
 
     // A template and content of the message's own are one too many.
-    let (status, answer) = app
-        .post_as_sender(
-            &acme,
-            "messages",
-            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": disk_data(), "subject": "mine"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(field_errors(&answer)[0].0, "subject");
-    let (status, answer) = app
-        .post_as_sender(
-            &acme,
-            "messages",
-            json!({"to": ["ops@acme.example"], "template": "no-such", "data": {}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(field_errors(&answer)[0].0, "template");
+    let (field, _, answer) = refused(
+        &app,
+        &acme,
+        json!({"to": ["ops@acme.example"], "template": "disk-full", "data": disk_data(), "subject": "mine"}),
+    )
+    .await;
+    assert_eq!(field, "subject", "{answer}");
+    let (field, _, answer) = refused(
+        &app,
+        &acme,
+        json!({"to": ["ops@acme.example"], "template": "no-such", "data": {}}),
+    )
+    .await;
+    assert_eq!(field, "template", "{answer}");
     // Data that is not an object is named once, with its rule.
-    let (status, answer) = app
-        .post_as_sender(
-            &acme,
-            "messages",
-            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": [1]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (field, rule, answer) = refused(
+        &app,
+        &acme,
+        json!({"to": ["ops@acme.example"], "template": "disk-full", "data": [1]}),
+    )
+    .await;
     assert_eq!(
-        field_errors(&answer)[0],
-        ("data".to_owned(), "must be a JSON object".to_owned())
+        (field.as_str(), rule.as_str()),
+        ("data", "must be a JSON object"),
+        "{answer}"
     );
     // A subject the template renders too long is the template's fault:
     // the message gave no subject.
     let mut long = disk_data();
     long["volume"] = json!("v".repeat(1_000));
-    let (status, answer) = app
-        .post_as_sender(
-            &acme,
-            "messages",
-            json!({"to": ["ops@acme.example"], "template": "disk-full", "data": long}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    let errors = field_errors(&answer);
-    assert_eq!(errors[0].0, "template", "{answer}");
+    let (field, rule, answer) = refused(
+        &app,
+        &acme,
+        json!({"to": ["ops@acme.example"], "template": "disk-full", "data": long}),
+    )
+    .await;
+    assert_eq!(field, "template", "{answer}");
     assert!(
-        errors[0]
-            .1
-            .starts_with("renders a subject that is not valid"),
+        rule.starts_with("renders a subject that is not valid"),
         "{answer}"
     );
     assert_eq!(app.message_count(&acme).await, 0, "nothing was stored");
@@ -319,8 +310,7 @@ async fn a_scheduled_message_waits_for_its_time_and_keeps_what_it_was_rendered_t
 
 #[tokio::test]
 async fn send_at_is_checked() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     for (send_at, rule) in [
         ("tomorrow", "RFC 3339"),
         (

@@ -30,14 +30,13 @@ const TOO_SLOW: &str = "text: the template took longer than 2 s to render";
 
 /// Creates a template whose text is `text`; returns its id.
 async fn template(app: &TestApp, tenant: &TestTenant, name: &str, text: &str) -> String {
-    let (status, created) = app
-        .post_as_admin(
+    let created = app
+        .create_as_admin(
             tenant,
             "templates",
             json!({"name": name, "subject": "Hello", "text": text}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
     created["id"].as_str().unwrap().to_owned()
 }
 
@@ -176,14 +175,13 @@ async fn a_schedule_whose_template_became_a_bomb_records_failed_firings() {
     let smtp = TestSmtpServer::start().await;
     let (app, acme) = app_sending_to(&smtp).await;
     let id = template(&app, &acme, "tick", "Tick {{ site }}").await;
-    let (status, schedule) = app
-        .post_as_admin(
+    let schedule = app
+        .create_as_admin(
             &acme,
             "schedules",
             json!({"name": "every-second", "cron": "* * * * * *", "template": "tick", "data": {"site": "x"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{schedule}");
     let schedule = schedule["id"].as_str().unwrap().to_owned();
     let (status, changed) = app
         .patch_as_admin(
@@ -228,8 +226,7 @@ async fn a_schedule_whose_template_became_a_bomb_records_failed_firings() {
 
 #[tokio::test]
 async fn a_renderer_killed_while_idle_is_replaced() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let good = template(&app, &acme, "good", "Hi {{ name }}").await;
     let (status, _) = preview(&app, &acme, &good, json!({"name": "Ada"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -317,8 +314,7 @@ async fn a_renderer_whose_node_has_gone_stops_at_once() {
 
 #[tokio::test]
 async fn a_missing_variable_as_an_argument_or_by_subscript_is_named() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let data = json!({"a": 1, "items": [1, 2], "user": {"email": "a@b"}});
     for (i, (text, name)) in [
         ("{{ '%s-%s'|format(a, b) }}", "b"),

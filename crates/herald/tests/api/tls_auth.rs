@@ -163,8 +163,7 @@ async fn the_name_override_verifies_an_ip_addressed_relay() {
 async fn verification_off_is_explicit_and_shown() {
     let tls = TestTls::generate(&["somewhere.else"]);
     let smtp = TestSmtpServer::start_with(ServerConfig::new().starttls(tls)).await;
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let mut entry = server(smtp.port(), "starttls");
     entry["tls_verify"] = false.into();
     let created = app.configure(&acme, entry, None).await;

@@ -222,8 +222,7 @@ async fn list(app: &TestApp, tenant: &TestTenant, what: &str) -> Vec<Value> {
 
 /// Creates an SMTP server for the tenant and returns its id.
 async fn create_server(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
-    let (status, server) = app.post_as_admin(tenant, "smtp-servers", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{server}");
+    let server = app.create_as_admin(tenant, "smtp-servers", body).await;
     server["id"].as_str().unwrap().to_owned()
 }
 
@@ -404,8 +403,7 @@ async fn query_method_and_size_errors_are_problems_too() {
 
 #[tokio::test]
 async fn another_tenants_route_answers_404_before_looking_at_the_body() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = tenant_with_one_message(&app, "globex").await;
     let reply = send(
         &app,
@@ -615,8 +613,7 @@ async fn no_token_or_a_wrong_token_is_a_401() {
 
 #[tokio::test]
 async fn a_token_of_another_tenant_sees_only_404s() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let globex_message = app.submit(&globex, valid_message()).await;
 
@@ -671,8 +668,7 @@ async fn a_token_of_another_tenant_sees_only_404s() {
 
 #[tokio::test]
 async fn a_sender_token_may_not_configure_its_own_tenant() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
 
     for (path, body) in [
         (
@@ -698,8 +694,7 @@ async fn a_sender_token_may_not_configure_its_own_tenant() {
 
 #[tokio::test]
 async fn a_tenant_admin_token_may_not_use_operator_routes() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
 
     let reply = post_as(
         &app,
@@ -737,8 +732,7 @@ async fn a_tenant_admin_token_may_not_use_operator_routes() {
 
 #[tokio::test]
 async fn smtp_server_fields_are_validated_and_nothing_is_created() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let path = "/v1/tenants/acme/smtp-servers";
     let server = |overrides: Value| {
         let mut body = json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"});
@@ -784,8 +778,7 @@ async fn smtp_server_fields_are_validated_and_nothing_is_created() {
 
 #[tokio::test]
 async fn provider_fields_are_validated_and_nothing_is_created() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let server =
         json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"});
@@ -832,8 +825,7 @@ async fn provider_fields_are_validated_and_nothing_is_created() {
 
 #[tokio::test]
 async fn an_idempotency_key_stores_a_message_once() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let globex = app.tenant("globex").await;
     let mut message = valid_message_with("idempotency_key", json!("alert-4711"));
 
@@ -869,8 +861,7 @@ async fn an_idempotency_key_stores_a_message_once() {
 
 #[tokio::test]
 async fn storing_a_password_needs_the_entitlement_and_it_is_never_returned() {
-    let app = spawn_app().await;
-    let acme = app.tenant("acme").await;
+    let (app, acme) = app_with_acme().await;
     let server = create_server(
         &app,
         &acme,
