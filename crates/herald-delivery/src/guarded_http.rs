@@ -12,10 +12,14 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use url::Host;
 
+use crate::http1::Connections;
+
 /// How long a whole request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Who is asking, in every request.
+const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 
 /// Why a guarded request was not made, or did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,8 @@ pub struct GuardedHttp {
     egress: Arc<Egress>,
     https: Client,
     http: Client,
+    /// Kept-alive connections for [`GuardedHttp::post`].
+    connections: Connections,
     timeout: Duration,
 }
 
@@ -82,7 +88,7 @@ impl GuardedHttp {
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .https_only(!plain_http)
-                .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+                .user_agent(USER_AGENT)
                 .dns_resolver(Arc::new(EgressResolver {
                     egress: egress.clone(),
                     plain_http,
@@ -93,26 +99,60 @@ impl GuardedHttp {
         GuardedHttp {
             https: client(false),
             http: client(true),
+            connections: Connections::new(
+                herald_smtp::https_client_config(),
+                CONNECT_TIMEOUT.min(timeout),
+                USER_AGENT,
+            ),
             egress,
             timeout,
         }
     }
 
-    /// Starts a request to `url` after checking it. A host written as an IP
-    /// address is judged here, because the resolver is never asked about it.
+    /// Starts a request to `url` after checking it.
     pub fn request(&self, method: Method, url: &str) -> Result<RequestBuilder, HttpError> {
+        let url = self.check(url)?;
+        let client = if url.is_https() {
+            &self.https
+        } else {
+            &self.http
+        };
+        Ok(client.request(method, url.as_url().clone()))
+    }
+
+    /// POSTs `body` with `headers` to `url` after checking it, on a
+    /// kept-alive connection (see [`crate::http1`]: the path of webhooks,
+    /// thousands a second), and reads at most `max_body` bytes of the
+    /// answer. A redirect is an error.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Answer, HttpError> {
+        let url = self.check(url)?;
+        let posted = self
+            .connections
+            .post(&self.egress, &url, headers, body, max_body);
+        tokio::time::timeout(self.timeout, posted)
+            .await
+            .map_err(|_| HttpError::Timeout(self.timeout))?
+    }
+
+    /// `url` parsed, when its rules allow it. A host written as an IP
+    /// address is judged here, because no resolver is asked about it.
+    fn check(&self, url: &str) -> Result<EndpointUrl, HttpError> {
         let url = EndpointUrl::parse(url).map_err(HttpError::Url)?;
-        let plain_http = !url.is_https();
         let literal: Option<IpAddr> = match url.host() {
             Host::Ipv4(v4) => Some(v4.into()),
             Host::Ipv6(v6) => Some(v6.into()),
             Host::Domain(_) => None,
         };
         if let Some(ip) = literal {
-            admit(&self.egress, plain_http, ip)?;
+            admit(&self.egress, !url.is_https(), ip)?;
         }
-        let client = if plain_http { &self.http } else { &self.https };
-        Ok(client.request(method, url.as_url().clone()))
+        Ok(url)
     }
 
     /// Sends a request made by [`GuardedHttp::request`] and reads at most
@@ -149,7 +189,7 @@ impl GuardedHttp {
 }
 
 /// Whether a request may go to `ip`.
-fn admit(egress: &Egress, plain_http: bool, ip: IpAddr) -> Result<(), HttpError> {
+pub(crate) fn admit(egress: &Egress, plain_http: bool, ip: IpAddr) -> Result<(), HttpError> {
     if let Some(rule) = egress.refusal(ip) {
         return Err(HttpError::Egress(rule));
     }

@@ -6,6 +6,7 @@ mod cache;
 pub mod gateway;
 pub mod guarded_http;
 mod header;
+mod http1;
 mod oauth;
 mod pool;
 mod raw;

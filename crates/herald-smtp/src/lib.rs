@@ -21,5 +21,5 @@ pub use client::{
 pub use egress::{Egress, EgressRule};
 pub use error::{ErrorKind, SmtpError, Step};
 pub use reply::Reply;
-pub use tls::{TlsSettings, validate_ca_pem};
+pub use tls::{TlsSettings, https_client_config, validate_ca_pem};
 pub use trace::{TraceStep, Tracer};

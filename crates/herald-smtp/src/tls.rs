@@ -60,6 +60,23 @@ fn system_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
+/// The client settings for HTTPS to tenants' endpoints (webhooks): the
+/// system's trust roots, HTTP/1.1 offered by ALPN. Built once per process.
+pub fn https_client_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("the default protocol versions are supported")
+                .with_root_certificates(system_roots())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
 impl TlsSettings {
     /// Builds the connector for these settings, and the place where its
     /// verifier keeps the certificate the server presents.

@@ -5,7 +5,6 @@ use std::time::Instant;
 use herald_core::terminal::escape_unprintable;
 use herald_core::webhook::{seal_context, secret_key};
 use herald_core::{Sealer, WebhookId};
-use reqwest::Method;
 
 use super::sign::signature;
 use crate::guarded_http::GuardedHttp;
@@ -57,20 +56,17 @@ pub fn keys(
 /// Posts `event` signed with `keys` at `now_s` (Unix seconds).
 pub async fn post(http: &GuardedHttp, keys: &[Vec<u8>], event: &Event<'_>, now_s: i64) -> Posted {
     let started = Instant::now();
-    let request = http.request(Method::POST, event.url).map(|r| {
-        r.header("content-type", "application/json")
-            .header("webhook-id", event.id)
-            .header("webhook-timestamp", now_s.to_string())
-            .header(
-                "webhook-signature",
-                signature(keys, event.id, now_s, event.body),
-            )
-            .body(event.body.to_owned())
-    });
-    let answer = match request {
-        Ok(request) => http.send(request, MAX_ANSWER).await,
-        Err(e) => Err(e),
-    };
+    let timestamp = now_s.to_string();
+    let signed = signature(keys, event.id, now_s, event.body);
+    let headers = [
+        ("content-type", "application/json"),
+        ("webhook-id", event.id),
+        ("webhook-timestamp", timestamp.as_str()),
+        ("webhook-signature", signed.as_str()),
+    ];
+    let answer = http
+        .post(event.url, &headers, event.body.as_bytes(), MAX_ANSWER)
+        .await;
     let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     match answer {
         Ok(a) if a.status.is_success() => Posted {
