@@ -64,6 +64,14 @@ pub(crate) fn headers(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, H
         .collect()
 }
 
+/// A message's extra headers as the name and value pairs stored.
+pub(crate) fn header_pairs(headers: &[(HeaderName, HeaderValue)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect()
+}
+
 pub(crate) fn status(s: &str) -> Result<RecipientStatus> {
     RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
