@@ -115,16 +115,7 @@ impl Queue {
             let started = Instant::now();
             let claimed = self
                 .store
-                .claim(ClaimRequest {
-                    node: "bench-claims".into(),
-                    incarnation: "bench".into(),
-                    now: now_ms(),
-                    // Longer than the run: a claimed recipient is never due again.
-                    lease_ms: 3_600_000,
-                    limit: CLAIM_BATCH,
-                    rooms: std::collections::HashMap::new(),
-                    default_room: u32::MAX,
-                })
+                .claim(claim_request(std::collections::HashMap::new()))
                 .await?;
             self.claims.push(started.elapsed());
             self.rows += claimed.len() as u64;
@@ -140,15 +131,9 @@ impl Queue {
         for _ in 0..times {
             let started = Instant::now();
             self.store
-                .claim(ClaimRequest {
-                    node: "bench-claims".into(),
-                    incarnation: "bench".into(),
-                    now: now_ms(),
-                    lease_ms: 3_600_000,
-                    limit: CLAIM_BATCH,
-                    rooms: std::collections::HashMap::from([(tenant, 0)]),
-                    default_room: u32::MAX,
-                })
+                .claim(claim_request(std::collections::HashMap::from([(
+                    tenant, 0,
+                )])))
                 .await?;
             self.excluded_claims.push(started.elapsed());
             let started = Instant::now();
@@ -175,6 +160,21 @@ impl Queue {
             "next_due_excluding_the_tenant_ms": crate::load::percentiles(&self.excluded_next_due),
             "sqlite_file_mib": round(self.place.sqlite_mib(), 1),
         })
+    }
+}
+
+/// A claim of `CLAIM_BATCH` recipients for this benchmark's node, with the
+/// tenants' `rooms`, under a lease longer than the run: a claimed recipient
+/// is never due again.
+fn claim_request(rooms: std::collections::HashMap<TenantId, u32>) -> ClaimRequest {
+    ClaimRequest {
+        node: "bench-claims".into(),
+        incarnation: "bench".into(),
+        now: now_ms(),
+        lease_ms: 3_600_000,
+        limit: CLAIM_BATCH,
+        rooms,
+        default_room: u32::MAX,
     }
 }
 

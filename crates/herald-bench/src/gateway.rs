@@ -19,12 +19,14 @@ pub async fn run(
     single_body: &'static [u8],
     batch: Batch,
 ) -> anyhow::Result<Value> {
-    let (nodes, apis, tenant) = crate::start_nodes(options, place, sink).await?;
-    let token = apis[0].pin_to_new_gateway(&tenant, "bench").await?;
+    let cluster = crate::start_nodes(options, place, sink).await?;
+    let token = cluster.apis[0]
+        .pin_to_new_gateway(&cluster.tenant, "bench")
+        .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(herald::gateway::run_until(
         herald::gateway::GatewayArgs {
-            server: format!("http://{}", nodes[0].http_addr),
+            server: format!("http://{}", cluster.nodes[0].http_addr),
             token,
             name: Some("bench-1".into()),
             // The sink is on loopback, which a gateway reaches only when allowed.
@@ -37,17 +39,7 @@ pub async fn run(
             let _ = stopped.await;
         },
     ));
-    let has_batch = apis[0].has_batch(&tenant).await?;
-    let mut figures = crate::end_to_end(
-        options,
-        sink,
-        &nodes,
-        &apis,
-        &tenant,
-        single_body,
-        has_batch.then_some(batch),
-    )
-    .await?;
+    let mut figures = crate::end_to_end(options, sink, &cluster, single_body, Some(batch)).await?;
     figures["what"] = json!(
         "end to end through one gateway instance in this process: the node stores, the gateway claims over HTTP, delivers into the sink and reports the outcomes"
     );
@@ -58,8 +50,6 @@ pub async fn run(
         Ok(Err(e)) => figures["gateway_error"] = json!(e.to_string()),
         Err(_) => figures["gateway_error"] = json!("the gateway did not stop within 60 s"),
     }
-    for node in nodes {
-        node.shutdown().await;
-    }
+    cluster.shutdown().await;
     Ok(figures)
 }

@@ -406,21 +406,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     if options.runs("e2e") || options.runs("latency") {
         let place = Place::fresh(options.database_url.as_deref(), "e2e").await?;
-        let (nodes, apis, tenant) = start_nodes(&options, &place, &sink).await?;
-        let has_batch = apis[0].has_batch(&tenant).await?;
+        let cluster = start_nodes(&options, &place, &sink).await?;
         if options.runs("e2e") {
             phase("end to end: submit, deliver into the sink");
-            let e2e = end_to_end(
-                &options,
-                &sink,
-                &nodes,
-                &apis,
-                &tenant,
-                single_body,
-                has_batch.then_some(batch),
-            )
-            .await?;
-            let mut e2e = e2e;
+            let mut e2e = end_to_end(&options, &sink, &cluster, single_body, Some(batch)).await?;
             let rate = e2e["delivered_per_second"].as_f64();
             set_ratio(&mut e2e, "ratio_to_ceiling", rate, ceiling_rate, 3);
             results.insert("end_to_end".into(), e2e);
@@ -429,7 +418,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
             phase("latency: open-loop submissions at a fixed rate, delivery running");
             results.insert(
                 "latency".into(),
-                latency(&options, &sink, &apis[0], &tenant, single_body).await,
+                latency(
+                    &options,
+                    &sink,
+                    &cluster.apis[0],
+                    &cluster.tenant,
+                    single_body,
+                )
+                .await,
             );
         }
         let (rss, hwm) = memory_mib();
@@ -441,9 +437,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 "peak_rss_mib": round(hwm, 1),
             }),
         );
-        for node in nodes {
-            node.shutdown().await;
-        }
+        cluster.shutdown().await;
         leftovers.retire(place).await;
     }
 
@@ -453,12 +447,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
             options.clients
         ));
         let place = Place::fresh(options.database_url.as_deref(), "e2e_single").await?;
-        let (nodes, apis, tenant) = start_nodes(&options, &place, &sink).await?;
-        let mut figures =
-            end_to_end(&options, &sink, &nodes, &apis, &tenant, single_body, None).await?;
-        for node in nodes {
-            node.shutdown().await;
-        }
+        let cluster = start_nodes(&options, &place, &sink).await?;
+        let mut figures = end_to_end(&options, &sink, &cluster, single_body, None).await?;
+        cluster.shutdown().await;
         leftovers.retire(place).await;
         let rate = figures["delivered_per_second"].as_f64();
         let postfix = figure(&results, "postfix_smtpd", "delivered_per_second");
@@ -614,15 +605,27 @@ async fn ingest(
     }))
 }
 
-/// Submits `count` messages (batch API when there is one) and measures from
-/// the first submission until the sink has them all.
+/// The worker nodes of an end-to-end phase, a client of each, and the
+/// tenant whose provider delivers into the sink.
+struct Cluster {
+    nodes: Vec<Node>,
+    apis: Vec<Api>,
+    tenant: Tenant,
+    /// Whether the nodes offer the batch API.
+    has_batch: bool,
+}
+
+impl Cluster {
+    async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
 /// The `--nodes` worker nodes of an end-to-end phase on `place`, a client of
 /// each, and the tenant whose provider delivers into `sink`.
-async fn start_nodes(
-    options: &Options,
-    place: &Place,
-    sink: &Sink,
-) -> anyhow::Result<(Vec<Node>, Vec<Api>, Tenant)> {
+async fn start_nodes(options: &Options, place: &Place, sink: &Sink) -> anyhow::Result<Cluster> {
     let mut nodes = Vec::new();
     for i in 0..options.nodes {
         let name = format!("bench-node-{}", i + 1);
@@ -643,7 +646,13 @@ async fn start_nodes(
     let tenant = apis[0]
         .set_up_tenant(sink.port(), options.connections)
         .await?;
-    Ok((nodes, apis, tenant))
+    let has_batch = apis[0].has_batch(&tenant).await?;
+    Ok(Cluster {
+        nodes,
+        apis,
+        tenant,
+        has_batch,
+    })
 }
 
 /// The end-to-end phase again, the tenant with a webhook for what becomes of
@@ -657,27 +666,17 @@ async fn with_webhooks(
     single_body: &'static [u8],
     batch: Batch,
 ) -> anyhow::Result<Value> {
-    let (nodes, apis, tenant) = start_nodes(options, place, sink).await?;
+    let cluster = start_nodes(options, place, sink).await?;
     let hooks = hooks::Hooks::start().await?;
-    apis[0]
+    cluster.apis[0]
         .create_webhook(
-            &tenant,
+            &cluster.tenant,
             &hooks.url,
             &["message.sent", "message.failed", "message.deferred"],
         )
         .await?;
-    let has_batch = apis[0].has_batch(&tenant).await?;
     let started = Instant::now();
-    let mut figures = end_to_end(
-        options,
-        sink,
-        &nodes,
-        &apis,
-        &tenant,
-        single_body,
-        has_batch.then_some(batch),
-    )
-    .await?;
+    let mut figures = end_to_end(options, sink, &cluster, single_body, Some(batch)).await?;
     let accepted = figures["accepted"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + options.deadline;
     while hooks.wait_for(accepted, Duration::from_millis(200)).await < accepted
@@ -694,21 +693,27 @@ async fn with_webhooks(
     figures["events_complete"] = json!(events >= accepted);
     figures["seconds_until_every_event"] = json!(round(seconds, 3));
     figures["with_every_event_per_second"] = json!(round(accepted as f64 / seconds.max(1e-9), 0));
-    for node in nodes {
-        node.shutdown().await;
-    }
+    cluster.shutdown().await;
     Ok(figures)
 }
 
+/// Submits `--count` messages to `cluster` (in batches of `batch` when
+/// given and the node offers the batch API, one by one otherwise) and
+/// measures from the first submission until the sink has them all.
 async fn end_to_end(
     options: &Options,
     sink: &Sink,
-    nodes: &[Node],
-    apis: &[Api],
-    tenant: &Tenant,
+    cluster: &Cluster,
     single_body: &'static [u8],
     batch: Option<Batch>,
 ) -> anyhow::Result<Value> {
+    let Cluster {
+        nodes,
+        apis,
+        tenant,
+        has_batch,
+    } = cluster;
+    let batch = batch.filter(|_| *has_batch);
     let before = sink.messages();
     let bytes_before = sink.bytes();
     let connections_before = sink.connections();

@@ -244,17 +244,7 @@ impl fmt::Display for Mailbox {
     }
 }
 
-impl AsRef<str> for EmailAddress {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EmailAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_newtype_impls!(EmailAddress);
 
 #[cfg(test)]
 mod tests {

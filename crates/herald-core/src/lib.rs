@@ -3,6 +3,24 @@
 //! Every type here has one validating constructor, so a value that exists is
 //! valid and nothing downstream checks it again.
 
+/// `AsRef<str>` and `Display` for newtypes over a `String` whose validated
+/// text is the value itself, shown as it is.
+macro_rules! text_newtype_impls {
+    ($($name:ident),+) => {$(
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )+};
+}
+
 pub mod address;
 pub mod endpoint;
 pub mod ids;

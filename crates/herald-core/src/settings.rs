@@ -27,17 +27,7 @@ impl TenantSlug {
     }
 }
 
-impl AsRef<str> for TenantSlug {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TenantSlug {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_newtype_impls!(TenantSlug);
 
 /// An SMTP server's address: a DNS name or an IP address (IPv6 without brackets).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -106,17 +96,7 @@ fn ends_in_a_number(s: &str) -> bool {
     }
 }
 
-impl AsRef<str> for SmtpHost {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SmtpHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_newtype_impls!(SmtpHost);
 
 /// A TCP port, 1 to 65535.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

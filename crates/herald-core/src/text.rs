@@ -1,7 +1,5 @@
 //! Header names, header values, subjects and display names that are safe to write into a message.
 
-use std::fmt;
-
 use crate::Invalid;
 use crate::invalid::{refuse_control_breaks, refuse_controls, refuse_encoded_words};
 
@@ -38,17 +36,7 @@ macro_rules! text_type {
             }
         }
 
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        text_newtype_impls!($name);
     };
 }
 

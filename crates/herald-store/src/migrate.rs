@@ -25,7 +25,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{NoTls, Transaction};
 
-use crate::postgres::db::{describe, unavailable};
+use crate::postgres::db::{self, describe, unavailable};
 use crate::{Cause, PgStore, Result, StoreError};
 
 /// How a column's value is carried from SQLite to PostgreSQL.
@@ -481,9 +481,6 @@ const POSTGRES_BOOKKEEPING: &[&str] = &["herald_migrations", "tenant_queue_shard
 /// to keep both busy, few enough that large captured messages do not pile up.
 const ROWS_IN_FLIGHT: usize = 256;
 
-/// How long opening the PostgreSQL connection may take when the URL does not say.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What a copy moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CopyReport {
@@ -755,15 +752,7 @@ async fn refuse_unless_empty(tx: &Transaction<'_>) -> Result<()> {
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        StoreError::Unavailable(Cause::from(format!("the database url is not valid: {e}")))
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("herald migrate-store");
-    }
+    let config = db::config(url, "herald migrate-store")?;
     let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
     // The connection's own errors also fail the statement that is waiting on it, which reports them.
     tokio::spawn(connection);

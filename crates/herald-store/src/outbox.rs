@@ -13,7 +13,7 @@ use herald_core::webhook::{EventSet, EventType};
 use serde_json::json;
 
 use crate::model::{AttemptRecord, NextState, Outcome, TEST_PRIORITY};
-use crate::rows::stored;
+use crate::rows::{Columns, status, stored};
 
 /// A webhook of a tenant, enabled, and what it subscribes to.
 #[derive(Clone, Debug)]
@@ -68,6 +68,17 @@ pub(crate) struct RecipientState {
     pub id: String,
     pub address: String,
     pub status: RecipientStatus,
+}
+
+impl RecipientState {
+    /// A row of [`crate::sql::RECIPIENT_STATES`].
+    pub fn from_row(r: &impl Columns) -> crate::Result<RecipientState> {
+        Ok(RecipientState {
+            id: r.text("id")?,
+            address: r.text("address")?,
+            status: status(&r.text("status")?)?,
+        })
+    }
 }
 
 /// One event for one webhook, to insert into the outbox.
@@ -243,6 +254,28 @@ pub(crate) struct TouchedMessage<'a> {
     pub test: bool,
     /// The time of its latest recorded outcome, which its event takes.
     pub at: i64,
+}
+
+impl TouchedMessage<'_> {
+    /// Adds this message's event to `rows` (see [`message_event`]), from
+    /// its recipients as they stand.
+    pub fn event(
+        &self,
+        rows: &mut Vec<OutboxRow>,
+        subscribers: &HashMap<String, Vec<Subscriber>>,
+        recipients: &[RecipientState],
+    ) {
+        let subs = &subscribers[self.tenant];
+        message_event(
+            rows,
+            subs,
+            self.tenant,
+            self.message,
+            self.test,
+            recipients,
+            self.at,
+        );
+    }
 }
 
 /// The `recipient.*` events of the recorded outcomes, and the messages whose

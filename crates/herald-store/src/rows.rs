@@ -64,6 +64,14 @@ pub(crate) fn headers(pairs: Vec<(String, String)>) -> Result<Vec<(HeaderName, H
         .collect()
 }
 
+/// A message's extra headers as the name and value pairs stored.
+pub(crate) fn header_pairs(headers: &[(HeaderName, HeaderValue)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect()
+}
+
 pub(crate) fn status(s: &str) -> Result<RecipientStatus> {
     RecipientStatus::from_stored(s).ok_or_else(|| StoreError::Corrupt(format!("status {s:?}")))
 }
@@ -83,6 +91,41 @@ fn opt_host(r: &impl Columns, column: &str) -> Result<Option<SmtpHost>> {
     r.opt_text(column)?
         .map(|h| stored(column, SmtpHost::from_stored(&h)))
         .transpose()
+}
+
+/// A session, from [`crate::sql::SESSION_BY_HASH`]'s columns and the person
+/// its `person_id` names (loaded from [`crate::sql::SESSION_PERSON`]).
+pub(crate) fn session(r: &impl Columns, person: Option<Person>) -> Result<Session> {
+    Ok(Session {
+        id: id(r.text("id")?)?,
+        principal: principal(r.opt_text("operator_email")?, person)?,
+        created_at: r.int("created_at")?,
+        expires_at: r.int("expires_at")?,
+    })
+}
+
+/// The values of a session's `operator_email` and `person_id` columns.
+pub(crate) fn session_subject_values(subject: &SessionSubject) -> (Option<String>, Option<String>) {
+    match subject {
+        SessionSubject::Operator(email) => (Some(email.to_lowercase()), None),
+        SessionSubject::Person(id) => (None, Some(id.to_string())),
+    }
+}
+
+/// An operator who may sign in, from [`crate::sql::OPERATOR_CREDENTIALS`]'s columns.
+pub(crate) fn operator_credential(r: &impl Columns) -> Result<Credential> {
+    Ok(Credential {
+        principal: Principal::Operator(r.text("email")?),
+        password_hash: r.text("password_hash")?,
+    })
+}
+
+/// A person who may sign in, from [`crate::sql::PERSON_CREDENTIALS`]'s columns.
+pub(crate) fn person_credential(r: &impl Columns) -> Result<Credential> {
+    Ok(Credential {
+        principal: Principal::Person(person(r)?),
+        password_hash: r.text("password_hash")?,
+    })
 }
 
 /// Who a session is for, from its `operator_email` column and its person

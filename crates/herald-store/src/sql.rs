@@ -3,17 +3,20 @@
 //! first appearance, so each statement names them first in increasing order
 //! (a test in the SQLite backend checks every one).
 
-use herald_core::{ProviderId, ServerId, SmtpHost, TenantId};
+use herald_core::{ProviderId, ScheduleId, ServerId, SmtpHost, TenantId};
 
-use crate::model::{ProviderSettings, ServerSettings};
+use crate::model::{NewSchedule, NextRun, ProviderSettings, ScheduleFields, ServerSettings};
+use crate::rows;
 
 /// One value to bind, for statements whose values are gathered once for
-/// both backends ([`server_values`], [`provider_values`]).
+/// both backends ([`server_values`], [`provider_values`], [`new_schedule_values`]).
 #[derive(Debug)]
 pub(crate) enum Value {
     Text(Option<String>),
     Int(Option<i64>),
     Flag(bool),
+    /// JSON text, for a column that is JSONB on PostgreSQL and TEXT on SQLite.
+    Json(String),
 }
 
 impl Value {
@@ -24,6 +27,10 @@ impl Value {
     fn count(n: Option<u32>) -> Value {
         Value::Int(n.map(i64::from))
     }
+
+    fn json<T: serde::Serialize + ?Sized>(value: &T) -> Value {
+        Value::Json(serde_json::to_string(value).expect("JSON values serialise"))
+    }
 }
 
 impl rusqlite::ToSql for Value {
@@ -32,6 +39,7 @@ impl rusqlite::ToSql for Value {
             Value::Text(t) => t.to_sql(),
             Value::Int(i) => i.to_sql(),
             Value::Flag(b) => b.to_sql(),
+            Value::Json(j) => j.to_sql(),
         }
     }
 }
@@ -49,14 +57,24 @@ impl tokio_postgres::types::ToSql for Value {
             Value::Int(Some(i)) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
             Value::Int(i) => i.to_sql(ty, out),
             Value::Flag(b) => b.to_sql(ty, out),
+            Value::Json(j) => {
+                // JSONB's binary form is a version byte before the text.
+                if *ty == Type::JSONB {
+                    bytes::BufMut::put_u8(out, 1);
+                }
+                out.extend_from_slice(j.as_bytes());
+                Ok(tokio_postgres::types::IsNull::No)
+            }
         }
     }
 
     fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        use tokio_postgres::types::Type;
         <String as tokio_postgres::types::ToSql>::accepts(ty)
             || <i64 as tokio_postgres::types::ToSql>::accepts(ty)
             || <i32 as tokio_postgres::types::ToSql>::accepts(ty)
             || <bool as tokio_postgres::types::ToSql>::accepts(ty)
+            || matches!(*ty, Type::JSON | Type::JSONB)
     }
 
     tokio_postgres::types::to_sql_checked!();
@@ -829,6 +847,56 @@ pub(crate) const UPDATE_SCHEDULE: &str = concat!(
      WHERE id = $13 AND tenant_id = $14 RETURNING ",
     schedule_columns!()
 );
+/// What [`INSERT_SCHEDULE`] binds, in its order: the schedule and its
+/// tenant, its fields, its next run and the time.
+pub(crate) fn new_schedule_values(s: &NewSchedule) -> Vec<Value> {
+    let mut values = vec![
+        Value::text(Some(&s.id.to_string())),
+        Value::text(Some(&s.tenant_id.to_string())),
+    ];
+    values.extend(schedule_field_values(&s.fields));
+    values.extend([Value::Int(s.next_run_at), Value::Int(Some(s.created_at))]);
+    values
+}
+
+/// What [`UPDATE_SCHEDULE`] binds, in its order: the fields, whether the
+/// next run is set and to what, the time, the schedule and its tenant.
+pub(crate) fn schedule_update_values(
+    tenant: TenantId,
+    id: ScheduleId,
+    fields: &ScheduleFields,
+    next_run: NextRun,
+    now: i64,
+) -> Vec<Value> {
+    let (set_next, next_run_at) = match next_run {
+        NextRun::Keep => (false, None),
+        NextRun::At(at) => (true, at),
+    };
+    let mut values = schedule_field_values(fields);
+    values.extend([
+        Value::Flag(set_next),
+        Value::Int(next_run_at),
+        Value::Int(Some(now)),
+        Value::text(Some(&id.to_string())),
+        Value::text(Some(&tenant.to_string())),
+    ]);
+    values
+}
+
+/// A schedule's fields, in the order both statements name them.
+fn schedule_field_values(f: &ScheduleFields) -> Vec<Value> {
+    vec![
+        Value::text(Some(&f.name)),
+        Value::text(Some(&f.cron)),
+        Value::text(Some(&f.timezone)),
+        Value::text(Some(&f.template_id.to_string())),
+        Value::json(&f.data),
+        Value::json(&rows::mailbox_strings(&f.to)),
+        Value::json(&rows::mailbox_strings(&f.cc)),
+        Value::json(&rows::address_strings(&f.bcc)),
+        Value::Flag(f.enabled),
+    ]
+}
 pub(crate) const SCHEDULE_BY_ID: &str = concat!(
     "SELECT ",
     schedule_columns!(),

@@ -16,6 +16,29 @@ use crate::script::Rule;
 use crate::session;
 use crate::shared::{SessionEnd, Shared, Tasks, lock};
 
+/// Waits until `count`, the length of `list`, reaches `n`, then returns the
+/// list; panics if `timeout` passes first, saying what it waited for and how
+/// many there are (`waiting`: what is counted, and what the counted did).
+async fn wait_for<T: Clone>(
+    count: &watch::Sender<usize>,
+    list: &Mutex<Vec<T>>,
+    n: usize,
+    timeout: Duration,
+    (what, did): (&str, &str),
+) -> Vec<T> {
+    let mut count = count.subscribe();
+    let reached = tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await;
+    // The sender lives in the server's shared state, so the inner result
+    // cannot be a closed channel.
+    if !matches!(reached, Ok(Ok(_))) {
+        let so_far = lock(list).len();
+        panic!(
+            "timed out after {timeout:?} waiting for {n} {what} on the test SMTP server; {so_far} {did}"
+        );
+    }
+    lock(list).clone()
+}
+
 /// A real SMTP server on 127.0.0.1 with an ephemeral port, for integration tests.
 ///
 /// It records every message and command it receives and can be scripted with
@@ -107,16 +130,9 @@ impl TestSmtpServer {
     ///
     /// Panics, saying how many messages arrived, if `timeout` passes first.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<ReceivedMessage> {
-        let mut count = self.shared.message_count.subscribe();
-        let reached = tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await;
-        // The sender lives in `self.shared`, so the inner result cannot be a closed channel.
-        if !matches!(reached, Ok(Ok(_))) {
-            let arrived = lock(&self.shared.messages).len();
-            panic!(
-                "timed out after {timeout:?} waiting for {n} message(s) on the test SMTP server; {arrived} arrived"
-            );
-        }
-        self.messages()
+        let shared = &self.shared;
+        let waiting = ("message(s)", "arrived");
+        wait_for(&shared.message_count, &shared.messages, n, timeout, waiting).await
     }
 
     /// How each connection that has ended ended, in the order they ended.
@@ -130,15 +146,9 @@ impl TestSmtpServer {
     ///
     /// Panics, saying how many ended, if `timeout` passes first.
     pub async fn wait_for_ended_sessions(&self, n: usize, timeout: Duration) -> Vec<SessionEnd> {
-        let mut count = self.shared.session_count.subscribe();
-        let reached = tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await;
-        if !matches!(reached, Ok(Ok(_))) {
-            let ended = lock(&self.shared.sessions).len();
-            panic!(
-                "timed out after {timeout:?} waiting for {n} session(s) to end on the test SMTP server; {ended} ended"
-            );
-        }
-        self.ended_sessions()
+        let shared = &self.shared;
+        let waiting = ("session(s) to end", "ended");
+        wait_for(&shared.session_count, &shared.sessions, n, timeout, waiting).await
     }
 
     /// Number of TCP connections accepted so far.

@@ -238,6 +238,22 @@ mod tests {
         }
     }
 
+    /// Records `verdict` on an attempt that got `reply`, checks the outcome
+    /// (`status`) and the response (`response`) it gives the attempt, and
+    /// returns the recipient's next state.
+    fn recorded(
+        verdict: Verdict,
+        reply: &str,
+        status: RecipientStatus,
+        response: &str,
+    ) -> NextState {
+        let mut attempt = attempt_record(reply);
+        let next = verdict.record(&mut attempt);
+        assert_eq!(attempt.outcome, status);
+        assert_eq!(attempt.response, response);
+        next
+    }
+
     #[test]
     fn a_2xx_reply_is_sent() {
         for message in [MAIL, TEST] {
@@ -250,10 +266,10 @@ mod tests {
                     why_final: None
                 }
             );
-            let mut attempt = attempt_record("250 2.0.0 ok");
-            assert_eq!(verdict.record(&mut attempt), NextState::Sent);
-            assert_eq!(attempt.outcome, RecipientStatus::Sent);
-            assert_eq!(attempt.response, "250 2.0.0 ok", "the reply as it came");
+            let words = "250 2.0.0 ok";
+            // The reply as it came.
+            let next = recorded(verdict, words, RecipientStatus::Sent, words);
+            assert_eq!(next, NextState::Sent);
         }
     }
 
@@ -269,10 +285,8 @@ mod tests {
                     why_final: None
                 }
             );
-            let mut record = attempt_record("550 5.1.1 no such user");
-            verdict.record(&mut record);
-            assert_eq!(record.outcome, RecipientStatus::Failed);
-            assert_eq!(record.response, "550 5.1.1 no such user");
+            let refusal = "550 5.1.1 no such user";
+            recorded(verdict, refusal, RecipientStatus::Failed, refusal);
         }
     }
 
@@ -300,10 +314,8 @@ mod tests {
                     (nominal * 0.8..=nominal * 1.2).contains(&delay),
                     "attempt {attempt}: deferred for {delay}s"
                 );
-                let mut record = attempt_record("451 4.3.0 try again later");
-                verdict.record(&mut record);
-                assert_eq!(record.outcome, RecipientStatus::Deferred);
-                assert_eq!(record.response, "451 4.3.0 try again later");
+                let later = "451 4.3.0 try again later";
+                recorded(verdict, later, RecipientStatus::Deferred, later);
             }
         }
     }
@@ -349,12 +361,11 @@ mod tests {
                     })
                 }
             );
-            let mut record = attempt_record("451 4.3.0 try again later");
-            verdict.record(&mut record);
-            assert_eq!(record.outcome, RecipientStatus::Failed);
-            assert_eq!(
-                record.response,
-                "expired: not delivered within the maximum age of 172800s; the last attempt: 451 4.3.0 try again later"
+            recorded(
+                verdict,
+                "451 4.3.0 try again later",
+                RecipientStatus::Failed,
+                "expired: not delivered within the maximum age of 172800s; the last attempt: 451 4.3.0 try again later",
             );
         }
         // While even the longest spread (1.2 of the base) lands within it,
@@ -385,12 +396,11 @@ mod tests {
                 },
                 "{answer:?}"
             );
-            let mut record = attempt_record("connection refused");
-            verdict.record(&mut record);
-            assert_eq!(record.outcome, RecipientStatus::Failed);
-            assert_eq!(
-                record.response,
-                "not retried: a test message makes one attempt; connection refused"
+            recorded(
+                verdict,
+                "connection refused",
+                RecipientStatus::Failed,
+                "not retried: a test message makes one attempt; connection refused",
             );
         }
     }

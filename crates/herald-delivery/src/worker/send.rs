@@ -18,7 +18,7 @@ use tracing::warn;
 
 use super::outcome::{self, Answer, Message};
 use super::{Done, Worker};
-use crate::pool::{Lease, PoolLimits};
+use crate::pool::{Lease, PoolLimits, RoutePool, Slot};
 use crate::{
     Login, Rendered, ResolveError, Route, Transport, WorkerStats, load_config, render, route,
 };
@@ -249,6 +249,20 @@ impl Worker {
         Some((outcomes, captures))
     }
 
+    /// Takes a connection slot of the route's pool (and waits for its rate
+    /// limit), if one comes free in time and the lease still allows a send
+    /// once it has.
+    async fn slot(&self, pool: &RoutePool, lease_until: i64) -> Result<Slot, SendError> {
+        let slot = pool
+            .slot_within(SLOT_PATIENCE)
+            .await
+            .ok_or(SendError::Busy)?;
+        if !self.may_start(lease_until) {
+            return Err(SendError::LeaseLost);
+        }
+        Ok(slot)
+    }
+
     /// Sends over the route's pool: take a connection slot (and wait for the
     /// rate limit), then reuse an idle connection or open one. `started` is
     /// reset once the rate limit lets the message go, so an attempt's duration
@@ -264,14 +278,8 @@ impl Worker {
     ) -> Result<Sent, SendError> {
         let (target, login, limits, pool_key) = smtp(route);
         let pool = self.pools.get(pool_key, limits, tenant);
-        let _slot = pool
-            .slot_within(SLOT_PATIENCE)
-            .await
-            .ok_or(SendError::Busy)?;
+        let _slot = self.slot(&pool, lease_until).await?;
         *started = Instant::now();
-        if !self.may_start(lease_until) {
-            return Err(SendError::LeaseLost);
-        }
         let mut lease = match pool.take_idle() {
             Some(lease) => lease,
             None => self.open(target, login, None).await?,
@@ -308,13 +316,7 @@ impl Worker {
     ) -> Result<Sent, SendError> {
         let (target, login, limits, pool_key) = smtp(route);
         let pool = self.pools.route(pool_key, limits);
-        let _slot = pool
-            .slot_within(SLOT_PATIENCE)
-            .await
-            .ok_or(SendError::Busy)?;
-        if !self.may_start(lease_until) {
-            return Err(SendError::LeaseLost);
-        }
+        let _slot = self.slot(&pool, lease_until).await?;
         let mut lease = self.open(target, login, Some(tracer)).await?;
         let tx = lease.conn.send(envelope, data).await.map_err(|e| {
             tracer.fail(&e);

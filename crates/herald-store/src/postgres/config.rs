@@ -57,12 +57,14 @@ impl Configuration for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         check_gateway(&tx, tenant_id, &s).await?;
         let values = sql::server_values(tenant_id, ServerId::new(), &s, now_ms());
-        let statement = tx.prepare_cached(sql::INSERT_SERVER).await.map_err(pg)?;
-        let row = tx
-            .query_one(&statement, &bind(&values))
-            .await
-            .map_err(unique("an SMTP server with this name exists"))?;
-        let created = server(&row)?;
+        let created = write_found(
+            &tx,
+            sql::INSERT_SERVER,
+            &bind(&values),
+            "an SMTP server with this name exists",
+            server,
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         Ok(created)
     }
@@ -91,12 +93,14 @@ impl Configuration for PgStore {
             .settings;
         check_gateway(&tx, tenant_id, &s).await?;
         let values = sql::server_values(tenant_id, server_id, &s, now_ms());
-        let statement = tx.prepare_cached(sql::UPDATE_SERVER).await.map_err(pg)?;
-        let row = tx
-            .query_one(&statement, &bind(&values))
-            .await
-            .map_err(unique("an SMTP server with this name exists"))?;
-        let updated = server(&row)?;
+        let updated = write_found(
+            &tx,
+            sql::UPDATE_SERVER,
+            &bind(&values),
+            "an SMTP server with this name exists",
+            server,
+        )
+        .await?;
         // A stored password must never follow the server entry to a new
         // destination or to weaker trust (the rule is `change_clears_secrets`).
         if old.change_clears_secrets(&s) {
@@ -152,27 +156,26 @@ impl Configuration for PgStore {
                 ));
             }
         }
-        let statement = tx.prepare_cached(sql::INSERT_ACCOUNT).await.map_err(pg)?;
-        let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &a.id.to_string(),
-                    &tenant_id.to_string(),
-                    &a.server_id.to_string(),
-                    &a.username,
-                    &a.mechanism.as_str(),
-                    &a.sealed_secret,
-                    &a.oauth2.as_ref().map(|o| o.token_url.as_str()),
-                    &a.oauth2.as_ref().map(|o| o.client_id.as_str()),
-                    &a.oauth2.as_ref().and_then(|o| o.scope.as_deref()),
-                    &a.person_id.map(|p| p.to_string()),
-                    &now_ms(),
-                ],
-            )
-            .await
-            .map_err(unique("an account with this username exists on the server"))?;
-        let created = account(&row)?;
+        let created = write_found(
+            &tx,
+            sql::INSERT_ACCOUNT,
+            &[
+                &a.id.to_string(),
+                &tenant_id.to_string(),
+                &a.server_id.to_string(),
+                &a.username,
+                &a.mechanism.as_str(),
+                &a.sealed_secret,
+                &a.oauth2.as_ref().map(|o| o.token_url.as_str()),
+                &a.oauth2.as_ref().map(|o| o.client_id.as_str()),
+                &a.oauth2.as_ref().and_then(|o| o.scope.as_deref()),
+                &a.person_id.map(|p| p.to_string()),
+                &now_ms(),
+            ],
+            "an account with this username exists on the server",
+            account,
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         Ok(created)
     }
@@ -235,12 +238,14 @@ impl Configuration for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         check_provider_references(&tx, tenant_id, &s).await?;
         let values = sql::provider_values(tenant_id, ProviderId::new(), &s, now_ms());
-        let statement = tx.prepare_cached(sql::INSERT_PROVIDER).await.map_err(pg)?;
-        let row = tx
-            .query_one(&statement, &bind(&values))
-            .await
-            .map_err(unique("a provider with this name exists"))?;
-        let created = provider(&row)?;
+        let created = write_found(
+            &tx,
+            sql::INSERT_PROVIDER,
+            &bind(&values),
+            "a provider with this name exists",
+            provider,
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         Ok(created)
     }
@@ -269,12 +274,14 @@ impl Configuration for PgStore {
             .settings;
         check_provider_references(&tx, tenant_id, &s).await?;
         let values = sql::provider_values(tenant_id, provider_id, &s, now_ms());
-        let statement = tx.prepare_cached(sql::UPDATE_PROVIDER).await.map_err(pg)?;
-        let row = tx
-            .query_one(&statement, &bind(&values))
-            .await
-            .map_err(unique("a provider with this name exists"))?;
-        let updated = provider(&row)?;
+        let updated = write_found(
+            &tx,
+            sql::UPDATE_PROVIDER,
+            &bind(&values),
+            "a provider with this name exists",
+            provider,
+        )
+        .await?;
         if old.smtp_server_id != s.smtp_server_id {
             route_changed(&tx, tenant_id, now_ms()).await?;
         }

@@ -166,6 +166,39 @@ pub(crate) async fn query_opt(
     c.query_opt(&statement, params).await.map_err(pg)
 }
 
+/// Runs a statement (prepared once per connection) and maps its row with
+/// `map`; not found when there is none.
+pub(crate) async fn query_found<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    map: impl FnOnce(&tokio_postgres::Row) -> Result<T>,
+) -> Result<T> {
+    let row = query_opt(c, sql, params)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    map(&row)
+}
+
+/// Runs a statement (prepared once per connection) that writes a row and
+/// returns it, and maps that row with `map`: not found when it wrote none,
+/// a conflict that says `taken` when a unique key refused it.
+pub(crate) async fn write_found<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    taken: impl std::fmt::Display,
+    map: impl FnOnce(&tokio_postgres::Row) -> Result<T>,
+) -> Result<T> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    let row = c
+        .query_opt(&statement, params)
+        .await
+        .map_err(unique(taken))?
+        .ok_or(StoreError::NotFound)?;
+    map(&row)
+}
+
 /// Runs a statement (prepared once per connection) and returns how many rows it changed.
 pub(crate) async fn execute(
     c: &impl GenericClient,
@@ -176,8 +209,9 @@ pub(crate) async fn execute(
     c.execute(&statement, params).await
 }
 
-/// Opens a pool on the database at `url` and brings its schema up to date.
-pub(crate) async fn open(url: &str) -> Result<Pool> {
+/// The connection settings `url` gives, with Herald's connect timeout and
+/// `application_name` where it gives none.
+pub(crate) fn config(url: &str, application_name: &str) -> Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         StoreError::Unavailable(Cause::from(format!("the database url is not valid: {e}")))
     })?;
@@ -185,8 +219,14 @@ pub(crate) async fn open(url: &str) -> Result<Pool> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
-        config.application_name("herald");
+        config.application_name(application_name);
     }
+    Ok(config)
+}
+
+/// Opens a pool on the database at `url` and brings its schema up to date.
+pub(crate) async fn open(url: &str) -> Result<Pool> {
+    let config = config(url, "herald")?;
     // Fast recycling only checks that the connection is still open: checking
     // it with a query would cost a round trip on every use, and a connection
     // the server dropped fails its next query and is then discarded.

@@ -33,10 +33,13 @@ pub(super) async fn load_gateway(
     id: GatewayId,
     lock: Lock,
 ) -> Result<Gateway> {
-    let statement = format!("{}{}", sql::GATEWAY_BY_ID, lock.clause());
-    find_gateway(c, &statement, &[&id.to_string(), &tenant.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)
+    find_gateway(
+        c,
+        &lock.on(sql::GATEWAY_BY_ID),
+        &[&id.to_string(), &tenant.to_string()],
+    )
+    .await?
+    .ok_or(StoreError::NotFound)
 }
 
 #[async_trait]

@@ -42,26 +42,22 @@ impl PgStore {
 impl Ingress for PgStore {
     async fn create_smtp_credential(&self, new: NewSmtpCredential) -> Result<SmtpCredential> {
         let c = client(&self.pool).await?;
-        let statement = c
-            .prepare_cached(sql::INSERT_SMTP_CREDENTIAL)
-            .await
-            .map_err(pg)?;
-        let row = c
-            .query_one(
-                &statement,
-                &[
-                    &new.id.to_string(),
-                    &new.tenant_id.to_string(),
-                    &new.name,
-                    &new.username,
-                    &new.password_hash,
-                    &per_minute(new.rate_limit_per_minute),
-                    &now_ms(),
-                ],
-            )
-            .await
-            .map_err(unique("this username is taken"))?;
-        rows::smtp_credential(&row)
+        write_found(
+            &c,
+            sql::INSERT_SMTP_CREDENTIAL,
+            &[
+                &new.id.to_string(),
+                &new.tenant_id.to_string(),
+                &new.name,
+                &new.username,
+                &new.password_hash,
+                &per_minute(new.rate_limit_per_minute),
+                &now_ms(),
+            ],
+            "this username is taken",
+            rows::smtp_credential,
+        )
+        .await
     }
 
     async fn list_smtp_credentials(&self, tenant_id: TenantId) -> Result<Vec<SmtpCredential>> {

@@ -41,7 +41,10 @@ use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
 use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
-use db::{client, execute, now_ms, pg, query, query_map, query_opt, snapshot, unique};
+use db::{
+    client, execute, now_ms, pg, query, query_found, query_map, query_opt, snapshot, unique,
+    write_found,
+};
 
 /// Herald's store for many nodes: one PostgreSQL database.
 pub struct PgStore {
@@ -170,6 +173,11 @@ impl Lock {
             Lock::KeyShare => " FOR KEY SHARE",
         }
     }
+
+    /// `statement` with this lock's clause added.
+    fn on(self, statement: &str) -> String {
+        format!("{statement}{}", self.clause())
+    }
 }
 
 impl Columns for Row {
@@ -230,11 +238,8 @@ fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 async fn load_tenant(c: &impl GenericClient, tenant_id: TenantId, lock: Lock) -> Result<Tenant> {
-    let sql = format!("{}{}", sql::TENANT_BY_ID, lock.clause());
-    let row = query_opt(c, &sql, &[&tenant_id.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    tenant(&row)
+    let statement = lock.on(sql::TENANT_BY_ID);
+    query_found(c, &statement, &[&tenant_id.to_string()], tenant).await
 }
 
 async fn load_person(
@@ -243,11 +248,13 @@ async fn load_person(
     person_id: PersonId,
     lock: Lock,
 ) -> Result<Person> {
-    let sql = format!("{}{}", sql::PERSON_BY_ID, lock.clause());
-    let row = query_opt(c, &sql, &[&person_id.to_string(), &tenant_id.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    person(&row)
+    query_found(
+        c,
+        &lock.on(sql::PERSON_BY_ID),
+        &[&person_id.to_string(), &tenant_id.to_string()],
+        person,
+    )
+    .await
 }
 
 /// Values gathered once for both backends, as PostgreSQL binds them.
@@ -261,15 +268,13 @@ async fn load_server(
     server_id: ServerId,
     lock: Lock,
 ) -> Result<SmtpServer> {
-    let statement = format!("{}{}", sql::SERVER_BY_ID, lock.clause());
-    let row = query_opt(
+    query_found(
         c,
-        &statement,
+        &lock.on(sql::SERVER_BY_ID),
         &[&server_id.to_string(), &tenant_id.to_string()],
+        server,
     )
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    server(&row)
+    .await
 }
 
 async fn load_account(
@@ -279,19 +284,17 @@ async fn load_account(
     account_id: AccountId,
     lock: Lock,
 ) -> Result<SmtpAccount> {
-    let sql = format!("{}{}", sql::ACCOUNT_BY_ID, lock.clause());
-    let row = query_opt(
+    query_found(
         c,
-        &sql,
+        &lock.on(sql::ACCOUNT_BY_ID),
         &[
             &account_id.to_string(),
             &server_id.to_string(),
             &tenant_id.to_string(),
         ],
+        account,
     )
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    account(&row)
+    .await
 }
 
 async fn load_provider(
@@ -300,11 +303,13 @@ async fn load_provider(
     provider_id: ProviderId,
     lock: Lock,
 ) -> Result<Provider> {
-    let sql = format!("{}{}", sql::PROVIDER_BY_ID, lock.clause());
-    let row = query_opt(c, &sql, &[&provider_id.to_string(), &tenant_id.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    provider(&row)
+    query_found(
+        c,
+        &lock.on(sql::PROVIDER_BY_ID),
+        &[&provider_id.to_string(), &tenant_id.to_string()],
+        provider,
+    )
+    .await
 }
 
 /// Checks that a provider's server and account exist for the tenant and fit
@@ -341,16 +346,11 @@ fn on_behalf_of(r: &Row) -> Result<Option<OnBehalf>> {
     }
 }
 
-/// The statuses of a message's recipients.
 /// Inserts a message's row; `false` when its tenant already has a message
 /// under the same idempotency key (nothing is inserted then).
 async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool> {
     let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
-    let headers: Vec<(&str, &str)> = m
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_ref(), v.as_ref()))
-        .collect();
+    let headers = rows::header_pairs(&m.headers);
     let inserted = execute(
         tx,
         sql::INSERT_MESSAGE,

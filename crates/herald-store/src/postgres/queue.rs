@@ -735,27 +735,14 @@ async fn write_events(
         .map_err(pg)?;
     }
     for m in &touched {
-        let recipients = query(tx, sql::RECIPIENT_STATES, &[&m.message, &m.tenant])
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(outbox::RecipientState {
-                    id: get(row, "id")?,
-                    address: get(row, "address")?,
-                    status: status(&get::<String>(row, "status")?)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let subs = &subscribers[m.tenant];
-        outbox::message_event(
-            &mut events,
-            subs,
-            m.tenant,
-            m.message,
-            m.test,
-            &recipients,
-            m.at,
-        );
+        let recipients = query_map(
+            tx,
+            sql::RECIPIENT_STATES,
+            &[&m.message, &m.tenant],
+            outbox::RecipientState::from_row,
+        )
+        .await?;
+        m.event(&mut events, &subscribers, &recipients);
     }
     for e in &events {
         execute(

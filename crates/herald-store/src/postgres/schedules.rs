@@ -18,40 +18,20 @@ const DUE_SCHEDULES: &str = concat!(
 const NEXT_SCHEDULE_DUE: &str =
     "SELECT min(next_run_at) FROM schedules WHERE enabled AND next_run_at IS NOT NULL";
 
-/// The values of a schedule's JSONB columns: data, and header_to,
-/// header_cc and bcc.
-fn json_columns(f: &ScheduleFields) -> (Json<&serde_json::Value>, [Json<Vec<String>>; 3]) {
-    (
-        Json(&f.data),
-        [
-            Json(rows::mailbox_strings(&f.to)),
-            Json(rows::mailbox_strings(&f.cc)),
-            Json(rows::address_strings(&f.bcc)),
-        ],
-    )
-}
-
-/// Runs a statement that returns one schedule, a taken name being a conflict.
+/// Runs a statement that writes one schedule and returns it, a taken name
+/// being a conflict.
 async fn write_schedule(
     c: &impl GenericClient,
     statement: &str,
-    params: &[&(dyn ToSql + Sync)],
+    values: &[sql::Value],
     name: &str,
 ) -> Result<Schedule> {
-    let statement = c.prepare_cached(statement).await.map_err(pg)?;
-    let row = c
-        .query_opt(&statement, params)
-        .await
-        .map_err(unique(rules::name_taken("schedule", name)))?
-        .ok_or(StoreError::NotFound)?;
-    rows::schedule(&row)
+    let taken = rules::name_taken("schedule", name);
+    write_found(c, statement, &bind(values), taken, rows::schedule).await
 }
 
 async fn load_schedule(c: &impl GenericClient, tenant: &str, id: &str) -> Result<Schedule> {
-    let row = query_opt(c, sql::SCHEDULE_BY_ID, &[&id, &tenant])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    rows::schedule(&row)
+    query_found(c, sql::SCHEDULE_BY_ID, &[&id, &tenant], rows::schedule).await
 }
 
 #[async_trait]
@@ -64,28 +44,8 @@ impl Schedules for PgStore {
             // Kept from being deleted until this commits.
             let found = load_template(&tx, s.tenant_id, f.template_id, Lock::KeyShare).await;
             rules::schedule_template(found)?;
-            let (data, [to, cc, bcc]) = json_columns(f);
-            let created = write_schedule(
-                &tx,
-                sql::INSERT_SCHEDULE,
-                &[
-                    &s.id.to_string(),
-                    &s.tenant_id.to_string(),
-                    &f.name,
-                    &f.cron,
-                    &f.timezone,
-                    &f.template_id.to_string(),
-                    &data,
-                    &to,
-                    &cc,
-                    &bcc,
-                    &f.enabled,
-                    &s.next_run_at,
-                    &s.created_at,
-                ],
-                &f.name,
-            )
-            .await?;
+            let values = sql::new_schedule_values(&s);
+            let created = write_schedule(&tx, sql::INSERT_SCHEDULE, &values, &f.name).await?;
             tx.commit().await.map_err(pg)?;
             Ok(created)
         })
@@ -110,39 +70,13 @@ impl Schedules for PgStore {
         next_run: NextRun,
         now: i64,
     ) -> Result<Schedule> {
-        let (set_next, next_run_at) = match next_run {
-            NextRun::Keep => (false, None),
-            NextRun::At(at) => (true, at),
-        };
         self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
-            let f = &fields;
-            let found = load_template(&tx, tenant, f.template_id, Lock::KeyShare).await;
+            let found = load_template(&tx, tenant, fields.template_id, Lock::KeyShare).await;
             rules::schedule_template(found)?;
-            let (data, [to, cc, bcc]) = json_columns(f);
-            let updated = write_schedule(
-                &tx,
-                sql::UPDATE_SCHEDULE,
-                &[
-                    &f.name,
-                    &f.cron,
-                    &f.timezone,
-                    &f.template_id.to_string(),
-                    &data,
-                    &to,
-                    &cc,
-                    &bcc,
-                    &f.enabled,
-                    &set_next,
-                    &next_run_at,
-                    &now,
-                    &id.to_string(),
-                    &tenant.to_string(),
-                ],
-                &f.name,
-            )
-            .await?;
+            let values = sql::schedule_update_values(tenant, id, &fields, next_run, now);
+            let updated = write_schedule(&tx, sql::UPDATE_SCHEDULE, &values, &fields.name).await?;
             tx.commit().await.map_err(pg)?;
             Ok(updated)
         })

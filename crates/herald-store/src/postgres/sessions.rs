@@ -56,19 +56,21 @@ impl Sessions for PgStore {
     async fn credentials(&self, email: &str) -> Result<Vec<Credential>> {
         let email = email.trim().to_lowercase();
         let c = client(&self.pool).await?;
-        let mut found = Vec::new();
-        for row in query(&c, sql::OPERATOR_CREDENTIALS, &[&email]).await? {
-            found.push(Credential {
-                principal: Principal::Operator(get(&row, "email")?),
-                password_hash: get(&row, "password_hash")?,
-            });
-        }
-        for row in query(&c, sql::PERSON_CREDENTIALS, &[&email]).await? {
-            found.push(Credential {
-                principal: Principal::Person(person(&row)?),
-                password_hash: get(&row, "password_hash")?,
-            });
-        }
+        let mut found = query_map(
+            &c,
+            sql::OPERATOR_CREDENTIALS,
+            &[&email],
+            rows::operator_credential,
+        )
+        .await?;
+        let persons = query_map(
+            &c,
+            sql::PERSON_CREDENTIALS,
+            &[&email],
+            rows::person_credential,
+        )
+        .await?;
+        found.extend(persons);
         Ok(found)
     }
 
@@ -77,10 +79,7 @@ impl Sessions for PgStore {
         execute(&c, sql::DELETE_EXPIRED_SESSIONS, &[&session.created_at])
             .await
             .map_err(pg)?;
-        let (operator, person) = match &session.subject {
-            SessionSubject::Operator(email) => (Some(email.to_lowercase()), None),
-            SessionSubject::Person(id) => (None, Some(id.to_string())),
-        };
+        let (operator, person) = rows::session_subject_values(&session.subject);
         execute(
             &c,
             sql::INSERT_SESSION,
@@ -103,22 +102,11 @@ impl Sessions for PgStore {
         let Some(row) = query_opt(&c, sql::SESSION_BY_HASH, &[&hash, &now]).await? else {
             return Ok(None);
         };
-        let person_id: Option<String> = get(&row, "person_id")?;
-        let person = match person_id {
-            Some(pid) => {
-                let found = query_opt(&c, sql::SESSION_PERSON, &[&pid])
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                Some(person(&found)?)
-            }
+        let person = match get::<Option<String>>(&row, "person_id")? {
+            Some(pid) => Some(query_found(&c, sql::SESSION_PERSON, &[&pid], person).await?),
             None => None,
         };
-        Ok(Some(Session {
-            id: id(get(&row, "id")?)?,
-            principal: rows::principal(get(&row, "operator_email")?, person)?,
-            created_at: get(&row, "created_at")?,
-            expires_at: get(&row, "expires_at")?,
-        }))
+        rows::session(&row, person).map(Some)
     }
 
     async fn delete_session(&self, hash: &str) -> Result<()> {

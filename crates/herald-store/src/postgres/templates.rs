@@ -18,10 +18,13 @@ pub(super) async fn load_template(
         Lock::Update => format!("{} FOR UPDATE OF t", sql::TEMPLATE_BY_ID),
         Lock::KeyShare => format!("{} FOR KEY SHARE OF t", sql::TEMPLATE_BY_ID),
     };
-    let row = query_opt(c, &statement, &[&id.to_string(), &tenant.to_string()])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    rows::template(&row)
+    query_found(
+        c,
+        &statement,
+        &[&id.to_string(), &tenant.to_string()],
+        rows::template,
+    )
+    .await
 }
 
 /// Stores a version of a template: what its fields say from `at` on.
@@ -86,10 +89,13 @@ impl Templates for PgStore {
 
     async fn template_named(&self, tenant: TenantId, name: &str) -> Result<Template> {
         let c = client(&self.pool).await?;
-        let row = query_opt(&c, sql::TEMPLATE_BY_NAME, &[&tenant.to_string(), &name])
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        rows::template(&row)
+        query_found(
+            &c,
+            sql::TEMPLATE_BY_NAME,
+            &[&tenant.to_string(), &name],
+            rows::template,
+        )
+        .await
     }
 
     async fn list_templates(&self, tenant: TenantId) -> Result<Vec<Template>> {
@@ -109,22 +115,20 @@ impl Templates for PgStore {
             let tx = c.transaction().await.map_err(pg)?;
             // The update locks the template: concurrent changes take their
             // versions one after another.
-            let statement = tx.prepare_cached(sql::UPDATE_TEMPLATE).await.map_err(pg)?;
-            let row = tx
-                .query_opt(
-                    &statement,
-                    &[
-                        &fields.name,
-                        &fields.description,
-                        &now,
-                        &id.to_string(),
-                        &tenant.to_string(),
-                    ],
-                )
-                .await
-                .map_err(unique(rules::name_taken("template", &fields.name)))?
-                .ok_or(StoreError::NotFound)?;
-            let version: i32 = get(&row, "version")?;
+            let version: i32 = write_found(
+                &tx,
+                sql::UPDATE_TEMPLATE,
+                &[
+                    &fields.name,
+                    &fields.description,
+                    &now,
+                    &id.to_string(),
+                    &tenant.to_string(),
+                ],
+                rules::name_taken("template", &fields.name),
+                |row| get(row, "version"),
+            )
+            .await?;
             insert_version(&tx, id, version, &fields, now).await?;
             let updated = load_template(&tx, tenant, id, Lock::None).await?;
             tx.commit().await.map_err(pg)?;

@@ -6,27 +6,24 @@ use super::*;
 impl Tenants for PgStore {
     async fn create_tenant(&self, slug: TenantSlug, name: String) -> Result<Tenant> {
         let c = client(&self.pool).await?;
-        let row = c
-            .query_one(
-                &c.prepare_cached(sql::INSERT_TENANT).await.map_err(pg)?,
-                &[
-                    &TenantId::new().to_string(),
-                    &slug.as_ref(),
-                    &name,
-                    &now_ms(),
-                ],
-            )
-            .await
-            .map_err(unique("a tenant with this slug exists"))?;
-        tenant(&row)
+        write_found(
+            &c,
+            sql::INSERT_TENANT,
+            &[
+                &TenantId::new().to_string(),
+                &slug.as_ref(),
+                &name,
+                &now_ms(),
+            ],
+            "a tenant with this slug exists",
+            tenant,
+        )
+        .await
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
         let c = client(&self.pool).await?;
-        let row = query_opt(&c, sql::TENANT_BY_SLUG, &[&slug])
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tenant(&row)
+        query_found(&c, sql::TENANT_BY_SLUG, &[&slug], tenant).await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -130,23 +127,22 @@ impl Tenants for PgStore {
         if let (Some(tenant_id), Some(person_id)) = (token.tenant_id, token.person_id) {
             load_person(&tx, tenant_id, person_id, Lock::KeyShare).await?;
         }
-        let statement = tx.prepare_cached(sql::INSERT_TOKEN).await.map_err(pg)?;
-        let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &token.id.to_string(),
-                    &token.tenant_id.map(|t| t.to_string()),
-                    &token.name,
-                    &token.role.as_str(),
-                    &token.person_id.map(|p| p.to_string()),
-                    &token.hash,
-                    &now_ms(),
-                ],
-            )
-            .await
-            .map_err(unique("this token exists already"))?;
-        let record = token_record(&row)?;
+        let record = write_found(
+            &tx,
+            sql::INSERT_TOKEN,
+            &[
+                &token.id.to_string(),
+                &token.tenant_id.map(|t| t.to_string()),
+                &token.name,
+                &token.role.as_str(),
+                &token.person_id.map(|p| p.to_string()),
+                &token.hash,
+                &now_ms(),
+            ],
+            "this token exists already",
+            token_record,
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         Ok(record)
     }
@@ -271,22 +267,21 @@ impl Tenants for PgStore {
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {
         let c = client(&self.pool).await?;
-        let statement = c.prepare_cached(sql::INSERT_PERSON).await.map_err(pg)?;
-        let row = c
-            .query_one(
-                &statement,
-                &[
-                    &p.id.to_string(),
-                    &tenant_id.to_string(),
-                    &p.name,
-                    &p.email.as_ref(),
-                    &p.role.as_str(),
-                    &p.created_at,
-                ],
-            )
-            .await
-            .map_err(unique("a person with this e-mail address exists"))?;
-        person(&row)
+        write_found(
+            &c,
+            sql::INSERT_PERSON,
+            &[
+                &p.id.to_string(),
+                &tenant_id.to_string(),
+                &p.name,
+                &p.email.as_ref(),
+                &p.role.as_str(),
+                &p.created_at,
+            ],
+            "a person with this e-mail address exists",
+            person,
+        )
+        .await
     }
 
     async fn person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {

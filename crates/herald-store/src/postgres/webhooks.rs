@@ -36,17 +36,6 @@ const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_tok
      lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
      AND lease_until IS NULL";
 
-async fn one_webhook(
-    c: &impl GenericClient,
-    statement: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Webhook> {
-    let row = query_opt(c, statement, params)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    rows::webhook(&row)
-}
-
 /// The stored status and next due time an attempt leaves its event with.
 fn after_attempt(r: &AttemptResult) -> (WebhookDeliveryStatus, i64) {
     match r.next {
@@ -60,7 +49,7 @@ fn after_attempt(r: &AttemptResult) -> (WebhookDeliveryStatus, i64) {
 impl Webhooks for PgStore {
     async fn create_webhook(&self, w: NewWebhook) -> Result<Webhook> {
         let c = client(&self.pool).await?;
-        one_webhook(
+        query_found(
             &c,
             sql::INSERT_WEBHOOK,
             &[
@@ -72,16 +61,18 @@ impl Webhooks for PgStore {
                 &w.sealed_secret,
                 &w.created_at,
             ],
+            rows::webhook,
         )
         .await
     }
 
     async fn webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
         let c = client(&self.pool).await?;
-        one_webhook(
+        query_found(
             &c,
             sql::WEBHOOK_BY_ID,
             &[&id.to_string(), &tenant_id.to_string()],
+            rows::webhook,
         )
         .await
     }
@@ -102,7 +93,7 @@ impl Webhooks for PgStore {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
             let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
-            let updated = one_webhook(
+            let updated = query_found(
                 &tx,
                 sql::UPDATE_WEBHOOK,
                 &[
@@ -113,6 +104,7 @@ impl Webhooks for PgStore {
                     &id,
                     &tenant_id,
                 ],
+                rows::webhook,
             )
             .await?;
             if change.enabled == Some(false) {
@@ -139,7 +131,7 @@ impl Webhooks for PgStore {
         now: i64,
     ) -> Result<Webhook> {
         let c = client(&self.pool).await?;
-        one_webhook(
+        query_found(
             &c,
             sql::ROTATE_WEBHOOK_SECRET,
             &[
@@ -149,6 +141,7 @@ impl Webhooks for PgStore {
                 &id.to_string(),
                 &tenant_id.to_string(),
             ],
+            rows::webhook,
         )
         .await
     }
@@ -180,7 +173,7 @@ impl Webhooks for PgStore {
         let mut c = client(&self.pool).await?;
         // One snapshot: the webhook exists in the same state its deliveries are read in.
         let tx = snapshot(&mut c).await?;
-        one_webhook(&tx, sql::WEBHOOK_BY_ID, &[&id, &tenant_id]).await?;
+        query_found(&tx, sql::WEBHOOK_BY_ID, &[&id, &tenant_id], rows::webhook).await?;
         let rows = query(
             &tx,
             sql::WEBHOOK_DELIVERIES,

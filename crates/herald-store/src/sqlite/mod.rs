@@ -194,10 +194,7 @@ fn tenant_row(r: &Row) -> rusqlite::Result<Result<Tenant>> {
 }
 
 fn load_tenant(conn: &Connection, tenant_id: TenantId) -> Result<Tenant> {
-    conn.query_row(sql::TENANT_BY_ID, [tenant_id.to_string()], tenant_row)
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
+    one(conn, sql::TENANT_BY_ID, [tenant_id.to_string()], tenant_row)
 }
 
 /// Reads a token row; the outer error is SQLite's, the inner one a value that no longer parses.
@@ -211,14 +208,8 @@ fn person_row(r: &Row) -> rusqlite::Result<Result<Person>> {
 }
 
 fn load_person(conn: &Connection, tenant_id: TenantId, person_id: PersonId) -> Result<Person> {
-    conn.query_row(
-        sql::PERSON_BY_ID,
-        [person_id.to_string(), tenant_id.to_string()],
-        person_row,
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::NotFound)?
+    let args = [person_id.to_string(), tenant_id.to_string()];
+    one(conn, sql::PERSON_BY_ID, args, person_row)
 }
 
 /// Reads a server row; the outer error is SQLite's, the inner one a value that no longer parses.
@@ -227,14 +218,8 @@ fn server_row(r: &Row) -> rusqlite::Result<Result<SmtpServer>> {
 }
 
 fn load_server(conn: &Connection, tenant_id: TenantId, server_id: ServerId) -> Result<SmtpServer> {
-    conn.query_row(
-        sql::SERVER_BY_ID,
-        [server_id.to_string(), tenant_id.to_string()],
-        server_row,
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::NotFound)?
+    let args = [server_id.to_string(), tenant_id.to_string()];
+    one(conn, sql::SERVER_BY_ID, args, server_row)
 }
 
 /// Reads an account row; the outer error is SQLite's, the inner one a value that no longer parses.
@@ -248,18 +233,12 @@ fn load_account(
     server_id: ServerId,
     account_id: AccountId,
 ) -> Result<SmtpAccount> {
-    conn.query_row(
-        sql::ACCOUNT_BY_ID,
-        [
-            account_id.to_string(),
-            server_id.to_string(),
-            tenant_id.to_string(),
-        ],
-        account_row,
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::NotFound)?
+    let args = [
+        account_id.to_string(),
+        server_id.to_string(),
+        tenant_id.to_string(),
+    ];
+    one(conn, sql::ACCOUNT_BY_ID, args, account_row)
 }
 
 /// Reads a provider row; the outer error is SQLite's, the inner one a value that no longer parses.
@@ -272,14 +251,8 @@ fn load_provider(
     tenant_id: TenantId,
     provider_id: ProviderId,
 ) -> Result<Provider> {
-    conn.query_row(
-        sql::PROVIDER_BY_ID,
-        [provider_id.to_string(), tenant_id.to_string()],
-        provider_row,
-    )
-    .optional()
-    .map_err(sql)?
-    .ok_or(StoreError::NotFound)?
+    let args = [provider_id.to_string(), tenant_id.to_string()];
+    one(conn, sql::PROVIDER_BY_ID, args, provider_row)
 }
 
 /// Checks that a provider's server and account exist for the tenant and fit together.
@@ -304,6 +277,20 @@ fn list<T>(
     let mut stmt = conn.prepare_cached(query).map_err(sql)?;
     let rows = stmt.query_map(args, map).map_err(sql)?;
     rows.collect::<rusqlite::Result<Vec<T>>>().map_err(sql)
+}
+
+/// The one row `query` finds, mapped in two steps as [`list_parsed`] maps
+/// them; not found when there is none.
+fn one<T>(
+    conn: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+    map: impl FnOnce(&Row) -> rusqlite::Result<Result<T>>,
+) -> Result<T> {
+    conn.query_row(query, args, map)
+        .optional()
+        .map_err(sql)?
+        .ok_or(StoreError::NotFound)?
 }
 
 /// [`list`] whose rows are mapped in two steps, the second of which can fail
@@ -372,11 +359,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     // (see `Db::write_repeatable`).
     check_limits(c, m)?;
     let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
-    let headers: Vec<(&str, &str)> = m
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_ref(), v.as_ref()))
-        .collect();
+    let headers = rows::header_pairs(&m.headers);
     let inserted = c
         .prepare_cached(sql::INSERT_MESSAGE)
         .map_err(sql)?

@@ -755,32 +755,10 @@ fn write_events(
     }
     let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
     for m in touched {
-        let recipients = list(c, sql::RECIPIENT_STATES, [m.message, m.tenant], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?
-        .into_iter()
-        .map(|(id, address, st)| {
-            Ok(outbox::RecipientState {
-                id,
-                address,
-                status: status(&st)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-        let subs = &subscribers[m.tenant];
-        outbox::message_event(
-            &mut events,
-            subs,
-            m.tenant,
-            m.message,
-            m.test,
-            &recipients,
-            m.at,
-        );
+        let recipients = list_parsed(c, sql::RECIPIENT_STATES, [m.message, m.tenant], |r| {
+            Ok(outbox::RecipientState::from_row(r))
+        })?;
+        m.event(&mut events, &subscribers, &recipients);
     }
     let mut insert = c.prepare_cached(INSERT_EVENT).map_err(sql)?;
     let written = events.len();

@@ -21,27 +21,6 @@ fn schedule_row(r: &Row) -> rusqlite::Result<Result<Schedule>> {
     Ok(rows::schedule(r))
 }
 
-fn one_schedule(c: &Connection, query: &str, args: impl rusqlite::Params) -> Result<Schedule> {
-    c.query_row(query, args, schedule_row)
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
-}
-
-fn json_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("JSON values serialise")
-}
-
-/// The values of a schedule's JSON columns: data, header_to, header_cc, bcc.
-fn json_columns(f: &ScheduleFields) -> [String; 4] {
-    [
-        json_text(&f.data),
-        json_text(&rows::mailbox_strings(&f.to)),
-        json_text(&rows::mailbox_strings(&f.cc)),
-        json_text(&rows::address_strings(&f.bcc)),
-    ]
-}
-
 /// The statuses of a message's recipients, as of now (`send_at` makes
 /// queued ones scheduled); `None` for a message with none (gone).
 fn message_status_of(
@@ -65,25 +44,10 @@ impl Schedules for SqliteStore {
             .write(move |c| {
                 let f = &s.fields;
                 rules::schedule_template(load_template(c, s.tenant_id, f.template_id))?;
-                let [data, to, cc, bcc] = json_columns(f);
                 c.prepare_cached(sql::INSERT_SCHEDULE)
                     .map_err(sql)?
                     .query_row(
-                        params![
-                            s.id.to_string(),
-                            s.tenant_id.to_string(),
-                            f.name,
-                            f.cron,
-                            f.timezone,
-                            f.template_id.to_string(),
-                            data,
-                            to,
-                            cc,
-                            bcc,
-                            f.enabled,
-                            s.next_run_at,
-                            s.created_at
-                        ],
+                        rusqlite::params_from_iter(sql::new_schedule_values(&s)),
                         schedule_row,
                     )
                     .map_err(unique(rules::name_taken("schedule", &f.name)))?
@@ -94,7 +58,8 @@ impl Schedules for SqliteStore {
     async fn schedule(&self, tenant: TenantId, id: ScheduleId) -> Result<Schedule> {
         self.db
             .read(move |c| {
-                one_schedule(c, sql::SCHEDULE_BY_ID, [id.to_string(), tenant.to_string()])
+                let args = [id.to_string(), tenant.to_string()];
+                one(c, sql::SCHEDULE_BY_ID, args, schedule_row)
             })
             .await
     }
@@ -113,38 +78,15 @@ impl Schedules for SqliteStore {
         next_run: NextRun,
         now: i64,
     ) -> Result<Schedule> {
-        let (set_next, next_run_at) = match next_run {
-            NextRun::Keep => (false, None),
-            NextRun::At(at) => (true, at),
-        };
         self.db
             .write(move |c| {
-                let f = &fields;
-                rules::schedule_template(load_template(c, tenant, f.template_id))?;
-                let [data, to, cc, bcc] = json_columns(f);
+                rules::schedule_template(load_template(c, tenant, fields.template_id))?;
+                let values = sql::schedule_update_values(tenant, id, &fields, next_run, now);
                 c.prepare_cached(sql::UPDATE_SCHEDULE)
                     .map_err(sql)?
-                    .query_row(
-                        params![
-                            f.name,
-                            f.cron,
-                            f.timezone,
-                            f.template_id.to_string(),
-                            data,
-                            to,
-                            cc,
-                            bcc,
-                            f.enabled,
-                            set_next,
-                            next_run_at,
-                            now,
-                            id.to_string(),
-                            tenant.to_string()
-                        ],
-                        schedule_row,
-                    )
+                    .query_row(rusqlite::params_from_iter(values), schedule_row)
                     .optional()
-                    .map_err(unique(rules::name_taken("schedule", &f.name)))?
+                    .map_err(unique(rules::name_taken("schedule", &fields.name)))?
                     .ok_or(StoreError::NotFound)?
             })
             .await
@@ -271,7 +213,7 @@ impl Schedules for SqliteStore {
         self.db
             .read(move |c| {
                 let (id, tenant) = (id.to_string(), tenant.to_string());
-                one_schedule(c, sql::SCHEDULE_BY_ID, [&id, &tenant])?;
+                one(c, sql::SCHEDULE_BY_ID, [&id, &tenant], schedule_row)?;
                 let mut stmt = c.prepare_cached(sql::SCHEDULE_RUNS).map_err(sql)?;
                 let mut found = stmt.query(params![id, tenant, limit]).map_err(sql)?;
                 let mut runs = Vec::new();

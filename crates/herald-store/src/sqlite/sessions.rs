@@ -55,22 +55,12 @@ impl Sessions for SqliteStore {
         let email = email.trim().to_lowercase();
         self.db
             .read(move |c| {
-                let mut found: Vec<Credential> =
-                    list(c, sql::OPERATOR_CREDENTIALS, [&email], |r| {
-                        Ok(Credential {
-                            principal: Principal::Operator(r.get(0)?),
-                            password_hash: r.get(1)?,
-                        })
-                    })?;
-                let persons = list(c, sql::PERSON_CREDENTIALS, [&email], |r| {
-                    Ok((person_row(r)?, r.get::<_, String>(6)?))
+                let mut found = list_parsed(c, sql::OPERATOR_CREDENTIALS, [&email], |r| {
+                    Ok(rows::operator_credential(r))
                 })?;
-                for (person, password_hash) in persons {
-                    found.push(Credential {
-                        principal: Principal::Person(person?),
-                        password_hash,
-                    });
-                }
+                found.extend(list_parsed(c, sql::PERSON_CREDENTIALS, [&email], |r| {
+                    Ok(rows::person_credential(r))
+                })?);
                 Ok(found)
             })
             .await
@@ -81,10 +71,7 @@ impl Sessions for SqliteStore {
             .write(move |c| {
                 c.execute(sql::DELETE_EXPIRED_SESSIONS, [session.created_at])
                     .map_err(sql)?;
-                let (operator, person) = match &session.subject {
-                    SessionSubject::Operator(email) => (Some(email.to_lowercase()), None),
-                    SessionSubject::Person(id) => (None, Some(id.to_string())),
-                };
+                let (operator, person) = rows::session_subject_values(&session.subject);
                 c.execute(
                     sql::INSERT_SESSION,
                     params![
@@ -106,34 +93,20 @@ impl Sessions for SqliteStore {
         let hash = hash.to_owned();
         self.db
             .read(move |c| {
-                let found = c
-                    .query_row(sql::SESSION_BY_HASH, params![hash, now], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Option<String>>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })
+                let session = |r: &Row| {
+                    let person_id: Option<String> = r.get("person_id")?;
+                    let person = person_id
+                        .map(|pid| {
+                            c.query_row(sql::SESSION_PERSON, [pid], person_row)
+                                .map_err(sql)?
+                        })
+                        .transpose();
+                    Ok(person.and_then(|person| rows::session(r, person)))
+                };
+                c.query_row(sql::SESSION_BY_HASH, params![hash, now], session)
                     .optional()
-                    .map_err(sql)?;
-                let Some((sid, operator_email, person_id, created_at, expires_at)) = found else {
-                    return Ok(None);
-                };
-                let person = match person_id {
-                    Some(pid) => Some(
-                        c.query_row(sql::SESSION_PERSON, [pid], person_row)
-                            .map_err(sql)??,
-                    ),
-                    None => None,
-                };
-                Ok(Some(Session {
-                    id: id(sid)?,
-                    principal: rows::principal(operator_email, person)?,
-                    created_at,
-                    expires_at,
-                }))
+                    .map_err(sql)?
+                    .transpose()
             })
             .await
     }

@@ -9,16 +9,10 @@ fn template_row(r: &Row) -> rusqlite::Result<Result<Template>> {
     Ok(rows::template(r))
 }
 
-fn one_template(c: &Connection, query: &str, args: impl rusqlite::Params) -> Result<Template> {
-    c.query_row(query, args, template_row)
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
-}
-
 /// The tenant's template, or not found.
 pub(super) fn load_template(c: &Connection, tenant: TenantId, id: TemplateId) -> Result<Template> {
-    one_template(c, sql::TEMPLATE_BY_ID, [id.to_string(), tenant.to_string()])
+    let args = [id.to_string(), tenant.to_string()];
+    one(c, sql::TEMPLATE_BY_ID, args, template_row)
 }
 
 /// Stores a version of a template: what its fields say from `at` on.
@@ -74,7 +68,14 @@ impl Templates for SqliteStore {
     async fn template_named(&self, tenant: TenantId, name: &str) -> Result<Template> {
         let name = name.to_owned();
         self.db
-            .read(move |c| one_template(c, sql::TEMPLATE_BY_NAME, [tenant.to_string(), name]))
+            .read(move |c| {
+                one(
+                    c,
+                    sql::TEMPLATE_BY_NAME,
+                    [tenant.to_string(), name],
+                    template_row,
+                )
+            })
             .await
     }
 

@@ -27,11 +27,10 @@ fn webhook_row(r: &Row) -> rusqlite::Result<Result<Webhook>> {
     Ok(rows::webhook(r))
 }
 
-fn one_webhook(c: &Connection, query: &str, args: impl rusqlite::Params) -> Result<Webhook> {
-    c.query_row(query, args, webhook_row)
-        .optional()
-        .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
+/// The tenant's webhook, or not found.
+fn load_webhook(c: &Connection, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
+    let args = [id.to_string(), tenant_id.to_string()];
+    one(c, sql::WEBHOOK_BY_ID, args, webhook_row)
 }
 
 #[async_trait]
@@ -58,15 +57,7 @@ impl Webhooks for SqliteStore {
     }
 
     async fn webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
-        self.db
-            .read(move |c| {
-                one_webhook(
-                    c,
-                    sql::WEBHOOK_BY_ID,
-                    [id.to_string(), tenant_id.to_string()],
-                )
-            })
-            .await
+        self.db.read(move |c| load_webhook(c, tenant_id, id)).await
     }
 
     async fn list_webhooks(&self, tenant_id: TenantId) -> Result<Vec<Webhook>> {
@@ -84,7 +75,7 @@ impl Webhooks for SqliteStore {
     ) -> Result<Webhook> {
         self.db
             .write(move |c| {
-                let updated = one_webhook(
+                let updated = one(
                     c,
                     sql::UPDATE_WEBHOOK,
                     params![
@@ -95,6 +86,7 @@ impl Webhooks for SqliteStore {
                         id.to_string(),
                         tenant_id.to_string()
                     ],
+                    webhook_row,
                 )?;
                 if change.enabled == Some(false) {
                     c.execute(
@@ -118,7 +110,7 @@ impl Webhooks for SqliteStore {
     ) -> Result<Webhook> {
         self.db
             .write(move |c| {
-                one_webhook(
+                one(
                     c,
                     sql::ROTATE_WEBHOOK_SECRET,
                     params![
@@ -128,6 +120,7 @@ impl Webhooks for SqliteStore {
                         id.to_string(),
                         tenant_id.to_string()
                     ],
+                    webhook_row,
                 )
             })
             .await
@@ -155,11 +148,7 @@ impl Webhooks for SqliteStore {
     ) -> Result<Vec<WebhookDelivery>> {
         self.db
             .read(move |c| {
-                one_webhook(
-                    c,
-                    sql::WEBHOOK_BY_ID,
-                    [id.to_string(), tenant_id.to_string()],
-                )?;
+                load_webhook(c, tenant_id, id)?;
                 list_parsed(
                     c,
                     sql::WEBHOOK_DELIVERIES,
