@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 pub use auth::Caller;
 pub use error::{ApiError, Chain};
 pub use routes::gateway_protocol::{MAX_WAITING_CLAIMS, WaitingClaims};
+pub use routes::{Object, object_in_path};
 
 /// The largest request body accepted; message content has its own, smaller limits.
 const MAX_BODY: usize = 16 * 1024 * 1024;

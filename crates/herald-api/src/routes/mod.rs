@@ -146,8 +146,8 @@ fn path_id<T: FromStr<Err = Invalid>>(raw: &str, what: &'static str) -> Result<T
     raw.parse().map_err(|_| ApiError::NotFound(what))
 }
 
-/// A kind of object a route names by id, and what its 404 calls it.
-pub(crate) trait Object: FromStr<Err = Invalid> + Send {
+/// A kind of object a route or a console page names by id, and what its 404 calls it.
+pub trait Object: FromStr<Err = Invalid> + Send {
     /// The object's name in a `not-found` problem, such as `SMTP server`.
     const WHAT: &'static str;
 }
@@ -184,17 +184,26 @@ impl<T: Object> FromRequestParts<AppState> for Id<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let raw = params
-            .iter()
-            .find(|(name, _)| *name == "id")
-            .map_or("", |(_, value)| value);
-        path_id(raw, T::WHAT)
-            .map(Id)
-            .map_err(IntoResponse::into_response)
+        object_in_path::<T, ApiError, _>(parts, state).await.map(Id)
     }
+}
+
+/// The `{id}` of a request's path as the id of a `T`; a malformed one names
+/// nothing, so it is the 404 of `T`, answered as `E` (the API's problem, the
+/// console's page). The API's [`Id`] and the console's take it after their gate.
+pub async fn object_in_path<T: Object, E: From<ApiError> + IntoResponse, S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<T, Response> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    // A route without `{id}` is a programming error, answered as a missing one.
+    let raw = params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .map_or("", |(_, value)| value);
+    path_id(raw, T::WHAT).map_err(|e| E::from(e).into_response())
 }
 
 /// The query string's parameters, or a malformed request that says why not.

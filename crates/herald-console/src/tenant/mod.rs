@@ -25,12 +25,12 @@ mod tokens;
 mod webhooks;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, RawPathParams, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use herald_api::gate::Sender;
-use herald_api::{ApiError, AppState, service};
+use herald_api::{ApiError, AppState, Object, service};
 use herald_core::Role;
 use herald_core::timestamp::now_ms;
 use herald_store::{NodeRecord, Tenant};
@@ -69,7 +69,7 @@ fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, Pag
 
 /// The one of the tenant's `listed` objects whose id (`id_of`) is `id`;
 /// none (another tenant's, say) is that kind's 404.
-fn found<T, I: Named + PartialEq>(
+fn found<T, I: Object + PartialEq>(
     listed: Vec<T>,
     id: I,
     id_of: impl Fn(&T) -> I,
@@ -77,57 +77,22 @@ fn found<T, I: Named + PartialEq>(
     listed
         .into_iter()
         .find(|item| id_of(item) == id)
-        .ok_or(PageError(ApiError::NotFound(I::NAME)))
+        .ok_or(PageError(ApiError::NotFound(I::WHAT)))
 }
 
 /// The `{id}` of a page's path as the id of the kind it names; a malformed
-/// one names nothing, so it is that kind's 404, the same as an id that names
-/// nothing stored. Handlers take it after their [`TenantPage`], so that the
-/// gate answers first.
+/// one names nothing, so it is that kind's 404 (the API's rule, as a page),
+/// the same as an id that names nothing stored. Handlers take it after
+/// their [`TenantPage`], so that the gate answers first.
 struct Id<T>(T);
 
-/// A kind of object a page's `{id}` names, by the name its 404 says.
-trait Named: std::str::FromStr {
-    const NAME: &'static str;
-}
-
-/// Each kind of id a page's path holds, and what its 404 calls it.
-macro_rules! named {
-    ($($id:ty => $name:literal),* $(,)?) => {$(
-        impl Named for $id {
-            const NAME: &'static str = $name;
-        }
-    )*};
-}
-
-named! {
-    herald_core::ServerId => "SMTP server",
-    herald_core::ProviderId => "provider",
-    herald_core::MessageId => "message",
-    herald_core::TokenId => "token",
-    herald_core::SmtpCredentialId => "SMTP credential",
-    herald_core::SmtpConnectorId => "SMTP connector",
-    herald_core::WebhookId => "webhook",
-    herald_core::TemplateId => "template",
-    herald_core::ScheduleId => "schedule",
-    herald_core::GatewayId => "gateway",
-}
-
-impl<T: Named, S: Send + Sync> FromRequestParts<S> for Id<T> {
+impl<T: Object, S: Send + Sync> FromRequestParts<S> for Id<T> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let params = RawPathParams::from_request_parts(parts, state)
+        herald_api::object_in_path::<T, PageError, S>(parts, state)
             .await
-            .map_err(IntoResponse::into_response)?;
-        // A route without `{id}` is a programming error, answered as a missing one.
-        let raw = params
-            .iter()
-            .find(|(name, _)| *name == "id")
-            .map_or("", |(_, value)| value);
-        path_id(raw, T::NAME)
             .map(Id)
-            .map_err(IntoResponse::into_response)
     }
 }
 
