@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use herald_core::{EmailAddress, MessageId, Subject, TenantId, TenantSlug};
+use herald_core::{EmailAddress, Subject, TenantId, TenantSlug};
 use herald_store::{ClaimRequest, NewMessage, Store};
 use serde_json::{Value, json};
 
@@ -182,37 +182,17 @@ fn claim_request(rooms: std::collections::HashMap<TenantId, u32>) -> ClaimReques
 /// short to fill a million quickly; the body size does not enter the claim query.
 fn message(tenant: TenantId) -> anyhow::Result<NewMessage> {
     let invalid = |e: herald_core::Invalid| anyhow::anyhow!("{e}");
-    Ok(NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse("Claim benchmark").map_err(invalid)?,
-        text: Some("A queued message for the claim benchmark.".into()),
-        html: None,
-        reply_to: None,
-        headers: Vec::new(),
-        to: vec![
+    Ok(NewMessage::plain(
+        tenant,
+        vec![
             EmailAddress::parse(crate::content::RECIPIENT)
                 .map_err(invalid)?
                 .into(),
         ],
-        cc: Vec::new(),
-        bcc: Vec::new(),
-        used_fallback: false,
-        created_at: now_ms(),
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        origin: herald_store::Origin::Api,
-        raw: None,
-        attachments: Vec::new(),
-        max_pending_tests: None,
-        send_at: None,
-        template: None,
-        gateway_id: None,
-        handoff: None,
-    })
+        Subject::parse("Claim benchmark").map_err(invalid)?,
+        "A queued message for the claim benchmark.",
+        now_ms(),
+    ))
 }
 
 /// Fills a short and a long queue, then claims from both in alternating

@@ -390,6 +390,46 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// A message of `tenant` as the API stores the plainest one: `subject`
+    /// and a text body to the `to` mailboxes, created at `created_at`, sent
+    /// at once, with no limit, template or hand-off. Tests and the benchmark
+    /// start from it and set what they need.
+    pub fn plain(
+        tenant: TenantId,
+        to: Vec<Mailbox>,
+        subject: Subject,
+        text: &str,
+        created_at: i64,
+    ) -> NewMessage {
+        NewMessage {
+            id: MessageId::new(),
+            tenant_id: tenant,
+            idempotency_key: None,
+            subject,
+            text: Some(text.to_owned()),
+            html: None,
+            reply_to: None,
+            headers: Vec::new(),
+            to,
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            used_fallback: false,
+            created_at,
+            on_behalf_of: None,
+            test_provider: None,
+            priority: 0,
+            max_pending_tests: None,
+            max_queued: None,
+            origin: Origin::Api,
+            raw: None,
+            attachments: Vec::new(),
+            send_at: None,
+            template: None,
+            gateway_id: None,
+            handoff: None,
+        }
+    }
+
     /// Every recipient's address with its kind, in order: To, then Cc, then Bcc.
     pub fn recipients(&self) -> impl Iterator<Item = (&EmailAddress, RecipientKind)> {
         let to = self.to.iter().map(|m| (&m.address, RecipientKind::To));

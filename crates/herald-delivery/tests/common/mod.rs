@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::timestamp::now_ms;
-use herald_core::{EmailAddress, MessageId, Port, Sealer, Security, SmtpHost, Subject, TenantId};
+use herald_core::{EmailAddress, Port, Sealer, Security, SmtpHost, Subject, TenantId};
 use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig};
 use herald_smtp::{Target, Timeouts, TlsSettings};
-use herald_store::{DeliveryStore, NewMessage, Origin};
+use herald_store::{DeliveryStore, NewMessage};
 use herald_testsmtp::TestSmtpServer;
 
 /// How long a test waits for a condition before it fails.
@@ -55,31 +55,11 @@ pub fn worker(
 /// A message of the tenant to one address, as the API stores it: a text
 /// body, sent at once.
 pub fn message(tenant: TenantId, to: &str, subject: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
-        idempotency_key: None,
-        subject: Subject::parse(subject).unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: vec![EmailAddress::parse(to).unwrap().into()],
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: now_ms(),
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        origin: Origin::Api,
-        raw: None,
-        attachments: Vec::new(),
-        max_pending_tests: None,
-        send_at: None,
-        template: None,
-        gateway_id: None,
-        handoff: None,
-    }
+    NewMessage::plain(
+        tenant,
+        vec![EmailAddress::parse(to).unwrap().into()],
+        Subject::parse(subject).unwrap(),
+        "body",
+        now_ms(),
+    )
 }

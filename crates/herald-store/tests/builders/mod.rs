@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 
 use herald_core::{
-    AccountId, DisplayName, EmailAddress, Mechanism, MessageId, PersonId, PersonRole, Port,
-    RecipientStatus, Role, Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId,
-    TenantSlug, TokenId,
+    AccountId, DisplayName, EmailAddress, Mechanism, PersonId, PersonRole, Port, RecipientStatus,
+    Role, Security, SenderPolicy, ServerId, SmtpHost, Subject, TenantId, TenantSlug, TokenId,
 };
 use herald_store::{
-    AttemptRecord, ClaimRequest, NewAccount, NewMessage, NewToken, Origin, Person,
-    ProviderSettings, ServerSettings, Store,
+    AttemptRecord, ClaimRequest, NewAccount, NewMessage, NewToken, Person, ProviderSettings,
+    ServerSettings, Store,
 };
 
 pub fn address(s: &str) -> EmailAddress {
@@ -22,31 +21,14 @@ pub fn address(s: &str) -> EmailAddress {
 
 pub fn message(tenant: TenantId, to: &[&str], key: Option<&str>, at: i64) -> NewMessage {
     NewMessage {
-        id: MessageId::new(),
-        tenant_id: tenant,
         idempotency_key: key.map(str::to_owned),
-        subject: Subject::parse("subject").unwrap(),
-        text: Some("body".into()),
-        html: None,
-        reply_to: None,
-        headers: vec![],
-        to: to.iter().map(|a| address(a).into()).collect(),
-        cc: vec![],
-        bcc: vec![],
-        used_fallback: false,
-        created_at: at,
-        on_behalf_of: None,
-        test_provider: None,
-        priority: 0,
-        max_queued: None,
-        origin: Origin::Api,
-        raw: None,
-        attachments: Vec::new(),
-        max_pending_tests: None,
-        send_at: None,
-        template: None,
-        gateway_id: None,
-        handoff: None,
+        ..NewMessage::plain(
+            tenant,
+            to.iter().map(|a| address(a).into()).collect(),
+            Subject::parse("subject").unwrap(),
+            "body",
+            at,
+        )
     }
 }
 
