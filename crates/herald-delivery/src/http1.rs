@@ -112,14 +112,20 @@ impl Connections {
         // meanwhile, the request goes again on a new one.
         if let Some(io) = self.take(&origin) {
             match exchange(io, &request, max_body, true).await {
-                Ok((answer, kept)) => return Ok(self.keep(origin, answer, kept)),
+                Ok((answer, kept)) => {
+                    self.keep(origin, kept);
+                    return Ok(answer);
+                }
                 Err(Failed::Stale) => {}
                 Err(Failed::Error(e)) => return Err(e),
             }
         }
         let io = self.connect(egress, url, &origin).await?;
         match exchange(io, &request, max_body, false).await {
-            Ok((answer, kept)) => Ok(self.keep(origin, answer, kept)),
+            Ok((answer, kept)) => {
+                self.keep(origin, kept);
+                Ok(answer)
+            }
             Err(Failed::Stale) => Err(HttpError::Unreachable(
                 "the connection closed before an answer".into(),
             )),
@@ -164,13 +170,13 @@ impl Connections {
     }
 
     /// Keeps the connection an answer came on, when it can carry another request.
-    fn keep(&self, origin: Origin, answer: Answer, kept: Option<Box<dyn Io>>) -> Answer {
-        let Some(io) = kept else { return answer };
+    fn keep(&self, origin: Origin, kept: Option<Box<dyn Io>>) {
+        let Some(io) = kept else { return };
         let mut idle = self.idle.lock().expect("idle lock");
         if idle.len() >= IDLE_ORIGINS && !idle.contains_key(&origin) {
             idle.retain(|_, kept| kept.iter().any(|c| c.since.elapsed() < IDLE_FOR));
             if idle.len() >= IDLE_ORIGINS {
-                return answer;
+                return;
             }
         }
         let list = idle.entry(origin).or_default();
@@ -180,7 +186,6 @@ impl Connections {
                 since: Instant::now(),
             });
         }
-        answer
     }
 
     /// A new connection to the first admitted address of `url`'s host that
