@@ -10,7 +10,7 @@ use herald_core::RecipientStatus;
 use herald_core::status::message_status;
 use herald_core::timestamp::rfc3339;
 use herald_core::webhook::{EventSet, EventType};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::model::{AttemptRecord, NextState, Outcome, TEST_PRIORITY};
 use crate::rows::{Columns, status, stored};
@@ -99,14 +99,67 @@ fn new_event_id() -> String {
 
 /// The Standard Webhooks body of an event of type `event` at `at`: `type`,
 /// `timestamp` and `data`. The API's test events are written by it too.
-pub fn event_body(event: &str, at: i64, data: serde_json::Value) -> String {
-    // Written in this order (a JSON object's keys would come out sorted), so
-    // that a reader sees first what the event is.
-    format!(
-        r#"{{"type":"{}","timestamp":"{}","data":{data}}}"#,
-        event,
-        rfc3339(at)
-    )
+pub fn event_body(event: &str, at: i64, data: &impl Serialize) -> String {
+    // Written in this order, so that a reader sees first what the event is.
+    #[derive(Serialize)]
+    struct Body<'a, D> {
+        r#type: &'a str,
+        timestamp: String,
+        data: D,
+    }
+    let body = Body {
+        r#type: event,
+        timestamp: rfc3339(at),
+        data,
+    };
+    serde_json::to_string(&body).expect("an event body serialises")
+}
+
+// The data of the outcome events, written straight from the values (not
+// through a `serde_json::Value`: this runs in the store's writer, for every
+// event). Fields stand in the order of their names, as they did when the
+// bodies were built as JSON objects.
+
+/// The data of a `recipient.*` event.
+#[derive(Serialize)]
+struct RecipientData<'a> {
+    address: &'a str,
+    attempt: AttemptData<'a>,
+    message_id: &'a str,
+    next_attempt_at: Option<String>,
+    recipient_id: &'a str,
+    status: &'a str,
+    tenant_id: &'a str,
+}
+
+/// The attempt in a `recipient.*` event.
+#[derive(Serialize)]
+struct AttemptData<'a> {
+    at: String,
+    code: Option<u16>,
+    enhanced_code: Option<&'a str>,
+    remote_addr: Option<&'a str>,
+    response: &'a str,
+    server: &'a str,
+    step: Option<&'a str>,
+    tls_version: Option<&'a str>,
+}
+
+/// The data of a `message.*` or `test.completed` event.
+#[derive(Serialize)]
+struct MessageData<'a> {
+    message_id: &'a str,
+    recipients: Vec<RecipientSummary<'a>>,
+    status: &'a str,
+    tenant_id: &'a str,
+}
+
+/// A recipient in a `message.*` event.
+#[derive(Serialize)]
+struct RecipientSummary<'a> {
+    address: &'a str,
+    id: &'a str,
+    status: &'a str,
 }
 
 /// Adds one event to `rows` for every subscriber that wants it.
@@ -117,13 +170,13 @@ fn fan_out(
     tenant: &str,
     message: &str,
     at: i64,
-    data: impl FnOnce() -> serde_json::Value,
+    data: impl FnOnce() -> String,
 ) {
     let mut wanting = subscribers.iter().filter(|s| s.wants(event)).peekable();
     if wanting.peek().is_none() {
         return;
     }
-    let (event_id, payload) = (new_event_id(), event_body(event.as_str(), at, data()));
+    let (event_id, payload) = (new_event_id(), data());
     rows.extend(wanting.map(|s| OutboxRow {
         webhook: s.webhook.clone(),
         tenant: tenant.to_owned(),
@@ -154,24 +207,25 @@ pub(crate) fn recipient_event(
     };
     let a = r.attempt;
     fan_out(rows, subscribers, event, r.tenant, r.message, a.at, || {
-        json!({
-            "tenant_id": r.tenant,
-            "message_id": r.message,
-            "recipient_id": r.recipient,
-            "address": r.address,
-            "status": r.status.as_str(),
-            "attempt": {
-                "at": rfc3339(a.at),
-                "server": a.server,
-                "remote_addr": a.remote_addr,
-                "step": a.step,
-                "code": a.code,
-                "enhanced_code": a.enhanced_code,
-                "response": a.response,
-                "tls_version": a.tls_version,
+        let data = RecipientData {
+            address: r.address,
+            attempt: AttemptData {
+                at: rfc3339(a.at),
+                code: a.code,
+                enhanced_code: a.enhanced_code.as_deref(),
+                remote_addr: a.remote_addr.as_deref(),
+                response: &a.response,
+                server: &a.server,
+                step: a.step.as_deref(),
+                tls_version: a.tls_version.as_deref(),
             },
-            "next_attempt_at": r.due_at.map(rfc3339),
-        })
+            message_id: r.message,
+            next_attempt_at: r.due_at.map(rfc3339),
+            recipient_id: &r.recipient,
+            status: r.status.as_str(),
+            tenant_id: r.tenant,
+        };
+        event_body(event.as_str(), a.at, &data)
     });
 }
 
@@ -201,16 +255,20 @@ pub(crate) fn message_event(
         | RecipientStatus::Cancelled => return,
     };
     fan_out(rows, subscribers, event, tenant, message, at, || {
-        let recipients: Vec<_> = recipients
-            .iter()
-            .map(|r| json!({ "id": r.id, "address": r.address, "status": r.status.as_str() }))
-            .collect();
-        json!({
-            "tenant_id": tenant,
-            "message_id": message,
-            "status": status.as_str(),
-            "recipients": recipients,
-        })
+        let data = MessageData {
+            message_id: message,
+            recipients: recipients
+                .iter()
+                .map(|r| RecipientSummary {
+                    address: &r.address,
+                    id: &r.id,
+                    status: r.status.as_str(),
+                })
+                .collect(),
+            status: status.as_str(),
+            tenant_id: tenant,
+        };
+        event_body(event.as_str(), at, &data)
     });
 }
 
@@ -414,6 +472,70 @@ mod tests {
         let mut rows = Vec::new();
         recipient_event(&mut rows, &subs, &Recorded { test: true, ..r });
         assert!(rows.is_empty());
+    }
+
+    /// The bodies are written field by field; they read as the JSON objects
+    /// (keys in order of their names) they were built as before.
+    #[test]
+    fn bodies_are_written_as_json_objects_with_sorted_keys() {
+        use serde_json::json;
+        let subs = [subscriber(
+            "a",
+            &[EventType::RecipientDeferred, EventType::MessageDeferred],
+        )];
+        let mut a = attempt(Deferred);
+        a.response = "451 \"later\"\n\u{e9}".into();
+        let r = Recorded {
+            recipient: "r1".into(),
+            message: "m1",
+            tenant: "t1",
+            address: "x@example.com",
+            test: false,
+            status: Deferred,
+            due_at: Some(61_500),
+            attempt: &a,
+        };
+        let mut rows = Vec::new();
+        recipient_event(&mut rows, &subs, &r);
+        let data = json!({
+            "tenant_id": "t1",
+            "message_id": "m1",
+            "recipient_id": "r1",
+            "address": "x@example.com",
+            "status": "deferred",
+            "attempt": {
+                "at": "1970-01-01T00:00:01Z",
+                "server": "mx:25",
+                "remote_addr": null,
+                "step": "rcpt",
+                "code": 250,
+                "enhanced_code": "2.1.5",
+                "response": "451 \"later\"\n\u{e9}",
+                "tls_version": null,
+            },
+            "next_attempt_at": "1970-01-01T00:01:01.5Z",
+        });
+        let expected = format!(
+            r#"{{"type":"recipient.deferred","timestamp":"1970-01-01T00:00:01Z","data":{data}}}"#
+        );
+        assert_eq!(rows[0].payload, expected);
+
+        let mut rows = Vec::new();
+        let recipients = [state("a", Sent), state("b", Deferred)];
+        message_event(&mut rows, &subs, "t1", "m1", false, &recipients, 2_000);
+        let data = json!({
+            "tenant_id": "t1",
+            "message_id": "m1",
+            "status": "deferred",
+            "recipients": [
+                {"id": "a", "address": "a@example.com", "status": "sent"},
+                {"id": "b", "address": "b@example.com", "status": "deferred"},
+            ],
+        });
+        let expected = format!(
+            r#"{{"type":"message.deferred","timestamp":"1970-01-01T00:00:02Z","data":{data}}}"#
+        );
+        assert_eq!(rows[0].payload, expected);
     }
 
     #[test]

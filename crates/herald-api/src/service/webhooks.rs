@@ -315,7 +315,7 @@ pub async fn test_webhook(
     let body = herald_store::event_body(
         TEST_EVENT,
         now,
-        json!({
+        &json!({
             "tenant_id": tenant.id,
             "webhook_id": id,
             "message": "a test event from Herald",

@@ -20,6 +20,14 @@ use tokio::task::JoinSet;
 use super::send::{self, Event, Posted};
 use crate::guarded_http::GuardedHttp;
 
+/// How many rounds of its requests in flight (`per_webhook` each) this node
+/// holds for one webhook at most. An endpoint that answers at once drains a
+/// round in a moment, and a batch of outcomes writes hundreds of events for
+/// it at a time: held here, they are posted without being claimed. One that
+/// takes the whole timeout for each holds its events 32 timeouts at most
+/// (320 s by default), within their lease.
+const ROUNDS_HELD: usize = 32;
+
 /// The least time between two claims while posts are in flight.
 const CLAIM_SPACING: Duration = Duration::from_millis(10);
 
@@ -61,7 +69,7 @@ impl Default for WebhookConfig {
             incarnation: herald_core::ids::new_incarnation(),
             timeout: s(10),
             per_webhook: 16,
-            in_flight: 512,
+            in_flight: 2048,
             // Close together first (a restart, a deploy), then further apart.
             retry_delays: [5, 30, 120, 600, 1_800, 3_600, 7_200, 14_400]
                 .into_iter()
@@ -414,11 +422,11 @@ impl Dispatcher {
         Ok(self.hold(claimed))
     }
 
-    /// The webhooks with a few rounds of their requests held here already:
-    /// no more, so that one slow endpoint holds neither the room nor its
-    /// leases long.
+    /// The webhooks with [`ROUNDS_HELD`] rounds of their requests held here
+    /// already: no more, so that one slow endpoint holds neither the room
+    /// nor its leases long.
     fn full_webhooks(&self) -> Vec<WebhookId> {
-        let most = self.config.per_webhook * 8;
+        let most = self.config.per_webhook * ROUNDS_HELD;
         let slots = self.slots.lock().expect("slots lock");
         slots
             .iter()

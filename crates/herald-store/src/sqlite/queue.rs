@@ -1,6 +1,7 @@
 //! The SQLite store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 
 use super::*;
+use std::collections::hash_map::Entry;
 
 #[async_trait]
 impl Queue for SqliteStore {
@@ -761,13 +762,33 @@ fn write_events(
         m.event(&mut events, &subscribers, &recipients);
     }
     let mut insert = c.prepare_cached(INSERT_EVENT).map_err(sql)?;
+    let mut latest_due = c.prepare_cached(CHAIN_LATEST_DUE).map_err(sql)?;
     let written = events.len();
+    let mut chains: HashMap<(String, String), Chain> = HashMap::new();
     let mut handing = lease.map(|lease| Handing::new(c, lease));
     let mut handed = Vec::new();
     for e in events {
+        let key = (e.webhook.clone(), e.message.clone());
+        let chain = match chains.entry(key) {
+            Entry::Occupied(chain) => chain.into_mut(),
+            Entry::Vacant(place) => {
+                let latest: Option<i64> = latest_due
+                    .query_row(params![e.webhook, e.message], |r| r.get(0))
+                    .map_err(sql)?;
+                place.insert(Chain {
+                    was_pending: latest.is_some(),
+                    latest_due: latest,
+                })
+            }
+        };
+        // Due no earlier than the pending events before it in its chain.
+        let due = chain.latest_due.map_or(e.at, |d| d.max(e.at));
+        chain.latest_due = Some(due);
         // The lease this event is written under, if it goes to the dispatcher.
         let lease = match handing.as_mut() {
-            Some(handing) => handing.takes(&e)?.then_some(handing.lease),
+            Some(handing) => handing
+                .takes(&e, chain.was_pending)
+                .then_some(handing.lease),
             None => None,
         };
         insert
@@ -778,6 +799,7 @@ fn write_events(
                 e.event_type.as_str(),
                 e.message,
                 e.payload,
+                due,
                 e.at,
                 lease.map(|l| l.until),
                 lease.map(|l| &l.node),
@@ -792,18 +814,25 @@ fn write_events(
     Ok((written, handed))
 }
 
-/// An event, due no earlier than the pending events before it in its chain
-/// (as `sql::INSERT_OUTBOX`); leased to a dispatcher when `?8` to `?10`
-/// name one, as a claim would leave it (its first lease: token 1).
+/// An event due at `?7` (no earlier than the pending events before it in
+/// its chain, as `sql::INSERT_OUTBOX` has it); leased to a dispatcher when
+/// `?9` to `?11` name one, as a claim would leave it (its first lease: token 1).
 const INSERT_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, \
      message_id, payload, status, due_at, created_at, lease_until, lease_owner, lease_incarnation, \
-     lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', \
-     COALESCE((SELECT MAX(due_at) FROM webhook_outbox WHERE webhook_id = ?1 AND message_id = ?5 \
-     AND status = 'pending' AND due_at > ?7), ?7), ?7, ?8, ?9, ?10, ?11)";
+     lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12)";
 
-/// Whether any event of a chain (a webhook's events of one message) is pending.
-const CHAIN_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM webhook_outbox INDEXED BY webhook_outbox_chain \
-     WHERE webhook_id = ?1 AND message_id = ?2 AND status = 'pending')";
+/// When the latest pending event of a chain (a webhook's events of one
+/// message) is due; none when nothing of it is pending.
+const CHAIN_LATEST_DUE: &str = "SELECT MAX(due_at) FROM webhook_outbox INDEXED BY webhook_outbox_chain \
+     WHERE webhook_id = ?1 AND message_id = ?2 AND status = 'pending'";
+
+/// A chain that outcomes write events to, as it stands in their transaction.
+struct Chain {
+    /// Something of it was pending before these outcomes.
+    was_pending: bool,
+    /// When its latest pending event is due, those just written included.
+    latest_due: Option<i64>,
+}
 
 /// Events being leased to a dispatcher as outcomes write them: a chain
 /// goes whole (or, once the room is used, its first events), and only when
@@ -811,8 +840,8 @@ const CHAIN_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM webhook_outbox INDEXED
 struct Handing<'c> {
     c: &'c Connection,
     lease: &'c EventLease,
-    /// Per chain: whether its events of these outcomes go to the dispatcher.
-    chains: HashMap<(String, String), bool>,
+    /// Per webhook: whether the lease excludes it.
+    excluded: HashMap<String, bool>,
     /// Per webhook: its URL and secrets.
     targets: HashMap<String, (String, String, Option<String>)>,
     taken: usize,
@@ -823,34 +852,23 @@ impl<'c> Handing<'c> {
         Handing {
             c,
             lease,
-            chains: HashMap::new(),
+            excluded: HashMap::new(),
             targets: HashMap::new(),
             taken: 0,
         }
     }
 
-    fn takes(&mut self, e: &outbox::OutboxRow) -> Result<bool> {
-        if self.taken >= self.lease.room {
-            return Ok(false);
+    /// Whether event `e`, of a chain that `was_pending` or not, goes to the dispatcher.
+    fn takes(&mut self, e: &outbox::OutboxRow, was_pending: bool) -> bool {
+        if was_pending || self.taken >= self.lease.room {
+            return false;
         }
-        let key = (e.webhook.clone(), e.message.clone());
-        if let Some(&goes) = self.chains.get(&key) {
-            return Ok(goes);
-        }
-        let excluded = self
-            .lease
-            .exclude
-            .iter()
-            .any(|w| w.to_string() == e.webhook);
-        let goes = !excluded
-            && !self
-                .c
-                .prepare_cached(CHAIN_PENDING)
-                .map_err(sql)?
-                .query_row(params![e.webhook, e.message], |r| r.get::<_, bool>(0))
-                .map_err(sql)?;
-        self.chains.insert(key, goes);
-        Ok(goes)
+        let lease = self.lease;
+        let excluded = *self
+            .excluded
+            .entry(e.webhook.clone())
+            .or_insert_with(|| lease.exclude.iter().any(|w| w.to_string() == e.webhook));
+        !excluded
     }
 
     /// The event `e`, stored leased as row `seq`, as the dispatcher takes it.
