@@ -105,6 +105,9 @@ pub struct AppState {
     pub mail_arrived: Arc<Notify>,
     /// The lease a gateway's claim holds (the node's own lease).
     pub gateway_lease: std::time::Duration,
+    /// The longest a gateway may put a recipient off (the node's
+    /// `--max-age`: past it the recipient fails at its next attempt anyway).
+    pub gateway_longest_deferral: std::time::Duration,
     /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxies`),
     /// for the address a gateway instance is shown calling from.
     pub trusted_proxies: Vec<herald_store::ipnet::IpNet>,

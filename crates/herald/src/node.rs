@@ -505,6 +505,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         schedules_changed: Arc::new(tokio::sync::Notify::new()),
         mail_arrived,
         gateway_lease: settings.lease,
+        gateway_longest_deferral: settings.retry.max_age,
         stopping: stop.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),
         renderer: Arc::new(herald_api::template::Renderer::new(

@@ -448,6 +448,7 @@ async fn outcomes(
         node: format!("gw:{instance}"),
         now: now_ms(),
         lease_ms: state.gateway_lease.as_millis() as i64,
+        longest_deferral_ms: state.gateway_longest_deferral.as_millis() as i64,
     };
     let mut check = Check::default();
     let outcomes: Vec<Outcome> = outcomes
@@ -500,16 +501,22 @@ struct AttemptBounds {
     node: String,
     now: i64,
     lease_ms: i64,
+    longest_deferral_ms: i64,
 }
 
 impl AttemptBounds {
     /// The outcome with its attempt made sane: the node named by the node,
     /// the time within the lease that could have covered it (up to a
     /// minute of clock difference) and not in the future, the duration
-    /// within a lease, the server's response cut at the SMTP client's own
-    /// bound of a reply. A name-like field too long, or a diagnosis too
+    /// within a lease, a deferral from now to at most the node's longest
+    /// (not in the past: that would have it claimed again at once, over and
+    /// over), the server's response cut at the SMTP client's own bound of a
+    /// reply. A name-like field too long, or a diagnosis too
     /// large, cannot be made sane: `check` names it.
     fn made_sane(&self, index: usize, mut outcome: Outcome, check: &mut Check) -> Outcome {
+        if let NextState::Deferred { until } = &mut outcome.next {
+            *until = (*until).clamp(self.now, self.now.saturating_add(self.longest_deferral_ms));
+        }
         let a = &mut outcome.attempt;
         a.node = self.node.clone();
         a.at = a.at.clamp(self.now - self.lease_ms - 60_000, self.now);

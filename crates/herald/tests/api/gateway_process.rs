@@ -678,6 +678,61 @@ async fn the_node_decides_what_a_gateways_attempt_record_says() {
     assert!(response.starts_with(recorded));
 }
 
+#[tokio::test]
+async fn a_gateways_deferral_is_kept_between_now_and_the_nodes_longest() {
+    let smtp = clear_auth_server(PASSWORD).await;
+    let app = spawn_app().await;
+    let (acme, _, token) = office_tenant(&app, "acme", smtp.port()).await;
+    let far = app.submit_to(&acme, "far@acme.example", "far").await;
+    let past = app.submit_to(&acme, "past@acme.example", "past").await;
+    let (status, claimed) = app.post("/v1/gateway/claim", &token, claim_now()).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let leases = claimed["recipients"].as_array().unwrap();
+    assert_eq!(leases.len(), 2, "{claimed}");
+    let deferred = |lease: &Value, until: i64| {
+        json!({"recipient": lease["recipient"], "lease_token": lease["lease_token"],
+            "next": {"state": "deferred", "until": until},
+            "attempt": {"at": 1, "node": "vm", "server": "x:25", "outcome": "deferred",
+                "step": "rcpt", "code": 451, "enhanced_code": null, "response": "451 later",
+                "duration_ms": 1, "remote_addr": null, "tls_version": null,
+                "tls_cipher": null, "provider_id": null, "config_version": null,
+                "sender_policy": null, "diagnosis": null}})
+    };
+    // The far one asks for the year 9999, the other for 1970.
+    let untils: Vec<i64> = leases
+        .iter()
+        .map(|l| match l["address"].as_str() {
+            Some("far@acme.example") => 253_402_300_799_000,
+            _ => 1,
+        })
+        .collect();
+    let before = herald_core::timestamp::now_ms();
+    let (status, answer) = app
+        .post(
+            "/v1/gateway/outcomes",
+            &token,
+            json!({"instance": "probe", "outcomes": [
+                deferred(&leases[0], untils[0]), deferred(&leases[1], untils[1])]}),
+        )
+        .await;
+    let after = herald_core::timestamp::now_ms();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], json!([true, true]));
+    // The node's longest: its --max-age, two days by default.
+    let longest = 2 * 86_400_000;
+    let next = |message: Value| ms(&message["recipients"][0]["next_attempt_at"]);
+    let far_next = next(app.wait_for_status(&acme, &far, "deferred").await);
+    assert!(
+        (before + longest..=after + longest).contains(&far_next),
+        "{far_next} against {before}..{after}"
+    );
+    let past_next = next(app.wait_for_status(&acme, &past, "deferred").await);
+    assert!(
+        (before..=after).contains(&past_next),
+        "{past_next} against {before}..{after}"
+    );
+}
+
 /// Starts instance `name`, has it claim one message whose DATA the server
 /// never answers, and kills it there (SIGKILL); returns the message's id.
 async fn killed_mid_delivery(

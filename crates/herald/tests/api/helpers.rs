@@ -39,6 +39,14 @@ pub struct TestTenant {
 // Nodes and tenants.
 
 /// Settings for a test node: port 0, fast retries and polls.
+/// Milliseconds since the epoch of an RFC 3339 time the API answered.
+pub fn ms(value: &Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    herald_core::timestamp::parse_rfc3339(text).unwrap()
+}
+
 pub fn test_settings(dir: &TempDir) -> Settings {
     let args = ServeArgs {
         http: Some("127.0.0.1:0".parse().unwrap()),

@@ -4,19 +4,8 @@
 
 use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::*;
-
-/// Milliseconds since the epoch of an RFC 3339 time the API answered.
-fn ms(value: &Value) -> i128 {
-    let text = value.as_str().unwrap_or_else(|| panic!("a time: {value}"));
-    OffsetDateTime::parse(text, &Rfc3339)
-        .unwrap()
-        .unix_timestamp_nanos()
-        / 1_000_000
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_delivers_its_interrupted_mail_without_waiting_for_the_lease() {

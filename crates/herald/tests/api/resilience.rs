@@ -210,7 +210,7 @@ async fn a_rate_limit_spaces_messages_and_drops_none() {
     for id in &ids {
         let message = app.wait_for_status(&acme, id, "sent").await;
         let attempt = first_attempt_of(&message);
-        let at = time_ms(attempt["at"].as_str().unwrap());
+        let at = ms(&attempt["at"]);
         starts.push(at - attempt["duration_ms"].as_i64().unwrap());
     }
     starts.sort();
@@ -221,12 +221,6 @@ async fn a_rate_limit_spaces_messages_and_drops_none() {
         starts[2] - starts[0]
     );
     assert_eq!(smtp.messages().len(), 3);
-}
-
-fn time_ms(rfc3339: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .unwrap();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[tokio::test]

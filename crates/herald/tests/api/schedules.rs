@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use herald_core::timestamp::{now_ms, parse_rfc3339};
+use herald_core::timestamp::now_ms;
 use herald_testkit::TestDatabase;
 use herald_testsmtp::TestSmtpServer;
 use reqwest::StatusCode;
@@ -14,15 +14,6 @@ use serde_json::{Value, json};
 
 use crate::cluster::node;
 use crate::helpers::*;
-
-fn ms(value: &Value) -> i64 {
-    parse_rfc3339(
-        value
-            .as_str()
-            .unwrap_or_else(|| panic!("not a time: {value}")),
-    )
-    .unwrap()
-}
 
 /// A template `tick` that needs the variable `site`.
 async fn tick_template(app: &TestApp, tenant: &TestTenant) -> Value {
