@@ -60,12 +60,15 @@ pub(crate) fn claim_share(limit: u32, tenants: usize) -> u32 {
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// What made the database unavailable, in words fit for a log, and the
+/// What made the store unavailable, in words fit for a log, and the
 /// database driver's own error beneath it when there is one (as the error's
 /// source, for code that needs to look at it). PostgreSQL's errors are kept
 /// as their code and message only: their detail repeats a row's values.
 #[derive(Clone, Debug)]
 pub struct Cause {
+    /// What could not be reached: the database, or for a gateway, the node
+    /// that keeps the store for it.
+    unavailable: &'static str,
     what: String,
     source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -77,15 +80,24 @@ impl Cause {
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Cause {
         Cause {
-            what: what.into(),
             source: Some(std::sync::Arc::new(source)),
+            ..Cause::from(what.into())
+        }
+    }
+
+    /// A gateway's store: the node it claims from could not be reached or
+    /// understood.
+    pub fn node(what: impl Into<String>) -> Cause {
+        Cause {
+            unavailable: "node unavailable",
+            ..Cause::from(what.into())
         }
     }
 }
 
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.what)
+        write!(f, "{}: {}", self.unavailable, self.what)
     }
 }
 
@@ -99,7 +111,11 @@ impl std::error::Error for Cause {
 
 impl From<String> for Cause {
     fn from(what: String) -> Cause {
-        Cause { what, source: None }
+        Cause {
+            unavailable: "database unavailable",
+            what,
+            source: None,
+        }
     }
 }
 
@@ -121,9 +137,10 @@ pub enum StoreError {
     /// A field refers to something that does not exist for this tenant.
     #[error("{0}")]
     Invalid(FieldError),
-    /// The database could not be reached or written (disk full, locked, gone).
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] Cause),
+    /// The database could not be reached or written (disk full, locked,
+    /// gone); for a gateway, the node.
+    #[error(transparent)]
+    Unavailable(Cause),
     /// The tenant has as many recipients waiting as it may: nothing was stored.
     #[error("the tenant has reached its limit of {limit} queued recipients")]
     QueueFull {

@@ -91,7 +91,7 @@ const CLAIM_RETRY_MAX: Duration = Duration::from_secs(30);
 /// A failure to reach the node or to understand it: the worker retries
 /// later, like a database that does not answer.
 fn unavailable(what: impl Into<String>) -> StoreError {
-    StoreError::Unavailable(Cause::from(what.into()))
+    StoreError::Unavailable(Cause::node(what))
 }
 
 /// An error with its causes, which reqwest keeps beneath a general message
@@ -481,6 +481,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         answering.await.unwrap();
+        // What is unavailable is the node, not a database of the gateway's.
+        assert!(error.starts_with("node unavailable: "), "{error}");
         assert!(error.contains("307"), "{error}");
         assert!(error.contains("never follows"), "{error}");
         // Had the client followed, it would have connected before answering.

@@ -534,8 +534,8 @@ mod tests {
         let refused = conn.execute_batch("SELECT * FROM missing").unwrap_err();
         let error = super::sql(refused);
         assert!(error.to_string().contains("no such table"), "{error}");
-        let cause = std::error::Error::source(&error).expect("the cause");
-        let driver = cause.source().expect("SQLite's error beneath the cause");
+        // The cause's words are the error's own; SQLite's error is beneath them.
+        let driver = std::error::Error::source(&error).expect("SQLite's error as the source");
         assert!(driver.downcast_ref::<rusqlite::Error>().is_some());
     }
 }

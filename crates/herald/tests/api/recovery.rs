@@ -3,7 +3,6 @@
 //! one node runs on an embedded (SQLite) data directory.
 
 use herald_testsmtp::{Action, Command, Rule, TestSmtpServer};
-use serde_json::Value;
 
 use crate::helpers::*;
 
