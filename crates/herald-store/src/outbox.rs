@@ -440,6 +440,21 @@ mod tests {
         }
     }
 
+    /// Recipient r1 (x@example.com) of message m1 of tenant t1, with attempt
+    /// `a`'s outcome as its status, due again at `due_at`.
+    fn recorded(a: &AttemptRecord, due_at: Option<i64>) -> Recorded<'_> {
+        Recorded {
+            recipient: "r1".into(),
+            message: "m1",
+            tenant: "t1",
+            address: "x@example.com",
+            test: false,
+            status: a.outcome,
+            due_at,
+            attempt: a,
+        }
+    }
+
     #[test]
     fn a_recipient_event_goes_to_each_subscriber_with_one_id() {
         let subs = [
@@ -448,16 +463,7 @@ mod tests {
             subscriber("c", &[EventType::RecipientFailed]),
         ];
         let a = attempt(Sent);
-        let r = Recorded {
-            recipient: "r1".into(),
-            message: "m1",
-            tenant: "t1",
-            address: "x@example.com",
-            test: false,
-            status: Sent,
-            due_at: None,
-            attempt: &a,
-        };
+        let r = recorded(&a, None);
         let mut rows = Vec::new();
         recipient_event(&mut rows, &subs, &r);
         assert_eq!(rows.len(), 2);
@@ -485,16 +491,7 @@ mod tests {
         )];
         let mut a = attempt(Deferred);
         a.response = "451 \"later\"\n\u{e9}".into();
-        let r = Recorded {
-            recipient: "r1".into(),
-            message: "m1",
-            tenant: "t1",
-            address: "x@example.com",
-            test: false,
-            status: Deferred,
-            due_at: Some(61_500),
-            attempt: &a,
-        };
+        let r = recorded(&a, Some(61_500));
         let mut rows = Vec::new();
         recipient_event(&mut rows, &subs, &r);
         let data = json!({
