@@ -733,11 +733,6 @@ pub(crate) const SUBSCRIBERS: &str =
 /// A message's recipients as they stand, for the event about the whole message.
 pub(crate) const RECIPIENT_STATES: &str = "SELECT id, address, status FROM recipients WHERE message_id = $1 AND tenant_id = $2 \
      ORDER BY position";
-/// An event, due no earlier than the pending events before it in its chain.
-pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
-     payload, status, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', \
-     COALESCE((SELECT MAX(due_at) FROM webhook_outbox WHERE webhook_id = $1 AND message_id = $5 \
-     AND status = 'pending' AND due_at > $7), $7), $7)";
 /// Where a claimed event goes and what signs it: a webhook's URL and secrets.
 pub(crate) const WEBHOOK_TARGET: &str = "SELECT url, sealed_secret, CASE WHEN previous_secret_until > $1 THEN \
      previous_sealed_secret END AS previous_sealed_secret FROM webhooks WHERE id = $2";
@@ -1034,7 +1029,6 @@ pub(crate) const ALL: &[&str] = &[
     WEBHOOK_SECRETS,
     SUBSCRIBERS,
     RECIPIENT_STATES,
-    INSERT_OUTBOX,
     WEBHOOK_TARGET,
     FINISH_EVENT,
     GIVE_BACK_EVENT,

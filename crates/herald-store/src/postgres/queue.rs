@@ -701,6 +701,10 @@ impl Queue for PgStore {
 /// the message final. `FOR NO KEY UPDATE` excludes the other completions as
 /// `FOR UPDATE` would, but not rows inserted meanwhile that refer to the
 /// message (a capture).
+///
+/// Whatever the number of outcomes, this is a handful of statements: the
+/// locks, the recipients of every touched message, the latest due time of
+/// every chain written to, and the events, each as one statement over arrays.
 async fn write_events(
     tx: &impl GenericClient,
     recorded: &[outbox::RecordedOutcome<'_>],
@@ -723,46 +727,90 @@ async fn write_events(
     if subscribers.values().all(Vec::is_empty) {
         return Ok(0);
     }
-    let (mut events, mut touched) = outbox::outcome_events(recorded, &subscribers);
-    touched.sort_by_key(|m| m.message);
-    for m in &touched {
-        execute(
-            tx,
-            "SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE",
-            &[&m.message],
-        )
-        .await
-        .map_err(pg)?;
+    let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
+    if !touched.is_empty() {
+        let messages: Vec<&str> = touched.iter().map(|m| m.message).collect();
+        let tenants: Vec<&str> = touched.iter().map(|m| m.tenant).collect();
+        execute(tx, LOCK_MESSAGES, &[&messages]).await.map_err(pg)?;
+        let mut states: HashMap<String, Vec<outbox::RecipientState>> = HashMap::new();
+        for row in query(tx, TOUCHED_RECIPIENT_STATES, &[&messages, &tenants]).await? {
+            states
+                .entry(get(&row, "message_id")?)
+                .or_default()
+                .push(outbox::RecipientState::from_row(&row)?);
+        }
+        for m in &touched {
+            let recipients = states.get(m.message).map_or(&[][..], Vec::as_slice);
+            m.event(&mut events, &subscribers, recipients);
+        }
     }
-    for m in &touched {
-        let recipients = query_map(
-            tx,
-            sql::RECIPIENT_STATES,
-            &[&m.message, &m.tenant],
-            outbox::RecipientState::from_row,
-        )
-        .await?;
-        m.event(&mut events, &subscribers, &recipients);
+    if events.is_empty() {
+        return Ok(0);
     }
-    for e in &events {
-        execute(
-            tx,
-            sql::INSERT_OUTBOX,
-            &[
-                &e.webhook,
-                &e.tenant,
-                &e.event_id,
-                &e.event_type.as_str(),
-                &e.message,
-                &e.payload,
-                &e.at,
-            ],
-        )
-        .await
-        .map_err(pg)?;
+    // Each event due no earlier than the pending events before it in its
+    // chain, those of this batch included.
+    let (webhooks, messages, tenants): (Vec<&str>, Vec<&str>, Vec<&str>) = events
+        .iter()
+        .map(|e| (e.webhook.as_str(), e.message.as_str(), e.tenant.as_str()))
+        .collect();
+    let mut latest: HashMap<(String, String), i64> = HashMap::new();
+    for row in query(tx, CHAIN_LATEST_DUES, &[&webhooks, &messages, &tenants]).await? {
+        latest.insert(
+            (get(&row, "webhook_id")?, get(&row, "message_id")?),
+            get(&row, "due_at")?,
+        );
     }
+    let due: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            let chain = latest
+                .entry((e.webhook.clone(), e.message.clone()))
+                .or_insert(e.at);
+            *chain = (*chain).max(e.at);
+            *chain
+        })
+        .collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    execute(
+        tx,
+        INSERT_EVENTS,
+        &[
+            &webhooks, &tenants, &ids, &types, &messages, &payloads, &due, &at,
+        ],
+    )
+    .await
+    .map_err(pg)?;
     Ok(events.len())
 }
+
+/// Locks the messages `$1` whose event the outcomes decide, in id order.
+const LOCK_MESSAGES: &str =
+    "SELECT id FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE";
+
+/// The recipients of the messages `$1` of the tenants `$2` (pairwise), as
+/// [`sql::RECIPIENT_STATES`] reads one message's.
+const TOUCHED_RECIPIENT_STATES: &str = "SELECT r.message_id, r.id, r.address, r.status FROM recipients r \
+     JOIN unnest($1::text[], $2::text[]) AS m (message_id, tenant_id) \
+     ON r.message_id = m.message_id AND r.tenant_id = m.tenant_id ORDER BY r.message_id, r.position";
+
+/// When the latest pending event of each chain named by `$1` (webhooks),
+/// `$2` (messages) and `$3` (their tenants), pairwise, is due; chains with
+/// nothing pending are left out.
+const CHAIN_LATEST_DUES: &str = "SELECT o.webhook_id, o.message_id, MAX(o.due_at) AS due_at \
+     FROM webhook_outbox o JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[])) \
+     AS c (webhook_id, message_id, tenant_id) ON o.webhook_id = c.webhook_id \
+     AND o.message_id = c.message_id AND o.tenant_id = c.tenant_id \
+     WHERE o.status = 'pending' GROUP BY o.webhook_id, o.message_id";
+
+/// The events, one row per element of the arrays, numbered in their order.
+const INSERT_EVENTS: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
+     payload, status, due_at, created_at) \
+     SELECT w, t, e, k, m, p, 'pending', d, a FROM unnest($1::text[], $2::text[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[]) WITH ORDINALITY \
+     AS x (w, t, e, k, m, p, d, a, n) ORDER BY n";
 
 /// Records every outcome's recipient given as arrays (`$1` ids, `$2` lease
 /// tokens, `$3` states, `$4` due times for the deferred): only where the

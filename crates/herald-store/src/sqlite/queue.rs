@@ -815,8 +815,8 @@ fn write_events(
 }
 
 /// An event due at `?7` (no earlier than the pending events before it in
-/// its chain, as `sql::INSERT_OUTBOX` has it); leased to a dispatcher when
-/// `?9` to `?11` name one, as a claim would leave it (its first lease: token 1).
+/// its chain); leased to a dispatcher when `?9` to `?11` name one, as a
+/// claim would leave it (its first lease: token 1).
 const INSERT_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, \
      message_id, payload, status, due_at, created_at, lease_until, lease_owner, lease_incarnation, \
      lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12)";
