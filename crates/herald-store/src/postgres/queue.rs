@@ -755,10 +755,9 @@ async fn write_events(
         .collect();
     let mut latest: HashMap<(String, String), i64> = HashMap::new();
     for row in query(tx, CHAIN_LATEST_DUES, &[&webhooks, &messages, &tenants]).await? {
-        latest.insert(
-            (get(&row, "webhook_id")?, get(&row, "message_id")?),
-            get(&row, "due_at")?,
-        );
+        if let Some(due) = get::<Option<i64>>(&row, "due_at")? {
+            latest.insert((get(&row, "webhook_id")?, get(&row, "message_id")?), due);
+        }
     }
     let due: Vec<i64> = events
         .iter()
@@ -790,20 +789,19 @@ async fn write_events(
 const LOCK_MESSAGES: &str =
     "SELECT id FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE";
 
-/// The recipients of the messages `$1` of the tenants `$2` (pairwise), as
-/// [`sql::RECIPIENT_STATES`] reads one message's.
-const TOUCHED_RECIPIENT_STATES: &str = "SELECT r.message_id, r.id, r.address, r.status FROM recipients r \
-     JOIN unnest($1::text[], $2::text[]) AS m (message_id, tenant_id) \
-     ON r.message_id = m.message_id AND r.tenant_id = m.tenant_id ORDER BY r.message_id, r.position";
+/// The recipients of the messages `$1` (of the tenants `$2`), as
+/// [`sql::RECIPIENT_STATES`] reads one message's: through the index by
+/// message, never a scan.
+const TOUCHED_RECIPIENT_STATES: &str = "SELECT message_id, id, address, status FROM recipients \
+     WHERE message_id = ANY($1::text[]) AND tenant_id = ANY($2::text[]) ORDER BY message_id, position";
 
 /// When the latest pending event of each chain named by `$1` (webhooks),
-/// `$2` (messages) and `$3` (their tenants), pairwise, is due; chains with
-/// nothing pending are left out.
-const CHAIN_LATEST_DUES: &str = "SELECT o.webhook_id, o.message_id, MAX(o.due_at) AS due_at \
-     FROM webhook_outbox o JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[])) \
-     AS c (webhook_id, message_id, tenant_id) ON o.webhook_id = c.webhook_id \
-     AND o.message_id = c.message_id AND o.tenant_id = c.tenant_id \
-     WHERE o.status = 'pending' GROUP BY o.webhook_id, o.message_id";
+/// `$2` (messages) and `$3` (their tenants), pairwise, is due (null when
+/// nothing of it is pending): one look into the chain index per chain.
+const CHAIN_LATEST_DUES: &str = "SELECT c.webhook_id, c.message_id, (SELECT MAX(o.due_at) FROM webhook_outbox o \
+     WHERE o.webhook_id = c.webhook_id AND o.message_id = c.message_id AND o.tenant_id = c.tenant_id \
+     AND o.status = 'pending') AS due_at \
+     FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[])) AS c (webhook_id, message_id, tenant_id)";
 
 /// The events, one row per element of the arrays, numbered in their order.
 const INSERT_EVENTS: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
