@@ -91,6 +91,11 @@ pub struct RoutePool {
 /// A connection slot of a route, held while one message is sent; it counts
 /// when it comes free, which measures the route's pace.
 pub struct Slot {
+    /// When the slot let its message go: its turn under the rate limit, or
+    /// when it was taken. An attempt's duration counts from here, so the
+    /// starts of a limited route's attempts are spaced by the limit however
+    /// late a busy machine wakes each one.
+    pub since: Instant,
     _permit: OwnedSemaphorePermit,
     usage: Arc<Usage>,
 }
@@ -183,17 +188,19 @@ impl RoutePool {
             .await
             .ok()?
             .ok()?;
+        let mut since = Instant::now();
         if let Some(per_minute) = self.limits.rate_per_minute {
             let interval = Duration::from_secs(60) / per_minute.max(1);
-            let start = {
+            since = {
                 let mut next = self.next_start.lock().expect("rate lock");
-                let start = (*next).max(Instant::now());
+                let start = (*next).max(since);
                 *next = start + interval;
                 start
             };
-            tokio::time::sleep_until(start.into()).await;
+            tokio::time::sleep_until(since.into()).await;
         }
         Some(Slot {
+            since,
             _permit: permit,
             usage: self.usage.clone(),
         })
@@ -422,21 +429,17 @@ impl Pools {
 mod tests {
     use super::*;
     use herald_core::{Port, Security, SmtpHost};
-    use herald_smtp::{Target, Timeouts, TlsSettings};
+    use herald_smtp::Target;
     use herald_testsmtp::{SessionEnd, TestSmtpServer};
 
     /// A fresh connection to the test server, as the worker would lease it.
     async fn lease(server: &TestSmtpServer, sent: u32) -> Lease {
-        let target = Target {
-            host: SmtpHost::parse("127.0.0.1").unwrap(),
-            port: Port::new(server.port().into()).unwrap(),
-            security: Security::None,
-            tls: TlsSettings::default(),
-            helo_name: "herald.test".into(),
-            timeouts: Timeouts::default(),
-            egress: None,
-            allow_plaintext_auth: false,
-        };
+        let target = Target::new(
+            SmtpHost::parse("127.0.0.1").unwrap(),
+            Port::new(server.port().into()).unwrap(),
+            Security::None,
+            "herald.test",
+        );
         Lease {
             conn: Connection::open(&target, None).await.unwrap(),
             sent,

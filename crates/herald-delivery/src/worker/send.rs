@@ -265,7 +265,7 @@ impl Worker {
 
     /// Sends over the route's pool: take a connection slot (and wait for the
     /// rate limit), then reuse an idle connection or open one. `started` is
-    /// reset once the rate limit lets the message go, so an attempt's duration
+    /// reset to when the slot let the message go, so an attempt's duration
     /// is the time spent with the server.
     async fn send(
         &self,
@@ -278,8 +278,8 @@ impl Worker {
     ) -> Result<Sent, SendError> {
         let (target, login, limits, pool_key) = smtp(route);
         let pool = self.pools.get(pool_key, limits, tenant);
-        let _slot = self.slot(&pool, lease_until).await?;
-        *started = Instant::now();
+        let slot = self.slot(&pool, lease_until).await?;
+        *started = slot.since;
         let mut lease = match pool.take_idle() {
             Some(lease) => lease,
             None => self.open(target, login, None).await?,
