@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::{EmailAddress, Port, Security, SmtpHost};
-use herald_smtp::{Connection, Envelope, Target, Timeouts, TlsSettings, wire};
+use herald_smtp::{Connection, Envelope, Target, Timeouts, wire};
 
 use crate::content;
 use crate::sink::Sink;
@@ -28,18 +28,18 @@ impl Ceiling {
 /// own relay, which the egress rules do not apply to.
 pub fn target(sink: &Sink) -> anyhow::Result<Target> {
     Ok(Target {
-        host: SmtpHost::parse("127.0.0.1").map_err(|e| anyhow::anyhow!("{e}"))?,
-        port: Port::new(i64::from(sink.port())).map_err(|e| anyhow::anyhow!("{e}"))?,
-        security: Security::None,
-        tls: TlsSettings::default(),
-        helo_name: "bench.example".into(),
         timeouts: Timeouts {
             connect: Duration::from_secs(10),
             command: Duration::from_secs(30),
             data: Duration::from_secs(30),
         },
-        egress: None,
         allow_plaintext_auth: true,
+        ..Target::new(
+            SmtpHost::parse("127.0.0.1").map_err(|e| anyhow::anyhow!("{e}"))?,
+            Port::new(i64::from(sink.port())).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Security::None,
+            "bench.example",
+        )
     })
 }
 

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use herald_core::{EmailAddress, Port, Security, SmtpHost};
-use herald_smtp::{Connection, Envelope, Step, Target, Timeouts, TlsSettings, Tracer, wire};
+use herald_smtp::{Connection, Envelope, Step, Target, TlsSettings, Tracer, wire};
 use herald_testsmtp::{ServerConfig, TestSmtpServer, TestTls};
 
 #[tokio::main]
@@ -40,14 +40,13 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let target = Target {
-        host: SmtpHost::parse(&address.ip().to_string()).map_err(anyhow::Error::msg)?,
-        port: Port::new(address.port().into()).map_err(anyhow::Error::msg)?,
-        security: Security::StartTls,
         tls,
-        helo_name: "bench.example".into(),
-        timeouts: Timeouts::default(),
-        egress: None,
-        allow_plaintext_auth: false,
+        ..Target::new(
+            SmtpHost::parse(&address.ip().to_string()).map_err(anyhow::Error::msg)?,
+            Port::new(address.port().into()).map_err(anyhow::Error::msg)?,
+            Security::StartTls,
+            "bench.example",
+        )
     };
     let envelope = Envelope {
         from: EmailAddress::parse("bench@acme.example").map_err(anyhow::Error::msg)?,

@@ -63,6 +63,30 @@ pub struct Target {
     pub allow_plaintext_auth: bool,
 }
 
+impl Target {
+    /// `host:port` with `security`, saying `helo_name` in EHLO; the
+    /// certificate checked against the system's roots, the default timeouts,
+    /// no egress guard (the operator's own relay) and no AUTH in clear. The
+    /// start of a struct update for any other setting.
+    pub fn new(
+        host: SmtpHost,
+        port: Port,
+        security: Security,
+        helo_name: impl Into<String>,
+    ) -> Target {
+        Target {
+            host,
+            port,
+            security,
+            tls: TlsSettings::default(),
+            helo_name: helo_name.into(),
+            timeouts: Timeouts::default(),
+            egress: None,
+            allow_plaintext_auth: false,
+        }
+    }
+}
+
 /// An SMTP account's login.
 #[derive(Clone, Debug)]
 pub struct Credentials {

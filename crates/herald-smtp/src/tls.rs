@@ -85,12 +85,7 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
         let presented = PresentedCertificate::default();
-        let config = if !self.verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-                .with_no_client_auth()
-        } else {
+        let chain = if self.verify {
             let roots = match &self.ca_pem {
                 Some(pem) => {
                     let mut roots = RootCertStore::empty();
@@ -108,14 +103,18 @@ impl TlsSettings {
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(KeepPresented {
-                    inner: webpki,
-                    presented: presented.clone(),
-                }))
-                .with_no_client_auth()
+            Some((webpki, presented.clone()))
+        } else {
+            None
         };
+        let verifier = Verifier {
+            provider: provider(),
+            chain,
+        };
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
         Ok((TlsConnector::from(Arc::new(config)), presented))
     }
 
@@ -276,15 +275,18 @@ fn ip_name(bytes: &[u8]) -> Option<String> {
     Some(ip.to_string())
 }
 
-/// The normal verifier, keeping the certificate the server presented so that
-/// a refusal can name its subject, issuer and names.
+/// The verifier of every connection. With a chain verifier it checks the
+/// certificate chain and name, keeping the certificate the server presented
+/// so that a refusal can name its subject, issuer and names; without one
+/// (verification turned off by the server's entry) it trusts any certificate
+/// for any name. Handshake signatures are checked either way.
 #[derive(Debug)]
-struct KeepPresented {
-    inner: Arc<WebPkiServerVerifier>,
-    presented: PresentedCertificate,
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    chain: Option<(Arc<WebPkiServerVerifier>, PresentedCertificate)>,
 }
 
-impl ServerCertVerifier for KeepPresented {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -293,9 +295,11 @@ impl ServerCertVerifier for KeepPresented {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.presented.lock().expect("certificate lock") = Some(end_entity.clone().into_owned());
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let Some((chain, presented)) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        *presented.lock().expect("certificate lock") = Some(end_entity.clone().into_owned());
+        chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -304,7 +308,8 @@ impl ServerCertVerifier for KeepPresented {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -313,61 +318,14 @@ impl ServerCertVerifier for KeepPresented {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The verifier for servers whose entry turns verification off: it still checks
-/// handshake signatures, but trusts any certificate for any name.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

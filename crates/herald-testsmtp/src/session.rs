@@ -55,14 +55,14 @@ async fn serve_until_end(shared: Arc<Shared>, tcp: TcpStream) -> bool {
             return false;
         };
         match acceptor.accept(tcp).await {
-            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Ok(tls) => Stream::Right(Box::new(tls)),
             Err(error) => {
                 tracing::debug!(%error, "test smtp implicit tls handshake failed");
                 return false;
             }
         }
     } else {
-        Stream::Plain(tcp)
+        Stream::Left(tcp)
     };
     let mut greet = true;
     loop {
@@ -73,14 +73,14 @@ async fn serve_until_end(shared: Arc<Shared>, tcp: TcpStream) -> bool {
             Ok(Flow::StartTls) => {
                 // Dropping the buffered reader discards any plaintext the client sent
                 // after STARTTLS, so nothing injected before the handshake is obeyed.
-                let Stream::Plain(tcp) = session.reader.into_inner() else {
+                let Stream::Left(tcp) = session.reader.into_inner() else {
                     return false;
                 };
                 let Some(acceptor) = shared.acceptor.clone() else {
                     return false;
                 };
                 match acceptor.accept(tcp).await {
-                    Ok(tls) => stream = Stream::Tls(Box::new(tls)),
+                    Ok(tls) => stream = Stream::Right(Box::new(tls)),
                     Err(error) => {
                         tracing::debug!(%error, "test smtp starttls handshake failed");
                         return false;
@@ -156,7 +156,7 @@ struct Session {
 
 impl Session {
     fn new(shared: Arc<Shared>, stream: Stream) -> Session {
-        let tls = matches!(stream, Stream::Tls(_));
+        let tls = matches!(stream, Stream::Right(_));
         Session {
             shared,
             reader: BufReader::new(stream),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, Port, Sealer, Security, SmtpHost, Subject, TenantId};
 use herald_delivery::{DefaultProvider, ProviderCache, Worker, WorkerConfig};
-use herald_smtp::{Target, Timeouts, TlsSettings};
+use herald_smtp::Target;
 use herald_store::{DeliveryStore, NewMessage};
 use herald_testsmtp::TestSmtpServer;
 
@@ -24,16 +24,12 @@ pub fn worker(
     from_name: Option<&str>,
     config: WorkerConfig,
 ) -> Worker {
-    let target = Target {
-        host: SmtpHost::parse("127.0.0.1").unwrap(),
-        port: Port::new(smtp.port().into()).unwrap(),
-        security: Security::None,
-        tls: TlsSettings::default(),
-        helo_name: "herald.test".into(),
-        timeouts: Timeouts::default(),
-        egress: None,
-        allow_plaintext_auth: false,
-    };
+    let target = Target::new(
+        SmtpHost::parse("127.0.0.1").unwrap(),
+        Port::new(smtp.port().into()).unwrap(),
+        Security::None,
+        "herald.test",
+    );
     let default = DefaultProvider {
         transport: DefaultProvider::relay(target, None),
         from: EmailAddress::parse("herald@example.com").unwrap(),
