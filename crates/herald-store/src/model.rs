@@ -757,6 +757,39 @@ pub struct AttemptRecord {
     pub diagnosis: Option<serde_json::Value>,
 }
 
+impl AttemptRecord {
+    /// An attempt at `at` by `node` on `server` that came to `outcome` with
+    /// `response`, knowing nothing else yet: no SMTP step or code, no time
+    /// taken, no TLS, provider or diagnosis. The caller sets what it knows
+    /// with struct update syntax.
+    pub fn new(
+        at: i64,
+        node: impl Into<String>,
+        server: impl Into<String>,
+        outcome: RecipientStatus,
+        response: impl Into<String>,
+    ) -> AttemptRecord {
+        AttemptRecord {
+            at,
+            node: node.into(),
+            server: server.into(),
+            outcome,
+            step: None,
+            code: None,
+            enhanced_code: None,
+            response: response.into(),
+            duration_ms: 0,
+            remote_addr: None,
+            tls_version: None,
+            tls_cipher: None,
+            provider_id: None,
+            config_version: None,
+            sender_policy: None,
+            diagnosis: None,
+        }
+    }
+}
+
 /// A change another node made that this node should hear of at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreEvent {

@@ -219,22 +219,14 @@ mod tests {
 
     fn attempt_record(response: &str) -> AttemptRecord {
         AttemptRecord {
-            at: NOW,
-            node: "node".into(),
-            server: "smtp.example:587".into(),
-            outcome: RecipientStatus::Deferred,
             step: Some("rcpt".into()),
-            code: None,
-            enhanced_code: None,
-            response: response.into(),
-            duration_ms: 0,
-            remote_addr: None,
-            tls_version: None,
-            tls_cipher: None,
-            provider_id: None,
-            config_version: None,
-            sender_policy: None,
-            diagnosis: None,
+            ..AttemptRecord::new(
+                NOW,
+                "node",
+                "smtp.example:587",
+                RecipientStatus::Deferred,
+                response,
+            )
         }
     }
 

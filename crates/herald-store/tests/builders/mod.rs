@@ -46,22 +46,10 @@ pub fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
 
 pub fn attempt(outcome: RecipientStatus) -> AttemptRecord {
     AttemptRecord {
-        at: 0,
-        node: "n".into(),
-        server: "s".into(),
-        outcome,
         step: Some("data".into()),
         code: Some(250),
-        enhanced_code: None,
-        response: "250 ok".into(),
         duration_ms: 1,
-        remote_addr: None,
-        tls_version: None,
-        tls_cipher: None,
-        provider_id: None,
-        config_version: None,
-        sender_policy: None,
-        diagnosis: None,
+        ..AttemptRecord::new(0, "n", "s", outcome, "250 ok")
     }
 }
 
