@@ -143,6 +143,31 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// The settings the API gives a server of which only these are said: no
+    /// AUTH, the certificate verified (where there is TLS), no CA, server or
+    /// HELO name of its own, 4 connections of up to 100 messages kept idle
+    /// for 30 seconds, no rate limit or command timeout, no gateway.
+    pub fn new(name: impl Into<String>, host: SmtpHost, port: Port, security: Security) -> Self {
+        ServerSettings {
+            name: name.into(),
+            host,
+            port,
+            security,
+            requires_auth: false,
+            allow_plaintext_auth: false,
+            tls_verify: security != Security::None,
+            tls_ca_pem: None,
+            tls_server_name: None,
+            helo_name: None,
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout_secs: 30,
+            rate_limit_per_minute: None,
+            command_timeout_secs: None,
+            gateway_id: None,
+        }
+    }
+
     /// Whether replacing `self` by `new` must clear the secrets of the
     /// server's accounts: a password goes only to the destination it was
     /// entered for, and only under the same trust in that destination.

@@ -63,22 +63,13 @@ pub async fn tenant(store: &dyn Store, slug: &str) -> TenantId {
 
 pub fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
     ServerSettings {
-        name: name.into(),
-        host: SmtpHost::parse("mail.x.example").unwrap(),
-        port: Port::new(587).unwrap(),
-        security: Security::StartTls,
         requires_auth,
-        allow_plaintext_auth: false,
-        tls_verify: true,
-        tls_ca_pem: None,
-        tls_server_name: None,
-        helo_name: None,
-        max_connections: 4,
-        max_messages_per_connection: 100,
-        idle_timeout_secs: 30,
-        rate_limit_per_minute: None,
-        command_timeout_secs: None,
-        gateway_id: None,
+        ..ServerSettings::new(
+            name,
+            SmtpHost::parse("mail.x.example").unwrap(),
+            Port::new(587).unwrap(),
+            Security::StartTls,
+        )
     }
 }
 
