@@ -9,7 +9,7 @@ use herald_core::{
     Role, Security, SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject,
     TenantId, TenantSlug, TokenId, WebhookId,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 mod gateways;
@@ -253,7 +253,7 @@ pub struct SmtpServer {
 }
 
 /// OAuth2 client credentials from which Herald obtains XOAUTH2 access tokens.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OAuth2Client {
     pub token_url: String,
     pub client_id: String,
@@ -912,8 +912,10 @@ pub struct Claimed {
     pub attempt: u32,
 }
 
-/// The state a recipient moves to after an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The state a recipient moves to after an attempt. Its JSON, as the
+/// gateway protocol carries it, is `{"state": "deferred", "until": …}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum NextState {
     Sent,
     Deferred { until: i64 },
@@ -1170,22 +1172,13 @@ mod tests {
 
     fn settings() -> ServerSettings {
         ServerSettings {
-            name: "relay".into(),
-            host: SmtpHost::parse("mail.acme.example").unwrap(),
-            port: Port::new(587).unwrap(),
-            security: Security::StartTls,
             requires_auth: true,
-            allow_plaintext_auth: false,
-            tls_verify: true,
-            tls_ca_pem: None,
-            tls_server_name: None,
-            helo_name: None,
-            max_connections: 4,
-            max_messages_per_connection: 100,
-            idle_timeout_secs: 30,
-            rate_limit_per_minute: None,
-            command_timeout_secs: None,
-            gateway_id: None,
+            ..ServerSettings::new(
+                "relay",
+                host("mail.acme.example"),
+                Port::new(587).unwrap(),
+                Security::StartTls,
+            )
         }
     }
 
