@@ -9,7 +9,7 @@ use herald_core::{
     Role, Security, SenderPolicy, ServerId, SmtpConnectorId, SmtpCredentialId, SmtpHost, Subject,
     TenantId, TenantSlug, TokenId, WebhookId,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 mod gateways;
@@ -143,6 +143,31 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// The settings the API gives a server of which only these are said: no
+    /// AUTH, the certificate verified (where there is TLS), no CA, server or
+    /// HELO name of its own, 4 connections of up to 100 messages kept idle
+    /// for 30 seconds, no rate limit or command timeout, no gateway.
+    pub fn new(name: impl Into<String>, host: SmtpHost, port: Port, security: Security) -> Self {
+        ServerSettings {
+            name: name.into(),
+            host,
+            port,
+            security,
+            requires_auth: false,
+            allow_plaintext_auth: false,
+            tls_verify: security != Security::None,
+            tls_ca_pem: None,
+            tls_server_name: None,
+            helo_name: None,
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout_secs: 30,
+            rate_limit_per_minute: None,
+            command_timeout_secs: None,
+            gateway_id: None,
+        }
+    }
+
     /// Whether replacing `self` by `new` must clear the secrets of the
     /// server's accounts: a password goes only to the destination it was
     /// entered for, and only under the same trust in that destination.
@@ -228,7 +253,7 @@ pub struct SmtpServer {
 }
 
 /// OAuth2 client credentials from which Herald obtains XOAUTH2 access tokens.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OAuth2Client {
     pub token_url: String,
     pub client_id: String,
@@ -757,6 +782,39 @@ pub struct AttemptRecord {
     pub diagnosis: Option<serde_json::Value>,
 }
 
+impl AttemptRecord {
+    /// An attempt at `at` by `node` on `server` that came to `outcome` with
+    /// `response`, knowing nothing else yet: no SMTP step or code, no time
+    /// taken, no TLS, provider or diagnosis. The caller sets what it knows
+    /// with struct update syntax.
+    pub fn new(
+        at: i64,
+        node: impl Into<String>,
+        server: impl Into<String>,
+        outcome: RecipientStatus,
+        response: impl Into<String>,
+    ) -> AttemptRecord {
+        AttemptRecord {
+            at,
+            node: node.into(),
+            server: server.into(),
+            outcome,
+            step: None,
+            code: None,
+            enhanced_code: None,
+            response: response.into(),
+            duration_ms: 0,
+            remote_addr: None,
+            tls_version: None,
+            tls_cipher: None,
+            provider_id: None,
+            config_version: None,
+            sender_policy: None,
+            diagnosis: None,
+        }
+    }
+}
+
 /// A change another node made that this node should hear of at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreEvent {
@@ -854,8 +912,10 @@ pub struct Claimed {
     pub attempt: u32,
 }
 
-/// The state a recipient moves to after an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The state a recipient moves to after an attempt. Its JSON, as the
+/// gateway protocol carries it, is `{"state": "deferred", "until": …}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum NextState {
     Sent,
     Deferred { until: i64 },
@@ -1112,22 +1172,13 @@ mod tests {
 
     fn settings() -> ServerSettings {
         ServerSettings {
-            name: "relay".into(),
-            host: SmtpHost::parse("mail.acme.example").unwrap(),
-            port: Port::new(587).unwrap(),
-            security: Security::StartTls,
             requires_auth: true,
-            allow_plaintext_auth: false,
-            tls_verify: true,
-            tls_ca_pem: None,
-            tls_server_name: None,
-            helo_name: None,
-            max_connections: 4,
-            max_messages_per_connection: 100,
-            idle_timeout_secs: 30,
-            rate_limit_per_minute: None,
-            command_timeout_secs: None,
-            gateway_id: None,
+            ..ServerSettings::new(
+                "relay",
+                host("mail.acme.example"),
+                Port::new(587).unwrap(),
+                Security::StartTls,
+            )
         }
     }
 

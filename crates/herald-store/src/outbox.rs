@@ -406,22 +406,11 @@ mod tests {
 
     fn attempt(outcome: RecipientStatus) -> AttemptRecord {
         AttemptRecord {
-            at: 1_000,
-            node: "n".into(),
-            server: "mx:25".into(),
-            outcome,
             step: Some("rcpt".into()),
             code: Some(250),
             enhanced_code: Some("2.1.5".into()),
-            response: "ok".into(),
             duration_ms: 3,
-            remote_addr: None,
-            tls_version: None,
-            tls_cipher: None,
-            provider_id: None,
-            config_version: None,
-            sender_policy: None,
-            diagnosis: None,
+            ..AttemptRecord::new(1_000, "n", "mx:25", outcome, "ok")
         }
     }
 

@@ -354,17 +354,8 @@ impl TryFrom<WireMessage> for MessageContent {
 pub struct WireOutcome {
     pub recipient: RecipientId,
     pub lease_token: i64,
-    pub next: WireNext,
+    pub next: NextState,
     pub attempt: WireAttempt,
-}
-
-/// A [`NextState`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum WireNext {
-    Sent,
-    Deferred { until: i64 },
-    Failed,
 }
 
 /// An [`AttemptRecord`].
@@ -394,11 +385,7 @@ impl From<&Outcome> for WireOutcome {
         WireOutcome {
             recipient: o.recipient,
             lease_token: o.lease_token,
-            next: match o.next {
-                NextState::Sent => WireNext::Sent,
-                NextState::Deferred { until } => WireNext::Deferred { until },
-                NextState::Failed => WireNext::Failed,
-            },
+            next: o.next,
             attempt: WireAttempt {
                 at: a.at,
                 node: a.node.clone(),
@@ -437,11 +424,7 @@ impl TryFrom<WireOutcome> for Outcome {
         Ok(Outcome {
             recipient: o.recipient,
             lease_token: o.lease_token,
-            next: match o.next {
-                WireNext::Sent => NextState::Sent,
-                WireNext::Deferred { until } => NextState::Deferred { until },
-                WireNext::Failed => NextState::Failed,
-            },
+            next: o.next,
             attempt: AttemptRecord {
                 at: a.at,
                 node: a.node,
@@ -527,7 +510,7 @@ pub struct WireAccount {
     pub username: String,
     pub mechanism: String,
     pub sealed_secret: Option<String>,
-    pub oauth2: Option<WireOAuth2>,
+    pub oauth2: Option<OAuth2Client>,
     pub person_id: Option<PersonId>,
     pub created_at: i64,
 }
@@ -542,14 +525,6 @@ impl std::fmt::Debug for WireAccount {
             .field("secret_set", &self.sealed_secret.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// An [`OAuth2Client`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireOAuth2 {
-    pub token_url: String,
-    pub client_id: String,
-    pub scope: Option<String>,
 }
 
 impl From<&ProviderConfig> for WireProviderConfig {
@@ -602,11 +577,7 @@ impl From<&ProviderConfig> for WireProviderConfig {
                 username: a.username.clone(),
                 mechanism: a.mechanism.as_str().to_owned(),
                 sealed_secret: a.sealed_secret.clone(),
-                oauth2: a.oauth2.as_ref().map(|o| WireOAuth2 {
-                    token_url: o.token_url.clone(),
-                    client_id: o.client_id.clone(),
-                    scope: o.scope.clone(),
-                }),
+                oauth2: a.oauth2.clone(),
                 person_id: a.person_id,
                 created_at: a.created_at,
             }),
@@ -678,11 +649,7 @@ impl TryFrom<WireProviderConfig> for ProviderConfig {
                     mechanism: parsed("mechanism", Mechanism::parse(&a.mechanism))?,
                     secret_set: a.sealed_secret.is_some(),
                     sealed_secret: a.sealed_secret,
-                    oauth2: a.oauth2.map(|o| OAuth2Client {
-                        token_url: o.token_url,
-                        client_id: o.client_id,
-                        scope: o.scope,
-                    }),
+                    oauth2: a.oauth2,
                     person_id: a.person_id,
                     created_at: a.created_at,
                 })
@@ -843,7 +810,7 @@ mod tests {
         let mut wire = WireOutcome {
             recipient: RecipientId::new(),
             lease_token: 1,
-            next: WireNext::Sent,
+            next: NextState::Sent,
             attempt: serde_json::from_value(serde_json::json!({
                 "at": 1, "node": "gw", "server": "s", "outcome": "cancelled", "step": null,
                 "code": null, "enhanced_code": null, "response": "", "duration_ms": 0,

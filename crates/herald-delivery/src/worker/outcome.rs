@@ -96,8 +96,9 @@ impl Verdict {
 
 /// Decides attempt number `attempt` (this one included) of `message`, made
 /// at `now` (Unix ms): sent on a 2xx reply, failed on a 5xx reply or a
-/// permanent session failure, otherwise as [`retry_later`] decides. `rng`
-/// spreads the backoff (see [`RetryPolicy::delay_with`]).
+/// permanent session failure, otherwise as [`retry_later`] decides for the
+/// attempt after the backoff. `rng` spreads the backoff (see
+/// [`RetryPolicy::delay_with`]).
 pub fn decide(
     answer: Answer<'_>,
     attempt: u32,
@@ -111,7 +112,8 @@ pub fn decide(
         Answer::Reply(reply) if reply.is_permanent() => NextState::Failed,
         Answer::Session { permanent: true } => NextState::Failed,
         Answer::Reply(_) | Answer::Session { permanent: false } | Answer::NoRoute => {
-            return retry_later(attempt, message, policy, now, rng);
+            let next_attempt = now + policy.delay_with(attempt, rng).as_millis() as i64;
+            return retry_later(message, next_attempt, policy);
         }
     };
     Verdict {
@@ -121,17 +123,10 @@ pub fn decide(
 }
 
 /// An attempt that may succeed later (a 4xx, a network or TLS failure, a
-/// refused login, a provider that cannot be used): deferred with backoff;
-/// failed once the next attempt would come after the maximum age; failed at
-/// once for a test message, which makes exactly one attempt.
-pub fn retry_later(
-    attempt: u32,
-    message: Message,
-    policy: &RetryPolicy,
-    now: i64,
-    rng: &mut impl Rng,
-) -> Verdict {
-    let next_attempt = now + policy.delay_with(attempt, rng).as_millis() as i64;
+/// refused login, a provider that cannot be used): deferred until
+/// `next_attempt` (Unix ms); failed if that comes after the maximum age;
+/// failed at once for a test message, which makes exactly one attempt.
+fn retry_later(message: Message, next_attempt: i64, policy: &RetryPolicy) -> Verdict {
     let (next, why_final) = if message.test {
         // A test message reports on its provider. Trying again would only
         // repeat the diagnosis, and with a wrong password log in again and
@@ -219,22 +214,14 @@ mod tests {
 
     fn attempt_record(response: &str) -> AttemptRecord {
         AttemptRecord {
-            at: NOW,
-            node: "node".into(),
-            server: "smtp.example:587".into(),
-            outcome: RecipientStatus::Deferred,
             step: Some("rcpt".into()),
-            code: None,
-            enhanced_code: None,
-            response: response.into(),
-            duration_ms: 0,
-            remote_addr: None,
-            tls_version: None,
-            tls_cipher: None,
-            provider_id: None,
-            config_version: None,
-            sender_policy: None,
-            diagnosis: None,
+            ..AttemptRecord::new(
+                NOW,
+                "node",
+                "smtp.example:587",
+                RecipientStatus::Deferred,
+                response,
+            )
         }
     }
 

@@ -46,22 +46,10 @@ pub fn claim(node: &str, now: i64, lease_ms: i64) -> ClaimRequest {
 
 pub fn attempt(outcome: RecipientStatus) -> AttemptRecord {
     AttemptRecord {
-        at: 0,
-        node: "n".into(),
-        server: "s".into(),
-        outcome,
         step: Some("data".into()),
         code: Some(250),
-        enhanced_code: None,
-        response: "250 ok".into(),
         duration_ms: 1,
-        remote_addr: None,
-        tls_version: None,
-        tls_cipher: None,
-        provider_id: None,
-        config_version: None,
-        sender_policy: None,
-        diagnosis: None,
+        ..AttemptRecord::new(0, "n", "s", outcome, "250 ok")
     }
 }
 
@@ -75,22 +63,13 @@ pub async fn tenant(store: &dyn Store, slug: &str) -> TenantId {
 
 pub fn server_settings(name: &str, requires_auth: bool) -> ServerSettings {
     ServerSettings {
-        name: name.into(),
-        host: SmtpHost::parse("mail.x.example").unwrap(),
-        port: Port::new(587).unwrap(),
-        security: Security::StartTls,
         requires_auth,
-        allow_plaintext_auth: false,
-        tls_verify: true,
-        tls_ca_pem: None,
-        tls_server_name: None,
-        helo_name: None,
-        max_connections: 4,
-        max_messages_per_connection: 100,
-        idle_timeout_secs: 30,
-        rate_limit_per_minute: None,
-        command_timeout_secs: None,
-        gateway_id: None,
+        ..ServerSettings::new(
+            name,
+            SmtpHost::parse("mail.x.example").unwrap(),
+            Port::new(587).unwrap(),
+            Security::StartTls,
+        )
     }
 }
 
