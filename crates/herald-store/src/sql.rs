@@ -6,8 +6,8 @@
 use herald_core::{ProviderId, ScheduleId, ServerId, SmtpHost, TenantId, WebhookId};
 
 use crate::model::{
-    NewSchedule, NewWebhook, NextRun, ProviderSettings, ScheduleFields, ServerSettings,
-    WebhookChange,
+    GatewaySeen, NewSchedule, NewWebhook, NextRun, ProviderSettings, ScheduleFields,
+    ServerSettings, WebhookChange,
 };
 use crate::rows;
 
@@ -487,6 +487,18 @@ pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str = "UPDATE gateway_instances S
 
 /// Adds outcomes to an instance's minute `$1`; an instance not recorded
 /// adds nothing.
+/// What [`UPSERT_GATEWAY_INSTANCE`] binds, in its order.
+pub(crate) fn gateway_seen_values(seen: &GatewaySeen) -> Vec<Value> {
+    vec![
+        Value::Text(Some(seen.gateway_id.to_string())),
+        Value::text(Some(&seen.name)),
+        Value::text(Some(&seen.version)),
+        Value::text(Some(&seen.address)),
+        Value::Int(Some(seen.at)),
+        Value::text(Some(&seen.incarnation)),
+    ]
+}
+
 pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "INSERT INTO gateway_instance_minutes \
      (gateway_id, name, minute, delivered, failed) \
      SELECT gateway_id, name, CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT) \
