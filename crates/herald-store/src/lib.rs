@@ -601,7 +601,7 @@ pub trait Queue: DeliveryStore {
     /// [`StoreError::QueueFull`].
     async fn submit(&self, message: NewMessage) -> Result<Submitted>;
 
-    /// Stores many messages in one transaction, each answered as [`Store::submit`]
+    /// Stores many messages in one transaction, each answered as [`Queue::submit`]
     /// would answer it, in order; all are stored, or none (and the error says why).
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>>;
 
@@ -648,7 +648,7 @@ pub trait Queue: DeliveryStore {
     ) -> Result<u64>;
 
     /// Gives back the leases of every node whose latest heartbeat is older
-    /// than `stale_before`, as [`Store::release_earlier_incarnations`] does,
+    /// than `stale_before`, as [`Queue::release_earlier_incarnations`] does,
     /// and marks those nodes as taken over so they are passed over next time.
     /// Returns each such node with how many recipients it held.
     async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
