@@ -100,7 +100,6 @@ forward_to_inner! {
         list_providers(tenant: TenantId) -> Vec<Provider>;
         update_provider(tenant: TenantId, id: ProviderId, settings: ProviderSettings) -> Provider;
         delete_provider(tenant: TenantId, id: ProviderId) -> ();
-        active_provider(tenant: TenantId) -> Option<ProviderConfig>;
     }
 }
 
@@ -121,26 +120,14 @@ forward_to_inner! {
 }
 
 forward_to_inner! {
-    impl Queue {
-        heartbeat(node: NodeRecord) -> ();
-        list_nodes() -> Vec<NodeRecord>;
-        queue_depth() -> QueueDepth;
-        submit(message: NewMessage) -> Submitted;
-        submit_batch(messages: Vec<NewMessage>) -> Vec<Submitted>;
-        message(tenant: TenantId, id: MessageId) -> MessageView;
-        list_messages(tenant: TenantId, limit: u32) -> Vec<MessageSummary>;
-        count_messages(tenant: TenantId, since: i64) -> MessageCounts;
-        search_messages(tenant: TenantId, query: MessageQuery) -> Vec<MessageSummary>;
-        message_contents(ids: &[MessageId]) -> Vec<MessageContent>;
+    impl DeliveryStore {
         claim(request: ClaimRequest) -> Vec<Claimed>;
+        message_contents(ids: &[MessageId]) -> Vec<MessageContent>;
         release(leases: Vec<(RecipientId, i64)>) -> ();
-        next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
-        list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
-        cancel_message(tenant: TenantId, id: MessageId) -> ();
-        claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
         repin(leases: Vec<(RecipientId, i64)>, gateway: Option<GatewayId>, now: i64) -> u64;
-        release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
-        release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
+        next_due(exclude_tenants: &[TenantId]) -> Option<i64>;
+        active_provider(tenant: TenantId) -> Option<ProviderConfig>;
+        provider_config(tenant: TenantId, provider: ProviderId) -> ProviderConfig;
     }
     and {
         async fn complete(
@@ -153,8 +140,27 @@ forward_to_inner! {
                 refused.extend(outcomes.iter().map(|o| o.recipient));
                 return Err(StoreError::Unavailable("database or disk is full".into()));
             }
-            Queue::complete(&self.inner, outcomes, captures).await
+            DeliveryStore::complete(&self.inner, outcomes, captures).await
         }
+    }
+}
+
+forward_to_inner! {
+    impl Queue {
+        heartbeat(node: NodeRecord) -> ();
+        list_nodes() -> Vec<NodeRecord>;
+        queue_depth() -> QueueDepth;
+        submit(message: NewMessage) -> Submitted;
+        submit_batch(messages: Vec<NewMessage>) -> Vec<Submitted>;
+        message(tenant: TenantId, id: MessageId) -> MessageView;
+        list_messages(tenant: TenantId, limit: u32) -> Vec<MessageSummary>;
+        count_messages(tenant: TenantId, since: i64) -> MessageCounts;
+        search_messages(tenant: TenantId, query: MessageQuery) -> Vec<MessageSummary>;
+        list_captured(tenant: TenantId, limit: u32) -> Vec<Captured>;
+        cancel_message(tenant: TenantId, id: MessageId) -> ();
+        claim_for_gateway(claim: GatewayClaim) -> Vec<Claimed>;
+        release_earlier_incarnations(node: &str, incarnation: &str, now: i64) -> u64;
+        release_stale_nodes(stale_before: i64, now: i64) -> Vec<(String, u64)>;
     }
 }
 

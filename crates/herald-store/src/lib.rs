@@ -30,8 +30,8 @@ pub use outbox::event_body;
 /// `use herald_store::prelude::*;` brings every capability into scope.
 pub mod prelude {
     pub use crate::{
-        Configuration, Gateways, Ingress, Queue, Schedules, Sessions, Store, Templates, Tenants,
-        Webhooks,
+        Configuration, DeliveryStore, Gateways, Ingress, Queue, Schedules, Sessions, Store,
+        Templates, Tenants, Webhooks,
     };
 }
 
@@ -226,27 +226,45 @@ pub trait Store:
 
 /// What delivering mail needs of a store, and nothing more: claims under
 /// leases, the claimed messages' contents, outcomes, and the tenants'
-/// providers. Every [`Store`] is one (and so is an `Arc` of one); a
-/// gateway's worker has one that reaches the central node over HTTP.
-/// Delivery code imports this trait alone (not the prelude), so its calls
-/// are never ambiguous.
+/// providers. Every [`Store`] is one (each backend implements it once, and
+/// [`Queue`] builds on it), and so is an `Arc` of one; a gateway's worker
+/// has one that reaches the central node over HTTP.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
-    /// As [`Queue::claim`].
+    /// Claims due recipients under a lease: queued or deferred ones whose time
+    /// has come, and sending ones whose lease expired.
+    ///
+    /// Tenants are served in turn, never "the oldest of everyone": the store
+    /// walks the tenants that have unfinished mail in id order, from the one
+    /// after where its previous claim stopped and around, passes over those
+    /// with no room, and takes the first `limit` that have something due.
+    /// Each takes at most an equal part of `limit` (and at most its room):
+    /// within a tenant, test messages first, then by due time. Finding the
+    /// next tenant and what it has due are index lookups, so a claim costs
+    /// the same whether a tenant passed over has ten recipients waiting or a
+    /// million. Claimed recipients come back tenant by tenant, in that order.
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
 
-    /// As [`Queue::message_contents`].
+    /// What is needed to render messages for sending.
     async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
 
-    /// As [`Queue::complete`].
+    /// Records attempts and new states; an outcome whose lease token is no
+    /// longer current is refused (`false` at its index) and changes nothing.
+    /// A capture is kept only when an outcome of its own message was accepted,
+    /// so one call may carry the outcomes of many deliveries. The answer also
+    /// says how many webhook events the outcomes wrote.
     async fn complete(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Completed>;
 
-    /// As [`Queue::complete_and_lease_events`]; a store that cannot lease
-    /// events leases none.
+    /// As [`DeliveryStore::complete`], and the events the outcomes write are leased
+    /// at once to the dispatcher `lease` names, up to its room, and come back
+    /// in [`Completed::handed`]. An event goes only with the rest of its
+    /// chain (its webhook's events of its message): never while an earlier
+    /// one of the chain is pending, so the order per message holds. A store
+    /// that cannot lease them so leases none, and the dispatcher claims them.
     async fn complete_and_lease_events(
         &self,
         outcomes: Vec<Outcome>,
@@ -257,10 +275,14 @@ pub trait DeliveryStore: Send + Sync {
         self.complete(outcomes, captures).await
     }
 
-    /// As [`Queue::release`].
+    /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
 
-    /// As [`Queue::repin`].
+    /// Gives claimed recipients to `gateway`, or back to the nodes with
+    /// `None`, without an attempt, due at `now`: their lease holder found
+    /// that their route is pinned to a gateway (or no longer to its own).
+    /// A lease that is no longer current changes nothing. Returns how many
+    /// were handed over.
     async fn repin(
         &self,
         leases: Vec<(RecipientId, i64)>,
@@ -268,10 +290,12 @@ pub trait DeliveryStore: Send + Sync {
         now: i64,
     ) -> Result<u64>;
 
-    /// As [`Queue::next_due`].
+    /// The time of the earliest pending recipient of a tenant not excluded, if
+    /// any. With tenants excluded it looks at each tenant's earliest, so an
+    /// excluded tenant's backlog is not walked.
     async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 
-    /// As [`Configuration::active_provider`].
+    /// The tenant's active provider with its server and account, or `None` for the system default.
     async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
 
     /// A provider of the tenant with its server and account (a test
@@ -281,73 +305,6 @@ pub trait DeliveryStore: Send + Sync {
         tenant: TenantId,
         provider: ProviderId,
     ) -> Result<ProviderConfig>;
-}
-
-#[async_trait]
-impl<S: Queue + Configuration + ?Sized> DeliveryStore for S {
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>> {
-        Queue::claim(self, request).await
-    }
-
-    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
-        Queue::message_contents(self, ids).await
-    }
-
-    async fn complete(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-    ) -> Result<Completed> {
-        Queue::complete(self, outcomes, captures).await
-    }
-
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        Queue::complete_and_lease_events(self, outcomes, captures, lease).await
-    }
-
-    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
-        Queue::release(self, leases).await
-    }
-
-    async fn repin(
-        &self,
-        leases: Vec<(RecipientId, i64)>,
-        gateway: Option<GatewayId>,
-        now: i64,
-    ) -> Result<u64> {
-        Queue::repin(self, leases, gateway, now).await
-    }
-
-    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
-        Queue::next_due(self, exclude_tenants).await
-    }
-
-    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>> {
-        Configuration::active_provider(self, tenant).await
-    }
-
-    async fn provider_config(
-        &self,
-        tenant: TenantId,
-        provider: ProviderId,
-    ) -> Result<ProviderConfig> {
-        let provider = Configuration::provider(self, tenant, provider).await?;
-        let server = Configuration::server(self, tenant, provider.settings.smtp_server_id).await?;
-        let account = match provider.settings.account_id {
-            Some(account) => Some(Configuration::account(self, tenant, server.id, account).await?),
-            None => None,
-        };
-        Ok(ProviderConfig {
-            provider,
-            server,
-            account,
-        })
-    }
 }
 
 #[async_trait]
@@ -622,14 +579,11 @@ pub trait Configuration: Send + Sync {
 
     /// Deletes a provider; a conflict while it is the tenant's active one.
     async fn delete_provider(&self, tenant: TenantId, id: ProviderId) -> Result<()>;
-
-    /// The tenant's active provider with its server and account, or `None` for the system default.
-    async fn active_provider(&self, tenant: TenantId) -> Result<Option<ProviderConfig>>;
 }
 
 /// The store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 #[async_trait]
-pub trait Queue: Send + Sync {
+pub trait Queue: DeliveryStore {
     /// Records that a node is alive.
     async fn heartbeat(&self, node: NodeRecord) -> Result<()>;
 
@@ -647,7 +601,7 @@ pub trait Queue: Send + Sync {
     /// [`StoreError::QueueFull`].
     async fn submit(&self, message: NewMessage) -> Result<Submitted>;
 
-    /// Stores many messages in one transaction, each answered as [`Store::submit`]
+    /// Stores many messages in one transaction, each answered as [`Queue::submit`]
     /// would answer it, in order; all are stored, or none (and the error says why).
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>>;
 
@@ -674,71 +628,12 @@ pub trait Queue: Send + Sync {
         query: MessageQuery,
     ) -> Result<Vec<MessageSummary>>;
 
-    /// What is needed to render messages for sending.
-    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>>;
-
-    /// Claims due recipients under a lease: queued or deferred ones whose time
-    /// has come, and sending ones whose lease expired.
-    ///
-    /// Tenants are served in turn, never "the oldest of everyone": the store
-    /// walks the tenants that have unfinished mail in id order, from the one
-    /// after where its previous claim stopped and around, passes over those
-    /// with no room, and takes the first `limit` that have something due.
-    /// Each takes at most an equal part of `limit` (and at most its room):
-    /// within a tenant, test messages first, then by due time. Finding the
-    /// next tenant and what it has due are index lookups, so a claim costs
-    /// the same whether a tenant passed over has ten recipients waiting or a
-    /// million. Claimed recipients come back tenant by tenant, in that order.
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>>;
-
-    /// Records attempts and new states; an outcome whose lease token is no
-    /// longer current is refused (`false` at its index) and changes nothing.
-    /// A capture is kept only when an outcome of its own message was accepted,
-    /// so one call may carry the outcomes of many deliveries. The answer also
-    /// says how many webhook events the outcomes wrote.
-    async fn complete(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-    ) -> Result<Completed>;
-
-    /// As [`Queue::complete`], and the events the outcomes write are leased
-    /// at once to the dispatcher `lease` names, up to its room, and come back
-    /// in [`Completed::handed`]. An event goes only with the rest of its
-    /// chain (its webhook's events of its message): never while an earlier
-    /// one of the chain is pending, so the order per message holds. A store
-    /// that cannot lease them so leases none, and the dispatcher claims them.
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        let _ = lease;
-        self.complete(outcomes, captures).await
-    }
-
-    /// Gives claimed recipients back without an attempt (at shutdown).
-    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
-
     /// Claims, for one instance of a gateway, due recipients pinned to that
-    /// gateway under a lease, as [`Queue::claim`] does for a node: queued
+    /// gateway under a lease, as [`DeliveryStore::claim`] does for a node: queued
     /// or deferred ones whose time has come and sending ones whose lease
     /// expired (an instance that died), test messages first, then by due
     /// time. Only the gateway's tenant's recipients.
     async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>>;
-
-    /// Gives claimed recipients to `gateway`, or back to the nodes with
-    /// `None`, without an attempt, due at `now`: their lease holder found
-    /// that their route is pinned to a gateway (or no longer to its own).
-    /// A lease that is no longer current changes nothing. Returns how many
-    /// were handed over.
-    async fn repin(
-        &self,
-        leases: Vec<(RecipientId, i64)>,
-        gateway: Option<GatewayId>,
-        now: i64,
-    ) -> Result<u64>;
 
     /// Gives back the leases that earlier processes of `node` held (any
     /// incarnation but `incarnation`), at start: those recipients are due at
@@ -753,15 +648,10 @@ pub trait Queue: Send + Sync {
     ) -> Result<u64>;
 
     /// Gives back the leases of every node whose latest heartbeat is older
-    /// than `stale_before`, as [`Store::release_earlier_incarnations`] does,
+    /// than `stale_before`, as [`Queue::release_earlier_incarnations`] does,
     /// and marks those nodes as taken over so they are passed over next time.
     /// Returns each such node with how many recipients it held.
     async fn release_stale_nodes(&self, stale_before: i64, now: i64) -> Result<Vec<(String, u64)>>;
-
-    /// The time of the earliest pending recipient of a tenant not excluded, if
-    /// any. With tenants excluded it looks at each tenant's earliest, so an
-    /// excluded tenant's backlog is not walked.
-    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>>;
 
     /// The newest messages in the tenant's capture mailbox.
     async fn list_captured(&self, tenant: TenantId, limit: u32) -> Result<Vec<Captured>>;
@@ -962,7 +852,7 @@ pub trait Sessions: Send + Sync {
 }
 
 /// The store's delivery webhooks: tenants' endpoints, and the outbox of
-/// events for them. [`Queue::complete`] writes the events an outcome causes
+/// events for them. [`DeliveryStore::complete`] writes the events an outcome causes
 /// in the outcome's own transaction; a dispatcher claims them under a lease
 /// and records each attempt.
 #[async_trait]

@@ -1,9 +1,12 @@
 //! The store's business rules, once for both backends: plain functions over
-//! what a backend has loaded, deciding whether a change may go ahead.
+//! what a backend has loaded, deciding whether a change may go ahead and
+//! what it leaves behind.
 
 use herald_core::{EmailAddress, Invalid, ProviderId};
 
-use crate::model::{Person, SmtpAccount, SmtpServer, Tenant};
+use crate::model::{
+    AttemptResult, Person, SmtpAccount, SmtpServer, Tenant, WebhookDeliveryStatus, WebhookNext,
+};
 use crate::{Result, StoreError};
 
 /// A provider's server must be one of the tenant's: a server that was not
@@ -224,4 +227,22 @@ pub(crate) fn name_taken(what: &str, name: &str) -> String {
 /// first whose address is the same mailbox ([`EmailAddress::is_same_as`]).
 pub(crate) fn same_address_first(found: Vec<Person>, email: &EmailAddress) -> Option<Person> {
     found.into_iter().find(|p| p.email.is_same_as(email))
+}
+
+/// The stored status and next due time a webhook event's attempt leaves it with.
+pub(crate) fn after_webhook_attempt(r: &AttemptResult) -> (WebhookDeliveryStatus, i64) {
+    match r.next {
+        WebhookNext::Delivered => (WebhookDeliveryStatus::Delivered, r.at),
+        WebhookNext::Retry { at } => (WebhookDeliveryStatus::Pending, at),
+        WebhookNext::GiveUp => (WebhookDeliveryStatus::Failed, r.at),
+    }
+}
+
+/// The status a test event's one attempt is recorded with: a test event is
+/// never tried again, so an attempt that would be retried has failed.
+pub(crate) fn webhook_test_status(r: &AttemptResult) -> WebhookDeliveryStatus {
+    match r.next {
+        WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
+        WebhookNext::Retry { .. } | WebhookNext::GiveUp => WebhookDeliveryStatus::Failed,
+    }
 }

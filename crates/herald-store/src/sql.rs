@@ -3,18 +3,22 @@
 //! first appearance, so each statement names them first in increasing order
 //! (a test in the SQLite backend checks every one).
 
-use herald_core::{ProviderId, ScheduleId, ServerId, SmtpHost, TenantId};
+use herald_core::{ProviderId, ScheduleId, ServerId, SmtpHost, TenantId, WebhookId};
 
-use crate::model::{NewSchedule, NextRun, ProviderSettings, ScheduleFields, ServerSettings};
+use crate::model::{
+    GatewaySeen, NewSchedule, NewWebhook, NextRun, ProviderSettings, ScheduleFields,
+    ServerSettings, WebhookChange,
+};
 use crate::rows;
 
 /// One value to bind, for statements whose values are gathered once for
-/// both backends ([`server_values`], [`provider_values`], [`new_schedule_values`]).
+/// both backends ([`server_values`], [`provider_values`], [`new_schedule_values`],
+/// [`new_webhook_values`] …).
 #[derive(Debug)]
 pub(crate) enum Value {
     Text(Option<String>),
     Int(Option<i64>),
-    Flag(bool),
+    Flag(Option<bool>),
     /// JSON text, for a column that is JSONB on PostgreSQL and TEXT on SQLite.
     Json(String),
 }
@@ -344,9 +348,9 @@ pub(crate) fn server_values(
         Value::text(Some(s.host.as_ref())),
         Value::Int(Some(i64::from(s.port.get()))),
         Value::text(Some(s.security.as_str())),
-        Value::Flag(s.requires_auth),
-        Value::Flag(s.allow_plaintext_auth),
-        Value::Flag(s.tls_verify),
+        Value::Flag(Some(s.requires_auth)),
+        Value::Flag(Some(s.allow_plaintext_auth)),
+        Value::Flag(Some(s.tls_verify)),
         Value::text(s.tls_ca_pem.as_deref()),
         host(&s.tls_server_name),
         host(&s.helo_name),
@@ -483,6 +487,18 @@ pub(crate) const GATEWAY_INSTANCE_TAKEN_OVER: &str = "UPDATE gateway_instances S
 
 /// Adds outcomes to an instance's minute `$1`; an instance not recorded
 /// adds nothing.
+/// What [`UPSERT_GATEWAY_INSTANCE`] binds, in its order.
+pub(crate) fn gateway_seen_values(seen: &GatewaySeen) -> Vec<Value> {
+    vec![
+        Value::Text(Some(seen.gateway_id.to_string())),
+        Value::text(Some(&seen.name)),
+        Value::text(Some(&seen.version)),
+        Value::text(Some(&seen.address)),
+        Value::Int(Some(seen.at)),
+        Value::text(Some(&seen.incarnation)),
+    ]
+}
+
 pub(crate) const COUNT_GATEWAY_OUTCOMES: &str = "INSERT INTO gateway_instance_minutes \
      (gateway_id, name, minute, delivered, failed) \
      SELECT gateway_id, name, CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT) \
@@ -712,6 +728,54 @@ pub(crate) const ROTATE_WEBHOOK_SECRET: &str = concat!(
      previous_secret_until = $2, updated_at = $3 WHERE id = $4 AND tenant_id = $5 RETURNING ",
     webhook_columns!()
 );
+/// What [`INSERT_WEBHOOK`] binds, in its order.
+pub(crate) fn new_webhook_values(w: &NewWebhook) -> Vec<Value> {
+    vec![
+        Value::Text(Some(w.id.to_string())),
+        Value::Text(Some(w.tenant_id.to_string())),
+        Value::text(Some(&w.url)),
+        Value::Int(Some(w.events.bits())),
+        Value::Flag(Some(w.enabled)),
+        Value::text(Some(&w.sealed_secret)),
+        Value::Int(Some(w.created_at)),
+    ]
+}
+
+/// What [`UPDATE_WEBHOOK`] binds, in its order: the change (`NULL` keeps a
+/// field), the time, the webhook and its tenant.
+pub(crate) fn webhook_update_values(
+    tenant: TenantId,
+    id: WebhookId,
+    change: &WebhookChange,
+    now: i64,
+) -> Vec<Value> {
+    vec![
+        Value::text(change.url.as_deref()),
+        Value::Int(change.events.map(|e| e.bits())),
+        Value::Flag(change.enabled),
+        Value::Int(Some(now)),
+        Value::Text(Some(id.to_string())),
+        Value::Text(Some(tenant.to_string())),
+    ]
+}
+
+/// What [`ROTATE_WEBHOOK_SECRET`] binds, in its order.
+pub(crate) fn webhook_rotation_values(
+    tenant: TenantId,
+    id: WebhookId,
+    sealed_secret: String,
+    previous_until: i64,
+    now: i64,
+) -> Vec<Value> {
+    vec![
+        Value::Text(Some(sealed_secret)),
+        Value::Int(Some(previous_until)),
+        Value::Int(Some(now)),
+        Value::Text(Some(id.to_string())),
+        Value::Text(Some(tenant.to_string())),
+    ]
+}
+
 pub(crate) const DELETE_WEBHOOK_EVENTS: &str =
     "DELETE FROM webhook_outbox WHERE webhook_id = $1 AND tenant_id = $2";
 pub(crate) const DELETE_WEBHOOK: &str = "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2";
@@ -869,7 +933,7 @@ pub(crate) fn schedule_update_values(
     };
     let mut values = schedule_field_values(fields);
     values.extend([
-        Value::Flag(set_next),
+        Value::Flag(Some(set_next)),
         Value::Int(next_run_at),
         Value::Int(Some(now)),
         Value::text(Some(&id.to_string())),
@@ -889,7 +953,7 @@ fn schedule_field_values(f: &ScheduleFields) -> Vec<Value> {
         Value::json(&rows::mailbox_strings(&f.to)),
         Value::json(&rows::mailbox_strings(&f.cc)),
         Value::json(&rows::address_strings(&f.bcc)),
-        Value::Flag(f.enabled),
+        Value::Flag(Some(f.enabled)),
     ]
 }
 pub(crate) const SCHEDULE_BY_ID: &str = concat!(

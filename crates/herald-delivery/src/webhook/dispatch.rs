@@ -227,7 +227,7 @@ impl Dispatcher {
 
     /// Room for the events that outcomes about to be recorded will write,
     /// so that the store leases them to this dispatcher in the same commit
-    /// ([`herald_store::Queue::complete_and_lease_events`] with
+    /// ([`herald_store::DeliveryStore::complete_and_lease_events`] with
     /// [`EventRoom::lease`]): no claim, no wait for one. `None` while it has
     /// no room, or is stopping. Up to half its room goes to one lease; the
     /// rest stays for claims (retries, and events other nodes' outcomes

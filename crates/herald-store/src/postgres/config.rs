@@ -306,32 +306,26 @@ impl Configuration for PgStore {
         .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
+}
 
-    async fn active_provider(&self, tenant_id: TenantId) -> Result<Option<ProviderConfig>> {
-        let mut c = client(&self.pool).await?;
-        // One snapshot for the four reads, so a provider deleted meanwhile
-        // cannot turn into an error between reading the tenant and the provider.
-        let tx = snapshot(&mut c).await?;
-        let Some(provider_id) = load_tenant(&tx, tenant_id, Lock::None)
-            .await?
-            .notification_provider_id
-        else {
-            return Ok(None);
-        };
-        let provider = load_provider(&tx, tenant_id, provider_id, Lock::None).await?;
-        let server =
-            load_server(&tx, tenant_id, provider.settings.smtp_server_id, Lock::None).await?;
-        let account = match provider.settings.account_id {
-            Some(a) => Some(load_account(&tx, tenant_id, server.id, a, Lock::None).await?),
-            None => None,
-        };
-        tx.commit().await.map_err(pg)?;
-        Ok(Some(ProviderConfig {
-            provider,
-            server,
-            account,
-        }))
-    }
+/// A provider of the tenant with its server and account, read through `c`
+/// (a snapshot, where the reads must agree).
+pub(super) async fn provider_config(
+    c: &impl GenericClient,
+    tenant: TenantId,
+    provider: ProviderId,
+) -> Result<ProviderConfig> {
+    let provider = load_provider(c, tenant, provider, Lock::None).await?;
+    let server = load_server(c, tenant, provider.settings.smtp_server_id, Lock::None).await?;
+    let account = match provider.settings.account_id {
+        Some(a) => Some(load_account(c, tenant, server.id, a, Lock::None).await?),
+        None => None,
+    };
+    Ok(ProviderConfig {
+        provider,
+        server,
+        account,
+    })
 }
 
 /// Every webhook's signing secrets, current and previous, resealed, each

@@ -177,20 +177,10 @@ impl Gateways for PgStore {
             {
                 return Err(StoreError::NotFound);
             }
-            execute(
-                &tx,
-                sql::UPSERT_GATEWAY_INSTANCE,
-                &[
-                    &gateway_id,
-                    &seen.name,
-                    &seen.version,
-                    &seen.address,
-                    &seen.at,
-                    &seen.incarnation,
-                ],
-            )
-            .await
-            .map_err(pg)?;
+            let values = sql::gateway_seen_values(&seen);
+            execute(&tx, sql::UPSERT_GATEWAY_INSTANCE, &bind(&values))
+                .await
+                .map_err(pg)?;
             tx.commit().await.map_err(pg)?;
             Ok(())
         })

@@ -40,7 +40,9 @@ use crate::rows::{
 use crate::rules;
 use crate::sql::{self, TENANT_COLUMNS};
 use crate::walk::TenantWalk;
-use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
+use crate::{
+    Configuration, DeliveryStore, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants,
+};
 use db::{
     client, execute, now_ms, pg, query, query_found, query_map, query_opt, snapshot, unique,
     write_found,

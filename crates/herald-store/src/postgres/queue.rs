@@ -1,8 +1,354 @@
 //! The PostgreSQL store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 
+use super::config::provider_config;
 use super::group::{submit_alone, submit_together};
 use super::*;
 use crate::outbox;
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let result = async {
+            let lease_until = req.now + req.lease_ms;
+            let c = client(&self.pool).await?;
+            let start = self.claim_cursor.lock().expect("claim cursor lock").clone();
+            let (tenants, stopped) = tenants_due(&c, &req, start).await?;
+            *self.claim_cursor.lock().expect("claim cursor lock") = stopped;
+            if tenants.is_empty() {
+                return Ok(Vec::new());
+            }
+            let share = crate::claim_share(req.limit, tenants.len());
+            let mut left = req.limit;
+            let (mut names, mut counts) = (Vec::new(), Vec::new());
+            for (tenant, room) in &tenants {
+                let k = share.min(*room).min(left);
+                if k == 0 {
+                    break;
+                }
+                left -= k;
+                names.push(tenant.clone());
+                counts.push(i64::from(k));
+            }
+            // SKIP LOCKED lets every node claim at once: rows another claim is
+            // taking are passed over instead of waited for, and a row whose claim
+            // committed after this statement began is checked again against the
+            // conditions (it is 'sending' with a future due_at then, so it is left).
+            // The selection is a materialised CTE so that it runs exactly once,
+            // whatever plan the update gets: a second run could lock other rows.
+            // Each tenant's part is two ranges of `recipients_tenant_due`: its
+            // test messages, then the rest by due time.
+            let rows = query(
+                &c,
+                &format!(
+                    "WITH want AS (SELECT * FROM unnest($5::text[], $6::bigint[]) AS w(tenant_id, k)), \
+                     due AS MATERIALIZED ( \
+                         SELECT x.id FROM want w CROSS JOIN LATERAL ( \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority > 0 AND due_at <= $3 \
+                              ORDER BY priority DESC, due_at LIMIT w.k FOR UPDATE SKIP LOCKED) tests \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients \
+                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority = 0 AND due_at <= $3 \
+                              ORDER BY due_at LIMIT w.k FOR UPDATE SKIP LOCKED) mail \
+                             LIMIT w.k) x) \
+                     UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
+                     lease_incarnation = $4, lease_token = lease_token + 1, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM due) \
+                     RETURNING id, message_id, tenant_id, address, lease_token, attempts"
+                ),
+                &[&lease_until, &req.node, &req.now, &req.incarnation, &names, &counts],
+            )
+            .await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        recipient: id(get(r, "id")?)?,
+                        message: id(get(r, "message_id")?)?,
+                        tenant: id(get(r, "tenant_id")?)?,
+                        address: address(get(r, "address")?)?,
+                        lease_token: get(r, "lease_token")?,
+                        lease_until,
+                        attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Tenant by tenant, in the order they were served.
+            let order = names
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Ok((id::<TenantId>(t.clone())?, i)))
+                .collect::<Result<HashMap<TenantId, usize>>>()?;
+            claimed.sort_by_key(|c| order.get(&c.tenant).copied());
+            Ok(claimed)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        let wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let c = client(&self.pool).await?;
+        let rows = query(
+            &c,
+            "SELECT id, tenant_id, created_at, subject, text_body, html_body, reply_to, headers, \
+             header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id, raw, \
+             attachments, send_at FROM messages WHERE id = ANY($1)",
+            &[&wanted],
+        )
+        .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let reply_to: Option<String> = get(r, "reply_to")?;
+            let subject: String = get(r, "subject")?;
+            let content = MessageContent {
+                id: id(get(r, "id")?)?,
+                tenant_id: id(get(r, "tenant_id")?)?,
+                created_at: get(r, "created_at")?,
+                subject: stored("subject", Subject::from_stored(&subject))?,
+                text: get(r, "text_body")?,
+                html: get(r, "html_body")?,
+                reply_to: reply_to.map(reply_to_mailbox).transpose()?,
+                headers: rows::headers(json(r, "headers")?)?,
+                to: mailboxes(json(r, "header_to")?)?,
+                cc: mailboxes(json(r, "header_cc")?)?,
+                on_behalf_of: on_behalf_of(r)?,
+                test_provider: opt_id(get(r, "test_provider_id")?)?,
+                raw: get(r, "raw")?,
+                attachments: rows::attachments(get(r, "attachments")?)?,
+                send_at: get(r, "send_at")?,
+            };
+            found.insert(content.id, content);
+        }
+        // In the order asked for, skipping messages that do not exist, as SQLite answers.
+        Ok(ids.iter().filter_map(|m| found.get(m).cloned()).collect())
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Completed> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // One statement for every outcome's recipient, one for every
+            // attempt: a hundred outcomes cost two statements, not two hundred.
+            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
+            for o in &outcomes {
+                let (st, due_at) = match o.next {
+                    NextState::Sent => ("sent", None),
+                    NextState::Failed => ("failed", None),
+                    NextState::Deferred { until } => ("deferred", Some(until)),
+                };
+                ids.push(o.recipient.to_string());
+                tokens.push(o.lease_token);
+                states.push(st);
+                due.push(due_at);
+            }
+            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
+            let position: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            let mut accepted = vec![false; outcomes.len()];
+            let mut recorded_messages = HashSet::new();
+            // Recipients that reached a final state leave their tenant's queue.
+            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            // The recorded outcomes, for the webhook events they cause, in
+            // the order given (as their events are).
+            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
+                std::iter::repeat_with(|| None)
+                    .take(outcomes.len())
+                    .collect();
+            for row in &changed {
+                let id: String = get(row, "id")?;
+                let Some(&i) = position.get(id.as_str()) else {
+                    continue;
+                };
+                accepted[i] = true;
+                let r = outbox::RecordedOutcome::new(
+                    &outcomes[i],
+                    get(row, "message_id")?,
+                    get(row, "tenant_id")?,
+                    get(row, "address")?,
+                    get(row, "priority")?,
+                );
+                recorded_messages.insert(r.message.clone());
+                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
+                    *finished.entry(r.tenant.clone()).or_default() += 1;
+                }
+                recorded[i] = Some(r);
+            }
+            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
+            insert_attempts(
+                &tx,
+                outcomes
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(_, current)| **current)
+                    .map(|(o, _)| o),
+            )
+            .await?;
+            for cap in &captures {
+                if recorded_messages.contains(&cap.message.to_string()) {
+                    execute(
+                        &tx,
+                        sql::INSERT_CAPTURE,
+                        &[
+                            &cap.message.to_string(),
+                            &cap.tenant.to_string(),
+                            &cap.envelope_from,
+                            &Json(&cap.recipients),
+                            &cap.content,
+                            &cap.at,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            let events = write_events(&tx, &recorded).await?;
+            // Last before the commit and in tenant order, as submissions do.
+            for (tenant, count) in finished {
+                change_queued(&tx, &tenant, -count).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(Completed {
+                accepted,
+                events,
+                handed: Vec::new(),
+            })
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        let result = async {
+            // In id order, like complete, so that the two cannot deadlock.
+            leases.sort();
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let now = now_ms();
+            for (rid, token) in leases {
+                execute(
+                    &tx,
+                    sql::RELEASE_RECIPIENT,
+                    &[&now, &rid.to_string(), &token],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn repin(
+        &self,
+        mut leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        let result = async {
+            // In id order, like complete and release, so that they cannot deadlock.
+            leases.sort();
+            let gateway = gateway.map(|g| g.to_string());
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let mut moved = 0;
+            for (rid, token) in leases {
+                moved += execute(
+                    &tx,
+                    sql::REPIN_RECIPIENT,
+                    &[&now, &gateway, &rid.to_string(), &token],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            if gateway.is_none() && moved > 0 {
+                // Nodes may take them now.
+                self.announce_mail();
+            }
+            Ok(moved)
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
+        let c = client(&self.pool).await?;
+        if excluded.is_empty() {
+            let rows = query(
+                &c,
+                &format!("SELECT due_at AS due FROM recipients WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"),
+                &[],
+            )
+            .await?;
+            return rows.first().map(|r| get(r, "due")).transpose();
+        }
+        // Tenant by tenant (a walk of `recipients_tenant_due`, each tenant's
+        // earliest in each class), so that an excluded tenant's backlog is not walked.
+        let rows = query(
+            &c,
+            &format!(
+                "WITH RECURSIVE walk(tenant_id, n) AS ( \
+                     (SELECT tenant_id, 1 FROM recipients WHERE {UNFINISHED} ORDER BY tenant_id LIMIT 1) \
+                     UNION ALL \
+                     SELECT (SELECT r.tenant_id FROM recipients r WHERE r.{UNFINISHED} \
+                             AND r.tenant_id > w.tenant_id ORDER BY r.tenant_id LIMIT 1), w.n + 1 \
+                     FROM walk w WHERE w.tenant_id IS NOT NULL AND w.n < $2) \
+                 SELECT min(least( \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority = 0 ORDER BY due_at LIMIT 1), \
+                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
+                      AND r.priority > 0 ORDER BY due_at LIMIT 1))) AS due \
+                 FROM walk w WHERE w.tenant_id IS NOT NULL AND NOT (w.tenant_id = ANY($1))"
+            ),
+            &[&excluded, &((crate::CLAIM_WALK + excluded.len()) as i32)],
+        )
+        .await?;
+        Ok(rows.first().map(|r| get(r, "due")).transpose()?.flatten())
+    }
+
+    async fn active_provider(&self, tenant_id: TenantId) -> Result<Option<ProviderConfig>> {
+        let mut c = client(&self.pool).await?;
+        // One snapshot for the four reads, so a provider deleted meanwhile
+        // cannot turn into an error between reading the tenant and the provider.
+        let tx = snapshot(&mut c).await?;
+        let Some(provider_id) = load_tenant(&tx, tenant_id, Lock::None)
+            .await?
+            .notification_provider_id
+        else {
+            return Ok(None);
+        };
+        let config = provider_config(&tx, tenant_id, provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(config))
+    }
+
+    async fn provider_config(
+        &self,
+        tenant_id: TenantId,
+        provider_id: ProviderId,
+    ) -> Result<ProviderConfig> {
+        let mut c = client(&self.pool).await?;
+        // One snapshot for the three reads, as for the active provider.
+        let tx = snapshot(&mut c).await?;
+        let config = provider_config(&tx, tenant_id, provider_id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(config)
+    }
+}
 
 #[async_trait]
 impl Queue for PgStore {
@@ -244,249 +590,6 @@ impl Queue for PgStore {
         .collect()
     }
 
-    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
-        let wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let c = client(&self.pool).await?;
-        let rows = query(
-            &c,
-            "SELECT id, tenant_id, created_at, subject, text_body, html_body, reply_to, headers, \
-             header_to, header_cc, on_behalf_name, on_behalf_email, test_provider_id, raw, \
-             attachments, send_at FROM messages WHERE id = ANY($1)",
-            &[&wanted],
-        )
-        .await?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let reply_to: Option<String> = get(r, "reply_to")?;
-            let subject: String = get(r, "subject")?;
-            let content = MessageContent {
-                id: id(get(r, "id")?)?,
-                tenant_id: id(get(r, "tenant_id")?)?,
-                created_at: get(r, "created_at")?,
-                subject: stored("subject", Subject::from_stored(&subject))?,
-                text: get(r, "text_body")?,
-                html: get(r, "html_body")?,
-                reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-                headers: rows::headers(json(r, "headers")?)?,
-                to: mailboxes(json(r, "header_to")?)?,
-                cc: mailboxes(json(r, "header_cc")?)?,
-                on_behalf_of: on_behalf_of(r)?,
-                test_provider: opt_id(get(r, "test_provider_id")?)?,
-                raw: get(r, "raw")?,
-                attachments: rows::attachments(get(r, "attachments")?)?,
-                send_at: get(r, "send_at")?,
-            };
-            found.insert(content.id, content);
-        }
-        // In the order asked for, skipping messages that do not exist, as SQLite answers.
-        Ok(ids.iter().filter_map(|m| found.get(m).cloned()).collect())
-    }
-
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        let result = async {
-            let lease_until = req.now + req.lease_ms;
-            let c = client(&self.pool).await?;
-            let start = self.claim_cursor.lock().expect("claim cursor lock").clone();
-            let (tenants, stopped) = tenants_due(&c, &req, start).await?;
-            *self.claim_cursor.lock().expect("claim cursor lock") = stopped;
-            if tenants.is_empty() {
-                return Ok(Vec::new());
-            }
-            let share = crate::claim_share(req.limit, tenants.len());
-            let mut left = req.limit;
-            let (mut names, mut counts) = (Vec::new(), Vec::new());
-            for (tenant, room) in &tenants {
-                let k = share.min(*room).min(left);
-                if k == 0 {
-                    break;
-                }
-                left -= k;
-                names.push(tenant.clone());
-                counts.push(i64::from(k));
-            }
-            // SKIP LOCKED lets every node claim at once: rows another claim is
-            // taking are passed over instead of waited for, and a row whose claim
-            // committed after this statement began is checked again against the
-            // conditions (it is 'sending' with a future due_at then, so it is left).
-            // The selection is a materialised CTE so that it runs exactly once,
-            // whatever plan the update gets: a second run could lock other rows.
-            // Each tenant's part is two ranges of `recipients_tenant_due`: its
-            // test messages, then the rest by due time.
-            let rows = query(
-                &c,
-                &format!(
-                    "WITH want AS (SELECT * FROM unnest($5::text[], $6::bigint[]) AS w(tenant_id, k)), \
-                     due AS MATERIALIZED ( \
-                         SELECT x.id FROM want w CROSS JOIN LATERAL ( \
-                             SELECT id FROM (SELECT id FROM recipients \
-                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority > 0 AND due_at <= $3 \
-                              ORDER BY priority DESC, due_at LIMIT w.k FOR UPDATE SKIP LOCKED) tests \
-                             UNION ALL \
-                             SELECT id FROM (SELECT id FROM recipients \
-                              WHERE tenant_id = w.tenant_id AND {UNFINISHED} AND priority = 0 AND due_at <= $3 \
-                              ORDER BY due_at LIMIT w.k FOR UPDATE SKIP LOCKED) mail \
-                             LIMIT w.k) x) \
-                     UPDATE recipients SET status = 'sending', due_at = $1, lease_owner = $2, \
-                     lease_incarnation = $4, lease_token = lease_token + 1, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM due) \
-                     RETURNING id, message_id, tenant_id, address, lease_token, attempts"
-                ),
-                &[&lease_until, &req.node, &req.now, &req.incarnation, &names, &counts],
-            )
-            .await?;
-            let mut claimed = rows
-                .iter()
-                .map(|r| {
-                    Ok(Claimed {
-                        recipient: id(get(r, "id")?)?,
-                        message: id(get(r, "message_id")?)?,
-                        tenant: id(get(r, "tenant_id")?)?,
-                        address: address(get(r, "address")?)?,
-                        lease_token: get(r, "lease_token")?,
-                        lease_until,
-                        attempt: stored("attempts", u32::try_from(get::<i32>(r, "attempts")?))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            // Tenant by tenant, in the order they were served.
-            let order = names
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Ok((id::<TenantId>(t.clone())?, i)))
-                .collect::<Result<HashMap<TenantId, usize>>>()?;
-            claimed.sort_by_key(|c| order.get(&c.tenant).copied());
-            Ok(claimed)
-        }
-        .await;
-        self.writes.note(&result);
-        result
-    }
-
-    async fn complete(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-    ) -> Result<Completed> {
-        let result = async {
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            // One statement for every outcome's recipient, one for every
-            // attempt: a hundred outcomes cost two statements, not two hundred.
-            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
-            for o in &outcomes {
-                let (st, due_at) = match o.next {
-                    NextState::Sent => ("sent", None),
-                    NextState::Failed => ("failed", None),
-                    NextState::Deferred { until } => ("deferred", Some(until)),
-                };
-                ids.push(o.recipient.to_string());
-                tokens.push(o.lease_token);
-                states.push(st);
-                due.push(due_at);
-            }
-            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
-            let position: HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
-            let mut accepted = vec![false; outcomes.len()];
-            let mut recorded_messages = HashSet::new();
-            // Recipients that reached a final state leave their tenant's queue.
-            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
-            // The recorded outcomes, for the webhook events they cause, in
-            // the order given (as their events are).
-            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
-                std::iter::repeat_with(|| None)
-                    .take(outcomes.len())
-                    .collect();
-            for row in &changed {
-                let id: String = get(row, "id")?;
-                let Some(&i) = position.get(id.as_str()) else {
-                    continue;
-                };
-                accepted[i] = true;
-                let r = outbox::RecordedOutcome::new(
-                    &outcomes[i],
-                    get(row, "message_id")?,
-                    get(row, "tenant_id")?,
-                    get(row, "address")?,
-                    get(row, "priority")?,
-                );
-                recorded_messages.insert(r.message.clone());
-                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
-                    *finished.entry(r.tenant.clone()).or_default() += 1;
-                }
-                recorded[i] = Some(r);
-            }
-            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
-            insert_attempts(
-                &tx,
-                outcomes
-                    .iter()
-                    .zip(&accepted)
-                    .filter(|(_, current)| **current)
-                    .map(|(o, _)| o),
-            )
-            .await?;
-            for cap in &captures {
-                if recorded_messages.contains(&cap.message.to_string()) {
-                    execute(
-                        &tx,
-                        sql::INSERT_CAPTURE,
-                        &[
-                            &cap.message.to_string(),
-                            &cap.tenant.to_string(),
-                            &cap.envelope_from,
-                            &Json(&cap.recipients),
-                            &cap.content,
-                            &cap.at,
-                        ],
-                    )
-                    .await
-                    .map_err(pg)?;
-                }
-            }
-            let events = write_events(&tx, &recorded).await?;
-            // Last before the commit and in tenant order, as submissions do.
-            for (tenant, count) in finished {
-                change_queued(&tx, &tenant, -count).await?;
-            }
-            tx.commit().await.map_err(pg)?;
-            Ok(Completed {
-                accepted,
-                events,
-                handed: Vec::new(),
-            })
-        }
-        .await;
-        self.writes.note(&result);
-        result
-    }
-
-    async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
-        let result = async {
-            // In id order, like complete, so that the two cannot deadlock.
-            leases.sort();
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            let now = now_ms();
-            for (rid, token) in leases {
-                execute(
-                    &tx,
-                    sql::RELEASE_RECIPIENT,
-                    &[&now, &rid.to_string(), &token],
-                )
-                .await
-                .map_err(pg)?;
-            }
-            tx.commit().await.map_err(pg)
-        }
-        .await;
-        self.writes.note(&result);
-        result
-    }
-
     async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>> {
         let result = async {
             let lease_until = claim.now + claim.lease_ms;
@@ -528,40 +631,6 @@ impl Queue for PgStore {
                     })
                 })
                 .collect()
-        }
-        .await;
-        self.writes.note(&result);
-        result
-    }
-
-    async fn repin(
-        &self,
-        mut leases: Vec<(RecipientId, i64)>,
-        gateway: Option<GatewayId>,
-        now: i64,
-    ) -> Result<u64> {
-        let result = async {
-            // In id order, like complete and release, so that they cannot deadlock.
-            leases.sort();
-            let gateway = gateway.map(|g| g.to_string());
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            let mut moved = 0;
-            for (rid, token) in leases {
-                moved += execute(
-                    &tx,
-                    sql::REPIN_RECIPIENT,
-                    &[&now, &gateway, &rid.to_string(), &token],
-                )
-                .await
-                .map_err(pg)?;
-            }
-            tx.commit().await.map_err(pg)?;
-            if gateway.is_none() && moved > 0 {
-                // Nodes may take them now.
-                self.announce_mail();
-            }
-            Ok(moved)
         }
         .await;
         self.writes.note(&result);
@@ -628,42 +697,6 @@ impl Queue for PgStore {
         .await;
         self.writes.note(&result);
         result
-    }
-
-    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
-        let excluded: Vec<String> = exclude_tenants.iter().map(ToString::to_string).collect();
-        let c = client(&self.pool).await?;
-        if excluded.is_empty() {
-            let rows = query(
-                &c,
-                &format!("SELECT due_at AS due FROM recipients WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"),
-                &[],
-            )
-            .await?;
-            return rows.first().map(|r| get(r, "due")).transpose();
-        }
-        // Tenant by tenant (a walk of `recipients_tenant_due`, each tenant's
-        // earliest in each class), so that an excluded tenant's backlog is not walked.
-        let rows = query(
-            &c,
-            &format!(
-                "WITH RECURSIVE walk(tenant_id, n) AS ( \
-                     (SELECT tenant_id, 1 FROM recipients WHERE {UNFINISHED} ORDER BY tenant_id LIMIT 1) \
-                     UNION ALL \
-                     SELECT (SELECT r.tenant_id FROM recipients r WHERE r.{UNFINISHED} \
-                             AND r.tenant_id > w.tenant_id ORDER BY r.tenant_id LIMIT 1), w.n + 1 \
-                     FROM walk w WHERE w.tenant_id IS NOT NULL AND w.n < $2) \
-                 SELECT min(least( \
-                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
-                      AND r.priority = 0 ORDER BY due_at LIMIT 1), \
-                     (SELECT due_at FROM recipients r WHERE r.tenant_id = w.tenant_id AND r.{UNFINISHED} \
-                      AND r.priority > 0 ORDER BY due_at LIMIT 1))) AS due \
-                 FROM walk w WHERE w.tenant_id IS NOT NULL AND NOT (w.tenant_id = ANY($1))"
-            ),
-            &[&excluded, &((crate::CLAIM_WALK + excluded.len()) as i32)],
-        )
-        .await?;
-        Ok(rows.first().map(|r| get(r, "due")).transpose()?.flatten())
     }
 
     async fn list_captured(&self, tenant_id: TenantId, limit: u32) -> Result<Vec<Captured>> {

@@ -36,34 +36,12 @@ const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_tok
      lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
      AND lease_until IS NULL";
 
-/// The stored status and next due time an attempt leaves its event with.
-fn after_attempt(r: &AttemptResult) -> (WebhookDeliveryStatus, i64) {
-    match r.next {
-        WebhookNext::Delivered => (WebhookDeliveryStatus::Delivered, r.at),
-        WebhookNext::Retry { at } => (WebhookDeliveryStatus::Pending, at),
-        WebhookNext::GiveUp => (WebhookDeliveryStatus::Failed, r.at),
-    }
-}
-
 #[async_trait]
 impl Webhooks for PgStore {
     async fn create_webhook(&self, w: NewWebhook) -> Result<Webhook> {
         let c = client(&self.pool).await?;
-        query_found(
-            &c,
-            sql::INSERT_WEBHOOK,
-            &[
-                &w.id.to_string(),
-                &w.tenant_id.to_string(),
-                &w.url,
-                &w.events.bits(),
-                &w.enabled,
-                &w.sealed_secret,
-                &w.created_at,
-            ],
-            rows::webhook,
-        )
-        .await
+        let values = sql::new_webhook_values(&w);
+        query_found(&c, sql::INSERT_WEBHOOK, &bind(&values), rows::webhook).await
     }
 
     async fn webhook(&self, tenant_id: TenantId, id: WebhookId) -> Result<Webhook> {
@@ -92,21 +70,10 @@ impl Webhooks for PgStore {
         self.noted(async {
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
+            let values = sql::webhook_update_values(tenant_id, id, &change, now);
             let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
-            let updated = query_found(
-                &tx,
-                sql::UPDATE_WEBHOOK,
-                &[
-                    &change.url,
-                    &change.events.map(|e| e.bits()),
-                    &change.enabled,
-                    &now,
-                    &id,
-                    &tenant_id,
-                ],
-                rows::webhook,
-            )
-            .await?;
+            let updated =
+                query_found(&tx, sql::UPDATE_WEBHOOK, &bind(&values), rows::webhook).await?;
             if change.enabled == Some(false) {
                 execute(
                     &tx,
@@ -131,16 +98,12 @@ impl Webhooks for PgStore {
         now: i64,
     ) -> Result<Webhook> {
         let c = client(&self.pool).await?;
+        let values =
+            sql::webhook_rotation_values(tenant_id, id, sealed_secret, previous_until, now);
         query_found(
             &c,
             sql::ROTATE_WEBHOOK_SECRET,
-            &[
-                &sealed_secret,
-                &previous_until,
-                &now,
-                &id.to_string(),
-                &tenant_id.to_string(),
-            ],
+            &bind(&values),
             rows::webhook,
         )
         .await
@@ -207,10 +170,7 @@ impl Webhooks for PgStore {
     async fn record_webhook_test(&self, t: WebhookTestRecord) -> Result<()> {
         let c = client(&self.pool).await?;
         let r = &t.result;
-        let status = match r.next {
-            WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
-            WebhookNext::Retry { .. } | WebhookNext::GiveUp => WebhookDeliveryStatus::Failed,
-        };
+        let status = rules::webhook_test_status(r);
         let inserted = execute(
             &c,
             sql::INSERT_WEBHOOK_TEST,
@@ -313,7 +273,7 @@ impl Webhooks for PgStore {
                     }
                     WebhookOutcome::Attempted(r) => r,
                 };
-                let (status, due_at) = after_attempt(r);
+                let (status, due_at) = rules::after_webhook_attempt(r);
                 let current = execute(
                     &tx,
                     sql::FINISH_EVENT,

@@ -298,28 +298,26 @@ impl Configuration for SqliteStore {
             })
             .await
     }
+}
 
-    async fn active_provider(&self, tenant_id: TenantId) -> Result<Option<ProviderConfig>> {
-        self.db
-            .read(move |c| {
-                let Some(provider_id) = load_tenant(c, tenant_id)?.notification_provider_id else {
-                    return Ok(None);
-                };
-                let provider = load_provider(c, tenant_id, provider_id)?;
-                let server = load_server(c, tenant_id, provider.settings.smtp_server_id)?;
-                let account = provider
-                    .settings
-                    .account_id
-                    .map(|a| load_account(c, tenant_id, server.id, a))
-                    .transpose()?;
-                Ok(Some(ProviderConfig {
-                    provider,
-                    server,
-                    account,
-                }))
-            })
-            .await
-    }
+/// A provider of the tenant with its server and account, read on one connection.
+pub(super) fn provider_config(
+    c: &Connection,
+    tenant: TenantId,
+    provider: ProviderId,
+) -> Result<ProviderConfig> {
+    let provider = load_provider(c, tenant, provider)?;
+    let server = load_server(c, tenant, provider.settings.smtp_server_id)?;
+    let account = provider
+        .settings
+        .account_id
+        .map(|a| load_account(c, tenant, server.id, a))
+        .transpose()?;
+    Ok(ProviderConfig {
+        provider,
+        server,
+        account,
+    })
 }
 
 /// Gives the tenant's waiting pinned mail back to the nodes, due no earlier

@@ -165,14 +165,7 @@ impl Gateways for SqliteStore {
                 }
                 c.prepare_cached(sql::UPSERT_GATEWAY_INSTANCE)
                     .map_err(sql)?
-                    .execute(params![
-                        gateway_id,
-                        seen.name,
-                        seen.version,
-                        seen.address,
-                        seen.at,
-                        seen.incarnation
-                    ])
+                    .execute(rusqlite::params_from_iter(&sql::gateway_seen_values(&seen)))
                     .map_err(sql)?;
                 Ok(())
             })

@@ -31,7 +31,9 @@ use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, 
 use crate::rules;
 use crate::sql;
 use crate::walk::TenantWalk;
-use crate::{Configuration, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants};
+use crate::{
+    Configuration, DeliveryStore, Ingress, Queue, Result, Sessions, Store, StoreError, Tenants,
+};
 use db::Db;
 
 impl Columns for Row<'_> {

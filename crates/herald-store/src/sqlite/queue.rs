@@ -1,7 +1,230 @@
 //! The SQLite store's messages and the queue: submissions, claims under leases, outcomes, the nodes that hold leases, captures.
 
+use super::config::provider_config;
 use super::*;
 use std::collections::hash_map::Entry;
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let lease_until = req.now + req.lease_ms;
+        let cursor = self.claim_cursor.clone();
+        self.db
+            .write(move |c| {
+                let tenants = {
+                    let mut cursor = cursor.lock().expect("claim cursor lock");
+                    tenants_due(c, &req, &mut cursor)?
+                };
+                let share = crate::claim_share(req.limit, tenants.len());
+                // One statement per tenant: its test messages, then the rest
+                // by due time, each a range of `recipients_tenant_due`. A
+                // bare `LIMIT ?n` would make SQLite prepare the statement
+                // again whenever the limit changes (its planner weighs the
+                // value); the cast hides the value from the planner.
+                let mut take = c
+                    .prepare_cached(&format!(
+                        "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
+                         lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
+                         WHERE id IN ( \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority > 0 AND due_at <= ?5 \
+                                 ORDER BY priority DESC, due_at LIMIT CAST(?6 AS INTEGER)) \
+                             UNION ALL \
+                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
+                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority = 0 AND due_at <= ?5 \
+                                 ORDER BY due_at LIMIT CAST(?6 AS INTEGER)) \
+                             LIMIT CAST(?6 AS INTEGER)) \
+                         RETURNING id, message_id, address, lease_token, attempts"
+                    ))
+                    .map_err(sql)?;
+                let mut claimed = Vec::new();
+                for (tenant, room) in tenants {
+                    let left = req.limit.saturating_sub(claimed.len() as u32);
+                    if left == 0 {
+                        break;
+                    }
+                    let tenant_id: TenantId = id(tenant.clone())?;
+                    let k = share.min(room).min(left);
+                    claimed.extend(leased(
+                        &mut take,
+                        params![lease_until, req.node, req.incarnation, tenant, req.now, k],
+                        tenant_id,
+                        lease_until,
+                    )?);
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
+        let ids = ids.to_vec();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
+                         on_behalf_name, on_behalf_email, test_provider_id, raw, attachments, send_at FROM messages WHERE id = ?1",
+                    )
+                    .map_err(sql)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for message_id in ids {
+                    let row = stmt
+                        .query_row([message_id.to_string()], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
+                                r.get::<_, Option<String>>(5)?, r.get::<_, String>(6)?,
+                                r.get::<_, String>(7)?, r.get::<_, String>(8)?,
+                                (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
+                                r.get::<_, Option<String>>(11)?,
+                                (r.get::<_, Option<Vec<u8>>>(12)?, r.get::<_, Option<String>>(13)?, r.get::<_, Option<i64>>(14)?),
+                            ))
+                        })
+                        .optional()
+                        .map_err(sql)?;
+                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider, (raw, attachments, send_at))) = row else {
+                        continue;
+                    };
+                    out.push(MessageContent {
+                        id: message_id,
+                        tenant_id: id(tid)?,
+                        created_at,
+                        subject: stored("subject", Subject::from_stored(&subject))?,
+                        text,
+                        html,
+                        reply_to: reply_to.map(reply_to_mailbox).transpose()?,
+                        headers: rows::headers(stored("headers", serde_json::from_str(&headers))?)?,
+                        to: mailboxes(&to)?,
+                        cc: mailboxes(&cc)?,
+                        on_behalf_of: on_behalf_of(on_behalf)?,
+                        test_provider: opt_id(test_provider)?,
+                        raw,
+                        attachments: rows::attachments(attachments)?,
+                        send_at,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn complete(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+    ) -> Result<Completed> {
+        self.record_outcomes(outcomes, captures, None).await
+    }
+
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        self.record_outcomes(outcomes, captures, Some(lease)).await
+    }
+
+    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                for (rid, token) in leases {
+                    c.execute(sql::RELEASE_RECIPIENT, params![now, rid.to_string(), token])
+                        .map_err(sql)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn repin(
+        &self,
+        leases: Vec<(RecipientId, i64)>,
+        gateway: Option<GatewayId>,
+        now: i64,
+    ) -> Result<u64> {
+        self.db
+            .write(move |c| {
+                let gateway = gateway.map(|g| g.to_string());
+                let mut moved = 0;
+                for (rid, token) in leases {
+                    moved += c
+                        .execute(
+                            sql::REPIN_RECIPIENT,
+                            params![now, gateway, rid.to_string(), token],
+                        )
+                        .map_err(sql)? as u64;
+                }
+                Ok(moved)
+            })
+            .await
+    }
+
+    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
+        let excluded: HashSet<String> = exclude_tenants.iter().map(ToString::to_string).collect();
+        self.db
+            .read(move |c| {
+                if excluded.is_empty() {
+                    return c
+                        .query_row(
+                            &format!(
+                                "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
+                                 WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"
+                            ),
+                            [],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(sql);
+                }
+                // Tenant by tenant, so that an excluded tenant's backlog is not walked.
+                let mut next = c
+                    .prepare_cached(&format!(
+                        "SELECT tenant_id FROM recipients INDEXED BY recipients_tenant_due \
+                         WHERE {UNFINISHED} AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1"
+                    ))
+                    .map_err(sql)?;
+                let (mut at, mut earliest) = (String::new(), None::<i64>);
+                for _ in 0..crate::CLAIM_WALK + excluded.len() {
+                    let found: Option<String> = next
+                        .query_row([&at], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    let Some(tenant) = found else { break };
+                    if !excluded.contains(&tenant) {
+                        let due = earliest_of(c, &tenant)?;
+                        earliest = crate::earlier(earliest, due);
+                    }
+                    at = tenant;
+                }
+                Ok(earliest)
+            })
+            .await
+    }
+
+    async fn active_provider(&self, tenant_id: TenantId) -> Result<Option<ProviderConfig>> {
+        self.db
+            .read(
+                move |c| match load_tenant(c, tenant_id)?.notification_provider_id {
+                    Some(provider_id) => provider_config(c, tenant_id, provider_id).map(Some),
+                    None => Ok(None),
+                },
+            )
+            .await
+    }
+
+    async fn provider_config(
+        &self,
+        tenant_id: TenantId,
+        provider_id: ProviderId,
+    ) -> Result<ProviderConfig> {
+        self.db
+            .read(move |c| provider_config(c, tenant_id, provider_id))
+            .await
+    }
+}
 
 #[async_trait]
 impl Queue for SqliteStore {
@@ -277,139 +500,6 @@ impl Queue for SqliteStore {
             .await
     }
 
-    async fn message_contents(&self, ids: &[MessageId]) -> Result<Vec<MessageContent>> {
-        let ids = ids.to_vec();
-        self.db
-            .read(move |c| {
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT tenant_id, created_at, subject, text_body, html_body, reply_to, headers, header_to, header_cc, \
-                         on_behalf_name, on_behalf_email, test_provider_id, raw, attachments, send_at FROM messages WHERE id = ?1",
-                    )
-                    .map_err(sql)?;
-                let mut out = Vec::with_capacity(ids.len());
-                for message_id in ids {
-                    let row = stmt
-                        .query_row([message_id.to_string()], |r| {
-                            Ok((
-                                r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?,
-                                r.get::<_, Option<String>>(3)?, r.get::<_, Option<String>>(4)?,
-                                r.get::<_, Option<String>>(5)?, r.get::<_, String>(6)?,
-                                r.get::<_, String>(7)?, r.get::<_, String>(8)?,
-                                (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?),
-                                r.get::<_, Option<String>>(11)?,
-                                (r.get::<_, Option<Vec<u8>>>(12)?, r.get::<_, Option<String>>(13)?, r.get::<_, Option<i64>>(14)?),
-                            ))
-                        })
-                        .optional()
-                        .map_err(sql)?;
-                    let Some((tid, created_at, subject, text, html, reply_to, headers, to, cc, on_behalf, test_provider, (raw, attachments, send_at))) = row else {
-                        continue;
-                    };
-                    out.push(MessageContent {
-                        id: message_id,
-                        tenant_id: id(tid)?,
-                        created_at,
-                        subject: stored("subject", Subject::from_stored(&subject))?,
-                        text,
-                        html,
-                        reply_to: reply_to.map(reply_to_mailbox).transpose()?,
-                        headers: rows::headers(stored("headers", serde_json::from_str(&headers))?)?,
-                        to: mailboxes(&to)?,
-                        cc: mailboxes(&cc)?,
-                        on_behalf_of: on_behalf_of(on_behalf)?,
-                        test_provider: opt_id(test_provider)?,
-                        raw,
-                        attachments: rows::attachments(attachments)?,
-                        send_at,
-                    });
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        let lease_until = req.now + req.lease_ms;
-        let cursor = self.claim_cursor.clone();
-        self.db
-            .write(move |c| {
-                let tenants = {
-                    let mut cursor = cursor.lock().expect("claim cursor lock");
-                    tenants_due(c, &req, &mut cursor)?
-                };
-                let share = crate::claim_share(req.limit, tenants.len());
-                // One statement per tenant: its test messages, then the rest
-                // by due time, each a range of `recipients_tenant_due`. A
-                // bare `LIMIT ?n` would make SQLite prepare the statement
-                // again whenever the limit changes (its planner weighs the
-                // value); the cast hides the value from the planner.
-                let mut take = c
-                    .prepare_cached(&format!(
-                        "UPDATE recipients SET status = 'sending', due_at = ?1, lease_owner = ?2, \
-                         lease_incarnation = ?3, lease_token = lease_token + 1, attempts = attempts + 1 \
-                         WHERE id IN ( \
-                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
-                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority > 0 AND due_at <= ?5 \
-                                 ORDER BY priority DESC, due_at LIMIT CAST(?6 AS INTEGER)) \
-                             UNION ALL \
-                             SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_tenant_due \
-                                 WHERE tenant_id = ?4 AND {UNFINISHED} AND priority = 0 AND due_at <= ?5 \
-                                 ORDER BY due_at LIMIT CAST(?6 AS INTEGER)) \
-                             LIMIT CAST(?6 AS INTEGER)) \
-                         RETURNING id, message_id, address, lease_token, attempts"
-                    ))
-                    .map_err(sql)?;
-                let mut claimed = Vec::new();
-                for (tenant, room) in tenants {
-                    let left = req.limit.saturating_sub(claimed.len() as u32);
-                    if left == 0 {
-                        break;
-                    }
-                    let tenant_id: TenantId = id(tenant.clone())?;
-                    let k = share.min(room).min(left);
-                    claimed.extend(leased(
-                        &mut take,
-                        params![lease_until, req.node, req.incarnation, tenant, req.now, k],
-                        tenant_id,
-                        lease_until,
-                    )?);
-                }
-                Ok(claimed)
-            })
-            .await
-    }
-
-    async fn complete(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-    ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, None).await
-    }
-
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, Some(lease)).await
-    }
-
-    async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
-        self.db
-            .write(move |c| {
-                let now = now_ms();
-                for (rid, token) in leases {
-                    c.execute(sql::RELEASE_RECIPIENT, params![now, rid.to_string(), token])
-                        .map_err(sql)?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
     async fn claim_for_gateway(&self, claim: GatewayClaim) -> Result<Vec<Claimed>> {
         let lease_until = claim.now + claim.lease_ms;
         self.db
@@ -438,29 +528,6 @@ impl Queue for SqliteStore {
                     claim.tenant,
                     lease_until,
                 )
-            })
-            .await
-    }
-
-    async fn repin(
-        &self,
-        leases: Vec<(RecipientId, i64)>,
-        gateway: Option<GatewayId>,
-        now: i64,
-    ) -> Result<u64> {
-        self.db
-            .write(move |c| {
-                let gateway = gateway.map(|g| g.to_string());
-                let mut moved = 0;
-                for (rid, token) in leases {
-                    moved += c
-                        .execute(
-                            sql::REPIN_RECIPIENT,
-                            params![now, gateway, rid.to_string(), token],
-                        )
-                        .map_err(sql)? as u64;
-                }
-                Ok(moved)
             })
             .await
     }
@@ -514,48 +581,6 @@ impl Queue for SqliteStore {
                     released.push((name, n as u64));
                 }
                 Ok(released)
-            })
-            .await
-    }
-
-    async fn next_due(&self, exclude_tenants: &[TenantId]) -> Result<Option<i64>> {
-        let excluded: HashSet<String> = exclude_tenants.iter().map(ToString::to_string).collect();
-        self.db
-            .read(move |c| {
-                if excluded.is_empty() {
-                    return c
-                        .query_row(
-                            &format!(
-                                "SELECT due_at FROM recipients INDEXED BY recipients_next_due \
-                                 WHERE {UNFINISHED} ORDER BY due_at LIMIT 1"
-                            ),
-                            [],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(sql);
-                }
-                // Tenant by tenant, so that an excluded tenant's backlog is not walked.
-                let mut next = c
-                    .prepare_cached(&format!(
-                        "SELECT tenant_id FROM recipients INDEXED BY recipients_tenant_due \
-                         WHERE {UNFINISHED} AND tenant_id > ?1 ORDER BY tenant_id LIMIT 1"
-                    ))
-                    .map_err(sql)?;
-                let (mut at, mut earliest) = (String::new(), None::<i64>);
-                for _ in 0..crate::CLAIM_WALK + excluded.len() {
-                    let found: Option<String> = next
-                        .query_row([&at], |r| r.get(0))
-                        .optional()
-                        .map_err(sql)?;
-                    let Some(tenant) = found else { break };
-                    if !excluded.contains(&tenant) {
-                        let due = earliest_of(c, &tenant)?;
-                        earliest = crate::earlier(earliest, due);
-                    }
-                    at = tenant;
-                }
-                Ok(earliest)
             })
             .await
     }
@@ -630,7 +655,7 @@ fn leased(
 }
 
 impl SqliteStore {
-    /// [`Queue::complete`], the events leased to `lease`'s dispatcher where one is given.
+    /// [`DeliveryStore::complete`], the events leased to `lease`'s dispatcher where one is given.
     async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,

@@ -38,17 +38,10 @@ impl Webhooks for SqliteStore {
     async fn create_webhook(&self, w: NewWebhook) -> Result<Webhook> {
         self.db
             .write(move |c| {
+                let values = sql::new_webhook_values(&w);
                 c.query_row(
                     sql::INSERT_WEBHOOK,
-                    params![
-                        w.id.to_string(),
-                        w.tenant_id.to_string(),
-                        w.url,
-                        w.events.bits(),
-                        w.enabled,
-                        w.sealed_secret,
-                        w.created_at
-                    ],
+                    rusqlite::params_from_iter(&values),
                     webhook_row,
                 )
                 .map_err(sql)?
@@ -75,17 +68,11 @@ impl Webhooks for SqliteStore {
     ) -> Result<Webhook> {
         self.db
             .write(move |c| {
+                let values = sql::webhook_update_values(tenant_id, id, &change, now);
                 let updated = one(
                     c,
                     sql::UPDATE_WEBHOOK,
-                    params![
-                        change.url,
-                        change.events.map(|e| e.bits()),
-                        change.enabled,
-                        now,
-                        id.to_string(),
-                        tenant_id.to_string()
-                    ],
+                    rusqlite::params_from_iter(&values),
                     webhook_row,
                 )?;
                 if change.enabled == Some(false) {
@@ -110,16 +97,12 @@ impl Webhooks for SqliteStore {
     ) -> Result<Webhook> {
         self.db
             .write(move |c| {
+                let values =
+                    sql::webhook_rotation_values(tenant_id, id, sealed_secret, previous_until, now);
                 one(
                     c,
                     sql::ROTATE_WEBHOOK_SECRET,
-                    params![
-                        sealed_secret,
-                        previous_until,
-                        now,
-                        id.to_string(),
-                        tenant_id.to_string()
-                    ],
+                    rusqlite::params_from_iter(&values),
                     webhook_row,
                 )
             })
@@ -183,12 +166,7 @@ impl Webhooks for SqliteStore {
         self.db
             .write(move |c| {
                 let r = &t.result;
-                let status = match r.next {
-                    WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
-                    WebhookNext::Retry { .. } | WebhookNext::GiveUp => {
-                        WebhookDeliveryStatus::Failed
-                    }
-                };
+                let status = rules::webhook_test_status(r);
                 let inserted = c
                     .execute(
                         sql::INSERT_WEBHOOK_TEST,
@@ -326,11 +304,7 @@ impl Webhooks for SqliteStore {
                         }
                         WebhookOutcome::Attempted(r) => r,
                     };
-                    let (status, due_at) = match r.next {
-                        WebhookNext::Delivered => (WebhookDeliveryStatus::Delivered, r.at),
-                        WebhookNext::Retry { at } => (WebhookDeliveryStatus::Pending, at),
-                        WebhookNext::GiveUp => (WebhookDeliveryStatus::Failed, r.at),
-                    };
+                    let (status, due_at) = rules::after_webhook_attempt(r);
                     let current = finish
                         .execute(params![
                             status.as_str(),
