@@ -6,7 +6,7 @@
 //! one SQLite read transaction, so the copy is one consistent snapshot.
 //!
 //! The columns are listed here explicitly, each with how its value is carried
-//! across ([`Kind`]). Before anything is copied, both databases' schemas are
+//! across (`Kind`). Before anything is copied, both databases' schemas are
 //! compared with these lists, so a column added by a later migration and
 //! forgotten here stops the copy instead of being silently dropped.
 //!

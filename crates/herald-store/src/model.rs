@@ -99,7 +99,7 @@ pub struct TokenRecord {
     pub bootstrap: bool,
 }
 
-/// What [`Store::set_bootstrap_token`](crate::Store::set_bootstrap_token) did.
+/// What [`Tenants::set_bootstrap_token`](crate::Tenants::set_bootstrap_token) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootstrapOutcome {
     /// The token is the bootstrap token now (`created` when it was not stored
@@ -405,7 +405,7 @@ pub struct NewMessage {
     pub template: Option<TemplateUse>,
     /// The gateway its route is pinned to when it is submitted: only that
     /// gateway's instances claim it. A lease holder that finds the route
-    /// changed hands it over ([`Queue::repin`](crate::Queue::repin)).
+    /// changed hands it over ([`DeliveryStore::repin`](crate::DeliveryStore::repin)).
     pub gateway_id: Option<GatewayId>,
     /// A lease this node's worker granted for the message (see
     /// [`crate::handoff`]): its recipients are stored `sending` under it,
@@ -464,7 +464,7 @@ impl NewMessage {
     }
 
     /// What a worker needs to render the message: what
-    /// [`Queue::message_contents`](crate::Queue::message_contents) reads back
+    /// [`DeliveryStore::message_contents`](crate::DeliveryStore::message_contents) reads back
     /// once it is stored.
     pub fn content(&self) -> MessageContent {
         MessageContent {
@@ -922,7 +922,7 @@ pub enum NextState {
     Failed,
 }
 
-/// What [`Queue::complete`](crate::Queue::complete) did with the outcomes it was offered.
+/// What [`DeliveryStore::complete`](crate::DeliveryStore::complete) did with the outcomes it was offered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Completed {
     /// One per outcome, in order: true when it was recorded (its lease was
@@ -940,7 +940,7 @@ pub struct Completed {
 /// A node's webhook dispatcher, offered the events that outcomes write: the
 /// store leases them to it in the outcomes' own commit, so the dispatcher
 /// posts them without a claim of its own (see
-/// [`Queue::complete_and_lease_events`](crate::Queue::complete_and_lease_events)).
+/// [`DeliveryStore::complete_and_lease_events`](crate::DeliveryStore::complete_and_lease_events)).
 #[derive(Clone, Debug)]
 pub struct EventLease {
     pub node: String,

@@ -1,7 +1,7 @@
 //! The webhook events an outcome causes, decided once for both backends:
 //! which events, for which webhooks, and each event's body.
 //!
-//! [`Queue::complete`](crate::Queue::complete) asks for them in the outcome's
+//! [`DeliveryStore::complete`](crate::DeliveryStore::complete) asks for them in the outcome's
 //! own transaction, so an event exists exactly when its outcome was recorded.
 
 use std::collections::HashMap;
@@ -272,7 +272,7 @@ pub(crate) fn message_event(
     });
 }
 
-/// An outcome [`Queue::complete`](crate::Queue::complete) recorded, with
+/// An outcome [`DeliveryStore::complete`](crate::DeliveryStore::complete) recorded, with
 /// what the update of its recipient returned.
 pub(crate) struct RecordedOutcome<'a> {
     pub outcome: &'a Outcome,
