@@ -642,6 +642,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_limited_pool_gives_each_slot_its_own_turn() {
+        let pools = pools_keeping_nothing();
+        let pool = pools.get(
+            "route",
+            PoolLimits {
+                max_connections: 3,
+                rate_per_minute: Some(6_000),
+                ..NO_IDLE
+            },
+            TenantId::new(),
+        );
+        let interval = Duration::from_millis(10);
+        let mut turns = Vec::new();
+        for _ in 0..3 {
+            turns.push(pool.slot_within(Duration::from_secs(1)).await.unwrap());
+        }
+        // However late each waiting task was woken, its turn is an interval
+        // after the one before.
+        for pair in turns.windows(2) {
+            assert!(pair[1].since >= pair[0].since + interval);
+        }
+        assert!(turns[2].since <= Instant::now());
+    }
+
+    #[tokio::test]
     async fn a_pool_is_kept_while_its_rate_limit_holds_the_next_message_back() {
         let pools = pools_keeping_nothing();
         let tenant = TenantId::new();
