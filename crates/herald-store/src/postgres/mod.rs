@@ -570,9 +570,9 @@ async fn statuses_of(
 
 /// The statement that gives back the leases of a process that is gone
 /// (`$1` is now, `$2` the node, `$3` the incarnation `which` compares with):
-/// unlike [`Store::release`], the attempt the process had begun keeps
-/// counting, since it may have reached the server; the recipient is due at
-/// once. Rows are locked in id order, like `complete` and `release` lock
+/// unlike [`DeliveryStore::release`](crate::DeliveryStore::release), the
+/// attempt the process had begun keeps counting, since it may have reached
+/// the server; the recipient is due at once. Rows are locked in id order, like `complete` and `release` lock
 /// them, so that none of them can deadlock with another.
 fn release_crashed(which: &str) -> String {
     format!(

@@ -509,8 +509,9 @@ fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
 }
 
 /// Gives back a lease whose process is gone (`?1` is now): unlike
-/// [`Store::release`], the attempt the process had begun keeps counting, since
-/// it may have reached the server; the recipient is due at once.
+/// [`DeliveryStore::release`](crate::DeliveryStore::release), the attempt
+/// the process had begun keeps counting, since it may have reached the
+/// server; the recipient is due at once.
 const RELEASE_CRASHED: &str = "UPDATE recipients SET \
      status = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END, \
      due_at = ?1, lease_owner = NULL, lease_incarnation = NULL";
