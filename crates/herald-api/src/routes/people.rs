@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use herald_core::{PersonId, TokenId};
 use herald_store::{Person, TokenRecord};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Id, shown_once};
 use crate::body::Body;
@@ -80,21 +80,11 @@ handlers! {
     #[utoipa::path(get, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
         responses((status = 200, description = "The person", body = answers::Person)))]
     async fn show_person(Authorised<TenantAdmin>, Id<PersonId>) -> Person = store.person;
-}
 
-/// Deletes a person; their personal tokens go with them.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove_person(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<PersonId>,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_person(tenant.id, id).await?;
-    caller
-        .audit_tenant(&state, tenant.id, "person.delete", id, json!({}))
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    /// Deletes a person; their personal tokens go with them.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove_person(Authorised<TenantAdmin>, Id<PersonId>) -> Deleted = service::delete_person;
 }
 
 /// A person's console password.

@@ -34,7 +34,7 @@ pub use messages::{
     search_messages,
 };
 pub use nodes::worker_alive;
-pub use people::{create_person, set_person_password};
+pub use people::{create_person, delete_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
 pub use schedules::{create_schedule, delete_schedule, fire, run_schedule, update_schedule};
 pub use servers::{
