@@ -4,7 +4,7 @@
 //! A handler that acts on a tenant takes [`Authorised<R>`], where `R` names
 //! who may pass ([`Sender`], [`TenantAdmin`], [`Operator`]); it receives the
 //! tenant already loaded and the caller to audit through. The web console
-//! passes its sessions through the same rule with [`authorise`].
+//! passes its sessions through the same rule with [`path_tenant`].
 
 use std::marker::PhantomData;
 
@@ -77,6 +77,20 @@ pub async fn tenant_slug<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result
         .ok_or_else(|| ApiError::NotFound("tenant").into_response())
 }
 
+/// The tenant of the path, loaded for `caller` if gate `R` lets it pass; a
+/// refusal is answered as `E` (the API's problem, the console's page). The
+/// API's [`Authorised`] and the console's pages take it once they know the caller.
+pub async fn path_tenant<R: Gate, E: From<ApiError> + IntoResponse>(
+    parts: &mut Parts,
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Tenant, Response> {
+    let slug = tenant_slug(parts, state).await?;
+    authorise::<R>(state, caller, &slug)
+        .await
+        .map_err(|e| E::from(e).into_response())
+}
+
 /// An authorised request: the caller, and the tenant of the path it may act on
 /// with the roles of `R`. Extracting it answers 401 without a valid token,
 /// 403 for a role `R` does not admit, and 404 for another or a missing tenant.
@@ -94,10 +108,7 @@ impl<R: Gate> FromRequestParts<AppState> for Authorised<R> {
         let caller = Caller::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let slug = tenant_slug(parts, state).await?;
-        let tenant = authorise::<R>(state, &caller, &slug)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let tenant = path_tenant::<R, ApiError>(parts, state, &caller).await?;
         Ok(Authorised {
             caller,
             tenant,

@@ -1,14 +1,14 @@
 //! The console's side of the one tenant gate: an extractor that loads the
 //! `{tenant}` of the path for the signed-in session before a page runs, by the
-//! API's rule ([`herald_api::gate::authorise`]), so no page can skip it.
+//! API's rule ([`herald_api::gate::path_tenant`]), so no page can skip it.
 
 use std::marker::PhantomData;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use herald_api::AppState;
-use herald_api::gate::{Gate, authorise, tenant_slug};
+use herald_api::gate::{Gate, path_tenant};
 use herald_store::Tenant;
 
 use crate::render::PageError;
@@ -28,10 +28,7 @@ impl<R: Gate> FromRequestParts<AppState> for TenantPage<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let me = Signed::from_request_parts(parts, state).await?;
-        let slug = tenant_slug(parts, state).await?;
-        let tenant = authorise::<R>(state, &me.caller, &slug)
-            .await
-            .map_err(|e| PageError(e).into_response())?;
+        let tenant = path_tenant::<R, PageError>(parts, state, &me.caller).await?;
         Ok(TenantPage {
             me,
             tenant,

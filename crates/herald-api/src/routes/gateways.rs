@@ -89,16 +89,11 @@ async fn show(
     Ok(Json(service::gateway_view(&state, gateway, now_ms())))
 }
 
-/// Deletes a gateway and forgets its instances; refused while an SMTP server names it.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/gateways/{id}", tag = "gateways", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<GatewayId>,
-) -> Result<StatusCode, ApiError> {
-    service::delete_gateway(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+handlers! {
+    /// Deletes a gateway and forgets its instances; refused while an SMTP server names it.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/gateways/{id}", tag = "gateways", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove(Authorised<TenantAdmin>, Id<GatewayId>) -> Deleted = service::delete_gateway;
 }
 
 /// Gives the gateway a new token, shown only in this answer; the old one

@@ -15,7 +15,7 @@ use herald_store::{MessageQuery, MessageView, NewMessage, OnBehalf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Check, Id};
+use super::Check;
 use crate::body::Body;
 use crate::gate::{Authorised, Sender};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -673,34 +673,20 @@ async fn list(
     ))
 }
 
-/// Cancels a message that is not being sent yet (a scheduled one, typically).
-///
-/// Every recipient must still be waiting (scheduled, queued or deferred):
-/// a message with a recipient being sent or already final is a 409.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
-    responses(
-        (status = 200, description = "The message, now cancelled", body = answers::Message),
-        (status = 409, description = "A recipient is being sent or already final", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn cancel(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<Sender>,
-    Id(id): Id<MessageId>,
-) -> Result<Json<MessageView>, ApiError> {
-    Ok(Json(
-        crate::service::cancel_message(&state, &caller, &tenant, id).await?,
-    ))
-}
+handlers! {
+    /// Cancels a message that is not being sent yet (a scheduled one, typically).
+    ///
+    /// Every recipient must still be waiting (scheduled, queued or deferred):
+    /// a message with a recipient being sent or already final is a 409.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
+        responses(
+            (status = 200, description = "The message, now cancelled", body = answers::Message),
+            (status = 409, description = "A recipient is being sent or already final", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn cancel(Authorised<Sender>, Id<MessageId>) -> MessageView = crate::service::cancel_message;
 
-/// One message, its recipients and their attempts.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
-    responses((status = 200, description = "The message", body = answers::Message)))]
-async fn show(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<Sender>,
-    Id(id): Id<MessageId>,
-) -> Result<Json<MessageView>, ApiError> {
-    Ok(Json(
-        crate::service::message(&state, &caller, &tenant, id).await?,
-    ))
+    /// One message, its recipients and their attempts.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/messages/{id}", tag = "messages", params(ObjectPath),
+        responses((status = 200, description = "The message", body = answers::Message)))]
+    async fn show(Authorised<Sender>, Id<MessageId>) -> MessageView = crate::service::message;
 }

@@ -1,5 +1,109 @@
 //! Route table and the helpers every handler shares.
 
+/// Writes the handlers that do nothing but pass the gate and hand over to one
+/// store read or one service call, so each such route states only its OpenAPI
+/// description, its gate, what it takes and what it calls.
+///
+/// Each entry reads like the handler's signature, followed by what it calls:
+///
+/// - `async fn list(Authorised<G>) -> Vec<T> = store.list_things;` answers
+///   `state.store.list_things(tenant.id)`.
+/// - `async fn show(Authorised<G>, Id<I>) -> T = store.thing;` answers
+///   `state.store.thing(tenant.id, id)`.
+/// - `async fn show(Authorised<G>, Id<I>) -> T = service::thing;` answers
+///   `service::thing(&state, &caller, &tenant, id)`.
+/// - `async fn remove(Authorised<G>, Id<I>) -> Deleted = service::delete_thing;`
+///   calls `service::delete_thing(&state, &caller, &tenant, id)` and answers 204.
+/// - `async fn create(Authorised<G>, Body<B>) -> Created<T> = service::create_thing;`
+///   answers 201 with `service::create_thing(&state, &caller, &tenant, body)`.
+/// - `async fn update(Authorised<G>, Id<I>, Body<B>) -> T = service::update_thing;`
+///   answers `service::update_thing(&state, &caller, &tenant, id, body)`.
+///
+/// The body is parsed (and refused) after the gate and the id, as in every
+/// other handler. Attributes and doc comments above an entry go to its function.
+macro_rules! handlers {
+    () => {};
+    // What every entry becomes: the function, its state, gate and answer
+    // written once; the entry gives the rest of its parameters and its body.
+    (@fn [$(#[$attr:meta])*] $name:ident($state:ident, $($param:tt)*) -> $answer:ty $body:block
+     $($rest:tt)*) => {
+        $(#[$attr])*
+        async fn $name(
+            ::axum::extract::State($state): ::axum::extract::State<$crate::AppState>,
+            $($param)*
+        ) -> Result<$answer, $crate::ApiError> $body
+        handlers!($($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>) -> Vec<$item:ty> = store.$read:ident;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { tenant, .. }: $crate::gate::Authorised<$gate>,
+        ) -> ::axum::Json<Vec<$item>> {
+            Ok(::axum::Json(state.store.$read(tenant.id).await?))
+        } $($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>, Id<$id:ty>) -> Deleted = $call:path;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { caller, tenant, .. }: $crate::gate::Authorised<$gate>,
+            $crate::routes::Id(id): $crate::routes::Id<$id>,
+        ) -> ::axum::http::StatusCode {
+            $call(&state, &caller, &tenant, id).await?;
+            Ok(::axum::http::StatusCode::NO_CONTENT)
+        } $($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>, Id<$id:ty>) -> $answer:ty = store.$read:ident;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { tenant, .. }: $crate::gate::Authorised<$gate>,
+            $crate::routes::Id(id): $crate::routes::Id<$id>,
+        ) -> ::axum::Json<$answer> {
+            Ok(::axum::Json(state.store.$read(tenant.id, id).await?))
+        } $($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>, Id<$id:ty>) -> $answer:ty = $call:path;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { caller, tenant, .. }: $crate::gate::Authorised<$gate>,
+            $crate::routes::Id(id): $crate::routes::Id<$id>,
+        ) -> ::axum::Json<$answer> {
+            Ok(::axum::Json($call(&state, &caller, &tenant, id).await?))
+        } $($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>, Body<$body:ty>) -> Created<$answer:ty> = $call:path;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { caller, tenant, .. }: $crate::gate::Authorised<$gate>,
+            body: $crate::body::Body<$body>,
+        ) -> (::axum::http::StatusCode, ::axum::Json<$answer>) {
+            let created = $call(&state, &caller, &tenant, body.parse()?).await?;
+            Ok((::axum::http::StatusCode::CREATED, ::axum::Json(created)))
+        } $($rest)*);
+    };
+    ($(#[$attr:meta])*
+     async fn $name:ident(Authorised<$gate:ty>, Id<$id:ty>, Body<$body:ty>) -> $answer:ty = $call:path;
+     $($rest:tt)*) => {
+        handlers!(@fn [$(#[$attr])*] $name(
+            state,
+            $crate::gate::Authorised { caller, tenant, .. }: $crate::gate::Authorised<$gate>,
+            $crate::routes::Id(id): $crate::routes::Id<$id>,
+            body: $crate::body::Body<$body>,
+        ) -> ::axum::Json<$answer> {
+            Ok(::axum::Json($call(&state, &caller, &tenant, id, body.parse()?).await?))
+        } $($rest)*);
+    };
+}
+
 pub(crate) mod gateway_protocol;
 pub(crate) mod gateways;
 pub(crate) mod messages;

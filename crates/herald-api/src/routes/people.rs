@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use herald_core::{PersonId, TokenId};
 use herald_store::{Person, TokenRecord};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Id, shown_once};
 use crate::body::Body;
@@ -61,57 +61,30 @@ pub struct PersonBody {
     pub role: Option<String>,
 }
 
-/// Creates a person of the tenant.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
-    request_body = PersonBody,
-    responses(
-        (status = 201, description = "The person", body = answers::Person),
-        (status = 409, description = "The e-mail address is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn post_person(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    body: Body<PersonBody>,
-) -> Result<(StatusCode, Json<Person>), ApiError> {
-    let body = body.parse()?;
-    let person = create_person(&state, &caller, &tenant, body).await?;
-    Ok((StatusCode::CREATED, Json(person)))
-}
+handlers! {
+    /// Creates a person of the tenant.
+    #[utoipa::path(post, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
+        request_body = PersonBody,
+        responses(
+            (status = 201, description = "The person", body = answers::Person),
+            (status = 409, description = "The e-mail address is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn post_person(Authorised<TenantAdmin>, Body<PersonBody>) -> Created<Person> = create_person;
 
-/// Lists the tenant's persons.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
-    responses((status = 200, description = "The persons", body = Vec<answers::Person>)))]
-async fn list_persons(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<Person>>, ApiError> {
-    Ok(Json(state.store.list_persons(tenant.id).await?))
-}
+    /// Lists the tenant's persons.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/persons", tag = "people", params(TenantPath),
+        responses((status = 200, description = "The persons", body = Vec<answers::Person>)))]
+    async fn list_persons(Authorised<TenantAdmin>) -> Vec<Person> = store.list_persons;
 
-/// One person.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
-    responses((status = 200, description = "The person", body = answers::Person)))]
-async fn show_person(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<PersonId>,
-) -> Result<Json<Person>, ApiError> {
-    Ok(Json(state.store.person(tenant.id, id).await?))
-}
+    /// One person.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
+        responses((status = 200, description = "The person", body = answers::Person)))]
+    async fn show_person(Authorised<TenantAdmin>, Id<PersonId>) -> Person = store.person;
 
-/// Deletes a person; their personal tokens go with them.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove_person(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<PersonId>,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_person(tenant.id, id).await?;
-    caller
-        .audit_tenant(&state, tenant.id, "person.delete", id, json!({}))
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    /// Deletes a person; their personal tokens go with them.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/persons/{id}", tag = "people", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove_person(Authorised<TenantAdmin>, Id<PersonId>) -> Deleted = service::delete_person;
 }
 
 /// A person's console password.
@@ -160,24 +133,14 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// Lists the tenant's API tokens (never the tokens themselves).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "people", params(TenantPath),
-    responses((status = 200, description = "The tokens", body = Vec<answers::Token>)))]
-async fn list_tokens(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<TokenRecord>>, ApiError> {
-    Ok(Json(state.store.list_tokens(tenant.id).await?))
-}
+handlers! {
+    /// Lists the tenant's API tokens (never the tokens themselves).
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "people", params(TenantPath),
+        responses((status = 200, description = "The tokens", body = Vec<answers::Token>)))]
+    async fn list_tokens(Authorised<TenantAdmin>) -> Vec<TokenRecord> = store.list_tokens;
 
-/// Revokes an API token of the tenant.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{id}", tag = "people", params(ObjectPath),
-    responses((status = 204, description = "Revoked")))]
-async fn revoke_token(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<TokenId>,
-) -> Result<StatusCode, ApiError> {
-    service::revoke_token(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    /// Revokes an API token of the tenant.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{id}", tag = "people", params(ObjectPath),
+        responses((status = 204, description = "Revoked")))]
+    async fn revoke_token(Authorised<TenantAdmin>, Id<TokenId>) -> Deleted = service::revoke_token;
 }

@@ -125,75 +125,42 @@ impl ProviderBody {
     }
 }
 
-/// Creates a notification provider.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
-    request_body = ProviderBody,
-    responses(
-        (status = 201, description = "The provider", body = answers::Provider),
-        (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn create(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    body: Body<ProviderBody>,
-) -> Result<(StatusCode, Json<Provider>), ApiError> {
-    let provider = create_provider(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(provider)))
-}
+handlers! {
+    /// Creates a notification provider.
+    #[utoipa::path(post, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
+        request_body = ProviderBody,
+        responses(
+            (status = 201, description = "The provider", body = answers::Provider),
+            (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn create(Authorised<TenantAdmin>, Body<ProviderBody>) -> Created<Provider> = create_provider;
 
-/// Lists the tenant's providers.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
-    responses((status = 200, description = "The providers", body = Vec<answers::Provider>)))]
-async fn list(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<Provider>>, ApiError> {
-    Ok(Json(state.store.list_providers(tenant.id).await?))
-}
+    /// Lists the tenant's providers.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/providers", tag = "providers", params(TenantPath),
+        responses((status = 200, description = "The providers", body = Vec<answers::Provider>)))]
+    async fn list(Authorised<TenantAdmin>) -> Vec<Provider> = store.list_providers;
 
-/// One provider.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
-    responses((status = 200, description = "The provider", body = answers::Provider)))]
-async fn show(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ProviderId>,
-) -> Result<Json<Provider>, ApiError> {
-    Ok(Json(state.store.provider(tenant.id, id).await?))
-}
+    /// One provider.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+        responses((status = 200, description = "The provider", body = answers::Provider)))]
+    async fn show(Authorised<TenantAdmin>, Id<ProviderId>) -> Provider = store.provider;
 
-/// Changes a provider: absent fields keep their value, an empty string clears an optional one.
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
-    request_body = ProviderBody,
-    responses(
-        (status = 200, description = "The provider", body = answers::Provider),
-        (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn update(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ProviderId>,
-    body: Body<ProviderBody>,
-) -> Result<Json<Provider>, ApiError> {
-    let body = body.parse()?;
-    Ok(Json(
-        update_provider(&state, &caller, &tenant, id, body).await?,
-    ))
-}
+    /// Changes a provider: absent fields keep their value, an empty string clears an optional one.
+    #[utoipa::path(patch, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+        request_body = ProviderBody,
+        responses(
+            (status = 200, description = "The provider", body = answers::Provider),
+            (status = 409, description = "The name is taken", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn update(Authorised<TenantAdmin>, Id<ProviderId>, Body<ProviderBody>) -> Provider = update_provider;
 
-/// Deletes a provider that is not the tenant's active one.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 409, description = "The provider is in use", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ProviderId>,
-) -> Result<StatusCode, ApiError> {
-    delete_provider(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    /// Deletes a provider that is not the tenant's active one.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/providers/{id}", tag = "providers", params(ObjectPath),
+        responses(
+            (status = 204, description = "Deleted"),
+            (status = 409, description = "The provider is in use", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn remove(Authorised<TenantAdmin>, Id<ProviderId>) -> Deleted = delete_provider;
 }
 
 /// Where a test message goes; the provider's fallback recipient when absent.

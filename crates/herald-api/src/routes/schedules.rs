@@ -12,7 +12,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Id, newest_limit, query_params};
-use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
 use crate::service;
@@ -70,72 +69,40 @@ struct RunsQuery {
     limit: Option<String>,
 }
 
-/// Creates a schedule; `next_run_at` says when it fires first.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/schedules", tag = "schedules", params(TenantPath),
-    request_body = ScheduleBody,
-    responses(
-        (status = 201, description = "The schedule", body = answers::Schedule),
-        (status = 422, description = "A field broke its rule (the expression, the time zone, a variable the data lacks)", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn create(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    body: Body<ScheduleBody>,
-) -> Result<(StatusCode, Json<Schedule>), ApiError> {
-    let created = service::create_schedule(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(created)))
-}
+handlers! {
+    /// Creates a schedule; `next_run_at` says when it fires first.
+    #[utoipa::path(post, path = "/v1/tenants/{tenant}/schedules", tag = "schedules", params(TenantPath),
+        request_body = ScheduleBody,
+        responses(
+            (status = 201, description = "The schedule", body = answers::Schedule),
+            (status = 422, description = "A field broke its rule (the expression, the time zone, a variable the data lacks)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn create(Authorised<TenantAdmin>, Body<ScheduleBody>) -> Created<Schedule> = service::create_schedule;
 
-/// Lists the tenant's schedules by name.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/schedules", tag = "schedules", params(TenantPath),
-    responses((status = 200, description = "The schedules", body = Vec<answers::Schedule>)))]
-async fn list(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<Schedule>>, ApiError> {
-    Ok(Json(state.store.list_schedules(tenant.id).await?))
-}
+    /// Lists the tenant's schedules by name.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/schedules", tag = "schedules", params(TenantPath),
+        responses((status = 200, description = "The schedules", body = Vec<answers::Schedule>)))]
+    async fn list(Authorised<TenantAdmin>) -> Vec<Schedule> = store.list_schedules;
 
-/// One schedule.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
-    responses((status = 200, description = "The schedule", body = answers::Schedule)))]
-async fn show(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ScheduleId>,
-) -> Result<Json<Schedule>, ApiError> {
-    Ok(Json(state.store.schedule(tenant.id, id).await?))
-}
+    /// One schedule.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
+        responses((status = 200, description = "The schedule", body = answers::Schedule)))]
+    async fn show(Authorised<TenantAdmin>, Id<ScheduleId>) -> Schedule = store.schedule;
 
-/// Changes a schedule. A new expression, time zone or state computes
-/// `next_run_at` afresh from now.
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
-    request_body = ScheduleBody,
-    responses(
-        (status = 200, description = "The schedule", body = answers::Schedule),
-        (status = 422, description = "A field broke its rule", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn update(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ScheduleId>,
-    body: Body<ScheduleBody>,
-) -> Result<Json<Schedule>, ApiError> {
-    Ok(Json(
-        service::update_schedule(&state, &caller, &tenant, id, body.parse()?).await?,
-    ))
-}
+    /// Changes a schedule. A new expression, time zone or state computes
+    /// `next_run_at` afresh from now.
+    #[utoipa::path(patch, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
+        request_body = ScheduleBody,
+        responses(
+            (status = 200, description = "The schedule", body = answers::Schedule),
+            (status = 422, description = "A field broke its rule", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn update(Authorised<TenantAdmin>, Id<ScheduleId>, Body<ScheduleBody>) -> Schedule = service::update_schedule;
 
-/// Deletes a schedule and its firings; the messages it made stay.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ScheduleId>,
-) -> Result<StatusCode, ApiError> {
-    service::delete_schedule(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    /// Deletes a schedule and its firings; the messages it made stay.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/schedules/{id}", tag = "schedules", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove(Authorised<TenantAdmin>, Id<ScheduleId>) -> Deleted = service::delete_schedule;
 }
 
 /// Runs the schedule now (ad hoc), whatever its times and state: one

@@ -349,16 +349,11 @@ async fn update(
     Ok(Json(ServerAnswer::saved(&state, server).await))
 }
 
-/// Deletes an SMTP server no provider uses.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ServerId>,
-) -> Result<StatusCode, ApiError> {
-    delete_server(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+handlers! {
+    /// Deletes an SMTP server no provider uses.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-servers/{id}", tag = "servers", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove(Authorised<TenantAdmin>, Id<ServerId>) -> Deleted = delete_server;
 }
 
 /// An SMTP account to create; the secret is one of `password`, `access_token` or `oauth2.client_secret`.
@@ -446,15 +441,11 @@ async fn post_account(
     Ok((StatusCode::CREATED, Json(account)))
 }
 
-/// Lists a server's accounts.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts", tag = "servers", params(ObjectPath),
-    responses((status = 200, description = "The accounts", body = Vec<answers::SmtpAccount>)))]
-async fn list_accounts(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<ServerId>,
-) -> Result<Json<Vec<SmtpAccount>>, ApiError> {
-    Ok(Json(state.store.list_accounts(tenant.id, id).await?))
+handlers! {
+    /// Lists a server's accounts.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-servers/{id}/accounts", tag = "servers", params(ObjectPath),
+        responses((status = 200, description = "The accounts", body = Vec<answers::SmtpAccount>)))]
+    async fn list_accounts(Authorised<TenantAdmin>, Id<ServerId>) -> Vec<SmtpAccount> = store.list_accounts;
 }
 
 /// One account.

@@ -9,7 +9,7 @@ use herald_store::{SmtpConnector, SmtpCredential};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Id, shown_once};
+use super::shown_once;
 use crate::body::Body;
 use crate::gate::{Authorised, TenantAdmin};
 use crate::openapi::{ObjectPath, TenantPath, answers};
@@ -79,42 +79,27 @@ async fn create_credential(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// Lists the tenant's SMTP credentials (never their passwords).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-credentials", tag = "smtp", params(TenantPath),
-    responses((status = 200, description = "The credentials", body = Vec<answers::SmtpCredential>)))]
-async fn list_credentials(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<SmtpCredential>>, ApiError> {
-    Ok(Json(state.store.list_smtp_credentials(tenant.id).await?))
+handlers! {
+    /// Lists the tenant's SMTP credentials (never their passwords).
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-credentials", tag = "smtp", params(TenantPath),
+        responses((status = 200, description = "The credentials", body = Vec<answers::SmtpCredential>)))]
+    async fn list_credentials(Authorised<TenantAdmin>) -> Vec<SmtpCredential> = store.list_smtp_credentials;
+
+    /// Revokes an SMTP credential.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-credentials/{id}", tag = "smtp", params(ObjectPath),
+        responses((status = 204, description = "Revoked")))]
+    async fn revoke_credential(Authorised<TenantAdmin>, Id<SmtpCredentialId>) -> Deleted = service::revoke_smtp_credential;
 }
 
-/// Revokes an SMTP credential.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-credentials/{id}", tag = "smtp", params(ObjectPath),
-    responses((status = 204, description = "Revoked")))]
-async fn revoke_credential(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<SmtpCredentialId>,
-) -> Result<StatusCode, ApiError> {
-    service::revoke_smtp_credential(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Creates an IP connector.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
-    request_body = ConnectorBody,
-    responses(
-        (status = 201, description = "The connector", body = answers::SmtpConnector),
-        (status = 409, description = "A network is another connector's", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn create_connector(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    body: Body<ConnectorBody>,
-) -> Result<(StatusCode, Json<SmtpConnector>), ApiError> {
-    let connector = service::create_smtp_connector(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(connector)))
+handlers! {
+    /// Creates an IP connector.
+    #[utoipa::path(post, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
+        request_body = ConnectorBody,
+        responses(
+            (status = 201, description = "The connector", body = answers::SmtpConnector),
+            (status = 409, description = "A network is another connector's", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn create_connector(Authorised<TenantAdmin>, Body<ConnectorBody>) -> Created<SmtpConnector> = service::create_smtp_connector;
 }
 
 /// Lists the tenant's IP connectors.
@@ -128,14 +113,9 @@ async fn list_connectors(
     Ok(Json(json!(connectors)))
 }
 
-/// Deletes an IP connector.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-connectors/{id}", tag = "smtp", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn delete_connector(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<SmtpConnectorId>,
-) -> Result<StatusCode, ApiError> {
-    service::delete_smtp_connector(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+handlers! {
+    /// Deletes an IP connector.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-connectors/{id}", tag = "smtp", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn delete_connector(Authorised<TenantAdmin>, Id<SmtpConnectorId>) -> Deleted = service::delete_smtp_connector;
 }

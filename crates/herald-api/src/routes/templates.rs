@@ -1,7 +1,6 @@
 //! A tenant's message templates: saved, versioned, previewed with data.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::TemplateId;
@@ -57,75 +56,43 @@ pub struct PreviewBody {
     pub data: Option<Value>,
 }
 
-/// Creates a template (version 1); every part must compile.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/templates", tag = "templates", params(TenantPath),
-    request_body = TemplateBody,
-    responses(
-        (status = 201, description = "The template", body = answers::Template),
-        (status = 422, description = "A field broke its rule; a syntax error names the part, line and column", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn create(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    body: Body<TemplateBody>,
-) -> Result<(StatusCode, Json<Template>), ApiError> {
-    let created = service::create_template(&state, &caller, &tenant, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(created)))
-}
+handlers! {
+    /// Creates a template (version 1); every part must compile.
+    #[utoipa::path(post, path = "/v1/tenants/{tenant}/templates", tag = "templates", params(TenantPath),
+        request_body = TemplateBody,
+        responses(
+            (status = 201, description = "The template", body = answers::Template),
+            (status = 422, description = "A field broke its rule; a syntax error names the part, line and column", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn create(Authorised<TenantAdmin>, Body<TemplateBody>) -> Created<Template> = service::create_template;
 
-/// Lists the tenant's templates by name, each at its current version.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/templates", tag = "templates", params(TenantPath),
-    responses((status = 200, description = "The templates", body = Vec<answers::Template>)))]
-async fn list(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<Sender>,
-) -> Result<Json<Vec<Template>>, ApiError> {
-    Ok(Json(state.store.list_templates(tenant.id).await?))
-}
+    /// Lists the tenant's templates by name, each at its current version.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/templates", tag = "templates", params(TenantPath),
+        responses((status = 200, description = "The templates", body = Vec<answers::Template>)))]
+    async fn list(Authorised<Sender>) -> Vec<Template> = store.list_templates;
 
-/// One template at its current version.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
-    responses((status = 200, description = "The template", body = answers::Template)))]
-async fn show(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<Sender>,
-    Id(id): Id<TemplateId>,
-) -> Result<Json<Template>, ApiError> {
-    Ok(Json(state.store.template(tenant.id, id).await?))
-}
+    /// One template at its current version.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
+        responses((status = 200, description = "The template", body = answers::Template)))]
+    async fn show(Authorised<Sender>, Id<TemplateId>) -> Template = store.template;
 
-/// Changes a template; the result is its next version. Mail already queued
-/// keeps what it was rendered to.
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
-    request_body = TemplateBody,
-    responses(
-        (status = 200, description = "The template at its new version", body = answers::Template),
-        (status = 422, description = "A field broke its rule; a syntax error names the part, line and column", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn update(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<TemplateId>,
-    body: Body<TemplateBody>,
-) -> Result<Json<Template>, ApiError> {
-    Ok(Json(
-        service::update_template(&state, &caller, &tenant, id, body.parse()?).await?,
-    ))
-}
+    /// Changes a template; the result is its next version. Mail already queued
+    /// keeps what it was rendered to.
+    #[utoipa::path(patch, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
+        request_body = TemplateBody,
+        responses(
+            (status = 200, description = "The template at its new version", body = answers::Template),
+            (status = 422, description = "A field broke its rule; a syntax error names the part, line and column", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn update(Authorised<TenantAdmin>, Id<TemplateId>, Body<TemplateBody>) -> Template = service::update_template;
 
-/// Deletes a template; refused (409) while a schedule uses it.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 409, description = "A schedule uses it", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<TemplateId>,
-) -> Result<StatusCode, ApiError> {
-    service::delete_template(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    /// Deletes a template; refused (409) while a schedule uses it.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/templates/{id}", tag = "templates", params(ObjectPath),
+        responses(
+            (status = 204, description = "Deleted"),
+            (status = 409, description = "A schedule uses it", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        ))]
+    async fn remove(Authorised<TenantAdmin>, Id<TemplateId>) -> Deleted = service::delete_template;
 }
 
 /// Renders the template with `data` as a message would be, without sending anything.

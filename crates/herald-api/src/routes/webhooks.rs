@@ -107,25 +107,21 @@ async fn create(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-/// Lists the tenant's webhooks, oldest first (never their secrets).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks", tag = "webhooks", params(TenantPath),
-    responses((status = 200, description = "The webhooks", body = Vec<answers::Webhook>)))]
-async fn list(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Vec<Webhook>>, ApiError> {
-    Ok(Json(state.store.list_webhooks(tenant.id).await?))
-}
+handlers! {
+    /// Lists the tenant's webhooks, oldest first (never their secrets).
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks", tag = "webhooks", params(TenantPath),
+        responses((status = 200, description = "The webhooks", body = Vec<answers::Webhook>)))]
+    async fn list(Authorised<TenantAdmin>) -> Vec<Webhook> = store.list_webhooks;
 
-/// One webhook.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks/{id}", tag = "webhooks", params(ObjectPath),
-    responses((status = 200, description = "The webhook", body = answers::Webhook)))]
-async fn show(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<WebhookId>,
-) -> Result<Json<Webhook>, ApiError> {
-    Ok(Json(state.store.webhook(tenant.id, id).await?))
+    /// One webhook.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/webhooks/{id}", tag = "webhooks", params(ObjectPath),
+        responses((status = 200, description = "The webhook", body = answers::Webhook)))]
+    async fn show(Authorised<TenantAdmin>, Id<WebhookId>) -> Webhook = store.webhook;
+
+    /// Deletes a webhook and its pending events.
+    #[utoipa::path(delete, path = "/v1/tenants/{tenant}/webhooks/{id}", tag = "webhooks", params(ObjectPath),
+        responses((status = 204, description = "Deleted")))]
+    async fn remove(Authorised<TenantAdmin>, Id<WebhookId>) -> Deleted = service::delete_webhook;
 }
 
 /// Changes a webhook's URL, events or state. `enabled: true` turns on a
@@ -144,18 +140,6 @@ async fn update(
     let answer = serde_json::to_value(Saved { webhook, warnings })
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(answer))
-}
-
-/// Deletes a webhook and its pending events.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/webhooks/{id}", tag = "webhooks", params(ObjectPath),
-    responses((status = 204, description = "Deleted")))]
-async fn remove(
-    State(state): State<AppState>,
-    Authorised { caller, tenant, .. }: Authorised<TenantAdmin>,
-    Id(id): Id<WebhookId>,
-) -> Result<StatusCode, ApiError> {
-    service::delete_webhook(&state, &caller, &tenant, id).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Gives the webhook a new signing secret, shown only in this answer. The

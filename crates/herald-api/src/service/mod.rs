@@ -6,6 +6,10 @@
 //! Every function takes a tenant already loaded through the tenant gate
 //! ([`crate::gate`]), which is where role and tenant isolation are enforced.
 
+use herald_store::Tenant;
+
+use crate::{ApiError, AppState, Caller};
+
 mod accounts;
 mod gateways;
 mod messages;
@@ -30,7 +34,7 @@ pub use messages::{
     search_messages,
 };
 pub use nodes::worker_alive;
-pub use people::{create_person, set_person_password};
+pub use people::{create_person, delete_person, set_person_password};
 pub use providers::{create_provider, delete_provider, send_test_message, update_provider};
 pub use schedules::{create_schedule, delete_schedule, fire, run_schedule, update_schedule};
 pub use servers::{
@@ -61,3 +65,21 @@ pub use crate::routes::servers::{AccountBody, OAuth2Body, ServerBody};
 pub use crate::routes::smtp::{ConnectorBody, CredentialBody};
 pub use crate::routes::templates::{PreviewBody, TemplateBody};
 pub use crate::routes::webhooks::{RotateBody, WebhookBody};
+
+/// Deletes or revokes one of the tenant's objects through `removed` (the
+/// store's call), then records `action` on `id` in the audit log. A refused
+/// removal (not found, still in use) records nothing.
+async fn audited_removal(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    action: &str,
+    id: impl ToString,
+    removed: impl Future<Output = herald_store::Result<()>>,
+) -> Result<(), ApiError> {
+    removed.await?;
+    caller
+        .audit_tenant(state, tenant.id, action, id, serde_json::json!({}))
+        .await;
+    Ok(())
+}

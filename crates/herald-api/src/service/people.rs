@@ -1,5 +1,5 @@
-//! The people of a tenant: create one, and set the password they sign in to
-//! the console with.
+//! The people of a tenant: create one, set the password they sign in to
+//! the console with, and delete one.
 
 use herald_core::timestamp::now_ms;
 use herald_core::{EmailAddress, PersonId, PersonRole};
@@ -72,4 +72,15 @@ pub async fn set_person_password(
         .audit_tenant(state, tenant.id, "person.set_password", person, json!({}))
         .await;
     Ok(())
+}
+
+/// Deletes a person of the tenant; their personal tokens go with them.
+pub async fn delete_person(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    id: PersonId,
+) -> Result<(), ApiError> {
+    let deleted = state.store.delete_person(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "person.delete", id, deleted).await
 }

@@ -67,11 +67,8 @@ pub async fn delete_provider(
     tenant: &Tenant,
     id: ProviderId,
 ) -> Result<(), ApiError> {
-    state.store.delete_provider(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "provider.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_provider(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "provider.delete", id, deleted).await
 }
 
 /// Queues a test message through a provider of the tenant, to `to` or the

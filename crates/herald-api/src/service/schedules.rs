@@ -215,11 +215,8 @@ pub async fn delete_schedule(
     tenant: &Tenant,
     id: ScheduleId,
 ) -> Result<(), ApiError> {
-    state.store.delete_schedule(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "schedule.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_schedule(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "schedule.delete", id, deleted).await
 }
 
 /// Runs a schedule now, outside its times: one message, recorded among its

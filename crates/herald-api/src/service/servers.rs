@@ -69,11 +69,8 @@ pub async fn delete_server(
     tenant: &Tenant,
     id: ServerId,
 ) -> Result<(), ApiError> {
-    state.store.delete_server(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "smtp_server.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_server(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "smtp_server.delete", id, deleted).await
 }
 
 /// How long saving a server waits for its host name to resolve, to say at

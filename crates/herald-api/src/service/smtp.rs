@@ -86,11 +86,8 @@ pub async fn revoke_smtp_credential(
     tenant: &Tenant,
     id: SmtpCredentialId,
 ) -> Result<(), ApiError> {
-    state.store.revoke_smtp_credential(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "smtp_credential.revoke", id, json!({}))
-        .await;
-    Ok(())
+    let revoked = state.store.revoke_smtp_credential(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "smtp_credential.revoke", id, revoked).await
 }
 
 /// One network of a connector: `192.0.2.0/24`, `2001:db8::/48`, or a single
@@ -197,9 +194,6 @@ pub async fn delete_smtp_connector(
     tenant: &Tenant,
     id: SmtpConnectorId,
 ) -> Result<(), ApiError> {
-    state.store.delete_smtp_connector(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "smtp_connector.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_smtp_connector(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "smtp_connector.delete", id, deleted).await
 }

@@ -205,11 +205,8 @@ pub async fn delete_template(
     tenant: &Tenant,
     id: TemplateId,
 ) -> Result<(), ApiError> {
-    state.store.delete_template(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "template.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_template(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "template.delete", id, deleted).await
 }
 
 /// The tenant's template named by `reference`: its id, or its name. One

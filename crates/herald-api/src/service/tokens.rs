@@ -122,9 +122,6 @@ pub async fn revoke_token(
     tenant: &Tenant,
     id: TokenId,
 ) -> Result<(), ApiError> {
-    state.store.revoke_token(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "token.revoke", id, json!({}))
-        .await;
-    Ok(())
+    let revoked = state.store.revoke_token(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "token.revoke", id, revoked).await
 }

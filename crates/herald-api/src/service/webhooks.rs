@@ -250,11 +250,8 @@ pub async fn delete_webhook(
     tenant: &Tenant,
     id: WebhookId,
 ) -> Result<(), ApiError> {
-    state.store.delete_webhook(tenant.id, id).await?;
-    caller
-        .audit_tenant(state, tenant.id, "webhook.delete", id, json!({}))
-        .await;
-    Ok(())
+    let deleted = state.store.delete_webhook(tenant.id, id);
+    super::audited_removal(state, caller, tenant, "webhook.delete", id, deleted).await
 }
 
 /// Gives a webhook a new secret; the previous one keeps signing beside it

@@ -15,7 +15,7 @@ use herald_core::timestamp::now_ms;
 use herald_store::Tenant;
 use minijinja::context;
 
-use super::{Id, confirmation, delete_confirmed, store};
+use super::{Confirmation, Id, store};
 use crate::forms::{GatewayForm, Problems};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -148,6 +148,20 @@ async fn create_gateway(
     .await
 }
 
+/// The page that asks before a gateway gets a new token.
+const NEW_TOKEN: Confirmation = Confirmation {
+    section: "gateways",
+    template: "gateway_new_token.html",
+    object: "gateway",
+};
+
+/// The page that asks before a gateway is deleted.
+const DELETE: Confirmation = Confirmation {
+    section: "gateways",
+    template: "gateway_delete.html",
+    object: "gateway",
+};
+
 async fn confirm_new_token(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
@@ -155,8 +169,7 @@ async fn confirm_new_token(
 ) -> PageResult {
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
     let gateway = service::gateway_view(&state, gateway, now_ms());
-    let shown = context! { gateway };
-    confirmation(&me, &tenant, "gateways", "gateway_new_token.html", shown)
+    NEW_TOKEN.page(&me, &tenant, gateway, None)
 }
 
 async fn new_token(
@@ -175,8 +188,7 @@ async fn confirm_delete(
     Id(id): Id<GatewayId>,
 ) -> PageResult {
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
-    let shown = context! { gateway };
-    confirmation(&me, &tenant, "gateways", "gateway_delete.html", shown)
+    DELETE.page(&me, &tenant, gateway, None)
 }
 
 async fn delete_gateway(
@@ -186,13 +198,10 @@ async fn delete_gateway(
 ) -> PageResult {
     let gateway = store(state.store.gateway(tenant.id, id).await)?;
     let deleted = service::delete_gateway(&state, &me.caller, &tenant, id);
-    let done = Saved::GatewayDeleted.on(&format!("/t/{}/gateways", tenant.slug));
     // A server still pinned to it: the confirmation page again, saying which.
-    delete_confirmed(deleted, done, |problems| {
-        let refused = context! { gateway, problems };
-        confirmation(&me, &tenant, "gateways", "gateway_delete.html", refused)
-    })
-    .await
+    DELETE
+        .delete(&me, &tenant, gateway, deleted, Saved::GatewayDeleted)
+        .await
 }
 
 #[cfg(test)]

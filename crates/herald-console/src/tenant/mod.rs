@@ -6,7 +6,7 @@
 //! the check, then the `{id}` of its path through [`Id`], and acts through
 //! the API's services; every form's POST answers through
 //! [`crate::pages::submit`], and every page that asks before a delete, a
-//! revocation or a new token is a [`confirmation`].
+//! revocation or a new token is a [`Confirmation`].
 
 mod accounts;
 mod audit;
@@ -36,9 +36,11 @@ use herald_core::timestamp::now_ms;
 use herald_store::{NodeRecord, Tenant};
 use minijinja::value::merge_maps;
 use minijinja::{Value, context};
+use serde::Serialize;
 
 use crate::forms::Problems;
 use crate::gate::TenantPage;
+use crate::notice::Saved;
 use crate::pages::{PageResult, base, refused, see};
 use crate::render::{PageError, page};
 use crate::session::Signed;
@@ -100,34 +102,70 @@ fn store<T>(result: herald_store::Result<T>) -> Result<T, PageError> {
     result.map_err(|e| PageError(e.into()))
 }
 
-/// The page that asks before what cannot be undone (a delete, a revocation,
-/// a new token): `template` shows `object`, the tenant's one under the name
-/// its context gives it (`context! { schedule }`), and with `problems` why
-/// it was refused when it was.
-fn confirmation(
-    me: &Signed,
-    tenant: &Tenant,
-    nav: &str,
-    template: &str,
-    object: Value,
-) -> PageResult {
-    Ok(page(template, merge_maps([object, base(me, tenant, nav)])))
+/// A page that asks before what cannot be undone (a delete, a revocation, a
+/// new token) in one of the tenant's sections, and what follows its answer.
+struct Confirmation {
+    /// The section: its entry in the navigation, and the path of its list,
+    /// where a delete that is done returns.
+    section: &'static str,
+    /// The page's template.
+    template: &'static str,
+    /// The name the template knows its object by, such as `schedule`.
+    object: &'static str,
 }
 
-/// Deletes what a confirmation page asked about: once `deleted`, on to
-/// `done` (303); refused because something still uses it (409), the
-/// confirmation page `again` saying what; any other error is its own page.
-async fn delete_confirmed(
-    deleted: impl Future<Output = Result<(), ApiError>>,
-    done: String,
-    again: impl FnOnce(Problems) -> PageResult,
-) -> PageResult {
-    match deleted.await {
-        Ok(()) => Ok(see(done)),
-        Err(error @ ApiError::Conflict(_)) => {
-            refused(error, |problems| async { again(problems) }).await
+impl Confirmation {
+    /// The page showing `object`, the tenant's one, and with `problems` why
+    /// it was refused when it was.
+    fn page(
+        &self,
+        me: &Signed,
+        tenant: &Tenant,
+        object: impl Serialize,
+        problems: Option<Problems>,
+    ) -> PageResult {
+        let mut shown = vec![(self.object, Value::from_serialize(object))];
+        if let Some(problems) = problems {
+            shown.push(("problems", Value::from_serialize(problems)));
         }
-        Err(other) => Err(other.into()),
+        let shown = Value::from_iter(shown);
+        Ok(page(
+            self.template,
+            merge_maps([shown, base(me, tenant, self.section)]),
+        ))
+    }
+
+    /// Once `deleted` (or revoked), on to the section's list saying `saved` (303).
+    async fn done(
+        &self,
+        tenant: &Tenant,
+        deleted: impl Future<Output = Result<(), ApiError>>,
+        saved: Saved,
+    ) -> PageResult {
+        deleted.await?;
+        Ok(see(
+            saved.on(&format!("/t/{}/{}", tenant.slug, self.section))
+        ))
+    }
+
+    /// Deletes `object`, which the page asked about: once `deleted`, as
+    /// [`Confirmation::done`]; refused because something still uses it (409),
+    /// the page again saying what; any other error is its own page.
+    async fn delete(
+        &self,
+        me: &Signed,
+        tenant: &Tenant,
+        object: impl Serialize,
+        deleted: impl Future<Output = Result<(), ApiError>>,
+        saved: Saved,
+    ) -> PageResult {
+        match self.done(tenant, deleted, saved).await {
+            Err(PageError(error @ ApiError::Conflict(_))) => {
+                let again = |problems| async move { self.page(me, tenant, object, Some(problems)) };
+                refused(error, again).await
+            }
+            other => other,
+        }
     }
 }
 

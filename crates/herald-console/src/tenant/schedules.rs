@@ -18,7 +18,7 @@ use herald_store::{Schedule, Template, Tenant};
 use minijinja::context;
 use serde::Serialize;
 
-use super::{Id, confirmation, store};
+use super::{Confirmation, Id, store};
 use crate::forms::{EnabledForm, FieldErrors, Problems, ScheduleForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -383,14 +383,20 @@ async fn run_now(
     }
 }
 
+/// The page that asks before a schedule is deleted.
+const DELETE: Confirmation = Confirmation {
+    section: "schedules",
+    template: "schedule_delete.html",
+    object: "schedule",
+};
+
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<ScheduleId>,
 ) -> PageResult {
     let schedule = store(state.store.schedule(tenant.id, id).await)?;
-    let shown = context! { schedule };
-    confirmation(&me, &tenant, "schedules", "schedule_delete.html", shown)
+    DELETE.page(&me, &tenant, schedule, None)
 }
 
 async fn delete_schedule(
@@ -398,10 +404,8 @@ async fn delete_schedule(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<ScheduleId>,
 ) -> PageResult {
-    service::delete_schedule(&state, &me.caller, &tenant, id).await?;
-    Ok(see(
-        Saved::ScheduleDeleted.on(&format!("/t/{}/schedules", tenant.slug))
-    ))
+    let deleted = service::delete_schedule(&state, &me.caller, &tenant, id);
+    DELETE.done(&tenant, deleted, Saved::ScheduleDeleted).await
 }
 
 #[cfg(test)]

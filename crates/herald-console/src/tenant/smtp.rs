@@ -13,11 +13,11 @@ use herald_core::{SmtpConnectorId, SmtpCredentialId};
 use herald_store::Tenant;
 use minijinja::context;
 
-use super::{Id, confirmation, found, store};
+use super::{Confirmation, Id, found, store};
 use crate::forms::{ConnectorForm, CredentialForm, Problems};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
-use crate::pages::{PageResult, base, see, submit, submit_then};
+use crate::pages::{PageResult, base, submit, submit_then};
 use crate::render::page;
 use crate::session::Signed;
 
@@ -176,6 +176,13 @@ async fn create_credential(
     .await
 }
 
+/// The page that asks before an SMTP credential is revoked.
+const REVOKE: Confirmation = Confirmation {
+    section: "smtp",
+    template: "smtp_credential_revoke.html",
+    object: "credential",
+};
+
 async fn confirm_revoke(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
@@ -183,8 +190,7 @@ async fn confirm_revoke(
 ) -> PageResult {
     let credentials = store(state.store.list_smtp_credentials(tenant.id).await)?;
     let credential = found(credentials, id, |c| c.id)?;
-    let shown = context! { credential };
-    confirmation(&me, &tenant, "smtp", "smtp_credential_revoke.html", shown)
+    REVOKE.page(&me, &tenant, credential, None)
 }
 
 async fn revoke_credential(
@@ -192,10 +198,10 @@ async fn revoke_credential(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<SmtpCredentialId>,
 ) -> PageResult {
-    service::revoke_smtp_credential(&state, &me.caller, &tenant, id).await?;
-    Ok(see(
-        Saved::SmtpCredentialRevoked.on(&format!("/t/{}/smtp", tenant.slug))
-    ))
+    let revoked = service::revoke_smtp_credential(&state, &me.caller, &tenant, id);
+    REVOKE
+        .done(&tenant, revoked, Saved::SmtpCredentialRevoked)
+        .await
 }
 
 async fn create_connector(
@@ -224,6 +230,13 @@ async fn create_connector(
     .await
 }
 
+/// The page that asks before an IP connector is deleted.
+const DELETE: Confirmation = Confirmation {
+    section: "smtp",
+    template: "smtp_connector_delete.html",
+    object: "connector",
+};
+
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
@@ -231,8 +244,7 @@ async fn confirm_delete(
 ) -> PageResult {
     let connectors = store(state.store.list_smtp_connectors(tenant.id).await)?;
     let connector = found(connectors, id, |c| c.id)?;
-    let shown = context! { connector };
-    confirmation(&me, &tenant, "smtp", "smtp_connector_delete.html", shown)
+    DELETE.page(&me, &tenant, connector, None)
 }
 
 async fn delete_connector(
@@ -240,8 +252,8 @@ async fn delete_connector(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<SmtpConnectorId>,
 ) -> PageResult {
-    service::delete_smtp_connector(&state, &me.caller, &tenant, id).await?;
-    Ok(see(
-        Saved::SmtpConnectorDeleted.on(&format!("/t/{}/smtp", tenant.slug))
-    ))
+    let deleted = service::delete_smtp_connector(&state, &me.caller, &tenant, id);
+    DELETE
+        .done(&tenant, deleted, Saved::SmtpConnectorDeleted)
+        .await
 }

@@ -14,7 +14,7 @@ use herald_store::{Template, Tenant};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::{Id, confirmation, delete_confirmed, store};
+use super::{Confirmation, Id, store};
 use crate::forms::{FieldErrors, Problems, TemplateForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -272,14 +272,20 @@ async fn preview(
     Ok(response)
 }
 
+/// The page that asks before a template is deleted.
+const DELETE: Confirmation = Confirmation {
+    section: "templates",
+    template: "template_delete.html",
+    object: "template",
+};
+
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<TemplateId>,
 ) -> PageResult {
     let template = store(state.store.template(tenant.id, id).await)?;
-    let shown = context! { template };
-    confirmation(&me, &tenant, "templates", "template_delete.html", shown)
+    DELETE.page(&me, &tenant, template, None)
 }
 
 async fn delete_template(
@@ -289,11 +295,8 @@ async fn delete_template(
 ) -> PageResult {
     let template = store(state.store.template(tenant.id, id).await)?;
     let deleted = service::delete_template(&state, &me.caller, &tenant, id);
-    let done = Saved::TemplateDeleted.on(&format!("/t/{}/templates", tenant.slug));
     // In use by a schedule: the confirmation page again, saying so.
-    delete_confirmed(deleted, done, |problems| {
-        let refused = context! { template, problems };
-        confirmation(&me, &tenant, "templates", "template_delete.html", refused)
-    })
-    .await
+    DELETE
+        .delete(&me, &tenant, template, deleted, Saved::TemplateDeleted)
+        .await
 }

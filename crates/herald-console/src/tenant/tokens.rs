@@ -12,11 +12,11 @@ use herald_store::Tenant;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
-use super::{Id, confirmation, found, store};
+use super::{Confirmation, Id, found, store};
 use crate::forms::Problems;
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
-use crate::pages::{PageResult, base, see, submit_then};
+use crate::pages::{PageResult, base, submit_then};
 use crate::render::{PageError, page};
 use crate::session::Signed;
 
@@ -137,6 +137,13 @@ async fn create_token(
     .await
 }
 
+/// The page that asks before an API token is revoked.
+const REVOKE: Confirmation = Confirmation {
+    section: "tokens",
+    template: "token_revoke.html",
+    object: "token",
+};
+
 async fn confirm_revoke(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
@@ -144,8 +151,7 @@ async fn confirm_revoke(
 ) -> PageResult {
     let tokens = store(state.store.list_tokens(tenant.id).await)?;
     let token = found(tokens, id, |t| t.id)?;
-    let shown = context! { token };
-    confirmation(&me, &tenant, "tokens", "token_revoke.html", shown)
+    REVOKE.page(&me, &tenant, token, None)
 }
 
 async fn revoke_token(
@@ -153,7 +159,6 @@ async fn revoke_token(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<TokenId>,
 ) -> PageResult {
-    let slug = tenant.slug.clone();
-    service::revoke_token(&state, &me.caller, &tenant, id).await?;
-    Ok(see(Saved::TokenRevoked.on(&format!("/t/{slug}/tokens"))))
+    let revoked = service::revoke_token(&state, &me.caller, &tenant, id);
+    REVOKE.done(&tenant, revoked, Saved::TokenRevoked).await
 }

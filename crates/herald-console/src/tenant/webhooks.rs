@@ -14,7 +14,7 @@ use herald_core::webhook::EventType;
 use herald_store::Tenant;
 use minijinja::context;
 
-use super::{Id, confirmation, store};
+use super::{Confirmation, Id, store};
 use crate::forms::{EnabledForm, Problems, WebhookForm};
 use crate::gate::TenantPage;
 use crate::notice::{Done, Notice, Saved};
@@ -196,14 +196,20 @@ async fn rotate_secret(
     secret_page(&me, &tenant, false, rotated)
 }
 
+/// The page that asks before a webhook is deleted.
+const DELETE: Confirmation = Confirmation {
+    section: "webhooks",
+    template: "webhook_delete.html",
+    object: "webhook",
+};
+
 async fn confirm_delete(
     State(state): State<AppState>,
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<WebhookId>,
 ) -> PageResult {
     let webhook = store(state.store.webhook(tenant.id, id).await)?;
-    let shown = context! { webhook };
-    confirmation(&me, &tenant, "webhooks", "webhook_delete.html", shown)
+    DELETE.page(&me, &tenant, webhook, None)
 }
 
 async fn delete_webhook(
@@ -211,8 +217,6 @@ async fn delete_webhook(
     TenantPage { me, tenant, .. }: TenantPage<TenantAdmin>,
     Id(id): Id<WebhookId>,
 ) -> PageResult {
-    service::delete_webhook(&state, &me.caller, &tenant, id).await?;
-    Ok(see(
-        Saved::WebhookDeleted.on(&format!("/t/{}/webhooks", tenant.slug))
-    ))
+    let deleted = service::delete_webhook(&state, &me.caller, &tenant, id);
+    DELETE.done(&tenant, deleted, Saved::WebhookDeleted).await
 }
