@@ -26,15 +26,22 @@ const DUE_EVENTS: &str = "SELECT o.seq FROM webhook_outbox o JOIN webhooks w ON 
        AND (e.due_at > $1 OR e.lease_until > $1)) \
      ORDER BY o.due_at, o.seq LIMIT $3";
 
-/// The columns of a claimed event, beside its webhook's URL and secrets.
-const CLAIMED_EVENT: &str = "SELECT o.seq, o.lease_token, o.webhook_id, o.tenant_id, o.event_id, o.event_type, \
-     o.message_id, o.payload, o.created_at, o.attempts, w.url, w.sealed_secret, \
-     CASE WHEN w.previous_secret_until > $1 THEN w.previous_sealed_secret END AS previous_sealed_secret \
-     FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id WHERE o.seq = $2";
-/// Leases one ready event; no row when another claim took it meanwhile.
-const LEASE_EVENT: &str = "UPDATE webhook_outbox SET lease_until = $1, lease_token = lease_token + 1, lease_owner = $2, \
-     lease_incarnation = $3 WHERE seq = $4 AND status = 'pending' AND due_at <= $5 \
-     AND lease_until IS NULL";
+/// Leases the ready events among `$4` in one statement and answers them with
+/// their webhook's URL and secrets, in (due_at, seq) order as they were
+/// chosen. A finish committed since they were chosen may have moved one on:
+/// the lease checks again that it is pending, due and not leased, and an
+/// event that is not is left out. `$1` is the lease's end, `$2` the node,
+/// `$3` its incarnation, `$5` now.
+const LEASE_EVENTS: &str = "WITH leased AS (UPDATE webhook_outbox SET lease_until = $1, \
+       lease_token = lease_token + 1, lease_owner = $2, lease_incarnation = $3 \
+       WHERE seq = ANY($4::bigint[]) AND status = 'pending' AND due_at <= $5 \
+       AND lease_until IS NULL \
+       RETURNING seq, due_at, lease_token, webhook_id, tenant_id, event_id, event_type, \
+       message_id, payload, created_at, attempts) \
+     SELECT l.seq, l.lease_token, l.webhook_id, l.tenant_id, l.event_id, l.event_type, \
+       l.message_id, l.payload, l.created_at, l.attempts, w.url, w.sealed_secret, \
+       CASE WHEN w.previous_secret_until > $5 THEN w.previous_sealed_secret END AS previous_sealed_secret \
+     FROM leased l JOIN webhooks w ON w.id = l.webhook_id ORDER BY l.due_at, l.seq";
 
 #[async_trait]
 impl Webhooks for PgStore {
@@ -219,31 +226,23 @@ impl Webhooks for PgStore {
                 &[&claim.now, &exclude, &i64::from(claim.limit)],
             )
             .await?;
-            let mut claimed = Vec::with_capacity(due.len());
-            for row in &due {
-                let seq: i64 = get(row, "seq")?;
-                // A finish committed meanwhile may have moved the event on: the
-                // lease checks again that it is pending and due.
-                let leased = execute(
-                    &tx,
-                    LEASE_EVENT,
-                    &[
-                        &claim.lease_until,
-                        &claim.node,
-                        &claim.incarnation,
-                        &seq,
-                        &claim.now,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-                if leased == 1 {
-                    let row = query_opt(&tx, CLAIMED_EVENT, &[&claim.now, &seq])
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    claimed.push(rows::claimed_event(&row)?);
-                }
-            }
+            let seqs = due
+                .iter()
+                .map(|row| get::<i64>(row, "seq"))
+                .collect::<Result<Vec<_>>>()?;
+            let claimed = query_map(
+                &tx,
+                LEASE_EVENTS,
+                &[
+                    &claim.lease_until,
+                    &claim.node,
+                    &claim.incarnation,
+                    &seqs,
+                    &claim.now,
+                ],
+                rows::claimed_event,
+            )
+            .await?;
             tx.commit().await.map_err(pg)?;
             Ok(claimed)
         })
