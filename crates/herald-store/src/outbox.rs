@@ -5,6 +5,7 @@
 //! own transaction, so an event exists exactly when its outcome was recorded.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use herald_core::RecipientStatus;
 use herald_core::status::message_status;
@@ -345,6 +346,9 @@ pub(crate) fn outcome_events<'a>(
 ) -> (Vec<OutboxRow>, Vec<TouchedMessage<'a>>) {
     let mut rows = Vec::new();
     let mut touched: Vec<TouchedMessage<'a>> = Vec::new();
+    // Where each message stands in `touched`: a batch holds up to a
+    // thousand outcomes, mostly of as many messages.
+    let mut place: HashMap<&'a str, usize> = HashMap::new();
     for r in recorded {
         let subs = &subscribers[&r.tenant];
         if subs.is_empty() {
@@ -375,14 +379,20 @@ pub(crate) fn outcome_events<'a>(
         if !wants_message_events(subs) {
             continue;
         }
-        match touched.iter_mut().find(|m| m.message == r.message) {
-            Some(m) => m.at = m.at.max(o.attempt.at),
-            None => touched.push(TouchedMessage {
-                message: &r.message,
-                tenant: &r.tenant,
-                test: r.test,
-                at: o.attempt.at,
-            }),
+        match place.entry(&r.message) {
+            Entry::Occupied(i) => {
+                let m = &mut touched[*i.get()];
+                m.at = m.at.max(o.attempt.at);
+            }
+            Entry::Vacant(i) => {
+                i.insert(touched.len());
+                touched.push(TouchedMessage {
+                    message: &r.message,
+                    tenant: &r.tenant,
+                    test: r.test,
+                    at: o.attempt.at,
+                });
+            }
         }
     }
     (rows, touched)

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::send::{self, Event, Posted};
+use super::sign::SigningKey;
 use crate::guarded_http::GuardedHttp;
 
 /// How many rounds of its requests in flight (`per_webhook` each) this node
@@ -195,7 +196,7 @@ struct HandoffState {
 struct OpenedKeys {
     sealed: String,
     previous: Option<String>,
-    keys: Arc<Result<Vec<Vec<u8>>, String>>,
+    keys: Arc<Result<Vec<SigningKey>, String>>,
 }
 
 /// The most webhooks whose opened keys are kept; past it the cache starts afresh.
@@ -546,7 +547,7 @@ impl Dispatcher {
     }
 
     /// The signing keys of `event`'s webhook, opened once per secret.
-    fn keys_of(&self, event: &ClaimedEvent) -> Arc<Result<Vec<Vec<u8>>, String>> {
+    fn keys_of(&self, event: &ClaimedEvent) -> Arc<Result<Vec<SigningKey>, String>> {
         let mut cache = self.keys.lock().expect("keys lock");
         if let Some(opened) = cache.get(&event.webhook)
             && opened.sealed == event.sealed_secret

@@ -6,7 +6,7 @@ use herald_core::terminal::escape_unprintable;
 use herald_core::webhook::{seal_context, secret_key};
 use herald_core::{Sealer, WebhookId};
 
-use super::sign::signature;
+use super::sign::{SigningKey, signature, signing_key};
 use crate::guarded_http::GuardedHttp;
 
 /// How much of an endpoint's answer is read: enough for an error's first words.
@@ -40,7 +40,7 @@ pub fn keys(
     webhook: WebhookId,
     sealed: &str,
     previous: Option<&str>,
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<SigningKey>, String> {
     let context = seal_context(&webhook.to_string());
     std::iter::once(sealed)
         .chain(previous)
@@ -48,13 +48,20 @@ pub fn keys(
             let secret = sealer
                 .open(sealed, &context)
                 .map_err(|e| format!("the webhook's signing secret cannot be opened: {e}"))?;
-            secret_key(secret.expose()).map_err(|e| format!("the signing secret {e}"))
+            secret_key(secret.expose())
+                .map(|key| signing_key(&key))
+                .map_err(|e| format!("the signing secret {e}"))
         })
         .collect()
 }
 
 /// Posts `event` signed with `keys` at `now_s` (Unix seconds).
-pub async fn post(http: &GuardedHttp, keys: &[Vec<u8>], event: &Event<'_>, now_s: i64) -> Posted {
+pub async fn post(
+    http: &GuardedHttp,
+    keys: &[SigningKey],
+    event: &Event<'_>,
+    now_s: i64,
+) -> Posted {
     let started = Instant::now();
     let timestamp = now_s.to_string();
     let signed = signature(keys, event.id, now_s, event.body);
