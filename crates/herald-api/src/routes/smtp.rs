@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use herald_core::{SmtpConnectorId, SmtpCredentialId};
 use herald_store::{SmtpConnector, SmtpCredential};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::shown_once;
 use crate::body::Body;
@@ -100,20 +100,12 @@ handlers! {
             (status = 409, description = "A network is another connector's", body = crate::openapi::Problem, content_type = "application/problem+json"),
         ))]
     async fn create_connector(Authorised<TenantAdmin>, Body<ConnectorBody>) -> Created<SmtpConnector> = service::create_smtp_connector;
-}
 
-/// Lists the tenant's IP connectors.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
-    responses((status = 200, description = "The connectors", body = Vec<answers::SmtpConnector>)))]
-async fn list_connectors(
-    State(state): State<AppState>,
-    Authorised { tenant, .. }: Authorised<TenantAdmin>,
-) -> Result<Json<Value>, ApiError> {
-    let connectors = state.store.list_smtp_connectors(tenant.id).await?;
-    Ok(Json(json!(connectors)))
-}
+    /// Lists the tenant's IP connectors.
+    #[utoipa::path(get, path = "/v1/tenants/{tenant}/smtp-connectors", tag = "smtp", params(TenantPath),
+        responses((status = 200, description = "The connectors", body = Vec<answers::SmtpConnector>)))]
+    async fn list_connectors(Authorised<TenantAdmin>) -> Vec<SmtpConnector> = store.list_smtp_connectors;
 
-handlers! {
     /// Deletes an IP connector.
     #[utoipa::path(delete, path = "/v1/tenants/{tenant}/smtp-connectors/{id}", tag = "smtp", params(ObjectPath),
         responses((status = 204, description = "Deleted")))]
