@@ -7,4 +7,4 @@ mod sign;
 
 pub use dispatch::{Dispatcher, EventRoom, WebhookConfig};
 pub use send::{Event, Posted, keys, post};
-pub use sign::{SigningKey, signature, signing_key};
+pub use sign::{SigningKey, signature};
