@@ -131,28 +131,35 @@ impl GuardedHttp {
         body: &[u8],
         max_body: usize,
     ) -> Result<Answer, HttpError> {
-        let url = self.check(url)?;
+        let target = self.connections.target(url).map_err(HttpError::Url)?;
+        self.admit_literal(&target.url)?;
         let posted = self
             .connections
-            .post(&self.egress, &url, headers, body, max_body);
+            .post(&self.egress, &target, headers, body, max_body);
         tokio::time::timeout(self.timeout, posted)
             .await
             .map_err(|_| HttpError::Timeout(self.timeout))?
     }
 
-    /// `url` parsed, when its rules allow it. A host written as an IP
-    /// address is judged here, because no resolver is asked about it.
+    /// `url` parsed, when its rules allow it.
     fn check(&self, url: &str) -> Result<EndpointUrl, HttpError> {
         let url = EndpointUrl::parse(url).map_err(HttpError::Url)?;
+        self.admit_literal(&url)?;
+        Ok(url)
+    }
+
+    /// A host written as an IP address is judged here, because no resolver
+    /// is asked about it.
+    fn admit_literal(&self, url: &EndpointUrl) -> Result<(), HttpError> {
         let literal: Option<IpAddr> = match url.host() {
             Host::Ipv4(v4) => Some(v4.into()),
             Host::Ipv6(v6) => Some(v6.into()),
             Host::Domain(_) => None,
         };
-        if let Some(ip) = literal {
-            admit(&self.egress, !url.is_https(), ip)?;
+        match literal {
+            Some(ip) => admit(&self.egress, !url.is_https(), ip),
+            None => Ok(()),
         }
-        Ok(url)
     }
 
     /// Sends a request made by [`GuardedHttp::request`] and reads at most

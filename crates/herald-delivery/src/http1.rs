@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::EndpointUrl;
+use herald_core::{EndpointUrl, Invalid};
 use herald_smtp::Egress;
 use reqwest::StatusCode;
 use rustls::pki_types::ServerName;
@@ -56,9 +56,22 @@ struct Idle {
     since: Instant,
 }
 
+/// A URL as posts to it need it, prepared once: parsed, where its
+/// connections go, and the start of its requests' head (request line, host,
+/// user agent).
+pub(crate) struct Target {
+    pub url: EndpointUrl,
+    origin: Origin,
+    head: String,
+}
+
+/// How many URLs are kept prepared; past it the cache starts afresh.
+const TARGETS_KEPT: usize = 10_000;
+
 /// The kept-alive connections of one client, and how it makes new ones.
 pub(crate) struct Connections {
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
     tls: TlsConnector,
     connect_timeout: Duration,
     user_agent: &'static str,
@@ -86,31 +99,65 @@ impl Connections {
     ) -> Self {
         Connections {
             idle: Mutex::default(),
+            targets: Mutex::default(),
             tls: TlsConnector::from(tls),
             connect_timeout,
             user_agent,
         }
     }
 
-    /// POSTs `body` with `headers` to `url` (already checked by the caller)
-    /// and reads at most `max_body` bytes of the answer.
+    /// `url` parsed and prepared for posts (see [`Target`]), once per URL.
+    pub(crate) fn target(&self, url: &str) -> Result<Arc<Target>, Invalid> {
+        if let Some(target) = self.targets.lock().expect("targets lock").get(url) {
+            return Ok(target.clone());
+        }
+        let parsed = EndpointUrl::parse(url)?;
+        let target = Arc::new(self.prepare(parsed));
+        let mut targets = self.targets.lock().expect("targets lock");
+        if targets.len() >= TARGETS_KEPT {
+            targets.clear();
+        }
+        targets.insert(url.to_owned(), target.clone());
+        Ok(target)
+    }
+
+    fn prepare(&self, url: EndpointUrl) -> Target {
+        use std::fmt::Write;
+        let u = url.as_url();
+        let host = u.host_str().unwrap_or_default();
+        let mut head = String::with_capacity(128);
+        let _ = write!(head, "POST {}", u.path());
+        if let Some(query) = u.query() {
+            let _ = write!(head, "?{query}");
+        }
+        let _ = match u.port() {
+            Some(port) => write!(head, " HTTP/1.1\r\nhost: {host}:{port}\r\n"),
+            None => write!(head, " HTTP/1.1\r\nhost: {host}\r\n"),
+        };
+        let _ = write!(head, "user-agent: {}\r\n", self.user_agent);
+        let origin = Origin {
+            https: url.is_https(),
+            host: host.to_owned(),
+            port: u.port_or_known_default().unwrap_or(80),
+        };
+        Target { url, origin, head }
+    }
+
+    /// POSTs `body` with `headers` to `target` (its URL checked by the
+    /// caller) and reads at most `max_body` bytes of the answer.
     pub(crate) async fn post(
         &self,
         egress: &Egress,
-        url: &EndpointUrl,
+        target: &Target,
         headers: &[(&str, &str)],
         body: &[u8],
         max_body: usize,
     ) -> Result<Answer, HttpError> {
-        let origin = Origin {
-            https: url.is_https(),
-            host: url.as_url().host_str().unwrap_or_default().to_owned(),
-            port: url.as_url().port_or_known_default().unwrap_or(80),
-        };
-        let request = self.request(url, headers, body);
+        let request = request(target, headers, body);
+        let origin = &target.origin;
         // A kept connection first. Should its server have closed it
         // meanwhile, the request goes again on a new one.
-        if let Some(io) = self.take(&origin) {
+        if let Some(io) = self.take(origin) {
             match exchange(io, &request, max_body, true).await {
                 Ok((answer, kept)) => {
                     self.keep(origin, kept);
@@ -120,7 +167,7 @@ impl Connections {
                 Err(Failed::Error(e)) => return Err(e),
             }
         }
-        let io = self.connect(egress, url, &origin).await?;
+        let io = self.connect(egress, &target.url, origin).await?;
         match exchange(io, &request, max_body, false).await {
             Ok((answer, kept)) => {
                 self.keep(origin, kept);
@@ -131,31 +178,6 @@ impl Connections {
             )),
             Err(Failed::Error(e)) => Err(e),
         }
-    }
-
-    /// The request in one buffer: head and body.
-    fn request(&self, url: &EndpointUrl, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-        use std::fmt::Write;
-        let target = url.as_url();
-        let mut head = String::with_capacity(512);
-        let _ = write!(head, "POST {}", target.path());
-        if let Some(query) = target.query() {
-            let _ = write!(head, "?{query}");
-        }
-        let host = target.host_str().unwrap_or_default();
-        let _ = match target.port() {
-            Some(port) => write!(head, " HTTP/1.1\r\nhost: {host}:{port}\r\n"),
-            None => write!(head, " HTTP/1.1\r\nhost: {host}\r\n"),
-        };
-        let _ = write!(head, "user-agent: {}\r\n", self.user_agent);
-        for (name, value) in headers {
-            debug_assert!(!value.contains(['\r', '\n']), "a header value on one line");
-            let _ = write!(head, "{name}: {value}\r\n");
-        }
-        let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        request
     }
 
     /// A kept connection to `origin` that has not idled too long.
@@ -170,16 +192,19 @@ impl Connections {
     }
 
     /// Keeps the connection an answer came on, when it can carry another request.
-    fn keep(&self, origin: Origin, kept: Option<Box<dyn Io>>) {
+    fn keep(&self, origin: &Origin, kept: Option<Box<dyn Io>>) {
         let Some(io) = kept else { return };
         let mut idle = self.idle.lock().expect("idle lock");
-        if idle.len() >= IDLE_ORIGINS && !idle.contains_key(&origin) {
+        if idle.len() >= IDLE_ORIGINS && !idle.contains_key(origin) {
             idle.retain(|_, kept| kept.iter().any(|c| c.since.elapsed() < IDLE_FOR));
             if idle.len() >= IDLE_ORIGINS {
                 return;
             }
         }
-        let list = idle.entry(origin).or_default();
+        if !idle.contains_key(origin) {
+            idle.insert(origin.clone(), Vec::new());
+        }
+        let list = idle.get_mut(origin).expect("inserted above");
         if list.len() < IDLE_PER_ORIGIN {
             list.push(Idle {
                 io,
@@ -249,6 +274,25 @@ impl Connections {
             .map_err(|e| HttpError::Unreachable(innermost(&e)))?;
         Ok(Box::new(tls))
     }
+}
+
+/// A request to `target` in one buffer: its prepared head, `headers`, the
+/// length, and `body`.
+fn request(target: &Target, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let headers_length: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut request = Vec::with_capacity(target.head.len() + headers_length + 40 + body.len());
+    request.extend_from_slice(target.head.as_bytes());
+    for (name, value) in headers {
+        debug_assert!(!value.contains(['\r', '\n']), "a header value on one line");
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            request.extend_from_slice(part);
+        }
+    }
+    request.extend_from_slice(b"content-length: ");
+    request.extend_from_slice(body.len().to_string().as_bytes());
+    request.extend_from_slice(b"\r\n\r\n");
+    request.extend_from_slice(body);
+    request
 }
 
 /// The innermost cause of an error, as reqwest's errors are reported.
