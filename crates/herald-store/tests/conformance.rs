@@ -5104,3 +5104,45 @@ conformance!(
     message_searches_filter_by_recipient_and_time,
     plaintext_auth_is_allowed_only_where_the_server_entry_says_so,
 );
+
+/// PostgreSQL only: a busy table it has never gathered statistics for (the
+/// planner then took the wrong index for claims) gets them from the node
+/// within seconds, not at autovacuum's next visit; autovacuum is off for the
+/// table here, so only the node can have done it.
+#[tokio::test]
+async fn postgres_gathers_the_statistics_of_a_busy_table_it_has_none_of() {
+    let Some(f) = postgres().await else { return };
+    let Backend::Postgres(database) = &f.backend else {
+        unreachable!("a PostgreSQL fixture")
+    };
+    let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER TABLE recipients SET (autovacuum_enabled = false)")
+        .await
+        .unwrap();
+    let t = tenant(&*f.store, "acme").await;
+    for _ in 0..3 {
+        let batch = (0..500)
+            .map(|_| message(t, &["a@x.example"], None, 1_000))
+            .collect();
+        f.store.submit_batch(batch).await.unwrap();
+    }
+    let analysed = "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
+                    WHERE schemaname = current_schema() AND relname = 'recipients'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !client
+        .query_one(analysed, &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "1,500 recipients and still no statistics after a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

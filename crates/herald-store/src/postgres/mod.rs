@@ -61,6 +61,8 @@ pub struct PgStore {
     claim_cursor: std::sync::Mutex<Option<String>>,
     /// Single submissions, stored in groups (see [`group`]).
     groups: group::Groups,
+    /// Held while the store is open: the statistics task ends without it.
+    _open: std::sync::Arc<()>,
 }
 
 /// The condition of every unfinished recipient that nodes deliver (not
@@ -113,7 +115,13 @@ impl PgStore {
         tokio::spawn(listen::run(url.to_owned(), events.clone()));
         let (new_mail, requests) = tokio::sync::mpsc::channel(1);
         tokio::spawn(notify_new_mail(pool.clone(), requests));
+        let open = std::sync::Arc::new(());
+        tokio::spawn(gather_missing_statistics(
+            pool.clone(),
+            std::sync::Arc::downgrade(&open),
+        ));
         Ok(PgStore {
+            _open: open,
             events,
             new_mail,
             writes: crate::WriteHealth::default(),
@@ -152,6 +160,53 @@ async fn notify_new_mail(pool: Pool, mut requests: tokio::sync::mpsc::Receiver<(
         if let Err(error) = sent {
             // The other nodes find the mail at their next poll.
             tracing::warn!(%error, "could not notify other nodes of new mail");
+        }
+    }
+}
+
+/// How often a node looks for busy tables PostgreSQL has no statistics for.
+const STATISTICS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Rows changed in a table never analysed before this node analyses it.
+const ANALYZE_AFTER_ROWS: i64 = 1_000;
+
+/// Analyses the tables the claims and submissions read (recipients,
+/// messages) when PostgreSQL has never gathered statistics for them
+/// and they have grown. Without statistics the planner takes every
+/// condition for a row or two, and picked the wrong index for the claim's
+/// test messages: a walk of every due recipient, 60 ms a claim with 200,000
+/// queued against 2 ms once analysed (BENCHMARKS.md, ninth session).
+/// Autovacuum gathers them within its naptime (a minute by default), which
+/// a new database under a burst of mail, or one just restored or upgraded
+/// (`pg_upgrade` carries no statistics), would spend claiming slowly. Several
+/// nodes doing it at once cost a little work twice. The webhook outbox is
+/// left to autovacuum: analysed in the middle of a burst, its statistics
+/// made event claims slower in one run, not faster. Ends with the store.
+async fn gather_missing_statistics(pool: Pool, open: std::sync::Weak<()>) {
+    let sql = "SELECT relname::text AS name FROM pg_stat_user_tables \
+               WHERE schemaname = current_schema() \
+               AND relname IN ('recipients', 'messages') \
+               AND last_analyze IS NULL AND last_autoanalyze IS NULL AND n_mod_since_analyze >= $1";
+    loop {
+        tokio::time::sleep(STATISTICS_EVERY).await;
+        if open.strong_count() == 0 {
+            return;
+        }
+        let analysed = async {
+            let c = client(&pool).await?;
+            for row in query(&c, sql, &[&ANALYZE_AFTER_ROWS]).await? {
+                // One of the three names above, never a value from outside.
+                let table: String = get(&row, "name")?;
+                c.batch_execute(&format!("ANALYZE {table}"))
+                    .await
+                    .map_err(pg)?;
+                tracing::info!(%table, "gathered the table's statistics, which PostgreSQL had none of");
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(error) = analysed {
+            tracing::warn!(%error, "could not look for or gather missing table statistics");
         }
     }
 }
