@@ -123,14 +123,14 @@ impl Connections {
 
     fn prepare(&self, url: EndpointUrl) -> Target {
         use std::fmt::Write;
-        let u = url.as_url();
-        let host = u.host_str().unwrap_or_default();
+        let parts = url.as_url();
+        let host = parts.host_str().unwrap_or_default();
         let mut head = String::with_capacity(128);
-        let _ = write!(head, "POST {}", u.path());
-        if let Some(query) = u.query() {
+        let _ = write!(head, "POST {}", parts.path());
+        if let Some(query) = parts.query() {
             let _ = write!(head, "?{query}");
         }
-        let _ = match u.port() {
+        let _ = match parts.port() {
             Some(port) => write!(head, " HTTP/1.1\r\nhost: {host}:{port}\r\n"),
             None => write!(head, " HTTP/1.1\r\nhost: {host}\r\n"),
         };
@@ -138,7 +138,7 @@ impl Connections {
         let origin = Origin {
             https: url.is_https(),
             host: host.to_owned(),
-            port: u.port_or_known_default().unwrap_or(80),
+            port: parts.port_or_known_default().unwrap_or(80),
         };
         Target { url, origin, head }
     }

@@ -397,12 +397,7 @@ fn checkpoint_loop(
     limits: WalLimits,
     restart: Arc<AtomicBool>,
 ) {
-    let passive = || {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-            .inspect_err(|error| {
-                tracing::warn!(%error, "could not copy the write-ahead log into the database file");
-            })
-    };
+    let passive = || copy_log(&conn);
     while open.strong_count() > 0 {
         std::thread::sleep(limits.every);
         let grown = std::fs::metadata(&wal).is_ok_and(|m| m.len() >= limits.copy_at_bytes);
@@ -415,6 +410,15 @@ fn checkpoint_loop(
     }
 }
 
+/// A PASSIVE checkpoint on `conn`: answers how many frames the log holds
+/// (a failure is logged).
+fn copy_log(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+        .inspect_err(|error| {
+            tracing::warn!(%error, "could not copy the write-ahead log into the database file");
+        })
+}
+
 /// Takes every job waiting (up to [`MAX_GROUP`]) into one transaction and one fsync.
 fn write_loop(
     conn: Connection,
@@ -424,10 +428,8 @@ fn write_loop(
     while let Some(first) = jobs.blocking_recv() {
         // What the checkpointer left of a long log (see `checkpoint_loop`):
         // the transaction below then starts the log afresh.
-        if restart.swap(false, Ordering::Relaxed)
-            && let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(%error, "could not copy the write-ahead log into the database file");
+        if restart.swap(false, Ordering::Relaxed) {
+            let _ = copy_log(&conn);
         }
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
