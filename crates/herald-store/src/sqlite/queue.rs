@@ -9,11 +9,17 @@ impl DeliveryStore for SqliteStore {
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
         let lease_until = req.now + req.lease_ms;
         let cursor = self.claim_cursor.clone();
+        // Where the walk over tenants starts: should the job run again (see
+        // `Db::write_repeatable`), it starts from the same place.
+        let mut start = None;
         self.db
-            .write(move |c| {
+            .write_repeatable(move |c| {
                 let tenants = {
                     let mut cursor = cursor.lock().expect("claim cursor lock");
-                    tenants_due(c, &req, &mut cursor)?
+                    let mut walked = start.get_or_insert_with(|| cursor.clone()).clone();
+                    let tenants = tenants_due(c, &req, &mut walked)?;
+                    *cursor = walked;
+                    tenants
                 };
                 let share = crate::claim_share(req.limit, tenants.len());
                 // One statement per tenant: its test messages, then the rest
