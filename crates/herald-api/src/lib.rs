@@ -66,9 +66,28 @@ impl Limits {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: the node's state behind one reference,
+/// so that a request's copy of it (axum hands each extractor and handler
+/// its own) costs one count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<NodeState>);
+
+impl From<NodeState> for AppState {
+    fn from(state: NodeState) -> Self {
+        AppState(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = NodeState;
+
+    fn deref(&self) -> &NodeState {
+        &self.0
+    }
+}
+
+/// The node's services and settings, as [`AppState`] shares them.
+pub struct NodeState {
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
     pub default_provider: Arc<DefaultProvider>,

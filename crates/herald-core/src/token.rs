@@ -45,12 +45,18 @@ pub fn hashes_match(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The hash under which a token is stored and looked up.
+/// The hash under which a token is stored and looked up: SHA-256 in
+/// lowercase hex. Every request hashes its token, so the digits are
+/// written straight into one string.
 pub fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(token.as_bytes());
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 #[cfg(test)]
@@ -62,6 +68,11 @@ mod tests {
         assert!(a.starts_with(super::PREFIX));
         assert_eq!(super::hash(&a), super::hash(&a));
         assert_eq!(super::hash(&a).len(), 64);
+        // Stored hashes stay valid: SHA-256 in lowercase hex (FIPS 180-2's "abc").
+        assert_eq!(
+            super::hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

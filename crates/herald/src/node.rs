@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
-use herald_api::AppState;
+use herald_api::{AppState, NodeState};
 use herald_core::{NodeRole, Role, Secret, TokenId, token};
 use herald_delivery::{ProviderCache, Transport, Worker, WorkerConfig, WorkerStats};
 use herald_store::{BootstrapOutcome, NewToken, NodeRecord, Store, StoreEvent};
@@ -484,7 +484,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         ));
     }
     let store_for_metrics = store.clone();
-    let state = AppState {
+    let state = AppState::from(NodeState {
         store,
         sealer,
         default_provider,
@@ -512,7 +512,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Node> {
             settings.render_exe.clone(),
         )),
         waiting_claims: Arc::default(),
-    };
+    });
     let worker = if settings.worker {
         let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
         let scheduler = tokio::spawn(herald_api::scheduler::run(state.clone(), stop.clone()));

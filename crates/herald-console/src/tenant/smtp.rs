@@ -152,6 +152,7 @@ async fn create_credential(
         smtp_page(&state, &me, &tenant, forms, None)
     };
     let host = host_name(&headers);
+    let submission = state.submission;
     let (signed, loaded) = (&me, &tenant);
     let outcome = async {
         let body = form.body().map_err(Problems::invalid)?;
@@ -166,7 +167,7 @@ async fn create_credential(
                     credential => created.record,
                     secret => created.password,
                     host,
-                    submission => state.submission,
+                    submission,
                     ..base(signed, loaded, "smtp")
                 },
             ))
