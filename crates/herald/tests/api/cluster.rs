@@ -47,18 +47,24 @@ async fn three_nodes_deliver_every_message_once_a_sigkilled_node_aside() {
         return;
     };
     let smtp = TestSmtpServer::start().await;
-    let fast = [
-        "--lease",
-        "3s",
-        "--poll-interval",
-        "200ms",
-        "--concurrency",
-        "16",
-    ];
+    // n2, which is killed, leases for 3 s, so that the others take its mail
+    // soon; they lease for 30 s, so that a loaded machine that slows their
+    // deliveries past a short lease makes no duplicates of its own (a lease
+    // that ends mid-delivery is taken over and delivered again, as it must).
+    let lease = |seconds: &'static str| {
+        [
+            "--lease",
+            seconds,
+            "--poll-interval",
+            "200ms",
+            "--concurrency",
+            "16",
+        ]
+    };
     let mut nodes = [
-        node(&db, "n1", &fast).await,
-        node(&db, "n2", &fast).await,
-        node(&db, "n3", &fast).await,
+        node(&db, "n1", &lease("30s")).await,
+        node(&db, "n2", &lease("3s")).await,
+        node(&db, "n3", &lease("30s")).await,
     ];
     let apps: Vec<TestApp> = nodes.iter().map(NodeProcess::app).collect();
     let acme = apps[0].tenant("acme").await;
