@@ -30,20 +30,30 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = bearer_token(parts)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
+        let hash = presented_hash(parts)?;
         let record = state
             .store
-            .token_by_hash(&token::hash(presented))
+            .token_by_hash(&hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        let remote = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        Ok(Caller(record, remote))
+        Ok(Caller(record, remote_address(parts)))
     }
+}
+
+/// The hash of the bearer token a request presents; 401 without one.
+pub(crate) fn presented_hash(parts: &Parts) -> Result<String, ApiError> {
+    bearer_token(parts)
+        .filter(|t| !t.is_empty())
+        .map(token::hash)
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The address a request came from, when the listener recorded it.
+pub(crate) fn remote_address(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
 }
 
 impl Caller {
@@ -106,9 +116,17 @@ impl Caller {
         roles: &[Role],
     ) -> Result<Tenant, ApiError> {
         let tenant = match state.store.tenant_by_slug(slug).await {
-            Err(StoreError::NotFound) => return Err(ApiError::NotFound("tenant")),
-            other => other?,
+            Err(StoreError::NotFound) => None,
+            other => Some(other?),
         };
+        self.admit(tenant, roles)
+    }
+
+    /// Whether the caller may act on `tenant` (`None`: no tenant has the
+    /// path's slug) with one of `roles`: the tenant if so; the same 404 for
+    /// another tenant as for a missing one, 403 for a role too low.
+    pub(crate) fn admit(&self, tenant: Option<Tenant>, roles: &[Role]) -> Result<Tenant, ApiError> {
+        let tenant = tenant.ok_or(ApiError::NotFound("tenant"))?;
         if self.is_operator() {
             return Ok(tenant);
         }

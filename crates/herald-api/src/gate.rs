@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use herald_core::Role;
 use herald_store::Tenant;
 
+use crate::auth::{presented_hash, remote_address};
 use crate::{ApiError, AppState, Caller};
 
 /// Who may pass the gate for one route: the roles of the tenant's own tokens
@@ -105,10 +106,21 @@ impl<R: Gate> FromRequestParts<AppState> for Authorised<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         // The token first: without one, nothing about the path is answered.
-        let caller = Caller::from_request_parts(parts, state)
+        let hash = presented_hash(parts).map_err(IntoResponse::into_response)?;
+        let slug = tenant_slug(parts, state).await?;
+        // The token and the tenant in one lookup (each request makes it).
+        let refused = |e: ApiError| e.into_response();
+        let (record, tenant) = state
+            .store
+            .token_and_tenant(&hash, &slug)
             .await
-            .map_err(IntoResponse::into_response)?;
-        let tenant = path_tenant::<R, ApiError>(parts, state, &caller).await?;
+            .map_err(|e| refused(e.into()))?
+            .ok_or_else(|| refused(ApiError::Unauthorized))?;
+        let caller = Caller(record, remote_address(parts));
+        if R::OPERATOR_ONLY {
+            caller.operator().map_err(refused)?;
+        }
+        let tenant = caller.admit(tenant, R::ROLES).map_err(refused)?;
         Ok(Authorised {
             caller,
             tenant,

@@ -402,6 +402,26 @@ pub trait Tenants: Send + Sync {
     /// The token with this hash, marking it used.
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
 
+    /// A request's two lookups together: the token with this hash (as
+    /// [`Tenants::token_by_hash`], marking it used) and the tenant with this
+    /// slug. `None` when no token has the hash; the tenant is `None` when no
+    /// tenant has the slug. A store may make them in one go: SQLite on one
+    /// reader, one after the other, PostgreSQL in one round trip.
+    async fn token_and_tenant(
+        &self,
+        hash: &str,
+        slug: &str,
+    ) -> Result<Option<(TokenRecord, Option<Tenant>)>> {
+        let Some(token) = self.token_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        let tenant = match self.tenant_by_slug(slug).await {
+            Err(StoreError::NotFound) => None,
+            other => Some(other?),
+        };
+        Ok(Some((token, tenant)))
+    }
+
     /// The tenant's tokens (never their hashes).
     async fn list_tokens(&self, tenant: TenantId) -> Result<Vec<TokenRecord>>;
 

@@ -1600,6 +1600,26 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     assert!(found.last_used_at.is_some());
     assert!(f.token_by_hash("nope").await.is_none());
 
+    // A request's two lookups at once: the token, and the tenant of the
+    // path, whichever tenant that is (the caller's checks come after).
+    let both = |hash: &'static str, slug: &'static str| {
+        let store = f.store.clone();
+        async move { store.token_and_tenant(hash, slug).await.unwrap() }
+    };
+    let (record, tenant) = both("h1", "acme").await.expect("the token");
+    assert_eq!(record.id, personal.id);
+    assert_eq!(tenant.map(|t| t.id), Some(a));
+    let (_, tenant) = both("h1", "other").await.expect("the token");
+    assert_eq!(tenant.map(|t| t.id), Some(b));
+    let (_, tenant) = both("h1", "missing").await.expect("the token");
+    assert!(tenant.is_none());
+    assert!(both("nope", "acme").await.is_none());
+    let (record, _) = both("h2", "acme").await.expect("the token");
+    assert_eq!(record.id, service.id);
+    assert!(record.last_used_at.is_none(), "not used before this lookup");
+    let (record, _) = both("h2", "acme").await.expect("the token");
+    assert!(record.last_used_at.is_some(), "the lookup marked it used");
+
     not_found(f.store.revoke_token(b, service.id).await);
     f.store.revoke_token(a, service.id).await.unwrap();
     assert!(f.token_by_hash("h2").await.is_none());

@@ -153,14 +153,30 @@ impl Tenants for PgStore {
             return Ok(None);
         };
         let record = token_record(&row)?;
-        // Recording every use would put a write on every request; a minute's precision is enough.
-        let now = now_ms();
-        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
-            execute(&c, sql::TOKEN_USED, &[&now, &record.id.to_string()])
-                .await
-                .map_err(pg)?;
-        }
+        mark_used(&c, &record).await?;
         Ok(Some(record))
+    }
+
+    async fn token_and_tenant(
+        &self,
+        hash: &str,
+        slug: &str,
+    ) -> Result<Option<(TokenRecord, Option<Tenant>)>> {
+        let c = client(&self.pool).await?;
+        // Both sent before either answer is read: one round trip.
+        let (by_hash, by_slug): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+            ([&hash], [&slug]);
+        let (token, tenant_row) = tokio::join!(
+            query_opt(&c, sql::TOKEN_BY_HASH, &by_hash),
+            query_opt(&c, sql::TENANT_BY_SLUG, &by_slug),
+        );
+        let Some(row) = token? else {
+            return Ok(None);
+        };
+        let record = token_record(&row)?;
+        let tenant = tenant_row?.as_ref().map(tenant).transpose()?;
+        mark_used(&c, &record).await?;
+        Ok(Some((record, tenant)))
     }
 
     async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
@@ -381,4 +397,17 @@ impl Tenants for PgStore {
             })
             .collect()
     }
+}
+
+/// Records that `record` was used. Recording every use would put a write on
+/// every request; a minute's precision is enough.
+async fn mark_used(c: &impl GenericClient, record: &TokenRecord) -> Result<()> {
+    let now = now_ms();
+    if record.last_used_at.is_some_and(|t| now - t <= 60_000) {
+        return Ok(());
+    }
+    execute(c, sql::TOKEN_USED, &[&now, &record.id.to_string()])
+        .await
+        .map_err(pg)
+        .map(drop)
 }

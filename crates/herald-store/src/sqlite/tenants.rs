@@ -128,29 +128,39 @@ impl Tenants for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let found = self.db.read_here(|c| {
-            c.prepare_cached(sql::TOKEN_BY_HASH)
-                .map_err(sql)?
-                .query_row([hash], token_row)
-                .optional()
-                .map_err(sql)
-        })?;
-        let Some(record) = found.transpose()? else {
+        let found = self.db.read_here(|c| token_by_hash(c, hash))?;
+        let Some(record) = found else {
             return Ok(None);
         };
-        // Recording every use would put a write on every request; a minute's precision is enough.
-        let now = now_ms();
-        if record.last_used_at.is_none_or(|t| now - t > 60_000) {
-            let token_id = record.id.to_string();
-            self.db
-                .write(move |c| {
-                    c.execute(sql::TOKEN_USED, params![now, token_id])
-                        .map_err(sql)
-                        .map(drop)
-                })
-                .await?;
-        }
+        self.mark_used(&record).await?;
         Ok(Some(record))
+    }
+
+    async fn token_and_tenant(
+        &self,
+        hash: &str,
+        slug: &str,
+    ) -> Result<Option<(TokenRecord, Option<Tenant>)>> {
+        // One reader, one lookup after the other: the second finds the
+        // pages the first read in (a reader's cache starts over whenever
+        // the database has changed, which under load is before every request).
+        let found = self.db.read_here(|c| {
+            let Some(record) = token_by_hash(c, hash)? else {
+                return Ok(None);
+            };
+            let tenant = c
+                .prepare_cached(sql::TENANT_BY_SLUG)
+                .map_err(sql)?
+                .query_row([slug], tenant_row)
+                .optional()
+                .map_err(sql)?
+                .transpose()?;
+            Ok(Some((record, tenant)))
+        })?;
+        if let Some((record, _)) = &found {
+            self.mark_used(record).await?;
+        }
+        Ok(found)
     }
 
     async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
@@ -381,6 +391,35 @@ impl Tenants for SqliteStore {
                     Some(created) => BootstrapOutcome::Installed { created, replaced },
                     None => BootstrapOutcome::Revoked { replaced },
                 })
+            })
+            .await
+    }
+}
+
+/// The token stored under `hash`, unless revoked.
+fn token_by_hash(c: &Connection, hash: &str) -> Result<Option<TokenRecord>> {
+    c.prepare_cached(sql::TOKEN_BY_HASH)
+        .map_err(sql)?
+        .query_row([hash], token_row)
+        .optional()
+        .map_err(sql)?
+        .transpose()
+}
+
+impl SqliteStore {
+    /// Records that `record` was used. Recording every use would put a
+    /// write on every request; a minute's precision is enough.
+    async fn mark_used(&self, record: &TokenRecord) -> Result<()> {
+        let now = now_ms();
+        if record.last_used_at.is_some_and(|t| now - t <= 60_000) {
+            return Ok(());
+        }
+        let token_id = record.id.to_string();
+        self.db
+            .write(move |c| {
+                c.execute(sql::TOKEN_USED, params![now, token_id])
+                    .map_err(sql)
+                    .map(drop)
             })
             .await
     }
