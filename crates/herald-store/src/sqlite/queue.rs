@@ -934,3 +934,124 @@ impl<'c> Handing<'c> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::{EmailAddress, Subject, TenantSlug};
+
+    /// A store with tenants `aa` and `bb` (created in that order), one message each.
+    async fn two_tenants_with_mail() -> (tempfile::TempDir, SqliteStore, [TenantId; 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+        let mut tenants = Vec::new();
+        for slug in ["aa", "bb"] {
+            let tenant = store
+                .create_tenant(TenantSlug::parse(slug).unwrap(), slug.into())
+                .await
+                .unwrap();
+            let to = EmailAddress::parse(&format!("u@{slug}.example")).unwrap();
+            let message = NewMessage::plain(
+                tenant.id,
+                vec![to.into()],
+                Subject::parse("s").unwrap(),
+                "x",
+                1,
+            );
+            store.submit(message).await.unwrap();
+            tenants.push(tenant.id);
+        }
+        (dir, store, [tenants[0], tenants[1]])
+    }
+
+    fn one_recipient(now: i64) -> ClaimRequest {
+        ClaimRequest {
+            node: "n".into(),
+            incarnation: "n-1".into(),
+            now,
+            lease_ms: 60_000,
+            limit: 1,
+            rooms: HashMap::new(),
+            default_room: u32::MAX,
+        }
+    }
+
+    /// A claim that runs again, because a job beside it in its transaction
+    /// failed having written, walks the tenants from where it first started:
+    /// the tenants are served in the same turn as by claims never run twice.
+    #[tokio::test]
+    async fn a_claim_run_again_serves_the_tenants_in_the_same_turn() {
+        let now = now_ms();
+        // Which tenant (0: aa, 1: bb) each of two claims serves.
+        let position =
+            |tenants: &[TenantId; 2], t: TenantId| tenants.iter().position(|x| *x == t).unwrap();
+        // The turn of claims never run twice.
+        let (_dir, store, tenants) = two_tenants_with_mail().await;
+        let mut undisturbed = Vec::new();
+        for _ in 0..2 {
+            let claimed = store.claim(one_recipient(now)).await.unwrap();
+            undisturbed.push(position(&tenants, claimed[0].tenant));
+        }
+        assert_ne!(undisturbed[0], undisturbed[1], "one tenant, then the other");
+
+        // The same, with the first claim run twice.
+        let (_dir, store, tenants) = two_tenants_with_mail().await;
+        store
+            .db
+            .write(|c| {
+                c.execute_batch("CREATE TABLE scratch (v INTEGER)")
+                    .map_err(sql)
+            })
+            .await
+            .unwrap();
+        // The writer is held until both jobs are queued, so that they open
+        // the next transaction together.
+        let (started, is_started) = std::sync::mpsc::channel();
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let hold = store.db.write(move |_| {
+            started.send(()).unwrap();
+            wait_for_go.recv().unwrap();
+            Ok(())
+        });
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failing = {
+            let runs = runs.clone();
+            move |c: &Connection| -> Result<()> {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                c.execute_batch("INSERT INTO scratch VALUES (1)")
+                    .map_err(sql)?;
+                Err(StoreError::Conflict("refused after writing".into()))
+            }
+        };
+        let queued = async {
+            tokio::task::spawn_blocking(move || is_started.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            tokio::join!(
+                store.claim(one_recipient(now)),
+                store.db.write_repeatable(failing),
+                async { go.send(()).unwrap() },
+            )
+        };
+        let (held, (claimed, failed, ())) = tokio::join!(hold, queued);
+        held.unwrap();
+        assert!(failed.is_err());
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the failing job ran beside the claim, then alone"
+        );
+        let claimed = claimed.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let second = store.claim(one_recipient(now)).await.unwrap();
+        let disturbed = vec![
+            position(&tenants, claimed[0].tenant),
+            position(&tenants, second[0].tenant),
+        ];
+        assert_eq!(
+            disturbed, undisturbed,
+            "the tenants' turn is the undisturbed one"
+        );
+    }
+}
