@@ -326,23 +326,29 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// as a tenant's queue limit is) leaves nothing to undo, and the others go
 /// on: a tenant refused at every message costs the others nothing.
 fn run_together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) {
-    let all_stand = |conn: &Connection| {
-        jobs.iter_mut().all(|job| {
-            let before = conn.total_changes();
-            job.run(conn) || conn.total_changes() == before
-        })
-    };
-    match savepoint(conn, all_stand) {
-        Ok(true) => return,
-        Ok(false) => {}
+    match savepoint(conn, |conn| all_stand(conn, jobs)) {
+        Ok(true) => {}
+        Ok(false) => each_alone(conn, jobs),
         // The savepoint itself failed: nothing can be said of the jobs' work.
         Err(e) => {
             for job in jobs {
                 job.refuse(&e);
             }
-            return;
         }
     }
+}
+
+/// Runs `jobs` one after the other: true when each succeeded or failed
+/// having changed no row (stopping at the first that did not).
+fn all_stand(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> bool {
+    jobs.iter_mut().all(|job| {
+        let before = conn.total_changes();
+        job.run(conn) || conn.total_changes() == before
+    })
+}
+
+/// Runs each job in a savepoint of its own: a failing one undoes only its own work.
+fn each_alone(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) {
     for job in jobs {
         if let Err(e) = savepoint(conn, |conn| job.run(conn)) {
             job.refuse(&e);
@@ -358,13 +364,9 @@ fn run_together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) {
 /// page as it was, to roll back to), about a tenth of the writer's time
 /// under load. An error says the transaction could not be begun again.
 fn run_first_together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Result<()> {
-    let all_stand = jobs.iter_mut().all(|job| {
-        let before = conn.total_changes();
-        job.run(conn) || conn.total_changes() == before
-    });
     // A write the database failed hard (a full disk) may have rolled the
     // transaction back itself.
-    if all_stand && !conn.is_autocommit() {
+    if all_stand(conn, jobs) && !conn.is_autocommit() {
         return Ok(());
     }
     if !conn.is_autocommit() {
@@ -377,11 +379,7 @@ fn run_first_together(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> Resu
         }
         return Err(error);
     }
-    for job in jobs {
-        if let Err(e) = savepoint(conn, |conn| job.run(conn)) {
-            job.refuse(&e);
-        }
-    }
+    each_alone(conn, jobs);
     Ok(())
 }
 

@@ -18,14 +18,9 @@ impl Tenants for SqliteStore {
     }
 
     async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant> {
-        self.db.read_here(|c| {
-            c.prepare_cached(sql::TENANT_BY_SLUG)
-                .map_err(sql)?
-                .query_row([slug], tenant_row)
-                .optional()
-                .map_err(sql)?
-                .ok_or(StoreError::NotFound)?
-        })
+        self.db
+            .read_here(|c| tenant_by_slug(c, slug))?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -148,14 +143,7 @@ impl Tenants for SqliteStore {
             let Some(record) = token_by_hash(c, hash)? else {
                 return Ok(None);
             };
-            let tenant = c
-                .prepare_cached(sql::TENANT_BY_SLUG)
-                .map_err(sql)?
-                .query_row([slug], tenant_row)
-                .optional()
-                .map_err(sql)?
-                .transpose()?;
-            Ok(Some((record, tenant)))
+            Ok(Some((record, tenant_by_slug(c, slug)?)))
         })?;
         if let Some((record, _)) = &found {
             self.mark_used(record).await?;
@@ -394,6 +382,16 @@ impl Tenants for SqliteStore {
             })
             .await
     }
+}
+
+/// The tenant with this slug, if any.
+fn tenant_by_slug(c: &Connection, slug: &str) -> Result<Option<Tenant>> {
+    c.prepare_cached(sql::TENANT_BY_SLUG)
+        .map_err(sql)?
+        .query_row([slug], tenant_row)
+        .optional()
+        .map_err(sql)?
+        .transpose()
 }
 
 /// The token stored under `hash`, unless revoked.
