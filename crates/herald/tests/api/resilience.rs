@@ -369,8 +369,8 @@ async fn submissions_past_the_queue_limit_answer_429_and_accepted_mail_is_delive
 /// Mail the node stores goes straight to its own worker, claimed in its
 /// submission's transaction, while the worker has places for it: here 4
 /// places, each tenant within three quarters of them, so a batch of ten
-/// hands three over and queues seven, which the worker claims. Every
-/// message is delivered once either way.
+/// hands up to three over and queues the rest, which the worker claims.
+/// Every message is delivered once either way.
 #[tokio::test]
 async fn the_worker_takes_mail_as_it_is_stored_and_claims_what_it_had_no_room_for() {
     let smtp = TestSmtpServer::start().await;
@@ -394,6 +394,12 @@ async fn the_worker_takes_mail_as_it_is_stored_and_claims_what_it_had_no_room_fo
             .await;
     }
     assert_eq!(smtp.messages().len(), 11, "each message once");
-    assert_eq!(stats.handed.load(Ordering::Relaxed), 1 + 3);
-    assert_eq!(stats.claimed.load(Ordering::Relaxed), 7);
+    // Three at most go straight over (the tenant's three quarters of four
+    // places). A claim the worker has begun meanwhile (its poll) holds all
+    // but a quarter of the places, so on a loaded machine as few as one
+    // may; the rest are claimed, none twice.
+    let handed = stats.handed.load(Ordering::Relaxed) - 1;
+    let claimed = stats.claimed.load(Ordering::Relaxed);
+    assert!((1..=3).contains(&handed), "{handed} handed over");
+    assert_eq!(handed + claimed, 10, "{handed} handed, {claimed} claimed");
 }
