@@ -118,8 +118,8 @@ pub(super) async fn submit_alone(pool: &Pool, m: &NewMessage) -> Result<Submitte
     let mut c = client(pool).await?;
     for _ in 0..3 {
         let tx = c.transaction().await.map_err(pg)?;
-        let submitted = if insert_message(&tx, m).await? {
-            let handed = insert_recipients(&tx, m).await?;
+        let submitted = if insert_messages(&tx, &[m]).await?[0] {
+            let handed = insert_recipients(&tx, &[m]).await?.remove(0);
             count_tests(&tx, m).await?;
             count_queued(&tx, &[m]).await?;
             Submitted {
@@ -142,22 +142,23 @@ pub(super) async fn submit_alone(pool: &Pool, m: &NewMessage) -> Result<Submitte
 
 /// Stores many messages in one transaction, all or none.
 ///
-/// The statements are sent without waiting for each other's answers
-/// (tokio-postgres pipelines what is polled at once on one connection), and
-/// run in order: every message row, then the recipients of the new ones.
+/// One statement inserts every message row, one more the recipients of
+/// the new ones: a group costs the same few statements whatever its size.
 pub(super) async fn submit_together(
     pool: &Pool,
     messages: &[NewMessage],
 ) -> Result<Vec<Submitted>> {
     let mut c = client(pool).await?;
     let tx = c.transaction().await.map_err(pg)?;
-    let inserted =
-        futures_util::future::try_join_all(messages.iter().map(|m| insert_message(&tx, m))).await?;
-    let new = messages.iter().zip(&inserted).filter(|(_, new)| **new);
-    let mut handed =
-        futures_util::future::try_join_all(new.map(|(m, _)| insert_recipients(&tx, m)))
-            .await?
-            .into_iter();
+    let all: Vec<&NewMessage> = messages.iter().collect();
+    let inserted = insert_messages(&tx, &all).await?;
+    let new: Vec<&NewMessage> = messages
+        .iter()
+        .zip(&inserted)
+        .filter(|(_, new)| **new)
+        .map(|(m, _)| m)
+        .collect();
+    let mut handed = insert_recipients(&tx, &new).await?.into_iter();
     let mut submitted = Vec::with_capacity(messages.len());
     for (m, new) in messages.iter().zip(inserted) {
         submitted.push(if new {
@@ -171,12 +172,6 @@ pub(super) async fn submit_together(
             stored_earlier(&tx, m).await?.ok_or_else(vanishing)?
         });
     }
-    let new: Vec<&NewMessage> = messages
-        .iter()
-        .zip(&submitted)
-        .filter(|(_, s)| !s.duplicate)
-        .map(|(m, _)| m)
-        .collect();
     for m in &new {
         count_tests(&tx, m).await?;
     }

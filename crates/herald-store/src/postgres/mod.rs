@@ -275,10 +275,6 @@ fn mailboxes(list: Vec<String>) -> Result<Vec<Mailbox>> {
         .collect()
 }
 
-fn mailbox_strings(list: &[Mailbox]) -> Vec<String> {
-    list.iter().map(ToString::to_string).collect()
-}
-
 /// PostgreSQL cannot store NUL in text, and a remote server's reply may hold
 /// one: refusing the attempt would leave the recipient leased and send it
 /// again, so the character is replaced.
@@ -403,103 +399,278 @@ fn on_behalf_of(r: &Row) -> Result<Option<OnBehalf>> {
     }
 }
 
-/// Inserts a message's row; `false` when its tenant already has a message
-/// under the same idempotency key (nothing is inserted then).
-async fn insert_message(tx: &impl GenericClient, m: &NewMessage) -> Result<bool> {
-    let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
-    let headers = rows::header_pairs(&m.headers);
-    let inserted = execute(
+/// Inserts the rows of `messages` in one statement; for each, `false` when
+/// its tenant already has a message under the same idempotency key (nothing
+/// is inserted for it then, as for the second of two in `messages` that share
+/// one).
+async fn insert_messages(tx: &impl GenericClient, messages: &[&NewMessage]) -> Result<Vec<bool>> {
+    let mut columns = MessageColumns::default();
+    for m in messages {
+        columns.push(m);
+    }
+    let MessageColumns {
+        id,
+        tenant_id,
+        idempotency_key,
+        subject,
+        text,
+        html,
+        reply_to,
+        headers,
+        to,
+        cc,
+        used_fallback,
+        created_at,
+        on_behalf_name,
+        on_behalf_email,
+        test_provider,
+        source,
+        credential,
+        connector,
+        client_addr,
+        raw,
+        attachments,
+        send_at,
+        template_id,
+        template_version,
+    } = &columns;
+    let inserted: HashSet<String> = query_map(
         tx,
-        sql::INSERT_MESSAGE,
+        INSERT_MESSAGES,
         &[
-            &m.id.to_string(),
-            &m.tenant_id.to_string(),
-            &m.idempotency_key,
-            &m.subject.as_ref(),
-            &m.text,
-            &m.html,
-            &m.reply_to.as_ref().map(ToString::to_string),
-            &Json(&headers),
-            &Json(mailbox_strings(&m.to)),
-            &Json(mailbox_strings(&m.cc)),
-            &m.used_fallback,
-            &m.created_at,
-            &m.on_behalf_of.as_ref().map(|p| p.name.as_str()),
-            &m.on_behalf_of.as_ref().map(|p| p.email.as_ref()),
-            &m.test_provider.map(|p| p.to_string()),
-            &source,
-            &credential,
-            &connector,
-            &client_addr,
-            &m.raw,
-            &rows::attachments_json(&m.attachments),
-            &m.send_at,
-            &m.template.map(|t| t.id.to_string()),
-            &m.template.map(|t| t.version as i32),
+            id,
+            tenant_id,
+            idempotency_key,
+            subject,
+            text,
+            html,
+            reply_to,
+            headers,
+            to,
+            cc,
+            used_fallback,
+            created_at,
+            on_behalf_name,
+            on_behalf_email,
+            test_provider,
+            source,
+            credential,
+            connector,
+            client_addr,
+            raw,
+            attachments,
+            send_at,
+            template_id,
+            template_version,
         ],
+        |r| get(r, "id"),
     )
-    .await
-    .map_err(pg)?;
-    Ok(inserted == 1)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(columns.id.iter().map(|id| inserted.contains(id)).collect())
 }
 
-/// Inserts one row per recipient of a new message, queued and due at once
-/// (or at its `send_at`); or, for a message handed to this node's worker,
-/// claimed under its lease (the state a claim leaves), returned as claimed.
-async fn insert_recipients(tx: &impl GenericClient, m: &NewMessage) -> Result<Vec<Claimed>> {
-    let handed = m
-        .handoff
-        .as_ref()
-        .map(|lease| m.handed_claims(lease))
-        .unwrap_or_default();
-    let (mut ids, mut addrs, mut kinds, mut positions) = (vec![], vec![], vec![], vec![]);
-    for (position, (addr, kind)) in m.recipients().enumerate() {
-        ids.push(
-            handed
-                .get(position)
-                .map_or_else(RecipientId::new, |c| c.recipient)
-                .to_string(),
-        );
-        addrs.push(addr.as_ref());
-        kinds.push(kind.as_str());
-        positions.push(position as i32);
+/// [`sql::INSERT_MESSAGE`] for many messages at once: one array per column,
+/// a row per message, answering the ids of the rows inserted.
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, \
+     html_body, reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
+     on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, client_addr, \
+     raw, attachments, send_at, template_id, template_version) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::boolean[], $12::bigint[], $13::text[], \
+     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], \
+     $21::text[], $22::bigint[], $23::text[], $24::integer[]) \
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id";
+
+/// The columns of new messages' rows, one array each, for [`INSERT_MESSAGES`].
+#[derive(Default)]
+struct MessageColumns<'m> {
+    id: Vec<String>,
+    tenant_id: Vec<String>,
+    idempotency_key: Vec<Option<&'m str>>,
+    subject: Vec<&'m str>,
+    text: Vec<Option<&'m str>>,
+    html: Vec<Option<&'m str>>,
+    reply_to: Vec<Option<String>>,
+    headers: Vec<Json<Vec<(&'m str, &'m str)>>>,
+    to: Vec<Json<Vec<String>>>,
+    cc: Vec<Json<Vec<String>>>,
+    used_fallback: Vec<bool>,
+    created_at: Vec<i64>,
+    on_behalf_name: Vec<Option<&'m str>>,
+    on_behalf_email: Vec<Option<&'m str>>,
+    test_provider: Vec<Option<String>>,
+    source: Vec<&'static str>,
+    credential: Vec<Option<String>>,
+    connector: Vec<Option<String>>,
+    client_addr: Vec<Option<String>>,
+    raw: Vec<Option<&'m [u8]>>,
+    attachments: Vec<Option<String>>,
+    send_at: Vec<Option<i64>>,
+    template_id: Vec<Option<String>>,
+    template_version: Vec<Option<i32>>,
+}
+
+impl<'m> MessageColumns<'m> {
+    fn push(&mut self, m: &'m NewMessage) {
+        let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
+        self.id.push(m.id.to_string());
+        self.tenant_id.push(m.tenant_id.to_string());
+        self.idempotency_key.push(m.idempotency_key.as_deref());
+        self.subject.push(m.subject.as_ref());
+        self.text.push(m.text.as_deref());
+        self.html.push(m.html.as_deref());
+        self.reply_to
+            .push(m.reply_to.as_ref().map(ToString::to_string));
+        self.headers.push(Json(rows::header_pairs(&m.headers)));
+        self.to.push(Json(rows::mailbox_strings(&m.to)));
+        self.cc.push(Json(rows::mailbox_strings(&m.cc)));
+        self.used_fallback.push(m.used_fallback);
+        self.created_at.push(m.created_at);
+        self.on_behalf_name
+            .push(m.on_behalf_of.as_ref().map(|p| p.name.as_str()));
+        self.on_behalf_email
+            .push(m.on_behalf_of.as_ref().map(|p| p.email.as_ref()));
+        self.test_provider
+            .push(m.test_provider.map(|p| p.to_string()));
+        self.source.push(source);
+        self.credential.push(credential);
+        self.connector.push(connector);
+        self.client_addr.push(client_addr);
+        self.raw.push(m.raw.as_deref());
+        self.attachments
+            .push(rows::attachments_json(&m.attachments));
+        self.send_at.push(m.send_at);
+        self.template_id.push(m.template.map(|t| t.id.to_string()));
+        self.template_version
+            .push(m.template.map(|t| t.version as i32));
     }
-    let (status, due_at, owner, incarnation, token) = match &m.handoff {
-        Some(lease) => (
-            "sending",
-            lease.until,
-            Some(lease.node.as_str()),
-            Some(lease.incarnation.as_str()),
-            1_i64,
-        ),
-        None => ("queued", m.send_at.unwrap_or(m.created_at), None, None, 0),
-    };
+}
+
+/// Inserts one row per recipient of each of `messages` (new ones) in one
+/// statement, queued and due at once (or at its `send_at`); or, for a
+/// message handed to this node's worker, claimed under its lease (the state
+/// a claim leaves). Answers each message's recipients as claimed (none for
+/// a message not handed over).
+async fn insert_recipients(
+    tx: &impl GenericClient,
+    messages: &[&NewMessage],
+) -> Result<Vec<Vec<Claimed>>> {
+    let mut columns = RecipientColumns::default();
+    let mut handed = Vec::with_capacity(messages.len());
+    for m in messages {
+        handed.push(columns.push(m));
+    }
+    if columns.id.is_empty() {
+        return Ok(handed);
+    }
+    let RecipientColumns {
+        id,
+        message_id,
+        tenant_id,
+        address,
+        kind,
+        position,
+        status,
+        due_at,
+        priority,
+        gateway_id,
+        owner,
+        incarnation,
+        token,
+    } = &columns;
     execute(
         tx,
-        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
-         gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
-         SELECT r.id, $1, $2, r.address, r.kind, r.position, $10, $3, $4, $9, $11, $12, $13, $14 \
-         FROM unnest($5::text[], $6::text[], $7::text[], $8::integer[]) AS r (id, address, kind, position)",
+        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, \
+         priority, gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
+         SELECT r.*, r.lease_token FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::text[], $6::integer[], $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], \
+         $12::text[], $13::integer[]) AS r (id, message_id, tenant_id, address, kind, position, status, \
+         due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token)",
         &[
-            &m.id.to_string(),
-            &m.tenant_id.to_string(),
-            &due_at,
-            &m.priority,
-            &ids,
-            &addrs,
-            &kinds,
-            &positions,
-            &m.gateway_id.map(|g| g.to_string()),
-            &status,
-            &owner,
-            &incarnation,
-            &token,
-            &(token as i32),
+            id,
+            message_id,
+            tenant_id,
+            address,
+            kind,
+            position,
+            status,
+            due_at,
+            priority,
+            gateway_id,
+            owner,
+            incarnation,
+            token,
         ],
     )
     .await
     .map_err(pg)?;
     Ok(handed)
+}
+
+/// The columns of new recipients' rows, one array each, for [`insert_recipients`].
+#[derive(Default)]
+struct RecipientColumns<'m> {
+    id: Vec<String>,
+    message_id: Vec<String>,
+    tenant_id: Vec<String>,
+    address: Vec<&'m str>,
+    kind: Vec<&'static str>,
+    position: Vec<i32>,
+    status: Vec<&'static str>,
+    due_at: Vec<i64>,
+    priority: Vec<i32>,
+    gateway_id: Vec<Option<String>>,
+    owner: Vec<Option<&'m str>>,
+    incarnation: Vec<Option<&'m str>>,
+    token: Vec<i32>,
+}
+
+impl<'m> RecipientColumns<'m> {
+    /// Adds the rows of `m`'s recipients; answers them as claimed when `m`
+    /// is handed over.
+    fn push(&mut self, m: &'m NewMessage) -> Vec<Claimed> {
+        let handed = m
+            .handoff
+            .as_ref()
+            .map(|lease| m.handed_claims(lease))
+            .unwrap_or_default();
+        let (status, due_at, owner, incarnation, token) = match &m.handoff {
+            Some(lease) => (
+                "sending",
+                lease.until,
+                Some(lease.node.as_str()),
+                Some(lease.incarnation.as_str()),
+                1,
+            ),
+            None => ("queued", m.send_at.unwrap_or(m.created_at), None, None, 0),
+        };
+        let (message_id, tenant_id, gateway_id) = (
+            m.id.to_string(),
+            m.tenant_id.to_string(),
+            m.gateway_id.map(|g| g.to_string()),
+        );
+        for (position, (address, kind)) in m.recipients().enumerate() {
+            let id = handed
+                .get(position)
+                .map_or_else(RecipientId::new, |c| c.recipient);
+            self.id.push(id.to_string());
+            self.message_id.push(message_id.clone());
+            self.tenant_id.push(tenant_id.clone());
+            self.address.push(address.as_ref());
+            self.kind.push(kind.as_str());
+            self.position.push(position as i32);
+            self.status.push(status);
+            self.due_at.push(due_at);
+            self.priority.push(m.priority);
+            self.gateway_id.push(gateway_id.clone());
+            self.owner.push(owner);
+            self.incarnation.push(incarnation);
+            self.token.push(token);
+        }
+        handed
+    }
 }
 
 /// Adds new messages' recipients to their tenants' counts of queued ones, and

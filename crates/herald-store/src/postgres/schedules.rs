@@ -180,8 +180,8 @@ impl Schedules for PgStore {
                 }
             }
             let submitted = match &message {
-                Some(m) if insert_message(&tx, m).await? => {
-                    insert_recipients(&tx, m).await?;
+                Some(m) if insert_messages(&tx, &[m]).await?[0] => {
+                    insert_recipients(&tx, &[m]).await?;
                     Some(Submitted {
                         id: m.id,
                         status: RecipientStatus::Queued.as_of(m.send_at, now_ms()),
