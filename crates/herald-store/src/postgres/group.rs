@@ -3,8 +3,8 @@
 //! in one transaction, as the SQLite writer does, each answered after that
 //! commit.
 //!
-//! A group is stored as a batch is: its statements pipelined, one commit
-//! and one flush of the WAL for all. When the group's transaction fails
+//! A group is stored as a batch is: one statement for every message row,
+//! one for every recipient row, one commit and one flush of the WAL for all. When the group's transaction fails
 //! (a tenant's queue full, a deadlock with another node's transaction
 //! waiting on the same idempotency key), nothing of it was stored and each
 //! message is stored again alone, so each gets its own answer.
