@@ -517,13 +517,6 @@ pub(crate) const CLEAR_SERVER_SECRETS: &str =
 
 // Submission.
 
-pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, \
-     reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
-     on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
-     client_addr, raw, attachments, send_at, template_id, template_version) VALUES ($1, $2, $3, \
-     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-     $23, $24) \
-     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
 pub(crate) const MESSAGE_BY_KEY: &str =
     "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
 pub(crate) const RECIPIENT_STATUSES: &str =
@@ -800,10 +793,6 @@ pub(crate) const RECIPIENT_STATES: &str = "SELECT id, address, status FROM recip
 /// Where a claimed event goes and what signs it: a webhook's URL and secrets.
 pub(crate) const WEBHOOK_TARGET: &str = "SELECT url, sealed_secret, CASE WHEN previous_secret_until > $1 THEN \
      previous_sealed_secret END AS previous_sealed_secret FROM webhooks WHERE id = $2";
-/// Records an attempt under a current lease; `$1` is the new status.
-pub(crate) const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
-     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_until = NULL, \
-     lease_owner = NULL, lease_incarnation = NULL WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
 pub(crate) const GIVE_BACK_EVENT: &str = "UPDATE webhook_outbox SET due_at = CASE WHEN due_at < $1 THEN $1 ELSE due_at END, \
      lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
      WHERE seq = $2 AND lease_token = $3 AND status = 'pending'";
@@ -1040,7 +1029,6 @@ pub(crate) const ALL: &[&str] = &[
     PROVIDER_OF_SERVER,
     RESEAL_ACCOUNT,
     CLEAR_SERVER_SECRETS,
-    INSERT_MESSAGE,
     MESSAGE_BY_KEY,
     RECIPIENT_STATUSES,
     INSERT_ATTEMPT,
@@ -1094,7 +1082,6 @@ pub(crate) const ALL: &[&str] = &[
     SUBSCRIBERS,
     RECIPIENT_STATES,
     WEBHOOK_TARGET,
-    FINISH_EVENT,
     GIVE_BACK_EVENT,
     PUT_OFF_CHAIN,
     GIVE_UP_WEBHOOK_EVENTS,

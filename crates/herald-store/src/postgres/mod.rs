@@ -446,8 +446,8 @@ async fn insert_messages(tx: &impl GenericClient, messages: &[&NewMessage]) -> R
     Ok(columns.id.iter().map(|id| inserted.contains(id)).collect())
 }
 
-/// [`sql::INSERT_MESSAGE`] for many messages at once: one array per column,
-/// a row per message, answering the ids of the rows inserted.
+/// A message row for each of many messages at once (one array per column,
+/// a row per message), answering the ids of the rows inserted.
 const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, \
      html_body, reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
      on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, client_addr, \

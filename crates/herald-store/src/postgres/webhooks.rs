@@ -260,6 +260,7 @@ impl Webhooks for PgStore {
             attempts.sort_by_key(|a| a.seq);
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
+            let current = finish_events(&tx, &attempts).await?;
             // Per webhook: whether any attempt succeeded, and the first failure.
             let mut health: BTreeMap<String, (bool, i64)> = BTreeMap::new();
             for a in &attempts {
@@ -270,36 +271,17 @@ impl Webhooks for PgStore {
                             .map_err(pg)?;
                         continue;
                     }
-                    WebhookOutcome::Attempted(r) => r,
+                    WebhookOutcome::Attempted(r) if current.contains(&a.seq) => r,
+                    WebhookOutcome::Attempted(_) => continue,
                 };
-                let (status, due_at) = rules::after_webhook_attempt(r);
-                let current = execute(
-                    &tx,
-                    sql::FINISH_EVENT,
-                    &[
-                        &status.as_str(),
-                        &due_at,
-                        &r.at,
-                        &r.response_status.map(i32::from),
-                        &r.error.as_deref().map(text),
-                        &r.duration_ms,
-                        &a.seq,
-                        &a.lease_token,
-                    ],
-                )
-                .await
-                .map_err(pg)?
-                    == 1;
-                if current && let WebhookNext::Retry { at } = r.next {
+                if let WebhookNext::Retry { at } = r.next {
                     execute(&tx, sql::PUT_OFF_CHAIN, &[&at, &a.seq])
                         .await
                         .map_err(pg)?;
                 }
-                if current {
-                    let h = health.entry(a.webhook.to_string()).or_insert((false, r.at));
-                    h.0 |= r.next == WebhookNext::Delivered;
-                    h.1 = h.1.min(r.at);
-                }
+                let h = health.entry(a.webhook.to_string()).or_insert((false, r.at));
+                h.0 |= r.next == WebhookNext::Delivered;
+                h.1 = h.1.min(r.at);
             }
             let now = now_ms();
             let mut disabled = Vec::new();
@@ -358,6 +340,81 @@ impl Webhooks for PgStore {
             .map_err(pg)
     }
 }
+
+/// Records the attempts among `attempts` (given back events are not) in one
+/// statement, each only where its lease is still current; answers the
+/// events whose attempt was recorded.
+async fn finish_events(
+    tx: &impl GenericClient,
+    attempts: &[WebhookAttempt],
+) -> Result<HashSet<i64>> {
+    #[derive(Default)]
+    struct Columns {
+        seq: Vec<i64>,
+        token: Vec<i64>,
+        status: Vec<&'static str>,
+        due_at: Vec<i64>,
+        at: Vec<i64>,
+        response_status: Vec<Option<i32>>,
+        error: Vec<Option<String>>,
+        duration_ms: Vec<i64>,
+    }
+    let mut c = Columns::default();
+    for a in attempts {
+        let WebhookOutcome::Attempted(r) = &a.outcome else {
+            continue;
+        };
+        let (status, due_at) = rules::after_webhook_attempt(r);
+        c.seq.push(a.seq);
+        c.token.push(a.lease_token);
+        c.status.push(status.as_str());
+        c.due_at.push(due_at);
+        c.at.push(r.at);
+        c.response_status.push(r.response_status.map(i32::from));
+        c.error
+            .push(r.error.as_deref().map(|e| text(e).into_owned()));
+        c.duration_ms.push(r.duration_ms);
+    }
+    if c.seq.is_empty() {
+        return Ok(HashSet::new());
+    }
+    query_map(
+        tx,
+        FINISH_EVENTS,
+        &[
+            &c.seq,
+            &c.token,
+            &c.status,
+            &c.due_at,
+            &c.at,
+            &c.response_status,
+            &c.error,
+            &c.duration_ms,
+        ],
+        |r| get(r, "seq"),
+    )
+    .await
+    .map(|seqs| seqs.into_iter().collect())
+}
+
+/// Records attempts given as arrays, one element each (`$1` the events,
+/// `$2` their lease tokens, `$3` to `$8` what came of them), only where
+/// the lease is still current; answers the events recorded. The rows are
+/// locked first, in `seq` order, so that two finishes over the same rows
+/// cannot deadlock.
+const FINISH_EVENTS: &str = "WITH a AS ( \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], \
+         $6::integer[], $7::text[], $8::bigint[]) \
+         AS a (seq, token, status, due_at, at, response_status, error, duration_ms)), \
+     locked AS ( \
+         SELECT o.seq FROM webhook_outbox o JOIN a ON o.seq = a.seq \
+         WHERE o.lease_token = a.token AND o.status = 'pending' ORDER BY o.seq FOR UPDATE OF o) \
+     UPDATE webhook_outbox o SET status = a.status, due_at = a.due_at, attempts = o.attempts + 1, \
+         last_attempt_at = a.at, response_status = a.response_status, error = a.error, \
+         duration_ms = a.duration_ms, lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
+     FROM a WHERE o.seq = a.seq AND o.seq IN (SELECT seq FROM locked) \
+     AND o.lease_token = a.token AND o.status = 'pending' \
+     RETURNING o.seq";
 
 /// Says why a webhook that [`sql::DISABLE_FAILING_WEBHOOK`] just disabled
 /// (`row` is what it returned) was disabled, on the webhook and in its

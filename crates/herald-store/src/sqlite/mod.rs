@@ -363,7 +363,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
     let headers = rows::header_pairs(&m.headers);
     let inserted = c
-        .prepare_cached(sql::INSERT_MESSAGE)
+        .prepare_cached(INSERT_MESSAGE)
         .map_err(sql)?
         .execute(params![
             m.id.to_string(),
@@ -528,6 +528,17 @@ impl Store for SqliteStore {
             .await
     }
 }
+
+/// A new message's row; nothing when its tenant already has a message under
+/// the same idempotency key (PostgreSQL inserts many at once, see its
+/// `insert_messages`).
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, html_body, \
+     reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
+     on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, \
+     client_addr, raw, attachments, send_at, template_id, template_version) VALUES ($1, $2, $3, \
+     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+     $23, $24) \
+     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
 
 #[cfg(test)]
 mod tests {

@@ -290,7 +290,7 @@ impl Webhooks for SqliteStore {
     ) -> Result<Vec<DisabledWebhook>> {
         self.db
             .write_repeatable(move |c| {
-                let mut finish = c.prepare_cached(sql::FINISH_EVENT).map_err(sql)?;
+                let mut finish = c.prepare_cached(FINISH_EVENT).map_err(sql)?;
                 let mut give_back = c.prepare_cached(sql::GIVE_BACK_EVENT).map_err(sql)?;
                 // Per webhook: whether any attempt succeeded, and the first failure.
                 let mut health: HashMap<WebhookId, (bool, i64)> = HashMap::new();
@@ -423,3 +423,8 @@ impl Webhooks for SqliteStore {
             .await
     }
 }
+
+/// Records an attempt under a current lease; `$1` is the new status.
+const FINISH_EVENT: &str = "UPDATE webhook_outbox SET status = $1, due_at = $2, attempts = attempts + 1, \
+     last_attempt_at = $3, response_status = $4, error = $5, duration_ms = $6, lease_until = NULL, \
+     lease_owner = NULL, lease_incarnation = NULL WHERE seq = $7 AND lease_token = $8 AND status = 'pending'";
