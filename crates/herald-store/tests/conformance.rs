@@ -3006,6 +3006,47 @@ fn event_names(events: &[ClaimedEvent]) -> Vec<(Option<MessageId>, &str)> {
         .collect()
 }
 
+/// A batch of attempts may hold a late one of an earlier lease beside the
+/// current lease's attempt of the same event: only the current one is
+/// recorded, and the late one's retry puts nothing of the chain off.
+async fn a_late_attempt_beside_the_current_one_changes_nothing(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(
+            t,
+            &[EventType::RecipientSent, EventType::MessageSent],
+            0,
+        ))
+        .await;
+    let m = f.submit(message(t, &["a@x.example"], None, 1_000)).await.id;
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    f.complete(
+        vec![outcome_at(&claimed[0], NextState::Sent, 2_000)],
+        vec![],
+    )
+    .await;
+    // The recipient's event, leased for a minute; the message's waits behind it.
+    let first = f.claim_events(webhook_claim(10_000, 1)).await;
+    assert_eq!(event_names(&first), [(Some(m), "recipient.sent")]);
+    // The lease ran out, and a later claim took the event again.
+    let again = f.claim_events(webhook_claim(80_000, 1)).await;
+    assert_eq!(again[0].seq, first[0].seq);
+    assert!(again[0].lease_token > first[0].lease_token);
+    let late = webhook_attempt(&first[0], 80_500, WebhookNext::Retry { at: 900_000 });
+    let current = webhook_attempt(&again[0], 81_000, WebhookNext::Delivered);
+    assert!(f.finish_events(vec![late, current], 0).await.is_empty());
+    let deliveries = f.webhook_deliveries(t, hook.id, 100).await;
+    let event = deliveries
+        .iter()
+        .find(|d| d.event_id == first[0].event_id)
+        .unwrap();
+    assert_eq!(event.status, WebhookDeliveryStatus::Delivered);
+    assert_eq!(event.attempts, 1);
+    // The message's event is due as it was, not put off to the late retry.
+    let next = f.claim_events(webhook_claim(81_000, 10)).await;
+    assert_eq!(event_names(&next), [(Some(m), "message.sent")]);
+}
+
 async fn webhooks_are_kept_per_tenant(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let other = tenant(&*f.store, "other").await;
@@ -5070,6 +5111,7 @@ conformance!(
     test_messages_cause_only_test_completed,
     concurrent_outcomes_write_one_message_event,
     webhook_events_go_out_in_order_per_message,
+    a_late_attempt_beside_the_current_one_changes_nothing,
     outcomes_lease_their_events_to_the_dispatcher_offered,
     concurrent_webhook_claims_keep_each_messages_order,
     a_webhook_failing_too_long_is_disabled,

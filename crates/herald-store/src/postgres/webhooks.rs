@@ -271,7 +271,7 @@ impl Webhooks for PgStore {
                             .map_err(pg)?;
                         continue;
                     }
-                    WebhookOutcome::Attempted(r) if current.contains(&a.seq) => r,
+                    WebhookOutcome::Attempted(r) if current.contains(&(a.seq, a.lease_token)) => r,
                     WebhookOutcome::Attempted(_) => continue,
                 };
                 if let WebhookNext::Retry { at } = r.next {
@@ -343,11 +343,11 @@ impl Webhooks for PgStore {
 
 /// Records the attempts among `attempts` (given back events are not) in one
 /// statement, each only where its lease is still current; answers the
-/// events whose attempt was recorded.
+/// events (`seq` and lease token) whose attempt was recorded.
 async fn finish_events(
     tx: &impl GenericClient,
     attempts: &[WebhookAttempt],
-) -> Result<HashSet<i64>> {
+) -> Result<HashSet<(i64, i64)>> {
     #[derive(Default)]
     struct Columns {
         seq: Vec<i64>,
@@ -391,15 +391,15 @@ async fn finish_events(
             &c.error,
             &c.duration_ms,
         ],
-        |r| get(r, "seq"),
+        |r| Ok((get(r, "seq")?, get(r, "lease_token")?)),
     )
     .await
-    .map(|seqs| seqs.into_iter().collect())
+    .map(|recorded| recorded.into_iter().collect())
 }
 
 /// Records attempts given as arrays, one element each (`$1` the events,
 /// `$2` their lease tokens, `$3` to `$8` what came of them), only where
-/// the lease is still current; answers the events recorded. The rows are
+/// the lease is still current; answers the events recorded and their tokens. The rows are
 /// locked first, in `seq` order, so that two finishes over the same rows
 /// cannot deadlock.
 const FINISH_EVENTS: &str = "WITH a AS ( \
@@ -414,7 +414,7 @@ const FINISH_EVENTS: &str = "WITH a AS ( \
          duration_ms = a.duration_ms, lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
      FROM a WHERE o.seq = a.seq AND o.seq IN (SELECT seq FROM locked) \
      AND o.lease_token = a.token AND o.status = 'pending' \
-     RETURNING o.seq";
+     RETURNING o.seq, o.lease_token";
 
 /// Says why a webhook that [`sql::DISABLE_FAILING_WEBHOOK`] just disabled
 /// (`row` is what it returned) was disabled, on the webhook and in its
