@@ -2971,6 +2971,13 @@ impl Fixture {
         self.store.create_webhook(webhook).await.unwrap()
     }
 
+    /// The tenant "acme" with a webhook for `recipient.sent` and `message.sent`.
+    async fn tenant_sent_to_a_webhook(&self) -> (TenantId, Webhook) {
+        let t = tenant(&*self.store, "acme").await;
+        let events = [EventType::RecipientSent, EventType::MessageSent];
+        (t, self.create_webhook(new_webhook(t, &events, 0)).await)
+    }
+
     async fn claim_events(&self, claim: WebhookClaim) -> Vec<ClaimedEvent> {
         self.store.claim_webhook_events(claim).await.unwrap()
     }
@@ -3010,14 +3017,7 @@ fn event_names(events: &[ClaimedEvent]) -> Vec<(Option<MessageId>, &str)> {
 /// current lease's attempt of the same event: only the current one is
 /// recorded, and the late one's retry puts nothing of the chain off.
 async fn a_late_attempt_beside_the_current_one_changes_nothing(f: Fixture) {
-    let t = tenant(&*f.store, "acme").await;
-    let hook = f
-        .create_webhook(new_webhook(
-            t,
-            &[EventType::RecipientSent, EventType::MessageSent],
-            0,
-        ))
-        .await;
+    let (t, hook) = f.tenant_sent_to_a_webhook().await;
     let m = f.submit(message(t, &["a@x.example"], None, 1_000)).await.id;
     let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
     f.complete(
@@ -3355,14 +3355,7 @@ async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
 /// waits while an earlier one is pending and not due; lease tokens fence
 /// the attempts; an event given back is due again with no attempt counted.
 async fn webhook_events_go_out_in_order_per_message(f: Fixture) {
-    let t = tenant(&*f.store, "acme").await;
-    let hook = f
-        .create_webhook(new_webhook(
-            t,
-            &[EventType::RecipientSent, EventType::MessageSent],
-            0,
-        ))
-        .await;
+    let (t, hook) = f.tenant_sent_to_a_webhook().await;
     f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
         .await;
     let m2 = f.submit(message(t, &["c@x.example"], None, 1_000)).await.id;
@@ -3481,14 +3474,7 @@ fn event_lease(room: usize) -> EventLease {
 /// dispatcher has no room for, and events past its room wait for claims.
 async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
     let hands = matches!(f.backend, Backend::Sqlite(_));
-    let t = tenant(&*f.store, "acme").await;
-    let hook = f
-        .create_webhook(new_webhook(
-            t,
-            &[EventType::RecipientSent, EventType::MessageSent],
-            0,
-        ))
-        .await;
+    let (t, hook) = f.tenant_sent_to_a_webhook().await;
     let quiet = f
         .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
         .await;
