@@ -289,10 +289,23 @@ fn one<T>(
     args: impl rusqlite::Params,
     map: impl FnOnce(&Row) -> rusqlite::Result<Result<T>>,
 ) -> Result<T> {
-    conn.query_row(query, args, map)
+    maybe_one(conn, query, args, map)?.ok_or(StoreError::NotFound)
+}
+
+/// The row `query` finds, if any, mapped as [`one`] maps it; the statement
+/// is prepared once (for the lookups every request makes).
+fn maybe_one<T>(
+    conn: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+    map: impl FnOnce(&Row) -> rusqlite::Result<Result<T>>,
+) -> Result<Option<T>> {
+    conn.prepare_cached(query)
+        .map_err(sql)?
+        .query_row(args, map)
         .optional()
         .map_err(sql)?
-        .ok_or(StoreError::NotFound)?
+        .transpose()
 }
 
 /// [`list`] whose rows are mapped in two steps, the second of which can fail

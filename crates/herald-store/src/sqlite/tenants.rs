@@ -386,22 +386,12 @@ impl Tenants for SqliteStore {
 
 /// The tenant with this slug, if any.
 fn tenant_by_slug(c: &Connection, slug: &str) -> Result<Option<Tenant>> {
-    c.prepare_cached(sql::TENANT_BY_SLUG)
-        .map_err(sql)?
-        .query_row([slug], tenant_row)
-        .optional()
-        .map_err(sql)?
-        .transpose()
+    maybe_one(c, sql::TENANT_BY_SLUG, [slug], tenant_row)
 }
 
 /// The token stored under `hash`, unless revoked.
 fn token_by_hash(c: &Connection, hash: &str) -> Result<Option<TokenRecord>> {
-    c.prepare_cached(sql::TOKEN_BY_HASH)
-        .map_err(sql)?
-        .query_row([hash], token_row)
-        .optional()
-        .map_err(sql)?
-        .transpose()
+    maybe_one(c, sql::TOKEN_BY_HASH, [hash], token_row)
 }
 
 impl SqliteStore {
