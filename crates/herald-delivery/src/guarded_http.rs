@@ -13,16 +13,19 @@ use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use url::Host;
 
 use crate::http1::Connections;
+pub use crate::http1::PIPELINED;
 
 /// How long a whole request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connections posts use to one origin, unless told.
+const POST_CONNECTIONS: usize = 16;
 /// Who is asking, in every request.
 const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 
 /// Why a guarded request was not made, or did not give an answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HttpError {
     /// The URL breaks a rule of [`EndpointUrl`] (a stored one may predate a rule).
     #[error("the URL {0}")]
@@ -79,6 +82,13 @@ impl GuardedHttp {
 
     /// A client under `egress` whose requests, answer included, take at most `timeout`.
     pub fn with_timeout(egress: Arc<Egress>, timeout: Duration) -> Self {
+        GuardedHttp::for_webhooks(egress, timeout, POST_CONNECTIONS)
+    }
+
+    /// A client as [`GuardedHttp::with_timeout`] whose posts go over at most
+    /// `connections` connections to one origin, each carrying up to
+    /// [`PIPELINED`] requests pipelined (see [`crate::http1`]).
+    pub fn for_webhooks(egress: Arc<Egress>, timeout: Duration, connections: usize) -> Self {
         // One client per scheme, because the scheme decides which addresses
         // the resolver keeps: plain http only those on the allow list.
         let client = |plain_http: bool| {
@@ -102,6 +112,8 @@ impl GuardedHttp {
             connections: Connections::new(
                 herald_smtp::https_client_config(),
                 CONNECT_TIMEOUT.min(timeout),
+                timeout,
+                connections,
                 USER_AGENT,
             ),
             egress,
@@ -133,12 +145,11 @@ impl GuardedHttp {
     ) -> Result<Answer, HttpError> {
         let target = self.connections.target(url).map_err(HttpError::Url)?;
         self.admit_literal(&target.url)?;
-        let posted = self
-            .connections
-            .post(&self.egress, &target, headers, body, max_body);
-        tokio::time::timeout(self.timeout, posted)
+        // The connections time each request from its turn on its
+        // connection: one queued behind a slow one is not failed for it.
+        self.connections
+            .post(&self.egress, &target, headers, body, max_body)
             .await
-            .map_err(|_| HttpError::Timeout(self.timeout))?
     }
 
     /// `url` parsed, when its rules allow it.

@@ -1,27 +1,43 @@
-//! Webhook posts as HTTP/1.1 written straight on kept-alive connections: one
-//! write for the request, its answer parsed with `httparse` where it lies in
-//! the read buffer.
+//! Webhook posts as HTTP/1.1 written straight on kept-alive connections,
+//! pipelined: the requests to one origin wait in one queue, each connection
+//! (a *line*) takes as many of them as it has room for and writes them in
+//! one write, and their answers are parsed with `httparse` where they lie in
+//! the read buffer, in the order the requests went.
 //!
 //! Webhooks are posted once per event, thousands a second under load, and
 //! reqwest's layers (its redirect and timeout services, hyper's connection
 //! task and the channel to it, the pool's bookkeeping) cost as much CPU as
-//! everything else of a post together (BENCHMARKS.md). The rules are those of
+//! everything else of a post together (BENCHMARKS.md); a write and a read of
+//! their own for every request, on both ends of the connection, cost as much
+//! again. The rules are those of
 //! [`GuardedHttp`](crate::guarded_http::GuardedHttp), which calls this module
 //! after checking the URL: the addresses connected to are the ones the egress
 //! policy admitted, redirects are answers, no proxy is used, and at most the
 //! caller's length of an answer is read.
+//!
+//! Pipelining (RFC 9112, section 9.3.2) is kept safe by three rules. A new
+//! line carries one request until it has answered one and stayed open, so a
+//! server that closes after every answer (as HTTP/1.0 servers do) is never
+//! sent a second. A request has the whole timeout from the moment it is the
+//! oldest unanswered one on its line; when that runs out it fails alone, and
+//! the line closes. A request whose line closed before its answer, on a line
+//! that had answered before (the server ended a kept connection, or a request
+//! ahead of it timed out), goes again once on another: at least once, as
+//! every webhook event is, and its `webhook-id` lets the receiver drop a repeat.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_core::{EndpointUrl, Invalid};
 use herald_smtp::Egress;
 use reqwest::StatusCode;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use url::Host;
 
@@ -31,13 +47,15 @@ use crate::guarded_http::{Answer, HttpError, admit};
 const MAX_HEAD: usize = 64 * 1024;
 /// How many header lines an answer may have.
 const MAX_HEADERS: usize = 100;
-/// How long an unused connection is kept.
+/// How long a line with nothing to carry is kept open.
 const IDLE_FOR: Duration = Duration::from_secs(30);
-/// How many unused connections are kept per origin: the dispatcher's
-/// requests in flight to one webhook, twice over.
-const IDLE_PER_ORIGIN: usize = 32;
-/// How many origins unused connections are kept for.
-const IDLE_ORIGINS: usize = 1_024;
+/// How many requests a line carries unanswered, once it has shown that its
+/// server keeps connections open.
+pub const PIPELINED: usize = 16;
+/// How many origins queues are kept for.
+const ORIGINS_KEPT: usize = 1_024;
+/// How many URLs are kept prepared; past it the cache starts afresh.
+const TARGETS_KEPT: usize = 10_000;
 
 /// A connection, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -51,11 +69,6 @@ struct Origin {
     port: u16,
 }
 
-struct Idle {
-    io: Box<dyn Io>,
-    since: Instant,
-}
-
 /// A URL as posts to it need it, prepared once: parsed, where its
 /// connections go, and the start of its requests' head (request line, host,
 /// user agent).
@@ -65,43 +78,74 @@ pub(crate) struct Target {
     head: String,
 }
 
-/// How many URLs are kept prepared; past it the cache starts afresh.
-const TARGETS_KEPT: usize = 10_000;
-
-/// The kept-alive connections of one client, and how it makes new ones.
-pub(crate) struct Connections {
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
-    targets: Mutex<HashMap<String, Arc<Target>>>,
-    tls: TlsConnector,
-    connect_timeout: Duration,
-    user_agent: &'static str,
+/// One request waiting for its answer.
+struct Job {
+    request: Vec<u8>,
+    max_body: usize,
+    /// It went once on a line that closed before answering it.
+    again: bool,
+    done: oneshot::Sender<Result<Answer, HttpError>>,
 }
 
-/// How an exchange on a connection ended, when it gave no answer.
-enum Failed {
-    /// A kept connection the server had closed: nothing of an answer came,
-    /// so the request may go again on a new connection.
-    Stale,
-    Error(HttpError),
-}
-
-impl From<HttpError> for Failed {
-    fn from(e: HttpError) -> Self {
-        Failed::Error(e)
+impl Job {
+    fn fail(self, error: HttpError) {
+        let _ = self.done.send(Err(error));
     }
 }
 
+/// The requests to one origin that no line has taken yet, and its lines.
+struct Queue {
+    origin: Origin,
+    state: Mutex<QueueState>,
+    /// Told when a request arrives, for a line waiting for one.
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Lines open or opening.
+    lines: usize,
+    /// Lines with room, waiting for a request.
+    waiting: usize,
+}
+
+/// How lines connect and time their requests.
+struct Settings {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    timeout: Duration,
+    /// The most lines to one origin.
+    lines: usize,
+}
+
+/// The lines of one client, by origin, and how it makes new ones.
+pub(crate) struct Connections {
+    queues: Mutex<HashMap<Origin, Arc<Queue>>>,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+    settings: Arc<Settings>,
+    user_agent: &'static str,
+}
+
 impl Connections {
+    /// Lines connected within `connect_timeout`, `lines` at most to one
+    /// origin, each request answered within `timeout` of its turn.
     pub(crate) fn new(
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
+        timeout: Duration,
+        lines: usize,
         user_agent: &'static str,
     ) -> Self {
         Connections {
-            idle: Mutex::default(),
+            queues: Mutex::default(),
             targets: Mutex::default(),
-            tls: TlsConnector::from(tls),
-            connect_timeout,
+            settings: Arc::new(Settings {
+                tls: TlsConnector::from(tls),
+                connect_timeout,
+                timeout,
+                lines: lines.max(1),
+            }),
             user_agent,
         }
     }
@@ -147,72 +191,60 @@ impl Connections {
     /// caller) and reads at most `max_body` bytes of the answer.
     pub(crate) async fn post(
         &self,
-        egress: &Egress,
-        target: &Target,
+        egress: &Arc<Egress>,
+        target: &Arc<Target>,
         headers: &[(&str, &str)],
         body: &[u8],
         max_body: usize,
     ) -> Result<Answer, HttpError> {
-        let request = request(target, headers, body);
-        let origin = &target.origin;
-        // A kept connection first. Should its server have closed it
-        // meanwhile, the request goes again on a new one.
-        if let Some(io) = self.take(origin) {
-            match exchange(io, &request, max_body, true).await {
-                Ok((answer, kept)) => {
-                    self.keep(origin, kept);
-                    return Ok(answer);
-                }
-                Err(Failed::Stale) => {}
-                Err(Failed::Error(e)) => return Err(e),
+        let (done, answered) = oneshot::channel();
+        let job = Job {
+            request: request(target, headers, body),
+            max_body,
+            again: false,
+            done,
+        };
+        let queue = self.queue(&target.origin);
+        // A new line when none waits for a request and the origin has room
+        // for one; otherwise a line takes it when it has room.
+        let open = {
+            let mut state = queue.state.lock().expect("queue lock");
+            state.jobs.push_back(job);
+            let open = state.waiting == 0 && state.lines < self.settings.lines;
+            if open {
+                state.lines += 1;
             }
+            open
+        };
+        if open {
+            let settings = self.settings.clone();
+            tokio::spawn(line(queue, settings, egress.clone(), target.clone()));
+        } else {
+            queue.arrived.notify_one();
         }
-        let io = self.connect(egress, &target.url, origin).await?;
-        match exchange(io, &request, max_body, false).await {
-            Ok((answer, kept)) => {
-                self.keep(origin, kept);
-                Ok(answer)
-            }
-            Err(Failed::Stale) => Err(HttpError::Unreachable(
-                "the connection closed before an answer".into(),
-            )),
-            Err(Failed::Error(e)) => Err(e),
-        }
+        answered.await.unwrap_or_else(|_| Err(closed_early()))
     }
 
-    /// A kept connection to `origin` that has not idled too long.
-    fn take(&self, origin: &Origin) -> Option<Box<dyn Io>> {
-        let mut idle = self.idle.lock().expect("idle lock");
-        let kept = idle.get_mut(origin)?;
-        let found = std::iter::from_fn(|| kept.pop()).find(|c| c.since.elapsed() < IDLE_FOR);
-        if kept.is_empty() {
-            idle.remove(origin);
+    /// The queue of `origin`'s requests.
+    fn queue(&self, origin: &Origin) -> Arc<Queue> {
+        let mut queues = self.queues.lock().expect("queues lock");
+        if let Some(queue) = queues.get(origin) {
+            return queue.clone();
         }
-        found.map(|c| c.io)
+        if queues.len() >= ORIGINS_KEPT {
+            queues.retain(|_, q| Arc::strong_count(q) > 1);
+        }
+        let queue = Arc::new(Queue {
+            origin: origin.clone(),
+            state: Mutex::default(),
+            arrived: Notify::new(),
+        });
+        queues.insert(origin.clone(), queue.clone());
+        queue
     }
+}
 
-    /// Keeps the connection an answer came on, when it can carry another request.
-    fn keep(&self, origin: &Origin, kept: Option<Box<dyn Io>>) {
-        let Some(io) = kept else { return };
-        let mut idle = self.idle.lock().expect("idle lock");
-        if idle.len() >= IDLE_ORIGINS && !idle.contains_key(origin) {
-            idle.retain(|_, kept| kept.iter().any(|c| c.since.elapsed() < IDLE_FOR));
-            if idle.len() >= IDLE_ORIGINS {
-                return;
-            }
-        }
-        if !idle.contains_key(origin) {
-            idle.insert(origin.clone(), Vec::new());
-        }
-        let list = idle.get_mut(origin).expect("inserted above");
-        if list.len() < IDLE_PER_ORIGIN {
-            list.push(Idle {
-                io,
-                since: Instant::now(),
-            });
-        }
-    }
-
+impl Settings {
     /// A new connection to the first admitted address of `url`'s host that
     /// answers, TLS on top for https.
     async fn connect(
@@ -225,10 +257,14 @@ impl Connections {
         let addresses: Vec<SocketAddr> = match url.host() {
             Host::Ipv4(v4) => vec![SocketAddr::new(v4.into(), origin.port)],
             Host::Ipv6(v6) => vec![SocketAddr::new(v6.into(), origin.port)],
-            Host::Domain(name) => tokio::net::lookup_host((name, origin.port))
-                .await
-                .map_err(|e| HttpError::Unreachable(e.to_string()))?
-                .collect(),
+            Host::Domain(name) => {
+                let found = tokio::net::lookup_host((name, origin.port));
+                tokio::time::timeout(self.connect_timeout, found)
+                    .await
+                    .map_err(|_| HttpError::Timeout(self.connect_timeout))?
+                    .map_err(|e| HttpError::Unreachable(e.to_string()))?
+                    .collect()
+            }
         };
         let mut refusal = None;
         let mut unreachable = None;
@@ -267,13 +303,300 @@ impl Connections {
             Host::Domain(name) => ServerName::try_from(name.to_owned())
                 .map_err(|e| HttpError::Unreachable(format!("invalid TLS server name: {e}")))?,
         };
-        let tls = self
-            .tls
-            .connect(name, tcp)
+        let handshake = self.tls.connect(name, tcp);
+        let tls = tokio::time::timeout(self.connect_timeout, handshake)
             .await
+            .map_err(|_| HttpError::Timeout(self.connect_timeout))?
             .map_err(|e| HttpError::Unreachable(innermost(&e)))?;
         Ok(Box::new(tls))
     }
+}
+
+/// One line to `queue`'s origin, connected again while requests wait that
+/// no other line waits to take. A connection that fails fails the oldest
+/// request waiting, as the connection of its own would have.
+async fn line(
+    queue: Arc<Queue>,
+    settings: Arc<Settings>,
+    egress: Arc<Egress>,
+    target: Arc<Target>,
+) {
+    loop {
+        match settings.connect(&egress, &target.url, &queue.origin).await {
+            Ok(io) => carry(&queue, &settings, io).await,
+            Err(e) => {
+                let oldest = queue.state.lock().expect("queue lock").jobs.pop_front();
+                if let Some(job) = oldest {
+                    job.fail(e);
+                }
+            }
+        }
+        let mut state = queue.state.lock().expect("queue lock");
+        if state.jobs.is_empty() || state.waiting > 0 {
+            state.lines -= 1;
+            if !state.jobs.is_empty() {
+                queue.arrived.notify_one();
+            }
+            return;
+        }
+    }
+}
+
+/// What one line holds, shared by its writer and its reader.
+#[derive(Default)]
+struct Line {
+    state: Mutex<LineState>,
+    /// Told by the writer when it wrote, or closed the line.
+    written: Notify,
+    /// Told by the reader when an answer came, or it closed the line.
+    answered: Notify,
+}
+
+#[derive(Default)]
+struct LineState {
+    /// Requests written or being written, oldest first.
+    unanswered: VecDeque<Job>,
+    /// When the oldest unanswered request's turn began: written, or the
+    /// answer before it came.
+    turn: Option<Instant>,
+    /// The server has answered a request and kept the connection.
+    kept: bool,
+    /// No more requests go on this line.
+    closed: bool,
+}
+
+impl LineState {
+    /// How many more requests the line takes now.
+    fn room(&self) -> usize {
+        match (self.closed, self.kept) {
+            (true, _) => 0,
+            (false, true) => PIPELINED.saturating_sub(self.unanswered.len()),
+            (false, false) => usize::from(self.unanswered.is_empty()),
+        }
+    }
+}
+
+/// Carries requests on `io` until it closes; what it leaves unanswered goes
+/// again (once, when the line had answered before) or fails.
+async fn carry(queue: &Arc<Queue>, settings: &Settings, io: Box<dyn Io>) {
+    let (reader, writer) = tokio::io::split(io);
+    let line = Arc::new(Line::default());
+    let writing = tokio::spawn(write(queue.clone(), line.clone(), writer));
+    let answered_any = read(&line, reader, settings.timeout).await;
+    writing.abort();
+    let _ = writing.await;
+    let left = {
+        let mut state = line.state.lock().expect("line lock");
+        state.closed = true;
+        std::mem::take(&mut state.unanswered)
+    };
+    let mut again = Vec::new();
+    for job in left {
+        if answered_any && !job.again {
+            again.push(Job { again: true, ..job });
+        } else {
+            job.fail(closed_early());
+        }
+    }
+    if !again.is_empty() {
+        let mut state = queue.state.lock().expect("queue lock");
+        for job in again.into_iter().rev() {
+            state.jobs.push_front(job);
+        }
+        drop(state);
+        queue.arrived.notify_one();
+    }
+}
+
+/// Counts a line among its queue's waiting ones while it lives (dropped
+/// also when the writer is stopped while it waits).
+struct Waiting<'a>(&'a Queue);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("queue lock").waiting -= 1;
+    }
+}
+
+/// The writer of a line: takes requests from the queue as it has room,
+/// and writes each take in one write.
+async fn write(queue: Arc<Queue>, line: Arc<Line>, mut writer: WriteHalf<Box<dyn Io>>) {
+    let mut batch = Vec::new();
+    loop {
+        enum Next {
+            Write,
+            Jobs { idle: bool },
+            Room,
+        }
+        let next = {
+            let mut jobs = queue.state.lock().expect("queue lock");
+            let mut state = line.state.lock().expect("line lock");
+            let room = state.room();
+            if state.closed {
+                return;
+            } else if room > 0 && !jobs.jobs.is_empty() {
+                if state.unanswered.is_empty() {
+                    state.turn = Some(Instant::now());
+                }
+                let taken = room.min(jobs.jobs.len());
+                for job in jobs.jobs.drain(..taken) {
+                    batch.extend_from_slice(&job.request);
+                    state.unanswered.push_back(job);
+                }
+                if !jobs.jobs.is_empty() {
+                    // Another line may take the rest.
+                    queue.arrived.notify_one();
+                }
+                Next::Write
+            } else if room > 0 {
+                jobs.waiting += 1;
+                Next::Jobs {
+                    idle: state.unanswered.is_empty(),
+                }
+            } else {
+                Next::Room
+            }
+        };
+        match next {
+            Next::Write => {
+                line.written.notify_one();
+                if writer.write_all(&batch).await.is_err() {
+                    // The reader finds the connection broken too.
+                    return;
+                }
+                batch.clear();
+            }
+            Next::Jobs { idle } => {
+                let _waiting = Waiting(&queue);
+                tokio::select! {
+                    // Requests come in bursts (a commit's events at once):
+                    // the other tasks ready to post go first, so that this
+                    // line takes them in one write.
+                    _ = queue.arrived.notified() => tokio::task::yield_now().await,
+                    _ = line.answered.notified() => {}
+                    _ = tokio::time::sleep(IDLE_FOR), if idle => {
+                        let mut state = line.state.lock().expect("line lock");
+                        if state.unanswered.is_empty() {
+                            state.closed = true;
+                            drop(state);
+                            line.written.notify_one();
+                            return;
+                        }
+                    }
+                }
+            }
+            Next::Room => line.answered.notified().await,
+        }
+    }
+}
+
+/// The reader of a line: matches answers to requests in order, each within
+/// `timeout` of its turn, until the connection closes or must. True when
+/// it answered any request.
+async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration) -> bool {
+    let mut buffer: Vec<u8> = Vec::with_capacity(4 * 1024);
+    let mut answered_any = false;
+    loop {
+        let oldest = {
+            let state = line.state.lock().expect("line lock");
+            match state.unanswered.front() {
+                Some(job) => Some((job.max_body, state.turn.unwrap_or_else(Instant::now))),
+                None if state.closed => return answered_any,
+                None => None,
+            }
+        };
+        let Some((max_body, turn)) = oldest else {
+            // Nothing asked: watch for the server closing the connection
+            // until a request is written.
+            tokio::select! {
+                _ = line.written.notified() => continue,
+                read = reader.read_buf(&mut buffer) => match read {
+                    // An answer to a request written meanwhile.
+                    Ok(n) if n > 0 && line_has_unanswered(line) => continue,
+                    _ => {
+                        close(line);
+                        return answered_any;
+                    }
+                },
+            }
+        };
+        let deadline = turn + timeout;
+        let mut ended = false;
+        let parsed = loop {
+            match parse_answer(&buffer, ended, max_body) {
+                Ok(Some(parsed)) => break Ok(parsed),
+                Ok(None) if ended => break Err(None),
+                Ok(None) => {}
+                Err(e) => break Err(Some(e)),
+            }
+            match tokio::time::timeout_at(deadline, reader.read_buf(&mut buffer)).await {
+                Err(_) => break Err(Some(HttpError::Timeout(timeout))),
+                Ok(Ok(0)) => ended = true,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if buffer.is_empty() => {
+                    tracing::debug!(error = %e, "a webhook connection broke");
+                    break Err(None);
+                }
+                Ok(Err(e)) => break Err(Some(HttpError::Unreachable(e.to_string()))),
+            }
+        };
+        let mut state = line.state.lock().expect("line lock");
+        match parsed {
+            Ok(parsed) => {
+                buffer.drain(..parsed.length);
+                let job = state
+                    .unanswered
+                    .pop_front()
+                    .expect("an answer to the oldest");
+                answered_any = true;
+                state.turn = Some(Instant::now());
+                let _ = job.done.send(parsed.result);
+                // A kept connection carries more; bytes after the last
+                // answer nobody asked for mean it cannot.
+                state.kept |= parsed.keep_alive;
+                let garbled = state.unanswered.is_empty() && !buffer.is_empty();
+                if !parsed.keep_alive || garbled {
+                    state.closed = true;
+                }
+                let closed = state.closed;
+                drop(state);
+                line.answered.notify_one();
+                if closed {
+                    return answered_any;
+                }
+            }
+            // Closed with nothing of the answer: the request may go again.
+            Err(None) if buffer.is_empty() => {
+                state.closed = true;
+                drop(state);
+                line.answered.notify_one();
+                return answered_any;
+            }
+            Err(e) => {
+                let job = state.unanswered.pop_front().expect("the oldest");
+                state.closed = true;
+                drop(state);
+                job.fail(e.unwrap_or_else(|| {
+                    HttpError::Unreachable("the connection closed within the answer".into())
+                }));
+                line.answered.notify_one();
+                return answered_any;
+            }
+        }
+    }
+}
+
+fn line_has_unanswered(line: &Line) -> bool {
+    !line.state.lock().expect("line lock").unanswered.is_empty()
+}
+
+fn close(line: &Line) {
+    line.state.lock().expect("line lock").closed = true;
+    line.answered.notify_one();
+}
+
+fn closed_early() -> HttpError {
+    HttpError::Unreachable("the connection closed before an answer".into())
 }
 
 /// A request to `target` in one buffer: its prepared head, `headers`, the
@@ -304,86 +627,120 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Writes `request` on `io` and reads the answer; the connection comes back
-/// with it when it can carry another request.
-async fn exchange(
-    mut io: Box<dyn Io>,
-    request: &[u8],
-    max_body: usize,
-    reused: bool,
-) -> Result<(Answer, Option<Box<dyn Io>>), Failed> {
-    let broken = |e: std::io::Error| {
-        if reused {
-            Failed::Stale
-        } else {
-            Failed::Error(HttpError::Unreachable(e.to_string()))
-        }
-    };
-    io.write_all(request).await.map_err(broken)?;
-    io.flush().await.map_err(broken)?;
-    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
-    let mut answered = false;
+fn unreachable(why: &str) -> HttpError {
+    HttpError::Unreachable(why.to_owned())
+}
+
+/// A whole answer at the start of a read buffer.
+struct Parsed {
+    /// The answer, or the error it is (a redirect).
+    result: Result<Answer, HttpError>,
+    /// How many bytes of the buffer it took, informational answers before it included.
+    length: usize,
+    /// The connection may carry another request after it.
+    keep_alive: bool,
+}
+
+/// The answer at the start of `buffer` once it is all there (`ended`: the
+/// server closed the connection after what the buffer holds). An error
+/// means the connection cannot go on: the answer is not HTTP, or longer
+/// than `max_body`.
+fn parse_answer(buffer: &[u8], ended: bool, max_body: usize) -> Result<Option<Parsed>, HttpError> {
+    let mut start = 0;
     let head = loop {
-        match parse_head(&buffer)? {
+        match parse_head(&buffer[start..])? {
             // Informational answers (100 Continue) come before the real one.
             Some(head) if (100..200).contains(&head.status) && head.status != 101 => {
-                buffer.drain(..head.length);
-                continue;
+                start += head.length;
             }
             Some(head) => break head,
-            None if buffer.len() > MAX_HEAD => {
+            None if buffer.len() - start > MAX_HEAD => {
                 return Err(unreachable("the answer's head is too long"));
             }
-            None => {}
-        }
-        match io.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) if reused && !answered => return Err(Failed::Stale),
-            Ok(0) => return Err(unreachable("the connection closed before an answer")),
-            Err(e) => return Err(unreachable(&e.to_string())),
-            Ok(_) => answered = true,
+            None => return Ok(None),
         }
     };
     let status = StatusCode::from_u16(head.status)
         .map_err(|_| unreachable("the answer's status is not valid"))?;
-    if status.is_redirection() {
-        return Err(Failed::Error(HttpError::Redirect(status)));
-    }
-    buffer.drain(..head.length);
-    let (body, reusable) = match head.framing {
-        _ if status.as_u16() == 204 || status.as_u16() == 304 => (Vec::new(), buffer.is_empty()),
+    let start = start + head.length;
+    let rest = &buffer[start..];
+    let (body, length, keep_alive) = match head.framing {
+        _ if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED => {
+            (Vec::new(), 0, head.keep_alive)
+        }
         Framing::Length(length) => {
             if length > max_body as u64 {
-                return Err(Failed::Error(HttpError::TooLarge(max_body)));
+                return Err(HttpError::TooLarge(max_body));
             }
             let length = length as usize;
-            read_to(&mut io, &mut buffer, length).await?;
-            let body = buffer.drain(..length).collect();
-            (body, buffer.is_empty())
+            let Some(body) = rest.get(..length) else {
+                return Ok(None);
+            };
+            (body.to_vec(), length, head.keep_alive)
         }
-        Framing::Chunked => {
-            let body = read_chunked(&mut io, &mut buffer, max_body).await?;
-            (body, buffer.is_empty())
-        }
+        Framing::Chunked => match chunked(rest, max_body)? {
+            Some((body, length)) => (body, length, head.keep_alive),
+            None => return Ok(None),
+        },
         Framing::UntilClose => {
-            loop {
-                if buffer.len() > max_body {
-                    return Err(Failed::Error(HttpError::TooLarge(max_body)));
-                }
-                match io.read_buf(&mut buffer).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => return Err(unreachable(&e.to_string())),
-                }
+            if rest.len() > max_body {
+                return Err(HttpError::TooLarge(max_body));
             }
-            (std::mem::take(&mut buffer), false)
+            if !ended {
+                return Ok(None);
+            }
+            (rest.to_vec(), rest.len(), false)
         }
     };
-    let kept = (reusable && head.keep_alive).then_some(io);
-    Ok((Answer { status, body }, kept))
+    let result = if status.is_redirection() {
+        Err(HttpError::Redirect(status))
+    } else {
+        Ok(Answer { status, body })
+    };
+    Ok(Some(Parsed {
+        result,
+        length: start + length,
+        keep_alive,
+    }))
 }
 
-fn unreachable(why: &str) -> Failed {
-    Failed::Error(HttpError::Unreachable(why.to_owned()))
+/// A chunked body of at most `max_body` bytes at the start of `bytes`,
+/// trailers included, once it is all there: the body and its length in `bytes`.
+fn chunked(bytes: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let (start, size) = match httparse::parse_chunk_size(&bytes[at..]) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) if bytes.len() - at < MAX_HEAD => return Ok(None),
+            _ => return Err(unreachable("the answer's chunks are not valid")),
+        };
+        at += start;
+        if size == 0 {
+            // Trailer lines, up to the empty one.
+            let trailers = &bytes[at..];
+            if trailers.starts_with(b"\r\n") {
+                return Ok(Some((body, at + 2)));
+            }
+            return match memchr::memmem::find(trailers, b"\r\n\r\n") {
+                Some(end) => Ok(Some((body, at + end + 4))),
+                None if trailers.len() < MAX_HEAD => Ok(None),
+                None => Err(unreachable("the answer's trailers are too long")),
+            };
+        }
+        if (body.len() as u64).saturating_add(size) > max_body as u64 {
+            return Err(HttpError::TooLarge(max_body));
+        }
+        let end = at + size as usize;
+        let Some(chunk) = bytes.get(at..end + 2) else {
+            return Ok(None);
+        };
+        if &chunk[size as usize..] != b"\r\n" {
+            return Err(unreachable("the answer's chunks are not valid"));
+        }
+        body.extend_from_slice(&chunk[..size as usize]);
+        at = end + 2;
+    }
 }
 
 /// How an answer's body ends (RFC 9112, section 6.3).
@@ -405,7 +762,7 @@ struct Head {
 }
 
 /// The answer's head at the start of `buffer`, once it is all there.
-fn parse_head(buffer: &[u8]) -> Result<Option<Head>, Failed> {
+fn parse_head(buffer: &[u8]) -> Result<Option<Head>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
     let length = match answer.parse(buffer) {
@@ -459,78 +816,10 @@ fn parse_head(buffer: &[u8]) -> Result<Option<Head>, Failed> {
     }))
 }
 
-/// Reads until `buffer` holds at least `length` bytes.
-async fn read_to(io: &mut Box<dyn Io>, buffer: &mut Vec<u8>, length: usize) -> Result<(), Failed> {
-    while buffer.len() < length {
-        buffer.reserve(length - buffer.len());
-        match io.read_buf(buffer).await {
-            Ok(0) => return Err(unreachable("the connection closed within the answer")),
-            Ok(_) => {}
-            Err(e) => return Err(unreachable(&e.to_string())),
-        }
-    }
-    Ok(())
-}
-
-/// Reads a chunked body of at most `max_body` bytes, trailers included;
-/// what follows it stays in `buffer`.
-async fn read_chunked(
-    io: &mut Box<dyn Io>,
-    buffer: &mut Vec<u8>,
-    max_body: usize,
-) -> Result<Vec<u8>, Failed> {
-    let mut body = Vec::new();
-    loop {
-        let (start, size) = loop {
-            match httparse::parse_chunk_size(buffer) {
-                Ok(httparse::Status::Complete(found)) => break found,
-                Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD => {
-                    read_more(io, buffer).await?;
-                }
-                _ => return Err(unreachable("the answer's chunks are not valid")),
-            }
-        };
-        if size == 0 {
-            buffer.drain(..start);
-            // Trailer lines, up to the empty one.
-            loop {
-                match memchr::memmem::find(buffer, b"\r\n") {
-                    Some(0) => {
-                        buffer.drain(..2);
-                        return Ok(body);
-                    }
-                    Some(end) => {
-                        buffer.drain(..end + 2);
-                    }
-                    None if buffer.len() < MAX_HEAD => read_more(io, buffer).await?,
-                    None => return Err(unreachable("the answer's trailers are too long")),
-                }
-            }
-        }
-        if (body.len() as u64).saturating_add(size) > max_body as u64 {
-            return Err(Failed::Error(HttpError::TooLarge(max_body)));
-        }
-        let end = start + size as usize;
-        read_to(io, buffer, end + 2).await?;
-        if &buffer[end..end + 2] != b"\r\n" {
-            return Err(unreachable("the answer's chunks are not valid"));
-        }
-        body.extend_from_slice(&buffer[start..end]);
-        buffer.drain(..end + 2);
-    }
-}
-
-async fn read_more(io: &mut Box<dyn Io>, buffer: &mut Vec<u8>) -> Result<(), Failed> {
-    match io.read_buf(buffer).await {
-        Ok(0) => Err(unreachable("the connection closed within the answer")),
-        Ok(_) => Ok(()),
-        Err(e) => Err(unreachable(&e.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guarded_http::GuardedHttp;
 
     fn head(text: &str) -> Head {
         match parse_head(text.as_bytes()) {
@@ -575,26 +864,33 @@ mod tests {
         }
     }
 
-    /// A loopback server that answers each connection's requests with
-    /// `answer(n)` (`n` counting requests over all connections), closes a
-    /// connection after `per_connection` requests, and keeps what it received.
+    /// A loopback server that answers each connection's requests in turn
+    /// with `answer(n, request)` (`n` counting requests over all
+    /// connections; `None` answers nothing and stalls the connection),
+    /// closes a connection after `per_connection` requests, and keeps what
+    /// it received and how many requests it found already waiting behind
+    /// the one it answered (sent pipelined).
     struct Server {
         url: String,
         connections: Arc<std::sync::atomic::AtomicUsize>,
         received: Arc<Mutex<Vec<String>>>,
+        pipelined: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    async fn server(per_connection: usize, answer: fn(usize) -> String) -> Server {
+    type Answering = fn(usize, &str) -> Option<String>;
+
+    async fn server(per_connection: usize, answer: Answering) -> Server {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook?x=1", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
+        let pipelined = Arc::new(AtomicUsize::new(0));
         let received: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (counted, kept) = (connections.clone(), received.clone());
+        let (counted, kept, behind) = (connections.clone(), received.clone(), pipelined.clone());
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let kept = kept.clone();
+                let (kept, behind) = (kept.clone(), behind.clone());
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     for _ in 0..per_connection {
@@ -615,12 +911,18 @@ mod tests {
                                 return;
                             }
                         };
+                        if !buffer.is_empty() {
+                            behind.fetch_add(1, Ordering::SeqCst);
+                        }
                         let n = {
                             let mut kept = kept.lock().unwrap();
-                            kept.push(request);
+                            kept.push(request.clone());
                             kept.len()
                         };
-                        if tcp.write_all(answer(n).as_bytes()).await.is_err() {
+                        let Some(answer) = answer(n, &request) else {
+                            return std::future::pending().await;
+                        };
+                        if tcp.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -631,29 +933,51 @@ mod tests {
             url,
             connections,
             received,
+            pipelined,
         }
     }
 
-    fn client() -> crate::guarded_http::GuardedHttp {
-        crate::guarded_http::GuardedHttp::new(Arc::new(Egress::new(
-            Egress::parse_list("127.0.0.0/8").unwrap(),
-            Vec::new(),
-        )))
+    fn client() -> GuardedHttp {
+        GuardedHttp::new(loopback())
     }
 
-    async fn post(
-        http: &crate::guarded_http::GuardedHttp,
+    fn loopback() -> Arc<Egress> {
+        Arc::new(Egress::new(
+            Egress::parse_list("127.0.0.0/8").unwrap(),
+            Vec::new(),
+        ))
+    }
+
+    async fn post(http: &GuardedHttp, url: &str, max: usize) -> Result<Answer, HttpError> {
+        posted(http, url, "msg_1", max).await
+    }
+
+    async fn posted(
+        http: &GuardedHttp,
         url: &str,
+        id: &str,
         max: usize,
     ) -> Result<Answer, HttpError> {
-        http.post(url, &[("webhook-id", "msg_1")], b"{\"a\":1}", max)
+        http.post(url, &[("webhook-id", id)], b"{\"a\":1}", max)
             .await
+    }
+
+    /// Echoes the request's `webhook-id` in a 200's body.
+    fn echo(_: usize, request: &str) -> Option<String> {
+        let id = request
+            .lines()
+            .find_map(|l| l.strip_prefix("webhook-id: "))
+            .unwrap_or_default();
+        Some(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{id}",
+            id.len()
+        ))
     }
 
     #[tokio::test]
     async fn a_kept_connection_carries_the_next_post_and_one_the_server_closed_is_replaced() {
         use std::sync::atomic::Ordering;
-        let server = server(2, |_| "HTTP/1.1 204 No Content\r\n\r\n".to_owned()).await;
+        let server = server(2, |_, _| Some("HTTP/1.1 204 No Content\r\n\r\n".to_owned())).await;
         let http = client();
         for _ in 0..3 {
             let answer = post(&http, &server.url, 1024).await.unwrap();
@@ -684,14 +1008,16 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_read_by_their_framing_and_up_to_the_limit() {
-        let server = server(10, |n| match n {
-            1 => "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Internal Server Error\r\n\
+        let server = server(10, |n, _| {
+            Some(match n {
+                1 => "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Internal Server Error\r\n\
                   transfer-encoding: chunked\r\n\r\n4;x=y\r\noops\r\n3\r\n!!!\r\n0\r\nT: 1\r\n\r\n"
-                .to_owned(),
-            2 => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned(),
-            3 => "HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n".to_owned(),
-            _ => "HTTP/1.1 307 Temporary Redirect\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n"
-                .to_owned(),
+                    .to_owned(),
+                2 => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned(),
+                3 => "HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n".to_owned(),
+                _ => "HTTP/1.1 307 Temporary Redirect\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n"
+                    .to_owned(),
+            })
         })
         .await;
         let http = client();
@@ -720,11 +1046,127 @@ mod tests {
     }
 
     async fn server_with_chunks() -> String {
-        server(1, |_| {
-            "HTTP/1.1 500 Oops\r\ntransfer-encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n67890\r\n0\r\n\r\n"
-                .to_owned()
+        server(1, |_, _| {
+            Some(
+                "HTTP/1.1 500 Oops\r\ntransfer-encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n67890\r\n0\r\n\r\n"
+                    .to_owned(),
+            )
         })
         .await
         .url
+    }
+
+    #[tokio::test]
+    async fn posts_at_once_share_few_connections_pipelined_and_each_gets_its_own_answer() {
+        use std::sync::atomic::Ordering;
+        let server = server(usize::MAX, echo).await;
+        let http = Arc::new(GuardedHttp::for_webhooks(
+            loopback(),
+            Duration::from_secs(10),
+            2,
+        ));
+        // One post first, so that a line has shown it keeps its connection.
+        assert_eq!(
+            posted(&http, &server.url, "first", 64).await.unwrap().body,
+            b"first"
+        );
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let (http, url) = (http.clone(), server.url.clone());
+            posts.spawn(async move {
+                let id = format!("msg_{i}");
+                let answer = posted(&http, &url, &id, 64).await.unwrap();
+                (id, answer)
+            });
+        }
+        while let Some(done) = posts.join_next().await {
+            let (id, answer) = done.unwrap();
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(
+                String::from_utf8(answer.body).unwrap(),
+                id,
+                "each its own answer"
+            );
+        }
+        assert!(server.connections.load(Ordering::SeqCst) <= 2);
+        assert!(
+            server.pipelined.load(Ordering::SeqCst) > 0,
+            "requests were written before the answers to those ahead of them"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_after_each_answer_is_sent_one_request_a_connection() {
+        use std::sync::atomic::Ordering;
+        let server = server(usize::MAX, |_, _| {
+            Some("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned())
+        })
+        .await;
+        let http = Arc::new(GuardedHttp::for_webhooks(
+            loopback(),
+            Duration::from_secs(10),
+            2,
+        ));
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let (http, url) = (http.clone(), server.url.clone());
+            posts.spawn(async move { posted(&http, &url, &format!("msg_{i}"), 64).await });
+        }
+        while let Some(done) = posts.join_next().await {
+            assert_eq!(done.unwrap().unwrap().status, StatusCode::OK);
+        }
+        // HTTP/1.0 without keep-alive: every request had a connection of its
+        // own, and none was written behind another.
+        assert_eq!(server.connections.load(Ordering::SeqCst), 20);
+        assert_eq!(server.received.lock().unwrap().len(), 20);
+        assert_eq!(server.pipelined.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_runs_out_of_time_fails_alone_and_those_behind_it_go_again() {
+        let server = server(usize::MAX, |n, request| {
+            if request.contains("webhook-id: slow") {
+                return None;
+            }
+            echo(n, request)
+        })
+        .await;
+        let http = Arc::new(GuardedHttp::for_webhooks(
+            loopback(),
+            Duration::from_millis(500),
+            1,
+        ));
+        // The one line has shown it keeps its connection.
+        assert_eq!(
+            posted(&http, &server.url, "first", 64).await.unwrap().body,
+            b"first"
+        );
+        let slow = {
+            let (http, url) = (http.clone(), server.url.clone());
+            tokio::spawn(async move { posted(&http, &url, "slow", 64).await })
+        };
+        wait_until(|| server.received.lock().unwrap().len() == 2).await;
+        // Written behind the stalled one on the same connection.
+        let mut behind = tokio::task::JoinSet::new();
+        for i in 0..3 {
+            let (http, url) = (http.clone(), server.url.clone());
+            behind.spawn(async move { posted(&http, &url, &format!("msg_{i}"), 64).await });
+        }
+        assert!(matches!(slow.await.unwrap(), Err(HttpError::Timeout(_))));
+        while let Some(done) = behind.join_next().await {
+            assert_eq!(done.unwrap().unwrap().status, StatusCode::OK);
+        }
+    }
+
+    /// Waits until `ready` holds, for ten seconds at most.
+    async fn wait_until(ready: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the condition never held"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

@@ -268,7 +268,8 @@ pub struct ServeArgs {
     /// repeats until a day after the event [default: 5s,30s,2m,10m,30m,1h,2h,4h].
     #[arg(long, env = "HERALD_WEBHOOK_RETRY")]
     pub webhook_retry: Option<String>,
-    /// Requests in flight at once to one webhook from this node [default: 16].
+    /// Connections this node keeps to one webhook's host, each carrying up
+    /// to 16 requests pipelined [default: 16].
     #[arg(long, env = "HERALD_WEBHOOK_CONCURRENCY")]
     pub webhook_concurrency: Option<usize>,
 }

@@ -19,10 +19,11 @@ use tokio::task::JoinSet;
 
 use super::send::{self, Event, Posted};
 use super::sign::SigningKey;
-use crate::guarded_http::GuardedHttp;
+use crate::guarded_http::{GuardedHttp, PIPELINED};
 
-/// How many rounds of its requests in flight (`per_webhook` each) this node
-/// holds for one webhook at most. An endpoint that answers at once drains a
+/// How many rounds of its requests (one on each of `per_webhook`
+/// connections, which its server answers in turn) this node holds for one
+/// webhook at most. An endpoint that answers at once drains a
 /// round in a moment, and a batch of outcomes writes hundreds of events for
 /// it at a time: held here, they are posted without being claimed. One that
 /// takes the whole timeout for each holds its events 32 timeouts at most
@@ -40,7 +41,8 @@ pub struct WebhookConfig {
     pub incarnation: String,
     /// How long one POST may take, answer included.
     pub timeout: Duration,
-    /// Requests in flight at once to one webhook from this node.
+    /// Connections this node keeps to one webhook's origin, each carrying
+    /// up to [`PIPELINED`] requests in flight.
     pub per_webhook: usize,
     /// Events this node holds claimed at once, over all webhooks.
     pub in_flight: usize,
@@ -207,7 +209,8 @@ type Chain = Vec<ClaimedEvent>;
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>, config: WebhookConfig) -> Self {
-        let http = GuardedHttp::with_timeout(config.egress.clone(), config.timeout);
+        let http =
+            GuardedHttp::for_webhooks(config.egress.clone(), config.timeout, config.per_webhook);
         let (chains, arrived) = mpsc::unbounded_channel();
         Dispatcher {
             store,
@@ -457,7 +460,7 @@ impl Dispatcher {
                 .entry(chain[0].webhook)
                 .or_insert_with(|| Slot {
                     chains: 0,
-                    permits: Arc::new(Semaphore::new(self.config.per_webhook.max(1))),
+                    permits: Arc::new(Semaphore::new(self.config.per_webhook.max(1) * PIPELINED)),
                 })
                 .chains += 1;
         }
