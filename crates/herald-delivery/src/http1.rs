@@ -23,7 +23,10 @@
 //! the line closes. A request whose line closed before its answer, on a line
 //! that had answered before (the server ended a kept connection, or a request
 //! ahead of it timed out), goes again once on another: at least once, as
-//! every webhook event is, and its `webhook-id` lets the receiver drop a repeat.
+//! every webhook event is, and its `webhook-id` lets the receiver drop a
+//! repeat. A server seen closing a kept connection unannounced with requests
+//! written behind the one it answered gets one request a connection, for
+//! five minutes.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +55,11 @@ const IDLE_FOR: Duration = Duration::from_secs(30);
 /// How many requests a line carries unanswered, once it has shown that its
 /// server keeps connections open.
 pub const PIPELINED: usize = 16;
+/// How long an origin whose server closed a kept connection unannounced,
+/// with requests written behind the one it was answering, gets one request
+/// a connection, as if it kept none: pipelined requests, or ones that go
+/// again on a kept connection, would meet the same close.
+const SINGLE_FOR: Duration = Duration::from_secs(300);
 /// How many origins queues are kept for.
 const ORIGINS_KEPT: usize = 1_024;
 /// How many URLs are kept prepared; past it the cache starts afresh.
@@ -108,6 +116,23 @@ struct QueueState {
     lines: usize,
     /// Lines with room, waiting for a request.
     waiting: usize,
+    /// Until when a line carries one request and closes (see [`SINGLE_FOR`]).
+    single_until: Option<Instant>,
+}
+
+impl QueueState {
+    fn single(&self) -> bool {
+        self.single_until
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// How many more requests a line with `state` takes now.
+    fn room(&self, state: &LineState) -> usize {
+        match self.single() {
+            true => usize::from(state.unanswered.is_empty() && !state.kept),
+            false => state.room(),
+        }
+    }
 }
 
 /// How lines connect and time their requests.
@@ -382,7 +407,7 @@ async fn carry(queue: &Arc<Queue>, settings: &Settings, io: Box<dyn Io>) {
     let (reader, writer) = tokio::io::split(io);
     let line = Arc::new(Line::default());
     let writing = tokio::spawn(write(queue.clone(), line.clone(), writer));
-    let answered_any = read(&line, reader, settings.timeout).await;
+    let ended = read(queue, &line, reader, settings.timeout).await;
     writing.abort();
     let _ = writing.await;
     let left = {
@@ -390,9 +415,14 @@ async fn carry(queue: &Arc<Queue>, settings: &Settings, io: Box<dyn Io>) {
         state.closed = true;
         std::mem::take(&mut state.unanswered)
     };
+    if ended.unannounced && left.len() > 1 {
+        // A server that ends kept connections without saying so, after
+        // one answer or a few: pipelined requests would meet it again.
+        queue.state.lock().expect("queue lock").single_until = Some(Instant::now() + SINGLE_FOR);
+    }
     let mut again = Vec::new();
     for job in left {
-        if answered_any && !job.again {
+        if ended.answered_any && !job.again {
             again.push(Job { again: true, ..job });
         } else {
             job.fail(closed_early());
@@ -431,8 +461,15 @@ async fn write(queue: Arc<Queue>, line: Arc<Line>, mut writer: WriteHalf<Box<dyn
         let next = {
             let mut jobs = queue.state.lock().expect("queue lock");
             let mut state = line.state.lock().expect("line lock");
-            let room = state.room();
+            let room = jobs.room(&state);
             if state.closed {
+                return;
+            } else if jobs.single() && state.kept && state.unanswered.is_empty() {
+                // A kept line carries nothing more while its origin gets
+                // one request a connection.
+                state.closed = true;
+                drop(state);
+                line.written.notify_one();
                 return;
             } else if room > 0 && !jobs.jobs.is_empty() {
                 if state.unanswered.is_empty() {
@@ -490,18 +527,36 @@ async fn write(queue: Arc<Queue>, line: Arc<Line>, mut writer: WriteHalf<Box<dyn
     }
 }
 
+/// How a line's reader ended.
+#[derive(Default)]
+struct Ended {
+    /// The line answered a request.
+    answered_any: bool,
+    /// The server closed the connection with requests unanswered, not
+    /// having said it would.
+    unannounced: bool,
+}
+
 /// The reader of a line: matches answers to requests in order, each within
-/// `timeout` of its turn, until the connection closes or must. True when
-/// it answered any request.
-async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration) -> bool {
+/// `timeout` of its turn, until the connection closes or must.
+async fn read(
+    queue: &Queue,
+    line: &Line,
+    mut reader: ReadHalf<Box<dyn Io>>,
+    timeout: Duration,
+) -> Ended {
     let mut buffer: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut answered_any = false;
+    let ended = |answered_any, unannounced| Ended {
+        answered_any,
+        unannounced,
+    };
     loop {
         let oldest = {
             let state = line.state.lock().expect("line lock");
             match state.unanswered.front() {
                 Some(job) => Some((job.max_body, state.turn.unwrap_or_else(Instant::now))),
-                None if state.closed => return answered_any,
+                None if state.closed => return ended(answered_any, false),
                 None => None,
             }
         };
@@ -515,23 +570,23 @@ async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration)
                     Ok(n) if n > 0 && line_has_unanswered(line) => continue,
                     _ => {
                         close(line);
-                        return answered_any;
+                        return ended(answered_any, line_has_unanswered(line));
                     }
                 },
             }
         };
         let deadline = turn + timeout;
-        let mut ended = false;
+        let mut at_end = false;
         let parsed = loop {
-            match parse_answer(&buffer, ended, max_body) {
+            match parse_answer(&buffer, at_end, max_body) {
                 Ok(Some(parsed)) => break Ok(parsed),
-                Ok(None) if ended => break Err(None),
+                Ok(None) if at_end => break Err(None),
                 Ok(None) => {}
                 Err(e) => break Err(Some(e)),
             }
             match tokio::time::timeout_at(deadline, reader.read_buf(&mut buffer)).await {
                 Err(_) => break Err(Some(HttpError::Timeout(timeout))),
-                Ok(Ok(0)) => ended = true,
+                Ok(Ok(0)) => at_end = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if buffer.is_empty() => {
                     tracing::debug!(error = %e, "a webhook connection broke");
@@ -540,6 +595,9 @@ async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration)
                 Ok(Err(e)) => break Err(Some(HttpError::Unreachable(e.to_string()))),
             }
         };
+        // (The queue's lock is not taken under the line's: writers take both
+        // in the other order.)
+        let single = queue.state.lock().expect("queue lock").single();
         let mut state = line.state.lock().expect("line lock");
         match parsed {
             Ok(parsed) => {
@@ -555,14 +613,14 @@ async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration)
                 // answer nobody asked for mean it cannot.
                 state.kept |= parsed.keep_alive;
                 let garbled = state.unanswered.is_empty() && !buffer.is_empty();
-                if !parsed.keep_alive || garbled {
+                if !parsed.keep_alive || garbled || single {
                     state.closed = true;
                 }
                 let closed = state.closed;
                 drop(state);
                 line.answered.notify_one();
                 if closed {
-                    return answered_any;
+                    return ended(answered_any, false);
                 }
             }
             // Closed with nothing of the answer: the request may go again.
@@ -570,7 +628,7 @@ async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration)
                 state.closed = true;
                 drop(state);
                 line.answered.notify_one();
-                return answered_any;
+                return ended(answered_any, true);
             }
             Err(e) => {
                 let job = state.unanswered.pop_front().expect("the oldest");
@@ -580,7 +638,7 @@ async fn read(line: &Line, mut reader: ReadHalf<Box<dyn Io>>, timeout: Duration)
                     HttpError::Unreachable("the connection closed within the answer".into())
                 }));
                 line.answered.notify_one();
-                return answered_any;
+                return ended(answered_any, false);
             }
         }
     }
@@ -1155,6 +1213,38 @@ mod tests {
         assert!(matches!(slow.await.unwrap(), Err(HttpError::Timeout(_))));
         while let Some(done) = behind.join_next().await {
             assert_eq!(done.unwrap().unwrap().status, StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_kept_connections_unannounced_still_answers_every_post() {
+        // HTTP/1.1 answers that promise a kept connection, and a close
+        // after every second one.
+        let server = server(2, echo).await;
+        let http = Arc::new(GuardedHttp::for_webhooks(
+            loopback(),
+            Duration::from_secs(10),
+            2,
+        ));
+        assert_eq!(
+            posted(&http, &server.url, "first", 64).await.unwrap().body,
+            b"first"
+        );
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let (http, url) = (http.clone(), server.url.clone());
+            posts.spawn(async move {
+                let id = format!("msg_{i}");
+                (posted(&http, &url, &id, 64).await, id)
+            });
+        }
+        while let Some(done) = posts.join_next().await {
+            let (answer, id) = done.unwrap();
+            assert_eq!(
+                answer.unwrap().body,
+                id.as_bytes(),
+                "each answered, none failed"
+            );
         }
     }
 
