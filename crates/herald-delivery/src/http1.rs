@@ -1118,27 +1118,9 @@ mod tests {
     async fn posts_at_once_share_few_connections_pipelined_and_each_gets_its_own_answer() {
         use std::sync::atomic::Ordering;
         let server = server(usize::MAX, echo).await;
-        let http = Arc::new(GuardedHttp::for_webhooks(
-            loopback(),
-            Duration::from_secs(10),
-            2,
-        ));
-        // One post first, so that a line has shown it keeps its connection.
-        assert_eq!(
-            posted(&http, &server.url, "first", 64).await.unwrap().body,
-            b"first"
-        );
-        let mut posts = tokio::task::JoinSet::new();
-        for i in 0..200 {
-            let (http, url) = (http.clone(), server.url.clone());
-            posts.spawn(async move {
-                let id = format!("msg_{i}");
-                let answer = posted(&http, &url, &id, 64).await.unwrap();
-                (id, answer)
-            });
-        }
-        while let Some(done) = posts.join_next().await {
-            let (id, answer) = done.unwrap();
+        let http = kept(&server.url, Duration::from_secs(10), 2).await;
+        for (id, answer) in at_once(&http, &server.url, 200).await {
+            let answer = answer.unwrap();
             assert_eq!(answer.status, StatusCode::OK);
             assert_eq!(
                 String::from_utf8(answer.body).unwrap(),
@@ -1165,13 +1147,8 @@ mod tests {
             Duration::from_secs(10),
             2,
         ));
-        let mut posts = tokio::task::JoinSet::new();
-        for i in 0..20 {
-            let (http, url) = (http.clone(), server.url.clone());
-            posts.spawn(async move { posted(&http, &url, &format!("msg_{i}"), 64).await });
-        }
-        while let Some(done) = posts.join_next().await {
-            assert_eq!(done.unwrap().unwrap().status, StatusCode::OK);
+        for (_, answer) in at_once(&http, &server.url, 20).await {
+            assert_eq!(answer.unwrap().status, StatusCode::OK);
         }
         // HTTP/1.0 without keep-alive: every request had a connection of its
         // own, and none was written behind another.
@@ -1189,30 +1166,20 @@ mod tests {
             echo(n, request)
         })
         .await;
-        let http = Arc::new(GuardedHttp::for_webhooks(
-            loopback(),
-            Duration::from_millis(500),
-            1,
-        ));
-        // The one line has shown it keeps its connection.
-        assert_eq!(
-            posted(&http, &server.url, "first", 64).await.unwrap().body,
-            b"first"
-        );
+        let http = kept(&server.url, Duration::from_millis(500), 1).await;
         let slow = {
             let (http, url) = (http.clone(), server.url.clone());
             tokio::spawn(async move { posted(&http, &url, "slow", 64).await })
         };
         wait_until(|| server.received.lock().unwrap().len() == 2).await;
         // Written behind the stalled one on the same connection.
-        let mut behind = tokio::task::JoinSet::new();
-        for i in 0..3 {
+        let behind = tokio::spawn({
             let (http, url) = (http.clone(), server.url.clone());
-            behind.spawn(async move { posted(&http, &url, &format!("msg_{i}"), 64).await });
-        }
+            async move { at_once(&http, &url, 3).await }
+        });
         assert!(matches!(slow.await.unwrap(), Err(HttpError::Timeout(_))));
-        while let Some(done) = behind.join_next().await {
-            assert_eq!(done.unwrap().unwrap().status, StatusCode::OK);
+        for (_, answer) in behind.await.unwrap() {
+            assert_eq!(answer.unwrap().status, StatusCode::OK);
         }
     }
 
@@ -1221,31 +1188,43 @@ mod tests {
         // HTTP/1.1 answers that promise a kept connection, and a close
         // after every second one.
         let server = server(2, echo).await;
-        let http = Arc::new(GuardedHttp::for_webhooks(
-            loopback(),
-            Duration::from_secs(10),
-            2,
-        ));
-        assert_eq!(
-            posted(&http, &server.url, "first", 64).await.unwrap().body,
-            b"first"
-        );
-        let mut posts = tokio::task::JoinSet::new();
-        for i in 0..40 {
-            let (http, url) = (http.clone(), server.url.clone());
-            posts.spawn(async move {
-                let id = format!("msg_{i}");
-                (posted(&http, &url, &id, 64).await, id)
-            });
-        }
-        while let Some(done) = posts.join_next().await {
-            let (answer, id) = done.unwrap();
+        let http = kept(&server.url, Duration::from_secs(10), 2).await;
+        for (id, answer) in at_once(&http, &server.url, 40).await {
             assert_eq!(
                 answer.unwrap().body,
                 id.as_bytes(),
                 "each answered, none failed"
             );
         }
+    }
+
+    /// A client posting over at most `lines` connections, each request
+    /// answered within `timeout`, whose first post (answered) has shown
+    /// that `url`'s server keeps its connections.
+    async fn kept(url: &str, timeout: Duration, lines: usize) -> Arc<GuardedHttp> {
+        let http = Arc::new(GuardedHttp::for_webhooks(loopback(), timeout, lines));
+        let first = posted(&http, url, "first", 64).await.unwrap();
+        assert_eq!(first.body, b"first");
+        http
+    }
+
+    /// Posts `count` requests at once (ids `msg_0`, `msg_1`, …) and returns
+    /// each id with what its post came to.
+    async fn at_once(
+        http: &Arc<GuardedHttp>,
+        url: &str,
+        count: usize,
+    ) -> Vec<(String, Result<Answer, HttpError>)> {
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let (http, url) = (http.clone(), url.to_owned());
+            posts.spawn(async move {
+                let id = format!("msg_{i}");
+                let answer = posted(&http, &url, &id, 64).await;
+                (id, answer)
+            });
+        }
+        posts.join_all().await
     }
 
     /// Waits until `ready` holds, for ten seconds at most.
