@@ -80,7 +80,8 @@ impl GuardedHttp {
         GuardedHttp::with_timeout(egress, TIMEOUT)
     }
 
-    /// A client under `egress` whose requests, answer included, take at most `timeout`.
+    /// A client under `egress` whose requests, answer included, take at most
+    /// `timeout` (a post: from its turn on its connection).
     pub fn with_timeout(egress: Arc<Egress>, timeout: Duration) -> Self {
         GuardedHttp::for_webhooks(egress, timeout, POST_CONNECTIONS)
     }

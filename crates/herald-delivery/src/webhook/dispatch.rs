@@ -39,7 +39,8 @@ pub struct WebhookConfig {
     /// This node's name and process id, recorded on leases (as the worker's).
     pub node: String,
     pub incarnation: String,
-    /// How long one POST may take, answer included.
+    /// How long one POST may take, answer included, from its turn on its
+    /// connection (the answers before it on the connection came).
     pub timeout: Duration,
     /// Connections this node keeps to one webhook's origin, each carrying
     /// up to [`PIPELINED`] requests in flight.
