@@ -1198,6 +1198,51 @@ mod tests {
         }
     }
 
+    /// A third party's HTTP/1.1 server: Python's `http.server`, one thread
+    /// a connection, answering each POST with its `webhook-id`.
+    const PYTHON_SERVER: &str = "import http.server\n\
+        class Echo(http.server.BaseHTTPRequestHandler):\n\
+        \x20   protocol_version = 'HTTP/1.1'\n\
+        \x20   def do_POST(self):\n\
+        \x20       self.rfile.read(int(self.headers['content-length']))\n\
+        \x20       id = self.headers['webhook-id'].encode()\n\
+        \x20       self.send_response(200)\n\
+        \x20       self.send_header('content-length', str(len(id)))\n\
+        \x20       self.end_headers()\n\
+        \x20       self.wfile.write(id)\n\
+        \x20   def log_message(self, *args):\n\
+        \x20       pass\n\
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Echo)\n\
+        print(server.server_address[1], flush=True)\n\
+        server.serve_forever()\n";
+
+    #[tokio::test]
+    async fn pythons_http_server_answers_pipelined_posts_each_in_turn() {
+        use herald_testkit::{Dependency, require};
+        use tokio::io::AsyncBufReadExt;
+        let started = tokio::process::Command::new("python3")
+            .args(["-c", PYTHON_SERVER])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let Some(mut python) = require(Dependency::Python, started) else {
+            return;
+        };
+        let mut port = String::new();
+        let stdout = python.stdout.take().unwrap();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut port)
+            .await
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/hook", port.trim());
+        let http = kept(&url, Duration::from_secs(10), 2).await;
+        for (id, answer) in at_once(&http, &url, 300).await {
+            let answer = answer.unwrap();
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(answer.body, id.as_bytes(), "each its own answer");
+        }
+    }
+
     /// A client posting over at most `lines` connections, each request
     /// answered within `timeout`, whose first post (answered) has shown
     /// that `url`'s server keeps its connections.
