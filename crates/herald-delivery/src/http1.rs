@@ -938,18 +938,37 @@ mod tests {
     type Answering = fn(usize, &str) -> Option<String>;
 
     async fn server(per_connection: usize, answer: Answering) -> Server {
+        serve(None, per_connection, answer).await
+    }
+
+    /// The same server, over TLS with `tls` when given (its URL then
+    /// `https://localhost:…`).
+    async fn serve(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        per_connection: usize,
+        answer: Answering,
+    ) -> Server {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook?x=1", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/hook?x=1"),
+            None => format!("http://127.0.0.1:{port}/hook?x=1"),
+        };
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let connections = Arc::new(AtomicUsize::new(0));
         let pipelined = Arc::new(AtomicUsize::new(0));
         let received: Arc<Mutex<Vec<String>>> = Arc::default();
         let (counted, kept, behind) = (connections.clone(), received.clone(), pipelined.clone());
         tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                let (kept, behind) = (kept.clone(), behind.clone());
+                let (kept, behind, tls) = (kept.clone(), behind.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let mut tcp: Box<dyn Io> = match tls {
+                        Some(tls) => Box::new(tls.accept(tcp).await.unwrap()),
+                        None => Box::new(tcp),
+                    };
                     let mut buffer = Vec::new();
                     for _ in 0..per_connection {
                         let request = loop {
@@ -1196,6 +1215,43 @@ mod tests {
                 "each answered, none failed"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn pipelined_posts_go_over_tls_too() {
+        use std::sync::atomic::Ordering;
+        let tls = herald_testsmtp::TestTls::generate(&["localhost"]);
+        let server = serve(Some(tls.server_config()), usize::MAX, echo).await;
+        let connections = Arc::new(Connections::new(
+            tls.client_config(),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            2,
+            "herald-test",
+        ));
+        let target = connections.target(&server.url).unwrap();
+        let egress = loopback();
+        let post = |id: String| {
+            let (connections, target, egress) =
+                (connections.clone(), target.clone(), egress.clone());
+            async move {
+                let headers = [("webhook-id", id.as_str())];
+                let answer = connections
+                    .post(&egress, &target, &headers, b"{}", 64)
+                    .await;
+                (id, answer.unwrap())
+            }
+        };
+        assert_eq!(post("first".into()).await.1.body, b"first");
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            posts.spawn(post(format!("msg_{i}")));
+        }
+        for (id, answer) in posts.join_all().await {
+            assert_eq!(answer.body, id.as_bytes(), "each its own answer");
+        }
+        assert!(server.connections.load(Ordering::SeqCst) <= 2);
+        assert!(server.pipelined.load(Ordering::SeqCst) > 0);
     }
 
     /// A third party's HTTP/1.1 server: Python's `http.server`, one thread
