@@ -1185,7 +1185,7 @@ mod tests {
             echo(n, request)
         })
         .await;
-        let http = kept(&server.url, Duration::from_millis(500), 1).await;
+        let http = kept(&server.url, Duration::from_secs(2), 1).await;
         let slow = {
             let (http, url) = (http.clone(), server.url.clone());
             tokio::spawn(async move { posted(&http, &url, "slow", 64).await })
