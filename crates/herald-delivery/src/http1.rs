@@ -125,14 +125,6 @@ impl QueueState {
         self.single_until
             .is_some_and(|until| until > Instant::now())
     }
-
-    /// How many more requests a line with `state` takes now.
-    fn room(&self, state: &LineState) -> usize {
-        match self.single() {
-            true => usize::from(state.unanswered.is_empty() && !state.kept),
-            false => state.room(),
-        }
-    }
 }
 
 /// How lines connect and time their requests.
@@ -391,10 +383,12 @@ struct LineState {
 }
 
 impl LineState {
-    /// How many more requests the line takes now.
-    fn room(&self) -> usize {
+    /// How many more requests the line takes now; `single` while its
+    /// origin gets one request a connection (see [`SINGLE_FOR`]).
+    fn room(&self, single: bool) -> usize {
         match (self.closed, self.kept) {
             (true, _) => 0,
+            (false, true) if single => 0,
             (false, true) => PIPELINED.saturating_sub(self.unanswered.len()),
             (false, false) => usize::from(self.unanswered.is_empty()),
         }
@@ -461,10 +455,11 @@ async fn write(queue: Arc<Queue>, line: Arc<Line>, mut writer: WriteHalf<Box<dyn
         let next = {
             let mut jobs = queue.state.lock().expect("queue lock");
             let mut state = line.state.lock().expect("line lock");
-            let room = jobs.room(&state);
+            let single = jobs.single();
+            let room = state.room(single);
             if state.closed {
                 return;
-            } else if jobs.single() && state.kept && state.unanswered.is_empty() {
+            } else if single && state.kept && state.unanswered.is_empty() {
                 // A kept line carries nothing more while its origin gets
                 // one request a connection.
                 state.closed = true;
@@ -595,9 +590,10 @@ async fn read(
                 Ok(Err(e)) => break Err(Some(HttpError::Unreachable(e.to_string()))),
             }
         };
-        // (The queue's lock is not taken under the line's: writers take both
-        // in the other order.)
-        let single = queue.state.lock().expect("queue lock").single();
+        // Whether a kept connection may carry more (the queue's lock is not
+        // taken under the line's: writers take both in the other order).
+        let single = matches!(&parsed, Ok(p) if p.keep_alive)
+            && queue.state.lock().expect("queue lock").single();
         let mut state = line.state.lock().expect("line lock");
         match parsed {
             Ok(parsed) => {
@@ -1190,7 +1186,11 @@ mod tests {
             let (http, url) = (http.clone(), server.url.clone());
             tokio::spawn(async move { posted(&http, &url, "slow", 64).await })
         };
-        wait_until(|| server.received.lock().unwrap().len() == 2).await;
+        let received = || (server.received.lock().unwrap().len() == 2).then_some(());
+        herald_testkit::eventually("the stalled request", Duration::from_secs(10), || {
+            std::future::ready(received())
+        })
+        .await;
         // Written behind the stalled one on the same connection.
         let behind = tokio::spawn({
             let (http, url) = (http.clone(), server.url.clone());
@@ -1326,17 +1326,5 @@ mod tests {
             });
         }
         posts.join_all().await
-    }
-
-    /// Waits until `ready` holds, for ten seconds at most.
-    async fn wait_until(ready: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the condition never held"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
