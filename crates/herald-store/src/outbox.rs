@@ -92,6 +92,9 @@ pub(crate) struct OutboxRow {
     pub message: String,
     pub payload: String,
     pub at: i64,
+    /// Nothing of its chain (its webhook's events of its message) was
+    /// written before this batch: known without reading the outbox.
+    pub new_chain: bool,
 }
 
 fn new_event_id() -> String {
@@ -113,8 +116,15 @@ pub fn event_body(event: &str, at: i64, data: &impl Serialize) -> String {
         timestamp: rfc3339(at),
         data,
     };
-    serde_json::to_string(&body).expect("an event body serialises")
+    // Room for a usual body at once: grown from nothing, it was reallocated
+    // at every doubling.
+    let mut out = Vec::with_capacity(BODY_ROOM);
+    serde_json::to_writer(&mut out, &body).expect("an event body serialises");
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
+
+/// About the length of an outcome event's body.
+const BODY_ROOM: usize = 640;
 
 // The data of the outcome events, written straight from the values (not
 // through a `serde_json::Value`: this runs in the store's writer, for every
@@ -186,6 +196,7 @@ fn fan_out(
         message: message.to_owned(),
         payload: payload.clone(),
         at,
+        new_chain: false,
     }));
 }
 
@@ -282,11 +293,15 @@ pub(crate) struct RecordedOutcome<'a> {
     pub address: String,
     /// Whether the message is a test message (its recipients' priority).
     pub test: bool,
+    /// The recipient is its message's only one and no outcome of it was
+    /// recorded before this one: the message has no event yet, and its
+    /// state is this outcome, both known without reading.
+    pub lone: bool,
 }
 
 impl<'a> RecordedOutcome<'a> {
     /// From the columns `message_id, tenant_id, address, priority` of
-    /// [`crate::sql::COMPLETE_RECIPIENT`].
+    /// [`crate::sql::COMPLETE_RECIPIENT`]; see [`RecordedOutcome::lone`].
     pub fn new(
         outcome: &'a Outcome,
         message: String,
@@ -300,6 +315,21 @@ impl<'a> RecordedOutcome<'a> {
             tenant,
             address,
             test: priority == TEST_PRIORITY,
+            lone: false,
+        }
+    }
+
+    /// The same outcome, known to be its message's [`RecordedOutcome::lone`] recipient's.
+    pub fn lone(self, lone: bool) -> Self {
+        RecordedOutcome { lone, ..self }
+    }
+
+    /// The recipient's status after this outcome.
+    fn status(&self) -> RecipientStatus {
+        match self.outcome.next {
+            NextState::Sent => RecipientStatus::Sent,
+            NextState::Failed => RecipientStatus::Failed,
+            NextState::Deferred { .. } => RecipientStatus::Deferred,
         }
     }
 }
@@ -339,7 +369,8 @@ impl TouchedMessage<'_> {
 
 /// The `recipient.*` events of the recorded outcomes, and the messages whose
 /// event needs their recipients read, in the order of their first outcome.
-/// `subscribers` holds every recorded outcome's tenant.
+/// The event of a [`RecordedOutcome::lone`] recipient's message is written
+/// here, from the outcome. `subscribers` holds every recorded outcome's tenant.
 pub(crate) fn outcome_events<'a>(
     recorded: &'a [RecordedOutcome<'_>],
     subscribers: &HashMap<String, Vec<Subscriber>>,
@@ -355,6 +386,7 @@ pub(crate) fn outcome_events<'a>(
             continue;
         }
         let o = r.outcome;
+        let first_row = rows.len();
         recipient_event(
             &mut rows,
             subs,
@@ -364,11 +396,7 @@ pub(crate) fn outcome_events<'a>(
                 tenant: &r.tenant,
                 address: &r.address,
                 test: r.test,
-                status: match o.next {
-                    NextState::Sent => RecipientStatus::Sent,
-                    NextState::Failed => RecipientStatus::Failed,
-                    NextState::Deferred { .. } => RecipientStatus::Deferred,
-                },
+                status: r.status(),
                 due_at: match o.next {
                     NextState::Deferred { until } => Some(until),
                     _ => None,
@@ -376,6 +404,26 @@ pub(crate) fn outcome_events<'a>(
                 attempt: &o.attempt,
             },
         );
+        if r.lone {
+            let state = RecipientState {
+                id: o.recipient.to_string(),
+                address: r.address.clone(),
+                status: r.status(),
+            };
+            message_event(
+                &mut rows,
+                subs,
+                &r.tenant,
+                &r.message,
+                r.test,
+                &[state],
+                o.attempt.at,
+            );
+            for row in &mut rows[first_row..] {
+                row.new_chain = true;
+            }
+            continue;
+        }
         if !wants_message_events(subs) {
             continue;
         }

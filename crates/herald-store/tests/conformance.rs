@@ -3602,6 +3602,86 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
     assert!(m1_hook.windows(2).all(|w| w[0] < w[1]), "{m1_hook:?}");
 }
 
+/// A message handed over with one recipient writes its outcome's events as
+/// a claimed one does, byte for byte but for its ids (SQLite knows them
+/// without reading the message's recipients or its chains), and once an
+/// outcome of it is recorded, its later events wait behind the pending ones.
+async fn a_handed_lone_recipient_writes_the_events_a_claimed_one_does(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let everything = [
+        EventType::RecipientDeferred,
+        EventType::RecipientSent,
+        EventType::MessageDeferred,
+        EventType::MessageSent,
+    ];
+    f.create_webhook(new_webhook(t, &everything, 0)).await;
+    let mut handed = message(t, &["a@x.example"], None, 1_000);
+    handed.handoff = Some(HandoffLease {
+        node: "n1".into(),
+        incarnation: "n1-first".into(),
+        until: 60_000,
+    });
+    let handed = f.submit(handed).await;
+    let lone = handed.handed[0].clone();
+    f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let claimed = f.claim_one(claim("n1", 1_000, 60_000)).await;
+    assert_ne!(claimed.message, lone.message, "the handed one is leased");
+
+    let complete = |outcome: Outcome| {
+        let store = f.store.clone();
+        async move {
+            store
+                .complete_and_lease_events(vec![outcome], vec![], event_lease(10))
+                .await
+                .unwrap()
+        }
+    };
+    let deferred = NextState::Deferred { until: 5_000 };
+    let mut events = Vec::new();
+    for c in [&lone, &claimed] {
+        let done = complete(outcome_at(c, deferred, 2_000)).await;
+        assert_eq!((done.accepted.as_slice(), done.events), (&[true][..], 2));
+        events.extend(done.handed);
+    }
+    events.extend(f.claim_events(webhook_claim(3_000, 100)).await);
+    assert_eq!(events.len(), 4, "{events:?}");
+    // Each message's events, its ids replaced by the same words.
+    let written = |c: &Claimed| -> Vec<(String, String)> {
+        let mut of: Vec<&ClaimedEvent> = events
+            .iter()
+            .filter(|e| e.message_id == Some(c.message))
+            .collect();
+        of.sort_by_key(|e| e.seq);
+        of.iter()
+            .map(|e| {
+                let payload = e
+                    .payload
+                    .replace(&c.message.to_string(), "MESSAGE")
+                    .replace(&c.recipient.to_string(), "RECIPIENT");
+                (e.event_type.clone(), payload)
+            })
+            .collect()
+    };
+    let lone_events = written(&lone);
+    let names: Vec<&str> = lone_events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["recipient.deferred", "message.deferred"]);
+    assert!(lone_events[1].1.contains(
+        r#""recipients":[{"address":"a@x.example","id":"RECIPIENT","status":"deferred"}]"#
+    ));
+    assert_eq!(lone_events, written(&claimed));
+
+    // Its retry: the deferred events are still pending, so the new ones
+    // are not handed to the dispatcher past them.
+    let again = f.claim(claim("n1", 6_000, 60_000)).await;
+    let retry = again
+        .iter()
+        .find(|c| c.recipient == lone.recipient)
+        .unwrap();
+    let sent = complete(outcome_at(retry, NextState::Sent, 6_000)).await;
+    assert_eq!((sent.accepted.as_slice(), sent.events), (&[true][..], 2));
+    assert!(sent.handed.is_empty(), "{:?}", sent.handed);
+}
+
 /// Two nodes claiming at once never take one event twice, nor a message's
 /// later event while its earlier one is leased by the other: a claim takes a
 /// message's later event only beside its earlier one.
@@ -5099,6 +5179,7 @@ conformance!(
     webhook_events_go_out_in_order_per_message,
     a_late_attempt_beside_the_current_one_changes_nothing,
     outcomes_lease_their_events_to_the_dispatcher_offered,
+    a_handed_lone_recipient_writes_the_events_a_claimed_one_does,
     concurrent_webhook_claims_keep_each_messages_order,
     a_webhook_failing_too_long_is_disabled,
     webhook_deliveries_are_recorded_pruned_and_deleted,

@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod gateways;
 mod ingress;
+mod lone;
 mod queue;
 mod schedules;
 mod sessions;
@@ -59,6 +60,7 @@ pub struct SqliteStore {
     db: Db,
     /// The tenant the previous claim stopped at: the next one starts after it.
     claim_cursor: Arc<Mutex<Option<String>>>,
+    lone: lone::LoneRecipients,
 }
 
 impl SqliteStore {
@@ -67,6 +69,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Db::open(path)?,
             claim_cursor: Arc::default(),
+            lone: lone::LoneRecipients::default(),
         })
     }
 }

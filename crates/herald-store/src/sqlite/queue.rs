@@ -298,14 +298,29 @@ impl Queue for SqliteStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
+        let lone = self.lone.clone();
         self.db
-            .write_repeatable(move |c| insert_message(c, &m))
+            .write_repeatable(move |c| {
+                let submitted = insert_message(c, &m)?;
+                lone.note(&submitted);
+                Ok(submitted)
+            })
             .await
     }
 
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
+        let lone = self.lone.clone();
         self.db
-            .write_repeatable(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
+            .write_repeatable(move |c| {
+                messages
+                    .iter()
+                    .map(|m| {
+                        let submitted = insert_message(c, m)?;
+                        lone.note(&submitted);
+                        Ok(submitted)
+                    })
+                    .collect()
+            })
             .await
     }
 
@@ -668,6 +683,7 @@ impl SqliteStore {
         captures: Vec<NewCapture>,
         lease: Option<EventLease>,
     ) -> Result<Completed> {
+        let lone = self.lone.clone();
         self.db
             .write_repeatable(move |c| {
                 let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
@@ -698,9 +714,10 @@ impl SqliteStore {
                         if due_at.is_none() {
                             *finished.entry(tenant.clone()).or_default() += 1;
                         }
-                        recorded.push(outbox::RecordedOutcome::new(
-                            o, message, tenant, address, priority,
-                        ));
+                        recorded.push(
+                            outbox::RecordedOutcome::new(o, message, tenant, address, priority)
+                                .lone(lone.take(o.recipient)),
+                        );
                     }
                     if current {
                         let a = &o.attempt;
@@ -803,9 +820,13 @@ fn write_events(
         let chain = match chains.entry(key) {
             Entry::Occupied(chain) => chain.into_mut(),
             Entry::Vacant(place) => {
-                let latest: Option<i64> = latest_due
-                    .query_row(params![e.webhook, e.message], |r| r.get(0))
-                    .map_err(sql)?;
+                let latest: Option<i64> = if e.new_chain {
+                    None
+                } else {
+                    latest_due
+                        .query_row(params![e.webhook, e.message], |r| r.get(0))
+                        .map_err(sql)?
+                };
                 place.insert(Chain {
                     was_pending: latest.is_some(),
                     latest_due: latest,
