@@ -367,8 +367,13 @@ fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
 }
 
 /// Stores a message and its recipients, or answers with the message stored
-/// earlier under the same idempotency key.
-fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
+/// earlier under the same idempotency key. A new message's only recipient
+/// is noted in `lone`.
+fn insert_message(
+    c: &Connection,
+    m: &NewMessage,
+    lone: &lone::LoneRecipients,
+) -> Result<Submitted> {
     if let Some(earlier) = earlier_by_key(c, m)? {
         return Ok(earlier);
     }
@@ -425,6 +430,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
         )
         .map_err(sql)?;
+    let only_one = m.recipients().nth(1).is_none();
     for (position, (addr, kind)) in m.recipients().enumerate() {
         let (recipient, status, due_at, owner, incarnation, token) = match &handed {
             Some((lease, claims)) => (
@@ -461,6 +467,9 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
                 token
             ])
             .map_err(sql)?;
+        if only_one {
+            lone.note(recipient);
+        }
     }
     count_queued(c, m)?;
     Ok(Submitted {

@@ -300,11 +300,7 @@ impl Queue for SqliteStore {
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
         let lone = self.lone.clone();
         self.db
-            .write_repeatable(move |c| {
-                let submitted = insert_message(c, &m)?;
-                lone.note(&submitted);
-                Ok(submitted)
-            })
+            .write_repeatable(move |c| insert_message(c, &m, &lone))
             .await
     }
 
@@ -314,11 +310,7 @@ impl Queue for SqliteStore {
             .write_repeatable(move |c| {
                 messages
                     .iter()
-                    .map(|m| {
-                        let submitted = insert_message(c, m)?;
-                        lone.note(&submitted);
-                        Ok(submitted)
-                    })
+                    .map(|m| insert_message(c, m, &lone))
                     .collect()
             })
             .await
