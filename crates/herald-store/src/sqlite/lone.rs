@@ -15,7 +15,8 @@ const MOST: usize = 100_000;
 /// Recipients stored as their message's only one, with no outcome recorded since.
 ///
 /// An outcome is recorded only by the writer, which takes its recipient out
-/// of this set in the same job. So while a recipient is in it, no outcome of
+/// of this set in the same job (a node opens one store on its database, and
+/// no other process opens it: `herald.lock`). So while a recipient is in it, no outcome of
 /// its message was recorded: the message has no webhook event yet, and once
 /// its outcome is recorded the message's state is that outcome. Knowing both,
 /// the outcome's job reads neither the message's recipients nor its chains.
