@@ -385,7 +385,7 @@ pub(crate) fn outcome_events<'a>(
         if subs.is_empty() {
             continue;
         }
-        let o = r.outcome;
+        let (o, status) = (r.outcome, r.status());
         let first_row = rows.len();
         recipient_event(
             &mut rows,
@@ -396,7 +396,7 @@ pub(crate) fn outcome_events<'a>(
                 tenant: &r.tenant,
                 address: &r.address,
                 test: r.test,
-                status: r.status(),
+                status,
                 due_at: match o.next {
                     NextState::Deferred { until } => Some(until),
                     _ => None,
@@ -408,7 +408,7 @@ pub(crate) fn outcome_events<'a>(
             let state = RecipientState {
                 id: o.recipient.to_string(),
                 address: r.address.clone(),
-                status: r.status(),
+                status,
             };
             message_event(
                 &mut rows,
