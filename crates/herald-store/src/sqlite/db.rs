@@ -167,7 +167,8 @@ impl Db {
             .name("herald-sqlite-checkpoint".into())
             .spawn({
                 let restart = restart.clone();
-                move || checkpoint_loop(checkpointer, wal, alive, limits, restart)
+                let database = path.to_owned();
+                move || checkpoint_loop(checkpointer, database, wal, alive, limits, restart)
             })
             .map_err(unavailable)?;
         let (writer, jobs) = mpsc::unbounded_channel();
@@ -414,6 +415,15 @@ impl Default for WalLimits {
 /// for the database file's fsync. Looks every [`WalLimits::every`]; ends
 /// when the store is closed.
 ///
+/// SQLite syncs the database file only after a checkpoint that copied the
+/// whole log, which under a steady stream of commits only the writer's
+/// restart (below) does: the pages every earlier copy wrote would all wait
+/// for that one fsync, in the writer's thread, holding up every commit
+/// behind it for as long as the disk takes to write them (tens, and after a
+/// burst hundreds, of milliseconds). So after each copy the checkpointer
+/// syncs the database file itself (`database`, its own handle on the same
+/// file): the writer's sync then finds little left to write.
+///
 /// The log starts afresh only when a write begins with all of it copied,
 /// which under a steady stream of commits does not happen by chance: the
 /// log would grow for as long as the load lasts (a gigabyte in ten seconds
@@ -425,19 +435,29 @@ impl Default for WalLimits {
 /// log afresh, over the same space of the file.
 fn checkpoint_loop(
     conn: Connection,
+    database: PathBuf,
     wal: PathBuf,
     open: std::sync::Weak<()>,
     limits: WalLimits,
     restart: Arc<AtomicBool>,
 ) {
-    let passive = || copy_log(&conn);
+    let file = std::fs::File::open(&database);
+    let copy = || {
+        let frames = copy_log(&conn)?;
+        if let Ok(file) = &file
+            && let Err(error) = file.sync_data()
+        {
+            tracing::warn!(%error, "could not sync the database file after copying the log");
+        }
+        Ok::<_, rusqlite::Error>(frames)
+    };
     while open.strong_count() > 0 {
         std::thread::sleep(limits.every);
         let grown = std::fs::metadata(&wal).is_ok_and(|m| m.len() >= limits.copy_at_bytes);
         if !grown {
             continue;
         }
-        if passive().is_ok_and(|frames| frames >= limits.restart_at_frames) && passive().is_ok() {
+        if copy().is_ok_and(|frames| frames >= limits.restart_at_frames) && copy().is_ok() {
             restart.store(true, Ordering::Relaxed);
         }
     }
