@@ -167,8 +167,7 @@ impl Db {
             .name("herald-sqlite-checkpoint".into())
             .spawn({
                 let restart = restart.clone();
-                let database = path.to_owned();
-                move || checkpoint_loop(checkpointer, database, wal, alive, limits, restart)
+                move || checkpoint_loop(checkpointer, wal, alive, limits, restart)
             })
             .map_err(unavailable)?;
         let (writer, jobs) = mpsc::unbounded_channel();
@@ -421,8 +420,8 @@ impl Default for WalLimits {
 /// for that one fsync, in the writer's thread, holding up every commit
 /// behind it for as long as the disk takes to write them (tens, and after a
 /// burst hundreds, of milliseconds). So after each copy the checkpointer
-/// syncs the database file itself (`database`, its own handle on the same
-/// file): the writer's sync then finds little left to write.
+/// syncs the database file itself ([`sync_database`]): the writer's sync
+/// then finds little left to write.
 ///
 /// The log starts afresh only when a write begins with all of it copied,
 /// which under a steady stream of commits does not happen by chance: the
@@ -435,18 +434,14 @@ impl Default for WalLimits {
 /// log afresh, over the same space of the file.
 fn checkpoint_loop(
     conn: Connection,
-    database: PathBuf,
     wal: PathBuf,
     open: std::sync::Weak<()>,
     limits: WalLimits,
     restart: Arc<AtomicBool>,
 ) {
-    let file = std::fs::File::open(&database);
     let copy = || {
         let frames = copy_log(&conn)?;
-        if let Ok(file) = &file
-            && let Err(error) = file.sync_data()
-        {
+        if let Err(error) = sync_database(&conn) {
             tracing::warn!(%error, "could not sync the database file after copying the log");
         }
         Ok::<_, rusqlite::Error>(frames)
@@ -470,6 +465,39 @@ fn copy_log(conn: &Connection) -> rusqlite::Result<i64> {
         .inspect_err(|error| {
             tracing::warn!(%error, "could not copy the write-ahead log into the database file");
         })
+}
+
+/// Syncs the database file `conn` has open, through SQLite's own handle on
+/// it. A second descriptor of the file would not do: closing it would drop
+/// every POSIX lock SQLite holds on the file in this process.
+fn sync_database(conn: &Connection) -> std::result::Result<(), String> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `conn` is open and only this thread uses it. FILE_POINTER
+    // writes into `file` the main database's file object, which the
+    // connection owns and keeps open while it is open.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return Err(format!("SQLite gave no database file (code {rc})"));
+    }
+    // SAFETY: `file` is that open file object; its methods take it, as
+    // SQLite's pager calls them, and no statement of `conn` runs meanwhile.
+    let sync = unsafe { (*file).pMethods.as_ref() }.and_then(|m| m.xSync);
+    let Some(sync) = sync else {
+        return Err("the database file cannot be synced".into());
+    };
+    // SAFETY: as above.
+    match unsafe { sync(file, ffi::SQLITE_SYNC_NORMAL) } {
+        ffi::SQLITE_OK => Ok(()),
+        rc => Err(format!("syncing the database file failed (code {rc})")),
+    }
 }
 
 /// Takes every job waiting (up to [`MAX_GROUP`]) into one transaction and one fsync.
@@ -583,6 +611,19 @@ mod tests {
         })
         .await
         .unwrap()
+    }
+
+    /// The checkpointer syncs the database file through its connection's
+    /// own file object; an in-memory database has none to sync.
+    #[test]
+    fn the_database_file_is_synced_through_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("herald.db"), false).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)")
+            .unwrap();
+        assert_eq!(sync_database(&conn), Ok(()));
+        let memory = Connection::open_in_memory().unwrap();
+        assert!(sync_database(&memory).is_err());
     }
 
     #[tokio::test]
