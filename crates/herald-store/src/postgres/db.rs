@@ -59,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_gateway_minutes",
         include_str!("0015_gateway_minutes.sql"),
     ),
+    (
+        "0016_access_changes",
+        include_str!("0016_access_changes.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

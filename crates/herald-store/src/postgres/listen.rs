@@ -1,8 +1,11 @@
 //! LISTEN/NOTIFY: one dedicated connection per node hears other nodes' new
-//! mail and refreshed properties, so nobody waits for the next poll. Polling
-//! stays the fallback: a lost connection is reopened, and nothing is lost
-//! meanwhile, only heard later.
+//! mail and refreshed properties, so nobody waits for the next poll, and
+//! changes of tokens, people and tenants, so that the node forgets what it
+//! looked up of them ([`AccessCache`]). Polling stays the fallback: a lost
+//! connection is reopened, and nothing is lost meanwhile, only heard later;
+//! the access cache keeps nothing until it is back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,6 +13,7 @@ use herald_core::TenantId;
 use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::access::{self, AccessCache};
 use crate::StoreEvent;
 
 /// The channel on which submissions are announced.
@@ -18,10 +22,16 @@ pub(crate) const MAIL: &str = "herald_mail";
 pub(crate) const PROPERTIES: &str = "herald_properties";
 
 /// Listens until the process ends, reconnecting after a failure.
-pub(crate) async fn run(url: String, events: broadcast::Sender<StoreEvent>) {
+pub(crate) async fn run(
+    url: String,
+    events: broadcast::Sender<StoreEvent>,
+    access: Arc<AccessCache>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match listen(&url, &events).await {
+        let heard = listen(&url, &events, &access).await;
+        access.listening(false);
+        match heard {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(error) => {
                 tracing::warn!(%error, "the LISTEN connection failed; polling covers the gap until it is back");
@@ -35,10 +45,14 @@ pub(crate) async fn run(url: String, events: broadcast::Sender<StoreEvent>) {
 async fn listen(
     url: &str,
     events: &broadcast::Sender<StoreEvent>,
+    access: &AccessCache,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let commands = format!("LISTEN {MAIL}; LISTEN {PROPERTIES}");
+    let commands = format!(
+        "LISTEN {MAIL}; LISTEN {PROPERTIES}; LISTEN {}",
+        access::CHANNEL
+    );
     let subscribe = client.batch_execute(&commands);
     tokio::pin!(subscribe);
     // The connection must be driven while the LISTEN commands run.
@@ -46,25 +60,28 @@ async fn listen(
         tokio::select! {
             done = &mut subscribe => { done?; break; }
             message = messages.next() => match message {
-                Some(Ok(message)) => forward(message, events),
+                Some(Ok(message)) => forward(message, events, access),
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             },
         }
     }
-    // A missed notification is possible while reconnecting: wake the worker once.
+    // A missed notification is possible while reconnecting: wake the worker
+    // once; from here on every change of access is heard.
     let _ = events.send(StoreEvent::Mail);
+    access.listening(true);
     while let Some(message) = messages.next().await {
-        forward(message?, events);
+        forward(message?, events, access);
     }
     Ok(())
 }
 
-fn forward(message: AsyncMessage, events: &broadcast::Sender<StoreEvent>) {
+fn forward(message: AsyncMessage, events: &broadcast::Sender<StoreEvent>, access: &AccessCache) {
     let AsyncMessage::Notification(note) = message else {
         return;
     };
     let event = match note.channel() {
+        access::CHANNEL => return access.forget(),
         MAIL => StoreEvent::Mail,
         PROPERTIES => match note.payload().parse::<TenantId>() {
             Ok(tenant) => StoreEvent::Properties(tenant),

@@ -6,6 +6,7 @@
 //! method says which rows it locks so that concurrent nodes see the same
 //! outcomes a single SQLite writer would give.
 
+mod access;
 mod config;
 pub(crate) mod db;
 mod gateways;
@@ -61,6 +62,8 @@ pub struct PgStore {
     claim_cursor: std::sync::Mutex<Option<String>>,
     /// Single submissions, stored in groups (see [`group`]).
     groups: group::Groups,
+    /// The tokens and tenants this node looked up for API requests.
+    access: std::sync::Arc<access::AccessCache>,
     /// Held while the store is open: the statistics task ends without it.
     _open: std::sync::Arc<()>,
 }
@@ -112,7 +115,8 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore> {
         let pool = db::open(url).await?;
         let (events, _) = tokio::sync::broadcast::channel(1024);
-        tokio::spawn(listen::run(url.to_owned(), events.clone()));
+        let access = std::sync::Arc::new(access::AccessCache::default());
+        tokio::spawn(listen::run(url.to_owned(), events.clone(), access.clone()));
         let (new_mail, requests) = tokio::sync::mpsc::channel(1);
         tokio::spawn(notify_new_mail(pool.clone(), requests));
         let open = std::sync::Arc::new(());
@@ -127,6 +131,7 @@ impl PgStore {
             writes: crate::WriteHealth::default(),
             claim_cursor: std::sync::Mutex::default(),
             groups: group::Groups::start(pool.clone()),
+            access,
             pool,
         })
     }
@@ -135,6 +140,15 @@ impl PgStore {
     fn announce_mail(&self) {
         // Full means a NOTIFY is already due to be sent, which will do.
         let _ = self.new_mail.try_send(());
+    }
+
+    /// Runs a write to tokens, people or tenants, after which this node
+    /// forgets the tokens and tenants it looked up (other nodes hear of it
+    /// from the database's triggers, see [`access`]).
+    async fn access_write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+        let result = write.await;
+        self.access.forget();
+        result
     }
 
     /// Runs a write and takes note of whether the database took it (see

@@ -1,5 +1,7 @@
 //! The PostgreSQL store's tenants and access: tenants and their properties, API tokens, persons, the audit log.
 
+use std::time::Instant;
+
 use super::*;
 
 #[async_trait]
@@ -41,15 +43,18 @@ impl Tenants for PgStore {
         tenant_id: TenantId,
         credential_storage: bool,
     ) -> Result<Tenant> {
-        let c = client(&self.pool).await?;
-        let row = query_opt(
-            &c,
-            sql::SET_CREDENTIAL_STORAGE,
-            &[&credential_storage, &tenant_id.to_string()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        tenant(&row)
+        self.access_write(async {
+            let c = client(&self.pool).await?;
+            let row = query_opt(
+                &c,
+                sql::SET_CREDENTIAL_STORAGE,
+                &[&credential_storage, &tenant_id.to_string()],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            tenant(&row)
+        })
+        .await
     }
 
     async fn set_active_provider(
@@ -58,67 +63,73 @@ impl Tenants for PgStore {
         provider_id: Option<ProviderId>,
         effective_from: i64,
     ) -> Result<Tenant> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // The tenant's row is the lock delete_provider takes too: a provider
-        // cannot be deleted between the check below and its activation.
-        let before: Option<String> = query_opt(
-            &tx,
-            "SELECT notification_provider_id FROM tenants WHERE id = $1 FOR UPDATE",
-            &[&tenant_id.to_string()],
-        )
-        .await?
-        .map(|row| row.try_get(0).map_err(pg))
-        .transpose()?
-        .flatten();
-        if let Some(pid) = provider_id {
-            rules::active_provider(load_provider(&tx, tenant_id, pid, Lock::None).await)?;
-        }
-        // What applies until this change is in effect: the provider in
-        // effect now, which is the previous one while a change is pending.
-        let row = query_opt(
-            &tx,
-            sql::SET_ACTIVE_PROVIDER,
-            &[
-                &now_ms(),
-                &provider_id.map(|p| p.to_string()),
-                &effective_from,
-                &tenant_id.to_string(),
-            ],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let tenant = tenant(&row)?;
-        // Pinned mail waits for the change to be in effect everywhere.
-        if before != provider_id.map(|p| p.to_string()) {
-            super::config::unpin_waiting(&tx, tenant_id, effective_from).await?;
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(tenant)
+        self.access_write(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // The tenant's row is the lock delete_provider takes too: a provider
+            // cannot be deleted between the check below and its activation.
+            let before: Option<String> = query_opt(
+                &tx,
+                "SELECT notification_provider_id FROM tenants WHERE id = $1 FOR UPDATE",
+                &[&tenant_id.to_string()],
+            )
+            .await?
+            .map(|row| row.try_get(0).map_err(pg))
+            .transpose()?
+            .flatten();
+            if let Some(pid) = provider_id {
+                rules::active_provider(load_provider(&tx, tenant_id, pid, Lock::None).await)?;
+            }
+            // What applies until this change is in effect: the provider in
+            // effect now, which is the previous one while a change is pending.
+            let row = query_opt(
+                &tx,
+                sql::SET_ACTIVE_PROVIDER,
+                &[
+                    &now_ms(),
+                    &provider_id.map(|p| p.to_string()),
+                    &effective_from,
+                    &tenant_id.to_string(),
+                ],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let tenant = tenant(&row)?;
+            // Pinned mail waits for the change to be in effect everywhere.
+            if before != provider_id.map(|p| p.to_string()) {
+                super::config::unpin_waiting(&tx, tenant_id, effective_from).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(tenant)
+        })
+        .await
     }
 
     async fn refresh_properties(&self, tenant_id: TenantId, now: i64) -> Result<Tenant> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        execute(&tx, sql::DUE_AT_REFRESH, &[&now, &tenant_id.to_string()])
-            .await
-            .map_err(pg)?;
-        // The notification goes out with the update: every node forgets its cached provider.
-        let row = query_opt(
-            &tx,
-            &format!(
-                "WITH notified AS (SELECT pg_notify('{}', $2)) \
-                 UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
-                 WHERE id = $2 AND EXISTS (SELECT 1 FROM notified) RETURNING {TENANT_COLUMNS}",
-                listen::PROPERTIES
-            ),
-            &[&now, &tenant_id.to_string()],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let tenant = tenant(&row)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(tenant)
+        self.access_write(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            execute(&tx, sql::DUE_AT_REFRESH, &[&now, &tenant_id.to_string()])
+                .await
+                .map_err(pg)?;
+            // The notification goes out with the update: every node forgets its cached provider.
+            let row = query_opt(
+                &tx,
+                &format!(
+                    "WITH notified AS (SELECT pg_notify('{}', $2)) \
+                     UPDATE tenants SET properties_effective_from = LEAST(properties_effective_from, $1) \
+                     WHERE id = $2 AND EXISTS (SELECT 1 FROM notified) RETURNING {TENANT_COLUMNS}",
+                    listen::PROPERTIES
+                ),
+                &[&now, &tenant_id.to_string()],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let tenant = tenant(&row)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(tenant)
+        })
+        .await
     }
 
     async fn create_token(&self, token: NewToken) -> Result<TokenRecord> {
@@ -162,6 +173,11 @@ impl Tenants for PgStore {
         hash: &str,
         slug: &str,
     ) -> Result<Option<(TokenRecord, Option<Tenant>)>> {
+        let now = Instant::now();
+        if let Some((record, tenant)) = self.access.get(hash, slug, now) {
+            return Ok(Some((record, Some(tenant))));
+        }
+        let generation = self.access.generation();
         let c = client(&self.pool).await?;
         // Both sent before either answer is read: one round trip.
         let (by_hash, by_slug): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
@@ -175,7 +191,18 @@ impl Tenants for PgStore {
         };
         let record = token_record(&row)?;
         let tenant = tenant_row?.as_ref().map(tenant).transpose()?;
-        mark_used(&c, &record).await?;
+        let marked = mark_used(&c, &record).await?;
+        // Only a token and a tenant both found are kept: a token or tenant
+        // created a moment later must be found. What is kept was marked used
+        // (the lookup answers as the token was before it).
+        if let (Some(generation), Some(tenant)) = (generation, &tenant) {
+            let used = TokenRecord {
+                last_used_at: marked.or(record.last_used_at),
+                ..record.clone()
+            };
+            self.access
+                .keep(generation, hash, slug, used, tenant.clone(), now);
+        }
         Ok(Some((record, tenant)))
     }
 
@@ -189,19 +216,22 @@ impl Tenants for PgStore {
     }
 
     async fn revoke_token(&self, tenant_id: TenantId, token_id: TokenId) -> Result<()> {
-        let c = client(&self.pool).await?;
-        let deleted = execute(
-            &c,
-            sql::DELETE_TOKEN,
-            &[&token_id.to_string(), &tenant_id.to_string()],
-        )
+        self.access_write(async {
+            let c = client(&self.pool).await?;
+            let deleted = execute(
+                &c,
+                sql::DELETE_TOKEN,
+                &[&token_id.to_string(), &tenant_id.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+            if deleted == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
         .await
-        .map_err(pg)?;
-        if deleted == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
     }
 
     async fn operator_token_exists(&self) -> Result<bool> {
@@ -220,65 +250,71 @@ impl Tenants for PgStore {
     }
 
     async fn revoke_operator_token(&self, token_id: TokenId) -> Result<()> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        let id = token_id.to_string();
-        let revoked = execute(&tx, sql::REVOKE_BOOTSTRAP_TOKEN, &[&now_ms(), &id])
-            .await
-            .map_err(pg)?;
-        let deleted = execute(&tx, sql::DELETE_OPERATOR_TOKEN, &[&id])
-            .await
-            .map_err(pg)?;
-        if revoked + deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tx.commit().await.map_err(pg)
+        self.access_write(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            let id = token_id.to_string();
+            let revoked = execute(&tx, sql::REVOKE_BOOTSTRAP_TOKEN, &[&now_ms(), &id])
+                .await
+                .map_err(pg)?;
+            let deleted = execute(&tx, sql::DELETE_OPERATOR_TOKEN, &[&id])
+                .await
+                .map_err(pg)?;
+            if revoked + deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.commit().await.map_err(pg)
+        })
+        .await
     }
 
     async fn set_bootstrap_token(&self, token: NewToken) -> Result<BootstrapOutcome> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Nodes that start together with different values must not each keep
-        // their own: one after the other, the last one wins.
-        tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
-            .await
-            .map_err(pg)?;
-        let now = now_ms();
-        let stored = query_opt(&tx, sql::TOKEN_REVOKED_AT, &[&token.hash]).await?;
-        // `None` when the value was revoked before: it stays revoked.
-        let created = match stored {
-            Some(row) if get::<Option<i64>>(&row, "revoked_at")?.is_some() => None,
-            Some(_) => {
-                execute(&tx, sql::MARK_BOOTSTRAP, &[&token.hash])
-                    .await
-                    .map_err(pg)?;
-                Some(false)
-            }
-            None => {
-                execute(
-                    &tx,
-                    sql::INSERT_BOOTSTRAP_TOKEN,
-                    &[&token.id.to_string(), &token.name, &token.hash, &now],
-                )
+        self.access_write(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Nodes that start together with different values must not each keep
+            // their own: one after the other, the last one wins.
+            tx.execute("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE", &[])
                 .await
                 .map_err(pg)?;
-                Some(true)
-            }
-        };
-        // Any other bootstrap token is no longer the configured one, even
-        // when the configured value is itself revoked.
-        let replaced = execute(
-            &tx,
-            sql::REVOKE_OTHER_BOOTSTRAP_TOKENS,
-            &[&now, &token.hash],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(match created {
-            Some(created) => BootstrapOutcome::Installed { created, replaced },
-            None => BootstrapOutcome::Revoked { replaced },
+            let now = now_ms();
+            let stored = query_opt(&tx, sql::TOKEN_REVOKED_AT, &[&token.hash]).await?;
+            // `None` when the value was revoked before: it stays revoked.
+            let created = match stored {
+                Some(row) if get::<Option<i64>>(&row, "revoked_at")?.is_some() => None,
+                Some(_) => {
+                    execute(&tx, sql::MARK_BOOTSTRAP, &[&token.hash])
+                        .await
+                        .map_err(pg)?;
+                    Some(false)
+                }
+                None => {
+                    execute(
+                        &tx,
+                        sql::INSERT_BOOTSTRAP_TOKEN,
+                        &[&token.id.to_string(), &token.name, &token.hash, &now],
+                    )
+                    .await
+                    .map_err(pg)?;
+                    Some(true)
+                }
+            };
+            // Any other bootstrap token is no longer the configured one, even
+            // when the configured value is itself revoked.
+            let replaced = execute(
+                &tx,
+                sql::REVOKE_OTHER_BOOTSTRAP_TOKENS,
+                &[&now, &token.hash],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(match created {
+                Some(created) => BootstrapOutcome::Installed { created, replaced },
+                None => BootstrapOutcome::Revoked { replaced },
+            })
         })
+        .await
     }
 
     async fn create_person(&self, tenant_id: TenantId, p: Person) -> Result<Person> {
@@ -335,25 +371,28 @@ impl Tenants for PgStore {
     }
 
     async fn delete_person(&self, tenant_id: TenantId, person_id: PersonId) -> Result<()> {
-        let mut c = client(&self.pool).await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        // Locked so that no account is bound to the person between the check and the delete.
-        load_person(&tx, tenant_id, person_id, Lock::Update).await?;
-        let bound = query_opt(
-            &tx,
-            sql::ACCOUNT_OF_PERSON,
-            &[&person_id.to_string(), &tenant_id.to_string()],
-        )
-        .await?;
-        rules::person_unbound(bound.map(|row| get(&row, "username")).transpose()?)?;
-        execute(
-            &tx,
-            sql::DELETE_PERSON,
-            &[&person_id.to_string(), &tenant_id.to_string()],
-        )
+        self.access_write(async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // Locked so that no account is bound to the person between the check and the delete.
+            load_person(&tx, tenant_id, person_id, Lock::Update).await?;
+            let bound = query_opt(
+                &tx,
+                sql::ACCOUNT_OF_PERSON,
+                &[&person_id.to_string(), &tenant_id.to_string()],
+            )
+            .await?;
+            rules::person_unbound(bound.map(|row| get(&row, "username")).transpose()?)?;
+            execute(
+                &tx,
+                sql::DELETE_PERSON,
+                &[&person_id.to_string(), &tenant_id.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        })
         .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<()> {
@@ -401,13 +440,13 @@ impl Tenants for PgStore {
 
 /// Records that `record` was used. Recording every use would put a write on
 /// every request; a minute's precision is enough.
-async fn mark_used(c: &impl GenericClient, record: &TokenRecord) -> Result<()> {
+async fn mark_used(c: &impl GenericClient, record: &TokenRecord) -> Result<Option<i64>> {
     let now = now_ms();
     if record.last_used_at.is_some_and(|t| now - t <= 60_000) {
-        return Ok(());
+        return Ok(None);
     }
     execute(c, sql::TOKEN_USED, &[&now, &record.id.to_string()])
         .await
-        .map_err(pg)
-        .map(drop)
+        .map_err(pg)?;
+    Ok(Some(now))
 }

@@ -1,0 +1,209 @@
+//! The tokens and tenants this node has looked up for API requests, kept
+//! until any change that could alter what a token may do is announced.
+//!
+//! Every API request presents a token and names a tenant; on PostgreSQL
+//! looking both up is a round trip to the server per request, which was the
+//! largest part of a single submission's cost there. A node keeps what it
+//! found, and forgets all of it the moment anything announces a change on
+//! the `herald_access` channel: the triggers of migration 0016 announce
+//! every change of a token (but for marking it used), a person and a tenant,
+//! from whichever node makes it, after its commit. The node that makes the
+//! change forgets at once too, without waiting for its own notification.
+//!
+//! Nothing is kept while the listening connection is down (a change could
+//! not be heard), and nothing is kept for longer than [`MAX_AGE`] in any
+//! case, so that even a connection that died without a word cannot hold a
+//! revoked token for longer than that. A lookup that began before a change
+//! was announced cannot keep what it read ([`AccessCache::generation`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::model::{Tenant, TokenRecord};
+
+/// The longest a looked-up token and tenant are used without reading them again.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The most pairs kept; past it, all are forgotten and kept afresh.
+const MAX_ENTRIES: usize = 10_000;
+
+/// The channel on which changes of tokens, people and tenants are announced.
+pub(crate) const CHANNEL: &str = "herald_access";
+
+/// What this node has looked up, by token hash and tenant slug.
+#[derive(Default)]
+pub(crate) struct AccessCache {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Counts the times everything was forgotten.
+    generation: u64,
+    /// Whether the listening connection is up, so that changes are heard.
+    listening: bool,
+    entries: HashMap<String, Entry>,
+}
+
+struct Entry {
+    record: TokenRecord,
+    tenant: Tenant,
+    at: Instant,
+}
+
+/// The key of a token hash and a tenant slug (neither holds a newline).
+fn key(hash: &str, slug: &str) -> String {
+    format!("{hash}\n{slug}")
+}
+
+impl AccessCache {
+    /// The token with hash `hash` and the tenant `slug`, if they were looked
+    /// up less than [`MAX_AGE`] before `now` and nothing changed since.
+    pub(crate) fn get(
+        &self,
+        hash: &str,
+        slug: &str,
+        now: Instant,
+    ) -> Option<(TokenRecord, Tenant)> {
+        let state = self.state.lock().expect("access cache lock");
+        if !state.listening {
+            return None;
+        }
+        state
+            .entries
+            .get(&key(hash, slug))
+            .filter(|e| now.saturating_duration_since(e.at) < MAX_AGE)
+            .map(|e| (e.record.clone(), e.tenant.clone()))
+    }
+
+    /// Taken before a lookup and given back to [`AccessCache::keep`]: `None`
+    /// while changes cannot be heard, when nothing may be kept.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        let state = self.state.lock().expect("access cache lock");
+        state.listening.then_some(state.generation)
+    }
+
+    /// Keeps what a lookup read, looked up at `at`, unless anything was
+    /// forgotten since `generation` was taken: the lookup may have read
+    /// what a change has since replaced.
+    pub(crate) fn keep(
+        &self,
+        generation: u64,
+        hash: &str,
+        slug: &str,
+        record: TokenRecord,
+        tenant: Tenant,
+        at: Instant,
+    ) {
+        let mut state = self.state.lock().expect("access cache lock");
+        if !state.listening || state.generation != generation {
+            return;
+        }
+        if state.entries.len() >= MAX_ENTRIES {
+            state.entries.clear();
+        }
+        let entry = Entry { record, tenant, at };
+        state.entries.insert(key(hash, slug), entry);
+    }
+
+    /// Forgets everything: a change was announced or made here.
+    pub(crate) fn forget(&self) {
+        let mut state = self.state.lock().expect("access cache lock");
+        state.generation += 1;
+        state.entries.clear();
+    }
+
+    /// Notes whether the listening connection is up; either way, what was
+    /// kept is forgotten (changes may have gone unheard meanwhile).
+    pub(crate) fn listening(&self, up: bool) {
+        let mut state = self.state.lock().expect("access cache lock");
+        state.listening = up;
+        state.generation += 1;
+        state.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::{Role, TenantId, TenantSlug, TokenId};
+
+    fn found() -> (TokenRecord, Tenant) {
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: TenantSlug::parse("acme").unwrap(),
+            name: "Acme".into(),
+            credential_storage: false,
+            notification_provider_id: None,
+            previous_provider_id: None,
+            properties_effective_from: 0,
+            created_at: 0,
+        };
+        let record = TokenRecord {
+            id: TokenId::new(),
+            tenant_id: Some(tenant.id),
+            name: "app".into(),
+            role: Role::Sender,
+            person_id: None,
+            created_at: 0,
+            last_used_at: None,
+            bootstrap: false,
+        };
+        (record, tenant)
+    }
+
+    fn kept(cache: &AccessCache, at: Instant) -> bool {
+        let generation = cache.generation().expect("listening");
+        let (record, tenant) = found();
+        cache.keep(generation, "h", "acme", record, tenant, at);
+        cache.get("h", "acme", at).is_some()
+    }
+
+    #[test]
+    fn nothing_is_kept_while_changes_cannot_be_heard() {
+        let cache = AccessCache::default();
+        assert_eq!(cache.generation(), None);
+        let (record, tenant) = found();
+        cache.keep(0, "h", "acme", record, tenant, Instant::now());
+        assert!(cache.get("h", "acme", Instant::now()).is_none());
+
+        cache.listening(true);
+        assert!(kept(&cache, Instant::now()));
+        cache.listening(false);
+        assert!(
+            cache.get("h", "acme", Instant::now()).is_none(),
+            "a lost connection forgets"
+        );
+    }
+
+    #[test]
+    fn a_change_forgets_and_a_lookup_from_before_it_is_not_kept() {
+        let cache = AccessCache::default();
+        cache.listening(true);
+        let now = Instant::now();
+        assert!(kept(&cache, now));
+        assert!(cache.get("h", "acme", now).is_some());
+        assert!(cache.get("h", "other", now).is_none(), "by tenant too");
+
+        cache.forget();
+        assert!(cache.get("h", "acme", now).is_none());
+
+        // Began before the next change, finished after it.
+        let before = cache.generation().unwrap();
+        cache.forget();
+        let (record, tenant) = found();
+        cache.keep(before, "h", "acme", record, tenant, now);
+        assert!(cache.get("h", "acme", now).is_none());
+    }
+
+    #[test]
+    fn what_is_kept_is_read_again_after_its_maximum_age() {
+        let cache = AccessCache::default();
+        cache.listening(true);
+        let then = Instant::now();
+        assert!(kept(&cache, then));
+        assert!(cache.get("h", "acme", then + MAX_AGE / 2).is_some());
+        assert!(cache.get("h", "acme", then + MAX_AGE).is_none());
+    }
+}
