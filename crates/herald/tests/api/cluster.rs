@@ -1,6 +1,7 @@
 //! Many nodes on one PostgreSQL database: a SIGKILLed node loses no mail and
 //! doubles at most what it had in flight; api-only and worker-only nodes share
-//! the queue, and NOTIFY wakes the worker; `/v1/nodes` sees a node die.
+//! the queue, and NOTIFY wakes the worker; `/v1/nodes` sees a node die; a
+//! token revoked through one node is refused by every node.
 //!
 //! The tests find PostgreSQL through `HERALD_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and each work on a database
@@ -248,6 +249,45 @@ async fn a_refresh_on_one_node_reaches_the_others_at_once() {
     app.wait_for_status(&acme, &second, "sent").await;
     assert_eq!(b.messages().len(), 1, "the worker node heard the refresh");
     assert_eq!(a.messages().len(), 1);
+}
+
+/// A token revoked through one node is refused by the other within moments,
+/// though that node had just accepted it (and keeps what it looked up): the
+/// database announces the change to every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_one_node_is_refused_by_the_other() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let api = ["--roles", "api"];
+    let first = node(&db, "first", &api).await;
+    let second = node(&db, "second", &api).await;
+    let (a, b) = (first.app(), second.app());
+    let acme = a.tenant("acme").await;
+    for _ in 0..3 {
+        let (status, body) = b.get_as_sender(&acme, "messages").await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let (status, tokens) = a.get_as_admin(&acme, "tokens").await;
+    assert_eq!(status, 200, "{tokens}");
+    let sender = tokens
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["name"] == "sender"))
+        .unwrap_or_else(|| panic!("the sender token is listed: {tokens}"));
+    let path = format!("tokens/{}", sender["id"].as_str().unwrap());
+    let (status, body) = a.delete_as_admin(&acme, &path).await;
+    assert_eq!(status, 204, "{body}");
+
+    let (status, _) = a.get_as_sender(&acme, "messages").await;
+    assert_eq!(status, 401, "refused at once by the node that revoked it");
+    // Well within the ten seconds a node may keep a lookup without hearing of a change.
+    herald_testkit::eventually(
+        "the other node to refuse the revoked token",
+        std::time::Duration::from_secs(5),
+        || async { (b.get_as_sender(&acme, "messages").await.0 == 401).then_some(()) },
+    )
+    .await;
 }
 
 /// A node killed mid-delivery, with leases far longer than the test: another
