@@ -57,14 +57,41 @@ async fn kept_by(store: &PgStore, database: &TestDatabase, token: TokenId, hash:
     .await;
 }
 
-async fn two_nodes(database: &TestDatabase) -> (PgStore, PgStore) {
-    let a = PgStore::connect(database.url()).await.unwrap();
-    let b = PgStore::connect(database.url()).await.unwrap();
-    (a, b)
+/// Two nodes on one database, the tenant "acme", and a token of it that the
+/// first node, `a`, keeps.
+struct Nodes {
+    a: PgStore,
+    b: PgStore,
+    acme: TenantId,
+    token: TokenId,
 }
 
-async fn stored_token(store: &PgStore, new: NewToken) -> TokenId {
-    store.create_token(new).await.unwrap().id
+/// [`Nodes`] on `database`, the token made by `new` (given node `a` and the
+/// tenant) with hash `hash`.
+async fn nodes_keeping(
+    database: &TestDatabase,
+    hash: &str,
+    new: impl AsyncFnOnce(&PgStore, TenantId) -> NewToken,
+) -> Nodes {
+    let a = PgStore::connect(database.url()).await.unwrap();
+    let b = PgStore::connect(database.url()).await.unwrap();
+    let acme = tenant(&a, "acme").await;
+    let token = a.create_token(new(&a, acme).await).await.unwrap().id;
+    kept_by(&a, database, token, hash, "acme").await;
+    Nodes { a, b, acme, token }
+}
+
+/// A sender token of the tenant with hash "h1".
+async fn service_token(_: &PgStore, acme: TenantId) -> NewToken {
+    token(Some(acme), None, "h1")
+}
+
+/// Waits until node `a` refuses the token with `hash`.
+async fn refused_by(a: &PgStore, hash: &str) {
+    eventually("node A to refuse the token", HEARD_WITHIN, || async {
+        name_seen(a, hash, "acme").await.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -72,18 +99,9 @@ async fn a_token_revoked_on_one_node_is_refused_by_the_other() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (a, b) = two_nodes(&database).await;
-    let acme = tenant(&a, "acme").await;
-    let id = stored_token(&a, token(Some(acme), None, "h1")).await;
-    kept_by(&a, &database, id, "h1", "acme").await;
-
-    b.revoke_token(acme, id).await.unwrap();
-    eventually(
-        "node A to refuse the revoked token",
-        HEARD_WITHIN,
-        || async { name_seen(&a, "h1", "acme").await.is_none().then_some(()) },
-    )
-    .await;
+    let n = nodes_keeping(&database, "h1", service_token).await;
+    n.b.revoke_token(n.acme, n.token).await.unwrap();
+    refused_by(&n.a, "h1").await;
 }
 
 #[tokio::test]
@@ -91,13 +109,9 @@ async fn the_node_that_revokes_refuses_at_once() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (a, _b) = two_nodes(&database).await;
-    let acme = tenant(&a, "acme").await;
-    let id = stored_token(&a, token(Some(acme), None, "h1")).await;
-    kept_by(&a, &database, id, "h1", "acme").await;
-
-    a.revoke_token(acme, id).await.unwrap();
-    assert!(name_seen(&a, "h1", "acme").await.is_none());
+    let n = nodes_keeping(&database, "h1", service_token).await;
+    n.a.revoke_token(n.acme, n.token).await.unwrap();
+    assert!(name_seen(&n.a, "h1", "acme").await.is_none());
 }
 
 #[tokio::test]
@@ -105,32 +119,21 @@ async fn a_person_removed_on_one_node_takes_their_tokens_from_the_other() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (a, b) = two_nodes(&database).await;
-    let acme = tenant(&a, "acme").await;
-    let ada = a
-        .create_person(
-            acme,
-            Person {
-                role: PersonRole::TenantAdmin,
-                ..person("Ada", "ada@x.example")
-            },
-        )
-        .await
-        .unwrap();
-    let personal = NewToken {
-        role: Role::TenantAdmin,
-        ..token(Some(acme), Some(ada.id), "h-ada")
+    let personal = async |a: &PgStore, acme: TenantId| {
+        let ada = Person {
+            role: PersonRole::TenantAdmin,
+            ..person("Ada", "ada@x.example")
+        };
+        let ada = a.create_person(acme, ada).await.unwrap();
+        NewToken {
+            role: Role::TenantAdmin,
+            ..token(Some(acme), Some(ada.id), "h-ada")
+        }
     };
-    let id = stored_token(&a, personal).await;
-    kept_by(&a, &database, id, "h-ada", "acme").await;
-
-    b.delete_person(acme, ada.id).await.unwrap();
-    eventually(
-        "node A to refuse the person's token",
-        HEARD_WITHIN,
-        || async { name_seen(&a, "h-ada", "acme").await.is_none().then_some(()) },
-    )
-    .await;
+    let n = nodes_keeping(&database, "h-ada", personal).await;
+    let ada = n.a.list_persons(n.acme).await.unwrap()[0].id;
+    n.b.delete_person(n.acme, ada).await.unwrap();
+    refused_by(&n.a, "h-ada").await;
 }
 
 #[tokio::test]
@@ -138,14 +141,10 @@ async fn a_tenant_changed_on_one_node_is_read_again_by_the_other() {
     let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let (a, b) = two_nodes(&database).await;
-    let acme: TenantId = tenant(&a, "acme").await;
-    let id = stored_token(&a, token(Some(acme), None, "h1")).await;
-    kept_by(&a, &database, id, "h1", "acme").await;
-
-    b.set_entitlements(acme, true).await.unwrap();
+    let n = nodes_keeping(&database, "h1", service_token).await;
+    n.b.set_entitlements(n.acme, true).await.unwrap();
     eventually("node A to read the tenant again", HEARD_WITHIN, || async {
-        let (_, tenant) = a.token_and_tenant("h1", "acme").await.unwrap()?;
+        let (_, tenant) = n.a.token_and_tenant("h1", "acme").await.unwrap()?;
         tenant?.credential_storage.then_some(())
     })
     .await;
