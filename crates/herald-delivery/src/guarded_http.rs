@@ -88,7 +88,7 @@ impl GuardedHttp {
 
     /// A client as [`GuardedHttp::with_timeout`] whose posts go over at most
     /// `connections` connections to one origin, each carrying up to
-    /// [`PIPELINED`] requests pipelined (see [`crate::http1`]).
+    /// [`PIPELINED`] requests pipelined (see the `http1` module).
     pub fn for_webhooks(egress: Arc<Egress>, timeout: Duration, connections: usize) -> Self {
         // One client per scheme, because the scheme decides which addresses
         // the resolver keeps: plain http only those on the allow list.
@@ -134,7 +134,7 @@ impl GuardedHttp {
     }
 
     /// POSTs `body` with `headers` to `url` after checking it, on a
-    /// kept-alive connection (see [`crate::http1`]: the path of webhooks,
+    /// kept-alive connection (see the `http1` module: the path of webhooks,
     /// thousands a second), and reads at most `max_body` bytes of the
     /// answer. A redirect is an error.
     pub async fn post(

@@ -152,7 +152,7 @@ enum Step<'a> {
 /// the Reply-To unless the client set one. Bcc and Return-Path are removed
 /// (RFC 5321 4.4: Return-Path is written at final delivery). Message-ID and
 /// Date are added when missing (RFC 6409 8.3, 8.4), in the forms
-/// [`crate::render`] writes; Auto-Submitted is not: the mail is the client's.
+/// `render` writes; Auto-Submitted is not: the mail is the client's.
 pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Rendered {
     let (fields, rest) = split(raw);
     let provider = NamedAddress {

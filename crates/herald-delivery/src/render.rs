@@ -16,7 +16,7 @@ pub struct Rendered {
     pub content: Vec<u8>,
     /// `fixed`; `fixed, reply-to the person`; or `on_behalf`. Mail received
     /// over SMTP also `as received` or `fixed, reply-to the original From`
-    /// (see [`crate::raw`]).
+    /// (see the `raw` module).
     pub sender_policy: &'static str,
 }
 
@@ -32,7 +32,7 @@ fn named<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> NamedAddress<'
 /// 3.6.2); the `fixed` policy keeps the provider's From and makes the person
 /// the Reply-To, for relays that refuse foreign From addresses.
 ///
-/// The header section is written by [`crate::header`] (display names and
+/// The header section is written by the `header` module (display names and
 /// text encoded per RFC 2047, lines folded per RFC 5322); mail-builder writes
 /// the MIME body, encoding long or non-ASCII bodies as quoted-printable or
 /// base64, so no line exceeds the RFC 5322 limit. Mail carries
@@ -44,7 +44,7 @@ fn named<'a>(name: Option<&'a str>, address: &'a EmailAddress) -> NamedAddress<'
 /// the HTML in multipart/related (RFC 2387), which refers to it as `cid:`.
 ///
 /// A message received over SMTP is sent as it came but for the sender's
-/// fields: see [`crate::raw`].
+/// fields: see the `raw` module.
 pub fn render(message: &MessageContent, route: &Route) -> Rendered {
     if let Some(raw) = &message.raw {
         return crate::raw::render(raw, message, route);

@@ -17,43 +17,43 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     /// See `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// How often the certificate files' modification times are looked at [5 s].
+    /// How often the certificate files' modification times are looked at (5 s by default).
     pub tls_poll: Duration,
     /// The name in the greeting, the EHLO reply and the `Received:` header.
     pub hostname: String,
     /// Largest message in octets as the client sends it (dot-unstuffed,
     /// without the `Received:` header Herald adds), advertised as `SIZE`
-    /// [10 MiB, as the node's `--max-message-size`].
+    /// (10 MiB by default, as the node's `--max-message-size`).
     pub max_message_size: usize,
-    /// Most recipients of one transaction [100, as the API's limit].
+    /// Most recipients of one transaction (100 by default, as the API's limit).
     pub max_recipients: usize,
-    /// Most header fields in a message's header section [200]: a bound on
+    /// Most header fields in a message's header section (200 by default): a bound on
     /// the work and storage one message's headers cost, well above what real
     /// mail carries (a message relayed through a few hops with DKIM and ARC
     /// signatures has some 30 to 60), unlike the API's limit, which counts
     /// only custom fields.
     pub max_header_fields: usize,
-    /// Most sessions at once from one client address [20]; more are answered
+    /// Most sessions at once from one client address (20 by default); more are answered
     /// `421 4.7.0` at connect.
     pub max_sessions_per_ip: usize,
-    /// Most sessions at once in all [1000]: each holds a descriptor and up to
+    /// Most sessions at once in all (1000 by default): each holds a descriptor and up to
     /// a message in memory. More are answered `421 4.3.2` at connect.
     pub max_sessions: usize,
     /// Failed AUTH attempts from one address within `auth_failure_window`
-    /// that block AUTH from it [5].
+    /// that block AUTH from it (5 by default).
     pub max_auth_failures: u32,
-    /// See `max_auth_failures` [5 min].
+    /// See `max_auth_failures` (5 min by default).
     pub auth_failure_window: Duration,
     /// How long AUTH stays refused (`454 4.7.0`, and the session closes) from
-    /// an address that failed too often [15 min].
+    /// an address that failed too often (15 min by default).
     pub auth_block: Duration,
-    /// Waiting for the next command, including the first [5 min, RFC 5321
-    /// §4.5.3.2.7]; the session then ends with `421 4.4.2`.
+    /// Waiting for the next command, including the first (5 min by default, RFC
+    /// 5321 §4.5.3.2.7); the session then ends with `421 4.4.2`.
     pub command_timeout: Duration,
-    /// Waiting for more of the message during DATA [3 min, RFC 5321
-    /// §4.5.3.2.5's DATA block timeout].
+    /// Waiting for more of the message during DATA (3 min by default, RFC 5321
+    /// §4.5.3.2.5's DATA block timeout).
     pub data_timeout: Duration,
-    /// Waiting for the client to take a reply, and for a TLS handshake [1 min].
+    /// Waiting for the client to take a reply, and for a TLS handshake (1 min by default).
     pub write_timeout: Duration,
     /// Whether a client on a loopback address may AUTH without TLS. True by
     /// default (a local relay or cron's mail on the same machine); tests turn

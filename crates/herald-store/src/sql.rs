@@ -253,7 +253,7 @@ macro_rules! server_columns {
     };
 }
 
-/// Binds [`ServerValues`].
+/// Binds [`server_values`].
 pub(crate) const INSERT_SERVER: &str = concat!(
     "INSERT INTO smtp_servers (created_at, updated_at, name, host, port, security, requires_auth, \
      allow_plaintext_auth, tls_verify, tls_ca_pem, tls_server_name, helo_name, max_connections, \
@@ -264,7 +264,7 @@ pub(crate) const INSERT_SERVER: &str = concat!(
     server_columns!()
 );
 
-/// Binds [`ServerValues`].
+/// Binds [`server_values`].
 pub(crate) const UPDATE_SERVER: &str = concat!(
     "UPDATE smtp_servers SET updated_at = $1, name = $2, host = $3, port = $4, security = $5, \
      requires_auth = $6, allow_plaintext_auth = $7, tls_verify = $8, tls_ca_pem = $9, \

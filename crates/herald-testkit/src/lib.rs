@@ -1,6 +1,6 @@
 //! Herald's test kit, shared by the tests of every crate: a PostgreSQL database of
 //! its own for each test ([`TestDatabase`]), one rule for a test whose
-//! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require`], [`skip`]),
+//! dependency (PostgreSQL, Chromium, Postfix, …) is missing ([`require()`], [`skip`]),
 //! waiting for a condition with a deadline ([`eventually`]), and a private
 //! Postfix instance's configuration ([`postfix`]).
 //!

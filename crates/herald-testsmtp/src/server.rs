@@ -157,7 +157,7 @@ impl TestSmtpServer {
     }
 
     /// Every command line received (without CRLF), across connections, in order; AUTH
-    /// payloads are recorded as "<auth data>", never in clear.
+    /// payloads are recorded as `"<auth data>"`, never in clear.
     pub fn commands(&self) -> Vec<String> {
         lock(&self.shared.commands).clone()
     }

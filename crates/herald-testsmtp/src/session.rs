@@ -713,7 +713,7 @@ impl Session {
     }
 
     /// Sends a 334 challenge and reads the client's answer, which is logged only as
-    /// "<auth data>". A "*" answer cancels the exchange (RFC 4954).
+    /// `"<auth data>"`. A "*" answer cancels the exchange (RFC 4954).
     async fn prompt(&mut self, challenge: &str) -> io::Result<Result<String, AuthStep>> {
         self.send(334, challenge).await?;
         let Some(line) = self.read_text_line().await? else {

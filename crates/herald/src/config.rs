@@ -160,6 +160,8 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     /// The system default relay: smtp://host[:port], smtp+starttls://host[:port] or smtps://host[:port].
     /// Without it, the default provider is the capture mailbox.
+    // The text is the flag's help, where brackets are brackets, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, env = "HERALD_DEFAULT_SMTP")]
     pub default_smtp: Option<String>,
     /// User name for the default relay; the password comes from HERALD_DEFAULT_SMTP_PASSWORD.

@@ -23,6 +23,8 @@ use tracing::info;
 #[derive(clap::Args)]
 pub struct GatewayArgs {
     /// The node's URL, such as https://herald.example.com (https; http only to a loopback address).
+    // The text is the flag's help, where a URL is printed as it is.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, env = "HERALD_GATEWAY_SERVER")]
     pub server: String,
     /// The gateway's token (hrldg_…), as its creation or its latest new token showed it.

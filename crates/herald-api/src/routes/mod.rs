@@ -294,7 +294,7 @@ impl<T: Object> FromRequestParts<AppState> for Id<T> {
 
 /// The `{id}` of a request's path as the id of a `T`; a malformed one names
 /// nothing, so it is the 404 of `T`, answered as `E` (the API's problem, the
-/// console's page). The API's [`Id`] and the console's take it after their gate.
+/// console's page). The API's `Id` and the console's take it after their gate.
 pub async fn object_in_path<T: Object, E: From<ApiError> + IntoResponse, S: Send + Sync>(
     parts: &mut Parts,
     state: &S,

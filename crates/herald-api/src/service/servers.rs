@@ -80,7 +80,7 @@ pub const RESOLVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// The rule by which the egress guard would refuse every address of the
 /// server's host, judged now: an IP address at once, a name on what it
-/// resolves to within [`RESOLVE_WITHIN`]. A name that does not resolve (in
+/// resolves to within `RESOLVE_WITHIN`. A name that does not resolve (in
 /// time, or at all) gives none: the nodes that deliver may see other DNS
 /// answers, and a test message shows what they see. A name with some
 /// addresses refused and some not gives none either: mail goes to the others.
@@ -138,7 +138,7 @@ pub fn warnings_after_save(
 
 /// What the administrator should know about a server entry just saved: what
 /// is weak about its settings, and whether the egress guard refuses its host
-/// (resolved within [`RESOLVE_WITHIN`]).
+/// (resolved within `RESOLVE_WITHIN`).
 pub async fn warnings_when_saved(state: &AppState, settings: &ServerSettings) -> Vec<Warning> {
     let rule = egress_refusal(&state.egress, &settings.host, settings.port).await;
     warnings_with(settings, rule)

@@ -6,7 +6,7 @@
 //! it in a loop keeps a core busy for many seconds within its fuel. So a node
 //! renders in children of its own executable (`herald render-worker`): each
 //! renders one job at a time, read from its standard input as a
-//! [`frame`](super::frame) and answered on its standard output, and runs
+//! [`frame`] and answered on its standard output, and runs
 //! under an address space limit ([`MEMORY_LIMIT`]). An allocation past it is
 //! refused and the child aborts; a render past [`TIME_LIMIT`] gets the child
 //! killed. Either way the render is an error naming its part and the limit,
@@ -16,7 +16,7 @@
 //! when a job finds none idle, and replaced when one dies. [`serve`] is the
 //! child's loop; the `herald` binary sets the limits before it calls it.
 //!
-//! The children are shared fairly between tenants ([`Turns`]): a tenant
+//! The children are shared fairly between tenants (`Turns`): a tenant
 //! renders in at most one child at a time, its other jobs waiting for that
 //! one in the order they came, so a tenant that keeps many slow renders
 //! queued cannot hold up another tenant's render for longer than one job's
@@ -157,7 +157,7 @@ impl Renderer {
     }
 
     /// Renders `content` with `data` for `tenant`, as [`super::render`]
-    /// does, within the limits, when it is the tenant's turn ([`Turns`]).
+    /// does, within the limits, when it is the tenant's turn (`Turns`).
     pub async fn render(
         &self,
         tenant: TenantId,

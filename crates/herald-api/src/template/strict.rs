@@ -24,7 +24,7 @@ use minijinja::value::{Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, filters, functions};
 
 /// Registers every built-in filter and function that takes an argument
-/// behind [`defined`]'s check.
+/// behind [`checked`]'s check that they are defined.
 pub fn install(env: &mut Environment<'_>) {
     macro_rules! filter {
         ($($name:literal => $f:path),* $(,)?) => {

@@ -1,7 +1,7 @@
 //! A tenant's pages, one module per resource like the API's `routes/`: the
 //! route table, the dashboard, and the helpers every tenant page shares.
 //!
-//! Each handler receives its tenant through the [`TenantPage`](crate::gate::TenantPage) extractor (role
+//! Each handler receives its tenant through the [`TenantPage`] extractor (role
 //! and tenant isolation: another tenant's pages are 404), so none can skip
 //! the check, then the `{id}` of its path through [`Id`], and acts through
 //! the API's services; every form's POST answers through

@@ -78,7 +78,7 @@ const PINNED: &str = "status IN ('queued', 'deferred', 'sending') AND gateway_id
 
 /// The tenants a claim serves, in turn: from the one after `start` around to
 /// it, those with something due and room, up to the claim's limit (see
-/// [`Store::claim`]); and the last tenant looked at, where the next claim
+/// [`DeliveryStore::claim`]); and the last tenant looked at, where the next claim
 /// starts. Each step is one statement: the next tenant in
 /// `recipients_tenant_due` and whether it has something due.
 async fn tenants_due(
@@ -771,7 +771,7 @@ async fn statuses_of(
 
 /// The statement that gives back the leases of a process that is gone
 /// (`$1` is now, `$2` the node, `$3` the incarnation `which` compares with):
-/// unlike [`DeliveryStore::release`](crate::DeliveryStore::release), the
+/// unlike [`DeliveryStore::release`], the
 /// attempt the process had begun keeps counting, since it may have reached
 /// the server; the recipient is due at once. Rows are locked in id order, like `complete` and `release` lock
 /// them, so that none of them can deadlock with another.

@@ -87,7 +87,7 @@ const PINNED: &str =
 
 /// The tenants a claim serves, in turn: from the one after `cursor` around
 /// to it, those with something due at `now` and room, up to the claim's
-/// limit (see [`Store::claim`]). Each step is an index lookup. Moves the
+/// limit (see [`DeliveryStore::claim`]). Each step is an index lookup. Moves the
 /// cursor to the last tenant looked at.
 fn tenants_due(
     c: &Connection,
@@ -534,7 +534,7 @@ fn count_queued(c: &Connection, m: &NewMessage) -> Result<()> {
 }
 
 /// Gives back a lease whose process is gone (`?1` is now): unlike
-/// [`DeliveryStore::release`](crate::DeliveryStore::release), the attempt
+/// [`DeliveryStore::release`], the attempt
 /// the process had begun keeps counting, since it may have reached the
 /// server; the recipient is due at once.
 const RELEASE_CRASHED: &str = "UPDATE recipients SET \
