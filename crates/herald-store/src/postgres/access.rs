@@ -46,6 +46,14 @@ struct State {
     entries: HashMap<String, Entry>,
 }
 
+impl State {
+    /// Forgets every pair; a lookup begun before cannot keep what it read.
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.entries.clear();
+    }
+}
+
 struct Entry {
     record: TokenRecord,
     tenant: Tenant,
@@ -109,9 +117,7 @@ impl AccessCache {
 
     /// Forgets everything: a change was announced or made here.
     pub(crate) fn forget(&self) {
-        let mut state = self.state.lock().expect("access cache lock");
-        state.generation += 1;
-        state.entries.clear();
+        self.state.lock().expect("access cache lock").forget();
     }
 
     /// Notes whether the listening connection is up; either way, what was
@@ -119,8 +125,7 @@ impl AccessCache {
     pub(crate) fn listening(&self, up: bool) {
         let mut state = self.state.lock().expect("access cache lock");
         state.listening = up;
-        state.generation += 1;
-        state.entries.clear();
+        state.forget();
     }
 }
 
