@@ -21,6 +21,7 @@ mod tenants;
 mod webhooks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
@@ -422,41 +423,11 @@ async fn insert_messages(tx: &impl GenericClient, messages: &[&NewMessage]) -> R
     for m in messages {
         columns.push(m);
     }
-    let c = &columns;
-    let inserted: HashSet<String> = query_map(
-        tx,
-        INSERT_MESSAGES,
-        &[
-            &c.id,
-            &c.tenant_id,
-            &c.idempotency_key,
-            &c.subject,
-            &c.text,
-            &c.html,
-            &c.reply_to,
-            &c.headers,
-            &c.to,
-            &c.cc,
-            &c.used_fallback,
-            &c.created_at,
-            &c.on_behalf_name,
-            &c.on_behalf_email,
-            &c.test_provider,
-            &c.source,
-            &c.credential,
-            &c.connector,
-            &c.client_addr,
-            &c.raw,
-            &c.attachments,
-            &c.send_at,
-            &c.template_id,
-            &c.template_version,
-        ],
-        |r| get(r, "id"),
-    )
-    .await?
-    .into_iter()
-    .collect();
+    let inserted: HashSet<String> =
+        query_map(tx, INSERT_MESSAGES, &columns.params(), |r| get(r, "id"))
+            .await?
+            .into_iter()
+            .collect();
     Ok(columns.id.iter().map(|id| inserted.contains(id)).collect())
 }
 
@@ -502,6 +473,36 @@ struct MessageColumns<'m> {
 }
 
 impl<'m> MessageColumns<'m> {
+    /// The arrays, in the order of [`INSERT_MESSAGES`]' parameters.
+    fn params(&self) -> [&(dyn ToSql + Sync); 24] {
+        [
+            &self.id,
+            &self.tenant_id,
+            &self.idempotency_key,
+            &self.subject,
+            &self.text,
+            &self.html,
+            &self.reply_to,
+            &self.headers,
+            &self.to,
+            &self.cc,
+            &self.used_fallback,
+            &self.created_at,
+            &self.on_behalf_name,
+            &self.on_behalf_email,
+            &self.test_provider,
+            &self.source,
+            &self.credential,
+            &self.connector,
+            &self.client_addr,
+            &self.raw,
+            &self.attachments,
+            &self.send_at,
+            &self.template_id,
+            &self.template_version,
+        ]
+    }
+
     fn push(&mut self, m: &'m NewMessage) {
         let (source, credential, connector, client_addr) = rows::origin_values(&m.origin);
         self.id.push(m.id.to_string());
@@ -554,34 +555,33 @@ async fn insert_recipients(
     if columns.id.is_empty() {
         return Ok(handed);
     }
-    let c = &columns;
-    execute(
-        tx,
-        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, \
-         priority, gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
-         SELECT r.*, r.lease_token FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::text[], $6::integer[], $7::text[], $8::bigint[], $9::integer[], $10::text[], $11::text[], \
-         $12::text[], $13::integer[]) AS r (id, message_id, tenant_id, address, kind, position, status, \
-         due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token)",
-        &[
-            &c.id,
-            &c.message_id,
-            &c.tenant_id,
-            &c.address,
-            &c.kind,
-            &c.position,
-            &c.status,
-            &c.due_at,
-            &c.priority,
-            &c.gateway_id,
-            &c.owner,
-            &c.incarnation,
-            &c.token,
-        ],
-    )
-    .await
-    .map_err(pg)?;
+    execute(tx, &INSERT_RECIPIENTS, &columns.params())
+        .await
+        .map_err(pg)?;
     Ok(handed)
+}
+
+/// Inserts the rows of [`RecipientColumns`]' arrays, `$1` to `$13`.
+static INSERT_RECIPIENTS: LazyLock<String> = LazyLock::new(|| insert_recipients_from(1));
+
+/// The statement that inserts the rows of [`RecipientColumns`]' arrays, given
+/// as the parameters from `$first` on.
+fn insert_recipients_from(first: usize) -> String {
+    const TYPES: [&str; 13] = [
+        "text", "text", "text", "text", "text", "integer", "text", "bigint", "integer", "text",
+        "text", "text", "integer",
+    ];
+    let arrays: Vec<String> = (first..)
+        .zip(TYPES)
+        .map(|(n, t)| format!("${n}::{t}[]"))
+        .collect();
+    format!(
+        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, \
+         due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
+         SELECT r.*, r.lease_token FROM unnest({}) AS r (id, message_id, tenant_id, address, kind, \
+         position, status, due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token)",
+        arrays.join(", ")
+    )
 }
 
 /// The columns of new recipients' rows, one array each, for [`insert_recipients`].
@@ -603,6 +603,25 @@ struct RecipientColumns<'m> {
 }
 
 impl<'m> RecipientColumns<'m> {
+    /// The arrays, in the order of [`insert_recipients_from`]'s parameters.
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.id,
+            &self.message_id,
+            &self.tenant_id,
+            &self.address,
+            &self.kind,
+            &self.position,
+            &self.status,
+            &self.due_at,
+            &self.priority,
+            &self.gateway_id,
+            &self.owner,
+            &self.incarnation,
+            &self.token,
+        ]
+    }
+
     /// Adds the rows of `m`'s recipients; answers them as claimed when `m`
     /// is handed over.
     fn push(&mut self, m: &'m NewMessage) -> Vec<Claimed> {
