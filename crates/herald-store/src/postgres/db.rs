@@ -63,10 +63,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0016_access_changes",
         include_str!("0016_access_changes.sql"),
     ),
-    (
-        "0017_group_statement",
-        include_str!("0017_group_statement.sql"),
-    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

@@ -3,27 +3,30 @@
 //! in one transaction, as the SQLite writer does, each answered after that
 //! commit.
 //!
-//! A group is stored by one statement in a transaction of its own: its
-//! message rows, its recipient rows and its tenants' queued counts, with the
-//! queue limits checked in the same statement; one round trip, one commit
-//! and one flush of the WAL for all. When that statement fails (a tenant's
-//! queue full, a deadlock with another node's transaction waiting on the
-//! same idempotency key), nothing of it was stored and each message is
-//! stored again alone, so each gets its own answer; so is a message whose
-//! idempotency key was taken already, to be answered as a duplicate.
+//! One committer task a node stores a group with one statement in a
+//! transaction of its own (its message rows, its recipient rows and its
+//! tenants' queued counts: one round trip, one commit and one flush of the
+//! WAL for all), and gathers the next group while that statement runs, so a
+//! group holds whatever arrived meanwhile. The messages of a tenant that the
+//! group would take past its queue limit are left out of the statement, and
+//! so is one whose idempotency key its tenant had used: each of those is
+//! then stored alone, for its own answer (refused, or a duplicate, or stored
+//! after all). When the statement fails (a deadlock with another node's
+//! transaction, a tenant deleted meanwhile), nothing of it was stored and
+//! every message of the group is stored alone.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 
-/// Transactions of groups that may run at once on one node: while one
-/// commits, the next group gathers and the one after can begin.
-const COMMITTERS: usize = 4;
-
 /// The most messages in one group.
 const MOST_PER_GROUP: usize = 256;
+
+/// About the most content (bodies, raw messages, attachments) one group
+/// carries: a group stops gathering once past it.
+const MOST_BYTES_PER_GROUP: usize = 16 * 1024 * 1024;
 
 /// One single submission waiting for its group's commit.
 struct Waiting {
@@ -31,19 +34,16 @@ struct Waiting {
     answer: oneshot::Sender<Result<Submitted>>,
 }
 
-/// The queue of single submissions, taken in groups by committer tasks.
+/// The queue of single submissions, taken in groups by the committer task.
 pub(super) struct Groups {
     waiting: mpsc::UnboundedSender<Waiting>,
 }
 
 impl Groups {
-    /// Starts the committers on `pool`; they end with the store.
+    /// Starts the committer on `pool`; it ends with the store.
     pub(super) fn start(pool: Pool) -> Groups {
         let (waiting, queue) = mpsc::unbounded_channel();
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..COMMITTERS {
-            tokio::spawn(commit_groups(pool.clone(), queue.clone()));
-        }
+        tokio::spawn(commit_groups(pool, queue));
         Groups { waiting }
     }
 
@@ -60,22 +60,27 @@ impl Groups {
     }
 }
 
-/// Takes what is waiting, up to [`MOST_PER_GROUP`], stores it in one
-/// transaction and answers each; until the store is dropped.
-async fn commit_groups(pool: Pool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Waiting>>>) {
-    loop {
-        let mut group = Vec::new();
-        {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            group.push(first);
-            while group.len() < MOST_PER_GROUP {
-                match queue.try_recv() {
-                    Ok(next) => group.push(next),
-                    Err(_) => break,
+/// Takes what is waiting, up to [`MOST_PER_GROUP`] messages or about
+/// [`MOST_BYTES_PER_GROUP`], stores it with one statement and answers each;
+/// until the store is dropped.
+///
+/// One committer is enough and does better than several: its statement is
+/// one round trip, and while it runs the next group gathers, so groups grow
+/// with the load and PostgreSQL's cost a statement is shared by more
+/// messages (measured in BENCHMARKS.md, seventeenth session). The messages
+/// that go alone are stored by a task of their own, so that the next group
+/// does not wait for them.
+async fn commit_groups(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = content_bytes(&first.message);
+        let mut group = vec![first];
+        while group.len() < MOST_PER_GROUP && bytes < MOST_BYTES_PER_GROUP {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += content_bytes(&next.message);
+                    group.push(next);
                 }
+                Err(_) => break,
             }
         }
         // Rows locked in one order by every group (a tenant's count, an
@@ -100,43 +105,67 @@ async fn commit_groups(pool: Pool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Wait
             }
             Err(_) => alone.extend(answers.into_iter().zip(messages)),
         }
-        let answered = alone.iter().map(|(_, m)| submit_alone(&pool, m));
-        for (result, (answer, _)) in futures_util::future::join_all(answered)
-            .await
-            .into_iter()
-            .zip(alone)
-        {
-            let _ = answer.send(result);
+        if !alone.is_empty() {
+            tokio::spawn(store_each_alone(pool.clone(), alone));
         }
     }
 }
 
-/// Stores the new messages of a group with one statement ([`GROUP`]), each
-/// answered as stored; `None` for a message whose idempotency key its tenant
-/// had used already (nothing of it is stored). Fails, storing nothing, when
-/// the group would take a tenant's queued recipients past the limit of one
-/// of its messages.
+/// Stores each message alone (see [`submit_alone`]) and answers it.
+async fn store_each_alone(
+    pool: Pool,
+    alone: Vec<(oneshot::Sender<Result<Submitted>>, NewMessage)>,
+) {
+    let answered = alone.iter().map(|(_, m)| submit_alone(&pool, m));
+    for (result, (answer, _)) in futures_util::future::join_all(answered)
+        .await
+        .into_iter()
+        .zip(alone)
+    {
+        let _ = answer.send(result);
+    }
+}
+
+/// The bytes of `m`'s content that its row carries.
+fn content_bytes(m: &NewMessage) -> usize {
+    let text = m.text.as_ref().map_or(0, String::len);
+    let html = m.html.as_ref().map_or(0, String::len);
+    let raw = m.raw.as_ref().map_or(0, Vec::len);
+    let attachments: usize = m.attachments.iter().map(|a| a.content.len()).sum();
+    text + html + raw + attachments
+}
+
+/// Stores the messages of a group with one statement ([`GROUP`]), each
+/// answered as stored; `None` for a message left for [`submit_alone`]: its
+/// idempotency key was taken, or its tenant's queued recipients with all of
+/// the group's for that tenant would pass the least limit of them (nothing
+/// of either is stored).
 async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<Submitted>>> {
     let mut rows = MessageColumns::default();
     let mut recipients = RecipientColumns::default();
-    let mut limits: BTreeMap<String, i64> = BTreeMap::new();
+    // Per limited tenant: the least limit of its messages, and their recipients.
+    let mut limits: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut handed = Vec::with_capacity(messages.len());
     for m in messages {
         rows.push(m);
         handed.push(recipients.push(m));
         if let Some(limit) = m.max_queued {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            limits
-                .entry(m.tenant_id.to_string())
-                .and_modify(|l| *l = (*l).min(limit))
-                .or_insert(limit);
+            let (least, adding) = limits.entry(m.tenant_id.to_string()).or_insert((limit, 0));
+            *least = (*least).min(limit);
+            *adding += m.recipients().count() as i64;
         }
     }
-    let (limited, limit): (Vec<String>, Vec<i64>) = limits.into_iter().unzip();
-    let mut params = Vec::with_capacity(39);
+    let mut limited = (Vec::new(), Vec::new(), Vec::new());
+    for (tenant, (limit, adding)) in limits {
+        limited.0.push(tenant);
+        limited.1.push(limit);
+        limited.2.push(adding);
+    }
+    let mut params = Vec::with_capacity(40);
     params.extend(rows.params());
     params.extend(recipients.params());
-    params.extend([&limited as &(dyn ToSql + Sync), &limit]);
+    params.extend([&limited.0 as &(dyn ToSql + Sync), &limited.1, &limited.2]);
     let c = client(pool).await?;
     let inserted: HashSet<String> = query_map(&c, &GROUP, &params, |r| get(r, "id"))
         .await?
@@ -156,28 +185,29 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
         .collect())
 }
 
-/// A group's one statement: the message rows (`$1` to `$24`, skipping a
-/// taken idempotency key), the recipient rows of the messages inserted (`$25`
-/// to `$37`), each tenant's queued count raised in this connection's shard
-/// (see [`count_queued`]) in the tenants' order, and the limits (`$38` the
-/// tenants, `$39` the least limit of their messages in the group) checked
-/// against the count as this statement found it plus what it adds:
-/// `herald_queue_full` (migration 0017) stops the statement where one is
-/// passed. Answers the ids of the messages inserted.
+/// A group's one statement. `full`: the tenants (`$38`, with the least
+/// limit of their messages `$39` and those messages' recipients `$40`)
+/// whose queued count, as the statement finds it, would pass that limit
+/// with all of them. Then the message rows (`$1` to `$24`) of the other
+/// tenants, skipping a taken idempotency key; the recipient rows (`$25` to
+/// `$37`) of the messages inserted; each tenant's queued count raised by
+/// those in this connection's shard (see [`count_queued`]), in the tenants'
+/// order. Answers the ids of the messages inserted.
 static GROUP: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH m AS ({INSERT_MESSAGES}), \
-         r AS ({} WHERE r.message_id IN (SELECT id FROM m) RETURNING tenant_id), \
-         added AS (SELECT tenant_id, count(*) AS n FROM r GROUP BY tenant_id), \
-         counted AS (INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
-           SELECT tenant_id, pg_backend_pid() % 16, n FROM added ORDER BY tenant_id \
-           ON CONFLICT (tenant_id, shard) \
-           DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued), \
-         passed AS (SELECT l.queue_limit FROM unnest($38::text[], $39::bigint[]) AS l (tenant_id, queue_limit) \
-           JOIN added a ON a.tenant_id = l.tenant_id JOIN tenants t ON t.id = l.tenant_id \
+        "WITH full_tenants AS (SELECT l.tenant_id \
+           FROM unnest($38::text[], $39::bigint[], $40::bigint[]) AS l (tenant_id, queue_limit, adding) \
+           JOIN tenants t ON t.id = l.tenant_id \
            WHERE t.queued_recipients + coalesce((SELECT sum(s.queued) FROM tenant_queue_shards s \
-             WHERE s.tenant_id = t.id), 0) + a.n > l.queue_limit) \
-         SELECT id FROM m UNION ALL SELECT herald_queue_full(queue_limit) FROM passed",
+             WHERE s.tenant_id = t.id), 0) + l.adding > l.queue_limit), \
+         m AS ({}), \
+         r AS ({} WHERE r.message_id IN (SELECT id FROM m) RETURNING tenant_id), \
+         counted AS (INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
+           SELECT tenant_id, pg_backend_pid() % 16, count(*) FROM r GROUP BY tenant_id ORDER BY tenant_id \
+           ON CONFLICT (tenant_id, shard) \
+           DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued) \
+         SELECT id FROM m",
+        insert_messages_where("WHERE n.tenant_id NOT IN (SELECT tenant_id FROM full_tenants)"),
         insert_recipients_from(25)
     )
 });

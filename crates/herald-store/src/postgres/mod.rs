@@ -424,7 +424,7 @@ async fn insert_messages(tx: &impl GenericClient, messages: &[&NewMessage]) -> R
         columns.push(m);
     }
     let inserted: HashSet<String> =
-        query_map(tx, INSERT_MESSAGES, &columns.params(), |r| get(r, "id"))
+        query_map(tx, &INSERT_MESSAGES, &columns.params(), |r| get(r, "id"))
             .await?
             .into_iter()
             .collect();
@@ -433,15 +433,27 @@ async fn insert_messages(tx: &impl GenericClient, messages: &[&NewMessage]) -> R
 
 /// A message row for each of many messages at once (one array per column,
 /// a row per message), answering the ids of the rows inserted.
-const INSERT_MESSAGES: &str = "INSERT INTO messages (id, tenant_id, idempotency_key, subject, text_body, \
-     html_body, reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
+static INSERT_MESSAGES: LazyLock<String> = LazyLock::new(|| insert_messages_where(""));
+
+/// The columns of a message row, in the order of [`MessageColumns::params`].
+const MESSAGE_COLUMNS: &str = "id, tenant_id, idempotency_key, subject, text_body, html_body, \
+     reply_to, headers, header_to, header_cc, used_fallback, created_at, on_behalf_name, \
      on_behalf_email, test_provider_id, source, smtp_credential_id, smtp_connector_id, client_addr, \
-     raw, attachments, send_at, template_id, template_version) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-     $7::text[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::boolean[], $12::bigint[], $13::text[], \
-     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], \
-     $21::text[], $22::bigint[], $23::text[], $24::integer[]) \
-     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id";
+     raw, attachments, send_at, template_id, template_version";
+
+/// The statement that inserts the rows of [`MessageColumns`]' arrays (`$1`
+/// to `$24`, a row `n` each) for which `filter` holds (a `WHERE` clause, or
+/// nothing), skipping a taken idempotency key; answers the ids inserted.
+fn insert_messages_where(filter: &str) -> String {
+    format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], \
+         $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[], \
+         $10::jsonb[], $11::boolean[], $12::bigint[], $13::text[], $14::text[], $15::text[], \
+         $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::text[], \
+         $22::bigint[], $23::text[], $24::integer[]) AS n ({MESSAGE_COLUMNS}) {filter} \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+    )
+}
 
 /// The columns of new messages' rows, one array each, for [`INSERT_MESSAGES`].
 #[derive(Default)]
