@@ -143,29 +143,24 @@ fn content_bytes(m: &NewMessage) -> usize {
 async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<Submitted>>> {
     let mut rows = MessageColumns::default();
     let mut recipients = RecipientColumns::default();
-    // Per limited tenant: the least limit of its messages, and their recipients.
-    let mut limits: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut handed = Vec::with_capacity(messages.len());
     for m in messages {
         rows.push(m);
         handed.push(recipients.push(m));
-        if let Some(limit) = m.max_queued {
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let (least, adding) = limits.entry(m.tenant_id.to_string()).or_insert((limit, 0));
-            *least = (*least).min(limit);
-            *adding += m.recipients().count() as i64;
-        }
     }
-    let mut limited = (Vec::new(), Vec::new(), Vec::new());
-    for (tenant, (limit, adding)) in limits {
-        limited.0.push(tenant);
-        limited.1.push(limit);
-        limited.2.push(adding);
+    // The tenants with a limit: each with its least limit and the group's recipients for it.
+    let (mut limited, mut limit, mut adding) = (Vec::new(), Vec::new(), Vec::new());
+    for (tenant, (count, least)) in queued_by_tenant(messages.iter()) {
+        if let Some(least) = least {
+            limited.push(tenant);
+            limit.push(i64::try_from(least).unwrap_or(i64::MAX));
+            adding.push(count);
+        }
     }
     let mut params = Vec::with_capacity(40);
     params.extend(rows.params());
     params.extend(recipients.params());
-    params.extend([&limited.0 as &(dyn ToSql + Sync), &limited.1, &limited.2]);
+    params.extend([&limited as &(dyn ToSql + Sync), &limit, &adding]);
     let c = client(pool).await?;
     let inserted: HashSet<String> = query_map(&c, &GROUP, &params, |r| get(r, "id"))
         .await?
@@ -173,9 +168,10 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
         .collect();
     Ok(messages
         .iter()
+        .zip(&rows.id)
         .zip(handed)
-        .map(|(m, handed)| {
-            inserted.contains(&m.id.to_string()).then_some(Submitted {
+        .map(|((m, id), handed)| {
+            inserted.contains(id).then_some(Submitted {
                 id: m.id,
                 status: RecipientStatus::Queued,
                 duplicate: false,
@@ -185,7 +181,7 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
         .collect())
 }
 
-/// A group's one statement. `full`: the tenants (`$38`, with the least
+/// A group's one statement. `full_tenants`: the tenants (`$38`, with the least
 /// limit of their messages `$39` and those messages' recipients `$40`)
 /// whose queued count, as the statement finds it, would pass that limit
 /// with all of them. Then the message rows (`$1` to `$24`) of the other
@@ -197,15 +193,12 @@ static GROUP: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH full_tenants AS (SELECT l.tenant_id \
            FROM unnest($38::text[], $39::bigint[], $40::bigint[]) AS l (tenant_id, queue_limit, adding) \
-           JOIN tenants t ON t.id = l.tenant_id \
-           WHERE t.queued_recipients + coalesce((SELECT sum(s.queued) FROM tenant_queue_shards s \
-             WHERE s.tenant_id = t.id), 0) + l.adding > l.queue_limit), \
+           JOIN tenants t ON t.id = l.tenant_id WHERE {QUEUED_OF_T} + l.adding > l.queue_limit), \
          m AS ({}), \
          r AS ({} WHERE r.message_id IN (SELECT id FROM m) RETURNING tenant_id), \
          counted AS (INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
-           SELECT tenant_id, pg_backend_pid() % 16, count(*) FROM r GROUP BY tenant_id ORDER BY tenant_id \
-           ON CONFLICT (tenant_id, shard) \
-           DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued) \
+           SELECT tenant_id, {THIS_SHARD}, count(*) FROM r GROUP BY tenant_id ORDER BY tenant_id \
+           {ADD_TO_SHARD}) \
          SELECT id FROM m",
         insert_messages_where("WHERE n.tenant_id NOT IN (SELECT tenant_id FROM full_tenants)"),
         insert_recipients_from(25)

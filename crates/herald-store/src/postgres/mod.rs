@@ -576,6 +576,10 @@ async fn insert_recipients(
 /// Inserts the rows of [`RecipientColumns`]' arrays, `$1` to `$13`.
 static INSERT_RECIPIENTS: LazyLock<String> = LazyLock::new(|| insert_recipients_from(1));
 
+/// The columns of a recipient row, in the order of [`RecipientColumns::params`].
+const RECIPIENT_COLUMNS: &str = "id, message_id, tenant_id, address, kind, position, status, \
+     due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token";
+
 /// The statement that inserts the rows of [`RecipientColumns`]' arrays, given
 /// as the parameters from `$first` on.
 fn insert_recipients_from(first: usize) -> String {
@@ -588,10 +592,8 @@ fn insert_recipients_from(first: usize) -> String {
         .map(|(n, t)| format!("${n}::{t}[]"))
         .collect();
     format!(
-        "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, \
-         due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
-         SELECT r.*, r.lease_token FROM unnest({}) AS r (id, message_id, tenant_id, address, kind, \
-         position, status, due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token)",
+        "INSERT INTO recipients ({RECIPIENT_COLUMNS}, attempts) \
+         SELECT r.*, r.lease_token FROM unnest({}) AS r ({RECIPIENT_COLUMNS})",
         arrays.join(", ")
     )
 }
@@ -689,25 +691,10 @@ impl<'m> RecipientColumns<'m> {
 /// Run last before the commit, tenants in order, so that a shard row stays
 /// locked only for the commit and two transactions cannot deadlock on them.
 async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()> {
-    let mut tenants: BTreeMap<String, (i64, Option<u64>)> = BTreeMap::new();
-    for m in new {
-        let (count, limit) = tenants.entry(m.tenant_id.to_string()).or_default();
-        *count += m.recipients().count() as i64;
-        *limit = match (*limit, m.max_queued) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    for (tenant, (count, limit)) in tenants {
+    for (tenant, (count, limit)) in queued_by_tenant(new.iter().copied()) {
         change_queued(tx, &tenant, count).await?;
         let Some(limit) = limit else { continue };
-        let row = query_opt(
-            tx,
-            "SELECT t.queued_recipients + coalesce((SELECT sum(s.queued) FROM tenant_queue_shards s \
-             WHERE s.tenant_id = t.id), 0)::bigint AS queued FROM tenants t WHERE t.id = $1",
-            &[&tenant],
-        )
-        .await?;
+        let row = query_opt(tx, &TENANT_QUEUED, &[&tenant]).await?;
         let queued = row.map(|r| get::<i64>(&r, "queued")).transpose()?;
         if queued.is_some_and(|queued| queued.max(0) as u64 > limit) {
             return Err(StoreError::QueueFull { limit });
@@ -715,6 +702,42 @@ async fn count_queued(tx: &impl GenericClient, new: &[&NewMessage]) -> Result<()
     }
     Ok(())
 }
+
+/// Per tenant of `messages`: their recipients, and the least queue limit
+/// of those messages (`None` when none has one).
+fn queued_by_tenant<'a>(
+    messages: impl Iterator<Item = &'a NewMessage>,
+) -> BTreeMap<String, (i64, Option<u64>)> {
+    let mut tenants: BTreeMap<String, (i64, Option<u64>)> = BTreeMap::new();
+    for m in messages {
+        let (count, limit) = tenants.entry(m.tenant_id.to_string()).or_default();
+        *count += m.recipients().count() as i64;
+        *limit = match (*limit, m.max_queued) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    tenants
+}
+
+/// A tenant `t`'s count of queued recipients: its row's count and its
+/// shards' (see [`count_queued`]).
+const QUEUED_OF_T: &str = "t.queued_recipients + coalesce((SELECT sum(s.queued) \
+     FROM tenant_queue_shards s WHERE s.tenant_id = t.id), 0)";
+
+/// The queued count of the tenant `$1`.
+static TENANT_QUEUED: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT ({QUEUED_OF_T})::bigint AS queued FROM tenants t WHERE t.id = $1")
+});
+
+/// Adds the row's `queued` to its tenant's shard of this connection, when
+/// the row is inserted into `tenant_queue_shards (tenant_id, shard, queued)`
+/// with [`THIS_SHARD`] as its shard.
+const ADD_TO_SHARD: &str = "ON CONFLICT (tenant_id, shard) \
+     DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued";
+
+/// The shard of this connection (see [`count_queued`]).
+const THIS_SHARD: &str = "pg_backend_pid() % 16";
 
 /// Refuses a test message (the caller's transaction is rolled back) that
 /// takes its tenant's test recipients queued or in flight past the message's
@@ -752,17 +775,19 @@ async fn count_tests(tx: &impl GenericClient, m: &NewMessage) -> Result<()> {
 /// Changes a tenant's count of queued recipients by `delta`, in the shard of
 /// this connection (see [`count_queued`]).
 async fn change_queued(tx: &impl GenericClient, tenant: &str, delta: i64) -> Result<()> {
-    execute(
-        tx,
-        "INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
-         VALUES ($1, pg_backend_pid() % 16, $2) \
-         ON CONFLICT (tenant_id, shard) DO UPDATE SET queued = tenant_queue_shards.queued + excluded.queued",
-        &[&tenant, &delta],
-    )
-    .await
-    .map_err(pg)?;
+    execute(tx, &CHANGE_QUEUED, &[&tenant, &delta])
+        .await
+        .map_err(pg)?;
     Ok(())
 }
+
+/// Adds `$2` to the tenant `$1`'s count in this connection's shard.
+static CHANGE_QUEUED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO tenant_queue_shards (tenant_id, shard, queued) \
+         VALUES ($1, {THIS_SHARD}, $2) {ADD_TO_SHARD}"
+    )
+});
 
 /// The message stored earlier under `m`'s idempotency key, as a duplicate
 /// submission is answered; `None` when it has gone meanwhile.
