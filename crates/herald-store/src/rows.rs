@@ -171,7 +171,12 @@ pub(crate) fn node(r: &impl Columns) -> Result<NodeRecord> {
 
 /// A tenant, from the columns `id, slug, name, credential_storage,
 /// notification_provider_id, previous_provider_id, properties_effective_from, created_at`.
+///
+/// A tenant whose provider never changed has the column at 0 ("always");
+/// nothing about a tenant was in effect before it existed, so it reads as
+/// its creation time.
 pub(crate) fn tenant(r: &impl Columns) -> Result<Tenant> {
+    let created_at = r.int("created_at")?;
     Ok(Tenant {
         id: id(r.text("id")?)?,
         slug: stored("slug", TenantSlug::parse(&r.text("slug")?))?,
@@ -179,8 +184,8 @@ pub(crate) fn tenant(r: &impl Columns) -> Result<Tenant> {
         credential_storage: r.flag("credential_storage")?,
         notification_provider_id: opt_id(r.opt_text("notification_provider_id")?)?,
         previous_provider_id: opt_id(r.opt_text("previous_provider_id")?)?,
-        properties_effective_from: r.int("properties_effective_from")?,
-        created_at: r.int("created_at")?,
+        properties_effective_from: r.int("properties_effective_from")?.max(created_at),
+        created_at,
     })
 }
 

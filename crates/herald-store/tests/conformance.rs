@@ -1228,7 +1228,8 @@ async fn tenants_keep_their_properties(f: Fixture) {
     assert!(!t.credential_storage);
     assert_eq!(t.notification_provider_id, None);
     assert_eq!(t.previous_provider_id, None);
-    assert_eq!(t.properties_effective_from, 0);
+    // Nothing was in effect before the tenant existed.
+    assert_eq!(t.properties_effective_from, t.created_at);
     let second = tenant(&*f.store, "beta").await;
     let third = tenant(&*f.store, "gamma").await;
     let listed: Vec<TenantId> = f
@@ -1270,13 +1271,17 @@ async fn tenants_keep_their_properties(f: Fixture) {
     let changed = f.set_active_provider(t.id, Some(p2), far).await;
     assert_eq!(changed.notification_provider_id, Some(p2));
     assert_eq!(changed.previous_provider_id, None);
-    let refreshed = f.refresh_properties(t.id, 5_000).await;
-    assert_eq!(refreshed.properties_effective_from, 5_000);
-    let refreshed = f.refresh_properties(t.id, 9_000).await;
+    let soon = t.created_at + 5_000;
+    let refreshed = f.refresh_properties(t.id, soon).await;
+    assert_eq!(refreshed.properties_effective_from, soon);
+    let refreshed = f.refresh_properties(t.id, soon + 4_000).await;
     assert_eq!(
-        refreshed.properties_effective_from, 5_000,
+        refreshed.properties_effective_from, soon,
         "a refresh never postpones"
     );
+    // In effect everywhere now: the next change keeps it as the previous one.
+    let refreshed = f.refresh_properties(t.id, t.created_at).await;
+    assert_eq!(refreshed.properties_effective_from, t.created_at);
     let changed = f.set_active_provider(t.id, None, far).await;
     assert_eq!(changed.notification_provider_id, None);
     assert_eq!(changed.previous_provider_id, Some(p2));

@@ -288,7 +288,7 @@ impl Dispatcher {
         let (finished, results) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_all(results));
         let mut in_flight: JoinSet<()> = JoinSet::new();
-        let mut kicked = true;
+        let mut turn = ClaimTurn::default();
         let mut last_prune = 0;
         // True when the latest claim found nothing due.
         let mut found_nothing = false;
@@ -302,24 +302,21 @@ impl Dispatcher {
                 .config
                 .in_flight
                 .saturating_sub(self.claimed() + reserved);
-            // One claim costs a write: make one when woken or when the pause
-            // ran out (while posts are in flight, not sooner than
-            // CLAIM_SPACING after the last, so that outcomes committed one
-            // after another make one claim), or once half the room is free.
+            // While posts are in flight, not sooner than CLAIM_SPACING after
+            // the last claim, so that outcomes committed one after another
+            // make one claim.
             let spaced = in_flight.is_empty() || last_claim.elapsed() >= CLAIM_SPACING;
-            if room > 0 && ((kicked && spaced) || room >= self.config.in_flight / 2) {
-                kicked = false;
+            if turn.claims(room, self.config.in_flight, spaced) {
                 last_claim = tokio::time::Instant::now();
                 match self.claim(room).await {
-                    Ok(chains) => {
+                    Ok((chains, passed_over)) => {
                         found_nothing = chains.is_empty();
-                        let full = chains.iter().map(Vec::len).sum::<usize>() >= room;
+                        let taken = chains.iter().map(Vec::len).sum::<usize>();
+                        turn.claimed(taken, room, passed_over);
                         for chain in chains {
                             in_flight
                                 .spawn(Box::pin(self.clone().deliver(chain, finished.clone())));
                         }
-                        // A full claim may have left more behind.
-                        kicked = full;
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming webhook events failed"),
                 }
@@ -332,19 +329,19 @@ impl Dispatcher {
             // While posts are in flight, each one's end wakes the loop.
             let pause = if in_flight.is_empty() {
                 self.pause(found_nothing).await
-            } else if kicked {
+            } else if turn.kicked {
                 CLAIM_SPACING.saturating_sub(last_claim.elapsed())
             } else {
                 self.config.poll
             };
             tokio::select! {
                 _ = shutdown.changed() => {}
-                _ = self.wake.notified() => kicked = true,
+                _ = self.wake.notified() => turn.woken(),
                 Some(chain) = arrived.recv() => {
                     in_flight.spawn(Box::pin(self.clone().deliver(chain, finished.clone())));
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                _ = tokio::time::sleep(pause) => kicked = true,
+                _ = tokio::time::sleep(pause) => turn.woken(),
             }
         }
         let grace = self.config.timeout + Duration::from_secs(1);
@@ -409,9 +406,11 @@ impl Dispatcher {
         }
     }
 
-    /// Claims due events for webhooks with room and groups them into chains.
-    async fn claim(&self, room: usize) -> herald_store::Result<Vec<Chain>> {
+    /// Claims due events for webhooks with room and groups them into
+    /// chains; true beside them when a full webhook was passed over.
+    async fn claim(&self, room: usize) -> herald_store::Result<(Vec<Chain>, bool)> {
         let exclude = self.full_webhooks();
+        let passed_over = !exclude.is_empty();
         let now = now_ms();
         let claimed = self
             .store
@@ -424,7 +423,7 @@ impl Dispatcher {
                 exclude,
             })
             .await?;
-        Ok(self.hold(claimed))
+        Ok((self.hold(claimed), passed_over))
     }
 
     /// The webhooks with [`ROUNDS_HELD`] rounds of their requests held here
@@ -632,6 +631,54 @@ impl Dispatcher {
     }
 }
 
+/// When the dispatcher's loop claims: one claim costs a write, so one is
+/// made when the loop was woken (outcomes recorded, the pause for the next
+/// due event or the poll ran out) or a full claim may have left events
+/// behind, and otherwise once half the room is free, unless the latest
+/// claim found nothing and passed over no webhook: then nothing is left
+/// to claim until the loop is woken.
+#[derive(Debug)]
+struct ClaimTurn {
+    kicked: bool,
+    drained: bool,
+}
+
+impl Default for ClaimTurn {
+    /// The first turn claims.
+    fn default() -> Self {
+        ClaimTurn {
+            kicked: true,
+            drained: false,
+        }
+    }
+}
+
+impl ClaimTurn {
+    /// Whether to claim now, with `room` of `in_flight` free; `spaced` when
+    /// the previous claim is far enough behind.
+    fn claims(&mut self, room: usize, in_flight: usize, spaced: bool) -> bool {
+        let half_free = room >= in_flight / 2 && !self.drained;
+        let claims = room > 0 && ((self.kicked && spaced) || half_free);
+        if claims {
+            self.kicked = false;
+        }
+        claims
+    }
+
+    /// A claim with `room` took `taken` events; `passed_over` when full
+    /// webhooks were left out of it.
+    fn claimed(&mut self, taken: usize, room: usize, passed_over: bool) {
+        self.drained = taken == 0 && !passed_over;
+        // A full claim may have left more behind.
+        self.kicked = taken >= room;
+    }
+
+    fn woken(&mut self) {
+        self.kicked = true;
+        self.drained = false;
+    }
+}
+
 fn attempt(event: &ClaimedEvent, outcome: WebhookOutcome) -> WebhookAttempt {
     WebhookAttempt {
         seq: event.seq,
@@ -671,6 +718,36 @@ mod tests {
         drop(third);
         dispatcher.handoff.state.lock().unwrap().closed = true;
         assert!(dispatcher.event_room().is_none(), "stopping");
+    }
+
+    #[test]
+    fn an_empty_claim_ends_the_claims_for_free_room_until_the_loop_is_woken() {
+        let mut turn = ClaimTurn::default();
+        assert!(turn.claims(100, 100, true), "the first turn claims");
+        turn.claimed(0, 100, false);
+        // Posts handed over end one after another: no claim for each.
+        assert!(!turn.claims(100, 100, true));
+        assert!(!turn.claims(60, 100, true));
+        turn.woken();
+        assert!(!turn.claims(40, 100, false), "not sooner than the spacing");
+        assert!(turn.claims(40, 100, true), "woken");
+        // Something found: half the room free claims again.
+        turn.claimed(10, 40, false);
+        assert!(turn.claims(50, 100, false));
+        assert!(!turn.claims(0, 100, true), "no room");
+    }
+
+    #[test]
+    fn a_claim_that_passed_over_a_full_webhook_claims_again_when_room_frees() {
+        let mut turn = ClaimTurn::default();
+        assert!(turn.claims(80, 100, true));
+        turn.claimed(0, 80, true);
+        assert!(!turn.claims(40, 100, false), "under half the room");
+        assert!(turn.claims(50, 100, false), "its events may be left");
+        // A full claim may have left more: the next spaced turn claims.
+        turn.claimed(50, 50, false);
+        assert!(!turn.claims(10, 100, false));
+        assert!(turn.claims(10, 100, true));
     }
 
     #[test]
