@@ -141,7 +141,7 @@ pub fn targets(report: &Value, options: &Options) -> Value {
             ">= 0.8",
             hooked,
             hooked.map(|r| r >= 0.8),
-            "until every message is in the sink and its message.sent event in the webhook sink"
+            "until every message is in the sink and its message.sent event in the webhook sink; median of alternated rounds"
         ),
         target(
             "end to end through one gateway instance, against the node's own",
@@ -332,9 +332,24 @@ pub fn print(report: &Value) {
         );
     }
     if let Some(hooked) = report.pointer("/results/end_to_end_with_webhooks") {
+        let rounds: Vec<String> = hooked["rounds"]
+            .as_array()
+            .map(|rounds| {
+                rounds
+                    .iter()
+                    .filter_map(|r| r["ratio"].as_f64())
+                    .map(|r| format!("{r:.2}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         let ratio = hooked["ratio_to_end_to_end"]
             .as_f64()
-            .map_or_else(String::new, |x| format!("{x:.2} of end to end; "));
+            .map_or_else(String::new, |x| {
+                format!(
+                    "{x:.2} of end to end without (median of rounds {}); ",
+                    rounds.join(" · ")
+                )
+            });
         row(
             "End to end with a webhook (an event per message)",
             &rate(
