@@ -675,8 +675,8 @@ async fn webhook_rounds(
     batch: Batch,
 ) -> anyhow::Result<Value> {
     let database = options.database_url.as_deref();
-    // (ratio, the run without, the run with) of each round.
-    let mut rounds: Vec<(f64, Value, Value)> = Vec::new();
+    // Each round's run with a webhook (its ratio set) and the one without.
+    let mut rounds: Vec<(Value, Value)> = Vec::new();
     for round in 0..options.webhook_rounds {
         let hooked_first = round % 2 == 1;
         let (mut without, mut with) = (Value::Null, Value::Null);
@@ -693,29 +693,33 @@ async fn webhook_rounds(
                 leftovers.retire(place).await;
             }
         }
-        let (plain, hooked) = (
-            without["delivered_per_second"].as_f64().unwrap_or(0.0),
-            with["with_every_event_per_second"].as_f64().unwrap_or(0.0),
+        let (hooked, plain) = (
+            with["with_every_event_per_second"].as_f64(),
+            without["delivered_per_second"].as_f64(),
         );
-        let ratio = if plain > 0.0 { hooked / plain } else { 0.0 };
-        rounds.push((ratio, without, with));
+        set_ratio(&mut with, "ratio_to_end_to_end", hooked, plain, 3);
+        with["order"] = json!(if hooked_first {
+            "with first"
+        } else {
+            "without first"
+        });
+        rounds.push((with, without));
     }
     let listed: Vec<Value> = rounds
         .iter()
-        .enumerate()
-        .map(|(i, (ratio, without, with))| {
+        .map(|(with, without)| {
             json!({
-                "order": if i % 2 == 1 { "with first" } else { "without first" },
+                "order": with["order"],
                 "without_per_second": without["delivered_per_second"],
                 "with_every_event_per_second": with["with_every_event_per_second"],
-                "ratio": round(*ratio, 3),
+                "ratio": with["ratio_to_end_to_end"],
             })
         })
         .collect();
-    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ratio = |with: &Value| with["ratio_to_end_to_end"].as_f64().unwrap_or(0.0);
+    rounds.sort_by(|a, b| ratio(&a.0).total_cmp(&ratio(&b.0)));
     // The middle round; of an even number, the lower of the two middle ones.
-    let (ratio, without, mut figures) = rounds.swap_remove((rounds.len() - 1) / 2);
-    figures["ratio_to_end_to_end"] = json!(round(ratio, 3));
+    let (mut figures, without) = rounds.swap_remove((rounds.len() - 1) / 2);
     figures["end_to_end_without_per_second"] = without["delivered_per_second"].clone();
     figures["rounds"] = json!(listed);
     figures["what"] = json!(format!(
