@@ -283,6 +283,7 @@ const TABLES: &[Table] = &[
             ("priority", Int),
             ("lease_incarnation", Text),
             ("gateway_id", Text),
+            ("sole", Bool),
         ],
     },
     Table {

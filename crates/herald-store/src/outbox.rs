@@ -4,8 +4,8 @@
 //! [`DeliveryStore::complete`](crate::DeliveryStore::complete) asks for them in the outcome's
 //! own transaction, so an event exists exactly when its outcome was recorded.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use herald_core::RecipientStatus;
 use herald_core::status::message_status;
@@ -13,22 +13,40 @@ use herald_core::timestamp::rfc3339;
 use herald_core::webhook::{EventSet, EventType};
 use serde::Serialize;
 
-use crate::model::{AttemptRecord, NextState, Outcome, TEST_PRIORITY};
-use crate::rows::{Columns, status, stored};
+use crate::model::{AttemptRecord, ClaimedEvent, EventLease, NextState, Outcome, TEST_PRIORITY};
+use crate::rows::{Columns, id, status, stored};
 
 /// A webhook of a tenant, enabled, and what it subscribes to.
 #[derive(Clone, Debug)]
 pub(crate) struct Subscriber {
     pub webhook: String,
     pub events: EventSet,
+    /// Where its events go and what signs them, for events handed to a dispatcher.
+    pub target: Target,
+}
+
+/// A webhook's URL and sealed secrets, as a dispatcher posts and signs with them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Target {
+    pub url: String,
+    pub sealed_secret: String,
+    pub previous_sealed_secret: Option<String>,
+    /// When the previous secret's overlap ends.
+    pub previous_secret_until: Option<i64>,
 }
 
 impl Subscriber {
-    /// A row of [`crate::sql::SUBSCRIBERS`]: the webhook's id and its stored bit set.
-    pub fn from_row(webhook: String, events: i64) -> crate::Result<Subscriber> {
+    /// A row of [`crate::sql::SUBSCRIBERS`].
+    pub fn from_row(r: &impl Columns) -> crate::Result<Subscriber> {
         Ok(Subscriber {
-            webhook,
-            events: stored("events", EventSet::from_bits(events))?,
+            webhook: r.text("id")?,
+            events: stored("events", EventSet::from_bits(r.int("events")?))?,
+            target: Target {
+                url: r.text("url")?,
+                sealed_secret: r.text("sealed_secret")?,
+                previous_sealed_secret: r.opt_text("previous_sealed_secret")?,
+                previous_secret_until: r.opt_int("previous_secret_until")?,
+            },
         })
     }
 
@@ -95,6 +113,43 @@ pub(crate) struct OutboxRow {
     /// Nothing of its chain (its webhook's events of its message) was
     /// written before this batch: known without reading the outbox.
     pub new_chain: bool,
+}
+
+impl OutboxRow {
+    /// This event, stored leased as row `seq` (its first lease: token 1), as
+    /// the dispatcher it was handed to takes it; `subscribers` holds its
+    /// tenant's webhooks, its own among them.
+    pub fn handed(
+        self,
+        seq: i64,
+        subscribers: &HashMap<String, Vec<Subscriber>>,
+    ) -> crate::Result<ClaimedEvent> {
+        let target = &subscribers[&self.tenant]
+            .iter()
+            .find(|s| s.webhook == self.webhook)
+            .expect("an event's webhook subscribes to it")
+            .target;
+        // The previous secret signs too while its overlap lasts.
+        let previous_sealed_secret = target
+            .previous_sealed_secret
+            .clone()
+            .filter(|_| target.previous_secret_until.is_some_and(|t| t > self.at));
+        Ok(ClaimedEvent {
+            seq,
+            lease_token: 1,
+            webhook: id(self.webhook)?,
+            tenant_id: id(self.tenant)?,
+            url: target.url.clone(),
+            sealed_secret: target.sealed_secret.clone(),
+            previous_sealed_secret,
+            event_id: self.event_id,
+            event_type: self.event_type.as_str().to_owned(),
+            message_id: Some(id(self.message)?),
+            payload: self.payload,
+            created_at: self.at,
+            attempts: 0,
+        })
+    }
 }
 
 fn new_event_id() -> String {
@@ -300,28 +355,23 @@ pub(crate) struct RecordedOutcome<'a> {
 }
 
 impl<'a> RecordedOutcome<'a> {
-    /// From the columns `message_id, tenant_id, address, priority` of
-    /// [`crate::sql::COMPLETE_RECIPIENT`]; see [`RecordedOutcome::lone`].
-    pub fn new(
-        outcome: &'a Outcome,
-        message: String,
-        tenant: String,
-        address: String,
-        priority: i32,
-    ) -> Self {
-        RecordedOutcome {
+    /// From the columns `message_id, tenant_id, address, priority, sole,
+    /// attempts` of the recipient's row as the outcome left it
+    /// ([`crate::sql::COMPLETE_RECIPIENT`]).
+    ///
+    /// The recipient is [`RecordedOutcome::lone`] when it is its message's
+    /// only one (`sole`) and this outcome's claim is its first (`attempts`
+    /// counts the claims, one a lease, none for a lease given back): no
+    /// outcome of it was recorded before, by any node.
+    pub fn from_row(outcome: &'a Outcome, r: &impl Columns) -> crate::Result<Self> {
+        Ok(RecordedOutcome {
             outcome,
-            message,
-            tenant,
-            address,
-            test: priority == TEST_PRIORITY,
-            lone: false,
-        }
-    }
-
-    /// The same outcome, known to be its message's [`RecordedOutcome::lone`] recipient's.
-    pub fn lone(self, lone: bool) -> Self {
-        RecordedOutcome { lone, ..self }
+            message: r.text("message_id")?,
+            tenant: r.text("tenant_id")?,
+            address: r.text("address")?,
+            test: r.int("priority")? == i64::from(TEST_PRIORITY),
+            lone: r.flag("sole")? && r.int("attempts")? == 1,
+        })
     }
 
     /// The recipient's status after this outcome.
@@ -446,6 +496,43 @@ pub(crate) fn outcome_events<'a>(
     (rows, touched)
 }
 
+/// Which of the events outcomes write go at once to the dispatcher whose
+/// [`EventLease`] came with them
+/// ([`DeliveryStore::complete_and_lease_events`](crate::DeliveryStore::complete_and_lease_events)):
+/// a chain (a webhook's events of one message) goes whole, or once the room
+/// is used its first events, and only when nothing of it was pending before
+/// these outcomes, so no event passes an earlier one; nothing of a webhook
+/// the lease excludes. The events are asked about in their order.
+pub(crate) struct HandOver<'l> {
+    lease: &'l EventLease,
+    excluded: HashSet<String>,
+    taken: usize,
+}
+
+impl<'l> HandOver<'l> {
+    pub fn new(lease: &'l EventLease) -> HandOver<'l> {
+        HandOver {
+            lease,
+            excluded: lease.exclude.iter().map(ToString::to_string).collect(),
+            taken: 0,
+        }
+    }
+
+    /// The lease handed events are written under.
+    pub fn lease(&self) -> &'l EventLease {
+        self.lease
+    }
+
+    /// Whether the next event, for `webhook`, of a chain that `was_pending`
+    /// or not, goes to the dispatcher (and takes a place of its room).
+    pub fn takes(&mut self, webhook: &str, was_pending: bool) -> bool {
+        let takes =
+            !was_pending && self.taken < self.lease.room && !self.excluded.contains(webhook);
+        self.taken += usize::from(takes);
+        takes
+    }
+}
+
 /// What a webhook's events waiting when it was disabled say, given up.
 pub(crate) const DISABLED: &str = "given up: the webhook was disabled";
 
@@ -476,6 +563,7 @@ mod tests {
         Subscriber {
             webhook: name.into(),
             events: EventSet::of(events.iter().copied()).unwrap(),
+            target: Target::default(),
         }
     }
 
@@ -622,5 +710,26 @@ mod tests {
             "b",
             &[EventType::RecipientSent]
         )]));
+    }
+
+    /// A dispatcher takes events up to its room, never one of a chain that
+    /// had something pending, and none of a webhook it has no room for.
+    #[test]
+    fn a_hand_over_keeps_to_the_room_the_chains_and_the_exclusions() {
+        let full = herald_core::WebhookId::new();
+        let lease = EventLease {
+            node: "n".into(),
+            incarnation: "n-1".into(),
+            until: 1,
+            room: 2,
+            exclude: vec![full],
+        };
+        let mut hand = HandOver::new(&lease);
+        let full = full.to_string();
+        assert!(!hand.takes(&full, false), "excluded");
+        assert!(!hand.takes("w1", true), "behind a pending event");
+        assert!(hand.takes("w1", false));
+        assert!(hand.takes("w2", false));
+        assert!(!hand.takes("w3", false), "past the room");
     }
 }

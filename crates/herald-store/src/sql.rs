@@ -565,7 +565,7 @@ pub(crate) const QUEUE_DEPTH: &str = "SELECT CASE WHEN status = 'queued' AND due
 pub(crate) const RELEASE_NODE: &str = "UPDATE nodes SET incarnation = NULL WHERE name = $1";
 pub(crate) const COMPLETE_RECIPIENT: &str = "UPDATE recipients SET status = $1, due_at = $2, lease_owner = NULL, lease_incarnation = \
      NULL WHERE id = $3 AND lease_token = $4 AND status = 'sending' RETURNING message_id, \
-     tenant_id, address, priority";
+     tenant_id, address, priority, sole, attempts";
 /// Gives a claimed recipient to a gateway (`$2`), or back to the nodes
 /// (`$2` null), as a release does: no attempt counted, due at `$1`.
 /// Gives a deleted gateway's waiting recipients back to the nodes (`$1` the
@@ -784,9 +784,10 @@ pub(crate) const INSERT_WEBHOOK_TEST: &str = "INSERT INTO webhook_outbox (webhoo
      status, due_at, attempts, created_at, last_attempt_at, response_status, error, duration_ms) \
      SELECT id, tenant_id, $1, $2, $3, $4, $5, 1, $5, $5, $6, $7, $8 FROM webhooks \
      WHERE id = $9 AND tenant_id = $10";
-/// The enabled webhooks of a tenant, for the events an outcome causes.
-pub(crate) const SUBSCRIBERS: &str =
-    "SELECT id, events FROM webhooks WHERE tenant_id = $1 AND enabled ORDER BY id";
+/// The enabled webhooks of a tenant, for the events an outcome causes, with
+/// where those events go (see [`crate::outbox::Subscriber::from_row`]).
+pub(crate) const SUBSCRIBERS: &str = "SELECT id, events, url, sealed_secret, previous_sealed_secret, \
+     previous_secret_until FROM webhooks WHERE tenant_id = $1 AND enabled ORDER BY id";
 /// A message's recipients as they stand, for the event about the whole message.
 pub(crate) const RECIPIENT_STATES: &str = "SELECT id, address, status FROM recipients WHERE message_id = $1 AND tenant_id = $2 \
      ORDER BY position";

@@ -195,6 +195,25 @@ impl Fixture {
         }
     }
 
+    /// Runs `statement` on the database beside the store, as an older
+    /// version of Herald or an operator could have.
+    async fn execute(&self, statement: &str) {
+        match &self.backend {
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+                conn.execute_batch(statement).unwrap();
+            }
+            Backend::Postgres(database) => {
+                database
+                    .client()
+                    .await
+                    .batch_execute(statement)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// Lets the database take writes again.
     async fn accept_writes(&self, block: WriteBlock) {
         match (block, &self.backend) {
@@ -3356,6 +3375,82 @@ async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
     assert_eq!(events, vec!["message.sent"; messages]);
 }
 
+/// Two nodes recording outcomes of one message's two recipients at the same
+/// moment, each with its dispatcher's lease: the chain goes to one
+/// dispatcher, whichever commits first; the other's event waits for a claim
+/// behind it, so the two are never posted side by side.
+async fn concurrent_outcomes_hand_a_chain_to_one_dispatcher(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let hook = f
+        .create_webhook(new_webhook(t, &[EventType::RecipientSent], 0))
+        .await;
+    let messages = 16;
+    for _ in 0..messages {
+        f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
+            .await;
+    }
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    assert_eq!(claimed.len(), 2 * messages);
+    let [one, two] = f.two_nodes().await;
+    let mut tasks = Vec::new();
+    for (store, address, node) in [
+        (one, "a@x.example", "node-a"),
+        (two, "b@x.example", "node-b"),
+    ] {
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .filter(|c| c.address.as_ref() == address)
+            .map(|c| outcome_at(c, NextState::Sent, 2_000))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut handed = Vec::new();
+            for o in outcomes {
+                let lease = EventLease {
+                    node: node.into(),
+                    ..event_lease(100)
+                };
+                let done = store.complete_and_lease_events(vec![o], vec![], lease);
+                let done = done.await.unwrap();
+                assert_eq!((done.accepted.as_slice(), done.events), (&[true][..], 1));
+                handed.extend(done.handed);
+            }
+            handed
+        }));
+    }
+    let mut handed = Vec::new();
+    for task in tasks {
+        handed.extend(task.await.unwrap());
+    }
+    let mut chains: Vec<Option<MessageId>> = handed.iter().map(|e| e.message_id).collect();
+    chains.sort_unstable();
+    chains.dedup();
+    assert_eq!(
+        (handed.len(), chains.len()),
+        (messages, messages),
+        "one event of each message's chain handed over, to one dispatcher"
+    );
+    // The other events wait behind the handed ones until those are finished.
+    assert!(f.claim_events(webhook_claim(10_000, 100)).await.is_empty());
+    f.finish_events(
+        handed
+            .iter()
+            .map(|e| webhook_attempt(e, 11_000, WebhookNext::Delivered))
+            .collect(),
+        0,
+    )
+    .await;
+    let rest = f.claim_events(webhook_claim(12_000, 100)).await;
+    assert_eq!(rest.len(), messages);
+    for e in &rest {
+        let first = handed
+            .iter()
+            .find(|h| h.message_id == e.message_id)
+            .unwrap();
+        assert!(first.seq < e.seq, "{first:?} before {e:?}");
+        assert_eq!(e.webhook, hook.id);
+    }
+}
+
 /// Events are claimed oldest first under a lease; a message's later event
 /// waits while an earlier one is pending and not due; lease tokens fence
 /// the attempts; an event given back is due again with no attempt counted.
@@ -3473,12 +3568,10 @@ fn event_lease(room: usize) -> EventLease {
 }
 
 /// Outcomes recorded with a dispatcher's lease hand it their events leased
-/// in the same commit (SQLite), or leave them to its claims (PostgreSQL):
-/// either way each event goes out once, and none before an earlier one of
-/// its message. A chain with an event already pending, a webhook the
+/// in the same commit: each event goes out once, and none before an
+/// earlier one of its message. A chain with an event already pending, a webhook the
 /// dispatcher has no room for, and events past its room wait for claims.
 async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
-    let hands = matches!(f.backend, Backend::Sqlite(_));
     let (t, hook) = f.tenant_sent_to_a_webhook().await;
     let quiet = f
         .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
@@ -3519,39 +3612,42 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
     )
     .await;
     assert_eq!(second.events, 3);
-    if hands {
-        assert_eq!(event_names(&first.handed), [(Some(m1), "recipient.sent")]);
-        let e = &first.handed[0];
-        assert_eq!((e.webhook, e.tenant_id, e.attempts), (hook.id, t, 0));
-        assert_eq!(e.url, "https://hooks.example/herald");
-        assert_eq!(e.sealed_secret, "sealed:one");
-        assert!(e.payload.starts_with(r#"{"type":"recipient.sent""#));
-        assert_eq!(
-            event_names(&second.handed),
-            [(Some(m2), "recipient.sent"), (Some(m2), "message.sent")]
-        );
-        assert!(second.handed.iter().all(|e| e.webhook == hook.id));
-        assert!(second.handed[0].seq < second.handed[1].seq);
-    } else {
-        assert!(first.handed.is_empty() && second.handed.is_empty());
-    }
+    assert_eq!(event_names(&first.handed), [(Some(m1), "recipient.sent")]);
+    let e = &first.handed[0];
+    assert_eq!((e.webhook, e.tenant_id, e.attempts), (hook.id, t, 0));
+    assert_eq!(e.url, "https://hooks.example/herald");
+    assert_eq!(e.sealed_secret, "sealed:one");
+    assert!(e.payload.starts_with(r#"{"type":"recipient.sent""#));
+    assert_eq!(
+        event_names(&second.handed),
+        [(Some(m2), "recipient.sent"), (Some(m2), "message.sent")]
+    );
+    assert!(second.handed.iter().all(|e| e.webhook == hook.id));
+    assert!(second.handed[0].seq < second.handed[1].seq);
 
     // b, with room for one event: m1's chain for `hook` has one pending
     // (leased or not), so its new events wait for it, whatever the room.
+    // `quiet`'s secret was rotated: its old one signs too until 3,000.
+    f.rotate_webhook_secret(t, quiet.id, "sealed:two".into(), 3_000, 2_200)
+        .await;
     let third = complete(
         vec![outcome_at(by("b@x.example"), NextState::Sent, 2_500)],
         event_lease(1),
     )
     .await;
     assert_eq!(third.events, 3, "recipient.sent, and message.sent for both");
-    if hands {
-        assert_eq!(
-            event_names(&third.handed),
-            [(Some(m1), "message.sent")],
-            "quiet's chain of m1 had nothing pending; room for one"
-        );
-        assert_eq!(third.handed[0].webhook, quiet.id);
-    }
+    assert_eq!(
+        event_names(&third.handed),
+        [(Some(m1), "message.sent")],
+        "quiet's chain of m1 had nothing pending; room for one"
+    );
+    assert_eq!(third.handed[0].webhook, quiet.id);
+    assert_eq!(third.handed[0].sealed_secret, "sealed:two");
+    assert_eq!(
+        third.handed[0].previous_sealed_secret.as_deref(),
+        Some("sealed:one"),
+        "the event (at 2,500) falls in the overlap"
+    );
 
     // Claims take what was not handed, and nothing of a chain behind a
     // leased event: every event once.
@@ -3608,10 +3704,11 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
 }
 
 /// A message with one recipient writes its first outcome's events as one
-/// whose store must read them, byte for byte but for its ids (SQLite knows
-/// them without reading the message's recipients or its chains: the store
-/// that stored it noted it; a store opened afresh did not), and once an
-/// outcome of it is recorded, its later events wait behind the pending ones.
+/// whose store must read them, byte for byte but for its ids (the store
+/// knows them without reading the message's recipients or its chains: its
+/// recipient's row says it is the only one; a row stored before that was
+/// kept does not), and once an outcome of it is recorded, its later events
+/// wait behind the pending ones.
 async fn a_lone_recipients_events_are_those_a_read_would_give(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     let everything = [
@@ -3629,7 +3726,12 @@ async fn a_lone_recipients_events_are_those_a_read_would_give(f: Fixture) {
     });
     let handed = f.submit(handed).await;
     let lone = handed.handed[0].clone();
-    f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    let older = f.submit(message(t, &["a@x.example"], None, 1_000)).await;
+    f.execute(&format!(
+        "UPDATE recipients SET sole = FALSE WHERE message_id = '{}'",
+        older.id
+    ))
+    .await;
     let claimed = f.claim_one(claim("n1", 1_000, 60_000)).await;
     assert_ne!(claimed.message, lone.message, "the handed one is leased");
 
@@ -3641,9 +3743,8 @@ async fn a_lone_recipients_events_are_those_a_read_would_give(f: Fixture) {
     };
     let deferred = NextState::Deferred { until: 5_000 };
     let mut events = Vec::new();
-    let afresh = f.reopen().await;
-    for (store, c) in [(f.store.clone(), &lone), (afresh, &claimed)] {
-        let done = complete(store, outcome_at(c, deferred, 2_000)).await;
+    for c in [&lone, &claimed] {
+        let done = complete(f.store.clone(), outcome_at(c, deferred, 2_000)).await;
         assert_eq!((done.accepted.as_slice(), done.events), (&[true][..], 2));
         events.extend(done.handed);
     }
@@ -3684,6 +3785,54 @@ async fn a_lone_recipients_events_are_those_a_read_would_give(f: Fixture) {
     let sent = complete(f.store.clone(), outcome_at(retry, NextState::Sent, 6_000)).await;
     assert_eq!((sent.accepted.as_slice(), sent.events), (&[true][..], 2));
     assert!(sent.handed.is_empty(), "{:?}", sent.handed);
+}
+
+/// A lone recipient handed to the node that stored it, whose lease ran out
+/// and whose first outcome another node recorded: the first node's later
+/// outcome of it is not taken for the message's first, so its events wait
+/// behind the pending one instead of going to the dispatcher past it.
+async fn a_lone_recipient_another_node_recorded_is_read(f: Fixture) {
+    let t = tenant(&*f.store, "acme").await;
+    let events = [
+        EventType::RecipientDeferred,
+        EventType::RecipientSent,
+        EventType::MessageSent,
+    ];
+    f.create_webhook(new_webhook(t, &events, 0)).await;
+    let mut m = message(t, &["a@x.example"], None, 1_000);
+    m.handoff = Some(HandoffLease {
+        node: "n1".into(),
+        incarnation: "n1-first".into(),
+        until: 60_000,
+    });
+    let lone = f.submit(m).await.handed.remove(0);
+    let [here, there] = f.two_nodes().await;
+    let record = |store: &Arc<dyn Store>, c: &Claimed, next: NextState, at: i64| {
+        let (store, outcome) = (store.clone(), outcome_at(c, next, at));
+        async move {
+            store
+                .complete_and_lease_events(vec![outcome], vec![], event_lease(10))
+                .await
+                .unwrap()
+        }
+    };
+
+    let taken_over = there.claim(claim("n2", 61_000, 60_000)).await.unwrap();
+    assert_eq!(taken_over.len(), 1);
+    assert_eq!(taken_over[0].recipient, lone.recipient);
+    let deferred = NextState::Deferred { until: 62_000 };
+    let done = record(&there, &taken_over[0], deferred, 61_500).await;
+    assert_eq!((done.accepted.as_slice(), done.events), (&[true][..], 1));
+
+    let again = here.claim(claim("n1", 62_000, 60_000)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let sent = record(&here, &again[0], NextState::Sent, 62_500).await;
+    assert_eq!((sent.accepted.as_slice(), sent.events), (&[true][..], 2));
+    assert!(
+        sent.handed.is_empty(),
+        "behind the pending recipient.deferred: {:?}",
+        sent.handed
+    );
 }
 
 /// Two nodes claiming at once never take one event twice, nor a message's
@@ -5183,7 +5332,9 @@ conformance!(
     webhook_events_go_out_in_order_per_message,
     a_late_attempt_beside_the_current_one_changes_nothing,
     outcomes_lease_their_events_to_the_dispatcher_offered,
+    concurrent_outcomes_hand_a_chain_to_one_dispatcher,
     a_lone_recipients_events_are_those_a_read_would_give,
+    a_lone_recipient_another_node_recorded_is_read,
     concurrent_webhook_claims_keep_each_messages_order,
     a_webhook_failing_too_long_is_disabled,
     webhook_deliveries_are_recorded_pruned_and_deleted,

@@ -63,6 +63,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0016_access_changes",
         include_str!("0016_access_changes.sql"),
     ),
+    (
+        "0017_sole_recipients",
+        include_str!("0017_sole_recipients.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

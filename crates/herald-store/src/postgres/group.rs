@@ -157,7 +157,7 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
             adding.push(count);
         }
     }
-    let mut params = Vec::with_capacity(40);
+    let mut params = Vec::with_capacity(41);
     params.extend(rows.params());
     params.extend(recipients.params());
     params.extend([&limited as &(dyn ToSql + Sync), &limit, &adding]);
@@ -181,18 +181,18 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
         .collect())
 }
 
-/// A group's one statement. `full_tenants`: the tenants (`$38`, with the least
-/// limit of their messages `$39` and those messages' recipients `$40`)
+/// A group's one statement. `full_tenants`: the tenants (`$39`, with the least
+/// limit of their messages `$40` and those messages' recipients `$41`)
 /// whose queued count, as the statement finds it, would pass that limit
 /// with all of them. Then the message rows (`$1` to `$24`) of the other
 /// tenants, skipping a taken idempotency key; the recipient rows (`$25` to
-/// `$37`) of the messages inserted; each tenant's queued count raised by
+/// `$38`) of the messages inserted; each tenant's queued count raised by
 /// those in this connection's shard (see [`count_queued`]), in the tenants'
 /// order. Answers the ids of the messages inserted.
 static GROUP: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH full_tenants AS (SELECT l.tenant_id \
-           FROM unnest($38::text[], $39::bigint[], $40::bigint[]) AS l (tenant_id, queue_limit, adding) \
+           FROM unnest($39::text[], $40::bigint[], $41::bigint[]) AS l (tenant_id, queue_limit, adding) \
            JOIN tenants t ON t.id = l.tenant_id WHERE {QUEUED_OF_T} + l.adding > l.queue_limit), \
          m AS ({}), \
          r AS ({} WHERE r.message_id IN (SELECT id FROM m) RETURNING tenant_id), \

@@ -573,19 +573,19 @@ async fn insert_recipients(
     Ok(handed)
 }
 
-/// Inserts the rows of [`RecipientColumns`]' arrays, `$1` to `$13`.
+/// Inserts the rows of [`RecipientColumns`]' arrays, `$1` to `$14`.
 static INSERT_RECIPIENTS: LazyLock<String> = LazyLock::new(|| insert_recipients_from(1));
 
 /// The columns of a recipient row, in the order of [`RecipientColumns::params`].
 const RECIPIENT_COLUMNS: &str = "id, message_id, tenant_id, address, kind, position, status, \
-     due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token";
+     due_at, priority, gateway_id, lease_owner, lease_incarnation, lease_token, sole";
 
 /// The statement that inserts the rows of [`RecipientColumns`]' arrays, given
 /// as the parameters from `$first` on.
 fn insert_recipients_from(first: usize) -> String {
-    const TYPES: [&str; 13] = [
+    const TYPES: [&str; 14] = [
         "text", "text", "text", "text", "text", "integer", "text", "bigint", "integer", "text",
-        "text", "text", "integer",
+        "text", "text", "integer", "boolean",
     ];
     let arrays: Vec<String> = (first..)
         .zip(TYPES)
@@ -614,11 +614,12 @@ struct RecipientColumns<'m> {
     owner: Vec<Option<&'m str>>,
     incarnation: Vec<Option<&'m str>>,
     token: Vec<i32>,
+    sole: Vec<bool>,
 }
 
 impl<'m> RecipientColumns<'m> {
     /// The arrays, in the order of [`insert_recipients_from`]'s parameters.
-    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.id,
             &self.message_id,
@@ -633,6 +634,7 @@ impl<'m> RecipientColumns<'m> {
             &self.owner,
             &self.incarnation,
             &self.token,
+            &self.sole,
         ]
     }
 
@@ -659,6 +661,7 @@ impl<'m> RecipientColumns<'m> {
             m.tenant_id.to_string(),
             m.gateway_id.map(|g| g.to_string()),
         );
+        let sole = m.recipients().nth(1).is_none();
         for (position, (address, kind)) in m.recipients().enumerate() {
             let id = handed
                 .get(position)
@@ -676,6 +679,7 @@ impl<'m> RecipientColumns<'m> {
             self.owner.push(owner);
             self.incarnation.push(incarnation);
             self.token.push(token);
+            self.sole.push(sole);
         }
         handed
     }

@@ -130,101 +130,16 @@ impl DeliveryStore for PgStore {
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
     ) -> Result<Completed> {
-        let result = async {
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            // One statement for every outcome's recipient, one for every
-            // attempt: a hundred outcomes cost two statements, not two hundred.
-            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
-            for o in &outcomes {
-                let (st, due_at) = match o.next {
-                    NextState::Sent => ("sent", None),
-                    NextState::Failed => ("failed", None),
-                    NextState::Deferred { until } => ("deferred", Some(until)),
-                };
-                ids.push(o.recipient.to_string());
-                tokens.push(o.lease_token);
-                states.push(st);
-                due.push(due_at);
-            }
-            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
-            let position: HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
-            let mut accepted = vec![false; outcomes.len()];
-            let mut recorded_messages = HashSet::new();
-            // Recipients that reached a final state leave their tenant's queue.
-            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
-            // The recorded outcomes, for the webhook events they cause, in
-            // the order given (as their events are).
-            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
-                std::iter::repeat_with(|| None)
-                    .take(outcomes.len())
-                    .collect();
-            for row in &changed {
-                let id: String = get(row, "id")?;
-                let Some(&i) = position.get(id.as_str()) else {
-                    continue;
-                };
-                accepted[i] = true;
-                let r = outbox::RecordedOutcome::new(
-                    &outcomes[i],
-                    get(row, "message_id")?,
-                    get(row, "tenant_id")?,
-                    get(row, "address")?,
-                    get(row, "priority")?,
-                );
-                recorded_messages.insert(r.message.clone());
-                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
-                    *finished.entry(r.tenant.clone()).or_default() += 1;
-                }
-                recorded[i] = Some(r);
-            }
-            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
-            insert_attempts(
-                &tx,
-                outcomes
-                    .iter()
-                    .zip(&accepted)
-                    .filter(|(_, current)| **current)
-                    .map(|(o, _)| o),
-            )
-            .await?;
-            for cap in &captures {
-                if recorded_messages.contains(&cap.message.to_string()) {
-                    execute(
-                        &tx,
-                        sql::INSERT_CAPTURE,
-                        &[
-                            &cap.message.to_string(),
-                            &cap.tenant.to_string(),
-                            &cap.envelope_from,
-                            &Json(&cap.recipients),
-                            &cap.content,
-                            &cap.at,
-                        ],
-                    )
-                    .await
-                    .map_err(pg)?;
-                }
-            }
-            let events = write_events(&tx, &recorded).await?;
-            // Last before the commit and in tenant order, as submissions do.
-            for (tenant, count) in finished {
-                change_queued(&tx, &tenant, -count).await?;
-            }
-            tx.commit().await.map_err(pg)?;
-            Ok(Completed {
-                accepted,
-                events,
-                handed: Vec::new(),
-            })
-        }
-        .await;
-        self.writes.note(&result);
-        result
+        self.record_outcomes(outcomes, captures, None).await
+    }
+
+    async fn complete_and_lease_events(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: EventLease,
+    ) -> Result<Completed> {
+        self.record_outcomes(outcomes, captures, Some(lease)).await
     }
 
     async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -722,18 +637,128 @@ impl Queue for PgStore {
     }
 }
 
+impl PgStore {
+    /// [`DeliveryStore::complete`], and with a dispatcher's `lease`
+    /// [`DeliveryStore::complete_and_lease_events`].
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
+    ) -> Result<Completed> {
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // One statement for every outcome's recipient, one for every
+            // attempt: a hundred outcomes cost two statements, not two hundred.
+            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
+            for o in &outcomes {
+                let (st, due_at) = match o.next {
+                    NextState::Sent => ("sent", None),
+                    NextState::Failed => ("failed", None),
+                    NextState::Deferred { until } => ("deferred", Some(until)),
+                };
+                ids.push(o.recipient.to_string());
+                tokens.push(o.lease_token);
+                states.push(st);
+                due.push(due_at);
+            }
+            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
+            let position: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            let mut accepted = vec![false; outcomes.len()];
+            let mut recorded_messages = HashSet::new();
+            // Recipients that reached a final state leave their tenant's queue.
+            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            // The recorded outcomes, for the webhook events they cause, in
+            // the order given (as their events are).
+            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
+                std::iter::repeat_with(|| None)
+                    .take(outcomes.len())
+                    .collect();
+            for row in &changed {
+                let id: String = get(row, "id")?;
+                let Some(&i) = position.get(id.as_str()) else {
+                    continue;
+                };
+                accepted[i] = true;
+                let r = outbox::RecordedOutcome::from_row(&outcomes[i], row)?;
+                recorded_messages.insert(r.message.clone());
+                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
+                    *finished.entry(r.tenant.clone()).or_default() += 1;
+                }
+                recorded[i] = Some(r);
+            }
+            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
+            insert_attempts(
+                &tx,
+                outcomes
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(_, current)| **current)
+                    .map(|(o, _)| o),
+            )
+            .await?;
+            for cap in &captures {
+                if recorded_messages.contains(&cap.message.to_string()) {
+                    execute(
+                        &tx,
+                        sql::INSERT_CAPTURE,
+                        &[
+                            &cap.message.to_string(),
+                            &cap.tenant.to_string(),
+                            &cap.envelope_from,
+                            &Json(&cap.recipients),
+                            &cap.content,
+                            &cap.at,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            let (events, handed) = write_events(&tx, &recorded, lease.as_ref()).await?;
+            // Last before the commit and in tenant order, as submissions do.
+            for (tenant, count) in finished {
+                change_queued(&tx, &tenant, -count).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(Completed {
+                accepted,
+                events,
+                handed,
+            })
+        }
+        .await;
+        self.writes.note(&result);
+        result
+    }
+}
+
 /// Writes the webhook events the recorded outcomes cause, in their
 /// transaction (nothing when none of their tenants has an enabled webhook);
-/// answers how many.
+/// answers how many, and those leased to `lease`'s dispatcher
+/// ([`outbox::HandOver`] says which).
 ///
-/// Two transactions completing different recipients of one message could
-/// each read its recipients before the other commits, and neither see the
-/// message final. So each first locks the rows of the messages it reads
-/// (in id order, so that they cannot deadlock): the second waits for the
-/// first to commit, then reads its outcome too, and exactly one of them sees
-/// the message final. `FOR NO KEY UPDATE` excludes the other completions as
-/// `FOR UPDATE` would, but not rows inserted meanwhile that refer to the
-/// message (a capture).
+/// Two transactions recording outcomes of one message (of different
+/// recipients) could each read its recipients and its chains before the
+/// other commits: neither would see the message final, and each could find
+/// a chain with nothing pending and lease its event to its own dispatcher,
+/// so that two dispatchers post one message's events side by side. So each
+/// first locks the rows of the messages it writes events of (in id order,
+/// so that they cannot deadlock): the second waits for the first to commit,
+/// then reads its outcome and its events too. Exactly one of them sees the
+/// message final, and a chain's new events go to a dispatcher only when no
+/// earlier event of it is pending, committed by anyone. `FOR NO KEY UPDATE`
+/// excludes the other completions as `FOR UPDATE` would, but not rows
+/// inserted meanwhile that refer to the message (a capture).
+///
+/// Outcomes of lone recipients ([`outbox::RecordedOutcome::from_row`]) need neither: their
+/// events start new chains, of messages whose one recipient's row
+/// COMPLETE_RECIPIENTS holds locked.
 ///
 /// Whatever the number of outcomes, this is a handful of statements: the
 /// locks, the recipients of every touched message, the latest due time of
@@ -741,7 +766,8 @@ impl Queue for PgStore {
 async fn write_events(
     tx: &impl GenericClient,
     recorded: &[outbox::RecordedOutcome<'_>],
-) -> Result<usize> {
+    lease: Option<&EventLease>,
+) -> Result<(usize, Vec<ClaimedEvent>)> {
     // The webhooks are locked against deletion until the commit: a webhook
     // deleted meanwhile is waited for and then not found, rather than
     // refusing the event (and with it the outcome) as a broken reference.
@@ -752,19 +778,31 @@ async fn write_events(
             let subs = query(tx, &subscribers_sql, &[&r.tenant])
                 .await?
                 .iter()
-                .map(|row| outbox::Subscriber::from_row(get(row, "id")?, get(row, "events")?))
+                .map(outbox::Subscriber::from_row)
                 .collect::<Result<Vec<_>>>()?;
             subscribers.insert(r.tenant.clone(), subs);
         }
     }
     if subscribers.values().all(Vec::is_empty) {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let (mut events, touched) = outbox::outcome_events(recorded, &subscribers);
+    // A new chain's message has one recipient, whose outcomes the lock of
+    // its row serialises (COMPLETE_RECIPIENTS): no other lock is needed.
+    let mut locked: Vec<&str> = events
+        .iter()
+        .filter(|e| !e.new_chain)
+        .map(|e| e.message.as_str())
+        .chain(touched.iter().map(|m| m.message))
+        .collect();
+    if !locked.is_empty() {
+        locked.sort_unstable();
+        locked.dedup();
+        execute(tx, LOCK_MESSAGES, &[&locked]).await.map_err(pg)?;
+    }
     if !touched.is_empty() {
         let messages: Vec<&str> = touched.iter().map(|m| m.message).collect();
         let tenants: Vec<&str> = touched.iter().map(|m| m.tenant).collect();
-        execute(tx, LOCK_MESSAGES, &[&messages]).await.map_err(pg)?;
         let mut states: HashMap<String, Vec<outbox::RecipientState>> = HashMap::new();
         for row in query(tx, TOUCHED_RECIPIENT_STATES, &[&messages, &tenants]).await? {
             states
@@ -778,47 +816,80 @@ async fn write_events(
         }
     }
     if events.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     // Each event due no earlier than the pending events before it in its
-    // chain, those of this batch included.
+    // chain, those of this batch included; leased to the dispatcher when
+    // its chain had nothing pending.
     let (webhooks, messages, tenants): (Vec<&str>, Vec<&str>, Vec<&str>) = events
         .iter()
         .map(|e| (e.webhook.as_str(), e.message.as_str(), e.tenant.as_str()))
         .collect();
-    let mut latest: HashMap<(String, String), i64> = HashMap::new();
-    for row in query(tx, CHAIN_LATEST_DUES, &[&webhooks, &messages, &tenants]).await? {
-        if let Some(due) = get::<Option<i64>>(&row, "due_at")? {
-            latest.insert((get(&row, "webhook_id")?, get(&row, "message_id")?), due);
+    let mut latest: HashMap<(&str, &str), i64> = HashMap::new();
+    let rows = if events.iter().all(|e| e.new_chain) {
+        Vec::new()
+    } else {
+        let (webhooks, messages, tenants): (Vec<&str>, Vec<&str>, Vec<&str>) = events
+            .iter()
+            .filter(|e| !e.new_chain)
+            .map(|e| (e.webhook.as_str(), e.message.as_str(), e.tenant.as_str()))
+            .collect();
+        query(tx, CHAIN_LATEST_DUES, &[&webhooks, &messages, &tenants]).await?
+    };
+    for row in &rows {
+        if let Some(due) = get::<Option<i64>>(row, "due_at")? {
+            latest.insert((get(row, "webhook_id")?, get(row, "message_id")?), due);
         }
     }
-    let due: Vec<i64> = events
-        .iter()
-        .map(|e| {
-            let chain = latest
-                .entry((e.webhook.clone(), e.message.clone()))
-                .or_insert(e.at);
-            *chain = (*chain).max(e.at);
-            *chain
-        })
-        .collect();
+    let pending: HashSet<(&str, &str)> = latest.keys().copied().collect();
+    let mut hand = lease.map(outbox::HandOver::new);
+    let (mut due, mut handed) = (Vec::new(), Vec::new());
+    for e in &events {
+        let key = (e.webhook.as_str(), e.message.as_str());
+        let chain = latest.entry(key).or_insert(e.at);
+        *chain = (*chain).max(e.at);
+        due.push(*chain);
+        handed.push(
+            hand.as_mut()
+                .is_some_and(|h| h.takes(&e.webhook, pending.contains(&key))),
+        );
+    }
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     let at: Vec<i64> = events.iter().map(|e| e.at).collect();
-    execute(
+    let seqs = query_map(
         tx,
         INSERT_EVENTS,
         &[
-            &webhooks, &tenants, &ids, &types, &messages, &payloads, &due, &at,
+            &webhooks,
+            &tenants,
+            &ids,
+            &types,
+            &messages,
+            &payloads,
+            &due,
+            &at,
+            &handed,
+            &lease.map(|l| l.until),
+            &lease.map(|l| l.node.as_str()),
+            &lease.map(|l| l.incarnation.as_str()),
         ],
+        |r| get::<i64>(r, "seq"),
     )
-    .await
-    .map_err(pg)?;
-    Ok(events.len())
+    .await?;
+    let written = events.len();
+    let handed = events
+        .into_iter()
+        .zip(handed)
+        .filter_map(|(e, handed)| handed.then_some(e))
+        .zip(seqs)
+        .map(|(e, seq)| e.handed(seq, &subscribers))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((written, handed))
 }
 
-/// Locks the messages `$1` whose event the outcomes decide, in id order.
+/// Locks the messages `$1` (in id order) whose events the outcomes write.
 const LOCK_MESSAGES: &str =
     "SELECT id FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE";
 
@@ -836,12 +907,19 @@ const CHAIN_LATEST_DUES: &str = "SELECT c.webhook_id, c.message_id, (SELECT MAX(
      AND o.status = 'pending') AS due_at \
      FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[])) AS c (webhook_id, message_id, tenant_id)";
 
-/// The events, one row per element of the arrays, numbered in their order.
-const INSERT_EVENTS: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
-     payload, status, due_at, created_at) \
-     SELECT w, t, e, k, m, p, 'pending', d, a FROM unnest($1::text[], $2::text[], $3::text[], \
-     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[]) WITH ORDINALITY \
-     AS x (w, t, e, k, m, p, d, a, n) ORDER BY n";
+/// The events, one row per element of the arrays, numbered in their order;
+/// those marked in `$9` leased to the dispatcher `$10` to `$12` describe (its
+/// lease's end, node and incarnation) as a claim would leave them (their
+/// first lease: token 1). Answers the leased ones' `seq`, in their order.
+const INSERT_EVENTS: &str = "WITH written AS ( \
+       INSERT INTO webhook_outbox (webhook_id, tenant_id, event_id, event_type, message_id, \
+       payload, status, due_at, created_at, lease_until, lease_owner, lease_incarnation, lease_token) \
+       SELECT w, t, e, k, m, p, 'pending', d, a, CASE WHEN h THEN $10::bigint END, \
+       CASE WHEN h THEN $11::text END, CASE WHEN h THEN $12::text END, CASE WHEN h THEN 1 ELSE 0 END \
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+       $7::bigint[], $8::bigint[], $9::bool[]) WITH ORDINALITY AS x (w, t, e, k, m, p, d, a, h, n) ORDER BY n \
+       RETURNING seq, lease_token) \
+     SELECT seq FROM written WHERE lease_token = 1 ORDER BY seq";
 
 /// Records every outcome's recipient given as arrays (`$1` ids, `$2` lease
 /// tokens, `$3` states, `$4` due times for the deferred): only where the
@@ -849,7 +927,8 @@ const INSERT_EVENTS: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, 
 /// another claim has a newer token). The rows are locked first, in id
 /// order, so that two completions over the same rows cannot deadlock; a
 /// claim running concurrently holds its rows, so this waits for it and then
-/// sees the newer token.
+/// sees the newer token. Answers each recorded recipient with the columns
+/// [`outbox::RecordedOutcome::from_row`] reads.
 const COMPLETE_RECIPIENTS: &str = "WITH o AS ( \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS o (id, token, status, due_at)), \
      locked AS ( \
@@ -858,7 +937,7 @@ const COMPLETE_RECIPIENTS: &str = "WITH o AS ( \
      UPDATE recipients r SET status = o.status, due_at = o.due_at, lease_owner = NULL, lease_incarnation = NULL \
      FROM o WHERE r.id = o.id AND r.id IN (SELECT id FROM locked) \
      AND r.lease_token = o.token AND r.status = 'sending' \
-     RETURNING r.id, r.message_id, r.tenant_id, r.address, r.priority";
+     RETURNING r.id, r.message_id, r.tenant_id, r.address, r.priority, r.sole, r.attempts";
 
 /// Inserts the attempts of recorded outcomes, all in one statement.
 async fn insert_attempts<'a>(

@@ -255,8 +255,8 @@ impl Webhooks for PgStore {
         disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>> {
         self.noted(async {
-            // Events in seq order and webhooks in id order, so that two
-            // finishes over the same rows cannot deadlock.
+            // Events in seq order, and webhooks in id order below, so that
+            // the rows are met in one order (see FINISH_EVENTS).
             attempts.sort_by_key(|a| a.seq);
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
@@ -399,20 +399,23 @@ async fn finish_events(
 
 /// Records attempts given as arrays, one element each (`$1` the events,
 /// `$2` their lease tokens, `$3` to `$8` what came of them), only where
-/// the lease is still current; answers the events recorded and their tokens. The rows are
-/// locked first, in `seq` order, so that two finishes over the same rows
-/// cannot deadlock.
+/// the lease is still current; answers the events recorded and their tokens.
+///
+/// No other finish updates the same rows meanwhile: a row matches only under
+/// the lease token its holder was given, and a dispatcher records its
+/// attempts from one task. (They are not locked first in `seq` order, as
+/// they once were: that cost a lock and a join a row, and guarded only
+/// against that.) A claim giving back expired leases may meet a late
+/// holder's finish on the same rows; should the two deadlock, PostgreSQL
+/// ends one, and both are tried again.
 const FINISH_EVENTS: &str = "WITH a AS ( \
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], \
          $6::integer[], $7::text[], $8::bigint[]) \
-         AS a (seq, token, status, due_at, at, response_status, error, duration_ms)), \
-     locked AS ( \
-         SELECT o.seq FROM webhook_outbox o JOIN a ON o.seq = a.seq \
-         WHERE o.lease_token = a.token AND o.status = 'pending' ORDER BY o.seq FOR UPDATE OF o) \
+         AS a (seq, token, status, due_at, at, response_status, error, duration_ms)) \
      UPDATE webhook_outbox o SET status = a.status, due_at = a.due_at, attempts = o.attempts + 1, \
          last_attempt_at = a.at, response_status = a.response_status, error = a.error, \
          duration_ms = a.duration_ms, lease_until = NULL, lease_owner = NULL, lease_incarnation = NULL \
-     FROM a WHERE o.seq = a.seq AND o.seq IN (SELECT seq FROM locked) \
+     FROM a WHERE o.seq = a.seq \
      AND o.lease_token = a.token AND o.status = 'pending' \
      RETURNING o.seq, o.lease_token";
 

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0017_equality_predicates.sql"),
     include_str!("0018_gateway_incarnations.sql"),
     include_str!("0019_gateway_minutes.sql"),
+    include_str!("0020_sole_recipients.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

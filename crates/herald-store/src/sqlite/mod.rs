@@ -4,7 +4,6 @@ mod config;
 mod db;
 mod gateways;
 mod ingress;
-mod lone;
 mod queue;
 mod schedules;
 mod sessions;
@@ -60,7 +59,6 @@ pub struct SqliteStore {
     db: Db,
     /// The tenant the previous claim stopped at: the next one starts after it.
     claim_cursor: Arc<Mutex<Option<String>>>,
-    lone: lone::LoneRecipients,
 }
 
 impl SqliteStore {
@@ -69,7 +67,6 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Db::open(path)?,
             claim_cursor: Arc::default(),
-            lone: lone::LoneRecipients::default(),
         })
     }
 }
@@ -367,13 +364,8 @@ fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
 }
 
 /// Stores a message and its recipients, or answers with the message stored
-/// earlier under the same idempotency key. A new message's only recipient
-/// is noted in `lone`.
-fn insert_message(
-    c: &Connection,
-    m: &NewMessage,
-    lone: &lone::LoneRecipients,
-) -> Result<Submitted> {
+/// earlier under the same idempotency key.
+fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     if let Some(earlier) = earlier_by_key(c, m)? {
         return Ok(earlier);
     }
@@ -426,11 +418,11 @@ fn insert_message(
     let mut insert = c
         .prepare_cached(
             "INSERT INTO recipients (id, message_id, tenant_id, address, kind, position, status, due_at, priority, \
-             gateway_id, lease_owner, lease_incarnation, lease_token, attempts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+             gateway_id, lease_owner, lease_incarnation, lease_token, attempts, sole) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
         )
         .map_err(sql)?;
-    let only_one = m.recipients().nth(1).is_none();
+    let sole = m.recipients().nth(1).is_none();
     for (position, (addr, kind)) in m.recipients().enumerate() {
         let (recipient, status, due_at, owner, incarnation, token) = match &handed {
             Some((lease, claims)) => (
@@ -464,12 +456,10 @@ fn insert_message(
                 m.gateway_id.map(|g| g.to_string()),
                 owner,
                 incarnation,
-                token
+                token,
+                sole
             ])
             .map_err(sql)?;
-        if only_one {
-            lone.note(recipient);
-        }
     }
     count_queued(c, m)?;
     Ok(Submitted {

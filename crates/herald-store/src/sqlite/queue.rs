@@ -298,21 +298,14 @@ impl Queue for SqliteStore {
     }
 
     async fn submit(&self, m: NewMessage) -> Result<Submitted> {
-        let lone = self.lone.clone();
         self.db
-            .write_repeatable(move |c| insert_message(c, &m, &lone))
+            .write_repeatable(move |c| insert_message(c, &m))
             .await
     }
 
     async fn submit_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Submitted>> {
-        let lone = self.lone.clone();
         self.db
-            .write_repeatable(move |c| {
-                messages
-                    .iter()
-                    .map(|m| insert_message(c, m, &lone))
-                    .collect()
-            })
+            .write_repeatable(move |c| messages.iter().map(|m| insert_message(c, m)).collect())
             .await
     }
 
@@ -675,7 +668,6 @@ impl SqliteStore {
         captures: Vec<NewCapture>,
         lease: Option<EventLease>,
     ) -> Result<Completed> {
-        let lone = self.lone.clone();
         self.db
             .write_repeatable(move |c| {
                 let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
@@ -694,23 +686,20 @@ impl SqliteStore {
                     };
                     let rid = o.recipient.to_string();
                     // The fencing check: a lease taken over by another claim has a newer token.
-                    let row: Option<(String, String, String, i32)> = update
-                        .query_row(params![st, due_at, rid, o.lease_token], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                        })
-                        .optional()
+                    let mut rows = update
+                        .query(params![st, due_at, rid, o.lease_token])
                         .map_err(sql)?;
+                    let row = rows.next().map_err(sql)?;
                     let current = row.is_some();
-                    if let Some((message, tenant, address, priority)) = row {
-                        recorded_messages.insert(message.clone());
+                    if let Some(row) = row {
+                        let r = outbox::RecordedOutcome::from_row(o, row)?;
+                        recorded_messages.insert(r.message.clone());
                         if due_at.is_none() {
-                            *finished.entry(tenant.clone()).or_default() += 1;
+                            *finished.entry(r.tenant.clone()).or_default() += 1;
                         }
-                        recorded.push(
-                            outbox::RecordedOutcome::new(o, message, tenant, address, priority)
-                                .lone(lone.take(o.recipient)),
-                        );
+                        recorded.push(r);
                     }
+                    drop(rows);
                     if current {
                         let a = &o.attempt;
                         insert
@@ -782,12 +771,9 @@ fn write_events(
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {
         if !subscribers.contains_key(&r.tenant) {
-            let subs = list(c, sql::SUBSCRIBERS, [&r.tenant], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?
-            .into_iter()
-            .map(|(webhook, bits)| outbox::Subscriber::from_row(webhook, bits))
-            .collect::<Result<Vec<_>>>()?;
+            let subs = list_parsed(c, sql::SUBSCRIBERS, [&r.tenant], |r| {
+                Ok(outbox::Subscriber::from_row(r))
+            })?;
             subscribers.insert(r.tenant.clone(), subs);
         }
     }
@@ -805,7 +791,7 @@ fn write_events(
     let mut latest_due = c.prepare_cached(CHAIN_LATEST_DUE).map_err(sql)?;
     let written = events.len();
     let mut chains: HashMap<(String, String), Chain> = HashMap::new();
-    let mut handing = lease.map(|lease| Handing::new(c, lease));
+    let mut hand = lease.map(outbox::HandOver::new);
     let mut handed = Vec::new();
     for e in events {
         let key = (e.webhook.clone(), e.message.clone());
@@ -829,10 +815,10 @@ fn write_events(
         let due = chain.latest_due.map_or(e.at, |d| d.max(e.at));
         chain.latest_due = Some(due);
         // The lease this event is written under, if it goes to the dispatcher.
-        let lease = match handing.as_mut() {
-            Some(handing) => handing
-                .takes(&e, chain.was_pending)
-                .then_some(handing.lease),
+        let lease = match hand.as_mut() {
+            Some(hand) => hand
+                .takes(&e.webhook, chain.was_pending)
+                .then(|| hand.lease()),
             None => None,
         };
         insert
@@ -851,8 +837,8 @@ fn write_events(
                 i64::from(lease.is_some())
             ])
             .map_err(sql)?;
-        if let (Some(handing), Some(_)) = (handing.as_mut(), lease) {
-            handed.push(handing.claimed(e, c.last_insert_rowid())?);
+        if lease.is_some() {
+            handed.push(e.handed(c.last_insert_rowid(), &subscribers)?);
         }
     }
     Ok((written, handed))
@@ -876,76 +862,6 @@ struct Chain {
     was_pending: bool,
     /// When its latest pending event is due, those just written included.
     latest_due: Option<i64>,
-}
-
-/// Events being leased to a dispatcher as outcomes write them: a chain
-/// goes whole (or, once the room is used, its first events), and only when
-/// nothing of it was pending before, so no event passes an earlier one.
-struct Handing<'c> {
-    c: &'c Connection,
-    lease: &'c EventLease,
-    /// Per webhook: whether the lease excludes it.
-    excluded: HashMap<String, bool>,
-    /// Per webhook: its URL and secrets.
-    targets: HashMap<String, (String, String, Option<String>)>,
-    taken: usize,
-}
-
-impl<'c> Handing<'c> {
-    fn new(c: &'c Connection, lease: &'c EventLease) -> Handing<'c> {
-        Handing {
-            c,
-            lease,
-            excluded: HashMap::new(),
-            targets: HashMap::new(),
-            taken: 0,
-        }
-    }
-
-    /// Whether event `e`, of a chain that `was_pending` or not, goes to the dispatcher.
-    fn takes(&mut self, e: &outbox::OutboxRow, was_pending: bool) -> bool {
-        if was_pending || self.taken >= self.lease.room {
-            return false;
-        }
-        let lease = self.lease;
-        let excluded = *self
-            .excluded
-            .entry(e.webhook.clone())
-            .or_insert_with(|| lease.exclude.iter().any(|w| w.to_string() == e.webhook));
-        !excluded
-    }
-
-    /// The event `e`, stored leased as row `seq`, as the dispatcher takes it.
-    fn claimed(&mut self, e: outbox::OutboxRow, seq: i64) -> Result<ClaimedEvent> {
-        if !self.targets.contains_key(&e.webhook) {
-            let target = self
-                .c
-                .prepare_cached(sql::WEBHOOK_TARGET)
-                .map_err(sql)?
-                .query_row(params![e.at, e.webhook], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(sql)?;
-            self.targets.insert(e.webhook.clone(), target);
-        }
-        let (url, sealed_secret, previous_sealed_secret) = self.targets[&e.webhook].clone();
-        self.taken += 1;
-        Ok(ClaimedEvent {
-            seq,
-            lease_token: 1,
-            webhook: id(e.webhook)?,
-            tenant_id: id(e.tenant)?,
-            url,
-            sealed_secret,
-            previous_sealed_secret,
-            event_id: e.event_id,
-            event_type: e.event_type.as_str().to_owned(),
-            message_id: Some(id(e.message)?),
-            payload: e.payload,
-            created_at: e.at,
-            attempts: 0,
-        })
-    }
 }
 
 #[cfg(test)]

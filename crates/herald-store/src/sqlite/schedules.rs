@@ -128,7 +128,6 @@ impl Schedules for SqliteStore {
     ) -> Result<Option<ScheduleRun>> {
         // One writer job: its savepoint is rolled back on any error, so the
         // firing, the schedule's move and the message stand or fall together.
-        let lone = self.lone.clone();
         self.db
             .write(move |c| {
                 let f = &firing;
@@ -173,10 +172,7 @@ impl Schedules for SqliteStore {
                         }
                     }
                 }
-                let submitted = message
-                    .as_ref()
-                    .map(|m| insert_message(c, m, &lone))
-                    .transpose()?;
+                let submitted = message.as_ref().map(|m| insert_message(c, m)).transpose()?;
                 let inserted = c
                     .prepare_cached(sql::INSERT_SCHEDULE_RUN)
                     .map_err(sql)?
