@@ -3337,6 +3337,41 @@ async fn test_messages_cause_only_test_completed(f: Fixture) {
     assert_eq!(f.event_types(t, all.id).await, ["test.completed"]);
 }
 
+impl Fixture {
+    /// Submits `messages` messages of `tenant` to a@ and b@x.example and
+    /// claims them; answers two nodes ("node-a", "node-b"), each with the
+    /// outcomes (sent, at 2,000) of one address's recipients.
+    async fn two_nodes_sending_one_each(
+        &self,
+        tenant: TenantId,
+        messages: usize,
+    ) -> [(Arc<dyn Store>, Vec<Outcome>, &'static str); 2] {
+        for _ in 0..messages {
+            self.submit(message(
+                tenant,
+                &["a@x.example", "b@x.example"],
+                None,
+                1_000,
+            ))
+            .await;
+        }
+        let claimed = self.claim(claim("n1", 1_000, 60_000)).await;
+        assert_eq!(claimed.len(), 2 * messages);
+        let outcomes = |address: &str| -> Vec<Outcome> {
+            claimed
+                .iter()
+                .filter(|c| c.address.as_ref() == address)
+                .map(|c| outcome_at(c, NextState::Sent, 2_000))
+                .collect()
+        };
+        let [one, two] = self.two_nodes().await;
+        [
+            (one, outcomes("a@x.example"), "node-a"),
+            (two, outcomes("b@x.example"), "node-b"),
+        ]
+    }
+}
+
 /// Two nodes completing the last two recipients of a message at the same
 /// moment: exactly one of them writes the message's event.
 async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
@@ -3345,20 +3380,8 @@ async fn concurrent_outcomes_write_one_message_event(f: Fixture) {
         .create_webhook(new_webhook(t, &[EventType::MessageSent], 0))
         .await;
     let messages = 8;
-    for _ in 0..messages {
-        f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
-            .await;
-    }
-    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
-    assert_eq!(claimed.len(), 2 * messages);
-    let [one, two] = f.two_nodes().await;
     let mut tasks = Vec::new();
-    for (store, address) in [(one, "a@x.example"), (two, "b@x.example")] {
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .filter(|c| c.address.as_ref() == address)
-            .map(|c| outcome_at(c, NextState::Sent, 2_000))
-            .collect();
+    for (store, outcomes, _) in f.two_nodes_sending_one_each(t, messages).await {
         tasks.push(tokio::spawn(async move {
             for o in outcomes {
                 assert_eq!(
@@ -3385,23 +3408,8 @@ async fn concurrent_outcomes_hand_a_chain_to_one_dispatcher(f: Fixture) {
         .create_webhook(new_webhook(t, &[EventType::RecipientSent], 0))
         .await;
     let messages = 16;
-    for _ in 0..messages {
-        f.submit(message(t, &["a@x.example", "b@x.example"], None, 1_000))
-            .await;
-    }
-    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
-    assert_eq!(claimed.len(), 2 * messages);
-    let [one, two] = f.two_nodes().await;
     let mut tasks = Vec::new();
-    for (store, address, node) in [
-        (one, "a@x.example", "node-a"),
-        (two, "b@x.example", "node-b"),
-    ] {
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .filter(|c| c.address.as_ref() == address)
-            .map(|c| outcome_at(c, NextState::Sent, 2_000))
-            .collect();
+    for (store, outcomes, node) in f.two_nodes_sending_one_each(t, messages).await {
         tasks.push(tokio::spawn(async move {
             let mut handed = Vec::new();
             for o in outcomes {
