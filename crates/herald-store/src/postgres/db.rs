@@ -67,6 +67,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_sole_recipients",
         include_str!("0017_sole_recipients.sql"),
     ),
+    (
+        "0018_outbox_without_foreign_key",
+        include_str!("0018_outbox_without_foreign_key.sql"),
+    ),
 ];
 
 /// The advisory lock every node takes while it migrates: "herald" in ASCII.

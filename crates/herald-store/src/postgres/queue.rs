@@ -769,8 +769,8 @@ async fn write_events(
     lease: Option<&EventLease>,
 ) -> Result<(usize, Vec<ClaimedEvent>)> {
     // The webhooks are locked against deletion until the commit: a webhook
-    // deleted meanwhile is waited for and then not found, rather than
-    // refusing the event (and with it the outcome) as a broken reference.
+    // deleted meanwhile is waited for and then not found, and one deleted
+    // after sees these events and deletes them too (see `delete_webhook`).
     let subscribers_sql = format!("{}{}", sql::SUBSCRIBERS, Lock::KeyShare.clause());
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {

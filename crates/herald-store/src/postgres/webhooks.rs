@@ -120,9 +120,9 @@ impl Webhooks for PgStore {
         let mut c = client(&self.pool).await?;
         let tx = c.transaction().await.map_err(pg)?;
         let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
-        execute(&tx, sql::DELETE_WEBHOOK_EVENTS, &[&id, &tenant_id])
-            .await
-            .map_err(pg)?;
+        // The webhook's row first: outcomes writing its events hold it
+        // (FOR KEY SHARE) until their commit, so once it is deleted the
+        // events' delete, a statement of its own, sees all of them.
         if execute(&tx, sql::DELETE_WEBHOOK, &[&id, &tenant_id])
             .await
             .map_err(pg)?
@@ -130,6 +130,9 @@ impl Webhooks for PgStore {
         {
             return Err(StoreError::NotFound);
         }
+        execute(&tx, sql::DELETE_WEBHOOK_EVENTS, &[&id, &tenant_id])
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 
