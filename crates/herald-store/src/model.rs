@@ -945,6 +945,9 @@ pub struct Completed {
 pub struct EventLease {
     pub node: String,
     pub incarnation: String,
+    /// When the lease is offered: a webhook's previous secret signs its
+    /// events too if its overlap lasts past this time, as for a claim now.
+    pub now: i64,
     pub until: i64,
     /// How many events the dispatcher takes at most.
     pub room: usize,

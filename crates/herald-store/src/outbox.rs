@@ -117,11 +117,12 @@ pub(crate) struct OutboxRow {
 
 impl OutboxRow {
     /// This event, stored leased as row `seq` (its first lease: token 1), as
-    /// the dispatcher it was handed to takes it; `subscribers` holds its
-    /// tenant's webhooks, its own among them.
+    /// the dispatcher it was handed to under `lease` takes it; `subscribers`
+    /// holds its tenant's webhooks, its own among them.
     pub fn handed(
         self,
         seq: i64,
+        lease: &EventLease,
         subscribers: &HashMap<String, Vec<Subscriber>>,
     ) -> crate::Result<ClaimedEvent> {
         let target = &subscribers[&self.tenant]
@@ -133,7 +134,7 @@ impl OutboxRow {
         let previous_sealed_secret = target
             .previous_sealed_secret
             .clone()
-            .filter(|_| target.previous_secret_until.is_some_and(|t| t > self.at));
+            .filter(|_| target.previous_secret_until.is_some_and(|t| t > lease.now));
         Ok(ClaimedEvent {
             seq,
             lease_token: 1,
@@ -360,9 +361,11 @@ impl<'a> RecordedOutcome<'a> {
     /// ([`crate::sql::COMPLETE_RECIPIENT`]).
     ///
     /// The recipient is [`RecordedOutcome::lone`] when it is its message's
-    /// only one (`sole`) and this outcome's claim is its first (`attempts`
-    /// counts the claims, one a lease, none for a lease given back): no
-    /// outcome of it was recorded before, by any node.
+    /// only one (`sole`) and this outcome's claim is its first: `attempts`
+    /// counts every claim (a hand-over at submission too), taken back only
+    /// for a lease given back unused (a release, a repin), so at 1 no outcome
+    /// of it was recorded before, by any node. (A lease that ran out, or a
+    /// crashed node's, stays counted: its message then only seems not alone.)
     pub fn from_row(outcome: &'a Outcome, r: &impl Columns) -> crate::Result<Self> {
         Ok(RecordedOutcome {
             outcome,
@@ -720,6 +723,7 @@ mod tests {
         let lease = EventLease {
             node: "n".into(),
             incarnation: "n-1".into(),
+            now: 0,
             until: 1,
             room: 2,
             exclude: vec![full],

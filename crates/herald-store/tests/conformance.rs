@@ -3569,6 +3569,7 @@ fn event_lease(room: usize) -> EventLease {
     EventLease {
         node: "node-a".into(),
         incarnation: "first".into(),
+        now: 2_500,
         until: 70_000,
         room,
         exclude: vec![],
@@ -3635,7 +3636,8 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
 
     // b, with room for one event: m1's chain for `hook` has one pending
     // (leased or not), so its new events wait for it, whatever the room.
-    // `quiet`'s secret was rotated: its old one signs too until 3,000.
+    // `quiet`'s secret was rotated: its old one signs too until 3,000, and
+    // so for a lease offered before then, as for a claim.
     f.rotate_webhook_secret(t, quiet.id, "sealed:two".into(), 3_000, 2_200)
         .await;
     let third = complete(
@@ -3654,7 +3656,7 @@ async fn outcomes_lease_their_events_to_the_dispatcher_offered(f: Fixture) {
     assert_eq!(
         third.handed[0].previous_sealed_secret.as_deref(),
         Some("sealed:one"),
-        "the event (at 2,500) falls in the overlap"
+        "the lease (offered at 2,500) falls in the overlap"
     );
 
     // Claims take what was not handed, and nothing of a chain behind a

@@ -251,12 +251,14 @@ impl Dispatcher {
             return None;
         }
         state.reserved += room;
+        let now = now_ms();
         Some(EventRoom {
             dispatcher: self.clone(),
             lease: EventLease {
                 node: self.config.node.clone(),
                 incarnation: self.config.incarnation.clone(),
-                until: now_ms() + millis(self.config.lease),
+                now,
+                until: now + millis(self.config.lease),
                 room,
                 exclude: self.full_webhooks(),
             },

@@ -235,6 +235,8 @@ enum Lock {
     Update,
     /// The row is about to be referenced: it cannot be deleted meanwhile, but may be changed.
     KeyShare,
+    /// The row is relied on as it stands: it cannot be changed or deleted meanwhile.
+    Share,
 }
 
 impl Lock {
@@ -243,6 +245,7 @@ impl Lock {
             Lock::None => "",
             Lock::Update => " FOR UPDATE",
             Lock::KeyShare => " FOR KEY SHARE",
+            Lock::Share => " FOR SHARE",
         }
     }
 

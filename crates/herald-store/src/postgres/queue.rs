@@ -768,10 +768,11 @@ async fn write_events(
     recorded: &[outbox::RecordedOutcome<'_>],
     lease: Option<&EventLease>,
 ) -> Result<(usize, Vec<ClaimedEvent>)> {
-    // The webhooks are locked against deletion until the commit: a webhook
-    // deleted meanwhile is waited for and then not found, and one deleted
-    // after sees these events and deletes them too (see `delete_webhook`).
-    let subscribers_sql = format!("{}{}", sql::SUBSCRIBERS, Lock::KeyShare.clause());
+    // The webhooks are held as they stand until the commit: one deleted or
+    // disabled meanwhile is waited for and then not found, and one deleted
+    // or disabled after sees these events, to delete or give them up too
+    // (see `delete_webhook`, `update_webhook`).
+    let subscribers_sql = Lock::Share.on(sql::SUBSCRIBERS);
     let mut subscribers: HashMap<String, Vec<outbox::Subscriber>> = HashMap::new();
     for r in recorded {
         if !subscribers.contains_key(&r.tenant) {
@@ -879,12 +880,15 @@ async fn write_events(
     )
     .await?;
     let written = events.len();
+    let Some(lease) = lease else {
+        return Ok((written, Vec::new()));
+    };
     let handed = events
         .into_iter()
         .zip(handed)
         .filter_map(|(e, handed)| handed.then_some(e))
         .zip(seqs)
-        .map(|(e, seq)| e.handed(seq, &subscribers))
+        .map(|(e, seq)| e.handed(seq, lease, &subscribers))
         .collect::<Result<Vec<_>>>()?;
     Ok((written, handed))
 }

@@ -15,8 +15,7 @@ pub(super) async fn load_template(
 ) -> Result<Template> {
     let statement = match lock {
         Lock::None => sql::TEMPLATE_BY_ID.to_owned(),
-        Lock::Update => format!("{} FOR UPDATE OF t", sql::TEMPLATE_BY_ID),
-        Lock::KeyShare => format!("{} FOR KEY SHARE OF t", sql::TEMPLATE_BY_ID),
+        lock => format!("{}{} OF t", sql::TEMPLATE_BY_ID, lock.clause()),
     };
     query_found(
         c,

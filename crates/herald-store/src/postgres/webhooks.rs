@@ -181,9 +181,11 @@ impl Webhooks for PgStore {
         let c = client(&self.pool).await?;
         let r = &t.result;
         let status = rules::webhook_test_status(r);
+        // The webhook held (FOR KEY SHARE) as the row goes in: one being
+        // deleted is waited for, then not found; one deleted after sees it.
         let inserted = execute(
             &c,
-            sql::INSERT_WEBHOOK_TEST,
+            &Lock::KeyShare.on(sql::INSERT_WEBHOOK_TEST),
             &[
                 &t.event_id,
                 &t.event_type,
@@ -258,11 +260,19 @@ impl Webhooks for PgStore {
         disable_failing_before: i64,
     ) -> Result<Vec<DisabledWebhook>> {
         self.noted(async {
-            // Events in seq order, and webhooks in id order below, so that
-            // the rows are met in one order (see FINISH_EVENTS).
             attempts.sort_by_key(|a| a.seq);
             let mut c = client(&self.pool).await?;
             let tx = c.transaction().await.map_err(pg)?;
+            // The webhooks before their events, as a deletion (its row, then
+            // its events) and a disabling (its row, then what waits for it)
+            // take them, so that none of them waits for the other in a circle.
+            let mut webhooks: Vec<String> =
+                attempts.iter().map(|a| a.webhook.to_string()).collect();
+            webhooks.sort_unstable();
+            webhooks.dedup();
+            execute(&tx, HOLD_WEBHOOKS, &[&webhooks])
+                .await
+                .map_err(pg)?;
             let current = finish_events(&tx, &attempts).await?;
             // Per webhook: whether any attempt succeeded, and the first failure.
             let mut health: BTreeMap<String, (bool, i64)> = BTreeMap::new();
@@ -400,6 +410,11 @@ async fn finish_events(
     .map(|recorded| recorded.into_iter().collect())
 }
 
+/// Holds the webhooks `$1` (in id order) against deletion while their
+/// events' attempts are recorded; changes to them may go on.
+const HOLD_WEBHOOKS: &str =
+    "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE";
+
 /// Records attempts given as arrays, one element each (`$1` the events,
 /// `$2` their lease tokens, `$3` to `$8` what came of them), only where
 /// the lease is still current; answers the events recorded and their tokens.
@@ -410,7 +425,7 @@ async fn finish_events(
 /// they once were: that cost a lock and a join a row, and guarded only
 /// against that.) A claim giving back expired leases may meet a late
 /// holder's finish on the same rows; should the two deadlock, PostgreSQL
-/// ends one, and both are tried again.
+/// ends one, and the dispatcher tries its claim or its record again.
 const FINISH_EVENTS: &str = "WITH a AS ( \
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], \
          $6::integer[], $7::text[], $8::bigint[]) \

@@ -837,8 +837,8 @@ fn write_events(
                 i64::from(lease.is_some())
             ])
             .map_err(sql)?;
-        if lease.is_some() {
-            handed.push(e.handed(c.last_insert_rowid(), &subscribers)?);
+        if let Some(lease) = lease {
+            handed.push(e.handed(c.last_insert_rowid(), lease, &subscribers)?);
         }
     }
     Ok((written, handed))
