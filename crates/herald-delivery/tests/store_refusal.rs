@@ -130,17 +130,18 @@ forward_to_inner! {
         provider_config(tenant: TenantId, provider: ProviderId) -> ProviderConfig;
     }
     and {
-        async fn complete(
+        async fn record_outcomes(
             &self,
             outcomes: Vec<Outcome>,
             captures: Vec<NewCapture>,
+            lease: Option<EventLease>,
         ) -> Result<Completed> {
             if self.refuse.load(Ordering::SeqCst) {
                 let mut refused = self.refused.lock().unwrap();
                 refused.extend(outcomes.iter().map(|o| o.recipient));
                 return Err(StoreError::Unavailable("database or disk is full".into()));
             }
-            DeliveryStore::complete(&self.inner, outcomes, captures).await
+            DeliveryStore::record_outcomes(&self.inner, outcomes, captures, lease).await
         }
     }
 }

@@ -257,7 +257,9 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
-    ) -> Result<Completed>;
+    ) -> Result<Completed> {
+        self.record_outcomes(outcomes, captures, None).await
+    }
 
     /// As [`DeliveryStore::complete`], and the events the outcomes write are leased
     /// at once to the dispatcher `lease` names, up to its room, and come back
@@ -271,9 +273,17 @@ pub trait DeliveryStore: Send + Sync {
         captures: Vec<NewCapture>,
         lease: EventLease,
     ) -> Result<Completed> {
-        let _ = lease;
-        self.complete(outcomes, captures).await
+        self.record_outcomes(outcomes, captures, Some(lease)).await
     }
+
+    /// What [`DeliveryStore::complete`] and, with a dispatcher's `lease`,
+    /// [`DeliveryStore::complete_and_lease_events`] do: the one a store implements.
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+        captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
+    ) -> Result<Completed>;
 
     /// Gives claimed recipients back without an attempt (at shutdown).
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()>;
@@ -317,23 +327,13 @@ impl<T: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<T> {
         (**self).message_contents(ids).await
     }
 
-    async fn complete(
+    async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
     ) -> Result<Completed> {
-        (**self).complete(outcomes, captures).await
-    }
-
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        (**self)
-            .complete_and_lease_events(outcomes, captures, lease)
-            .await
+        (**self).record_outcomes(outcomes, captures, lease).await
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {

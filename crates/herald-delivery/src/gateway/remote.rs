@@ -19,8 +19,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use herald_core::timestamp::now_ms;
 use herald_core::{GatewayId, MessageId, ProviderId, RecipientId, Sealer, TenantId};
 use herald_store::{
-    Cause, ClaimRequest, Claimed, Completed, DeliveryStore, MessageContent, NewCapture, Outcome,
-    ProviderConfig, StoreError,
+    Cause, ClaimRequest, Claimed, Completed, DeliveryStore, EventLease, MessageContent, NewCapture,
+    Outcome, ProviderConfig, StoreError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -353,10 +353,12 @@ impl DeliveryStore for RemoteStore {
             .collect())
     }
 
-    async fn complete(
+    /// A gateway's dispatcher-less outcomes: no lease to hand events to.
+    async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
+        _lease: Option<EventLease>,
     ) -> Result<Completed> {
         if !captures.is_empty() {
             // A gateway delivers only through its tenant's servers; the

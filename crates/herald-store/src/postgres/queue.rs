@@ -125,21 +125,101 @@ impl DeliveryStore for PgStore {
         Ok(ids.iter().filter_map(|m| found.get(m).cloned()).collect())
     }
 
-    async fn complete(
+    async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
     ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, None).await
-    }
-
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, Some(lease)).await
+        let result = async {
+            let mut c = client(&self.pool).await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            // One statement for every outcome's recipient, one for every
+            // attempt: a hundred outcomes cost two statements, not two hundred.
+            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
+            for o in &outcomes {
+                let (st, due_at) = match o.next {
+                    NextState::Sent => ("sent", None),
+                    NextState::Failed => ("failed", None),
+                    NextState::Deferred { until } => ("deferred", Some(until)),
+                };
+                ids.push(o.recipient.to_string());
+                tokens.push(o.lease_token);
+                states.push(st);
+                due.push(due_at);
+            }
+            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
+            let position: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            let mut accepted = vec![false; outcomes.len()];
+            let mut recorded_messages = HashSet::new();
+            // Recipients that reached a final state leave their tenant's queue.
+            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
+            // The recorded outcomes, for the webhook events they cause, in
+            // the order given (as their events are).
+            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
+                std::iter::repeat_with(|| None)
+                    .take(outcomes.len())
+                    .collect();
+            for row in &changed {
+                let id: String = get(row, "id")?;
+                let Some(&i) = position.get(id.as_str()) else {
+                    continue;
+                };
+                accepted[i] = true;
+                let r = outbox::RecordedOutcome::from_row(&outcomes[i], row)?;
+                recorded_messages.insert(r.message.clone());
+                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
+                    *finished.entry(r.tenant.clone()).or_default() += 1;
+                }
+                recorded[i] = Some(r);
+            }
+            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
+            insert_attempts(
+                &tx,
+                outcomes
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(_, current)| **current)
+                    .map(|(o, _)| o),
+            )
+            .await?;
+            for cap in &captures {
+                if recorded_messages.contains(&cap.message.to_string()) {
+                    execute(
+                        &tx,
+                        sql::INSERT_CAPTURE,
+                        &[
+                            &cap.message.to_string(),
+                            &cap.tenant.to_string(),
+                            &cap.envelope_from,
+                            &Json(&cap.recipients),
+                            &cap.content,
+                            &cap.at,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            let (events, handed) = write_events(&tx, &recorded, lease.as_ref()).await?;
+            // Last before the commit and in tenant order, as submissions do.
+            for (tenant, count) in finished {
+                change_queued(&tx, &tenant, -count).await?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(Completed {
+                accepted,
+                events,
+                handed,
+            })
+        }
+        .await;
+        self.writes.note(&result);
+        result
     }
 
     async fn release(&self, mut leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -634,107 +714,6 @@ impl Queue for PgStore {
             })
         })
         .collect()
-    }
-}
-
-impl PgStore {
-    /// [`DeliveryStore::complete`], and with a dispatcher's `lease`
-    /// [`DeliveryStore::complete_and_lease_events`].
-    async fn record_outcomes(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: Option<EventLease>,
-    ) -> Result<Completed> {
-        let result = async {
-            let mut c = client(&self.pool).await?;
-            let tx = c.transaction().await.map_err(pg)?;
-            // One statement for every outcome's recipient, one for every
-            // attempt: a hundred outcomes cost two statements, not two hundred.
-            let (mut ids, mut tokens, mut states, mut due) = (vec![], vec![], vec![], vec![]);
-            for o in &outcomes {
-                let (st, due_at) = match o.next {
-                    NextState::Sent => ("sent", None),
-                    NextState::Failed => ("failed", None),
-                    NextState::Deferred { until } => ("deferred", Some(until)),
-                };
-                ids.push(o.recipient.to_string());
-                tokens.push(o.lease_token);
-                states.push(st);
-                due.push(due_at);
-            }
-            let changed = query(&tx, COMPLETE_RECIPIENTS, &[&ids, &tokens, &states, &due]).await?;
-            let position: HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
-            let mut accepted = vec![false; outcomes.len()];
-            let mut recorded_messages = HashSet::new();
-            // Recipients that reached a final state leave their tenant's queue.
-            let mut finished: BTreeMap<String, i64> = BTreeMap::new();
-            // The recorded outcomes, for the webhook events they cause, in
-            // the order given (as their events are).
-            let mut recorded: Vec<Option<outbox::RecordedOutcome>> =
-                std::iter::repeat_with(|| None)
-                    .take(outcomes.len())
-                    .collect();
-            for row in &changed {
-                let id: String = get(row, "id")?;
-                let Some(&i) = position.get(id.as_str()) else {
-                    continue;
-                };
-                accepted[i] = true;
-                let r = outbox::RecordedOutcome::from_row(&outcomes[i], row)?;
-                recorded_messages.insert(r.message.clone());
-                if !matches!(r.outcome.next, NextState::Deferred { .. }) {
-                    *finished.entry(r.tenant.clone()).or_default() += 1;
-                }
-                recorded[i] = Some(r);
-            }
-            let recorded: Vec<_> = recorded.into_iter().flatten().collect();
-            insert_attempts(
-                &tx,
-                outcomes
-                    .iter()
-                    .zip(&accepted)
-                    .filter(|(_, current)| **current)
-                    .map(|(o, _)| o),
-            )
-            .await?;
-            for cap in &captures {
-                if recorded_messages.contains(&cap.message.to_string()) {
-                    execute(
-                        &tx,
-                        sql::INSERT_CAPTURE,
-                        &[
-                            &cap.message.to_string(),
-                            &cap.tenant.to_string(),
-                            &cap.envelope_from,
-                            &Json(&cap.recipients),
-                            &cap.content,
-                            &cap.at,
-                        ],
-                    )
-                    .await
-                    .map_err(pg)?;
-                }
-            }
-            let (events, handed) = write_events(&tx, &recorded, lease.as_ref()).await?;
-            // Last before the commit and in tenant order, as submissions do.
-            for (tenant, count) in finished {
-                change_queued(&tx, &tenant, -count).await?;
-            }
-            tx.commit().await.map_err(pg)?;
-            Ok(Completed {
-                accepted,
-                events,
-                handed,
-            })
-        }
-        .await;
-        self.writes.note(&result);
-        result
     }
 }
 

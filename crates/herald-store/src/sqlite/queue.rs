@@ -115,21 +115,102 @@ impl DeliveryStore for SqliteStore {
             .await
     }
 
-    async fn complete(
+    async fn record_outcomes(
         &self,
         outcomes: Vec<Outcome>,
         captures: Vec<NewCapture>,
+        lease: Option<EventLease>,
     ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, None).await
-    }
-
-    async fn complete_and_lease_events(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: EventLease,
-    ) -> Result<Completed> {
-        self.record_outcomes(outcomes, captures, Some(lease)).await
+        self.db
+            .write_repeatable(move |c| {
+                let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
+                let mut insert = c.prepare_cached(sql::INSERT_ATTEMPT).map_err(sql)?;
+                let mut accepted = Vec::with_capacity(outcomes.len());
+                let mut recorded_messages = HashSet::new();
+                // Recipients that reached a final state leave their tenant's queue.
+                let mut finished: HashMap<String, i64> = HashMap::new();
+                // The recorded outcomes' recipients, for the events they cause.
+                let mut recorded = Vec::new();
+                for o in &outcomes {
+                    let (st, due_at) = match o.next {
+                        NextState::Sent => ("sent", None),
+                        NextState::Failed => ("failed", None),
+                        NextState::Deferred { until } => ("deferred", Some(until)),
+                    };
+                    let rid = o.recipient.to_string();
+                    // The fencing check: a lease taken over by another claim has a newer token.
+                    let mut rows = update
+                        .query(params![st, due_at, rid, o.lease_token])
+                        .map_err(sql)?;
+                    let row = rows.next().map_err(sql)?;
+                    let current = row.is_some();
+                    if let Some(row) = row {
+                        let r = outbox::RecordedOutcome::from_row(o, row)?;
+                        recorded_messages.insert(r.message.clone());
+                        if due_at.is_none() {
+                            *finished.entry(r.tenant.clone()).or_default() += 1;
+                        }
+                        recorded.push(r);
+                    }
+                    drop(rows);
+                    if current {
+                        let a = &o.attempt;
+                        insert
+                            .execute(params![
+                                rid,
+                                a.at,
+                                a.node,
+                                a.server,
+                                a.outcome.as_str(),
+                                a.step,
+                                a.code,
+                                a.enhanced_code,
+                                a.response,
+                                a.duration_ms,
+                                a.remote_addr,
+                                a.tls_version,
+                                a.tls_cipher,
+                                a.provider_id.map(|p| p.to_string()),
+                                a.config_version,
+                                a.sender_policy,
+                                a.diagnosis.as_ref().map(|d| d.to_string())
+                            ])
+                            .map_err(sql)?;
+                    }
+                    accepted.push(current);
+                }
+                let (events, handed) = write_events(c, &recorded, lease.as_ref())?;
+                for cap in &captures {
+                    if recorded_messages.contains(&cap.message.to_string()) {
+                        c.execute(
+                            sql::INSERT_CAPTURE,
+                            params![
+                                cap.message.to_string(),
+                                cap.tenant.to_string(),
+                                cap.envelope_from,
+                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
+                                cap.content,
+                                cap.at
+                            ],
+                        )
+                        .map_err(sql)?;
+                    }
+                }
+                let mut leave = c
+                .prepare_cached(
+                    "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
+                )
+                .map_err(sql)?;
+                for (tenant, count) in finished {
+                    leave.execute(params![count, tenant]).map_err(sql)?;
+                }
+                Ok(Completed {
+                    accepted,
+                    events,
+                    handed,
+                })
+            })
+            .await
     }
 
     async fn release(&self, leases: Vec<(RecipientId, i64)>) -> Result<()> {
@@ -658,107 +739,6 @@ fn leased(
             })
         })
         .collect()
-}
-
-impl SqliteStore {
-    /// [`DeliveryStore::complete`], the events leased to `lease`'s dispatcher where one is given.
-    async fn record_outcomes(
-        &self,
-        outcomes: Vec<Outcome>,
-        captures: Vec<NewCapture>,
-        lease: Option<EventLease>,
-    ) -> Result<Completed> {
-        self.db
-            .write_repeatable(move |c| {
-                let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
-                let mut insert = c.prepare_cached(sql::INSERT_ATTEMPT).map_err(sql)?;
-                let mut accepted = Vec::with_capacity(outcomes.len());
-                let mut recorded_messages = HashSet::new();
-                // Recipients that reached a final state leave their tenant's queue.
-                let mut finished: HashMap<String, i64> = HashMap::new();
-                // The recorded outcomes' recipients, for the events they cause.
-                let mut recorded = Vec::new();
-                for o in &outcomes {
-                    let (st, due_at) = match o.next {
-                        NextState::Sent => ("sent", None),
-                        NextState::Failed => ("failed", None),
-                        NextState::Deferred { until } => ("deferred", Some(until)),
-                    };
-                    let rid = o.recipient.to_string();
-                    // The fencing check: a lease taken over by another claim has a newer token.
-                    let mut rows = update
-                        .query(params![st, due_at, rid, o.lease_token])
-                        .map_err(sql)?;
-                    let row = rows.next().map_err(sql)?;
-                    let current = row.is_some();
-                    if let Some(row) = row {
-                        let r = outbox::RecordedOutcome::from_row(o, row)?;
-                        recorded_messages.insert(r.message.clone());
-                        if due_at.is_none() {
-                            *finished.entry(r.tenant.clone()).or_default() += 1;
-                        }
-                        recorded.push(r);
-                    }
-                    drop(rows);
-                    if current {
-                        let a = &o.attempt;
-                        insert
-                            .execute(params![
-                                rid,
-                                a.at,
-                                a.node,
-                                a.server,
-                                a.outcome.as_str(),
-                                a.step,
-                                a.code,
-                                a.enhanced_code,
-                                a.response,
-                                a.duration_ms,
-                                a.remote_addr,
-                                a.tls_version,
-                                a.tls_cipher,
-                                a.provider_id.map(|p| p.to_string()),
-                                a.config_version,
-                                a.sender_policy,
-                                a.diagnosis.as_ref().map(|d| d.to_string())
-                            ])
-                            .map_err(sql)?;
-                    }
-                    accepted.push(current);
-                }
-                let (events, handed) = write_events(c, &recorded, lease.as_ref())?;
-                for cap in &captures {
-                    if recorded_messages.contains(&cap.message.to_string()) {
-                        c.execute(
-                            sql::INSERT_CAPTURE,
-                            params![
-                                cap.message.to_string(),
-                                cap.tenant.to_string(),
-                                cap.envelope_from,
-                                serde_json::to_string(&cap.recipients).expect("strings serialise"),
-                                cap.content,
-                                cap.at
-                            ],
-                        )
-                        .map_err(sql)?;
-                    }
-                }
-                let mut leave = c
-                .prepare_cached(
-                    "UPDATE tenants SET queued_recipients = queued_recipients - ?1 WHERE id = ?2",
-                )
-                .map_err(sql)?;
-                for (tenant, count) in finished {
-                    leave.execute(params![count, tenant]).map_err(sql)?;
-                }
-                Ok(Completed {
-                    accepted,
-                    events,
-                    handed,
-                })
-            })
-            .await
-    }
 }
 
 /// Writes the webhook events the recorded outcomes cause, in their
