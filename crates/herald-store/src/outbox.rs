@@ -506,14 +506,14 @@ pub(crate) fn outcome_events<'a>(
 /// is used its first events, and only when nothing of it was pending before
 /// these outcomes, so no event passes an earlier one; nothing of a webhook
 /// the lease excludes. The events are asked about in their order.
-pub(crate) struct HandOver<'l> {
+struct HandOver<'l> {
     lease: &'l EventLease,
     excluded: HashSet<String>,
     taken: usize,
 }
 
 impl<'l> HandOver<'l> {
-    pub fn new(lease: &'l EventLease) -> HandOver<'l> {
+    fn new(lease: &'l EventLease) -> HandOver<'l> {
         HandOver {
             lease,
             excluded: lease.exclude.iter().map(ToString::to_string).collect(),
@@ -521,19 +521,44 @@ impl<'l> HandOver<'l> {
         }
     }
 
-    /// The lease handed events are written under.
-    pub fn lease(&self) -> &'l EventLease {
-        self.lease
-    }
-
     /// Whether the next event, for `webhook`, of a chain that `was_pending`
     /// or not, goes to the dispatcher (and takes a place of its room).
-    pub fn takes(&mut self, webhook: &str, was_pending: bool) -> bool {
+    fn takes(&mut self, webhook: &str, was_pending: bool) -> bool {
         let takes =
             !was_pending && self.taken < self.lease.room && !self.excluded.contains(webhook);
         self.taken += usize::from(takes);
         takes
     }
+}
+
+/// When each of `events` is due and whether it goes to the dispatcher
+/// `lease` names ([`HandOver`]), in their order. `pending` holds, per chain (webhook id, message id), when
+/// its latest pending event was due before these events; a chain with
+/// nothing pending is absent. An event is due no earlier than the pending
+/// events before it in its chain, those of this batch included.
+pub(crate) fn schedule(
+    events: &[OutboxRow],
+    pending: &HashMap<(&str, &str), i64>,
+    lease: Option<&EventLease>,
+) -> Vec<(i64, bool)> {
+    let mut hand = lease.map(HandOver::new);
+    let mut latest: HashMap<(&str, &str), i64> = HashMap::new();
+    events
+        .iter()
+        .map(|e| {
+            let chain = (e.webhook.as_str(), e.message.as_str());
+            let before = pending.get(&chain);
+            let due = latest
+                .get(&chain)
+                .or(before)
+                .map_or(e.at, |d| (*d).max(e.at));
+            latest.insert(chain, due);
+            let handed = hand
+                .as_mut()
+                .is_some_and(|h| h.takes(&e.webhook, before.is_some()));
+            (due, handed)
+        })
+        .collect()
 }
 
 /// What a webhook's events waiting when it was disabled say, given up.
@@ -735,5 +760,40 @@ mod tests {
         assert!(hand.takes("w1", false));
         assert!(hand.takes("w2", false));
         assert!(!hand.takes("w3", false), "past the room");
+    }
+
+    /// An event is due no earlier than the pending events before it in its
+    /// chain, those of its batch included, and goes to the dispatcher only
+    /// when its chain had nothing pending before the batch.
+    #[test]
+    fn a_schedule_keeps_each_chain_in_order() {
+        let event = |webhook: &str, at: i64| OutboxRow {
+            webhook: webhook.into(),
+            tenant: "t".into(),
+            event_id: new_event_id(),
+            event_type: EventType::RecipientSent,
+            message: "m".into(),
+            payload: "{}".into(),
+            at,
+            new_chain: false,
+        };
+        let events = [event("w1", 500), event("w2", 500), event("w2", 400)];
+        let pending = HashMap::from([(("w1", "m"), 1_000)]);
+        let lease = EventLease {
+            node: "n".into(),
+            incarnation: "n-1".into(),
+            now: 0,
+            until: 1,
+            room: 10,
+            exclude: vec![],
+        };
+        assert_eq!(
+            schedule(&events, &pending, Some(&lease)),
+            [(1_000, false), (500, true), (500, true)]
+        );
+        assert_eq!(
+            schedule(&events, &pending, None),
+            [(1_000, false), (500, false), (500, false)]
+        );
     }
 }

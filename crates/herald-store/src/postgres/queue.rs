@@ -720,7 +720,7 @@ impl Queue for PgStore {
 /// Writes the webhook events the recorded outcomes cause, in their
 /// transaction (nothing when none of their tenants has an enabled webhook);
 /// answers how many, and those leased to `lease`'s dispatcher
-/// ([`outbox::HandOver`] says which).
+/// ([`outbox::schedule`] says which).
 ///
 /// Two transactions recording outcomes of one message (of different
 /// recipients) could each read its recipients and its chains before the
@@ -805,7 +805,6 @@ async fn write_events(
         .iter()
         .map(|e| (e.webhook.as_str(), e.message.as_str(), e.tenant.as_str()))
         .collect();
-    let mut latest: HashMap<(&str, &str), i64> = HashMap::new();
     let rows = if events.iter().all(|e| e.new_chain) {
         Vec::new()
     } else {
@@ -816,24 +815,15 @@ async fn write_events(
             .collect();
         query(tx, CHAIN_LATEST_DUES, &[&webhooks, &messages, &tenants]).await?
     };
+    let mut pending: HashMap<(&str, &str), i64> = HashMap::new();
     for row in &rows {
         if let Some(due) = get::<Option<i64>>(row, "due_at")? {
-            latest.insert((get(row, "webhook_id")?, get(row, "message_id")?), due);
+            pending.insert((get(row, "webhook_id")?, get(row, "message_id")?), due);
         }
     }
-    let pending: HashSet<(&str, &str)> = latest.keys().copied().collect();
-    let mut hand = lease.map(outbox::HandOver::new);
-    let (mut due, mut handed) = (Vec::new(), Vec::new());
-    for e in &events {
-        let key = (e.webhook.as_str(), e.message.as_str());
-        let chain = latest.entry(key).or_insert(e.at);
-        *chain = (*chain).max(e.at);
-        due.push(*chain);
-        handed.push(
-            hand.as_mut()
-                .is_some_and(|h| h.takes(&e.webhook, pending.contains(&key))),
-        );
-    }
+    let (due, handed): (Vec<i64>, Vec<bool>) = outbox::schedule(&events, &pending, lease)
+        .into_iter()
+        .unzip();
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();

@@ -121,7 +121,7 @@ impl Webhooks for PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         let (id, tenant_id) = (id.to_string(), tenant_id.to_string());
         // The webhook's row first: outcomes writing its events hold it
-        // (FOR KEY SHARE) until their commit, so once it is deleted the
+        // (FOR SHARE) until their commit, so once it is deleted the
         // events' delete, a statement of its own, sees all of them.
         if execute(&tx, sql::DELETE_WEBHOOK, &[&id, &tenant_id])
             .await

@@ -2,7 +2,6 @@
 
 use super::config::provider_config;
 use super::*;
-use std::collections::hash_map::Entry;
 
 #[async_trait]
 impl DeliveryStore for SqliteStore {
@@ -152,7 +151,6 @@ impl DeliveryStore for SqliteStore {
                         }
                         recorded.push(r);
                     }
-                    drop(rows);
                     if current {
                         let a = &o.attempt;
                         insert
@@ -767,40 +765,30 @@ fn write_events(
         })?;
         m.event(&mut events, &subscribers, &recipients);
     }
-    let mut insert = c.prepare_cached(INSERT_EVENT).map_err(sql)?;
-    let mut latest_due = c.prepare_cached(CHAIN_LATEST_DUE).map_err(sql)?;
-    let written = events.len();
-    let mut chains: HashMap<(String, String), Chain> = HashMap::new();
-    let mut hand = lease.map(outbox::HandOver::new);
-    let mut handed = Vec::new();
-    for e in events {
-        let key = (e.webhook.clone(), e.message.clone());
-        let chain = match chains.entry(key) {
-            Entry::Occupied(chain) => chain.into_mut(),
-            Entry::Vacant(place) => {
-                let latest: Option<i64> = if e.new_chain {
-                    None
-                } else {
-                    latest_due
-                        .query_row(params![e.webhook, e.message], |r| r.get(0))
-                        .map_err(sql)?
-                };
-                place.insert(Chain {
-                    was_pending: latest.is_some(),
-                    latest_due: latest,
-                })
+    let schedule = {
+        // Each chain's latest pending due time, read once a chain.
+        let mut latest_due = c.prepare_cached(CHAIN_LATEST_DUE).map_err(sql)?;
+        let mut pending: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut read: HashSet<(&str, &str)> = HashSet::new();
+        for e in events.iter().filter(|e| !e.new_chain) {
+            let chain = (e.webhook.as_str(), e.message.as_str());
+            if read.insert(chain) {
+                let due: Option<i64> = latest_due
+                    .query_row(params![e.webhook, e.message], |r| r.get(0))
+                    .map_err(sql)?;
+                if let Some(due) = due {
+                    pending.insert(chain, due);
+                }
             }
-        };
-        // Due no earlier than the pending events before it in its chain.
-        let due = chain.latest_due.map_or(e.at, |d| d.max(e.at));
-        chain.latest_due = Some(due);
+        }
+        outbox::schedule(&events, &pending, lease)
+    };
+    let mut insert = c.prepare_cached(INSERT_EVENT).map_err(sql)?;
+    let written = events.len();
+    let mut handed = Vec::new();
+    for (e, (due, hands)) in events.into_iter().zip(schedule) {
         // The lease this event is written under, if it goes to the dispatcher.
-        let lease = match hand.as_mut() {
-            Some(hand) => hand
-                .takes(&e.webhook, chain.was_pending)
-                .then(|| hand.lease()),
-            None => None,
-        };
+        let lease = lease.filter(|_| hands);
         insert
             .execute(params![
                 e.webhook,
@@ -835,14 +823,6 @@ const INSERT_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, e
 /// message) is due; none when nothing of it is pending.
 const CHAIN_LATEST_DUE: &str = "SELECT MAX(due_at) FROM webhook_outbox INDEXED BY webhook_outbox_chain \
      WHERE webhook_id = ?1 AND message_id = ?2 AND status = 'pending'";
-
-/// A chain that outcomes write events to, as it stands in their transaction.
-struct Chain {
-    /// Something of it was pending before these outcomes.
-    was_pending: bool,
-    /// When its latest pending event is due, those just written included.
-    latest_due: Option<i64>,
-}
 
 #[cfg(test)]
 mod tests {
