@@ -13,6 +13,7 @@ pub const TENANT: &str = "bench";
 /// A node's API.
 #[derive(Clone)]
 pub struct Api {
+    pub addr: std::net::SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
 }
@@ -32,6 +33,7 @@ impl Api {
             .pool_max_idle_per_host(usize::MAX)
             .build()?;
         Ok(Api {
+            addr,
             base: format!("http://{addr}"),
             client,
         })
@@ -216,7 +218,12 @@ impl Api {
     }
 
     pub fn messages_url(&self, tenant: &Tenant) -> String {
-        format!("{}/v1/tenants/{}/messages", self.base, tenant.slug)
+        format!("{}{}", self.base, Api::messages_path(tenant))
+    }
+
+    /// The single-message API's path for `tenant`.
+    pub fn messages_path(tenant: &Tenant) -> String {
+        format!("/v1/tenants/{}/messages", tenant.slug)
     }
 
     pub fn batch_url(&self, tenant: &Tenant) -> String {

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::api::{Api, Tenant};
+use crate::poster::Poster;
 use crate::sys::round;
 
 /// What one load run got back, over HTTP or over SMTP.
@@ -50,6 +51,21 @@ impl Outcome {
         if self.first_problem.is_none() {
             self.first_problem = other.first_problem;
         }
+    }
+
+    /// Counts a single submission's answer: `202` accepted, a server error
+    /// failed, anything else refused; `body` says why when it was not accepted.
+    fn verdict(&mut self, status: u16, body: impl FnOnce() -> String) {
+        if status == StatusCode::ACCEPTED.as_u16() {
+            self.accepted += 1;
+            return;
+        }
+        if status >= 500 {
+            self.failed += 1;
+        } else {
+            self.refused += 1;
+        }
+        self.problem(format!("{status}: {}", body()));
     }
 
     pub(crate) fn problem(&mut self, what: String) {
@@ -113,15 +129,7 @@ async fn post_one(api: &Api, url: &str, token: &str, body: &'static [u8], out: &
             // The body is read to the end so the connection can be reused.
             let text = response.text().await.unwrap_or_default();
             out.latencies.push(started.elapsed());
-            if status == StatusCode::ACCEPTED {
-                out.accepted += 1;
-            } else if status.is_server_error() {
-                out.failed += 1;
-                out.problem(format!("{status}: {text}"));
-            } else {
-                out.refused += 1;
-                out.problem(format!("{status}: {text}"));
-            }
+            out.verdict(status.as_u16(), || text);
         }
         Err(error) => {
             out.failed += 1;
@@ -131,7 +139,8 @@ async fn post_one(api: &Api, url: &str, token: &str, body: &'static [u8], out: &
 }
 
 /// `clients` clients, each submitting one message at a time through the single
-/// API until `count` have been submitted; spread over the nodes' APIs.
+/// API until `count` have been submitted; spread over the nodes' APIs. Each
+/// client keeps one connection and posts a prepared request ([`Poster`]).
 pub async fn single(
     apis: &[Api],
     tenant: &Tenant,
@@ -141,13 +150,26 @@ pub async fn single(
 ) -> Outcome {
     let next = Arc::new(AtomicU64::new(0));
     closed_loop(apis, clients, |api| {
-        let url = api.messages_url(tenant);
-        let token = tenant.sender.clone();
+        let mut poster = Poster::new(api.addr, &Api::messages_path(tenant), &tenant.sender, body);
         let next = next.clone();
         async move {
             let mut out = Outcome::default();
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                post_one(&api, &url, &token, body, &mut out).await;
+                let started = Instant::now();
+                let answer = poster.post().await;
+                out.requests += 1;
+                match answer {
+                    Ok(answer) => {
+                        out.latencies.push(started.elapsed());
+                        out.verdict(answer.status, || {
+                            String::from_utf8_lossy(&answer.body).into_owned()
+                        });
+                    }
+                    Err(error) => {
+                        out.failed += 1;
+                        out.problem(error);
+                    }
+                }
             }
             out
         }

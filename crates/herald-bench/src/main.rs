@@ -19,6 +19,7 @@ mod gateway;
 mod hooks;
 mod load;
 mod place;
+mod poster;
 mod postfix;
 mod report;
 mod rss;

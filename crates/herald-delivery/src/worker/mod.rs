@@ -240,10 +240,13 @@ impl Worker {
 
     /// How many recipients each tenant may have claimed now: what its route
     /// can start soon (its connections plus its recent pace, less what is
-    /// claimed for it), within the tenant's share of this node. Tenants not
-    /// listed (this node has not delivered their mail yet) get the second value.
-    fn rooms(&self) -> (HashMap<TenantId, u32>, u32) {
-        let share = self.tenant_share();
+    /// claimed for it), within the tenant's share of this node less `kept`
+    /// (the places kept for mail handed over: were a claim to fill a
+    /// tenant's whole share, its next submissions could not be handed over
+    /// and would wait for the claim after). Tenants not listed (this node
+    /// has not delivered their mail yet) get the second value.
+    fn rooms(&self, kept: usize) -> (HashMap<TenantId, u32>, u32) {
+        let share = self.tenant_share().saturating_sub(kept).max(1);
         let load = self.load.lock().expect("load lock").clone();
         let routes = self.pools.routes_of_tenants();
         let room = |tenant: &TenantId, route: usize| {
@@ -356,7 +359,7 @@ impl Worker {
             let (claimed, full) = match held {
                 Some(_) => {
                     kicked = false;
-                    let (rooms, default_room) = self.rooms();
+                    let (rooms, default_room) = self.rooms(kept);
                     let request = ClaimRequest {
                         node: self.config.node.clone(),
                         incarnation: self.config.incarnation.clone(),
