@@ -3,6 +3,7 @@
 //! Everything durable goes through [`Store`]; only this crate contains SQL.
 //! Both implementations pass the same conformance suite (`tests/conformance.rs`).
 
+mod access;
 pub mod handoff;
 pub mod migrate;
 pub mod model;

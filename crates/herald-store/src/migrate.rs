@@ -473,9 +473,11 @@ const TABLES: &[Table] = &[
 pub const NOT_COPIED: &[&str] = &["nodes", "sessions"];
 
 /// Tables of one backend that are not data to copy: each database's own
-/// migrations, and PostgreSQL's `tenant_queue_shards`, changes to the count
+/// migrations; SQLite's `access_changes`, its count of changes to tokens,
+/// people and tenants for the nodes' lookups (PostgreSQL announces them
+/// instead); and PostgreSQL's `tenant_queue_shards`, changes to the count
 /// of queued recipients whose base (`tenants.queued_recipients`) is copied.
-const SQLITE_BOOKKEEPING: &[&str] = &[];
+const SQLITE_BOOKKEEPING: &[&str] = &["access_changes"];
 const POSTGRES_BOOKKEEPING: &[&str] = &["herald_migrations", "tenant_queue_shards"];
 
 /// Rows in flight between the SQLite reader and the PostgreSQL writer: enough

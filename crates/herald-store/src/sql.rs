@@ -224,6 +224,8 @@ pub(crate) const AUDIT: &str = "SELECT tenant_id, at, actor, token_id, remote_ad
      audit WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2";
 pub(crate) const ACCOUNT_OF_PERSON: &str =
     "SELECT username FROM smtp_accounts WHERE person_id = $1 AND tenant_id = $2 LIMIT 1";
+/// SQLite's count of changes that can alter what a token may do (migration 0021).
+pub(crate) const ACCESS_CHANGES: &str = "SELECT count FROM access_changes WHERE id = 1";
 pub(crate) const TOKEN_USED: &str = "UPDATE tokens SET last_used_at = $1 WHERE id = $2";
 
 pub(crate) const OPERATOR_TOKEN_EXISTS: &str =

@@ -1,20 +1,22 @@
-//! PostgreSQL nodes keep the tokens and tenants they looked up for API
-//! requests, and forget them as soon as any node changes a token, a person
-//! or a tenant: a revoked token stops working on every node.
+//! Nodes keep the tokens and tenants they looked up for API requests, and
+//! forget them as soon as anything changes a token, a person or a tenant: a
+//! revoked token stops working at once.
 //!
-//! Each test runs two stores (two nodes) on one fresh database from
-//! `herald_testkit::TestDatabase`; without a PostgreSQL server they are
+//! The PostgreSQL tests run two stores (two nodes) on one fresh database
+//! from `herald_testkit::TestDatabase`; without a PostgreSQL server they are
 //! skipped with a line on stderr, or fail where `HERALD_REQUIRE` names it.
+//! The SQLite tests run two stores on one file: the node, and another
+//! process beside it (`herald operator token revoke` opens the file so).
 
 use std::time::Duration;
 
 use herald_core::{PersonRole, Role, TenantId, TokenId};
 use herald_store::prelude::*;
-use herald_store::{NewToken, Person, PgStore};
+use herald_store::{NewToken, Person, PgStore, SqliteStore};
 use herald_testkit::{TestDatabase, eventually};
 
 mod builders;
-use builders::{person, tenant, token};
+use builders::{message, person, tenant, token};
 
 /// Long enough for a notification on a loaded machine (it usually takes a
 /// millisecond), and shorter than the cache's own maximum age, so that only
@@ -148,4 +150,88 @@ async fn a_tenant_changed_on_one_node_is_read_again_by_the_other() {
         tenant?.credential_storage.then_some(())
     })
     .await;
+}
+
+/// The token's name as the SQLite store `store` answers for it in "acme".
+async fn name_in_file(store: &SqliteStore, hash: &str) -> Option<String> {
+    let (record, tenant) = store.token_and_tenant(hash, "acme").await.unwrap()?;
+    tenant.expect("the tenant");
+    Some(record.name)
+}
+
+/// A node's store on a new SQLite file, another process's store on the same
+/// file, the tenant "acme", a token of it with hash "h1" that the node has
+/// looked up, and the file's path.
+async fn file_with_a_token() -> (
+    SqliteStore,
+    SqliteStore,
+    TenantId,
+    TokenId,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let node = SqliteStore::open(&path).unwrap();
+    let other = SqliteStore::open(&path).unwrap();
+    let acme = tenant(&node, "acme").await;
+    let token = node
+        .create_token(token(Some(acme), None, "h1"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(name_in_file(&node, "h1").await.as_deref(), Some("token h1"));
+    (node, other, acme, token, dir)
+}
+
+#[tokio::test]
+async fn sqlite_keeps_a_token_while_only_mail_changes_the_file() {
+    let (node, _other, acme, token, dir) = file_with_a_token().await;
+    // Renamed behind the triggers' back: only a node that kept what it
+    // looked up still answers with the old name.
+    let raw = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+    raw.execute_batch("DROP TRIGGER tokens_changed").unwrap();
+    raw.execute(
+        "UPDATE tokens SET name = 'renamed' WHERE id = ?1",
+        [token.to_string()],
+    )
+    .unwrap();
+    assert_eq!(name_in_file(&node, "h1").await.as_deref(), Some("token h1"));
+    // Mail changes the tenant's row (its count of queued recipients), which
+    // changes nothing a token may do.
+    node.submit(message(acme, &["a@acme.example"], None, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(name_in_file(&node, "h1").await.as_deref(), Some("token h1"));
+    // Any other change of the tenant makes the node read both again.
+    node.set_entitlements(acme, true).await.unwrap();
+    assert_eq!(name_in_file(&node, "h1").await.as_deref(), Some("renamed"));
+}
+
+#[tokio::test]
+async fn sqlite_refuses_at_once_a_token_another_process_revoked() {
+    let (node, other, acme, token, _dir) = file_with_a_token().await;
+    other.revoke_token(acme, token).await.unwrap();
+    assert_eq!(name_in_file(&node, "h1").await, None);
+}
+
+#[tokio::test]
+async fn sqlite_reads_again_a_tenant_or_person_another_process_changed() {
+    let (node, other, acme, _, _dir) = file_with_a_token().await;
+    other.set_entitlements(acme, true).await.unwrap();
+    let (_, tenant) = node.token_and_tenant("h1", "acme").await.unwrap().unwrap();
+    assert!(tenant.unwrap().credential_storage);
+
+    let ada = Person {
+        role: PersonRole::TenantAdmin,
+        ..person("Ada", "ada@x.example")
+    };
+    let ada = node.create_person(acme, ada).await.unwrap();
+    let personal = NewToken {
+        role: Role::TenantAdmin,
+        ..token(Some(acme), Some(ada.id), "h-ada")
+    };
+    node.create_token(personal).await.unwrap();
+    assert!(name_in_file(&node, "h-ada").await.is_some());
+    other.delete_person(acme, ada.id).await.unwrap();
+    assert_eq!(name_in_file(&node, "h-ada").await, None);
 }

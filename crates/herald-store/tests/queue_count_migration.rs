@@ -52,15 +52,19 @@ async fn sqlite_counts_the_recipients_already_queued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
     let t = queue_three(&SqliteStore::open(&path).unwrap()).await;
-    // Back to the schema before the migration (0009, then 0010 to 0020
+    // Back to the schema before the migration (0009, then 0010 to 0021
     // after it), with the recipients kept.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 20, "a migration was added: revert it here too");
+    assert_eq!(version, 21, "a migration was added: revert it here too");
     conn.execute_batch(
-        "ALTER TABLE recipients DROP COLUMN sole; \
+        "DROP TRIGGER tokens_changed; DROP TRIGGER tokens_deleted; \
+         DROP TRIGGER persons_changed; DROP TRIGGER persons_deleted; \
+         DROP TRIGGER tenants_changed; DROP TRIGGER tenants_deleted; \
+         DROP TABLE access_changes; \
+         ALTER TABLE recipients DROP COLUMN sole; \
          DROP INDEX recipients_gateway_due; DROP INDEX recipients_next_due; \
          CREATE INDEX recipients_next_due ON recipients (due_at, tenant_id) \
          WHERE status IN ('queued', 'deferred', 'sending'); \

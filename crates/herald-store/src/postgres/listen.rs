@@ -13,8 +13,8 @@ use herald_core::TenantId;
 use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::access::{self, AccessCache};
 use crate::StoreEvent;
+use crate::access::{self, AccessCache};
 
 /// The channel on which submissions are announced.
 pub(crate) const MAIL: &str = "herald_mail";

@@ -6,7 +6,6 @@
 //! method says which rows it locks so that concurrent nodes see the same
 //! outcomes a single SQLite writer would give.
 
-mod access;
 mod config;
 pub(crate) mod db;
 mod gateways;
@@ -34,6 +33,7 @@ use herald_core::{
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json, ToSql};
 
+use crate::access::AccessCache;
 use crate::model::*;
 use crate::rows::{
     self, Columns, account, address, attempt, id, opt_id, person, provider, reply_to_mailbox,
@@ -64,7 +64,7 @@ pub struct PgStore {
     /// Single submissions, stored in groups (see [`group`]).
     groups: group::Groups,
     /// The tokens and tenants this node looked up for API requests.
-    access: std::sync::Arc<access::AccessCache>,
+    access: std::sync::Arc<AccessCache>,
     /// Held while the store is open: the statistics task ends without it.
     _open: std::sync::Arc<()>,
 }
@@ -116,7 +116,7 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore> {
         let pool = db::open(url).await?;
         let (events, _) = tokio::sync::broadcast::channel(1024);
-        let access = std::sync::Arc::new(access::AccessCache::default());
+        let access = std::sync::Arc::new(AccessCache::default());
         tokio::spawn(listen::run(url.to_owned(), events.clone(), access.clone()));
         let (new_mail, requests) = tokio::sync::mpsc::channel(1);
         tokio::spawn(notify_new_mail(pool.clone(), requests));
@@ -145,7 +145,7 @@ impl PgStore {
 
     /// Runs a write to tokens, people or tenants, after which this node
     /// forgets the tokens and tenants it looked up (other nodes hear of it
-    /// from the database's triggers, see [`access`]).
+    /// from the database's triggers, see [`crate::access`]).
     async fn access_write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
         let result = write.await;
         self.access.forget();

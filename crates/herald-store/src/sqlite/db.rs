@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0018_gateway_incarnations.sql"),
     include_str!("0019_gateway_minutes.sql"),
     include_str!("0020_sole_recipients.sql"),
+    include_str!("0021_access_changes.sql"),
 ];
 
 /// How many queued write jobs one transaction takes at most.

@@ -15,6 +15,7 @@ use herald_core::timestamp::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use herald_core::status::message_status;
@@ -25,6 +26,7 @@ use herald_core::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::access::AccessCache;
 use crate::model::*;
 use crate::outbox;
 use crate::rows::{self, Columns, address, id, opt_id, reply_to_mailbox, status, stored};
@@ -59,6 +61,8 @@ pub struct SqliteStore {
     db: Db,
     /// The tenant the previous claim stopped at: the next one starts after it.
     claim_cursor: Arc<Mutex<Option<String>>>,
+    /// The tokens and tenants looked up for API requests.
+    access: Arc<AccessCache>,
 }
 
 impl SqliteStore {
@@ -67,6 +71,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             db: Db::open(path)?,
             claim_cursor: Arc::default(),
+            access: Arc::new(AccessCache::counted()),
         })
     }
 }

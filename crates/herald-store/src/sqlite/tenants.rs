@@ -136,19 +136,46 @@ impl Tenants for SqliteStore {
         hash: &str,
         slug: &str,
     ) -> Result<Option<(TokenRecord, Option<Tenant>)>> {
-        // One reader, one lookup after the other: the second finds the
-        // pages the first read in (a reader's cache starts over whenever
-        // the database has changed, which under load is before every request).
-        let found = self.db.read_here(|c| {
+        // One reader, one read after the other: each finds the pages the
+        // one before read in (a reader's cache starts over whenever the
+        // database has changed, which under load is before every request).
+        // The count of access changes first: what is kept is never older
+        // than the count it is kept under.
+        let now = Instant::now();
+        let looked_up = self.db.read_here(|c| {
+            let count = c
+                .prepare_cached(sql::ACCESS_CHANGES)
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                .map_err(sql)?;
+            self.access.observe(count);
+            if let Some(kept) = self.access.get(hash, slug, now) {
+                return Ok(Some(Lookup::Kept(kept)));
+            }
+            let generation = self.access.generation();
             let Some(record) = token_by_hash(c, hash)? else {
                 return Ok(None);
             };
-            Ok(Some((record, tenant_by_slug(c, slug)?)))
+            let tenant = tenant_by_slug(c, slug)?;
+            Ok(Some(Lookup::Read(record, tenant, generation)))
         })?;
-        if let Some((record, _)) = &found {
-            self.mark_used(record).await?;
+        let (record, tenant, generation) = match looked_up {
+            None => return Ok(None),
+            // Marked used when it was read.
+            Some(Lookup::Kept((record, tenant))) => return Ok(Some((record, Some(tenant)))),
+            Some(Lookup::Read(record, tenant, generation)) => (record, tenant, generation),
+        };
+        let marked = self.mark_used(&record).await?;
+        // Only a token and a tenant both found are kept: a token or tenant
+        // created a moment later must be found.
+        if let (Some(generation), Some(tenant)) = (generation, &tenant) {
+            let used = TokenRecord {
+                last_used_at: marked.or(record.last_used_at),
+                ..record.clone()
+            };
+            self.access
+                .keep(generation, hash, slug, used, tenant.clone(), now);
         }
-        Ok(found)
+        Ok(Some((record, tenant)))
     }
 
     async fn list_tokens(&self, tenant_id: TenantId) -> Result<Vec<TokenRecord>> {
@@ -397,10 +424,12 @@ fn token_by_hash(c: &Connection, hash: &str) -> Result<Option<TokenRecord>> {
 impl SqliteStore {
     /// Records that `record` was used. Recording every use would put a
     /// write on every request; a minute's precision is enough.
-    async fn mark_used(&self, record: &TokenRecord) -> Result<()> {
+    /// Records that `record` was used, and when, if it was; a minute's
+    /// precision is enough (see PostgreSQL's `mark_used`).
+    async fn mark_used(&self, record: &TokenRecord) -> Result<Option<i64>> {
         let now = now_ms();
         if record.last_used_at.is_some_and(|t| now - t <= 60_000) {
-            return Ok(());
+            return Ok(None);
         }
         let token_id = record.id.to_string();
         self.db
@@ -409,6 +438,14 @@ impl SqliteStore {
                     .map_err(sql)
                     .map(drop)
             })
-            .await
+            .await?;
+        Ok(Some(now))
     }
+}
+
+/// What a token's lookup found: kept from an earlier one, or read now (with
+/// the cache's generation when it may be kept).
+enum Lookup {
+    Kept((TokenRecord, Tenant)),
+    Read(TokenRecord, Option<Tenant>, Option<u64>),
 }

@@ -1,20 +1,28 @@
-//! The tokens and tenants this node has looked up for API requests, kept
-//! until any change that could alter what a token may do is announced.
+//! The tokens and tenants a node has looked up for API requests, kept
+//! until any change that could alter what a token may do is known.
 //!
-//! Every API request presents a token and names a tenant; on PostgreSQL
-//! looking both up is a round trip to the server per request, which was the
-//! largest part of a single submission's cost there. A node keeps what it
-//! found, and forgets all of it the moment anything announces a change on
-//! the `herald_access` channel: the triggers of migration 0016 announce
-//! every change of a token (but for marking it used), a person and a tenant,
-//! from whichever node makes it, after its commit. The node that makes the
-//! change forgets at once too, without waiting for its own notification.
+//! Every API request presents a token and names a tenant; looking both up
+//! was a round trip to the server per request on PostgreSQL, and on SQLite
+//! the dearest read of a request (a reader's page cache starts over whenever
+//! the database has changed, which under load is before every request). A
+//! node keeps what it found, and forgets all of it once a change is known:
 //!
-//! Nothing is kept while the listening connection is down (a change could
-//! not be heard), and nothing is kept for longer than [`MAX_AGE`] in any
-//! case, so that even a connection that died without a word cannot hold a
-//! revoked token for longer than that. A lookup that began before a change
-//! was announced cannot keep what it read ([`AccessCache::generation`]).
+//! - On PostgreSQL, the triggers of migration 0016 announce every change of
+//!   a token (but for marking it used), a person and a tenant on the
+//!   `herald_access` channel, from whichever node makes it, after its
+//!   commit. The node that makes the change forgets at once too, without
+//!   waiting for its own notification. Nothing is kept while the listening
+//!   connection is down (a change could not be heard).
+//! - On SQLite, the triggers of migration 0021 count the same changes in
+//!   one row, whichever process makes them (`herald operator token revoke`
+//!   runs beside the node on the same file). Each request reads that count,
+//!   one row, and what was kept under another count is forgotten
+//!   ([`AccessCache::observe`]).
+//!
+//! Nothing is kept for longer than [`MAX_AGE`] in any case, so that even a
+//! connection that died without a word cannot hold a revoked token for
+//! longer than that. A lookup that began before a change was known cannot
+//! keep what it read ([`AccessCache::generation`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,7 +36,7 @@ pub(crate) const MAX_AGE: Duration = Duration::from_secs(10);
 /// The most pairs kept; past it, all are forgotten and kept afresh.
 const MAX_ENTRIES: usize = 10_000;
 
-/// The channel on which changes of tokens, people and tenants are announced.
+/// The channel on which PostgreSQL announces changes of tokens, people and tenants.
 pub(crate) const CHANNEL: &str = "herald_access";
 
 /// What this node has looked up, by token hash and tenant slug.
@@ -41,8 +49,11 @@ pub(crate) struct AccessCache {
 struct State {
     /// Counts the times everything was forgotten.
     generation: u64,
-    /// Whether the listening connection is up, so that changes are heard.
+    /// Whether changes are heard: PostgreSQL's listening connection is up,
+    /// or the store reads SQLite's count of changes.
     listening: bool,
+    /// SQLite's count of changes when last read.
+    seen: Option<i64>,
     entries: HashMap<String, Entry>,
 }
 
@@ -118,6 +129,26 @@ impl AccessCache {
     /// Forgets everything: a change was announced or made here.
     pub(crate) fn forget(&self) {
         self.state.lock().expect("access cache lock").forget();
+    }
+
+    /// A cache for SQLite, which reads its count of changes with every
+    /// lookup (see [`AccessCache::observe`]) and so always hears them.
+    pub(crate) fn counted() -> AccessCache {
+        let cache = AccessCache::default();
+        cache.listening(true);
+        cache
+    }
+
+    /// Notes SQLite's count of changes as a lookup read it: when it moved
+    /// since the last one read, everything kept is forgotten. Read before
+    /// the token and the tenant, so that what a lookup keeps is never older
+    /// than the count it was read under.
+    pub(crate) fn observe(&self, count: i64) {
+        let mut state = self.state.lock().expect("access cache lock");
+        if state.seen != Some(count) {
+            state.seen = Some(count);
+            state.forget();
+        }
     }
 
     /// Notes whether the listening connection is up; either way, what was
@@ -210,5 +241,24 @@ mod tests {
         assert!(kept(&cache, then));
         assert!(cache.get("h", "acme", then + MAX_AGE / 2).is_some());
         assert!(cache.get("h", "acme", then + MAX_AGE).is_none());
+    }
+
+    #[test]
+    fn a_moved_count_forgets_and_the_same_count_keeps() {
+        let cache = AccessCache::counted();
+        let now = Instant::now();
+        cache.observe(7);
+        assert!(kept(&cache, now));
+        cache.observe(7);
+        assert!(cache.get("h", "acme", now).is_some(), "the same count");
+
+        // A lookup read count 7, another then read 8: the first keeps nothing.
+        let before = cache.generation().unwrap();
+        cache.observe(8);
+        assert!(cache.get("h", "acme", now).is_none(), "the count moved");
+        let (record, tenant) = found();
+        cache.keep(before, "h", "acme", record, tenant, now);
+        assert!(cache.get("h", "acme", now).is_none());
+        assert!(kept(&cache, now), "kept again under the new count");
     }
 }
