@@ -533,10 +533,6 @@ pub(crate) const MESSAGE_ATTEMPTS: &str = "SELECT a.recipient_id, a.at, a.node, 
      FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
      WHERE r.message_id = $1 AND r.tenant_id = $2 ORDER BY a.id";
 
-pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (recipient_id, at, node, server, outcome, step, code, \
-     enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, \
-     config_version, sender_policy, diagnosis) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-     $10, $11, $12, $13, $14, $15, $16, $17)";
 pub(crate) const INSERT_CAPTURE: &str = "INSERT INTO captured (message_id, tenant_id, envelope_from, recipients, content, at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub(crate) const UPSERT_NODE: &str = "INSERT INTO nodes (name, roles, version, started_at, heartbeat_at, incarnation) VALUES \
@@ -1034,7 +1030,6 @@ pub(crate) const ALL: &[&str] = &[
     CLEAR_SERVER_SECRETS,
     MESSAGE_BY_KEY,
     RECIPIENT_STATUSES,
-    INSERT_ATTEMPT,
     INSERT_CAPTURE,
     UPSERT_NODE,
     MESSAGE_RECIPIENTS,

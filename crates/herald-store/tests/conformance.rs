@@ -539,6 +539,77 @@ async fn a_stale_lease_cannot_record_its_outcome(f: Fixture) {
     assert_eq!(view.recipients[0].attempts.len(), 1);
 }
 
+async fn many_outcomes_in_one_call_each_keep_their_own_attempt(f: Fixture) {
+    // 45 outcomes: SQLite inserts their attempts 32, 8 and 1 to a statement.
+    let t = tenant(&*f.store, "acme").await;
+    let mut ids = Vec::new();
+    for i in 0..45 {
+        let to = format!("r{i}@x.example");
+        ids.push(f.submit(message(t, &[to.as_str()], None, 1_000)).await.id);
+    }
+    let claimed = f.claim(claim("n1", 1_000, 60_000)).await;
+    assert_eq!(claimed.len(), 45);
+    let by_message: HashMap<MessageId, &Claimed> = claimed.iter().map(|c| (c.message, c)).collect();
+    let provider = ProviderId::new();
+    let outcomes: Vec<Outcome> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let c = by_message[id];
+            let next = if i % 2 == 0 {
+                NextState::Sent
+            } else {
+                NextState::Deferred { until: 90_000 }
+            };
+            let mut o = outcome_at(c, next, 2_000 + i as i64);
+            o.attempt.response = format!("reply {i}");
+            o.attempt.provider_id = (i % 3 == 0).then_some(provider);
+            o.attempt.diagnosis = (i % 5 == 0).then(|| serde_json::json!({"n": i}));
+            if i == 10 {
+                // A lease another claim took over: refused, and no attempt.
+                o.lease_token -= 1;
+            }
+            o
+        })
+        .collect();
+    let accepted = f.complete(outcomes, vec![]).await;
+    assert_eq!(
+        accepted,
+        (0..45).map(|i| i != 10).collect::<Vec<_>>(),
+        "each outcome answered in its place"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let view = f.message(t, *id).await;
+        let attempts = &view.recipients[0].attempts;
+        if i == 10 {
+            assert!(attempts.is_empty(), "{attempts:?}");
+            continue;
+        }
+        assert_eq!(attempts.len(), 1, "message {i}: {attempts:?}");
+        let a = &attempts[0];
+        assert_eq!(
+            (a.at, a.response.as_str()),
+            (2_000 + i as i64, &*format!("reply {i}"))
+        );
+        assert_eq!(
+            a.provider_id,
+            (i % 3 == 0).then_some(provider),
+            "message {i}"
+        );
+        assert_eq!(
+            a.diagnosis,
+            (i % 5 == 0).then(|| serde_json::json!({"n": i})),
+            "message {i}"
+        );
+        let status = if i % 2 == 0 {
+            RecipientStatus::Sent
+        } else {
+            RecipientStatus::Deferred
+        };
+        assert_eq!(a.outcome, status, "message {i}");
+    }
+}
+
 async fn deferred_recipients_come_back_at_their_time(f: Fixture) {
     let t = tenant(&*f.store, "acme").await;
     f.submit(message(t, &["a@x.example"], None, 1_000)).await;
@@ -5355,6 +5426,7 @@ conformance!(
     submissions_past_the_queue_limit_are_refused,
     a_claim_leases_each_recipient_once_until_the_lease_expires,
     a_stale_lease_cannot_record_its_outcome,
+    many_outcomes_in_one_call_each_keep_their_own_attempt,
     pinned_mail_is_claimed_by_its_gateway_only,
     a_route_found_pinned_is_handed_over_without_an_attempt,
     a_changed_route_gives_waiting_pinned_mail_back_to_the_nodes,

@@ -123,13 +123,14 @@ impl DeliveryStore for SqliteStore {
         self.db
             .write_repeatable(move |c| {
                 let mut update = c.prepare_cached(sql::COMPLETE_RECIPIENT).map_err(sql)?;
-                let mut insert = c.prepare_cached(sql::INSERT_ATTEMPT).map_err(sql)?;
                 let mut accepted = Vec::with_capacity(outcomes.len());
                 let mut recorded_messages = HashSet::new();
                 // Recipients that reached a final state leave their tenant's queue.
                 let mut finished: HashMap<String, i64> = HashMap::new();
                 // The recorded outcomes' recipients, for the events they cause.
                 let mut recorded = Vec::new();
+                // The attempts of the outcomes recorded, inserted together after.
+                let mut attempts = Vec::with_capacity(outcomes.len());
                 for o in &outcomes {
                     let (st, due_at) = match o.next {
                         NextState::Sent => ("sent", None),
@@ -150,33 +151,12 @@ impl DeliveryStore for SqliteStore {
                             *finished.entry(r.tenant.clone()).or_default() += 1;
                         }
                         recorded.push(r);
-                    }
-                    if current {
-                        let a = &o.attempt;
-                        insert
-                            .execute(params![
-                                rid,
-                                a.at,
-                                a.node,
-                                a.server,
-                                a.outcome.as_str(),
-                                a.step,
-                                a.code,
-                                a.enhanced_code,
-                                a.response,
-                                a.duration_ms,
-                                a.remote_addr,
-                                a.tls_version,
-                                a.tls_cipher,
-                                a.provider_id.map(|p| p.to_string()),
-                                a.config_version,
-                                a.sender_policy,
-                                a.diagnosis.as_ref().map(|d| d.to_string())
-                            ])
-                            .map_err(sql)?;
+                        attempts.push(AttemptRow::new(rid, &o.attempt));
                     }
                     accepted.push(current);
                 }
+                drop(update);
+                insert_attempts(c, &attempts)?;
                 let (events, handed) = write_events(c, &recorded, lease.as_ref())?;
                 for cap in &captures {
                     if recorded_messages.contains(&cap.message.to_string()) {
@@ -823,6 +803,92 @@ const INSERT_EVENT: &str = "INSERT INTO webhook_outbox (webhook_id, tenant_id, e
 /// message) is due; none when nothing of it is pending.
 const CHAIN_LATEST_DUE: &str = "SELECT MAX(due_at) FROM webhook_outbox INDEXED BY webhook_outbox_chain \
      WHERE webhook_id = ?1 AND message_id = ?2 AND status = 'pending'";
+
+/// Rows of one `INSERT` into `attempts`, largest first: a batch of outcomes
+/// takes as many of the largest as fit, then of the next, so that at most
+/// three statements are kept prepared. One statement for many rows runs
+/// SQLite's program once and moves the `AUTOINCREMENT` counter once.
+const ATTEMPT_ROWS: [usize; 3] = [32, 8, 1];
+
+/// The columns of an attempt's row, in the order [`AttemptRow::params`] gives them.
+const ATTEMPT_COLUMNS: &str = "recipient_id, at, node, server, outcome, step, code, \
+     enhanced_code, response, duration_ms, remote_addr, tls_version, tls_cipher, provider_id, \
+     config_version, sender_policy, diagnosis";
+const ATTEMPT_VALUES: usize = 17;
+
+/// `INSERT INTO attempts` statements of each size in [`ATTEMPT_ROWS`].
+static INSERT_ATTEMPTS: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+    ATTEMPT_ROWS.map(|rows| {
+        let row = format!("({})", vec!["?"; ATTEMPT_VALUES].join(", "));
+        format!(
+            "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES {}",
+            vec![row; rows].join(", ")
+        )
+    })
+});
+
+/// An attempt to insert, with the values its row needs written out.
+struct AttemptRow<'a> {
+    recipient: String,
+    attempt: &'a AttemptRecord,
+    outcome: &'static str,
+    provider: Option<String>,
+    diagnosis: Option<String>,
+}
+
+impl<'a> AttemptRow<'a> {
+    fn new(recipient: String, attempt: &'a AttemptRecord) -> Self {
+        AttemptRow {
+            recipient,
+            attempt,
+            outcome: attempt.outcome.as_str(),
+            provider: attempt.provider_id.map(|p| p.to_string()),
+            diagnosis: attempt.diagnosis.as_ref().map(|d| d.to_string()),
+        }
+    }
+
+    /// The row's values, in [`ATTEMPT_COLUMNS`]' order.
+    fn params(&self) -> [&dyn rusqlite::ToSql; ATTEMPT_VALUES] {
+        let a = self.attempt;
+        [
+            &self.recipient,
+            &a.at,
+            &a.node,
+            &a.server,
+            &self.outcome,
+            &a.step,
+            &a.code,
+            &a.enhanced_code,
+            &a.response,
+            &a.duration_ms,
+            &a.remote_addr,
+            &a.tls_version,
+            &a.tls_cipher,
+            &self.provider,
+            &a.config_version,
+            &a.sender_policy,
+            &self.diagnosis,
+        ]
+    }
+}
+
+/// Inserts `attempts` in their order, many to a statement.
+fn insert_attempts(c: &Connection, attempts: &[AttemptRow]) -> Result<()> {
+    let mut rest = attempts;
+    for (size, text) in ATTEMPT_ROWS.iter().zip(INSERT_ATTEMPTS.iter()) {
+        if rest.len() < *size {
+            continue;
+        }
+        let mut insert = c.prepare_cached(text).map_err(sql)?;
+        while rest.len() >= *size {
+            let (these, after) = rest.split_at(*size);
+            let values: Vec<&dyn rusqlite::ToSql> = these.iter().flat_map(|a| a.params()).collect();
+            insert.execute(values.as_slice()).map_err(sql)?;
+            rest = after;
+        }
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
