@@ -18,6 +18,12 @@ use tokio::net::TcpStream;
 /// Most header lines an answer may have.
 const MAX_HEADERS: usize = 32;
 
+/// Longest head of an answer read.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Largest body of an answer read.
+const MAX_BODY: usize = 1024 * 1024;
+
 /// One client's connection and its prepared request.
 pub struct Poster {
     addr: SocketAddr,
@@ -62,6 +68,15 @@ impl Poster {
     }
 
     async fn exchange(&mut self) -> Result<Answer, String> {
+        // A connection the node closed while it was idle is opened again
+        // before the request is written: after the write, whether the node
+        // saw the request could not be told.
+        if let Some(stream) = &self.stream {
+            match stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => self.stream = None,
+            }
+        }
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.addr)
                 .await
@@ -76,6 +91,9 @@ impl Poster {
             .map_err(|e| format!("write: {e}"))?;
         self.buf.clear();
         let (status, head, length, close) = loop {
+            if self.buf.len() > MAX_HEAD {
+                return Err(format!("an answer's head longer than {MAX_HEAD} bytes"));
+            }
             if stream
                 .read_buf(&mut self.buf)
                 .await
@@ -86,24 +104,41 @@ impl Poster {
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&self.buf).map_err(|e| e.to_string())? {
+            let head = match response.parse(&self.buf).map_err(|e| e.to_string())? {
                 httparse::Status::Partial => continue,
-                httparse::Status::Complete(head) => {
-                    let header = |name: &str| {
-                        response
-                            .headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                    };
-                    let length = header("content-length")
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .ok_or("an answer without a content-length")?;
-                    let close =
-                        header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-                    break (response.code.unwrap_or(0), head, length, close);
-                }
+                httparse::Status::Complete(head) => head,
+            };
+            let status = response.code.unwrap_or(0);
+            if (100..200).contains(&status) {
+                // An interim answer: the final one follows.
+                self.buf.drain(..head);
+                continue;
             }
+            let header = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            };
+            let length = match header("content-length") {
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("{status}: a content-length of {v:?}"))?,
+                None if status == 204 || status == 304 => 0,
+                // The node gives every answer a length; any other framing is
+                // not read here.
+                None => return Err(format!("{status}: an answer without a content-length")),
+            };
+            if length > MAX_BODY {
+                return Err(format!("{status}: an answer of {length} bytes"));
+            }
+            let close = header("connection").is_some_and(|v| {
+                v.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("close"))
+            });
+            break (status, head, length, close);
         };
         while self.buf.len() < head + length {
             if stream
@@ -116,7 +151,8 @@ impl Poster {
             }
         }
         let body = self.buf[head..head + length].to_vec();
-        if close {
+        // More than the answer: the connection is out of step; a new one next time.
+        if close || self.buf.len() > head + length {
             self.stream = None;
         }
         Ok(Answer { status, body })

@@ -868,8 +868,10 @@ pub struct ClaimRequest {
     /// Recipients to claim at most, over all tenants.
     pub limit: u32,
     /// How many recipients each listed tenant may have claimed now: what its
-    /// route can take soon, within its share of the node. A tenant with room
-    /// 0 is passed over (its provider is at its connection limit).
+    /// route can take soon, within its share of the node (less the places
+    /// kept for its mail handed over, while it hands mail over). A tenant
+    /// with room 0 is passed over (its provider is at its connection limit,
+    /// or its share is full).
     pub rooms: HashMap<TenantId, u32>,
     /// The room of a tenant not listed in `rooms`.
     pub default_room: u32,

@@ -235,3 +235,52 @@ async fn sqlite_reads_again_a_tenant_or_person_another_process_changed() {
     other.delete_person(acme, ada.id).await.unwrap();
     assert_eq!(name_in_file(&node, "h-ada").await, None);
 }
+
+#[tokio::test]
+async fn sqlite_triggers_name_every_column_that_can_change_what_a_token_may_do() {
+    // A later migration that adds a column to tokens or tenants, or rebuilds
+    // either table (which drops its triggers), must keep the triggers whole.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let trigger = |name: &str| -> String {
+        raw.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no trigger {name}: {e}"))
+    };
+    for (table, left_out) in [("tokens", "last_used_at"), ("tenants", "queued_recipients")] {
+        let changed = trigger(&format!("{table}_changed"));
+        let listed = changed
+            .split_once("UPDATE OF")
+            .and_then(|(_, rest)| rest.split_once(" ON "))
+            .map(|(columns, _)| {
+                columns
+                    .split(',')
+                    .map(|c| c.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .expect("an UPDATE OF list");
+        let mut columns = raw
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .unwrap();
+        let columns: Vec<String> = columns
+            .query_map([table], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for column in &columns {
+            assert_eq!(
+                listed.contains(column),
+                column != left_out,
+                "{table}.{column} in {table}_changed: {changed}"
+            );
+        }
+        trigger(&format!("{table}_deleted"));
+    }
+    trigger("persons_changed");
+    trigger("persons_deleted");
+}

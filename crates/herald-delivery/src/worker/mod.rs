@@ -7,7 +7,7 @@ mod outcome;
 mod send;
 
 use herald_core::timestamp::now_ms;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -165,6 +165,9 @@ pub struct Worker {
     handed: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
     /// When (Unix ms) a place was last asked for, to hand mail over.
     last_asked: Arc<AtomicI64>,
+    /// When (Unix ms) each tenant last asked for one: while it does, a
+    /// claim leaves it places for its mail handed over (see [`Worker::rooms`]).
+    asked_by: Arc<Mutex<HashMap<TenantId, i64>>>,
 }
 
 /// A message of a tenant in flight on this node, until its delivery ends.
@@ -219,6 +222,7 @@ impl Worker {
             handed_to: Arc::new(Mutex::new(Some(handed_to))),
             handed: Arc::new(Mutex::new(Some(handed))),
             last_asked: Arc::new(AtomicI64::new(i64::MIN)),
+            asked_by: Arc::default(),
             store,
             sealer,
             default,
@@ -240,18 +244,25 @@ impl Worker {
 
     /// How many recipients each tenant may have claimed now: what its route
     /// can start soon (its connections plus its recent pace, less what is
-    /// claimed for it), within the tenant's share of this node less `kept`
-    /// (the places kept for mail handed over: were a claim to fill a
-    /// tenant's whole share, its next submissions could not be handed over
-    /// and would wait for the claim after). Tenants not listed (this node
-    /// has not delivered their mail yet) get the second value.
+    /// claimed for it), within the tenant's share of this node (see
+    /// [`tenant_room`]); a tenant whose mail was handed over within the
+    /// last second has `kept` places of its share kept for more. Tenants
+    /// not listed (this node has not delivered their mail yet) get the
+    /// second value.
     fn rooms(&self, kept: usize) -> (HashMap<TenantId, u32>, u32) {
-        let share = self.tenant_share().saturating_sub(kept).max(1);
+        let share = self.tenant_share();
         let load = self.load.lock().expect("load lock").clone();
+        let handing: HashSet<TenantId> = {
+            let now = now_ms();
+            let mut asked = self.asked_by.lock().expect("hand-off lock");
+            asked.retain(|_, at| now.saturating_sub(*at) < HANDING_OVER_MS);
+            asked.keys().copied().collect()
+        };
         let routes = self.pools.routes_of_tenants();
         let room = |tenant: &TenantId, route: usize| {
             let mine = load.get(tenant).copied().unwrap_or(0);
-            u32::try_from(route.min(share.saturating_sub(mine))).unwrap_or(u32::MAX)
+            let kept = if handing.contains(tenant) { kept } else { 0 };
+            tenant_room(route, share, kept, mine)
         };
         let mut rooms: HashMap<TenantId, u32> = routes
             .iter()
@@ -722,7 +733,12 @@ impl Handoff for Worker {
     /// handed over: were it queued instead, it would wake the worker for
     /// another claim, which would hold the places again.
     fn reserve(&self, tenant: TenantId) -> Option<Reservation> {
-        self.last_asked.store(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        self.last_asked.store(now, Ordering::Relaxed);
+        self.asked_by
+            .lock()
+            .expect("hand-off lock")
+            .insert(tenant, now);
         if self.permits.available_permits() <= self.config.concurrency / 8
             || !self.may_start(i64::MAX)
         {
@@ -766,10 +782,57 @@ impl Handoff for Worker {
     }
 }
 
+/// The room a claim gives one tenant: what its route can start soon
+/// (`route`), within its `share` of the node less what it holds already
+/// (`mine`) and less `kept`, the places kept for its mail handed over while
+/// it hands mail over: were a claim to fill the tenant's whole share, its
+/// next submissions could not be handed over, would be stored queued, and
+/// would wait for the claim after.
+fn tenant_room(route: usize, share: usize, kept: usize, mine: usize) -> u32 {
+    let share = share.saturating_sub(kept).max(1);
+    u32::try_from(route.min(share.saturating_sub(mine))).unwrap_or(u32::MAX)
+}
+
 fn group_by_message(claimed: Vec<Claimed>) -> BTreeMap<MessageId, Vec<Claimed>> {
     let mut groups: BTreeMap<MessageId, Vec<Claimed>> = BTreeMap::new();
     for c in claimed {
         groups.entry(c.message).or_default().push(c);
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenant_room;
+
+    #[test]
+    fn a_claim_leaves_a_tenant_handing_mail_over_its_kept_places() {
+        // Concurrency 256: a share of 192, a quarter (64) kept.
+        assert_eq!(
+            tenant_room(1_000, 192, 0, 0),
+            192,
+            "no hand-over: the whole share"
+        );
+        assert_eq!(tenant_room(1_000, 192, 64, 0), 128);
+        assert_eq!(tenant_room(1_000, 192, 64, 100), 28);
+        assert_eq!(
+            tenant_room(1_000, 192, 64, 128),
+            0,
+            "the rest is the hand-over's"
+        );
+        assert_eq!(tenant_room(1_000, 192, 64, 190), 0);
+    }
+
+    #[test]
+    fn a_tenants_room_is_its_routes_at_most_and_never_a_share_of_nothing() {
+        assert_eq!(tenant_room(5, 192, 64, 0), 5, "the route can start five");
+        assert_eq!(
+            tenant_room(usize::MAX, 192, 0, 0),
+            192,
+            "the capture mailbox"
+        );
+        // A node of one place: the share is kept at one.
+        assert_eq!(tenant_room(10, 0, 0, 0), 1);
+        assert_eq!(tenant_room(10, 1, 1, 0), 1);
+    }
 }

@@ -251,7 +251,8 @@ impl Db {
     /// Runs `f`, a lookup of a row or two by an index, on a reader
     /// connection on the calling thread: shorter than the hop to the
     /// blocking pool and back that [`Db::read`] makes. Every API request
-    /// makes two (its token, its tenant).
+    /// makes one: the count of access changes, and the token and the tenant
+    /// when they are not kept (see `crate::access`).
     pub(crate) fn read_here<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         with_reader(&self.readers, &self.path, f)
     }

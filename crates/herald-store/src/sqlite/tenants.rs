@@ -422,10 +422,9 @@ fn token_by_hash(c: &Connection, hash: &str) -> Result<Option<TokenRecord>> {
 }
 
 impl SqliteStore {
-    /// Records that `record` was used. Recording every use would put a
-    /// write on every request; a minute's precision is enough.
-    /// Records that `record` was used, and when, if it was; a minute's
-    /// precision is enough (see PostgreSQL's `mark_used`).
+    /// Records that `record` was used, and answers when, if it wrote it.
+    /// Recording every use would put a write on every request; a minute's
+    /// precision is enough.
     async fn mark_used(&self, record: &TokenRecord) -> Result<Option<i64>> {
         let now = now_ms();
         if record.last_used_at.is_some_and(|t| now - t <= 60_000) {
