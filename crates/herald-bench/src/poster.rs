@@ -94,14 +94,7 @@ impl Poster {
             if self.buf.len() > MAX_HEAD {
                 return Err(format!("an answer's head longer than {MAX_HEAD} bytes"));
             }
-            if stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?
-                == 0
-            {
-                return Err("the node closed the connection before answering".into());
-            }
+            read_more(stream, &mut self.buf, "before answering").await?;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
             let head = match response.parse(&self.buf).map_err(|e| e.to_string())? {
@@ -141,14 +134,7 @@ impl Poster {
             break (status, head, length, close);
         };
         while self.buf.len() < head + length {
-            if stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?
-                == 0
-            {
-                return Err("the node closed the connection within an answer".into());
-            }
+            read_more(stream, &mut self.buf, "within an answer").await?;
         }
         let body = self.buf[head..head + length].to_vec();
         // More than the answer: the connection is out of step; a new one next time.
@@ -156,5 +142,15 @@ impl Poster {
             self.stream = None;
         }
         Ok(Answer { status, body })
+    }
+}
+
+/// Reads what has arrived into `buf`; the node closing the connection is an
+/// error, said to have happened `when`.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, when: &str) -> Result<(), String> {
+    match stream.read_buf(buf).await {
+        Ok(0) => Err(format!("the node closed the connection {when}")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read: {e}")),
     }
 }

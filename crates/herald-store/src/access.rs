@@ -126,6 +126,29 @@ impl AccessCache {
         state.entries.insert(key(hash, slug), entry);
     }
 
+    /// Keeps what a lookup found, begun at `generation` (`None`: changes
+    /// could not be heard, nothing is kept), if it found both the token and
+    /// the tenant: a token or tenant created a moment later must be found.
+    /// What is kept was marked used (`marked`, when the lookup marked it);
+    /// the lookup itself answers as the token was before.
+    pub(crate) fn keep_found(
+        &self,
+        generation: Option<u64>,
+        hash: &str,
+        slug: &str,
+        (record, tenant): (&TokenRecord, Option<&Tenant>),
+        marked: Option<i64>,
+        at: Instant,
+    ) {
+        if let (Some(generation), Some(tenant)) = (generation, tenant) {
+            let used = TokenRecord {
+                last_used_at: marked.or(record.last_used_at),
+                ..record.clone()
+            };
+            self.keep(generation, hash, slug, used, tenant.clone(), at);
+        }
+    }
+
     /// Forgets everything: a change was announced or made here.
     pub(crate) fn forget(&self) {
         self.state.lock().expect("access cache lock").forget();

@@ -192,17 +192,9 @@ impl Tenants for PgStore {
         let record = token_record(&row)?;
         let tenant = tenant_row?.as_ref().map(tenant).transpose()?;
         let marked = mark_used(&c, &record).await?;
-        // Only a token and a tenant both found are kept: a token or tenant
-        // created a moment later must be found. What is kept was marked used
-        // (the lookup answers as the token was before it).
-        if let (Some(generation), Some(tenant)) = (generation, &tenant) {
-            let used = TokenRecord {
-                last_used_at: marked.or(record.last_used_at),
-                ..record.clone()
-            };
-            self.access
-                .keep(generation, hash, slug, used, tenant.clone(), now);
-        }
+        let found = (&record, tenant.as_ref());
+        self.access
+            .keep_found(generation, hash, slug, found, marked, now);
         Ok(Some((record, tenant)))
     }
 

@@ -16,29 +16,17 @@ INSERT INTO access_changes (id, count) VALUES (1, 0);
 CREATE TRIGGER tokens_changed
     AFTER UPDATE OF id, tenant_id, name, role, hash, created_at, person_id, bootstrap, revoked_at
     ON tokens
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;
 CREATE TRIGGER tokens_deleted AFTER DELETE ON tokens
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;
 CREATE TRIGGER persons_changed AFTER UPDATE ON persons
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;
 CREATE TRIGGER persons_deleted AFTER DELETE ON persons
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;
 CREATE TRIGGER tenants_changed
     AFTER UPDATE OF id, slug, name, credential_storage, notification_provider_id,
         previous_provider_id, properties_effective_from, created_at
     ON tenants
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;
 CREATE TRIGGER tenants_deleted AFTER DELETE ON tenants
-BEGIN
-    UPDATE access_changes SET count = count + 1 WHERE id = 1;
-END;
+    BEGIN UPDATE access_changes SET count = count + 1 WHERE id = 1; END;

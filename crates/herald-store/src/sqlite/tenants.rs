@@ -165,16 +165,9 @@ impl Tenants for SqliteStore {
             Some(Lookup::Read(record, tenant, generation)) => (record, tenant, generation),
         };
         let marked = self.mark_used(&record).await?;
-        // Only a token and a tenant both found are kept: a token or tenant
-        // created a moment later must be found.
-        if let (Some(generation), Some(tenant)) = (generation, &tenant) {
-            let used = TokenRecord {
-                last_used_at: marked.or(record.last_used_at),
-                ..record.clone()
-            };
-            self.access
-                .keep(generation, hash, slug, used, tenant.clone(), now);
-        }
+        let found = (&record, tenant.as_ref());
+        self.access
+            .keep_found(generation, hash, slug, found, marked, now);
         Ok(Some((record, tenant)))
     }
 
