@@ -96,7 +96,7 @@ impl AccessCache {
             .map(|e| (e.record.clone(), e.tenant.clone()))
     }
 
-    /// Taken before a lookup and given back to [`AccessCache::keep`]: `None`
+    /// Taken before a lookup and given back to [`AccessCache::keep_found`]: `None`
     /// while changes cannot be heard, when nothing may be kept.
     pub(crate) fn generation(&self) -> Option<u64> {
         let state = self.state.lock().expect("access cache lock");
@@ -106,7 +106,7 @@ impl AccessCache {
     /// Keeps what a lookup read, looked up at `at`, unless anything was
     /// forgotten since `generation` was taken: the lookup may have read
     /// what a change has since replaced.
-    pub(crate) fn keep(
+    fn keep(
         &self,
         generation: u64,
         hash: &str,

@@ -163,10 +163,9 @@ pub struct Worker {
     handed_to: Arc<Mutex<Option<mpsc::UnboundedSender<Handed>>>>,
     /// The other end, taken by [`Worker::run`].
     handed: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
-    /// When (Unix ms) a place was last asked for, to hand mail over.
-    last_asked: Arc<AtomicI64>,
-    /// When (Unix ms) each tenant last asked for one: while it does, a
-    /// claim leaves it places for its mail handed over (see [`Worker::rooms`]).
+    /// When (Unix ms) each tenant last asked for a place, to hand mail
+    /// over: while any does, a claim leaves places for it (see
+    /// [`Worker::handing_over`]).
     asked_by: Arc<Mutex<HashMap<TenantId, i64>>>,
 }
 
@@ -221,7 +220,6 @@ impl Worker {
             permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
             handed_to: Arc::new(Mutex::new(Some(handed_to))),
             handed: Arc::new(Mutex::new(Some(handed))),
-            last_asked: Arc::new(AtomicI64::new(i64::MIN)),
             asked_by: Arc::default(),
             store,
             sealer,
@@ -245,19 +243,13 @@ impl Worker {
     /// How many recipients each tenant may have claimed now: what its route
     /// can start soon (its connections plus its recent pace, less what is
     /// claimed for it), within the tenant's share of this node (see
-    /// [`tenant_room`]); a tenant whose mail was handed over within the
-    /// last second has `kept` places of its share kept for more. Tenants
-    /// not listed (this node has not delivered their mail yet) get the
-    /// second value.
-    fn rooms(&self, kept: usize) -> (HashMap<TenantId, u32>, u32) {
+    /// [`tenant_room`]); a tenant in `handing` (its mail is being handed
+    /// over) has `kept` places of its share kept for more. Tenants not
+    /// listed (this node has not delivered their mail yet) get the second
+    /// value.
+    fn rooms(&self, kept: usize, handing: &HashSet<TenantId>) -> (HashMap<TenantId, u32>, u32) {
         let share = self.tenant_share();
         let load = self.load.lock().expect("load lock").clone();
-        let handing: HashSet<TenantId> = {
-            let now = now_ms();
-            let mut asked = self.asked_by.lock().expect("hand-off lock");
-            asked.retain(|_, at| now.saturating_sub(*at) < HANDING_OVER_MS);
-            asked.keys().copied().collect()
-        };
         let routes = self.pools.routes_of_tenants();
         let room = |tenant: &TenantId, route: usize| {
             let mine = load.get(tenant).copied().unwrap_or(0);
@@ -276,6 +268,15 @@ impl Worker {
             rooms.insert(*tenant, room(tenant, NEW_TENANT_ROOM as usize));
         }
         (rooms, NEW_TENANT_ROOM.min(share as u32))
+    }
+
+    /// The tenants that asked for a place to hand mail over within the last
+    /// [`HANDING_OVER_MS`]; the others are forgotten.
+    fn handing_over(&self) -> HashSet<TenantId> {
+        let now = now_ms();
+        let mut asked = self.asked_by.lock().expect("hand-off lock");
+        asked.retain(|_, at| now.saturating_sub(*at) < HANDING_OVER_MS);
+        asked.keys().copied().collect()
     }
 
     /// What a delivery of `tenant`'s mail holds while it runs, with the
@@ -343,12 +344,11 @@ impl Worker {
             // being handed over (a place was asked for within the last
             // second), a quarter of the node's places stay for it (see
             // `reserve`). A node that hands nothing over claims them all.
-            let handing_over =
-                now_ms().saturating_sub(self.last_asked.load(Ordering::Relaxed)) < HANDING_OVER_MS;
-            let kept = if handing_over {
-                self.config.concurrency / 4
-            } else {
+            let handing = self.handing_over();
+            let kept = if handing.is_empty() {
                 0
+            } else {
+                self.config.concurrency / 4
             };
             let room = free.saturating_sub(kept);
             // While deliveries run, each one's end wakes the loop: a claim
@@ -370,7 +370,7 @@ impl Worker {
             let (claimed, full) = match held {
                 Some(_) => {
                     kicked = false;
-                    let (rooms, default_room) = self.rooms(kept);
+                    let (rooms, default_room) = self.rooms(kept, &handing);
                     let request = ClaimRequest {
                         node: self.config.node.clone(),
                         incarnation: self.config.incarnation.clone(),
@@ -733,12 +733,10 @@ impl Handoff for Worker {
     /// handed over: were it queued instead, it would wake the worker for
     /// another claim, which would hold the places again.
     fn reserve(&self, tenant: TenantId) -> Option<Reservation> {
-        let now = now_ms();
-        self.last_asked.store(now, Ordering::Relaxed);
         self.asked_by
             .lock()
             .expect("hand-off lock")
-            .insert(tenant, now);
+            .insert(tenant, now_ms());
         if self.permits.available_permits() <= self.config.concurrency / 8
             || !self.may_start(i64::MAX)
         {
