@@ -13,6 +13,7 @@ use herald_core::TenantId;
 use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::db::describe;
 use crate::StoreEvent;
 use crate::access::{self, AccessCache};
 
@@ -34,6 +35,8 @@ pub(crate) async fn run(
         match heard {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(error) => {
+                // The server's own words: the error's display alone is "db error".
+                let error = describe(&error);
                 tracing::warn!(%error, "the LISTEN connection failed; polling covers the gap until it is back");
             }
         }

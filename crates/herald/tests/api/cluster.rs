@@ -382,3 +382,47 @@ async fn a_second_process_under_a_node_name_is_reported() {
     })
     .await;
 }
+
+/// A node whose LISTEN connection the server ends logs why, in the server's
+/// words (the driver's display of the error alone is "db error"), and
+/// listens again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_listen_connection_is_logged_in_the_servers_words_and_reopened() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let n = node(&db, "listener", &[]).await;
+    let admin = db.client().await;
+    let listener = || async {
+        let rows = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN %'",
+                &[&db.name()],
+            )
+            .await
+            .unwrap();
+        rows.first().map(|r| r.get::<_, i32>(0))
+    };
+    let first = eventually("the node's LISTEN connection", listener).await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap();
+    let line = eventually("the warning about the LISTEN connection", || async {
+        n.output
+            .lock()
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("the LISTEN connection failed"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        line.contains("terminating connection due to administrator command"),
+        "{line}"
+    );
+    eventually("a new LISTEN connection", || async {
+        listener().await.filter(|pid| *pid != first)
+    })
+    .await;
+}
