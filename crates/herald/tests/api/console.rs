@@ -487,6 +487,17 @@ impl Browser {
     /// Waits until an element's text contains `text`. When it does not in
     /// time, the failure says what the element said last, and where.
     async fn wait_for_text(&mut self, css: &str, text: &str) {
+        self.wait_for_text_or(css, text, || async { String::new() })
+            .await;
+    }
+
+    /// As [`Browser::wait_for_text`]; a failure also shows what `explain`
+    /// finds then (the node's own view of what the page waits for).
+    async fn wait_for_text_or<F, Fut>(&mut self, css: &str, text: &str, explain: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = String>,
+    {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let said = match self.client.find(Locator::Css(css)).await {
@@ -498,8 +509,9 @@ impl Browser {
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "{css} did not say {text:?} in time on {}; last: {said:?}",
-                    self.whereabouts().await
+                    "{css} did not say {text:?} in time on {}; last: {said:?}{}",
+                    self.whereabouts().await,
+                    explain().await
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -718,7 +730,26 @@ async fn a_tenant_administrator_sets_up_delivery_in_the_console() {
     let step = browser.next_step().await;
     assert!(step.ends_with("#test"), "{step}");
     browser.press("Send a test message", "#test-steps").await;
-    browser.wait_for_text("#test-status", "sent").await;
+    // Should the page not say `sent` in time, the API's view of the message
+    // (its status and attempts) tells whether the worker or the page lagged.
+    let test_page = browser
+        .client
+        .current_url()
+        .await
+        .expect("the page's address");
+    let message_id = test_page
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    browser
+        .wait_for_text_or("#test-status", "sent", || async {
+            let path = format!("/v1/tenants/acme/messages/{message_id}");
+            let (status, message) = app.get(&path, &acme.admin).await;
+            format!("; the API says ({status}): {message}")
+        })
+        .await;
     let steps = browser.text_of(".steps").await;
     for step in ["connect", "ehlo", "auth", "data"] {
         assert!(
