@@ -22,33 +22,43 @@ pub(crate) const MAIL: &str = "herald_mail";
 /// The channel on which refreshed properties are announced, with the tenant id.
 pub(crate) const PROPERTIES: &str = "herald_properties";
 
+/// The pause before reopening a connection that listened; it doubles, up
+/// to 10 s, while connecting fails.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+
 /// Listens until the process ends, reconnecting after a failure.
 pub(crate) async fn run(
     url: String,
     events: broadcast::Sender<StoreEvent>,
     access: Arc<AccessCache>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_PAUSE;
     loop {
-        let heard = listen(&url, &events, &access).await;
+        let mut listened = false;
+        let heard = listen(&url, &events, &access, &mut listened).await;
         access.listening(false);
-        match heard {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(error) => {
-                // The server's own words: the error's display alone is "db error".
-                let error = describe(&error);
-                tracing::warn!(%error, "the LISTEN connection failed; polling covers the gap until it is back");
-            }
+        if let Err(error) = heard {
+            // The server's own words: the error's display alone is "db error".
+            let error = describe(&error);
+            tracing::warn!(%error, "the LISTEN connection failed; polling covers the gap until it is back");
+        }
+        // A connection that listened starts the pauses afresh: a cut after
+        // hours of listening is not kept waiting by an outage long before.
+        if listened {
+            backoff = FIRST_PAUSE;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
+/// Listens on one connection until it ends; `listened` turns true once
+/// the LISTEN commands have run.
 async fn listen(
     url: &str,
     events: &broadcast::Sender<StoreEvent>,
     access: &AccessCache,
+    listened: &mut bool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -73,6 +83,7 @@ async fn listen(
     // once; from here on every change of access is heard.
     let _ = events.send(StoreEvent::Mail);
     access.listening(true);
+    *listened = true;
     while let Some(message) = messages.next().await {
         forward(message?, events, access);
     }
