@@ -236,18 +236,53 @@ pub(crate) fn config(url: &str, application_name: &str) -> Result<tokio_postgres
     Ok(config)
 }
 
+/// Opens the pool's connections, as deadpool's own connector does, but logs
+/// a connection that ends in failure in the server's words (the driver's
+/// display of its error alone is "db error"): a restarted server, or one
+/// that ended the connection, says so.
+struct Connector;
+
+/// A connection being opened: its client, and the task that drives it.
+type Connecting<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                    tokio_postgres::Error,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(&self, config: &tokio_postgres::Config) -> Connecting<'_> {
+        let config = config.clone();
+        Box::pin(async move {
+            // No TLS to the database for now: nodes reach PostgreSQL on a
+            // trusted network. Supporting TLS means a rustls connector here
+            // and an sslmode in the URL.
+            let (client, connection) = config.connect(NoTls).await?;
+            let driver = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    let error = describe(&e);
+                    tracing::warn!(%error, "a database connection of the pool failed; the pool opens another when it needs one");
+                }
+            });
+            Ok((client, driver))
+        })
+    }
+}
+
 /// Opens a pool on the database at `url` and brings its schema up to date.
 pub(crate) async fn open(url: &str) -> Result<Pool> {
     let config = config(url, "herald")?;
     // Fast recycling only checks that the connection is still open: checking
     // it with a query would cost a round trip on every use, and a connection
     // the server dropped fails its next query and is then discarded.
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         config,
-        // No TLS to the database for now: nodes reach PostgreSQL on a trusted
-        // network. Supporting TLS means a rustls connector here and an
-        // sslmode in the URL.
-        NoTls,
+        Connector,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

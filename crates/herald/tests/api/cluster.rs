@@ -426,3 +426,54 @@ async fn a_cut_listen_connection_is_logged_in_the_servers_words_and_reopened() {
     })
     .await;
 }
+
+/// A pooled database connection the server ends is logged in the server's
+/// words, and the node goes on serving on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_ends_is_logged_in_its_words() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let n = node(&db, "pooled", &[]).await;
+    let app = n.app();
+    let acme = app.tenant("acme").await;
+    let admin = db.client().await;
+    // Every connection of the node but its LISTEN one.
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN %'",
+            &[&db.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended > 0, "the node had pooled connections");
+    // One line for each connection ended.
+    let lines = eventually("a warning for each pooled connection", || async {
+        let output = n.output.lock().unwrap().clone();
+        let lines: Vec<String> = output
+            .lines()
+            .filter(|l| l.contains("a database connection of the pool failed"))
+            .map(str::to_owned)
+            .collect();
+        (lines.len() as i64 == ended).then_some(lines)
+    })
+    .await;
+    for line in &lines {
+        assert!(
+            line.contains("terminating connection due to administrator command"),
+            "{line}"
+        );
+    }
+    assert!(!n.output.lock().unwrap().contains("db error"));
+    // The node goes on: a submission is stored through new connections.
+    let (status, body) = app
+        .post(
+            &tenant_path(&acme, "messages"),
+            &acme.sender,
+            json!({"to": ["ops@acme.example"], "subject": "after", "text": "x"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
