@@ -729,6 +729,16 @@ impl NodeProcess {
         .await
     }
 
+    /// The lines it printed so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let output = self.output.lock().unwrap();
+        output
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A client for its API.
     pub fn app(&self) -> TestApp {
         TestApp {
