@@ -212,8 +212,13 @@ mod tests {
         (record, tenant)
     }
 
+    /// Whether a lookup begun now, finishing at `at`, keeps what it found.
     fn kept(cache: &AccessCache, at: Instant) -> bool {
-        let generation = cache.generation().expect("listening");
+        kept_under(cache, cache.generation().expect("listening"), at)
+    }
+
+    /// Whether a lookup begun at `generation`, finishing at `at`, keeps what it found.
+    fn kept_under(cache: &AccessCache, generation: u64, at: Instant) -> bool {
         let (record, tenant) = found();
         cache.keep(generation, "h", "acme", record, tenant, at);
         cache.get("h", "acme", at).is_some()
@@ -223,9 +228,7 @@ mod tests {
     fn nothing_is_kept_while_changes_cannot_be_heard() {
         let cache = AccessCache::default();
         assert_eq!(cache.generation(), None);
-        let (record, tenant) = found();
-        cache.keep(0, "h", "acme", record, tenant, Instant::now());
-        assert!(cache.get("h", "acme", Instant::now()).is_none());
+        assert!(!kept_under(&cache, 0, Instant::now()));
 
         cache.listening(true);
         assert!(kept(&cache, Instant::now()));
@@ -238,8 +241,7 @@ mod tests {
 
     #[test]
     fn a_change_forgets_and_a_lookup_from_before_it_is_not_kept() {
-        let cache = AccessCache::default();
-        cache.listening(true);
+        let cache = AccessCache::counted();
         let now = Instant::now();
         assert!(kept(&cache, now));
         assert!(cache.get("h", "acme", now).is_some());
@@ -251,15 +253,12 @@ mod tests {
         // Began before the next change, finished after it.
         let before = cache.generation().unwrap();
         cache.forget();
-        let (record, tenant) = found();
-        cache.keep(before, "h", "acme", record, tenant, now);
-        assert!(cache.get("h", "acme", now).is_none());
+        assert!(!kept_under(&cache, before, now));
     }
 
     #[test]
     fn what_is_kept_is_read_again_after_its_maximum_age() {
-        let cache = AccessCache::default();
-        cache.listening(true);
+        let cache = AccessCache::counted();
         let then = Instant::now();
         assert!(kept(&cache, then));
         assert!(cache.get("h", "acme", then + MAX_AGE / 2).is_some());
@@ -279,9 +278,7 @@ mod tests {
         let before = cache.generation().unwrap();
         cache.observe(8);
         assert!(cache.get("h", "acme", now).is_none(), "the count moved");
-        let (record, tenant) = found();
-        cache.keep(before, "h", "acme", record, tenant, now);
-        assert!(cache.get("h", "acme", now).is_none());
+        assert!(!kept_under(&cache, before, now));
         assert!(kept(&cache, now), "kept again under the new count");
     }
 }
