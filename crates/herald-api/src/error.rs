@@ -18,6 +18,12 @@ pub enum ApiError {
     /// The body is larger than any request may be.
     #[error("the request is too large")]
     TooLarge,
+    /// The body is not declared as JSON (`Content-Type: application/json`).
+    #[error("the body is not JSON")]
+    UnsupportedMediaType,
+    /// The client stopped sending the body for longer than the node waits.
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -166,6 +172,20 @@ impl ApiError {
                 "urn:herald:problem:too-large",
                 "Request too large",
                 "the body is larger than this node accepts (see --max-message-size)".to_owned(),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "urn:herald:problem:unsupported-media-type",
+                "Unsupported media type",
+                "the body must be JSON, sent with Content-Type: application/json".to_owned(),
+                vec![],
+            ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "urn:herald:problem:body-timeout",
+                "Request timeout",
+                "the body did not arrive in time; nothing was stored, send the request again".to_owned(),
                 vec![],
             ),
             ApiError::MethodNotAllowed => (

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub mod client;
 pub mod cron;
+mod early;
 mod error;
 pub mod gate;
 pub mod openapi;
@@ -207,8 +208,13 @@ pub fn router(state: AppState, api: bool) -> Router {
     } else {
         routes::health()
     };
+    let max_body = state.limits.max_body();
     routes
-        .layer(DefaultBodyLimit::max(state.limits.max_body()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            max_body,
+            early::refuse_early,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(panic::contain_panics))
         .with_state(state)
 }

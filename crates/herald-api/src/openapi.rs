@@ -92,13 +92,14 @@ pub(crate) async fn serve() -> impl IntoResponse {
 
 /// The answers every operation may give, added to each where they apply, so
 /// that no operation forgets one: 401 and 403 where a token is needed, 404
-/// where the path names something, 400, 413 and 422 where there is a body,
+/// where the path names something, 400, 408, 413, 415 and 422 where there
+/// is a body,
 /// 409 for every change (names are unique, objects in use stay), 500 and
 /// 503 everywhere but the health checks and this document.
 struct Common;
 
 /// (status, component name, description) of the shared problem answers.
-const COMMON: [(&str, &str, &str); 9] = [
+const COMMON: [(&str, &str, &str); 11] = [
     (
         "400",
         "Malformed",
@@ -125,9 +126,19 @@ const COMMON: [(&str, &str, &str); 9] = [
         "The change conflicts with what is stored: a name taken, an object in use (`conflict`)",
     ),
     (
+        "408",
+        "BodyTimeout",
+        "The body stopped arriving before it was complete (`body-timeout`)",
+    ),
+    (
         "413",
         "TooLarge",
         "The body is larger than the node accepts (`too-large`)",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "The body is not sent as `Content-Type: application/json` (`unsupported-media-type`)",
     ),
     (
         "422",
@@ -203,7 +214,7 @@ impl Modify for Common {
                 let wanted = |status: &str| match status {
                     "401" | "403" => !public,
                     "404" => path.contains('{'),
-                    "400" | "413" | "422" => has_body,
+                    "400" | "408" | "413" | "415" | "422" => has_body,
                     "409" => change && !public,
                     _ => !public,
                 };
@@ -265,6 +276,10 @@ pub(crate) enum ProblemType {
     MalformedRequest,
     #[serde(rename = "urn:herald:problem:too-large")]
     TooLarge,
+    #[serde(rename = "urn:herald:problem:unsupported-media-type")]
+    UnsupportedMediaType,
+    #[serde(rename = "urn:herald:problem:body-timeout")]
+    BodyTimeout,
     #[serde(rename = "urn:herald:problem:method-not-allowed")]
     MethodNotAllowed,
     #[serde(rename = "urn:herald:problem:invalid-fields")]
@@ -1033,6 +1048,8 @@ mod tests {
         let all = vec![
             ApiError::Malformed(String::new()),
             ApiError::TooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::BodyTimeout,
             ApiError::MethodNotAllowed,
             ApiError::Invalid(vec![]),
             ApiError::Unauthorized,
@@ -1052,6 +1069,8 @@ mod tests {
             match error {
                 ApiError::Malformed(_)
                 | ApiError::TooLarge
+                | ApiError::UnsupportedMediaType
+                | ApiError::BodyTimeout
                 | ApiError::MethodNotAllowed
                 | ApiError::Invalid(_)
                 | ApiError::Unauthorized

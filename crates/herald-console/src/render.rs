@@ -233,6 +233,14 @@ pub fn describe(error: ApiError) -> (StatusCode, String) {
         e @ ApiError::TooManyWaitingClaims { .. } => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, why),
         ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()),
+        ApiError::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The form was not sent as a form.".into(),
+        ),
+        ApiError::BodyTimeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "The form did not arrive in time; nothing was changed. Send it again.".into(),
+        ),
         ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Not allowed.".into()),
         ApiError::Unavailable(why) => {
             tracing::error!(error = %herald_api::Chain(why.as_ref()), "the database is unavailable");

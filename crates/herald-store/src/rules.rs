@@ -2,10 +2,12 @@
 //! what a backend has loaded, deciding whether a change may go ahead and
 //! what it leaves behind.
 
-use herald_core::{EmailAddress, Invalid, ProviderId};
+use herald_core::status::message_status;
+use herald_core::{EmailAddress, Invalid, ProviderId, RecipientStatus};
 
 use crate::model::{
-    AttemptResult, Person, SmtpAccount, SmtpServer, Tenant, WebhookDeliveryStatus, WebhookNext,
+    AttemptResult, NewMessage, Person, SmtpAccount, SmtpServer, Tenant, WebhookDeliveryStatus,
+    WebhookNext,
 };
 use crate::{Result, StoreError};
 
@@ -76,7 +78,7 @@ pub(crate) fn account_unused(used_by: Option<String>) -> Result<()> {
 pub(crate) fn person_unbound(bound_account: Option<String>) -> Result<()> {
     match bound_account {
         Some(username) => Err(StoreError::Conflict(format!(
-            "the SMTP account {username:?} is bound to this person; delete it or bind it to another person first"
+            "the SMTP account {username:?} is bound to this person; delete the account first (another account can then be bound to someone else)"
         ))),
         None => Ok(()),
     }
@@ -245,4 +247,20 @@ pub(crate) fn webhook_test_status(r: &AttemptResult) -> WebhookDeliveryStatus {
         WebhookNext::Delivered => WebhookDeliveryStatus::Delivered,
         WebhookNext::Retry { .. } | WebhookNext::GiveUp => WebhookDeliveryStatus::Failed,
     }
+}
+
+/// How a new message is answered when stored: `scheduled` while its
+/// `send_at` is ahead of its submission, `queued` otherwise.
+pub(crate) fn accepted_status(m: &NewMessage) -> RecipientStatus {
+    RecipientStatus::Queued.as_of(m.send_at, m.created_at)
+}
+
+/// How a duplicate submission is answered: the earlier message's status
+/// now, from its recipients' (`scheduled` while its `send_at` is ahead).
+pub(crate) fn earlier_status(
+    recipients: Vec<RecipientStatus>,
+    send_at: Option<i64>,
+) -> RecipientStatus {
+    let now = herald_core::timestamp::now_ms();
+    message_status(recipients.into_iter().map(|s| s.as_of(send_at, now)))
 }

@@ -520,7 +520,7 @@ pub(crate) const CLEAR_SERVER_SECRETS: &str =
 // Submission.
 
 pub(crate) const MESSAGE_BY_KEY: &str =
-    "SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
+    "SELECT id, send_at FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
 pub(crate) const RECIPIENT_STATUSES: &str =
     "SELECT status FROM recipients WHERE message_id = $1 AND tenant_id = $2";
 

@@ -1726,7 +1726,7 @@ async fn persons_and_tokens_keep_their_rules(f: Fixture) {
     assert_eq!(bound.person_id, Some(ada.id));
     assert_eq!(
         conflict(f.store.delete_person(a, ada.id).await),
-        "the SMTP account \"ada@x.example\" is bound to this person; delete it or bind it to another person first"
+        "the SMTP account \"ada@x.example\" is bound to this person; delete the account first (another account can then be bound to someone else)"
     );
     f.delete_account(a, server.id, bound.id).await;
     f.store.delete_person(a, ada.id).await.unwrap();

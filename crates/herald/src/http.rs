@@ -100,7 +100,9 @@ struct DeadlineBody {
     deadline: Pin<Box<Sleep>>,
 }
 
-/// The error a body gives when its deadline passed.
+/// The error a body gives when its deadline passed, carried as an
+/// `io::Error` of kind `TimedOut` so that the API can tell it from a body
+/// that broke off (a 408, not a 400) without knowing this type.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
 struct BodyTimedOut(Duration);
@@ -117,7 +119,10 @@ impl Body for DeadlineBody {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.timeout))))),
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                BodyTimedOut(self.timeout),
+            ))))),
             Poll::Pending => Poll::Pending,
         }
     }

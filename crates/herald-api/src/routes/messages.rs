@@ -1,7 +1,5 @@
 //! Submitting messages (answered only once they are committed) and reading what happened to them.
 
-use std::collections::BTreeMap;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -60,6 +58,7 @@ struct MessageBody {
     /// The template's variables: a JSON object. A variable the template
     /// uses and `data` lacks refuses the message (422 naming it).
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::body::unique_keys")]
     data: Option<Value>,
     /// When to send it (RFC 3339), at most a year ahead; until then it is
     /// `scheduled` and may be cancelled. A time already past sends at once.
@@ -68,12 +67,13 @@ struct MessageBody {
     reply_to: Option<String>,
     /// The e-mail address of a person of the tenant the message is sent on behalf of.
     on_behalf_of: Option<String>,
-    /// Custom header fields, by name.
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
+    /// Custom header fields, by name, in the order given.
+    #[schema(value_type = BTreeMap<String, String>)]
+    #[serde(default, deserialize_with = "crate::body::string_pairs")]
+    headers: Vec<(String, String)>,
     /// A repeated key answers the earlier message (`duplicate: true`) instead of sending again.
     idempotency_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::objects")]
     attachments: Vec<AttachmentBody>,
 }
 
@@ -285,6 +285,7 @@ const MAX_BATCH: usize = 1000;
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     #[schema(value_type = Vec<MessageBody>)]
+    #[serde(deserialize_with = "crate::body::each_with_unique_keys")]
     messages: Vec<Value>,
 }
 
@@ -317,10 +318,9 @@ async fn submit_batch(
     let mut results: Vec<Value> = Vec::with_capacity(batch.messages.len());
     let mut ready = Vec::new();
     for (index, raw) in batch.messages.into_iter().enumerate() {
-        let parsed = serde_path_to_error::deserialize::<_, MessageBody>(raw).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::Malformed(format!("field {path}: {}", e.into_inner()))
-        });
+        let parsed = serde_path_to_error::deserialize(raw)
+            .map(|crate::body::AnObject(body): crate::body::AnObject<MessageBody>| body)
+            .map_err(crate::body::refusal);
         let prepared = match parsed {
             Ok(body) => prepare(&state, &tenant, body).await,
             Err(e) => Err(e),
@@ -429,7 +429,7 @@ async fn prepare(
         );
     }
     let mut seen = std::collections::BTreeSet::new();
-    for name in body.headers.keys() {
+    for (name, _) in &body.headers {
         if !seen.insert(name.to_ascii_lowercase()) {
             check.fail(
                 &format!("headers.{name}"),

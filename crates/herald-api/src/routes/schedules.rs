@@ -50,6 +50,7 @@ pub struct ScheduleBody {
     pub template: Option<String>,
     /// The template's variables: a JSON object.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::body::unique_keys")]
     pub data: Option<Value>,
     /// Mailboxes; with none in to, cc and bcc, the provider's fallback recipient.
     pub to: Option<Vec<String>>,

@@ -364,6 +364,7 @@ pub struct AccountBody {
     pub mechanism: Option<String>,
     pub password: Option<String>,
     pub access_token: Option<String>,
+    #[serde(default, deserialize_with = "crate::body::optional_object")]
     pub oauth2: Option<OAuth2Body>,
     pub person_id: Option<String>,
 }

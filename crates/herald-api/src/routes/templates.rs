@@ -53,6 +53,7 @@ pub struct TemplateBody {
 pub struct PreviewBody {
     /// A JSON object; `{}` when absent.
     #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "crate::body::unique_keys")]
     pub data: Option<Value>,
 }
 

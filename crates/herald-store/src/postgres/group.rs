@@ -173,7 +173,7 @@ async fn store_group(pool: &Pool, messages: &[NewMessage]) -> Result<Vec<Option<
         .map(|((m, id), handed)| {
             inserted.contains(id).then_some(Submitted {
                 id: m.id,
-                status: RecipientStatus::Queued,
+                status: rules::accepted_status(m),
                 duplicate: false,
                 handed,
             })
@@ -223,7 +223,7 @@ pub(super) async fn submit_alone(pool: &Pool, m: &NewMessage) -> Result<Submitte
             count_queued(&tx, &[m]).await?;
             Submitted {
                 id: m.id,
-                status: RecipientStatus::Queued,
+                status: rules::accepted_status(m),
                 duplicate: false,
                 handed,
             }
@@ -263,7 +263,7 @@ pub(super) async fn submit_together(
         submitted.push(if new {
             Submitted {
                 id: m.id,
-                status: RecipientStatus::Queued,
+                status: rules::accepted_status(m),
                 duplicate: false,
                 handed: handed.next().unwrap_or_default(),
             }

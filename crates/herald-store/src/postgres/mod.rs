@@ -804,11 +804,12 @@ async fn stored_earlier(tx: &impl GenericClient, m: &NewMessage) -> Result<Optio
     let Some(earlier) = earlier else {
         return Ok(None);
     };
+    let send_at: Option<i64> = get(&earlier, "send_at")?;
     let earlier: String = get(&earlier, "id")?;
     let statuses = statuses_of(tx, &tenant_id, &earlier).await?;
     Ok(Some(Submitted {
         id: id(earlier)?,
-        status: message_status(statuses),
+        status: rules::earlier_status(statuses, send_at),
         duplicate: true,
         handed: Vec::new(),
     }))

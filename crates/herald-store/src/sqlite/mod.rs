@@ -350,19 +350,19 @@ fn earlier_by_key(c: &Connection, m: &NewMessage) -> Result<Option<Submitted>> {
         return Ok(None);
     };
     let tenant = m.tenant_id.to_string();
-    let earlier: Option<String> = c
+    let earlier: Option<(String, Option<i64>)> = c
         .prepare_cached(sql::MESSAGE_BY_KEY)
         .map_err(sql)?
-        .query_row(params![tenant, key], |r| r.get(0))
+        .query_row(params![tenant, key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(sql)?;
-    let Some(earlier) = earlier else {
+    let Some((earlier, send_at)) = earlier else {
         return Ok(None);
     };
     let statuses = recipient_statuses(c, &earlier, &tenant)?;
     Ok(Some(Submitted {
         id: id(earlier)?,
-        status: message_status(statuses),
+        status: rules::earlier_status(statuses, send_at),
         duplicate: true,
         handed: Vec::new(),
     }))
@@ -469,7 +469,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> Result<Submitted> {
     count_queued(c, m)?;
     Ok(Submitted {
         id: m.id,
-        status: RecipientStatus::Queued,
+        status: rules::accepted_status(m),
         duplicate: false,
         handed: handed.map(|(_, claims)| claims).unwrap_or_default(),
     })

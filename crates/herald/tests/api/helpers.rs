@@ -40,6 +40,26 @@ pub struct TestTenant {
 
 /// Settings for a test node: port 0, fast retries and polls.
 /// Milliseconds since the epoch of an RFC 3339 time the API answered.
+/// Reads until the server ends the request; returns what it answered.
+pub async fn answer_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server ends the request")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Writes `request` as it is to the node at `addr` (host:port) and returns
+/// everything it answers until it closes the connection.
+pub async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    answer_until_closed(&mut stream).await
+}
+
 pub fn ms(value: &Value) -> i64 {
     let text = value
         .as_str()

@@ -251,7 +251,7 @@ async fn malformed_json_is_a_400_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
+async fn a_body_not_sent_as_json_is_a_415_and_stores_nothing() {
     let (app, acme) = app_with_one_message().await;
     let valid = valid_message().to_string();
 
@@ -268,7 +268,11 @@ async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
             Some((content_type, valid.clone())),
         )
         .await;
-        let detail = assert_malformed(&reply);
+        let detail = assert_problem(
+            &reply,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "urn:herald:problem:unsupported-media-type",
+        );
         assert!(
             detail.contains("application/json"),
             "{content_type:?}: {detail}"
@@ -288,6 +292,253 @@ async fn a_body_not_sent_as_json_is_a_400_and_stores_nothing() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(app.message_count(&acme).await, 2);
+}
+
+#[tokio::test]
+async fn a_missing_field_is_a_422_naming_it_on_every_route() {
+    let (app, acme) = app_with_one_message().await;
+    // Routes whose body serde reads with required fields, and routes whose
+    // handler checks them: both answer alike.
+    for (path, token, field) in [
+        ("/v1/tenants".to_owned(), OPERATOR, "slug"),
+        (
+            "/v1/tenants/acme/persons".to_owned(),
+            acme.admin.as_str(),
+            "name",
+        ),
+        (
+            "/v1/tenants/acme/smtp-servers".to_owned(),
+            acme.admin.as_str(),
+            "name",
+        ),
+        (messages_path(&acme), acme.sender.as_str(), "subject"),
+    ] {
+        let body = if path.ends_with("/messages") {
+            json!({"to": ["user@acme.example"], "text": "x"})
+        } else {
+            json!({})
+        };
+        let reply = post_as(&app, &path, token, body).await;
+        let rule = assert_invalid_field(&reply, field);
+        assert!(rule.contains("required"), "{path}: {rule}");
+    }
+    assert_still_one_message(&app, &acme).await;
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_never_repeated_in_the_answer() {
+    let (app, acme) = app_with_one_message().await;
+    // A password or secret sent as a number must not come back in the error.
+    let server = create_server(
+        &app,
+        &acme,
+        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
+    )
+    .await;
+    let reply = post_as(
+        &app,
+        &format!("/v1/tenants/acme/smtp-servers/{server}/accounts"),
+        &acme.admin,
+        json!({"username": "ada", "password": 8_675_309_123_u64}),
+    )
+    .await;
+    let detail = assert_malformed(&reply);
+    assert!(detail.contains("password"), "{detail}");
+    assert!(!reply.text.contains("8675309123"), "{}", reply.text);
+    let reply = post_message(
+        &app,
+        &acme,
+        valid_message_with("subject", json!("a, expected b, \"sneaky\"")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    let reply = post_message(
+        &app,
+        &acme,
+        valid_message_with("text", json!(["top-secret"])),
+    )
+    .await;
+    let detail = assert_malformed(&reply);
+    assert!(detail.contains("field text"), "{detail}");
+    assert!(!reply.text.contains("top-secret"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_refused_not_dropped() {
+    let (app, acme) = app_with_one_message().await;
+    // Header names: the same as a name given twice in another case.
+    let body = r#"{"to": ["user@acme.example"], "subject": "s", "text": "x",
+        "headers": {"X-Dup": "first", "X-Dup": "second"}}"#;
+    let reply = send(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        Some((Some("application/json"), body.to_owned())),
+    )
+    .await;
+    let rule = assert_invalid_field(&reply, "headers.X-Dup");
+    assert!(rule.contains("twice"), "{rule}");
+    // Free-form data, at any depth.
+    let body = r#"{"to": ["user@acme.example"], "template": "t",
+        "data": {"host": {"name": "a", "name": "b"}}}"#;
+    let reply = send(
+        &app,
+        Method::POST,
+        &messages_path(&acme),
+        Some(&acme.sender),
+        Some((Some("application/json"), body.to_owned())),
+    )
+    .await;
+    let detail = assert_malformed(&reply);
+    assert!(
+        detail.contains("data") && detail.contains("`name` is given twice"),
+        "{detail}"
+    );
+    // A field of a message in a batch: that message is refused, the others go.
+    let body = r#"{"messages": [
+        {"to": ["a@acme.example"], "subject": "one", "text": "x"},
+        {"to": ["b@acme.example"], "subject": "two", "subject": "three", "text": "x"}]}"#;
+    let reply = send(
+        &app,
+        Method::POST,
+        &format!("{}/batch", messages_path(&acme)),
+        Some(&acme.sender),
+        Some((Some("application/json"), body.to_owned())),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        reply.text.contains("`subject` is given twice"),
+        "{}",
+        reply.text
+    );
+    assert_still_one_message(&app, &acme).await;
+}
+
+#[tokio::test]
+async fn a_nested_part_given_as_an_array_is_refused() {
+    let (app, acme) = app_with_one_message().await;
+    // An attachment as the list of its fields in order, not an object.
+    let message = valid_message_with(
+        "attachments",
+        json!([["a.txt", "text/plain", "aGVsbG8=", null]]),
+    );
+    let reply = post_message(&app, &acme, message).await;
+    let detail = assert_malformed(&reply);
+    assert!(
+        detail.contains("attachments[0]") && detail.contains("an object"),
+        "{detail}"
+    );
+    // A batch's message likewise: that message is refused, the other goes.
+    let positional = json!([
+        ["b@acme.example"],
+        [],
+        [],
+        "s",
+        "x",
+        null,
+        null,
+        null,
+        null,
+        null,
+        null,
+        {},
+        null,
+        []
+    ]);
+    let (status, batch) = app
+        .submit_batch(&acme, vec![positional, valid_message()])
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["accepted"], 1, "{batch}");
+    let error = &batch["results"][0]["error"];
+    assert_eq!(
+        error["type"], "urn:herald:problem:malformed-request",
+        "{batch}"
+    );
+    assert!(
+        error["detail"].as_str().unwrap().contains("an object"),
+        "{batch}"
+    );
+    assert_eq!(app.message_count(&acme).await, 2);
+}
+
+#[tokio::test]
+async fn a_chunked_body_without_a_content_type_is_not_ignored() {
+    let (app, acme) = app_with_one_message().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let chunk = r#"{"to": ["user@acme.example"], "subject": "s", "text": "x"}"#;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        messages_path(&acme),
+        acme.sender,
+        chunk.len()
+    );
+    let answer = raw_exchange(&addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    // On a route whose body is optional, a chunked body is not taken for
+    // none: the test message is not sent to the default recipient.
+    let server = create_server(
+        &app,
+        &acme,
+        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
+    )
+    .await;
+    let provider = app
+        .create_as_admin(
+            &acme,
+            "providers",
+            json!({"name": "corporate", "smtp_server_id": server, "from_address": "alerts@acme.example"}),
+        )
+        .await;
+    let provider = provider["id"].as_str().unwrap();
+    let request = format!(
+        "POST /v1/tenants/acme/providers/{provider}/test HTTP/1.1\r\nHost: herald\r\n\
+         Authorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{chunk}\r\n0\r\n\r\n",
+        acme.admin,
+        chunk.len()
+    );
+    let answer = raw_exchange(&addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert_still_one_message(&app, &acme).await;
+}
+
+#[tokio::test]
+async fn a_body_declared_over_the_limit_is_a_413_before_it_is_sent() {
+    let (app, acme) = app_with_one_message().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // The headers alone: were the node waiting for the body, this would
+    // hang until its body timeout instead of answering.
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 900000000\r\n\r\n{{",
+        messages_path(&acme),
+        acme.sender
+    );
+    let answer = raw_exchange(&addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("urn:herald:problem:too-large"), "{answer}");
+    assert_still_one_message(&app, &acme).await;
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_404_problem() {
+    let (app, acme) = app_with_one_message().await;
+    for path in [
+        "/v1/tenants/ac%FFme/messages".to_owned(),
+        format!("{}/%FF", messages_path(&acme)),
+    ] {
+        let reply = send(&app, Method::GET, &path, Some(&acme.sender), None).await;
+        assert_not_found(&reply);
+        assert_eq!(
+            reply.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -857,6 +1108,41 @@ async fn an_idempotency_key_stores_a_message_once() {
     let reply = post_message(&app, &acme, message).await;
     assert_invalid_field(&reply, "idempotency_key");
     assert_eq!(app.message_count(&acme).await, 2);
+}
+
+#[tokio::test]
+async fn a_scheduled_message_is_answered_as_scheduled() {
+    let (app, acme) = app_with_one_message().await;
+    let later = herald_core::timestamp::rfc3339(herald_core::timestamp::now_ms() + 3_600_000);
+    let mut message = valid_message_with("send_at", json!(later));
+    message["idempotency_key"] = json!("nightly-1");
+    let (status, first) = app
+        .post(&messages_path(&acme), &acme.sender, message.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["status"], "scheduled", "{first}");
+    // The replay answers the stored message's status, as its GET does.
+    let (_, again) = app.post(&messages_path(&acme), &acme.sender, message).await;
+    assert_eq!(
+        (&again["duplicate"], &again["status"]),
+        (&json!(true), &json!("scheduled")),
+        "{again}"
+    );
+    let id = first["id"].as_str().unwrap();
+    let (_, shown) = app
+        .get(&format!("{}/{id}", messages_path(&acme)), &acme.sender)
+        .await;
+    assert_eq!(shown["status"], "scheduled", "{shown}");
+    // In a batch too, beside a message sent at once.
+    let (status, batch) = app
+        .submit_batch(
+            &acme,
+            vec![valid_message_with("send_at", json!(later)), valid_message()],
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["results"][0]["status"], "scheduled", "{batch}");
+    assert_eq!(batch["results"][1]["status"], "queued", "{batch}");
 }
 
 #[tokio::test]
