@@ -34,6 +34,7 @@ enum State {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Faults {
     bare_newline: bool,
+    nul: bool,
     too_big: bool,
     line_too_long: bool,
     too_many_header_fields: bool,
@@ -160,6 +161,9 @@ impl DataReader {
 
     /// Octets of the current line (never CR LF line ends).
     fn content(&mut self, bytes: &[u8]) {
+        if bytes.contains(&0) {
+            self.faults.nul = true;
+        }
         if self.line_first.is_none() {
             self.line_first = bytes.first().copied();
         }
@@ -212,6 +216,15 @@ impl DataReader {
                 554,
                 "5.5.2",
                 "Message refused: bare CR or LF in DATA (lines must end with CRLF)",
+            ));
+        }
+        if faults.nul {
+            // RFC 5322 §3.5 and RFC 2045 §2.8 allow no NUL in a message's
+            // lines, 8-bit ones included; BINARYMIME is not offered.
+            return Outcome::Refused(Reply::new(
+                554,
+                "5.6.0",
+                "Message refused: a NUL octet in the message (no line of a message may hold one)",
             ));
         }
         if faults.too_big {

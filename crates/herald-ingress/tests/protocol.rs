@@ -281,6 +281,60 @@ async fn the_order_of_commands_and_their_codes() {
 }
 
 #[tokio::test]
+async fn parameters_the_rfcs_do_not_allow_are_refused() {
+    let server = start(Memory::with_connector(None), false, settings()).await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    smtp.expect_replies(&[
+        // Commands that take no parameters (RFC 3207 §4, RFC 5321 §4.1.1).
+        ("STARTTLS now", 501, "5.5.4"),
+        ("RSET x", 501, "5.5.4"),
+        ("QUIT later", 501, "5.5.4"),
+        // More than the 20 digits RFC 1870 allows, which would wrap.
+        (
+            "MAIL FROM:<app@example.test> SIZE=99999999999999999999999",
+            501,
+            "5.5.4",
+        ),
+        ("MAIL FROM:<app@example.test> SIZE=1000", 250, "2.1.0"),
+        // Postmaster without a domain names no mailbox this gateway keeps.
+        ("RCPT TO:<Postmaster>", 550, "5.1.1"),
+        // The same mailbox in another case is one recipient.
+        ("RCPT TO:<dup@example.net>", 250, "2.1.5"),
+        ("RCPT TO:<DUP@EXAMPLE.NET>", 250, "2.1.5"),
+        ("RCPT TO:<dup@Example.net>", 250, "2.1.5"),
+        ("DATA now", 501, "5.5.4"),
+        ("DATA", 354, ""),
+    ])
+    .await;
+    smtp.send(stuffed(b"Subject: one\r\n\r\nbody\r\n")).await;
+    expect(&smtp.read().await.unwrap(), 250, "2.0.0");
+    let messages = server.backend.messages();
+    assert_eq!(recipients(&messages[0].1), ["dup@example.net"]);
+}
+
+#[tokio::test]
+async fn a_nul_octet_refuses_the_message() {
+    let server = start(Memory::with_connector(None), false, settings()).await;
+    let mut smtp = Smtp::connect_ehlo(server.addr).await;
+    for message in [
+        &b"Subject: nul\x00here\r\n\r\nbody\r\n"[..],
+        &b"Subject: fine\r\n\r\nbody\x00nul\r\n"[..],
+    ] {
+        smtp.expect_replies(&[
+            ("MAIL FROM:<app@example.test>", 250, "2.1.0"),
+            ("RCPT TO:<ops@example.test>", 250, "2.1.5"),
+            ("DATA", 354, ""),
+        ])
+        .await;
+        smtp.send(stuffed(message)).await;
+        let reply = smtp.read().await.unwrap();
+        expect(&reply, 554, "5.6.0");
+        assert!(reply.to_string().contains("NUL"), "{reply}");
+    }
+    assert!(server.backend.messages().is_empty());
+}
+
+#[tokio::test]
 async fn stopping_finishes_the_message_in_flight_then_closes() {
     let server = start(Memory::with_connector(None), false, settings()).await;
     let mut idle = Smtp::connect_ehlo(server.addr).await;

@@ -10,7 +10,7 @@ use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{ErrorKind, SmtpError, Step};
+use crate::error::{ErrorKind, SmtpError, Step, Utf8Need};
 use crate::stream::{Acking, Stream};
 use crate::{Reply, TlsSettings, Tracer};
 
@@ -334,11 +334,21 @@ impl Connection {
     }
 
     /// `MAIL FROM`, declaring the size when the server advertises SIZE
-    /// (RFC 1870) and SMTPUTF8 when asked to (RFC 6531).
-    fn mail_command(&self, from: &EmailAddress, size: Option<usize>, utf8: bool) -> String {
+    /// (RFC 1870), 8-bit content (RFC 6152) and SMTPUTF8 (RFC 6531) when
+    /// asked to.
+    fn mail_command(
+        &self,
+        from: &EmailAddress,
+        size: Option<usize>,
+        eight_bit: bool,
+        utf8: bool,
+    ) -> String {
         let mut cmd = format!("MAIL FROM:<{from}>");
         if let Some(size) = size.filter(|_| self.extensions.contains("SIZE")) {
             cmd.push_str(&format!(" SIZE={size}"));
+        }
+        if eight_bit {
+            cmd.push_str(" BODY=8BITMIME");
         }
         if utf8 {
             cmd.push_str(" SMTPUTF8");
@@ -394,10 +404,25 @@ impl Connection {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .unwrap_or(content.len());
-        let everyone_needs_utf8 = !content[..head_end].is_ascii() || !envelope.from.is_ascii();
+        let header_utf8 = !content[..head_end].is_ascii();
+        let everyone_needs_utf8 = header_utf8 || !envelope.from.is_ascii();
         let utf8_offered = self.extensions.contains("SMTPUTF8");
         if everyone_needs_utf8 && !utf8_offered {
-            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+            let needed_by = if header_utf8 {
+                Utf8Need::Header
+            } else {
+                Utf8Need::Address
+            };
+            return Err(SmtpError::new(
+                Step::Mail,
+                ErrorKind::Utf8NotOffered { needed_by },
+            ));
+        }
+        // Octets over 127 go only to a server that takes them, declared
+        // (RFC 6152 §3); Herald does not convert a message to 7 bits.
+        let eight_bit = !content[head_end..].is_ascii() || header_utf8;
+        if eight_bit && !self.extensions.contains("8BITMIME") {
+            return Err(SmtpError::new(Step::Mail, ErrorKind::EightBitNotOffered));
         }
         let offered: Vec<usize> = (0..envelope.to.len())
             .filter(|&i| utf8_offered || envelope.to[i].is_ascii())
@@ -408,7 +433,7 @@ impl Connection {
         } else {
             let to: Vec<&EmailAddress> = offered.iter().map(|&i| &envelope.to[i]).collect();
             Some(
-                self.transaction(&envelope.from, &to, size, utf8, content)
+                self.transaction(&envelope.from, &to, size, eight_bit, utf8, content)
                     .await?,
             )
         };
@@ -421,10 +446,11 @@ impl Connection {
         from: &EmailAddress,
         to: &[&EmailAddress],
         size: usize,
+        eight_bit: bool,
         utf8: bool,
         content: &[u8],
     ) -> Result<Replies, SmtpError> {
-        let mail_cmd = self.mail_command(from, Some(size), utf8);
+        let mail_cmd = self.mail_command(from, Some(size), eight_bit, utf8);
         let rcpt_cmds: Vec<String> = to.iter().map(|to| format!("RCPT TO:<{to}>\r\n")).collect();
 
         if self.extensions.contains("PIPELINING") {
@@ -532,10 +558,15 @@ impl Connection {
     async fn check_envelope_inner(&mut self, envelope: &Envelope) -> Result<Vec<Reply>, SmtpError> {
         let utf8 = !envelope.from.is_ascii() || envelope.to.iter().any(|a| !a.is_ascii());
         if utf8 && !self.extensions.contains("SMTPUTF8") {
-            return Err(SmtpError::new(Step::Mail, ErrorKind::Utf8NotOffered));
+            return Err(SmtpError::new(
+                Step::Mail,
+                ErrorKind::Utf8NotOffered {
+                    needed_by: Utf8Need::Address,
+                },
+            ));
         }
         let mut replies = Vec::with_capacity(envelope.to.len() + 1);
-        let mail_cmd = self.mail_command(&envelope.from, None, utf8);
+        let mail_cmd = self.mail_command(&envelope.from, None, false, utf8);
         self.write(Step::Mail, mail_cmd.as_bytes()).await?;
         let mail = self.reply(Step::Mail).await?;
         let accepted = mail.is_positive();
@@ -555,14 +586,26 @@ impl Connection {
         self.command(Step::Rset, b"RSET\r\n").await.map(drop)
     }
 
+    /// EHLO, or HELO when the server does not know EHLO (a 500 or 502,
+    /// RFC 5321 §3.2): then no extension is known, so a session that needs
+    /// one (STARTTLS, AUTH) fails on it rather than going without.
     async fn ehlo(&mut self, helo_name: &str) -> Result<(), SmtpError> {
-        let reply = self
-            .command(Step::Ehlo, format!("EHLO {helo_name}\r\n").as_bytes())
-            .await?;
-        tracing::debug!(reply = %reply, "EHLO answered");
         self.extensions.clear();
         self.auth_mechanisms.clear();
         self.size_limit = None;
+        self.write(Step::Ehlo, format!("EHLO {helo_name}\r\n").as_bytes())
+            .await?;
+        let reply = self.reply(Step::Ehlo).await?;
+        if matches!(reply.code, 500 | 502) {
+            tracing::debug!(reply = %reply, "EHLO refused; saying HELO");
+            self.command(Step::Ehlo, format!("HELO {helo_name}\r\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+        if !reply.is_positive() {
+            return Err(SmtpError::new(Step::Ehlo, ErrorKind::Rejected(reply)));
+        }
+        tracing::debug!(reply = %reply, "EHLO answered");
         for line in reply.text.lines().skip(1) {
             let line = line.get(4..).unwrap_or_default().to_ascii_uppercase();
             let mut words = line.split_whitespace();

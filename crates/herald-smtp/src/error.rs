@@ -104,9 +104,25 @@ pub enum ErrorKind {
     EgressDenied(crate::EgressRule),
     /// The server broke the protocol (a malformed or oversized reply).
     Protocol(String),
-    /// An address of the envelope is internationalised and the server does not
-    /// offer SMTPUTF8, so it cannot be given the message at all.
-    Utf8NotOffered,
+    /// The message needs SMTPUTF8 (see [`Utf8Need`]) and the server does
+    /// not offer it, so it cannot be given the message at all.
+    Utf8NotOffered {
+        /// What needs it.
+        needed_by: Utf8Need,
+    },
+    /// The message holds octets over 127 and the server does not offer
+    /// 8BITMIME; Herald does not convert a message to 7 bits.
+    EightBitNotOffered,
+}
+
+/// What makes a message need SMTPUTF8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Utf8Need {
+    /// An internationalised address of the envelope.
+    Address,
+    /// UTF-8 in the header section that is not in encoded words (a message
+    /// taken over SMTP as its client wrote it).
+    Header,
 }
 
 /// An error of an SMTP session, with the step where it happened.
@@ -168,7 +184,9 @@ impl SmtpError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Utf8NotOffered | ErrorKind::TooBig { .. }
+            ErrorKind::Utf8NotOffered { .. }
+                | ErrorKind::EightBitNotOffered
+                | ErrorKind::TooBig { .. }
         ) || (matches!(self.step, Step::Mail | Step::Rcpt | Step::Data)
             && self.reply().is_some_and(Reply::is_permanent))
     }
@@ -193,9 +211,21 @@ impl SmtpError {
             ErrorKind::Timeout => write!(f, "{step}: the server did not answer in time"),
             ErrorKind::Tls(e) => write!(f, "{step}: TLS failed: {e}"),
             ErrorKind::Rejected(reply) => write!(f, "{step}: the server answered {reply}"),
-            ErrorKind::Utf8NotOffered => write!(
+            ErrorKind::Utf8NotOffered {
+                needed_by: Utf8Need::Address,
+            } => write!(
                 f,
                 "{step}: the server does not offer SMTPUTF8, which an internationalised address of this message needs"
+            ),
+            ErrorKind::Utf8NotOffered {
+                needed_by: Utf8Need::Header,
+            } => write!(
+                f,
+                "{step}: the server does not offer SMTPUTF8, which this message's header section needs (it holds UTF-8 as its client wrote it, not encoded)"
+            ),
+            ErrorKind::EightBitNotOffered => write!(
+                f,
+                "{step}: the server does not offer 8BITMIME, which this message's 8-bit content needs; Herald does not convert it to 7 bits"
             ),
             ErrorKind::StartTlsNotOffered => write!(
                 f,

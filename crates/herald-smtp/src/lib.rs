@@ -19,7 +19,7 @@ pub use client::{
     TlsInfo, Transaction, resolve,
 };
 pub use egress::{Egress, EgressRule};
-pub use error::{ErrorKind, SmtpError, Step};
+pub use error::{ErrorKind, SmtpError, Step, Utf8Need};
 pub use reply::Reply;
 pub use tls::{TlsSettings, https_client_config, validate_ca_pem};
 pub use trace::{TraceStep, Tracer};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use herald_core::{EmailAddress, Mechanism, Port, Secret, Security, SmtpHost};
 use herald_smtp::{
-    Connection, Credentials, Envelope, ErrorKind, SmtpError, Step, Target, Tracer, wire,
+    Connection, Credentials, Envelope, ErrorKind, SmtpError, Step, Target, Tracer, Utf8Need, wire,
 };
 use herald_testsmtp::{Action, Command, Rule, ServerConfig, SessionEnd, TestSmtpServer, TestTls};
 
@@ -158,11 +158,112 @@ async fn a_non_ascii_header_section_needs_smtputf8_for_everyone_and_the_session_
         .send(&envelope(&["ops@acme.example"]), &message)
         .await
         .unwrap_err();
-    assert!(matches!(error.kind, ErrorKind::Utf8NotOffered), "{error}");
+    assert!(
+        matches!(
+            error.kind,
+            ErrorKind::Utf8NotOffered {
+                needed_by: Utf8Need::Header
+            }
+        ),
+        "{error}"
+    );
+    // The reason names the header section, not an address the message lacks.
+    assert!(error.to_string().contains("header section"), "{error}");
     assert!(error.is_permanent());
     assert_eq!(error.remote, Some(server.addr()));
     drop(conn);
     ended_with_quit(&server).await;
+}
+
+#[tokio::test]
+async fn eight_bit_content_is_declared_and_never_sent_to_a_server_without_8bitmime() {
+    let body = wire::dot_stuffed(b"Subject: hi\r\n\r\nh\xc3\xa9llo\r\n");
+    // Offered: MAIL declares it.
+    let server = TestSmtpServer::start().await;
+    let mut conn = open_plain(&server).await;
+    conn.send(&envelope(&["ops@acme.example"]), &body)
+        .await
+        .unwrap();
+    let messages = server.wait_for_messages(1, STEP).await;
+    assert!(
+        messages[0]
+            .mail_parameters
+            .iter()
+            .any(|p| p == "BODY=8BITMIME"),
+        "{:?}",
+        messages[0].mail_parameters
+    );
+    // A 7-bit message declares nothing.
+    conn.send(&envelope(&["ops@acme.example"]), &content("plain"))
+        .await
+        .unwrap();
+    let messages = server.wait_for_messages(2, STEP).await;
+    assert!(
+        !messages[1]
+            .mail_parameters
+            .iter()
+            .any(|p| p.starts_with("BODY")),
+        "{:?}",
+        messages[1].mail_parameters
+    );
+    // Not offered: nothing is sent, and the failure is permanent and says why.
+    let server = TestSmtpServer::start_with(ServerConfig::new().without_8bitmime()).await;
+    let mut conn = open_plain(&server).await;
+    let error = conn
+        .send(&envelope(&["ops@acme.example"]), &body)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind, ErrorKind::EightBitNotOffered),
+        "{error}"
+    );
+    assert!(error.is_permanent(), "{error}");
+    assert!(error.to_string().contains("8BITMIME"), "{error}");
+    conn.send(&envelope(&["ops@acme.example"]), &content("plain"))
+        .await
+        .unwrap();
+    let messages = server.wait_for_messages(1, STEP).await;
+    assert_eq!(messages.len(), 1, "only the 7-bit message arrived");
+    assert!(messages[0].data.is_ascii());
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_know_ehlo_is_greeted_with_helo() {
+    let server = TestSmtpServer::start().await;
+    // The rule answers EHLO once; the HELO after it gets the usual 250.
+    server.script(
+        Rule::new(
+            Command::Ehlo,
+            Action::Reply(502, "5.5.2 EHLO not implemented".into()),
+        )
+        .times(1),
+    );
+    let mut conn = open_plain(&server).await;
+    conn.send(&envelope(&["ops@acme.example"]), &content("hello"))
+        .await
+        .unwrap();
+    let messages = server.wait_for_messages(1, STEP).await;
+    assert_eq!(messages[0].rcpt_to, ["ops@acme.example"]);
+    // Without EHLO no extension is known: nothing was declared.
+    assert!(
+        messages[0].mail_parameters.is_empty(),
+        "{:?}",
+        messages[0].mail_parameters
+    );
+    // STARTTLS is never assumed: a target that needs it fails.
+    let server = TestSmtpServer::start().await;
+    server.script(
+        Rule::new(
+            Command::Ehlo,
+            Action::Reply(500, "5.5.1 unrecognized command".into()),
+        )
+        .times(1),
+    );
+    let error = open_error(&target(&server, Security::StartTls), None).await;
+    assert!(
+        matches!(error.kind, ErrorKind::StartTlsNotOffered),
+        "{error}"
+    );
 }
 
 // Defect 3: QUIT always.

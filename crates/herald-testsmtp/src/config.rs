@@ -29,6 +29,7 @@ pub struct ServerConfig {
     pub(crate) extra_after_starttls: bool,
     pub(crate) max_message_size: usize,
     pub(crate) smtputf8: bool,
+    pub(crate) eight_bit_mime: bool,
     pub(crate) advertise_size: bool,
     pub(crate) nagle: bool,
 }
@@ -45,6 +46,7 @@ impl Default for ServerConfig {
             extra_after_starttls: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             smtputf8: true,
+            eight_bit_mime: true,
             advertise_size: true,
             nagle: false,
         }
@@ -75,6 +77,13 @@ impl ServerConfig {
     /// with 553 5.6.7, as by a server without internationalised mail.
     pub fn without_smtputf8(mut self) -> Self {
         self.smtputf8 = false;
+        self
+    }
+
+    /// Does not offer 8BITMIME (RFC 6152), as a server that takes only
+    /// 7-bit messages.
+    pub fn without_8bitmime(mut self) -> Self {
+        self.eight_bit_mime = false;
         self
     }
 

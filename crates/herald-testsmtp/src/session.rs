@@ -275,9 +275,11 @@ impl Session {
         let mut lines = vec![
             HOSTNAME.to_owned(),
             "PIPELINING".to_owned(),
-            "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
+        if config.eight_bit_mime {
+            lines.push("8BITMIME".to_owned());
+        }
         if config.advertise_size {
             lines.push(format!("SIZE {}", config.max_message_size));
         }

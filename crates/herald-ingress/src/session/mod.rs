@@ -11,6 +11,7 @@
 //!
 //! `authentication` holds AUTH, `transaction` MAIL, RCPT and DATA.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -354,6 +355,10 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        if let Some(refusal) = parameters_refused(&request, line) {
+            self.error(refusal);
+            return Flow::Continue;
+        }
         match request {
             Request::Ehlo { host } => self.ehlo(host.into_owned(), true),
             Request::Helo { host } => self.ehlo(host.into_owned(), false),
@@ -507,5 +512,40 @@ impl Session {
                 false
             }
         }
+    }
+}
+
+/// What the parser lets through but the RFCs do not: a command that takes
+/// no parameters given some (STARTTLS must answer 501, RFC 3207 §4; DATA,
+/// RSET and QUIT take none, RFC 5321 §4.1.1), and a `SIZE=` of more than
+/// the 20 digits RFC 1870 allows, which the parser would wrap to a small
+/// number.
+fn parameters_refused(request: &Request<Cow<'_, str>>, line: &[u8]) -> Option<Reply> {
+    let words = line.trim_ascii();
+    match request {
+        Request::StartTls | Request::Data | Request::Rset | Request::Quit
+            if words.contains(&b' ') || words.contains(&b'\t') =>
+        {
+            let command =
+                String::from_utf8_lossy(&words[..words.iter().position(u8::is_ascii_whitespace)?])
+                    .to_ascii_uppercase();
+            Some(Reply::new(
+                501,
+                "5.5.4",
+                format!("Syntax error: {command} takes no parameters"),
+            ))
+        }
+        Request::Mail { .. } => {
+            let after_path = &words[words.iter().rposition(|&b| b == b'>')? + 1..];
+            let at = after_path
+                .windows(5)
+                .position(|w| w.eq_ignore_ascii_case(b"SIZE="))?;
+            let digits = after_path[at + 5..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            (digits > 20).then(|| Reply::new(501, "5.5.4", "Invalid value of the parameter SIZE"))
+        }
+        _ => None,
     }
 }

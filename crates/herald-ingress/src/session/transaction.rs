@@ -157,6 +157,15 @@ impl Session {
                 format!("Too many recipients: at most {max} per message"),
             ));
         }
+        if to.address.is_empty() {
+            // The parser gives `<Postmaster>` (RFC 5321 §4.5.1) as an empty
+            // address. This gateway keeps no mailbox of its own for it.
+            return self.error(Reply::new(
+                550,
+                "5.1.1",
+                "This gateway keeps no mailboxes: Postmaster, or an empty address, needs a full address with a domain",
+            ));
+        }
         let address = match EmailAddress::parse(&address_form(&to.address)) {
             Ok(address) => address,
             Err(invalid) => {
@@ -174,7 +183,13 @@ impl Session {
                 "An internationalised recipient address needs SMTPUTF8",
             ));
         }
-        if !transaction.recipients.contains(&address) {
+        // The same mailbox twice (in any case) is one recipient, as mail
+        // systems compare addresses.
+        if !transaction
+            .recipients
+            .iter()
+            .any(|r| r.is_same_as(&address))
+        {
             transaction.recipients.push(address);
         }
         self.reply(Reply::new(250, "2.1.5", "Ok"));
