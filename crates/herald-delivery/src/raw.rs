@@ -132,6 +132,12 @@ fn mailboxes(value: &[u8]) -> Mailboxes {
 
 /// Addresses compare without regard to ASCII case: mail systems treat local
 /// parts that way in practice, and domains are so by definition.
+/// A field that names hidden recipients: `Bcc`, and `Resent-Bcc`, which
+/// means the same for a resent message (RFC 5322 §3.6.6).
+fn is_bcc(field: &RawField<'_>) -> bool {
+    field.is("bcc") || field.is("resent-bcc")
+}
+
 fn same_address(a: &str, b: &EmailAddress) -> bool {
     a.trim().eq_ignore_ascii_case(b.as_ref())
 }
@@ -188,14 +194,14 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
                     .is_some_and(|(_, address)| same_address(address, &route.from))
         };
         for field in &fields {
-            if !(field.is("bcc") || field.is("return-path") || foreign_sender(field)) {
+            if !(is_bcc(field) || field.is("return-path") || foreign_sender(field)) {
                 steps.push(Step::Keep(field.bytes));
             }
         }
         policy::AS_RECEIVED
     } else if on_behalf {
         for (i, field) in fields.iter().enumerate() {
-            if field.is("bcc") || field.is("return-path") || field.is("sender") {
+            if is_bcc(field) || field.is("return-path") || field.is("sender") {
                 continue;
             }
             steps.push(Step::Keep(field.bytes));
@@ -226,9 +232,10 @@ pub(crate) fn render(raw: &[u8], message: &MessageContent, route: &Route) -> Ren
                     });
                     steps.push(Step::Write(address_field("Reply-To", list)));
                 }
-            } else if !["bcc", "return-path", "sender", "from", "dkim-signature"]
-                .iter()
-                .any(|name| field.is(name))
+            } else if !(is_bcc(field)
+                || ["return-path", "sender", "from", "dkim-signature"]
+                    .iter()
+                    .any(|name| field.is(name)))
             {
                 steps.push(Step::Keep(field.bytes));
             }
@@ -389,7 +396,7 @@ mod tests {
     #[test]
     fn the_providers_own_from_is_sent_as_received_without_bcc_return_path_or_another_sender() {
         let raw = received(
-            "Return-Path: <bounce@app.example>\r\nFrom: Alerts <ALERTS@acme.example>\r\nTo: ops@acme.example\r\nbcc: hidden@acme.example,\r\n  other@acme.example\r\nSender: app@acme.example\r\n",
+            "Return-Path: <bounce@app.example>\r\nFrom: Alerts <ALERTS@acme.example>\r\nTo: ops@acme.example\r\nbcc: hidden@acme.example,\r\n  other@acme.example\r\nSender: app@acme.example\r\nResent-Bcc: audit@acme.example\r\n",
         );
         let (content, policy) = send(&raw, false, SenderPolicy::Fixed);
         assert_eq!(policy, "as received");
@@ -397,7 +404,8 @@ mod tests {
             .unwrap()
             .replace("Return-Path: <bounce@app.example>\r\n", "")
             .replace("bcc: hidden@acme.example,\r\n  other@acme.example\r\n", "")
-            .replace("Sender: app@acme.example\r\n", "");
+            .replace("Sender: app@acme.example\r\n", "")
+            .replace("Resent-Bcc: audit@acme.example\r\n", "");
         assert_eq!(content, expected);
     }
 

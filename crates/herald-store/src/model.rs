@@ -455,12 +455,20 @@ impl NewMessage {
         }
     }
 
-    /// Every recipient's address with its kind, in order: To, then Cc, then Bcc.
+    /// Every recipient's address with its kind, in order: To, then Cc, then
+    /// Bcc. A mailbox named again (in any case, as mail systems compare
+    /// addresses) is one recipient, of the kind it was first named with: it
+    /// gets the message once.
     pub fn recipients(&self) -> impl Iterator<Item = (&EmailAddress, RecipientKind)> {
         let to = self.to.iter().map(|m| (&m.address, RecipientKind::To));
         let cc = self.cc.iter().map(|m| (&m.address, RecipientKind::Cc));
         let bcc = self.bcc.iter().map(|a| (a, RecipientKind::Bcc));
-        to.chain(cc).chain(bcc)
+        // The one-recipient message, the common one, keeps nothing.
+        let many = self.to.len() + self.cc.len() + self.bcc.len() > 1;
+        let mut seen = std::collections::HashSet::new();
+        to.chain(cc).chain(bcc).filter(move |(address, _)| {
+            !many || seen.insert(address.to_string().to_ascii_lowercase())
+        })
     }
 
     /// What a worker needs to render the message: what

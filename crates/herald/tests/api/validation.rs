@@ -1111,6 +1111,35 @@ async fn an_idempotency_key_stores_a_message_once() {
 }
 
 #[tokio::test]
+async fn a_mailbox_named_twice_is_one_recipient() {
+    let (app, acme) = app_with_one_message().await;
+    let message = json!({"to": ["ops@acme.example", "OPS@ACME.EXAMPLE"],
+        "cc": ["ops@Acme.example", "lead@acme.example"], "bcc": ["LEAD@acme.example", "audit@acme.example"],
+        "subject": "twice", "text": "x"});
+    let (status, answer) = app.post(&messages_path(&acme), &acme.sender, message).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["id"].as_str().unwrap();
+    let (_, shown) = app
+        .get(&format!("{}/{id}", messages_path(&acme)), &acme.sender)
+        .await;
+    let recipients: Vec<(&str, &str)> = shown["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["address"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        recipients,
+        [
+            ("ops@acme.example", "to"),
+            ("lead@acme.example", "cc"),
+            ("audit@acme.example", "bcc")
+        ],
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn a_scheduled_message_is_answered_as_scheduled() {
     let (app, acme) = app_with_one_message().await;
     let later = herald_core::timestamp::rfc3339(herald_core::timestamp::now_ms() + 3_600_000);
