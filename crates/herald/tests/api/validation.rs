@@ -55,6 +55,18 @@ async fn send(
     }
 }
 
+/// Posts `text` as it is, declared JSON.
+async fn post_text(app: &TestApp, path: &str, token: &str, text: &str) -> Reply {
+    send(
+        app,
+        Method::POST,
+        path,
+        Some(token),
+        Some((Some("application/json"), text.to_owned())),
+    )
+    .await
+}
+
 /// Sends a JSON body.
 async fn send_json(
     app: &TestApp,
@@ -182,6 +194,11 @@ async fn post_message(app: &TestApp, tenant: &TestTenant, body: Value) -> Reply 
 }
 
 /// A message that would be accepted.
+/// A valid SMTP server entry, `relay`.
+fn relay() -> Value {
+    json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"})
+}
+
 fn valid_message() -> Value {
     json!({"to": ["user@acme.example"], "subject": "Disk full", "text": "92% used"})
 }
@@ -236,14 +253,7 @@ async fn malformed_json_is_a_400_and_stores_nothing() {
         "not json",
         "[1, 2",
     ] {
-        let reply = send(
-            &app,
-            Method::POST,
-            &messages_path(&acme),
-            Some(&acme.sender),
-            Some((Some("application/json"), broken.to_owned())),
-        )
-        .await;
+        let reply = post_text(&app, &messages_path(&acme), &acme.sender, broken).await;
         let detail = assert_malformed(&reply);
         assert!(detail.contains("not valid"), "{broken:?}: {detail}");
     }
@@ -329,12 +339,7 @@ async fn a_missing_field_is_a_422_naming_it_on_every_route() {
 async fn a_value_of_the_wrong_type_is_never_repeated_in_the_answer() {
     let (app, acme) = app_with_one_message().await;
     // A password or secret sent as a number must not come back in the error.
-    let server = create_server(
-        &app,
-        &acme,
-        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
-    )
-    .await;
+    let server = create_server(&app, &acme, relay()).await;
     let reply = post_as(
         &app,
         &format!("/v1/tenants/acme/smtp-servers/{server}/accounts"),
@@ -369,27 +374,13 @@ async fn a_key_given_twice_is_refused_not_dropped() {
     // Header names: the same as a name given twice in another case.
     let body = r#"{"to": ["user@acme.example"], "subject": "s", "text": "x",
         "headers": {"X-Dup": "first", "X-Dup": "second"}}"#;
-    let reply = send(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        Some((Some("application/json"), body.to_owned())),
-    )
-    .await;
+    let reply = post_text(&app, &messages_path(&acme), &acme.sender, body).await;
     let rule = assert_invalid_field(&reply, "headers.X-Dup");
     assert!(rule.contains("twice"), "{rule}");
     // Free-form data, at any depth.
     let body = r#"{"to": ["user@acme.example"], "template": "t",
         "data": {"host": {"name": "a", "name": "b"}}}"#;
-    let reply = send(
-        &app,
-        Method::POST,
-        &messages_path(&acme),
-        Some(&acme.sender),
-        Some((Some("application/json"), body.to_owned())),
-    )
-    .await;
+    let reply = post_text(&app, &messages_path(&acme), &acme.sender, body).await;
     let detail = assert_malformed(&reply);
     assert!(
         detail.contains("data") && detail.contains("`name` is given twice"),
@@ -399,12 +390,11 @@ async fn a_key_given_twice_is_refused_not_dropped() {
     let body = r#"{"messages": [
         {"to": ["a@acme.example"], "subject": "one", "text": "x"},
         {"to": ["b@acme.example"], "subject": "two", "subject": "three", "text": "x"}]}"#;
-    let reply = send(
+    let reply = post_text(
         &app,
-        Method::POST,
         &format!("{}/batch", messages_path(&acme)),
-        Some(&acme.sender),
-        Some((Some("application/json"), body.to_owned())),
+        &acme.sender,
+        body,
     )
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
@@ -480,12 +470,7 @@ async fn a_chunked_body_without_a_content_type_is_not_ignored() {
     assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
     // On a route whose body is optional, a chunked body is not taken for
     // none: the test message is not sent to the default recipient.
-    let server = create_server(
-        &app,
-        &acme,
-        json!({"name": "relay", "host": "mail.acme.example", "port": 587, "security": "starttls"}),
-    )
-    .await;
+    let server = create_server(&app, &acme, relay()).await;
     let provider = app
         .create_as_admin(
             &acme,
