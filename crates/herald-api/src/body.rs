@@ -122,7 +122,11 @@ pub(crate) fn refusal(error: serde_path_to_error::Error<serde_json::Error>) -> A
     let path = error.path().to_string();
     let inner = error.into_inner();
     if inner.is_syntax() || inner.is_eof() {
-        return ApiError::Malformed(format!("the body is not valid JSON: {inner}"));
+        // Such as a number out of range, inside a field: named.
+        return ApiError::Malformed(match path.as_str() {
+            "." => format!("the body is not valid JSON: {inner}"),
+            field => format!("the body is not valid JSON: field {field}: {inner}"),
+        });
     }
     let text = inner.to_string();
     // serde_json ends its text with where it stopped reading.
@@ -150,8 +154,8 @@ pub(crate) fn refusal(error: serde_path_to_error::Error<serde_json::Error>) -> A
 }
 
 /// serde's text of a data error with the offending value left out:
-/// `invalid type: integer `123`, expected a string` becomes
-/// `invalid type: integer, expected a string`.
+/// "invalid type: integer \`123\`, expected a string" becomes "invalid
+/// type: integer, expected a string".
 fn without_values(text: &str) -> String {
     let kind_of = |unexpected: &str| {
         let end = [" `", " \""]

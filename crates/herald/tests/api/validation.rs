@@ -366,6 +366,16 @@ async fn a_value_of_the_wrong_type_is_never_repeated_in_the_answer() {
     let detail = assert_malformed(&reply);
     assert!(detail.contains("field text"), "{detail}");
     assert!(!reply.text.contains("top-secret"), "{}", reply.text);
+    // A number JSON cannot hold names its field too.
+    let reply = post_text(
+        &app,
+        "/v1/tenants/acme/smtp-servers",
+        &acme.admin,
+        r#"{"name": "r", "host": "mail.acme.example", "port": 1e400}"#,
+    )
+    .await;
+    let detail = assert_malformed(&reply);
+    assert!(detail.contains("field port"), "{detail}");
 }
 
 #[tokio::test]
