@@ -82,17 +82,12 @@ impl<T: DeserializeOwned + Default> Body<T> {
 }
 
 impl<T: DeserializeOwned> Body<T> {
-    /// Parses the body, naming the field of the first error.
+    /// Parses the body, an object only ([`AnObject`]), naming the field of
+    /// the first error.
     pub fn parse(self) -> Result<T, ApiError> {
         let bytes = self.bytes?;
-        // Serde would read a struct from an array too; the API takes objects only.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::Malformed(
-                "the body is not valid for this endpoint: it must be a JSON object".into(),
-            ));
-        }
         let mut json = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut json).map_err(refusal)?;
+        let AnObject(value) = serde_path_to_error::deserialize(&mut json).map_err(refusal)?;
         json.end()
             .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))?;
         Ok(value)

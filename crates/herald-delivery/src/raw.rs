@@ -130,14 +130,14 @@ fn mailboxes(value: &[u8]) -> Mailboxes {
     Mailboxes { list, single }
 }
 
-/// Addresses compare without regard to ASCII case: mail systems treat local
-/// parts that way in practice, and domains are so by definition.
 /// A field that names hidden recipients: `Bcc`, and `Resent-Bcc`, which
 /// means the same for a resent message (RFC 5322 §3.6.6).
 fn is_bcc(field: &RawField<'_>) -> bool {
     field.is("bcc") || field.is("resent-bcc")
 }
 
+/// Addresses compare without regard to ASCII case: mail systems treat local
+/// parts that way in practice, and domains are so by definition.
 fn same_address(a: &str, b: &EmailAddress) -> bool {
     a.trim().eq_ignore_ascii_case(b.as_ref())
 }

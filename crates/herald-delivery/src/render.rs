@@ -156,10 +156,12 @@ fn body(message: &MessageContent) -> MimePart<'_> {
 /// copied byte by byte (mail_builder's check and copy were 5 % of a node's
 /// delivery time).
 fn text_part<'x>(content_type: &'x str, text: &'x str) -> MimePart<'x> {
-    if !is_seven_bit(text.as_bytes()) {
-        return MimePart::new(content_type, crlf(text));
+    let part = MimePart::new(content_type, crlf(text));
+    if is_seven_bit(text.as_bytes()) {
+        part.transfer_encoding("7bit")
+    } else {
+        part
     }
-    MimePart::new(content_type, crlf(text)).transfer_encoding("7bit")
 }
 
 /// `text` with a CR before every LF that has none.

@@ -420,7 +420,7 @@ impl Connection {
         }
         // Octets over 127 go only to a server that takes them, declared
         // (RFC 6152 §3); Herald does not convert a message to 7 bits.
-        let eight_bit = !content[head_end..].is_ascii() || header_utf8;
+        let eight_bit = header_utf8 || !content[head_end..].is_ascii();
         if eight_bit && !self.extensions.contains("8BITMIME") {
             return Err(SmtpError::new(Step::Mail, ErrorKind::EightBitNotOffered));
         }

@@ -523,12 +523,9 @@ impl Session {
 fn parameters_refused(request: &Request<Cow<'_, str>>, line: &[u8]) -> Option<Reply> {
     let words = line.trim_ascii();
     match request {
-        Request::StartTls | Request::Data | Request::Rset | Request::Quit
-            if words.contains(&b' ') || words.contains(&b'\t') =>
-        {
-            let command =
-                String::from_utf8_lossy(&words[..words.iter().position(u8::is_ascii_whitespace)?])
-                    .to_ascii_uppercase();
+        Request::StartTls | Request::Data | Request::Rset | Request::Quit => {
+            let gap = words.iter().position(u8::is_ascii_whitespace)?;
+            let command = String::from_utf8_lossy(&words[..gap]).to_ascii_uppercase();
             Some(Reply::new(
                 501,
                 "5.5.4",

@@ -252,6 +252,8 @@ async fn malformed_json_is_a_400_and_stores_nothing() {
         "",
         "not json",
         "[1, 2",
+        // Well-formed, but an array where the body must be an object.
+        r#"[["user@acme.example"], [], [], "Disk full", "x"]"#,
     ] {
         let reply = post_text(&app, &messages_path(&acme), &acme.sender, broken).await;
         let detail = assert_malformed(&reply);
